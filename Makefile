@@ -1,0 +1,47 @@
+# iscsictl: the project's commands.  `make test` is what CI runs (.ci/run).
+#   make test    set up everything (Debian packages, virtualenv), run the whole suite: unit, peers, VM
+#   make bench   run the benchmarks and print their figures side by side with a peer
+#   make demo    the main job, visibly: discovery, login through the kernel, a disk, I/O, logout (in a VM)
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+# Debian packages the tests and benchmarks use: peers (tgt, open-iscsi, libiscsi-bin),
+# the VM (qemu, busybox, cpio, kmod) and the C compiler for the Cython fast path.
+DEB_PACKAGES := tgt open-iscsi libiscsi-bin qemu-system-x86 busybox-static cpio kmod gcc python3-dev iproute2 util-linux
+
+.PHONY: test unit vm bench demo deps venv clean
+
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: pyproject.toml setup.cfg setup.py $(wildcard _fastpath/*.pyx _fastpath/*.pxd)
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip setuptools wheel
+	$(VPY) -m pip install -q -e '.[test]'
+	$(VPY) -c 'import iscsictl.protocol.pdu as p; print("iscsictl: fast path:", p.IMPLEMENTATION)' || true
+	touch $@
+
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+unit: venv
+	$(VPY) -m pytest -q tests
+
+vm: venv deps
+	$(VPY) -m pytest -q vm-tests
+
+test: deps venv
+	$(VPY) -m pytest -q tests vm-tests
+
+bench: deps venv
+	$(VPY) bench/run.py
+
+demo: deps venv
+	$(VPY) vm-tests/demo.py
+
+clean:
+	rm -rf build *.egg-info $(VENV) _fastpath/*.c _fastpath/*.so

@@ -1,0 +1,1 @@
+"""The Linux iSCSI netlink family (NETLINK_ISCSI), installed as iscsictl.netlink."""
