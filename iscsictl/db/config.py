@@ -1,0 +1,204 @@
+"""iscsid.conf, initiatorname.iscsi and the DB / config roots.
+
+* ``iscsid.conf`` (``<config_root>/iscsid.conf``): ``key = value`` lines, ``#`` comments, parsed
+  like record files (open-iscsi ``idbm_recinfo_config``).  Node and discovery keys in it are the
+  defaults of records *at creation* only (``idbm_node_setup_from_conf``); ``iscsid.*`` keys are
+  plain lookups (``cfg_get_string_param``).
+* ``initiatorname.iscsi``: ``InitiatorName=`` and optional ``InitiatorAlias=``; created when
+  missing with a fresh Debian-style IQN (``iqn.1993-08.org.debian:01:`` + 12 hex digits, as
+  Debian's postinst runs ``iscsi-iname -p iqn.1993-08.org.debian:01``), mode 0644
+  (Debian's postinst leaves its own file 0600; either works for iscsid, which runs as root).
+
+Roots: Debian's open-iscsi keeps nodes/, send_targets/, ifaces/ ... in ``/etc/iscsi`` (the
+``strings`` of Debian 12's iscsiadm show ``/etc/iscsi/nodes`` etc.), and the config in
+``/etc/iscsi`` too.  Both are overridable: argument > environment (``ISCSICTL_DB_ROOT``,
+``ISCSICTL_CONFIG_ROOT``) > default.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+
+from . import schema
+from .record import Record, Warn, _nowarn, parse_lines
+
+DEFAULT_DB_ROOT = "/etc/iscsi"
+DEFAULT_CONFIG_ROOT = "/etc/iscsi"
+ENV_DB_ROOT = "ISCSICTL_DB_ROOT"
+ENV_CONFIG_ROOT = "ISCSICTL_CONFIG_ROOT"
+CONFIG_FILE = "iscsid.conf"
+INITIATOR_NAME_FILE = "initiatorname.iscsi"
+#: Debian's prefix for generated initiator names.
+DEBIAN_IQN_PREFIX = "iqn.1993-08.org.debian:01:"
+#: upstream iscsi-iname's default prefix
+OPEN_ISCSI_IQN_PREFIX = "iqn.2005-03.org.open-iscsi:"
+
+
+@dataclass(frozen=True)
+class Roots:
+    """Resolved roots: ``db_root`` (nodes/, send_targets/, isns/, static/, fw/, ifaces/) and
+    ``config_root`` (iscsid.conf, initiatorname.iscsi)."""
+
+    db_root: str
+    config_root: str
+
+
+def resolve_roots(db_root: str | None = None, config_root: str | None = None,
+                  environ: dict | None = None) -> Roots:
+    """Resolve the roots: explicit argument (``--db-root``/``--config-root``), else the
+    environment (``ISCSICTL_DB_ROOT``/``ISCSICTL_CONFIG_ROOT``), else ``/etc/iscsi``."""
+    env = os.environ if environ is None else environ
+    return Roots(
+        db_root or env.get(ENV_DB_ROOT) or DEFAULT_DB_ROOT,
+        config_root or env.get(ENV_CONFIG_ROOT) or DEFAULT_CONFIG_ROOT,
+    )
+
+
+class IscsidConfig:
+    """Parsed iscsid.conf.
+
+    ``raw``: ``{key: value text}`` of every ``key = value`` line (last one wins), including
+    ``iscsid.*`` keys.  ``path``: the file, or None when there was none (compiled defaults)."""
+
+    def __init__(self, raw: dict | None = None, path: str | None = None, text: str = ""):
+        self.raw = dict(raw or {})
+        self.path = path
+        self._text = text
+
+    @classmethod
+    def load(cls, config_root: str, warn: Warn = _nowarn) -> "IscsidConfig":
+        """Read ``<config_root>/iscsid.conf``; a missing file gives an empty config."""
+        path = os.path.join(config_root, CONFIG_FILE)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return cls(None, None)
+        except OSError as e:
+            warn(f"cannot read {path}: {e.strerror}")
+            return cls(None, None)
+        return cls.parse(data.decode("utf-8", "surrogateescape"), path)
+
+    @classmethod
+    def parse(cls, text: str, path: str | None = None) -> "IscsidConfig":
+        """Parse iscsid.conf text (``key = value``; ``#`` comments; blank lines)."""
+        raw = {}
+        for line in text.split("\n"):
+            line = line.strip()
+            if not line or line[0] == "#":
+                continue
+            name, sep, value = line.partition("=")
+            name = name.strip()
+            if not sep or not name or any(c.isspace() for c in name):
+                continue
+            raw[name] = value.strip()
+        return cls(raw, path, text)
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        """Plain lookup of any key (``iscsid.startup``, ``iscsid.safe_logout`` ...)."""
+        return self.raw.get(key, default)
+
+    def get_bool(self, key: str, default: bool = False) -> bool:
+        """Yes/No key (e.g. ``iscsid.safe_logout``): True iff the value is ``Yes``."""
+        v = self.raw.get(key)
+        return default if v is None else v == "Yes"
+
+    @property
+    def safe_logout(self) -> bool:
+        """``iscsid.safe_logout`` (default No)."""
+        return self.get_bool("iscsid.safe_logout", False)
+
+    @property
+    def startup(self) -> str | None:
+        """``iscsid.startup``: the command iscsiadm runs to start iscsid."""
+        return self.get("iscsid.startup")
+
+    def defaults_for(self, kind: schema.RecordKind, warn: Warn = _nowarn) -> dict:
+        """Typed ``{key: value}`` of the compiled defaults of ``kind`` overlaid by this file's
+        keys for that kind (bad values warned and ignored)."""
+        vals = {k.name: k.default for k in kind.keys}
+        if self.raw:
+            text = "\n".join(f"{k} = {v}" for k, v in self.raw.items())
+            parsed, _ = parse_lines(kind, text, self.path or CONFIG_FILE, warn)
+            # the lookup keys of a record (name, address, type ...) never come from the config
+            for name, v in parsed.items():
+                if not kind.by_name[name].read_only:
+                    vals[name] = v
+        for k in kind.keys:
+            if k.length_of:
+                vals[k.name] = len(vals[k.length_of])
+        return vals
+
+    def new_record(self, kind: schema.RecordKind, warn: Warn = _nowarn) -> Record:
+        """A fresh record of ``kind`` with iscsid.conf defaults applied."""
+        return Record(kind, self.defaults_for(kind, warn))
+
+
+# --------------------------------------------------------------------------------------------
+# initiatorname.iscsi
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class InitiatorName:
+    """Contents of initiatorname.iscsi: ``name`` (InitiatorName=), ``alias`` (InitiatorAlias=,
+    or None)."""
+
+    name: str
+    alias: str | None = None
+
+
+def generate_iqn(prefix: str = DEBIAN_IQN_PREFIX) -> str:
+    """A fresh initiator name like ``iscsi-iname -p prefix``: prefix + 12 random hex digits."""
+    return prefix + secrets.token_hex(6)
+
+
+def read_initiator_name(config_root: str) -> InitiatorName | None:
+    """Parse ``<config_root>/initiatorname.iscsi``; None if the file or InitiatorName= is
+    missing.  ``#`` lines are comments."""
+    path = os.path.join(config_root, INITIATOR_NAME_FILE)
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8", "surrogateescape")
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    name = alias = None
+    for line in text.split("\n"):
+        line = line.strip()
+        if not line or line[0] == "#":
+            continue
+        k, sep, v = line.partition("=")
+        if not sep:
+            continue
+        k = k.strip()
+        if k == "InitiatorName" and v.strip():
+            name = v.strip()
+        elif k == "InitiatorAlias" and v.strip():
+            alias = v.strip()
+    if not name:
+        return None
+    return InitiatorName(name, alias)
+
+
+_INAME_HEADER = """\
+## DO NOT EDIT OR REMOVE THIS FILE!
+## If you remove this file, the iSCSI daemon will not start.
+## If you change the InitiatorName, existing access control lists
+## may reject this initiator.  The InitiatorName must be unique
+## for each iSCSI initiator.  Do NOT duplicate iSCSI InitiatorNames.
+"""
+
+
+def ensure_initiator_name(config_root: str, prefix: str = DEBIAN_IQN_PREFIX) -> InitiatorName:
+    """Return the initiator name, creating ``initiatorname.iscsi`` (0644, Debian's header and
+    ``InitiatorName=<fresh IQN>``) atomically when it is missing or has no InitiatorName."""
+    cur = read_initiator_name(config_root)
+    if cur is not None:
+        return cur
+    from .store import atomic_write  # local import: store imports this module
+
+    os.makedirs(config_root, exist_ok=True)
+    name = generate_iqn(prefix)
+    atomic_write(os.path.join(config_root, INITIATOR_NAME_FILE),
+                 (_INAME_HEADER + f"InitiatorName={name}\n").encode(), mode=0o644)
+    return InitiatorName(name)

@@ -1,0 +1,118 @@
+"""Typed errors of the node database.
+
+Every class carries ``exit_code``: the open-iscsi ``ISCSI_ERR_*`` number
+(open-iscsi ``include/iscsi_err.h``) that iscsiadm would exit with for the
+same failure, so the CLI can map errors without a table of its own.
+"""
+
+from __future__ import annotations
+
+# open-iscsi include/iscsi_err.h
+ISCSI_ERR = 1
+ISCSI_ERR_IDBM = 6
+ISCSI_ERR_INVAL = 7
+ISCSI_ERR_NO_OBJS_FOUND = 21
+ISCSI_ERR_BUSY = 28
+ISCSI_ERR_AGAIN = 29
+ISCSI_ERR_UNKNOWN_DISCOVERY_TYPE = 30
+
+
+class DBError(Exception):
+    """Base class of every node-database error.  ``exit_code`` = ISCSI_ERR_IDBM (6)."""
+
+    exit_code = ISCSI_ERR_IDBM
+
+
+class RecordNotFound(DBError):
+    """No record matches (node, discovery or iface).  Exit code 21 (ISCSI_ERR_NO_OBJS_FOUND)."""
+
+    exit_code = ISCSI_ERR_NO_OBJS_FOUND
+
+
+class RecordExists(DBError):
+    """The record to create exists already.  Exit code 6 (ISCSI_ERR_IDBM), as iscsiadm's
+    ``-m iface -o new`` on an existing iface."""
+
+    exit_code = ISCSI_ERR_IDBM
+
+
+class InvalidKey(DBError):
+    """``-o update -n <name>`` with a name that is not in the record table.
+    iscsiadm: ``Cannot modify %s. Invalid param name.``  Exit code 7 (ISCSI_ERR_INVAL)."""
+
+    exit_code = ISCSI_ERR_INVAL
+
+    def __init__(self, name: str):
+        super().__init__(f"Cannot modify {name}. Invalid param name.")
+        self.name = name
+
+
+class ReadOnlyKey(DBError):
+    """The key identifies the record (or, in a node record, belongs to the iface) and cannot be
+    changed with ``-o update``.  Exit code 7 (ISCSI_ERR_INVAL).
+
+    ``reason`` is ``"lookup"`` (iscsiadm: ``It is used to look up the record and cannot be
+    changed.``) or ``"iface"`` (``Use iface mode to update this value.``)."""
+
+    exit_code = ISCSI_ERR_INVAL
+
+    def __init__(self, name: str, reason: str = "lookup"):
+        if reason == "iface":
+            msg = f"Cannot modify {name}. Use iface mode to update this value."
+        else:
+            msg = f"Cannot modify {name}. It is used to look up the record and cannot be changed."
+        super().__init__(msg)
+        self.name = name
+        self.reason = reason
+
+
+class InvalidValue(DBError):
+    """A value that does not fit the key's type (enum text not among the options, a non-integer
+    for an integer key, an integer out of the C field's range).  Exit code 7 (ISCSI_ERR_INVAL).
+    iscsiadm: ``unknown value format '%s' for parameter name '%s'``."""
+
+    exit_code = ISCSI_ERR_INVAL
+
+    def __init__(self, name: str, value: str, detail: str = ""):
+        msg = f"unknown value format '{value}' for parameter name '{name}'"
+        if detail:
+            msg += f" ({detail})"
+        super().__init__(msg)
+        self.name = name
+        self.value = value
+
+
+class InvalidRecordName(DBError):
+    """A target, portal or iface name that cannot be a DB path component (empty, ``/``,
+    NUL, ``.``/``..``, iface name longer than 64).  Exit code 7 (ISCSI_ERR_INVAL)."""
+
+    exit_code = ISCSI_ERR_INVAL
+
+
+class LockTimeout(DBError):
+    """A DB lock was not obtained within the bounded wait.  ``holder_pid`` is the PID written in
+    the lock file by the holder (None if unknown).  iscsiadm: ``Timeout on acquiring lock on DB``.
+    Exit code 6 (ISCSI_ERR_IDBM)."""
+
+    exit_code = ISCSI_ERR_IDBM
+
+    def __init__(self, path: str, holder_pid: int | None, waited: float):
+        who = f"held by PID {holder_pid}" if holder_pid else "holder unknown"
+        super().__init__(f"Timeout on acquiring lock on DB: {path} ({who}, waited {waited:.1f} s)")
+        self.path = path
+        self.holder_pid = holder_pid
+        self.waited = waited
+
+
+class CorruptRecord(DBError):
+    """A record file that cannot be used: empty, binary, truncated, missing its identifying keys
+    (node.name / node.conn[0].address), or a DB path of the wrong shape.  Exit code 6
+    (ISCSI_ERR_IDBM).  Listing and discovery report these through their warning callback and
+    carry on with the other records."""
+
+    exit_code = ISCSI_ERR_IDBM
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: corrupt record: {reason}")
+        self.path = path
+        self.reason = reason

@@ -1,0 +1,301 @@
+"""Record objects, the record-file parser and the two printers (file and ``-o show``).
+
+File format (open-iscsi ``usr/idbm.c`` ``idbm_print`` / ``idbm_recinfo_config``)::
+
+    # BEGIN RECORD 2.1.8
+    key = value
+    # END RECORD
+
+Parsing follows ``idbm_recinfo_config``: lines of at most 2048 bytes, stripped, empty and ``#``
+lines skipped; the name runs to whitespace or ``=``, then ``=``, then the value (rest of line).
+Unknown keys are ignored; a bad value is reported through ``warn`` and the key keeps its default.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from . import schema
+from .errors import CorruptRecord, InvalidKey, InvalidValue, ReadOnlyKey
+from .schema import Key, RecordKind
+
+Warn = Callable[[str], None]
+
+
+def _nowarn(msg: str) -> None:
+    pass
+
+
+class Record:
+    """A typed record of one kind (node, iface, discovery_st, discovery_isns).
+
+    ``values`` maps every key name of the kind's table to its typed value (see
+    :mod:`iscsictl.db.schema`).  ``path`` is the file it was read from, if any.
+    Index it like a dict: ``rec["node.startup"]``.
+    """
+
+    __slots__ = ("kind", "values", "path")
+
+    def __init__(self, kind: RecordKind, values: dict | None = None, path: str | None = None):
+        self.kind = kind
+        self.values = {k.name: k.default for k in kind.keys}
+        if values:
+            self.values.update(values)
+        self.path = path
+
+    def __getitem__(self, name: str):
+        return self.values[name]
+
+    def get(self, name: str, default=None):
+        return self.values.get(name, default)
+
+    def copy(self) -> "Record":
+        r = Record(self.kind, None, self.path)
+        r.values = dict(self.values)
+        return r
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Record) and other.kind is self.kind and other.values == self.values
+
+    def __repr__(self) -> str:
+        return f"Record({self.kind.name}, {self.path!r})"
+
+    def set(self, name: str, value, *, check_update: bool = False) -> None:
+        """Set ``name`` from text or a typed value, validated against the table.
+
+        ``check_update`` applies ``-o update`` rules (read-only keys refused).  Setting a password
+        also sets its hidden ``*_length`` key (open-iscsi ``idbm_rec_update_param``).
+        Raises InvalidKey, ReadOnlyKey, InvalidValue."""
+        key = self.kind.by_name.get(name)
+        if key is None or key.hidden and check_update:
+            raise InvalidKey(name)
+        if check_update and key.read_only:
+            raise ReadOnlyKey(name, key.update)
+        self.values[name] = convert(key, value)
+        if key.secret:
+            for k in self.kind.keys:
+                if k.length_of == name:
+                    self.values[k.name] = len(self.values[name].encode("utf-8", "surrogateescape"))
+
+    def update_key(self, name: str, value) -> None:
+        """``-o update -n name -v value`` semantics: :meth:`set` with ``check_update``."""
+        self.set(name, value, check_update=True)
+
+    # convenience for node records
+    @property
+    def iface_name(self) -> str:
+        return self.values.get("iface.iscsi_ifacename") or "default"
+
+
+def convert(key: Key, value) -> object:
+    """Text or typed value -> the typed value of ``key``.  Raises InvalidValue.
+
+    int: base-10 integer within the C field's range; enum/bool: exactly one of ``key.values``;
+    list: comma/space separated option names, duplicates and unknown names rejected."""
+    t = key.type
+    if t == "str":
+        if not isinstance(value, str):
+            raise InvalidValue(key.name, repr(value), "expected text")
+        if "\n" in value or "\0" in value:
+            raise InvalidValue(key.name, value, "newline or NUL in value")
+        return value
+    if t == "int":
+        if isinstance(value, bool):
+            raise InvalidValue(key.name, str(value), "expected an integer")
+        if isinstance(value, int):
+            v = value
+        else:
+            s = str(value).strip()
+            try:
+                v = int(s, 10)
+            except ValueError:
+                raise InvalidValue(key.name, str(value), "expected a base-10 integer") from None
+        lo, hi = key.range
+        if not lo <= v <= hi:
+            raise InvalidValue(key.name, str(value), f"out of range [{lo}, {hi}]")
+        return v
+    if t in ("enum", "bool"):
+        s = str(value)
+        if s not in key.values:
+            raise InvalidValue(key.name, s, "expected one of " + "|".join(key.values))
+        return s
+    if t == "list":
+        if isinstance(value, (list, tuple)):
+            items = [str(v) for v in value]
+        else:
+            items = [p for p in str(value).replace(",", " ").split() if p]
+        out = []
+        for it in items:
+            if it not in key.values:
+                raise InvalidValue(key.name, it, "expected " + ",".join(key.values))
+            if it in out:
+                raise InvalidValue(key.name, it, "repeated value")
+            out.append(it)
+        return tuple(out)
+    raise AssertionError(t)
+
+
+def _lenient_list(key: Key, text: str, where: str, warn: Warn) -> tuple:
+    out = []
+    for it in text.replace(",", " ").split():
+        if it not in key.values:
+            warn(f"{where}: Ignoring unknown value '{it}' for '{key.name}'")
+        elif it in out:
+            warn(f"{where}: Ignoring repeated value '{it}' for '{key.name}'")
+        else:
+            out.append(it)
+    return tuple(out)
+
+
+def parse_lines(kind: RecordKind, text: str, where: str = "<record>",
+                warn: Warn = _nowarn) -> tuple[dict, bool]:
+    """Parse record text into ``{key: typed value}`` for the keys present; unknown keys are
+    skipped, bad values warned (``config file line N contains unknown value format ...``) and
+    left out.  Returns (values, saw_begin_record)."""
+    by_name = kind.by_name
+    values: dict = {}
+    saw_begin = False
+    for n, raw in enumerate(text.split("\n"), 1):
+        if len(raw.encode("utf-8", "surrogateescape")) >= schema.MAX_LINE:
+            warn(f"{where}: line {n} too long")
+            continue
+        line = raw.strip()
+        if not line:
+            continue
+        if line[0] == "#":
+            if line.startswith(schema.BEGIN_RECORD):
+                saw_begin = True
+            continue
+        # name runs to whitespace or '='
+        i = 0
+        ln = len(line)
+        while i < ln and line[i] != "=" and not line[i].isspace():
+            i += 1
+        name = line[:i]
+        rest = line[i:].lstrip()
+        if not rest.startswith("="):
+            warn(f"{where}: line {n} does not have '=' separator")
+            continue
+        value = rest[1:].strip()
+        key = by_name.get(name)
+        if key is None:
+            continue
+        if key.type == "list":
+            values[name] = _lenient_list(key, value, where, warn)
+            continue
+        if key.type == "str":
+            values[name] = value
+            continue
+        try:
+            values[name] = convert(key, value)
+        except InvalidValue:
+            warn(f"{where}: config file line {n} contains unknown value format '{value}' "
+                 f"for parameter name '{name}'")
+    return values, saw_begin
+
+
+#: keys a record of each kind must contain to be usable
+REQUIRED = {
+    "node": ("node.name", "node.conn[0].address"),
+    "iface": (),
+    "discovery_st": ("discovery.sendtargets.address",),
+    "discovery_isns": ("discovery.sendtargets.address",),
+}
+
+
+def parse_record(kind: RecordKind, data: bytes | str, path: str = "<record>",
+                 warn: Warn = _nowarn, base: dict | None = None) -> Record:
+    """Parse a record file's content into a :class:`Record` of ``kind``.
+
+    Keys absent from the file keep the compiled defaults (or ``base`` values when given, e.g.
+    iscsid.conf-derived defaults).  Raises CorruptRecord (with ``path``) for an empty or binary
+    file, or one missing the kind's identifying keys (node.name / node.conn[0].address for
+    nodes).  Password length keys are recomputed from the passwords."""
+    if isinstance(data, bytes):
+        if b"\0" in data:
+            raise CorruptRecord(path, "binary data (NUL bytes)")
+        text = data.decode("utf-8", "surrogateescape")
+    else:
+        text = data
+    if not text.strip():
+        raise CorruptRecord(path, "empty file")
+    values, _ = parse_lines(kind, text, path, warn)
+    for req in REQUIRED[kind.name]:
+        if not values.get(req):
+            raise CorruptRecord(path, f"missing {req}")
+    rec = Record(kind, base, path)
+    rec.values.update(values)
+    for k in kind.keys:
+        if k.length_of:
+            rec.values[k.name] = len(rec.values[k.length_of].encode("utf-8", "surrogateescape"))
+    return rec
+
+
+def _text(key: Key, value) -> str:
+    if key.type == "list":
+        return ",".join(value)
+    return str(value)
+
+
+def _iter_keys(rec: Record, for_file: bool, version: str) -> Iterable[Key]:
+    kind = rec.kind
+    if kind is schema.NODE or kind is schema.IFACE:
+        v = rec.values
+        if for_file:
+            ipv6 = schema.iface_is_ipv6_by_address(v)
+        else:
+            ipv6 = schema.iface_is_ipv6_by_name(v)
+        block = "ipv6" if ipv6 else "ipv4"
+        order = schema.NODE_FILE_ORDER if (kind is schema.NODE and for_file) else kind.keys
+        for k in order:
+            if k.block and k.block != block:
+                continue
+            if k.since and not schema.key_in_version(k, version):
+                continue
+            yield k
+    else:
+        yield from kind.keys
+
+
+def format_record(rec: Record, *, for_file: bool = False, show_secrets: bool = False,
+                  version: str = schema.FORMAT_VERSION) -> str:
+    """Render ``rec`` as open-iscsi does.
+
+    ``for_file=True``: the on-disk form (``idbm_print`` to a file): empty values and hidden keys
+    omitted, passwords in clear.  ``for_file=False``: the ``-o show`` form: ``<empty>`` for empty
+    values, ``********`` for set secrets unless ``show_secrets``.  Returns the text with a
+    trailing newline."""
+    out = [f"{schema.BEGIN_RECORD} {version}"]
+    vals = rec.values
+    for k in _iter_keys(rec, for_file, version):
+        if k.hidden:
+            continue
+        s = _text(k, vals[k.name])
+        if for_file:
+            if s:
+                out.append(f"{k.name} = {s}")
+            continue
+        if k.secret and s and not show_secrets:
+            out.append(f"{k.name} = ********")
+        elif s:
+            out.append(f"{k.name} = {s}")
+        else:
+            out.append(f"{k.name} = <empty>")
+    out.append(schema.END_RECORD)
+    return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Flat and tree listings (libopeniscsiusr iscsi_node_print_flat / idbm_print_node_tree)
+# --------------------------------------------------------------------------------------------
+def format_portal(address: str, port: int) -> str:
+    """``ip:port``, or ``[ip]:port`` when the address has no '.' (IPv6), as iscsiadm prints."""
+    if "." in address:
+        return f"{address}:{port}"
+    return f"[{address}]:{port}"
+
+
+def format_node_flat(address: str, port: int, tpgt: int, target: str) -> str:
+    """One line of ``iscsiadm -m node``: ``ip:port,tpgt target`` (tpgt printed as unsigned 32-bit,
+    so -1 is 4294967295, as Debian's 2.1.8 iscsiadm does).  No newline."""
+    return f"{format_portal(address, port)},{tpgt & 0xFFFFFFFF} {target}"

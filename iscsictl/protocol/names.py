@@ -1,0 +1,262 @@
+"""iSCSI names and ISIDs.
+
+Names (RFC 3720 §3.2.6, RFC 7143 §4.2.7, the stringprep profile of RFC 3722):
+``iqn.YYYY-MM.reversed.domain[:unique]``, ``eui.`` + 16 hex digits (EUI-64),
+``naa.`` + 16 or 32 hex digits (RFC 3980).  At most 223 bytes of UTF-8 after
+normalisation (NFKC and case folding).
+
+ISIDs (RFC 7143 §11.12.5): 6 bytes, ``T(2 bits) A(6) | B(16) | C(8) | D(16)``
+in three formats: OUI (T=00), IANA Enterprise Number (T=01) and Random (T=10).
+"""
+
+from __future__ import annotations
+
+import re
+import stringprep
+import unicodedata
+from collections.abc import Callable
+from enum import IntEnum
+
+from .errors import InvalidISCSIName
+
+__all__ = [
+    "ISID",
+    "ISIDAllocator",
+    "ISIDFormat",
+    "MAX_NAME_LENGTH",
+    "OPEN_ISCSI_OUI",
+    "normalize_name",
+    "validate_name",
+]
+
+MAX_NAME_LENGTH = 223  #: bytes of UTF-8 (RFC 3720 §3.2.6.1)
+#: The OUI open-iscsi uses in its ISIDs (00:02:3D, in OUI format).
+OPEN_ISCSI_OUI = 0x00023D
+
+_IQN = re.compile(
+    r"iqn\.(?P<year>\d{4})-(?P<month>\d{2})\."
+    r"(?P<authority>[^:.]+(?:\.[^:.]+)*)(?::(?P<unique>.*))?\Z",
+    re.S,
+)
+_EUI = re.compile(r"eui\.[0-9a-f]{16}\Z")
+_NAA = re.compile(r"naa\.(?:[0-9a-f]{16}|[0-9a-f]{32})\Z")
+_ASCII_OK = re.compile(r"[a-z0-9.:\-]*\Z")
+
+
+def _prohibited(ch: str) -> bool:
+    return (
+        stringprep.in_table_c11(ch) or stringprep.in_table_c12(ch)
+        or stringprep.in_table_c21(ch) or stringprep.in_table_c22(ch)
+        or stringprep.in_table_c3(ch) or stringprep.in_table_c4(ch)
+        or stringprep.in_table_c5(ch) or stringprep.in_table_c6(ch)
+        or stringprep.in_table_c7(ch) or stringprep.in_table_c8(ch)
+        or stringprep.in_table_c9(ch)
+    )
+
+
+def normalize_name(name: str) -> str:
+    """The RFC 3722 form of ``name``: mapped (B.1, B.2 case folding), NFKC.
+
+    Raises:
+        InvalidISCSIName: a prohibited character (space, control, private use...).
+    """
+    mapped = "".join(
+        stringprep.map_table_b2(ch) for ch in name if not stringprep.in_table_b1(ch)
+    )
+    out = unicodedata.normalize("NFKC", mapped)
+    for ch in out:
+        if _prohibited(ch):
+            raise InvalidISCSIName(f"iSCSI name {name!r} has a prohibited character {ch!r}")
+        if ch < "\x80" and not _ASCII_OK.match(ch):
+            raise InvalidISCSIName(
+                f"iSCSI name {name!r}: character {ch!r} is not allowed "
+                "(ASCII letters, digits, '-', '.', ':')"
+            )
+    return out
+
+
+def validate_name(name: str) -> str:
+    """Check an iSCSI name and return its normalised form.
+
+    Raises:
+        InvalidISCSIName: with a message that says what is wrong.
+    """
+    if not name:
+        raise InvalidISCSIName("empty iSCSI name")
+    norm = normalize_name(name)
+    if len(norm.encode("utf-8")) > MAX_NAME_LENGTH:
+        raise InvalidISCSIName(
+            f"iSCSI name is {len(norm.encode())} bytes; the limit is {MAX_NAME_LENGTH}"
+        )
+    if norm.startswith("iqn."):
+        m = _IQN.match(norm)
+        if not m:
+            raise InvalidISCSIName(
+                f"{name!r} is not iqn.YYYY-MM.reversed.domain[:unique]"
+            )
+        if not 1 <= int(m["month"]) <= 12:
+            raise InvalidISCSIName(f"{name!r}: month {m['month']} is not 01..12")
+        return norm
+    if norm.startswith("eui."):
+        if not _EUI.match(norm):
+            raise InvalidISCSIName(f"{name!r} is not eui. followed by 16 hex digits")
+        return norm
+    if norm.startswith("naa."):
+        if not _NAA.match(norm):
+            raise InvalidISCSIName(f"{name!r} is not naa. followed by 16 or 32 hex digits")
+        return norm
+    raise InvalidISCSIName(f"{name!r} does not start with iqn., eui. or naa.")
+
+
+# ---------------------------------------------------------------------------
+# ISID
+
+
+class ISIDFormat(IntEnum):
+    """The T field of an ISID (RFC 7143 §11.12.5)."""
+
+    OUI = 0
+    EN = 1
+    RANDOM = 2
+    RESERVED = 3
+
+
+class ISID:
+    """A 6-byte Initiator Session ID.
+
+    Construct with :meth:`oui`, :meth:`en`, :meth:`random` or from bytes.
+    ``str()`` gives the 12 hex digits open-iscsi prints (``00023d000001``).
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: bytes | int) -> None:
+        if isinstance(value, int):
+            if not 0 <= value < 1 << 48:
+                raise ValueError("an ISID has 48 bits")
+            self.value = value
+        else:
+            if len(value) != 6:
+                raise ValueError(f"an ISID has 6 bytes, got {len(value)}")
+            self.value = int.from_bytes(value, "big")
+
+    @classmethod
+    def oui(cls, oui: int, qualifier: int) -> ISID:
+        """OUI format: A+B hold the 22 OUI bits (I/G and U/L omitted), C+D a
+        24-bit qualifier.  ``oui`` is given as the 24-bit OUI."""
+        if not 0 <= qualifier < 1 << 24:
+            raise ValueError("OUI-format qualifier has 24 bits")
+        if not 0 <= oui < 1 << 22:
+            raise ValueError("OUI (less I/G and U/L bits) has 22 bits")
+        return cls((ISIDFormat.OUI << 46) | (oui << 24) | qualifier)
+
+    @classmethod
+    def en(cls, enterprise_number: int, qualifier: int) -> ISID:
+        """EN format: B+C hold a 24-bit IANA Enterprise Number, D a 16-bit qualifier."""
+        if not 0 <= enterprise_number < 1 << 24 or not 0 <= qualifier < 1 << 16:
+            raise ValueError("EN format: 24-bit enterprise number, 16-bit qualifier")
+        return cls((ISIDFormat.EN << 46) | (enterprise_number << 16) | qualifier)
+
+    @classmethod
+    def random(cls, random24: int, qualifier: int) -> ISID:
+        """Random format: B+C hold a 24-bit random number, D a 16-bit qualifier."""
+        if not 0 <= random24 < 1 << 24 or not 0 <= qualifier < 1 << 16:
+            raise ValueError("Random format: 24-bit random number, 16-bit qualifier")
+        return cls((ISIDFormat.RANDOM << 46) | (random24 << 16) | qualifier)
+
+    @property
+    def format(self) -> ISIDFormat:
+        return ISIDFormat(self.value >> 46)
+
+    @property
+    def qualifier(self) -> int:
+        """The qualifier: C+D (24 bits) for OUI, D (16 bits) otherwise."""
+        return self.value & (0xFFFFFF if self.format == ISIDFormat.OUI else 0xFFFF)
+
+    def to_bytes(self) -> bytes:
+        return self.value.to_bytes(6, "big")
+
+    def __bytes__(self) -> bytes:
+        return self.to_bytes()
+
+    def __str__(self) -> str:
+        return f"{self.value:012x}"
+
+    def __repr__(self) -> str:
+        return f"ISID({str(self)!r}, {self.format.name})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ISID) and other.value == self.value
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+
+class ISIDAllocator:
+    """Hands out ISIDs that never repeat while in use.
+
+    open-iscsi once put one byte of the session number in its ISIDs, so the
+    257th session to a target collided with the first (open-iscsi #38).  This
+    allocator walks the whole qualifier space (2**24 in OUI format, 2**16
+    otherwise), skipping qualifiers still in use, and raises only when every
+    one is taken.
+
+    Args:
+        fmt: the ISID format.
+        prefix: the OUI (OUI format), enterprise number (EN) or random prefix
+            (Random); for Random it defaults to one drawn from ``rng``.
+        rng: ``rng(bits) -> int`` for the Random prefix (injected: no hidden
+            randomness in the core).
+    """
+
+    def __init__(
+        self,
+        fmt: ISIDFormat = ISIDFormat.OUI,
+        prefix: int | None = None,
+        rng: Callable[[int], int] | None = None,
+    ) -> None:
+        self.format = fmt
+        if fmt == ISIDFormat.OUI:
+            self._make, self._space = ISID.oui, 1 << 24
+            self.prefix = OPEN_ISCSI_OUI if prefix is None else prefix
+        elif fmt == ISIDFormat.EN:
+            if prefix is None:
+                raise ValueError("EN format needs the IANA enterprise number")
+            self._make, self._space, self.prefix = ISID.en, 1 << 16, prefix
+        elif fmt == ISIDFormat.RANDOM:
+            if prefix is None:
+                if rng is None:
+                    raise ValueError("Random format needs a prefix or an rng")
+                prefix = rng(24)
+            self._make, self._space, self.prefix = ISID.random, 1 << 16, prefix
+        else:
+            raise ValueError("the reserved ISID format cannot be allocated")
+        self._in_use: set[int] = set()
+        self._next = 1  # qualifier 0 is left alone: it reads as "unset"
+
+    def allocate(self) -> ISID:
+        """A fresh ISID not currently in use.
+
+        Raises:
+            RuntimeError: every qualifier is in use.
+        """
+        if len(self._in_use) >= self._space - 1:
+            raise RuntimeError(f"all {self._space - 1} ISID qualifiers are in use")
+        q = self._next
+        while q in self._in_use or q == 0:
+            q = (q + 1) % self._space
+        self._in_use.add(q)
+        self._next = (q + 1) % self._space
+        return self._make(self.prefix, q)
+
+    def reserve(self, isid: ISID) -> None:
+        """Mark an ISID found elsewhere (an adopted kernel session) as in use."""
+        if isid.format == self.format:
+            self._in_use.add(isid.qualifier)
+
+    def release(self, isid: ISID) -> None:
+        """Return an ISID whose session is gone."""
+        self._in_use.discard(isid.qualifier)
+
+    def __len__(self) -> int:
+        return len(self._in_use)
