@@ -1,0 +1,1 @@
+"""The persistent node database in open-iscsi's on-disk format (see store.NodeDB)."""
