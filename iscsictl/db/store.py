@@ -1,0 +1,924 @@
+"""NodeDB: open-iscsi's persistent database on disk (Debian layout, ``/etc/iscsi``).
+
+Layout (open-iscsi ``usr/idbm.c``)::
+
+    nodes/<target>/<ip>,<port>,<tpgt>/<iface>            node record file
+    nodes/<target>/<ip>,<port>                           legacy node record *file* (tpgt -1)
+    send_targets/<ip>,<port>/st_config                   SendTargets discovery record
+    send_targets/<ip>,<port>/<target>,<ip>,<port>,<tpgt>,<iface>  -> node portal dir
+    isns/<ip>,<port>/isns_config                         iSNS discovery record (+ same links)
+    isns/<target>,<ip>,<port>,<tpgt>,<iface>             old-style iSNS links
+    static/<target>,<ip>,<port>,<tpgt>,<iface>           -> node portal dir (-o new)
+    fw/<target>,<ip>,<port>,<tpgt>,<iface>               -> node portal dir (firmware)
+    ifaces/<name>                                        iface record (default, iser built in)
+
+IPv6 addresses are raw in path names.  Directories are created 0770 (umask applies), record
+files 0600 (they may hold CHAP secrets).  Like iscsiadm, a record created with tpgt -1 is the
+legacy file ``<ip>,<port>``; creating the same portal with a known tpgt converts it.
+
+Concurrency: every write is atomic (temp file in the same directory, fsync, rename, fsync of the
+directory), so readers take no lock and never wait.  Writers take a per-record ``flock`` lock
+(dies with its holder) and, only around creating/removing directories and links, a short
+DB-wide lock.  Lock files live in ``<db_root>/.locks/`` (iscsiadm ignores it) and hold the
+holder's PID; a wait is bounded (``lock_timeout``, default 30 s) and ends in LockTimeout naming
+the holder.  iscsiadm's own ``/run/lock/iscsi`` lock is not taken: our daemon and iscsid never
+run at once.
+
+Damaged records (empty, binary, missing node.name, wrong path shape) are reported through the
+``warn`` callback (and ``NodeDB.warnings``) by path and skipped by listings and discovery.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from . import schema
+from .config import IscsidConfig, resolve_roots
+from .errors import (CorruptRecord, DBError, InvalidRecordName, InvalidValue, LockTimeout,
+                     RecordExists, RecordNotFound)
+from .record import Record, convert, format_node_flat, format_portal, format_record, parse_record
+
+NODES = "nodes"
+SEND_TARGETS = "send_targets"
+ISNS = "isns"
+STATIC = "static"
+FW = "fw"
+IFACES = "ifaces"
+ST_CONFIG = "st_config"
+ISNS_CONFIG = "isns_config"
+LOCK_DIRNAME = ".locks"
+DIR_MODE = 0o770
+FILE_MODE = 0o600
+DEFAULT_LOCK_TIMEOUT = 30.0
+_LOCK_POLL = 0.01
+
+
+# --------------------------------------------------------------------------------------------
+# identities
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True, order=True)
+class NodeID:
+    """Identity of a node record: target name, portal (address, port), tpgt, iface name.
+    ``legacy`` marks a pre-svn-780 record file ``nodes/<target>/<ip>,<port>`` (tpgt -1)."""
+
+    target: str
+    address: str
+    port: int
+    tpgt: int
+    iface: str = "default"
+    legacy: bool = field(default=False, compare=False)
+
+    @property
+    def portal(self) -> str:
+        """``ip:port`` / ``[ip6]:port`` as iscsiadm prints it."""
+        return format_portal(self.address, self.port)
+
+    @property
+    def portal_dir(self) -> str:
+        """Directory name ``<ip>,<port>,<tpgt>`` (or legacy file name ``<ip>,<port>``)."""
+        if self.legacy:
+            return f"{self.address},{self.port}"
+        return f"{self.address},{self.port},{self.tpgt}"
+
+    @property
+    def link_name(self) -> str:
+        """Discovery link name ``<target>,<ip>,<port>,<tpgt>,<iface>``."""
+        return f"{self.target},{self.address},{self.port},{self.tpgt},{self.iface}"
+
+    def flat(self) -> str:
+        """The ``iscsiadm -m node`` line for this record (no newline)."""
+        return format_node_flat(self.address, self.port, self.tpgt, self.target)
+
+    @classmethod
+    def of(cls, rec: Record) -> "NodeID":
+        """The identity of a node record."""
+        v = rec.values
+        return cls(v["node.name"], v["node.conn[0].address"], v["node.conn[0].port"],
+                   v["node.tpgt"], v["iface.iscsi_ifacename"] or "default")
+
+
+@dataclass(frozen=True, order=True)
+class DiscoveryID:
+    """Identity of a discovery record: ``type`` (``sendtargets`` | ``isns``), address, port."""
+
+    type: str
+    address: str
+    port: int
+
+    @property
+    def kind(self) -> schema.RecordKind:
+        return schema.DISCOVERY_KINDS[self.type]
+
+    @property
+    def type_dir(self) -> str:
+        return SEND_TARGETS if self.type == "sendtargets" else ISNS
+
+    @property
+    def config_name(self) -> str:
+        return ST_CONFIG if self.type == "sendtargets" else ISNS_CONFIG
+
+    def listing(self) -> str:
+        """``ip:port via sendtargets|isns`` (``iscsiadm -m discovery``)."""
+        addr = self.address if "." in self.address or ":" not in self.address \
+            else f"[{self.address}]"
+        return f"{addr}:{self.port} via {self.type}"
+
+
+@dataclass
+class ReconcileResult:
+    """Outcome of :meth:`NodeDB.reconcile_discovery`: NodeIDs added, updated, deleted, and the
+    ones that failed with their error."""
+
+    added: list = field(default_factory=list)
+    updated: list = field(default_factory=list)
+    deleted: list = field(default_factory=list)
+    failed: list = field(default_factory=list)  # (NodeID, DBError)
+
+
+def _check_component(what: str, name: str) -> None:
+    if not name or "/" in name or "\0" in name or name in (".", "..") or "\n" in name:
+        raise InvalidRecordName(f"invalid {what} {name!r}")
+
+
+def _parse_portal_dir(name: str):
+    """``ip,port,tpgt`` -> (ip, port, tpgt); ``ip,port`` -> (ip, port, None); else None."""
+    parts = name.rsplit(",", 2)
+    try:
+        if len(parts) == 3:
+            if not parts[0]:
+                return None
+            return parts[0], int(parts[1]), int(parts[2])
+        if len(parts) == 2 and parts[0]:
+            return parts[0], int(parts[1]), None
+    except ValueError:
+        return None
+    return None
+
+
+def _parse_link_name(name: str) -> NodeID | None:
+    parts = name.rsplit(",", 4)
+    if len(parts) != 5 or not parts[0] or not parts[1] or not parts[4]:
+        return None
+    try:
+        return NodeID(parts[0], parts[1], int(parts[2]), int(parts[3]), parts[4])
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# atomic writes and locks
+# --------------------------------------------------------------------------------------------
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str, data: bytes, mode: int = FILE_MODE) -> None:
+    """Write ``data`` to ``path`` atomically: a temp file ``.<name>.*.tmp`` in the same
+    directory, created with ``mode``, fsync'ed, renamed over ``path``, then the directory
+    fsync'ed.  On any failure the temp file is removed and the old file is left intact.
+    Raises DBError (exit code 6) carrying the OS error."""
+    d, base = os.path.split(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=d or ".")
+    except OSError as e:
+        raise DBError(f"cannot write {path}: {e.strerror}") from e
+    try:
+        try:
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise DBError(f"cannot write {path}: {e.strerror or e}") from e
+        raise
+    try:
+        _fsync_dir(d or ".")
+    except OSError:
+        pass
+
+
+class FileLock:
+    """An exclusive ``flock`` on ``path`` (created 0600), released when the holder exits or
+    dies.  The holder's PID is written into the file so that a waiter that gives up after
+    ``timeout`` seconds raises LockTimeout(holder_pid).  Use as a context manager."""
+
+    def __init__(self, path: str, timeout: float = DEFAULT_LOCK_TIMEOUT):
+        self.path = path
+        self.timeout = timeout
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise DBError(f"cannot open lock {self.path}: {e.strerror}") from e
+        start = time.monotonic()
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise DBError(f"cannot lock {self.path}: {e.strerror}") from e
+            waited = time.monotonic() - start
+            if waited >= self.timeout:
+                holder = None
+                try:
+                    txt = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                    holder = int(txt) if txt.isdigit() else None
+                except OSError:
+                    pass
+                os.close(fd)
+                raise LockTimeout(self.path, holder, waited)
+            time.sleep(min(_LOCK_POLL, max(0.0, self.timeout - waited)))
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass
+        self._fd = fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                os.ftruncate(fd, 0)
+            except OSError:
+                pass
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def __enter__(self) -> "FileLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+# --------------------------------------------------------------------------------------------
+# the DB
+# --------------------------------------------------------------------------------------------
+class NodeDB:
+    """open-iscsi's node database under ``db_root`` with iscsid.conf from ``config_root``.
+
+    ``db_root``/``config_root`` default through :func:`iscsictl.db.config.resolve_roots`
+    (argument, ``ISCSICTL_DB_ROOT``/``ISCSICTL_CONFIG_ROOT``, ``/etc/iscsi``).
+    ``lock_timeout`` bounds every lock wait (seconds).  ``warn(msg)`` receives one line per
+    damaged record or bad value (also appended to ``self.warnings``).  ``version`` is written
+    after ``# BEGIN RECORD``.
+    """
+
+    def __init__(self, db_root: str | None = None, config_root: str | None = None, *,
+                 lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+                 warn: Callable[[str], None] | None = None,
+                 version: str = schema.FORMAT_VERSION):
+        roots = resolve_roots(db_root, config_root)
+        self.db_root = roots.db_root
+        self.config_root = roots.config_root
+        self.lock_timeout = lock_timeout
+        self.version = version
+        self.warnings: list[str] = []
+        self._warn_cb = warn
+        self._config: IscsidConfig | None = None
+
+    # ---- helpers ------------------------------------------------------------------------
+    def warn(self, msg: str) -> None:
+        self.warnings.append(msg)
+        if self._warn_cb:
+            self._warn_cb(msg)
+
+    @property
+    def config(self) -> IscsidConfig:
+        """iscsid.conf of ``config_root`` (read once per NodeDB)."""
+        if self._config is None:
+            self._config = IscsidConfig.load(self.config_root, self.warn)
+        return self._config
+
+    def _p(self, *parts: str) -> str:
+        return os.path.join(self.db_root, *parts)
+
+    def _mkdirs(self, *parts: str) -> str:
+        path = self.db_root
+        if not os.path.isdir(path):
+            os.makedirs(path, DIR_MODE, exist_ok=True)
+        for p in parts:
+            path = os.path.join(path, p)
+            try:
+                os.mkdir(path, DIR_MODE)
+            except FileExistsError:
+                if not os.path.isdir(path):
+                    raise DBError(f"{path} exists and is not a directory")
+            except OSError as e:
+                raise DBError(f"Could not make dir {path}: {e.strerror}") from e
+        return path
+
+    def _lock_path(self, key: str) -> str:
+        d = self._p(LOCK_DIRNAME)
+        if not os.path.isdir(d):
+            try:
+                os.makedirs(d, 0o700, exist_ok=True)
+            except OSError as e:
+                raise DBError(f"cannot create lock dir {d}: {e.strerror}") from e
+        return os.path.join(d, hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest())
+
+    def record_lock(self, key: str) -> FileLock:
+        """The per-record write lock for ``key`` (e.g. a record's relative path)."""
+        return FileLock(self._lock_path(key), self.lock_timeout)
+
+    def db_lock(self) -> FileLock:
+        """The short DB-wide lock taken around directory and link creation/removal."""
+        return FileLock(self._lock_path("<db>"), self.lock_timeout)
+
+    def _read_bytes(self, path: str) -> bytes:
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise RecordNotFound(f"no record {path}") from None
+        except IsADirectoryError:
+            raise CorruptRecord(path, "is a directory") from None
+        except OSError as e:
+            raise DBError(f"cannot read {path}: {e.strerror}") from e
+
+    def _serialize(self, rec: Record) -> bytes:
+        return format_record(rec, for_file=True, version=self.version).encode(
+            "utf-8", "surrogateescape")
+
+    # ---- node paths -----------------------------------------------------------------------
+    def node_path(self, nid: NodeID) -> str:
+        """Path of the node record file of ``nid``."""
+        if nid.legacy:
+            return self._p(NODES, nid.target, nid.portal_dir)
+        return self._p(NODES, nid.target, nid.portal_dir, nid.iface)
+
+    def _portal_dir_path(self, nid: NodeID) -> str:
+        return self._p(NODES, nid.target, f"{nid.address},{nid.port},{nid.tpgt}")
+
+    @staticmethod
+    def _lock_key(nid: NodeID) -> str:
+        return f"node\0{nid.target}\0{nid.address}\0{nid.port}\0{nid.tpgt}\0{nid.iface}"
+
+    # ---- listing ---------------------------------------------------------------------------
+    def list_nodes(self, target: str | None = None, address: str | None = None,
+                   port: int | None = None, tpgt: int | None = None,
+                   iface: str | None = None) -> list[NodeID]:
+        """Node records matching the filters (None = any), sorted like ``iscsiadm -m node``
+        (target dir, then portal dir, then iface, by byte order).  Uses directory names only
+        (legacy record files are opened to learn their iface); never parses record files, never
+        locks.  Entries whose path has the wrong shape are warned and skipped."""
+        nodes_dir = self._p(NODES)
+        out: list[NodeID] = []
+        if target is not None:
+            targets = [target]
+        else:
+            try:
+                targets = sorted(e.name for e in os.scandir(nodes_dir)
+                                 if e.name[0] != "." and e.is_dir())
+            except (FileNotFoundError, NotADirectoryError):
+                return out
+        for t in targets:
+            tdir = os.path.join(nodes_dir, t)
+            try:
+                entries = sorted((e.name, e.is_dir()) for e in os.scandir(tdir))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as e:
+                self.warn(f"{tdir}: cannot list: {e.strerror}")
+                continue
+            for name, is_dir in entries:
+                if name[0] == ".":
+                    continue
+                pp = _parse_portal_dir(name)
+                if pp is None:
+                    self.warn(f"{os.path.join(tdir, name)}: not a portal '<ip>,<port>,<tpgt>': "
+                              "skipped")
+                    continue
+                a, p, g = pp
+                if (address is not None and a != address) or (port is not None and p != port):
+                    continue
+                if not is_dir:
+                    if g is not None:
+                        self.warn(f"{os.path.join(tdir, name)}: a file where a portal directory "
+                                  "belongs: skipped")
+                        continue
+                    if tpgt is not None and tpgt != schema.TPGT_UNKNOWN:
+                        continue
+                    ifname = self._legacy_iface(os.path.join(tdir, name))
+                    if ifname is None:
+                        continue
+                    if iface is None or iface == ifname:
+                        out.append(NodeID(t, a, p, schema.TPGT_UNKNOWN, ifname, legacy=True))
+                    continue
+                if g is None:
+                    self.warn(f"{os.path.join(tdir, name)}: directory without tpgt: skipped")
+                    continue
+                if tpgt is not None and g != tpgt:
+                    continue
+                pdir = os.path.join(tdir, name)
+                try:
+                    ifaces = sorted(e.name for e in os.scandir(pdir)
+                                    if e.name[0] != "." and not e.is_dir())
+                except OSError:
+                    continue
+                for ifn in ifaces:
+                    if iface is None or iface == ifn:
+                        out.append(NodeID(t, a, p, g, ifn))
+        return out
+
+    find_nodes = list_nodes
+
+    def _legacy_iface(self, path: str) -> str | None:
+        try:
+            with open(path, "rb") as f:
+                data = f.read(1 << 20)
+        except OSError:
+            return None
+        for line in data.split(b"\n"):
+            line = line.strip()
+            if line.startswith(b"iface.iscsi_ifacename"):
+                v = line.partition(b"=")[2].strip()
+                if v:
+                    return v.decode("utf-8", "surrogateescape")
+        return "default"
+
+    def flat_listing(self, **filters) -> list[str]:
+        """Lines of ``iscsiadm -m node`` (no newlines)."""
+        return [n.flat() for n in self.list_nodes(**filters)]
+
+    def tree_listing(self, **filters) -> list[str]:
+        """Lines of ``iscsiadm -m node -P 1``: ``Target:`` on change, ``\\tPortal:`` and
+        ``\\t\\tIface Name:`` for every record."""
+        out, last = [], None
+        for n in self.list_nodes(**filters):
+            if n.target != last:
+                out.append(f"Target: {n.target}")
+                last = n.target
+            out.append(f"\tPortal: {n.portal},{n.tpgt}")
+            out.append(f"\t\tIface Name: {n.iface}")
+        return out
+
+    # ---- node read -------------------------------------------------------------------------
+    def read_node(self, nid: NodeID) -> Record:
+        """Read and parse one node record.  Raises RecordNotFound, CorruptRecord."""
+        path = self.node_path(nid)
+        rec = parse_record(schema.NODE, self._read_bytes(path), path, self.warn)
+        return rec
+
+    def read_nodes(self, **filters) -> list[Record]:
+        """Parsed records matching the filters of :meth:`list_nodes`; damaged ones are warned
+        and skipped."""
+        out = []
+        for nid in self.list_nodes(**filters):
+            try:
+                out.append(self.read_node(nid))
+            except RecordNotFound:
+                continue
+            except DBError as e:
+                self.warn(str(e))
+        return out
+
+    def node_exists(self, nid: NodeID) -> bool:
+        return os.path.lexists(self.node_path(nid))
+
+    # ---- node create / write ---------------------------------------------------------------
+    def new_node_record(self, target: str, address: str, port: int = schema.ISCSI_LISTEN_PORT,
+                        tpgt: int = schema.TPGT_UNKNOWN, iface: str = "default") -> Record:
+        """A node record as open-iscsi creates one: compiled defaults overlaid with iscsid.conf
+        (``idbm_node_setup_from_conf``), the identity, and the iface record's settings."""
+        for what, v in (("target name", target), ("portal address", address),
+                        ("iface name", iface)):
+            _check_component(what, v)
+        if len(iface) > schema.MAX_IFACE_NAME:
+            raise InvalidRecordName(f"iface name {iface!r} longer than {schema.MAX_IFACE_NAME}")
+        rec = self.config.new_record(schema.NODE, self.warn)
+        ifrec = self.read_iface(iface)
+        for k in schema.IFACE_KEYS:
+            rec.values[k.name] = ifrec.values[k.name]
+        v = rec.values
+        v["node.name"] = target
+        v["node.conn[0].address"] = address
+        v["node.conn[0].port"] = convert(schema.NODE.by_name["node.conn[0].port"], port)
+        v["node.tpgt"] = convert(schema.NODE.by_name["node.tpgt"], tpgt)
+        return rec
+
+    def create_node(self, target: str, address: str, port: int = schema.ISCSI_LISTEN_PORT,
+                    tpgt: int = schema.TPGT_UNKNOWN, iface: str = "default", *,
+                    values: dict | None = None, discovery: DiscoveryID | None = None,
+                    overwrite: bool = False) -> Record:
+        """Create a node record (``iscsiadm -m node -o new``, or a discovered record when
+        ``discovery`` is given).  ``values``: extra ``{key: value}`` applied after the defaults
+        (validated, lookup keys allowed).  tpgt -1 gives the legacy file ``<ip>,<port>``;
+        a known tpgt links the record under ``static/`` (or under the discovery record's dir).
+        Raises RecordExists (unless ``overwrite``), RecordNotFound (unknown iface),
+        InvalidKey/InvalidValue, InvalidRecordName, LockTimeout."""
+        rec = self.new_node_record(target, address, port, tpgt, iface)
+        for k, val in (values or {}).items():
+            rec.set(k, val)
+        if discovery is not None:
+            self._set_discovery_fields(rec, discovery)
+        self.write_node(rec, create=not overwrite)
+        return rec
+
+    def _set_discovery_fields(self, rec: Record, did: DiscoveryID) -> None:
+        rec.values["node.discovery_address"] = did.address
+        rec.values["node.discovery_port"] = did.port
+        rec.values["node.discovery_type"] = "send_targets" if did.type == "sendtargets" \
+            else did.type
+
+    def write_node(self, rec: Record, *, create: bool = False) -> NodeID:
+        """Write a whole node record (atomically) where its identity says, creating
+        directories and the discovery/static link.  ``create=True`` refuses an existing record
+        (RecordExists).  Returns the NodeID."""
+        nid = NodeID.of(rec)
+        for what, v in (("target name", nid.target), ("portal address", nid.address),
+                        ("iface name", nid.iface)):
+            _check_component(what, v)
+        legacy = nid.tpgt == schema.TPGT_UNKNOWN
+        with self.record_lock(self._lock_key(nid)):
+            with self.db_lock():
+                tdir = self._mkdirs(NODES, nid.target)
+                legacy_path = os.path.join(tdir, f"{nid.address},{nid.port}")
+                if legacy:
+                    if os.path.isdir(legacy_path):
+                        raise InvalidValue("node.tpgt", "-1",
+                                           f"{legacy_path} is a directory")
+                    path = legacy_path
+                    if create and os.path.lexists(path):
+                        raise RecordExists(f"node record {nid.flat()} exists ({path})")
+                else:
+                    pdir = os.path.join(tdir, f"{nid.address},{nid.port},{nid.tpgt}")
+                    path = os.path.join(pdir, nid.iface)
+                    if create and os.path.lexists(path):
+                        raise RecordExists(f"node record {nid.flat()} iface {nid.iface} exists")
+                    if os.path.isfile(legacy_path) and not os.path.islink(legacy_path):
+                        # old style record for this portal: converted, as iscsiadm does
+                        os.unlink(legacy_path)
+                    self._mkdirs(NODES, nid.target, pdir.rsplit("/", 1)[1])
+            atomic_write(path, self._serialize(rec))
+            if not legacy:
+                with self.db_lock():
+                    self._link_node(rec, nid)
+        rec.path = path
+        return NodeID(nid.target, nid.address, nid.port, nid.tpgt, nid.iface, legacy)
+
+    def _link_node(self, rec: Record, nid: NodeID) -> None:
+        dtype = rec.values["node.discovery_type"]
+        rel_node = os.path.join(NODES, nid.target, nid.portal_dir)
+        if dtype in ("send_targets", "isns"):
+            base = SEND_TARGETS if dtype == "send_targets" else ISNS
+            ddir = self._p(base, f"{rec.values['node.discovery_address']},"
+                                 f"{rec.values['node.discovery_port']}")
+            if not os.path.isdir(ddir):
+                return  # no discovery record dir: iscsiadm links nothing either
+            link = os.path.join(ddir, nid.link_name)
+            target = os.path.join("..", "..", rel_node)
+        elif dtype in ("static", "fw"):
+            d = self._mkdirs(STATIC if dtype == "static" else FW)
+            link = os.path.join(d, nid.link_name)
+            target = os.path.join("..", rel_node)
+        else:
+            return
+        if os.path.islink(link) or os.path.exists(link):
+            return
+        try:
+            os.symlink(target, link)
+        except FileExistsError:
+            pass
+        except OSError as e:
+            self.warn(f"cannot link {link}: {e.strerror}")
+
+    # ---- node update / delete --------------------------------------------------------------
+    def update_node(self, nid: NodeID, name: str, value) -> Record:
+        """``-o update -n name -v value`` on one record: read, validate (read-only keys refused,
+        passwords set their length), write atomically, all under the record's lock.
+        Raises RecordNotFound, CorruptRecord, InvalidKey, ReadOnlyKey, InvalidValue,
+        LockTimeout."""
+        return self.update_node_many(nid, {name: value})
+
+    def update_node_many(self, nid: NodeID, updates: dict) -> Record:
+        """Several ``-o update`` settings applied in one read-modify-write."""
+        path = self.node_path(nid)
+        with self.record_lock(self._lock_key(nid)):
+            rec = parse_record(schema.NODE, self._read_bytes(path), path, self.warn)
+            for k, v in updates.items():
+                rec.update_key(k, v)
+            atomic_write(path, self._serialize(rec))
+        return rec
+
+    def delete_node(self, nid: NodeID) -> None:
+        """Delete one node record, the links that point at it (send_targets/*, isns/*, isns/,
+        static/, fw/), and its portal and target directories when they become empty.
+        Works on damaged records.  Raises RecordNotFound, LockTimeout."""
+        path = self.node_path(nid)
+        with self.record_lock(self._lock_key(nid)):
+            if not os.path.lexists(path):
+                raise RecordNotFound(f"no record {path}")
+            with self.db_lock():
+                try:
+                    if os.path.isdir(path) and not os.path.islink(path):
+                        raise CorruptRecord(path, "is a directory")
+                    os.unlink(path)
+                except FileNotFoundError:
+                    raise RecordNotFound(f"no record {path}") from None
+                except OSError as e:
+                    raise DBError(f"Could not remove {path}: {e.strerror}") from e
+                if not nid.legacy:
+                    self._unlink_node_links(nid)
+                    self._rmdir_quiet(self._portal_dir_path(nid))
+                self._rmdir_quiet(self._p(NODES, nid.target))
+
+    @staticmethod
+    def _rmdir_quiet(path: str) -> None:
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+
+    def _unlink_node_links(self, nid: NodeID) -> None:
+        name = nid.link_name
+        cands = [self._p(STATIC, name), self._p(FW, name), self._p(ISNS, name)]
+        for base in (SEND_TARGETS, ISNS):
+            try:
+                for e in os.scandir(self._p(base)):
+                    if e.is_dir(follow_symlinks=False):
+                        cands.append(os.path.join(e.path, name))
+            except OSError:
+                pass
+        for c in cands:
+            if os.path.islink(c):
+                try:
+                    os.unlink(c)
+                except OSError as e:
+                    self.warn(f"cannot remove link {c}: {e.strerror}")
+
+    # ---- discovery records -----------------------------------------------------------------
+    def discovery_path(self, did: DiscoveryID) -> str:
+        return self._p(did.type_dir, f"{did.address},{did.port}", did.config_name)
+
+    def list_discovery(self) -> list[DiscoveryID]:
+        """Discovery records (send_targets/ then isns/), sorted; by directory names only."""
+        out = []
+        for dtype, base in (("sendtargets", SEND_TARGETS), ("isns", ISNS)):
+            try:
+                names = sorted(e.name for e in os.scandir(self._p(base))
+                               if e.is_dir(follow_symlinks=False))
+            except OSError:
+                continue
+            for n in names:
+                pp = _parse_portal_dir(n)
+                if pp is None or pp[2] is not None:
+                    self.warn(f"{self._p(base, n)}: not a discovery '<ip>,<port>' dir: skipped")
+                    continue
+                did = DiscoveryID(dtype, pp[0], pp[1])
+                if os.path.isfile(self.discovery_path(did)):
+                    out.append(did)
+        return out
+
+    def new_discovery_record(self, did: DiscoveryID) -> Record:
+        """A discovery record with compiled + iscsid.conf defaults and the identity."""
+        _check_component("discovery address", did.address)
+        rec = self.config.new_record(did.kind, self.warn)
+        rec.values["discovery.sendtargets.address"] = did.address
+        rec.values["discovery.sendtargets.port"] = int(did.port)
+        rec.values["discovery.type"] = did.type
+        return rec
+
+    def create_discovery(self, did: DiscoveryID, *, values: dict | None = None,
+                         overwrite: bool = True) -> Record:
+        """Create (``discoverydb -o new``) a discovery record.  iscsiadm overwrites an existing
+        one, hence ``overwrite=True`` by default; with False, RecordExists."""
+        rec = self.new_discovery_record(did)
+        for k, v in (values or {}).items():
+            rec.set(k, v)
+        path = self.discovery_path(did)
+        with self.record_lock("disc\0" + path):
+            with self.db_lock():
+                if not overwrite and os.path.lexists(path):
+                    raise RecordExists(f"Discovery record [{did.address},{did.port}] exists")
+                self._mkdirs(did.type_dir, f"{did.address},{did.port}")
+            atomic_write(path, self._serialize(rec))
+        rec.path = path
+        return rec
+
+    def read_discovery(self, did: DiscoveryID) -> Record:
+        """Parse one discovery record.  Raises RecordNotFound, CorruptRecord."""
+        path = self.discovery_path(did)
+        try:
+            data = self._read_bytes(path)
+        except RecordNotFound:
+            raise RecordNotFound(
+                f"Discovery record [{did.address},{did.port}] not found.") from None
+        return parse_record(did.kind, data, path, self.warn)
+
+    def update_discovery(self, did: DiscoveryID, name: str, value) -> Record:
+        """``discoverydb -o update -n name -v value``.  Raises as :meth:`update_node`."""
+        path = self.discovery_path(did)
+        with self.record_lock("disc\0" + path):
+            rec = self.read_discovery(did)
+            rec.update_key(name, value)
+            atomic_write(path, self._serialize(rec))
+        return rec
+
+    def discovery_nodes(self, did: DiscoveryID) -> list[NodeID]:
+        """Node records linked to the discovery record (by link names), sorted."""
+        d = self._p(did.type_dir, f"{did.address},{did.port}")
+        out = []
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            return out
+        for e in entries:
+            if e.name == did.config_name or e.name[0] == ".":
+                continue
+            nid = _parse_link_name(e.name)
+            if nid is None:
+                self.warn(f"{e.path}: not a node link name: skipped")
+                continue
+            out.append(nid)
+        return sorted(out)
+
+    def delete_discovery(self, did: DiscoveryID, *, delete_nodes: bool = True) -> list[NodeID]:
+        """Delete a discovery record (``discoverydb -o delete``) and, by default, the node
+        records discovered through it.  Returns the deleted NodeIDs.  Raises RecordNotFound."""
+        path = self.discovery_path(did)
+        if not os.path.lexists(path):
+            raise RecordNotFound(f"Discovery record [{did.address},{did.port}] not found.")
+        deleted = []
+        if delete_nodes:
+            for nid in self.discovery_nodes(did):
+                try:
+                    self.delete_node(nid)
+                    deleted.append(nid)
+                except RecordNotFound:
+                    pass
+                except DBError as e:
+                    self.warn(str(e))
+        d = os.path.dirname(path)
+        with self.record_lock("disc\0" + path):
+            with self.db_lock():
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+                for e in list(os.scandir(d)) if os.path.isdir(d) else []:
+                    if e.is_symlink():
+                        try:
+                            os.unlink(e.path)
+                        except OSError:
+                            pass
+                self._rmdir_quiet(d)
+        return deleted
+
+    def reconcile_discovery(self, did: DiscoveryID, found: Iterable[NodeID], *,
+                            values: dict | None = None, delete_stale: bool = True
+                            ) -> ReconcileResult:
+        """Apply a discovery result as iscsiadm's default NEW|DELETE|UPDATE op does, but only
+        over the records linked to this discovery source (no scan of the whole DB):
+
+        * found and absent: created from iscsid.conf defaults (+ ``values``) with
+          node.discovery_* set and linked under the discovery record's directory;
+        * found and present: kept with their settings; discovery fields refreshed and link
+          ensured (a damaged one is rewritten from defaults, with a warning);
+        * linked before but not found now: deleted (``delete_stale``).
+
+        Per-record failures are collected in ``result.failed`` and never stop the others."""
+        res = ReconcileResult()
+        found = list(dict.fromkeys(found))
+        old = set(self.discovery_nodes(did))
+        for nid in found:
+            try:
+                rec = None
+                if self.node_exists(nid):
+                    try:
+                        rec = self.read_node(nid)
+                    except CorruptRecord as e:
+                        self.warn(f"{e}: recreated from defaults")
+                if rec is None:
+                    rec = self.new_node_record(nid.target, nid.address, nid.port, nid.tpgt,
+                                               nid.iface)
+                    for k, v in (values or {}).items():
+                        rec.set(k, v)
+                    bucket = res.added
+                else:
+                    bucket = res.updated
+                self._set_discovery_fields(rec, did)
+                self.write_node(rec)
+                bucket.append(nid)
+            except DBError as e:
+                res.failed.append((nid, e))
+        if delete_stale:
+            for nid in sorted(old - set(found)):
+                try:
+                    self.delete_node(nid)
+                    res.deleted.append(nid)
+                except RecordNotFound:
+                    # dangling link: remove it
+                    with self.db_lock():
+                        self._unlink_node_links(nid)
+                except DBError as e:
+                    res.failed.append((nid, e))
+        return res
+
+    # ---- iface records ---------------------------------------------------------------------
+    def iface_path(self, name: str) -> str:
+        return self._p(IFACES, name)
+
+    def list_ifaces(self) -> list[str]:
+        """Iface names: the files in ifaces/ (sorted) then the built-ins ``default``, ``iser``
+        (iscsiadm prints files first, then the built-ins)."""
+        try:
+            names = sorted(e.name for e in os.scandir(self._p(IFACES))
+                           if e.name[0] != "." and e.is_file()
+                           and e.name not in schema.BUILTIN_IFACES)
+        except OSError:
+            names = []
+        return names + list(schema.BUILTIN_IFACES)
+
+    def read_iface(self, name: str) -> Record:
+        """An iface record; ``default`` (tcp) and ``iser`` (iser) are built in (no file).
+        Raises RecordNotFound, CorruptRecord."""
+        if name in schema.BUILTIN_IFACES:
+            return Record(schema.IFACE, {"iface.iscsi_ifacename": name,
+                                         "iface.transport_name": schema.BUILTIN_IFACES[name]})
+        _check_component("iface name", name)
+        path = self.iface_path(name)
+        try:
+            data = self._read_bytes(path)
+        except RecordNotFound:
+            raise RecordNotFound(f"Could not read iface {name}: not found") from None
+        rec = parse_record(schema.IFACE, data, path, self.warn)
+        rec.values["iface.iscsi_ifacename"] = name
+        return rec
+
+    def create_iface(self, name: str, values: dict | None = None) -> Record:
+        """``-m iface -I name -o new``.  Raises RecordExists (also for the built-ins),
+        InvalidRecordName (empty, '/', longer than 64)."""
+        _check_component("iface name", name)
+        if len(name) > schema.MAX_IFACE_NAME:
+            raise InvalidRecordName(f"iface name {name!r} longer than {schema.MAX_IFACE_NAME}")
+        if name in schema.BUILTIN_IFACES:
+            raise RecordExists(f"iface {name} is a special interface and exists already")
+        rec = Record(schema.IFACE, {"iface.iscsi_ifacename": name})
+        for k, v in (values or {}).items():
+            rec.set(k, v)
+        path = self.iface_path(name)
+        with self.record_lock("iface\0" + name):
+            with self.db_lock():
+                self._mkdirs(IFACES)
+                if os.path.lexists(path):
+                    raise RecordExists(f"Interface {name} already exists")
+            atomic_write(path, self._serialize(rec))
+        rec.path = path
+        return rec
+
+    def update_iface(self, name: str, key: str, value) -> Record:
+        """``-m iface -I name -o update -n key -v value``.  Built-ins are refused
+        (InvalidValue); otherwise raises as :meth:`update_node`."""
+        if name in schema.BUILTIN_IFACES:
+            raise InvalidValue("iface.iscsi_ifacename", name,
+                               "a special interface that cannot be modified")
+        path = self.iface_path(name)
+        with self.record_lock("iface\0" + name):
+            rec = self.read_iface(name)
+            rec.update_key(key, value)
+            atomic_write(path, self._serialize(rec))
+        return rec
+
+    def delete_iface(self, name: str) -> None:
+        """``-m iface -I name -o delete``.  Built-ins refused (InvalidValue); raises
+        RecordNotFound."""
+        if name in schema.BUILTIN_IFACES:
+            raise InvalidValue("iface.iscsi_ifacename", name,
+                               "a special interface that cannot be deleted")
+        _check_component("iface name", name)
+        path = self.iface_path(name)
+        with self.record_lock("iface\0" + name):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                raise RecordNotFound(f"iface {name} not found") from None
+            except OSError as e:
+                raise DBError(f"Could not delete iface {name}: {e.strerror}") from e
