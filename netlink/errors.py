@@ -1,0 +1,73 @@
+"""Typed exceptions of the iSCSI netlink layer. Every message says what to do about it."""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+
+__all__ = [
+    "IscsiNetlinkError", "KernelInterfaceUnavailable", "NetlinkPermissionError", "NotInitialNetnsError",
+    "IscsiKernelError", "ReplyTimeout", "NetlinkClosedError", "PayloadDecodeError",
+]
+
+
+class IscsiNetlinkError(Exception):
+    """Base of every error raised by ``iscsictl.netlink``."""
+
+
+class KernelInterfaceUnavailable(IscsiNetlinkError):
+    """``socket(AF_NETLINK, SOCK_RAW, NETLINK_ISCSI)`` failed with EPROTONOSUPPORT."""
+
+    def __init__(self, detail: str = "") -> None:
+        msg = ("the kernel has no iSCSI netlink interface: load scsi_transport_iscsi "
+               "(modprobe iscsi_tcp)")
+        super().__init__(msg + (f" ({detail})" if detail else ""))
+
+
+class NetlinkPermissionError(IscsiNetlinkError, PermissionError):
+    """EPERM: the kernel checks CAP_SYS_ADMIN (requests) / CAP_NET_ADMIN (multicast group) in the init user ns."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(_errno.EPERM, f"{what}: needs CAP_SYS_ADMIN (run as root)")
+
+
+class NotInitialNetnsError(IscsiNetlinkError):
+    """The iSCSI netlink interface exists only in the initial network namespace (``init_net``)."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(
+            "the iSCSI netlink interface answers only in the initial network namespace: run in the host "
+            "network namespace (a privileged container with host networking)" + (f" ({detail})" if detail else ""))
+
+
+class IscsiKernelError(IscsiNetlinkError, OSError):
+    """The kernel refused a request.
+
+    Attributes:
+        errno: positive errno value.
+        op: the request name (``enum iscsi_uevent_e`` member name, e.g. ``BIND_CONN``).
+        source: ``"iferror"`` (reply type ISCSI_KEVENT_IF_ERROR, ``iscsi_uevent.iferror`` = -errno) or
+            ``"retcode"`` (a normal reply whose ``r.retcode`` is negative, e.g. -ENOTCONN from BIND_CONN,
+            START_CONN or SEND_PDU while the kernel is cleaning the connection up).
+    """
+
+    def __init__(self, err: int, op: str, source: str = "iferror") -> None:
+        self.op = op
+        self.source = source
+        name = _errno.errorcode.get(err, str(err))
+        super().__init__(err, f"kernel rejected {op}: {name} ({os.strerror(err)}) [{source}]")
+
+    def __reduce__(self):  # pragma: no cover - pickling support for executors
+        return (type(self), (self.errno, self.op, self.source))
+
+
+class ReplyTimeout(IscsiNetlinkError, TimeoutError):
+    """No reply of the expected type arrived within the timeout (seconds)."""
+
+
+class NetlinkClosedError(IscsiNetlinkError):
+    """The socket is closed."""
+
+
+class PayloadDecodeError(IscsiNetlinkError, ValueError):
+    """A reply's trailing payload is shorter than its header says (kernel/ABI mismatch)."""

@@ -1,0 +1,731 @@
+"""The NETLINK_ISCSI socket: a demultiplexer with a blocking and an asyncio API.
+
+Kernel facts this module is built on (Linux 6.1 ``drivers/scsi/scsi_transport_iscsi.c``):
+
+* a request is ``nlmsghdr{len, type = ev.type, flags = 0, seq, pid}`` + ``struct iscsi_uevent``
+  + payload, sent to portid 0; the kernel runs the operation *inside* ``sendmsg()``;
+* the reply is unicast with ``nlmsg_seq = 0`` and no ACK, so it can only be matched by
+  ``iscsi_uevent.type``: equal to the request type, or ``ISCSI_KEVENT_IF_ERROR`` (103) with
+  ``iferror = -errno``;
+* GET_STATS, GET_CHAP and GET_HOST_STATS answer by *multicast* (group 1, ``nlmsg_type`` 0)
+  with ``ev.type`` = the request type;
+* kernel events (``ISCSI_KEVENT_*``) are multicast to group 1 and may arrive before the reply.
+
+Hence the demultiplexer: while a request waits, every message that is not its reply is
+queued, in arrival order, as a typed event (:mod:`iscsictl.netlink.events`).  Requests are
+strictly one at a time (a lock in both APIs), as the kernel's replies carry no sequence number.
+
+Error policy (chosen here, for every operation): an ``IF_ERROR`` reply, and a negative
+``r.retcode`` in a normal reply (BIND_CONN, START_CONN, SEND_PDU return -ENOTCONN this way;
+EP_POLL returns its poll result there), raise :class:`IscsiKernelError` with ``errno``,
+``op`` and ``source``.  Non-negative retcodes are returned by the few operations that have a
+meaning for them (:meth:`ep_poll`).
+
+Events: each decoded event is appended to a queue.  With ``event_callback`` set, the blocking
+client calls it for the queued events (in order) right before a request returns and from
+:meth:`IscsiNetlink.process_events`; the asyncio client calls it from its reader callback.
+Without a callback, take them with ``next_event()`` / ``pending_events()``.
+
+The transport is injectable (``transport=``): anything with ``fileno()``, ``send(bytes)``,
+``recv_into(buffer)`` and ``close()``; the tests use ``socket.socketpair(AF_UNIX, SOCK_DGRAM)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import errno
+import logging
+import os
+import select
+import socket
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Iterable, NamedTuple, Protocol, Sequence
+
+from .enums import ISCSI_NL_GRP_ISCSID, NETLINK_ISCSI, StopConnFlag
+from .enums import IscsiUeventE as E
+from .errors import (IscsiKernelError, IscsiNetlinkError, KernelInterfaceUnavailable, NetlinkClosedError,
+                     NetlinkPermissionError, NotInitialNetnsError, PayloadDecodeError, ReplyTimeout)
+from .events import KernelEvent, event_from_message
+from .messages import (MESSAGE_CLASSES, decode_messages, encode_message, encode_nlas, encode_sockaddr,
+                       iscsi_chap_rec_payload, iscsi_flashnode_param_info_nla, iscsi_host_stats_custom_payload,
+                       iscsi_iface_param_info_nla, iscsi_offload_host_stats_payload, iscsi_param_info_nla,
+                       iscsi_path_payload, iscsi_stats_custom_payload, iscsi_stats_payload)
+
+__all__ = [
+    "Transport", "open_netlink_socket", "in_initial_netns", "SessionIds", "ConnStats", "HostStats", "ChapRec",
+    "IscsiNetlink", "AsyncIscsiNetlink", "DEFAULT_TIMEOUT", "DEFAULT_RCVBUF",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_RCVBUF = 4 * 1024 * 1024
+_RECV_BUFSIZE = 1024 * 1024  # larger than any iSCSI netlink message (RECV_PDU <= 56+48+8192+pad)
+_MULTICAST_REPLIES = {E.GET_STATS, E.GET_CHAP, E.GET_HOST_STATS}
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+
+class Transport(Protocol):
+    """What the clients need from a socket (``socket.socket`` satisfies it)."""
+
+    def fileno(self) -> int: ...
+    def send(self, data: bytes) -> int: ...
+    def recv_into(self, buffer: bytearray) -> int: ...
+    def close(self) -> None: ...
+
+
+def in_initial_netns() -> bool | None:
+    """True/False when ``/proc/self/ns/net`` and ``/proc/1/ns/net`` can be compared, None when unknown."""
+    try:
+        return os.stat("/proc/self/ns/net").st_ino == os.stat("/proc/1/ns/net").st_ino
+    except OSError:
+        return None
+
+
+def open_netlink_socket(groups: int = ISCSI_NL_GRP_ISCSID, rcvbuf: int = DEFAULT_RCVBUF) -> socket.socket:
+    """Open, size, bind and set non-blocking a NETLINK_ISCSI socket.
+
+    Args:
+        groups: ``sockaddr_nl.nl_groups`` bitmask (1 = ISCSI_NL_GRP_ISCSID, as iscsid).
+        rcvbuf: receive buffer in bytes (SO_RCVBUFFORCE when root, else SO_RCVBUF, capped by rmem_max).
+
+    Raises:
+        KernelInterfaceUnavailable: EPROTONOSUPPORT (scsi_transport_iscsi not loaded).
+        NetlinkPermissionError: EPERM/EACCES (binding to the multicast group needs privileges).
+        NotInitialNetnsError: the process is detectably not in the initial network namespace.
+        OSError: anything else.
+    """
+    if in_initial_netns() is False:
+        raise NotInitialNetnsError("/proc/self/ns/net differs from /proc/1/ns/net")
+    try:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ISCSI)
+    except OSError as exc:
+        if exc.errno == errno.EPROTONOSUPPORT:
+            raise KernelInterfaceUnavailable(str(exc)) from exc
+        if exc.errno in (errno.EPERM, errno.EACCES):
+            raise NetlinkPermissionError("opening a NETLINK_ISCSI socket") from exc
+        raise
+    try:
+        for opt in ((_SO_RCVBUFFORCE, socket.SO_RCVBUF) if os.geteuid() == 0 else (socket.SO_RCVBUF,)):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, opt, rcvbuf)
+                break
+            except OSError as exc:
+                log.debug("setsockopt(%d, %d): %s", opt, rcvbuf, exc)
+        try:
+            sock.bind((0, groups))
+        except OSError as exc:
+            if exc.errno in (errno.EPERM, errno.EACCES):
+                raise NetlinkPermissionError(f"subscribing to iSCSI netlink multicast groups {groups:#x}") from exc
+            raise
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class SessionIds(NamedTuple):
+    """``r.c_session_ret``: kernel session id and SCSI host number."""
+
+    sid: int
+    host_no: int
+
+
+@dataclass(frozen=True)
+class ConnStats:
+    """``struct iscsi_stats`` of one connection: ``counters`` by kernel field name (octets in bytes),
+    ``custom`` = [(desc, value)] from ``struct iscsi_stats_custom``."""
+
+    sid: int
+    cid: int
+    counters: dict[str, int]
+    custom: tuple[tuple[str, int], ...] = ()
+
+    def __getattr__(self, name: str) -> int:
+        try:
+            return self.__dict__["counters"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+@dataclass(frozen=True)
+class HostStats:
+    """``struct iscsi_offload_host_stats``: ``counters`` by kernel field name; ``custom`` = [(desc, value)]."""
+
+    host_no: int
+    counters: dict[str, int]
+    custom: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class ChapRec:
+    """``struct iscsi_chap_rec``: one entry of an HBA's CHAP table (password is raw bytes)."""
+
+    chap_tbl_idx: int
+    chap_type: int
+    username: str
+    password: bytes = field(repr=False)
+
+
+def _cstr(b: bytes) -> str:
+    return b.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def _customs(cls: type, data: bytes, offset: int, count: int) -> tuple[tuple[str, int], ...]:
+    size = cls.size()
+    out = []
+    for i in range(count):
+        if offset + (i + 1) * size > len(data):
+            raise PayloadDecodeError(f"custom stats: {count} announced, only {i} present")
+        d = cls.from_bytes(data, offset + i * size)
+        out.append((_cstr(d["desc"]), d["value"]))
+    return tuple(out)
+
+
+def _parse_stats(msg: Any) -> ConnStats:
+    p = msg["payload"]
+    try:
+        d = iscsi_stats_payload.from_bytes(p)
+    except ValueError as exc:
+        raise PayloadDecodeError(str(exc)) from exc
+    custom = _customs(iscsi_stats_custom_payload, p, iscsi_stats_payload.size(), d.pop("custom_length"))
+    return ConnStats(msg["sid"], msg["cid"], d, custom)
+
+
+def _parse_host_stats(msg: Any) -> HostStats:
+    p = msg["payload"]
+    try:
+        d = iscsi_offload_host_stats_payload.from_bytes(p)
+    except ValueError as exc:
+        raise PayloadDecodeError(str(exc)) from exc
+    custom = _customs(iscsi_host_stats_custom_payload, p, iscsi_offload_host_stats_payload.size(),
+                      d.pop("custom_length"))
+    return HostStats(msg["host_no"], d, custom)
+
+
+def _parse_chap(msg: Any) -> list[ChapRec]:
+    p = msg["payload"]
+    size = iscsi_chap_rec_payload.size()
+    n = msg["num_entries"]
+    if n * size > len(p):
+        raise PayloadDecodeError(f"GET_CHAP: {n} entries announced, {len(p)} bytes present")
+    out = []
+    for i in range(n):
+        d = iscsi_chap_rec_payload.from_bytes(p, i * size)
+        out.append(ChapRec(d["chap_tbl_idx"], d["chap_type"], _cstr(d["username"]),
+                           bytes(d["password"][: d["password_length"]])))
+    return out
+
+
+def _int32(v: int) -> int:
+    return struct.unpack("=i", struct.pack("=I", v & 0xFFFFFFFF))[0]
+
+
+def _check_reply(req_type: int, msg: Any) -> Any:
+    """Raise IscsiKernelError for IF_ERROR or a negative r.retcode; return msg otherwise."""
+    op = E(req_type).name
+    if msg["type"] == E.KEVENT_IF_ERROR:
+        err = -_int32(msg["iferror"])
+        raise IscsiKernelError(err if err > 0 else errno.EIO, op, "iferror")
+    if "r_retcode" in msg and msg["r_retcode"] < 0:
+        raise IscsiKernelError(-msg["r_retcode"], op, "retcode")
+    return msg
+
+
+class _Request(NamedTuple):
+    ev_type: int
+    data: bytes
+    match: Callable[[Any], bool] | None
+    parse: Callable[[Any], Any]
+    timeout: float | None
+
+
+def _str_payload(value: str) -> bytes:
+    if "\0" in value:
+        raise ValueError("parameter value must not contain NUL")
+    return value.encode("utf-8") + b"\0"
+
+
+class _Operations:
+    """One method per kernel operation; each builds a :class:`_Request` and hands it to ``_call``.
+
+    In :class:`IscsiNetlink` the methods return the result; in :class:`AsyncIscsiNetlink` they
+    return an awaitable of it.  ``handle`` is the transport handle (``iscsi_uevent.transport_handle``,
+    from ``/sys/class/iscsi_transport/<name>/handle``); ``timeout`` is in seconds (None = the
+    client's default).  Every method raises :class:`IscsiKernelError`, :class:`ReplyTimeout`,
+    :class:`NotInitialNetnsError`, :class:`NetlinkClosedError`.
+    """
+
+    _pid: int = 0
+    _seq: int = 0
+
+    def _call(self, req: _Request) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _req(self, ev_type: int, handle: int, *, payload: bytes = b"", parse: Callable[[Any], Any] = lambda m: None,
+             match: Callable[[Any], bool] | None = None, timeout: float | None = None, **fields: Any) -> Any:
+        self._seq = (self._seq + 1) & 0xFFFFFFFF
+        data = encode_message(ev_type, transport_handle=handle, payload=payload, seq=self._seq, pid=self._pid,
+                              **fields)
+        return self._call(_Request(ev_type, data, match, parse, timeout))
+
+    # ---- sessions and connections
+    def create_session(self, handle: int, initial_cmdsn: int, cmds_max: int, queue_depth: int, *,
+                       timeout: float | None = None) -> SessionIds:
+        """ISCSI_UEVENT_CREATE_SESSION (unbound, iscsi_tcp): ``u.c_session`` -> ``SessionIds(sid, host_no)``."""
+        return self._req(E.CREATE_SESSION, handle, initial_cmdsn=initial_cmdsn, cmds_max=cmds_max,
+                         queue_depth=queue_depth, timeout=timeout,
+                         parse=lambda m: SessionIds(m["r_sid"], m["r_host_no"]))
+
+    def create_bound_session(self, handle: int, ep_handle: int, initial_cmdsn: int, cmds_max: int,
+                             queue_depth: int, *, timeout: float | None = None) -> SessionIds:
+        """ISCSI_UEVENT_CREATE_BOUND_SESSION (iser/offload, ep from ep_connect) -> ``SessionIds``."""
+        return self._req(E.CREATE_BOUND_SESSION, handle, ep_handle=ep_handle, initial_cmdsn=initial_cmdsn,
+                         cmds_max=cmds_max, queue_depth=queue_depth, timeout=timeout,
+                         parse=lambda m: SessionIds(m["r_sid"], m["r_host_no"]))
+
+    def destroy_session(self, handle: int, sid: int, *, timeout: float | None = None) -> None:
+        """ISCSI_UEVENT_DESTROY_SESSION: synchronous in the kernel (removes the SCSI target; can be slow).
+        EBUSY while connections exist."""
+        return self._req(E.DESTROY_SESSION, handle, sid=sid, timeout=timeout)
+
+    def destroy_session_async(self, handle: int, sid: int, *, timeout: float | None = None) -> None:
+        """ISCSI_UEVENT_DESTROY_SESSION_ASYNC: the kernel queues the destruction and returns at once."""
+        return self._req(E.DESTROY_SESSION_ASYNC, handle, sid=sid, timeout=timeout)
+
+    def unbind_session(self, handle: int, sid: int, *, timeout: float | None = None) -> None:
+        """ISCSI_UEVENT_UNBIND_SESSION: queues removal of the SCSI target; KEVENT_UNBIND_SESSION follows."""
+        return self._req(E.UNBIND_SESSION, handle, sid=sid, timeout=timeout)
+
+    def create_conn(self, handle: int, sid: int, cid: int, *, timeout: float | None = None) -> int:
+        """ISCSI_UEVENT_CREATE_CONN -> the cid (``r.c_conn_ret.cid``); (u32)-1 raises ENOMEM."""
+        def parse(m: Any) -> int:
+            if m["r_cid"] == 0xFFFFFFFF:
+                raise IscsiKernelError(errno.ENOMEM, "CREATE_CONN", "retcode")
+            return m["r_cid"]
+        return self._req(E.CREATE_CONN, handle, sid=sid, cid=cid, timeout=timeout, parse=parse)
+
+    def destroy_conn(self, handle: int, sid: int, cid: int, *, timeout: float | None = None) -> None:
+        """ISCSI_UEVENT_DESTROY_CONN (flushes the kernel's cleanup work)."""
+        return self._req(E.DESTROY_CONN, handle, sid=sid, cid=cid, timeout=timeout)
+
+    def bind_conn(self, handle: int, sid: int, cid: int, transport_eph: int, is_leading: bool, *,
+                  timeout: float | None = None) -> None:
+        """ISCSI_UEVENT_BIND_CONN. ``transport_eph``: for iscsi_tcp the connected TCP socket's fd *in this
+        process* (the kernel does ``sockfd_lookup``); for iser/offload the ep handle. ``r.retcode`` < 0 raises
+        (EEXIST: bad fd; EINVAL: not TCP; ENOTCONN: cleanup pending)."""
+        return self._req(E.BIND_CONN, handle, sid=sid, cid=cid, transport_eph=transport_eph,
+                         is_leading=int(bool(is_leading)), timeout=timeout)
+
+    def set_param(self, handle: int, sid: int, cid: int, param: int, value: str, *,
+                  timeout: float | None = None) -> None:
+        """ISCSI_UEVENT_SET_PARAM: ``param`` is ``IscsiParam``; ``value`` the ASCII text (ints as ``"%d"``).
+        ENOTCONN unless the conn is BOUND/UP (except SESS_RECOVERY_TMO); ENOSYS when unsupported."""
+        payload = _str_payload(value)
+        return self._req(E.SET_PARAM, handle, sid=sid, cid=cid, param=int(param), len=len(payload),
+                         payload=payload, timeout=timeout)
+
+    def start_conn(self, handle: int, sid: int, cid: int, *, timeout: float | None = None) -> None:
+        """ISCSI_UEVENT_START_CONN; ``r.retcode`` < 0 raises (EINVAL: FirstBurst > MaxBurst; ENOTCONN)."""
+        return self._req(E.START_CONN, handle, sid=sid, cid=cid, timeout=timeout)
+
+    def stop_conn(self, handle: int, sid: int, cid: int, flag: int = StopConnFlag.TERM, *,
+                  timeout: float | None = None) -> None:
+        """ISCSI_UEVENT_STOP_CONN with ``flag`` StopConnFlag TERM(1)/SUSPEND(2)/RECOVER(3); conn_handle 0."""
+        return self._req(E.STOP_CONN, handle, sid=sid, cid=cid, conn_handle=0, flag=int(flag), timeout=timeout)
+
+    def send_pdu(self, handle: int, sid: int, cid: int, hdr: bytes, data: bytes = b"", *,
+                 timeout: float | None = None) -> None:
+        """ISCSI_UEVENT_SEND_PDU: ``hdr`` = BHS (+AHS), ``data`` = data segment (at most 8192 bytes for
+        login/text on iscsi_tcp; the kernel sets ITT and CmdSN). ``r.retcode`` < 0 raises."""
+        return self._req(E.SEND_PDU, handle, sid=sid, cid=cid, hdr_size=len(hdr), data_size=len(data),
+                         payload=bytes(hdr) + bytes(data), timeout=timeout)
+
+    def get_stats(self, handle: int, sid: int, cid: int, *, timeout: float | None = None) -> ConnStats:
+        """ISCSI_UEVENT_GET_STATS -> ConnStats (the reply is multicast; matched on type, sid and cid)."""
+        return self._req(E.GET_STATS, handle, sid=sid, cid=cid, timeout=timeout, parse=_parse_stats,
+                         match=lambda m: m["type"] != E.GET_STATS or (m["sid"], m["cid"]) == (sid, cid))
+
+    # ---- endpoints (iser / offload)
+    def ep_connect(self, handle: int, address: str, port: int, *, non_blocking: bool = True,
+                   host_no: int | None = None, timeout: float | None = None) -> int:
+        """ISCSI_UEVENT_TRANSPORT_EP_CONNECT (or ..._THROUGH_HOST when ``host_no`` is given) with a
+        sockaddr_in/in6 payload -> the ep handle (``r.ep_connect_ret.handle``, u64)."""
+        sa = encode_sockaddr(address, port)
+        if host_no is None:
+            return self._req(E.TRANSPORT_EP_CONNECT, handle, non_blocking=int(non_blocking), payload=sa,
+                             timeout=timeout, parse=lambda m: m["r_handle"])
+        return self._req(E.TRANSPORT_EP_CONNECT_THROUGH_HOST, handle, host_no=host_no,
+                         non_blocking=int(non_blocking), payload=sa, timeout=timeout, parse=lambda m: m["r_handle"])
+
+    def ep_poll(self, handle: int, ep_handle: int, timeout_ms: int, *, timeout: float | None = None) -> int:
+        """ISCSI_UEVENT_TRANSPORT_EP_POLL -> ``r.retcode``: > 0 connected, 0 not yet (< 0 raises)."""
+        return self._req(E.TRANSPORT_EP_POLL, handle, ep_handle=ep_handle, timeout_ms=timeout_ms, timeout=timeout,
+                         parse=lambda m: m["r_retcode"])
+
+    def ep_disconnect(self, handle: int, ep_handle: int, *, timeout: float | None = None) -> None:
+        """ISCSI_UEVENT_TRANSPORT_EP_DISCONNECT."""
+        return self._req(E.TRANSPORT_EP_DISCONNECT, handle, ep_handle=ep_handle, timeout=timeout)
+
+    # ---- hosts (offload HBAs)
+    def tgt_dscvr(self, handle: int, host_no: int, dscvr_type: int, enable: bool, address: str, port: int, *,
+                  timeout: float | None = None) -> None:
+        """ISCSI_UEVENT_TGT_DSCVR: ``dscvr_type`` IscsiTgtDscvr; sockaddr of the discovery server."""
+        return self._req(E.TGT_DSCVR, handle, dscvr_type=int(dscvr_type), host_no=host_no, enable=int(enable),
+                         payload=encode_sockaddr(address, port), timeout=timeout)
+
+    def set_host_param(self, handle: int, host_no: int, param: int, value: str, *,
+                       timeout: float | None = None) -> None:
+        """ISCSI_UEVENT_SET_HOST_PARAM: ``param`` IscsiHostParam, ``value`` text (NUL added)."""
+        payload = _str_payload(value)
+        return self._req(E.SET_HOST_PARAM, handle, host_no=host_no, param=int(param), len=len(payload),
+                         payload=payload, timeout=timeout)
+
+    def path_update(self, handle: int, host_no: int, path: dict[str, Any], *, timeout: float | None = None) -> None:
+        """ISCSI_UEVENT_PATH_UPDATE with a ``struct iscsi_path`` given as a dict of its fields."""
+        return self._req(E.PATH_UPDATE, handle, host_no=host_no, payload=iscsi_path_payload.to_bytes(**path),
+                         timeout=timeout)
+
+    def set_iface_params(self, handle: int, host_no: int, entries: Sequence[dict[str, Any]], *,
+                         timeout: float | None = None) -> None:
+        """ISCSI_UEVENT_SET_IFACE_PARAMS: each entry has iface_num, param, iface_type (1 IPv4, 2 IPv6),
+        param_type (IscsiParamType.ISCSI_NET_PARAM / ISCSI_IFACE_PARAM) and value (bytes)."""
+        return self._req(E.SET_IFACE_PARAMS, handle, host_no=host_no, count=len(entries),
+                         payload=encode_nlas(iscsi_iface_param_info_nla, list(entries)), timeout=timeout)
+
+    def ping(self, handle: int, host_no: int, iface_num: int, iface_type: int, payload_size: int, pid: int,
+             address: str, *, timeout: float | None = None) -> None:
+        """ISCSI_UEVENT_PING; the result arrives later as a PingComp event with the same ``pid``."""
+        return self._req(E.PING, handle, host_no=host_no, iface_num=iface_num, iface_type=iface_type,
+                         payload_size=payload_size, pid=pid, payload=encode_sockaddr(address, 0), timeout=timeout)
+
+    def get_chap(self, handle: int, host_no: int, chap_tbl_idx: int, num_entries: int, *,
+                 timeout: float | None = None) -> list[ChapRec]:
+        """ISCSI_UEVENT_GET_CHAP (multicast reply) -> the valid entries (``u.get_chap.num_entries`` of the reply)."""
+        return self._req(E.GET_CHAP, handle, host_no=host_no, num_entries=num_entries, chap_tbl_idx=chap_tbl_idx,
+                         timeout=timeout, parse=_parse_chap,
+                         match=lambda m: m["type"] != E.GET_CHAP or m["host_no"] == host_no)
+
+    def set_chap(self, handle: int, host_no: int, entries: Sequence[dict[str, Any]], *,
+                 timeout: float | None = None) -> None:
+        """ISCSI_UEVENT_SET_CHAP: entries {param: IscsiChapParam, value: bytes} (iscsi_param_info nlattrs)."""
+        return self._req(E.SET_CHAP, handle, host_no=host_no,
+                         payload=encode_nlas(iscsi_param_info_nla, list(entries)), timeout=timeout)
+
+    def delete_chap(self, handle: int, host_no: int, chap_tbl_idx: int, *, timeout: float | None = None) -> None:
+        """ISCSI_UEVENT_DELETE_CHAP."""
+        return self._req(E.DELETE_CHAP, handle, host_no=host_no, chap_tbl_idx=chap_tbl_idx, timeout=timeout)
+
+    def get_host_stats(self, handle: int, host_no: int, *, timeout: float | None = None) -> HostStats:
+        """ISCSI_UEVENT_GET_HOST_STATS (multicast reply) -> HostStats."""
+        return self._req(E.GET_HOST_STATS, handle, host_no=host_no, timeout=timeout, parse=_parse_host_stats,
+                         match=lambda m: m["type"] != E.GET_HOST_STATS or m["host_no"] == host_no)
+
+    # ---- flash nodes (qla4xxx)
+    def set_flashnode_params(self, handle: int, host_no: int, flashnode_idx: int,
+                             entries: Sequence[dict[str, Any]], *, timeout: float | None = None) -> None:
+        """ISCSI_UEVENT_SET_FLASHNODE_PARAMS: entries {param: IscsiFlashnodeParam, value: bytes}."""
+        return self._req(E.SET_FLASHNODE_PARAMS, handle, host_no=host_no, flashnode_idx=flashnode_idx,
+                         count=len(entries), payload=encode_nlas(iscsi_flashnode_param_info_nla, list(entries)),
+                         timeout=timeout)
+
+    def new_flashnode(self, handle: int, host_no: int, portal_type: str = "ipv4", *,
+                      timeout: float | None = None) -> int:
+        """ISCSI_UEVENT_NEW_FLASHNODE with "ipv4"/"ipv6" -> the new flashnode_idx."""
+        payload = portal_type.encode("ascii")
+        return self._req(E.NEW_FLASHNODE, handle, host_no=host_no, len=len(payload), payload=payload,
+                         timeout=timeout, parse=lambda m: m["r_flashnode_idx"])
+
+    def del_flashnode(self, handle: int, host_no: int, flashnode_idx: int, *, timeout: float | None = None) -> None:
+        """ISCSI_UEVENT_DEL_FLASHNODE."""
+        return self._req(E.DEL_FLASHNODE, handle, host_no=host_no, flashnode_idx=flashnode_idx, timeout=timeout)
+
+    def login_flashnode(self, handle: int, host_no: int, flashnode_idx: int, *,
+                        timeout: float | None = None) -> None:
+        """ISCSI_UEVENT_LOGIN_FLASHNODE."""
+        return self._req(E.LOGIN_FLASHNODE, handle, host_no=host_no, flashnode_idx=flashnode_idx, timeout=timeout)
+
+    def logout_flashnode(self, handle: int, host_no: int, flashnode_idx: int, *,
+                         timeout: float | None = None) -> None:
+        """ISCSI_UEVENT_LOGOUT_FLASHNODE."""
+        return self._req(E.LOGOUT_FLASHNODE, handle, host_no=host_no, flashnode_idx=flashnode_idx, timeout=timeout)
+
+    def logout_flashnode_sid(self, handle: int, host_no: int, sid: int, *, timeout: float | None = None) -> None:
+        """ISCSI_UEVENT_LOGOUT_FLASHNODE_SID."""
+        return self._req(E.LOGOUT_FLASHNODE_SID, handle, host_no=host_no, sid=sid, timeout=timeout)
+
+
+class _Core:
+    """Shared state: transport, receive buffer, event queue, reply matching."""
+
+    def __init__(self, transport: Transport | None, timeout: float, event_callback: Callable[[KernelEvent], Any] | None,
+                 rcvbuf: int) -> None:
+        self._transport: Transport | None = transport if transport is not None else open_netlink_socket(rcvbuf=rcvbuf)
+        self._fd = self._transport.fileno()
+        self._buf = bytearray(_RECV_BUFSIZE)
+        self.timeout = timeout
+        self.event_callback = event_callback
+        self._pid = 0  # the kernel replies to the sender's portid whatever nlmsg_pid says
+        self._seq = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._transport is None
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def _send(self, data: bytes) -> None:
+        if self._transport is None:
+            raise NetlinkClosedError("the iSCSI netlink socket is closed")
+        try:
+            self._transport.send(data)
+        except ConnectionRefusedError as exc:
+            raise NotInitialNetnsError("sendmsg to the kernel: ECONNREFUSED") from exc
+        except PermissionError as exc:
+            raise NetlinkPermissionError("sending an iSCSI netlink request") from exc
+        except OSError as exc:
+            if exc.errno == errno.EPROTONOSUPPORT:
+                raise KernelInterfaceUnavailable(str(exc)) from exc
+            raise
+
+    def _read_datagrams(self) -> list[Any]:
+        """Drain the non-blocking transport; return the decoded messages in arrival order."""
+        out: list[Any] = []
+        if self._transport is None:
+            return out
+        while True:
+            try:
+                n = self._transport.recv_into(self._buf)
+            except (BlockingIOError, InterruptedError):
+                return out
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    log.error("iscsi netlink: receive buffer overrun (ENOBUFS): kernel events were lost")
+                    continue
+                raise
+            if n == 0:
+                return out
+            out.extend(decode_messages(bytes(self._buf[:n])))
+
+    @staticmethod
+    def _is_reply(req: _Request, msg: Any) -> bool:
+        t = msg.get("type")
+        if t == E.KEVENT_IF_ERROR:
+            return True
+        if t != req.ev_type:
+            return False
+        return req.match is None or bool(req.match(msg))
+
+    def close(self) -> None:
+        if self._transport is not None:
+            t, self._transport = self._transport, None
+            t.close()
+
+
+class IscsiNetlink(_Core, _Operations):
+    """Blocking NETLINK_ISCSI client (for iscsiadm-like tools, iscsistart, tests).
+
+    Args:
+        transport: an open socket-like object; default: :func:`open_netlink_socket`.
+        timeout: default reply timeout in seconds for every operation (never waits forever).
+        event_callback: called with each :class:`KernelEvent`, in order (see module docstring).
+        rcvbuf: receive buffer size in bytes for the socket it opens.
+
+    Use as a context manager; :meth:`close` closes the transport.
+    """
+
+    def __init__(self, transport: Transport | None = None, *, timeout: float = DEFAULT_TIMEOUT,
+                 event_callback: Callable[[KernelEvent], Any] | None = None, rcvbuf: int = DEFAULT_RCVBUF) -> None:
+        super().__init__(transport, timeout, event_callback, rcvbuf)
+        self._events: collections.deque[KernelEvent] = collections.deque()
+
+    def __enter__(self) -> "IscsiNetlink":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _wait_readable(self, remaining: float) -> bool:
+        r, _, _ = select.select([self._fd], [], [], max(0.0, remaining))
+        return bool(r)
+
+    def _call(self, req: _Request) -> Any:
+        return req.parse(self.request(req))
+
+    def request(self, req: _Request) -> Any:
+        """Send one encoded request and wait for its reply (checked by :func:`_check_reply`)."""
+        timeout = self.timeout if req.timeout is None else req.timeout
+        deadline = time.monotonic() + timeout
+        self._send(req.data)
+        reply = None
+        while True:
+            for msg in self._read_datagrams():
+                if reply is None and self._is_reply(req, msg):
+                    reply = msg
+                else:
+                    self._events.append(event_from_message(msg))
+            if reply is not None:
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._dispatch()
+                raise ReplyTimeout(f"no reply to {E(req.ev_type).name} within {timeout:g} s")
+            self._wait_readable(remaining)
+        self._dispatch()
+        return _check_reply(req.ev_type, reply)
+
+    def _dispatch(self) -> None:
+        cb = self.event_callback
+        if cb is None:
+            return
+        while self._events:
+            ev = self._events.popleft()
+            try:
+                cb(ev)
+            except Exception:  # noqa: BLE001 - a consumer bug must not break the socket
+                log.exception("iscsi netlink event callback failed on %r", ev)
+
+    def pending_events(self) -> list[KernelEvent]:
+        """Return and clear the queued events (oldest first) without reading the socket."""
+        out = list(self._events)
+        self._events.clear()
+        return out
+
+    def next_event(self, timeout: float | None = None) -> KernelEvent | None:
+        """Oldest queued event, else read the socket for up to ``timeout`` seconds (None = default); None if none."""
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        while not self._events:
+            for msg in self._read_datagrams():
+                self._events.append(event_from_message(msg))
+            if self._events:
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._wait_readable(remaining):
+                return None
+        return self._events.popleft()
+
+    def process_events(self, timeout: float = 0.0) -> int:
+        """Read what is available (waiting up to ``timeout`` s for the first datagram), deliver the events to
+        ``event_callback``; return how many were read. Without a callback they stay queued."""
+        if self._wait_readable(timeout):
+            msgs = self._read_datagrams()
+            self._events.extend(event_from_message(m) for m in msgs)
+        else:
+            msgs = []
+        self._dispatch()
+        return len(msgs)
+
+
+class AsyncIscsiNetlink(_Core, _Operations):
+    """asyncio NETLINK_ISCSI client; every operation method returns an awaitable.
+
+    The fd is watched with ``loop.add_reader``; replies resolve the pending request's future and
+    everything else becomes an event (``event_callback`` or the ``events`` asyncio.Queue).  Requests
+    are serialized by an ``asyncio.Lock``.  Because the kernel executes an operation inside
+    ``sendmsg()`` (DESTROY_SESSION can take long), the send runs in the default executor unless
+    ``send_in_executor=False``; the loop is never blocked.  Create it inside a running loop
+    (or call :meth:`start`), and close with :meth:`close` or ``async with``.
+    """
+
+    def __init__(self, transport: Transport | None = None, *, timeout: float = DEFAULT_TIMEOUT,
+                 event_callback: Callable[[KernelEvent], Any] | None = None, rcvbuf: int = DEFAULT_RCVBUF,
+                 send_in_executor: bool = True, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        super().__init__(transport, timeout, event_callback, rcvbuf)
+        self.send_in_executor = send_in_executor
+        self.events: asyncio.Queue[KernelEvent] = asyncio.Queue()
+        self._lock = asyncio.Lock()
+        self._pending: tuple[_Request, asyncio.Future[Any]] | None = None
+        self._loop = loop
+        self._reading = False
+        if loop is not None:
+            self.start()
+        else:
+            try:
+                self._loop = asyncio.get_running_loop()
+                self.start()
+            except RuntimeError:
+                pass
+
+    def start(self) -> None:
+        """Register the reader on the loop (done automatically when created inside a running loop)."""
+        if self._reading:
+            return
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._fd, self._on_readable)
+        self._reading = True
+
+    async def __aenter__(self) -> "AsyncIscsiNetlink":
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._reading and self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self._fd)
+        self._reading = False
+        if self._pending is not None and not self._pending[1].done():
+            self._pending[1].set_exception(NetlinkClosedError("the iSCSI netlink socket was closed"))
+        super().close()
+
+    def _on_readable(self) -> None:
+        try:
+            msgs = self._read_datagrams()
+        except OSError as exc:
+            log.error("iscsi netlink: receive failed: %s", exc)
+            return
+        for msg in msgs:
+            pend = self._pending
+            if pend is not None and not pend[1].done() and self._is_reply(pend[0], msg):
+                pend[1].set_result(msg)
+                continue
+            ev = event_from_message(msg)
+            if self.event_callback is not None:
+                try:
+                    self.event_callback(ev)
+                except Exception:  # noqa: BLE001
+                    log.exception("iscsi netlink event callback failed on %r", ev)
+            else:
+                self.events.put_nowait(ev)
+
+    def _call(self, req: _Request) -> Awaitable[Any]:
+        return self._acall(req)
+
+    async def _acall(self, req: _Request) -> Any:
+        return req.parse(await self.request(req))
+
+    async def request(self, req: _Request) -> Any:
+        """Send one encoded request and await its reply (checked; raises like the blocking client)."""
+        self.start()
+        assert self._loop is not None
+        timeout = self.timeout if req.timeout is None else req.timeout
+        async with self._lock:
+            fut: asyncio.Future[Any] = self._loop.create_future()
+            self._pending = (req, fut)
+            try:
+                if self.send_in_executor:
+                    await self._loop.run_in_executor(None, self._send, req.data)
+                else:
+                    self._send(req.data)
+                try:
+                    reply = await asyncio.wait_for(fut, timeout)
+                except asyncio.TimeoutError:
+                    raise ReplyTimeout(f"no reply to {E(req.ev_type).name} within {timeout:g} s") from None
+            finally:
+                self._pending = None
+        return _check_reply(req.ev_type, reply)
+
+    async def next_event(self, timeout: float | None = None) -> KernelEvent | None:
+        """Await the next queued event for up to ``timeout`` s (None = wait indefinitely); None on timeout."""
+        try:
+            return await asyncio.wait_for(self.events.get(), timeout)
+        except asyncio.TimeoutError:
+            return None
