@@ -1,0 +1,162 @@
+"""Record tables, parser and printers."""
+
+import pytest
+
+from iscsictl.db import schema
+from iscsictl.db.errors import CorruptRecord, InvalidKey, InvalidValue, ReadOnlyKey
+from iscsictl.db.record import Record, format_node_flat, format_record, parse_record
+
+
+def node(**kw):
+    r = Record(schema.NODE)
+    r.set("node.name", "iqn.2001-04.com.example:t1")
+    r.set("node.conn[0].address", "10.0.0.1")
+    for k, v in kw.items():
+        r.set(k, v)
+    return r
+
+
+def test_tables_have_unique_names_and_defaults():
+    for kind in schema.KINDS.values():
+        names = [k.name for k in kind.keys]
+        assert len(names) == len(set(names)), kind.name
+    assert len(schema.NODE_FILE_ORDER) == len(schema.NODE_KEYS)
+    assert schema.NODE.by_name["node.session.initial_login_retry_max"].default == 4
+    assert schema.NODE.by_name["node.conn[0].timeo.login_timeout"].default == 30
+    assert schema.NODE.by_name["node.session.auth.chap_algs"].default == ("MD5",)
+    assert schema.NODE.by_name["node.name"].read_only
+    assert schema.NODE.by_name["node.session.auth.password_length"].hidden
+    assert schema.DISCOVERY_ISNS.by_name["discovery.isns.discoveryd_poll_inval"].default == -1
+
+
+@pytest.mark.parametrize("kind", list(schema.KINDS))
+def test_round_trip_every_kind(kind):
+    k = schema.KINDS[kind]
+    r = Record(k)
+    # give every str key a value and every int key a non-default value
+    for key in k.keys:
+        if key.hidden:
+            continue
+        if key.type == "str":
+            r.set(key.name, "v-" + key.name.rsplit(".", 1)[1])
+        elif key.type == "int":
+            r.set(key.name, 7)
+        elif key.type in ("enum", "bool"):
+            r.set(key.name, key.values[-1])
+        elif key.type == "list":
+            r.set(key.name, "SHA256,MD5")
+    if kind == "node":
+        r.set("node.conn[0].address", "10.0.0.1")
+    if kind in ("node", "iface"):
+        r.set("iface.ipaddress", "10.9.9.9")  # IPv4 block for both file and show
+    text = format_record(r, for_file=True)
+    back = parse_record(k, text.encode(), "x")
+    # keys of the other iface block are not written: compare printed keys only
+    assert format_record(back, for_file=True) == text
+    assert format_record(back, show_secrets=True) == format_record(r, show_secrets=True)
+
+
+def test_file_and_show_forms():
+    r = node(**{"node.session.auth.password": "secret"})
+    f = format_record(r, for_file=True)
+    s = format_record(r)
+    assert f.startswith("# BEGIN RECORD 2.1.8\n") and f.endswith("# END RECORD\n")
+    assert "node.session.auth.password = secret\n" in f
+    assert "password_length" not in f and "password_length" not in s
+    assert "node.session.auth.username" not in f
+    assert "node.session.auth.username = <empty>\n" in s
+    assert "node.session.auth.password = ********\n" in s
+    assert "node.session.auth.password_in = <empty>\n" in s
+    assert "node.session.auth.password = secret\n" in format_record(r, show_secrets=True)
+    # node file order puts hwaddress first in the iface block, show puts iscsi_ifacename first
+    r.set("iface.hwaddress", "00:11:22:33:44:55")
+    f = format_record(r, for_file=True).splitlines()
+    assert f.index("iface.hwaddress = 00:11:22:33:44:55") < f.index("iface.iscsi_ifacename = default")
+    s = format_record(r).splitlines()
+    assert s.index("iface.hwaddress = 00:11:22:33:44:55") > s.index("iface.iscsi_ifacename = default")
+
+
+def test_ipv6_iface_blocks():
+    r = node(**{"iface.iscsi_ifacename": "eth0-ipv6"})
+    s = format_record(r)
+    assert "iface.hop_limit = 0" in s and "iface.ttl" not in s
+    r = node(**{"iface.ipaddress": "fe80::2"})
+    assert "iface.hop_limit = 0" in format_record(r, for_file=True)
+    assert "iface.ttl = 0" in format_record(r)  # show decides by name only (libopeniscsiusr)
+
+
+def test_password_sets_length_and_update_rules():
+    r = node()
+    r.update_key("node.session.auth.password", "abcdef")
+    assert r["node.session.auth.password_length"] == 6
+    with pytest.raises(ReadOnlyKey) as e:
+        r.update_key("node.name", "x")
+    assert e.value.exit_code == 7 and "look up the record" in str(e.value)
+    with pytest.raises(ReadOnlyKey) as e:
+        r.update_key("iface.hwaddress", "x")
+    assert "Use iface mode" in str(e.value)
+    r.update_key("iface.transport_name", "iser")
+    with pytest.raises(InvalidKey) as e:
+        r.update_key("node.foo", "x")
+    assert e.value.exit_code == 7 and "Invalid param name" in str(e.value)
+    with pytest.raises(InvalidValue):
+        r.update_key("node.startup", "bogus")
+    with pytest.raises(InvalidValue):
+        r.update_key("node.session.cmds_max", "abc")
+    with pytest.raises(InvalidValue):
+        r.update_key("node.session.cmds_max", "70000")  # u16
+    with pytest.raises(InvalidValue):
+        r.update_key("node.session.auth.chap_algs", "MD5,FOO")
+    r.update_key("node.session.auth.chap_algs", "SHA256 MD5")
+    assert r["node.session.auth.chap_algs"] == ("SHA256", "MD5")
+    assert "node.session.auth.chap_algs = SHA256,MD5" in format_record(r, for_file=True)
+
+
+def test_parser_leniency():
+    warnings = []
+    text = ("# BEGIN RECORD 2.1.11\n"
+            "node.name=iqn.x\n"
+            "   node.conn[0].address   =   10.0.0.2  \n"
+            "node.startup = sometimes\n"
+            "node.unknown.key = 5\n"
+            "no separator here\n"
+            "node.session.cmds_max = 64\n"
+            "node.session.auth.chap_algs = MD5,FOO,MD5,SHA1\n"
+            + "x" * 3000 + "\n"
+            + "# END RECORD\n")
+    r = parse_record(schema.NODE, text.encode(), "p", warnings.append)
+    assert r["node.name"] == "iqn.x"
+    assert r["node.conn[0].address"] == "10.0.0.2"
+    assert r["node.startup"] == "manual"
+    assert r["node.session.cmds_max"] == 64
+    assert r["node.session.auth.chap_algs"] == ("MD5", "SHA1")
+    assert any("unknown value format 'sometimes'" in w for w in warnings)
+    assert any("too long" in w for w in warnings)
+    assert any("Ignoring unknown value 'FOO'" in w for w in warnings)
+
+
+@pytest.mark.parametrize("data,reason", [
+    (b"", "empty"), (b"\n\n  \n", "empty"), (b"\x00\x01\x02binary", "binary"),
+    (b"node.conn[0].address = 1.2.3.4\n", "node.name"),
+    (b"# BEGIN RECORD 2.1.8\nnode.name = iqn.x\nnode.tp", "node.conn[0].address"),
+])
+def test_corrupt(data, reason):
+    with pytest.raises(CorruptRecord) as e:
+        parse_record(schema.NODE, data, "/some/path")
+    assert e.value.path == "/some/path" and reason in e.value.reason
+    assert e.value.exit_code == 6
+
+
+def test_flat_format():
+    assert format_node_flat("10.0.0.1", 3260, 1, "iqn.x") == "10.0.0.1:3260,1 iqn.x"
+    assert format_node_flat("fe80::1", 3260, -1, "iqn.x") == "[fe80::1]:3260,4294967295 iqn.x"
+
+
+def test_clamps():
+    assert schema.clamp_max_recv_dsl(100) == 262144
+    assert schema.clamp_max_recv_dsl(8195) == 8192
+    assert schema.clamp_max_xmit_dsl(0) == 8192
+    assert schema.clamp_max_xmit_dsl(0, 65536) == 65536
+    assert schema.clamp_max_xmit_dsl(262144, 65536) == 65536
+    assert schema.clamp_bursts(1 << 25, 100) == (262144, 16776192)
+    assert schema.clamp_bursts(65536, 8192) == (8192, 8192)

@@ -1,0 +1,273 @@
+"""NodeDB on real files in tmp_path."""
+
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from iscsictl.db import config as dbconfig
+from iscsictl.db import schema, store
+from iscsictl.db.errors import (CorruptRecord, DBError, InvalidKey, LockTimeout, ReadOnlyKey,
+                                RecordExists, RecordNotFound)
+from iscsictl.db.store import DiscoveryID, NodeDB, NodeID
+
+T1 = "iqn.2001-04.com.example:t1"
+T2 = "iqn.2001-04.com.example:t2"
+
+
+@pytest.fixture
+def db(tmp_path):
+    (tmp_path / "etc").mkdir()
+    return NodeDB(str(tmp_path / "db"), str(tmp_path / "etc"), lock_timeout=0.5)
+
+
+def test_create_read_update_delete(db, tmp_path):
+    rec = db.create_node(T1, "10.0.0.1", 3260, 1)
+    nid = NodeID(T1, "10.0.0.1", 3260, 1, "default")
+    path = tmp_path / "db/nodes" / T1 / "10.0.0.1,3260,1/default"
+    assert path.is_file() and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert os.path.islink(tmp_path / "db/static" / f"{T1},10.0.0.1,3260,1,default")
+    assert db.read_node(nid) == db.read_node(nid)
+    assert db.read_node(nid)["node.session.initial_login_retry_max"] == 4  # no iscsid.conf
+    with pytest.raises(RecordExists):
+        db.create_node(T1, "10.0.0.1", 3260, 1)
+    rec = db.update_node(nid, "node.session.auth.password", "s3cret")
+    assert rec["node.session.auth.password_length"] == 6
+    assert "node.session.auth.password = s3cret" in path.read_text()
+    with pytest.raises(ReadOnlyKey):
+        db.update_node(nid, "node.conn[0].address", "1.1.1.1")
+    with pytest.raises(InvalidKey):
+        db.update_node(nid, "node.nope", "1")
+    db.delete_node(nid)
+    assert not (tmp_path / "db/nodes" / T1).exists()
+    assert not os.path.lexists(tmp_path / "db/static" / f"{T1},10.0.0.1,3260,1,default")
+    with pytest.raises(RecordNotFound) as e:
+        db.read_node(nid)
+    assert e.value.exit_code == 21
+    assert not [p for p in (tmp_path / "db").rglob("*.tmp")]
+
+
+def test_legacy_tpgt_unknown_and_ipv6(db, tmp_path):
+    db.create_node(T1, "fe80::1", 3260)
+    assert (tmp_path / "db/nodes" / T1 / "fe80::1,3260").is_file()
+    (nid,) = db.list_nodes()
+    assert nid.legacy and nid.tpgt == -1
+    assert db.flat_listing() == [f"[fe80::1]:3260,4294967295 {T1}"]
+    db.update_node(nid, "node.startup", "automatic")
+    assert db.read_node(nid)["node.startup"] == "automatic"
+    # same portal with a known tpgt converts the legacy file
+    db.create_node(T1, "fe80::1", 3260, 2)
+    assert [n.tpgt for n in db.list_nodes()] == [2]
+
+
+def test_iscsid_conf_overlay_only_at_creation(db, tmp_path):
+    conf = tmp_path / "etc/iscsid.conf"
+    conf.write_text("# comment\nnode.session.initial_login_retry_max = 8\n"
+                    "node.conn[0].timeo.login_timeout = 15\nnode.name = evil\n"
+                    "discovery.sendtargets.iscsi.MaxRecvDataSegmentLength = 65536\n"
+                    "iscsid.safe_logout = Yes\n")
+    db.create_node(T1, "10.0.0.1", 3260, 1)
+    nid = db.list_nodes()[0]
+    r = db.read_node(nid)
+    assert r["node.session.initial_login_retry_max"] == 8
+    assert r["node.conn[0].timeo.login_timeout"] == 15
+    assert r["node.name"] == T1
+    assert db.config.safe_logout
+    d = db.create_discovery(DiscoveryID("sendtargets", "10.0.0.9", 3260))
+    assert d["discovery.sendtargets.iscsi.MaxRecvDataSegmentLength"] == 65536
+    # editing iscsid.conf later does not change existing records
+    conf.write_text("node.session.initial_login_retry_max = 2\n")
+    db2 = NodeDB(db.db_root, db.config_root)
+    assert db2.read_node(nid)["node.session.initial_login_retry_max"] == 8
+
+
+def test_filters_and_sorting(db):
+    for t in (T2, T1):
+        for a in ("10.0.0.2", "10.0.0.1"):
+            db.create_node(t, a, 3260, 1)
+    db.create_iface("eth1")
+    db.create_node(T1, "10.0.0.1", 3260, 1, "eth1")
+    ids = db.list_nodes()
+    assert ids == sorted(ids) and len(ids) == 5
+    assert len(db.list_nodes(target=T1)) == 3
+    assert len(db.list_nodes(address="10.0.0.1")) == 3
+    assert len(db.list_nodes(iface="eth1")) == 1
+    assert db.list_nodes(target="iqn.none") == []
+    assert db.tree_listing(target=T1) == [
+        f"Target: {T1}", "\tPortal: 10.0.0.1:3260,1", "\t\tIface Name: default",
+        "\tPortal: 10.0.0.1:3260,1", "\t\tIface Name: eth1",
+        "\tPortal: 10.0.0.2:3260,1", "\t\tIface Name: default"]
+
+
+def test_atomic_write_failure_keeps_old(db, tmp_path, monkeypatch):
+    db.create_node(T1, "10.0.0.1", 3260, 1)
+    nid = db.list_nodes()[0]
+    before = open(db.node_path(nid), "rb").read()
+
+    def boom(a, b):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store.os, "replace", boom)
+    with pytest.raises(DBError) as e:
+        db.update_node(nid, "node.startup", "automatic")
+    assert "No space left" in str(e.value) and e.value.exit_code == 6
+    monkeypatch.undo()
+    assert open(db.node_path(nid), "rb").read() == before
+    assert not [p for p in (tmp_path / "db").rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_lock_timeout_names_holder(db, tmp_path):
+    lock = db.record_lock("some-record")
+    code = textwrap.dedent(f"""
+        import sys, time
+        from iscsictl.db.store import FileLock
+        with FileLock({lock.path!r}):
+            print("locked", flush=True)
+            time.sleep(30)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "locked"
+        t0 = time.monotonic()
+        with pytest.raises(LockTimeout) as e:
+            with db.record_lock("some-record"):
+                pass
+        assert time.monotonic() - t0 < 5
+        assert e.value.holder_pid == p.pid
+        assert f"PID {p.pid}" in str(e.value) and e.value.exit_code == 6
+    finally:
+        p.kill()
+        p.wait()
+    # the lock died with its holder
+    with db.record_lock("some-record"):
+        pass
+
+
+def test_reader_not_blocked_by_writer_lock(db):
+    db.create_node(T1, "10.0.0.1", 3260, 1)
+    nid = db.list_nodes()[0]
+    with db.record_lock(NodeDB._lock_key(nid)), db.db_lock():
+        assert db.read_node(nid)["node.name"] == T1
+        assert db.flat_listing()
+        with pytest.raises(LockTimeout):
+            db.update_node(nid, "node.startup", "automatic")
+
+
+def test_corrupt_records_reported_and_skipped(db, tmp_path):
+    for i in range(3):
+        db.create_node(T1, f"10.0.0.{i}", 3260, 1)
+    nodes = tmp_path / "db/nodes" / T1
+    (nodes / "10.0.0.0,3260,1/default").write_bytes(b"")
+    (nodes / "10.0.0.1,3260,1/default").write_bytes(b"\x00\xff\x00garbage")
+    (nodes / "garbage-dir").mkdir()
+    (tmp_path / "db/nodes" / T2).mkdir()
+    (tmp_path / "db/nodes" / T2 / "10.1.1.1,3260,1").write_text("x")  # file where dir belongs
+    seen = []
+    db2 = NodeDB(db.db_root, db.config_root, warn=seen.append)
+    recs = db2.read_nodes()
+    assert [r["node.conn[0].address"] for r in recs] == ["10.0.0.2"]
+    assert any("10.0.0.0,3260,1/default" in w and "empty" in w for w in seen)
+    assert any("10.0.0.1,3260,1/default" in w and "binary" in w for w in seen)
+    assert any("garbage-dir" in w for w in seen)
+    with pytest.raises(CorruptRecord):
+        db2.read_node(NodeID(T1, "10.0.0.0", 3260, 1))
+    # corrupt records can still be deleted
+    db2.delete_node(NodeID(T1, "10.0.0.0", 3260, 1))
+    db2.delete_node(NodeID(T1, "10.0.0.1", 3260, 1))
+    assert len(db2.list_nodes()) == 1
+
+
+def test_discovery_records_and_reconcile(db, tmp_path):
+    did = DiscoveryID("sendtargets", "10.0.0.9", 3260)
+    db.create_discovery(did)
+    db.update_discovery(did, "discovery.sendtargets.auth.password", "pw")
+    r = db.read_discovery(did)
+    assert r["discovery.sendtargets.auth.password_length"] == 2
+    with pytest.raises(ReadOnlyKey):
+        db.update_discovery(did, "discovery.sendtargets.address", "1.1.1.1")
+    isns = DiscoveryID("isns", "10.0.0.8", 3205)
+    db.create_discovery(isns)
+    assert db.list_discovery() == [did, isns]
+    assert [d.listing() for d in db.list_discovery()] == [
+        "10.0.0.9:3260 via sendtargets", "10.0.0.8:3205 via isns"]
+    a = NodeID(T1, "10.0.0.9", 3260, 1)
+    b = NodeID(T2, "10.0.0.9", 3260, 1)
+    res = db.reconcile_discovery(did, [a, b])
+    assert res.added == [a, b] and not res.deleted
+    assert db.discovery_nodes(did) == [a, b]
+    assert db.read_node(a)["node.discovery_type"] == "send_targets"
+    assert db.read_node(a)["node.discovery_address"] == "10.0.0.9"
+    db.update_node(a, "node.startup", "automatic")
+    # a corrupt record elsewhere does not break the reconciliation
+    db.create_node("iqn.other", "10.5.5.5", 3260, 1)
+    (tmp_path / "db/nodes/iqn.other/10.5.5.5,3260,1/default").write_text("junk\n")
+    res = db.reconcile_discovery(did, [a])
+    assert res.updated == [a] and res.deleted == [b] and not res.failed
+    assert db.read_node(a)["node.startup"] == "automatic"  # user settings kept
+    assert db.list_nodes(target=T2) == []
+    deleted = db.delete_discovery(did)
+    assert deleted == [a]
+    assert not (tmp_path / "db/send_targets/10.0.0.9,3260").exists()
+    with pytest.raises(RecordNotFound):
+        db.read_discovery(did)
+
+
+def test_ifaces(db, tmp_path):
+    assert db.list_ifaces() == ["default", "iser"]
+    assert db.read_iface("iser")["iface.transport_name"] == "iser"
+    db.create_iface("eth0")
+    with pytest.raises(RecordExists):
+        db.create_iface("eth0")
+    db.update_iface("eth0", "iface.net_ifacename", "eth0")
+    with pytest.raises(ReadOnlyKey):
+        db.update_iface("eth0", "iface.iscsi_ifacename", "x")
+    assert db.list_ifaces() == ["eth0", "default", "iser"]
+    # node records take the iface's settings at creation
+    r = db.create_node(T1, "10.0.0.1", 3260, 1, "eth0")
+    assert r["iface.net_ifacename"] == "eth0"
+    with pytest.raises(RecordNotFound):
+        db.create_node(T1, "10.0.0.1", 3260, 1, "nope")
+    f = tmp_path / "db/ifaces/eth0"
+    assert stat.S_IMODE(f.stat().st_mode) == 0o600
+    db.delete_iface("eth0")
+    with pytest.raises(DBError):
+        db.delete_iface("default")
+    with pytest.raises(DBError):
+        db.create_iface("x" * 65)
+
+
+def test_initiator_name_and_roots(tmp_path, monkeypatch):
+    root = str(tmp_path / "cfg")
+    assert dbconfig.read_initiator_name(root) is None
+    n = dbconfig.ensure_initiator_name(root)
+    assert n.name.startswith("iqn.1993-08.org.debian:01:") and len(n.name) == 26 + 12
+    p = tmp_path / "cfg/initiatorname.iscsi"
+    assert stat.S_IMODE(p.stat().st_mode) == 0o644
+    assert dbconfig.ensure_initiator_name(root) == n
+    p.write_text("InitiatorName=iqn.x:y\nInitiatorAlias=host1\n")
+    assert dbconfig.read_initiator_name(root) == dbconfig.InitiatorName("iqn.x:y", "host1")
+    monkeypatch.setenv("ISCSICTL_DB_ROOT", "/a")
+    monkeypatch.delenv("ISCSICTL_CONFIG_ROOT", raising=False)
+    assert dbconfig.resolve_roots() == dbconfig.Roots("/a", "/etc/iscsi")
+    assert dbconfig.resolve_roots("/b", "/c") == dbconfig.Roots("/b", "/c")
+
+
+def test_listing_10000_records(tmp_path, capsys):
+    """Build 10,000 node records directly on disk and time the flat listing (report only)."""
+    root = tmp_path / "db"
+    body = "# BEGIN RECORD 2.1.8\nnode.name = x\n# END RECORD\n"
+    for i in range(10000):
+        d = root / "nodes" / f"iqn.2001-04.com.example:t{i // 4:05d}" / f"10.0.{i % 4}.1,3260,1"
+        d.mkdir(parents=True)
+        (d / "default").write_text(body)
+    db = NodeDB(str(root), str(tmp_path))
+    t0 = time.perf_counter()
+    lines = db.flat_listing()
+    dt = time.perf_counter() - t0
+    assert len(lines) == 10000
+    with capsys.disabled():
+        print(f"\n[db] flat listing of 10,000 node records: {dt * 1000:.1f} ms")
