@@ -61,7 +61,7 @@ _HEADER_FIELDS = (("type", "I"), ("iferror", "I"), ("transport_handle", "Q"))
 
 
 def _size(fields: tuple[tuple[str, str], ...]) -> int:
-    return sum(struct.calcsize("=" + f) for _, f in fields)
+    return sum(struct.calcsize(f if f[0] in "<>=!@" else "=" + f) for _, f in fields)
 
 
 class iscsi_uevent(nlmsg):
@@ -336,10 +336,11 @@ def decode_messages(data: bytes) -> list[iscsi_uevent]:
     return list(_MARSHAL.parse(data))
 
 
-def encode_message(ev_type: int, *, transport_handle: int = 0, payload: bytes = b"", seq: int = 0,
-                   pid: int = 0, nlmsg_type: int | None = None, **fields: Any) -> bytes:
+def encode_message(ev_type: int, *, transport_handle: int = 0, payload: bytes = b"", nlmsg_seq: int = 0,
+                   nlmsg_pid: int = 0, nlmsg_type: int | None = None, **fields: Any) -> bytes:
     """Encode nlmsghdr + uevent (+ payload) for ``ev_type`` using :data:`MESSAGE_CLASSES`.
 
+    ``nlmsg_seq``/``nlmsg_pid`` fill the nlmsghdr (the kernel ignores both and replies with 0).
     ``nlmsg_type`` defaults to ``ev_type`` (requests); the fake kernel in the tests
     passes 0 for multicast events.  Unknown field names raise ``KeyError``.
     Returns the datagram bytes (padded to 4; ``nlmsg_len`` is not padded).
@@ -352,8 +353,8 @@ def encode_message(ev_type: int, *, transport_handle: int = 0, payload: bytes = 
     msg = cls()
     msg["header"]["type"] = ev_type if nlmsg_type is None else nlmsg_type
     msg["header"]["flags"] = 0
-    msg["header"]["sequence_number"] = seq
-    msg["header"]["pid"] = pid
+    msg["header"]["sequence_number"] = nlmsg_seq
+    msg["header"]["pid"] = nlmsg_pid
     msg["type"] = ev_type
     msg["transport_handle"] = transport_handle
     msg.update(fields)

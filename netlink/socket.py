@@ -269,7 +269,7 @@ class _Operations:
     def _req(self, ev_type: int, handle: int, *, payload: bytes = b"", parse: Callable[[Any], Any] = lambda m: None,
              match: Callable[[Any], bool] | None = None, timeout: float | None = None, **fields: Any) -> Any:
         self._seq = (self._seq + 1) & 0xFFFFFFFF
-        data = encode_message(ev_type, transport_handle=handle, payload=payload, seq=self._seq, pid=self._pid,
+        data = encode_message(ev_type, transport_handle=handle, payload=payload, nlmsg_seq=self._seq, nlmsg_pid=self._pid,
                               **fields)
         return self._call(_Request(ev_type, data, match, parse, timeout))
 
