@@ -109,6 +109,8 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root LANG=C.UTF-8 TERM=dumb
 mkdir -p /dev/pts /dev/shm
 modprobe configfs 2>/dev/null
+# no udev in the guest: load what udev would load for SCSI disks
+modprobe sd_mod 2>/dev/null
 mount -t configfs configfs /sys/kernel/config 2>/dev/null
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm

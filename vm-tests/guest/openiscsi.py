@@ -1,0 +1,130 @@
+"""open-iscsi (Debian's iscsid + iscsiadm) as the reference initiator inside the guest.
+
+Runs INSIDE the VM as root.  :class:`OpenIscsi` writes the guest's
+``/etc/iscsi/initiatorname.iscsi`` (the guest's /etc is an overlay: the host is
+untouched), empties the node database, starts ``iscsid -f`` in its own session
+(iscsid signals its whole process group when it exits, see VM.md) with its output
+in ``<log_dir>/iscsid.log``, and stops it again, logging out every session first.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+__all__ = ["OpenIscsi", "OpenIscsiError", "iscsi_sessions", "session_disks"]
+
+SESSIONS = Path("/sys/class/iscsi_session")
+
+
+class OpenIscsiError(RuntimeError):
+    """iscsid or iscsiadm failed; the message holds the command and its output."""
+
+
+def iscsi_sessions() -> list[str]:
+    """Names of the kernel's iSCSI sessions (``session1`` ...), from sysfs."""
+    return sorted(p.name for p in SESSIONS.iterdir()) if SESSIONS.exists() else []
+
+
+def session_disks(targetname: str) -> dict[int, str]:
+    """``{lun: "/dev/sdX"}`` for the block devices of sessions logged in to ``targetname``."""
+    disks = {}
+    for sess in iscsi_sessions():
+        base = SESSIONS / sess
+        try:
+            if (base / "targetname").read_text().strip() != targetname:
+                continue
+        except OSError:
+            continue
+        for blk in glob.glob(f"{base}/device/target*/*:*:*:*/block/*"):
+            lun = int(Path(blk).parent.parent.name.rsplit(":", 1)[1])
+            disks[lun] = f"/dev/{Path(blk).name}"
+    return disks
+
+
+class OpenIscsi:
+    """A running open-iscsi initiator.  ``start()``/``stop()``, or use as a context manager.
+
+    ``initiator_name`` is written to /etc/iscsi/initiatorname.iscsi; ``log_dir`` receives
+    ``iscsid.log`` and ``iscsiadm.log`` (every command with its output).
+    """
+
+    def __init__(self, log_dir: Path, initiator_name: str = "iqn.2005-03.org.open-iscsi:vm-guest"):
+        self.log_dir = Path(log_dir)
+        self.initiator_name = initiator_name.lower()
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start iscsid and wait (at most ``timeout`` s) until iscsiadm can reach it."""
+        if shutil.which("iscsid") is None:
+            raise OpenIscsiError("iscsid not found: install Debian's open-iscsi on the host")
+        subprocess.run(["modprobe", "iscsi_tcp"], check=True)
+        Path("/run/lock/iscsi").mkdir(parents=True, exist_ok=True)
+        etc = Path("/etc/iscsi")
+        etc.mkdir(parents=True, exist_ok=True)
+        (etc / "initiatorname.iscsi").write_text(f"InitiatorName={self.initiator_name}\n")
+        for db in ("nodes", "send_targets", "ifaces", "isns", "static", "fw"):
+            shutil.rmtree(etc / db, ignore_errors=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / "iscsid.log", "ab")
+        self.proc = subprocess.Popen(["iscsid", "-f", "-d", "1"], stdin=subprocess.DEVNULL,
+                                     stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while "@ISCSIADM_ABSTRACT_NAMESPACE" not in Path("/proc/net/unix").read_text():
+            if self.proc.poll() is not None:
+                raise OpenIscsiError(f"iscsid exited with {self.proc.returncode}; "
+                                     f"see {self.log_dir / 'iscsid.log'}")
+            if time.monotonic() > deadline:
+                raise OpenIscsiError(f"iscsid did not open its socket within {timeout} s")
+            time.sleep(0.05)
+
+    def iscsiadm(self, *args: str, check: bool = True, timeout: float = 60.0) -> str:
+        """Run ``iscsiadm ARGS``; return stdout.  Raises OpenIscsiError on a non-zero exit
+        when ``check`` (the message has the exit code and output)."""
+        proc = subprocess.run(["iscsiadm", *args], capture_output=True, text=True, timeout=timeout)
+        with open(self.log_dir / "iscsiadm.log", "a") as f:
+            f.write(f"$ iscsiadm {' '.join(args)}  -> {proc.returncode}\n{proc.stdout}{proc.stderr}")
+        if check and proc.returncode != 0:
+            raise OpenIscsiError(f"iscsiadm {' '.join(args)} exited with {proc.returncode}: "
+                                 f"{proc.stderr.strip() or proc.stdout.strip()}")
+        return proc.stdout
+
+    def wait_disk(self, targetname: str, lun: int = 0, timeout: float = 30.0) -> str:
+        """Wait until LUN ``lun`` of ``targetname`` has a block device; return ``/dev/sdX``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            dev = session_disks(targetname).get(lun)
+            if dev and os.path.exists(dev):
+                return dev
+            if time.monotonic() > deadline:
+                raise OpenIscsiError(f"no block device for {targetname} LUN {lun} after {timeout} s "
+                                     f"(sessions: {iscsi_sessions()})")
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Log out every session, then stop iscsid (SIGTERM, SIGKILL after ``timeout`` s)."""
+        if self.proc is None:
+            return
+        if iscsi_sessions():
+            self.iscsiadm("-m", "node", "--logoutall=all", check=False)
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None

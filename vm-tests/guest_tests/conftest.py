@@ -1,0 +1,92 @@
+"""Fixtures for guest scenarios (these tests run INSIDE the VM, as root).
+
+* ``scenario_dir``: ``/results/<scenario>/``, kept on the host after the run; put
+  daemon logs there as ``*.log`` and the host prints them when the scenario fails.
+* ``lio``: a factory for LIO targets (``lio.create(iqn, luns=[bytes], ...)``,
+  ``lio.create_many(n, ...)``, see guest/lio.py); everything is torn down afterwards.
+* ``openiscsi``: a started open-iscsi (guest/openiscsi.py) logging into ``scenario_dir``;
+  stopped (sessions logged out, iscsid ended) afterwards.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent / "guest"), str(HERE.parent)]
+
+from vmharness import GUEST_RESULTS, scenario_name  # noqa: E402
+
+IN_GUEST = "ISCSICTL_VM_RESULTS" in os.environ
+
+
+def pytest_configure(config):
+    # rtslib-fb 2.2 calls a deprecated pyudev API when it checks a fileio backing file
+    config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:rtslib_fb.utils")
+
+
+@pytest.fixture(autouse=True)
+def _only_in_guest():
+    if not IN_GUEST:
+        pytest.skip("guest scenario: runs only inside the VM (pytest vm-tests on the host)")
+
+
+@pytest.fixture
+def scenario_dir(request) -> Path:
+    d = Path(os.environ.get("ISCSICTL_VM_RESULTS", GUEST_RESULTS)) / scenario_name(request.node.nodeid)
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+class _LioFactory:
+    def __init__(self):
+        self.targets = []
+
+    def create(self, iqn, **kw):
+        import lio
+
+        t = lio.LioTarget.create(iqn, **kw)
+        self.targets.append(t)
+        return t
+
+    def create_many(self, count, **kw):
+        import lio
+
+        ts = lio.LioTarget.create_many(count, **kw)
+        self.targets.extend(ts)
+        return ts
+
+
+@pytest.fixture
+def lio():
+    factory = _LioFactory()
+    yield factory
+    for t in reversed(factory.targets):
+        t.teardown()
+
+
+@pytest.fixture
+def openiscsi(scenario_dir, lio):  # lio: targets outlive the initiator
+    from openiscsi import OpenIscsi
+
+    oi = OpenIscsi(scenario_dir)
+    oi.start()
+    yield oi
+    oi.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On a failure, save the kernel log as /results/<scenario>/dmesg.log (the host prints it)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and IN_GUEST:
+        import subprocess
+
+        d = Path(os.environ["ISCSICTL_VM_RESULTS"]) / scenario_name(item.nodeid)
+        d.mkdir(parents=True, exist_ok=True)
+        dmesg = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
+        with open(d / "dmesg.log", "a") as f:
+            f.write(f"--- dmesg after {report.when} failed ---\n{dmesg}")
