@@ -23,6 +23,9 @@ from .errors import TruncatedPDU
 __all__ = ["BHS", "RawPDU", "decode_bhs", "encode_bhs"]
 
 _BHS = Struct(">BBBBIQI7I")
+#: the widths encode_bhs checks beyond the two lengths (ValueError, not struct.error)
+_LIMITS = (("opcode", 0x3F), ("flags", 0xFF), ("b2", 0xFF), ("b3", 0xFF),
+           ("lun", 0xFFFFFFFFFFFFFFFF), ("itt", 0xFFFFFFFF))
 
 
 class BHS:
@@ -113,6 +116,8 @@ def decode_bhs(buf: bytes | bytearray | memoryview, offset: int = 0) -> BHS:
     Raises:
         TruncatedPDU: fewer than 48 bytes are available.
     """
+    if offset < 0:
+        raise ValueError(f"offset must not be negative, got {offset}")
     if len(buf) - offset < BHS_LENGTH:
         raise TruncatedPDU(f"BHS needs {BHS_LENGTH} bytes, got {max(len(buf) - offset, 0)}")
     b0, b1, b2, b3, w1, lun, itt, *words = _BHS.unpack_from(buf, offset)
@@ -142,9 +147,14 @@ def encode_bhs(bhs: BHS) -> bytes:
         raise ValueError(f"DataSegmentLength {bhs.data_segment_length} out of range")
     if not 0 <= bhs.total_ahs_length <= 0xFF:
         raise ValueError(f"TotalAHSLength {bhs.total_ahs_length} out of range")
-    if len(bhs.words) != 7:
-        raise ValueError("a BHS has exactly seven words at bytes 20-47")
-    b0 = (bhs.opcode & 0x3F) | (0x40 if bhs.immediate else 0) | (0x80 if bhs.reserved0 else 0)
+    if len(bhs.words) != 7 or not all(0 <= w <= 0xFFFFFFFF for w in bhs.words):
+        raise ValueError("a BHS has exactly seven words at bytes 20-47, "
+                         "each an unsigned 32-bit integer")
+    for name, limit in _LIMITS:
+        value = getattr(bhs, name)
+        if not 0 <= value <= limit:
+            raise ValueError(f"{name}={value!r} does not fit its field")
+    b0 = bhs.opcode | (0x40 if bhs.immediate else 0) | (0x80 if bhs.reserved0 else 0)
     return _BHS.pack(
         b0, bhs.flags, bhs.b2, bhs.b3,
         (bhs.total_ahs_length << 24) | bhs.data_segment_length,

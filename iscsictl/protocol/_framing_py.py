@@ -51,6 +51,7 @@ class PDUReader:
         self._bhs = None  # decoded BHS of the PDU being assembled
         self._total = 0  # whole length of that PDU, bytes
         self._error: Exception | None = None
+        self._pending: DataDigestError | None = None  # held back by pdus()
         self.header_digest = header_digest
         self.data_digest = data_digest
         self.max_data_segment_length = max_data_segment_length
@@ -99,6 +100,9 @@ class PDUReader:
         """
         if self._error is not None:
             raise self._error
+        if self._pending is not None:
+            err, self._pending = self._pending, None
+            raise err
         buf = self._buf
         if self._bhs is None:
             if len(buf) < BHS_LENGTH:
@@ -137,11 +141,24 @@ class PDUReader:
         return raw
 
     def pdus(self) -> list[RawPDU]:
-        """Every whole PDU buffered now (DataDigestError stops the list)."""
-        out = []
-        while (pdu := self.next_pdu()) is not None:
+        """Every whole PDU buffered now.
+
+        A data digest mismatch ends the list: when PDUs came before it, they
+        are returned and the DataDigestError is raised by the next call (so
+        no good PDU already consumed is lost).
+        """
+        out: list[RawPDU] = []
+        while True:
+            try:
+                pdu = self.next_pdu()
+            except DataDigestError as exc:
+                if not out:
+                    raise
+                self._pending = exc
+                return out
+            if pdu is None:
+                return out
             out.append(pdu)
-        return out
 
     # -- internals ------------------------------------------------------------
     def _start_pdu(self) -> None:
