@@ -1,0 +1,143 @@
+"""Interop with Debian's real iscsiadm (open-iscsi 2.1.8) on a private /etc/iscsi.
+
+These tests FAIL when iscsiadm is missing: the Makefile installs it (Debian package open-iscsi).
+"""
+
+import os
+
+import pytest
+
+from iscsictl.db import schema
+from iscsictl.db.record import format_record
+from iscsictl.db.store import NodeDB, NodeID
+from peers import iscsiadm, prepare_etc
+
+pytestmark = pytest.mark.peer
+
+T1 = "iqn.2001-04.com.example:storage.t1"
+T2 = "iqn.2001-04.com.example:storage.t2"
+
+
+@pytest.fixture
+def etc(tmp_path):
+    d = tmp_path / "etc-iscsi"
+    prepare_etc(str(d))
+    return str(d)
+
+
+def adm(etc, *args, ok=True):
+    cp = iscsiadm(etc, *args)
+    if ok:
+        assert cp.returncode == 0, f"iscsiadm {args}: rc={cp.returncode} {cp.stderr}"
+    return cp
+
+
+def show(etc, nid, secrets=False):
+    args = ["-m", "node", "-T", nid.target, "-p", f"{nid.portal},{nid.tpgt}" if not nid.legacy
+            else nid.portal, "-I", nid.iface, "-o", "show"]
+    if secrets:
+        args.append("-S")
+    return adm(etc, *args).stdout
+
+
+def test_iscsiadm_records_read_by_us(etc):
+    adm(etc, "-m", "iface", "-I", "eth1", "-o", "new")
+    adm(etc, "-m", "iface", "-I", "iface-ipv6", "-o", "new")
+    adm(etc, "-m", "node", "-T", T1, "-p", "10.0.0.1:3260,1", "-o", "new")
+    adm(etc, "-m", "node", "-T", T1, "-p", "10.0.0.1:3260,1", "-I", "eth1", "-o", "new")
+    adm(etc, "-m", "node", "-T", T1, "-p", "10.0.0.1:3260,1", "-I", "iface-ipv6", "-o", "new")
+    adm(etc, "-m", "node", "-T", T2, "-p", "[fd00::5]:3260,2", "-o", "new")
+    adm(etc, "-m", "node", "-T", T2, "-p", "10.0.0.2", "-o", "new")  # legacy, tpgt -1
+    base = ["-m", "node", "-T", T1, "-p", "10.0.0.1:3260,1", "-I", "default", "-o", "update"]
+    adm(etc, *base, "-n", "node.session.auth.password", "-v", "secretpw")
+    adm(etc, *base, "-n", "node.session.auth.username", "-v", "user1")
+    adm(etc, *base, "-n", "node.session.auth.password_in", "-v", "inpw")
+    adm(etc, *base, "-n", "node.startup", "-v", "automatic")
+    adm(etc, *base, "-n", "node.session.auth.chap_algs", "-v", "SHA256,MD5")
+    adm(etc, *base, "-n", "node.conn[0].iscsi.HeaderDigest", "-v", "CRC32C,None")
+
+    warnings = []
+    db = NodeDB(etc, etc, warn=warnings.append)
+    ids = db.list_nodes()
+    assert len(ids) == 5
+    # flat and tree listings equal iscsiadm's
+    assert "\n".join(db.flat_listing()) + "\n" == adm(etc, "-m", "node").stdout
+    assert "\n".join(db.tree_listing()) + "\n" == adm(etc, "-m", "node", "-P", "1").stdout
+    for nid in ids:
+        rec = db.read_node(nid)
+        assert format_record(rec) == show(etc, nid), nid
+        assert format_record(rec, show_secrets=True) == show(etc, nid, secrets=True), nid
+        # and our file form is byte for byte what iscsiadm wrote
+        with open(db.node_path(nid)) as f:
+            assert format_record(rec, for_file=True) == f.read(), nid
+    assert not warnings
+    rec = db.read_node(NodeID(T1, "10.0.0.1", 3260, 1, "default"))
+    assert rec["node.session.auth.password"] == "secretpw"
+    assert rec["node.session.auth.password_length"] == 8
+    # iface records
+    ifrec = db.read_iface("iface-ipv6")
+    out = adm(etc, "-m", "iface", "-I", "iface-ipv6").stdout
+    assert format_record(ifrec) == out
+    with open(db.iface_path("eth1")) as f:
+        assert format_record(db.read_iface("eth1"), for_file=True) == f.read()
+
+
+def test_our_records_read_by_iscsiadm(etc):
+    db = NodeDB(etc, etc)
+    db.create_iface("eth1")
+    db.create_node(T1, "10.0.0.1", 3260, 1)
+    db.create_node(T1, "10.0.0.1", 3260, 1, "eth1")
+    db.create_node(T2, "fd00::5", 3260, 2)
+    db.create_node(T2, "10.0.0.2", 3260)  # legacy
+    nid = NodeID(T1, "10.0.0.1", 3260, 1, "default")
+    db.update_node(nid, "node.session.auth.password", "secretpw")
+    db.update_node(nid, "node.session.auth.username", "user1")
+    db.update_node(nid, "node.conn[0].timeo.login_timeout", "17")
+    db.update_node(nid, "node.session.auth.chap_algs", "SHA3-256 SHA1")
+    for n in db.list_nodes():
+        assert show(etc, n) == format_record(db.read_node(n)), n
+        assert show(etc, n, secrets=True) == format_record(db.read_node(n), show_secrets=True)
+    assert adm(etc, "-m", "node").stdout == "\n".join(db.flat_listing()) + "\n"
+    # iscsiadm can update and delete our records; we read the result
+    adm(etc, "-m", "node", "-T", T1, "-p", "10.0.0.1:3260,1", "-I", "default", "-o", "update",
+        "-n", "node.session.auth.password", "-v", "changed")
+    rec = db.read_node(nid)
+    assert rec["node.session.auth.password"] == "changed"
+    assert rec["node.conn[0].timeo.login_timeout"] == 17
+    adm(etc, "-m", "node", "-T", T2, "-p", "[fd00::5]:3260,2", "-o", "delete")
+    assert db.list_nodes(target=T2) == [NodeID(T2, "10.0.0.2", 3260, -1, "default", True)]
+    assert not os.path.lexists(os.path.join(etc, "static", f"{T2},fd00::5,3260,2,default"))
+    assert "eth1 tcp,<empty>,<empty>,<empty>,<empty>" in adm(etc, "-m", "iface").stdout
+    # and we delete what iscsiadm sees
+    db.delete_node(nid)
+    assert adm(etc, "-m", "node", "-T", T1, "-p", "10.0.0.1:3260,1", "-I", "default",
+               ok=False).returncode == 21
+
+
+def test_discovery_records_interop(etc):
+    db = NodeDB(etc, etc)
+    adm(etc, "-m", "discoverydb", "-t", "st", "-p", "10.0.0.9", "-o", "new")
+    adm(etc, "-m", "discoverydb", "-t", "st", "-p", "10.0.0.9", "-o", "update",
+        "-n", "discovery.sendtargets.auth.password", "-v", "pw")
+    adm(etc, "-m", "discoverydb", "-t", "isns", "-p", "10.0.0.8", "-o", "new")
+    from iscsictl.db.store import DiscoveryID
+    st = DiscoveryID("sendtargets", "10.0.0.9", 3260)
+    isns = DiscoveryID("isns", "10.0.0.8", 3205)
+    assert db.list_discovery() == [st, isns]
+    out = adm(etc, "-m", "discoverydb", "-t", "st", "-p", "10.0.0.9").stdout
+    assert format_record(db.read_discovery(st)) == out
+    out = adm(etc, "-m", "discoverydb", "-t", "isns", "-p", "10.0.0.8").stdout
+    assert format_record(db.read_discovery(isns)) == out
+    assert adm(etc, "-m", "discovery").stdout == "".join(
+        d.listing() + "\n" for d in db.list_discovery())
+    # ours, shown by iscsiadm
+    ours = DiscoveryID("sendtargets", "10.0.0.7", 3260)
+    db.create_discovery(ours)
+    db.update_discovery(ours, "discovery.sendtargets.auth.username", "u")
+    out = adm(etc, "-m", "discoverydb", "-t", "st", "-p", "10.0.0.7").stdout
+    assert format_record(db.read_discovery(ours)) == out
+    # nodes discovered through it are visible to iscsiadm, linked, and deleted with it
+    db.reconcile_discovery(ours, [NodeID(T1, "10.0.0.7", 3260, 1)])
+    assert adm(etc, "-m", "node").stdout == f"10.0.0.7:3260,1 {T1}\n"
+    adm(etc, "-m", "discoverydb", "-t", "st", "-p", "10.0.0.7", "-o", "delete")
+    assert db.list_nodes() == []
