@@ -383,7 +383,8 @@ class _struct(nlmsg_base, nlmsg_encoder_generic, nlmsg_decoder_generic):
             raise ValueError(f"{cls.__name__}: need {cls.size()} bytes at {offset}, have {len(data) - offset}")
         s = cls(bytes(data), offset=offset)
         s.decode()
-        return {k: v for k, v in s.items() if not k.startswith("__") and k not in ("attrs", "value")}
+        names = {n for n, _ in cls.fields}
+        return {k: v for k, v in s.items() if k in names and not k.startswith("__")}
 
     @classmethod
     def to_bytes(cls, **values: Any) -> bytes:

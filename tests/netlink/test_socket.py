@@ -1,0 +1,359 @@
+"""The demultiplexer, driven by a fake kernel over socketpair(AF_UNIX, SOCK_DGRAM)."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+from iscsictl.netlink import (AsyncIscsiNetlink, ConnError, IscsiKernelError, IscsiNetlink, IscsiParam,
+                              KernelInterfaceUnavailable, RecvPdu, ReplyTimeout, StopConnFlag, UnbindSession)
+from iscsictl.netlink import messages as m
+from iscsictl.netlink.enums import IscsiUeventE as E
+
+
+def ev_conn_error(sid=1, cid=0, error=1020):
+    return m.encode_message(E.KEVENT_CONN_ERROR, nlmsg_type=0, r_sid=sid, r_cid=cid, r_error=error)
+
+
+def ev_recv_pdu(sid=1, pdu=b"\x23" + b"\0" * 47):
+    return m.encode_message(E.KEVENT_RECV_PDU, nlmsg_type=0, r_sid=sid, r_cid=0, payload=pdu)
+
+
+def echo(req: bytes, **r) -> bytes:
+    """A unicast reply: the request's uevent echoed with r fields set (seq 0, pid 0)."""
+    (msg,) = m.decode_messages(req)
+    fields = {k: v for k, v in msg.items() if k not in ("header", "type", "payload", "iferror", "transport_handle")}
+    fields.update(r)
+    return m.encode_message(msg["type"], transport_handle=msg["transport_handle"], **fields)
+
+
+def if_error(req: bytes, err: int) -> bytes:
+    data = bytearray(req[:72])
+    struct.pack_into("=IHHII", data, 0, 72, req[4] | req[5] << 8, 0, 0, 0)
+    struct.pack_into("=Ii", data, 16, E.KEVENT_IF_ERROR, -err)
+    return bytes(data)
+
+
+class FakeKernel:
+    """Receives requests on one end of a socketpair; ``handler(req) -> [datagrams]`` answers them."""
+
+    def __init__(self, handler):
+        self.user, self.kern = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.user.setblocking(False)
+        self.handler = handler
+        self.requests: list[bytes] = []
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self):
+        while True:
+            try:
+                req = self.kern.recv(1 << 20)
+            except OSError:
+                return
+            if not req:
+                return
+            self.requests.append(req)
+            for dgram in self.handler(req) or ():
+                if isinstance(dgram, float):
+                    time.sleep(dgram)
+                else:
+                    self.kern.send(dgram)
+
+    def send(self, dgram: bytes):
+        self.kern.send(dgram)
+
+    def close(self):
+        self.kern.close()
+
+
+@pytest.fixture
+def kernel_factory():
+    made = []
+
+    def make(handler):
+        k = FakeKernel(handler)
+        made.append(k)
+        return k
+    yield make
+    for k in made:
+        k.close()
+
+
+def test_reply_after_interleaved_events(kernel_factory):
+    k = kernel_factory(lambda req: [ev_conn_error(), ev_recv_pdu(), echo(req, r_sid=7, r_host_no=2)])
+    with IscsiNetlink(k.user, timeout=2) as nl:
+        assert nl.create_session(0x55, initial_cmdsn=1, cmds_max=128, queue_depth=32) == (7, 2)
+        events = nl.pending_events()
+    assert [type(e) for e in events] == [ConnError, RecvPdu]
+    assert events[0].error == 1020 and events[0].error.name == "TCP_CONN_CLOSE"
+    assert events[1].pdu[0] == 0x23
+    (req,) = k.requests
+    length, nl_type, flags = struct.unpack_from("=IHH", req)
+    assert (length, nl_type, flags) == (72, E.CREATE_SESSION, 0)
+    (msg,) = m.decode_messages(req)
+    assert (msg["transport_handle"], msg["initial_cmdsn"], msg["cmds_max"], msg["queue_depth"]) == (0x55, 1, 128, 32)
+
+
+def test_event_callback_gets_events_in_order(kernel_factory):
+    seen = []
+    k = kernel_factory(lambda req: [ev_conn_error(error=1011), ev_conn_error(error=1022), echo(req)])
+    with IscsiNetlink(k.user, timeout=2, event_callback=seen.append) as nl:
+        nl.start_conn(1, 7, 0)
+    assert [e.error for e in seen] == [1011, 1022]
+
+
+def test_messages_after_the_reply_in_the_same_read_are_queued(kernel_factory):
+    k = kernel_factory(lambda req: [echo(req) + ev_conn_error(error=1008)])
+    with IscsiNetlink(k.user, timeout=2) as nl:
+        nl.stop_conn(1, 7, 0, StopConnFlag.RECOVER)
+        assert [e.error for e in nl.pending_events()] == [1008]
+    (msg,) = m.decode_messages(k.requests[0])
+    assert msg["flag"] == 3
+
+
+def test_if_error_raises_errno(kernel_factory):
+    k = kernel_factory(lambda req: [ev_conn_error(), if_error(req, errno.EINVAL)])
+    with IscsiNetlink(k.user, timeout=2) as nl:
+        with pytest.raises(IscsiKernelError) as ei:
+            nl.set_param(1, 7, 0, IscsiParam.TARGET_NAME, "iqn.2003-01.org.example:t")
+        assert ei.value.errno == errno.EINVAL and ei.value.op == "SET_PARAM" and ei.value.source == "iferror"
+        assert "EINVAL" in str(ei.value)
+        assert len(nl.pending_events()) == 1
+    (msg,) = m.decode_messages(k.requests[0])
+    assert msg["payload"] == b"iqn.2003-01.org.example:t\0" and msg["len"] == len(msg["payload"])
+
+
+def test_negative_retcode_raises(kernel_factory):
+    k = kernel_factory(lambda req: [echo(req, r_retcode=-errno.ENOTCONN)])
+    with IscsiNetlink(k.user, timeout=2) as nl:
+        with pytest.raises(IscsiKernelError) as ei:
+            nl.bind_conn(1, 7, 0, transport_eph=12, is_leading=True)
+    assert ei.value.errno == errno.ENOTCONN and ei.value.source == "retcode"
+
+
+def test_ep_poll_returns_retcode(kernel_factory):
+    k = kernel_factory(lambda req: [echo(req, r_retcode=1)])
+    with IscsiNetlink(k.user, timeout=2) as nl:
+        assert nl.ep_poll(1, ep_handle=0xABCDEF, timeout_ms=1) == 1
+
+
+def test_timeout_raises(kernel_factory):
+    k = kernel_factory(lambda req: [ev_conn_error()])
+    with IscsiNetlink(k.user, timeout=0.2) as nl:
+        t0 = time.monotonic()
+        with pytest.raises(ReplyTimeout, match="DESTROY_SESSION"):
+            nl.destroy_session(1, 7)
+        assert 0.15 < time.monotonic() - t0 < 2
+        assert len(nl.pending_events()) == 1
+
+
+def test_reply_of_another_type_does_not_match(kernel_factory):
+    other = m.encode_message(E.START_CONN, sid=7, cid=0)
+    k = kernel_factory(lambda req: [other])
+    with IscsiNetlink(k.user, timeout=0.2) as nl:
+        with pytest.raises(ReplyTimeout):
+            nl.destroy_conn(1, 7, 0)
+
+
+def test_malformed_datagrams_are_skipped(kernel_factory, caplog):
+    caplog.set_level(logging.WARNING)
+    k = kernel_factory(lambda req: [b"\x01\x02", (999).to_bytes(4, "little") + bytes(80), ev_conn_error(),
+                                    echo(req, r_sid=7, r_cid=3)])
+    with IscsiNetlink(k.user, timeout=2) as nl:
+        assert nl.create_conn(1, 7, 3) == 3
+        assert len(nl.pending_events()) == 1
+    assert any("malformed" in r.message or "shorter" in r.message for r in caplog.records)
+
+
+def _stats_payload(scsicmd_pdus: int, customs=()) -> bytes:
+    # struct iscsi_stats: 2 x u64, 19 x u32 (scsicmd_pdus is the 2nd), custom_length u32, then customs
+    counters = [0] * 19
+    counters[1] = scsicmd_pdus
+    head = struct.pack("=QQ19II", 1000, 2000, *counters, len(customs))
+    body = b"".join(struct.pack("=64sQ", d.encode(), v) for d, v in customs)
+    return head + body
+
+
+def test_get_stats_multicast_reply(kernel_factory):
+    def handler(req):
+        foreign = m.encode_message(E.GET_STATS, nlmsg_type=0, sid=99, cid=0, payload=_stats_payload(5))
+        mine = m.encode_message(E.GET_STATS, nlmsg_type=0, sid=7, cid=0,
+                                payload=_stats_payload(77, [("tx_sendpage_failures", 3)]))
+        return [foreign, mine]
+    k = kernel_factory(handler)
+    with IscsiNetlink(k.user, timeout=2) as nl:
+        st = nl.get_stats(1, 7, 0)
+        assert st.scsicmd_pdus == 77 and st.txdata_octets == 1000 and st.rxdata_octets == 2000
+        assert st.custom == (("tx_sendpage_failures", 3),)
+        (foreign,) = nl.pending_events()
+        assert foreign.type == E.GET_STATS
+
+
+def test_get_stats_truncated_payload_is_an_error(kernel_factory):
+    from iscsictl.netlink import PayloadDecodeError
+    k = kernel_factory(lambda req: [m.encode_message(E.GET_STATS, nlmsg_type=0, sid=7, cid=0,
+                                                     payload=_stats_payload(1)[:50])])
+    with IscsiNetlink(k.user, timeout=2) as nl:
+        with pytest.raises(PayloadDecodeError):
+            nl.get_stats(1, 7, 0)
+
+
+def test_get_chap_and_host_stats(kernel_factory):
+    rec = struct.pack("=HxxI256s256sB3x", 4, 1, b"user", b"secret", 6)
+
+    def handler(req):
+        (msg,) = m.decode_messages(req)
+        if msg["type"] == E.GET_CHAP:
+            return [m.encode_message(E.GET_CHAP, nlmsg_type=0, host_no=3, num_entries=1, payload=rec)]
+        hs = struct.pack("=82QI4x", *range(82), 1) + struct.pack("=64sQ", b"fw_x", 9)
+        return [m.encode_message(E.GET_HOST_STATS, nlmsg_type=0, host_no=3, payload=hs)]
+    k = kernel_factory(handler)
+    with IscsiNetlink(k.user, timeout=2) as nl:
+        (c,) = nl.get_chap(1, host_no=3, chap_tbl_idx=0, num_entries=128)
+        assert (c.chap_tbl_idx, c.chap_type, c.username, c.password) == (4, 1, "user", b"secret")
+        hs = nl.get_host_stats(1, host_no=3)
+        assert hs.counters["mactx_bytes"] == 1 and hs.counters["iscsi_sequence_error"] == 81
+        assert hs.custom == (("fw_x", 9),)
+
+
+def test_operations_encode_their_payloads(kernel_factory):
+    k = kernel_factory(lambda req: [echo(req, r_handle=0x77) if m.decode_messages(req)[0]["type"] in (
+        E.TRANSPORT_EP_CONNECT, E.TRANSPORT_EP_CONNECT_THROUGH_HOST) else echo(req)])
+    with IscsiNetlink(k.user, timeout=2) as nl:
+        nl.send_pdu(1, 7, 0, b"\x43" + bytes(47), b"InitiatorName=x\0")
+        assert nl.ep_connect(1, "10.0.0.1", 3260) == 0x77
+        assert nl.ep_connect(1, "fe80::1", 3260, host_no=2) == 0x77
+        nl.set_host_param(1, 2, 2, "eth0")
+        nl.set_iface_params(1, 2, [dict(iface_num=0, param=1, iface_type=1, param_type=2, value=b"\x0a\0\0\1")])
+        nl.set_chap(1, 2, [dict(param=0, value=b"\x01\x00")])
+        nl.ping(1, 2, 0, 1, 56, 9, "10.0.0.2")
+        nl.tgt_dscvr(1, 2, 1, True, "10.0.0.3", 3260)
+    msgs = [m.decode_messages(r)[0] for r in k.requests]
+    assert msgs[0]["hdr_size"] == 48 and msgs[0]["data_size"] == 16 and len(msgs[0]["payload"]) == 64
+    assert m.decode_sockaddr(msgs[1]["payload"]) == ("10.0.0.1", 3260)
+    assert msgs[2]["host_no"] == 2 and m.decode_sockaddr(msgs[2]["payload"]) == ("fe80::1", 3260)
+    assert msgs[3]["payload"] == b"eth0\0"
+    assert msgs[4]["count"] == 1
+    assert m.decode_nlas(m.iscsi_param_info_nla, msgs[5]["payload"])[0]["value"] == b"\x01\x00"
+    assert msgs[6]["pid"] == 9 and msgs[7]["dscvr_type"] == 1
+
+
+def test_next_event_without_request(kernel_factory):
+    k = kernel_factory(lambda req: [])
+    with IscsiNetlink(k.user, timeout=2) as nl:
+        assert nl.next_event(timeout=0.05) is None
+        k.send(m.encode_message(E.KEVENT_UNBIND_SESSION, nlmsg_type=0, r_sid=4, r_host_no=1))
+        ev = nl.next_event(timeout=2)
+        assert isinstance(ev, UnbindSession) and (ev.sid, ev.host_no) == (4, 1)
+
+
+def test_process_events_calls_callback(kernel_factory):
+    seen = []
+    k = kernel_factory(lambda req: [])
+    with IscsiNetlink(k.user, timeout=2, event_callback=seen.append) as nl:
+        k.send(ev_conn_error(error=1001) + ev_conn_error(error=1002))
+        assert nl.process_events(timeout=2) == 2
+    assert [e.error for e in seen] == [1001, 1002]
+
+
+def test_callback_exception_does_not_break(kernel_factory, caplog):
+    def boom(ev):
+        raise RuntimeError("consumer bug")
+    k = kernel_factory(lambda req: [ev_conn_error(), echo(req)])
+    with IscsiNetlink(k.user, timeout=2, event_callback=boom) as nl:
+        nl.start_conn(1, 7, 0)
+
+
+# ---------------------------------------------------------------- asyncio
+
+def test_async_request_does_not_block_the_loop(kernel_factory):
+    k = kernel_factory(lambda req: [ev_conn_error(), 0.3, ev_recv_pdu(), echo(req, r_sid=9, r_host_no=4)])
+
+    async def main():
+        ticks = 0
+        stop = False
+
+        async def ticker():
+            nonlocal ticks
+            while not stop:
+                ticks += 1
+                await asyncio.sleep(0.01)
+        t = asyncio.create_task(ticker())
+        async with AsyncIscsiNetlink(k.user, timeout=2) as nl:
+            ids = await nl.create_session(1, 0, 128, 32)
+            e1 = await nl.next_event(1)
+            e2 = await nl.next_event(1)
+        stop = True
+        await t
+        return ids, ticks, e1, e2
+    ids, ticks, e1, e2 = asyncio.run(main())
+    assert ids == (9, 4)
+    assert ticks >= 10  # the loop kept running during the 0.3 s wait
+    assert isinstance(e1, ConnError) and isinstance(e2, RecvPdu)
+
+
+def test_async_errors_and_timeout(kernel_factory):
+    def handler(req):
+        t = m.decode_messages(req)[0]["type"]
+        if t == E.SET_PARAM:
+            return [if_error(req, errno.ENOSYS)]
+        if t == E.START_CONN:
+            return [echo(req, r_retcode=-errno.ENOTCONN)]
+        return []
+
+    k = kernel_factory(handler)
+
+    async def main():
+        async with AsyncIscsiNetlink(k.user, timeout=0.2, send_in_executor=False) as nl:
+            with pytest.raises(IscsiKernelError) as e1:
+                await nl.set_param(1, 7, 0, IscsiParam.ISID, "1")
+            with pytest.raises(IscsiKernelError) as e2:
+                await nl.start_conn(1, 7, 0)
+            with pytest.raises(ReplyTimeout):
+                await nl.destroy_session(1, 7)
+            return e1.value.errno, e2.value.errno
+    assert asyncio.run(main()) == (errno.ENOSYS, errno.ENOTCONN)
+
+
+def test_async_requests_are_serialized(kernel_factory):
+    def handler(req):
+        msg = m.decode_messages(req)[0]
+        return [0.05, echo(req, r_sid=msg["sid"], r_cid=msg["cid"])]
+    k = kernel_factory(handler)
+
+    async def main():
+        async with AsyncIscsiNetlink(k.user, timeout=2) as nl:
+            return await asyncio.gather(*(nl.create_conn(1, 7, cid) for cid in range(5)))
+    assert asyncio.run(main()) == [0, 1, 2, 3, 4]
+
+
+def test_async_event_callback(kernel_factory):
+    seen = []
+    k = kernel_factory(lambda req: [])
+
+    async def main():
+        async with AsyncIscsiNetlink(k.user, event_callback=seen.append):
+            k.send(ev_conn_error(error=1013))
+            for _ in range(100):
+                if seen:
+                    break
+                await asyncio.sleep(0.01)
+    asyncio.run(main())
+    assert [e.error for e in seen] == [1013]
+
+
+# ---------------------------------------------------------------- the real kernel
+
+@pytest.mark.skipif(os.path.exists("/sys/module/scsi_transport_iscsi"), reason="iSCSI module is loaded here")
+def test_real_open_without_module_says_what_to_do():
+    with pytest.raises(KernelInterfaceUnavailable, match=r"modprobe iscsi_tcp"):
+        IscsiNetlink()
