@@ -1,0 +1,166 @@
+"""sysfs readers against fixture trees that mimic Linux 6.1's layout after an iscsi_tcp login."""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from iscsictl.kernel import sysfs as sysfs_mod
+from iscsictl.kernel.sysfs import Sysfs
+
+
+def w(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
+
+
+def link(src: Path, target: str) -> None:
+    src.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(target, src)
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "sys"
+    # transport
+    tdir = root / "devices/virtual/iscsi_transport/tcp"
+    w(tdir / "handle", "18446744072637900800")
+    w(tdir / "caps", "0x39")
+    link(root / "class/iscsi_transport/tcp", "../../devices/virtual/iscsi_transport/tcp")
+    # host0 / session1 / connection1:0 / one disk
+    host = root / "devices/platform/host0"
+    sdev = host / "session1"
+    sess = sdev / "iscsi_session/session1"
+    for k, v in {"targetname": "iqn.2003-01.org.linux-iscsi.vm:t1", "tpgt": "1",
+                 "initiatorname": "iqn.1993-08.org.debian:01:abc", "ifacename": "default",
+                 "state": "LOGGED_IN", "target_state": "SCANNED", "creator": "1234", "recovery_tmo": "120",
+                 "abort_tmo": "15", "lu_reset_tmo": "30", "tgt_reset_tmo": "30", "username": "(null)",
+                 "password": "(null)", "initial_r2t": "Yes", "immediate_data": "Yes", "first_burst_len": "65536",
+                 "max_burst_len": "262144", "max_outstanding_r2t": "1", "erl": "0", "target_id": "0"}.items():
+        w(sess / k, v)
+    link(root / "class/iscsi_session/session1", "../../devices/platform/host0/session1/iscsi_session/session1")
+    conn = sdev / "connection1:0/iscsi_connection/connection1:0"
+    for k, v in {"address": "127.0.0.1", "port": "3260", "persistent_address": "127.0.0.1",
+                 "persistent_port": "3260", "local_port": "40000", "exp_statsn": "2374525320",
+                 "header_digest": "None", "data_digest": "CRC32C", "max_recv_dlength": "262144",
+                 "max_xmit_dlength": "65536", "ping_tmo": "5", "recv_tmo": "5", "state": "up"}.items():
+        w(conn / k, v)
+    link(root / "class/iscsi_connection/connection1:0",
+         "../../devices/platform/host0/session1/connection1:0/iscsi_connection/connection1:0")
+    hattr = host / "iscsi_host/host0"
+    w(hattr / "netdev", "(null)")
+    w(hattr / "hwaddress", "(null)")
+    w(hattr / "ipaddress", "127.0.0.1")
+    w(hattr / "initiatorname", "(null)")
+    link(root / "class/iscsi_host/host0", "../../devices/platform/host0/iscsi_host/host0")
+    lun0 = sdev / "target0:0:0/0:0:0:0"
+    w(lun0 / "state", "running")
+    w(lun0 / "vendor", "LIO-ORG ")
+    w(lun0 / "model", "FILEIO          ")
+    (lun0 / "block/sda").mkdir(parents=True)
+    lun1 = sdev / "target0:0:0/0:0:0:1"
+    w(lun1 / "state", "transport-offline")
+    (sdev / "target0:0:0/power").mkdir(parents=True)  # non-LUN entries are ignored
+    w(root / "module/scsi_transport_iscsi/version", "2.0-870")
+    return root
+
+
+def test_transport(tree):
+    s = Sysfs(tree)
+    assert s.transport_names() == ["tcp"]
+    t = s.transport("tcp")
+    assert t.handle == 18446744072637900800 and t.caps == 0x39
+    assert s.transport("iser") is None
+    assert s.transports() == [t]
+
+
+def test_session(tree):
+    s = Sysfs(tree)
+    assert s.session_ids() == [1]
+    info = s.session(1)
+    assert info.sid == 1 and info.host_no == 0
+    assert info.targetname == "iqn.2003-01.org.linux-iscsi.vm:t1" and info.tpgt == 1
+    assert (info.state, info.target_state, info.creator) == ("LOGGED_IN", "SCANNED", 1234)
+    assert (info.recovery_tmo, info.abort_tmo, info.lu_reset_tmo, info.tgt_reset_tmo) == (120, 15, 30, 30)
+    assert info.username is None and info.password is None  # "(null)"
+    assert info.username_in is None  # missing
+    assert info.params["first_burst_len"] == "65536" and "isid" not in info.params
+    assert dataclasses.is_dataclass(info)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        info.sid = 2  # type: ignore[misc]
+    assert s.session(2) is None
+    assert s.session_host_no(2) is None
+
+
+def test_connection(tree):
+    s = Sysfs(tree)
+    assert s.connection_ids() == [(1, 0)] and s.connection_ids(sid=2) == []
+    c = s.connection(1, 0)
+    assert (c.address, c.port, c.local_port, c.state) == ("127.0.0.1", 3260, 40000, "up")
+    assert c.exp_statsn == 2374525320 and c.data_digest == "CRC32C" and c.header_digest == "None"
+    assert (c.max_recv_dlength, c.max_xmit_dlength, c.ping_tmo, c.recv_tmo) == (262144, 65536, 5, 5)
+    assert s.connections(1) == [c]
+    assert s.connection(1, 1) is None
+
+
+def test_host(tree):
+    s = Sysfs(tree)
+    assert s.host_numbers() == [0]
+    h = s.host(0)
+    assert h.ipaddress == "127.0.0.1" and h.netdev is None and h.port_state is None
+    assert s.host(5) is None
+
+
+def test_devices(tree):
+    s = Sysfs(tree)
+    devs = s.session_devices(1)
+    assert [d.hctl for d in devs] == ["0:0:0:0", "0:0:0:1"]
+    assert devs[0].state == "running" and devs[0].block == ("sda",) and devs[0].vendor == "LIO-ORG "
+    assert devs[1].state == "transport-offline" and devs[1].block == ()
+    assert s.session_devices(9) == []
+
+
+def test_module_version(tree, tmp_path):
+    assert Sysfs(tree).module_version() == "2.0-870"
+    assert Sysfs(tmp_path / "empty").module_version() is None
+
+
+def test_empty_root_never_crashes(tmp_path):
+    s = Sysfs(tmp_path / "nothing")
+    assert s.session_ids() == [] and s.sessions() == [] and s.connections() == [] and s.hosts() == []
+    assert s.transports() == [] and s.session(1) is None
+
+
+def test_unreadable_attribute_is_none(tree, monkeypatch):
+    real_open = builtins.open
+
+    def fake_open(path, *a, **kw):
+        if str(path).endswith(("/handle", "/password")):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *a, **kw)
+    monkeypatch.setattr(sysfs_mod, "open", fake_open, raising=False)
+    s = Sysfs(tree)
+    assert s.transport("tcp").handle is None and s.transport("tcp").caps == 0x39
+    assert s.session(1).password is None and s.session(1).targetname
+
+
+def test_driver_error_and_garbage(tree):
+    sess = tree / "class/iscsi_session/session1"
+    (sess / "tpgt").unlink()
+    (sess / "tpgt").mkdir()            # read() fails with EISDIR -> None
+    w(sess / "recovery_tmo", "abc")    # not an int -> None
+    info = Sysfs(tree).session(1)
+    assert info.tpgt is None and info.recovery_tmo is None
+
+
+def test_dangling_session_link(tree):
+    os.symlink("../../devices/platform/host3/session4/iscsi_session/session4", tree / "class/iscsi_session/session4")
+    s = Sysfs(tree)
+    assert s.session_ids() == [1, 4]
+    assert s.session(4) is None and s.session_host_no(4) is None and s.session_devices(4) == []
+    assert [x.sid for x in s.sessions()] == [1]
