@@ -55,7 +55,8 @@ class IscsiKernelError(IscsiNetlinkError, OSError):
         self.op = op
         self.source = source
         name = _errno.errorcode.get(err, str(err))
-        super().__init__(err, f"kernel rejected {op}: {name} ({os.strerror(err)}) [{source}]")
+        hint = ": needs CAP_SYS_ADMIN (run as root)" if err == _errno.EPERM else ""
+        super().__init__(err, f"kernel rejected {op}: {name} ({os.strerror(err)}) [{source}]{hint}")
 
     def __reduce__(self):  # pragma: no cover - pickling support for executors
         return (type(self), (self.errno, self.op, self.source))

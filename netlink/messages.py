@@ -535,23 +535,6 @@ class iscsi_offload_host_stats_payload(_struct):
     fields = tuple((n, "Q") for n in _HOST_STATS_U64) + (("custom_length", "I"), ("__pad", "4x"))
 
 
-class _param_nla(nla):
-    """nlattr{u16 nla_len; u16 nla_type} + packed info header + ``value`` (bytes, ``len`` of them)."""
-
-    __slots__ = ()
-    align = 4
-
-    def ft_encode(self, offset: int) -> tuple[int, int]:
-        value = bytes(self.get("value") or b"")
-        self["len"] = len(value)
-        offset, _ = nlmsg_encoder_generic.ft_encode(self, offset)  # align 4 here pads before value: avoided below
-        return offset, 0
-
-    @classmethod
-    def info_size(cls) -> int:
-        return _size(cls.fields)
-
-
 def _make_param_nla(name: str, fields: tuple, doc: str) -> type:
     def ft_encode(self: Any, offset: int) -> tuple[int, int]:
         value = bytes(self.get("value") or b"")
@@ -591,7 +574,6 @@ iscsi_flashnode_param_info_nla = _make_param_nla(
     "iscsi_flashnode_param_info_nla", (("len", "I"), ("param", "H")),
     """nlattr + ``struct iscsi_flashnode_param_info { uint32_t len; uint16_t param; uint8_t value[]; } __packed;``
     (6 B). ``nla_type`` = param (enum iscsi_flashnode_param).""")
-del _param_nla
 
 
 def encode_nlas(cls: type, entries: list[dict[str, Any]]) -> bytes:

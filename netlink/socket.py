@@ -536,7 +536,8 @@ class IscsiNetlink(_Core, _Operations):
         event_callback: called with each :class:`KernelEvent`, in order (see module docstring).
         rcvbuf: receive buffer size in bytes for the socket it opens.
 
-    Use as a context manager; :meth:`close` closes the transport.
+    Use as a context manager; :meth:`close` closes the transport.  Not thread-safe: one thread
+    at a time (the kernel's replies cannot be told apart across concurrent requests anyway).
     """
 
     def __init__(self, transport: Transport | None = None, *, timeout: float = DEFAULT_TIMEOUT,
@@ -551,8 +552,9 @@ class IscsiNetlink(_Core, _Operations):
         self.close()
 
     def _wait_readable(self, remaining: float) -> bool:
-        r, _, _ = select.select([self._fd], [], [], max(0.0, remaining))
-        return bool(r)
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        return bool(poller.poll(max(0, int(remaining * 1000 + 0.999))))
 
     def _call(self, req: _Request) -> Any:
         return req.parse(self.request(req))
@@ -630,7 +632,9 @@ class AsyncIscsiNetlink(_Core, _Operations):
     are serialized by an ``asyncio.Lock``.  Because the kernel executes an operation inside
     ``sendmsg()`` (DESTROY_SESSION can take long), the send runs in the default executor unless
     ``send_in_executor=False``; the loop is never blocked.  Create it inside a running loop
-    (or call :meth:`start`), and close with :meth:`close` or ``async with``.
+    (or call :meth:`start`), and close with :meth:`close` or ``async with``.  A reply that arrives
+    after its request timed out is delivered as an event (UnknownEvent or IF_ERROR), never matched
+    to a later request of another type.
     """
 
     def __init__(self, transport: Transport | None = None, *, timeout: float = DEFAULT_TIMEOUT,

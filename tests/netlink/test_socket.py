@@ -357,3 +357,61 @@ def test_async_event_callback(kernel_factory):
 def test_real_open_without_module_says_what_to_do():
     with pytest.raises(KernelInterfaceUnavailable, match=r"modprobe iscsi_tcp"):
         IscsiNetlink()
+
+
+class _RefusingTransport:
+    """A transport whose sendmsg fails like a netlink socket outside init_net."""
+
+    def __init__(self, exc):
+        self.a, self.b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.exc = exc
+
+    def fileno(self):
+        return self.a.fileno()
+
+    def send(self, data):
+        raise self.exc
+
+    def recv_into(self, buf):
+        return self.a.recv_into(buf)
+
+    def close(self):
+        self.a.close()
+        self.b.close()
+
+
+def test_econnrefused_means_wrong_netns():
+    from iscsictl.netlink import NotInitialNetnsError
+    with IscsiNetlink(_RefusingTransport(ConnectionRefusedError(errno.ECONNREFUSED, "refused")), timeout=1) as nl:
+        with pytest.raises(NotInitialNetnsError, match="initial network namespace"):
+            nl.destroy_session(1, 1)
+
+
+def test_eperm_on_send_says_run_as_root():
+    from iscsictl.netlink import NetlinkPermissionError
+    with IscsiNetlink(_RefusingTransport(PermissionError(errno.EPERM, "no")), timeout=1) as nl:
+        with pytest.raises(NetlinkPermissionError, match="CAP_SYS_ADMIN"):
+            nl.destroy_session(1, 1)
+
+
+def test_eperm_if_error_says_run_as_root(kernel_factory):
+    k = kernel_factory(lambda req: [if_error(req, errno.EPERM)])
+    with IscsiNetlink(k.user, timeout=2) as nl:
+        with pytest.raises(IscsiKernelError, match=r"CAP_SYS_ADMIN \(run as root\)") as ei:
+            nl.create_session(1, 0, 128, 32)
+    assert ei.value.errno == errno.EPERM
+
+
+def test_closed_socket_raises():
+    from iscsictl.netlink import NetlinkClosedError
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    nl = IscsiNetlink(a, timeout=1)
+    nl.close()
+    b.close()
+    with pytest.raises(NetlinkClosedError):
+        nl.start_conn(1, 1, 0)
+
+
+def test_netns_detection_unknown_or_bool():
+    from iscsictl.netlink import in_initial_netns
+    assert in_initial_netns() in (True, False, None)
