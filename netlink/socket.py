@@ -273,6 +273,14 @@ class _Operations:
                               **fields)
         return self._call(_Request(ev_type, data, match, parse, timeout))
 
+    def call(self, ev_type: int, handle: int = 0, *, payload: bytes = b"", timeout: float | None = None,
+             match: Callable[[Any], bool] | None = None, **fields: Any) -> Any:
+        """Send any request by type with raw uevent fields (names as in :mod:`.messages`) and return
+        the decoded, checked reply message (a pyroute2 ``nlmsg``; ``msg["payload"]`` is bytes).
+        For experiments in the VM; the typed methods below are the normal API."""
+        return self._req(ev_type, handle, payload=payload, timeout=timeout, match=match, parse=lambda m: m,
+                         **fields)
+
     # ---- sessions and connections
     def create_session(self, handle: int, initial_cmdsn: int, cmds_max: int, queue_depth: int, *,
                        timeout: float | None = None) -> SessionIds:

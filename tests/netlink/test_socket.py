@@ -415,3 +415,10 @@ def test_closed_socket_raises():
 def test_netns_detection_unknown_or_bool():
     from iscsictl.netlink import in_initial_netns
     assert in_initial_netns() in (True, False, None)
+
+
+def test_generic_call_returns_the_message(kernel_factory):
+    k = kernel_factory(lambda req: [echo(req, r_retcode=0)])
+    with IscsiNetlink(k.user, timeout=2) as nl:
+        msg = nl.call(E.GET_PARAM, 1)
+    assert msg["type"] == E.GET_PARAM and msg["r_retcode"] == 0
