@@ -70,7 +70,9 @@ class GuestRun:
         self.vm, self.error, self.results = vm, error, results
 
     def serial_tail(self) -> str:
-        return self.vm.tail(SERIAL_TAIL_LINES) if self.vm else "(no serial log)"
+        if self.vm is None:
+            return ""
+        return f"----- serial log (tail) -----\n{self.vm.tail(SERIAL_TAIL_LINES)}"
 
 
 @pytest.fixture(scope="session")
@@ -136,11 +138,11 @@ def test_guest(guest_nodeid, guest_run):
         why = guest_run.error or "the scenario left no result"
         extra = "".join(f"\n{k}:\n{v['longrepr']}" for k, v in collect_errors.items())
         pytest.fail(f"{guest_nodeid}: did not report: {why}{extra}\n"
-                    f"----- serial log (tail) -----\n{guest_run.serial_tail()}", pytrace=False)
+                    f"{guest_run.serial_tail()}", pytrace=False)
     if rep["outcome"] == "skipped":
         pytest.skip(f"in the guest: {rep['longrepr']}")
     if rep["outcome"] == "failed":
         sections = "\n".join(f"----- {title} -----\n{text}" for title, text in rep["sections"])
         pytest.fail(f"{guest_nodeid} failed in the guest ({rep['phase']}):\n{rep['longrepr']}\n"
                     f"{sections}\n{_scenario_logs(guest_run, guest_nodeid)}\n"
-                    f"----- serial log (tail) -----\n{guest_run.serial_tail()}", pytrace=False)
+                    f"{guest_run.serial_tail()}", pytrace=False)

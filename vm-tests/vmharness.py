@@ -375,9 +375,11 @@ def _file_lock(path: Path, what: str, timeout: float, log=print):
 
 
 def _qemu_binary() -> str:
-    qemu = shutil.which("qemu-system-x86_64")
+    """The QEMU binary: ``$ISCSICTL_VM_QEMU`` or qemu-system-x86_64 on PATH."""
+    name = os.environ.get("ISCSICTL_VM_QEMU", "qemu-system-x86_64")
+    qemu = shutil.which(name)
     if qemu is None:
-        raise VMError("qemu-system-x86_64 is not installed: apt-get install qemu-system-x86")
+        raise VMError(f"{name} is not installed: apt-get install qemu-system-x86")
     return qemu
 
 

@@ -41,6 +41,7 @@ CONFIGFS = Path("/sys/kernel/config/target")
 #: Default directory for backing files (a tmpfs in the guest).
 BACKING_DIR = Path("/run/lio")
 _counter = itertools.count()
+_modules_loaded = False
 
 
 class LioError(RuntimeError):
@@ -53,11 +54,15 @@ def load_modules() -> None:
     Also creates /etc/target (rtslib's dbroot; the guest's /etc is a throwaway overlay).
     Raises LioError when modprobe fails (wrong kernel, no /lib/modules).
     """
+    global _modules_loaded
+    if _modules_loaded:
+        return
     os.makedirs("/etc/target", exist_ok=True)
     for mod in ("target_core_mod", "iscsi_target_mod", "target_core_file"):
         proc = subprocess.run(["modprobe", mod], capture_output=True, text=True)
         if proc.returncode != 0:
             raise LioError(f"modprobe {mod} failed: {proc.stderr.strip()}")
+    _modules_loaded = True
 
 
 def _safe(name: str) -> str:
