@@ -1,0 +1,324 @@
+"""SCSI over a userspace iSCSI session: CDBs, their data, sense (SPC-4, SBC-3),
+and a sans-I/O task machine (RFC 7143 §11.3, §11.4, §11.7).
+
+Only what a userspace probe needs: REPORT LUNS, INQUIRY (standard, VPD 0x80
+unit serial number, 0x83 device identification), READ CAPACITY(16), TEST
+UNIT READY.  :class:`CommandSession` tracks CmdSN/ExpStatSN and tasks by ITT,
+gathers Data-In, and completes each task with a :class:`ScsiResult`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .constants import SCSIResponse as SCSIResponseCode
+from .constants import SCSIStatus
+from .errors import ISCSIProtocolError
+from .lun import encode_lun
+from .pdu import PDU, Reject, SCSICommand, SCSIDataIn, SCSIResponse
+
+__all__ = [
+    "CommandSession",
+    "Inquiry",
+    "ReadCapacity16",
+    "ScsiError",
+    "ScsiResult",
+    "Sense",
+    "cdb_inquiry",
+    "cdb_read_capacity16",
+    "cdb_report_luns",
+    "cdb_test_unit_ready",
+    "parse_designators",
+    "parse_inquiry",
+    "parse_read_capacity16",
+    "parse_report_luns",
+    "parse_sense",
+    "parse_unit_serial",
+]
+
+# --- CDBs -------------------------------------------------------------------------
+
+
+def cdb_test_unit_ready() -> bytes:
+    return bytes(6)
+
+
+def cdb_inquiry(allocation_length: int = 255, vpd_page: int | None = None) -> bytes:
+    """INQUIRY (SPC-4 §6.6): standard data, or the VPD page when given."""
+    evpd = 1 if vpd_page is not None else 0
+    return bytes((0x12, evpd, vpd_page or 0)) + allocation_length.to_bytes(2, "big") + b"\0"
+
+
+def cdb_report_luns(allocation_length: int = 4096, select_report: int = 0) -> bytes:
+    """REPORT LUNS (SPC-4 §6.33)."""
+    return bytes((0xA0, 0, select_report, 0, 0, 0)) + allocation_length.to_bytes(4, "big") + b"\0\0"
+
+
+def cdb_read_capacity16(allocation_length: int = 32) -> bytes:
+    """READ CAPACITY(16) (SBC-3 §5.16): SERVICE ACTION IN(16), action 0x10."""
+    return bytes((0x9E, 0x10)) + bytes(8) + allocation_length.to_bytes(4, "big") + b"\0\0"
+
+
+# --- sense ------------------------------------------------------------------------
+
+SENSE_KEYS = (
+    "NO SENSE", "RECOVERED ERROR", "NOT READY", "MEDIUM ERROR", "HARDWARE ERROR",
+    "ILLEGAL REQUEST", "UNIT ATTENTION", "DATA PROTECT", "BLANK CHECK", "VENDOR SPECIFIC",
+    "COPY ABORTED", "ABORTED COMMAND", "RESERVED", "VOLUME OVERFLOW", "MISCOMPARE", "COMPLETED",
+)
+#: the ASC/ASCQ codes a probe meets (SPC-4 Annex D); others print as numbers
+ASC_TEXT = {
+    (0x04, 0x00): "logical unit not ready, cause not reportable",
+    (0x04, 0x01): "logical unit is in process of becoming ready",
+    (0x04, 0x02): "logical unit not ready, initializing command required",
+    (0x20, 0x00): "invalid command operation code",
+    (0x24, 0x00): "invalid field in CDB",
+    (0x25, 0x00): "logical unit not supported",
+    (0x26, 0x00): "invalid field in parameter list",
+    (0x27, 0x00): "write protected",
+    (0x28, 0x00): "not ready to ready change, medium may have changed",
+    (0x29, 0x00): "power on, reset, or bus device reset occurred",
+    (0x2A, 0x01): "mode parameters changed",
+    (0x2A, 0x09): "capacity data has changed",
+    (0x3A, 0x00): "medium not present",
+    (0x3F, 0x0E): "reported luns data has changed",
+    (0x44, 0x00): "internal target failure",
+    (0x47, 0x00): "scsi parity error",
+    (0x4B, 0x00): "data phase error",
+}
+
+
+@dataclass(frozen=True)
+class Sense:
+    """Decoded sense data (fixed 0x70/0x71 or descriptor 0x72/0x73 format)."""
+
+    response_code: int
+    sense_key: int
+    asc: int
+    ascq: int
+
+    @property
+    def message(self) -> str:
+        key = SENSE_KEYS[self.sense_key & 0xF]
+        text = ASC_TEXT.get((self.asc, self.ascq), f"ASC 0x{self.asc:02x} ASCQ 0x{self.ascq:02x}")
+        return f"{key}: {text}"
+
+
+def parse_sense(data: bytes) -> Sense | None:
+    """Decode sense data; None when it is empty or of an unknown format."""
+    if len(data) < 2:
+        return None
+    code = data[0] & 0x7F
+    if code in (0x70, 0x71) and len(data) >= 14:
+        return Sense(code, data[2] & 0xF, data[12], data[13])
+    if code in (0x72, 0x73) and len(data) >= 4:
+        return Sense(code, data[1] & 0xF, data[2], data[3])
+    return None
+
+
+# --- data parsers -----------------------------------------------------------------
+
+_DEVICE_TYPES = {0: "Direct-Access", 1: "Sequential-Access", 5: "CD-ROM", 8: "Medium Changer",
+                 0xC: "Storage Array Controller", 0xD: "Enclosure", 0x1F: "No Device"}
+
+
+@dataclass(frozen=True)
+class Inquiry:
+    """Standard INQUIRY data (SPC-4 §6.6.2)."""
+
+    peripheral_qualifier: int
+    device_type: int
+    removable: bool
+    version: int
+    vendor: str
+    product: str
+    revision: str
+
+    @property
+    def device_type_name(self) -> str:
+        return _DEVICE_TYPES.get(self.device_type, f"type 0x{self.device_type:02x}")
+
+
+def parse_inquiry(data: bytes) -> Inquiry:
+    """Raises ValueError when shorter than the 36 bytes of standard data."""
+    if len(data) < 36:
+        raise ValueError(f"standard INQUIRY data has {len(data)} bytes, need 36")
+    text = lambda b: b.decode("ascii", "replace").strip()  # noqa: E731
+    return Inquiry(data[0] >> 5, data[0] & 0x1F, bool(data[1] & 0x80), data[2],
+                   text(data[8:16]), text(data[16:32]), text(data[32:36]))
+
+
+def parse_unit_serial(data: bytes) -> str:
+    """VPD 0x80: the unit serial number."""
+    if len(data) < 4 or data[1] != 0x80:
+        raise ValueError("not a Unit Serial Number VPD page")
+    n = int.from_bytes(data[2:4], "big")
+    return data[4:4 + n].decode("ascii", "replace").strip()
+
+
+@dataclass(frozen=True)
+class Designator:
+    """One VPD 0x83 designator: type (1 T10, 2 EUI-64, 3 NAA, 8 SCSI name...)."""
+
+    code_set: int
+    association: int
+    designator_type: int
+    value: bytes
+
+    def __str__(self) -> str:
+        kinds = {1: "t10", 2: "eui", 3: "naa", 8: "name"}
+        kind = kinds.get(self.designator_type, f"type{self.designator_type}")
+        if self.code_set in (2, 3):  # ASCII / UTF-8
+            text = self.value.rstrip(b"\0").decode("utf-8", "replace")
+            return f"{kind}:{text}"
+        return f"{kind}:{self.value.hex()}"
+
+
+def parse_designators(data: bytes) -> list[Designator]:
+    """VPD 0x83 device identification designators."""
+    if len(data) < 4 or data[1] != 0x83:
+        raise ValueError("not a Device Identification VPD page")
+    end = min(len(data), 4 + int.from_bytes(data[2:4], "big"))
+    pos, out = 4, []
+    while pos + 4 <= end:
+        n = data[pos + 3]
+        out.append(Designator(data[pos] & 0xF, (data[pos + 1] >> 4) & 3, data[pos + 1] & 0xF,
+                              bytes(data[pos + 4:pos + 4 + n])))
+        pos += 4 + n
+    return out
+
+
+@dataclass(frozen=True)
+class ReadCapacity16:
+    """READ CAPACITY(16) data: the last LBA and the logical block length."""
+
+    last_lba: int
+    block_length: int
+    thin_provisioned: bool
+
+    @property
+    def size_bytes(self) -> int:
+        return (self.last_lba + 1) * self.block_length
+
+
+def parse_read_capacity16(data: bytes) -> ReadCapacity16:
+    if len(data) < 12:
+        raise ValueError(f"READ CAPACITY(16) data has {len(data)} bytes, need 12")
+    lbpme = len(data) > 14 and bool(data[14] & 0x80)
+    return ReadCapacity16(int.from_bytes(data[0:8], "big"), int.from_bytes(data[8:12], "big"), lbpme)
+
+
+def parse_report_luns(data: bytes) -> list[bytes]:
+    """REPORT LUNS: the 8-byte LUN fields (decode with :func:`.lun.decode_lun`)."""
+    if len(data) < 8:
+        raise ValueError("REPORT LUNS data shorter than its header")
+    n = int.from_bytes(data[0:4], "big")
+    body = data[8:8 + n]
+    return [bytes(body[i:i + 8]) for i in range(0, len(body) - 7, 8)]
+
+
+# --- the task machine -------------------------------------------------------------
+
+
+class ScsiError(ISCSIProtocolError):
+    """A task that cannot be completed from what the target sent."""
+
+    reject_reason = None
+
+
+@dataclass
+class ScsiResult:
+    """A completed command: SCSI status, sense, the data read, the residual."""
+
+    status: int
+    data: bytes = b""
+    sense: Sense | None = None
+    residual: int = 0
+    response: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.response == SCSIResponseCode.COMMAND_COMPLETED and self.status == SCSIStatus.GOOD
+
+    @property
+    def message(self) -> str:
+        if self.response != SCSIResponseCode.COMMAND_COMPLETED:
+            return f"target failure (iSCSI response 0x{self.response:02x})"
+        try:
+            name = SCSIStatus(self.status).name.replace("_", " ")
+        except ValueError:
+            name = f"status 0x{self.status:02x}"
+        return f"{name}: {self.sense.message}" if self.sense else name
+
+
+@dataclass
+class _Task:
+    expected: int
+    chunks: dict[int, bytes] = field(default_factory=dict)
+    received: int = 0
+
+
+class CommandSession:
+    """Read-type SCSI commands on a logged-in userspace session.
+
+    Args:
+        cmdsn, exp_statsn: from :class:`~.login.LoginSuccess`.
+        max_cmdsn: the target's window edge (commands wait while closed).
+    """
+
+    def __init__(self, cmdsn: int, exp_statsn: int, max_cmdsn: int | None = None) -> None:
+        self.cmdsn = cmdsn
+        self.exp_statsn = exp_statsn
+        self.max_cmdsn = cmdsn if max_cmdsn is None else max_cmdsn
+        self._next_itt = 1
+        self._tasks: dict[int, _Task] = {}
+
+    def command(self, lun: int, cdb: bytes, read_length: int) -> tuple[int, SCSICommand]:
+        """A SCSI Command PDU for a read of up to ``read_length`` bytes; its ITT."""
+        itt = self._next_itt
+        self._next_itt = (self._next_itt % 0xFFFFFFFE) + 1
+        pdu = SCSICommand(read=read_length > 0, lun=encode_lun(lun), itt=itt,
+                          expected_data_transfer_length=read_length, cmdsn=self.cmdsn,
+                          exp_statsn=self.exp_statsn, cdb=cdb)
+        self.cmdsn = (self.cmdsn + 1) & 0xFFFFFFFF
+        self._tasks[itt] = _Task(read_length)
+        return itt, pdu
+
+    def _window(self, pdu: SCSIDataIn | SCSIResponse) -> None:
+        self.max_cmdsn = pdu.max_cmdsn
+
+    def receive_pdu(self, pdu: PDU) -> tuple[int, ScsiResult] | None:
+        """Take a target PDU; (itt, result) when a task completes.
+
+        Raises:
+            ScsiError: data for an unknown task, data beyond the buffer, a Reject.
+        """
+        if isinstance(pdu, Reject):
+            raise ScsiError(f"target rejected a PDU (reason 0x{pdu.reason:02x})")
+        if isinstance(pdu, SCSIDataIn):
+            task = self._tasks.get(pdu.itt)
+            if task is None:
+                raise ScsiError(f"Data-In for unknown ITT 0x{pdu.itt:08x}")
+            end = pdu.buffer_offset + len(pdu.data)
+            if end > task.expected:
+                raise ScsiError(f"Data-In past the expected {task.expected} bytes")
+            task.chunks[pdu.buffer_offset] = pdu.data
+            task.received += len(pdu.data)
+            self._window(pdu)
+            if pdu.status_present:
+                self.exp_statsn = (pdu.statsn + 1) & 0xFFFFFFFF
+                return pdu.itt, self._complete(pdu.itt, pdu.status, b"", 0, pdu.residual_count)
+            return None
+        if isinstance(pdu, SCSIResponse):
+            if pdu.itt not in self._tasks:
+                raise ScsiError(f"SCSI Response for unknown ITT 0x{pdu.itt:08x}")
+            self.exp_statsn = (pdu.statsn + 1) & 0xFFFFFFFF
+            self._window(pdu)
+            return pdu.itt, self._complete(pdu.itt, pdu.status, pdu.sense_data, pdu.response,
+                                           pdu.residual_count)
+        return None
+
+    def _complete(self, itt: int, status: int, sense: bytes, response: int, residual: int) -> ScsiResult:
+        task = self._tasks.pop(itt)
+        data = b"".join(task.chunks[k] for k in sorted(task.chunks))
+        return ScsiResult(status, data, parse_sense(sense), residual, response)

@@ -1,0 +1,143 @@
+"""The ``key=value\\0`` text format (RFC 7143 §6.1) and its PDU sequences.
+
+* :func:`encode_text` / :func:`decode_text`: pairs to bytes and back, with the
+  RFC limits (key names of at most 63 bytes, value lengths, no NUL or '=' in
+  names).  Decoding keeps order and duplicates; deciding whether a duplicate
+  is legal belongs to the negotiation layer.
+* :class:`TextAssembler`: joins the data segments of a PDU sequence that the C
+  bit continues, with a bound on the total so a peer cannot make us buffer
+  without limit.
+* :func:`split_text`: cuts outgoing text into segments no longer than the
+  peer's MaxRecvDataSegmentLength; every segment but the last goes with C=1.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import ISCSIProtocolError
+from .keys import KEYS, MAX_KEY_NAME
+
+__all__ = [
+    "TextAssembler",
+    "TextFormatError",
+    "decode_text",
+    "encode_text",
+    "split_text",
+    "TextPairs",
+]
+
+TextPairs = list[tuple[str, str]]
+
+#: key-name characters (§6.1): letters, digits, '.', '-', '+', '@', '_', plus
+#: '#' for the X# vendor prefix.
+_KEY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9.\-+@_#]*\Z")
+_VALUE_LIMIT_UNKNOWN = 8192  # vendor or unknown keys: a whole text segment
+
+
+class TextFormatError(ISCSIProtocolError):
+    """Text data that breaks §6.1 (bad key name, missing '=', over a limit)."""
+
+
+def _value_limit(key: str) -> int:
+    kd = KEYS.get(key)
+    return kd.max_length if kd else _VALUE_LIMIT_UNKNOWN
+
+
+def encode_text(pairs: TextPairs) -> bytes:
+    """``key=value\\0`` for each pair, in order (UTF-8).
+
+    Raises:
+        ValueError: a key or value we were asked to send breaks the limits.
+    """
+    out = bytearray()
+    for key, value in pairs:
+        if not _KEY_NAME.match(key) or len(key) > MAX_KEY_NAME:
+            raise ValueError(f"invalid text key name {key!r}")
+        v = value.encode("utf-8")
+        if b"\0" in v or len(v) > _value_limit(key):
+            raise ValueError(f"value of {key} is longer than its limit or holds a NUL")
+        out += key.encode("ascii") + b"=" + v + b"\0"
+    return bytes(out)
+
+
+def decode_text(data: bytes) -> TextPairs:
+    """Split text data into (key, value) pairs, in order, duplicates kept.
+
+    Trailing NUL padding is tolerated (some targets pad).  Values are decoded
+    as UTF-8.
+
+    Raises:
+        TextFormatError: a pair without '=', a bad key name, an over-long
+            name or value, invalid UTF-8, or text not ending in NUL.
+    """
+    if not data:
+        return []
+    if data[-1:] != b"\0":
+        raise TextFormatError("text data does not end with a NUL delimiter")
+    pairs: TextPairs = []
+    for item in data.rstrip(b"\0").split(b"\0"):
+        if not item:
+            raise TextFormatError("empty key=value pair (two NULs in a row)")
+        key_b, eq, value_b = item.partition(b"=")
+        if not eq:
+            raise TextFormatError(f"text pair without '=': {item[:64]!r}")
+        try:
+            key = key_b.decode("ascii")
+            value = value_b.decode("utf-8")
+        except UnicodeDecodeError:
+            raise TextFormatError(f"text pair is not valid UTF-8: {item[:64]!r}") from None
+        if len(key_b) > MAX_KEY_NAME or not _KEY_NAME.match(key):
+            raise TextFormatError(f"invalid key name {key_b[:80]!r}")
+        if len(value_b) > _value_limit(key):
+            raise TextFormatError(
+                f"value of {key} is {len(value_b)} bytes; the limit is {_value_limit(key)}"
+            )
+        pairs.append((key, value))
+    return pairs
+
+
+class TextAssembler:
+    """Collects the data segments of a C-bit continued sequence.
+
+    Args:
+        limit: the most bytes accepted for the whole sequence.
+    """
+
+    def __init__(self, limit: int = 65536) -> None:
+        self.limit = limit
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def add(self, data: bytes, continued: bool) -> bytes | None:
+        """Add one PDU's data; the whole text once ``continued`` is False.
+
+        Raises:
+            TextFormatError: the sequence grew past ``limit``.
+        """
+        self._size += len(data)
+        if self._size > self.limit:
+            raise TextFormatError(f"text sequence is longer than {self.limit} bytes")
+        self._parts.append(data)
+        if continued:
+            return None
+        whole = b"".join(self._parts)
+        self._parts = []
+        self._size = 0
+        return whole
+
+    @property
+    def pending(self) -> bool:
+        """True while a continued sequence is incomplete."""
+        return bool(self._parts)
+
+
+def split_text(data: bytes, segment: int) -> list[bytes]:
+    """Cut ``data`` into pieces of at most ``segment`` bytes (at least one piece)."""
+    if segment < 1:
+        raise ValueError("segment length must be positive")
+    if not data:
+        return [b""]
+    return [data[i:i + segment] for i in range(0, len(data), segment)]
+
+

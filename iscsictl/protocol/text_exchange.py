@@ -1,0 +1,171 @@
+"""Text exchanges in full feature phase: SendTargets (RFC 7143 §11.10, §11.11,
+§13.3, appendix C) and the long-response continuation.
+
+:class:`TextExchange` sends one Text Request and follows the target's answer
+through continuation: while the response has F=0 it sends an empty Text
+Request carrying the same ITT and the response's Target Transfer Tag, until a
+response with F=1 (and TTT 0xffffffff) ends it.  Data continued with the C bit
+is joined before parsing; the total is bounded by ``max_response_bytes``.
+
+:func:`parse_send_targets` turns ``TargetName=``/``TargetAddress=`` pairs into
+:class:`DiscoveredTarget` objects, de-duplicated, in the target's order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .constants import RESERVED_TAG
+from .errors import ISCSIProtocolError
+from .names import validate_name
+from .pdu import PDU, Reject, TextRequest, TextResponse
+from .portal import Portal, PortalError, parse_target_address
+from .text import TextAssembler, TextPairs, decode_text, encode_text
+
+__all__ = [
+    "DiscoveredTarget",
+    "TextExchange",
+    "TextExchangeError",
+    "parse_send_targets",
+]
+
+
+class TextExchangeError(ISCSIProtocolError):
+    """The target broke the text exchange rules (wrong ITT, a Reject, ...)."""
+
+    reject_reason = None
+
+
+@dataclass
+class DiscoveredTarget:
+    """One target from a SendTargets response.
+
+    ``portals`` is empty when the target gave no TargetAddress: it is then
+    reachable at the portal the question was asked on (§13.3).
+    """
+
+    name: str
+    portals: list[Portal] = field(default_factory=list)
+
+
+class TextExchange:
+    """One Text Request/Response exchange from the initiator's side.
+
+    Args:
+        pairs: the keys to send (e.g. ``[("SendTargets", "All")]``).
+        itt: the task tag of the exchange.
+        cmdsn: the CmdSN of the first request; each request (non-immediate)
+            consumes one, and :attr:`cmdsn` is the next one afterwards.
+        exp_statsn: ExpStatSN of the first request.
+        max_send_segment: the target's MaxRecvDataSegmentLength (bytes).
+        max_response_bytes: the most response text accepted.
+    """
+
+    def __init__(
+        self,
+        pairs: TextPairs,
+        *,
+        itt: int,
+        cmdsn: int,
+        exp_statsn: int,
+        max_send_segment: int = 8192,
+        max_response_bytes: int = 1 << 20,
+    ) -> None:
+        self.itt = itt
+        self.cmdsn = cmdsn
+        self.exp_statsn = exp_statsn
+        self._segments = [encode_text(pairs)[i:i + max_send_segment]
+                          for i in range(0, len(encode_text(pairs)), max_send_segment)] or [b""]
+        self._assembler = TextAssembler(max_response_bytes)
+        self._outbox: list[TextRequest] = []
+        self.result: TextPairs | None = None
+        self.done = False
+
+    def start(self) -> None:
+        """Queue the first Text Request."""
+        self._send_next(RESERVED_TAG)
+
+    def pdus_to_send(self) -> list[TextRequest]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    def data_to_send(self, header_digest: bool = False, data_digest: bool = False) -> bytes:
+        return b"".join(p.encode(header_digest, data_digest) for p in self.pdus_to_send())
+
+    def _send_next(self, ttt: int) -> None:
+        data = self._segments.pop(0) if self._segments else b""
+        more = bool(self._segments)
+        self._outbox.append(TextRequest(
+            final=not more, continue_=more, itt=self.itt, ttt=ttt,
+            cmdsn=self.cmdsn, exp_statsn=self.exp_statsn, data=data,
+        ))
+        self.cmdsn = (self.cmdsn + 1) & 0xFFFFFFFF
+
+    def receive_pdu(self, pdu: PDU) -> TextPairs | None:
+        """Take one PDU of the exchange; the whole response once it ends.
+
+        Raises:
+            TextExchangeError: a Reject, a wrong ITT, a final response that
+                still says C=1; TextFormatError for bad text or a response
+                over the size limit.
+        """
+        if self.done:
+            raise TextExchangeError("Text Response after the exchange ended")
+        if isinstance(pdu, Reject):
+            raise TextExchangeError(f"target rejected the Text Request (reason 0x{pdu.reason:02x})")
+        if not isinstance(pdu, TextResponse):
+            raise TextExchangeError(f"expected a Text Response, got {type(pdu).__name__}")
+        if pdu.itt != self.itt:
+            raise TextExchangeError(f"Text Response ITT 0x{pdu.itt:08x}, ours is 0x{self.itt:08x}")
+        self.exp_statsn = (pdu.statsn + 1) & 0xFFFFFFFF
+        if self._segments:  # our own request continues (C=1): the target acked a part
+            self._send_next(RESERVED_TAG)
+            return None
+        text = self._assembler.add(pdu.data, pdu.continue_)
+        if pdu.final:
+            if text is None:
+                raise TextExchangeError("final Text Response with C=1")
+            self.done = True
+            self.result = decode_text(text)
+            return self.result
+        if pdu.ttt == RESERVED_TAG:
+            raise TextExchangeError("Text Response with F=0 but no Target Transfer Tag")
+        self._send_next(pdu.ttt)
+        return None
+
+
+def parse_send_targets(pairs: TextPairs, default_portal: Portal | None = None) -> list[DiscoveredTarget]:
+    """Targets and their portals from SendTargets response pairs.
+
+    A TargetAddress belongs to the TargetName before it; a target without
+    one gets ``default_portal`` (the portal asked, §13.3) when given.
+    Duplicates (same name, same portal) are merged.
+
+    Raises:
+        TextExchangeError: a TargetAddress before any TargetName, a bad
+            TargetAddress, or an invalid iSCSI name.
+    """
+    targets: dict[str, DiscoveredTarget] = {}
+    current: DiscoveredTarget | None = None
+    for key, value in pairs:
+        if key == "TargetName":
+            try:
+                name = validate_name(value)
+            except ValueError as exc:
+                raise TextExchangeError(f"SendTargets: {exc}") from None
+            current = targets.setdefault(name, DiscoveredTarget(name))
+        elif key == "TargetAddress":
+            if current is None:
+                raise TextExchangeError("SendTargets: TargetAddress before any TargetName")
+            try:
+                portal = parse_target_address(value)
+            except PortalError as exc:
+                raise TextExchangeError(f"SendTargets: {exc}") from None
+            if portal not in current.portals:
+                current.portals.append(portal)
+        # other keys (TargetAlias, vendor keys) carry nothing for discovery
+    if default_portal is not None:
+        for t in targets.values():
+            if not t.portals:
+                t.portals.append(default_portal)
+    return list(targets.values())
