@@ -217,7 +217,12 @@ class PDU:
                     raise ValueError(f"{f.name}={values[f.name]} does not fit its bits")
                 hdr[f.offset] |= v
             else:
-                hdr[f.offset:f.offset + f.size] = int(v).to_bytes(f.size, "big")
+                try:
+                    hdr[f.offset:f.offset + f.size] = int(v).to_bytes(f.size, "big")
+                except OverflowError:
+                    raise ValueError(f"{f.name}={v} does not fit {f.size} bytes") from None
+        if len(ahs_bytes) > 255 * 4:
+            raise ValueError(f"{len(ahs_bytes)} bytes of AHS exceed TotalAHSLength 255 words")
         hdr[4] = len(ahs_bytes) // 4
         if len(self.data) > 0xFFFFFF:
             raise ValueError("data segment longer than 2**24 - 1 bytes")
