@@ -1,0 +1,96 @@
+"""The BHS codec twins: same API, same values, same errors; a Cython BHS and
+a pure BHS compare equal."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from iscsictl.protocol import _bhs_py
+from iscsictl.protocol import bhs as selector
+from iscsictl.protocol.errors import TruncatedPDU
+
+from .strategies import PROPERTY
+
+FIELDS = ("opcode", "immediate", "reserved0", "flags", "b2", "b3",
+          "total_ahs_length", "data_segment_length", "lun", "itt", "words")
+
+
+@PROPERTY
+@given(buf=st.binary(min_size=48, max_size=60), offset=st.integers(0, 12))
+def test_decode_encode(impl, buf, offset):
+    if len(buf) - offset < 48:
+        with pytest.raises(TruncatedPDU):
+            impl.bhs.decode_bhs(buf, offset)
+        return
+    b = impl.bhs.decode_bhs(buf, offset)
+    ref = _bhs_py.decode_bhs(buf, offset)
+    for name in FIELDS:
+        assert getattr(b, name) == getattr(ref, name), name
+    assert type(b.words) is tuple and len(b.words) == 7
+    assert type(b.immediate) is bool and type(b.reserved0) is bool
+    assert b == ref and ref == b and not (b != ref)
+    assert impl.bhs.encode_bhs(b) == buf[offset:offset + 48]
+    assert _bhs_py.encode_bhs(b) == buf[offset:offset + 48]
+    assert impl.bhs.encode_bhs(ref) == buf[offset:offset + 48]
+    for kind in (bytes, bytearray, memoryview):
+        assert impl.bhs.decode_bhs(kind(buf), offset) == b
+
+
+def test_attributes_writable(impl):
+    b = impl.bhs.BHS(0x25)
+    assert b.words == (0,) * 7 and b.immediate is False
+    b.flags = 0x81
+    b.itt = 0xFFFFFFFF
+    b.lun = 0xFFFFFFFFFFFFFFFF
+    b.words = (1, 2, 3, 4, 5, 6, 7)
+    b.data_segment_length = 0xFFFFFF
+    b.immediate = True
+    wire = impl.bhs.encode_bhs(b)
+    assert wire[0] == 0x65 and wire[1] == 0x81 and wire[5:8] == b"\xff\xff\xff"
+    assert wire[8:20] == b"\xff" * 12 and wire[44:48] == b"\0\0\0\x07"
+    assert impl.bhs.decode_bhs(wire) == b
+    b2 = impl.bhs.BHS(0x25, True, 0x81, 0, 0, 0, 0xFFFFFF, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFF,
+                      (1, 2, 3, 4, 5, 6, 7))
+    assert b2 == b
+    b2.b3 = 1
+    assert b2 != b
+
+
+@pytest.mark.parametrize("field,value", [
+    ("data_segment_length", 1 << 24), ("total_ahs_length", 256), ("flags", 256),
+    ("b2", -1), ("itt", 1 << 32), ("lun", 1 << 64), ("opcode", 64),
+    ("words", (0,) * 6), ("words", (0,) * 8), ("words", (0, 0, 0, 0, 0, 0, 1 << 32)),
+])
+def test_encode_out_of_range(impl, field, value):
+    b = impl.bhs.BHS(0)
+    setattr(b, field, value)
+    assert getattr(b, field) == value  # kept as given, refused on encode
+    with pytest.raises(ValueError):
+        impl.bhs.encode_bhs(b)
+    setattr(b, field, _bhs_py.BHS(0).__getattribute__(field))
+    impl.bhs.encode_bhs(b)  # back in range: encodes again
+
+
+def test_raw_pdu(impl):
+    b = impl.bhs.BHS(1)
+    raw = impl.bhs.RawPDU(b, bytes(48), b"", b"abc")
+    assert raw.bhs is b and raw.data == b"abc" and raw.ahs == b""
+    assert "RawPDU" in repr(raw) and "BHS" in repr(b)
+    raw.data = b"x"
+    assert raw.data == b"x"
+
+
+def test_equality_with_other_types(impl):
+    b = impl.bhs.BHS(1)
+    assert b != 1 and b != "BHS" and b != None  # noqa: E711
+
+
+def test_selector_reports_cython_when_built():
+    try:
+        import iscsictl._fastpath.bhs  # noqa: F401
+    except ImportError:
+        assert selector.IMPLEMENTATION == "python"
+    else:
+        assert selector.IMPLEMENTATION == ("python" if selector.NO_EXTENSIONS else "cython")

@@ -1,0 +1,132 @@
+"""iSCSI names (RFC 3720 §3.2.6, RFC 3722) and ISIDs (RFC 7143 §11.12.5)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from iscsictl.protocol.errors import InvalidISCSIName
+from iscsictl.protocol.names import (
+    ISID,
+    ISIDAllocator,
+    ISIDFormat,
+    MAX_NAME_LENGTH,
+    normalize_name,
+    validate_name,
+)
+
+VALID = [
+    "iqn.2005-03.org.open-iscsi:1234567890ab",
+    "iqn.2003-01.com.example",
+    "iqn.1992-08.com.netapp:sn.84183994",
+    "iqn.2001-04.com.example:storage:diskarrays-sn-a8675309",
+    "eui.02004567a425678d",
+    "naa.52004567ba64678d",
+    "naa.62004567ba64678d0123456789abcdef",
+]
+INVALID = [
+    "", "iqn", "iqn.", "iqn.2005-3.org.x", "iqn.05-03.org.x", "iqn.2005-13.org.x",
+    "iqn.2005-00.org.x", "iqn.2005-03", "iqn.2005-03.", "iqn.2005-03.org..x",
+    "iqn.2005-03.org x", "iqn.2005-03.org.x:a b", "iqn.2005-03.org.x:a_b", "iqn.2005-03.org/x",
+    "eui.02004567a425678", "eui.02004567a425678dd", "eui.0200456ga425678d",
+    "naa.52004567ba64678", "naa.52004567ba64678d0", "naa.62004567ba64678d0123456789abcdeg",
+    "xyz.2005-03.org.x", "2005-03.org.x", "iqn.2005-03.org.x\x00", "iqn.2005-03.org.x\u200b\u0007",
+]
+
+
+@pytest.mark.parametrize("name", VALID)
+def test_valid(name):
+    assert validate_name(name) == name
+
+
+@pytest.mark.parametrize("name", INVALID)
+def test_invalid(name):
+    with pytest.raises(InvalidISCSIName):
+        validate_name(name)
+
+
+def test_case_folding_and_nfkc():
+    assert validate_name("IQN.2005-03.ORG.Example:Host1") == "iqn.2005-03.org.example:host1"
+    assert validate_name("EUI.02004567A425678D") == "eui.02004567a425678d"
+    # NFKC: fullwidth letters and the 'fi' ligature become ASCII
+    assert normalize_name("iqn.2005-03.org.x:\uff41\ufb01") == "iqn.2005-03.org.x:afi"
+    # non-ASCII letters survive (RFC 3722 allows them) and are case folded
+    assert validate_name("iqn.2005-03.org.x:Ünïcode") == "iqn.2005-03.org.x:ünïcode"
+    # B.1: zero-width characters are mapped to nothing
+    assert normalize_name("iqn.2005-03.org.x:a\u200bb") == "iqn.2005-03.org.x:ab"
+
+
+def test_223_byte_limit():
+    prefix = "iqn.2005-03.org.x:"
+    ok = prefix + "a" * (MAX_NAME_LENGTH - len(prefix))
+    assert len(ok.encode()) == 223 and validate_name(ok) == ok
+    with pytest.raises(InvalidISCSIName):
+        validate_name(ok + "a")
+    # the limit is in UTF-8 bytes, not characters
+    wide = prefix + "é" * ((MAX_NAME_LENGTH - len(prefix)) // 2 + 1)
+    assert len(wide) <= 223 < len(wide.encode())
+    with pytest.raises(InvalidISCSIName):
+        validate_name(wide)
+
+
+def test_isid_formats_bytes():
+    oui = ISID.oui(0x00023D, 1)
+    assert oui.to_bytes() == bytes.fromhex("00023d000001") and str(oui) == "00023d000001"
+    assert oui.format is ISIDFormat.OUI and oui.qualifier == 1
+    # T=01 EN: byte 0 = 01 000000, B+C = enterprise number, D = qualifier
+    en = ISID.en(0x123456, 0xABCD)
+    assert en.to_bytes() == bytes.fromhex("40 12 34 56 ab cd".replace(" ", ""))
+    assert en.format is ISIDFormat.EN and en.qualifier == 0xABCD
+    rnd = ISID.random(0xFEDCBA, 0x0102)
+    assert rnd.to_bytes() == bytes.fromhex("80fedcba0102")
+    assert rnd.format is ISIDFormat.RANDOM
+    assert ISID(bytes.fromhex("c00000000000")).format is ISIDFormat.RESERVED
+    assert ISID(en.to_bytes()) == en and hash(ISID(en.value)) == hash(en)
+    assert bytes(oui) == oui.to_bytes()
+    for bad in (lambda: ISID(b"12345"), lambda: ISID(1 << 48), lambda: ISID.en(1 << 24, 0),
+                lambda: ISID.oui(1 << 22, 0), lambda: ISID.random(0, 1 << 16)):
+        with pytest.raises(ValueError):
+            bad()
+
+
+def test_allocator_never_repeats_in_use():
+    rng = random.Random(7)
+    alloc = ISIDAllocator()
+    live: set[bytes] = set()
+    order: list[ISID] = []
+    for _ in range(100_000):
+        isid = alloc.allocate()
+        b = isid.to_bytes()
+        assert b not in live
+        assert isid.format is ISIDFormat.OUI and isid.qualifier != 0
+        live.add(b)
+        order.append(isid)
+        if rng.random() < 0.6 and order:
+            gone = order.pop(rng.randrange(len(order)))
+            alloc.release(gone)
+            live.discard(gone.to_bytes())
+    assert len(alloc) == len(live)
+
+
+def test_allocator_exhaustion_en():
+    alloc = ISIDAllocator(ISIDFormat.EN, prefix=42)
+    got = {alloc.allocate().to_bytes() for _ in range((1 << 16) - 1)}
+    assert len(got) == (1 << 16) - 1
+    with pytest.raises(RuntimeError):
+        alloc.allocate()
+    one = ISID.en(42, 777)
+    alloc.release(one)
+    assert alloc.allocate() == one  # the only free qualifier
+    with pytest.raises(RuntimeError):
+        alloc.allocate()
+
+
+def test_allocator_reserve_and_random():
+    alloc = ISIDAllocator(ISIDFormat.RANDOM, rng=lambda bits: 0xABCDEF)
+    alloc.reserve(ISID.random(0xABCDEF, 1))
+    assert alloc.allocate().qualifier == 2
+    with pytest.raises(ValueError):
+        ISIDAllocator(ISIDFormat.EN)
+    with pytest.raises(ValueError):
+        ISIDAllocator(ISIDFormat.RESERVED)
