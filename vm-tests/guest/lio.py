@@ -33,7 +33,11 @@ import re
 import subprocess
 from pathlib import Path
 
-import rtslib_fb as rtslib
+try:
+    import rtslib_fb as rtslib
+except ImportError:  # pragma: no cover - depends on the virtualenv
+    raise ImportError("rtslib-fb is not installed in this virtualenv: "
+                      "pip install 'rtslib-fb>=2.1' (the test extra of setup.cfg)") from None
 
 __all__ = ["CONFIGFS", "LioError", "LioTarget", "load_modules", "teardown_all"]
 
