@@ -298,7 +298,10 @@ class LoginMachine:
                 )
         text = self._assembler.add(pdu.data, pdu.continue_)
         if text is None:  # the target continues its text: ask for the rest
-            self._send([], transit=False, nsg=last.nsg, now=now, csg=last.csg, keep_text=True)
+            # Keep our T bit and NSG: the target may set T=1 only when our
+            # request did (§11.13.1), and its last piece is the one that transits.
+            self._send([], transit=last.transit, nsg=last.nsg, now=now, csg=last.csg,
+                       keep_text=True)
             return None
         if self._pending_segments:  # our own text continues: the target sent an empty ack
             if text:
