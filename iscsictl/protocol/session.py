@@ -59,13 +59,16 @@ class LogoutExchange:
             reason_code=int(reason), itt=itt, cid=cid, cmdsn=cmdsn, exp_statsn=exp_statsn
         )
 
-    def receive_pdu(self, pdu: PDU) -> LogoutResult:
+    def receive_pdu(self, pdu: PDU, match_itt: bool = True) -> LogoutResult:
         """Read the Logout Response.
 
+        Args:
+            match_itt: check the ITT; False when the kernel relayed the request
+                (SEND_PDU assigns its own ITT, CmdSN and ExpStatSN).
         Raises:
-            ISCSIProtocolError: not a Logout Response for our ITT.
+            ISCSIProtocolError: not a Logout Response (for our ITT).
         """
-        if not isinstance(pdu, LogoutResponsePDU) or pdu.itt != self.request.itt:
+        if not isinstance(pdu, LogoutResponsePDU) or (match_itt and pdu.itt != self.request.itt):
             raise ISCSIProtocolError(f"expected the Logout Response, got {type(pdu).__name__}")
         try:
             response: LogoutResponse | int = LogoutResponse(pdu.response)

@@ -1,0 +1,1 @@
+"""iscsictld, the daemon that owns kernel iSCSI sessions (the only asyncio code)."""

@@ -1,0 +1,111 @@
+"""``iscsictld``: run the daemon (foreground; systemd Type=notify).
+
+It refuses to start while another iscsictld or open-iscsi's iscsid owns the
+kernel's iSCSI netlink interface (both would act on every kernel event).
+Stopping it (SIGTERM, SIGINT) leaves sessions running in the kernel; the next
+start adopts them without logging in again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fcntl
+import logging
+import os
+import signal
+import socket
+import sys
+
+from iscsictl.ipc import socket_path
+
+from .service import Daemon
+
+LOCK_FILE = "/run/iscsictld.pid"
+ISCSID_ABSTRACT = "\0ISCSIADM_ABSTRACT_NAMESPACE"
+
+
+def iscsid_running() -> bool:
+    """True when open-iscsi's iscsid answers on its abstract socket."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(ISCSID_ABSTRACT)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def take_lock(path: str) -> int:
+    """An fcntl lock that dies with us; exits with a message naming the holder."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        sys.exit(f"iscsictld: another iscsictld (pid {holder}) is running ({path})")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def sd_notify(message: str) -> None:
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        try:
+            s.sendto(message.encode(), addr)
+        except OSError:
+            pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="iscsictld", description=__doc__.splitlines()[0])
+    p.add_argument("--socket", default=socket_path(), help="IPC socket path")
+    p.add_argument("--lock-file", default=os.environ.get("ISCSICTLD_LOCK", LOCK_FILE))
+    p.add_argument("--state-dir", default="/run/iscsictl")
+    p.add_argument("-d", "--debug", action="count", default=0, help="more log output")
+    p.add_argument("--logout-on-exit", action="store_true",
+                   help="log out of every session when stopping")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="iscsictld: %(message)s", stream=sys.stderr)
+    if iscsid_running():
+        print("iscsictld: open-iscsi's iscsid is running and owns the kernel's iSCSI "
+              "interface; stop it first (systemctl stop iscsid.socket iscsid)", file=sys.stderr)
+        return 18
+    lock_fd = take_lock(args.lock_file)
+    try:
+        return asyncio.run(_run(args))
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        os.close(lock_fd)
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from iscsictl.netlink import IscsiNetlinkError
+
+    daemon = Daemon(args.socket, state_dir=args.state_dir)
+    try:
+        await daemon.start()
+    except IscsiNetlinkError as exc:
+        print(f"iscsictld: {exc}", file=sys.stderr)
+        return 12
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(
+            daemon.close(logout_all=args.logout_on_exit)))
+    sd_notify("READY=1")
+    await daemon.wait_stopped()
+    sd_notify("STOPPING=1")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The SET_PARAM lists sent to the kernel, as tables (``enum iscsi_param``).
+
+open-iscsi sends two groups (usr/initiator_common.c): the session's settings
+from the node record and the values negotiated at login.  With the login done
+on our own socket, both go after BIND_CONN (the kernel wants the connection
+BOUND) and before START_CONN.  Values are ASCII: integers in decimal, booleans
+as 1/0.  ISID, IFMARKER_EN and OFMARKER_EN answer ENOSYS on iscsi_tcp (6.1):
+:data:`OPTIONAL` lists the parameters whose ENOSYS is tolerated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from iscsictl.netlink import IscsiParam as P
+from iscsictl.protocol.negotiation import NegotiatedParameters
+
+__all__ = ["ParamContext", "OPTIONAL", "session_params", "negotiated_params"]
+
+
+@dataclass(frozen=True)
+class ParamContext:
+    """What the tables read: the node record, the login result and names."""
+
+    record: Mapping[str, str]
+    params: NegotiatedParameters
+    initiator_name: str
+    target_name: str
+    persistent_address: str
+    persistent_port: int
+    tpgt: int
+    iface: str
+    exp_statsn: int
+    isid: bytes
+
+
+def _rec(key: str, default: str = "") -> Callable[[ParamContext], str | None]:
+    def get(c: ParamContext) -> str | None:
+        v = c.record.get(key, default)
+        return None if v in ("", "<empty>", None) else str(v)
+    return get
+
+
+def _yes(key: str, default: str) -> Callable[[ParamContext], str | None]:
+    return lambda c: "1" if c.record.get(key, default) == "Yes" else "0"
+
+
+def _b(v: bool) -> str:
+    return "1" if v else "0"
+
+
+#: node record -> kernel (iscsi_session_set_params); empty strings are skipped
+SESSION_PARAMS: tuple[tuple[P, Callable[[ParamContext], str | None]], ...] = (
+    (P.TARGET_NAME, lambda c: c.target_name),
+    (P.INITIATOR_NAME, lambda c: c.initiator_name),
+    (P.PERSISTENT_ADDRESS, lambda c: c.persistent_address),
+    (P.PERSISTENT_PORT, lambda c: str(c.persistent_port)),
+    (P.SESS_RECOVERY_TMO, _rec("node.session.timeo.replacement_timeout", "120")),
+    (P.USERNAME, _rec("node.session.auth.username")),
+    (P.PASSWORD, _rec("node.session.auth.password")),
+    (P.USERNAME_IN, _rec("node.session.auth.username_in")),
+    (P.PASSWORD_IN, _rec("node.session.auth.password_in")),
+    (P.FAST_ABORT, _yes("node.session.iscsi.FastAbort", "Yes")),
+    (P.ABORT_TMO, _rec("node.session.err_timeo.abort_timeout", "15")),
+    (P.LU_RESET_TMO, _rec("node.session.err_timeo.lu_reset_timeout", "30")),
+    (P.TGT_RESET_TMO, _rec("node.session.err_timeo.tgt_reset_timeout", "30")),
+    (P.PING_TMO, _rec("node.conn[0].timeo.noop_out_timeout", "5")),
+    (P.RECV_TMO, _rec("node.conn[0].timeo.noop_out_interval", "5")),
+    (P.IFACE_NAME, lambda c: c.iface),
+)
+
+#: login result -> kernel (iscsi_session_set_neg_params)
+NEGOTIATED_PARAMS: tuple[tuple[P, Callable[[ParamContext], str | None]], ...] = (
+    (P.MAX_RECV_DLENGTH, lambda c: str(c.params.max_recv_data_segment_length)),
+    (P.MAX_XMIT_DLENGTH, lambda c: str(c.params.max_xmit_data_segment_length)),
+    (P.HDRDGST_EN, lambda c: _b(c.params.header_digest)),
+    (P.DATADGST_EN, lambda c: _b(c.params.data_digest)),
+    (P.INITIAL_R2T_EN, lambda c: _b(c.params.initial_r2t)),
+    (P.MAX_R2T, lambda c: str(c.params.max_outstanding_r2t)),
+    (P.IMM_DATA_EN, lambda c: _b(c.params.immediate_data)),
+    (P.FIRST_BURST, lambda c: str(c.params.first_burst_length)),
+    (P.MAX_BURST, lambda c: str(c.params.max_burst_length)),
+    (P.PDU_INORDER_EN, lambda c: _b(c.params.data_pdu_in_order)),
+    (P.DATASEQ_INORDER_EN, lambda c: _b(c.params.data_sequence_in_order)),
+    (P.ERL, lambda c: str(c.params.error_recovery_level)),
+    (P.IFMARKER_EN, lambda c: "0"),
+    (P.OFMARKER_EN, lambda c: "0"),
+    (P.EXP_STATSN, lambda c: str(c.exp_statsn)),
+    (P.TPGT, lambda c: str(c.tpgt)),
+    (P.ISID, lambda c: c.isid.hex()),
+)
+
+#: parameters a transport may not implement (ENOSYS is then ignored)
+OPTIONAL = frozenset({P.ISID, P.IFMARKER_EN, P.OFMARKER_EN, P.FAST_ABORT, P.IFACE_NAME,
+                      P.INITIATOR_NAME, P.TGT_RESET_TMO, P.LU_RESET_TMO, P.ABORT_TMO})
+
+
+def _render(table: tuple[tuple[P, Callable[[ParamContext], str | None]], ...],
+            ctx: ParamContext) -> list[tuple[P, str]]:
+    out = []
+    for param, get in table:
+        v = get(ctx)
+        if v:
+            out.append((param, v))
+    return out
+
+
+def session_params(ctx: ParamContext) -> list[tuple[P, str]]:
+    """(param, value) from the node record, empty values left out."""
+    return _render(SESSION_PARAMS, ctx)
+
+
+def negotiated_params(ctx: ParamContext) -> list[tuple[P, str]]:
+    """(param, value) from the login's negotiated parameters."""
+    return _render(NEGOTIATED_PARAMS, ctx)

@@ -1,0 +1,123 @@
+"""The CLI <-> iscsictld protocol: versioned JSON lines on a Unix socket.
+
+Not compatible with iscsiadm<->iscsid (by design, DESIGN.md).  Root only: the
+daemon checks the peer's uid with SO_PEERCRED.  One request per connection
+(the CLI's lifetime is one command), one line each way::
+
+    -> {"version": 1, "op": "login", "args": {...}}
+    <- {"version": 1, "ok": true, "result": ...}
+    <- {"version": 1, "ok": false, "error": {"code": 15, "message": "session exists"}}
+
+``code`` is open-iscsi's ISCSI_ERR_* number, so the CLI exits with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from typing import Any
+
+__all__ = [
+    "DEFAULT_SOCKET",
+    "IPC_VERSION",
+    "DaemonClient",
+    "DaemonError",
+    "DaemonNotRunning",
+    "decode_message",
+    "encode_message",
+    "socket_path",
+]
+
+IPC_VERSION = 1
+DEFAULT_SOCKET = "/run/iscsictld.sock"
+MAX_MESSAGE = 16 << 20  # bytes: a reply listing thousands of sessions fits
+
+
+def socket_path() -> str:
+    """The daemon's socket: ``$ISCSICTL_SOCKET`` or /run/iscsictld.sock."""
+    return os.environ.get("ISCSICTL_SOCKET", DEFAULT_SOCKET)
+
+
+class DaemonError(Exception):
+    """The daemon answered with an error; ``code`` is the ISCSI_ERR_* number."""
+
+    def __init__(self, code: int, message: str, detail: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.exit_code = code
+        self.detail = detail
+
+
+class DaemonNotRunning(DaemonError):
+    """No daemon answers on the socket (ISCSI_ERR_ISCSID_NOTCONN, 20)."""
+
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(
+            20,
+            f"could not connect to iscsictld at {path} ({why}): start it with "
+            "'iscsictld' (or 'systemctl start iscsictld')",
+        )
+
+
+def encode_message(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+
+
+def decode_message(line: bytes) -> dict[str, Any]:
+    """Raises ValueError for anything that is not a JSON object of our version."""
+    obj = json.loads(line)
+    if not isinstance(obj, dict) or obj.get("version") != IPC_VERSION:
+        raise ValueError(f"not an iscsictl IPC v{IPC_VERSION} message")
+    return obj
+
+
+class DaemonClient:
+    """Blocking client for the CLI.
+
+    Args:
+        path: the socket (default :func:`socket_path`).
+        timeout: seconds to wait for the answer (None: wait; logins of many
+            nodes can take long, and the daemon bounds its own work).
+    """
+
+    def __init__(self, path: str | None = None, timeout: float | None = None) -> None:
+        self.path = path or socket_path()
+        self.timeout = timeout
+
+    def call(self, op: str, **args: Any) -> Any:
+        """Send one request; the result, or raise :class:`DaemonError`."""
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.settimeout(5.0)
+            try:
+                s.connect(self.path)
+            except FileNotFoundError:
+                raise DaemonNotRunning(self.path, "no socket") from None
+            except ConnectionRefusedError:
+                raise DaemonNotRunning(self.path, "connection refused") from None
+            except PermissionError:
+                raise DaemonError(13, f"daemon access denied on {self.path}: run as root") from None
+            s.settimeout(self.timeout)
+            s.sendall(encode_message({"version": IPC_VERSION, "op": op, "args": args}))
+            buf = bytearray()
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(1 << 16)
+                if not chunk:
+                    raise DaemonError(18, "iscsictld closed the connection without an answer")
+                buf += chunk
+                if len(buf) > MAX_MESSAGE:
+                    raise DaemonError(18, "iscsictld's answer is too large")
+        except socket.timeout:
+            raise DaemonError(33, "iscsictld request timed out") from None
+        finally:
+            s.close()
+        try:
+            reply = decode_message(bytes(buf))
+        except ValueError as exc:
+            raise DaemonError(18, f"could not read iscsictld's answer: {exc}") from None
+        if reply.get("ok"):
+            return reply.get("result")
+        err = reply.get("error") or {}
+        raise DaemonError(int(err.get("code", 1)), str(err.get("message", "unknown error")),
+                          err.get("detail"))
