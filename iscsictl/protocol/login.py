@@ -253,8 +253,8 @@ class LoginMachine:
     def check_timeout(self, now: float) -> None:
         """Raise :class:`LoginTimeout` when the current deadline has passed."""
         if self.deadline is not None and now >= self.deadline and self.outcome is None:
-            self.state = LoginState.FAILED
             stage = "authentication" if self.state is LoginState.SECURITY else "login"
+            self.state = LoginState.FAILED
             raise LoginTimeout(f"{stage} timed out: no Login Response")
 
     # --------------------------------------------------------------- internals
@@ -355,6 +355,9 @@ class LoginMachine:
             if method is None:
                 raise AuthenticationError("target did not answer AuthMethod")
             if method not in offered:
+                if method == "None":
+                    raise AuthenticationError(
+                        "target offered no authentication (AuthMethod=None) but CHAP is required")
                 if method in ("Reject", "NotUnderstood", "Irrelevant") or "," in method:
                     raise AuthenticationError(f"target refused AuthMethod={','.join(offered)} ({method})")
                 raise NegotiationError("AuthMethod", f"answer {method!r} is not one of our offer")
