@@ -200,6 +200,7 @@ class FakeTarget:
         self.received_challenges: list[bytes] = []
         self.authenticated = False
         self.offers_pending: dict[str, str] = {}
+        self.answers: dict[str, str | None] = {}  # our answer to each initiator offer
         self.extra_round_done = False
         self.login_requests = 0
         self.last_statsn_sent: int | None = None
@@ -366,9 +367,12 @@ class FakeTarget:
         keys = dict(pairs)
         if self.stage_step == "auth":
             offer = keys.get("AuthMethod", "").split(",")
-            if "skip_security" in c.misbehave:
+            if "skip_security" in c.misbehave:  # T=1 without CHAP
                 self._resp(req, enc_text([("AuthMethod", "None")] + self._declared_first()),
                            transit=True, nsg=OP)
+                return
+            if "auth_none" in c.misbehave:  # picks None although only CHAP was offered
+                self._resp(req, enc_text([("AuthMethod", "None")] + self._declared_first()))
                 return
             if c.chap_users:
                 if "CHAP" not in offer:
@@ -387,7 +391,8 @@ class FakeTarget:
             self._resp(req, enc_text(out))
             return
         if self.stage_step == "chap_a":
-            offered = [int(a) for a in keys.get("CHAP_A", "").split(",") if a.isdigit()]
+            self.chap_a_offer = keys.get("CHAP_A", "")
+            offered = [int(a) for a in self.chap_a_offer.split(",") if a.isdigit()]
             alg = next((a for a in offered if a in c.chap_algorithms), None)
             if alg is None:
                 self._resp(req, enc_text([("CHAP_A", "Reject")]))
@@ -497,6 +502,7 @@ class FakeTarget:
             ans = self.answer(key, value)
             if key in c.answer_overrides:
                 ans = c.answer_overrides[key]
+            self.answers[key] = ans
             if ans is not None:
                 out.append((key, ans))
         if self.declared.get("MaxRecvDataSegmentLength") and "mrdsl_sent" not in self.__dict__:
