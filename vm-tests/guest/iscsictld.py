@@ -1,0 +1,63 @@
+"""iscsictld in the guest: start it logging into a scenario's directory, stop it.
+
+The daemon runs under its own session (setsid) so nothing it does can signal
+the test runner; ``stop()`` ends it with SIGTERM (sessions stay in the kernel
+unless ``logout=True``) and SIGKILL after a bound.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from iscsictl.ipc import DaemonClient, DaemonError
+
+VENV_BIN = Path(sys.executable).parent
+
+
+class Iscsictld:
+    def __init__(self, log_dir: Path, socket_path: str = "/run/iscsictld.sock") -> None:
+        self.log_path = Path(log_dir) / "iscsictld.log"
+        self.socket_path = socket_path
+        self.proc: subprocess.Popen | None = None
+        self.client = DaemonClient(socket_path, timeout=120)
+
+    def start(self, timeout: float = 15.0, *extra: str) -> None:
+        subprocess.run(["modprobe", "iscsi_tcp"], check=True)
+        log = open(self.log_path, "ab")
+        env = dict(os.environ, ISCSICTL_SOCKET=self.socket_path)
+        self.proc = subprocess.Popen(
+            [str(VENV_BIN / "python"), "-m", "iscsictl.daemon", "-d", *extra],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"iscsictld exited with {self.proc.returncode}: "
+                                   f"{self.log_path.read_text()[-2000:]}")
+            try:
+                self.client.call("ping")
+                return
+            except DaemonError:
+                time.sleep(0.05)
+        raise RuntimeError("iscsictld did not answer within %s s" % timeout)
+
+    def kill9(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
