@@ -14,6 +14,7 @@ twice.  :class:`NegotiatedParameters` is the outcome the kernel needs.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -37,6 +38,8 @@ NOT_UNDERSTOOD = "NotUnderstood"
 IRRELEVANT = "Irrelevant"
 REJECT = "Reject"
 SPECIAL_ANSWERS = (NOT_UNDERSTOOD, IRRELEVANT, REJECT)
+_DECIMAL = re.compile(r"[0-9]{1,64}")  # decimal-constant (§6.1), ASCII digits only
+_HEX = re.compile(r"0[xX][0-9a-fA-F]{1,64}")  # hex-constant (§6.1)
 
 
 class NegotiationError(ISCSIProtocolError):
@@ -53,12 +56,12 @@ def parse_number(kd: KeyDef, text: str) -> int:
     Raises:
         NegotiationError: not a number, or out of range.
     """
-    try:
-        n = int(text[2:], 16) if text[:2] in ("0x", "0X") else int(text, 10)
-        if not text or text[0] in "+- " or text[-1] == " ":
-            raise ValueError
-    except ValueError:
-        raise NegotiationError(kd.name, f"{text!r} is not a number") from None
+    if _DECIMAL.fullmatch(text):
+        n = int(text, 10)
+    elif _HEX.fullmatch(text):
+        n = int(text[2:], 16)
+    else:  # Python's int() would also take '1_000', ' 7', '+7' and non-ASCII digits
+        raise NegotiationError(kd.name, f"{text!r} is not a number")
     if (kd.low is not None and n < kd.low) or (kd.high is not None and n > kd.high):
         raise NegotiationError(kd.name, f"{n} is outside {kd.low}..{kd.high}")
     return n
