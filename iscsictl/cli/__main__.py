@@ -1,0 +1,5 @@
+"""``python -m iscsictl.cli``."""
+
+from .main import main
+
+main()

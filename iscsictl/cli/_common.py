@@ -1,0 +1,139 @@
+"""Helpers shared by the mode modules: the DB, argument checks, the initiator name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import errors as E
+
+DEFAULT_PORT = 3260
+
+
+def open_db(args, o):
+    """The NodeDB of ``--db-root``/``--config-root`` (or the environment, or /etc/iscsi);
+    damaged records and bad values are reported on stderr as they are met."""
+    from ..db.store import NodeDB
+    return NodeDB(args.db_root, args.config_root, warn=o.warn)
+
+
+@dataclass(frozen=True)
+class PortalArg:
+    """A parsed ``-p``: address (no brackets), port (3260 when absent), tpgt (None)."""
+
+    address: str
+    port: int
+    tpgt: int | None
+
+
+def _bad_portal(text: str, why: str) -> E.CliError:
+    return E.CliError(f"invalid portal '{text}': {why}. Expected ip[:port][,tpgt], "
+                      "[ipv6][:port][,tpgt] or hostname[:port]", E.INVAL)
+
+
+def parse_portal_arg(text: str, allow_tag: bool = True) -> PortalArg:
+    """Parse ``-p`` without importing the protocol stack.  Raises CliError (exit 7)."""
+    s = text.strip()
+    if not s:
+        raise _bad_portal(text, "empty")
+    tpgt = None
+    if "," in s:
+        if not allow_tag:
+            raise _bad_portal(text, "a portal group tag is not allowed here")
+        s, _, tag = s.rpartition(",")
+        if not tag.isdigit() or int(tag) > 65535:
+            raise _bad_portal(text, f"portal group tag '{tag}' is not 0..65535")
+        tpgt = int(tag)
+    port_s = ""
+    if s.startswith("["):
+        host, sep, rest = s[1:].partition("]")
+        if not sep:
+            raise _bad_portal(text, "unterminated '['")
+        if rest:
+            if not rest.startswith(":"):
+                raise _bad_portal(text, "junk after ']'")
+            port_s = rest[1:]
+        if not _is_ipv6(host):
+            raise _bad_portal(text, f"'{host}' is not an IPv6 address")
+    elif s.count(":") > 1:
+        host = s
+        if not _is_ipv6(host):
+            raise _bad_portal(text, f"'{host}' is not an address")
+    else:
+        host, _, port_s = s.partition(":")
+        if not host or not all(c.isalnum() or c in "-._" for c in host) \
+                or host[0] in "-." or host[-1] in "-.":
+            raise _bad_portal(text, f"'{host}' is not a host name or address")
+        if all(c.isdigit() or c == "." for c in host) and not _is_ipv4(host):
+            raise _bad_portal(text, f"'{host}' is not an IPv4 address")
+    port = DEFAULT_PORT
+    if port_s or s.endswith(":"):
+        if not port_s.isdigit() or not 0 < int(port_s) <= 65535:
+            raise _bad_portal(text, f"port '{port_s}' is not 1..65535")
+        port = int(port_s)
+    return PortalArg(host, port, tpgt)
+
+
+def _is_ipv4(s: str) -> bool:
+    parts = s.split(".")
+    return len(parts) == 4 and all(p.isdigit() and int(p) <= 255 and len(p) <= 3 for p in parts)
+
+
+def _is_ipv6(s: str) -> bool:
+    import ipaddress
+    try:
+        ipaddress.IPv6Address(s.split("%")[0])
+    except ValueError:
+        return False
+    return True
+
+
+def check_target_name(name: str) -> str:
+    """Validate an IQN/EUI/NAA name for commands that create or contact (exit 7 if bad)."""
+    from ..protocol.names import validate_name
+    try:
+        return validate_name(name)
+    except ValueError as e:
+        raise E.CliError(f"invalid target name '{name}': {e}", E.INVAL) from None
+
+
+def initiator_name(args) -> str:
+    """The initiator name from initiatorname.iscsi (created, as open-iscsi's packaging does,
+    when missing and the directory is writable)."""
+    from ..db.config import ensure_initiator_name, read_initiator_name, resolve_roots
+    root = resolve_roots(args.db_root, args.config_root).config_root
+    cur = read_initiator_name(root)
+    if cur is not None:
+        return cur.name
+    try:
+        return ensure_initiator_name(root).name
+    except OSError as e:
+        raise E.CliError(f"no InitiatorName in {root}/initiatorname.iscsi and cannot create "
+                         f"it: {e.strerror}", E.IDBM) from None
+
+
+def text_values(rec) -> dict:
+    """A record's values as open-iscsi text (what LoginConfig.from_node/from_discovery read)."""
+    out = {}
+    for k in rec.kind.keys:
+        v = rec.values.get(k.name)
+        if v is None:
+            continue
+        out[k.name] = ",".join(v) if k.type == "list" else str(v)
+    return out
+
+
+def daemon_hook(name: str):
+    """The daemon side's implementation of ``name`` in ``cli/session_cmd.py`` (login, logout,
+    loginall, logoutall), or raise 'requires the iscsictld daemon' (exit 27)."""
+    import importlib
+    try:
+        mod = importlib.import_module(f"{__package__}.session_cmd")
+    except ModuleNotFoundError as e:
+        if e.name != f"{__package__}.session_cmd":
+            raise
+        mod = None
+    fn = getattr(mod, name, None) if mod is not None else None
+    if fn is None:
+        raise E.CliError(f"{name.replace('node_', '')} requires the iscsictld daemon, which is "
+                         "not available in this build", E.OP_NOT_SUPP)
+    return fn

@@ -1,0 +1,239 @@
+"""``-m discovery`` and ``-m discoverydb``: SendTargets discovery and discovery records.
+
+* ``-m discovery`` (or discoverydb) alone: ``ip:port via sendtargets`` per record (``-P 1``:
+  the SENDTARGETS / iSNS / STATIC / FIRMWARE tree).
+* ``-m discovery -t st -p PORTAL [-I iface...] [-o op...]``: discover now.  The discovery
+  record is created from iscsid.conf defaults if missing (kept if present: its CHAP and
+  timeouts apply).  Default op NEW|DELETE|UPDATE: found records are added/updated and records
+  of the same source no longer reported are deleted; ``-o nonpersistent`` writes nothing.
+  Prints ``ip:port,tpgt iqn`` per record (``-P 1``: tree).  Nothing found: ``No portals
+  found`` (21).
+* ``-m discoverydb -t st -p PORTAL -o new|delete|update|show``, and ``-D`` to discover with
+  the stored record (``Discovery record [ip,port] not found.``, exit 6, if absent).
+"""
+
+from __future__ import annotations
+
+from . import errors as E
+from ._common import open_db, parse_portal_arg
+from .output import node_json, record_json, tree_lines
+
+_TYPES = {"sendtargets": "sendtargets", "st": "sendtargets", "isns": "isns", "fw": "fw",
+          "slp": "slp", "static": "static"}
+
+
+def _did(args, db_needed=True):
+    from ..db.store import DiscoveryID
+    t = _TYPES.get(args.type or "")
+    if t is None:
+        raise E.CliError(f"discovery type '{args.type}' is not supported "
+                         "(sendtargets | st)", E.UNKNOWN_DISCOVERY_TYPE)
+    if t == "isns":
+        raise E.CliError("iSNS discovery is not supported yet", E.ISNS_UNAVAILABLE)
+    if t != "sendtargets":
+        raise E.CliError(f"discovery type {t} is not supported yet", E.OP_NOT_SUPP)
+    if not args.portal:
+        raise E.CliError("discovery needs -p ip[:port]", E.INVAL)
+    p = parse_portal_arg(args.portal, allow_tag=False)
+    return DiscoveryID("sendtargets", _numeric(p.address), p.port), p
+
+
+def _numeric(host: str) -> str:
+    """A host name resolved to its first address (records are keyed by address)."""
+    if _looks_numeric(host):
+        return host
+    import socket
+    try:
+        infos = socket.getaddrinfo(host, None, socket.AF_UNSPEC, socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise E.CliError(f"cannot resolve host name {host}: {e.strerror}", E.TRANS) from None
+    return infos[0][4][0]
+
+
+def _looks_numeric(host: str) -> bool:
+    return ":" in host or all(c.isdigit() or c == "." for c in host)
+
+
+def run(args, o, mode: str) -> int:
+    if args.login or args.logout:
+        from ._common import daemon_hook
+        return daemon_hook("discovery_login")(args, o)
+    ops = args.op or []
+    for x in ops:
+        if x not in ("new", "delete", "update", "show", "nonpersistent"):
+            raise E.CliError(f"Invalid operation '{x}'", E.INVAL)
+    if args.type is None and args.portal is None:
+        return listing(args, o)
+    if mode == "discoverydb" and not args.discover:
+        return discoverydb_op(args, o, ops)
+    return discover(args, o, ops, from_db=(mode == "discoverydb"))
+
+
+# ---- listing ---------------------------------------------------------------------------
+def listing(args, o) -> int:
+    db = open_db(args, o)
+    dids = db.list_discovery()
+    if o.json:
+        o.emit_json([{"type": d.type, "address": d.address, "port": d.port,
+                      "nodes": [node_json(n) for n in db.discovery_nodes(d)]} for d in dids])
+        return E.SUCCESS if dids else E.NO_OBJS_FOUND
+    if args.print is not None and args.print >= 1:
+        o.lines(_tree(db, dids))
+        return E.SUCCESS
+    if not dids:
+        raise E.CliError("", E.NO_OBJS_FOUND)  # iscsiadm says nothing here
+    o.lines(d.listing() for d in dids)
+    return E.SUCCESS
+
+
+def _tree(db, dids) -> list[str]:
+    out = ["SENDTARGETS:"]
+    for d in dids:
+        if d.type != "sendtargets":
+            continue
+        out.append(f"DiscoveryAddress: {d.address},{d.port}")
+        out.extend(tree_lines(db.discovery_nodes(d)))
+    isns = [d for d in dids if d.type == "isns"]
+    out.append("iSNS:")
+    if not isns:
+        out.append("No targets found.")
+    for d in isns:
+        out.append(f"DiscoveryAddress: {d.address},{d.port}")
+        out.extend(tree_lines(db.discovery_nodes(d)))
+    for title, dtype in (("STATIC:", "static"), ("FIRMWARE:", "fw")):
+        out.append(title)
+        nids = _linked(db, dtype)
+        out.extend(tree_lines(nids) if nids else ["No targets found."])
+    return out
+
+
+def _linked(db, subdir: str) -> list:
+    import os
+    from ..db.store import _parse_link_name
+    d = os.path.join(db.db_root, subdir)
+    try:
+        names = sorted(os.listdir(d))
+    except OSError:
+        return []
+    return sorted(n for n in (_parse_link_name(x) for x in names) if n is not None)
+
+
+# ---- discoverydb -o ... -----------------------------------------------------------------
+def discoverydb_op(args, o, ops) -> int:
+    from ..db.errors import RecordNotFound
+    did, p = _did(args)
+    db = open_db(args, o)
+    op = ops[0] if ops else "show"
+    try:
+        if op == "new":
+            db.create_discovery(did)
+            if o.json:
+                o.emit_json({"added": {"address": did.address, "port": did.port}})
+            else:
+                o.lines([f"New discovery record for [{did.address},{did.port}] added."])
+        elif op == "delete":
+            deleted = db.delete_discovery(did)
+            if o.json:
+                o.emit_json({"deleted": [node_json(n) for n in deleted]})
+        elif op == "update":
+            if args.name is None or args.value is None:
+                raise E.CliError("-o update needs -n name and -v value", E.INVAL)
+            db.update_discovery(did, args.name, args.value)
+        elif op == "show":
+            from ..db.record import format_record
+            rec = db.read_discovery(did)
+            if o.json:
+                o.emit_json(record_json(rec, bool(args.show)))
+            else:
+                o.text(format_record(rec, show_secrets=bool(args.show), version=db.version))
+        else:
+            raise E.CliError(f"discoverydb: operation '{op}' needs -D", E.INVAL)
+    except RecordNotFound as e:  # iscsiadm: exit 6 for a missing discovery record
+        raise E.CliError(f"Discovery record [{did.address},{did.port}] not found.",
+                         E.IDBM) from e
+    return E.SUCCESS
+
+
+# ---- discover ----------------------------------------------------------------------------
+def discover(args, o, ops, from_db: bool) -> int:
+    from ..db.errors import RecordNotFound
+    from ..db.store import NodeID
+    did, p = _did(args)
+    db = open_db(args, o)
+    persistent = "nonpersistent" not in ops
+    try:
+        rec = db.read_discovery(did)
+    except RecordNotFound:
+        if from_db:
+            raise E.CliError(f"Discovery record [{did.address},{did.port}] not found.",
+                             E.IDBM) from None
+        rec = db.create_discovery(did) if persistent else db.new_discovery_record(did)
+    ifaces = args.interface or ["default"]
+    for ifn in ifaces:
+        db.read_iface(ifn)  # unknown iface: RecordNotFound before any traffic
+
+    from ..discovery.sendtargets import DiscoveryPolicy, send_targets
+    from ..protocol.config import LoginConfig
+    from ..transport.errors import RetriesExceeded
+    from ._common import initiator_name, text_values
+    values = text_values(rec)
+    policy = DiscoveryPolicy.from_record(values)
+    try:
+        cfg = LoginConfig.from_discovery(values, initiator_name(args),
+                                         login_timeout=policy.login_timeout,
+                                         auth_timeout=policy.auth_timeout)
+    except ValueError as e:
+        raise E.CliError(f"discovery record {did.address},{did.port}: {e}", E.INVAL) from None
+    try:
+        targets = send_targets(p.address, p.port, cfg, policy, log=o.error)
+    except RetriesExceeded as e:
+        raise E.CliError(
+            f"Could not perform SendTargets discovery: {E.err_to_str(e.exit_code)}",
+            e.exit_code, lines=(str(e),)) from None
+    except Exception as e:
+        code = E.exit_code_of(e)
+        raise E.CliError(f"Could not perform SendTargets discovery: {E.err_to_str(code)}",
+                         code, lines=(str(e),)) from None
+    found = []
+    for t in targets:
+        for portal in t.portals:
+            tpgt = -1 if portal.tpgt is None else portal.tpgt
+            for ifn in ifaces:
+                found.append(NodeID(t.name, portal.address, portal.port, tpgt, ifn))
+    if not found:
+        raise E.CliError("No portals found", E.NO_OBJS_FOUND)
+    result = None
+    if persistent:
+        result = _apply(db, did, found, ops)
+        for nid, err in result.failed:
+            o.error(f"Could not add/update [tcp:[hw=,ip=,net_if=,iscsi_if={nid.iface}] "
+                    f"{nid.address},{nid.port},{nid.tpgt} {nid.target}]: {err}")
+    if o.json:
+        o.emit_json({
+            "discovery": {"type": "sendtargets", "address": did.address, "port": did.port},
+            "persistent": persistent,
+            "nodes": [node_json(n) for n in found],
+            "added": [node_json(n) for n in result.added] if result else [],
+            "updated": [node_json(n) for n in result.updated] if result else [],
+            "deleted": [node_json(n) for n in result.deleted] if result else [],
+        })
+    elif args.print is not None and args.print >= 1:
+        o.lines(tree_lines(found))
+    else:
+        o.lines(n.flat() for n in found)
+    if result is not None and result.failed:
+        return E.IDBM
+    return E.SUCCESS
+
+
+def _apply(db, did, found, ops):
+    """Write a discovery result as iscsiadm's ops say (default new+delete+update)."""
+    want = set(ops) - {"show"} or {"new", "delete", "update"}
+    if not {"new", "update"} <= want:
+        keep = []
+        for nid in found:
+            exists = db.node_exists(nid)
+            if (exists and "update" in want) or (not exists and "new" in want):
+                keep.append(nid)
+        found = keep
+    return db.reconcile_discovery(did, found, delete_stale="delete" in want)

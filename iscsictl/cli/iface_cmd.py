@@ -1,0 +1,106 @@
+"""``-m iface``: list, show, create, update and delete iface records (``default`` and ``iser``
+are built in).
+
+Flat listing ``name transport,hwaddress,ipaddress,netdev,initiatorname`` (``<empty>`` for unset);
+``-P 1``: ``Iface: name`` with the node records bound to it.  ``-o new`` prints ``New interface
+NAME added``, ``-o update`` ``NAME updated.``, ``-o delete`` ``NAME unbound and deleted.``
+(the node records bound to it are deleted too, as iscsiadm does).
+"""
+
+from __future__ import annotations
+
+from . import errors as E
+from ._common import open_db
+from .output import record_json
+
+
+def _e(v) -> str:
+    return str(v) if v not in (None, "") else "<empty>"
+
+
+def run(args, o, mode: str) -> int:
+    ops = args.op or []
+    db = open_db(args, o)
+    op = ops[0] if ops else None
+    if op not in (None, "new", "delete", "update", "show"):
+        raise E.CliError(f"Invalid operation '{op}'", E.INVAL)
+    names = args.interface or []
+    if not names:
+        if op not in (None, "show"):
+            raise E.CliError(f"iface mode: -o {op} needs -I ifacename", E.INVAL)
+        return listing(db, args, o)
+    from ..db.errors import DBError, RecordNotFound
+    rc = E.SUCCESS
+    shown = []
+    for name in names:
+        try:
+            if op == "new":
+                db.create_iface(name)
+                o.json or o.lines([f"New interface {name} added"])
+            elif op == "delete":
+                db.read_iface(name)
+                for nid in db.list_nodes(iface=name):
+                    db.delete_node(nid)
+                db.delete_iface(name)
+                o.json or o.lines([f"{name} unbound and deleted."])
+            elif op == "update":
+                if args.name is None or args.value is None:
+                    raise E.CliError("-o update needs -n name and -v value", E.INVAL)
+                db.update_iface(name, args.name, args.value)
+                o.json or o.lines([f"{name} updated."])
+            else:
+                rec = db.read_iface(name)
+                if o.json:
+                    shown.append(record_json(rec, bool(args.show)))
+                else:
+                    from ..db.record import format_record
+                    o.text(format_record(rec, show_secrets=bool(args.show),
+                                         version=db.version))
+        except RecordNotFound as e:  # iscsiadm: exit 6 for an unknown iface
+            o.error(f"Could not read iface {name}: {e}" if "iface" not in str(e) else str(e))
+            rc = E.IDBM
+        except DBError as e:
+            o.error(str(e))
+            rc = e.exit_code
+    if o.json:
+        o.emit_json(shown if op in (None, "show") else {"op": op, "ifaces": names, "rc": rc})
+    return rc
+
+
+def listing(db, args, o) -> int:
+    from ..db.errors import DBError
+    recs = []
+    for name in db.list_ifaces():
+        try:
+            recs.append(db.read_iface(name))
+        except DBError as e:
+            o.error(str(e))
+    if not recs:
+        raise E.CliError("No interfaces found.", E.NO_OBJS_FOUND)
+    if o.json:
+        o.emit_json([record_json(r, False) for r in recs])
+        return E.SUCCESS
+    if args.print is not None and args.print >= 1:
+        lines = []
+        nodes = db.list_nodes()
+        for r in recs:
+            name = r.values["iface.iscsi_ifacename"]
+            lines.append(f"Iface: {name}")
+            last = None
+            for n in nodes:
+                if n.iface != name:
+                    continue
+                if n.target != last:
+                    lines.append(f"\tTarget: {n.target}")
+                    last = n.target
+                lines.append(f"\t\tPortal: {n.portal},{n.tpgt}")
+        o.lines(lines)
+        return E.SUCCESS
+    lines = []
+    for r in recs:
+        v = r.values
+        lines.append(f"{v['iface.iscsi_ifacename']} {_e(v.get('iface.transport_name'))},"
+                     f"{_e(v.get('iface.hwaddress'))},{_e(v.get('iface.ipaddress'))},"
+                     f"{_e(v.get('iface.net_ifacename'))},{_e(v.get('iface.initiatorname'))}")
+    o.lines(lines)
+    return E.SUCCESS

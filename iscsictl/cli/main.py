@@ -1,0 +1,185 @@
+"""``iscsictl``: parser, dispatch, and the only ``sys.exit``.
+
+Options are iscsiadm's (letters and long names); ``-m MODE`` selects the mode module
+(``discovery_cmd``, ``node_cmd``, ``iface_cmd``, ``session_cmd``), imported only when used so
+that a ``-m node`` listing never loads the protocol stack.  Each mode accepts iscsiadm's
+letters for it (``mode_paras``); another letter gives ``MODE mode: option '-X' is not
+allowed/supported`` (exit 7).  Typed errors carry their exit code; :func:`run` maps them and
+prints ``iscsictl: <message>`` on stderr; nothing escapes as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import errors as E
+from .output import Output
+
+#: mode -> (module, option letters iscsiadm allows in it)
+MODES = {
+    "discovery": ("discovery_cmd", "DSIPdmntplov"),
+    "discoverydb": ("discovery_cmd", "DSIPdmntplovuL"),
+    "node": ("node_cmd", "RsPIdmlSonvupTULW"),
+    "session": ("session_cmd", "PiRdrmusonuSv"),
+    "iface": ("iface_cmd", "HIdnvmPoCabci"),
+    "host": (None, "CHdmPotnvxA"),
+    "fw": (None, "dmlWnv"),
+}
+MODE_ALIASES = {"discoverydb": "discoverydb", "sendtargets": "discovery"}
+
+#: option table: (letter, long name, argparse kwargs, help)
+OPTIONS = (
+    ("m", "mode", dict(metavar="MODE"), "discovery | discoverydb | node | session | iface"),
+    ("t", "type", dict(metavar="TYPE"), "discovery type: sendtargets (st)"),
+    ("p", "portal", dict(metavar="IP[:PORT][,TPGT]"), "portal: ip[:port], [v6]:port, host"),
+    ("T", "targetname", dict(metavar="IQN"), "target name"),
+    ("I", "interface", dict(metavar="IFACE", action="append"), "iface name (repeatable)"),
+    ("o", "op", dict(metavar="OP", action="append"),
+     "new | delete | update | show | nonpersistent (repeatable)"),
+    ("n", "name", dict(metavar="KEY"), "record key for -o update"),
+    ("v", "value", dict(metavar="VALUE"), "value for -o update"),
+    ("P", "print", dict(metavar="LEVEL", type=int), "print level (0, 1)"),
+    ("S", "show", dict(action="store_true", default=None), "show secrets in -o show"),
+    ("d", "debug", dict(metavar="LEVEL", type=int), "debug level"),
+    ("D", "discover", dict(action="store_true", default=None),
+     "discoverydb: run discovery with the record's settings"),
+    ("l", "login", dict(action="store_true", default=None), "log in (needs iscsictld)"),
+    ("u", "logout", dict(action="store_true", default=None), "log out (needs iscsictld)"),
+    ("L", "loginall", dict(metavar="all|manual|automatic|onboot"), "log in all (iscsictld)"),
+    ("U", "logoutall", dict(metavar="all|manual|automatic|onboot"), "log out all (iscsictld)"),
+    ("r", "sid", dict(metavar="SID"), "session id (session mode)"),
+    ("R", "rescan", dict(action="store_true", default=None), "rescan (session mode)"),
+    ("s", "stats", dict(action="store_true", default=None), "statistics (session mode)"),
+    ("W", "no_wait", dict(action="store_true", default=None), "do not wait (login)"),
+)
+LONG_ONLY = (
+    ("json", dict(action="store_true"), "JSON output"),
+    ("db-root", dict(metavar="DIR"), "node DB root (default $ISCSICTL_DB_ROOT or /etc/iscsi)"),
+    ("config-root", dict(metavar="DIR"),
+     "iscsid.conf/initiatorname.iscsi dir (default $ISCSICTL_CONFIG_ROOT or /etc/iscsi)"),
+    ("probe", dict(action="store_true"),
+     "node mode: log in from userspace and list the LUNs (no kernel, no root)"),
+)
+
+USAGE = """\
+iscsictl -m discoverydb [-hV] [-d debug_level] [-P printlevel] [-t type -p ip:port -I ifaceN ... [-Dl]] | [[-p ip:port -t type] [-o operation] [-n name] [-v value] [-lD]]
+iscsictl -m discovery [-hV] [-d debug_level] [-P printlevel] [-t type -p ip:port -I ifaceN ... [-l]] | [[-p ip:port] [-l | -D]]
+iscsictl -m node [-hV] [-d debug_level] [-P printlevel] [-L all,manual,automatic,onboot] [-U all,manual,automatic,onboot] [-S] [[-T targetname -p ip:port -I ifaceN] [-l | -u | -R | -s]] [[-o operation ] [-n name] [-v value]] [--probe]
+iscsictl -m session [-hV] [-d debug_level] [-P printlevel] [-r sessionid | sysfsdir [-R | -u | -s] [-o operation] [-n name] [-v value]]
+iscsictl -m iface [-hV] [-d debug_level] [-P printlevel] [-I ifacename] [[-o operation ] [-n name] [-v value]]
+common: [--json] [--db-root DIR] [--config-root DIR]"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse would exit 2: iscsiadm says 7 (ISCSI_ERR_INVAL)
+        raise E.CliError(message, E.INVAL)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The option parser (no subcommands: ``-m`` is an option, as in iscsiadm)."""
+    p = _Parser(prog="iscsictl", add_help=False, usage=USAGE,
+                description="iSCSI administration utility (iscsiadm-compatible).",
+                allow_abbrev=False)
+    for letter, long, kw, hlp in OPTIONS:
+        kw = dict(kw)
+        kw.setdefault("default", None)
+        p.add_argument(f"-{letter}", f"--{long.replace('_', '-')}", dest=long, help=hlp, **kw)
+    for long, kw, hlp in LONG_ONLY:
+        p.add_argument(f"--{long}", dest=long.replace("-", "_"), help=hlp, **kw)
+    p.add_argument("-h", "--help", action="store_true", help="this help")
+    p.add_argument("-V", "--version", action="store_true", help="print the version")
+    return p
+
+
+def mode_help(mode: str) -> str:
+    """Help text for one mode: its usage line and the options it accepts."""
+    _, letters = MODES[mode]
+    lines = [f"usage (mode {mode}):"]
+    lines += [u for u in USAGE.splitlines() if u.startswith(f"iscsictl -m {mode} ")]
+    lines.append("options:")
+    for letter, long, _kw, hlp in OPTIONS:
+        if letter in letters:
+            lines.append(f"  -{letter}, --{long.replace('_', '-'):<12} {hlp}")
+    for long, _kw, hlp in LONG_ONLY:
+        if long != "probe" or mode == "node":
+            lines.append(f"  --{long:<16} {hlp}")
+    return "\n".join(lines) + "\n"
+
+
+def _check_letters(args, mode: str) -> None:
+    _, letters = MODES[mode]
+    for letter, long, _kw, _h in OPTIONS:
+        if getattr(args, long) is not None and letter not in letters and letter != "m":
+            raise E.CliError(f"{mode} mode: option '-{letter}' is not allowed/supported",
+                             E.INVAL)
+    if args.probe and mode != "node":
+        raise E.CliError(f"{mode} mode: option '--probe' is not allowed/supported", E.INVAL)
+
+
+def run(argv: list[str] | None = None, out: Output | None = None) -> int:
+    """Parse ``argv`` and run the command; the exit code (never raises for expected errors)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    o = out or Output()
+    try:
+        args = build_parser().parse_args(argv)
+        o.json = bool(args.json)
+        if args.version:
+            from .. import __version__
+            o.lines([f"iscsictl version {__version__}"])
+            return E.SUCCESS
+        mode = args.mode
+        if mode is not None and mode not in MODES:
+            raise E.CliError(f"mode {mode} is not yet supported", E.INVAL)
+        if args.help:
+            o.text(mode_help(mode) if mode else build_parser().format_help())
+            return E.SUCCESS
+        if mode is None:
+            o.text(build_parser().format_usage())
+            raise E.CliError("no mode specified (-m discovery|discoverydb|node|session|iface)",
+                             E.INVAL)
+        _check_letters(args, mode)
+        modname = MODES[mode][0]
+        module = None
+        if modname is not None:
+            try:
+                module = importlib.import_module(f"{__package__}.{modname}")
+            except ModuleNotFoundError as e:
+                if e.name != f"{__package__}.{modname}":
+                    raise
+        if module is None:
+            raise E.CliError(f"-m {mode} is not supported yet", E.OP_NOT_SUPP)
+        return module.run(args, o, mode)
+    except E.CliError as e:
+        for line in e.lines:
+            o.error(line)
+        if str(e):
+            o.error(str(e))
+        return e.exit_code
+    except KeyboardInterrupt:
+        o.error("interrupted")
+        return 130
+    except BrokenPipeError:
+        return E.ERR
+    except Exception as e:  # typed errors of db/, transport/, protocol/
+        code = E.exit_code_of(e)
+        if code == E.ERR:
+            o.error(f"unexpected error: {type(e).__name__}: {e}")
+        else:
+            o.error(str(e))
+        return code
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run and exit with the code."""
+    code = run(argv)
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        pass
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""``-m node``: list, show, create, update and delete node records; ``--probe`` a target from
+userspace.  Login/logout (``-l``, ``-u``, ``-L``, ``-U``) are the daemon's
+(``session_cmd.node_login`` ... hooks).
+
+iscsiadm's behaviour kept: no filter and no op lists records (``ip:port,tpgt iqn``, ``-P 1``
+tree); a filter (``-T``/``-p``/``-I``) without an op shows the full records; ``-p`` without a
+port means 3260; ``-o new`` prints ``New iSCSI node [...] added``; ``-o update`` refuses lookup
+keys and iface keys (exit 7); nothing matched gives ``No records found`` (exit 21).
+"""
+
+from __future__ import annotations
+
+from . import errors as E
+from ._common import check_target_name, daemon_hook, open_db, parse_portal_arg
+from .output import node_json, record_json, tree_lines
+
+
+def _filters(args) -> dict:
+    f: dict = {}
+    if args.targetname is not None:
+        f["target"] = args.targetname
+    if args.portal is not None:
+        p = parse_portal_arg(args.portal)
+        f["address"], f["port"] = p.address, p.port
+        if p.tpgt is not None:
+            f["tpgt"] = p.tpgt
+    return f
+
+
+def _matching(db, args) -> list:
+    f = _filters(args)
+    ifaces = args.interface or [None]
+    out = []
+    for ifn in ifaces:
+        out.extend(db.list_nodes(iface=ifn, **f))
+    return sorted(set(out), key=lambda n: (n.target, n.portal_dir, n.iface))
+
+
+def _no_records() -> E.CliError:
+    return E.CliError("No records found", E.NO_OBJS_FOUND)
+
+
+def run(args, o, mode: str) -> int:
+    ops = args.op or []
+    if args.login or args.logout or args.loginall or args.logoutall or args.rescan \
+            or args.stats:
+        name = ("node_login" if args.login else "node_logout" if args.logout else
+                "node_loginall" if args.loginall else "node_logoutall" if args.logoutall else
+                "node_rescan" if args.rescan else "node_stats")
+        return daemon_hook(name)(args, o)
+    if args.probe:
+        return probe(args, o)
+    unknown = [x for x in ops if x not in ("new", "delete", "update", "show", "nonpersistent")]
+    if unknown:
+        raise E.CliError(f"Invalid operation '{unknown[0]}'", E.INVAL)
+    if len(set(ops)) > 1:
+        raise E.CliError("only one operation (-o) at a time in node mode", E.INVAL)
+    op = ops[0] if ops else None
+    db = open_db(args, o)
+    if op == "new":
+        return op_new(db, args, o)
+    if op == "delete":
+        return op_delete(db, args, o)
+    if op == "update":
+        return op_update(db, args, o)
+    has_filter = any(x is not None for x in (args.targetname, args.portal, args.interface))
+    if op == "show" or has_filter:
+        return op_show(db, args, o)
+    return listing(db, args, o)
+
+
+def listing(db, args, o) -> int:
+    nids = db.list_nodes()
+    if not nids:
+        raise _no_records()
+    if o.json:
+        o.emit_json([node_json(n) for n in nids])
+    elif args.print is not None and args.print >= 1:
+        o.lines(tree_lines(nids))
+    else:
+        o.lines(n.flat() for n in nids)
+    return E.SUCCESS
+
+
+def op_show(db, args, o) -> int:
+    from ..db.errors import DBError
+    from ..db.record import format_record
+    nids = _matching(db, args)
+    if not nids:
+        raise _no_records()
+    recs, rc = [], E.SUCCESS
+    for nid in nids:
+        try:
+            recs.append(db.read_node(nid))
+        except DBError as e:
+            o.error(str(e))
+            rc = e.exit_code
+    if o.json:
+        o.emit_json([record_json(r, bool(args.show)) for r in recs])
+    else:
+        o.text("".join(format_record(r, show_secrets=bool(args.show), version=db.version)
+                       for r in recs))
+    return rc
+
+
+def op_new(db, args, o) -> int:
+    if not args.targetname or not args.portal:
+        raise E.CliError("node mode: -o new needs -T targetname and -p ip[:port][,tpgt]",
+                         E.INVAL)
+    target = check_target_name(args.targetname)
+    p = parse_portal_arg(args.portal)
+    tpgt = -1 if p.tpgt is None else p.tpgt
+    created = []
+    for ifn in args.interface or ["default"]:
+        rec = db.create_node(target, p.address, p.port, tpgt, ifn, overwrite=True)
+        v = rec.values
+        msg = (f"New iSCSI node [{v['iface.transport_name']}:[hw={v['iface.hwaddress']},"
+               f"ip={v['iface.ipaddress']},net_if={v['iface.net_ifacename']},"
+               f"iscsi_if={ifn}] {p.address},{p.port},{tpgt} {target}] added")
+        created.append({"target": target, "address": p.address, "port": p.port,
+                        "tpgt": tpgt, "iface": ifn})
+        if not o.json:
+            o.lines([msg])
+    if o.json:
+        o.emit_json({"added": created})
+    return E.SUCCESS
+
+
+def op_delete(db, args, o) -> int:
+    from ..db.errors import DBError
+    nids = _matching(db, args)
+    if not nids:
+        raise _no_records()
+    rc = E.SUCCESS
+    done = []
+    for nid in nids:
+        try:
+            db.delete_node(nid)
+            done.append(node_json(nid))
+        except DBError as e:
+            o.error(str(e))
+            rc = e.exit_code
+    if o.json:
+        o.emit_json({"deleted": done})
+    return rc
+
+
+def op_update(db, args, o) -> int:
+    from ..db.errors import DBError
+    if args.name is None or args.value is None:
+        raise E.CliError("-o update needs -n name and -v value", E.INVAL)
+    nids = _matching(db, args)
+    if not nids:
+        raise _no_records()
+    rc = E.SUCCESS
+    done = []
+    for nid in nids:
+        try:
+            db.update_node(nid, args.name, args.value)
+            done.append(node_json(nid))
+        except DBError as e:
+            o.error(str(e))
+            rc = rc or e.exit_code
+    if rc:
+        raise E.CliError("Could not execute operation on all records: " + E.err_to_str(rc), rc)
+    if o.json:
+        o.emit_json({"updated": done})
+    return rc
+
+
+def probe(args, o) -> int:
+    """``--probe``: log in from userspace to each matching record (or to -T at -p when no
+    record exists), list LUNs, log out."""
+    from ..db.errors import DBError, RecordNotFound
+    from ._common import initiator_name, text_values
+    if not args.targetname or not args.portal:
+        raise E.CliError("--probe needs -T targetname and -p ip[:port]", E.INVAL)
+    target = check_target_name(args.targetname)
+    p = parse_portal_arg(args.portal)
+    db = open_db(args, o)
+    values = None
+    try:
+        nids = _matching(db, args)
+    except DBError:
+        nids = []
+    for nid in nids:
+        try:
+            values = text_values(db.read_node(nid))
+            break
+        except (RecordNotFound, DBError) as e:
+            o.error(str(e))
+    if values is None:
+        if "nonpersistent" not in (args.op or []):
+            raise E.CliError(f"No records found for target {target} portal "
+                             f"{args.portal}; create one with -o new, or add -o nonpersistent "
+                             "to probe with the defaults", E.NO_OBJS_FOUND)
+        values = {"node.name": target}
+    from ..protocol.config import LoginConfig
+    from ..transport.probe import probe as do_probe
+    cfg = LoginConfig.from_node(values, initiator_name(args))
+    res = do_probe(p.address, p.port, cfg, timeout=cfg.login_timeout, warn=o.warn)
+    if o.json:
+        o.emit_json(res.to_json())
+    else:
+        from .output import probe_lines
+        o.lines(probe_lines(res))
+    return E.SUCCESS

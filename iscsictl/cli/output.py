@@ -1,0 +1,104 @@
+"""Text and JSON rendering for the CLI: nothing but formatting and writing."""
+
+from __future__ import annotations
+
+import sys
+from typing import Iterable
+
+
+class Output:
+    """Writes results to ``out`` (stdout) and diagnostics to ``err`` (stderr, ``iscsictl: ``
+    prefix, as iscsiadm's log_error/log_warning).  ``json`` selects JSON results."""
+
+    PREFIX = "iscsictl: "
+
+    def __init__(self, out=None, err=None, json: bool = False):
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.json = json
+
+    def lines(self, lines: Iterable[str]) -> None:
+        """Write text lines (each newline-terminated)."""
+        text = "\n".join(lines)
+        if text:
+            self.out.write(text + "\n")
+
+    def text(self, text: str) -> None:
+        """Write text as is (already newline-terminated)."""
+        self.out.write(text)
+
+    def error(self, msg: str) -> None:
+        """One diagnostic line on stderr."""
+        self.err.write(self.PREFIX + msg + "\n")
+
+    warn = error
+
+    def emit_json(self, obj) -> None:
+        import json
+        self.out.write(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def node_json(nid) -> dict:
+    """A NodeID as JSON: target, address, port, tpgt, iface, portal (``ip:port``)."""
+    return {"target": nid.target, "address": nid.address, "port": nid.port,
+            "tpgt": nid.tpgt, "iface": nid.iface, "portal": nid.portal}
+
+
+def record_json(rec, show_secrets: bool = False) -> dict:
+    """A Record as a ``{key: text}`` dict in file order, masked like ``-o show`` unless
+    ``show_secrets``; hidden keys omitted, empty values as ``""``."""
+    out = {}
+    for k in rec.kind.keys:
+        if k.hidden or k.name not in rec.values:
+            continue
+        v = rec.values[k.name]
+        s = ",".join(v) if k.type == "list" else str(v)
+        if k.secret and s and not show_secrets:
+            s = "********"
+        out[k.name] = s
+    return out
+
+
+def tree_lines(nids) -> list[str]:
+    """``-P 1`` tree of NodeIDs: ``Target:`` on change, then Portal and Iface Name lines."""
+    out, last = [], None
+    for n in nids:
+        if n.target != last:
+            out.append(f"Target: {n.target}")
+            last = n.target
+        out.append(f"\tPortal: {n.portal},{n.tpgt}")
+        out.append(f"\t\tIface Name: {n.iface}")
+    return out
+
+
+def human_size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit, div in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= div:
+            return f"{n / div:.1f} {unit}"
+    return f"{n} B"
+
+
+def probe_lines(res) -> list[str]:
+    """A readable table of a ProbeResult."""
+    out = [f"Target: {res.target}", f"Portal: {res.portal}", f"TSIH: {res.tsih}",
+           "Negotiated: " + ", ".join(f"{k}={v}" for k, v in sorted(res.negotiated.items())
+                                      if k in ("HeaderDigest", "DataDigest",
+                                               "MaxRecvDataSegmentLength",
+                                               "MaxBurstLength", "FirstBurstLength")), ""]
+    rows = [("LUN", "Type", "Vendor", "Product", "Rev", "Serial", "Size", "Blocks x Size")]
+    for lun in res.luns:
+        bs = f"{lun.blocks} x {lun.block_size}" if lun.blocks is not None else "-"
+        rows.append((str(lun.lun), lun.device_type or "-", lun.vendor or "-",
+                     lun.product or "-", lun.revision or "-", lun.serial or "-",
+                     human_size(lun.size_bytes), bs))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        out.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    for lun in res.luns:
+        for d in lun.designators:
+            out.append(f"LUN {lun.lun} id: {d}")
+        for what, msg in lun.errors.items():
+            out.append(f"LUN {lun.lun} {what}: {msg}")
+    return out

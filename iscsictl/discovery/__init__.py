@@ -1,0 +1,1 @@
+"""Target discovery: SendTargets over TCP (``sendtargets``)."""

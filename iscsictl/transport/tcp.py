@@ -1,0 +1,303 @@
+"""A small blocking TCP shell around the sans-I/O machines (discovery, userspace probe).
+
+Everything iSCSI is decided in :mod:`iscsictl.protocol`; this module only moves bytes with
+deadlines and maps failures to the typed errors of :mod:`.errors`:
+
+* :meth:`Connection.open` resolves ``host`` with getaddrinfo (IPv4, IPv6, host names) and
+  connects to each address in turn within ``timeout`` seconds;
+* :meth:`Connection.login` drives a :class:`~iscsictl.protocol.login.LoginMachine`, reading
+  exactly :meth:`~LoginMachine.needed` bytes, with the machine's own deadline (login_timeout,
+  then auth_timeout in the security stage);
+* :func:`login` follows redirects (status class 1), at most ``max_redirects`` times;
+* :meth:`Connection.text`, :meth:`Connection.scsi` and :meth:`Connection.logout` run in full
+  feature phase with the negotiated digests.
+
+No state outlives the socket; no sleeping or retrying here (see
+:mod:`iscsictl.discovery.sendtargets` for open-iscsi's reopen policy).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+from ..protocol.chap import AuthenticationError
+from ..protocol.config import LoginConfig
+from ..protocol.constants import LoginStatus
+from ..protocol.errors import ISCSIProtocolError
+from ..protocol.framing import PDUReader
+from ..protocol.login import (LoginMachine, LoginRedirect, LoginRejected, LoginSuccess,
+                              LoginTimeout)
+from ..protocol.names import ISIDAllocator
+from ..protocol.pdu import NOPIn, decode_pdu
+from ..protocol.scsi import CommandSession, ScsiResult
+from ..protocol.session import LogoutExchange, LogoutResult, nop_out_reply
+from ..protocol.text_exchange import TextExchange
+from .errors import (ConnectError, ConnectionClosed, FatalLoginError, LoginAuthFailed,
+                     LoginFailed, ProtocolFailure, RetryableLoginError,
+                     TransportTimeout)
+
+__all__ = ["Connection", "login", "new_isid", "DEFAULT_MAX_REDIRECTS"]
+
+DEFAULT_MAX_REDIRECTS = 8
+_AUTH_STATUSES = (LoginStatus.AUTHENTICATION_FAILURE, LoginStatus.AUTHORIZATION_FAILURE)
+_RECV_CHUNK = 1 << 16
+
+
+def new_isid() -> bytes:
+    """A random-format ISID (RFC 7143 §11.12.5) for a userspace session."""
+    return ISIDAllocator().allocate().to_bytes()
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a connection went: the host as asked, the numeric address, the port."""
+
+    host: str
+    address: str
+    port: int
+
+    def __str__(self) -> str:
+        a = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{a}:{self.port}"
+
+
+class Connection:
+    """One TCP connection to a target portal (blocking, deadline-bound reads).
+
+    Created by :meth:`open`; logged in by :meth:`login`; then :meth:`text`, :meth:`scsi`,
+    :meth:`logout`; :meth:`close` always (also a context manager).
+    """
+
+    def __init__(self, sock: socket.socket, endpoint: Endpoint):
+        self.sock = sock
+        self.endpoint = endpoint
+        self.success: LoginSuccess | None = None
+        self._reader: PDUReader | None = None
+        self._hd = self._dd = False
+        self._cmds: CommandSession | None = None
+        self._itt = 0x10
+
+    # ---- connect ---------------------------------------------------------------------
+    @classmethod
+    def open(cls, host: str, port: int, timeout: float) -> "Connection":
+        """Connect to ``host``:``port`` (every getaddrinfo address in turn) within ``timeout``
+        seconds in all.  Raises ConnectError (refused, unreachable, unresolvable: exit 4) or
+        TransportTimeout (exit 8)."""
+        deadline = time.monotonic() + timeout
+        try:
+            infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
+                                       socket.IPPROTO_TCP)
+        except socket.gaierror as e:
+            raise ConnectError(host, f"cannot resolve host name ({e.strerror})") from None
+        last: Exception | None = None
+        for family, stype, proto, _, addr in infos:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            sock = socket.socket(family, stype, proto)
+            try:
+                sock.settimeout(left)
+                sock.connect(addr)
+            except socket.timeout:
+                sock.close()
+                last = TransportTimeout(f"cannot make connection to {addr[0]}: "
+                                        "Connection timed out")
+                continue
+            except OSError as e:
+                sock.close()
+                last = ConnectError(addr[0], e.strerror or str(e))
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return cls(sock, Endpoint(host, addr[0], port))
+        if last is None:
+            last = TransportTimeout(f"cannot make connection to {host}: Connection timed out")
+        raise last
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- raw reads -------------------------------------------------------------------
+    def _recv(self, n: int, deadline: float, what: str) -> bytes:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TransportTimeout(f"{what}: timed out")
+        self.sock.settimeout(left)
+        try:
+            data = self.sock.recv(n)
+        except socket.timeout:
+            raise TransportTimeout(f"{what}: timed out") from None
+        except OSError as e:
+            raise ConnectionClosed(f"{what}: {e.strerror or e}") from None
+        if not data:
+            raise ConnectionClosed(f"{what}: connection closed by the target "
+                                   f"{self.endpoint}")
+        return data
+
+    def _send(self, data: bytes, what: str) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError as e:
+            raise ConnectionClosed(f"{what}: {e.strerror or e}") from None
+
+    # ---- login -----------------------------------------------------------------------
+    def login(self, config: LoginConfig, isid: bytes | None = None, *, itt: int = 0,
+              warn=None) -> LoginSuccess | LoginRedirect:
+        """Log in on this connection.  Returns LoginSuccess (then full feature phase) or
+        LoginRedirect.  Raises LoginAuthFailed (24), FatalLoginError (19), LoginFailed (5),
+        TransportTimeout (8), ConnectionClosed (4)."""
+        m = LoginMachine(config, isid=isid or new_isid(), itt=itt, rng=os.urandom, warn=warn)
+        what = f"login to {self.endpoint}"
+        try:
+            m.start(time.monotonic())
+            self._send(m.data_to_send(), what)
+            outcome = None
+            while outcome is None:
+                deadline = m.deadline if m.deadline is not None \
+                    else time.monotonic() + config.login_timeout
+                try:
+                    chunk = self._recv(max(1, m.needed()), deadline, what)
+                except TransportTimeout:
+                    try:
+                        m.check_timeout(time.monotonic())
+                    except LoginTimeout as e:
+                        raise TransportTimeout(f"{what}: {e}") from None
+                    raise
+                outcome = m.receive_data(chunk, time.monotonic())
+                out = m.data_to_send()
+                if out:
+                    self._send(out, what)
+        except AuthenticationError as e:
+            raise LoginAuthFailed(f"{what}: authentication failed: {e}") from None
+        except ISCSIProtocolError as e:
+            raise LoginFailed(f"{what}: {e}") from None
+        except ValueError as e:  # bad configuration (e.g. empty CHAP secret)
+            raise LoginFailed(f"{what}: {e}") from None
+        if isinstance(outcome, LoginRejected):
+            msg = f"{what}: {outcome.message}"
+            if outcome.status in _AUTH_STATUSES:
+                raise LoginAuthFailed(msg)
+            if not outcome.retryable:
+                raise FatalLoginError(msg)
+            raise RetryableLoginError(msg)
+        if isinstance(outcome, LoginSuccess):
+            self.success = outcome
+            p = outcome.params
+            self._hd, self._dd = bool(p.header_digest), bool(p.data_digest)
+            self._reader = PDUReader(self._hd, self._dd,
+                                     max_data_segment_length=p.max_recv_data_segment_length)
+            self._cmds = CommandSession(outcome.cmdsn, outcome.exp_statsn, outcome.max_cmdsn)
+        return outcome
+
+    # ---- full feature phase ------------------------------------------------------------
+    def _next_itt(self) -> int:
+        self._itt += 1
+        return self._itt
+
+    def _pdus(self, deadline: float, what: str):
+        """Yield target PDUs until the caller stops; answers NOP-In pings on the way."""
+        assert self._reader is not None and self._cmds is not None
+        while True:
+            try:
+                for raw in self._reader.pdus():
+                    pdu = decode_pdu(raw)
+                    if isinstance(pdu, NOPIn):
+                        if pdu.ttt != 0xFFFFFFFF:
+                            self._send(nop_out_reply(pdu, self._cmds.cmdsn,
+                                                     self._cmds.exp_statsn
+                                                     ).encode(self._hd, self._dd), what)
+                        continue
+                    yield pdu
+            except ISCSIProtocolError as e:
+                raise ProtocolFailure(f"{what}: {e}") from None
+            self._reader.feed(self._recv(_RECV_CHUNK, deadline, what))
+
+    def text(self, pairs: list[tuple[str, str]], timeout: float,
+             max_response_bytes: int = 16 << 20) -> list[tuple[str, str]]:
+        """One Text Request/Response exchange (with continuation); the response pairs.
+        ``timeout``: seconds for the whole exchange (open-iscsi's active_timeout)."""
+        assert self._cmds is not None and self.success is not None
+        cs = self._cmds
+        ex = TextExchange(pairs, itt=self._next_itt(), cmdsn=cs.cmdsn, exp_statsn=cs.exp_statsn,
+                          max_send_segment=self.success.params.max_xmit_data_segment_length,
+                          max_response_bytes=max_response_bytes)
+        what = f"text exchange with {self.endpoint}"
+        ex.start()
+        self._send(ex.data_to_send(self._hd, self._dd), what)
+        deadline = time.monotonic() + timeout
+        try:
+            for pdu in self._pdus(deadline, what):
+                res = ex.receive_pdu(pdu)
+                out = ex.data_to_send(self._hd, self._dd)
+                if out:
+                    self._send(out, what)
+                if res is not None:
+                    break
+        except ISCSIProtocolError as e:
+            raise ProtocolFailure(f"{what}: {e}") from None
+        cs.cmdsn, cs.exp_statsn = ex.cmdsn, ex.exp_statsn
+        return res
+
+    def scsi(self, lun: int, cdb: bytes, read_length: int, timeout: float) -> ScsiResult:
+        """Run one read-type SCSI command; its result (status, data, sense)."""
+        assert self._cmds is not None
+        what = f"SCSI command to {self.endpoint} LUN {lun}"
+        itt, pdu = self._cmds.command(lun, cdb, read_length)
+        self._send(pdu.encode(self._hd, self._dd), what)
+        deadline = time.monotonic() + timeout
+        try:
+            for p in self._pdus(deadline, what):
+                done = self._cmds.receive_pdu(p)
+                if done is not None and done[0] == itt:
+                    return done[1]
+        except ISCSIProtocolError as e:
+            raise ProtocolFailure(f"{what}: {e}") from None
+        raise ProtocolFailure(f"{what}: no response")  # pragma: no cover
+
+    def logout(self, timeout: float) -> LogoutResult:
+        """Logout (close the session).  Raises ProtocolFailure, TransportTimeout,
+        ConnectionClosed."""
+        assert self._cmds is not None
+        cs = self._cmds
+        lo = LogoutExchange(itt=self._next_itt(), cmdsn=cs.cmdsn, exp_statsn=cs.exp_statsn)
+        what = f"logout from {self.endpoint}"
+        self._send(lo.request.encode(self._hd, self._dd), what)
+        deadline = time.monotonic() + timeout
+        try:
+            for p in self._pdus(deadline, what):
+                return lo.receive_pdu(p)
+        except ISCSIProtocolError as e:
+            raise ProtocolFailure(f"{what}: {e}") from None
+        raise ProtocolFailure(f"{what}: no response")  # pragma: no cover
+
+
+def login(host: str, port: int, config: LoginConfig, *, isid: bytes | None = None,
+          max_redirects: int = DEFAULT_MAX_REDIRECTS, warn=None) -> Connection:
+    """Connect and log in, following at most ``max_redirects`` redirects.  The connect timeout
+    is ``config.login_timeout``.  Returns a logged-in Connection (close it).  Raises the
+    errors of :meth:`Connection.open` and :meth:`Connection.login`; LoginFailed when the
+    redirect limit is passed."""
+    isid = isid or new_isid()
+    for _ in range(max_redirects + 1):
+        conn = Connection.open(host, port, config.login_timeout)
+        try:
+            out = conn.login(config, isid, warn=warn)
+        except BaseException:
+            conn.close()
+            raise
+        if isinstance(out, LoginSuccess):
+            return conn
+        conn.close()
+        host, port = out.portal.address, out.portal.port
+    raise LoginFailed(f"login: more than {max_redirects} redirects (last to {host}:{port})")
