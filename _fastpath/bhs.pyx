@@ -93,7 +93,7 @@ cdef class BHS:
     # -- values assigned from Python ---------------------------------------
     cdef bint _fits(self, str name, object value, object limit):
         """True when ``value`` fits; otherwise it is remembered as given."""
-        if type(value) is int or type(value) is bool:
+        if isinstance(value, int):  # int, bool, IntEnum (Opcode...)
             if 0 <= value <= limit:
                 if self._odd is not None and name in self._odd:
                     del self._odd[name]
@@ -193,7 +193,7 @@ cdef class BHS:
         ok = type(value) is tuple and len(value) == 7
         if ok:
             for v in value:
-                if not ((type(v) is int or type(v) is bool) and 0 <= v <= 0xFFFFFFFF):
+                if not (isinstance(v, int) and 0 <= v <= 0xFFFFFFFF):
                     ok = False
                     break
         if ok:

@@ -73,6 +73,14 @@ def test_encode_out_of_range(impl, field, value):
     impl.bhs.encode_bhs(b)  # back in range: encodes again
 
 
+def test_int_enum_values(impl):
+    from iscsictl.protocol.constants import Opcode
+
+    b = impl.bhs.BHS(Opcode.NOP_IN, flags=0x80)
+    assert b.opcode == 0x20
+    assert impl.bhs.encode_bhs(b)[:2] == b"\x20\x80"
+
+
 def test_raw_pdu(impl):
     b = impl.bhs.BHS(1)
     raw = impl.bhs.RawPDU(b, bytes(48), b"", b"abc")
