@@ -20,7 +20,7 @@ from .errors import ISCSIProtocolError
 from .names import validate_name
 from .pdu import PDU, Reject, TextRequest, TextResponse
 from .portal import Portal, PortalError, parse_target_address
-from .text import TextAssembler, TextPairs, decode_text, encode_text
+from .text import TextAssembler, TextFormatError, TextPairs, decode_text, encode_text
 
 __all__ = [
     "DiscoveredTarget",
@@ -77,6 +77,9 @@ class TextExchange:
         self._segments = [encode_text(pairs)[i:i + max_send_segment]
                           for i in range(0, len(encode_text(pairs)), max_send_segment)] or [b""]
         self._assembler = TextAssembler(max_response_bytes)
+        self._max_response_bytes = max_response_bytes
+        self._received = 0  # response bytes so far, over every PDU of the exchange
+        self._complete: list[bytes] = []  # C=0 pieces: each a whole set of pairs
         self._outbox: list[TextRequest] = []
         self.result: TextPairs | None = None
         self.done = False
@@ -121,12 +124,17 @@ class TextExchange:
         if self._segments:  # our own request continues (C=1): the target acked a part
             self._send_next(RESERVED_TAG)
             return None
+        self._received += len(pdu.data)
+        if self._received > self._max_response_bytes:
+            raise TextFormatError(f"text response is longer than {self._max_response_bytes} bytes")
         text = self._assembler.add(pdu.data, pdu.continue_)
+        if text is not None:  # a complete set of pairs (C=0), final or not (§11.11.2)
+            self._complete.append(text)
         if pdu.final:
             if text is None:
                 raise TextExchangeError("final Text Response with C=1")
             self.done = True
-            self.result = decode_text(text)
+            self.result = [p for part in self._complete for p in decode_text(part)]
             return self.result
         if pdu.ttt == RESERVED_TAG:
             raise TextExchangeError("Text Response with F=0 but no Target Transfer Tag")
