@@ -1,0 +1,175 @@
+"""SendTargets (RFC 7143 §11.10, §11.11, §13.3, appendix C): TextExchange with
+TTT continuation against the fake target, and parse_send_targets."""
+
+from __future__ import annotations
+
+import pytest
+
+from iscsictl.protocol.config import LoginConfig
+from iscsictl.protocol.constants import RESERVED_TAG
+from iscsictl.protocol.login import LoginSuccess
+from iscsictl.protocol.pdu import Reject, TextRequest, TextResponse
+from iscsictl.protocol.portal import Portal
+from iscsictl.protocol.text import TextFormatError
+from iscsictl.protocol.text_exchange import (
+    DiscoveredTarget,
+    TextExchange,
+    TextExchangeError,
+    parse_send_targets,
+)
+
+from .fake_target import FakeTarget, FFPHarness, Pair, TargetConfig, make_machine
+
+INAME = "iqn.2005-03.org.open-iscsi:host1"
+
+
+def many_targets(n: int) -> list[tuple[str, list[str]]]:
+    out = []
+    for i in range(n):
+        addrs = [f"192.0.2.{i % 250 + 1}:3260,1"]
+        if i % 3 == 0:
+            addrs.append(f"[2001:db8::{i:x}]:3261,2")
+        out.append((f"iqn.2003-01.org.example:disk{i:04d}", addrs))
+    return out
+
+
+def discover(tcfg: TargetConfig, mode="chunk", value="All", session_type="Discovery", **kw):
+    t = FakeTarget(tcfg)
+    config = LoginConfig(initiator_name=INAME, session_type=session_type,
+                         target_name=None if session_type == "Discovery" else tcfg.name)
+    outcome = Pair(make_machine(config), t, mode).login()
+    assert isinstance(outcome, LoginSuccess)
+    ex = TextExchange([("SendTargets", value)], itt=0x20, cmdsn=outcome.cmdsn,
+                      exp_statsn=outcome.exp_statsn, **kw)
+    pairs = FFPHarness(t, mode).text(ex)
+    return pairs, t, ex
+
+
+@pytest.mark.parametrize("mode", ["chunk", "byte"])
+def test_thousand_targets_across_many_pdus(mode):
+    targets = many_targets(1000)
+    pairs, t, ex = discover(TargetConfig(targets=targets, text_segment=4096), mode)
+    assert t.violations == []
+    assert t.text_requests > 10  # one request per continued response
+    found = parse_send_targets(pairs)
+    assert [d.name for d in found] == [n for n, _ in targets]
+    assert found[0].portals == [Portal("192.0.2.1", 3260, 1), Portal("2001:db8::0", 3261, 2)]
+    assert found[1].portals == [Portal("192.0.2.2", 3260, 1)]
+    assert ex.done and ex.cmdsn == 1 + t.text_requests
+    assert ex.exp_statsn == (t.statsn) & 0xFFFFFFFF
+
+
+def test_tiny_segments_split_pairs_everywhere():
+    pairs, t, _ = discover(TargetConfig(targets=many_targets(20), text_segment=7))
+    assert t.violations == [] and len(parse_send_targets(pairs)) == 20
+
+
+def test_responses_cut_at_pair_boundaries_without_c_bit():
+    """F=0, C=0 responses each end a set of pairs (§11.11.2); none may be lost."""
+    pairs, t, _ = discover(TargetConfig(targets=many_targets(100), text_segment=300,
+                                        text_split_pairs=True))
+    assert t.text_requests > 5
+    assert len(parse_send_targets(pairs)) == 100
+
+
+def test_response_size_limit_enforced():
+    with pytest.raises(TextFormatError, match="longer than"):
+        discover(TargetConfig(targets=many_targets(1000), text_segment=4096),
+                 max_response_bytes=20000)
+
+
+def test_response_size_limit_enforced_across_pair_boundary_pieces():
+    with pytest.raises(TextFormatError, match="longer than"):
+        discover(TargetConfig(targets=many_targets(1000), text_segment=4096,
+                              text_split_pairs=True), max_response_bytes=20000)
+
+
+def test_send_targets_for_one_name_in_a_normal_session():
+    targets = many_targets(5)
+    tc = TargetConfig(name=targets[2][0], targets=targets)
+    pairs, t, _ = discover(tc, value=targets[2][0], session_type="Normal")
+    assert [d.name for d in parse_send_targets(pairs)] == [targets[2][0]]
+
+
+def test_wrong_itt_in_text_response():
+    with pytest.raises(TextExchangeError, match="ITT"):
+        discover(TargetConfig(misbehave={"text_wrong_itt"}))
+
+
+def test_exchange_errors():
+    ex = TextExchange([("SendTargets", "All")], itt=5, cmdsn=1, exp_statsn=1)
+    ex.start()
+    (req,) = ex.pdus_to_send()
+    assert isinstance(req, TextRequest) and req.final and req.ttt == RESERVED_TAG
+    assert req.data == b"SendTargets=All\0" and not req.immediate
+    with pytest.raises(TextExchangeError, match="rejected"):
+        ex.receive_pdu(Reject(reason=4))
+    ex2 = TextExchange([("SendTargets", "All")], itt=5, cmdsn=1, exp_statsn=1)
+    ex2.start()
+    with pytest.raises(TextExchangeError, match="Target Transfer Tag"):
+        ex2.receive_pdu(TextResponse(final=False, itt=5, ttt=RESERVED_TAG))
+    ex3 = TextExchange([("SendTargets", "All")], itt=5, cmdsn=1, exp_statsn=1)
+    ex3.start()
+    assert ex3.receive_pdu(TextResponse(final=True, itt=5, data=b"")) == []
+    with pytest.raises(TextExchangeError, match="after"):
+        ex3.receive_pdu(TextResponse(final=True, itt=5))
+
+
+def test_our_long_request_is_continued():
+    pairs = [(f"X-com.example.k{i}", "v" * 200) for i in range(100)]
+    ex = TextExchange(pairs, itt=9, cmdsn=10, exp_statsn=1, max_send_segment=8192)
+    ex.start()
+    (first,) = ex.pdus_to_send()
+    assert first.continue_ and not first.final and len(first.data) == 8192
+    assert ex.receive_pdu(TextResponse(final=False, itt=9, ttt=0x77)) is None
+    (second,) = ex.pdus_to_send()
+    assert second.cmdsn == 11 and second.data
+
+
+# ------------------------------------------------------------------------ parse_send_targets
+def T(name, *portals):
+    return DiscoveredTarget(name, list(portals))
+
+
+@pytest.mark.parametrize("pairs,expected", [
+    ([("TargetName", "iqn.2003-01.org.example:a"), ("TargetAddress", "10.0.0.1:3260,1")],
+     [T("iqn.2003-01.org.example:a", Portal("10.0.0.1", 3260, 1))]),
+    ([("TargetName", "iqn.2003-01.org.example:a"), ("TargetAddress", "[fd00::1]:3261,7")],
+     [T("iqn.2003-01.org.example:a", Portal("fd00::1", 3261, 7))]),
+    ([("TargetName", "iqn.2003-01.org.example:a"), ("TargetAddress", "san.example.com:3262,2")],
+     [T("iqn.2003-01.org.example:a", Portal("san.example.com", 3262, 2))]),
+    ([("TargetName", "iqn.2003-01.org.example:a"), ("TargetAddress", "10.0.0.1")],
+     [T("iqn.2003-01.org.example:a", Portal("10.0.0.1", 3260, None))]),
+    ([("TargetName", "iqn.2003-01.org.example:a"), ("TargetAddress", "10.0.0.1,3")],
+     [T("iqn.2003-01.org.example:a", Portal("10.0.0.1", 3260, 3))]),
+    # duplicates merged, order kept; a name seen again adds portals to the first entry
+    ([("TargetName", "iqn.2003-01.org.example:a"), ("TargetAddress", "10.0.0.1:3260,1"),
+      ("TargetAddress", "10.0.0.1:3260,1"), ("TargetName", "iqn.2003-01.org.example:b"),
+      ("TargetName", "iqn.2003-01.org.example:a"), ("TargetAddress", "10.0.0.2:3260,1")],
+     [T("iqn.2003-01.org.example:a", Portal("10.0.0.1", 3260, 1), Portal("10.0.0.2", 3260, 1)),
+      T("iqn.2003-01.org.example:b")]),
+    # other keys are ignored
+    ([("TargetName", "iqn.2003-01.org.example:a"), ("TargetAlias", "x"), ("X-foo", "1")],
+     [T("iqn.2003-01.org.example:a")]),
+])
+def test_parse_send_targets(pairs, expected):
+    assert parse_send_targets(pairs) == expected
+
+
+def test_missing_address_uses_the_portal_asked():
+    here = Portal("192.0.2.1", 3260, 1)
+    out = parse_send_targets([("TargetName", "iqn.2003-01.org.example:a")], default_portal=here)
+    assert out == [T("iqn.2003-01.org.example:a", here)]
+
+
+@pytest.mark.parametrize("pairs,match", [
+    ([("TargetAddress", "10.0.0.1:3260,1"), ("TargetName", "iqn.2003-01.org.example:a")],
+     "before any TargetName"),
+    ([("TargetName", "iqn.2003-01.org.example:a"), ("TargetAddress", "[fd00::1:3260,1")], "'\\['"),
+    ([("TargetName", "iqn.2003-01.org.example:a"), ("TargetAddress", "10.0.0.1:99999,1")], "port"),
+    ([("TargetName", "iqn.2003-01.org.example:a"), ("TargetAddress", "10.0.0.1:3260,x")], "tag"),
+    ([("TargetName", "not a name")], "SendTargets"),
+])
+def test_parse_send_targets_refuses(pairs, match):
+    with pytest.raises(TextExchangeError, match=match):
+        parse_send_targets(pairs)
