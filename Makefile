@@ -17,7 +17,7 @@ $(VENV)/.stamp: pyproject.toml setup.cfg setup.py $(wildcard _fastpath/*.pyx _fa
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip setuptools wheel
 	$(VPY) -m pip install -q -e '.[test]'
-	$(VPY) -c 'import iscsictl.protocol.pdu as p; print("iscsictl: fast path:", p.IMPLEMENTATION)' || true
+	$(VPY) -c 'import iscsictl.protocol.bhs as p; print("iscsictl: fast path:", p.IMPLEMENTATION)' || true
 	touch $@
 
 deps:

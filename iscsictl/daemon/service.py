@@ -392,7 +392,7 @@ class Daemon:
             st = await self.nl.get_stats(self.handle(session.node.transport), sid, session.cid)
         except IscsiKernelError as exc:
             raise SessionError(9, f"GET_STATS failed: {exc}") from None
-        return {"sid": sid, "stats": {k: v for k, v in vars(st).items() if not k.startswith("_")}}
+        return {"sid": sid, "stats": {**st.counters, "custom": [list(c) for c in st.custom]}}
 
     def session_states(self) -> dict[str, dict[str, Any]]:
         return {str(s.sid): {"conn_state": s.conn_state, "internal_state": s.internal_state,

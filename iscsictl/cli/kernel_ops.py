@@ -1,0 +1,98 @@
+"""Login and logout through iscsictld, with iscsiadm's messages and exit codes.
+
+Used by ``-m node -l/-u/-L/-U`` and ``-m session -u``.  The CLI resolves the
+node records (it owns the DB); the daemon owns the kernel.  Messages follow
+open-iscsi 2.1.8 (usr/session_mgmt.c): progress on stdout, failures on stderr
+with the ``iscsictl: `` prefix and ``initiator reported error (N - text)``.
+The exit code is the first failure's ISCSI_ERR_* number.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import errors as E
+
+SESS_EXISTS = E.BY_NAME["ISCSI_ERR_SESS_EXISTS"]
+
+
+def _client():
+    from ..ipc import DaemonClient
+
+    return DaemonClient(timeout=None)
+
+
+def _daemon_error(exc) -> E.CliError:  # type: ignore[no-untyped-def]
+    return E.CliError(str(exc), exc.code)
+
+
+def login_records(records: list[dict[str, str]], initiator_name: str, o) -> int:  # type: ignore[no-untyped-def]
+    """Log in to each record (key -> value strings); returns the exit code."""
+    from ..ipc import DaemonError
+
+    if not records:
+        raise E.CliError("No records found", E.NO_OBJS_FOUND)
+    if not o.json:
+        o.lines([f"Logging in to [iface: {rec.get('iface.iscsi_ifacename') or 'default'}, "
+                 f"target: {rec['node.name']}, portal: {rec['node.conn[0].address']},"
+                 f"{rec.get('node.conn[0].port') or 3260}]" for rec in records])
+    try:
+        results = _client().call("login", records=records, initiator_name=initiator_name)
+    except DaemonError as exc:
+        raise _daemon_error(exc) from None
+    rc = 0
+    for r in results:
+        desc = r.get("node", "")
+        if r.get("ok"):
+            if not o.json:
+                o.lines([f"Login to {desc} successful."])
+        elif r.get("code") == SESS_EXISTS:
+            o.warn(r.get("message", "session exists"))
+            rc = rc or SESS_EXISTS
+        else:
+            code = int(r.get("code", E.ERR))
+            o.error(f"Could not login to {desc}.")
+            o.error(f"initiator reported error ({code} - {E.err_to_str(code)})")
+            if r.get("message"):
+                o.error(r["message"])
+            rc = rc or code
+    if o.json:
+        o.emit_json(results)
+    if rc and rc != SESS_EXISTS:
+        o.error("Could not log into all portals")
+    return rc
+
+
+def logout_sessions(sessions: list[Any], o) -> int:  # type: ignore[no-untyped-def]
+    """Log out of sysfs sessions (objects with sid/targetname/persistent portal)."""
+    from ..ipc import DaemonError
+
+    if not sessions:
+        raise E.CliError("No matching sessions found", E.NO_OBJS_FOUND)
+    by_sid = {s.sid: s for s in sessions}
+    for s in sessions:
+        if not o.json:
+            o.lines([f"Logging out of session [sid: {s.sid}, target: {s.targetname}, "
+                     f"portal: {s.address},{s.port}]"])
+    try:
+        results = _client().call("logout", sids=list(by_sid))
+    except DaemonError as exc:
+        raise _daemon_error(exc) from None
+    rc = 0
+    for r in results:
+        s = by_sid.get(r["sid"])
+        desc = f"[sid: {r['sid']}, target: {s.targetname if s else ''}, portal: " \
+               f"{s.address if s else ''},{s.port if s else ''}]"
+        if r.get("ok"):
+            if not o.json:
+                o.lines([f"Logout of {desc} successful."])
+        else:
+            code = int(r.get("code", E.ERR))
+            o.error(f"Could not logout of {desc}.")
+            o.error(f"initiator reported error ({code} - {E.err_to_str(code)})")
+            rc = rc or code
+    if o.json:
+        o.emit_json(results)
+    if rc:
+        o.error("Could not logout of all requested sessions")
+    return rc
