@@ -1,0 +1,102 @@
+"""The key=value text codec (RFC 7143 §6.1), the C-bit assembler and splitter."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from iscsictl.protocol.text import TextAssembler, TextFormatError, decode_text, encode_text, split_text
+
+
+def test_round_trip_keeps_order_and_duplicates():
+    pairs = [("InitiatorName", "iqn.2005-03.org.open-iscsi:x"), ("X-a", ""), ("X-a", "2"),
+             ("TargetAlias", "dïsk")]
+    data = encode_text(pairs)
+    assert data == ("InitiatorName=iqn.2005-03.org.open-iscsi:x\0X-a=\0X-a=2\0"
+                    "TargetAlias=dïsk\0").encode()
+    assert decode_text(data) == pairs
+
+
+def test_value_with_equals_sign():
+    assert decode_text(b"X-k=a=b\0") == [("X-k", "a=b")]
+
+
+def test_trailing_padding_tolerated():
+    assert decode_text(b"A=1\0\0\0\0") == [("A", "1")]
+    assert decode_text(b"") == []
+
+
+@pytest.mark.parametrize("data,match", [
+    (b"A=1", "NUL"),
+    (b"A=1\0\0B=2\0", "empty"),
+    (b"A1\0", "without '='"),
+    (b"=1\0", "key name"),
+    (b"1A=1\0", "key name"),
+    (b"A B=1\0", "key name"),
+    (b"K" * 64 + b"=1\0", "key name"),
+    (b"A=\xff\0", "UTF-8"),
+    (b"\xc3\xa9=1\0", "UTF-8"),
+    (b"TargetAlias=" + b"a" * 256 + b"\0", "limit"),
+    (b"CHAP_C=0x" + b"a" * 8200 + b"\0", "limit"),
+])
+def test_decode_refuses(data, match):
+    with pytest.raises(TextFormatError, match=match):
+        decode_text(data)
+
+
+def test_limits_at_the_edge():
+    assert decode_text(b"K" * 63 + b"=1\0")[0][0] == "K" * 63
+    assert decode_text(b"TargetAlias=" + b"a" * 255 + b"\0")[0][1] == "a" * 255
+    assert len(decode_text(b"CHAP_C=" + b"a" * 8192 + b"\0")[0][1]) == 8192
+
+
+@pytest.mark.parametrize("pairs", [[("bad key", "1")], [("A", "x\0y")], [("TargetAlias", "a" * 256)],
+                                   [("K" * 64, "1")], [("", "1")]])
+def test_encode_refuses(pairs):
+    with pytest.raises(ValueError):
+        encode_text(pairs)
+
+
+def test_assembler_joins_and_bounds():
+    a = TextAssembler(limit=10)
+    assert a.add(b"A=1", True) is None and a.pending
+    assert a.add(b"23\0", False) == b"A=123\0" and not a.pending
+    a.add(b"x" * 10, True)
+    with pytest.raises(TextFormatError):
+        a.add(b"y", True)
+
+
+def test_split_text():
+    assert split_text(b"", 8) == [b""]
+    assert split_text(b"abcdefghij", 4) == [b"abcd", b"efgh", b"ij"]
+    with pytest.raises(ValueError):
+        split_text(b"a", 0)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=300))
+def test_decode_random_bytes_only_raises_text_format_error(data):
+    try:
+        decode_text(data)
+    except TextFormatError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["A", "X-b", "MaxBurstLength", "X#c", "TargetAlias"]),
+                          st.text(st.characters(blacklist_characters="\0",
+                                                blacklist_categories=("Cs",)), max_size=50)),
+                max_size=10))
+def test_round_trip_property(pairs):
+    assert decode_text(encode_text(pairs)) == pairs
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200), st.integers(1, 50))
+def test_assembler_reassembles_any_split(data, n):
+    a = TextAssembler()
+    pieces = split_text(data, n)
+    for p in pieces[:-1]:
+        assert a.add(p, True) is None
+    assert a.add(pieces[-1], False) == data
