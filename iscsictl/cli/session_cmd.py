@@ -326,3 +326,119 @@ def _stats(views: list[SessionView], o) -> int:  # type: ignore[no-untyped-def]
     if o.json:
         o.emit_json(results)
     return E.SUCCESS
+
+
+# --- node-mode operations that need the daemon (called through _common.daemon_hook) -------
+
+STARTUP_CHOICES = ("all", "manual", "automatic", "onboot")
+
+
+def _record_strings(rec) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """A DB Record as open-iscsi key -> text (secrets in clear: the daemon needs them)."""
+    out = {}
+    for k in rec.kind.keys:
+        if k.name in rec.values:
+            v = rec.values[k.name]
+            out[k.name] = ",".join(v) if isinstance(v, (list, tuple)) else str(v)
+    return out
+
+
+def _initiator_name(db) -> str:  # type: ignore[no-untyped-def]
+    from ..db.config import ensure_initiator_name
+
+    return ensure_initiator_name(db.config_root).name
+
+
+def _records(db, nids) -> list[dict[str, str]]:  # type: ignore[no-untyped-def]
+    return [_record_strings(db.read_node(n)) for n in nids]
+
+
+def node_login(args, o) -> int:  # type: ignore[no-untyped-def]
+    """``-m node [-T -p -I] -l``: log in to the matching records."""
+    from ._common import open_db
+    from .kernel_ops import login_records
+    from .node_cmd import _matching
+
+    db = open_db(args, o)
+    nids = _matching(db, args)
+    if not nids:
+        raise E.CliError("No records found", E.NO_OBJS_FOUND)
+    return login_records(_records(db, nids), _initiator_name(db), o)
+
+
+def node_loginall(args, o) -> int:  # type: ignore[no-untyped-def]
+    """``-L all|manual|automatic|onboot``: log in to records by node.startup."""
+    from ._common import open_db
+    from .kernel_ops import login_records
+
+    which = args.loginall
+    if which not in STARTUP_CHOICES:
+        raise E.CliError(f"Invalid loginall option {which}.", E.INVAL)
+    db = open_db(args, o)
+    recs = [r for r in _records(db, db.list_nodes())
+            if which == "all" or r.get("node.startup") == which]
+    if not recs:
+        raise E.CliError("No records found", E.NO_OBJS_FOUND)
+    return login_records(recs, _initiator_name(db), o)
+
+
+def _sessions_for(args, startup: str | None = None) -> list[Any]:  # type: ignore[no-untyped-def]
+    """sysfs sessions matching -T/-p/-I (or every one)."""
+    from ._common import parse_portal_arg
+
+    views = collect(_sysfs(), {})
+    if args.targetname is not None:
+        views = [v for v in views if v.targetname == args.targetname]
+    if args.portal is not None:
+        p = parse_portal_arg(args.portal)
+        views = [v for v in views if v.address == p.address and v.port == p.port]
+    if args.interface:
+        views = [v for v in views if v.iface["name"] in args.interface]
+    return views
+
+
+class _Sess:
+    def __init__(self, v: SessionView) -> None:
+        self.sid, self.targetname, self.address, self.port = v.sid, v.targetname, v.address, v.port
+
+
+def node_logout(args, o) -> int:  # type: ignore[no-untyped-def]
+    """``-m node [-T -p -I] -u``: log out of the matching sessions."""
+    from .kernel_ops import logout_sessions
+
+    views = _sessions_for(args)
+    if not views:
+        raise E.CliError("No matching sessions found", E.NO_OBJS_FOUND)
+    return logout_sessions([_Sess(v) for v in views], o)
+
+
+def node_logoutall(args, o) -> int:  # type: ignore[no-untyped-def]
+    """``-U all|manual|automatic|onboot``: log out of sessions whose record's startup matches."""
+    from ._common import open_db
+    from .kernel_ops import logout_sessions
+
+    which = args.logoutall
+    if which not in STARTUP_CHOICES:
+        raise E.CliError(f"Invalid logoutall option {which}.", E.INVAL)
+    views = _sessions_for(args)
+    if which != "all":
+        db = open_db(args, o)
+        keep = []
+        for v in views:
+            recs = db.read_nodes(target=v.targetname, address=v.address, port=v.port)
+            if any(r.values.get("node.startup") == which for r in recs):
+                keep.append(v)
+        views = keep
+    if not views:
+        raise E.CliError("No matching sessions found", E.NO_OBJS_FOUND)
+    return logout_sessions([_Sess(v) for v in views], o)
+
+
+def node_rescan(args, o) -> int:  # type: ignore[no-untyped-def]
+    """``-m node -T -p -R``: rescan the matching sessions."""
+    return _rescan(_sessions_for(args), o)
+
+
+def node_stats(args, o) -> int:  # type: ignore[no-untyped-def]
+    """``-m node -T -p -s``: statistics of the matching sessions."""
+    return _stats(_sessions_for(args), o)
