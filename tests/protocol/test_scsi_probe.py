@@ -1,0 +1,192 @@
+"""SCSI parsers against hand-written byte vectors (SPC-4, SBC-3) and the
+CommandSession task machine against the fake target."""
+
+from __future__ import annotations
+
+import pytest
+
+from iscsictl.protocol.login import LoginSuccess
+from iscsictl.protocol.lun import decode_lun
+from iscsictl.protocol.pdu import Reject, SCSIDataIn, SCSIResponse
+from iscsictl.protocol.scsi import (
+    CommandSession,
+    ScsiError,
+    cdb_inquiry,
+    cdb_read_capacity16,
+    cdb_report_luns,
+    cdb_test_unit_ready,
+    parse_designators,
+    parse_inquiry,
+    parse_read_capacity16,
+    parse_report_luns,
+    parse_sense,
+    parse_unit_serial,
+)
+
+from .fake_target import FakeTarget, FFPHarness, Pair, make_machine
+
+STD_INQUIRY = bytes.fromhex(
+    "00 80 06 02 1f 00 00 02"  # direct access, RMB, SPC-4
+    "4c 49 4f 2d 4f 52 47 20"  # "LIO-ORG "
+    "64 69 73 6b 30 31 20 20 20 20 20 20 20 20 20 20"  # "disk01"
+    "34 2e 30 20"  # "4.0 "
+)
+
+
+def test_cdbs():
+    assert cdb_test_unit_ready() == bytes(6)
+    assert cdb_inquiry() == bytes.fromhex("12 00 00 00 ff 00")
+    assert cdb_inquiry(0x200, vpd_page=0x83) == bytes.fromhex("12 01 83 02 00 00")
+    assert cdb_report_luns() == bytes.fromhex("a0 00 00 00 00 00 00 00 10 00 00 00")
+    assert cdb_read_capacity16() == bytes.fromhex("9e 10 00000000 00000000 00000020 00 00")
+
+
+def test_standard_inquiry():
+    inq = parse_inquiry(STD_INQUIRY)
+    assert (inq.peripheral_qualifier, inq.device_type, inq.removable, inq.version) == (0, 0, True, 6)
+    assert (inq.vendor, inq.product, inq.revision) == ("LIO-ORG", "disk01", "4.0")
+    assert inq.device_type_name == "Direct-Access"
+    assert parse_inquiry(bytes([0x7F]) + STD_INQUIRY[1:]).device_type_name == "No Device"
+    assert parse_inquiry(bytes([0x7F]) + STD_INQUIRY[1:]).peripheral_qualifier == 3
+    with pytest.raises(ValueError):
+        parse_inquiry(STD_INQUIRY[:35])
+
+
+def test_vpd_unit_serial():
+    assert parse_unit_serial(bytes.fromhex("00 80 00 08") + b"a1b2c3d4") == "a1b2c3d4"
+    assert parse_unit_serial(bytes.fromhex("00 80 00 0a") + b"  SN42    ") == "SN42"
+    with pytest.raises(ValueError):
+        parse_unit_serial(bytes.fromhex("00 83 00 00"))
+
+
+def test_vpd_device_identification():
+    page = bytes.fromhex(
+        "00 83 00 34"
+        "01 03 00 10 60 01 40 5a bc de f0 12 34 56 78 9a bc de f0 12"  # binary NAA, LU
+        "03 08 00 14") + b"iqn.2003-01.org.x:t\0" + bytes.fromhex(
+        "01 14 00 04 00 00 00 01")  # relative target port, port association
+    ds = parse_designators(page)
+    assert [(d.code_set, d.association, d.designator_type) for d in ds] == [
+        (1, 0, 3), (3, 0, 8), (1, 1, 4)]
+    assert str(ds[0]) == "naa:6001405abcdef0123456789abcdef012"
+    assert str(ds[1]) == "name:iqn.2003-01.org.x:t"
+    with pytest.raises(ValueError):
+        parse_designators(bytes.fromhex("00 80 00 00"))
+
+
+def test_read_capacity16():
+    data = bytes.fromhex("00 00 00 00 00 1f ff ff  00 00 10 00  00 00 80 00") + bytes(16)
+    rc = parse_read_capacity16(data)
+    assert rc.last_lba == 0x1FFFFF and rc.block_length == 4096 and rc.thin_provisioned
+    assert rc.size_bytes == 0x200000 * 4096
+    assert not parse_read_capacity16(data[:14] + b"\x00" + data[15:]).thin_provisioned
+    with pytest.raises(ValueError):
+        parse_read_capacity16(bytes(11))
+
+
+def test_report_luns():
+    data = bytes.fromhex("00 00 00 18 00 00 00 00"
+                         "00 00 00 00 00 00 00 00"
+                         "00 01 00 00 00 00 00 00"
+                         "40 ff 00 00 00 00 00 00")
+    luns = parse_report_luns(data)
+    assert [decode_lun(x) for x in luns] == [0, 1, 255]
+    # LUN list length larger than what arrived: only whole entries
+    assert len(parse_report_luns(data[:20])) == 1
+    with pytest.raises(ValueError):
+        parse_report_luns(bytes(7))
+
+
+@pytest.mark.parametrize("data,key,asc,ascq,message", [
+    (bytes.fromhex("70 00 05 00 00 00 00 0a 00 00 00 00 24 00 00 00 00 00"), 5, 0x24, 0,
+     "ILLEGAL REQUEST: invalid field in CDB"),
+    (bytes.fromhex("f0 00 06 00 00 00 00 0a 00 00 00 00 3f 0e 00 00 00 00"), 6, 0x3F, 0x0E,
+     "UNIT ATTENTION: reported luns data has changed"),
+    (bytes.fromhex("72 02 04 01 00 00 00 00"), 2, 4, 1,
+     "NOT READY: logical unit is in process of becoming ready"),
+    (bytes.fromhex("73 03 11 00 00 00 00 00"), 3, 0x11, 0, "MEDIUM ERROR: ASC 0x11 ASCQ 0x00"),
+])
+def test_sense(data, key, asc, ascq, message):
+    s = parse_sense(data)
+    assert (s.sense_key, s.asc, s.ascq) == (key, asc, ascq)
+    assert s.message == message
+
+
+@pytest.mark.parametrize("data", [b"", b"\x70", bytes.fromhex("70 00 05 00"), bytes(18)])
+def test_sense_unknown_or_short(data):
+    assert parse_sense(data) is None
+
+
+# ------------------------------------------------------------------------ CommandSession
+def session(mode="chunk"):
+    t = FakeTarget()
+    o = Pair(make_machine(), t, mode).login()
+    assert isinstance(o, LoginSuccess)
+    return t, CommandSession(o.cmdsn, o.exp_statsn, o.max_cmdsn), FFPHarness(t, mode)
+
+
+def run_cmd(t, cs, h, lun, cdb, length):
+    itt, pdu = cs.command(lun, cdb, length)
+    h.send([pdu])
+    done = None
+    for p in h.pdus():
+        r = cs.receive_pdu(p)
+        if r is not None:
+            done = r
+    assert done is not None and done[0] == itt
+    return done[1]
+
+
+@pytest.mark.parametrize("mode", ["chunk", "byte"])
+def test_read_via_data_in_with_status(mode):
+    t, cs, h = session(mode)
+    r = run_cmd(t, cs, h, 0, cdb_inquiry(96), 96)
+    assert r.ok and r.message == "GOOD"
+    assert parse_inquiry(r.data).vendor == "FAKE"
+    assert r.residual == 96 - 36
+    r = run_cmd(t, cs, h, 0, cdb_read_capacity16(), 32)
+    assert parse_read_capacity16(r.data).size_bytes == 2048 * 512
+    r = run_cmd(t, cs, h, 0, cdb_report_luns(), 4096)
+    assert [decode_lun(x) for x in parse_report_luns(r.data)] == [0, 1]
+    r = run_cmd(t, cs, h, 0, cdb_inquiry(255, vpd_page=0x80), 255)
+    assert parse_unit_serial(r.data) == "SN000042"
+    assert t.violations == [] and cs.cmdsn == 1 + 4
+    assert cs.exp_statsn == t.statsn
+
+
+def test_scsi_response_with_sense():
+    t, cs, h = session()
+    r = run_cmd(t, cs, h, 1, cdb_test_unit_ready(), 0)
+    assert not r.ok and r.status == 0x02
+    assert r.sense.message == "ILLEGAL REQUEST: invalid command operation code"
+    assert r.message == "CHECK CONDITION: ILLEGAL REQUEST: invalid command operation code"
+    assert t.scsi_commands[0].lun == bytes([0, 1, 0, 0, 0, 0, 0, 0])
+
+
+def test_target_failure_message():
+    cs = CommandSession(1, 1)
+    itt, _ = cs.command(0, cdb_test_unit_ready(), 0)
+    itt_r, r = cs.receive_pdu(SCSIResponse(itt=itt, response=1, statsn=1))
+    assert r.message == "target failure (iSCSI response 0x01)"
+
+
+def test_task_machine_errors():
+    cs = CommandSession(1, 1)
+    itt, _ = cs.command(0, cdb_inquiry(8), 8)
+    with pytest.raises(ScsiError, match="unknown ITT"):
+        cs.receive_pdu(SCSIDataIn(itt=itt + 1, data=b"x"))
+    with pytest.raises(ScsiError, match="past"):
+        cs.receive_pdu(SCSIDataIn(itt=itt, buffer_offset=4, data=b"12345"))
+    with pytest.raises(ScsiError, match="unknown ITT"):
+        cs.receive_pdu(SCSIResponse(itt=99))
+    with pytest.raises(ScsiError, match="rejected"):
+        cs.receive_pdu(Reject(reason=4))
+
+
+def test_data_in_out_of_order_is_reassembled():
+    cs = CommandSession(1, 1)
+    itt, _ = cs.command(0, cdb_inquiry(8), 8)
+    assert cs.receive_pdu(SCSIDataIn(final=False, itt=itt, buffer_offset=4, data=b"5678")) is None
+    _, r = cs.receive_pdu(SCSIDataIn(itt=itt, buffer_offset=0, status_present=True,
+                                     statsn=7, max_cmdsn=40, data=b"1234"))
+    assert r.data == b"12345678" and cs.exp_statsn == 8 and cs.max_cmdsn == 40
