@@ -269,7 +269,8 @@ class LoginMachine:
         assert last is not None
         if pdu.itt != self.itt:
             raise LoginProtocolError(f"Login Response ITT 0x{pdu.itt:08x}, ours is 0x{self.itt:08x}")
-        if pdu.isid != self.isid:
+        # a failure response may carry a zeroed ISID (tgtd does): its status still counts
+        if pdu.isid != self.isid and pdu.status_class == 0:
             raise LoginProtocolError(
                 f"Login Response echoes ISID {pdu.isid.hex()}, ours is {self.isid.hex()}"
             )

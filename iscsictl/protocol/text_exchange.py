@@ -127,7 +127,11 @@ class TextExchange:
         self._received += len(pdu.data)
         if self._received > self._max_response_bytes:
             raise TextFormatError(f"text response is longer than {self._max_response_bytes} bytes")
-        text = self._assembler.add(pdu.data, pdu.continue_)
+        # tgtd (1.0.85) cuts a long non-final response mid-pair without the C bit; a piece
+        # that does not end on a NUL is read as continued, as open-iscsi does
+        continued = pdu.continue_ or (not pdu.final and bool(pdu.data)
+                                      and not pdu.data.endswith(b"\0"))
+        text = self._assembler.add(pdu.data, continued)
         if text is not None:  # a complete set of pairs (C=0), final or not (§11.11.2)
             self._complete.append(text)
         if pdu.final:
