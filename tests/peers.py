@@ -66,3 +66,123 @@ def iscsiadm(etc_dir: str, *args: str, lock_dir: str | None = None, check: bool 
     if check and cp.returncode != 0:
         raise AssertionError(f"iscsiadm {' '.join(args)} -> {cp.returncode}\n{cp.stderr}")
     return cp
+
+
+# --------------------------------------------------------------------------------------------
+# tgtd: Debian's userspace iSCSI target on a free loopback port
+# --------------------------------------------------------------------------------------------
+import random  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import time  # noqa: E402
+
+
+def tgtd_path() -> str:
+    """Path of tgtd; AssertionError (so peer tests fail, not skip) when absent."""
+    path = shutil.which("tgtd") or ("/usr/sbin/tgtd" if os.path.exists("/usr/sbin/tgtd")
+                                    else None)
+    assert path, "tgtd not installed (Debian package tgt; the Makefile installs it)"
+    assert shutil.which("tgtadm") or os.path.exists("/usr/sbin/tgtadm"), "tgtadm not installed"
+    return path
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Tgtd:
+    """One tgtd on ``127.0.0.1:port`` with its own control port (``-C``), configured with
+    tgtadm.  tgtd ignores SIGTERM while it has targets, so :meth:`stop` sends SIGKILL to its
+    PID and waits.  Use as a context manager; never left running."""
+
+    def __init__(self, workdir: str):
+        self.workdir = workdir
+        os.makedirs(workdir, exist_ok=True)
+        self.port = 0
+        self.control = 0
+        self.proc: subprocess.Popen | None = None
+        self._next_tid = 1
+
+    def start(self) -> "Tgtd":
+        exe = tgtd_path()
+        for _ in range(20):
+            self.port = free_port()
+            self.control = random.randint(2000, 60000)
+            log = open(os.path.join(self.workdir, "tgtd.log"), "ab")
+            self.proc = subprocess.Popen(
+                [exe, "-f", "-C", str(self.control), "--iscsi",
+                 f"portal=127.0.0.1:{self.port}"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            log.close()
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                except OSError:
+                    time.sleep(0.02)
+                    continue
+                if self.adm("--mode", "sys", "--op", "show", check=False).returncode == 0:
+                    return self
+                break
+            self.stop()
+        raise AssertionError(f"tgtd did not start; see {self.workdir}/tgtd.log")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait(10)
+        self.proc = None
+
+    def __enter__(self) -> "Tgtd":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def portal(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def adm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        cp = subprocess.run(["tgtadm", "-C", str(self.control), "--lld", "iscsi", *args],
+                            capture_output=True, text=True, timeout=30)
+        if check and cp.returncode != 0:
+            raise AssertionError(f"tgtadm {' '.join(args)} -> {cp.returncode}: {cp.stderr}")
+        return cp
+
+    def add_target(self, iqn: str, luns: int = 0, user: tuple | None = None,
+                   outgoing: tuple | None = None) -> int:
+        """A target open to every initiator with ``luns`` null-backed disk LUNs (1..luns),
+        optionally CHAP (``user`` = (name, secret)) and mutual CHAP (``outgoing``).
+        Returns the tid."""
+        tid = self._next_tid
+        self._next_tid += 1
+        self.adm("--mode", "target", "--op", "new", "--tid", str(tid), "-T", iqn)
+        self.adm("--mode", "target", "--op", "bind", "--tid", str(tid), "-I", "ALL")
+        for lun in range(1, luns + 1):
+            self.adm("--mode", "logicalunit", "--op", "new", "--tid", str(tid), "--lun",
+                     str(lun), "--bstype", "null", "-b", "/dev/null")
+        if user:
+            self.account(*user)
+            self.adm("--mode", "account", "--op", "bind", "--tid", str(tid), "--user", user[0])
+        if outgoing:
+            self.account(*outgoing)
+            self.adm("--mode", "account", "--op", "bind", "--tid", str(tid), "--user",
+                     outgoing[0], "--outgoing")
+        return tid
+
+    def account(self, user: str, secret: str) -> None:
+        self.adm("--mode", "account", "--op", "new", "--user", user, "--password", secret,
+                 check=False)
+
+    def discovery_auth(self, user: tuple, outgoing: tuple | None = None) -> None:
+        """Require CHAP on discovery sessions (a global account bind: no --tid)."""
+        self.account(*user)
+        self.adm("--mode", "account", "--op", "bind", "--user", user[0])
+        if outgoing:
+            self.account(*outgoing)
+            self.adm("--mode", "account", "--op", "bind", "--user", outgoing[0], "--outgoing")

@@ -1,0 +1,160 @@
+"""SendTargets discovery against tgtd: records in open-iscsi's format, rediscovery,
+nonpersistent, CHAP and mutual CHAP discovery, 1,000 targets, JSON."""
+
+import json
+import os
+
+import pytest
+
+from conftest import (DISC_OUT, DISC_USER, T_CHAP, T_MULTI, T_MUTUAL, T_OPEN)
+
+pytestmark = pytest.mark.peer
+
+ALL = sorted([T_OPEN, T_CHAP, T_MUTUAL, T_MULTI])
+
+
+def test_discovery_writes_records(cli, tgt):
+    r = cli("-m", "discovery", "-t", "st", "-p", tgt.portal)
+    assert r.rc == 0, r.err
+    lines = r.out.splitlines()
+    assert sorted(lines) == sorted(f"{tgt.portal},1 {t}" for t in ALL)
+    # open-iscsi layout: st_config, node dirs, links from send_targets/
+    sdir = os.path.join(cli.root, "send_targets", f"127.0.0.1,{tgt.port}")
+    st = open(os.path.join(sdir, "st_config")).read()
+    assert st.startswith("# BEGIN RECORD 2.1.8\n") and st.endswith("# END RECORD\n")
+    assert f"discovery.sendtargets.port = {tgt.port}" in st
+    for t in ALL:
+        link = os.path.join(sdir, f"{t},127.0.0.1,{tgt.port},1,default")
+        assert os.path.islink(link)
+        assert os.path.realpath(link) == os.path.join(cli.root, "nodes", t,
+                                                      f"127.0.0.1,{tgt.port},1")
+        rec = open(os.path.join(cli.root, "nodes", t, f"127.0.0.1,{tgt.port},1",
+                                "default")).read()
+        assert f"node.name = {t}\n" in rec
+        assert "node.discovery_type = send_targets\n" in rec
+        assert f"node.discovery_port = {tgt.port}\n" in rec
+    r = cli("-m", "node")
+    assert r.rc == 0 and sorted(r.out.splitlines()) == sorted(lines)
+    r = cli("-m", "discovery")
+    assert r.out == f"127.0.0.1:{tgt.port} via sendtargets\n"
+    r = cli("-m", "discovery", "-P", "1")
+    assert r.out.startswith(f"SENDTARGETS:\nDiscoveryAddress: 127.0.0.1,{tgt.port}\n"
+                            f"Target: {T_CHAP}\n")
+    assert r.out.endswith("iSNS:\nNo targets found.\nSTATIC:\nNo targets found.\n"
+                          "FIRMWARE:\nNo targets found.\n")
+
+
+def test_rediscovery_deletes_stale_from_same_source_only(cli, tgt):
+    src = f"127.0.0.1,{tgt.port}"
+    # a stale record from this source and a static record that must survive
+    assert cli("-m", "discovery", "-t", "st", "-p", tgt.portal).rc == 0
+    stale = "iqn.2026-11.test.tgt:gone"
+    assert cli("-m", "node", "-o", "new", "-T", stale, "-p", f"{tgt.portal},1").rc == 0
+    os.symlink(f"../../nodes/{stale}/127.0.0.1,{tgt.port},1",
+               os.path.join(cli.root, "send_targets", src, f"{stale},127.0.0.1,{tgt.port},1,default"))
+    keep = "iqn.2026-11.test.other:static"
+    assert cli("-m", "node", "-o", "new", "-T", keep, "-p", "10.1.2.3:3260,1").rc == 0
+    # a user setting on a found record survives rediscovery
+    assert cli("-m", "node", "-T", T_OPEN, "-o", "update", "-n", "node.startup",
+               "-v", "automatic").rc == 0
+    r = cli("-m", "discovery", "-t", "st", "-p", tgt.portal)
+    assert r.rc == 0, r.err
+    names = [l.split(" ", 1)[1] for l in cli("-m", "node").out.splitlines()]
+    assert stale not in names and keep in names and T_OPEN in names
+    assert "node.startup = automatic" in cli("-m", "node", "-T", T_OPEN).out
+
+
+def test_nonpersistent_writes_nothing(cli, tgt):
+    r = cli("-m", "discovery", "-t", "st", "-p", tgt.portal, "-o", "nonpersistent")
+    assert r.rc == 0, r.err
+    assert len(r.out.splitlines()) == 4
+    assert not os.path.exists(os.path.join(cli.root, "nodes"))
+    assert not os.path.exists(os.path.join(cli.root, "send_targets"))
+
+
+def test_discovery_tree_and_json(cli, tgt):
+    r = cli("-m", "discovery", "-t", "st", "-p", tgt.portal, "-P", "1", "-o", "nonpersistent")
+    assert f"Target: {T_OPEN}\n\tPortal: {tgt.portal},1\n\t\tIface Name: default\n" in r.out
+    r = cli("--json", "-m", "discovery", "-t", "st", "-p", tgt.portal)
+    doc = json.loads(r.out)
+    assert doc["persistent"] is True
+    assert sorted(n["target"] for n in doc["nodes"]) == ALL
+    assert len(doc["added"]) == 4 and doc["deleted"] == []
+    doc = json.loads(cli("--json", "-m", "node").out)
+    assert {n["tpgt"] for n in doc} == {1}
+
+
+def test_discoverydb_ops(cli, tgt):
+    p = tgt.portal
+    r = cli("-m", "discoverydb", "-t", "st", "-p", p, "-o", "new")
+    assert r.out == f"New discovery record for [127.0.0.1,{tgt.port}] added.\n"
+    r = cli("-m", "discoverydb", "-t", "st", "-p", p, "-o", "update", "-n",
+            "discovery.sendtargets.reopen_max", "-v", "2")
+    assert r.rc == 0, r.err
+    r = cli("-m", "discoverydb", "-t", "st", "-p", p, "-o", "show")
+    assert "discovery.sendtargets.reopen_max = 2\n" in r.out
+    assert "discovery.sendtargets.auth.password = <empty>" in r.out
+    r = cli("-m", "discoverydb", "-t", "st", "-p", p, "-D")
+    assert r.rc == 0 and len(r.out.splitlines()) == 4
+    r = cli("-m", "discoverydb", "-t", "st", "-p", p, "-o", "delete")
+    assert r.rc == 0
+    assert cli("-m", "node").rc == 21
+    r = cli("-m", "discoverydb", "-t", "st", "-p", p, "-D")
+    assert r.rc == 6 and f"Discovery record [127.0.0.1,{tgt.port}] not found." in r.err
+
+
+def _disc_record(cli, portal, user, secret, user_in=None, secret_in=None):
+    base = ["-m", "discoverydb", "-t", "st", "-p", portal]
+    assert cli(*base, "-o", "new").rc == 0
+    kv = [("discovery.sendtargets.auth.authmethod", "CHAP"),
+          ("discovery.sendtargets.auth.username", user),
+          ("discovery.sendtargets.auth.password", secret)]
+    if user_in:
+        kv += [("discovery.sendtargets.auth.username_in", user_in),
+               ("discovery.sendtargets.auth.password_in", secret_in)]
+    for k, v in kv:
+        r = cli(*base, "-o", "update", "-n", k, "-v", v)
+        assert r.rc == 0, r.err
+    return base
+
+
+def test_discovery_chap(cli, tgt_disc_chap):
+    t = tgt_disc_chap
+    r = cli("-m", "discovery", "-t", "st", "-p", t.portal, "-o", "nonpersistent")
+    assert r.rc == 24, (r.rc, r.err)  # tgtd refuses an unauthenticated discovery session
+    base = _disc_record(cli, t.portal, *DISC_USER)
+    r = cli(*base, "-D")
+    assert r.rc == 0, r.err
+    assert r.out == f"{t.portal},1 {T_OPEN}\n"
+
+
+def test_discovery_mutual_chap(cli, tgt_disc_chap):
+    t = tgt_disc_chap
+    base = _disc_record(cli, t.portal, *DISC_USER, *DISC_OUT)
+    r = cli(*base, "-D")
+    assert r.rc == 0, r.err
+    # the target proves a secret we do not expect: mutual CHAP fails with 24
+    cli(*base, "-o", "update", "-n", "discovery.sendtargets.auth.password_in",
+        "-v", "notthesecret123")
+    r = cli(*base, "-D")
+    assert r.rc == 24, r.err
+
+
+def test_discovery_wrong_secret(cli, tgt_disc_chap):
+    base = _disc_record(cli, tgt_disc_chap.portal, DISC_USER[0], "wrongsecret12345")
+    r = cli(*base, "-D")
+    assert r.rc == 24, r.err
+    assert "authentication" in r.err.lower()
+
+
+def test_thousand_targets(cli, tgt_many):
+    r = cli("-m", "discovery", "-t", "st", "-p", tgt_many.portal)
+    assert r.rc == 0, r.err
+    lines = r.out.splitlines()
+    assert len(lines) == 1000
+    assert len(cli("-m", "node").out.splitlines()) == 1000
+    # rediscovery keeps all, deletes none, through the real process
+    r = cli.proc("-m", "discovery", "-t", "st", "-p", tgt_many.portal, "--json")
+    assert r.rc == 0, r.err
+    doc = json.loads(r.out)
+    assert len(doc["updated"]) == 1000 and doc["deleted"] == [] and doc["added"] == []
