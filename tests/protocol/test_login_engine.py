@@ -148,9 +148,10 @@ def test_extra_round_when_target_stays_in_operational():
 @pytest.mark.parametrize("alg", list(ChapAlgorithm))
 @pytest.mark.parametrize("mutual", [False, True], ids=["oneway", "mutual"])
 @pytest.mark.parametrize("b64", [False, True], ids=["hex", "base64"])
-def test_chap_each_algorithm(alg, mutual, b64):
+@pytest.mark.parametrize("mode", MODES)
+def test_chap_each_algorithm(alg, mutual, b64, mode):
     t = chap_target(mutual, base64=b64)
-    outcome, t, m, pair = run(chap_cfg(mutual, algs=[alg]), t)
+    outcome, t, m, pair = run(chap_cfg(mutual, algs=[alg]), t, mode)
     assert isinstance(outcome, LoginSuccess), outcome
     assert t.violations == [] and t.algorithm == int(alg) and t.authenticated
     assert len(t.challenge) == {5: 16, 6: 20, 7: 32, 8: 32}[int(alg)]
@@ -184,8 +185,9 @@ def test_chap_no_common_algorithm():
         run(chap_cfg(algs=[ChapAlgorithm.SHA256]), t)
 
 
-def test_chap_wrong_secret_is_authentication_failure():
-    outcome, t, m, _ = run(chap_cfg(password=b"wrongsecret!!"), chap_target())
+@pytest.mark.parametrize("mode", MODES)
+def test_chap_wrong_secret_is_authentication_failure(mode):
+    outcome, t, m, _ = run(chap_cfg(password=b"wrongsecret!!"), chap_target(), mode)
     assert isinstance(outcome, LoginRejected)
     assert outcome.status == LoginStatus.AUTHENTICATION_FAILURE and outcome.retryable is False
     assert "authentication failure" in outcome.message and "(02/01)" in outcome.message
@@ -331,8 +333,9 @@ REJECTS = [s for s in LoginStatus if s.status_class in (2, 3)]
 
 
 @pytest.mark.parametrize("status", REJECTS, ids=lambda s: s.name)
-def test_status_class_2_and_3(status):
-    outcome, t, m, _ = run(target=FakeTarget(TargetConfig(status=int(status))))
+@pytest.mark.parametrize("mode", MODES)
+def test_status_class_2_and_3(status, mode):
+    outcome, t, m, _ = run(target=FakeTarget(TargetConfig(status=int(status))), mode=mode)
     assert isinstance(outcome, LoginRejected)
     assert outcome.status == status
     assert outcome.retryable is (status.status_class == 3)
