@@ -139,7 +139,8 @@ class Connection:
         except socket.timeout:
             raise TransportTimeout(f"{what}: timed out") from None
         except OSError as e:
-            raise ConnectionClosed(f"{what}: {e.strerror or e}") from None
+            raise ConnectionClosed(f"{what}: connection reset by the target {self.endpoint} "
+                                   f"({e.strerror or e})") from None
         if not data:
             raise ConnectionClosed(f"{what}: connection closed by the target "
                                    f"{self.endpoint}")

@@ -1,0 +1,137 @@
+"""-m node / -m iface / help / exit codes without a network peer."""
+
+import json
+import os
+
+import pytest
+
+T1 = "iqn.2001-04.com.example:storage.t1"
+T2 = "iqn.2001-04.com.example:storage.t2"
+
+
+def test_empty_db(cli):
+    r = cli("-m", "node")
+    assert (r.rc, r.out, r.err) == (21, "", "iscsictl: No records found\n")
+    assert cli("-m", "discovery").rc == 21
+    assert cli("-m", "iface").out == ("default tcp,<empty>,<empty>,<empty>,<empty>\n"
+                                      "iser iser,<empty>,<empty>,<empty>,<empty>\n")
+
+
+def test_node_new_list_show_update_delete(cli):
+    r = cli("-m", "node", "-o", "new", "-T", T1, "-p", "10.0.0.1:3260,1")
+    assert r.out == ("New iSCSI node [tcp:[hw=,ip=,net_if=,iscsi_if=default] "
+                     f"10.0.0.1,3260,1 {T1}] added\n")
+    r = cli("-m", "node", "-o", "new", "-T", T1, "-p", "10.0.0.1")
+    assert "10.0.0.1,3260,-1" in r.out
+    assert cli("-m", "node", "-o", "new", "-T", T2, "-p", "[fd00::5]:3261,2").rc == 0
+    r = cli("-m", "node")
+    assert r.out == (f"10.0.0.1:3260,4294967295 {T1}\n10.0.0.1:3260,1 {T1}\n"
+                     f"[fd00::5]:3261,2 {T2}\n")
+    r = cli("-m", "node", "-P", "1")
+    assert r.out.startswith(f"Target: {T1}\n\tPortal: 10.0.0.1:3260,-1\n\t\tIface Name: default\n")
+    # filters: -p without a port means 3260
+    assert cli("-m", "node", "-p", "[fd00::5]").rc == 21
+    r = cli("-m", "node", "-p", "[fd00::5]:3261")
+    assert r.rc == 0 and r.out.startswith("# BEGIN RECORD 2.1.8\n") and f"node.name = {T2}" in r.out
+    # update, read-only keys, bad values
+    base = ["-m", "node", "-T", T1, "-p", "10.0.0.1:3260,1"]
+    assert cli(*base, "-o", "update", "-n", "node.session.auth.password", "-v", "pw123").rc == 0
+    r = cli(*base, "-o", "show")
+    assert "node.session.auth.password = ********\n" in r.out
+    assert "node.session.auth.password = pw123\n" in cli(*base, "-o", "show", "-S").out
+    r = cli(*base, "-o", "update", "-n", "node.name", "-v", "x")
+    assert r.rc == 7 and ("Cannot modify node.name. It is used to look up the record and "
+                          "cannot be changed.") in r.err
+    r = cli(*base, "-o", "update", "-n", "node.foo", "-v", "x")
+    assert r.rc == 7 and "Cannot modify node.foo. Invalid param name." in r.err
+    r = cli(*base, "-o", "update", "-n", "iface.ipaddress", "-v", "x")
+    assert r.rc == 7 and "Use iface mode to update this value." in r.err
+    r = cli(*base, "-o", "update", "-n", "node.startup", "-v", "bogus")
+    assert r.rc == 7 and "unknown value format 'bogus'" in r.err
+    # JSON
+    doc = json.loads(cli("--json", *base, "-o", "show").out)
+    assert doc[0]["node.name"] == T1 and doc[0]["node.session.auth.password"] == "********"
+    # delete
+    assert cli(*base, "-o", "delete").rc == 0
+    assert cli(*base).rc == 21
+    assert cli("-m", "node", "-o", "delete").rc == 0
+    assert cli("-m", "node").rc == 21
+
+
+def test_corrupt_record_reported_by_path(cli):
+    assert cli("-m", "node", "-o", "new", "-T", T1, "-p", "10.0.0.1:3260,1").rc == 0
+    assert cli("-m", "node", "-o", "new", "-T", T2, "-p", "10.0.0.2:3260,1").rc == 0
+    bad = os.path.join(cli.root, "nodes", T2, "10.0.0.2,3260,1", "default")
+    with open(bad, "wb") as f:
+        f.write(b"\x00\xff garbage")
+    os.makedirs(os.path.join(cli.root, "nodes", "junk-target", "not-a-portal"))
+    r = cli("-m", "node")
+    assert r.rc == 0 and f"10.0.0.1:3260,1 {T1}" in r.out
+    assert "not-a-portal" in r.err
+    r = cli("-m", "node", "-T", T2)
+    assert r.rc == 6 and bad in r.err
+
+
+def test_iface_ops(cli):
+    r = cli("-m", "iface", "-I", "eth9", "-o", "new")
+    assert (r.rc, r.out) == (0, "New interface eth9 added\n")
+    r = cli("-m", "iface", "-I", "eth9", "-o", "update", "-n", "iface.ipaddress", "-v", "10.9.9.9")
+    assert (r.rc, r.out) == (0, "eth9 updated.\n")
+    assert cli("-m", "iface").out.startswith("eth9 tcp,<empty>,10.9.9.9,<empty>,<empty>\n")
+    assert "iface.ipaddress = 10.9.9.9\n" in cli("-m", "iface", "-I", "eth9").out
+    assert cli("-m", "node", "-o", "new", "-T", T1, "-p", "10.0.0.1:3260,1", "-I", "eth9").rc == 0
+    r = cli("-m", "iface", "-P", "1")
+    assert f"Iface: eth9\n\tTarget: {T1}\n\t\tPortal: 10.0.0.1:3260,1\n" in r.out
+    r = cli("-m", "iface", "-I", "eth9", "-o", "delete")
+    assert (r.rc, r.out) == (0, "eth9 unbound and deleted.\n")
+    assert cli("-m", "node").rc == 21
+    assert cli("-m", "iface", "-I", "nope").rc == 6
+    assert cli("-m", "iface", "-I", "default", "-o", "delete").rc == 7
+    assert len(json.loads(cli("--json", "-m", "iface").out)) == 2
+
+
+@pytest.mark.parametrize("args,code,msg", [
+    (["-m", "node", "-o", "new", "-T", "not an iqn", "-p", "10.0.0.1"], 7, "invalid target name"),
+    (["-m", "node", "-o", "new", "-T", T1, "-p", "10.0.0.1:99999"], 7, "invalid portal"),
+    (["-m", "node", "-p", "bad:port:x:"], 7, "invalid portal"),
+    (["-m", "node", "-p", "[fe80::1"], 7, "unterminated"),
+    (["-m", "node", "-p", "300.1.1.1"], 7, "not an IPv4 address"),
+    (["-m", "discovery", "-t", "st", "-p", "10.0.0.1:0"], 7, "invalid portal"),
+    (["-m", "discovery", "-t", "bogus", "-p", "10.0.0.1"], 30, "not supported"),
+    (["-m", "discovery", "-t", "isns", "-p", "10.0.0.1"], 17, "iSNS"),
+    (["-m", "node", "-x", "1"], 7, ""),
+    (["-m", "node", "-t", "st"], 7, "node mode: option '-t' is not allowed/supported"),
+    (["-m", "bogus"], 7, "mode bogus is not yet supported"),
+    (["-m", "host"], 27, "not supported yet"),
+    (["-m", "fw"], 27, "not supported yet"),
+    (["-m", "node", "-o", "frobnicate"], 7, "Invalid operation"),
+    ([], 7, "no mode"),
+])
+def test_bad_arguments(cli, args, code, msg):
+    r = cli(*args)
+    assert r.rc == code, r.err
+    assert msg in r.err
+    assert "Traceback" not in r.err
+
+
+def test_help_and_process(cli):
+    r = cli.proc("--help")
+    assert r.rc == 0 and "-m node" in r.out
+    r = cli.proc("-m", "node", "--help")
+    assert r.rc == 0 and "--probe" in r.out and "--targetname" in r.out
+    r = cli.proc("-m", "node")
+    assert (r.rc, r.err) == (21, "iscsictl: No records found\n")
+    r = cli.proc("-m", "node", "-p", "x::y::z")
+    assert r.rc == 7 and r.err.startswith("iscsictl: invalid portal") and "Traceback" not in r.err
+
+
+def test_cli_does_not_import_protocol_for_listing(cli):
+    import subprocess, sys
+    code = ("import sys, io; from iscsictl.cli.main import run; "
+            "from iscsictl.cli.output import Output; "
+            f"run(['--db-root', {cli.root!r}, '--config-root', {cli.root!r}, '-m', 'node'], "
+            "Output(io.StringIO(), io.StringIO())); "
+            "print(sorted(m for m in sys.modules if m.startswith('iscsictl.protocol') "
+            "or m.startswith('iscsictl.transport') or m.startswith('iscsictl.netlink')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    assert out.strip() == "[]"

@@ -1,0 +1,165 @@
+"""--probe against tgtd (LUN table, JSON, CHAP, mutual CHAP) and network failures with
+iscsiadm's messages and exit codes."""
+
+import json
+import socket
+import threading
+
+import pytest
+
+from conftest import (CHAP_USER, MUTUAL_OUT, MUTUAL_USER, T_CHAP, T_MULTI, T_MUTUAL, T_OPEN)
+
+pytestmark = pytest.mark.peer
+
+
+def _node(cli, target, portal, **values):
+    assert cli("-m", "node", "-o", "new", "-T", target, "-p", portal + ",1").rc == 0
+    for k, v in values.items():
+        r = cli("-m", "node", "-T", target, "-p", portal, "-o", "update", "-n", k, "-v", v)
+        assert r.rc == 0, r.err
+
+
+def test_probe_multi_lun(cli, tgt):
+    _node(cli, T_MULTI, tgt.portal)
+    r = cli("-m", "node", "-T", T_MULTI, "-p", tgt.portal, "--probe")
+    assert r.rc == 0, r.err
+    assert f"Target: {T_MULTI}" in r.out
+    rows = [l.split() for l in r.out.splitlines() if l[:1].isdigit()]
+    assert [row[0] for row in rows] == ["0", "1", "2", "3", "4"]
+    assert "Direct-Access" in r.out and "VIRTUAL-DISK" in r.out
+    doc = json.loads(cli("--json", "-m", "node", "-T", T_MULTI, "-p", tgt.portal, "--probe").out)
+    luns = doc["luns"]
+    assert [l["lun"] for l in luns] == [0, 1, 2, 3, 4]
+    disk = luns[1]
+    assert disk["vendor"] == "IET" and disk["block_size"] == 512 and disk["serial"]
+    assert disk["size_bytes"] == disk["blocks"] * 512 and disk["designators"]
+    # the controller LUN refuses READ CAPACITY: reported as a readable sense message
+    assert "ILLEGAL REQUEST" in luns[0]["errors"]["read_capacity16"]
+
+
+def test_probe_nonpersistent_and_missing_record(cli, tgt):
+    r = cli("-m", "node", "-T", T_OPEN, "-p", tgt.portal, "--probe")
+    assert r.rc == 21 and "No records found" in r.err
+    r = cli("-m", "node", "-T", T_OPEN, "-p", tgt.portal, "--probe", "-o", "nonpersistent")
+    assert r.rc == 0, r.err and "VIRTUAL-DISK" in r.out
+
+
+def test_probe_unknown_target(cli, tgt):
+    r = cli("-m", "node", "-T", "iqn.2026-11.test.tgt:nosuch", "-p", tgt.portal, "--probe",
+            "-o", "nonpersistent")
+    assert r.rc == 19, r.err  # 02/03 not found: non-retryable login failure
+    assert "not found" in r.err
+
+
+def test_probe_chap(cli, tgt):
+    r = cli("-m", "node", "-T", T_CHAP, "-p", tgt.portal, "--probe", "-o", "nonpersistent")
+    assert r.rc == 24, r.err
+    _node(cli, T_CHAP, tgt.portal, **{"node.session.auth.authmethod": "CHAP",
+                                       "node.session.auth.username": CHAP_USER[0],
+                                       "node.session.auth.password": CHAP_USER[1]})
+    r = cli("-m", "node", "-T", T_CHAP, "-p", tgt.portal, "--probe")
+    assert r.rc == 0, r.err
+    cli("-m", "node", "-T", T_CHAP, "-p", tgt.portal, "-o", "update", "-n",
+        "node.session.auth.password", "-v", "wrongsecret1234")
+    r = cli("-m", "node", "-T", T_CHAP, "-p", tgt.portal, "--probe")
+    assert r.rc == 24 and "authentication" in r.err
+
+
+def test_probe_mutual_chap(cli, tgt):
+    vals = {"node.session.auth.authmethod": "CHAP",
+            "node.session.auth.username": MUTUAL_USER[0],
+            "node.session.auth.password": MUTUAL_USER[1],
+            "node.session.auth.username_in": MUTUAL_OUT[0],
+            "node.session.auth.password_in": MUTUAL_OUT[1]}
+    _node(cli, T_MUTUAL, tgt.portal, **vals)
+    r = cli("-m", "node", "-T", T_MUTUAL, "-p", tgt.portal, "--probe")
+    assert r.rc == 0, r.err
+    cli("-m", "node", "-T", T_MUTUAL, "-p", tgt.portal, "-o", "update", "-n",
+        "node.session.auth.password_in", "-v", "notthetargets12")
+    r = cli("-m", "node", "-T", T_MUTUAL, "-p", tgt.portal, "--probe")
+    assert r.rc == 24, r.err
+
+
+# ---- network failures ------------------------------------------------------------------
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_connection_refused(cli):
+    port = _closed_port()
+    r = cli("-m", "discovery", "-t", "st", "-p", f"127.0.0.1:{port}")
+    assert r.rc == 4
+    assert r.err.splitlines() == [
+        "iscsictl: cannot make connection to 127.0.0.1: Connection refused",
+        "iscsictl: cannot make connection to 127.0.0.1: Connection refused",
+        "iscsictl: connection login retries (reopen_max) 1 exceeded",
+        "iscsictl: Could not perform SendTargets discovery: encountered connection failure"]
+
+
+class _Listener:
+    """A loopback listener that accepts and then either never answers or closes after
+    reading the first bytes (a target dying mid-login)."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.stop = False
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self):
+        self.sock.settimeout(0.2)
+        while not self.stop:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            if self.mode == "close":
+                c.settimeout(2)
+                try:
+                    c.recv(48)
+                except OSError:
+                    pass
+                c.close()
+            else:
+                self.conns.append(c)
+
+    def close(self):
+        self.stop = True
+        self.t.join(2)
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+@pytest.mark.parametrize("mode,code,text", [
+    ("close", 4, "by the target"),
+    ("silent", 8, "timed out"),
+])
+def test_hostile_listeners(cli, mode, code, text):
+    import time
+    lst = _Listener(mode)
+    try:
+        t0 = time.monotonic()
+        r = cli("-m", "discovery", "-t", "st", "-p", f"127.0.0.1:{lst.port}",
+                "-o", "nonpersistent")
+        took = time.monotonic() - t0
+    finally:
+        lst.close()
+    assert r.rc == code, r.err
+    assert text in r.err and "reopen_max" in r.err
+    if mode == "silent":  # 2 attempts x login_timeout 3 s + 1 s pause: bounded, no spin
+        assert 6 <= took < 12
+
+
+def test_probe_refused(cli):
+    port = _closed_port()
+    r = cli("-m", "node", "-T", T_OPEN, "-p", f"127.0.0.1:{port}", "--probe",
+            "-o", "nonpersistent")
+    assert r.rc == 4 and "Connection refused" in r.err
