@@ -86,7 +86,24 @@ def listing(args, o) -> int:
     return E.SUCCESS
 
 
+def _grouped(nids) -> list[str]:
+    """iscsiadm's discovery tree: Target on change, Portal on change, an Iface Name line for
+    every record."""
+    out, last_t, last_p = [], None, None
+    for n in nids:
+        if n.target != last_t:
+            out.append(f"Target: {n.target}")
+            last_t, last_p = n.target, None
+        if (n.address, n.port, n.tpgt) != last_p:
+            out.append(f"\tPortal: {n.portal},{n.tpgt}")
+            last_p = (n.address, n.port, n.tpgt)
+        out.append(f"\t\tIface Name: {n.iface}")
+    return out
+
+
 def _tree(db, dids) -> list[str]:
+    """``-m discovery -P 1``.  iscsiadm walks directories in readdir order; we sort."""
+    tree_lines = _grouped
     out = ["SENDTARGETS:"]
     for d in dids:
         if d.type != "sendtargets":
@@ -103,6 +120,8 @@ def _tree(db, dids) -> list[str]:
     for title, dtype in (("STATIC:", "static"), ("FIRMWARE:", "fw")):
         out.append(title)
         nids = _linked(db, dtype)
+        if dtype == "static":  # legacy records (tpgt -1) are static ones without links
+            nids = sorted(nids + [n for n in db.list_nodes() if n.legacy])
         out.extend(tree_lines(nids) if nids else ["No targets found."])
     return out
 
