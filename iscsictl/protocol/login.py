@@ -51,6 +51,11 @@ SEC = LoginStage.SECURITY_NEGOTIATION
 OP = LoginStage.LOGIN_OPERATIONAL_NEGOTIATION
 FFP = LoginStage.FULL_FEATURE_PHASE
 _STAGE_ORDER = {SEC: 0, OP: 1, FFP: 2}
+#: Login Responses accepted in one login.  Every response restarts the
+#: deadline, so without a bound a target answering T=0 (or empty C=1 pieces)
+#: forever would keep the login alive forever.  A login takes 1-5 round trips;
+#: 65536 bytes of text in 64-byte pieces stays below this.
+MAX_LOGIN_RESPONSES = 1024
 
 
 class LoginProtocolError(ISCSIProtocolError):
@@ -275,6 +280,9 @@ class LoginMachine:
                 f"Login Response echoes ISID {pdu.isid.hex()}, ours is {self.isid.hex()}"
             )
         self._responses += 1
+        if self._responses > MAX_LOGIN_RESPONSES:
+            raise LoginProtocolError(
+                f"target sent more than {MAX_LOGIN_RESPONSES} Login Responses without ending the login")
         self._statsn = pdu.statsn
         self.exp_statsn = (pdu.statsn + 1) & 0xFFFFFFFF
         self.exp_cmdsn, self.max_cmdsn = pdu.exp_cmdsn, pdu.max_cmdsn
