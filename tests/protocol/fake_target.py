@@ -524,6 +524,8 @@ class FakeTarget:
         if "extra_round" in c.misbehave and not self.extra_round_done:
             self.extra_round_done = True
             transit = False
+        if "never_transit" in c.misbehave:
+            transit = False
         if self.offers_pending and transit:
             self._violation(f"initiator did not answer {sorted(self.offers_pending)}")
         self._send_login_text(req, out, transit=transit, nsg=req.nsg)

@@ -304,6 +304,11 @@ def test_illegal_answers_raise_negotiation_error(key, value):
     assert exc.value.key == key
 
 
+def test_target_that_never_transits_is_bounded():
+    with pytest.raises(LoginProtocolError, match="more than 1024"):
+        run(target=FakeTarget(TargetConfig(misbehave={"never_transit"})))
+
+
 def test_answered_twice():
     with pytest.raises(NegotiationError, match="twice"):
         run(target=FakeTarget(TargetConfig(misbehave={"answer_twice"})))
