@@ -30,6 +30,11 @@ __all__ = [
 ]
 
 
+#: Text Responses accepted in one exchange: empty F=0 responses add no bytes,
+#: so max_response_bytes alone would not end an exchange with a hostile target.
+MAX_TEXT_RESPONSES = 4096
+
+
 class TextExchangeError(ISCSIProtocolError):
     """The target broke the text exchange rules (wrong ITT, a Reject, ...)."""
 
@@ -79,6 +84,7 @@ class TextExchange:
         self._assembler = TextAssembler(max_response_bytes)
         self._max_response_bytes = max_response_bytes
         self._received = 0  # response bytes so far, over every PDU of the exchange
+        self._responses = 0
         self._complete: list[bytes] = []  # C=0 pieces: each a whole set of pairs
         self._outbox: list[TextRequest] = []
         self.result: TextPairs | None = None
@@ -125,6 +131,9 @@ class TextExchange:
             self._send_next(RESERVED_TAG)
             return None
         self._received += len(pdu.data)
+        self._responses += 1
+        if self._responses > MAX_TEXT_RESPONSES:
+            raise TextExchangeError(f"more than {MAX_TEXT_RESPONSES} Text Responses in one exchange")
         if self._received > self._max_response_bytes:
             raise TextFormatError(f"text response is longer than {self._max_response_bytes} bytes")
         # tgtd (1.0.85) cuts a long non-final response mid-pair without the C bit; a piece
