@@ -173,3 +173,11 @@ def test_missing_address_uses_the_portal_asked():
 def test_parse_send_targets_refuses(pairs, match):
     with pytest.raises(TextExchangeError, match=match):
         parse_send_targets(pairs)
+
+
+def test_endless_empty_continuation_is_bounded():
+    ex = TextExchange([("SendTargets", "All")], itt=5, cmdsn=1, exp_statsn=1)
+    ex.start()
+    with pytest.raises(TextExchangeError, match="more than"):
+        for _ in range(10000):
+            ex.receive_pdu(TextResponse(final=False, itt=5, ttt=0x99))
