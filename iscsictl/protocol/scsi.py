@@ -258,6 +258,11 @@ class _Task:
     received: int = 0
 
 
+def _serial_lt(a: int, b: int) -> bool:
+    """a < b in 32-bit serial number arithmetic (RFC 1982)."""
+    return a != b and ((b - a) & 0xFFFFFFFF) < 0x80000000
+
+
 class CommandSession:
     """Read-type SCSI commands on a logged-in userspace session.
 
@@ -285,7 +290,14 @@ class CommandSession:
         return itt, pdu
 
     def _window(self, pdu: SCSIDataIn | SCSIResponse) -> None:
-        self.max_cmdsn = pdu.max_cmdsn
+        # RFC 7143 §4.2.2.1 (serial arithmetic, RFC 1982): a response whose
+        # MaxCmdSN < ExpCmdSN - 1 carries an invalid window and is ignored, and
+        # a MaxCmdSN older than the one we hold (a reordered PDU) never shrinks it.
+        exp, mx = pdu.exp_cmdsn, pdu.max_cmdsn
+        if _serial_lt(mx, (exp - 1) & 0xFFFFFFFF):
+            return
+        if _serial_lt(self.max_cmdsn, mx):
+            self.max_cmdsn = mx
 
     def receive_pdu(self, pdu: PDU) -> tuple[int, ScsiResult] | None:
         """Take a target PDU; (itt, result) when a task completes.
