@@ -190,3 +190,19 @@ def test_data_in_out_of_order_is_reassembled():
     _, r = cs.receive_pdu(SCSIDataIn(itt=itt, buffer_offset=0, status_present=True,
                                      statsn=7, max_cmdsn=40, data=b"1234"))
     assert r.data == b"12345678" and cs.exp_statsn == 8 and cs.max_cmdsn == 40
+
+
+def test_command_window_follows_serial_arithmetic():
+    cs = CommandSession(10, 1, max_cmdsn=40)
+    itt, _ = cs.command(0, cdb_inquiry(8), 8)
+    # an invalid window (MaxCmdSN < ExpCmdSN - 1) is ignored
+    cs.receive_pdu(SCSIDataIn(final=False, itt=itt, exp_cmdsn=50, max_cmdsn=20, data=b"1234"))
+    assert cs.max_cmdsn == 40
+    # a stale (smaller) MaxCmdSN does not shrink the window
+    cs.receive_pdu(SCSIDataIn(final=False, itt=itt, buffer_offset=4, exp_cmdsn=11,
+                              max_cmdsn=30, data=b"5"))
+    assert cs.max_cmdsn == 40
+    # MaxCmdSN = ExpCmdSN - 1 (window closed) is valid; a larger edge moves it, across the wrap
+    cs.max_cmdsn = 0xFFFFFFF0
+    cs.receive_pdu(SCSIResponse(itt=itt, exp_cmdsn=0xFFFFFFF8, max_cmdsn=0x00000005, statsn=3))
+    assert cs.max_cmdsn == 5
