@@ -1,0 +1,101 @@
+"""LoginConfig from open-iscsi records (reference/open-iscsi-notes.md §3.1, §3.2,
+§5.1): defaults, clamping, CHAP credentials and algorithms, offers."""
+
+from __future__ import annotations
+
+import pytest
+
+from iscsictl.protocol.chap import ChapAlgorithm
+from iscsictl.protocol.config import LoginConfig
+
+INAME = "iqn.2005-03.org.open-iscsi:host1"
+NODE = {"node.name": "iqn.2003-01.org.example:disk1"}
+
+
+def test_node_defaults_are_open_iscsis():
+    c = LoginConfig.from_node(NODE, INAME)
+    assert c.target_name == "iqn.2003-01.org.example:disk1" and c.session_type == "Normal"
+    assert c.chap is None and c.auth_method_offer() is None
+    assert c.operational_offers() == {
+        "HeaderDigest": "None", "DataDigest": "None", "DefaultTime2Wait": "2",
+        "DefaultTime2Retain": "0", "ErrorRecoveryLevel": "0", "InitialR2T": "No",
+        "ImmediateData": "Yes", "MaxBurstLength": "16776192", "FirstBurstLength": "262144",
+        "MaxOutstandingR2T": "1", "MaxConnections": "1", "DataPDUInOrder": "Yes",
+        "DataSequenceInOrder": "Yes", "MaxRecvDataSegmentLength": "262144",
+    }
+    assert (c.login_timeout, c.auth_timeout) == (30.0, 45.0)
+    assert c.login_keys() == [("InitiatorName", INAME), ("TargetName", NODE["node.name"]),
+                              ("SessionType", "Normal")]
+
+
+@pytest.mark.parametrize("rec,mrdsl,first,maxb", [
+    ({"node.conn[0].iscsi.MaxRecvDataSegmentLength": "100"}, 262144, 262144, 16776192),
+    ({"node.conn[0].iscsi.MaxRecvDataSegmentLength": "8191"}, 8188, 262144, 16776192),
+    ({"node.conn[0].iscsi.MaxRecvDataSegmentLength": "16777216"}, 262144, 262144, 16776192),
+    ({"node.conn[0].iscsi.MaxRecvDataSegmentLength": "junk"}, 262144, 262144, 16776192),
+    ({"node.session.iscsi.MaxBurstLength": "65536"}, 262144, 65536, 65536),
+    ({"node.session.iscsi.FirstBurstLength": "511"}, 262144, 262144, 16776192),
+    ({"node.session.iscsi.FirstBurstLength": "<empty>"}, 262144, 262144, 16776192),
+])
+def test_node_clamping(rec, mrdsl, first, maxb):
+    c = LoginConfig.from_node({**NODE, **rec}, INAME)
+    assert (c.max_recv_data_segment_length, c.first_burst_length, c.max_burst_length) == (
+        mrdsl, first, maxb)
+
+
+def test_node_chap_one_way_and_mutual():
+    rec = {**NODE, "node.session.auth.authmethod": "CHAP", "node.session.auth.username": "u",
+           "node.session.auth.password": "secretsecret",
+           "node.session.auth.chap_algs": "SHA3-256,SHA256,sha1,MD5,BOGUS,MD5"}
+    c = LoginConfig.from_node(rec, INAME)
+    assert c.chap.username == "u" and c.chap.password == b"secretsecret" and not c.chap.mutual
+    assert c.chap_algorithms == (ChapAlgorithm.SHA3_256, ChapAlgorithm.SHA256,
+                                 ChapAlgorithm.SHA1, ChapAlgorithm.MD5)
+    assert c.auth_method_offer() == "CHAP"
+    m = LoginConfig.from_node({**rec, "node.session.auth.username_in": "t",
+                               "node.session.auth.password_in": "othersecret!"}, INAME)
+    assert m.chap.mutual and m.chap.password_in == b"othersecret!"
+
+
+def test_password_alone_enables_chap_and_empty_means_none():
+    rec = {**NODE, "node.session.auth.username": "u", "node.session.auth.password": "secretsecret"}
+    assert LoginConfig.from_node(rec, INAME).chap is not None
+    rec["node.session.auth.password"] = "<empty>"
+    assert LoginConfig.from_node(rec, INAME).chap is None
+    assert LoginConfig.from_node({**NODE, "node.session.auth.chap_algs": "nope"},
+                                 INAME).chap_algorithms == (ChapAlgorithm.MD5,)
+
+
+def test_discovery_record():
+    rec = {"discovery.sendtargets.auth.username": "d", "discovery.sendtargets.auth.password":
+           "secretsecret", "discovery.sendtargets.timeo.login_timeout": "7"}
+    c = LoginConfig.from_discovery(rec, INAME)
+    assert c.discovery and c.target_name is None and c.login_timeout == 7.0
+    assert c.chap.username == "d"
+    offers = c.operational_offers()
+    assert offers["MaxRecvDataSegmentLength"] == "32768"
+    assert set(offers) == {"HeaderDigest", "DataDigest", "DefaultTime2Wait", "DefaultTime2Retain",
+                           "ErrorRecoveryLevel", "MaxRecvDataSegmentLength"}
+    assert ("TargetName", None) not in c.login_keys()
+    assert c.login_keys()[-1] == ("SessionType", "Discovery")
+
+
+def test_auth_optional_and_iser():
+    from iscsictl.protocol.chap import ChapCredentials
+
+    c = LoginConfig(initiator_name=INAME, target_name="iqn.2003-01.org.example:d",
+                    chap=ChapCredentials("u", b"secretsecret"), auth_optional=True, iser=True,
+                    header_digest="CRC32C")
+    assert c.auth_method_offer() == "CHAP,None"
+    offers = c.operational_offers()
+    assert offers["RDMAExtensions"] == "Yes" and offers["HeaderDigest"] == "None"
+    assert "MaxRecvDataSegmentLength" not in offers
+    assert offers["InitiatorRecvDataSegmentLength"] == str(c.max_recv_data_segment_length)
+
+
+@pytest.mark.parametrize("kw", [dict(session_type="Bogus"), dict(target_name=None),
+                                dict(header_digest="MD5")])
+def test_invalid_configs(kw):
+    base = dict(initiator_name=INAME, target_name="iqn.2003-01.org.example:d")
+    with pytest.raises(ValueError):
+        LoginConfig(**{**base, **kw})
