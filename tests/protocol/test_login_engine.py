@@ -530,3 +530,17 @@ def test_random_rng_is_used_for_mutual_challenge():
     m = make_machine(chap_cfg(True), rng=seeded_rng(99))
     outcome = Pair(m, chap_target(True)).login()
     assert isinstance(outcome, LoginSuccess)
+
+
+@pytest.mark.parametrize("code,retryable", [(0x0299, False), (0x0203, False), (0x03FE, True)])
+def test_unknown_status_details(code, retryable):
+    outcome, *_ = run(target=FakeTarget(TargetConfig(status=code)), mode="byte")
+    assert isinstance(outcome, LoginRejected) and outcome.retryable is retryable
+    assert int(outcome.status) == code
+    assert f"({code >> 8:02x}/{code & 0xff:02x})" in outcome.message
+
+
+@pytest.mark.parametrize("code", [0x0400, 0x0F01])
+def test_unknown_status_class_is_a_protocol_error(code):
+    with pytest.raises(LoginProtocolError, match="status class"):
+        run(target=FakeTarget(TargetConfig(status=code)))
