@@ -111,8 +111,8 @@ def collect(sysfs, states: dict[str, dict[str, Any]]) -> list[SessionView]:  # t
             chap={"username": info.username, "password": info.password,
                   "username_in": info.username_in, "password_in": info.password_in},
             negotiated={
-                "HeaderDigest": conn.header_digest if conn else None,
-                "DataDigest": conn.data_digest if conn else None,
+                "HeaderDigest": _digest(conn.header_digest if conn else None),
+                "DataDigest": _digest(conn.data_digest if conn else None),
                 "MaxRecvDataSegmentLength": conn.max_recv_dlength if conn else None,
                 "MaxXmitDataSegmentLength": conn.max_xmit_dlength if conn else None,
                 "FirstBurstLength": _int(info.params.get("first_burst_len")),
@@ -126,6 +126,15 @@ def collect(sysfs, states: dict[str, dict[str, Any]]) -> list[SessionView]:  # t
             devices=devices,
         ))
     return views
+
+
+def _digest(v: str | None) -> str | None:
+    """sysfs holds the kernel's int (0 none, else CRC32C); iscsiadm prints the name."""
+    if v is None:
+        return None
+    if v in ("None", "CRC32C"):
+        return v
+    return "None" if _int(v) == 0 else "CRC32C"
 
 
 def _int(v: str | None) -> int | None:

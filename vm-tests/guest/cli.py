@@ -1,0 +1,66 @@
+"""Run the iscsictl CLI in the guest against a private DB, and read sysfs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+VENV_BIN = Path(sys.executable).parent
+INITIATOR = "iqn.2026-11.org.example.vm:iscsictl"
+
+
+class Cli:
+    """``iscsictl`` with ``--db-root``/``--config-root`` under ``root``."""
+
+    def __init__(self, root: Path, initiator: str = INITIATOR) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "initiatorname.iscsi").write_text(f"InitiatorName={initiator}\n")
+        self.initiator = initiator
+        self.env = dict(os.environ, ISCSICTL_DB_ROOT=str(self.root),
+                        ISCSICTL_CONFIG_ROOT=str(self.root))
+
+    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([str(VENV_BIN / "iscsictl"), *args], capture_output=True,
+                              text=True, env=self.env, timeout=timeout)
+
+    def ok(self, *args: str, timeout: float = 120) -> str:
+        r = self.run(*args, timeout=timeout)
+        assert r.returncode == 0, f"iscsictl {' '.join(args)} -> {r.returncode}\n{r.stdout}{r.stderr}"
+        return r.stdout
+
+    def update(self, target: str, portal: str, key: str, value: str) -> None:
+        self.ok("-m", "node", "-T", target, "-p", portal, "-o", "update", "-n", key, "-v", value)
+
+
+def sessions_in_sysfs() -> list[int]:
+    d = Path("/sys/class/iscsi_session")
+    return sorted(int(p.name[7:]) for p in d.glob("session*")) if d.exists() else []
+
+
+def read(path: Path | str) -> str:
+    return Path(path).read_text().strip()
+
+
+def session_disks(sid: int) -> dict[int, str]:
+    """LUN -> /dev/sdX of a session, from sysfs."""
+    dev = Path(f"/sys/class/iscsi_session/session{sid}/device").resolve()
+    out = {}
+    for lun_dir in dev.glob("target*/*:*:*:*"):
+        blocks = list((lun_dir / "block").glob("*")) if (lun_dir / "block").exists() else []
+        if blocks:
+            out[int(lun_dir.name.split(":")[3])] = f"/dev/{blocks[0].name}"
+    return out
+
+
+def wait_disks(sid: int, count: int, timeout: float = 30) -> dict[int, str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        disks = session_disks(sid)
+        if len(disks) >= count and all(os.path.exists(p) for p in disks.values()):
+            return disks
+        time.sleep(0.05)
+    raise AssertionError(f"session {sid}: {session_disks(sid)} after {timeout} s, want {count} disks")
