@@ -16,6 +16,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 from collections.abc import Callable, MutableSet
 from dataclasses import dataclass
 from enum import Enum, IntEnum
@@ -86,6 +87,22 @@ def chap_response(algorithm: ChapAlgorithm, identifier: int, secret: bytes, chal
     h.update(secret)
     h.update(challenge)
     return h.digest()
+
+
+_NUMBER = re.compile(r"[0-9]{1,10}|0[xX][0-9a-fA-F]{1,8}")
+
+
+def _number(text: str) -> int:
+    """CHAP_A and CHAP_I are numbers (RFC 7143 §12.1.3): decimal or 0x hex.
+    (int(text, 0) would also take '0b11' as binary, where 0b means base64,
+    and '1_0' or ' 7'.)
+
+    Raises:
+        ValueError: any other form.
+    """
+    if not _NUMBER.fullmatch(text):
+        raise ValueError(text)
+    return int(text, 16) if text[:2] in ("0x", "0X") else int(text, 10)
 
 
 def encode_binary(data: bytes, base64_form: bool = False) -> str:
@@ -205,14 +222,14 @@ class ChapInitiator:
                 malformed identifier or challenge, a reflected challenge.
         """
         try:
-            alg = ChapAlgorithm(int(keys.get("CHAP_A", "")))
+            alg = ChapAlgorithm(_number(keys.get("CHAP_A", "")))
         except ValueError:
             raise AuthenticationError(f"target chose CHAP_A={keys.get('CHAP_A')!r}") from None
         if alg not in self.algorithms:
             raise AuthenticationError(f"target chose CHAP_A={int(alg)}, which we did not offer")
         self.algorithm = alg
         try:
-            ident = int(keys["CHAP_I"], 0)
+            ident = _number(keys["CHAP_I"])
         except (KeyError, ValueError):
             raise AuthenticationError("target sent no valid CHAP_I") from None
         if not 0 <= ident <= 255:
