@@ -156,6 +156,7 @@ class TargetConfig:
     login_segment: int = 8192
     text_segment: int = 8192
     text_split_pairs: bool = False  # F=0/C=0 pieces cut at pair boundaries
+    text_no_c: bool = False  # F=0 pieces cut anywhere but C=0 (tgtd 1.0.85)
     targets: list[tuple[str, list[str]]] = field(default_factory=list)
     answer_overrides: dict[str, str] = field(default_factory=dict)
     extra_answers: list[tuple[str, str]] = field(default_factory=list)
@@ -252,6 +253,8 @@ class FakeTarget:
         isid = req.isid
         if "wrong_isid" in c.misbehave:
             isid = bytes([isid[0] ^ 0xFF]) + isid[1:]
+        if status and "zero_isid_on_failure" in c.misbehave:  # tgtd does this
+            isid = bytes(6)
         resp = LoginResponse(
             transit=transit, continue_=cont, csg=csg, nsg=nsg if transit else 0,
             isid=isid, tsih=tsih, itt=req.itt, statsn=self.statsn,
@@ -616,7 +619,7 @@ class FakeTarget:
         more = bool(self.text_chunks)
         itt = req.itt ^ 1 if "text_wrong_itt" in c.misbehave else req.itt
         self._emit(TextResponse(
-            final=not more, continue_=more and not c.text_split_pairs, itt=itt,
+            final=not more, continue_=more and not c.text_split_pairs and not c.text_no_c, itt=itt,
             ttt=self.text_ttt if more else RESERVED_TAG, **self._win(), data=data))
         self.statsn += 1
 

@@ -544,3 +544,10 @@ def test_unknown_status_details(code, retryable):
 def test_unknown_status_class_is_a_protocol_error(code):
     with pytest.raises(LoginProtocolError, match="status class"):
         run(target=FakeTarget(TargetConfig(status=code)))
+
+
+@pytest.mark.parametrize("status", [0x0203, 0x0201, 0x0301])
+def test_failure_response_with_zeroed_isid_still_counts(status):
+    t = FakeTarget(TargetConfig(status=status, misbehave={"zero_isid_on_failure"}))
+    outcome, *_ = run(target=t)
+    assert isinstance(outcome, LoginRejected) and outcome.status == status

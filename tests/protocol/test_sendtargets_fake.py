@@ -181,3 +181,11 @@ def test_endless_empty_continuation_is_bounded():
     with pytest.raises(TextExchangeError, match="more than"):
         for _ in range(10000):
             ex.receive_pdu(TextResponse(final=False, itt=5, ttt=0x99))
+
+
+@pytest.mark.parametrize("segment", [7, 300, 4096])
+def test_pieces_cut_mid_pair_without_c_bit_as_tgtd_does(segment):
+    pairs, t, _ = discover(TargetConfig(targets=many_targets(200), text_segment=segment,
+                                        text_no_c=True))
+    assert t.text_requests > 1
+    assert len(parse_send_targets(pairs)) == 200
