@@ -391,9 +391,10 @@ def test_target_continues_its_answers(mode, segment):
     assert outcome.params.target_alias == "fake-disk"
 
 
-def test_target_continues_in_security_stage():
+@pytest.mark.parametrize("mode", MODES)
+def test_target_continues_in_security_stage(mode):
     t = chap_target(True, login_segment=16)
-    outcome, t, _, pair = run(chap_cfg(True, algs=[ChapAlgorithm.SHA256]), t)
+    outcome, t, _, pair = run(chap_cfg(True, algs=[ChapAlgorithm.SHA256]), t, mode)
     assert isinstance(outcome, LoginSuccess) and t.violations == []
 
 
