@@ -60,6 +60,8 @@ def normalize_name(name: str) -> str:
     Raises:
         InvalidISCSIName: a prohibited character (space, control, private use...).
     """
+    if _ASCII_OK.match(name):  # already in normal form (the common case): no table walk
+        return name
     mapped = "".join(
         stringprep.map_table_b2(ch) for ch in name if not stringprep.in_table_b1(ch)
     )
