@@ -886,10 +886,11 @@ class NodeDB:
     def _create_nodes_batch(self, items: list, res: ReconcileResult) -> None:
         """Create many new node records durably with two filesystem flushes instead of two
         fsyncs per record: every record is written to a temp file in its portal directory,
-        the filesystem is flushed (syncfs), each temp file is hard-linked to its final name
-        (``link`` creates atomically and never replaces: a record that appeared meanwhile is
-        written through :meth:`write_node` instead), links are made, and the filesystem is
-        flushed again before returning.  A crash leaves whole records or none."""
+        the filesystem is flushed (syncfs), each temp file is renamed to its final name (a
+        record that appeared meanwhile is written through :meth:`write_node` instead, under
+        its lock), discovery links are made, and the filesystem is flushed again before
+        returning.  A crash leaves whole records or none; leftover ``.<iface>.<pid>.new``
+        temp files are hidden from listings."""
         staged = []
         with self.db_lock():
             nodes = self._mkdirs(NODES)
@@ -933,11 +934,13 @@ class NodeDB:
             linked = []
             for rec, nid, tmp, path in written:
                 try:
-                    os.link(tmp, path)
+                    if os.path.lexists(path):  # created meanwhile by someone else
+                        raise FileExistsError(path)
+                    os.rename(tmp, path)
                     rec.path = path
                     linked.append((rec, nid))
                     res.added.append(nid)
-                except FileExistsError:  # created meanwhile by someone else: overwrite it
+                except FileExistsError:
                     try:
                         self.write_node(rec)
                         res.updated.append(nid)
@@ -950,10 +953,11 @@ class NodeDB:
                     self._link_node(rec, nid)
         finally:
             for _rec, _nid, tmp, _path in written:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
+                if os.path.lexists(tmp):
+                    try:
+                        os.unlink(tmp)
+                    except OSError:
+                        pass
         syncfs(self.db_root)
 
     # ---- iface records ---------------------------------------------------------------------
