@@ -163,3 +163,9 @@ def test_probe_refused(cli):
     r = cli("-m", "node", "-T", T_OPEN, "-p", f"127.0.0.1:{port}", "--probe",
             "-o", "nonpersistent")
     assert r.rc == 4 and "Connection refused" in r.err
+
+
+def test_discovery_by_host_name(cli, tgt):
+    r = cli("-m", "discovery", "-t", "st", "-p", f"localhost:{tgt.port}", "-o", "nonpersistent")
+    assert r.rc == 0, r.err
+    assert f"{tgt.portal},1 {T_OPEN}" in r.out.splitlines()
