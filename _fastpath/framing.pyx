@@ -21,7 +21,9 @@ from cpython.pycapsule cimport PyCapsule_Import
 from cpython.ref cimport Py_DECREF, PyObject
 from libc.stdint cimport uint8_t, uint32_t
 
-from crc32c import crc32c as _crc32c
+# crc32c is imported on first digest: its package __init__ reads its version through
+# importlib.metadata, which a CLI that never computes a digest should not pay for.
+cdef object _crc32c = None
 
 from iscsictl.protocol.constants import LOGIN_MAX_DATA_SEGMENT_LENGTH
 from iscsictl.protocol.errors import (
@@ -56,6 +58,10 @@ cdef inline uint32_t _le32(const uint8_t *p) noexcept nogil:
 
 
 cdef inline uint32_t _crc(const uint8_t *p, Py_ssize_t n) except? 0xFFFFFFFF:
+    global _crc32c
+    if _crc32c is None:
+        from crc32c import crc32c
+        _crc32c = crc32c
     return _crc32c(PyMemoryView_FromMemory(<char *>p, n, PyBUF_READ))
 
 

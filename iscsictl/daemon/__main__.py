@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="log out of every session when stopping")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
-                        format="iscsictld: %(message)s", stream=sys.stderr)
+                        format="%(asctime)s.%(msecs)03d iscsictld: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     if iscsid_running():
         print("iscsictld: open-iscsi's iscsid is running and owns the kernel's iSCSI "
               "interface; stop it first (systemctl stop iscsid.socket iscsid)", file=sys.stderr)

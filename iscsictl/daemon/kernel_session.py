@@ -301,16 +301,16 @@ async def establish(
     )
 
 
-async def scan_host(host_no: int, sysfs_root: str = "/sys") -> None:
+async def scan_host(host_no: int, sysfs_root: str = "/sys", executor=None) -> None:  # type: ignore[no-untyped-def]
     """Synchronous LUN scan of ``host<N>`` (like iscsiadm: returns after the scan),
-    off the event loop."""
+    off the event loop, in ``executor`` (default: the loop's)."""
     path = f"{sysfs_root}/class/scsi_host/host{host_no}/scan"
 
     def write() -> None:
         with open(path, "w") as f:
             f.write("- - -")
 
-    await asyncio.get_running_loop().run_in_executor(None, write)
+    await asyncio.get_running_loop().run_in_executor(executor, write)
 
 
 async def logout(nl, handle: int, session: KernelSession, timeout: float) -> None:  # type: ignore[no-untyped-def]

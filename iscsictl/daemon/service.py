@@ -22,6 +22,7 @@ import os
 import socket
 import struct
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,9 @@ class Daemon:
         self._stopped = asyncio.Event()
         self._handles: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # SCSI scans block in the kernel for the whole LUN scan: give them their own
+        # threads so 32 parallel logins scan in parallel (the default pool has ~6)
+        self._scan_pool = ThreadPoolExecutor(MAX_PARALLEL_LOGINS, thread_name_prefix="scan")
 
     # ------------------------------------------------------------------ life cycle
     async def start(self) -> None:
@@ -146,6 +150,7 @@ class Daemon:
         if self.nl is not None:
             self.nl.close()
             self.nl = None
+        self._scan_pool.shutdown(wait=False, cancel_futures=True)
         try:
             Path(self.socket_path).unlink()
         except FileNotFoundError:
@@ -266,7 +271,7 @@ class Daemon:
         if isinstance(ev, ScsiAsyncEvent):
             if ev.reported_luns_changed and session.node.record.get("node.session.scan", "auto") == "auto":
                 log.info("session %d: reported LUNs changed; rescanning", session.sid)
-                self._spawn(ks.scan_host(session.host_no, self.sysfs_root))
+                self._spawn(ks.scan_host(session.host_no, self.sysfs_root, self._scan_pool))
         elif isinstance(ev, LogoutRequested):
             log.info("session %d: the target asks for a logout within %d s", session.sid, ev.seconds)
             self._spawn(self.logout([session.sid]))
@@ -342,7 +347,7 @@ class Daemon:
         log.info("Connection%d:0 to [target: %s, portal: %s,%d] through [iface: %s] is operational now",
                  session.sid, node.target, session.current.address, session.current.port, node.iface)
         if rec.get("node.session.scan", "auto") != "manual":
-            await ks.scan_host(session.host_no, self.sysfs_root)
+            await ks.scan_host(session.host_no, self.sysfs_root, self._scan_pool)
         return session.sid
 
     async def logout(self, sids: list[int]) -> list[dict[str, Any]]:
@@ -381,7 +386,7 @@ class Daemon:
         session = self.sessions.get(sid)
         if session is None:
             raise SessionError(2, err_text(2))
-        await ks.scan_host(session.host_no, self.sysfs_root)
+        await ks.scan_host(session.host_no, self.sysfs_root, self._scan_pool)
 
     async def stats(self, sid: int) -> dict[str, Any]:
         session = self.sessions.get(sid)
