@@ -236,6 +236,13 @@ def _check_reply(req_type: int, msg: Any) -> Any:
     return msg
 
 
+#: requests whose kernel handler can block for long (device removal, flushing work)
+BLOCKING_OPS = frozenset({
+    E.DESTROY_SESSION, E.DESTROY_CONN, E.STOP_CONN, E.UNBIND_SESSION,
+    E.TRANSPORT_EP_DISCONNECT, E.LOGOUT_FLASHNODE, E.LOGOUT_FLASHNODE_SID, E.LOGIN_FLASHNODE,
+})
+
+
 class _Request(NamedTuple):
     ev_type: int
     data: bytes
@@ -638,8 +645,10 @@ class AsyncIscsiNetlink(_Core, _Operations):
     The fd is watched with ``loop.add_reader``; replies resolve the pending request's future and
     everything else becomes an event (``event_callback`` or the ``events`` asyncio.Queue).  Requests
     are serialized by an ``asyncio.Lock``.  Because the kernel executes an operation inside
-    ``sendmsg()`` (DESTROY_SESSION can take long), the send runs in the default executor unless
-    ``send_in_executor=False``; the loop is never blocked.  Create it inside a running loop
+    ``sendmsg()``, the operations that can block there (:data:`BLOCKING_OPS`: DESTROY_SESSION
+    removes every SCSI device, DESTROY_CONN and STOP_CONN flush work) are sent from the default
+    executor unless ``send_in_executor=False``; the others complete in microseconds and are sent
+    directly (an executor hop per SET_PARAM would dominate a login).  The loop is never blocked.  Create it inside a running loop
     (or call :meth:`start`), and close with :meth:`close` or ``async with``.  A reply that arrives
     after its request timed out is delivered as an event (UnknownEvent or IF_ERROR), never matched
     to a later request of another type.
@@ -723,7 +732,7 @@ class AsyncIscsiNetlink(_Core, _Operations):
             fut: asyncio.Future[Any] = self._loop.create_future()
             self._pending = (req, fut)
             try:
-                if self.send_in_executor:
+                if self.send_in_executor and req.ev_type in BLOCKING_OPS:
                     await self._loop.run_in_executor(None, self._send, req.data)
                 else:
                     self._send(req.data)
