@@ -72,6 +72,19 @@ iscsictl -m iface [-hV] [-d debug_level] [-P printlevel] [-I ifacename] [[-o ope
 common: [--json] [--db-root DIR] [--config-root DIR]"""
 
 
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    # argparse's default formatter imports shutil (and with it zlib, bz2, lzma) to
+    # measure the terminal on every add_argument; a command pays for three C
+    # extension loads it never uses.  $COLUMNS (or 80) is what help needs.
+    import os
+
+    try:
+        width = int(os.environ.get("COLUMNS", "80")) - 2
+    except ValueError:
+        width = 78
+    return argparse.HelpFormatter(prog, width=max(width, 40))
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse would exit 2: iscsiadm says 7 (ISCSI_ERR_INVAL)
         raise E.CliError(message, E.INVAL)
@@ -79,7 +92,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The option parser (no subcommands: ``-m`` is an option, as in iscsiadm)."""
-    p = _Parser(prog="iscsictl", add_help=False, usage=USAGE,
+    p = _Parser(prog="iscsictl", add_help=False, usage=USAGE, formatter_class=_formatter,
                 description="iSCSI administration utility (iscsiadm-compatible).",
                 allow_abbrev=False)
     for letter, long, kw, hlp in OPTIONS:

@@ -18,7 +18,6 @@ Roots: Debian's open-iscsi keeps nodes/, send_targets/, ifaces/ ... in ``/etc/is
 from __future__ import annotations
 
 import os
-import secrets
 from dataclasses import dataclass
 
 from . import schema
@@ -150,6 +149,8 @@ class InitiatorName:
 
 def generate_iqn(prefix: str = DEBIAN_IQN_PREFIX) -> str:
     """A fresh initiator name like ``iscsi-iname -p prefix``: prefix + 12 random hex digits."""
+    import secrets  # lazily: it loads OpenSSL, which costs every CLI command otherwise
+
     return prefix + secrets.token_hex(6)
 
 

@@ -32,9 +32,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -207,6 +205,8 @@ def atomic_write(path: str, data: bytes, mode: int = FILE_MODE) -> None:
     Raises DBError (exit code 6) carrying the OS error."""
     d, base = os.path.split(path)
     try:
+        import tempfile  # lazily: listings and reads never write
+
         fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=d or ".")
     except OSError as e:
         raise DBError(f"cannot write {path}: {e.strerror}") from e
@@ -359,6 +359,8 @@ class NodeDB:
                 os.makedirs(d, 0o700, exist_ok=True)
             except OSError as e:
                 raise DBError(f"cannot create lock dir {d}: {e.strerror}") from e
+        import hashlib  # lazily: only writers take record locks
+
         return os.path.join(d, hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest())
 
     def record_lock(self, key: str) -> FileLock:

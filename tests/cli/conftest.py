@@ -17,16 +17,8 @@ from iscsictl.cli.main import run
 from iscsictl.cli.output import Output
 from peers import Tgtd
 
-INIT = "iqn.2026-11.test.iscsictl:init"
-T_OPEN = "iqn.2026-11.test.tgt:open"
-T_CHAP = "iqn.2026-11.test.tgt:chap"
-T_MUTUAL = "iqn.2026-11.test.tgt:mutual"
-T_MULTI = "iqn.2026-11.test.tgt:multi"
-CHAP_USER = ("chapuser", "chapsecret1234")
-MUTUAL_USER = ("muser", "mutualsecret12")
-MUTUAL_OUT = ("tgtuser", "targetsecret12")
-DISC_USER = ("discuser", "discsecret1234")
-DISC_OUT = ("disctgt", "disctgtsecret1")
+from cli_targets import INIT, T_OPEN, T_CHAP, T_MUTUAL, T_MULTI, CHAP_USER, MUTUAL_USER, MUTUAL_OUT, DISC_USER, DISC_OUT  # noqa: F401
+
 
 
 @dataclass

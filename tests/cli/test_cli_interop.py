@@ -4,7 +4,7 @@ output.  FAILS when iscsiadm or tgtd is missing."""
 
 import pytest
 
-from conftest import T_OPEN
+from cli_targets import T_OPEN
 from peers import iscsiadm
 
 pytestmark = pytest.mark.peer

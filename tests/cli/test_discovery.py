@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from conftest import (DISC_OUT, DISC_USER, T_CHAP, T_MULTI, T_MUTUAL, T_OPEN)
+from cli_targets import (DISC_OUT, DISC_USER, T_CHAP, T_MULTI, T_MUTUAL, T_OPEN)
 
 pytestmark = pytest.mark.peer
 

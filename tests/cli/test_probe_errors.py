@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from conftest import (CHAP_USER, MUTUAL_OUT, MUTUAL_USER, T_CHAP, T_MULTI, T_MUTUAL, T_OPEN)
+from cli_targets import (CHAP_USER, MUTUAL_OUT, MUTUAL_USER, T_CHAP, T_MULTI, T_MUTUAL, T_OPEN)
 
 pytestmark = pytest.mark.peer
 
