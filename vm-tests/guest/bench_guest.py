@@ -1,0 +1,167 @@
+"""In-VM benchmark, run by bench/bench_vm.py: iscsictl vs open-iscsi in one boot,
+same LIO target, same kernel, whole commands timed (daemons already running).
+
+1. discovery + login until the disk is present (median of ROUNDS, after a warm-up);
+2. 32 targets logged in with -L all until every disk is present.
+Writes /results/bench.json.
+"""
+
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path[:0] = [str(Path(__file__).resolve().parent)]
+import lio  # noqa: E402
+from cli import Cli, sessions_in_sysfs  # noqa: E402
+from iscsictld import Iscsictld  # noqa: E402
+
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+MANY = int(os.environ.get("BENCH_TARGETS", "32"))
+MIB = 1 << 20
+RESULTS = Path(os.environ.get("ISCSICTL_VM_RESULTS", "/results"))
+PORTAL = "127.0.0.1"
+
+
+def disks_present(n: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(list(Path("/sys/block").glob("sd*"))) >= n:
+            return
+        time.sleep(0.005)
+    raise RuntimeError(f"{n} disks not present after {timeout} s")
+
+
+def no_disks(timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while list(Path("/sys/block").glob("sd*")) or sessions_in_sysfs():
+        if time.monotonic() > deadline:
+            raise RuntimeError("disks or sessions left after logout")
+        time.sleep(0.02)
+
+
+def run(cmd: list[str], env=None) -> None:
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} -> {r.returncode}: {r.stdout}{r.stderr}")
+
+
+class OpenIscsiSide:
+    name = "open-iscsi"
+
+    def start(self) -> None:
+        Path("/run/lock/iscsi").mkdir(parents=True, exist_ok=True)
+        etc = Path("/etc/iscsi")
+        (etc / "initiatorname.iscsi").write_text("InitiatorName=iqn.2005-03.org.open-iscsi:bench\n")
+        self.log = open(RESULTS / "bench-iscsid.log", "ab")
+        self.proc = subprocess.Popen(["iscsid", "-f"], stdin=subprocess.DEVNULL, stdout=self.log,
+                                     stderr=self.log, start_new_session=True)
+        while "@ISCSIADM_ABSTRACT_NAMESPACE" not in Path("/proc/net/unix").read_text():
+            time.sleep(0.02)
+
+    def clean_db(self) -> None:
+        for db in ("nodes", "send_targets"):
+            shutil.rmtree(Path("/etc/iscsi") / db, ignore_errors=True)
+
+    def discover_login(self, target: str) -> None:
+        run(["iscsiadm", "-m", "discovery", "-t", "st", "-p", PORTAL])
+        run(["iscsiadm", "-m", "node", "-T", target, "-p", PORTAL, "--login"])
+
+    def discover(self) -> None:
+        run(["iscsiadm", "-m", "discovery", "-t", "st", "-p", PORTAL])
+
+    def login_all(self) -> None:
+        run(["iscsiadm", "-m", "node", "--loginall=all"])
+
+    def logout_all(self) -> None:
+        run(["iscsiadm", "-m", "node", "--logoutall=all"])
+
+    def stop(self) -> None:
+        os.kill(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(20)
+
+
+class IscsictlSide:
+    name = "iscsictl"
+
+    def start(self) -> None:
+        self.daemon = Iscsictld(RESULTS)
+        self.daemon.start()
+        self.cli = Cli(Path("/run/iscsictl-bench/etc"))
+        self.bin = self.cli.env
+
+    def clean_db(self) -> None:
+        for db in ("nodes", "send_targets"):
+            shutil.rmtree(self.cli.root / db, ignore_errors=True)
+
+    def discover_login(self, target: str) -> None:
+        self.discover()
+        self.cli.ok("-m", "node", "-T", target, "-p", PORTAL, "--login")
+
+    def discover(self) -> None:
+        self.cli.ok("-m", "discovery", "-t", "st", "-p", PORTAL)
+
+    def login_all(self) -> None:
+        self.cli.ok("-m", "node", "-L", "all")
+
+    def logout_all(self) -> None:
+        self.cli.ok("-m", "node", "-U", "all")
+
+    def stop(self) -> None:
+        self.daemon.stop()
+
+
+def measure(side, one, many_targets) -> dict:
+    side.start()
+    try:
+        times = []
+        for i in range(ROUNDS + 1):  # round 0 warms caches and byte code
+            side.clean_db()
+            t = time.monotonic()
+            side.discover_login(one.iqn)
+            disks_present(1)
+            dt = time.monotonic() - t
+            if i:
+                times.append(dt)
+            side.logout_all()
+            no_disks()
+        many_iqns = [t.iqn for t in many_targets]
+        side.clean_db()
+        side.discover()
+        t = time.monotonic()
+        side.login_all()
+        disks_present(len(many_iqns) + 0)
+        many = time.monotonic() - t
+        t = time.monotonic()
+        side.logout_all()
+        no_disks()
+        many_logout = time.monotonic() - t
+        return {"login_to_disk": statistics.median(times), "login_to_disk_all": times,
+                "loginall": many, "logoutall": many_logout}
+    finally:
+        side.stop()
+
+
+def main() -> int:
+    subprocess.run(["modprobe", "iscsi_tcp"], check=True)
+    one = lio.LioTarget.create("iqn.2003-01.org.example.bench:one", luns=[16 * MIB])
+    # the many-target phase: one LUN each; `one` is logged in too by -L all
+    many = lio.LioTarget.create_many(MANY - 1, prefix="iqn.2003-01.org.example.bench:m")
+    out = {"rounds": ROUNDS, "targets": MANY}
+    try:
+        for side in (OpenIscsiSide(), IscsictlSide()):
+            out[side.name] = measure(side, one, [one, *many])
+    finally:
+        lio.teardown_all()
+    (RESULTS / "bench.json").write_text(json.dumps(out, indent=2))
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
