@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 
 __all__ = [
@@ -85,8 +86,15 @@ class DaemonClient:
         self.path = path or socket_path()
         self.timeout = timeout
 
-    def call(self, op: str, **args: Any) -> Any:
-        """Send one request; the result, or raise :class:`DaemonError`."""
+    def call(self, op: str, progress: Callable[[dict[str, Any]], None] | None = None,
+             **args: Any) -> Any:
+        """Send one request; the result, or raise :class:`DaemonError`.
+
+        With ``progress``, the daemon streams ``{"progress": {...}}`` lines
+        before the answer (bulk logins and logouts) and each is passed to it.
+        """
+        if progress is not None:
+            args["progress"] = True
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             s.settimeout(5.0)
@@ -101,21 +109,31 @@ class DaemonClient:
             s.settimeout(self.timeout)
             s.sendall(encode_message({"version": IPC_VERSION, "op": op, "args": args}))
             buf = bytearray()
-            while not buf.endswith(b"\n"):
+            reply = None
+            while reply is None:
                 chunk = s.recv(1 << 16)
                 if not chunk:
                     raise DaemonError(18, "iscsictld closed the connection without an answer")
                 buf += chunk
                 if len(buf) > MAX_MESSAGE:
                     raise DaemonError(18, "iscsictld's answer is too large")
+                while b"\n" in buf:
+                    line, _, rest = bytes(buf).partition(b"\n")
+                    buf = bytearray(rest)
+                    try:
+                        msg = decode_message(line)
+                    except ValueError as exc:
+                        raise DaemonError(18, f"could not read iscsictld's answer: {exc}") from None
+                    if "progress" in msg:
+                        if progress is not None:
+                            progress(msg["progress"])
+                        continue
+                    reply = msg
+                    break
         except socket.timeout:
             raise DaemonError(33, "iscsictld request timed out") from None
         finally:
             s.close()
-        try:
-            reply = decode_message(bytes(buf))
-        except ValueError as exc:
-            raise DaemonError(18, f"could not read iscsictld's answer: {exc}") from None
         if reply.get("ok"):
             return reply.get("result")
         err = reply.get("error") or {}

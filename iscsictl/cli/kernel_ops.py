@@ -26,6 +26,22 @@ def _daemon_error(exc) -> E.CliError:  # type: ignore[no-untyped-def]
     return E.CliError(str(exc), exc.code)
 
 
+def _progress(o, verb: str, total: int):  # type: ignore[no-untyped-def]
+    """A one-line progress display on a terminal for bulk operations, else None."""
+    err = o.err
+    if total < 2 or o.json or not getattr(err, "isatty", lambda: False)():
+        return None
+
+    def show(ev: dict[str, Any]) -> None:
+        done = ev.get("done", 0)
+        failed = show.failed = show.failed + (0 if ev.get("result", {}).get("ok") else 1)  # type: ignore[attr-defined]
+        err.write(f"\r{verb} {done}/{total}" + (f" ({failed} failed)" if failed else "") +
+                  ("\n" if done >= total else ""))
+        err.flush()
+    show.failed = 0  # type: ignore[attr-defined]
+    return show
+
+
 def login_records(records: list[dict[str, str]], initiator_name: str, o) -> int:  # type: ignore[no-untyped-def]
     """Log in to each record (key -> value strings); returns the exit code."""
     from ..ipc import DaemonError
@@ -37,7 +53,8 @@ def login_records(records: list[dict[str, str]], initiator_name: str, o) -> int:
                  f"target: {rec['node.name']}, portal: {rec['node.conn[0].address']},"
                  f"{rec.get('node.conn[0].port') or 3260}]" for rec in records])
     try:
-        results = _client().call("login", records=records, initiator_name=initiator_name)
+        results = _client().call("login", _progress(o, "logging in", len(records)),
+                                 records=records, initiator_name=initiator_name)
     except DaemonError as exc:
         raise _daemon_error(exc) from None
     rc = 0
@@ -63,8 +80,9 @@ def login_records(records: list[dict[str, str]], initiator_name: str, o) -> int:
     return rc
 
 
-def logout_sessions(sessions: list[Any], o) -> int:  # type: ignore[no-untyped-def]
-    """Log out of sysfs sessions (objects with sid/targetname/persistent portal)."""
+def logout_sessions(sessions: list[Any], o, force: bool = False) -> int:  # type: ignore[no-untyped-def]
+    """Log out of sysfs sessions (objects with sid/targetname/persistent portal).
+    ``force`` logs out even when iscsid.safe_logout finds the disks in use."""
     from ..ipc import DaemonError
 
     if not sessions:
@@ -75,7 +93,8 @@ def logout_sessions(sessions: list[Any], o) -> int:  # type: ignore[no-untyped-d
             o.lines([f"Logging out of session [sid: {s.sid}, target: {s.targetname}, "
                      f"portal: {s.address},{s.port}]"])
     try:
-        results = _client().call("logout", sids=list(by_sid))
+        results = _client().call("logout", _progress(o, "logging out", len(by_sid)),
+                                 sids=list(by_sid), force=force)
     except DaemonError as exc:
         raise _daemon_error(exc) from None
     rc = 0

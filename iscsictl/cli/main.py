@@ -59,6 +59,8 @@ LONG_ONLY = (
     ("db-root", dict(metavar="DIR"), "node DB root (default $ISCSICTL_DB_ROOT or /etc/iscsi)"),
     ("config-root", dict(metavar="DIR"),
      "iscsid.conf/initiatorname.iscsi dir (default $ISCSICTL_CONFIG_ROOT or /etc/iscsi)"),
+    ("force", dict(action="store_true"),
+     "log out even if the disks are mounted or swap (iscsid.safe_logout)"),
     ("probe", dict(action="store_true"),
      "node mode: log in from userspace and list the LUNs (no kernel, no root)"),
 )

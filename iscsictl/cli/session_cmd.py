@@ -270,7 +270,7 @@ def run(args, o, mode: str) -> int:  # type: ignore[no-untyped-def]
                     v.sid, v.targetname, v.address, v.port
         if not views:
             raise E.CliError("No matching sessions found", E.NO_OBJS_FOUND)
-        return logout_sessions([_S(v) for v in views], o)
+        return logout_sessions([_S(v) for v in views], o, bool(args.force))
     if args.rescan:
         return _rescan(views, o)
     if args.stats:
@@ -342,16 +342,6 @@ def _stats(views: list[SessionView], o) -> int:  # type: ignore[no-untyped-def]
 STARTUP_CHOICES = ("all", "manual", "automatic", "onboot")
 
 
-def _record_strings(rec) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    """A DB Record as open-iscsi key -> text (secrets in clear: the daemon needs them)."""
-    out = {}
-    for k in rec.kind.keys:
-        if k.name in rec.values:
-            v = rec.values[k.name]
-            out[k.name] = ",".join(v) if isinstance(v, (list, tuple)) else str(v)
-    return out
-
-
 def _initiator_name(db) -> str:  # type: ignore[no-untyped-def]
     from ..db.config import ensure_initiator_name
 
@@ -359,7 +349,7 @@ def _initiator_name(db) -> str:  # type: ignore[no-untyped-def]
 
 
 def _records(db, nids) -> list[dict[str, str]]:  # type: ignore[no-untyped-def]
-    return [_record_strings(db.read_node(n)) for n in nids]
+    return [db.read_node(n).as_strings() for n in nids]
 
 
 def node_login(args, o) -> int:  # type: ignore[no-untyped-def]
@@ -418,7 +408,7 @@ def node_logout(args, o) -> int:  # type: ignore[no-untyped-def]
     views = _sessions_for(args)
     if not views:
         raise E.CliError("No matching sessions found", E.NO_OBJS_FOUND)
-    return logout_sessions([_Sess(v) for v in views], o)
+    return logout_sessions([_Sess(v) for v in views], o, bool(args.force))
 
 
 def node_logoutall(args, o) -> int:  # type: ignore[no-untyped-def]
@@ -440,7 +430,7 @@ def node_logoutall(args, o) -> int:  # type: ignore[no-untyped-def]
         views = keep
     if not views:
         raise E.CliError("No matching sessions found", E.NO_OBJS_FOUND)
-    return logout_sessions([_Sess(v) for v in views], o)
+    return logout_sessions([_Sess(v) for v in views], o, bool(args.force))
 
 
 def node_rescan(args, o) -> int:  # type: ignore[no-untyped-def]

@@ -72,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-d", "--debug", action="count", default=0, help="more log output")
     p.add_argument("--logout-on-exit", action="store_true",
                    help="log out of every session when stopping")
+    p.add_argument("--db-root", default=None,
+                   help="node DB root (default $ISCSICTL_DB_ROOT or /etc/iscsi)")
+    p.add_argument("--config-root", default=None,
+                   help="iscsid.conf/initiatorname.iscsi dir (default $ISCSICTL_CONFIG_ROOT or /etc/iscsi)")
+    p.add_argument("--no-autostart", action="store_true",
+                   help="do not log in to node.startup=automatic records at start")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(asctime)s.%(msecs)03d iscsictld: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
@@ -91,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
 async def _run(args: argparse.Namespace) -> int:
     from iscsictl.netlink import IscsiNetlinkError
 
-    daemon = Daemon(args.socket, state_dir=args.state_dir)
+    daemon = Daemon(args.socket, state_dir=args.state_dir, db_root=args.db_root,
+                    config_root=args.config_root, autostart=not args.no_autostart)
     try:
         await daemon.start()
     except IscsiNetlinkError as exc:

@@ -116,8 +116,21 @@ class KernelSession:
     internal_state: str = "NO CHANGE"
     negotiated: dict[str, str] = field(default_factory=dict)
     adopted: bool = False
+    initiator_name: str = ""
+    #: Time2Wait (s) a target asked for (Async Message, Logout Response); used once
+    time2wait_once: int | None = None
+    recovery: asyncio.Task | None = field(default=None, repr=False)  # type: ignore[type-arg]
+    recoveries: int = 0
     unbound: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     pdu_waiter: asyncio.Future | None = field(default=None, repr=False)  # type: ignore[type-arg]
+
+    @property
+    def time2wait(self) -> int:
+        """Seconds to wait before reconnecting (RFC 7143 §7.1): the target's
+        one-time request, else the negotiated DefaultTime2Wait (default 2)."""
+        if self.time2wait_once is not None:
+            return self.time2wait_once
+        return self.params.default_time2wait if self.params else 2
 
 
 def rejected_code(outcome: LoginRejected) -> int:
@@ -298,7 +311,157 @@ async def establish(
     return KernelSession(
         sid=sid, host_no=ids.host_no, cid=cid, node=node, isid=isid, tsih=result.tsih,
         params=result.params, current=portal, negotiated=result.negotiated,
+        initiator_name=initiator_name,
     )
+
+
+async def _bind(nl, handle: int, sid: int, cid: int, fd: int) -> None:  # type: ignore[no-untyped-def]
+    """BIND_CONN, riding out the kernel's own connection cleanup: while its
+    cleanup work is pending the kernel answers -ENOTCONN (open-iscsi #387);
+    STOP_CONN(RECOVER) flushes that work.  Bounded: three tries."""
+    for attempt in range(3):
+        try:
+            await nl.bind_conn(handle, sid, cid, fd, True)
+            return
+        except IscsiKernelError as exc:
+            if exc.errno != errno.ENOTCONN or attempt == 2:
+                raise
+            log.debug("session %d: BIND_CONN -ENOTCONN (kernel cleanup pending); flushing", sid)
+            try:
+                await nl.stop_conn(handle, sid, cid, StopConnFlag.RECOVER)
+            except IscsiKernelError:
+                pass
+            await asyncio.sleep(0.1 * (attempt + 1))
+
+
+async def relogin(
+    nl,  # AsyncIscsiNetlink
+    handle: int,
+    session: KernelSession,
+    issued_challenges: MutableSet[bytes] | None = None,
+) -> None:
+    """Connection recovery at ERL 0 (RFC 7143 §7.1.4.1, session reinstatement):
+    a new TCP connection to the persistent portal (failback: a redirect from an
+    earlier login is not remembered), bound to the *same* kernel sid/cid, then a
+    login with the same ISID and TSIH 0 relayed through SEND_PDU/RECV_PDU so the
+    kernel stamps its own CmdSN (a userspace CmdSN made LIO ignore commands in
+    the experiment, run6), then every SET_PARAM again (STOP_CONN(RECOVER) clears
+    them) and START_CONN.  Held I/O resumes.
+
+    The caller has done STOP_CONN(RECOVER) and waited Time2Wait.
+    Raises:
+        SessionError: 4/5/8/19/24 for login failures, 9 for kernel refusals.
+    """
+    node, sid, cid = session.node, session.sid, session.cid
+    if session.isid is None:  # an adopted session whose ISID was not saved
+        raise SessionError(9, f"session {sid}: its ISID is unknown; cannot reinstate it")
+    cfg = LoginConfig.from_node(node.record, session.initiator_name)
+    try:
+        window = int(node.record.get("node.conn[0].tcp.window_size", 0))
+    except ValueError:
+        window = 0
+    loop = asyncio.get_running_loop()
+    portal = Portal(node.address, node.port, node.tpgt)
+    for _ in range(MAX_REDIRECTS + 1):
+        sock = await connect(portal.address, portal.port, cfg.login_timeout, window)
+        try:
+            try:
+                await _bind(nl, handle, sid, cid, sock.fileno())
+            except IscsiKernelError as exc:
+                raise SessionError(9, f"session {sid}: BIND_CONN failed: {exc}", retryable=True) from None
+            ctx0 = _context(session, None, 0)
+            await _set_params(nl, handle, sid, cid, session_params(ctx0))
+            machine = LoginMachine(cfg, isid=session.isid.to_bytes(), cid=cid, rng=os.urandom,
+                                   issued_challenges=issued_challenges, warn=log.warning,
+                                   kernel_relay=True)
+            machine.start(loop.time())
+            outcome = None
+            while outcome is None:
+                for req in machine.pdus_to_send():
+                    hdr, _ = req.encode_header()
+                    session.pdu_waiter = loop.create_future()
+                    await nl.send_pdu(handle, sid, cid, hdr, req.data)
+                assert machine.deadline is not None and session.pdu_waiter is not None
+                try:
+                    pdu = await asyncio.wait_for(session.pdu_waiter,
+                                                 max(machine.deadline - loop.time(), 0.001))
+                except asyncio.TimeoutError:
+                    raise SessionError(8, "relogin timed out: no Login Response", retryable=True) from None
+                finally:
+                    session.pdu_waiter = None
+                outcome = machine.receive_pdu(pdu, loop.time())
+        except AuthenticationError as exc:
+            sock.close()
+            raise SessionError(24, f"authentication failed: {exc}", retryable=True) from None
+        except ISCSIProtocolError as exc:
+            sock.close()
+            raise SessionError(5, f"relogin failed: {exc}", retryable=True) from None
+        except IscsiKernelError as exc:
+            sock.close()
+            raise SessionError(9, f"relogin: the kernel refused: {exc}", retryable=True) from None
+        except BaseException:
+            sock.close()
+            raise
+        if isinstance(outcome, LoginRedirect):
+            log.info("session %d: relogin redirected to %s", sid, outcome.portal)
+            portal = outcome.portal
+            sock.close()
+            try:  # release the bound socket before binding the next one
+                await nl.stop_conn(handle, sid, cid, StopConnFlag.RECOVER)
+            except IscsiKernelError:
+                pass
+            continue
+        if isinstance(outcome, LoginRejected):
+            sock.close()
+            raise SessionError(rejected_code(outcome), outcome.message, retryable=True)
+        assert isinstance(outcome, LoginSuccess)
+        try:
+            ctx = _context(session, outcome, outcome.exp_statsn)
+            await _set_params(nl, handle, sid, cid, session_params(ctx) + negotiated_params(ctx))
+            await nl.start_conn(handle, sid, cid)
+        except IscsiKernelError as exc:
+            raise SessionError(9, f"session {sid}: the kernel refused the relogin: {exc}",
+                               retryable=True) from None
+        finally:
+            sock.close()  # the kernel holds its own reference
+        session.tsih = outcome.tsih
+        session.params = outcome.params
+        session.negotiated = outcome.negotiated
+        session.current = portal
+        return
+    raise SessionError(5, f"relogin redirected more than {MAX_REDIRECTS} times", retryable=True)
+
+
+def _context(session: KernelSession, result: LoginSuccess | None, exp_statsn: int) -> ParamContext:
+    params = result.params if result else (session.params or NegotiatedParameters())
+    tpgt = params.target_portal_group_tag
+    node = session.node
+    return ParamContext(
+        record=node.record, params=params, initiator_name=session.initiator_name,
+        target_name=node.target, persistent_address=node.address, persistent_port=node.port,
+        tpgt=tpgt if tpgt is not None else max(node.tpgt, 0), iface=node.iface,
+        exp_statsn=exp_statsn, isid=session.isid.to_bytes() if session.isid else bytes(6),
+    )
+
+
+async def online_devices(session: KernelSession, sysfs, executor=None) -> None:  # type: ignore[no-untyped-def]
+    """After recovery: devices the replacement timeout took offline go back to
+    running, and each is rescanned (open-iscsi's rescan after reopen)."""
+    devices = sysfs.session_devices(session.sid)
+
+    def work() -> None:
+        for d in devices:
+            base = f"{sysfs.root}/bus/scsi/devices/{d.hctl}"
+            try:
+                if d.state in ("offline", "transport-offline"):
+                    with open(f"{base}/state", "w") as f:
+                        f.write("running")
+                with open(f"{base}/rescan", "w") as f:
+                    f.write("1")
+            except OSError as exc:
+                log.warning("session %d: cannot bring %s back: %s", session.sid, d.hctl, exc)
+
+    await asyncio.get_running_loop().run_in_executor(executor, work)
 
 
 async def scan_host(host_no: int, sysfs_root: str = "/sys", executor=None) -> None:  # type: ignore[no-untyped-def]

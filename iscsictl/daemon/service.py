@@ -4,13 +4,19 @@ Rules of this module:
 
 * the only asyncio code of the project lives in :mod:`iscsictl.daemon`;
 * every netlink request goes through :class:`~iscsictl.netlink.AsyncIscsiNetlink`
-  (sends in an executor: a slow DESTROY_SESSION never stalls the loop);
+  (requests that can block in the kernel are sent from an executor: a slow
+  DESTROY_SESSION never stalls the loop);
 * kernel events are routed by sid; an event for an unknown sid is logged and
   dropped (another netlink user, e.g. a boot-time login);
 * a node (target, portal, iface) has at most one login in flight, and a login
   that finds the node's sessions already there answers 15 (session exists):
   two concurrent ``--loginall`` never duplicate a session (open-iscsi #108);
-* sessions the kernel already runs are adopted at start, never logged in again.
+* sessions the kernel already runs are adopted at start, never logged in
+  again (open-iscsi #292); a failed one is recovered;
+* a connection error starts one recovery task per session (ERL 0, RFC 7143
+  §7.1.4.1): STOP_CONN(RECOVER), Time2Wait, relogin with the same ISID on the
+  same kernel session, backing off with jitter, bounded by node.session.reopen_max;
+* every wait is bounded and every task is cancelled on close.
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ import asyncio
 import json
 import logging
 import os
+import random
 import socket
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -35,27 +42,31 @@ from iscsictl.netlink import (
     IscsiKernelError,
     KernelInterfaceUnavailable,
     RecvPdu,
+    StopConnFlag,
     UnbindSession,
 )
-from iscsictl.netlink.enums import ISCSI_ERR_STRINGS
-from iscsictl.protocol.errors import ISCSIProtocolError
-from iscsictl.protocol.names import ISID, ISIDAllocator
+from iscsictl.netlink.enums import ISCSI_ERR_STRINGS, IscsiErr
 from iscsictl.protocol.bhs import RawPDU, decode_bhs
-from iscsictl.protocol.errors import TruncatedPDU
+from iscsictl.protocol.errors import ISCSIProtocolError, TruncatedPDU
+from iscsictl.protocol.names import ISID, ISIDAllocator
 from iscsictl.protocol.pdu import PDU, decode_pdu
 from iscsictl.protocol.portal import Portal
 from iscsictl.protocol.session import (
     AsyncEventReceived,
+    ConnectionDropRequested,
     LogoutRequested,
+    NegotiationRequested,
     PDURejected,
     ScsiAsyncEvent,
+    SessionDropRequested,
     interpret,
 )
 
 from . import kernel_session as ks
 from .errors import SessionError, err_text
+from .mounts import busy_devices
 
-__all__ = ["Daemon"]
+__all__ = ["Daemon", "pdu_from_kernel"]
 
 log = logging.getLogger("iscsictld")
 
@@ -65,6 +76,8 @@ PROC_NAME_TRANSPORT = {
     "cxgb3i": "cxgb3i", "cxgb4i": "cxgb4i", "be2iscsi": "be2iscsi", "qedi": "qedi",
 }
 MAX_PARALLEL_LOGINS = 32
+RECOVERY_BACKOFF_MAX = 30.0  #: seconds between relogin attempts at most
+Progress = Callable[[dict[str, Any]], None]
 
 
 def pdu_from_kernel(buf: bytes) -> PDU:
@@ -82,6 +95,13 @@ def pdu_from_kernel(buf: bytes) -> PDU:
     return decode_pdu(RawPDU(bhs, bytes(buf[:48]), bytes(buf[48:ahs_end]), data))
 
 
+def _num(rec: Mapping[str, str], key: str, default: int) -> int:
+    try:
+        return int(rec.get(key, default))
+    except (TypeError, ValueError):
+        return default
+
+
 class Daemon:
     """The session owner.
 
@@ -89,14 +109,20 @@ class Daemon:
         socket_path: the IPC socket (mode 0600, root only).
         sysfs_root: for tests with fixture trees.
         state_dir: where session identities (ISIDs) survive a restart.
+        db_root, config_root: the node database and iscsid.conf/initiatorname
+            (None: ``$ISCSICTL_DB_ROOT``/``$ISCSICTL_CONFIG_ROOT``, else /etc/iscsi).
+        autostart: log in to node.startup=automatic records when starting.
     """
 
     def __init__(self, socket_path: str, sysfs_root: str = "/sys",
-                 state_dir: str = "/run/iscsictl") -> None:
+                 state_dir: str = "/run/iscsictl", db_root: str | None = None,
+                 config_root: str | None = None, autostart: bool = True) -> None:
         self.socket_path = socket_path
         self.sysfs = Sysfs(sysfs_root)
         self.sysfs_root = sysfs_root
         self.state_dir = Path(state_dir)
+        self.db_root, self.config_root = db_root, config_root
+        self.autostart = autostart
         self.sessions: dict[int, ks.KernelSession] = {}
         self.isids = ISIDAllocator()
         self.issued_challenges: set[bytes] = set()
@@ -105,6 +131,7 @@ class Daemon:
         self.nl: AsyncIscsiNetlink | None = None
         self._server: asyncio.AbstractServer | None = None
         self._stopped = asyncio.Event()
+        self._closing = False
         self._handles: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         # SCSI scans block in the kernel for the whole LUN scan: give them their own
@@ -113,7 +140,8 @@ class Daemon:
 
     # ------------------------------------------------------------------ life cycle
     async def start(self) -> None:
-        """Open netlink, adopt live sessions, listen on the IPC socket."""
+        """Open netlink, adopt live sessions, listen on the IPC socket, then (in
+        the background, never delaying readiness) log in to automatic nodes."""
         try:
             self.nl = AsyncIscsiNetlink(event_callback=self._on_event)
         except KernelInterfaceUnavailable:
@@ -133,17 +161,23 @@ class Daemon:
         finally:
             os.umask(old)
         log.info("iscsictld ready on %s (%d session(s) adopted)", path, len(self.sessions))
+        for s in self.sessions.values():
+            if s.conn_state == "FAILED":
+                self._start_recovery(s, "failed while no daemon ran")
+        if self.autostart:
+            self._spawn(self._autostart())
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
 
     async def close(self, logout_all: bool = False) -> None:
         """Stop serving; sessions keep running in the kernel unless ``logout_all``."""
+        self._closing = True
         if self._server is not None:
             self._server.close()
             self._server = None
         if logout_all:
-            await self.logout([s.sid for s in list(self.sessions.values())])
+            await self.logout([s.sid for s in list(self.sessions.values())], force=True)
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -157,10 +191,42 @@ class Daemon:
             pass
         self._stopped.set()
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
+
+    # ------------------------------------------------------------------ configuration
+    def _db(self):  # type: ignore[no-untyped-def]
+        from iscsictl.db.store import NodeDB
+
+        return NodeDB(self.db_root, self.config_root, warn=lambda m: log.warning("%s", m))
+
+    def _initiator_name(self) -> str | None:
+        from iscsictl.db.config import read_initiator_name, resolve_roots
+
+        name = read_initiator_name(resolve_roots(self.db_root, self.config_root).config_root)
+        return name.name if name else None
+
+    def _safe_logout(self) -> bool:
+        from iscsictl.db.config import IscsidConfig, resolve_roots
+
+        conf = IscsidConfig.load(resolve_roots(self.db_root, self.config_root).config_root)
+        return bool(conf.safe_logout)
+
+    def _record_for(self, node: ks.NodeTarget) -> dict[str, str] | None:
+        """The node record of a session found in the kernel, or None."""
+        try:
+            recs = self._db().read_nodes(target=node.target, address=node.address, port=node.port)
+        except Exception as exc:  # noqa: BLE001 - a broken DB never stops adoption
+            log.warning("cannot read the node DB: %s", exc)
+            return None
+        for rec in recs:
+            values = rec.as_strings()
+            if values.get("iface.iscsi_ifacename", "default") == node.iface:
+                return values
+        return None
 
     # ------------------------------------------------------------------ kernel state
     def handle(self, transport: str) -> int:
@@ -190,7 +256,8 @@ class Daemon:
 
     def _load_state(self) -> dict[str, Any]:
         try:
-            return json.loads((self.state_dir / "sessions.json").read_text())
+            data = json.loads((self.state_dir / "sessions.json").read_text())
+            return data if isinstance(data, dict) else {}
         except (OSError, ValueError):
             return {}
 
@@ -209,6 +276,8 @@ class Daemon:
         """Take over every live kernel session from sysfs, without a relogin."""
         saved = self._load_state()
         for info in self.sysfs.sessions():
+            if info.sid in self.sessions:
+                continue
             conns = self.sysfs.connections(info.sid)
             conn = conns[0] if conns else None
             node = ks.NodeTarget(
@@ -216,10 +285,17 @@ class Daemon:
                 port=(conn.persistent_port if conn else None) or 3260, tpgt=info.tpgt or 0,
                 iface=info.ifacename or "default", transport=self._transport_of(info.host_no),
             )
+            record = self._record_for(node)
+            if record is None:
+                log.warning("session %d: no node record for %s %s,%d; managing it with defaults",
+                            info.sid, node.target, node.address, node.port)
+            else:
+                node = ks.NodeTarget.from_record(record)
             isid = None
-            if (s := saved.get(str(info.sid))) and s.get("isid"):
+            state = saved.get(str(info.sid)) or {}
+            if state.get("isid"):
                 try:
-                    isid = ISID(bytes.fromhex(s["isid"]))
+                    isid = ISID(bytes.fromhex(state["isid"]))
                     self.isids.reserve(isid)
                 except ValueError:
                     isid = None
@@ -227,11 +303,12 @@ class Daemon:
                              (conn.port if conn else None) or node.port, node.tpgt)
             self.sessions[info.sid] = ks.KernelSession(
                 sid=info.sid, host_no=info.host_no or 0, cid=conn.cid if conn else 0, node=node,
-                isid=isid, tsih=(saved.get(str(info.sid)) or {}).get("tsih", 0), params=None,
-                current=current, adopted=True,
+                isid=isid, tsih=state.get("tsih", 0), params=None, current=current, adopted=True,
                 conn_state="LOGGED IN" if info.state == "LOGGED_IN" else "FAILED",
+                initiator_name=info.initiatorname or self._initiator_name() or "",
             )
             log.info("adopted session %d: %s %s", info.sid, node.target, current)
+        self._save_state()
 
     # ------------------------------------------------------------------ events
     def _on_event(self, ev: Any) -> None:
@@ -239,7 +316,7 @@ class Daemon:
         session = self.sessions.get(sid) if sid is not None else None
         if isinstance(ev, RecvPdu):
             if session is None:
-                log.debug("RECV_PDU for unknown session %s dropped", sid)
+                log.warning("RECV_PDU for unknown session %s dropped", sid)
                 return
             try:
                 pdu = pdu_from_kernel(ev.pdu)
@@ -254,17 +331,29 @@ class Daemon:
             err = int(ev.error)
             text = ISCSI_ERR_STRINGS.get(err, "unknown")
             if session is None:
-                log.warning("connection error %s for unknown session %s ignored", err, sid)
+                log.warning("connection %s:%s error %d (%s) for an unknown session ignored",
+                            sid, ev.cid, err, text)
                 return
             log.error("Kernel reported iSCSI connection %d:%d error (%d - %s) state (%s)",
                       ev.sid, ev.cid, err, text, session.conn_state)
-            session.conn_state = "FAILED"
+            if err == IscsiErr.INVALID_HOST:
+                self._spawn(self.logout([session.sid], force=True))
+            elif session.conn_state not in ("IN LOGOUT",):
+                self._start_recovery(session, text)
         elif isinstance(ev, UnbindSession):
             if session is not None:
                 session.unbound.set()
         elif isinstance(ev, DestroySession):
-            if self.sessions.pop(ev.sid, None) is not None:
+            gone = self.sessions.pop(ev.sid, None)
+            if gone is not None:
+                if gone.recovery is not None:
+                    gone.recovery.cancel()
                 log.info("session %d destroyed by the kernel", ev.sid)
+                self._save_state()
+            else:
+                log.debug("destroy event for session %s, not ours", ev.sid)
+        else:
+            log.debug("kernel event %s ignored", type(ev).__name__)
 
     def _on_target_pdu(self, session: ks.KernelSession, pdu: Any) -> None:
         ev = interpret(pdu)
@@ -274,19 +363,95 @@ class Daemon:
                 self._spawn(ks.scan_host(session.host_no, self.sysfs_root, self._scan_pool))
         elif isinstance(ev, LogoutRequested):
             log.info("session %d: the target asks for a logout within %d s", session.sid, ev.seconds)
-            self._spawn(self.logout([session.sid]))
+            self._spawn(self.logout([session.sid], force=True))
+        elif isinstance(ev, (ConnectionDropRequested, SessionDropRequested)):
+            log.info("session %d: the target drops the connection; Time2Wait %d s",
+                     session.sid, ev.time2wait)
+            session.time2wait_once = ev.time2wait
+        elif isinstance(ev, NegotiationRequested):
+            log.info("session %d: the target asks to renegotiate; logging in again", session.sid)
+            self._start_recovery(session, "parameter renegotiation requested")
         elif isinstance(ev, AsyncEventReceived):
             log.info("session %d: async event %s", session.sid, ev)
         elif isinstance(ev, PDURejected):
             log.warning("session %d: the target rejected a PDU (%s)", session.sid, ev.reason)
 
+    # ------------------------------------------------------------------ recovery
+    def _start_recovery(self, session: ks.KernelSession, why: str) -> None:
+        if self._closing or (session.recovery is not None and not session.recovery.done()):
+            return
+        session.conn_state = "TRANSPORT WAIT"
+        session.internal_state = "REOPEN"
+        session.recovery = self._spawn(self._recover(session, why))
+
+    async def _recover(self, session: ks.KernelSession, why: str) -> None:
+        """ERL 0 recovery of one session until it is back or reopen_max is spent."""
+        assert self.nl is not None
+        sid, cid = session.sid, session.cid
+        rec = session.node.record
+        reopen_max = _num(rec, "node.session.reopen_max", 0)  # 0: forever
+        started = asyncio.get_running_loop().time()
+        try:
+            handle = self.handle(session.node.transport)
+        except SessionError as exc:
+            log.error("session %d: cannot recover: %s", sid, exc)
+            return
+        try:
+            await self.nl.stop_conn(handle, sid, cid, StopConnFlag.RECOVER)
+        except IscsiKernelError as exc:
+            log.debug("session %d: STOP_CONN(RECOVER): %s", sid, exc)
+        wait, session.time2wait_once = session.time2wait, None
+        if wait:
+            await asyncio.sleep(wait)
+        attempt = 0
+        while not self._closing and sid in self.sessions:
+            attempt += 1
+            session.conn_state = "IN LOGIN"
+            try:
+                async with self._login_sem:
+                    await ks.relogin(self.nl, handle, session, self.issued_challenges)
+            except SessionError as exc:
+                session.conn_state = "TRANSPORT WAIT"
+                if reopen_max and attempt >= reopen_max:
+                    log.error("session %d: giving up after %d retries (%s); removing it",
+                              sid, attempt, exc)
+                    await self.logout([sid], force=True)
+                    return
+                delay = min(RECOVERY_BACKOFF_MAX, 0.5 * 2 ** min(attempt, 6))
+                delay *= random.uniform(0.5, 1.5)  # jitter: many sessions never relogin in step
+                if attempt == 1 or attempt % _num(rec, "node.session.sess_reopen_log_freq", 1) == 0:
+                    log.warning("session %d: relogin attempt %d failed: %s; next in %.1f s",
+                                sid, attempt, exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            session.conn_state = "LOGGED IN"
+            session.internal_state = "NO CHANGE"
+            session.recoveries += 1
+            self._save_state()
+            took = asyncio.get_running_loop().time() - started
+            log.info("connection%d:%d is operational after recovery (%d attempts, %.3f s; %s)",
+                     sid, cid, attempt, took, why)
+            await ks.online_devices(session, self.sysfs, self._scan_pool)
+            return
+
     # ------------------------------------------------------------------ operations
     def _node_sessions(self, node: ks.NodeTarget) -> list[ks.KernelSession]:
         return [s for s in self.sessions.values() if s.node.key == node.key]
 
-    async def login(self, records: list[Mapping[str, str]], initiator_name: str) -> list[dict[str, Any]]:
+    async def login(self, records: list[Mapping[str, str]], initiator_name: str,
+                    progress: Progress | None = None) -> list[dict[str, Any]]:
         """Log in to each node record (in parallel, bounded); one result each."""
-        return list(await asyncio.gather(*(self._login_one(r, initiator_name) for r in records)))
+        done = 0
+
+        async def one(rec: Mapping[str, str]) -> dict[str, Any]:
+            nonlocal done
+            result = await self._login_one(rec, initiator_name)
+            done += 1
+            if progress is not None:
+                progress({"done": done, "total": len(records), "result": result})
+            return result
+
+        return list(await asyncio.gather(*(one(r) for r in records)))
 
     async def _login_one(self, rec: Mapping[str, str], initiator_name: str) -> dict[str, Any]:
         try:
@@ -297,51 +462,45 @@ class Daemon:
                                   "portal": f"{node.address},{node.port}", "iface": node.iface}
         lock = self._node_locks.setdefault(node.key, asyncio.Lock())
         async with lock:  # one login per node at a time: no duplicates (#108)
-            try:
-                wanted = max(1, int(rec.get("node.session.nr_sessions", 1)))
-            except ValueError:
-                wanted = 1
+            wanted = max(1, _num(rec, "node.session.nr_sessions", 1))
             have = len(self._node_sessions(node))
             if have >= wanted:
+                plural = "" if wanted == 1 else "s"
                 return {**result, "ok": False, "code": 15,
-                        "message": f"{node.iface}: {wanted} session requested, but {have} already present."}
-            sids = []
+                        "message": f"{node.iface}: {wanted} session{plural} requested, "
+                                   f"but {have} already present."}
+            sids: list[int] = []
             try:
-                async with self._login_sem:
-                    for _ in range(wanted - have):
-                        sids.append(await self._establish(node, initiator_name))
+                for _ in range(wanted - have):
+                    sids.append(await self._establish(node, initiator_name))
             except SessionError as exc:
                 return {**result, "ok": False, "code": exc.code, "message": str(exc),
                         "sids": sids}
         return {**result, "ok": True, "sids": sids}
 
     async def _establish(self, node: ks.NodeTarget, initiator_name: str) -> int:
+        """Initial login: node.session.initial_login_retry_max attempts for
+        retryable failures (fatal ones - authentication, not found - at once)."""
         if node.transport != "tcp":
             raise SessionError(27, f"transport {node.transport} is not supported yet")
         handle = self.handle(node.transport)
         assert self.nl is not None
         rec = node.record
-        try:
-            attempts = max(1, int(rec.get("node.session.initial_login_retry_max", 4)))
-        except ValueError:
-            attempts = 4
-        last: SessionError | None = None
+        attempts = max(1, _num(rec, "node.session.initial_login_retry_max", 4))
         for attempt in range(attempts):
             isid = self.isids.allocate()
             try:
-                session = await ks.establish(self.nl, handle, node, initiator_name, isid,
-                                             self.issued_challenges)
+                async with self._login_sem:
+                    session = await ks.establish(self.nl, handle, node, initiator_name, isid,
+                                                 self.issued_challenges)
                 break
             except SessionError as exc:
                 self.isids.release(isid)
-                last = exc
                 if not exc.retryable or attempt == attempts - 1:
                     raise
                 log.info("login to %s failed (%s); retry %d/%d", node.describe(), exc,
                          attempt + 1, attempts - 1)
-                await asyncio.sleep(min(2.0, 0.5 * (attempt + 1)))
-        else:  # pragma: no cover - the loop always breaks or raises
-            raise last or SessionError(5, "login failed")
+                await asyncio.sleep(min(2.0, 0.5 * (attempt + 1)) * random.uniform(0.8, 1.2))
         self.sessions[session.sid] = session
         self._save_state()
         log.info("Connection%d:0 to [target: %s, portal: %s,%d] through [iface: %s] is operational now",
@@ -350,15 +509,50 @@ class Daemon:
             await ks.scan_host(session.host_no, self.sysfs_root, self._scan_pool)
         return session.sid
 
-    async def logout(self, sids: list[int]) -> list[dict[str, Any]]:
-        """Log out of each session; one result each."""
-        return list(await asyncio.gather(*(self._logout_one(sid) for sid in sids)))
+    async def _autostart(self) -> None:
+        """node.startup = automatic: log in at daemon start, bounded in parallel."""
+        try:
+            recs = [r.as_strings() for r in self._db().read_nodes()]
+        except Exception as exc:  # noqa: BLE001 - a broken DB never stops the daemon
+            log.warning("automatic logins skipped: cannot read the node DB: %s", exc)
+            return
+        auto = [r for r in recs if r.get("node.startup") == "automatic"]
+        if not auto:
+            return
+        name = self._initiator_name()
+        if not name:
+            log.warning("automatic logins skipped: no InitiatorName in initiatorname.iscsi")
+            return
+        results = await self.login(auto, name)
+        ok = sum(1 for r in results if r.get("ok"))
+        present = sum(1 for r in results if r.get("code") == 15)
+        for r in results:
+            if not r.get("ok") and r.get("code") != 15:
+                log.warning("automatic login to %s failed: %s", r.get("node"), r.get("message"))
+        log.info("automatic logins: %d new, %d already present, %d failed", ok, present,
+                 len(results) - ok - present)
 
-    async def _logout_one(self, sid: int) -> dict[str, Any]:
+    async def logout(self, sids: list[int], force: bool = False,
+                     progress: Progress | None = None) -> list[dict[str, Any]]:
+        """Log out of each session; one result each.  Without ``force`` and with
+        iscsid.safe_logout = Yes, a session whose disks are mounted (or swap) is refused (28)."""
+        safe = not force and self._safe_logout()
+        done = 0
+
+        async def one(sid: int) -> dict[str, Any]:
+            nonlocal done
+            result = await self._logout_one(sid, safe)
+            done += 1
+            if progress is not None:
+                progress({"done": done, "total": len(sids), "result": result})
+            return result
+
+        return list(await asyncio.gather(*(one(sid) for sid in sids)))
+
+    async def _logout_one(self, sid: int, safe: bool) -> dict[str, Any]:
         session = self.sessions.get(sid)
         if session is None:
-            info = self.sysfs.session(sid)
-            if info is None:
+            if self.sysfs.session(sid) is None:
                 return {"sid": sid, "ok": False, "code": 2, "message": err_text(2)}
             self._adopt()
             session = self.sessions.get(sid)
@@ -367,10 +561,17 @@ class Daemon:
         assert self.nl is not None
         desc = {"sid": sid, "target": session.node.target,
                 "portal": f"{session.node.address},{session.node.port}"}
-        try:
-            timeout = float(session.node.record.get("node.conn[0].timeo.logout_timeout", 15))
-        except ValueError:
-            timeout = 15.0
+        if safe:
+            busy = busy_devices([d.block[0] for d in self.sysfs.session_devices(sid) if d.block])
+            if busy:
+                return {**desc, "ok": False, "code": 28,
+                        "message": f"session {sid} is in use: {', '.join(busy)} "
+                                   "(iscsid.safe_logout = Yes; unmount first)"}
+        timeout = float(_num(session.node.record, "node.conn[0].timeo.logout_timeout", 15))
+        if session.recovery is not None and not session.recovery.done():
+            session.recovery.cancel()  # a session being recovered has no target to talk to
+            await asyncio.gather(session.recovery, return_exceptions=True)
+            timeout = min(timeout, 1.0)
         try:
             handle = self.handle(session.node.transport)
             await ks.logout(self.nl, handle, session, timeout)
@@ -403,11 +604,14 @@ class Daemon:
         return {str(s.sid): {"conn_state": s.conn_state, "internal_state": s.internal_state,
                              "isid": str(s.isid) if s.isid else None, "tsih": s.tsih,
                              "adopted": s.adopted, "target": s.node.target,
-                             "negotiated": s.negotiated}
+                             "recoveries": s.recoveries, "negotiated": s.negotiated}
                 for s in self.sessions.values()}
 
     # ------------------------------------------------------------------ IPC
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        def progress(event: dict[str, Any]) -> None:
+            writer.write(encode_message({"version": IPC_VERSION, "progress": event}))
+
         try:
             sock = writer.get_extra_info("socket")
             creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
@@ -418,7 +622,7 @@ class Daemon:
                 try:
                     line = await reader.readline()
                     req = decode_message(line)
-                    reply = {"ok": True, "result": await self._dispatch(req)}
+                    reply = {"ok": True, "result": await self._dispatch(req, progress)}
                 except SessionError as exc:
                     reply = {"ok": False, "error": {"code": exc.code, "message": str(exc)}}
                 except (ValueError, KeyError, TypeError) as exc:
@@ -432,14 +636,15 @@ class Daemon:
         finally:
             writer.close()
 
-    async def _dispatch(self, req: dict[str, Any]) -> Any:
+    async def _dispatch(self, req: dict[str, Any], progress: Progress) -> Any:
         op, args = req["op"], req.get("args") or {}
+        report = progress if args.get("progress") else None
         if op == "ping":
             return {"pid": os.getpid(), "sessions": len(self.sessions)}
         if op == "login":
-            return await self.login(args["records"], args["initiator_name"])
+            return await self.login(args["records"], args["initiator_name"], report)
         if op == "logout":
-            return await self.logout([int(s) for s in args["sids"]])
+            return await self.logout([int(s) for s in args["sids"]], bool(args.get("force")), report)
         if op == "sessions":
             return self.session_states()
         if op == "rescan":

@@ -49,6 +49,16 @@ class Record:
     def get(self, name: str, default=None):
         return self.values.get(name, default)
 
+    def as_strings(self) -> dict[str, str]:
+        """Every set key as open-iscsi text (lists comma-joined; secrets in clear:
+        this is what a login needs, never what is printed)."""
+        out = {}
+        for k in self.kind.keys:
+            if k.name in self.values:
+                v = self.values[k.name]
+                out[k.name] = ",".join(v) if isinstance(v, (list, tuple)) else str(v)
+        return out
+
     def copy(self) -> "Record":
         r = Record(self.kind, None, self.path)
         r.values = dict(self.values)

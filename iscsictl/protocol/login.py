@@ -144,6 +144,9 @@ class LoginMachine:
             or, on relogin, the session's current CmdSN).
         exp_statsn: ExpStatSN of the first request (0 for a new connection).
         itt: the Initiator Task Tag of the login task.
+        kernel_relay: the requests go through the kernel's SEND_PDU, which
+            replaces ITT and CmdSN with its own (libiscsi's login task); the
+            responses' ITT is then the kernel's and is not checked.
         rng: ``rng(n) -> n random bytes`` (CHAP identifier and challenge).
         issued_challenges: challenges issued by earlier logins (reflection check).
         warn: called with warnings (short CHAP secrets).
@@ -162,6 +165,7 @@ class LoginMachine:
         rng: Callable[[int], bytes] | None = None,
         issued_challenges: MutableSet[bytes] | None = None,
         warn: Callable[[str], None] | None = None,
+        kernel_relay: bool = False,
     ) -> None:
         if len(isid) != 6:
             raise ValueError("an ISID has 6 bytes")
@@ -172,6 +176,7 @@ class LoginMachine:
         self.cmdsn = cmdsn
         self.exp_statsn = exp_statsn
         self.itt = itt
+        self.kernel_relay = kernel_relay
         self.state = LoginState.IDLE
         self.outcome: LoginOutcome | None = None
         self.deadline: float | None = None
@@ -272,7 +277,7 @@ class LoginMachine:
             )
         last = self._last
         assert last is not None
-        if pdu.itt != self.itt:
+        if pdu.itt != self.itt and not self.kernel_relay:
             raise LoginProtocolError(f"Login Response ITT 0x{pdu.itt:08x}, ours is 0x{self.itt:08x}")
         # a failure response may carry a zeroed ISID (tgtd does): its status still counts
         if pdu.isid != self.isid and pdu.status_class == 0:
