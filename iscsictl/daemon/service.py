@@ -351,7 +351,7 @@ class Daemon:
                 log.info("session %d destroyed by the kernel", ev.sid)
                 self._save_state()
             else:
-                log.debug("destroy event for session %s, not ours", ev.sid)
+                log.debug("destroy event for session %s (already removed here)", ev.sid)
         else:
             log.debug("kernel event %s ignored", type(ev).__name__)
 

@@ -25,11 +25,12 @@ class Iscsictld:
         self.socket_path = socket_path
         self.proc: subprocess.Popen | None = None
         self.client = DaemonClient(socket_path, timeout=120)
+        self.env: dict[str, str] = {}  # extra environment (DB roots for automatic logins)
 
     def start(self, timeout: float = 15.0, *extra: str) -> None:
         subprocess.run(["modprobe", "iscsi_tcp"], check=True)
         log = open(self.log_path, "ab")
-        env = dict(os.environ, ISCSICTL_SOCKET=self.socket_path)
+        env = dict(os.environ, ISCSICTL_SOCKET=self.socket_path, **self.env)
         self.proc = subprocess.Popen(
             [str(VENV_BIN / "python"), "-m", "iscsictl.daemon", "-d", *extra],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
