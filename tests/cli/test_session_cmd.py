@@ -1,0 +1,226 @@
+"""``-m session`` rendering from a fixture sysfs tree, and node/session login and
+logout messages through a fake daemon (the real kernel path runs in vm-tests/)."""
+
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from iscsictl.cli.main import run
+from iscsictl.cli.output import Output
+
+T = "iqn.2003-01.org.example:t1"
+
+
+def _w(root: Path, rel: str, value: str) -> None:
+    p = root / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(value + "\n")
+
+
+def _link(root: Path, cls: str, rel: str) -> None:
+    p = root / "class" / cls
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.symlink_to(os.path.relpath(root / rel, p.parent))
+
+
+def add_session(root: Path, sid: int, host: int, target: str, address: str, disks: dict) -> None:
+    dev = f"devices/platform/host{host}/session{sid}"
+    s = f"{dev}/iscsi_session/session{sid}"
+    for k, v in dict(targetname=target, tpgt="1", initiatorname="iqn.2026-11.x:init",
+                     ifacename="default", state="LOGGED_IN", creator="4242", recovery_tmo="120",
+                     abort_tmo="15", lu_reset_tmo="30", tgt_reset_tmo="30", first_burst_len="65536",
+                     max_burst_len="262144", immediate_data="1", initial_r2t="0",
+                     max_outstanding_r2t="1", username="(null)").items():
+        _w(root, f"{s}/{k}", v)
+    c = f"{dev}/connection{sid}:0/iscsi_connection/connection{sid}:0"
+    for k, v in dict(address=address, port="3260", persistent_address=address,
+                     persistent_port="3260", header_digest="1", data_digest="0",
+                     max_recv_dlength="262144", max_xmit_dlength="8192", state="up").items():
+        _w(root, f"{c}/{k}", v)
+    _w(root, f"devices/platform/host{host}/iscsi_host/host{host}/ipaddress", "127.0.0.1")
+    _w(root, f"devices/platform/host{host}/scsi_host/host{host}/proc_name", "iscsi_tcp")
+    _w(root, f"devices/platform/host{host}/scsi_host/host{host}/state", "running")
+    for lun, disk in disks.items():
+        lun_dir = f"{dev}/target{host}:0:0/{host}:0:0:{lun}"
+        _w(root, f"{lun_dir}/state", "running")
+        (root / lun_dir / "block" / disk).mkdir(parents=True)
+    _link(root, f"iscsi_session/session{sid}", s)
+    _link(root, f"iscsi_connection/connection{sid}:0", c)
+    _link(root, f"iscsi_host/host{host}", f"devices/platform/host{host}/iscsi_host/host{host}")
+    _link(root, f"scsi_host/host{host}", f"devices/platform/host{host}/scsi_host/host{host}")
+
+
+@pytest.fixture
+def sysfs(tmp_path, monkeypatch):
+    root = tmp_path / "sys"
+    _w(root, "module/scsi_transport_iscsi/version", "2.0-870")
+    (root / "class/iscsi_session").mkdir(parents=True)
+    monkeypatch.setenv("ISCSICTL_SYSFS_ROOT", str(root))
+    monkeypatch.setenv("ISCSICTL_SOCKET", str(tmp_path / "no-daemon.sock"))
+    return root
+
+
+def cli(*args):
+    out, err = io.StringIO(), io.StringIO()
+    rc = run(list(args), Output(out, err))
+    return rc, out.getvalue(), err.getvalue()
+
+
+def test_no_sessions_is_21(sysfs):
+    assert cli("-m", "session") == (21, "", "iscsictl: No active sessions.\n")
+
+
+def test_flat_listing_in_alphasort_order(sysfs):
+    add_session(sysfs, 2, 3, T, "127.0.0.1", {0: "sdb"})
+    add_session(sysfs, 10, 11, T, "10.0.0.5", {0: "sdc"})
+    rc, out, _ = cli("-m", "session")
+    assert rc == 0
+    # "session10" sorts before "session2", as libopeniscsiusr's scandir(alphasort) does
+    assert out == (f"tcp: [10] 10.0.0.5:3260,1 {T} (non-flash)\n"
+                   f"tcp: [2] 127.0.0.1:3260,1 {T} (non-flash)\n")
+
+
+def test_print_level_3_matches_iscsiadm_2_1_8(sysfs):
+    add_session(sysfs, 1, 0, T, "127.0.0.1", {0: "sda", 1: "sdb"})
+    rc, out, _ = cli("-m", "session", "-P", "3")
+    assert rc == 0
+    assert out == (
+        "iSCSI Transport Class version 2.0-870\n"
+        "version 2.1.8\n"
+        f"Target: {T} (non-flash)\n"
+        "\tCurrent Portal: 127.0.0.1:3260,1\n"
+        "\tPersistent Portal: 127.0.0.1:3260,1\n"
+        "\t\t**********\n\t\tInterface:\n\t\t**********\n"
+        "\t\tIface Name: default\n"
+        "\t\tIface Transport: tcp\n"
+        "\t\tIface Initiatorname: iqn.2026-11.x:init\n"
+        "\t\tIface IPaddress: 127.0.0.1\n"
+        "\t\tIface HWaddress: default\n"
+        "\t\tIface Netdev: default\n"
+        "\t\tSID: 1\n"
+        "\t\tiSCSI Connection State: Unknown\n"
+        "\t\tiSCSI Session State: LOGGED_IN\n"
+        "\t\tInternal iscsid Session State: Unknown\n"
+        "\t\t*********\n\t\tTimeouts:\n\t\t*********\n"
+        "\t\tRecovery Timeout: 120\n"
+        "\t\tTarget Reset Timeout: 30\n"
+        "\t\tLUN Reset Timeout: 30\n"
+        "\t\tAbort Timeout: 15\n"
+        "\t\t*****\n\t\tCHAP:\n\t\t*****\n"
+        "\t\tusername: <empty>\n"
+        "\t\tpassword: ********\n"
+        "\t\tusername_in: <empty>\n"
+        "\t\tpassword_in: ********\n"
+        "\t\t************************\n\t\tNegotiated iSCSI params:\n\t\t************************\n"
+        "\t\tHeaderDigest: CRC32C\n"
+        "\t\tDataDigest: None\n"
+        "\t\tMaxRecvDataSegmentLength: 262144\n"
+        "\t\tMaxXmitDataSegmentLength: 8192\n"
+        "\t\tFirstBurstLength: 65536\n"
+        "\t\tMaxBurstLength: 262144\n"
+        "\t\tImmediateData: Yes\n"
+        "\t\tInitialR2T: No\n"
+        "\t\tMaxOutstandingR2T: 1\n"
+        "\t\t************************\n\t\tAttached SCSI devices:\n\t\t************************\n"
+        "\t\tHost Number: 0\tState: running\n"
+        "\t\tscsi0 Channel 00 Id 0 Lun: 0\n"
+        "\t\t\tAttached scsi disk sda\t\tState: running\n"
+        "\t\tscsi0 Channel 00 Id 0 Lun: 1\n"
+        "\t\t\tAttached scsi disk sdb\t\tState: running\n")
+
+
+def test_second_session_same_target_prints_target_once(sysfs):
+    add_session(sysfs, 1, 0, T, "127.0.0.1", {})
+    add_session(sysfs, 2, 1, T, "127.0.0.2", {})
+    rc, out, _ = cli("-m", "session", "-P", "1")
+    assert rc == 0 and out.count(f"Target: {T}") == 1 and out.count("Current Portal") == 2
+
+
+def test_sid_filter_and_unknown_sid(sysfs):
+    add_session(sysfs, 1, 0, T, "127.0.0.1", {})
+    assert cli("-m", "session", "-r", "1")[1] == f"tcp: [1] 127.0.0.1:3260,1 {T} (non-flash)\n"
+    rc, _, err = cli("-m", "session", "-r", "5")
+    assert rc == 2 and "Could not get session info for sid 5" in err
+    rc, _, err = cli("-m", "session", "-r", "x5")
+    assert rc == 7
+
+
+def test_json_listing_masks_secrets(sysfs):
+    add_session(sysfs, 1, 0, T, "127.0.0.1", {0: "sda"})
+    (sysfs / "class/iscsi_session/session1/password").write_text("s3cret-s3cret\n")
+    rc, out, _ = cli("-m", "session", "--json")
+    data = json.loads(out)
+    assert rc == 0 and data[0]["sid"] == 1 and data[0]["devices"][0]["disk"] == "sda"
+    assert data[0]["chap"]["password"] == "********"
+    assert "s3cret" not in out
+
+
+class FakeClient:
+    """Stands in for iscsictld: answers login/logout from a script."""
+
+    answers: dict = {}
+    calls: list = []
+
+    def __init__(self, *a, **kw):
+        pass
+
+    def call(self, op, progress=None, **args):
+        FakeClient.calls.append((op, args))
+        result = FakeClient.answers[op]
+        if progress is not None:
+            for i, r in enumerate(result, 1):
+                progress({"done": i, "total": len(result), "result": r})
+        return result
+
+
+@pytest.fixture
+def fake_daemon(monkeypatch, tmp_path):
+    import iscsictl.ipc
+
+    monkeypatch.setattr(iscsictl.ipc, "DaemonClient", FakeClient)
+    FakeClient.calls = []
+    db = tmp_path / "db"
+    db.mkdir()
+    (db / "initiatorname.iscsi").write_text("InitiatorName=iqn.2026-11.x:init\n")
+    monkeypatch.setenv("ISCSICTL_DB_ROOT", str(db))
+    monkeypatch.setenv("ISCSICTL_CONFIG_ROOT", str(db))
+    assert cli("-m", "node", "-T", T, "-p", "127.0.0.1", "-o", "new")[0] == 0
+    return FakeClient
+
+
+def test_login_success_messages(fake_daemon):
+    desc = f"[iface: default, target: {T}, portal: 127.0.0.1,3260]"
+    fake_daemon.answers = {"login": [{"ok": True, "node": desc, "sids": [1]}]}
+    rc, out, err = cli("-m", "node", "-T", T, "-p", "127.0.0.1", "-l")
+    assert rc == 0 and err == ""
+    assert out == f"Logging in to {desc}\nLogin to {desc} successful.\n"
+    op, args = fake_daemon.calls[0]
+    assert op == "login" and args["initiator_name"] == "iqn.2026-11.x:init"
+    assert args["records"][0]["node.name"] == T
+
+
+def test_login_auth_failure_is_24_with_iscsiadm_lines(fake_daemon):
+    desc = f"[iface: default, target: {T}, portal: 127.0.0.1,3260]"
+    fake_daemon.answers = {"login": [{"ok": False, "node": desc, "code": 24,
+                                      "message": "login rejected: initiator error - authentication failure (02/01)"}]}
+    rc, _, err = cli("-m", "node", "-T", T, "-p", "127.0.0.1", "-l")
+    assert rc == 24
+    assert f"iscsictl: Could not login to {desc}.\n" in err
+    assert "iscsictl: initiator reported error (24 - iSCSI login failed due to authorization failure)\n" in err
+    assert err.endswith("iscsictl: Could not log into all portals\n")
+
+
+def test_login_session_exists_is_15_warning_only(fake_daemon):
+    fake_daemon.answers = {"login": [{"ok": False, "code": 15, "node": "x",
+                                      "message": "default: 1 session requested, but 1 already present."}]}
+    rc, _, err = cli("-m", "node", "-T", T, "-p", "127.0.0.1", "-l")
+    assert rc == 15
+    assert err == "iscsictl: default: 1 session requested, but 1 already present.\n"
+
+
+def test_login_with_no_matching_record_is_21(fake_daemon):
+    rc, _, err = cli("-m", "node", "-T", "iqn.2003-01.org.example:nope", "-p", "127.0.0.1", "-l")
+    assert rc == 21 and "No records found" in err and fake_daemon.calls == []

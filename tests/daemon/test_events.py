@@ -1,0 +1,87 @@
+"""Kernel event routing in the daemon (no kernel: events built from their classes)."""
+
+import asyncio
+import logging
+
+import pytest
+
+from iscsictl.daemon import kernel_session as ks
+from iscsictl.daemon.service import Daemon, pdu_from_kernel
+from iscsictl.netlink import ConnError, DestroySession, RecvPdu, UnbindSession
+from iscsictl.protocol.errors import ISCSIProtocolError
+from iscsictl.protocol.pdu import AsyncMessage, LogoutResponse, NOPIn
+from iscsictl.protocol.portal import Portal
+
+
+def _session(sid=3):
+    node = ks.NodeTarget("iqn.2003-01.org.example:t", "127.0.0.1", 3260, 1, "default", "tcp", {})
+    return ks.KernelSession(sid=sid, host_no=0, cid=0, node=node, isid=None, tsih=1, params=None,
+                            current=Portal("127.0.0.1", 3260, 1))
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    d = Daemon(str(tmp_path / "s"), sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
+               db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
+    d.started = []
+    d._start_recovery = lambda s, why: d.started.append((s.sid, why))
+    return d
+
+
+def test_pdu_from_kernel_reads_bhs_ahs_and_unpadded_data():
+    pdu = NOPIn(data=b"abcde")
+    hdr, ahs = pdu.encode_header()
+    assert pdu_from_kernel(hdr + ahs + b"abcde") == pdu
+    with pytest.raises(ISCSIProtocolError):
+        pdu_from_kernel(hdr + b"ab")  # shorter than DataSegmentLength
+    with pytest.raises(ISCSIProtocolError):
+        pdu_from_kernel(hdr[:20])
+
+
+def test_recv_pdu_resolves_the_waiter(daemon):
+    loop = asyncio.new_event_loop()
+    try:
+        s = _session()
+        daemon.sessions[s.sid] = s
+        s.pdu_waiter = loop.create_future()
+        hdr, _ = LogoutResponse(time2wait=2).encode_header()
+        daemon._on_event(RecvPdu(101, None, sid=s.sid, cid=0, pdu=hdr))
+        assert s.pdu_waiter.result() == LogoutResponse(time2wait=2)
+    finally:
+        loop.close()
+
+
+def test_async_drop_sets_time2wait_once(daemon):
+    s = _session()
+    daemon.sessions[s.sid] = s
+    hdr, _ = AsyncMessage(async_event=2, parameter1=0, parameter2=7, parameter3=20).encode_header()
+    daemon._on_event(RecvPdu(101, None, sid=s.sid, cid=0, pdu=hdr))
+    assert s.time2wait == 7 and s.time2wait_once == 7
+
+
+def test_conn_error_starts_recovery_only_for_our_sessions(daemon, caplog):
+    s = _session()
+    daemon.sessions[s.sid] = s
+    with caplog.at_level(logging.WARNING, logger="iscsictld"):
+        daemon._on_event(ConnError(102, None, sid=99, cid=0, error=1020))
+        daemon._on_event(ConnError(102, None, sid=s.sid, cid=0, error=1020))
+    assert daemon.started == [(3, "ISCSI_ERR_TCP_CONN_CLOSE: TCP connection closed")]
+    assert "unknown session ignored" in caplog.text
+
+
+def test_malformed_recv_pdu_is_logged_and_dropped(daemon, caplog):
+    s = _session()
+    daemon.sessions[s.sid] = s
+    with caplog.at_level(logging.WARNING, logger="iscsictld"):
+        daemon._on_event(RecvPdu(101, None, sid=s.sid, cid=0, pdu=b"\x3e" + bytes(47)))
+    assert "malformed PDU from the kernel" in caplog.text
+    assert daemon.sessions[s.sid] is s
+
+
+def test_unbind_and_destroy_events(daemon):
+    s = _session()
+    daemon.sessions[s.sid] = s
+    daemon._on_event(UnbindSession(105, None, sid=s.sid, host_no=0))
+    assert s.unbound.is_set()
+    daemon._on_event(DestroySession(104, None, host_no=0, sid=s.sid))
+    assert s.sid not in daemon.sessions

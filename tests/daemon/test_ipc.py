@@ -1,0 +1,94 @@
+"""The CLI <-> iscsictld protocol against the daemon's real IPC server (no kernel)."""
+
+import asyncio
+import threading
+
+import pytest
+
+from iscsictl.daemon.service import Daemon
+from iscsictl.ipc import DaemonClient, DaemonError, DaemonNotRunning
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A Daemon whose IPC server runs in a thread's loop (netlink never opened)."""
+    path = str(tmp_path / "d.sock")
+    loop = asyncio.new_event_loop()
+    box = {}
+
+    async def serve():
+        d = Daemon(path, sysfs_root=str(tmp_path / "sys"), state_dir=str(tmp_path / "state"),
+                   db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
+        box["daemon"] = d
+        box["server"] = await asyncio.start_unix_server(d._serve, path)
+
+    loop.run_until_complete(serve())
+    th = threading.Thread(target=loop.run_forever, daemon=True)
+    th.start()
+    yield box["daemon"], DaemonClient(path, timeout=10), loop
+    loop.call_soon_threadsafe(box["server"].close)
+    loop.call_soon_threadsafe(loop.stop)
+    th.join(5)
+
+
+def test_ping_and_empty_sessions(served):
+    d, client, _ = served
+    assert client.call("ping")["sessions"] == 0
+    assert client.call("sessions") == {}
+
+
+def test_unknown_op_is_code_16(served):
+    _, client, _ = served
+    with pytest.raises(DaemonError) as e:
+        client.call("frobnicate")
+    assert e.value.code == 16 and "unknown request" in str(e.value)
+
+
+def test_missing_argument_is_a_bad_request(served):
+    _, client, _ = served
+    with pytest.raises(DaemonError) as e:
+        client.call("login")  # no records
+    assert e.value.code == 16
+
+
+def test_progress_lines_stream_before_the_answer(served):
+    d, client, _ = served
+
+    async def fake_login(records, initiator_name, progress=None):
+        for i, _ in enumerate(records, 1):
+            if progress is not None:
+                progress({"done": i, "total": len(records), "result": {"ok": True}})
+        return [{"ok": True, "n": i} for i in range(len(records))]
+
+    d.login = fake_login
+    seen = []
+    result = client.call("login", seen.append, records=[{}, {}, {}], initiator_name="iqn.x")
+    assert [e["done"] for e in seen] == [1, 2, 3]
+    assert result == [{"ok": True, "n": 0}, {"ok": True, "n": 1}, {"ok": True, "n": 2}]
+    # without a callback the daemon sends no progress lines at all
+    assert client.call("login", records=[{}], initiator_name="iqn.x") == [{"ok": True, "n": 0}]
+
+
+def test_logout_of_an_unknown_session_is_code_2(served):
+    _, client, _ = served
+    out = client.call("logout", sids=[7])
+    assert out == [{"sid": 7, "ok": False, "code": 2, "message": "session not found"}]
+
+
+def test_no_daemon_says_how_to_start_it(tmp_path):
+    with pytest.raises(DaemonNotRunning) as e:
+        DaemonClient(str(tmp_path / "none.sock")).call("ping")
+    assert e.value.code == 20 and "iscsictld" in str(e.value)
+
+
+def test_a_garbage_request_line_gets_an_answer(served, tmp_path):
+    import socket
+
+    _, client, _ = served
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(client.path)
+    s.sendall(b"this is not json\n")
+    s.settimeout(5)
+    reply = s.recv(4096)
+    s.close()
+    assert b'"ok":false' in reply and b'"code":16' in reply

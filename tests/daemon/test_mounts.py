@@ -1,0 +1,47 @@
+"""iscsid.safe_logout's in-use check against fixture /sys and /proc trees."""
+
+from pathlib import Path
+
+from iscsictl.daemon.mounts import busy_devices
+
+
+def _dev(sys_root: Path, name: str, majmin: str, parent: str | None = None) -> Path:
+    d = sys_root / "class/block" / (f"{parent}/{name}" if parent else name)
+    d.mkdir(parents=True)
+    (d / "dev").write_text(majmin + "\n")
+    if parent:
+        (d / "partition").write_text("1\n")
+    else:
+        (d / "holders").mkdir()
+    return d
+
+
+def _trees(tmp_path):
+    sys_root, proc = tmp_path / "sys", tmp_path / "proc"
+    _dev(sys_root, "sda", "8:0")
+    _dev(sys_root, "sda1", "8:1", parent="sda")
+    (sys_root / "class/block/sda1").symlink_to(sys_root / "class/block/sda/sda1")
+    _dev(sys_root, "sdb", "8:16")
+    _dev(sys_root, "dm-0", "254:0")
+    (sys_root / "class/block/sdb/holders/dm-0").symlink_to(sys_root / "class/block/dm-0")
+    _dev(sys_root, "sdc", "8:32")
+    (proc / "self").mkdir(parents=True)
+    (proc / "self/mountinfo").write_text(
+        "22 1 0:21 / /proc rw - proc proc rw\n"
+        "40 1 8:1 / /mnt/data rw,relatime - ext4 /dev/sda1 rw\n")
+    (proc / "swaps").write_text(
+        "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"
+        "/dev/dm-0                               partition\t1048572\t\t0\t\t-2\n")
+    return str(sys_root), str(proc)
+
+
+def test_mounted_partition_and_swap_on_a_holder_are_busy(tmp_path):
+    sys_root, proc = _trees(tmp_path)
+    busy = busy_devices(["sda", "sdb", "sdc"], sys_root, proc)
+    assert busy == ["sda (mounted at /mnt/data via sda1)", "sdb (swap on dm-0)"]
+
+
+def test_free_disk_and_missing_sysfs_entries_are_not_busy(tmp_path):
+    sys_root, proc = _trees(tmp_path)
+    assert busy_devices(["sdc", "sdz"], sys_root, proc) == []
+    assert busy_devices(["sda"], sys_root, str(tmp_path / "no-proc")) == []
