@@ -60,15 +60,10 @@ def record_json(rec, show_secrets: bool = False) -> dict:
 
 
 def tree_lines(nids) -> list[str]:
-    """``-P 1`` tree of NodeIDs: ``Target:`` on change, then Portal and Iface Name lines."""
-    out, last = [], None
-    for n in nids:
-        if n.target != last:
-            out.append(f"Target: {n.target}")
-            last = n.target
-        out.append(f"\tPortal: {n.portal},{n.tpgt}")
-        out.append(f"\t\tIface Name: {n.iface}")
-    return out
+    """``-P 1`` tree of NodeIDs (the DB's iscsiadm format)."""
+    from ..db.record import format_node_tree
+
+    return format_node_tree(nids)
 
 
 def human_size(n: int | None) -> str:

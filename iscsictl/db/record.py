@@ -305,6 +305,19 @@ def format_portal(address: str, port: int) -> str:
     return f"[{address}]:{port}"
 
 
+def format_node_tree(nids) -> list[str]:  # type: ignore[no-untyped-def]
+    """Lines of ``iscsiadm -m node -P 1`` for NodeIDs: ``Target:`` on change, then
+    ``\tPortal: ip:port,tpgt`` and ``\t\tIface Name:`` for every record."""
+    out, last = [], None
+    for n in nids:
+        if n.target != last:
+            out.append(f"Target: {n.target}")
+            last = n.target
+        out.append(f"\tPortal: {n.portal},{n.tpgt}")
+        out.append(f"\t\tIface Name: {n.iface}")
+    return out
+
+
 def format_node_flat(address: str, port: int, tpgt: int, target: str) -> str:
     """One line of ``iscsiadm -m node``: ``ip:port,tpgt target`` (tpgt printed as unsigned 32-bit,
     so -1 is 4294967295, as Debian's 2.1.8 iscsiadm does).  No newline."""

@@ -41,7 +41,8 @@ from . import schema
 from .config import IscsidConfig, resolve_roots
 from .errors import (CorruptRecord, DBError, InvalidRecordName, InvalidValue, LockTimeout,
                      RecordExists, RecordNotFound)
-from .record import Record, convert, format_node_flat, format_portal, format_record, parse_record
+from .record import (Record, convert, format_node_flat, format_node_tree, format_portal, format_record,
+                     parse_record)
 
 NODES = "nodes"
 SEND_TARGETS = "send_targets"
@@ -488,16 +489,8 @@ class NodeDB:
         return [n.flat() for n in self.list_nodes(**filters)]
 
     def tree_listing(self, **filters) -> list[str]:
-        """Lines of ``iscsiadm -m node -P 1``: ``Target:`` on change, ``\\tPortal:`` and
-        ``\\t\\tIface Name:`` for every record."""
-        out, last = [], None
-        for n in self.list_nodes(**filters):
-            if n.target != last:
-                out.append(f"Target: {n.target}")
-                last = n.target
-            out.append(f"\tPortal: {n.portal},{n.tpgt}")
-            out.append(f"\t\tIface Name: {n.iface}")
-        return out
+        """Lines of ``iscsiadm -m node -P 1`` (see :func:`.record.format_node_tree`)."""
+        return format_node_tree(self.list_nodes(**filters))
 
     # ---- node read -------------------------------------------------------------------------
     def read_node(self, nid: NodeID) -> Record:

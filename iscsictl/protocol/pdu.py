@@ -354,7 +354,18 @@ def parse_pdu(
 
 
 # ---------------------------------------------------------------------------
-# Mixins for fields several PDUs share
+# Helpers for fields several PDUs share
+
+
+def _sense_data(data: bytes) -> bytes:
+    """SenseLength (2 bytes) + sense data at the start of a data segment
+    (§11.4.7.2, §11.9.4); empty when the segment holds none."""
+    if len(data) < 2:
+        return b""
+    n = int.from_bytes(data[:2], "big")
+    if 2 + n > len(data):
+        raise InvalidPDUField(f"SenseLength {n} runs past the data segment")
+    return data[2:2 + n]
 
 
 def _check_login_stages(pdu: LoginRequest | LoginResponse) -> None:
@@ -651,12 +662,7 @@ class SCSIResponse(PDU):
         Raises:
             InvalidPDUField: SenseLength runs past the data segment.
         """
-        if len(self.data) < 2:
-            return b""
-        n = int.from_bytes(self.data[:2], "big")
-        if 2 + n > len(self.data):
-            raise InvalidPDUField(f"SenseLength {n} runs past the data segment")
-        return self.data[2:2 + n]
+        return _sense_data(self.data)
 
 
 @_register
@@ -851,13 +857,12 @@ class AsyncMessage(PDU):
 
     @property
     def sense_data(self) -> bytes:
-        """SCSI sense data of a SCSI Async Event (§11.9.4): empty if none."""
-        if len(self.data) < 2:
-            return b""
-        n = int.from_bytes(self.data[:2], "big")
-        if 2 + n > len(self.data):
-            raise InvalidPDUField(f"SenseLength {n} runs past the data segment")
-        return self.data[2:2 + n]
+        """SCSI sense data of a SCSI Async Event (§11.9.4): empty if none.
+
+        Raises:
+            InvalidPDUField: SenseLength runs past the data segment.
+        """
+        return _sense_data(self.data)
 
 
 @_register
