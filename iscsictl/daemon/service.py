@@ -48,7 +48,7 @@ from iscsictl.netlink import (
 from iscsictl.netlink.enums import ISCSI_ERR_STRINGS, IscsiErr
 from iscsictl.protocol.bhs import RawPDU, decode_bhs
 from iscsictl.protocol.errors import ISCSIProtocolError, TruncatedPDU
-from iscsictl.protocol.names import ISID, ISIDAllocator
+from iscsictl.protocol.names import ISID, OPEN_ISCSI_OUI, ISIDAllocator
 from iscsictl.protocol.pdu import PDU, decode_pdu
 from iscsictl.protocol.portal import Portal
 from iscsictl.protocol.session import (
@@ -134,6 +134,7 @@ class Daemon:
         self._closing = False
         self._handles: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._logged_out: set[int] = set()  # sids whose kernel destroy event is still due
         # SCSI scans block in the kernel for the whole LUN scan: give them their own
         # threads so 32 parallel logins scan in parallel (the default pool has ~6)
         self._scan_pool = ThreadPoolExecutor(MAX_PARALLEL_LOGINS, thread_name_prefix="scan")
@@ -296,9 +297,14 @@ class Daemon:
             if state.get("isid"):
                 try:
                     isid = ISID(bytes.fromhex(state["isid"]))
-                    self.isids.reserve(isid)
                 except ValueError:
                     isid = None
+            if isid is None:
+                # not ours (iscsistart, iscsid, an older daemon): open-iscsi's ISID is
+                # 00:02:3D + the 24-bit sid (usr/initiator.c), the one to reinstate
+                isid = ISID.oui(OPEN_ISCSI_OUI, info.sid & 0xFFFFFF)
+                log.info("session %d: no saved ISID; assuming open-iscsi's %s", info.sid, isid)
+            self.isids.reserve(isid)
             current = Portal((conn.address if conn else None) or node.address,
                              (conn.port if conn else None) or node.port, node.tpgt)
             self.sessions[info.sid] = ks.KernelSession(
@@ -344,14 +350,23 @@ class Daemon:
             if session is not None:
                 session.unbound.set()
         elif isinstance(ev, DestroySession):
+            if session is not None and session.conn_state == "IN LOGOUT":
+                log.debug("destroy event for session %d (our logout)", ev.sid)
+                return  # _logout_one removes it and releases its ISID
             gone = self.sessions.pop(ev.sid, None)
             if gone is not None:
                 if gone.recovery is not None:
                     gone.recovery.cancel()
+                if gone.isid is not None:
+                    self.isids.release(gone.isid)
                 log.info("session %d destroyed by the kernel", ev.sid)
                 self._save_state()
-            else:
+            elif ev.sid in self._logged_out:
+                self._logged_out.discard(ev.sid)
                 log.debug("destroy event for session %s (already removed here)", ev.sid)
+            else:
+                log.info("kernel event DESTROY_SESSION for session %s, which this daemon does "
+                         "not manage (another netlink user): ignored", ev.sid)
         else:
             log.debug("kernel event %s ignored", type(ev).__name__)
 
@@ -577,7 +592,8 @@ class Daemon:
             await ks.logout(self.nl, handle, session, timeout)
         except SessionError as exc:
             return {**desc, "ok": False, "code": exc.code, "message": str(exc)}
-        self.sessions.pop(sid, None)
+        if self.sessions.pop(sid, None) is not None:
+            self._logged_out.add(sid)  # its DESTROY_SESSION event may still be on its way
         if session.isid is not None:
             self.isids.release(session.isid)
         self._save_state()
