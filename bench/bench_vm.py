@@ -35,6 +35,13 @@ def main() -> int:
     print(f"{'figure':<52} {'open-iscsi':>11} {'iscsictl':>10} {'ratio':>7}")
     for label, key in rows:
         print(f"{label:<52} {oi[key]:>10.3f}s {us[key]:>9.3f}s {oi[key] / us[key]:>6.1f}x")
+    ctx = data.get("context")
+    if ctx:
+        print("where iscsictl's time goes in this VM (no peer figure):")
+        print(f"{'  python -c pass (process start, TCG)':<52} {'':>11} {ctx['python_start']:>9.3f}s")
+        print(f"{'  iscsictl --version (CLI start)':<52} {'':>11} {ctx['cli_start']:>9.3f}s")
+        print(f"{'  daemon login until the disk, no CLI process':<52} {'':>11} "
+              f"{ctx['ipc_login_to_disk']:>9.3f}s")
     return 0
 
 

@@ -116,6 +116,35 @@ class IscsictlSide:
         self.daemon.stop()
 
 
+def context(one) -> dict:
+    """Where iscsictl's time goes under TCG: starting a Python process, and the
+    daemon's own login-to-disk (the kernel path without a CLI process)."""
+    starts, versions, ipc = [], [], []
+    for _ in range(ROUNDS):
+        t = time.monotonic()
+        run([sys.executable, "-c", "pass"])
+        starts.append(time.monotonic() - t)
+        t = time.monotonic()
+        run([str(Path(sys.executable).parent / "iscsictl"), "--version"])
+        versions.append(time.monotonic() - t)
+    side = IscsictlSide()
+    side.start()
+    try:
+        rec = {"node.name": one.iqn, "node.conn[0].address": PORTAL, "node.conn[0].port": "3260",
+               "node.tpgt": "1"}
+        for _ in range(ROUNDS + 1):
+            t = time.monotonic()
+            res = side.daemon.client.call("login", records=[rec], initiator_name=side.cli.initiator)
+            disks_present(1)
+            ipc.append(time.monotonic() - t)
+            side.daemon.client.call("logout", sids=res[0]["sids"])
+            no_disks()
+    finally:
+        side.stop()
+    return {"python_start": statistics.median(starts), "cli_start": statistics.median(versions),
+            "ipc_login_to_disk": statistics.median(ipc[1:])}
+
+
 def measure(side, one, many_targets) -> dict:
     side.start()
     try:
@@ -156,6 +185,7 @@ def main() -> int:
     try:
         for side in (OpenIscsiSide(), IscsictlSide()):
             out[side.name] = measure(side, one, [one, *many])
+        out["context"] = context(one)
     finally:
         lio.teardown_all()
     (RESULTS / "bench.json").write_text(json.dumps(out, indent=2))
