@@ -142,7 +142,6 @@ _LUN_OPS = {NOP_OUT, SCSI_CMD, TMF_REQ, TEXT_REQ, DATA_OUT, SNACK, NOP_IN, TEXT_
 
 
 def _bytes8_47():
-    no_ttt = {SCSI_CMD, TMF_REQ, LOGIN_REQ, LOGOUT_REQ, SNACK, SCSI_RSP}
     return [
         # 8-15
         _when(StrFixedLenField("isid", bytes(6), 6), LOGIN),

@@ -42,14 +42,14 @@ import socket
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable, NamedTuple, Protocol, Sequence
+from typing import Any, Awaitable, Callable, NamedTuple, Protocol, Sequence
 
 from .enums import ISCSI_NL_GRP_ISCSID, NETLINK_ISCSI, StopConnFlag
 from .enums import IscsiUeventE as E
-from .errors import (IscsiKernelError, IscsiNetlinkError, KernelInterfaceUnavailable, NetlinkClosedError,
+from .errors import (IscsiKernelError, KernelInterfaceUnavailable, NetlinkClosedError,
                      NetlinkPermissionError, NotInitialNetnsError, PayloadDecodeError, ReplyTimeout)
 from .events import KernelEvent, event_from_message
-from .messages import (MESSAGE_CLASSES, decode_messages, encode_message, encode_nlas, encode_sockaddr,
+from .messages import (decode_messages, encode_message, encode_nlas, encode_sockaddr,
                        iscsi_chap_rec_payload, iscsi_flashnode_param_info_nla, iscsi_host_stats_custom_payload,
                        iscsi_iface_param_info_nla, iscsi_offload_host_stats_payload, iscsi_param_info_nla,
                        iscsi_path_payload, iscsi_stats_custom_payload, iscsi_stats_payload)

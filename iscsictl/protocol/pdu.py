@@ -14,7 +14,7 @@ Shapes: integers are unsigned and big-endian on the wire; ``lun`` is the raw
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar, NamedTuple
 
 from .bhs import RawPDU, decode_bhs

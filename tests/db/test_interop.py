@@ -7,7 +7,6 @@ import os
 
 import pytest
 
-from iscsictl.db import schema
 from iscsictl.db.record import format_record
 from iscsictl.db.store import NodeDB, NodeID
 from peers import iscsiadm, prepare_etc

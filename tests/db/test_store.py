@@ -10,7 +10,7 @@ import time
 import pytest
 
 from iscsictl.db import config as dbconfig
-from iscsictl.db import schema, store
+from iscsictl.db import store
 from iscsictl.db.errors import (CorruptRecord, DBError, InvalidKey, LockTimeout, ReadOnlyKey,
                                 RecordExists, RecordNotFound)
 from iscsictl.db.store import DiscoveryID, NodeDB, NodeID

@@ -23,7 +23,7 @@ from iscsictl.protocol.login import (
     LoginTimeout,
 )
 from iscsictl.protocol.negotiation import NegotiationError
-from iscsictl.protocol.pdu import LoginRequest, NOPIn, decode_pdu
+from iscsictl.protocol.pdu import LoginRequest, NOPIn
 from iscsictl.protocol.portal import Portal
 
 from .fake_target import FakeTarget, Pair, TargetConfig, make_machine, seeded_rng

@@ -131,7 +131,7 @@ def test_crc32c_digests(lio, cli, scenario_dir):
 def test_two_targets_many_luns_listing_matches_sysfs(lio, cli):
     """4. two targets, several LUNs: -m session -P 3 lists every disk; fields agree with sysfs."""
     a = lio.create("iqn.2003-01.org.example.vm:multi-a", luns=[8 * MIB, 16 * MIB, 24 * MIB])
-    b = lio.create("iqn.2003-01.org.example.vm:multi-b", luns=[8 * MIB])
+    lio.create("iqn.2003-01.org.example.vm:multi-b", luns=[8 * MIB])
     cli.ok("-m", "discovery", "-t", "st", "-p", PORTAL)
     out = cli.ok("-m", "node", "-L", "all")
     assert out.count("successful.") == 2
