@@ -4,6 +4,8 @@
   daemon logs there as ``*.log`` and the host prints them when the scenario fails.
 * ``lio``: a factory for LIO targets (``lio.create(iqn, luns=[bytes], ...)``,
   ``lio.create_many(n, ...)``, see guest/lio.py); everything is torn down afterwards.
+* ``daemon``: a started iscsictld (guest/iscsictld.py); sessions logged out and the
+  daemon stopped afterwards, and no kernel session may remain.
 * ``openiscsi``: a started open-iscsi (guest/openiscsi.py) logging into ``scenario_dir``;
   stopped (sessions logged out, iscsid ended) afterwards.
 """
@@ -65,6 +67,26 @@ def lio():
     yield factory
     for t in reversed(factory.targets):
         t.teardown()
+
+
+@pytest.fixture
+def daemon(scenario_dir, lio):  # lio first: targets outlive the initiator
+    """A running iscsictld logging into the scenario's directory; afterwards every
+    session it still has is logged out, it is stopped, and no kernel session may
+    be left behind."""
+    from cli import sessions_in_sysfs
+    from iscsictld import Iscsictld
+
+    d = Iscsictld(scenario_dir)
+    d.start()
+    yield d
+    try:
+        states = d.client.call("sessions")
+        if states:
+            d.client.call("logout", sids=[int(s) for s in states], force=True)
+    finally:
+        d.stop()
+    assert sessions_in_sysfs() == [], "a kernel session was left behind"
 
 
 @pytest.fixture

@@ -9,24 +9,9 @@ import subprocess
 
 import pytest
 from cli import Cli, read, sessions_in_sysfs, wait_disks
-from iscsictld import Iscsictld
 
 MIB = 1 << 20
 PORTAL = "127.0.0.1"
-
-
-@pytest.fixture
-def daemon(scenario_dir, lio):  # lio first: targets outlive the initiator
-    d = Iscsictld(scenario_dir)
-    d.start()
-    yield d
-    try:
-        states = d.client.call("sessions")
-        if states:
-            d.client.call("logout", sids=[int(s) for s in states])
-    finally:
-        d.stop()
-    assert sessions_in_sysfs() == [], "a kernel session was left behind"
 
 
 @pytest.fixture

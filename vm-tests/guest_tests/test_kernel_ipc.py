@@ -6,25 +6,10 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-from iscsictld import Iscsictld
 from openiscsi import iscsi_sessions, session_disks
 
 MIB = 1 << 20
 INITIATOR = "iqn.2026-11.org.example.vm:iscsictl"
-
-
-@pytest.fixture
-def daemon(scenario_dir, lio):
-    d = Iscsictld(scenario_dir)
-    d.start()
-    yield d
-    try:
-        states = d.client.call("sessions")
-        if states:
-            d.client.call("logout", sids=[int(s) for s in states])
-    finally:
-        d.stop()
 
 
 def record(target, **extra):
