@@ -594,6 +594,8 @@ class Daemon:
             return {**desc, "ok": False, "code": exc.code, "message": str(exc)}
         if self.sessions.pop(sid, None) is not None:
             self._logged_out.add(sid)  # its DESTROY_SESSION event may still be on its way
+            if len(self._logged_out) > 1024:  # sids only grow: the oldest are long settled
+                self._logged_out = set(sorted(self._logged_out)[-512:])
         if session.isid is not None:
             self.isids.release(session.isid)
         self._save_state()
