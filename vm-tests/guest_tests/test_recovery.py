@@ -5,6 +5,7 @@ Each scenario asserts on the real kernel's state and on the data on disk."""
 import hashlib
 import os
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -166,7 +167,7 @@ def test_target_away_longer_than_replacement_timeout(lio, env, scenario_dir):
     assert verify_w.error is None
     away = time.monotonic()
     t.tpg.enable = False  # LIO drops the session's connection
-    took, err = timed_pread(dev, 30)
+    _took, err = timed_pread(dev, 30)
     failed_after = time.monotonic() - away
     assert isinstance(err, OSError), "a read succeeded with the target away"
     # the kernel's recovery timer (5 s) + detecting the drop: never the SCSI timeouts (30 s+)
@@ -235,4 +236,177 @@ def test_daemon_killed_during_io(lio, env, scenario_dir):
            f"longest gap between writes {max(gaps):.3f} s\n")
     (scenario_dir / "timings.txt").write_text(msg)
     print(msg)
-    assert "adopted session %d" % sid in (scenario_dir / "iscsictld.log").read_text()
+    assert f"adopted session {sid}" in (scenario_dir / "iscsictld.log").read_text()
+
+
+def sessions_by_target() -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for sid in sessions_in_sysfs():
+        out.setdefault(read(f"/sys/class/iscsi_session/session{sid}/targetname"), []).append(sid)
+    return out
+
+
+def test_64_automatic_targets_start_and_adopt(lio, env, scenario_dir):
+    """4. 64 targets with node.startup = automatic: daemon start logs in to all;
+    a restart adopts all 64 with no new login on the target side, fast."""
+    cli, d = env
+    n = 64
+    targets = lio.create_many(n, prefix="iqn.2003-01.org.example.vm:auto", luns=[16 * MIB])
+    cli.ok("-m", "discovery", "-t", "st", "-p", PORTAL)
+    cli.ok("-m", "node", "-o", "update", "-n", "node.startup", "-v", "automatic")
+    t0 = time.monotonic()
+    d.start()
+    wait_for("64 sessions", lambda: len(sessions_in_sysfs()) == n, 120, 0.02)
+    wait_for("64 disks", lambda: len(list(Path("/sys/block").glob("sd*"))) == n, 60, 0.02)
+    login_all = time.monotonic() - t0
+    by_target = sessions_by_target()
+    assert sorted(by_target) == sorted(t.iqn for t in targets)
+    assert all(len(v) == 1 for v in by_target.values())
+    wait_for("autostart done", lambda: "automatic logins:" in d.log_path.read_text(), 30)
+    accepts = {t.iqn: t.login_counter("accepts") for t in targets}
+    assert all(v >= 1 for v in accepts.values())
+    before = sessions_in_sysfs()
+    d.stop()
+    assert sessions_in_sysfs() == before, "stopping the daemon removed sessions"
+    t0 = time.monotonic()
+    d.start()
+    states = d.client.call("sessions")
+    ready = time.monotonic() - t0
+    assert sorted(int(s) for s in states) == before
+    assert all(s["adopted"] and s["conn_state"] == "LOGGED IN" for s in states.values())
+    # the automatic logins after the restart find every node present (code 15): no login
+    wait_for("autostart after restart", lambda: "64 already present" in d.log_path.read_text(), 30)
+    assert {t.iqn: t.login_counter("accepts") for t in targets} == accepts, \
+        "the restarted daemon logged in again"
+    assert sessions_in_sysfs() == before
+    msg = (f"daemon start -> {n} sessions and disks: {login_all:.3f} s; "
+           f"restart -> ready with {n} adopted: {ready:.3f} s\n")
+    (scenario_dir / "timings.txt").write_text(msg)
+    print(msg)
+    assert ready < 10, f"adopting {n} sessions took {ready:.1f} s"
+
+
+def test_two_concurrent_loginall_automatic(lio, env, scenario_dir):
+    """5. two concurrent --loginall=automatic: exactly one session per node."""
+    cli, d = env
+    targets = lio.create_many(12, prefix="iqn.2003-01.org.example.vm:conc", luns=[16 * MIB])
+    d.start()  # before the records say automatic: the daemon's own autostart stays out of it
+    cli.ok("-m", "discovery", "-t", "st", "-p", PORTAL)
+    cli.ok("-m", "node", "-o", "update", "-n", "node.startup", "-v", "automatic")
+    procs = [subprocess.Popen([str(Path(sys.executable).parent / "iscsictl"),
+                               "-m", "node", "--loginall=automatic"], env=cli.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    rcs = [p.returncode for p in procs]
+    (scenario_dir / "loginall.txt").write_text("\n".join(f"rc={rc}\n{o}" for rc, o in zip(rcs, outs)))
+    assert all(rc in (0, 15) for rc in rcs), (rcs, outs)
+    by_target = sessions_by_target()
+    assert sorted(by_target) == sorted(t.iqn for t in targets), by_target
+    assert {k: len(v) for k, v in by_target.items() if len(v) != 1} == {}
+    assert len(d.client.call("sessions")) == 12
+    assert all(t.login_counter("accepts") == 1 for t in targets)
+
+
+def test_kernel_event_for_unknown_sid(lio, env, scenario_dir):
+    """6a. a session made by another netlink user: its kernel events are logged and
+    ignored; the daemon's own session keeps doing I/O."""
+    from iscsictl.netlink import IscsiNetlink
+
+    cli, d = env
+    d.start()
+    _t, sid, dev = login_one(cli, d, lio, "iqn.2003-01.org.example.vm:unk")
+    handle = int(read("/sys/class/iscsi_transport/tcp/handle"))
+    with IscsiNetlink() as nl:
+        other = nl.create_session(handle, 1, 128, 32).sid
+        nl.destroy_session(handle, other)
+    line = f"kernel event DESTROY_SESSION for session {other}, which this daemon does not manage"
+    wait_for("the log line", lambda: line in d.log_path.read_text(), 10)
+    assert list(d.client.call("sessions")) == [str(sid)]
+    w = Writer(dev, 4)
+    w.run()
+    assert w.error is None, w.error
+    verify(dev, 4)
+    assert sessions_in_sysfs() == [sid]
+    assert read(f"/sys/class/iscsi_session/session{sid}/state") == "LOGGED_IN"
+
+
+def netlink_portid(pid: int, protocol: int = 8) -> int:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            link = os.readlink(fd)
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    for line in Path("/proc/net/netlink").read_text().splitlines()[1:]:
+        f = line.split()
+        if int(f[1]) == protocol and f[-1] in inodes:
+            return int(f[2])
+    raise AssertionError(f"pid {pid} has no netlink socket of protocol {protocol}")
+
+
+def test_malformed_netlink_message(lio, env, scenario_dir):
+    """6b. garbage sent to the daemon's netlink port: logged and dropped; the daemon
+    keeps working (its session does I/O, a new login works)."""
+    import socket
+    import struct
+
+    from iscsictl.netlink.enums import IscsiUeventE as E
+    from iscsictl.netlink.messages import encode_message
+
+    cli, d = env
+    d.start()
+    _t, sid, dev = login_one(cli, d, lio, "iqn.2003-01.org.example.vm:mal")
+    portid = netlink_portid(d.proc.pid)
+    garbage = [
+        b"garbage!",
+        struct.pack("=IHHII", 4000, E.KEVENT_CONN_ERROR, 0, 0, 0) + b"\xff" * 24,  # lies about its length
+        struct.pack("=IHHII", 16, 0, 0, 0, 0),  # a bare header
+        os.urandom(1000),
+        # well formed, for a sid nobody has
+        encode_message(E.KEVENT_CONN_ERROR, nlmsg_type=0, r_sid=4242, r_cid=0, r_error=1020),
+    ]
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 8) as s:
+        s.bind((0, 0))
+        for g in garbage:
+            s.sendto(g, (portid, 0))
+    wait_for("the log lines", lambda: "for an unknown session ignored" in d.log_path.read_text(), 10)
+    text = d.log_path.read_text()
+    assert "dropping" in text
+    assert "Traceback" not in text
+    assert d.proc.poll() is None
+    assert d.client.call("sessions")[str(sid)]["conn_state"] == "LOGGED IN"
+    w = Writer(dev, 2)
+    w.run()
+    assert w.error is None, w.error
+    t2 = lio.create("iqn.2003-01.org.example.vm:mal2", luns=[16 * MIB])
+    cli.ok("-m", "discovery", "-t", "st", "-p", PORTAL)
+    cli.ok("-m", "node", "-T", t2.iqn, "-p", PORTAL, "-l")
+    assert len(sessions_in_sysfs()) == 2
+    assert sessions_by_target()[t2.iqn]
+
+
+def test_record_deleted_while_session_runs(lio, env, scenario_dir):
+    """6c. the node record deleted under a running session: a restart adopts the
+    session with a clear log line; logout works."""
+    cli, d = env
+    d.start()
+    t, sid, dev = login_one(cli, d, lio, "iqn.2003-01.org.example.vm:del")
+    cli.ok("-m", "node", "-T", t.iqn, "-p", PORTAL, "-o", "delete")
+    assert "No records found" in cli.run("-m", "node", "-T", t.iqn, "-p", PORTAL).stdout + \
+        cli.run("-m", "node", "-T", t.iqn, "-p", PORTAL).stderr
+    accepts = t.login_counter("accepts")
+    d.stop()
+    d.start()
+    text = d.log_path.read_text()
+    assert f"session {sid}: no node record for {t.iqn}" in text, text[-2000:]
+    states = d.client.call("sessions")
+    assert states[str(sid)]["adopted"] and states[str(sid)]["conn_state"] == "LOGGED IN"
+    w = Writer(dev, 2)
+    w.run()
+    assert w.error is None, w.error
+    assert t.login_counter("accepts") == accepts
+    cli.ok("-m", "session", "-r", str(sid), "-u")
+    assert sessions_in_sysfs() == []
