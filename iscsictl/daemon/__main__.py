@@ -39,8 +39,12 @@ def iscsid_running() -> bool:
 
 def take_lock(path: str) -> int:
     """An fcntl lock that dies with us; exits with a message naming the holder."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        hint = " (iscsictld runs as root: it needs CAP_SYS_ADMIN)" if exc.errno == 13 else ""
+        sys.exit(f"iscsictld: cannot open the lock file {path}: {exc.strerror}{hint}")
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
