@@ -240,11 +240,11 @@ def measure(side, rk, many) -> dict:
     out["kill_to_io_all"] = times
     side.logout_all()
     side.clean_db()
-    side.stop_daemon()
     # c. automatic nodes at daemon start
     rk.tpg.enable = False  # only the MANY targets answer discovery
     side.discover()
     side.set_automatic()
+    side.stop_daemon()
     t0 = time.monotonic()
     side.start_automatic()
     wait("all disks", lambda: disks() >= len(many), 300, 0.01)
