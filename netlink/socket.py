@@ -486,6 +486,9 @@ class _Core:
         self.event_callback = event_callback
         self._pid = 0  # the kernel replies to the sender's portid whatever nlmsg_pid says
         self._seq = 0
+        # On a real netlink socket, only the kernel (port 0) may speak: any root process
+        # can unicast to our port, and a forged CONN_ERROR would trigger a recovery.
+        self._kernel_only = getattr(self._transport, "family", None) == socket.AF_NETLINK
 
     @property
     def closed(self) -> bool:
@@ -515,7 +518,14 @@ class _Core:
             return out
         while True:
             try:
-                n = self._transport.recv_into(self._buf)
+                if self._kernel_only:
+                    n, (sender, _groups) = self._transport.recvfrom_into(self._buf)  # type: ignore[attr-defined]
+                    if sender != 0:
+                        log.warning("iscsi netlink: dropped %d bytes from netlink port %d "
+                                    "(only the kernel, port 0, is trusted)", n, sender)
+                        continue
+                else:
+                    n = self._transport.recv_into(self._buf)
             except (BlockingIOError, InterruptedError):
                 return out
             except OSError as exc:
