@@ -348,7 +348,9 @@ def netlink_portid(pid: int, protocol: int = 8) -> int:
 
 
 def test_malformed_netlink_message(lio, env, scenario_dir):
-    """6b. garbage sent to the daemon's netlink port: logged and dropped; the daemon
+    """6b. garbage and forged kernel events sent to the daemon's netlink port from
+    another process: logged and dropped (only the kernel, port 0, is trusted); a
+    forged CONN_ERROR for the daemon's own session starts no recovery; the daemon
     keeps working (its session does I/O, a new login works)."""
     import socket
     import struct
@@ -365,17 +367,20 @@ def test_malformed_netlink_message(lio, env, scenario_dir):
         struct.pack("=IHHII", 4000, E.KEVENT_CONN_ERROR, 0, 0, 0) + b"\xff" * 24,  # lies about its length
         struct.pack("=IHHII", 16, 0, 0, 0, 0),  # a bare header
         os.urandom(1000),
-        # well formed, for a sid nobody has
+        # well formed: a connection error for a sid nobody has, and for the daemon's own
         encode_message(E.KEVENT_CONN_ERROR, nlmsg_type=0, r_sid=4242, r_cid=0, r_error=1020),
+        encode_message(E.KEVENT_CONN_ERROR, nlmsg_type=0, r_sid=sid, r_cid=0, r_error=1020),
     ]
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 8) as s:
         s.bind((0, 0))
         for g in garbage:
             s.sendto(g, (portid, 0))
-    wait_for("the log lines", lambda: "for an unknown session ignored" in d.log_path.read_text(), 10)
+    wait_for("the log lines", lambda: d.log_path.read_text().count(
+        "only the kernel, port 0, is trusted") >= len(garbage), 10)
     text = d.log_path.read_text()
-    assert "dropping" in text
     assert "Traceback" not in text
+    assert "Kernel reported iSCSI connection" not in text  # the forged error was not believed
+    assert d.client.call("sessions")[str(sid)]["recoveries"] == 0
     assert d.proc.poll() is None
     assert d.client.call("sessions")[str(sid)]["conn_state"] == "LOGGED IN"
     w = Writer(dev, 2)
