@@ -217,8 +217,10 @@ class Daemon:
         return bool(conf.safe_logout)
 
     # ------------------------------------------------------------------ kernel state
-    def handle(self, transport: str) -> int:
-        """The transport handle from sysfs (loading iscsi_tcp when needed).
+    async def handle(self, transport: str) -> int:
+        """The transport handle from sysfs, loading the transport's module (like
+        iscsid with libkmod) when it is missing; modprobe runs as a subprocess,
+        off the loop.
 
         Raises:
             SessionError: 12 when the transport's module is not there.
@@ -228,7 +230,13 @@ class Daemon:
         info = self.sysfs.transport(transport)
         if info is None or info.handle is None:
             module = {"tcp": "iscsi_tcp", "iser": "ib_iser"}.get(transport, transport)
-            rc = os.system(f"modprobe -q {module} >/dev/null 2>&1")  # noqa: S605 - fixed name
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    "modprobe", "-q", module, stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL)
+                rc = await asyncio.wait_for(proc.wait(), 30)
+            except (OSError, asyncio.TimeoutError):
+                rc = -1
             info = self.sysfs.transport(transport)
             if info is None or info.handle is None:
                 raise SessionError(12, f"iSCSI driver {transport} is not loaded "
@@ -436,7 +444,7 @@ class Daemon:
         reopen_max = _num(rec, "node.session.reopen_max", 0)  # 0: forever
         started = asyncio.get_running_loop().time()
         try:
-            handle = self.handle(session.node.transport)
+            handle = await self.handle(session.node.transport)
         except SessionError as exc:
             log.error("session %d: cannot recover: %s", sid, exc)
             return
@@ -527,7 +535,7 @@ class Daemon:
         retryable failures (fatal ones - authentication, not found - at once)."""
         if node.transport != "tcp":
             raise SessionError(27, f"transport {node.transport} is not supported yet")
-        handle = self.handle(node.transport)
+        handle = await self.handle(node.transport)
         assert self.nl is not None
         rec = node.record
         attempts = max(1, _num(rec, "node.session.initial_login_retry_max", 4))
@@ -555,8 +563,11 @@ class Daemon:
 
     async def _autostart(self) -> None:
         """node.startup = automatic: log in at daemon start, bounded in parallel."""
-        try:
-            recs = [r.as_strings() for r in self._db().read_nodes()]
+        def read() -> list[dict[str, str]]:
+            return [r.as_strings() for r in self._db().read_nodes()]
+
+        try:  # thousands of record files: read them off the loop
+            recs = await asyncio.get_running_loop().run_in_executor(None, read)
         except Exception as exc:  # noqa: BLE001 - a broken DB never stops the daemon
             log.warning("automatic logins skipped: cannot read the node DB: %s", exc)
             return
@@ -617,7 +628,7 @@ class Daemon:
             await asyncio.gather(session.recovery, return_exceptions=True)
             timeout = min(timeout, 1.0)
         try:
-            handle = self.handle(session.node.transport)
+            handle = await self.handle(session.node.transport)
             await ks.logout(self.nl, handle, session, timeout)
         except SessionError as exc:
             return {**desc, "ok": False, "code": exc.code, "message": str(exc)}
@@ -642,7 +653,7 @@ class Daemon:
             raise SessionError(2, err_text(2))
         assert self.nl is not None
         try:
-            st = await self.nl.get_stats(self.handle(session.node.transport), sid, session.cid)
+            st = await self.nl.get_stats(await self.handle(session.node.transport), sid, session.cid)
         except IscsiKernelError as exc:
             raise SessionError(9, f"GET_STATS failed: {exc}") from None
         return {"sid": sid, "stats": {**st.counters, "custom": [list(c) for c in st.custom]}}
