@@ -369,8 +369,9 @@ async def relogin(
                 await _bind(nl, handle, sid, cid, sock.fileno())
             except IscsiKernelError as exc:
                 raise SessionError(9, f"session {sid}: BIND_CONN failed: {exc}", retryable=True) from None
-            ctx0 = _context(session, None, 0)
-            await _set_params(nl, handle, sid, cid, session_params(ctx0))
+            # no SET_PARAM before the relayed login: the kernel session keeps its
+            # settings across STOP_CONN(RECOVER) and every one is sent again below
+            # (the order proven in the experiment, run7)
             machine = LoginMachine(cfg, isid=session.isid.to_bytes(), cid=cid, rng=os.urandom,
                                    issued_challenges=issued_challenges, warn=log.warning,
                                    kernel_relay=True)

@@ -434,15 +434,19 @@ class Daemon:
             return
         session.conn_state = "TRANSPORT WAIT"
         session.internal_state = "REOPEN"
-        session.recovery = self._spawn(self._recover(session, why))
+        failed_at = asyncio.get_running_loop().time()
+        session.recovery = self._spawn(self._recover(session, why, failed_at))
 
-    async def _recover(self, session: ks.KernelSession, why: str) -> None:
-        """ERL 0 recovery of one session until it is back or reopen_max is spent."""
+    async def _recover(self, session: ks.KernelSession, why: str, failed_at: float) -> None:
+        """ERL 0 recovery of one session until it is back or reopen_max is spent.
+
+        Time2Wait counts from ``failed_at`` (when the error arrived, loop time), so
+        STOP_CONN's own time is not added to it."""
         assert self.nl is not None
         sid, cid = session.sid, session.cid
         rec = session.node.record
         reopen_max = _num(rec, "node.session.reopen_max", 0)  # 0: forever
-        started = asyncio.get_running_loop().time()
+        started = failed_at
         try:
             handle = await self.handle(session.node.transport)
         except SessionError as exc:
@@ -453,8 +457,9 @@ class Daemon:
         except IscsiKernelError as exc:
             log.debug("session %d: STOP_CONN(RECOVER): %s", sid, exc)
         wait, session.time2wait_once = session.time2wait, None
-        if wait:
-            await asyncio.sleep(wait)
+        remaining = wait - (asyncio.get_running_loop().time() - failed_at)
+        if remaining > 0:
+            await asyncio.sleep(remaining)
         attempt = 0
         while not self._closing and sid in self.sessions:
             attempt += 1
