@@ -485,6 +485,32 @@ def run_vm(guest_command: str, timeout: float = 300.0, shares: dict | None = Non
                     timed_out=timed_out)
 
 
+def run_guest_benchmark(script: Path, result_name: str, timeout: float) -> dict | None:
+    """Boot a VM, run a guest benchmark ``script`` with this Python, and return the
+    JSON object it wrote to ``/results/<result_name>``; None (after printing the
+    guest's output) when the VM or the script failed."""
+    import json
+    import sys
+
+    print(f"booting the VM for {script.stem} (QEMU TCG: absolute times are inflated; "
+          "compare the ratio)", flush=True)
+    res = run_vm(f"{sys.executable} {script}", timeout=timeout, log=lambda *a: None)
+    path = res.results_dir / result_name
+    if res.rc != 0 or not path.exists():
+        print(res.serial_log[-4000:], file=sys.stderr)
+        print(f"benchmark VM failed (rc={res.rc})", file=sys.stderr)
+        return None
+    return json.loads(path.read_text())
+
+
+def print_ratio_table(rows: list[tuple[str, float, float]]) -> None:
+    """``figure  peer  ours  peer/ours`` lines (seconds) for side-by-side benchmarks."""
+    print(f"{'figure':<52} {'open-iscsi':>11} {'iscsictl':>10} {'ratio':>7}")
+    for label, peer, ours in rows:
+        ratio = f"{peer / ours:>6.1f}x" if ours else "     -"
+        print(f"{label:<52} {peer:>10.3f}s {ours:>9.3f}s {ratio}")
+
+
 def _main(argv: list[str]) -> int:
     """``python vm-tests/vmharness.py [--timeout S] COMMAND``: run one command in a VM."""
     import argparse
