@@ -422,3 +422,46 @@ def test_generic_call_returns_the_message(kernel_factory):
     with IscsiNetlink(k.user, timeout=2) as nl:
         msg = nl.call(E.GET_PARAM, 1)
     assert msg["type"] == E.GET_PARAM and msg["r_retcode"] == 0
+
+
+class _SyncKernel:
+    """A transport whose send() answers at once, as the kernel does inside sendmsg()."""
+
+    def __init__(self, answer):
+        self.a, self.b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.a.setblocking(False)
+        self.answer = answer
+
+    def fileno(self):
+        return self.a.fileno()
+
+    def send(self, data):
+        for dgram in self.answer(data):
+            self.b.send(dgram)
+        return len(data)
+
+    def recv_into(self, buf):
+        return self.a.recv_into(buf)
+
+    def close(self):
+        self.a.close()
+        self.b.close()
+
+
+def test_async_reply_queued_inside_send_is_taken_without_the_reader():
+    """The asyncio client takes a reply that is already queued when send() returns; it
+    works even with the loop's reader removed (no loop iteration is needed per request)."""
+    seen = []
+
+    async def main():
+        nl = AsyncIscsiNetlink(_SyncKernel(lambda req: [ev_conn_error(), echo(req)]), timeout=0.5,
+                               event_callback=seen.append)
+        nl._loop.remove_reader(nl._fd)
+        try:
+            for i in range(40):
+                await nl.set_param(1, 7, 0, 0, str(i))
+        finally:
+            nl.close()
+
+    asyncio.run(main())
+    assert len(seen) == 40 and all(isinstance(e, ConnError) for e in seen)
