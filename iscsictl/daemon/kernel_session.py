@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import logging
 import os
 import socket
@@ -151,10 +152,16 @@ async def connect(address: str, port: int, timeout: float, window_size: int = 0)
         SessionError: 4 (connection failure, retryable) or 8 (timed out).
     """
     loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(address, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise SessionError(4, f"cannot resolve host name {address}: {exc.strerror}") from None
+    try:  # a numeric address needs no resolver (getaddrinfo runs in a thread)
+        ip = ipaddress.ip_address(address.split("%")[0])
+        family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+        sockaddr = (address, port) if family == socket.AF_INET else (address, port, 0, 0)
+        infos = [(family, socket.SOCK_STREAM, 0, "", sockaddr)]
+    except ValueError:
+        try:
+            infos = await loop.getaddrinfo(address, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise SessionError(4, f"cannot resolve host name {address}: {exc.strerror}") from None
     last: Exception | None = None
     for family, type_, proto, _, sockaddr in infos:
         sock = socket.socket(family, type_, proto)
@@ -361,12 +368,19 @@ async def relogin(
     except ValueError:
         window = 0
     loop = asyncio.get_running_loop()
+    t0 = loop.time()
+
+    def step(what: str) -> None:
+        log.debug("session %d: relogin: %s at +%.1f ms", sid, what, (loop.time() - t0) * 1000)
+
     portal = Portal(node.address, node.port, node.tpgt)
     for _ in range(MAX_REDIRECTS + 1):
         sock = await connect(portal.address, portal.port, cfg.login_timeout, window)
+        step("connected")
         try:
             try:
                 await _bind(nl, handle, sid, cid, sock.fileno())
+                step("bound")
             except IscsiKernelError as exc:
                 raise SessionError(9, f"session {sid}: BIND_CONN failed: {exc}", retryable=True) from None
             # no SET_PARAM before the relayed login: the kernel session keeps its
@@ -416,10 +430,14 @@ async def relogin(
             sock.close()
             raise SessionError(rejected_code(outcome), outcome.message, retryable=True)
         assert isinstance(outcome, LoginSuccess)
+        step("logged in")
         try:
             ctx = _context(session, outcome, outcome.exp_statsn)
-            await _set_params(nl, handle, sid, cid, session_params(ctx) + negotiated_params(ctx))
+            await _set_params(nl, handle, sid, cid,
+                              session_params(ctx, relogin=True) + negotiated_params(ctx))
+            step("parameters set")
             await nl.start_conn(handle, sid, cid)
+            step("started")
         except IscsiKernelError as exc:
             raise SessionError(9, f"session {sid}: the kernel refused the relogin: {exc}",
                                retryable=True) from None

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from iscsictl.netlink import IscsiParam as P
 from iscsictl.protocol.negotiation import NegotiatedParameters
 
-__all__ = ["ParamContext", "OPTIONAL", "session_params", "negotiated_params"]
+__all__ = ["ParamContext", "OPTIONAL", "SESSION_OBJECT_PARAMS", "session_params", "negotiated_params"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,14 @@ NEGOTIATED_PARAMS: tuple[tuple[P, Callable[[ParamContext], str | None]], ...] = 
     (P.ISID, lambda c: c.isid.hex()),
 )
 
+#: parameters held by the kernel's iscsi_session (not the connection): STOP_CONN(RECOVER)
+#: leaves them in place, and a relogin of the same node does not change them
+SESSION_OBJECT_PARAMS = frozenset({
+    P.TARGET_NAME, P.INITIATOR_NAME, P.SESS_RECOVERY_TMO, P.USERNAME, P.PASSWORD,
+    P.USERNAME_IN, P.PASSWORD_IN, P.FAST_ABORT, P.ABORT_TMO, P.LU_RESET_TMO,
+    P.TGT_RESET_TMO, P.IFACE_NAME,
+})
+
 #: parameters a transport may not implement (ENOSYS is then ignored)
 OPTIONAL = frozenset({P.ISID, P.IFMARKER_EN, P.OFMARKER_EN, P.FAST_ABORT, P.IFACE_NAME,
                       P.INITIATOR_NAME, P.TGT_RESET_TMO, P.LU_RESET_TMO, P.ABORT_TMO})
@@ -106,9 +114,13 @@ def _render(table: tuple[tuple[P, Callable[[ParamContext], str | None]], ...],
     return out
 
 
-def session_params(ctx: ParamContext) -> list[tuple[P, str]]:
-    """(param, value) from the node record, empty values left out."""
-    return _render(SESSION_PARAMS, ctx)
+def session_params(ctx: ParamContext, relogin: bool = False) -> list[tuple[P, str]]:
+    """(param, value) from the node record, empty values left out; for a relogin
+    on the same kernel session, only the connection's (see SESSION_OBJECT_PARAMS)."""
+    params = _render(SESSION_PARAMS, ctx)
+    if relogin:
+        params = [(p, v) for p, v in params if p not in SESSION_OBJECT_PARAMS]
+    return params
 
 
 def negotiated_params(ctx: ParamContext) -> list[tuple[P, str]]:

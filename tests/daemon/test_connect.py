@@ -1,0 +1,63 @@
+"""The daemon's TCP connect (numeric addresses without a resolver, names with one)
+and its iscsiadm-style failures, against real listeners on loopback."""
+
+import asyncio
+import socket
+
+import pytest
+
+from iscsictl.daemon.errors import SessionError
+from iscsictl.daemon.kernel_session import connect
+from iscsictl.daemon.params import SESSION_OBJECT_PARAMS, ParamContext, session_params
+from iscsictl.protocol.negotiation import NegotiatedParameters
+
+
+@pytest.mark.parametrize("family,host,address", [
+    (socket.AF_INET, "127.0.0.1", "127.0.0.1"),
+    (socket.AF_INET6, "::1", "::1"),
+    (socket.AF_INET, "127.0.0.1", "localhost"),
+])
+def test_connects(family, host, address):
+    srv = socket.socket(family)
+    srv.bind((host, 0))
+    srv.listen()
+
+    async def go():
+        s = await connect(address, srv.getsockname()[1], 2.0)
+        try:
+            assert s.getpeername()[1] == srv.getsockname()[1]
+            assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        finally:
+            s.close()
+    try:
+        asyncio.run(go())
+    finally:
+        srv.close()
+
+
+def test_refused_is_code_4_retryable():
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+    srv.close()  # nothing listens there now
+    with pytest.raises(SessionError) as e:
+        asyncio.run(connect("127.0.0.1", port, 2.0))
+    assert e.value.code == 4 and e.value.retryable
+    assert str(e.value) == "cannot make connection to 127.0.0.1: Connection refused"
+
+
+def test_unresolvable_name_is_code_4():
+    with pytest.raises(SessionError) as e:
+        asyncio.run(connect("no-such-host.invalid", 3260, 2.0))
+    assert e.value.code == 4 and "cannot resolve host name no-such-host.invalid" in str(e.value)
+
+
+def test_relogin_skips_only_the_session_object_parameters():
+    rec = {"node.session.auth.username": "u", "node.session.auth.password": "p" * 12}
+    ctx = ParamContext(record=rec, params=NegotiatedParameters(), initiator_name="iqn.x:i",
+                       target_name="iqn.x:t", persistent_address="10.0.0.1", persistent_port=3260,
+                       tpgt=1, iface="default", exp_statsn=5, isid=bytes(6))
+    full = dict(session_params(ctx))
+    again = dict(session_params(ctx, relogin=True))
+    assert set(full) - set(again) == SESSION_OBJECT_PARAMS & set(full)
+    assert {p.name for p in again} >= {"PERSISTENT_ADDRESS", "PERSISTENT_PORT", "PING_TMO", "RECV_TMO"}
