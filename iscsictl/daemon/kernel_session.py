@@ -134,6 +134,12 @@ class KernelSession:
         return self.params.default_time2wait if self.params else 2
 
 
+def iface_initiator_name(record: Mapping[str, str]) -> str | None:
+    """The iface's own InitiatorName (``iface.initiatorname``), if it sets one."""
+    name = record.get("iface.initiatorname")
+    return None if name in (None, "", "<empty>") else str(name)
+
+
 def rejected_code(outcome: LoginRejected) -> int:
     """iscsiadm's exit code for a login status (usr/initiator.c)."""
     code = int(outcome.status)
@@ -220,8 +226,7 @@ async def userspace_login(
     Raises:
         SessionError with iscsiadm's code (4, 5, 8, 19, 24).
     """
-    cfg = LoginConfig.from_node(node.record, initiator_name,
-                                initiator_alias=node.record.get("iface.initiatorname") or None)
+    cfg = LoginConfig.from_node(node.record, initiator_name)
     try:
         window = int(node.record.get("node.conn[0].tcp.window_size", 0))
     except ValueError:
@@ -278,9 +283,13 @@ async def establish(
 ) -> KernelSession:
     """Log in and hand the connection to the kernel; the running session.
 
+    ``iface.initiatorname``, when the node's iface sets one, replaces
+    ``initiator_name`` for this session (open-iscsi's per-iface InitiatorName).
+
     Raises:
         SessionError: login failures (4, 5, 8, 19, 24) or a kernel refusal (9).
     """
+    initiator_name = iface_initiator_name(node.record) or initiator_name
     sock, result, portal = await userspace_login(node, initiator_name, isid, issued_challenges)
     rec = node.record
     sid = None

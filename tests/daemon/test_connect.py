@@ -61,3 +61,11 @@ def test_relogin_skips_only_the_session_object_parameters():
     again = dict(session_params(ctx, relogin=True))
     assert set(full) - set(again) == SESSION_OBJECT_PARAMS & set(full)
     assert {p.name for p in again} >= {"PERSISTENT_ADDRESS", "PERSISTENT_PORT", "PING_TMO", "RECV_TMO"}
+
+
+def test_iface_initiatorname_overrides_the_host_name():
+    from iscsictl.daemon.kernel_session import iface_initiator_name
+
+    assert iface_initiator_name({"iface.initiatorname": "iqn.2026-11.x:iface0"}) == "iqn.2026-11.x:iface0"
+    assert iface_initiator_name({"iface.initiatorname": "<empty>"}) is None
+    assert iface_initiator_name({}) is None
