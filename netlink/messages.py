@@ -336,6 +336,29 @@ def decode_messages(data: bytes) -> list[iscsi_uevent]:
     return list(_MARSHAL.parse(data))
 
 
+_NLMSGHDR = struct.Struct("=IHHII")
+_FAST: dict[int, tuple[struct.Struct, tuple[str, ...]] | None] = {}
+
+
+def _fast_layout(ev_type: int) -> tuple[struct.Struct, tuple[str, ...]] | None:
+    """A ``struct.Struct`` for a message class's 56-byte uevent, derived once from its
+    pyroute2 ``fields`` (which stay the single declaration of the layout): every field
+    is a plain host-endian struct code with explicit pads, so packing them in order is
+    the C layout.  None (use pyroute2's encoder) for a class that does not fit that."""
+    try:
+        return _FAST[ev_type]
+    except KeyError:
+        pass
+    fields = MESSAGE_CLASSES[ev_type].fields
+    layout = None
+    if not any(f[0] in "<>!=@" for _, f in fields):
+        st = struct.Struct("=" + "".join(f for _, f in fields))
+        if st.size == ISCSI_UEVENT_SIZE:
+            layout = (st, tuple(n for n, f in fields if not f.endswith("x")))
+    _FAST[ev_type] = layout
+    return layout
+
+
 def encode_message(ev_type: int, *, transport_handle: int = 0, payload: bytes = b"", nlmsg_seq: int = 0,
                    nlmsg_pid: int = 0, nlmsg_type: int | None = None, **fields: Any) -> bytes:
     """Encode nlmsghdr + uevent (+ payload) for ``ev_type`` using :data:`MESSAGE_CLASSES`.
@@ -350,6 +373,15 @@ def encode_message(ev_type: int, *, transport_handle: int = 0, payload: bytes = 
     unknown = set(fields) - names
     if unknown:
         raise KeyError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
+    fast = _fast_layout(ev_type)
+    if fast is not None:
+        layout, order = fast
+        values = {"type": ev_type, "iferror": 0, "transport_handle": transport_handle, **fields}
+        body = layout.pack(*[values.get(n, 0) for n in order]) + bytes(payload)
+        length = NLMSG_HDRLEN + len(body)
+        head = _NLMSGHDR.pack(length, ev_type if nlmsg_type is None else nlmsg_type, 0,
+                              nlmsg_seq, nlmsg_pid)
+        return head + body + bytes(-length & 3)
     msg = cls()
     msg["header"]["type"] = ev_type if nlmsg_type is None else nlmsg_type
     msg["header"]["flags"] = 0
