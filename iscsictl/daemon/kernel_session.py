@@ -122,6 +122,7 @@ class KernelSession:
     time2wait_once: int | None = None
     recovery: asyncio.Task | None = field(default=None, repr=False)  # type: ignore[type-arg]
     recoveries: int = 0
+    login_config: LoginConfig | None = field(default=None, repr=False)
     unbound: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     pdu_waiter: asyncio.Future | None = field(default=None, repr=False)  # type: ignore[type-arg]
 
@@ -371,7 +372,9 @@ async def relogin(
     node, sid, cid = session.node, session.sid, session.cid
     if session.isid is None:  # an adopted session whose ISID was not saved
         raise SessionError(9, f"session {sid}: its ISID is unknown; cannot reinstate it")
-    cfg = LoginConfig.from_node(node.record, session.initiator_name)
+    if session.login_config is None:  # built once per session: recovery is latency-bound
+        session.login_config = LoginConfig.from_node(node.record, session.initiator_name)
+    cfg = session.login_config
     try:
         window = int(node.record.get("node.conn[0].tcp.window_size", 0))
     except ValueError:
