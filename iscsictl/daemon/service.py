@@ -95,6 +95,22 @@ def pdu_from_kernel(buf: bytes) -> PDU:
     return decode_pdu(RawPDU(bhs, bytes(buf[:48]), bytes(buf[48:ahs_end]), data))
 
 
+async def _each(jobs: list[Any], progress: Progress | None) -> list[dict[str, Any]]:
+    """Run per-item coroutines concurrently; results in input order, and a
+    ``{"done", "total", "result"}`` progress report as each one finishes."""
+    done = 0
+
+    async def one(job: Any) -> dict[str, Any]:
+        nonlocal done
+        result = await job
+        done += 1
+        if progress is not None:
+            progress({"done": done, "total": len(jobs), "result": result})
+        return result
+
+    return list(await asyncio.gather(*(one(j) for j in jobs)))
+
+
 def _num(rec: Mapping[str, str], key: str, default: int) -> int:
     try:
         return int(rec.get(key, default))
@@ -498,17 +514,7 @@ class Daemon:
     async def login(self, records: list[Mapping[str, str]], initiator_name: str,
                     progress: Progress | None = None) -> list[dict[str, Any]]:
         """Log in to each node record (in parallel, bounded); one result each."""
-        done = 0
-
-        async def one(rec: Mapping[str, str]) -> dict[str, Any]:
-            nonlocal done
-            result = await self._login_one(rec, initiator_name)
-            done += 1
-            if progress is not None:
-                progress({"done": done, "total": len(records), "result": result})
-            return result
-
-        return list(await asyncio.gather(*(one(r) for r in records)))
+        return await _each([self._login_one(r, initiator_name) for r in records], progress)
 
     async def _login_one(self, rec: Mapping[str, str], initiator_name: str) -> dict[str, Any]:
         try:
@@ -597,17 +603,7 @@ class Daemon:
         """Log out of each session; one result each.  Without ``force`` and with
         iscsid.safe_logout = Yes, a session whose disks are mounted (or swap) is refused (28)."""
         safe = not force and self._safe_logout()
-        done = 0
-
-        async def one(sid: int) -> dict[str, Any]:
-            nonlocal done
-            result = await self._logout_one(sid, safe)
-            done += 1
-            if progress is not None:
-                progress({"done": done, "total": len(sids), "result": result})
-            return result
-
-        return list(await asyncio.gather(*(one(sid) for sid in sids)))
+        return await _each([self._logout_one(sid, safe) for sid in sids], progress)
 
     async def _logout_one(self, sid: int, safe: bool) -> dict[str, Any]:
         session = self.sessions.get(sid)

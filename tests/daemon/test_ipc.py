@@ -92,3 +92,11 @@ def test_a_garbage_request_line_gets_an_answer(served, tmp_path):
     reply = s.recv(4096)
     s.close()
     assert b'"ok":false' in reply and b'"code":16' in reply
+
+
+def test_logout_reports_progress_per_session_in_order(served):
+    _, client, _ = served
+    seen = []
+    out = client.call("logout", seen.append, sids=[7, 8])
+    assert [r["sid"] for r in out] == [7, 8] and all(r["code"] == 2 for r in out)
+    assert sorted(e["done"] for e in seen) == [1, 2] and {e["total"] for e in seen} == {2}
