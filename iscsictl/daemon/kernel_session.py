@@ -356,6 +356,7 @@ async def relogin(
     handle: int,
     session: KernelSession,
     issued_challenges: MutableSet[bytes] | None = None,
+    not_before: float = 0.0,
 ) -> None:
     """Connection recovery at ERL 0 (RFC 7143 §7.1.4.1, session reinstatement):
     a new TCP connection to the persistent portal (failback: a redirect from an
@@ -365,7 +366,9 @@ async def relogin(
     the experiment, run6), then every SET_PARAM again (STOP_CONN(RECOVER) clears
     them) and START_CONN.  Held I/O resumes.
 
-    The caller has done STOP_CONN(RECOVER) and waited Time2Wait.
+    The caller has done STOP_CONN(RECOVER).  ``not_before`` (loop time) is when
+    Time2Wait expires: the TCP connection and BIND_CONN happen at once, the first
+    Login PDU not before then (RFC 7143 §13.15 bounds the relogin, not the SYN).
     Raises:
         SessionError: 4/5/8/19/24 for login failures, 9 for kernel refusals.
     """
@@ -398,6 +401,11 @@ async def relogin(
             # no SET_PARAM before the relayed login: the kernel session keeps its
             # settings across STOP_CONN(RECOVER) and every one is sent again below
             # (the order proven in the experiment, run7)
+            delay = not_before - loop.time()
+            if delay > 0:  # Time2Wait: no iSCSI PDU before it expires
+                await asyncio.sleep(delay)
+                t0 = loop.time()
+                step("Time2Wait over")
             machine = LoginMachine(cfg, isid=session.isid.to_bytes(), cid=cid, rng=os.urandom,
                                    issued_challenges=issued_challenges, warn=log.warning,
                                    kernel_relay=True)

@@ -473,16 +473,15 @@ class Daemon:
         except IscsiKernelError as exc:
             log.debug("session %d: STOP_CONN(RECOVER): %s", sid, exc)
         wait, session.time2wait_once = session.time2wait, None
-        remaining = wait - (asyncio.get_running_loop().time() - failed_at)
-        if remaining > 0:
-            await asyncio.sleep(remaining)
+        not_before = failed_at + wait  # relogin connects during Time2Wait, logs in after it
         attempt = 0
         while not self._closing and sid in self.sessions:
             attempt += 1
             session.conn_state = "IN LOGIN"
             try:
                 async with self._login_sem:
-                    await ks.relogin(self.nl, handle, session, self.issued_challenges)
+                    await ks.relogin(self.nl, handle, session, self.issued_challenges,
+                                     not_before)
             except SessionError as exc:
                 session.conn_state = "TRANSPORT WAIT"
                 if reopen_max and attempt >= reopen_max:
