@@ -405,7 +405,7 @@ async def relogin(
             if delay > 0:  # Time2Wait: no iSCSI PDU before it expires
                 await asyncio.sleep(delay)
                 t0 = loop.time()
-                step("Time2Wait over")
+            step("logging in")
             machine = LoginMachine(cfg, isid=session.isid.to_bytes(), cid=cid, rng=os.urandom,
                                    issued_challenges=issued_challenges, warn=log.warning,
                                    kernel_relay=True)
@@ -485,20 +485,20 @@ def _context(session: KernelSession, result: LoginSuccess | None, exp_statsn: in
 
 async def online_devices(session: KernelSession, sysfs, executor=None) -> None:  # type: ignore[no-untyped-def]
     """After recovery: devices the replacement timeout took offline go back to
-    running, and each is rescanned (open-iscsi's rescan after reopen)."""
-    devices = sysfs.session_devices(session.sid)
+    running.  No rescan: the LUNs did not change, and a rescan would race the
+    I/O the kernel resumes at START_CONN (open-iscsi's session_online_devs)."""
+    offline = [d for d in sysfs.session_devices(session.sid)
+               if d.state in ("offline", "transport-offline")]
+    if not offline:
+        return
 
     def work() -> None:
-        for d in devices:
-            base = f"{sysfs.root}/bus/scsi/devices/{d.hctl}"
+        for d in offline:
             try:
-                if d.state in ("offline", "transport-offline"):
-                    with open(f"{base}/state", "w") as f:
-                        f.write("running")
-                with open(f"{base}/rescan", "w") as f:
-                    f.write("1")
+                with open(f"{sysfs.root}/bus/scsi/devices/{d.hctl}/state", "w") as f:
+                    f.write("running")
             except OSError as exc:
-                log.warning("session %d: cannot bring %s back: %s", session.sid, d.hctl, exc)
+                log.warning("session %d: cannot bring %s back online: %s", session.sid, d.hctl, exc)
 
     await asyncio.get_running_loop().run_in_executor(executor, work)
 

@@ -105,7 +105,17 @@ def test_connection_killed_during_writes(lio, env, scenario_dir):
     assert states[str(sid)]["conn_state"] == "LOGGED IN"
     assert states[str(sid)]["recoveries"] >= 1
     assert read(f"/sys/class/iscsi_session/session{sid}/state") == "LOGGED_IN"
-    assert "is operational after recovery" in (scenario_dir / "iscsictld.log").read_text()
+    log_text = (scenario_dir / "iscsictld.log").read_text()
+    assert "is operational after recovery" in log_text
+    # RFC 7143 §13.15: no relogin before DefaultTime2Wait (2 s) after the error
+    stamps = {}
+    for line in log_text.splitlines():
+        for key in ("Kernel reported iSCSI connection", "relogin: logging in"):
+            if key in line and key not in stamps:
+                h, m, sec = line.split()[0].split(":")
+                stamps[key] = int(h) * 3600 + int(m) * 60 + float(sec)
+    waited = stamps["relogin: logging in"] - stamps["Kernel reported iSCSI connection"]
+    assert waited >= 1.99, f"relogin {waited:.3f} s after the error, before Time2Wait"
 
 
 def wait_for(what: str, cond, timeout: float, step: float = 0.05):
