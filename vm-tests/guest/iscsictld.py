@@ -48,6 +48,18 @@ class Iscsictld:
                 time.sleep(0.05)
         raise RuntimeError("iscsictld did not answer within %s s" % timeout)
 
+    def logout_all_and_stop(self) -> None:
+        """Teardown for scenarios: (re)start the daemon if a scenario killed it, log out
+        every session it manages (forced), stop it."""
+        try:
+            if self.proc is None or self.proc.poll() is not None:
+                self.start()
+            states = self.client.call("sessions")
+            if states:
+                self.client.call("logout", sids=[int(s) for s in states], force=True)
+        finally:
+            self.stop()
+
     def kill9(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()

@@ -80,12 +80,7 @@ def daemon(scenario_dir, lio):  # lio first: targets outlive the initiator
     d = Iscsictld(scenario_dir)
     d.start()
     yield d
-    try:
-        states = d.client.call("sessions")
-        if states:
-            d.client.call("logout", sids=[int(s) for s in states], force=True)
-    finally:
-        d.stop()
+    d.logout_all_and_stop()
     assert sessions_in_sysfs() == [], "a kernel session was left behind"
 
 

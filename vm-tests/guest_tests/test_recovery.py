@@ -24,14 +24,7 @@ def env(scenario_dir, lio):
     d = Iscsictld(scenario_dir)
     d.env = {"ISCSICTL_DB_ROOT": str(cli.root), "ISCSICTL_CONFIG_ROOT": str(cli.root)}
     yield cli, d
-    try:
-        if d.proc is None or d.proc.poll() is not None:
-            d.start()
-        states = d.client.call("sessions")
-        if states:
-            d.client.call("logout", sids=[int(s) for s in states], force=True)
-    finally:
-        d.stop()
+    d.logout_all_and_stop()
     assert sessions_in_sysfs() == [], "a kernel session was left behind"
 
 
