@@ -42,7 +42,7 @@ import socket
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, NamedTuple, Protocol, Sequence
+from typing import Any, Awaitable, Callable, Iterable, NamedTuple, Protocol, Sequence
 
 from .enums import ISCSI_NL_GRP_ISCSID, NETLINK_ISCSI, StopConnFlag
 from .enums import IscsiUeventE as E
@@ -227,12 +227,11 @@ def _int32(v: int) -> int:
 
 def _check_reply(req_type: int, msg: Any) -> Any:
     """Raise IscsiKernelError for IF_ERROR or a negative r.retcode; return msg otherwise."""
-    op = E(req_type).name
     if msg["type"] == E.KEVENT_IF_ERROR:
         err = -_int32(msg["iferror"])
-        raise IscsiKernelError(err if err > 0 else errno.EIO, op, "iferror")
-    if "r_retcode" in msg and msg["r_retcode"] < 0:
-        raise IscsiKernelError(-msg["r_retcode"], op, "retcode")
+        raise IscsiKernelError(err if err > 0 else errno.EIO, E(req_type).name, "iferror")
+    if msg.get("r_retcode", 0) < 0:
+        raise IscsiKernelError(-msg["r_retcode"], E(req_type).name, "retcode")
     return msg
 
 
@@ -249,6 +248,10 @@ class _Request(NamedTuple):
     match: Callable[[Any], bool] | None
     parse: Callable[[Any], Any]
     timeout: float | None
+
+
+def _no_result(msg: Any) -> None:
+    return None
 
 
 def _str_payload(value: str) -> bytes:
@@ -273,12 +276,15 @@ class _Operations:
     def _call(self, req: _Request) -> Any:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def _req(self, ev_type: int, handle: int, *, payload: bytes = b"", parse: Callable[[Any], Any] = lambda m: None,
-             match: Callable[[Any], bool] | None = None, timeout: float | None = None, **fields: Any) -> Any:
+    def _req(self, ev_type: int, handle: int, **kw: Any) -> Any:
+        return self._call(self._request(ev_type, handle, **kw))
+
+    def _request(self, ev_type: int, handle: int, *, payload: bytes = b"", parse: Callable[[Any], Any] = _no_result,
+                 match: Callable[[Any], bool] | None = None, timeout: float | None = None, **fields: Any) -> _Request:
         self._seq = (self._seq + 1) & 0xFFFFFFFF
         data = encode_message(ev_type, transport_handle=handle, payload=payload, nlmsg_seq=self._seq, nlmsg_pid=self._pid,
                               **fields)
-        return self._call(_Request(ev_type, data, match, parse, timeout))
+        return _Request(ev_type, data, match, parse, timeout)
 
     def call(self, ev_type: int, handle: int = 0, *, payload: bytes = b"", timeout: float | None = None,
              match: Callable[[Any], bool] | None = None, **fields: Any) -> Any:
@@ -340,9 +346,25 @@ class _Operations:
                   timeout: float | None = None) -> None:
         """ISCSI_UEVENT_SET_PARAM: ``param`` is ``IscsiParam``; ``value`` the ASCII text (ints as ``"%d"``).
         ENOTCONN unless the conn is BOUND/UP (except SESS_RECOVERY_TMO); ENOSYS when unsupported."""
+        return self._call(self._set_param_request(handle, sid, cid, param, value, timeout))
+
+    def set_params(self, handle: int, sid: int, cid: int, params: Iterable[tuple[int, str]], *,
+                   timeout: float | None = None) -> list[IscsiKernelError | None]:
+        """Several ISCSI_UEVENT_SET_PARAMs back to back, ``params`` as ``(IscsiParam, text)``
+        pairs in order: one hold of the socket, no event-loop turn between them (the kernel
+        answers each inside ``sendmsg()``).  Every one is sent whatever the others answer;
+        the result has one entry per pair, None or the :class:`IscsiKernelError` the kernel
+        answered (ENOSYS, ENOTCONN ...).  ReplyTimeout and closed-socket errors still raise."""
+        return self._call_many([self._set_param_request(handle, sid, cid, p, v, timeout) for p, v in params])
+
+    def _call_many(self, reqs: list[_Request]) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _set_param_request(self, handle: int, sid: int, cid: int, param: int, value: str,
+                           timeout: float | None) -> _Request:
         payload = _str_payload(value)
-        return self._req(E.SET_PARAM, handle, sid=sid, cid=cid, param=int(param), len=len(payload),
-                         payload=payload, timeout=timeout)
+        return self._request(E.SET_PARAM, handle, sid=sid, cid=cid, param=int(param), len=len(payload),
+                             payload=payload, timeout=timeout)
 
     def start_conn(self, handle: int, sid: int, cid: int, *, timeout: float | None = None) -> None:
         """ISCSI_UEVENT_START_CONN; ``r.retcode`` < 0 raises (EINVAL: FirstBurst > MaxBurst; ENOTCONN)."""
@@ -584,6 +606,15 @@ class IscsiNetlink(_Core, _Operations):
     def _call(self, req: _Request) -> Any:
         return req.parse(self.request(req))
 
+    def _call_many(self, reqs: list[_Request]) -> list[Any]:
+        out: list[Any] = []
+        for req in reqs:
+            try:
+                out.append(req.parse(self.request(req)))
+            except IscsiKernelError as exc:
+                out.append(exc)
+        return out
+
     def request(self, req: _Request) -> Any:
         """Send one encoded request and wait for its reply (checked by :func:`_check_reply`)."""
         timeout = self.timeout if req.timeout is None else req.timeout
@@ -736,32 +767,50 @@ class AsyncIscsiNetlink(_Core, _Operations):
     async def request(self, req: _Request) -> Any:
         """Send one encoded request and await its reply (checked; raises like the blocking client)."""
         self.start()
+        async with self._lock:
+            reply = await self._exchange(req)
+        return _check_reply(req.ev_type, reply)
+
+    def _call_many(self, reqs: list[_Request]) -> Awaitable[list[Any]]:
+        return self._acall_many(reqs)
+
+    async def _acall_many(self, reqs: list[_Request]) -> list[Any]:
+        self.start()
+        out: list[Any] = []
+        async with self._lock:  # one hold for the batch: nothing interleaves
+            for req in reqs:
+                reply = await self._exchange(req)
+                try:
+                    out.append(req.parse(_check_reply(req.ev_type, reply)))
+                except IscsiKernelError as exc:
+                    out.append(exc)
+        return out
+
+    async def _exchange(self, req: _Request) -> Any:
+        """One request and its unchecked reply; the caller holds ``_lock``."""
         assert self._loop is not None
         timeout = self.timeout if req.timeout is None else req.timeout
-        async with self._lock:
-            fut: asyncio.Future[Any] = self._loop.create_future()
-            self._pending = (req, fut)
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        self._pending = (req, fut)
+        try:
+            if self.send_in_executor and req.ev_type in BLOCKING_OPS:
+                await self._loop.run_in_executor(None, self._send, req.data)
+            else:
+                self._send(req.data)
+                # The kernel handles a request inside sendmsg() and queues its reply
+                # before the call returns: take it now rather than one loop iteration
+                # later (a login sends ~40 requests).  Events read here are
+                # dispatched exactly as the reader callback would.
+                self._on_readable()
+            if fut.done():
+                return fut.result()
             try:
-                if self.send_in_executor and req.ev_type in BLOCKING_OPS:
-                    await self._loop.run_in_executor(None, self._send, req.data)
-                else:
-                    self._send(req.data)
-                    # The kernel handles a request inside sendmsg() and queues its reply
-                    # before the call returns: take it now rather than one loop iteration
-                    # later (a login sends ~40 requests).  Events read here are
-                    # dispatched exactly as the reader callback would.
-                    self._on_readable()
-                if fut.done():
-                    reply = fut.result()
-                else:
-                    try:
-                        reply = await asyncio.wait_for(fut, timeout)
-                    except asyncio.TimeoutError:
-                        raise ReplyTimeout(
-                            f"no reply to {E(req.ev_type).name} within {timeout:g} s") from None
-            finally:
-                self._pending = None
-        return _check_reply(req.ev_type, reply)
+                return await asyncio.wait_for(fut, timeout)
+            except asyncio.TimeoutError:
+                raise ReplyTimeout(
+                    f"no reply to {E(req.ev_type).name} within {timeout:g} s") from None
+        finally:
+            self._pending = None
 
     async def next_event(self, timeout: float | None = None) -> KernelEvent | None:
         """Await the next queued event for up to ``timeout`` s (None = wait indefinitely); None on timeout."""
