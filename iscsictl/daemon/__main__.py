@@ -12,7 +12,9 @@ import argparse
 import asyncio
 import fcntl
 import logging
+import logging.handlers
 import os
+import queue
 import signal
 import socket
 import sys
@@ -83,19 +85,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-autostart", action="store_true",
                    help="do not log in to node.startup=automatic records at start")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
-                        format="%(asctime)s.%(msecs)03d iscsictld: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     if iscsid_running():
         print("iscsictld: open-iscsi's iscsid is running and owns the kernel's iSCSI "
               "interface; stop it first (systemctl stop iscsid.socket iscsid)", file=sys.stderr)
         return 18
     lock_fd = take_lock(args.lock_file)
+    writer = _start_logging(logging.DEBUG if args.debug else logging.INFO)
     try:
         return asyncio.run(_run(args))
     except KeyboardInterrupt:
         return 0
     finally:
+        writer.stop()  # every queued line is written first
         os.close(lock_fd)
+
+
+def _start_logging(level: int) -> logging.handlers.QueueListener:
+    """Log lines go to stderr (the journal under systemd) from a writer thread, so the
+    event loop never waits on a slow pipe, journald or a network file system: a
+    record costs the loop a queue put; its time stamp is taken when it is made."""
+    out = logging.StreamHandler(sys.stderr)
+    out.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d iscsictld: %(message)s",
+                                       datefmt="%H:%M:%S"))
+    q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    root = logging.getLogger()
+    root.setLevel(level)
+    root.addHandler(logging.handlers.QueueHandler(q))
+    writer = logging.handlers.QueueListener(q, out)
+    writer.start()
+    return writer
 
 
 async def _run(args: argparse.Namespace) -> int:

@@ -50,7 +50,7 @@ from iscsictl.protocol.pdu import LogoutResponse
 from iscsictl.protocol.portal import Portal
 
 from .errors import SessionError
-from .params import OPTIONAL, ParamContext, negotiated_params, session_params
+from .params import OPTIONAL, ParamContext, negotiated_params, relogin_changes, session_params
 
 __all__ = ["KernelSession", "NodeTarget", "connect", "establish", "logout", "force_teardown",
            "rejected_code"]
@@ -125,6 +125,9 @@ class KernelSession:
     login_config: LoginConfig | None = field(default=None, repr=False)
     unbound: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     pdu_waiter: asyncio.Future | None = field(default=None, repr=False)  # type: ignore[type-arg]
+    #: what this daemon set on the kernel session (SET_PARAM), None where the
+    #: transport answered ENOSYS; empty for an adopted session
+    kernel_params: dict[int, str | None] = field(default_factory=dict, repr=False)
 
     @property
     def time2wait(self) -> int:
@@ -264,14 +267,21 @@ async def userspace_login(
     raise SessionError(5, f"login redirected more than {MAX_REDIRECTS} times")
 
 
-async def _set_params(nl, handle: int, sid: int, cid: int, params: list) -> None:  # type: ignore[no-untyped-def]
-    for param, value in params:
-        try:
-            await nl.set_param(handle, sid, cid, param, value)
-        except IscsiKernelError as exc:
-            if exc.errno in (errno.ENOSYS, errno.EINVAL) and param in OPTIONAL:
-                continue
-            raise
+async def _set_params(nl, handle: int, sid: int, cid: int,  # type: ignore[no-untyped-def]
+                      params: list[tuple[int, str]]) -> dict[int, str | None]:
+    """Every SET_PARAM in one batch; what the kernel now holds, ``{param: value}``
+    with None for an OPTIONAL one it does not implement (ENOSYS/EINVAL: ISID,
+    IFMARKER_EN, OFMARKER_EN on 6.1).  The first refusal of a required one raises."""
+    results = await nl.set_params(handle, sid, cid, params)
+    held: dict[int, str | None] = {}
+    for (param, value), exc in zip(params, results):
+        if exc is None:
+            held[param] = value
+        elif exc.errno in (errno.ENOSYS, errno.EINVAL) and param in OPTIONAL:
+            held[param] = None
+        else:
+            raise exc
+    return held
 
 
 async def establish(
@@ -311,7 +321,7 @@ async def establish(
             persistent_port=node.port, tpgt=tpgt if tpgt is not None else max(node.tpgt, 0),
             iface=node.iface, exp_statsn=result.exp_statsn, isid=isid.to_bytes(),
         )
-        await _set_params(nl, handle, sid, cid, session_params(ctx) + negotiated_params(ctx))
+        held = await _set_params(nl, handle, sid, cid, session_params(ctx) + negotiated_params(ctx))
         await nl.start_conn(handle, sid, cid)
     except IscsiKernelError as exc:
         if sid is not None:
@@ -328,7 +338,7 @@ async def establish(
     return KernelSession(
         sid=sid, host_no=ids.host_no, cid=cid, node=node, isid=isid, tsih=result.tsih,
         params=result.params, current=portal, negotiated=result.negotiated,
-        initiator_name=initiator_name,
+        initiator_name=initiator_name, kernel_params=held,
     )
 
 
@@ -401,21 +411,22 @@ async def relogin(
             # no SET_PARAM before the relayed login: the kernel session keeps its
             # settings across STOP_CONN(RECOVER) and every one is sent again below
             # (the order proven in the experiment, run7)
+            machine = LoginMachine(cfg, isid=session.isid.to_bytes(), cid=cid, rng=os.urandom,
+                                   issued_challenges=issued_challenges, warn=log.warning,
+                                   kernel_relay=True)
+            machine.start(max(not_before, loop.time()))  # the login timer runs from the first PDU
+            ready = _encoded(machine)  # the first Login PDU is built during Time2Wait
             delay = not_before - loop.time()
             if delay > 0:  # Time2Wait: no iSCSI PDU before it expires
                 await asyncio.sleep(delay)
                 t0 = loop.time()
             step("logging in")
-            machine = LoginMachine(cfg, isid=session.isid.to_bytes(), cid=cid, rng=os.urandom,
-                                   issued_challenges=issued_challenges, warn=log.warning,
-                                   kernel_relay=True)
-            machine.start(loop.time())
             outcome = None
             while outcome is None:
-                for req in machine.pdus_to_send():
-                    hdr, _ = req.encode_header()
+                for hdr, data in ready:
                     session.pdu_waiter = loop.create_future()
-                    await nl.send_pdu(handle, sid, cid, hdr, req.data)
+                    await nl.send_pdu(handle, sid, cid, hdr, data)
+                step("Login PDU sent")
                 assert machine.deadline is not None and session.pdu_waiter is not None
                 try:
                     pdu = await asyncio.wait_for(session.pdu_waiter,
@@ -424,7 +435,9 @@ async def relogin(
                     raise SessionError(8, "relogin timed out: no Login Response", retryable=True) from None
                 finally:
                     session.pdu_waiter = None
+                step("Login Response received")
                 outcome = machine.receive_pdu(pdu, loop.time())
+                ready = _encoded(machine)
         except AuthenticationError as exc:
             sock.close()
             raise SessionError(24, f"authentication failed: {exc}", retryable=True) from None
@@ -453,9 +466,12 @@ async def relogin(
         step("logged in")
         try:
             ctx = _context(session, outcome, outcome.exp_statsn)
-            await _set_params(nl, handle, sid, cid,
-                              session_params(ctx, relogin=True) + negotiated_params(ctx))
-            step("parameters set")
+            changes = relogin_changes(session_params(ctx, relogin=True) + negotiated_params(ctx),
+                                      session.kernel_params)
+            for param, _ in changes:  # unknown until the kernel answers (a refusal may come midway)
+                session.kernel_params.pop(param, None)
+            session.kernel_params.update(await _set_params(nl, handle, sid, cid, changes))
+            step(f"{len(changes)} parameters set")
             await nl.start_conn(handle, sid, cid)
             step("started")
         except IscsiKernelError as exc:
@@ -469,6 +485,11 @@ async def relogin(
         session.current = portal
         return
     raise SessionError(5, f"relogin redirected more than {MAX_REDIRECTS} times", retryable=True)
+
+
+def _encoded(machine: LoginMachine) -> list[tuple[bytes, bytes]]:
+    """The machine's pending Login PDUs as (BHS, data segment) for SEND_PDU."""
+    return [(req.encode_header()[0], req.data) for req in machine.pdus_to_send()]
 
 
 def _context(session: KernelSession, result: LoginSuccess | None, exp_statsn: int) -> ParamContext:

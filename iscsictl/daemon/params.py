@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from iscsictl.netlink import IscsiParam as P
 from iscsictl.protocol.negotiation import NegotiatedParameters
 
-__all__ = ["ParamContext", "OPTIONAL", "SESSION_OBJECT_PARAMS", "session_params", "negotiated_params"]
+__all__ = ["ParamContext", "OPTIONAL", "SESSION_OBJECT_PARAMS", "RELOGIN_ALWAYS", "session_params",
+           "negotiated_params", "relogin_changes"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,13 @@ SESSION_OBJECT_PARAMS = frozenset({
     P.TGT_RESET_TMO, P.IFACE_NAME,
 })
 
+#: parameters a relogin sends whatever the kernel holds: the digests, which
+#: STOP_CONN(RECOVER) switches off (libiscsi iscsi_conn_stop), and the values that
+#: belong to the new login on this connection (ExpStatSN, data segment lengths)
+RELOGIN_ALWAYS = frozenset({
+    P.HDRDGST_EN, P.DATADGST_EN, P.EXP_STATSN, P.MAX_RECV_DLENGTH, P.MAX_XMIT_DLENGTH,
+})
+
 #: parameters a transport may not implement (ENOSYS is then ignored)
 OPTIONAL = frozenset({P.ISID, P.IFMARKER_EN, P.OFMARKER_EN, P.FAST_ABORT, P.IFACE_NAME,
                       P.INITIATOR_NAME, P.TGT_RESET_TMO, P.LU_RESET_TMO, P.ABORT_TMO})
@@ -126,3 +134,20 @@ def session_params(ctx: ParamContext, relogin: bool = False) -> list[tuple[P, st
 def negotiated_params(ctx: ParamContext) -> list[tuple[P, str]]:
     """(param, value) from the login's negotiated parameters."""
     return _render(NEGOTIATED_PARAMS, ctx)
+
+
+def relogin_changes(wanted: list[tuple[P, str]],
+                    held: Mapping[int, str | None]) -> list[tuple[P, str]]:
+    """The SET_PARAMs a relogin on the same kernel session needs: from ``wanted``
+    (this login's full list), those in :data:`RELOGIN_ALWAYS` and those whose value
+    differs from what the kernel ``held`` (``{param: value}``, None for a parameter
+    the transport answered ENOSYS to, which is not sent again).  The session and
+    connection objects keep every other value across STOP_CONN(RECOVER); with
+    ``held`` empty (an adopted session) everything in ``wanted`` goes."""
+    out = []
+    for param, value in wanted:
+        if param in held and held[param] is None:
+            continue
+        if param in RELOGIN_ALWAYS or held.get(param) != value:
+            out.append((param, value))
+    return out

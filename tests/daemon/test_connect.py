@@ -8,7 +8,8 @@ import pytest
 
 from iscsictl.daemon.errors import SessionError
 from iscsictl.daemon.kernel_session import connect
-from iscsictl.daemon.params import SESSION_OBJECT_PARAMS, ParamContext, session_params
+from iscsictl.daemon.params import (RELOGIN_ALWAYS, SESSION_OBJECT_PARAMS, ParamContext,
+                                    negotiated_params, relogin_changes, session_params)
 from iscsictl.protocol.negotiation import NegotiatedParameters
 
 
@@ -61,6 +62,29 @@ def test_relogin_skips_only_the_session_object_parameters():
     again = dict(session_params(ctx, relogin=True))
     assert set(full) - set(again) == SESSION_OBJECT_PARAMS & set(full)
     assert {p.name for p in again} >= {"PERSISTENT_ADDRESS", "PERSISTENT_PORT", "PING_TMO", "RECV_TMO"}
+
+
+def test_relogin_sends_the_digests_and_what_changed_only():
+    from iscsictl.netlink import IscsiParam as P
+
+    ctx = ParamContext(record={}, params=NegotiatedParameters(header_digest=True),
+                       initiator_name="iqn.x:i", target_name="iqn.x:t",
+                       persistent_address="10.0.0.1", persistent_port=3260, tpgt=1,
+                       iface="default", exp_statsn=5, isid=bytes(6))
+    wanted = session_params(ctx, relogin=True) + negotiated_params(ctx)
+    # adopted session: nothing known, everything goes
+    assert relogin_changes(wanted, {}) == wanted
+    # the kernel holds every value of the first login; ISID answered ENOSYS then
+    held = {p: v for p, v in wanted} | {P.ISID: None}
+    again = relogin_changes(wanted, held)
+    assert {p for p, _ in again} == RELOGIN_ALWAYS
+    assert dict(again)[P.HDRDGST_EN] == "1"
+    # the target negotiates a different FirstBurstLength this time: it goes too
+    ctx2 = ParamContext(**{**ctx.__dict__, "params": NegotiatedParameters(
+        header_digest=True, first_burst_length=8192)})
+    changed = relogin_changes(session_params(ctx2, relogin=True) + negotiated_params(ctx2), held)
+    assert {p for p, _ in changed} == RELOGIN_ALWAYS | {P.FIRST_BURST}
+    assert P.ISID not in {p for p, _ in changed}
 
 
 def test_iface_initiatorname_overrides_the_host_name():

@@ -90,7 +90,7 @@ class IscsictlSide:
     name = "iscsictl"
 
     def start(self) -> None:
-        self.daemon = Iscsictld(RESULTS)
+        self.daemon = Iscsictld(RESULTS, debug=False)
         self.daemon.start()
         self.cli = Cli(Path("/run/iscsictl-bench/etc"))
         self.bin = self.cli.env

@@ -20,9 +20,11 @@ VENV_BIN = Path(sys.executable).parent
 
 
 class Iscsictld:
-    def __init__(self, log_dir: Path, socket_path: str = "/run/iscsictld.sock") -> None:
+    def __init__(self, log_dir: Path, socket_path: str = "/run/iscsictld.sock",
+                 debug: bool = True) -> None:
         self.log_path = Path(log_dir) / "iscsictld.log"
         self.socket_path = socket_path
+        self.debug = debug  # -d (scenarios); benchmarks run it as deployed, like iscsid
         self.proc: subprocess.Popen | None = None
         self.client = DaemonClient(socket_path, timeout=120)
         self.env: dict[str, str] = {}  # extra environment (DB roots for automatic logins)
@@ -32,7 +34,7 @@ class Iscsictld:
         log = open(self.log_path, "ab")
         env = dict(os.environ, ISCSICTL_SOCKET=self.socket_path, **self.env)
         self.proc = subprocess.Popen(
-            [str(VENV_BIN / "python"), "-m", "iscsictl.daemon", "-d", *extra],
+            [str(VENV_BIN / "python"), "-m", "iscsictl.daemon", *(["-d"] if self.debug else []), *extra],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
         )
         log.close()

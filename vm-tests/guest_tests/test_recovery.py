@@ -67,12 +67,18 @@ def verify(dev: str, blocks: int) -> None:
             assert f.read(MIB) == pattern(i), f"block {i} differs"
 
 
-def test_connection_killed_during_writes(lio, env, scenario_dir):
-    """1. kill the TCP connection in the middle of verified writes: I/O resumes, data intact."""
+@pytest.mark.parametrize("digests", [False, True], ids=["plain", "crc32c"])
+def test_connection_killed_during_writes(lio, env, scenario_dir, digests):
+    """1. kill the TCP connection in the middle of verified writes: I/O resumes, data intact
+    (and with CRC32C digests: STOP_CONN(RECOVER) switches them off in the kernel, the
+    relogin must switch them on again)."""
     cli, d = env
-    t = lio.create("iqn.2003-01.org.example.vm:rec1", luns=[64 * MIB])
+    t = lio.create(f"iqn.2003-01.org.example.vm:rec1{'d' if digests else ''}", luns=[64 * MIB])
     d.start()
     cli.ok("-m", "discovery", "-t", "st", "-p", PORTAL)
+    if digests:
+        cli.update(t.iqn, PORTAL, "node.conn[0].iscsi.HeaderDigest", "CRC32C")
+        cli.update(t.iqn, PORTAL, "node.conn[0].iscsi.DataDigest", "CRC32C")
     cli.ok("-m", "node", "-T", t.iqn, "-p", PORTAL, "-l")
     sid = sessions_in_sysfs()[0]
     dev = wait_disks(sid, 1)[0]
@@ -98,6 +104,9 @@ def test_connection_killed_during_writes(lio, env, scenario_dir):
     assert states[str(sid)]["conn_state"] == "LOGGED IN"
     assert states[str(sid)]["recoveries"] >= 1
     assert read(f"/sys/class/iscsi_session/session{sid}/state") == "LOGGED_IN"
+    conn = f"/sys/class/iscsi_connection/connection{sid}:0"
+    want = "1" if digests else "0"
+    assert (read(f"{conn}/header_digest"), read(f"{conn}/data_digest")) == (want, want)
     log_text = (scenario_dir / "iscsictld.log").read_text()
     assert "is operational after recovery" in log_text
     # RFC 7143 §13.15: no relogin before DefaultTime2Wait (2 s) after the error
