@@ -30,6 +30,9 @@ def main() -> int:
     if ctx:
         print("where iscsictl's time goes in this VM (no peer figure):")
         print(f"{'  python -c pass (process start, TCG)':<52} {'':>11} {ctx['python_start']:>9.3f}s")
+        if "python_start_nosite" in ctx:
+            print(f"{'  python -S -c pass (no site, no .pth files)':<52} {'':>11} "
+                  f"{ctx['python_start_nosite']:>9.3f}s")
         print(f"{'  iscsictl --version (CLI start)':<52} {'':>11} {ctx['cli_start']:>9.3f}s")
         print(f"{'  daemon login until the disk, no CLI process':<52} {'':>11} "
               f"{ctx['ipc_login_to_disk']:>9.3f}s")

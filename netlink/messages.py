@@ -24,7 +24,9 @@ after the uevent are ``msg['payload']`` (bytes); the payload structures are the
 ``*_payload`` classes at the bottom of this module, decoded on demand.
 
 Events arrive with ``nlmsg_type = 0``: :class:`IscsiMarshal` keys on
-``iscsi_uevent.type`` at absolute offset 16.
+``iscsi_uevent.type`` at absolute offset 16.  Decoded messages are plain dicts
+(:func:`decode_messages`); the classes stay the one declaration of each layout,
+from which both the encoder and the decoder derive a ``struct.Struct``.
 """
 
 from __future__ import annotations

@@ -289,7 +289,7 @@ class _Operations:
     def call(self, ev_type: int, handle: int = 0, *, payload: bytes = b"", timeout: float | None = None,
              match: Callable[[Any], bool] | None = None, **fields: Any) -> Any:
         """Send any request by type with raw uevent fields (names as in :mod:`.messages`) and return
-        the decoded, checked reply message (a pyroute2 ``nlmsg``; ``msg["payload"]`` is bytes).
+        the decoded, checked reply message (a dict, see :func:`.messages.decode_messages`).
         For experiments in the VM; the typed methods below are the normal API."""
         return self._req(ev_type, handle, payload=payload, timeout=timeout, match=match, parse=lambda m: m,
                          **fields)

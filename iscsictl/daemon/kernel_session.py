@@ -408,9 +408,9 @@ async def relogin(
                 step("bound")
             except IscsiKernelError as exc:
                 raise SessionError(9, f"session {sid}: BIND_CONN failed: {exc}", retryable=True) from None
-            # no SET_PARAM before the relayed login: the kernel session keeps its
-            # settings across STOP_CONN(RECOVER) and every one is sent again below
-            # (the order proven in the experiment, run7)
+            # no SET_PARAM before the relayed login (the order proven in the
+            # experiment, run7): STOP_CONN(RECOVER) switched the digests off, so the
+            # Login Response is read without them; what the login changed follows it
             machine = LoginMachine(cfg, isid=session.isid.to_bytes(), cid=cid, rng=os.urandom,
                                    issued_challenges=issued_challenges, warn=log.warning,
                                    kernel_relay=True)

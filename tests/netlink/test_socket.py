@@ -465,3 +465,49 @@ def test_async_reply_queued_inside_send_is_taken_without_the_reader():
 
     asyncio.run(main())
     assert len(seen) == 40 and all(isinstance(e, ConnError) for e in seen)
+
+
+def _answer_enosys_for_isid(req: bytes) -> list[bytes]:
+    (msg,) = m.decode_messages(req)
+    if msg["param"] == IscsiParam.ISID:
+        return [ev_conn_error(error=1011), if_error(req, errno.ENOSYS)]
+    return [echo(req, r_retcode=0)]
+
+
+_BATCH = [(IscsiParam.MAX_RECV_DLENGTH, "262144"), (IscsiParam.ISID, "00023d000001"),
+          (IscsiParam.EXP_STATSN, "42")]
+
+
+def _check_batch(results, requests: list[bytes]) -> None:
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], IscsiKernelError) and results[1].errno == errno.ENOSYS
+    sent = [m.decode_messages(r)[0] for r in requests]
+    assert [(s["param"], s["payload"]) for s in sent] == [(p, v.encode() + b"\0") for p, v in _BATCH]
+
+
+def test_set_params_sends_every_one_and_reports_each(kernel_factory):
+    """set_params: one outcome per parameter in order; a refusal midway does not stop
+    the rest; an event that arrives with a reply is still delivered."""
+    k = kernel_factory(_answer_enosys_for_isid)
+    with IscsiNetlink(k.user, timeout=2) as nl:
+        results = nl.set_params(1, 7, 0, _BATCH)
+        assert [e.error for e in nl.pending_events()] == [1011]
+    _check_batch(results, k.requests)
+
+
+def test_async_set_params_in_one_lock_hold():
+    seen, requests = [], []
+
+    def answer(req):
+        requests.append(req)
+        return _answer_enosys_for_isid(req)
+
+    async def main():
+        nl = AsyncIscsiNetlink(_SyncKernel(answer), timeout=0.5, event_callback=seen.append)
+        try:
+            return await nl.set_params(1, 7, 0, _BATCH)
+        finally:
+            nl.close()
+
+    _check_batch(asyncio.run(main()), requests)
+    assert [e.error for e in seen] == [1011]

@@ -119,11 +119,14 @@ class IscsictlSide:
 def context(one) -> dict:
     """Where iscsictl's time goes under TCG: starting a Python process, and the
     daemon's own login-to-disk (the kernel path without a CLI process)."""
-    starts, versions, ipc = [], [], []
+    starts, bare, versions, ipc = [], [], [], []
     for _ in range(ROUNDS):
         t = time.monotonic()
         run([sys.executable, "-c", "pass"])
         starts.append(time.monotonic() - t)
+        t = time.monotonic()
+        run([sys.executable, "-S", "-c", "pass"])  # without site: the venv's .pth files
+        bare.append(time.monotonic() - t)
         t = time.monotonic()
         run([str(Path(sys.executable).parent / "iscsictl"), "--version"])
         versions.append(time.monotonic() - t)
@@ -141,7 +144,8 @@ def context(one) -> dict:
             no_disks()
     finally:
         side.stop()
-    return {"python_start": statistics.median(starts), "cli_start": statistics.median(versions),
+    return {"python_start": statistics.median(starts), "python_start_nosite": statistics.median(bare),
+            "cli_start": statistics.median(versions),
             "ipc_login_to_disk": statistics.median(ipc[1:])}
 
 

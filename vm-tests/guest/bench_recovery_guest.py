@@ -3,7 +3,7 @@
 replacement_timeout 120, NOP-Out 5/5; LIO's DefaultTime2Wait 2).
 
 a. connection killed (ss -K) during O_DIRECT writes: time until a write completes
-   again (median of ROUNDS, 7 by default: one run varies by tens of ms under TCG);
+   again (median of ROUNDS, 15 by default: one kill varies by tens of ms under TCG);
 b. daemon restart with MANY live sessions: until the daemon is ready and manages all
    of them (ours: adoption; iscsid: relogs in every session) + target-side logins;
 c. MANY node.startup=automatic nodes: daemon start (+ iscsiadm -L automatic for
@@ -28,7 +28,7 @@ import lio
 from cli import Cli, read, sessions_in_sysfs
 from iscsictld import Iscsictld
 
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "7"))  # connection kills per side
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "15"))  # connection kills per side
 PHASES = set(os.environ.get("BENCH_PHASES", "kill,scale").split(","))  # scale: autostart + restart
 MANY = int(os.environ.get("BENCH_TARGETS", "64"))
 MIB = 1 << 20
