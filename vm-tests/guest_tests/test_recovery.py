@@ -60,6 +60,21 @@ class Writer(threading.Thread):
             os.close(fd)
 
 
+def kernel_settings(sid: int) -> dict[str, str]:
+    """Every readable attribute of the session and its connection in sysfs, except
+    those a relogin changes by nature (ExpStatSN, the local port)."""
+    out = {}
+    for base in (f"/sys/class/iscsi_session/session{sid}",
+                 f"/sys/class/iscsi_connection/connection{sid}:0"):
+        for f in Path(base).iterdir():
+            if f.is_file() and f.name not in ("uevent", "exp_statsn", "local_port"):
+                try:
+                    out[f"{Path(base).name}/{f.name}"] = f.read_text().strip()
+                except OSError:
+                    pass
+    return out
+
+
 def verify(dev: str, blocks: int) -> None:
     with open(dev, "rb", buffering=0) as f:
         for i in range(blocks):
@@ -82,6 +97,8 @@ def test_connection_killed_during_writes(lio, env, scenario_dir, digests):
     cli.ok("-m", "node", "-T", t.iqn, "-p", PORTAL, "-l")
     sid = sessions_in_sysfs()[0]
     dev = wait_disks(sid, 1)[0]
+    before = kernel_settings(sid)
+    assert before[f"connection{sid}:0/recv_tmo"] and before[f"session{sid}/first_burst_len"]
     w = Writer(dev, 48, pause=0.05)  # paced: ~2.5 s of writes, so the kill lands mid-stream
     w.start()
     while len(w.done) < 8:
@@ -107,6 +124,8 @@ def test_connection_killed_during_writes(lio, env, scenario_dir, digests):
     conn = f"/sys/class/iscsi_connection/connection{sid}:0"
     want = "1" if digests else "0"
     assert (read(f"{conn}/header_digest"), read(f"{conn}/data_digest")) == (want, want)
+    # the relogin re-sends only what changed: the kernel must hold what a full login set
+    assert kernel_settings(sid) == before
     log_text = (scenario_dir / "iscsictld.log").read_text()
     assert "is operational after recovery" in log_text
     # RFC 7143 §13.15: no relogin before DefaultTime2Wait (2 s) after the error
