@@ -10,13 +10,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+from cli import VENV_BIN
 from iscsictl.ipc import DaemonClient, DaemonError
-
-VENV_BIN = Path(sys.executable).parent
 
 
 class Iscsictld:
@@ -34,7 +32,7 @@ class Iscsictld:
         log = open(self.log_path, "ab")
         env = dict(os.environ, ISCSICTL_SOCKET=self.socket_path, **self.env)
         self.proc = subprocess.Popen(
-            [str(VENV_BIN / "python"), "-m", "iscsictl.daemon", *(["-d"] if self.debug else []), *extra],
+            [str(VENV_BIN / "iscsictld"), *(["-d"] if self.debug else []), *extra],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
         )
         log.close()
