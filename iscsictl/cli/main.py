@@ -11,6 +11,7 @@ prints ``iscsictl: <message>`` on stderr; nothing escapes as a traceback.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import sys
 
@@ -92,8 +93,10 @@ class _Parser(argparse.ArgumentParser):
         raise E.CliError(message, E.INVAL)
 
 
+@functools.cache
 def build_parser() -> argparse.ArgumentParser:
-    """The option parser (no subcommands: ``-m`` is an option, as in iscsiadm)."""
+    """The option parser (no subcommands: ``-m`` is an option, as in iscsiadm); built once
+    (the command server builds it before forking its workers; parsing leaves it unchanged)."""
     p = _Parser(prog="iscsictl", add_help=False, usage=USAGE, formatter_class=_formatter,
                 description="iSCSI administration utility (iscsiadm-compatible).",
                 allow_abbrev=False)

@@ -13,6 +13,7 @@ Unknown keys are ignored; a bad value is reported through ``warn`` and the key k
 
 from __future__ import annotations
 
+import re
 from typing import Callable, Iterable
 
 from . import schema
@@ -157,6 +158,10 @@ def _lenient_list(key: Key, text: str, where: str, warn: Warn) -> tuple:
     return tuple(out)
 
 
+#: the key name at the start of a stripped line (\s is str.isspace in a str pattern)
+_NAME_END = re.compile(r"[^=\s]*").match
+
+
 def parse_lines(kind: RecordKind, text: str, where: str = "<record>",
                 warn: Warn = _nowarn) -> tuple[dict, bool]:
     """Parse record text into ``{key: typed value}`` for the keys present; unknown keys are
@@ -166,7 +171,8 @@ def parse_lines(kind: RecordKind, text: str, where: str = "<record>",
     values: dict = {}
     saw_begin = False
     for n, raw in enumerate(text.split("\n"), 1):
-        if len(raw.encode("utf-8", "surrogateescape")) >= schema.MAX_LINE:
+        if len(raw) * 4 >= schema.MAX_LINE and \
+                len(raw.encode("utf-8", "surrogateescape")) >= schema.MAX_LINE:
             warn(f"{where}: line {n} too long")
             continue
         line = raw.strip()
@@ -176,11 +182,7 @@ def parse_lines(kind: RecordKind, text: str, where: str = "<record>",
             if line.startswith(schema.BEGIN_RECORD):
                 saw_begin = True
             continue
-        # name runs to whitespace or '='
-        i = 0
-        ln = len(line)
-        while i < ln and line[i] != "=" and not line[i].isspace():
-            i += 1
+        i = _NAME_END(line).end()  # the name runs to whitespace or '='
         name = line[:i]
         rest = line[i:].lstrip()
         if not rest.startswith("="):
