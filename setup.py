@@ -1,11 +1,17 @@
-"""Build script: package mapping and the optional Cython fast path.
+"""Build script: package mapping, the optional Cython fast path, the command client.
 
 The Cython extensions in _fastpath/ are built when Cython and a C compiler are
 present.  When either is missing, or the compiler fails, the build carries on
-with the pure-Python modules only and says which it built.  Environment:
+with the pure-Python modules only and says which it built.
 
-  ISCSICTL_NO_EXTENSIONS=1       build pure Python only
-  ISCSICTL_REQUIRE_EXTENSIONS=1  fail the build if an extension cannot be built
+The `iscsictl` command is _fastpath/client.c compiled (statically where libc.a
+is present: no dynamic loader at each command's start); it hands commands to
+iscsictld's command server and runs `iscsictl-py` (the Python front end) when
+none answers.  Without a compiler, `iscsictl` is a Python script instead.
+
+Environment:
+  ISCSICTL_NO_EXTENSIONS=1       build pure Python only (`iscsictl` is Python too)
+  ISCSICTL_REQUIRE_EXTENSIONS=1  fail the build if an extension or the client cannot be built
 """
 
 import os
@@ -13,10 +19,17 @@ import sys
 
 from setuptools import find_packages, setup
 from setuptools.command.build_ext import build_ext
+from distutils.command.build_scripts import build_scripts  # setuptools provides distutils
 
 NO_EXT = os.environ.get("ISCSICTL_NO_EXTENSIONS", "") not in ("", "0")
 REQUIRE_EXT = os.environ.get("ISCSICTL_REQUIRE_EXTENSIONS", "") not in ("", "0")
 EXT_MODULES = ["bhs", "framing"]  # _fastpath/<name>.pyx -> iscsictl._fastpath.<name>
+CLIENT_SOURCE = "_fastpath/client.c"  # -> the `iscsictl` command
+PYTHON_CLIENT = """#!python
+# iscsictl built without its C client: the Python front end itself.
+from iscsictl.cli.main import main
+main()
+"""
 
 
 def _packages():
@@ -72,7 +85,52 @@ class OptionalBuildExt(build_ext):
               file=sys.stderr)
 
 
+class BuildClient(build_scripts):
+    """Scripts: compile CLIENT_SOURCE into `iscsictl` (a Python script without a compiler)."""
+
+    def copy_scripts(self):
+        scripts = self.scripts
+        self.scripts = [s for s in scripts if s != CLIENT_SOURCE]
+        try:
+            outfiles, updated = super().copy_scripts() if self.scripts else ([], [])
+        finally:
+            self.scripts = scripts
+        self.mkpath(self.build_dir)
+        target = os.path.join(self.build_dir, "iscsictl")
+        if not self._compile(target):
+            with open(target, "w") as f:
+                f.write(PYTHON_CLIENT)
+            os.chmod(target, 0o755)
+        return outfiles + [target], updated + [target]
+
+    def _compile(self, target: str) -> bool:
+        if NO_EXT:
+            return False
+        from distutils.ccompiler import new_compiler
+        from distutils.sysconfig import customize_compiler
+
+        cc = new_compiler()
+        customize_compiler(cc)
+        temp = os.path.join(self.get_finalized_command("build").build_temp, "client")
+        try:
+            objects = cc.compile([CLIENT_SOURCE], output_dir=temp,
+                                 extra_postargs=["-O2", "-Wall"])
+            try:
+                cc.link_executable(objects, target, extra_postargs=["-static"])
+            except Exception:  # no libc.a: dynamic, one loader run per command
+                cc.link_executable(objects, target)
+        except Exception as exc:
+            if REQUIRE_EXT:
+                raise
+            print(f"iscsictl: command client not built ({exc}): `iscsictl` is Python",
+                  file=sys.stderr)
+            return False
+        print("iscsictl: built the command client", file=sys.stderr)
+        return True
+
+
 exts = _extensions()
 if not exts:
     print("iscsictl: pure Python build", file=sys.stderr)
-setup(packages=_packages(), ext_modules=exts, cmdclass={"build_ext": OptionalBuildExt})
+setup(packages=_packages(), ext_modules=exts, scripts=[CLIENT_SOURCE],
+      cmdclass={"build_ext": OptionalBuildExt, "build_scripts": BuildClient})

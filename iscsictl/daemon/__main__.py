@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="iscsid.conf/initiatorname.iscsi dir (default $ISCSICTL_CONFIG_ROOT or /etc/iscsi)")
     p.add_argument("--no-autostart", action="store_true",
                    help="do not log in to node.startup=automatic records at start")
+    p.add_argument("--no-command-server", action="store_true",
+                   help="do not run the command server (each iscsictl command then "
+                        "starts Python)")
     args = p.parse_args(argv)
     if iscsid_running():
         print("iscsictld: open-iscsi's iscsid is running and owns the kernel's iSCSI "
@@ -119,12 +122,19 @@ def _start_logging(level: int) -> logging.handlers.QueueListener:
 async def _run(args: argparse.Namespace) -> int:
     from iscsictl.netlink import IscsiNetlinkError
 
+    from .commands import CommandServerProcess
+
     daemon = Daemon(args.socket, state_dir=args.state_dir, db_root=args.db_root,
                     config_root=args.config_root, autostart=not args.no_autostart)
+    commands = None if args.no_command_server else CommandServerProcess(args.socket)
+    if commands is not None:
+        await commands.start()  # it imports the CLI while the daemon starts
     try:
         await daemon.start()
     except IscsiNetlinkError as exc:
         print(f"iscsictld: {exc}", file=sys.stderr)
+        if commands is not None:
+            await commands.stop()
         return 12
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -133,6 +143,8 @@ async def _run(args: argparse.Namespace) -> int:
     sd_notify("READY=1")
     await daemon.wait_stopped()
     sd_notify("STOPPING=1")
+    if commands is not None:
+        await commands.stop()
     return 0
 
 

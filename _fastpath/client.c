@@ -1,0 +1,300 @@
+/*
+ * iscsictl: the command front end (installed as `iscsictl`).
+ *
+ * Starting CPython and importing the CLI costs more than most commands' work
+ * (tens of ms on a host, over a second in a TCG guest), so when iscsictld runs,
+ * its command server (iscsictl/cli/server.py) holds the CLI imported and forks a
+ * child per command.  This client hands the child its stdin, stdout and stderr
+ * (SCM_RIGHTS), its arguments, environment, working directory and umask, passes
+ * on the signals it receives (INT, TERM, HUP, QUIT, USR1, USR2) and ends as the
+ * child ended: the same exit code, or killed by the same signal.
+ *
+ * When no command server takes the command (no daemon, not root, $ISCSICTL_DIRECT
+ * set, a server of another protocol version), this process becomes the Python
+ * front end instead: $ISCSICTL_PY, or `iscsictl-py` beside this executable.  A
+ * command prints and exits the same either way; only its start-up time differs.
+ *
+ * Socket: $ISCSICTL_CLI_SOCKET, else derived from the daemon's socket
+ * ($ISCSICTL_SOCKET, default /run/iscsictld.sock) by replacing a final ".sock"
+ * with "-cli.sock" (or appending "-cli"): iscsictl.cli.server.cli_socket_path.
+ *
+ * Wire format (native byte order: both ends are on this machine):
+ *   request  struct request, then body_len bytes: the working directory, then
+ *            argc arguments (argv[1:]), then envc "NAME=value" strings, each
+ *            NUL-terminated; fds 0, 1, 2 ride with the header's first byte.
+ *   replies  struct reply: REPLY_STARTED (value = the child's pid), then one of
+ *            REPLY_EXITED (value = exit code) or REPLY_KILLED (value = signal).
+ * The server closes the connection without REPLY_STARTED when it refuses a
+ * request; nothing of the command has run then, so the fallback is safe.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define PROTOCOL_VERSION 1
+#define DEFAULT_DAEMON_SOCKET "/run/iscsictld.sock"
+#define PYTHON_FRONT_END "iscsictl-py"
+
+enum { REPLY_STARTED = 1, REPLY_EXITED = 2, REPLY_KILLED = 3 };
+
+struct request {
+	char magic[4]; /* "ICLI" */
+	uint32_t version;
+	uint32_t umask;
+	uint32_t argc;
+	uint32_t envc;
+	uint32_t body_len;
+};
+
+struct reply {
+	uint32_t kind;
+	int32_t value;
+};
+
+extern char **environ;
+
+static const int forwarded[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 };
+#define N_FORWARDED (sizeof(forwarded) / sizeof(forwarded[0]))
+static volatile sig_atomic_t child_pid;
+
+static void forward(int sig)
+{
+	if (child_pid > 0)
+		kill((pid_t)child_pid, sig);
+}
+
+static void forwarded_set(sigset_t *set)
+{
+	sigemptyset(set);
+	for (size_t i = 0; i < N_FORWARDED; i++)
+		sigaddset(set, forwarded[i]);
+}
+
+/* Become the Python front end; returns only if that cannot be run. */
+static int run_python(char **argv, const sigset_t *old_mask)
+{
+	char self[PATH_MAX], path[PATH_MAX];
+	const char *py = getenv("ISCSICTL_PY");
+
+	sigprocmask(SIG_SETMASK, old_mask, NULL);
+	if (!py || !*py) {
+		ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+		char *slash;
+
+		if (n < 0) {
+			fprintf(stderr, "iscsictl: cannot find the Python front end: "
+					"/proc/self/exe: %s\n", strerror(errno));
+			return 1;
+		}
+		self[n] = '\0';
+		slash = strrchr(self, '/');
+		if (slash)
+			*slash = '\0';
+		if (snprintf(path, sizeof(path), "%s/%s", self, PYTHON_FRONT_END) >= (int)sizeof(path)) {
+			fprintf(stderr, "iscsictl: path too long: %s\n", self);
+			return 1;
+		}
+		py = path;
+	}
+	argv[0] = (char *)py;
+	execv(py, argv);
+	fprintf(stderr, "iscsictl: cannot run the Python front end %s: %s\n", py, strerror(errno));
+	return 1;
+}
+
+static int socket_path(char *out, size_t size)
+{
+	const char *cli = getenv("ISCSICTL_CLI_SOCKET");
+	const char *daemon = getenv("ISCSICTL_SOCKET");
+	size_t len;
+
+	if (cli && *cli)
+		return snprintf(out, size, "%s", cli) < (int)size ? 0 : -1;
+	if (!daemon || !*daemon)
+		daemon = DEFAULT_DAEMON_SOCKET;
+	len = strlen(daemon);
+	if (len > 5 && strcmp(daemon + len - 5, ".sock") == 0)
+		return snprintf(out, size, "%.*s-cli.sock", (int)(len - 5), daemon) < (int)size ? 0 : -1;
+	return snprintf(out, size, "%s-cli", daemon) < (int)size ? 0 : -1;
+}
+
+static int connect_server(void)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (socket_path(addr.sun_path, sizeof(addr.sun_path)) < 0)
+		return -1;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* The request body: cwd, arguments, environment, each NUL-terminated. */
+static char *build_body(int argc, char **argv, uint32_t *envc, uint32_t *len)
+{
+	char cwd[PATH_MAX];
+	size_t total, off = 0, n = 0;
+	char *body;
+
+	if (!getcwd(cwd, sizeof(cwd)))
+		strcpy(cwd, "/"); /* the Python front end fails the same way on its own */
+	total = strlen(cwd) + 1;
+	for (int i = 1; i < argc; i++)
+		total += strlen(argv[i]) + 1;
+	for (char **e = environ; *e; e++, n++)
+		total += strlen(*e) + 1;
+	if (total > UINT32_MAX)
+		return NULL;
+	body = malloc(total);
+	if (!body)
+		return NULL;
+#define PUT(s) do { size_t l_ = strlen(s) + 1; memcpy(body + off, (s), l_); off += l_; } while (0)
+	PUT(cwd);
+	for (int i = 1; i < argc; i++)
+		PUT(argv[i]);
+	for (char **e = environ; *e; e++)
+		PUT(*e);
+#undef PUT
+	*envc = (uint32_t)n;
+	*len = (uint32_t)total;
+	return body;
+}
+
+static int send_all(int fd, const char *buf, size_t len)
+{
+	while (len) {
+		ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int send_request(int fd, int argc, char **argv)
+{
+	struct request req = { .magic = { 'I', 'C', 'L', 'I' }, .version = PROTOCOL_VERSION };
+	union {
+		char buf[CMSG_SPACE(3 * sizeof(int))];
+		struct cmsghdr align;
+	} control;
+	struct iovec iov = { .iov_base = &req, .iov_len = sizeof(req) };
+	struct msghdr msg = {
+		.msg_iov = &iov, .msg_iovlen = 1,
+		.msg_control = control.buf, .msg_controllen = sizeof(control.buf),
+	};
+	struct cmsghdr *cmsg;
+	int fds[3] = { 0, 1, 2 };
+	mode_t mask = umask(0);
+	char *body;
+	ssize_t n;
+	int rc;
+
+	umask(mask);
+	req.umask = (uint32_t)mask;
+	req.argc = (uint32_t)(argc - 1);
+	body = build_body(argc, argv, &req.envc, &req.body_len);
+	if (!body)
+		return -1;
+	memset(control.buf, 0, sizeof(control.buf));
+	cmsg = CMSG_FIRSTHDR(&msg);
+	cmsg->cmsg_level = SOL_SOCKET;
+	cmsg->cmsg_type = SCM_RIGHTS;
+	cmsg->cmsg_len = CMSG_LEN(sizeof(fds));
+	memcpy(CMSG_DATA(cmsg), fds, sizeof(fds));
+	do
+		n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	rc = n == (ssize_t)sizeof(req) ? 0 : -1;
+	if (rc == 0)
+		rc = send_all(fd, body, req.body_len);
+	free(body);
+	return rc;
+}
+
+/* 1: a whole reply, 0: end of file before one, -1: error. */
+static int read_reply(int fd, struct reply *r)
+{
+	size_t got = 0;
+
+	while (got < sizeof(*r)) {
+		ssize_t n = read(fd, (char *)r + got, sizeof(*r) - got);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (n == 0)
+			return 0;
+		got += (size_t)n;
+	}
+	return 1;
+}
+
+int main(int argc, char **argv)
+{
+	const char *direct = getenv("ISCSICTL_DIRECT");
+	sigset_t block, old_mask;
+	struct sigaction sa;
+	struct reply r;
+	int fd;
+
+	forwarded_set(&block);
+	sigprocmask(SIG_BLOCK, &block, &old_mask);
+	if ((direct && *direct) || geteuid() != 0)
+		return run_python(argv, &old_mask);
+	fd = connect_server();
+	if (fd < 0)
+		return run_python(argv, &old_mask);
+	if (send_request(fd, argc, argv) < 0 || read_reply(fd, &r) != 1 || r.kind != REPLY_STARTED) {
+		close(fd); /* refused before the command started: nothing has run */
+		return run_python(argv, &old_mask);
+	}
+	child_pid = r.value;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = forward;
+	sa.sa_flags = SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < N_FORWARDED; i++)
+		sigaction(forwarded[i], &sa, NULL);
+	sigprocmask(SIG_SETMASK, &old_mask, NULL); /* signals held so far are passed on now */
+	for (;;) {
+		int rc = read_reply(fd, &r);
+
+		if (rc != 1) {
+			fprintf(stderr, "iscsictl: the command server ended the connection before "
+					"the command's exit status (%s)\n",
+				rc < 0 ? strerror(errno) : "end of file");
+			return 1;
+		}
+		if (r.kind == REPLY_EXITED)
+			return r.value & 0xff;
+		if (r.kind == REPLY_KILLED) {
+			signal(r.value, SIG_DFL);
+			raise(r.value);
+			return 128 + r.value;
+		}
+	}
+}

@@ -1,0 +1,483 @@
+"""The command server: ``iscsictl`` commands without a Python start each.
+
+iscsictld runs it (``python -m iscsictl.cli.server --socket PATH --watch-stdin``).  It
+imports the CLI once, then for each connection of the ``iscsictl`` client
+(``_fastpath/client.c``, which documents the wire format) forks a child that takes the
+client's stdin/stdout/stderr, arguments, environment, working directory and umask, and runs
+:func:`iscsictl.cli.main.run` exactly as the Python front end ``iscsictl-py`` would.  The
+server answers with the child's pid and, when the child ends, its exit code or signal.
+
+A worker runs one command and shares nothing with the next: each is forked from the
+server's state after import (copy-on-write; :func:`gc.freeze` keeps the collector from
+touching the inherited objects), ahead of need, and warms up until its command arrives.
+Only root is served (SO_PEERCRED; the socket is 0600).  A request the server cannot take
+(bad magic, another protocol version, oversized, not root) is closed before anything runs,
+and the client runs ``iscsictl-py`` instead.  Stopping (SIGTERM, SIGINT, or end of file on
+stdin with ``--watch-stdin``: the daemon that started it is gone) closes the socket and
+waits for the commands under way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import gc
+import importlib
+import os
+import pkgutil
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+
+PROTOCOL_VERSION = 1
+MAGIC = b"ICLI"
+#: struct request of client.c: magic, version, umask, argc, envc, body_len
+REQUEST = struct.Struct("=4sIIIII")
+#: struct reply of client.c: kind, value
+REPLY = struct.Struct("=Ii")
+REPLY_STARTED, REPLY_EXITED, REPLY_KILLED = 1, 2, 3
+MAX_BODY = 1 << 20  # bytes: arguments + environment (Linux's ARG_MAX is 2 MiB for both)
+REQUEST_TIMEOUT = 5.0  # s a client may take to send its request
+STOP_GRACE = 30.0  # s the commands under way get when the server stops
+
+#: Modules a command may import on its way (lazily, inside functions) besides iscsictl's own.
+PRELOAD = ("argparse", "ctypes", "hashlib", "ipaddress", "json", "secrets", "socket",
+           "tempfile", "crc32c")
+#: iscsictl modules no command imports
+SKIP = ("iscsictl.daemon", "iscsictl.scapy_iscsi", "iscsictl.cli.server", "iscsictl.cli.__main__")
+
+
+class RequestError(Exception):
+    """A request the server does not take (the client then runs ``iscsictl-py``)."""
+
+
+def cli_socket_path(daemon_socket: str | None = None) -> str:
+    """The command server's socket: ``$ISCSICTL_CLI_SOCKET``, else ``daemon_socket`` (default
+    :func:`iscsictl.ipc.socket_path`) with a final ``.sock`` replaced by ``-cli.sock`` (or
+    ``-cli`` appended).  client.c derives it the same way."""
+    explicit = os.environ.get("ISCSICTL_CLI_SOCKET")
+    if explicit:
+        return explicit
+    if daemon_socket is None:
+        from ..ipc import socket_path
+
+        daemon_socket = socket_path()
+    if daemon_socket.endswith(".sock"):
+        return daemon_socket[:-5] + "-cli.sock"
+    return daemon_socket + "-cli"
+
+
+def preload() -> int:
+    """Import every module a command may need; returns how many iscsictl modules are loaded."""
+    import iscsictl
+
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # crc32c missing: the commands that need it report it themselves
+            pass
+    for mod in pkgutil.walk_packages(iscsictl.__path__, "iscsictl.",
+                                     onerror=lambda name: None):
+        if not mod.name.startswith(SKIP):
+            try:
+                importlib.import_module(mod.name)
+            except Exception as exc:  # an optional module (e.g. the Cython build) may be absent
+                _log(f"not preloaded: {mod.name}: {exc}")
+    importlib.import_module("iscsictl.cli.main").build_parser()  # cached, shared by workers
+    return sum(1 for name in sys.modules if name.startswith("iscsictl."))
+
+
+def parse_request(header: bytes, body: bytes) -> tuple[int, str, list[str], dict[str, str]]:
+    """(umask, cwd, args, env) from a request's header and body; :class:`RequestError` if
+    malformed.  Strings are decoded like Python's own argv and environ (os.fsdecode)."""
+    magic, version, umask, argc, envc, body_len = REQUEST.unpack(header)
+    if magic != MAGIC or version != PROTOCOL_VERSION:
+        raise RequestError(f"not a version {PROTOCOL_VERSION} request")
+    if len(body) != body_len or not body.endswith(b"\0"):
+        raise RequestError("truncated request")
+    parts = body[:-1].split(b"\0")
+    if len(parts) != 1 + argc + envc:
+        raise RequestError(f"request has {len(parts)} strings, header says {1 + argc + envc}")
+    cwd = os.fsdecode(parts[0])
+    args = [os.fsdecode(p) for p in parts[1:1 + argc]]
+    env = {}
+    for p in parts[1 + argc:]:
+        name, sep, value = p.partition(b"=")
+        if sep and name:
+            env[os.fsdecode(name)] = os.fsdecode(value)
+    return umask & 0o7777, cwd, args, env
+
+
+def _log(message: str) -> None:
+    try:
+        print(f"iscsictl command server: {message}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+def _recv_exact(conn: socket.socket, n: int, fds: list[int] | None = None) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        if fds is not None and not buf:
+            data, got, _flags, _addr = socket.recv_fds(conn, n, 3)
+            fds.extend(got)
+        else:
+            data = conn.recv(n - len(buf))
+        if not data:
+            raise RequestError("the client closed the connection")
+        buf += data
+    return bytes(buf)
+
+
+def _read_request(conn: socket.socket) -> tuple[int, str, list[str], dict[str, str], list[int]]:
+    conn.settimeout(REQUEST_TIMEOUT)
+    fds: list[int] = []
+    try:
+        header = _recv_exact(conn, REQUEST.size, fds)
+        body_len = REQUEST.unpack(header)[5]
+        if body_len > MAX_BODY:
+            raise RequestError(f"request of {body_len} bytes")
+        if len(fds) != 3:
+            raise RequestError(f"request with {len(fds)} file descriptors, not 3")
+        umask, cwd, args, env = parse_request(header, _recv_exact(conn, body_len))
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    conn.settimeout(None)
+    return umask, cwd, args, env, fds
+
+
+def _warm_up(wake: selectors.BaseSelector) -> None:
+    """Touch, in an idle worker, what every command touches (argument parsing, the
+    environment, output, the record parser), so that the copy-on-write faults of a fresh
+    fork are taken before a command arrives; stops as soon as ``wake`` has an event."""
+    from ..db import schema
+    from ..db.record import Record, format_record, parse_record
+    from . import main as cli_main
+    from .output import Output
+
+    env = dict(os.environ)
+    with open(os.devnull, "w") as null:
+        steps = (
+            lambda: cli_main.build_parser().parse_args(
+                ["-m", "node", "-T", "iqn.2001-04.com.example:warm", "-p", "192.0.2.1", "-l"]),
+            lambda: (os.environ.clear(), os.environ.update(env)),
+            lambda: cli_main.run(["--version"], Output(out=null, err=null)),
+            lambda: parse_record(schema.NODE, format_record(
+                Record(schema.NODE, {"node.name": "iqn.2001-04.com.example:warm",
+                                     "node.conn[0].address": "192.0.2.1"}), for_file=True)),
+        )
+        for step in steps:
+            if wake.select(0):
+                return
+            try:
+                step()
+            except Exception:  # noqa: BLE001: warming is best effort
+                pass
+
+
+def _accept_one(listener: socket.socket, ctl: socket.socket) -> socket.socket | None:
+    """Warm up, then wait for a client (None: the server closed ``ctl``, stop)."""
+    wake = selectors.DefaultSelector()
+    wake.register(listener, selectors.EVENT_READ, "client")
+    wake.register(ctl, selectors.EVENT_READ, "ctl")
+    try:
+        _warm_up(wake)
+        while True:
+            for key, _ in wake.select():
+                if key.data == "ctl":
+                    return None  # end of file: the server stops
+                try:
+                    conn, _ = listener.accept()
+                except (BlockingIOError, InterruptedError):
+                    continue  # another worker took it
+                conn.setblocking(True)
+                return conn
+    finally:
+        wake.close()
+
+
+def _worker(listener: socket.socket, ctl: socket.socket) -> None:
+    """A forked worker: take one client from ``listener``, hand the connection to the server
+    over ``ctl`` (so it can report a death by signal), run the command; never returns."""
+    code = 1
+    try:
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+                    signal.SIGUSR2):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # KeyboardInterrupt, as usual
+        conn = _accept_one(listener, ctl)
+        listener.close()
+        if conn is None:
+            os._exit(0)
+        socket.send_fds(ctl, [b"a"], [conn.fileno()])
+        ctl.close()
+        uid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                  struct.calcsize("3i")))[1]
+        if uid != 0:
+            os._exit(1)  # the client runs iscsictl-py, as that user
+        try:
+            umask, cwd, args, env, fds = _read_request(conn)
+            os.chdir(cwd)
+        except (RequestError, OSError) as exc:
+            _log(f"request refused: {exc}")
+            os._exit(1)  # nothing ran: the client runs iscsictl-py instead
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.umask(umask)
+        os.environ.clear()
+        os.environ.update(env)
+        sys.argv = ["iscsictl", *args]
+        try:
+            sys.stdout.reconfigure(line_buffering=os.isatty(1))
+        except (AttributeError, OSError, ValueError):
+            pass
+        conn.sendall(REPLY.pack(REPLY_STARTED, os.getpid()))
+        from .main import run
+
+        try:
+            code = run(args)
+        except KeyboardInterrupt:
+            code = 130
+        _finish(code, conn)
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException as exc:  # noqa: BLE001: a worker must end by os._exit
+        try:
+            sys.stderr.write(f"iscsictl: unexpected error: {type(exc).__name__}: {exc}\n")
+            sys.stderr.flush()
+        except BaseException:  # noqa: BLE001
+            pass
+    os._exit(code & 0xFF)
+
+
+def _finish(code: int, conn: socket.socket) -> None:
+    """Flush, let go of the client's stdio, report the exit code and exit: the client
+    (and a pipe reader after it) need not wait for this process's teardown."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    try:
+        conn.sendall(REPLY.pack(REPLY_EXITED, code & 0xFF))
+    except OSError:
+        pass
+    os._exit(code & 0xFF)
+
+
+class _Worker:
+    __slots__ = ("pid", "ctl", "conn")
+
+    def __init__(self, pid: int, ctl: socket.socket) -> None:
+        self.pid = pid
+        self.ctl: socket.socket | None = ctl  # None once it took a client
+        self.conn: socket.socket | None = None  # the client's connection, once taken
+
+
+class CommandServer:
+    """Accepts commands on ``path`` (0600); each runs in a forked worker.
+
+    ``idle`` workers are forked ahead; each warms up, then waits in accept() on the shared
+    socket, so a command meets neither a fork nor the server's own loop.  A worker that takes
+    a client passes the connection to the server (which reports a death by signal) and the
+    server forks its replacement.  ``watch_fd``: a descriptor whose end of file stops the
+    server (the daemon's pipe)."""
+
+    MAX_EARLY_DEATHS = 3  # idle workers dying in a row: something is broken, stop serving
+
+    def __init__(self, path: str, watch_fd: int | None = None, idle: int = 2) -> None:
+        self.path = path
+        self.watch_fd = watch_fd
+        self.idle = idle
+        self.sel = selectors.DefaultSelector()
+        self.workers: dict[int, _Worker] = {}  # by pidfd
+        self.stopping = False
+        self.listener: socket.socket | None = None
+        self._early_deaths = 0
+        self._wake_r, self._wake_w = socket.socketpair()
+
+    def bind(self) -> None:
+        """Create the socket (replacing a stale one); OSError if the path is unusable."""
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            s.bind(self.path)
+        finally:
+            os.umask(old)
+        s.listen(128)
+        s.setblocking(False)  # the workers poll it, and one of them wins each client
+        self.listener = s
+
+    def _stop(self, *_args) -> None:
+        self.stopping = True
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+
+    def serve(self) -> None:
+        """Serve until stopped, then wait (at most STOP_GRACE s) for the commands under way."""
+        assert self.listener is not None
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._stop)
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        if self.watch_fd is not None:
+            self.sel.register(self.watch_fd, selectors.EVENT_READ, "watch")
+        gc.freeze()  # the workers inherit the imported modules: keep their pages shared
+        self._top_up()
+        deadline = None
+        while True:
+            if self.stopping and self.listener is not None:
+                self._close_listener()
+                deadline = time.monotonic() + STOP_GRACE
+            if self.stopping and not self.workers:
+                break
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if deadline is not None and timeout == 0.0:
+                _log(f"stopping with {len(self.workers)} commands still running")
+                break
+            for key, _ in self.sel.select(timeout):
+                what = key.data
+                if what == "wake":
+                    try:
+                        self._wake_r.recv(64)
+                    except BlockingIOError:
+                        pass
+                elif what == "watch":
+                    if not os.read(self.watch_fd, 4096):
+                        self.sel.unregister(self.watch_fd)
+                        self.stopping = True
+                elif what[0] == "ctl":
+                    self._taken(what[1])
+                else:
+                    self._reap(what[1])
+
+    def _close_listener(self) -> None:
+        """No new clients (they run iscsictl-py); idle workers are told to exit."""
+        self.listener.close()
+        self.listener = None
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        for w in self.workers.values():
+            if w.ctl is not None:
+                self.sel.unregister(w.ctl)
+                w.ctl.close()  # end of file: an idle worker exits
+                w.ctl = None
+
+    def _top_up(self) -> None:
+        while not self.stopping and sum(w.ctl is not None for w in self.workers.values()) \
+                < self.idle:
+            self._fork_worker()
+
+    def _fork_worker(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                self.sel.close()
+                for s in (self._wake_r, self._wake_w, ours):
+                    s.close()
+                for pidfd, w in self.workers.items():
+                    os.close(pidfd)
+                    for s in (w.ctl, w.conn):
+                        if s is not None:
+                            s.close()
+                if self.watch_fd is not None:  # stdin: keep 0-2 taken, or a received
+                    null = os.open(os.devnull, os.O_RDONLY)  # descriptor would land there
+                    os.dup2(null, self.watch_fd)
+                    os.close(null)
+            finally:
+                _worker(self.listener, theirs)
+        theirs.close()
+        pidfd = os.pidfd_open(pid)
+        self.workers[pidfd] = _Worker(pid, ours)
+        self.sel.register(pidfd, selectors.EVENT_READ, ("exit", pidfd))
+        self.sel.register(ours, selectors.EVENT_READ, ("ctl", pidfd))
+
+    def _taken(self, pidfd: int) -> None:
+        """A worker took a client: keep the connection for its exit status, replace it.
+        (End of file instead: the worker died idle; :meth:`_reap` sees to it.)"""
+        w = self.workers[pidfd]
+        try:
+            _msg, fds, _flags, _addr = socket.recv_fds(w.ctl, 1, 1)
+        except OSError:
+            fds = []
+        self.sel.unregister(w.ctl)
+        w.ctl.close()
+        w.ctl = None
+        if fds:
+            w.conn = socket.socket(fileno=fds[0])
+            self._early_deaths = 0
+            self._top_up()
+
+    def _reap(self, pidfd: int) -> None:
+        self.sel.unregister(pidfd)
+        w = self.workers.pop(pidfd)
+        os.close(pidfd)
+        _, status = os.waitpid(w.pid, 0)
+        if w.ctl is not None:
+            self.sel.unregister(w.ctl)
+            w.ctl.close()
+        if w.conn is None:  # died idle
+            if not self.stopping:
+                self._early_deaths += 1
+                _log(f"idle worker {w.pid} ended (wait status {status:#x})")
+                if self._early_deaths >= self.MAX_EARLY_DEATHS:
+                    _log("workers keep dying: stopping (commands run iscsictl-py)")
+                    self._stop()
+                    return
+                self._top_up()
+            return
+        if os.WIFSIGNALED(status):
+            reply = REPLY.pack(REPLY_KILLED, os.WTERMSIG(status))
+        else:  # the worker reported it already; this covers one that could not
+            reply = REPLY.pack(REPLY_EXITED, os.waitstatus_to_exitcode(status))
+        try:
+            w.conn.sendall(reply)  # a request refused: the client ignores it and falls back
+        except OSError:
+            pass
+        w.conn.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m iscsictl.cli.server",
+                                description="iscsictl's command server (iscsictld starts it)")
+    p.add_argument("--socket", default=None, help="socket path (default: cli_socket_path())")
+    p.add_argument("--watch-stdin", action="store_true",
+                   help="stop at end of file on stdin (the starting daemon is gone)")
+    args = p.parse_args(argv)
+    path = args.socket or cli_socket_path()
+    server = CommandServer(path, watch_fd=0 if args.watch_stdin else None)
+    preload()  # first: a socket that answers serves at once
+    try:
+        server.bind()
+    except OSError as exc:
+        _log(f"cannot listen on {path}: {exc.strerror}")
+        return 1
+    try:
+        server.serve()
+    finally:
+        if server.listener is not None:
+            server._close_listener()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

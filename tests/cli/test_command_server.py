@@ -1,0 +1,409 @@
+"""The ``iscsictl`` client (_fastpath/client.c) and the command server (iscsictl.cli.server):
+real processes, a real tgtd for discovery.
+
+A command run through the server must be indistinguishable from the Python front end
+(``iscsictl-py``): exit code, stdout, stderr, the files it writes and their modes, its
+environment and working directory, signals.  Where a test needs proof that the server ran
+the command, ``ISCSICTL_PY`` names a program that does not exist, so a fallback fails loudly.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import Cli
+from iscsictl.cli.server import (MAGIC, PROTOCOL_VERSION, REPLY, REPLY_EXITED, REPLY_KILLED,
+                                 REPLY_STARTED, REQUEST, RequestError, cli_socket_path,
+                                 parse_request)
+
+BIN = Path(sys.executable).parent
+CLIENT = BIN / "iscsictl"
+NO_PY = "/nonexistent/iscsictl-py"
+TARGET = "iqn.2001-04.com.example:cmdserver"
+
+
+def test_client_is_the_compiled_front_end():
+    head = CLIENT.read_bytes()[:4]
+    assert head == b"\x7fELF", f"{CLIENT} is not the compiled client (setup.py BuildClient)"
+    assert (BIN / "iscsictl-py").exists()
+
+
+class Server:
+    """``python -m iscsictl.cli.server`` on ``<tmp>/d-cli.sock``, the path the client derives
+    from ISCSICTL_SOCKET=<tmp>/d.sock; stopped by end of file on its stdin."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.daemon_socket = str(tmp / "d.sock")
+        self.path = tmp / "d-cli.sock"
+        self.log = tmp / "server.log"
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-X", "utf8", "-m", "iscsictl.cli.server", "--socket",
+                 str(self.path), "--watch-stdin"], stdin=subprocess.PIPE, stdout=log,
+                stderr=log)
+        deadline = time.monotonic() + 60
+        while not self.path.exists():
+            assert self.proc.poll() is None, self.log.read_text()
+            assert time.monotonic() < deadline, "command server did not listen"
+            time.sleep(0.02)
+
+    def workers(self) -> list[int]:
+        text = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        return [int(p) for p in text.split()]
+
+    def stop(self, timeout: float = 40) -> int:
+        if self.proc.stdin and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        return self.proc.wait(timeout)
+
+
+@pytest.fixture
+def server(tmp_path):
+    s = Server(tmp_path)
+    yield s
+    if s.proc.poll() is None:
+        assert s.stop() == 0, s.log.read_text()
+    assert not s.path.exists(), "the server left its socket"
+
+
+def run_client(args, env, cwd=None, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([str(CLIENT), *args], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=60, **kw)
+
+
+def env_for(server_or_sock, root: Path | None = None, served: bool = True, **extra) -> dict:
+    sock = server_or_sock.daemon_socket if isinstance(server_or_sock, Server) \
+        else str(server_or_sock)
+    env = dict(os.environ, ISCSICTL_SOCKET=sock)
+    env.pop("ISCSICTL_CLI_SOCKET", None)
+    if root is not None:
+        env.update(ISCSICTL_DB_ROOT=str(root), ISCSICTL_CONFIG_ROOT=str(root))
+    if served:
+        env["ISCSICTL_PY"] = NO_PY
+    else:
+        env["ISCSICTL_DIRECT"] = "1"
+    env.update(extra)
+    return env
+
+
+def tree(root: Path) -> dict[str, tuple]:
+    """Every file, directory and link under root: (mode, content or target)."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            what = os.readlink(p).replace(str(root), "<root>")
+        elif stat.S_ISDIR(st.st_mode):
+            what = None
+        else:
+            what = p.read_text()
+        name = str(p.relative_to(root))
+        if name.startswith(".locks/"):  # named by a hash of the locked path, root included
+            name = f".locks/#{sum(n.startswith('.locks/') for n in out)}"
+        out[name] = (stat.S_IMODE(st.st_mode), what)
+    return out
+
+
+def test_socket_path_derivation(monkeypatch):
+    monkeypatch.delenv("ISCSICTL_CLI_SOCKET", raising=False)
+    assert cli_socket_path("/run/iscsictld.sock") == "/run/iscsictld-cli.sock"
+    assert cli_socket_path("/tmp/x") == "/tmp/x-cli"
+    monkeypatch.setenv("ISCSICTL_CLI_SOCKET", "/tmp/explicit")
+    assert cli_socket_path("/run/iscsictld.sock") == "/tmp/explicit"
+
+
+def test_socket_is_root_only(server):
+    assert stat.S_IMODE(server.path.stat().st_mode) == 0o600
+
+
+@pytest.mark.peer
+def test_commands_behave_as_the_python_front_end(server, tgt, tmp_path):
+    """The same command sequence, served and direct, each on its own DB: equal exit codes,
+    output (with the root's path normalised), and equal DB trees, modes included."""
+    portal = tgt.portal
+    seq = [
+        ["--version"],
+        ["-h"],
+        ["-m", "bogus"],
+        ["-m", "node", "-x"],
+        ["-m", "node"],
+        ["-m", "node", "-o", "new", "-T", TARGET, "-p", "192.0.2.1"],
+        ["-m", "node", "-T", TARGET, "-p", "192.0.2.1", "-o", "update",
+         "-n", "node.session.auth.password", "-v", "s3cret-s3cret"],
+        ["-m", "node", "-T", TARGET, "-p", "192.0.2.1", "-o", "show"],
+        ["-m", "node", "-T", TARGET, "-p", "192.0.2.1", "-o", "show", "-S"],
+        ["-m", "discovery", "-t", "st", "-p", portal],
+        ["-m", "discovery", "-t", "st", "-p", portal, "-P", "1"],
+        ["--json", "-m", "node"],
+        ["-m", "node", "-P", "1"],
+        ["-m", "discovery"],
+        ["-m", "iface"],
+        ["-m", "iface", "-I", "default", "-o", "show"],
+        ["-m", "node", "-T", "iqn.2001-04.com.example:none", "-o", "delete"],
+        ["-m", "node", "-T", TARGET, "-o", "delete"],
+        ["-m", "node"],
+    ]
+    roots = {}
+    results = {}
+    for served in (False, True):
+        root = tmp_path / ("served" if served else "direct") / "etc-iscsi"
+        Cli(str(root))
+        roots[served] = root
+        env = env_for(server, root, served)
+        results[served] = []
+        for args in seq:
+            r = run_client(args, env)
+            results[served].append((args, r.returncode, r.stdout.replace(str(root), "<root>"),
+                                    r.stderr.replace(str(root), "<root>")))
+    for direct, served in zip(results[False], results[True]):
+        assert served == direct
+    assert results[True][9][1] == 0, results[True][9]  # the discovery found tgtd's targets
+    assert tree(roots[True]) == tree(roots[False])
+    assert any(m == 0o600 for m, _ in tree(roots[True]).values())  # records with secrets
+
+
+def test_working_directory_umask_and_environment(server, tmp_path):
+    """A relative --db-root resolves in the client's directory; the umask and the
+    environment are the client's."""
+    trees = {}
+    for served in (False, True):
+        cwd = tmp_path / ("served" if served else "direct")
+        cwd.mkdir()
+        Cli(str(cwd / "etc"))
+        env = env_for(server, served=served, ISCSICTL_CONFIG_ROOT=str(cwd / "etc"))
+        r = run_client(["--db-root", "etc", "-m", "node", "-o", "new", "-T", TARGET,
+                        "-p", "192.0.2.7"], env, cwd=cwd, preexec_fn=lambda: os.umask(0o027))
+        assert r.returncode == 0, r.stderr
+        trees[served] = tree(cwd / "etc")
+        r = run_client(["-m", "node"], dict(env, ISCSICTL_DB_ROOT=str(cwd / "etc")), cwd="/")
+        assert r.returncode == 0 and r.stdout.startswith("192.0.2.7:3260,") and \
+            r.stdout.endswith(f" {TARGET}\n"), r
+    assert trees[True] == trees[False]
+    assert any(stat.S_ISDIR(m) or m for m, _ in trees[True].values())
+
+
+class SilentPortal:
+    """A TCP listener that never answers: a login to it waits until its timeout."""
+
+    def __enter__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.portal = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        return self
+
+    def __exit__(self, *exc):
+        self.sock.close()
+
+
+def _start_blocked(env, root: Path, portal: str) -> subprocess.Popen:
+    p = subprocess.Popen([str(CLIENT), "-m", "discovery", "-t", "st", "-p", portal], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)  # in the login wait (the fixture's login timeout is 3 s)
+    return p
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signals_reach_the_command(server, tmp_path, sig):
+    """Ctrl-C: 'interrupted', exit 130; SIGTERM: killed by SIGTERM; as iscsictl-py."""
+    outcomes = {}
+    with SilentPortal() as silent:
+        for served in (False, True):
+            root = tmp_path / str(served)
+            Cli(str(root))
+            p = _start_blocked(env_for(server, root, served), root, silent.portal)
+            p.send_signal(sig)
+            out, err = p.communicate(timeout=30)
+            outcomes[served] = (p.returncode, out, err)
+    assert outcomes[True] == outcomes[False]
+    if sig == signal.SIGINT:
+        assert outcomes[True][0] == 130 and "iscsictl: interrupted" in outcomes[True][2]
+    else:
+        assert outcomes[True][0] == -signal.SIGTERM
+
+
+def _raw_request(path: Path, args: list[str], version: int = PROTOCOL_VERSION,
+                 magic: bytes = MAGIC) -> socket.socket:
+    env = [f"{k}={v}".encode() for k, v in os.environ.items()]
+    body = b"".join(s + b"\0" for s in [b"/", *(a.encode() for a in args), *env])
+    header = REQUEST.pack(magic, version, 0o22, len(args), len(env), len(body))
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(30)
+    s.connect(str(path))
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        socket.send_fds(s, [header], [null, null, null])
+    finally:
+        os.close(null)
+    s.sendall(body)
+    return s
+
+
+def _replies(s: socket.socket) -> list[tuple[int, int]]:
+    data = b""
+    while chunk := s.recv(64):
+        data += chunk
+    return [REPLY.unpack_from(data, i) for i in range(0, len(data) - len(data) % 8, 8)]
+
+
+def test_worker_killed_by_a_signal_is_reported(server, tmp_path):
+    Cli(str(tmp_path / "etc"))
+    with SilentPortal() as silent:
+        s = _raw_request(server.path, ["--db-root", str(tmp_path / "etc"), "--config-root",
+                                       str(tmp_path / "etc"), "-m", "discovery", "-t", "st",
+                                       "-p", silent.portal])
+        kind, pid = REPLY.unpack(s.recv(REPLY.size, socket.MSG_WAITALL))
+        assert kind == REPLY_STARTED
+        os.kill(pid, signal.SIGKILL)
+        assert _replies(s) == [(REPLY_KILLED, signal.SIGKILL)]
+        s.close()
+
+
+def test_client_dies_by_the_workers_signal(server, tmp_path):
+    root = tmp_path / "etc"
+    Cli(str(root))
+    with SilentPortal() as silent:
+        p = subprocess.Popen([str(CLIENT), "-m", "discovery", "-t", "st", "-p", silent.portal],
+                             env=env_for(server, root), stdin=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        # the busy worker's stdin is the client's pipe (idle ones hold /dev/null)
+        busy = [w for w in server.workers() if os.readlink(f"/proc/{w}/fd/0").startswith("pipe:")]
+        assert len(busy) == 1, busy
+        os.kill(busy[0], signal.SIGKILL)
+        p.wait(30)
+    assert p.returncode == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("bad", ["version", "magic"])
+def test_request_of_another_protocol_is_refused_before_running(server, bad):
+    s = _raw_request(server.path, ["--version"],
+                     **({"version": PROTOCOL_VERSION + 1} if bad == "version"
+                        else {"magic": b"XXXX"}))
+    replies = _replies(s)
+    assert all(kind != REPLY_STARTED for kind, _ in replies), replies
+    r = run_client(["--version"], env_for(server))  # and the server serves on
+    assert r.returncode == 0 and r.stdout.startswith("iscsictl version")
+
+
+def test_parse_request_rejects_malformed_bodies():
+    body = b"/\0-m\0node\0A=1\0"
+    hdr = REQUEST.pack(MAGIC, PROTOCOL_VERSION, 0o22, 2, 1, len(body))
+    assert parse_request(hdr, body) == (0o22, "/", ["-m", "node"], {"A": "1"})
+    for h, b in ((REQUEST.pack(MAGIC, PROTOCOL_VERSION, 0, 3, 1, len(body)), body),
+                 (hdr, body[:-1]),
+                 (REQUEST.pack(MAGIC, PROTOCOL_VERSION, 0, 2, 1, len(body) - 1), body[:-1])):
+        with pytest.raises(RequestError):
+            parse_request(h, b)
+    odd = b"/\0\xff\xfe\0B=\xff\0"  # undecodable bytes survive as Python's argv would
+    h = REQUEST.pack(MAGIC, PROTOCOL_VERSION, 0, 1, 1, len(odd))
+    assert parse_request(h, odd)[2:] == ([os.fsdecode(b"\xff\xfe")], {"B": os.fsdecode(b"\xff")})
+
+
+def test_fallback_without_a_server(tmp_path):
+    """No socket, a stale socket: the client becomes ISCSICTL_PY (here echo, which shows the
+    arguments it was given), or iscsictl-py beside it."""
+    stale = tmp_path / "stale-cli.sock"
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(stale))
+    s.close()  # the file stays, nobody listens
+    for sock in (tmp_path / "none.sock", tmp_path / "stale.sock"):
+        r = run_client(["-m", "node", "x y"],
+                       dict(os.environ, ISCSICTL_SOCKET=str(sock), ISCSICTL_PY="/bin/echo"))
+        assert (r.returncode, r.stdout) == (0, "-m node x y\n")
+    r = run_client(["--version"], dict(os.environ, ISCSICTL_SOCKET=str(tmp_path / "none.sock")))
+    assert r.returncode == 0 and r.stdout.startswith("iscsictl version")  # iscsictl-py
+    r = run_client(["x"], dict(os.environ, ISCSICTL_PY="/nonexistent/py",
+                               ISCSICTL_SOCKET=str(tmp_path / "none.sock")))
+    assert r.returncode == 1
+    assert r.stderr == "iscsictl: cannot run the Python front end /nonexistent/py: " \
+                       "No such file or directory\n"
+
+
+def test_non_root_and_direct_run_the_python_front_end(server):
+    """Only root is served: another user's command runs as that user, in its own process;
+    ISCSICTL_DIRECT=1 never uses the server."""
+    env = env_for(server, ISCSICTL_PY="/bin/echo")
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        str(CLIENT), "-m", "session"], env=env, capture_output=True, text=True,
+                       timeout=30)
+    assert (r.returncode, r.stdout) == (0, "-m session\n"), r.stderr
+    r = run_client(["-m", "node"], dict(env, ISCSICTL_DIRECT="1"))
+    assert r.stdout == "-m node\n"
+
+
+def test_idle_worker_death_is_replaced_and_repeated_deaths_stop_the_server(server):
+    idle = server.workers()
+    assert len(idle) == 2
+    os.kill(idle[0], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while sorted(server.workers()) == sorted(idle) or len(server.workers()) < 2:
+        assert time.monotonic() < deadline, server.workers()
+        time.sleep(0.05)
+    assert run_client(["--version"], env_for(server)).returncode == 0
+    # a broken installation: workers die as soon as they are forked
+    for _ in range(20):
+        for w in server.workers():
+            try:
+                os.kill(w, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if server.proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    assert server.proc.wait(30) == 0
+    assert "workers keep dying" in server.log.read_text()
+    assert not server.path.exists()
+
+
+def test_stop_lets_running_commands_finish(server, tmp_path):
+    root = tmp_path / "etc"
+    Cli(str(root))
+    with SilentPortal() as silent:
+        p = _start_blocked(env_for(server, root), root, silent.portal)
+        server.proc.stdin.close()  # the daemon is gone
+        deadline = time.monotonic() + 10
+        while server.path.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        r = run_client(["--version"], env_for(server))
+        assert r.returncode == 1 and "cannot run the Python front end" in r.stderr  # fallback
+        out, err = p.communicate(timeout=30)
+        assert p.returncode == 8, (out, err)  # ISCSI_ERR_TRANS_TIMEOUT, like iscsiadm
+    assert server.proc.wait(30) == 0
+
+
+def test_command_on_a_terminal(server):
+    """The client's terminal is the command's (isatty, output)."""
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        env = env_for(server)
+        os.execve(str(CLIENT), [str(CLIENT), "--version"], env)
+    out = b""
+    while True:
+        r, _, _ = select.select([fd], [], [], 30)
+        if not r:
+            break
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert out.startswith(b"iscsictl version")
+    assert b"\r\n" in out  # through the terminal's line discipline, not a pipe
