@@ -116,9 +116,9 @@ class BuildClient(build_scripts):
             objects = cc.compile([CLIENT_SOURCE], output_dir=temp,
                                  extra_postargs=["-O2", "-Wall"])
             try:
-                cc.link_executable(objects, target, extra_postargs=["-static"])
+                cc.link_executable(objects, target, extra_postargs=["-static", "-s"])
             except Exception:  # no libc.a: dynamic, one loader run per command
-                cc.link_executable(objects, target)
+                cc.link_executable(objects, target, extra_postargs=["-s"])
         except Exception as exc:
             if REQUIRE_EXT:
                 raise
