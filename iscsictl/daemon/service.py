@@ -77,6 +77,9 @@ PROC_NAME_TRANSPORT = {
 }
 MAX_PARALLEL_LOGINS = 32
 RECOVERY_BACKOFF_MAX = 30.0  #: seconds between relogin attempts at most
+#: seconds a change of the session state file waits for the next ones (32 logins in a
+#: burst write it once, not 32 times over a growing list)
+STATE_SAVE_DELAY = 0.05
 Progress = Callable[[dict[str, Any]], None]
 
 
@@ -151,6 +154,7 @@ class Daemon:
         self._handles: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._logged_out: set[int] = set()  # sids whose kernel destroy event is still due
+        self._state_write: asyncio.TimerHandle | None = None  # a coalesced _save_state
         # SCSI scans block in the kernel for the whole LUN scan: give them their own
         # threads so 32 parallel logins scan in parallel (the default pool has ~6)
         self._scan_pool = ThreadPoolExecutor(MAX_PARALLEL_LOGINS, thread_name_prefix="scan")
@@ -198,6 +202,7 @@ class Daemon:
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._flush_state()
         if self.nl is not None:
             self.nl.close()
             self.nl = None
@@ -274,6 +279,24 @@ class Daemon:
             return {}
 
     def _save_state(self) -> None:
+        """Write the sessions' ISID/TSIH (what adoption after a restart needs) within
+        STATE_SAVE_DELAY s, once for every change made meanwhile (at once with no loop)."""
+        if self._state_write is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._write_state()
+            return
+        self._state_write = loop.call_later(STATE_SAVE_DELAY, self._write_state)
+
+    def _flush_state(self) -> None:
+        if self._state_write is not None:
+            self._state_write.cancel()
+            self._write_state()
+
+    def _write_state(self) -> None:
+        self._state_write = None
         data = {str(s.sid): {"isid": str(s.isid) if s.isid else None, "tsih": s.tsih}
                 for s in self.sessions.values()}
         try:
