@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from cli import VENV_BIN
+from iscsictl.cli.server import cli_socket_path
 from iscsictl.ipc import DaemonClient, DaemonError
 
 
@@ -48,6 +49,20 @@ class Iscsictld:
                 time.sleep(0.05)
         raise RuntimeError("iscsictld did not answer within %s s" % timeout)
 
+    def wait_command_server(self, timeout: float = 60.0) -> int:
+        """Wait until the daemon's command server listens with its idle workers forked
+        (it imports the CLI first: ~1.5 s in the VM); its pid."""
+        path = Path(cli_socket_path(self.socket_path))
+        deadline = time.monotonic() + timeout
+        while True:
+            kids = children(self.proc.pid) if self.proc else []
+            servers = [p for p in kids if "iscsictl.cli.server" in cmdline(p)]
+            if path.exists() and servers and len(children(servers[0])) >= 2:
+                return servers[0]
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no command server on {path} after {timeout} s")
+            time.sleep(0.05)
+
     def logout_all_and_stop(self) -> None:
         """Teardown for scenarios: (re)start the daemon if a scenario killed it, log out
         every session it manages (forced), stop it."""
@@ -74,3 +89,19 @@ class Iscsictld:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
+
+
+def children(pid: int) -> list[int]:
+    """The pids of a process's children (none once it is gone)."""
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def cmdline(pid: int) -> str:
+    """A process's command line, arguments separated by spaces ("" once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""

@@ -5,34 +5,10 @@ import time
 from pathlib import Path
 
 from cli import Cli, sessions_in_sysfs, wait_disks
+from iscsictld import Iscsictld, children, cmdline
 
-CLI_SOCKET = Path("/run/iscsictld-cli.sock")
+CLI_SOCKET = Path("/run/iscsictld-cli.sock")  # beside the daemon's /run/iscsictld.sock
 PORTAL = "127.0.0.1"
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except FileNotFoundError:
-        return []
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except FileNotFoundError:
-        return ""
-
-
-def command_server(daemon_pid: int, timeout: float = 60) -> int:
-    """The pid of the daemon's command server, once its socket answers."""
-    deadline = time.monotonic() + timeout
-    while not CLI_SOCKET.exists():
-        assert time.monotonic() < deadline, "the command server never listened"
-        time.sleep(0.05)
-    servers = [p for p in children(daemon_pid) if "iscsictl.cli.server" in cmdline(p)]
-    assert len(servers) == 1, [cmdline(p) for p in children(daemon_pid)]
-    return servers[0]
 
 
 def wait_gone(pids: list[int], timeout: float = 30) -> None:
@@ -44,7 +20,7 @@ def wait_gone(pids: list[int], timeout: float = 30) -> None:
 
 def test_commands_run_in_the_command_server(lio, daemon, scenario_dir):
     """Discovery, login, -P 3, logout with no Python front end to fall back to."""
-    command_server(daemon.proc.pid)
+    daemon.wait_command_server()
     cli = Cli(scenario_dir / "etc")
     cli.env["ISCSICTL_PY"] = "/nonexistent/iscsictl-py"  # a fallback would fail loudly
     t = lio.create("iqn.2003-01.org.example.vm:served", luns=[16 << 20])
@@ -60,18 +36,13 @@ def test_commands_run_in_the_command_server(lio, daemon, scenario_dir):
 def test_command_server_ends_with_the_daemon(scenario_dir):
     """Stopped with the daemon; and when the daemon is killed, it ends by itself (end of
     file on its stdin), its workers with it, its socket removed."""
-    from iscsictld import Iscsictld
-
     d = Iscsictld(scenario_dir)
     try:
         for ending in ("SIGKILL", "SIGTERM"):
             d.start()
-            server = command_server(d.proc.pid)
-            deadline = time.monotonic() + 30
-            while len(children(server)) < 2:  # 2 idle workers, forked after the bind
-                assert time.monotonic() < deadline, children(server)
-                time.sleep(0.05)
+            server = d.wait_command_server()
             procs = [server, *children(server)]
+            assert len(procs) == 3, [cmdline(p) for p in procs]  # 2 idle workers
             if ending == "SIGKILL":
                 d.kill9()
             else:
