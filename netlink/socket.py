@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import errno
 import logging
 import os
@@ -607,13 +608,39 @@ class IscsiNetlink(_Core, _Operations):
         return req.parse(self.request(req))
 
     def _call_many(self, reqs: list[_Request]) -> list[Any]:
-        out: list[Any] = []
-        for req in reqs:
-            try:
-                out.append(req.parse(self.request(req)))
-            except IscsiKernelError as exc:
-                out.append(exc)
-        return out
+        """One datagram for the batch when none of it can block in the kernel: the kernel's
+        ``iscsi_if_rx`` handles the messages of one skb in turn under its mutex and answers
+        each, in order (an error reply included), so one ``sendmsg()`` replaces len(reqs)."""
+        if len(reqs) < 2 or any(r.ev_type in BLOCKING_OPS for r in reqs):
+            return [self._parse_or_error(req, lambda r=req: self.request(r)) for req in reqs]
+        timeout = max(self.timeout if r.timeout is None else r.timeout for r in reqs)
+        deadline = time.monotonic() + timeout
+        self._send(b"".join(r.data for r in reqs))  # each message is NLMSG_ALIGNed
+        replies: list[Any] = []
+        while len(replies) < len(reqs):
+            for msg in self._read_datagrams():
+                if len(replies) < len(reqs) and self._is_reply(reqs[len(replies)], msg):
+                    replies.append(msg)
+                else:
+                    self._events.append(event_from_message(msg))
+            if len(replies) == len(reqs):
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._dispatch()
+                raise ReplyTimeout(f"{len(replies)} of {len(reqs)} replies to a batch of "
+                                   f"{E(reqs[0].ev_type).name} within {timeout:g} s")
+            self._wait_readable(remaining)
+        self._dispatch()
+        return [self._parse_or_error(req, lambda r=req, m=msg: _check_reply(r.ev_type, m))
+                for req, msg in zip(reqs, replies)]
+
+    @staticmethod
+    def _parse_or_error(req: _Request, reply: Callable[[], Any]) -> Any:
+        try:
+            return req.parse(reply())
+        except IscsiKernelError as exc:
+            return exc
 
     def request(self, req: _Request) -> Any:
         """Send one encoded request and wait for its reply (checked by :func:`_check_reply`)."""
@@ -693,13 +720,24 @@ class AsyncIscsiNetlink(_Core, _Operations):
     (or call :meth:`start`), and close with :meth:`close` or ``async with``.  A reply that arrives
     after its request timed out is delivered as an event (UnknownEvent or IF_ERROR), never matched
     to a later request of another type.
+
+    :meth:`run_blocking` runs a whole sequence of requests (a session's CREATE_SESSION ...
+    START_CONN) on one "lane" thread with a blocking client of its own: the kernel's part of
+    every request (done inside ``sendmsg()``, under the kernel's one iSCSI netlink mutex) then
+    overlaps the loop's own work instead of stalling it.  The lane's socket joins no multicast
+    group: its replies are its own, and every event still comes to this client.
+    ``lane_transport`` makes that socket (default: :func:`open_netlink_socket` with no group).
     """
 
     def __init__(self, transport: Transport | None = None, *, timeout: float = DEFAULT_TIMEOUT,
                  event_callback: Callable[[KernelEvent], Any] | None = None, rcvbuf: int = DEFAULT_RCVBUF,
-                 send_in_executor: bool = True, loop: asyncio.AbstractEventLoop | None = None) -> None:
+                 send_in_executor: bool = True, loop: asyncio.AbstractEventLoop | None = None,
+                 lane_transport: Callable[[], Transport] | None = None) -> None:
         super().__init__(transport, timeout, event_callback, rcvbuf)
         self.send_in_executor = send_in_executor
+        self._lane_transport = lane_transport or (lambda: open_netlink_socket(groups=0, rcvbuf=rcvbuf))
+        self._lane_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._lane: IscsiNetlink | None = None  # used on the lane thread only
         self.events: asyncio.Queue[KernelEvent] = asyncio.Queue()
         self._lock = asyncio.Lock()
         self._pending: tuple[_Request, asyncio.Future[Any]] | None = None
@@ -730,7 +768,32 @@ class AsyncIscsiNetlink(_Core, _Operations):
     async def __aexit__(self, *exc: Any) -> None:
         self.close()
 
+    def run_blocking(self, fn: Callable[..., Any], *args: Any) -> "asyncio.Future[Any]":
+        """``fn(client, *args)`` on the lane thread, ``client`` a blocking :class:`IscsiNetlink`
+        with its own socket; a future of its result (or exception).  Jobs run one at a time, in
+        order.  Cancelling the future does not stop a job that has started."""
+        if self._transport is None:
+            raise NetlinkClosedError("the iSCSI netlink socket is closed")
+        if self._lane_pool is None:
+            self._lane_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="iscsi-nl")
+        loop = self._loop or asyncio.get_running_loop()
+        return loop.run_in_executor(self._lane_pool, self._on_lane, fn, args)
+
+    def _on_lane(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        if self._lane is None:
+            self._lane = IscsiNetlink(self._lane_transport(), timeout=self.timeout)
+        return fn(self._lane, *args)
+
+    def _close_lane(self) -> None:
+        if self._lane_pool is not None:
+            pool, self._lane_pool = self._lane_pool, None
+            pool.shutdown(wait=True)  # a started job ends within its requests' timeouts
+        if self._lane is not None:
+            self._lane.close()
+            self._lane = None
+
     def close(self) -> None:
+        self._close_lane()
         if self._reading and self._loop is not None and not self._loop.is_closed():
             self._loop.remove_reader(self._fd)
         self._reading = False

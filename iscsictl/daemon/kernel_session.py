@@ -32,6 +32,7 @@ import os
 import socket
 from collections.abc import Mapping, MutableSet
 from dataclasses import dataclass, field
+from typing import Any
 
 from iscsictl.netlink import IscsiKernelError, StopConnFlag
 from iscsictl.protocol.chap import AuthenticationError
@@ -267,12 +268,10 @@ async def userspace_login(
     raise SessionError(5, f"login redirected more than {MAX_REDIRECTS} times")
 
 
-async def _set_params(nl, handle: int, sid: int, cid: int,  # type: ignore[no-untyped-def]
-                      params: list[tuple[int, str]]) -> dict[int, str | None]:
-    """Every SET_PARAM in one batch; what the kernel now holds, ``{param: value}``
-    with None for an OPTIONAL one it does not implement (ENOSYS/EINVAL: ISID,
-    IFMARKER_EN, OFMARKER_EN on 6.1).  The first refusal of a required one raises."""
-    results = await nl.set_params(handle, sid, cid, params)
+def _held(params: list[tuple[int, str]], results: list) -> dict[int, str | None]:
+    """What the kernel holds after a SET_PARAM batch, ``{param: value}`` with None for an
+    OPTIONAL one it does not implement (ENOSYS/EINVAL: ISID, IFMARKER_EN, OFMARKER_EN on
+    6.1).  The first refusal of a required one raises."""
     held: dict[int, str | None] = {}
     for (param, value), exc in zip(params, results):
         if exc is None:
@@ -282,6 +281,51 @@ async def _set_params(nl, handle: int, sid: int, cid: int,  # type: ignore[no-un
         else:
             raise exc
     return held
+
+
+async def _set_params(nl, handle: int, sid: int, cid: int,  # type: ignore[no-untyped-def]
+                      params: list[tuple[int, str]]) -> dict[int, str | None]:
+    """Every SET_PARAM in one batch; what the kernel now holds (:func:`_held`)."""
+    return _held(params, await nl.set_params(handle, sid, cid, params))
+
+
+class HandoverFailed(Exception):
+    """A kernel step after CREATE_SESSION failed with ``cause``; ``sid`` must be torn down."""
+
+    def __init__(self, cause: BaseException, sid: int) -> None:
+        super().__init__(str(cause))
+        self.cause, self.sid = cause, sid
+
+
+def _hand_over(knl, handle: int, initial_cmdsn: int, cmds_max: int, queue_depth: int,  # type: ignore[no-untyped-def]
+               fd: int, params: list[tuple[int, str]]):
+    """The kernel's side of a login, blocking, on the netlink lane (``knl``: IscsiNetlink):
+    CREATE_SESSION (initial_cmdsn = the login's CmdSN), CREATE_CONN, BIND_CONN(fd), the
+    SET_PARAMs, START_CONN.  Returns (SessionIds, cid, held params); raises what
+    CREATE_SESSION raises, or :class:`HandoverFailed` for a later step."""
+    ids = knl.create_session(handle, initial_cmdsn, cmds_max, queue_depth)
+    try:
+        cid = knl.create_conn(handle, ids.sid, 0)
+        knl.bind_conn(handle, ids.sid, cid, fd, True)
+        held = _held(params, knl.set_params(handle, ids.sid, cid, params))
+        knl.start_conn(handle, ids.sid, cid)
+    except Exception as exc:
+        raise HandoverFailed(exc, ids.sid) from exc
+    return ids, cid, held
+
+
+async def _to_the_end(job: "asyncio.Future[Any]") -> "tuple[asyncio.Future[Any], bool]":
+    """Await ``job`` to its end even if this task is cancelled meanwhile (a started kernel
+    job cannot be stopped, and what it made must be undone); returns (job, cancelled)."""
+    cancelled = False
+    while not job.done():
+        try:
+            await asyncio.shield(job)
+        except asyncio.CancelledError:
+            cancelled = True
+        except BaseException:  # noqa: BLE001 - the job's own outcome, read by the caller
+            break
+    return job, cancelled
 
 
 async def establish(
@@ -303,17 +347,12 @@ async def establish(
     initiator_name = iface_initiator_name(node.record) or initiator_name
     sock, result, portal = await userspace_login(node, initiator_name, isid, issued_challenges)
     rec = node.record
-    sid = None
     try:
         try:
             cmds_max = int(rec.get("node.session.cmds_max", 128))
             queue_depth = int(rec.get("node.session.queue_depth", 32))
         except ValueError:
             cmds_max, queue_depth = 128, 32
-        ids = await nl.create_session(handle, result.cmdsn, cmds_max, queue_depth)
-        sid = ids.sid
-        cid = await nl.create_conn(handle, sid, 0)
-        await nl.bind_conn(handle, sid, cid, sock.fileno(), True)
         tpgt = result.params.target_portal_group_tag
         ctx = ParamContext(
             record=rec, params=result.params, initiator_name=initiator_name,
@@ -321,16 +360,23 @@ async def establish(
             persistent_port=node.port, tpgt=tpgt if tpgt is not None else max(node.tpgt, 0),
             iface=node.iface, exp_statsn=result.exp_statsn, isid=isid.to_bytes(),
         )
-        held = await _set_params(nl, handle, sid, cid, session_params(ctx) + negotiated_params(ctx))
-        await nl.start_conn(handle, sid, cid)
-    except IscsiKernelError as exc:
-        if sid is not None:
-            await force_teardown(nl, handle, sid, 0)
-        raise SessionError(9, f"the kernel refused the session: {exc}") from None
-    except BaseException:
-        if sid is not None:
-            await force_teardown(nl, handle, sid, 0)
-        raise
+        # the kernel's work inside sendmsg() overlaps the loop's (other logins) on the lane
+        job, cancelled = await _to_the_end(nl.run_blocking(
+            _hand_over, handle, result.cmdsn, cmds_max, queue_depth, sock.fileno(),
+            session_params(ctx) + negotiated_params(ctx)))
+        try:
+            ids, cid, held = job.result()
+        except HandoverFailed as failed:
+            await force_teardown(nl, handle, failed.sid, 0)
+            if isinstance(failed.cause, IscsiKernelError):
+                raise SessionError(9, f"the kernel refused the session: {failed.cause}") from None
+            raise failed.cause from None
+        except IscsiKernelError as exc:
+            raise SessionError(9, f"the kernel refused the session: {exc}") from None
+        if cancelled:
+            await force_teardown(nl, handle, ids.sid, cid)
+            raise asyncio.CancelledError
+        sid = ids.sid
     finally:
         # The kernel holds its own reference to the socket (sockfd_lookup in
         # BIND_CONN); our descriptor is no longer needed (proven: run5).

@@ -14,7 +14,8 @@ import time
 import pytest
 
 from iscsictl.netlink import (AsyncIscsiNetlink, ConnError, IscsiKernelError, IscsiNetlink, IscsiParam,
-                              KernelInterfaceUnavailable, RecvPdu, ReplyTimeout, StopConnFlag, UnbindSession)
+                              KernelInterfaceUnavailable, NetlinkClosedError, RecvPdu, ReplyTimeout,
+                              StopConnFlag, UnbindSession)
 from iscsictl.netlink import messages as m
 from iscsictl.netlink.enums import IscsiUeventE as E
 
@@ -42,14 +43,27 @@ def if_error(req: bytes, err: int) -> bytes:
     return bytes(data)
 
 
+def split_messages(dgram: bytes) -> list[bytes]:
+    """The netlink messages of one datagram, as the kernel's iscsi_if_rx walks an skb
+    (nlmsg_len, then NLMSG_ALIGN to the next)."""
+    out, off = [], 0
+    while len(dgram) - off >= 16:
+        (length,) = struct.unpack_from("=I", dgram, off)
+        out.append(dgram[off:off + length])
+        off += (length + 3) & ~3
+    return out
+
+
 class FakeKernel:
-    """Receives requests on one end of a socketpair; ``handler(req) -> [datagrams]`` answers them."""
+    """Receives requests on one end of a socketpair; ``handler(req) -> [datagrams]`` answers
+    each message of a datagram in turn (several requests may share one, as in the kernel)."""
 
     def __init__(self, handler):
         self.user, self.kern = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.user.setblocking(False)
         self.handler = handler
         self.requests: list[bytes] = []
+        self.datagrams = 0
         self._t = threading.Thread(target=self._run, daemon=True)
         self._t.start()
 
@@ -61,12 +75,14 @@ class FakeKernel:
                 return
             if not req:
                 return
-            self.requests.append(req)
-            for dgram in self.handler(req) or ():
-                if isinstance(dgram, float):
-                    time.sleep(dgram)
-                else:
-                    self.kern.send(dgram)
+            self.datagrams += 1
+            for one in split_messages(req):
+                self.requests.append(one)
+                for dgram in self.handler(one) or ():
+                    if isinstance(dgram, float):
+                        time.sleep(dgram)
+                    else:
+                        self.kern.send(dgram)
 
     def send(self, dgram: bytes):
         self.kern.send(dgram)
@@ -493,6 +509,16 @@ def test_set_params_sends_every_one_and_reports_each(kernel_factory):
         results = nl.set_params(1, 7, 0, _BATCH)
         assert [e.error for e in nl.pending_events()] == [1011]
     _check_batch(results, k.requests)
+    assert k.datagrams == 1  # the blocking client sends a batch as one datagram
+
+
+def test_batch_with_a_missing_reply_times_out(kernel_factory):
+    """A kernel that answered only part of a batch: ReplyTimeout, not a hang."""
+    k = kernel_factory(lambda req: [] if m.decode_messages(req)[0]["param"] == IscsiParam.ISID
+                       else [echo(req, r_retcode=0)])
+    with IscsiNetlink(k.user, timeout=0.3) as nl:
+        with pytest.raises(ReplyTimeout, match="of 3 replies"):
+            nl.set_params(1, 7, 0, _BATCH)
 
 
 def test_async_set_params_in_one_lock_hold():
@@ -511,3 +537,48 @@ def test_async_set_params_in_one_lock_hold():
 
     _check_batch(asyncio.run(main()), requests)
     assert [e.error for e in seen] == [1011]
+
+
+def test_run_blocking_uses_the_lane_socket_and_events_still_arrive(kernel_factory):
+    """run_blocking: the job's requests go out on the lane's own socket (one datagram for a
+    SET_PARAM batch) from another thread; the main socket's events keep coming meanwhile."""
+    main_k = kernel_factory(lambda req: [echo(req, r_retcode=0)])
+    lane_k = kernel_factory(_answer_enosys_for_isid)
+    seen, threads = [], []
+
+    def job(knl, params):
+        threads.append(threading.current_thread().name)
+        main_k.send(ev_conn_error(sid=9))  # an event on the main socket while the lane works
+        return knl.set_params(1, 7, 0, params)
+
+    async def main():
+        nl = AsyncIscsiNetlink(main_k.user, timeout=2, event_callback=seen.append,
+                               lane_transport=lambda: lane_k.user)
+        try:
+            results = await nl.run_blocking(job, _BATCH)
+            await nl.set_param(1, 7, 0, IscsiParam.EXP_STATSN, "1")  # the main socket still works
+            for _ in range(100):
+                if seen:
+                    break
+                await asyncio.sleep(0.01)
+            return results
+        finally:
+            nl.close()
+
+    results = asyncio.run(main())
+    _check_batch(results, lane_k.requests)
+    assert lane_k.datagrams == 1 and len(main_k.requests) == 1
+    assert threads[0].startswith("iscsi-nl") and threads[0] != threading.main_thread().name
+    assert [e.sid for e in seen if isinstance(e, ConnError)] == [9]
+
+
+def test_run_blocking_after_close_raises(kernel_factory):
+    k = kernel_factory(lambda req: [echo(req, r_retcode=0)])
+
+    async def main():
+        nl = AsyncIscsiNetlink(k.user, timeout=1, lane_transport=lambda: k.user)
+        nl.close()
+        with pytest.raises(NetlinkClosedError):
+            nl.run_blocking(lambda knl: None)
+
+    asyncio.run(main())
