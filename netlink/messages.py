@@ -323,17 +323,18 @@ class IscsiMarshal(Marshal):
                             length, len(data) - offset)
                 return
             (key,) = struct.unpack_from("=I", data, offset + self.key_offset)
-            cls = self.msg_map.get(key, self.default_message_class)
-            fast = _fast_layout(key) if key in self.msg_map else None
+            fast = _codec(key)
             if fast is not None:
                 # what pyroute2's decode() yields, by one struct call (~1 us, not ~8):
                 # replies to the ~40 requests of a login and every event come this way
-                st, names = fast
-                msg = dict(zip(names, st.unpack_from(data, offset + NLMSG_HDRLEN)))
-                msg["header"] = dict(zip(_HEADER_KEYS, _NLMSGHDR.unpack_from(data, offset)))
+                st, names, _index = fast
+                values = st.unpack_from(data, offset)
+                msg = dict(zip(names, values[5:]))
+                msg["header"] = dict(zip(_HEADER_KEYS, values[:5]))
                 msg["payload"] = data[offset + NLMSG_HDRLEN + ISCSI_UEVENT_SIZE : offset + length]
                 yield msg
             else:
+                cls = self.msg_map.get(key, self.default_message_class)
                 full = cls(data[offset : offset + length])
                 try:
                     full.decode()
@@ -380,6 +381,27 @@ def _fast_layout(ev_type: int) -> tuple[struct.Struct, tuple[str, ...]] | None:
     return layout
 
 
+_CODECS: dict[int, tuple[struct.Struct, tuple[str, ...], dict[str, int]] | None] = {}
+
+
+def _codec(ev_type: int) -> tuple[struct.Struct, tuple[str, ...], dict[str, int]] | None:
+    """nlmsghdr + uevent as one ``struct.Struct``, the uevent's field names (in value order,
+    after the header's five) and ``{name: value index}``; None for a type without a fast
+    layout (:func:`_fast_layout`) or not in the table."""
+    try:
+        return _CODECS[ev_type]
+    except KeyError:
+        pass
+    fast = _fast_layout(ev_type) if ev_type in MESSAGE_CLASSES else None
+    codec = None
+    if fast is not None:
+        st, names = fast
+        codec = (struct.Struct(_NLMSGHDR.format + st.format.lstrip("=")), names,
+                 {n: i + 5 for i, n in enumerate(names)})
+    _CODECS[ev_type] = codec
+    return codec
+
+
 def encode_message(ev_type: int, *, transport_handle: int = 0, payload: bytes = b"", nlmsg_seq: int = 0,
                    nlmsg_pid: int = 0, nlmsg_type: int | None = None, **fields: Any) -> bytes:
     """Encode nlmsghdr + uevent (+ payload) for ``ev_type`` using :data:`MESSAGE_CLASSES`.
@@ -390,18 +412,25 @@ def encode_message(ev_type: int, *, transport_handle: int = 0, payload: bytes = 
     Returns the datagram bytes (padded to 4; ``nlmsg_len`` is not padded).
     """
     cls = MESSAGE_CLASSES[ev_type]
-    fast = _fast_layout(ev_type)
+    codec = _codec(ev_type)
+    if codec is not None:
+        st, names, index = codec
+        values = [0] * (5 + len(names))
+        payload = bytes(payload)
+        length = NLMSG_HDRLEN + ISCSI_UEVENT_SIZE + len(payload)
+        values[0:5] = (length, ev_type if nlmsg_type is None else nlmsg_type, 0, nlmsg_seq, nlmsg_pid)
+        values[index["type"]] = ev_type
+        values[index["transport_handle"]] = transport_handle
+        try:
+            for name, value in fields.items():
+                values[index[name]] = value
+        except KeyError:
+            unknown = set(fields) - _FIELD_NAMES[ev_type]
+            raise KeyError(f"{cls.__name__} has no field(s) {sorted(unknown)}") from None
+        return st.pack(*values) + payload + bytes(-length & 3)
     if not fields.keys() <= _FIELD_NAMES[ev_type]:
         unknown = set(fields) - _FIELD_NAMES[ev_type]
         raise KeyError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
-    if fast is not None:
-        layout, order = fast
-        values = {"type": ev_type, "iferror": 0, "transport_handle": transport_handle, **fields}
-        body = layout.pack(*[values.get(n, 0) for n in order]) + bytes(payload)
-        length = NLMSG_HDRLEN + len(body)
-        head = _NLMSGHDR.pack(length, ev_type if nlmsg_type is None else nlmsg_type, 0,
-                              nlmsg_seq, nlmsg_pid)
-        return head + body + bytes(-length & 3)
     msg = cls()
     msg["header"]["type"] = ev_type if nlmsg_type is None else nlmsg_type
     msg["header"]["flags"] = 0
