@@ -365,7 +365,9 @@ def test_kernel_event_for_unknown_sid(lio, env, scenario_dir):
     assert read(f"/sys/class/iscsi_session/session{sid}/state") == "LOGGED_IN"
 
 
-def netlink_portid(pid: int, protocol: int = 8) -> int:
+def netlink_portids(pid: int, protocol: int = 8) -> list[tuple[int, int]]:
+    """(portid, multicast groups) of each netlink socket of ``protocol`` the process holds:
+    the daemon's event socket (group 1) and its lane's (no group)."""
     inodes = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         try:
@@ -374,11 +376,13 @@ def netlink_portid(pid: int, protocol: int = 8) -> int:
             continue
         if link.startswith("socket:["):
             inodes.add(link[8:-1])
+    found = []
     for line in Path("/proc/net/netlink").read_text().splitlines()[1:]:
         f = line.split()
         if int(f[1]) == protocol and f[-1] in inodes:
-            return int(f[2])
-    raise AssertionError(f"pid {pid} has no netlink socket of protocol {protocol}")
+            found.append((int(f[2]), int(f[3], 16)))
+    assert found, f"pid {pid} has no netlink socket of protocol {protocol}"
+    return sorted(found, key=lambda p: -p[1])  # the event socket first
 
 
 def test_malformed_netlink_message(lio, env, scenario_dir):
@@ -395,7 +399,8 @@ def test_malformed_netlink_message(lio, env, scenario_dir):
     cli, d = env
     d.start()
     _t, sid, dev = login_one(cli, d, lio, "iqn.2003-01.org.example.vm:mal")
-    portid = netlink_portid(d.proc.pid)
+    ports = netlink_portids(d.proc.pid)
+    assert ports[0][1] == 1, ports  # the socket the kernel's events reach
     garbage = [
         b"garbage!",
         struct.pack("=IHHII", 4000, E.KEVENT_CONN_ERROR, 0, 0, 0) + b"\xff" * 24,  # lies about its length
@@ -407,8 +412,9 @@ def test_malformed_netlink_message(lio, env, scenario_dir):
     ]
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 8) as s:
         s.bind((0, 0))
-        for g in garbage:
-            s.sendto(g, (portid, 0))
+        for portid, _groups in ports:  # the lane's socket reads them at its next job
+            for g in garbage:
+                s.sendto(g, (portid, 0))
     wait_for("the log lines", lambda: d.log_path.read_text().count(
         "only the kernel, port 0, is trusted") >= len(garbage), 10)
     text = d.log_path.read_text()
@@ -425,6 +431,9 @@ def test_malformed_netlink_message(lio, env, scenario_dir):
     cli.ok("-m", "node", "-T", t2.iqn, "-p", PORTAL, "-l")
     assert len(sessions_in_sysfs()) == 2
     assert sessions_by_target()[t2.iqn]
+    text = d.log_path.read_text()  # the lane's socket had them all too, and dropped them
+    assert text.count("only the kernel, port 0, is trusted") == len(garbage) * len(ports), text
+    assert "Traceback" not in text
 
 
 def test_record_deleted_while_session_runs(lio, env, scenario_dir):
