@@ -17,6 +17,7 @@ Needs tgtd, iscsi-ls (libiscsi-bin), iscsiadm (open-iscsi), unshare, root for th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -40,7 +41,8 @@ if not os.path.exists(ISCSICTL):
 INIT = "iqn.2026-11.bench.iscsictl:init"
 
 
-def timed(cmd: list[str], ns: tuple[str, str] | None = None) -> tuple[float, int, int]:
+def timed(cmd: list[str], ns: tuple[str, str] | None = None,
+          env: dict | None = None) -> tuple[float, int, int]:
     """(seconds, peak RSS KiB, exit code) of ``cmd``; ``ns=(etc, lock)`` runs it in a private
     mount namespace with ``etc`` on /etc/iscsi, timing only the command inside."""
     fd, tfile = tempfile.mkstemp(prefix="bench-time-")
@@ -49,7 +51,8 @@ def timed(cmd: list[str], ns: tuple[str, str] | None = None) -> tuple[float, int
     wall = None
     if ns is None:
         t0 = time.perf_counter()
-        rc = subprocess.call(timecmd + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        rc = subprocess.call(timecmd + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env=env)
         wall = time.perf_counter() - t0  # finer than %e's 10 ms (includes time(1)'s fork)
     else:
         etc, lock = ns
@@ -86,9 +89,11 @@ ROWS: list[tuple] = []
 
 
 def row(what, o, p, peer_name, goal=""):
+    """o/p: (seconds, peak RSS KiB); an RSS of 0 is not measured (a served command's
+    worker is not the timed process)."""
     ratio = f"{o[0] / p[0]:.2f}x" if p and p[0] else "-"
-    mem = f"{o[1] / p[1]:.2f}x" if p and p[1] else "-"
-    ROWS.append((what, f"{o[0]:.3f}", f"{o[1] / 1024:.1f}",
+    mem = f"{o[1] / p[1]:.2f}x" if p and p[1] and o[1] else "-"
+    ROWS.append((what, f"{o[0]:.3f}", f"{o[1] / 1024:.1f}" if o[1] else "-",
                  peer_name, f"{p[0]:.3f}" if p else "-", f"{p[1] / 1024:.1f}" if p else "-",
                  ratio, mem, goal))
 
@@ -170,6 +175,30 @@ def bench_db(base: str) -> None:
         o = median_of(lambda: timed(ours(root, *args)))
         assert o[2] == 0 and p[2] == 0, (what, o, p)
         row(what, o, p, "iscsiadm", goal)
+    with command_server(base) as env:  # as with iscsictld running: no Python start per command
+        for what, args, goal in cases[1:]:
+            p = median_of(lambda: timed([adm, *args], ns))
+            o = median_of(lambda: timed(ours(root, *args), env=env))
+            assert o[2] == 0 and p[2] == 0, (what, o, p)
+            row(what + ", through the command server", (o[0], 0), p, "iscsiadm", goal)
+
+
+@contextlib.contextmanager
+def command_server(base: str):
+    """``python -m iscsictl.cli.server`` on a private socket (iscsictld starts the same
+    server beside itself); yields the environment that sends ``iscsictl`` there."""
+    path = os.path.join(base, "cli.sock")
+    proc = subprocess.Popen([sys.executable, "-X", "utf8", "-m", "iscsictl.cli.server",
+                             "--socket", path, "--watch-stdin"], stdin=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.5)  # its idle workers forked and warm
+        yield dict(os.environ, ISCSICTL_CLI_SOCKET=path, ISCSICTL_PY="/nonexistent")
+    finally:
+        proc.stdin.close()
+        proc.wait(30)
 
 
 def import_time() -> None:
