@@ -153,7 +153,7 @@ static char *build_body(int argc, char **argv, uint32_t *envc, uint32_t *len)
 	char *body;
 
 	if (!getcwd(cwd, sizeof(cwd)))
-		strcpy(cwd, "/"); /* the Python front end fails the same way on its own */
+		return NULL; /* a removed directory: the Python front end meets it as it is */
 	total = strlen(cwd) + 1;
 	for (int i = 1; i < argc; i++)
 		total += strlen(argv[i]) + 1;

@@ -1,11 +1,12 @@
 """The command server: ``iscsictl`` commands without a Python start each.
 
 iscsictld runs it (``python -m iscsictl.cli.server --socket PATH --watch-stdin``).  It
-imports the CLI once, then for each connection of the ``iscsictl`` client
-(``_fastpath/client.c``, which documents the wire format) forks a child that takes the
-client's stdin/stdout/stderr, arguments, environment, working directory and umask, and runs
-:func:`iscsictl.cli.main.run` exactly as the Python front end ``iscsictl-py`` would.  The
-server answers with the child's pid and, when the child ends, its exit code or signal.
+imports the CLI once and forks workers ahead of need; each connection of the ``iscsictl``
+client (``_fastpath/client.c``, which documents the wire format) is taken by one worker,
+which takes over the client's stdin/stdout/stderr, arguments, environment, working directory
+and umask, and runs :func:`iscsictl.cli.main.run` exactly as the Python front end
+``iscsictl-py`` would.  The client learns the worker's pid and, when it ends, its exit code
+or signal.
 
 A worker runs one command and shares nothing with the next: each is forked from the
 server's state after import (copy-on-write; :func:`gc.freeze` keeps the collector from

@@ -407,3 +407,15 @@ def test_command_on_a_terminal(server):
     assert os.waitstatus_to_exitcode(status) == 0
     assert out.startswith(b"iscsictl version")
     assert b"\r\n" in out  # through the terminal's line discipline, not a pipe
+
+
+def test_removed_working_directory_runs_the_python_front_end(server, tmp_path):
+    """A command started in a directory that no longer exists meets it as iscsictl-py would
+    (the client does not send a made-up directory to the server)."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    p = subprocess.Popen(["sh", "-c", f"cd {gone} && rmdir {gone} && exec {CLIENT} -m node"],
+                         env=env_for(server, ISCSICTL_PY="/bin/echo"), stdout=subprocess.PIPE,
+                         text=True)
+    out, _ = p.communicate(timeout=30)
+    assert (p.returncode, out) == (0, "-m node\n")
