@@ -782,7 +782,13 @@ class AsyncIscsiNetlink(_Core, _Operations):
     def _on_lane(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         if self._lane is None:
             self._lane = IscsiNetlink(self._lane_transport(), timeout=self.timeout)
-        return fn(self._lane, *args)
+        try:
+            return fn(self._lane, *args)
+        finally:
+            # no multicast reaches the lane: what it queued is a reply that came too late
+            stray = self._lane.pending_events()
+            if stray:
+                log.debug("iscsi netlink lane: %d late replies dropped", len(stray))
 
     def _close_lane(self) -> None:
         if self._lane_pool is not None:
