@@ -358,46 +358,29 @@ def decode_messages(data: bytes) -> list[dict[str, Any]]:
     return list(_MARSHAL.parse(data))
 
 
-_FAST: dict[int, tuple[struct.Struct, tuple[str, ...]] | None] = {}
 _FIELD_NAMES = {ev: frozenset(n for n, _ in cls.fields) for ev, cls in MESSAGE_CLASSES.items()}
-
-
-def _fast_layout(ev_type: int) -> tuple[struct.Struct, tuple[str, ...]] | None:
-    """A ``struct.Struct`` for a message class's 56-byte uevent, derived once from its
-    pyroute2 ``fields`` (which stay the single declaration of the layout): every field
-    is a plain host-endian struct code with explicit pads, so packing them in order is
-    the C layout.  None (use pyroute2's encoder) for a class that does not fit that."""
-    try:
-        return _FAST[ev_type]
-    except KeyError:
-        pass
-    fields = MESSAGE_CLASSES[ev_type].fields
-    layout = None
-    if not any(f[0] in "<>!=@" for _, f in fields):
-        st = struct.Struct("=" + "".join(f for _, f in fields))
-        if st.size == ISCSI_UEVENT_SIZE:
-            layout = (st, tuple(n for n, f in fields if not f.endswith("x")))
-    _FAST[ev_type] = layout
-    return layout
-
-
 _CODECS: dict[int, tuple[struct.Struct, tuple[str, ...], dict[str, int]] | None] = {}
 
 
 def _codec(ev_type: int) -> tuple[struct.Struct, tuple[str, ...], dict[str, int]] | None:
-    """nlmsghdr + uevent as one ``struct.Struct``, the uevent's field names (in value order,
-    after the header's five) and ``{name: value index}``; None for a type without a fast
-    layout (:func:`_fast_layout`) or not in the table."""
+    """One ``struct.Struct`` for nlmsghdr + a message class's 56-byte uevent, derived once
+    from its pyroute2 ``fields`` (which stay the single declaration of the layout): every
+    field is a plain host-endian struct code with explicit pads, so packing them in order is
+    the C layout.  Returns that Struct, the uevent's field names in value order (after the
+    header's five values) and ``{name: value index}``; None (use pyroute2's codec) for a
+    type not in the table or a class that does not fit that."""
     try:
         return _CODECS[ev_type]
     except KeyError:
         pass
-    fast = _fast_layout(ev_type) if ev_type in MESSAGE_CLASSES else None
     codec = None
-    if fast is not None:
-        st, names = fast
-        codec = (struct.Struct(_NLMSGHDR.format + st.format.lstrip("=")), names,
-                 {n: i + 5 for i, n in enumerate(names)})
+    cls = MESSAGE_CLASSES.get(ev_type)
+    if cls is not None and not any(f[0] in "<>!=@" for _, f in cls.fields):
+        uevent = "".join(f for _, f in cls.fields)
+        if struct.calcsize("=" + uevent) == ISCSI_UEVENT_SIZE:
+            names = tuple(n for n, f in cls.fields if not f.endswith("x"))
+            codec = (struct.Struct(_NLMSGHDR.format + uevent), names,
+                     {n: i + 5 for i, n in enumerate(names)})
     _CODECS[ev_type] = codec
     return codec
 

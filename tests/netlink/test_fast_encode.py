@@ -12,22 +12,22 @@ _MAX = {"B": 0xFF, "H": 0xFFFF, "I": 0xFFFFFFFF, "Q": 2**64 - 1, "i": 2**31 - 1}
 
 
 def _slow(ev_type, **kw):
-    saved = M._FAST.get(ev_type, "unset")
-    M._FAST[ev_type] = None
+    saved = M._CODECS.get(ev_type, "unset")
+    M._CODECS[ev_type] = None  # pyroute2's encoder
     try:
         return M.encode_message(ev_type, **kw)
     finally:
         if saved == "unset":
-            M._FAST.pop(ev_type, None)
+            M._CODECS.pop(ev_type, None)
         else:
-            M._FAST[ev_type] = saved
+            M._CODECS[ev_type] = saved
 
 
 @pytest.mark.parametrize("ev_type", sorted(M.MESSAGE_CLASSES))
 def test_fast_equals_pyroute2(ev_type):
     rng = random.Random(ev_type)
     cls = M.MESSAGE_CLASSES[ev_type]
-    assert M._fast_layout(ev_type) is not None, f"{cls.__name__} has no fast layout"
+    assert M._codec(ev_type) is not None, f"{cls.__name__} has no fast layout"
     for _ in range(5):
         kw = {}
         for name, fmt in cls.fields:
