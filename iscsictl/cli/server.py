@@ -21,7 +21,6 @@ waits for the commands under way.
 from __future__ import annotations
 
 import argparse
-import errno
 import gc
 import importlib
 import os

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Cli
-from iscsictl.cli.server import (MAGIC, PROTOCOL_VERSION, REPLY, REPLY_EXITED, REPLY_KILLED,
+from iscsictl.cli.server import (MAGIC, PROTOCOL_VERSION, REPLY, REPLY_KILLED,
                                  REPLY_STARTED, REQUEST, RequestError, cli_socket_path,
                                  parse_request)
 
@@ -189,7 +189,7 @@ def test_working_directory_umask_and_environment(server, tmp_path):
         assert r.returncode == 0 and r.stdout.startswith("192.0.2.7:3260,") and \
             r.stdout.endswith(f" {TARGET}\n"), r
     assert trees[True] == trees[False]
-    assert any(stat.S_ISDIR(m) or m for m, _ in trees[True].values())
+    assert trees[True]["nodes"][0] == 0o750  # the client's umask 027, not the server's 022
 
 
 class SilentPortal:
