@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parent)]
 import lio
-from cli import Cli, read, sessions_in_sysfs
+from cli import Cli, read, sessions_in_sysfs, wait_for
 from iscsictld import Iscsictld
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "15"))  # connection kills per side
@@ -37,15 +37,8 @@ PORTAL = "127.0.0.1"
 ISCSID_CONF = Path("/etc/iscsi/iscsid.conf")  # Debian's, from the host's open-iscsi
 
 
-def wait(what: str, cond, timeout: float, step: float = 0.01):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what}: not within {timeout} s")
-        time.sleep(step)
+def wait(what: str, cond, timeout: float):
+    return wait_for(what, cond, timeout, step=0.01)  # a fine step: the figures are waits
 
 
 def run(cmd: list[str], env=None, ok=(0,)) -> str:

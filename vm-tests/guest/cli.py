@@ -36,6 +36,19 @@ class Cli:
         self.ok("-m", "node", "-T", target, "-p", portal, "-o", "update", "-n", key, "-v", value)
 
 
+def wait_for(what: str, cond, timeout: float, step: float = 0.05):
+    """Poll ``cond()`` every ``step`` s until it is truthy; its value.  AssertionError
+    naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(step)
+
+
 def sessions_in_sysfs() -> list[int]:
     d = Path("/sys/class/iscsi_session")
     return sorted(int(p.name[7:]) for p in d.glob("session*")) if d.exists() else []

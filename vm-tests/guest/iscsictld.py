@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from cli import VENV_BIN
+from cli import VENV_BIN, wait_for
 from iscsictl.cli.server import cli_socket_path
 from iscsictl.ipc import DaemonClient, DaemonError
 
@@ -53,15 +53,15 @@ class Iscsictld:
         """Wait until the daemon's command server listens with its idle workers forked
         (it imports the CLI first: ~1.5 s in the VM); its pid."""
         path = Path(cli_socket_path(self.socket_path))
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def ready() -> int | None:
             kids = children(self.proc.pid) if self.proc else []
             servers = [p for p in kids if "iscsictl.cli.server" in cmdline(p)]
             if path.exists() and servers and len(children(servers[0])) >= 2:
                 return servers[0]
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no command server on {path} after {timeout} s")
-            time.sleep(0.05)
+            return None
+
+        return wait_for(f"a command server on {path}", ready, timeout)
 
     def logout_all_and_stop(self) -> None:
         """Teardown for scenarios: (re)start the daemon if a scenario killed it, log out

@@ -1,10 +1,9 @@
 """iscsictld's command server in the guest: the CLI's commands run there against the real
 kernel, and the server lives and ends with the daemon (however the daemon ends)."""
 
-import time
 from pathlib import Path
 
-from cli import Cli, sessions_in_sysfs, wait_disks
+from cli import Cli, sessions_in_sysfs, wait_disks, wait_for
 from iscsictld import Iscsictld, children, cmdline
 
 CLI_SOCKET = Path("/run/iscsictld-cli.sock")  # beside the daemon's /run/iscsictld.sock
@@ -12,10 +11,8 @@ PORTAL = "127.0.0.1"
 
 
 def wait_gone(pids: list[int], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while any(Path(f"/proc/{p}").exists() and "iscsictl" in cmdline(p) for p in pids):
-        assert time.monotonic() < deadline, [cmdline(p) for p in pids]
-        time.sleep(0.05)
+    wait_for(f"processes {pids} gone", lambda: not any(
+        Path(f"/proc/{p}").exists() and "iscsictl" in cmdline(p) for p in pids), timeout)
 
 
 def test_commands_run_in_the_command_server(lio, daemon, scenario_dir):

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cli import Cli, read, sessions_in_sysfs, wait_disks
+from cli import Cli, read, sessions_in_sysfs, wait_disks, wait_for
 from iscsictld import Iscsictld
 
 MIB = 1 << 20
@@ -137,17 +137,6 @@ def test_connection_killed_during_writes(lio, env, scenario_dir, digests):
                 stamps[key] = int(h) * 3600 + int(m) * 60 + float(sec)
     waited = stamps["relogin: logging in"] - stamps["Kernel reported iSCSI connection"]
     assert waited >= 1.99, f"relogin {waited:.3f} s after the error, before Time2Wait"
-
-
-def wait_for(what: str, cond, timeout: float, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(step)
 
 
 def timed_pread(dev: str, timeout: float) -> tuple[float, Exception | None]:
