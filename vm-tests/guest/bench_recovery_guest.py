@@ -37,8 +37,8 @@ PORTAL = "127.0.0.1"
 ISCSID_CONF = Path("/etc/iscsi/iscsid.conf")  # Debian's, from the host's open-iscsi
 
 
-def wait(what: str, cond, timeout: float):
-    return wait_for(what, cond, timeout, step=0.01)  # a fine step: the figures are waits
+def wait(what: str, cond, timeout: float, step: float = 0.01):
+    return wait_for(what, cond, timeout, step)  # a fine step by default: the figures are waits
 
 
 def run(cmd: list[str], env=None, ok=(0,)) -> str:
