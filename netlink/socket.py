@@ -41,6 +41,7 @@ import os
 import select
 import socket
 import struct
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable, NamedTuple, Protocol, Sequence
@@ -325,11 +326,32 @@ class _Operations:
 
     def create_conn(self, handle: int, sid: int, cid: int, *, timeout: float | None = None) -> int:
         """ISCSI_UEVENT_CREATE_CONN -> the cid (``r.c_conn_ret.cid``); (u32)-1 raises ENOMEM."""
+        return self._call(self._create_conn_request(handle, sid, cid, timeout))
+
+    def _create_conn_request(self, handle: int, sid: int, cid: int, timeout: float | None) -> _Request:
         def parse(m: Any) -> int:
             if m["r_cid"] == 0xFFFFFFFF:
                 raise IscsiKernelError(errno.ENOMEM, "CREATE_CONN", "retcode")
             return m["r_cid"]
-        return self._req(E.CREATE_CONN, handle, sid=sid, cid=cid, timeout=timeout, parse=parse)
+        return self._request(E.CREATE_CONN, handle, sid=sid, cid=cid, timeout=timeout, parse=parse)
+
+    def create_and_start_conn(self, handle: int, sid: int, cid: int, transport_eph: int,
+                              params: Iterable[tuple[int, str]], *, is_leading: bool = True,
+                              timeout: float | None = None) -> list[Any]:
+        """CREATE_CONN(cid), BIND_CONN(transport_eph), a SET_PARAM per ``(IscsiParam, text)``
+        pair and START_CONN as one batch: one datagram in :class:`IscsiNetlink` (the kernel's
+        ``iscsi_if_rx`` handles the messages of an skb in order and answers each, so a
+        connection comes up in one ``sendmsg()``).  Every request is sent whatever the
+        earlier ones answer (after a failed CREATE_CONN or BIND_CONN the rest fail too).
+        Returns one entry per request, in order: the cid (``r.c_conn_ret.cid``), then None
+        for each success, or the :class:`IscsiKernelError` the kernel answered.
+        ReplyTimeout and closed-socket errors raise."""
+        return self._call_many([
+            self._create_conn_request(handle, sid, cid, timeout),
+            self._bind_conn_request(handle, sid, cid, transport_eph, is_leading, timeout),
+            *(self._set_param_request(handle, sid, cid, p, v, timeout) for p, v in params),
+            self._request(E.START_CONN, handle, sid=sid, cid=cid, timeout=timeout),
+        ])
 
     def destroy_conn(self, handle: int, sid: int, cid: int, *, timeout: float | None = None) -> None:
         """ISCSI_UEVENT_DESTROY_CONN (flushes the kernel's cleanup work)."""
@@ -340,8 +362,12 @@ class _Operations:
         """ISCSI_UEVENT_BIND_CONN. ``transport_eph``: for iscsi_tcp the connected TCP socket's fd *in this
         process* (the kernel does ``sockfd_lookup``); for iser/offload the ep handle. ``r.retcode`` < 0 raises
         (EEXIST: bad fd; EINVAL: not TCP; ENOTCONN: cleanup pending)."""
-        return self._req(E.BIND_CONN, handle, sid=sid, cid=cid, transport_eph=transport_eph,
-                         is_leading=int(bool(is_leading)), timeout=timeout)
+        return self._call(self._bind_conn_request(handle, sid, cid, transport_eph, is_leading, timeout))
+
+    def _bind_conn_request(self, handle: int, sid: int, cid: int, transport_eph: int, is_leading: bool,
+                           timeout: float | None) -> _Request:
+        return self._request(E.BIND_CONN, handle, sid=sid, cid=cid, transport_eph=transport_eph,
+                             is_leading=int(bool(is_leading)), timeout=timeout)
 
     def set_param(self, handle: int, sid: int, cid: int, param: int, value: str, *,
                   timeout: float | None = None) -> None:
@@ -722,22 +748,26 @@ class AsyncIscsiNetlink(_Core, _Operations):
     to a later request of another type.
 
     :meth:`run_blocking` runs a whole sequence of requests (a session's CREATE_SESSION ...
-    START_CONN) on one "lane" thread with a blocking client of its own: the kernel's part of
+    START_CONN) on a "lane" thread with a blocking client of its own: the kernel's part of
     every request (done inside ``sendmsg()``, under the kernel's one iSCSI netlink mutex) then
-    overlaps the loop's own work instead of stalling it.  The lane's socket joins no multicast
-    group: its replies are its own, and every event still comes to this client.
-    ``lane_transport`` makes that socket (default: :func:`open_netlink_socket` with no group).
+    overlaps the loop's own work instead of stalling it.  There are ``lanes`` of them (default
+    2): while the kernel works for one lane's job, another lane encodes and decodes its own.
+    A lane's socket joins no multicast group: its replies are its own, and every event still
+    comes to this client.  ``lane_transport`` makes a lane's socket (default:
+    :func:`open_netlink_socket` with no group), once per lane.
     """
 
     def __init__(self, transport: Transport | None = None, *, timeout: float = DEFAULT_TIMEOUT,
                  event_callback: Callable[[KernelEvent], Any] | None = None, rcvbuf: int = DEFAULT_RCVBUF,
                  send_in_executor: bool = True, loop: asyncio.AbstractEventLoop | None = None,
-                 lane_transport: Callable[[], Transport] | None = None) -> None:
+                 lane_transport: Callable[[], Transport] | None = None, lanes: int = 2) -> None:
         super().__init__(transport, timeout, event_callback, rcvbuf)
         self.send_in_executor = send_in_executor
         self._lane_transport = lane_transport or (lambda: open_netlink_socket(groups=0, rcvbuf=rcvbuf))
+        self._lanes = max(1, lanes)
         self._lane_pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._lane: IscsiNetlink | None = None  # used on the lane thread only
+        self._lane_local = threading.local()  # .client: each lane thread's IscsiNetlink
+        self._lane_clients: list[IscsiNetlink] = []  # every lane's, for close()
         self.events: asyncio.Queue[KernelEvent] = asyncio.Queue()
         self._lock = asyncio.Lock()
         self._pending: tuple[_Request, asyncio.Future[Any]] | None = None
@@ -769,24 +799,28 @@ class AsyncIscsiNetlink(_Core, _Operations):
         self.close()
 
     def run_blocking(self, fn: Callable[..., Any], *args: Any) -> "asyncio.Future[Any]":
-        """``fn(client, *args)`` on the lane thread, ``client`` a blocking :class:`IscsiNetlink`
-        with its own socket; a future of its result (or exception).  Jobs run one at a time, in
-        order.  Cancelling the future does not stop a job that has started."""
+        """``fn(client, *args)`` on a lane thread, ``client`` that lane's blocking
+        :class:`IscsiNetlink` (its own socket); a future of its result (or exception).  Jobs
+        start in order, up to ``lanes`` at a time: independent jobs only (one session each).
+        Cancelling the future does not stop a job that has started."""
         if self._transport is None:
             raise NetlinkClosedError("the iSCSI netlink socket is closed")
         if self._lane_pool is None:
-            self._lane_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="iscsi-nl")
+            self._lane_pool = concurrent.futures.ThreadPoolExecutor(self._lanes,
+                                                                    thread_name_prefix="iscsi-nl")
         loop = self._loop or asyncio.get_running_loop()
         return loop.run_in_executor(self._lane_pool, self._on_lane, fn, args)
 
     def _on_lane(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-        if self._lane is None:
-            self._lane = IscsiNetlink(self._lane_transport(), timeout=self.timeout)
+        client = getattr(self._lane_local, "client", None)
+        if client is None:
+            client = self._lane_local.client = IscsiNetlink(self._lane_transport(), timeout=self.timeout)
+            self._lane_clients.append(client)
         try:
-            return fn(self._lane, *args)
+            return fn(client, *args)
         finally:
-            # no multicast reaches the lane: what it queued is a reply that came too late
-            stray = self._lane.pending_events()
+            # no multicast reaches a lane: what it queued is a reply that came too late
+            stray = client.pending_events()
             if stray:
                 log.debug("iscsi netlink lane: %d late replies dropped", len(stray))
 
@@ -794,9 +828,9 @@ class AsyncIscsiNetlink(_Core, _Operations):
         if self._lane_pool is not None:
             pool, self._lane_pool = self._lane_pool, None
             pool.shutdown(wait=True)  # a started job ends within its requests' timeouts
-        if self._lane is not None:
-            self._lane.close()
-            self._lane = None
+        clients, self._lane_clients = self._lane_clients, []
+        for client in clients:
+            client.close()
 
     def close(self) -> None:
         self._close_lane()

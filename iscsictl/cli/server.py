@@ -43,9 +43,10 @@ MAX_BODY = 1 << 20  # bytes: arguments + environment (Linux's ARG_MAX is 2 MiB f
 REQUEST_TIMEOUT = 5.0  # s a client may take to send its request
 STOP_GRACE = 30.0  # s the commands under way get when the server stops
 
-#: Modules a command may import on its way (lazily, inside functions) besides iscsictl's own.
+#: Modules a command may import on its way (lazily, inside functions) besides iscsictl's own
+#: (encodings.idna: the socket module's first connect to a portal imports it).
 PRELOAD = ("argparse", "ctypes", "hashlib", "ipaddress", "json", "secrets", "socket",
-           "tempfile", "crc32c")
+           "tempfile", "crc32c", "encodings.idna")
 #: iscsictl modules no command imports
 SKIP = ("iscsictl.daemon", "iscsictl.scapy_iscsi", "iscsictl.cli.server", "iscsictl.cli.__main__")
 

@@ -300,15 +300,23 @@ class HandoverFailed(Exception):
 def _hand_over(knl, handle: int, initial_cmdsn: int, cmds_max: int, queue_depth: int,  # type: ignore[no-untyped-def]
                fd: int, params: list[tuple[int, str]]):
     """The kernel's side of a login, blocking, on the netlink lane (``knl``: IscsiNetlink):
-    CREATE_SESSION (initial_cmdsn = the login's CmdSN), CREATE_CONN, BIND_CONN(fd), the
-    SET_PARAMs, START_CONN.  Returns (SessionIds, cid, held params); raises what
-    CREATE_SESSION raises, or :class:`HandoverFailed` for a later step."""
+    CREATE_SESSION (initial_cmdsn = the login's CmdSN), then in one datagram CREATE_CONN,
+    BIND_CONN(fd), the SET_PARAMs, START_CONN.  Returns (SessionIds, cid, held params);
+    raises what CREATE_SESSION raises, or :class:`HandoverFailed` for a later step (the
+    first refusal in the kernel's order; the session is to be torn down, started or not)."""
     ids = knl.create_session(handle, initial_cmdsn, cmds_max, queue_depth)
+    cid = 0  # iscsi_tcp's conn gets the index asked for (iscsi_conn_setup's conn_idx)
     try:
-        cid = knl.create_conn(handle, ids.sid, 0)
-        knl.bind_conn(handle, ids.sid, cid, fd, True)
-        held = _held(params, knl.set_params(handle, ids.sid, cid, params))
-        knl.start_conn(handle, ids.sid, cid)
+        got_cid, bound, *set_results, started = knl.create_and_start_conn(
+            handle, ids.sid, cid, fd, params)
+        for result in (got_cid, bound):
+            if isinstance(result, Exception):
+                raise result
+        if got_cid != cid:
+            raise IscsiKernelError(errno.EPROTO, "CREATE_CONN", "retcode")  # not the cid asked
+        held = _held(params, set_results)
+        if isinstance(started, Exception):
+            raise started
     except Exception as exc:
         raise HandoverFailed(exc, ids.sid) from exc
     return ids, cid, held

@@ -1,81 +1,118 @@
-"""The kernel's side of a login as one job on the netlink lane (kernel_session._hand_over):
-the order of its requests, a failure after CREATE_SESSION reported with the sid to tear
-down, and a cancelled login that still waits for the job it started."""
+"""The kernel's side of a login as one job on the netlink lane (kernel_session._hand_over),
+through a real blocking IscsiNetlink and a fake kernel that answers each message of a
+datagram in turn: the order of the requests and how they travel (CREATE_SESSION alone, the
+rest in one datagram), a failure after CREATE_SESSION reported with the sid to tear down,
+and a cancelled login that still waits for the job it started."""
 
 import asyncio
 import errno
 
 import pytest
 
+from fake_kernel import SyncKernel, echo, if_error, split_messages
 from iscsictl.daemon import kernel_session as ks
-from iscsictl.netlink import IscsiKernelError, IscsiParam
-from iscsictl.netlink.socket import SessionIds
+from iscsictl.netlink import IscsiKernelError, IscsiNetlink, IscsiParam
+from iscsictl.netlink import messages as m
+from iscsictl.netlink.enums import IscsiUeventE as E
 
 PARAMS = [(IscsiParam.MAX_RECV_DLENGTH, "262144"), (IscsiParam.ISID, "00023d000001"),
           (IscsiParam.EXP_STATSN, "7")]
 
 
-class FakeLaneClient:
-    """Records the calls of a blocking IscsiNetlink; ``fail`` names the call that raises."""
+class Kernel:
+    """Answers like iscsi_tcp on 6.1: CREATE_SESSION -> sid 5 on host 9, CREATE_CONN -> the
+    cid asked (or ``cid``), SET_PARAM of a parameter in ``refuse`` (default: ISID -> ENOSYS)
+    and a request type in ``fail`` -> an IF_ERROR with that errno.  Records every request
+    (decoded) and how many datagrams carried them."""
 
-    def __init__(self, fail: str | None = None, set_results=None):
-        self.calls, self.fail = [], fail
-        self.set_results = set_results or [None, IscsiKernelError(errno.ENOSYS, "set_param"), None]
+    def __init__(self, fail=None, cid=None, refuse=None):
+        self.fail, self.cid = fail or {}, cid
+        self.refuse = {IscsiParam.ISID: errno.ENOSYS} if refuse is None else refuse
+        self.requests, self.datagrams = [], 0
 
-    def _call(self, name, *args):
-        self.calls.append((name, args))
-        if name == self.fail:
-            raise IscsiKernelError(errno.EINVAL, name)
+    def __call__(self, dgram):
+        self.datagrams += 1
+        out = []
+        for raw in split_messages(dgram):
+            (msg,) = m.decode_messages(raw)
+            self.requests.append(msg)
+            t = msg["type"]
+            if t in self.fail:
+                out.append(if_error(raw, self.fail[t]))
+            elif t == E.CREATE_SESSION:
+                out.append(echo(raw, r_sid=5, r_host_no=9))
+            elif t == E.CREATE_CONN:
+                out.append(echo(raw, r_sid=msg["sid"],
+                                r_cid=msg["cid"] if self.cid is None else self.cid))
+            elif t == E.SET_PARAM and msg["param"] in self.refuse:
+                out.append(if_error(raw, self.refuse[msg["param"]]))
+            else:
+                out.append(echo(raw, r_retcode=0))
+        return out
 
-    def create_session(self, handle, cmdsn, cmds_max, queue_depth):
-        self._call("create_session", handle, cmdsn, cmds_max, queue_depth)
-        return SessionIds(sid=5, host_no=9)
 
-    def create_conn(self, handle, sid, cid):
-        self._call("create_conn", handle, sid, cid)
-        return 0
-
-    def bind_conn(self, handle, sid, cid, fd, leading):
-        self._call("bind_conn", handle, sid, cid, fd, leading)
-
-    def set_params(self, handle, sid, cid, params):
-        self._call("set_params", handle, sid, cid, list(params))
-        return self.set_results
-
-    def start_conn(self, handle, sid, cid):
-        self._call("start_conn", handle, sid, cid)
+def hand_over(kernel):
+    knl = IscsiNetlink(SyncKernel(kernel), timeout=1)
+    try:
+        return ks._hand_over(knl, 3, 17, 128, 32, 42, PARAMS)
+    finally:
+        knl.close()
 
 
 def test_hand_over_sequence_and_held_params():
-    knl = FakeLaneClient()
-    ids, cid, held = ks._hand_over(knl, 3, 17, 128, 32, 42, PARAMS)
+    kernel = Kernel()
+    ids, cid, held = hand_over(kernel)
     assert (ids.sid, ids.host_no, cid) == (5, 9, 0)
-    assert [c[0] for c in knl.calls] == ["create_session", "create_conn", "bind_conn",
-                                         "set_params", "start_conn"]
-    assert knl.calls[0][1] == (3, 17, 128, 32)  # CREATE_SESSION carries the login's CmdSN
-    assert knl.calls[2][1] == (3, 5, 0, 42, True)  # the login socket's fd, leading
+    assert [r["type"] for r in kernel.requests] == [
+        E.CREATE_SESSION, E.CREATE_CONN, E.BIND_CONN, *[E.SET_PARAM] * 3, E.START_CONN]
+    assert kernel.datagrams == 2  # CREATE_SESSION, then the connection's requests together
+    create, conn, bind = kernel.requests[:3]
+    assert (create["transport_handle"], create["initial_cmdsn"], create["cmds_max"],
+            create["queue_depth"]) == (3, 17, 128, 32)  # the login's CmdSN
+    assert (conn["sid"], conn["cid"]) == (5, 0)
+    assert (bind["sid"], bind["cid"], bind["transport_eph"], bind["is_leading"]) == (5, 0, 42, 1)
+    assert [(r["param"], r["payload"]) for r in kernel.requests[3:6]] == [
+        (p, v.encode() + b"\0") for p, v in PARAMS]
     assert held == {IscsiParam.MAX_RECV_DLENGTH: "262144", IscsiParam.ISID: None,
                     IscsiParam.EXP_STATSN: "7"}  # ISID is optional: ENOSYS tolerated
 
 
-@pytest.mark.parametrize("fail", ["create_conn", "bind_conn", "start_conn"])
+@pytest.mark.parametrize("fail", [E.CREATE_CONN, E.BIND_CONN, E.START_CONN])
 def test_failure_after_create_session_names_the_sid(fail):
     with pytest.raises(ks.HandoverFailed) as e:
-        ks._hand_over(FakeLaneClient(fail), 3, 1, 128, 32, 42, PARAMS)
+        hand_over(Kernel({fail: errno.EINVAL}))
     assert e.value.sid == 5 and isinstance(e.value.cause, IscsiKernelError)
+    assert e.value.cause.errno == errno.EINVAL and e.value.cause.op == E(fail).name
+
+
+def test_first_refusal_in_the_kernels_order_is_the_cause():
+    """A failed CREATE_CONN makes the rest of the datagram fail too; the cause reported is
+    CREATE_CONN's, not a later ENOENT."""
+    kernel = Kernel({E.CREATE_CONN: errno.ENOMEM, E.BIND_CONN: errno.ENOENT})
+    with pytest.raises(ks.HandoverFailed) as e:
+        hand_over(kernel)
+    assert (e.value.cause.op, e.value.cause.errno) == ("CREATE_CONN", errno.ENOMEM)
+
+
+def test_a_connection_other_than_the_one_asked_is_a_failure():
+    with pytest.raises(ks.HandoverFailed) as e:
+        hand_over(Kernel(cid=1))
+    assert e.value.sid == 5 and e.value.cause.errno == errno.EPROTO
 
 
 def test_required_param_refused_is_a_failure_with_the_sid():
-    knl = FakeLaneClient(set_results=[IscsiKernelError(errno.EINVAL, "set_param"), None, None])
+    kernel = Kernel(refuse={IscsiParam.ISID: errno.ENOSYS, IscsiParam.MAX_RECV_DLENGTH: errno.EINVAL})
     with pytest.raises(ks.HandoverFailed) as e:
-        ks._hand_over(knl, 3, 1, 128, 32, 42, PARAMS)
-    assert e.value.sid == 5 and e.value.cause.errno == errno.EINVAL
-    assert "start_conn" not in [c[0] for c in knl.calls]
+        hand_over(kernel)
+    assert e.value.sid == 5
+    assert (e.value.cause.op, e.value.cause.errno) == ("SET_PARAM", errno.EINVAL)
 
 
 def test_create_session_failure_has_nothing_to_tear_down():
+    kernel = Kernel({E.CREATE_SESSION: errno.ENOMEM})
     with pytest.raises(IscsiKernelError):
-        ks._hand_over(FakeLaneClient("create_session"), 3, 1, 128, 32, 42, PARAMS)
+        hand_over(kernel)
+    assert [r["type"] for r in kernel.requests] == [E.CREATE_SESSION]
 
 
 def test_cancelled_login_waits_for_its_kernel_job():

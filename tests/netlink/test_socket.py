@@ -18,6 +18,7 @@ from iscsictl.netlink import (AsyncIscsiNetlink, ConnError, IscsiKernelError, Is
                               StopConnFlag, UnbindSession)
 from iscsictl.netlink import messages as m
 from iscsictl.netlink.enums import IscsiUeventE as E
+from fake_kernel import SyncKernel, echo, if_error, split_messages
 
 
 def ev_conn_error(sid=1, cid=0, error=1020):
@@ -26,32 +27,6 @@ def ev_conn_error(sid=1, cid=0, error=1020):
 
 def ev_recv_pdu(sid=1, pdu=b"\x23" + b"\0" * 47):
     return m.encode_message(E.KEVENT_RECV_PDU, nlmsg_type=0, r_sid=sid, r_cid=0, payload=pdu)
-
-
-def echo(req: bytes, **r) -> bytes:
-    """A unicast reply: the request's uevent echoed with r fields set (seq 0, pid 0)."""
-    (msg,) = m.decode_messages(req)
-    fields = {k: v for k, v in msg.items() if k not in ("header", "type", "payload", "iferror", "transport_handle")}
-    fields.update(r)
-    return m.encode_message(msg["type"], transport_handle=msg["transport_handle"], **fields)
-
-
-def if_error(req: bytes, err: int) -> bytes:
-    data = bytearray(req[:72])
-    struct.pack_into("=IHHII", data, 0, 72, req[4] | req[5] << 8, 0, 0, 0)
-    struct.pack_into("=Ii", data, 16, E.KEVENT_IF_ERROR, -err)
-    return bytes(data)
-
-
-def split_messages(dgram: bytes) -> list[bytes]:
-    """The netlink messages of one datagram, as the kernel's iscsi_if_rx walks an skb
-    (nlmsg_len, then NLMSG_ALIGN to the next)."""
-    out, off = [], 0
-    while len(dgram) - off >= 16:
-        (length,) = struct.unpack_from("=I", dgram, off)
-        out.append(dgram[off:off + length])
-        off += (length + 3) & ~3
-    return out
 
 
 class FakeKernel:
@@ -440,37 +415,13 @@ def test_generic_call_returns_the_message(kernel_factory):
     assert msg["type"] == E.GET_PARAM and msg["r_retcode"] == 0
 
 
-class _SyncKernel:
-    """A transport whose send() answers at once, as the kernel does inside sendmsg()."""
-
-    def __init__(self, answer):
-        self.a, self.b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.a.setblocking(False)
-        self.answer = answer
-
-    def fileno(self):
-        return self.a.fileno()
-
-    def send(self, data):
-        for dgram in self.answer(data):
-            self.b.send(dgram)
-        return len(data)
-
-    def recv_into(self, buf):
-        return self.a.recv_into(buf)
-
-    def close(self):
-        self.a.close()
-        self.b.close()
-
-
 def test_async_reply_queued_inside_send_is_taken_without_the_reader():
     """The asyncio client takes a reply that is already queued when send() returns; it
     works even with the loop's reader removed (no loop iteration is needed per request)."""
     seen = []
 
     async def main():
-        nl = AsyncIscsiNetlink(_SyncKernel(lambda req: [ev_conn_error(), echo(req)]), timeout=0.5,
+        nl = AsyncIscsiNetlink(SyncKernel(lambda req: [ev_conn_error(), echo(req)]), timeout=0.5,
                                event_callback=seen.append)
         nl._loop.remove_reader(nl._fd)
         try:
@@ -529,7 +480,7 @@ def test_async_set_params_in_one_lock_hold():
         return _answer_enosys_for_isid(req)
 
     async def main():
-        nl = AsyncIscsiNetlink(_SyncKernel(answer), timeout=0.5, event_callback=seen.append)
+        nl = AsyncIscsiNetlink(SyncKernel(answer), timeout=0.5, event_callback=seen.append)
         try:
             return await nl.set_params(1, 7, 0, _BATCH)
         finally:
@@ -570,6 +521,41 @@ def test_run_blocking_uses_the_lane_socket_and_events_still_arrive(kernel_factor
     assert lane_k.datagrams == 1 and len(main_k.requests) == 1
     assert threads[0].startswith("iscsi-nl") and threads[0] != threading.main_thread().name
     assert [e.sid for e in seen if isinstance(e, ConnError)] == [9]
+
+
+def test_two_lanes_run_two_jobs_at_once_each_on_its_own_socket(kernel_factory):
+    """While one lane's job waits (as in the kernel's sendmsg), another lane runs the next
+    job, on a socket of its own: each job's replies reach only it."""
+    kernels = []
+
+    def lane_socket():
+        k = kernel_factory(lambda req: [echo(req, r_retcode=0)])
+        kernels.append(k)
+        return k.user
+
+    second_started = threading.Event()
+
+    def first(knl):
+        knl.start_conn(1, 7, 0)
+        return second_started.wait(5), knl
+
+    def second(knl):
+        second_started.set()
+        knl.start_conn(1, 8, 0)
+        return True, knl
+
+    async def main():
+        nl = AsyncIscsiNetlink(kernel_factory(lambda req: []).user, timeout=2,
+                               lane_transport=lane_socket)
+        try:
+            return await asyncio.gather(nl.run_blocking(first), nl.run_blocking(second))
+        finally:
+            nl.close()
+
+    (overlapped, knl1), (_, knl2) = asyncio.run(main())
+    assert overlapped, "the second job did not start while the first one ran"
+    assert knl1 is not knl2 and len(kernels) == 2
+    assert sorted(m.decode_messages(k.requests[0])[0]["sid"] for k in kernels) == [7, 8]
 
 
 def test_run_blocking_after_close_raises(kernel_factory):

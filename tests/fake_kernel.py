@@ -1,0 +1,60 @@
+"""A fake iSCSI netlink kernel for the tests: replies built from the requests, the way the
+kernel's iscsi_if_rx walks a datagram (each message in turn, a reply per message)."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from iscsictl.netlink import messages as m
+from iscsictl.netlink.enums import IscsiUeventE as E
+
+
+def echo(req: bytes, **r) -> bytes:
+    """A unicast reply: the request's uevent echoed with r fields set (seq 0, pid 0)."""
+    (msg,) = m.decode_messages(req)
+    fields = {k: v for k, v in msg.items() if k not in ("header", "type", "payload", "iferror", "transport_handle")}
+    fields.update(r)
+    return m.encode_message(msg["type"], transport_handle=msg["transport_handle"], **fields)
+
+
+def if_error(req: bytes, err: int) -> bytes:
+    data = bytearray(req[:72])
+    struct.pack_into("=IHHII", data, 0, 72, req[4] | req[5] << 8, 0, 0, 0)
+    struct.pack_into("=Ii", data, 16, E.KEVENT_IF_ERROR, -err)
+    return bytes(data)
+
+
+def split_messages(dgram: bytes) -> list[bytes]:
+    """The netlink messages of one datagram, as the kernel's iscsi_if_rx walks an skb
+    (nlmsg_len, then NLMSG_ALIGN to the next)."""
+    out, off = [], 0
+    while len(dgram) - off >= 16:
+        (length,) = struct.unpack_from("=I", dgram, off)
+        out.append(dgram[off:off + length])
+        off += (length + 3) & ~3
+    return out
+
+
+class SyncKernel:
+    """A transport whose send() answers at once, as the kernel does inside sendmsg()."""
+
+    def __init__(self, answer):
+        self.a, self.b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.a.setblocking(False)
+        self.answer = answer
+
+    def fileno(self):
+        return self.a.fileno()
+
+    def send(self, data):
+        for dgram in self.answer(data):
+            self.b.send(dgram)
+        return len(data)
+
+    def recv_into(self, buf):
+        return self.a.recv_into(buf)
+
+    def close(self):
+        self.a.close()
+        self.b.close()
