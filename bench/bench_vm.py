@@ -24,8 +24,10 @@ def main() -> int:
     rows = [
         (f"discovery + login until the disk (median of {data['rounds']})",
          oi["login_to_disk"], us["login_to_disk"]),
-        (f"-L all of {n} targets until all disks", oi["loginall"], us["loginall"]),
-        (f"-U all of {n} sessions until no disk", oi["logoutall"], us["logoutall"]),
+        (f"-L all of {n} targets until all disks (median of {data.get('many_rounds', 1)})",
+         oi["loginall"], us["loginall"]),
+        (f"-U all of {n} sessions until no disk (median of {data.get('many_rounds', 1)})",
+         oi["logoutall"], us["logoutall"]),
     ]
     if ctx:
         rows.append(("a command alone (--version), start to exit",
