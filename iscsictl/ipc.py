@@ -4,11 +4,13 @@ Not compatible with iscsiadm<->iscsid (by design, DESIGN.md).  Root only: the
 daemon checks the peer's uid with SO_PEERCRED.  One request per connection
 (the CLI's lifetime is one command), one line each way::
 
-    -> {"version": 1, "op": "login", "args": {...}}
-    <- {"version": 1, "ok": true, "result": ...}
-    <- {"version": 1, "ok": false, "error": {"code": 15, "message": "session exists"}}
+    -> {"version": 2, "op": "login", "args": {...}}
+    <- {"version": 2, "ok": true, "result": ...}
+    <- {"version": 2, "ok": false, "error": {"code": 15, "message": "session exists"}}
 
-``code`` is open-iscsi's ISCSI_ERR_* number, so the CLI exits with it.
+``code`` is open-iscsi's ISCSI_ERR_* number, so the CLI exits with it.  The daemon answers
+in the request's version.  Version 2 changed one thing: a ``login`` record may leave out
+the keys at their compiled default (the daemon restores them); version 1 sent every key.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 __all__ = [
     "DEFAULT_SOCKET",
     "IPC_VERSION",
+    "SERVED_VERSIONS",
     "DaemonClient",
     "DaemonError",
     "DaemonNotRunning",
@@ -30,7 +33,9 @@ __all__ = [
     "socket_path",
 ]
 
-IPC_VERSION = 1
+IPC_VERSION = 2
+#: versions the daemon serves (a v1 CLI sends whole records, which v2 reads the same)
+SERVED_VERSIONS = (1, 2)
 DEFAULT_SOCKET = "/run/iscsictld.sock"
 MAX_MESSAGE = 16 << 20  # bytes: a reply listing thousands of sessions fits
 
@@ -65,11 +70,11 @@ def encode_message(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
 
 
-def decode_message(line: bytes) -> dict[str, Any]:
-    """Raises ValueError for anything that is not a JSON object of our version."""
+def decode_message(line: bytes, versions: tuple[int, ...] = (IPC_VERSION,)) -> dict[str, Any]:
+    """Raises ValueError for anything that is not a JSON object of one of ``versions``."""
     obj = json.loads(line)
-    if not isinstance(obj, dict) or obj.get("version") != IPC_VERSION:
-        raise ValueError(f"not an iscsictl IPC v{IPC_VERSION} message")
+    if not isinstance(obj, dict) or obj.get("version") not in versions:
+        raise ValueError(f"not an iscsictl IPC v{'/v'.join(map(str, versions))} message")
     return obj
 
 
@@ -121,9 +126,13 @@ class DaemonClient:
                     line, _, rest = bytes(buf).partition(b"\n")
                     buf = bytearray(rest)
                     try:
-                        msg = decode_message(line)
+                        msg = decode_message(line, (1, IPC_VERSION))
                     except ValueError as exc:
                         raise DaemonError(18, f"could not read iscsictld's answer: {exc}") from None
+                    if msg["version"] != IPC_VERSION:
+                        raise DaemonError(18, f"iscsictld speaks IPC v{msg['version']}, this "
+                                              f"iscsictl v{IPC_VERSION}: restart iscsictld "
+                                              "(it was started before an upgrade)")
                     if "progress" in msg:
                         if progress is not None:
                             progress(msg["progress"])

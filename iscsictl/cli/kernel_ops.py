@@ -42,19 +42,22 @@ def _progress(o, verb: str, total: int):  # type: ignore[no-untyped-def]
     return show
 
 
-def login_records(records: list[dict[str, str]], initiator_name: str, o) -> int:  # type: ignore[no-untyped-def]
-    """Log in to each record (key -> value strings); returns the exit code."""
+def login_records(records: list[Any], initiator_name: str, o) -> int:  # type: ignore[no-untyped-def]
+    """Log in to each node :class:`~iscsictl.db.record.Record`; returns the exit code.
+    The daemon gets each record as the text of its keys that differ from the compiled
+    defaults (it restores the rest: IPC v2)."""
     from ..ipc import DaemonError
 
     if not records:
         raise E.CliError("No records found", E.NO_OBJS_FOUND)
     if not o.json:
-        o.lines([f"Logging in to [iface: {rec.get('iface.iscsi_ifacename') or 'default'}, "
-                 f"target: {rec['node.name']}, portal: {rec['node.conn[0].address']},"
-                 f"{rec.get('node.conn[0].port') or 3260}]" for rec in records])
+        o.lines([f"Logging in to [iface: {rec.iface_name}, target: {rec['node.name']}, "
+                 f"portal: {rec['node.conn[0].address']},{rec['node.conn[0].port']}]"
+                 for rec in records])
     try:
         results = _client().call("login", _progress(o, "logging in", len(records)),
-                                 records=records, initiator_name=initiator_name)
+                                 records=[rec.as_strings(omit_defaults=True) for rec in records],
+                                 initiator_name=initiator_name)
     except DaemonError as exc:
         raise _daemon_error(exc) from None
     rc = 0

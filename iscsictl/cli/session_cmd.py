@@ -348,8 +348,8 @@ def _initiator_name(db) -> str:  # type: ignore[no-untyped-def]
     return ensure_initiator_name(db.config_root).name
 
 
-def _records(db, nids) -> list[dict[str, str]]:  # type: ignore[no-untyped-def]
-    return [db.read_node(n).as_strings() for n in nids]
+def _records(db, nids) -> list[Any]:  # type: ignore[no-untyped-def]
+    return [db.read_node(n) for n in nids]
 
 
 def node_login(args, o) -> int:  # type: ignore[no-untyped-def]

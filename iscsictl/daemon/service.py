@@ -33,7 +33,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from iscsictl.ipc import IPC_VERSION, MAX_MESSAGE, decode_message, encode_message
+from iscsictl.db.record import with_defaults
+from iscsictl.db.schema import NODE
+from iscsictl.ipc import (IPC_VERSION, MAX_MESSAGE, SERVED_VERSIONS, decode_message,
+                          encode_message)
 from iscsictl.kernel.sysfs import Sysfs
 from iscsictl.netlink import (
     AsyncIscsiNetlink,
@@ -535,8 +538,10 @@ class Daemon:
 
     async def login(self, records: list[Mapping[str, str]], initiator_name: str,
                     progress: Progress | None = None) -> list[dict[str, Any]]:
-        """Log in to each node record (in parallel, bounded); one result each."""
-        return await _each([self._login_one(r, initiator_name) for r in records], progress)
+        """Log in to each node record (key -> text; a key left out has its compiled default,
+        :func:`~iscsictl.db.record.with_defaults`), in parallel, bounded; one result each."""
+        return await _each([self._login_one(with_defaults(NODE, r), initiator_name)
+                            for r in records], progress)
 
     async def _login_one(self, rec: Mapping[str, str], initiator_name: str) -> dict[str, Any]:
         try:
@@ -690,8 +695,10 @@ class Daemon:
 
     # ------------------------------------------------------------------ IPC
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        version = IPC_VERSION  # the answer's and the progress lines': the request's
+
         def progress(event: dict[str, Any]) -> None:
-            writer.write(encode_message({"version": IPC_VERSION, "progress": event}))
+            writer.write(encode_message({"version": version, "progress": event}))
 
         try:
             sock = writer.get_extra_info("socket")
@@ -702,13 +709,14 @@ class Daemon:
             else:
                 try:
                     line = await reader.readline()
-                    req = decode_message(line)
+                    req = decode_message(line, SERVED_VERSIONS)
+                    version = req["version"]
                     reply = {"ok": True, "result": await self._dispatch(req, progress)}
                 except SessionError as exc:
                     reply = {"ok": False, "error": {"code": exc.code, "message": str(exc)}}
                 except (ValueError, KeyError, TypeError) as exc:
                     reply = {"ok": False, "error": {"code": 16, "message": f"bad request: {exc}"}}
-            writer.write(encode_message({"version": IPC_VERSION, **reply}))
+            writer.write(encode_message({"version": version, **reply}))
             await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass

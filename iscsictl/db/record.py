@@ -14,7 +14,7 @@ Unknown keys are ignored; a bad value is reported through ``warn`` and the key k
 from __future__ import annotations
 
 import re
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 from . import schema
 from .errors import CorruptRecord, InvalidKey, InvalidValue, ReadOnlyKey
@@ -39,7 +39,7 @@ class Record:
 
     def __init__(self, kind: RecordKind, values: dict | None = None, path: str | None = None):
         self.kind = kind
-        self.values = {k.name: k.default for k in kind.keys}
+        self.values = dict(_default_values(kind))
         if values:
             self.values.update(values)
         self.path = path
@@ -50,15 +50,15 @@ class Record:
     def get(self, name: str, default=None):
         return self.values.get(name, default)
 
-    def as_strings(self) -> dict[str, str]:
+    def as_strings(self, *, omit_defaults: bool = False) -> dict[str, str]:
         """Every set key as open-iscsi text (lists comma-joined; secrets in clear:
-        this is what a login needs, never what is printed)."""
-        out = {}
-        for k in self.kind.keys:
-            if k.name in self.values:
-                v = self.values[k.name]
-                out[k.name] = ",".join(v) if isinstance(v, (list, tuple)) else str(v)
-        return out
+        this is what a login needs, never what is printed).  ``omit_defaults`` leaves out
+        the keys whose text equals the kind's compiled default (:func:`with_defaults`
+        restores them): a node record shrinks from ~4 KiB to what was set."""
+        defaults = _default_values(self.kind) if omit_defaults else {}
+        return {name: ",".join(v) if isinstance(v, (list, tuple)) else str(v)
+                for name, v in self.values.items()
+                if name in self.kind.by_name and not (name in defaults and v == defaults[name])}
 
     def copy(self) -> "Record":
         r = Record(self.kind, None, self.path)
@@ -96,6 +96,31 @@ class Record:
     @property
     def iface_name(self) -> str:
         return self.values.get("iface.iscsi_ifacename") or "default"
+
+
+_DEFAULTS: dict[tuple[str, bool], dict] = {}
+
+
+def _default_values(kind: RecordKind) -> dict:
+    """``{key: typed compiled default}`` of ``kind`` (computed once; do not modify)."""
+    cached = _DEFAULTS.get((kind.name, False))
+    if cached is None:
+        cached = _DEFAULTS[kind.name, False] = {k.name: k.default for k in kind.keys}
+    return cached
+
+
+def default_strings(kind: RecordKind) -> dict[str, str]:
+    """``{key: text}`` of every key of ``kind`` at its compiled default (computed once)."""
+    cached = _DEFAULTS.get((kind.name, True))
+    if cached is None:
+        cached = _DEFAULTS[kind.name, True] = Record(kind).as_strings()
+    return cached
+
+
+def with_defaults(kind: RecordKind, strings: Mapping[str, str]) -> dict[str, str]:
+    """``strings`` (key -> text, e.g. from ``as_strings(omit_defaults=True)``) completed
+    with the compiled default text of every key of ``kind`` it lacks."""
+    return {**default_strings(kind), **strings}
 
 
 def convert(key: Key, value) -> object:
@@ -160,16 +185,73 @@ def _lenient_list(key: Key, text: str, where: str, warn: Warn) -> tuple:
 
 #: the key name at the start of a stripped line (\s is str.isspace in a str pattern)
 _NAME_END = re.compile(r"[^=\s]*").match
+#: The well-formed lines, as open-iscsi and iscsictl write them, in one pass over the text:
+#: ``name = value`` at the line start (groups: name, stripped value), or a comment or blank
+#: line (empty groups).  Bounded well under MAX_LINE bytes (4 bytes a character at most), so
+#: no line it matches is one ``idbm_recinfo_config`` would reject as too long.
+_LINE = re.compile(r"^(?:([^\s=#][^\s=]{0,200})[ \t]{0,8}=[ \t]{0,8}"
+                   r"((?:\S(?:[^\n]{0,280}\S)?)?)[ \t]{0,8}|[ \t]{0,8}(?:#[^\n]{0,480})?)$", re.M)
+_BEGIN = re.compile(r"^[ \t]{0,8}" + re.escape(schema.BEGIN_RECORD), re.M)
 
 
 def parse_lines(kind: RecordKind, text: str, where: str = "<record>",
                 warn: Warn = _nowarn) -> tuple[dict, bool]:
     """Parse record text into ``{key: typed value}`` for the keys present; unknown keys are
     skipped, bad values warned (``config file line N contains unknown value format ...``) and
-    left out.  Returns (values, saw_begin_record)."""
+    left out.  Returns (values, saw_begin_record).
+
+    A text made only of well-formed lines is read in one regex pass; anything else (or a
+    value that would be warned about) is read line by line, as ``idbm_recinfo_config``."""
+    lines = _LINE.findall(text)
+    if len(lines) == text.count("\n") + 1:  # every line well-formed
+        values = _typed(kind, ((0, name, value) for name, value in lines), where, None)
+        if values is not None:
+            return values, _BEGIN.search(text) is not None
+    return _parse_lines_slowly(kind, text, where, warn)
+
+
+def _typed(kind: RecordKind, lines: Iterable[tuple[int, str, str]], where: str,
+           warn: Warn | None, values: dict | None = None) -> dict | None:
+    """``values`` (default: a new dict) updated with ``{key: typed value}`` of the known
+    keys among ``(line number, name, text)``.  A bad value is warned and left out; with
+    ``warn=None`` the first bad value returns None instead."""
     by_name = kind.by_name
-    values: dict = {}
+    default_text, default_value = default_strings(kind), _default_values(kind)
+    if values is None:
+        values = {}
+    for n, name, value in lines:
+        key = by_name.get(name)
+        if key is None:
+            continue
+        t = key.type
+        if t == "str":
+            values[name] = value
+            continue
+        if default_text[name] == value:  # most keys of a record file: no conversion
+            values[name] = default_value[name]
+            continue
+        try:
+            if t == "list":
+                values[name] = _lenient_list(key, value, where, warn or _refuse)
+            else:
+                values[name] = convert(key, value)
+        except InvalidValue:
+            if warn is None:
+                return None
+            warn(f"{where}: config file line {n} contains unknown value format '{value}' "
+                 f"for parameter name '{name}'")
+    return values
+
+
+def _refuse(msg: str) -> None:
+    raise InvalidValue("", "", msg)
+
+
+def _parse_lines_slowly(kind: RecordKind, text: str, where: str,
+                        warn: Warn) -> tuple[dict, bool]:
+    """:func:`parse_lines` line by line (warnings name the line)."""
     saw_begin = False
+    values: dict = {}
     for n, raw in enumerate(text.split("\n"), 1):
         if len(raw) * 4 >= schema.MAX_LINE and \
                 len(raw.encode("utf-8", "surrogateescape")) >= schema.MAX_LINE:
@@ -188,21 +270,7 @@ def parse_lines(kind: RecordKind, text: str, where: str = "<record>",
         if not rest.startswith("="):
             warn(f"{where}: line {n} does not have '=' separator")
             continue
-        value = rest[1:].strip()
-        key = by_name.get(name)
-        if key is None:
-            continue
-        if key.type == "list":
-            values[name] = _lenient_list(key, value, where, warn)
-            continue
-        if key.type == "str":
-            values[name] = value
-            continue
-        try:
-            values[name] = convert(key, value)
-        except InvalidValue:
-            warn(f"{where}: config file line {n} contains unknown value format '{value}' "
-                 f"for parameter name '{name}'")
+        _typed(kind, ((n, name, rest[1:].strip()),), where, warn, values)
     return values, saw_begin
 
 

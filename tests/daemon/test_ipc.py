@@ -6,6 +6,8 @@ import threading
 import pytest
 
 from iscsictl.daemon.service import Daemon
+from iscsictl.db import schema
+from iscsictl.db.record import Record
 from iscsictl.ipc import DaemonClient, DaemonError, DaemonNotRunning
 
 
@@ -100,3 +102,88 @@ def test_logout_reports_progress_per_session_in_order(served):
     out = client.call("logout", seen.append, sids=[7, 8])
     assert [r["sid"] for r in out] == [7, 8] and all(r["code"] == 2 for r in out)
     assert sorted(e["done"] for e in seen) == [1, 2] and {e["total"] for e in seen} == {2}
+
+
+def _raw_call(path: str, request: dict) -> list[dict]:
+    """Send one request line as an older/newer CLI would; every answer line, decoded."""
+    import json
+    import socket
+
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    s.settimeout(5)
+    s.sendall(json.dumps(request).encode() + b"\n")
+    data = b""
+    while not data.endswith(b"\n") or b'"progress"' in data.splitlines()[-1]:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    return [json.loads(line) for line in data.splitlines()]
+
+
+def _records_reaching_login(d) -> list[dict]:
+    """Make ``d`` answer each login record with ok; the list of records its login saw."""
+    seen = []
+
+    async def fake_login_one(rec, initiator_name):
+        seen.append(rec)
+        return {"ok": True}
+
+    d._login_one = fake_login_one
+    return seen
+
+
+def test_a_login_record_gets_its_left_out_keys_at_their_defaults(served):
+    """IPC v2: the CLI sends only the keys that differ from the compiled defaults."""
+    d, client, _ = served
+    seen = _records_reaching_login(d)
+    rec = Record(schema.NODE)
+    for name, value in (("node.name", "iqn.2003-01.org.example:t"),
+                        ("node.conn[0].address", "192.0.2.7"), ("node.startup", "automatic"),
+                        ("iface.transport_name", ""), ("node.session.cmds_max", "64")):
+        rec.set(name, value)
+    sent = rec.as_strings(omit_defaults=True)
+    assert set(sent) == {"node.name", "node.conn[0].address", "node.startup",
+                         "iface.transport_name", "node.session.cmds_max"}
+    assert client.call("login", records=[sent], initiator_name="iqn.x") == [{"ok": True}]
+    assert seen == [rec.as_strings()]
+
+
+def test_a_v1_cli_is_answered_in_v1_and_its_whole_records_are_read_as_they_are(served):
+    d, client, _ = served
+    seen = _records_reaching_login(d)
+    whole = Record(schema.NODE, {"node.name": "iqn.2003-01.org.example:t"}).as_strings()
+    lines = _raw_call(client.path, {"version": 1, "op": "login", "args": {
+        "records": [whole], "initiator_name": "iqn.x", "progress": True}})
+    assert [m["version"] for m in lines] == [1, 1]
+    assert lines[0]["progress"]["done"] == 1 and lines[-1] == {"version": 1, "ok": True,
+                                                                  "result": [{"ok": True}]}
+    assert seen == [whole]
+
+
+def test_an_older_daemon_is_named_as_such(tmp_path):
+    """A daemon started before an upgrade answers v1 'bad request': the CLI says restart it."""
+    import socket
+    import threading
+
+    path = str(tmp_path / "old.sock")
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(path)
+    srv.listen(1)
+
+    def old_daemon():
+        conn, _ = srv.accept()
+        conn.recv(65536)
+        conn.sendall(b'{"version":1,"ok":false,"error":{"code":16,'
+                     b'"message":"bad request: not an iscsictl IPC v1 message"}}\n')
+        conn.close()
+
+    th = threading.Thread(target=old_daemon)
+    th.start()
+    with pytest.raises(DaemonError) as e:
+        DaemonClient(path, timeout=5).call("ping")
+    th.join(5)
+    srv.close()
+    assert e.value.code == 18 and "restart iscsictld" in str(e.value) and "v1" in str(e.value)

@@ -160,3 +160,47 @@ def test_clamps():
     assert schema.clamp_max_xmit_dsl(262144, 65536) == 65536
     assert schema.clamp_bursts(1 << 25, 100) == (262144, 16776192)
     assert schema.clamp_bursts(65536, 8192) == (8192, 8192)
+
+
+@pytest.mark.parametrize("kind", list(schema.KINDS.values()), ids=lambda k: k.name)
+def test_a_default_written_as_text_reads_back_as_the_default(kind):
+    """parse_lines takes a key whose text is its default's text for the default without
+    converting it: that shortcut holds only if converting that text gives the default."""
+    from iscsictl.db.record import _lenient_list, convert, default_strings
+
+    def no_warning(msg):
+        raise AssertionError(msg)
+
+    texts = default_strings(kind)
+    for key in kind.keys:
+        if key.type == "list":
+            value = _lenient_list(key, texts[key.name], "p", no_warning)
+        else:
+            value = convert(key, texts[key.name])
+        assert value == key.default, key.name
+
+
+def test_well_formed_and_irregular_record_text_parse_alike():
+    """The one-pass reading of well-formed text and the line-by-line reading agree; text
+    with one irregular line (leading space, CR, over-long, bad value) takes the slow path
+    and still gives the same values."""
+    from iscsictl.db.record import _parse_lines_slowly, parse_lines
+
+    rec = Record(schema.NODE, {"node.name": "iqn.x", "node.conn[0].address": "10.0.0.2",
+                               "node.session.cmds_max": 64, "node.startup": "automatic",
+                               "node.session.auth.chap_algs": ("SHA256", "MD5")})
+    good = format_record(rec, for_file=True)
+    variants = [good, good.replace("\n", "\r\n"), "  " + good, good + "x" * 3000 + "\n",
+                good.replace("node.startup = automatic", "node.startup = sometimes"),
+                good.replace("= SHA256,MD5", "= SHA256,FOO"), good.replace(" = ", "="),
+                good.replace("node.session.cmds_max = 64", "node.session.cmds_max = 6x4")]
+    for text in variants:
+        fast, slow = [], []
+        assert parse_lines(schema.NODE, text, "p", fast.append) == \
+            _parse_lines_slowly(schema.NODE, text, "p", slow.append)
+        assert fast == slow
+    values, begin = parse_lines(schema.NODE, good)
+    assert begin and values["node.session.cmds_max"] == 64 and values["node.startup"] == "automatic"
+    assert values["node.session.auth.chap_algs"] == ("SHA256", "MD5")
+    _, warned = parse_lines(schema.NODE, variants[4], "p", fast.append), fast
+    assert any("unknown value format 'sometimes'" in w for w in warned)
