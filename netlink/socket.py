@@ -754,17 +754,23 @@ class AsyncIscsiNetlink(_Core, _Operations):
     2): while the kernel works for one lane's job, another lane encodes and decodes its own.
     A lane's socket joins no multicast group: its replies are its own, and every event still
     comes to this client.  ``lane_transport`` makes a lane's socket (default:
-    :func:`open_netlink_socket` with no group), once per lane.
+    :func:`open_netlink_socket` with no group), once per lane.  ``lane_nice``, when given, is
+    the nice value of the lane threads (``setpriority(2)`` on each thread; a raise needs
+    CAP_SYS_NICE, and a refusal leaves the thread as it is): the kernel's part of a job runs
+    in the lane's thread while holding its netlink mutex, and every other session waits on
+    that holder, so it should not wait behind less urgent work for a CPU.
     """
 
     def __init__(self, transport: Transport | None = None, *, timeout: float = DEFAULT_TIMEOUT,
                  event_callback: Callable[[KernelEvent], Any] | None = None, rcvbuf: int = DEFAULT_RCVBUF,
                  send_in_executor: bool = True, loop: asyncio.AbstractEventLoop | None = None,
-                 lane_transport: Callable[[], Transport] | None = None, lanes: int = 2) -> None:
+                 lane_transport: Callable[[], Transport] | None = None, lanes: int = 2,
+                 lane_nice: int | None = None) -> None:
         super().__init__(transport, timeout, event_callback, rcvbuf)
         self.send_in_executor = send_in_executor
         self._lane_transport = lane_transport or (lambda: open_netlink_socket(groups=0, rcvbuf=rcvbuf))
         self._lanes = max(1, lanes)
+        self._lane_nice = lane_nice
         self._lane_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._lane_local = threading.local()  # .client: each lane thread's IscsiNetlink
         self._lane_clients: list[IscsiNetlink] = []  # every lane's, for close()
@@ -806,10 +812,18 @@ class AsyncIscsiNetlink(_Core, _Operations):
         if self._transport is None:
             raise NetlinkClosedError("the iSCSI netlink socket is closed")
         if self._lane_pool is None:
-            self._lane_pool = concurrent.futures.ThreadPoolExecutor(self._lanes,
-                                                                    thread_name_prefix="iscsi-nl")
+            self._lane_pool = concurrent.futures.ThreadPoolExecutor(
+                self._lanes, thread_name_prefix="iscsi-nl", initializer=self._lane_setup)
         loop = self._loop or asyncio.get_running_loop()
         return loop.run_in_executor(self._lane_pool, self._on_lane, fn, args)
+
+    def _lane_setup(self) -> None:
+        if self._lane_nice is None:
+            return
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._lane_nice)
+        except OSError as exc:  # EACCES/EPERM without CAP_SYS_NICE: run at the inherited nice
+            log.debug("iscsi netlink lane: nice %d refused (%s)", self._lane_nice, exc)
 
     def _on_lane(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         client = getattr(self._lane_local, "client", None)

@@ -568,3 +568,33 @@ def test_run_blocking_after_close_raises(kernel_factory):
             nl.run_blocking(lambda knl: None)
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("refused", [False, True])
+def test_lane_threads_run_at_lane_nice_and_a_refusal_is_harmless(kernel_factory, monkeypatch, refused):
+    """lane_nice is each lane thread's own nice (the loop's thread keeps its own); where
+    setpriority is refused (no CAP_SYS_NICE) the lanes run at the nice they inherited."""
+    def lane_socket():
+        return kernel_factory(lambda req: [echo(req, r_retcode=0)]).user
+
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    if refused:
+        def refuse(*_args):
+            raise PermissionError(1, "Operation not permitted")
+        monkeypatch.setattr(os, "setpriority", refuse)
+
+    def job(knl):
+        knl.start_conn(1, 7, 0)
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    async def main():
+        nl = AsyncIscsiNetlink(kernel_factory(lambda req: []).user, timeout=2,
+                               lane_transport=lane_socket, lane_nice=before + 3)
+        try:
+            return await asyncio.gather(nl.run_blocking(job), nl.run_blocking(job))
+        finally:
+            nl.close()
+
+    niceness = asyncio.run(main())
+    assert niceness == [before if refused else before + 3] * 2
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before

@@ -43,6 +43,11 @@ def test_daemon_login_io_logout(lio, daemon, scenario_dir):
                           check=True, capture_output=True).stdout
     assert back == data
     assert Path(f"/sys/class/iscsi_session/session{sid}/state").read_text().strip() == "LOGGED_IN"
+    # the lane that handed the session to the kernel runs at LANE_NICE, the loop at 0
+    nice = {int(tid): int(stat.read_text().rpartition(")")[2].split()[16])
+            for tid, stat in ((t.name, t / "stat")
+                              for t in Path(f"/proc/{daemon.proc.pid}/task").iterdir())}
+    assert nice[daemon.proc.pid] == 0 and -10 in nice.values(), nice
     # a second login to the same node is refused: session exists
     again = daemon.client.call("login", records=[record(t.iqn)], initiator_name=INITIATOR)
     assert not again[0]["ok"] and again[0]["code"] == 15
