@@ -545,10 +545,10 @@ class Daemon:
                     progress: Progress | None = None) -> list[dict[str, Any]]:
         """Log in to each node record (key -> text; a key left out has its compiled default,
         :func:`~iscsictl.db.record.with_defaults`), in parallel, bounded; one result each."""
-        return await _each([self._login_one(with_defaults(NODE, r), initiator_name)
-                            for r in records], progress)
+        return await _each([self._login_one(r, initiator_name) for r in records], progress)
 
     async def _login_one(self, rec: Mapping[str, str], initiator_name: str) -> dict[str, Any]:
+        rec = with_defaults(NODE, rec)  # here, not in login(): the first connects at once
         try:
             node = ks.NodeTarget.from_record(rec)
         except KeyError as exc:

@@ -158,37 +158,55 @@ def test_json_listing_masks_secrets(sysfs):
     assert "s3cret" not in out
 
 
-class FakeClient:
-    """Stands in for iscsictld: answers login/logout from a script."""
+class FakeDaemon:
+    """Stands in for iscsictld on a real Unix socket (the CLI's own DaemonClient talks to
+    it): each request is recorded in ``calls`` and answered from ``answers[op]``, a list of
+    per-item results handed out in order (a login request takes one per record)."""
 
-    answers: dict = {}
-    calls: list = []
+    def __init__(self, path: str) -> None:
+        import socket
+        import threading
 
-    def __init__(self, *a, **kw):
-        pass
+        self.path, self.answers, self.calls = path, {}, []
+        self.server = socket.socket(socket.AF_UNIX)
+        self.server.bind(path)
+        self.server.listen(16)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
 
-    def call(self, op, progress=None, **args):
-        FakeClient.calls.append((op, args))
-        result = FakeClient.answers[op]
-        if progress is not None:
-            for i, r in enumerate(result, 1):
-                progress({"done": i, "total": len(result), "result": r})
-        return result
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            with conn, conn.makefile("rb") as f:
+                req = json.loads(f.readline())
+                op, args = req["op"], req["args"]
+                self.calls.append((op, args))
+                n = len(args.get("records") or args.get("sids") or [None])
+                result, self.answers[op] = self.answers[op][:n], self.answers[op][n:]
+                lines = [{"version": 2, "progress": {"done": i, "total": n, "result": r}}
+                         for i, r in enumerate(result, 1) if args.get("progress")]
+                lines.append({"version": 2, "ok": True, "result": result})
+                conn.sendall(b"".join(json.dumps(m).encode() + b"\n" for m in lines))
+
+    def close(self) -> None:
+        self.server.close()
 
 
 @pytest.fixture
 def fake_daemon(monkeypatch, tmp_path):
-    import iscsictl.ipc
-
-    monkeypatch.setattr(iscsictl.ipc, "DaemonClient", FakeClient)
-    FakeClient.calls = []
+    d = FakeDaemon(str(tmp_path / "d.sock"))
+    monkeypatch.setenv("ISCSICTL_SOCKET", d.path)
     db = tmp_path / "db"
     db.mkdir()
     (db / "initiatorname.iscsi").write_text("InitiatorName=iqn.2026-11.x:init\n")
     monkeypatch.setenv("ISCSICTL_DB_ROOT", str(db))
     monkeypatch.setenv("ISCSICTL_CONFIG_ROOT", str(db))
     assert cli("-m", "node", "-T", T, "-p", "127.0.0.1", "-o", "new")[0] == 0
-    return FakeClient
+    yield d
+    d.close()
 
 
 def test_login_success_messages(fake_daemon):
@@ -224,3 +242,24 @@ def test_login_session_exists_is_15_warning_only(fake_daemon):
 def test_login_with_no_matching_record_is_21(fake_daemon):
     rc, _, err = cli("-m", "node", "-T", "iqn.2003-01.org.example:nope", "-p", "127.0.0.1", "-l")
     assert rc == 21 and "No records found" in err and fake_daemon.calls == []
+
+
+def _desc(target: str) -> str:
+    return f"[iface: default, target: {target}, portal: 127.0.0.1,3260]"
+
+
+def test_loginall_sends_each_record_as_its_non_default_keys_and_reports_in_order(fake_daemon):
+    targets = sorted([T] + [f"iqn.2003-01.org.example:t{i}" for i in range(2, 5)])
+    for t in targets[1:]:
+        assert cli("-m", "node", "-T", t, "-p", "127.0.0.1", "-o", "new")[0] == 0
+    assert cli("-m", "node", "-T", targets[2], "-p", "127.0.0.1", "-o", "update",
+               "-n", "node.session.cmds_max", "-v", "64")[0] == 0
+    fake_daemon.answers = {"login": [{"ok": True, "node": _desc(t), "sids": [i]}
+                                     for i, t in enumerate(targets, 1)]}
+    rc, out, err = cli("-m", "node", "-L", "all")
+    assert rc == 0 and err == ""
+    ((op, args),) = fake_daemon.calls
+    assert [r["node.name"] for r in args["records"]] == targets
+    assert [r.get("node.session.cmds_max") for r in args["records"]] == [None, None, "64", None]
+    assert out == "".join(f"Logging in to {_desc(t)}\n" for t in targets) + \
+        "".join(f"Login to {_desc(t)} successful.\n" for t in targets)

@@ -124,14 +124,15 @@ def _raw_call(path: str, request: dict) -> list[dict]:
 
 
 def _records_reaching_login(d) -> list[dict]:
-    """Make ``d`` answer each login record with ok; the list of records its login saw."""
+    """Make ``d``'s logins succeed without a target or kernel (sid 1, 2, ...); the list of
+    the node records its sessions would be built from."""
     seen = []
 
-    async def fake_login_one(rec, initiator_name):
-        seen.append(rec)
-        return {"ok": True}
+    async def fake_establish(node, initiator_name):
+        seen.append(node.record)
+        return len(seen)
 
-    d._login_one = fake_login_one
+    d._establish = fake_establish
     return seen
 
 
@@ -147,7 +148,8 @@ def test_a_login_record_gets_its_left_out_keys_at_their_defaults(served):
     sent = rec.as_strings(omit_defaults=True)
     assert set(sent) == {"node.name", "node.conn[0].address", "node.startup",
                          "iface.transport_name", "node.session.cmds_max"}
-    assert client.call("login", records=[sent], initiator_name="iqn.x") == [{"ok": True}]
+    result = client.call("login", records=[sent], initiator_name="iqn.x")
+    assert [(r["ok"], r["sids"]) for r in result] == [(True, [1])]
     assert seen == [rec.as_strings()]
 
 
@@ -158,8 +160,8 @@ def test_a_v1_cli_is_answered_in_v1_and_its_whole_records_are_read_as_they_are(s
     lines = _raw_call(client.path, {"version": 1, "op": "login", "args": {
         "records": [whole], "initiator_name": "iqn.x", "progress": True}})
     assert [m["version"] for m in lines] == [1, 1]
-    assert lines[0]["progress"]["done"] == 1 and lines[-1] == {"version": 1, "ok": True,
-                                                                  "result": [{"ok": True}]}
+    assert lines[0]["progress"]["done"] == 1 and lines[-1]["ok"]
+    assert [r["sids"] for r in lines[-1]["result"]] == [[1]]
     assert seen == [whole]
 
 
