@@ -52,7 +52,8 @@ class Server:
                  str(self.path), "--watch-stdin"], stdin=subprocess.PIPE, stdout=log,
                 stderr=log)
         deadline = time.monotonic() + 60
-        while not self.path.exists():
+        # ready: listening, with its idle workers forked (the socket comes first)
+        while not self.path.exists() or len(self.workers()) < 2:
             assert self.proc.poll() is None, self.log.read_text()
             assert time.monotonic() < deadline, "command server did not listen"
             time.sleep(0.02)
