@@ -548,7 +548,7 @@ class Daemon:
         return await _each([self._login_one(r, initiator_name) for r in records], progress)
 
     async def _login_one(self, rec: Mapping[str, str], initiator_name: str) -> dict[str, Any]:
-        rec = with_defaults(NODE, rec)  # here, not in login(): the first connects at once
+        rec = with_defaults(NODE, rec)  # here, not in login(): the first node connects at once
         try:
             node = ks.NodeTarget.from_record(rec)
         except KeyError as exc:

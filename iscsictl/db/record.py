@@ -98,22 +98,23 @@ class Record:
         return self.values.get("iface.iscsi_ifacename") or "default"
 
 
-_DEFAULTS: dict[tuple[str, bool], dict] = {}
+_DEFAULT_VALUES: dict[str, dict] = {}  # by kind name
+_DEFAULT_TEXTS: dict[str, dict[str, str]] = {}
 
 
 def _default_values(kind: RecordKind) -> dict:
     """``{key: typed compiled default}`` of ``kind`` (computed once; do not modify)."""
-    cached = _DEFAULTS.get((kind.name, False))
+    cached = _DEFAULT_VALUES.get(kind.name)
     if cached is None:
-        cached = _DEFAULTS[kind.name, False] = {k.name: k.default for k in kind.keys}
+        cached = _DEFAULT_VALUES[kind.name] = {k.name: k.default for k in kind.keys}
     return cached
 
 
 def default_strings(kind: RecordKind) -> dict[str, str]:
     """``{key: text}`` of every key of ``kind`` at its compiled default (computed once)."""
-    cached = _DEFAULTS.get((kind.name, True))
+    cached = _DEFAULT_TEXTS.get(kind.name)
     if cached is None:
-        cached = _DEFAULTS[kind.name, True] = Record(kind).as_strings()
+        cached = _DEFAULT_TEXTS[kind.name] = Record(kind).as_strings()
     return cached
 
 
@@ -244,6 +245,8 @@ def _typed(kind: RecordKind, lines: Iterable[tuple[int, str, str]], where: str,
 
 
 def _refuse(msg: str) -> None:
+    """The one-pass reading's ``warn`` for list values: anything worth a warning sends the
+    text to the line-by-line reading, which warns with the line number."""
     raise InvalidValue("", "", msg)
 
 
