@@ -22,6 +22,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable, Collection
 from typing import Mapping
 
 __all__ = [
@@ -164,20 +165,35 @@ class Sysfs:
 
     def __init__(self, root: str | os.PathLike[str] = "/sys") -> None:
         self.root = Path(root)
+        self._root = os.fspath(self.root).rstrip("/")
 
     # -- primitives
     def read(self, path: str | os.PathLike[str]) -> str | None:
-        """One attribute, stripped of the trailing newline; None if missing/unreadable/"(null)"."""
-        p = Path(path)
-        if not p.is_absolute():
-            p = self.root / p
+        """One attribute, stripped of the trailing newline; None if missing/unreadable/"(null)".
+        ``path`` is absolute or relative to the root.  (One open/read/close on a string path:
+        ``-m session`` reads dozens of attributes a session.)"""
+        p = os.fspath(path)
+        if p[:1] != "/":
+            p = f"{self._root}/{p}"
         try:
-            with open(p, "rb") as f:
-                raw = f.read(1 << 16)
-        except OSError:  # ENOENT, EACCES, EIO and the errors drivers return from show()
+            fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:  # ENOENT, EACCES
             return None
+        try:
+            raw = os.read(fd, 1 << 16)
+        except OSError:  # EIO and the errors drivers return from show()
+            return None
+        finally:
+            os.close(fd)
         text = raw.decode("utf-8", "replace").rstrip("\n")
         return None if text == "(null)" else text
+
+    def _reader(self, rel_dir: str, only: Collection[str] | None) -> Callable[[str], str | None]:
+        """``attr -> read(<rel_dir>/<attr>)``, or None for an attribute outside ``only``."""
+        base = f"{self._root}/{rel_dir}/"
+        if only is None:
+            return lambda a: self.read(base + a)
+        return lambda a: self.read(base + a) if a in only else None
 
     def _list(self, rel: str, rx: re.Pattern[str]) -> list[re.Match[str]]:
         try:
@@ -229,12 +245,13 @@ class Sysfs:
         mt = _HOST_RE.match(dev.parent.name)
         return int(mt.group(1)) if mt else None
 
-    def session(self, sid: int) -> SessionInfo | None:
-        """``class/iscsi_session/session<sid>``, or None when it does not exist."""
-        d = self.root / "class/iscsi_session" / f"session{sid}"
-        if not d.exists():
+    def session(self, sid: int, only: Collection[str] | None = None) -> SessionInfo | None:
+        """``class/iscsi_session/session<sid>``, or None when it does not exist.  ``only``:
+        read just these attributes (the other fields are None; ``host_no`` is always read)."""
+        rel = f"class/iscsi_session/session{sid}"
+        if not os.path.isdir(f"{self._root}/{rel}"):
             return None
-        r = lambda a: self.read(d / a)  # noqa: E731
+        r = self._reader(rel, only)
         params = {a: v for a in SESSION_PARAM_ATTRS if (v := r(a)) is not None}
         return SessionInfo(
             sid=sid, host_no=self.session_host_no(sid), targetname=r("targetname"), tpgt=_int(r("tpgt")),
@@ -253,12 +270,15 @@ class Sysfs:
         ids = sorted((int(mt.group(1)), int(mt.group(2))) for mt in self._list("class/iscsi_connection", _CONN_RE))
         return [i for i in ids if sid is None or i[0] == sid]
 
-    def connection(self, sid: int, cid: int) -> ConnectionInfo | None:
-        """``class/iscsi_connection/connection<sid>:<cid>``, or None when absent."""
-        d = self.root / "class/iscsi_connection" / f"connection{sid}:{cid}"
-        if not d.exists():
+    def connection(self, sid: int, cid: int,
+                   only: Collection[str] | None = None) -> ConnectionInfo | None:
+        """``class/iscsi_connection/connection<sid>:<cid>``, or None when absent (``only``:
+        as in :meth:`session`)."""
+        rel = f"class/iscsi_connection/connection{sid}:{cid}"
+        if not os.path.isdir(f"{self._root}/{rel}"):
             return None
-        attrs = {a: v for a in CONNECTION_ATTRS if (v := self.read(d / a)) is not None}
+        r = self._reader(rel, only)
+        attrs = {a: v for a in CONNECTION_ATTRS if (v := r(a)) is not None}
         g = attrs.get
         return ConnectionInfo(
             sid=sid, cid=cid, address=g("address"), port=_int(g("port")), persistent_address=g("persistent_address"),
@@ -274,13 +294,13 @@ class Sysfs:
     def host_numbers(self) -> list[int]:
         return sorted(int(mt.group(1)) for mt in self._list("class/iscsi_host", _HOST_RE))
 
-    def host(self, host_no: int) -> HostInfo | None:
-        """``class/iscsi_host/host<N>``, or None when absent."""
-        d = self.root / "class/iscsi_host" / f"host{host_no}"
-        if not d.exists():
+    def host(self, host_no: int, only: Collection[str] | None = None) -> HostInfo | None:
+        """``class/iscsi_host/host<N>``, or None when absent (``only``: as in :meth:`session`)."""
+        rel = f"class/iscsi_host/host{host_no}"
+        if not os.path.isdir(f"{self._root}/{rel}"):
             return None
-        v = {a: self.read(d / a) for a in HOST_ATTRS}
-        return HostInfo(host_no=host_no, **v)
+        r = self._reader(rel, only)
+        return HostInfo(host_no=host_no, **{a: r(a) for a in HOST_ATTRS})
 
     def hosts(self) -> list[HostInfo]:
         return [h for h in map(self.host, self.host_numbers()) if h is not None]

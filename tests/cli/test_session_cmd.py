@@ -263,3 +263,39 @@ def test_loginall_sends_each_record_as_its_non_default_keys_and_reports_in_order
     assert [r.get("node.session.cmds_max") for r in args["records"]] == [None, None, "64", None]
     assert out == "".join(f"Logging in to {_desc(t)}\n" for t in targets) + \
         "".join(f"Login to {_desc(t)} successful.\n" for t in targets)
+
+
+def test_each_print_level_reads_what_it_shows_and_no_more(sysfs, monkeypatch):
+    """collect() reads per level only what that level prints: the output of every level is
+    the same as from a full read, and level 0 opens a handful of files a session (hundreds
+    of sessions made -m session take seconds when every level read everything)."""
+    from iscsictl.cli import session_cmd
+    from iscsictl.kernel import sysfs as sysfs_mod
+    from iscsictl.kernel.sysfs import Sysfs
+
+    for i in range(1, 5):
+        add_session(sysfs, i, 10 + i, f"iqn.2003-01.org.example:t{i % 2}", f"10.0.0.{i}",
+                    {0: f"sd{chr(96 + i)}"})
+    s = Sysfs(sysfs)
+    everything = {"session": None, "host": None, "connection": None}
+    with monkeypatch.context() as m:
+        m.setattr(session_cmd, "_LEVEL_ATTRS", {lvl: everything for lvl in range(4)})
+        full = session_cmd.collect(s, {}, 3)
+    assert session_cmd.flat_lines(session_cmd.collect(s, {}, 0)) == session_cmd.flat_lines(full)
+    for level in (1, 2, 3):
+        assert session_cmd.tree_lines(session_cmd.collect(s, {}, level), level, True) == \
+            session_cmd.tree_lines(full, level, True)
+    assert [session_cmd._view_json(v, True) for v in session_cmd.collect(s, {}, 3)] == \
+        [session_cmd._view_json(v, True) for v in full]  # --json reads level 3
+    opened = []
+    real_open = os.open
+
+    def counting_open(path, *a, **kw):
+        opened.append(path)
+        return real_open(path, *a, **kw)
+    monkeypatch.setattr(sysfs_mod.os, "open", counting_open)
+    assert [v.sid for v in session_cmd.collect(s, {}, 0, sid=3)] == [3]
+    assert len(opened) <= 8, opened
+    opened.clear()
+    session_cmd.collect(s, {}, 0)
+    assert len(opened) <= 8 * 4, opened

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
 import dataclasses
 import errno
 import os
@@ -137,13 +136,13 @@ def test_empty_root_never_crashes(tmp_path):
 
 
 def test_unreadable_attribute_is_none(tree, monkeypatch):
-    real_open = builtins.open
+    real_open = os.open
 
     def fake_open(path, *a, **kw):
         if str(path).endswith(("/handle", "/password")):
             raise PermissionError(errno.EACCES, "Permission denied", str(path))
         return real_open(path, *a, **kw)
-    monkeypatch.setattr(sysfs_mod, "open", fake_open, raising=False)
+    monkeypatch.setattr(sysfs_mod.os, "open", fake_open)
     s = Sysfs(tree)
     assert s.transport("tcp").handle is None and s.transport("tcp").caps == 0x39
     assert s.session(1).password is None and s.session(1).targetname
