@@ -485,16 +485,19 @@ def run_vm(guest_command: str, timeout: float = 300.0, shares: dict | None = Non
                     timed_out=timed_out)
 
 
-def run_guest_benchmark(script: Path, result_name: str, timeout: float) -> dict | None:
-    """Boot a VM, run a guest benchmark ``script`` with this Python, and return the
-    JSON object it wrote to ``/results/<result_name>``; None (after printing the
-    guest's output) when the VM or the script failed."""
+def run_guest_benchmark(script: Path, result_name: str, timeout: float,
+                        env: dict[str, str] | None = None) -> dict | None:
+    """Boot a VM, run a guest benchmark ``script`` with this Python (and ``env`` added to
+    its environment), and return the JSON object it wrote to ``/results/<result_name>``;
+    None (after printing the guest's output) when the VM or the script failed."""
     import json
     import sys
 
     print(f"booting the VM for {script.stem} (QEMU TCG: absolute times are inflated; "
           "compare the ratio)", flush=True)
-    res = run_vm(f"{sys.executable} {script}", timeout=timeout, log=lambda *a: None)
+    assigns = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
+    res = run_vm(f"{assigns} {sys.executable} {script}".strip(), timeout=timeout,
+                 log=lambda *a: None)
     path = res.results_dir / result_name
     if res.rc != 0 or not path.exists():
         print(res.serial_log[-4000:], file=sys.stderr)

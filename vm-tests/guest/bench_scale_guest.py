@@ -1,0 +1,70 @@
+"""In-VM benchmark at scale, run by bench/bench_scale.py: iscsictl vs open-iscsi with
+BENCH_SCALE_SESSIONS (default 256) LIO targets of one LUN each, in one boot, whole commands,
+daemons already running: -L all until every disk is present, -m session, -m session -P 3,
+-U all until no disk is left.  Writes /results/bench_scale.json.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path[:0] = [str(Path(__file__).resolve().parent)]
+import lio  # noqa: E402
+from bench_guest import RESULTS, IscsictlSide, OpenIscsiSide, disks_present, no_disks  # noqa: E402
+
+SESSIONS = int(os.environ.get("BENCH_SCALE_SESSIONS", "256"))
+MIB = 1 << 20
+
+
+def listing(cmd: list[str], env: dict | None, sessions: int) -> float:
+    t = time.monotonic()
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    dt = time.monotonic() - t
+    if r.returncode != 0 or sessions > len(r.stdout.splitlines()):
+        raise RuntimeError(f"{' '.join(cmd)} -> {r.returncode}: {r.stderr[-2000:]}")
+    return dt
+
+
+def measure(side) -> dict:
+    side.start()
+    try:
+        side.clean_db()
+        side.discover()
+        t = time.monotonic()
+        side.login_all()
+        disks_present(SESSIONS, timeout=1800)
+        out = {"loginall": time.monotonic() - t}
+        if isinstance(side, IscsictlSide):
+            cmd, env = [str(Path(sys.executable).parent / "iscsictl")], side.cli.env
+        else:
+            cmd, env = ["iscsiadm"], None
+        out["session"] = listing([*cmd, "-m", "session"], env, SESSIONS)
+        out["session_p3"] = listing([*cmd, "-m", "session", "-P", "3"], env, SESSIONS)
+        t = time.monotonic()
+        side.logout_all()
+        no_disks(timeout=1800)
+        out["logoutall"] = time.monotonic() - t
+        return out
+    finally:
+        side.stop()
+
+
+def main() -> int:
+    subprocess.run(["modprobe", "iscsi_tcp"], check=True)
+    lio.LioTarget.create_many(SESSIONS, prefix="iqn.2003-01.org.example.scale:t", luns=[MIB])
+    out = {"sessions": SESSIONS}
+    try:
+        for side in (OpenIscsiSide(), IscsictlSide()):
+            out[side.name] = measure(side)
+            print(side.name, out[side.name], flush=True)
+    finally:
+        lio.teardown_all()
+    (RESULTS / "bench_scale.json").write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
