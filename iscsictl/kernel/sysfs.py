@@ -227,14 +227,24 @@ class Sysfs:
         return sorted(int(mt.group(1)) for mt in self._list("class/iscsi_session", _SESSION_RE))
 
     def session_device_path(self, sid: int) -> Path | None:
-        """Resolved ``devices/.../host<N>/session<sid>`` directory of a session, or None."""
-        link = self.root / "class/iscsi_session" / f"session{sid}"
+        """Resolved ``devices/.../host<N>/session<sid>`` directory of a session, or None.
+
+        sysfs class entries are symlinks into ``devices/`` whose directories are real, so
+        one ``readlink`` resolves them (a full ``realpath`` stats every component, a dozen
+        for each session); anything else is resolved the long way."""
+        link = f"{self._root}/class/iscsi_session/session{sid}"
         try:
-            real = link.resolve(strict=True)
-        except OSError:
-            return None
+            target = os.readlink(link)
+        except OSError:  # gone, or not a symlink (a fixture tree may differ)
+            target = None
+        real = os.path.normpath(os.path.join(os.path.dirname(link), target)) if target else None
+        if real is None or not os.path.isdir(real):
+            try:
+                real = os.fspath(Path(link).resolve(strict=True))
+            except OSError:
+                return None
         # real = .../host<N>/session<sid>/iscsi_session/session<sid>
-        dev = real.parent.parent
+        dev = Path(real).parent.parent
         return dev if dev.name == f"session{sid}" else None
 
     def session_host_no(self, sid: int) -> int | None:
