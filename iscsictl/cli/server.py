@@ -414,8 +414,17 @@ class CommandServer:
 
     def _taken(self, pidfd: int) -> None:
         """A worker took a client: keep the connection for its exit status, replace it.
-        (End of file instead: the worker died idle; :meth:`_reap` sees to it.)"""
-        w = self.workers[pidfd]
+        (End of file instead: the worker died idle; :meth:`_reap` sees to it.  Nothing when
+        :meth:`_reap` already read it: a command can end before its worker's message is
+        read, and both events come in the same round.)"""
+        w = self.workers.get(pidfd)
+        if w is not None and w.ctl is not None and self._take_connection(w):
+            self._early_deaths = 0
+            self._top_up()
+
+    def _take_connection(self, w: _Worker) -> bool:
+        """Read the worker's message on ``ctl`` (the client's connection, or end of file:
+        it ended idle) and close ``ctl``; True when it took a client."""
         try:
             _msg, fds, _flags, _addr = socket.recv_fds(w.ctl, 1, 1)
         except OSError:
@@ -425,17 +434,16 @@ class CommandServer:
         w.ctl = None
         if fds:
             w.conn = socket.socket(fileno=fds[0])
-            self._early_deaths = 0
-            self._top_up()
+        return bool(fds)
 
     def _reap(self, pidfd: int) -> None:
         self.sel.unregister(pidfd)
         w = self.workers.pop(pidfd)
         os.close(pidfd)
         _, status = os.waitpid(w.pid, 0)
-        if w.ctl is not None:
-            self.sel.unregister(w.ctl)
-            w.ctl.close()
+        if w.ctl is not None and self._take_connection(w):  # a command that ended at once
+            self._early_deaths = 0
+            self._top_up()
         if w.conn is None:  # died idle
             if not self.stopping:
                 self._early_deaths += 1

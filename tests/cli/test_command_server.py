@@ -420,3 +420,37 @@ def test_removed_working_directory_runs_the_python_front_end(server, tmp_path):
                          text=True)
     out, _ = p.communicate(timeout=30)
     assert (p.returncode, out) == (0, "-m node\n")
+
+
+@pytest.mark.parametrize("exit_first", [True, False])
+def test_a_command_that_ends_before_its_message_is_read_is_reported_not_taken_for_dead(
+        tmp_path, capsys, exit_first):
+    """A worker passes its client's connection over ctl, runs the command and exits; the
+    server can see the exit before (or with) the message.  Either order: the client gets
+    the exit code, the worker is replaced once, no idle death is counted, nothing raises."""
+    import selectors
+
+    from iscsictl.cli.server import REPLY_EXITED, CommandServer, _Worker
+
+    srv = CommandServer(str(tmp_path / "s.sock"))
+    top_ups = []
+    srv._top_up = lambda: top_ups.append(1)  # no real workers in this test
+    ours, theirs = socket.socketpair()
+    client, client_end = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:  # the worker: hand over the client, "run" a command, exit with 3
+        socket.send_fds(theirs, [b"a"], [client_end.fileno()])
+        os._exit(3)
+    theirs.close()
+    client_end.close()
+    pidfd = os.pidfd_open(pid)
+    srv.workers[pidfd] = _Worker(pid, ours)
+    srv.sel.register(pidfd, selectors.EVENT_READ, ("exit", pidfd))
+    srv.sel.register(ours, selectors.EVENT_READ, ("ctl", pidfd))
+    select.select([pidfd], [], [], 10)  # the worker has exited
+    for what in (("exit", "ctl") if exit_first else ("ctl", "exit")):
+        (srv._reap if what == "exit" else srv._taken)(pidfd)
+    client.settimeout(5)
+    assert client.recv(64) == REPLY.pack(REPLY_EXITED, 3)
+    assert top_ups == [1] and srv._early_deaths == 0 and not srv.workers
+    assert "idle worker" not in capsys.readouterr().err
