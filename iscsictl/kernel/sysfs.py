@@ -268,7 +268,7 @@ class Sysfs:
             initiatorname=r("initiatorname"), ifacename=r("ifacename"), state=r("state"),
             target_state=r("target_state"), creator=_int(r("creator")), recovery_tmo=_int(r("recovery_tmo")),
             abort_tmo=_int(r("abort_tmo")), lu_reset_tmo=_int(r("lu_reset_tmo")),
-            tgt_reset_tmo=_int(r("tgt_reset_tmo")), username=r("username"), password=r("password"),
+            tgt_reset_tmo=_int(params.get("tgt_reset_tmo")), username=r("username"), password=r("password"),
             username_in=r("username_in"), password_in=r("password_in"), params=params)
 
     def sessions(self) -> list[SessionInfo]:
