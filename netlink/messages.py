@@ -385,6 +385,11 @@ def _codec(ev_type: int) -> tuple[struct.Struct, tuple[str, ...], dict[str, int]
     return codec
 
 
+def _unknown_fields(ev_type: int, fields: dict[str, Any]) -> KeyError:
+    unknown = sorted(set(fields) - _FIELD_NAMES[ev_type])
+    return KeyError(f"{MESSAGE_CLASSES[ev_type].__name__} has no field(s) {unknown}")
+
+
 def encode_message(ev_type: int, *, transport_handle: int = 0, payload: bytes = b"", nlmsg_seq: int = 0,
                    nlmsg_pid: int = 0, nlmsg_type: int | None = None, **fields: Any) -> bytes:
     """Encode nlmsghdr + uevent (+ payload) for ``ev_type`` using :data:`MESSAGE_CLASSES`.
@@ -408,12 +413,10 @@ def encode_message(ev_type: int, *, transport_handle: int = 0, payload: bytes = 
             for name, value in fields.items():
                 values[index[name]] = value
         except KeyError:
-            unknown = set(fields) - _FIELD_NAMES[ev_type]
-            raise KeyError(f"{cls.__name__} has no field(s) {sorted(unknown)}") from None
+            raise _unknown_fields(ev_type, fields) from None
         return st.pack(*values) + payload + bytes(-length & 3)
     if not fields.keys() <= _FIELD_NAMES[ev_type]:
-        unknown = set(fields) - _FIELD_NAMES[ev_type]
-        raise KeyError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
+        raise _unknown_fields(ev_type, fields)
     msg = cls()
     msg["header"]["type"] = ev_type if nlmsg_type is None else nlmsg_type
     msg["header"]["flags"] = 0

@@ -639,25 +639,7 @@ class IscsiNetlink(_Core, _Operations):
         each, in order (an error reply included), so one ``sendmsg()`` replaces len(reqs)."""
         if len(reqs) < 2 or any(r.ev_type in BLOCKING_OPS for r in reqs):
             return [self._parse_or_error(req, lambda r=req: self.request(r)) for req in reqs]
-        timeout = max(self.timeout if r.timeout is None else r.timeout for r in reqs)
-        deadline = time.monotonic() + timeout
-        self._send(b"".join(r.data for r in reqs))  # each message is NLMSG_ALIGNed
-        replies: list[Any] = []
-        while len(replies) < len(reqs):
-            for msg in self._read_datagrams():
-                if len(replies) < len(reqs) and self._is_reply(reqs[len(replies)], msg):
-                    replies.append(msg)
-                else:
-                    self._events.append(event_from_message(msg))
-            if len(replies) == len(reqs):
-                break
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self._dispatch()
-                raise ReplyTimeout(f"{len(replies)} of {len(reqs)} replies to a batch of "
-                                   f"{E(reqs[0].ev_type).name} within {timeout:g} s")
-            self._wait_readable(remaining)
-        self._dispatch()
+        replies = self._exchange(reqs, b"".join(r.data for r in reqs))  # each NLMSG_ALIGNed
         return [self._parse_or_error(req, lambda r=req, m=msg: _check_reply(r.ev_type, m))
                 for req, msg in zip(reqs, replies)]
 
@@ -670,25 +652,35 @@ class IscsiNetlink(_Core, _Operations):
 
     def request(self, req: _Request) -> Any:
         """Send one encoded request and wait for its reply (checked by :func:`_check_reply`)."""
-        timeout = self.timeout if req.timeout is None else req.timeout
+        (reply,) = self._exchange([req], req.data)
+        return _check_reply(req.ev_type, reply)
+
+    def _exchange(self, reqs: list[_Request], data: bytes) -> list[Any]:
+        """Send ``data`` (the requests, encoded) and wait, up to the longest of their
+        timeouts, for one reply per request in order; any other message becomes an event
+        (dispatched before returning).  Raises ReplyTimeout."""
+        timeout = max(self.timeout if r.timeout is None else r.timeout for r in reqs)
         deadline = time.monotonic() + timeout
-        self._send(req.data)
-        reply = None
+        self._send(data)
+        replies: list[Any] = []
         while True:
             for msg in self._read_datagrams():
-                if reply is None and self._is_reply(req, msg):
-                    reply = msg
+                if len(replies) < len(reqs) and self._is_reply(reqs[len(replies)], msg):
+                    replies.append(msg)
                 else:
                     self._events.append(event_from_message(msg))
-            if reply is not None:
+            if len(replies) == len(reqs):
                 break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self._dispatch()
-                raise ReplyTimeout(f"no reply to {E(req.ev_type).name} within {timeout:g} s")
+                what = E(reqs[0].ev_type).name
+                raise ReplyTimeout(f"no reply to {what} within {timeout:g} s" if len(reqs) == 1
+                                   else f"{len(replies)} of {len(reqs)} replies to a batch of "
+                                        f"{what} within {timeout:g} s")
             self._wait_readable(remaining)
         self._dispatch()
-        return _check_reply(req.ev_type, reply)
+        return replies
 
     def _dispatch(self) -> None:
         cb = self.event_callback

@@ -7,6 +7,7 @@ import struct
 import pytest
 
 from iscsictl.netlink import messages as M
+from iscsictl.netlink.enums import IscsiUeventE as E
 
 _MAX = {"B": 0xFF, "H": 0xFFFF, "I": 0xFFFFFFFF, "Q": 2**64 - 1, "i": 2**31 - 1}
 
@@ -41,3 +42,10 @@ def test_fast_equals_pyroute2(ev_type):
         common = dict(transport_handle=rng.randrange(2**64), payload=payload,
                       nlmsg_seq=rng.randrange(2**32), nlmsg_pid=rng.randrange(2**32))
         assert M.encode_message(ev_type, **common, **kw) == _slow(ev_type, **common, **kw)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_an_unknown_field_is_named_by_either_encoder(fast):
+    encode = M.encode_message if fast else _slow
+    with pytest.raises(KeyError, match=r"has no field\(s\) \['parm'\]"):
+        encode(E.SET_PARAM, sid=1, cid=0, parm=5)

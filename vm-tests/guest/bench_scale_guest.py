@@ -14,6 +14,7 @@ from pathlib import Path
 sys.path[:0] = [str(Path(__file__).resolve().parent)]
 import lio  # noqa: E402
 from bench_guest import RESULTS, IscsictlSide, OpenIscsiSide, disks_present, no_disks  # noqa: E402
+from cli import VENV_BIN  # noqa: E402
 
 SESSIONS = int(os.environ.get("BENCH_SCALE_SESSIONS", "256"))
 MIB = 1 << 20
@@ -38,7 +39,7 @@ def measure(side) -> dict:
         disks_present(SESSIONS, timeout=1800)
         out = {"loginall": time.monotonic() - t}
         if isinstance(side, IscsictlSide):
-            cmd, env = [str(Path(sys.executable).parent / "iscsictl")], side.cli.env
+            cmd, env = [str(VENV_BIN / "iscsictl")], side.cli.env
         else:
             cmd, env = ["iscsiadm"], None
         out["session"] = listing([*cmd, "-m", "session"], env, SESSIONS)
