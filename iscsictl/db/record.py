@@ -314,30 +314,31 @@ def parse_record(kind: RecordKind, data: bytes | str, path: str = "<record>",
     return rec
 
 
-def _text(key: Key, value) -> str:
-    if key.type == "list":
-        return ",".join(value)
-    return str(value)
+_PRINTED: dict[tuple[str, bool, bool, str], tuple[Key, ...]] = {}
 
 
-def _iter_keys(rec: Record, for_file: bool, version: str) -> Iterable[Key]:
-    kind = rec.kind
+def _printed_keys(kind: RecordKind, for_file: bool, ipv6: bool, version: str
+                  ) -> tuple[Key, ...]:
+    """The keys a record of ``kind`` prints, in order: node and iface records print one
+    address block (ipv4 or ipv6), and only the keys ``version`` has; hidden keys never."""
+    cache_key = (kind.name, for_file, ipv6, version)
+    keys = _PRINTED.get(cache_key)
+    if keys is None:
+        keys = _PRINTED[cache_key] = _select_keys(kind, for_file, ipv6, version)
+    return keys
+
+
+def _select_keys(kind: RecordKind, for_file: bool, ipv6: bool, version: str
+                 ) -> tuple[Key, ...]:
     if kind is schema.NODE or kind is schema.IFACE:
-        v = rec.values
-        if for_file:
-            ipv6 = schema.iface_is_ipv6_by_address(v)
-        else:
-            ipv6 = schema.iface_is_ipv6_by_name(v)
         block = "ipv6" if ipv6 else "ipv4"
         order = schema.NODE_FILE_ORDER if (kind is schema.NODE and for_file) else kind.keys
-        for k in order:
-            if k.block and k.block != block:
-                continue
-            if k.since and not schema.key_in_version(k, version):
-                continue
-            yield k
+        keys = [k for k in order
+                if not (k.block and k.block != block)
+                and not (k.since and not schema.key_in_version(k, version))]
     else:
-        yield from kind.keys
+        keys = list(kind.keys)
+    return tuple(k for k in keys if not k.hidden)
 
 
 def format_record(rec: Record, *, for_file: bool = False, show_secrets: bool = False,
@@ -348,21 +349,20 @@ def format_record(rec: Record, *, for_file: bool = False, show_secrets: bool = F
     omitted, passwords in clear.  ``for_file=False``: the ``-o show`` form: ``<empty>`` for empty
     values, ``********`` for set secrets unless ``show_secrets``.  Returns the text with a
     trailing newline."""
-    out = [f"{schema.BEGIN_RECORD} {version}"]
     vals = rec.values
-    for k in _iter_keys(rec, for_file, version):
-        if k.hidden:
-            continue
-        s = _text(k, vals[k.name])
-        if for_file:
-            if s:
-                out.append(f"{k.name} = {s}")
-            continue
-        if k.secret and s and not show_secrets:
-            out.append(f"{k.name} = ********")
-        elif s:
+    ipv6 = False
+    if rec.kind is schema.NODE or rec.kind is schema.IFACE:
+        ipv6 = (schema.iface_is_ipv6_by_address(vals) if for_file
+                else schema.iface_is_ipv6_by_name(vals))
+    out = [f"{schema.BEGIN_RECORD} {version}"]
+    for k in _printed_keys(rec.kind, for_file, ipv6, version):
+        v = vals[k.name]
+        s = ",".join(v) if k.type == "list" else str(v)
+        if s:
+            if k.secret and not (for_file or show_secrets):
+                s = "********"
             out.append(f"{k.name} = {s}")
-        else:
+        elif not for_file:
             out.append(f"{k.name} = <empty>")
     out.append(schema.END_RECORD)
     return "\n".join(out) + "\n"

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import os
 import time
 from dataclasses import dataclass, field
@@ -185,18 +186,28 @@ def _fsync_dir(path: str) -> None:
 def syncfs(path: str) -> None:
     """Flush the filesystem holding ``path`` (Linux ``syncfs``; ``sync`` where unavailable).
     One call replaces per-file fsyncs when many records are written at once."""
+    fn = _libc_syncfs()
+    if fn is not None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                if fn(fd) == 0:
+                    return
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
+    os.sync()
+
+
+@functools.cache
+def _libc_syncfs():  # type: ignore[no-untyped-def]
+    """libc's ``syncfs`` (looked up once), or None."""
     try:
         import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            if libc.syncfs(fd) == 0:
-                return
-        finally:
-            os.close(fd)
+        return ctypes.CDLL(None, use_errno=True).syncfs
     except (OSError, AttributeError):
-        pass
-    os.sync()
+        return None
 
 
 def atomic_write(path: str, data: bytes, mode: int = FILE_MODE) -> None:
@@ -596,14 +607,22 @@ class NodeDB:
         rec.path = path
         return NodeID(nid.target, nid.address, nid.port, nid.tpgt, nid.iface, legacy)
 
-    def _link_node(self, rec: Record, nid: NodeID) -> None:
+    def _link_node(self, rec: Record, nid: NodeID, dirs: dict | None = None) -> None:
+        """Link ``rec``'s portal directory from its discovery source's directory (an
+        existing link is kept).  ``dirs``: a cache of which discovery directories exist,
+        for callers linking many records at once."""
         dtype = rec.values["node.discovery_type"]
         rel_node = os.path.join(NODES, nid.target, nid.portal_dir)
         if dtype in ("send_targets", "isns"):
             base = SEND_TARGETS if dtype == "send_targets" else ISNS
             ddir = self._p(base, f"{rec.values['node.discovery_address']},"
                                  f"{rec.values['node.discovery_port']}")
-            if not os.path.isdir(ddir):
+            exists = None if dirs is None else dirs.get(ddir)
+            if exists is None:
+                exists = os.path.isdir(ddir)
+                if dirs is not None:
+                    dirs[ddir] = exists
+            if not exists:
                 return  # no discovery record dir: iscsiadm links nothing either
             link = os.path.join(ddir, nid.link_name)
             target = os.path.join("..", "..", rel_node)
@@ -613,12 +632,10 @@ class NodeDB:
             target = os.path.join("..", rel_node)
         else:
             return
-        if os.path.islink(link) or os.path.exists(link):
-            return
         try:
             os.symlink(target, link)
         except FileExistsError:
-            pass
+            pass  # linked already (or a dangling link: kept, as iscsiadm does)
         except OSError as e:
             self.warn(f"cannot link {link}: {e.strerror}")
 
@@ -910,7 +927,8 @@ class NodeDB:
                     res.failed.append((nid, e))
                     continue
                 staged.append((rec, nid))
-        written = []
+        written: list = []
+        renamed: set = set()
         try:
             for rec, nid in staged:
                 path = self.node_path(nid)
@@ -932,6 +950,7 @@ class NodeDB:
                     if os.path.lexists(path):  # created meanwhile by someone else
                         raise FileExistsError(path)
                     os.rename(tmp, path)
+                    renamed.add(tmp)
                     rec.path = path
                     linked.append((rec, nid))
                     res.added.append(nid)
@@ -944,11 +963,12 @@ class NodeDB:
                 except OSError as e:
                     res.failed.append((nid, DBError(f"cannot write {path}: {e.strerror}")))
             with self.db_lock():
+                dirs: dict = {}
                 for rec, nid in linked:
-                    self._link_node(rec, nid)
+                    self._link_node(rec, nid, dirs)
         finally:
             for _rec, _nid, tmp, _path in written:
-                if os.path.lexists(tmp):
+                if tmp not in renamed:
                     try:
                         os.unlink(tmp)
                     except OSError:
