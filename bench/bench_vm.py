@@ -24,6 +24,14 @@ def main() -> int:
     rows = [
         (f"discovery + login until the disk (median of {data['rounds']})",
          oi["login_to_disk"], us["login_to_disk"]),
+    ]
+    if "discovery" in us:
+        rows += [
+            (f"  its discovery alone ({n} targets, {n} records)",
+             oi["discovery"], us["discovery"]),
+            ("  its login alone, until the disk", oi["login_only"], us["login_only"]),
+        ]
+    rows += [
         (f"-L all of {n} targets until all disks (median of {data.get('many_rounds', 1)})",
          oi["loginall"], us["loginall"]),
         (f"-U all of {n} sessions until no disk (median of {data.get('many_rounds', 1)})",
