@@ -144,20 +144,46 @@ class HostInfo:
 @dataclass(frozen=True)
 class ScsiDevice:
     """A SCSI device below a session: ``<h>:<c>:<t>:<l>`` with its ``state`` (running/offline/blocked/
-    transport-offline...) and block device names (``("sda",)``; empty for non-disk devices)."""
+    transport-offline...), block device names (``("sda",)``; empty for non-disk devices) and
+    ``path``, its sysfs directory; ``vendor`` and ``model`` (INQUIRY's, space-padded) are read
+    from there when asked (no listing prints them)."""
 
     host: int
     channel: int
     target: int
     lun: int
     state: str | None
-    vendor: str | None
-    model: str | None
     block: tuple[str, ...] = ()
+    path: str = ""
 
     @property
     def hctl(self) -> str:
         return f"{self.host}:{self.channel}:{self.target}:{self.lun}"
+
+    @property
+    def vendor(self) -> str | None:
+        return read_attribute(f"{self.path}/vendor") if self.path else None
+
+    @property
+    def model(self) -> str | None:
+        return read_attribute(f"{self.path}/model") if self.path else None
+
+
+def read_attribute(path: str) -> str | None:
+    """One sysfs attribute (absolute ``path``), stripped of the trailing newline; None if
+    missing, unreadable (the errors drivers return from show()) or "(null)"."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:  # ENOENT, EACCES
+        return None
+    try:
+        raw = os.read(fd, 1 << 16)
+    except OSError:  # EIO and the errors drivers return from show()
+        return None
+    finally:
+        os.close(fd)
+    text = raw.decode("utf-8", "replace").rstrip("\n")
+    return None if text == "(null)" else text
 
 
 class Sysfs:
@@ -173,20 +199,7 @@ class Sysfs:
         ``path`` is absolute or relative to the root.  (One open/read/close on a string path:
         ``-m session`` reads dozens of attributes a session.)"""
         p = os.fspath(path)
-        if p[:1] != "/":
-            p = f"{self._root}/{p}"
-        try:
-            fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:  # ENOENT, EACCES
-            return None
-        try:
-            raw = os.read(fd, 1 << 16)
-        except OSError:  # EIO and the errors drivers return from show()
-            return None
-        finally:
-            os.close(fd)
-        text = raw.decode("utf-8", "replace").rstrip("\n")
-        return None if text == "(null)" else text
+        return read_attribute(p if p[:1] == "/" else f"{self._root}/{p}")
 
     def _reader(self, rel_dir: str, only: Collection[str] | None) -> Callable[[str], str | None]:
         """``attr -> read(<rel_dir>/<attr>)``, or None for an attribute outside ``only``."""
@@ -338,8 +351,7 @@ class Sysfs:
                 except OSError:
                     block = ()
                 h, c, tt, lun = (int(x) for x in mt.groups())
-                out.append(ScsiDevice(h, c, tt, lun, self.read(ldir / "state"), self.read(ldir / "vendor"),
-                                      self.read(ldir / "model"), block))
+                out.append(ScsiDevice(h, c, tt, lun, self.read(ldir / "state"), block, str(ldir)))
         return sorted(out, key=lambda d: (d.host, d.channel, d.target, d.lun))
 
     # -- module
