@@ -314,18 +314,20 @@ def parse_record(kind: RecordKind, data: bytes | str, path: str = "<record>",
     return rec
 
 
-_PRINTED: dict[tuple[str, bool, bool, str], tuple[Key, ...]] = {}
+#: (id(kind), for_file, ipv6, version) -> (kind, its printed keys); the kind is kept so
+#: that its id cannot be reused
+_PRINTED: dict[tuple[int, bool, bool, str], tuple[RecordKind, tuple[Key, ...]]] = {}
 
 
 def _printed_keys(kind: RecordKind, for_file: bool, ipv6: bool, version: str
                   ) -> tuple[Key, ...]:
     """The keys a record of ``kind`` prints, in order: node and iface records print one
     address block (ipv4 or ipv6), and only the keys ``version`` has; hidden keys never."""
-    cache_key = (kind.name, for_file, ipv6, version)
-    keys = _PRINTED.get(cache_key)
-    if keys is None:
-        keys = _PRINTED[cache_key] = _select_keys(kind, for_file, ipv6, version)
-    return keys
+    cache_key = (id(kind), for_file, ipv6, version)
+    hit = _PRINTED.get(cache_key)
+    if hit is None:
+        hit = _PRINTED[cache_key] = (kind, _select_keys(kind, for_file, ipv6, version))
+    return hit[1]
 
 
 def _select_keys(kind: RecordKind, for_file: bool, ipv6: bool, version: str
