@@ -122,6 +122,67 @@ async def _each(jobs: list[Any], progress: Progress | None) -> list[dict[str, An
     return list(await asyncio.gather(*(one(j) for j in jobs)))
 
 
+def _sid(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise TypeError(f"a session id must be an integer, not {type(value).__name__}")
+    return int(value)  # ValueError for a non-numeric string
+
+
+def _sids(value: Any) -> list[int]:
+    if not isinstance(value, list):
+        raise TypeError(f"sids must be a list, not {type(value).__name__}")
+    return [_sid(s) for s in value]
+
+
+def _records(value: Any) -> list[dict[str, str]]:
+    if not isinstance(value, list) or not all(
+            isinstance(r, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                        for k, v in r.items()) for r in value):
+        raise TypeError("records must be a list of objects of strings (key -> text)")
+    return value
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, not {type(value).__name__}")
+    return value
+
+
+#: The arguments each IPC request takes: name -> check (returns the value or raises
+#: TypeError/ValueError, answered as a bad request, code 16); a name not given is None.
+REQUEST_ARGS: dict[str, dict[str, Callable[[Any], Any]]] = {
+    "ping": {},
+    "sessions": {},
+    "login": {"records": _records, "initiator_name": _text, "progress": bool},
+    "logout": {"sids": _sids, "force": bool, "progress": bool},
+    "rescan": {"sid": _sid},
+    "stats": {"sid": _sid},
+    "stop": {"logout_all": bool},
+}
+_OPTIONAL = frozenset(("progress", "force", "logout_all"))
+
+
+def request_args(req: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(op, checked arguments) of a decoded IPC request (:data:`REQUEST_ARGS`).  Raises
+    SessionError 16 for an unknown op, KeyError for a missing argument, TypeError or
+    ValueError for one of the wrong shape."""
+    op, args = req.get("op"), req.get("args")
+    checks = REQUEST_ARGS.get(op) if isinstance(op, str) else None
+    if checks is None:
+        raise SessionError(16, f"unknown request {op!r}")
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise TypeError(f"args must be an object, not {type(args).__name__}")
+    out = {}
+    for name, check in checks.items():
+        if name in args and args[name] is not None:
+            out[name] = check(args[name])
+        elif name not in _OPTIONAL:
+            raise KeyError(name)
+    return op, out
+
+
 def _num(rec: Mapping[str, str], key: str, default: int) -> int:
     try:
         return int(rec.get(key, default))
@@ -731,22 +792,21 @@ class Daemon:
             writer.close()
 
     async def _dispatch(self, req: dict[str, Any], progress: Progress) -> Any:
-        op, args = req["op"], req.get("args") or {}
+        op, args = request_args(req)
         report = progress if args.get("progress") else None
         if op == "ping":
             return {"pid": os.getpid(), "sessions": len(self.sessions)}
         if op == "login":
             return await self.login(args["records"], args["initiator_name"], report)
         if op == "logout":
-            return await self.logout([int(s) for s in args["sids"]], bool(args.get("force")), report)
+            return await self.logout(args["sids"], bool(args.get("force")), report)
         if op == "sessions":
             return self.session_states()
         if op == "rescan":
-            await self.rescan(int(args["sid"]))
+            await self.rescan(args["sid"])
             return None
         if op == "stats":
-            return await self.stats(int(args["sid"]))
-        if op == "stop":
-            self._spawn(self.close(logout_all=bool(args.get("logout_all"))))
-            return None
-        raise SessionError(16, f"unknown request {op!r}")
+            return await self.stats(args["sid"])
+        assert op == "stop"
+        self._spawn(self.close(logout_all=bool(args.get("logout_all"))))
+        return None

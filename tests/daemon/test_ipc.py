@@ -96,6 +96,46 @@ def test_a_garbage_request_line_gets_an_answer(served, tmp_path):
     assert b'"ok":false' in reply and b'"code":16' in reply
 
 
+def _raw(path, request):
+    import json
+    import socket
+
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    s.settimeout(5)
+    s.sendall(json.dumps(request).encode() + b"\n")
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = s.recv(4096)
+        assert chunk, "the daemon closed the connection without an answer"
+        data += chunk
+    s.close()
+    return json.loads(data)
+
+
+@pytest.mark.parametrize("op, args, what", [
+    ("ping", [1], "args must be an object"),
+    ("sessions", "x", "args must be an object"),
+    ("login", {"records": "node.name", "initiator_name": "iqn.x:y"}, "records must be a list"),
+    ("login", {"records": [["node.name"]], "initiator_name": "iqn.x:y"}, "records must be"),
+    ("login", {"records": [{"node.name": 5}], "initiator_name": "iqn.x:y"}, "records must be"),
+    ("login", {"records": [], "initiator_name": 7}, "expected a string"),
+    ("login", {"initiator_name": "iqn.x:y"}, "records"),
+    ("logout", {"sids": 3}, "sids must be a list"),
+    ("logout", {"sids": [True]}, "must be an integer"),
+    ("logout", {"sids": ["three"]}, "invalid literal"),
+    ("rescan", {"sid": {"a": 1}}, "must be an integer"),
+    ("stats", {}, "sid"),
+    (5, {}, "unknown request 5"),
+])
+def test_a_request_of_the_wrong_shape_is_a_bad_request(served, op, args, what):
+    _, client, _ = served
+    reply = _raw(client.path, {"version": 2, "op": op, "args": args})
+    assert reply["ok"] is False and reply["error"]["code"] == 16
+    assert what in reply["error"]["message"]
+    assert client.call("ping")["sessions"] == 0  # still serving
+
+
 def test_logout_reports_progress_per_session_in_order(served):
     _, client, _ = served
     seen = []
