@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from iscsictl.db.errors import DBError
 from iscsictl.db.record import with_defaults
 from iscsictl.db.schema import NODE
 from iscsictl.ipc import (IPC_VERSION, MAX_MESSAGE, SERVED_VERSIONS, decode_message,
@@ -295,9 +296,15 @@ class Daemon:
         return NodeDB(self.db_root, self.config_root, warn=lambda m: log.warning("%s", m))
 
     def _initiator_name(self) -> str | None:
+        """initiatorname.iscsi's InitiatorName; None (with a warning when the file cannot be
+        read) when there is none: adopting sessions and automatic logins go on without it."""
         from iscsictl.db.config import read_initiator_name, resolve_roots
 
-        name = read_initiator_name(resolve_roots(self.db_root, self.config_root).config_root)
+        try:
+            name = read_initiator_name(resolve_roots(self.db_root, self.config_root).config_root)
+        except DBError as exc:
+            log.warning("%s", exc)
+            return None
         return name.name if name else None
 
     def _safe_logout(self) -> bool:
@@ -680,7 +687,7 @@ class Daemon:
             return
         name = self._initiator_name()
         if not name:
-            log.warning("automatic logins skipped: no InitiatorName in initiatorname.iscsi")
+            log.warning("automatic logins skipped: no usable InitiatorName in initiatorname.iscsi")
             return
         results = await self.login(auto, name)
         ok = sum(1 for r in results if r.get("ok"))

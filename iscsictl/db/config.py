@@ -21,6 +21,7 @@ import os
 from dataclasses import dataclass
 
 from . import schema
+from .errors import DBError
 from .record import Record, Warn, _nowarn, parse_lines
 
 DEFAULT_DB_ROOT = "/etc/iscsi"
@@ -156,13 +157,16 @@ def generate_iqn(prefix: str = DEBIAN_IQN_PREFIX) -> str:
 
 def read_initiator_name(config_root: str) -> InitiatorName | None:
     """Parse ``<config_root>/initiatorname.iscsi``; None if the file or InitiatorName= is
-    missing.  ``#`` lines are comments."""
+    missing.  ``#`` lines are comments.  Raises DBError when the file exists but cannot be
+    read (a directory, no permission, an I/O error): it is never replaced then."""
     path = os.path.join(config_root, INITIATOR_NAME_FILE)
     try:
         with open(path, "rb") as f:
             text = f.read().decode("utf-8", "surrogateescape")
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError as e:
+        raise DBError(f"cannot read {path}: {e.strerror or e}") from None
     name = alias = None
     for line in text.split("\n"):
         line = line.strip()

@@ -44,6 +44,15 @@ def test_discovery_writes_records(cli, tgt):
                           "FIRMWARE:\nNo targets found.\n")
 
 
+def test_an_unreadable_initiator_name_is_a_clear_error(cli, tgt):
+    name = os.path.join(cli.root, "initiatorname.iscsi")
+    os.unlink(name)
+    os.mkdir(name)
+    r = cli("-m", "discovery", "-t", "st", "-p", tgt.portal)
+    assert r.rc == 6 and "cannot read" in r.err and "initiatorname.iscsi" in r.err
+    assert "Traceback" not in r.err and "unexpected" not in r.err
+
+
 def test_rediscovery_deletes_stale_from_same_source_only(cli, tgt):
     src = f"127.0.0.1,{tgt.port}"
     # a stale record from this source and a static record that must survive

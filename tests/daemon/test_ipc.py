@@ -136,6 +136,13 @@ def test_a_request_of_the_wrong_shape_is_a_bad_request(served, op, args, what):
     assert client.call("ping")["sessions"] == 0  # still serving
 
 
+def test_an_unreadable_initiator_name_leaves_the_daemon_without_one(served, tmp_path, caplog):
+    d, _, _ = served
+    (tmp_path / "initiatorname.iscsi").mkdir()
+    assert d._initiator_name() is None  # adoption and automatic logins go on without it
+    assert "cannot read" in caplog.text
+
+
 def test_logout_reports_progress_per_session_in_order(served):
     _, client, _ = served
     seen = []

@@ -256,6 +256,16 @@ def test_initiator_name_and_roots(tmp_path, monkeypatch):
     assert dbconfig.resolve_roots("/b", "/c") == dbconfig.Roots("/b", "/c")
 
 
+def test_an_unreadable_initiator_name_is_an_error_and_never_replaced(tmp_path):
+    root = tmp_path / "cfg"
+    (root / "initiatorname.iscsi").mkdir(parents=True)  # EISDIR, like EACCES or EIO
+    for read in (dbconfig.read_initiator_name, dbconfig.ensure_initiator_name):
+        with pytest.raises(DBError) as e:
+            read(str(root))
+        assert e.value.exit_code == 6 and "cannot read" in str(e.value)
+    assert (root / "initiatorname.iscsi").is_dir()
+
+
 def test_listing_10000_records(tmp_path, capsys):
     """Build 10,000 node records directly on disk and time the flat listing (report only)."""
     root = tmp_path / "db"
