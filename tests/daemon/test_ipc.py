@@ -136,6 +136,50 @@ def test_a_request_of_the_wrong_shape_is_a_bad_request(served, op, args, what):
     assert client.call("ping")["sessions"] == 0  # still serving
 
 
+def test_random_requests_are_all_answered(served, caplog):
+    """300 requests of random shapes (fixed seed): each gets one JSON answer, nothing is
+    logged as a failure, and the daemon still serves."""
+    import json
+    import random
+    import socket
+
+    _, client, _ = served
+    rnd = random.Random(5)
+
+    def value(depth=0):
+        c = rnd.random()
+        if depth > 2 or c < 0.3:
+            return rnd.choice([None, True, 0, -1, 2**70, 1.5, "", "x", "127.0.0.1", "node.name"])
+        if c < 0.6:
+            return [value(depth + 1) for _ in range(rnd.randint(0, 3))]
+        return {rnd.choice(["records", "sids", "sid", "initiator_name", "node.name", "force"]):
+                value(depth + 1) for _ in range(rnd.randint(0, 4))}
+
+    ops = ["ping", "sessions", "login", "logout", "rescan", "stats", "bogus", None, 5]
+    for _ in range(300):
+        req = {"version": rnd.choice([1, 2, 2, 3, None]), "op": rnd.choice(ops)}
+        if rnd.random() < 0.9:
+            req["args"] = value() if rnd.random() < 0.3 else {
+                k: value(1) for k in rnd.sample(["records", "sids", "sid", "initiator_name",
+                                                 "force"], rnd.randint(0, 3))}
+        line = json.dumps(req).encode() + b"\n"
+        if rnd.random() < 0.05:
+            line = line[:rnd.randint(0, len(line) - 1)]
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(10)
+        s.connect(client.path)
+        s.sendall(line)
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        s.close()
+        answers = [json.loads(x) for x in data.splitlines()]
+        assert answers and "ok" in answers[-1], (req, data)
+    assert "IPC request failed" not in caplog.text
+    assert client.call("ping")["sessions"] == 0
+
+
 def test_an_unreadable_initiator_name_leaves_the_daemon_without_one(served, tmp_path, caplog):
     d, _, _ = served
     (tmp_path / "initiatorname.iscsi").mkdir()
