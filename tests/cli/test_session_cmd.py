@@ -299,3 +299,37 @@ def test_each_print_level_reads_what_it_shows_and_no_more(sysfs, monkeypatch):
     opened.clear()
     session_cmd.collect(s, {}, 0)
     assert len(opened) <= 8 * 4, opened
+
+
+def test_garbage_in_sysfs_never_breaks_a_listing(sysfs):
+    """40 trees (fixed seed) with attributes garbled, emptied, "(null)", removed or turned
+    into directories: every listing level, --json, -r and -U all end with an exit code and
+    no unexpected error."""
+    import glob
+    import random
+    import shutil
+
+    rnd = random.Random(11)
+    values = ["", "(null)", "-1", "abc", "99999999999999999999", "\udcff", "x" * 5000, "\0"]
+    for _ in range(40):
+        shutil.rmtree(sysfs / "devices", ignore_errors=True)
+        shutil.rmtree(sysfs / "class", ignore_errors=True)
+        (sysfs / "class/iscsi_session").mkdir(parents=True)
+        for sid in range(1, rnd.randint(2, 4)):
+            add_session(sysfs, sid, sid, f"{T}{sid}", rnd.choice(["127.0.0.1", "::1"]),
+                        {0: "sda"} if rnd.random() < 0.5 else {})
+        files = [f for f in glob.glob(str(sysfs / "devices/**/*"), recursive=True)
+                 if os.path.isfile(f)]
+        for f in rnd.sample(files, rnd.randint(1, 8)):
+            k = rnd.random()
+            if k < 0.7:
+                Path(f).write_bytes(rnd.choice(values).encode("utf-8", "surrogateescape"))
+            else:
+                os.unlink(f)
+                if k > 0.85:
+                    os.mkdir(f)
+        for argv in (["-m", "session"], ["-m", "session", "-P", "1"], ["-m", "session", "-P", "3"],
+                     ["--json", "-m", "session"], ["-m", "session", "-r", "1", "-P", "3"],
+                     ["-m", "node", "-U", "all"]):
+            rc, out, err = cli(*argv)
+            assert isinstance(rc, int) and "unexpected" not in err.lower(), (argv, err)
