@@ -150,7 +150,8 @@ def _text(value: Any) -> str:
 
 
 #: The arguments each IPC request takes: name -> check (returns the value or raises
-#: TypeError/ValueError, answered as a bad request, code 16); a name not given is None.
+#: TypeError/ValueError, answered as a bad request, code 16).  Every name is required but
+#: those in ``_OPTIONAL``; an argument given as null counts as not given.
 REQUEST_ARGS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "ping": {},
     "sessions": {},
@@ -814,6 +815,7 @@ class Daemon:
             return None
         if op == "stats":
             return await self.stats(args["sid"])
-        assert op == "stop"
-        self._spawn(self.close(logout_all=bool(args.get("logout_all"))))
-        return None
+        if op == "stop":
+            self._spawn(self.close(logout_all=bool(args.get("logout_all"))))
+            return None
+        raise SessionError(16, f"request {op!r} is not served")  # in the table, not here
