@@ -13,6 +13,7 @@ Unknown keys are ignored; a bad value is reported through ``warn`` and the key k
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Callable, Iterable, Mapping
 
@@ -98,24 +99,17 @@ class Record:
         return self.values.get("iface.iscsi_ifacename") or "default"
 
 
-_DEFAULT_VALUES: dict[str, dict] = {}  # by kind name
-_DEFAULT_TEXTS: dict[str, dict[str, str]] = {}
-
-
+@functools.cache
 def _default_values(kind: RecordKind) -> dict:
     """``{key: typed compiled default}`` of ``kind`` (computed once; do not modify)."""
-    cached = _DEFAULT_VALUES.get(kind.name)
-    if cached is None:
-        cached = _DEFAULT_VALUES[kind.name] = {k.name: k.default for k in kind.keys}
-    return cached
+    return {k.name: k.default for k in kind.keys}
 
 
+@functools.cache
 def default_strings(kind: RecordKind) -> dict[str, str]:
-    """``{key: text}`` of every key of ``kind`` at its compiled default (computed once)."""
-    cached = _DEFAULT_TEXTS.get(kind.name)
-    if cached is None:
-        cached = _DEFAULT_TEXTS[kind.name] = Record(kind).as_strings()
-    return cached
+    """``{key: text}`` of every key of ``kind`` at its compiled default (computed once;
+    do not modify)."""
+    return Record(kind).as_strings()
 
 
 def with_defaults(kind: RecordKind, strings: Mapping[str, str]) -> dict[str, str]:
@@ -314,24 +308,12 @@ def parse_record(kind: RecordKind, data: bytes | str, path: str = "<record>",
     return rec
 
 
-#: (id(kind), for_file, ipv6, version) -> (kind, its printed keys); the kind is kept so
-#: that its id cannot be reused
-_PRINTED: dict[tuple[int, bool, bool, str], tuple[RecordKind, tuple[Key, ...]]] = {}
-
-
+@functools.lru_cache(maxsize=64)
 def _printed_keys(kind: RecordKind, for_file: bool, ipv6: bool, version: str
                   ) -> tuple[Key, ...]:
-    """The keys a record of ``kind`` prints, in order: node and iface records print one
-    address block (ipv4 or ipv6), and only the keys ``version`` has; hidden keys never."""
-    cache_key = (id(kind), for_file, ipv6, version)
-    hit = _PRINTED.get(cache_key)
-    if hit is None:
-        hit = _PRINTED[cache_key] = (kind, _select_keys(kind, for_file, ipv6, version))
-    return hit[1]
-
-
-def _select_keys(kind: RecordKind, for_file: bool, ipv6: bool, version: str
-                 ) -> tuple[Key, ...]:
+    """The keys a record of ``kind`` prints, in order (computed once per combination):
+    node and iface records print one address block (ipv4 or ipv6), and only the keys
+    ``version`` has; hidden keys never."""
     if kind is schema.NODE or kind is schema.IFACE:
         block = "ipv6" if ipv6 else "ipv4"
         order = schema.NODE_FILE_ORDER if (kind is schema.NODE and for_file) else kind.keys

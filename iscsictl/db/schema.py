@@ -327,9 +327,10 @@ DISCOVERY_ISNS_KEYS: tuple[Key, ...] = tuple([
 ])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RecordKind:
-    """A record kind: its name, key table (show order) and lookup helpers."""
+    """A record kind: its name, key table (show order) and lookup helpers.  Compared and
+    hashed by identity (one object per kind), so per-kind tables can be cached on it."""
 
     name: str
     keys: tuple[Key, ...]
