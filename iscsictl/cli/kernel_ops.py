@@ -42,22 +42,26 @@ def _progress(o, verb: str, total: int):  # type: ignore[no-untyped-def]
     return show
 
 
-def login_records(records: list[Any], initiator_name: str, o) -> int:  # type: ignore[no-untyped-def]
+def login_records(records: list[Any], initiator_name: str, o,  # type: ignore[no-untyped-def]
+                  multiple: bool = False) -> int:
     """Log in to each node :class:`~iscsictl.db.record.Record`; returns the exit code.
     The daemon gets each record as the text of its keys that differ from the compiled
-    defaults (it restores the rest: IPC v2)."""
+    defaults (it restores the rest: IPC v2).  ``multiple``: one more session to each,
+    whatever node.session.nr_sessions says (``-m session -r SID -o new``)."""
     from ..ipc import DaemonError
 
     if not records:
         raise E.CliError("No records found", E.NO_OBJS_FOUND)
     if not o.json:
+        more = " (multiple)" if multiple else ""
         o.lines([f"Logging in to [iface: {rec.iface_name}, target: {rec['node.name']}, "
-                 f"portal: {rec['node.conn[0].address']},{rec['node.conn[0].port']}]"
+                 f"portal: {rec['node.conn[0].address']},{rec['node.conn[0].port']}]{more}"
                  for rec in records])
+    extra = {"multiple": True} if multiple else {}  # an older daemon ignores it: code 15
     try:
         results = _client().call("login", _progress(o, "logging in", len(records)),
                                  records=[rec.as_strings(omit_defaults=True) for rec in records],
-                                 initiator_name=initiator_name)
+                                 initiator_name=initiator_name, **extra)
     except DaemonError as exc:
         raise _daemon_error(exc) from None
     rc = 0

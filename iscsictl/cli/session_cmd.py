@@ -1,6 +1,13 @@
 """``-m session``: list sessions at print levels 0-3, and ``-r SID`` with
 ``-u`` (logout), ``-R`` (rescan), ``-s`` (statistics).
 
+``-r SID`` with print level 0 (the default), or with ``-o show|update|delete|new``, works
+on that session's node record, as iscsiadm does (usr/iscsiadm.c: it drops down to node mode
+with the session's target name, persistent portal and iface): the record is shown, updated
+or deleted, ``new`` logs in one more session with it (whatever node.session.nr_sessions
+says), and a session whose record is gone gives ``No records found`` (21).  ``--json``
+without ``-o`` keeps the session object.
+
 The listing reads sysfs (``ISCSICTL_SYSFS_ROOT`` for tests) in open-iscsi
 2.1.8's exact format (usr/session_info.c): sessions in ``alphasort`` order of
 their sysfs names, ``Target:`` printed on change, the connection and internal
@@ -280,11 +287,13 @@ def run(args, o, mode: str) -> int:  # type: ignore[no-untyped-def]
     if not -1 <= level <= 3:
         raise E.CliError(f"Invalid info level {level}. Try 0 - 3.", E.INVAL)
     ops = set(args.op or [])
+    sid = _parse_sid(args.sid) if args.sid is not None else None
+    want_action = args.logout or args.rescan or args.stats
+    if sid is not None and not want_action and (ops or (level <= 0 and not o.json)):
+        return _node_op(sysfs, sid, args, o)
     if ops - {"show"}:
         raise E.CliError(f"session mode: operation {','.join(sorted(ops))} is not supported",
                          E.OP_NOT_SUPP)
-    sid = _parse_sid(args.sid) if args.sid is not None else None
-    want_action = args.logout or args.rescan or args.stats
     states = _daemon_states() if (level >= 1 or o.json) and not want_action else {}
     views = collect(sysfs, states, 0 if want_action else 3 if o.json else max(level, 0), sid)
     if sid is not None:
@@ -317,6 +326,40 @@ def run(args, o, mode: str) -> int:  # type: ignore[no-untyped-def]
 
         o.lines(tree_lines(views, level, bool(args.show), (sysfs.module_version(), FORMAT_VERSION)))
     return E.SUCCESS
+
+
+def _node_op(sysfs, sid: int, args, o) -> int:  # type: ignore[no-untyped-def]
+    """``-r SID`` as node mode on the session's record: ``-T`` its target name, ``-p`` its
+    persistent portal (any tpgt), ``-I`` its iface (iscsiadm's idbm_create_rec from the
+    session's sysfs info, then exec_node_op)."""
+    import copy
+
+    from . import node_cmd
+
+    ops = set(args.op or [])
+    if ops - {"show", "update", "delete", "new"} or len(ops) > 1:
+        raise E.CliError(f"session mode: operation {','.join(sorted(ops))} is not "
+                         "supported (one of new, show, update, delete)", E.OP_NOT_SUPP)
+    views = collect(sysfs, {}, 1, sid)
+    if not views:
+        raise E.CliError(f"Could not get session info for sid {sid}",
+                         E.BY_NAME["ISCSI_ERR_SESS_NOT_FOUND"])
+    v = views[0]
+    node_args = copy.copy(args)
+    node_args.targetname = v.targetname
+    node_args.portal = _hp(v.address, v.port, v.tpgt).rpartition(",")[0]
+    node_args.interface = [v.iface["name"]]
+    node_args.sid = node_args.print = None
+    if ops == {"new"}:  # one more session to the same record
+        from ._common import open_db
+        from .kernel_ops import login_records
+
+        db = open_db(args, o)
+        nids = node_cmd._matching(db, node_args)
+        if not nids:
+            raise E.CliError("No records found", E.NO_OBJS_FOUND)
+        return login_records(_records(db, nids), _initiator_name(db), o, multiple=True)
+    return node_cmd.run(node_args, o, "node")
 
 
 def _call(op: str, **kw: Any) -> Any:

@@ -155,13 +155,13 @@ def _text(value: Any) -> str:
 REQUEST_ARGS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "ping": {},
     "sessions": {},
-    "login": {"records": _records, "initiator_name": _text, "progress": bool},
+    "login": {"records": _records, "initiator_name": _text, "progress": bool, "multiple": bool},
     "logout": {"sids": _sids, "force": bool, "progress": bool},
     "rescan": {"sid": _sid},
     "stats": {"sid": _sid},
     "stop": {"logout_all": bool},
 }
-_OPTIONAL = frozenset(("progress", "force", "logout_all"))
+_OPTIONAL = frozenset(("progress", "force", "logout_all", "multiple"))
 
 
 def request_args(req: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -611,12 +611,18 @@ class Daemon:
         return [s for s in self.sessions.values() if s.node.key == node.key]
 
     async def login(self, records: list[Mapping[str, str]], initiator_name: str,
-                    progress: Progress | None = None) -> list[dict[str, Any]]:
+                    progress: Progress | None = None,
+                    multiple: bool = False) -> list[dict[str, Any]]:
         """Log in to each node record (key -> text; a key left out has its compiled default,
-        :func:`~iscsictl.db.record.with_defaults`), in parallel, bounded; one result each."""
-        return await _each([self._login_one(r, initiator_name) for r in records], progress)
+        :func:`~iscsictl.db.record.with_defaults`), in parallel, bounded; one result each.
+        Each record gets the sessions node.session.nr_sessions asks for that it lacks (none:
+        code 15); ``multiple``: one more session each, whatever it has (iscsiadm's
+        ``-m session -r SID -o new``, node_rec.session.multiple)."""
+        return await _each([self._login_one(r, initiator_name, multiple) for r in records],
+                           progress)
 
-    async def _login_one(self, rec: Mapping[str, str], initiator_name: str) -> dict[str, Any]:
+    async def _login_one(self, rec: Mapping[str, str], initiator_name: str,
+                         multiple: bool = False) -> dict[str, Any]:
         rec = with_defaults(NODE, rec)  # here, not in login(): the first node connects at once
         try:
             node = ks.NodeTarget.from_record(rec)
@@ -626,8 +632,8 @@ class Daemon:
                                   "portal": f"{node.address},{node.port}", "iface": node.iface}
         lock = self._node_locks.setdefault(node.key, asyncio.Lock())
         async with lock:  # one login per node at a time: no duplicates (#108)
-            wanted = max(1, _num(rec, "node.session.nr_sessions", 1))
             have = len(self._node_sessions(node))
+            wanted = have + 1 if multiple else max(1, _num(rec, "node.session.nr_sessions", 1))
             if have >= wanted:
                 plural = "" if wanted == 1 else "s"
                 return {**result, "ok": False, "code": 15,
@@ -805,7 +811,8 @@ class Daemon:
         if op == "ping":
             return {"pid": os.getpid(), "sessions": len(self.sessions)}
         if op == "login":
-            return await self.login(args["records"], args["initiator_name"], report)
+            return await self.login(args["records"], args["initiator_name"], report,
+                                    bool(args.get("multiple")))
         if op == "logout":
             return await self.logout(args["sids"], bool(args.get("force")), report)
         if op == "sessions":

@@ -141,11 +141,70 @@ def test_second_session_same_target_prints_target_once(sysfs):
 
 def test_sid_filter_and_unknown_sid(sysfs):
     add_session(sysfs, 1, 0, T, "127.0.0.1", {})
-    assert cli("-m", "session", "-r", "1")[1] == f"tcp: [1] 127.0.0.1:3260,1 {T} (non-flash)\n"
-    rc, _, err = cli("-m", "session", "-r", "5")
-    assert rc == 2 and "Could not get session info for sid 5" in err
+    add_session(sysfs, 2, 1, T, "127.0.0.2", {})
+    rc, out, _ = cli("-m", "session", "-r", "1", "-P", "1")
+    assert rc == 0 and "SID: 1\n" in out and "SID: 2" not in out
+    assert json.loads(cli("-m", "session", "-r", "2", "--json")[1])[0]["sid"] == 2
+    for args in (["-r", "5"], ["-r", "5", "-P", "1"], ["-r", "5", "-o", "show"]):
+        rc, _, err = cli("-m", "session", *args)
+        assert rc == 2 and "Could not get session info for sid 5" in err
     rc, _, err = cli("-m", "session", "-r", "x5")
     assert rc == 7
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch):
+    root = tmp_path / "db"
+    root.mkdir()
+    (root / "initiatorname.iscsi").write_text("InitiatorName=iqn.2026-11.x:init\n")
+    monkeypatch.setenv("ISCSICTL_DB_ROOT", str(root))
+    monkeypatch.setenv("ISCSICTL_CONFIG_ROOT", str(root))
+    return root
+
+
+def test_sid_without_print_level_is_the_sessions_node_record(sysfs, db):
+    """iscsiadm -m session -r SID (level <= 0, or any -o) drops down to node mode with the
+    session's target, persistent portal and iface: the record, not the session line."""
+    add_session(sysfs, 1, 0, T, "127.0.0.1", {})
+    add_session(sysfs, 2, 1, T, "127.0.0.2", {})
+    rc, _, err = cli("-m", "session", "-r", "1")
+    assert (rc, err) == (21, "iscsictl: No records found\n")  # the session's record is gone
+    for portal in ("127.0.0.1", "127.0.0.2:3260,1"):
+        assert cli("-m", "node", "-T", T, "-p", portal, "-o", "new")[0] == 0
+    for args in (["-r", "1"], ["-r", "1", "-P", "0"], ["-r", "session1", "-o", "show"],
+                 ["-r", "1", "-P", "2", "-o", "show"]):
+        rc, out, _ = cli("-m", "session", *args)
+        assert rc == 0 and out.startswith("# BEGIN RECORD"), args
+        assert out == cli("-m", "node", "-T", T, "-p", "127.0.0.1", "-o", "show")[1]
+    # update and delete reach that record only
+    rc, out, err = cli("-m", "session", "-r", "2", "-o", "update",
+                       "-n", "node.session.timeo.replacement_timeout", "-v", "17")
+    assert (rc, err) == (0, "")
+    shown = {p: cli("-m", "node", "-T", T, "-p", p, "-o", "show")[1]
+             for p in ("127.0.0.1", "127.0.0.2")}
+    assert "node.session.timeo.replacement_timeout = 17\n" in shown["127.0.0.2"]
+    assert "node.session.timeo.replacement_timeout = 17\n" not in shown["127.0.0.1"]
+    assert cli("-m", "session", "-r", "2", "-o", "delete")[0] == 0
+    assert cli("-m", "node")[1] == f"127.0.0.1:3260,4294967295 {T}\n"
+    # another iface's record of the same target and portal is not the session's
+    assert cli("-m", "iface", "-I", "if1", "-o", "new")[0] == 0
+    assert cli("-m", "node", "-T", T, "-p", "127.0.0.2", "-I", "if1", "-o", "new")[0] == 0
+    assert cli("-m", "session", "-r", "2", "-o", "show")[0] == 21
+
+
+def test_sid_record_ops_refused_and_secrets(sysfs, db):
+    add_session(sysfs, 1, 0, T, "127.0.0.1", {})
+    assert cli("-m", "node", "-T", T, "-p", "127.0.0.1", "-o", "new")[0] == 0
+    assert cli("-m", "node", "-T", T, "-p", "127.0.0.1", "-o", "update",
+               "-n", "node.session.auth.password", "-v", "s3cret-s3cret")[0] == 0
+    out = cli("-m", "session", "-r", "1")[1]
+    assert "node.session.auth.password = ********\n" in out and "s3cret" not in out
+    assert "node.session.auth.password = s3cret-s3cret\n" in cli("-m", "session", "-r", "1",
+                                                                   "-S")[1]
+    for ops in (["nonpersistent"], ["show", "-o", "delete"]):
+        rc, _, err = cli("-m", "session", "-r", "1", "-o", *ops)
+        assert rc == 27 and "is not supported (one of new, show, update, delete)" in err
+    assert cli("-m", "session", "-o", "update")[0] == 27  # without -r: nothing to update
 
 
 def test_json_listing_masks_secrets(sysfs):
@@ -333,3 +392,19 @@ def test_garbage_in_sysfs_never_breaks_a_listing(sysfs):
                      ["-m", "node", "-U", "all"]):
             rc, out, err = cli(*argv)
             assert isinstance(rc, int) and "unexpected" not in err.lower(), (argv, err)
+
+
+def test_sid_op_new_logs_in_one_more_session(sysfs, fake_daemon):
+    """-m session -r SID -o new: the session's record, sent with multiple (one session more
+    whatever node.session.nr_sessions says), and iscsiadm's "(multiple)" line."""
+    add_session(sysfs, 1, 0, T, "127.0.0.1", {})
+    desc = f"[iface: default, target: {T}, portal: 127.0.0.1,3260]"
+    fake_daemon.answers = {"login": [{"ok": True, "node": desc, "sids": [2]}]}
+    rc, out, err = cli("-m", "session", "-r", "1", "-o", "new")
+    assert (rc, err) == (0, "")
+    assert out == f"Logging in to {desc} (multiple)\nLogin to {desc} successful.\n"
+    op, args = fake_daemon.calls[0]
+    assert op == "login" and args["multiple"] is True and args["records"][0]["node.name"] == T
+    # a node login never sends it (an older daemon would not know it)
+    cli("-m", "node", "-T", T, "-p", "127.0.0.1", "-l")
+    assert "multiple" not in fake_daemon.calls[1][1]

@@ -56,7 +56,7 @@ def test_missing_argument_is_a_bad_request(served):
 def test_progress_lines_stream_before_the_answer(served):
     d, client, _ = served
 
-    async def fake_login(records, initiator_name, progress=None):
+    async def fake_login(records, initiator_name, progress=None, multiple=False):
         for i, _ in enumerate(records, 1):
             if progress is not None:
                 progress({"done": i, "total": len(records), "result": {"ok": True}})
@@ -69,6 +69,21 @@ def test_progress_lines_stream_before_the_answer(served):
     assert result == [{"ok": True, "n": 0}, {"ok": True, "n": 1}, {"ok": True, "n": 2}]
     # without a callback the daemon sends no progress lines at all
     assert client.call("login", records=[{}], initiator_name="iqn.x") == [{"ok": True, "n": 0}]
+
+
+def test_login_multiple_reaches_the_login(served):
+    """``multiple`` (-m session -r SID -o new) is optional and reaches Daemon.login."""
+    d, client, _ = served
+    seen = []
+
+    async def fake_login(records, initiator_name, progress=None, multiple=False):
+        seen.append(multiple)
+        return []
+
+    d.login = fake_login
+    client.call("login", records=[{}], initiator_name="iqn.x", multiple=True)
+    client.call("login", records=[{}], initiator_name="iqn.x")
+    assert seen == [True, False]
 
 
 def test_logout_of_an_unknown_session_is_code_2(served):

@@ -206,9 +206,10 @@ class LioTarget:
         return int(self.login_stats()[name])
 
     def dynamic_sessions(self) -> list[str]:
-        """Initiator names of the TPG's dynamic (demo-mode) sessions."""
+        """Initiator names of the TPG's dynamic (demo-mode) sessions, one per session (LIO
+        writes each as "name\\n\\0": target_show_dynamic_sessions)."""
         text = (self.path / "tpgt_1" / "dynamic_sessions").read_text()
-        return [line.strip() for line in text.splitlines() if line.strip()]
+        return [name.strip() for name in text.replace("\0", "\n").splitlines() if name.strip()]
 
     def acl_session_info(self, initiator_iqn: str) -> str:
         """The ``info`` text of an explicit ACL (shows the session when one exists)."""

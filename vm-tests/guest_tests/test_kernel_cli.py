@@ -8,7 +8,7 @@ import re
 import subprocess
 
 import pytest
-from cli import Cli, read, sessions_in_sysfs, wait_disks
+from cli import VENV_BIN, Cli, read, sessions_in_sysfs, wait_disks
 
 MIB = 1 << 20
 PORTAL = "127.0.0.1"
@@ -149,7 +149,26 @@ def test_two_targets_many_luns_listing_matches_sysfs(lio, cli):
                             timeout=30)
     assert theirs.returncode == 0, theirs.stderr
     assert ours == theirs.stdout
+    assert_listings_match_iscsiadm(cli, sids)
     cli.ok("-m", "node", "-U", "all")
+
+
+def assert_listings_match_iscsiadm(cli, sids):
+    """Every print level, all sessions and each one, byte for byte as Debian's iscsiadm
+    prints them.  Without iscsid, iscsiadm prints the two states iscsid keeps as Unknown:
+    so does iscsictl without iscsictld (iscsictl-py, no daemon socket)."""
+    env = dict(cli.env, ISCSICTL_SOCKET="/run/no-daemon-here.sock")
+    for level in ("0", "1", "2", "3"):
+        for sid in (None, *sids):
+            args = ["-m", "session", "-P", level] + ([] if sid is None else ["-r", str(sid)])
+            if sid is not None and level == "0":
+                continue  # -r SID at level 0 is the node record (another DB for iscsiadm)
+            ours = subprocess.run([str(VENV_BIN / "iscsictl-py"), *args], capture_output=True,
+                                  text=True, env=env, timeout=60)
+            theirs = subprocess.run(["iscsiadm", *args], capture_output=True, text=True,
+                                    timeout=60)
+            assert (ours.returncode, theirs.returncode) == (0, 0), (args, ours.stderr)
+            assert ours.stdout == theirs.stdout, args
 
 
 def test_bad_targets_leave_nothing(lio, cli):
@@ -172,3 +191,36 @@ def test_bad_targets_leave_nothing(lio, cli):
     assert sessions_in_sysfs() == []
     r = cli.run("-m", "node", "-T", "iqn.2003-01.org.example.vm:unknown-record", "-p", PORTAL, "-l")
     assert r.returncode == 21 and "No records found" in r.stderr
+
+
+def test_several_sessions_to_one_target(lio, cli):
+    """node.session.nr_sessions = 2 gives two sessions (each its own ISID and disk), a second
+    login finds them present (15), -m session -r SID -o new adds a third, -r SID works on
+    the session's record as iscsiadm does, and logout ends all three."""
+    t = lio.create("iqn.2003-01.org.example.vm:sessions", luns=[8 * MIB])
+    cli.ok("-m", "discovery", "-t", "st", "-p", PORTAL)
+    cli.update(t.iqn, PORTAL, "node.session.nr_sessions", "2")
+    out = cli.ok("-m", "node", "-T", t.iqn, "-p", PORTAL, "-l")
+    assert out.count("successful.") == 1
+    sids = sessions_in_sysfs()
+    assert len(sids) == 2
+    r = cli.run("-m", "node", "-T", t.iqn, "-p", PORTAL, "-l")
+    assert r.returncode == 15 and "default: 2 sessions requested, but 2 already present." in r.stderr
+    out = cli.ok("-m", "session", "-r", str(sids[0]), "-o", "new")
+    desc = f"[iface: default, target: {t.iqn}, portal: {PORTAL},3260]"
+    assert out == f"Logging in to {desc} (multiple)\nLogin to {desc} successful.\n"
+    sids = sessions_in_sysfs()
+    assert len(sids) == 3
+    assert len(t.dynamic_sessions()) == 3  # three sessions in LIO, not one reinstated
+    disks = {wait_disks(sid, 1)[0] for sid in sids}
+    assert len(disks) == 3  # the LUN once through each session
+    cli.ok("-m", "session", "-r", str(sids[2]), "-o", "update",
+           "-n", "node.session.timeo.replacement_timeout", "-v", "33")
+    record = cli.ok("-m", "session", "-r", str(sids[1]))
+    assert record.startswith("# BEGIN RECORD")
+    assert "node.session.nr_sessions = 2\n" in record
+    assert "node.session.timeo.replacement_timeout = 33\n" in record
+    assert_listings_match_iscsiadm(cli, sids)
+    out = cli.ok("-m", "node", "-T", t.iqn, "-p", PORTAL, "-u")
+    assert out.count("successful.") == 3
+    assert sessions_in_sysfs() == []
