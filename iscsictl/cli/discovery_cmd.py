@@ -78,8 +78,9 @@ def listing(args, o) -> int:
                       "nodes": [node_json(n) for n in db.discovery_nodes(d)]} for d in dids])
         return E.SUCCESS if dids else E.NO_OBJS_FOUND
     if args.print is not None and args.print >= 1:
-        o.lines(_tree(db, dids))
-        return E.SUCCESS
+        lines, found = _tree(db, dids)
+        o.lines(lines)
+        return E.SUCCESS if found else E.NO_OBJS_FOUND  # the tree is printed either way
     if not dids:
         raise E.CliError("", E.NO_OBJS_FOUND)  # iscsiadm says nothing here
     o.lines(d.listing() for d in dids)
@@ -101,29 +102,28 @@ def _grouped(nids) -> list[str]:
     return out
 
 
-def _tree(db, dids) -> list[str]:
-    """``-m discovery -P 1``.  iscsiadm walks directories in readdir order; we sort."""
-    tree_lines = _grouped
-    out = ["SENDTARGETS:"]
-    for d in dids:
-        if d.type != "sendtargets":
-            continue
-        out.append(f"DiscoveryAddress: {d.address},{d.port}")
-        out.extend(tree_lines(db.discovery_nodes(d)))
-    isns = [d for d in dids if d.type == "isns"]
-    out.append("iSNS:")
-    if not isns:
-        out.append("No targets found.")
-    for d in isns:
-        out.append(f"DiscoveryAddress: {d.address},{d.port}")
-        out.extend(tree_lines(db.discovery_nodes(d)))
+def _tree(db, dids) -> tuple[list[str], int]:
+    """``-m discovery -P 1``: (lines, how many things it found: discovery records of the
+    first two sections, node records of the last two; iscsiadm's idbm_print_all_discovery,
+    whose 0 is exit 21).  iscsiadm walks directories in readdir order; we sort."""
+    out, found = [], 0
+    for title, dtype in (("SENDTARGETS:", "sendtargets"), ("iSNS:", "isns")):
+        out.append(title)
+        section = [d for d in dids if d.type == dtype]
+        for d in section:
+            out.append(f"DiscoveryAddress: {d.address},{d.port}")
+            out.extend(_grouped(db.discovery_nodes(d)))
+        if not section:
+            out.append("No targets found.")
+        found += len(section)
     for title, dtype in (("STATIC:", "static"), ("FIRMWARE:", "fw")):
         out.append(title)
         nids = _linked(db, dtype)
         if dtype == "static":  # legacy records (tpgt -1) are static ones without links
             nids = sorted(nids + [n for n in db.list_nodes() if n.legacy])
-        out.extend(tree_lines(nids) if nids else ["No targets found."])
-    return out
+        out.extend(_grouped(nids) if nids else ["No targets found."])
+        found += len(nids)
+    return out, found
 
 
 def _linked(db, subdir: str) -> list:

@@ -2,9 +2,11 @@
 are built in).
 
 Flat listing ``name transport,hwaddress,ipaddress,netdev,initiatorname`` (``<empty>`` for unset);
-``-P 1``: ``Iface: name`` with the node records bound to it.  ``-o new`` prints ``New interface
-NAME added``, ``-o update`` ``NAME updated.``, ``-o delete`` ``NAME unbound and deleted.``
-(the node records bound to it are deleted too, as iscsiadm does).
+``-P 1`` (with or without ``-I``): ``Iface: name`` with the node records bound to it, and, as
+iscsiadm's print_iface_tree, nothing at all while there is no node record; other levels are
+refused (7).  ``-o new`` prints ``New interface NAME added``, ``-o update`` ``NAME updated.``,
+``-o delete`` ``NAME unbound and deleted.`` (the node records bound to it are deleted too, as
+iscsiadm does).
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ def run(args, o, mode: str) -> int:
     if op not in (None, "new", "delete", "update", "show"):
         raise E.CliError(f"Invalid operation '{op}'", E.INVAL)
     names = args.interface or []
+    if op in (None, "show") and not o.json:
+        if args.print not in (None, -1, 0, 1):
+            raise E.CliError(f"Invalid info level {args.print}. Try 0 - 1.", E.INVAL)
+        if args.print == 1:
+            return _tree(db, names, o)
     if not names:
         if op not in (None, "show"):
             raise E.CliError(f"iface mode: -o {op} needs -I ifacename", E.INVAL)
@@ -80,27 +87,42 @@ def listing(db, args, o) -> int:
     if o.json:
         o.emit_json([record_json(r, False) for r in recs])
         return E.SUCCESS
-    if args.print is not None and args.print >= 1:
-        lines = []
-        nodes = db.list_nodes()
-        for r in recs:
-            name = r.values["iface.iscsi_ifacename"]
-            lines.append(f"Iface: {name}")
-            last = None
-            for n in nodes:
-                if n.iface != name:
-                    continue
-                if n.target != last:
-                    lines.append(f"\tTarget: {n.target}")
-                    last = n.target
-                lines.append(f"\t\tPortal: {n.portal},{n.tpgt}")
-        o.lines(lines)
-        return E.SUCCESS
     lines = []
     for r in recs:
         v = r.values
         lines.append(f"{v['iface.iscsi_ifacename']} {_e(v.get('iface.transport_name'))},"
                      f"{_e(v.get('iface.hwaddress'))},{_e(v.get('iface.ipaddress'))},"
                      f"{_e(v.get('iface.net_ifacename'))},{_e(v.get('iface.initiatorname'))}")
+    o.lines(lines)
+    return E.SUCCESS
+
+
+def _tree(db, names: list[str], o) -> int:
+    """``-P 1``: each iface (those of ``-I``, which must exist, or every one) with the node
+    records bound to it; nothing while there is no node record (iscsiadm 2.1.8)."""
+    from ..db.errors import DBError
+
+    nodes = db.list_nodes()
+    if not nodes:
+        return E.SUCCESS
+    if names:
+        try:
+            db.read_iface(names[0])
+        except DBError as e:
+            raise E.CliError(str(e), E.IDBM) from None
+        names = names[:1]  # iscsiadm takes the first -I here
+    else:
+        names = db.list_ifaces()
+    lines = []
+    for name in names:
+        lines.append(f"Iface: {name}")
+        last = None
+        for n in nodes:
+            if n.iface != name:
+                continue
+            if n.target != last:
+                lines.append(f"\tTarget: {n.target}")
+                last = n.target
+            lines.append(f"\t\tPortal: {n.portal},{n.tpgt}")
     o.lines(lines)
     return E.SUCCESS

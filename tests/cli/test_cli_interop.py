@@ -74,3 +74,44 @@ def test_we_read_iscsiadm_records(cli):
     same(cli, "-m", "node")
     assert adm(cli, "-m", "node", "-T", T + "2", "-o", "delete").returncode == 0
     same(cli, "-m", "node")
+
+
+#: Read-only commands compared with iscsiadm on an empty DB, then on one with records:
+#: listings at every print level, filters that match nothing, bad levels, unknown names.
+LISTINGS = (
+    ["-m", "node"], ["-m", "node", "-P", "0"], ["-m", "node", "-P", "1"],
+    ["-m", "node", "-P", "2"], ["-m", "node", "-P", "-1"],
+    ["-m", "node", "-T", "iqn.2001-04.com.example:none"],
+    ["-m", "node", "-T", "iqn.2001-04.com.example:none", "-o", "show"],
+    ["-m", "node", "-p", "10.9.9.9"], ["-m", "node", "-I", "default"],
+    ["-m", "discovery"], ["-m", "discovery", "-P", "0"], ["-m", "discovery", "-P", "1"],
+    ["-m", "discoverydb"], ["-m", "discoverydb", "-P", "1"],
+    ["-m", "discoverydb", "-t", "st", "-p", "10.9.9.9", "-o", "show"],
+    ["-m", "iface"], ["-m", "iface", "-P", "1"], ["-m", "iface", "-I", "default"],
+    ["-m", "iface", "-I", "default", "-P", "1"], ["-m", "iface", "-I", "nosuch"],
+    ["-m", "iface", "-I", "nosuch", "-P", "1"], ["-m", "iface", "-P", "2"],
+    ["-m", "node", "-P", "3"], ["-m", "discovery", "-P", "2"],
+)
+
+
+def _differences(cli) -> list[str]:
+    out = []
+    for args in LISTINGS:
+        a, b = adm(cli, *args), cli(*args)
+        if (b.rc, sorted(b.out.splitlines())) != (a.returncode, sorted(a.stdout.splitlines())):
+            out.append(f"{' '.join(args)}: ours {b.rc}\n{b.out}{b.err}"
+                       f"iscsiadm {a.returncode}\n{a.stdout}{a.stderr}")
+    return out
+
+
+def test_listings_and_their_errors_match_iscsiadm(cli):
+    """Exit code and output (as a multiset of lines: iscsiadm lists in readdir order)."""
+    differences = _differences(cli)
+    T = "iqn.2001-04.com.example:listing"
+    for args in (["-m", "node", "-T", T, "-p", "10.0.0.1:3260,1", "-o", "new"],
+                 ["-m", "node", "-T", T + "b", "-p", "10.0.0.2", "-o", "new"],
+                 ["-m", "iface", "-I", "eth7", "-o", "new"],
+                 ["-m", "discoverydb", "-t", "st", "-p", "10.0.0.5", "-o", "new"]):
+        assert adm(cli, *args).returncode == 0
+    differences += _differences(cli)
+    assert not differences, "\n".join(differences)
