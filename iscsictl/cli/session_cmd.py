@@ -291,15 +291,16 @@ def run(args, o, mode: str) -> int:  # type: ignore[no-untyped-def]
     want_action = args.logout or args.rescan or args.stats
     if sid is not None and not want_action and (ops or (level <= 0 and not o.json)):
         return _node_op(sysfs, sid, args, o)
-    if ops - {"show"}:
-        raise E.CliError(f"session mode: operation {','.join(sorted(ops))} is not supported",
-                         E.OP_NOT_SUPP)
+    if "new" in ops and sid is None:
+        raise E.CliError("session mode: Operation 'new' only allowed with specific session "
+                         "IDs", E.INVAL)
+    if ops - {"show"}:  # iscsiadm lists the sessions and ignores the operation
+        raise E.CliError(f"session mode: operation {','.join(sorted(ops))} needs -r SID "
+                         "(it works on that session's node record)", E.INVAL)
     states = _daemon_states() if (level >= 1 or o.json) and not want_action else {}
     views = collect(sysfs, states, 0 if want_action else 3 if o.json else max(level, 0), sid)
-    if sid is not None:
-        if not views:
-            raise E.CliError(f"Could not get session info for sid {sid}",
-                             E.BY_NAME["ISCSI_ERR_SESS_NOT_FOUND"])
+    if sid is not None and not views:
+        raise _no_session(sid)
     if args.logout:
         from .kernel_ops import logout_sessions
 
@@ -311,7 +312,7 @@ def run(args, o, mode: str) -> int:  # type: ignore[no-untyped-def]
             raise E.CliError("No matching sessions found", E.NO_OBJS_FOUND)
         return logout_sessions([_S(v) for v in views], o, bool(args.force))
     if args.rescan:
-        return _rescan(views, o)
+        return _rescan(sysfs, views, o)
     if args.stats:
         return _stats(views, o)
     if not views:
@@ -328,6 +329,12 @@ def run(args, o, mode: str) -> int:  # type: ignore[no-untyped-def]
     return E.SUCCESS
 
 
+def _no_session(sid: int) -> E.CliError:
+    """iscsiadm's answer to ``-r`` naming no session: its sysfs lookup failed (22)."""
+    return E.CliError(f"Could not get session info for sid {sid}",
+                      E.BY_NAME["ISCSI_ERR_SYSFS_LOOKUP"])
+
+
 def _node_op(sysfs, sid: int, args, o) -> int:  # type: ignore[no-untyped-def]
     """``-r SID`` as node mode on the session's record: ``-T`` its target name, ``-p`` its
     persistent portal (any tpgt), ``-I`` its iface (iscsiadm's idbm_create_rec from the
@@ -336,14 +343,13 @@ def _node_op(sysfs, sid: int, args, o) -> int:  # type: ignore[no-untyped-def]
 
     from . import node_cmd
 
+    views = collect(sysfs, {}, 1, sid)
+    if not views:
+        raise _no_session(sid)
     ops = set(args.op or [])
     if ops - {"show", "update", "delete", "new"} or len(ops) > 1:
         raise E.CliError(f"session mode: operation {','.join(sorted(ops))} is not "
-                         "supported (one of new, show, update, delete)", E.OP_NOT_SUPP)
-    views = collect(sysfs, {}, 1, sid)
-    if not views:
-        raise E.CliError(f"Could not get session info for sid {sid}",
-                         E.BY_NAME["ISCSI_ERR_SESS_NOT_FOUND"])
+                         "supported (one of new, show, update, delete)", E.INVAL)
     v = views[0]
     node_args = copy.copy(args)
     node_args.targetname = v.targetname
@@ -371,15 +377,34 @@ def _call(op: str, **kw: Any) -> Any:
         raise E.CliError(str(exc), exc.code) from None
 
 
-def _rescan(views: list[SessionView], o) -> int:  # type: ignore[no-untyped-def]
+def _rescan(sysfs, views: list[SessionView], o) -> int:  # type: ignore[no-untyped-def]
+    """``-R``: as iscsiadm's rescan_portal, with no daemon: each device of the session is
+    rescanned (a LUN resized on the target), then its host is scanned for new LUNs; each
+    returns when the kernel is done.  Root only (13 otherwise)."""
+    import errno
+
     if not views:
         raise E.CliError("No session found.", E.NO_OBJS_FOUND)
+    rc = E.SUCCESS
     for v in views:
         if not o.json:
             o.lines([f"Rescanning session [sid: {v.sid}, target: {v.targetname}, "
                      f"portal: {v.address},{v.port}]"])
-        _call("rescan", sid=v.sid)
-    return E.SUCCESS
+        host_no = sysfs.session_host_no(v.sid)
+        try:
+            if host_no is None:
+                raise FileNotFoundError(errno.ENOENT, "the session has no SCSI host")
+            for device in sysfs.session_devices(v.sid):
+                sysfs.rescan_device(device)
+            sysfs.scan_host(host_no)
+        except OSError as exc:
+            denied = exc.errno in (errno.EACCES, errno.EPERM)
+            o.error(f"Could not rescan session sid {v.sid}: {exc.strerror or exc}"
+                    + (" (rescanning needs root)" if denied else ""))
+            rc = rc or E.BY_NAME["ISCSI_ERR_ACCESS" if denied else "ISCSI_ERR_SYSFS_LOOKUP"]
+    if o.json:
+        o.emit_json([{"sid": v.sid, "rescanned": not rc} for v in views])
+    return rc
 
 
 #: struct iscsi_stats counters in order, as iscsiadm prints them
@@ -508,7 +533,7 @@ def node_logoutall(args, o) -> int:  # type: ignore[no-untyped-def]
 
 def node_rescan(args, o) -> int:  # type: ignore[no-untyped-def]
     """``-m node -T -p -R``: rescan the matching sessions."""
-    return _rescan(_sessions_for(args), o)
+    return _rescan(_sysfs(), _sessions_for(args), o)
 
 
 def node_stats(args, o) -> int:  # type: ignore[no-untyped-def]

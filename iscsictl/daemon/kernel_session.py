@@ -34,6 +34,7 @@ from collections.abc import Mapping, MutableSet
 from dataclasses import dataclass, field
 from typing import Any
 
+from iscsictl.kernel.sysfs import Sysfs
 from iscsictl.netlink import IscsiKernelError, StopConnFlag
 from iscsictl.protocol.chap import AuthenticationError
 from iscsictl.protocol.config import LoginConfig
@@ -580,14 +581,9 @@ async def online_devices(session: KernelSession, sysfs, executor=None) -> None: 
 
 async def scan_host(host_no: int, sysfs_root: str = "/sys", executor=None) -> None:  # type: ignore[no-untyped-def]
     """Synchronous LUN scan of ``host<N>`` (like iscsiadm: returns after the scan),
-    off the event loop, in ``executor`` (default: the loop's)."""
-    path = f"{sysfs_root}/class/scsi_host/host{host_no}/scan"
-
-    def write() -> None:
-        with open(path, "w") as f:
-            f.write("- - -")
-
-    await asyncio.get_running_loop().run_in_executor(executor, write)
+    off the event loop, in ``executor`` (default: the loop's).  Raises OSError."""
+    await asyncio.get_running_loop().run_in_executor(executor, Sysfs(sysfs_root).scan_host,
+                                                     host_no)
 
 
 async def logout(nl, handle: int, session: KernelSession, timeout: float) -> None:  # type: ignore[no-untyped-def]

@@ -157,7 +157,6 @@ REQUEST_ARGS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "sessions": {},
     "login": {"records": _records, "initiator_name": _text, "progress": bool, "multiple": bool},
     "logout": {"sids": _sids, "force": bool, "progress": bool},
-    "rescan": {"sid": _sid},
     "stats": {"sid": _sid},
     "stop": {"logout_all": bool},
 }
@@ -749,12 +748,6 @@ class Daemon:
         self._save_state()
         return {**desc, "ok": True}
 
-    async def rescan(self, sid: int) -> None:
-        session = self.sessions.get(sid)
-        if session is None:
-            raise SessionError(2, err_text(2))
-        await ks.scan_host(session.host_no, self.sysfs_root, self._scan_pool)
-
     async def stats(self, sid: int) -> dict[str, Any]:
         session = self.sessions.get(sid)
         if session is None:
@@ -817,9 +810,6 @@ class Daemon:
             return await self.logout(args["sids"], bool(args.get("force")), report)
         if op == "sessions":
             return self.session_states()
-        if op == "rescan":
-            await self.rescan(args["sid"])
-            return None
         if op == "stats":
             return await self.stats(args["sid"])
         if op == "stop":

@@ -9,6 +9,10 @@ Layout read here (``root`` defaults to ``/sys`` and is injectable for tests)::
     devices/.../host<N>/session<sid>/target<h>:<c>:<t>/<h>:<c>:<t>:<l>/{state,vendor,model,block/<sdX>}
     module/scsi_transport_iscsi/version
 
+Two writes live here too, those of a SCSI rescan (root only; they raise OSError):
+``class/scsi_host/host<N>/scan`` ("- - -": every channel, target and LUN) and a device's
+``rescan`` ("1": INQUIRY and capacity read again, for a LUN whose size changed).
+
 Rules: every reader returns frozen dataclasses; an attribute that is missing, unreadable
 (EACCES: ``handle``, ``password`` need CAP_SYS_ADMIN), fails to read (the driver returns an
 error) or reads ``(null)`` (the kernel's text for an unset string) becomes ``None``.
@@ -353,6 +357,26 @@ class Sysfs:
                 h, c, tt, lun = (int(x) for x in mt.groups())
                 out.append(ScsiDevice(h, c, tt, lun, self.read(ldir / "state"), block, str(ldir)))
         return sorted(out, key=lambda d: (d.host, d.channel, d.target, d.lun))
+
+    # -- writes (root only)
+    def scan_host(self, host_no: int) -> None:
+        """Scan ``host<N>`` for new LUNs; returns when the kernel's scan is done (the
+        devices' ``sd_probe`` may still run).  Raises OSError (EACCES without root, ENOENT
+        for a host that is gone)."""
+        self._write(f"{self._root}/class/scsi_host/host{host_no}/scan", "- - -")
+
+    def rescan_device(self, device: ScsiDevice) -> None:
+        """Read a device's INQUIRY data and capacity again (a LUN resized on the target).
+        Raises OSError."""
+        self._write(f"{device.path}/rescan", "1")
+
+    @staticmethod
+    def _write(path: str, text: str) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
 
     # -- module
     def module_version(self) -> str | None:

@@ -145,9 +145,10 @@ def test_sid_filter_and_unknown_sid(sysfs):
     rc, out, _ = cli("-m", "session", "-r", "1", "-P", "1")
     assert rc == 0 and "SID: 1\n" in out and "SID: 2" not in out
     assert json.loads(cli("-m", "session", "-r", "2", "--json")[1])[0]["sid"] == 2
-    for args in (["-r", "5"], ["-r", "5", "-P", "1"], ["-r", "5", "-o", "show"]):
-        rc, _, err = cli("-m", "session", *args)
-        assert rc == 2 and "Could not get session info for sid 5" in err
+    for args in (["-r", "5"], ["-r", "5", "-P", "1"], ["-r", "5", "-o", "show"],
+                 ["-r", "5", "-o", "nonpersistent"], ["-r", "5", "-R"], ["-r", "5", "-u"]):
+        rc, _, err = cli("-m", "session", *args)  # iscsiadm: its sysfs lookup failed (22)
+        assert rc == 22 and "Could not get session info for sid 5" in err
     rc, _, err = cli("-m", "session", "-r", "x5")
     assert rc == 7
 
@@ -203,8 +204,11 @@ def test_sid_record_ops_refused_and_secrets(sysfs, db):
                                                                    "-S")[1]
     for ops in (["nonpersistent"], ["show", "-o", "delete"]):
         rc, _, err = cli("-m", "session", "-r", "1", "-o", *ops)
-        assert rc == 27 and "is not supported (one of new, show, update, delete)" in err
-    assert cli("-m", "session", "-o", "update")[0] == 27  # without -r: nothing to update
+        assert rc == 7 and "is not supported (one of new, show, update, delete)" in err
+    rc, _, err = cli("-m", "session", "-o", "update")  # without -r: no record to update
+    assert rc == 7 and "needs -r SID" in err
+    rc, _, err = cli("-m", "session", "-o", "new")
+    assert rc == 7 and "Operation 'new' only allowed with specific session IDs" in err
 
 
 def test_json_listing_masks_secrets(sysfs):
@@ -408,3 +412,33 @@ def test_sid_op_new_logs_in_one_more_session(sysfs, fake_daemon):
     # a node login never sends it (an older daemon would not know it)
     cli("-m", "node", "-T", T, "-p", "127.0.0.1", "-l")
     assert "multiple" not in fake_daemon.calls[1][1]
+
+
+def test_rescan_rescans_each_device_then_scans_the_host_without_a_daemon(sysfs):
+    """iscsiadm's rescan_portal: "1" to each device's rescan (a resized LUN), "- - -" to the
+    host's scan (new LUNs), done by the command itself (no daemon runs here)."""
+    add_session(sysfs, 1, 3, T, "127.0.0.1", {0: "sdb", 1: "sdc"})
+    add_session(sysfs, 2, 4, T, "127.0.0.2", {0: "sdd"})
+    host = sysfs / "devices/platform/host3"
+    attributes = [host / "scsi_host/host3/scan", sysfs / "devices/platform/host4/scsi_host/host4/scan",
+                  *(host / f"session1/target3:0:0/3:0:0:{lun}/rescan" for lun in (0, 1)),
+                  sysfs / "devices/platform/host4/session2/target4:0:0/4:0:0:0/rescan"]
+    for attribute in attributes:  # sysfs has them; writes neither create nor truncate
+        attribute.touch()
+    rc, out, err = cli("-m", "session", "-r", "1", "-R")
+    assert (rc, err) == (0, "")
+    assert out == f"Rescanning session [sid: 1, target: {T}, portal: 127.0.0.1,3260]\n"
+    assert (host / "scsi_host/host3/scan").read_text() == "- - -"
+    for lun in (0, 1):
+        assert (host / f"session1/target3:0:0/3:0:0:{lun}/rescan").read_text() == "1"
+    assert (sysfs / "devices/platform/host4/scsi_host/host4/scan").read_text() == ""
+    rc, out, _ = cli("-m", "session", "-R")  # every session
+    assert rc == 0 and out.count("Rescanning session") == 2
+    assert (sysfs / "devices/platform/host4/scsi_host/host4/scan").read_text() == "- - -"
+    rc, out, _ = cli("-m", "node", "-T", T, "-p", "127.0.0.2", "-R")
+    assert rc == 0 and out.count("Rescanning session") == 1
+    # a host that cannot be written (not root, or gone): a message and an exit code
+    (host / "scsi_host/host3/scan").unlink()
+    (host / "scsi_host/host3/scan").mkdir()
+    rc, out, err = cli("-m", "session", "-r", "1", "-R")
+    assert rc == 22 and "Could not rescan session sid 1: Is a directory" in err

@@ -139,7 +139,8 @@ def _raw(path, request):
     ("logout", {"sids": 3}, "sids must be a list"),
     ("logout", {"sids": [True]}, "must be an integer"),
     ("logout", {"sids": ["three"]}, "invalid literal"),
-    ("rescan", {"sid": {"a": 1}}, "must be an integer"),
+    ("stats", {"sid": {"a": 1}}, "must be an integer"),
+    ("rescan", {"sid": 1}, "unknown request 'rescan'"),  # the CLI rescans through sysfs
     ("stats", {}, "sid"),
     (5, {}, "unknown request 5"),
 ])

@@ -215,6 +215,25 @@ class LioTarget:
         """The ``info`` text of an explicit ACL (shows the session when one exists)."""
         return (self.path / "tpgt_1" / "acls" / initiator_iqn.lower() / "info").read_text()
 
+    def add_lun(self, size: int, backing_dir: Path = BACKING_DIR) -> int:
+        """Add a fileio LUN of ``size`` bytes while the target runs (mapped into every
+        explicit ACL; demo-mode sessions see it through their dynamic ACL); its number."""
+        lun_no = len(self.lun_files)
+        name = f"{_safe(self.iqn)}-{next(_counter)}-l{lun_no}"
+        path = Path(backing_dir) / f"{name}.img"
+        try:
+            with open(path, "wb") as f:
+                f.truncate(int(size))
+            self.lun_files.append(path)
+            so = rtslib.FileIOStorageObject(name, dev=str(path), size=int(size))
+            self._storage_objects.append(so)
+            lun = rtslib.LUN(self.tpg, lun_no, so)
+            for acl in self.tpg.node_acls:
+                rtslib.MappedLUN(acl, lun_no, lun)
+        except (rtslib.RTSLibError, OSError) as e:
+            raise LioError(f"{self.iqn}: adding LUN {lun_no}: {e}") from None
+        return lun_no
+
     # ------------------------------------------------------------------ teardown
     def teardown(self) -> None:
         """Delete the target, its backstores and backing files (idempotent, never raises)."""

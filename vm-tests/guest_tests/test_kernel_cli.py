@@ -224,3 +224,25 @@ def test_several_sessions_to_one_target(lio, cli):
     out = cli.ok("-m", "node", "-T", t.iqn, "-p", PORTAL, "-u")
     assert out.count("successful.") == 3
     assert sessions_in_sysfs() == []
+
+
+def test_rescan_finds_a_new_lun_without_the_daemon(lio, cli):
+    """-R (session and node mode) is the command's own work, as iscsiadm's: a LUN added to
+    the target appears, and so does one added later while iscsictld is unreachable."""
+    t = lio.create("iqn.2003-01.org.example.vm:rescan", luns=[8 * MIB])
+    cli.ok("-m", "discovery", "-t", "st", "-p", PORTAL)
+    sid = login_sid(cli, t.iqn)
+    assert list(wait_disks(sid, 1)) == [0]
+    t.add_lun(16 * MIB)
+    out = cli.ok("-m", "session", "-r", str(sid), "-R")
+    assert out == (f"Rescanning session [sid: {sid}, target: {t.iqn}, "
+                   f"portal: {PORTAL},3260]\n")
+    disks = wait_disks(sid, 2)
+    assert int(read(f"/sys/block/{os.path.basename(disks[1])}/size")) * 512 == 16 * MIB
+    t.add_lun(24 * MIB)
+    no_daemon = dict(cli.env, ISCSICTL_SOCKET="/run/no-daemon-here.sock")
+    r = subprocess.run([str(VENV_BIN / "iscsictl-py"), "-m", "node", "-T", t.iqn, "-p", PORTAL,
+                        "-R"], capture_output=True, text=True, env=no_daemon, timeout=60)
+    assert (r.returncode, r.stderr) == (0, "")
+    assert sorted(wait_disks(sid, 3)) == [0, 1, 2]
+    cli.ok("-m", "node", "-T", t.iqn, "-p", PORTAL, "-u")
