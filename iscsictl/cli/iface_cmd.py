@@ -21,6 +21,9 @@ def _e(v) -> str:
 
 
 def run(args, o, mode: str) -> int:
+    if args.host is not None or args.submode is not None:
+        raise E.CliError("iface mode: -H (an offload HBA's host) and -C (ping) are not "
+                         "supported yet", E.OP_NOT_SUPP)
     ops = args.op or []
     db = open_db(args, o)
     op = ops[0] if ops else None

@@ -1,7 +1,7 @@
 """``iscsictl``: parser, dispatch, and the only ``sys.exit``.
 
 Options are iscsiadm's (letters and long names); ``-m MODE`` selects the mode module
-(``discovery_cmd``, ``node_cmd``, ``iface_cmd``, ``session_cmd``), imported only when used so
+(``discovery_cmd``, ``node_cmd``, ``iface_cmd``, ``session_cmd``, ``host_cmd``), imported only when used so
 that a ``-m node`` listing never loads the protocol stack.  Each mode accepts iscsiadm's
 letters for it (``mode_paras``); another letter gives ``MODE mode: option '-X' is not
 allowed/supported`` (exit 7).  Typed errors carry their exit code; :func:`run` maps them and
@@ -25,14 +25,14 @@ MODES = {
     "node": ("node_cmd", "RsPIdmlSonvupTULW"),
     "session": ("session_cmd", "PiRdrmusonuSv"),
     "iface": ("iface_cmd", "HIdnvmPoCabci"),
-    "host": (None, "CHdmPotnvxA"),
-    "fw": (None, "dmlWnv"),
+    "host": ("host_cmd", "CHdmPotnvxA"),
+    "fw": ("fw_cmd", "dmlWnv"),
 }
 MODE_ALIASES = {"discoverydb": "discoverydb", "sendtargets": "discovery"}
 
 #: option table: (letter, long name, argparse kwargs, help)
 OPTIONS = (
-    ("m", "mode", dict(metavar="MODE"), "discovery | discoverydb | node | session | iface"),
+    ("m", "mode", dict(metavar="MODE"), "discovery | discoverydb | node | session | iface | host"),
     ("t", "type", dict(metavar="TYPE"), "discovery type: sendtargets (st)"),
     ("p", "portal", dict(metavar="IP[:PORT][,TPGT]"), "portal: ip[:port], [v6]:port, host"),
     ("T", "targetname", dict(metavar="IQN"), "target name"),
@@ -51,6 +51,9 @@ OPTIONS = (
     ("L", "loginall", dict(metavar="all|manual|automatic|onboot"), "log in all (iscsictld)"),
     ("U", "logoutall", dict(metavar="all|manual|automatic|onboot"), "log out all (iscsictld)"),
     ("r", "sid", dict(metavar="SID"), "session id (session mode)"),
+    ("H", "host", dict(metavar="HOST"), "host number (host mode)"),
+    ("C", "submode", dict(metavar="SUBMODE"), "sub-mode: chap | flashnode | stats (host mode; "
+     "offload HBAs, not supported yet)"),
     ("R", "rescan", dict(action="store_true", default=None), "rescan (session mode)"),
     ("s", "stats", dict(action="store_true", default=None), "statistics (session mode)"),
     ("W", "no_wait", dict(action="store_true", default=None), "do not wait (login)"),
@@ -72,6 +75,7 @@ iscsictl -m discovery [-hV] [-d debug_level] [-P printlevel] [-t type -p ip:port
 iscsictl -m node [-hV] [-d debug_level] [-P printlevel] [-L all,manual,automatic,onboot] [-U all,manual,automatic,onboot] [-S] [[-T targetname -p ip:port -I ifaceN] [-l | -u | -R | -s]] [[-o operation ] [-n name] [-v value]] [--probe]
 iscsictl -m session [-hV] [-d debug_level] [-P printlevel] [-r sessionid | sysfsdir [-R | -u | -s] [-o operation] [-n name] [-v value]]
 iscsictl -m iface [-hV] [-d debug_level] [-P printlevel] [-I ifacename] [[-o operation ] [-n name] [-v value]]
+iscsictl -m host [-hV] [-d debug_level] [-P printlevel] [-H hostno]
 common: [--json] [--db-root DIR] [--config-root DIR]"""
 
 
@@ -155,7 +159,7 @@ def run(argv: list[str] | None = None, out: Output | None = None) -> int:
             return E.SUCCESS
         if mode is None:
             o.text(build_parser().format_usage())
-            raise E.CliError("no mode specified (-m discovery|discoverydb|node|session|iface)",
+            raise E.CliError("no mode specified (-m discovery|discoverydb|node|session|iface|host)",
                              E.INVAL)
         _check_letters(args, mode)
         modname = MODES[mode][0]

@@ -197,70 +197,94 @@ def flat_lines(views: list[SessionView]) -> list[str]:
             f"({'flash' if v.flash else 'non-flash'})" for v in views]
 
 
-def tree_lines(views: list[SessionView], level: int, show_secrets: bool,
-               versions: tuple[str | None, str] | None = None) -> list[str]:
-    """Print levels 1-3 (session_info_print_tree)."""
+#: What session_info_print_tree shows (open-iscsi 2.1.8 usr/session_info.c's
+#: SESSION_INFO_* flags) at each ``-m session`` print level; ``-m host`` has its own mix.
+SESSION_LEVEL_FLAGS: dict[int, frozenset[str]] = {
+    1: frozenset({"iface", "state"}),
+    2: frozenset({"iface", "state", "timeouts", "auth", "params"}),
+    3: frozenset({"iface", "state", "timeouts", "auth", "params", "host_devs", "scsi_devs"}),
+}
+
+
+def version_lines(versions: tuple[str | None, str]) -> list[str]:
+    """The header of ``-m session -P 3`` and ``-m host -P 4`` (when the module is loaded)."""
+    kernel, ours = versions
+    return [f"iSCSI Transport Class version {kernel}", f"version {ours}"] if kernel else []
+
+
+def tree_lines(views: list[SessionView], flags: frozenset[str], show_secrets: bool,
+               prefix: str = "") -> list[str]:
+    """session_info_print_tree: ``Target:`` on change, the portals (an empty line for a
+    session on the same portal as the one before), then the sections in ``flags``
+    (:data:`SESSION_LEVEL_FLAGS`); every line but that empty one starts with ``prefix``."""
     out: list[str] = []
-    if level >= 3 and versions and versions[0]:
-        out += [f"iSCSI Transport Class version {versions[0]}", f"version {versions[1]}"]
     prev: SessionView | None = None
     for v in views:
+        lines: list[str] = []
         if prev is None or prev.targetname != v.targetname:
-            out.append(f"Target: {v.targetname} ({'flash' if v.flash else 'non-flash'})")
+            lines.append(f"Target: {v.targetname} ({'flash' if v.flash else 'non-flash'})")
             prev = None
         if prev is not None and prev.current_address == v.current_address and \
                 prev.current_port == v.current_port and v.current_port:
-            out.append("")
+            out.append("")  # (the same target, so no Target line before it)
         else:
-            out.append(f"\tCurrent Portal: {_hp(v.current_address, v.current_port, v.tpgt)}")
-            out.append(f"\tPersistent Portal: {_hp(v.address, v.port, v.tpgt)}")
-        i = v.iface
-        ip = i["ipaddress"]
-        out += ["\t\t**********", "\t\tInterface:", "\t\t**********",
-                f"\t\tIface Name: {_s(i['name'])}",
-                f"\t\tIface Transport: {_s(i['transport'])}",
-                f"\t\tIface Initiatorname: {_s(i['initiatorname'])}",
-                f"\t\tIface IPaddress: {ip if (not ip or '.' in ip or ip == 'default') else f'[{ip}]'}",
-                f"\t\tIface HWaddress: {_s(i['hwaddress'])}",
-                f"\t\tIface Netdev: {_s(i['netdev'])}",
-                f"\t\tSID: {v.sid}",
-                f"\t\tiSCSI Connection State: {v.conn_state}",
-                f"\t\tiSCSI Session State: {v.state}",
-                f"\t\tInternal iscsid Session State: {v.internal_state}"]
-        if level >= 2:
+            lines.append(f"\tCurrent Portal: {_hp(v.current_address, v.current_port, v.tpgt)}")
+            lines.append(f"\tPersistent Portal: {_hp(v.address, v.port, v.tpgt)}")
+        if "iface" in flags:
+            i = v.iface
+            ip = i["ipaddress"]
+            lines += ["\t\t**********", "\t\tInterface:", "\t\t**********",
+                      f"\t\tIface Name: {_s(i['name'])}",
+                      f"\t\tIface Transport: {_s(i['transport'])}",
+                      f"\t\tIface Initiatorname: {_s(i['initiatorname'])}",
+                      "\t\tIface IPaddress: "
+                      f"{ip if (not ip or '.' in ip or ip == 'default') else f'[{ip}]'}",
+                      f"\t\tIface HWaddress: {_s(i['hwaddress'])}",
+                      f"\t\tIface Netdev: {_s(i['netdev'])}"]
+        if "state" in flags:
+            lines += [f"\t\tSID: {v.sid}",
+                      f"\t\tiSCSI Connection State: {v.conn_state}",
+                      f"\t\tiSCSI Session State: {v.state}",
+                      f"\t\tInternal iscsid Session State: {v.internal_state}"]
+        if "timeouts" in flags:
             t = v.timeouts
 
             def tmo(x: int | None) -> str:
                 return str(x) if x is not None and x >= 0 else EMPTY
-            out += ["\t\t*********", "\t\tTimeouts:", "\t\t*********",
-                    f"\t\tRecovery Timeout: {t['recovery'] if t['recovery'] is not None else -1}",
-                    f"\t\tTarget Reset Timeout: {tmo(t['target_reset'])}",
-                    f"\t\tLUN Reset Timeout: {tmo(t['lun_reset'])}",
-                    f"\t\tAbort Timeout: {tmo(t['abort'])}"]
+            lines += ["\t\t*********", "\t\tTimeouts:", "\t\t*********",
+                      f"\t\tRecovery Timeout: {t['recovery'] if t['recovery'] is not None else -1}",
+                      f"\t\tTarget Reset Timeout: {tmo(t['target_reset'])}",
+                      f"\t\tLUN Reset Timeout: {tmo(t['lun_reset'])}",
+                      f"\t\tAbort Timeout: {tmo(t['abort'])}"]
+        if "auth" in flags:
             c = v.chap
-            out += ["\t\t*****", "\t\tCHAP:", "\t\t*****", f"\t\tusername: {_s(c['username'])}"]
-            out.append(f"\t\tpassword: {_s(c['password']) if show_secrets else '********'}")
-            out.append(f"\t\tusername_in: {_s(c['username_in'])}")
-            # iscsiadm 2.1.8 labels the shown password_in "password:" (a known bug, kept)
-            out.append(f"\t\tpassword: {_s(c['password_in'])}" if show_secrets
-                       else "\t\tpassword_in: ********")
-            out += ["\t\t************************", "\t\tNegotiated iSCSI params:",
-                    "\t\t************************"]
-            for key, value in v.negotiated.items():
-                if value is not None:
-                    out.append(f"\t\t{key}: {value}")
-        if level >= 3:
-            out += ["\t\t************************", "\t\tAttached SCSI devices:",
-                    "\t\t************************"]
+            lines += ["\t\t*****", "\t\tCHAP:", "\t\t*****",
+                      f"\t\tusername: {_s(c['username'])}",
+                      f"\t\tpassword: {_s(c['password']) if show_secrets else '********'}",
+                      f"\t\tusername_in: {_s(c['username_in'])}",
+                      # iscsiadm 2.1.8 labels the shown password_in "password:" (a bug, kept)
+                      f"\t\tpassword: {_s(c['password_in'])}" if show_secrets
+                      else "\t\tpassword_in: ********"]
+        if "params" in flags:
+            lines += ["\t\t************************", "\t\tNegotiated iSCSI params:",
+                      "\t\t************************"]
+            lines += [f"\t\t{key}: {value}" for key, value in v.negotiated.items()
+                      if value is not None]
+        if flags & {"host_devs", "scsi_devs"}:
+            lines += ["\t\t************************", "\t\tAttached SCSI devices:",
+                      "\t\t************************"]
             if v.host_no is None:
-                out.append("\t\tUnavailable")
+                lines.append("\t\tUnavailable")
             else:
-                out.append(f"\t\tHost Number: {v.host_no}\tState: {v.host_state or 'Unknown'}")
-                for d in v.devices:
-                    out.append(f"\t\tscsi{d['host']} Channel 00 Id {d['id']} Lun: {d['lun']}")
+                if "host_devs" in flags:
+                    lines.append(f"\t\tHost Number: {v.host_no}\t"
+                                 f"State: {v.host_state or 'Unknown'}")
+                for d in v.devices if "scsi_devs" in flags else ():
+                    lines.append(f"\t\tscsi{d['host']} Channel 00 Id {d['id']} Lun: {d['lun']}")
                     if d["disk"]:
-                        out.append(f"\t\t\tAttached scsi disk {d['disk']}\t\t"
-                                   f"State: {d['state'] or 'Unknown'}")
+                        lines.append(f"\t\t\tAttached scsi disk {d['disk']}\t\t"
+                                     f"State: {d['state'] or 'Unknown'}")
+        out += [prefix + line for line in lines]
         prev = v
     return out
 
@@ -325,7 +349,8 @@ def run(args, o, mode: str) -> int:  # type: ignore[no-untyped-def]
     else:
         from ..db.schema import FORMAT_VERSION
 
-        o.lines(tree_lines(views, level, bool(args.show), (sysfs.module_version(), FORMAT_VERSION)))
+        header = version_lines((sysfs.module_version(), FORMAT_VERSION)) if level >= 3 else []
+        o.lines(header + tree_lines(views, SESSION_LEVEL_FLAGS[level], bool(args.show)))
     return E.SUCCESS
 
 

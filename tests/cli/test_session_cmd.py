@@ -346,8 +346,9 @@ def test_each_print_level_reads_what_it_shows_and_no_more(sysfs, monkeypatch):
         full = session_cmd.collect(s, {}, 3)
     assert session_cmd.flat_lines(session_cmd.collect(s, {}, 0)) == session_cmd.flat_lines(full)
     for level in (1, 2, 3):
-        assert session_cmd.tree_lines(session_cmd.collect(s, {}, level), level, True) == \
-            session_cmd.tree_lines(full, level, True)
+        flags = session_cmd.SESSION_LEVEL_FLAGS[level]
+        assert session_cmd.tree_lines(session_cmd.collect(s, {}, level), flags, True) == \
+            session_cmd.tree_lines(full, flags, True)
     assert [session_cmd._view_json(v, True) for v in session_cmd.collect(s, {}, 3)] == \
         [session_cmd._view_json(v, True) for v in full]  # --json reads level 3
     opened = []
@@ -442,3 +443,43 @@ def test_rescan_rescans_each_device_then_scans_the_host_without_a_daemon(sysfs):
     (host / "scsi_host/host3/scan").mkdir()
     rc, out, err = cli("-m", "session", "-r", "1", "-R")
     assert rc == 22 and "Could not rescan session sid 1: Is a directory" in err
+
+
+def test_host_mode_levels(sysfs):
+    """-m host as open-iscsi 2.1.8's usr/host.c prints it (the VM compares it with iscsiadm)."""
+    assert cli("-m", "host") == (21, "", "iscsictl: No iSCSI hosts.\n")
+    add_session(sysfs, 1, 3, T, "127.0.0.1", {0: "sdb"})
+    add_session(sysfs, 2, 11, T, "127.0.0.1", {0: "sdc"})
+    rc, out, _ = cli("-m", "host")
+    assert rc == 0  # alphasort: host11 before host3
+    assert out == ("tcp: [11] 127.0.0.1,[<empty>],<empty> <empty>\n"
+                   "tcp: [3] 127.0.0.1,[<empty>],<empty> <empty>\n")
+    host3 = ("Host Number: 3\n\tState: running\n\tTransport: tcp\n\tInitiatorname: <empty>\n"
+             "\tIPaddress: 127.0.0.1\n\tHWaddress: <empty>\n\tNetdev: <empty>\n")
+    assert cli("-m", "host", "-H", "3", "-P", "1") == (0, host3, "")
+    rc, out, _ = cli("-m", "host", "-H", "3", "-P", "2")
+    assert out.startswith(host3 + "\t*********\n\tSessions:\n\t*********\n"
+                          f"\tTarget: {T} (non-flash)\n\t\tCurrent Portal: 127.0.0.1:3260,1\n")
+    assert "\t\t\tSID: 1\n" in out and "SID: 2" not in out and "Negotiated" not in out
+    rc, out, _ = cli("-m", "host", "-H", "host3", "-P", "3")
+    assert "\t\t\tMaxRecvDataSegmentLength: 262144\n" in out and "Timeouts" not in out
+    assert "CHAP" not in out and "Attached SCSI devices" not in out
+    rc, out, _ = cli("-m", "host", "-P", "4")
+    assert out.startswith("iSCSI Transport Class version 2.0-870\nversion 2.1.8\n"
+                          "Host Number: 11\n")
+    # -P 4 adds the devices, without the session listing's Host Number line
+    assert "\t\t\tscsi3 Channel 00 Id 0 Lun: 0\n\t\t\t\tAttached scsi disk sdb\t\tState: running\n" \
+        in out and "\t\t\tHost Number" not in out
+    assert cli("-m", "host", "-H", "9", "-P", "1")[0] == 23
+    assert cli("-m", "host", "-H", "x9", "-P", "1")[0] == 7
+    rc, out, _ = cli("-m", "host", "--json")
+    assert [(h["host_no"], h["transport"], h["sessions"]) for h in json.loads(out)] == \
+        [(11, "tcp", [2]), (3, "tcp", [1])]
+
+
+def test_fw_mode_without_boot_firmware_is_iscsiadms_21(sysfs):
+    assert cli("-m", "fw") == (21, "", "iscsictl: Could not get list of targets from firmware. "
+                                       "(err 21)\n")
+    (sysfs / "firmware/ibft/target0").mkdir(parents=True)
+    rc, _, err = cli("-m", "fw")
+    assert rc == 27 and "reading them is not supported yet" in err

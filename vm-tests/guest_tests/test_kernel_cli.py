@@ -154,21 +154,39 @@ def test_two_targets_many_luns_listing_matches_sysfs(lio, cli):
 
 
 def assert_listings_match_iscsiadm(cli, sids):
-    """Every print level, all sessions and each one, byte for byte as Debian's iscsiadm
-    prints them.  Without iscsid, iscsiadm prints the two states iscsid keeps as Unknown:
-    so does iscsictl without iscsictld (iscsictl-py, no daemon socket)."""
-    env = dict(cli.env, ISCSICTL_SOCKET="/run/no-daemon-here.sock")
+    """Every print level of -m session (all sessions and each one) and of -m host (all
+    hosts and each one), and -m fw, byte for byte and exit code as Debian's iscsiadm.
+    Without iscsid, iscsiadm prints the two states iscsid keeps as Unknown, as iscsictl
+    does without iscsictld (unit tests): iscsictld's two values are put back to Unknown."""
+    hosts = [os.path.basename(os.path.realpath(f"/sys/class/iscsi_session/session{sid}/device/.."))
+             .removeprefix("host") for sid in sids]
+    commands = [["-m", "fw"]]
     for level in ("0", "1", "2", "3"):
-        for sid in (None, *sids):
-            args = ["-m", "session", "-P", level] + ([] if sid is None else ["-r", str(sid)])
-            if sid is not None and level == "0":
-                continue  # -r SID at level 0 is the node record (another DB for iscsiadm)
-            ours = subprocess.run([str(VENV_BIN / "iscsictl-py"), *args], capture_output=True,
-                                  text=True, env=env, timeout=60)
-            theirs = subprocess.run(["iscsiadm", *args], capture_output=True, text=True,
-                                    timeout=60)
-            assert (ours.returncode, theirs.returncode) == (0, 0), (args, ours.stderr)
-            assert ours.stdout == theirs.stdout, args
+        commands.append(["-m", "session", "-P", level])
+        if level != "0":  # -r SID at level 0 is the node record (another DB for iscsiadm)
+            commands += [["-m", "session", "-P", level, "-r", str(sid)] for sid in sids]
+    commands += [["-m", "host", "-P", level] for level in ("0", "1", "2", "3", "4")]
+
+    def ours(args):
+        r = cli.run(*args)
+        r.stdout = r.stdout.replace("iSCSI Connection State: LOGGED IN", "iSCSI Connection "
+                                    "State: Unknown").replace("Internal iscsid Session State: "
+                                                              "NO CHANGE", "Internal iscsid "
+                                                              "Session State: Unknown")
+        return r
+    for args in commands:
+        theirs = subprocess.run(["iscsiadm", *args], capture_output=True, text=True,
+                                timeout=60)
+        mine = ours(args)
+        assert mine.returncode == theirs.returncode, (args, mine.stderr, theirs.stderr)
+        assert mine.stdout == theirs.stdout, args
+    # -H: iscsiadm 2.1.8 ignores it (prints every host); ours is that host's block of it
+    for level in ("1", "2", "3", "4"):
+        every = ours(["-m", "host", "-P", level]).stdout
+        for host in hosts:
+            one = ours(["-m", "host", "-P", level, "-H", host]).stdout
+            block = one.split(f"Host Number: {host}\n")[1]
+            assert f"Host Number: {host}\n{block}" in every and "Host Number" not in block
 
 
 def test_bad_targets_leave_nothing(lio, cli):

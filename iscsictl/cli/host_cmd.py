@@ -1,0 +1,125 @@
+"""``-m host``: the iSCSI hosts (``class/iscsi_host``: one a session for iscsi_tcp, one an
+HBA port for offload drivers), in open-iscsi 2.1.8's format (usr/host.c), from sysfs alone.
+
+* ``-P 0`` (default): ``tcp: [0] 10.0.0.1,[<empty>],<empty> <empty>`` (transport, host
+  number, IP address, [hardware address], netdev, initiator name), ``alphasort`` order.
+* ``-P 1``: ``Host Number:`` with its state and the same values as a tree; ``-P 2`` adds
+  its sessions (interface and states, prefixed by a tab), ``-P 3`` their negotiated
+  parameters, ``-P 4`` their SCSI devices (with the version header first).
+* ``-H N`` (a host number, or the hardware address of an offload HBA's port) with ``-P 1``
+  or more: that host only (23 if it does not exist).  iscsiadm 2.1.8 prints every host
+  there: its "no -H" marker (MAX_HOST_NO + 1 in a uint32_t) wraps to 0, so the branch
+  for one host is never taken; the filter is what ``-H`` is for.
+* ``--json``: the hosts as objects, each with its sessions' ids.
+
+Not yet: the sub-modes (``-C chap|flashnode|stats``) and the network interfaces an offload
+HBA lists under its host (``class/iscsi_iface``): both need offload hardware.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from . import errors as E
+from .session_cmd import EMPTY, collect, tree_lines, version_lines
+
+#: What each print level shows of a host's sessions (usr/host.c's host_info_print).
+HOST_LEVEL_FLAGS: dict[int, frozenset[str]] = {
+    1: frozenset(),
+    2: frozenset({"iface", "state"}),
+    3: frozenset({"iface", "state", "params"}),
+    4: frozenset({"iface", "state", "params", "scsi_devs"}),
+}
+
+
+def _e(v: str | None) -> str:
+    return v if v else EMPTY
+
+
+def _ip(v: str | None) -> str:
+    return EMPTY if not v else v if "." in v else f"[{v}]"
+
+
+def _parse_host(text: str, hosts: list[dict[str, Any]]) -> int:
+    """``-H``: ``N``, ``hostN``, or a hardware address (usr/iscsiadm.c parse_host_info)."""
+    if ":" in text:
+        for h in hosts:
+            if h["hwaddress"] and h["hwaddress"].lower() == text.strip().lower():
+                return int(h["host_no"])
+        raise E.CliError("Could not match MAC to host.", E.INVAL)
+    m = re.fullmatch(r"\s*(?:host)?(\d+)\s*", text)
+    if not m:
+        raise E.CliError(f"Invalid host no {text}.", E.INVAL)
+    return int(m.group(1))
+
+
+def _hosts(sysfs) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    out = []
+    for n in sorted(sysfs.host_numbers(), key=lambda n: f"host{n}"):
+        h = sysfs.host(n)
+        if h is None:
+            continue
+        proc = sysfs.read(f"class/scsi_host/host{n}/proc_name")
+        out.append({"host_no": n,
+                    "transport": (proc[6:] if proc and proc.startswith("iscsi_") else proc) or "",
+                    "initiatorname": h.initiatorname or "", "ipaddress": h.ipaddress or "",
+                    "hwaddress": h.hwaddress or "", "netdev": h.netdev or "",
+                    "state": sysfs.read(f"class/scsi_host/host{n}/state")})
+    return out
+
+
+def run(args, o, mode: str) -> int:  # type: ignore[no-untyped-def]
+    """The ``-m host`` entry point."""
+    from .session_cmd import _sysfs
+
+    if args.submode is not None:
+        raise E.CliError(f"host mode: sub-mode {args.submode} (offload HBAs) is not supported "
+                         "yet", E.OP_NOT_SUPP)
+    if args.op:
+        raise E.CliError("host mode: operations need a sub-mode (-C), not supported yet",
+                         E.OP_NOT_SUPP)
+    level = args.print if args.print is not None else 0
+    if level not in (-1, 0, 1, 2, 3, 4):
+        raise E.CliError(f"Invalid info level {level}. Try 0 - 4.", E.INVAL)
+    sysfs = _sysfs()
+    hosts = _hosts(sysfs)
+    if args.host is not None and (level >= 1 or o.json):
+        wanted = _parse_host(args.host, hosts)
+        hosts = [h for h in hosts if h["host_no"] == wanted]
+        if not hosts:
+            raise E.CliError(f"Could not get host info for host {wanted}",
+                             E.BY_NAME["ISCSI_ERR_HOST_NOT_FOUND"])
+    if not hosts:
+        raise E.CliError("No iSCSI hosts.", E.NO_OBJS_FOUND)
+    flags = HOST_LEVEL_FLAGS.get(level, frozenset())
+    views = []  # the sessions, read as deep as the level shows them
+    if flags or o.json:
+        from .session_cmd import _daemon_states
+
+        states = _daemon_states() if "state" in flags else {}
+        views = collect(sysfs, states, max(level - 1, 0))
+    if o.json:
+        o.emit_json([{**h, "sessions": [v.sid for v in views if v.host_no == h["host_no"]]}
+                     for h in hosts])
+        return E.SUCCESS
+    if level <= 0:
+        o.lines(f"{_e(h['transport'])}: [{h['host_no']}] {_ip(h['ipaddress'])},"
+                f"[{_e(h['hwaddress'])}],{_e(h['netdev'])} {_e(h['initiatorname'])}"
+                for h in hosts)
+        return E.SUCCESS
+    from ..db.schema import FORMAT_VERSION
+
+    lines = version_lines((sysfs.module_version(), FORMAT_VERSION)) if level >= 4 else []
+    for h in hosts:
+        lines += [f"Host Number: {h['host_no']}", f"\tState: {h['state'] or 'Unknown'}",
+                  f"\tTransport: {_e(h['transport'])}",
+                  f"\tInitiatorname: {_e(h['initiatorname'])}",
+                  f"\tIPaddress: {_ip(h['ipaddress'])}",
+                  f"\tHWaddress: {_e(h['hwaddress'])}", f"\tNetdev: {_e(h['netdev'])}"]
+        mine = [v for v in views if v.host_no == h["host_no"]]
+        if mine:
+            lines += ["\t*********", "\tSessions:", "\t*********"]
+            lines += tree_lines(mine, flags, False, prefix="\t")
+    o.lines(lines)
+    return E.SUCCESS
