@@ -10,6 +10,9 @@
   found`` (21).
 * ``-m discoverydb -t st -p PORTAL -o new|delete|update|show``, and ``-D`` to discover with
   the stored record (``Discovery record [ip,port] not found.``, exit 6, if absent).
+* ``-l`` with a discovery: then log in to every record it found (through iscsictld, as
+  ``-m node -l``); ``-m discovery -p PORTAL -l`` without ``-t`` discovers with the stored
+  record.  The exit code is the first failure's, discovery or login.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ _TYPES = {"sendtargets": "sendtargets", "st": "sendtargets", "isns": "isns", "fw
 
 def _did(args, db_needed=True):
     from ..db.store import DiscoveryID
-    t = _TYPES.get(args.type or "")
+    t = _TYPES.get(args.type or "sendtargets")  # -p alone names a SendTargets record
     if t is None:
         raise E.CliError(f"discovery type '{args.type}' is not supported "
                          "(sendtargets | st)", E.UNKNOWN_DISCOVERY_TYPE)
@@ -55,18 +58,42 @@ def _looks_numeric(host: str) -> bool:
 
 
 def run(args, o, mode: str) -> int:
-    if args.login or args.logout:
-        from ._common import daemon_hook
-        return daemon_hook("discovery_login")(args, o)
+    if args.logout:
+        raise E.CliError(f"{mode} mode: -u (log out of what a discovery found) is not "
+                         "supported yet", E.OP_NOT_SUPP)
     ops = args.op or []
     for x in ops:
         if x not in ("new", "delete", "update", "show", "nonpersistent"):
             raise E.CliError(f"Invalid operation '{x}'", E.INVAL)
     if args.type is None and args.portal is None:
         return listing(args, o)
-    if mode == "discoverydb" and not args.discover:
+    if mode == "discovery" and args.type is None:  # -p alone: the stored record
+        return stored_record_op(args, o, ops)
+    if mode == "discoverydb" and not args.discover and not args.login:
         return discoverydb_op(args, o, ops)
     return discover(args, o, ops, from_db=(mode == "discoverydb"))
+
+
+def stored_record_op(args, o, ops) -> int:  # type: ignore[no-untyped-def]
+    """``-m discovery -p P`` without ``-t`` (iscsiadm's exec_disc_op): ``-D``/``-l``
+    discover with the stored SendTargets record, no op or ``show`` shows it, ``delete``
+    deletes it; a missing record is ``Discovery record [ip,port] not found!`` (7)."""
+    if args.discover or args.login:
+        return discover(args, o, ops, from_db=True, missing_code=E.INVAL)
+    op = ops[0] if ops else "show"
+    if op in ("new", "update"):
+        raise E.CliError("Operations new and update for discovery mode is not supported. "
+                         "Use discoverydb mode.", E.INVAL)
+    if op not in ("show", "delete"):
+        raise E.CliError("Invalid operation.", E.INVAL)
+    return discoverydb_op(args, o, [op], missing_code=E.INVAL)
+
+
+def _not_found(did, code: int) -> E.CliError:
+    """iscsiadm says it in two ways: discoverydb ``... not found.`` (6), discovery
+    without ``-t`` ``... not found!`` (7)."""
+    return E.CliError(f"Discovery record [{did.address},{did.port}] not found"
+                      f"{'!' if code == E.INVAL else '.'}", code)
 
 
 # ---- listing ---------------------------------------------------------------------------
@@ -138,7 +165,7 @@ def _linked(db, subdir: str) -> list:
 
 
 # ---- discoverydb -o ... -----------------------------------------------------------------
-def discoverydb_op(args, o, ops) -> int:
+def discoverydb_op(args, o, ops, missing_code: int = E.IDBM) -> int:
     from ..db.errors import RecordNotFound
     did, p = _did(args)
     db = open_db(args, o)
@@ -167,14 +194,13 @@ def discoverydb_op(args, o, ops) -> int:
                 o.text(format_record(rec, show_secrets=bool(args.show), version=db.version))
         else:
             raise E.CliError(f"discoverydb: operation '{op}' needs -D", E.INVAL)
-    except RecordNotFound as e:  # iscsiadm: exit 6 for a missing discovery record
-        raise E.CliError(f"Discovery record [{did.address},{did.port}] not found.",
-                         E.IDBM) from e
+    except RecordNotFound as e:
+        raise _not_found(did, missing_code) from e
     return E.SUCCESS
 
 
 # ---- discover ----------------------------------------------------------------------------
-def discover(args, o, ops, from_db: bool) -> int:
+def discover(args, o, ops, from_db: bool, missing_code: int = E.IDBM) -> int:
     from ..db.errors import RecordNotFound
     from ..db.store import NodeID
     did, p = _did(args)
@@ -184,8 +210,7 @@ def discover(args, o, ops, from_db: bool) -> int:
         rec = db.read_discovery(did)
     except RecordNotFound:
         if from_db:
-            raise E.CliError(f"Discovery record [{did.address},{did.port}] not found.",
-                             E.IDBM) from None
+            raise _not_found(did, missing_code) from None
         rec = db.create_discovery(did) if persistent else db.new_discovery_record(did)
     ifaces = args.interface or ["default"]
     for ifn in ifaces:
@@ -227,6 +252,14 @@ def discover(args, o, ops, from_db: bool) -> int:
         for nid, err in result.failed:
             o.error(f"Could not add/update [tcp:[hw=,ip=,net_if=,iscsi_if={nid.iface}] "
                     f"{nid.address},{nid.port},{nid.tpgt} {nid.target}]: {err}")
+    if not o.json and args.print is not None and args.print >= 1:
+        o.lines(tree_lines(found))
+    elif not o.json:
+        o.lines(n.flat() for n in found)
+    rc = E.IDBM if result is not None and result.failed else E.SUCCESS
+    logins: list = []
+    if args.login:
+        rc = rc or _login_found(db, found, persistent, args, o, logins)
     if o.json:
         o.emit_json({
             "discovery": {"type": "sendtargets", "address": did.address, "port": did.port},
@@ -235,14 +268,32 @@ def discover(args, o, ops, from_db: bool) -> int:
             "added": [node_json(n) for n in result.added] if result else [],
             "updated": [node_json(n) for n in result.updated] if result else [],
             "deleted": [node_json(n) for n in result.deleted] if result else [],
+            **({"logins": logins} if args.login else {}),
         })
-    elif args.print is not None and args.print >= 1:
-        o.lines(tree_lines(found))
-    else:
-        o.lines(n.flat() for n in found)
-    if result is not None and result.failed:
-        return E.IDBM
-    return E.SUCCESS
+    return rc
+
+
+def _login_found(db, found, persistent: bool, args, o,  # type: ignore[no-untyped-def]
+                 logins: list) -> int:
+    """``-l``: log in to what this discovery found, each record as the DB now holds it
+    (as built from the defaults with ``-o nonpersistent``); iscsiadm's do_target_discovery
+    then login_portals.  The exit code is the first failure's."""
+    from ..db.errors import DBError
+    from ._common import initiator_name
+    from .kernel_ops import login_records
+
+    records, rc = [], E.SUCCESS
+    for nid in found:
+        try:
+            records.append(db.read_node(nid) if persistent else
+                           db.new_node_record(nid.target, nid.address, nid.port, nid.tpgt,
+                                              nid.iface))
+        except DBError as e:
+            o.error(str(e))
+            rc = rc or e.exit_code
+    if not records:
+        return rc or E.NO_OBJS_FOUND
+    return login_records(records, initiator_name(args), o, json_results=logins) or rc
 
 
 def _apply(db, did, found, ops):

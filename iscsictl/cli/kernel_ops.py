@@ -43,15 +43,21 @@ def _progress(o, verb: str, total: int):  # type: ignore[no-untyped-def]
 
 
 def login_records(records: list[Any], initiator_name: str, o,  # type: ignore[no-untyped-def]
-                  multiple: bool = False) -> int:
+                  multiple: bool = False, json_results: list | None = None) -> int:
     """Log in to each node :class:`~iscsictl.db.record.Record`; returns the exit code.
     The daemon gets each record as the text of its keys that differ from the compiled
     defaults (it restores the rest: IPC v2).  ``multiple``: one more session to each,
-    whatever node.session.nr_sessions says (``-m session -r SID -o new``)."""
+    whatever node.session.nr_sessions says (``-m session -r SID -o new``).  With --json the
+    results are printed, or added to ``json_results`` when given (one JSON document)."""
     from ..ipc import DaemonError
 
     if not records:
         raise E.CliError("No records found", E.NO_OBJS_FOUND)
+    present = [] if multiple else _already_present(records)
+    records = [rec for rec in records if not any(rec is p[0] for p in present)]
+    rc = SESS_EXISTS if present else 0
+    for rec, message in present:  # as iscsiadm: said before any login, none attempted
+        o.warn(message)
     if not o.json:
         more = " (multiple)" if multiple else ""
         o.lines([f"Logging in to [iface: {rec.iface_name}, target: {rec['node.name']}, "
@@ -61,17 +67,19 @@ def login_records(records: list[Any], initiator_name: str, o,  # type: ignore[no
     try:
         results = _client().call("login", _progress(o, "logging in", len(records)),
                                  records=[rec.as_strings(omit_defaults=True) for rec in records],
-                                 initiator_name=initiator_name, **extra)
+                                 initiator_name=initiator_name, **extra) if records else []
     except DaemonError as exc:
         raise _daemon_error(exc) from None
-    rc = 0
+    results = [{"ok": False, "code": SESS_EXISTS, "message": message, "node": _describe(rec)}
+               for rec, message in present] + results
     for r in results:
         desc = r.get("node", "")
         if r.get("ok"):
             if not o.json:
                 o.lines([f"Login to {desc} successful."])
         elif r.get("code") == SESS_EXISTS:
-            o.warn(r.get("message", "session exists"))
+            if not any(r is x for x in results[:len(present)]):  # those were said already
+                o.warn(r.get("message", "session exists"))
             rc = rc or SESS_EXISTS
         else:
             code = int(r.get("code", E.ERR))
@@ -80,11 +88,41 @@ def login_records(records: list[Any], initiator_name: str, o,  # type: ignore[no
             if r.get("message"):
                 o.error(r["message"])
             rc = rc or code
-    if o.json:
+    if json_results is not None:
+        json_results.extend(results)
+    elif o.json:
         o.emit_json(results)
-    if rc and rc != SESS_EXISTS:
+    if rc:
         o.error("Could not log into all portals")
     return rc
+
+
+def _describe(rec) -> str:  # type: ignore[no-untyped-def]
+    return (f"[iface: {rec.iface_name}, target: {rec['node.name']}, "
+            f"portal: {rec['node.conn[0].address']},{rec['node.conn[0].port']}]")
+
+
+def _already_present(records: list[Any]) -> list[tuple[Any, str]]:
+    """The records that already have node.session.nr_sessions sessions in sysfs (same
+    target, persistent portal and iface: iscsiadm's iscsi_match_session_count), each with
+    iscsiadm's warning; iscsiadm checks this itself and asks iscsid for nothing then.
+    (iscsictld checks again: two commands may race.)"""
+    from .session_cmd import existing_sessions
+
+    have = existing_sessions() if records else {}
+    out = []
+    for rec in records:
+        try:
+            wanted = max(1, int(rec["node.session.nr_sessions"]))
+        except (KeyError, TypeError, ValueError):
+            wanted = 1
+        n = have.get((rec["node.name"], rec["node.conn[0].address"],
+                      int(rec["node.conn[0].port"]), rec.iface_name), 0)
+        if n >= wanted:
+            plural = "" if wanted == 1 else "s"
+            out.append((rec, f"{rec.iface_name}: {wanted} session{plural} requested, but {n} "
+                             "already present."))
+    return out
 
 
 def logout_sessions(sessions: list[Any], o, force: bool = False) -> int:  # type: ignore[no-untyped-def]

@@ -58,6 +58,22 @@ def _sysfs():
     return Sysfs(os.environ.get("ISCSICTL_SYSFS_ROOT", "/sys"))
 
 
+def existing_sessions() -> dict[tuple[str, str, int, str], int]:
+    """How many kernel sessions each (target name, persistent address, port, iface name)
+    has, from sysfs: four attributes a session."""
+    sysfs = _sysfs()
+    out: dict[tuple[str, str, int, str], int] = {}
+    for sid, cid in sysfs.connection_ids():
+        s = sysfs.session(sid, ("targetname", "ifacename"))
+        c = sysfs.connection(sid, cid, ("persistent_address", "persistent_port"))
+        if s is None or c is None or cid != 0:
+            continue
+        key = (s.targetname or "", c.persistent_address or "", _port(c.persistent_port),
+               s.ifacename or "default")
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
 def _daemon_states() -> dict[str, dict[str, Any]]:
     from ..ipc import DaemonClient, DaemonError
 

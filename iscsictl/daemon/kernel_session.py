@@ -161,7 +161,10 @@ async def connect(address: str, port: int, timeout: float, window_size: int = 0)
     = node.conn[0].tcp.window_size when set).
 
     Raises:
-        SessionError: 4 (connection failure, retryable) or 8 (timed out).
+        SessionError: 8 (refused, unreachable or timed out, retryable: iscsid reports
+            any failed connect of a login as ISCSI_ERR_TRANS_TIMEOUT, its login timer
+            ending the XPT_WAIT state, usr/initiator.c), 4 (a host name that does not
+            resolve).
     """
     loop = asyncio.get_running_loop()
     try:  # a numeric address needs no resolver (getaddrinfo runs in a thread)
@@ -193,7 +196,7 @@ async def connect(address: str, port: int, timeout: float, window_size: int = 0)
             sock.close()
             last = exc
     reason = os.strerror(last.errno) if isinstance(last, OSError) and last.errno else str(last)
-    raise SessionError(4, f"cannot make connection to {address}: {reason}", retryable=True)
+    raise SessionError(8, f"cannot make connection to {address}: {reason}", retryable=True)
 
 
 async def _login_on_socket(sock: socket.socket, machine: LoginMachine) -> object:

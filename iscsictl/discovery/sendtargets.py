@@ -92,7 +92,7 @@ def send_targets(host: str, port: int, config: LoginConfig,
     TargetAddress gets the portal asked).
 
     Raises: LoginAuthFailed (24), FatalLoginError (19), LoginFailed/ProtocolFailure (5),
-    RetriesExceeded (exit code of the last failure: 4 or 8).
+    RetriesExceeded (exit code 11, as iscsiadm; the last failure in ``last``).
     """
     policy = policy or DiscoveryPolicy()
     attempts = 1 + max(0, policy.reopen_max)

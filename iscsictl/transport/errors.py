@@ -9,6 +9,7 @@ from __future__ import annotations
 ISCSI_ERR_TRANS = 4
 ISCSI_ERR_LOGIN = 5
 ISCSI_ERR_TRANS_TIMEOUT = 8
+ISCSI_ERR_PDU_TIMEOUT = 11
 ISCSI_ERR_FATAL_LOGIN = 19
 ISCSI_ERR_LOGIN_AUTH_FAILED = 24
 ISCSI_ERR_NO_OBJS_FOUND = 21
@@ -76,10 +77,12 @@ class ProtocolFailure(LoginFailed):
 
 class RetriesExceeded(TransportError):
     """Every connection attempt failed: ``connection login retries (reopen_max) N exceeded``.
-    ``last`` is the last error; the exit code is the last error's (4 or 8)."""
+    ``last`` is the last error.  Exit code 11 (ISCSI_ERR_PDU_TIMEOUT) whatever it was, as
+    iscsiadm's discovery gives (usr/discovery.c, once reopen_cnt runs out)."""
+
+    exit_code = ISCSI_ERR_PDU_TIMEOUT
 
     def __init__(self, reopen_max: int, last: Exception):
         super().__init__(f"connection login retries (reopen_max) {reopen_max} exceeded")
         self.reopen_max = reopen_max
         self.last = last
-        self.exit_code = getattr(last, "exit_code", ISCSI_ERR_TRANS)

@@ -91,6 +91,8 @@ LISTINGS = (
     ["-m", "iface", "-I", "default", "-P", "1"], ["-m", "iface", "-I", "nosuch"],
     ["-m", "iface", "-I", "nosuch", "-P", "1"], ["-m", "iface", "-P", "2"],
     ["-m", "node", "-P", "3"], ["-m", "discovery", "-P", "2"],
+    ["-m", "discovery", "-p", "10.0.0.5"], ["-m", "discovery", "-p", "10.0.0.5", "-o", "show"],
+    ["-m", "discovery", "-p", "10.9.9.9"], ["-m", "discovery", "-p", "10.0.0.5", "-o", "new"],
 )
 
 

@@ -280,6 +280,7 @@ def test_login_success_messages(fake_daemon):
     assert out == f"Logging in to {desc}\nLogin to {desc} successful.\n"
     op, args = fake_daemon.calls[0]
     assert op == "login" and args["initiator_name"] == "iqn.2026-11.x:init"
+    assert "multiple" not in args  # only -m session -r SID -o new (an older daemon lacks it)
     assert args["records"][0]["node.name"] == T
 
 
@@ -298,8 +299,25 @@ def test_login_session_exists_is_15_warning_only(fake_daemon):
     fake_daemon.answers = {"login": [{"ok": False, "code": 15, "node": "x",
                                       "message": "default: 1 session requested, but 1 already present."}]}
     rc, _, err = cli("-m", "node", "-T", T, "-p", "127.0.0.1", "-l")
-    assert rc == 15
-    assert err == "iscsictl: default: 1 session requested, but 1 already present.\n"
+    assert rc == 15  # the daemon found it (another command won the race)
+    assert err == ("iscsictl: default: 1 session requested, but 1 already present.\n"
+                   "iscsictl: Could not log into all portals\n")
+
+
+def test_login_to_a_node_with_its_sessions_asks_no_daemon(sysfs, fake_daemon):
+    """As iscsiadm (iscsi_login_portal): sysfs already has node.session.nr_sessions sessions
+    of the record: the warning, no 'Logging in to' line, nothing sent, 15."""
+    add_session(sysfs, 1, 0, T, "127.0.0.1", {})
+    rc, out, err = cli("-m", "node", "-T", T, "-p", "127.0.0.1", "-l")
+    assert (rc, out) == (15, "") and fake_daemon.calls == []
+    assert err == ("iscsictl: default: 1 session requested, but 1 already present.\n"
+                   "iscsictl: Could not log into all portals\n")
+    cli("-m", "node", "-T", T, "-p", "127.0.0.1", "-o", "update",
+        "-n", "node.session.nr_sessions", "-v", "2")
+    fake_daemon.answers = {"login": [{"ok": True, "node": _desc(T), "sids": [2]}]}
+    rc, out, err = cli("-m", "node", "-T", T, "-p", "127.0.0.1", "-l")
+    assert (rc, err) == (0, "") and len(fake_daemon.calls) == 1
+    assert out == f"Logging in to {_desc(T)}\nLogin to {_desc(T)} successful.\n"
 
 
 def test_login_with_no_matching_record_is_21(fake_daemon):
@@ -410,9 +428,6 @@ def test_sid_op_new_logs_in_one_more_session(sysfs, fake_daemon):
     assert out == f"Logging in to {desc} (multiple)\nLogin to {desc} successful.\n"
     op, args = fake_daemon.calls[0]
     assert op == "login" and args["multiple"] is True and args["records"][0]["node.name"] == T
-    # a node login never sends it (an older daemon would not know it)
-    cli("-m", "node", "-T", T, "-p", "127.0.0.1", "-l")
-    assert "multiple" not in fake_daemon.calls[1][1]
 
 
 def test_rescan_rescans_each_device_then_scans_the_host_without_a_daemon(sysfs):
@@ -483,3 +498,33 @@ def test_fw_mode_without_boot_firmware_is_iscsiadms_21(sysfs):
     (sysfs / "firmware/ibft/target0").mkdir(parents=True)
     rc, _, err = cli("-m", "fw")
     assert rc == 27 and "reading them is not supported yet" in err
+
+
+def test_discovery_then_login_of_what_it_found(fake_daemon, tmp_path):
+    """-m discovery -t st -p P -l: the listing, then each found record logged in (iscsiadm's
+    do_target_discovery + login_portals); the first failure's code."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).parent.parent))
+    from peers import Tgtd
+
+    with Tgtd(str(tmp_path / "tgt")) as t:
+        names = [f"iqn.2003-01.org.example:disc-{i}" for i in range(2)]
+        for n in names:
+            t.add_target(n, luns=1)
+        descs = [f"[iface: default, target: {n}, portal: 127.0.0.1,{t.port}]" for n in names]
+        fake_daemon.answers = {"login": [{"ok": True, "node": descs[0], "sids": [1]},
+                                         {"ok": False, "node": descs[1], "code": 24,
+                                          "message": "authentication failure"}]}
+        rc, out, err = cli("-m", "discovery", "-t", "st", "-p", t.portal, "-l")
+        assert rc == 24
+        assert out == "".join(f"127.0.0.1:{t.port},1 {n}\n" for n in names) + \
+            f"Logging in to {descs[0]}\nLogging in to {descs[1]}\nLogin to {descs[0]} successful.\n"
+        assert f"Could not login to {descs[1]}." in err and "Could not log into all portals" in err
+        op, args = fake_daemon.calls[0]
+        assert [r["node.name"] for r in args["records"]] == names
+        # without -t: the stored discovery record is used; --json is one document
+        fake_daemon.answers = {"login": [{"ok": True, "node": d, "sids": [1]} for d in descs]}
+        rc, out, _ = cli("-m", "discovery", "-p", t.portal, "-l", "--json")
+        doc = json.loads(out)
+        assert rc == 0 and [x["ok"] for x in doc["logins"]] == [True, True]
+        assert [n["target"] for n in doc["nodes"]] == names

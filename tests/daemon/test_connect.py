@@ -36,14 +36,15 @@ def test_connects(family, host, address):
         srv.close()
 
 
-def test_refused_is_code_4_retryable():
+def test_refused_is_code_8_retryable():
+    """iscsid reports a login whose connect fails as ISCSI_ERR_TRANS_TIMEOUT (8)."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     port = srv.getsockname()[1]
     srv.close()  # nothing listens there now
     with pytest.raises(SessionError) as e:
         asyncio.run(connect("127.0.0.1", port, 2.0))
-    assert e.value.code == 4 and e.value.retryable
+    assert e.value.code == 8 and e.value.retryable
     assert str(e.value) == "cannot make connection to 127.0.0.1: Connection refused"
 
 

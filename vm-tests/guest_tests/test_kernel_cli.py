@@ -204,7 +204,8 @@ def test_bad_targets_leave_nothing(lio, cli):
     cli.ok("-m", "node", "-T", ghost, "-p", f"{PORTAL}:3999", "-o", "new")
     cli.update(ghost, f"{PORTAL}:3999", "node.session.initial_login_retry_max", "2")
     r = cli.run("-m", "node", "-T", ghost, "-p", f"{PORTAL}:3999", "-l")
-    assert r.returncode == 4, r.stdout + r.stderr
+    assert r.returncode == 8, r.stdout + r.stderr  # iscsid's ISCSI_ERR_TRANS_TIMEOUT
+    assert "initiator reported error (8 - connection timed out)" in r.stderr
     assert "cannot make connection to 127.0.0.1: Connection refused" in r.stderr
     assert sessions_in_sysfs() == []
     r = cli.run("-m", "node", "-T", "iqn.2003-01.org.example.vm:unknown-record", "-p", PORTAL, "-l")

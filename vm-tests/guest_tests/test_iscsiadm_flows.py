@@ -1,0 +1,115 @@
+"""Login and logout as a user of open-iscsi sees them: the same commands run against the
+same LIO targets, first with Debian's iscsiadm + iscsid, then with iscsictl + iscsictld
+(never both at once), and compared command by command.
+
+Compared: the exit code; stdout (its lines as a multiset, sids made equal: logins
+complete in any order); stderr: every line iscsiadm prints is printed by iscsictl too, in
+order (iscsictl may add a line of detail, e.g. ``cannot make connection to ...``)."""
+
+import re
+import shutil
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+from cli import VENV_BIN, sessions_in_sysfs
+
+MIB = 1 << 20
+PORTAL = "127.0.0.1"
+INITIATOR = "iqn.2026-11.org.example.vm:flows"
+
+
+def _flow(run, a, b, c):
+    """The commands (each through ``run(*args)``); the same for both initiators."""
+    def update(target, key, value, portal=PORTAL):
+        run("-m", "node", "-T", target, "-p", portal, "-o", "update", "-n", key, "-v", value,
+            compare=False)
+
+    run("-m", "discovery", "-t", "st", "-p", PORTAL)
+    for t in (a, b, c):
+        update(t, "node.session.initial_login_retry_max", "1")
+    update(c, "node.session.auth.authmethod", "CHAP")
+    update(c, "node.session.auth.username", "flows")
+    update(c, "node.session.auth.password", "not-the-secret")
+    run("-m", "node", "-T", a, "-p", PORTAL, "-l")
+    run("-m", "node", "-T", a, "-p", PORTAL, "-l")  # 15, nothing attempted
+    run("-m", "node", "-T", "iqn.2003-01.org.example.vm:none", "-p", PORTAL, "-l")  # 21
+    run("-m", "node", "-T", c, "-p", PORTAL, "-l")  # 24
+    update(c, "node.session.auth.password", "flows-secret12")
+    run("-m", "node", "-T", c, "-p", PORTAL, "-l")
+    run("-m", "node", "-L", "all")  # b logs in; a and c: 15
+    run("-m", "node", "-T", b, "-p", PORTAL, "-u")
+    run("-m", "node", "-T", b, "-p", PORTAL, "-u")  # 21
+    run("-m", "session", "-r", str(sessions_in_sysfs()[0]), "-u")
+    run("-m", "session", "-r", "99", "-u")  # 22
+    run("-m", "node", "-U", "all")
+    run("-m", "node", "-U", "all")  # 21
+    run("-m", "node", "-T", a, "-p", f"{PORTAL}:3999", "-o", "new")
+    update(a, "node.session.initial_login_retry_max", "1", f"{PORTAL}:3999")
+    run("-m", "node", "-T", a, "-p", f"{PORTAL}:3999", "-l")  # refused: 8
+    run("-m", "discoverydb", "-t", "st", "-p", f"{PORTAL}:3999", "-o", "new")
+    run("-m", "discoverydb", "-t", "st", "-p", f"{PORTAL}:3999", "-o", "update",
+        "-n", "discovery.sendtargets.reopen_max", "-v", "1")
+    # 11 once retries run out; -D uses the stored record (-m discovery -t st would rewrite
+    # it from iscsid.conf in iscsiadm, and keep it in iscsictl: see the README)
+    run("-m", "discoverydb", "-t", "st", "-p", f"{PORTAL}:3999", "-D")
+    run("-m", "node", "-o", "delete")
+    run("-m", "discovery", "-t", "st", "-p", PORTAL, "-l")  # c: fresh record, no CHAP: 24
+    run("-m", "node", "-U", "all")
+
+
+def _normal(text: str, tool: str) -> list[str]:
+    lines = []
+    for line in text.splitlines():
+        if "systemd" in line or "Failed to connect to bus" in line:
+            continue  # the guest has no systemd; iscsiadm says so on stderr
+        if "could not read session " in line:
+            continue  # iscsiadm's sysfs reader's own diagnostic before its message
+        line = line.replace(f"{tool}:", "TOOL:")
+        lines.append(re.sub(r"sid: \d+", "sid: N", line))
+    return lines
+
+
+def _record(tool: str, env=None):
+    results = []
+
+    def run(*args, compare=True):
+        r = subprocess.run([tool, *args], capture_output=True, text=True, env=env, timeout=120)
+        if compare:
+            name = Path(tool).name
+            results.append((" ".join(args), r.returncode, _normal(r.stdout, name),
+                            _normal(r.stderr, name)))
+    return run, results
+
+
+def test_login_logout_flows_as_iscsiadm(lio, scenario_dir):
+    from iscsictld import Iscsictld
+    from openiscsi import OpenIscsi
+
+    a = lio.create("iqn.2003-01.org.example.vm:flow-a", luns=[8 * MIB]).iqn
+    b = lio.create("iqn.2003-01.org.example.vm:flow-b", luns=[8 * MIB]).iqn
+    c = lio.create("iqn.2003-01.org.example.vm:flow-c", luns=[8 * MIB], initiator_iqn=INITIATOR,
+                   auth={"userid": "flows", "password": "flows-secret12"}).iqn
+    oi = OpenIscsi(scenario_dir, INITIATOR)
+    oi.start()
+    try:
+        run, theirs = _record("iscsiadm")
+        _flow(run, a, b, c)
+    finally:
+        oi.stop()
+    for db in ("nodes", "send_targets", "static"):
+        shutil.rmtree(Path("/etc/iscsi") / db, ignore_errors=True)
+    d = Iscsictld(scenario_dir)
+    d.start()
+    try:
+        run, ours = _record(str(VENV_BIN / "iscsictl"))  # the same /etc/iscsi database
+        _flow(run, a, b, c)
+    finally:
+        d.logout_all_and_stop()
+    assert sessions_in_sysfs() == []
+    assert len(ours) == len(theirs)
+    for (args, rc1, out1, err1), (_, rc2, out2, err2) in zip(theirs, ours):
+        assert rc2 == rc1, (args, err1, err2)
+        assert Counter(out2) == Counter(out1), (args, out1, out2)
+        extra = iter(err2)
+        assert all(line in extra for line in err1), (args, err1, err2)  # in order
