@@ -53,16 +53,22 @@ def login_records(records: list[Any], initiator_name: str, o,  # type: ignore[no
 
     if not records:
         raise E.CliError("No records found", E.NO_OBJS_FOUND)
-    present = [] if multiple else _already_present(records)
-    records = [rec for rec in records if not any(rec is p[0] for p in present)]
+    # as iscsiadm (iscsi_login_portal): a record whose node.session.nr_sessions sessions
+    # are all there is said to be present and nothing is attempted; one that needs more
+    # than one session gets a "Logging in to ... (multiple)" line per missing session
+    counts = [(1, 0)] * len(records) if multiple else _session_counts(records)
+    present = [(rec, f"{rec.iface_name}: {wanted} session{'' if wanted == 1 else 's'} "
+                     f"requested, but {have} already present.")
+               for rec, (wanted, have) in zip(records, counts) if have >= wanted]
+    todo = [(rec, wanted - have, multiple or wanted > 1)
+            for rec, (wanted, have) in zip(records, counts) if have < wanted]
+    records = [rec for rec, _, _ in todo]
     rc = SESS_EXISTS if present else 0
-    for rec, message in present:  # as iscsiadm: said before any login, none attempted
+    for _, message in present:
         o.warn(message)
     if not o.json:
-        more = " (multiple)" if multiple else ""
-        o.lines([f"Logging in to [iface: {rec.iface_name}, target: {rec['node.name']}, "
-                 f"portal: {rec['node.conn[0].address']},{rec['node.conn[0].port']}]{more}"
-                 for rec in records])
+        o.lines(f"Logging in to {_describe(rec)}{' (multiple)' if more else ''}"
+                for rec, n, more in todo for _ in range(n))
     extra = {"multiple": True} if multiple else {}  # an older daemon ignores it: code 15
     try:
         results = _client().call("login", _progress(o, "logging in", len(records)),
@@ -70,16 +76,15 @@ def login_records(records: list[Any], initiator_name: str, o,  # type: ignore[no
                                  initiator_name=initiator_name, **extra) if records else []
     except DaemonError as exc:
         raise _daemon_error(exc) from None
-    results = [{"ok": False, "code": SESS_EXISTS, "message": message, "node": _describe(rec)}
-               for rec, message in present] + results
     for r in results:
         desc = r.get("node", "")
+        if not o.json:  # one line a session made (a record may ask for several)
+            o.lines([f"Login to {desc} successful."] * (len(r.get("sids") or ())
+                                                        or bool(r.get("ok"))))
         if r.get("ok"):
-            if not o.json:
-                o.lines([f"Login to {desc} successful."])
-        elif r.get("code") == SESS_EXISTS:
-            if not any(r is x for x in results[:len(present)]):  # those were said already
-                o.warn(r.get("message", "session exists"))
+            continue
+        if r.get("code") == SESS_EXISTS:  # another command won the race
+            o.warn(r.get("message", "session exists"))
             rc = rc or SESS_EXISTS
         else:
             code = int(r.get("code", E.ERR))
@@ -88,6 +93,8 @@ def login_records(records: list[Any], initiator_name: str, o,  # type: ignore[no
             if r.get("message"):
                 o.error(r["message"])
             rc = rc or code
+    results = [{"ok": False, "code": SESS_EXISTS, "message": message, "node": _describe(rec)}
+               for rec, message in present] + results
     if json_results is not None:
         json_results.extend(results)
     elif o.json:
@@ -102,26 +109,21 @@ def _describe(rec) -> str:  # type: ignore[no-untyped-def]
             f"portal: {rec['node.conn[0].address']},{rec['node.conn[0].port']}]")
 
 
-def _already_present(records: list[Any]) -> list[tuple[Any, str]]:
-    """The records that already have node.session.nr_sessions sessions in sysfs (same
-    target, persistent portal and iface: iscsiadm's iscsi_match_session_count), each with
-    iscsiadm's warning; iscsiadm checks this itself and asks iscsid for nothing then.
-    (iscsictld checks again: two commands may race.)"""
+def _session_counts(records: list[Any]) -> list[tuple[int, int]]:
+    """(node.session.nr_sessions, sessions it has in sysfs) of each record; a session is
+    the record's when target, persistent portal and iface match (iscsiadm's
+    iscsi_match_session_count).  iscsictld checks again: two commands may race."""
     from .session_cmd import existing_sessions
 
-    have = existing_sessions() if records else {}
+    have = existing_sessions()
     out = []
     for rec in records:
         try:
             wanted = max(1, int(rec["node.session.nr_sessions"]))
         except (KeyError, TypeError, ValueError):
             wanted = 1
-        n = have.get((rec["node.name"], rec["node.conn[0].address"],
-                      int(rec["node.conn[0].port"]), rec.iface_name), 0)
-        if n >= wanted:
-            plural = "" if wanted == 1 else "s"
-            out.append((rec, f"{rec.iface_name}: {wanted} session{plural} requested, but {n} "
-                             "already present."))
+        out.append((wanted, have.get((rec["node.name"], rec["node.conn[0].address"],
+                                      int(rec["node.conn[0].port"]), rec.iface_name), 0)))
     return out
 
 

@@ -40,8 +40,21 @@ def _no_records() -> E.CliError:
     return E.CliError("No records found", E.NO_OBJS_FOUND)
 
 
+def _check_ifaces(args, o) -> None:  # type: ignore[no-untyped-def]
+    """Every ``-I`` must name an iface record: iscsiadm builds its node record from it first
+    (idbm_create_rec) and, when that fails, says so and exits 3 (ISCSI_ERR_NOMEM)."""
+    if not args.interface:
+        return
+    known = set(open_db(args, o).list_ifaces())
+    for name in args.interface:
+        if name not in known:
+            raise E.CliError(f"Could not read iface info for {name}.", E.BY_NAME["ISCSI_ERR_NOMEM"])
+
+
 def run(args, o, mode: str) -> int:
     ops = args.op or []
+    if not (args.loginall or args.logoutall):  # -L/-U ignore -I, as iscsiadm
+        _check_ifaces(args, o)
     if args.login or args.logout or args.loginall or args.logoutall or args.rescan \
             or args.stats:
         name = ("node_login" if args.login else "node_logout" if args.logout else

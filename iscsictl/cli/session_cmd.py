@@ -479,6 +479,13 @@ def _stats(views: list[SessionView], o) -> int:  # type: ignore[no-untyped-def]
 # --- node-mode operations that need the daemon (called through _common.daemon_hook) -------
 
 STARTUP_CHOICES = ("all", "manual", "automatic", "onboot")
+LOGOUT_CHOICES = ("all", "manual", "automatic")  # iscsiadm never logs out onboot sessions
+
+
+def _startup_matches(rec, which: str) -> bool:  # type: ignore[no-untyped-def]
+    """iscsiadm's match_startup_mode: ``all``, or node.startup or node.conn[0].startup is
+    ``which`` (the latter defaults to manual, so ``manual`` takes most records)."""
+    return which == "all" or which in (rec.get("node.startup"), rec.get("node.conn[0].startup"))
 
 
 def _initiator_name(db) -> str:  # type: ignore[no-untyped-def]
@@ -505,7 +512,8 @@ def node_login(args, o) -> int:  # type: ignore[no-untyped-def]
 
 
 def node_loginall(args, o) -> int:  # type: ignore[no-untyped-def]
-    """``-L all|manual|automatic|onboot``: log in to records by node.startup."""
+    """``-L all|manual|automatic|onboot``: log in to the records whose node.startup or
+    node.conn[0].startup is that (:func:`_startup_matches`)."""
     from ._common import open_db
     from .kernel_ops import login_records
 
@@ -513,8 +521,7 @@ def node_loginall(args, o) -> int:  # type: ignore[no-untyped-def]
     if which not in STARTUP_CHOICES:
         raise E.CliError(f"Invalid loginall option {which}.", E.INVAL)
     db = open_db(args, o)
-    recs = [r for r in _records(db, db.list_nodes())
-            if which == "all" or r.get("node.startup") == which]
+    recs = [r for r in _records(db, db.list_nodes()) if _startup_matches(r, which)]
     if not recs:
         raise E.CliError("No records found", E.NO_OBJS_FOUND)
     return login_records(recs, _initiator_name(db), o)
@@ -551,22 +558,36 @@ def node_logout(args, o) -> int:  # type: ignore[no-untyped-def]
 
 
 def node_logoutall(args, o) -> int:  # type: ignore[no-untyped-def]
-    """``-U all|manual|automatic|onboot``: log out of sessions whose record's startup matches."""
+    """``-U all|manual|automatic``: log out of the sessions whose node record (same target,
+    persistent portal and iface) matches (:func:`_startup_matches`), as iscsiadm's
+    logout_by_startup: a session without a record, or whose record is ``onboot`` (the
+    root disk's, perhaps) or came from the firmware, is left alone, ``all`` included."""
     from ._common import open_db
     from .kernel_ops import logout_sessions
 
     which = args.logoutall
-    if which not in STARTUP_CHOICES:
+    if which not in LOGOUT_CHOICES:
         raise E.CliError(f"Invalid logoutall option {which}.", E.INVAL)
-    views = _sessions_for(args)
-    if which != "all":
-        db = open_db(args, o)
-        keep = []
-        for v in views:
-            recs = db.read_nodes(target=v.targetname, address=v.address, port=v.port)
-            if any(r.values.get("node.startup") == which for r in recs):
-                keep.append(v)
-        views = keep
+    from ..db.errors import DBError
+
+    db = open_db(args, o)
+    keep = []
+    for v in _sessions_for(args):
+        rec = None  # the session's record: its tpgt's, else a legacy one (idbm_rec_read)
+        for nid in sorted(db.list_nodes(target=v.targetname, address=v.address, port=v.port,
+                                        iface=v.iface["name"]), key=lambda n: n.tpgt != v.tpgt):
+            if nid.tpgt in (v.tpgt, -1):
+                try:
+                    rec = db.read_node(nid)
+                    break
+                except DBError as e:
+                    o.warn(str(e))
+        if rec is None or rec.get("node.startup") == "onboot" or \
+                rec.get("node.discovery_type") == "fw":
+            continue
+        if _startup_matches(rec, which):
+            keep.append(v)
+    views = keep
     if not views:
         raise E.CliError("No matching sessions found", E.NO_OBJS_FOUND)
     return logout_sessions([_Sess(v) for v in views], o, bool(args.force))

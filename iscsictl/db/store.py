@@ -423,6 +423,8 @@ class NodeDB:
         nodes_dir = self._p(NODES)
         out: list[NodeID] = []
         if target is not None:
+            if not target or target in (".", "..") or "/" in target or "\0" in target:
+                return out  # no record can have that name (and no path outside the DB)
             targets = [target]
         else:
             try:

@@ -93,6 +93,10 @@ LISTINGS = (
     ["-m", "node", "-P", "3"], ["-m", "discovery", "-P", "2"],
     ["-m", "discovery", "-p", "10.0.0.5"], ["-m", "discovery", "-p", "10.0.0.5", "-o", "show"],
     ["-m", "discovery", "-p", "10.9.9.9"], ["-m", "discovery", "-p", "10.0.0.5", "-o", "new"],
+    ["-m", "node", "-I", "nosuch"], ["-m", "node", "-I", "eth7"],
+    ["-m", "node", "-T", "iqn.2001-04.com.example:listing", "-I", "nosuch", "-o", "show"],
+    ["-m", "node", "-T", "iqn.2001-04.com.example:listing", "-p", "10.0.0.1", "-I", "nosuch",
+     "-o", "delete"],
 )
 
 

@@ -317,7 +317,15 @@ def test_login_to_a_node_with_its_sessions_asks_no_daemon(sysfs, fake_daemon):
     fake_daemon.answers = {"login": [{"ok": True, "node": _desc(T), "sids": [2]}]}
     rc, out, err = cli("-m", "node", "-T", T, "-p", "127.0.0.1", "-l")
     assert (rc, err) == (0, "") and len(fake_daemon.calls) == 1
-    assert out == f"Logging in to {_desc(T)}\nLogin to {_desc(T)} successful.\n"
+    # nr_sessions > 1: iscsiadm's "(multiple)", a line per session still to make
+    assert out == f"Logging in to {_desc(T)} (multiple)\nLogin to {_desc(T)} successful.\n"
+    cli("-m", "node", "-T", T, "-p", "127.0.0.1", "-o", "update",
+        "-n", "node.session.nr_sessions", "-v", "3")
+    fake_daemon.answers = {"login": [{"ok": True, "node": _desc(T), "sids": [2, 3]}]}
+    rc, out, err = cli("-m", "node", "-T", T, "-p", "127.0.0.1", "-l")
+    assert (rc, err) == (0, "")
+    assert out == 2 * f"Logging in to {_desc(T)} (multiple)\n" + \
+        2 * f"Login to {_desc(T)} successful.\n"
 
 
 def test_login_with_no_matching_record_is_21(fake_daemon):
@@ -528,3 +536,43 @@ def test_discovery_then_login_of_what_it_found(fake_daemon, tmp_path):
         doc = json.loads(out)
         assert rc == 0 and [x["ok"] for x in doc["logins"]] == [True, True]
         assert [n["target"] for n in doc["nodes"]] == names
+
+
+def test_logoutall_leaves_onboot_firmware_and_unrecorded_sessions(sysfs, fake_daemon):
+    """-U as iscsiadm's logout_by_startup: a session is logged out only when its record
+    exists, is not onboot (the root disk's, perhaps) nor from the firmware, and matches
+    node.startup or node.conn[0].startup; -U onboot is refused."""
+    T2, T3 = T + "-boot", T + "-norecord"
+    add_session(sysfs, 1, 0, T, "127.0.0.1", {})
+    add_session(sysfs, 2, 1, T2, "127.0.0.1", {})
+    add_session(sysfs, 3, 2, T3, "127.0.0.1", {})
+    assert cli("-m", "node", "-T", T2, "-p", "127.0.0.1", "-o", "new")[0] == 0
+    cli("-m", "node", "-T", T2, "-p", "127.0.0.1", "-o", "update", "-n", "node.startup",
+        "-v", "onboot")
+    fake_daemon.answers = {"logout": [{"sid": 1, "ok": True}]}
+    rc, out, err = cli("-m", "node", "-U", "all")
+    assert (rc, err) == (0, "")
+    assert [args["sids"] for op, args in fake_daemon.calls] == [[1]]
+    assert out.count("Logout of [sid: 1,") == 1
+    assert cli("-m", "node", "-U", "onboot")[:1] == (7,)
+    # automatic and manual: node.startup, or node.conn[0].startup (manual by default)
+    cli("-m", "node", "-T", T, "-p", "127.0.0.1", "-o", "update", "-n", "node.startup",
+        "-v", "automatic")
+    fake_daemon.answers = {"logout": [{"sid": 1, "ok": True}, {"sid": 1, "ok": True}]}
+    assert cli("-m", "node", "-U", "automatic")[0] == 0
+    assert cli("-m", "node", "-U", "manual")[0] == 0  # its conn[0].startup is manual
+    assert [args["sids"] for op, args in fake_daemon.calls] == [[1], [1], [1]]
+
+
+def test_loginall_matches_node_or_connection_startup(fake_daemon):
+    """-L manual takes a record whose node.startup is automatic when its
+    node.conn[0].startup is manual (iscsiadm's match_startup_mode)."""
+    cli("-m", "node", "-T", T, "-p", "127.0.0.1", "-o", "update", "-n", "node.startup",
+        "-v", "automatic")
+    for which in ("automatic", "manual", "all"):
+        fake_daemon.answers = {"login": [{"ok": True, "node": _desc(T), "sids": [1]}]}
+        assert cli("-m", "node", "-L", which)[0] == 0, which
+    cli("-m", "node", "-T", T, "-p", "127.0.0.1", "-o", "update", "-n", "node.conn[0].startup",
+        "-v", "automatic")
+    assert cli("-m", "node", "-L", "manual")[0] == 21
+    assert len(fake_daemon.calls) == 3

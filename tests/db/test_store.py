@@ -281,3 +281,11 @@ def test_listing_10000_records(tmp_path, capsys):
     assert len(lines) == 10000
     with capsys.disabled():
         print(f"\n[db] flat listing of 10,000 node records: {dt * 1000:.1f} ms")
+
+
+def test_a_target_filter_that_cannot_be_a_name_matches_nothing(tmp_path):
+    """No path outside the DB is ever listed, and a NUL is no error: nothing matches."""
+    db = NodeDB(str(tmp_path / "db"), str(tmp_path / "db"))
+    db.create_node("iqn.2001-04.com.example:t", "10.0.0.1")
+    for bad in ("..", ".", "", "a/b", "../db", "a\0b"):
+        assert db.list_nodes(target=bad) == [], bad

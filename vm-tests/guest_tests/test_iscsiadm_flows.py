@@ -56,9 +56,24 @@ def _flow(run, a, b, c):
     run("-m", "node", "-o", "delete")
     run("-m", "discovery", "-t", "st", "-p", PORTAL, "-l")  # c: fresh record, no CHAP: 24
     run("-m", "node", "-U", "all")
+    # startup classes, two sessions for one record, the listings while logged in
+    update(a, "node.startup", "automatic")
+    update(b, "node.session.nr_sessions", "2")
+    run("-m", "node", "-L", "automatic")
+    run("-m", "node", "-L", "onboot")  # 21
+    run("-m", "node", "-L", "manual")  # b twice "(multiple)", c 24
+    run("-m", "session", "-P", "3", numbers=True)
+    run("-m", "session", "-r", str(sessions_in_sysfs()[0]), "-s", numbers=True)
+    run("-m", "node", "-T", a, "-p", PORTAL, "-s", numbers=True)
+    run("-m", "node", "-I", "nosuch", "-T", a, "-p", PORTAL, "-l")  # 3, as iscsiadm
+    run("-m", "node", "-U", "automatic")
+    run("-m", "node", "-U", "manual")
+    run("-m", "node", "-U", "manual")  # 21
 
 
-def _normal(text: str, tool: str) -> list[str]:
+def _normal(text: str, tool: str, numbers: bool = False) -> list[str]:
+    """Lines without the guest's systemd noise, the tool's name made equal, sids (every
+    number with ``numbers``: sids, hosts, disks and counters of listings) made equal."""
     lines = []
     for line in text.splitlines():
         if "systemd" in line or "Failed to connect to bus" in line:
@@ -66,18 +81,21 @@ def _normal(text: str, tool: str) -> list[str]:
         if "could not read session " in line:
             continue  # iscsiadm's sysfs reader's own diagnostic before its message
         line = line.replace(f"{tool}:", "TOOL:")
-        lines.append(re.sub(r"sid: \d+", "sid: N", line))
+        line = re.sub(r"sid: \d+", "sid: N", line)
+        if numbers:
+            line = re.sub(r"\bsd[a-z]+\b", "sdX", re.sub(r"\d+", "N", line))
+        lines.append(line)
     return lines
 
 
 def _record(tool: str, env=None):
     results = []
 
-    def run(*args, compare=True):
+    def run(*args, compare=True, numbers=False):
         r = subprocess.run([tool, *args], capture_output=True, text=True, env=env, timeout=120)
         if compare:
             name = Path(tool).name
-            results.append((" ".join(args), r.returncode, _normal(r.stdout, name),
+            results.append((" ".join(args), r.returncode, _normal(r.stdout, name, numbers),
                             _normal(r.stderr, name)))
     return run, results
 
