@@ -122,8 +122,12 @@ def _session_counts(records: list[Any]) -> list[tuple[int, int]]:
             wanted = max(1, int(rec["node.session.nr_sessions"]))
         except (KeyError, TypeError, ValueError):
             wanted = 1
-        out.append((wanted, have.get((rec["node.name"], rec["node.conn[0].address"],
-                                      int(rec["node.conn[0].port"]), rec.iface_name), 0)))
+        try:
+            key = (rec["node.name"], rec["node.conn[0].address"],
+                   int(rec["node.conn[0].port"]), rec.iface_name)
+        except (KeyError, TypeError, ValueError):  # the daemon will say what is wrong
+            key = None
+        out.append((wanted, have.get(key, 0)))
     return out
 
 

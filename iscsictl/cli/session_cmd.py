@@ -427,6 +427,7 @@ def _rescan(sysfs, views: list[SessionView], o) -> int:  # type: ignore[no-untyp
     if not views:
         raise E.CliError("No session found.", E.NO_OBJS_FOUND)
     rc = E.SUCCESS
+    done = []
     for v in views:
         if not o.json:
             o.lines([f"Rescanning session [sid: {v.sid}, target: {v.targetname}, "
@@ -438,13 +439,14 @@ def _rescan(sysfs, views: list[SessionView], o) -> int:  # type: ignore[no-untyp
             for device in sysfs.session_devices(v.sid):
                 sysfs.rescan_device(device)
             sysfs.scan_host(host_no)
+            done.append(v.sid)
         except OSError as exc:
             denied = exc.errno in (errno.EACCES, errno.EPERM)
             o.error(f"Could not rescan session sid {v.sid}: {exc.strerror or exc}"
                     + (" (rescanning needs root)" if denied else ""))
             rc = rc or E.BY_NAME["ISCSI_ERR_ACCESS" if denied else "ISCSI_ERR_SYSFS_LOOKUP"]
     if o.json:
-        o.emit_json([{"sid": v.sid, "rescanned": not rc} for v in views])
+        o.emit_json([{"sid": v.sid, "rescanned": v.sid in done} for v in views])
     return rc
 
 

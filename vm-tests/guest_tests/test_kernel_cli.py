@@ -219,14 +219,14 @@ def test_several_sessions_to_one_target(lio, cli):
     t = lio.create("iqn.2003-01.org.example.vm:sessions", luns=[8 * MIB])
     cli.ok("-m", "discovery", "-t", "st", "-p", PORTAL)
     cli.update(t.iqn, PORTAL, "node.session.nr_sessions", "2")
+    desc = f"[iface: default, target: {t.iqn}, portal: {PORTAL},3260]"
     out = cli.ok("-m", "node", "-T", t.iqn, "-p", PORTAL, "-l")
-    assert out.count("successful.") == 1
+    assert out == 2 * f"Logging in to {desc} (multiple)\n" + 2 * f"Login to {desc} successful.\n"
     sids = sessions_in_sysfs()
     assert len(sids) == 2
     r = cli.run("-m", "node", "-T", t.iqn, "-p", PORTAL, "-l")
     assert r.returncode == 15 and "default: 2 sessions requested, but 2 already present." in r.stderr
     out = cli.ok("-m", "session", "-r", str(sids[0]), "-o", "new")
-    desc = f"[iface: default, target: {t.iqn}, portal: {PORTAL},3260]"
     assert out == f"Logging in to {desc} (multiple)\nLogin to {desc} successful.\n"
     sids = sessions_in_sysfs()
     assert len(sids) == 3
