@@ -106,6 +106,8 @@ _L2 = {"session": (*_L1_SESSION, "recovery_tmo", "tgt_reset_tmo", "lu_reset_tmo"
        "host": _L1_HOST,
        "connection": (*_L0_CONN, "header_digest", "data_digest", "max_recv_dlength",
                       "max_xmit_dlength")}
+#: What selecting sessions by -T/-p/-I needs (node -u/-U/-R/-s): level 0 and the iface name.
+_SELECT_ATTRS = {"session": (*_L0_SESSION, "ifacename"), "host": (), "connection": _L0_CONN}
 _LEVEL_ATTRS: dict[int, dict[str, tuple[str, ...]]] = {
     0: {"session": _L0_SESSION, "host": (), "connection": _L0_CONN},
     1: {"session": _L1_SESSION, "host": _L1_HOST, "connection": _L0_CONN},
@@ -115,10 +117,12 @@ _LEVEL_ATTRS: dict[int, dict[str, tuple[str, ...]]] = {
 
 
 def collect(sysfs, states: dict[str, dict[str, Any]], level: int = 3,  # type: ignore[no-untyped-def]
-            sid: int | None = None) -> list[SessionView]:
+            sid: int | None = None, only: dict[str, tuple[str, ...]] | None = None
+            ) -> list[SessionView]:
     """The views of every session (or of ``sid`` only), in alphasort order of ``sessionN``,
-    with what print ``level`` shows read from sysfs (the rest left unknown)."""
-    only = _LEVEL_ATTRS[min(max(level, 0), 3)]
+    with what print ``level`` shows read from sysfs (the rest left unknown); ``only``: the
+    attributes to read instead (as in :data:`_LEVEL_ATTRS`)."""
+    only = only or _LEVEL_ATTRS[min(max(level, 0), 3)]
     views = []
     sids = sysfs.session_ids()
     cids: dict[int, list[int]] = {}
@@ -533,7 +537,7 @@ def _sessions_for(args, startup: str | None = None) -> list[Any]:  # type: ignor
     """sysfs sessions matching -T/-p/-I (or every one)."""
     from ._common import parse_portal_arg
 
-    views = collect(_sysfs(), {}, level=1)  # targetname, portal, iface name
+    views = collect(_sysfs(), {}, level=0, only=_SELECT_ATTRS)  # target, portal, iface
     if args.targetname is not None:
         views = [v for v in views if v.targetname == args.targetname]
     if args.portal is not None:
