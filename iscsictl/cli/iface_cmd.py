@@ -36,6 +36,9 @@ def run(args, o, mode: str) -> int:
         if args.print == 1:
             return _tree(db, names, o)
     if not names:
+        if op == "new":  # iscsiadm's words and code
+            raise E.CliError("Could not add interface. No interface passed in.",
+                             E.BY_NAME["ISCSI_ERR_SYSFS_LOOKUP"])
         if op not in (None, "show"):
             raise E.CliError(f"iface mode: -o {op} needs -I ifacename", E.INVAL)
         return listing(db, args, o)
@@ -66,9 +69,14 @@ def run(args, o, mode: str) -> int:
                     from ..db.record import format_record
                     o.text(format_record(rec, show_secrets=bool(args.show),
                                          version=db.version))
-        except RecordNotFound as e:  # iscsiadm: exit 6 for an unknown iface
-            o.error(f"Could not read iface {name}: {e}" if "iface" not in str(e) else str(e))
-            rc = E.IDBM
+        except RecordNotFound as e:  # iscsiadm: 6 to show an unknown iface, 7 to change it
+            if op in ("update", "delete"):
+                o.error(f"Could not read iface info for {name}.")
+                rc = E.INVAL
+            else:
+                o.error(f"Could not read iface {name}: {e}" if "iface" not in str(e)
+                        else str(e))
+                rc = E.IDBM
         except DBError as e:
             o.error(str(e))
             rc = e.exit_code

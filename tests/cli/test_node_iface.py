@@ -97,7 +97,7 @@ def test_iface_ops(cli):
     (["-m", "node", "-p", "[fe80::1"], 7, "unterminated"),
     (["-m", "node", "-p", "300.1.1.1"], 7, "not an IPv4 address"),
     (["-m", "discovery", "-t", "st", "-p", "10.0.0.1:0"], 7, "invalid portal"),
-    (["-m", "discovery", "-t", "bogus", "-p", "10.0.0.1"], 30, "not supported"),
+    (["-m", "discovery", "-t", "bogus", "-p", "10.0.0.1"], 7, "not supported"),
     (["-m", "discovery", "-t", "isns", "-p", "10.0.0.1"], 17, "iSNS"),
     (["-m", "node", "-x", "1"], 7, ""),
     (["-m", "node", "-t", "st"], 7, "node mode: option '-t' is not allowed/supported"),
