@@ -61,7 +61,7 @@ def _flow(run, a, b, c):
     update(b, "node.session.nr_sessions", "2")
     run("-m", "node", "-L", "automatic")
     run("-m", "node", "-L", "onboot")  # 21
-    run("-m", "node", "-L", "manual")  # b twice "(multiple)", c 24
+    run("-m", "node", "-L", "manual")  # b: two "(multiple)"; c: 24; a: 15 (conn[0] is manual)
     run("-m", "session", "-P", "3", numbers=True)
     run("-m", "session", "-r", str(sessions_in_sysfs()[0]), "-s", numbers=True)
     run("-m", "node", "-T", a, "-p", PORTAL, "-s", numbers=True)
