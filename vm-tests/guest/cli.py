@@ -69,11 +69,22 @@ def session_disks(sid: int) -> dict[int, str]:
     return out
 
 
+def _opens(dev: str) -> bool:
+    """Whether the block device can be opened: its /dev node appears (device_add) before
+    add_disk has made the disk live, and an open in between fails with ENXIO."""
+    try:
+        os.close(os.open(dev, os.O_RDONLY | os.O_CLOEXEC))
+        return True
+    except OSError:
+        return False
+
+
 def wait_disks(sid: int, count: int, timeout: float = 30) -> dict[int, str]:
+    """LUN -> /dev/sdX of the session once ``count`` disks are there and can be opened."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         disks = session_disks(sid)
-        if len(disks) >= count and all(os.path.exists(p) for p in disks.values()):
+        if len(disks) >= count and all(_opens(p) for p in disks.values()):
             return disks
         time.sleep(0.05)
     raise AssertionError(f"session {sid}: {session_disks(sid)} after {timeout} s, want {count} disks")
