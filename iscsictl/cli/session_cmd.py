@@ -58,18 +58,19 @@ def _sysfs():
     return Sysfs(os.environ.get("ISCSICTL_SYSFS_ROOT", "/sys"))
 
 
+def transport_name(sysfs, host_no: int) -> str | None:  # type: ignore[no-untyped-def]
+    """A SCSI host's iSCSI transport: its driver's proc_name without ``iscsi_`` (iscsi_tcp
+    -> tcp, bnx2i stays), as iscsi_sysfs_get_transport_by_hba; None when unreadable."""
+    proc = sysfs.read(f"class/scsi_host/host{host_no}/proc_name")
+    return proc[6:] if proc and proc.startswith("iscsi_") else proc
+
+
 def existing_sessions() -> dict[tuple[str, str, int, str], int]:
     """How many kernel sessions each (target name, persistent address, port, iface name)
-    has, from sysfs: four attributes a session."""
-    sysfs = _sysfs()
+    has, from sysfs."""
     out: dict[tuple[str, str, int, str], int] = {}
-    for sid, cid in sysfs.connection_ids():
-        s = sysfs.session(sid, ("targetname", "ifacename"))
-        c = sysfs.connection(sid, cid, ("persistent_address", "persistent_port"))
-        if s is None or c is None or cid != 0:
-            continue
-        key = (s.targetname or "", c.persistent_address or "", _port(c.persistent_port),
-               s.ifacename or "default")
+    for v in collect(_sysfs(), {}, level=0, only=_SELECT_ATTRS):
+        key = (v.targetname, v.address, v.port, v.iface["name"])
         out[key] = out.get(key, 0) + 1
     return out
 
@@ -137,8 +138,7 @@ def collect(sysfs, states: dict[str, dict[str, Any]], level: int = 3,  # type: i
                              for cid in cids.get(sid, ())) if c is not None]
         conn = conns[0] if conns else None
         host = sysfs.host(info.host_no, only["host"]) if info.host_no is not None else None
-        proc = sysfs.read(f"class/scsi_host/host{info.host_no}/proc_name") if host else None
-        transport = (proc[6:] if proc and proc.startswith("iscsi_") else proc) or "<empty>"
+        transport = (transport_name(sysfs, info.host_no) if host else None) or EMPTY
         st = states.get(str(sid), {})
         devices = []
         for d in sysfs.session_devices(sid) if level >= 3 else ():
