@@ -7,9 +7,11 @@
   timeouts apply).  Default op NEW|DELETE|UPDATE: found records are added/updated and records
   of the same source no longer reported are deleted; ``-o nonpersistent`` writes nothing.
   Prints ``ip:port,tpgt iqn`` per record (``-P 1``: tree).  Nothing found: ``No portals
-  found`` (21).
+  found`` (21).  One exchange per iface (each ``-I``; without ``-I`` the DB's software-iSCSI
+  ifaces, else ``default``), through the iface's network device (iface.hwaddress or
+  iface.net_ifacename) with its iface.initiatorname; records are made per iface.
 * ``-m discoverydb -t st -p PORTAL -o new|delete|update|show``, and ``-D`` to discover with
-  the stored record (``Discovery record [ip,port] not found.``, exit 6, if absent).
+  the stored record (created from the defaults if absent, as iscsiadm).
 * ``-l`` with a discovery: then log in to every record it found (through iscsictld, as
   ``-m node -l``); ``-m discovery -p PORTAL -l`` without ``-t`` discovers with the stored
   record.  The exit code is the first failure's, discovery or login.
@@ -201,48 +203,62 @@ def discoverydb_op(args, o, ops, missing_code: int = E.IDBM) -> int:
 
 # ---- discover ----------------------------------------------------------------------------
 def discover(args, o, ops, from_db: bool, missing_code: int = E.IDBM) -> int:
+    """Discover and write the records (iscsiadm's exec_discover / do_software_sendtargets).
+
+    ``from_db``: with the stored discovery record; a missing one is created from the
+    defaults for ``-m discoverydb -D`` (as iscsiadm does), "not found!" (``missing_code``
+    7) for ``-m discovery -p`` without ``-t``.  One SendTargets exchange per iface, through
+    that iface's network device and with its initiator name; any failure stops the
+    discovery before a record is written (iscsiadm's all-or-nothing)."""
     from ..db.errors import RecordNotFound
     from ..db.store import NodeID
     did, p = _did(args)
     db = open_db(args, o)
     persistent = "nonpersistent" not in ops
-    try:
-        rec = db.read_discovery(did)
-    except RecordNotFound:
-        if from_db:
-            raise _not_found(did, missing_code) from None
-        rec = db.create_discovery(did) if persistent else db.new_discovery_record(did)
-    ifaces = args.interface or ["default"]
-    for ifn in ifaces:
-        db.read_iface(ifn)  # unknown iface: RecordNotFound before any traffic
+
+    def discovery_record():
+        try:
+            return db.read_discovery(did)
+        except RecordNotFound:
+            if from_db and missing_code != E.IDBM:
+                raise _not_found(did, missing_code) from None
+            return db.create_discovery(did) if persistent else db.new_discovery_record(did)
+
+    rec = discovery_record() if from_db else None  # -D: made before the ifaces are read
+    ifaces = _discovery_ifaces(db, args.interface, o)
+    if not ifaces:
+        return E.NO_OBJS_FOUND
+    rec = rec or discovery_record()
 
     from ..discovery.sendtargets import DiscoveryPolicy, send_targets
     from ..protocol.config import LoginConfig
     from ..transport.errors import RetriesExceeded
+    from ..transport.iface import iface_initiator_name
     from ._common import initiator_name, text_values
     values = text_values(rec)
     policy = DiscoveryPolicy.from_record(values)
-    try:
-        cfg = LoginConfig.from_discovery(values, initiator_name(args),
-                                         login_timeout=policy.login_timeout,
-                                         auth_timeout=policy.auth_timeout)
-    except ValueError as e:
-        raise E.CliError(f"discovery record {did.address},{did.port}: {e}", E.INVAL) from None
-    try:
-        targets = send_targets(p.address, p.port, cfg, policy, log=o.error)
-    except RetriesExceeded as e:
-        raise E.CliError(
-            f"Could not perform SendTargets discovery: {E.err_to_str(e.exit_code)}",
-            e.exit_code, lines=(str(e),)) from None
-    except Exception as e:
-        code = E.exit_code_of(e)
-        raise E.CliError(f"Could not perform SendTargets discovery: {E.err_to_str(code)}",
-                         code, lines=(str(e),)) from None
     found = []
-    for t in targets:
-        for portal in t.portals:
-            tpgt = -1 if portal.tpgt is None else portal.tpgt
-            for ifn in ifaces:
+    for ifn, iface in ifaces:
+        try:
+            cfg = LoginConfig.from_discovery(
+                values, iface_initiator_name(iface) or initiator_name(args),
+                login_timeout=policy.login_timeout, auth_timeout=policy.auth_timeout)
+        except ValueError as e:
+            raise E.CliError(f"discovery record {did.address},{did.port}: {e}",
+                             E.INVAL) from None
+        try:
+            targets = send_targets(p.address, p.port, cfg, policy, log=o.error, iface=iface)
+        except RetriesExceeded as e:
+            raise E.CliError(
+                f"Could not perform SendTargets discovery: {E.err_to_str(e.exit_code)}",
+                e.exit_code, lines=(str(e),)) from None
+        except Exception as e:
+            code = E.exit_code_of(e)
+            raise E.CliError(f"Could not perform SendTargets discovery: {E.err_to_str(code)}",
+                             code, lines=(str(e),)) from None
+        for t in targets:
+            for portal in t.portals:
+                tpgt = -1 if portal.tpgt is None else portal.tpgt
                 found.append(NodeID(t.name, portal.address, portal.port, tpgt, ifn))
     if not found:
         raise E.CliError("No portals found", E.NO_OBJS_FOUND)
@@ -294,6 +310,37 @@ def _login_found(db, found, persistent: bool, args, o,  # type: ignore[no-untype
     if not records:
         return rc or E.NO_OBJS_FOUND
     return login_records(records, initiator_name(args), o, json_results=logins) or rc
+
+
+def _discovery_ifaces(db, names, o) -> list[tuple[str, dict]]:
+    """The ifaces a discovery goes through, as (name, iface values): each ``-I`` that can be
+    read (one that cannot is reported and left out, as iscsiadm does; none left: exit 21);
+    without ``-I``, every software-iSCSI (tcp) iface in the DB other than ``default``, or
+    ``default`` when there is none (iscsiadm's idbm_bind_ifaces_to_nodes; iscsiadm binds to
+    them only when it can load iscsi_tcp, iscsictl needs no module)."""
+    from ..db.errors import DBError
+    from ..db.schema import BUILTIN_IFACES
+    from ._common import text_values
+
+    out = []
+    for name in dict.fromkeys(names or ()):
+        try:
+            out.append((name, text_values(db.read_iface(name))))
+        except DBError:
+            o.error(f"Could not read iface info for {name}. Make sure an iface config with "
+                    f"the file name and iface.iscsi_ifacename {name} is in {db.ifaces_dir}.")
+    if names:
+        return out
+    for name in db.list_ifaces():
+        if name in BUILTIN_IFACES:
+            continue
+        try:
+            values = text_values(db.read_iface(name))
+        except DBError:
+            continue  # unreadable: not one to bind to (the parser has warned)
+        if (values.get("iface.transport_name") or "tcp") == "tcp":
+            out.append((name, values))
+    return out or [("default", text_values(db.read_iface("default")))]
 
 
 def _apply(db, did, found, ops):

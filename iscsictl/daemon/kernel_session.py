@@ -50,6 +50,7 @@ from iscsictl.protocol.names import ISID
 from iscsictl.protocol.negotiation import NegotiatedParameters
 from iscsictl.protocol.pdu import LogoutResponse
 from iscsictl.protocol.portal import Portal
+from iscsictl.transport.iface import BindError, bind_socket, iface_initiator_name
 
 from .errors import SessionError
 from .params import OPTIONAL, ParamContext, negotiated_params, relogin_changes, session_params
@@ -140,12 +141,6 @@ class KernelSession:
         return self.params.default_time2wait if self.params else 2
 
 
-def iface_initiator_name(record: Mapping[str, str]) -> str | None:
-    """The iface's own InitiatorName (``iface.initiatorname``), if it sets one."""
-    name = record.get("iface.initiatorname")
-    return None if name in (None, "", "<empty>") else str(name)
-
-
 def rejected_code(outcome: LoginRejected) -> int:
     """iscsiadm's exit code for a login status (usr/initiator.c)."""
     code = int(outcome.status)
@@ -156,15 +151,17 @@ def rejected_code(outcome: LoginRejected) -> int:
     return 19  # ISCSI_ERR_FATAL_LOGIN
 
 
-async def connect(address: str, port: int, timeout: float, window_size: int = 0) -> socket.socket:
+async def connect(address: str, port: int, timeout: float, window_size: int = 0,
+                  iface: Mapping[str, str] | None = None) -> socket.socket:
     """A connected non-blocking TCP socket (TCP_NODELAY; SO_RCVBUF/SO_SNDBUF
-    = node.conn[0].tcp.window_size when set).
+    = node.conn[0].tcp.window_size when set), bound to the network device ``iface``
+    (open-iscsi iface keys: iface.hwaddress, iface.net_ifacename) names, if any.
 
     Raises:
-        SessionError: 8 (refused, unreachable or timed out, retryable: iscsid reports
-            any failed connect of a login as ISCSI_ERR_TRANS_TIMEOUT, its login timer
-            ending the XPT_WAIT state, usr/initiator.c), 4 (a host name that does not
-            resolve).
+        SessionError: 8 (refused, unreachable or timed out, or the iface's device cannot
+            be bound; retryable: iscsid reports any failed connect of a login as
+            ISCSI_ERR_TRANS_TIMEOUT, its login timer ending the XPT_WAIT state,
+            usr/initiator.c), 4 (a host name that does not resolve).
     """
     loop = asyncio.get_running_loop()
     try:  # a numeric address needs no resolver (getaddrinfo runs in a thread)
@@ -181,6 +178,10 @@ async def connect(address: str, port: int, timeout: float, window_size: int = 0)
     for family, type_, proto, _, sockaddr in infos:
         sock = socket.socket(family, type_, proto)
         try:
+            try:
+                bind_socket(sock, iface, sockaddr[0])
+            except BindError as exc:
+                raise SessionError(8, "; ".join(exc.lines), retryable=True) from None
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if window_size:
@@ -195,6 +196,9 @@ async def connect(address: str, port: int, timeout: float, window_size: int = 0)
         except OSError as exc:
             sock.close()
             last = exc
+        except SessionError:
+            sock.close()
+            raise
     reason = os.strerror(last.errno) if isinstance(last, OSError) and last.errno else str(last)
     raise SessionError(8, f"cannot make connection to {address}: {reason}", retryable=True)
 
@@ -222,6 +226,16 @@ async def _login_on_socket(sock: socket.socket, machine: LoginMachine) -> object
             return outcome
 
 
+async def connect_node(node: NodeTarget, portal: Portal, timeout: float) -> socket.socket:
+    """:func:`connect` to ``portal`` (the node's, or where a redirect sent it) with the
+    node record's TCP window and iface binding."""
+    try:
+        window = int(node.record.get("node.conn[0].tcp.window_size", 0))
+    except ValueError:
+        window = 0
+    return await connect(portal.address, portal.port, timeout, window, node.record)
+
+
 async def userspace_login(
     node: NodeTarget,
     initiator_name: str,
@@ -236,13 +250,9 @@ async def userspace_login(
         SessionError with iscsiadm's code (4, 5, 8, 19, 24).
     """
     cfg = LoginConfig.from_node(node.record, initiator_name)
-    try:
-        window = int(node.record.get("node.conn[0].tcp.window_size", 0))
-    except ValueError:
-        window = 0
     portal = Portal(node.address, node.port, node.tpgt)
     for _ in range(MAX_REDIRECTS + 1):
-        sock = await connect(portal.address, portal.port, cfg.login_timeout, window)
+        sock = await connect_node(node, portal, cfg.login_timeout)
         ok = False
         try:
             machine = LoginMachine(cfg, isid=isid.to_bytes(), cmdsn=INITIAL_CMDSN, rng=os.urandom,
@@ -446,10 +456,6 @@ async def relogin(
     if session.login_config is None:  # built once per session: recovery is latency-bound
         session.login_config = LoginConfig.from_node(node.record, session.initiator_name)
     cfg = session.login_config
-    try:
-        window = int(node.record.get("node.conn[0].tcp.window_size", 0))
-    except ValueError:
-        window = 0
     loop = asyncio.get_running_loop()
     t0 = loop.time()
 
@@ -458,7 +464,7 @@ async def relogin(
 
     portal = Portal(node.address, node.port, node.tpgt)
     for _ in range(MAX_REDIRECTS + 1):
-        sock = await connect(portal.address, portal.port, cfg.login_timeout, window)
+        sock = await connect_node(node, portal, cfg.login_timeout)
         step("connected")
         try:
             try:

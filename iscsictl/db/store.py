@@ -981,6 +981,11 @@ class NodeDB:
     def iface_path(self, name: str) -> str:
         return self._p(IFACES, name)
 
+    @property
+    def ifaces_dir(self) -> str:
+        """The directory of iface records (``<db root>/ifaces``)."""
+        return self._p(IFACES)
+
     def list_ifaces(self) -> list[str]:
         """Iface names: the files in ifaces/ (sorted) then the built-ins ``default``, ``iser``
         (iscsiadm prints files first, then the built-ins)."""

@@ -61,9 +61,11 @@ class DiscoveryPolicy:
 
 
 def discover_once(host: str, port: int, config: LoginConfig, policy: DiscoveryPolicy,
-                  warn: Callable[[str], None] | None = None) -> list[DiscoveredTarget]:
-    """One discovery attempt (no retry).  Raises the transport errors."""
-    conn = login(host, port, config, warn=warn)
+                  warn: Callable[[str], None] | None = None,
+                  iface: Mapping[str, str] | None = None) -> list[DiscoveredTarget]:
+    """One discovery attempt (no retry), through ``iface``'s network device when it binds
+    one (:mod:`iscsictl.transport.iface`).  Raises the transport errors."""
+    conn = login(host, port, config, warn=warn, iface=iface)
     try:
         pairs = conn.text([("SendTargets", "All")], policy.active_timeout)
         try:
@@ -83,12 +85,14 @@ def discover_once(host: str, port: int, config: LoginConfig, policy: DiscoveryPo
 def send_targets(host: str, port: int, config: LoginConfig,
                  policy: DiscoveryPolicy | None = None, *,
                  log: Callable[[str], None] | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> list[DiscoveredTarget]:
-    """SendTargets discovery with open-iscsi's retry policy.
+                 sleep: Callable[[float], None] = time.sleep,
+                 iface: Mapping[str, str] | None = None) -> list[DiscoveredTarget]:
+    """SendTargets discovery with open-iscsi's retry policy, through ``iface``'s network
+    device when it binds one (open-iscsi iface keys).
 
     ``config`` is a Discovery-session LoginConfig (``LoginConfig.from_discovery``), its
-    login/auth timeouts taken from ``policy``.  ``log(msg)`` receives one line per failed
-    attempt (iscsiadm prints them).  Returns the targets with their portals (a target without
+    login/auth timeouts taken from ``policy``.  ``log(msg)`` receives the lines of each
+    failed attempt (iscsiadm prints them; a bind failure is two).  Returns the targets with their portals (a target without
     TargetAddress gets the portal asked).
 
     Raises: LoginAuthFailed (24), FatalLoginError (19), LoginFailed/ProtocolFailure (5),
@@ -101,10 +105,11 @@ def send_targets(host: str, port: int, config: LoginConfig,
         if attempt:
             sleep(policy.retry_delay)
         try:
-            return discover_once(host, port, config, policy)
+            return discover_once(host, port, config, policy, iface=iface)
         except (RetryableLoginError, TransportError) as e:
             last = e
         if log:
-            log(str(last))
+            for line in getattr(last, "lines", None) or (str(last),):
+                log(line)
     assert last is not None
     raise RetriesExceeded(policy.reopen_max, last)

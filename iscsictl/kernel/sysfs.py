@@ -8,6 +8,7 @@ Layout read here (``root`` defaults to ``/sys`` and is injectable for tests)::
     class/iscsi_host/host<N>/*
     devices/.../host<N>/session<sid>/target<h>:<c>:<t>/<h>:<c>:<t>:<l>/{state,vendor,model,block/<sdX>}
     module/scsi_transport_iscsi/version
+    class/net/<dev>/{ifindex,type,address}                  type 1: ARPHRD_ETHER
 
 Two writes live here too, those of a SCSI rescan (root only; they raise OSError):
 ``class/scsi_host/host<N>/scan`` ("- - -": every channel, target and LUN) and a device's
@@ -212,20 +213,19 @@ class Sysfs:
             return lambda a: self.read(base + a)
         return lambda a: self.read(base + a) if a in only else None
 
-    def _list(self, rel: str, rx: re.Pattern[str]) -> list[re.Match[str]]:
+    def _names(self, rel: str) -> list[str]:
         try:
-            names = os.listdir(self.root / rel)
+            return os.listdir(self.root / rel)
         except OSError:
             return []
-        return [mt for mt in map(rx.match, names) if mt]
+
+    def _list(self, rel: str, rx: re.Pattern[str]) -> list[re.Match[str]]:
+        return [mt for mt in map(rx.match, self._names(rel)) if mt]
 
     # -- transports
     def transport_names(self) -> list[str]:
         """Names under class/iscsi_transport (e.g. ``["tcp", "iser"]``), sorted."""
-        try:
-            return sorted(os.listdir(self.root / "class/iscsi_transport"))
-        except OSError:
-            return []
+        return sorted(self._names("class/iscsi_transport"))
 
     def transport(self, name: str) -> TransportInfo | None:
         """``class/iscsi_transport/<name>``, or None when the transport is not registered."""
@@ -237,6 +237,19 @@ class Sysfs:
 
     def transports(self) -> list[TransportInfo]:
         return [t for t in map(self.transport, self.transport_names()) if t is not None]
+
+    # -- network devices
+    def netdev_by_hwaddress(self, hwaddress: str) -> str | None:
+        """The Ethernet device (``class/net/<dev>/type`` 1, ARPHRD_ETHER) whose MAC is
+        ``hwaddress`` (any case), in ifindex order as open-iscsi's net_get_netdev_from_hwaddress
+        (usr/iscsi_net_util.c) walks them; None when no device has it (loopback never does)."""
+        want = hwaddress.strip().lower()
+        found = []
+        for name in self._names("class/net"):
+            base = f"class/net/{name}/"
+            if self.read(base + "type") == "1" and (self.read(base + "address") or "").lower() == want:
+                found.append((_int(self.read(base + "ifindex")) or 0, name))
+        return min(found)[1] if found else None
 
     # -- sessions
     def session_ids(self) -> list[int]:

@@ -22,6 +22,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
+from typing import Mapping
 
 from ..protocol.chap import AuthenticationError
 from ..protocol.config import LoginConfig
@@ -35,6 +36,7 @@ from ..protocol.pdu import NOPIn, decode_pdu
 from ..protocol.scsi import CommandSession, ScsiResult
 from ..protocol.session import LogoutExchange, LogoutResult, nop_out_reply
 from ..protocol.text_exchange import TextExchange
+from .iface import BindError, bind_socket
 from .errors import (ConnectError, ConnectionClosed, FatalLoginError, LoginAuthFailed,
                      LoginFailed, ProtocolFailure, RetryableLoginError,
                      TransportTimeout)
@@ -82,10 +84,12 @@ class Connection:
 
     # ---- connect ---------------------------------------------------------------------
     @classmethod
-    def open(cls, host: str, port: int, timeout: float) -> "Connection":
+    def open(cls, host: str, port: int, timeout: float,
+             iface: Mapping[str, str] | None = None) -> "Connection":
         """Connect to ``host``:``port`` (every getaddrinfo address in turn) within ``timeout``
-        seconds in all.  Raises ConnectError (refused, unreachable, unresolvable: exit 4) or
-        TransportTimeout (exit 8)."""
+        seconds in all, through ``iface``'s network device when it binds one (open-iscsi
+        iface keys, see :mod:`.iface`).  Raises ConnectError (refused, unreachable,
+        unresolvable: exit 4), BindError (4) or TransportTimeout (exit 8)."""
         deadline = time.monotonic() + timeout
         try:
             infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
@@ -98,6 +102,11 @@ class Connection:
             if left <= 0:
                 break
             sock = socket.socket(family, stype, proto)
+            try:
+                bind_socket(sock, iface, addr[0])
+            except BindError:
+                sock.close()
+                raise
             try:
                 sock.settimeout(left)
                 sock.connect(addr)
@@ -284,14 +293,15 @@ class Connection:
 
 
 def login(host: str, port: int, config: LoginConfig, *, isid: bytes | None = None,
-          max_redirects: int = DEFAULT_MAX_REDIRECTS, warn=None) -> Connection:
-    """Connect and log in, following at most ``max_redirects`` redirects.  The connect timeout
-    is ``config.login_timeout``.  Returns a logged-in Connection (close it).  Raises the
-    errors of :meth:`Connection.open` and :meth:`Connection.login`; LoginFailed when the
-    redirect limit is passed."""
+          max_redirects: int = DEFAULT_MAX_REDIRECTS, warn=None,
+          iface: Mapping[str, str] | None = None) -> Connection:
+    """Connect (through ``iface``'s device, if it binds one) and log in, following at most
+    ``max_redirects`` redirects.  The connect timeout is ``config.login_timeout``.  Returns
+    a logged-in Connection (close it).  Raises the errors of :meth:`Connection.open` and
+    :meth:`Connection.login`; LoginFailed when the redirect limit is passed."""
     isid = isid or new_isid()
     for _ in range(max_redirects + 1):
-        conn = Connection.open(host, port, config.login_timeout)
+        conn = Connection.open(host, port, config.login_timeout, iface)
         try:
             out = conn.login(config, isid, warn=warn)
         except BaseException:

@@ -164,6 +164,9 @@ WRITES = (
     [*ST, "-o", "new"],
     ["-m", "discoverydb", "-t", "bogus", "-p", "10.0.0.5", "-o", "new"],
     ["-m", "discovery", "-t", "bogus", "-p", "10.0.0.5"],
+    ["-m", "discovery", "-t", "st", "-p", "10.0.0.8", "-I", "nosuch"],  # 21, no record made
+    [*ST, "-p", "10.0.0.7", "-I", "nosuch", "-D"],  # 21; -D made the record first
+    ["-m", "discovery"],
     [*W, "-p", "10.0.0.1:3261", "-o", "delete"],
     ["-m", "node"],
     [*W, "-o", "delete"],

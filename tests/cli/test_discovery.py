@@ -108,8 +108,15 @@ def test_discoverydb_ops(cli, tgt):
     r = cli("-m", "discoverydb", "-t", "st", "-p", p, "-o", "delete")
     assert r.rc == 0
     assert cli("-m", "node").rc == 21
-    r = cli("-m", "discoverydb", "-t", "st", "-p", p, "-D")
+    # -D without a record: made from the defaults, then the discovery (iscsiadm's
+    # exec_discover); -o show of a missing one is still "not found." (6)
+    r = cli("-m", "discoverydb", "-t", "st", "-p", p, "-o", "show")
     assert r.rc == 6 and f"Discovery record [127.0.0.1,{tgt.port}] not found." in r.err
+    r = cli("-m", "discoverydb", "-t", "st", "-p", p, "-D")
+    assert r.rc == 0 and len(r.out.splitlines()) == 4, r.err
+    r = cli("-m", "discoverydb", "-t", "st", "-p", p, "-o", "show")
+    assert r.rc == 0 and "discovery.sendtargets.reopen_max = 2\n" not in r.out  # a new one
+    assert cli("-m", "node").rc == 0
 
 
 def _disc_record(cli, portal, user, secret, user_in=None, secret_in=None):

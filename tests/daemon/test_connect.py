@@ -48,6 +48,37 @@ def test_refused_is_code_8_retryable():
     assert str(e.value) == "cannot make connection to 127.0.0.1: Connection refused"
 
 
+def test_the_node_iface_binds_the_socket():
+    """A node record's iface.net_ifacename binds the login's socket (SO_BINDTODEVICE); a
+    device that cannot be bound fails as iscsid's login does (8, retryable) with iscsiadm's
+    two messages."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    port = srv.getsockname()[1]
+
+    async def bound_to(iface):
+        s = await connect("127.0.0.1", port, 2.0, iface=iface)
+        try:
+            return s.getsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, 16).rstrip(b"\0")
+        finally:
+            s.close()
+    try:
+        assert asyncio.run(bound_to({"iface.net_ifacename": "lo"})) == b"lo"
+        assert asyncio.run(bound_to({"iface.net_ifacename": "default"})) == b""
+        for iface, message in (
+                ({"iface.net_ifacename": "nosuch0"}, "Could not bind connection 0 to nosuch0; "
+                 "cannot make connection to 127.0.0.1: No such device"),
+                ({"iface.ipaddress": "127.0.0.1"}, "Cannot bind 127.0.0.1 to net/scsi "
+                 "interface. This is not supported with software iSCSI (iscsi_tcp).; cannot "
+                 "make connection to 127.0.0.1: no network device to bind to")):
+            with pytest.raises(SessionError) as e:
+                asyncio.run(bound_to(iface))
+            assert (e.value.code, e.value.retryable, str(e.value)) == (8, True, message)
+    finally:
+        srv.close()
+
+
 def test_unresolvable_name_is_code_4():
     with pytest.raises(SessionError) as e:
         asyncio.run(connect("no-such-host.invalid", 3260, 2.0))
@@ -89,7 +120,7 @@ def test_relogin_sends_the_digests_and_what_changed_only():
 
 
 def test_iface_initiatorname_overrides_the_host_name():
-    from iscsictl.daemon.kernel_session import iface_initiator_name
+    from iscsictl.transport.iface import iface_initiator_name
 
     assert iface_initiator_name({"iface.initiatorname": "iqn.2026-11.x:iface0"}) == "iqn.2026-11.x:iface0"
     assert iface_initiator_name({"iface.initiatorname": "<empty>"}) is None

@@ -1,0 +1,140 @@
+"""SendTargets discovery through iface records, against tgtd on loopback: one exchange per
+iface, through the iface's network device (SO_BINDTODEVICE) and with its initiator name,
+records made per iface; without -I the DB's software-iSCSI ifaces (open-iscsi's
+idbm_bind_ifaces_to_nodes); a failure on any iface writes nothing, as iscsiadm."""
+
+import os
+import socket
+
+import pytest
+
+from cli_targets import T_OPEN
+from peers import Tgtd
+
+T_NAMED = "iqn.2026-11.test.tgt:named"
+IFACE_INAME = "iqn.2026-11.test.iscsictl:iface-name"
+
+pytestmark = pytest.mark.peer
+
+
+@pytest.fixture(scope="module")
+def tgt_acl(tmp_path_factory):
+    """tgtd with an open target and one whose ACL admits IFACE_INAME only (tgtd leaves it
+    out of the SendTargets answer to any other initiator)."""
+    with Tgtd(str(tmp_path_factory.mktemp("tgtd-acl"))) as t:
+        t.add_target(T_OPEN)
+        t.adm("--mode", "target", "--op", "new", "--tid", "2", "-T", T_NAMED)
+        t.adm("--mode", "target", "--op", "bind", "--tid", "2", "--initiator-name", IFACE_INAME)
+        t._next_tid = 3
+        yield t
+
+
+def iface(cli, name, **values):
+    assert cli("-m", "iface", "-I", name, "-o", "new").rc == 0
+    for k, v in values.items():
+        r = cli("-m", "iface", "-I", name, "-o", "update", "-n", f"iface.{k}", "-v", v)
+        assert r.rc == 0, r.err
+
+
+def nodes(cli, name):
+    """The targets with a node record for iface ``name`` (nodes/<target>/<portal>/<iface>)."""
+    root = os.path.join(cli.root, "nodes")
+    return sorted(t for t in os.listdir(root) for p in os.listdir(os.path.join(root, t))
+                  if os.path.exists(os.path.join(root, t, p, name))) \
+        if os.path.isdir(root) else []
+
+
+def test_without_I_every_software_iface_discovers_its_own_targets(cli, tgt_acl):
+    iface(cli, "iface0", net_ifacename="lo")
+    iface(cli, "iface1", net_ifacename="lo", initiatorname=IFACE_INAME)
+    iface(cli, "ifiser", transport_name="iser")
+    r = cli("-m", "discovery", "-t", "st", "-p", tgt_acl.portal)
+    assert r.rc == 0, r.err
+    p = f"{tgt_acl.portal},1"
+    # iface by iface, as iscsiadm prints them: iface1's initiator name also sees T_NAMED
+    assert r.out.splitlines() == [f"{p} {T_OPEN}", f"{p} {T_OPEN}", f"{p} {T_NAMED}"]
+    assert nodes(cli, "iface0") == [T_OPEN]
+    assert nodes(cli, "iface1") == sorted([T_OPEN, T_NAMED])
+    assert nodes(cli, "default") == [] and nodes(cli, "ifiser") == []
+    # each record carries its iface, so its logins leave through that device
+    r = cli("-m", "node", "-T", T_NAMED, "-p", tgt_acl.portal, "-I", "iface1")
+    assert "iface.net_ifacename = lo\n" in r.out
+    assert f"iface.initiatorname = {IFACE_INAME}\n" in r.out
+
+
+def test_with_I_only_those_ifaces_and_an_unknown_one_is_reported(cli, tgt_acl):
+    iface(cli, "iface0", net_ifacename="lo")
+    r = cli("-m", "discovery", "-t", "st", "-p", tgt_acl.portal, "-I", "nosuch", "-I", "default")
+    assert r.rc == 0, r.err
+    assert r.err == (f"iscsictl: Could not read iface info for nosuch. Make sure an iface "
+                     f"config with the file name and iface.iscsi_ifacename nosuch is in "
+                     f"{os.path.join(cli.root, 'ifaces')}.\n")
+    assert nodes(cli, "default") == [T_OPEN] and nodes(cli, "iface0") == []
+    # nothing left to discover through: 21, and no discovery record is made (iscsiadm)
+    r = cli("-m", "discovery", "-t", "st", "-p", "127.0.0.9:3999", "-I", "nosuch")
+    assert r.rc == 21 and "Could not read iface info for nosuch." in r.err
+    assert "127.0.0.9" not in cli("-m", "discovery").out
+
+
+def _short_record(cli, portal):
+    base = ["-m", "discoverydb", "-t", "st", "-p", portal]
+    assert cli(*base, "-o", "new").rc == 0
+    for k, v in (("reopen_max", "0"), ("timeo.login_timeout", "1")):
+        assert cli(*base, "-o", "update", "-n", f"discovery.sendtargets.{k}", "-v", v).rc == 0
+    return base
+
+
+def test_an_iface_that_cannot_bind_fails_the_discovery_and_writes_nothing(cli, tgt_acl):
+    iface(cli, "iface0", net_ifacename="lo")  # works, but the discovery is all or nothing
+    iface(cli, "ifbad", net_ifacename="nosuch0")
+    base = _short_record(cli, tgt_acl.portal)
+    r = cli(*base, "-D")
+    assert r.rc == 11, r.err
+    assert r.err.splitlines() == [
+        "iscsictl: Could not bind connection 0 to nosuch0",
+        "iscsictl: cannot make connection to 127.0.0.1: No such device",
+        "iscsictl: connection login retries (reopen_max) 0 exceeded",
+        "iscsictl: Could not perform SendTargets discovery: iSCSI PDU timed out"]
+    assert cli("-m", "node").rc == 21
+
+
+@pytest.mark.parametrize("values,first", [
+    ({"ipaddress": "127.0.0.1"}, "Cannot bind 127.0.0.1 to net/scsi interface. This is not "
+                                 "supported with software iSCSI (iscsi_tcp)."),
+    ({"hwaddress": "02:00:5e:00:53:99"}, "Cannot match 02:00:5e:00:53:99 to net/scsi "
+                                         "interface."),
+])
+def test_what_software_iscsi_cannot_bind_to(cli, tgt_acl, values, first):
+    iface(cli, "ifx", **values)
+    base = _short_record(cli, tgt_acl.portal)
+    r = cli(*base, "-D", "-I", "ifx")
+    assert r.rc == 11 and r.err.splitlines()[0] == f"iscsictl: {first}", r.err
+    assert cli("-m", "node").rc == 21
+
+
+def _ethernet_device():
+    for _, name in socket.if_nameindex():
+        try:
+            with open(f"/sys/class/net/{name}/type") as f, \
+                    open(f"/sys/class/net/{name}/address") as g:
+                if f.read().strip() == "1":
+                    return name, g.read().strip()
+        except OSError:
+            continue
+    return None
+
+
+def test_a_mac_binds_its_device(cli, tgt_acl):
+    """The iface names this machine's Ethernet device by its MAC: the discovery goes out
+    through that device and cannot reach tgtd on 127.0.0.1; by lo it does."""
+    dev = _ethernet_device()
+    if dev is None:
+        pytest.skip("this machine has no Ethernet device to bind to (the VM test binds one)")
+    iface(cli, "ifmac", hwaddress=dev[1].upper())
+    iface(cli, "iflo", net_ifacename="lo")
+    base = _short_record(cli, tgt_acl.portal)
+    r = cli(*base, "-D", "-I", "ifmac")
+    assert r.rc == 11 and "Could not bind" not in r.err and "Cannot match" not in r.err, r.err
+    assert cli("-m", "node").rc == 21
+    r = cli(*base, "-D", "-I", "iflo")
+    assert r.rc == 0 and nodes(cli, "iflo") == [T_OPEN], r.err
