@@ -337,19 +337,22 @@ class _Operations:
 
     def create_and_start_conn(self, handle: int, sid: int, cid: int, transport_eph: int,
                               params: Iterable[tuple[int, str]], *, is_leading: bool = True,
+                              host_no: int = 0, host_params: Iterable[tuple[int, str]] = (),
                               timeout: float | None = None) -> list[Any]:
         """CREATE_CONN(cid), BIND_CONN(transport_eph), a SET_PARAM per ``(IscsiParam, text)``
-        pair and START_CONN as one batch: one datagram in :class:`IscsiNetlink` (the kernel's
-        ``iscsi_if_rx`` handles the messages of an skb in order and answers each, so a
-        connection comes up in one ``sendmsg()``).  Every request is sent whatever the
-        earlier ones answer (after a failed CREATE_CONN or BIND_CONN the rest fail too).
-        Returns one entry per request, in order: the cid (``r.c_conn_ret.cid``), then None
-        for each success, or the :class:`IscsiKernelError` the kernel answered.
-        ReplyTimeout and closed-socket errors raise."""
+        pair, a SET_HOST_PARAM on ``host_no`` per ``(IscsiHostParam, text)`` pair of
+        ``host_params`` and START_CONN as one batch (iscsid's order): one datagram in
+        :class:`IscsiNetlink` (the kernel's ``iscsi_if_rx`` handles the messages of an skb in
+        order and answers each, so a connection comes up in one ``sendmsg()``).  Every
+        request is sent whatever the earlier ones answer (after a failed CREATE_CONN or
+        BIND_CONN the rest fail too).  Returns one entry per request, in order: the cid
+        (``r.c_conn_ret.cid``), then None for each success, or the :class:`IscsiKernelError`
+        the kernel answered.  ReplyTimeout and closed-socket errors raise."""
         return self._call_many([
             self._create_conn_request(handle, sid, cid, timeout),
             self._bind_conn_request(handle, sid, cid, transport_eph, is_leading, timeout),
             *(self._set_param_request(handle, sid, cid, p, v, timeout) for p, v in params),
+            *(self._set_host_param_request(handle, host_no, p, v, timeout) for p, v in host_params),
             self._request(E.START_CONN, handle, sid=sid, cid=cid, timeout=timeout),
         ])
 
@@ -445,9 +448,13 @@ class _Operations:
     def set_host_param(self, handle: int, host_no: int, param: int, value: str, *,
                        timeout: float | None = None) -> None:
         """ISCSI_UEVENT_SET_HOST_PARAM: ``param`` IscsiHostParam, ``value`` text (NUL added)."""
+        return self._call(self._set_host_param_request(handle, host_no, param, value, timeout))
+
+    def _set_host_param_request(self, handle: int, host_no: int, param: int, value: str,
+                                timeout: float | None) -> _Request:
         payload = _str_payload(value)
-        return self._req(E.SET_HOST_PARAM, handle, host_no=host_no, param=int(param), len=len(payload),
-                         payload=payload, timeout=timeout)
+        return self._request(E.SET_HOST_PARAM, handle, host_no=host_no, param=int(param),
+                             len=len(payload), payload=payload, timeout=timeout)
 
     def path_update(self, handle: int, host_no: int, path: dict[str, Any], *, timeout: float | None = None) -> None:
         """ISCSI_UEVENT_PATH_UPDATE with a ``struct iscsi_path`` given as a dict of its fields."""

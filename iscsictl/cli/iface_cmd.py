@@ -4,7 +4,7 @@ are built in).
 Flat listing ``name transport,hwaddress,ipaddress,netdev,initiatorname`` (``<empty>`` for unset);
 ``-P 1`` (with or without ``-I``): ``Iface: name`` with the node records bound to it, and, as
 iscsiadm's print_iface_tree, nothing at all while there is no node record; other levels are
-refused (7).  ``-o new`` prints ``New interface NAME added``, ``-o update`` ``NAME updated.``,
+refused (7).  ``-o new`` prints ``NAME updated.`` and ``New interface NAME added`` (as iscsiadm), ``-o update`` ``NAME updated.``,
 ``-o delete`` ``NAME unbound and deleted.`` (the node records bound to it are deleted too, as
 iscsiadm does).
 """
@@ -49,7 +49,8 @@ def run(args, o, mode: str) -> int:
         try:
             if op == "new":
                 db.create_iface(name)
-                o.json or o.lines([f"New interface {name} added"])
+                # iscsiadm's OP_NEW runs its (empty) parameter update first, which prints
+                o.json or o.lines([f"{name} updated.", f"New interface {name} added"])
             elif op == "delete":
                 db.read_iface(name)
                 for nid in db.list_nodes(iface=name):

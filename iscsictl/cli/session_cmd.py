@@ -232,6 +232,17 @@ def version_lines(versions: tuple[str | None, str]) -> list[str]:
     return [f"iSCSI Transport Class version {kernel}", f"version {ours}"] if kernel else []
 
 
+def _listed_iface_name(i: dict) -> str:
+    """The iface name iscsiadm prints: a host that has a hardware address set (an iface
+    bound by MAC) and no kernel iface is listed as ``<transport>.<MAC>.ipv4.0`` instead of
+    the session's ifacename (libopeniscsiusr's _iscsi_iface_get_from_sysfs, written for
+    bnx2i and applied to every such host; ``--json`` keeps the session's name)."""
+    hw = i["hwaddress"]
+    if hw in (None, "", "default"):
+        return i["name"]
+    return f"{i['transport']}.{hw}.{'ipv6' if ':' in (i['ipaddress'] or '') else 'ipv4'}.0"
+
+
 def tree_lines(views: list[SessionView], flags: frozenset[str], show_secrets: bool,
                prefix: str = "") -> list[str]:
     """session_info_print_tree: ``Target:`` on change, the portals (an empty line for a
@@ -254,7 +265,7 @@ def tree_lines(views: list[SessionView], flags: frozenset[str], show_secrets: bo
             i = v.iface
             ip = i["ipaddress"]
             lines += ["\t\t**********", "\t\tInterface:", "\t\t**********",
-                      f"\t\tIface Name: {_s(i['name'])}",
+                      f"\t\tIface Name: {_s(_listed_iface_name(i))}",
                       f"\t\tIface Transport: {_s(i['transport'])}",
                       f"\t\tIface Initiatorname: {_s(i['initiatorname'])}",
                       "\t\tIface IPaddress: "

@@ -30,12 +30,12 @@ import ipaddress
 import logging
 import os
 import socket
-from collections.abc import Mapping, MutableSet
+from collections.abc import Mapping, MutableSet, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from iscsictl.kernel.sysfs import Sysfs
-from iscsictl.netlink import IscsiKernelError, StopConnFlag
+from iscsictl.netlink import IscsiHostParam, IscsiKernelError, StopConnFlag
 from iscsictl.protocol.chap import AuthenticationError
 from iscsictl.protocol.config import LoginConfig
 from iscsictl.protocol.errors import ISCSIProtocolError
@@ -311,18 +311,37 @@ class HandoverFailed(Exception):
         self.cause, self.sid = cause, sid
 
 
+def host_params(record: Mapping[str, str]) -> list[tuple[int, str]]:
+    """What iscsid's iscsi_host_set_params sets on a session's SCSI host (shown by ``-m
+    session -P 3`` and ``-m host``): the iface's net_ifacename and hwaddress, when set."""
+    out = []
+    for param, key in ((IscsiHostParam.NETDEV_NAME, "iface.net_ifacename"),
+                       (IscsiHostParam.HWADDRESS, "iface.hwaddress")):
+        value = record.get(key)
+        if value not in (None, "", "<empty>"):
+            out.append((param, str(value)))
+    return out
+
+
 def _hand_over(knl, handle: int, initial_cmdsn: int, cmds_max: int, queue_depth: int,  # type: ignore[no-untyped-def]
-               fd: int, params: list[tuple[int, str]]):
+               fd: int, params: list[tuple[int, str]], host: Sequence[tuple[int, str]] = ()):
     """The kernel's side of a login, blocking, on the netlink lane (``knl``: IscsiNetlink):
     CREATE_SESSION (initial_cmdsn = the login's CmdSN), then in one datagram CREATE_CONN,
-    BIND_CONN(fd), the SET_PARAMs, START_CONN.  Returns (SessionIds, cid, held params);
-    raises what CREATE_SESSION raises, or :class:`HandoverFailed` for a later step (the
-    first refusal in the kernel's order; the session is to be torn down, started or not)."""
+    BIND_CONN(fd), the SET_PARAMs, the SET_HOST_PARAMs (``host``), START_CONN.  Returns
+    (SessionIds, cid, held params); raises what CREATE_SESSION raises, or
+    :class:`HandoverFailed` for a later step (the first refusal in the kernel's order; the
+    session is to be torn down, started or not).  A refused host parameter is logged only:
+    it names the host's device for listings, the session does not need it."""
     ids = knl.create_session(handle, initial_cmdsn, cmds_max, queue_depth)
     cid = 0  # iscsi_tcp's conn gets the index asked for (iscsi_conn_setup's conn_idx)
     try:
-        got_cid, bound, *set_results, started = knl.create_and_start_conn(
-            handle, ids.sid, cid, fd, params)
+        got_cid, bound, *rest, started = knl.create_and_start_conn(
+            handle, ids.sid, cid, fd, params, host_no=ids.host_no, host_params=host)
+        set_results = rest[:len(params)]
+        for (param, _), result in zip(host, rest[len(params):]):
+            if isinstance(result, Exception):
+                log.warning("session %d: host%d refused %s: %s", ids.sid, ids.host_no,
+                            IscsiHostParam(param).name, result)
         for result in (got_cid, bound):
             if isinstance(result, Exception):
                 raise result
@@ -385,7 +404,7 @@ async def establish(
         # the kernel's work inside sendmsg() overlaps the loop's (other logins) on the lane
         job, cancelled = await _to_the_end(nl.run_blocking(
             _hand_over, handle, result.cmdsn, cmds_max, queue_depth, sock.fileno(),
-            session_params(ctx) + negotiated_params(ctx)))
+            session_params(ctx) + negotiated_params(ctx), host_params(rec)))
         try:
             ids, cid, held = job.result()
         except HandoverFailed as failed:

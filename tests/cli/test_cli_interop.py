@@ -134,6 +134,7 @@ def test_listings_and_their_errors_match_iscsiadm(cli):
 W = ("-m", "node", "-T", "iqn.2001-04.com.example:w")
 ST = ("-m", "discoverydb", "-t", "st")
 WRITES = (
+    ["-m", "iface", "-I", "eth8", "-o", "new"],
     ["-m", "iface", "-I", "eth7", "-o", "update", "-n", "iface.bogus", "-v", "x"],
     ["-m", "iface", "-I", "nosuch", "-o", "update", "-n", "iface.mtu", "-v", "9000"],
     ["-m", "iface", "-I", "nosuch", "-o", "delete"],

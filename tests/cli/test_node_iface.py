@@ -74,7 +74,7 @@ def test_corrupt_record_reported_by_path(cli):
 
 def test_iface_ops(cli):
     r = cli("-m", "iface", "-I", "eth9", "-o", "new")
-    assert (r.rc, r.out) == (0, "New interface eth9 added\n")
+    assert (r.rc, r.out) == (0, "eth9 updated.\nNew interface eth9 added\n")
     r = cli("-m", "iface", "-I", "eth9", "-o", "update", "-n", "iface.ipaddress", "-v", "10.9.9.9")
     assert (r.rc, r.out) == (0, "eth9 updated.\n")
     assert cli("-m", "iface").out.startswith("eth9 tcp,<empty>,10.9.9.9,<empty>,<empty>\n")

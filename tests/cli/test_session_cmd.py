@@ -139,6 +139,28 @@ def test_second_session_same_target_prints_target_once(sysfs):
     assert rc == 0 and out.count(f"Target: {T}") == 1 and out.count("Current Portal") == 2
 
 
+def test_a_host_with_a_hardware_address_is_listed_as_iscsiadm_does(sysfs):
+    """A session through an iface bound by MAC (iscsid/iscsictld set the host's hwaddress
+    and netdev): iscsiadm (libopeniscsiusr) names its iface <transport>.<MAC>.ipv4.0 in the
+    listing; the one bound by name keeps its ifacename.  --json keeps the real names."""
+    add_session(sysfs, 1, 0, T, "10.99.0.1", {})
+    add_session(sysfs, 2, 1, T, "10.99.1.1", {})
+    _w(sysfs, "class/iscsi_session/session1/ifacename", "path0")
+    _w(sysfs, "class/iscsi_host/host0/hwaddress", "52:54:00:aa:bb:01")
+    _w(sysfs, "class/iscsi_host/host0/netdev", "(null)")
+    _w(sysfs, "class/iscsi_session/session2/ifacename", "path1")
+    _w(sysfs, "class/iscsi_host/host1/netdev", "dum1")
+    rc, out, _ = cli("-m", "session", "-P", "1")
+    assert rc == 0
+    assert "\t\tIface Name: tcp.52:54:00:aa:bb:01.ipv4.0\n" \
+           "\t\tIface Transport: tcp\n" in out
+    assert "\t\tIface HWaddress: 52:54:00:aa:bb:01\n\t\tIface Netdev: default\n" in out
+    assert "\t\tIface Name: path1\n" in out
+    assert "\t\tIface HWaddress: default\n\t\tIface Netdev: dum1\n" in out
+    data = json.loads(cli("-m", "session", "--json")[1])
+    assert [d["iface"]["name"] for d in data] == ["path0", "path1"]
+
+
 def test_sid_filter_and_unknown_sid(sysfs):
     add_session(sysfs, 1, 0, T, "127.0.0.1", {})
     add_session(sysfs, 2, 1, T, "127.0.0.2", {})

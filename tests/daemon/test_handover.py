@@ -11,7 +11,7 @@ import pytest
 
 from fake_kernel import SyncKernel, echo, if_error, split_messages
 from iscsictl.daemon import kernel_session as ks
-from iscsictl.netlink import IscsiKernelError, IscsiNetlink, IscsiParam
+from iscsictl.netlink import IscsiHostParam, IscsiKernelError, IscsiNetlink, IscsiParam
 from iscsictl.netlink import messages as m
 from iscsictl.netlink.enums import IscsiUeventE as E
 
@@ -51,12 +51,36 @@ class Kernel:
         return out
 
 
-def hand_over(kernel):
+def hand_over(kernel, host=()):
     knl = IscsiNetlink(SyncKernel(kernel), timeout=1)
     try:
-        return ks._hand_over(knl, 3, 17, 128, 32, 42, PARAMS)
+        return ks._hand_over(knl, 3, 17, 128, 32, 42, PARAMS, host)
     finally:
         knl.close()
+
+
+def test_a_bound_iface_names_the_host_device_before_start(caplog):
+    """iscsid's iscsi_host_set_params: the iface's net_ifacename and hwaddress go to the new
+    session's host (SET_HOST_PARAM, before START_CONN, in the same datagram); what the host
+    refuses is only logged (it names the device for listings)."""
+    record = {"iface.net_ifacename": "eth1", "iface.hwaddress": "52:54:00:aa:bb:02",
+              "iface.ipaddress": "<empty>"}
+    host = ks.host_params(record)
+    assert host == [(IscsiHostParam.NETDEV_NAME, "eth1"),
+                    (IscsiHostParam.HWADDRESS, "52:54:00:aa:bb:02")]
+    assert ks.host_params({"iface.net_ifacename": "<empty>", "iface.hwaddress": ""}) == []
+    kernel = Kernel(fail={E.SET_HOST_PARAM: errno.ENOSYS})
+    ids, cid, held = hand_over(kernel, host)
+    assert [r["type"] for r in kernel.requests] == [
+        E.CREATE_SESSION, E.CREATE_CONN, E.BIND_CONN, *[E.SET_PARAM] * 3,
+        E.SET_HOST_PARAM, E.SET_HOST_PARAM, E.START_CONN]
+    assert kernel.datagrams == 2
+    assert [(r["host_no"], r["param"], r["payload"]) for r in kernel.requests[6:8]] == [
+        (9, IscsiHostParam.NETDEV_NAME, b"eth1\0"),
+        (9, IscsiHostParam.HWADDRESS, b"52:54:00:aa:bb:02\0")]
+    assert held == {IscsiParam.MAX_RECV_DLENGTH: "262144", IscsiParam.ISID: None,
+                    IscsiParam.EXP_STATSN: "7"}
+    assert "host9 refused NETDEV_NAME" in caplog.text
 
 
 def test_hand_over_sequence_and_held_params():

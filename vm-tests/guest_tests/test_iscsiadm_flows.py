@@ -12,6 +12,8 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from cli import VENV_BIN, sessions_in_sysfs
 
 MIB = 1 << 20
@@ -100,34 +102,93 @@ def _record(tool: str, env=None):
     return run, results
 
 
-def test_login_logout_flows_as_iscsiadm(lio, scenario_dir):
+def _both(flow, scenario_dir, initiator=INITIATOR):
+    """``flow(run)`` through iscsiadm + iscsid, then (DB emptied) iscsictl + iscsictld;
+    their results compared command by command; no session left."""
     from iscsictld import Iscsictld
     from openiscsi import OpenIscsi
 
-    a = lio.create("iqn.2003-01.org.example.vm:flow-a", luns=[8 * MIB]).iqn
-    b = lio.create("iqn.2003-01.org.example.vm:flow-b", luns=[8 * MIB]).iqn
-    c = lio.create("iqn.2003-01.org.example.vm:flow-c", luns=[8 * MIB], initiator_iqn=INITIATOR,
-                   auth={"userid": "flows", "password": "flows-secret12"}).iqn
-    oi = OpenIscsi(scenario_dir, INITIATOR)
+    oi = OpenIscsi(scenario_dir, initiator)
     oi.start()
     try:
         run, theirs = _record("iscsiadm")
-        _flow(run, a, b, c)
+        flow(run)
     finally:
         oi.stop()
-    for db in ("nodes", "send_targets", "static"):
+    for db in ("nodes", "send_targets", "static", "ifaces"):
         shutil.rmtree(Path("/etc/iscsi") / db, ignore_errors=True)
     d = Iscsictld(scenario_dir)
     d.start()
     try:
         run, ours = _record(str(VENV_BIN / "iscsictl"))  # the same /etc/iscsi database
-        _flow(run, a, b, c)
+        flow(run)
     finally:
         d.logout_all_and_stop()
     assert sessions_in_sysfs() == []
     assert len(ours) == len(theirs)
     for (args, rc1, out1, err1), (_, rc2, out2, err2) in zip(theirs, ours):
         assert rc2 == rc1, (args, err1, err2)
-        assert Counter(out2) == Counter(out1), (args, out1, out2)
+        assert Counter(out2) == Counter(out1), \
+            "\n".join([args, "iscsiadm:", *out1, "iscsictl:", *out2])
         extra = iter(err2)
         assert all(line in extra for line in err1), (args, err1, err2)  # in order
+
+
+def test_login_logout_flows_as_iscsiadm(lio, scenario_dir):
+    a = lio.create("iqn.2003-01.org.example.vm:flow-a", luns=[8 * MIB]).iqn
+    b = lio.create("iqn.2003-01.org.example.vm:flow-b", luns=[8 * MIB]).iqn
+    c = lio.create("iqn.2003-01.org.example.vm:flow-c", luns=[8 * MIB], initiator_iqn=INITIATOR,
+                   auth={"userid": "flows", "password": "flows-secret12"}).iqn
+    _both(lambda run: _flow(run, a, b, c), scenario_dir)
+
+
+NETS = {"dum0": "10.99.0.1", "dum1": "10.99.1.1"}
+
+
+@pytest.fixture
+def two_nics():
+    """Two Ethernet devices (dummy), each with its own address: ``{name: (ip, mac)}``."""
+    subprocess.run(["modprobe", "dummy"], check=True)
+    out = {}
+    try:
+        for dev, ip in NETS.items():
+            for cmd in (["link", "add", dev, "type", "dummy"], ["addr", "add", f"{ip}/24", "dev", dev],
+                        ["link", "set", dev, "up"]):
+                subprocess.run(["ip", *cmd], check=True)
+            out[dev] = (ip, Path(f"/sys/class/net/{dev}/address").read_text().strip())
+        yield out
+    finally:
+        for dev in NETS:
+            subprocess.run(["ip", "link", "del", dev], capture_output=True)
+
+
+def test_two_paths_through_two_bound_ifaces_as_iscsiadm(lio, scenario_dir, two_nics):
+    """open-iscsi's multipath setup for software iSCSI: an iface per NIC (one bound by MAC,
+    one by name), a discovery through each, a session per path.  A login through the wrong
+    NIC cannot reach its portal (8): the binding is real.  -m session -P 3 shows the
+    ifaces as iscsiadm does."""
+    import rtslib_fb as rtslib
+
+    (ip0, mac0), (ip1, _) = two_nics["dum0"], two_nics["dum1"]
+    t = lio.create("iqn.2003-01.org.example.vm:paths", luns=[8 * MIB], portal=(ip0, 3260))
+    rtslib.NetworkPortal(t.tpg, ip1, 3260, mode="any")
+
+    def flow(run):
+        run("-m", "iface", "-I", "path0", "-o", "new")
+        run("-m", "iface", "-I", "path0", "-o", "update", "-n", "iface.hwaddress", "-v", mac0)
+        run("-m", "iface", "-I", "path1", "-o", "new")
+        run("-m", "iface", "-I", "path1", "-o", "update", "-n", "iface.net_ifacename", "-v", "dum1")
+        run("-m", "iface")
+        run("-m", "discovery", "-t", "st", "-p", ip0, "-I", "path0")
+        run("-m", "discovery", "-t", "st", "-p", ip1, "-I", "path1")
+        run("-m", "node")
+        for key, value in (("node.session.initial_login_retry_max", "1"),
+                           ("node.conn[0].timeo.login_timeout", "3")):
+            run("-m", "node", "-o", "update", "-n", key, "-v", value, compare=False)
+        run("-m", "node", "-T", t.iqn, "-p", ip0, "-I", "path0", "-l")
+        run("-m", "node", "-T", t.iqn, "-p", ip1, "-I", "path1", "-l")
+        run("-m", "node", "-T", t.iqn, "-p", ip1, "-I", "path0", "-l")  # 8: dum0 cannot reach
+        run("-m", "session", numbers=True)
+        run("-m", "session", "-P", "3", numbers=True)
+        run("-m", "node", "-U", "all")
+    _both(flow, scenario_dir)
