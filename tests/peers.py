@@ -155,14 +155,16 @@ class Tgtd:
         return cp
 
     def add_target(self, iqn: str, luns: int = 0, user: tuple | None = None,
-                   outgoing: tuple | None = None) -> int:
-        """A target open to every initiator with ``luns`` null-backed disk LUNs (1..luns),
-        optionally CHAP (``user`` = (name, secret)) and mutual CHAP (``outgoing``).
-        Returns the tid."""
+                   outgoing: tuple | None = None, initiator_name: str | None = None) -> int:
+        """A target open to every initiator (or, with ``initiator_name``, to that one only:
+        tgtd also leaves it out of other initiators' SendTargets answers) with ``luns``
+        null-backed disk LUNs (1..luns), optionally CHAP (``user`` = (name, secret)) and
+        mutual CHAP (``outgoing``).  Returns the tid."""
         tid = self._next_tid
         self._next_tid += 1
         self.adm("--mode", "target", "--op", "new", "--tid", str(tid), "-T", iqn)
-        self.adm("--mode", "target", "--op", "bind", "--tid", str(tid), "-I", "ALL")
+        acl = ["--initiator-name", initiator_name] if initiator_name else ["-I", "ALL"]
+        self.adm("--mode", "target", "--op", "bind", "--tid", str(tid), *acl)
         for lun in range(1, luns + 1):
             self.adm("--mode", "logicalunit", "--op", "new", "--tid", str(tid), "--lun",
                      str(lun), "--bstype", "null", "-b", "/dev/null")

@@ -28,6 +28,8 @@ from .errors import TransportError
 __all__ = ["BindError", "bind_socket", "iface_initiator_name", "iface_netdev"]
 
 _UNSET = frozenset(("", "<empty>", "default"))
+#: where a MAC is looked up when the caller passes no Sysfs (tests replace it with a tree)
+SYSFS = Sysfs()
 
 
 class BindError(TransportError):
@@ -59,14 +61,15 @@ def iface_netdev(iface: Mapping[str, object], sysfs: Sysfs | None = None) -> str
     """The device a ``tcp`` iface binds to, or None (not bound, or not ``tcp``).
 
     ``iface``: open-iscsi keys (``iface.transport_name``, ``iface.hwaddress``,
-    ``iface.net_ifacename``, ``iface.ipaddress``); ``sysfs`` reads ``class/net`` for a MAC.
+    ``iface.net_ifacename``, ``iface.ipaddress``); ``sysfs`` (default :data:`SYSFS`, /sys)
+    reads ``class/net`` for a MAC.
     Raises LookupError with iscsiadm's message: no Ethernet device has the MAC, or the iface
     sets only an IP address."""
     if (_set(iface, "iface.transport_name") or "tcp") != "tcp":
         return None
     hw = _set(iface, "iface.hwaddress")
     if hw is not None:
-        dev = (sysfs or Sysfs()).netdev_by_hwaddress(hw)
+        dev = (sysfs or SYSFS).netdev_by_hwaddress(hw)
         if dev is None:
             raise LookupError(f"Cannot match {hw} to net/scsi interface.")
         return dev

@@ -4,7 +4,6 @@ records made per iface; without -I the DB's software-iSCSI ifaces (open-iscsi's
 idbm_bind_ifaces_to_nodes); a failure on any iface writes nothing, as iscsiadm."""
 
 import os
-import socket
 
 import pytest
 
@@ -23,9 +22,7 @@ def tgt_acl(tmp_path_factory):
     out of the SendTargets answer to any other initiator)."""
     with Tgtd(str(tmp_path_factory.mktemp("tgtd-acl"))) as t:
         t.add_target(T_OPEN)
-        t.adm("--mode", "target", "--op", "new", "--tid", "2", "-T", T_NAMED)
-        t.adm("--mode", "target", "--op", "bind", "--tid", "2", "--initiator-name", IFACE_INAME)
-        t._next_tid = 3
+        t.add_target(T_NAMED, initiator_name=IFACE_INAME)
         yield t
 
 
@@ -112,29 +109,27 @@ def test_what_software_iscsi_cannot_bind_to(cli, tgt_acl, values, first):
     assert cli("-m", "node").rc == 21
 
 
-def _ethernet_device():
-    for _, name in socket.if_nameindex():
-        try:
-            with open(f"/sys/class/net/{name}/type") as f, \
-                    open(f"/sys/class/net/{name}/address") as g:
-                if f.read().strip() == "1":
-                    return name, g.read().strip()
-        except OSError:
-            continue
-    return None
+def test_a_mac_binds_the_device_that_has_it(cli, tgt_acl, tmp_path, monkeypatch):
+    """iface.hwaddress is looked up in sysfs (here a tree in which lo is an Ethernet device
+    with a made-up MAC, and a second MAC belongs to a device the kernel does not have) and
+    the device found is the one bound: through lo tgtd answers, through the other the bind
+    fails with its name."""
+    from iscsictl.kernel.sysfs import Sysfs
+    from iscsictl.transport import iface as iface_mod
 
-
-def test_a_mac_binds_its_device(cli, tgt_acl):
-    """The iface names this machine's Ethernet device by its MAC: the discovery goes out
-    through that device and cannot reach tgtd on 127.0.0.1; by lo it does."""
-    dev = _ethernet_device()
-    if dev is None:
-        pytest.skip("this machine has no Ethernet device to bind to (the VM test binds one)")
-    iface(cli, "ifmac", hwaddress=dev[1].upper())
-    iface(cli, "iflo", net_ifacename="lo")
+    for name, mac, index in (("lo", "02:00:5e:00:53:01", 1), ("ethx9", "02:00:5e:00:53:02", 2)):
+        d = tmp_path / "sys/class/net" / name
+        d.mkdir(parents=True)
+        for attr, value in (("type", "1"), ("address", mac), ("ifindex", str(index))):
+            (d / attr).write_text(value + "\n")
+    monkeypatch.setattr(iface_mod, "SYSFS", Sysfs(tmp_path / "sys"))
+    iface(cli, "ifmac", hwaddress="02:00:5E:00:53:01")  # any case
+    iface(cli, "ifgone", hwaddress="02:00:5e:00:53:02")
     base = _short_record(cli, tgt_acl.portal)
-    r = cli(*base, "-D", "-I", "ifmac")
-    assert r.rc == 11 and "Could not bind" not in r.err and "Cannot match" not in r.err, r.err
+    r = cli(*base, "-D", "-I", "ifgone")
+    assert r.rc == 11 and r.err.splitlines()[:2] == [
+        "iscsictl: Could not bind connection 0 to ethx9",
+        "iscsictl: cannot make connection to 127.0.0.1: No such device"], r.err
     assert cli("-m", "node").rc == 21
-    r = cli(*base, "-D", "-I", "iflo")
-    assert r.rc == 0 and nodes(cli, "iflo") == [T_OPEN], r.err
+    r = cli(*base, "-D", "-I", "ifmac")
+    assert r.rc == 0 and nodes(cli, "ifmac") == [T_OPEN], r.err
