@@ -395,7 +395,7 @@ def _new_results_dir() -> Path:
 def run_vm(guest_command: str, timeout: float = 300.0, shares: dict | None = None, *,
            results_dir: Path | None = None, cwd: str | None = None, memory_mib: int = 2048,
            cpus: int = 2, network: bool = False, extra_append: str = "",
-           log=print) -> VMResult:
+           acpi_tables: tuple = (), log=print) -> VMResult:
     """Boot the guest, run ``guest_command`` with ``/bin/sh`` as root, power off.
 
     ``timeout`` is the wall-clock limit in seconds for the whole VM (boot included);
@@ -406,6 +406,8 @@ def run_vm(guest_command: str, timeout: float = 300.0, shares: dict | None = Non
     ``CACHE_DIR/runs`` by default).  ``cwd`` is the guest command's working directory
     (default: the host's current directory, visible at the same path in the guest).
     ``network`` adds a user-mode NIC; otherwise the guest has loopback only.
+    ``acpi_tables``: files each holding a whole ACPI table (header included), added to
+    the guest's tables as firmware would (QEMU ``-acpitable file=``; e.g. an iBFT).
 
     The guest command's output goes to the serial log.  The environment inside has
     ``ISCSICTL_VM_RESULTS=/results``.  Raises VMError when QEMU or the kernel cannot
@@ -448,6 +450,8 @@ def run_vm(guest_command: str, timeout: float = 300.0, shares: dict | None = Non
            "-serial", f"file:{serial}", "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd),
            "-append", f"console=ttyS0 panic=-1 loglevel=4 random.trust_cpu=on {extra_append}".strip()]
     cmd += ["-nic", "user,model=virtio-net-pci"] if network else ["-nic", "none"]
+    for table in acpi_tables:
+        cmd += ["-acpitable", f"file={table}"]
     for tag, path, ro in virtfs:
         cmd += ["-virtfs", f"local,path={path},mount_tag={tag},security_model=none,"
                            f"multidevs=remap{',readonly=on' if ro else ''}"]
@@ -520,10 +524,13 @@ def _main(argv: list[str]) -> int:
 
     ap = argparse.ArgumentParser(description=_main.__doc__)
     ap.add_argument("--timeout", type=float, default=300.0, help="wall-clock limit, seconds")
+    ap.add_argument("--acpitable", action="append", default=[],
+                    help="a file holding a whole ACPI table to add (repeatable)")
     ap.add_argument("command", help="shell command to run in the guest")
     args = ap.parse_args(argv)
     try:
-        res = run_vm(args.command, args.timeout, log=lambda m: print(m, file=sys.stderr))
+        res = run_vm(args.command, args.timeout, acpi_tables=tuple(args.acpitable),
+                     log=lambda m: print(m, file=sys.stderr))
     except VMError as e:
         print(f"vmharness: {e}", file=sys.stderr)
         return 2

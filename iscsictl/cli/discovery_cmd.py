@@ -12,6 +12,8 @@
   iface.net_ifacename) with its iface.initiatorname; records are made per iface.
 * ``-m discoverydb -t st -p PORTAL -o new|delete|update|show``, and ``-D`` to discover with
   the stored record (created from the defaults if absent, as iscsiadm).
+* ``-m discovery -t fw`` (``-m discoverydb -t fw -D``): node records for the boot
+  firmware's targets (see :func:`discover_firmware`).
 * ``-l`` with a discovery: then log in to every record it found (through iscsictld, as
   ``-m node -l``); ``-m discovery -p PORTAL -l`` without ``-t`` discovers with the stored
   record.  The exit code is the first failure's, discovery or login.
@@ -67,6 +69,10 @@ def run(args, o, mode: str) -> int:
     for x in ops:
         if x not in ("new", "delete", "update", "show", "nonpersistent"):
             raise E.CliError(f"Invalid operation '{x}'", E.INVAL)
+    if _TYPES.get(args.type or "") == "fw":
+        if mode == "discoverydb" and not args.discover:
+            raise E.CliError("Invalid command. Possibly missing --discover argument.", E.INVAL)
+        return discover_firmware(args, o, ops)
     if args.type is None and args.portal is None:
         return listing(args, o)
     if mode == "discovery" and args.type is None:  # -p alone: the stored record
@@ -287,6 +293,111 @@ def discover(args, o, ops, from_db: bool, missing_code: int = E.IDBM) -> int:
             **({"logins": logins} if args.login else {}),
         })
     return rc
+
+
+def discover_firmware(args, o, ops) -> int:  # type: ignore[no-untyped-def]
+    """``-m discovery -t fw``: a node record per firmware target and iface (iscsiadm's
+    exec_fw_disc_op): built as for ``-m fw -l`` (fw_cmd.firmware_records), tpgt 1, linked
+    under ``fw/``, discovery type ``fw``.  The ifaces: each readable ``-I``; else the
+    offload ifaces the firmware describes (written to the DB, as iscsiadm does); else the
+    DB's software ifaces, else ``default``.  Ops as for SendTargets (default
+    new+delete+update): a record found again takes the firmware's CHAP and initiator name
+    and ``node.startup`` onboot (a boot disk's), keeping its other settings; a ``fw/``
+    record the firmware no longer describes is deleted.  ``-l`` then logs in to them."""
+    from ..db.errors import DBError
+    from ..db.store import DiscoveryID, NodeID
+    from ..kernel.firmware import offload_iface
+    from ..kernel.sysfs import Sysfs
+    from ._common import open_db
+    from .fw_cmd import boot_contexts, firmware_records, sysfs_root
+
+    db = open_db(args, o)
+    persistent = "nonpersistent" not in ops
+    ifaces = _discovery_ifaces(db, args.interface, o) if args.interface else []
+    contexts = boot_contexts(o)
+    if not ifaces:
+        sysfs = Sysfs(sysfs_root())
+        offload = {v["iface.iscsi_ifacename"]: v for v in
+                   (offload_iface(c, sysfs) for c in contexts) if v is not None}
+        for name, values in offload.items():
+            try:
+                if persistent:
+                    _write_iface(db, name, values)
+            except DBError as e:
+                raise E.CliError(f"Could not setup default iface conf for {name}: {e}",
+                                 e.exit_code) from None
+        ifaces = list(offload.items()) or _discovery_ifaces(db, None, o)
+    did = DiscoveryID("fw", "", 0)
+    found: dict = {}
+    try:
+        for _, values in ifaces:
+            for rec in firmware_records(db, contexts, values):
+                rec.values["node.discovery_address"], rec.values["node.discovery_port"] = "", 0
+                found.setdefault(NodeID.of(rec), rec)
+    except DBError as e:
+        raise E.CliError(f"Could not perform fw discovery: {e}", e.exit_code) from None
+    rc = E.SUCCESS
+    if persistent:
+        rc = _apply_firmware(db, did, found, ops, o)
+    if o.json:
+        o.emit_json({"discovery": {"type": "fw"}, "persistent": persistent,
+                     "nodes": [node_json(n) for n in found]})
+    elif args.print is not None and args.print >= 1:
+        o.lines(tree_lines(list(found)))
+    else:
+        o.lines(n.flat() for n in found)
+    if args.login:
+        from ._common import initiator_name
+        from .kernel_ops import login_records
+        rc = login_records(list(found.values()), initiator_name(args), o) or rc
+    return rc
+
+
+#: what a firmware record found again takes from the firmware (the rest stays the user's)
+_FROM_FIRMWARE = ("iface.initiatorname", "node.session.auth.username",
+                  "node.session.auth.password", "node.session.auth.username_in",
+                  "node.session.auth.password_in")
+
+
+def _apply_firmware(db, did, found: dict, ops, o) -> int:  # type: ignore[no-untyped-def]
+    from ..db.errors import DBError
+
+    want = set(ops) - {"show"} or {"new", "delete", "update"}
+    rc = E.SUCCESS
+    if "delete" in want:
+        for nid in sorted(set(_linked(db, "fw")) - set(found)):
+            try:
+                db.delete_node(nid)
+            except DBError as e:
+                o.error(str(e))
+                rc = rc or e.exit_code
+    for nid, rec in found.items():
+        try:
+            if db.node_exists(nid):
+                if "update" in want:
+                    updates = {k: rec.values[k] for k in _FROM_FIRMWARE if rec.values.get(k)}
+                    updates.update({"node.startup": "onboot", "node.conn[0].startup": "onboot"})
+                    db.update_node_many(nid, updates, discovery=did)
+            elif "new" in want:
+                db.write_node(rec, create=True)
+        except DBError as e:
+            o.error(f"Could not add/update [{rec.values.get('iface.transport_name') or 'tcp'}:"
+                    f"[hw=,ip=,net_if=,iscsi_if={nid.iface}] {nid.address},{nid.port},"
+                    f"{nid.tpgt} {nid.target}]: {e}")
+            rc = rc or E.IDBM
+    return rc
+
+
+def _write_iface(db, name: str, values: dict) -> None:  # type: ignore[no-untyped-def]
+    """Create or update the iface record an offload boot needs (iface_conf_write)."""
+    from ..db.errors import RecordNotFound
+    try:
+        db.read_iface(name)
+    except RecordNotFound:
+        db.create_iface(name)
+    for key, value in values.items():
+        if key != "iface.iscsi_ifacename":
+            db.update_iface(name, key, value)
 
 
 def _login_found(db, found, persistent: bool, args, o,  # type: ignore[no-untyped-def]

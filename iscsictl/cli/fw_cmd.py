@@ -1,9 +1,19 @@
-"""``-m fw``: the boot firmware's targets (iBFT, or an offload driver's ``iscsi_boot``).
+"""``-m fw``: the boot firmware's targets (iBFT, or an offload driver's ``iscsi_boot<N>``).
 
-Reading them is not implemented yet; what is: a machine whose firmware describes no iSCSI
-boot (no ``firmware/ibft`` and no ``firmware/iscsi_boot*`` in sysfs, ``ISCSICTL_SYSFS_ROOT``
-for tests) gets iscsiadm's answer, ``Could not get list of targets from firmware.`` (21), and
-one whose firmware does is told plainly that this is not supported yet (27).
+* ``-m fw``: each target as iscsiadm prints it (usr/fwparam_ibft/fw_entry.c
+  fw_print_entry): ``# BEGIN RECORD``, the initiator and NIC as ``iface.*`` keys, the
+  target as ``node.*`` keys, ``# END RECORD``.  CHAP secrets print as ``********`` unless
+  ``-S`` (iscsiadm prints them).
+* ``-m fw -l [-n KEY -v VALUE]``: log in to every target through iscsictld with a record
+  built in memory, nothing written to the DB (iscsiadm's exec_fw_op): iscsid.conf's
+  defaults, the firmware's target, portal (tpgt 1), CHAP and initiator name, and for a
+  boot disk ``node.session.initial_login_retry_max`` 30 and no NOP-Outs unless ``-n``
+  sets them; ``-n`` may not change the interface.  The exit code is the first failed
+  login's (iscsiadm 2.1.8 exits 0 whatever the logins did).
+* No firmware description: ``Could not get list of targets from firmware. (err 21)``.
+
+``-m discovery -t fw`` (records in the DB) is discovery_cmd's, built on
+:func:`firmware_records`.  ``ISCSICTL_SYSFS_ROOT`` replaces ``/sys`` for tests.
 """
 
 from __future__ import annotations
@@ -12,22 +22,138 @@ import os
 
 from . import errors as E
 
+#: -n keys a firmware login may not override (iscsiadm's fill_in_default_fw_values)
+FIXED_KEYS = ("iface.net_ifacename", "iface.hwaddress", "iface.transport_name")
+#: defaults of a firmware login the user did not set (booting: retry long, no NOP-Outs)
+FW_LOGIN_DEFAULTS = {"node.session.initial_login_retry_max": "30",
+                     "node.conn[0].timeo.noop_out_interval": "0",
+                     "node.conn[0].timeo.noop_out_timeout": "0"}
+FW_TPGT = 1  # open-iscsi hard-codes it: the iBFT has no portal group tag
 
-def firmware_present(sysfs_root: str) -> bool:
-    """Whether sysfs shows an iSCSI boot description (usr/fwparam_ibft/fwparam_sysfs.c:
-    ``firmware/ibft/`` or ``firmware/iscsi_boot<N>/``)."""
-    fw = os.path.join(sysfs_root, "firmware")
+
+def sysfs_root() -> str:
+    return os.environ.get("ISCSICTL_SYSFS_ROOT", "/sys")
+
+
+def boot_contexts(o) -> list:  # type: ignore[no-untyped-def]
+    """The firmware's targets, or raise iscsiadm's 21 (none) / 2 (not root)."""
+    from ..kernel.firmware import FirmwareAccessError, boot_targets
     try:
-        names = os.listdir(fw)
-    except OSError:
-        return False
-    return any(n == "ibft" or n.startswith("iscsi_boot") for n in names)
+        contexts = boot_targets(sysfs_root(), warn=o.warn)
+    except FirmwareAccessError as e:
+        raise E.CliError(e.strerror, E.ERR) from None
+    if not contexts:
+        raise E.CliError("Could not get list of targets from firmware. (err 21)",
+                         E.NO_OBJS_FOUND)
+    return contexts
+
+
+def firmware_records(db, contexts, iface_values: dict | None = None) -> list:  # type: ignore[no-untyped-def]
+    """A node record per boot context (open-iscsi's idbm_create_rec_from_boot_context):
+    iscsid.conf's defaults with the firmware's target, portal, tpgt 1 and CHAP, discovery
+    type ``fw``.  The iface: ``iface_values`` (an iface record's ``{key: text}``) when
+    given, else an offload driver's iface from the firmware, else ``default``; the
+    firmware's initiator name applies unless that iface has its own (iface_copy copies only
+    what is set).  Raises DBError subclasses (a name the DB cannot hold)."""
+    from ..kernel.firmware import offload_iface
+    from ..kernel.sysfs import Sysfs
+
+    sysfs = Sysfs(sysfs_root())
+    out = []
+    for ctx in contexts:
+        rec = db.new_node_record(ctx.target_name, ctx.target_address, ctx.target_port,
+                                 FW_TPGT, "default")
+        iface = iface_values if iface_values is not None else offload_iface(ctx, sysfs) or {}
+        for key, value in iface.items():
+            if key.startswith("iface.") and value not in ("", "<empty>") and \
+                    key in rec.values:
+                rec.set(key, value)
+        if ctx.initiator_name and rec.values.get("iface.initiatorname") in (None, ""):
+            rec.set("iface.initiatorname", ctx.initiator_name)
+        for key, value in (("username", ctx.chap_name), ("password", ctx.chap_password),
+                           ("username_in", ctx.chap_name_in),
+                           ("password_in", ctx.chap_password_in)):
+            if value:
+                rec.set(f"node.session.auth.{key}", value)
+        rec.values["node.discovery_type"] = "fw"
+        out.append(rec)
+    return out
+
+
+def entry_lines(ctx, transport: str, show_secrets: bool, version: str) -> list[str]:
+    """One target as iscsiadm's fw_print_entry prints it (a key only when the firmware has
+    a value; the port always)."""
+    from ..db.schema import BEGIN_RECORD, END_RECORD
+
+    def secret(v: str) -> str:
+        return v if show_secrets else "********"
+
+    keys = [
+        ("iface.initiatorname", ctx.initiator_name), ("iface.isid", ctx.isid),
+        ("iface.transport_name", transport), ("iface.hwaddress", ctx.mac),
+        ("iface.bootproto", ctx.bootproto), ("iface.ipaddress", ctx.ipaddr),
+        ("iface.prefix_len", str(ctx.prefix) if ctx.prefix else ""),
+        ("iface.subnet_mask", ctx.mask), ("iface.gateway", ctx.gateway),
+        ("iface.primary_dns", ctx.primary_dns), ("iface.secondary_dns", ctx.secondary_dns),
+        ("iface.vlan_id", ctx.vlan), ("iface.net_ifacename", ctx.netdev),
+        ("node.name", ctx.target_name), ("node.conn[0].address", ctx.target_address),
+        ("node.conn[0].port", str(ctx.target_port)),
+        ("node.session.auth.username", ctx.chap_name),
+        ("node.session.auth.password", ctx.chap_password and secret(ctx.chap_password)),
+        ("node.session.auth.username_in", ctx.chap_name_in),
+        ("node.session.auth.password_in",
+         ctx.chap_password_in and secret(ctx.chap_password_in)),
+        ("node.boot_lun", ctx.lun),
+    ]
+    return [f"{BEGIN_RECORD} {version}", *(f"{k} = {v}" for k, v in keys if v), END_RECORD]
 
 
 def run(args, o, mode: str) -> int:  # type: ignore[no-untyped-def]
     """The ``-m fw`` entry point."""
-    if not firmware_present(os.environ.get("ISCSICTL_SYSFS_ROOT", "/sys")):
-        raise E.CliError("Could not get list of targets from firmware. (err 21)",
-                         E.NO_OBJS_FOUND)
-    raise E.CliError("-m fw: this machine's boot firmware describes iSCSI targets, and "
-                     "reading them is not supported yet", E.OP_NOT_SUPP)
+    from ..kernel.firmware import offload_iface
+    from ..kernel.sysfs import Sysfs
+    from ._common import open_db
+
+    if (args.name is None) != (args.value is None):
+        raise E.CliError("-n and -v go together", E.INVAL)
+    contexts = boot_contexts(o)
+    db = open_db(args, o)
+    if args.login:
+        return login(args, o, db, contexts)
+    sysfs = Sysfs(sysfs_root())
+    transports = [(offload_iface(c, sysfs) or {}).get("iface.transport_name", "tcp")
+                  for c in contexts]
+    if o.json:
+        o.emit_json([{
+            "boot_root": c.boot_root, "boot_nic": c.boot_nic, "boot_target": c.boot_target,
+            "boot_selected": c.boot_selected,
+            "values": dict(line.split(" = ", 1) for line in
+                           entry_lines(c, t, bool(args.show), db.version)[1:-1]),
+        } for c, t in zip(contexts, transports)])
+        return E.SUCCESS
+    for c, t in zip(contexts, transports):
+        o.lines(entry_lines(c, t, bool(args.show), db.version))
+    return E.SUCCESS
+
+
+def login(args, o, db, contexts) -> int:  # type: ignore[no-untyped-def]
+    """``-m fw -l``: every firmware target, with records made in memory (see the module)."""
+    from ..db.errors import DBError
+    from ._common import initiator_name
+    from .kernel_ops import login_records
+
+    if args.name in FIXED_KEYS:
+        o.error("Cannot override interface parameters for firmware logins")
+        raise E.CliError("Could not merge user params", E.INVAL)
+    try:
+        records = firmware_records(db, contexts)
+        for rec in records:
+            for key, value in FW_LOGIN_DEFAULTS.items():
+                if key != args.name:
+                    rec.set(key, value)
+            if args.name is not None:
+                rec.update_key(args.name, args.value)
+    except DBError as e:
+        o.error(str(e))
+        raise E.CliError("Could not merge user params", E.INVAL) from None
+    return login_records(records, initiator_name(args), o)

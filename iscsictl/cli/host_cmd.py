@@ -22,7 +22,7 @@ import re
 from typing import Any
 
 from . import errors as E
-from .session_cmd import EMPTY, collect, transport_name, tree_lines, version_lines
+from .session_cmd import EMPTY, collect, tree_lines, version_lines
 
 #: What each print level shows of a host's sessions (usr/host.c's host_info_print).
 HOST_LEVEL_FLAGS: dict[int, frozenset[str]] = {
@@ -60,7 +60,7 @@ def _hosts(sysfs) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
         h = sysfs.host(n)
         if h is None:
             continue
-        out.append({"host_no": n, "transport": transport_name(sysfs, n) or "",
+        out.append({"host_no": n, "transport": sysfs.host_transport(n) or "",
                     "initiatorname": h.initiatorname or "", "ipaddress": h.ipaddress or "",
                     "hwaddress": h.hwaddress or "", "netdev": h.netdev or "",
                     "state": sysfs.read(f"class/scsi_host/host{n}/state")})

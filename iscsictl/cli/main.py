@@ -26,7 +26,7 @@ MODES = {
     "session": ("session_cmd", "PiRdrmusonuSv"),
     "iface": ("iface_cmd", "HIdnvmPoCabci"),
     "host": ("host_cmd", "CHdmPotnvxA"),
-    "fw": ("fw_cmd", "dmlWnv"),
+    "fw": ("fw_cmd", "dmlWnvS"),  # -S: iscsictl only (secrets are masked)
 }
 MODE_ALIASES = {"discoverydb": "discoverydb", "sendtargets": "discovery"}
 

@@ -58,13 +58,6 @@ def _sysfs():
     return Sysfs(os.environ.get("ISCSICTL_SYSFS_ROOT", "/sys"))
 
 
-def transport_name(sysfs, host_no: int) -> str | None:  # type: ignore[no-untyped-def]
-    """A SCSI host's iSCSI transport: its driver's proc_name without ``iscsi_`` (iscsi_tcp
-    -> tcp, bnx2i stays), as iscsi_sysfs_get_transport_by_hba; None when unreadable."""
-    proc = sysfs.read(f"class/scsi_host/host{host_no}/proc_name")
-    return proc[6:] if proc and proc.startswith("iscsi_") else proc
-
-
 def existing_sessions() -> dict[tuple[str, str, int, str], int]:
     """How many kernel sessions each (target name, persistent address, port, iface name)
     has, from sysfs."""
@@ -138,7 +131,7 @@ def collect(sysfs, states: dict[str, dict[str, Any]], level: int = 3,  # type: i
                              for cid in cids.get(sid, ())) if c is not None]
         conn = conns[0] if conns else None
         host = sysfs.host(info.host_no, only["host"]) if info.host_no is not None else None
-        transport = (transport_name(sysfs, info.host_no) if host else None) or EMPTY
+        transport = (sysfs.host_transport(info.host_no) if host else None) or EMPTY
         st = states.get(str(sid), {})
         devices = []
         for d in sysfs.session_devices(sid) if level >= 3 else ():

@@ -649,14 +649,22 @@ class NodeDB:
         LockTimeout."""
         return self.update_node_many(nid, {name: value})
 
-    def update_node_many(self, nid: NodeID, updates: dict) -> Record:
-        """Several ``-o update`` settings applied in one read-modify-write."""
+    def update_node_many(self, nid: NodeID, updates: dict, *,
+                         discovery: DiscoveryID | None = None) -> Record:
+        """Several ``-o update`` settings applied in one read-modify-write.  With
+        ``discovery`` the record is being found again by that source: its discovery fields
+        are set, lookup keys may change too, and the source's link is ensured."""
         path = self.node_path(nid)
         with self.record_lock(self._lock_key(nid)):
             rec = parse_record(schema.NODE, self._read_bytes(path), path, self.warn)
             for k, v in updates.items():
-                rec.update_key(k, v)
+                rec.set(k, v, check_update=discovery is None)
+            if discovery is not None:
+                self._set_discovery_fields(rec, discovery)
             atomic_write(path, self._serialize(rec))
+            if discovery is not None and not nid.legacy:
+                with self.db_lock():
+                    self._link_node(rec, nid)
         return rec
 
     def delete_node(self, nid: NodeID) -> None:

@@ -334,6 +334,13 @@ class Sysfs:
     def host_numbers(self) -> list[int]:
         return sorted(int(mt.group(1)) for mt in self._list("class/iscsi_host", _HOST_RE))
 
+    def host_transport(self, host_no: int) -> str | None:
+        """A SCSI host's iSCSI transport: its driver's ``proc_name`` without ``iscsi_``
+        (iscsi_tcp -> tcp; bnx2i stays), as open-iscsi's iscsi_sysfs_get_transport_by_hba;
+        None when unreadable."""
+        proc = self.read(f"class/scsi_host/host{host_no}/proc_name")
+        return proc[6:] if proc and proc.startswith("iscsi_") else proc
+
     def host(self, host_no: int, only: Collection[str] | None = None) -> HostInfo | None:
         """``class/iscsi_host/host<N>``, or None when absent (``only``: as in :meth:`session`)."""
         rel = f"class/iscsi_host/host{host_no}"

@@ -1,0 +1,320 @@
+"""``-m fw`` and ``-m discovery -t fw`` on fixture trees of the kernel's ``firmware/ibft``
+(tests/ibft_tree.py) holding the VM's table (vm-tests/guest/ibft.py).  The VM test
+(vm-tests/guest_tests/test_firmware.py) runs the same commands on the real iscsi_ibft
+module's tree against iscsiadm; the expected text here is what iscsiadm 2.1.8 printed there."""
+
+from __future__ import annotations
+
+import builtins
+import errno
+import io
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from iscsictl.cli.main import run
+from iscsictl.cli.output import Output
+from ibft_tree import write_tree
+from test_session_cmd import FakeDaemon
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "vm-tests" / "guest"))
+import ibft  # noqa: E402
+
+BOOT, DATA = ibft.BOOT_TARGET["name"], ibft.DATA_TARGET["name"]
+PCI = "devices/pci0000:00/0000:00:00.0"
+
+FW_TEXT = """\
+# BEGIN RECORD 2.1.8
+iface.initiatorname = iqn.2026-11.org.example.vm:ibft-host
+iface.transport_name = tcp
+iface.hwaddress = 52:54:00:98:00:02
+iface.bootproto = STATIC
+iface.ipaddress = 10.98.0.2
+iface.prefix_len = 24
+iface.subnet_mask = 255.255.255.0
+iface.gateway = 10.98.0.1
+iface.primary_dns = 10.98.0.53
+iface.vlan_id = 0
+iface.net_ifacename = ibft0
+node.name = iqn.2003-01.org.example.vm:ibft-boot
+node.conn[0].address = 127.0.0.1
+node.conn[0].port = 3260
+node.session.auth.username = ibftuser
+node.session.auth.password = ibft-secret-12
+node.boot_lun = 00000000
+# END RECORD
+# BEGIN RECORD 2.1.8
+iface.initiatorname = iqn.2026-11.org.example.vm:ibft-host
+iface.transport_name = tcp
+iface.hwaddress = 52:54:00:98:00:02
+iface.bootproto = STATIC
+iface.ipaddress = 10.98.0.2
+iface.prefix_len = 24
+iface.subnet_mask = 255.255.255.0
+iface.gateway = 10.98.0.1
+iface.primary_dns = 10.98.0.53
+iface.vlan_id = 0
+iface.net_ifacename = ibft0
+node.name = iqn.2003-01.org.example.vm:ibft-data
+node.conn[0].address = 127.0.0.1
+node.conn[0].port = 3261
+node.session.auth.username = ibftuser2
+node.session.auth.password = ibft-secret-34
+node.session.auth.username_in = ibfttarget
+node.session.auth.password_in = ibft-target-56
+node.boot_lun = 01000000
+# END RECORD
+"""
+
+
+def cli(*args):
+    out, err = io.StringIO(), io.StringIO()
+    rc = run(list(args), Output(out, err))
+    return rc, out.getvalue(), err.getvalue()
+
+
+def _netdev(sys_root: Path, name: str, mac: str, ifindex: int = 2) -> None:
+    d = sys_root / "class/net" / name
+    d.mkdir(parents=True)
+    for k, v in (("type", 1), ("address", mac), ("ifindex", ifindex)):
+        (d / k).write_text(f"{v}\n")
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """A sysfs root with the VM's iBFT (its NIC on the PCI host bridge, no network function
+    there, so the device is found by MAC: ibft0), an empty DB, no daemon."""
+    sys_root = tmp_path / "sys"
+    (sys_root / PCI).mkdir(parents=True)
+    nic = dict(ibft.NIC, device=f"../../../{PCI}")
+    write_tree(sys_root, ibft.INITIATOR, [nic], [ibft.BOOT_TARGET, ibft.DATA_TARGET])
+    _netdev(sys_root, "ibft0", ibft.NIC["mac"])
+    db = tmp_path / "db"
+    db.mkdir()
+    (db / "initiatorname.iscsi").write_text("InitiatorName=iqn.2026-11.x:host\n")
+    for k, v in (("ISCSICTL_SYSFS_ROOT", sys_root), ("ISCSICTL_DB_ROOT", db),
+                 ("ISCSICTL_CONFIG_ROOT", db), ("ISCSICTL_SOCKET", tmp_path / "none.sock")):
+        monkeypatch.setenv(k, str(v))
+    return sys_root, db
+
+
+def _masked(text: str) -> str:
+    return "\n".join(line.split(" = ")[0] + " = ********" if "password" in line else line
+                     for line in text.splitlines()) + "\n"
+
+
+def test_fw_prints_iscsiadms_records_with_secrets_masked(env):
+    assert cli("-m", "fw", "-S") == (0, FW_TEXT, "")
+    assert cli("-m", "fw") == (0, _masked(FW_TEXT), "")
+
+
+def test_fw_json(env):
+    import json
+    rc, out, _ = cli("-m", "fw", "--json")
+    doc = json.loads(out)
+    assert rc == 0 and [d["boot_target"] for d in doc] == ["target0", "target1"]
+    assert [d["boot_selected"] for d in doc] == [True, False]
+    assert doc[0]["values"]["node.session.auth.password"] == "********"
+    assert doc[1]["values"]["node.boot_lun"] == "01000000"
+
+
+def test_nic_device_without_a_netdev_of_its_mac_leaves_the_targets_out(env):
+    sys_root, _ = env
+    (sys_root / "class/net/ibft0/address").write_text("52:54:00:00:00:99\n")
+    assert cli("-m", "fw") == (21, "", "iscsictl: Could not get list of targets from "
+                                       "firmware. (err 21)\n")
+
+
+def test_nic_without_a_pci_device_has_no_netdev(env):
+    sys_root, _ = env
+    (sys_root / "firmware/ibft/ethernet0/device").unlink()
+    rc, out, _ = cli("-m", "fw")
+    assert rc == 0 and "iface.net_ifacename" not in out and out.count("# END RECORD") == 2
+
+
+def test_pci_function_with_a_network_device_names_it(env):
+    sys_root, _ = env
+    (sys_root / PCI / "net" / "enp0s3").mkdir(parents=True)
+    rc, out, _ = cli("-m", "fw")
+    assert rc == 0 and out.count("iface.net_ifacename = enp0s3\n") == 2
+
+
+def test_invalid_and_unselected_entries_are_left_out(env):
+    sys_root, _ = env
+    (sys_root / "firmware/ibft/target1/nic-assoc").write_text("5\n")
+    (sys_root / "firmware/ibft/target0/flags").write_text("0\n")
+    rc, out, err = cli("-m", "fw")
+    assert (rc, out) == (21, "")
+    assert "ibft/target1: invalid nic-assoc of 5 (1 NIC described)" in err
+
+
+def test_reading_the_table_needs_cap_sys_admin(env, monkeypatch):
+    from iscsictl.kernel import firmware
+    real_open = builtins.open
+
+    def no_access(path, *a, **kw):
+        if "/firmware/ibft/" in str(path):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *a, **kw)
+    monkeypatch.setattr(firmware, "open", no_access, raising=False)
+    rc, out, err = cli("-m", "fw")
+    assert (rc, out) == (1, "") and "needs CAP_SYS_ADMIN: run as root" in err
+
+
+def test_no_firmware_is_21(env):
+    import shutil
+    shutil.rmtree(env[0] / "firmware")
+    assert cli("-m", "fw")[0] == 21
+    assert cli("-m", "discovery", "-t", "fw")[0] == 21
+
+
+# ---- -m fw -l --------------------------------------------------------------------------------
+@pytest.fixture
+def daemon(env, monkeypatch, tmp_path):
+    d = FakeDaemon(str(tmp_path / "d.sock"))
+    monkeypatch.setenv("ISCSICTL_SOCKET", d.path)
+    yield d
+    d.close()
+
+
+def _desc(target, port):
+    return f"[iface: default, target: {target}, portal: 127.0.0.1,{port}]"
+
+
+def test_fw_login_sends_the_firmwares_records_and_writes_nothing(daemon, env):
+    daemon.answers = {"login": [{"ok": True, "node": _desc(BOOT, 3260), "sids": [1]},
+                                {"ok": True, "node": _desc(DATA, 3261), "sids": [2]}]}
+    rc, out, err = cli("-m", "fw", "-l")
+    assert (rc, err) == (0, "")
+    assert out.splitlines() == [f"Logging in to {_desc(BOOT, 3260)}",
+                                f"Logging in to {_desc(DATA, 3261)}",
+                                f"Login to {_desc(BOOT, 3260)} successful.",
+                                f"Login to {_desc(DATA, 3261)} successful."]
+    (op, args), = daemon.calls
+    boot, data = args["records"]
+    assert (boot["node.name"], boot["node.tpgt"]) == (BOOT, "1")  # port 3260: a default
+    assert (data["node.name"], data["node.conn[0].port"]) == (DATA, "3261")
+    assert boot["iface.initiatorname"] == ibft.INITIATOR
+    assert (boot["node.session.auth.username"], boot["node.session.auth.password"]) == \
+        ("ibftuser", "ibft-secret-12")
+    assert (data["node.session.auth.username_in"], data["node.session.auth.password_in"]) == \
+        ("ibfttarget", "ibft-target-56")
+    assert boot["node.session.initial_login_retry_max"] == "30"
+    assert boot["node.conn[0].timeo.noop_out_interval"] == "0"
+    assert boot["node.conn[0].timeo.noop_out_timeout"] == "0"
+    assert not (env[1] / "nodes").exists()
+
+
+def test_fw_login_takes_user_settings_but_not_the_interface(daemon, env):
+    daemon.answers = {"login": [{"ok": True, "node": "x", "sids": [1]}] * 2}
+    assert cli("-m", "fw", "-l", "-n", "node.session.initial_login_retry_max", "-v", "2")[0] == 0
+    assert daemon.calls[0][1]["records"][0]["node.session.initial_login_retry_max"] == "2"
+    rc, out, err = cli("-m", "fw", "-l", "-n", "iface.net_ifacename", "-v", "lo")
+    assert (rc, out) == (7, "")
+    assert err == ("iscsictl: Cannot override interface parameters for firmware logins\n"
+                   "iscsictl: Could not merge user params\n")
+
+
+def test_fw_login_failure_is_its_exit_code(daemon, env):
+    daemon.answers = {"login": [{"ok": True, "node": _desc(BOOT, 3260), "sids": [1]},
+                                {"ok": False, "code": 24, "node": _desc(DATA, 3261)}]}
+    rc, _, err = cli("-m", "fw", "-l")
+    assert rc == 24 and err.endswith("Could not log into all portals\n")
+
+
+# ---- -m discovery -t fw ------------------------------------------------------------------------
+def _show(target):
+    rc, out, _ = cli("-m", "node", "-T", target, "-o", "show")
+    assert rc == 0
+    return dict(line.split(" = ", 1) for line in out.splitlines() if " = " in line)
+
+
+def test_fw_discovery_makes_linked_records(env):
+    _, db = env
+    rc, out, _ = cli("-m", "discovery", "-t", "fw")
+    assert (rc, out) == (0, f"127.0.0.1:3260,1 {BOOT}\n127.0.0.1:3261,1 {DATA}\n")
+    assert sorted(os.listdir(db / "fw")) == [f"{BOOT},127.0.0.1,3260,1,default",
+                                              f"{DATA},127.0.0.1,3261,1,default"]
+    rec = _show(BOOT)
+    assert (rec["node.discovery_type"], rec["node.discovery_address"],
+            rec["node.discovery_port"]) == ("fw", "<empty>", "0")
+    assert (rec["node.startup"], rec["iface.initiatorname"],
+            rec["node.session.auth.username"]) == ("manual", ibft.INITIATOR, "ibftuser")
+    assert cli("-m", "discovery", "-P", "1")[1].endswith(
+        f"FIRMWARE:\nTarget: {BOOT}\n\tPortal: 127.0.0.1:3260,1\n\t\tIface Name: default\n"
+        f"Target: {DATA}\n\tPortal: 127.0.0.1:3261,1\n\t\tIface Name: default\n")
+
+
+def test_fw_rediscovery_marks_boot_records_onboot_and_keeps_user_settings(env):
+    sys_root, _ = env
+    assert cli("-m", "discovery", "-t", "fw")[0] == 0
+    assert cli("-m", "node", "-T", BOOT, "-o", "update", "-n",
+               "node.session.timeo.replacement_timeout", "-v", "7")[0] == 0
+    (sys_root / "firmware/ibft/target0/chap-secret").write_text("rotated-secret\n")
+    assert cli("-m", "discovery", "-t", "fw")[0] == 0
+    rec = _show(BOOT)
+    assert (rec["node.startup"], rec["node.conn[0].startup"]) == ("onboot", "onboot")
+    assert rec["node.session.timeo.replacement_timeout"] == "7"
+    rc, out, _ = cli("-m", "node", "-T", BOOT, "-o", "show", "-S")
+    assert "node.session.auth.password = rotated-secret\n" in out
+
+
+def test_fw_rediscovery_deletes_what_the_firmware_dropped(env):
+    sys_root, db = env
+    assert cli("-m", "discovery", "-t", "fw")[0] == 0
+    import shutil
+    shutil.rmtree(sys_root / "firmware/ibft/target1")
+    assert cli("-m", "discovery", "-t", "fw") == (0, f"127.0.0.1:3260,1 {BOOT}\n", "")
+    assert cli("-m", "node")[1] == f"127.0.0.1:3260,1 {BOOT}\n"
+    assert os.listdir(db / "fw") == [f"{BOOT},127.0.0.1,3260,1,default"]
+
+
+def test_fw_discovery_ops_and_modes(env):
+    _, db = env
+    assert cli("-m", "discovery", "-t", "fw", "-o", "nonpersistent")[0] == 0
+    assert not (db / "nodes").exists()
+    assert cli("-m", "discoverydb", "-t", "fw") == (
+        7, "", "iscsictl: Invalid command. Possibly missing --discover argument.\n")
+    assert cli("-m", "discoverydb", "-t", "fw", "-D")[0] == 0
+    assert len(cli("-m", "node")[1].splitlines()) == 2
+
+
+def test_fw_discovery_through_named_ifaces(env):
+    assert cli("-m", "iface", "-I", "boot0", "-o", "new")[0] == 0
+    rc, out, err = cli("-m", "discovery", "-t", "fw", "-I", "boot0", "-I", "nosuch")
+    assert rc == 0 and "Could not read iface info for nosuch" in err
+    assert cli("-m", "node", "-P", "1")[1].count("Iface Name: boot0") == 2
+    # an unknown -I alone: iscsiadm goes on as without -I: the DB's software ifaces (boot0)
+    rc, _, err = cli("-m", "discovery", "-t", "fw", "-I", "nosuch")
+    assert rc == 0 and "Could not read iface info for nosuch" in err
+    assert cli("-m", "node", "-P", "1")[1].count("Iface Name: boot0") == 2
+    assert cli("-m", "iface", "-I", "boot0", "-o", "delete")[0] == 0
+    assert cli("-m", "discovery", "-t", "fw")[0] == 0  # boot0's records go, default's come
+    assert cli("-m", "node", "-P", "1")[1].count("Iface Name: default") == 2
+    assert "boot0" not in cli("-m", "node", "-P", "1")[1]
+
+
+def test_offload_boot_description_makes_its_iface(env):
+    """An offload driver's iscsi_boot<N> root (be2iscsi's host 7): the transport is the
+    host's, the iface is named <transport>.<MAC>.ipv4.0 and written by the discovery."""
+    sys_root, db = env
+    import shutil
+    shutil.rmtree(sys_root / "firmware/ibft")
+    nic = dict(ibft.NIC, mac="00:90:fa:11:22:33")
+    write_tree(sys_root, ibft.INITIATOR, [nic], [ibft.BOOT_TARGET], root="iscsi_boot7",
+               isid="00023d000001")
+    host = sys_root / "class/scsi_host/host7"
+    host.mkdir(parents=True)
+    (host / "proc_name").write_text("be2iscsi\n")
+    rc, out, _ = cli("-m", "fw")
+    assert rc == 0 and "iface.isid = 00023d000001\niface.transport_name = be2iscsi\n" in out
+    assert "iface.net_ifacename" not in out
+    assert cli("-m", "discovery", "-t", "fw")[0] == 0
+    name = "be2iscsi.00:90:fa:11:22:33.ipv4.0"
+    rc, out, _ = cli("-m", "iface", "-I", name)
+    assert rc == 0 and "iface.transport_name = be2iscsi\n" in out
+    assert "iface.ipaddress = 10.98.0.2\n" in out
+    rec = _show(BOOT)
+    assert (rec["iface.iscsi_ifacename"], rec["iface.transport_name"]) == (name, "be2iscsi")
