@@ -76,7 +76,7 @@ class GuestRun:
 
 
 @pytest.fixture(scope="session")
-def guest_run(request) -> GuestRun:
+def guest_run(request, tmp_path_factory) -> GuestRun:
     """Boot ONE VM running every selected guest scenario; return a :class:`GuestRun`."""
     selected = sorted({item.callspec.params["guest_nodeid"] for item in request.session.items
                        if hasattr(item, "callspec") and "guest_nodeid" in item.callspec.params}
@@ -96,9 +96,12 @@ def guest_run(request) -> GuestRun:
         if reporter:
             reporter.write_line(msg)
 
+    table = tmp_path_factory.mktemp("ibft") / "ibft.bin"
+    table.write_bytes(_guest_module("ibft").vm_table())  # the firmware scenario's table
     start = time.monotonic()
     try:
-        vm = vmharness.run_vm(guest_cmd, timeout=timeout, cwd=str(CHECKOUT), log=log)
+        vm = vmharness.run_vm(guest_cmd, timeout=timeout, cwd=str(CHECKOUT), log=log,
+                              acpi_tables=(table,))
     except vmharness.VMError as e:
         return GuestRun(None, f"the VM could not run: {e}", {})
     log(f"vm-tests: VM ran {len(selected)} scenario(s) in {time.monotonic() - start:.1f} s "
@@ -114,6 +117,15 @@ def guest_run(request) -> GuestRun:
     elif vm.rc not in (0, 1):
         error = f"the guest pytest exited with {vm.rc} (usage or internal error)"
     return GuestRun(vm, error, results)
+
+
+def _guest_module(name: str):
+    """A module of vm-tests/guest, imported on the host by its path."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, HERE / "guest" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def _scenario_logs(run: GuestRun, nodeid: str) -> str:

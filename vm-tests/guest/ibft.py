@@ -124,7 +124,7 @@ def build_table(initiator: str, nics: list[dict], targets: list[dict], *,
 INITIATOR = "iqn.2026-11.org.example.vm:ibft-host"
 NIC = {"index": 0, "flags": FLAG_VALID | FLAG_BOOT_SELECTED, "ip": "10.98.0.2", "prefix": 24,
        "gateway": "10.98.0.1", "dns": "10.98.0.53", "mac": "52:54:00:98:00:02",
-       "hostname": "ibft-vm", "pci_bdf": 0xffff}
+       "hostname": "ibft-vm", "pci_bdf": 0x0000}  # 00:00.0, QEMU's host bridge: no netdev there
 BOOT_TARGET = {"index": 0, "flags": FLAG_VALID | FLAG_BOOT_SELECTED, "ip": "127.0.0.1",
                "port": 3260, "lun": 0, "nic": 0, "name": "iqn.2003-01.org.example.vm:ibft-boot",
                "chap_name": "ibftuser", "chap_secret": "ibft-secret-12"}
@@ -136,5 +136,7 @@ DATA_TARGET = {"index": 1, "flags": FLAG_VALID, "ip": "127.0.0.1", "port": 3261,
 
 def vm_table() -> bytes:
     """The table of the scenario VM (one NIC, a boot target with CHAP, a second target with
-    mutual CHAP on another port and LUN 1)."""
+    mutual CHAP on another port and LUN 1).  The NIC names the PCI host bridge, which has
+    no network function: its device is the Ethernet device with its MAC (the test makes
+    one), as on a machine whose NIC's iSCSI function and network function differ."""
     return build_table(INITIATOR, [NIC], [BOOT_TARGET, DATA_TARGET])

@@ -92,9 +92,12 @@ def _normal(text: str, tool: str, numbers: bool = False) -> list[str]:
 
 def _record(tool: str, env=None):
     results = []
+    ours = Path(tool).name == "iscsictl"
 
-    def run(*args, compare=True, numbers=False):
-        r = subprocess.run([tool, *args], capture_output=True, text=True, env=env, timeout=120)
+    def run(*args, compare=True, numbers=False, iscsictl_args=()):
+        """``iscsictl_args`` go to iscsictl only (e.g. -S, where iscsiadm prints secrets)."""
+        cmd = [tool, *args, *(iscsictl_args if ours else ())]
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
         if compare:
             name = Path(tool).name
             results.append((" ".join(args), r.returncode, _normal(r.stdout, name, numbers),
@@ -115,7 +118,7 @@ def _both(flow, scenario_dir, initiator=INITIATOR):
         flow(run)
     finally:
         oi.stop()
-    for db in ("nodes", "send_targets", "static", "ifaces"):
+    for db in ("nodes", "send_targets", "static", "fw", "ifaces"):
         shutil.rmtree(Path("/etc/iscsi") / db, ignore_errors=True)
     d = Iscsictld(scenario_dir)
     d.start()
@@ -192,3 +195,85 @@ def test_two_paths_through_two_bound_ifaces_as_iscsiadm(lio, scenario_dir, two_n
         run("-m", "session", "-P", "3", numbers=True)
         run("-m", "node", "-U", "all")
     _both(flow, scenario_dir)
+
+
+@pytest.fixture
+def boot_firmware(lio):
+    """The VM's iBFT (vm-tests/guest/ibft.py, given to QEMU by the host) shown by the
+    kernel's iscsi_ibft module, its NIC's Ethernet device (found by MAC: the table's NIC is
+    the PCI host bridge), and LIO serving the two targets it describes, CHAP and mutual
+    CHAP for the firmware's initiator name only."""
+    import ibft
+
+    subprocess.run(["modprobe", "iscsi_ibft"], check=True)
+    subprocess.run(["modprobe", "dummy"], check=True)
+    subprocess.run(["ip", "link", "add", "ibft0", "type", "dummy"], check=True)
+    try:
+        subprocess.run(["ip", "link", "set", "ibft0", "address", ibft.NIC["mac"]], check=True)
+        b, d = ibft.BOOT_TARGET, ibft.DATA_TARGET
+        lio.create(b["name"], luns=[8 * MIB], initiator_iqn=ibft.INITIATOR,
+                   auth={"userid": b["chap_name"], "password": b["chap_secret"]})
+        lio.create(d["name"], luns=[8 * MIB, 4 * MIB], portal=(d["ip"], d["port"]),
+                   initiator_iqn=ibft.INITIATOR,
+                   auth={"userid": d["chap_name"], "password": d["chap_secret"],
+                         "mutual_userid": d["rev_chap_name"],
+                         "mutual_password": d["rev_chap_secret"]})
+        yield ibft
+    finally:
+        subprocess.run(["ip", "link", "del", "ibft0"], capture_output=True)
+        subprocess.run(["rmmod", "iscsi_ibft"], capture_output=True)
+
+
+def test_boot_firmware_targets_as_iscsiadm(boot_firmware, scenario_dir):
+    """The kernel's iBFT through both tools: -m fw (iscsictl with -S: it masks secrets by
+    default), logins with the firmware's records (its initiator name and CHAP: the targets
+    admit nothing else), the sessions, fw discovery into the DB and its records field by
+    field, a rediscovery (boot records become onboot), logins from those records, and the
+    logouts -U all leaves to -m session -u."""
+    ibft = boot_firmware
+    boot, data = ibft.BOOT_TARGET["name"], ibft.DATA_TARGET["name"]
+
+    def flow(run):
+        run("-m", "fw", iscsictl_args=("-S",))
+        run("-m", "fw", "-l", "-n", "iface.hwaddress", "-v", "00:00:00:00:00:01")  # 7
+        run("-m", "fw", "-l")
+        run("-m", "session", numbers=True)
+        run("-m", "session", "-P", "3", numbers=True)
+        run("-m", "node", "-U", "all")  # no records: left alone (21)
+        run("-m", "session", "-u")
+        run("-m", "discoverydb", "-t", "fw")  # 7: -D missing
+        run("-m", "discovery", "-t", "fw")
+        run("-m", "node")
+        run("-m", "discovery", "-P", "1")
+        run("-m", "node", "-T", boot, "-o", "show")
+        run("-m", "node", "-T", data, "-p", "127.0.0.1:3261", "-o", "show", "-S")
+        run("-m", "discovery", "-t", "fw", "-l")
+        run("-m", "node", "-T", boot, "-o", "show")  # onboot now
+        run("-m", "session", "-P", "1", numbers=True)
+        run("-m", "node", "-U", "all")  # onboot: left alone
+        run("-m", "session", "-u")
+    _both(flow, scenario_dir, initiator=INITIATOR)
+
+
+def test_firmware_sessions_have_their_disks(boot_firmware, daemon, scenario_dir):
+    """-m fw -l through iscsictld: both targets' LUNs become disks with the firmware's
+    initiator name; a second -m fw -l finds the sessions present (15, where iscsiadm says
+    the same and exits 0); the secrets stay masked without -S."""
+    from cli import Cli, read, session_disks, wait_disks
+
+    ibft = boot_firmware
+    cli = Cli(scenario_dir / "db")
+    r = cli.run("-m", "fw")
+    assert r.returncode == 0 and "node.session.auth.password = ********" in r.stdout
+    assert ibft.BOOT_TARGET["chap_secret"] not in r.stdout
+    cli.ok("-m", "fw", "-l")
+    sids = sessions_in_sysfs()
+    assert len(sids) == 2
+    by_target = {read(f"/sys/class/iscsi_session/session{s}/targetname"): s for s in sids}
+    assert len(wait_disks(by_target[ibft.BOOT_TARGET["name"]], 1)) == 1
+    assert len(wait_disks(by_target[ibft.DATA_TARGET["name"]], 2)) == 2
+    for s in sids:
+        assert read(f"/sys/class/iscsi_session/session{s}/initiatorname") == ibft.INITIATOR
+    r = cli.run("-m", "fw", "-l")
+    assert r.returncode == 15 and r.stderr.count("already present") == 2
+    assert session_disks(by_target[ibft.BOOT_TARGET["name"]])
