@@ -17,7 +17,7 @@ from iscsictl.netlink import IscsiParam as P
 from iscsictl.protocol.negotiation import NegotiatedParameters
 
 __all__ = ["ParamContext", "OPTIONAL", "SESSION_OBJECT_PARAMS", "RELOGIN_ALWAYS", "session_params",
-           "negotiated_params", "relogin_changes"]
+           "negotiated_params", "relogin_changes", "adopted_record"]
 
 
 @dataclass(frozen=True)
@@ -150,4 +150,66 @@ def relogin_changes(wanted: list[tuple[P, str]],
             continue
         if param in RELOGIN_ALWAYS or held.get(param) != value:
             out.append((param, value))
+    return out
+
+
+# ---- the other way: a kernel session in sysfs -> the record to manage it with -------------
+def _digest(v: str) -> str | None:
+    """The connection's digest (libiscsi shows 1/0) as a record's preference."""
+    return {"1": "CRC32C,None", "0": "None,CRC32C"}.get(v)
+
+
+def _yes_no(v: str) -> str | None:
+    return {"1": "Yes", "0": "No"}.get(v)
+
+
+def _number(v: str) -> str | None:
+    return v if v.isdigit() and int(v) > 0 else None
+
+
+#: (record key, sysfs attribute: ``session/<name>`` or ``connection/<name>``, conversion)
+#: The credentials the session logged in with (iscsid's sync_session takes them from sysfs
+#: even when a record exists: the record may have changed since, the session's worked).
+AUTH_FROM_SYSFS = (
+    ("node.session.auth.username", "session/username", str),
+    ("node.session.auth.password", "session/password", str),
+    ("node.session.auth.username_in", "session/username_in", str),
+    ("node.session.auth.password_in", "session/password_in", str),
+)
+#: A session without a record (iscsistart's boot session, ``-m fw -l``, a record deleted
+#: since): who it is and what it negotiated (iscsid's setup_rec_from_negotiated_values).
+IDENTITY_FROM_SYSFS = (
+    ("node.name", "session/targetname", str),
+    ("node.tpgt", "session/tpgt", str),
+    ("node.conn[0].address", "connection/persistent_address", str),
+    ("node.conn[0].port", "connection/persistent_port", str),
+    ("iface.iscsi_ifacename", "session/ifacename", str),
+    ("iface.initiatorname", "session/initiatorname", str),
+    ("node.conn[0].iscsi.HeaderDigest", "connection/header_digest", _digest),
+    ("node.conn[0].iscsi.DataDigest", "connection/data_digest", _digest),
+    ("node.conn[0].iscsi.MaxRecvDataSegmentLength", "connection/max_recv_dlength", _number),
+    ("node.conn[0].iscsi.MaxXmitDataSegmentLength", "connection/max_xmit_dlength", _number),
+    ("node.session.iscsi.FirstBurstLength", "session/first_burst_len", _number),
+    ("node.session.iscsi.MaxBurstLength", "session/max_burst_len", _number),
+    ("node.session.iscsi.ImmediateData", "session/immediate_data", _yes_no),
+    ("node.session.iscsi.InitialR2T", "session/initial_r2t", _yes_no),
+)
+#: every sysfs attribute the two tables read
+ADOPTION_ATTRS = tuple(dict.fromkeys(a for _, a, _ in AUTH_FROM_SYSFS + IDENTITY_FROM_SYSFS))
+
+
+def adopted_record(record: Mapping[str, str] | None, sysfs: Mapping[str, str | None],
+                   defaults: Mapping[str, str]) -> dict[str, str]:
+    """The record a session taken over from the kernel is managed (and logged in again)
+    with.  ``sysfs`` maps ``session/<attr>``/``connection/<attr>`` (ADOPTION_ATTRS) to the
+    values read (None: absent or unreadable); ``defaults``: iscsid.conf's node defaults,
+    the base when there is no ``record``.  The session's credentials replace the record's
+    where sysfs shows them."""
+    out = dict(record) if record is not None else dict(defaults)
+    table = AUTH_FROM_SYSFS if record is not None else AUTH_FROM_SYSFS + IDENTITY_FROM_SYSFS
+    for key, attr, conv in table:
+        raw = sysfs.get(attr)
+        value = conv(raw) if raw not in (None, "") else None
+        if value is not None:
+            out[key] = value
     return out

@@ -67,6 +67,7 @@ from iscsictl.protocol.session import (
 )
 
 from . import kernel_session as ks
+from .params import ADOPTION_ATTRS, adopted_record
 from .errors import SessionError, err_text
 from .mounts import busy_devices
 
@@ -399,6 +400,15 @@ class Daemon:
                 continue
         return index
 
+    def _node_defaults(self) -> dict[str, str]:
+        """A new node record's values from iscsid.conf (compiled defaults when it cannot
+        be read): the base of a session adopted without a record."""
+        try:
+            return self._db().config.new_record(NODE, lambda m: log.warning("%s", m)).as_strings()
+        except Exception as exc:  # noqa: BLE001 - adoption goes on with compiled defaults
+            log.warning("cannot read iscsid.conf: %s", exc)
+            return with_defaults(NODE, {})
+
     def _adopt(self) -> None:
         """Take over every live kernel session from sysfs, without a relogin.
 
@@ -414,6 +424,7 @@ class Daemon:
         for s, c in self.sysfs.connection_ids():
             cids.setdefault(s, c)
         index = self._record_index()
+        defaults: dict[str, str] | None = None
         rd = self.sysfs.read
 
         def num(v: str | None) -> int | None:
@@ -441,10 +452,19 @@ class Daemon:
             )
             record = index.get(node.key)
             if record is None:
-                log.warning("session %d: no node record for %s %s,%d; managing it with defaults",
-                            sid, node.target, node.address, node.port)
+                log.warning("session %d: no node record for %s %s,%d; managing it with "
+                            "defaults and what the kernel shows", sid, node.target,
+                            node.address, node.port)
+                if defaults is None:
+                    defaults = self._node_defaults()
+            attrs = {a: (rd(base + a[8:]) if a.startswith("session/") else crd(a[11:]))
+                     for a in ADOPTION_ATTRS}
+            if record is None:
+                record = adopted_record(None, attrs, defaults or {})
+                record["iface.transport_name"] = node.transport
             else:
-                node = ks.NodeTarget.from_record(record)
+                record = adopted_record(record, attrs, {})
+            node = ks.NodeTarget.from_record(record)
             isid = None
             state = saved.get(str(sid)) or {}
             if state.get("isid"):

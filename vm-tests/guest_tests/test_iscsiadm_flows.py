@@ -252,6 +252,8 @@ def test_boot_firmware_targets_as_iscsiadm(boot_firmware, scenario_dir):
         run("-m", "session", "-P", "1", numbers=True)
         run("-m", "node", "-U", "all")  # onboot: left alone
         run("-m", "session", "-u")
+        run("-m", "node", "-o", "delete")
+        run("-m", "discovery", "-P", "1")
     _both(flow, scenario_dir, initiator=INITIATOR)
 
 
@@ -259,7 +261,7 @@ def test_firmware_sessions_have_their_disks(boot_firmware, daemon, scenario_dir)
     """-m fw -l through iscsictld: both targets' LUNs become disks with the firmware's
     initiator name; a second -m fw -l finds the sessions present (15, where iscsiadm says
     the same and exits 0); the secrets stay masked without -S."""
-    from cli import Cli, read, session_disks, wait_disks
+    from cli import Cli, read, session_disks, wait_disks, wait_for
 
     ibft = boot_firmware
     cli = Cli(scenario_dir / "db")
@@ -277,3 +279,17 @@ def test_firmware_sessions_have_their_disks(boot_firmware, daemon, scenario_dir)
     r = cli.run("-m", "fw", "-l")
     assert r.returncode == 15 and r.stderr.count("already present") == 2
     assert session_disks(by_target[ibft.BOOT_TARGET["name"]])
+
+    # a daemon that starts after the boot login (no record in any DB) adopts the boot
+    # session and logs it in again after a connection loss with the session's own CHAP
+    sid = by_target[ibft.BOOT_TARGET["name"]]
+    conn = Path(f"/sys/class/iscsi_connection/connection{sid}:0")
+    before = read(conn / "local_port")
+    daemon.kill9()
+    daemon.start()
+    subprocess.run(["ss", "-K", "dst", "127.0.0.1", "dport", "=", "3260"], check=True,
+                   capture_output=True)
+    wait_for("the boot session's relogin",
+             lambda: read(f"/sys/class/iscsi_session/session{sid}/state") == "LOGGED_IN"
+             and read(conn / "local_port") not in (before, None), timeout=30)
+    assert "no node record" in daemon.log_path.read_text()

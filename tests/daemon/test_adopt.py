@@ -1,0 +1,100 @@
+"""Sessions taken over from the kernel without a login of ours (a daemon restart, or a boot
+session made by iscsistart or ``-m fw -l``): the record they are managed and logged in
+again with (iscsid's sync_session: the session's own credentials from sysfs; without a
+record, its identity and negotiated values on iscsid.conf's defaults)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from iscsictl.daemon.params import adopted_record
+from iscsictl.daemon.service import Daemon
+from iscsictl.protocol.config import LoginConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
+from test_session_cmd import _w, add_session  # noqa: E402  (the fixture sysfs tree)
+
+T = "iqn.2003-01.org.example.vm:ibft-boot"
+SESSION = "devices/platform/host{h}/session{s}/iscsi_session/session{s}"
+
+
+def test_a_record_takes_the_sessions_credentials():
+    rec = {"node.name": T, "node.session.auth.username": "old", "node.session.auth.password": "x",
+           "node.session.timeo.replacement_timeout": "7"}
+    out = adopted_record(rec, {"session/username": "ibftuser", "session/password": "s3cret-12",
+                               "session/username_in": None, "session/targetname": "other"}, {})
+    assert out["node.session.auth.username"] == "ibftuser"
+    assert out["node.session.auth.password"] == "s3cret-12"
+    assert out["node.session.timeo.replacement_timeout"] == "7" and out["node.name"] == T
+    assert "node.session.auth.username_in" not in out
+
+
+def test_no_record_is_built_from_the_session_on_the_defaults():
+    sysfs = {"session/targetname": T, "session/tpgt": "1", "session/ifacename": "default",
+             "session/initiatorname": "iqn.2026-11.x:fw", "connection/persistent_address":
+             "127.0.0.1", "connection/persistent_port": "3261", "connection/header_digest": "1",
+             "connection/data_digest": "0", "session/immediate_data": "0",
+             "session/initial_r2t": "1", "session/first_burst_len": "65536",
+             "session/max_burst_len": "garbage", "session/username": "u", "session/password": "p"}
+    out = adopted_record(None, sysfs, {"node.session.timeo.replacement_timeout": "120",
+                                       "node.session.iscsi.MaxBurstLength": "16776192"})
+    assert (out["node.name"], out["node.conn[0].port"], out["node.tpgt"]) == (T, "3261", "1")
+    assert out["iface.initiatorname"] == "iqn.2026-11.x:fw"
+    assert (out["node.conn[0].iscsi.HeaderDigest"], out["node.conn[0].iscsi.DataDigest"]) == \
+        ("CRC32C,None", "None,CRC32C")
+    assert (out["node.session.iscsi.ImmediateData"], out["node.session.iscsi.InitialR2T"]) == \
+        ("No", "Yes")
+    assert out["node.session.iscsi.FirstBurstLength"] == "65536"
+    assert out["node.session.iscsi.MaxBurstLength"] == "16776192"  # unreadable: the default's
+    cfg = LoginConfig.from_node(out, "iqn.2026-11.x:host")
+    assert cfg.target_name == T and cfg.chap.username == "u" and cfg.chap.password == b"p"
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    sys_root = tmp_path / "sys"
+    (sys_root / "class/iscsi_session").mkdir(parents=True)
+    db = tmp_path / "db"
+    db.mkdir()
+    (db / "iscsid.conf").write_text("node.session.timeo.replacement_timeout = 33\n")
+    d = Daemon(str(tmp_path / "s"), sysfs_root=str(sys_root), state_dir=str(tmp_path / "st"),
+               db_root=str(db), config_root=str(db), autostart=False)
+    return d, sys_root, db
+
+
+def test_a_firmware_session_without_a_record_can_log_in_again(daemon):
+    """A boot session (no record in the DB) keeps its CHAP and initiator name: before, it
+    was managed with empty defaults and its relogin could not even be built."""
+    d, sys_root, _ = daemon
+    add_session(sys_root, 1, 0, T, "127.0.0.1", {0: "sda"})
+    s = SESSION.format(h=0, s=1)
+    _w(sys_root, f"{s}/username", "ibftuser")
+    _w(sys_root, f"{s}/password", "ibft-secret-12")
+    _w(sys_root, f"{s}/initiatorname", "iqn.2026-11.org.example.vm:ibft-host")
+    d._adopt()
+    rec = d.sessions[1].node.record
+    assert rec["node.session.timeo.replacement_timeout"] == "33"  # iscsid.conf's
+    cfg = LoginConfig.from_node(rec, "iqn.2026-11.x:other")
+    assert cfg.target_name == T and cfg.chap.username == "ibftuser"
+    assert cfg.chap.password == b"ibft-secret-12"
+    assert rec["iface.initiatorname"] == "iqn.2026-11.org.example.vm:ibft-host"
+
+
+def test_a_recorded_session_relogs_in_with_the_credentials_it_used(daemon):
+    from iscsictl.db.store import NodeDB
+    d, sys_root, db = daemon
+    NodeDB(str(db), str(db)).create_node(T, "127.0.0.1", 3260, 1, values={
+        "node.session.auth.username": "changed-since", "node.session.auth.password": "nope",
+        "node.session.timeo.replacement_timeout": "9"})
+    add_session(sys_root, 2, 0, T, "127.0.0.1", {0: "sda"})
+    s = SESSION.format(h=0, s=2)
+    _w(sys_root, f"{s}/username", "ibftuser")
+    _w(sys_root, f"{s}/password", "ibft-secret-12")
+    d._adopt()
+    rec = d.sessions[2].node.record
+    assert (rec["node.session.auth.username"], rec["node.session.auth.password"]) == \
+        ("ibftuser", "ibft-secret-12")
+    assert rec["node.session.timeo.replacement_timeout"] == "9"
