@@ -293,3 +293,66 @@ def test_firmware_sessions_have_their_disks(boot_firmware, daemon, scenario_dir)
              lambda: read(f"/sys/class/iscsi_session/session{sid}/state") == "LOGGED_IN"
              and read(conn / "local_port") not in (before, None), timeout=30)
     assert "no node record" in daemon.log_path.read_text()
+
+
+def test_boot_without_a_daemon(boot_firmware, scenario_dir):
+    """The boot path of an initramfs: Debian's iscsistart -b, then iscsictld adopting its
+    sessions (and logging one in again after a connection loss, with the CHAP iscsistart
+    used); then the same with iscsictl-start -b, which returns once the disks are there and
+    leaves the sessions to the daemon started after it."""
+    from cli import read, wait_disks, wait_for
+    from iscsictld import Iscsictld
+
+    ibft = boot_firmware
+    boot_name, data_name = ibft.BOOT_TARGET["name"], ibft.DATA_TARGET["name"]
+
+    def by_target():
+        return {read(f"/sys/class/iscsi_session/session{s}/targetname"): s
+                for s in sessions_in_sysfs()}
+
+    def relogin_after_kill(sid):
+        conn = Path(f"/sys/class/iscsi_connection/connection{sid}:0")
+        before = read(conn / "local_port")
+        subprocess.run(["ss", "-K", "dst", "127.0.0.1", "dport", "=", "3260"], check=True,
+                       capture_output=True)
+        wait_for("the boot session's relogin",
+                 lambda: read(f"/sys/class/iscsi_session/session{sid}/state") == "LOGGED_IN"
+                 and read(conn / "local_port") not in (before, None), timeout=30)
+
+    theirs = subprocess.run(["iscsistart", "-b"], capture_output=True, text=True, timeout=120)
+    (scenario_dir / "iscsistart.log").write_text(theirs.stdout + theirs.stderr)
+    assert theirs.returncode == 0, theirs.stderr
+    d = Iscsictld(scenario_dir)
+    d.start()
+    try:
+        sessions = by_target()
+        assert set(sessions) == {boot_name, data_name}
+        relogin_after_kill(sessions[boot_name])
+    finally:
+        d.logout_all_and_stop()
+    assert sessions_in_sysfs() == []
+
+    ours = subprocess.run([str(VENV_BIN / "iscsictl-start"), "-b"], capture_output=True,
+                          text=True, timeout=120)
+    (scenario_dir / "iscsictl-start.log").write_text(ours.stdout + ours.stderr)
+    assert ours.returncode == 0, ours.stderr
+    logging_in = [line.replace("iscsistart:", "X:") for line in theirs.stdout.splitlines()
+                  if "Logging into" in line]
+    assert [line.replace("iscsictl-start:", "X:") for line in ours.stdout.splitlines()
+            if "Logging into" in line] == logging_in
+    assert ours.stdout.count("is operational now") == 2
+    sessions = by_target()  # there when it returns, disks scanned, and no process left
+    assert set(sessions) == {boot_name, data_name}
+    assert len(wait_disks(sessions[data_name], 2, timeout=1)) == 2
+    for s in sessions.values():
+        assert read(f"/sys/class/iscsi_session/session{s}/initiatorname") == ibft.INITIATOR
+    d = Iscsictld(scenario_dir)
+    d.start()
+    try:
+        again = subprocess.run([str(VENV_BIN / "iscsictl-start"), "-b"], capture_output=True,
+                               text=True, timeout=120)
+        assert again.returncode == 0 and again.stderr.count("already present") == 2
+        relogin_after_kill(sessions[boot_name])
+    finally:
+        d.logout_all_and_stop()
+    assert sessions_in_sysfs() == []

@@ -1,0 +1,214 @@
+"""``iscsictl-start``: log in to a boot disk without a running daemon (open-iscsi's
+iscsistart, for an initramfs).
+
+* ``-b``: every target the boot firmware describes (iBFT or an offload driver's
+  iscsi_boot<N>), with its initiator name and CHAP;
+* ``-i NAME -t TARGET -g TPGT -a ADDR [-p PORT] [-u USER -w PASS] [-U USER_IN -W PASS_IN]``:
+  one target given on the command line;
+* ``-P NAME=VALUE`` (repeatable): a node record setting for those logins;
+* ``-f``: print the firmware's targets (as ``iscsictl -m fw``; ``--show`` for secrets).
+
+The logins run in this process with iscsictld's own code (netlink handover, SCSI scan:
+the command returns once the disks are there) and the sessions stay in the kernel when it
+exits; the iscsictld started later adopts them (ISIDs are kept in its state directory,
+credentials are read back from sysfs).  When iscsictld is already running the logins go
+to it instead.  Exit code: 0, or 1 (ISCSI_ERR, as iscsistart) when a login failed; usage
+errors 7.  Records come from iscsid.conf's defaults; nothing is written to the node DB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import tempfile
+from typing import Any
+
+PROG = "iscsictl-start"
+ERR, INVAL = 1, 7
+NO_KERNEL = 12  # as iscsictld: the kernel's iSCSI interface cannot be used
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0],
+                                add_help=True)
+    for short, long, kw in (
+        ("-c", "--config", {"help": "config directory: iscsid.conf (default /etc/iscsi)"}),
+        ("-i", "--initiatorname", {}), ("-t", "--targetname", {}),
+        ("-g", "--tgpt", {"type": int}), ("-a", "--address", {}),
+        ("-p", "--port", {"type": int, "default": 3260}),
+        ("-u", "--username", {}), ("-w", "--password", {}),
+        ("-U", "--username_in", {}), ("-W", "--password_in", {}),
+        ("-d", "--debug", {"type": int, "default": 0}),
+        ("-P", "--param", {"action": "append", "default": [], "metavar": "NAME=VALUE"}),
+    ):
+        p.add_argument(short, long, **kw)
+    p.add_argument("-b", "--fwparam_connect", action="store_true",
+                   help="log in to the targets the boot firmware describes")
+    p.add_argument("-f", "--fwparam_print", action="store_true",
+                   help="print the boot firmware's targets")
+    p.add_argument("-N", "--fwparam_network", action="store_true",
+                   help="(not supported: configure the NIC with ip(8))")
+    p.add_argument("--show", action="store_true", help="-f: print CHAP secrets")
+    p.add_argument("-v", "--version", action="store_true")
+    return p
+
+
+class _Out:
+    """What fw_cmd's helpers need of the CLI's Output: warnings on stderr."""
+
+    def warn(self, msg: str) -> None:
+        print(f"{PROG}: {msg}", file=sys.stderr)
+
+    error = warn
+
+
+def _records(args: argparse.Namespace, db) -> tuple[list, str]:  # type: ignore[no-untyped-def]
+    """The records to log in to and the initiator name; raises SystemExit on bad input."""
+    from iscsictl.cli.fw_cmd import boot_contexts, firmware_records
+
+    if args.fwparam_connect:
+        contexts = boot_contexts(_Out())  # CliError: none (21), not root (1)
+        return firmware_records(db, contexts), contexts[0].initiator_name
+    missing = [what for what, v in (("InitiatorName", args.initiatorname),
+                                    ("Portal Group", args.tgpt), ("TargetName", args.targetname),
+                                    ("IP Address", args.address)) if v is None]
+    if missing:
+        print(f"{PROG}: {missing[0]} not set. Exiting {PROG}", file=sys.stderr)
+        raise SystemExit(INVAL)
+    rec = db.new_node_record(args.targetname, args.address, args.port, args.tgpt, "default")
+    rec.set("iface.initiatorname", args.initiatorname)
+    for key, value in (("username", args.username), ("password", args.password),
+                       ("username_in", args.username_in), ("password_in", args.password_in)):
+        if value:
+            rec.set(f"node.session.auth.{key}", value)
+    return [rec], args.initiatorname
+
+
+def _apply_params(records: list, params: list[str]) -> None:
+    for text in params:
+        name, sep, value = text.partition("=")
+        if not sep or not value:
+            print(f"{PROG}: Invalid --param {text}. Missing value.", file=sys.stderr)
+            raise SystemExit(INVAL)
+        for rec in records:
+            rec.update_key(name, value)
+
+
+async def _login_here(records: list[dict[str, str]], initiator_name: str) -> list[dict[str, Any]]:
+    """The logins through an in-process iscsictld that serves nobody (its socket is a
+    private one) and leaves its sessions in the kernel when it closes."""
+    from .service import Daemon
+
+    with tempfile.TemporaryDirectory(prefix="iscsictl-start.") as tmp:
+        daemon = Daemon(os.path.join(tmp, "sock"), autostart=False)
+        await daemon.start()
+        try:
+            return await daemon.login(records, initiator_name)
+        finally:
+            await daemon.close()
+
+
+def _login(records: list[dict[str, str]], initiator_name: str) -> list[dict[str, Any]]:
+    from iscsictl.ipc import DaemonClient, DaemonError
+
+    try:
+        DaemonClient(timeout=5).call("ping")
+    except DaemonError:
+        pass  # not running (or not answering): the logins are made here
+    else:  # iscsictld runs: it owns the kernel's sessions, so it makes these too
+        try:
+            return DaemonClient(timeout=None).call("login", records=records,
+                                                   initiator_name=initiator_name)
+        except DaemonError as e:
+            return [{"ok": False, "code": e.code, "message": str(e)}] * len(records)
+    from .__main__ import LOCK_FILE, iscsid_running, take_lock
+
+    if iscsid_running():
+        print(f"{PROG}: open-iscsi's iscsid is running and owns the kernel's iSCSI "
+              "interface", file=sys.stderr)
+        raise SystemExit(ERR)
+    from iscsictl.netlink import IscsiNetlinkError
+
+    lock = take_lock(os.environ.get("ISCSICTLD_LOCK", LOCK_FILE))  # no iscsictld meanwhile
+    try:
+        return asyncio.run(_login_here(records, initiator_name))
+    except IscsiNetlinkError as e:  # no module, no privilege, not the initial netns
+        print(f"{PROG}: {e}", file=sys.stderr)
+        raise SystemExit(NO_KERNEL) from None
+    finally:
+        os.close(lock)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``iscsictl-start`` command; returns its exit code (usage errors and the
+    helpers' early exits included)."""
+    try:
+        return _run(argv)
+    except SystemExit as e:  # argparse's usage error (2) is iscsistart's ISCSI_ERR_INVAL
+        return INVAL if e.code == 2 else e.code if isinstance(e.code, int) else ERR
+
+
+def _run(argv: list[str] | None) -> int:
+    from iscsictl.cli import errors as E
+    from iscsictl.db.errors import DBError
+    from iscsictl.db.schema import FORMAT_VERSION
+    from iscsictl.db.store import NodeDB
+
+    args = _parser().parse_args(argv)
+    if args.version:
+        print(f"{PROG} version {FORMAT_VERSION}")
+        return 0
+    if args.fwparam_network:
+        print(f"{PROG}: -N (bringing up the NIC the firmware describes) is not supported: "
+              "configure it with ip(8) from `iscsictl -m fw`", file=sys.stderr)
+        return E.OP_NOT_SUPP
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format=f"{PROG}: %(message)s")
+    try:
+        db = NodeDB(None, args.config, warn=_Out().warn)
+        if args.fwparam_print:
+            from iscsictl.cli.fw_cmd import boot_contexts, entry_lines, sysfs_root
+            from iscsictl.kernel.firmware import offload_iface
+            from iscsictl.kernel.sysfs import Sysfs
+            sysfs = Sysfs(sysfs_root())
+            for ctx in boot_contexts(_Out()):
+                t = (offload_iface(ctx, sysfs) or {}).get("iface.transport_name", "tcp")
+                print("\n".join(entry_lines(ctx, t, args.show, FORMAT_VERSION)))
+            return 0
+        records, initiator_name = _records(args, db)
+        _apply_params(records, args.param)
+    except E.CliError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return e.exit_code
+    except DBError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return e.exit_code
+    for rec in records:
+        print(f"{PROG}: Logging into {rec['node.name']} {rec['node.conn[0].address']}:"
+              f"{rec['node.conn[0].port']},{rec['node.tpgt']}")
+    sys.stdout.flush()
+    results = _login([rec.as_strings(omit_defaults=True) for rec in records], initiator_name)
+    rc = 0
+    for rec, r in zip(records, results):
+        if r.get("ok"):
+            for sid in r.get("sids") or ():
+                print(f"{PROG}: Connection{sid}:0 to [target: {rec['node.name']}, portal: "
+                      f"{rec['node.conn[0].address']},{rec['node.conn[0].port']}] through "
+                      f"[iface: {rec.iface_name}] is operational now")
+        elif r.get("code") == 15:  # already there (booted before, or a second run)
+            print(f"{PROG}: {r.get('message', 'session exists')}", file=sys.stderr)
+        else:
+            code = int(r.get("code", ERR))
+            print(f"{PROG}: initiator reported error ({code} - {E.err_to_str(code)})",
+                  file=sys.stderr)
+            if r.get("message"):
+                print(f"{PROG}: {r['message']}", file=sys.stderr)
+            rc = ERR
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""``iscsictl-start`` (iscsistart's counterpart) on the host: its arguments, the firmware
+print, and logins handed to a running iscsictld (a stand-in on a real socket).  Its own
+in-process logins through the kernel are tested in the VM
+(vm-tests/guest_tests/test_iscsiadm_flows.py::test_boot_without_a_daemon)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from iscsictl.daemon.start import main
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "vm-tests" / "guest"))
+import ibft  # noqa: E402
+from ibft_tree import write_tree  # noqa: E402
+from test_session_cmd import FakeDaemon  # noqa: E402
+
+BOOT = ibft.BOOT_TARGET["name"]
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    sys_root = tmp_path / "sys"
+    write_tree(sys_root, ibft.INITIATOR, [ibft.NIC], [ibft.BOOT_TARGET])  # no PCI device
+    conf = tmp_path / "etc"
+    conf.mkdir()
+    (conf / "iscsid.conf").write_text("node.session.initial_login_retry_max = 12\n")
+    for k, v in (("ISCSICTL_SYSFS_ROOT", sys_root), ("ISCSICTL_SOCKET", tmp_path / "none"),
+                 ("ISCSICTL_DB_ROOT", tmp_path / "db"), ("ISCSICTLD_LOCK", tmp_path / "lock")):
+        monkeypatch.setenv(k, str(v))
+    return tmp_path, conf
+
+
+def start(capsys, *args):
+    rc = main(list(args))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_arguments_as_iscsistart(env, capsys):
+    _, conf = env
+    assert start(capsys, "-v") == (0, "iscsictl-start version 2.1.8\n", "")
+    assert start(capsys, "-t", BOOT, "-a", "127.0.0.1", "-g", "1") == \
+        (7, "", "iscsictl-start: InitiatorName not set. Exiting iscsictl-start\n")
+    rc, _, err = start(capsys, "-c", str(conf), "-i", "iqn.2026-11.x:i", "-t", BOOT, "-g", "1",
+                       "-a", "127.0.0.1", "-P", "node.session.scan")
+    assert rc == 7 and "Invalid --param node.session.scan. Missing value." in err
+    rc, _, err = start(capsys, "-c", str(conf), "-i", "iqn.2026-11.x:i", "-t", BOOT, "-g", "1",
+                       "-a", "127.0.0.1", "-P", "node.session.bogus=1")
+    assert rc == 7 and "node.session.bogus" in err
+    rc, _, err = start(capsys, "-N")
+    assert rc == 27 and "ip(8)" in err
+    assert start(capsys, "--bogus")[0] == 7
+
+
+def test_firmware_print_masks_secrets_unless_shown(env, capsys):
+    rc, out, _ = start(capsys, "-f")
+    assert rc == 0 and "node.session.auth.password = ********\n" in out
+    assert "node.name = " + BOOT in out and "iface.net_ifacename" not in out
+    rc, out, _ = start(capsys, "-f", "--show")
+    assert "node.session.auth.password = ibft-secret-12\n" in out
+
+
+def test_without_firmware_it_says_so(env, capsys):
+    import shutil
+    shutil.rmtree(env[0] / "sys" / "firmware")
+    assert start(capsys, "-b") == (21, "", "iscsictl-start: Could not get list of targets "
+                                           "from firmware. (err 21)\n")
+
+
+def test_logins_go_to_a_running_daemon(env, capsys, monkeypatch):
+    tmp, conf = env
+    d = FakeDaemon(str(tmp / "d.sock"))
+    monkeypatch.setenv("ISCSICTL_SOCKET", d.path)
+    try:
+        d.answers = {"ping": [{}], "login": [{"ok": True, "sids": [4]}]}
+        rc, out, err = start(capsys, "-b", "-c", str(conf))
+        assert (rc, err) == (0, "")
+        assert out == (f"iscsictl-start: Logging into {BOOT} 127.0.0.1:3260,1\n"
+                       f"iscsictl-start: Connection4:0 to [target: {BOOT}, portal: "
+                       f"127.0.0.1,3260] through [iface: default] is operational now\n")
+        (op, args), = [c for c in d.calls if c[0] == "login"]
+        rec, = args["records"]
+        assert args["initiator_name"] == ibft.INITIATOR
+        assert (rec["node.session.auth.username"], rec["node.session.auth.password"]) == \
+            ("ibftuser", "ibft-secret-12")
+        assert rec["node.session.initial_login_retry_max"] == "12"  # iscsid.conf's
+
+        d.answers = {"ping": [{}], "login": [{"ok": False, "code": 24, "message": "no"}]}
+        rc, _, err = start(capsys, "-c", str(conf), "-i", "iqn.2026-11.x:i", "-t", BOOT,
+                           "-g", "1", "-a", "127.0.0.1", "-u", "u", "-w", "wrong-secret",
+                           "-P", "node.conn[0].timeo.login_timeout=3")
+        assert rc == 1
+        assert "initiator reported error (24 - iSCSI login failed due to authorization " \
+               "failure)" in err
+        rec, = [c for c in d.calls if c[0] == "login"][-1][1]["records"]
+        assert (rec["node.session.auth.password"], rec["node.conn[0].timeo.login_timeout"],
+                rec["iface.initiatorname"]) == ("wrong-secret", "3", "iqn.2026-11.x:i")
+
+        d.answers = {"ping": [{}], "login": [{"ok": False, "code": 15,
+                                              "message": "default: 1 session requested, "
+                                                         "but 1 already present."}]}
+        rc, _, err = start(capsys, "-b", "-c", str(conf))
+        assert rc == 0 and "already present" in err  # the boot disk is there
+    finally:
+        d.close()
+
+
+def test_without_the_kernel_interface_it_says_what_to_load(env, capsys, monkeypatch):
+    from iscsictl.daemon import service
+    from iscsictl.netlink import KernelInterfaceUnavailable
+
+    def unavailable(*a, **kw):
+        raise KernelInterfaceUnavailable("the kernel has no iSCSI netlink interface: load "
+                                         "scsi_transport_iscsi (modprobe iscsi_tcp)")
+    monkeypatch.setattr(service, "AsyncIscsiNetlink", unavailable)
+
+    async def no_modprobe(*a, **kw):
+        class P:
+            async def wait(self):
+                return 1
+        return P()
+    monkeypatch.setattr(service.asyncio, "create_subprocess_exec", no_modprobe)
+    rc, out, err = start(capsys, "-b", "-c", str(env[1]))
+    assert rc == 12 and "modprobe iscsi_tcp" in err and "Traceback" not in err
+    assert out.startswith("iscsictl-start: Logging into")
