@@ -490,9 +490,10 @@ def run_vm(guest_command: str, timeout: float = 300.0, shares: dict | None = Non
 
 
 def run_guest_benchmark(script: Path, result_name: str, timeout: float,
-                        env: dict[str, str] | None = None) -> dict | None:
+                        env: dict[str, str] | None = None,
+                        acpi_tables: tuple = ()) -> dict | None:
     """Boot a VM, run a guest benchmark ``script`` with this Python (and ``env`` added to
-    its environment), and return the JSON object it wrote to ``/results/<result_name>``;
+    its environment; ``acpi_tables`` as for :func:`run_vm`), and return the JSON object it wrote to ``/results/<result_name>``;
     None (after printing the guest's output) when the VM or the script failed."""
     import json
     import sys
@@ -501,7 +502,7 @@ def run_guest_benchmark(script: Path, result_name: str, timeout: float,
           "compare the ratio)", flush=True)
     assigns = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
     res = run_vm(f"{assigns} {sys.executable} {script}".strip(), timeout=timeout,
-                 log=lambda *a: None)
+                 acpi_tables=acpi_tables, log=lambda *a: None)
     path = res.results_dir / result_name
     if res.rc != 0 or not path.exists():
         print(res.serial_log[-4000:], file=sys.stderr)

@@ -17,7 +17,7 @@ from iscsictl.netlink import IscsiParam as P
 from iscsictl.protocol.negotiation import NegotiatedParameters
 
 __all__ = ["ParamContext", "OPTIONAL", "SESSION_OBJECT_PARAMS", "RELOGIN_ALWAYS", "session_params",
-           "negotiated_params", "relogin_changes", "adopted_record"]
+           "negotiated_params", "relogin_changes", "adopted_record", "AUTH_ATTRS", "ADOPTION_ATTRS"]
 
 
 @dataclass(frozen=True)
@@ -194,15 +194,16 @@ IDENTITY_FROM_SYSFS = (
     ("node.session.iscsi.ImmediateData", "session/immediate_data", _yes_no),
     ("node.session.iscsi.InitialR2T", "session/initial_r2t", _yes_no),
 )
-#: every sysfs attribute the two tables read
+#: the sysfs attributes adopted_record reads: with a record, without one
+AUTH_ATTRS = tuple(a for _, a, _ in AUTH_FROM_SYSFS)
 ADOPTION_ATTRS = tuple(dict.fromkeys(a for _, a, _ in AUTH_FROM_SYSFS + IDENTITY_FROM_SYSFS))
 
 
 def adopted_record(record: Mapping[str, str] | None, sysfs: Mapping[str, str | None],
                    defaults: Mapping[str, str]) -> dict[str, str]:
     """The record a session taken over from the kernel is managed (and logged in again)
-    with.  ``sysfs`` maps ``session/<attr>``/``connection/<attr>`` (ADOPTION_ATTRS) to the
-    values read (None: absent or unreadable); ``defaults``: iscsid.conf's node defaults,
+    with.  ``sysfs`` maps ``session/<attr>``/``connection/<attr>`` (AUTH_ATTRS with a
+    record, ADOPTION_ATTRS without) to the values read (None: absent or unreadable); ``defaults``: iscsid.conf's node defaults,
     the base when there is no ``record``.  The session's credentials replace the record's
     where sysfs shows them."""
     out = dict(record) if record is not None else dict(defaults)

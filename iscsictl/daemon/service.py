@@ -67,7 +67,7 @@ from iscsictl.protocol.session import (
 )
 
 from . import kernel_session as ks
-from .params import ADOPTION_ATTRS, adopted_record
+from .params import ADOPTION_ATTRS, AUTH_ATTRS, adopted_record
 from .errors import SessionError, err_text
 from .mounts import busy_devices
 
@@ -458,7 +458,7 @@ class Daemon:
                 if defaults is None:
                     defaults = self._node_defaults()
             attrs = {a: (rd(base + a[8:]) if a.startswith("session/") else crd(a[11:]))
-                     for a in ADOPTION_ATTRS}
+                     for a in (AUTH_ATTRS if record is not None else ADOPTION_ATTRS)}
             if record is None:
                 record = adopted_record(None, attrs, defaults or {})
                 record["iface.transport_name"] = node.transport

@@ -4,7 +4,10 @@ same LIO target, same kernel, whole commands timed (daemons already running).
 1. discovery + login until the disk is present (median of ROUNDS, after a warm-up), and
    each of its two commands alone (the discovery finds the 32 targets of phase 2);
 2. 32 targets logged in with -L all until every disk is present (median of MANY_ROUNDS),
-   and logged out with -U all until no disk is left.
+   and logged out with -U all until no disk is left;
+3. a boot login from the firmware without a daemon (the VM's iBFT, vm-tests/guest/ibft.py:
+   two targets, three LUNs): iscsistart -b against iscsictl-start -b, until the disks are
+   present (median of ROUNDS).
 Writes /results/bench.json.
 """
 
@@ -199,6 +202,44 @@ def measure(side, one, many_targets) -> dict:
         side.stop()
 
 
+def boot(rounds: int = ROUNDS) -> dict:
+    """Phase 3: each tool's boot login timed from its start until the three disks exist;
+    between rounds iscsictld (no command server) adopts the sessions and logs them out."""
+    import ibft
+
+    run(["modprobe", "iscsi_ibft"])
+    run(["modprobe", "dummy"])
+    run(["ip", "link", "add", "ibft0", "type", "dummy"])
+    run(["ip", "link", "set", "ibft0", "address", ibft.NIC["mac"]])
+    b, d = ibft.BOOT_TARGET, ibft.DATA_TARGET
+    lio.LioTarget.create(b["name"], luns=[8 * MIB], initiator_iqn=ibft.INITIATOR,
+                         auth={"userid": b["chap_name"], "password": b["chap_secret"]})
+    lio.LioTarget.create(d["name"], luns=[8 * MIB, 4 * MIB], portal=(d["ip"], d["port"]),
+                         initiator_iqn=ibft.INITIATOR,
+                         auth={"userid": d["chap_name"], "password": d["chap_secret"],
+                               "mutual_userid": d["rev_chap_name"],
+                               "mutual_password": d["rev_chap_secret"]})
+    out = {}
+    for name, cmd in (("open-iscsi", ["iscsistart", "-b"]),
+                      ("iscsictl", [str(VENV_BIN / "iscsictl-start"), "-b"])):
+        times = []
+        for _ in range(rounds + 1):  # the first warms caches and byte code
+            t = time.monotonic()
+            run(cmd)
+            disks_present(3)
+            times.append(time.monotonic() - t)
+            daemon = Iscsictld(RESULTS, debug=False)
+            daemon.start(15.0, "--no-command-server", "--no-autostart")
+            try:
+                states = daemon.client.call("sessions")
+                daemon.client.call("logout", sids=[int(s) for s in states], force=True)
+            finally:
+                daemon.stop()
+            no_disks()
+        out[name] = statistics.median(times[1:])
+    return out
+
+
 def main() -> int:
     subprocess.run(["modprobe", "iscsi_tcp"], check=True)
     one = lio.LioTarget.create("iqn.2003-01.org.example.bench:one", luns=[16 * MIB])
@@ -209,6 +250,7 @@ def main() -> int:
         for side in (OpenIscsiSide(), IscsictlSide()):
             out[side.name] = measure(side, one, [one, *many])
         out["context"] = context(one)
+        out["boot"] = boot()
     finally:
         lio.teardown_all()
     (RESULTS / "bench.json").write_text(json.dumps(out, indent=2))
