@@ -36,9 +36,12 @@ import socket as _socket
 import struct
 from typing import Any, Iterator
 
-from pyroute2.netlink import nla, nlmsg, nlmsg_base, nlmsg_decoder_generic, nlmsg_encoder_generic
-from pyroute2.netlink.exceptions import NetlinkDecodeError
-from pyroute2.netlink.marshal import Marshal
+from ._lazy import lazy_package
+
+lazy_package("pyroute2")  # only pyroute2.netlink is needed: not the whole library's __init__
+from pyroute2.netlink import nla, nlmsg, nlmsg_base, nlmsg_decoder_generic, nlmsg_encoder_generic  # noqa: E402
+from pyroute2.netlink.exceptions import NetlinkDecodeError  # noqa: E402
+from pyroute2.netlink.marshal import Marshal  # noqa: E402
 
 from .enums import IscsiUeventE as E
 

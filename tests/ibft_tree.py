@@ -1,7 +1,7 @@
 """A ``firmware/ibft`` (or ``firmware/iscsi_boot<N>``) sysfs tree as the kernel writes it,
 for host tests.  The rules are Linux 6.1's (drivers/firmware/iscsi_ibft.c and
-drivers/scsi/iscsi_boot_sysfs.c), checked against the real module in the VM
-(vm-tests/guest_tests/test_firmware.py reads the kernel's tree of the same table):
+drivers/scsi/iscsi_boot_sysfs.c), checked against the real module in the VM (where
+test_boot_firmware_targets_as_iscsiadm reads the kernel's tree of the same table):
 
 * an attribute whose value the firmware left null or empty is absent;
 * values end with a newline, except ``subnet-mask``;

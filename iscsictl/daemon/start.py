@@ -19,11 +19,8 @@ errors 7.  Records come from iscsid.conf's defaults; nothing is written to the n
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
 import os
 import sys
-import tempfile
 from typing import Any
 
 PROG = "iscsictl-start"
@@ -100,6 +97,9 @@ def _apply_params(records: list, params: list[str]) -> None:
 async def _login_here(records: list[dict[str, str]], initiator_name: str) -> list[dict[str, Any]]:
     """The logins through an in-process iscsictld that serves nobody (its socket is a
     private one) and leaves its sessions in the kernel when it closes."""
+    import logging
+    import tempfile
+
     from .service import Daemon
 
     with tempfile.TemporaryDirectory(prefix="iscsictl-start.") as tmp:
@@ -109,6 +109,7 @@ async def _login_here(records: list[dict[str, str]], initiator_name: str) -> lis
             return await daemon.login(records, initiator_name)
         finally:
             await daemon.close()
+            logging.getLogger(__name__).debug("closed; the sessions stay in the kernel")
 
 
 def _login(records: list[dict[str, str]], initiator_name: str) -> list[dict[str, Any]]:
@@ -130,6 +131,8 @@ def _login(records: list[dict[str, str]], initiator_name: str) -> list[dict[str,
         print(f"{PROG}: open-iscsi's iscsid is running and owns the kernel's iSCSI "
               "interface", file=sys.stderr)
         raise SystemExit(ERR)
+    import asyncio
+
     from iscsictl.netlink import IscsiNetlinkError
 
     lock = take_lock(os.environ.get("ISCSICTLD_LOCK", LOCK_FILE))  # no iscsictld meanwhile
@@ -165,8 +168,9 @@ def _run(argv: list[str] | None) -> int:
         print(f"{PROG}: -N (bringing up the NIC the firmware describes) is not supported: "
               "configure it with ip(8) from `iscsictl -m fw`", file=sys.stderr)
         return E.OP_NOT_SUPP
+    import logging
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
-                        format=f"{PROG}: %(message)s")
+                        format=f"%(relativeCreated)6.0f ms {PROG}: %(message)s")
     try:
         db = NodeDB(None, args.config, warn=_Out().warn)
         if args.fwparam_print:

@@ -1,7 +1,8 @@
 """``-m fw`` and ``-m discovery -t fw`` on fixture trees of the kernel's ``firmware/ibft``
 (tests/ibft_tree.py) holding the VM's table (vm-tests/guest/ibft.py).  The VM test
-(vm-tests/guest_tests/test_firmware.py) runs the same commands on the real iscsi_ibft
-module's tree against iscsiadm; the expected text here is what iscsiadm 2.1.8 printed there."""
+test_boot_firmware_targets_as_iscsiadm (vm-tests/guest_tests/test_iscsiadm_flows.py) runs
+the same commands on the real iscsi_ibft module's tree against iscsiadm; the expected text
+here is what iscsiadm 2.1.8 printed there."""
 
 from __future__ import annotations
 

@@ -257,6 +257,31 @@ def test_boot_firmware_targets_as_iscsiadm(boot_firmware, scenario_dir):
     _both(flow, scenario_dir, initiator=INITIATOR)
 
 
+def _host_fixture_matches_the_kernels_tree(ibft, scenario_dir):
+    """tests/ibft_tree.py (the host tests' firmware/ibft) writes what the kernel shows for
+    the same table: every file, name and content (the PCI device link aside)."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+    from ibft_tree import write_tree
+
+    real = Path("/sys/firmware/ibft")
+    write_tree(scenario_dir / "fixture", ibft.INITIATOR, [ibft.NIC],
+               [ibft.BOOT_TARGET, ibft.DATA_TARGET])
+    fake = scenario_dir / "fixture/firmware/ibft"
+
+    def files(root):
+        import os
+        out = {}
+        for d, dirs, names in os.walk(root):  # not into the device link
+            dirs[:] = [x for x in dirs if x != "acpi_header"]
+            for n in names:
+                p = Path(d) / n
+                if not p.is_symlink():
+                    out[str(p.relative_to(root))] = p.read_text()
+        return out
+    assert files(fake) == files(real)
+
+
 def test_firmware_sessions_have_their_disks(boot_firmware, daemon, scenario_dir):
     """-m fw -l through iscsictld: both targets' LUNs become disks with the firmware's
     initiator name; a second -m fw -l finds the sessions present (15, where iscsiadm says
@@ -264,6 +289,7 @@ def test_firmware_sessions_have_their_disks(boot_firmware, daemon, scenario_dir)
     from cli import Cli, read, session_disks, wait_disks, wait_for
 
     ibft = boot_firmware
+    _host_fixture_matches_the_kernels_tree(ibft, scenario_dir)
     cli = Cli(scenario_dir / "db")
     r = cli.run("-m", "fw")
     assert r.returncode == 0 and "node.session.auth.password = ********" in r.stdout
