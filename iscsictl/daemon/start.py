@@ -32,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0],
                                 add_help=True)
     for short, long, kw in (
-        ("-c", "--config", {"help": "config directory: iscsid.conf (default /etc/iscsi)"}),
+        ("-c", "--config", {"help": "iscsid.conf, or the directory holding it "
+                                    "(default /etc/iscsi/iscsid.conf)"}),
         ("-i", "--initiatorname", {}), ("-t", "--targetname", {}),
         ("-g", "--tgpt", {"type": int}), ("-a", "--address", {}),
         ("-p", "--port", {"type": int, "default": 3260}),
@@ -68,7 +69,11 @@ def _records(args: argparse.Namespace, db) -> tuple[list, str]:  # type: ignore[
 
     if args.fwparam_connect:
         contexts = boot_contexts(_Out())  # CliError: none (21), not root (1)
-        return firmware_records(db, contexts), contexts[0].initiator_name
+        name = contexts[0].initiator_name or args.initiatorname  # -i if the table has none
+        if not name:
+            print(f"{PROG}: the firmware names no initiator: give one with -i", file=sys.stderr)
+            raise SystemExit(INVAL)
+        return firmware_records(db, contexts), name
     missing = [what for what, v in (("InitiatorName", args.initiatorname),
                                     ("Portal Group", args.tgpt), ("TargetName", args.targetname),
                                     ("IP Address", args.address)) if v is None]
@@ -172,7 +177,13 @@ def _run(argv: list[str] | None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format=f"%(relativeCreated)6.0f ms {PROG}: %(message)s")
     try:
-        db = NodeDB(None, args.config, warn=_Out().warn)
+        config = args.config
+        if config and os.path.isfile(config):  # iscsistart's -c names the file itself
+            if os.path.basename(config) != "iscsid.conf":
+                _Out().warn(f"{config}: the settings are read from iscsid.conf in "
+                            f"{os.path.dirname(config) or '.'}")
+            config = os.path.dirname(config) or "."
+        db = NodeDB(None, config, warn=_Out().warn)
         if args.fwparam_print:
             from iscsictl.cli.fw_cmd import boot_contexts, entry_lines, sysfs_root
             from iscsictl.kernel.firmware import offload_iface

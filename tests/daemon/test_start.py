@@ -88,6 +88,10 @@ def test_logins_go_to_a_running_daemon(env, capsys, monkeypatch):
         assert (rec["node.session.auth.username"], rec["node.session.auth.password"]) == \
             ("ibftuser", "ibft-secret-12")
         assert rec["node.session.initial_login_retry_max"] == "12"  # iscsid.conf's
+        d.answers = {"ping": [{}], "login": [{"ok": True, "sids": [5]}]}
+        assert start(capsys, "-b", "-c", str(conf / "iscsid.conf"))[0] == 0  # iscsistart's -c
+        rec, = [c for c in d.calls if c[0] == "login"][-1][1]["records"]
+        assert rec["node.session.initial_login_retry_max"] == "12"
 
         d.answers = {"ping": [{}], "login": [{"ok": False, "code": 24, "message": "no"}]}
         rc, _, err = start(capsys, "-c", str(conf), "-i", "iqn.2026-11.x:i", "-t", BOOT,
