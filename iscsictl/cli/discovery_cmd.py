@@ -34,7 +34,7 @@ def _did(args, db_needed=True):
     t = _TYPES.get(args.type or "sendtargets")  # -p alone names a SendTargets record
     if t is None:
         raise E.CliError(f"discovery type '{args.type}' is not supported "
-                         "(sendtargets | st)", E.INVAL)  # iscsiadm's code for it
+                         "(sendtargets | st | fw)", E.INVAL)  # iscsiadm's code for it
     if t == "isns":
         raise E.CliError("iSNS discovery is not supported yet", E.ISNS_UNAVAILABLE)
     if t != "sendtargets":

@@ -1,8 +1,9 @@
 """``iscsictl``: parser, dispatch, and the only ``sys.exit``.
 
 Options are iscsiadm's (letters and long names); ``-m MODE`` selects the mode module
-(``discovery_cmd``, ``node_cmd``, ``iface_cmd``, ``session_cmd``, ``host_cmd``), imported only when used so
-that a ``-m node`` listing never loads the protocol stack.  Each mode accepts iscsiadm's
+(``discovery_cmd``, ``node_cmd``, ``iface_cmd``, ``session_cmd``, ``host_cmd``,
+``fw_cmd``), imported only when used so that a ``-m node`` listing never loads the
+protocol stack.  Each mode accepts iscsiadm's
 letters for it (``mode_paras``); another letter gives ``MODE mode: option '-X' is not
 allowed/supported`` (exit 7).  Typed errors carry their exit code; :func:`run` maps them and
 prints ``iscsictl: <message>`` on stderr; nothing escapes as a traceback.
@@ -32,8 +33,8 @@ MODE_ALIASES = {"discoverydb": "discoverydb", "sendtargets": "discovery"}
 
 #: option table: (letter, long name, argparse kwargs, help)
 OPTIONS = (
-    ("m", "mode", dict(metavar="MODE"), "discovery | discoverydb | node | session | iface | host"),
-    ("t", "type", dict(metavar="TYPE"), "discovery type: sendtargets (st)"),
+    ("m", "mode", dict(metavar="MODE"), "discovery | discoverydb | node | session | iface | host | fw"),
+    ("t", "type", dict(metavar="TYPE"), "discovery type: sendtargets (st) | fw"),
     ("p", "portal", dict(metavar="IP[:PORT][,TPGT]"), "portal: ip[:port], [v6]:port, host"),
     ("T", "targetname", dict(metavar="IQN"), "target name"),
     ("I", "interface", dict(metavar="IFACE", action="append"), "iface name (repeatable)"),
@@ -43,7 +44,7 @@ OPTIONS = (
     ("v", "value", dict(metavar="VALUE"), "value for -o update"),
     ("P", "print", dict(metavar="LEVEL", type=int),
      "print level (node, iface: 0-1; session: 0-3; host: 0-4)"),
-    ("S", "show", dict(action="store_true", default=None), "show secrets in -o show"),
+    ("S", "show", dict(action="store_true", default=None), "show secrets (-o show, -m fw)"),
     ("d", "debug", dict(metavar="LEVEL", type=int), "debug level"),
     ("D", "discover", dict(action="store_true", default=None),
      "discoverydb: run discovery with the record's settings"),

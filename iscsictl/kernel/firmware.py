@@ -23,6 +23,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .sysfs import Sysfs
@@ -212,7 +213,8 @@ def _context(root_name: str, initiator: _Entry, nic: _Entry, target: _Entry,
     )
 
 
-def boot_targets(root: str = "/sys", *, warn=None) -> list[BootContext]:  # type: ignore[no-untyped-def]
+def boot_targets(root: str = "/sys", *,
+                 warn: Callable[[str], None] | None = None) -> list[BootContext]:
     """Every usable target the firmware describes, iBFT first (open-iscsi's
     fw_get_targets).  ``warn(text)`` hears why a target was left out (a ``nic-assoc`` that
     names no NIC).  Raises FirmwareAccessError without CAP_SYS_ADMIN."""
