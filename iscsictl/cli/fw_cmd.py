@@ -36,7 +36,7 @@ def sysfs_root() -> str:
 
 
 def boot_contexts(o) -> list:  # type: ignore[no-untyped-def]
-    """The firmware's targets, or raise iscsiadm's 21 (none) / 2 (not root)."""
+    """The firmware's targets, or CliError: iscsiadm's 21 (none), 1 (not root: EACCES)."""
     from ..kernel.firmware import FirmwareAccessError, boot_targets
     try:
         contexts = boot_targets(sysfs_root(), warn=o.warn)
