@@ -62,9 +62,6 @@ def _looks_numeric(host: str) -> bool:
 
 
 def run(args, o, mode: str) -> int:
-    if args.logout:
-        raise E.CliError(f"{mode} mode: -u (log out of what a discovery found) is not "
-                         "supported yet", E.OP_NOT_SUPP)
     ops = args.op or []
     for x in ops:
         if x not in ("new", "delete", "update", "show", "nonpersistent"):

@@ -22,7 +22,7 @@ from .output import Output
 #: mode -> (module, option letters iscsiadm allows in it)
 MODES = {
     "discovery": ("discovery_cmd", "DSIPdmntplov"),
-    "discoverydb": ("discovery_cmd", "DSIPdmntplovuL"),
+    "discoverydb": ("discovery_cmd", "DSIPdmntplov"),
     "node": ("node_cmd", "RsPIdmlSonvupTULW"),
     "session": ("session_cmd", "PiRdrmusonuSv"),
     "iface": ("iface_cmd", "HIdnvmPoCabci"),
@@ -134,9 +134,10 @@ def mode_help(mode: str) -> str:
 
 def _check_letters(args, mode: str) -> None:
     _, letters = MODES[mode]
+    name = "discovery" if mode == "discoverydb" else mode  # iscsiadm's mode_paras name
     for letter, long, _kw, _h in OPTIONS:
         if getattr(args, long) is not None and letter not in letters and letter != "m":
-            raise E.CliError(f"{mode} mode: option '-{letter}' is not allowed/supported",
+            raise E.CliError(f"{name} mode: option '-{letter}' is not allowed/supported",
                              E.INVAL)
     if args.probe and mode != "node":
         raise E.CliError(f"{mode} mode: option '--probe' is not allowed/supported", E.INVAL)

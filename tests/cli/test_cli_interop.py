@@ -89,6 +89,10 @@ LISTINGS = (
     ["-m", "discovery"], ["-m", "discovery", "-P", "0"], ["-m", "discovery", "-P", "1"],
     ["-m", "discoverydb"], ["-m", "discoverydb", "-P", "1"],
     ["-m", "discoverydb", "-t", "st", "-p", "10.9.9.9", "-o", "show"],
+    ["-m", "discoverydb", "-t", "st", "-p", "10.0.0.5", "-u"],  # 7: not a discovery option
+    ["-m", "discoverydb", "-t", "st", "-p", "10.0.0.5", "-L", "all"],
+    ["-m", "discoverydb", "-t", "fw"],  # 7: -D missing
+    ["-m", "fw", "-P", "1"], ["-m", "fw", "-o", "show"],
     ["-m", "iface"], ["-m", "iface", "-P", "1"], ["-m", "iface", "-I", "default"],
     ["-m", "iface", "-I", "default", "-P", "1"], ["-m", "iface", "-I", "nosuch"],
     ["-m", "iface", "-I", "nosuch", "-P", "1"], ["-m", "iface", "-P", "2"],
