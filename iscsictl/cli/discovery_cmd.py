@@ -326,13 +326,13 @@ def discover_firmware(args, o, ops) -> int:  # type: ignore[no-untyped-def]
         ifaces = list(offload.items()) or _discovery_ifaces(db, None, o)
     did = DiscoveryID("fw", "", 0)
     found: dict = {}
-    try:
-        for _, values in ifaces:
-            for rec in firmware_records(db, contexts, values):
-                rec.values["node.discovery_address"], rec.values["node.discovery_port"] = "", 0
-                found.setdefault(NodeID.of(rec), rec)
-    except DBError as e:
-        raise E.CliError(f"Could not perform fw discovery: {e}", e.exit_code) from None
+    for _, values in ifaces:
+        for rec in firmware_records(db, contexts, values, warn=o.warn):
+            rec.values["node.discovery_address"], rec.values["node.discovery_port"] = "", 0
+            found.setdefault(NodeID.of(rec), rec)
+    if not found:
+        raise E.CliError("Could not perform fw discovery: no target the DB can hold",
+                         E.NO_OBJS_FOUND)
     rc = E.SUCCESS
     if persistent:
         rc = _apply_firmware(db, did, found, ops, o)

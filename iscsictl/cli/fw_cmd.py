@@ -48,36 +48,47 @@ def boot_contexts(o) -> list:  # type: ignore[no-untyped-def]
     return contexts
 
 
-def firmware_records(db, contexts, iface_values: dict | None = None) -> list:  # type: ignore[no-untyped-def]
+def firmware_records(db, contexts, iface_values: dict | None = None,  # type: ignore[no-untyped-def]
+                     warn=None) -> list:
     """A node record per boot context (open-iscsi's idbm_create_rec_from_boot_context):
     iscsid.conf's defaults with the firmware's target, portal, tpgt 1 and CHAP, discovery
     type ``fw``.  The iface: ``iface_values`` (an iface record's ``{key: text}``) when
     given, else an offload driver's iface from the firmware, else ``default``; the
     firmware's initiator name applies unless that iface has its own (iface_copy copies only
-    what is set).  Raises DBError subclasses (a name the DB cannot hold)."""
+    what is set).  A target whose values no record can hold (a name with ``/``, a value
+    out of range) is left out with ``warn(text)``; without ``warn`` the DBError is raised."""
     from ..kernel.firmware import offload_iface
     from ..kernel.sysfs import Sysfs
 
     sysfs = Sysfs(sysfs_root())
+    from ..db.errors import DBError
+
     out = []
     for ctx in contexts:
-        rec = db.new_node_record(ctx.target_name, ctx.target_address, ctx.target_port,
-                                 FW_TPGT, "default")
-        iface = iface_values if iface_values is not None else offload_iface(ctx, sysfs) or {}
-        for key, value in iface.items():
-            if key.startswith("iface.") and value not in ("", "<empty>") and \
-                    key in rec.values:
-                rec.set(key, value)
-        if ctx.initiator_name and rec.values.get("iface.initiatorname") in (None, ""):
-            rec.set("iface.initiatorname", ctx.initiator_name)
-        for key, value in (("username", ctx.chap_name), ("password", ctx.chap_password),
-                           ("username_in", ctx.chap_name_in),
-                           ("password_in", ctx.chap_password_in)):
-            if value:
-                rec.set(f"node.session.auth.{key}", value)
-        rec.values["node.discovery_type"] = "fw"
-        out.append(rec)
+        try:
+            out.append(_record(db, ctx, iface_values if iface_values is not None
+                               else offload_iface(ctx, sysfs) or {}))
+        except DBError as e:
+            if warn is None:
+                raise
+            warn(f"firmware {ctx.boot_root}/{ctx.boot_target}: {e}: left out")
     return out
+
+
+def _record(db, ctx, iface: dict):  # type: ignore[no-untyped-def]
+    rec = db.new_node_record(ctx.target_name, ctx.target_address, ctx.target_port,
+                             FW_TPGT, "default")
+    for key, value in iface.items():
+        if key.startswith("iface.") and value not in ("", "<empty>") and key in rec.values:
+            rec.set(key, value)
+    if ctx.initiator_name and rec.values.get("iface.initiatorname") in (None, ""):
+        rec.set("iface.initiatorname", ctx.initiator_name)
+    for key, value in (("username", ctx.chap_name), ("password", ctx.chap_password),
+                       ("username_in", ctx.chap_name_in), ("password_in", ctx.chap_password_in)):
+        if value:
+            rec.set(f"node.session.auth.{key}", value)
+    rec.values["node.discovery_type"] = "fw"
+    return rec
 
 
 def entry_lines(ctx, transport: str, show_secrets: bool, version: str) -> list[str]:
@@ -145,8 +156,11 @@ def login(args, o, db, contexts) -> int:  # type: ignore[no-untyped-def]
     if args.name in FIXED_KEYS:
         o.error("Cannot override interface parameters for firmware logins")
         raise E.CliError("Could not merge user params", E.INVAL)
+    records = firmware_records(db, contexts, warn=o.warn)
+    if not records:
+        raise E.CliError("Could not get list of targets from firmware. (err 21)",
+                         E.NO_OBJS_FOUND)
     try:
-        records = firmware_records(db, contexts)
         for rec in records:
             for key, value in FW_LOGIN_DEFAULTS.items():
                 if key != args.name:

@@ -73,7 +73,10 @@ def _records(args: argparse.Namespace, db) -> tuple[list, str]:  # type: ignore[
         if not name:
             print(f"{PROG}: the firmware names no initiator: give one with -i", file=sys.stderr)
             raise SystemExit(INVAL)
-        return firmware_records(db, contexts), name
+        records = firmware_records(db, contexts, warn=_Out().warn)
+        if not records:
+            raise SystemExit(21)  # each one left out was named above
+        return records, name
     missing = [what for what, v in (("InitiatorName", args.initiatorname),
                                     ("Portal Group", args.tgpt), ("TargetName", args.targetname),
                                     ("IP Address", args.address)) if v is None]

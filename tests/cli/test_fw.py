@@ -319,3 +319,52 @@ def test_offload_boot_description_makes_its_iface(env):
     assert "iface.ipaddress = 10.98.0.2\n" in out
     rec = _show(BOOT)
     assert (rec["iface.iscsi_ifacename"], rec["iface.transport_name"]) == (name, "be2iscsi")
+
+
+# ---- bad firmware tables ------------------------------------------------------------------------
+_ATTRS = ("target0/flags", "target0/target-name", "target0/ip-addr", "target0/port",
+          "target0/lun", "target0/nic-assoc", "target0/chap-name", "target0/chap-secret",
+          "ethernet0/flags", "ethernet0/index", "ethernet0/mac", "ethernet0/ip-addr",
+          "ethernet0/prefix-len", "ethernet0/vlan", "initiator/initiator-name")
+
+
+def test_garbage_in_the_table_is_never_a_traceback(tmp_path_factory, monkeypatch):
+    """Any attribute holding anything (or missing): -m fw, -m discovery -t fw and
+    iscsictl-start -f end with 0 or 21 and iscsictl's own messages, never an unexpected
+    error; a target no record can hold is named and left out."""
+    import shutil
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from iscsictl.daemon.start import main as start_main
+
+    base = tmp_path_factory.mktemp("fuzz")
+    value = st.one_of(st.none(), st.binary(max_size=40),
+                      st.sampled_from([b"0\n", b"1\n", b"3\n", b"-1\n", b"99999\n", b"a/b\n",
+                                       b"..\n", b"\xff\xfe\n", b"iqn.2003-01.x:t\n"]))
+
+    @settings(max_examples=120, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.dictionaries(st.sampled_from(_ATTRS), value, max_size=5))
+    def check(changes):
+        shutil.rmtree(base, ignore_errors=True)
+        sys_root, db = base / "sys", base / "db"
+        write_tree(sys_root, ibft.INITIATOR, [ibft.NIC], [ibft.BOOT_TARGET])
+        db.mkdir(parents=True)
+        for attr, raw in changes.items():
+            path = sys_root / "firmware/ibft" / attr
+            if raw is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.write_bytes(raw)
+        monkeypatch.setenv("ISCSICTL_SYSFS_ROOT", str(sys_root))
+        monkeypatch.setenv("ISCSICTL_DB_ROOT", str(db))
+        monkeypatch.setenv("ISCSICTL_CONFIG_ROOT", str(db))
+        for args in (["-m", "fw"], ["-m", "fw", "--json"], ["-m", "discovery", "-t", "fw"]):
+            rc, _, err = cli(*args)
+            assert rc in (0, 21), (args, changes, err)
+            assert "unexpected error" not in err and "Traceback" not in err
+        assert start_main(["-f", "-c", str(db)]) in (0, 21)
+
+    check()
