@@ -1,7 +1,9 @@
-"""Helpers shared by the mode modules: the DB, argument checks, the initiator name."""
+"""Helpers shared by the mode modules: the DB, argument checks, the initiator name, the
+sysfs root."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from . import errors as E
@@ -94,6 +96,12 @@ def check_target_name(name: str) -> str:
         return validate_name(name)
     except ValueError as e:
         raise E.CliError(f"invalid target name '{name}': {e}", E.INVAL) from None
+
+
+def sysfs_root() -> str:
+    """The sysfs mount the CLI reads: ``$ISCSICTL_SYSFS_ROOT`` (fixture trees in tests) or
+    ``/sys``."""
+    return os.environ.get("ISCSICTL_SYSFS_ROOT", "/sys")
 
 
 def initiator_name(args) -> str:

@@ -305,8 +305,8 @@ def discover_firmware(args, o, ops) -> int:  # type: ignore[no-untyped-def]
     from ..db.store import DiscoveryID, NodeID
     from ..kernel.firmware import offload_iface
     from ..kernel.sysfs import Sysfs
-    from ._common import open_db
-    from .fw_cmd import boot_contexts, firmware_records, sysfs_root
+    from ._common import open_db, sysfs_root
+    from .fw_cmd import boot_contexts, firmware_records
 
     db = open_db(args, o)
     persistent = "nonpersistent" not in ops
@@ -388,13 +388,14 @@ def _apply_firmware(db, did, found: dict, ops, o) -> int:  # type: ignore[no-unt
 def _write_iface(db, name: str, values: dict) -> None:  # type: ignore[no-untyped-def]
     """Create or update the iface record an offload boot needs (iface_conf_write)."""
     from ..db.errors import RecordNotFound
+    values = {k: v for k, v in values.items() if k != "iface.iscsi_ifacename"}
     try:
         db.read_iface(name)
     except RecordNotFound:
-        db.create_iface(name)
+        db.create_iface(name, values)
+        return
     for key, value in values.items():
-        if key != "iface.iscsi_ifacename":
-            db.update_iface(name, key, value)
+        db.update_iface(name, key, value)
 
 
 def _login_found(db, found, persistent: bool, args, o,  # type: ignore[no-untyped-def]

@@ -18,9 +18,8 @@
 
 from __future__ import annotations
 
-import os
-
 from . import errors as E
+from ._common import sysfs_root
 
 #: -n keys a firmware login may not override (iscsiadm's fill_in_default_fw_values)
 FIXED_KEYS = ("iface.net_ifacename", "iface.hwaddress", "iface.transport_name")
@@ -29,10 +28,6 @@ FW_LOGIN_DEFAULTS = {"node.session.initial_login_retry_max": "30",
                      "node.conn[0].timeo.noop_out_interval": "0",
                      "node.conn[0].timeo.noop_out_timeout": "0"}
 FW_TPGT = 1  # open-iscsi hard-codes it: the iBFT has no portal group tag
-
-
-def sysfs_root() -> str:
-    return os.environ.get("ISCSICTL_SYSFS_ROOT", "/sys")
 
 
 def boot_contexts(o) -> list:  # type: ignore[no-untyped-def]

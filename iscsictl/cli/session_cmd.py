@@ -17,7 +17,6 @@ without iscsid).  ``--json`` gives the same data as objects.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -55,7 +54,9 @@ class SessionView:
 def _sysfs():
     from ..kernel.sysfs import Sysfs
 
-    return Sysfs(os.environ.get("ISCSICTL_SYSFS_ROOT", "/sys"))
+    from ._common import sysfs_root
+
+    return Sysfs(sysfs_root())
 
 
 def existing_sessions() -> dict[tuple[str, str, int, str], int]:

@@ -54,13 +54,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-class _Out:
-    """What fw_cmd's helpers need of the CLI's Output: warnings on stderr."""
+def _out():
+    """The CLI's Output (fw_cmd's helpers warn through it), prefixed ``iscsictl-start:``."""
+    from iscsictl.cli.output import Output
 
-    def warn(self, msg: str) -> None:
-        print(f"{PROG}: {msg}", file=sys.stderr)
-
-    error = warn
+    out = Output()
+    out.PREFIX = f"{PROG}: "
+    return out
 
 
 def _records(args: argparse.Namespace, db) -> tuple[list, str]:  # type: ignore[no-untyped-def]
@@ -68,12 +68,12 @@ def _records(args: argparse.Namespace, db) -> tuple[list, str]:  # type: ignore[
     from iscsictl.cli.fw_cmd import boot_contexts, firmware_records
 
     if args.fwparam_connect:
-        contexts = boot_contexts(_Out())  # CliError: none (21), not root (1)
+        contexts = boot_contexts(_out())  # CliError: none (21), not root (1)
         name = contexts[0].initiator_name or args.initiatorname  # -i if the table has none
         if not name:
             print(f"{PROG}: the firmware names no initiator: give one with -i", file=sys.stderr)
             raise SystemExit(INVAL)
-        records = firmware_records(db, contexts, warn=_Out().warn)
+        records = firmware_records(db, contexts, warn=_out().warn)
         if not records:
             raise SystemExit(21)  # each one left out was named above
         return records, name
@@ -183,16 +183,17 @@ def _run(argv: list[str] | None) -> int:
         config = args.config
         if config and os.path.isfile(config):  # iscsistart's -c names the file itself
             if os.path.basename(config) != "iscsid.conf":
-                _Out().warn(f"{config}: the settings are read from iscsid.conf in "
+                _out().warn(f"{config}: the settings are read from iscsid.conf in "
                             f"{os.path.dirname(config) or '.'}")
             config = os.path.dirname(config) or "."
-        db = NodeDB(None, config, warn=_Out().warn)
+        db = NodeDB(None, config, warn=_out().warn)
         if args.fwparam_print:
-            from iscsictl.cli.fw_cmd import boot_contexts, entry_lines, sysfs_root
+            from iscsictl.cli._common import sysfs_root
+            from iscsictl.cli.fw_cmd import boot_contexts, entry_lines
             from iscsictl.kernel.firmware import offload_iface
             from iscsictl.kernel.sysfs import Sysfs
             sysfs = Sysfs(sysfs_root())
-            for ctx in boot_contexts(_Out()):
+            for ctx in boot_contexts(_out()):
                 t = (offload_iface(ctx, sysfs) or {}).get("iface.transport_name", "tcp")
                 print("\n".join(entry_lines(ctx, t, args.show, FORMAT_VERSION)))
             return 0

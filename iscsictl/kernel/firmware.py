@@ -258,8 +258,8 @@ def offload_iface(ctx: BootContext, sysfs: Sysfs) -> dict[str, str] | None:
     if host is None and ctx.netdev:
         want = ctx.mac.lower()
         host = next((n for n in sysfs.host_numbers()
-                     if (sysfs.read(f"class/iscsi_host/host{n}/hwaddress") or "").lower()
-                     == want), None)
+                     if ((h := sysfs.host(n, only=("hwaddress",))) and h.hwaddress or "")
+                     .lower() == want), None)
     if host is None:
         return None
     transport = sysfs.host_transport(host)

@@ -26,8 +26,7 @@ import ibft  # noqa: E402
 BOOT, DATA = ibft.BOOT_TARGET["name"], ibft.DATA_TARGET["name"]
 PCI = "devices/pci0000:00/0000:00:00.0"
 
-FW_TEXT = """\
-# BEGIN RECORD 2.1.8
+_NIC_LINES = """\
 iface.initiatorname = iqn.2026-11.org.example.vm:ibft-host
 iface.transport_name = tcp
 iface.hwaddress = 52:54:00:98:00:02
@@ -39,7 +38,10 @@ iface.gateway = 10.98.0.1
 iface.primary_dns = 10.98.0.53
 iface.vlan_id = 0
 iface.net_ifacename = ibft0
-node.name = iqn.2003-01.org.example.vm:ibft-boot
+"""
+FW_TEXT = f"""\
+# BEGIN RECORD 2.1.8
+{_NIC_LINES}node.name = iqn.2003-01.org.example.vm:ibft-boot
 node.conn[0].address = 127.0.0.1
 node.conn[0].port = 3260
 node.session.auth.username = ibftuser
@@ -47,18 +49,7 @@ node.session.auth.password = ibft-secret-12
 node.boot_lun = 00000000
 # END RECORD
 # BEGIN RECORD 2.1.8
-iface.initiatorname = iqn.2026-11.org.example.vm:ibft-host
-iface.transport_name = tcp
-iface.hwaddress = 52:54:00:98:00:02
-iface.bootproto = STATIC
-iface.ipaddress = 10.98.0.2
-iface.prefix_len = 24
-iface.subnet_mask = 255.255.255.0
-iface.gateway = 10.98.0.1
-iface.primary_dns = 10.98.0.53
-iface.vlan_id = 0
-iface.net_ifacename = ibft0
-node.name = iqn.2003-01.org.example.vm:ibft-data
+{_NIC_LINES}node.name = iqn.2003-01.org.example.vm:ibft-data
 node.conn[0].address = 127.0.0.1
 node.conn[0].port = 3261
 node.session.auth.username = ibftuser2
@@ -368,3 +359,18 @@ def test_garbage_in_the_table_is_never_a_traceback(tmp_path_factory, monkeypatch
         assert start_main(["-f", "-c", str(db)]) in (0, 21)
 
     check()
+
+
+def test_an_ibft_nic_that_is_an_iscsi_hosts_port_is_an_offload_boot(env):
+    """bnx2i and the like: the iBFT's NIC MAC is also an iSCSI host's hardware address
+    (open-iscsi's iscsi_sysfs_get_host_no_from_hwaddress), so the boot goes through that
+    host's transport."""
+    sys_root, _ = env
+    for rel, value in (("class/iscsi_host/host5/hwaddress", ibft.NIC["mac"].upper()),
+                       ("class/scsi_host/host5/proc_name", "bnx2i")):
+        (sys_root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (sys_root / rel).write_text(value + "\n")
+    rc, out, _ = cli("-m", "fw")
+    assert rc == 0 and out.count("iface.transport_name = bnx2i\n") == 2
+    assert cli("-m", "discovery", "-t", "fw")[0] == 0
+    assert _show(BOOT)["iface.iscsi_ifacename"] == f"bnx2i.{ibft.NIC['mac']}.ipv4.0"

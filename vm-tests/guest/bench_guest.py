@@ -207,36 +207,28 @@ def boot(rounds: int = ROUNDS) -> dict:
     between rounds iscsictld (no command server) adopts the sessions and logs them out."""
     import ibft
 
-    run(["modprobe", "iscsi_ibft"])
-    run(["modprobe", "dummy"])
-    run(["ip", "link", "add", "ibft0", "type", "dummy"])
-    run(["ip", "link", "set", "ibft0", "address", ibft.NIC["mac"]])
-    b, d = ibft.BOOT_TARGET, ibft.DATA_TARGET
-    lio.LioTarget.create(b["name"], luns=[8 * MIB], initiator_iqn=ibft.INITIATOR,
-                         auth={"userid": b["chap_name"], "password": b["chap_secret"]})
-    lio.LioTarget.create(d["name"], luns=[8 * MIB, 4 * MIB], portal=(d["ip"], d["port"]),
-                         initiator_iqn=ibft.INITIATOR,
-                         auth={"userid": d["chap_name"], "password": d["chap_secret"],
-                               "mutual_userid": d["rev_chap_name"],
-                               "mutual_password": d["rev_chap_secret"]})
+    ibft.serve_in_guest(lio.LioTarget.create)
     out = {}
-    for name, cmd in (("open-iscsi", ["iscsistart", "-b"]),
-                      ("iscsictl", [str(VENV_BIN / "iscsictl-start"), "-b"])):
-        times = []
-        for _ in range(rounds + 1):  # the first warms caches and byte code
-            t = time.monotonic()
-            run(cmd)
-            disks_present(3)
-            times.append(time.monotonic() - t)
-            daemon = Iscsictld(RESULTS, debug=False)
-            daemon.start(15.0, "--no-command-server", "--no-autostart")
-            try:
-                states = daemon.client.call("sessions")
-                daemon.client.call("logout", sids=[int(s) for s in states], force=True)
-            finally:
-                daemon.stop()
-            no_disks()
-        out[name] = statistics.median(times[1:])
+    try:
+        for name, cmd in (("open-iscsi", ["iscsistart", "-b"]),
+                          ("iscsictl", [str(VENV_BIN / "iscsictl-start"), "-b"])):
+            times = []
+            for _ in range(rounds + 1):  # the first warms caches and byte code
+                t = time.monotonic()
+                run(cmd)
+                disks_present(3)
+                times.append(time.monotonic() - t)
+                daemon = Iscsictld(RESULTS, debug=False)
+                daemon.start(15.0, "--no-command-server", "--no-autostart")
+                try:
+                    states = daemon.client.call("sessions")
+                    daemon.client.call("logout", sids=[int(s) for s in states], force=True)
+                finally:
+                    daemon.stop()
+                no_disks()
+            out[name] = statistics.median(times[1:])
+    finally:
+        ibft.unserve_in_guest()
     return out
 
 

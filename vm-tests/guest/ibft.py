@@ -140,3 +140,33 @@ def vm_table() -> bytes:
     no network function: its device is the Ethernet device with its MAC (the test makes
     one), as on a machine whose NIC's iSCSI function and network function differ."""
     return build_table(INITIATOR, [NIC], [BOOT_TARGET, DATA_TARGET])
+
+
+def serve_in_guest(create_target) -> None:
+    """In the guest: load iscsi_ibft (the kernel shows the table), make the NIC's Ethernet
+    device (dummy ``ibft0`` with the table's MAC) and the two targets the table describes
+    with ``create_target(iqn, **LioTarget.create keywords)``: CHAP, and mutual CHAP on the
+    second portal, for the firmware's initiator name only.  :func:`unserve_in_guest` undoes
+    what is not the targets'."""
+    import subprocess
+
+    mib = 1 << 20
+    for cmd in (["modprobe", "iscsi_ibft"], ["modprobe", "dummy"],
+                ["ip", "link", "add", "ibft0", "type", "dummy"],
+                ["ip", "link", "set", "ibft0", "address", NIC["mac"]]):
+        subprocess.run(cmd, check=True, capture_output=True)
+    b, d = BOOT_TARGET, DATA_TARGET
+    create_target(b["name"], luns=[8 * mib], initiator_iqn=INITIATOR,
+                  auth={"userid": b["chap_name"], "password": b["chap_secret"]})
+    create_target(d["name"], luns=[8 * mib, 4 * mib], portal=(d["ip"], d["port"]),
+                  initiator_iqn=INITIATOR,
+                  auth={"userid": d["chap_name"], "password": d["chap_secret"],
+                        "mutual_userid": d["rev_chap_name"],
+                        "mutual_password": d["rev_chap_secret"]})
+
+
+def unserve_in_guest() -> None:
+    import subprocess
+
+    subprocess.run(["ip", "link", "del", "ibft0"], capture_output=True)
+    subprocess.run(["rmmod", "iscsi_ibft"], capture_output=True)

@@ -205,23 +205,11 @@ def boot_firmware(lio):
     CHAP for the firmware's initiator name only."""
     import ibft
 
-    subprocess.run(["modprobe", "iscsi_ibft"], check=True)
-    subprocess.run(["modprobe", "dummy"], check=True)
-    subprocess.run(["ip", "link", "add", "ibft0", "type", "dummy"], check=True)
     try:
-        subprocess.run(["ip", "link", "set", "ibft0", "address", ibft.NIC["mac"]], check=True)
-        b, d = ibft.BOOT_TARGET, ibft.DATA_TARGET
-        lio.create(b["name"], luns=[8 * MIB], initiator_iqn=ibft.INITIATOR,
-                   auth={"userid": b["chap_name"], "password": b["chap_secret"]})
-        lio.create(d["name"], luns=[8 * MIB, 4 * MIB], portal=(d["ip"], d["port"]),
-                   initiator_iqn=ibft.INITIATOR,
-                   auth={"userid": d["chap_name"], "password": d["chap_secret"],
-                         "mutual_userid": d["rev_chap_name"],
-                         "mutual_password": d["rev_chap_secret"]})
+        ibft.serve_in_guest(lio.create)
         yield ibft
     finally:
-        subprocess.run(["ip", "link", "del", "ibft0"], capture_output=True)
-        subprocess.run(["rmmod", "iscsi_ibft"], capture_output=True)
+        ibft.unserve_in_guest()
 
 
 def test_boot_firmware_targets_as_iscsiadm(boot_firmware, scenario_dir):
