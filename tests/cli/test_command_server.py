@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Cli
-from iscsictl.cli.server import (MAGIC, PROTOCOL_VERSION, REPLY, REPLY_KILLED,
+from iscsictl.cli.server import (MAGIC, PROTOCOL_VERSION, REPLY, REPLY_EXITED, REPLY_KILLED,
                                  REPLY_STARTED, REQUEST, RequestError, cli_socket_path,
                                  parse_request)
 
@@ -427,15 +427,21 @@ def test_a_command_that_ends_before_its_message_is_read_is_reported_not_taken_fo
         tmp_path, capsys, exit_first):
     """A worker passes its client's connection over ctl, runs the command and exits; the
     server can see the exit before (or with) the message.  Either order: the client gets
-    the exit code, the worker is replaced once, no idle death is counted, nothing raises."""
+    the exit code, the pool is back to its idle workers, no idle death is counted, nothing
+    raises."""
     import selectors
 
-    from iscsictl.cli.server import REPLY_EXITED, CommandServer, _Worker
+    from iscsictl.cli.server import CommandServer, _Worker
 
     srv = CommandServer(str(tmp_path / "s.sock"))
-    top_ups = []
-    srv._top_up = lambda: top_ups.append(1)  # no real workers in this test
-    ours, theirs = socket.socketpair()
+    forks = []
+
+    def fork():  # no real workers in this test: an idle stand-in
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        forks.append(theirs)
+        srv.workers[-len(forks)] = _Worker(0, ours)
+    srv._fork_worker = fork
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     client, client_end = socket.socketpair()
     pid = os.fork()
     if pid == 0:  # the worker: hand over the client, "run" a command, exit with 3
@@ -449,8 +455,95 @@ def test_a_command_that_ends_before_its_message_is_read_is_reported_not_taken_fo
     srv.sel.register(ours, selectors.EVENT_READ, ("ctl", pidfd))
     select.select([pidfd], [], [], 10)  # the worker has exited
     for what in (("exit", "ctl") if exit_first else ("ctl", "exit")):
-        (srv._reap if what == "exit" else srv._taken)(pidfd)
+        (srv._reap if what == "exit" else srv._messages)(pidfd)
     client.settimeout(5)
     assert client.recv(64) == REPLY.pack(REPLY_EXITED, 3)
-    assert top_ups == [1] and srv._early_deaths == 0 and not srv.workers
+    assert len(forks) == srv.idle and pidfd not in srv.workers and srv._early_deaths == 0
     assert "idle worker" not in capsys.readouterr().err
+
+
+def _served(path: Path, args: list[str], after=None) -> tuple[int, int]:
+    """Run a command with a raw request: (worker pid, exit code).  ``after(pid)`` runs
+    before the connection is closed."""
+    s = _raw_request(path, args)
+    with s:
+        replies = [REPLY.unpack(s.recv(REPLY.size, socket.MSG_WAITALL)) for _ in range(2)]
+        (started, pid), (exited, code) = replies
+        assert (started, exited) == (REPLY_STARTED, REPLY_EXITED), replies
+        if after:
+            after(pid)
+    return pid, code
+
+
+def test_workers_serve_command_after_command_each_in_its_own_context(server, tmp_path):
+    """Commands in a row are served by the idle workers forked ahead, none forked for them
+    (a fresh fork's copy-on-write faults cost more than the command under TCG); each
+    command still gets its own environment, working directory and umask."""
+    idle = sorted(server.workers())
+    pids = {_served(server.path, ["--version"])[0] for _ in range(6)}
+    assert pids <= set(idle) and sorted(server.workers()) == idle
+    for i in range(6):  # two workers, six commands: at least four in a used worker
+        cwd = tmp_path / f"c{i}"
+        cwd.mkdir()
+        Cli(str(cwd / "etc"))
+        env = env_for(server, ISCSICTL_CONFIG_ROOT=str(cwd / "etc"))
+        target = f"{TARGET}-{i}"
+        r = run_client(["--db-root", "etc", "-m", "node", "-o", "new", "-T", target,
+                        "-p", "192.0.2.7"], env, cwd=cwd,
+                       preexec_fn=lambda i=i: os.umask(0o077 if i % 2 else 0o027))
+        assert r.returncode == 0, r.stderr
+        assert stat.S_IMODE((cwd / "etc" / "nodes").stat().st_mode) == \
+            (0o700 if i % 2 else 0o750)
+        r = run_client(["-m", "node"], dict(env, ISCSICTL_DB_ROOT=str(cwd / "etc")), cwd="/")
+        assert (r.returncode, r.stdout) == (0, f"192.0.2.7:3260,4294967295 {target}\n"), r
+    assert sorted(server.workers()) == idle
+
+
+def test_a_signal_after_the_exit_code_is_not_kept_for_the_next_command(server):
+    """A client can forward a signal between the exit code and its own end: its worker
+    takes no other command until the client has closed the connection, and a signal in
+    that time ends it (the signal was meant for the command it ran)."""
+    def meanwhile(pid):
+        others = {_served(server.path, ["--version"])[0] for _ in range(8)}
+        assert pid not in others
+        os.kill(pid, signal.SIGINT)
+        deadline = time.monotonic() + 30
+        while pid in server.workers():
+            assert time.monotonic() < deadline, server.workers()
+            time.sleep(0.02)
+
+    pid, code = _served(server.path, ["--version"], after=meanwhile)
+    assert code == 0
+    assert all(_served(server.path, ["--version"])[1] == 0 for _ in range(4))
+
+
+def test_a_worker_is_used_again_only_as_it_was_found():
+    """What a command may leave behind (a descriptor, a thread, a signal handler, other
+    standard streams) keeps its worker from serving again."""
+    import threading
+
+    from iscsictl.cli.server import WORKER_SIGNALS, _as_found, _open_fds
+
+    old = {s: signal.getsignal(s) for s in WORKER_SIGNALS}
+    try:
+        for sig, disposition in WORKER_SIGNALS.items():
+            signal.signal(sig, disposition)
+        fds, stdio = _open_fds(), (sys.stdin, sys.stdout, sys.stderr)
+        assert _as_found(fds, stdio)
+        fd = os.open(os.devnull, os.O_RDONLY)
+        assert not _as_found(fds, stdio)
+        os.close(fd)
+        stop = threading.Event()
+        t = threading.Thread(target=stop.wait)
+        t.start()
+        assert not _as_found(fds, stdio)
+        stop.set()
+        t.join()
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        assert not _as_found(fds, stdio)
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        assert not _as_found(fds, (sys.stdin, open(os.devnull, "w"), sys.stderr))
+        assert _as_found(fds, stdio)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
