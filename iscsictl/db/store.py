@@ -42,8 +42,8 @@ from . import schema
 from .config import IscsidConfig, resolve_roots
 from .errors import (CorruptRecord, DBError, InvalidRecordName, InvalidValue, LockTimeout,
                      RecordExists, RecordNotFound)
-from .record import (Record, convert, format_node_flat, format_node_tree, format_portal, format_record,
-                     parse_record)
+from .record import (Record, convert, format_file_records, format_node_flat, format_node_tree,
+                     format_portal, format_record, parse_record)
 
 NODES = "nodes"
 SEND_TARGETS = "send_targets"
@@ -867,13 +867,13 @@ class NodeDB:
                                                         nid.tpgt, nid.iface)
                         for k, v in (values or {}).items():
                             template.set(k, v)
+                        self._set_discovery_fields(template, did)
                     _check_component("target name", nid.target)
                     _check_component("portal address", nid.address)
                     rec = template.copy()
                     v = rec.values
                     v["node.name"], v["node.conn[0].address"] = nid.target, nid.address
                     v["node.conn[0].port"], v["node.tpgt"] = nid.port, nid.tpgt
-                    self._set_discovery_fields(rec, did)
                     if raw is None and nid.tpgt != schema.TPGT_UNKNOWN:
                         fresh.append((rec, nid))  # written below in one batch
                         continue
@@ -917,9 +917,9 @@ class NodeDB:
         with self.db_lock():
             nodes = self._mkdirs(NODES)
             made: set = set()
-            for rec, nid in items:
-                tdir = os.path.join(nodes, nid.target)
-                pdir = os.path.join(tdir, f"{nid.address},{nid.port},{nid.tpgt}")
+            for rec, nid in items:  # names checked by the caller: no '/' in them
+                tdir = f"{nodes}/{nid.target}"
+                pdir = f"{tdir}/{nid.address},{nid.port},{nid.tpgt}"
                 try:
                     for d in (tdir, pdir):
                         if d in made:
@@ -936,17 +936,18 @@ class NodeDB:
                 except DBError as e:
                     res.failed.append((nid, e))
                     continue
-                staged.append((rec, nid))
+                staged.append((rec, nid, pdir))
         written: list = []
         renamed: set = set()
+        texts = format_file_records((rec for rec, _, _ in staged), version=self.version)
+        pid = os.getpid()
         try:
-            for rec, nid in staged:
-                path = self.node_path(nid)
-                tmp = os.path.join(os.path.dirname(path), f".{nid.iface}.{os.getpid()}.new")
+            for (rec, nid, pdir), text in zip(staged, texts):
+                path, tmp = f"{pdir}/{nid.iface}", f"{pdir}/.{nid.iface}.{pid}.new"
                 try:
                     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
                     try:
-                        os.write(fd, self._serialize(rec))
+                        os.write(fd, text.encode("utf-8", "surrogateescape"))
                     finally:
                         os.close(fd)
                 except OSError as e:

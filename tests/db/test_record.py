@@ -1,10 +1,13 @@
 """Record tables, parser and printers."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from iscsictl.db import schema
 from iscsictl.db.errors import CorruptRecord, InvalidKey, InvalidValue, ReadOnlyKey
-from iscsictl.db.record import Record, format_node_flat, format_record, parse_record
+from iscsictl.db.record import (Record, format_file_records, format_node_flat, format_record,
+                                parse_record)
 
 
 def node(**kw):
@@ -204,3 +207,39 @@ def test_well_formed_and_irregular_record_text_parse_alike():
     assert values["node.session.auth.chap_algs"] == ("SHA256", "MD5")
     _, warned = parse_lines(schema.NODE, variants[4], "p", fast.append), fast
     assert any("unknown value format 'sometimes'" in w for w in warned)
+
+
+def _valid_texts(key) -> list[str]:
+    if key.type == "str":
+        return ["", "x", "iqn.2001-04.com.example:t2", "fe80::2", "10.0.0.9"]
+    if key.type == "int":
+        return ["0", "7", "3260"]
+    if key.type == "list":
+        return ["MD5", "SHA256,MD5"]
+    return list(key.values)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["node", "node", "node", "iface", "discovery_st"]),
+                          st.booleans(), st.lists(st.tuples(st.integers(0, 10 ** 6),
+                                                            st.integers(0, 10)), max_size=6)),
+                min_size=1, max_size=12))
+@settings(max_examples=150, deadline=None)
+def test_many_records_format_as_each_alone(steps):
+    """format_file_records (a batch reusing the previous record's lines) writes what
+    format_record writes for each record: records copied from the previous one with a few
+    keys changed (as a discovery makes them), another kind, an IPv6 iface address."""
+    recs: list[Record] = []
+    for kind_name, fresh, changes in steps:
+        kind = schema.KINDS[kind_name]
+        prev = recs[-1] if recs else None
+        r = prev.copy() if prev is not None and prev.kind is kind and not fresh else Record(kind)
+        settable = [k for k in kind.keys if not k.hidden and not k.length_of]
+        for which, choice in changes:
+            key = settable[which % len(settable)]
+            texts = _valid_texts(key)
+            try:
+                r.set(key.name, texts[choice % len(texts)])
+            except InvalidValue:  # out of this key's range
+                pass
+        recs.append(r)
+    assert list(format_file_records(recs)) == [format_record(r, for_file=True) for r in recs]
