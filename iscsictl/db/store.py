@@ -614,7 +614,7 @@ class NodeDB:
         existing link is kept).  ``dirs``: a cache of which discovery directories exist,
         for callers linking many records at once."""
         dtype = rec.values["node.discovery_type"]
-        rel_node = os.path.join(NODES, nid.target, nid.portal_dir)
+        rel_node = f"{NODES}/{nid.target}/{nid.portal_dir}"  # checked names: no '/' in them
         if dtype in ("send_targets", "isns"):
             base = SEND_TARGETS if dtype == "send_targets" else ISNS
             ddir = self._p(base, f"{rec.values['node.discovery_address']},"
@@ -626,12 +626,10 @@ class NodeDB:
                     dirs[ddir] = exists
             if not exists:
                 return  # no discovery record dir: iscsiadm links nothing either
-            link = os.path.join(ddir, nid.link_name)
-            target = os.path.join("..", "..", rel_node)
+            link, target = f"{ddir}/{nid.link_name}", f"../../{rel_node}"
         elif dtype in ("static", "fw"):
             d = self._mkdirs(STATIC if dtype == "static" else FW)
-            link = os.path.join(d, nid.link_name)
-            target = os.path.join("..", rel_node)
+            link, target = f"{d}/{nid.link_name}", f"../{rel_node}"
         else:
             return
         try:

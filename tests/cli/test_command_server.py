@@ -475,14 +475,28 @@ def _served(path: Path, args: list[str], after=None) -> tuple[int, int]:
     return pid, code
 
 
+def _wait_idle(server, timeout: float = 30) -> None:
+    """Until every worker waits for a client (in epoll_wait: not running a command, nor
+    waiting for its last client to close)."""
+    deadline = time.monotonic() + timeout
+    while not all(Path(f"/proc/{w}/wchan").read_text() == "do_epoll_wait"
+                  for w in server.workers()):
+        assert time.monotonic() < deadline, server.workers()
+        time.sleep(0.01)
+
+
 def test_workers_serve_command_after_command_each_in_its_own_context(server, tmp_path):
     """Commands in a row are served by the idle workers forked ahead, none forked for them
     (a fresh fork's copy-on-write faults cost more than the command under TCG); each
     command still gets its own environment, working directory and umask."""
     idle = sorted(server.workers())
-    pids = {_served(server.path, ["--version"])[0] for _ in range(6)}
+    pids = set()
+    for _ in range(6):
+        _wait_idle(server)  # else a command may come while none is idle: one is forked
+        pids.add(_served(server.path, ["--version"])[0])
     assert pids <= set(idle) and sorted(server.workers()) == idle
     for i in range(6):  # two workers, six commands: at least four in a used worker
+        _wait_idle(server)
         cwd = tmp_path / f"c{i}"
         cwd.mkdir()
         Cli(str(cwd / "etc"))
