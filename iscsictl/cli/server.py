@@ -14,10 +14,10 @@ their first command arrives.  A worker runs one command at a time and may then r
 (at most MAX_COMMANDS): a fresh fork pays ~1,000 copy-on-write page faults in its first
 discovery, ~50 ms under QEMU TCG, and a forked replacement competes with the running command
 for the CPU.  It serves again only when the command left nothing behind (no thread, no
-descriptor, the same standard streams and signal dispositions; the environment, working
-directory, umask and descriptors 0-2 are each command's own) and its client has closed the
-connection, so no signal the client forwards can reach the next command; otherwise it
-exits and the server forks another.
+descriptor, no unflushed output, the same standard streams and signal dispositions; the
+environment, working directory, umask and descriptors 0-2 are each command's own) and its
+client has closed the connection, so no signal the client forwards can reach the next
+command; otherwise it exits and the server forks another.
 
 Only root is served (SO_PEERCRED; the socket is 0600).  A request the server cannot take
 (bad magic, another protocol version, oversized, not root) is closed before anything runs,
@@ -314,19 +314,20 @@ def _serve(conn: socket.socket) -> tuple[int, bool]:
         code, reusable = run(args), True
     except KeyboardInterrupt:
         code, reusable = 130, False
-    _finish(code, conn)
-    return code, reusable
+    return code, _finish(code, conn) and reusable
 
 
-def _finish(code: int, conn: socket.socket) -> None:
+def _finish(code: int, conn: socket.socket) -> bool:
     """Flush, let go of the client's stdio (descriptors 0-2 become /dev/null) and report
     the exit code: the client (and a pipe reader after it) need not wait for this process's
-    teardown or next command."""
+    teardown or next command.  False when output could not be flushed: it may still be
+    buffered, and must not reach the next command's client."""
+    flushed = True
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):
-            pass
+            flushed = False
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
@@ -335,6 +336,7 @@ def _finish(code: int, conn: socket.socket) -> None:
         conn.sendall(REPLY.pack(REPLY_EXITED, code & 0xFF))
     except OSError:
         pass
+    return flushed
 
 
 class _Worker:

@@ -234,7 +234,7 @@ def test_signals_reach_the_command(server, tmp_path, sig):
 
 
 def _raw_request(path: Path, args: list[str], version: int = PROTOCOL_VERSION,
-                 magic: bytes = MAGIC) -> socket.socket:
+                 magic: bytes = MAGIC, stdio: list[int] | None = None) -> socket.socket:
     env = [f"{k}={v}".encode() for k, v in os.environ.items()]
     body = b"".join(s + b"\0" for s in [b"/", *(a.encode() for a in args), *env])
     header = REQUEST.pack(magic, version, 0o22, len(args), len(env), len(body))
@@ -243,7 +243,7 @@ def _raw_request(path: Path, args: list[str], version: int = PROTOCOL_VERSION,
     s.connect(str(path))
     null = os.open(os.devnull, os.O_RDWR)
     try:
-        socket.send_fds(s, [header], [null, null, null])
+        socket.send_fds(s, [header], stdio or [null, null, null])
     finally:
         os.close(null)
     s.sendall(body)
@@ -462,10 +462,10 @@ def test_a_command_that_ends_before_its_message_is_read_is_reported_not_taken_fo
     assert "idle worker" not in capsys.readouterr().err
 
 
-def _served(path: Path, args: list[str], after=None) -> tuple[int, int]:
+def _served(path: Path, args: list[str], after=None, **kw) -> tuple[int, int]:
     """Run a command with a raw request: (worker pid, exit code).  ``after(pid)`` runs
     before the connection is closed."""
-    s = _raw_request(path, args)
+    s = _raw_request(path, args, **kw)
     with s:
         replies = [REPLY.unpack(s.recv(REPLY.size, socket.MSG_WAITALL)) for _ in range(2)]
         (started, pid), (exited, code) = replies
@@ -529,6 +529,31 @@ def test_a_signal_after_the_exit_code_is_not_kept_for_the_next_command(server):
     pid, code = _served(server.path, ["--version"], after=meanwhile)
     assert code == 0
     assert all(_served(server.path, ["--version"])[1] == 0 for _ in range(4))
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_output_left_unwritten_is_not_kept_for_the_next_command(monkeypatch, fails):
+    """A worker whose command's output could not be flushed (it may still be buffered)
+    does not serve again; the client gets the exit code either way."""
+    from iscsictl.cli.server import REPLY_EXITED, _finish
+
+    class Stream:
+        def flush(self):
+            if fails:
+                raise BlockingIOError(11, "full")
+
+    monkeypatch.setattr(sys, "stdout", Stream())
+    saved = [os.dup(fd) for fd in (0, 1, 2)]  # _finish points 0-2 at /dev/null
+    ours, theirs = socket.socketpair()
+    try:
+        assert _finish(3, ours) is not fails
+    finally:
+        for fd, copy in enumerate(saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+        ours.close()
+    assert theirs.recv(64) == REPLY.pack(REPLY_EXITED, 3)
+    theirs.close()
 
 
 def test_a_worker_is_used_again_only_as_it_was_found():
