@@ -222,17 +222,19 @@ WORKER_SIGNALS = {signal.SIGTERM: signal.SIG_DFL, signal.SIGHUP: signal.SIG_DFL,
                   signal.SIGINT: signal.default_int_handler}  # KeyboardInterrupt, as usual
 
 
-def _open_fds() -> frozenset[str]:
-    return frozenset(os.listdir("/proc/self/fd"))
-
-
-def _as_found(fds: frozenset[str], stdio: tuple) -> bool:
-    """Whether the command left the worker as it found it: no thread, the same open
-    descriptors, standard streams and signal dispositions (else the worker is not reused)."""
+def _state() -> tuple:
+    """What a command must leave as it found it for its worker to serve again: the open
+    descriptors, the number of threads, the standard streams."""
     import threading
 
-    return (threading.active_count() == 1 and _open_fds() == fds
-            and (sys.stdin, sys.stdout, sys.stderr) == stdio
+    return (frozenset(os.listdir("/proc/self/fd")), threading.active_count(),
+            (sys.stdin, sys.stdout, sys.stderr))
+
+
+def _as_found(before: tuple) -> bool:
+    """Whether the process is as :func:`_state` found it ``before`` a command, and its
+    signal dispositions the worker's (else the worker is not used again)."""
+    return (_state() == before
             and all(signal.getsignal(s) == h for s, h in WORKER_SIGNALS.items()))
 
 
@@ -257,7 +259,7 @@ def _worker(listener: socket.socket, ctl: socket.socket) -> None:
     try:
         for sig, disposition in WORKER_SIGNALS.items():
             signal.signal(sig, disposition)
-        fds, stdio = _open_fds(), (sys.stdin, sys.stdout, sys.stderr)
+        before = _state()
         for served in range(MAX_COMMANDS):
             code = 1
             conn = _accept_one(listener, ctl, warm_up=not served)
@@ -268,7 +270,7 @@ def _worker(listener: socket.socket, ctl: socket.socket) -> None:
             if not (reusable and served + 1 < MAX_COMMANDS and _client_gone(conn)):
                 os._exit(code & 0xFF)
             conn.close()
-            if not _as_found(fds, stdio):
+            if not _as_found(before):
                 os._exit(code & 0xFF)
             ctl.send(b"i")
     except KeyboardInterrupt:
@@ -364,8 +366,8 @@ class CommandServer:
     worker that comes back from a command serves the next one with the pages it has already
     copied (a fresh fork takes ~1,000 copy-on-write faults in a discovery: 50 ms under QEMU
     TCG).  Only a client waiting while no worker is idle makes the server fork another;
-    beyond ``idle`` idle workers, the least used is retired.  ``watch_fd``: a descriptor whose end of file stops
-    the server (the daemon's pipe)."""
+    beyond ``idle`` idle workers, the least used is retired.  ``watch_fd``: a descriptor
+    whose end of file stops the server (the daemon's pipe)."""
 
     MAX_EARLY_DEATHS = 3  # idle workers dying in a row: something is broken, stop serving
 
@@ -506,9 +508,9 @@ class CommandServer:
 
     def _messages(self, pidfd: int) -> None:
         """A worker's messages: it took a client (keep the connection for its exit status),
-        or it is back (retire one if too many are idle).
-        (Nothing when :meth:`_reap` already read them: a command can end before its
-        worker's message is read, and both events come in the same round.)"""
+        or it is back (retire one if too many are idle).  (Nothing when :meth:`_reap`
+        already read them: a command can end before its worker's message is read, and both
+        events come in the same round.)"""
         w = self.workers.get(pidfd)
         if w is None or w.ctl is None:
             return

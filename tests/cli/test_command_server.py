@@ -556,33 +556,36 @@ def test_output_left_unwritten_is_not_kept_for_the_next_command(monkeypatch, fai
     theirs.close()
 
 
-def test_a_worker_is_used_again_only_as_it_was_found():
-    """What a command may leave behind (a descriptor, a thread, a signal handler, other
-    standard streams) keeps its worker from serving again."""
+def test_a_worker_is_used_again_only_as_it_was_found(monkeypatch):
+    """What a command may leave behind (a descriptor, a thread, a signal handler, another
+    standard stream) keeps its worker from serving again."""
+    import io
     import threading
 
-    from iscsictl.cli.server import WORKER_SIGNALS, _as_found, _open_fds
+    from iscsictl.cli.server import WORKER_SIGNALS, _as_found, _state
 
     old = {s: signal.getsignal(s) for s in WORKER_SIGNALS}
     try:
         for sig, disposition in WORKER_SIGNALS.items():
             signal.signal(sig, disposition)
-        fds, stdio = _open_fds(), (sys.stdin, sys.stdout, sys.stderr)
-        assert _as_found(fds, stdio)
+        before = _state()
+        assert _as_found(before)
         fd = os.open(os.devnull, os.O_RDONLY)
-        assert not _as_found(fds, stdio)
+        assert not _as_found(before)
         os.close(fd)
         stop = threading.Event()
         t = threading.Thread(target=stop.wait)
         t.start()
-        assert not _as_found(fds, stdio)
+        assert not _as_found(before)
         stop.set()
         t.join()
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-        assert not _as_found(fds, stdio)
+        assert not _as_found(before)
         signal.signal(signal.SIGUSR1, signal.SIG_DFL)
-        assert not _as_found(fds, (sys.stdin, open(os.devnull, "w"), sys.stderr))
-        assert _as_found(fds, stdio)
+        with monkeypatch.context() as m:
+            m.setattr(sys, "stdout", io.StringIO())
+            assert not _as_found(before)
+        assert _as_found(before)
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
