@@ -116,7 +116,9 @@ def collect(sysfs, states: dict[str, dict[str, Any]], level: int = 3,  # type: i
             ) -> list[SessionView]:
     """The views of every session (or of ``sid`` only), in alphasort order of ``sessionN``,
     with what print ``level`` shows read from sysfs (the rest left unknown); ``only``: the
-    attributes to read instead (as in :data:`_LEVEL_ATTRS`)."""
+    attributes to read instead (as in :data:`_LEVEL_ATTRS`).  A session without its
+    connection ``connection<sid>:0`` (being set up by a login, or torn down) is left out,
+    as libopeniscsiusr's iscsi_sessions_get leaves it."""
     only = only or _LEVEL_ATTRS[min(max(level, 0), 3)]
     views = []
     sids = sysfs.session_ids()
@@ -125,6 +127,8 @@ def collect(sysfs, states: dict[str, dict[str, Any]], level: int = 3,  # type: i
         cids.setdefault(s, []).append(c)
     for sid in sorted(sids if sid is None else [s for s in sids if s == sid],
                       key=lambda n: f"session{n}"):
+        if 0 not in cids.get(sid, ()):
+            continue
         info = sysfs.session(sid, only["session"])
         if info is None:
             continue

@@ -8,6 +8,9 @@ exactly each PDU (``LoginMachine.needed()``: every byte after the final Login
 Response belongs to the kernel), then the socket is handed to the kernel::
 
     CREATE_SESSION(initial_cmdsn = the login's CmdSN) -> sid, host_no
+        (sent once the TCP connection is up, so that the kernel builds the session
+        and its SCSI host while the Login exchange is on the wire, as iscsid does;
+        destroyed if the login fails)
     CREATE_CONN(sid, 0) -> cid
     BIND_CONN(sid, cid, transport_eph = our socket's fd, is_leading=1)
     SET_PARAM x N  (node settings, then negotiated values; ENOSYS tolerated
@@ -30,7 +33,7 @@ import ipaddress
 import logging
 import os
 import socket
-from collections.abc import Mapping, MutableSet, Sequence
+from collections.abc import Callable, Mapping, MutableSet, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -241,8 +244,10 @@ async def userspace_login(
     initiator_name: str,
     isid: ISID,
     issued_challenges: MutableSet[bytes] | None = None,
+    connected: Callable[[], None] | None = None,
 ) -> tuple[socket.socket, LoginSuccess, Portal]:
-    """Log in on our own socket, following redirects.
+    """Log in on our own socket, following redirects; ``connected()`` is called each time a
+    TCP connection is up, before its first Login PDU.
 
     Returns: the socket (positioned right after the final Login Response),
     the login result and the portal actually used.
@@ -255,6 +260,8 @@ async def userspace_login(
         sock = await connect_node(node, portal, cfg.login_timeout)
         ok = False
         try:
+            if connected is not None:
+                connected()
             machine = LoginMachine(cfg, isid=isid.to_bytes(), cmdsn=INITIAL_CMDSN, rng=os.urandom,
                                    issued_challenges=issued_challenges, warn=log.warning)
             try:
@@ -324,15 +331,18 @@ def host_params(record: Mapping[str, str]) -> list[tuple[int, str]]:
 
 
 def _hand_over(knl, handle: int, initial_cmdsn: int, cmds_max: int, queue_depth: int,  # type: ignore[no-untyped-def]
-               fd: int, params: list[tuple[int, str]], host: Sequence[tuple[int, str]] = ()):
+               fd: int, params: list[tuple[int, str]], host: Sequence[tuple[int, str]] = (),
+               ids: Any = None):
     """The kernel's side of a login, blocking, on the netlink lane (``knl``: IscsiNetlink):
-    CREATE_SESSION (initial_cmdsn = the login's CmdSN), then in one datagram CREATE_CONN,
+    CREATE_SESSION (initial_cmdsn = the login's CmdSN; skipped when ``ids``, the
+    SessionIds of a session created already, are given), then in one datagram CREATE_CONN,
     BIND_CONN(fd), the SET_PARAMs, the SET_HOST_PARAMs (``host``), START_CONN.  Returns
     (SessionIds, cid, held params); raises what CREATE_SESSION raises, or
     :class:`HandoverFailed` for a later step (the first refusal in the kernel's order; the
     session is to be torn down, started or not).  A refused host parameter is logged only:
     it names the host's device for listings, the session does not need it."""
-    ids = knl.create_session(handle, initial_cmdsn, cmds_max, queue_depth)
+    if ids is None:
+        ids = knl.create_session(handle, initial_cmdsn, cmds_max, queue_depth)
     cid = 0  # iscsi_tcp's conn gets the index asked for (iscsi_conn_setup's conn_idx)
     try:
         got_cid, bound, *rest, started = knl.create_and_start_conn(
@@ -369,6 +379,27 @@ async def _to_the_end(job: "asyncio.Future[Any]") -> "tuple[asyncio.Future[Any],
     return job, cancelled
 
 
+def _create_session(knl, handle: int, initial_cmdsn: int, cmds_max: int,  # type: ignore[no-untyped-def]
+                    queue_depth: int):
+    """CREATE_SESSION on the netlink lane: its SessionIds."""
+    return knl.create_session(handle, initial_cmdsn, cmds_max, queue_depth)
+
+
+async def _discard(nl, handle: int, early: "asyncio.Future[Any]") -> None:  # type: ignore[no-untyped-def]
+    """Destroy the session made ahead of a login that failed or is not to be used (once
+    its creation ends): DESTROY_SESSION, synchronous (it has no connection, no device), so
+    that it is gone when the login's failure is reported; else the forced teardown."""
+    job, _ = await _to_the_end(early)
+    if job.exception() is not None:
+        return
+    sid = job.result().sid
+    try:
+        await nl.destroy_session(handle, sid)
+    except IscsiKernelError as exc:
+        log.debug("session %d: DESTROY_SESSION: %s; tearing it down", sid, exc)
+        await force_teardown(nl, handle, sid, 0)
+
+
 async def establish(
     nl,  # AsyncIscsiNetlink
     handle: int,
@@ -386,14 +417,38 @@ async def establish(
         SessionError: login failures (4, 5, 8, 19, 24) or a kernel refusal (9).
     """
     initiator_name = iface_initiator_name(node.record) or initiator_name
-    sock, result, portal = await userspace_login(node, initiator_name, isid, issued_challenges)
     rec = node.record
     try:
+        cmds_max = int(rec.get("node.session.cmds_max", 128))
+        queue_depth = int(rec.get("node.session.queue_depth", 32))
+    except ValueError:
+        cmds_max, queue_depth = 128, 32
+    early: asyncio.Future[Any] | None = None
+
+    def connected() -> None:  # the kernel builds the session while the login is on the wire
+        nonlocal early
+        if early is None:
+            early = nl.run_blocking(_create_session, handle, INITIAL_CMDSN, cmds_max,
+                                    queue_depth)
+    try:
+        sock, result, portal = await userspace_login(node, initiator_name, isid,
+                                                     issued_challenges, connected)
+    except BaseException:
+        if early is not None:
+            await _discard(nl, handle, early)
+        raise
+    assert early is not None
+    try:
+        job, cancelled = await _to_the_end(early)
         try:
-            cmds_max = int(rec.get("node.session.cmds_max", 128))
-            queue_depth = int(rec.get("node.session.queue_depth", 32))
-        except ValueError:
-            cmds_max, queue_depth = 128, 32
+            ids = job.result()
+        except IscsiKernelError as exc:
+            raise SessionError(9, f"the kernel refused the session: {exc}") from None
+        if cancelled or result.cmdsn != INITIAL_CMDSN:
+            await _discard(nl, handle, early)
+            if cancelled:
+                raise asyncio.CancelledError
+            ids = None  # the kernel's session must start at the login's CmdSN: made below
         tpgt = result.params.target_portal_group_tag
         ctx = ParamContext(
             record=rec, params=result.params, initiator_name=initiator_name,
@@ -404,7 +459,7 @@ async def establish(
         # the kernel's work inside sendmsg() overlaps the loop's (other logins) on the lane
         job, cancelled = await _to_the_end(nl.run_blocking(
             _hand_over, handle, result.cmdsn, cmds_max, queue_depth, sock.fileno(),
-            session_params(ctx) + negotiated_params(ctx), host_params(rec)))
+            session_params(ctx) + negotiated_params(ctx), host_params(rec), ids))
         try:
             ids, cid, held = job.result()
         except HandoverFailed as failed:

@@ -175,6 +175,22 @@ def test_sid_filter_and_unknown_sid(sysfs):
     assert rc == 7
 
 
+def test_a_session_being_set_up_is_not_listed(sysfs):
+    """Right after CREATE_SESSION (iscsictld makes it while the Login is on the wire) a
+    session has no connection and "(null)" names: iscsiadm (libopeniscsiusr) skips it,
+    and so does every listing here (checked in the VM against iscsiadm 2.1.8)."""
+    add_session(sysfs, 1, 0, T, "127.0.0.1", {})
+    add_session(sysfs, 2, 1, "(null)", "127.0.0.2", {})
+    (sysfs / "class/iscsi_connection/connection2:0").unlink()
+    rc, out, _ = cli("-m", "session")
+    assert (rc, out) == (0, f"tcp: [1] 127.0.0.1:3260,1 {T} (non-flash)\n")
+    assert [v["sid"] for v in json.loads(cli("-m", "session", "--json")[1])] == [1]
+    rc, _, err = cli("-m", "session", "-r", "2", "-P", "1")
+    assert rc == 22 and "Could not get session info for sid 2" in err
+    (sysfs / "class/iscsi_connection/connection1:0").unlink()
+    assert cli("-m", "session") == (21, "", "iscsictl: No active sessions.\n")
+
+
 @pytest.fixture
 def db(tmp_path, monkeypatch):
     root = tmp_path / "db"

@@ -2,10 +2,13 @@
 through a real blocking IscsiNetlink and a fake kernel that answers each message of a
 datagram in turn: the order of the requests and how they travel (CREATE_SESSION alone, the
 rest in one datagram), a failure after CREATE_SESSION reported with the sid to tear down,
-and a cancelled login that still waits for the job it started."""
+and a cancelled login that still waits for the job it started; and establish's session,
+created while the login is on the wire: used, destroyed (synchronously) when the login
+fails, made again for a login that ends at another CmdSN."""
 
 import asyncio
 import errno
+import socket
 
 import pytest
 
@@ -155,3 +158,84 @@ def test_cancelled_login_waits_for_its_kernel_job():
         return done.result(), cancelled
 
     assert asyncio.run(main()) == ("session 5", True)
+
+
+# ---- establish: the session is created while the login is on the wire ----------------------
+class LaneNetlink:
+    """The daemon's AsyncIscsiNetlink over the fake kernel: run_blocking runs the job in a
+    thread with a blocking IscsiNetlink; the other requests are that client's, awaited."""
+
+    def __init__(self, kernel):
+        self.knl = IscsiNetlink(SyncKernel(kernel), timeout=1)
+
+    def run_blocking(self, fn, *args):
+        return asyncio.get_running_loop().run_in_executor(None, fn, self.knl, *args)
+
+    def __getattr__(self, op):
+        async def request(*args):
+            return await asyncio.get_running_loop().run_in_executor(
+                None, lambda: getattr(self.knl, op)(*args))
+        return request
+
+
+def establish(kernel, monkeypatch, outcome="ok", cmdsn=ks.INITIAL_CMDSN):
+    """ks.establish with a stand-in login: it connects (``connected()``), then succeeds
+    with ``cmdsn`` or fails with an authentication error; the kernel requests made."""
+    from iscsictl.daemon.errors import SessionError
+    from iscsictl.db import schema
+    from iscsictl.db.record import with_defaults
+    from iscsictl.protocol.login import LoginSuccess
+    from iscsictl.protocol.names import ISID
+    from iscsictl.protocol.negotiation import NegotiatedParameters
+    from iscsictl.protocol.portal import Portal
+
+    node = ks.NodeTarget.from_record(with_defaults(schema.NODE, {
+        "node.name": "iqn.2003-01.org.example:t", "node.conn[0].address": "127.0.0.1",
+        "node.conn[0].port": "3260", "node.tpgt": "1"}))
+    ours, theirs = socket.socketpair()
+    theirs.close()
+
+    async def login(node, initiator_name, isid, issued, connected=None):
+        connected()
+        await asyncio.sleep(0.05)  # the Login exchange: CREATE_SESSION meanwhile
+        assert [r["type"] for r in kernel.requests] == [E.CREATE_SESSION]
+        if outcome != "ok":
+            raise SessionError(24, "authentication failed")
+        return ours, LoginSuccess(NegotiatedParameters(), b"\0" * 6, 7, 0, cmdsn, 3, 4, cmdsn,
+                                  cmdsn + 31, {}), Portal("127.0.0.1", 3260, 1)
+
+    monkeypatch.setattr(ks, "userspace_login", login)
+    nl = LaneNetlink(kernel)
+    try:
+        return asyncio.run(ks.establish(nl, 3, node, "iqn.2026-11.org.example:i",
+                                        ISID.en(7, 1)))
+    finally:
+        nl.knl.close()
+
+
+def test_session_created_during_the_login_is_used(monkeypatch):
+    session = establish(kernel := Kernel(), monkeypatch)
+    assert (session.sid, session.host_no) == (5, 9)
+    types = [r["type"] for r in kernel.requests]
+    assert types[0] == E.CREATE_SESSION and types.count(E.CREATE_SESSION) == 1
+    assert kernel.requests[0]["initial_cmdsn"] == ks.INITIAL_CMDSN
+    assert types[1:3] == [E.CREATE_CONN, E.BIND_CONN] and types[-1] == E.START_CONN
+
+
+def test_session_created_for_a_failed_login_is_destroyed_before_the_failure(monkeypatch):
+    from iscsictl.daemon.errors import SessionError
+
+    kernel = Kernel()
+    with pytest.raises(SessionError) as e:
+        establish(kernel, monkeypatch, outcome="fail")
+    assert e.value.code == 24
+    assert [(r["type"], r.get("sid")) for r in kernel.requests] == [
+        (E.CREATE_SESSION, None), (E.DESTROY_SESSION, 5)]  # synchronous: gone when reported
+
+
+def test_a_login_ending_at_another_cmdsn_gets_a_session_made_for_it(monkeypatch):
+    kernel = Kernel()
+    establish(kernel, monkeypatch, cmdsn=ks.INITIAL_CMDSN + 1)
+    creates = [r for r in kernel.requests if r["type"] == E.CREATE_SESSION]
+    assert [r["initial_cmdsn"] for r in creates] == [ks.INITIAL_CMDSN, ks.INITIAL_CMDSN + 1]
+    assert [r["type"] for r in kernel.requests][1] == E.DESTROY_SESSION
