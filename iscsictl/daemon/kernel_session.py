@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from iscsictl.kernel.sysfs import Sysfs
-from iscsictl.netlink import IscsiHostParam, IscsiKernelError, StopConnFlag
+from iscsictl.netlink import IscsiHostParam, IscsiKernelError, IscsiNetlink, StopConnFlag
 from iscsictl.protocol.chap import AuthenticationError
 from iscsictl.protocol.config import LoginConfig
 from iscsictl.protocol.errors import ISCSIProtocolError
@@ -379,12 +379,6 @@ async def _to_the_end(job: "asyncio.Future[Any]") -> "tuple[asyncio.Future[Any],
     return job, cancelled
 
 
-def _create_session(knl, handle: int, initial_cmdsn: int, cmds_max: int,  # type: ignore[no-untyped-def]
-                    queue_depth: int):
-    """CREATE_SESSION on the netlink lane: its SessionIds."""
-    return knl.create_session(handle, initial_cmdsn, cmds_max, queue_depth)
-
-
 async def _discard(nl, handle: int, early: "asyncio.Future[Any]") -> None:  # type: ignore[no-untyped-def]
     """Destroy the session made ahead of a login that failed or is not to be used (once
     its creation ends): DESTROY_SESSION, synchronous (it has no connection, no device), so
@@ -428,8 +422,8 @@ async def establish(
     def connected() -> None:  # the kernel builds the session while the login is on the wire
         nonlocal early
         if early is None:
-            early = nl.run_blocking(_create_session, handle, INITIAL_CMDSN, cmds_max,
-                                    queue_depth)
+            early = nl.run_blocking(IscsiNetlink.create_session, handle, INITIAL_CMDSN,
+                                    cmds_max, queue_depth)
     try:
         sock, result, portal = await userspace_login(node, initiator_name, isid,
                                                      issued_challenges, connected)
