@@ -15,7 +15,8 @@ Response belongs to the kernel), then the socket is handed to the kernel::
     BIND_CONN(sid, cid, transport_eph = our socket's fd, is_leading=1)
     SET_PARAM x N  (node settings, then negotiated values; ENOSYS tolerated
                     for ISID / IFMARKER_EN / OFMARKER_EN)
-    START_CONN; then "- - -" into /sys/class/scsi_host/hostN/scan
+    START_CONN; then "- - -" into /sys/class/scsi_host/hostN/scan (started from
+        the netlink lane as soon as START_CONN is answered)
 
 This is as fast as the kernel-relayed login (60 ms to /dev/sda under TCG)
 and keeps CHAP and redirects in the sans-I/O core.  After BIND the kernel
@@ -28,6 +29,7 @@ UNBIND_SESSION (devices removed) -> Logout PDU (bounded by logout_timeout)
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import ipaddress
 import logging
@@ -134,6 +136,8 @@ class KernelSession:
     #: what this daemon set on the kernel session (SET_PARAM), None where the
     #: transport answered ENOSYS; empty for an adopted session
     kernel_params: dict[int, str | None] = field(default_factory=dict, repr=False)
+    #: the LUN scan :func:`establish` started with the session, until the daemon awaits it
+    scanning: asyncio.Future | None = field(default=None, repr=False)  # type: ignore[type-arg]
 
     @property
     def time2wait(self) -> int:
@@ -330,17 +334,23 @@ def host_params(record: Mapping[str, str]) -> list[tuple[int, str]]:
     return out
 
 
+#: Starts a LUN scan of a SCSI host (its number) and returns the scan's future.
+ScanStarter = Callable[[int], concurrent.futures.Future]
+
+
 def _hand_over(knl, handle: int, initial_cmdsn: int, cmds_max: int, queue_depth: int,  # type: ignore[no-untyped-def]
                fd: int, params: list[tuple[int, str]], host: Sequence[tuple[int, str]] = (),
-               ids: Any = None):
+               ids: Any = None, scan: ScanStarter | None = None):
     """The kernel's side of a login, blocking, on the netlink lane (``knl``: IscsiNetlink):
     CREATE_SESSION (initial_cmdsn = the login's CmdSN; skipped when ``ids``, the
     SessionIds of a session created already, are given), then in one datagram CREATE_CONN,
-    BIND_CONN(fd), the SET_PARAMs, the SET_HOST_PARAMs (``host``), START_CONN.  Returns
-    (SessionIds, cid, held params); raises what CREATE_SESSION raises, or
-    :class:`HandoverFailed` for a later step (the first refusal in the kernel's order; the
-    session is to be torn down, started or not).  A refused host parameter is logged only:
-    it names the host's device for listings, the session does not need it."""
+    BIND_CONN(fd), the SET_PARAMs, the SET_HOST_PARAMs (``host``), START_CONN; then
+    ``scan(host_no)`` once the session runs (the LUN scan starts here, on the lane, not
+    after a turn of the event loop).  Returns (SessionIds, cid, held params, the scan's
+    future or None: no ``scan``, or it could not start); raises what CREATE_SESSION raises,
+    or :class:`HandoverFailed` for a later step (the first refusal in the kernel's order;
+    the session is to be torn down, started or not).  A refused host parameter is logged
+    only: it names the host's device for listings, the session does not need it."""
     if ids is None:
         ids = knl.create_session(handle, initial_cmdsn, cmds_max, queue_depth)
     cid = 0  # iscsi_tcp's conn gets the index asked for (iscsi_conn_setup's conn_idx)
@@ -362,7 +372,13 @@ def _hand_over(knl, handle: int, initial_cmdsn: int, cmds_max: int, queue_depth:
             raise started
     except Exception as exc:
         raise HandoverFailed(exc, ids.sid) from exc
-    return ids, cid, held
+    scanning = None
+    if scan is not None:
+        try:
+            scanning = scan(ids.host_no)
+        except Exception as exc:  # noqa: BLE001: e.g. the pool is shut down; the caller scans
+            log.debug("session %d: the LUN scan did not start on the lane: %s", ids.sid, exc)
+    return ids, cid, held, scanning
 
 
 async def _to_the_end(job: "asyncio.Future[Any]") -> "tuple[asyncio.Future[Any], bool]":
@@ -401,8 +417,12 @@ async def establish(
     initiator_name: str,
     isid: ISID,
     issued_challenges: MutableSet[bytes] | None = None,
+    scan: ScanStarter | None = None,
 ) -> KernelSession:
     """Log in and hand the connection to the kernel; the running session.
+
+    ``scan``: started with the session's host number once the kernel runs it (on the
+    netlink lane); the session's ``scanning`` is its future, for the caller to await.
 
     ``iface.initiatorname``, when the node's iface sets one, replaces
     ``initiator_name`` for this session (open-iscsi's per-iface InitiatorName).
@@ -453,9 +473,9 @@ async def establish(
         # the kernel's work inside sendmsg() overlaps the loop's (other logins) on the lane
         job, cancelled = await _to_the_end(nl.run_blocking(
             _hand_over, handle, result.cmdsn, cmds_max, queue_depth, sock.fileno(),
-            session_params(ctx) + negotiated_params(ctx), host_params(rec), ids))
+            session_params(ctx) + negotiated_params(ctx), host_params(rec), ids, scan))
         try:
-            ids, cid, held = job.result()
+            ids, cid, held, started_scan = job.result()
         except HandoverFailed as failed:
             await force_teardown(nl, handle, failed.sid, 0)
             if isinstance(failed.cause, IscsiKernelError):
@@ -475,6 +495,7 @@ async def establish(
         sid=sid, host_no=ids.host_no, cid=cid, node=node, isid=isid, tsih=result.tsih,
         params=result.params, current=portal, negotiated=result.negotiated,
         initiator_name=initiator_name, kernel_params=held,
+        scanning=None if started_scan is None else asyncio.wrap_future(started_scan),
     )
 
 

@@ -28,7 +28,9 @@ import os
 import random
 import socket
 import struct
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
+import concurrent.futures
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -90,6 +92,8 @@ RECOVERY_BACKOFF_MAX = 30.0  #: seconds between relogin attempts at most
 #: seconds a change of the session state file waits for the next ones (32 logins in a
 #: burst write it once, not 32 times over a growing list)
 STATE_SAVE_DELAY = 0.05
+#: connection errors kept for sessions not managed (yet): the most recent sids
+MAX_UNCLAIMED_ERRORS = 64
 Progress = Callable[[dict[str, Any]], None]
 
 
@@ -229,6 +233,10 @@ class Daemon:
         # SCSI scans block in the kernel for the whole LUN scan: give them their own
         # threads so 32 parallel logins scan in parallel (the default pool has ~6)
         self._scan_pool = ThreadPoolExecutor(MAX_PARALLEL_LOGINS, thread_name_prefix="scan")
+        # connection errors the kernel reported for a session not managed yet (one being
+        # set up: the kernel runs it, and scans it, a moment before this daemon files it);
+        # handled when it is.  The kernel never reuses a sid within a boot.
+        self._unclaimed_errors: OrderedDict[int, ConnError] = OrderedDict()
 
     # ------------------------------------------------------------------ life cycle
     async def start(self) -> None:
@@ -479,12 +487,12 @@ class Daemon:
                 log.info("session %d: no saved ISID; assuming open-iscsi's %s", sid, isid)
             self.isids.reserve(isid)
             current = Portal(crd("address") or node.address, num(crd("port")) or node.port, node.tpgt)
-            self.sessions[sid] = ks.KernelSession(
+            self._manage(ks.KernelSession(
                 sid=sid, host_no=host_no or 0, cid=cid or 0, node=node,
                 isid=isid, tsih=state.get("tsih", 0), params=None, current=current, adopted=True,
                 conn_state="LOGGED IN" if sess_state == "LOGGED_IN" else "FAILED",
                 initiator_name=rd(base + "initiatorname") or self._initiator_name() or "",
-            )
+            ))
             log.info("adopted session %d: %s %s", sid, node.target, current)
         self._save_state()
 
@@ -509,8 +517,12 @@ class Daemon:
             err = int(ev.error)
             text = ISCSI_ERR_STRINGS.get(err, "unknown")
             if session is None:
-                log.warning("connection %s:%s error %d (%s) for an unknown session ignored",
-                            sid, ev.cid, err, text)
+                log.info("connection %s:%s error %d (%s) for a session not managed here "
+                         "(yet)", sid, ev.cid, err, text)
+                if sid is not None:
+                    self._unclaimed_errors[sid] = ev
+                    while len(self._unclaimed_errors) > MAX_UNCLAIMED_ERRORS:
+                        self._unclaimed_errors.popitem(last=False)
                 return
             log.error("Kernel reported iSCSI connection %d:%d error (%d - %s) state (%s)",
                       ev.sid, ev.cid, err, text, session.conn_state)
@@ -541,6 +553,14 @@ class Daemon:
                          "not manage (another netlink user): ignored", ev.sid)
         else:
             log.debug("kernel event %s ignored", type(ev).__name__)
+
+    def _manage(self, session: ks.KernelSession) -> None:
+        """File ``session`` as this daemon's; a connection error the kernel reported for it
+        before is handled now."""
+        self.sessions[session.sid] = session
+        ev = self._unclaimed_errors.pop(session.sid, None)
+        if ev is not None:
+            self._on_event(ev)
 
     def _on_target_pdu(self, session: ks.KernelSession, pdu: Any) -> None:
         ev = interpret(pdu)
@@ -676,12 +696,14 @@ class Daemon:
         assert self.nl is not None
         rec = node.record
         attempts = max(1, _num(rec, "node.session.initial_login_retry_max", 4))
+        scan = rec.get("node.session.scan", "auto") != "manual"
         for attempt in range(attempts):
             isid = self.isids.allocate()
             try:
                 async with self._login_sem:
                     session = await ks.establish(self.nl, handle, node, initiator_name, isid,
-                                                 self.issued_challenges)
+                                                 self.issued_challenges,
+                                                 self._start_scan if scan else None)
                 break
             except SessionError as exc:
                 self.isids.release(isid)
@@ -690,13 +712,18 @@ class Daemon:
                 log.info("login to %s failed (%s); retry %d/%d", node.describe(), exc,
                          attempt + 1, attempts - 1)
                 await asyncio.sleep(min(2.0, 0.5 * (attempt + 1)) * random.uniform(0.8, 1.2))
-        self.sessions[session.sid] = session
+        scanning, session.scanning = session.scanning, None
+        self._manage(session)
         self._save_state()
         log.info("Connection%d:0 to [target: %s, portal: %s,%d] through [iface: %s] is operational now",
                  session.sid, node.target, session.current.address, session.current.port, node.iface)
-        if rec.get("node.session.scan", "auto") != "manual":
-            await ks.scan_host(session.host_no, self.sysfs_root, self._scan_pool)
+        if scan:  # as iscsiadm: the login returns after the scan
+            await (scanning or ks.scan_host(session.host_no, self.sysfs_root, self._scan_pool))
         return session.sid
+
+    def _start_scan(self, host_no: int) -> "concurrent.futures.Future[None]":
+        """The LUN scan of a new session's host, started from the netlink lane."""
+        return self._scan_pool.submit(self.sysfs.scan_host, host_no)
 
     async def _autostart(self) -> None:
         """node.startup = automatic: log in at daemon start, bounded in parallel."""

@@ -62,11 +62,33 @@ def test_async_drop_sets_time2wait_once(daemon):
 def test_conn_error_starts_recovery_only_for_our_sessions(daemon, caplog):
     s = _session()
     daemon.sessions[s.sid] = s
-    with caplog.at_level(logging.WARNING, logger="iscsictld"):
+    with caplog.at_level(logging.INFO, logger="iscsictld"):
         daemon._on_event(ConnError(102, None, sid=99, cid=0, error=1020))
         daemon._on_event(ConnError(102, None, sid=s.sid, cid=0, error=1020))
     assert daemon.started == [(3, "ISCSI_ERR_TCP_CONN_CLOSE: TCP connection closed")]
-    assert "unknown session ignored" in caplog.text
+    assert "connection 99:0 error 1020 (ISCSI_ERR_TCP_CONN_CLOSE: TCP connection closed) " \
+           "for a session not managed here (yet)" in caplog.text
+
+
+def test_conn_error_before_the_session_is_filed_is_handled_when_it_is(daemon):
+    """The kernel runs (and scans) a new session a moment before the daemon files it: an
+    error reported in between starts the recovery once the session is filed; errors of
+    sessions never filed are kept for the most recent sids only."""
+    daemon._on_event(ConnError(102, None, sid=7, cid=0, error=1020))
+    assert daemon.started == []
+    daemon._manage(_session(5))  # another session: nothing to replay
+    assert daemon.started == []
+    daemon._manage(s := _session(7))
+    assert daemon.started == [(7, "ISCSI_ERR_TCP_CONN_CLOSE: TCP connection closed")]
+    assert daemon.sessions[7] is s
+    daemon._manage(_session(7))  # handled once
+    assert len(daemon.started) == 1
+    from iscsictl.daemon.service import MAX_UNCLAIMED_ERRORS
+    for sid in range(100, 101 + MAX_UNCLAIMED_ERRORS):
+        daemon._on_event(ConnError(102, None, sid=sid, cid=0, error=1020))
+    daemon._manage(_session(100))  # the oldest, forgotten
+    daemon._manage(_session(100 + MAX_UNCLAIMED_ERRORS))
+    assert [sid for sid, _ in daemon.started] == [7, 100 + MAX_UNCLAIMED_ERRORS]
 
 
 def test_malformed_recv_pdu_is_logged_and_dropped(daemon, caplog):

@@ -7,6 +7,7 @@ created while the login is on the wire: used, destroyed (synchronously) when the
 fails, made again for a login that ends at another CmdSN."""
 
 import asyncio
+import concurrent.futures
 import errno
 import socket
 
@@ -54,10 +55,10 @@ class Kernel:
         return out
 
 
-def hand_over(kernel, host=()):
+def hand_over(kernel, host=(), scan=None):
     knl = IscsiNetlink(SyncKernel(kernel), timeout=1)
     try:
-        return ks._hand_over(knl, 3, 17, 128, 32, 42, PARAMS, host)
+        return ks._hand_over(knl, 3, 17, 128, 32, 42, PARAMS, host, None, scan)
     finally:
         knl.close()
 
@@ -73,7 +74,7 @@ def test_a_bound_iface_names_the_host_device_before_start(caplog):
                     (IscsiHostParam.HWADDRESS, "52:54:00:aa:bb:02")]
     assert ks.host_params({"iface.net_ifacename": "<empty>", "iface.hwaddress": ""}) == []
     kernel = Kernel(fail={E.SET_HOST_PARAM: errno.ENOSYS})
-    ids, cid, held = hand_over(kernel, host)
+    ids, cid, held, _ = hand_over(kernel, host)
     assert [r["type"] for r in kernel.requests] == [
         E.CREATE_SESSION, E.CREATE_CONN, E.BIND_CONN, *[E.SET_PARAM] * 3,
         E.SET_HOST_PARAM, E.SET_HOST_PARAM, E.START_CONN]
@@ -88,7 +89,7 @@ def test_a_bound_iface_names_the_host_device_before_start(caplog):
 
 def test_hand_over_sequence_and_held_params():
     kernel = Kernel()
-    ids, cid, held = hand_over(kernel)
+    ids, cid, held, _ = hand_over(kernel)
     assert (ids.sid, ids.host_no, cid) == (5, 9, 0)
     assert [r["type"] for r in kernel.requests] == [
         E.CREATE_SESSION, E.CREATE_CONN, E.BIND_CONN, *[E.SET_PARAM] * 3, E.START_CONN]
@@ -142,6 +143,35 @@ def test_create_session_failure_has_nothing_to_tear_down():
     assert [r["type"] for r in kernel.requests] == [E.CREATE_SESSION]
 
 
+class Scans:
+    """A scan starter: records each host it is asked to scan and the last request the kernel
+    had answered then; ``fail``: it cannot start (a pool shut down)."""
+
+    def __init__(self, kernel, fail=False):
+        self.kernel, self.fail, self.started = kernel, fail, []
+
+    def __call__(self, host_no):
+        if self.fail:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        self.started.append((host_no, self.kernel.requests[-1]["type"]))
+        job = concurrent.futures.Future()
+        job.set_result(None)
+        return job
+
+
+def test_the_lun_scan_starts_on_the_lane_once_the_session_runs():
+    kernel = Kernel()
+    scans = Scans(kernel)
+    *_, scanning = hand_over(kernel, scan=scans)
+    assert scans.started == [(9, E.START_CONN)] and scanning.done()
+    assert hand_over(Kernel(), scan=Scans(kernel, fail=True))[3] is None  # the caller scans
+    refused = Kernel({E.START_CONN: errno.EIO})
+    scans = Scans(refused)
+    with pytest.raises(ks.HandoverFailed):
+        hand_over(refused, scan=scans)
+    assert scans.started == []  # no scan of a session that does not run
+
+
 def test_cancelled_login_waits_for_its_kernel_job():
     """A login cancelled while its job runs on the lane learns the job's outcome (to undo
     it) before it ends: nothing the kernel made is forgotten."""
@@ -178,7 +208,7 @@ class LaneNetlink:
         return request
 
 
-def establish(kernel, monkeypatch, outcome="ok", cmdsn=ks.INITIAL_CMDSN):
+def establish(kernel, monkeypatch, outcome="ok", cmdsn=ks.INITIAL_CMDSN, scan=None):
     """ks.establish with a stand-in login: it connects (``connected()``), then succeeds
     with ``cmdsn`` or fails with an authentication error; the kernel requests made."""
     from iscsictl.daemon.errors import SessionError
@@ -207,15 +237,23 @@ def establish(kernel, monkeypatch, outcome="ok", cmdsn=ks.INITIAL_CMDSN):
     monkeypatch.setattr(ks, "userspace_login", login)
     nl = LaneNetlink(kernel)
     try:
-        return asyncio.run(ks.establish(nl, 3, node, "iqn.2026-11.org.example:i",
-                                        ISID.en(7, 1)))
+        async def run():
+            session = await ks.establish(nl, 3, node, "iqn.2026-11.org.example:i",
+                                         ISID.en(7, 1), scan=scan)
+            if session.scanning is not None:
+                await session.scanning
+            return session
+        return asyncio.run(run())
     finally:
         nl.knl.close()
 
 
 def test_session_created_during_the_login_is_used(monkeypatch):
-    session = establish(kernel := Kernel(), monkeypatch)
+    kernel = Kernel()
+    session = establish(kernel, monkeypatch, scan=(scans := Scans(kernel)))
     assert (session.sid, session.host_no) == (5, 9)
+    assert scans.started == [(9, E.START_CONN)] and session.scanning.done()
+    assert establish(Kernel(), monkeypatch).scanning is None
     types = [r["type"] for r in kernel.requests]
     assert types[0] == E.CREATE_SESSION and types.count(E.CREATE_SESSION) == 1
     assert kernel.requests[0]["initial_cmdsn"] == ks.INITIAL_CMDSN
