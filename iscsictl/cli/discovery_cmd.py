@@ -21,6 +21,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from . import errors as E
 from ._common import open_db, parse_portal_arg
 from .output import node_json, record_json, tree_lines
@@ -214,7 +216,6 @@ def discover(args, o, ops, from_db: bool, missing_code: int = E.IDBM) -> int:
     that iface's network device and with its initiator name; any failure stops the
     discovery before a record is written (iscsiadm's all-or-nothing)."""
     from ..db.errors import RecordNotFound
-    from ..db.store import NodeID
     did, p = _did(args)
     db = open_db(args, o)
     persistent = "nonpersistent" not in ops
@@ -233,41 +234,15 @@ def discover(args, o, ops, from_db: bool, missing_code: int = E.IDBM) -> int:
         return E.NO_OBJS_FOUND
     rec = rec or discovery_record()
 
-    from ..discovery.sendtargets import DiscoveryPolicy, send_targets
-    from ..protocol.config import LoginConfig
-    from ..transport.errors import RetriesExceeded
-    from ..transport.iface import iface_initiator_name
-    from ._common import initiator_name, text_values
+    from ..discovery.sendtargets import DiscoveryPolicy
+    from ._common import text_values
     values = text_values(rec)
     policy = DiscoveryPolicy.from_record(values)
-    found = []
-    for ifn, iface in ifaces:
-        try:
-            cfg = LoginConfig.from_discovery(
-                values, iface_initiator_name(iface) or initiator_name(args),
-                login_timeout=policy.login_timeout, auth_timeout=policy.auth_timeout)
-        except ValueError as e:
-            raise E.CliError(f"discovery record {did.address},{did.port}: {e}",
-                             E.INVAL) from None
-        try:
-            targets = send_targets(p.address, p.port, cfg, policy, log=o.error, iface=iface)
-        except RetriesExceeded as e:
-            raise E.CliError(
-                f"Could not perform SendTargets discovery: {E.err_to_str(e.exit_code)}",
-                e.exit_code, lines=(str(e),)) from None
-        except Exception as e:
-            code = E.exit_code_of(e)
-            raise E.CliError(f"Could not perform SendTargets discovery: {E.err_to_str(code)}",
-                             code, lines=(str(e),)) from None
-        for t in targets:
-            for portal in t.portals:
-                tpgt = -1 if portal.tpgt is None else portal.tpgt
-                found.append(NodeID(t.name, portal.address, portal.port, tpgt, ifn))
-    if not found:
-        raise E.CliError("No portals found", E.NO_OBJS_FOUND)
-    result = None
-    if persistent:
-        result = _apply(db, did, found, ops)
+    # each exchange's Logout is on the wire while the records are written; awaited after
+    with contextlib.ExitStack() as logouts:
+        found = _send_targets(args, o, did, p, ifaces, values, policy, logouts)
+        result = _apply(db, did, found, ops) if persistent else None
+    if result is not None:
         for nid, err in result.failed:
             o.error(f"Could not add/update [tcp:[hw=,ip=,net_if=,iscsi_if={nid.iface}] "
                     f"{nid.address},{nid.port},{nid.tpgt} {nid.target}]: {err}")
@@ -290,6 +265,45 @@ def discover(args, o, ops, from_db: bool, missing_code: int = E.IDBM) -> int:
             **({"logins": logins} if args.login else {}),
         })
     return rc
+
+
+def _send_targets(args, o, did, p, ifaces, values, policy,  # type: ignore[no-untyped-def]
+                  logouts: contextlib.ExitStack) -> list:
+    """One SendTargets exchange per iface (any failure is a CliError, before a record is
+    written); the NodeIDs found.  Each exchange's Logout waits in ``logouts``."""
+    from ..db.store import NodeID
+    from ..discovery.sendtargets import discovering
+    from ..protocol.config import LoginConfig
+    from ..transport.errors import RetriesExceeded
+    from ..transport.iface import iface_initiator_name
+    from ._common import initiator_name
+    found = []
+    for ifn, iface in ifaces:
+        try:
+            cfg = LoginConfig.from_discovery(
+                values, iface_initiator_name(iface) or initiator_name(args),
+                login_timeout=policy.login_timeout, auth_timeout=policy.auth_timeout)
+        except ValueError as e:
+            raise E.CliError(f"discovery record {did.address},{did.port}: {e}",
+                             E.INVAL) from None
+        try:
+            targets = logouts.enter_context(
+                discovering(p.address, p.port, cfg, policy, log=o.error, iface=iface))
+        except RetriesExceeded as e:
+            raise E.CliError(
+                f"Could not perform SendTargets discovery: {E.err_to_str(e.exit_code)}",
+                e.exit_code, lines=(str(e),)) from None
+        except Exception as e:
+            code = E.exit_code_of(e)
+            raise E.CliError(f"Could not perform SendTargets discovery: {E.err_to_str(code)}",
+                             code, lines=(str(e),)) from None
+        for t in targets:
+            for portal in t.portals:
+                tpgt = -1 if portal.tpgt is None else portal.tpgt
+                found.append(NodeID(t.name, portal.address, portal.port, tpgt, ifn))
+    if not found:
+        raise E.CliError("No portals found", E.NO_OBJS_FOUND)
+    return found
 
 
 def discover_firmware(args, o, ops) -> int:  # type: ignore[no-untyped-def]

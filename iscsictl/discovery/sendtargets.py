@@ -2,7 +2,8 @@
 
 One attempt: connect (``discovery.sendtargets.timeo.login_timeout``), Discovery-session login
 (CHAP / mutual CHAP from ``discovery.sendtargets.auth.*``, redirects followed), ``SendTargets=All``
-with Text continuation (the whole exchange bounded by ``timeo.active_timeout``), Logout, close.
+with Text continuation (the whole exchange bounded by ``timeo.active_timeout``), Logout, close
+(:func:`discovering` lets the caller's work overlap the Logout).
 
 Retries follow ``discovery.sendtargets.reopen_max``: a connection failure, a timeout or a
 retryable rejection (status class 3) is reported through ``log`` and retried after
@@ -17,17 +18,18 @@ No kernel module and no root are needed.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
 from ..protocol.config import LoginConfig
 from ..protocol.portal import Portal
 from ..protocol.text_exchange import DiscoveredTarget, parse_send_targets
 from ..transport.errors import (LoginFailed, ProtocolFailure, RetriesExceeded,
                                 RetryableLoginError, TransportError)
-from ..transport.tcp import login
+from ..transport.tcp import Connection, login
 
-__all__ = ["DiscoveryPolicy", "send_targets", "discover_once"]
+__all__ = ["DiscoveryPolicy", "discovering", "send_targets", "discover_once"]
 
 
 @dataclass(frozen=True)
@@ -60,26 +62,84 @@ class DiscoveryPolicy:
         return cls(**kw)
 
 
+def _exchange(host: str, port: int, config: LoginConfig, policy: DiscoveryPolicy,
+              warn: Callable[[str], None] | None,
+              iface: Mapping[str, str] | None) -> tuple[Connection, list[DiscoveredTarget]]:
+    """Log in and ask SendTargets=All: the logged-in connection (the caller closes it) and
+    the targets.  Raises the transport errors."""
+    conn = login(host, port, config, warn=warn, iface=iface)
+    try:
+        pairs = conn.text([("SendTargets", "All")], policy.active_timeout)
+        try:
+            return conn, parse_send_targets(pairs, Portal(conn.endpoint.address, port))
+        except ValueError as e:
+            raise ProtocolFailure(f"SendTargets answer from {conn.endpoint}: {e}") from None
+    except BaseException:
+        conn.close()
+        raise
+
+
+@contextmanager
+def _logging_out(conn: Connection, policy: DiscoveryPolicy) -> Iterator[None]:
+    """Send the Logout (``policy.logout``) before the block, await its response after it
+    (not when the block raises), close the connection in any case.  The answer is in hand:
+    a target that drops the logout changes nothing."""
+    try:
+        response = None
+        if policy.logout:
+            try:
+                response = conn.start_logout()
+            except (TransportError, LoginFailed):
+                pass
+        yield
+        if response is not None:
+            try:
+                response(policy.login_timeout)
+            except (TransportError, LoginFailed):
+                pass
+    finally:
+        conn.close()
+
+
 def discover_once(host: str, port: int, config: LoginConfig, policy: DiscoveryPolicy,
                   warn: Callable[[str], None] | None = None,
                   iface: Mapping[str, str] | None = None) -> list[DiscoveredTarget]:
     """One discovery attempt (no retry), through ``iface``'s network device when it binds
     one (:mod:`iscsictl.transport.iface`).  Raises the transport errors."""
-    conn = login(host, port, config, warn=warn, iface=iface)
-    try:
-        pairs = conn.text([("SendTargets", "All")], policy.active_timeout)
-        try:
-            targets = parse_send_targets(pairs, Portal(conn.endpoint.address, port))
-        except ValueError as e:
-            raise ProtocolFailure(f"SendTargets answer from {conn.endpoint}: {e}") from None
-        if policy.logout:
-            try:
-                conn.logout(policy.login_timeout)
-            except (TransportError, LoginFailed):
-                pass  # the answer is in hand; a target that drops the logout changes nothing
+    conn, targets = _exchange(host, port, config, policy, warn, iface)
+    with _logging_out(conn, policy):
         return targets
-    finally:
-        conn.close()
+
+
+@contextmanager
+def discovering(host: str, port: int, config: LoginConfig,
+                policy: DiscoveryPolicy | None = None, *,
+                log: Callable[[str], None] | None = None,
+                sleep: Callable[[float], None] = time.sleep,
+                iface: Mapping[str, str] | None = None) -> Iterator[list[DiscoveredTarget]]:
+    """:func:`send_targets` as a context manager: ``with discovering(...) as targets:``.
+    The Logout is sent before the block runs and its response awaited when the block ends
+    (not when it raises), so that work done with the targets (writing records) overlaps
+    the target's side of the logout.  Raises as :func:`send_targets`, on entry."""
+    policy = policy or DiscoveryPolicy()
+    attempts = 1 + max(0, policy.reopen_max)
+    last: Exception | None = None
+    for attempt in range(attempts):
+        if attempt:
+            sleep(policy.retry_delay)
+        try:
+            conn, targets = _exchange(host, port, config, policy, None, iface)
+            break
+        except (RetryableLoginError, TransportError) as e:
+            last = e
+        if log:
+            for line in getattr(last, "lines", None) or (str(last),):
+                log(line)
+    else:
+        assert last is not None
+        raise RetriesExceeded(policy.reopen_max, last)
+    with _logging_out(conn, policy):
+        yield targets
 
 
 def send_targets(host: str, port: int, config: LoginConfig,
@@ -92,24 +152,11 @@ def send_targets(host: str, port: int, config: LoginConfig,
 
     ``config`` is a Discovery-session LoginConfig (``LoginConfig.from_discovery``), its
     login/auth timeouts taken from ``policy``.  ``log(msg)`` receives the lines of each
-    failed attempt (iscsiadm prints them; a bind failure is two).  Returns the targets with their portals (a target without
-    TargetAddress gets the portal asked).
+    failed attempt (iscsiadm prints them; a bind failure is two).  Returns the targets with
+    their portals (a target without TargetAddress gets the portal asked), after the Logout.
 
     Raises: LoginAuthFailed (24), FatalLoginError (19), LoginFailed/ProtocolFailure (5),
     RetriesExceeded (exit code 11, as iscsiadm; the last failure in ``last``).
     """
-    policy = policy or DiscoveryPolicy()
-    attempts = 1 + max(0, policy.reopen_max)
-    last: Exception | None = None
-    for attempt in range(attempts):
-        if attempt:
-            sleep(policy.retry_delay)
-        try:
-            return discover_once(host, port, config, policy, iface=iface)
-        except (RetryableLoginError, TransportError) as e:
-            last = e
-        if log:
-            for line in getattr(last, "lines", None) or (str(last),):
-                log(line)
-    assert last is not None
-    raise RetriesExceeded(policy.reopen_max, last)
+    with discovering(host, port, config, policy, log=log, sleep=sleep, iface=iface) as targets:
+        return targets

@@ -22,7 +22,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Callable, Mapping
 
 from ..protocol.chap import AuthenticationError
 from ..protocol.config import LoginConfig
@@ -278,18 +278,28 @@ class Connection:
     def logout(self, timeout: float) -> LogoutResult:
         """Logout (close the session).  Raises ProtocolFailure, TransportTimeout,
         ConnectionClosed."""
+        return self.start_logout()(timeout)
+
+    def start_logout(self) -> Callable[[float], LogoutResult]:
+        """Send the Logout Request (close the session); returns the function that waits at
+        most ``timeout`` seconds for the Logout Response and returns its result, so that
+        other work can overlap the target's.  Raises ConnectionClosed; the function raises
+        ProtocolFailure, TransportTimeout, ConnectionClosed."""
         assert self._cmds is not None
         cs = self._cmds
         lo = LogoutExchange(itt=self._next_itt(), cmdsn=cs.cmdsn, exp_statsn=cs.exp_statsn)
         what = f"logout from {self.endpoint}"
         self._send(lo.request.encode(self._hd, self._dd), what)
-        deadline = time.monotonic() + timeout
-        try:
-            for p in self._pdus(deadline, what):
-                return lo.receive_pdu(p)
-        except ISCSIProtocolError as e:
-            raise ProtocolFailure(f"{what}: {e}") from None
-        raise ProtocolFailure(f"{what}: no response")  # pragma: no cover
+
+        def response(timeout: float) -> LogoutResult:
+            deadline = time.monotonic() + timeout
+            try:
+                for p in self._pdus(deadline, what):
+                    return lo.receive_pdu(p)
+            except ISCSIProtocolError as e:
+                raise ProtocolFailure(f"{what}: {e}") from None
+            raise ProtocolFailure(f"{what}: no response")  # pragma: no cover
+        return response
 
 
 def login(host: str, port: int, config: LoginConfig, *, isid: bytes | None = None,
