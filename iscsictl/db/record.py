@@ -14,10 +14,8 @@ Unknown keys are ignored; a bad value is reported through ``warn`` and the key k
 from __future__ import annotations
 
 import functools
-import itertools
-import operator
 import re
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from . import schema
 from .errors import CorruptRecord, InvalidKey, InvalidValue, ReadOnlyKey
@@ -354,36 +352,33 @@ def format_record(rec: Record, *, for_file: bool = False, show_secrets: bool = F
     return "\n".join(out) + "\n"
 
 
-def format_file_records(recs: Iterable[Record], *,
-                        version: str = schema.FORMAT_VERSION) -> Iterator[str]:
-    """``format_record(rec, for_file=True, version=version)`` of each record, for writing
-    many at once: only the lines of the keys whose values are not the previous record's
-    objects are made again (the records of one discovery are copies of one template that
-    differ in a handful of keys: ~3x faster for them)."""
-    names: list[str] = []
-    lines: list[str] = []
-    prev: list = []
-    keys: tuple[Key, ...] = ()
-    head = f"{schema.BEGIN_RECORD} {version}\n"
-    tail = schema.END_RECORD + "\n"
+def format_file_variants(template: Record, recs: Iterable[Record], varying: Sequence[str], *,
+                         version: str = schema.FORMAT_VERSION) -> Iterator[str]:
+    """``format_record(rec, for_file=True, version=version)`` of each of ``recs``, copies of
+    ``template`` that differ from it in the keys ``varying`` only (not in a key that chooses
+    the printed address block): the template's lines are made once, then only those keys'
+    lines per record (the records of one discovery: ~3x faster than formatting each)."""
+    vals = template.values
+    ipv6 = (template.kind is schema.NODE or template.kind is schema.IFACE) and \
+        schema.iface_is_ipv6_by_address(vals)
+    keys = _printed_keys(template.kind, True, ipv6, version)
+    lines = [f"{schema.BEGIN_RECORD} {version}\n",
+             *(_file_line(k, vals[k.name]) for k in keys), schema.END_RECORD + "\n"]
+    at = {k.name: (i + 1, k) for i, k in enumerate(keys)}  # + 1: the BEGIN line
+    changing = [at[name] for name in varying if name in at]
     for rec in recs:
-        vals = rec.values
-        ipv6 = (rec.kind is schema.NODE or rec.kind is schema.IFACE) and \
-            schema.iface_is_ipv6_by_address(vals)
-        printed = _printed_keys(rec.kind, True, ipv6, version)
-        if printed is not keys:
-            keys, names = printed, [k.name for k in printed]
-            lines, prev = [""] * len(keys), [_UNSET] * len(keys)
-        cur = list(map(vals.__getitem__, names))
-        for i in itertools.compress(range(len(cur)), map(operator.is_not, cur, prev)):
-            v = cur[i]
-            s = ",".join(v) if keys[i].type == "list" else str(v)
-            lines[i] = f"{names[i]} = {s}\n" if s else ""
-        prev = cur
-        yield head + "".join(lines) + tail
+        out = lines.copy()
+        v = rec.values
+        for i, k in changing:
+            out[i] = _file_line(k, v[k.name])
+        yield "".join(out)
 
 
-_UNSET = object()
+def _file_line(k: Key, v: Any) -> str:
+    s = ",".join(v) if k.type == "list" else str(v)
+    return f"{k.name} = {s}\n" if s else ""
+
+
 
 
 # --------------------------------------------------------------------------------------------

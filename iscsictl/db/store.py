@@ -33,6 +33,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import functools
+import itertools
 import os
 import time
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ from . import schema
 from .config import IscsidConfig, resolve_roots
 from .errors import (CorruptRecord, DBError, InvalidRecordName, InvalidValue, LockTimeout,
                      RecordExists, RecordNotFound)
-from .record import (Record, convert, format_file_records, format_node_flat, format_node_tree,
+from .record import (Record, convert, format_file_variants, format_node_flat, format_node_tree,
                      format_portal, format_record, parse_record)
 
 NODES = "nodes"
@@ -57,6 +58,8 @@ LOCK_DIRNAME = ".locks"
 DIR_MODE = 0o770
 FILE_MODE = 0o600
 DEFAULT_LOCK_TIMEOUT = 30.0
+#: what a discovery sets in each new node record made from its template
+IDENTITY_KEYS = ("node.name", "node.conn[0].address", "node.conn[0].port", "node.tpgt")
 _LOCK_POLL = 0.01
 
 
@@ -847,11 +850,17 @@ class NodeDB:
         old = set(self.discovery_nodes(did))
         fresh: list = []
         template: Record | None = None
+        try:  # a target without a directory has no record: one listing, not a lookup each
+            targets = set(os.listdir(self._p(NODES)))
+        except FileNotFoundError:
+            targets = set()
+        except OSError:
+            targets = None
         for nid in found:
             try:
                 rec = None
                 raw = None
-                if self.node_exists(nid):
+                if (targets is None or nid.target in targets) and self.node_exists(nid):
                     try:
                         path = self.node_path(nid)
                         raw = self._read_bytes(path)
@@ -873,7 +882,7 @@ class NodeDB:
                     v["node.name"], v["node.conn[0].address"] = nid.target, nid.address
                     v["node.conn[0].port"], v["node.tpgt"] = nid.port, nid.tpgt
                     if raw is None and nid.tpgt != schema.TPGT_UNKNOWN:
-                        fresh.append((rec, nid))  # written below in one batch
+                        fresh.append((rec, nid, template))  # written below in one batch
                         continue
                     bucket = res.added
                 else:
@@ -905,7 +914,8 @@ class NodeDB:
 
     def _create_nodes_batch(self, items: list, res: ReconcileResult) -> None:
         """Create many new node records durably with two filesystem flushes instead of two
-        fsyncs per record: every record is written to a temp file in its portal directory,
+        fsyncs per record; ``items``: (record, NodeID, the template it is a copy of, with
+        only its identity keys (:data:`IDENTITY_KEYS`) set).  Every record is written to a temp file in its portal directory,
         the filesystem is flushed (syncfs), each temp file is renamed to its final name (a
         record that appeared meanwhile is written through :meth:`write_node` instead, under
         its lock), discovery links are made, and the filesystem is flushed again before
@@ -915,7 +925,7 @@ class NodeDB:
         with self.db_lock():
             nodes = self._mkdirs(NODES)
             made: set = set()
-            for rec, nid in items:  # names checked by the caller: no '/' in them
+            for rec, nid, template in items:  # names checked by the caller: no '/' in them
                 tdir = f"{nodes}/{nid.target}"
                 pdir = f"{tdir}/{nid.address},{nid.port},{nid.tpgt}"
                 try:
@@ -934,13 +944,15 @@ class NodeDB:
                 except DBError as e:
                     res.failed.append((nid, e))
                     continue
-                staged.append((rec, nid, pdir))
+                staged.append((rec, nid, pdir, template))
         written: list = []
         renamed: set = set()
-        texts = format_file_records((rec for rec, _, _ in staged), version=self.version)
+        texts = (text for template, group in itertools.groupby(staged, lambda s: s[3])
+                 for text in format_file_variants(template, [s[0] for s in group],
+                                                  IDENTITY_KEYS, version=self.version))
         pid = os.getpid()
         try:
-            for (rec, nid, pdir), text in zip(staged, texts):
+            for (rec, nid, pdir, _), text in zip(staged, texts):
                 path, tmp = f"{pdir}/{nid.iface}", f"{pdir}/.{nid.iface}.{pid}.new"
                 try:
                     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)

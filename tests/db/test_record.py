@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from iscsictl.db import schema
 from iscsictl.db.errors import CorruptRecord, InvalidKey, InvalidValue, ReadOnlyKey
-from iscsictl.db.record import (Record, format_file_records, format_node_flat, format_record,
+from iscsictl.db.record import (Record, format_file_variants, format_node_flat, format_record,
                                 parse_record)
 
 
@@ -219,27 +219,42 @@ def _valid_texts(key) -> list[str]:
     return list(key.values)
 
 
-@given(st.lists(st.tuples(st.sampled_from(["node", "node", "node", "iface", "discovery_st"]),
-                          st.booleans(), st.lists(st.tuples(st.integers(0, 10 ** 6),
-                                                            st.integers(0, 10)), max_size=6)),
-                min_size=1, max_size=12))
+#: the keys that choose a node or iface file's address block (a variant may not change them)
+_BLOCK_KEYS = ("iface.ipaddress", "iface.iscsi_ifacename", "iface.bootproto")
+
+_changes = st.lists(st.tuples(st.integers(0, 10 ** 6), st.integers(0, 10)), max_size=6)
+
+
+@given(st.sampled_from(["node", "node", "iface", "discovery_st"]), _changes,
+       st.lists(st.integers(0, 10 ** 6), max_size=5), st.lists(_changes, max_size=8))
 @settings(max_examples=150, deadline=None)
-def test_many_records_format_as_each_alone(steps):
-    """format_file_records (a batch reusing the previous record's lines) writes what
-    format_record writes for each record: records copied from the previous one with a few
-    keys changed (as a discovery makes them), another kind, an IPv6 iface address."""
-    recs: list[Record] = []
-    for kind_name, fresh, changes in steps:
-        kind = schema.KINDS[kind_name]
-        prev = recs[-1] if recs else None
-        r = prev.copy() if prev is not None and prev.kind is kind and not fresh else Record(kind)
-        settable = [k for k in kind.keys if not k.hidden and not k.length_of]
+def test_variants_of_a_template_format_as_each_alone(kind_name, template_changes, varying_at,
+                                                     variant_changes):
+    """format_file_variants (the template's lines made once, only the varying keys' lines per
+    record) writes what format_record writes for each record: copies of any template (an
+    IPv6 iface address too) that differ from it in any of the varying keys (as a
+    discovery's new records differ in their identity)."""
+    kind = schema.KINDS[kind_name]
+    settable = [k for k in kind.keys if not k.hidden and not k.length_of]
+
+    def change(r, changes, keys):
         for which, choice in changes:
-            key = settable[which % len(settable)]
+            key = keys[which % len(keys)]
             texts = _valid_texts(key)
             try:
                 r.set(key.name, texts[choice % len(texts)])
             except InvalidValue:  # out of this key's range
                 pass
+
+    template = Record(kind)
+    change(template, template_changes, settable)
+    may_vary = [k for k in settable if k.name not in _BLOCK_KEYS]
+    varying = [may_vary[i % len(may_vary)] for i in varying_at]
+    recs = []
+    for changes in variant_changes:
+        r = template.copy()
+        if varying:
+            change(r, changes, varying)
         recs.append(r)
-    assert list(format_file_records(recs)) == [format_record(r, for_file=True) for r in recs]
+    assert list(format_file_variants(template, recs, [k.name for k in varying])) == \
+        [format_record(r, for_file=True) for r in recs]
