@@ -38,6 +38,8 @@ NOT_UNDERSTOOD = "NotUnderstood"
 IRRELEVANT = "Irrelevant"
 REJECT = "Reject"
 SPECIAL_ANSWERS = (NOT_UNDERSTOOD, IRRELEVANT, REJECT)
+#: every standard key's default (the keys without one have no value in force until set)
+_DEFAULTS = {name: kd.default for name, kd in KEYS.items() if kd.default is not None}
 _DECIMAL = re.compile(r"[0-9]{1,64}")  # decimal-constant (§6.1), ASCII digits only
 _HEX = re.compile(r"0[xX][0-9a-fA-F]{1,64}")  # hex-constant (§6.1)
 
@@ -264,9 +266,17 @@ class Negotiator:
         return kd.default if kd else None
 
     def results(self) -> dict[str, str]:
-        """Every key's value in force: settled, declared, or default."""
-        keys = set(KEYS) | set(self._results) | set(self.declared)
-        return {k: v for k in sorted(keys) if (v := self.value(k)) is not None}
+        """Every key's value in force (:meth:`value` of each key that has one), by name:
+        settled, declared, fixed by our offer, or default."""
+        merged = dict(_DEFAULTS)
+        for key, sent in self._sent.items():  # value()'s rule for AND/OR offers
+            kd = KEYS.get(key)
+            if kd is not None and ((kd.kind is Kind.OR and sent == "Yes")
+                                   or (kd.kind is Kind.AND and sent != "Yes")):
+                merged[key] = sent
+        merged.update(self.declared)
+        merged.update(self._results)
+        return {k: merged[k] for k in sorted(merged)}
 
 
 @dataclass(frozen=True)

@@ -39,9 +39,16 @@ class TextFormatError(ISCSIProtocolError):
     """Text data that breaks §6.1 (bad key name, missing '=', over a limit)."""
 
 
+#: the value limit (bytes) of each standard key; names not here get _VALUE_LIMIT_UNKNOWN
+_LIMITS = {name: kd.max_length for name, kd in KEYS.items()}
+assert all(_KEY_NAME.match(k) and len(k) <= MAX_KEY_NAME for k in _LIMITS)
+#: a whole text of well-formed pairs (a key name of at most 63 characters, '=', a value),
+#: each NUL-terminated: the common case checked in one pass
+_PAIRS = re.compile(r"(?:[A-Za-z][A-Za-z0-9.\-+@_#]{0,62}=[^\0]*\0)+\Z")
+
+
 def _value_limit(key: str) -> int:
-    kd = KEYS.get(key)
-    return kd.max_length if kd else _VALUE_LIMIT_UNKNOWN
+    return _LIMITS.get(key, _VALUE_LIMIT_UNKNOWN)
 
 
 def encode_text(pairs: TextPairs) -> bytes:
@@ -50,15 +57,17 @@ def encode_text(pairs: TextPairs) -> bytes:
     Raises:
         ValueError: a key or value we were asked to send breaks the limits.
     """
-    out = bytearray()
+    out = []
     for key, value in pairs:
-        if not _KEY_NAME.match(key) or len(key) > MAX_KEY_NAME:
-            raise ValueError(f"invalid text key name {key!r}")
-        v = value.encode("utf-8")
-        if b"\0" in v or len(v) > _value_limit(key):
+        limit = _LIMITS.get(key)
+        if limit is None:
+            if not _KEY_NAME.match(key) or len(key) > MAX_KEY_NAME:
+                raise ValueError(f"invalid text key name {key!r}")
+            limit = _VALUE_LIMIT_UNKNOWN
+        if "\0" in value or (len(value) if value.isascii() else len(value.encode())) > limit:
             raise ValueError(f"value of {key} is longer than its limit or holds a NUL")
-        out += key.encode("ascii") + b"=" + v + b"\0"
-    return bytes(out)
+        out.append(f"{key}={value}\0")
+    return "".join(out).encode()
 
 
 def decode_text(data: bytes) -> TextPairs:
@@ -75,8 +84,20 @@ def decode_text(data: bytes) -> TextPairs:
         return []
     if data[-1:] != b"\0":
         raise TextFormatError("text data does not end with a NUL delimiter")
+    body = data.rstrip(b"\0")
+    if body.isascii():  # the common case: whole-text checks, then only the value limits
+        text = body.decode("ascii") + "\0"
+        if _PAIRS.match(text):
+            pairs = [(k, v) for k, _, v in (item.partition("=") for item in text[:-1].split("\0"))]
+            if all(len(v) <= _LIMITS.get(k, _VALUE_LIMIT_UNKNOWN) for k, v in pairs):
+                return pairs
+    return _decode_each(body)
+
+
+def _decode_each(body: bytes) -> TextPairs:
+    """decode_text pair by pair (non-ASCII text, and the precise error of a bad one)."""
     pairs: TextPairs = []
-    for item in data.rstrip(b"\0").split(b"\0"):
+    for item in body.split(b"\0"):
         if not item:
             raise TextFormatError("empty key=value pair (two NULs in a row)")
         key_b, eq, value_b = item.partition(b"=")

@@ -79,8 +79,9 @@ class TextExchange:
         self.itt = itt
         self.cmdsn = cmdsn
         self.exp_statsn = exp_statsn
-        self._segments = [encode_text(pairs)[i:i + max_send_segment]
-                          for i in range(0, len(encode_text(pairs)), max_send_segment)] or [b""]
+        text = encode_text(pairs)
+        self._segments = [text[i:i + max_send_segment]
+                          for i in range(0, len(text), max_send_segment)] or [b""]
         self._assembler = TextAssembler(max_response_bytes)
         self._max_response_bytes = max_response_bytes
         self._received = 0  # response bytes so far, over every PDU of the exchange

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from iscsictl.protocol.config import DIGEST_CHOICES, LoginConfig
 from iscsictl.protocol.login import LoginSuccess
+from iscsictl.protocol.keys import KEYS
 from iscsictl.protocol.negotiation import NegotiationError
 
 from .fake_target import FakeTarget, Pair, TargetConfig, make_machine
@@ -63,8 +64,9 @@ def test_both_sides_agree(config, tcfg, mode):
         from dataclasses import replace
         config = replace(config, target_name=None)
     t = FakeTarget(tcfg)
+    machine = make_machine(config)
     try:
-        outcome = Pair(make_machine(config), t, mode).login()
+        outcome = Pair(machine, t, mode).login()
     except NegotiationError as exc:
         # the only refusal: FirstBurstLength above MaxBurstLength where it matters
         assert exc.key == "FirstBurstLength"
@@ -75,6 +77,10 @@ def test_both_sides_agree(config, tcfg, mode):
     assert t.violations == []
     for key, value in t.negotiated.items():
         assert outcome.negotiated[key] == value, key
+    neg = machine._negotiator  # results(): value() of every key that has one, by name
+    keys = sorted(set(KEYS) | set(neg._results) | set(neg.declared))
+    assert outcome.negotiated == {k: v for k in keys if (v := neg.value(k)) is not None}
+    assert list(outcome.negotiated) == sorted(outcome.negotiated)
     p = outcome.params
     assert p.max_xmit_data_segment_length == tcfg.mrdsl
     assert p.max_recv_data_segment_length == config.max_recv_data_segment_length

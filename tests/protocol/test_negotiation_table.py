@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iscsictl.protocol.keys import KEYS, Kind
+from iscsictl.protocol.keys import KEYS, Kind, Stage
 from iscsictl.protocol.negotiation import (
     NegotiationError,
     Negotiator,
@@ -157,6 +157,25 @@ def test_negotiator_irrelevant_in_discovery():
     # connection/session keys relevant to discovery are answered normally
     n2 = Negotiator({}, discovery=True)
     assert n2.receive([("DefaultTime2Wait", "5")]) == [("DefaultTime2Wait", "5")]
+
+
+def test_results_are_the_values_in_force_of_every_key():
+    """results(): what value() says for each key: an unanswered AND/OR offer that fixes
+    the outcome (ImmediateData=No, InitialR2T=Yes) counts, one that does not keeps the
+    default; declarations, settled keys and vendor keys, by name."""
+    n = Negotiator({"ImmediateData": "No", "InitialR2T": "Yes", "DataPDUInOrder": "No",
+                    "MaxBurstLength": "65536", "X-com.example.Foo": "1"})
+    n.offers_for(Stage.OPERATIONAL)
+    n.receive([("MaxBurstLength", "4096"), ("X-com.example.Foo", "2"),
+               ("MaxRecvDataSegmentLength", "1024")])
+    results = n.results()
+    assert results["ImmediateData"] == "No" and results["InitialR2T"] == "Yes"
+    assert results["DataPDUInOrder"] == KEYS["DataPDUInOrder"].default  # OR: No is not final
+    assert results["MaxBurstLength"] == "4096" and results["X-com.example.Foo"] == "2"
+    assert results["MaxRecvDataSegmentLength"] == "1024"
+    keys = set(KEYS) | {"X-com.example.Foo"}
+    assert results == {k: v for k in sorted(keys) if (v := n.value(k)) is not None}
+    assert list(results) == sorted(results)
 
 
 def test_negotiator_twice_is_an_error():

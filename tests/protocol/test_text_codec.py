@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -100,3 +102,41 @@ def test_assembler_reassembles_any_split(data, n):
     for p in pieces[:-1]:
         assert a.add(p, True) is None
     assert a.add(pieces[-1], False) == data
+
+
+_names = st.one_of(st.sampled_from(["A", "X-b", "MaxBurstLength", "TargetAlias", "X#c.d+e@f_g",
+                                    "K" * 63, "K" * 64, "1A", "A B", "", "é", "A\0"]),
+                   st.text(alphabet="Aa9.-+@_#= é\0", max_size=70))
+_values = st.one_of(st.sampled_from(["", "1", "a=b", "dïsk", "a" * 255, "a" * 256, "\0"]),
+                    st.text(max_size=40))
+
+
+@given(st.lists(st.tuples(_names, _values), max_size=6), st.integers(0, 3), st.binary(max_size=4))
+@settings(max_examples=400)
+def test_whole_text_checks_agree_with_the_pair_by_pair_ones(pairs, pad, junk):
+    """decode_text's one-pass path for ASCII text accepts exactly what the pair-by-pair
+    decoding accepts, with the same pairs; what it refuses gets that decoding's error."""
+    from iscsictl.protocol.text import _decode_each
+
+    data = "".join(f"{k}={v}\0" for k, v in pairs).encode("utf-8", "surrogatepass")
+    for sample in (data + b"\0" * pad, data + junk + b"\0", data[:-1] + junk + b"\0"):
+        if not sample:
+            assert decode_text(sample) == []
+            continue
+        try:
+            expected = _decode_each(sample.rstrip(b"\0"))
+        except TextFormatError as e:
+            with pytest.raises(TextFormatError, match="^" + re.escape(str(e)) + "$"):
+                decode_text(sample)
+        else:
+            assert decode_text(sample) == expected
+
+
+@given(st.lists(st.tuples(_names, _values), max_size=6))
+def test_encode_refuses_what_decode_would(pairs):
+    """encode_text sends only what decode_text reads back as the same pairs."""
+    try:
+        data = encode_text(pairs)
+    except ValueError:
+        return
+    assert decode_text(data) == pairs
