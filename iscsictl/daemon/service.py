@@ -22,6 +22,7 @@ Rules of this module:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import os
@@ -30,7 +31,6 @@ import socket
 import struct
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-import concurrent.futures
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any

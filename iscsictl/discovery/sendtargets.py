@@ -29,7 +29,7 @@ from ..transport.errors import (LoginFailed, ProtocolFailure, RetriesExceeded,
                                 RetryableLoginError, TransportError)
 from ..transport.tcp import Connection, login
 
-__all__ = ["DiscoveryPolicy", "discovering", "send_targets", "discover_once"]
+__all__ = ["DiscoveryPolicy", "discovering", "send_targets"]
 
 
 @dataclass(frozen=True)
@@ -63,11 +63,11 @@ class DiscoveryPolicy:
 
 
 def _exchange(host: str, port: int, config: LoginConfig, policy: DiscoveryPolicy,
-              warn: Callable[[str], None] | None,
               iface: Mapping[str, str] | None) -> tuple[Connection, list[DiscoveredTarget]]:
-    """Log in and ask SendTargets=All: the logged-in connection (the caller closes it) and
-    the targets.  Raises the transport errors."""
-    conn = login(host, port, config, warn=warn, iface=iface)
+    """One attempt, through ``iface``'s network device when it binds one
+    (:mod:`iscsictl.transport.iface`): log in and ask SendTargets=All.  The logged-in
+    connection (the caller closes it) and the targets.  Raises the transport errors."""
+    conn = login(host, port, config, iface=iface)
     try:
         pairs = conn.text([("SendTargets", "All")], policy.active_timeout)
         try:
@@ -101,16 +101,6 @@ def _logging_out(conn: Connection, policy: DiscoveryPolicy) -> Iterator[None]:
         conn.close()
 
 
-def discover_once(host: str, port: int, config: LoginConfig, policy: DiscoveryPolicy,
-                  warn: Callable[[str], None] | None = None,
-                  iface: Mapping[str, str] | None = None) -> list[DiscoveredTarget]:
-    """One discovery attempt (no retry), through ``iface``'s network device when it binds
-    one (:mod:`iscsictl.transport.iface`).  Raises the transport errors."""
-    conn, targets = _exchange(host, port, config, policy, warn, iface)
-    with _logging_out(conn, policy):
-        return targets
-
-
 @contextmanager
 def discovering(host: str, port: int, config: LoginConfig,
                 policy: DiscoveryPolicy | None = None, *,
@@ -128,7 +118,7 @@ def discovering(host: str, port: int, config: LoginConfig,
         if attempt:
             sleep(policy.retry_delay)
         try:
-            conn, targets = _exchange(host, port, config, policy, None, iface)
+            conn, targets = _exchange(host, port, config, policy, iface)
             break
         except (RetryableLoginError, TransportError) as e:
             last = e
