@@ -1,6 +1,8 @@
-"""SendTargets discovery writes its records while its Logout is on the wire, and still
-waits for the Logout Response before it closes the connection (open-iscsi's order on the
-wire): against the fake target on a loopback socket, holding its Logout Response."""
+"""SendTargets discovery overlaps its file writes with the target's work, and keeps
+open-iscsi's order on the wire and in the DB: the discovery record is written while the
+first Login Request is out (and written when the discovery fails), the node records while
+the Logout is, whose response is still awaited before the connection closes.  Against the
+fake target on a loopback socket, holding a response until the files are there."""
 
 from __future__ import annotations
 
@@ -15,45 +17,62 @@ from protocol.fake_target import FakeTarget, TargetConfig
 TARGETS = [f"iqn.2003-01.org.example:held{i}" for i in range(3)]
 
 
-class HeldLogoutTarget:
-    """The fake target serving one connection on 127.0.0.1; once the Logout Request has
-    come it holds the response until ``until()`` is true (at most 5 s), noting whether
-    that happened and whether the initiator closed the connection meanwhile."""
+class HeldTarget:
+    """The fake target serving one connection on 127.0.0.1.  It holds its first Login
+    Response until ``login_until()``, and its Logout Response until ``logout_until()`` is
+    true (at most 5 s each), noting whether that happened and whether the initiator closed
+    the connection meanwhile."""
 
-    def __init__(self, until):
+    def __init__(self, login_until=lambda: True, logout_until=lambda: True):
         self.target = FakeTarget(TargetConfig(
             targets=[(t, ["127.0.0.1:3260,1"]) for t in TARGETS]))
-        self.until = until
+        self.until = {"login": login_until, "logout": logout_until}
+        self.held: dict[str, bool] = {}
+        self.closed_while_held = False
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
-        self.held_until: bool | None = None
-        self.closed_while_held = False
+        self.accepted = threading.Event()
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
     def _serve(self) -> None:
         conn, _ = self.listener.accept()
+        self.accepted.set()
         with conn:
             conn.settimeout(10)
-            while data := conn.recv(65536):
-                self.target.receive_data(data)
-                if self.target.logout is not None and self.held_until is None:
-                    self._hold(conn)
-                out = self.target.data_to_send()
-                if out:
-                    conn.sendall(out)
+            try:
+                while data := conn.recv(65536):
+                    self.target.receive_data(data)
+                    if "login" not in self.held:
+                        self._hold(conn, "login")
+                    if self.target.logout is not None and "logout" not in self.held:
+                        self._hold(conn, "logout")
+                    out = self.target.data_to_send()
+                    if out:
+                        conn.sendall(out)
+            except ConnectionResetError:  # the initiator gave up on the session
+                pass
 
-    def _hold(self, conn: socket.socket) -> None:
+    def _hold(self, conn: socket.socket, what: str) -> None:
         deadline = time.monotonic() + 5
-        while not self.until() and time.monotonic() < deadline:
+        while not self.until[what]() and time.monotonic() < deadline:
             if select.select([conn], [], [], 0.005)[0] and not conn.recv(1, socket.MSG_PEEK):
                 self.closed_while_held = True
                 break
-        self.held_until = self.until()
+        self.held[what] = self.until[what]()
 
     def close(self) -> None:
+        if not self.accepted.is_set():  # the discovery stopped before it connected
+            socket.create_connection(("127.0.0.1", self.port)).close()
         self.thread.join(10)
         self.listener.close()
+
+
+def _discover(cli, target: HeldTarget):
+    try:
+        return cli("-m", "discovery", "-t", "st", "-p", f"127.0.0.1:{target.port}")
+    finally:
+        target.close()
 
 
 def test_records_are_written_while_the_logout_is_on_the_wire(cli):
@@ -61,14 +80,45 @@ def test_records_are_written_while_the_logout_is_on_the_wire(cli):
         return all(os.path.isfile(os.path.join(cli.root, "nodes", t, "127.0.0.1,3260,1",
                                                "default")) for t in TARGETS)
 
-    target = HeldLogoutTarget(written)
-    try:
-        r = cli("-m", "discovery", "-t", "st", "-p", f"127.0.0.1:{target.port}")
-    finally:
-        target.close()
+    target = HeldTarget(logout_until=written)
+    r = _discover(cli, target)
     assert r.rc == 0, r.err
     assert sorted(r.out.splitlines()) == [f"127.0.0.1:3260,1 {t}" for t in TARGETS]
     assert target.target.logout is not None  # the session was logged out
-    assert target.held_until is True  # the records were there before the Logout Response
+    assert target.held["logout"] is True  # the records were there before the Logout Response
     assert not target.closed_while_held  # and the response was awaited
     assert target.target.violations == []
+
+
+def test_the_discovery_record_is_there_before_the_login_ends(cli):
+    target = HeldTarget(login_until=lambda: os.path.isfile(st_config))
+    st_config = os.path.join(cli.root, "send_targets", f"127.0.0.1,{target.port}", "st_config")
+    r = _discover(cli, target)
+    assert r.rc == 0, r.err
+    assert target.held["login"] is True and not target.closed_while_held
+    for t in TARGETS:  # linked from the discovery record's directory
+        assert os.path.islink(os.path.join(os.path.dirname(st_config),
+                                           f"{t},127.0.0.1,3260,1,default"))
+
+
+def test_a_failed_discovery_still_leaves_its_record(cli):
+    """As iscsiadm (idbm_add_discovery before the exchange): a discovery of a portal that
+    refuses the connection leaves its discovery record, and no node record."""
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        port = s.getsockname()[1]
+    r = cli("-m", "discovery", "-t", "st", "-p", f"127.0.0.1:{port}")
+    assert r.rc != 0 and "Could not perform SendTargets discovery" in r.err
+    assert os.path.isfile(os.path.join(cli.root, "send_targets", f"127.0.0.1,{port}",
+                                       "st_config"))
+    assert cli("-m", "discovery").out == f"127.0.0.1:{port} via sendtargets\n"
+    assert not os.path.exists(os.path.join(cli.root, "nodes"))
+
+
+def test_a_discovery_record_that_cannot_be_written_is_a_db_error(cli):
+    """The record written while the Login is out fails: the discovery stops there with the
+    DB's error (not a SendTargets failure) and writes no node record."""
+    open(os.path.join(cli.root, ".locks"), "w").close()  # a file where the lock dir goes
+    r = _discover(cli, HeldTarget())
+    assert r.rc == 6 and "Could not perform SendTargets discovery" not in r.err, r.err
+    assert "cannot create lock dir" in r.err
+    assert not os.path.exists(os.path.join(cli.root, "nodes"))
