@@ -302,8 +302,7 @@ def _serve(conn: socket.socket) -> tuple[int, bool]:
         os.dup2(fd, target)
         os.close(fd)
     os.umask(umask)
-    os.environ.clear()
-    os.environ.update(env)
+    _set_environ(env)
     sys.argv = ["iscsictl", *args]
     try:
         sys.stdout.reconfigure(line_buffering=os.isatty(1))
@@ -317,6 +316,17 @@ def _serve(conn: socket.socket) -> tuple[int, bool]:
     except KeyboardInterrupt:
         code, reusable = 130, False
     return code, _finish(code, conn) and reusable
+
+
+def _set_environ(env: dict[str, str]) -> None:
+    """Make ``os.environ`` (and the C environment) ``env``, changing only what differs:
+    commands from one shell share theirs (~30 putenv calls less each, 2 ms under TCG)."""
+    current = os.environ
+    for name in [name for name in current if name not in env]:
+        del current[name]
+    for name, value in env.items():
+        if current.get(name) != value:
+            current[name] = value
 
 
 def _finish(code: int, conn: socket.socket) -> bool:

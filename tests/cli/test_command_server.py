@@ -589,3 +589,26 @@ def test_a_worker_is_used_again_only_as_it_was_found(monkeypatch):
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+
+
+def test_a_command_environment_replaces_the_last_one_exactly():
+    """_set_environ changes only what differs, and leaves os.environ and the C environment
+    (what child processes and C libraries see) equal to the command's."""
+    import ctypes
+
+    from iscsictl.cli.server import _set_environ
+
+    getenv = ctypes.CDLL(None).getenv
+    getenv.restype = ctypes.c_char_p
+    saved = dict(os.environ)
+    try:
+        os.environ.update(ICX_GONE="1", ICX_SAME="s", ICX_CHANGED="old")
+        wanted = {k: v for k, v in saved.items() if k != "HOME"}
+        wanted.update(ICX_SAME="s", ICX_CHANGED="new", ICX_NEW="n")
+        _set_environ(wanted)
+        assert dict(os.environ) == wanted
+        assert [getenv(k.encode()) for k in ("ICX_GONE", "HOME", "ICX_CHANGED", "ICX_NEW")] == \
+            [None, None, b"new", b"n"]
+    finally:
+        _set_environ(saved)
+    assert dict(os.environ) == saved
