@@ -379,8 +379,6 @@ def _file_line(k: Key, v: Any) -> str:
     return f"{k.name} = {s}\n" if s else ""
 
 
-
-
 # --------------------------------------------------------------------------------------------
 # Flat and tree listings (libopeniscsiusr iscsi_node_print_flat / idbm_print_node_tree)
 # --------------------------------------------------------------------------------------------

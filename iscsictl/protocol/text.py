@@ -41,7 +41,6 @@ class TextFormatError(ISCSIProtocolError):
 
 #: the value limit (bytes) of each standard key; names not here get _VALUE_LIMIT_UNKNOWN
 _LIMITS = {name: kd.max_length for name, kd in KEYS.items()}
-assert all(_KEY_NAME.match(k) and len(k) <= MAX_KEY_NAME for k in _LIMITS)
 #: a whole text of well-formed pairs (a key name of at most 63 characters, '=', a value),
 #: each NUL-terminated: the common case checked in one pass
 _PAIRS = re.compile(r"(?:[A-Za-z][A-Za-z0-9.\-+@_#]{0,62}=[^\0]*\0)+\Z")

@@ -140,3 +140,11 @@ def test_encode_refuses_what_decode_would(pairs):
     except ValueError:
         return
     assert decode_text(data) == pairs
+
+
+def test_every_standard_key_is_a_valid_name():
+    """encode_text skips the name check for the standard keys: they must all pass it."""
+    from iscsictl.protocol.keys import KEYS
+    from iscsictl.protocol.text import _KEY_NAME, MAX_KEY_NAME
+
+    assert all(_KEY_NAME.match(k) and len(k) <= MAX_KEY_NAME for k in KEYS)
