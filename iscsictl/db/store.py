@@ -914,13 +914,13 @@ class NodeDB:
 
     def _create_nodes_batch(self, items: list, res: ReconcileResult) -> None:
         """Create many new node records durably with two filesystem flushes instead of two
-        fsyncs per record; ``items``: (record, NodeID, the template it is a copy of, with
-        only its identity keys (:data:`IDENTITY_KEYS`) set).  Every record is written to a temp file in its portal directory,
-        the filesystem is flushed (syncfs), each temp file is renamed to its final name (a
-        record that appeared meanwhile is written through :meth:`write_node` instead, under
-        its lock), discovery links are made, and the filesystem is flushed again before
-        returning.  A crash leaves whole records or none; leftover ``.<iface>.<pid>.new``
-        temp files are hidden from listings."""
+        fsyncs per record; ``items``: (record, NodeID, the template it is a copy of with
+        only its identity keys (:data:`IDENTITY_KEYS`) set).  Every record is written to a
+        temp file in its portal directory, the filesystem is flushed (syncfs), each temp
+        file is renamed to its final name (a record that appeared meanwhile is written
+        through :meth:`write_node` instead, under its lock), discovery links are made, and
+        the filesystem is flushed again before returning.  A crash leaves whole records or
+        none; leftover ``.<iface>.<pid>.new`` temp files are hidden from listings."""
         staged = []
         with self.db_lock():
             nodes = self._mkdirs(NODES)
@@ -947,9 +947,12 @@ class NodeDB:
                 staged.append((rec, nid, pdir, template))
         written: list = []
         renamed: set = set()
-        texts = (text for template, group in itertools.groupby(staged, lambda s: s[3])
-                 for text in format_file_variants(template, [s[0] for s in group],
-                                                  IDENTITY_KEYS, version=self.version))
+        def formatted():  # each template's run of records from that template's lines
+            for _, run in itertools.groupby(staged, lambda s: id(s[3])):
+                run = list(run)
+                yield from format_file_variants(run[0][3], [s[0] for s in run],
+                                                IDENTITY_KEYS, version=self.version)
+        texts = formatted()
         pid = os.getpid()
         try:
             for (rec, nid, pdir, _), text in zip(staged, texts):
