@@ -213,6 +213,42 @@ def _libc_syncfs():  # type: ignore[no-untyped-def]
         return None
 
 
+_AT_FDCWD = -100  # <fcntl.h>
+_RENAME_NOREPLACE = 1  # <linux/fs.h>: renameat2(2) fails with EEXIST instead of replacing
+
+
+def rename_noreplace(src: str, dst: str) -> None:
+    """Rename ``src`` to ``dst`` unless ``dst`` exists (FileExistsError then): atomically
+    with renameat2(2) RENAME_NOREPLACE (Linux 3.15; tmpfs, ext4, xfs, btrfs ...), else, on a
+    filesystem or libc without it, by a look before the rename.  Raises OSError."""
+    fn = _libc_renameat2()
+    if fn is not None:
+        if fn(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+            return
+        import ctypes
+
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS):  # EEXIST gives FileExistsError
+            raise OSError(err, os.strerror(err), src, None, dst)
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst)
+    os.rename(src, dst)
+
+
+@functools.cache
+def _libc_renameat2():  # type: ignore[no-untyped-def]
+    """libc's ``renameat2`` (glibc 2.28) with its argument types, or None."""
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+    fn.restype = ctypes.c_int
+    return fn
+
+
 def atomic_write(path: str, data: bytes, mode: int = FILE_MODE) -> None:
     """Write ``data`` to ``path`` atomically: a temp file ``.<name>.*.tmp`` in the same
     directory, created with ``mode``, fsync'ed, renamed over ``path``, then the directory
@@ -614,20 +650,22 @@ class NodeDB:
 
     def _link_node(self, rec: Record, nid: NodeID, dirs: dict | None = None) -> None:
         """Link ``rec``'s portal directory from its discovery source's directory (an
-        existing link is kept).  ``dirs``: a cache of which discovery directories exist,
-        for callers linking many records at once."""
-        dtype = rec.values["node.discovery_type"]
+        existing link is kept).  ``dirs``: a cache of the discovery directories (None: not
+        there), for callers linking many records at once."""
+        values = rec.values
+        dtype = values["node.discovery_type"]
         rel_node = f"{NODES}/{nid.target}/{nid.portal_dir}"  # checked names: no '/' in them
         if dtype in ("send_targets", "isns"):
-            base = SEND_TARGETS if dtype == "send_targets" else ISNS
-            ddir = self._p(base, f"{rec.values['node.discovery_address']},"
-                                 f"{rec.values['node.discovery_port']}")
-            exists = None if dirs is None else dirs.get(ddir)
-            if exists is None:
-                exists = os.path.isdir(ddir)
+            source = (dtype, values["node.discovery_address"], values["node.discovery_port"])
+            ddir = "" if dirs is None else dirs.get(source, "")
+            if ddir == "":
+                ddir = self._p(SEND_TARGETS if dtype == "send_targets" else ISNS,
+                               f"{source[1]},{source[2]}")
+                if not os.path.isdir(ddir):
+                    ddir = None
                 if dirs is not None:
-                    dirs[ddir] = exists
-            if not exists:
+                    dirs[source] = ddir
+            if ddir is None:
                 return  # no discovery record dir: iscsiadm links nothing either
             link, target = f"{ddir}/{nid.link_name}", f"../../{rel_node}"
         elif dtype in ("static", "fw"):
@@ -971,9 +1009,7 @@ class NodeDB:
             linked = []
             for rec, nid, tmp, path in written:
                 try:
-                    if os.path.lexists(path):  # created meanwhile by someone else
-                        raise FileExistsError(path)
-                    os.rename(tmp, path)
+                    rename_noreplace(tmp, path)  # FileExistsError: made meanwhile by another
                     renamed.add(tmp)
                     rec.path = path
                     linked.append((rec, nid))

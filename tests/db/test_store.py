@@ -216,6 +216,60 @@ def test_discovery_records_and_reconcile(db, tmp_path):
         db.read_discovery(did)
 
 
+def test_discovery_batch_keeps_a_record_made_meanwhile(db, tmp_path, monkeypatch):
+    """A record another writer creates while a discovery batch has its temp files written
+    is not replaced by the batch's rename: the batch writes it through write_node (its
+    lock, its own atomic write), and leaves no temp file behind."""
+    did = DiscoveryID("sendtargets", "10.0.0.9", 3260)
+    db.create_discovery(did)
+    a, b = NodeID(T1, "10.0.0.9", 3260, 1), NodeID(T2, "10.0.0.9", 3260, 1)
+    theirs = tmp_path / "db/nodes" / T2 / "10.0.0.9,3260,1/default"
+    real, real_rename = store.syncfs, store.rename_noreplace
+    renamed = []
+
+    def syncfs(path):  # the first flush comes between the temp files and their renames
+        real(path)
+        if not theirs.exists():
+            theirs.write_text("# made by another writer\n")
+    monkeypatch.setattr(store, "syncfs", syncfs)
+    monkeypatch.setattr(store, "rename_noreplace",
+                        lambda src, dst: (renamed.append(dst), real_rename(src, dst)))
+    res = db.reconcile_discovery(did, [a, b])
+    assert res.added == [a] and res.updated == [b] and not res.failed
+    assert str(theirs) in renamed  # the batch tried, and left theirs to write_node
+    assert db.read_node(b)["node.name"] == T2
+    assert db.discovery_nodes(did) == [a, b]
+    leftovers = [n for _, _, names in os.walk(tmp_path / "db/nodes") for n in names
+                 if n.endswith(".new")]
+    assert leftovers == []
+
+
+@pytest.mark.parametrize("libc", ["renameat2", "EINVAL", "no renameat2"])
+def test_rename_noreplace(tmp_path, monkeypatch, libc):
+    """rename_noreplace renames, and refuses (FileExistsError, both files intact) when the
+    destination exists: with renameat2, on a filesystem that refuses its flag (EINVAL),
+    and without it in libc."""
+    if libc == "EINVAL":
+        import ctypes
+
+        def refusing(*_args):
+            ctypes.set_errno(22)
+            return -1
+        monkeypatch.setattr(store, "_libc_renameat2", lambda: refusing)
+    elif libc == "no renameat2":
+        monkeypatch.setattr(store, "_libc_renameat2", lambda: None)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.write_text("new")
+    store.rename_noreplace(str(src), str(dst))
+    assert dst.read_text() == "new" and not src.exists()
+    src.write_text("newer")
+    with pytest.raises(FileExistsError):
+        store.rename_noreplace(str(src), str(dst))
+    assert dst.read_text() == "new" and src.read_text() == "newer"
+    with pytest.raises(FileNotFoundError):
+        store.rename_noreplace(str(tmp_path / "missing"), str(tmp_path / "other"))
+
+
 def test_ifaces(db, tmp_path):
     assert db.list_ifaces() == ["default", "iser"]
     assert db.read_iface("iser")["iface.transport_name"] == "iser"
