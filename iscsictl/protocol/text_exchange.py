@@ -169,6 +169,7 @@ def parse_send_targets(pairs: TextPairs, default_portal: Portal | None = None) -
     """
     targets: dict[str, DiscoveredTarget] = {}
     current: DiscoveredTarget | None = None
+    portals: dict[str, Portal] = {}  # a target's portals are usually every target's
     for key, value in pairs:
         if key == "TargetName":
             try:
@@ -179,10 +180,12 @@ def parse_send_targets(pairs: TextPairs, default_portal: Portal | None = None) -
         elif key == "TargetAddress":
             if current is None:
                 raise TextExchangeError("SendTargets: TargetAddress before any TargetName")
-            try:
-                portal = parse_target_address(value)
-            except PortalError as exc:
-                raise TextExchangeError(f"SendTargets: {exc}") from None
+            portal = portals.get(value)
+            if portal is None:
+                try:
+                    portal = portals[value] = parse_target_address(value)
+                except PortalError as exc:
+                    raise TextExchangeError(f"SendTargets: {exc}") from None
             if portal not in current.portals:
                 current.portals.append(portal)
         # other keys (TargetAlias, vendor keys) carry nothing for discovery
