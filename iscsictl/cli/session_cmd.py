@@ -120,8 +120,10 @@ def collect(sysfs, states: dict[str, dict[str, Any]], level: int = 3,  # type: i
     connection ``connection<sid>:0`` (being set up by a login, or torn down) is left out,
     as libopeniscsiusr's iscsi_sessions_get leaves it."""
     only = only or _LEVEL_ATTRS[min(max(level, 0), 3)]
-    views = []
+    views: list[SessionView] = []
     sids = sysfs.session_ids()
+    if not sids:  # no session: no connection listing either (each login command asks)
+        return views
     cids: dict[int, list[int]] = {}
     for s, c in sysfs.connection_ids():  # one listing, not one per session
         cids.setdefault(s, []).append(c)

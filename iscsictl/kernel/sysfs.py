@@ -215,7 +215,7 @@ class Sysfs:
 
     def _names(self, rel: str) -> list[str]:
         try:
-            return os.listdir(self.root / rel)
+            return os.listdir(f"{self._root}/{rel}")
         except OSError:
             return []
 
