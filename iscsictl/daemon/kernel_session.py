@@ -194,7 +194,8 @@ async def connect(address: str, port: int, timeout: float, window_size: int = 0,
             if window_size:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, window_size)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, window_size)
-            await asyncio.wait_for(loop.sock_connect(sock, sockaddr), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: no task of its own
+                await loop.sock_connect(sock, sockaddr)
             return sock
         except asyncio.TimeoutError:
             sock.close()
@@ -220,7 +221,8 @@ async def _login_on_socket(sock: socket.socket, machine: LoginMachine) -> object
         if remaining <= 0:
             machine.check_timeout(loop.time())
         try:
-            data = await asyncio.wait_for(loop.sock_recv(sock, machine.needed()), max(remaining, 0.001))
+            async with asyncio.timeout(max(remaining, 0.001)):
+                data = await loop.sock_recv(sock, machine.needed())
         except asyncio.TimeoutError:
             raise LoginTimeout("login timed out: no Login Response") from None
         if not data:

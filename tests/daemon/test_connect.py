@@ -3,6 +3,7 @@ and its iscsiadm-style failures, against real listeners on loopback."""
 
 import asyncio
 import socket
+import time
 
 import pytest
 
@@ -77,6 +78,67 @@ def test_the_node_iface_binds_the_socket():
             assert (e.value.code, e.value.retryable, str(e.value)) == (8, True, message)
     finally:
         srv.close()
+
+
+def test_a_connect_that_hangs_times_out_as_code_8():
+    """A listener whose accept queue is full drops the SYN (the connect hangs, as toward a
+    host that does not answer): the connect ends at its timeout, 8 and retryable, and no
+    socket is left open."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)  # one connection waits in the queue, the next is dropped
+    port = srv.getsockname()[1]
+    queued = []
+    try:
+        for _ in range(2):
+            c = socket.socket()
+            c.settimeout(0.5)
+            try:
+                c.connect(("127.0.0.1", port))
+            except OSError:
+                c.close()
+                break
+            queued.append(c)
+        start = time.monotonic()
+        with pytest.raises(SessionError) as e:
+            asyncio.run(connect("127.0.0.1", port, 0.3))
+        assert 0.25 < time.monotonic() - start < 3
+        assert (e.value.code, e.value.retryable, str(e.value)) == (
+            8, True, "cannot make connection to 127.0.0.1: timed out after 0.3 s")
+    finally:
+        for c in queued:
+            c.close()
+        srv.close()
+
+
+def test_a_target_that_never_answers_the_login_times_out_as_code_8():
+    """A portal that accepts the connection and never sends a Login Response: the login
+    ends at node.conn[0].timeo.login_timeout, 8 and retryable."""
+    from iscsictl.daemon.kernel_session import NodeTarget, userspace_login
+    from iscsictl.db.record import with_defaults
+    from iscsictl.db.schema import NODE
+    from iscsictl.protocol.names import ISID
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    node = NodeTarget.from_record(with_defaults(NODE, {
+        "node.name": "iqn.2001-04.com.example:silent", "node.conn[0].address": "127.0.0.1",
+        "node.conn[0].port": str(srv.getsockname()[1]), "node.tpgt": "1",
+        "node.conn[0].timeo.login_timeout": "1"}))
+    start = time.monotonic()
+    try:
+        with pytest.raises(SessionError) as e:
+            asyncio.run(userspace_login(node, "iqn.2001-04.com.example:i", ISID.random(0x123456, 1)))
+        took = time.monotonic() - start
+        conn, _ = srv.accept()  # the login's connection was made, and its Login Request sent
+        assert conn.recv(48)[0] & 0x3f == 0x03
+        conn.close()
+    finally:
+        srv.close()
+    assert (e.value.code, e.value.retryable, str(e.value)) == (
+        8, True, "login timed out: no Login Response")
+    assert 0.9 < took < 5
 
 
 def test_unresolvable_name_is_code_4():
