@@ -69,9 +69,10 @@ from iscsictl.protocol.session import (
 )
 
 from . import kernel_session as ks
-from .params import ADOPTION_ATTRS, AUTH_ATTRS, adopted_record
 from .errors import SessionError, err_text
+from .ipc_server import IpcListener, Replies, read_line
 from .mounts import busy_devices
+from .params import ADOPTION_ATTRS, AUTH_ATTRS, adopted_record
 
 __all__ = ["Daemon", "pdu_from_kernel"]
 
@@ -225,7 +226,7 @@ class Daemon:
         self._node_locks: dict[tuple[str, str, int, str], asyncio.Lock] = {}
         self._login_sem = asyncio.Semaphore(MAX_PARALLEL_LOGINS)
         self.nl: AsyncIscsiNetlink | None = None
-        self._server: asyncio.AbstractServer | None = None
+        self._server: IpcListener | None = None
         self._stopped = asyncio.Event()
         self._closing = False
         self._handles: dict[str, int] = {}
@@ -253,21 +254,34 @@ class Daemon:
             self.nl = AsyncIscsiNetlink(event_callback=self._on_event, lane_nice=LANE_NICE)
         self.nl.start()
         self._adopt()
-        path = Path(self.socket_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_socket():
-            path.unlink()
-        old = os.umask(0o177)
-        try:
-            self._server = await asyncio.start_unix_server(self._serve, str(path), limit=MAX_MESSAGE)
-        finally:
-            os.umask(old)
-        log.info("iscsictld ready on %s (%d session(s) adopted)", path, len(self.sessions))
+        self.listen()
+        log.info("iscsictld ready on %s (%d session(s) adopted)", self.socket_path,
+                 len(self.sessions))
         for s in self.sessions.values():
             if s.conn_state == "FAILED":
                 self._start_recovery(s, "failed while no daemon ran")
         if self.autostart:
             self._spawn(self._autostart())
+
+    def listen(self) -> None:
+        """Serve the CLI on ``socket_path`` (0600; a stale socket there is replaced).
+        Raises OSError when it cannot be bound."""
+        path = Path(self.socket_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_socket():
+            path.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            old = os.umask(0o177)
+            try:
+                sock.bind(str(path))
+            finally:
+                os.umask(old)
+            sock.listen(128)
+        except OSError:
+            sock.close()
+            raise
+        self._server = IpcListener(sock, self._serve)
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
@@ -816,36 +830,37 @@ class Daemon:
                 for s in self.sessions.values()}
 
     # ------------------------------------------------------------------ IPC
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, conn: socket.socket) -> None:
+        """One CLI connection (:class:`~.ipc_server.IpcListener` gives it): its request
+        line, progress lines if asked, the answer; then the connection is closed."""
         version = IPC_VERSION  # the answer's and the progress lines': the request's
+        out = Replies(conn)
 
         def progress(event: dict[str, Any]) -> None:
-            writer.write(encode_message({"version": version, "progress": event}))
+            out.write(encode_message({"version": version, "progress": event}))
 
         try:
-            sock = writer.get_extra_info("socket")
-            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
             _pid, uid, _gid = struct.unpack("3i", creds)
             if uid not in (0, os.getuid()):
                 reply = {"ok": False, "error": {"code": 13, "message": err_text(13)}}
             else:
                 try:
-                    line = await reader.readline()
-                    req = decode_message(line, SERVED_VERSIONS)
+                    req = decode_message(await read_line(conn, MAX_MESSAGE), SERVED_VERSIONS)
                     version = req["version"]
                     reply = {"ok": True, "result": await self._dispatch(req, progress)}
                 except SessionError as exc:
                     reply = {"ok": False, "error": {"code": exc.code, "message": str(exc)}}
                 except (ValueError, KeyError, TypeError) as exc:
                     reply = {"ok": False, "error": {"code": 16, "message": f"bad request: {exc}"}}
-            writer.write(encode_message({"version": version, **reply}))
-            await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
+            out.write(encode_message({"version": version, **reply}))
+            await out.drain()
+        except ConnectionError:
             pass
         except Exception:  # noqa: BLE001 - never let one client take the daemon down
             log.exception("IPC request failed")
         finally:
-            writer.close()
+            conn.close()
 
     async def _dispatch(self, req: dict[str, Any], progress: Progress) -> Any:
         op, args = request_args(req)

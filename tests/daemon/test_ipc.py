@@ -1,6 +1,7 @@
 """The CLI <-> iscsictld protocol against the daemon's real IPC server (no kernel)."""
 
 import asyncio
+import os
 import threading
 
 import pytest
@@ -22,13 +23,13 @@ def served(tmp_path):
         d = Daemon(path, sysfs_root=str(tmp_path / "sys"), state_dir=str(tmp_path / "state"),
                    db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
         box["daemon"] = d
-        box["server"] = await asyncio.start_unix_server(d._serve, path)
+        d.listen()
 
     loop.run_until_complete(serve())
     th = threading.Thread(target=loop.run_forever, daemon=True)
     th.start()
     yield box["daemon"], DaemonClient(path, timeout=10), loop
-    loop.call_soon_threadsafe(box["server"].close)
+    loop.call_soon_threadsafe(box["daemon"]._server.close)
     loop.call_soon_threadsafe(loop.stop)
     th.join(5)
 
@@ -296,3 +297,89 @@ def test_an_older_daemon_is_named_as_such(tmp_path):
     th.join(5)
     srv.close()
     assert e.value.code == 18 and "restart iscsictld" in str(e.value) and "v1" in str(e.value)
+
+
+def test_progress_beyond_the_socket_buffer_arrives_in_order(served):
+    """Progress lines that outrun a slow client (more than the socket holds) are queued and
+    sent in order, the answer after the last one."""
+    import time
+
+    d, client, _ = served
+
+    async def fake_login(records, initiator_name, progress=None, multiple=False):
+        for i in range(1, 2001):
+            progress({"done": i, "total": 2000, "result": {"pad": "x" * 1000}})
+        return ["answer"]
+
+    d.login = fake_login
+    seen = []
+
+    def slow(event):
+        if not seen:
+            time.sleep(0.3)  # the daemon has written everything it could by now
+        seen.append(event["done"])
+    assert client.call("login", slow, records=[{}], initiator_name="iqn.x") == ["answer"]
+    assert seen == list(range(1, 2001))
+
+
+def test_a_request_line_in_pieces_and_one_too_long(served, monkeypatch):
+    """A request that comes in pieces is read to its newline; one longer than the limit
+    without a newline is answered as a bad request, and the daemon goes on serving."""
+    import json
+    import socket
+    import time
+
+    from iscsictl.daemon import service
+
+    _, client, _ = served
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(client.path)
+    s.settimeout(5)
+    line = json.dumps({"version": 2, "op": "ping"}).encode() + b"\n"
+    for piece in (line[:5], line[5:17], line[17:]):
+        s.sendall(piece)
+        time.sleep(0.05)
+    assert json.loads(s.recv(4096))["ok"] is True
+    s.close()
+    monkeypatch.setattr(service, "MAX_MESSAGE", 1000)
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(client.path)
+    s.settimeout(5)
+    s.sendall(b"x" * 3000)
+    reply = json.loads(s.recv(4096))
+    s.close()
+    assert reply["error"]["code"] == 16 and "more than 1000 bytes" in reply["error"]["message"]
+    assert client.call("ping")["sessions"] == 0
+
+
+def test_out_of_descriptors_the_daemon_answers_once_it_has_some(served, monkeypatch, caplog):
+    """accept(2) failing with EMFILE (the process is out of descriptors: a real one, from
+    RLIMIT_NOFILE) is logged and retried after a pause, not at every turn of the loop; the
+    client waiting meanwhile is answered once descriptors are free again."""
+    import json
+    import resource
+    import socket
+    import time
+
+    from iscsictl.daemon import ipc_server
+
+    monkeypatch.setattr(ipc_server, "ACCEPT_RETRY_DELAY", 0.3)
+    _, client, _ = served
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(5)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowest = os.dup(0)
+    os.close(lowest)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest, hard))  # no descriptor left
+    try:
+        s.connect(client.path)
+        s.sendall(json.dumps({"version": 2, "op": "ping"}).encode() + b"\n")
+        time.sleep(0.1)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    start = time.monotonic()
+    reply = json.loads(s.recv(4096))
+    s.close()
+    assert reply["ok"] is True
+    assert 0.1 < time.monotonic() - start < 3  # after the pause, not at once
+    assert "cannot accept a connection (Too many open files)" in caplog.text

@@ -1,0 +1,147 @@
+"""The daemon's side of the CLI socket on the event loop, without asyncio streams.
+
+``asyncio.start_unix_server`` takes several turns of the loop and a task, a transport, a
+protocol, a reader and a writer per connection before its handler sees the first byte;
+the CLI's request is a single line that is usually there when the connection is accepted.
+Here the loop's reader callback on the listening socket accepts, and the handler reads the
+socket directly (the loop waits for it only when the line is not there yet): a request
+answered 3.1 -> 1.0 ms in the VM, in every command that asks the daemon.
+
+The wire format is :mod:`iscsictl.ipc`'s (one JSON line each way, progress lines before the
+answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger("iscsictld")
+
+#: accept(2) errors that mean "no resources now": the listener is left alone this long
+#: (asyncio's own servers do the same) instead of being retried at every turn of the loop
+RESOURCE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+ACCEPT_RETRY_DELAY = 1.0  # s
+ACCEPTS_PER_TURN = 64  # connections taken in one callback, then the loop runs the others
+
+Handler = Callable[[socket.socket], Awaitable[None]]
+
+
+class IpcListener:
+    """Accept connections on the bound, listening ``sock`` and run ``handler(conn)`` in a
+    task for each (a non-blocking socket the handler owns and closes).  The tasks are
+    kept in ``tasks`` until they end; :meth:`close` stops accepting (tasks under way go on,
+    as asyncio's servers leave theirs)."""
+
+    def __init__(self, sock: socket.socket, handler: Handler) -> None:
+        self.sock = sock
+        self.handler = handler
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._loop = asyncio.get_running_loop()
+        self._retry: asyncio.TimerHandle | None = None
+        sock.setblocking(False)
+        self._loop.add_reader(sock.fileno(), self._accept)
+
+    def _accept(self) -> None:
+        for _ in range(ACCEPTS_PER_TURN):
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:
+                if exc.errno not in RESOURCE_ERRORS:
+                    raise
+                log.warning("IPC socket: cannot accept a connection (%s); retrying in %g s",
+                            exc.strerror, ACCEPT_RETRY_DELAY)
+                self._loop.remove_reader(self.sock.fileno())
+                self._retry = self._loop.call_later(ACCEPT_RETRY_DELAY, self._resume)
+                return
+            conn.setblocking(False)
+            task = self._loop.create_task(self.handler(conn))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    def _resume(self) -> None:
+        self._retry = None
+        self._loop.add_reader(self.sock.fileno(), self._accept)
+
+    def close(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        else:
+            self._loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+
+
+async def read_line(conn: socket.socket, limit: int) -> bytes:
+    """The first line from ``conn`` (with its newline), read as it is there; what came
+    before the end of the stream when it ends first (as ``StreamReader.readline``: the
+    request is then answered as a bad one).  Raises ValueError beyond ``limit`` bytes."""
+    loop = asyncio.get_running_loop()
+    buf = bytearray()
+    while True:
+        try:
+            chunk = conn.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            chunk = await loop.sock_recv(conn, 65536)
+        if not chunk:
+            return bytes(buf)
+        end = chunk.find(b"\n")
+        if end >= 0:
+            buf += chunk[:end + 1]
+            return bytes(buf)
+        buf += chunk
+        if len(buf) > limit:
+            raise ValueError(f"a request of more than {limit} bytes")
+
+
+class Replies:
+    """Lines to the client in order: each is sent at once when the socket takes it (the
+    usual case), else queued and sent by a task; :meth:`drain` waits until all are out.
+    ``write`` never blocks and never raises: a send error is raised by :meth:`drain`."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self._conn = conn
+        self._loop = asyncio.get_running_loop()
+        self._queue: list[bytes] = []
+        self._sender: asyncio.Task[None] | None = None
+        self._error: OSError | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._error is not None:
+            return
+        if not self._queue:
+            try:
+                sent = self._conn.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                self._error = exc
+                return
+            if sent == len(data):
+                return
+            data = data[sent:]
+        self._queue.append(data)
+        if self._sender is None:
+            self._sender = self._loop.create_task(self._send_queued())
+
+    async def _send_queued(self) -> None:
+        try:
+            while self._queue:
+                await self._loop.sock_sendall(self._conn, self._queue[0])
+                self._queue.pop(0)
+        except OSError as exc:
+            self._error = exc
+            self._queue.clear()
+        finally:
+            self._sender = None
+
+    async def drain(self) -> None:
+        if self._sender is not None:
+            await self._sender
+        if self._error is not None:
+            raise self._error
