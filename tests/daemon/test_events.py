@@ -107,3 +107,28 @@ def test_unbind_and_destroy_events(daemon):
     assert s.unbound.is_set()
     daemon._on_event(DestroySession(104, None, host_no=0, sid=s.sid))
     assert s.sid not in daemon.sessions
+
+
+def test_the_session_state_file_round_trip(daemon, tmp_path, caplog):
+    """The sessions' ISID/TSIH are written (the state directory made when missing) and read
+    back by the next start; a state directory that cannot be written is a warning."""
+    from iscsictl.protocol.names import ISID
+
+    s = _session(7)
+    s.isid, s.tsih = ISID.random(0x123456, 9), 42
+    daemon.sessions[7] = s
+    daemon._write_state()  # no loop: at once; st/ does not exist yet
+    assert daemon._load_state() == {"7": {"isid": str(s.isid), "tsih": 42}}
+    assert not (tmp_path / "st" / "sessions.json.tmp").exists()
+    del daemon.sessions[7]
+    daemon._write_state()
+    assert daemon._load_state() == {}
+    blocked = Daemon(str(tmp_path / "s2"), sysfs_root=str(tmp_path),
+                     state_dir=str(tmp_path / "file" / "st"), db_root=str(tmp_path),
+                     config_root=str(tmp_path), autostart=False)
+    (tmp_path / "file").write_text("not a directory")
+    blocked.sessions[7] = s
+    with caplog.at_level(logging.WARNING, logger="iscsictld"):
+        blocked._write_state()
+    assert "cannot save session state in" in caplog.text
+    assert blocked._load_state() == {}
