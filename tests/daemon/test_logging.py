@@ -1,0 +1,37 @@
+"""iscsictld's log lines: rendered when made, written by the writer thread."""
+
+import io
+import logging
+import logging.handlers
+import queue
+
+from iscsictl.daemon.__main__ import LineQueueHandler
+
+
+def test_a_line_is_rendered_when_made_and_a_traceback_by_the_writer():
+    out = io.StringIO()
+    sink = logging.StreamHandler(out)
+    sink.setFormatter(logging.Formatter("iscsictld: %(message)s"))
+    q = queue.SimpleQueue()
+    writer = logging.handlers.QueueListener(q, sink)
+    log = logging.getLogger("iscsictld-test")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    handler = LineQueueHandler(q)
+    log.addHandler(handler)
+    try:
+        names = ["iqn.2003-01.org.example:t"]
+        log.info("session %d: %s", 3, names)
+        names.append("changed after the call")  # the line shows the arguments at the call
+        try:
+            raise ValueError("bad PDU")
+        except ValueError:
+            log.exception("IPC request failed")
+        writer.start()
+    finally:
+        writer.stop()
+        log.removeHandler(handler)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "iscsictld: session 3: ['iqn.2003-01.org.example:t']"
+    assert lines[1] == "iscsictld: IPC request failed"
+    assert lines[2] == "Traceback (most recent call last):" and lines[-1] == "ValueError: bad PDU"
