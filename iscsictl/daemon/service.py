@@ -397,29 +397,20 @@ class Daemon:
             self._write_state()
 
     def _write_state(self) -> None:
-        """Replace the state file (``<state_dir>/sessions.json``) by the sessions' ISID/TSIH.
-        It runs on the loop every STATE_SAVE_DELAY s of a burst of logins: plain os calls
-        (57 -> 40 us with 32 sessions on the host; pathlib's text file and a mkdir each
-        time were the difference)."""
+        """Replace the state file (``<state_dir>/sessions.json``) by the sessions' ISID/TSIH,
+        atomically (:func:`~iscsictl.db.store.atomic_write`).  It runs on the loop every
+        STATE_SAVE_DELAY s of a burst of logins: no pathlib text file, no mkdir each time
+        (57 -> 50 us with 32 sessions on the host)."""
+        from iscsictl.db.store import atomic_write
+
         self._state_write = None
         data = json.dumps({str(s.sid): {"isid": str(s.isid) if s.isid else None, "tsih": s.tsih}
                            for s in self.sessions.values()}).encode()
-        tmp = os.path.join(self.state_dir, "sessions.json.tmp")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
         try:
-            try:
-                fd = os.open(tmp, flags, 0o644)
-            except FileNotFoundError:  # the first write, or /run was emptied
+            if not os.path.isdir(self.state_dir):  # the first write, or /run was emptied
                 os.makedirs(self.state_dir, exist_ok=True)
-                fd = os.open(tmp, flags, 0o644)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-            finally:
-                os.close(fd)
-            os.replace(tmp, os.path.join(self.state_dir, "sessions.json"))
-        except OSError as exc:
+            atomic_write(os.path.join(self.state_dir, "sessions.json"), data, 0o644)
+        except (OSError, DBError) as exc:
             log.warning("cannot save session state in %s: %s", self.state_dir, exc)
 
     def _record_index(self) -> dict[tuple[str, str, int, str], dict[str, str]]:

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import os
 
 import pytest
 
@@ -119,7 +120,7 @@ def test_the_session_state_file_round_trip(daemon, tmp_path, caplog):
     daemon.sessions[7] = s
     daemon._write_state()  # no loop: at once; st/ does not exist yet
     assert daemon._load_state() == {"7": {"isid": str(s.isid), "tsih": 42}}
-    assert not (tmp_path / "st" / "sessions.json.tmp").exists()
+    assert sorted(os.listdir(tmp_path / "st")) == ["sessions.json"]  # no temp file left
     del daemon.sessions[7]
     daemon._write_state()
     assert daemon._load_state() == {}
