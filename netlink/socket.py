@@ -285,11 +285,14 @@ class _Operations:
     def _req(self, ev_type: int, handle: int, **kw: Any) -> Any:
         return self._call(self._request(ev_type, handle, **kw))
 
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) & 0xFFFFFFFF
+        return self._seq
+
     def _request(self, ev_type: int, handle: int, *, payload: bytes = b"", parse: Callable[[Any], Any] = _no_result,
                  match: Callable[[Any], bool] | None = None, timeout: float | None = None, **fields: Any) -> _Request:
-        self._seq = (self._seq + 1) & 0xFFFFFFFF
-        data = encode_message(ev_type, transport_handle=handle, payload=payload, nlmsg_seq=self._seq, nlmsg_pid=self._pid,
-                              **fields)
+        data = encode_message(ev_type, transport_handle=handle, payload=payload, nlmsg_seq=self._next_seq(),
+                              nlmsg_pid=self._pid, **fields)
         return _Request(ev_type, data, match, parse, timeout)
 
     def call(self, ev_type: int, handle: int = 0, *, payload: bytes = b"", timeout: float | None = None,
@@ -397,8 +400,7 @@ class _Operations:
     def _set_param_request(self, handle: int, sid: int, cid: int, param: int, value: str,
                            timeout: float | None) -> _Request:
         payload = _str_payload(value)
-        self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
-        return _Request(E.SET_PARAM, _encode_set_param(seq, self._pid, handle, sid, cid, int(param),
+        return _Request(E.SET_PARAM, _encode_set_param(self._next_seq(), self._pid, handle, sid, cid, int(param),
                                                        len(payload), payload=payload),
                         None, _no_result, timeout)
 
