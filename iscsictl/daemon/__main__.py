@@ -21,6 +21,7 @@ import sys
 
 from iscsictl.ipc import socket_path
 
+from .protect import protect_daemon
 from .service import Daemon
 
 LOCK_FILE = "/run/iscsictld.pid"
@@ -141,6 +142,10 @@ async def _run(args: argparse.Namespace) -> int:
     commands = None if args.no_command_server else CommandServerProcess(args.socket)
     if commands is not None:
         await commands.start()  # it imports the CLI while the daemon starts
+    # as iscsid: before the daemon's other threads (they inherit it), after the command
+    # server's start (it runs users' commands at their own priority)
+    for refusal in protect_daemon():
+        logging.getLogger("iscsictld").warning("%s", refusal)
     try:
         await daemon.start()
     except IscsiNetlinkError as exc:

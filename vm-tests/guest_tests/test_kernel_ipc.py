@@ -10,6 +10,15 @@ from openiscsi import iscsi_sessions, session_disks
 
 MIB = 1 << 20
 INITIATOR = "iqn.2026-11.org.example.vm:iscsictl"
+PF_MEMALLOC_NOIO = 0x00080000  # <linux/sched.h>: a task flag, /proc/PID/stat's 9th field
+
+
+def locked_kib(pid):
+    """VmLck of /proc/PID/status (mlockall counts every locked mapping's size)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmLck:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmLck for {pid}")
 
 
 def record(target, **extra):
@@ -43,11 +52,19 @@ def test_daemon_login_io_logout(lio, daemon, scenario_dir):
                           check=True, capture_output=True).stdout
     assert back == data
     assert Path(f"/sys/class/iscsi_session/session{sid}/state").read_text().strip() == "LOGGED_IN"
-    # the lane that handed the session to the kernel runs at LANE_NICE, the loop at 0
-    nice = {int(tid): int(stat.read_text().rpartition(")")[2].split()[16])
-            for tid, stat in ((t.name, t / "stat")
-                              for t in Path(f"/proc/{daemon.proc.pid}/task").iterdir())}
-    assert nice[daemon.proc.pid] == 0 and -10 in nice.values(), nice
+    # as iscsid: the daemon's threads at nice -10 (the loop raised by 10 from the 0 it was
+    # started at, the lanes at LANE_NICE), its memory locked, the loop an I/O flusher
+    # (PF_MEMALLOC_NOIO in its task flags); its command server keeps what it was started with
+    stats = {int(t.name): (t / "stat").read_text().rpartition(")")[2].split()
+             for t in Path(f"/proc/{daemon.proc.pid}/task").iterdir()}
+    nice = {tid: int(f[16]) for tid, f in stats.items()}
+    assert nice[daemon.proc.pid] == -10 and set(nice.values()) <= {-10, 0}, nice
+    assert int(stats[daemon.proc.pid][6]) & PF_MEMALLOC_NOIO
+    assert locked_kib(daemon.proc.pid) > 0
+    server = daemon.wait_command_server()
+    server_stat = Path(f"/proc/{server}/stat").read_text().rpartition(")")[2].split()
+    assert int(server_stat[16]) == 0 and not int(server_stat[6]) & PF_MEMALLOC_NOIO
+    assert locked_kib(server) == 0
     # a second login to the same node is refused: session exists
     again = daemon.client.call("login", records=[record(t.iqn)], initiator_name=INITIATOR)
     assert not again[0]["ok"] and again[0]["code"] == 15

@@ -1,0 +1,77 @@
+"""What iscsid does to itself before it serves (open-iscsi 2.1.8 ``usr/iscsid.c``): its
+priority raised by 10 (``oom_adjust``'s ``nice(-10)``), its memory locked (``mlockall``) and
+the process marked an I/O flusher (``prctl(PR_SET_IO_FLUSHER)``, Linux 5.6).  The daemon is
+what recovers the sessions the system may be writing back or paging through: it must not
+wait for a CPU behind the work of the I/O it serves, be paged out to a disk it serves, or
+wait in its own memory allocations for that I/O to complete.
+
+Linux keeps the nice value and the I/O-flusher flag per thread, and a thread or child
+inherits them from the thread that creates it; so :func:`protect_daemon` runs on the main
+thread before the daemon starts its other threads (the netlink lanes, the LUN scans), and
+after it has started its command server, which runs users' commands at their own priority.
+The locked memory is not inherited by a child.  The OOM killer's pardon is the service
+manager's (``OOMScoreAdjust=`` in ``contrib/systemd/iscsictld.service``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import functools
+import os
+
+#: iscsid's ``nice(-10)`` (usr/iscsi_util.c ``oom_adjust``): relative to the inherited nice
+PRIORITY_RAISE = 10
+# <sys/mman.h>: lock what is mapped now and later, each page as it is first touched (Linux
+# 4.4): the 8 MiB reserved for each thread's stack are not filled in to be locked
+MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT = 1, 2, 4
+# <linux/prctl.h> (Linux 5.6): allocations of this thread and the ones it starts do no I/O
+# to reclaim memory (PF_MEMALLOC_NOIO) and are throttled on their own writes only
+PR_SET_IO_FLUSHER, PR_GET_IO_FLUSHER = 57, 58
+
+
+def protect_daemon() -> list[str]:
+    """Raise the calling thread's priority by :data:`PRIORITY_RAISE`, lock the process's
+    memory as it is touched and mark the calling thread an I/O flusher.  Each step is
+    independent; a refusal (no CAP_SYS_NICE, CAP_IPC_LOCK or CAP_SYS_RESOURCE, a kernel
+    without the call) leaves that one undone.  Returns one line per refusal, naming the
+    step and the error, for the caller to log; never raises."""
+    refused = []
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) - PRIORITY_RAISE)
+    except OSError as exc:
+        refused.append(f"priority not raised by {PRIORITY_RAISE} (nice): {exc.strerror}")
+    err = _libc_call("mlockall", MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)
+    if err:
+        refused.append(f"memory not locked (mlockall): {os.strerror(err)}")
+    err = _libc_call("prctl", *map(ctypes.c_ulong, (PR_SET_IO_FLUSHER, 1, 0, 0, 0)))
+    if err:
+        refused.append(f"not marked an I/O flusher (PR_SET_IO_FLUSHER): {os.strerror(err)}")
+    return refused
+
+
+def io_flusher() -> bool:
+    """Whether the calling thread is marked an I/O flusher (``PR_GET_IO_FLUSHER``)."""
+    libc = _libc()
+    return libc is not None and libc.prctl(*map(ctypes.c_ulong, (PR_GET_IO_FLUSHER, 0, 0, 0, 0))) == 1
+
+
+def _libc_call(name: str, *args: int | ctypes.c_ulong) -> int:
+    """``libc.name(*args)`` returning 0 or its errno (ENOSYS where libc lacks it); prctl's
+    arguments are unsigned longs (a variadic call would leave a plain int's upper half
+    undefined)."""
+    libc = _libc()
+    fn = getattr(libc, name, None) if libc is not None else None
+    if fn is None:
+        return errno.ENOSYS
+    if fn(*args) == 0:
+        return 0
+    return ctypes.get_errno() or errno.EINVAL
+
+
+@functools.cache
+def _libc():  # type: ignore[no-untyped-def]
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
