@@ -1,6 +1,6 @@
 """What iscsid does to itself before it serves (open-iscsi 2.1.8 ``usr/iscsid.c``): its
 priority raised by 10 (``oom_adjust``'s ``nice(-10)``), its memory locked (``mlockall``) and
-the process marked an I/O flusher (``prctl(PR_SET_IO_FLUSHER)``, Linux 5.6).  The daemon is
+its threads marked I/O flushers (``prctl(PR_SET_IO_FLUSHER)``, Linux 5.6).  The daemon is
 what recovers the sessions the system may be writing back or paging through: it must not
 wait for a CPU behind the work of the I/O it serves, be paged out to a disk it serves, or
 wait in its own memory allocations for that I/O to complete.
@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import functools
 import os
+
+from ..libc import function
 
 #: iscsid's ``nice(-10)`` (usr/iscsi_util.c ``oom_adjust``): relative to the inherited nice
 PRIORITY_RAISE = 10
@@ -52,26 +53,17 @@ def protect_daemon() -> list[str]:
 
 def io_flusher() -> bool:
     """Whether the calling thread is marked an I/O flusher (``PR_GET_IO_FLUSHER``)."""
-    libc = _libc()
-    return libc is not None and libc.prctl(*map(ctypes.c_ulong, (PR_GET_IO_FLUSHER, 0, 0, 0, 0))) == 1
+    prctl = function("prctl")
+    return prctl is not None and prctl(*map(ctypes.c_ulong, (PR_GET_IO_FLUSHER, 0, 0, 0, 0))) == 1
 
 
 def _libc_call(name: str, *args: int | ctypes.c_ulong) -> int:
     """``libc.name(*args)`` returning 0 or its errno (ENOSYS where libc lacks it); prctl's
     arguments are unsigned longs (a variadic call would leave a plain int's upper half
     undefined)."""
-    libc = _libc()
-    fn = getattr(libc, name, None) if libc is not None else None
+    fn = function(name)
     if fn is None:
         return errno.ENOSYS
     if fn(*args) == 0:
         return 0
     return ctypes.get_errno() or errno.EINVAL
-
-
-@functools.cache
-def _libc():  # type: ignore[no-untyped-def]
-    try:
-        return ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None

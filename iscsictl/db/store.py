@@ -206,11 +206,9 @@ def syncfs(path: str) -> None:
 @functools.cache
 def _libc_syncfs():  # type: ignore[no-untyped-def]
     """libc's ``syncfs`` (looked up once), or None."""
-    try:
-        import ctypes
-        return ctypes.CDLL(None, use_errno=True).syncfs
-    except (OSError, AttributeError):
-        return None
+    from ..libc import function
+
+    return function("syncfs")
 
 
 _AT_FDCWD = -100  # <fcntl.h>
@@ -238,11 +236,12 @@ def rename_noreplace(src: str, dst: str) -> None:
 @functools.cache
 def _libc_renameat2():  # type: ignore[no-untyped-def]
     """libc's ``renameat2`` (glibc 2.28) with its argument types, or None."""
-    try:
-        import ctypes
+    import ctypes
 
-        fn = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
+    from ..libc import function
+
+    fn = function("renameat2")
+    if fn is None:
         return None
     fn.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
     fn.restype = ctypes.c_int
