@@ -601,6 +601,46 @@ def test_logoutall_leaves_onboot_firmware_and_unrecorded_sessions(sysfs, fake_da
     assert [args["sids"] for op, args in fake_daemon.calls] == [[1], [1], [1]]
 
 
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_loginall_progress_on_a_terminal(fake_daemon):
+    """On a terminal, bulk logins show a one-line count as the daemon's progress lines
+    come, the failures counted; not on a pipe (every other test)."""
+    for i in range(2, 5):
+        cli("-m", "node", "-T", f"iqn.2003-01.org.example:t{i}", "-p", "127.0.0.1", "-o", "new")
+    fake_daemon.answers = {"login": [{"ok": i != 3, "node": f"n{i}", "sids": [i]}
+                                     for i in range(4)]}
+    out, err = io.StringIO(), _Tty()
+    run(["-m", "node", "-L", "all"], Output(out, err))
+    assert len(fake_daemon.calls) == 1
+    shown = err.getvalue().split("\n")[0].split("\r")[1:]
+    assert shown == ["logging in 1/4", "logging in 2/4", "logging in 3/4",
+                     "logging in 4/4 (1 failed)"]
+
+
+def test_loginall_skips_a_damaged_record_with_a_warning(fake_daemon):
+    """As iscsiadm (idbm_for_each_rec skips a record it cannot read): the others are
+    logged in; the exit code is theirs."""
+    from iscsictl.db.store import NodeDB
+
+    other = "iqn.2003-01.org.example:t2"
+    cli("-m", "node", "-T", other, "-p", "127.0.0.1", "-o", "new")
+    root = os.environ["ISCSICTL_DB_ROOT"]
+    db = NodeDB(root, root)
+    (nid,) = [n for n in db.list_nodes() if n.target == T]
+    Path(db.node_path(nid)).write_bytes(b"")  # an empty file: no node.name
+    fake_daemon.answers = {"login": [{"ok": True, "node": _desc(other), "sids": [1]}]}
+    rc, out, err = cli("-m", "node", "-L", "all")
+    assert rc == 0
+    ((op, args),) = fake_daemon.calls
+    assert [r["node.name"] for r in args["records"]] == [other]
+    assert out == f"Logging in to {_desc(other)}\nLogin to {_desc(other)} successful.\n"
+    assert "empty file" in err and err.count("\n") == 1
+
+
 def test_loginall_matches_node_or_connection_startup(fake_daemon):
     """-L manual takes a record whose node.startup is automatic when its
     node.conn[0].startup is manual (iscsiadm's match_startup_mode)."""
