@@ -420,8 +420,12 @@ def test_malformed_netlink_message(lio, env, scenario_dir):
     cli.ok("-m", "node", "-T", t2.iqn, "-p", PORTAL, "-l")
     assert len(sessions_in_sysfs()) == 2
     assert sessions_by_target()[t2.iqn]
-    text = d.log_path.read_text()  # the lane's socket had them all too, and dropped them
-    assert text.count("only the kernel, port 0, is trusted") == len(garbage) * len(ports), text
+    # a lane's socket had them all too: the lane that ran the second login's jobs read and
+    # dropped them before its replies (which still matched: the login worked); a lane the
+    # thread pool gave no job since keeps them unread (seen once in CI: 6 lines in all)
+    text = d.log_path.read_text()
+    dropped = text.count("only the kernel, port 0, is trusted")
+    assert dropped % len(garbage) == 0 and len(garbage) <= dropped <= len(garbage) * len(ports), text
     assert "Traceback" not in text
 
 
