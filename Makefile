@@ -4,7 +4,7 @@
 #   make demo    the main job, visibly: discovery, login through the kernel, a disk, I/O, logout (in a VM)
 SHELL := /bin/bash
 # The interpreter of the virtualenv: the distribution's own (/usr/bin/python3, what a packaged
-# iscsictl runs on; Debian builds it with PGO and LTO, linked statically: 20-27% faster on
+# iscsictl runs on; Debian builds it with PGO and LTO, linked statically: 21-27% faster on
 # this project's benchmarks than a plain source build such as pyenv's), when it can make a
 # virtualenv (python3-venv, installed by `make deps`); else the python3 on PATH.
 PY ?= /usr/bin/python3
