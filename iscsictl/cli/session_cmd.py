@@ -18,7 +18,6 @@ without iscsid).  ``--json`` gives the same data as objects.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -539,22 +538,12 @@ def node_loginall(args, o) -> int:  # type: ignore[no-untyped-def]
     if which not in STARTUP_CHOICES:
         raise E.CliError(f"Invalid loginall option {which}.", E.INVAL)
     db = open_db(args, o)
-    recs = [r for r in _readable_records(db, o) if _startup_matches(r, which)]
+    # a record that cannot be read is warned about and skipped (NodeDB.read_nodes), as
+    # iscsiadm's idbm_for_each_rec skips it: the others are still logged in
+    recs = [r for r in db.read_nodes() if _startup_matches(r, which)]
     if not recs:
         raise E.CliError("No records found", E.NO_OBJS_FOUND)
     return login_records(recs, _initiator_name(db), o)
-
-
-def _readable_records(db, o) -> Iterator[Any]:  # type: ignore[no-untyped-def]
-    """Every node record; one that cannot be read is warned about and skipped, as
-    iscsiadm's idbm_for_each_rec skips it (the others are still logged in)."""
-    from ..db.errors import DBError
-
-    for nid in db.list_nodes():
-        try:
-            yield db.read_node(nid)
-        except DBError as e:
-            o.warn(str(e))
 
 
 def _sessions_for(args, startup: str | None = None) -> list[Any]:  # type: ignore[no-untyped-def]
