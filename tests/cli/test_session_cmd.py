@@ -293,6 +293,14 @@ class FakeDaemon:
                 conn.sendall(b"".join(json.dumps(m).encode() + b"\n" for m in lines))
 
     def close(self) -> None:
+        """Stop serving, then close the listener.  Its descriptor is closed only once the
+        serving thread has ended: closed under a thread about to call accept(), the number
+        would go to the next test's listener and this thread would answer that test's
+        requests from its own (used up) answers."""
+        import socket
+
+        self.server.shutdown(socket.SHUT_RDWR)  # a blocked accept() fails with EINVAL
+        self.thread.join(5)
         self.server.close()
 
 
