@@ -23,7 +23,9 @@ and keeps CHAP and redirects in the sans-I/O core.  After BIND the kernel
 owns the connection: Logout goes through SEND_PDU and its response comes back
 as RECV_PDU (the kernel stamps ITT, CmdSN and ExpStatSN).  Teardown:
 UNBIND_SESSION (devices removed) -> Logout PDU (bounded by logout_timeout)
--> STOP_CONN(TERM) -> DESTROY_CONN -> DESTROY_SESSION(_ASYNC).
+-> STOP_CONN(TERM) -> DESTROY_CONN -> DESTROY_SESSION(_ASYNC); the UNBIND and the last
+three are jobs on a netlink lane, as the handover is, so that the sessions of a bulk logout
+do not queue behind each other on the loop's socket.
 """
 
 from __future__ import annotations
@@ -710,14 +712,18 @@ async def logout(nl, handle: int, session: KernelSession, timeout: float) -> Non
 
     Each wait is bounded by ``timeout`` (node.conn[0].timeo.logout_timeout):
     the kernel may skip KEVENT_UNBIND_SESSION for a session already unbinding,
-    and a dead target never answers the Logout.  Teardown always happens.
+    and a dead target never answers the Logout.  Teardown always happens (not when
+    cancelled during the UNBIND, which still runs to its end first).
     """
     from iscsictl.protocol.session import LogoutExchange
 
     sid, cid = session.sid, session.cid
     session.conn_state = "IN LOGOUT"
     try:
-        await nl.unbind_session(handle, sid)
+        job, cancelled = await _to_the_end(nl.run_blocking(IscsiNetlink.unbind_session, handle, sid))
+        if cancelled:
+            raise asyncio.CancelledError
+        job.result()
         try:
             await asyncio.wait_for(session.unbound.wait(), timeout)
         except asyncio.TimeoutError:
@@ -742,20 +748,35 @@ async def logout(nl, handle: int, session: KernelSession, timeout: float) -> Non
     await force_teardown(nl, handle, sid, cid)
 
 
-async def force_teardown(nl, handle: int, sid: int, cid: int) -> None:  # type: ignore[no-untyped-def]
-    """STOP_CONN(TERM), DESTROY_CONN, DESTROY_SESSION(_ASYNC), each error
-    logged and passed: a stuck or half-torn-down session can always be removed."""
-    for op, args in (("stop_conn", (handle, sid, cid, StopConnFlag.TERM)),
-                     ("destroy_conn", (handle, sid, cid))):
+def _tear_down(knl, handle: int, sid: int, cid: int) -> None:  # type: ignore[no-untyped-def]
+    """:func:`force_teardown`'s requests, blocking, on a netlink lane (``knl``: IscsiNetlink)."""
+    for op, args in ((knl.stop_conn, (handle, sid, cid, StopConnFlag.TERM)),
+                     (knl.destroy_conn, (handle, sid, cid))):
         try:
-            await getattr(nl, op)(*args)
+            op(*args)
         except IscsiKernelError as exc:
-            log.debug("session %d: %s: %s", sid, op, exc)
+            log.debug("session %d: %s: %s", sid, op.__name__, exc)
     try:
-        await nl.destroy_session_async(handle, sid)
+        knl.destroy_session_async(handle, sid)
     except IscsiKernelError as exc:
         log.debug("session %d: DESTROY_SESSION_ASYNC: %s; trying DESTROY_SESSION", sid, exc)
         try:
-            await nl.destroy_session(handle, sid)
+            knl.destroy_session(handle, sid)
         except IscsiKernelError as exc2:
             log.warning("session %d: DESTROY_SESSION failed: %s", sid, exc2)
+
+
+async def force_teardown(nl, handle: int, sid: int, cid: int) -> None:  # type: ignore[no-untyped-def]
+    """STOP_CONN(TERM), DESTROY_CONN, DESTROY_SESSION(_ASYNC), each error
+    logged and passed: a stuck or half-torn-down session can always be removed.
+
+    The three run as one job on a netlink lane (its own socket, no turn of the event loop
+    between them), not one by one through the loop's socket, whose one-request-at-a-time
+    lock would line every session's requests up behind each other's executor and loop
+    turns (`-U all` of 32 in the VM: 1.27 s against 1.69 s).  A cancelled teardown still
+    runs to its end, then raises CancelledError.  Raises ReplyTimeout and
+    NetlinkClosedError as the requests do."""
+    job, cancelled = await _to_the_end(nl.run_blocking(_tear_down, handle, sid, cid))
+    if cancelled:
+        raise asyncio.CancelledError
+    job.result()

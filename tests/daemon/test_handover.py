@@ -277,3 +277,122 @@ def test_a_login_ending_at_another_cmdsn_gets_a_session_made_for_it(monkeypatch)
     creates = [r for r in kernel.requests if r["type"] == E.CREATE_SESSION]
     assert [r["initial_cmdsn"] for r in creates] == [ks.INITIAL_CMDSN, ks.INITIAL_CMDSN + 1]
     assert [r["type"] for r in kernel.requests][1] == E.DESTROY_SESSION
+
+
+# ---- teardown and logout: the kernel's requests as lane jobs ----------------------------------
+class RecordingLanes(LaneNetlink):
+    """LaneNetlink noting which requests went out inside a lane job (``jobs``: one list per
+    job) and which through the loop's own client (``direct``)."""
+
+    def __init__(self, kernel):
+        super().__init__(kernel)
+        self.kernel, self.jobs, self.direct = kernel, [], []
+
+    def run_blocking(self, fn, *args):
+        def job(knl, *a):
+            start = len(self.kernel.requests)
+            try:
+                return fn(knl, *a)
+            finally:
+                self.jobs.append([r["type"] for r in self.kernel.requests[start:]])
+        return super().run_blocking(job, *args)
+
+    def __getattr__(self, op):
+        request = super().__getattr__(op)
+
+        async def recorded(*args):
+            self.direct.append(op)
+            return await request(*args)
+        return recorded
+
+
+def test_teardown_is_one_lane_job_in_the_kernels_order():
+    from iscsictl.netlink import StopConnFlag
+
+    kernel = Kernel()
+    nl = RecordingLanes(kernel)
+    try:
+        asyncio.run(ks.force_teardown(nl, 3, 5, 0))
+    finally:
+        nl.knl.close()
+    assert nl.jobs == [[E.STOP_CONN, E.DESTROY_CONN, E.DESTROY_SESSION_ASYNC]] and nl.direct == []
+    stop = kernel.requests[0]
+    assert (stop["sid"], stop["cid"], stop["flag"]) == (5, 0, StopConnFlag.TERM)
+
+
+def test_teardown_passes_each_refusal_and_falls_back_to_a_synchronous_destroy(caplog):
+    kernel = Kernel({E.STOP_CONN: errno.ENOTCONN, E.DESTROY_SESSION_ASYNC: errno.ENOSYS,
+                     E.DESTROY_SESSION: errno.EBUSY})
+    nl = RecordingLanes(kernel)
+    try:
+        asyncio.run(ks.force_teardown(nl, 3, 5, 0))  # nothing raised: the rest still runs
+    finally:
+        nl.knl.close()
+    assert nl.jobs == [[E.STOP_CONN, E.DESTROY_CONN, E.DESTROY_SESSION_ASYNC, E.DESTROY_SESSION]]
+    assert "session 5: DESTROY_SESSION failed" in caplog.text
+
+
+def test_a_cancelled_teardown_still_runs_to_its_end():
+    """Cancelled while the kernel works on STOP_CONN (daemon stop, a failed login's task),
+    the teardown still destroys the connection and the session, then raises CancelledError:
+    no half-torn-down session is left."""
+    import threading
+
+    release = threading.Event()
+
+    class SlowStop(Kernel):
+        def __call__(self, dgram):
+            if self.requests == []:  # STOP_CONN: the kernel flushing the connection's work
+                release.wait(5)
+            return super().__call__(dgram)
+
+    kernel = SlowStop()
+    nl = RecordingLanes(kernel)
+
+    async def main():
+        task = asyncio.create_task(ks.force_teardown(nl, 3, 5, 0))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.sleep(0.05)
+        assert not task.done()  # waiting for the lane's job, not abandoning it
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    try:
+        asyncio.run(main())
+    finally:
+        nl.knl.close()
+    assert [r["type"] for r in kernel.requests] == [E.STOP_CONN, E.DESTROY_CONN,
+                                                    E.DESTROY_SESSION_ASYNC]
+
+
+def test_logout_unbinds_on_a_lane_sends_the_logout_then_tears_down(caplog):
+    """ks.logout: UNBIND_SESSION as a lane job, the Logout PDU through the loop's client (its
+    answer comes as a RECV_PDU event), then the teardown job; a target that does not answer
+    within the logout timeout is logged and the session torn down anyway."""
+    from iscsictl.db import schema
+    from iscsictl.db.record import with_defaults
+    from iscsictl.protocol.portal import Portal
+
+    node = ks.NodeTarget.from_record(with_defaults(schema.NODE, {
+        "node.name": "iqn.2003-01.org.example:t", "node.conn[0].address": "127.0.0.1",
+        "node.conn[0].port": "3260", "node.tpgt": "1"}))
+    kernel = Kernel()
+    nl = RecordingLanes(kernel)
+
+    async def main():
+        session = ks.KernelSession(sid=5, host_no=9, cid=0, node=node, isid=None, tsih=1,
+                                   params=None, current=Portal("127.0.0.1", 3260, 1))
+        session.unbound.set()  # KEVENT_UNBIND_SESSION, as the daemon's event callback sets it
+        await ks.logout(nl, 3, session, 0.05)
+
+    try:
+        asyncio.run(main())
+    finally:
+        nl.knl.close()
+    assert nl.jobs == [[E.UNBIND_SESSION], [E.STOP_CONN, E.DESTROY_CONN, E.DESTROY_SESSION_ASYNC]]
+    assert nl.direct == ["send_pdu"]
+    assert [r["type"] for r in kernel.requests] == [
+        E.UNBIND_SESSION, E.SEND_PDU, E.STOP_CONN, E.DESTROY_CONN, E.DESTROY_SESSION_ASYNC]
+    assert "session 5: no clean Logout" in caplog.text
