@@ -418,6 +418,16 @@ async def _to_the_end(job: "asyncio.Future[Any]") -> "tuple[asyncio.Future[Any],
     return job, cancelled
 
 
+async def _lane_job(nl, fn: Callable[..., Any], *args: Any) -> Any:  # type: ignore[no-untyped-def]
+    """``fn(client, *args)`` as a netlink lane job (``nl.run_blocking``), awaited to its end
+    even when this task is cancelled meanwhile (then CancelledError follows); its result,
+    or what it raised."""
+    job, cancelled = await _to_the_end(nl.run_blocking(fn, *args))
+    if cancelled:
+        raise asyncio.CancelledError
+    return job.result()
+
+
 async def _discard(nl, handle: int, early: "asyncio.Future[Any]") -> None:  # type: ignore[no-untyped-def]
     """Destroy the session made ahead of a login that failed or is not to be used (once
     its creation ends): DESTROY_SESSION, synchronous (it has no connection, no device), so
@@ -720,10 +730,7 @@ async def logout(nl, handle: int, session: KernelSession, timeout: float) -> Non
     sid, cid = session.sid, session.cid
     session.conn_state = "IN LOGOUT"
     try:
-        job, cancelled = await _to_the_end(nl.run_blocking(IscsiNetlink.unbind_session, handle, sid))
-        if cancelled:
-            raise asyncio.CancelledError
-        job.result()
+        await _lane_job(nl, IscsiNetlink.unbind_session, handle, sid)
         try:
             await asyncio.wait_for(session.unbound.wait(), timeout)
         except asyncio.TimeoutError:
@@ -776,7 +783,4 @@ async def force_teardown(nl, handle: int, sid: int, cid: int) -> None:  # type: 
     turns (`-U all` of 32 in the VM: 1.27 s against 1.69 s).  A cancelled teardown still
     runs to its end, then raises CancelledError.  Raises ReplyTimeout and
     NetlinkClosedError as the requests do."""
-    job, cancelled = await _to_the_end(nl.run_blocking(_tear_down, handle, sid, cid))
-    if cancelled:
-        raise asyncio.CancelledError
-    job.result()
+    await _lane_job(nl, _tear_down, handle, sid, cid)
