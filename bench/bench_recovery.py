@@ -4,8 +4,9 @@
 
 Prints: connection kill (ss -K) to I/O resuming (median), daemon restart with 64 live
 sessions until it manages all of them (ours adopts; iscsid logs in to each again) with
-the target-side logins, and login of 64 node.startup=automatic nodes at daemon start
-until every disk is present; with the ratio open-iscsi / iscsictl.
+the target-side logins, login of 64 node.startup=automatic nodes at daemon start
+until every disk is present, and all 64 connections killed at once until every session
+is back; with the ratio open-iscsi / iscsictl.
 """
 
 import sys
@@ -28,6 +29,8 @@ def main() -> int:
          oi["kill_to_io"], us["kill_to_io"]),
         (f"daemon restart, {n} live sessions -> all managed", oi["restart"], us["restart"]),
         (f"daemon start, {n} automatic nodes -> all disks", oi["autostart"], us["autostart"]),
+        (f"all {n} connections killed -> all back (median of {len(us['mass_kill_all'])})",
+         oi["mass_kill"], us["mass_kill"]),
     ])
     print(f"{'target-side logins during the restart':<52} {oi['restart_logins']:>11} "
           f"{us['restart_logins']:>10}")

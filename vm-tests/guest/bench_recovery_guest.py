@@ -7,7 +7,9 @@ a. connection killed (ss -K) during O_DIRECT writes: time until a write complete
 b. daemon restart with MANY live sessions: until the daemon is ready and manages all
    of them (ours: adoption; iscsid: relogs in every session) + target-side logins;
 c. MANY node.startup=automatic nodes: daemon start (+ iscsiadm -L automatic for
-   open-iscsi) until every disk is present.
+   open-iscsi) until every disk is present;
+d. all MANY connections killed at once (a target-side outage): until every session is
+   LOGGED_IN with its connection up again (median of MASS_ROUNDS after one uncounted).
 Writes /results/bench_recovery.json.
 """
 
@@ -31,6 +33,7 @@ from iscsictld import Iscsictld
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "15"))  # connection kills per side
 PHASES = set(os.environ.get("BENCH_PHASES", "kill,scale").split(","))  # scale: autostart + restart
 MANY = int(os.environ.get("BENCH_TARGETS", "64"))
+MASS_ROUNDS = int(os.environ.get("BENCH_MASS_ROUNDS", "3"))  # d: all connections killed
 MIB = 1 << 20
 RESULTS = Path(os.environ.get("ISCSICTL_VM_RESULTS", "/results"))
 PORTAL = "127.0.0.1"
@@ -56,6 +59,33 @@ def all_logged_in(n: int) -> bool:
     sids = sessions_in_sysfs()
     return len(sids) == n and all(
         read(f"/sys/class/iscsi_session/session{s}/state") == "LOGGED_IN" for s in sids)
+
+
+def conns_up() -> int:
+    """Kernel connections in state ``up`` (/sys/class/iscsi_connection/*/state)."""
+    base, up = Path("/sys/class/iscsi_connection"), 0
+    for conn in os.listdir(base):
+        try:
+            up += read(base / conn / "state") == "up"
+        except OSError:  # removed meanwhile: not up
+            pass
+    return up
+
+
+def mass_kill_rounds(n: int) -> list[float]:
+    """Phase d: kill every initiator connection to the portal at once (ss -K), then time
+    until all ``n`` sessions are LOGGED_IN with their connection up; the first kill is
+    not counted (it warms what a first recovery runs)."""
+    times = []
+    for _ in range(MASS_ROUNDS + 1):
+        time.sleep(1)
+        t = time.monotonic()
+        subprocess.run(["ss", "-K", "dst", PORTAL, "dport", "=", "3260"], check=True,
+                       capture_output=True)
+        wait("the kill seen", lambda: conns_up() < n or not all_logged_in(n), 10, 0.005)
+        wait("every session back", lambda: all_logged_in(n) and conns_up() == n, 120)
+        times.append(time.monotonic() - t)
+    return times[1:]
 
 
 def one_disk() -> str:
@@ -255,6 +285,10 @@ def measure(side, rk, many) -> dict:
     wait("all disks", lambda: disks() >= len(many), 300, 0.01)
     out["autostart"] = time.monotonic() - t0
     wait("all logged in", lambda: all_logged_in(len(many)), 60)
+    # d. every connection killed at once
+    times = mass_kill_rounds(len(many))
+    out["mass_kill"] = statistics.median(times)
+    out["mass_kill_all"] = times
     # b. restart with MANY live sessions
     time.sleep(2)
     before = accepts(many)
