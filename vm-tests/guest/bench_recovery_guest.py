@@ -31,7 +31,7 @@ from cli import Cli, read, sessions_in_sysfs, wait_for
 from iscsictld import Iscsictld
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "15"))  # connection kills per side
-PHASES = set(os.environ.get("BENCH_PHASES", "kill,scale").split(","))  # scale: autostart + restart
+PHASES = set(os.environ.get("BENCH_PHASES", "kill,scale").split(","))  # scale: c, d and b
 MANY = int(os.environ.get("BENCH_TARGETS", "64"))
 MASS_ROUNDS = int(os.environ.get("BENCH_MASS_ROUNDS", "3"))  # d: all connections killed
 MIB = 1 << 20
