@@ -163,3 +163,35 @@ def test_dangling_session_link(tree):
     assert s.session_ids() == [1, 4]
     assert s.session(4) is None and s.session_host_no(4) is None and s.session_devices(4) == []
     assert [x.sid for x in s.sessions()] == [1]
+
+
+def test_online_devices_brings_back_what_went_offline_off_the_event_loop(tree):
+    """After a recovery the daemon sets the devices the replacement timeout took offline
+    back to running (and only those); the sysfs walk runs in the executor, never on the
+    event loop's thread (64 sessions back at once spent ~17% of the loop there)."""
+    import asyncio
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    from types import SimpleNamespace
+
+    from iscsictl.daemon import kernel_session as ks
+
+    target = tree / "devices/platform/host0/session1/target0:0:0"
+    for lun in ("0:0:0:0", "0:0:0:1"):
+        link(tree / "bus/scsi/devices" / lun, os.fspath(target / lun))
+    walked = []
+
+    class Recording(Sysfs):
+        def session_devices(self, sid):
+            walked.append(threading.get_ident())
+            return super().session_devices(sid)
+
+    async def main():
+        with ThreadPoolExecutor(1) as pool:
+            await ks.online_devices(SimpleNamespace(sid=1), Recording(tree), pool)
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    assert (target / "0:0:0:1/state").read_text().strip() == "running"
+    assert (target / "0:0:0:0/state").read_text() == "running\n"  # was running: not written
+    assert walked and loop_thread not in walked
