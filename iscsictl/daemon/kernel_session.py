@@ -696,8 +696,8 @@ async def online_devices(session: KernelSession, sysfs, executor=None) -> None: 
     I/O the kernel resumes at START_CONN (open-iscsi's session_online_devs).
 
     The sysfs walk and the writes run in ``executor`` (default: the loop's), not on
-    the event loop: with 64 sessions coming back at once the walk on the loop took ~17%
-    of its time under QEMU TCG (py-spy), delaying the other sessions' relogins."""
+    the event loop (with 64 sessions coming back at once, the walk on the loop was ~17%
+    of the loop's time under QEMU TCG, py-spy: time the other relogins waited for)."""
 
     def work() -> None:
         for d in sysfs.session_devices(session.sid):
