@@ -256,6 +256,33 @@ def _no_result(msg: Any) -> None:
     return None
 
 
+def _parse_or_error(req: _Request, reply: Callable[[], Any]) -> Any:
+    """``req.parse(reply())``, or the IscsiKernelError it raised: one batch member's result."""
+    try:
+        return req.parse(reply())
+    except IscsiKernelError as exc:
+        return exc
+
+
+def _batch_results(reqs: list[_Request], replies: list[Any]) -> list[Any]:
+    """Each request's parsed reply or its IscsiKernelError, in order."""
+    return [_parse_or_error(req, lambda r=req, m=msg: _check_reply(r.ev_type, m))
+            for req, msg in zip(reqs, replies)]
+
+
+def _one_datagram(reqs: list[_Request]) -> bool:
+    """Whether a batch goes as one datagram: the kernel's ``iscsi_if_rx`` handles the
+    messages of one skb in turn under its mutex and answers each, in order (an error reply
+    included), so one ``sendmsg()`` replaces len(reqs) - unless one of them can block there."""
+    return len(reqs) > 1 and not any(r.ev_type in BLOCKING_OPS for r in reqs)
+
+
+def _reply_timeout(reqs: list[_Request], got: int, timeout: float) -> ReplyTimeout:
+    what = E(reqs[0].ev_type).name
+    return ReplyTimeout(f"no reply to {what} within {timeout:g} s" if len(reqs) == 1
+                        else f"{got} of {len(reqs)} replies to a batch of {what} within {timeout:g} s")
+
+
 #: SET_PARAM, a login's most frequent request (~30 each), without keyword plumbing
 _encode_set_param = message_encoder(E.SET_PARAM, "sid", "cid", "param", "len")
 
@@ -393,6 +420,18 @@ class _Operations:
         the result has one entry per pair, None or the :class:`IscsiKernelError` the kernel
         answered (ENOSYS, ENOTCONN ...).  ReplyTimeout and closed-socket errors still raise."""
         return self._call_many([self._set_param_request(handle, sid, cid, p, v, timeout) for p, v in params])
+
+    def set_params_and_start_conn(self, handle: int, sid: int, cid: int,
+                                  params: Iterable[tuple[int, str]], *,
+                                  timeout: float | None = None) -> list[IscsiKernelError | None]:
+        """The SET_PARAMs of ``params`` then START_CONN, as one batch (a relogin's end, iscsid's
+        order): one datagram.  Every request is sent whatever the others answer; one entry
+        per request in order, the last START_CONN's: None or the :class:`IscsiKernelError`
+        the kernel answered.  ReplyTimeout and closed-socket errors raise."""
+        return self._call_many([
+            *(self._set_param_request(handle, sid, cid, p, v, timeout) for p, v in params),
+            self._request(E.START_CONN, handle, sid=sid, cid=cid, timeout=timeout),
+        ])
 
     def _call_many(self, reqs: list[_Request]) -> Any:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -538,6 +577,13 @@ class _Operations:
         return self._req(E.LOGOUT_FLASHNODE_SID, handle, host_no=host_no, sid=sid, timeout=timeout)
 
 
+class _Pending(NamedTuple):
+    """An asyncio exchange in flight: its requests, the replies so far, done when all came."""
+    reqs: list[_Request]
+    replies: list[Any]
+    future: "asyncio.Future[list[Any]]"
+
+
 class _Core:
     """Shared state: transport, receive buffer, event queue, reply matching."""
 
@@ -649,21 +695,10 @@ class IscsiNetlink(_Core, _Operations):
         return req.parse(self.request(req))
 
     def _call_many(self, reqs: list[_Request]) -> list[Any]:
-        """One datagram for the batch when none of it can block in the kernel: the kernel's
-        ``iscsi_if_rx`` handles the messages of one skb in turn under its mutex and answers
-        each, in order (an error reply included), so one ``sendmsg()`` replaces len(reqs)."""
-        if len(reqs) < 2 or any(r.ev_type in BLOCKING_OPS for r in reqs):
-            return [self._parse_or_error(req, lambda r=req: self.request(r)) for req in reqs]
-        replies = self._exchange(reqs, b"".join(r.data for r in reqs))  # each NLMSG_ALIGNed
-        return [self._parse_or_error(req, lambda r=req, m=msg: _check_reply(r.ev_type, m))
-                for req, msg in zip(reqs, replies)]
-
-    @staticmethod
-    def _parse_or_error(req: _Request, reply: Callable[[], Any]) -> Any:
-        try:
-            return req.parse(reply())
-        except IscsiKernelError as exc:
-            return exc
+        """One datagram for the batch unless a request can block in the kernel (:func:`_one_datagram`)."""
+        if not _one_datagram(reqs):
+            return [_parse_or_error(req, lambda r=req: self.request(r)) for req in reqs]
+        return _batch_results(reqs, self._exchange(reqs, b"".join(r.data for r in reqs)))  # each NLMSG_ALIGNed
 
     def request(self, req: _Request) -> Any:
         """Send one encoded request and wait for its reply (checked by :func:`_check_reply`)."""
@@ -689,10 +724,7 @@ class IscsiNetlink(_Core, _Operations):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self._dispatch()
-                what = E(reqs[0].ev_type).name
-                raise ReplyTimeout(f"no reply to {what} within {timeout:g} s" if len(reqs) == 1
-                                   else f"{len(replies)} of {len(reqs)} replies to a batch of "
-                                        f"{what} within {timeout:g} s")
+                raise _reply_timeout(reqs, len(replies), timeout)
             self._wait_readable(remaining)
         self._dispatch()
         return replies
@@ -749,7 +781,8 @@ class AsyncIscsiNetlink(_Core, _Operations):
     ``sendmsg()``, the operations that can block there (:data:`BLOCKING_OPS`: DESTROY_SESSION
     removes every SCSI device, DESTROY_CONN and STOP_CONN flush work) are sent from the default
     executor unless ``send_in_executor=False``; the others complete in microseconds and are sent
-    directly (an executor hop per SET_PARAM would dominate a login).  The loop is never blocked.  Create it inside a running loop
+    directly (an executor hop per SET_PARAM would dominate a login), a batch of them
+    (:meth:`set_params` ...) as one datagram, as in the blocking client.  The loop is never blocked.  Create it inside a running loop
     (or call :meth:`start`), and close with :meth:`close` or ``async with``.  A reply that arrives
     after its request timed out is delivered as an event (UnknownEvent or IF_ERROR), never matched
     to a later request of another type.
@@ -783,7 +816,7 @@ class AsyncIscsiNetlink(_Core, _Operations):
         self._lane_clients: list[IscsiNetlink] = []  # every lane's, for close()
         self.events: asyncio.Queue[KernelEvent] = asyncio.Queue()
         self._lock = asyncio.Lock()
-        self._pending: tuple[_Request, asyncio.Future[Any]] | None = None
+        self._pending: _Pending | None = None  # the exchange awaiting its replies
         self._loop = loop
         self._reading = False
         if loop is not None:
@@ -858,8 +891,8 @@ class AsyncIscsiNetlink(_Core, _Operations):
         if self._reading and self._loop is not None and not self._loop.is_closed():
             self._loop.remove_reader(self._fd)
         self._reading = False
-        if self._pending is not None and not self._pending[1].done():
-            self._pending[1].set_exception(NetlinkClosedError("the iSCSI netlink socket was closed"))
+        if self._pending is not None and not self._pending.future.done():
+            self._pending.future.set_exception(NetlinkClosedError("the iSCSI netlink socket was closed"))
         super().close()
 
     def _on_readable(self) -> None:
@@ -870,8 +903,10 @@ class AsyncIscsiNetlink(_Core, _Operations):
             return
         for msg in msgs:
             pend = self._pending
-            if pend is not None and not pend[1].done() and self._is_reply(pend[0], msg):
-                pend[1].set_result(msg)
+            if pend is not None and not pend.future.done() and self._is_reply(pend.reqs[len(pend.replies)], msg):
+                pend.replies.append(msg)
+                if len(pend.replies) == len(pend.reqs):
+                    pend.future.set_result(pend.replies)
                 continue
             ev = event_from_message(msg)
             if self.event_callback is not None:
@@ -892,37 +927,35 @@ class AsyncIscsiNetlink(_Core, _Operations):
         """Send one encoded request and await its reply (checked; raises like the blocking client)."""
         self.start()
         async with self._lock:
-            reply = await self._exchange(req)
+            (reply,) = await self._exchange([req], req.data)
         return _check_reply(req.ev_type, reply)
 
     def _call_many(self, reqs: list[_Request]) -> Awaitable[list[Any]]:
         return self._acall_many(reqs)
 
     async def _acall_many(self, reqs: list[_Request]) -> list[Any]:
+        """One hold of the lock for the batch (nothing interleaves); one datagram unless a
+        request can block in the kernel (:func:`_one_datagram`)."""
         self.start()
-        out: list[Any] = []
-        async with self._lock:  # one hold for the batch: nothing interleaves
-            for req in reqs:
-                reply = await self._exchange(req)
-                try:
-                    out.append(req.parse(_check_reply(req.ev_type, reply)))
-                except IscsiKernelError as exc:
-                    out.append(exc)
-        return out
+        async with self._lock:
+            if _one_datagram(reqs):
+                return _batch_results(reqs, await self._exchange(reqs, b"".join(r.data for r in reqs)))
+            return [_batch_results([req], await self._exchange([req], req.data))[0] for req in reqs]
 
-    async def _exchange(self, req: _Request) -> Any:
-        """One request and its unchecked reply; the caller holds ``_lock``."""
+    async def _exchange(self, reqs: list[_Request], data: bytes) -> list[Any]:
+        """Send ``data`` (the requests, encoded) and await one unchecked reply per request, in
+        order, up to the longest of their timeouts; the caller holds ``_lock``."""
         assert self._loop is not None
-        timeout = self.timeout if req.timeout is None else req.timeout
-        fut: asyncio.Future[Any] = self._loop.create_future()
-        self._pending = (req, fut)
+        timeout = max(self.timeout if r.timeout is None else r.timeout for r in reqs)
+        fut: asyncio.Future[list[Any]] = self._loop.create_future()
+        pend = self._pending = _Pending(reqs, [], fut)
         try:
-            if self.send_in_executor and req.ev_type in BLOCKING_OPS:
-                await self._loop.run_in_executor(None, self._send, req.data)
+            if self.send_in_executor and reqs[0].ev_type in BLOCKING_OPS:  # alone: _one_datagram
+                await self._loop.run_in_executor(None, self._send, data)
             else:
-                self._send(req.data)
-                # The kernel handles a request inside sendmsg() and queues its reply
-                # before the call returns: take it now rather than one loop iteration
+                self._send(data)
+                # The kernel handles the requests inside sendmsg() and queues the replies
+                # before the call returns: take them now rather than one loop iteration
                 # later (a login sends ~40 requests).  Events read here are
                 # dispatched exactly as the reader callback would.
                 self._on_readable()
@@ -931,8 +964,7 @@ class AsyncIscsiNetlink(_Core, _Operations):
             try:
                 return await asyncio.wait_for(fut, timeout)
             except asyncio.TimeoutError:
-                raise ReplyTimeout(
-                    f"no reply to {E(req.ev_type).name} within {timeout:g} s") from None
+                raise _reply_timeout(reqs, len(pend.replies), timeout) from None
         finally:
             self._pending = None
 

@@ -37,19 +37,23 @@ def split_messages(dgram: bytes) -> list[bytes]:
 
 
 class SyncKernel:
-    """A transport whose send() answers at once, as the kernel does inside sendmsg()."""
+    """A transport whose send() answers at once, as the kernel does inside sendmsg():
+    ``answer(request) -> [datagrams]`` for each message of the datagram in turn."""
 
     def __init__(self, answer):
         self.a, self.b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.a.setblocking(False)
         self.answer = answer
+        self.datagrams = 0
 
     def fileno(self):
         return self.a.fileno()
 
     def send(self, data):
-        for dgram in self.answer(data):
-            self.b.send(dgram)
+        self.datagrams += 1
+        for one in split_messages(data):
+            for dgram in self.answer(one):
+                self.b.send(dgram)
         return len(data)
 
     def recv_into(self, buf):

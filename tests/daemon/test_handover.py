@@ -13,7 +13,7 @@ import socket
 
 import pytest
 
-from fake_kernel import SyncKernel, echo, if_error, split_messages
+from fake_kernel import SyncKernel, echo, if_error
 from iscsictl.daemon import kernel_session as ks
 from iscsictl.netlink import IscsiHostParam, IscsiKernelError, IscsiNetlink, IscsiParam
 from iscsictl.netlink import messages as m
@@ -32,31 +32,30 @@ class Kernel:
     def __init__(self, fail=None, cid=None, refuse=None):
         self.fail, self.cid = fail or {}, cid
         self.refuse = {IscsiParam.ISID: errno.ENOSYS} if refuse is None else refuse
-        self.requests, self.datagrams = [], 0
+        self.requests = []
+        self.transport = SyncKernel(self)
 
-    def __call__(self, dgram):
-        self.datagrams += 1
-        out = []
-        for raw in split_messages(dgram):
-            (msg,) = m.decode_messages(raw)
-            self.requests.append(msg)
-            t = msg["type"]
-            if t in self.fail:
-                out.append(if_error(raw, self.fail[t]))
-            elif t == E.CREATE_SESSION:
-                out.append(echo(raw, r_sid=5, r_host_no=9))
-            elif t == E.CREATE_CONN:
-                out.append(echo(raw, r_sid=msg["sid"],
-                                r_cid=msg["cid"] if self.cid is None else self.cid))
-            elif t == E.SET_PARAM and msg["param"] in self.refuse:
-                out.append(if_error(raw, self.refuse[msg["param"]]))
-            else:
-                out.append(echo(raw, r_retcode=0))
-        return out
+    @property
+    def datagrams(self):
+        return self.transport.datagrams
+
+    def __call__(self, raw):
+        (msg,) = m.decode_messages(raw)
+        self.requests.append(msg)
+        t = msg["type"]
+        if t in self.fail:
+            return [if_error(raw, self.fail[t])]
+        if t == E.CREATE_SESSION:
+            return [echo(raw, r_sid=5, r_host_no=9)]
+        if t == E.CREATE_CONN:
+            return [echo(raw, r_sid=msg["sid"], r_cid=msg["cid"] if self.cid is None else self.cid)]
+        if t == E.SET_PARAM and msg["param"] in self.refuse:
+            return [if_error(raw, self.refuse[msg["param"]])]
+        return [echo(raw, r_retcode=0)]
 
 
 def hand_over(kernel, host=(), scan=None):
-    knl = IscsiNetlink(SyncKernel(kernel), timeout=1)
+    knl = IscsiNetlink(kernel.transport, timeout=1)
     try:
         return ks._hand_over(knl, 3, 17, 128, 32, 42, PARAMS, host, None, scan)
     finally:
@@ -196,7 +195,7 @@ class LaneNetlink:
     thread with a blocking IscsiNetlink; the other requests are that client's, awaited."""
 
     def __init__(self, kernel):
-        self.knl = IscsiNetlink(SyncKernel(kernel), timeout=1)
+        self.knl = IscsiNetlink(kernel.transport, timeout=1)
 
     def run_blocking(self, fn, *args):
         return asyncio.get_running_loop().run_in_executor(None, fn, self.knl, *args)

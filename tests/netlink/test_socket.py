@@ -472,15 +472,19 @@ def test_batch_with_a_missing_reply_times_out(kernel_factory):
             nl.set_params(1, 7, 0, _BATCH)
 
 
-def test_async_set_params_in_one_lock_hold():
+def test_async_set_params_in_one_datagram():
+    """The asyncio client sends a batch as the blocking one does: one datagram, one outcome
+    per request, an event that came with the replies delivered."""
     seen, requests = [], []
 
     def answer(req):
         requests.append(req)
         return _answer_enosys_for_isid(req)
 
+    kernel = SyncKernel(answer)
+
     async def main():
-        nl = AsyncIscsiNetlink(SyncKernel(answer), timeout=0.5, event_callback=seen.append)
+        nl = AsyncIscsiNetlink(kernel, timeout=0.5, event_callback=seen.append)
         try:
             return await nl.set_params(1, 7, 0, _BATCH)
         finally:
@@ -488,6 +492,48 @@ def test_async_set_params_in_one_lock_hold():
 
     _check_batch(asyncio.run(main()), requests)
     assert [e.error for e in seen] == [1011]
+    assert kernel.datagrams == 1
+
+
+def test_async_set_params_and_start_conn_refused_midway():
+    """set_params_and_start_conn: every request goes in one datagram whatever the kernel
+    answers; a refused START_CONN is its own entry, after the SET_PARAMs' outcomes."""
+    def answer(req):
+        if m.decode_messages(req)[0]["type"] == E.START_CONN:
+            return [if_error(req, errno.ENOTCONN)]
+        return _answer_enosys_for_isid(req)
+
+    kernel = SyncKernel(answer)
+
+    async def main():
+        nl = AsyncIscsiNetlink(kernel, timeout=0.5, event_callback=lambda ev: None)
+        try:
+            return await nl.set_params_and_start_conn(1, 7, 0, _BATCH)
+        finally:
+            nl.close()
+
+    *params, started = asyncio.run(main())
+    assert params[0] is None and params[2] is None and params[1].errno == errno.ENOSYS
+    assert isinstance(started, IscsiKernelError) and started.errno == errno.ENOTCONN
+    assert kernel.datagrams == 1
+
+
+def test_async_batch_with_a_missing_reply_times_out():
+    """A kernel that answered only part of a batch: ReplyTimeout naming how many came, and a
+    request after it works (the late state does not stick)."""
+    kernel = SyncKernel(lambda req: [] if m.decode_messages(req)[0].get("param") == IscsiParam.ISID
+                        else [echo(req, r_retcode=0)])
+
+    async def main():
+        nl = AsyncIscsiNetlink(kernel, timeout=0.3, event_callback=lambda ev: None)
+        try:
+            with pytest.raises(ReplyTimeout, match="of 3 replies to a batch of SET_PARAM"):
+                await nl.set_params(1, 7, 0, _BATCH)
+            await nl.start_conn(1, 7, 0)
+        finally:
+            nl.close()
+
+    asyncio.run(main())
 
 
 def test_run_blocking_uses_the_lane_socket_and_events_still_arrive(kernel_factory):
