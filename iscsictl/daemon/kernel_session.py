@@ -331,12 +331,6 @@ def _held(params: list[tuple[int, str]], results: list) -> dict[int, str | None]
     return held
 
 
-async def _set_params(nl, handle: int, sid: int, cid: int,  # type: ignore[no-untyped-def]
-                      params: list[tuple[int, str]]) -> dict[int, str | None]:
-    """Every SET_PARAM in one batch; what the kernel now holds (:func:`_held`)."""
-    return _held(params, await nl.set_params(handle, sid, cid, params))
-
-
 class HandoverFailed(Exception):
     """A kernel step after CREATE_SESSION failed with ``cause``; ``sid`` must be torn down."""
 
@@ -556,7 +550,6 @@ async def relogin(
     handle: int,
     session: KernelSession,
     issued_challenges: MutableSet[bytes] | None = None,
-    not_before: float = 0.0,
 ) -> None:
     """Connection recovery at ERL 0 (RFC 7143 §7.1.4.1, session reinstatement):
     a new TCP connection to the persistent portal (failback: a redirect from an
@@ -566,9 +559,10 @@ async def relogin(
     the experiment, run6), then every SET_PARAM again (STOP_CONN(RECOVER) clears
     them) and START_CONN.  Held I/O resumes.
 
-    The caller has done STOP_CONN(RECOVER).  ``not_before`` (loop time) is when
-    Time2Wait expires: the TCP connection and BIND_CONN happen at once, the first
-    Login PDU not before then (RFC 7143 §13.15 bounds the relogin, not the SYN).
+    The caller has done STOP_CONN(RECOVER) and waited Time2Wait (RFC 7143 §13.15):
+    the connection is made now and its Login PDU follows at once.  (A connection
+    made during Time2Wait would hold an LIO portal's login thread, which reads the
+    first Login PDU of each accepted connection in turn, for every initiator.)
     Raises:
         SessionError: 4/5/8/19/24 for login failures, 9 for kernel refusals.
     """
@@ -600,12 +594,8 @@ async def relogin(
             machine = LoginMachine(cfg, isid=session.isid.to_bytes(), cid=cid, rng=os.urandom,
                                    issued_challenges=issued_challenges, warn=log.warning,
                                    kernel_relay=True)
-            machine.start(max(not_before, loop.time()))  # the login timer runs from the first PDU
-            ready = _encoded(machine)  # the first Login PDU is built during Time2Wait
-            delay = not_before - loop.time()
-            if delay > 0:  # Time2Wait: no iSCSI PDU before it expires
-                await asyncio.sleep(delay)
-                t0 = loop.time()
+            machine.start(loop.time())
+            ready = _encoded(machine)
             step("logging in")
             outcome = None
             while outcome is None:
@@ -656,11 +646,17 @@ async def relogin(
                                       session.kernel_params)
             for param, _ in changes:  # unknown until the kernel answers (a refusal may come midway)
                 session.kernel_params.pop(param, None)
-            session.kernel_params.update(await _set_params(nl, handle, sid, cid, changes))
-            step(f"{len(changes)} parameters set")
-            await nl.start_conn(handle, sid, cid)
-            step("started")
+            # one datagram: the loop serves every recovering session, each exchange costs it
+            *results, started = await nl.set_params_and_start_conn(handle, sid, cid, changes)
+            session.kernel_params.update(_held(changes, results))
+            if started is not None:
+                raise started
+            step(f"{len(changes)} parameters set, started")
         except IscsiKernelError as exc:
+            try:  # START_CONN went with the batch: stop the connection before any retry
+                await nl.stop_conn(handle, sid, cid, StopConnFlag.RECOVER)
+            except IscsiKernelError:
+                pass
             raise SessionError(9, f"session {sid}: the kernel refused the relogin: {exc}",
                                retryable=True) from None
         finally:

@@ -133,3 +133,45 @@ def test_the_session_state_file_round_trip(daemon, tmp_path, caplog):
         blocked._write_state()
     assert "cannot save session state in" in caplog.text
     assert blocked._load_state() == {}
+
+
+class _NoKernel:
+    """The netlink calls _recover makes before the relogin (STOP_CONN), answered at once."""
+
+    async def stop_conn(self, *args):
+        return None
+
+
+@pytest.mark.parametrize("tmo, failed_earlier, walked", [
+    ("120", False, False),  # back long before the replacement timeout: nothing went offline
+    ("0", False, True),     # the kernel's timer fired at once: devices are transport-offline
+    ("120", True, True),    # found FAILED at start: failed at an unknown time
+])
+def test_recovery_walks_the_devices_only_when_they_can_be_offline(tmp_path, monkeypatch,
+                                                                  tmo, failed_earlier, walked):
+    d = Daemon(str(tmp_path / "s"), sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
+               db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
+    s = _session()
+    s.node.record["node.session.timeo.replacement_timeout"] = tmo
+    s.time2wait_once = 0  # no Time2Wait: the test does not sleep
+    d.sessions[s.sid] = s
+    d.nl = _NoKernel()
+    d._handles["tcp"] = 1
+    relogins, walks = [], []
+
+    async def relogin(nl, handle, session, challenges):
+        relogins.append(session.sid)
+
+    async def online_devices(session, sysfs, executor=None):
+        walks.append(session.sid)
+
+    monkeypatch.setattr(ks, "relogin", relogin)
+    monkeypatch.setattr(ks, "online_devices", online_devices)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        await d._recover(s, "test", loop.time(), failed_earlier)
+
+    asyncio.run(main())
+    assert relogins == [s.sid] and s.conn_state == "LOGGED IN"
+    assert walks == ([s.sid] if walked else [])
