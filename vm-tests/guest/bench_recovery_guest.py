@@ -236,7 +236,7 @@ class IscsictlSide(OpenIscsiSide):
             shutil.rmtree(self.cli.root / db, ignore_errors=True)
 
     def start_daemon(self):
-        self.d.start(30)
+        self.d.start()
 
     def stop_daemon(self):
         self.d.stop()
