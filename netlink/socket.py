@@ -782,10 +782,11 @@ class AsyncIscsiNetlink(_Core, _Operations):
     removes every SCSI device, DESTROY_CONN and STOP_CONN flush work) are sent from the default
     executor unless ``send_in_executor=False``; the others complete in microseconds and are sent
     directly (an executor hop per SET_PARAM would dominate a login), a batch of them
-    (:meth:`set_params` ...) as one datagram, as in the blocking client.  The loop is never blocked.  Create it inside a running loop
-    (or call :meth:`start`), and close with :meth:`close` or ``async with``.  A reply that arrives
-    after its request timed out is delivered as an event (UnknownEvent or IF_ERROR), never matched
-    to a later request of another type.
+    (:meth:`set_params` ...) as one datagram, as in the blocking client.  The loop is never
+    blocked.  Create it inside a running loop (or call :meth:`start`), and close with
+    :meth:`close` or ``async with``.  A reply that arrives after its request timed out is
+    delivered as an event (UnknownEvent or IF_ERROR), never matched to a later request of
+    another type.
 
     :meth:`run_blocking` runs a whole sequence of requests (a session's CREATE_SESSION ...
     START_CONN) on a "lane" thread with a blocking client of its own: the kernel's part of
