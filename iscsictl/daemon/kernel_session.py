@@ -43,7 +43,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from iscsictl.kernel.sysfs import Sysfs
-from iscsictl.netlink import IscsiHostParam, IscsiKernelError, IscsiNetlink, StopConnFlag
+from iscsictl.netlink import (
+    IscsiHostParam,
+    IscsiKernelError,
+    IscsiNetlink,
+    IscsiNetlinkError,
+    NetlinkClosedError,
+    StopConnFlag,
+)
 from iscsictl.protocol.chap import AuthenticationError
 from iscsictl.protocol.config import LoginConfig
 from iscsictl.protocol.errors import ISCSIProtocolError
@@ -64,7 +71,7 @@ from .errors import SessionError
 from .params import OPTIONAL, ParamContext, negotiated_params, relogin_changes, session_params
 
 __all__ = ["KernelSession", "NodeTarget", "connect", "establish", "logout", "force_teardown",
-           "rejected_code"]
+           "rejected_code", "relogin", "stop_conn_recover"]
 
 log = logging.getLogger("iscsictld")
 
@@ -538,10 +545,7 @@ async def _bind(nl, handle: int, sid: int, cid: int, fd: int) -> None:  # type: 
             if exc.errno != errno.ENOTCONN or attempt == 2:
                 raise
             log.debug("session %d: BIND_CONN -ENOTCONN (kernel cleanup pending); flushing", sid)
-            try:
-                await nl.stop_conn(handle, sid, cid, StopConnFlag.RECOVER)
-            except IscsiKernelError:
-                pass
+            await stop_conn_recover(nl, handle, sid, cid)
             await asyncio.sleep(0.1 * (attempt + 1))
 
 
@@ -562,9 +566,15 @@ async def relogin(
     The caller has done STOP_CONN(RECOVER) and waited Time2Wait (RFC 7143 §13.15):
     the connection is made now and its Login PDU follows at once.  (A connection
     made during Time2Wait would hold an LIO portal's login thread, which reads the
-    first Login PDU of each accepted connection in turn, for every initiator.)
+    first Login PDU of each accepted connection in turn, for every initiator.)  An
+    attempt that fails once the connection may be bound stops it (STOP_CONN(RECOVER), as
+    iscsid's session_conn_reopen does) before it raises, so that the next one binds a
+    clean connection.
     Raises:
-        SessionError: 4/5/8/19/24 for login failures, 9 for kernel refusals.
+        SessionError: 4/5/8/19/24 for login failures, 9 for kernel refusals and
+            requests the kernel did not answer (ReplyTimeout), all retryable; 9, not
+            retryable, for a session whose ISID is unknown.  NetlinkClosedError
+            and CancelledError pass through (the daemon stops, or a logout took over).
     """
     node, sid, cid = session.node, session.sid, session.cid
     if session.isid is None:  # an adopted session whose ISID was not saved
@@ -583,90 +593,123 @@ async def relogin(
         sock = await connect_node(node, portal, cfg.login_timeout)
         step("connected")
         try:
-            try:
-                await _bind(nl, handle, sid, cid, sock.fileno())
-                step("bound")
-            except IscsiKernelError as exc:
-                raise SessionError(9, f"session {sid}: BIND_CONN failed: {exc}", retryable=True) from None
-            # no SET_PARAM before the relayed login (the order proven in the
-            # experiment, run7): STOP_CONN(RECOVER) switched the digests off, so the
-            # Login Response is read without them; what the login changed follows it
-            machine = LoginMachine(cfg, isid=session.isid.to_bytes(), cid=cid, rng=os.urandom,
-                                   issued_challenges=issued_challenges, warn=log.warning,
-                                   kernel_relay=True)
-            machine.start(loop.time())
-            ready = _encoded(machine)
-            step("logging in")
-            outcome = None
-            while outcome is None:
-                for hdr, data in ready:
-                    session.pdu_waiter = loop.create_future()
-                    await nl.send_pdu(handle, sid, cid, hdr, data)
-                step("Login PDU sent")
-                assert machine.deadline is not None and session.pdu_waiter is not None
-                try:
-                    pdu = await asyncio.wait_for(session.pdu_waiter,
-                                                 max(machine.deadline - loop.time(), 0.001))
-                except asyncio.TimeoutError:
-                    raise SessionError(8, "relogin timed out: no Login Response", retryable=True) from None
-                finally:
-                    session.pdu_waiter = None
-                step("Login Response received")
-                outcome = machine.receive_pdu(pdu, loop.time())
-                ready = _encoded(machine)
-        except AuthenticationError as exc:
-            sock.close()
-            raise SessionError(24, f"authentication failed: {exc}", retryable=True) from None
-        except ISCSIProtocolError as exc:
-            sock.close()
-            raise SessionError(5, f"relogin failed: {exc}", retryable=True) from None
-        except IscsiKernelError as exc:
-            sock.close()
-            raise SessionError(9, f"relogin: the kernel refused: {exc}", retryable=True) from None
-        except BaseException:
-            sock.close()
-            raise
-        if isinstance(outcome, LoginRedirect):
-            log.info("session %d: relogin redirected to %s", sid, outcome.portal)
-            portal = outcome.portal
-            sock.close()
-            try:  # release the bound socket before binding the next one
-                await nl.stop_conn(handle, sid, cid, StopConnFlag.RECOVER)
-            except IscsiKernelError:
-                pass
-            continue
-        if isinstance(outcome, LoginRejected):
-            sock.close()
-            raise SessionError(rejected_code(outcome), outcome.message, retryable=True)
-        assert isinstance(outcome, LoginSuccess)
-        step("logged in")
-        try:
-            ctx = _context(session, outcome, outcome.exp_statsn)
-            changes = relogin_changes(session_params(ctx, relogin=True) + negotiated_params(ctx),
-                                      session.kernel_params)
-            for param, _ in changes:  # unknown until the kernel answers (a refusal may come midway)
-                session.kernel_params.pop(param, None)
-            # one datagram: the loop serves every recovering session, each exchange costs it
-            *results, started = await nl.set_params_and_start_conn(handle, sid, cid, changes)
-            session.kernel_params.update(_held(changes, results))
-            if started is not None:
-                raise started
-            step(f"{len(changes)} parameters set, started")
-        except IscsiKernelError as exc:
-            try:  # START_CONN went with the batch: stop the connection before any retry
-                await nl.stop_conn(handle, sid, cid, StopConnFlag.RECOVER)
-            except IscsiKernelError:
-                pass
-            raise SessionError(9, f"session {sid}: the kernel refused the relogin: {exc}",
-                               retryable=True) from None
+            outcome = await _relayed_login(nl, handle, session, cfg, sock, issued_challenges,
+                                           step)
+            if isinstance(outcome, LoginRedirect):
+                log.info("session %d: relogin redirected to %s", sid, outcome.portal)
+                portal = outcome.portal
+            elif isinstance(outcome, LoginRejected):
+                raise SessionError(rejected_code(outcome), outcome.message, retryable=True)
+            else:
+                step("logged in")
+                await _restart(nl, handle, session, outcome)
+                step("parameters set, started")
+                session.tsih = outcome.tsih
+                session.params = outcome.params
+                session.negotiated = outcome.negotiated
+                session.current = portal
+                return
+        except (asyncio.CancelledError, NetlinkClosedError):
+            raise  # a logout or the daemon's stop: they tear the session down
+        except Exception as exc:
+            failure = _relogin_failure(exc, sid)
+            if failure is None:
+                raise
+            # as iscsid's session_conn_reopen: the bound socket is released and the
+            # kernel's cleanup flushed, so that the next attempt binds a clean connection
+            await stop_conn_recover(nl, handle, sid, cid)
+            raise failure from None
         finally:
-            sock.close()  # the kernel holds its own reference
-        session.tsih = outcome.tsih
-        session.params = outcome.params
-        session.negotiated = outcome.negotiated
-        session.current = portal
-        return
+            sock.close()  # once bound, the kernel holds its own reference
+        await stop_conn_recover(nl, handle, sid, cid)  # release it before binding the next one
     raise SessionError(5, f"relogin redirected more than {MAX_REDIRECTS} times", retryable=True)
+
+
+async def _relayed_login(nl, handle: int, session: KernelSession, cfg: LoginConfig,  # type: ignore[no-untyped-def]
+                         sock: socket.socket, issued_challenges: MutableSet[bytes] | None,
+                         step: Callable[[str], None]) -> object:
+    """BIND_CONN ``sock`` to the session's connection, then the login relayed through
+    SEND_PDU / RECV_PDU; the login's outcome (LoginSuccess, LoginRedirect or
+    LoginRejected).  Raises what the kernel or the login raised; SessionError(8) when
+    no Login Response comes before the login timeout."""
+    loop = asyncio.get_running_loop()
+    sid, cid = session.sid, session.cid
+    assert session.isid is not None
+    await _bind(nl, handle, sid, cid, sock.fileno())
+    step("bound")
+    # no SET_PARAM before the relayed login (the order proven in the experiment,
+    # run7): STOP_CONN(RECOVER) switched the digests off, so the Login Response is
+    # read without them; what the login changed follows it
+    machine = LoginMachine(cfg, isid=session.isid.to_bytes(), cid=cid, rng=os.urandom,
+                           issued_challenges=issued_challenges, warn=log.warning,
+                           kernel_relay=True)
+    machine.start(loop.time())
+    ready = _encoded(machine)
+    step("logging in")
+    outcome = None
+    while outcome is None:
+        for hdr, data in ready:
+            session.pdu_waiter = loop.create_future()
+            await nl.send_pdu(handle, sid, cid, hdr, data)
+        step("Login PDU sent")
+        assert machine.deadline is not None and session.pdu_waiter is not None
+        try:
+            pdu = await asyncio.wait_for(session.pdu_waiter,
+                                         max(machine.deadline - loop.time(), 0.001))
+        except asyncio.TimeoutError:
+            raise SessionError(8, "relogin timed out: no Login Response", retryable=True) from None
+        finally:
+            session.pdu_waiter = None
+        step("Login Response received")
+        outcome = machine.receive_pdu(pdu, loop.time())
+        ready = _encoded(machine)
+    return outcome
+
+
+async def _restart(nl, handle: int, session: KernelSession, outcome: LoginSuccess) -> None:  # type: ignore[no-untyped-def]
+    """Every SET_PARAM the login changed, then START_CONN: one datagram (the loop
+    serves every recovering session; each exchange costs it).  Raises
+    IscsiKernelError for the first refusal (the parameters the kernel held are noted
+    in ``session.kernel_params`` either way)."""
+    ctx = _context(session, outcome, outcome.exp_statsn)
+    changes = relogin_changes(session_params(ctx, relogin=True) + negotiated_params(ctx),
+                              session.kernel_params)
+    for param, _ in changes:  # unknown until the kernel answers (a refusal may come midway)
+        session.kernel_params.pop(param, None)
+    *results, started = await nl.set_params_and_start_conn(handle, session.sid, session.cid,
+                                                            changes)
+    session.kernel_params.update(_held(changes, results))
+    if started is not None:
+        raise started
+
+
+def _relogin_failure(exc: Exception, sid: int) -> SessionError | None:
+    """The retryable SessionError for what ended a relogin attempt; None for an
+    exception that is not a login's or the kernel's (a bug: it propagates)."""
+    if isinstance(exc, SessionError):
+        return exc
+    if isinstance(exc, AuthenticationError):
+        return SessionError(24, f"authentication failed: {exc}", retryable=True)
+    if isinstance(exc, ISCSIProtocolError):
+        return SessionError(5, f"relogin failed: {exc}", retryable=True)
+    if isinstance(exc, IscsiKernelError):
+        return SessionError(9, f"session {sid}: the kernel refused the relogin: {exc}",
+                            retryable=True)
+    if isinstance(exc, IscsiNetlinkError):  # no reply in time, an undecodable one
+        return SessionError(9, f"session {sid}: relogin: {exc}", retryable=True)
+    return None
+
+
+async def stop_conn_recover(nl, handle: int, sid: int, cid: int) -> None:  # type: ignore[no-untyped-def]
+    """STOP_CONN(RECOVER), best effort: the connection's I/O is held for recovery, the
+    socket bound to it released and the kernel's pending cleanup flushed.  A refusal or a
+    reply that does not come is logged; raises only NetlinkClosedError."""
+    try:
+        await nl.stop_conn(handle, sid, cid, StopConnFlag.RECOVER)
+    except NetlinkClosedError:
+        raise
+    except IscsiNetlinkError as exc:
+        log.debug("session %d: STOP_CONN(RECOVER): %s", sid, exc)
 
 
 def _encoded(machine: LoginMachine) -> list[tuple[bytes, bytes]]:

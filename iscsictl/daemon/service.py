@@ -48,7 +48,6 @@ from iscsictl.netlink import (
     IscsiKernelError,
     KernelInterfaceUnavailable,
     RecvPdu,
-    StopConnFlag,
     UnbindSession,
 )
 from iscsictl.netlink.enums import ISCSI_ERR_STRINGS, IscsiErr
@@ -644,10 +643,7 @@ class Daemon:
         except SessionError as exc:
             log.error("session %d: cannot recover: %s", sid, exc)
             return
-        try:
-            await self.nl.stop_conn(handle, sid, cid, StopConnFlag.RECOVER)
-        except IscsiKernelError as exc:
-            log.debug("session %d: STOP_CONN(RECOVER): %s", sid, exc)
+        await ks.stop_conn_recover(self.nl, handle, sid, cid)
         wait, session.time2wait_once = session.time2wait, None
         loop = asyncio.get_running_loop()
         # RFC 7143 §13.15: no new connection before Time2Wait.  It is slept without a

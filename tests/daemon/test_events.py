@@ -8,7 +8,7 @@ import pytest
 
 from iscsictl.daemon import kernel_session as ks
 from iscsictl.daemon.service import Daemon, pdu_from_kernel
-from iscsictl.netlink import ConnError, DestroySession, RecvPdu, UnbindSession
+from iscsictl.netlink import ConnError, DestroySession, RecvPdu, ReplyTimeout, UnbindSession
 from iscsictl.protocol.errors import ISCSIProtocolError
 from iscsictl.protocol.pdu import AsyncMessage, LogoutResponse, NOPIn
 from iscsictl.protocol.portal import Portal
@@ -175,3 +175,29 @@ def test_recovery_walks_the_devices_only_when_they_can_be_offline(tmp_path, monk
     asyncio.run(main())
     assert relogins == [s.sid] and s.conn_state == "LOGGED IN"
     assert walks == ([s.sid] if walked else [])
+
+
+class _SilentKernel:
+    """A kernel that never answers _recover's STOP_CONN(RECOVER)."""
+
+    async def stop_conn(self, *args):
+        raise ReplyTimeout("no reply to STOP_CONN within 0.3 s")
+
+
+def test_recovery_goes_on_when_the_kernel_does_not_answer_its_stop(tmp_path, monkeypatch):
+    """A ReplyTimeout there ended the recovery task before: the session stayed down."""
+    d = Daemon(str(tmp_path / "s"), sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
+               db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
+    s = _session()
+    s.time2wait_once = 0
+    d.sessions[s.sid] = s
+    d.nl = _SilentKernel()
+    d._handles["tcp"] = 1
+    relogins = []
+
+    async def relogin(nl, handle, session, challenges):
+        relogins.append(session.sid)
+
+    monkeypatch.setattr(ks, "relogin", relogin)
+    asyncio.run(d._recover(s, "test", 0.0))
+    assert relogins == [s.sid] and s.conn_state == "LOGGED IN"

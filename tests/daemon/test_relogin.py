@@ -1,0 +1,145 @@
+"""Connection recovery's relogin (kernel_session.relogin) through the real asyncio netlink
+client and the daemon's event routing, against a fake kernel that relays each SEND_PDU to
+the sans-I/O fake target and sends its answer back as a RECV_PDU event: the requests in
+order on success, and after any failure once the connection may be bound (a refusal, a
+request the kernel never answers, a login the target rejects) a retryable SessionError
+with STOP_CONN(RECOVER) sent first, as iscsid's session_conn_reopen does, so that the next
+attempt binds a clean connection."""
+
+import asyncio
+import errno
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from fake_kernel import SyncKernel, echo, if_error
+from iscsictl.daemon import kernel_session as ks
+from iscsictl.daemon.errors import SessionError
+from iscsictl.daemon.service import Daemon
+from iscsictl.db import schema
+from iscsictl.db.record import with_defaults
+from iscsictl.netlink import AsyncIscsiNetlink, StopConnFlag
+from iscsictl.netlink import messages as m
+from iscsictl.netlink.enums import IscsiUeventE as E
+from iscsictl.protocol.names import ISID
+from iscsictl.protocol.portal import Portal
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "protocol"))
+from fake_target import FakeTarget, TargetConfig  # noqa: E402
+
+SID, CID = 5, 0
+
+
+class RelayKernel:
+    """iscsi_tcp's answers for a relogin: SEND_PDU's payload goes to ``target`` (padded,
+    as on the wire) and each PDU it answers comes back as a KEVENT_RECV_PDU after the
+    reply.  A request type in ``silent`` gets no reply at all; one in ``fail`` an
+    IF_ERROR with that errno.  Records every request, decoded."""
+
+    def __init__(self, target, silent=(), fail=None):
+        self.target, self.silent, self.fail = target, set(silent), fail or {}
+        self.requests = []
+        self.transport = SyncKernel(self)
+
+    def __call__(self, raw):
+        (msg,) = m.decode_messages(raw)
+        self.requests.append(msg)
+        t = msg["type"]
+        if t in self.silent:
+            return []
+        if t in self.fail:
+            return [if_error(raw, self.fail[t])]
+        out = [echo(raw, r_retcode=0)]
+        if t == E.SEND_PDU:
+            pdu = msg["payload"]
+            self.target.receive_data(pdu + b"\0" * (-len(pdu) % 4))
+            stream = self.target.data_to_send()
+            while stream:
+                dlen = int.from_bytes(stream[5:8], "big")
+                size = 48 + stream[4] * 4 + dlen
+                out.append(m.encode_message(E.KEVENT_RECV_PDU, nlmsg_type=0, r_sid=SID,
+                                            r_cid=CID, payload=stream[:size]))
+                stream = stream[size + (-dlen % 4):]
+        return out
+
+    def types(self):
+        return [r["type"] for r in self.requests]
+
+
+@pytest.fixture
+def portal():
+    """A listening TCP socket for the relogin's connect (the kernel, faked, does the I/O)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        yield listener.getsockname()[1]
+
+
+def relogin(tmp_path, port, kernel, timeout=0.3):
+    """ks.relogin of session SID, the daemon routing the kernel's events; the session."""
+    node = ks.NodeTarget.from_record(with_defaults(schema.NODE, {
+        "node.name": TargetConfig().name, "node.conn[0].address": "127.0.0.1",
+        "node.conn[0].port": str(port), "node.tpgt": "1",
+        "node.conn[0].timeo.login_timeout": "2"}))
+    session = ks.KernelSession(sid=SID, host_no=9, cid=CID, node=node, isid=ISID.en(7, 1),
+                               tsih=0x0100, params=None, current=Portal("127.0.0.1", port, 1),
+                               initiator_name="iqn.2026-11.org.example:i")
+    daemon = Daemon(str(tmp_path / "s"), sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
+                    db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
+    daemon.sessions[SID] = session
+
+    async def run():
+        nl = AsyncIscsiNetlink(kernel.transport, timeout=timeout, event_callback=daemon._on_event)
+        try:
+            await ks.relogin(nl, 3, session)
+        finally:
+            nl.close()
+
+    asyncio.run(run())
+    return session
+
+
+def test_relogin_relays_the_login_then_sets_the_parameters_and_starts(tmp_path, portal):
+    target = FakeTarget()
+    kernel = RelayKernel(target)
+    session = relogin(tmp_path, portal, kernel)
+    types = kernel.types()
+    assert types[0] == E.BIND_CONN and kernel.requests[0]["sid"] == SID
+    sends = types.count(E.SEND_PDU)
+    assert sends >= 1 and types[1:1 + sends] == [E.SEND_PDU] * sends
+    assert set(types[1 + sends:-1]) == {E.SET_PARAM} and types[-1] == E.START_CONN
+    assert E.STOP_CONN not in types
+    assert target.phase == "ffp" and target.violations == []
+    assert session.tsih == TargetConfig().tsih and session.params is not None
+
+
+@pytest.mark.parametrize("silent", [E.BIND_CONN, E.SEND_PDU, E.START_CONN],
+                         ids=lambda t: t.name)
+def test_a_request_the_kernel_never_answers_is_a_retryable_failure(tmp_path, portal, silent):
+    """A ReplyTimeout (not an IscsiKernelError) ended the recovery task before: the
+    session stayed down for good."""
+    kernel = RelayKernel(FakeTarget(), silent={silent})
+    with pytest.raises(SessionError) as caught:
+        relogin(tmp_path, portal, kernel)
+    assert caught.value.retryable and caught.value.code == 9
+    assert "within 0.3 s" in str(caught.value)  # the client's ReplyTimeout, named
+    last = kernel.requests[-1]
+    assert last["type"] == E.STOP_CONN and last["flag"] == StopConnFlag.RECOVER
+
+
+@pytest.mark.parametrize("case", ["refused bind", "rejected login", "refused start"])
+def test_every_failure_after_the_bind_stops_the_connection_before_the_retry(tmp_path, portal,
+                                                                            case):
+    config = TargetConfig(status=0x0300 if case == "rejected login" else 0)  # target error
+    fail = {"refused bind": {E.BIND_CONN: errno.EINVAL},
+            "refused start": {E.START_CONN: errno.EIO}}.get(case)
+    kernel = RelayKernel(FakeTarget(config), fail=fail)
+    with pytest.raises(SessionError) as caught:
+        relogin(tmp_path, portal, kernel)
+    assert caught.value.retryable
+    assert caught.value.code == (5 if case == "rejected login" else 9)  # ISCSI_ERR_LOGIN / _INTERNAL
+    last = kernel.requests[-1]
+    assert last["type"] == E.STOP_CONN and last["flag"] == StopConnFlag.RECOVER
+    assert kernel.types().count(E.STOP_CONN) == 1
