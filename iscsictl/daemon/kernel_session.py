@@ -487,6 +487,15 @@ async def establish(
         raise
     assert early is not None
     try:
+        # the parameters first: built while the kernel may still be making the session
+        tpgt = result.params.target_portal_group_tag
+        ctx = ParamContext(
+            record=rec, params=result.params, initiator_name=initiator_name,
+            target_name=node.target, persistent_address=node.address,
+            persistent_port=node.port, tpgt=tpgt if tpgt is not None else max(node.tpgt, 0),
+            iface=node.iface, exp_statsn=result.exp_statsn, isid=isid.to_bytes(),
+        )
+        params = session_params(ctx) + negotiated_params(ctx)
         job, cancelled = await _to_the_end(early)
         try:
             ids = job.result()
@@ -497,17 +506,10 @@ async def establish(
             if cancelled:
                 raise asyncio.CancelledError
             ids = None  # the kernel's session must start at the login's CmdSN: made below
-        tpgt = result.params.target_portal_group_tag
-        ctx = ParamContext(
-            record=rec, params=result.params, initiator_name=initiator_name,
-            target_name=node.target, persistent_address=node.address,
-            persistent_port=node.port, tpgt=tpgt if tpgt is not None else max(node.tpgt, 0),
-            iface=node.iface, exp_statsn=result.exp_statsn, isid=isid.to_bytes(),
-        )
         # the kernel's work inside sendmsg() overlaps the loop's (other logins) on the lane
         job, cancelled = await _to_the_end(nl.run_blocking(
             _hand_over, handle, result.cmdsn, cmds_max, queue_depth, sock.fileno(),
-            session_params(ctx) + negotiated_params(ctx), host_params(rec), ids, scan))
+            params, host_params(rec), ids, scan))
         try:
             ids, cid, held, started_scan = job.result()
         except HandoverFailed as failed:
