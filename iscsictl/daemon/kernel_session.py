@@ -778,7 +778,9 @@ async def logout(nl, handle: int, session: KernelSession, timeout: float) -> Non
             await asyncio.wait_for(session.unbound.wait(), timeout)
         except asyncio.TimeoutError:
             log.warning("session %d: no unbind event within %g s; continuing", sid, timeout)
-    except IscsiKernelError as exc:
+    except NetlinkClosedError:
+        raise
+    except IscsiNetlinkError as exc:  # refused, or no reply in time: the teardown follows
         log.warning("session %d: UNBIND_SESSION failed (%s); continuing", sid, exc)
     exchange = LogoutExchange(itt=0, cmdsn=0, exp_statsn=0, cid=cid)
     loop = asyncio.get_running_loop()
@@ -799,20 +801,28 @@ async def logout(nl, handle: int, session: KernelSession, timeout: float) -> Non
 
 
 def _tear_down(knl, handle: int, sid: int, cid: int) -> None:  # type: ignore[no-untyped-def]
-    """:func:`force_teardown`'s requests, blocking, on a netlink lane (``knl``: IscsiNetlink)."""
+    """:func:`force_teardown`'s requests, blocking, on a netlink lane (``knl``: IscsiNetlink).
+    Each one is sent whatever the one before answered, refused or left unanswered
+    (ReplyTimeout); only a closed socket stops them."""
     for op, args in ((knl.stop_conn, (handle, sid, cid, StopConnFlag.TERM)),
                      (knl.destroy_conn, (handle, sid, cid))):
         try:
             op(*args)
-        except IscsiKernelError as exc:
+        except NetlinkClosedError:
+            raise
+        except IscsiNetlinkError as exc:
             log.debug("session %d: %s: %s", sid, op.__name__, exc)
     try:
         knl.destroy_session_async(handle, sid)
-    except IscsiKernelError as exc:
+    except NetlinkClosedError:
+        raise
+    except IscsiNetlinkError as exc:
         log.debug("session %d: DESTROY_SESSION_ASYNC: %s; trying DESTROY_SESSION", sid, exc)
         try:
             knl.destroy_session(handle, sid)
-        except IscsiKernelError as exc2:
+        except NetlinkClosedError:
+            raise
+        except IscsiNetlinkError as exc2:
             log.warning("session %d: DESTROY_SESSION failed: %s", sid, exc2)
 
 
@@ -824,6 +834,6 @@ async def force_teardown(nl, handle: int, sid: int, cid: int) -> None:  # type: 
     between them), not one by one through the loop's socket, whose one-request-at-a-time
     lock would line every session's requests up behind each other's executor and loop
     turns (`-U all` of 32 in the VM: 1.27 s against 1.69 s).  A cancelled teardown still
-    runs to its end, then raises CancelledError.  Raises ReplyTimeout and
-    NetlinkClosedError as the requests do."""
+    runs to its end, then raises CancelledError.  Raises NetlinkClosedError (the daemon
+    stops); a refused or unanswered request is logged."""
     await _lane_job(nl, _tear_down, handle, sid, cid)

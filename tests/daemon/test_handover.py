@@ -26,11 +26,12 @@ PARAMS = [(IscsiParam.MAX_RECV_DLENGTH, "262144"), (IscsiParam.ISID, "00023d0000
 class Kernel:
     """Answers like iscsi_tcp on 6.1: CREATE_SESSION -> sid 5 on host 9, CREATE_CONN -> the
     cid asked (or ``cid``), SET_PARAM of a parameter in ``refuse`` (default: ISID -> ENOSYS)
-    and a request type in ``fail`` -> an IF_ERROR with that errno.  Records every request
+    and a request type in ``fail`` -> an IF_ERROR with that errno, one in ``silent`` -> no
+    reply at all.  Records every request
     (decoded) and how many datagrams carried them."""
 
-    def __init__(self, fail=None, cid=None, refuse=None):
-        self.fail, self.cid = fail or {}, cid
+    def __init__(self, fail=None, cid=None, refuse=None, silent=()):
+        self.fail, self.cid, self.silent = fail or {}, cid, set(silent)
         self.refuse = {IscsiParam.ISID: errno.ENOSYS} if refuse is None else refuse
         self.requests = []
         self.transport = SyncKernel(self)
@@ -43,6 +44,8 @@ class Kernel:
         (msg,) = m.decode_messages(raw)
         self.requests.append(msg)
         t = msg["type"]
+        if t in self.silent:
+            return []
         if t in self.fail:
             return [if_error(raw, self.fail[t])]
         if t == E.CREATE_SESSION:
@@ -194,8 +197,8 @@ class LaneNetlink:
     """The daemon's AsyncIscsiNetlink over the fake kernel: run_blocking runs the job in a
     thread with a blocking IscsiNetlink; the other requests are that client's, awaited."""
 
-    def __init__(self, kernel):
-        self.knl = IscsiNetlink(kernel.transport, timeout=1)
+    def __init__(self, kernel, timeout=1):
+        self.knl = IscsiNetlink(kernel.transport, timeout=timeout)
 
     def run_blocking(self, fn, *args):
         return asyncio.get_running_loop().run_in_executor(None, fn, self.knl, *args)
@@ -283,8 +286,8 @@ class RecordingLanes(LaneNetlink):
     """LaneNetlink noting which requests went out inside a lane job (``jobs``: one list per
     job) and which through the loop's own client (``direct``)."""
 
-    def __init__(self, kernel):
-        super().__init__(kernel)
+    def __init__(self, kernel, timeout=1):
+        super().__init__(kernel, timeout)
         self.kernel, self.jobs, self.direct = kernel, [], []
 
     def run_blocking(self, fn, *args):
@@ -331,6 +334,18 @@ def test_teardown_passes_each_refusal_and_falls_back_to_a_synchronous_destroy(ca
     assert "session 5: DESTROY_SESSION failed" in caplog.text
 
 
+def test_teardown_goes_on_past_requests_the_kernel_never_answers():
+    """A ReplyTimeout (not an IscsiKernelError) ended the teardown before: the connection
+    and the session were left in the kernel."""
+    kernel = Kernel(silent={E.STOP_CONN, E.DESTROY_SESSION_ASYNC})
+    nl = RecordingLanes(kernel, timeout=0.1)
+    try:
+        asyncio.run(ks.force_teardown(nl, 3, 5, 0))
+    finally:
+        nl.knl.close()
+    assert nl.jobs == [[E.STOP_CONN, E.DESTROY_CONN, E.DESTROY_SESSION_ASYNC, E.DESTROY_SESSION]]
+
+
 def test_a_cancelled_teardown_still_runs_to_its_end():
     """Cancelled while the kernel works on STOP_CONN (daemon stop, a failed login's task),
     the teardown still destroys the connection and the session, then raises CancelledError:
@@ -366,10 +381,13 @@ def test_a_cancelled_teardown_still_runs_to_its_end():
                                                     E.DESTROY_SESSION_ASYNC]
 
 
-def test_logout_unbinds_on_a_lane_sends_the_logout_then_tears_down(caplog):
+@pytest.mark.parametrize("unbind", ["answered", "unanswered"])
+def test_logout_unbinds_on_a_lane_sends_the_logout_then_tears_down(caplog, unbind):
     """ks.logout: UNBIND_SESSION as a lane job, the Logout PDU through the loop's client (its
     answer comes as a RECV_PDU event), then the teardown job; a target that does not answer
-    within the logout timeout is logged and the session torn down anyway."""
+    within the logout timeout is logged and the session torn down anyway, and so is an
+    UNBIND_SESSION the kernel does not answer (before, its ReplyTimeout ended the logout
+    with the session left IN LOGOUT, never recovered)."""
     from iscsictl.db import schema
     from iscsictl.db.record import with_defaults
     from iscsictl.protocol.portal import Portal
@@ -377,8 +395,8 @@ def test_logout_unbinds_on_a_lane_sends_the_logout_then_tears_down(caplog):
     node = ks.NodeTarget.from_record(with_defaults(schema.NODE, {
         "node.name": "iqn.2003-01.org.example:t", "node.conn[0].address": "127.0.0.1",
         "node.conn[0].port": "3260", "node.tpgt": "1"}))
-    kernel = Kernel()
-    nl = RecordingLanes(kernel)
+    kernel = Kernel(silent={E.UNBIND_SESSION} if unbind == "unanswered" else ())
+    nl = RecordingLanes(kernel, timeout=0.1)
 
     async def main():
         session = ks.KernelSession(sid=5, host_no=9, cid=0, node=node, isid=None, tsih=1,
@@ -395,3 +413,4 @@ def test_logout_unbinds_on_a_lane_sends_the_logout_then_tears_down(caplog):
     assert [r["type"] for r in kernel.requests] == [
         E.UNBIND_SESSION, E.SEND_PDU, E.STOP_CONN, E.DESTROY_CONN, E.DESTROY_SESSION_ASYNC]
     assert "session 5: no clean Logout" in caplog.text
+    assert ("UNBIND_SESSION failed" in caplog.text) == (unbind == "unanswered")
