@@ -506,7 +506,7 @@ def run_guest_benchmark(script: Path, result_name: str, timeout: float,
     path = res.results_dir / result_name
     if res.rc != 0 or not path.exists():
         print(res.serial_log[-4000:], file=sys.stderr)
-        print(f"benchmark VM failed (rc={res.rc})", file=sys.stderr)
+        print(f"benchmark VM failed (rc={res.rc}); what it wrote: {res.results_dir}", file=sys.stderr)
         return None
     return json.loads(path.read_text())
 

@@ -8,7 +8,8 @@ same LIO target, same kernel, whole commands timed (daemons already running).
 3. a boot login from the firmware without a daemon (the VM's iBFT, vm-tests/guest/ibft.py:
    two targets, three LUNs): iscsistart -b against iscsictl-start -b, until the disks are
    present (median of ROUNDS).
-Writes /results/bench.json.
+Writes /results/bench.json (and, phase by phase, bench-partial.json: a late failure keeps
+the figures measured before it).
 """
 
 import json
@@ -24,7 +25,7 @@ from pathlib import Path
 sys.path[:0] = [str(Path(__file__).resolve().parent)]
 import lio  # noqa: E402
 from cli import VENV_BIN, Cli, sessions_in_sysfs  # noqa: E402
-from iscsictld import Iscsictld  # noqa: E402
+from iscsictld import START_TIMEOUT, Iscsictld  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 MANY = int(os.environ.get("BENCH_TARGETS", "32"))
@@ -219,7 +220,7 @@ def boot(rounds: int = ROUNDS) -> dict:
                 disks_present(3)
                 times.append(time.monotonic() - t)
                 daemon = Iscsictld(RESULTS, debug=False)
-                daemon.start(15.0, "--no-command-server", "--no-autostart")
+                daemon.start(START_TIMEOUT, "--no-command-server", "--no-autostart")
                 try:
                     states = daemon.client.call("sessions")
                     daemon.client.call("logout", sids=[int(s) for s in states], force=True)
@@ -238,10 +239,13 @@ def main() -> int:
     # the many-target phase: one LUN each; `one` is logged in too by -L all
     many = lio.LioTarget.create_many(MANY - 1, prefix="iqn.2003-01.org.example.bench:m")
     out = {"rounds": ROUNDS, "targets": MANY, "many_rounds": MANY_ROUNDS}
+    partial = RESULTS / "bench-partial.json"  # each phase's figures as soon as it ends
     try:
         for side in (OpenIscsiSide(), IscsictlSide()):
             out[side.name] = measure(side, one, [one, *many])
+            partial.write_text(json.dumps(out, indent=2))
         out["context"] = context(one)
+        partial.write_text(json.dumps(out, indent=2))
         out["boot"] = boot()
     finally:
         lio.teardown_all()
