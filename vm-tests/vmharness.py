@@ -489,6 +489,29 @@ def run_vm(guest_command: str, timeout: float = 300.0, shares: dict | None = Non
                     timed_out=timed_out)
 
 
+def host_cpu_times() -> list[int] | None:
+    """The host's aggregate CPU times (the ``cpu`` line of /proc/stat, in ticks: user, nice,
+    system, idle, iowait, irq, softirq, steal); None where it cannot be read."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return [int(v) for v in fields[1:9]] if fields[:1] == ["cpu"] else None
+    except (OSError, ValueError):
+        return None
+
+
+def steal_fraction(before: list[int] | None, after: list[int] | None) -> float | None:
+    """The share of the host's CPU time between two :func:`host_cpu_times` readings that
+    the hypervisor gave to other guests (steal); None without both readings or eight
+    fields in each.  On this machine it has been 0-1% in quiet runs and ~9% in one whose
+    rounds varied 3x."""
+    if not before or not after or len(before) < 8 or len(after) < 8:
+        return None
+    delta = [b - a for a, b in zip(before, after)]
+    total = sum(delta)
+    return delta[7] / total if total > 0 else None
+
+
 def run_guest_benchmark(script: Path, result_name: str, timeout: float,
                         env: dict[str, str] | None = None,
                         acpi_tables: tuple = ()) -> dict | None:
@@ -501,8 +524,14 @@ def run_guest_benchmark(script: Path, result_name: str, timeout: float,
     print(f"booting the VM for {script.stem} (QEMU TCG: absolute times are inflated; "
           "compare the ratio)", flush=True)
     assigns = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
+    before = host_cpu_times()
     res = run_vm(f"{assigns} {sys.executable} {script}".strip(), timeout=timeout,
                  acpi_tables=acpi_tables, log=lambda *a: None)
+    stolen = steal_fraction(before, host_cpu_times())
+    if stolen is not None:
+        print(f"host CPU time stolen by the hypervisor during the run: {stolen:.1%}"
+              + (" (above ~2% the figures vary from round to round: a noisy run)"
+                 if stolen > 0.02 else ""), flush=True)
     path = res.results_dir / result_name
     if res.rc != 0 or not path.exists():
         print(res.serial_log[-4000:], file=sys.stderr)
