@@ -153,6 +153,23 @@ def _login(records: list[dict[str, str]], initiator_name: str) -> list[dict[str,
         os.close(lock)
 
 
+def console() -> None:
+    """The ``iscsictl-start`` executable: :func:`main`, its output flushed, then the process
+    ends at once (``os._exit``) with its exit code.  Nothing is left to clean up by then
+    (the sessions stay in the kernel, the in-process daemon is closed, the lock released),
+    and the interpreter's own teardown of the daemon's modules and threads is what a boot
+    waits for last."""
+    rc = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said
+            pass
+    if "logging" in sys.modules:
+        sys.modules["logging"].shutdown()
+    os._exit(rc & 0xFF)
+
+
 def main(argv: list[str] | None = None) -> int:
     """The ``iscsictl-start`` command; returns its exit code (usage errors and the
     helpers' early exits included)."""
@@ -230,4 +247,4 @@ def _run(argv: list[str] | None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -56,6 +56,29 @@ def test_arguments_as_iscsistart(env, capsys):
     assert start(capsys, "--bogus")[0] == 7
 
 
+def test_the_executable_flushes_its_output_and_exits_with_the_code(env):
+    """The installed command (``console``) ends by os._exit: its output, block-buffered in
+    a pipe, must have been flushed first, and the exit code must be main()'s."""
+    import os
+    import subprocess
+
+    _, conf = env
+    cmd = [sys.executable, "-m", "iscsictl.daemon.start"]
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+
+    def run(*args):
+        return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=60,
+                              env=buffered)
+    r = run("-v")
+    assert (r.returncode, r.stdout, r.stderr) == (0, "iscsictl-start version 2.1.8\n", "")
+    r = run("-f")
+    assert r.returncode == 0 and "node.name = " + BOOT in r.stdout, r
+    assert r.stdout.endswith("\n") and "node.session.auth.password = ********\n" in r.stdout
+    r = run("-c", str(conf), "-t", BOOT, "-a", "127.0.0.1", "-g", "1")
+    assert (r.returncode, r.stderr) == (7, "iscsictl-start: InitiatorName not set. "
+                                           "Exiting iscsictl-start\n")
+
+
 def test_firmware_print_masks_secrets_unless_shown(env, capsys):
     rc, out, _ = start(capsys, "-f")
     assert rc == 0 and "node.session.auth.password = ********\n" in out
