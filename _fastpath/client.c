@@ -13,6 +13,8 @@
  * set, a server of another protocol version), this process becomes the Python
  * front end instead: $ISCSICTL_PY, or `iscsictl-py` beside this executable.  A
  * command prints and exits the same either way; only its start-up time differs.
+ * A forwarded signal that was ignored when this process started is not passed on:
+ * it stays ignored, as it would in the Python front end.
  *
  * Socket: $ISCSICTL_CLI_SOCKET, else derived from the daemon's socket
  * ($ISCSICTL_SOCKET, default /run/iscsictld.sock) by replacing a final ".sock"
@@ -277,8 +279,15 @@ int main(int argc, char **argv)
 	sa.sa_handler = forward;
 	sa.sa_flags = SA_RESTART;
 	sigemptyset(&sa.sa_mask);
-	for (size_t i = 0; i < N_FORWARDED; i++)
+	for (size_t i = 0; i < N_FORWARDED; i++) {
+		struct sigaction was;
+
+		/* a signal ignored when this process started stays ignored, as it would in
+		 * iscsictl-py (a shell starts a background job with SIGINT and SIGQUIT ignored) */
+		if (sigaction(forwarded[i], NULL, &was) == 0 && was.sa_handler == SIG_IGN)
+			continue;
 		sigaction(forwarded[i], &sa, NULL);
+	}
 	sigprocmask(SIG_SETMASK, &old_mask, NULL); /* signals held so far are passed on now */
 	for (;;) {
 		int rc = read_reply(fd, &r);

@@ -207,30 +207,50 @@ class SilentPortal:
         self.sock.close()
 
 
-def _start_blocked(env, root: Path, portal: str) -> subprocess.Popen:
+def _start_blocked(env, root: Path, portal: str, sigint=signal.SIG_DFL) -> subprocess.Popen:
+    """The client in a discovery that waits on ``portal``, started with SIGINT's
+    disposition ``sigint`` (a terminal's foreground job: default; a shell's background job:
+    ignored), whatever this test process inherited."""
     p = subprocess.Popen([str(CLIENT), "-m", "discovery", "-t", "st", "-p", portal], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
     time.sleep(1.0)  # in the login wait (the fixture's login timeout is 3 s)
     return p
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signals_reach_the_command(server, tmp_path, sig):
-    """Ctrl-C: 'interrupted', exit 130; SIGTERM: killed by SIGTERM; as iscsictl-py."""
+def _outcomes(server, tmp_path, sig, sigint=signal.SIG_DFL) -> dict:
+    """{served: (exit code, stdout, stderr)} of a blocked discovery sent ``sig``, through
+    the command server and through iscsictl-py."""
     outcomes = {}
     with SilentPortal() as silent:
         for served in (False, True):
             root = tmp_path / str(served)
             Cli(str(root))
-            p = _start_blocked(env_for(server, root, served), root, silent.portal)
+            p = _start_blocked(env_for(server, root, served), root, silent.portal, sigint)
             p.send_signal(sig)
             out, err = p.communicate(timeout=30)
             outcomes[served] = (p.returncode, out, err)
+    return outcomes
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signals_reach_the_command(server, tmp_path, sig):
+    """Ctrl-C: 'interrupted', exit 130; SIGTERM: killed by SIGTERM; as iscsictl-py."""
+    outcomes = _outcomes(server, tmp_path, sig)
     assert outcomes[True] == outcomes[False]
     if sig == signal.SIGINT:
         assert outcomes[True][0] == 130 and "iscsictl: interrupted" in outcomes[True][2]
     else:
         assert outcomes[True][0] == -signal.SIGTERM
+
+
+def test_an_ignored_sigint_stays_ignored(server, tmp_path):
+    """A command started with SIGINT ignored (a shell script's background job) runs on when
+    it is sent one, through the command server as in iscsictl-py: the discovery ends by
+    its own timeout.  (The client forwarded it before, and the served command stopped.)"""
+    outcomes = _outcomes(server, tmp_path, signal.SIGINT, sigint=signal.SIG_IGN)
+    assert outcomes[True] == outcomes[False]
+    assert outcomes[True][0] == 11 and "timed out" in outcomes[True][2]
 
 
 def _raw_request(path: Path, args: list[str], version: int = PROTOCOL_VERSION,
