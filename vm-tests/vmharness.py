@@ -503,8 +503,9 @@ def host_cpu_times() -> list[int] | None:
 def steal_fraction(before: list[int] | None, after: list[int] | None) -> float | None:
     """The share of the host's CPU time between two :func:`host_cpu_times` readings that
     the hypervisor gave to other guests (steal); None without both readings or eight
-    fields in each.  On this machine it has been 0-1% in quiet runs and ~9% in one whose
-    rounds varied 3x."""
+    fields in each.  On this machine (session 18): ~9% averaged over the host's uptime,
+    17.6% in a benchmark run whose open-iscsi and iscsictl rounds varied up to 3x; the 2%
+    that run_guest_benchmark calls noisy is a rule of thumb, not a measured threshold."""
     if not before or not after or len(before) < 8 or len(after) < 8:
         return None
     delta = [b - a for a, b in zip(before, after)]
