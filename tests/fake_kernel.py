@@ -62,3 +62,35 @@ class SyncKernel:
     def close(self):
         self.a.close()
         self.b.close()
+
+
+class RecordingKernel:
+    """A fake kernel for one test: every request decoded and recorded (``requests``); a
+    request type in ``fail`` answered by an IF_ERROR with that errno, one in ``silent`` not
+    answered at all; the rest by :meth:`answer` (default: the request echoed, retcode 0).
+    ``transport`` is its :class:`SyncKernel`, ``datagrams`` how many datagrams came."""
+
+    def __init__(self, fail=None, silent=()):
+        self.fail, self.silent = fail or {}, set(silent)
+        self.requests = []
+        self.transport = SyncKernel(self)
+
+    @property
+    def datagrams(self):
+        return self.transport.datagrams
+
+    def types(self):
+        return [r["type"] for r in self.requests]
+
+    def __call__(self, raw):
+        (msg,) = m.decode_messages(raw)
+        self.requests.append(msg)
+        t = msg["type"]
+        if t in self.silent:
+            return []
+        if t in self.fail:
+            return [if_error(raw, self.fail[t])]
+        return self.answer(msg, raw)
+
+    def answer(self, msg, raw):
+        return [echo(raw, r_retcode=0)]

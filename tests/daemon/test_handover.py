@@ -13,41 +13,28 @@ import socket
 
 import pytest
 
-from fake_kernel import SyncKernel, echo, if_error
+from fake_kernel import RecordingKernel, echo, if_error
 from iscsictl.daemon import kernel_session as ks
 from iscsictl.netlink import IscsiHostParam, IscsiKernelError, IscsiNetlink, IscsiParam
-from iscsictl.netlink import messages as m
 from iscsictl.netlink.enums import IscsiUeventE as E
 
 PARAMS = [(IscsiParam.MAX_RECV_DLENGTH, "262144"), (IscsiParam.ISID, "00023d000001"),
           (IscsiParam.EXP_STATSN, "7")]
 
 
-class Kernel:
+class Kernel(RecordingKernel):
     """Answers like iscsi_tcp on 6.1: CREATE_SESSION -> sid 5 on host 9, CREATE_CONN -> the
-    cid asked (or ``cid``), SET_PARAM of a parameter in ``refuse`` (default: ISID -> ENOSYS)
-    and a request type in ``fail`` -> an IF_ERROR with that errno, one in ``silent`` -> no
-    reply at all.  Records every request
-    (decoded) and how many datagrams carried them."""
+    cid asked (or ``cid``), SET_PARAM of a parameter in ``refuse`` (default: ISID -> ENOSYS);
+    ``fail`` and ``silent`` as in RecordingKernel, which records every request (decoded)
+    and how many datagrams carried them."""
 
     def __init__(self, fail=None, cid=None, refuse=None, silent=()):
-        self.fail, self.cid, self.silent = fail or {}, cid, set(silent)
+        super().__init__(fail, silent)
+        self.cid = cid
         self.refuse = {IscsiParam.ISID: errno.ENOSYS} if refuse is None else refuse
-        self.requests = []
-        self.transport = SyncKernel(self)
 
-    @property
-    def datagrams(self):
-        return self.transport.datagrams
-
-    def __call__(self, raw):
-        (msg,) = m.decode_messages(raw)
-        self.requests.append(msg)
+    def answer(self, msg, raw):
         t = msg["type"]
-        if t in self.silent:
-            return []
-        if t in self.fail:
-            return [if_error(raw, self.fail[t])]
         if t == E.CREATE_SESSION:
             return [echo(raw, r_sid=5, r_host_no=9)]
         if t == E.CREATE_CONN:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fake_kernel import SyncKernel, echo, if_error
+from fake_kernel import RecordingKernel, echo
 from iscsictl.daemon import kernel_session as ks
 from iscsictl.daemon.errors import SessionError
 from iscsictl.daemon.service import Daemon
@@ -32,27 +32,18 @@ from fake_target import FakeTarget, TargetConfig  # noqa: E402
 SID, CID = 5, 0
 
 
-class RelayKernel:
+class RelayKernel(RecordingKernel):
     """iscsi_tcp's answers for a relogin: SEND_PDU's payload goes to ``target`` (padded,
     as on the wire) and each PDU it answers comes back as a KEVENT_RECV_PDU after the
-    reply.  A request type in ``silent`` gets no reply at all; one in ``fail`` an
-    IF_ERROR with that errno.  Records every request, decoded."""
+    reply; ``silent`` and ``fail`` as in RecordingKernel, which records every request."""
 
     def __init__(self, target, silent=(), fail=None):
-        self.target, self.silent, self.fail = target, set(silent), fail or {}
-        self.requests = []
-        self.transport = SyncKernel(self)
+        super().__init__(fail, silent)
+        self.target = target
 
-    def __call__(self, raw):
-        (msg,) = m.decode_messages(raw)
-        self.requests.append(msg)
-        t = msg["type"]
-        if t in self.silent:
-            return []
-        if t in self.fail:
-            return [if_error(raw, self.fail[t])]
+    def answer(self, msg, raw):
         out = [echo(raw, r_retcode=0)]
-        if t == E.SEND_PDU:
+        if msg["type"] == E.SEND_PDU:
             pdu = msg["payload"]
             self.target.receive_data(pdu + b"\0" * (-len(pdu) % 4))
             stream = self.target.data_to_send()
@@ -63,9 +54,6 @@ class RelayKernel:
                                             r_cid=CID, payload=stream[:size]))
                 stream = stream[size + (-dlen % 4):]
         return out
-
-    def types(self):
-        return [r["type"] for r in self.requests]
 
 
 @pytest.fixture
