@@ -30,6 +30,10 @@ def main() -> int:
     oi, us = data["open-iscsi"], data["iscsictl"]
     n = data["targets"]
     ctx = data.get("context")
+    blocks = data.get("blocks", 1)
+    if blocks > 1:
+        print(f"each side in {blocks} blocks, alternating (A B B A ...): "
+              "medians of all of a side's rounds")
     rows = [
         (f"discovery + login until the disk (median of {data['rounds']})",
          oi["login_to_disk"], us["login_to_disk"]),
@@ -53,6 +57,11 @@ def main() -> int:
         rows.append(("boot login from the iBFT, no daemon: iscsistart -b / iscsictl-start -b, "
                      "until its 3 disks", data["boot"]["open-iscsi"], data["boot"]["iscsictl"]))
     vmharness.print_ratio_table(rows)
+    for label, key in (("discovery + login", "login_to_disk"), ("-L all", "loginall")):
+        spread = [f"{side} {min(data[side][key + '_all']):.3f}-{max(data[side][key + '_all']):.3f} s"
+                  for side in ("open-iscsi", "iscsictl") if key + "_all" in data[side]]
+        if spread:
+            print(f"  {label} rounds: " + ", ".join(spread))
     if ctx:
         print("where iscsictl's time goes in this VM (no peer figure):")
         for label, key in (

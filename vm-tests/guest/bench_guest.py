@@ -1,14 +1,19 @@
 """In-VM benchmark, run by bench/bench_vm.py: iscsictl vs open-iscsi in one boot,
 same LIO target, same kernel, whole commands timed (daemons already running).
 
-1. discovery + login until the disk is present (median of ROUNDS, after a warm-up), and
-   each of its two commands alone (the discovery finds the 32 targets of phase 2);
-2. 32 targets logged in with -L all until every disk is present (median of MANY_ROUNDS),
-   and logged out with -U all until no disk is left;
+1. discovery + login until the disk is present, and each of its two commands alone (the
+   discovery finds the 32 targets of phase 2);
+2. 32 targets logged in with -L all until every disk is present, and logged out with -U all
+   until no disk is left;
 3. a boot login from the firmware without a daemon (the VM's iBFT, vm-tests/guest/ibft.py:
    two targets, three LUNs): iscsistart -b against iscsictl-start -b, until the disks are
-   present (median of ROUNDS).
-Writes /results/bench.json (and, phase by phase, bench-partial.json: a late failure keeps
+   present (median of ALL_ROUNDS).
+Phases 1 and 2 run in BLOCKS blocks per side, the sides alternating A B B A ... (each block
+starts its daemon, warms up with one round of phase 1, runs ROUNDS rounds of phase 1 and
+MANY_ROUNDS of phase 2, stops its daemon), so that a drift of the VM's speed over the run
+(the host lending its CPU to other guests for minutes) falls on both sides alike; each
+figure is the median of every round of its side.
+Writes /results/bench.json (and, block by block, bench-partial.json: a late failure keeps
 the figures measured before it).
 """
 
@@ -24,12 +29,14 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parent)]
 import lio  # noqa: E402
-from cli import VENV_BIN, Cli, sessions_in_sysfs  # noqa: E402
+from cli import VENV_BIN, Cli, disk_count, sessions_in_sysfs  # noqa: E402
 from iscsictld import START_TIMEOUT, Iscsictld  # noqa: E402
 
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))  # per block
 MANY = int(os.environ.get("BENCH_TARGETS", "32"))
-MANY_ROUNDS = int(os.environ.get("BENCH_MANY_ROUNDS", "5"))
+MANY_ROUNDS = int(os.environ.get("BENCH_MANY_ROUNDS", "3"))  # per block
+BLOCKS = int(os.environ.get("BENCH_BLOCKS", "2"))  # per side, A B B A ...
+ALL_ROUNDS = ROUNDS * BLOCKS  # phase 3 and the context figures, one block each
 MIB = 1 << 20
 RESULTS = Path(os.environ.get("ISCSICTL_VM_RESULTS", "/results"))
 PORTAL = "127.0.0.1"
@@ -38,7 +45,7 @@ PORTAL = "127.0.0.1"
 def disks_present(n: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if len(list(Path("/sys/block").glob("sd*"))) >= n:
+        if disk_count() >= n:
             return
         time.sleep(0.005)
     raise RuntimeError(f"{n} disks not present after {timeout} s")
@@ -46,7 +53,7 @@ def disks_present(n: int, timeout: float = 60) -> None:
 
 def no_disks(timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
-    while list(Path("/sys/block").glob("sd*")) or sessions_in_sysfs():
+    while disk_count() or sessions_in_sysfs():
         if time.monotonic() > deadline:
             raise RuntimeError("disks or sessions left after logout")
         time.sleep(0.02)
@@ -127,7 +134,7 @@ class IscsictlSide:
         self.daemon.stop()
 
 
-def _median_time(cmd: list[str], rounds: int = ROUNDS) -> float:
+def _median_time(cmd: list[str], rounds: int = ALL_ROUNDS) -> float:
     times = []
     for _ in range(rounds):
         t = time.monotonic()
@@ -151,7 +158,7 @@ def context(one) -> dict:
         ctx["cli_start"] = _median_time([str(VENV_BIN / "iscsictl"), "--version"])
         rec = {"node.name": one.iqn, "node.conn[0].address": PORTAL, "node.conn[0].port": "3260",
                "node.tpgt": "1"}
-        for _ in range(ROUNDS + 1):
+        for _ in range(ALL_ROUNDS + 1):
             t = time.monotonic()
             res = side.daemon.client.call("login", records=[rec], initiator_name=side.cli.initiator)
             disks_present(1)
@@ -164,10 +171,15 @@ def context(one) -> dict:
     return ctx
 
 
-def measure(side, one, many_targets) -> dict:
+def measure_block(side, one, many_targets) -> dict[str, list[float]]:
+    """One block of phases 1 and 2 on ``side``: its daemon started, a warm-up round, ROUNDS
+    rounds of discovery + login, MANY_ROUNDS of -L all / -U all, its daemon stopped; every
+    round's time (s) per figure."""
     side.start()
     try:
-        times, discovery, login = [], [], []
+        out: dict[str, list[float]] = {k: [] for k in
+                                       ("login_to_disk", "discovery", "login_only",
+                                        "loginall", "logoutall")}
         for i in range(ROUNDS + 1):  # round 0 warms caches and byte code
             side.clean_db()
             t = time.monotonic()
@@ -177,33 +189,46 @@ def measure(side, one, many_targets) -> dict:
             disks_present(1)
             t2 = time.monotonic()
             if i:
-                times.append(t2 - t)
-                discovery.append(t1 - t)
-                login.append(t2 - t1)
+                out["login_to_disk"].append(t2 - t)
+                out["discovery"].append(t1 - t)
+                out["login_only"].append(t2 - t1)
             side.logout_all()
             no_disks()
-        many_iqns = [t.iqn for t in many_targets]
         side.clean_db()
         side.discover()
-        many, many_logout = [], []
-        for _ in range(MANY_ROUNDS):  # one run varies by 10-40% under TCG: the median of 5
+        for _ in range(MANY_ROUNDS):  # one run varies by 10-40% under TCG: medians
             t = time.monotonic()
             side.login_all()
-            disks_present(len(many_iqns))
-            many.append(time.monotonic() - t)
+            disks_present(len(many_targets))
+            out["loginall"].append(time.monotonic() - t)
             t = time.monotonic()
             side.logout_all()
             no_disks()
-            many_logout.append(time.monotonic() - t)
-        return {"login_to_disk": statistics.median(times), "login_to_disk_all": times,
-                "discovery": statistics.median(discovery), "login_only": statistics.median(login),
-                "loginall": statistics.median(many), "loginall_all": many,
-                "logoutall": statistics.median(many_logout), "logoutall_all": many_logout}
+            out["logoutall"].append(time.monotonic() - t)
+        return out
     finally:
         side.stop()
 
 
-def boot(rounds: int = ROUNDS) -> dict:
+def block_order(sides: list, blocks: int) -> list:
+    """The sides in A B B A A B ... order, ``blocks`` times each: a linear drift of the
+    VM's speed adds the same to both sides' mean position in time."""
+    order = []
+    for b in range(blocks):
+        order += sides if b % 2 == 0 else sides[::-1]
+    return order
+
+
+def summarise(rounds: dict[str, list[float]]) -> dict:
+    """Per figure, the median of the rounds and (``<figure>_all``) the rounds in order."""
+    out = {}
+    for key, times in rounds.items():
+        out[key] = statistics.median(times)
+        out[key + "_all"] = times
+    return out
+
+
+def boot(rounds: int = ALL_ROUNDS) -> dict:
     """Phase 3: each tool's boot login timed from its start until the three disks exist;
     between rounds iscsictld (no command server) adopts the sessions and logs them out."""
     import ibft
@@ -238,11 +263,17 @@ def main() -> int:
     one = lio.LioTarget.create("iqn.2003-01.org.example.bench:one", luns=[16 * MIB])
     # the many-target phase: one LUN each; `one` is logged in too by -L all
     many = lio.LioTarget.create_many(MANY - 1, prefix="iqn.2003-01.org.example.bench:m")
-    out = {"rounds": ROUNDS, "targets": MANY, "many_rounds": MANY_ROUNDS}
-    partial = RESULTS / "bench-partial.json"  # each phase's figures as soon as it ends
+    out = {"rounds": ALL_ROUNDS, "targets": MANY, "many_rounds": MANY_ROUNDS * BLOCKS,
+           "blocks": BLOCKS}
+    partial = RESULTS / "bench-partial.json"  # the figures so far, block by block
+    rounds: dict[str, dict[str, list[float]]] = {}
     try:
-        for side in (OpenIscsiSide(), IscsictlSide()):
-            out[side.name] = measure(side, one, [one, *many])
+        for side in block_order([OpenIscsiSide(), IscsictlSide()], BLOCKS):
+            got = measure_block(side, one, [one, *many])
+            mine = rounds.setdefault(side.name, {k: [] for k in got})
+            for k, v in got.items():
+                mine[k] += v
+            out[side.name] = summarise(mine)
             partial.write_text(json.dumps(out, indent=2))
         out["context"] = context(one)
         partial.write_text(json.dumps(out, indent=2))

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parent)]
 import lio
-from cli import Cli, read, sessions_in_sysfs, wait_for
+from cli import Cli, disk_count, read, sessions_in_sysfs, wait_for
 from iscsictld import Iscsictld
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "15"))  # connection kills per side
@@ -49,10 +49,6 @@ def run(cmd: list[str], env=None, ok=(0,)) -> str:
     if r.returncode not in ok:
         raise RuntimeError(f"{' '.join(cmd)} -> {r.returncode}: {r.stdout}{r.stderr}")
     return r.stdout
-
-
-def disks() -> int:
-    return len(list(Path("/sys/block").glob("sd*")))
 
 
 def all_logged_in(n: int) -> bool:
@@ -216,7 +212,7 @@ class OpenIscsiSide:
 
     def logout_all(self):
         self.adm("-m", "node", "--logoutall=all", ok=(0, 21))
-        wait("no sessions", lambda: not sessions_in_sysfs() and disks() == 0, 120, 0.05)
+        wait("no sessions", lambda: not sessions_in_sysfs() and disk_count() == 0, 120, 0.05)
 
 
 class IscsictlSide(OpenIscsiSide):
@@ -282,7 +278,7 @@ def measure(side, rk, many) -> dict:
     side.stop_daemon()
     t0 = time.monotonic()
     side.start_automatic()
-    wait("all disks", lambda: disks() >= len(many), 300, 0.01)
+    wait("all disks", lambda: disk_count() >= len(many), 300, 0.01)
     out["autostart"] = time.monotonic() - t0
     wait("all logged in", lambda: all_logged_in(len(many)), 60)
     # d. every connection killed at once

@@ -54,6 +54,12 @@ def sessions_in_sysfs() -> list[int]:
     return sorted(int(p.name[7:]) for p in d.glob("session*")) if d.exists() else []
 
 
+def disk_count() -> int:
+    """SCSI disks in /sys/block: one listdir (a Path.glob costs 4x the CPU, ~2.5 ms a call
+    under TCG, taken from the kernel's probing of the disks being waited for)."""
+    return sum(1 for name in os.listdir("/sys/block") if name.startswith("sd"))
+
+
 def read(path: Path | str) -> str:
     return Path(path).read_text().strip()
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cli import Cli, read, sessions_in_sysfs, wait_disks, wait_for
+from cli import Cli, disk_count, read, sessions_in_sysfs, wait_disks, wait_for
 from iscsictld import Iscsictld
 
 MIB = 1 << 20
@@ -281,7 +281,7 @@ def test_64_automatic_targets_start_and_adopt(lio, env, scenario_dir):
     t0 = time.monotonic()
     d.start()
     wait_for("64 sessions", lambda: len(sessions_in_sysfs()) == n, 120, 0.02)
-    wait_for("64 disks", lambda: len(list(Path("/sys/block").glob("sd*"))) == n, 60, 0.02)
+    wait_for("64 disks", lambda: disk_count() == n, 60, 0.02)
     login_all = time.monotonic() - t0
     by_target = sessions_by_target()
     assert sorted(by_target) == sorted(t.iqn for t in targets)
