@@ -227,9 +227,12 @@ def _int32(v: int) -> int:
     return struct.unpack("=i", struct.pack("=I", v & 0xFFFFFFFF))[0]
 
 
+_IF_ERROR = int(E.KEVENT_IF_ERROR)  # a plain int: compared for every reply
+
+
 def _check_reply(req_type: int, msg: Any) -> Any:
     """Raise IscsiKernelError for IF_ERROR or a negative r.retcode; return msg otherwise."""
-    if msg["type"] == E.KEVENT_IF_ERROR:
+    if msg["type"] == _IF_ERROR:
         err = -_int32(msg["iferror"])
         raise IscsiKernelError(err if err > 0 else errno.EIO, E(req_type).name, "iferror")
     if msg.get("r_retcode", 0) < 0:
@@ -266,8 +269,13 @@ def _parse_or_error(req: _Request, reply: Callable[[], Any]) -> Any:
 
 def _batch_results(reqs: list[_Request], replies: list[Any]) -> list[Any]:
     """Each request's parsed reply or its IscsiKernelError, in order."""
-    return [_parse_or_error(req, lambda r=req, m=msg: _check_reply(r.ev_type, m))
-            for req, msg in zip(reqs, replies)]
+    out = []
+    for req, msg in zip(reqs, replies):
+        try:
+            out.append(req.parse(_check_reply(req.ev_type, msg)))
+        except IscsiKernelError as exc:
+            out.append(exc)
+    return out
 
 
 def _one_datagram(reqs: list[_Request]) -> bool:
@@ -285,6 +293,9 @@ def _reply_timeout(reqs: list[_Request], got: int, timeout: float) -> ReplyTimeo
 
 #: SET_PARAM, a login's most frequent request (~30 each), without keyword plumbing
 _encode_set_param = message_encoder(E.SET_PARAM, "sid", "cid", "param", "len")
+#: (ev_type, the uevent fields a request sets, in its order) -> message_encoder's encoder:
+#: a request's bytes by one pack() call of the values that vary
+_ENCODERS: dict[tuple[Any, ...], Callable[..., bytes]] = {}
 
 
 def _str_payload(value: str) -> bytes:
@@ -318,17 +329,21 @@ class _Operations:
 
     def _request(self, ev_type: int, handle: int, *, payload: bytes = b"", parse: Callable[[Any], Any] = _no_result,
                  match: Callable[[Any], bool] | None = None, timeout: float | None = None, **fields: Any) -> _Request:
-        data = encode_message(ev_type, transport_handle=handle, payload=payload, nlmsg_seq=self._next_seq(),
-                              nlmsg_pid=self._pid, **fields)
-        return _Request(ev_type, data, match, parse, timeout)
+        key = (ev_type, *fields)
+        encode = _ENCODERS.get(key)
+        if encode is None:
+            encode = _ENCODERS[key] = message_encoder(ev_type, *fields)
+        return _Request(ev_type, encode(self._next_seq(), self._pid, handle, *fields.values(), payload=payload),
+                        match, parse, timeout)
 
     def call(self, ev_type: int, handle: int = 0, *, payload: bytes = b"", timeout: float | None = None,
              match: Callable[[Any], bool] | None = None, **fields: Any) -> Any:
         """Send any request by type with raw uevent fields (names as in :mod:`.messages`) and return
         the decoded, checked reply message (a dict, see :func:`.messages.decode_messages`).
         For experiments in the VM; the typed methods below are the normal API."""
-        return self._req(ev_type, handle, payload=payload, timeout=timeout, match=match, parse=lambda m: m,
-                         **fields)
+        data = encode_message(ev_type, transport_handle=handle, payload=payload, nlmsg_seq=self._next_seq(),
+                              nlmsg_pid=self._pid, **fields)  # any field, iferror too
+        return self._call(_Request(ev_type, data, match, lambda m: m, timeout))
 
     # ---- sessions and connections
     def create_session(self, handle: int, initial_cmdsn: int, cmds_max: int, queue_depth: int, *,
@@ -592,6 +607,7 @@ class _Core:
         self._transport: Transport | None = transport if transport is not None else open_netlink_socket(rcvbuf=rcvbuf)
         self._fd = self._transport.fileno()
         self._buf = bytearray(_RECV_BUFSIZE)
+        self._view = memoryview(self._buf)  # decode_messages copies what it keeps
         self.timeout = timeout
         self.event_callback = event_callback
         self._pid = 0  # the kernel replies to the sender's portid whatever nlmsg_pid says
@@ -645,12 +661,12 @@ class _Core:
                 raise
             if n == 0:
                 return out
-            out.extend(decode_messages(bytes(self._buf[:n])))
+            out.extend(decode_messages(self._view[:n]))
 
     @staticmethod
     def _is_reply(req: _Request, msg: Any) -> bool:
         t = msg.get("type")
-        if t == E.KEVENT_IF_ERROR:
+        if t == _IF_ERROR:
             return True
         if t != req.ev_type:
             return False

@@ -67,6 +67,10 @@ def test_a_message_encoder_gives_the_same_bytes(ev_type):
                   else rng.randrange(-2**31, 2**31) if f[-1] == "i" else rng.randrange(_MAX[f[-1]] + 1)
                   for _, f in chosen]
         names = [n for n, _ in chosen]
+        if rng.random() < 0.5:  # the values in another order than the layout's
+            pairs = list(zip(names, values))
+            rng.shuffle(pairs)
+            names, values = [n for n, _ in pairs], [v for _, v in pairs]
         payload = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 9)))
         seq, pid, handle = rng.randrange(2**32), rng.randrange(2**32), rng.randrange(2**64)
         kw = dict(zip(names, values))
@@ -86,3 +90,9 @@ def test_a_message_encoder_gives_the_same_bytes(ev_type):
 def test_a_message_encoder_names_an_unknown_field():
     with pytest.raises(KeyError, match=r"has no field\(s\) \['parm'\]"):
         M.message_encoder(E.SET_PARAM, "sid", "parm")
+
+
+@pytest.mark.parametrize("names", [("sid", "sid"), ("type", "sid"), ("iferror",), ("transport_handle",)])
+def test_a_message_encoder_refuses_a_field_twice_or_a_header_field(names):
+    with pytest.raises(ValueError, match="each once"):
+        M.message_encoder(E.SET_PARAM, *names)
