@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from iscsictl.netlink import messages as m
 from iscsictl.netlink.enums import IscsiUeventE as E
@@ -104,3 +106,30 @@ def test_fast_decode_equals_pyroute2_decode(ev):
         slow = m.MESSAGE_CLASSES[ev](data)
         slow.decode()
         assert dict(fast) == dict(slow) and slow.length == length
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400), st.integers(min_value=0, max_value=130),
+       st.integers(min_value=0, max_value=600))
+def test_any_datagram_decodes_without_raising(noise, ev, length):
+    """Kernel input never raises: random bytes, and random bytes after a real header of
+    any type whose nlmsg_len may lie (shorter than a uevent, past the datagram's end)."""
+    assert isinstance(m.decode_messages(noise), list)
+    head = bytearray(m.encode_message(E.KEVENT_IF_DOWN, nlmsg_type=0, r_host_no=3))
+    head[0:4] = length.to_bytes(4, "little")
+    head[16:20] = ev.to_bytes(4, "little")
+    msgs = m.decode_messages(bytes(head) + noise)
+    assert isinstance(msgs, list)
+    if length < len(head) or length > len(head) + len(noise):
+        assert msgs == []  # the first message's length cannot be trusted: nothing is kept
+
+
+def test_a_buffer_view_decodes_as_its_bytes():
+    """_read_datagrams hands decode_messages a view of its receive buffer: the messages
+    keep copies (a later receive into the buffer must not change them)."""
+    buf = bytearray(m.encode_message(E.SET_PARAM, sid=1, cid=0, param=0, len=5, payload=b"8192\0"))
+    view = memoryview(buf)
+    msgs = m.decode_messages(view[:len(buf)])
+    assert msgs == m.decode_messages(bytes(buf))
+    buf[:] = bytes(len(buf))
+    assert msgs[0]["payload"] == b"8192\0" and msgs[0]["sid"] == 1
