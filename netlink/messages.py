@@ -344,7 +344,7 @@ def decode_messages(data: bytes) -> list[dict[str, Any]]:
                         length, end - offset)
             break
         (key,) = _KEY.unpack_from(data, offset + 16)
-        fast = _CODECS[key] if key in _CODECS else _codec(key)
+        fast = _codec(key)
         if fast is not None:
             # what pyroute2's decode() yields, by one struct call (~1 us, not ~8):
             # replies to the ~40 requests of a login and every event come this way

@@ -259,14 +259,6 @@ def _no_result(msg: Any) -> None:
     return None
 
 
-def _parse_or_error(req: _Request, reply: Callable[[], Any]) -> Any:
-    """``req.parse(reply())``, or the IscsiKernelError it raised: one batch member's result."""
-    try:
-        return req.parse(reply())
-    except IscsiKernelError as exc:
-        return exc
-
-
 def _batch_results(reqs: list[_Request], replies: list[Any]) -> list[Any]:
     """Each request's parsed reply or its IscsiKernelError, in order."""
     out = []
@@ -713,7 +705,7 @@ class IscsiNetlink(_Core, _Operations):
     def _call_many(self, reqs: list[_Request]) -> list[Any]:
         """One datagram for the batch unless a request can block in the kernel (:func:`_one_datagram`)."""
         if not _one_datagram(reqs):
-            return [_parse_or_error(req, lambda r=req: self.request(r)) for req in reqs]
+            return [_batch_results([req], self._exchange([req], req.data))[0] for req in reqs]
         return _batch_results(reqs, self._exchange(reqs, b"".join(r.data for r in reqs)))  # each NLMSG_ALIGNed
 
     def request(self, req: _Request) -> Any:

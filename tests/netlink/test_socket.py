@@ -463,6 +463,24 @@ def test_set_params_sends_every_one_and_reports_each(kernel_factory):
     assert k.datagrams == 1  # the blocking client sends a batch as one datagram
 
 
+def test_a_batch_with_a_blocking_request_goes_one_datagram_each(kernel_factory):
+    """A batch holding a request that can block in the kernel (STOP_CONN) is sent a
+    datagram per request, with the same per-request outcomes as one datagram."""
+    def answer(req):
+        if m.decode_messages(req)[0]["type"] == E.STOP_CONN:
+            return [if_error(req, errno.EINVAL)]
+        return _answer_enosys_for_isid(req)
+    k = kernel_factory(answer)
+    with IscsiNetlink(k.user, timeout=2) as nl:
+        reqs = [nl._set_param_request(1, 7, 0, p, v, None) for p, v in _BATCH]
+        reqs.append(nl._request(E.STOP_CONN, 1, sid=7, cid=0, conn_handle=0, flag=3))
+        results = nl._call_many(reqs)
+        assert [e.error for e in nl.pending_events()] == [1011]
+    _check_batch(results[:3], k.requests[:3])
+    assert isinstance(results[3], IscsiKernelError) and results[3].errno == errno.EINVAL
+    assert k.datagrams == 4
+
+
 def test_batch_with_a_missing_reply_times_out(kernel_factory):
     """A kernel that answered only part of a batch: ReplyTimeout, not a hang."""
     k = kernel_factory(lambda req: [] if m.decode_messages(req)[0]["param"] == IscsiParam.ISID
