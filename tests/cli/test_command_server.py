@@ -632,3 +632,67 @@ def test_a_command_environment_replaces_the_last_one_exactly():
     finally:
         _set_environ(saved)
     assert dict(os.environ) == saved
+
+
+def _pages_shared(address: int, length: int) -> tuple[int, int]:
+    """(present pages not exclusively mapped, present pages) of this process's range, from
+    /proc/self/pagemap (bit 63 present, bit 56 exclusively mapped)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    first, last = address // page, (address + length - 1) // page
+    with open("/proc/self/pagemap", "rb") as f:
+        f.seek(first * 8)
+        data = f.read((last - first + 1) * 8)
+    entries = [int.from_bytes(data[i:i + 8], "little") for i in range(0, len(data), 8)]
+    present = [e for e in entries if e >> 63 & 1]
+    return sum(1 for e in present if not e >> 56 & 1), len(present)
+
+
+@pytest.mark.parametrize("stopped", [False, True])
+def test_copy_shared_pages_copies_what_a_fork_shares(stopped):
+    """In a fork, the pages of a buffer the parent wrote are shared until
+    copy_shared_pages() copies them (each is then exclusively the child's); a stop() that
+    is true at once copies nothing."""
+    import ctypes
+
+    from iscsictl.cli.server import copy_shared_pages
+
+    size = 4 << 20
+    buf = bytearray(b"\x5a" * size)
+    address = ctypes.addressof((ctypes.c_char * size).from_buffer(buf))
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child reports through the pipe)
+        try:
+            before = _pages_shared(address, size)
+            copied = copy_shared_pages(lambda: stopped)
+            after = _pages_shared(address, size)
+            os.write(w, repr((before, copied, after, buf[::size // 4] == b"\x5a" * 4)).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        (shared0, present0), copied, (shared1, present1), intact = eval(f.read())
+    os.waitpid(pid, 0)
+    pages = size // os.sysconf("SC_PAGE_SIZE")
+    assert shared0 >= pages and present0 >= pages and intact
+    if stopped:
+        assert (copied, shared1) == (0, shared0)
+    else:
+        assert copied >= pages and shared1 == 0 and present1 == present0
+
+
+def test_idle_workers_hold_their_own_copies_before_a_command(server):
+    """A fresh worker's warm-up copies the pages it shares with the server (the imported
+    modules' objects, ~12 MiB after the fork), so its first command takes no copy-on-write
+    faults: soon after the start little of an idle worker's memory is still shared."""
+    def shared_dirty_kib(pid: int) -> int:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Shared_Dirty:"):
+                return int(line.split()[1])
+        raise AssertionError("no Shared_Dirty")
+
+    deadline = time.monotonic() + 30
+    while max(shared_dirty_kib(w) for w in server.workers()) > 2048:
+        assert time.monotonic() < deadline, [shared_dirty_kib(w) for w in server.workers()]
+        time.sleep(0.05)
+    assert shared_dirty_kib(server.proc.pid) < 2048  # the server's pages are its own again
