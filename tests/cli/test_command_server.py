@@ -647,14 +647,24 @@ def _pages_shared(address: int, length: int) -> tuple[int, int]:
     return sum(1 for e in present if not e >> 56 & 1), len(present)
 
 
-@pytest.mark.parametrize("stopped", [False, True])
-def test_copy_shared_pages_copies_what_a_fork_shares(stopped):
+@pytest.mark.parametrize("stop_after", [None, 0, 1])
+def test_copy_shared_pages_copies_what_a_fork_shares(stop_after, monkeypatch):
     """In a fork, the pages of a buffer the parent wrote are shared until
     copy_shared_pages() copies them (each is then exclusively the child's); a stop() that
-    is true at once copies nothing."""
+    is true at once copies nothing, one true after a first look at most one chunk; it is
+    asked before each chunk."""
     import ctypes
 
+    from iscsictl.cli import server
     from iscsictl.cli.server import copy_shared_pages
+
+    monkeypatch.setattr(server, "_CHUNK", 8)  # pages; a mapping holds more
+
+    looks = []
+
+    def stop() -> bool:
+        looks.append(1)
+        return stop_after is not None and len(looks) > stop_after
 
     size = 4 << 20
     buf = bytearray(b"\x5a" * size)
@@ -664,21 +674,25 @@ def test_copy_shared_pages_copies_what_a_fork_shares(stopped):
     if pid == 0:  # pragma: no cover (the child reports through the pipe)
         try:
             before = _pages_shared(address, size)
-            copied = copy_shared_pages(lambda: stopped)
+            copied = copy_shared_pages(stop)
             after = _pages_shared(address, size)
-            os.write(w, repr((before, copied, after, buf[::size // 4] == b"\x5a" * 4)).encode())
+            os.write(w, repr((before, copied, after, buf[::size // 4] == b"\x5a" * 4,
+                              len(looks))).encode())
         finally:
             os._exit(0)
     os.close(w)
     with os.fdopen(r) as f:
-        (shared0, present0), copied, (shared1, present1), intact = eval(f.read())
+        (shared0, present0), copied, (shared1, present1), intact, nlooks = eval(f.read())
     os.waitpid(pid, 0)
     pages = size // os.sysconf("SC_PAGE_SIZE")
     assert shared0 >= pages and present0 >= pages and intact
-    if stopped:
+    if stop_after == 0:
         assert (copied, shared1) == (0, shared0)
-    else:
+    elif stop_after == 1:
+        assert 0 < copied <= 8
+    else:  # stop() asked before each chunk, not only between mappings
         assert copied >= pages and shared1 == 0 and present1 == present0
+        assert nlooks >= copied / 8
 
 
 def test_idle_workers_hold_their_own_copies_before_a_command(server):
