@@ -215,8 +215,8 @@ def copy_shared_pages(stop: Callable[[], bool] = lambda: False) -> int:
     pages of each ``rw-p`` mapping (``/proc/self/pagemap``) are write-faulted by
     ``madvise(MADV_POPULATE_WRITE)``, run by run; pages never touched stay unallocated, so
     the worker's memory grows only by what it shared (~12 MiB).  Stops as soon as
-    ``stop()`` is true (a client arrived; asked before each 1 MiB).  Returns the pages copied: 0 where the
-    kernel lacks the advice (before 5.14) or pagemap cannot be read."""
+    ``stop()`` is true (a client arrived; asked before each 1 MiB).  Returns the pages
+    copied: 0 where the kernel lacks the advice (before 5.14) or pagemap cannot be read."""
     import ctypes
     import re
 
