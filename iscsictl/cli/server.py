@@ -14,11 +14,11 @@ their first command arrives: they run what every command runs and copy the pages
 share with the server (:func:`copy_shared_pages`; else a first discovery takes ~1,000
 copy-on-write faults, ~50 ms under QEMU TCG).  A worker runs one command at a time and may
 then run the next (at most MAX_COMMANDS): a forked replacement would compete with the
-running command for the CPU.  It serves again only when the command left nothing behind (no thread, no
-descriptor, no unflushed output, the same standard streams and signal dispositions; the
-environment, working directory, umask and descriptors 0-2 are each command's own) and its
-client has closed the connection, so no signal the client forwards can reach the next
-command; otherwise it exits and the server forks another.
+running command for the CPU.  It serves again only when the command left nothing behind
+(no thread, no descriptor, no unflushed output, the same standard streams and signal
+dispositions; the environment, working directory, umask and descriptors 0-2 are each
+command's own) and its client has closed the connection, so no signal the client forwards
+can reach the next command; otherwise it exits and the server forks another.
 
 Only root is served (SO_PEERCRED; the socket is 0600).  A request the server cannot take
 (bad magic, another protocol version, oversized, not root) is closed before anything runs,
@@ -441,9 +441,10 @@ class CommandServer:
     socket, so a command meets neither a fork nor the server's own loop.  A worker that takes
     a client passes the connection to the server (which reports a death by signal).  A
     worker that comes back from a command serves the next one (a fresh fork first copies the
-    ~12 MiB it shares with the server while it warms up).  Only a client waiting while no worker is idle makes the server fork another;
-    beyond ``idle`` idle workers, the least used is retired.  ``watch_fd``: a descriptor
-    whose end of file stops the server (the daemon's pipe)."""
+    ~12 MiB it shares with the server while it warms up).  Only a client waiting while no
+    worker is idle makes the server fork another; beyond ``idle`` idle workers, the least
+    used is retired.  ``watch_fd``: a descriptor whose end of file stops the server (the
+    daemon's pipe)."""
 
     MAX_EARLY_DEATHS = 3  # idle workers dying in a row: something is broken, stop serving
 
