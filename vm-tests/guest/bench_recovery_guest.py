@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parent)]
 import lio
-from cli import Cli, disk_count, read, sessions_in_sysfs, wait_for
+from cli import Cli, direct_read, disk_count, read, sessions_in_sysfs, wait_for
 from iscsictld import Iscsictld
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "15"))  # connection kills per side
@@ -83,14 +83,9 @@ class DiskReads:
             t.start()
 
     def _read(self, dev: str) -> None:
-        buf = mmap.mmap(-1, 4096)  # page-aligned, as O_DIRECT needs
         self.start.wait()
         try:
-            fd = os.open(dev, os.O_RDONLY | os.O_DIRECT)
-            try:
-                os.preadv(fd, [buf], 0)
-            finally:
-                os.close(fd)
+            direct_read(dev)
             self.done.append(time.monotonic())
         except OSError as exc:
             self.errors.append(f"{dev}: {exc}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import subprocess
 import sys
@@ -58,6 +59,17 @@ def disk_count() -> int:
     """SCSI disks in /sys/block: one listdir (a Path.glob costs 4x the CPU, ~2.5 ms a call
     under TCG, taken from the kernel's probing of the disks being waited for)."""
     return sum(1 for name in os.listdir("/sys/block") if name.startswith("sd"))
+
+
+def direct_read(dev: str) -> None:
+    """One 4 KiB O_DIRECT read at offset 0 of ``dev`` (a page-aligned buffer, as O_DIRECT
+    needs); it blocks in the kernel while the disk's session recovers.  Raises OSError."""
+    buf = mmap.mmap(-1, 4096)
+    fd = os.open(dev, os.O_RDONLY | os.O_DIRECT)
+    try:
+        os.preadv(fd, [buf], 0)
+    finally:
+        os.close(fd)
 
 
 def read(path: Path | str) -> str:

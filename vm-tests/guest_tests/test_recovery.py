@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cli import Cli, disk_count, read, sessions_in_sysfs, wait_disks, wait_for
+from cli import Cli, direct_read, disk_count, read, sessions_in_sysfs, wait_disks, wait_for
 from iscsictld import Iscsictld
 
 MIB = 1 << 20
@@ -143,19 +143,12 @@ def timed_pread(dev: str, timeout: float) -> tuple[float, Exception | None]:
     """One 4 KiB O_DIRECT read in a thread (the test never hangs on a blocked disk):
     (seconds it took, the OSError or None).  AssertionError if it has not returned
     after ``timeout`` s."""
-    import mmap
-
     out: dict = {}
 
     def run():
-        buf = mmap.mmap(-1, 4096)
         t = time.monotonic()
         try:
-            fd = os.open(dev, os.O_RDONLY | os.O_DIRECT)
-            try:
-                os.preadv(fd, [buf], 0)
-            finally:
-                os.close(fd)
+            direct_read(dev)
         except OSError as exc:
             out["error"] = exc
         out["took"] = time.monotonic() - t
