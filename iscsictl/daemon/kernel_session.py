@@ -587,8 +587,12 @@ async def relogin(
     loop = asyncio.get_running_loop()
     t0 = loop.time()
 
+    debug = log.isEnabledFor(logging.DEBUG)  # a relogin's steps are timed only for -d
+
     def step(what: str) -> None:
-        log.debug("session %d: relogin: %s at +%.1f ms", sid, what, (loop.time() - t0) * 1000)
+        if debug:
+            log.debug("session %d: relogin: %s at +%.1f ms", sid, what,
+                      (loop.time() - t0) * 1000)
 
     portal = Portal(node.address, node.port, node.tpgt)
     for _ in range(MAX_REDIRECTS + 1):
