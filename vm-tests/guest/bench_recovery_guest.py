@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parent)]
 import lio
-from cli import Cli, direct_read, disk_count, read, sessions_in_sysfs, wait_for
+from cli import Cli, direct_read, disk_count, read, scsi_disks, sessions_in_sysfs, wait_for
 from iscsictld import Iscsictld
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "15"))  # connection kills per side
@@ -111,7 +111,7 @@ def mass_kill_rounds(n: int, targets) -> list[float]:
     target must have seen its session log in again, and every session must be LOGGED_IN
     with its connection up.  The first kill is not counted (it warms what a first recovery
     runs)."""
-    devs = [f"/dev/{d}" for d in sorted(os.listdir("/sys/block")) if d.startswith("sd")]
+    devs = [f"/dev/{d}" for d in scsi_disks()]
     assert len(devs) == n and len(sessions_in_sysfs()) == n, f"{devs}: want {n} sessions"
     times = []
     for _ in range(MASS_ROUNDS + 1):
