@@ -660,8 +660,8 @@ async def _relayed_login(nl, handle: int, session: KernelSession, cfg: LoginConf
         step("Login PDU sent")
         assert machine.deadline is not None and session.pdu_waiter is not None
         try:
-            pdu = await asyncio.wait_for(session.pdu_waiter,
-                                         max(machine.deadline - loop.time(), 0.001))
+            async with asyncio.timeout(max(machine.deadline - loop.time(), 0.001)):
+                pdu = await session.pdu_waiter  # not wait_for: no task of its own
         except asyncio.TimeoutError:
             raise SessionError(8, "relogin timed out: no Login Response", retryable=True) from None
         finally:
