@@ -40,7 +40,7 @@ REJECT = "Reject"
 SPECIAL_ANSWERS = (NOT_UNDERSTOOD, IRRELEVANT, REJECT)
 #: every standard key's default (the keys without one have no value in force until set)
 _DEFAULTS = {name: kd.default for name, kd in KEYS.items() if kd.default is not None}
-_DECIMAL = re.compile(r"[0-9]{1,64}")  # decimal-constant (§6.1), ASCII digits only
+_MAX_DECIMAL_DIGITS = 64  # decimal-constant (§6.1): 1 to 64 ASCII digits
 _HEX = re.compile(r"0[xX][0-9a-fA-F]{1,64}")  # hex-constant (§6.1)
 
 
@@ -58,7 +58,7 @@ def parse_number(kd: KeyDef, text: str) -> int:
     Raises:
         NegotiationError: not a number, or out of range.
     """
-    if _DECIMAL.fullmatch(text):
+    if text.isascii() and text.isdigit() and len(text) <= _MAX_DECIMAL_DIGITS:  # ASCII: 0-9 only
         n = int(text, 10)
     elif _HEX.fullmatch(text):
         n = int(text[2:], 16)

@@ -126,13 +126,14 @@ def test_special_answers_keep_the_default(key, special):
     assert check_answer(kd, offer, special) == expected
 
 
-@pytest.mark.parametrize("text,value", [("0x10", 16), ("0X1f", 31), ("512", 512), ("00512", 512), ("0", 0)])
+@pytest.mark.parametrize("text,value", [("0x10", 16), ("0X1f", 31), ("512", 512), ("00512", 512), ("0", 0),
+                                        ("0" * 63 + "2", 2)])
 def test_parse_number_forms(text, value):
     assert parse_number(KEYS["DefaultTime2Wait"], text) == value
 
 
 @pytest.mark.parametrize("text", ["", " 512", "512 ", "+512", "-512", "5_12", "0x", "0x_200",
-                                  "\u0665\u0661\u0662", "1e3", "0b10"])
+                                  "\u0665\u0661\u0662", "5\u00b2", "1e3", "0b10", "0" * 64 + "1"])
 def test_parse_number_refuses(text):
     with pytest.raises(NegotiationError):
         parse_number(KEYS["MaxBurstLength"], text)
