@@ -65,12 +65,12 @@ def portal():
         yield listener.getsockname()[1]
 
 
-def relogin(tmp_path, port, kernel, timeout=0.3):
+def relogin(tmp_path, port, kernel, timeout=0.3, login_timeout="2"):
     """ks.relogin of session SID, the daemon routing the kernel's events; the session."""
     node = ks.NodeTarget.from_record(with_defaults(schema.NODE, {
         "node.name": TargetConfig().name, "node.conn[0].address": "127.0.0.1",
         "node.conn[0].port": str(port), "node.tpgt": "1",
-        "node.conn[0].timeo.login_timeout": "2"}))
+        "node.conn[0].timeo.login_timeout": login_timeout}))
     session = ks.KernelSession(sid=SID, host_no=9, cid=CID, node=node, isid=ISID.en(7, 1),
                                tsih=0x0100, params=None, current=Portal("127.0.0.1", port, 1),
                                initiator_name="iqn.2026-11.org.example:i")
@@ -131,3 +131,27 @@ def test_every_failure_after_the_bind_stops_the_connection_before_the_retry(tmp_
     last = kernel.requests[-1]
     assert last["type"] == E.STOP_CONN and last["flag"] == StopConnFlag.RECOVER
     assert kernel.types().count(E.STOP_CONN) == 1
+
+
+class SilentTarget:
+    """A target that takes the Login PDU and never answers it."""
+
+    def receive_data(self, data):
+        pass
+
+    def data_to_send(self):
+        return b""
+
+
+def test_a_login_response_that_never_comes_ends_the_attempt_at_the_login_timeout(tmp_path,
+                                                                                   portal):
+    """node.conn[0].timeo.login_timeout bounds the wait for the relayed Login Response:
+    ISCSI_ERR_TRANS_TIMEOUT (8), retryable, the connection stopped for the next attempt."""
+    kernel = RelayKernel(SilentTarget())
+    with pytest.raises(SessionError) as caught:
+        relogin(tmp_path, portal, kernel, login_timeout="1")
+    assert caught.value.retryable and caught.value.code == 8
+    assert "no Login Response" in str(caught.value)
+    assert kernel.types().count(E.SEND_PDU) == 1
+    last = kernel.requests[-1]
+    assert last["type"] == E.STOP_CONN and last["flag"] == StopConnFlag.RECOVER
