@@ -1,5 +1,6 @@
 """In-VM benchmark, run by bench/bench_vm.py: iscsictl vs open-iscsi in one boot,
-same LIO target, same kernel, whole commands timed (daemons already running).
+same LIO target, same kernel, whole commands timed (daemons already running), each side's
+node database on a tmpfs (open-iscsi's /etc/iscsi, iscsictl's under /run).
 
 1. discovery + login until the disk is present, and each of its two commands alone (the
    discovery finds the 32 targets of phase 2);
@@ -31,6 +32,7 @@ from pathlib import Path
 sys.path[:0] = [str(Path(__file__).resolve().parent)]
 import lio  # noqa: E402
 from cli import VENV_BIN, Cli, disk_count, sessions_in_sysfs  # noqa: E402
+from openiscsi import etc_on_tmpfs  # noqa: E402
 from iscsictld import START_TIMEOUT, Iscsictld  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))  # per block
@@ -277,6 +279,7 @@ def boot(rounds: int = ALL_ROUNDS) -> dict:
 
 def main() -> int:
     subprocess.run(["modprobe", "iscsi_tcp"], check=True)
+    etc_on_tmpfs()  # both databases on a tmpfs
     one = lio.LioTarget.create("iqn.2003-01.org.example.bench:one", luns=[16 * MIB])
     # the many-target phase: one LUN each; `one` is logged in too by -L all
     many = lio.LioTarget.create_many(MANY - 1, prefix="iqn.2003-01.org.example.bench:m")

@@ -1,6 +1,7 @@
 """In-VM recovery benchmark, run by bench/bench_recovery.py: iscsictl vs open-iscsi
 (Debian's iscsid/iscsiadm) in one boot, same LIO targets, same iscsid.conf (Debian's:
-replacement_timeout 120, NOP-Out 5/5; LIO's DefaultTime2Wait 2).
+replacement_timeout 120, NOP-Out 5/5; LIO's DefaultTime2Wait 2), each side's node database
+on a tmpfs (open-iscsi's /etc/iscsi, iscsictl's under /run).
 
 a. connection killed (ss -K) during O_DIRECT writes: time until a write completes
    again (median of ROUNDS, 15 by default: one kill varies by tens of ms under TCG);
@@ -29,6 +30,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent)]
 import lio
 from cli import Cli, direct_read, disk_count, read, scsi_disks, sessions_in_sysfs, wait_for
 from iscsictld import Iscsictld
+from openiscsi import etc_on_tmpfs
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "15"))  # connection kills per side
 PHASES = set(os.environ.get("BENCH_PHASES", "kill,scale").split(","))  # scale: c, d and b
@@ -344,6 +346,7 @@ def measure(side, rk, many) -> dict:
 
 def main() -> int:
     subprocess.run(["modprobe", "iscsi_tcp"], check=True)
+    etc_on_tmpfs()  # both databases on a tmpfs
     rk = lio.LioTarget.create("iqn.2003-01.org.example.bench:kill", luns=[64 * MIB])
     many = lio.LioTarget.create_many(MANY, prefix="iqn.2003-01.org.example.bench:auto",
                                      luns=[16 * MIB])
