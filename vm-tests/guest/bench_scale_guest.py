@@ -1,7 +1,8 @@
 """In-VM benchmark at scale, run by bench/bench_scale.py: iscsictl vs open-iscsi with
 BENCH_SCALE_SESSIONS (default 256) LIO targets of one LUN each, in one boot, whole commands,
 daemons already running: -L all until every disk is present, -m session, -m session -P 3,
--U all until no disk is left.  Writes /results/bench_scale.json.
+-U all until no disk is left; each side's node database on a tmpfs (open-iscsi's
+/etc/iscsi, iscsictl's under /run).  Writes /results/bench_scale.json.
 """
 
 import json
@@ -15,6 +16,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent)]
 import lio  # noqa: E402
 from bench_guest import RESULTS, IscsictlSide, OpenIscsiSide, disks_present, no_disks  # noqa: E402
 from cli import VENV_BIN  # noqa: E402
+from openiscsi import etc_on_tmpfs  # noqa: E402
 
 SESSIONS = int(os.environ.get("BENCH_SCALE_SESSIONS", "256"))
 MIB = 1 << 20
@@ -55,6 +57,7 @@ def measure(side) -> dict:
 
 def main() -> int:
     subprocess.run(["modprobe", "iscsi_tcp"], check=True)
+    etc_on_tmpfs()  # both databases on a tmpfs
     lio.LioTarget.create_many(SESSIONS, prefix="iqn.2003-01.org.example.scale:t", luns=[MIB])
     out = {"sessions": SESSIONS}
     try:
