@@ -62,8 +62,12 @@ def no_disks(timeout: float = 60) -> None:
         time.sleep(0.02)
 
 
+#: seconds after which a timed command counts as hung (bench_scale_guest raises it)
+COMMAND_TIMEOUT = 300
+
+
 def run(cmd: list[str], env=None) -> None:
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=COMMAND_TIMEOUT)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} -> {r.returncode}: {r.stdout}{r.stderr}")
 
