@@ -41,12 +41,12 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     daemon.start()
     say("iscsictld answers on its socket")
-    # as on a running host: until its command server has imported the CLI (a few s under
-    # TCG after the daemon answers), a command starts a Python process of its own
-    daemon.wait_command_server()
-    say("its command server is ready: commands start no Python process of their own")
     cli = Cli(work / "etc")
     try:
+        # as on a running host: until its command server has imported the CLI (a few s
+        # under TCG after the daemon answers), a command starts a Python process of its own
+        daemon.wait_command_server()
+        say("its command server is ready: commands start no Python process of their own")
         step("$ iscsictl -m discovery -t st -p 127.0.0.1")
         t = time.monotonic()
         found = cli.ok("-m", "discovery", "-t", "st", "-p", "127.0.0.1")
