@@ -78,6 +78,11 @@ log = logging.getLogger("iscsictld")
 #: CmdSN of the login and CREATE_SESSION's initial_cmdsn (the proven value)
 INITIAL_CMDSN = 1
 MAX_REDIRECTS = 5
+#: seconds a logout waits, after DESTROY_SESSION_ASYNC, for the kernel's
+#: KEVENT_DESTROY_SESSION (sent once the session, its host and its devices are removed:
+#: scsi_transport_iscsi.c iscsi_free_session); kernels whose destroy work runs on their
+#: one-at-a-time iscsi_destroy workqueue make the last of a mass logout wait for the others
+DESTROY_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,8 @@ class KernelSession:
     recoveries: int = 0
     login_config: LoginConfig | None = field(default=None, repr=False)
     unbound: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    #: set by the daemon's event routing on KEVENT_DESTROY_SESSION during a logout
+    destroyed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     pdu_waiter: asyncio.Future | None = field(default=None, repr=False)  # type: ignore[type-arg]
     #: what this daemon set on the kernel session (SET_PARAM), None where the
     #: transport answered ENOSYS; empty for an adopted session
@@ -765,12 +772,17 @@ async def scan_host(host_no: int, sysfs_root: str = "/sys", executor=None) -> No
 
 
 async def logout(nl, handle: int, session: KernelSession, timeout: float) -> None:  # type: ignore[no-untyped-def]
-    """Unbind (devices removed), Logout PDU through the kernel, tear down.
+    """Unbind (devices removed), Logout PDU through the kernel, tear down, and return once
+    the kernel reports the session destroyed (``session.destroyed``, set by the daemon on
+    KEVENT_DESTROY_SESSION), as iscsiadm's logout returns after iscsid's synchronous
+    DESTROY_SESSION: a listing right after shows no session.  The loop never blocks on the
+    destruction (DESTROY_SESSION_ASYNC); only this logout waits for it.
 
-    Each wait is bounded by ``timeout`` (node.conn[0].timeo.logout_timeout):
+    Each wait for the target is bounded by ``timeout`` (node.conn[0].timeo.logout_timeout):
     the kernel may skip KEVENT_UNBIND_SESSION for a session already unbinding,
-    and a dead target never answers the Logout.  Teardown always happens (not when
-    cancelled during the UNBIND, which still runs to its end first).
+    and a dead target never answers the Logout; the wait for the destruction by
+    :data:`DESTROY_TIMEOUT` (then a warning: the kernel goes on with it).  Teardown always
+    happens (not when cancelled during the UNBIND, which still runs to its end first).
     """
     from iscsictl.protocol.session import LogoutExchange
 
@@ -801,13 +813,20 @@ async def logout(nl, handle: int, session: KernelSession, timeout: float) -> Non
         log.warning("session %d: no clean Logout (%s); tearing down", sid, exc or "timed out")
     finally:
         session.pdu_waiter = None
-    await force_teardown(nl, handle, sid, cid)
+    if not await force_teardown(nl, handle, sid, cid):
+        return  # the kernel refused to destroy it (logged): no event will come
+    try:
+        await asyncio.wait_for(session.destroyed.wait(), DESTROY_TIMEOUT)
+    except asyncio.TimeoutError:
+        log.warning("session %d: the kernel has not reported it destroyed within %g s; "
+                    "its removal goes on", sid, DESTROY_TIMEOUT)
 
 
-def _tear_down(knl, handle: int, sid: int, cid: int) -> None:  # type: ignore[no-untyped-def]
+def _tear_down(knl, handle: int, sid: int, cid: int) -> bool:  # type: ignore[no-untyped-def]
     """:func:`force_teardown`'s requests, blocking, on a netlink lane (``knl``: IscsiNetlink).
     Each one is sent whatever the one before answered, refused or left unanswered
-    (ReplyTimeout); only a closed socket stops them."""
+    (ReplyTimeout); only a closed socket stops them.  Whether the kernel took the
+    session's destruction (DESTROY_SESSION_ASYNC or DESTROY_SESSION answered 0)."""
     for op, args in ((knl.stop_conn, (handle, sid, cid, StopConnFlag.TERM)),
                      (knl.destroy_conn, (handle, sid, cid))):
         try:
@@ -816,23 +835,26 @@ def _tear_down(knl, handle: int, sid: int, cid: int) -> None:  # type: ignore[no
             raise
         except IscsiNetlinkError as exc:
             log.debug("session %d: %s: %s", sid, op.__name__, exc)
-    try:
-        knl.destroy_session_async(handle, sid)
-    except NetlinkClosedError:
-        raise
-    except IscsiNetlinkError as exc:
-        log.debug("session %d: DESTROY_SESSION_ASYNC: %s; trying DESTROY_SESSION", sid, exc)
+    # the kernel's own work removes the session (ASYNC), else this request does (a kernel
+    # without DESTROY_SESSION_ASYNC, or one that did not answer it)
+    for name, destroy in (("DESTROY_SESSION_ASYNC", knl.destroy_session_async),
+                          ("DESTROY_SESSION", knl.destroy_session)):
         try:
-            knl.destroy_session(handle, sid)
+            destroy(handle, sid)
+            return True
         except NetlinkClosedError:
             raise
-        except IscsiNetlinkError as exc2:
-            log.warning("session %d: DESTROY_SESSION failed: %s", sid, exc2)
+        except IscsiNetlinkError as exc:
+            refused = exc
+            log.debug("session %d: %s: %s", sid, name, exc)
+    log.warning("session %d: DESTROY_SESSION failed: %s", sid, refused)
+    return False
 
 
-async def force_teardown(nl, handle: int, sid: int, cid: int) -> None:  # type: ignore[no-untyped-def]
+async def force_teardown(nl, handle: int, sid: int, cid: int) -> bool:  # type: ignore[no-untyped-def]
     """STOP_CONN(TERM), DESTROY_CONN, DESTROY_SESSION(_ASYNC), each error
-    logged and passed: a stuck or half-torn-down session can always be removed.
+    logged and passed: a stuck or half-torn-down session can always be removed.  Returns
+    whether the kernel took the destruction (its KEVENT_DESTROY_SESSION follows).
 
     The three run as one job on a netlink lane (its own socket, no turn of the event loop
     between them), not one by one through the loop's socket, whose one-request-at-a-time
@@ -840,4 +862,4 @@ async def force_teardown(nl, handle: int, sid: int, cid: int) -> None:  # type: 
     turns (`-U all` of 32 in the VM: 1.27 s against 1.69 s).  A cancelled teardown still
     runs to its end, then raises CancelledError.  Raises NetlinkClosedError (the daemon
     stops); a refused or unanswered request is logged."""
-    await _lane_job(nl, _tear_down, handle, sid, cid)
+    return bool(await _lane_job(nl, _tear_down, handle, sid, cid))

@@ -560,6 +560,7 @@ class Daemon:
         elif isinstance(ev, DestroySession):
             if session is not None and session.conn_state == "IN LOGOUT":
                 log.debug("destroy event for session %d (our logout)", ev.sid)
+                session.destroyed.set()  # ks.logout returns: the session is gone
                 return  # _logout_one removes it and releases its ISID
             gone = self.sessions.pop(ev.sid, None)
             if gone is not None:

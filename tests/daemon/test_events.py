@@ -108,6 +108,18 @@ def test_unbind_and_destroy_events(daemon):
     assert s.unbound.is_set()
     daemon._on_event(DestroySession(104, None, host_no=0, sid=s.sid))
     assert s.sid not in daemon.sessions
+    assert not s.destroyed.is_set()  # not ours: no logout waits for it
+
+
+def test_the_destroy_event_of_our_logout_ends_its_wait(daemon):
+    """During a logout (IN LOGOUT) the kernel's KEVENT_DESTROY_SESSION sets the session's
+    ``destroyed`` (ks.logout returns then); the session stays filed until the logout
+    removes it and releases its ISID."""
+    s = _session()
+    s.conn_state = "IN LOGOUT"
+    daemon.sessions[s.sid] = s
+    daemon._on_event(DestroySession(104, None, host_no=0, sid=s.sid))
+    assert s.destroyed.is_set() and daemon.sessions[s.sid] is s
 
 
 def test_the_session_state_file_round_trip(daemon, tmp_path, caplog):

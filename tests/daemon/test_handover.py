@@ -368,6 +368,42 @@ def test_a_cancelled_teardown_still_runs_to_its_end():
                                                     E.DESTROY_SESSION_ASYNC]
 
 
+def _logout_node():
+    from iscsictl.db import schema
+    from iscsictl.db.record import with_defaults
+
+    return ks.NodeTarget.from_record(with_defaults(schema.NODE, {
+        "node.name": "iqn.2003-01.org.example:t", "node.conn[0].address": "127.0.0.1",
+        "node.conn[0].port": "3260", "node.tpgt": "1"}))
+
+
+def _logged_in_session():
+    from iscsictl.protocol.portal import Portal
+
+    return ks.KernelSession(sid=5, host_no=9, cid=0, node=_logout_node(), isid=None, tsih=1,
+                            params=None, current=Portal("127.0.0.1", 3260, 1))
+
+
+class DestroyingKernel(Kernel):
+    """A fake kernel whose destruction of a session is reported ``delay`` s after its
+    DESTROY_SESSION(_ASYNC) is answered, as the daemon's event routing does on the kernel's
+    KEVENT_DESTROY_SESSION (``session.destroyed`` set on the loop); ``reported`` is the
+    loop time it was."""
+
+    def __init__(self, session, loop, delay=0.0, **kw):
+        super().__init__(**kw)
+        self.session, self.loop, self.delay, self.reported = session, loop, delay, None
+
+    def answer(self, msg, raw):
+        if msg["type"] in (E.DESTROY_SESSION_ASYNC, E.DESTROY_SESSION):
+            self.loop.call_soon_threadsafe(self.loop.call_later, self.delay, self._report)
+        return super().answer(msg, raw)
+
+    def _report(self):
+        self.reported = self.loop.time()
+        self.session.destroyed.set()
+
+
 @pytest.mark.parametrize("unbind", ["answered", "unanswered"])
 def test_logout_unbinds_on_a_lane_sends_the_logout_then_tears_down(caplog, unbind):
     """ks.logout: UNBIND_SESSION as a lane job, the Logout PDU through the loop's client (its
@@ -375,29 +411,87 @@ def test_logout_unbinds_on_a_lane_sends_the_logout_then_tears_down(caplog, unbin
     within the logout timeout is logged and the session torn down anyway, and so is an
     UNBIND_SESSION the kernel does not answer (before, its ReplyTimeout ended the logout
     with the session left IN LOGOUT, never recovered)."""
-    from iscsictl.db import schema
-    from iscsictl.db.record import with_defaults
-    from iscsictl.protocol.portal import Portal
-
-    node = ks.NodeTarget.from_record(with_defaults(schema.NODE, {
-        "node.name": "iqn.2003-01.org.example:t", "node.conn[0].address": "127.0.0.1",
-        "node.conn[0].port": "3260", "node.tpgt": "1"}))
-    kernel = Kernel(silent={E.UNBIND_SESSION} if unbind == "unanswered" else ())
-    nl = RecordingLanes(kernel, timeout=0.1)
-
     async def main():
-        session = ks.KernelSession(sid=5, host_no=9, cid=0, node=node, isid=None, tsih=1,
-                                   params=None, current=Portal("127.0.0.1", 3260, 1))
+        session = _logged_in_session()
+        kernel = DestroyingKernel(session, asyncio.get_running_loop(),
+                                  silent={E.UNBIND_SESSION} if unbind == "unanswered" else ())
+        nl = RecordingLanes(kernel, timeout=0.1)
         session.unbound.set()  # KEVENT_UNBIND_SESSION, as the daemon's event callback sets it
-        await ks.logout(nl, 3, session, 0.05)
+        try:
+            await ks.logout(nl, 3, session, 0.05)
+        finally:
+            nl.knl.close()
+        return nl, kernel
 
-    try:
-        asyncio.run(main())
-    finally:
-        nl.knl.close()
+    nl, kernel = asyncio.run(main())
     assert nl.jobs == [[E.UNBIND_SESSION], [E.STOP_CONN, E.DESTROY_CONN, E.DESTROY_SESSION_ASYNC]]
     assert nl.direct == ["send_pdu"]
     assert [r["type"] for r in kernel.requests] == [
         E.UNBIND_SESSION, E.SEND_PDU, E.STOP_CONN, E.DESTROY_CONN, E.DESTROY_SESSION_ASYNC]
     assert "session 5: no clean Logout" in caplog.text
     assert ("UNBIND_SESSION failed" in caplog.text) == (unbind == "unanswered")
+
+
+def test_logout_returns_once_the_kernel_reports_the_session_destroyed(caplog):
+    """DESTROY_SESSION_ASYNC is answered at once and the kernel removes the session after:
+    the logout returns only when its KEVENT_DESTROY_SESSION has come (before, it returned
+    at the answer, and a listing right after could still show the session; seen in the VM),
+    and the loop keeps running meanwhile."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        session = _logged_in_session()
+        kernel = DestroyingKernel(session, loop, delay=0.3)
+        nl = RecordingLanes(kernel, timeout=0.1)
+        session.unbound.set()
+        ticks = []
+
+        async def loop_runs():
+            while True:
+                ticks.append(loop.time())
+                await asyncio.sleep(0.02)
+
+        ticker = asyncio.ensure_future(loop_runs())
+        try:
+            await ks.logout(nl, 3, session, 0.05)
+            returned = loop.time()
+        finally:
+            ticker.cancel()
+            nl.knl.close()
+        return kernel.reported, returned, ticks
+
+    reported, returned, ticks = asyncio.run(main())
+    assert reported is not None and returned >= reported
+    assert sum(t >= reported - 0.3 for t in ticks) >= 5  # the loop turned while it waited
+    assert "not reported it destroyed" not in caplog.text
+
+
+def _timed_logout(kernel) -> float:
+    """Seconds ks.logout takes against ``kernel`` (a fake that reports no destruction)."""
+    async def main():
+        session = _logged_in_session()
+        nl = RecordingLanes(kernel, timeout=0.1)
+        session.unbound.set()
+        t = asyncio.get_running_loop().time()
+        try:
+            await ks.logout(nl, 3, session, 0.05)
+        finally:
+            nl.knl.close()
+        return asyncio.get_running_loop().time() - t
+
+    return asyncio.run(main())
+
+
+def test_a_destruction_never_reported_ends_the_wait_with_a_warning(caplog, monkeypatch):
+    monkeypatch.setattr(ks, "DESTROY_TIMEOUT", 0.2)
+    assert 0.2 <= _timed_logout(Kernel()) < 2
+    assert "session 5: the kernel has not reported it destroyed within 0.2 s" in caplog.text
+
+
+def test_a_refused_destruction_is_not_waited_for(caplog, monkeypatch):
+    """Both destroy requests refused: no KEVENT_DESTROY_SESSION will come, so the logout
+    does not wait for one (the refusal is logged)."""
+    monkeypatch.setattr(ks, "DESTROY_TIMEOUT", 5.0)
+    assert _timed_logout(Kernel({E.DESTROY_SESSION_ASYNC: errno.ENOSYS,
+                                 E.DESTROY_SESSION: errno.EBUSY})) < 1.0
+    assert "session 5: DESTROY_SESSION failed" in caplog.text
+    assert "not reported it destroyed" not in caplog.text

@@ -71,3 +71,23 @@ def test_daemon_login_io_logout(lio, daemon, scenario_dir):
     out = daemon.client.call("logout", sids=[sid])
     assert out[0]["ok"], out
     assert iscsi_sessions() == []
+
+
+def test_logout_returns_when_the_kernel_session_is_gone(lio, daemon):
+    """The daemon destroys a session with DESTROY_SESSION_ASYNC (its loop never waits on the
+    kernel's device removal), and its logout answers once the kernel reports the session
+    destroyed: right after each answer the session, its SCSI host and its disk are gone
+    from sysfs, as after iscsiadm's logout.  (It once answered at DESTROY_SESSION_ASYNC's
+    reply, and a listing right after could show the session: seen here.)"""
+    t = lio.create("iqn.2003-01.org.example.vm:gone", luns=[8 * MIB])
+    for _ in range(5):
+        res = daemon.client.call("login", records=[record(t.iqn)], initiator_name=INITIATOR)
+        assert res[0]["ok"], res
+        sid = res[0]["sids"][0]
+        dev = wait_disk(t.iqn)
+        host = Path(f"/sys/class/iscsi_session/session{sid}/device").resolve().parent.name
+        out = daemon.client.call("logout", sids=[sid])
+        assert out[0]["ok"], out
+        assert iscsi_sessions() == []
+        assert not Path(f"/sys/class/scsi_host/{host}").exists()
+        assert not Path(f"/sys/block/{os.path.basename(dev)}").exists()
