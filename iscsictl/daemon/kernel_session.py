@@ -83,6 +83,9 @@ MAX_REDIRECTS = 5
 #: scsi_transport_iscsi.c iscsi_free_session); kernels whose destroy work runs on their
 #: one-at-a-time iscsi_destroy workqueue make the last of a mass logout wait for the others
 DESTROY_TIMEOUT = 30.0
+#: seconds between looks at sysfs while waiting for it: an event lost to a receive
+#: buffer overrun (ENOBUFS) must not hold a logout for DESTROY_TIMEOUT
+DESTROY_POLL = 0.25
 
 
 @dataclass(frozen=True)
@@ -771,10 +774,12 @@ async def scan_host(host_no: int, sysfs_root: str = "/sys", executor=None) -> No
                                                      host_no)
 
 
-async def logout(nl, handle: int, session: KernelSession, timeout: float) -> None:  # type: ignore[no-untyped-def]
+async def logout(nl, handle: int, session: KernelSession, timeout: float,  # type: ignore[no-untyped-def]
+                 sysfs_root: str = "/sys") -> None:
     """Unbind (devices removed), Logout PDU through the kernel, tear down, and return once
     the kernel reports the session destroyed (``session.destroyed``, set by the daemon on
-    KEVENT_DESTROY_SESSION), as iscsiadm's logout returns after iscsid's synchronous
+    KEVENT_DESTROY_SESSION; or its ``<sysfs_root>/class/iscsi_session/session<sid>`` found
+    gone, looked at every :data:`DESTROY_POLL` s), as iscsiadm's logout returns after iscsid's synchronous
     DESTROY_SESSION: a listing right after shows no session.  The loop never blocks on the
     destruction (DESTROY_SESSION_ASYNC); only this logout waits for it.
 
@@ -815,11 +820,18 @@ async def logout(nl, handle: int, session: KernelSession, timeout: float) -> Non
         session.pdu_waiter = None
     if not await force_teardown(nl, handle, sid, cid):
         return  # the kernel refused to destroy it (logged): no event will come
-    try:
-        await asyncio.wait_for(session.destroyed.wait(), DESTROY_TIMEOUT)
-    except asyncio.TimeoutError:
-        log.warning("session %d: the kernel has not reported it destroyed within %g s; "
-                    "its removal goes on", sid, DESTROY_TIMEOUT)
+    entry = os.path.join(sysfs_root, "class", "iscsi_session", f"session{sid}")
+    deadline = loop.time() + DESTROY_TIMEOUT
+    while not session.destroyed.is_set():
+        try:
+            await asyncio.wait_for(session.destroyed.wait(), DESTROY_POLL)
+        except asyncio.TimeoutError:
+            if not os.path.lexists(entry):
+                return
+            if loop.time() >= deadline:
+                log.warning("session %d: the kernel has not reported it destroyed within "
+                            "%g s; its removal goes on", sid, DESTROY_TIMEOUT)
+                return
 
 
 def _tear_down(knl, handle: int, sid: int, cid: int) -> bool:  # type: ignore[no-untyped-def]

@@ -822,7 +822,7 @@ class Daemon:
             timeout = min(timeout, 1.0)
         try:
             handle = await self.handle(session.node.transport)
-            await ks.logout(self.nl, handle, session, timeout)
+            await ks.logout(self.nl, handle, session, timeout, self.sysfs_root)
         except SessionError as exc:
             return {**desc, "ok": False, "code": exc.code, "message": str(exc)}
         if self.sessions.pop(sid, None) is not None:

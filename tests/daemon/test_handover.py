@@ -377,6 +377,13 @@ def _logout_node():
         "node.conn[0].port": "3260", "node.tpgt": "1"}))
 
 
+def _sysfs_with_session(tmp_path, sid=5):
+    """A sysfs root holding ``class/iscsi_session/session<sid>``; the entry's path."""
+    entry = tmp_path / "class" / "iscsi_session" / f"session{sid}"
+    entry.mkdir(parents=True)
+    return entry
+
+
 def _logged_in_session():
     from iscsictl.protocol.portal import Portal
 
@@ -405,7 +412,7 @@ class DestroyingKernel(Kernel):
 
 
 @pytest.mark.parametrize("unbind", ["answered", "unanswered"])
-def test_logout_unbinds_on_a_lane_sends_the_logout_then_tears_down(caplog, unbind):
+def test_logout_unbinds_on_a_lane_sends_the_logout_then_tears_down(caplog, unbind, tmp_path):
     """ks.logout: UNBIND_SESSION as a lane job, the Logout PDU through the loop's client (its
     answer comes as a RECV_PDU event), then the teardown job; a target that does not answer
     within the logout timeout is logged and the session torn down anyway, and so is an
@@ -418,10 +425,12 @@ def test_logout_unbinds_on_a_lane_sends_the_logout_then_tears_down(caplog, unbin
         nl = RecordingLanes(kernel, timeout=0.1)
         session.unbound.set()  # KEVENT_UNBIND_SESSION, as the daemon's event callback sets it
         try:
-            await ks.logout(nl, 3, session, 0.05)
+            await ks.logout(nl, 3, session, 0.05, str(tmp_path))
         finally:
             nl.knl.close()
         return nl, kernel
+
+    _sysfs_with_session(tmp_path)
 
     nl, kernel = asyncio.run(main())
     assert nl.jobs == [[E.UNBIND_SESSION], [E.STOP_CONN, E.DESTROY_CONN, E.DESTROY_SESSION_ASYNC]]
@@ -432,7 +441,7 @@ def test_logout_unbinds_on_a_lane_sends_the_logout_then_tears_down(caplog, unbin
     assert ("UNBIND_SESSION failed" in caplog.text) == (unbind == "unanswered")
 
 
-def test_logout_returns_once_the_kernel_reports_the_session_destroyed(caplog):
+def test_logout_returns_once_the_kernel_reports_the_session_destroyed(caplog, tmp_path):
     """DESTROY_SESSION_ASYNC is answered at once and the kernel removes the session after:
     the logout returns only when its KEVENT_DESTROY_SESSION has come (before, it returned
     at the answer, and a listing right after could still show the session; seen in the VM),
@@ -452,46 +461,66 @@ def test_logout_returns_once_the_kernel_reports_the_session_destroyed(caplog):
 
         ticker = asyncio.ensure_future(loop_runs())
         try:
-            await ks.logout(nl, 3, session, 0.05)
+            await ks.logout(nl, 3, session, 0.05, str(tmp_path))
             returned = loop.time()
         finally:
             ticker.cancel()
             nl.knl.close()
         return kernel.reported, returned, ticks
 
+    _sysfs_with_session(tmp_path)  # still listed until the event
     reported, returned, ticks = asyncio.run(main())
     assert reported is not None and returned >= reported
     assert sum(t >= reported - 0.3 for t in ticks) >= 5  # the loop turned while it waited
     assert "not reported it destroyed" not in caplog.text
 
 
-def _timed_logout(kernel) -> float:
-    """Seconds ks.logout takes against ``kernel`` (a fake that reports no destruction)."""
+def _timed_logout(kernel, sysfs_root, gone_after=None) -> float:
+    """Seconds ks.logout takes against ``kernel`` (a fake that reports no destruction);
+    ``gone_after``: seconds after which the session's sysfs entry is removed."""
     async def main():
+        loop = asyncio.get_running_loop()
         session = _logged_in_session()
         nl = RecordingLanes(kernel, timeout=0.1)
         session.unbound.set()
-        t = asyncio.get_running_loop().time()
+        if gone_after is not None:
+            loop.call_later(gone_after, (sysfs_root / "class/iscsi_session/session5").rmdir)
+        t = loop.time()
         try:
-            await ks.logout(nl, 3, session, 0.05)
+            await ks.logout(nl, 3, session, 0.05, str(sysfs_root))
         finally:
             nl.knl.close()
-        return asyncio.get_running_loop().time() - t
+        return loop.time() - t
 
     return asyncio.run(main())
 
 
-def test_a_destruction_never_reported_ends_the_wait_with_a_warning(caplog, monkeypatch):
-    monkeypatch.setattr(ks, "DESTROY_TIMEOUT", 0.2)
-    assert 0.2 <= _timed_logout(Kernel()) < 2
-    assert "session 5: the kernel has not reported it destroyed within 0.2 s" in caplog.text
+def test_a_destruction_never_reported_ends_the_wait_with_a_warning(caplog, monkeypatch,
+                                                                    tmp_path):
+    monkeypatch.setattr(ks, "DESTROY_TIMEOUT", 0.3)
+    monkeypatch.setattr(ks, "DESTROY_POLL", 0.05)
+    _sysfs_with_session(tmp_path)
+    assert 0.3 <= _timed_logout(Kernel(), tmp_path) < 2
+    assert "session 5: the kernel has not reported it destroyed within 0.3 s" in caplog.text
 
 
-def test_a_refused_destruction_is_not_waited_for(caplog, monkeypatch):
+def test_a_lost_destroy_event_ends_the_wait_when_sysfs_has_no_session(caplog, monkeypatch,
+                                                                       tmp_path):
+    """An event lost to a receive buffer overrun: the session's sysfs entry, looked at
+    every DESTROY_POLL s, ends the wait once it is gone, without a warning."""
+    monkeypatch.setattr(ks, "DESTROY_TIMEOUT", 5.0)
+    monkeypatch.setattr(ks, "DESTROY_POLL", 0.05)
+    _sysfs_with_session(tmp_path)
+    assert 0.2 <= _timed_logout(Kernel(), tmp_path, gone_after=0.2) < 1.0
+    assert "not reported it destroyed" not in caplog.text
+
+
+def test_a_refused_destruction_is_not_waited_for(caplog, monkeypatch, tmp_path):
     """Both destroy requests refused: no KEVENT_DESTROY_SESSION will come, so the logout
     does not wait for one (the refusal is logged)."""
     monkeypatch.setattr(ks, "DESTROY_TIMEOUT", 5.0)
+    _sysfs_with_session(tmp_path)
     assert _timed_logout(Kernel({E.DESTROY_SESSION_ASYNC: errno.ENOSYS,
-                                 E.DESTROY_SESSION: errno.EBUSY})) < 1.0
+                                 E.DESTROY_SESSION: errno.EBUSY}), tmp_path) < 1.0
     assert "session 5: DESTROY_SESSION failed" in caplog.text
     assert "not reported it destroyed" not in caplog.text
