@@ -778,10 +778,12 @@ async def logout(nl, handle: int, session: KernelSession, timeout: float,  # typ
                  sysfs_root: str = "/sys") -> None:
     """Unbind (devices removed), Logout PDU through the kernel, tear down, and return once
     the kernel reports the session destroyed (``session.destroyed``, set by the daemon on
-    KEVENT_DESTROY_SESSION; or its ``<sysfs_root>/class/iscsi_session/session<sid>`` found
-    gone, looked at every :data:`DESTROY_POLL` s), as iscsiadm's logout returns after iscsid's synchronous
+    KEVENT_DESTROY_SESSION), as iscsiadm's logout returns after iscsid's synchronous
     DESTROY_SESSION: a listing right after shows no session.  The loop never blocks on the
-    destruction (DESTROY_SESSION_ASYNC); only this logout waits for it.
+    destruction (DESTROY_SESSION_ASYNC); only this logout waits for it.  Should the event
+    be lost (a receive buffer overrun), the session's
+    ``<sysfs_root>/class/iscsi_session/session<sid>``, looked at every :data:`DESTROY_POLL`
+    s, ends the wait once it is gone.
 
     Each wait for the target is bounded by ``timeout`` (node.conn[0].timeo.logout_timeout):
     the kernel may skip KEVENT_UNBIND_SESSION for a session already unbinding,
