@@ -48,6 +48,7 @@ from iscsictl.netlink import (
     IscsiKernelError,
     IscsiNetlink,
     IscsiNetlinkError,
+    IscsiParam,
     NetlinkClosedError,
     StopConnFlag,
 )
@@ -333,18 +334,25 @@ async def userspace_login(
     raise SessionError(5, f"login redirected more than {MAX_REDIRECTS} times")
 
 
+#: parameters whose value a refusal's message must not show
+SECRET_PARAMS = frozenset({IscsiParam.PASSWORD, IscsiParam.PASSWORD_IN})
+
+
 def _held(params: list[tuple[int, str]], results: list) -> dict[int, str | None]:
     """What the kernel holds after a SET_PARAM batch, ``{param: value}`` with None for an
     OPTIONAL one it does not implement (ENOSYS/EINVAL: ISID, IFMARKER_EN, OFMARKER_EN on
-    6.1).  The first refusal of a required one raises."""
+    6.1).  The first refusal of a required one raises IscsiKernelError, its ``op`` naming
+    the parameter and the value."""
     held: dict[int, str | None] = {}
     for (param, value), exc in zip(params, results):
         if exc is None:
             held[param] = value
         elif exc.errno in (errno.ENOSYS, errno.EINVAL) and param in OPTIONAL:
             held[param] = None
-        else:
-            raise exc
+        else:  # named with its value: "SET_PARAM MAX_R2T=3" (iscsi_tcp: powers of two only)
+            shown = "********" if param in SECRET_PARAMS else value
+            raise IscsiKernelError(exc.errno, f"SET_PARAM {IscsiParam(param).name}={shown}",
+                                   exc.source) from exc
     return held
 
 
@@ -522,8 +530,8 @@ async def establish(
             params, host_params(rec), ids, scan))
         try:
             ids, cid, held, started_scan = job.result()
-        except HandoverFailed as failed:
-            await force_teardown(nl, handle, failed.sid, 0)
+        except HandoverFailed as failed:  # gone (synchronously: no devices) when reported
+            await force_teardown(nl, handle, failed.sid, 0, synchronous=True)
             if isinstance(failed.cause, IscsiKernelError):
                 raise SessionError(9, f"the kernel refused the session: {failed.cause}") from None
             raise failed.cause from None
@@ -836,7 +844,8 @@ async def logout(nl, handle: int, session: KernelSession, timeout: float,  # typ
                 return
 
 
-def _tear_down(knl, handle: int, sid: int, cid: int) -> bool:  # type: ignore[no-untyped-def]
+def _tear_down(knl, handle: int, sid: int, cid: int,  # type: ignore[no-untyped-def]
+               synchronous: bool = False) -> bool:
     """:func:`force_teardown`'s requests, blocking, on a netlink lane (``knl``: IscsiNetlink).
     Each one is sent whatever the one before answered, refused or left unanswered
     (ReplyTimeout); only a closed socket stops them.  Whether the kernel took the
@@ -850,9 +859,11 @@ def _tear_down(knl, handle: int, sid: int, cid: int) -> bool:  # type: ignore[no
         except IscsiNetlinkError as exc:
             log.debug("session %d: %s: %s", sid, op.__name__, exc)
     # the kernel's own work removes the session (ASYNC), else this request does (a kernel
-    # without DESTROY_SESSION_ASYNC, or one that did not answer it)
-    for name, destroy in (("DESTROY_SESSION_ASYNC", knl.destroy_session_async),
-                          ("DESTROY_SESSION", knl.destroy_session)):
+    # without DESTROY_SESSION_ASYNC, or one that did not answer it); ``synchronous``: the
+    # other way round
+    destroys = [("DESTROY_SESSION_ASYNC", knl.destroy_session_async),
+                ("DESTROY_SESSION", knl.destroy_session)]
+    for name, destroy in destroys[::-1] if synchronous else destroys:
         try:
             destroy(handle, sid)
             return True
@@ -865,10 +876,16 @@ def _tear_down(knl, handle: int, sid: int, cid: int) -> bool:  # type: ignore[no
     return False
 
 
-async def force_teardown(nl, handle: int, sid: int, cid: int) -> bool:  # type: ignore[no-untyped-def]
+async def force_teardown(nl, handle: int, sid: int, cid: int,  # type: ignore[no-untyped-def]
+                         synchronous: bool = False) -> bool:
     """STOP_CONN(TERM), DESTROY_CONN, DESTROY_SESSION(_ASYNC), each error
     logged and passed: a stuck or half-torn-down session can always be removed.  Returns
     whether the kernel took the destruction (its KEVENT_DESTROY_SESSION follows).
+
+    ``synchronous``: DESTROY_SESSION first (its answer comes once the session and its host
+    are removed; the kernel's netlink requests wait meanwhile), for a session without
+    devices whose failure is reported next (a refused handover), as a failed login's
+    session is (``_discard``); DESTROY_SESSION_ASYNC is the fallback.
 
     The three run as one job on a netlink lane (its own socket, no turn of the event loop
     between them), not one by one through the loop's socket, whose one-request-at-a-time
@@ -876,4 +893,4 @@ async def force_teardown(nl, handle: int, sid: int, cid: int) -> bool:  # type: 
     turns (`-U all` of 32 in the VM: 1.27 s against 1.69 s).  A cancelled teardown still
     runs to its end, then raises CancelledError.  Raises NetlinkClosedError (the daemon
     stops); a refused or unanswered request is logged."""
-    return bool(await _lane_job(nl, _tear_down, handle, sid, cid))
+    return bool(await _lane_job(nl, _tear_down, handle, sid, cid, synchronous))

@@ -122,7 +122,19 @@ def test_required_param_refused_is_a_failure_with_the_sid():
     with pytest.raises(ks.HandoverFailed) as e:
         hand_over(kernel)
     assert e.value.sid == 5
-    assert (e.value.cause.op, e.value.cause.errno) == ("SET_PARAM", errno.EINVAL)
+    assert (e.value.cause.op, e.value.cause.errno) == ("SET_PARAM MAX_RECV_DLENGTH=262144",
+                                                        errno.EINVAL)
+
+
+def test_a_refused_secret_is_named_without_its_value():
+    kernel = Kernel(refuse={IscsiParam.PASSWORD: errno.EINVAL})
+    knl = IscsiNetlink(kernel.transport, timeout=1)
+    try:
+        with pytest.raises(ks.HandoverFailed) as e:
+            ks._hand_over(knl, 3, 17, 128, 32, 42, [(IscsiParam.PASSWORD, "s3cr3t-pass")])
+    finally:
+        knl.close()
+    assert "SET_PARAM PASSWORD=********" in str(e.value) and "s3cr3t" not in str(e.value)
 
 
 def test_create_session_failure_has_nothing_to_tear_down():
@@ -266,6 +278,30 @@ def test_a_login_ending_at_another_cmdsn_gets_a_session_made_for_it(monkeypatch)
     creates = [r for r in kernel.requests if r["type"] == E.CREATE_SESSION]
     assert [r["initial_cmdsn"] for r in creates] == [ks.INITIAL_CMDSN, ks.INITIAL_CMDSN + 1]
     assert [r["type"] for r in kernel.requests][1] == E.DESTROY_SESSION
+
+
+def test_a_refused_handover_is_torn_down_synchronously_before_the_failure(monkeypatch):
+    """The session has no device yet: DESTROY_SESSION (answered once the session and its
+    host are gone), not DESTROY_SESSION_ASYNC, so that a listing right after the failure
+    shows no session."""
+    from iscsictl.daemon.errors import SessionError
+
+    kernel = Kernel({E.BIND_CONN: errno.EBADF})
+    with pytest.raises(SessionError) as e:
+        establish(kernel, monkeypatch)
+    assert e.value.code == 9 and "Bad file descriptor" in e.value.args[0]
+    assert [(r["type"], r.get("sid")) for r in kernel.requests][-3:] == [
+        (E.STOP_CONN, 5), (E.DESTROY_CONN, 5), (E.DESTROY_SESSION, 5)]
+
+
+def test_a_synchronous_teardown_falls_back_to_the_asynchronous_destroy():
+    kernel = Kernel({E.DESTROY_SESSION: errno.ENOSYS})
+    nl = RecordingLanes(kernel)
+    try:
+        assert asyncio.run(ks.force_teardown(nl, 3, 5, 0, synchronous=True))
+    finally:
+        nl.knl.close()
+    assert nl.jobs == [[E.STOP_CONN, E.DESTROY_CONN, E.DESTROY_SESSION, E.DESTROY_SESSION_ASYNC]]
 
 
 # ---- teardown and logout: the kernel's requests as lane jobs ----------------------------------

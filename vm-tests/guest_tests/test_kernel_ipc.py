@@ -91,3 +91,22 @@ def test_logout_returns_when_the_kernel_session_is_gone(lio, daemon):
         assert iscsi_sessions() == []
         assert not Path(f"/sys/class/scsi_host/{host}").exists()
         assert not Path(f"/sys/block/{os.path.basename(dev)}").exists()
+
+
+def test_a_handover_the_kernel_refuses_leaves_no_session(lio, daemon):
+    """iscsi_tcp takes only a power of two for MaxOutstandingR2T (iscsi_tcp_set_max_r2t:
+    SET_PARAM(MAX_R2T) "3" -> EINVAL), so a login that negotiated 3 with LIO is refused at
+    the handover, after CREATE_SESSION made a session and its SCSI host.  The daemon
+    reports 9, and by its answer the kernel has neither left (a synchronous
+    DESTROY_SESSION, as for a failed login's session)."""
+    t = lio.create("iqn.2003-01.org.example.vm:r2t", luns=[8 * MIB],
+                   params={"MaxOutstandingR2T": 3})
+    hosts = sorted(os.listdir("/sys/class/scsi_host"))
+    for _ in range(3):
+        res = daemon.client.call("login", initiator_name=INITIATOR, records=[
+            record(t.iqn, **{"node.session.iscsi.MaxOutstandingR2T": "3"})])
+        assert not res[0]["ok"] and res[0]["code"] == 9, res
+        assert "refused the session" in res[0]["message"], res
+        assert "SET_PARAM MAX_R2T=3: EINVAL" in res[0]["message"], res
+        assert iscsi_sessions() == []
+        assert sorted(os.listdir("/sys/class/scsi_host")) == hosts
