@@ -220,19 +220,26 @@ def discover(args, o, ops, from_db: bool, missing_code: int = E.IDBM) -> int:
     db = open_db(args, o)
     persistent = "nonpersistent" not in ops
 
-    def discovery_record():
+    def discovery_record(defer: bool = False):  # -> (record, _Deferred write or None)
         try:
-            return db.read_discovery(did)
+            return db.read_discovery(did), None
         except RecordNotFound:
             if from_db and missing_code != E.IDBM:
                 raise _not_found(did, missing_code) from None
-            return db.create_discovery(did) if persistent else db.new_discovery_record(did)
+            rec = db.new_discovery_record(did)
+            if not persistent:
+                return rec, None
+            if not defer:
+                return db.store_discovery(did, rec), None
+            return rec, _Deferred(lambda: db.store_discovery(did, rec))
 
-    rec = discovery_record() if from_db else None  # -D: made before the ifaces are read
+    # -D: made before the ifaces are read; else written while the target answers the login
+    rec, stored = discovery_record() if from_db else (None, None)
     ifaces = _discovery_ifaces(db, args.interface, o)
     if not ifaces:
         return E.NO_OBJS_FOUND
-    rec = rec or discovery_record()
+    if rec is None:
+        rec, stored = discovery_record(defer=True)
 
     from ..discovery.sendtargets import DiscoveryPolicy
     from ._common import text_values
@@ -240,7 +247,11 @@ def discover(args, o, ops, from_db: bool, missing_code: int = E.IDBM) -> int:
     policy = DiscoveryPolicy.from_record(values)
     # each exchange's Logout is on the wire while the records are written; awaited after
     with contextlib.ExitStack() as logouts:
-        found = _send_targets(args, o, did, p, ifaces, values, policy, logouts)
+        try:
+            found = _send_targets(args, o, did, p, ifaces, values, policy, logouts, stored)
+        finally:  # the record is stored whatever the exchange did; its failure comes first
+            if stored is not None:
+                stored.result()
         result = _apply(db, did, found, ops) if persistent else None
     if result is not None:
         for nid, err in result.failed:
@@ -267,10 +278,36 @@ def discover(args, o, ops, from_db: bool, missing_code: int = E.IDBM) -> int:
     return rc
 
 
+class _Deferred:
+    """``fn()`` run once: when called (a login's ``meanwhile``), or at the latest by
+    :meth:`result`, which returns its value or raises what it raised."""
+
+    __slots__ = ("fn", "outcome")
+
+    def __init__(self, fn) -> None:  # type: ignore[no-untyped-def]
+        self.fn, self.outcome = fn, None
+
+    def __call__(self) -> None:
+        if self.outcome is None:
+            try:
+                self.outcome = (True, self.fn())
+            except Exception as exc:  # noqa: BLE001 - kept for result()
+                self.outcome = (False, exc)
+
+    def result(self):  # type: ignore[no-untyped-def]
+        self()
+        ok, value = self.outcome
+        if not ok:
+            raise value
+        return value
+
+
 def _send_targets(args, o, did, p, ifaces, values, policy,  # type: ignore[no-untyped-def]
-                  logouts: contextlib.ExitStack) -> list:
-    """One SendTargets exchange per iface (any failure is a CliError, before a record is
-    written); the NodeIDs found.  Each exchange's Logout waits in ``logouts``."""
+                  logouts: contextlib.ExitStack, meanwhile: _Deferred | None = None) -> list:
+    """One SendTargets exchange per iface (any failure is a CliError, before a node record
+    is written); the NodeIDs found.  Each exchange's Logout waits in ``logouts``;
+    ``meanwhile`` runs while the first target answers a Login PDU (see
+    :func:`~iscsictl.discovery.sendtargets.discovering`)."""
     from ..db.store import NodeID
     from ..discovery.sendtargets import discovering
     from ..protocol.config import LoginConfig
@@ -288,7 +325,8 @@ def _send_targets(args, o, did, p, ifaces, values, policy,  # type: ignore[no-un
                              E.INVAL) from None
         try:
             targets = logouts.enter_context(
-                discovering(p.address, p.port, cfg, policy, log=o.error, iface=iface))
+                discovering(p.address, p.port, cfg, policy, log=o.error, iface=iface,
+                            meanwhile=meanwhile))
         except RetriesExceeded as e:
             raise E.CliError(
                 f"Could not perform SendTargets discovery: {E.err_to_str(e.exit_code)}",

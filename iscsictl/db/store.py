@@ -790,6 +790,12 @@ class NodeDB:
         rec = self.new_discovery_record(did)
         for k, v in (values or {}).items():
             rec.set(k, v)
+        return self.store_discovery(did, rec, overwrite=overwrite)
+
+    def store_discovery(self, did: DiscoveryID, rec: Record, *,
+                        overwrite: bool = True) -> Record:
+        """Write ``rec`` (made by :meth:`new_discovery_record`) as ``did``'s discovery
+        record, as :meth:`create_discovery` does; ``rec`` itself, its ``path`` set."""
         path = self.discovery_path(did)
         with self.record_lock("disc\0" + path):
             with self.db_lock():

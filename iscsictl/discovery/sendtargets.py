@@ -63,11 +63,12 @@ class DiscoveryPolicy:
 
 
 def _exchange(host: str, port: int, config: LoginConfig, policy: DiscoveryPolicy,
-              iface: Mapping[str, str] | None) -> tuple[Connection, list[DiscoveredTarget]]:
+              iface: Mapping[str, str] | None, meanwhile: Callable[[], object] | None = None
+              ) -> tuple[Connection, list[DiscoveredTarget]]:
     """One attempt, through ``iface``'s network device when it binds one
     (:mod:`iscsictl.transport.iface`): log in and ask SendTargets=All.  The logged-in
     connection (the caller closes it) and the targets.  Raises the transport errors."""
-    conn = login(host, port, config, iface=iface)
+    conn = login(host, port, config, iface=iface, meanwhile=meanwhile)
     try:
         pairs = conn.text([("SendTargets", "All")], policy.active_timeout)
         try:
@@ -106,19 +107,30 @@ def discovering(host: str, port: int, config: LoginConfig,
                 policy: DiscoveryPolicy | None = None, *,
                 log: Callable[[str], None] | None = None,
                 sleep: Callable[[float], None] = time.sleep,
-                iface: Mapping[str, str] | None = None) -> Iterator[list[DiscoveredTarget]]:
+                iface: Mapping[str, str] | None = None,
+                meanwhile: Callable[[], object] | None = None
+                ) -> Iterator[list[DiscoveredTarget]]:
     """:func:`send_targets` as a context manager: ``with discovering(...) as targets:``.
     The Logout is sent before the block runs and its response awaited when the block ends
     (not when it raises), so that work done with the targets (writing records) overlaps
-    the target's side of the logout.  Raises as :func:`send_targets`, on entry."""
+    the target's side of the logout.  Raises as :func:`send_targets`, on entry.
+
+    ``meanwhile()`` runs at most once, while the target answers the first Login PDU that
+    goes out (:meth:`~iscsictl.transport.tcp.Connection.login`); not at all when no
+    attempt gets that far.  What it raises propagates unchanged, not retried."""
     policy = policy or DiscoveryPolicy()
     attempts = 1 + max(0, policy.reopen_max)
     last: Exception | None = None
+    pending = [meanwhile] if meanwhile is not None else []
+
+    def once() -> None:
+        if pending:
+            pending.pop()()
     for attempt in range(attempts):
         if attempt:
             sleep(policy.retry_delay)
         try:
-            conn, targets = _exchange(host, port, config, policy, iface)
+            conn, targets = _exchange(host, port, config, policy, iface, once)
             break
         except (RetryableLoginError, TransportError) as e:
             last = e

@@ -21,8 +21,9 @@ from __future__ import annotations
 import os
 import socket
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
 from ..protocol.chap import AuthenticationError
 from ..protocol.config import LoginConfig
@@ -64,6 +65,19 @@ class Endpoint:
     def __str__(self) -> str:
         a = f"[{self.address}]" if ":" in self.address else self.address
         return f"{a}:{self.port}"
+
+
+@contextmanager
+def _login_errors(what: str) -> Iterator[None]:
+    """The login machine's errors as the transport's: LoginAuthFailed, LoginFailed."""
+    try:
+        yield
+    except AuthenticationError as e:
+        raise LoginAuthFailed(f"{what}: authentication failed: {e}") from None
+    except ISCSIProtocolError as e:
+        raise LoginFailed(f"{what}: {e}") from None
+    except ValueError as e:  # bad configuration (e.g. empty CHAP secret)
+        raise LoginFailed(f"{what}: {e}") from None
 
 
 class Connection:
@@ -163,15 +177,23 @@ class Connection:
 
     # ---- login -----------------------------------------------------------------------
     def login(self, config: LoginConfig, isid: bytes | None = None, *, itt: int = 0,
-              warn=None) -> LoginSuccess | LoginRedirect:
+              warn=None, meanwhile: Callable[[], object] | None = None
+              ) -> LoginSuccess | LoginRedirect:
         """Log in on this connection.  Returns LoginSuccess (then full feature phase) or
         LoginRedirect.  Raises LoginAuthFailed (24), FatalLoginError (19), LoginFailed (5),
-        TransportTimeout (8), ConnectionClosed (4)."""
+        TransportTimeout (8), ConnectionClosed (4).
+
+        ``meanwhile()``, when given, runs once the first Login PDU is sent, before its
+        response is read: the caller's own work (writing a record) overlaps the target's.
+        What it raises propagates unchanged."""
         m = LoginMachine(config, isid=isid or new_isid(), itt=itt, rng=os.urandom, warn=warn)
         what = f"login to {self.endpoint}"
-        try:
+        with _login_errors(what):
             m.start(time.monotonic())
             self._send(m.data_to_send(), what)
+        if meanwhile is not None:
+            meanwhile()
+        with _login_errors(what):
             outcome = None
             while outcome is None:
                 deadline = m.deadline if m.deadline is not None \
@@ -188,12 +210,6 @@ class Connection:
                 out = m.data_to_send()
                 if out:
                     self._send(out, what)
-        except AuthenticationError as e:
-            raise LoginAuthFailed(f"{what}: authentication failed: {e}") from None
-        except ISCSIProtocolError as e:
-            raise LoginFailed(f"{what}: {e}") from None
-        except ValueError as e:  # bad configuration (e.g. empty CHAP secret)
-            raise LoginFailed(f"{what}: {e}") from None
         if isinstance(outcome, LoginRejected):
             msg = f"{what}: {outcome.message}"
             if outcome.status in _AUTH_STATUSES:
@@ -304,16 +320,20 @@ class Connection:
 
 def login(host: str, port: int, config: LoginConfig, *, isid: bytes | None = None,
           max_redirects: int = DEFAULT_MAX_REDIRECTS, warn=None,
-          iface: Mapping[str, str] | None = None) -> Connection:
+          iface: Mapping[str, str] | None = None,
+          meanwhile: Callable[[], object] | None = None) -> Connection:
     """Connect (through ``iface``'s device, if it binds one) and log in, following at most
     ``max_redirects`` redirects.  The connect timeout is ``config.login_timeout``.  Returns
     a logged-in Connection (close it).  Raises the errors of :meth:`Connection.open` and
-    :meth:`Connection.login`; LoginFailed when the redirect limit is passed."""
+    :meth:`Connection.login`; LoginFailed when the redirect limit is passed.
+    ``meanwhile``: as in :meth:`Connection.login`, on the first connection only (not run
+    when it cannot be made)."""
     isid = isid or new_isid()
     for _ in range(max_redirects + 1):
         conn = Connection.open(host, port, config.login_timeout, iface)
         try:
-            out = conn.login(config, isid, warn=warn)
+            out = conn.login(config, isid, warn=warn, meanwhile=meanwhile)
+            meanwhile = None
         except BaseException:
             conn.close()
             raise

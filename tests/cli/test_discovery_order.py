@@ -28,6 +28,7 @@ class HeldTarget:
             targets=[(t, ["127.0.0.1:3260,1"]) for t in TARGETS]))
         self.until = {"login": login_until, "logout": logout_until}
         self.held: dict[str, bool] = {}
+        self.holding = {"login": threading.Event(), "logout": threading.Event()}
         self.closed_while_held = False
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
@@ -54,6 +55,7 @@ class HeldTarget:
                 pass
 
     def _hold(self, conn: socket.socket, what: str) -> None:
+        self.holding[what].set()
         deadline = time.monotonic() + 5
         while not self.until[what]() and time.monotonic() < deadline:
             if select.select([conn], [], [], 0.005)[0] and not conn.recv(1, socket.MSG_PEEK):
@@ -122,3 +124,27 @@ def test_a_discovery_record_that_cannot_be_written_is_a_db_error(cli):
     assert r.rc == 6 and "Could not perform SendTargets discovery" not in r.err, r.err
     assert "cannot create lock dir" in r.err
     assert not os.path.exists(os.path.join(cli.root, "nodes"))
+
+
+def test_meanwhile_runs_between_the_login_request_and_its_response():
+    """discovering()'s ``meanwhile`` (the discovery record's write) runs once the target
+    holds the Login Request and before its response is read (the target holds it until
+    then), and only once."""
+    from iscsictl.discovery.sendtargets import discovering
+    from iscsictl.protocol.config import LoginConfig
+
+    ran = threading.Event()
+    calls = []
+
+    def meanwhile():
+        calls.append(target.holding["login"].wait(5))
+        ran.set()
+
+    target = HeldTarget(login_until=ran.is_set)
+    try:
+        cfg = LoginConfig.from_discovery({}, "iqn.2026-11.org.example:i")
+        with discovering("127.0.0.1", target.port, cfg, meanwhile=meanwhile) as found:
+            assert sorted(t.name for t in found) == TARGETS
+    finally:
+        target.close()
+    assert calls == [True] and target.held["login"] is True
