@@ -185,7 +185,7 @@ class Connection:
 
         ``meanwhile()``, when given, runs once the first Login PDU is sent, before its
         response is read: the caller's own work (writing a record) overlaps the target's.
-        What it raises propagates unchanged."""
+        Its time counts against the login's timeout; what it raises propagates unchanged."""
         m = LoginMachine(config, isid=isid or new_isid(), itt=itt, rng=os.urandom, warn=warn)
         what = f"login to {self.endpoint}"
         with _login_errors(what):
