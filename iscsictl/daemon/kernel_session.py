@@ -69,7 +69,8 @@ from iscsictl.protocol.portal import Portal
 from iscsictl.transport.iface import BindError, bind_socket, iface_initiator_name
 
 from .errors import SessionError
-from .params import OPTIONAL, ParamContext, negotiated_params, relogin_changes, session_params
+from .params import (OPTIONAL, SECRET_PARAMS, ParamContext, negotiated_params, relogin_changes,
+                     session_params)
 
 __all__ = ["KernelSession", "NodeTarget", "connect", "establish", "logout", "force_teardown",
            "rejected_code", "relogin", "stop_conn_recover"]
@@ -332,10 +333,6 @@ async def userspace_login(
             if not ok:
                 sock.close()
     raise SessionError(5, f"login redirected more than {MAX_REDIRECTS} times")
-
-
-#: parameters whose value a refusal's message must not show
-SECRET_PARAMS = frozenset({IscsiParam.PASSWORD, IscsiParam.PASSWORD_IN})
 
 
 def _held(params: list[tuple[int, str]], results: list) -> dict[int, str | None]:

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from iscsictl.netlink import IscsiParam as P
 from iscsictl.protocol.negotiation import NegotiatedParameters
 
-__all__ = ["ParamContext", "OPTIONAL", "SESSION_OBJECT_PARAMS", "RELOGIN_ALWAYS", "session_params",
-           "negotiated_params", "relogin_changes", "adopted_record", "AUTH_ATTRS", "ADOPTION_ATTRS"]
+__all__ = ["ParamContext", "OPTIONAL", "SECRET_PARAMS", "SESSION_OBJECT_PARAMS", "RELOGIN_ALWAYS",
+           "session_params", "negotiated_params", "relogin_changes", "adopted_record",
+           "AUTH_ATTRS", "ADOPTION_ATTRS"]
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,10 @@ SESSION_OBJECT_PARAMS = frozenset({
 RELOGIN_ALWAYS = frozenset({
     P.HDRDGST_EN, P.DATADGST_EN, P.EXP_STATSN, P.MAX_RECV_DLENGTH, P.MAX_XMIT_DLENGTH,
 })
+
+#: parameters carrying a CHAP secret (node.session.auth.password, password_in): a refusal's
+#: message names them without their value
+SECRET_PARAMS = frozenset({P.PASSWORD, P.PASSWORD_IN})
 
 #: parameters a transport may not implement (ENOSYS is then ignored)
 OPTIONAL = frozenset({P.ISID, P.IFMARKER_EN, P.OFMARKER_EN, P.FAST_ABORT, P.IFACE_NAME,
