@@ -32,6 +32,7 @@ from pathlib import Path
 sys.path[:0] = [str(Path(__file__).resolve().parent)]
 import lio  # noqa: E402
 from cli import VENV_BIN, Cli, disk_count, sessions_in_sysfs  # noqa: E402
+from devwatch import DiskNodeWatch  # noqa: E402
 from openiscsi import etc_on_tmpfs  # noqa: E402
 from iscsictld import START_TIMEOUT, Iscsictld  # noqa: E402
 
@@ -45,13 +46,17 @@ RESULTS = Path(os.environ.get("ISCSICTL_VM_RESULTS", "/results"))
 PORTAL = "127.0.0.1"
 
 
+_watch: DiskNodeWatch | None = None
+
+
 def disks_present(n: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if disk_count() >= n:
-            return
-        time.sleep(0.005)
-    raise RuntimeError(f"{n} disks not present after {timeout} s")
+    """Return as soon as ``n`` SCSI disks' device nodes exist (:mod:`devwatch`: the moment
+    the kernel adds each disk, seen through inotify, not a poll's next look); RuntimeError
+    after ``timeout`` s."""
+    global _watch
+    if _watch is None:
+        _watch = DiskNodeWatch()
+    _watch.wait(n, timeout)
 
 
 def no_disks(timeout: float = 60) -> None:
