@@ -14,11 +14,15 @@ import errno
 import os
 import re
 import select
+import struct
 import time
 
 IN_CREATE = 0x00000100  # <sys/inotify.h>
+IN_Q_OVERFLOW = 0x00004000  # events were dropped: count again
 IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
+#: struct inotify_event's fixed part: wd, mask, cookie, len (the name's padded length)
+EVENT = struct.Struct("iIII")
 #: a whole SCSI disk's node (sda, sdab), not a partition's (sda1) nor sg/bsg
 DISK = re.compile(r"sd[a-z]+\Z")
 
@@ -48,27 +52,40 @@ class DiskNodeWatch:
 
     def wait(self, n: int, timeout: float) -> list[str]:
         """Return the disks' nodes once ``dev`` holds at least ``n``; RuntimeError after
-        ``timeout`` s.  Counts again after each batch of creations (any name: cheap)."""
+        ``timeout`` s.  Lists ``dev`` again only after a disk's node was created (the
+        ``sg``/``bsg`` nodes of the same devices wake it too: ~600 entries under 256
+        sessions)."""
         deadline = time.monotonic() + timeout
-        while True:
-            nodes = disk_nodes(self.dev)
-            if len(nodes) >= n:
-                return nodes
+        nodes = disk_nodes(self.dev)
+        while len(nodes) < n:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise RuntimeError(f"{n} disks not present after {timeout} s ({len(nodes)} are)")
             select.select([self.fd], [], [], left)
-            self._drain()
+            if self._disk_created() or time.monotonic() >= deadline:
+                nodes = disk_nodes(self.dev)
+        return nodes
 
-    def _drain(self) -> None:
+    def _disk_created(self) -> bool:
+        """Read the queued events; whether one names a disk's node, or events were lost
+        (struct inotify_event: wd, mask, cookie, len, then the NUL-padded name)."""
+        created = False
         while True:
             try:
-                if not os.read(self.fd, 65536):
-                    return
+                buf = os.read(self.fd, 65536)
             except OSError as exc:
                 if exc.errno in (errno.EAGAIN, errno.EINTR):
-                    return
+                    return created
                 raise
+            if not buf:
+                return created
+            pos = 0
+            while pos + EVENT.size <= len(buf):
+                _wd, mask, _cookie, length = EVENT.unpack_from(buf, pos)
+                name = buf[pos + EVENT.size:pos + EVENT.size + length].rstrip(b"\0")
+                created = (created or bool(mask & IN_Q_OVERFLOW)
+                           or DISK.match(name.decode(errors="replace")) is not None)
+                pos += EVENT.size + length
 
     def close(self) -> None:
         if self.fd >= 0:
