@@ -17,6 +17,8 @@ import select
 import struct
 import time
 
+from iscsictl.libc import function
+
 IN_CREATE = 0x00000100  # <sys/inotify.h>
 IN_Q_OVERFLOW = 0x00004000  # events were dropped: count again
 IN_NONBLOCK = os.O_NONBLOCK
@@ -40,12 +42,11 @@ class DiskNodeWatch:
 
     def __init__(self, dev: str = "/dev") -> None:
         self.dev = dev
-        libc = ctypes.CDLL(None, use_errno=True)
-        self.fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        self.fd = function("inotify_init1")(IN_NONBLOCK | IN_CLOEXEC)
         if self.fd < 0:
             err = ctypes.get_errno()
             raise OSError(err, f"inotify_init1: {os.strerror(err)}")
-        if libc.inotify_add_watch(self.fd, dev.encode(), IN_CREATE) < 0:
+        if function("inotify_add_watch")(self.fd, dev.encode(), IN_CREATE) < 0:
             err = ctypes.get_errno()
             os.close(self.fd)
             raise OSError(err, f"inotify_add_watch {dev}: {os.strerror(err)}")
