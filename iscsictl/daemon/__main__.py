@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import fcntl
 import logging
 import logging.handlers
 import os
@@ -21,41 +20,9 @@ import sys
 
 from iscsictl.ipc import socket_path
 
+from .instance import LOCK_FILE, iscsid_running, take_lock
 from .protect import protect_daemon
 from .service import Daemon
-
-LOCK_FILE = "/run/iscsictld.pid"
-ISCSID_ABSTRACT = "\0ISCSIADM_ABSTRACT_NAMESPACE"
-
-
-def iscsid_running() -> bool:
-    """True when open-iscsi's iscsid answers on its abstract socket."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.connect(ISCSID_ABSTRACT)
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
-def take_lock(path: str) -> int:
-    """An fcntl lock that dies with us; exits with a message naming the holder."""
-    try:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        hint = " (iscsictld runs as root: it needs CAP_SYS_ADMIN)" if exc.errno == 13 else ""
-        sys.exit(f"iscsictld: cannot open the lock file {path}: {exc.strerror}{hint}")
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-        sys.exit(f"iscsictld: another iscsictld (pid {holder}) is running ({path})")
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
 
 
 def sd_notify(message: str) -> None:

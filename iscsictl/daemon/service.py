@@ -206,7 +206,8 @@ class Daemon:
     """The session owner.
 
     Args:
-        socket_path: the IPC socket (mode 0600, root only).
+        socket_path: the IPC socket (mode 0600, root only); None: no IPC (a daemon in
+            another program's process, as ``iscsictl-start``'s, serves nobody).
         sysfs_root: for tests with fixture trees.
         state_dir: where session identities (ISIDs) survive a restart.
         db_root, config_root: the node database and iscsid.conf/initiatorname
@@ -214,7 +215,7 @@ class Daemon:
         autostart: log in to node.startup=automatic records when starting.
     """
 
-    def __init__(self, socket_path: str, sysfs_root: str = "/sys",
+    def __init__(self, socket_path: str | None, sysfs_root: str = "/sys",
                  state_dir: str = "/run/iscsictl", db_root: str | None = None,
                  config_root: str | None = None, autostart: bool = True) -> None:
         self.socket_path = socket_path
@@ -257,9 +258,10 @@ class Daemon:
             self.nl = AsyncIscsiNetlink(event_callback=self._on_event, lane_nice=LANE_NICE)
         self.nl.start()
         self._adopt()
-        self.listen()
-        log.info("iscsictld ready on %s (%d session(s) adopted)", self.socket_path,
-                 len(self.sessions))
+        if self.socket_path is not None:
+            self.listen()
+        log.info("iscsictld ready on %s (%d session(s) adopted)",
+                 self.socket_path or "no IPC socket", len(self.sessions))
         for s in self.sessions.values():
             if s.conn_state == "FAILED":
                 self._start_recovery(s, "failed while no daemon ran", failed_earlier=True)
@@ -269,6 +271,7 @@ class Daemon:
     def listen(self) -> None:
         """Serve the CLI on ``socket_path`` (0600; a stale socket there is replaced).
         Raises OSError when it cannot be bound."""
+        assert self.socket_path is not None, "a Daemon(None) serves no IPC"
         path = Path(self.socket_path)
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_socket():
@@ -305,10 +308,11 @@ class Daemon:
             self.nl.close()
             self.nl = None
         self._scan_pool.shutdown(wait=False, cancel_futures=True)
-        try:
-            Path(self.socket_path).unlink()
-        except FileNotFoundError:
-            pass
+        if self.socket_path is not None:
+            try:
+                Path(self.socket_path).unlink()
+            except FileNotFoundError:
+                pass
         self._stopped.set()
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:

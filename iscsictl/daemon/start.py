@@ -103,21 +103,19 @@ def _apply_params(records: list, params: list[str]) -> None:
 
 
 async def _login_here(records: list[dict[str, str]], initiator_name: str) -> list[dict[str, Any]]:
-    """The logins through an in-process iscsictld that serves nobody (its socket is a
-    private one) and leaves its sessions in the kernel when it closes."""
+    """The logins through an in-process iscsictld that serves nobody (no IPC socket) and
+    leaves its sessions in the kernel when it closes."""
     import logging
-    import tempfile
 
     from .service import Daemon
 
-    with tempfile.TemporaryDirectory(prefix="iscsictl-start.") as tmp:
-        daemon = Daemon(os.path.join(tmp, "sock"), autostart=False)
-        await daemon.start()
-        try:
-            return await daemon.login(records, initiator_name)
-        finally:
-            await daemon.close()
-            logging.getLogger(__name__).debug("closed; the sessions stay in the kernel")
+    daemon = Daemon(None, autostart=False)
+    await daemon.start()
+    try:
+        return await daemon.login(records, initiator_name)
+    finally:
+        await daemon.close()
+        logging.getLogger(__name__).debug("closed; the sessions stay in the kernel")
 
 
 def _login(records: list[dict[str, str]], initiator_name: str) -> list[dict[str, Any]]:
@@ -133,7 +131,7 @@ def _login(records: list[dict[str, str]], initiator_name: str) -> list[dict[str,
                                                    initiator_name=initiator_name)
         except DaemonError as e:
             return [{"ok": False, "code": e.code, "message": str(e)}] * len(records)
-    from .__main__ import LOCK_FILE, iscsid_running, take_lock
+    from .instance import LOCK_FILE, iscsid_running, take_lock
 
     if iscsid_running():
         print(f"{PROG}: open-iscsi's iscsid is running and owns the kernel's iSCSI "

@@ -154,3 +154,36 @@ def test_without_the_kernel_interface_it_says_what_to_load(env, capsys, monkeypa
     rc, out, err = start(capsys, "-b", "-c", str(env[1]))
     assert rc == 12 and "modprobe iscsi_tcp" in err and "Traceback" not in err
     assert out.startswith("iscsictl-start: Logging into")
+
+
+@pytest.mark.parametrize("served", [False, True], ids=["no-socket", "socket"])
+def test_the_in_process_daemon_binds_no_socket(tmp_path, monkeypatch, served):
+    """iscsictl-start's in-process daemon (``Daemon(None)``) serves nobody: it starts and
+    closes without an IPC socket; a served daemon binds its socket and removes it."""
+    import asyncio
+    import stat
+
+    from iscsictl.daemon import service
+
+    class Netlink:  # what start() and close() use of the kernel's interface
+        def __init__(self, *a, **kw):
+            pass
+
+        def start(self):
+            pass
+
+        def close(self):
+            pass
+    monkeypatch.setattr(service, "AsyncIscsiNetlink", Netlink)
+    path = tmp_path / "run" / "d.sock"
+
+    async def run():
+        d = service.Daemon(str(path) if served else None, sysfs_root=str(tmp_path / "sys"),
+                           state_dir=str(tmp_path / "state"), autostart=False)
+        await d.start()
+        bound = path.exists() and stat.S_ISSOCK(path.stat().st_mode)
+        await d.close()
+        return bound
+    assert asyncio.run(run()) is served
+    assert not path.exists()
+    assert not (tmp_path / "run").exists() or served

@@ -1,0 +1,46 @@
+"""One owner of the kernel's iSCSI interface: iscsictld's lock file, and open-iscsi's iscsid
+detected by its abstract socket.  Shared by ``iscsictld`` and ``iscsictl-start`` (which
+imports only this of the daemon's entry point: a boot login pays for no logging queue or
+memory locking it does not use)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import sys
+
+__all__ = ["ISCSID_ABSTRACT", "LOCK_FILE", "iscsid_running", "take_lock"]
+
+LOCK_FILE = "/run/iscsictld.pid"
+ISCSID_ABSTRACT = "\0ISCSIADM_ABSTRACT_NAMESPACE"
+
+
+def iscsid_running() -> bool:
+    """True when open-iscsi's iscsid answers on its abstract socket."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(ISCSID_ABSTRACT)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def take_lock(path: str) -> int:
+    """An fcntl lock that dies with us; exits with a message naming the holder."""
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        hint = " (iscsictld runs as root: it needs CAP_SYS_ADMIN)" if exc.errno == 13 else ""
+        sys.exit(f"iscsictld: cannot open the lock file {path}: {exc.strerror}{hint}")
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        sys.exit(f"iscsictld: another iscsictld (pid {holder}) is running ({path})")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
