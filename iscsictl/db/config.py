@@ -91,7 +91,7 @@ class IscsidConfig:
                 continue
             name, sep, value = line.partition("=")
             name = name.strip()
-            if not sep or not name or any(c.isspace() for c in name):
+            if not sep or not name or len(name.split()) != 1:  # no blank inside a name
                 continue
             raw[name] = value.strip()
         return cls(raw, path, text)

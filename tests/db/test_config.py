@@ -1,0 +1,31 @@
+"""iscsid.conf's parser (db/config.py IscsidConfig.parse): ``key = value`` lines, ``#``
+comments and blank lines skipped, a line whose name holds a blank ignored (open-iscsi's
+idbm_recinfo_config reads the name up to the first blank and then wants '=')."""
+
+import os
+
+import pytest
+
+from iscsictl.db.config import IscsidConfig
+
+
+def test_keys_values_comments_and_blanks():
+    text = ("# a comment = 1\n\n  node.startup = automatic  \n"
+            "node.session.auth.password=se cret\n"
+            "bad name = 1\nbad\tname = 2\nno_equals_sign\n= no name\n"
+            "node.session.scan=\n  # indented comment\n")
+    assert IscsidConfig.parse(text).raw == {
+        "node.startup": "automatic", "node.session.auth.password": "se cret",
+        "node.session.scan": ""}
+
+
+@pytest.mark.skipif(not os.path.exists("/etc/iscsi/iscsid.conf"),
+                    reason="open-iscsi's iscsid.conf is not installed (make deps installs it)")
+def test_debians_iscsid_conf_gives_its_uncommented_lines():
+    text = open("/etc/iscsi/iscsid.conf", encoding="utf-8").read()
+    active = [line.strip() for line in text.splitlines()
+              if line.strip() and not line.strip().startswith("#")]
+    raw = IscsidConfig.parse(text).raw
+    assert len(raw) == len(active) > 10
+    assert all(raw[line.split("=")[0].strip()] == line.split("=", 1)[1].strip()
+               for line in active)
