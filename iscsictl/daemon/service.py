@@ -260,8 +260,9 @@ class Daemon:
         self._adopt()
         if self.socket_path is not None:
             self.listen()
-        log.info("iscsictld ready on %s (%d session(s) adopted)",
-                 self.socket_path or "no IPC socket", len(self.sessions))
+        log.info("iscsictld ready %s (%d session(s) adopted)",
+                 f"on {self.socket_path}" if self.socket_path else "without an IPC socket",
+                 len(self.sessions))
         for s in self.sessions.values():
             if s.conn_state == "FAILED":
                 self._start_recovery(s, "failed while no daemon ran", failed_earlier=True)

@@ -1,6 +1,6 @@
 """iscsid.conf's parser (db/config.py IscsidConfig.parse): ``key = value`` lines, ``#``
-comments and blank lines skipped, a line whose name holds a blank ignored (open-iscsi's
-idbm_recinfo_config reads the name up to the first blank and then wants '=')."""
+comments and blank lines skipped, and a line without '=' or whose name is empty or holds a
+blank is no setting (skipped)."""
 
 import os
 
