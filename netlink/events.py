@@ -16,7 +16,8 @@ from .enums import IscsiUeventE as E
 
 __all__ = [
     "KernelEvent", "RecvPdu", "ConnError", "DestroySession", "UnbindSession", "CreateSession", "PathReq",
-    "IfDown", "ConnLoginState", "HostEvent", "PingComp", "UnknownEvent", "event_from_message",
+    "IfDown", "ConnLoginState", "HostEvent", "PingComp", "UnknownEvent", "EventsLost", "EVENTS_LOST",
+    "event_from_message",
 ]
 
 
@@ -123,6 +124,19 @@ class PingComp(KernelEvent):
 @dataclass(frozen=True)
 class UnknownEvent(KernelEvent):
     """Any other message delivered as an event (unexpected types, other processes' multicast replies)."""
+
+
+class EventsLost(KernelEvent):
+    """Not a kernel message: the socket's receive buffer overran (``recvmsg(2)`` failed
+    with ENOBUFS), so the kernel dropped messages at this point of the stream: events, or
+    a reply (its request then times out).  The consumer's view of the kernel's state may be
+    stale and must be looked at again (netlink(7): "It is up to the application to detect
+    when this happens ... and resynchronize").  ``type`` 0, ``msg`` None: use
+    :data:`EVENTS_LOST`."""
+
+
+#: The one :class:`EventsLost` the clients deliver.
+EVENTS_LOST = EventsLost(0, None)
 
 
 def event_from_message(msg: Any) -> KernelEvent:

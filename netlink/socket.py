@@ -24,7 +24,9 @@ meaning for them (:meth:`ep_poll`).
 Events: each decoded event is appended to a queue.  With ``event_callback`` set, the blocking
 client calls it for the queued events (in order) right before a request returns and from
 :meth:`IscsiNetlink.process_events`; the asyncio client calls it from its reader callback.
-Without a callback, take them with ``next_event()`` / ``pending_events()``.
+Without a callback, take them with ``next_event()`` / ``pending_events()``.  A receive buffer
+overrun (``recvmsg`` fails with ENOBUFS: the kernel dropped messages) is delivered in its
+place in the stream as :data:`~.events.EVENTS_LOST`, for the consumer to resynchronize.
 
 The transport is injectable (``transport=``): anything with ``fileno()``, ``send(bytes)``,
 ``recv_into(buffer)`` and ``close()``; the tests use ``socket.socketpair(AF_UNIX, SOCK_DGRAM)``.
@@ -50,7 +52,7 @@ from .enums import ISCSI_NL_GRP_ISCSID, NETLINK_ISCSI, StopConnFlag
 from .enums import IscsiUeventE as E
 from .errors import (IscsiKernelError, KernelInterfaceUnavailable, NetlinkClosedError,
                      NetlinkPermissionError, NotInitialNetnsError, PayloadDecodeError, ReplyTimeout)
-from .events import KernelEvent, event_from_message
+from .events import EVENTS_LOST, EventsLost, KernelEvent, event_from_message
 from .messages import (decode_messages, encode_message, encode_nlas, encode_sockaddr, message_encoder,
                        iscsi_chap_rec_payload, iscsi_flashnode_param_info_nla, iscsi_host_stats_custom_payload,
                        iscsi_iface_param_info_nla, iscsi_offload_host_stats_payload, iscsi_param_info_nla,
@@ -221,6 +223,11 @@ def _parse_chap(msg: Any) -> list[ChapRec]:
         out.append(ChapRec(d["chap_tbl_idx"], d["chap_type"], _cstr(d["username"]),
                            bytes(d["password"][: d["password_length"]])))
     return out
+
+
+def _as_event(msg: Any) -> KernelEvent:
+    """A message read that is not a reply -> its event (:data:`EVENTS_LOST` as it is)."""
+    return msg if isinstance(msg, EventsLost) else event_from_message(msg)
 
 
 def _int32(v: int) -> int:
@@ -630,7 +637,8 @@ class _Core:
             raise
 
     def _read_datagrams(self) -> list[Any]:
-        """Drain the non-blocking transport; return the decoded messages in arrival order."""
+        """Drain the non-blocking transport; return the decoded messages in arrival order,
+        with :data:`EVENTS_LOST` where the kernel reported an overrun (see :func:`_as_event`)."""
         out: list[Any] = []
         if self._transport is None:
             return out
@@ -647,8 +655,10 @@ class _Core:
             except (BlockingIOError, InterruptedError):
                 return out
             except OSError as exc:
-                if exc.errno == errno.ENOBUFS:
-                    log.error("iscsi netlink: receive buffer overrun (ENOBUFS): kernel events were lost")
+                if exc.errno == errno.ENOBUFS:  # the next read has what came after
+                    log.warning("iscsi netlink: receive buffer overrun (ENOBUFS): the kernel "
+                                "dropped messages; delivered as EventsLost")
+                    out.append(EVENTS_LOST)
                     continue
                 raise
             if n == 0:
@@ -657,6 +667,8 @@ class _Core:
 
     @staticmethod
     def _is_reply(req: _Request, msg: Any) -> bool:
+        if msg is EVENTS_LOST:
+            return False
         t = msg.get("type")
         if t == _IF_ERROR:
             return True
@@ -726,7 +738,7 @@ class IscsiNetlink(_Core, _Operations):
                 if len(replies) < len(reqs) and self._is_reply(reqs[len(replies)], msg):
                     replies.append(msg)
                 else:
-                    self._events.append(event_from_message(msg))
+                    self._events.append(_as_event(msg))
             if len(replies) == len(reqs):
                 break
             remaining = deadline - time.monotonic()
@@ -760,7 +772,7 @@ class IscsiNetlink(_Core, _Operations):
         deadline = time.monotonic() + timeout
         while not self._events:
             for msg in self._read_datagrams():
-                self._events.append(event_from_message(msg))
+                self._events.append(_as_event(msg))
             if self._events:
                 break
             remaining = deadline - time.monotonic()
@@ -773,7 +785,7 @@ class IscsiNetlink(_Core, _Operations):
         ``event_callback``; return how many were read. Without a callback they stay queued."""
         if self._wait_readable(timeout):
             msgs = self._read_datagrams()
-            self._events.extend(event_from_message(m) for m in msgs)
+            self._events.extend(_as_event(m) for m in msgs)
         else:
             msgs = []
         self._dispatch()
@@ -917,7 +929,7 @@ class AsyncIscsiNetlink(_Core, _Operations):
                 if len(pend.replies) == len(pend.reqs):
                     pend.future.set_result(pend.replies)
                 continue
-            ev = event_from_message(msg)
+            ev = _as_event(msg)
             if self.event_callback is not None:
                 try:
                     self.event_callback(ev)

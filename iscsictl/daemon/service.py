@@ -45,6 +45,7 @@ from iscsictl.netlink import (
     AsyncIscsiNetlink,
     ConnError,
     DestroySession,
+    EventsLost,
     IscsiKernelError,
     KernelInterfaceUnavailable,
     RecvPdu,
@@ -98,6 +99,11 @@ OFFLINE_MARGIN = 1.0
 STATE_SAVE_DELAY = 0.05
 #: connection errors kept for sessions not managed (yet): the most recent sids
 MAX_UNCLAIMED_ERRORS = 64
+#: seconds after kernel events were lost (a netlink receive buffer overrun) at which every
+#: session is looked at in sysfs: at once, and again once the kernel has surely marked a
+#: connection that failed just before (its cleanup work, queued before the error event was
+#: sent: iscsi_conn_error_event, iscsi_cleanup_conn_work_fn)
+RESYNC_LOOKS = (0.0, 1.0)
 Progress = Callable[[dict[str, Any]], None]
 
 
@@ -202,6 +208,12 @@ def _num(rec: Mapping[str, str], key: str, default: int) -> int:
         return default
 
 
+def _running(session: ks.KernelSession) -> bool:
+    """Logged in, as far as the daemon knows: no login, recovery or logout under way."""
+    return session.conn_state == "LOGGED IN" and (session.recovery is None
+                                                  or session.recovery.done())
+
+
 class Daemon:
     """The session owner.
 
@@ -244,6 +256,7 @@ class Daemon:
         # set up: the kernel runs it, and scans it, a moment before this daemon files it);
         # handled when it is.  The kernel never reuses a sid within a boot.
         self._unclaimed_errors: OrderedDict[int, ConnError] = OrderedDict()
+        self._resync_task: asyncio.Task[Any] | None = None  # after kernel events were lost
 
     # ------------------------------------------------------------------ life cycle
     async def start(self) -> None:
@@ -567,22 +580,75 @@ class Daemon:
                 log.debug("destroy event for session %d (our logout)", ev.sid)
                 session.destroyed.set()  # ks.logout returns: the session is gone
                 return  # _logout_one removes it and releases its ISID
-            gone = self.sessions.pop(ev.sid, None)
-            if gone is not None:
-                if gone.recovery is not None:
-                    gone.recovery.cancel()
-                if gone.isid is not None:
-                    self.isids.release(gone.isid)
-                log.info("session %d destroyed by the kernel", ev.sid)
-                self._save_state()
+            if session is not None:
+                self._forget(session, "destroyed by the kernel")
             elif ev.sid in self._logged_out:
                 self._logged_out.discard(ev.sid)
                 log.debug("destroy event for session %s (already removed here)", ev.sid)
             else:
                 log.info("kernel event DESTROY_SESSION for session %s, which this daemon does "
                          "not manage (another netlink user): ignored", ev.sid)
+        elif isinstance(ev, EventsLost):
+            self._resync()
         else:
             log.debug("kernel event %s ignored", type(ev).__name__)
+
+    def _forget(self, session: ks.KernelSession, why: str) -> None:
+        """``session`` is gone from the kernel (not by our logout): stop managing it."""
+        self.sessions.pop(session.sid, None)
+        if session.recovery is not None:
+            session.recovery.cancel()
+        if session.isid is not None:
+            self.isids.release(session.isid)
+        log.info("session %d %s", session.sid, why)
+        self._save_state()
+
+    def _resync(self) -> None:
+        """Kernel events were lost (the netlink socket's receive buffer overran): a session
+        whose connection error or destruction went unreported would stay failed, or stay
+        listed, until the daemon restarts.  So every session is looked at in sysfs, at each
+        of :data:`RESYNC_LOOKS` (counted again from a later overrun): one found gone is
+        forgotten, one whose connection the kernel shows failed is recovered."""
+        log.warning("kernel events were lost (netlink receive buffer overrun): looking at "
+                    "every session in sysfs")
+        if self._resync_task is not None:
+            self._resync_task.cancel()
+        self._resync_task = self._spawn(self._resync_looks())
+
+    async def _resync_looks(self) -> None:
+        loop = asyncio.get_running_loop()
+        for delay in RESYNC_LOOKS:
+            await asyncio.sleep(delay)
+            running = {s.sid: s for s in self.sessions.values() if _running(s)}
+            views = await loop.run_in_executor(
+                None, self._kernel_views, [(s.sid, s.cid) for s in running.values()])
+            for sid, view in views.items():
+                session = self.sessions.get(sid)
+                if session is not running[sid] or not _running(session):
+                    continue  # changed meanwhile: its own events and tasks tell
+                if view == "gone":
+                    self._forget(session, "is gone from the kernel (its events were lost)")
+                elif view == "failed":
+                    self._start_recovery(session, "its connection failed while kernel events "
+                                                  "were lost")
+
+    def _kernel_views(self, ids: list[tuple[int, int]]) -> dict[int, str]:
+        """sid -> "gone" (no session in sysfs), "failed" (its connection's ``state`` is
+        ``failed`` or ``down``; the session's FAILED where the kernel has no such attribute)
+        or "up", for each (sid, cid) of ``ids``: /sys/class/iscsi_session/session<sid>/state,
+        /sys/class/iscsi_connection/connection<sid>:<cid>/state."""
+        rd = self.sysfs.read
+        views = {}
+        for sid, cid in ids:
+            sess = rd(f"class/iscsi_session/session{sid}/state")
+            conn = rd(f"class/iscsi_connection/connection{sid}:{cid}/state")
+            if sess is None:
+                views[sid] = "gone"
+            elif conn in ("failed", "down") or (conn is None and sess == "FAILED"):
+                views[sid] = "failed"
+            else:
+                views[sid] = "up"
+        return views
 
     def _manage(self, session: ks.KernelSession) -> None:
         """File ``session`` as this daemon's; a connection error the kernel reported for it

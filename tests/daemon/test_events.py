@@ -8,7 +8,9 @@ import pytest
 
 from iscsictl.daemon import kernel_session as ks
 from iscsictl.daemon.service import Daemon, pdu_from_kernel
-from iscsictl.netlink import ConnError, DestroySession, RecvPdu, ReplyTimeout, UnbindSession
+from iscsictl.daemon import service
+from iscsictl.netlink import (EVENTS_LOST, ConnError, DestroySession, RecvPdu, ReplyTimeout,
+                              UnbindSession)
 from iscsictl.protocol.errors import ISCSIProtocolError
 from iscsictl.protocol.pdu import AsyncMessage, LogoutResponse, NOPIn
 from iscsictl.protocol.portal import Portal
@@ -25,7 +27,11 @@ def daemon(tmp_path):
     d = Daemon(str(tmp_path / "s"), sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
                db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
     d.started = []
-    d._start_recovery = lambda s, why: d.started.append((s.sid, why))
+
+    def start_recovery(s, why):  # as the real one: the session is in recovery from now on
+        d.started.append((s.sid, why))
+        s.conn_state = "TRANSPORT WAIT"
+    d._start_recovery = start_recovery
     return d
 
 
@@ -120,6 +126,77 @@ def test_the_destroy_event_of_our_logout_ends_its_wait(daemon):
     daemon.sessions[s.sid] = s
     daemon._on_event(DestroySession(104, None, host_no=0, sid=s.sid))
     assert s.destroyed.is_set() and daemon.sessions[s.sid] is s
+
+
+def _kernel_shows(root, sid, session_state, conn_state=None):
+    """sysfs as the kernel shows a session (None: no session) and its connection 0 (None: no
+    ``state`` attribute, as before Linux 5.x)."""
+    sdir = root / f"class/iscsi_session/session{sid}"
+    cdir = root / f"class/iscsi_connection/connection{sid}:0"
+    for d, value in ((sdir, session_state), (cdir, conn_state)):
+        d.mkdir(parents=True, exist_ok=True)
+        if value is None:
+            (d / "state").unlink(missing_ok=True)
+        else:
+            (d / "state").write_text(value + "\n")
+    if session_state is None:
+        sdir.rmdir()
+
+
+def test_lost_events_are_made_up_for_by_looking_at_sysfs(daemon, tmp_path, monkeypatch, caplog):
+    """After EVENTS_LOST (a netlink receive buffer overrun) every session the daemon thinks
+    logged in is looked at in sysfs, at once and again RESYNC_LOOKS later: one whose
+    connection the kernel shows failed (or, without the connection's ``state``, whose session
+    is FAILED) is recovered, one gone is forgotten; sessions in a login, recovery or logout,
+    and those the kernel shows up, are left alone."""
+    monkeypatch.setattr(service, "RESYNC_LOOKS", (0.0, 0.2))
+    shown = {3: ("FAILED", "failed"), 4: ("LOGGED_IN", "up"), 5: (None, None),
+             6: ("FAILED", None), 7: ("FAILED", "failed"), 8: ("LOGGED_IN", "up"),
+             9: ("LOGGED_IN", "up")}
+    for sid, (sess, conn) in shown.items():
+        daemon.sessions[sid] = _session(sid)
+        _kernel_shows(tmp_path, sid, sess, conn)
+    daemon.sessions[7].conn_state = "IN LOGOUT"
+    daemon.sessions[9].conn_state = "TRANSPORT WAIT"
+
+    async def main():
+        with caplog.at_level(logging.INFO, logger="iscsictld"):
+            daemon._on_event(EVENTS_LOST)
+            await asyncio.sleep(0.1)
+            first = sorted(daemon.started)
+            _kernel_shows(tmp_path, 8, "LOGGED_IN", "failed")  # marked after the first look
+            await daemon._resync_task
+        return first
+
+    first = asyncio.run(main())
+    why = "its connection failed while kernel events were lost"
+    assert first == [(3, why), (6, why)]
+    assert sorted(daemon.started) == [(3, why), (6, why), (8, why)]
+    assert 5 not in daemon.sessions and sorted(daemon.sessions) == [3, 4, 6, 7, 8, 9]
+    assert "session 5 is gone from the kernel (its events were lost)" in caplog.text
+    assert "kernel events were lost (netlink receive buffer overrun)" in caplog.text
+
+
+def test_a_later_overrun_starts_the_looks_again(daemon, tmp_path, monkeypatch):
+    """A second overrun during the looks counts them again from it: a connection the kernel
+    marks failed after the first overrun's last look is still found."""
+    monkeypatch.setattr(service, "RESYNC_LOOKS", (0.0, 0.2))
+    daemon.sessions[3] = _session(3)
+    _kernel_shows(tmp_path, 3, "LOGGED_IN", "up")
+
+    async def main():
+        daemon._on_event(EVENTS_LOST)
+        await asyncio.sleep(0.1)
+        first = daemon._resync_task
+        daemon._on_event(EVENTS_LOST)
+        await asyncio.sleep(0)
+        assert first.cancelled()
+        await asyncio.sleep(0.15)  # past the first overrun's second look
+        _kernel_shows(tmp_path, 3, "FAILED", "failed")
+        await daemon._resync_task
+
+    asyncio.run(main())
+    assert daemon.started == [(3, "its connection failed while kernel events were lost")]
 
 
 def test_the_session_state_file_round_trip(daemon, tmp_path, caplog):

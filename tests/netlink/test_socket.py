@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from iscsictl.netlink import (AsyncIscsiNetlink, ConnError, IscsiKernelError, IscsiNetlink, IscsiParam,
+from iscsictl.netlink import (EVENTS_LOST, AsyncIscsiNetlink, ConnError, IscsiKernelError, IscsiNetlink, IscsiParam,
                               KernelInterfaceUnavailable, NetlinkClosedError, RecvPdu, ReplyTimeout,
                               StopConnFlag, UnbindSession)
 from iscsictl.netlink import messages as m
@@ -163,6 +163,62 @@ def test_malformed_datagrams_are_skipped(kernel_factory, caplog):
         assert nl.create_conn(1, 7, 3) == 3
         assert len(nl.pending_events()) == 1
     assert any("malformed" in r.message or "shorter" in r.message for r in caplog.records)
+
+
+class Overrun:
+    """The fake kernel's end as a transport whose next read fails with ENOBUFS once
+    ``armed`` (a netlink socket's receive buffer overran: the kernel dropped messages and
+    says so at the next ``recvmsg``, before what it queued afterwards)."""
+
+    def __init__(self, sock):
+        self.sock, self.armed = sock, False
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def send(self, data):
+        return self.sock.send(data)
+
+    def recv_into(self, buf):
+        if self.armed:
+            self.armed = False
+            raise OSError(errno.ENOBUFS, os.strerror(errno.ENOBUFS))
+        return self.sock.recv_into(buf)
+
+    def close(self):
+        self.sock.close()
+
+
+def test_an_overrun_is_delivered_in_its_place_among_the_events(kernel_factory, caplog):
+    """ENOBUFS from the socket becomes EVENTS_LOST, after the events read before it and
+    before those read after; a reply that came after it still answers its request."""
+    k = kernel_factory(lambda req: [ev_conn_error(sid=2), echo(req, r_sid=7, r_cid=3)])
+    t = Overrun(k.user)
+    with IscsiNetlink(t, timeout=2) as nl:
+        k.send(ev_conn_error(sid=1))
+        assert nl.next_event(1).sid == 1
+        t.armed = True
+        assert nl.create_conn(1, 7, 3) == 3
+        events = nl.pending_events()
+    assert events[0] is EVENTS_LOST and [e.sid for e in events[1:]] == [2]
+    assert "receive buffer overrun (ENOBUFS)" in caplog.text
+
+
+def test_an_overrun_reaches_the_async_event_callback(kernel_factory):
+    seen = []
+    k = kernel_factory(lambda req: [])
+    t = Overrun(k.user)
+
+    async def main():
+        async with AsyncIscsiNetlink(t, event_callback=seen.append):
+            t.armed = True
+            k.send(ev_conn_error(sid=4))
+            for _ in range(100):
+                if len(seen) == 2:
+                    break
+                await asyncio.sleep(0.01)
+    asyncio.run(main())
+    assert seen[0] is EVENTS_LOST and seen[1].sid == 4
 
 
 def _stats_payload(scsicmd_pdus: int, customs=()) -> bytes:

@@ -367,6 +367,16 @@ def netlink_portids(pid: int, protocol: int = 8) -> list[tuple[int, int]]:
     return sorted(found, key=lambda p: -p[1])  # the event socket first
 
 
+def netlink_drops(portid: int, protocol: int = 8) -> int:
+    """The messages the kernel dropped for the netlink socket at ``portid`` (its receive
+    buffer full): /proc/net/netlink's Drops column."""
+    for line in Path("/proc/net/netlink").read_text().splitlines()[1:]:
+        f = line.split()
+        if int(f[1]) == protocol and int(f[2]) == portid:
+            return int(f[8])
+    raise AssertionError(f"no netlink socket at port {portid}")
+
+
 def test_malformed_netlink_message(lio, env, scenario_dir):
     """6b. garbage and forged kernel events sent to the daemon's netlink port from
     another process: logged and dropped (only the kernel, port 0, is trusted); a
@@ -420,6 +430,59 @@ def test_malformed_netlink_message(lio, env, scenario_dir):
     dropped = text.count("only the kernel, port 0, is trusted")
     assert dropped % len(garbage) == 0 and len(garbage) <= dropped <= len(garbage) * len(ports), text
     assert "Traceback" not in text
+
+
+def test_a_connection_error_lost_to_an_overrun_is_recovered(lio, env, scenario_dir):
+    """6c. the kernel's error event for the daemon's session is lost: with the daemon
+    stopped (SIGSTOP), its event socket's receive buffer is filled from another process and
+    the session's TCP connection killed, so the kernel drops its CONN_ERROR and reports
+    ENOBUFS at the daemon's next read; continued, the daemon finds the failed connection in
+    sysfs and recovers the session (before, it stayed failed until the replacement timeout
+    took its disk, and was never logged in again)."""
+    import signal
+    import socket
+
+    cli, d = env
+    d.start()
+    _t, sid, dev = login_one(cli, d, lio, "iqn.2003-01.org.example.vm:ovr")
+    portid, groups = netlink_portids(d.proc.pid)[0]
+    assert groups == 1
+    conn_state = f"/sys/class/iscsi_connection/connection{sid}:0/state"
+    os.kill(d.proc.pid, signal.SIGSTOP)
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 8) as s:
+            s.bind((0, 0))
+            s.setblocking(False)
+            # the kernel takes a message while it fits (this one's size included): fill with
+            # ever smaller ones, until not even one as small as the error event fits
+            for size in (65536, 4096, 256, 16):
+                for _ in range(10000):
+                    try:
+                        s.sendto(bytes(size), (portid, 0))
+                    except BlockingIOError:
+                        break
+        subprocess.run(["ss", "-K", "dst", PORTAL, "dport", "=", "3260"], check=True,
+                       capture_output=True)
+        wait_for("the kernel to fail the connection", lambda: read(conn_state) == "failed", 10)
+        assert netlink_drops(portid) > 0, "the kernel delivered its event: nothing was lost"
+    finally:
+        os.kill(d.proc.pid, signal.SIGCONT)
+
+    def recovered() -> bool:
+        state = d.client.call("sessions")[str(sid)]
+        return state["recoveries"] >= 1 and state["conn_state"] == "LOGGED IN"
+    wait_for("the recovery", recovered, 30)
+    text = d.log_path.read_text()
+    assert "receive buffer overrun (ENOBUFS)" in text
+    assert "Kernel reported iSCSI connection" not in text  # its error event was lost
+    assert "its connection failed while kernel events were lost" in text
+    assert "Traceback" not in text
+    assert read(f"/sys/class/iscsi_session/session{sid}/state") == "LOGGED_IN"
+    assert read(conn_state) == "up"
+    w = Writer(dev, 2)
+    w.run()
+    assert w.error is None, w.error
+    verify(dev, 2)
 
 
 def test_record_deleted_while_session_runs(lio, env, scenario_dir):
