@@ -41,8 +41,8 @@ MAX_MESSAGE = 16 << 20  # bytes: a reply listing thousands of sessions fits
 
 
 def socket_path() -> str:
-    """The daemon's socket: ``$ISCSICTL_SOCKET`` or /run/iscsictld.sock."""
-    return os.environ.get("ISCSICTL_SOCKET", DEFAULT_SOCKET)
+    """The daemon's socket: ``$ISCSICTL_SOCKET`` (unless empty) or /run/iscsictld.sock."""
+    return os.environ.get("ISCSICTL_SOCKET") or DEFAULT_SOCKET
 
 
 class DaemonError(Exception):
@@ -111,6 +111,10 @@ class DaemonClient:
                 raise DaemonNotRunning(self.path, "connection refused") from None
             except PermissionError:
                 raise DaemonError(13, f"daemon access denied on {self.path}: run as root") from None
+            except socket.timeout:
+                raise DaemonNotRunning(self.path, "it does not accept connections") from None
+            except OSError as exc:  # not a socket, a path too long for AF_UNIX, ...
+                raise DaemonNotRunning(self.path, exc.strerror or str(exc)) from None
             s.settimeout(self.timeout)
             s.sendall(encode_message({"version": IPC_VERSION, "op": op, "args": args}))
             buf = bytearray()
@@ -141,6 +145,9 @@ class DaemonClient:
                     break
         except socket.timeout:
             raise DaemonError(33, "iscsictld request timed out") from None
+        except OSError as exc:  # the connection reset, ...
+            raise DaemonError(18, f"lost the connection to iscsictld: {exc.strerror or exc}") \
+                from None
         finally:
             s.close()
         if reply.get("ok"):

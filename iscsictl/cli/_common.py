@@ -42,7 +42,7 @@ def parse_portal_arg(text: str, allow_tag: bool = True) -> PortalArg:
         if not allow_tag:
             raise _bad_portal(text, "a portal group tag is not allowed here")
         s, _, tag = s.rpartition(",")
-        if not tag.isdigit() or int(tag) > 65535:
+        if not _digits(tag) or int(tag) > 65535:
             raise _bad_portal(text, f"portal group tag '{tag}' is not 0..65535")
         tpgt = int(tag)
     port_s = ""
@@ -62,22 +62,28 @@ def parse_portal_arg(text: str, allow_tag: bool = True) -> PortalArg:
             raise _bad_portal(text, f"'{host}' is not an address")
     else:
         host, _, port_s = s.partition(":")
-        if not host or not all(c.isalnum() or c in "-._" for c in host) \
-                or host[0] in "-." or host[-1] in "-.":
+        if not host or not host.isascii() or not all(c.isalnum() or c in "-._" for c in host) \
+                or host[0] in "-." or host[-1] in "-." or len(host) > 253 \
+                or not all(0 < len(label) <= 63 for label in host.split(".")):
             raise _bad_portal(text, f"'{host}' is not a host name or address")
         if all(c.isdigit() or c == "." for c in host) and not _is_ipv4(host):
             raise _bad_portal(text, f"'{host}' is not an IPv4 address")
     port = DEFAULT_PORT
     if port_s or s.endswith(":"):
-        if not port_s.isdigit() or not 0 < int(port_s) <= 65535:
+        if not _digits(port_s) or not 0 < int(port_s) <= 65535:
             raise _bad_portal(text, f"port '{port_s}' is not 1..65535")
         port = int(port_s)
     return PortalArg(host, port, tpgt)
 
 
+def _digits(s: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also takes '²' and other scripts' digits)."""
+    return s.isascii() and s.isdigit()
+
+
 def _is_ipv4(s: str) -> bool:
     parts = s.split(".")
-    return len(parts) == 4 and all(p.isdigit() and int(p) <= 255 and len(p) <= 3 for p in parts)
+    return len(parts) == 4 and all(_digits(p) and int(p) <= 255 and len(p) <= 3 for p in parts)
 
 
 def _is_ipv6(s: str) -> bool:

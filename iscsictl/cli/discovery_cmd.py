@@ -56,6 +56,8 @@ def _numeric(host: str) -> str:
         infos = socket.getaddrinfo(host, None, socket.AF_UNSPEC, socket.SOCK_STREAM)
     except socket.gaierror as e:
         raise E.CliError(f"cannot resolve host name {host}: {e.strerror}", E.TRANS) from None
+    except UnicodeError:  # the idna codec: an empty or over-long label
+        raise E.CliError(f"cannot resolve host name {host}: not a valid name", E.TRANS) from None
     return infos[0][4][0]
 
 

@@ -2,8 +2,38 @@
 
 from __future__ import annotations
 
+import codecs
 import sys
 from typing import Iterable
+
+#: the error handler :class:`Output` gives the real stdout and stderr
+LENIENT = "iscsictl-lenient"
+
+
+def _lenient(exc: UnicodeError) -> tuple[str | bytes, int]:
+    """Encode what the stream's encoding cannot, one character at a time: a byte that
+    ``os.fsdecode`` kept as a lone surrogate (a file name not in UTF-8) as that byte again,
+    as iscsiadm prints names; any other character as a ``\\x``/``\\u`` escape."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    c = exc.object[exc.start]
+    if "\udc80" <= c <= "\udcff":
+        return bytes([ord(c) - 0xDC00]), exc.start + 1
+    return ascii(c)[1:-1], exc.start + 1
+
+
+codecs.register_error(LENIENT, _lenient)
+
+
+def _lenient_stream(stream):  # type: ignore[no-untyped-def]
+    """``stream`` set to :data:`LENIENT` errors if it would fail on them (a UTF-8 locale's
+    strict stdout): a name the encoding cannot write must not end a command half done."""
+    try:
+        if stream.errors == "strict":
+            stream.reconfigure(errors=LENIENT)
+    except (AttributeError, ValueError, OSError):
+        pass
+    return stream
 
 
 class Output:
@@ -13,8 +43,8 @@ class Output:
     PREFIX = "iscsictl: "
 
     def __init__(self, out=None, err=None, json: bool = False):
-        self.out = out or sys.stdout
-        self.err = err or sys.stderr
+        self.out = out or _lenient_stream(sys.stdout)
+        self.err = err or _lenient_stream(sys.stderr)
         self.json = json
 
     def lines(self, lines: Iterable[str]) -> None:

@@ -203,6 +203,8 @@ async def connect(address: str, port: int, timeout: float, window_size: int = 0,
             infos = await loop.getaddrinfo(address, port, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
             raise SessionError(4, f"cannot resolve host name {address}: {exc.strerror}") from None
+        except UnicodeError:  # the idna codec: an empty or over-long label
+            raise SessionError(4, f"cannot resolve host name {address}: not a valid name") from None
     last: Exception | None = None
     for family, type_, proto, _, sockaddr in infos:
         sock = socket.socket(family, type_, proto)

@@ -121,7 +121,9 @@ def with_defaults(kind: RecordKind, strings: Mapping[str, str]) -> dict[str, str
 def convert(key: Key, value) -> object:
     """Text or typed value -> the typed value of ``key``.  Raises InvalidValue.
 
-    int: base-10 integer within the C field's range; enum/bool: exactly one of ``key.values``;
+    int: base-10 integer (ASCII digits, an optional sign) within the C field's range;
+    enum/bool: exactly one of ``key.values``; str: no newline or NUL, and a file line (key
+    included) the parser reads back (under :data:`~.schema.MAX_LINE` bytes);
     list: comma/space separated option names, duplicates and unknown names rejected."""
     t = key.type
     if t == "str":
@@ -129,6 +131,10 @@ def convert(key: Key, value) -> object:
             raise InvalidValue(key.name, repr(value), "expected text")
         if "\n" in value or "\0" in value:
             raise InvalidValue(key.name, value, "newline or NUL in value")
+        if len(value) * 4 >= schema.MAX_LINE - len(key.name) - 4 and \
+                len(_file_line(key, value).encode("utf-8", "surrogateescape")) > schema.MAX_LINE:
+            raise InvalidValue(key.name, value[:40] + "...", "longer than a record's line may "
+                               f"be ({schema.MAX_LINE - 1} bytes with its key)")
         return value
     if t == "int":
         if isinstance(value, bool):
@@ -137,10 +143,10 @@ def convert(key: Key, value) -> object:
             v = value
         else:
             s = str(value).strip()
-            try:
-                v = int(s, 10)
-            except ValueError:
-                raise InvalidValue(key.name, str(value), "expected a base-10 integer") from None
+            digits = s[1:] if s[:1] in ("+", "-") else s
+            if not (digits.isascii() and digits.isdigit()):  # not '1_0', '٣' (int() takes them)
+                raise InvalidValue(key.name, str(value), "expected a base-10 integer")
+            v = int(s, 10)
         lo, hi = key.range
         if not lo <= v <= hi:
             raise InvalidValue(key.name, str(value), f"out of range [{lo}, {hi}]")

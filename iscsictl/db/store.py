@@ -467,13 +467,16 @@ class NodeDB:
         else:
             try:
                 targets = sorted(e.name for e in os.scandir(nodes_dir)
-                                 if e.name[0] != "." and e.is_dir())
+                                 if e.name[0] != "." and self._is_dir(e))
             except (FileNotFoundError, NotADirectoryError):
                 return out
+            except OSError as e:
+                raise DBError(f"{nodes_dir}: cannot list: {e.strerror}") from None
         for t in targets:
             tdir = os.path.join(nodes_dir, t)
             try:
-                entries = sorted((e.name, e.is_dir()) for e in os.scandir(tdir))
+                entries = sorted((e.name, is_dir) for e in os.scandir(tdir)
+                                 if (is_dir := self._is_dir(e)) is not None)
             except (FileNotFoundError, NotADirectoryError):
                 continue
             except OSError as e:
@@ -511,7 +514,7 @@ class NodeDB:
                 pdir = os.path.join(tdir, name)
                 try:
                     ifaces = sorted(e.name for e in os.scandir(pdir)
-                                    if e.name[0] != "." and not e.is_dir())
+                                    if e.name[0] != "." and self._is_dir(e) is False)
                 except OSError:
                     continue
                 for ifn in ifaces:
@@ -520,6 +523,15 @@ class NodeDB:
         return out
 
     find_nodes = list_nodes
+
+    def _is_dir(self, entry: os.DirEntry) -> bool | None:
+        """``entry.is_dir()`` (following a link); None, with a warning, when it cannot be
+        told (a link loop, ELOOP)."""
+        try:
+            return entry.is_dir()
+        except OSError as e:
+            self.warn(f"{entry.path}: {e.strerror}: skipped")
+            return None
 
     def _legacy_iface(self, path: str) -> str | None:
         try:
@@ -866,6 +878,8 @@ class NodeDB:
                     os.unlink(path)
                 except FileNotFoundError:
                     pass
+                except OSError as e:
+                    raise DBError(f"cannot delete {path}: {e.strerror}") from None
                 for e in list(os.scandir(d)) if os.path.isdir(d) else []:
                     if e.is_symlink():
                         try:
@@ -1078,8 +1092,14 @@ class NodeDB:
 
     def create_iface(self, name: str, values: dict | None = None) -> Record:
         """``-m iface -I name -o new``.  Raises RecordExists (also for the built-ins),
-        InvalidRecordName (empty, '/', longer than 64)."""
+        InvalidRecordName (empty, '/', longer than 64; a leading '.', which listings skip
+        as the store's own files; blanks or control and format characters, which its
+        listings and record lines cannot show as one word; a byte not in UTF-8 is kept)."""
         _check_component("iface name", name)
+        if name[0] == "." or any(c.isspace() or not c.isprintable()
+                                 and not "\udc80" <= c <= "\udcff" for c in name):
+            raise InvalidRecordName(f"invalid iface name {name!r}: a leading '.', blanks and "
+                                    "control characters are not allowed")
         if len(name) > schema.MAX_IFACE_NAME:
             raise InvalidRecordName(f"iface name {name!r} longer than {schema.MAX_IFACE_NAME}")
         if name in schema.BUILTIN_IFACES:

@@ -276,6 +276,6 @@ def offload_iface(ctx: BootContext, sysfs: Sysfs) -> dict[str, str] | None:
                                                         ctx.initiator_name)):
         if value:
             values[key] = value
-    if ctx.vlan and ctx.vlan.isdigit() and int(ctx.vlan):
+    if ctx.vlan and ctx.vlan.isascii() and ctx.vlan.isdigit() and int(ctx.vlan):
         values["iface.vlan_id"] = str(int(ctx.vlan))
     return values

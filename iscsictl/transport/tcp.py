@@ -110,6 +110,8 @@ class Connection:
                                        socket.IPPROTO_TCP)
         except socket.gaierror as e:
             raise ConnectError(host, f"cannot resolve host name ({e.strerror})") from None
+        except UnicodeError:  # the idna codec: an empty or over-long label
+            raise ConnectError(host, "cannot resolve host name (not a valid name)") from None
         last: Exception | None = None
         for family, stype, proto, _, addr in infos:
             left = deadline - time.monotonic()

@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -96,6 +98,16 @@ def test_iface_ops(cli):
     (["-m", "node", "-p", "bad:port:x:"], 7, "invalid portal"),
     (["-m", "node", "-p", "[fe80::1"], 7, "unterminated"),
     (["-m", "node", "-p", "300.1.1.1"], 7, "not an IPv4 address"),
+    # str.isdigit() takes other scripts' digits, which int() turns into numbers or refuses
+    (["-m", "node", "-p", "1.2.3.4:\u00b2"], 7, "port '\u00b2' is not 1..65535"),
+    (["-m", "node", "-p", "1.2.3.4,\u00b2"], 7, "portal group tag"),
+    (["-m", "node", "-o", "new", "-T", T1, "-p", "\u0661.\u0662.\u0663.\u0664"], 7,
+     "is not a host name or address"),
+    # a DNS label is 1-63 characters (getaddrinfo's idna codec raised UnicodeError)
+    (["-m", "discovery", "-t", "st", "-p", "a..b"], 7, "is not a host name or address"),
+    (["-m", "discovery", "-t", "st", "-p", "a" * 64], 7, "is not a host name or address"),
+    (["-m", "iface", "-I", ".hidden", "-o", "new"], 7, "a leading '.'"),
+    (["-m", "iface", "-I", "a\x1b[31mb", "-o", "new"], 7, "control characters"),
     (["-m", "discovery", "-t", "st", "-p", "10.0.0.1:0"], 7, "invalid portal"),
     (["-m", "discovery", "-t", "bogus", "-p", "10.0.0.1"], 7, "not supported"),
     (["-m", "discovery", "-t", "isns", "-p", "10.0.0.1"], 17, "iSNS"),
@@ -136,3 +148,22 @@ def test_cli_does_not_import_protocol_for_listing(cli):
             "or m.startswith('iscsictl.transport') or m.startswith('iscsictl.netlink')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("encoding,name,want", [("utf-8", b"x\xff", b"x\xff"),
+                                                ("ascii", "x\u00e9".encode(), b"x\\xe9")])
+def test_a_name_the_output_cannot_encode_is_written_not_fatal(cli, encoding, name, want):
+    """With a strict stdout (a UTF-8 locale; PYTHONIOENCODING here), a name that is not
+    UTF-8 on disk (a lone surrogate once decoded) is written back as its byte, as iscsiadm
+    writes it, or escaped where even that cannot be written: the command does not stop
+    half done (the iface was made, then its line failed: exit 1)."""
+    env = {**os.environ, "PYTHONIOENCODING": encoding}
+    cp = subprocess.run([sys.executable, "-m", "iscsictl.cli", "--db-root", cli.root,
+                         "--config-root", cli.root, "-m", "iface", "-I", name, "-o", "new"],
+                        capture_output=True, env=env, timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    assert want + b" added" in cp.stdout and b"Traceback" not in cp.stderr
+    listing = subprocess.run([sys.executable, "-m", "iscsictl.cli", "--db-root", cli.root,
+                              "--config-root", cli.root, "-m", "iface"],
+                             capture_output=True, env=env, timeout=60)
+    assert listing.returncode == 0 and listing.stdout.startswith(want + b" ")

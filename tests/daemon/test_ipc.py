@@ -99,6 +99,20 @@ def test_no_daemon_says_how_to_start_it(tmp_path):
     assert e.value.code == 20 and "iscsictld" in str(e.value)
 
 
+@pytest.mark.parametrize("path", ["/" + "x" * 200, "/dev/null"], ids=["too-long", "not-a-socket"])
+def test_a_socket_path_that_cannot_be_connected_is_no_daemon(path):
+    with pytest.raises(DaemonNotRunning) as e:
+        DaemonClient(path).call("ping")
+    assert e.value.code == 20 and "iscsictld" in str(e.value)
+
+
+def test_an_empty_socket_variable_is_the_default(monkeypatch):
+    from iscsictl.ipc import DEFAULT_SOCKET, socket_path
+
+    monkeypatch.setenv("ISCSICTL_SOCKET", "")
+    assert socket_path() == DEFAULT_SOCKET
+
+
 def test_a_garbage_request_line_gets_an_answer(served, tmp_path):
     import socket
 

@@ -155,6 +155,34 @@ def test_flat_format():
     assert format_node_flat("fe80::1", 3260, -1, "iqn.x") == "[fe80::1]:3260,4294967295 iqn.x"
 
 
+@pytest.mark.parametrize("text", ["\u0663", "1_0", "\u00b2", "0x10", "1e3", "", "+", "--1"])
+def test_an_integer_is_ascii_digits(text):
+    """int() takes '1_0' and other scripts' digits; the C field (strtol) does not."""
+    with pytest.raises(InvalidValue):
+        Record(schema.NODE).set("node.session.nr_sessions", text)
+
+
+def test_integers_with_a_sign_or_blanks_as_strtol_reads_them():
+    r = Record(schema.NODE)
+    r.set("node.session.nr_sessions", " +7 ")
+    assert r["node.session.nr_sessions"] == 7
+
+
+def test_a_value_too_long_for_a_record_line_is_refused():
+    """A line the parser would drop (MAX_LINE) is refused when set, not lost on re-read."""
+    key = "node.session.auth.username"
+    room = schema.MAX_LINE - len(f"{key} = \n")
+    r = Record(schema.NODE, {"node.name": "iqn.2003-01.org.example:t1",
+                             "node.conn[0].address": "10.0.0.1"})
+    r.set(key, "u" * room)
+    text = format_record(r, for_file=True)
+    assert parse_record(schema.NODE, text)[key] == "u" * room
+    with pytest.raises(InvalidValue, match="longer than a record's line"):
+        r.set(key, "u" * (room + 1))
+    with pytest.raises(InvalidValue):
+        r.set(key, "\u00e9" * (room // 2 + 1))  # two bytes each
+
+
 def test_clamps():
     assert schema.clamp_max_recv_dsl(100) == 262144
     assert schema.clamp_max_recv_dsl(8195) == 8192

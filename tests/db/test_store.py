@@ -294,6 +294,40 @@ def test_ifaces(db, tmp_path):
         db.create_iface("x" * 65)
 
 
+def test_a_link_loop_in_the_tree_is_warned_and_skipped_or_an_error(db, tmp_path):
+    """ELOOP where listing follows a link: a target directory that is a loop is skipped
+    with a warning; a nodes directory that is one is a DBError (the CLI's clear message)."""
+    warned = []
+    db.warn = warned.append
+    db.create_node(T1, "10.0.0.1", 3260, 1)
+    db.create_node(T1 + "b", "10.0.0.1", 3260, 1)
+    nodes = tmp_path / "db/nodes"
+    (nodes / "iqn.2003-01.org.example:loop").symlink_to("iqn.2003-01.org.example:loop")
+    assert [n.target for n in db.list_nodes()] == [T1, T1 + "b"]
+    assert any("Too many levels of symbolic links: skipped" in w for w in warned)
+    os.rename(nodes, tmp_path / "db/nodes.real")
+    nodes.symlink_to("nodes")
+    with pytest.raises(DBError, match="cannot list"):
+        db.list_nodes()
+
+
+def test_a_discovery_record_that_cannot_be_deleted_is_an_error(db, tmp_path):
+    did = DiscoveryID("st", "10.0.0.9", 3260)
+    db.create_discovery(did)
+    path = db.discovery_path(did)
+    os.unlink(path)
+    os.mkdir(path)
+    with pytest.raises(DBError, match="cannot delete .*Is a directory"):
+        db.delete_discovery(did)
+
+
+def test_iface_names_listings_cannot_show_are_refused(db):
+    for name in (".hidden", " ", "a b", "a\tb", "a\x1b[31mb", "\u202e"):
+        with pytest.raises(DBError, match="invalid iface name"):
+            db.create_iface(name)
+    db.create_iface("eth0.100_x-1")
+
+
 def test_initiator_name_and_roots(tmp_path, monkeypatch):
     root = str(tmp_path / "cfg")
     assert dbconfig.read_initiator_name(root) is None
