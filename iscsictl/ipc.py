@@ -66,6 +66,18 @@ class DaemonNotRunning(DaemonError):
         )
 
 
+def _io(op: Callable[..., Any], *args: Any) -> Any:
+    """A send or receive on the daemon's connection; its failure (the daemon gone midway:
+    a reset, a broken pipe) a DaemonError (18).  A timeout propagates as it is."""
+    try:
+        return op(*args)
+    except socket.timeout:
+        raise
+    except OSError as exc:
+        raise DaemonError(18, f"lost the connection to iscsictld: {exc.strerror or exc}") \
+            from None
+
+
 def encode_message(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
 
@@ -116,11 +128,11 @@ class DaemonClient:
             except OSError as exc:  # not a socket, a path too long for AF_UNIX, ...
                 raise DaemonNotRunning(self.path, exc.strerror or str(exc)) from None
             s.settimeout(self.timeout)
-            s.sendall(encode_message({"version": IPC_VERSION, "op": op, "args": args}))
+            _io(s.sendall, encode_message({"version": IPC_VERSION, "op": op, "args": args}))
             buf = bytearray()
             reply = None
             while reply is None:
-                chunk = s.recv(1 << 16)
+                chunk = _io(s.recv, 1 << 16)
                 if not chunk:
                     raise DaemonError(18, "iscsictld closed the connection without an answer")
                 buf += chunk
@@ -145,9 +157,6 @@ class DaemonClient:
                     break
         except socket.timeout:
             raise DaemonError(33, "iscsictld request timed out") from None
-        except OSError as exc:  # the connection reset, ...
-            raise DaemonError(18, f"lost the connection to iscsictld: {exc.strerror or exc}") \
-                from None
         finally:
             s.close()
         if reply.get("ok"):

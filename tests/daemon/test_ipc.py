@@ -106,6 +106,51 @@ def test_a_socket_path_that_cannot_be_connected_is_no_daemon(path):
     assert e.value.code == 20 and "iscsictld" in str(e.value)
 
 
+def _one_shot_server(path, answer):
+    """A socket at ``path`` that takes one connection, reads its request line and calls
+    ``answer(conn)`` (in a thread)."""
+    import socket
+    import threading
+
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+
+    def run():
+        conn, _ = srv.accept()
+        conn.recv(1 << 16)
+        answer(conn)
+        conn.close()
+        srv.close()
+    threading.Thread(target=run, daemon=True).start()
+
+
+def test_a_daemon_gone_midway_is_a_daemon_error(tmp_path):
+    import socket
+    import struct
+
+    def reset(conn):  # close with a zero linger: the client's read gets ECONNRESET
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    path = str(tmp_path / "d.sock")
+    _one_shot_server(path, reset)
+    with pytest.raises(DaemonError) as e:
+        DaemonClient(path, timeout=5).call("ping")
+    assert e.value.code == 18
+
+
+def test_a_progress_callback_failing_is_not_a_lost_daemon(tmp_path):
+    """A BrokenPipeError of the CLI's own output (``| head``) reaches the CLI as it is,
+    which ends quietly, not as a connection to the daemon lost."""
+    path = str(tmp_path / "d.sock")
+    _one_shot_server(path, lambda conn: conn.sendall(
+        b'{"version":2,"progress":{"done":1,"total":2,"result":{}}}\n'))
+
+    def progress(_event):
+        raise BrokenPipeError(32, "Broken pipe")
+    with pytest.raises(BrokenPipeError):
+        DaemonClient(path, timeout=5).call("logout", progress=progress, sids=[1])
+
+
 def test_an_empty_socket_variable_is_the_default(monkeypatch):
     from iscsictl.ipc import DEFAULT_SOCKET, socket_path
 
