@@ -433,7 +433,7 @@ def test_malformed_netlink_message(lio, env, scenario_dir):
 
 
 def test_a_connection_error_lost_to_an_overrun_is_recovered(lio, env, scenario_dir):
-    """6c. the kernel's error event for the daemon's session is lost: with the daemon
+    """6d. the kernel's error event for the daemon's session is lost: with the daemon
     stopped (SIGSTOP), its event socket's receive buffer is filled from another process and
     the session's TCP connection killed, so the kernel drops its CONN_ERROR and reports
     ENOBUFS at the daemon's next read; continued, the daemon finds the failed connection in
