@@ -52,7 +52,7 @@ from .enums import ISCSI_NL_GRP_ISCSID, NETLINK_ISCSI, StopConnFlag
 from .enums import IscsiUeventE as E
 from .errors import (IscsiKernelError, KernelInterfaceUnavailable, NetlinkClosedError,
                      NetlinkPermissionError, NotInitialNetnsError, PayloadDecodeError, ReplyTimeout)
-from .events import EVENTS_LOST, EventsLost, KernelEvent, event_from_message
+from .events import EVENTS_LOST, KernelEvent, event_from_message
 from .messages import (decode_messages, encode_message, encode_nlas, encode_sockaddr, message_encoder,
                        iscsi_chap_rec_payload, iscsi_flashnode_param_info_nla, iscsi_host_stats_custom_payload,
                        iscsi_iface_param_info_nla, iscsi_offload_host_stats_payload, iscsi_param_info_nla,
@@ -227,7 +227,7 @@ def _parse_chap(msg: Any) -> list[ChapRec]:
 
 def _as_event(msg: Any) -> KernelEvent:
     """A message read that is not a reply -> its event (:data:`EVENTS_LOST` as it is)."""
-    return msg if isinstance(msg, EventsLost) else event_from_message(msg)
+    return msg if msg is EVENTS_LOST else event_from_message(msg)
 
 
 def _int32(v: int) -> int:

@@ -48,6 +48,12 @@ class Portal:
         return self.host_port() + tag
 
 
+def _digits(s: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also takes '²' (which ``int`` refuses) and other
+    scripts' digits (which it reads)."""
+    return s.isascii() and s.isdigit()
+
+
 def _parse(text: str, what: str, allow_tag: bool) -> Portal:
     s = text.strip()
     if not s:
@@ -55,7 +61,7 @@ def _parse(text: str, what: str, allow_tag: bool) -> Portal:
     tpgt = None
     if allow_tag and "," in s:
         s, _, tag = s.rpartition(",")
-        if not tag.isdigit() or int(tag) > 65535:
+        if not _digits(tag) or int(tag) > 65535:
             raise PortalError(f"{what} {text!r}: portal group tag {tag!r} is not 0..65535")
         tpgt = int(tag)
     port = ISCSI_PORT
@@ -84,7 +90,7 @@ def _parse(text: str, what: str, allow_tag: bool) -> Portal:
         if not _HOST.match(host):
             raise PortalError(f"{what} {text!r}: {host!r} is not a host name or address")
     if port_s:
-        if not port_s.isdigit() or not 0 < int(port_s) <= 65535:
+        if not _digits(port_s) or not 0 < int(port_s) <= 65535:
             raise PortalError(f"{what} {text!r}: port {port_s!r} is not 1..65535")
         port = int(port_s)
     return Portal(host, port, tpgt)

@@ -168,6 +168,10 @@ def test_missing_address_uses_the_portal_asked():
     ([("TargetName", "iqn.2003-01.org.example:a"), ("TargetAddress", "[fd00::1:3260,1")], "'\\['"),
     ([("TargetName", "iqn.2003-01.org.example:a"), ("TargetAddress", "10.0.0.1:99999,1")], "port"),
     ([("TargetName", "iqn.2003-01.org.example:a"), ("TargetAddress", "10.0.0.1:3260,x")], "tag"),
+    # str.isdigit() takes these; int() raised ValueError past the TextExchangeError for '²'
+    ([("TargetName", "iqn.2003-01.org.example:a"), ("TargetAddress", "10.0.0.1:\u00b2")], "port"),
+    ([("TargetName", "iqn.2003-01.org.example:a"), ("TargetAddress", "10.0.0.1,\u00b3")], "tag"),
+    ([("TargetName", "iqn.2003-01.org.example:a"), ("TargetAddress", "10.0.0.1:\u0663")], "port"),
     ([("TargetName", "not a name")], "SendTargets"),
 ])
 def test_parse_send_targets_refuses(pairs, match):
