@@ -326,6 +326,7 @@ def test_iface_names_listings_cannot_show_are_refused(db):
         with pytest.raises(DBError, match="invalid iface name"):
             db.create_iface(name)
     db.create_iface("eth0.100_x-1")
+    assert "eth0.100_x-1" in db.list_ifaces()
 
 
 def test_initiator_name_and_roots(tmp_path, monkeypatch):
