@@ -4,13 +4,19 @@ Not compatible with iscsiadm<->iscsid (by design, DESIGN.md).  Root only: the
 daemon checks the peer's uid with SO_PEERCRED.  One request per connection
 (the CLI's lifetime is one command), one line each way::
 
-    -> {"version": 2, "op": "login", "args": {...}}
-    <- {"version": 2, "ok": true, "result": ...}
-    <- {"version": 2, "ok": false, "error": {"code": 15, "message": "session exists"}}
+    -> {"version": 3, "op": "login", "args": {...}}
+    <- {"version": 3, "alive": true}                  (every KEEPALIVE_INTERVAL s)
+    <- {"version": 3, "ok": true, "result": ...}
+    <- {"version": 3, "ok": false, "error": {"code": 15, "message": "session exists"}}
 
 ``code`` is open-iscsi's ISCSI_ERR_* number, so the CLI exits with it.  The daemon answers
 in the request's version.  Version 2 changed one thing: a ``login`` record may leave out
 the keys at their compiled default (the daemon restores them); version 1 sent every key.
+Version 3 added the keep-alive lines: while the daemon works on a request it sends one
+every :data:`KEEPALIVE_INTERVAL` s, so that the client, which waits as long as the daemon
+works (a login of many nodes, each bounded by its own timeouts), can tell a daemon that
+stopped (its loop stuck: nothing for :data:`SILENCE_LIMIT` s) from a long request.
+iscsiadm waits for iscsid's login answer without a limit.
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ from typing import Any
 __all__ = [
     "DEFAULT_SOCKET",
     "IPC_VERSION",
+    "KEEPALIVE_INTERVAL",
     "SERVED_VERSIONS",
+    "SILENCE_LIMIT",
     "DaemonClient",
     "DaemonError",
     "DaemonNotRunning",
@@ -33,9 +41,15 @@ __all__ = [
     "socket_path",
 ]
 
-IPC_VERSION = 2
-#: versions the daemon serves (a v1 CLI sends whole records, which v2 reads the same)
-SERVED_VERSIONS = (1, 2)
+IPC_VERSION = 3
+#: versions the daemon serves (a v1 CLI sends whole records, which v2 reads the same;
+#: v1 and v2 get no keep-alive lines)
+SERVED_VERSIONS = (1, 2, 3)
+#: seconds between the daemon's keep-alive lines while a v3 request is under way
+KEEPALIVE_INTERVAL = 2.0
+#: seconds without a line (answer, progress, keep-alive) after which the client counts the
+#: daemon as stuck: 15 keep-alives missed
+SILENCE_LIMIT = 30.0
 DEFAULT_SOCKET = "/run/iscsictld.sock"
 MAX_MESSAGE = 16 << 20  # bytes: a reply listing thousands of sessions fits
 
@@ -95,13 +109,15 @@ class DaemonClient:
 
     Args:
         path: the socket (default :func:`socket_path`).
-        timeout: seconds to wait for the answer (None: wait; logins of many
-            nodes can take long, and the daemon bounds its own work).
+        timeout: seconds to wait for each line of the answer, then DaemonError 33 (None:
+            :data:`SILENCE_LIMIT`).  A progress or keep-alive line counts, so a request
+            may take as long as the daemon works on it: it sends a keep-alive line every
+            :data:`KEEPALIVE_INTERVAL` s.
     """
 
     def __init__(self, path: str | None = None, timeout: float | None = None) -> None:
         self.path = path or socket_path()
-        self.timeout = timeout
+        self.timeout = SILENCE_LIMIT if timeout is None else timeout
 
     def call(self, op: str, progress: Callable[[dict[str, Any]], None] | None = None,
              **args: Any) -> Any:
@@ -153,10 +169,15 @@ class DaemonClient:
                         if progress is not None:
                             progress(msg["progress"])
                         continue
+                    if msg.get("alive") is True:
+                        continue
                     reply = msg
                     break
         except socket.timeout:
-            raise DaemonError(33, "iscsictld request timed out") from None
+            raise DaemonError(33, f"iscsictld sent nothing for {self.timeout:g} s, not even a "
+                                  "keep-alive: it may be stuck (see its log); what the request "
+                                  "did is unknown ('iscsictl -m session' shows the sessions)") \
+                from None
         finally:
             s.close()
         if reply.get("ok"):

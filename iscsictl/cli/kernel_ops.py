@@ -19,7 +19,7 @@ SESS_EXISTS = E.BY_NAME["ISCSI_ERR_SESS_EXISTS"]
 def _client():
     from ..ipc import DaemonClient
 
-    return DaemonClient(timeout=None)
+    return DaemonClient()  # waits while the daemon works (its keep-alive lines)
 
 
 def _daemon_error(exc) -> E.CliError:  # type: ignore[no-untyped-def]

@@ -428,7 +428,7 @@ def _call(op: str, **kw: Any) -> Any:
     from ..ipc import DaemonClient, DaemonError
 
     try:
-        return DaemonClient(timeout=None).call(op, **kw)
+        return DaemonClient().call(op, **kw)
     except DaemonError as exc:
         raise E.CliError(str(exc), exc.code) from None
 

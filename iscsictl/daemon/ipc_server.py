@@ -7,8 +7,8 @@ Here the loop's reader callback on the listening socket accepts, and the handler
 socket directly (the loop waits for it only when the line is not there yet): a request
 answered 3.1 -> 1.0 ms in the VM, in every command that asks the daemon.
 
-The wire format is :mod:`iscsictl.ipc`'s (one JSON line each way, progress lines before the
-answer).
+The wire format is :mod:`iscsictl.ipc`'s (one JSON line each way, progress and keep-alive
+lines before the answer).
 """
 
 from __future__ import annotations
@@ -145,3 +145,23 @@ class Replies:
             await self._sender
         if self._error is not None:
             raise self._error
+
+
+class KeepAlive:
+    """``line`` written to ``out`` every ``interval`` s (a loop timer, no task) until
+    :meth:`cancel`: the IPC v3 keep-alive that tells a client waiting on a long request that
+    the loop still runs.  Written by the loop itself, so a stuck loop sends none."""
+
+    def __init__(self, out: Replies, line: bytes, interval: float) -> None:
+        self._out, self._line, self._interval = out, line, interval
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(interval, self._beat)
+
+    def _beat(self) -> None:
+        self._out.write(self._line)
+        self._timer = self._loop.call_later(self._interval, self._beat)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

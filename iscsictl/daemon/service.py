@@ -38,8 +38,8 @@ from typing import Any
 from iscsictl.db.errors import DBError
 from iscsictl.db.record import with_defaults
 from iscsictl.db.schema import NODE
-from iscsictl.ipc import (IPC_VERSION, MAX_MESSAGE, SERVED_VERSIONS, decode_message,
-                          encode_message)
+from iscsictl.ipc import (IPC_VERSION, KEEPALIVE_INTERVAL, MAX_MESSAGE, SERVED_VERSIONS,
+                          decode_message, encode_message)
 from iscsictl.kernel.sysfs import Sysfs
 from iscsictl.netlink import (
     AsyncIscsiNetlink,
@@ -70,7 +70,7 @@ from iscsictl.protocol.session import (
 
 from . import kernel_session as ks
 from .errors import SessionError, err_text
-from .ipc_server import IpcListener, Replies, read_line
+from .ipc_server import IpcListener, KeepAlive, Replies, read_line
 from .mounts import busy_devices
 from .params import ADOPTION_ATTRS, AUTH_ATTRS, adopted_record
 
@@ -926,7 +926,8 @@ class Daemon:
     # ------------------------------------------------------------------ IPC
     async def _serve(self, conn: socket.socket) -> None:
         """One CLI connection (:class:`~.ipc_server.IpcListener` gives it): its request
-        line, progress lines if asked, the answer; then the connection is closed."""
+        line, progress lines if asked and keep-alive lines (v3) while it is under way, the
+        answer; then the connection is closed."""
         version = IPC_VERSION  # the answer's and the progress lines': the request's
         out = Replies(conn)
 
@@ -939,14 +940,21 @@ class Daemon:
             if uid not in (0, os.getuid()):
                 reply = {"ok": False, "error": {"code": 13, "message": err_text(13)}}
             else:
+                keepalive = None
                 try:
                     req = decode_message(await read_line(conn, MAX_MESSAGE), SERVED_VERSIONS)
                     version = req["version"]
+                    if version >= 3:
+                        keepalive = KeepAlive(out, encode_message(
+                            {"version": version, "alive": True}), KEEPALIVE_INTERVAL)
                     reply = {"ok": True, "result": await self._dispatch(req, progress)}
                 except SessionError as exc:
                     reply = {"ok": False, "error": {"code": exc.code, "message": str(exc)}}
                 except (ValueError, KeyError, TypeError) as exc:
                     reply = {"ok": False, "error": {"code": 16, "message": f"bad request: {exc}"}}
+                finally:
+                    if keepalive is not None:
+                        keepalive.cancel()
             out.write(encode_message({"version": version, **reply}))
             await out.drain()
         except ConnectionError:

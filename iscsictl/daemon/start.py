@@ -127,8 +127,8 @@ def _login(records: list[dict[str, str]], initiator_name: str) -> list[dict[str,
         pass  # not running (or not answering): the logins are made here
     else:  # iscsictld runs: it owns the kernel's sessions, so it makes these too
         try:
-            return DaemonClient(timeout=None).call("login", records=records,
-                                                   initiator_name=initiator_name)
+            return DaemonClient().call("login", records=records,
+                                       initiator_name=initiator_name)
         except DaemonError as e:
             return [{"ok": False, "code": e.code, "message": str(e)}] * len(records)
     from .instance import LOCK_FILE, iscsid_running, take_lock

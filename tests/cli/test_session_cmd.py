@@ -4,12 +4,14 @@ logout messages through a fake daemon (the real kernel path runs in vm-tests/)."
 import io
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
 
 from iscsictl.cli.main import run
 from iscsictl.cli.output import Output
+from iscsictl.ipc import IPC_VERSION
 
 T = "iqn.2003-01.org.example:t1"
 
@@ -266,9 +268,12 @@ class FakeDaemon:
 
     def __init__(self, path: str) -> None:
         import socket
-        import threading
 
         self.path, self.answers, self.calls = path, {}, []
+        #: before answering: keep-alive lines every ``alive_every`` s for ``stall`` s
+        #: (``alive_every`` None: silence, as a daemon whose loop is stuck)
+        self.stall, self.alive_every = 0.0, None
+        self.released = threading.Event()  # ends a stall at once
         self.server = socket.socket(socket.AF_UNIX)
         self.server.bind(path)
         self.server.listen(16)
@@ -287,10 +292,24 @@ class FakeDaemon:
                 self.calls.append((op, args))
                 n = len(args.get("records") or args.get("sids") or [None])
                 result, self.answers[op] = self.answers[op][:n], self.answers[op][n:]
-                lines = [{"version": 2, "progress": {"done": i, "total": n, "result": r}}
+                self._stall(conn)
+                lines = [{"version": IPC_VERSION, "progress": {"done": i, "total": n, "result": r}}
                          for i, r in enumerate(result, 1) if args.get("progress")]
-                lines.append({"version": 2, "ok": True, "result": result})
-                conn.sendall(b"".join(json.dumps(m).encode() + b"\n" for m in lines))
+                lines.append({"version": IPC_VERSION, "ok": True, "result": result})
+                try:
+                    conn.sendall(b"".join(json.dumps(m).encode() + b"\n" for m in lines))
+                except OSError:
+                    pass  # the client gave up
+
+    def _stall(self, conn) -> None:
+        import time
+
+        end = time.monotonic() + self.stall
+        while not self.released.wait(min(self.alive_every or 0.05, max(0, end - time.monotonic()))):
+            if time.monotonic() >= end:
+                return
+            if self.alive_every:
+                conn.sendall(b'{"version":%d,"alive":true}\n' % IPC_VERSION)
 
     def close(self) -> None:
         """Stop serving, then close the listener.  Its descriptor is closed only once the
@@ -299,6 +318,7 @@ class FakeDaemon:
         requests from its own (used up) answers."""
         import socket
 
+        self.released.set()
         self.server.shutdown(socket.SHUT_RDWR)  # a blocked accept() fails with EINVAL
         self.thread.join(5)
         self.server.close()
@@ -328,6 +348,42 @@ def test_login_success_messages(fake_daemon):
     assert op == "login" and args["initiator_name"] == "iqn.2026-11.x:init"
     assert "multiple" not in args  # only -m session -r SID -o new (an older daemon lacks it)
     assert args["records"][0]["node.name"] == T
+
+
+def _cli_within(seconds: float, *args):
+    """``cli(*args)`` in a thread: its result, or None if it had not ended after ``seconds``
+    (a hang is a failure, not a test run that never ends)."""
+    box = []
+    th = threading.Thread(target=lambda: box.append(cli(*args)), daemon=True)
+    th.start()
+    th.join(seconds)
+    return box[0] if box else None
+
+
+def test_a_daemon_that_stops_answering_ends_the_login_with_33(fake_daemon, monkeypatch):
+    """A daemon that takes the request and then sends nothing, not even a keep-alive line
+    (its loop stuck), is given up after SILENCE_LIMIT s: exit 33, not a hang."""
+    from iscsictl import ipc
+
+    monkeypatch.setattr(ipc, "SILENCE_LIMIT", 0.5)
+    fake_daemon.answers = {"login": [{"ok": True, "node": "x", "sids": [1]}]}
+    fake_daemon.stall = 60
+    got = _cli_within(10, "-m", "node", "-T", T, "-p", "127.0.0.1", "-l")
+    assert got is not None, "the login still waits on a silent daemon"
+    rc, _, err = got
+    assert rc == 33 and "iscsictld sent nothing for 0.5 s" in err and "may be stuck" in err
+
+
+def test_a_login_longer_than_the_silence_limit_is_waited_for_on_keep_alives(fake_daemon,
+                                                                            monkeypatch):
+    from iscsictl import ipc
+
+    monkeypatch.setattr(ipc, "SILENCE_LIMIT", 0.5)
+    desc = f"[iface: default, target: {T}, portal: 127.0.0.1,3260]"
+    fake_daemon.answers = {"login": [{"ok": True, "node": desc, "sids": [1]}]}
+    fake_daemon.stall, fake_daemon.alive_every = 1.5, 0.1
+    got = _cli_within(10, "-m", "node", "-T", T, "-p", "127.0.0.1", "-l")
+    assert got == (0, f"Logging in to {desc}\nLogin to {desc} successful.\n", "")
 
 
 def test_login_auth_failure_is_24_with_iscsiadm_lines(fake_daemon):

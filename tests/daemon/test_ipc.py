@@ -143,7 +143,7 @@ def test_a_progress_callback_failing_is_not_a_lost_daemon(tmp_path):
     which ends quietly, not as a connection to the daemon lost."""
     path = str(tmp_path / "d.sock")
     _one_shot_server(path, lambda conn: conn.sendall(
-        b'{"version":2,"progress":{"done":1,"total":2,"result":{}}}\n'))
+        b'{"version":3,"progress":{"done":1,"total":2,"result":{}}}\n'))
 
     def progress(_event):
         raise BrokenPipeError(32, "Broken pipe")
@@ -281,13 +281,39 @@ def _raw_call(path: str, request: dict) -> list[dict]:
     s.settimeout(5)
     s.sendall(json.dumps(request).encode() + b"\n")
     data = b""
-    while not data.endswith(b"\n") or b'"progress"' in data.splitlines()[-1]:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
+    while chunk := s.recv(65536):  # the daemon closes the connection after its answer
         data += chunk
     s.close()
     return [json.loads(line) for line in data.splitlines()]
+
+
+def test_a_long_request_gets_keep_alive_lines_in_v3_only(served, monkeypatch):
+    """While a v3 request is under way the daemon sends a keep-alive line every
+    KEEPALIVE_INTERVAL s (the client waits on them; a stuck loop sends none), and none
+    after the answer; v1 and v2 clients, which would not read them, get none."""
+    from iscsictl.daemon import service
+
+    d, client, loop = served
+    monkeypatch.setattr(service, "KEEPALIVE_INTERVAL", 0.1)
+
+    async def slow_logout(sids, force=False, progress=None):
+        await asyncio.sleep(0.55)
+        return ["answer"]
+
+    d.logout = slow_logout
+    for version, alive in ((3, range(4, 7)), (2, [0]), (1, [0])):
+        lines = _raw_call(client.path, {"version": version, "op": "logout",
+                                        "args": {"sids": [1]}})
+        assert {m["version"] for m in lines} == {version}
+        assert lines[-1] == {"version": version, "ok": True, "result": ["answer"]}
+        assert all(m == {"version": version, "alive": True} for m in lines[:-1])
+        assert len(lines) - 1 in alive, lines
+    assert _raw_call(client.path, {"version": 3, "op": "ping"})[0]["ok"] is True
+
+    async def beating():  # every request's keep-alive timer ended with its answer
+        return [h for h in asyncio.get_running_loop()._scheduled
+                if not h.cancelled() and "_beat" in repr(h)]
+    assert asyncio.run_coroutine_threadsafe(beating(), loop).result(5) == []
 
 
 def _records_reaching_login(d) -> list[dict]:
