@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from iscsictl.db.errors import DBError
+from iscsictl.db.files import read_regular
 from iscsictl.db.record import with_defaults
 from iscsictl.db.schema import NODE
 from iscsictl.ipc import (IPC_VERSION, KEEPALIVE_INTERVAL, MAX_MESSAGE, SERVED_VERSIONS,
@@ -395,7 +396,7 @@ class Daemon:
 
     def _load_state(self) -> dict[str, Any]:
         try:
-            data = json.loads((self.state_dir / "sessions.json").read_text())
+            data = json.loads(read_regular(str(self.state_dir / "sessions.json")))
             return data if isinstance(data, dict) else {}
         except (OSError, ValueError):
             return {}

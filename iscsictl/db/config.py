@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from . import schema
 from .errors import DBError
+from .files import read_regular
 from .record import Record, Warn, _nowarn, parse_lines
 
 DEFAULT_DB_ROOT = "/etc/iscsi"
@@ -72,8 +73,7 @@ class IscsidConfig:
         """Read ``<config_root>/iscsid.conf``; a missing file gives an empty config."""
         path = os.path.join(config_root, CONFIG_FILE)
         try:
-            with open(path, "rb") as f:
-                data = f.read()
+            data = read_regular(path)
         except FileNotFoundError:
             return cls(None, None)
         except OSError as e:
@@ -161,8 +161,7 @@ def read_initiator_name(config_root: str) -> InitiatorName | None:
     read (a directory, no permission, an I/O error): it is never replaced then."""
     path = os.path.join(config_root, INITIATOR_NAME_FILE)
     try:
-        with open(path, "rb") as f:
-            text = f.read().decode("utf-8", "surrogateescape")
+        text = read_regular(path).decode("utf-8", "surrogateescape")
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as e:

@@ -43,6 +43,7 @@ from . import schema
 from .config import IscsidConfig, resolve_roots
 from .errors import (CorruptRecord, DBError, InvalidRecordName, InvalidValue, LockTimeout,
                      RecordExists, RecordNotFound)
+from .files import read_regular
 from .record import (Record, convert, format_file_variants, format_node_flat, format_node_tree,
                      format_portal, format_record, parse_record)
 
@@ -423,8 +424,7 @@ class NodeDB:
 
     def _read_bytes(self, path: str) -> bytes:
         try:
-            with open(path, "rb") as f:
-                return f.read()
+            return read_regular(path)
         except FileNotFoundError:
             raise RecordNotFound(f"no record {path}") from None
         except IsADirectoryError:
@@ -535,8 +535,7 @@ class NodeDB:
 
     def _legacy_iface(self, path: str) -> str | None:
         try:
-            with open(path, "rb") as f:
-                data = f.read(1 << 20)
+            data = read_regular(path, 1 << 20)
         except OSError:
             return None
         for line in data.split(b"\n"):

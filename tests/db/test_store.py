@@ -378,3 +378,76 @@ def test_a_target_filter_that_cannot_be_a_name_matches_nothing(tmp_path):
     db.create_node("iqn.2001-04.com.example:t", "10.0.0.1")
     for bad in ("..", ".", "", "a/b", "../db", "a\0b"):
         assert db.list_nodes(target=bad) == [], bad
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero", "socket", "dir", "file"])
+def test_read_regular_reads_only_a_regular_file_and_never_blocks(tmp_path, kind):
+    """A FIFO would block open(2) until a writer came, /dev/zero would be read until memory
+    ran out: only a regular file is read, and finding out never blocks."""
+    import errno
+    import socket
+
+    from iscsictl.db.files import read_regular
+
+    path = str(tmp_path / "f")
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "socket":
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(path)
+    elif kind == "dir":
+        os.mkdir(path)
+    elif kind == "file":
+        (tmp_path / "f").write_bytes(b"x" * 70000)
+    else:
+        os.symlink(kind, path)
+    if kind == "file":
+        assert read_regular(path) == b"x" * 70000
+        assert read_regular(path, 5) == b"xxxxx" and read_regular(path, 0) == b""
+        return
+    if kind == "socket":  # open(2) of a socket fails by itself
+        with pytest.raises(OSError) as e:
+            read_regular(path)
+        assert e.value.errno == errno.ENXIO
+        return
+    with pytest.raises(OSError) as e:
+        read_regular(path)
+    if kind == "dir":
+        assert isinstance(e.value, IsADirectoryError)
+    else:
+        assert e.value.errno == errno.EINVAL and e.value.strerror == "not a regular file"
+
+
+def test_a_fifo_or_device_in_place_of_a_database_file_is_an_error_not_a_hang(tmp_path):
+    """A node record, iscsid.conf and initiatorname.iscsi replaced by a FIFO (or a symlink
+    to /dev/zero): each command that reads one says so and ends (a process with a timeout:
+    a hang fails the test instead of stopping the run)."""
+    root = tmp_path / "etc"
+    root.mkdir()
+    (root / "initiatorname.iscsi").write_text("InitiatorName=iqn.2001-04.com.example:i\n")
+    (root / "iscsid.conf").write_text("node.startup = manual\n")
+
+    def iscsictl(*args):
+        return subprocess.run([sys.executable, "-m", "iscsictl.cli", "--db-root", str(root),
+                               "--config-root", str(root), *args],
+                              capture_output=True, text=True, timeout=30)
+    assert iscsictl("-m", "node", "-o", "new", "-T", T1, "-p", "10.0.0.1:3260,1").returncode == 0
+    rec = root / "nodes" / T1 / "10.0.0.1,3260,1" / "default"
+    for make in (os.mkfifo, lambda p: os.symlink("/dev/zero", p)):
+        rec.unlink()
+        make(rec)
+        r = iscsictl("-m", "node", "-T", T1, "-p", "10.0.0.1")
+        assert r.returncode == 6 and f"cannot read {rec}: not a regular file" in r.stderr
+        r = iscsictl("-m", "node", "-o", "show")  # every record read
+        assert r.returncode == 6 and "not a regular file" in r.stderr
+    conf = root / "iscsid.conf"
+    conf.unlink()
+    os.mkfifo(conf)  # warned, and the compiled defaults apply
+    r = iscsictl("-m", "node", "-o", "new", "-T", T2, "-p", "10.0.0.2")
+    assert r.returncode == 0 and f"cannot read {conf}: not a regular file" in r.stderr
+    name = root / "initiatorname.iscsi"
+    name.unlink()
+    os.mkfifo(name)  # an error, and never replaced by a generated name
+    r = iscsictl("-m", "node", "-T", T2, "-l")
+    assert r.returncode == 6 and f"cannot read {name}: not a regular file" in r.stderr
+    assert stat.S_ISFIFO(name.lstat().st_mode)
