@@ -75,6 +75,9 @@ def run(args, o, mode: str) -> int:
             raise E.CliError("Invalid command. Possibly missing --discover argument.", E.INVAL)
         return discover_firmware(args, o, ops)
     if args.type is None and args.portal is None:
+        if any(x != "show" for x in ops):  # as iscsiadm: no record named, nothing to change
+            raise E.CliError("Invalid operation. Operation not supported."
+                             if mode == "discoverydb" else "Invalid operation.", E.INVAL)
         return listing(args, o)
     if mode == "discovery" and args.type is None:  # -p alone: the stored record
         return stored_record_op(args, o, ops)

@@ -53,12 +53,12 @@ def _check_ifaces(args, o) -> None:  # type: ignore[no-untyped-def]
 
 def run(args, o, mode: str) -> int:
     ops = args.op or []
-    if not (args.loginall or args.logoutall):  # -L/-U ignore -I, as iscsiadm
+    loginall, logoutall = args.loginall is not None, args.logoutall is not None  # -L '' too
+    if not (loginall or logoutall):  # -L/-U ignore -I, as iscsiadm
         _check_ifaces(args, o)
-    if args.login or args.logout or args.loginall or args.logoutall or args.rescan \
-            or args.stats:
+    if args.login or args.logout or loginall or logoutall or args.rescan or args.stats:
         name = ("node_login" if args.login else "node_logout" if args.logout else
-                "node_loginall" if args.loginall else "node_logoutall" if args.logoutall else
+                "node_loginall" if loginall else "node_logoutall" if logoutall else
                 "node_rescan" if args.rescan else "node_stats")
         return daemon_hook(name)(args, o)
     if args.probe:

@@ -118,6 +118,14 @@ def test_iface_ops(cli):
     (["-m", "host", "-P", "5"], 7, "Invalid info level 5. Try 0 - 4."),
     (["-m", "iface", "-H", "1"], 27, "not supported yet"),
     (["-m", "node", "-o", "frobnicate"], 7, "Invalid operation"),
+    # accepted and ignored before (a listing, exit 0), refused as iscsiadm refuses them
+    (["-m", "node", "-L", ""], 7, "Invalid loginall option ."),
+    (["-m", "node", "-U", ""], 7, "Invalid logoutall option ."),
+    (["-m", "discoverydb", "-o", "new"], 7, "Invalid operation. Operation not supported."),
+    (["-m", "discoverydb", "-o", "delete"], 7, "Invalid operation. Operation not supported."),
+    (["-m", "discoverydb", "-o", "show", "-o", "update"], 7, "Operation not supported."),
+    (["-m", "discovery", "-o", "delete"], 7, "iscsictl: Invalid operation.\n"),
+    (["-m", "discovery", "-o", "nonpersistent"], 7, "iscsictl: Invalid operation.\n"),
     ([], 7, "no mode"),
 ])
 def test_bad_arguments(cli, args, code, msg):
