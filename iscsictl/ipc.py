@@ -158,7 +158,7 @@ class DaemonClient:
                     line, _, rest = bytes(buf).partition(b"\n")
                     buf = bytearray(rest)
                     try:
-                        msg = decode_message(line, (1, IPC_VERSION))
+                        msg = decode_message(line, SERVED_VERSIONS)
                     except ValueError as exc:
                         raise DaemonError(18, f"could not read iscsictld's answer: {exc}") from None
                     if msg["version"] != IPC_VERSION:

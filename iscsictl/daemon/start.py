@@ -119,18 +119,16 @@ async def _login_here(records: list[dict[str, str]], initiator_name: str) -> lis
 
 
 def _login(records: list[dict[str, str]], initiator_name: str) -> list[dict[str, Any]]:
-    from iscsictl.ipc import DaemonClient, DaemonError
+    from iscsictl.ipc import DaemonClient, DaemonError, DaemonNotRunning
 
-    try:
+    try:  # iscsictld runs: it owns the kernel's sessions, so it makes these too
         DaemonClient(timeout=5).call("ping")
-    except DaemonError:
-        pass  # not running (or not answering): the logins are made here
-    else:  # iscsictld runs: it owns the kernel's sessions, so it makes these too
-        try:
-            return DaemonClient().call("login", records=records,
-                                       initiator_name=initiator_name)
-        except DaemonError as e:
-            return [{"ok": False, "code": e.code, "message": str(e)}] * len(records)
+        return DaemonClient().call("login", records=records, initiator_name=initiator_name)
+    except DaemonNotRunning:
+        pass  # the logins are made here
+    except DaemonError as e:  # it runs, but cannot be asked (an older one, stuck ...) or
+        # its login failed: it holds the lock, so this process could not make them either
+        return [{"ok": False, "code": e.code, "message": str(e)}] * len(records)
     from .instance import LOCK_FILE, iscsid_running, take_lock
 
     if iscsid_running():

@@ -358,30 +358,22 @@ def test_a_v1_cli_is_answered_in_v1_and_its_whole_records_are_read_as_they_are(s
     assert seen == [whole]
 
 
-def test_an_older_daemon_is_named_as_such(tmp_path):
-    """A daemon started before an upgrade answers v1 'bad request': the CLI says restart it."""
-    import socket
-    import threading
+def old_daemon_answer(version: int) -> bytes:
+    """What a daemon of IPC ``version`` answers a request of a later version."""
+    return (b'{"version":%d,"ok":false,"error":{"code":16,"message":"bad request: not an '
+            b'iscsictl IPC v%d message"}}\n' % (version, version))
 
+
+@pytest.mark.parametrize("old", [1, 2])
+def test_an_older_daemon_is_named_as_such(tmp_path, old):
+    """A daemon started before an upgrade answers 'bad request' in its own version: the CLI
+    says restart it."""
     path = str(tmp_path / "old.sock")
-    srv = socket.socket(socket.AF_UNIX)
-    srv.bind(path)
-    srv.listen(1)
-
-    def old_daemon():
-        conn, _ = srv.accept()
-        conn.recv(65536)
-        conn.sendall(b'{"version":1,"ok":false,"error":{"code":16,'
-                     b'"message":"bad request: not an iscsictl IPC v1 message"}}\n')
-        conn.close()
-
-    th = threading.Thread(target=old_daemon)
-    th.start()
+    _one_shot_server(path, lambda conn: conn.sendall(old_daemon_answer(old)))
     with pytest.raises(DaemonError) as e:
         DaemonClient(path, timeout=5).call("ping")
-    th.join(5)
-    srv.close()
-    assert e.value.code == 18 and "restart iscsictld" in str(e.value) and "v1" in str(e.value)
+    assert e.value.code == 18 and "restart iscsictld" in str(e.value)
+    assert f"speaks IPC v{old}," in str(e.value)
 
 
 def test_progress_beyond_the_socket_buffer_arrives_in_order(served):

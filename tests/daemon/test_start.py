@@ -136,6 +136,19 @@ def test_logins_go_to_a_running_daemon(env, capsys, monkeypatch):
         d.close()
 
 
+def test_a_daemon_that_runs_but_cannot_be_asked_is_named(env, capsys, monkeypatch):
+    """An iscsictld of an older IPC version (or one that does not answer) holds the lock:
+    iscsictl-start says what is wrong with it, not only that another one runs."""
+    from test_ipc import _one_shot_server, old_daemon_answer
+
+    tmp, conf = env
+    path = str(tmp / "old.sock")
+    _one_shot_server(path, lambda conn: conn.sendall(old_daemon_answer(2)))
+    monkeypatch.setenv("ISCSICTL_SOCKET", path)
+    rc, _, err = start(capsys, "-b", "-c", str(conf))
+    assert rc == 1 and "speaks IPC v2" in err and "restart iscsictld" in err
+
+
 def test_without_the_kernel_interface_it_says_what_to_load(env, capsys, monkeypatch):
     from iscsictl.daemon import service
     from iscsictl.netlink import KernelInterfaceUnavailable
