@@ -358,6 +358,36 @@ def test_a_v1_cli_is_answered_in_v1_and_its_whole_records_are_read_as_they_are(s
     assert seen == [whole]
 
 
+def test_a_client_tells_a_stuck_daemon_loop_from_a_long_request(served, monkeypatch):
+    """The real daemon: a request that takes 1.5 s while the loop turns is waited for on
+    keep-alives by a client that gives up after 0.5 s of silence; the same request while
+    the loop is stuck (a blocking call in it) sends nothing, and the client gives up (33)."""
+    import time
+
+    from iscsictl.daemon import service
+
+    d, client, _ = served
+    monkeypatch.setattr(service, "KEEPALIVE_INTERVAL", 0.1)
+
+    async def long_logout(sids, force=False, progress=None):
+        await asyncio.sleep(1.5)
+        return ["answer"]
+
+    async def stuck_logout(sids, force=False, progress=None):
+        time.sleep(1.5)  # the loop blocked, as by a bug
+        return ["answer"]
+
+    impatient = DaemonClient(client.path, timeout=0.5)
+    d.logout = long_logout
+    assert impatient.call("logout", sids=[1]) == ["answer"]
+    d.logout = stuck_logout
+    with pytest.raises(DaemonError) as e:
+        impatient.call("logout", sids=[1])
+    assert e.value.code == 33 and "sent nothing for 0.5 s" in str(e.value)
+    time.sleep(1.2)  # the loop is back: the daemon serves on
+    assert client.call("ping")["sessions"] == 0
+
+
 def old_daemon_answer(version: int) -> bytes:
     """What a daemon of IPC ``version`` answers a request of a later version."""
     return (b'{"version":%d,"ok":false,"error":{"code":16,"message":"bad request: not an '
