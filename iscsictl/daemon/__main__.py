@@ -18,7 +18,7 @@ import signal
 import socket
 import sys
 
-from iscsictl.ipc import socket_path
+from iscsictl.ipc import DEFAULT_SOCKET, socket_path
 
 from .instance import LOCK_FILE, iscsid_running, take_lock
 from .protect import protect_daemon
@@ -38,24 +38,37 @@ def sd_notify(message: str) -> None:
             pass
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="iscsictld", description=__doc__.splitlines()[0])
-    p.add_argument("--socket", default=socket_path(), help="IPC socket path")
-    p.add_argument("--lock-file", default=os.environ.get("ISCSICTLD_LOCK", LOCK_FILE))
-    p.add_argument("--state-dir", default="/run/iscsictl")
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="iscsictld", description="The iSCSI daemon: it owns the kernel's iSCSI sessions "
+        "(logins, recovery, logouts) and serves iscsictl.  Runs in the foreground "
+        "(systemd Type=notify) and logs to stderr.")
+    p.add_argument("--socket", default=socket_path(), metavar="PATH",
+                   help=f"the IPC socket (default $ISCSICTL_SOCKET or {DEFAULT_SOCKET})")
+    p.add_argument("--lock-file", default=os.environ.get("ISCSICTLD_LOCK", LOCK_FILE),
+                   metavar="PATH", help="the single-instance lock, holding the daemon's pid "
+                   f"(default $ISCSICTLD_LOCK or {LOCK_FILE})")
+    p.add_argument("--state-dir", default="/run/iscsictl", metavar="DIR",
+                   help="where the sessions' ISIDs and TSIHs are kept for adoption after a "
+                   "restart (default %(default)s)")
     p.add_argument("-d", "--debug", action="count", default=0, help="more log output")
     p.add_argument("--logout-on-exit", action="store_true",
                    help="log out of every session when stopping")
-    p.add_argument("--db-root", default=None,
+    p.add_argument("--db-root", default=None, metavar="DIR",
                    help="node DB root (default $ISCSICTL_DB_ROOT or /etc/iscsi)")
-    p.add_argument("--config-root", default=None,
-                   help="iscsid.conf/initiatorname.iscsi dir (default $ISCSICTL_CONFIG_ROOT or /etc/iscsi)")
+    p.add_argument("--config-root", default=None, metavar="DIR",
+                   help="iscsid.conf/initiatorname.iscsi dir (default $ISCSICTL_CONFIG_ROOT "
+                   "or /etc/iscsi)")
     p.add_argument("--no-autostart", action="store_true",
                    help="do not log in to node.startup=automatic records at start")
     p.add_argument("--no-command-server", action="store_true",
                    help="do not run the command server (each iscsictl command then "
                         "starts Python)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     if iscsid_running():
         print("iscsictld: open-iscsi's iscsid is running and owns the kernel's iSCSI "
               "interface; stop it first (systemctl stop iscsid.socket iscsid)", file=sys.stderr)

@@ -28,20 +28,33 @@ ERR, INVAL = 1, 7
 NO_KERNEL = 12  # as iscsictld: the kernel's iSCSI interface cannot be used
 
 
+#: iscsistart's options: (short, long, argparse keywords); -b/-f/-N/--show/-v below
+_OPTIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("-c", "--config", {"metavar": "PATH", "help": "iscsid.conf, or the directory holding "
+                                                   "it (default /etc/iscsi/iscsid.conf)"}),
+    ("-i", "--initiatorname", {"metavar": "NAME", "help": "the initiator's name"}),
+    ("-t", "--targetname", {"metavar": "NAME", "help": "the target's name"}),
+    ("-g", "--tgpt", {"type": int, "metavar": "N", "help": "its portal group tag"}),
+    ("-a", "--address", {"metavar": "ADDRESS", "help": "its portal's address"}),
+    ("-p", "--port", {"type": int, "default": 3260, "metavar": "N",
+                      "help": "its portal's port (default 3260)"}),
+    ("-u", "--username", {"metavar": "NAME", "help": "CHAP: the initiator's user name"}),
+    ("-w", "--password", {"metavar": "SECRET", "help": "CHAP: the initiator's secret"}),
+    ("-U", "--username_in", {"metavar": "NAME", "help": "mutual CHAP: the target's name"}),
+    ("-W", "--password_in", {"metavar": "SECRET", "help": "mutual CHAP: the target's secret"}),
+    ("-d", "--debug", {"type": int, "default": 0, "metavar": "LEVEL",
+                       "help": "log the logins' steps to stderr (any level above 0)"}),
+    ("-P", "--param", {"action": "append", "default": [], "metavar": "NAME=VALUE",
+                       "help": "a node record setting for the logins (repeatable)"}),
+)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0],
-                                add_help=True)
-    for short, long, kw in (
-        ("-c", "--config", {"help": "iscsid.conf, or the directory holding it "
-                                    "(default /etc/iscsi/iscsid.conf)"}),
-        ("-i", "--initiatorname", {}), ("-t", "--targetname", {}),
-        ("-g", "--tgpt", {"type": int}), ("-a", "--address", {}),
-        ("-p", "--port", {"type": int, "default": 3260}),
-        ("-u", "--username", {}), ("-w", "--password", {}),
-        ("-U", "--username_in", {}), ("-W", "--password_in", {}),
-        ("-d", "--debug", {"type": int, "default": 0}),
-        ("-P", "--param", {"action": "append", "default": [], "metavar": "NAME=VALUE"}),
-    ):
+    p = argparse.ArgumentParser(
+        prog=PROG, description="Log in to a boot disk without a running iscsictld "
+        "(open-iscsi's iscsistart, for an initramfs): the targets the boot firmware "
+        "describes (-b), or one given by -i -t -g -a.")
+    for short, long, kw in _OPTIONS:
         p.add_argument(short, long, **kw)
     p.add_argument("-b", "--fwparam_connect", action="store_true",
                    help="log in to the targets the boot firmware describes")
@@ -50,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-N", "--fwparam_network", action="store_true",
                    help="(not supported: configure the NIC with ip(8))")
     p.add_argument("--show", action="store_true", help="-f: print CHAP secrets")
-    p.add_argument("-v", "--version", action="store_true")
+    p.add_argument("-v", "--version", action="store_true", help="print the version")
     return p
 
 

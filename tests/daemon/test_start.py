@@ -56,6 +56,18 @@ def test_arguments_as_iscsistart(env, capsys):
     assert start(capsys, "--bogus")[0] == 7
 
 
+@pytest.mark.parametrize("module", ["iscsictl.daemon.start", "iscsictl.daemon.__main__"])
+def test_help_explains_every_option_in_whole_sentences(module):
+    """``iscsictl-start --help`` and ``iscsictld --help``: a description that ends as a
+    sentence (it was once a docstring's first line, cut mid-sentence) and a help text for
+    every option."""
+    import importlib
+
+    parser = importlib.import_module(module)._parser()
+    assert parser.description.endswith(".")
+    assert [a.option_strings for a in parser._actions if not a.help] == []
+
+
 def test_the_executable_flushes_its_output_and_exits_with_the_code(env):
     """The installed command (``console``) ends by os._exit: its output, block-buffered in
     a pipe, must have been flushed first, and the exit code must be main()'s."""
