@@ -33,66 +33,15 @@ def _bad_portal(text: str, why: str) -> E.CliError:
 
 
 def parse_portal_arg(text: str, allow_tag: bool = True) -> PortalArg:
-    """Parse ``-p`` without importing the protocol stack.  Raises CliError (exit 7)."""
-    s = text.strip()
-    if not s:
-        raise _bad_portal(text, "empty")
-    tpgt = None
-    if "," in s:
-        if not allow_tag:
-            raise _bad_portal(text, "a portal group tag is not allowed here")
-        s, _, tag = s.rpartition(",")
-        if not _digits(tag) or int(tag) > 65535:
-            raise _bad_portal(text, f"portal group tag '{tag}' is not 0..65535")
-        tpgt = int(tag)
-    port_s = ""
-    if s.startswith("["):
-        host, sep, rest = s[1:].partition("]")
-        if not sep:
-            raise _bad_portal(text, "unterminated '['")
-        if rest:
-            if not rest.startswith(":"):
-                raise _bad_portal(text, "junk after ']'")
-            port_s = rest[1:]
-        if not _is_ipv6(host):
-            raise _bad_portal(text, f"'{host}' is not an IPv6 address")
-    elif s.count(":") > 1:
-        host = s
-        if not _is_ipv6(host):
-            raise _bad_portal(text, f"'{host}' is not an address")
-    else:
-        host, _, port_s = s.partition(":")
-        if not host or not host.isascii() or not all(c.isalnum() or c in "-._" for c in host) \
-                or host[0] in "-." or host[-1] in "-." or len(host) > 253 \
-                or not all(0 < len(label) <= 63 for label in host.split(".")):
-            raise _bad_portal(text, f"'{host}' is not a host name or address")
-        if all(c.isdigit() or c == "." for c in host) and not _is_ipv4(host):
-            raise _bad_portal(text, f"'{host}' is not an IPv4 address")
-    port = DEFAULT_PORT
-    if port_s or s.endswith(":"):
-        if not _digits(port_s) or not 0 < int(port_s) <= 65535:
-            raise _bad_portal(text, f"port '{port_s}' is not 1..65535")
-        port = int(port_s)
-    return PortalArg(host, port, tpgt)
-
-
-def _digits(s: str) -> bool:
-    """ASCII digits only (``str.isdigit`` also takes '²' and other scripts' digits)."""
-    return s.isascii() and s.isdigit()
-
-
-def _is_ipv4(s: str) -> bool:
-    parts = s.split(".")
-    return len(parts) == 4 and all(_digits(p) and int(p) <= 255 and len(p) <= 3 for p in parts)
-
-
-def _is_ipv6(s: str) -> bool:
-    import ipaddress
+    """Parse ``-p`` (:func:`iscsictl.lexical.split_portal`: the grammar TargetAddress values
+    are read by) without importing the protocol stack.  Raises CliError (exit 7).  Stricter
+    than iscsiadm, which stores '-x', 'a..b', '999.1.1.1' or '10.0.0.1:' (port 0) as given."""
+    from ..lexical import split_portal
     try:
-        ipaddress.IPv6Address(s.split("%")[0])
-    except ValueError:
-        return False
-    return True
+        address, port, tpgt = split_portal(text, allow_tag)
+    except ValueError as exc:
+        raise _bad_portal(text, str(exc)) from None
+    return PortalArg(address, DEFAULT_PORT if port is None else port, tpgt)
 
 
 def check_target_name(name: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from iscsictl.lexical import ascii_digits
 from iscsictl.netlink import IscsiParam as P
 from iscsictl.protocol.negotiation import NegotiatedParameters
 
@@ -169,7 +170,7 @@ def _yes_no(v: str) -> str | None:
 
 
 def _number(v: str) -> str | None:
-    return v if v.isdigit() and int(v) > 0 else None
+    return v if ascii_digits(v) and int(v) > 0 else None
 
 
 #: (record key, sysfs attribute: ``session/<name>`` or ``connection/<name>``, conversion)

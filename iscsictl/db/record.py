@@ -17,6 +17,7 @@ import functools
 import re
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+from ..lexical import ascii_digits
 from . import schema
 from .errors import CorruptRecord, InvalidKey, InvalidValue, ReadOnlyKey
 from .schema import Key, RecordKind
@@ -144,7 +145,7 @@ def convert(key: Key, value) -> object:
         else:
             s = str(value).strip()
             digits = s[1:] if s[:1] in ("+", "-") else s
-            if not (digits.isascii() and digits.isdigit()):  # not '1_0', '٣' (int() takes them)
+            if not ascii_digits(digits):  # not '1_0', '٣' (int() takes them)
                 raise InvalidValue(key.name, str(value), "expected a base-10 integer")
             v = int(s, 10)
         lo, hi = key.range

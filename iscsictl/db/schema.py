@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..lexical import ascii_digits
+
 #: Version written after ``# BEGIN RECORD``.  Debian 12's iscsiadm writes ``2.1.8``.
 FORMAT_VERSION = "2.1.8"
 BEGIN_RECORD = "# BEGIN RECORD"
@@ -362,7 +364,7 @@ def version_tuple(version: str) -> tuple:
     """``"2.1.8"`` -> ``(2, 1, 8)``; non-numeric parts stop the tuple (``"6.2.1.2-0"`` -> (6,2,1,2))."""
     out = []
     for part in version.replace("-", ".").split("."):
-        if not part.isdigit():
+        if not ascii_digits(part):
             break
         out.append(int(part))
     return tuple(out)

@@ -39,6 +39,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from ..lexical import ascii_digits
 from . import schema
 from .config import IscsidConfig, resolve_roots
 from .errors import (CorruptRecord, DBError, InvalidRecordName, InvalidValue, LockTimeout,
@@ -315,7 +316,7 @@ class FileLock:
                 holder = None
                 try:
                     txt = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-                    holder = int(txt) if txt.isdigit() else None
+                    holder = int(txt) if ascii_digits(txt) else None
                 except OSError:
                     pass
                 os.close(fd)

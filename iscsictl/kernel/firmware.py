@@ -26,6 +26,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..lexical import ascii_digits
 from .sysfs import Sysfs
 
 __all__ = ["BootContext", "FirmwareAccessError", "boot_targets", "firmware_present",
@@ -276,6 +277,6 @@ def offload_iface(ctx: BootContext, sysfs: Sysfs) -> dict[str, str] | None:
                                                         ctx.initiator_name)):
         if value:
             values[key] = value
-    if ctx.vlan and ctx.vlan.isascii() and ctx.vlan.isdigit() and int(ctx.vlan):
+    if ctx.vlan and ascii_digits(ctx.vlan) and int(ctx.vlan):
         values["iface.vlan_id"] = str(int(ctx.vlan))
     return values

@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Mapping
 
+from ..lexical import ascii_digits
 from .errors import ISCSIProtocolError
 from .keys import KEYS, Kind, KeyDef, Stage
 from .text import TextPairs
@@ -58,7 +59,7 @@ def parse_number(kd: KeyDef, text: str) -> int:
     Raises:
         NegotiationError: not a number, or out of range.
     """
-    if text.isascii() and text.isdigit() and len(text) <= _MAX_DECIMAL_DIGITS:  # ASCII: 0-9 only
+    if ascii_digits(text) and len(text) <= _MAX_DECIMAL_DIGITS:
         n = int(text, 10)
     elif _HEX.fullmatch(text):
         n = int(text[2:], 16)

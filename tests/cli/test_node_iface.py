@@ -175,3 +175,14 @@ def test_a_name_the_output_cannot_encode_is_written_not_fatal(cli, encoding, nam
                               "--config-root", cli.root, "-m", "iface"],
                              capture_output=True, env=env, timeout=60)
     assert listing.returncode == 0 and listing.stdout.startswith(want + b" ")
+
+
+def test_a_fully_qualified_host_name_is_a_portal(cli):
+    """'storage.example.com.' (RFC 1034 §3.1's absolute name, one final dot) names a host
+    as iscsiadm takes it; it was refused as an empty label before."""
+    r = cli("-m", "node", "-o", "new", "-T", T1, "-p", "storage.example.com.:3261,2")
+    assert r.rc == 0, r.err
+    assert cli("-m", "node").out == f"storage.example.com.:3261,2 {T1}\n"
+    r = cli("-m", "node", "-T", T1, "-p", "storage.example.com.:3261", "-o", "delete")
+    assert r.rc == 0, r.err
+    assert cli("-m", "node", "-p", "storage.example.com..").rc == 7

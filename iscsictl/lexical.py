@@ -1,0 +1,104 @@
+"""Lexical checks every layer shares: ASCII digits, host names, and the text form of a
+portal.  The one place for each; no imports at module level, so that the CLI's start
+stays light (``ipaddress`` is imported only for an IPv6 address).
+
+The portal form is RFC 7143 §13.8's ``TargetAddress=domainname[:port][,portal-group-tag]``
+(domainname: a host name, a dotted IPv4 address, or an IPv6 address in brackets), which is
+also what iscsiadm's ``-p`` takes; a bare IPv6 address (more than one ':') is accepted, as
+iscsiadm accepts it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ascii_digits", "host_name_problem", "split_portal"]
+
+#: RFC 1035 §2.3.4: a name of at most 255 octets on the wire, 253 characters as text
+_NAME_MAX = 253
+_LABEL_MAX = 63
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._")
+
+
+def ascii_digits(text: str) -> bool:
+    """True when ``text`` is one or more ASCII digits.  ``str.isdigit`` alone also takes
+    '²' (which ``int`` refuses) and other scripts' digits (which ``int`` reads), and
+    ``int`` itself takes '1_0', spaces and a sign."""
+    return text.isascii() and text.isdigit()
+
+
+def host_name_problem(host: str) -> str | None:
+    """Why ``host`` is not a host name or a dotted IPv4 address, or None when it is one.
+
+    A host name (RFC 1123 §2.1): labels of 1-63 letters, digits, '-' and '_' (which
+    deployments use, and resolvers pass) separated by '.', at most 253 characters, neither
+    beginning nor ending with '-' or '.'; one final '.' (a fully qualified name) is allowed.
+    A name of digits and dots only must be a dotted IPv4 address (four parts of 0-255)."""
+    name = host[:-1] if host.endswith(".") and len(host) > 1 else host
+    if not name or not set(name) <= _HOST_CHARS or name[0] in "-." or name[-1] in "-." \
+            or len(name) > _NAME_MAX \
+            or not all(0 < len(label) <= _LABEL_MAX for label in name.split(".")):
+        return f"'{host}' is not a host name or address"
+    if all(c.isdigit() or c == "." for c in name):
+        parts = name.split(".")
+        if host != name or len(parts) != 4 or not all(
+                len(p) <= 3 and int(p) <= 255 for p in parts):
+            return f"'{host}' is not an IPv4 address"
+    return None
+
+
+def _is_ipv6(text: str) -> bool:
+    import ipaddress
+    try:
+        ipaddress.IPv6Address(text.split("%")[0])  # a zone ("%eth0") is the kernel's business
+    except ValueError:
+        return False
+    return True
+
+
+def split_portal(text: str, allow_tag: bool = True) -> tuple[str, int | None, int | None]:
+    """Split a portal's text into ``(address, port, tag)``: the address without brackets,
+    the port (None when absent) and the portal group tag (None when absent).  Whitespace
+    around ``text`` is ignored.
+
+    Raises:
+        ValueError: why the text is not a portal, naming the bad part ("port '0' is not
+            1..65535"); a tag when ``allow_tag`` is false is one such reason.
+    """
+    s = text.strip()
+    if not s:
+        raise ValueError("empty")
+    tag = None
+    if "," in s:
+        if not allow_tag:
+            raise ValueError("a portal group tag is not allowed here")
+        s, _, tag_s = s.rpartition(",")
+        if not ascii_digits(tag_s) or int(tag_s) > 65535:
+            raise ValueError(f"portal group tag '{tag_s}' is not 0..65535")
+        tag = int(tag_s)
+    port_s = None
+    if s.startswith("["):
+        host, sep, rest = s[1:].partition("]")
+        if not sep:
+            raise ValueError("unterminated '['")
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError("junk after ']'")
+            port_s = rest[1:]
+        if not _is_ipv6(host):
+            raise ValueError(f"'{host}' is not an IPv6 address")
+    elif s.count(":") > 1:
+        host = s
+        if not _is_ipv6(host):
+            raise ValueError(f"'{host}' is not an address")
+    else:
+        host, colon, port_s = s.partition(":")
+        if not colon:
+            port_s = None
+        problem = host_name_problem(host)
+        if problem:
+            raise ValueError(problem)
+    port = None
+    if port_s is not None:
+        if not ascii_digits(port_s) or not 0 < int(port_s) <= 65535:
+            raise ValueError(f"port '{port_s}' is not 1..65535")
+        port = int(port_s)
+    return host, port, tag
