@@ -60,7 +60,7 @@ from .messages import (decode_messages, encode_message, encode_nlas, encode_sock
 
 __all__ = [
     "Transport", "open_netlink_socket", "in_initial_netns", "SessionIds", "ConnStats", "HostStats", "ChapRec",
-    "IscsiNetlink", "AsyncIscsiNetlink", "DEFAULT_TIMEOUT", "DEFAULT_RCVBUF",
+    "IscsiNetlink", "AsyncIscsiNetlink", "DEFAULT_TIMEOUT", "DEFAULT_RCVBUF", "run_through",
 ]
 
 log = logging.getLogger(__name__)
@@ -237,13 +237,19 @@ def _int32(v: int) -> int:
 _IF_ERROR = int(E.KEVENT_IF_ERROR)  # a plain int: compared for every reply
 
 
+def _errno(negative: int) -> int:
+    """The errno of a kernel's ``-errno`` (``ev.iferror``, ``r.retcode``); EIO for a value
+    that is not one (the kernel's errnos are 1..MAX_ERRNO, 4095)."""
+    err = -negative
+    return err if 0 < err <= 4095 else errno.EIO
+
+
 def _check_reply(req_type: int, msg: Any) -> Any:
     """Raise IscsiKernelError for IF_ERROR or a negative r.retcode; return msg otherwise."""
     if msg["type"] == _IF_ERROR:
-        err = -_int32(msg["iferror"])
-        raise IscsiKernelError(err if err > 0 else errno.EIO, E(req_type).name, "iferror")
+        raise IscsiKernelError(_errno(_int32(msg["iferror"])), E(req_type).name, "iferror")
     if msg.get("r_retcode", 0) < 0:
-        raise IscsiKernelError(-msg["r_retcode"], E(req_type).name, "retcode")
+        raise IscsiKernelError(_errno(msg["r_retcode"]), E(req_type).name, "retcode")
     return msg
 
 
@@ -591,6 +597,21 @@ class _Operations:
         return self._req(E.LOGOUT_FLASHNODE_SID, handle, host_no=host_no, sid=sid, timeout=timeout)
 
 
+async def run_through(job: "asyncio.Future[Any]") -> bool:
+    """Await ``job`` to its end even when the awaiting task is cancelled meanwhile (a request
+    inside the kernel, or a lane job, cannot be called back, and what it made may have to
+    be undone); True if the task was cancelled.  The job's outcome stays in ``job``."""
+    cancelled = False
+    while not job.done():
+        try:
+            await asyncio.shield(job)
+        except asyncio.CancelledError:
+            cancelled = True
+        except BaseException:  # noqa: BLE001 - the job's own outcome, read by the caller
+            break
+    return cancelled
+
+
 class _Pending(NamedTuple):
     """An asyncio exchange in flight: its requests, the replies so far, done when all came."""
     reqs: list[_Request]
@@ -670,8 +691,8 @@ class _Core:
         if msg is EVENTS_LOST:
             return False
         t = msg.get("type")
-        if t == _IF_ERROR:
-            return True
+        if t == _IF_ERROR:  # the request's own: iscsi_if_send_reply(portid, nlh->nlmsg_type, ...)
+            return msg["header"]["type"] == req.ev_type
         if t != req.ev_type:
             return False
         return req.match is None or bool(req.match(msg))
@@ -806,7 +827,9 @@ class AsyncIscsiNetlink(_Core, _Operations):
     blocked.  Create it inside a running loop (or call :meth:`start`), and close with
     :meth:`close` or ``async with``.  A reply that arrives after its request timed out is
     delivered as an event (UnknownEvent or IF_ERROR), never matched to a later request of
-    another type.
+    another type (an IF_ERROR by its nlmsg_type, the request's).  A request cancelled while
+    the kernel works on it inside ``sendmsg()`` keeps the socket until that call returns and
+    takes its own reply; then CancelledError.
 
     :meth:`run_blocking` runs a whole sequence of requests (a session's CREATE_SESSION ...
     START_CONN) on a "lane" thread with a blocking client of its own: the kernel's part of
@@ -972,7 +995,14 @@ class AsyncIscsiNetlink(_Core, _Operations):
         pend = self._pending = _Pending(reqs, [], fut)
         try:
             if self.send_in_executor and reqs[0].ev_type in BLOCKING_OPS:  # alone: _one_datagram
-                await self._loop.run_in_executor(None, self._send, data)
+                sending = self._loop.run_in_executor(None, self._send, data)
+                if await run_through(sending):
+                    # Cancelled while the kernel worked inside sendmsg(): its reply is
+                    # queued now.  It is taken here, with the lock still held, so that it
+                    # cannot answer the next request, and nothing else was sent meanwhile.
+                    self._on_readable()
+                    raise asyncio.CancelledError
+                sending.result()
             else:
                 self._send(data)
                 # The kernel handles the requests inside sendmsg() and queues the replies

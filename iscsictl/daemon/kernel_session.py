@@ -51,6 +51,7 @@ from iscsictl.netlink import (
     IscsiParam,
     NetlinkClosedError,
     StopConnFlag,
+    run_through,
 )
 from iscsictl.protocol.chap import AuthenticationError
 from iscsictl.protocol.config import LoginConfig
@@ -425,15 +426,7 @@ def _hand_over(knl, handle: int, initial_cmdsn: int, cmds_max: int, queue_depth:
 async def _to_the_end(job: "asyncio.Future[Any]") -> "tuple[asyncio.Future[Any], bool]":
     """Await ``job`` to its end even if this task is cancelled meanwhile (a started kernel
     job cannot be stopped, and what it made must be undone); returns (job, cancelled)."""
-    cancelled = False
-    while not job.done():
-        try:
-            await asyncio.shield(job)
-        except asyncio.CancelledError:
-            cancelled = True
-        except BaseException:  # noqa: BLE001 - the job's own outcome, read by the caller
-            break
-    return job, cancelled
+    return job, await run_through(job)
 
 
 async def _lane_job(nl, fn: Callable[..., Any], *args: Any) -> Any:  # type: ignore[no-untyped-def]

@@ -718,3 +718,81 @@ def test_lane_threads_run_at_lane_nice_and_a_refusal_is_harmless(kernel_factory,
     niceness = asyncio.run(main())
     assert niceness == [before if refused else before + 3] * 2
     assert os.getpriority(os.PRIO_PROCESS, 0) == before
+
+
+def test_a_late_refusal_does_not_answer_the_next_request(kernel_factory):
+    """The kernel answers a request with the request's own nlmsg_type, an IF_ERROR too
+    (iscsi_if_send_reply(portid, nlh->nlmsg_type, ...)): a refusal that comes after its
+    request timed out is an event, not the answer to the next request of another type
+    (before, any IF_ERROR answered whatever was pending)."""
+    def handler(req):
+        if m.decode_messages(req)[0]["type"] == E.SET_PARAM:
+            return [0.3, if_error(req, errno.ENOSYS)]  # after the request's timeout
+        return [echo(req, r_retcode=0)]
+    k = kernel_factory(handler)
+    events = []
+
+    async def main():
+        async with AsyncIscsiNetlink(k.user, timeout=0.15, send_in_executor=False,
+                                     event_callback=events.append) as nl:
+            with pytest.raises(ReplyTimeout):
+                await nl.set_param(1, 7, 0, IscsiParam.ISID, "1")
+            await asyncio.sleep(0.25)  # the refusal arrives meanwhile, or during the next
+            await nl.start_conn(1, 7, 0)  # answered by its own reply: no ENOSYS
+    asyncio.run(main())
+    assert len(events) == 1  # the refusal, delivered as an event
+    with IscsiNetlink(kernel_factory(handler).user, timeout=0.15) as nl:  # matched alike
+        with pytest.raises(ReplyTimeout):
+            nl.set_param(1, 7, 0, IscsiParam.ISID, "1")
+        time.sleep(0.25)
+        nl.start_conn(1, 7, 0)
+
+
+def test_a_cancelled_request_inside_the_kernel_holds_the_socket_until_it_returns():
+    """A request that can block in the kernel (STOP_CONN flushing work) is sent from the
+    executor; cancelling its task (a recovery cancelled by a logout) must not let the next
+    request go out while the kernel still works on it, nor let its reply answer that
+    request: the next one waits, and gets its own answer."""
+    order = []
+
+    def answer(req):
+        msg = m.decode_messages(req)[0]
+        order.append(("in", msg["type"]))
+        if msg["type"] == E.STOP_CONN:
+            time.sleep(0.3)  # inside sendmsg(), as the kernel flushes the connection's work
+            order.append(("out", msg["type"]))
+            return [if_error(req, errno.EINVAL)]
+        order.append(("out", msg["type"]))
+        return [echo(req, r_retcode=0)]
+    kernel = SyncKernel(answer)
+
+    async def main():
+        async with AsyncIscsiNetlink(kernel, timeout=2) as nl:
+            stop = asyncio.ensure_future(nl.stop_conn(1, 7, 0, StopConnFlag.RECOVER))
+            await asyncio.sleep(0.05)
+            stop.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await stop
+            assert order == [("in", E.STOP_CONN), ("out", E.STOP_CONN)]  # waited for
+            await nl.set_param(1, 9, 0, IscsiParam.ISID, "1")  # not STOP_CONN's EINVAL
+    try:
+        asyncio.run(main())
+    finally:
+        kernel.close()
+    assert order[2:] == [("in", E.SET_PARAM), ("out", E.SET_PARAM)]
+
+
+@pytest.mark.parametrize("field", ["iferror", "r_retcode"])
+def test_an_errno_out_of_range_is_eio(field):
+    """INT_MIN (or any value that is not -1..-4095) in ev.iferror or r.retcode: EIO, not
+    an OverflowError from os.strerror."""
+    from iscsictl.netlink.socket import _check_reply
+    if field == "iferror":
+        raw = struct.pack("=IHHII", 72, E.SET_PARAM, 0, 0, 0) + struct.pack(
+            "=IIQ", E.KEVENT_IF_ERROR, 0x80000000, 0) + bytes(40)
+    else:
+        raw = m.encode_message(E.START_CONN, r_retcode=-2**31)
+    (msg,) = m.decode_messages(raw)
+    with pytest.raises(IscsiKernelError) as e:
+        _check_reply(E.SET_PARAM, msg)
+    assert e.value.errno == errno.EIO and "Input/output error" in str(e.value)
