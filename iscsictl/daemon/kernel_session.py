@@ -65,7 +65,7 @@ from iscsictl.protocol.login import (
 )
 from iscsictl.protocol.names import ISID
 from iscsictl.protocol.negotiation import NegotiatedParameters
-from iscsictl.protocol.pdu import LogoutResponse
+from iscsictl.protocol.pdu import LogoutResponse, Reject
 from iscsictl.protocol.portal import Portal
 from iscsictl.transport.iface import BindError, bind_socket, iface_initiator_name
 
@@ -78,6 +78,8 @@ __all__ = ["KernelSession", "NodeTarget", "connect", "establish", "logout", "for
 
 log = logging.getLogger("iscsictld")
 
+#: ``KernelSession.pdu_wanted`` of a relayed login: every PDU is the login machine's to judge
+ANY_PDU: tuple[type, ...] = (object,)
 #: CmdSN of the login and CREATE_SESSION's initial_cmdsn (the proven value)
 INITIAL_CMDSN = 1
 MAX_REDIRECTS = 5
@@ -155,7 +157,10 @@ class KernelSession:
     unbound: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     #: set by the daemon's event routing on KEVENT_DESTROY_SESSION during a logout
     destroyed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    #: the daemon's event routing resolves it with the next PDU from the kernel (RECV_PDU)
+    #: that is one of ``pdu_wanted``; the others go on to its handler of target PDUs
     pdu_waiter: asyncio.Future | None = field(default=None, repr=False)  # type: ignore[type-arg]
+    pdu_wanted: tuple[type, ...] = field(default=ANY_PDU, repr=False)
     #: what this daemon set on the kernel session (SET_PARAM), None where the
     #: transport answered ENOSYS; empty for an adopted session
     kernel_params: dict[int, str | None] = field(default_factory=dict, repr=False)
@@ -449,9 +454,17 @@ async def _discard(nl, handle: int, early: "asyncio.Future[Any]") -> None:  # ty
     sid = job.result().sid
     try:
         await nl.destroy_session(handle, sid)
-    except IscsiKernelError as exc:
+    except IscsiNetlinkError as exc:  # refused, or no reply in time
         log.debug("session %d: DESTROY_SESSION: %s; tearing it down", sid, exc)
         await force_teardown(nl, handle, sid, 0)
+
+
+def _kernel_failure(exc: IscsiNetlinkError) -> SessionError:
+    """SessionError 9 for what the kernel answered while a session was set up (a refusal),
+    or did not (no reply in time, one that could not be read)."""
+    if isinstance(exc, IscsiKernelError):
+        return SessionError(9, f"the kernel refused the session: {exc}")
+    return SessionError(9, f"the kernel did not set up the session: {exc}")
 
 
 async def establish(
@@ -472,7 +485,8 @@ async def establish(
     ``initiator_name`` for this session (open-iscsi's per-iface InitiatorName).
 
     Raises:
-        SessionError: login failures (4, 5, 8, 19, 24) or a kernel refusal (9).
+        SessionError: login failures (4, 5, 8, 19, 24); 9 when the kernel refused the
+            session or did not answer a request in time.
     """
     initiator_name = iface_initiator_name(node.record) or initiator_name
     rec = node.record
@@ -509,8 +523,8 @@ async def establish(
         job, cancelled = await _to_the_end(early)
         try:
             ids = job.result()
-        except IscsiKernelError as exc:
-            raise SessionError(9, f"the kernel refused the session: {exc}") from None
+        except IscsiNetlinkError as exc:
+            raise _kernel_failure(exc) from None
         if cancelled or result.cmdsn != INITIAL_CMDSN:
             await _discard(nl, handle, early)
             if cancelled:
@@ -524,11 +538,11 @@ async def establish(
             ids, cid, held, started_scan = job.result()
         except HandoverFailed as failed:  # gone (synchronously: no devices) when reported
             await force_teardown(nl, handle, failed.sid, 0, synchronous=True)
-            if isinstance(failed.cause, IscsiKernelError):
-                raise SessionError(9, f"the kernel refused the session: {failed.cause}") from None
+            if isinstance(failed.cause, IscsiNetlinkError):
+                raise _kernel_failure(failed.cause) from None
             raise failed.cause from None
-        except IscsiKernelError as exc:
-            raise SessionError(9, f"the kernel refused the session: {exc}") from None
+        except IscsiNetlinkError as exc:
+            raise _kernel_failure(exc) from None
         if cancelled:
             await force_teardown(nl, handle, ids.sid, cid)
             raise asyncio.CancelledError
@@ -808,6 +822,7 @@ async def logout(nl, handle: int, session: KernelSession, timeout: float,  # typ
     exchange = LogoutExchange(itt=0, cmdsn=0, exp_statsn=0, cid=cid)
     loop = asyncio.get_running_loop()
     session.pdu_waiter = loop.create_future()
+    session.pdu_wanted = (LogoutResponse, Reject)  # an Async Message meanwhile is an event
     try:
         hdr, _ = exchange.request.encode_header()
         await nl.send_pdu(handle, sid, cid, hdr, b"")
@@ -816,10 +831,10 @@ async def logout(nl, handle: int, session: KernelSession, timeout: float,  # typ
             result = exchange.receive_pdu(pdu, match_itt=False)
             if not result.ok:
                 log.warning("session %d: logout response %s", sid, result.response)
-    except (IscsiKernelError, asyncio.TimeoutError, ISCSIProtocolError) as exc:
+    except (IscsiNetlinkError, asyncio.TimeoutError, ISCSIProtocolError) as exc:
         log.warning("session %d: no clean Logout (%s); tearing down", sid, exc or "timed out")
     finally:
-        session.pdu_waiter = None
+        session.pdu_waiter, session.pdu_wanted = None, ANY_PDU
     if not await force_teardown(nl, handle, sid, cid):
         return  # the kernel refused to destroy it (logged): no event will come
     entry = os.path.join(sysfs_root, "class", "iscsi_session", f"session{sid}")

@@ -47,7 +47,7 @@ from iscsictl.netlink import (
     ConnError,
     DestroySession,
     EventsLost,
-    IscsiKernelError,
+    IscsiNetlinkError,
     KernelInterfaceUnavailable,
     RecvPdu,
     UnbindSession,
@@ -552,8 +552,9 @@ class Daemon:
             except ISCSIProtocolError as exc:
                 log.warning("session %d: malformed PDU from the kernel: %s", sid, exc)
                 return
-            if session.pdu_waiter is not None and not session.pdu_waiter.done():
-                session.pdu_waiter.set_result(pdu)
+            waiter = session.pdu_waiter
+            if waiter is not None and not waiter.done() and isinstance(pdu, session.pdu_wanted):
+                waiter.set_result(pdu)
                 return
             self._on_target_pdu(session, pdu)
         elif isinstance(ev, ConnError):
@@ -665,6 +666,10 @@ class Daemon:
             if ev.reported_luns_changed and session.node.record.get("node.session.scan", "auto") == "auto":
                 log.info("session %d: reported LUNs changed; rescanning", session.sid)
                 self._spawn(ks.scan_host(session.host_no, self.sysfs_root, self._scan_pool))
+        elif session.conn_state == "IN LOGOUT" and isinstance(ev, (LogoutRequested,
+                                                                    NegotiationRequested)):
+            log.info("session %d: %s while logging out: nothing more to do", session.sid,
+                     type(ev).__name__)
         elif isinstance(ev, LogoutRequested):
             log.info("session %d: the target asks for a logout within %d s", session.sid, ev.seconds)
             self._spawn(self.logout([session.sid], force=True))
@@ -823,6 +828,9 @@ class Daemon:
                 log.info("login to %s failed (%s); retry %d/%d", node.describe(), exc,
                          attempt + 1, attempts - 1)
                 await asyncio.sleep(min(2.0, 0.5 * (attempt + 1)) * random.uniform(0.8, 1.2))
+            except BaseException:  # cancelled (the daemon stops), or a bug: logged by the caller
+                self.isids.release(isid)
+                raise
         scanning, session.scanning = session.scanning, None
         self._manage(session)
         self._save_state()
@@ -913,7 +921,7 @@ class Daemon:
         assert self.nl is not None
         try:
             st = await self.nl.get_stats(await self.handle(session.node.transport), sid, session.cid)
-        except IscsiKernelError as exc:
+        except IscsiNetlinkError as exc:  # refused, no reply in time, one that cannot be read
             raise SessionError(9, f"GET_STATS failed: {exc}") from None
         return {"sid": sid, "stats": {**st.counters, "custom": [list(c) for c in st.custom]}}
 

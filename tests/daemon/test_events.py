@@ -290,3 +290,26 @@ def test_recovery_goes_on_when_the_kernel_does_not_answer_its_stop(tmp_path, mon
     monkeypatch.setattr(ks, "relogin", relogin)
     asyncio.run(d._recover(s, "test", 0.0))
     assert relogins == [s.sid] and s.conn_state == "LOGGED IN"
+
+
+@pytest.mark.parametrize("failure", ["timeout", "unreadable"])
+def test_get_stats_without_a_readable_answer_is_code_9(daemon, failure):
+    """GET_STATS' multicast reply lost to an overrun, or too short for what it announces:
+    code 9 naming it (before: a traceback in the log and no answer, or 'bad request')."""
+    from iscsictl.daemon.errors import SessionError
+    from iscsictl.netlink import PayloadDecodeError
+
+    class Netlink:
+        async def get_stats(self, handle, sid, cid):
+            if failure == "timeout":
+                raise ReplyTimeout("no reply to GET_STATS within 0.3 s")
+            raise PayloadDecodeError("custom stats: 2 announced, only 0 present")
+
+    async def handle(transport):
+        return 1
+    s = _session()
+    daemon.sessions[s.sid] = s
+    daemon.nl, daemon.handle = Netlink(), handle
+    with pytest.raises(SessionError) as e:
+        asyncio.run(daemon.stats(s.sid))
+    assert e.value.code == 9 and str(e.value).startswith("GET_STATS failed: ")

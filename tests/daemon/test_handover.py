@@ -9,6 +9,7 @@ fails, made again for a login that ends at another CmdSN."""
 import asyncio
 import concurrent.futures
 import errno
+import logging
 import socket
 
 import pytest
@@ -209,7 +210,7 @@ class LaneNetlink:
         return request
 
 
-def establish(kernel, monkeypatch, outcome="ok", cmdsn=ks.INITIAL_CMDSN, scan=None):
+def establish(kernel, monkeypatch, outcome="ok", cmdsn=ks.INITIAL_CMDSN, scan=None, nl=None):
     """ks.establish with a stand-in login: it connects (``connected()``), then succeeds
     with ``cmdsn`` or fails with an authentication error; the kernel requests made."""
     from iscsictl.daemon.errors import SessionError
@@ -236,7 +237,7 @@ def establish(kernel, monkeypatch, outcome="ok", cmdsn=ks.INITIAL_CMDSN, scan=No
                                   cmdsn + 31, {}), Portal("127.0.0.1", 3260, 1)
 
     monkeypatch.setattr(ks, "userspace_login", login)
-    nl = LaneNetlink(kernel)
+    nl = nl or LaneNetlink(kernel)
     try:
         async def run():
             session = await ks.establish(nl, 3, node, "iqn.2026-11.org.example:i",
@@ -560,3 +561,87 @@ def test_a_refused_destruction_is_not_waited_for(caplog, monkeypatch, tmp_path):
                                  E.DESTROY_SESSION: errno.EBUSY}), tmp_path) < 1.0
     assert "session 5: DESTROY_SESSION failed" in caplog.text
     assert "not reported it destroyed" not in caplog.text
+
+
+class AnsweringKernel(DestroyingKernel):
+    """A DestroyingKernel whose target answers the Logout PDU (SEND_PDU) through the daemon's
+    event routing (``route``: Daemon._on_event), with ``before`` PDUs first."""
+
+    def __init__(self, session, loop, route, before=()):
+        super().__init__(session, loop)
+        self.route, self.before = route, before
+
+    def answer(self, msg, raw):
+        from iscsictl.netlink import RecvPdu
+        from iscsictl.protocol.pdu import LogoutResponse
+
+        if msg["type"] == E.SEND_PDU:
+            for pdu in (*self.before, LogoutResponse(time2wait=2)):
+                hdr, _ = pdu.encode_header()
+                self.loop.call_soon_threadsafe(
+                    self.route, RecvPdu(101, None, sid=self.session.sid, cid=0, pdu=hdr))
+        return super().answer(msg, raw)
+
+
+def test_an_async_message_during_a_logout_does_not_end_its_wait(caplog, tmp_path):
+    """The target sends an Async Message (here: it asks for a logout) before its Logout
+    Response: the logout waits on for the response, and the event neither ends that wait
+    (before, any PDU did, and the clean logout was lost) nor starts a second logout."""
+    from iscsictl.daemon.service import Daemon
+    from iscsictl.protocol.pdu import AsyncMessage
+
+    async def main():
+        d = Daemon(str(tmp_path / "s"), sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
+                   db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
+        session = _logged_in_session()
+        d.sessions[session.sid] = session
+        spawned = []
+        d._spawn = spawned.append
+        asks = AsyncMessage(async_event=1, parameter3=5)  # logout requested within 5 s
+        kernel = AnsweringKernel(session, asyncio.get_running_loop(), d._on_event, [asks])
+        nl = RecordingLanes(kernel, timeout=0.5)
+        session.unbound.set()
+        try:
+            with caplog.at_level(logging.INFO, logger="iscsictld"):
+                await ks.logout(nl, 3, session, 2, str(tmp_path))
+        finally:
+            nl.knl.close()
+            d._scan_pool.shutdown(wait=False)
+        return spawned, session
+
+    spawned, session = asyncio.run(main())
+    assert "no clean Logout" not in caplog.text
+    assert "LogoutRequested while logging out" in caplog.text
+    assert spawned == [] and session.pdu_waiter is None and session.pdu_wanted == ks.ANY_PDU
+
+
+def test_a_create_session_never_answered_is_code_9_and_frees_the_isid(monkeypatch, tmp_path):
+    """CREATE_SESSION's reply lost (a receive buffer overrun): the login ends with 9, as a
+    refusal does, and its ISID is free again (before, ReplyTimeout escaped: the IPC
+    request got no answer at all, and the ISID stayed taken)."""
+    from iscsictl.daemon.errors import SessionError
+    from iscsictl.daemon.service import Daemon
+
+    kernel = Kernel(silent={E.CREATE_SESSION})
+    with pytest.raises(SessionError) as e:
+        establish(kernel, monkeypatch, nl=LaneNetlink(kernel, timeout=0.1))
+    assert e.value.code == 9
+    assert "did not set up the session: no reply to CREATE_SESSION" in str(e.value)
+
+    async def daemon_login():
+        d = Daemon(str(tmp_path / "s"), sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
+                   db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
+        d.nl = LaneNetlink(kernel)
+        d._handles["tcp"] = 3
+
+        async def refused(*args, **kwargs):
+            raise RuntimeError("a bug")  # anything but a SessionError
+        monkeypatch.setattr(ks, "establish", refused)
+        try:
+            with pytest.raises(RuntimeError):
+                await d._establish(_logout_node(), "iqn.2026-11.org.example:i")
+            return len(d.isids)
+        finally:
+            d.nl.knl.close()
+            d._scan_pool.shutdown(wait=False)
+    assert asyncio.run(daemon_login()) == 0
