@@ -78,7 +78,9 @@ def normalize_name(name: str) -> str:
 
 
 def validate_name(name: str) -> str:
-    """Check an iSCSI name and return its normalised form.
+    """Check an iSCSI name (its RFC 3722 normal form: case, width) and return that form,
+    for comparing names.  A name sent to a target or stored is the one given: targets
+    compare it byte for byte.
 
     Raises:
         InvalidISCSIName: with a message that says what is wrong.

@@ -173,10 +173,12 @@ def parse_send_targets(pairs: TextPairs, default_portal: Portal | None = None) -
     for key, value in pairs:
         if key == "TargetName":
             try:
-                name = validate_name(value)
+                validate_name(value)
             except ValueError as exc:
                 raise TextExchangeError(f"SendTargets: {exc}") from None
-            current = targets.setdefault(name, DiscoveredTarget(name))
+            # kept as the target spells it: targets compare the TargetName of a login
+            # byte for byte (tgtd, Synology's 'iqn.2000-01.com.synology:DiskStation...')
+            current = targets.setdefault(value, DiscoveredTarget(value))
         elif key == "TargetAddress":
             if current is None:
                 raise TextExchangeError("SendTargets: TargetAddress before any TargetName")

@@ -174,3 +174,32 @@ def test_thousand_targets(cli, tgt_many):
     assert r.rc == 0, r.err
     doc = json.loads(r.out)
     assert len(doc["updated"]) == 1000 and doc["deleted"] == [] and doc["added"] == []
+
+
+def test_target_names_are_kept_as_the_target_spells_them(cli, tmp_path):
+    """A TargetName with capitals (Synology's 'iqn.2000-01.com.synology:DiskStation...',
+    an eui. name in upper-case hex as RFC 7143's examples write it) is stored, listed and
+    sent as the target spelled it: tgtd compares a login's TargetName byte for byte, and
+    the RFC 3722 normal form (lower case) it used to be stored in was 'not found' there."""
+    from peers import Tgtd
+
+    upper, eui = "iqn.2026-11.test.tgt:DiskStation.Target-1", "eui.0123456789ABCDEF"
+    with Tgtd(str(tmp_path / "tgtd")) as t:
+        t.add_target(upper, luns=1)
+        t.add_target(eui, luns=1)
+        r = cli("-m", "discovery", "-t", "st", "-p", t.portal)
+        assert r.rc == 0, r.err
+        assert sorted(r.out.splitlines()) == sorted(f"{t.portal},1 {n}" for n in (upper, eui))
+        assert sorted(os.listdir(os.path.join(cli.root, "nodes"))) == sorted([upper, eui])
+        for name in (upper, eui):
+            r = cli("-m", "node", "-T", name, "-p", t.portal, "--probe")
+            assert r.rc == 0, r.err
+            assert f"Target: {name}" in r.out
+        r = cli("-m", "node", "-o", "new", "-T", "iqn.2026-11.test.tgt:NEW", "-p", t.portal)
+        assert r.rc == 0 and "iqn.2026-11.test.tgt:NEW]" in r.out, r.err
+        r = cli("-m", "node", "-T", eui, "-o", "update", "-n", "node.startup", "-v", "automatic")
+        assert r.rc == 0, r.err
+        r = cli("-m", "node", "-T", eui.lower())  # names are matched as iscsiadm does: exactly
+        assert r.rc == 21
+        r = cli("-m", "node", "-T", "IQN.2026-11.test.tgt:x", "-o", "new", "-p", t.portal)
+        assert r.rc == 0, r.err  # valid (RFC 3722 folds it); kept as typed
