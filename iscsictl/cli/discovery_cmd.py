@@ -510,13 +510,11 @@ def _discovery_ifaces(db, names, o) -> list[tuple[str, dict]]:
 
 
 def _apply(db, did, found, ops):
-    """Write a discovery result as iscsiadm's ops say (default new+delete+update)."""
+    """Write a discovery result as iscsiadm's ops say (exec_disc_op_on_recs; default
+    new+delete+update): ``delete`` removes this source's records no longer found, ``new``
+    creates the records not there yet, ``update`` creates them too and refreshes the ones
+    there (their discovery fields: their settings are kept, see the README)."""
     want = set(ops) - {"show"} or {"new", "delete", "update"}
-    if not {"new", "update"} <= want:
-        keep = []
-        for nid in found:
-            exists = db.node_exists(nid)
-            if (exists and "update" in want) or (not exists and "new" in want):
-                keep.append(nid)
-        found = keep
-    return db.reconcile_discovery(did, found, delete_stale="delete" in want)
+    return db.reconcile_discovery(did, found, delete_stale="delete" in want,
+                                  create=bool(want & {"new", "update"}),
+                                  refresh="update" in want)

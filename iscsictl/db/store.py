@@ -890,16 +890,18 @@ class NodeDB:
         return deleted
 
     def reconcile_discovery(self, did: DiscoveryID, found: Iterable[NodeID], *,
-                            values: dict | None = None, delete_stale: bool = True
-                            ) -> ReconcileResult:
+                            values: dict | None = None, delete_stale: bool = True,
+                            create: bool = True, refresh: bool = True) -> ReconcileResult:
         """Apply a discovery result as iscsiadm's default NEW|DELETE|UPDATE op does, but only
         over the records linked to this discovery source (no scan of the whole DB):
 
         * found and absent: created from iscsid.conf defaults (+ ``values``) with
-          node.discovery_* set and linked under the discovery record's directory;
+          node.discovery_* set and linked under the discovery record's directory
+          (``create``: iscsiadm's OP_NEW or OP_UPDATE);
         * found and present: kept with their settings; discovery fields refreshed and link
-          ensured (a damaged one is rewritten from defaults, with a warning);
-        * linked before but not found now: deleted (``delete_stale``).
+          ensured (a damaged one is rewritten from defaults, with a warning) (``refresh``:
+          OP_UPDATE; otherwise left as they are);
+        * linked before but not found now: deleted (``delete_stale``: OP_DELETE).
 
         Per-record failures are collected in ``result.failed`` and never stop the others."""
         res = ReconcileResult()
@@ -917,7 +919,10 @@ class NodeDB:
             try:
                 rec = None
                 raw = None
-                if (targets is None or nid.target in targets) and self.node_exists(nid):
+                exists = (targets is None or nid.target in targets) and self.node_exists(nid)
+                if not (refresh if exists else create):
+                    continue
+                if exists:
                     try:
                         path = self.node_path(nid)
                         raw = self._read_bytes(path)

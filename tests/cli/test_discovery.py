@@ -203,3 +203,39 @@ def test_target_names_are_kept_as_the_target_spells_them(cli, tmp_path):
         assert r.rc == 21
         r = cli("-m", "node", "-T", "IQN.2026-11.test.tgt:x", "-o", "new", "-p", t.portal)
         assert r.rc == 0, r.err  # valid (RFC 3722 folds it); kept as typed
+
+
+@pytest.mark.parametrize("ops,left", [
+    # what Debian's iscsiadm 2.1.8 leaves (exec_disc_op_on_recs), run side by side once:
+    # -o delete drops the records no longer found and touches no other; -o new adds the
+    # new ones and leaves the others; -o update adds and refreshes
+    ((), "ac"),
+    (("delete",), "a"),
+    (("new",), "abc"),
+    (("update",), "abc"),
+    (("new", "delete"), "ac"),
+    (("delete", "update"), "ac"),
+])
+def test_rediscovery_ops_act_on_their_records_only(cli, tmp_path, ops, left):
+    """Targets a and b discovered, a tuned (node.startup automatic); then b goes away and c
+    comes.  Before, a rediscovery's ops deleted what they chose not to rewrite: -o delete
+    and -o new -o delete (the usual way to keep tuned records) deleted a, and -o update
+    did not add c."""
+    from peers import Tgtd
+
+    names = {k: f"iqn.2026-11.test.ops:{k}" for k in "abc"}
+    with Tgtd(str(tmp_path / "tgtd")) as t:
+        tids = {k: t.add_target(names[k]) for k in "ab"}
+        assert cli("-m", "discovery", "-t", "st", "-p", t.portal).rc == 0
+        r = cli("-m", "node", "-T", names["a"], "-o", "update", "-n", "node.startup",
+                "-v", "automatic")
+        assert r.rc == 0, r.err
+        t.adm("--mode", "target", "--op", "delete", "--force", "--tid", str(tids["b"]))
+        t.add_target(names["c"])
+        r = cli("-m", "discovery", "-t", "st", "-p", t.portal, *(a for op in ops
+                                                               for a in ("-o", op)))
+        assert r.rc == 0, r.err
+        assert sorted(r.out.splitlines()) == [f"{t.portal},1 {names[k]}" for k in "ac"]
+    r = cli("-m", "node")
+    assert sorted(r.out.splitlines()) == [f"{t.portal},1 {names[k]}" for k in left]
+    assert "node.startup = automatic" in cli("-m", "node", "-T", names["a"], "-o", "show").out
