@@ -45,7 +45,9 @@ class LoginConfig:
     initiator_alias: str | None = None
     chap: ChapCredentials | None = None
     chap_algorithms: tuple[ChapAlgorithm, ...] = (ChapAlgorithm.MD5,)
-    auth_optional: bool = False  # offer AuthMethod=CHAP,None instead of CHAP
+    #: offer AuthMethod=CHAP,None (the target may waive CHAP) unless the target is to be
+    #: authenticated too (mutual CHAP): open-iscsi's acl_set_auth_method_valid
+    auth_optional: bool = True
     short_secret_policy: ShortSecretPolicy = ShortSecretPolicy.WARN
     header_digest: str = "None"
     data_digest: str = "None"

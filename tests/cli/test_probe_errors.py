@@ -169,3 +169,24 @@ def test_discovery_by_host_name(cli, tgt):
     r = cli("-m", "discovery", "-t", "st", "-p", f"localhost:{tgt.port}", "-o", "nonpersistent")
     assert r.rc == 0, r.err
     assert f"{tgt.portal},1 {T_OPEN}" in r.out.splitlines()
+
+
+def test_chap_set_for_a_target_that_needs_none_logs_in(cli, tgt):
+    """CHAP set once for a mixed fleet (iscsid.conf, or the record) and a target with no
+    account: the login offers AuthMethod=CHAP,None as iscsiadm's does, the target picks
+    None, the login succeeds (before: CHAP alone was offered, tgtd refused it, exit 24).
+    With mutual CHAP set, None stays refused: the target has to prove itself."""
+    chap = {"node.session.auth.authmethod": "CHAP",
+            "node.session.auth.username": CHAP_USER[0],
+            "node.session.auth.password": CHAP_USER[1]}
+    _node(cli, T_OPEN, tgt.portal, **chap)
+    r = cli("-m", "node", "-T", T_OPEN, "-p", tgt.portal, "--probe")
+    assert r.rc == 0, r.err
+    r = cli("-m", "node", "-T", T_OPEN, "-p", tgt.portal, "-o", "update",
+            "-n", "node.session.auth.username_in", "-v", MUTUAL_OUT[0])
+    assert r.rc == 0, r.err
+    r = cli("-m", "node", "-T", T_OPEN, "-p", tgt.portal, "-o", "update",
+            "-n", "node.session.auth.password_in", "-v", MUTUAL_OUT[1])
+    assert r.rc == 0, r.err
+    r = cli("-m", "node", "-T", T_OPEN, "-p", tgt.portal, "--probe")
+    assert r.rc == 24, r.err  # CHAP alone offered: tgtd, with no account, refuses it

@@ -51,10 +51,18 @@ def test_node_chap_one_way_and_mutual():
     assert c.chap.username == "u" and c.chap.password == b"secretsecret" and not c.chap.mutual
     assert c.chap_algorithms == (ChapAlgorithm.SHA3_256, ChapAlgorithm.SHA256,
                                  ChapAlgorithm.SHA1, ChapAlgorithm.MD5)
-    assert c.auth_method_offer() == "CHAP"
+    # one-way: the target may waive CHAP, as open-iscsi offers (acl_set_auth_method_valid);
+    # before, iscsictl offered CHAP alone and a target without an account refused it (24)
+    assert c.auth_method_offer() == "CHAP,None"
     m = LoginConfig.from_node({**rec, "node.session.auth.username_in": "t",
                                "node.session.auth.password_in": "othersecret!"}, INAME)
     assert m.chap.mutual and m.chap.password_in == b"othersecret!"
+    assert m.auth_method_offer() == "CHAP"  # the target must prove itself: no None
+    d = LoginConfig.from_discovery({"discovery.sendtargets.auth.authmethod": "CHAP",
+                                    "discovery.sendtargets.auth.username": "u",
+                                    "discovery.sendtargets.auth.password": "secretsecret"},
+                                   INAME)
+    assert d.auth_method_offer() == "CHAP,None"
 
 
 def test_password_alone_enables_chap_and_empty_means_none():

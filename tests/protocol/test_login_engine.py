@@ -254,7 +254,7 @@ def test_skip_security_with_transit_is_refused():
 
 def test_auth_method_none_when_chap_required_is_refused_clearly():
     with pytest.raises(AuthenticationError, match="CHAP is required"):
-        run(chap_cfg(), chap_target(misbehave={"auth_none"}))
+        run(chap_cfg(auth_optional=False), chap_target(misbehave={"auth_none"}))
 
 
 def test_bad_nsg_after_chap():
