@@ -35,6 +35,9 @@ TPGT_UNKNOWN = -1
 ISCSI_LISTEN_PORT = 3260
 ISNS_DEFAULT_PORT = 3205
 BUILTIN_IFACES = {"default": "tcp", "iser": "iser"}
+#: the example iface file open-iscsi once installed in ifaces/ (comments only; RPM packages
+#: still ship it): open-iscsi skips it by name (iface_for_each_iface, libopeniscsiusr)
+IFACE_EXAMPLE = "iface.example"
 
 #: ``chap_algs`` option names (``usr/idbm.c`` ``chap_algs[]``).
 CHAP_ALGS = ("MD5", "SHA1", "SHA256", "SHA3-256")

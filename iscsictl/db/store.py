@@ -1074,7 +1074,8 @@ class NodeDB:
         try:
             names = sorted(e.name for e in os.scandir(self._p(IFACES))
                            if e.name[0] != "." and e.is_file()
-                           and e.name not in schema.BUILTIN_IFACES)
+                           and e.name not in schema.BUILTIN_IFACES
+                           and e.name != schema.IFACE_EXAMPLE)
         except OSError:
             names = []
         return names + list(schema.BUILTIN_IFACES)
@@ -1086,6 +1087,9 @@ class NodeDB:
             return Record(schema.IFACE, {"iface.iscsi_ifacename": name,
                                          "iface.transport_name": schema.BUILTIN_IFACES[name]})
         _check_component("iface name", name)
+        if name == schema.IFACE_EXAMPLE:
+            raise RecordNotFound(f"Could not read iface {name}: open-iscsi's example file, "
+                                 "skipped as open-iscsi skips it")
         path = self.iface_path(name)
         try:
             data = self._read_bytes(path)
@@ -1109,6 +1113,9 @@ class NodeDB:
             raise InvalidRecordName(f"iface name {name!r} longer than {schema.MAX_IFACE_NAME}")
         if name in schema.BUILTIN_IFACES:
             raise RecordExists(f"iface {name} is a special interface and exists already")
+        if name == schema.IFACE_EXAMPLE:
+            raise InvalidRecordName(f"invalid iface name {name!r}: the name of open-iscsi's "
+                                    "example file, which it skips")
         rec = Record(schema.IFACE, {"iface.iscsi_ifacename": name})
         for k, v in (values or {}).items():
             rec.set(k, v)

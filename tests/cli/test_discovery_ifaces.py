@@ -133,3 +133,19 @@ def test_a_mac_binds_the_device_that_has_it(cli, tgt_acl, tmp_path, monkeypatch)
     assert cli("-m", "node").rc == 21
     r = cli(*base, "-D", "-I", "ifmac")
     assert r.rc == 0 and nodes(cli, "ifmac") == [T_OPEN], r.err
+
+
+def test_open_iscsis_example_iface_file_is_skipped(cli, tgt):
+    """ifaces/iface.example (comments only; Fedora's, SUSE's and openEuler's packages still
+    install it) is skipped by name, as open-iscsi skips it: not listed, not an iface, and a
+    discovery without -I writes 'default' records, not 'iface.example' ones."""
+    os.makedirs(os.path.join(cli.root, "ifaces"), exist_ok=True)
+    with open(os.path.join(cli.root, "ifaces", "iface.example"), "w") as f:
+        f.write("# iface.transport_name = tcp\n# iface.hwaddress = 00:0F:1F:92:6B:BF\n")
+    assert "iface.example" not in cli("-m", "iface").out
+    assert cli("-m", "iface", "-I", "iface.example").rc == 6
+    assert cli("-m", "iface", "-I", "iface.example", "-o", "new").rc == 7
+    r = cli("-m", "discovery", "-t", "st", "-p", tgt.portal)
+    assert r.rc == 0, r.err
+    node = os.path.join(cli.root, "nodes", T_OPEN, f"127.0.0.1,{tgt.port},1")
+    assert os.listdir(node) == ["default"]
