@@ -61,6 +61,14 @@ def run(args, o, mode: str) -> int:
                 if args.name is None or args.value is None:
                     raise E.CliError("-o update needs -n name and -v value", E.INVAL)
                 db.update_iface(name, args.name, args.value)
+                # the node records bound to it hold a copy of its iface.* values, which a
+                # login reads (iscsiadm's iface_param_update: __for_each_matched_rec)
+                for nid in db.list_nodes(iface=name):
+                    try:
+                        db.update_node_many(nid, {args.name: args.value}, iface_copy=True)
+                    except DBError as e:
+                        o.error(f"Could not update {nid.flat()}: {e}")
+                        rc = rc or e.exit_code
                 o.json or o.lines([f"{name} updated."])
             else:
                 rec = db.read_iface(name)

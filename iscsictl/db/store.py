@@ -700,15 +700,18 @@ class NodeDB:
         return self.update_node_many(nid, {name: value})
 
     def update_node_many(self, nid: NodeID, updates: dict, *,
-                         discovery: DiscoveryID | None = None) -> Record:
+                         discovery: DiscoveryID | None = None, iface_copy: bool = False
+                         ) -> Record:
         """Several ``-o update`` settings applied in one read-modify-write.  With
         ``discovery`` the record is being found again by that source: its discovery fields
-        are set, lookup keys may change too, and the source's link is ensured."""
+        are set, lookup keys may change too, and the source's link is ensured.  With
+        ``iface_copy`` the updates are its iface's new ``iface.*`` values (the record holds
+        a copy of them, which node mode may not change)."""
         path = self.node_path(nid)
         with self.record_lock(self._lock_key(nid)):
             rec = parse_record(schema.NODE, self._read_bytes(path), path, self.warn)
             for k, v in updates.items():
-                rec.set(k, v, check_update=discovery is None)
+                rec.set(k, v, check_update=discovery is None and not iface_copy)
             if discovery is not None:
                 self._set_discovery_fields(rec, discovery)
             atomic_write(path, self._serialize(rec))

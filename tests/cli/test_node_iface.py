@@ -186,3 +186,27 @@ def test_a_fully_qualified_host_name_is_a_portal(cli):
     r = cli("-m", "node", "-T", T1, "-p", "storage.example.com.:3261", "-o", "delete")
     assert r.rc == 0, r.err
     assert cli("-m", "node", "-p", "storage.example.com..").rc == 7
+
+
+def test_an_iface_update_reaches_the_node_records_bound_to_it(cli):
+    """A node record holds a copy of its iface's values, which a login reads (the device it
+    binds to, the initiator name): `-m iface -o update` updates those records too, as
+    iscsiadm's iface_param_update does (before, they kept the old NIC)."""
+    assert cli("-m", "iface", "-I", "eth9", "-o", "new").rc == 0
+    r = cli("-m", "iface", "-I", "eth9", "-o", "update", "-n", "iface.net_ifacename",
+            "-v", "eth1")
+    assert r.rc == 0, r.err
+    for portal in ("10.0.0.1:3260,1", "10.0.0.2:3260,1"):
+        r = cli("-m", "node", "-o", "new", "-T", T1, "-p", portal, "-I", "eth9")
+        assert r.rc == 0, r.err
+    assert cli("-m", "node", "-o", "new", "-T", T1, "-p", "10.0.0.3:3260,1").rc == 0
+    for key, value in (("iface.net_ifacename", "eth2"),
+                       ("iface.initiatorname", "iqn.2026-11.org.example:host-b")):
+        r = cli("-m", "iface", "-I", "eth9", "-o", "update", "-n", key, "-v", value)
+        assert (r.rc, r.out) == (0, "eth9 updated.\n"), r.err
+    for portal in ("10.0.0.1:3260", "10.0.0.2:3260"):
+        shown = cli("-m", "node", "-T", T1, "-p", portal, "-I", "eth9", "-o", "show").out
+        assert "iface.net_ifacename = eth2\n" in shown
+        assert "iface.initiatorname = iqn.2026-11.org.example:host-b\n" in shown
+    other = cli("-m", "node", "-T", T1, "-p", "10.0.0.3:3260", "-o", "show").out
+    assert "iface.net_ifacename = <empty>\n" in other  # bound to default: untouched
