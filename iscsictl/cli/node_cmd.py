@@ -16,14 +16,14 @@ from .output import node_json, record_json, tree_lines
 
 
 def _filters(args) -> dict:
+    """The record filters of -T and -p: a tag in -p selects nothing, as in iscsiadm
+    (__iscsi_match_session compares the name, address, port and iface only)."""
     f: dict = {}
     if args.targetname is not None:
         f["target"] = args.targetname
     if args.portal is not None:
         p = parse_portal_arg(args.portal)
         f["address"], f["port"] = p.address, p.port
-        if p.tpgt is not None:
-            f["tpgt"] = p.tpgt
     return f
 
 

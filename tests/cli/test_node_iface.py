@@ -210,3 +210,19 @@ def test_an_iface_update_reaches_the_node_records_bound_to_it(cli):
         assert "iface.initiatorname = iqn.2026-11.org.example:host-b\n" in shown
     other = cli("-m", "node", "-T", T1, "-p", "10.0.0.3:3260", "-o", "show").out
     assert "iface.net_ifacename = <empty>\n" in other  # bound to default: untouched
+
+
+def test_a_tag_in_p_selects_nothing_as_in_iscsiadm(cli):
+    """iscsiadm matches node records by name, address, port and iface
+    (__iscsi_match_session), not by the tag a -p may carry; ',-1', which -P 1 prints for a
+    record of unknown tag, is taken too (before: 21 for a tag that differed, 7 for -1)."""
+    assert cli("-m", "node", "-o", "new", "-T", T1, "-p", "10.0.0.1:3260,1").rc == 0
+    assert cli("-m", "node", "-o", "new", "-T", T1, "-p", "10.0.0.2:3260").rc == 0
+    r = cli("-m", "node", "-T", T1, "-p", "10.0.0.1:3260,2", "-o", "update",
+            "-n", "node.startup", "-v", "automatic")
+    assert r.rc == 0, r.err
+    assert "node.startup = automatic" in cli("-m", "node", "-T", T1, "-p", "10.0.0.1").out
+    assert "Portal: 10.0.0.2:3260,-1" in cli("-m", "node", "-P", "1").out
+    assert cli("-m", "node", "-T", T1, "-p", "10.0.0.2:3260,-1").rc == 0
+    assert cli("-m", "node", "-T", T1, "-p", "10.0.0.1,7", "-o", "delete").rc == 0
+    assert cli("-m", "node").out == f"10.0.0.2:3260,4294967295 {T1}\n"  # as iscsiadm prints it
