@@ -56,6 +56,10 @@ def run(args, o, mode: str) -> int:
     loginall, logoutall = args.loginall is not None, args.logoutall is not None  # -L '' too
     if not (loginall or logoutall):  # -L/-U ignore -I, as iscsiadm
         _check_ifaces(args, o)
+    if args.login and args.logout:  # iscsiadm's exec_node_op, in its order
+        raise E.CliError("Invalid parameters. Both login and logout passed in", E.INVAL)
+    if (args.login or args.logout) and ops:
+        raise E.CliError("Invalid parameters. Login/logout and op passed in", E.INVAL)
     if args.login or args.logout or loginall or logoutall or args.rescan or args.stats:
         name = ("node_login" if args.login else "node_logout" if args.logout else
                 "node_loginall" if loginall else "node_logoutall" if logoutall else
@@ -69,6 +73,8 @@ def run(args, o, mode: str) -> int:
     if len(set(ops)) > 1:
         raise E.CliError("only one operation (-o) at a time in node mode", E.INVAL)
     op = ops[0] if ops else None
+    if op == "nonpersistent":  # --probe's only
+        raise E.CliError("operation is not supported.", E.INVAL)
     db = open_db(args, o)
     if op == "new":
         return op_new(db, args, o)

@@ -126,6 +126,10 @@ def test_iface_ops(cli):
     (["-m", "discoverydb", "-o", "show", "-o", "update"], 7, "Operation not supported."),
     (["-m", "discovery", "-o", "delete"], 7, "iscsictl: Invalid operation.\n"),
     (["-m", "discovery", "-o", "nonpersistent"], 7, "iscsictl: Invalid operation.\n"),
+    # acted on before (a login started, a listing), refused as iscsiadm's exec_node_op does
+    (["-m", "node", "-T", T1, "-l", "-u"], 7, "Both login and logout passed in"),
+    (["-m", "node", "-T", T1, "-l", "-o", "delete"], 7, "Login/logout and op passed in"),
+    (["-m", "node", "-o", "nonpersistent"], 7, "operation is not supported."),
     ([], 7, "no mode"),
 ])
 def test_bad_arguments(cli, args, code, msg):
