@@ -265,7 +265,7 @@ def discover(args, o, ops, from_db: bool, missing_code: int = E.IDBM) -> int:
     if not o.json and args.print is not None and args.print >= 1:
         o.lines(tree_lines(found))
     elif not o.json:
-        o.lines(n.flat() for n in found)
+        o.lines(n.flat(signed=True) for n in found)
     rc = E.IDBM if result is not None and result.failed else E.SUCCESS
     logins: list = []
     if args.login:
@@ -399,7 +399,7 @@ def discover_firmware(args, o, ops) -> int:  # type: ignore[no-untyped-def]
     elif args.print is not None and args.print >= 1:
         o.lines(tree_lines(list(found)))
     else:
-        o.lines(n.flat() for n in found)
+        o.lines(n.flat(signed=True) for n in found)
     if args.login:
         from ._common import initiator_name
         from .kernel_ops import login_records

@@ -409,7 +409,9 @@ def format_node_tree(nids) -> list[str]:  # type: ignore[no-untyped-def]
     return out
 
 
-def format_node_flat(address: str, port: int, tpgt: int, target: str) -> str:
+def format_node_flat(address: str, port: int, tpgt: int, target: str,
+                     signed: bool = False) -> str:
     """One line of ``iscsiadm -m node``: ``ip:port,tpgt target`` (tpgt printed as unsigned 32-bit,
-    so -1 is 4294967295, as Debian's 2.1.8 iscsiadm does).  No newline."""
-    return f"{format_portal(address, port)},{tpgt & 0xFFFFFFFF} {target}"
+    so -1 is 4294967295, as Debian's 2.1.8 iscsiadm does; ``signed``: -1, as its discovery
+    prints what it found, idbm_print_node_flat's '%d').  No newline."""
+    return f"{format_portal(address, port)},{tpgt if signed else tpgt & 0xFFFFFFFF} {target}"

@@ -97,9 +97,10 @@ class NodeID:
         """Discovery link name ``<target>,<ip>,<port>,<tpgt>,<iface>``."""
         return f"{self.target},{self.address},{self.port},{self.tpgt},{self.iface}"
 
-    def flat(self) -> str:
-        """The ``iscsiadm -m node`` line for this record (no newline)."""
-        return format_node_flat(self.address, self.port, self.tpgt, self.target)
+    def flat(self, signed: bool = False) -> str:
+        """The ``iscsiadm -m node`` line for this record (no newline); ``signed``: an unknown
+        tag as -1, as a discovery prints it (see :func:`format_node_flat`)."""
+        return format_node_flat(self.address, self.port, self.tpgt, self.target, signed)
 
     @classmethod
     def of(cls, rec: Record) -> "NodeID":

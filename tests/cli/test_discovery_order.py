@@ -148,3 +148,14 @@ def test_meanwhile_runs_between_the_login_request_and_its_response():
     finally:
         target.close()
     assert calls == [True] and target.held["login"] is True
+
+
+def test_a_portal_without_a_tag_is_printed_as_iscsiadms_discovery_prints_it(cli):
+    """A TargetAddress with no portal group tag: the record's tag is unknown (-1), which a
+    discovery prints as -1 (iscsiadm's idbm_print_node_flat, '%d') and the node listing as
+    4294967295 (Debian's iscsiadm 2.1.8 there); the discovery printed 4294967295 too."""
+    held = HeldTarget()
+    held.target = FakeTarget(TargetConfig(targets=[(TARGETS[0], ["127.0.0.1:3260"])]))
+    r = _discover(cli, held)
+    assert (r.rc, r.out) == (0, f"127.0.0.1:3260,-1 {TARGETS[0]}\n"), r.err
+    assert cli("-m", "node").out == f"127.0.0.1:3260,4294967295 {TARGETS[0]}\n"
