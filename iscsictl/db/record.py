@@ -238,11 +238,23 @@ def _typed(kind: RecordKind, lines: Iterable[tuple[int, str, str]], where: str,
             else:
                 values[name] = convert(key, value)
         except InvalidValue:
+            noted = _NOTED_INT.match(value) if t == "int" else None
+            try:  # '5   # was 120': the number, as iscsiadm's strtoul reads it
+                if noted:
+                    values[name] = convert(key, noted.group(1))
+                    continue
+            except InvalidValue:
+                pass
             if warn is None:
                 return None
             warn(f"{where}: config file line {n} contains unknown value format '{value}' "
                  f"for parameter name '{name}'")
     return values
+
+
+#: an integer followed by a note (``replacement_timeout = 5   # was 120``): iscsiadm's
+#: strtoul takes the number; the note is not part of it
+_NOTED_INT = re.compile(r"([+-]?[0-9]+)[ \t]+#")
 
 
 def _refuse(msg: str) -> None:

@@ -29,3 +29,23 @@ def test_debians_iscsid_conf_gives_its_uncommented_lines():
     assert len(raw) == len(active) > 10
     assert all(raw[line.split("=")[0].strip()] == line.split("=", 1)[1].strip()
                for line in active)
+
+
+def test_a_note_after_a_number_is_not_part_of_it():
+    """'replacement_timeout = 5   # was 120': the number, as iscsiadm's strtoul reads it
+    (before: warned as a bad value, and the default 120 applied: not what the admin set).
+    Text values keep their '#' (a CHAP secret may hold one); a number with letters after it
+    is still refused."""
+    from iscsictl.db import schema
+
+    warnings = []
+    conf = IscsidConfig.parse("node.session.timeo.replacement_timeout = 5   # was 120\n"
+                              "node.session.queue_depth = 64\t# the array's limit\n"
+                              "node.session.cmds_max = 12abc\n"
+                              "node.session.auth.password = pass # word\n")
+    vals = conf.defaults_for(schema.NODE, warnings.append)
+    assert vals["node.session.timeo.replacement_timeout"] == 5
+    assert vals["node.session.queue_depth"] == 64
+    assert vals["node.session.cmds_max"] == 128 and len(warnings) == 1
+    assert "'12abc'" in warnings[0]
+    assert vals["node.session.auth.password"] == "pass # word"
