@@ -196,9 +196,12 @@ async def connect(address: str, port: int, timeout: float, window_size: int = 0,
         SessionError: 8 (refused, unreachable or timed out, or the iface's device cannot
             be bound; retryable: iscsid reports any failed connect of a login as
             ISCSI_ERR_TRANS_TIMEOUT, its login timer ending the XPT_WAIT state,
-            usr/initiator.c), 4 (a host name that does not resolve).
+            usr/initiator.c), 4 (a host name that does not resolve), 7 (a port that is not
+            one).
     """
     loop = asyncio.get_running_loop()
+    if not 0 < port <= 65535:  # a record handed over IPC unchecked (connect_ex: OverflowError)
+        raise SessionError(7, f"cannot connect to {address}: port {port} is not 1..65535")
     try:  # a numeric address needs no resolver (getaddrinfo runs in a thread)
         ip = ipaddress.ip_address(address.split("%")[0])
         family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET

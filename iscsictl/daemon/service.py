@@ -42,6 +42,7 @@ from iscsictl.db.schema import NODE
 from iscsictl.ipc import (IPC_VERSION, KEEPALIVE_INTERVAL, MAX_MESSAGE, SERVED_VERSIONS,
                           decode_message, encode_message)
 from iscsictl.kernel.sysfs import Sysfs
+from iscsictl.lexical import ascii_digits
 from iscsictl.netlink import (
     AsyncIscsiNetlink,
     ConnError,
@@ -144,7 +145,16 @@ async def _each(jobs: list[Any], progress: Progress | None) -> list[dict[str, An
 def _sid(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise TypeError(f"a session id must be an integer, not {type(value).__name__}")
-    return int(value)  # ValueError for a non-numeric string
+    if isinstance(value, str) and not ascii_digits(value):  # int() takes '1_0', ' 7', '٣'
+        raise ValueError(f"a session id must be an integer, not {value!r}")
+    return int(value)
+
+
+def _flag(value: Any) -> bool:
+    """A JSON true or false only: bool("false") would be true (a forced logout, say)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"expected true or false, not {value!r}")
+    return value
 
 
 def _sids(value: Any) -> list[int]:
@@ -173,10 +183,11 @@ def _text(value: Any) -> str:
 REQUEST_ARGS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "ping": {},
     "sessions": {},
-    "login": {"records": _records, "initiator_name": _text, "progress": bool, "multiple": bool},
-    "logout": {"sids": _sids, "force": bool, "progress": bool},
+    "login": {"records": _records, "initiator_name": _text, "progress": _flag,
+              "multiple": _flag},
+    "logout": {"sids": _sids, "force": _flag, "progress": _flag},
     "stats": {"sid": _sid},
-    "stop": {"logout_all": bool},
+    "stop": {"logout_all": _flag},
 }
 _OPTIONAL = frozenset(("progress", "force", "logout_all", "multiple"))
 
@@ -248,6 +259,7 @@ class Daemon:
         self._closing = False
         self._handles: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._closer: asyncio.Task[None] | None = None  # an IPC "stop" (held: not collected)
         self._logged_out: set[int] = set()  # sids whose kernel destroy event is still due
         self._state_write: asyncio.TimerHandle | None = None  # a coalesced _save_state
         # SCSI scans block in the kernel for the whole LUN scan: give them their own
@@ -987,7 +999,8 @@ class Daemon:
             return self.session_states()
         if op == "stats":
             return await self.stats(args["sid"])
-        if op == "stop":
-            self._spawn(self.close(logout_all=bool(args.get("logout_all"))))
+        if op == "stop":  # not one of _tasks: close() cancels and awaits those
+            self._closer = asyncio.get_running_loop().create_task(
+                self.close(logout_all=bool(args.get("logout_all"))))
             return None
         raise SessionError(16, f"request {op!r} is not served")  # in the table, not here

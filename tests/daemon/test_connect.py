@@ -147,6 +147,15 @@ def test_unresolvable_name_is_code_4():
     assert e.value.code == 4 and "cannot resolve host name no-such-host.invalid" in str(e.value)
 
 
+@pytest.mark.parametrize("port", [0, -1, 70000])
+def test_a_port_that_is_not_one_is_code_7(port):
+    """A record handed over IPC is not checked by the DB: port 70000 made connect_ex raise
+    OverflowError, which no handler took (no answer, the ISID kept)."""
+    with pytest.raises(SessionError) as e:
+        asyncio.run(connect("127.0.0.1", port, 1))
+    assert e.value.code == 7 and f"port {port} is not 1..65535" in str(e.value)
+
+
 def test_relogin_skips_only_the_session_object_parameters():
     rec = {"node.session.auth.username": "u", "node.session.auth.password": "p" * 12}
     ctx = ParamContext(record=rec, params=NegotiatedParameters(), initiator_name="iqn.x:i",

@@ -198,7 +198,11 @@ def _raw(path, request):
     ("login", {"initiator_name": "iqn.x:y"}, "records"),
     ("logout", {"sids": 3}, "sids must be a list"),
     ("logout", {"sids": [True]}, "must be an integer"),
-    ("logout", {"sids": ["three"]}, "invalid literal"),
+    ("logout", {"sids": ["three"]}, "must be an integer, not 'three'"),
+    ("logout", {"sids": ["1_0"]}, "must be an integer, not '1_0'"),  # int() reads 10
+    ("logout", {"sids": [1], "force": "false"}, "expected true or false, not 'false'"),
+    ("stop", {"logout_all": "false"}, "expected true or false"),
+    ("login", {"records": [], "initiator_name": "iqn.x:y", "multiple": "no"}, "true or false"),
     ("stats", {"sid": {"a": 1}}, "must be an integer"),
     ("rescan", {"sid": 1}, "unknown request 'rescan'"),  # the CLI rescans through sysfs
     ("stats", {}, "sid"),
@@ -490,3 +494,21 @@ def test_out_of_descriptors_the_daemon_answers_once_it_has_some(served, monkeypa
     assert reply["ok"] is True
     assert 0.1 < time.monotonic() - start < 3  # after the pause, not at once
     assert "cannot accept a connection (Too many open files)" in caplog.text
+
+
+def test_a_stop_request_stops_the_daemon(tmp_path):
+    """'stop' over IPC: the daemon stops serving, removes its socket and its main returns
+    (before, close() ran as one of the tasks it cancels, cancelled itself at its first
+    await, and the daemon went on without a socket, deaf even to SIGTERM)."""
+    path = str(tmp_path / "d.sock")
+
+    async def main():
+        d = Daemon(path, sysfs_root=str(tmp_path / "sys"), state_dir=str(tmp_path / "state"),
+                   db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
+        d.listen()
+        answer = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: DaemonClient(path, timeout=5).call("stop"))
+        await asyncio.wait_for(d.wait_stopped(), 5)
+        return answer
+    assert asyncio.run(main()) is None
+    assert not os.path.exists(path)
