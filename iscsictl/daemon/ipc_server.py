@@ -26,6 +26,9 @@ log = logging.getLogger("iscsictld")
 RESOURCE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 ACCEPT_RETRY_DELAY = 1.0  # s
 ACCEPTS_PER_TURN = 64  # connections taken in one callback, then the loop runs the others
+#: s a client has to send its whole request line (the CLI sends it at once on connecting):
+#: a client that stalls must not hold a descriptor of the daemon's for ever
+REQUEST_TIMEOUT = 10.0
 
 Handler = Callable[[socket.socket], Awaitable[None]]
 
@@ -97,6 +100,23 @@ async def read_line(conn: socket.socket, limit: int) -> bytes:
         buf += chunk
         if len(buf) > limit:
             raise ValueError(f"a request of more than {limit} bytes")
+
+
+class RequestStalled(Exception):
+    """A client sent no whole request line within :data:`REQUEST_TIMEOUT`."""
+
+
+async def read_request(conn: socket.socket, limit: int, timeout: float | None = None) -> bytes:
+    """:func:`read_line` within ``timeout`` s (default :data:`REQUEST_TIMEOUT`);
+    RequestStalled after it (the caller closes the connection: a stalled client must not
+    hold one of the daemon's descriptors)."""
+    if timeout is None:
+        timeout = REQUEST_TIMEOUT
+    try:
+        async with asyncio.timeout(timeout):
+            return await read_line(conn, limit)
+    except TimeoutError:
+        raise RequestStalled(f"no whole request within {timeout:g} s") from None
 
 
 class Replies:

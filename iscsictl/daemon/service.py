@@ -40,7 +40,7 @@ from iscsictl.db.files import read_regular
 from iscsictl.db.record import with_defaults
 from iscsictl.db.schema import NODE
 from iscsictl.ipc import (IPC_VERSION, KEEPALIVE_INTERVAL, MAX_MESSAGE, SERVED_VERSIONS,
-                          decode_message, encode_message)
+                          SILENCE_LIMIT, decode_message, encode_message)
 from iscsictl.kernel.sysfs import Sysfs
 from iscsictl.lexical import ascii_digits
 from iscsictl.netlink import (
@@ -72,7 +72,7 @@ from iscsictl.protocol.session import (
 
 from . import kernel_session as ks
 from .errors import SessionError, err_text
-from .ipc_server import IpcListener, KeepAlive, Replies, read_line
+from .ipc_server import IpcListener, KeepAlive, Replies, RequestStalled, read_request
 from .mounts import busy_devices
 from .params import ADOPTION_ATTRS, AUTH_ATTRS, adopted_record
 
@@ -963,7 +963,8 @@ class Daemon:
             else:
                 keepalive = None
                 try:
-                    req = decode_message(await read_line(conn, MAX_MESSAGE), SERVED_VERSIONS)
+                    req = decode_message(await read_request(conn, MAX_MESSAGE),
+                                         SERVED_VERSIONS)
                     version = req["version"]
                     if version >= 3:
                         keepalive = KeepAlive(out, encode_message(
@@ -977,9 +978,16 @@ class Daemon:
                     if keepalive is not None:
                         keepalive.cancel()
             out.write(encode_message({"version": version, **reply}))
-            await out.drain()
+            try:  # a client that reads nothing must not hold the connection for ever
+                async with asyncio.timeout(SILENCE_LIMIT):
+                    await out.drain()
+            except TimeoutError:
+                log.info("IPC: the client read no answer for %g s; connection closed",
+                         SILENCE_LIMIT)
         except ConnectionError:
             pass
+        except RequestStalled as exc:
+            log.info("IPC: %s; connection closed", exc)
         except Exception:  # noqa: BLE001 - never let one client take the daemon down
             log.exception("IPC request failed")
         finally:

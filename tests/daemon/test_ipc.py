@@ -1,6 +1,7 @@
 """The CLI <-> iscsictld protocol against the daemon's real IPC server (no kernel)."""
 
 import asyncio
+import logging
 import os
 import threading
 
@@ -512,3 +513,31 @@ def test_a_stop_request_stops_the_daemon(tmp_path):
         return answer
     assert asyncio.run(main()) is None
     assert not os.path.exists(path)
+
+
+def test_a_client_that_stalls_is_closed_and_others_are_served(served, monkeypatch, caplog):
+    """Half a request line and then nothing: the connection is closed after the request
+    deadline (before, it was held for ever: a thousand such clients took every descriptor
+    of the daemon's, and nobody was answered), and the daemon serves on meanwhile."""
+    import socket
+    import time
+
+    from iscsictl.daemon import ipc_server
+
+    monkeypatch.setattr(ipc_server, "REQUEST_TIMEOUT", 0.3)
+    caplog.set_level(logging.INFO, logger="iscsictld")
+    _, client, _ = served
+    stalled = []
+    for _ in range(3):
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(client.path)
+        s.sendall(b'{"version": 3, "op": "pi')
+        stalled.append(s)
+    assert client.call("ping")["sessions"] == 0  # not held up by them
+    t = time.monotonic()
+    for s in stalled:
+        s.settimeout(5)
+        assert s.recv(100) == b""  # closed by the daemon, with no answer
+        s.close()
+    assert time.monotonic() - t < 3
+    assert "no whole request within 0.3 s; connection closed" in caplog.text
