@@ -51,7 +51,10 @@ REQUEST = struct.Struct("=4sIIIII")
 REPLY = struct.Struct("=Ii")
 REPLY_STARTED, REPLY_EXITED, REPLY_KILLED = 1, 2, 3
 MAX_BODY = 1 << 20  # bytes: arguments + environment (Linux's ARG_MAX is 2 MiB for both)
-REQUEST_TIMEOUT = 5.0  # s a client may take to send its request
+REQUEST_TIMEOUT = 5.0  # s a client may take to send its whole request
+#: workers at once: a client beyond them waits in the listener's backlog until one is free
+#: (each holds a forked interpreter; a burst of stalled clients must not fork without end)
+MAX_WORKERS = 64
 STOP_GRACE = 30.0  # s the commands under way get when the server stops
 MAX_COMMANDS = 200  # commands one worker runs before it is replaced by a fresh fork
 CLIENT_GONE_TIMEOUT = 2.0  # s a worker waits for its client to close before serving again
@@ -132,14 +135,23 @@ def _log(message: str) -> None:
         pass
 
 
-def _recv_exact(conn: socket.socket, n: int, fds: list[int] | None = None) -> bytes:
+def _recv_exact(conn: socket.socket, n: int, deadline: float,
+                fds: list[int] | None = None) -> bytes:
+    """``n`` bytes from ``conn`` by ``deadline`` (time.monotonic()), else RequestError."""
     buf = bytearray()
     while len(buf) < n:
-        if fds is not None and not buf:
-            data, got, _flags, _addr = socket.recv_fds(conn, n, 3)
-            fds.extend(got)
-        else:
-            data = conn.recv(n - len(buf))
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise RequestError(f"no whole request within {REQUEST_TIMEOUT:g} s")
+        conn.settimeout(left)
+        try:
+            if fds is not None and not buf:
+                data, got, _flags, _addr = socket.recv_fds(conn, n, 3)
+                fds.extend(got)
+            else:
+                data = conn.recv(n - len(buf))
+        except TimeoutError:
+            raise RequestError(f"no whole request within {REQUEST_TIMEOUT:g} s") from None
         if not data:
             raise RequestError("the client closed the connection")
         buf += data
@@ -147,16 +159,16 @@ def _recv_exact(conn: socket.socket, n: int, fds: list[int] | None = None) -> by
 
 
 def _read_request(conn: socket.socket) -> tuple[int, str, list[str], dict[str, str], list[int]]:
-    conn.settimeout(REQUEST_TIMEOUT)
+    deadline = time.monotonic() + REQUEST_TIMEOUT  # for the whole request, not each read
     fds: list[int] = []
     try:
-        header = _recv_exact(conn, REQUEST.size, fds)
+        header = _recv_exact(conn, REQUEST.size, deadline, fds)
         body_len = REQUEST.unpack(header)[5]
         if body_len > MAX_BODY:
             raise RequestError(f"request of {body_len} bytes")
         if len(fds) != 3:
             raise RequestError(f"request with {len(fds)} file descriptors, not 3")
-        umask, cwd, args, env = parse_request(header, _recv_exact(conn, body_len))
+        umask, cwd, args, env = parse_request(header, _recv_exact(conn, body_len, deadline))
     except BaseException:
         for fd in fds:
             os.close(fd)
@@ -458,6 +470,7 @@ class CommandServer:
         self.listener: socket.socket | None = None
         self._early_deaths = 0
         self._watching = False  # the listener is in self.sel: no worker is idle
+        self._starved = False  # a fork failed (EMFILE, EAGAIN ...): none until a worker ends
         self._wake_r, self._wake_w = socket.socketpair()
 
     def bind(self) -> None:
@@ -543,14 +556,21 @@ class CommandServer:
         return sum(w.idle for w in self.workers.values())
 
     def _top_up(self, wanted: int) -> None:
-        """Fork workers until ``wanted`` are idle."""
-        while not self.stopping and self._idle_count() < wanted:
-            self._fork_worker()
+        """Fork workers until ``wanted`` are idle, at most :data:`MAX_WORKERS` in all; a fork
+        that fails is tried again once a worker has ended."""
+        while not self.stopping and self._idle_count() < wanted and \
+                len(self.workers) < MAX_WORKERS and not self._starved:
+            try:
+                self._fork_worker()
+            except OSError as exc:
+                _log(f"cannot start a worker ({exc.strerror}): clients wait for a free one")
+                self._starved = True
 
     def _watch_listener(self, want: bool | None = None) -> None:
         """Watch the listener (for a client no worker is there to take) while none is idle."""
-        if want is None:
-            want = self.listener is not None and not self.stopping and not self._idle_count()
+        if want is None:  # (a client no worker could take would wake the loop for ever)
+            want = (self.listener is not None and not self.stopping and not self._idle_count()
+                    and len(self.workers) < MAX_WORKERS and not self._starved)
         if want != self._watching:
             if want:
                 self.sel.register(self.listener, selectors.EVENT_READ, "demand")
@@ -559,8 +579,14 @@ class CommandServer:
             self._watching = want
 
     def _fork_worker(self) -> None:
+        """One more worker; raises OSError (nothing left behind) when it cannot be made."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            ours.close()
+            theirs.close()
+            raise
         if pid == 0:
             try:
                 self.sel.close()
@@ -578,7 +604,13 @@ class CommandServer:
             finally:
                 _worker(self.listener, theirs)
         theirs.close()
-        pidfd = os.pidfd_open(pid)
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:  # no descriptor left to watch it by: it must not run unwatched
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            ours.close()
+            raise
         self.workers[pidfd] = _Worker(pid, ours)
         self.sel.register(pidfd, selectors.EVENT_READ, ("exit", pidfd))
         self.sel.register(ours, selectors.EVENT_READ, ("ctl", pidfd))
@@ -635,6 +667,7 @@ class CommandServer:
     def _reap(self, pidfd: int) -> None:
         self.sel.unregister(pidfd)
         w = self.workers.pop(pidfd)
+        self._starved = False  # its descriptors and memory are free again
         os.close(pidfd)
         _, status = os.waitpid(w.pid, 0)
         if w.ctl is not None:

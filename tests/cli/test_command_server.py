@@ -42,15 +42,19 @@ class Server:
     """``python -m iscsictl.cli.server`` on ``<tmp>/d-cli.sock``, the path the client derives
     from ISCSICTL_SOCKET=<tmp>/d.sock; stopped by end of file on its stdin."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, nofile: int | None = None) -> None:
         self.daemon_socket = str(tmp / "d.sock")
         self.path = tmp / "d-cli.sock"
         self.log = tmp / "server.log"
+
+        def limit() -> None:  # RLIMIT_NOFILE, to run it out of descriptors
+            import resource
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-X", "utf8", "-m", "iscsictl.cli.server", "--socket",
                  str(self.path), "--watch-stdin"], stdin=subprocess.PIPE, stdout=log,
-                stderr=log)
+                stderr=log, preexec_fn=limit if nofile else None)
         deadline = time.monotonic() + 60
         # ready: listening, with its idle workers forked (the socket comes first)
         while not self.path.exists() or len(self.workers()) < 2:
@@ -710,3 +714,62 @@ def test_idle_workers_hold_their_own_copies_before_a_command(server):
         assert time.monotonic() < deadline, [shared_dirty_kib(w) for w in server.workers()]
         time.sleep(0.05)
     assert shared_dirty_kib(server.proc.pid) < 2048  # the server's pages are its own again
+
+
+def test_out_of_descriptors_the_server_waits_for_a_free_worker(tmp_path):
+    """Clients that connect and send nothing each hold a worker until the request deadline.
+    With few descriptors the server cannot fork one for every client: it says so, lets the
+    others wait in the backlog and serves them once workers are free (before, the fork's
+    EMFILE ended the server, and every later command ran iscsictl-py)."""
+    s = Server(tmp_path, nofile=48)
+    silent = []
+    try:
+        for _ in range(40):
+            c = socket.socket(socket.AF_UNIX)
+            c.connect(str(s.path))
+            silent.append(c)
+        deadline = time.monotonic() + 20
+        while "cannot start a worker" not in s.log.read_text():
+            assert s.proc.poll() is None, s.log.read_text()
+            assert time.monotonic() < deadline, s.log.read_text()
+            time.sleep(0.05)
+        for c in silent:
+            c.close()
+        r = run_client(["--version"], env_for(s))
+        assert r.returncode == 0 and r.stdout.startswith("iscsictl version"), r.stderr
+        assert s.proc.poll() is None
+    finally:
+        for c in silent:
+            c.close()
+        assert s.stop() == 0, s.log.read_text()
+
+
+def test_a_request_sent_a_byte_at_a_time_ends_at_the_deadline(monkeypatch):
+    """The request deadline is for the whole request: a client that sends a byte now and
+    then, each within the old per-read timeout, held its worker for ever."""
+    import threading
+
+    from iscsictl.cli import server as srv
+
+    monkeypatch.setattr(srv, "REQUEST_TIMEOUT", 0.5)
+    ours, theirs = socket.socketpair()
+    stop = threading.Event()
+
+    def dribble() -> None:
+        while not stop.wait(0.1):
+            try:
+                theirs.send(b"I")
+            except OSError:
+                return
+    t = threading.Thread(target=dribble, daemon=True)
+    t.start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(RequestError, match="no whole request within 0.5 s"):
+            srv._read_request(ours)
+        assert time.monotonic() - start < 2
+    finally:
+        stop.set()
+        t.join(2)
+        ours.close()
+        theirs.close()
