@@ -97,9 +97,14 @@ def encode_message(obj: dict[str, Any]) -> bytes:
 
 
 def decode_message(line: bytes, versions: tuple[int, ...] = (IPC_VERSION,)) -> dict[str, Any]:
-    """Raises ValueError for anything that is not a JSON object of one of ``versions``."""
-    obj = json.loads(line)
-    if not isinstance(obj, dict) or obj.get("version") not in versions:
+    """Raises ValueError for anything that is not a JSON object of one of ``versions`` (an
+    integer: not true, not 3.0, which compare equal to 1 and 3)."""
+    try:
+        obj = json.loads(line)
+    except RecursionError:  # '[[[[...': nested deeper than the interpreter's stack
+        raise ValueError("nested too deep") from None
+    version = obj.get("version") if isinstance(obj, dict) else None
+    if type(version) is not int or version not in versions:
         raise ValueError(f"not an iscsictl IPC v{'/v'.join(map(str, versions))} message")
     return obj
 
@@ -182,6 +187,8 @@ class DaemonClient:
             s.close()
         if reply.get("ok"):
             return reply.get("result")
-        err = reply.get("error") or {}
-        raise DaemonError(int(err.get("code", 1)), str(err.get("message", "unknown error")),
-                          err.get("detail"))
+        err = reply.get("error")
+        code = err.get("code", 1) if isinstance(err, dict) else None
+        if type(code) is not int:
+            raise DaemonError(18, f"could not read iscsictld's answer: error {err!r}")
+        raise DaemonError(code, str(err.get("message", "unknown error")), err.get("detail"))

@@ -541,3 +541,34 @@ def test_a_client_that_stalls_is_closed_and_others_are_served(served, monkeypatc
         s.close()
     assert time.monotonic() - t < 3
     assert "no whole request within 0.3 s; connection closed" in caplog.text
+
+
+@pytest.mark.parametrize("answer,what", [
+    (b'{"version":3,"ok":false,"error":"boom"}\n', "error 'boom'"),
+    (b'{"version":3,"ok":false,"error":{"code":"x"}}\n', "error {'code': 'x'}"),
+    (b"[" * 100000 + b"\n", "nested too deep"),
+    (b'{"version":true,"ok":true}\n', "not an iscsictl IPC"),  # true == 1 in Python
+    (b'{"version":3.0,"ok":true}\n', "not an iscsictl IPC"),
+])
+def test_an_answer_of_the_wrong_shape_is_code_18(tmp_path, answer, what):
+    """Something that is not iscsictld on its socket (or a broken one): code 18 naming what
+    could not be read (before: AttributeError, ValueError or RecursionError escaped)."""
+    path = str(tmp_path / "odd.sock")
+    _one_shot_server(path, lambda conn: conn.sendall(answer))
+    with pytest.raises(DaemonError) as e:
+        DaemonClient(path, timeout=5).call("ping")
+    assert e.value.code == 18 and what in str(e.value)
+
+
+def test_a_request_nested_too_deep_is_a_bad_request(served):
+    import socket
+
+    _, client, _ = served
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(client.path)
+    s.settimeout(5)
+    s.sendall(b"[" * 100000 + b"\n")
+    reply = s.recv(4096)
+    s.close()
+    assert b'"code":16' in reply and b"nested too deep" in reply
+    assert client.call("ping")["sessions"] == 0
