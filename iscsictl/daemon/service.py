@@ -157,13 +157,22 @@ def _flag(value: Any) -> bool:
     return value
 
 
+#: sessions or records one request may name: far above what a host runs (the kernel's
+#: session ids, a thousand sessions), far below what would hold the loop for seconds
+MAX_REQUEST_ITEMS = 16384
+
+
 def _sids(value: Any) -> list[int]:
     if not isinstance(value, list):
         raise TypeError(f"sids must be a list, not {type(value).__name__}")
-    return [_sid(s) for s in value]
+    if len(value) > MAX_REQUEST_ITEMS:
+        raise ValueError(f"more than {MAX_REQUEST_ITEMS} sessions in one request")
+    return list(dict.fromkeys(_sid(s) for s in value))  # each session once
 
 
 def _records(value: Any) -> list[dict[str, str]]:
+    if isinstance(value, list) and len(value) > MAX_REQUEST_ITEMS:
+        raise ValueError(f"more than {MAX_REQUEST_ITEMS} records in one request")
     if not isinstance(value, list) or not all(
             isinstance(r, dict) and all(isinstance(k, str) and isinstance(v, str)
                                         for k, v in r.items()) for r in value):
