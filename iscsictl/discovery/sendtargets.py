@@ -63,16 +63,19 @@ class DiscoveryPolicy:
 
 
 def _exchange(host: str, port: int, config: LoginConfig, policy: DiscoveryPolicy,
-              iface: Mapping[str, str] | None, meanwhile: Callable[[], object] | None = None
+              iface: Mapping[str, str] | None, meanwhile: Callable[[], object] | None = None,
+              log: Callable[[str], None] | None = None
               ) -> tuple[Connection, list[DiscoveredTarget]]:
     """One attempt, through ``iface``'s network device when it binds one
     (:mod:`iscsictl.transport.iface`): log in and ask SendTargets=All.  The logged-in
-    connection (the caller closes it) and the targets.  Raises the transport errors."""
+    connection (the caller closes it) and the targets; a target or portal of the answer
+    that is not one is left out, said through ``log``.  Raises the transport errors."""
     conn = login(host, port, config, iface=iface, meanwhile=meanwhile)
     try:
         pairs = conn.text([("SendTargets", "All")], policy.active_timeout)
         try:
-            return conn, parse_send_targets(pairs, Portal(conn.endpoint.address, port))
+            return conn, parse_send_targets(pairs, Portal(conn.endpoint.address, port),
+                                            log or (lambda why: None))
         except ValueError as e:
             raise ProtocolFailure(f"SendTargets answer from {conn.endpoint}: {e}") from None
     except BaseException:
@@ -130,7 +133,7 @@ def discovering(host: str, port: int, config: LoginConfig,
         if attempt:
             sleep(policy.retry_delay)
         try:
-            conn, targets = _exchange(host, port, config, policy, iface, once)
+            conn, targets = _exchange(host, port, config, policy, iface, once, log)
             break
         except (RetryableLoginError, TransportError) as e:
             last = e
@@ -154,7 +157,8 @@ def send_targets(host: str, port: int, config: LoginConfig,
 
     ``config`` is a Discovery-session LoginConfig (``LoginConfig.from_discovery``), its
     login/auth timeouts taken from ``policy``.  ``log(msg)`` receives the lines of each
-    failed attempt (iscsiadm prints them; a bind failure is two).  Returns the targets with
+    failed attempt (iscsiadm prints them; a bind failure is two), and what the answer had
+    that is not a target or a portal (left out).  Returns the targets with
     their portals (a target without TargetAddress gets the portal asked), after the Logout.
 
     Raises: LoginAuthFailed (24), FatalLoginError (19), LoginFailed/ProtocolFailure (5),

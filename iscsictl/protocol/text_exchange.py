@@ -13,6 +13,7 @@ is joined before parsing; the total is bounded by ``max_response_bytes``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .constants import RESERVED_TAG
@@ -156,30 +157,40 @@ class TextExchange:
         return None
 
 
-def parse_send_targets(pairs: TextPairs, default_portal: Portal | None = None) -> list[DiscoveredTarget]:
+def parse_send_targets(pairs: TextPairs, default_portal: Portal | None = None,
+                       skip: Callable[[str], None] | None = None) -> list[DiscoveredTarget]:
     """Targets and their portals from SendTargets response pairs.
 
     A TargetAddress belongs to the TargetName before it; a target without
     one gets ``default_portal`` (the portal asked, §13.3) when given.
-    Duplicates (same name, same portal) are merged.
+    Duplicates (same name, same portal) are merged.  With ``skip``, a target whose name
+    is not an iSCSI name (and its addresses), or an address that is not a portal, is left
+    out and ``skip(why)`` called: one bad entry does not cost the others.
 
     Raises:
-        TextExchangeError: a TargetAddress before any TargetName, a bad
-            TargetAddress, or an invalid iSCSI name.
+        TextExchangeError: a TargetAddress before any TargetName; without ``skip``, a bad
+            TargetAddress or an invalid iSCSI name.
     """
     targets: dict[str, DiscoveredTarget] = {}
     current: DiscoveredTarget | None = None
+    skipping = False  # the addresses of a target left out
     portals: dict[str, Portal] = {}  # a target's portals are usually every target's
     for key, value in pairs:
         if key == "TargetName":
             try:
                 validate_name(value)
             except ValueError as exc:
-                raise TextExchangeError(f"SendTargets: {exc}") from None
+                if skip is None:
+                    raise TextExchangeError(f"SendTargets: {exc}") from None
+                skip(f"SendTargets: {exc}: target left out")
+                current, skipping = None, True
+                continue
             # kept as the target spells it: targets compare the TargetName of a login
             # byte for byte (tgtd, Synology's 'iqn.2000-01.com.synology:DiskStation...')
-            current = targets.setdefault(value, DiscoveredTarget(value))
+            current, skipping = targets.setdefault(value, DiscoveredTarget(value)), False
         elif key == "TargetAddress":
+            if skipping:
+                continue
             if current is None:
                 raise TextExchangeError("SendTargets: TargetAddress before any TargetName")
             portal = portals.get(value)
@@ -187,7 +198,10 @@ def parse_send_targets(pairs: TextPairs, default_portal: Portal | None = None) -
                 try:
                     portal = portals[value] = parse_target_address(value)
                 except PortalError as exc:
-                    raise TextExchangeError(f"SendTargets: {exc}") from None
+                    if skip is None:
+                        raise TextExchangeError(f"SendTargets: {exc}") from None
+                    skip(f"SendTargets: {current.name}: {exc}: portal left out")
+                    continue
             if portal not in current.portals:
                 current.portals.append(portal)
         # other keys (TargetAlias, vendor keys) carry nothing for discovery

@@ -159,3 +159,20 @@ def test_a_portal_without_a_tag_is_printed_as_iscsiadms_discovery_prints_it(cli)
     r = _discover(cli, held)
     assert (r.rc, r.out) == (0, f"127.0.0.1:3260,-1 {TARGETS[0]}\n"), r.err
     assert cli("-m", "node").out == f"127.0.0.1:3260,4294967295 {TARGETS[0]}\n"
+
+
+def test_a_bad_entry_in_the_answer_leaves_out_that_entry_only(cli):
+    """A TargetName that is not an iSCSI name, or a TargetAddress that is not a portal,
+    among good ones: that one is left out with a line saying so, the others are written
+    (before, the whole discovery failed with exit 1, 'unknown error', and wrote nothing)."""
+    held = HeldTarget()
+    held.target = FakeTarget(TargetConfig(targets=[
+        ("iqn.2026-13.org.example:bad-month", ["127.0.0.1:3260,1"]),
+        (TARGETS[0], ["a..b:3260,1", "127.0.0.1:3260,1"]),
+        (TARGETS[1], ["127.0.0.1:3260,1"])]))
+    r = _discover(cli, held)
+    assert r.rc == 0, r.err
+    assert sorted(r.out.splitlines()) == [f"127.0.0.1:3260,1 {t}" for t in TARGETS[:2]]
+    assert "iqn.2026-13.org.example:bad-month" in r.err and "target left out" in r.err
+    assert "'a..b:3260,1'" in r.err and "portal left out" in r.err
+    assert len(cli("-m", "node").out.splitlines()) == 2

@@ -193,3 +193,18 @@ def test_pieces_cut_mid_pair_without_c_bit_as_tgtd_does(segment):
                                         text_no_c=True))
     assert t.text_requests > 1
     assert len(parse_send_targets(pairs)) == 200
+
+
+def test_bad_entries_are_left_out_when_asked():
+    """With ``skip``: a bad name (and its addresses) and a bad address are left out, each
+    said once; without it, the first one raises."""
+    pairs = [("TargetName", "foo.bar"), ("TargetAddress", "10.0.0.1:3260,1"),
+             ("TargetName", "iqn.2001-04.com.example:t"), ("TargetAddress", "999.1.1.1,1"),
+             ("TargetAddress", "10.0.0.2:3260,1")]
+    said = []
+    found = parse_send_targets(pairs, skip=said.append)
+    assert [(t.name, [str(p) for p in t.portals]) for t in found] == [
+        ("iqn.2001-04.com.example:t", ["10.0.0.2:3260,1"])]
+    assert len(said) == 2 and "target left out" in said[0] and "portal left out" in said[1]
+    with pytest.raises(TextExchangeError):
+        parse_send_targets(pairs)
