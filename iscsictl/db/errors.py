@@ -66,6 +66,20 @@ class ReadOnlyKey(DBError):
         self.reason = reason
 
 
+class BindingChange(DBError):
+    """``-m iface -o update`` of the key that binds an iface another way than it is bound
+    (by ``iface.hwaddress`` or by ``iface.net_ifacename``): iscsiadm's verify_iface_params
+    refuses it, since records bound to it would change device.  Exit code 7."""
+
+    exit_code = ISCSI_ERR_INVAL
+
+    def __init__(self, bound_by: str, asked: str):
+        def word(key: str) -> str:
+            return key.split(".", 1)[1]
+        super().__init__(f"Can not update interface binding from {word(bound_by)} to "
+                         f"{word(asked)}. You must delete the interface and create a new one")
+
+
 class InvalidValue(DBError):
     """A value that does not fit the key's type (enum text not among the options, a non-integer
     for an integer key, an integer out of the C field's range).  Exit code 7 (ISCSI_ERR_INVAL).

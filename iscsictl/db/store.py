@@ -42,8 +42,8 @@ from typing import Callable, Iterable
 from ..lexical import ascii_digits
 from . import schema
 from .config import IscsidConfig, resolve_roots
-from .errors import (CorruptRecord, DBError, InvalidRecordName, InvalidValue, LockTimeout,
-                     RecordExists, RecordNotFound)
+from .errors import (BindingChange, CorruptRecord, DBError, InvalidRecordName, InvalidValue,
+                     LockTimeout, RecordExists, RecordNotFound)
 from .files import read_regular
 from .record import (Record, convert, format_file_variants, format_node_flat, format_node_tree,
                      format_portal, format_record, parse_record)
@@ -1142,6 +1142,11 @@ class NodeDB:
         path = self.iface_path(name)
         with self.record_lock("iface\0" + name):
             rec = self.read_iface(name)
+            binding = ("iface.hwaddress", "iface.net_ifacename")
+            if key in binding:
+                other = binding[1 - binding.index(key)]
+                if rec.values.get(other) not in (None, "", "<empty>", "default"):
+                    raise BindingChange(other, key)
             rec.update_key(key, value)
             atomic_write(path, self._serialize(rec))
         return rec

@@ -230,3 +230,21 @@ def test_a_tag_in_p_selects_nothing_as_in_iscsiadm(cli):
     assert cli("-m", "node", "-T", T1, "-p", "10.0.0.2:3260,-1").rc == 0
     assert cli("-m", "node", "-T", T1, "-p", "10.0.0.1,7", "-o", "delete").rc == 0
     assert cli("-m", "node").out == f"10.0.0.2:3260,4294967295 {T1}\n"  # as iscsiadm prints it
+
+
+def test_an_iface_binding_is_not_changed_from_one_kind_to_the_other(cli):
+    """An iface bound by its device name cannot be re-bound by MAC by an update, nor the
+    other way (iscsiadm's verify_iface_params; before, both keys were written and the
+    binding became ambiguous): 7, iscsiadm's message, the file unchanged."""
+    for name, key, value, other, other_value in (
+            ("byname", "iface.net_ifacename", "eth1", "iface.hwaddress", "52:54:00:aa:bb:02"),
+            ("bymac", "iface.hwaddress", "52:54:00:aa:bb:02", "iface.net_ifacename", "eth1")):
+        assert cli("-m", "iface", "-I", name, "-o", "new").rc == 0
+        assert cli("-m", "iface", "-I", name, "-o", "update", "-n", key, "-v", value).rc == 0
+        before = cli("-m", "iface", "-I", name).out
+        r = cli("-m", "iface", "-I", name, "-o", "update", "-n", other, "-v", other_value)
+        assert r.rc == 7 and "Can not update interface binding from " \
+            f"{key.split('.')[1]} to {other.split('.')[1]}. You must delete" in r.err, r.err
+        assert cli("-m", "iface", "-I", name).out == before
+        r = cli("-m", "iface", "-I", name, "-o", "update", "-n", key, "-v", value)
+        assert r.rc == 0, r.err  # the same binding may change its value
