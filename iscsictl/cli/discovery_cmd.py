@@ -44,25 +44,9 @@ def _did(args, db_needed=True):
     if not args.portal:
         raise E.CliError("discovery needs -p ip[:port]", E.INVAL)
     p = parse_portal_arg(args.portal, allow_tag=False)
-    return DiscoveryID("sendtargets", _numeric(p.address), p.port), p
-
-
-def _numeric(host: str) -> str:
-    """A host name resolved to its first address (records are keyed by address)."""
-    if _looks_numeric(host):
-        return host
-    import socket
-    try:
-        infos = socket.getaddrinfo(host, None, socket.AF_UNSPEC, socket.SOCK_STREAM)
-    except socket.gaierror as e:
-        raise E.CliError(f"cannot resolve host name {host}: {e.strerror}", E.TRANS) from None
-    except UnicodeError:  # the idna codec: an empty or over-long label
-        raise E.CliError(f"cannot resolve host name {host}: not a valid name", E.TRANS) from None
-    return infos[0][4][0]
-
-
-def _looks_numeric(host: str) -> bool:
-    return ":" in host or all(c.isdigit() or c == "." for c in host)
+    # keyed by the address as given, a host name too (iscsiadm's drec.address): it is
+    # resolved at each connect, so a rediscovery follows the name to a new address
+    return DiscoveryID("sendtargets", p.address, p.port), p
 
 
 def run(args, o, mode: str) -> int:

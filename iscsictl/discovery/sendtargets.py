@@ -26,7 +26,7 @@ from ..protocol.config import LoginConfig
 from ..protocol.portal import Portal
 from ..protocol.text_exchange import DiscoveredTarget, parse_send_targets
 from ..transport.errors import (LoginFailed, ProtocolFailure, RetriesExceeded,
-                                RetryableLoginError, TransportError)
+                                ResolveError, RetryableLoginError, TransportError)
 from ..transport.tcp import Connection, login
 
 __all__ = ["DiscoveryPolicy", "discovering", "send_targets"]
@@ -74,7 +74,7 @@ def _exchange(host: str, port: int, config: LoginConfig, policy: DiscoveryPolicy
     try:
         pairs = conn.text([("SendTargets", "All")], policy.active_timeout)
         try:
-            return conn, parse_send_targets(pairs, Portal(conn.endpoint.address, port),
+            return conn, parse_send_targets(pairs, Portal(host, port),
                                             log or (lambda why: None))
         except ValueError as e:
             raise ProtocolFailure(f"SendTargets answer from {conn.endpoint}: {e}") from None
@@ -135,6 +135,8 @@ def discovering(host: str, port: int, config: LoginConfig,
         try:
             conn, targets = _exchange(host, port, config, policy, iface, once, log)
             break
+        except ResolveError:
+            raise  # resolved once, as iscsiadm: another attempt would not change it
         except (RetryableLoginError, TransportError) as e:
             last = e
         if log:

@@ -32,6 +32,12 @@ class ConnectError(TransportError):
         self.reason = reason
 
 
+class ResolveError(ConnectError):
+    """The host name does not resolve (getaddrinfo failed): ``cannot make connection to
+    NAME: cannot resolve host name (REASON)``.  Not retried by a discovery: iscsiadm
+    resolves the discovery address once, before its first attempt.  Exit code 4."""
+
+
 class ConnectionClosed(TransportError):
     """The target closed the connection (EOF or reset) before the exchange ended.
     Exit code 4 (ISCSI_ERR_TRANS), as iscsiadm for a connection dropped during login."""

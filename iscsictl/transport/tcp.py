@@ -39,7 +39,7 @@ from ..protocol.session import LogoutExchange, LogoutResult, nop_out_reply
 from ..protocol.text_exchange import TextExchange
 from .iface import BindError, bind_socket
 from .errors import (ConnectError, ConnectionClosed, FatalLoginError, LoginAuthFailed,
-                     LoginFailed, ProtocolFailure, RetryableLoginError,
+                     LoginFailed, ProtocolFailure, ResolveError, RetryableLoginError,
                      TransportTimeout)
 
 __all__ = ["Connection", "login", "new_isid", "DEFAULT_MAX_REDIRECTS"]
@@ -102,16 +102,16 @@ class Connection:
              iface: Mapping[str, str] | None = None) -> "Connection":
         """Connect to ``host``:``port`` (every getaddrinfo address in turn) within ``timeout``
         seconds in all, through ``iface``'s network device when it binds one (open-iscsi
-        iface keys, see :mod:`.iface`).  Raises ConnectError (refused, unreachable,
-        unresolvable: exit 4), BindError (4) or TransportTimeout (exit 8)."""
+        iface keys, see :mod:`.iface`).  Raises ResolveError (a name that does not resolve),
+        ConnectError (refused, unreachable: exit 4), BindError (4) or TransportTimeout (exit 8)."""
         deadline = time.monotonic() + timeout
         try:
             infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
                                        socket.IPPROTO_TCP)
         except socket.gaierror as e:
-            raise ConnectError(host, f"cannot resolve host name ({e.strerror})") from None
+            raise ResolveError(host, f"cannot resolve host name ({e.strerror})") from None
         except UnicodeError:  # the idna codec: an empty or over-long label
-            raise ConnectError(host, "cannot resolve host name (not a valid name)") from None
+            raise ResolveError(host, "cannot resolve host name (not a valid name)") from None
         last: Exception | None = None
         for family, stype, proto, _, addr in infos:
             left = deadline - time.monotonic()

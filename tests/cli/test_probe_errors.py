@@ -2,6 +2,7 @@
 iscsiadm's messages and exit codes."""
 
 import json
+import os
 import socket
 import threading
 
@@ -169,6 +170,25 @@ def test_discovery_by_host_name(cli, tgt):
     r = cli("-m", "discovery", "-t", "st", "-p", f"localhost:{tgt.port}", "-o", "nonpersistent")
     assert r.rc == 0, r.err
     assert f"{tgt.portal},1 {T_OPEN}" in r.out.splitlines()
+
+
+def test_discovery_by_host_name_keeps_the_name(cli, tgt):
+    """As iscsiadm: the discovery record is the name as given (resolved at each connect),
+    and so is each node record's node.discovery_address (before: the resolved address)."""
+    r = cli("-m", "discovery", "-t", "st", "-p", f"localhost:{tgt.port}")
+    assert r.rc == 0, r.err
+    assert cli("-m", "discovery").out == f"localhost:{tgt.port} via sendtargets\n"
+    assert os.path.isdir(os.path.join(cli.root, "send_targets", f"localhost,{tgt.port}"))
+    rec = cli("-m", "node", "-T", T_OPEN, "-p", tgt.portal).out
+    assert "node.discovery_address = localhost\n" in rec
+    r = cli("-m", "discovery", "-p", f"localhost:{tgt.port}", "-D")
+    assert r.rc == 0 and f"{tgt.portal},1 {T_OPEN}" in r.out.splitlines(), r.err
+
+
+def test_discovery_by_a_name_that_does_not_resolve(cli):
+    r = cli("-m", "discovery", "-t", "st", "-p", "no-such-host.invalid", "-o", "nonpersistent")
+    assert r.rc == 4 and "cannot resolve host name" in r.err, (r.rc, r.err)
+    assert "Traceback" not in r.err
 
 
 def test_chap_set_for_a_target_that_needs_none_logs_in(cli, tgt):
