@@ -98,7 +98,7 @@ def listing(args, o) -> int:
     dids = db.list_discovery()
     if o.json:
         o.emit_json([{"type": d.type, "address": d.address, "port": d.port,
-                      "nodes": [node_json(n) for n in db.discovery_nodes(d)]} for d in dids])
+                      "nodes": [node_json(n) for n in _linked_nodes(db, d)]} for d in dids])
         return E.SUCCESS if dids else E.NO_OBJS_FOUND
     if args.print is not None and args.print >= 1:
         lines, found = _tree(db, dids)
@@ -135,7 +135,7 @@ def _tree(db, dids) -> tuple[list[str], int]:
         section = [d for d in dids if d.type == dtype]
         for d in section:
             out.append(f"DiscoveryAddress: {d.address},{d.port}")
-            out.extend(_grouped(db.discovery_nodes(d)))
+            out.extend(_grouped(_linked_nodes(db, d)))
         if not section:
             out.append("No targets found.")
         found += len(section)
@@ -149,6 +149,12 @@ def _tree(db, dids) -> tuple[list[str], int]:
     return out, found
 
 
+def _linked_nodes(db, did) -> list:
+    """The node records a discovery record links to, without links whose record is gone
+    (removed by hand): iscsiadm's listing leaves those out too."""
+    return [n for n in db.discovery_nodes(did) if db.node_exists(n)]
+
+
 def _linked(db, subdir: str) -> list:
     import os
     from ..db.store import _parse_link_name
@@ -157,7 +163,8 @@ def _linked(db, subdir: str) -> list:
         names = sorted(os.listdir(d))
     except OSError:
         return []
-    return sorted(n for n in (_parse_link_name(x) for x in names) if n is not None)
+    return sorted(n for n in (_parse_link_name(x) for x in names)
+                  if n is not None and db.node_exists(n))
 
 
 # ---- discoverydb -o ... -----------------------------------------------------------------

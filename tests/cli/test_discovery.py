@@ -44,6 +44,18 @@ def test_discovery_writes_records(cli, tgt):
                           "FIRMWARE:\nNo targets found.\n")
 
 
+def test_listing_leaves_out_links_whose_record_was_removed_by_hand(cli, tgt):
+    """``rm -rf nodes/<target>``: the discovery's link stays; iscsiadm's -P 1 and JSON
+    listings leave the target out, and so do ours (before: listed as if present)."""
+    import shutil
+    assert cli("-m", "discovery", "-t", "st", "-p", tgt.portal).rc == 0
+    shutil.rmtree(os.path.join(cli.root, "nodes", T_OPEN))
+    r = cli("-m", "discovery", "-P", "1")
+    assert r.rc == 0 and T_OPEN not in r.out and f"Target: {T_CHAP}\n" in r.out, r.out
+    listed = json.loads(cli("-m", "discovery", "--json").out)[0]["nodes"]
+    assert sorted(n["target"] for n in listed) == sorted(set(ALL) - {T_OPEN})
+
+
 def test_an_unreadable_initiator_name_is_a_clear_error(cli, tgt):
     name = os.path.join(cli.root, "initiatorname.iscsi")
     os.unlink(name)
