@@ -24,7 +24,10 @@ def run(args, o, mode: str) -> int:
     if args.host is not None or args.submode is not None:
         raise E.CliError("iface mode: -H (an offload HBA's host) and -C (ping) are not "
                          "supported yet", E.OP_NOT_SUPP)
-    ops = args.op or []
+    ops = list(dict.fromkeys(args.op or []))
+    if len(ops) > 1:  # iscsiadm's exec_iface_op switches on the ops' mask: none matches
+        raise E.CliError(f"iface mode: one operation at a time (-o {' -o '.join(ops)})",
+                         E.INVAL)
     db = open_db(args, o)
     op = ops[0] if ops else None
     if op not in (None, "new", "delete", "update", "show"):

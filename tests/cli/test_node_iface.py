@@ -130,6 +130,9 @@ def test_iface_ops(cli):
     (["-m", "node", "-T", T1, "-l", "-u"], 7, "Both login and logout passed in"),
     (["-m", "node", "-T", T1, "-l", "-o", "delete"], 7, "Login/logout and op passed in"),
     (["-m", "node", "-o", "nonpersistent"], 7, "operation is not supported."),
+    # the first of two ops was run (an iface written), refused as exec_iface_op does
+    (["-m", "iface", "-I", "eth9", "-o", "new", "-o", "delete"], 7, "one operation at a time"),
+    (["-m", "iface", "-I", "default", "-o", "show", "-o", "update"], 7, "one operation"),
     ([], 7, "no mode"),
 ])
 def test_bad_arguments(cli, args, code, msg):
