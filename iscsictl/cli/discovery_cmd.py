@@ -43,7 +43,7 @@ def _did(args, db_needed=True):
         raise E.CliError(f"discovery type {t} is not supported yet", E.OP_NOT_SUPP)
     if not args.portal:
         raise E.CliError("discovery needs -p ip[:port]", E.INVAL)
-    p = parse_portal_arg(args.portal, allow_tag=False)
+    p = parse_portal_arg(args.portal)  # a tag (copied from a listing) is ignored, as iscsiadm
     # keyed by the address as given, a host name too (iscsiadm's drec.address): it is
     # resolved at each connect, so a rediscovery follows the name to a new address
     return DiscoveryID("sendtargets", p.address, p.port), p

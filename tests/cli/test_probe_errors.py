@@ -183,6 +183,8 @@ def test_discovery_by_host_name_keeps_the_name(cli, tgt):
     assert "node.discovery_address = localhost\n" in rec
     r = cli("-m", "discovery", "-p", f"localhost:{tgt.port}", "-D")
     assert r.rc == 0 and f"{tgt.portal},1 {T_OPEN}" in r.out.splitlines(), r.err
+    r = cli("-m", "discovery", "-p", f"localhost:{tgt.port},1", "-D")  # a tag is ignored
+    assert r.rc == 0 and f"{tgt.portal},1 {T_OPEN}" in r.out.splitlines(), r.err
 
 
 def test_discovery_by_a_name_that_does_not_resolve(cli):
