@@ -442,6 +442,7 @@ class LoginMachine:
             raise LoginProtocolError("final Login Response carries TSIH 0")
         if self.tsih and pdu.tsih != self.tsih:
             raise LoginProtocolError(f"target answered TSIH {pdu.tsih}, the session's is {self.tsih}")
+        self._negotiator.check_settled()
         params = NegotiatedParameters.from_negotiator(
             self._negotiator,
             our_mrdsl=self.config.max_recv_data_segment_length,

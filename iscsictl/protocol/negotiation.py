@@ -105,9 +105,15 @@ def check_answer(kd: KeyDef, offered: str, answer: str) -> str:
         Irrelevant: the key is then not negotiated).
     Raises:
         NegotiationError: the answer is outside the offer, out of range or of
-            the wrong kind.
+            the wrong kind; or a special answer to a list offer that leaves out the
+            default (``HeaderDigest=CRC32C`` answered Reject would be None: §6.2.1, a
+            value is selected only from the offer).
     """
     if answer in SPECIAL_ANSWERS:
+        if kd.kind is Kind.LIST and kd.default is not None and \
+                kd.default not in offered.split(","):
+            raise NegotiationError(kd.name, f"answered {answer}, which leaves {kd.default} "
+                                            f"in force; our offer was {offered!r}")
         return kd.default if kd.default is not None else answer
     if kd.kind is Kind.LIST:
         if "," in answer or answer not in offered.split(","):
@@ -213,6 +219,21 @@ class Negotiator:
             k for k, kd in ((k, KEYS.get(k)) for k in self._sent)
             if k not in self._results and (kd is None or kd.kind is not Kind.DECLARATIVE)
         ]
+
+    def check_settled(self) -> None:
+        """At the move to full feature phase: a list offer left unanswered leaves the key's
+        default in force, which must be one of the values offered (a required CRC32C
+        digest does not become None by silence).
+
+        Raises:
+            NegotiationError: naming the first such key.
+        """
+        for key in self.unanswered:
+            kd = KEYS.get(key)
+            if kd is not None and kd.kind is Kind.LIST and kd.default is not None and \
+                    kd.default not in self._sent[key].split(","):
+                raise NegotiationError(key, f"not answered, which leaves {kd.default} in "
+                                            f"force; our offer was {self._sent[key]!r}")
 
     def receive(self, pairs: TextPairs) -> TextPairs:
         """Take the peer's keys; return the answers we owe.

@@ -328,6 +328,25 @@ def test_rejected_offer_keeps_the_default():
     assert outcome.negotiated["HeaderDigest"] == "None" and outcome.params.header_digest is False
 
 
+@pytest.mark.parametrize("key", ["HeaderDigest", "DataDigest"])
+@pytest.mark.parametrize("answer", ["Reject", "NotUnderstood", "Irrelevant", None])
+def test_a_required_digest_is_not_dropped_by_the_target(key, answer):
+    """CRC32C offered alone (the record requires it): a special answer, or none at all,
+    leaves None in force, which was not offered.  The login fails, as open-iscsi's, instead
+    of running the session without digests (before: LoginSuccess, digests off)."""
+    target = FakeTarget(TargetConfig(answer_overrides={key: answer}))
+    with pytest.raises(NegotiationError, match=f"{key}: .*None in force; our offer was 'CRC32C'"):
+        run(cfg(**{"header_digest" if key == "HeaderDigest" else "data_digest": "CRC32C"}),
+            target)
+
+
+@pytest.mark.parametrize("answer", ["Reject", None])
+def test_an_optional_digest_left_to_the_default_is_none(answer):
+    target = FakeTarget(TargetConfig(answer_overrides={"HeaderDigest": answer}))
+    outcome, *_ = run(cfg(header_digest="CRC32C,None"), target)
+    assert isinstance(outcome, LoginSuccess) and outcome.params.header_digest is False
+
+
 def test_not_understood_vendor_offer_of_ours_is_tolerated():
     outcome, *_ = run(cfg(extra_keys=(("X-com.example.Mine", "1"),)))
     assert isinstance(outcome, LoginSuccess)

@@ -121,9 +121,25 @@ def test_respond_refuses_declarative_keys():
 @pytest.mark.parametrize("special", ["Reject", "NotUnderstood", "Irrelevant"])
 def test_special_answers_keep_the_default(key, special):
     kd = KEYS[key]
-    offer = {Kind.LIST: "None", Kind.AND: "Yes", Kind.OR: "No"}.get(kd.kind, str(kd.low or 1))
+    offer = {Kind.LIST: kd.default or "None", Kind.AND: "Yes", Kind.OR: "No"}.get(
+        kd.kind, str(kd.low or 1))
     expected = kd.default if kd.default is not None else special
     assert check_answer(kd, offer, special) == expected
+
+
+@pytest.mark.parametrize("special", ["Reject", "NotUnderstood", "Irrelevant"])
+def test_a_special_answer_to_a_list_without_the_default_fails(special):
+    with pytest.raises(NegotiationError, match="HeaderDigest: answered"):
+        check_answer(KEYS["HeaderDigest"], "CRC32C", special)
+
+
+def test_a_list_offer_without_the_default_must_be_answered():
+    n = Negotiator({"HeaderDigest": "CRC32C", "DataDigest": "None"})
+    n.offers_for(Stage.OPERATIONAL)
+    with pytest.raises(NegotiationError, match="HeaderDigest: not answered"):
+        n.check_settled()
+    n.receive([("HeaderDigest", "CRC32C")])
+    n.check_settled()  # DataDigest unanswered: its default None was offered
 
 
 @pytest.mark.parametrize("text,value", [("0x10", 16), ("0X1f", 31), ("512", 512), ("00512", 512), ("0", 0),
