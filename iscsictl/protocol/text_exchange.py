@@ -130,7 +130,11 @@ class TextExchange:
             raise TextExchangeError(f"Text Response ITT 0x{pdu.itt:08x}, ours is 0x{self.itt:08x}")
         self.exp_statsn = (pdu.statsn + 1) & 0xFFFFFFFF
         if self._segments:  # our own request continues (C=1): the target acked a part
-            self._send_next(RESERVED_TAG)
+            if pdu.final:
+                raise TextExchangeError("final Text Response before our continued request "
+                                        "was complete")
+            # its TTT, not the reserved one, which would start a new request (§11.10.4)
+            self._send_next(pdu.ttt)
             return None
         self._received += len(pdu.data)
         self._responses += 1

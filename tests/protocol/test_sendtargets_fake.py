@@ -124,6 +124,16 @@ def test_our_long_request_is_continued():
     assert ex.receive_pdu(TextResponse(final=False, itt=9, ttt=0x77)) is None
     (second,) = ex.pdus_to_send()
     assert second.cmdsn == 11 and second.data
+    assert first.ttt == 0xFFFFFFFF and second.ttt == 0x77  # the target's: not a new request
+
+
+def test_a_final_response_in_the_middle_of_our_long_request_is_an_error():
+    pairs = [(f"X-com.example.k{i}", "v" * 200) for i in range(100)]
+    ex = TextExchange(pairs, itt=9, cmdsn=10, exp_statsn=1, max_send_segment=8192)
+    ex.start()
+    ex.pdus_to_send()
+    with pytest.raises(TextExchangeError, match="before our continued request"):
+        ex.receive_pdu(TextResponse(final=True, itt=9))
 
 
 # ------------------------------------------------------------------------ parse_send_targets
