@@ -112,6 +112,11 @@ def encode_binary(data: bytes, base64_form: bool = False) -> str:
     return "0x" + data.hex()
 
 
+#: the most bytes a CHAP_C or CHAP_R may decode to (RFC 7143 §12.1.3; open-iscsi's
+#: AUTH_LARGE_BINARY_MAX_LEN)
+CHAP_MAX_BINARY = 1024
+
+
 def decode_binary(text: str) -> bytes:
     """Decode a ``0x``/``0X`` hex or ``0b``/``0B`` base64 value.
 
@@ -239,6 +244,9 @@ class ChapInitiator:
         challenge = decode_binary(keys["CHAP_C"])
         if not challenge:
             raise AuthenticationError("target sent an empty CHAP_C")
+        if len(challenge) > CHAP_MAX_BINARY:
+            raise AuthenticationError(f"target's CHAP_C is {len(challenge)} bytes; the limit "
+                                      f"is {CHAP_MAX_BINARY} (RFC 7143 §12.1.3)")
         if challenge in self._issued:
             raise AuthenticationError("target reflected a challenge we issued (RFC 7143 §12.1.3)")
         out = [

@@ -128,11 +128,19 @@ def test_reflection_detected_from_shared_set():
     ({"CHAP_A": "5", "CHAP_I": "1", "CHAP_C": "0x"}, "empty"),
     ({"CHAP_A": "5", "CHAP_I": "1", "CHAP_C": "0xzz"}, "malformed"),
     ({"CHAP_A": "5", "CHAP_I": "1", "CHAP_C": "abcd"}, "malformed"),
+    # RFC 7143 §12.1.3: at most 1024 bytes (open-iscsi refuses more, as now we do)
+    ({"CHAP_A": "5", "CHAP_I": "1", "CHAP_C": "0x" + "ab" * 1025}, "1025 bytes; the limit is 1024"),
+    ({"CHAP_A": "5", "CHAP_I": "1", "CHAP_C": "0b" + "A" * 6000}, "4500 bytes; the limit"),
 ])
 def test_bad_target_challenges(keys, match):
     ci = ChapInitiator(ChapCredentials("a", SECRET), (ChapAlgorithm.MD5,))
     with pytest.raises(AuthenticationError, match=match):
         ci.respond(keys)
+
+
+def test_a_challenge_of_1024_bytes_is_answered():
+    ci = ChapInitiator(ChapCredentials("a", SECRET), (ChapAlgorithm.MD5,))
+    assert ci.respond({"CHAP_A": "5", "CHAP_I": "1", "CHAP_C": "0x" + "ab" * 1024})[0] == ("CHAP_N", "a")
 
 
 @pytest.mark.parametrize("text,data", [
