@@ -200,6 +200,7 @@ class LoginMachine:
         self._last: LoginRequest | None = None
         self._sec_step = "auth-method"  # auth-method -> chap-a -> chap-r -> done
         self._sec_keys: dict[str, str] = {}
+        self._owed: list[tuple[str, str]] = []  # answers to keys of the security stage
         self._login_keys_sent = False
         self._auth_done = False
         self._responses = 0
@@ -358,9 +359,12 @@ class LoginMachine:
             if k in self._sec_keys and k.startswith("CHAP_") is False:
                 raise NegotiationError(k, "sent twice in one negotiation")
         self._sec_keys.update({k: v for k, v in keys.items() if not k.startswith("CHAP_")})
-        declared = {k: v for k, v in pairs if k in ("TargetAlias", "TargetPortalGroupTag")}
-        if declared:
-            self._negotiator.receive(list(declared.items()))
+        # the rest (declarations such as TargetAlias or MaxRecvDataSegmentLength, a key we
+        # do not know, an offer) is negotiated as in the operational stage; what we owe
+        # goes out with our next Login Request (before: dropped unanswered)
+        others = [(k, v) for k, v in pairs if k != "AuthMethod" and not k.startswith("CHAP_")]
+        if others:
+            self._owed += self._negotiator.receive(others)
         assert self._chap is not None
         step = self._sec_step
         if step == "auth-method":
@@ -478,6 +482,8 @@ class LoginMachine:
     ) -> None:
         if csg is None:
             csg = SEC if self.state is LoginState.SECURITY else OP
+        if self._owed and not keep_text:
+            pairs, self._owed = self._owed + list(pairs), []
         text = b"" if keep_text else encode_text(pairs)
         segments = [text[i:i + LOGIN_MAX_DATA_SEGMENT_LENGTH]
                     for i in range(0, len(text), LOGIN_MAX_DATA_SEGMENT_LENGTH)] or [b""]

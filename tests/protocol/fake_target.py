@@ -160,6 +160,7 @@ class TargetConfig:
     targets: list[tuple[str, list[str]]] = field(default_factory=list)
     answer_overrides: dict[str, str] = field(default_factory=dict)
     extra_answers: list[tuple[str, str]] = field(default_factory=list)
+    security_extra: list[tuple[str, str]] = field(default_factory=list)  # in AuthMethod's answer
     misbehave: set[str] = field(default_factory=set)
     time2wait: int = 2
     time2retain: int = 20
@@ -204,6 +205,7 @@ class FakeTarget:
         self.answers: dict[str, str | None] = {}  # our answer to each initiator offer
         self.extra_round_done = False
         self.login_requests = 0
+        self.received_pairs: list[tuple[str, str]] = []  # every Login Request's, in order
         self.last_statsn_sent: int | None = None
         self.text_chunks: list[bytes] = []
         self.text_ttt = 0x100
@@ -330,6 +332,7 @@ class FakeTarget:
             return
         pairs = dec_text(b"".join(self.req_parts))
         self.req_parts = []
+        self.received_pairs += pairs
         names = [k for k, _ in pairs]
         for k in names:
             if names.count(k) > 1:
@@ -368,6 +371,9 @@ class FakeTarget:
     def _security(self, req: LoginRequest, pairs) -> None:
         c = self.c
         keys = dict(pairs)
+        for key, value in pairs:
+            if key in self.offers_pending:  # the initiator answers a security_extra offer
+                self._check_offer_answer(key, value)
         if self.stage_step == "auth":
             offer = keys.get("AuthMethod", "").split(",")
             if "skip_security" in c.misbehave:  # T=1 without CHAP
@@ -384,7 +390,12 @@ class FakeTarget:
                 method = "CHAP"
             else:
                 method = "None" if "None" in offer else ("CHAP" if "CHAP" in offer else "Reject")
-            out = [("AuthMethod", method)] + self._declared_first()
+            out = [("AuthMethod", method)] + self._declared_first() + c.security_extra
+            for k, v in c.security_extra:  # a declaration, or an offer to be answered
+                if k == "MaxRecvDataSegmentLength":
+                    self.mrdsl_sent = True
+                elif k not in DECLARATIONS:
+                    self.offers_pending[k] = v
             if method == "None":
                 self.authenticated = True
                 self.stage_step = "done"

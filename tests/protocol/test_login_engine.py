@@ -328,6 +328,18 @@ def test_rejected_offer_keeps_the_default():
     assert outcome.negotiated["HeaderDigest"] == "None" and outcome.params.header_digest is False
 
 
+def test_keys_of_the_security_stage_are_negotiated_not_dropped():
+    """A target's AuthMethod answer that also declares MaxRecvDataSegmentLength and sends a
+    key we do not know: the declaration is in force (before: lost, so we would send PDUs
+    larger than the target takes), the unknown key answered NotUnderstood (§6.2)."""
+    extra = [("MaxRecvDataSegmentLength", "4096"), ("X-com.example.Foo", "Bar")]
+    outcome, t, _, _ = run(chap_cfg(), chap_target(security_extra=extra))
+    assert isinstance(outcome, LoginSuccess) and t.violations == []
+    assert outcome.params.max_xmit_data_segment_length == 4096
+    assert ("X-com.example.Foo", "NotUnderstood") in t.received_pairs
+    assert t.negotiated["X-com.example.Foo"] == "NotUnderstood"
+
+
 @pytest.mark.parametrize("key", ["HeaderDigest", "DataDigest"])
 @pytest.mark.parametrize("answer", ["Reject", "NotUnderstood", "Irrelevant", None])
 def test_a_required_digest_is_not_dropped_by_the_target(key, answer):
