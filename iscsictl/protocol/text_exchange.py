@@ -169,7 +169,9 @@ def parse_send_targets(pairs: TextPairs, default_portal: Portal | None = None,
     one gets ``default_portal`` (the portal asked, §13.3) when given.
     Duplicates (same name, same portal) are merged.  With ``skip``, a target whose name
     is not an iSCSI name (and its addresses), or an address that is not a portal, is left
-    out and ``skip(why)`` called: one bad entry does not cost the others.
+    out and ``skip(why)`` called: one bad entry does not cost the others.  A target whose
+    every address was left out is left out too (not given the portal asked: open-iscsi's
+    ``add_target_record`` uses that only when there is no address).
 
     Raises:
         TextExchangeError: a TargetAddress before any TargetName; without ``skip``, a bad
@@ -179,6 +181,7 @@ def parse_send_targets(pairs: TextPairs, default_portal: Portal | None = None,
     current: DiscoveredTarget | None = None
     skipping = False  # the addresses of a target left out
     portals: dict[str, Portal] = {}  # a target's portals are usually every target's
+    addressed: set[str] = set()  # the targets that had a TargetAddress, usable or not
     for key, value in pairs:
         if key == "TargetName":
             try:
@@ -197,6 +200,7 @@ def parse_send_targets(pairs: TextPairs, default_portal: Portal | None = None,
                 continue
             if current is None:
                 raise TextExchangeError("SendTargets: TargetAddress before any TargetName")
+            addressed.add(current.name)
             portal = portals.get(value)
             if portal is None:
                 try:
@@ -209,8 +213,13 @@ def parse_send_targets(pairs: TextPairs, default_portal: Portal | None = None,
             if portal not in current.portals:
                 current.portals.append(portal)
         # other keys (TargetAlias, vendor keys) carry nothing for discovery
-    if default_portal is not None:
-        for t in targets.values():
-            if not t.portals:
-                t.portals.append(default_portal)
+    for t in list(targets.values()):
+        if t.portals:
+            continue
+        if t.name in addressed:  # only with skip: without, a bad address raised
+            assert skip is not None
+            skip(f"SendTargets: {t.name}: no usable TargetAddress: target left out")
+            del targets[t.name]
+        elif default_portal is not None:
+            t.portals.append(default_portal)
     return list(targets.values())

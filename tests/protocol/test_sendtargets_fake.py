@@ -218,3 +218,14 @@ def test_bad_entries_are_left_out_when_asked():
     assert len(said) == 2 and "target left out" in said[0] and "portal left out" in said[1]
     with pytest.raises(TextExchangeError):
         parse_send_targets(pairs)
+
+
+def test_a_target_whose_every_address_is_bad_is_left_out_not_given_the_portal_asked():
+    pairs = [("TargetName", "iqn.2001-04.com.example:a"), ("TargetAddress", "10.0.0.300:3260,2"),
+             ("TargetName", "iqn.2001-04.com.example:b")]
+    said = []
+    found = parse_send_targets(pairs, Portal("10.0.0.9", 3260), skip=said.append)
+    assert [(t.name, [str(p) for p in t.portals]) for t in found] == [
+        ("iqn.2001-04.com.example:b", ["10.0.0.9:3260"])]  # no address at all: the one asked
+    assert said[-1] == ("SendTargets: iqn.2001-04.com.example:a: no usable TargetAddress: "
+                        "target left out")
