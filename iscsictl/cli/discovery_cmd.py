@@ -404,10 +404,17 @@ _FROM_FIRMWARE = ("iface.initiatorname", "node.session.auth.username",
                   "node.session.auth.password_in")
 
 
+def _wanted(ops) -> set[str]:
+    """The record ops of a discovery: new+delete+update when no ``-o`` is given, else those
+    given (``-o show`` alone changes no node record: iscsiadm's compat default applies only
+    to no op at all)."""
+    return set(ops) - {"show"} if ops else {"new", "delete", "update"}
+
+
 def _apply_firmware(db, did, found: dict, ops, o) -> int:  # type: ignore[no-untyped-def]
     from ..db.errors import DBError
 
-    want = set(ops) - {"show"} or {"new", "delete", "update"}
+    want = _wanted(ops)
     rc = E.SUCCESS
     if "delete" in want:
         for nid in sorted(set(_linked(db, "fw")) - set(found)):
@@ -505,7 +512,7 @@ def _apply(db, did, found, ops):
     new+delete+update): ``delete`` removes this source's records no longer found, ``new``
     creates the records not there yet, ``update`` creates them too and refreshes the ones
     there (their discovery fields: their settings are kept, see the README)."""
-    want = set(ops) - {"show"} or {"new", "delete", "update"}
+    want = _wanted(ops)
     return db.reconcile_discovery(did, found, delete_stale="delete" in want,
                                   create=bool(want & {"new", "update"}),
                                   refresh="update" in want)

@@ -227,6 +227,8 @@ def test_target_names_are_kept_as_the_target_spells_them(cli, tmp_path):
     (("update",), "abc"),
     (("new", "delete"), "ac"),
     (("delete", "update"), "ac"),
+    # -o show (iscsiadm's compat default is for no -o at all): prints, changes no record
+    (("show",), "ab"),
 ])
 def test_rediscovery_ops_act_on_their_records_only(cli, tmp_path, ops, left):
     """Targets a and b discovered, a tuned (node.startup automatic); then b goes away and c

@@ -263,6 +263,16 @@ def test_fw_rediscovery_deletes_what_the_firmware_dropped(env):
     assert os.listdir(db / "fw") == [f"{BOOT},127.0.0.1,3260,1,default"]
 
 
+def test_fw_discovery_with_o_show_changes_no_record(env):
+    sys_root, _ = env
+    assert cli("-m", "discovery", "-t", "fw")[0] == 0
+    import shutil
+    shutil.rmtree(sys_root / "firmware/ibft/target1")
+    assert cli("-m", "discovery", "-t", "fw", "-o", "show") == (
+        0, f"127.0.0.1:3260,1 {BOOT}\n", "")
+    assert cli("-m", "node")[1] == f"127.0.0.1:3260,1 {BOOT}\n127.0.0.1:3261,1 {DATA}\n"
+
+
 def test_fw_discovery_ops_and_modes(env):
     _, db = env
     assert cli("-m", "discovery", "-t", "fw", "-o", "nonpersistent")[0] == 0
