@@ -56,15 +56,20 @@ def run(args, o, mode: str) -> int:
     loginall, logoutall = args.loginall is not None, args.logoutall is not None  # -L '' too
     if not (loginall or logoutall):  # -L/-U ignore -I, as iscsiadm
         _check_ifaces(args, o)
-    if args.login and args.logout:  # iscsiadm's exec_node_op, in its order
+    # iscsiadm's order: -L/-U first (main), then exec_node_op's: -o new alone (a -l/-u
+    # beside it is not acted on), -R, -s, then the refusals of -l/-u with each other or -o
+    if loginall or logoutall:
+        return daemon_hook("node_loginall" if loginall else "node_logoutall")(args, o)
+    if set(ops) == {"new"} and not args.probe:
+        return op_new(open_db(args, o), args, o)
+    if args.rescan or args.stats:
+        return daemon_hook("node_rescan" if args.rescan else "node_stats")(args, o)
+    if args.login and args.logout:
         raise E.CliError("Invalid parameters. Both login and logout passed in", E.INVAL)
     if (args.login or args.logout) and ops:
         raise E.CliError("Invalid parameters. Login/logout and op passed in", E.INVAL)
-    if args.login or args.logout or loginall or logoutall or args.rescan or args.stats:
-        name = ("node_login" if args.login else "node_logout" if args.logout else
-                "node_loginall" if loginall else "node_logoutall" if logoutall else
-                "node_rescan" if args.rescan else "node_stats")
-        return daemon_hook(name)(args, o)
+    if args.login or args.logout:
+        return daemon_hook("node_login" if args.login else "node_logout")(args, o)
     if args.probe:
         return probe(args, o)
     unknown = [x for x in ops if x not in ("new", "delete", "update", "show", "nonpersistent")]

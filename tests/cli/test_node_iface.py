@@ -219,6 +219,14 @@ def test_an_iface_update_reaches_the_node_records_bound_to_it(cli):
     assert "iface.net_ifacename = <empty>\n" in other  # bound to default: untouched
 
 
+def test_o_new_beside_l_makes_the_record_and_logs_in_to_nothing_as_iscsiadm(cli):
+    """exec_node_op acts on -o new before it looks at -l/-u (nothing runs iscsictld here:
+    a login tried would exit 20)."""
+    r = cli("-m", "node", "-o", "new", "-T", T1, "-p", "10.0.0.1:3260,1", "-l")
+    assert r.rc == 0 and r.out.startswith("New iSCSI node"), (r.rc, r.err)
+    assert cli("-m", "node").out == f"10.0.0.1:3260,1 {T1}\n"
+
+
 def test_a_tag_in_p_selects_nothing_as_in_iscsiadm(cli):
     """iscsiadm matches node records by name, address, port and iface
     (__iscsi_match_session), not by the tag a -p may carry; ',-1', which -P 1 prints for a
