@@ -58,6 +58,9 @@ MAX_WORKERS = 64
 STOP_GRACE = 30.0  # s the commands under way get when the server stops
 MAX_COMMANDS = 200  # commands one worker runs before it is replaced by a fresh fork
 CLIENT_GONE_TIMEOUT = 2.0  # s a worker waits for its client to close before serving again
+FORK_RETRY = 1.0  # s after a failed fork (EAGAIN, EMFILE ...) before the next try
+#: failed forks in a row with no worker left: the server stops (clients run iscsictl-py)
+MAX_FAILED_FORKS = 10
 
 #: Modules a command may import on its way (lazily, inside functions) besides iscsictl's own
 #: (encodings.idna: the socket module's first connect to a portal imports it).
@@ -470,7 +473,10 @@ class CommandServer:
         self.listener: socket.socket | None = None
         self._early_deaths = 0
         self._watching = False  # the listener is in self.sel: no worker is idle
-        self._starved = False  # a fork failed (EMFILE, EAGAIN ...): none until a worker ends
+        #: a fork failed (EMFILE, EAGAIN ...): the next try, at the latest (a worker's end
+        #: tries at once)
+        self._retry_at: float | None = None
+        self._failed_forks = 0  # in a row
         self._wake_r, self._wake_w = socket.socketpair()
 
     def bind(self) -> None:
@@ -519,6 +525,9 @@ class CommandServer:
             if deadline is not None and timeout == 0.0:
                 _log(f"stopping with {len(self.workers)} commands still running")
                 break
+            if self._retry_at is not None:
+                wait = max(0.0, self._retry_at - time.monotonic())
+                timeout = wait if timeout is None else min(timeout, wait)
             for key, _ in self.sel.select(timeout):
                 what = key.data
                 if what == "wake":
@@ -536,6 +545,9 @@ class CommandServer:
                     self._messages(what[1])
                 else:
                     self._reap(what[1])
+            if self._retry_at is not None and time.monotonic() >= self._retry_at:
+                self._retry_at = None
+                self._top_up(max(self.idle, 1))  # a client may be waiting in the backlog
             self._watch_listener()
 
     def _close_listener(self) -> None:
@@ -556,21 +568,31 @@ class CommandServer:
         return sum(w.idle for w in self.workers.values())
 
     def _top_up(self, wanted: int) -> None:
-        """Fork workers until ``wanted`` are idle, at most :data:`MAX_WORKERS` in all; a fork
-        that fails is tried again once a worker has ended."""
+        """Fork workers until ``wanted`` are idle, at most :data:`MAX_WORKERS` in all.  A fork
+        that fails is tried again when a worker ends or :data:`FORK_RETRY` s later; after
+        :data:`MAX_FAILED_FORKS` in a row with no worker at all, the server stops."""
         while not self.stopping and self._idle_count() < wanted and \
-                len(self.workers) < MAX_WORKERS and not self._starved:
+                len(self.workers) < MAX_WORKERS and self._retry_at is None:
             try:
                 self._fork_worker()
             except OSError as exc:
-                _log(f"cannot start a worker ({exc.strerror}): clients wait for a free one")
-                self._starved = True
+                self._failed_forks += 1
+                self._retry_at = time.monotonic() + FORK_RETRY
+                if not self.workers and self._failed_forks >= MAX_FAILED_FORKS:
+                    _log(f"cannot start a worker ({exc.strerror}), {self._failed_forks} times "
+                         "with none running: stopping (commands run as iscsictl-py)")
+                    self.stopping = True
+                else:
+                    _log(f"cannot start a worker ({exc.strerror}): clients wait, tried again "
+                         f"in {FORK_RETRY:g} s or when a worker ends")
+            else:
+                self._failed_forks = 0
 
     def _watch_listener(self, want: bool | None = None) -> None:
         """Watch the listener (for a client no worker is there to take) while none is idle."""
         if want is None:  # (a client no worker could take would wake the loop for ever)
             want = (self.listener is not None and not self.stopping and not self._idle_count()
-                    and len(self.workers) < MAX_WORKERS and not self._starved)
+                    and len(self.workers) < MAX_WORKERS and self._retry_at is None)
         if want != self._watching:
             if want:
                 self.sel.register(self.listener, selectors.EVENT_READ, "demand")
@@ -667,7 +689,7 @@ class CommandServer:
     def _reap(self, pidfd: int) -> None:
         self.sel.unregister(pidfd)
         w = self.workers.pop(pidfd)
-        self._starved = False  # its descriptors and memory are free again
+        self._retry_at = None  # its descriptors and memory are free again: fork at once
         os.close(pidfd)
         _, status = os.waitpid(w.pid, 0)
         if w.ctl is not None:

@@ -773,3 +773,61 @@ def test_a_request_sent_a_byte_at_a_time_ends_at_the_deadline(monkeypatch):
         t.join(2)
         ours.close()
         theirs.close()
+
+
+_FAILING_FORK = r'''
+import errno, os, sys
+real, failures = os.fork, [int(sys.argv[2])]
+def fork():  # the first forks fail as when pids or memory run out for a moment
+    if failures[0]:
+        failures[0] -= 1
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+    return real()
+os.fork = fork
+from iscsictl.cli.server import main
+sys.exit(main(["--socket", sys.argv[1], "--watch-stdin"]))
+'''
+
+
+def _server_with_failing_forks(tmp_path: Path, failures: int) -> subprocess.Popen:
+    path = tmp_path / "d-cli.sock"
+    with open(tmp_path / "server.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-c", _FAILING_FORK, str(path), str(failures)],
+                                stdin=subprocess.PIPE, stdout=log, stderr=log)
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        assert proc.poll() is None, (tmp_path / "server.log").read_text()
+        assert time.monotonic() < deadline, "command server did not listen"
+        time.sleep(0.02)
+    return proc
+
+
+def test_a_failed_fork_with_no_worker_is_tried_again(tmp_path):
+    """Its first forks fail (EAGAIN): no worker at all.  The server tries again a second
+    later and serves the client waiting meanwhile (before, it waited for a worker to end,
+    for ever: every client hung, the compiled client having no timeout)."""
+    proc = _server_with_failing_forks(tmp_path, 3)
+    try:
+        r = run_client(["--version"], env_for(tmp_path / "d.sock"))
+        assert r.returncode == 0 and r.stdout.startswith("iscsictl version"), r.stderr
+        log = (tmp_path / "server.log").read_text()
+        assert log.count("cannot start a worker (Resource temporarily unavailable)") >= 1, log
+    finally:
+        proc.stdin.close()
+        assert proc.wait(40) == 0, (tmp_path / "server.log").read_text()
+
+
+def test_forks_failing_for_good_stop_the_server(tmp_path):
+    """No worker can ever be made: after MAX_FAILED_FORKS tries the server stops and takes
+    its socket away, so that commands run as iscsictl-py instead of waiting on it."""
+    from iscsictl.cli.server import FORK_RETRY, MAX_FAILED_FORKS
+    proc = _server_with_failing_forks(tmp_path, 10 ** 6)
+    try:
+        proc.wait(FORK_RETRY * MAX_FAILED_FORKS + 20)
+        log = (tmp_path / "server.log").read_text()
+        assert f"{MAX_FAILED_FORKS} times with none running: stopping" in log, log
+        assert not (tmp_path / "d-cli.sock").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
