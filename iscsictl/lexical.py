@@ -10,12 +10,16 @@ iscsiadm accepts it.
 
 from __future__ import annotations
 
-__all__ = ["ascii_digits", "host_name_problem", "split_portal"]
+__all__ = ["C_SPACE", "ascii_digits", "host_name_problem", "split_portal"]
 
 #: RFC 1035 §2.3.4: a name of at most 255 octets on the wire, 253 characters as text
 _NAME_MAX = 253
 _LABEL_MAX = 63
 _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._")
+
+#: the blanks C's isspace() takes in the C locale, as open-iscsi's parsers strip them
+#: (Python's str.strip() and a str pattern's \s also take U+00A0, U+3000, \x1c-\x1f ...)
+C_SPACE = " \t\n\r\x0b\x0c"
 
 
 def ascii_digits(text: str) -> bool:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from . import schema
 from .errors import DBError
+from ..lexical import C_SPACE
 from .files import read_regular
 from .record import Record, Warn, _nowarn, parse_lines
 
@@ -86,14 +87,14 @@ class IscsidConfig:
         """Parse iscsid.conf text (``key = value``; ``#`` comments; blank lines)."""
         raw = {}
         for line in text.split("\n"):
-            line = line.strip()
+            line = line.strip(C_SPACE)  # as iscsiadm's strstrip: ASCII blanks only
             if not line or line[0] == "#":
                 continue
             name, sep, value = line.partition("=")
-            name = name.strip()
+            name = name.strip(C_SPACE)
             if not sep or not name or len(name.split()) != 1:  # no blank inside a name
                 continue
-            raw[name] = value.strip()
+            raw[name] = value.strip(C_SPACE)
         return cls(raw, path, text)
 
     def get(self, key: str, default: str | None = None) -> str | None:
@@ -168,17 +169,17 @@ def read_initiator_name(config_root: str) -> InitiatorName | None:
         raise DBError(f"cannot read {path}: {e.strerror or e}") from None
     name = alias = None
     for line in text.split("\n"):
-        line = line.strip()
+        line = line.strip(C_SPACE)
         if not line or line[0] == "#":
             continue
         k, sep, v = line.partition("=")
         if not sep:
             continue
-        k = k.strip()
-        if k == "InitiatorName" and v.strip():
-            name = v.strip()
-        elif k == "InitiatorAlias" and v.strip():
-            alias = v.strip()
+        k, v = k.strip(C_SPACE), v.strip(C_SPACE)
+        if k == "InitiatorName" and v:
+            name = v
+        elif k == "InitiatorAlias" and v:
+            alias = v
     if not name:
         return None
     return InitiatorName(name, alias)

@@ -17,7 +17,7 @@ import functools
 import re
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from ..lexical import ascii_digits
+from ..lexical import C_SPACE, ascii_digits
 from . import schema
 from .errors import CorruptRecord, InvalidKey, InvalidValue, ReadOnlyKey
 from .schema import Key, RecordKind
@@ -185,14 +185,15 @@ def _lenient_list(key: Key, text: str, where: str, warn: Warn) -> tuple:
     return tuple(out)
 
 
-#: the key name at the start of a stripped line (\s is str.isspace in a str pattern)
-_NAME_END = re.compile(r"[^=\s]*").match
+#: the key name at the start of a stripped line (re.ASCII: \s is C's isspace, not Python's)
+_NAME_END = re.compile(r"[^=\s]*", re.ASCII).match
 #: The well-formed lines, as open-iscsi and iscsictl write them, in one pass over the text:
 #: ``name = value`` at the line start (groups: name, stripped value), or a comment or blank
 #: line (empty groups).  Bounded well under MAX_LINE bytes (4 bytes a character at most), so
 #: no line it matches is one ``idbm_recinfo_config`` would reject as too long.
 _LINE = re.compile(r"^(?:([^\s=#][^\s=]{0,200})[ \t]{0,8}=[ \t]{0,8}"
-                   r"((?:\S(?:[^\n]{0,280}\S)?)?)[ \t]{0,8}|[ \t]{0,8}(?:#[^\n]{0,480})?)$", re.M)
+                   r"((?:\S(?:[^\n]{0,280}\S)?)?)[ \t]{0,8}|[ \t]{0,8}(?:#[^\n]{0,480})?)$",
+                   re.M | re.ASCII)
 _BEGIN = re.compile(r"^[ \t]{0,8}" + re.escape(schema.BEGIN_RECORD), re.M)
 
 
@@ -254,7 +255,7 @@ def _typed(kind: RecordKind, lines: Iterable[tuple[int, str, str]], where: str,
 
 #: an integer followed by a note (``replacement_timeout = 5   # was 120``): iscsiadm's
 #: strtoul takes the number; the note is not part of it
-_NOTED_INT = re.compile(r"([+-]?[0-9]+)[ \t]+#")
+_NOTED_INT = re.compile(r"([+-]?[0-9]+)[ \t]*#")
 
 
 def _refuse(msg: str) -> None:
@@ -273,7 +274,7 @@ def _parse_lines_slowly(kind: RecordKind, text: str, where: str,
                 len(raw.encode("utf-8", "surrogateescape")) >= schema.MAX_LINE:
             warn(f"{where}: line {n} too long")
             continue
-        line = raw.strip()
+        line = raw.strip(C_SPACE)  # as iscsiadm: a value keeps a U+3000 at its end
         if not line:
             continue
         if line[0] == "#":
@@ -282,11 +283,11 @@ def _parse_lines_slowly(kind: RecordKind, text: str, where: str,
             continue
         i = _NAME_END(line).end()  # the name runs to whitespace or '='
         name = line[:i]
-        rest = line[i:].lstrip()
+        rest = line[i:].lstrip(C_SPACE)
         if not rest.startswith("="):
             warn(f"{where}: line {n} does not have '=' separator")
             continue
-        _typed(kind, ((n, name, rest[1:].strip()),), where, warn, values)
+        _typed(kind, ((n, name, rest[1:].strip(C_SPACE)),), where, warn, values)
     return values, saw_begin
 
 

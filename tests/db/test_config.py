@@ -40,12 +40,29 @@ def test_a_note_after_a_number_is_not_part_of_it():
 
     warnings = []
     conf = IscsidConfig.parse("node.session.timeo.replacement_timeout = 5   # was 120\n"
+                              "node.session.initial_login_retry_max = 7# no blank\n"
                               "node.session.queue_depth = 64\t# the array's limit\n"
                               "node.session.cmds_max = 12abc\n"
                               "node.session.auth.password = pass # word\n")
     vals = conf.defaults_for(schema.NODE, warnings.append)
     assert vals["node.session.timeo.replacement_timeout"] == 5
+    assert vals["node.session.initial_login_retry_max"] == 7
     assert vals["node.session.queue_depth"] == 64
     assert vals["node.session.cmds_max"] == 128 and len(warnings) == 1
     assert "'12abc'" in warnings[0]
     assert vals["node.session.auth.password"] == "pass # word"
+
+
+@pytest.mark.parametrize("blank", ["\u3000", "\u00a0", "\x1c", "\u0085"])
+def test_a_value_keeps_a_blank_c_does_not_strip(blank):
+    """iscsiadm strips the C locale's isspace() blanks only: a CHAP secret ending in U+3000
+    (or \\x1c ...) is that secret (before: stripped, so a login sent another one)."""
+    from iscsictl.db import schema
+    from iscsictl.db.record import parse_record
+
+    conf = IscsidConfig.parse(f"node.session.auth.password = pw{blank}\t\n")
+    assert conf.defaults_for(schema.NODE)["node.session.auth.password"] == f"pw{blank}"
+    rec = parse_record(schema.NODE, f"node.name = iqn.2001-04.com.example:t\n"
+                       f"node.conn[0].address = 10.0.0.1\n"
+                       f"node.session.auth.password = {blank}pw{blank} \n")
+    assert rec["node.session.auth.password"] == f"{blank}pw{blank}"
