@@ -202,7 +202,7 @@ def ensure_initiator_name(config_root: str, prefix: str = DEBIAN_IQN_PREFIX) -> 
         return cur
     from .store import atomic_write  # local import: store imports this module
 
-    os.makedirs(config_root, exist_ok=True)
+    os.makedirs(config_root, 0o755, exist_ok=True)  # not 0777 under umask 000
     name = generate_iqn(prefix)
     atomic_write(os.path.join(config_root, INITIATOR_NAME_FILE),
                  (_INAME_HEADER + f"InitiatorName={name}\n").encode(), mode=0o644)

@@ -408,8 +408,11 @@ class NodeDB:
     def _lock_path(self, key: str) -> str:
         d = self._p(LOCK_DIRNAME)
         if not os.path.isdir(d):
-            try:
-                os.makedirs(d, 0o700, exist_ok=True)
+            try:  # the root first: makedirs gives only its last directory the mode asked
+                os.makedirs(self.db_root, DIR_MODE, exist_ok=True)
+                os.mkdir(d, 0o700)
+            except FileExistsError:
+                pass
             except OSError as e:
                 raise DBError(f"cannot create lock dir {d}: {e.strerror}") from e
         import hashlib  # lazily: only writers take record locks

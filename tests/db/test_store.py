@@ -451,3 +451,19 @@ def test_a_fifo_or_device_in_place_of_a_database_file_is_an_error_not_a_hang(tmp
     r = iscsictl("-m", "node", "-T", T2, "-l")
     assert r.returncode == 6 and f"cannot read {name}: not a regular file" in r.stderr
     assert stat.S_ISFIFO(name.lstat().st_mode)
+
+
+def test_a_db_root_made_under_umask_000_is_not_world_writable(tmp_path):
+    """The first write makes the DB root (and the config root, for initiatorname.iscsi)
+    when missing: 0770 and 0755, not 0777 (os.makedirs gives only the last directory the
+    mode asked: the root had come with the lock directory under it)."""
+    old = os.umask(0)
+    try:
+        db = NodeDB(str(tmp_path / "etc-iscsi"), str(tmp_path / "conf"))
+        db.create_node("iqn.2001-04.com.example:t", "10.0.0.1", 3260, 1)
+        dbconfig.ensure_initiator_name(str(tmp_path / "conf"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "etc-iscsi").st_mode) == 0o770
+    assert stat.S_IMODE(os.stat(tmp_path / "etc-iscsi" / ".locks").st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(tmp_path / "conf").st_mode) == 0o755
