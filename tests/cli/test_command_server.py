@@ -588,10 +588,13 @@ def test_a_worker_is_used_again_only_as_it_was_found(monkeypatch):
 
     from iscsictl.cli.server import WORKER_SIGNALS, _as_found, _state
 
+    import gc
+
     old = {s: signal.getsignal(s) for s in WORKER_SIGNALS}
     try:
         for sig, disposition in WORKER_SIGNALS.items():
             signal.signal(sig, disposition)
+        gc.collect()  # an earlier test's server in a reference cycle: its sockets close now
         before = _state()
         assert _as_found(before)
         fd = os.open(os.devnull, os.O_RDONLY)
