@@ -30,6 +30,7 @@ Damaged records (empty, binary, missing node.name, wrong path shape) are reporte
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import functools
@@ -57,6 +58,10 @@ IFACES = "ifaces"
 ST_CONFIG = "st_config"
 ISNS_CONFIG = "isns_config"
 LOCK_DIRNAME = ".locks"
+TMP_DIRNAME = ".tmp"
+#: bytes a record file may hold: ~200 keys of at most MAX_LINE bytes, with room to spare
+MAX_RECORD_BYTES = 1 << 20
+STALE_TMP_AGE = 3600.0  # s: a temp file in TMP_DIRNAME older than this is a crash's
 DIR_MODE = 0o770
 FILE_MODE = 0o600
 DEFAULT_LOCK_TIMEOUT = 30.0
@@ -251,16 +256,18 @@ def _libc_renameat2():  # type: ignore[no-untyped-def]
     return fn
 
 
-def atomic_write(path: str, data: bytes, mode: int = FILE_MODE) -> None:
-    """Write ``data`` to ``path`` atomically: a temp file ``.<name>.*.tmp`` in the same
-    directory, created with ``mode``, fsync'ed, renamed over ``path``, then the directory
-    fsync'ed.  On any failure the temp file is removed and the old file is left intact.
-    Raises DBError (exit code 6) carrying the OS error."""
+def atomic_write(path: str, data: bytes, mode: int = FILE_MODE,
+                 tmp_dir: str | None = None) -> None:
+    """Write ``data`` to ``path`` atomically: a temp file ``.<name>.*.tmp`` (in ``tmp_dir``
+    when given, on the same filesystem; else in ``path``'s directory), created with
+    ``mode``, fsync'ed, renamed over ``path``, then the directory fsync'ed.  On any failure
+    the temp file is removed and the old file is left intact.  Raises DBError (exit code
+    6) carrying the OS error."""
     d, base = os.path.split(path)
     try:
         import tempfile  # lazily: listings and reads never write
 
-        fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=d or ".")
+        fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=tmp_dir or d or ".")
     except OSError as e:
         raise DBError(f"cannot write {path}: {e.strerror}") from e
     try:
@@ -279,6 +286,8 @@ def atomic_write(path: str, data: bytes, mode: int = FILE_MODE) -> None:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError) and e.errno == errno.EXDEV and tmp_dir:
+            return atomic_write(path, data, mode)  # another filesystem: beside the file
         if isinstance(e, OSError):
             raise DBError(f"cannot write {path}: {e.strerror or e}") from e
         raise
@@ -373,6 +382,7 @@ class NodeDB:
         self.warnings: list[str] = []
         self._warn_cb = warn
         self._config: IscsidConfig | None = None
+        self._tmp_checked = False  # _tmp_dir made (and swept of a crash's files) once
 
     # ---- helpers ------------------------------------------------------------------------
     def warn(self, msg: str) -> None:
@@ -412,12 +422,39 @@ class NodeDB:
                 os.makedirs(self.db_root, DIR_MODE, exist_ok=True)
                 os.mkdir(d, 0o700)
             except FileExistsError:
-                pass
+                if not os.path.isdir(d):
+                    raise DBError(f"cannot create lock dir {d}: it exists and is not a "
+                                  "directory") from None
             except OSError as e:
                 raise DBError(f"cannot create lock dir {d}: {e.strerror}") from e
         import hashlib  # lazily: only writers take record locks
 
         return os.path.join(d, hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest())
+
+    def _tmp_dir(self) -> str:
+        """``<db_root>/.tmp`` (0700), where records are written before their rename: not in
+        the directories iscsiadm reads, which would take a temp file a crash left there for
+        a record (it skips only '.' and '..').  Files a crash left are removed an hour on."""
+        d = self._p(TMP_DIRNAME)
+        if self._tmp_checked:
+            return d
+        try:
+            os.makedirs(self.db_root, DIR_MODE, exist_ok=True)
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            if not os.path.isdir(d):
+                raise DBError(f"cannot create {d}: it exists and is not a directory") from None
+            old = time.time() - STALE_TMP_AGE
+            try:
+                for e in os.scandir(d):
+                    if e.is_file(follow_symlinks=False) and e.stat().st_mtime < old:
+                        os.unlink(e.path)
+            except OSError:
+                pass
+        except OSError as e:
+            raise DBError(f"cannot create {d}: {e.strerror}") from e
+        self._tmp_checked = True
+        return d
 
     def record_lock(self, key: str) -> FileLock:
         """The per-record write lock for ``key`` (e.g. a record's relative path)."""
@@ -429,7 +466,10 @@ class NodeDB:
 
     def _read_bytes(self, path: str) -> bytes:
         try:
-            return read_regular(path)
+            data = read_regular(path, MAX_RECORD_BYTES + 1)
+            if len(data) > MAX_RECORD_BYTES:  # not a record: and parsing it costs ~14x
+                raise CorruptRecord(path, f"larger than {MAX_RECORD_BYTES} bytes")
+            return data
         except FileNotFoundError:
             raise RecordNotFound(f"no record {path}") from None
         except IsADirectoryError:
@@ -635,38 +675,83 @@ class NodeDB:
         for what, v in (("target name", nid.target), ("portal address", nid.address),
                         ("iface name", nid.iface)):
             _check_component(what, v)
-        legacy = nid.tpgt == schema.TPGT_UNKNOWN
         with self.record_lock(self._lock_key(nid)):
-            with self.db_lock():
-                tdir = self._mkdirs(NODES, nid.target)
-                legacy_path = os.path.join(tdir, f"{nid.address},{nid.port}")
-                if legacy:
-                    if os.path.isdir(legacy_path):
-                        raise InvalidValue("node.tpgt", "-1",
-                                           f"{legacy_path} is a directory")
-                    path = legacy_path
-                    if create and os.path.lexists(path):
-                        raise RecordExists(f"node record {nid.flat()} exists ({path})")
-                else:
-                    pdir = os.path.join(tdir, f"{nid.address},{nid.port},{nid.tpgt}")
-                    path = os.path.join(pdir, nid.iface)
-                    if create and os.path.lexists(path):
-                        raise RecordExists(f"node record {nid.flat()} iface {nid.iface} exists")
-                    if os.path.isfile(legacy_path) and not os.path.islink(legacy_path):
-                        # old style record for this portal: converted, as iscsiadm does
-                        os.unlink(legacy_path)
-                    self._mkdirs(NODES, nid.target, pdir.rsplit("/", 1)[1])
-            atomic_write(path, self._serialize(rec))
+            return self._write_node_locked(rec, nid, create)
+
+    def _write_node_locked(self, rec: Record, nid: NodeID, create: bool = False) -> NodeID:
+        """:meth:`write_node` under the record's lock, which the caller holds.  The
+        directories, the file and the link are made under the DB lock, so that a sibling
+        record's delete cannot remove a directory just made for this one."""
+        legacy = nid.tpgt == schema.TPGT_UNKNOWN
+        with self.db_lock():
+            tdir = self._mkdirs(NODES, nid.target)
+            legacy_path = os.path.join(tdir, f"{nid.address},{nid.port}")
+            if legacy:
+                if os.path.isdir(legacy_path):
+                    raise InvalidValue("node.tpgt", "-1", f"{legacy_path} is a directory")
+                path = legacy_path
+                if create and os.path.lexists(path):
+                    raise RecordExists(f"node record {nid.flat()} exists ({path})")
+            else:
+                pdir = os.path.join(tdir, f"{nid.address},{nid.port},{nid.tpgt}")
+                path = os.path.join(pdir, nid.iface)
+                if create and os.path.lexists(path):
+                    raise RecordExists(f"node record {nid.flat()} iface {nid.iface} exists")
+                if os.path.isfile(legacy_path) and not os.path.islink(legacy_path):
+                    # old style record for this portal: converted, as iscsiadm does
+                    os.unlink(legacy_path)
+                self._mkdirs(NODES, nid.target, pdir.rsplit("/", 1)[1])
+            atomic_write(path, self._serialize(rec), tmp_dir=self._tmp_dir())
             if not legacy:
-                with self.db_lock():
-                    self._link_node(rec, nid)
+                self._link_node(rec, nid)
         rec.path = path
         return NodeID(nid.target, nid.address, nid.port, nid.tpgt, nid.iface, legacy)
 
+    def _legacy_record(self, nid: NodeID) -> NodeID | None:
+        """The old-style record (the file ``<ip>,<port>``, tpgt unknown) of ``nid``'s target,
+        portal and iface, if there is one (iscsiadm's idbm_rec_read looks there first)."""
+        path = self._p(NODES, nid.target, f"{nid.address},{nid.port}")
+        if not os.path.isfile(path) or os.path.islink(path):
+            return None
+        if self._legacy_iface(path) != nid.iface:
+            return None
+        return NodeID(nid.target, nid.address, nid.port, schema.TPGT_UNKNOWN, nid.iface,
+                      legacy=True)
+
+    def _refresh_found(self, nid: NodeID, did: DiscoveryID, legacy: NodeID | None = None
+                       ) -> bool:
+        """A record found again by ``did``: its discovery fields set and its link ensured,
+        its settings kept; read and written under its lock, so that an update made
+        meanwhile is not undone.  ``legacy``: the old-style record found in its place,
+        converted to ``nid``'s tpgt (both locks held).  False when the record is damaged
+        (warned) or gone: the caller makes it anew."""
+        with contextlib.ExitStack() as locks:
+            if legacy is not None:
+                locks.enter_context(self.record_lock(self._lock_key(legacy)))
+            locks.enter_context(self.record_lock(self._lock_key(nid)))
+            path = self.node_path(legacy or nid)
+            try:
+                raw = self._read_bytes(path)
+                rec = parse_record(schema.NODE, raw, path, self.warn)
+            except RecordNotFound:
+                return False
+            except CorruptRecord as e:
+                self.warn(f"{e}: recreated from defaults")
+                return False
+            self._set_discovery_fields(rec, did)
+            if legacy is not None:
+                rec.values["node.tpgt"] = nid.tpgt
+            elif self._serialize(rec) == raw:  # unchanged: keep the file, check the link
+                with self.db_lock():
+                    self._link_node(rec, nid)
+                return True
+            self._write_node_locked(rec, NodeID.of(rec))
+        return True
+
     def _link_node(self, rec: Record, nid: NodeID, dirs: dict | None = None) -> None:
         """Link ``rec``'s portal directory from its discovery source's directory (an
-        existing link is kept).  ``dirs``: a cache of the discovery directories (None: not
-        there), for callers linking many records at once."""
+        existing link is kept); DBError when the link cannot be made.  ``dirs``: a cache of
+        the discovery directories (None: not there), for callers linking many at once."""
         values = rec.values
         dtype = values["node.discovery_type"]
         rel_node = f"{NODES}/{nid.target}/{nid.portal_dir}"  # checked names: no '/' in them
@@ -692,8 +777,8 @@ class NodeDB:
             os.symlink(target, link)
         except FileExistsError:
             pass  # linked already (or a dangling link: kept, as iscsiadm does)
-        except OSError as e:
-            self.warn(f"cannot link {link}: {e.strerror}")
+        except OSError as e:  # e.g. a name over NAME_MAX: the record would be orphaned
+            raise DBError(f"Could not make link {link}: {e.strerror}") from e
 
     # ---- node update / delete --------------------------------------------------------------
     def update_node(self, nid: NodeID, name: str, value) -> Record:
@@ -718,7 +803,7 @@ class NodeDB:
                 rec.set(k, v, check_update=discovery is None and not iface_copy)
             if discovery is not None:
                 self._set_discovery_fields(rec, discovery)
-            atomic_write(path, self._serialize(rec))
+            atomic_write(path, self._serialize(rec), tmp_dir=self._tmp_dir())
             if discovery is not None and not nid.legacy:
                 with self.db_lock():
                     self._link_node(rec, nid)
@@ -743,8 +828,26 @@ class NodeDB:
                     raise DBError(f"Could not remove {path}: {e.strerror}") from e
                 if not nid.legacy:
                     self._unlink_node_links(nid)
-                    self._rmdir_quiet(self._portal_dir_path(nid))
+                    pdir = self._portal_dir_path(nid)
+                    self._remove_old_temp_files(pdir, nid.iface)
+                    self._rmdir_quiet(pdir)
                 self._rmdir_quiet(self._p(NODES, nid.target))
+
+    @staticmethod
+    def _remove_old_temp_files(pdir: str, iface: str) -> None:
+        """The temp files of ``iface``'s record that a crash left in its portal directory
+        before they were written in :meth:`_tmp_dir` (``.<iface>.*.tmp``, ``.<iface>.<pid>
+        .new``): iscsiadm reads them as records, and they keep the directory."""
+        try:
+            names = os.listdir(pdir)
+        except OSError:
+            return
+        for name in names:
+            if name.startswith(f".{iface}.") and name.endswith((".tmp", ".new")):
+                try:
+                    os.unlink(os.path.join(pdir, name))
+                except OSError:
+                    pass
 
     @staticmethod
     def _rmdir_quiet(path: str) -> None:
@@ -821,7 +924,7 @@ class NodeDB:
                 if not overwrite and os.path.lexists(path):
                     raise RecordExists(f"Discovery record [{did.address},{did.port}] exists")
                 self._mkdirs(did.type_dir, f"{did.address},{did.port}")
-            atomic_write(path, self._serialize(rec))
+            atomic_write(path, self._serialize(rec), tmp_dir=self._tmp_dir())
         rec.path = path
         return rec
 
@@ -841,7 +944,7 @@ class NodeDB:
         with self.record_lock("disc\0" + path):
             rec = self.read_discovery(did)
             rec.update_key(name, value)
-            atomic_write(path, self._serialize(rec))
+            atomic_write(path, self._serialize(rec), tmp_dir=self._tmp_dir())
         return rec
 
     def discovery_nodes(self, did: DiscoveryID) -> list[NodeID]:
@@ -906,8 +1009,9 @@ class NodeDB:
           node.discovery_* set and linked under the discovery record's directory
           (``create``: iscsiadm's OP_NEW or OP_UPDATE);
         * found and present: kept with their settings; discovery fields refreshed and link
-          ensured (a damaged one is rewritten from defaults, with a warning) (``refresh``:
-          OP_UPDATE; otherwise left as they are);
+          ensured, under the record's lock (a damaged one is rewritten from defaults, with
+          a warning; an old-style record of that portal, tpgt unknown, is converted to the
+          tag found) (``refresh``: OP_UPDATE; otherwise left as they are);
         * linked before but not found now: deleted (``delete_stale``: OP_DELETE).
 
         Per-record failures are collected in ``result.failed`` and never stop the others."""
@@ -924,50 +1028,39 @@ class NodeDB:
             targets = None
         for nid in found:
             try:
-                rec = None
-                raw = None
-                exists = (targets is None or nid.target in targets) and self.node_exists(nid)
+                known = targets is None or nid.target in targets
+                exists = known and self.node_exists(nid)
+                legacy = None
+                if known and not exists and nid.tpgt != schema.TPGT_UNKNOWN:
+                    legacy = self._legacy_record(nid)
+                    exists = legacy is not None
                 if not (refresh if exists else create):
                     continue
-                if exists:
-                    try:
-                        path = self.node_path(nid)
-                        raw = self._read_bytes(path)
-                        rec = parse_record(schema.NODE, raw, path, self.warn)
-                    except CorruptRecord as e:
-                        self.warn(f"{e}: recreated from defaults")
-                if rec is None:
-                    if template is None or template.values["iface.iscsi_ifacename"] != \
-                            nid.iface:
-                        template = self.new_node_record(nid.target, nid.address, nid.port,
-                                                        nid.tpgt, nid.iface)
-                        for k, v in (values or {}).items():
-                            template.set(k, v)
-                        self._set_discovery_fields(template, did)
-                    _check_component("target name", nid.target)
-                    _check_component("portal address", nid.address)
-                    rec = template.copy()
-                    v = rec.values
-                    v["node.name"], v["node.conn[0].address"] = nid.target, nid.address
-                    v["node.conn[0].port"], v["node.tpgt"] = nid.port, nid.tpgt
-                    if raw is None and nid.tpgt != schema.TPGT_UNKNOWN:
-                        fresh.append((rec, nid, template))  # written below in one batch
-                        continue
-                    bucket = res.added
-                else:
-                    bucket = res.updated
-                    self._set_discovery_fields(rec, did)
-                    if self._serialize(rec) == raw:  # unchanged: keep the file, check the link
-                        with self.db_lock():
-                            self._link_node(rec, nid)
-                        bucket.append(nid)
-                        continue
+                if exists and self._refresh_found(nid, did, legacy):
+                    res.updated.append(nid)
+                    continue
+                # absent, or damaged (then rewritten from the defaults)
+                if template is None or template.values["iface.iscsi_ifacename"] != nid.iface:
+                    template = self.new_node_record(nid.target, nid.address, nid.port,
+                                                    nid.tpgt, nid.iface)
+                    for k, v in (values or {}).items():
+                        template.set(k, v)
+                    self._set_discovery_fields(template, did)
+                _check_component("target name", nid.target)
+                _check_component("portal address", nid.address)
+                rec = template.copy()
+                v = rec.values
+                v["node.name"], v["node.conn[0].address"] = nid.target, nid.address
+                v["node.conn[0].port"], v["node.tpgt"] = nid.port, nid.tpgt
+                if not exists and nid.tpgt != schema.TPGT_UNKNOWN:
+                    fresh.append((rec, nid, template))  # written below in one batch
+                    continue
                 self.write_node(rec)
-                bucket.append(nid)
+                res.added.append(nid)
             except DBError as e:
                 res.failed.append((nid, e))
         if fresh:
-            self._create_nodes_batch(fresh, res)
+            self._create_nodes_batch(fresh, res, did)
         if delete_stale:
             for nid in sorted(old - set(found)):
                 try:
@@ -981,15 +1074,15 @@ class NodeDB:
                     res.failed.append((nid, e))
         return res
 
-    def _create_nodes_batch(self, items: list, res: ReconcileResult) -> None:
+    def _create_nodes_batch(self, items: list, res: ReconcileResult, did: DiscoveryID) -> None:
         """Create many new node records durably with two filesystem flushes instead of two
         fsyncs per record; ``items``: (record, NodeID, the template it is a copy of with
         only its identity keys (:data:`IDENTITY_KEYS`) set).  Every record is written to a
-        temp file in its portal directory, the filesystem is flushed (syncfs), each temp
-        file is renamed to its final name (a record that appeared meanwhile is written
-        through :meth:`write_node` instead, under its lock), discovery links are made, and
-        the filesystem is flushed again before returning.  A crash leaves whole records or
-        none; leftover ``.<iface>.<pid>.new`` temp files are hidden from listings."""
+        temp file in :meth:`_tmp_dir`, the filesystem is flushed (syncfs), each temp file is
+        renamed to its final name under the DB lock (a record that appeared meanwhile is
+        found again instead: :meth:`_refresh_found`, which keeps what it holds), discovery
+        links are made, and the filesystem is flushed again before returning.  A crash
+        leaves whole records or none, and its temp files where no reader looks."""
         staged = []
         with self.db_lock():
             nodes = self._mkdirs(NODES)
@@ -1022,14 +1115,17 @@ class NodeDB:
                 yield from format_file_variants(run[0][3], [s[0] for s in run],
                                                 IDENTITY_KEYS, version=self.version)
         texts = formatted()
-        pid = os.getpid()
+        tmp_dir = f"{self._tmp_dir()}/{os.getpid()}."
+        meanwhile, elsewhere = [], []  # records made by another meanwhile; on another fs
         try:
-            for (rec, nid, pdir, _), text in zip(staged, texts):
-                path, tmp = f"{pdir}/{nid.iface}", f"{pdir}/.{nid.iface}.{pid}.new"
+            for i, ((rec, nid, pdir, _), text) in enumerate(zip(staged, texts)):
+                path, tmp = f"{pdir}/{nid.iface}", f"{tmp_dir}{i}.new"
                 try:
                     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
                     try:
-                        os.write(fd, text.encode("utf-8", "surrogateescape"))
+                        view = memoryview(text.encode("utf-8", "surrogateescape"))
+                        while view:  # a short write (a full disk) is not a whole record
+                            view = view[os.write(fd, view):]
                     finally:
                         os.close(fd)
                 except OSError as e:
@@ -1037,26 +1133,46 @@ class NodeDB:
                     continue
                 written.append((rec, nid, tmp, path))
             syncfs(self.db_root)
-            linked = []
-            for rec, nid, tmp, path in written:
-                try:
-                    rename_noreplace(tmp, path)  # FileExistsError: made meanwhile by another
+            with self.db_lock():  # no sibling's delete removes a directory made above
+                dirs: dict = {}
+                for rec, nid, tmp, path in written:
+                    try:
+                        try:
+                            rename_noreplace(tmp, path)
+                        except FileNotFoundError:  # its directory removed before the lock
+                            os.makedirs(os.path.dirname(path), DIR_MODE, exist_ok=True)
+                            rename_noreplace(tmp, path)
+                    except FileExistsError:
+                        meanwhile.append((rec, nid))
+                        continue
+                    except OSError as e:
+                        if e.errno == errno.EXDEV:
+                            elsewhere.append((rec, nid))
+                        else:
+                            res.failed.append((nid, DBError(f"cannot write {path}: "
+                                                            f"{e.strerror}")))
+                        continue
                     renamed.add(tmp)
                     rec.path = path
-                    linked.append((rec, nid))
-                    res.added.append(nid)
-                except FileExistsError:
                     try:
-                        self.write_node(rec)
-                        res.updated.append(nid)
-                    except DBError as e:
+                        self._link_node(rec, nid, dirs)
+                    except DBError as e:  # written, but not linked: said, as iscsiadm
                         res.failed.append((nid, e))
-                except OSError as e:
-                    res.failed.append((nid, DBError(f"cannot write {path}: {e.strerror}")))
-            with self.db_lock():
-                dirs: dict = {}
-                for rec, nid in linked:
-                    self._link_node(rec, nid, dirs)
+                        continue
+                    res.added.append(nid)
+            for rec, nid in meanwhile:
+                try:
+                    if not self._refresh_found(nid, did):
+                        self.write_node(rec)  # made damaged, or gone again
+                    res.updated.append(nid)
+                except DBError as e:
+                    res.failed.append((nid, e))
+            for rec, nid in elsewhere:
+                try:
+                    self.write_node(rec)
+                    res.added.append(nid)
+                except DBError as e:
+                    res.failed.append((nid, e))
         finally:
             for _rec, _nid, tmp, _path in written:
                 if tmp not in renamed:
@@ -1132,7 +1248,7 @@ class NodeDB:
                 self._mkdirs(IFACES)
                 if os.path.lexists(path):
                     raise RecordExists(f"Interface {name} already exists")
-            atomic_write(path, self._serialize(rec))
+            atomic_write(path, self._serialize(rec), tmp_dir=self._tmp_dir())
         rec.path = path
         return rec
 
@@ -1151,7 +1267,7 @@ class NodeDB:
                 if rec.values.get(other) not in (None, "", "<empty>", "default"):
                     raise BindingChange(other, key)
             rec.update_key(key, value)
-            atomic_write(path, self._serialize(rec))
+            atomic_write(path, self._serialize(rec), tmp_dir=self._tmp_dir())
         return rec
 
     def delete_iface(self, name: str) -> None:

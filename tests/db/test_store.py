@@ -48,7 +48,7 @@ def test_create_read_update_delete(db, tmp_path):
     with pytest.raises(RecordNotFound) as e:
         db.read_node(nid)
     assert e.value.exit_code == 21
-    assert not [p for p in (tmp_path / "db").rglob("*.tmp")]
+    assert not [p for p in (tmp_path / "db").rglob("*.tmp") if p.is_file()]
 
 
 def test_legacy_tpgt_unknown_and_ipv6(db, tmp_path):
@@ -117,7 +117,8 @@ def test_atomic_write_failure_keeps_old(db, tmp_path, monkeypatch):
     assert "No space left" in str(e.value) and e.value.exit_code == 6
     monkeypatch.undo()
     assert open(db.node_path(nid), "rb").read() == before
-    assert not [p for p in (tmp_path / "db").rglob("*") if p.name.endswith(".tmp")]
+    assert not [p for p in (tmp_path / "db").rglob("*") if p.name.endswith(".tmp")
+                and p.is_file()]
 
 
 def test_lock_timeout_names_holder(db, tmp_path):
@@ -175,6 +176,13 @@ def test_corrupt_records_reported_and_skipped(db, tmp_path):
     assert any("garbage-dir" in w for w in seen)
     with pytest.raises(CorruptRecord):
         db2.read_node(NodeID(T1, "10.0.0.0", 3260, 1))
+    # a file no record can be (~14x its size in memory to parse): refused, read no further
+    path = nodes / "10.0.0.2,3260,1/default"
+    good = path.read_bytes()
+    path.write_bytes(good + b"x = y\n" * (store.MAX_RECORD_BYTES // 6))
+    with pytest.raises(CorruptRecord, match=f"larger than {store.MAX_RECORD_BYTES} bytes"):
+        db2.read_node(NodeID(T1, "10.0.0.2", 3260, 1))
+    path.write_bytes(good)
     # corrupt records can still be deleted
     db2.delete_node(NodeID(T1, "10.0.0.0", 3260, 1))
     db2.delete_node(NodeID(T1, "10.0.0.1", 3260, 1))
@@ -227,21 +235,100 @@ def test_discovery_batch_keeps_a_record_made_meanwhile(db, tmp_path, monkeypatch
     real, real_rename = store.syncfs, store.rename_noreplace
     renamed = []
 
+    other = NodeDB(str(tmp_path / "db"), str(tmp_path / "etc"))
+    portal_dirs_seen = []
+
     def syncfs(path):  # the first flush comes between the temp files and their renames
         real(path)
         if not theirs.exists():
-            theirs.write_text("# made by another writer\n")
+            portal_dirs_seen.extend(os.listdir(tmp_path / "db/nodes" / T1 / "10.0.0.9,3260,1"))
+            other.create_node(T2, "10.0.0.9", 3260, 1, values={
+                "node.session.auth.authmethod": "CHAP",
+                "node.session.auth.password": "s3cret"})
     monkeypatch.setattr(store, "syncfs", syncfs)
     monkeypatch.setattr(store, "rename_noreplace",
                         lambda src, dst: (renamed.append(dst), real_rename(src, dst)))
     res = db.reconcile_discovery(did, [a, b])
     assert res.added == [a] and res.updated == [b] and not res.failed
-    assert str(theirs) in renamed  # the batch tried, and left theirs to write_node
-    assert db.read_node(b)["node.name"] == T2
+    assert str(theirs) in renamed  # the batch tried, and left theirs as it was made
+    rec = db.read_node(b)  # theirs, its CHAP kept (before: the batch's defaults over it)
+    assert rec["node.session.auth.password"] == "s3cret"
+    assert (rec["node.discovery_address"], rec["node.discovery_type"]) == \
+        ("10.0.0.9", "send_targets")
     assert db.discovery_nodes(did) == [a, b]
+    # the temp files were never where iscsiadm reads records, nor left anywhere
+    assert portal_dirs_seen == [] and os.listdir(tmp_path / "db/.tmp") == []
     leftovers = [n for _, _, names in os.walk(tmp_path / "db/nodes") for n in names
                  if n.endswith(".new")]
     assert leftovers == []
+
+
+def test_a_rediscovery_does_not_undo_an_update_made_meanwhile(db, tmp_path, monkeypatch):
+    """Another process's -o update between a rediscovery's read of a record and its write
+    (the record's discovery fields change: another portal of the same array found it)
+    waits for the record's lock, and lands (before: read without the lock, written back
+    whole, the update lost with both commands exiting 0)."""
+    import threading
+
+    first, second = DiscoveryID("sendtargets", "10.0.0.9", 3260), \
+        DiscoveryID("sendtargets", "10.0.0.8", 3260)
+    for did in (first, second):
+        db.create_discovery(did)
+    nid = NodeID(T1, "10.0.0.1", 3260, 1)
+    db.reconcile_discovery(first, [nid])
+    other = NodeDB(str(tmp_path / "db"), str(tmp_path / "etc"), lock_timeout=10)
+    real_parse, updater = store.parse_record, []
+
+    def parse(*a, **kw):  # the rediscovery has read the record: the update comes now
+        if not updater:
+            updater.append(threading.Thread(target=other.update_node, args=(
+                nid, "node.session.timeo.replacement_timeout", "7")))
+            updater[0].start()
+            time.sleep(0.3)
+        return real_parse(*a, **kw)
+    monkeypatch.setattr(store, "parse_record", parse)
+    res = db.reconcile_discovery(second, [nid], delete_stale=False)
+    updater[0].join(10)
+    assert res.updated == [nid] and not res.failed
+    rec = db.read_node(nid)
+    assert rec["node.session.timeo.replacement_timeout"] == 7
+    assert rec["node.discovery_address"] == "10.0.0.8"
+
+
+def test_a_rediscovery_converts_an_old_style_record_of_the_portal(db, tmp_path):
+    """A record of tpgt unknown (the file nodes/T/ip,port: -o new without a tag, or
+    iscsiadm 2.0.874) found by a discovery with its tag: one record, tagged, its settings
+    kept (before: a second record from the defaults beside it)."""
+    did = DiscoveryID("sendtargets", "10.0.0.9", 3260)
+    db.create_discovery(did)
+    db.create_node(T1, "10.0.0.1", 3260, values={"node.startup": "automatic"})
+    assert (tmp_path / "db/nodes" / T1 / "10.0.0.1,3260").is_file()
+    nid = NodeID(T1, "10.0.0.1", 3260, 1)
+    res = db.reconcile_discovery(did, [nid])
+    assert res.updated == [nid] and not res.added and not res.failed
+    assert db.list_nodes() == [nid]
+    assert not (tmp_path / "db/nodes" / T1 / "10.0.0.1,3260").exists()
+    rec = db.read_node(nid)
+    assert (rec["node.startup"], rec["node.tpgt"]) == ("automatic", 1)
+    assert db.discovery_nodes(did) == [nid]
+
+
+def test_temp_files_a_crash_left_are_removed(db, tmp_path):
+    """In <db>/.tmp, a temp file an hour old is a crash's: removed by the next writer.  In
+    a portal directory (where earlier versions wrote them, and iscsiadm reads them as
+    records) a record's own are removed with it."""
+    db.create_node(T1, "10.0.0.1", 3260, 1)
+    stale, fresh = tmp_path / "db/.tmp/.default.x.tmp", tmp_path / "db/.tmp/9.0.new"
+    stale.write_text("node.session.auth.password = old\n")
+    fresh.write_text("")
+    os.utime(stale, (time.time() - 7200,) * 2)
+    NodeDB(str(tmp_path / "db"), str(tmp_path / "etc")).create_node(T2, "10.0.0.1", 3260, 1)
+    assert not stale.exists() and fresh.exists()
+    pdir = tmp_path / "db/nodes" / T1 / "10.0.0.1,3260,1"
+    (pdir / ".default.abc123.tmp").write_text("")
+    (pdir / ".default.4242.new").write_text("")
+    db.delete_node(NodeID(T1, "10.0.0.1", 3260, 1))
+    assert not (tmp_path / "db/nodes" / T1).exists()
 
 
 @pytest.mark.parametrize("libc", ["renameat2", "EINVAL", "no renameat2"])
@@ -467,3 +554,18 @@ def test_a_db_root_made_under_umask_000_is_not_world_writable(tmp_path):
     assert stat.S_IMODE(os.stat(tmp_path / "etc-iscsi").st_mode) == 0o770
     assert stat.S_IMODE(os.stat(tmp_path / "etc-iscsi" / ".locks").st_mode) == 0o700
     assert stat.S_IMODE(os.stat(tmp_path / "conf").st_mode) == 0o755
+
+
+def test_a_link_that_cannot_be_made_is_a_failure(db, tmp_path):
+    """A 223-byte target name, an IPv6 portal and a long iface name make a link name over
+    NAME_MAX: the record is written but not linked, and that is said (a failure, exit 6, as
+    iscsiadm's "Could not make link"), not only warned while the record is reported added
+    (it was then never deleted with its discovery)."""
+    name = "iqn.2001-04.com.example:" + "x" * (223 - len("iqn.2001-04.com.example:"))
+    did = DiscoveryID("sendtargets", "10.0.0.9", 3260)
+    db.create_discovery(did)
+    db.create_iface("i" * 60)
+    nid = NodeID(name, "fd00:1234:5678:9abc:def0:1234:5678:9abc", 3260, 1, "i" * 60)
+    res = db.reconcile_discovery(did, [nid])
+    assert not res.added and [n for n, _ in res.failed] == [nid]
+    assert "File name too long" in str(res.failed[0][1])
