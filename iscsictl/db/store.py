@@ -439,16 +439,20 @@ class NodeDB:
         if self._tmp_checked:
             return d
         try:
-            os.makedirs(self.db_root, DIR_MODE, exist_ok=True)
-            os.mkdir(d, 0o700)
+            try:
+                os.mkdir(d, 0o700)
+            except FileNotFoundError:  # no DB root yet
+                os.makedirs(self.db_root, DIR_MODE, exist_ok=True)
+                os.mkdir(d, 0o700)
         except FileExistsError:
-            if not os.path.isdir(d):
-                raise DBError(f"cannot create {d}: it exists and is not a directory") from None
             old = time.time() - STALE_TMP_AGE
             try:
-                for e in os.scandir(d):
-                    if e.is_file(follow_symlinks=False) and e.stat().st_mtime < old:
-                        os.unlink(e.path)
+                with os.scandir(d) as entries:
+                    for e in entries:
+                        if e.is_file(follow_symlinks=False) and e.stat().st_mtime < old:
+                            os.unlink(e.path)
+            except NotADirectoryError:
+                raise DBError(f"cannot create {d}: it exists and is not a directory") from None
             except OSError:
                 pass
         except OSError as e:

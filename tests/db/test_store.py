@@ -569,3 +569,11 @@ def test_a_link_that_cannot_be_made_is_a_failure(db, tmp_path):
     res = db.reconcile_discovery(did, [nid])
     assert not res.added and [n for n, _ in res.failed] == [nid]
     assert "File name too long" in str(res.failed[0][1])
+
+
+def test_a_file_where_the_temp_directory_goes_is_a_clear_error(db, tmp_path):
+    db.create_node(T1, "10.0.0.1", 3260, 1)
+    (tmp_path / "db/.tmp").rmdir()
+    (tmp_path / "db/.tmp").write_text("")
+    with pytest.raises(DBError, match=r"\.tmp: it exists and is not a directory"):
+        NodeDB(str(tmp_path / "db"), str(tmp_path / "etc")).create_node(T2, "10.0.0.1", 3260, 1)
