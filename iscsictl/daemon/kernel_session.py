@@ -467,7 +467,9 @@ def _kernel_failure(exc: IscsiNetlinkError) -> SessionError:
     or did not (no reply in time, one that could not be read)."""
     if isinstance(exc, IscsiKernelError):
         return SessionError(9, f"the kernel refused the session: {exc}")
-    return SessionError(9, f"the kernel did not set up the session: {exc}")
+    # the kernel does its work inside sendmsg(): without its answer, what it made is unknown
+    return SessionError(9, f"no answer from the kernel while setting up the session ({exc}): "
+                           "a half-made session may be left (iscsictl -m session lists it)")
 
 
 async def establish(

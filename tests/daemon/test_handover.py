@@ -626,7 +626,8 @@ def test_a_create_session_never_answered_is_code_9_and_frees_the_isid(monkeypatc
     with pytest.raises(SessionError) as e:
         establish(kernel, monkeypatch, nl=LaneNetlink(kernel, timeout=0.1))
     assert e.value.code == 9
-    assert "did not set up the session: no reply to CREATE_SESSION" in str(e.value)
+    assert "no answer from the kernel while setting up the session (no reply to " \
+        "CREATE_SESSION" in str(e.value)
 
     async def daemon_login():
         d = Daemon(str(tmp_path / "s"), sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
