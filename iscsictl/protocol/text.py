@@ -69,11 +69,13 @@ def encode_text(pairs: TextPairs) -> bytes:
     return "".join(out).encode()
 
 
-def decode_text(data: bytes) -> TextPairs:
+def decode_text(data: bytes, value_limits: bool = True) -> TextPairs:
     """Split text data into (key, value) pairs, in order, duplicates kept.
 
     Trailing NUL padding is tolerated (some targets pad).  Values are decoded
-    as UTF-8.
+    as UTF-8.  ``value_limits=False`` leaves the values' lengths (§6.1) to the
+    reader, which can leave one pair out where a whole answer would be lost
+    (a SendTargets answer; its size is bounded as a whole).
 
     Raises:
         TextFormatError: a pair without '=', a bad key name, an over-long
@@ -88,12 +90,13 @@ def decode_text(data: bytes) -> TextPairs:
         text = body.decode("ascii") + "\0"
         if _PAIRS.match(text):
             pairs = [(k, v) for k, _, v in (item.partition("=") for item in text[:-1].split("\0"))]
-            if all(len(v) <= _LIMITS.get(k, _VALUE_LIMIT_UNKNOWN) for k, v in pairs):
+            if not value_limits or \
+                    all(len(v) <= _LIMITS.get(k, _VALUE_LIMIT_UNKNOWN) for k, v in pairs):
                 return pairs
-    return _decode_each(body)
+    return _decode_each(body, value_limits)
 
 
-def _decode_each(body: bytes) -> TextPairs:
+def _decode_each(body: bytes, value_limits: bool = True) -> TextPairs:
     """decode_text pair by pair (non-ASCII text, and the precise error of a bad one)."""
     pairs: TextPairs = []
     for item in body.split(b"\0"):
@@ -109,7 +112,7 @@ def _decode_each(body: bytes) -> TextPairs:
             raise TextFormatError(f"text pair is not valid UTF-8: {item[:64]!r}") from None
         if len(key_b) > MAX_KEY_NAME or not _KEY_NAME.match(key):
             raise TextFormatError(f"invalid key name {key_b[:80]!r}")
-        if len(value_b) > _value_limit(key):
+        if value_limits and len(value_b) > _value_limit(key):
             raise TextFormatError(
                 f"value of {key} is {len(value_b)} bytes; the limit is {_value_limit(key)}"
             )

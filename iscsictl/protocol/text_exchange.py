@@ -153,7 +153,10 @@ class TextExchange:
             if text is None:
                 raise TextExchangeError("final Text Response with C=1")
             self.done = True
-            self.result = [p for part in self._complete for p in decode_text(part)]
+            # each value's length is the reader's to judge (parse_send_targets leaves out
+            # what it cannot take); the whole answer is bounded (max_response_bytes)
+            self.result = [p for part in self._complete
+                           for p in decode_text(part, value_limits=False)]
             return self.result
         if pdu.ttt == RESERVED_TAG:
             raise TextExchangeError("Text Response with F=0 but no Target Transfer Tag")

@@ -10,7 +10,7 @@ from iscsictl.protocol.constants import RESERVED_TAG
 from iscsictl.protocol.login import LoginSuccess
 from iscsictl.protocol.pdu import Reject, TextRequest, TextResponse
 from iscsictl.protocol.portal import Portal
-from iscsictl.protocol.text import TextFormatError
+from iscsictl.protocol.text import TextFormatError, decode_text
 from iscsictl.protocol.text_exchange import (
     DiscoveredTarget,
     TextExchange,
@@ -229,3 +229,25 @@ def test_a_target_whose_every_address_is_bad_is_left_out_not_given_the_portal_as
         ("iqn.2001-04.com.example:b", ["10.0.0.9:3260"])]  # no address at all: the one asked
     assert said[-1] == ("SendTargets: iqn.2001-04.com.example:a: no usable TargetAddress: "
                         "target left out")
+
+
+def test_an_over_long_value_costs_its_entry_not_the_whole_answer():
+    """A TargetName over 223 bytes or a TargetAlias over 255 in a SendTargets answer: the
+    name's entry is left out (said), the alias ignored, the other targets kept (before: the
+    text decoder refused the whole answer, and the discovery failed)."""
+    long_name = "iqn.2001-04.com.example:" + "n" * 220
+    data = b"".join(f"{k}={v}".encode() + b"\0" for k, v in [
+        ("TargetName", long_name), ("TargetAddress", "10.0.0.1:3260,1"),
+        ("TargetName", "iqn.2001-04.com.example:b"), ("TargetAlias", "a" * 300),
+        ("TargetAddress", "10.0.0.2:3260,1")])
+    ex = TextExchange([("SendTargets", "All")], itt=9, cmdsn=10, exp_statsn=1)
+    ex.start()
+    ex.pdus_to_send()
+    pairs = ex.receive_pdu(TextResponse(final=True, itt=9, data=data))
+    said = []
+    found = parse_send_targets(pairs, skip=said.append)
+    assert [(t.name, [str(p) for p in t.portals]) for t in found] == [
+        ("iqn.2001-04.com.example:b", ["10.0.0.2:3260,1"])]
+    assert len(said) == 1 and "target left out" in said[0]
+    with pytest.raises(TextFormatError):  # the login's text keeps its limits
+        decode_text(data)
