@@ -562,8 +562,17 @@ class NodeDB:
                     continue
                 pdir = os.path.join(tdir, name)
                 try:
-                    ifaces = sorted(e.name for e in os.scandir(pdir)
-                                    if e.name[0] != "." and self._is_dir(e) is False)
+                    ifaces = []
+                    for e in os.scandir(pdir):
+                        if e.name[0] == ".":
+                            continue
+                        is_dir = self._is_dir(e)
+                        if is_dir is False:
+                            ifaces.append(e.name)
+                        elif is_dir:
+                            self.warn(f"{e.path}: a directory where a record file belongs: "
+                                      "skipped")
+                    ifaces.sort()
                 except OSError:
                     continue
                 for ifn in ifaces:
@@ -705,7 +714,13 @@ class NodeDB:
                     # old style record for this portal: converted, as iscsiadm does
                     os.unlink(legacy_path)
                 self._mkdirs(NODES, nid.target, pdir.rsplit("/", 1)[1])
-            atomic_write(path, self._serialize(rec), tmp_dir=self._tmp_dir())
+            try:
+                atomic_write(path, self._serialize(rec), tmp_dir=self._tmp_dir())
+            except DBError:  # e.g. a full disk: no empty directories left behind
+                if not legacy:
+                    self._rmdir_quiet(os.path.dirname(path))
+                self._rmdir_quiet(tdir)
+                raise
             if not legacy:
                 self._link_node(rec, nid)
         rec.path = path

@@ -115,6 +115,9 @@ def test_atomic_write_failure_keeps_old(db, tmp_path, monkeypatch):
     with pytest.raises(DBError) as e:
         db.update_node(nid, "node.startup", "automatic")
     assert "No space left" in str(e.value) and e.value.exit_code == 6
+    with pytest.raises(DBError):  # a new record: no empty directories left for it
+        db.create_node(T2, "10.0.0.1", 3260, 1)
+    assert not (tmp_path / "db/nodes" / T2).exists()
     monkeypatch.undo()
     assert open(db.node_path(nid), "rb").read() == before
     assert not [p for p in (tmp_path / "db").rglob("*") if p.name.endswith(".tmp")
@@ -165,6 +168,7 @@ def test_corrupt_records_reported_and_skipped(db, tmp_path):
     (nodes / "10.0.0.0,3260,1/default").write_bytes(b"")
     (nodes / "10.0.0.1,3260,1/default").write_bytes(b"\x00\xff\x00garbage")
     (nodes / "garbage-dir").mkdir()
+    (nodes / "10.0.0.2,3260,1/eth9").mkdir()  # a directory where a record file belongs
     (tmp_path / "db/nodes" / T2).mkdir()
     (tmp_path / "db/nodes" / T2 / "10.1.1.1,3260,1").write_text("x")  # file where dir belongs
     seen = []
@@ -174,6 +178,8 @@ def test_corrupt_records_reported_and_skipped(db, tmp_path):
     assert any("10.0.0.0,3260,1/default" in w and "empty" in w for w in seen)
     assert any("10.0.0.1,3260,1/default" in w and "binary" in w for w in seen)
     assert any("garbage-dir" in w for w in seen)
+    assert any("10.0.0.2,3260,1/eth9: a directory where a record file belongs" in w
+               for w in seen)
     with pytest.raises(CorruptRecord):
         db2.read_node(NodeID(T1, "10.0.0.0", 3260, 1))
     # a file no record can be (~14x its size in memory to parse): refused, read no further
