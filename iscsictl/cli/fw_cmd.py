@@ -23,10 +23,13 @@ from ._common import sysfs_root
 
 #: -n keys a firmware login may not override (iscsiadm's fill_in_default_fw_values)
 FIXED_KEYS = ("iface.net_ifacename", "iface.hwaddress", "iface.transport_name")
-#: defaults of a firmware login the user did not set (booting: retry long, no NOP-Outs)
+#: the settings of a boot login the user did not set, whatever iscsid.conf says (booting:
+#: retry long, no NOP-Outs before a daemon answers them, the LUNs scanned: the root disk);
+#: iscsiadm's fill_in_default_fw_values and iscsistart's apply_params
 FW_LOGIN_DEFAULTS = {"node.session.initial_login_retry_max": "30",
                      "node.conn[0].timeo.noop_out_interval": "0",
-                     "node.conn[0].timeo.noop_out_timeout": "0"}
+                     "node.conn[0].timeo.noop_out_timeout": "0",
+                     "node.session.scan": "auto"}
 FW_TPGT = 1  # open-iscsi hard-codes it: the iBFT has no portal group tag
 
 

@@ -106,12 +106,22 @@ def _records(args: argparse.Namespace, db) -> tuple[list, str]:  # type: ignore[
 
 
 def _apply_params(records: list, params: list[str]) -> None:
+    """``-P`` settings over iscsistart's boot settings (:data:`FW_LOGIN_DEFAULTS`: applied
+    to every login, -b or not, unless ``-P`` sets them; iscsistart's apply_params)."""
+    from iscsictl.cli.fw_cmd import FW_LOGIN_DEFAULTS
+
+    given = {}
     for text in params:
         name, sep, value = text.partition("=")
         if not sep or not value:
             print(f"{PROG}: Invalid --param {text}. Missing value.", file=sys.stderr)
             raise SystemExit(INVAL)
-        for rec in records:
+        given[name] = value
+    for rec in records:
+        for key, value in FW_LOGIN_DEFAULTS.items():
+            if key not in given:
+                rec.set(key, value)
+        for name, value in given.items():
             rec.update_key(name, value)
 
 

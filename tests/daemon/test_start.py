@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from iscsictl.daemon.start import main
+from iscsictl.db.record import with_defaults
+from iscsictl.db.schema import NODE
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "vm-tests" / "guest"))
@@ -27,7 +29,9 @@ def env(tmp_path, monkeypatch):
     write_tree(sys_root, ibft.INITIATOR, [ibft.NIC], [ibft.BOOT_TARGET])  # no PCI device
     conf = tmp_path / "etc"
     conf.mkdir()
-    (conf / "iscsid.conf").write_text("node.session.initial_login_retry_max = 12\n")
+    (conf / "iscsid.conf").write_text("node.session.initial_login_retry_max = 12\n"
+                                      "node.session.timeo.replacement_timeout = 17\n"
+                                      "node.session.scan = manual\n")
     for k, v in (("ISCSICTL_SYSFS_ROOT", sys_root), ("ISCSICTL_SOCKET", tmp_path / "none"),
                  ("ISCSICTL_DB_ROOT", tmp_path / "db"), ("ISCSICTLD_LOCK", tmp_path / "lock")):
         monkeypatch.setenv(k, str(v))
@@ -122,22 +126,32 @@ def test_logins_go_to_a_running_daemon(env, capsys, monkeypatch):
         assert args["initiator_name"] == ibft.INITIATOR
         assert (rec["node.session.auth.username"], rec["node.session.auth.password"]) == \
             ("ibftuser", "ibft-secret-12")
-        assert rec["node.session.initial_login_retry_max"] == "12"  # iscsid.conf's
+        assert rec["node.session.timeo.replacement_timeout"] == "17"  # iscsid.conf's
+        # iscsistart's boot settings, whatever iscsid.conf says (apply_params): retry long,
+        # no NOP-Outs before a daemon can answer them, and the LUNs scanned (the root disk)
+        full = with_defaults(NODE, rec)  # what the daemon logs in with (defaults left out)
+        assert (full["node.session.initial_login_retry_max"], full["node.session.scan"],
+                full["node.conn[0].timeo.noop_out_interval"],
+                full["node.conn[0].timeo.noop_out_timeout"]) == ("30", "auto", "0", "0")
         d.answers = {"ping": [{}], "login": [{"ok": True, "sids": [5]}]}
         assert start(capsys, "-b", "-c", str(conf / "iscsid.conf"))[0] == 0  # iscsistart's -c
         rec, = [c for c in d.calls if c[0] == "login"][-1][1]["records"]
-        assert rec["node.session.initial_login_retry_max"] == "12"
+        assert rec["node.session.timeo.replacement_timeout"] == "17"
 
         d.answers = {"ping": [{}], "login": [{"ok": False, "code": 24, "message": "no"}]}
         rc, _, err = start(capsys, "-c", str(conf), "-i", "iqn.2026-11.x:i", "-t", BOOT,
                            "-g", "1", "-a", "127.0.0.1", "-u", "u", "-w", "wrong-secret",
-                           "-P", "node.conn[0].timeo.login_timeout=3")
+                           "-P", "node.conn[0].timeo.login_timeout=3",
+                           "-P", "node.session.initial_login_retry_max=2")
         assert rc == 1
         assert "initiator reported error (24 - iSCSI login failed due to authorization " \
                "failure)" in err
         rec, = [c for c in d.calls if c[0] == "login"][-1][1]["records"]
         assert (rec["node.session.auth.password"], rec["node.conn[0].timeo.login_timeout"],
                 rec["iface.initiatorname"]) == ("wrong-secret", "3", "iqn.2026-11.x:i")
+        full = with_defaults(NODE, rec)
+        assert (full["node.session.initial_login_retry_max"], full["node.session.scan"]) == \
+            ("2", "auto")  # -P over the boot settings; the others still applied
 
         d.answers = {"ping": [{}], "login": [{"ok": False, "code": 15,
                                               "message": "default: 1 session requested, "
