@@ -223,7 +223,10 @@ def probe(args, o) -> int:
         values = {"node.name": target}
     from ..protocol.config import LoginConfig
     from ..transport.probe import probe as do_probe
-    cfg = LoginConfig.from_node(values, initiator_name(args))
+    try:
+        cfg = LoginConfig.from_node(values, initiator_name(args))
+    except ValueError as e:  # CHAP half set, as a login refuses it
+        raise E.CliError(str(e), E.INVAL) from None
     res = do_probe(p.address, p.port, cfg, timeout=cfg.login_timeout, warn=o.warn)
     if o.json:
         o.emit_json(res.to_json())

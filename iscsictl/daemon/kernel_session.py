@@ -311,7 +311,10 @@ async def userspace_login(
     Raises:
         SessionError with iscsiadm's code (4, 5, 8, 19, 24).
     """
-    cfg = LoginConfig.from_node(node.record, initiator_name)
+    try:
+        cfg = LoginConfig.from_node(node.record, initiator_name)
+    except ValueError as exc:  # a record the login cannot be made from (CHAP half set ...)
+        raise SessionError(7, f"{node.describe()}: {exc}") from None
     portal = Portal(node.address, node.port, node.tpgt)
     for _ in range(MAX_REDIRECTS + 1):
         sock = await connect_node(node, portal, cfg.login_timeout)

@@ -143,7 +143,8 @@ class _Entry:
                               "CAP_SYS_ADMIN: run as root") from None
         except OSError:
             return None
-        return raw.decode("utf-8", "replace").rstrip("\n")
+        # the bytes kept (a CHAP secret is hashed as its bytes): surrogateescape, as the DB
+        return raw.decode("utf-8", "surrogateescape").rstrip("\n")
 
     def string(self, attr: str) -> str:
         return self.text(attr) or ""

@@ -222,15 +222,21 @@ def _chap(rec: Mapping[str, str], prefix: str) -> ChapCredentials | None:
         return "" if v in (None, "<empty>") else str(v)
 
     method = get("authmethod") or "None"
-    if method != "CHAP" and not get("password"):
+    if get("username_in") or get("password_in"):
+        # open-iscsi's iscsi_setup_authentication: with incoming credentials the target is
+        # authenticated or there is no login (without this, CHAP was silently dropped)
+        if not get("password"):
+            raise ValueError("CHAP configuration has incoming authentication credentials "
+                             "but has no outgoing credentials configured.")
+    elif method != "CHAP" and not get("password"):
         return None
     if not get("username") or not get("password"):
         return None
-    return ChapCredentials(
+    return ChapCredentials(  # secrets as their bytes (a firmware's need not be UTF-8)
         username=get("username"),
-        password=get("password").encode(),
+        password=get("password").encode("utf-8", "surrogateescape"),
         username_in=get("username_in") or None,
-        password_in=get("password_in").encode() or None,
+        password_in=get("password_in").encode("utf-8", "surrogateescape") or None,
     )
 
 

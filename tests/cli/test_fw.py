@@ -199,6 +199,21 @@ def test_fw_login_sends_the_firmwares_records_and_writes_nothing(daemon, env):
     assert not (env[1] / "nodes").exists()
 
 
+def test_a_firmware_secret_that_is_not_utf8_is_used_as_its_bytes(daemon, env):
+    """The firmware's CHAP secret is bytes: one that is not UTF-8 reaches the login as
+    those bytes (before: decoded with U+FFFD, so the CHAP response was over other bytes
+    and the target refused the boot disk)."""
+    from iscsictl.protocol.config import LoginConfig
+
+    (env[0] / "firmware/ibft/target0/chap-secret").write_bytes(b"sec\xe9ret-123456\n")
+    daemon.answers = {"login": [{"ok": True, "node": _desc(BOOT, 3260), "sids": [1]},
+                                {"ok": True, "node": _desc(DATA, 3261), "sids": [2]}]}
+    assert cli("-m", "fw", "-l")[0] == 0
+    (op, args), = daemon.calls
+    boot = args["records"][0]
+    assert LoginConfig.from_node(boot, ibft.INITIATOR).chap.password == b"sec\xe9ret-123456"
+
+
 def test_fw_login_takes_user_settings_but_not_the_interface(daemon, env):
     daemon.answers = {"login": [{"ok": True, "node": "x", "sids": [1]}] * 2}
     assert cli("-m", "fw", "-l", "-n", "node.session.initial_login_retry_max", "-v", "2")[0] == 0

@@ -212,3 +212,11 @@ def test_chap_set_for_a_target_that_needs_none_logs_in(cli, tgt):
     assert r.rc == 0, r.err
     r = cli("-m", "node", "-T", T_OPEN, "-p", tgt.portal, "--probe")
     assert r.rc == 24, r.err  # CHAP alone offered: tgtd, with no account, refuses it
+
+
+def test_a_probe_with_incoming_chap_only_is_refused(cli, tgt):
+    _node(cli, T_OPEN, tgt.portal, **{"node.session.auth.username_in": MUTUAL_OUT[0],
+                                      "node.session.auth.password_in": MUTUAL_OUT[1]})
+    r = cli("-m", "node", "-T", T_OPEN, "-p", tgt.portal, "--probe")
+    assert r.rc == 7 and "has no outgoing credentials configured" in r.err, (r.rc, r.err)
+    assert "Traceback" not in r.err

@@ -141,6 +141,24 @@ def test_a_target_that_never_answers_the_login_times_out_as_code_8():
     assert 0.9 < took < 5
 
 
+def test_incoming_chap_without_outgoing_is_code_7_before_any_connect():
+    """-U/-W (or a record's *_in keys) without the initiator's own credentials: refused as
+    iscsid refuses it, not logged in without CHAP (the target then unverified)."""
+    from iscsictl.daemon.kernel_session import NodeTarget, userspace_login
+    from iscsictl.db.record import with_defaults
+    from iscsictl.db.schema import NODE
+    from iscsictl.protocol.names import ISID
+
+    node = NodeTarget.from_record(with_defaults(NODE, {
+        "node.name": "iqn.2001-04.com.example:t", "node.conn[0].address": "127.0.0.1",
+        "node.conn[0].port": "9", "node.tpgt": "1",
+        "node.session.auth.username_in": "tgt", "node.session.auth.password_in": "x" * 12}))
+    with pytest.raises(SessionError) as e:
+        asyncio.run(userspace_login(node, "iqn.2001-04.com.example:i", ISID.random(0x123456, 1)))
+    assert (e.value.code, e.value.retryable) == (7, False)
+    assert "has no outgoing credentials configured" in str(e.value)
+
+
 def test_unresolvable_name_is_code_4():
     with pytest.raises(SessionError) as e:
         asyncio.run(connect("no-such-host.invalid", 3260, 2.0))

@@ -65,6 +65,19 @@ def test_node_chap_one_way_and_mutual():
     assert d.auth_method_offer() == "CHAP,None"
 
 
+@pytest.mark.parametrize("incoming", [{"node.session.auth.username_in": "t",
+                                        "node.session.auth.password_in": "othersecret!"},
+                                       {"node.session.auth.username_in": "t"},
+                                       {"node.session.auth.password_in": "othersecret!"}])
+def test_incoming_credentials_without_outgoing_ones_are_refused(incoming):
+    """open-iscsi's iscsi_setup_authentication: with incoming credentials the target is
+    authenticated or there is no login (before: no CHAP at all, the target unverified)."""
+    with pytest.raises(ValueError, match="incoming authentication credentials but has no "
+                                         "outgoing credentials"):
+        LoginConfig.from_node({**NODE, "node.session.auth.authmethod": "CHAP", **incoming},
+                              INAME)
+
+
 def test_password_alone_enables_chap_and_empty_means_none():
     rec = {**NODE, "node.session.auth.username": "u", "node.session.auth.password": "secretsecret"}
     assert LoginConfig.from_node(rec, INAME).chap is not None
