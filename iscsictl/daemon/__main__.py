@@ -20,7 +20,7 @@ import sys
 
 from iscsictl.ipc import DEFAULT_SOCKET, socket_path
 
-from .instance import LOCK_FILE, iscsid_running, take_lock
+from .instance import LOCK_FILE, LockHeld, iscsid_running, take_lock
 from .protect import protect_daemon
 from .service import Daemon
 
@@ -73,7 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         print("iscsictld: open-iscsi's iscsid is running and owns the kernel's iSCSI "
               "interface; stop it first (systemctl stop iscsid.socket iscsid)", file=sys.stderr)
         return 18
-    lock_fd = take_lock(args.lock_file)
+    try:
+        lock_fd = take_lock(args.lock_file)
+    except LockHeld as exc:
+        print(f"iscsictld: {exc}", file=sys.stderr)
+        return 1
     writer = _start_logging(logging.DEBUG if args.debug else logging.INFO)
     try:
         return asyncio.run(_run(args))

@@ -8,9 +8,8 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
-import sys
 
-__all__ = ["ISCSID_ABSTRACT", "LOCK_FILE", "iscsid_running", "take_lock"]
+__all__ = ["ISCSID_ABSTRACT", "LOCK_FILE", "LockHeld", "iscsid_running", "take_lock"]
 
 LOCK_FILE = "/run/iscsictld.pid"
 ISCSID_ABSTRACT = "\0ISCSIADM_ABSTRACT_NAMESPACE"
@@ -28,19 +27,27 @@ def iscsid_running() -> bool:
         s.close()
 
 
+class LockHeld(Exception):
+    """The lock cannot be taken: held by another process (named), or not to be opened.
+    The message is for the user; each program prefixes its own name."""
+
+
 def take_lock(path: str) -> int:
-    """An fcntl lock that dies with us; exits with a message naming the holder."""
+    """An fcntl lock that dies with us: its descriptor.  Raises LockHeld naming the holder
+    (another iscsictld, or an iscsictl-start logging in)."""
     try:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         hint = " (iscsictld runs as root: it needs CAP_SYS_ADMIN)" if exc.errno == 13 else ""
-        sys.exit(f"iscsictld: cannot open the lock file {path}: {exc.strerror}{hint}")
+        raise LockHeld(f"cannot open the lock file {path}: {exc.strerror}{hint}") from None
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-        sys.exit(f"iscsictld: another iscsictld (pid {holder}) is running ({path})")
+        os.close(fd)
+        raise LockHeld(f"process {holder} (iscsictld or iscsictl-start) owns the kernel's "
+                       f"iSCSI sessions ({path})") from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd

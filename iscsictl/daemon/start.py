@@ -152,7 +152,7 @@ def _login(records: list[dict[str, str]], initiator_name: str) -> list[dict[str,
     except DaemonError as e:  # it runs, but cannot be asked (an older one, stuck ...) or
         # its login failed: it holds the lock, so this process could not make them either
         return [{"ok": False, "code": e.code, "message": str(e)}] * len(records)
-    from .instance import LOCK_FILE, iscsid_running, take_lock
+    from .instance import LOCK_FILE, LockHeld, iscsid_running, take_lock
 
     if iscsid_running():
         print(f"{PROG}: open-iscsi's iscsid is running and owns the kernel's iSCSI "
@@ -162,7 +162,11 @@ def _login(records: list[dict[str, str]], initiator_name: str) -> list[dict[str,
 
     from iscsictl.netlink import IscsiNetlinkError
 
-    lock = take_lock(os.environ.get("ISCSICTLD_LOCK", LOCK_FILE))  # no iscsictld meanwhile
+    try:  # no iscsictld meanwhile
+        lock = take_lock(os.environ.get("ISCSICTLD_LOCK", LOCK_FILE))
+    except LockHeld as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        raise SystemExit(ERR) from None
     try:
         return asyncio.run(_login_here(records, initiator_name))
     except IscsiNetlinkError as e:  # no module, no privilege, not the initial netns
@@ -195,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(argv)
     except SystemExit as e:  # argparse's usage error (2) is iscsistart's ISCSI_ERR_INVAL
+        if isinstance(e.code, str):  # a message: said, never swallowed
+            print(f"{PROG}: {e.code}", file=sys.stderr)
         return INVAL if e.code == 2 else e.code if isinstance(e.code, int) else ERR
 
 

@@ -226,3 +226,27 @@ def test_the_in_process_daemon_binds_no_socket(tmp_path, monkeypatch, served):
     assert asyncio.run(run()) is served
     assert not path.exists()
     assert not (tmp_path / "run").exists() or served
+
+
+def test_a_held_lock_is_said_not_a_silent_exit_1(env, capsys):
+    """Another iscsictl-start (or an iscsictld starting) holds the lock: the login is not
+    made here, and the reason is printed (before: exit 1 after "Logging into", nothing
+    said; the message, had it been printed, named iscsictld)."""
+    import subprocess
+    tmp, conf = env
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({str(tmp / 'lock')!r}, os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.lockf(fd, fcntl.LOCK_EX)\n"
+        "os.write(fd, str(os.getpid()).encode())\n"
+        "print('held', flush=True)\n"
+        "sys.stdin.read()\n")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        rc, out, err = start(capsys, "-b", "-c", str(conf))
+    finally:
+        holder.stdin.close()
+        holder.wait(10)
+    assert rc == 1 and out.startswith("iscsictl-start: Logging into")
+    assert err == (f"iscsictl-start: process {holder.pid} (iscsictld or iscsictl-start) owns "
+                   f"the kernel's iSCSI sessions ({tmp / 'lock'})\n")
