@@ -88,7 +88,10 @@ class InvalidValue(DBError):
     exit_code = ISCSI_ERR_INVAL
 
     def __init__(self, name: str, value: str, detail: str = ""):
-        msg = f"unknown value format '{value}' for parameter name '{name}'"
+        from .schema import SECRET_KEYS  # lazily: schema is the heavier module
+
+        shown = "********" if name in SECRET_KEYS else value  # never a secret in a message
+        msg = f"unknown value format '{shown}' for parameter name '{name}'"
         if detail:
             msg += f" ({detail})"
         super().__init__(msg)

@@ -350,6 +350,8 @@ IFACE = RecordKind("iface", IFACE_KEYS)
 DISCOVERY_ST = RecordKind("discovery_st", DISCOVERY_ST_KEYS)
 DISCOVERY_ISNS = RecordKind("discovery_isns", DISCOVERY_ISNS_KEYS)
 KINDS = {k.name: k for k in (NODE, IFACE, DISCOVERY_ST, DISCOVERY_ISNS)}
+#: the names of the keys holding secrets (CHAP passwords), in any kind
+SECRET_KEYS = frozenset(key.name for kind in KINDS.values() for key in kind.keys if key.secret)
 
 #: node file order: head, iface keys in usr/idbm.c order, tail
 NODE_FILE_ORDER: tuple[Key, ...] = tuple(

@@ -214,6 +214,15 @@ def test_a_firmware_secret_that_is_not_utf8_is_used_as_its_bytes(daemon, env):
     assert LoginConfig.from_node(boot, ibft.INITIATOR).chap.password == b"sec\xe9ret-123456"
 
 
+def test_a_firmware_secret_the_db_cannot_hold_is_not_printed(env):
+    """A secret with a newline cannot be a record's value: the target is left out with a
+    warning, which masks the secret (before: printed whole, without -S)."""
+    (env[0] / "firmware/ibft/target0/chap-secret").write_bytes(b"TOPSECRET-a\nb-123456\n")
+    rc, out, err = cli("-m", "discovery", "-t", "fw")
+    assert "TOPSECRET" not in out + err and "'********'" in err, err
+    assert out == f"127.0.0.1:3261,1 {DATA}\n"
+
+
 def test_fw_login_takes_user_settings_but_not_the_interface(daemon, env):
     daemon.answers = {"login": [{"ok": True, "node": "x", "sids": [1]}] * 2}
     assert cli("-m", "fw", "-l", "-n", "node.session.initial_login_retry_max", "-v", "2")[0] == 0
