@@ -90,8 +90,9 @@ def _records(args: argparse.Namespace, db) -> tuple[list, str]:  # type: ignore[
         if not records:
             raise SystemExit(21)  # each one left out was named above
         return records, name
+    tpgt = None if args.tgpt == -1 else args.tgpt  # iscsistart: -1 is the tag unknown
     missing = [what for what, v in (("InitiatorName", args.initiatorname),
-                                    ("Portal Group", args.tgpt), ("TargetName", args.targetname),
+                                    ("Portal Group", tpgt), ("TargetName", args.targetname),
                                     ("IP Address", args.address)) if v is None]
     if missing:
         print(f"{PROG}: {missing[0]} not set. Exiting {PROG}", file=sys.stderr)

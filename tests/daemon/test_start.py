@@ -49,6 +49,8 @@ def test_arguments_as_iscsistart(env, capsys):
     assert start(capsys, "-v") == (0, "iscsictl-start version 2.1.8\n", "")
     assert start(capsys, "-t", BOOT, "-a", "127.0.0.1", "-g", "1") == \
         (7, "", "iscsictl-start: InitiatorName not set. Exiting iscsictl-start\n")
+    assert start(capsys, "-i", "iqn.2026-11.x:i", "-t", BOOT, "-a", "127.0.0.1", "-g", "-1") == \
+        (7, "", "iscsictl-start: Portal Group not set. Exiting iscsictl-start\n")
     rc, _, err = start(capsys, "-c", str(conf), "-i", "iqn.2026-11.x:i", "-t", BOOT, "-g", "1",
                        "-a", "127.0.0.1", "-P", "node.session.scan")
     assert rc == 7 and "Invalid --param node.session.scan. Missing value." in err
