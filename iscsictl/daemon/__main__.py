@@ -138,9 +138,14 @@ async def _run(args: argparse.Namespace) -> int:
             await commands.stop()
         return 12
     loop = asyncio.get_running_loop()
+    stopping: set[asyncio.Task[None]] = set()  # referenced: the loop keeps only weak ones
+
+    def stop() -> None:
+        task = loop.create_task(daemon.close(logout_all=args.logout_on_exit))
+        stopping.add(task)
+        task.add_done_callback(stopping.discard)
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(
-            daemon.close(logout_all=args.logout_on_exit)))
+        loop.add_signal_handler(sig, stop)
     sd_notify("READY=1")
     await daemon.wait_stopped()
     sd_notify("STOPPING=1")

@@ -166,6 +166,11 @@ class KernelSession:
     kernel_params: dict[int, str | None] = field(default_factory=dict, repr=False)
     #: the LUN scan :func:`establish` started with the session, until the daemon awaits it
     scanning: asyncio.Future | None = field(default=None, repr=False)  # type: ignore[type-arg]
+    #: why the connection failed again while its recovery was logging in or finishing
+    #: (the kernel reports an error once): the recovery starts over when it ends
+    failed_again: str | None = field(default=None, repr=False)
+    #: the logout under way: a second one waits for its result
+    logging_out: asyncio.Future | None = field(default=None, repr=False)  # type: ignore[type-arg]
 
     @property
     def time2wait(self) -> int:
@@ -812,6 +817,8 @@ async def logout(nl, handle: int, session: KernelSession, timeout: float,  # typ
     and a dead target never answers the Logout; the wait for the destruction by
     :data:`DESTROY_TIMEOUT` (then a warning: the kernel goes on with it).  Teardown always
     happens (not when cancelled during the UNBIND, which still runs to its end first).
+    Raises SessionError 9 when the kernel refuses the destruction (the session stays, its
+    connection stopped: ``conn_state`` FAILED), as iscsid's "can not safely destroy".
     """
     from iscsictl.protocol.session import LogoutExchange
 
@@ -843,8 +850,10 @@ async def logout(nl, handle: int, session: KernelSession, timeout: float,  # typ
         log.warning("session %d: no clean Logout (%s); tearing down", sid, exc or "timed out")
     finally:
         session.pdu_waiter, session.pdu_wanted = None, ANY_PDU
-    if not await force_teardown(nl, handle, sid, cid):
-        return  # the kernel refused to destroy it (logged): no event will come
+    if not await force_teardown(nl, handle, sid, cid):  # refused (logged): no event comes
+        session.conn_state = "FAILED"  # stopped, and still the kernel's: still managed
+        raise SessionError(9, f"session {sid}: the kernel refused to destroy it; it is "
+                              "still there (its connection stopped)")
     entry = os.path.join(sysfs_root, "class", "iscsi_session", f"session{sid}")
     deadline = loop.time() + DESTROY_TIMEOUT
     while not session.destroyed.is_set():

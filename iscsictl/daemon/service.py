@@ -329,33 +329,50 @@ class Daemon:
         await self._stopped.wait()
 
     async def close(self, logout_all: bool = False) -> None:
-        """Stop serving; sessions keep running in the kernel unless ``logout_all``."""
+        """Stop serving; sessions keep running in the kernel unless ``logout_all``.  Always
+        ends stopped (a failing step is logged, the others still run)."""
         self._closing = True
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        if logout_all:
-            await self.logout([s.sid for s in list(self.sessions.values())], force=True)
-        for t in list(self._tasks):
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._flush_state()
-        if self.nl is not None:
-            self.nl.close()
-            self.nl = None
-        self._scan_pool.shutdown(wait=False, cancel_futures=True)
-        if self.socket_path is not None:
-            try:
-                Path(self.socket_path).unlink()
-            except FileNotFoundError:
-                pass
-        self._stopped.set()
+        try:
+            if self._server is not None:
+                self._server.close()
+                self._server = None
+            if logout_all:
+                await self.logout([s.sid for s in list(self.sessions.values())], force=True)
+            for t in list(self._tasks):
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._flush_state()
+        except Exception:  # noqa: BLE001 - a bug must not keep the daemon from stopping
+            log.exception("while stopping")
+        finally:
+            if self.nl is not None:
+                self.nl.close()
+                self.nl = None
+            self._scan_pool.shutdown(wait=False, cancel_futures=True)
+            if self.socket_path is not None:
+                try:
+                    Path(self.socket_path).unlink()
+                except OSError:
+                    pass
+            self._stopped.set()
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        """A task of the daemon's own (cancelled at close); what it raises is logged, not
+        left to the loop's "exception was never retrieved"."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed", task.get_coro().__qualname__, exc_info=task.exception())
+        elif not task.cancelled() and isinstance(task.result(), list):  # a spawned logout
+            for r in task.result():
+                if isinstance(r, dict) and r.get("ok") is False:
+                    log.warning("session %s: logout failed: %s", r.get("sid"),
+                                r.get("message"))
 
     # ------------------------------------------------------------------ configuration
     def _db(self):  # type: ignore[no-untyped-def]
@@ -481,15 +498,18 @@ class Daemon:
             log.warning("cannot read iscsid.conf: %s", exc)
             return with_defaults(NODE, {})
 
-    def _adopt(self) -> None:
-        """Take over every live kernel session from sysfs, without a relogin.
+    def _adopt(self, only: int | None = None) -> None:
+        """Take over every live kernel session from sysfs (``only``: that one), without a
+        relogin.  One that has no target name is half-made (a daemon stopped mid-login):
+        taken, so that a logout can remove it, but never recovered.
 
         Reads only the attributes adoption needs, lists the connections once and
         reads the node DB once: the full SessionInfo/ConnectionInfo readers (~70 sysfs
         reads and a listing of every connection, per session) took 20 ms a session
         under TCG, 1.4 s for 64 (vm-tests test_64_automatic_targets_start_and_adopt)."""
         saved = self._load_state()
-        sids = [sid for sid in self.sysfs.session_ids() if sid not in self.sessions]
+        sids = [sid for sid in self.sysfs.session_ids()
+                if sid not in self.sessions and (only is None or sid == only)]
         if not sids:
             return
         cids: dict[int, int] = {}
@@ -591,9 +611,11 @@ class Daemon:
                 return
             log.error("Kernel reported iSCSI connection %d:%d error (%d - %s) state (%s)",
                       ev.sid, ev.cid, err, text, session.conn_state)
-            if err == IscsiErr.INVALID_HOST:
+            if session.conn_state == "IN LOGOUT":
+                pass  # the logout under way ends it
+            elif err == IscsiErr.INVALID_HOST:
                 self._spawn(self.logout([session.sid], force=True))
-            elif session.conn_state not in ("IN LOGOUT",):
+            else:
                 self._start_recovery(session, text)
         elif isinstance(ev, UnbindSession):
             if session is not None:
@@ -681,12 +703,18 @@ class Daemon:
         if ev is not None:
             self._on_event(ev)
 
+    async def _rescan(self, session: ks.KernelSession) -> None:
+        try:
+            await ks.scan_host(session.host_no, self.sysfs_root, self._scan_pool)
+        except OSError as exc:  # the host gone meanwhile (a logout), or the kernel refused
+            log.warning("session %d: rescan failed: %s", session.sid, exc)
+
     def _on_target_pdu(self, session: ks.KernelSession, pdu: Any) -> None:
         ev = interpret(pdu)
         if isinstance(ev, ScsiAsyncEvent):
             if ev.reported_luns_changed and session.node.record.get("node.session.scan", "auto") == "auto":
                 log.info("session %d: reported LUNs changed; rescanning", session.sid)
-                self._spawn(ks.scan_host(session.host_no, self.sysfs_root, self._scan_pool))
+                self._spawn(self._rescan(session))
         elif session.conn_state == "IN LOGOUT" and isinstance(ev, (LogoutRequested,
                                                                     NegotiationRequested)):
             log.info("session %d: %s while logging out: nothing more to do", session.sid,
@@ -711,7 +739,16 @@ class Daemon:
                         failed_earlier: bool = False) -> None:
         """Recover ``session`` unless a recovery runs; ``failed_earlier``: it failed at an
         unknown time before now (found FAILED at start), so its devices may be offline."""
-        if self._closing or (session.recovery is not None and not session.recovery.done()):
+        if self._closing:
+            return
+        if session.recovery is not None and not session.recovery.done():
+            if session.conn_state in ("IN LOGIN", "LOGGED IN"):  # a new connection failed:
+                session.failed_again = why  # the kernel says it once; started over at the end
+            return
+        if not session.node.target:  # half-made (adopted mid-login): nothing to log in to
+            log.warning("session %d has no target name (a login that did not finish): not "
+                        "recovered; iscsictl -m session -r %d -u removes it", session.sid,
+                        session.sid)
             return
         session.conn_state = "TRANSPORT WAIT"
         session.internal_state = "REOPEN"
@@ -750,13 +787,16 @@ class Daemon:
         # made the rest wait for the first ones' whole relogin (64 down: 2x iscsid's time)
         await asyncio.sleep(max(0.0, failed_at + wait - loop.time()))
         attempt = 0
-        while not self._closing and sid in self.sessions:
+        while not self._closing and self.sessions.get(sid) is session:
             attempt += 1
             session.conn_state = "IN LOGIN"
+            session.failed_again = None  # an error from here on is this connection's
             try:
                 async with self._login_sem:
                     await ks.relogin(self.nl, handle, session, self.issued_challenges)
-            except SessionError as exc:
+            except Exception as exc:  # a SessionError; a bug too: logged, retried, not lost
+                if not isinstance(exc, SessionError):
+                    log.error("session %d: relogin failed unexpectedly", sid, exc_info=exc)
                 session.conn_state = "TRANSPORT WAIT"
                 if reopen_max and attempt >= reopen_max:
                     log.error("session %d: giving up after %d retries (%s); removing it",
@@ -778,8 +818,15 @@ class Daemon:
             log.info("connection%d:%d is operational after recovery (%d attempts, %.3f s; %s)",
                      sid, cid, attempt, took, why)
             tmo = _num(rec, "node.session.timeo.replacement_timeout", REPLACEMENT_TIMEOUT)
-            if failed_earlier or 0 <= tmo <= took + OFFLINE_MARGIN:
-                await ks.online_devices(session, self.sysfs, self._scan_pool)
+            try:
+                if failed_earlier or 0 <= tmo <= took + OFFLINE_MARGIN:
+                    await ks.online_devices(session, self.sysfs, self._scan_pool)
+            finally:
+                again, session.failed_again = session.failed_again, None
+                if again is not None:  # after this task has ended (then no recovery runs)
+                    log.warning("session %d: the connection failed again (%s); recovering",
+                                sid, again)
+                    loop.call_soon(self._start_recovery, session, again)
             return
 
     # ------------------------------------------------------------------ operations
@@ -858,7 +905,11 @@ class Daemon:
         log.info("Connection%d:0 to [target: %s, portal: %s,%d] through [iface: %s] is operational now",
                  session.sid, node.target, session.current.address, session.current.port, node.iface)
         if scan:  # as iscsiadm: the login returns after the scan
-            await (scanning or ks.scan_host(session.host_no, self.sysfs_root, self._scan_pool))
+            try:
+                await (scanning or ks.scan_host(session.host_no, self.sysfs_root,
+                                                self._scan_pool))
+            except OSError as exc:  # the session stands; iscsiadm only warns too
+                log.warning("session %d: the LUN scan failed: %s", session.sid, exc)
         return session.sid
 
     def _start_scan(self, host_no: int) -> "concurrent.futures.Future[None]":
@@ -903,7 +954,7 @@ class Daemon:
         if session is None:
             if self.sysfs.session(sid) is None:
                 return {"sid": sid, "ok": False, "code": 2, "message": err_text(2)}
-            self._adopt()
+            self._adopt(only=sid)  # that one: not a session a login here is making
             session = self.sessions.get(sid)
             if session is None:
                 return {"sid": sid, "ok": False, "code": 2, "message": err_text(2)}
@@ -916,10 +967,29 @@ class Daemon:
                 return {**desc, "ok": False, "code": 28,
                         "message": f"session {sid} is in use: {', '.join(busy)} "
                                    "(iscsid.safe_logout = Yes; unmount first)"}
+        if session.logging_out is not None:  # another request's logout: its result
+            return {**await asyncio.shield(session.logging_out), **desc}
+        done = session.logging_out = asyncio.get_running_loop().create_future()
+        try:
+            result = await self._logout_session(session, desc)
+        except BaseException:
+            done.set_result({**desc, "ok": False, "code": 9, "message": "the logout was "
+                             "interrupted (the daemon stops)"})
+            raise
+        finally:
+            session.logging_out = None
+        done.set_result(result)
+        return result
+
+    async def _logout_session(self, session: ks.KernelSession,
+                              desc: dict[str, Any]) -> dict[str, Any]:
+        sid = session.sid
         timeout = float(_num(session.node.record, "node.conn[0].timeo.logout_timeout", 15))
-        if session.recovery is not None and not session.recovery.done():
-            session.recovery.cancel()  # a session being recovered has no target to talk to
-            await asyncio.gather(session.recovery, return_exceptions=True)
+        recovery = session.recovery
+        if recovery is not None and not recovery.done() and \
+                recovery is not asyncio.current_task():  # (the recovery giving up is the caller)
+            recovery.cancel()  # a session being recovered has no target to talk to
+            await asyncio.gather(recovery, return_exceptions=True)
             timeout = min(timeout, 1.0)
         try:
             handle = await self.handle(session.node.transport)

@@ -11,6 +11,7 @@ import concurrent.futures
 import errno
 import logging
 import socket
+import time
 
 import pytest
 
@@ -554,11 +555,18 @@ def test_a_lost_destroy_event_ends_the_wait_when_sysfs_has_no_session(caplog, mo
 
 def test_a_refused_destruction_is_not_waited_for(caplog, monkeypatch, tmp_path):
     """Both destroy requests refused: no KEVENT_DESTROY_SESSION will come, so the logout
-    does not wait for one (the refusal is logged)."""
+    does not wait for one; it fails with 9, the session still the kernel's (before: it
+    answered ok, and the daemon forgot a session the kernel still ran)."""
+    from iscsictl.daemon.errors import SessionError
+
     monkeypatch.setattr(ks, "DESTROY_TIMEOUT", 5.0)
     _sysfs_with_session(tmp_path)
-    assert _timed_logout(Kernel({E.DESTROY_SESSION_ASYNC: errno.ENOSYS,
-                                 E.DESTROY_SESSION: errno.EBUSY}), tmp_path) < 1.0
+    start = time.monotonic()
+    with pytest.raises(SessionError) as e:
+        _timed_logout(Kernel({E.DESTROY_SESSION_ASYNC: errno.ENOSYS,
+                              E.DESTROY_SESSION: errno.EBUSY}), tmp_path)
+    assert time.monotonic() - start < 1.0
+    assert e.value.code == 9 and "refused to destroy it" in str(e.value)
     assert "session 5: DESTROY_SESSION failed" in caplog.text
     assert "not reported it destroyed" not in caplog.text
 

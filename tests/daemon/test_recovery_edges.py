@@ -1,0 +1,204 @@
+"""The daemon's recovery and logout at their edges (no kernel: netlink faked, the relogin
+and logout stubbed or run against a small fake): a recovery that gives up, an error that
+comes while a recovery finishes, two logouts of one session, a logout of a session this
+daemon did not make while it makes another."""
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+
+from iscsictl.daemon import kernel_session as ks
+from iscsictl.daemon.errors import SessionError
+from iscsictl.daemon.service import Daemon
+from iscsictl.netlink import ConnError
+from iscsictl.protocol.names import ISID
+from iscsictl.protocol.portal import Portal
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _session(sid=3, record=None):
+    node = ks.NodeTarget("iqn.2003-01.org.example:t", "127.0.0.1", 3260, 1, "default", "tcp",
+                         dict(record or {}))
+    return ks.KernelSession(sid=sid, host_no=0, cid=0, node=node, isid=ISID.en(7, sid), tsih=1,
+                            params=None, current=Portal("127.0.0.1", 3260, 1))
+
+
+def _daemon(tmp_path):
+    d = Daemon(str(tmp_path / "s"), sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
+               db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
+    d._handles["tcp"] = 1
+    return d
+
+
+class _StopOnly:
+    """The netlink calls a recovery makes before its relogin (STOP_CONN)."""
+
+    async def stop_conn(self, *args):
+        return None
+
+    def close(self):
+        pass
+
+
+def test_a_recovery_that_gives_up_removes_the_session_and_the_daemon_still_stops(
+        tmp_path, monkeypatch):
+    """node.session.reopen_max spent: the session is logged out from the recovery itself.
+    Before, that logout cancelled the task it ran in and waited for it: a RecursionError,
+    the session stuck in TRANSPORT WAIT for good, every later logout and the daemon's stop
+    failing the same way (SIGTERM ignored)."""
+    d = _daemon(tmp_path)
+    s = _session(3, {"node.session.reopen_max": "1"})
+    s.time2wait_once = 0
+    d.sessions[3] = s
+    d.nl = _StopOnly()
+    logouts = []
+
+    async def relogin(nl, handle, session, challenges):
+        raise SessionError(8, "cannot make connection: refused", retryable=True)
+
+    async def logout(nl, handle, session, timeout, root):
+        logouts.append(session.sid)
+
+    monkeypatch.setattr(ks, "relogin", relogin)
+    monkeypatch.setattr(ks, "logout", logout)
+
+    async def main():
+        d._start_recovery(s, "test")
+        done, _ = await asyncio.wait([s.recovery], timeout=5)
+        assert done and s.recovery.exception() is None
+        assert logouts == [3] and 3 not in d.sessions
+        await asyncio.wait_for(d.close(), 5)
+        assert d._stopped.is_set()
+
+    asyncio.run(main())
+
+
+def test_an_error_while_a_recovery_finishes_starts_another(tmp_path, monkeypatch, caplog):
+    """The new connection fails while the recovery still sets the devices running: the
+    kernel reports that once, so the recovery starts over when it ends (before: ignored,
+    the session left failed while the daemon showed LOGGED IN)."""
+    d = _daemon(tmp_path)
+    s = _session(3, {"node.session.timeo.replacement_timeout": "0"})  # devices walked
+    s.time2wait_once = 0
+    d.sessions[3] = s
+    d.nl = _StopOnly()
+    relogins, walking = [], asyncio.Event
+
+    async def relogin(nl, handle, session, challenges):
+        relogins.append(session.sid)
+        session.time2wait_once = 0
+
+    async def online_devices(session, sysfs, executor=None):
+        walking.set()
+        await asyncio.sleep(0.2)
+
+    monkeypatch.setattr(ks, "relogin", relogin)
+    monkeypatch.setattr(ks, "online_devices", online_devices)
+
+    async def main():
+        nonlocal walking
+        walking = asyncio.Event()
+        d._start_recovery(s, "first error")
+        await asyncio.wait_for(walking.wait(), 5)
+        assert s.conn_state == "LOGGED IN"
+        d._on_event(ConnError(102, None, sid=3, cid=0, error=1020))
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if len(relogins) == 2 and s.recovery.done():
+                break
+        assert relogins == [3, 3] and s.conn_state == "LOGGED IN"
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(main())
+    assert "the connection failed again" in caplog.text
+
+
+def test_two_logouts_of_one_session_make_one(tmp_path, monkeypatch):
+    """Two requests (two clients, or a client and the target's logout request) log the
+    session out once; both get its result (before: two UNBINDs, two Logout PDUs, two
+    teardowns, the ISID released twice)."""
+    d = _daemon(tmp_path)
+    s = _session(3)
+    d.sessions[3] = s
+    d.nl = _StopOnly()
+    calls = []
+
+    async def logout(nl, handle, session, timeout, root):
+        calls.append(session.sid)
+        await asyncio.sleep(0.1)
+
+    monkeypatch.setattr(ks, "logout", logout)
+
+    async def main():
+        return await asyncio.gather(d.logout([3], force=True), d.logout([3], force=True))
+
+    first, second = asyncio.run(main())
+    assert calls == [3]
+    assert first[0]["ok"] and second[0]["ok"] and 3 not in d.sessions
+
+
+def _kernel_session(root, sid, target="", state="FREE"):
+    base = root / f"class/iscsi_session/session{sid}"
+    base.mkdir(parents=True)
+    (base / "state").write_text(f"{state}\n")
+    (base / "targetname").write_text(f"{target}\n")
+
+
+def test_a_logout_of_an_unmanaged_session_adopts_that_one_only(tmp_path):
+    """A logout names a session another program made (iscsistart's boot session): only
+    that one is adopted.  Before, every unmanaged session was, a login this daemon was
+    making too (its CREATE_SESSION made it visible): adopted with no target, the error
+    kept for it replayed on that stand-in, whose recovery stopped the new connection."""
+    d = _daemon(tmp_path)
+    _kernel_session(tmp_path, 7, "iqn.2003-01.org.example:boot", "LOGGED_IN")
+    _kernel_session(tmp_path, 8)  # a login of this daemon, under way
+    d._on_event(ConnError(102, None, sid=8, cid=0, error=1020))  # kept for it
+    d._adopt(only=7)
+    assert sorted(d.sessions) == [7]
+    assert 8 in d._unclaimed_errors
+
+
+def test_a_half_made_session_is_never_recovered(tmp_path, caplog):
+    """Adopted with no target name (a login that did not finish): no recovery (it had
+    died on "a Normal session needs a TargetName"), and the warning says how to remove
+    it."""
+    d = _daemon(tmp_path)
+    s = _session(9)
+    s.node = ks.NodeTarget("", "", 3260, 0, "default", "tcp", {})
+    d.sessions[9] = s
+
+    async def main():
+        d._start_recovery(s, "failed while no daemon ran")
+        assert s.recovery is None
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(main())
+    assert "session 9 has no target name" in caplog.text and "-r 9 -u" in caplog.text
+
+
+@pytest.mark.parametrize("failure", [OSError(2, "No such file or directory")])
+def test_a_scan_that_fails_after_a_login_is_a_warning(tmp_path, monkeypatch, caplog, failure):
+    """The session stands; iscsiadm only warns (before: the OSError escaped the login
+    request, and a client logging in to several records got no answer)."""
+    d = _daemon(tmp_path)
+    d.nl = _StopOnly()
+    node = ks.NodeTarget.from_record({"node.name": "iqn.2003-01.org.example:t",
+                                      "node.conn[0].address": "127.0.0.1",
+                                      "node.conn[0].port": "3260", "node.tpgt": "1"})
+
+    async def establish(nl, handle, node, name, isid, issued, scan):
+        return ks.KernelSession(sid=4, host_no=5, cid=0, node=node, isid=isid, tsih=1,
+                                params=None, current=Portal("127.0.0.1", 3260, 1))
+
+    async def scan_host(host_no, root, executor=None):
+        raise failure
+
+    monkeypatch.setattr(ks, "establish", establish)
+    monkeypatch.setattr(ks, "scan_host", scan_host)
+    with caplog.at_level(logging.WARNING):
+        assert asyncio.run(d._establish(node, "iqn.2005-03.org.open-iscsi:i")) == 4
+    assert "session 4: the LUN scan failed" in caplog.text and 4 in d.sessions
