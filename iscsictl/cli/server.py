@@ -575,8 +575,8 @@ class CommandServer:
                 len(self.workers) < MAX_WORKERS and self._retry_at is None:
             try:
                 self._fork_worker()
-            except OSError as exc:
-                self._failed_forks += 1
+            except OSError as exc:  # counted while no worker runs: one could take a client
+                self._failed_forks = 0 if self.workers else self._failed_forks + 1
                 self._retry_at = time.monotonic() + FORK_RETRY
                 if not self.workers and self._failed_forks >= MAX_FAILED_FORKS:
                     _log(f"cannot start a worker ({exc.strerror}), {self._failed_forks} times "

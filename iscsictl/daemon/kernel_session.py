@@ -619,7 +619,10 @@ async def relogin(
     if session.isid is None:  # an adopted session whose ISID was not saved
         raise SessionError(9, f"session {sid}: its ISID is unknown; cannot reinstate it")
     if session.login_config is None:  # built once per session: recovery is latency-bound
-        session.login_config = LoginConfig.from_node(node.record, session.initiator_name)
+        try:
+            session.login_config = LoginConfig.from_node(node.record, session.initiator_name)
+        except ValueError as exc:  # a record no login can be made from (CHAP half set ...)
+            raise SessionError(7, f"session {sid}: {exc}") from None
     cfg = session.login_config
     loop = asyncio.get_running_loop()
     t0 = loop.time()

@@ -710,9 +710,6 @@ class NodeDB:
                 path = os.path.join(pdir, nid.iface)
                 if create and os.path.lexists(path):
                     raise RecordExists(f"node record {nid.flat()} iface {nid.iface} exists")
-                if os.path.isfile(legacy_path) and not os.path.islink(legacy_path):
-                    # old style record for this portal: converted, as iscsiadm does
-                    os.unlink(legacy_path)
                 self._mkdirs(NODES, nid.target, pdir.rsplit("/", 1)[1])
             try:
                 atomic_write(path, self._serialize(rec), tmp_dir=self._tmp_dir())
@@ -722,6 +719,13 @@ class NodeDB:
                 self._rmdir_quiet(tdir)
                 raise
             if not legacy:
+                if os.path.isfile(legacy_path) and not os.path.islink(legacy_path):
+                    # the old style record of this portal, converted (as iscsiadm does):
+                    # removed once the new one is written, so a failed write loses neither
+                    try:
+                        os.unlink(legacy_path)
+                    except FileNotFoundError:
+                        pass
                 self._link_node(rec, nid)
         rec.path = path
         return NodeID(nid.target, nid.address, nid.port, nid.tpgt, nid.iface, legacy)
@@ -1134,13 +1138,17 @@ class NodeDB:
                 yield from format_file_variants(run[0][3], [s[0] for s in run],
                                                 IDENTITY_KEYS, version=self.version)
         texts = formatted()
-        tmp_dir = f"{self._tmp_dir()}/{os.getpid()}."
+        import secrets  # lazily: only a discovery's batch names its temp files so
+
+        # unique to this batch (two threads, or two containers' processes of one pid, may
+        # share the DB), and created exclusively
+        tmp_dir = f"{self._tmp_dir()}/{os.getpid()}.{secrets.token_hex(4)}."
         meanwhile, elsewhere = [], []  # records made by another meanwhile; on another fs
         try:
             for i, ((rec, nid, pdir, _), text) in enumerate(zip(staged, texts)):
                 path, tmp = f"{pdir}/{nid.iface}", f"{tmp_dir}{i}.new"
                 try:
-                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
                     try:
                         view = memoryview(text.encode("utf-8", "surrogateescape"))
                         while view:  # a short write (a full disk) is not a whole record
@@ -1159,10 +1167,14 @@ class NodeDB:
                         try:
                             rename_noreplace(tmp, path)
                         except FileNotFoundError:  # its directory removed before the lock
-                            os.makedirs(os.path.dirname(path), DIR_MODE, exist_ok=True)
+                            self._mkdirs(NODES, nid.target, os.path.basename(
+                                os.path.dirname(path)))
                             rename_noreplace(tmp, path)
                     except FileExistsError:
                         meanwhile.append((rec, nid))
+                        continue
+                    except DBError as e:  # its directories could not be made again
+                        res.failed.append((nid, e))
                         continue
                     except OSError as e:
                         if e.errno == errno.EXDEV:

@@ -319,6 +319,57 @@ def test_a_rediscovery_converts_an_old_style_record_of_the_portal(db, tmp_path):
     assert db.discovery_nodes(did) == [nid]
 
 
+def test_an_old_style_record_outlives_a_failed_conversion(db, tmp_path, monkeypatch):
+    """The conversion's write fails (a full disk): the old-style record is still there
+    (before: removed first, so the record and its settings were lost)."""
+    did = DiscoveryID("sendtargets", "10.0.0.9", 3260)
+    db.create_discovery(did)
+    db.create_node(T1, "10.0.0.1", 3260, values={"node.startup": "automatic"})
+
+    def full(*a, **kw):
+        raise DBError("cannot write: No space left on device")
+    monkeypatch.setattr(store, "atomic_write", full)
+    res = db.reconcile_discovery(did, [NodeID(T1, "10.0.0.1", 3260, 1)])
+    assert [n for n, _ in res.failed] == [NodeID(T1, "10.0.0.1", 3260, 1)]
+    monkeypatch.undo()
+    (legacy,) = db.list_nodes()
+    assert legacy.legacy and db.read_node(legacy)["node.startup"] == "automatic"
+
+
+def test_two_batches_of_one_process_do_not_share_temp_files(db, tmp_path, monkeypatch):
+    """Two discoveries' batches at once in one process (threads; or two containers'
+    processes of one pid on a shared DB): each record is its own (before: the temp file
+    was named by pid and index, so one's record could land in the other's path)."""
+    import threading
+    dids = [DiscoveryID("sendtargets", f"10.0.0.{i}", 3260) for i in (8, 9)]
+    for did in dids:
+        db.create_discovery(did)
+    names = {did: [f"iqn.2001-04.com.example:{did.address[-1]}{i}" for i in range(20)]
+             for did in dids}
+    barrier, real = threading.Barrier(2), store.syncfs
+
+    def syncfs(path):  # both batches have written their temp files before either renames
+        real(path)
+        try:
+            barrier.wait(2)
+        except threading.BrokenBarrierError:
+            pass
+    monkeypatch.setattr(store, "syncfs", syncfs)
+
+    def discover(did):
+        NodeDB(db.db_root, db.config_root).reconcile_discovery(
+            did, [NodeID(t, did.address, 3260, 1) for t in names[did]])
+    threads = [threading.Thread(target=discover, args=(did,)) for did in dids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    for did in dids:
+        for t in names[did]:
+            rec = db.read_node(NodeID(t, did.address, 3260, 1))
+            assert (rec["node.name"], rec["node.conn[0].address"]) == (t, did.address)
+
+
 def test_temp_files_a_crash_left_are_removed(db, tmp_path):
     """In <db>/.tmp, a temp file an hour old is a crash's: removed by the next writer.  In
     a portal directory (where earlier versions wrote them, and iscsiadm reads them as
