@@ -718,8 +718,11 @@ async def _restart(nl, handle: int, session: KernelSession, outcome: LoginSucces
     IscsiKernelError for the first refusal (the parameters the kernel held are noted
     in ``session.kernel_params`` either way)."""
     ctx = _context(session, outcome, outcome.exp_statsn)
-    changes = relogin_changes(session_params(ctx, relogin=True) + negotiated_params(ctx),
-                              session.kernel_params)
+    # an adopted session's first relogin (nothing known of what the kernel holds) sends the
+    # session object's values too, as iscsid's every reopen does: a record changed since
+    # (replacement_timeout ...) reaches the kernel; after that, what changed only
+    changes = relogin_changes(session_params(ctx, relogin=bool(session.kernel_params))
+                              + negotiated_params(ctx), session.kernel_params)
     for param, _ in changes:  # unknown until the kernel answers (a refusal may come midway)
         session.kernel_params.pop(param, None)
     *results, started = await nl.set_params_and_start_conn(handle, session.sid, session.cid,

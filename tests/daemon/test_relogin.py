@@ -103,6 +103,21 @@ def test_relogin_relays_the_login_then_sets_the_parameters_and_starts(tmp_path, 
     assert session.tsih == TargetConfig().tsih and session.params is not None
 
 
+def test_an_adopted_sessions_first_relogin_sets_the_session_objects_values_too(tmp_path,
+                                                                                 portal):
+    """Adopted (nothing known of what the kernel holds): the first relogin sends the session
+    object's values as well (replacement_timeout: SESS_RECOVERY_TMO), as iscsid's every
+    reopen does, so that a record changed since reaches the kernel (before: never); then
+    what the kernel holds is known, and the next relogins send what changed only."""
+    from iscsictl.netlink import IscsiParam as P
+
+    kernel = RelayKernel(FakeTarget())
+    session = relogin(tmp_path, portal, kernel)  # kernel_params empty: as adopted
+    params = {P(r["param"]) for r in kernel.requests if r["type"] == E.SET_PARAM}
+    assert P.SESS_RECOVERY_TMO in params and P.TARGET_NAME in params
+    assert P.SESS_RECOVERY_TMO in session.kernel_params  # known from now on: sent no more
+
+
 @pytest.mark.parametrize("silent", [E.BIND_CONN, E.SEND_PDU, E.START_CONN],
                          ids=lambda t: t.name)
 def test_a_request_the_kernel_never_answers_is_a_retryable_failure(tmp_path, portal, silent):
