@@ -50,6 +50,7 @@ from iscsictl.netlink import (
     EventsLost,
     IscsiNetlinkError,
     KernelInterfaceUnavailable,
+    NetlinkClosedError,
     RecvPdu,
     UnbindSession,
 )
@@ -794,6 +795,8 @@ class Daemon:
             try:
                 async with self._login_sem:
                     await ks.relogin(self.nl, handle, session, self.issued_challenges)
+            except NetlinkClosedError:  # the daemon stops
+                return
             except Exception as exc:  # a SessionError; a bug too: logged, retried, not lost
                 if not isinstance(exc, SessionError):
                     log.error("session %d: relogin failed unexpectedly", sid, exc_info=exc)
