@@ -301,6 +301,15 @@ async def connect_node(node: NodeTarget, portal: Portal, timeout: float) -> sock
     return await connect(portal.address, portal.port, timeout, window, node.record)
 
 
+def login_config(node: NodeTarget, initiator_name: str) -> LoginConfig:
+    """The login's settings from ``node``'s record; SessionError 7 for a record no login can
+    be made from (CHAP half set, no target name ...: LoginConfig's ValueError)."""
+    try:
+        return LoginConfig.from_node(node.record, initiator_name)
+    except ValueError as exc:
+        raise SessionError(7, f"{node.describe()}: {exc}") from None
+
+
 async def userspace_login(
     node: NodeTarget,
     initiator_name: str,
@@ -316,10 +325,7 @@ async def userspace_login(
     Raises:
         SessionError with iscsiadm's code (4, 5, 8, 19, 24).
     """
-    try:
-        cfg = LoginConfig.from_node(node.record, initiator_name)
-    except ValueError as exc:  # a record the login cannot be made from (CHAP half set ...)
-        raise SessionError(7, f"{node.describe()}: {exc}") from None
+    cfg = login_config(node, initiator_name)
     portal = Portal(node.address, node.port, node.tpgt)
     for _ in range(MAX_REDIRECTS + 1):
         sock = await connect_node(node, portal, cfg.login_timeout)
@@ -619,10 +625,7 @@ async def relogin(
     if session.isid is None:  # an adopted session whose ISID was not saved
         raise SessionError(9, f"session {sid}: its ISID is unknown; cannot reinstate it")
     if session.login_config is None:  # built once per session: recovery is latency-bound
-        try:
-            session.login_config = LoginConfig.from_node(node.record, session.initiator_name)
-        except ValueError as exc:  # a record no login can be made from (CHAP half set ...)
-            raise SessionError(7, f"session {sid}: {exc}") from None
+        session.login_config = login_config(node, session.initiator_name)
     cfg = session.login_config
     loop = asyncio.get_running_loop()
     t0 = loop.time()

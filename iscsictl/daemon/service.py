@@ -369,11 +369,13 @@ class Daemon:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("%s failed", task.get_coro().__qualname__, exc_info=task.exception())
-        elif not task.cancelled() and isinstance(task.result(), list):  # a spawned logout
-            for r in task.result():
-                if isinstance(r, dict) and r.get("ok") is False:
-                    log.warning("session %s: logout failed: %s", r.get("sid"),
-                                r.get("message"))
+
+    async def _logout_for_kernel_or_target(self, sid: int) -> None:
+        """A logout nobody asked through IPC for (the kernel's INVALID_HOST, the target's
+        request): its failure is logged, there being no client to answer."""
+        for r in await self.logout([sid], force=True):
+            if not r.get("ok"):
+                log.warning("session %d: logout failed: %s", sid, r.get("message"))
 
     # ------------------------------------------------------------------ configuration
     def _db(self):  # type: ignore[no-untyped-def]
@@ -615,7 +617,7 @@ class Daemon:
             if session.conn_state == "IN LOGOUT":
                 pass  # the logout under way ends it
             elif err == IscsiErr.INVALID_HOST:
-                self._spawn(self.logout([session.sid], force=True))
+                self._spawn(self._logout_for_kernel_or_target(session.sid))
             else:
                 self._start_recovery(session, text)
         elif isinstance(ev, UnbindSession):
@@ -722,7 +724,7 @@ class Daemon:
                      type(ev).__name__)
         elif isinstance(ev, LogoutRequested):
             log.info("session %d: the target asks for a logout within %d s", session.sid, ev.seconds)
-            self._spawn(self.logout([session.sid], force=True))
+            self._spawn(self._logout_for_kernel_or_target(session.sid))
         elif isinstance(ev, (ConnectionDropRequested, SessionDropRequested)):
             log.info("session %d: the target drops the connection; Time2Wait %d s",
                      session.sid, ev.time2wait)

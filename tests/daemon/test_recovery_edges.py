@@ -5,10 +5,6 @@ daemon did not make while it makes another."""
 
 import asyncio
 import logging
-import sys
-from pathlib import Path
-
-import pytest
 
 from iscsictl.daemon import kernel_session as ks
 from iscsictl.daemon.errors import SessionError
@@ -16,8 +12,6 @@ from iscsictl.daemon.service import Daemon
 from iscsictl.netlink import ConnError
 from iscsictl.protocol.names import ISID
 from iscsictl.protocol.portal import Portal
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _session(sid=3, record=None):
@@ -86,24 +80,23 @@ def test_an_error_while_a_recovery_finishes_starts_another(tmp_path, monkeypatch
     s.time2wait_once = 0
     d.sessions[3] = s
     d.nl = _StopOnly()
-    relogins, walking = [], asyncio.Event
+    relogins, walking = [], []  # the walk's start, an Event made in the loop
 
     async def relogin(nl, handle, session, challenges):
         relogins.append(session.sid)
         session.time2wait_once = 0
 
     async def online_devices(session, sysfs, executor=None):
-        walking.set()
+        walking[0].set()
         await asyncio.sleep(0.2)
 
     monkeypatch.setattr(ks, "relogin", relogin)
     monkeypatch.setattr(ks, "online_devices", online_devices)
 
     async def main():
-        nonlocal walking
-        walking = asyncio.Event()
+        walking.append(asyncio.Event())
         d._start_recovery(s, "first error")
-        await asyncio.wait_for(walking.wait(), 5)
+        await asyncio.wait_for(walking[0].wait(), 5)
         assert s.conn_state == "LOGGED IN"
         d._on_event(ConnError(102, None, sid=3, cid=0, error=1020))
         for _ in range(100):
@@ -180,8 +173,7 @@ def test_a_half_made_session_is_never_recovered(tmp_path, caplog):
     assert "session 9 has no target name" in caplog.text and "-r 9 -u" in caplog.text
 
 
-@pytest.mark.parametrize("failure", [OSError(2, "No such file or directory")])
-def test_a_scan_that_fails_after_a_login_is_a_warning(tmp_path, monkeypatch, caplog, failure):
+def test_a_scan_that_fails_after_a_login_is_a_warning(tmp_path, monkeypatch, caplog):
     """The session stands; iscsiadm only warns (before: the OSError escaped the login
     request, and a client logging in to several records got no answer)."""
     d = _daemon(tmp_path)
@@ -195,10 +187,33 @@ def test_a_scan_that_fails_after_a_login_is_a_warning(tmp_path, monkeypatch, cap
                                 params=None, current=Portal("127.0.0.1", 3260, 1))
 
     async def scan_host(host_no, root, executor=None):
-        raise failure
+        raise FileNotFoundError(2, "No such file or directory")
 
     monkeypatch.setattr(ks, "establish", establish)
     monkeypatch.setattr(ks, "scan_host", scan_host)
     with caplog.at_level(logging.WARNING):
         assert asyncio.run(d._establish(node, "iqn.2005-03.org.open-iscsi:i")) == 4
     assert "session 4: the LUN scan failed" in caplog.text and 4 in d.sessions
+
+
+def test_a_logout_the_target_asks_for_that_fails_is_logged(tmp_path, monkeypatch, caplog):
+    """No client to answer: the failure goes to the log (before: thrown away)."""
+    from iscsictl.protocol.pdu import AsyncMessage
+
+    d = _daemon(tmp_path)
+    s = _session(3)
+    d.sessions[3] = s
+    d.nl = _StopOnly()
+
+    async def logout(nl, handle, session, timeout, root):
+        raise SessionError(9, "session 3: the kernel refused to destroy it")
+
+    monkeypatch.setattr(ks, "logout", logout)
+
+    async def main():
+        d._on_target_pdu(s, AsyncMessage(async_event=1, parameter3=5))  # logout requested
+        await asyncio.gather(*d._tasks)
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(main())
+    assert "session 3: logout failed: session 3: the kernel refused to destroy it" in caplog.text
