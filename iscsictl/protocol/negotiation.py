@@ -101,8 +101,11 @@ def check_answer(kd: KeyDef, offered: str, answer: str) -> str:
         offered: what we sent (a comma list for LIST keys).
         answer: what the peer answered.
     Returns:
-        the negotiated value (the key's default after Reject, NotUnderstood or
-        Irrelevant: the key is then not negotiated).
+        the negotiated value.  After Reject, NotUnderstood or Irrelevant the key
+        is not negotiated and keeps its default (§6.2), except an AND key
+        (ImmediateData), which becomes No: a target that refuses ImmediateData=Yes
+        is not sent immediate data, as open-iscsi reads it (``usr/login.c``: Yes
+        only when answered Yes), and No is the value both sides can use.
     Raises:
         NegotiationError: the answer is outside the offer, out of range or of
             the wrong kind; or a special answer to a list offer that leaves out the
@@ -114,6 +117,8 @@ def check_answer(kd: KeyDef, offered: str, answer: str) -> str:
                 kd.default not in offered.split(","):
             raise NegotiationError(kd.name, f"answered {answer}, which leaves {kd.default} "
                                             f"in force; our offer was {offered!r}")
+        if kd.kind is Kind.AND:
+            return "No"
         return kd.default if kd.default is not None else answer
     if kd.kind is Kind.LIST:
         if "," in answer or answer not in offered.split(","):

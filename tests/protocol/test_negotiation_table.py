@@ -117,14 +117,25 @@ def test_respond_refuses_declarative_keys():
         respond(KEYS["TargetAlias"], "x", None)
 
 
+def _special_result(kd, special):
+    """What a special answer leaves: the default, but No for an AND key."""
+    return "No" if kd.kind is Kind.AND else kd.default if kd.default is not None else special
+
+
 @pytest.mark.parametrize("key", _negotiable_keys())
 @pytest.mark.parametrize("special", ["Reject", "NotUnderstood", "Irrelevant"])
 def test_special_answers_keep_the_default(key, special):
     kd = KEYS[key]
     offer = {Kind.LIST: kd.default or "None", Kind.AND: "Yes", Kind.OR: "No"}.get(
         kd.kind, str(kd.low or 1))
-    expected = kd.default if kd.default is not None else special
-    assert check_answer(kd, offer, special) == expected
+    assert check_answer(kd, offer, special) == _special_result(kd, special)
+
+
+@pytest.mark.parametrize("special", ["Reject", "NotUnderstood", "Irrelevant"])
+def test_a_refused_immediate_data_is_no(special):
+    """ImmediateData=Yes (its default) refused: no immediate data, as open-iscsi reads it."""
+    assert check_answer(KEYS["ImmediateData"], "Yes", special) == "No"
+    assert check_answer(KEYS["InitialR2T"], "No", special) == "Yes"  # OR: the default is the safe side
 
 
 @pytest.mark.parametrize("special", ["Reject", "NotUnderstood", "Irrelevant"])
@@ -266,7 +277,7 @@ def test_check_answer_result_is_always_legal(case):
     except NegotiationError:
         return
     if answer in ("Reject", "NotUnderstood", "Irrelevant"):
-        assert r == (kd.default if kd.default is not None else answer)
+        assert r == _special_result(kd, answer)
         return
     if kd.kind is Kind.LIST:
         assert r in offer.split(",")
