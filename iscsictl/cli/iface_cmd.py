@@ -146,6 +146,6 @@ def _tree(db, names: list[str], o) -> int:
             if n.target != last:
                 lines.append(f"\tTarget: {n.target}")
                 last = n.target
-            lines.append(f"\t\tPortal: {n.portal},{n.tpgt}")
+            lines.append(f"\t\tPortal: {n.portal},{n.listed_tpgt}")
     o.lines(lines)
     return E.SUCCESS

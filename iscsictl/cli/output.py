@@ -71,7 +71,7 @@ class Output:
 def node_json(nid) -> dict:
     """A NodeID as JSON: target, address, port, tpgt, iface, portal (``ip:port``)."""
     return {"target": nid.target, "address": nid.address, "port": nid.port,
-            "tpgt": nid.tpgt, "iface": nid.iface, "portal": nid.portal}
+            "tpgt": nid.listed_tpgt, "iface": nid.iface, "portal": nid.portal}
 
 
 def record_json(rec, show_secrets: bool = False) -> dict:

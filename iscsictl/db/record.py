@@ -417,7 +417,7 @@ def format_node_tree(nids) -> list[str]:  # type: ignore[no-untyped-def]
         if n.target != last:
             out.append(f"Target: {n.target}")
             last = n.target
-        out.append(f"\tPortal: {n.portal},{n.tpgt}")
+        out.append(f"\tPortal: {n.portal},{n.listed_tpgt}")
         out.append(f"\t\tIface Name: {n.iface}")
     return out
 

@@ -84,6 +84,13 @@ class NodeID:
     tpgt: int
     iface: str = "default"
     legacy: bool = field(default=False, compare=False)
+    legacy_tpgt: int = field(default=-1, compare=False)
+
+    @property
+    def listed_tpgt(self) -> int:
+        """The tag a listing shows: a legacy file's own ``node.tpgt`` (iscsiadm 2.0.874 wrote
+        the real tag into it; iscsiadm lists what it reads), else ``tpgt``."""
+        return self.legacy_tpgt if self.legacy else self.tpgt
 
     @property
     def portal(self) -> str:
@@ -105,7 +112,7 @@ class NodeID:
     def flat(self, signed: bool = False) -> str:
         """The ``iscsiadm -m node`` line for this record (no newline); ``signed``: an unknown
         tag as -1, as a discovery prints it (see :func:`format_node_flat`)."""
-        return format_node_flat(self.address, self.port, self.tpgt, self.target, signed)
+        return format_node_flat(self.address, self.port, self.listed_tpgt, self.target, signed)
 
     @classmethod
     def of(cls, rec: Record) -> "NodeID":
@@ -549,11 +556,13 @@ class NodeDB:
                         continue
                     if tpgt is not None and tpgt != schema.TPGT_UNKNOWN:
                         continue
-                    ifname = self._legacy_iface(os.path.join(tdir, name))
-                    if ifname is None:
+                    fields = self._legacy_fields(os.path.join(tdir, name))
+                    if fields is None:
                         continue
+                    ifname, file_tpgt = fields
                     if iface is None or iface == ifname:
-                        out.append(NodeID(t, a, p, schema.TPGT_UNKNOWN, ifname, legacy=True))
+                        out.append(NodeID(t, a, p, schema.TPGT_UNKNOWN, ifname, legacy=True,
+                                          legacy_tpgt=file_tpgt))
                     continue
                 if g is None:
                     self.warn(f"{os.path.join(tdir, name)}: directory without tpgt: skipped")
@@ -591,18 +600,25 @@ class NodeDB:
             self.warn(f"{entry.path}: {e.strerror}: skipped")
             return None
 
-    def _legacy_iface(self, path: str) -> str | None:
+    def _legacy_fields(self, path: str) -> tuple[str, int] | None:
+        """A legacy record file's iface name (``iface.iscsi_ifacename``, else default) and its
+        own ``node.tpgt`` (-1 when absent or not a number); None when it cannot be read."""
         try:
-            data = read_regular(path, 1 << 20)
+            data = read_regular(path, MAX_RECORD_BYTES)
         except OSError:
             return None
+        ifname, tpgt = "default", schema.TPGT_UNKNOWN
         for line in data.split(b"\n"):
-            line = line.strip()
-            if line.startswith(b"iface.iscsi_ifacename"):
-                v = line.partition(b"=")[2].strip()
-                if v:
-                    return v.decode("utf-8", "surrogateescape")
-        return "default"
+            key, eq, v = line.partition(b"=")
+            key, v = key.strip(), v.strip()
+            if not eq or not v:
+                continue
+            if key == b"iface.iscsi_ifacename":
+                ifname = v.decode("utf-8", "surrogateescape")
+            elif key == b"node.tpgt" and (v[1:] if v[:1] == b"-" else v).isdigit() \
+                    and len(v) <= 11 and -1 <= int(v) <= 0xFFFF:
+                tpgt = int(v)
+        return ifname, tpgt
 
     def flat_listing(self, **filters) -> list[str]:
         """Lines of ``iscsiadm -m node`` (no newlines)."""
@@ -736,7 +752,8 @@ class NodeDB:
         path = self._p(NODES, nid.target, f"{nid.address},{nid.port}")
         if not os.path.isfile(path) or os.path.islink(path):
             return None
-        if self._legacy_iface(path) != nid.iface:
+        fields = self._legacy_fields(path)
+        if fields is None or fields[0] != nid.iface:
             return None
         return NodeID(nid.target, nid.address, nid.port, schema.TPGT_UNKNOWN, nid.iface,
                       legacy=True)

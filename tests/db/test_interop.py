@@ -140,3 +140,21 @@ def test_discovery_records_interop(etc):
     assert adm(etc, "-m", "node").stdout == f"10.0.0.7:3260,1 {T1}\n"
     adm(etc, "-m", "discoverydb", "-t", "st", "-p", "10.0.0.7", "-o", "delete")
     assert db.list_nodes() == []
+
+
+def test_a_legacy_file_is_listed_with_its_own_tag(etc):
+    """iscsiadm 2.0.874 wrote ``nodes/T/IP,PORT`` files holding the real ``node.tpgt``:
+    iscsiadm lists the tag it reads there, not the unknown tag of the file's name."""
+    os.makedirs(os.path.join(etc, "nodes", T1))
+    with open(os.path.join(etc, "nodes", T1, "10.0.0.1,3260"), "w") as f:
+        f.write(f"node.name = {T1}\nnode.tpgt = 1\nnode.startup = automatic\n"
+                "iface.iscsi_ifacename = default\nnode.conn[0].address = 10.0.0.1\n"
+                "node.conn[0].port = 3260\n")
+    db = NodeDB(etc, etc)
+    adm(etc, "-m", "node", "-T", T2, "-p", "10.0.0.2", "-o", "new")  # legacy, node.tpgt = -1
+    assert db.flat_listing() == [f"10.0.0.1:3260,1 {T1}", f"10.0.0.2:3260,4294967295 {T2}"]
+    assert "\n".join(db.flat_listing()) + "\n" == adm(etc, "-m", "node").stdout
+    assert "\n".join(db.tree_listing()) + "\n" == adm(etc, "-m", "node", "-P", "1").stdout
+    (nid,) = db.list_nodes(target=T1)
+    assert nid.legacy and nid.tpgt == -1 and nid.listed_tpgt == 1  # still the file <ip>,<port>
+    assert db.read_node(nid)["node.startup"] == "automatic"
