@@ -825,44 +825,56 @@ async def logout(nl, handle: int, session: KernelSession, timeout: float,  # typ
     the kernel may skip KEVENT_UNBIND_SESSION for a session already unbinding,
     and a dead target never answers the Logout; the wait for the destruction by
     :data:`DESTROY_TIMEOUT` (then a warning: the kernel goes on with it).  Teardown always
-    happens (not when cancelled during the UNBIND, which still runs to its end first).
-    Raises SessionError 9 when the kernel refuses the destruction (the session stays, its
-    connection stopped: ``conn_state`` FAILED), as iscsid's "can not safely destroy".
+    happens: cancelled (the daemon stops) while it waits for the unbind or the target, the
+    logout goes straight to the teardown, then raises CancelledError; cancelled during a
+    kernel request, that request runs to its end first.  Raises SessionError 9 when the
+    kernel refuses the destruction (the session stays, its connection stopped:
+    ``conn_state`` FAILED), as iscsid's "can not safely destroy".
     """
     from iscsictl.protocol.session import LogoutExchange
 
     sid, cid = session.sid, session.cid
     session.conn_state = "IN LOGOUT"
+    cancelled = False  # then the session is torn down all the same: never left half unbound
     try:
         await _lane_job(nl, IscsiNetlink.unbind_session, handle, sid)
         try:
             await asyncio.wait_for(session.unbound.wait(), timeout)
         except asyncio.TimeoutError:
             log.warning("session %d: no unbind event within %g s; continuing", sid, timeout)
+    except asyncio.CancelledError:
+        cancelled = True
     except NetlinkClosedError:
         raise
     except IscsiNetlinkError as exc:  # refused, or no reply in time: the teardown follows
         log.warning("session %d: UNBIND_SESSION failed (%s); continuing", sid, exc)
-    exchange = LogoutExchange(itt=0, cmdsn=0, exp_statsn=0, cid=cid)
-    loop = asyncio.get_running_loop()
-    session.pdu_waiter = loop.create_future()
-    session.pdu_wanted = (LogoutResponse, Reject)  # an Async Message meanwhile is an event
-    try:
-        hdr, _ = exchange.request.encode_header()
-        await nl.send_pdu(handle, sid, cid, hdr, b"")
-        pdu = await asyncio.wait_for(session.pdu_waiter, timeout)
-        if isinstance(pdu, LogoutResponse):
-            result = exchange.receive_pdu(pdu, match_itt=False)
-            if not result.ok:
-                log.warning("session %d: logout response %s", sid, result.response)
-    except (IscsiNetlinkError, asyncio.TimeoutError, ISCSIProtocolError) as exc:
-        log.warning("session %d: no clean Logout (%s); tearing down", sid, exc or "timed out")
-    finally:
-        session.pdu_waiter, session.pdu_wanted = None, ANY_PDU
+    if not cancelled:
+        exchange = LogoutExchange(itt=0, cmdsn=0, exp_statsn=0, cid=cid)
+        session.pdu_waiter = asyncio.get_running_loop().create_future()
+        session.pdu_wanted = (LogoutResponse, Reject)  # an Async Message meanwhile is an event
+        try:
+            hdr, _ = exchange.request.encode_header()
+            await nl.send_pdu(handle, sid, cid, hdr, b"")
+            pdu = await asyncio.wait_for(session.pdu_waiter, timeout)
+            if isinstance(pdu, LogoutResponse):
+                result = exchange.receive_pdu(pdu, match_itt=False)
+                if not result.ok:
+                    log.warning("session %d: logout response %s", sid, result.response)
+        except asyncio.CancelledError:
+            cancelled = True
+        except (IscsiNetlinkError, asyncio.TimeoutError, ISCSIProtocolError) as exc:
+            log.warning("session %d: no clean Logout (%s); tearing down", sid, exc or "timed out")
+        finally:
+            session.pdu_waiter, session.pdu_wanted = None, ANY_PDU
+    if cancelled:
+        log.info("session %d: logout cut short (the daemon stops); tearing down", sid)
     if not await force_teardown(nl, handle, sid, cid):  # refused (logged): no event comes
         session.conn_state = "FAILED"  # stopped, and still the kernel's: still managed
         raise SessionError(9, f"session {sid}: the kernel refused to destroy it; it is "
                               "still there (its connection stopped)")
+    if cancelled:
+        raise asyncio.CancelledError
+    loop = asyncio.get_running_loop()
     entry = os.path.join(sysfs_root, "class", "iscsi_session", f"session{sid}")
     deadline = loop.time() + DESTROY_TIMEOUT
     while not session.destroyed.is_set():

@@ -158,6 +158,11 @@ def _flag(value: Any) -> bool:
     return value
 
 
+#: the answer to a request the daemon's stop cut short (ISCSI_ERR_AGAIN)
+CUT_SHORT = ("iscsictld stopped while the request was under way; a login it cut short made "
+             "no session, a logout still tore its session down (iscsictl -m session lists "
+             "the sessions)")
+
 #: sessions or records one request may name: far above what a host runs (the kernel's
 #: session ids, a thousand sessions), far below what would hold the loop for seconds
 MAX_REQUEST_ITEMS = 16384
@@ -331,17 +336,23 @@ class Daemon:
 
     async def close(self, logout_all: bool = False) -> None:
         """Stop serving; sessions keep running in the kernel unless ``logout_all``.  Always
-        ends stopped (a failing step is logged, the others still run)."""
+        ends stopped (a failing step is logged, the others still run).  Requests under way
+        are cut short while netlink is still open, so that what they undo reaches the
+        kernel (a login's half-made session destroyed, a logout's session torn down), and
+        each client is answered (29)."""
         self._closing = True
         try:
+            requests: list[asyncio.Task[None]] = []
             if self._server is not None:
+                requests = list(self._server.tasks)
                 self._server.close()
                 self._server = None
             if logout_all:
                 await self.logout([s.sid for s in list(self.sessions.values())], force=True)
-            for t in list(self._tasks):
+            tasks = [*requests, *self._tasks]
+            for t in tasks:
                 t.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             self._flush_state()
         except Exception:  # noqa: BLE001 - a bug must not keep the daemon from stopping
             log.exception("while stopping")
@@ -1053,7 +1064,13 @@ class Daemon:
                     if version >= 3:
                         keepalive = KeepAlive(out, encode_message(
                             {"version": version, "alive": True}), KEEPALIVE_INTERVAL)
-                    reply = {"ok": True, "result": await self._dispatch(req, progress)}
+                    try:
+                        result = await self._dispatch(req, progress)
+                    except asyncio.CancelledError:  # close(): the client still gets an answer
+                        out.write(encode_message({"version": version, "ok": False, "error": {
+                            "code": 29, "message": CUT_SHORT}}))
+                        raise
+                    reply = {"ok": True, "result": result}
                 except SessionError as exc:
                     reply = {"ok": False, "error": {"code": exc.code, "message": str(exc)}}
                 except (ValueError, KeyError, TypeError) as exc:

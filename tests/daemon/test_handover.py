@@ -513,6 +513,42 @@ def test_logout_returns_once_the_kernel_reports_the_session_destroyed(caplog, tm
     assert "not reported it destroyed" not in caplog.text
 
 
+@pytest.mark.parametrize("where", ["unbind event", "logout response", "destruction"])
+def test_a_cancelled_logout_still_tears_the_session_down(tmp_path, where):
+    """The daemon stops (or a task is cancelled) while a logout waits for the kernel's
+    unbind event or the target's Logout Response: the session is still torn down before
+    CancelledError (before, it was left unbound, its disks gone and its connection up, for
+    ever); once torn down, the wait for the kernel's report of it is simply given up."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        session = _logged_in_session()
+        kernel = DestroyingKernel(session, loop, delay=60)
+        nl = RecordingLanes(kernel, timeout=0.1)
+        if where != "unbind event":
+            session.unbound.set()
+        timeout = 0.05 if where == "destruction" else 30  # no Logout Response comes
+        task = asyncio.ensure_future(ks.logout(nl, 3, session, timeout, str(tmp_path)))
+        try:
+            for _ in range(200):  # until the logout waits where this case cuts it short
+                await asyncio.sleep(0.01)
+                types = [r["type"] for r in kernel.requests]
+                if {"unbind event": E.UNBIND_SESSION, "logout response": E.SEND_PDU,
+                        "destruction": E.DESTROY_SESSION_ASYNC}[where] in types:
+                    break
+            await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(task, 5)
+        finally:
+            nl.knl.close()
+        return [r["type"] for r in kernel.requests]
+
+    _sysfs_with_session(tmp_path)
+    types = asyncio.run(main())
+    assert types[-3:] == [E.STOP_CONN, E.DESTROY_CONN, E.DESTROY_SESSION_ASYNC]
+    assert types.count(E.DESTROY_SESSION_ASYNC) == 1
+
+
 def _timed_logout(kernel, sysfs_root, gone_after=None) -> float:
     """Seconds ks.logout takes against ``kernel`` (a fake that reports no destruction);
     ``gone_after``: seconds after which the session's sysfs entry is removed."""

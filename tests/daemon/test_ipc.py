@@ -576,3 +576,54 @@ def test_a_request_nested_too_deep_is_a_bad_request(served):
     s.close()
     assert b'"code":16' in reply and b"nested too deep" in reply
     assert client.call("ping")["sessions"] == 0
+
+
+def test_requests_under_way_when_the_daemon_stops_are_cut_short_and_answered(tmp_path):
+    """close() (SIGTERM, IPC stop) cancels the requests under way while netlink is still
+    open, so that what they undo reaches the kernel, and answers each client (29).  Before,
+    a login went on after netlink was closed (its half-made kernel session could no longer
+    be destroyed) and its client was left without an answer."""
+    path = str(tmp_path / "d.sock")
+    seen = []
+
+    class Netlink:
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+    async def main():
+        d = Daemon(path, sysfs_root=str(tmp_path / "sys"), state_dir=str(tmp_path / "state"),
+                   db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
+        d.nl = nl = Netlink()
+        entered = asyncio.Event()
+
+        async def stuck_establish(node, initiator_name):
+            entered.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                seen.append("cancelled with netlink " + ("closed" if nl.closed else "open"))
+                raise
+
+        d._establish = stuck_establish
+        d.listen()
+        threading.Thread(target=login, daemon=True).start()  # not the loop's executor: a
+        await asyncio.wait_for(entered.wait(), 5)            # client never answered would
+        await d.close()                                      # hold asyncio.run's end
+        await asyncio.get_running_loop().run_in_executor(None, answered.wait, 10)
+
+    def login():
+        try:
+            DaemonClient(path, timeout=5).call("login", records=[{
+                "node.name": "iqn.2003-01.org.example:t", "node.conn[0].address": "192.0.2.7"}],
+                initiator_name="iqn.x")
+        except DaemonError as exc:
+            answers.append(exc)
+        answered.set()
+
+    answers, answered = [], threading.Event()
+    asyncio.run(main())
+    assert seen == ["cancelled with netlink open"]
+    (err,) = answers
+    assert err.code == 29 and "stopped while the request was under way" in str(err)
