@@ -790,17 +790,22 @@ async def online_devices(session: KernelSession, sysfs, executor=None) -> None: 
     the event loop (with 64 sessions coming back at once, the walk on the loop was ~17%
     of the loop's time under QEMU TCG, py-spy: time the other relogins waited for)."""
 
-    def work() -> None:
-        for d in sysfs.session_devices(session.sid):
-            if d.state not in ("offline", "transport-offline"):
-                continue
-            try:
-                with open(f"{sysfs.root}/bus/scsi/devices/{d.hctl}/state", "w") as f:
-                    f.write("running")
-            except OSError as exc:
-                log.warning("session %d: cannot bring %s back online: %s", session.sid, d.hctl, exc)
+    await asyncio.get_running_loop().run_in_executor(executor, set_devices_running, sysfs,
+                                                     session.sid)
 
-    await asyncio.get_running_loop().run_in_executor(executor, work)
+
+def set_devices_running(sysfs, sid: int) -> None:  # type: ignore[no-untyped-def]
+    """Session ``sid``'s devices that are offline (the replacement timeout, or a firmware
+    session's devices before iscsid takes notice) set ``running`` through their sysfs
+    ``state``; blocking (a sysfs walk and writes); failures logged."""
+    for d in sysfs.session_devices(sid):
+        if d.state not in ("offline", "transport-offline"):
+            continue
+        try:
+            with open(f"{sysfs.root}/bus/scsi/devices/{d.hctl}/state", "w") as f:
+                f.write("running")
+        except OSError as exc:
+            log.warning("session %d: cannot bring %s back online: %s", sid, d.hctl, exc)
 
 
 async def scan_host(host_no: int, sysfs_root: str = "/sys", executor=None) -> None:  # type: ignore[no-untyped-def]

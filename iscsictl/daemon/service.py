@@ -46,6 +46,7 @@ from iscsictl.lexical import ascii_digits
 from iscsictl.netlink import (
     AsyncIscsiNetlink,
     ConnError,
+    CreateSession,
     DestroySession,
     EventsLost,
     IscsiNetlinkError,
@@ -54,7 +55,7 @@ from iscsictl.netlink import (
     RecvPdu,
     UnbindSession,
 )
-from iscsictl.netlink.enums import ISCSI_ERR_STRINGS, IscsiErr
+from iscsictl.netlink.enums import ISCSI_ERR_STRINGS, IscsiErr, TransportCaps
 from iscsictl.protocol.bhs import RawPDU, decode_bhs
 from iscsictl.protocol.errors import ISCSIProtocolError, TruncatedPDU
 from iscsictl.protocol.names import ISID, OPEN_ISCSI_OUI, ISIDAllocator
@@ -280,6 +281,7 @@ class Daemon:
         # SCSI scans block in the kernel for the whole LUN scan: give them their own
         # threads so 32 parallel logins scan in parallel (the default pool has ~6)
         self._scan_pool = ThreadPoolExecutor(MAX_PARALLEL_LOGINS, thread_name_prefix="scan")
+        self._caps: dict[str, int] = {}  # transport name -> its CAP_* bits (_transport_caps)
         # connection errors the kernel reported for a session not managed yet (one being
         # set up: the kernel runs it, and scans it, a moment before this daemon files it);
         # handled when it is.  The kernel never reuses a sid within a boot.
@@ -515,7 +517,9 @@ class Daemon:
     def _adopt(self, only: int | None = None) -> None:
         """Take over every live kernel session from sysfs (``only``: that one), without a
         relogin.  One that has no target name is half-made (a daemon stopped mid-login):
-        taken, so that a logout can remove it, but never recovered.
+        taken, so that a logout can remove it, but never recovered.  One the HBA's firmware
+        runs (:meth:`_firmware_session`) is left to it, as iscsid's sync_session does; at
+        the daemon's start a CAP_FW_DB host is scanned (node.session.scan permitting).
 
         Reads only the attributes adoption needs, lists the connections once and
         reads the node DB once: the full SessionInfo/ConnectionInfo readers (~70 sysfs
@@ -532,6 +536,7 @@ class Daemon:
         index = self._record_index()
         defaults: dict[str, str] | None = None
         rd = self.sysfs.read
+        scanned: set[int] = set()
 
         def num(v: str | None) -> int | None:
             try:
@@ -545,6 +550,14 @@ class Daemon:
             if sess_state is None:
                 continue  # gone meanwhile
             host_no = self.sysfs.session_host_no(sid)
+            if self._firmware_session(sid, host_no):
+                transport = self._transport_of(host_no)
+                log.info("session %d: run by the HBA's firmware (%s); left to it", sid, transport)
+                if only is None and host_no is not None and host_no not in scanned and \
+                        self._transport_caps(transport) & TransportCaps.FW_DB:
+                    scanned.add(host_no)  # iscsid's sync_session rescans these hosts
+                    self._scan_firmware_host(sid, host_no, online=False)
+                continue
             cid = cids.get(sid)
             cbase = f"class/iscsi_connection/connection{sid}:{cid}/" if cid is not None else None
 
@@ -595,6 +608,43 @@ class Daemon:
         self._save_state()
 
     # ------------------------------------------------------------------ events
+    def _transport_caps(self, transport: str) -> int:
+        """``class/iscsi_transport/<name>/caps`` (0 when unreadable), read once a transport."""
+        caps = self._caps.get(transport)
+        if caps is None:
+            info = self.sysfs.transport(transport)
+            if info is None:  # not loaded (yet): not remembered
+                return 0
+            caps = self._caps[transport] = info.caps or 0
+        return caps
+
+    def _firmware_session(self, sid: int, host_no: int | None) -> bool:
+        """Whether the HBA's firmware made and runs session ``sid``, not a netlink user
+        (qla4xxx flash targets): its transport keeps the targets itself (``CAP_FW_DB``), or
+        the kernel names no creator (``creator`` -1).  iscsid leaves such sessions alone
+        (usr/iscsid.c sync_session); a software relogin or teardown would fight the card."""
+        if self._transport_caps(self._transport_of(host_no)) & TransportCaps.FW_DB:
+            return True
+        return self.sysfs.read(f"class/iscsi_session/session{sid}/creator") == "-1"
+
+    def _scan_firmware_host(self, sid: int, host_no: int, online: bool = True) -> None:
+        """What iscsid does for a session the HBA's firmware logged in by itself (usr/
+        initiator.c iscsi_async_session_creation): its devices set running (``online``) and
+        its host scanned unless iscsid.conf's node.session.scan is manual; on the scan
+        threads, failures logged."""
+        autoscan = self._node_defaults().get("node.session.scan", "auto") != "manual"
+
+        def work() -> None:
+            if online:
+                ks.set_devices_running(self.sysfs, sid)
+            if autoscan:
+                try:
+                    self.sysfs.scan_host(host_no)
+                except OSError as exc:
+                    log.warning("host %d: the LUN scan failed: %s", host_no, exc)
+
+        self._scan_pool.submit(work)
+
     def _on_event(self, ev: Any) -> None:
         sid = getattr(ev, "sid", None)
         session = self.sessions.get(sid) if sid is not None else None
@@ -649,6 +699,11 @@ class Daemon:
                          "not manage (another netlink user): ignored", ev.sid)
         elif isinstance(ev, EventsLost):
             self._resync()
+        elif isinstance(ev, CreateSession):  # ours too: only the firmware's need anything
+            if self._transport_caps(self._transport_of(ev.host_no)) & TransportCaps.FW_DB:
+                log.info("session %d: logged in by the HBA's firmware on host %d", ev.sid,
+                         ev.host_no)
+                self._scan_firmware_host(ev.sid, ev.host_no)
         else:
             log.debug("kernel event %s ignored", type(ev).__name__)
 
@@ -973,6 +1028,9 @@ class Daemon:
             self._adopt(only=sid)  # that one: not a session a login here is making
             session = self.sessions.get(sid)
             if session is None:
+                host_no = self.sysfs.session_host_no(sid)
+                if host_no is not None and self._firmware_session(sid, host_no):
+                    return await self._logout_flashnode_sid(sid, host_no)
                 return {"sid": sid, "ok": False, "code": 2, "message": err_text(2)}
         assert self.nl is not None
         desc = {"sid": sid, "target": session.node.target,
@@ -996,6 +1054,24 @@ class Daemon:
             session.logging_out = None
         done.set_result(result)
         return result
+
+    async def _logout_flashnode_sid(self, sid: int, host_no: int) -> dict[str, Any]:
+        """Log out of a session the HBA's firmware runs: the card logs out and removes it
+        (ISCSI_UEVENT_LOGOUT_FLASHNODE_SID, as iscsiadm's iscsi_logout_flashnode_sid); no
+        software teardown."""
+        assert self.nl is not None
+        transport = self._transport_of(host_no)
+        desc = {"sid": sid, "target": self.sysfs.read(
+            f"class/iscsi_session/session{sid}/targetname") or "", "portal": ""}
+        try:
+            await self.nl.logout_flashnode_sid(await self.handle(transport), host_no, sid)
+        except SessionError as exc:  # the transport's module is gone
+            return {**desc, "ok": False, "code": exc.code, "message": str(exc)}
+        except IscsiNetlinkError as exc:
+            return {**desc, "ok": False, "code": 10,
+                    "message": f"{transport} refused the logout of its session {sid}: {exc}"}
+        log.info("session %d: logged out through the HBA (%s)", sid, transport)
+        return {**desc, "ok": True}
 
     async def _logout_session(self, session: ks.KernelSession,
                               desc: dict[str, Any]) -> dict[str, Any]:

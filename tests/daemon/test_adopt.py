@@ -98,3 +98,85 @@ def test_a_recorded_session_relogs_in_with_the_credentials_it_used(daemon):
     assert (rec["node.session.auth.username"], rec["node.session.auth.password"]) == \
         ("ibftuser", "ibft-secret-12")
     assert rec["node.session.timeo.replacement_timeout"] == "9"
+
+
+# ---- sessions the HBA's firmware runs (qla4xxx flash targets) -----------------------------
+QLA_CAPS = "0x7a00"  # qla4xxx: CAP_FW_DB among them
+
+
+def _firmware_host(sys_root, sid, host, *, creator="-1", transport="qla4xxx", caps=QLA_CAPS):
+    """``add_session`` made by the HBA's firmware: ``creator`` -1, the host's driver
+    ``transport``, its ``class/iscsi_transport`` entry with ``caps``."""
+    add_session(sys_root, sid, host, T, "192.0.2.100", {0: f"sd{chr(ord('a') + sid)}"})
+    _w(sys_root, f"{SESSION.format(h=host, s=sid)}/creator", creator)
+    _w(sys_root, f"devices/platform/host{host}/scsi_host/host{host}/proc_name", transport)
+    _w(sys_root, f"class/iscsi_transport/{transport}/caps", caps)
+    _w(sys_root, f"class/iscsi_transport/{transport}/handle", "18446744072107250000")
+
+
+def _scanned(sys_root, host):
+    """Whether ``host<N>/scan`` was written (the kernel's file exists before: made here)."""
+    return (sys_root / f"class/scsi_host/host{host}/scan").read_text().startswith("- - -")
+
+
+def _scan_files(sys_root, *hosts):
+    for h in hosts:
+        (sys_root / f"class/scsi_host/host{h}/scan").write_text("")
+
+
+@pytest.mark.parametrize("creator,caps", [("-1", QLA_CAPS), ("4242", QLA_CAPS), ("-1", "0x39")])
+def test_a_session_the_hba_firmware_runs_is_left_to_it(daemon, creator, caps):
+    """Not adopted: a software relogin from the host (a TCP socket bound to the card's
+    connection) or a software teardown would fight the card, as iscsid's sync_session
+    knows (it skips CAP_FW_DB transports and sessions no process created); its host is
+    scanned at the daemon's start, as iscsid's does.  A tcp session beside it is adopted."""
+    d, sys_root, _ = daemon
+    _firmware_host(sys_root, 7, 5, creator=creator, caps=caps)
+    add_session(sys_root, 2, 0, T, "127.0.0.1", {0: "sda"})
+    _scan_files(sys_root, 0, 5)
+    d._adopt()
+    d._scan_pool.shutdown(wait=True)
+    assert list(d.sessions) == [2]
+    assert _scanned(sys_root, 5) == (caps == QLA_CAPS) and not _scanned(sys_root, 0)
+
+
+def test_a_session_the_firmware_logs_in_gets_its_devices_running_and_its_host_scanned(daemon):
+    """KEVENT_CREATE_SESSION on a CAP_FW_DB transport: iscsid's iscsi_async_session_creation
+    (devices running, the host scanned); before, the event was ignored and the LUNs behind
+    the card's own logins never appeared.  The same event for a tcp session does nothing."""
+    from iscsictl.netlink import CreateSession
+
+    d, sys_root, _ = daemon
+    _firmware_host(sys_root, 7, 5)
+    lun = sys_root / "devices/platform/host5/session7/target5:0:0/5:0:0:0"
+    _w(sys_root, f"{lun.relative_to(sys_root)}/state", "offline")
+    _w(sys_root, "bus/scsi/devices/.keep", "")
+    (sys_root / "bus/scsi/devices/5:0:0:0").symlink_to(lun)
+    add_session(sys_root, 2, 0, T, "127.0.0.1", {0: "sda"})
+    _scan_files(sys_root, 0, 5)
+    d._on_event(CreateSession(0, {}, 7, 5))
+    d._on_event(CreateSession(0, {}, 2, 0))
+    d._scan_pool.shutdown(wait=True)
+    assert (lun / "state").read_text() == "running"
+    assert _scanned(sys_root, 5) and not _scanned(sys_root, 0)
+
+
+def test_the_logout_of_a_firmware_session_goes_through_the_hba(daemon):
+    """iscsiadm's iscsi_logout_flashnode_sid: LOGOUT_FLASHNODE_SID (host, sid); before, the
+    software teardown (UNBIND_SESSION, a Logout PDU, STOP_CONN, DESTROY_*) was sent for it."""
+    import asyncio
+
+    d, sys_root, _ = daemon
+    _firmware_host(sys_root, 7, 5)
+    sent = []
+
+    class Netlink:
+        async def logout_flashnode_sid(self, handle, host_no, sid):
+            sent.append((handle, host_no, sid))
+
+        def __getattr__(self, name):
+            raise AssertionError(f"{name} sent for a firmware session")
+
+    d.nl = Netlink()
+    (result,) = asyncio.run(d.logout([7]))
+    assert result["ok"] and sent == [(18446744072107250000, 5, 7)] and not d.sessions
