@@ -232,8 +232,10 @@ def discover(args, o, ops, from_db: bool, missing_code: int = E.IDBM) -> int:
     # -D: made before the ifaces are read; else written while the target answers the login
     rec, stored = discovery_record() if from_db else (None, None)
     ifaces = _discovery_ifaces(db, args.interface, o)
-    if not ifaces:
-        return E.NO_OBJS_FOUND
+    software = _software_ifaces(ifaces, o)
+    if not software:
+        return E.OP_NOT_SUPP if ifaces else E.NO_OBJS_FOUND
+    ifaces = software
     if rec is None:
         rec, stored = discovery_record(defer=True)
 
@@ -505,6 +507,23 @@ def _discovery_ifaces(db, names, o) -> list[tuple[str, dict]]:
         if (values.get("iface.transport_name") or "tcp") == "tcp":
             out.append((name, values))
     return out or [("default", text_values(db.read_iface("default")))]
+
+
+def _software_ifaces(ifaces, o) -> list[tuple[str, dict]]:
+    """The software-iSCSI (tcp) ones of ``ifaces``; each other one is reported and left out.
+    An offload HBA's or iSER's SendTargets runs on the transport's own connection in the
+    kernel (open-iscsi's iscsi_create_leading_conn: EP_CONNECT, then PDUs through the
+    kernel), which iscsictl does not do yet; from the host's own stack it would leave by
+    the wrong route, with the card's initiator name, and make records its logins refuse."""
+    out = []
+    for name, values in ifaces:
+        transport = values.get("iface.transport_name") or "tcp"
+        if transport == "tcp":
+            out.append((name, values))
+        else:
+            o.error(f"iface {name}: SendTargets discovery through transport {transport} is "
+                    f"not supported yet ({E.err_to_str(E.OP_NOT_SUPP)})")
+    return out
 
 
 def _apply(db, did, found, ops):

@@ -149,3 +149,22 @@ def test_open_iscsis_example_iface_file_is_skipped(cli, tgt):
     assert r.rc == 0, r.err
     node = os.path.join(cli.root, "nodes", T_OPEN, f"127.0.0.1,{tgt.port},1")
     assert os.listdir(node) == ["default"]
+
+
+def test_an_offload_or_iser_iface_is_reported_and_left_out(cli, tgt_acl):
+    """SendTargets through an offload HBA or iSER runs on the transport's own connection in
+    the kernel (iscsiadm), which iscsictl does not do yet: such a ``-I`` is reported and left
+    out (27 when nothing is left), not run from the host's stack with the card's initiator
+    name into records that no login can use (before: exit 0, records for the iface)."""
+    iface(cli, "qla", transport_name="qla4xxx", initiatorname=IFACE_INAME)
+    iface(cli, "ifiser", transport_name="iser")
+    r = cli("-m", "discovery", "-t", "st", "-p", tgt_acl.portal, "-I", "qla", "-I", "ifiser")
+    assert r.rc == 27 and r.out == ""
+    assert r.err.splitlines() == [
+        f"iscsictl: iface {name}: SendTargets discovery through transport {t} is not "
+        "supported yet (operation not supported)" for name, t in (("qla", "qla4xxx"),
+                                                                    ("ifiser", "iser"))]
+    assert cli("-m", "node").rc == 21
+    r = cli("-m", "discovery", "-t", "st", "-p", tgt_acl.portal, "-I", "qla", "-I", "default")
+    assert r.rc == 0 and r.out == f"{tgt_acl.portal},1 {T_OPEN}\n"
+    assert nodes(cli, "default") == [T_OPEN] and nodes(cli, "qla") == []
