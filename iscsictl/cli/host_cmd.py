@@ -41,8 +41,16 @@ def _ip(v: str | None) -> str:
     return EMPTY if not v else v if "." in v else f"[{v}]"
 
 
+#: MAX_HOST_NO (usr/host.h): a host number is a uint32_t
+MAX_HOST_NO = 0xFFFFFFFF
+
+#: the sub-modes iscsiadm's host mode serves (str_to_submode); any other -C lists the hosts
+HOST_SUBMODES = ("chap", "flashnode", "stats")
+
+
 def _parse_host(text: str, hosts: list[dict[str, Any]]) -> int:
-    """``-H``: ``N``, ``hostN``, or a hardware address (usr/iscsiadm.c parse_host_info)."""
+    """``-H``: ``N``, ``hostN``, or a hardware address (usr/iscsiadm.c parse_host_info, run
+    while the options are parsed: a bad one is exit 7 whatever the print level)."""
     if ":" in text:
         for h in hosts:
             if h["hwaddress"] and h["hwaddress"].lower() == text.strip().lower():
@@ -51,6 +59,8 @@ def _parse_host(text: str, hosts: list[dict[str, Any]]) -> int:
     m = re.fullmatch(r"\s*(?:host)?(\d+)\s*", text)
     if not m:
         raise E.CliError(f"Invalid host no {text}.", E.INVAL)
+    if len(m.group(1)) > 10 or int(m.group(1)) > MAX_HOST_NO:
+        raise E.CliError(f"Invalid host no {text}. Numerical result out of range.", E.INVAL)
     return int(m.group(1))
 
 
@@ -71,19 +81,16 @@ def run(args, o, mode: str) -> int:  # type: ignore[no-untyped-def]
     """The ``-m host`` entry point."""
     from .session_cmd import _sysfs
 
-    if args.submode is not None:
+    if args.submode in HOST_SUBMODES:  # -o without one is ignored, as by iscsiadm
         raise E.CliError(f"host mode: sub-mode {args.submode} (offload HBAs) is not supported "
                          "yet", E.OP_NOT_SUPP)
-    if args.op:
-        raise E.CliError("host mode: operations need a sub-mode (-C), not supported yet",
-                         E.OP_NOT_SUPP)
     level = args.print if args.print is not None else 0
     if level not in (-1, 0, 1, 2, 3, 4):
         raise E.CliError(f"Invalid info level {level}. Try 0 - 4.", E.INVAL)
     sysfs = _sysfs()
     hosts = _hosts(sysfs)
-    if args.host is not None and (level >= 1 or o.json):
-        wanted = _parse_host(args.host, hosts)
+    wanted = None if args.host is None else _parse_host(args.host, hosts)
+    if wanted is not None and (level >= 1 or o.json):
         hosts = [h for h in hosts if h["host_no"] == wanted]
         if not hosts:
             raise E.CliError(f"Could not get host info for host {wanted}",

@@ -30,6 +30,9 @@ def run(args, o, mode: str) -> int:
                          E.INVAL)
     db = open_db(args, o)
     op = ops[0] if ops else None
+    if op in ("apply", "applyall"):  # ISCSI_UEVENT_SET_IFACE_PARAMS to an offload HBA
+        raise E.CliError(f"iface mode: -o {op} (an offload HBA's network settings) is not "
+                         "supported yet", E.OP_NOT_SUPP)
     if op not in (None, "new", "delete", "update", "show"):
         raise E.CliError(f"Invalid operation '{op}'", E.INVAL)
     names = args.interface or []

@@ -56,6 +56,14 @@ OPTIONS = (
     ("H", "host", dict(metavar="HOST"), "host number (host mode)"),
     ("C", "submode", dict(metavar="SUBMODE"), "sub-mode: chap | flashnode | stats (host mode; "
      "offload HBAs, not supported yet)"),
+    ("x", "index", dict(metavar="INDEX"), "CHAP entry or flash node index (host mode; "
+     "offload HBAs, not supported yet)"),
+    ("A", "portal_type", dict(metavar="ipv4|ipv6"), "a new flash node's portal type (host "
+     "mode; not supported yet)"),
+    ("a", "ip", dict(metavar="IP"), "address to ping (iface mode -C ping; not supported yet)"),
+    ("b", "packetsize", dict(metavar="BYTES"), "ping packet size (not supported yet)"),
+    ("c", "count", dict(metavar="N"), "ping count (not supported yet)"),
+    ("i", "interval", dict(metavar="SECONDS"), "ping interval (not supported yet)"),
     ("R", "rescan", dict(action="store_true", default=None), "rescan (session mode)"),
     ("s", "stats", dict(action="store_true", default=None), "statistics (session mode)"),
     ("W", "no_wait", dict(action="store_true", default=None), "do not wait (login)"),

@@ -602,6 +602,31 @@ def test_host_mode_levels(sysfs):
         [(11, "tcp", [2]), (3, "tcp", [1])]
 
 
+def test_host_mode_checks_H_at_every_level_and_lists_hosts_past_what_it_ignores(sysfs):
+    """iscsiadm parses -H with the options (exit 7 at any print level); -o without a
+    sub-mode and an unknown -C are ignored (the hosts are listed); the offload sub-modes and
+    their options (-x, -A) are 27, not unrecognized options (7)."""
+    add_session(sysfs, 1, 3, T, "127.0.0.1", {0: "sdb"})
+    assert cli("-m", "host", "-H", "11:22:33:44:55:66") == (
+        7, "", "iscsictl: Could not match MAC to host.\n")
+    for level in ((), ("-P", "1")):
+        assert cli("-m", "host", "-H", "99999999999", *level) == (
+            7, "", "iscsictl: Invalid host no 99999999999. Numerical result out of range.\n")
+    listing = (0, "tcp: [3] 127.0.0.1,[<empty>],<empty> <empty>\n", "")
+    assert cli("-m", "host", "-H", "4294967295") == listing  # level 0 lists every host
+    assert cli("-m", "host", "-o", "show") == listing
+    assert cli("-m", "host", "-C", "bogus") == listing
+    for args in (("-C", "flashnode", "-H", "3", "-x", "0", "-o", "show"),
+                 ("-C", "flashnode", "-H", "3", "-A", "ipv4", "-o", "new"),
+                 ("-C", "chap", "-H", "3")):
+        rc, _, err = cli("-m", "host", *args)
+        assert rc == 27 and "not supported yet" in err, (args, err)
+    for args in (("-C", "ping", "-I", "default", "-a", "192.0.2.1", "-b", "56", "-c", "1",
+                  "-i", "1"), ("-I", "default", "-o", "apply"), ("-H", "3", "-o", "applyall")):
+        rc, _, err = cli("-m", "iface", *args)
+        assert rc == 27 and "not supported yet" in err, (args, err)
+
+
 def test_fw_mode_without_boot_firmware_is_iscsiadms_21(sysfs):
     assert cli("-m", "fw") == (21, "", "iscsictl: Could not get list of targets from firmware. "
                                        "(err 21)\n")
