@@ -142,7 +142,7 @@ def _iface_keys(in_node: bool) -> list[Key]:
         _i("iface.vlan_id", 0, "u16", update=u),
         _i("iface.vlan_priority", 0, "u8", update=u),
         _s("iface.vlan_state", update=u),
-        _i("iface.iface_num", 0, "int" if not in_node else "u32", update=u),
+        _i("iface.iface_num", 0, "u32", update=u),  # the kernel's iscsi_iface_param_info field
         _i("iface.mtu", 0, "u16", update=u),
         _i("iface.port", 0, "u16", update=u),
         # IPv4 block

@@ -219,6 +219,22 @@ def test_an_iface_update_reaches_the_node_records_bound_to_it(cli):
     assert "iface.net_ifacename = <empty>\n" in other  # bound to default: untouched
 
 
+def test_an_iface_num_is_the_kernels_u32_in_the_iface_and_its_node_records_alike(cli):
+    """iface.iface_num (iscsi_iface_param_info's u32): -3 was taken by the iface record and
+    refused by its nodes' copies (exit 7 after "updated.", the two out of step), and
+    4294967295 refused by the iface; now both records take the same values."""
+    assert cli("-m", "iface", "-I", "eth9", "-o", "new").rc == 0
+    assert cli("-m", "node", "-o", "new", "-T", T1, "-p", "10.0.0.1:3260,1", "-I", "eth9").rc == 0
+    base = ("-m", "iface", "-I", "eth9", "-o", "update", "-n", "iface.iface_num", "-v")
+    r = cli(*base, "-3")
+    assert r.rc == 7 and r.out == "" and "out of range [0, 4294967295]" in r.err
+    r = cli(*base, "4294967295")
+    assert (r.rc, r.out) == (0, "eth9 updated.\n"), r.err
+    shown = cli("-m", "node", "-T", T1, "-I", "eth9", "-o", "show").out
+    assert "iface.iface_num = 4294967295\n" in shown
+    assert "iface.iface_num = 4294967295\n" in cli("-m", "iface", "-I", "eth9").out
+
+
 def test_o_new_beside_l_makes_the_record_and_logs_in_to_nothing_as_iscsiadm(cli):
     """exec_node_op acts on -o new before it looks at -l/-u (nothing runs iscsictld here:
     a login tried would exit 20)."""
