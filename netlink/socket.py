@@ -559,9 +559,14 @@ class _Operations:
         return self._req(E.DELETE_CHAP, handle, host_no=host_no, chap_tbl_idx=chap_tbl_idx, timeout=timeout)
 
     def get_host_stats(self, handle: int, host_no: int, *, timeout: float | None = None) -> HostStats:
-        """ISCSI_UEVENT_GET_HOST_STATS (multicast reply) -> HostStats."""
+        """ISCSI_UEVENT_GET_HOST_STATS -> HostStats.  The kernel multicasts the stats
+        (nlmsg_type 0, iscsi_get_host_stats) and then unicasts the request's echo without
+        them (iscsi_if_rx spares only GET_STATS and GET_CHAP that echo): the stats are the
+        reply; the echo, read later, is an UnknownEvent like any late reply.  A socket in
+        no multicast group never sees the stats (ReplyTimeout)."""
         return self._req(E.GET_HOST_STATS, handle, host_no=host_no, timeout=timeout, parse=_parse_host_stats,
-                         match=lambda m: m["type"] != E.GET_HOST_STATS or m["host_no"] == host_no)
+                         match=lambda m: m["type"] != E.GET_HOST_STATS or (
+                             m["header"]["type"] == 0 and m["host_no"] == host_no))
 
     # ---- flash nodes (qla4xxx)
     def set_flashnode_params(self, handle: int, host_no: int, flashnode_idx: int,
@@ -573,8 +578,12 @@ class _Operations:
 
     def new_flashnode(self, handle: int, host_no: int, portal_type: str = "ipv4", *,
                       timeout: float | None = None) -> int:
-        """ISCSI_UEVENT_NEW_FLASHNODE with "ipv4"/"ipv6" -> the new flashnode_idx."""
-        payload = portal_type.encode("ascii")
+        """ISCSI_UEVENT_NEW_FLASHNODE with "ipv4"/"ipv6" -> the new flashnode_idx.  The
+        string goes with its NUL, ``u.new_flashnode.len`` counting it (iscsiadm's
+        knew_flashnode).  Raises ValueError for another portal type."""
+        if portal_type not in ("ipv4", "ipv6"):
+            raise ValueError(f"portal type {portal_type!r}: ipv4 or ipv6")
+        payload = portal_type.encode("ascii") + b"\0"
         return self._req(E.NEW_FLASHNODE, handle, host_no=host_no, len=len(payload), payload=payload,
                          timeout=timeout, parse=lambda m: m["r_flashnode_idx"])
 

@@ -272,6 +272,38 @@ def test_get_chap_and_host_stats(kernel_factory):
         assert hs.custom == (("fw_x", 9),)
 
 
+@pytest.mark.parametrize("in_group", [True, False])
+def test_host_stats_are_the_multicast_reply_not_the_echo_after_it(kernel_factory, in_group):
+    """Linux's GET_HOST_STATS multicasts the stats (nlmsg_type 0), then unicasts the
+    request's echo without them (iscsi_if_rx spares only GET_STATS and GET_CHAP that echo).
+    The stats are the reply; a socket in no group, which gets only the echo, times out
+    (before, it took the echo and failed to decode 664 bytes from nothing)."""
+    hs = struct.pack("=82QI4x", *range(82), 0)
+
+    def handler(req):
+        stats = m.encode_message(E.GET_HOST_STATS, nlmsg_type=0, host_no=3, payload=hs)
+        return ([stats] if in_group else []) + [echo(req)]
+    k = kernel_factory(handler)
+    with IscsiNetlink(k.user, timeout=0.3) as nl:
+        if in_group:
+            assert nl.get_host_stats(1, host_no=3).counters["mactx_bytes"] == 1
+        else:
+            with pytest.raises(ReplyTimeout, match="GET_HOST_STATS"):
+                nl.get_host_stats(1, host_no=3)
+
+
+def test_a_new_flashnode_names_its_portal_type_with_the_nul(kernel_factory):
+    """iscsiadm's knew_flashnode: "ipv4\\0", u.new_flashnode.len 5 (it was sent without the
+    NUL, len 4); a portal type that is neither is refused before anything is sent."""
+    k = kernel_factory(lambda req: [echo(req, r_flashnode_idx=2)])
+    with IscsiNetlink(k.user, timeout=2) as nl:
+        assert nl.new_flashnode(1, 3, "ipv6") == 2
+        with pytest.raises(ValueError, match="ipv4 or ipv6"):
+            nl.new_flashnode(1, 3, "ïpv4")
+    (msg,) = [m.decode_messages(r)[0] for r in k.requests]
+    assert (msg["len"], msg["payload"][:msg["len"]]) == (5, b"ipv6\0")
+
+
 def test_operations_encode_their_payloads(kernel_factory):
     k = kernel_factory(lambda req: [echo(req, r_handle=0x77) if m.decode_messages(req)[0]["type"] in (
         E.TRANSPORT_EP_CONNECT, E.TRANSPORT_EP_CONNECT_THROUGH_HOST) else echo(req)])
