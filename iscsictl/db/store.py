@@ -36,6 +36,7 @@ import fcntl
 import functools
 import itertools
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -61,6 +62,8 @@ LOCK_DIRNAME = ".locks"
 TMP_DIRNAME = ".tmp"
 #: bytes a record file may hold: ~200 keys of at most MAX_LINE bytes, with room to spare
 MAX_RECORD_BYTES = 1 << 20
+#: an iface file's transport, which open-iscsi requires (iface_is_valid: no default)
+_TRANSPORT_LINE = re.compile(rb"^[ \t]*iface\.transport_name[ \t]*=[ \t]*[^\s#]", re.M)
 STALE_TMP_AGE = 3600.0  # s: a temp file in TMP_DIRNAME older than this is a crash's
 DIR_MODE = 0o770
 FILE_MODE = 0o600
@@ -1266,6 +1269,9 @@ class NodeDB:
             data = self._read_bytes(path)
         except RecordNotFound:
             raise RecordNotFound(f"Could not read iface {name}: not found") from None
+        if _TRANSPORT_LINE.search(data) is None:  # parse_record would give it tcp's
+            raise CorruptRecord(path, "has no iface.transport_name: not a valid iSCSI "
+                                      "interface configuration file (open-iscsi skips it)")
         rec = parse_record(schema.IFACE, data, path, self.warn)
         rec.values["iface.iscsi_ifacename"] = name
         return rec

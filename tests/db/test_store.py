@@ -634,3 +634,19 @@ def test_a_file_where_the_temp_directory_goes_is_a_clear_error(db, tmp_path):
     (tmp_path / "db/.tmp").write_text("")
     with pytest.raises(DBError, match=r"\.tmp: it exists and is not a directory"):
         NodeDB(str(tmp_path / "db"), str(tmp_path / "etc")).create_node(T2, "10.0.0.1", 3260, 1)
+
+
+def test_an_iface_file_without_a_transport_is_not_an_iface(db, tmp_path):
+    """open-iscsi's iface_is_valid: no iface.transport_name, no iface (iscsiadm warns "not a
+    valid iSCSI interface configuration file" and skips it); before, it was read as a tcp
+    iface, which a discovery without -I then bound through."""
+    ifaces = tmp_path / "db/ifaces"
+    ifaces.mkdir(parents=True, exist_ok=True)
+    (ifaces / "handmade").write_text("iface.iscsi_ifacename = handmade\n"
+                                     "iface.hwaddress = 00:10:18:aa:bb:01\n")
+    (ifaces / "empty").write_text("iface.transport_name =\n")
+    (ifaces / "good").write_text("iface.transport_name = tcp\n")
+    for name in ("handmade", "empty"):
+        with pytest.raises(CorruptRecord, match="not a valid iSCSI interface"):
+            db.read_iface(name)
+    assert db.read_iface("good")["iface.transport_name"] == "tcp"
