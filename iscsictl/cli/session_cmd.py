@@ -17,7 +17,9 @@ without iscsid).  ``--json`` gives the same data as objects.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,17 +142,22 @@ def collect(sysfs, states: dict[str, dict[str, Any]], level: int = 3,  # type: i
         host = sysfs.host(info.host_no, only["host"]) if info.host_no is not None else None
         transport = (sysfs.host_transport(info.host_no) if host else None) or EMPTY
         st = states.get(str(sid), {})
-        devices = []
-        for d in sysfs.session_devices(sid) if level >= 3 else ():
+        devices = []  # iscsiadm walks the device directories in alphasort order: LUN 10 before 2
+        for d in sorted(sysfs.session_devices(sid), key=lambda d: d.hctl) if level >= 3 else ():
             devices.append({"host": d.host, "channel": d.channel, "id": d.target, "lun": d.lun,
                             "disk": d.block[0] if d.block else None, "state": d.state})
+        # a connection without its socket (recovery, not bound yet) cannot tell its current
+        # address: the persistent one stands in, and the other way round (libopeniscsiusr's
+        # _iscsi_session_get)
+        address = (conn.persistent_address if conn else None) or ""
+        current = (conn.address if conn else None) or address
+        port, current_port = (_port(conn.persistent_port if conn else None),
+                              _port(conn.port if conn else None))
         views.append(SessionView(
             sid=sid, transport=transport, targetname=info.targetname or "",
             tpgt=info.tpgt if info.tpgt is not None else -1,
-            address=(conn.persistent_address if conn else None) or "",
-            port=_port(conn.persistent_port if conn else None),
-            current_address=(conn.address if conn else None) or "",
-            current_port=_port(conn.port if conn else None),
+            address=address or current, port=port if port != -1 else current_port,
+            current_address=current, current_port=current_port if current_port != -1 else port,
             flash=info.creator == -1,
             iface={
                 "name": info.ifacename or "default",
@@ -268,8 +275,7 @@ def tree_lines(views: list[SessionView], flags: frozenset[str], show_secrets: bo
                       f"\t\tIface Name: {_s(_listed_iface_name(i))}",
                       f"\t\tIface Transport: {_s(i['transport'])}",
                       f"\t\tIface Initiatorname: {_s(i['initiatorname'])}",
-                      "\t\tIface IPaddress: "
-                      f"{ip if (not ip or '.' in ip or ip == 'default') else f'[{ip}]'}",
+                      f"\t\tIface IPaddress: {ip if (not ip or '.' in ip) else f'[{ip}]'}",
                       f"\t\tIface HWaddress: {_s(i['hwaddress'])}",
                       f"\t\tIface Netdev: {_s(i['netdev'])}"]
         if "state" in flags:
@@ -329,20 +335,35 @@ def _view_json(v: SessionView, show_secrets: bool) -> dict[str, Any]:
 
 
 def _parse_sid(text: str) -> int:
-    m = re.search(r"session(\d+)/?$", text) or re.fullmatch(r"\s*(\d+)\s*", text)
-    if not m:
-        raise E.CliError(f"invalid session id '{text}'", E.INVAL)
-    return int(m.group(1))
+    """``-r``: a session id above 0 (as C's strtol reads it), else a path to the session
+    in sysfs or below it (iscsi_sysfs_get_sid_from_path: the nearest ``session<N>`` up the
+    resolved path).  A value that is neither exits 1, as iscsiadm's ``exit(1)``."""
+    if re.fullmatch(r"[ \t\n\v\f\r]*[+-]?[0-9]{1,10}", text) and int(text) > 0:
+        return int(text)
+    try:
+        st = os.lstat(text)
+    except (OSError, ValueError):
+        raise E.CliError(f"{text} is an invalid session ID or path", E.ERR) from None
+    if not (stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+        raise E.CliError(f"{text} is not a directory", E.ERR)
+    found = re.findall(r"/session(\d+)(?=/|$)", os.path.realpath(text))
+    if not found:
+        raise E.CliError(f"Unable to find sid in path {text}", E.INVAL)
+    return int(found[-1])
 
 
 def run(args, o, mode: str) -> int:  # type: ignore[no-untyped-def]
     """The ``-m session`` entry point."""
     sysfs = _sysfs()
     level = args.print if args.print is not None else 0
-    if not -1 <= level <= 3:
+    sid = _parse_sid(args.sid) if args.sid is not None else None
+    if not -1 <= level <= 3:  # iscsiadm looks for the sessions first (21, 22)
+        if sid is None and not sysfs.session_ids():
+            raise E.CliError("No active sessions.", E.NO_OBJS_FOUND)
+        if sid is not None and not collect(sysfs, {}, 0, sid):
+            raise _no_session(sid)
         raise E.CliError(f"Invalid info level {level}. Try 0 - 3.", E.INVAL)
     ops = set(args.op or [])
-    sid = _parse_sid(args.sid) if args.sid is not None else None
     want_action = args.logout or args.rescan or args.stats
     if sid is not None and not want_action and (ops or (level <= 0 and not o.json)):
         return _node_op(sysfs, sid, args, o)
@@ -354,18 +375,14 @@ def run(args, o, mode: str) -> int:  # type: ignore[no-untyped-def]
                          "(it works on that session's node record)", E.INVAL)
     states = _daemon_states() if (level >= 1 or o.json) and not want_action else {}
     views = collect(sysfs, states, 0 if want_action else 3 if o.json else max(level, 0), sid)
-    if sid is not None and not views:
-        raise _no_session(sid)
+    if sid is not None and not (views and views[0].targetname):
+        raise _no_session(sid)  # none, or half-made (no target name yet): iscsiadm's 22
     if args.logout:
         from .kernel_ops import logout_sessions
 
-        class _S:  # what logout_sessions prints
-            def __init__(self, v: SessionView) -> None:
-                self.sid, self.targetname, self.address, self.port = \
-                    v.sid, v.targetname, v.address, v.port
         if not views:
             raise E.CliError("No matching sessions found", E.NO_OBJS_FOUND)
-        return logout_sessions([_S(v) for v in views], o, bool(args.force))
+        return logout_sessions([_Sess(v) for v in views], o, bool(args.force))
     if args.rescan:
         return _rescan(sysfs, views, o)
     if args.stats:
@@ -400,7 +417,7 @@ def _node_op(sysfs, sid: int, args, o) -> int:  # type: ignore[no-untyped-def]
     from . import node_cmd
 
     views = collect(sysfs, {}, 1, sid)
-    if not views:
+    if not (views and views[0].targetname):
         raise _no_session(sid)
     ops = set(args.op or [])
     if ops - {"show", "update", "delete", "new"} or len(ops) > 1:
@@ -445,8 +462,7 @@ def _rescan(sysfs, views: list[SessionView], o) -> int:  # type: ignore[no-untyp
     done = []
     for v in views:
         if not o.json:
-            o.lines([f"Rescanning session [sid: {v.sid}, target: {v.targetname}, "
-                     f"portal: {v.address},{v.port}]"])
+            o.lines([f"Rescanning session {_Sess(v)}"])
         host_no = sysfs.session_host_no(v.sid)
         try:
             if host_no is None:
@@ -482,8 +498,7 @@ def _stats(views: list[SessionView], o) -> int:  # type: ignore[no-untyped-def]
         results.append({"sid": v.sid, **st})
         if o.json:
             continue
-        lines = [f"Stats for session [sid: {v.sid}, target: {v.targetname}, "
-                 f"portal: {v.address},{v.port}]", "iSCSI SNMP:"]
+        lines = [f"Stats for session {_Sess(v)}", "iSCSI SNMP:"]
         lines += [f"\t{k}: {st.get(k, 0)}" for k in STATS_ORDER]
         lines.append("iSCSI Extended:")
         lines += [f"\t{name}: {value}" for name, value in st.get("custom", ())]
@@ -562,8 +577,16 @@ def _sessions_for(args, startup: str | None = None) -> list[Any]:  # type: ignor
 
 
 class _Sess:
+    """What iscsiadm's session messages name (``[sid: N, target: T, portal: A,P]``): the
+    persistent address with the connection's current port (its session_info's
+    persistent_address and port; they differ after a redirect)."""
+
     def __init__(self, v: SessionView) -> None:
-        self.sid, self.targetname, self.address, self.port = v.sid, v.targetname, v.address, v.port
+        self.sid, self.targetname, self.address, self.port = (v.sid, v.targetname, v.address,
+                                                              v.current_port)
+
+    def __str__(self) -> str:
+        return f"[sid: {self.sid}, target: {self.targetname}, portal: {self.address},{self.port}]"
 
 
 def node_logout(args, o) -> int:  # type: ignore[no-untyped-def]

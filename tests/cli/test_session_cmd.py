@@ -85,6 +85,73 @@ def test_flat_listing_in_alphasort_order(sysfs):
                    f"tcp: [2] 127.0.0.1:3260,1 {T} (non-flash)\n")
 
 
+def test_luns_are_listed_in_their_directories_alphasort_order(sysfs):
+    """iscsiadm walks target<H>:0:0/ with scandir(alphasort): LUN 10 and 11 before LUN 2
+    (seen in the VM with 12 LUNs); the listing was in numeric order."""
+    add_session(sysfs, 1, 0, T, "127.0.0.1", {n: f"sd{chr(ord('a') + n)}" for n in range(12)})
+    rc, out, _ = cli("-m", "session", "-P", "3")
+    luns = [line.rsplit(" ", 1)[1] for line in out.splitlines() if " Lun: " in line]
+    assert rc == 0 and luns == ["0", "1", "10", "11", "2", "3", "4", "5", "6", "7", "8", "9"]
+
+
+def test_a_connection_in_recovery_shows_its_persistent_portal_and_bracketed_default(sysfs):
+    """While a connection has no socket iscsi_tcp cannot tell its address, port, or its host's
+    address (ENOTCONN: unreadable here): the persistent portal stands in for the current one
+    and the iface address is "[default]", as iscsiadm (libopeniscsiusr) prints them; it was
+    "Current Portal: []:-1,1" and a bare "default"."""
+    add_session(sysfs, 2, 0, T, "127.0.0.1", {0: "sda"})
+    conn = sysfs / "devices/platform/host0/session2/connection2:0/iscsi_connection/connection2:0"
+    (conn / "address").unlink()
+    (conn / "port").unlink()
+    (sysfs / "devices/platform/host0/iscsi_host/host0/ipaddress").unlink()
+    rc, out, _ = cli("-m", "session", "-r", "2", "-P", "1")
+    assert rc == 0
+    assert "\tCurrent Portal: 127.0.0.1:3260,1\n\tPersistent Portal: 127.0.0.1:3260,1\n" in out
+    assert "\t\tIface IPaddress: [default]\n" in out
+    assert cli("-m", "session")[1] == f"tcp: [2] 127.0.0.1:3260,1 {T} (non-flash)\n"
+
+
+def test_session_messages_name_the_current_port_as_iscsiadm(sysfs, fake_daemon):
+    """After a redirect (persistent 127.0.0.1:3270, current 127.0.0.2:3260) iscsiadm's
+    "[sid: N, target: T, portal: A,P]" is the persistent address with the current port
+    (session_info's persistent_address and port): -R, the logout lines (and -s's)."""
+    add_session(sysfs, 2, 0, T, "127.0.0.1", {0: "sda"})
+    conn = sysfs / "devices/platform/host0/session2/connection2:0/iscsi_connection/connection2:0"
+    (conn / "persistent_port").write_text("3270\n")
+    (conn / "address").write_text("127.0.0.2\n")
+    desc = f"[sid: 2, target: {T}, portal: 127.0.0.1,3260]"
+    fake_daemon.answers = {"logout": [{"sid": 2, "ok": True}]}
+    assert cli("-m", "session", "-r", "2", "-R")[1].startswith(f"Rescanning session {desc}\n")
+    rc, out, _ = cli("-m", "session", "-r", "2", "-u")
+    assert rc == 0 and out == f"Logging out of session {desc}\nLogout of {desc} successful.\n"
+
+
+def test_r_values_exit_as_iscsiadms_get_sid_from_path(sysfs):
+    """-r: an id above 0 as strtol reads it, else a path up which a session<N> is found;
+    anything else exits 1 ("... is an invalid session ID or path"), as iscsiadm (it was 7,
+    or 22 for 0, and a bare "session1" named session 1).  A half-made session (no target
+    name yet) is not found (22), and -P 4 is looked at after the sessions (21, 22)."""
+    add_session(sysfs, 1, 0, T, "127.0.0.1", {0: "sda"})
+    path = sysfs / "class/iscsi_session/session1"
+    for text in ("abc", "1x", "-1", "", "0", "session1", str(sysfs / "class/iscsi_session/s9")):
+        assert cli("-m", "session", "-r", text, "-P", "1") == (
+            1, "", f"iscsictl: {text} is an invalid session ID or path\n"), text
+    assert cli("-m", "session", "-r", str(path / "targetname"))[0] == 1  # not a directory
+    for text in (" 1", "+1", str(path), str(sysfs / "devices/platform/host0/session1/target0:0:0")):
+        assert cli("-m", "session", "-r", text, "-P", "1")[0] == 0, text
+    assert cli("-m", "session", "-r", str(sysfs / "class"))[0] == 7  # no session<N> in it
+    (path / "targetname").write_text("(null)\n")  # a login between CREATE_CONN and SET_PARAM
+    assert cli("-m", "session", "-r", "1", "-P", "1") == (
+        22, "", "iscsictl: Could not get session info for sid 1\n")
+    assert cli("-m", "session", "-r", "2", "-P", "4")[0] == 22
+    (path / "targetname").write_text(T + "\n")
+    assert cli("-m", "session", "-P", "4")[0] == 7
+
+
+def test_print_level_4_without_sessions_is_21(sysfs):
+    assert cli("-m", "session", "-P", "4") == (21, "", "iscsictl: No active sessions.\n")
+
+
 def test_print_level_3_matches_iscsiadm_2_1_8(sysfs):
     add_session(sysfs, 1, 0, T, "127.0.0.1", {0: "sda", 1: "sdb"})
     rc, out, _ = cli("-m", "session", "-P", "3")
@@ -174,7 +241,7 @@ def test_sid_filter_and_unknown_sid(sysfs):
         rc, _, err = cli("-m", "session", *args)  # iscsiadm: its sysfs lookup failed (22)
         assert rc == 22 and "Could not get session info for sid 5" in err
     rc, _, err = cli("-m", "session", "-r", "x5")
-    assert rc == 7
+    assert rc == 1  # iscsiadm's exit(1): neither an id nor a path
 
 
 def test_a_session_being_set_up_is_not_listed(sysfs):
@@ -212,7 +279,8 @@ def test_sid_without_print_level_is_the_sessions_node_record(sysfs, db):
     assert (rc, err) == (21, "iscsictl: No records found\n")  # the session's record is gone
     for portal in ("127.0.0.1", "127.0.0.2:3260,1"):
         assert cli("-m", "node", "-T", T, "-p", portal, "-o", "new")[0] == 0
-    for args in (["-r", "1"], ["-r", "1", "-P", "0"], ["-r", "session1", "-o", "show"],
+    for args in (["-r", "1"], ["-r", "1", "-P", "0"],
+                 ["-r", str(sysfs / "class/iscsi_session/session1"), "-o", "show"],
                  ["-r", "1", "-P", "2", "-o", "show"]):
         rc, out, _ = cli("-m", "session", *args)
         assert rc == 0 and out.startswith("# BEGIN RECORD"), args
