@@ -85,6 +85,7 @@ cdef class PDUReader:
     cdef object _bhs  # decoded BHS of the PDU being assembled, or None
     cdef Py_ssize_t _total  # whole length of that PDU, bytes
     cdef Py_ssize_t _ahs_len, _dsl
+    cdef bint _hd, _dd  # its digests, as framed (set_digests: later PDUs)
     cdef object _error
     cdef object _pending  # DataDigestError held back by pdus() for the next call
     cdef public bint header_digest
@@ -99,6 +100,7 @@ cdef class PDUReader:
         self._pos = 0
         self._bhs = None
         self._total = 0
+        self._hd = self._dd = False
         self._error = None
         self._pending = None
         self.header_digest = header_digest
@@ -108,7 +110,12 @@ cdef class PDUReader:
 
     # -- configuration --------------------------------------------------------
     def set_digests(self, bint header_digest, bint data_digest):
-        """Switch digests on or off (after login negotiated them)."""
+        """Switch digests on or off (after login negotiated them).
+
+        The settings apply to the PDUs framed from now on: a PDU whose BHS
+        ``needed()`` or ``next_pdu()`` has already framed keeps the length and
+        digests it was framed with.
+        """
         self.header_digest = header_digest
         self.data_digest = data_digest
 
@@ -171,19 +178,26 @@ cdef class PDUReader:
             self._start_pdu()
         if avail < self._total:
             return None
+        dsl = self._dsl
+        ahs_end = BHS_LEN + self._ahs_len
+        # The reads below go through a raw pointer: keep them inside the bytes buffered.
+        # They reach what _start_pdu framed (the flags it recorded, not the attributes
+        # now), so this holds whenever avail >= _total; checked all the same.
+        end = ahs_end + (4 if self._hd else 0) + dsl + (-dsl & 3) + (4 if self._dd and dsl else 0)
+        if end > avail:
+            self._error = FramingError(f"PDU of {end} bytes framed as {self._total}")
+            raise self._error
         bhs = self._bhs
         self._bhs = None
         p = <const uint8_t *>PyByteArray_AS_STRING(self._buf) + self._pos
-        ahs_end = BHS_LEN + self._ahs_len
         pos = ahs_end
-        if self.header_digest:
+        if self._hd:
             if _crc(p, ahs_end) != _le32(p + pos):
                 self._error = HeaderDigestError(
                     f"header digest mismatch (opcode 0x{p[0] & 0x3F:02x}, ITT 0x{bhs.itt:08x})"
                 )
                 raise self._error
             pos += 4
-        dsl = self._dsl
         rawp = _api.make_raw(
             bhs,
             PyBytes_FromStringAndSize(<const char *>p, BHS_LEN),
@@ -193,7 +207,7 @@ cdef class PDUReader:
         raw = <object>rawp
         Py_DECREF(raw)
         self._pos += self._total
-        if self.data_digest and dsl:
+        if self._dd and dsl:
             end = pos + dsl + (-dsl & 3)
             if _crc(p + pos, end - pos) != _le32(p + end):
                 raise DataDigestError(
@@ -228,6 +242,7 @@ cdef class PDUReader:
         cdef Py_ssize_t dsl = (<Py_ssize_t>p[5] << 16) | (<Py_ssize_t>p[6] << 8) | p[7]
         cdef Py_ssize_t total
         cdef PyObject *bp
+        cdef bint hd = self.header_digest, dd = self.data_digest
         if dsl > self.max_data_segment_length:
             self._error = DataSegmentTooLong(dsl, self.max_data_segment_length)
             raise self._error
@@ -237,9 +252,9 @@ cdef class PDUReader:
             )
             raise self._error
         total = BHS_LEN + ahs + dsl + (-dsl & 3)
-        if self.header_digest:
+        if hd:
             total += 4
-        if self.data_digest and dsl:
+        if dd and dsl:
             total += 4
         bp = _api.decode(p)
         self._bhs = <object>bp
@@ -247,3 +262,5 @@ cdef class PDUReader:
         self._ahs_len = ahs
         self._dsl = dsl
         self._total = total
+        self._hd = hd
+        self._dd = dd

@@ -50,6 +50,7 @@ class PDUReader:
         self._buf = bytearray()
         self._bhs = None  # decoded BHS of the PDU being assembled
         self._total = 0  # whole length of that PDU, bytes
+        self._hd = self._dd = False  # its digests, as framed (set_digests: later PDUs)
         self._error: Exception | None = None
         self._pending: DataDigestError | None = None  # held back by pdus()
         self.header_digest = header_digest
@@ -59,7 +60,12 @@ class PDUReader:
 
     # -- configuration --------------------------------------------------------
     def set_digests(self, header_digest: bool, data_digest: bool) -> None:
-        """Switch digests on or off (after login negotiated them)."""
+        """Switch digests on or off (after login negotiated them).
+
+        The settings apply to the PDUs framed from now on: a PDU whose BHS
+        ``needed()`` or ``next_pdu()`` has already framed keeps the length and
+        digests it was framed with.
+        """
         self.header_digest = header_digest
         self.data_digest = data_digest
 
@@ -117,7 +123,7 @@ class PDUReader:
         try:
             ahs_end = BHS_LENGTH + bhs.total_ahs_length * 4
             pos = ahs_end
-            if self.header_digest:
+            if self._hd:
                 if crc32c_digest(mv[:ahs_end]) != mv[pos:pos + 4]:
                     self._error = HeaderDigestError(
                         f"header digest mismatch (opcode 0x{bhs.opcode:02x}, ITT 0x{bhs.itt:08x})"
@@ -127,7 +133,7 @@ class PDUReader:
             dsl = bhs.data_segment_length
             raw = RawPDU(bhs, bytes(mv[:BHS_LENGTH]), bytes(mv[BHS_LENGTH:ahs_end]),
                          bytes(mv[pos:pos + dsl]))
-            if self.data_digest and dsl:
+            if self._dd and dsl:
                 end = pos + dsl + (-dsl & 3)
                 if crc32c_digest(mv[pos:end]) != mv[end:end + 4]:
                     raise DataDigestError(
@@ -173,10 +179,12 @@ class PDUReader:
                 f"TotalAHSLength {ahs} bytes exceeds the limit of {self.max_ahs_length}"
             )
             raise self._error
+        hd, dd = bool(self.header_digest), bool(self.data_digest)
         total = BHS_LENGTH + ahs + dsl + (-dsl & 3)
-        if self.header_digest:
+        if hd:
             total += 4
-        if self.data_digest and dsl:
+        if dd and dsl:
             total += 4
         self._bhs = bhs
         self._total = total
+        self._hd, self._dd = hd, dd

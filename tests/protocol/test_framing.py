@@ -159,6 +159,47 @@ def test_set_digests_and_limits(impl):
     assert len(raw.data) == 10000
 
 
+@pytest.mark.parametrize("hd,dd", [(True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("frame", ["needed", "next_pdu"])
+def test_set_digests_after_a_bhs_is_framed(impl, hd, dd, frame):
+    """Digests switched on once a PDU's BHS is framed (by needed(), or by a
+    next_pdu() still waiting for its data) apply from the next PDU: the framed one
+    keeps the length it was framed with.  Its data is exactly the bytes fed, never
+    4 bytes short nor bytes past the end of the buffer."""
+    first = P.NOPIn(itt=1, data=b"\xe0_\xc9aDATA")
+    second = P.NOPIn(itt=2, data=b"after")
+    wire = first.encode()
+    r = impl.reader()
+    if frame == "needed":
+        r.feed(wire)
+        assert r.needed() == 0
+    else:
+        r.feed(wire[:50])
+        assert r.next_pdu() is None
+    r.set_digests(hd, dd)
+    if frame == "next_pdu":
+        r.feed(wire[50:])
+    raw = r.next_pdu()
+    assert raw.data == first.data and raw.bhs.itt == 1
+    assert r.buffered == 0 and r.next_pdu() is None
+    r.feed(second.encode(hd, dd))
+    (raw,) = r.pdus()
+    assert raw.data == b"after" and raw.bhs.itt == 2
+
+
+def test_set_digests_off_after_a_bhs_is_framed(impl):
+    """And the other way: a PDU framed with digests keeps them (checked and skipped)."""
+    wire = P.NOPIn(itt=1, data=b"abc").encode(True, True)
+    r = impl.reader(header_digest=True, data_digest=True)
+    r.feed(wire)
+    assert r.needed() == 0
+    r.set_digests(False, False)
+    raw = r.next_pdu()
+    assert raw.data == b"abc" and r.buffered == 0
+    r.feed(P.NOPIn(itt=2, data=b"de").encode())
+    assert [x.data for x in r.pdus()] == [b"de"]
+
+
 @PROPERTY
 @given(s=streams())
 def test_implementations_agree(both_impls, s):
