@@ -10,7 +10,10 @@ Decoding reads the 48 bytes through a C pointer and assembles the big-endian
 integers by hand; the Python integers of a field are made only when the field
 is read.  A value assigned from Python that does not fit its field is kept as
 given (so it reads back unchanged, as in the pure class) and makes
-``encode_bhs`` raise ValueError, as the pure codec does.
+``encode_bhs`` raise ValueError, as the pure codec does.  ``words`` takes
+any sequence of seven ints and reads back as a tuple.  Left different:
+``immediate`` and ``reserved0`` are C booleans, so they read back as True or
+False where the pure class keeps the value given (both encode its truth).
 """
 
 cimport cython
@@ -19,6 +22,7 @@ from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.pycapsule cimport PyCapsule_New
 from cpython.ref cimport Py_INCREF, PyObject
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 
 from iscsictl.protocol.errors import TruncatedPDU
@@ -189,7 +193,14 @@ cdef class BHS:
 
     @words.setter
     def words(self, value):
+        # any sequence of seven ints, as the pure codec takes (read back as a tuple)
         cdef int i
+        if type(value) is not tuple:
+            try:
+                if len(value) == 7:
+                    value = tuple(value)
+            except TypeError:  # not a sequence: kept as given, refused on encode
+                pass
         ok = type(value) is tuple and len(value) == 7
         if ok:
             for v in value:
@@ -239,6 +250,11 @@ cdef class BHS:
 
     __hash__ = None
 
+    def __reduce__(self):  # copy and pickle, as the pure class (odd values kept as given)
+        return (BHS, (self.opcode, self.immediate, self.flags, self.b2, self.b3,
+                      self.total_ahs_length, self.data_segment_length, self.lun, self.itt,
+                      self.words, self.reserved0))
+
     def __repr__(self):
         return (
             f"BHS(opcode=0x{self.opcode:02x}, immediate={bool(self.immediate)}, "
@@ -269,6 +285,9 @@ cdef class RawPDU:
         self.header = header
         self.ahs = ahs
         self.data = data
+
+    def __reduce__(self):  # copy and pickle, as the pure class
+        return (RawPDU, (self.bhs, self.header, self.ahs, self.data))
 
     def __repr__(self):
         return f"RawPDU({self.bhs!r}, ahs={len(self.ahs)}B, data={len(self.data)}B)"
@@ -325,20 +344,27 @@ _api.make_raw = _capi_make_raw
 _C_API = PyCapsule_New(<void *>&_api, b"iscsictl._fastpath.bhs._C_API", NULL)
 
 
-def decode_bhs(buf, Py_ssize_t offset=0):
+def decode_bhs(buf, offset=0):
     """Decode the 48-byte BHS at ``buf[offset:offset+48]``.
 
-    ``buf`` is bytes, bytearray or anything with the buffer protocol.
+    ``buf`` is bytes, bytearray or anything with the buffer protocol; ``offset``
+    and the length count bytes, whatever the buffer's item size.
 
     Raises:
         TruncatedPDU: fewer than 48 bytes are available.
         ValueError: a negative ``offset``.
     """
+    if offset < 0:
+        raise ValueError(f"offset must not be negative, got {offset}")
+    if offset > PY_SSIZE_T_MAX:  # past any buffer: no bytes there
+        offset = PY_SSIZE_T_MAX
+    return _decode(buf, offset)
+
+
+cdef _decode(buf, Py_ssize_t offset):
     cdef Py_buffer view
     cdef Py_ssize_t n
     cdef BHS out
-    if offset < 0:
-        raise ValueError(f"offset must not be negative, got {offset}")
     if type(buf) is bytes:
         n = PyBytes_GET_SIZE(buf)
         if n - offset < BHS_LEN:
@@ -398,7 +424,7 @@ def encode_bhs(bhs):
 
 
 cdef _raise_odd(dict odd):
-    # same messages as the pure codec where it has one
+    # the pure codec's messages, in its order of checks
     if "data_segment_length" in odd:
         raise ValueError(f"DataSegmentLength {odd['data_segment_length']} out of range")
     if "total_ahs_length" in odd:
@@ -406,5 +432,6 @@ cdef _raise_odd(dict odd):
     if "words" in odd:
         raise ValueError("a BHS has exactly seven words at bytes 20-47, "
                          "each an unsigned 32-bit integer")
-    name, value = next(iter(odd.items()))
-    raise ValueError(f"{name}={value!r} does not fit its field")
+    for name in ("opcode", "flags", "b2", "b3", "lun", "itt"):
+        if name in odd:
+            raise ValueError(f"{name}={odd[name]!r} does not fit its field")

@@ -113,13 +113,18 @@ class RawPDU:
 def decode_bhs(buf: bytes | bytearray | memoryview, offset: int = 0) -> BHS:
     """Decode the 48-byte BHS at ``buf[offset:offset+48]``.
 
+    ``buf`` is bytes, bytearray or anything with the buffer protocol; ``offset``
+    and the length count bytes, whatever the buffer's item size.
+
     Raises:
         TruncatedPDU: fewer than 48 bytes are available.
+        ValueError: a negative ``offset``.
     """
     if offset < 0:
         raise ValueError(f"offset must not be negative, got {offset}")
-    if len(buf) - offset < BHS_LENGTH:
-        raise TruncatedPDU(f"BHS needs {BHS_LENGTH} bytes, got {max(len(buf) - offset, 0)}")
+    n = len(buf) if type(buf) is bytearray or type(buf) is bytes else memoryview(buf).nbytes
+    if n - offset < BHS_LENGTH:
+        raise TruncatedPDU(f"BHS needs {BHS_LENGTH} bytes, got {max(n - offset, 0)}")
     b0, b1, b2, b3, w1, lun, itt, *words = _BHS.unpack_from(buf, offset)
     bhs = BHS.__new__(BHS)
     bhs.opcode = b0 & 0x3F
@@ -140,23 +145,35 @@ def encode_bhs(bhs: BHS) -> bytes:
     """Encode ``bhs`` into 48 bytes.
 
     Raises:
-        ValueError: a field does not fit its width (e.g. DataSegmentLength
-            beyond 2**24 - 1, more than seven words).
+        ValueError: a field is not an int or does not fit its width (e.g.
+            DataSegmentLength beyond 2**24 - 1), or ``words`` is not a sequence
+            of seven such ints.  Checked in a fixed order: DataSegmentLength,
+            TotalAHSLength, words, then opcode, flags, b2, b3, lun, itt.
     """
-    if not 0 <= bhs.data_segment_length <= 0xFFFFFF:
+    if not _fits(bhs.data_segment_length, 0xFFFFFF):
         raise ValueError(f"DataSegmentLength {bhs.data_segment_length} out of range")
-    if not 0 <= bhs.total_ahs_length <= 0xFF:
+    if not _fits(bhs.total_ahs_length, 0xFF):
         raise ValueError(f"TotalAHSLength {bhs.total_ahs_length} out of range")
-    if len(bhs.words) != 7 or not all(0 <= w <= 0xFFFFFFFF for w in bhs.words):
+    words = bhs.words
+    try:
+        ok = len(words) == 7 and all(_fits(w, 0xFFFFFFFF) for w in words)
+    except TypeError:  # not a sequence
+        ok = False
+    if not ok:
         raise ValueError("a BHS has exactly seven words at bytes 20-47, "
                          "each an unsigned 32-bit integer")
     for name, limit in _LIMITS:
         value = getattr(bhs, name)
-        if not 0 <= value <= limit:
+        if not _fits(value, limit):
             raise ValueError(f"{name}={value!r} does not fit its field")
     b0 = bhs.opcode | (0x40 if bhs.immediate else 0) | (0x80 if bhs.reserved0 else 0)
     return _BHS.pack(
         b0, bhs.flags, bhs.b2, bhs.b3,
         (bhs.total_ahs_length << 24) | bhs.data_segment_length,
-        bhs.lun, bhs.itt, *bhs.words,
+        bhs.lun, bhs.itt, *words,
     )
+
+
+def _fits(value: object, limit: int) -> bool:
+    """``value`` is an int (bool and IntEnum included) in 0..``limit``."""
+    return isinstance(value, int) and 0 <= value <= limit

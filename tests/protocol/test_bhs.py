@@ -102,3 +102,81 @@ def test_selector_reports_cython_when_built():
         assert selector.IMPLEMENTATION == "python"
     else:
         assert selector.IMPLEMENTATION == ("python" if selector.NO_EXTENSIONS else "cython")
+
+
+# --- the twins agree beyond the ints and tuples the project passes -----------------
+
+
+@pytest.mark.parametrize("words", [[1, 2, 3, 4, 5, 6, 7], range(1, 8)])
+def test_words_any_sequence_of_seven(impl, words):
+    from collections import namedtuple
+
+    seven = namedtuple("Seven", "a b c d e f g")
+    for value in (words, seven(*words)):
+        wire = impl.bhs.encode_bhs(impl.bhs.BHS(1, words=value))
+        assert wire[20:48] == b"".join(w.to_bytes(4, "big") for w in range(1, 8))
+
+
+@pytest.mark.parametrize("field,value", [
+    ("itt", 2.0), ("lun", 1.5), ("data_segment_length", None), ("total_ahs_length", "1"),
+    ("flags", "1"), ("opcode", 1.0), ("b2", b"\x01"), ("words", (0.0,) * 7),
+    ("words", iter(range(7))), ("words", None),
+])
+def test_encode_non_int_is_value_error(impl, field, value):
+    """Encode raises ValueError (its documented error) for a value that is not an int,
+    not TypeError or struct.error."""
+    b = impl.bhs.BHS(1)
+    setattr(b, field, value)
+    with pytest.raises(ValueError):
+        impl.bhs.encode_bhs(b)
+
+
+def test_encode_names_the_same_field_first(impl):
+    """Several bad fields: both twins name the first in one fixed order (the lengths,
+    words, then opcode, flags, b2, b3, lun, itt), whatever the order of assignment."""
+    b = impl.bhs.BHS(1)
+    b.itt = -1
+    b.flags = 300
+    b.opcode = 99
+    with pytest.raises(ValueError, match="^opcode=99 "):
+        impl.bhs.encode_bhs(b)
+    b.words = (0,) * 6
+    with pytest.raises(ValueError, match="seven words"):
+        impl.bhs.encode_bhs(b)
+
+
+def test_decode_offset_past_any_buffer(impl):
+    with pytest.raises(TruncatedPDU, match="got 0"):
+        impl.bhs.decode_bhs(bytes(48), 1 << 63)
+    with pytest.raises(TruncatedPDU, match="got 0"):
+        impl.bhs.decode_bhs(bytearray(100), 1 << 70)
+    with pytest.raises(ValueError):
+        impl.bhs.decode_bhs(bytes(48), -1)
+
+
+def test_decode_counts_bytes_not_items(impl):
+    """A buffer of 4-byte items: 12 items are the 48 bytes of a BHS."""
+    import array
+
+    wire = bytes(range(48))
+    ref = _bhs_py.decode_bhs(wire)
+    for buf in (memoryview(wire).cast("I"), array.array("I", memoryview(wire).cast("I"))):
+        assert impl.bhs.decode_bhs(buf) == ref
+        assert impl.bhs.decode_bhs(buf, 0).itt == 0x10111213
+        with pytest.raises(TruncatedPDU, match="got 44"):
+            impl.bhs.decode_bhs(buf, 4)
+
+
+def test_copy_and_pickle(impl):
+    import copy
+    import pickle
+
+    b = impl.bhs.BHS(0x25, True, 0x81, 1, 2, 3, 4, 5, 6, (1, 2, 3, 4, 5, 6, 7), True)
+    odd = impl.bhs.BHS(1)
+    odd.itt = 1 << 40  # kept as given, refused on encode: copied as given
+    raw = impl.bhs.RawPDU(b, bytes(48), b"", b"abc")
+    for dup in (copy.copy, copy.deepcopy, lambda x: pickle.loads(pickle.dumps(x))):
+        assert dup(b) == b and dup(b) is not b
+        assert dup(odd).itt == 1 << 40
+        r = dup(raw)
+        assert (r.bhs, r.header, r.ahs, r.data) == (b, bytes(48), b"", b"abc")
