@@ -209,7 +209,13 @@ def parse_read_capacity16(data: bytes) -> ReadCapacity16:
 
 
 def parse_report_luns(data: bytes) -> list[bytes]:
-    """REPORT LUNS: the 8-byte LUN fields (decode with :func:`.lun.decode_lun`)."""
+    """REPORT LUNS (SPC-4 §6.33): the 8-byte LUN fields, in order; whole entries only.
+    :func:`.lun.decode_lun` gives each its number (Linux's), which
+    :meth:`CommandSession.command` turns back into the same 8 bytes.
+
+    Raises:
+        ValueError: ``data`` is shorter than the 8-byte header.
+    """
     if len(data) < 8:
         raise ValueError("REPORT LUNS data shorter than its header")
     n = int.from_bytes(data[0:4], "big")
@@ -254,7 +260,7 @@ class ScsiResult:
 @dataclass
 class _Task:
     expected: int
-    chunks: dict[int, bytes] = field(default_factory=dict)
+    chunks: dict[int, bytes] = field(default_factory=dict)  # BufferOffset -> data, non-empty
     received: int = 0
 
 
@@ -279,7 +285,14 @@ class CommandSession:
         self._tasks: dict[int, _Task] = {}
 
     def command(self, lun: int, cdb: bytes, read_length: int) -> tuple[int, SCSICommand]:
-        """A SCSI Command PDU for a read of up to ``read_length`` bytes; its ITT."""
+        """A SCSI Command PDU for a read of up to ``read_length`` bytes; its ITT.
+
+        ``lun`` is the LUN number as Linux numbers it (:func:`.lun.decode_lun` of the
+        REPORT LUNS entry), sent as that entry's 8 bytes (:func:`.lun.encode_lun`).
+
+        Raises:
+            ValueError: ``lun`` is out of range (0..2**64 - 1).
+        """
         itt = self._next_itt
         self._next_itt = (self._next_itt % 0xFFFFFFFE) + 1
         pdu = SCSICommand(read=read_length > 0, lun=encode_lun(lun), itt=itt,
@@ -302,8 +315,14 @@ class CommandSession:
     def receive_pdu(self, pdu: PDU) -> tuple[int, ScsiResult] | None:
         """Take a target PDU; (itt, result) when a task completes.
 
+        Data-In may arrive in any order, but the data must tile the buffer from
+        offset 0 (RFC 7143 §11.7.5): a BufferOffset that repeats, overlaps or leaves a
+        hole is an error, never data at the wrong offset.
+
         Raises:
-            ScsiError: data for an unknown task, data beyond the buffer, a Reject.
+            ScsiError: data for an unknown task, data beyond the buffer, a Data-In
+                offset taken twice, overlapping data or a hole at completion (the
+                task is dropped), a Reject.
         """
         if isinstance(pdu, Reject):
             raise ScsiError(f"target rejected a PDU (reason 0x{pdu.reason:02x})")
@@ -314,8 +333,12 @@ class CommandSession:
             end = pdu.buffer_offset + len(pdu.data)
             if end > task.expected:
                 raise ScsiError(f"Data-In past the expected {task.expected} bytes")
-            task.chunks[pdu.buffer_offset] = pdu.data
-            task.received += len(pdu.data)
+            if pdu.data:
+                if pdu.buffer_offset in task.chunks:
+                    raise ScsiError(f"Data-In for ITT 0x{pdu.itt:08x} repeats buffer offset "
+                                    f"{pdu.buffer_offset}")
+                task.chunks[pdu.buffer_offset] = pdu.data
+                task.received += len(pdu.data)
             self._window(pdu)
             if pdu.status_present:
                 self.exp_statsn = (pdu.statsn + 1) & 0xFFFFFFFF
@@ -332,5 +355,12 @@ class CommandSession:
 
     def _complete(self, itt: int, status: int, sense: bytes, response: int, residual: int) -> ScsiResult:
         task = self._tasks.pop(itt)
+        pos = 0
+        for offset in sorted(task.chunks):
+            if offset != pos:
+                what = "a hole" if offset > pos else "overlapping data"
+                raise ScsiError(f"Data-In for ITT 0x{itt:08x} has {what} at buffer offset "
+                                f"{min(offset, pos)}")
+            pos += len(task.chunks[offset])
         data = b"".join(task.chunks[k] for k in sorted(task.chunks))
         return ScsiResult(status, data, parse_sense(sense), residual, response)

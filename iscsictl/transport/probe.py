@@ -4,6 +4,8 @@ the node record), REPORT LUNS, then per LUN standard INQUIRY, VPD 0x80 (unit ser
 
 A command answered with CHECK CONDITION / UNIT ATTENTION (e.g. tgtd's 29/00 after login) is
 retried up to ``UA_RETRIES`` times; any other failure is recorded per LUN as the sense message.
+LUNs are numbered as Linux numbers them (:mod:`iscsictl.protocol.lun`), and each command goes
+to the 8 bytes REPORT LUNS gave.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from ..protocol.lun import decode_lun
 from ..protocol.scsi import (ScsiResult, cdb_inquiry, cdb_read_capacity16, cdb_report_luns,
                              parse_designators, parse_inquiry, parse_read_capacity16,
                              parse_report_luns, parse_unit_serial)
-from .errors import LoginFailed, TransportError
+from .errors import LoginFailed, ProtocolFailure, TransportError
 from .tcp import login
 
 __all__ = ["LunInfo", "ProbeResult", "probe", "UA_RETRIES"]
@@ -27,7 +29,8 @@ _CHECK_CONDITION = 0x02
 
 @dataclass
 class LunInfo:
-    """What one LUN said.  Sizes in bytes; ``errors`` maps a command name to its failure."""
+    """What one LUN said.  ``lun``: its number as Linux shows it (``H:C:T:LUN``).  Sizes in
+    bytes; ``errors`` maps a command name to its failure."""
 
     lun: int
     device_type: str = ""
@@ -66,25 +69,34 @@ def _retry_ua(run, lun: int, cdb: bytes, n: int, timeout: float) -> ScsiResult:
     return res
 
 
+def _logout(conn, timeout: float) -> None:
+    """Log out at most ``timeout`` seconds, ignoring a failure: the probe's result does not
+    depend on it, and the caller closes the connection anyway."""
+    try:
+        conn.logout(timeout)
+    except (TransportError, LoginFailed):
+        pass
+
+
 def probe(host: str, port: int, config: LoginConfig, *, timeout: float = 15.0,
           warn=None) -> ProbeResult:
     """Probe target ``config.target_name`` at ``host``:``port``.  ``timeout``: seconds per
     SCSI command and for the logout.  Raises the transport errors (login failures with their
-    exit codes)."""
+    exit codes); after a logout, LoginFailed when REPORT LUNS fails and ProtocolFailure when
+    its answer is malformed (exit code 5 both)."""
     conn = login(host, port, config, warn=warn)
     try:
         assert conn.success is not None
         run = conn.scsi
         rl = _retry_ua(run, 0, cdb_report_luns(), 4096, timeout)
         if not rl.ok:
+            _logout(conn, timeout)
             raise LoginFailed(f"REPORT LUNS failed: {rl.message}")
-        luns = []
-        for raw in parse_report_luns(rl.data):
-            try:
-                luns.append(decode_lun(raw))
-            except ValueError as e:
-                if warn:
-                    warn(f"skipping LUN {raw.hex()}: {e}")
+        try:
+            luns = [decode_lun(raw) for raw in parse_report_luns(rl.data)]
+        except ValueError as e:  # GOOD with fewer than 8 bytes
+            _logout(conn, timeout)
+            raise ProtocolFailure(f"REPORT LUNS answer: {e}") from None
         infos = []
         for lun in luns:
             info = LunInfo(lun)
@@ -125,10 +137,7 @@ def probe(host: str, port: int, config: LoginConfig, *, timeout: float = 15.0,
             else:
                 info.errors["read_capacity16"] = r.message
             infos.append(info)
-        try:
-            conn.logout(timeout)
-        except (TransportError, LoginFailed):
-            pass
+        _logout(conn, timeout)
         s = conn.success
         return ProbeResult(config.target_name or "", str(conn.endpoint), s.tsih,
                            dict(s.negotiated), infos)

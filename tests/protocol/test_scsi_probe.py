@@ -90,7 +90,8 @@ def test_report_luns():
                          "00 01 00 00 00 00 00 00"
                          "40 ff 00 00 00 00 00 00")
     luns = parse_report_luns(data)
-    assert [decode_lun(x) for x in luns] == [0, 1, 255]
+    # 40 ff: flat space addressing, numbered as Linux numbers it (0x4000 + 255)
+    assert [decode_lun(x) for x in luns] == [0, 1, 0x40FF]
     # LUN list length larger than what arrived: only whole entries
     assert len(parse_report_luns(data[:20])) == 1
     with pytest.raises(ValueError):
@@ -181,6 +182,53 @@ def test_task_machine_errors():
         cs.receive_pdu(SCSIResponse(itt=99))
     with pytest.raises(ScsiError, match="rejected"):
         cs.receive_pdu(Reject(reason=4))
+
+
+def test_command_sends_the_lun_bytes_report_luns_gave():
+    """A LUN number from REPORT LUNS goes back as the very 8 bytes reported: LIO's
+    LUN 256 (01 00, the kernel's int_to_scsilun) and tgt's (41 00, flat space)."""
+    cs = CommandSession(1, 1)
+    for entry in ("0100000000000000", "4100000000000000", "00ff000000000000",
+                  "c101000000000000"):
+        field = bytes.fromhex(entry)
+        _, pdu = cs.command(decode_lun(field), cdb_test_unit_ready(), 0)
+        assert pdu.lun == field
+    _, pdu = cs.command(256, cdb_test_unit_ready(), 0)
+    assert pdu.lun == bytes.fromhex("0100000000000000")
+
+
+@pytest.mark.parametrize("pieces,match", [
+    ([(0, b"AAAA"), (8, b"BBBBBBBB")], "hole at buffer offset 4"),
+    ([(8, b"BBBBBBBB")], "hole at buffer offset 0"),
+    ([(0, b"AAAAAAAA"), (4, b"BBBBBBBB")], "overlapping data at buffer offset 4"),
+    ([(0, b"AAAA"), (0, b"BBBB")], "repeats buffer offset 0"),
+])
+def test_data_in_must_tile_the_buffer(pieces, match):
+    """Data-In that leaves a hole, overlaps or repeats an offset is an error, never a
+    GOOD result with bytes at the wrong offsets (§11.7.5); the task is dropped."""
+    cs = CommandSession(1, 1)
+    itt, _ = cs.command(0, cdb_inquiry(16), 16)
+    with pytest.raises(ScsiError, match=match):
+        for i, (offset, data) in enumerate(pieces):
+            last = i == len(pieces) - 1
+            cs.receive_pdu(SCSIDataIn(final=last, status_present=last, itt=itt, datasn=i,
+                                      buffer_offset=offset, statsn=1, data=data))
+    if match.startswith("repeats"):
+        return  # refused on arrival: the task is still open
+    with pytest.raises(ScsiError, match="unknown ITT"):
+        cs.receive_pdu(SCSIResponse(itt=itt))
+
+
+def test_data_in_short_of_the_buffer_and_empty_pieces():
+    """Less data than asked (an underflow) is whole; an empty Data-In adds nothing,
+    even at an offset already taken."""
+    cs = CommandSession(1, 1)
+    itt, _ = cs.command(0, cdb_inquiry(96), 96)
+    cs.receive_pdu(SCSIDataIn(final=False, itt=itt, buffer_offset=0, data=b"1234"))
+    cs.receive_pdu(SCSIDataIn(final=False, itt=itt, datasn=1, buffer_offset=0, data=b""))
+    _, r = cs.receive_pdu(SCSIDataIn(itt=itt, datasn=2, buffer_offset=4, status_present=True,
+                                     residual_underflow=True, residual_count=88, data=b"5678"))
+    assert r.ok and r.data == b"12345678" and r.residual == 88
 
 
 def test_data_in_out_of_order_is_reassembled():

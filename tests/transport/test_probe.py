@@ -1,0 +1,82 @@
+"""transport.probe against a scripted logged-in connection: which LUNs it asks and how it
+numbers them, and a REPORT LUNS it cannot use (typed error, after a logout)."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from iscsictl.protocol.config import LoginConfig
+from iscsictl.protocol.lun import encode_lun
+from iscsictl.protocol.scsi import ScsiResult, parse_sense
+from iscsictl.transport import probe as probe_mod
+from iscsictl.transport.errors import LoginFailed, ProtocolFailure
+
+TARGET = "iqn.2003-01.org.example:t1"
+# CHECK CONDITION, ILLEGAL REQUEST / invalid command operation code
+ILLEGAL = ScsiResult(0x02, sense=parse_sense(bytes.fromhex("70 00 05 00 00 00 00 0a"
+                                                           "00 00 00 00 20 00 00 00 00 00")))
+
+
+class FakeConnection:
+    """What probe() uses of a logged-in transport.tcp.Connection; answers REPORT LUNS with
+    ``report`` and every other command with ILLEGAL REQUEST, and records the calls."""
+
+    def __init__(self, report: ScsiResult):
+        self.report = report
+        self.success = SimpleNamespace(tsih=7, negotiated={"HeaderDigest": "None"})
+        self.endpoint = "192.0.2.1:3260"
+        self.commands: list[tuple[int, int]] = []  # (LUN number, CDB opcode)
+        self.calls: list[str] = []
+
+    def scsi(self, lun, cdb, read_length, timeout):
+        self.commands.append((lun, cdb[0]))
+        return self.report if cdb[0] == 0xA0 else ILLEGAL
+
+    def logout(self, timeout):
+        self.calls.append("logout")
+
+    def close(self):
+        self.calls.append("close")
+
+
+def run_probe(monkeypatch, report: ScsiResult):
+    conn = FakeConnection(report)
+    monkeypatch.setattr(probe_mod, "login", lambda host, port, config, warn=None: conn)
+    config = LoginConfig(initiator_name="iqn.2005-03.org.open-iscsi:host1", target_name=TARGET)
+    return conn, lambda: probe_mod.probe("192.0.2.1", 3260, config, timeout=1.0)
+
+
+def report_luns(*entries: str) -> ScsiResult:
+    body = b"".join(bytes.fromhex(e) for e in entries)
+    return ScsiResult(0, len(body).to_bytes(4, "big") + bytes(4) + body)
+
+
+def test_luns_are_numbered_as_linux_and_addressed_as_reported(monkeypatch):
+    """LIO's LUN 256 (01 00) is probed, not skipped; tgt's LUN 256 (flat space, 41 00) is
+    16640, as Linux shows it; each command carries the bytes REPORT LUNS gave."""
+    entries = ("0000000000000000", "0100000000000000", "4100000000000000")
+    conn, run = run_probe(monkeypatch, report_luns(*entries))
+    res = run()
+    assert [info.lun for info in res.luns] == [0, 256, 16640]
+    asked = sorted({lun for lun, op in conn.commands if op != 0xA0})
+    assert [encode_lun(n).hex() for n in asked] == list(entries)
+    assert "ILLEGAL REQUEST" in res.luns[1].errors["inquiry"]
+    assert conn.calls == ["logout", "close"]
+
+
+@pytest.mark.parametrize("data", [b"", bytes(4), bytes(7)])
+def test_report_luns_shorter_than_its_header(monkeypatch, data):
+    """GOOD with fewer than 8 bytes: a typed ProtocolFailure (exit code 5), after a
+    logout, not a ValueError escaping as an unexpected error."""
+    conn, run = run_probe(monkeypatch, ScsiResult(0, data))
+    with pytest.raises(ProtocolFailure, match="REPORT LUNS") as ei:
+        run()
+    assert ei.value.exit_code == 5
+    assert conn.calls == ["logout", "close"]
+
+
+def test_report_luns_failure_logs_out(monkeypatch):
+    conn, run = run_probe(monkeypatch, ILLEGAL)
+    with pytest.raises(LoginFailed, match="REPORT LUNS failed: CHECK CONDITION"):
+        run()
+    assert conn.calls == ["logout", "close"]
