@@ -15,6 +15,7 @@ Shapes: integers are unsigned and big-endian on the wire; ``lun`` is the raw
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from operator import index
 from typing import Any, ClassVar, NamedTuple
 
 from .bhs import RawPDU, decode_bhs
@@ -212,13 +213,13 @@ class PDU:
                     raise ValueError(f"{f.name} needs {f.size} bytes, got {len(v)}")
                 hdr[f.offset:f.offset + f.size] = v
             elif f.mask:
-                v = int(v) << _shift(f.mask)
+                v = _int(f.name, v) << _shift(f.mask)
                 if v & ~f.mask:
                     raise ValueError(f"{f.name}={values[f.name]} does not fit its bits")
                 hdr[f.offset] |= v
             else:
                 try:
-                    hdr[f.offset:f.offset + f.size] = int(v).to_bytes(f.size, "big")
+                    hdr[f.offset:f.offset + f.size] = _int(f.name, v).to_bytes(f.size, "big")
                 except OverflowError:
                     raise ValueError(f"{f.name}={v} does not fit {f.size} bytes") from None
         if len(ahs_bytes) > 255 * 4:
@@ -236,7 +237,8 @@ class PDU:
             header_digest: append CRC32C over BHS+AHS (HeaderDigest=CRC32C).
             data_digest: append CRC32C over data+padding when data is present.
         Raises:
-            ValueError: a field does not fit its width.
+            ValueError: a field is not an integer (a float or str is not rounded
+                or parsed) or does not fit its width.
         """
         hdr, ahs_bytes = self.encode_header()
         out = [hdr, ahs_bytes]
@@ -255,10 +257,24 @@ class PDU:
         return self.OPCODE
 
 
+def _int(name: str, value: Any) -> int:
+    """``value`` as an int: an int, bool or IntEnum, never a float or str rounded or parsed.
+
+    Raises:
+        ValueError: anything else.
+    """
+    try:
+        return index(value)
+    except TypeError:
+        raise ValueError(f"{name}={value!r} is not an integer") from None
+
+
 def _reserved_mask(cls: type[PDU]) -> int:
     """All BHS bits that no field of ``cls`` (nor the common fields) claims."""
     used = bytearray(BHS_LENGTH)
-    used[0] = 0x3F | (0x40 if cls.OPCODE.from_initiator else 0)
+    # the I bit (byte 0 bit 6) only where the PDU has one: it is reserved in
+    # every target PDU and in SCSI Data-Out (§11.7.1) and SNACK Request (§11.16)
+    used[0] = 0x3F | (0x40 if any(f.name == "immediate" for f in cls.LAYOUT) else 0)
     used[4:8] = b"\xff\xff\xff\xff"  # TotalAHSLength, DataSegmentLength
     for f in cls.LAYOUT:
         if f.name == "immediate":
@@ -369,7 +385,9 @@ def _sense_data(data: bytes) -> bytes:
 
 
 def _check_login_stages(pdu: LoginRequest | LoginResponse) -> None:
-    for name in ("csg", "nsg"):
+    # NSG is valid only when T is 1; otherwise it is reserved (§11.12.3), and a
+    # receiver ignores reserved fields (§11.2): it is kept as received, unchecked
+    for name in ("csg", "nsg") if pdu.transit else ("csg",):
         v = getattr(pdu, name)
         if v not in LoginStage._value2member_map_:
             raise InvalidPDUField(f"{type(pdu).__name__}: {name.upper()}={v} is reserved")
@@ -438,9 +456,12 @@ class SCSICommand(PDU):
             extra.append(AHS(AHSType.EXTENDED_CDB, b"\0" + cdb[16:]))
         values["cdb"] = cdb[:16].ljust(16, b"\0")
         if self.expected_bidi_read_length is not None:
+            n = _int("expected_bidi_read_length", self.expected_bidi_read_length)
+            if not 0 <= n <= 0xFFFFFFFF:
+                raise ValueError(f"expected_bidi_read_length={n} does not fit 4 bytes")
             extra.append(AHS(
                 AHSType.EXPECTED_BIDIRECTIONAL_READ_DATA_LENGTH,
-                b"\0" + self.expected_bidi_read_length.to_bytes(4, "big"),
+                b"\0" + n.to_bytes(4, "big"),
             ))
         return values, tuple(extra) + tuple(ahs)
 

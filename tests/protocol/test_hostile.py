@@ -57,6 +57,21 @@ def test_reserved_bits_strict_only(impl, index, value):
     assert impl.parse(wire) == pdu  # §11.2: receivers ignore reserved fields
 
 
+@pytest.mark.parametrize("pdu", [P.SCSIDataOut(itt=3, data=b"abcd"), P.SNACKRequest(itt=3)])
+def test_reserved_i_bit_of_data_out_and_snack_strict_only(impl, pdu):
+    """SCSI Data-Out (§11.7.1) and SNACK Request (§11.16) have no I bit: byte 0
+    bit 6 is reserved there as in target PDUs, though they come from the initiator."""
+    wire = bytes(pdu.encode())
+    assert wire[0] & 0x40 == 0
+    wire = with_byte(wire, 0, wire[0] | 0x40)
+    with pytest.raises(ReservedFieldError, match="byte 0"):
+        impl.parse(wire, strict=True)
+    assert impl.parse(wire) == pdu
+    # the initiator PDUs that have an I bit still take it under strict
+    cmd = P.SCSICommand(immediate=True, itt=3)
+    assert impl.parse(cmd.encode(), strict=True) == cmd
+
+
 def test_reserved_ahs_type_bits_strict_only(impl):
     pdu = P.SCSICommand(ahs=(P.AHS(5, b"\0abc"),))
     wire = bytearray(pdu.encode())
@@ -67,14 +82,23 @@ def test_reserved_ahs_type_bits_strict_only(impl):
 
 
 @pytest.mark.parametrize("cls", [P.LoginRequest, P.LoginResponse])
-@pytest.mark.parametrize("flags", [0x08 | 0x01, 0x04 | 0x02, 0x80 | 0x40 | 0x05])
+@pytest.mark.parametrize("flags", [0x08 | 0x01, 0x80 | 0x04 | 0x02, 0x80 | 0x40 | 0x05])
 def test_login_stage_and_tc(impl, cls, flags):
-    """CSG=2 or NSG=2 (reserved, §11.12.3) and T+C together (§11.12.2)."""
+    """CSG=2, or NSG=2 with T=1 (reserved, §11.12.3), and T+C together (§11.12.2)."""
     wire = with_byte(cls(csg=1, nsg=1).encode(), 1, flags)
     with pytest.raises(InvalidPDUField):
         impl.parse(wire)
     with pytest.raises(InvalidPDUField):
         impl.frame(wire)
+
+
+@pytest.mark.parametrize("cls", [P.LoginRequest, P.LoginResponse])
+def test_login_nsg_is_reserved_without_transit(impl, cls):
+    """With T=0, NSG is a reserved field (§11.12.3): any value, 2 included, is
+    ignored (§11.2), not refused; the decoded PDU keeps it as received."""
+    wire = with_byte(cls(csg=1, nsg=1).encode(), 1, 0x04 | 0x02)  # T=0, CSG=1, NSG=2
+    for got in (impl.parse(wire), impl.frame(wire)[0]):
+        assert (got.transit, got.csg, got.nsg) == (False, 1, 2)
 
 
 @pytest.mark.parametrize("cls", [P.TextRequest, P.TextResponse])
@@ -245,6 +269,32 @@ def test_encode_rejects_out_of_range():
         P.R2T(data=b"x").encode()
     with pytest.raises(ValueError):
         P.SCSICommand(cdb=bytes(1025), expected_bidi_read_length=0).encode()  # > 255 AHS words
+
+
+@pytest.mark.parametrize("pdu", [
+    P.SCSICommand(expected_bidi_read_length=1 << 32),
+    P.SCSICommand(expected_bidi_read_length=-1),
+    P.SCSICommand(expected_bidi_read_length=1.0),
+    P.NOPOut(itt=1.9),  # not rounded to ITT 1
+    P.NOPOut(itt="7"),  # not parsed
+    P.NOPOut(final=0.5),
+    P.SCSICommand(attr="1"),
+])
+def test_encode_refuses_what_is_not_an_int_in_range(pdu):
+    """encode() raises ValueError, as documented, for any value that is not an int in
+    its field's range: never OverflowError or TypeError, never a float rounded."""
+    with pytest.raises(ValueError):
+        pdu.encode()
+
+
+def test_encode_takes_ints_bools_and_int_enums():
+    from iscsictl.protocol.constants import TaskAttribute
+
+    wire = P.SCSICommand(final=1, attr=TaskAttribute.ORDERED, itt=True,
+                         expected_bidi_read_length=0xFFFFFFFF).encode()
+    back = P.parse_pdu(wire)
+    assert (back.final, back.attr, back.itt, back.expected_bidi_read_length) == \
+        (True, 2, 1, 0xFFFFFFFF)
 
 
 # --- fuzzing ------------------------------------------------------------------
