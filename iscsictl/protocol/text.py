@@ -86,6 +86,8 @@ def decode_text(data: bytes, value_limits: bool = True) -> TextPairs:
     if data[-1:] != b"\0":
         raise TextFormatError("text data does not end with a NUL delimiter")
     body = data.rstrip(b"\0")
+    if not body:  # NUL padding only: no pairs
+        return []
     if body.isascii():  # the common case: whole-text checks, then only the value limits
         text = body.decode("ascii") + "\0"
         if _PAIRS.match(text):

@@ -184,6 +184,9 @@ def parse_send_targets(pairs: TextPairs, default_portal: Portal | None = None,
     current: DiscoveredTarget | None = None
     skipping = False  # the addresses of a target left out
     portals: dict[str, Portal] = {}  # a target's portals are usually every target's
+    # each target's portals as a set too: a membership test in its list would make a
+    # target with n addresses cost O(n²) (tens of thousands fit in a 16 MiB answer)
+    seen: dict[str, set[Portal]] = {}
     addressed: set[str] = set()  # the targets that had a TargetAddress, usable or not
     for key, value in pairs:
         if key == "TargetName":
@@ -213,7 +216,9 @@ def parse_send_targets(pairs: TextPairs, default_portal: Portal | None = None,
                         raise TextExchangeError(f"SendTargets: {exc}") from None
                     skip(f"SendTargets: {current.name}: {exc}: portal left out")
                     continue
-            if portal not in current.portals:
+            have = seen.setdefault(current.name, set())
+            if portal not in have:
+                have.add(portal)
                 current.portals.append(portal)
         # other keys (TargetAlias, vendor keys) carry nothing for discovery
     for t in list(targets.values()):

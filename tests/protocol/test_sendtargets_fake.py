@@ -251,3 +251,25 @@ def test_an_over_long_value_costs_its_entry_not_the_whole_answer():
     assert len(said) == 1 and "target left out" in said[0]
     with pytest.raises(TextFormatError):  # the login's text keeps its limits
         decode_text(data)
+
+
+def test_many_addresses_of_one_target_cost_linear_time(monkeypatch):
+    """One target with thousands of TargetAddress values (a 16 MiB SendTargets answer
+    holds ~540k): duplicates are found by hashing, not by comparing each new portal with
+    every portal before it (O(n²): minutes of CPU, out of reach of active_timeout)."""
+    n = 5000
+    pairs = [("TargetName", "iqn.2003-01.org.example:t1")]
+    pairs += [("TargetAddress", f"10.0.{i >> 8}.{i & 255}:3260,1") for i in range(n)]
+    pairs += [("TargetAddress", "10.0.0.7:3260,1")]  # a duplicate: merged
+    compared = 0
+    eq = Portal.__eq__
+
+    def counting_eq(self, other):
+        nonlocal compared
+        compared += 1
+        return eq(self, other)
+
+    monkeypatch.setattr(Portal, "__eq__", counting_eq)
+    (t,) = parse_send_targets(pairs)
+    assert len(t.portals) == n and t.portals[7] == Portal("10.0.0.7", 3260, 1)
+    assert compared < 2 * n  # the list scan made n * (n - 1) / 2 = 12.5 million

@@ -29,6 +29,13 @@ def test_trailing_padding_tolerated():
     assert decode_text(b"") == []
 
 
+@pytest.mark.parametrize("data", [b"\0", b"\0\0\0\0"])
+def test_padding_alone_is_no_pairs(data):
+    """Text that is NUL padding only (an empty text, padded) holds no pairs."""
+    assert decode_text(data) == []
+    assert decode_text(data, value_limits=False) == []
+
+
 @pytest.mark.parametrize("data,match", [
     (b"A=1", "NUL"),
     (b"A=1\0\0B=2\0", "empty"),
@@ -120,7 +127,7 @@ def test_whole_text_checks_agree_with_the_pair_by_pair_ones(pairs, pad, junk):
 
     data = "".join(f"{k}={v}\0" for k, v in pairs).encode("utf-8", "surrogatepass")
     for sample in (data + b"\0" * pad, data + junk + b"\0", data[:-1] + junk + b"\0"):
-        if not sample:
+        if not sample.rstrip(b"\0"):  # empty, or padding only
             assert decode_text(sample) == []
             continue
         try:
