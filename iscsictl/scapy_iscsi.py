@@ -8,7 +8,9 @@ importing this module without scapy raises ImportError with that hint.
 :class:`ISCSI` is one whole PDU: byte 0 (I bit, opcode), the opcode-dependent
 fields of bytes 1-3 and 8-47 (ConditionalFields chosen by opcode, named as in
 :mod:`iscsictl.protocol.pdu`), TotalAHSLength and DataSegmentLength (filled
-in on build when left None), the AHS bytes, an optional header digest, the
+in on build when left None; ``ahs`` is then padded with zeros to the whole
+words TotalAHSLength counts, and goes out as given when TotalAHSLength is
+set), the AHS bytes, an optional header digest, the
 data segment, its padding and an optional data digest.  Digests are not
 visible on the wire, so whether to expect them is set with
 :func:`set_digests` (off by default).  Several PDUs in one TCP segment
@@ -235,8 +237,13 @@ class ISCSI(Packet):
 
     def post_build(self, pkt: bytes, pay: bytes) -> bytes:
         pkt = bytearray(pkt)
-        ahs_len = pkt[4] * 4
-        hdr_end = 48 + ahs_len
+        hdr_end = 48 + len(self.ahs or b"")  # the AHS bytes as emitted
+        if self.total_ahs_length is None:
+            # TotalAHSLength counts whole words (n + 3) // 4: pad the AHS to them
+            # (§11.2.1.5), as the data segment is padded below
+            fill = -hdr_end & 3
+            pkt[hdr_end:hdr_end] = bytes(fill)
+            hdr_end += fill
         if self.data_segment_length is None:
             pkt[5:8] = len(self.data or b"").to_bytes(3, "big")
         pos = hdr_end

@@ -128,3 +128,22 @@ def test_two_pdus_in_one_segment():
     second = first.payload
     assert isinstance(second, ISCSI)
     assert first.itt == 1 and second.itt == 2 and second.data == b"k=v\0"
+
+
+@pytest.mark.parametrize("digests", [False, True])
+def test_ahs_not_a_multiple_of_4_is_padded(impl, digests):
+    """A 5-byte AHS (one Extended CDB byte) goes out padded to the 2 words TotalAHSLength
+    announces (§11.2.1.5): the same bytes as pdu.py's encoder, the data after it intact."""
+    set_digests(digests, digests)
+    ahs = bytes.fromhex("0002 01 00 ab")
+    wire = bytes(ISCSI(opcode=0x01, final=1, attr=1, itt=1, ahs=ahs, data=b"xyz"))
+    ref = P.SCSICommand(cdb=bytes(16) + b"\xab", itt=1, data=b"xyz")
+    assert wire == ref.encode(digests, digests)
+    assert impl.parse(wire, digests, digests) == ref
+    assert ISCSI(wire).ahs == ahs + b"\0\0\0"
+
+
+def test_ahs_goes_out_as_given_with_total_ahs_length_set():
+    """Crafting: with TotalAHSLength set, the AHS bytes are not padded."""
+    wire = bytes(ISCSI(opcode=0x01, itt=1, total_ahs_length=2, ahs=b"\0\x02\x01\0\xab"))
+    assert wire[4] == 2 and len(wire) == 48 + 5
