@@ -160,9 +160,9 @@ def _flag(value: Any) -> bool:
 
 
 #: the answer to a request the daemon's stop cut short (ISCSI_ERR_AGAIN)
-CUT_SHORT = ("iscsictld stopped while the request was under way; a login it cut short made "
-             "no session, a logout still tore its session down (iscsictl -m session lists "
-             "the sessions)")
+CUT_SHORT = ("iscsictld stopped while the request was under way: a login it cut short made "
+             "no session (those done before stay), a logout still tore its session down "
+             "(iscsictl -m session lists the sessions)")
 
 #: sessions or records one request may name: far above what a host runs (the kernel's
 #: session ids, a thousand sessions), far below what would hold the loop for seconds
