@@ -631,13 +631,12 @@ class Daemon:
         """What iscsid does for a session the HBA's firmware logged in by itself (usr/
         initiator.c iscsi_async_session_creation): its devices set running (``online``) and
         its host scanned unless iscsid.conf's node.session.scan is manual; on the scan
-        threads, failures logged."""
-        autoscan = self._node_defaults().get("node.session.scan", "auto") != "manual"
+        threads (iscsid.conf read there too, off the loop), failures logged."""
 
         def work() -> None:
             if online:
                 ks.set_devices_running(self.sysfs, sid)
-            if autoscan:
+            if self._node_defaults().get("node.session.scan", "auto") != "manual":
                 try:
                     self.sysfs.scan_host(host_no)
                 except OSError as exc:
