@@ -360,8 +360,8 @@ def run(args, o, mode: str) -> int:  # type: ignore[no-untyped-def]
     if not -1 <= level <= 3:  # iscsiadm looks for the sessions first (21, 22)
         if sid is None and not sysfs.session_ids():
             raise E.CliError("No active sessions.", E.NO_OBJS_FOUND)
-        if sid is not None and not collect(sysfs, {}, 0, sid):
-            raise _no_session(sid)
+        if sid is not None:
+            _named(sysfs, {}, 0, sid)
         raise E.CliError(f"Invalid info level {level}. Try 0 - 3.", E.INVAL)
     ops = set(args.op or [])
     want_action = args.logout or args.rescan or args.stats
@@ -374,9 +374,9 @@ def run(args, o, mode: str) -> int:  # type: ignore[no-untyped-def]
         raise E.CliError(f"session mode: operation {','.join(sorted(ops))} needs -r SID "
                          "(it works on that session's node record)", E.INVAL)
     states = _daemon_states() if (level >= 1 or o.json) and not want_action else {}
-    views = collect(sysfs, states, 0 if want_action else 3 if o.json else max(level, 0), sid)
-    if sid is not None and not (views and views[0].targetname):
-        raise _no_session(sid)  # none, or half-made (no target name yet): iscsiadm's 22
+    level_read = 0 if want_action else 3 if o.json else max(level, 0)
+    views = collect(sysfs, states, level_read) if sid is None else \
+        _named(sysfs, states, level_read, sid)
     if args.logout:
         from .kernel_ops import logout_sessions
 
@@ -408,6 +408,15 @@ def _no_session(sid: int) -> E.CliError:
                       E.BY_NAME["ISCSI_ERR_SYSFS_LOOKUP"])
 
 
+def _named(sysfs, states: dict, level: int, sid: int) -> list[SessionView]:  # type: ignore[no-untyped-def]
+    """``collect`` of the session ``-r`` names; 22 when there is none or it is half-made
+    (no target name yet), as iscsiadm's iscsi_sysfs_get_sessioninfo_by_id fails."""
+    views = collect(sysfs, states, level, sid)
+    if not (views and views[0].targetname):
+        raise _no_session(sid)
+    return views
+
+
 def _node_op(sysfs, sid: int, args, o) -> int:  # type: ignore[no-untyped-def]
     """``-r SID`` as node mode on the session's record: ``-T`` its target name, ``-p`` its
     persistent portal (any tpgt), ``-I`` its iface (iscsiadm's idbm_create_rec from the
@@ -416,9 +425,7 @@ def _node_op(sysfs, sid: int, args, o) -> int:  # type: ignore[no-untyped-def]
 
     from . import node_cmd
 
-    views = collect(sysfs, {}, 1, sid)
-    if not (views and views[0].targetname):
-        raise _no_session(sid)
+    views = _named(sysfs, {}, 1, sid)
     ops = set(args.op or [])
     if ops - {"show", "update", "delete", "new"} or len(ops) > 1:
         raise E.CliError(f"session mode: operation {','.join(sorted(ops))} is not "
