@@ -262,6 +262,7 @@ class _Task:
     expected: int
     chunks: dict[int, bytes] = field(default_factory=dict)  # BufferOffset -> data, non-empty
     received: int = 0
+    datasn: int = 0  # the next Data-In's DataSN (§11.7.4: 0, 1, 2, ... a command)
 
 
 def _serial_lt(a: int, b: int) -> bool:
@@ -315,14 +316,16 @@ class CommandSession:
     def receive_pdu(self, pdu: PDU) -> tuple[int, ScsiResult] | None:
         """Take a target PDU; (itt, result) when a task completes.
 
-        Data-In may arrive in any order, but the data must tile the buffer from
+        Data-In may cover the buffer in any order, but the data must tile it from
         offset 0 (RFC 7143 §11.7.5): a BufferOffset that repeats, overlaps or leaves a
-        hole is an error, never data at the wrong offset.
+        hole is an error, never data at the wrong offset.  Its DataSN counts 0, 1, 2, ...
+        for the command (§11.7.4); a Data-In missing from that count is an error, as
+        nothing here asks for it again (SNACK needs ErrorRecoveryLevel 1).
 
         Raises:
-            ScsiError: data for an unknown task, data beyond the buffer, a Data-In
-                offset taken twice, overlapping data or a hole at completion (the
-                task is dropped), a Reject.
+            ScsiError: data for an unknown task, a DataSN out of sequence, data beyond
+                the buffer, a Data-In offset taken twice, overlapping data or a hole at
+                completion (the task is dropped), a Reject.
         """
         if isinstance(pdu, Reject):
             raise ScsiError(f"target rejected a PDU (reason 0x{pdu.reason:02x})")
@@ -330,6 +333,10 @@ class CommandSession:
             task = self._tasks.get(pdu.itt)
             if task is None:
                 raise ScsiError(f"Data-In for unknown ITT 0x{pdu.itt:08x}")
+            if pdu.datasn != task.datasn:
+                raise ScsiError(f"Data-In for ITT 0x{pdu.itt:08x} has DataSN {pdu.datasn}, "
+                                f"expected {task.datasn}: a Data-In was lost or repeated")
+            task.datasn = (task.datasn + 1) & 0xFFFFFFFF
             end = pdu.buffer_offset + len(pdu.data)
             if end > task.expected:
                 raise ScsiError(f"Data-In past the expected {task.expected} bytes")

@@ -219,6 +219,22 @@ def test_data_in_must_tile_the_buffer(pieces, match):
         cs.receive_pdu(SCSIResponse(itt=itt))
 
 
+@pytest.mark.parametrize("sns,match", [
+    ((0, 2), "has DataSN 2, expected 1"),
+    ((1,), "has DataSN 1, expected 0"),
+    ((0, 0), "has DataSN 0, expected 1"),
+])
+def test_data_in_datasn_must_count_up(sns, match):
+    """DataSN counts each command's Data-In from 0 (§11.7.4): a gap means one was lost
+    (its bytes may have landed nowhere, or a later one repeats them), an error at once."""
+    cs = CommandSession(1, 1)
+    itt, _ = cs.command(0, cdb_inquiry(12), 12)
+    with pytest.raises(ScsiError, match=match):
+        for i, sn in enumerate(sns):
+            cs.receive_pdu(SCSIDataIn(final=False, itt=itt, datasn=sn, buffer_offset=4 * i,
+                                      data=b"ABCD"))
+
+
 def test_data_in_short_of_the_buffer_and_empty_pieces():
     """Less data than asked (an underflow) is whole; an empty Data-In adds nothing,
     even at an offset already taken."""
@@ -235,7 +251,7 @@ def test_data_in_out_of_order_is_reassembled():
     cs = CommandSession(1, 1)
     itt, _ = cs.command(0, cdb_inquiry(8), 8)
     assert cs.receive_pdu(SCSIDataIn(final=False, itt=itt, buffer_offset=4, data=b"5678")) is None
-    _, r = cs.receive_pdu(SCSIDataIn(itt=itt, buffer_offset=0, status_present=True,
+    _, r = cs.receive_pdu(SCSIDataIn(itt=itt, datasn=1, buffer_offset=0, status_present=True,
                                      statsn=7, max_cmdsn=40, data=b"1234"))
     assert r.data == b"12345678" and cs.exp_statsn == 8 and cs.max_cmdsn == 40
 
@@ -247,7 +263,7 @@ def test_command_window_follows_serial_arithmetic():
     cs.receive_pdu(SCSIDataIn(final=False, itt=itt, exp_cmdsn=50, max_cmdsn=20, data=b"1234"))
     assert cs.max_cmdsn == 40
     # a stale (smaller) MaxCmdSN does not shrink the window
-    cs.receive_pdu(SCSIDataIn(final=False, itt=itt, buffer_offset=4, exp_cmdsn=11,
+    cs.receive_pdu(SCSIDataIn(final=False, itt=itt, datasn=1, buffer_offset=4, exp_cmdsn=11,
                               max_cmdsn=30, data=b"5"))
     assert cs.max_cmdsn == 40
     # MaxCmdSN = ExpCmdSN - 1 (window closed) is valid; a larger edge moves it, across the wrap
