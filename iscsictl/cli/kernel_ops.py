@@ -132,8 +132,9 @@ def _session_counts(records: list[Any]) -> list[tuple[int, int]]:
 
 
 def logout_sessions(sessions: list[Any], o, force: bool = False) -> int:  # type: ignore[no-untyped-def]
-    """Log out of sysfs sessions (objects with sid/targetname/persistent portal).
-    ``force`` logs out even when iscsid.safe_logout finds the disks in use."""
+    """Log out of sysfs sessions: objects with ``sid`` whose ``str()`` is iscsiadm's
+    ``[sid: N, target: T, portal: A,P]`` (session_cmd's ``_Sess``).  ``force`` logs out
+    even when iscsid.safe_logout finds the disks in use."""
     from ..ipc import DaemonError
 
     if not sessions:
@@ -141,8 +142,7 @@ def logout_sessions(sessions: list[Any], o, force: bool = False) -> int:  # type
     by_sid = {s.sid: s for s in sessions}
     for s in sessions:
         if not o.json:
-            o.lines([f"Logging out of session [sid: {s.sid}, target: {s.targetname}, "
-                     f"portal: {s.address},{s.port}]"])
+            o.lines([f"Logging out of session {s}"])
     try:
         results = _client().call("logout", _progress(o, "logging out", len(by_sid)),
                                  sids=list(by_sid), force=force)
@@ -150,9 +150,7 @@ def logout_sessions(sessions: list[Any], o, force: bool = False) -> int:  # type
         raise _daemon_error(exc) from None
     rc = 0
     for r in results:
-        s = by_sid.get(r["sid"])
-        desc = f"[sid: {r['sid']}, target: {s.targetname if s else ''}, portal: " \
-               f"{s.address if s else ''},{s.port if s else ''}]"
+        desc = by_sid.get(r["sid"], f"[sid: {r['sid']}]")
         if r.get("ok"):
             if not o.json:
                 o.lines([f"Logout of {desc} successful."])
