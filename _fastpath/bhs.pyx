@@ -11,9 +11,8 @@ integers by hand; the Python integers of a field are made only when the field
 is read.  A value assigned from Python that does not fit its field is kept as
 given (so it reads back unchanged, as in the pure class) and makes
 ``encode_bhs`` raise ValueError, as the pure codec does.  ``words`` takes
-any sequence of seven ints and reads back as a tuple.  Left different:
-``immediate`` and ``reserved0`` are C booleans, so they read back as True or
-False where the pure class keeps the value given (both encode its truth).
+any sequence of seven ints and reads back as a tuple.  ``immediate`` and
+``reserved0`` are C booleans: they read back as True or False, in both twins.
 """
 
 cimport cython

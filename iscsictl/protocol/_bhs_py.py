@@ -15,6 +15,7 @@ Layout (big-endian)::
 
 from __future__ import annotations
 
+import operator
 from struct import Struct
 
 from .constants import BHS_LENGTH
@@ -26,6 +27,34 @@ _BHS = Struct(">BBBBIQI7I")
 #: the widths encode_bhs checks beyond the two lengths (ValueError, not struct.error)
 _LIMITS = (("opcode", 0x3F), ("flags", 0xFF), ("b2", 0xFF), ("b3", 0xFF),
            ("lun", 0xFFFFFFFFFFFFFFFF), ("itt", 0xFFFFFFFF))
+
+
+class _Flag:
+    """An attribute kept as the truth of what is assigned, as the Cython twin's ``bint``."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = "_" + name
+
+    def __get__(self, obj: object, owner: type | None = None) -> object:
+        return self if obj is None else getattr(obj, self.slot)
+
+    def __set__(self, obj: object, value: object) -> None:
+        setattr(obj, self.slot, bool(value))
+
+
+class _Ssize(_Flag):
+    """An integer attribute checked on assignment, as the Cython twin's ``Py_ssize_t``.
+
+    Raises:
+        TypeError: not an integer (``operator.index`` refuses it).
+        OverflowError: outside -2**63 .. 2**63 - 1.
+    """
+
+    def __set__(self, obj: object, value: object) -> None:
+        n = operator.index(value)  # type: ignore[arg-type]
+        if not -(1 << 63) <= n < (1 << 63):
+            raise OverflowError(f"{self.slot[1:]} = {n} does not fit a C ssize_t")
+        setattr(obj, self.slot, n)
 
 
 class BHS:
@@ -44,10 +73,16 @@ class BHS:
         words: bytes 20-47 as seven unsigned 32-bit integers.
     """
 
-    __slots__ = (
+    _FIELDS = (
         "opcode", "immediate", "reserved0", "flags", "b2", "b3",
         "total_ahs_length", "data_segment_length", "lun", "itt", "words",
     )
+    __slots__ = (
+        "opcode", "_immediate", "_reserved0", "flags", "b2", "b3",
+        "total_ahs_length", "data_segment_length", "lun", "itt", "words",
+    )
+    immediate = _Flag()
+    reserved0 = _Flag()
 
     def __init__(
         self,
@@ -78,7 +113,7 @@ class BHS:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, BHS) and type(other).__name__ != "BHS":
             return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in BHS.__slots__)
+        return all(getattr(self, n) == getattr(other, n) for n in BHS._FIELDS)
 
     def __repr__(self) -> str:
         return (

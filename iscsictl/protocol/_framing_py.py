@@ -16,6 +16,7 @@ login socket is handed to the kernel with nothing of the kernel's lost.
 
 from __future__ import annotations
 
+from ._bhs_py import _Flag, _Ssize
 from .bhs import RawPDU, decode_bhs
 from .constants import BHS_LENGTH, LOGIN_MAX_DATA_SEGMENT_LENGTH
 from .digest import crc32c_digest
@@ -39,6 +40,12 @@ class PDUReader:
     A fatal error (header digest mismatch, a length over the limits) leaves
     the reader broken: every later call raises the same error.
     """
+
+    # typed as the Cython twin's attributes (bint, Py_ssize_t): checked when assigned
+    header_digest = _Flag()
+    data_digest = _Flag()
+    max_data_segment_length = _Ssize()
+    max_ahs_length = _Ssize()
 
     def __init__(
         self,

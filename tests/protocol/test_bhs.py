@@ -180,3 +180,13 @@ def test_copy_and_pickle(impl):
         assert dup(odd).itt == 1 << 40
         r = dup(raw)
         assert (r.bhs, r.header, r.ahs, r.data) == (b, bytes(48), b"", b"abc")
+
+
+def test_flag_fields_read_back_as_booleans(impl):
+    """``immediate`` and ``reserved0`` keep the truth of what is assigned (the Cython
+    twin's ``bint``), in both twins."""
+    b = impl.bhs.BHS(1, immediate="x", reserved0=0)
+    assert b.immediate is True and b.reserved0 is False
+    b.immediate, b.reserved0 = 0, [1]
+    assert b.immediate is False and b.reserved0 is True
+    assert impl.bhs.encode_bhs(b)[0] == 0x81

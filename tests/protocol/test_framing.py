@@ -210,3 +210,19 @@ def test_implementations_agree(both_impls, s):
         r.feed(wire)
         outs.append([_raw_tuple(x) for x in r.pdus()])
     assert all(o == outs[0] for o in outs)
+
+
+@pytest.mark.parametrize("value,error", [(None, TypeError), (8192.0, TypeError), ("8192", TypeError),
+                                          (1 << 63, OverflowError), (-(1 << 63) - 1, OverflowError)])
+def test_limits_are_typed_as_in_the_cython_twin(impl, value, error):
+    """The limits are C ``Py_ssize_t`` in the Cython twin: both twins refuse a value that
+    is not an integer, or does not fit, when it is given, not at the next PDU."""
+    with pytest.raises(error):
+        impl.reader(max_data_segment_length=value)
+    r = impl.reader()
+    with pytest.raises(error):
+        r.max_ahs_length = value
+    with pytest.raises(error):
+        r.set_max_data_segment_length(value)
+    r.header_digest = "yes"
+    assert r.header_digest is True and r.max_ahs_length == 255 * 4
