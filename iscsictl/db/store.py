@@ -19,8 +19,8 @@ legacy file ``<ip>,<port>``; creating the same portal with a known tpgt converts
 Concurrency: every write is atomic (temp file in the same directory, fsync, rename, fsync of the
 directory), so readers take no lock and never wait.  Writers take a per-record ``flock`` lock
 (dies with its holder) and, only around creating/removing directories and links, a short
-DB-wide lock.  Lock files live in ``<db_root>/.locks/`` (iscsiadm ignores it) and hold the
-holder's PID; a wait is bounded (``lock_timeout``, default 30 s) and ends in LockTimeout naming
+DB-wide lock.  Lock files live in ``<db_root>/.locks/`` (iscsiadm ignores it), hold the
+holder's PID and go with their record when it is deleted; a wait is bounded (``lock_timeout``, default 30 s) and ends in LockTimeout naming
 the holder.  iscsiadm's own ``/run/lock/iscsi`` lock is not taken: our daemon and iscsid never
 run at once.
 
@@ -310,23 +310,53 @@ def atomic_write(path: str, data: bytes, mode: int = FILE_MODE,
 class FileLock:
     """An exclusive ``flock`` on ``path`` (created 0600), released when the holder exits or
     dies.  The holder's PID is written into the file so that a waiter that gives up after
-    ``timeout`` seconds raises LockTimeout(holder_pid).  Use as a context manager."""
+    ``timeout`` seconds raises LockTimeout(holder_pid).  Use as a context manager.
+
+    The holder of a record's lock that deletes the record also removes the lock's file
+    (:meth:`remove_when_released`), so that ``.locks`` does not keep one file for every
+    record ever written.  A waiter that then gets the lock of the removed file lets it go
+    and takes the lock of the file now at ``path``: two holders never hold different files
+    of one name."""
 
     def __init__(self, path: str, timeout: float = DEFAULT_LOCK_TIMEOUT):
         self.path = path
         self.timeout = timeout
         self._fd: int | None = None
+        self._remove = False
 
     def acquire(self) -> None:
+        start = time.monotonic()
+        while True:
+            fd = self._lock_file(start)
+            try:  # still the file at path?  (its holder may have removed it meanwhile)
+                st, now = os.fstat(fd), os.stat(self.path)
+                if (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino):
+                    break
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                os.close(fd)
+                raise DBError(f"cannot lock {self.path}: {e.strerror}") from e
+            os.close(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass
+        self._fd = fd
+        self._remove = False
+
+    def _lock_file(self, start: float) -> int:
+        """Open (or create) the file at ``path`` and flock it, waiting until ``start`` +
+        ``timeout``; the locked descriptor."""
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as e:
             raise DBError(f"cannot open lock {self.path}: {e.strerror}") from e
-        start = time.monotonic()
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                return fd
             except OSError as e:
                 if e.errno not in (errno.EAGAIN, errno.EACCES):
                     os.close(fd)
@@ -342,18 +372,20 @@ class FileLock:
                 os.close(fd)
                 raise LockTimeout(self.path, holder, waited)
             time.sleep(min(_LOCK_POLL, max(0.0, self.timeout - waited)))
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        except OSError:
-            pass
-        self._fd = fd
+
+    def remove_when_released(self) -> None:
+        """Remove the lock's file at :meth:`release` (its record is gone), while it is
+        still held."""
+        self._remove = True
 
     def release(self) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
             try:
-                os.ftruncate(fd, 0)
+                if self._remove:
+                    os.unlink(self.path)
+                else:
+                    os.ftruncate(fd, 0)
             except OSError:
                 pass
             fcntl.flock(fd, fcntl.LOCK_UN)
@@ -857,8 +889,9 @@ class NodeDB:
         static/, fw/), and its portal and target directories when they become empty.
         Works on damaged records.  Raises RecordNotFound, LockTimeout."""
         path = self.node_path(nid)
-        with self.record_lock(self._lock_key(nid)):
+        with self.record_lock(self._lock_key(nid)) as lock:
             if not os.path.lexists(path):
+                lock.remove_when_released()
                 raise RecordNotFound(f"no record {path}")
             with self.db_lock():
                 try:
@@ -875,6 +908,7 @@ class NodeDB:
                     self._remove_old_temp_files(pdir, nid.iface)
                     self._rmdir_quiet(pdir)
                 self._rmdir_quiet(self._p(NODES, nid.target))
+            lock.remove_when_released()
 
     @staticmethod
     def _remove_old_temp_files(pdir: str, iface: str) -> None:
@@ -1025,7 +1059,7 @@ class NodeDB:
                 except DBError as e:
                     self.warn(str(e))
         d = os.path.dirname(path)
-        with self.record_lock("disc\0" + path):
+        with self.record_lock("disc\0" + path) as lock:
             with self.db_lock():
                 try:
                     os.unlink(path)
@@ -1040,6 +1074,7 @@ class NodeDB:
                         except OSError:
                             pass
                 self._rmdir_quiet(d)
+            lock.remove_when_released()
         return deleted
 
     def reconcile_discovery(self, did: DiscoveryID, found: Iterable[NodeID], *,
@@ -1332,10 +1367,12 @@ class NodeDB:
                                "a special interface that cannot be deleted")
         _check_component("iface name", name)
         path = self.iface_path(name)
-        with self.record_lock("iface\0" + name):
+        with self.record_lock("iface\0" + name) as lock:
             try:
                 os.unlink(path)
             except FileNotFoundError:
+                lock.remove_when_released()
                 raise RecordNotFound(f"iface {name} not found") from None
             except OSError as e:
                 raise DBError(f"Could not delete iface {name}: {e.strerror}") from e
+            lock.remove_when_released()

@@ -151,6 +151,55 @@ def test_lock_timeout_names_holder(db, tmp_path):
         pass
 
 
+def test_deleted_records_leave_no_lock_files(db, tmp_path):
+    """A record's lock file goes with the record (and a delete of a record that is not
+    there leaves none): ``.locks`` does not grow with every record ever written."""
+    locks = tmp_path / "db" / store.LOCK_DIRNAME
+    did = DiscoveryID("sendtargets", "10.0.0.9", 3260)
+    db.create_discovery(did)
+    for i in range(20):
+        db.create_node(f"{T1}-{i}", "10.0.0.1", 3260, 1)
+    db.create_iface("if0")
+    assert len(os.listdir(locks)) > 20
+    for nid in db.list_nodes():
+        db.delete_node(nid)
+    db.delete_iface("if0")
+    db.delete_discovery(did)
+    with pytest.raises(RecordNotFound):
+        db.delete_node(NodeID(T2, "10.0.0.1", 3260, 1, "default"))
+    with pytest.raises(RecordNotFound):
+        db.delete_iface("if1")
+    assert os.listdir(locks) == [os.path.basename(db.db_lock().path)]
+
+
+def test_a_lock_removed_by_its_holder_is_taken_anew(db):
+    """A waiter that gets the lock of a file its holder removed (the record deleted) takes
+    the lock of the file at the path instead: never two holders at once."""
+    import threading
+
+    holder = db.record_lock("k")
+    holder.acquire()
+    got = threading.Event()
+    waiter = db.record_lock("k")
+    waiter.timeout = 10
+    t = threading.Thread(target=lambda: (waiter.acquire(), got.set()))
+    t.start()
+    time.sleep(0.3)  # the waiter has opened the file and polls its flock
+    holder.remove_when_released()
+    holder.release()
+    assert got.wait(10)
+    t.join()
+    try:
+        third = db.record_lock("k")
+        third.timeout = 0.3
+        with pytest.raises(LockTimeout):
+            third.acquire()
+    finally:
+        waiter.release()
+    with db.record_lock("k"):
+        pass
+
+
 def test_reader_not_blocked_by_writer_lock(db):
     db.create_node(T1, "10.0.0.1", 3260, 1)
     nid = db.list_nodes()[0]
