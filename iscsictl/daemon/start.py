@@ -49,6 +49,24 @@ _OPTIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
 )
 
 
+#: iscsistart's check_str_param_len: the longest value each option takes, bytes
+#: (TARGET_NAME_MAXLEN, NI_MAXHOST, AUTH_STR_MAX_LEN)
+_MAX_LEN = {"targetname": 255, "address": 1025, "username": 256, "password": 256,
+            "username_in": 256, "password_in": 256}
+_SECRETS = ("password", "password_in")
+
+
+def _check_lengths(args: argparse.Namespace) -> None:
+    """iscsistart's refusal of an over-long value (7); a secret is not repeated."""
+    for name, most in _MAX_LEN.items():
+        value = getattr(args, name)
+        if value is not None and len(os.fsencode(value)) > most:
+            shown = "" if name in _SECRETS else f" {value}"
+            print(f"{PROG}: invalid {name}{shown}. Max {name} length is {most}.",
+                  file=sys.stderr)
+            raise SystemExit(INVAL)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG, description="Log in to a boot disk without a running iscsictld "
@@ -82,7 +100,11 @@ def _records(args: argparse.Namespace, db) -> tuple[list, str]:  # type: ignore[
 
     if args.fwparam_connect:
         contexts = boot_contexts(_out())  # CliError: none (21), not root (1)
-        name = contexts[0].initiator_name or args.initiatorname  # -i if the table has none
+        boot = _boot_entry(contexts)
+        if boot is None:  # iscsistart's fw_get_entry: the firmware booted from none
+            print(f"{PROG}: Could not get boot entry.", file=sys.stderr)
+            raise SystemExit(21)
+        name = boot.initiator_name or args.initiatorname  # -i if the table has none
         if not name:
             print(f"{PROG}: the firmware names no initiator: give one with -i", file=sys.stderr)
             raise SystemExit(INVAL)
@@ -104,6 +126,18 @@ def _records(args: argparse.Namespace, db) -> tuple[list, str]:  # type: ignore[
         if value:
             rec.set(f"node.session.auth.{key}", value)
     return [rec], args.initiatorname
+
+
+def _boot_entry(contexts: list):  # type: ignore[no-untyped-def]
+    """The target the firmware booted from: in a firmware table (``ibft``, then each
+    ``iscsi_boot<N>``) with a NIC and a target both flagged boot selected (bit 1), that
+    target; None when no table has both (open-iscsi's fwparam_sysfs_boot_info).  Only
+    the NICs that some target names are seen here."""
+    for ctx in contexts:
+        if ctx.boot_selected and any(c.boot_root == ctx.boot_root and c.nic_flags & 0x2
+                                     for c in contexts):
+            return ctx
+    return None
 
 
 def _apply_params(records: list, params: list[str]) -> None:
@@ -212,6 +246,7 @@ def _run(argv: list[str] | None) -> int:
     from iscsictl.db.store import NodeDB
 
     args = _parser().parse_args(argv)
+    _check_lengths(args)
     if args.version:
         print(f"{PROG} version {FORMAT_VERSION}")
         return 0

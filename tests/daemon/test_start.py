@@ -105,6 +105,31 @@ def test_firmware_print_masks_secrets_unless_shown(env, capsys):
     assert "node.session.auth.password = ibft-secret-12\n" in out
 
 
+@pytest.mark.parametrize("nic_flags,target_flags", [(1, 3), (3, 1), (1, 1)])
+def test_boot_needs_a_boot_selected_nic_and_target(env, capsys, nic_flags, target_flags):
+    """-b logs in only when the firmware booted from a target: a NIC and a target flagged
+    boot selected (bit 1), as iscsistart's fw_get_entry; valid entries alone are not."""
+    import shutil
+    shutil.rmtree(env[0] / "sys" / "firmware")
+    write_tree(env[0] / "sys", ibft.INITIATOR, [dict(ibft.NIC, flags=nic_flags)],
+               [dict(ibft.BOOT_TARGET, flags=target_flags)])
+    assert start(capsys, "-b") == (21, "", "iscsictl-start: Could not get boot entry.\n")
+
+
+@pytest.mark.parametrize("option,name,most", [("-t", "targetname", 255),
+                                               ("-a", "address", 1025),
+                                               ("-u", "username", 256),
+                                               ("-W", "password_in", 256)])
+def test_over_long_values_are_refused_as_iscsistart(env, capsys, option, name, most):
+    """iscsistart's check_str_param_len: one byte over is 7, and a secret is not shown."""
+    args = ["-i", "iqn.2026-11.x:i", "-t", BOOT, "-g", "1", "-a", "127.0.0.1"]
+    value = "é" * (most // 2) + "x" * (most % 2 + 1)  # most + 1 bytes, fewer characters
+    rc, out, err = start(capsys, *args, option, value)
+    shown = "" if name.startswith("password") else f" {value}"
+    assert (rc, out, err) == (7, "", f"iscsictl-start: invalid {name}{shown}. "
+                                     f"Max {name} length is {most}.\n")
+
+
 def test_without_firmware_it_says_so(env, capsys):
     import shutil
     shutil.rmtree(env[0] / "sys" / "firmware")
