@@ -10,7 +10,7 @@ iscsiadm accepts it.
 
 from __future__ import annotations
 
-__all__ = ["C_SPACE", "ascii_digits", "host_name_problem", "split_portal"]
+__all__ = ["C_SPACE", "ascii_digits", "c_atoi", "host_name_problem", "split_portal"]
 
 #: RFC 1035 §2.3.4: a name of at most 255 octets on the wire, 253 characters as text
 _NAME_MAX = 253
@@ -27,6 +27,21 @@ def ascii_digits(text: str) -> bool:
     '²' (which ``int`` refuses) and other scripts' digits (which ``int`` reads), and
     ``int`` itself takes '1_0', spaces and a sign."""
     return text.isascii() and text.isdigit()
+
+
+def c_atoi(text: str) -> int:
+    """C's ``atoi`` in the C locale, as open-iscsi reads a number from sysfs: the blanks
+    first skipped, an optional sign, then the ASCII digits that follow (none: 0; what
+    comes after them is ignored).  Its overflow (undefined in C) is not modelled: the
+    caller truncates to its field's width, as the C assignment does."""
+    t = text.lstrip(C_SPACE)
+    sign = -1 if t[:1] == "-" else 1
+    if t[:1] in "+-":
+        t = t[1:]
+    n = 0
+    while n < len(t) and "0" <= t[n] <= "9":
+        n += 1
+    return sign * int(t[:n]) if n else 0
 
 
 def host_name_problem(host: str) -> str | None:

@@ -45,10 +45,11 @@ def prepare_etc(etc_dir: str, initiator_name: str = "iqn.1993-08.org.debian:01:0
 
 
 def iscsiadm(etc_dir: str, *args: str, lock_dir: str | None = None, check: bool = False,
-             timeout: float = 60) -> subprocess.CompletedProcess:
+             timeout: float = 60, sys_dir: str | None = None) -> subprocess.CompletedProcess:
     """Run ``iscsiadm args...`` with ``etc_dir`` bind-mounted on /etc/iscsi and ``lock_dir``
-    (default: ``<etc_dir>/../iscsi-lock``) on /run/lock/iscsi, in a private mount namespace.
-    Returns the CompletedProcess (text stdout/stderr)."""
+    (default: ``<etc_dir>/../iscsi-lock``) on /run/lock/iscsi, in a private mount namespace;
+    ``sys_dir``: a sysfs tree made for the test, bind-mounted on /sys there.  Returns the
+    CompletedProcess (text stdout/stderr)."""
     exe = iscsiadm_path()
     prepare_etc(etc_dir)
     if lock_dir is None:
@@ -59,7 +60,8 @@ def iscsiadm(etc_dir: str, *args: str, lock_dir: str | None = None, check: bool 
         "set -e; mkdir -p /etc/iscsi /run/lock/iscsi; "
         f"mount --bind {shlex.quote(os.path.abspath(etc_dir))} /etc/iscsi; "
         f"mount --bind {shlex.quote(os.path.abspath(lock_dir))} /run/lock/iscsi; "
-        f"set +e; {cmd}"
+        + (f"mount --bind {shlex.quote(os.path.abspath(sys_dir))} /sys; " if sys_dir else "")
+        + f"set +e; {cmd}"
     )
     cp = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
                         capture_output=True, text=True, timeout=timeout)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from iscsictl.lexical import ascii_digits, host_name_problem, split_portal
+from iscsictl.lexical import ascii_digits, host_name_problem, split_portal, c_atoi
 from iscsictl.protocol.portal import Portal, PortalError, parse_target_address
 
 
@@ -96,3 +96,11 @@ def test_the_module_imports_nothing_at_module_level():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert eval(out) == ["iscsictl", "iscsictl._version", "iscsictl.lexical"]
+
+
+@pytest.mark.parametrize("text,value", [("3260", 3260), (" \t+12x", 12), ("-5", -5), ("", 0),
+                                        ("x1", 0), ("- 1", 0), ("٣", 0), ("1_0", 1),
+                                        ("\xa012", 0)])
+def test_c_atoi_reads_as_c_does(text, value):
+    """C's atoi in the C locale: C blanks, a sign, ASCII digits; the rest ignored."""
+    assert c_atoi(text) == value

@@ -12,8 +12,11 @@ HBA port for offload drivers), in open-iscsi 2.1.8's format (usr/host.c), from s
   for one host is never taken; the filter is what ``-H`` is for.
 * ``--json``: the hosts as objects, each with its sessions' ids.
 
-Not yet: the sub-modes (``-C chap|flashnode|stats``) and the network interfaces an offload
-HBA lists under its host (``class/iscsi_iface``): both need offload hardware.
+From ``-P 1`` on, an offload HBA's host lists its network interfaces (``class/iscsi_iface``)
+as iscsiadm's print_host_iface does: the ipv4 or ipv6 addresses, the host's port state and
+speed, the port, MTU and VLAN; a value the driver does not show is ``<empty>``.
+
+Not yet: the sub-modes (``-C chap|flashnode|stats``): they need offload hardware.
 """
 
 from __future__ import annotations
@@ -39,6 +42,39 @@ def _e(v: str | None) -> str:
 
 def _ip(v: str | None) -> str:
     return EMPTY if not v else v if "." in v else f"[{v}]"
+
+
+def _iface_lines(iface, host: dict[str, Any]) -> list[str]:  # type: ignore[no-untyped-def]
+    """One ``Interface:`` block (usr/host.c's print_host_iface, a tab before each line).
+    The numbers are read as iscsiadm reads them (``atoi`` into a u16 or u8); a port or MTU
+    of 0, and a VLAN ID or priority the driver does not show, are ``<empty>``."""
+    from ..lexical import c_atoi
+
+    a = iface.attrs.get
+    lines = ["**********", "Interface:", "**********", f"Kernel Name: {iface.name}"]
+    ip = a("ipaddress")
+    if not ip:
+        lines.append(f"IPaddress: {EMPTY}")
+    elif "." in ip:
+        lines += [f"IPaddress: {ip}", f"Gateway: {_e(a('gateway'))}",
+                  f"Subnet: {_e(a('subnet'))}", f"BootProto: {_e(a('bootproto'))}"]
+    else:
+        lines += [f"IPaddress: [{ip}]", f"IPaddress Autocfg: {_e(a('ipaddr_autocfg'))}",
+                  f"Link Local Address: {_ip6(a('link_local_addr'))}",
+                  f"Link Local Autocfg: {_e(a('link_local_autocfg'))}",
+                  f"Router Address: {_ip6(a('router_addr'))}"]
+    port, mtu = (c_atoi(a(k) or "0") & 0xFFFF for k in ("port", "mtu"))
+    vlan_id = c_atoi(a("vlan_id")) & 0xFFFF if a("vlan_id") is not None else 0xFFFF
+    vlan_pri = c_atoi(a("vlan_priority")) & 0xFF if a("vlan_priority") is not None else 0xFF
+    lines += [f"Port State: {_e(host['port_state'])}", f"Port Speed: {_e(host['port_speed'])}",
+              f"Port: {port or EMPTY}", f"MTU: {mtu or EMPTY}",
+              f"VLAN ID: {EMPTY if vlan_id == 0xFFFF else vlan_id}",
+              f"VLAN priority: {EMPTY if vlan_pri == 0xFF else vlan_pri}"]
+    return ["\t" + line for line in lines]
+
+
+def _ip6(v: str | None) -> str:
+    return f"[{v}]" if v else EMPTY
 
 
 #: MAX_HOST_NO (usr/host.h): a host number is a uint32_t
@@ -73,6 +109,7 @@ def _hosts(sysfs) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
         out.append({"host_no": n, "transport": sysfs.host_transport(n) or "",
                     "initiatorname": h.initiatorname or "", "ipaddress": h.ipaddress or "",
                     "hwaddress": h.hwaddress or "", "netdev": h.netdev or "",
+                    "port_state": h.port_state or "", "port_speed": h.port_speed or "",
                     "state": sysfs.read(f"class/scsi_host/host{n}/state")})
     return out
 
@@ -105,7 +142,9 @@ def run(args, o, mode: str) -> int:  # type: ignore[no-untyped-def]
         states = _daemon_states() if "state" in flags else {}
         views = collect(sysfs, states, max(level - 1, 0))
     if o.json:
-        o.emit_json([{**h, "sessions": [v.sid for v in views if v.host_no == h["host_no"]]}
+        o.emit_json([{**h, "ifaces": [{"name": i.name, **i.attrs}
+                                       for i in sysfs.host_ifaces(h["host_no"])],
+                      "sessions": [v.sid for v in views if v.host_no == h["host_no"]]}
                      for h in hosts])
         return E.SUCCESS
     if level <= 0:
@@ -122,6 +161,8 @@ def run(args, o, mode: str) -> int:  # type: ignore[no-untyped-def]
                   f"\tInitiatorname: {_e(h['initiatorname'])}",
                   f"\tIPaddress: {_ip(h['ipaddress'])}",
                   f"\tHWaddress: {_e(h['hwaddress'])}", f"\tNetdev: {_e(h['netdev'])}"]
+        for iface in sysfs.host_ifaces(h["host_no"]):
+            lines += _iface_lines(iface, h)
         mine = [v for v in views if v.host_no == h["host_no"]]
         if mine:
             lines += ["\t*********", "\tSessions:", "\t*********"]

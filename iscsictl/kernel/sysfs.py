@@ -6,6 +6,8 @@ Layout read here (``root`` defaults to ``/sys`` and is injectable for tests)::
     class/iscsi_session/session<sid>  -> ../../devices/platform/host<N>/session<sid>/iscsi_session/session<sid>
     class/iscsi_connection/connection<sid>:<cid>/*
     class/iscsi_host/host<N>/*
+    bus/scsi/devices/host<N>/iscsi_iface/<name>             an offload HBA's network interfaces
+    class/iscsi_iface/<name>/*                              (ipv4-iface-<N>-<n>, ipv6-iface-...)
     devices/.../host<N>/session<sid>/target<h>:<c>:<t>/<h>:<c>:<t>:<l>/{state,vendor,model,block/<sdX>}
     module/scsi_transport_iscsi/version
     class/net/<dev>/{ifindex,type,address}                  type 1: ARPHRD_ETHER
@@ -31,8 +33,8 @@ from pathlib import Path
 from typing import Mapping
 
 __all__ = [
-    "Sysfs", "TransportInfo", "SessionInfo", "ConnectionInfo", "HostInfo", "ScsiDevice",
-    "SESSION_PARAM_ATTRS", "CONNECTION_ATTRS", "HOST_ATTRS",
+    "Sysfs", "TransportInfo", "SessionInfo", "ConnectionInfo", "HostInfo", "HostIface",
+    "ScsiDevice", "SESSION_PARAM_ATTRS", "CONNECTION_ATTRS", "HOST_ATTRS", "IFACE_ATTRS",
 ]
 
 #: Negotiated/operational session attributes kept verbatim in ``SessionInfo.params``
@@ -56,6 +58,10 @@ CONNECTION_ATTRS = (
 )
 #: Attributes of ``class/iscsi_host/host<N>``.
 HOST_ATTRS = ("netdev", "hwaddress", "ipaddress", "initiatorname", "port_state", "port_speed")
+#: Attributes of ``class/iscsi_iface/<name>`` that ``-m host`` prints (ISCSI_NET_PARAM's
+#: names in scsi_transport_iscsi.c; ipv4 and ipv6 ones, a driver shows those it has).
+IFACE_ATTRS = ("ipaddress", "gateway", "subnet", "bootproto", "ipaddr_autocfg", "link_local_addr",
+               "link_local_autocfg", "router_addr", "port", "mtu", "vlan_id", "vlan_priority")
 
 _SESSION_RE = re.compile(r"^session(\d+)$")
 _CONN_RE = re.compile(r"^connection(\d+):(\d+)$")
@@ -144,6 +150,16 @@ class HostInfo:
     initiatorname: str | None
     port_state: str | None
     port_speed: str | None
+
+
+@dataclass(frozen=True)
+class HostIface:
+    """One network interface of an offload HBA's port (``class/iscsi_iface/<name>``,
+    ``name`` as ``ipv4-iface-5-0``): its :data:`IFACE_ATTRS` values as the kernel prints
+    them, the ones it does not have left out."""
+
+    name: str
+    attrs: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -351,6 +367,17 @@ class Sysfs:
 
     def hosts(self) -> list[HostInfo]:
         return [h for h in map(self.host, self.host_numbers()) if h is not None]
+
+    def host_ifaces(self, host_no: int) -> list[HostIface]:
+        """The network interfaces the driver of an offload HBA registered under its SCSI host
+        (``bus/scsi/devices/host<N>/iscsi_iface/*``, in byte order: open-iscsi's
+        ``alphasort``); [] for iscsi_tcp, which registers none, or a host that is gone."""
+        names = sorted(self._names(f"bus/scsi/devices/host{host_no}/iscsi_iface"))
+        out = []
+        for name in names:
+            r = self._reader(f"class/iscsi_iface/{name}", None)
+            out.append(HostIface(name, {a: v for a in IFACE_ATTRS if (v := r(a)) is not None}))
+        return out
 
     # -- SCSI devices
     def session_devices(self, sid: int) -> list[ScsiDevice]:

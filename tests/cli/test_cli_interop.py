@@ -2,6 +2,7 @@
 namespace (tests/peers.py): it reads what iscsictl wrote and the reverse, with identical
 output.  FAILS when iscsiadm or tgtd is missing."""
 
+import json
 import os
 
 import pytest
@@ -195,3 +196,85 @@ def test_writes_and_their_errors_match_iscsiadm(cli, tmp_path):
             differences.append(f"{' '.join(args)}: ours {b.rc}\n{b.out}{b.err}"
                                f"iscsiadm {a.returncode}\n{a.stdout}{a.stderr}")
     assert not differences, "\n".join(differences)
+
+
+def _offload_sysfs(root) -> str:
+    """A sysfs tree as Linux 6.1 lays out a software host and two offload HBAs' (qla4xxx
+    with two IPv4 interfaces, bnx2i with an IPv6 one): ``class/iscsi_host`` and
+    ``class/scsi_host`` entries link into the hosts' device directories, and each
+    interface is a device under its host (``iscsi_iface/<name>``) with its class link."""
+    from pathlib import Path
+
+    root = Path(root)
+
+    def w(rel, value):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(value + "\n")
+
+    def link(rel, target):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).symlink_to(os.path.relpath(root / target, (root / rel).parent))
+
+    def host(n, parent, proc, attrs, ifaces=()):
+        d = f"devices/{parent}/host{n}"
+        w(f"{d}/scsi_host/host{n}/proc_name", proc)
+        w(f"{d}/scsi_host/host{n}/state", "running")
+        for k, v in attrs.items():
+            w(f"{d}/iscsi_host/host{n}/{k}", v)
+        link(f"class/iscsi_host/host{n}", f"{d}/iscsi_host/host{n}")
+        link(f"class/scsi_host/host{n}", f"{d}/scsi_host/host{n}")
+        link(f"bus/scsi/devices/host{n}", d)
+        for name, values in ifaces:
+            for k, v in values.items():
+                w(f"{d}/iscsi_iface/{name}/{k}", v)
+            link(f"class/iscsi_iface/{name}", f"{d}/iscsi_iface/{name}")
+
+    w("module/scsi_transport_iscsi/version", "2.0-870")
+    for name, caps in (("tcp", "0x39"), ("qla4xxx", "0x7a00"), ("bnx2i", "0x3a55")):
+        w(f"class/iscsi_transport/{name}/handle", "18446744072107233344")
+        w(f"class/iscsi_transport/{name}/caps", caps)
+    for name in ("iscsi_session", "iscsi_connection"):
+        (root / "class" / name).mkdir(parents=True)
+    host(3, "platform", "iscsi_tcp", {"ipaddress": "10.0.0.9", "hwaddress": "(null)",
+                                      "netdev": "(null)", "initiatorname": "(null)"})
+    host(5, "pci0000:00/0000:00:05.0", "qla4xxx",
+         {"ipaddress": "192.168.1.50", "hwaddress": "00:0e:1e:aa:bb:cc",
+          "initiatorname": "iqn.2000-04.com.qlogic:isp4032.ab12", "port_state": "LINK UP",
+          "port_speed": "1 Gbps"},
+         [("ipv4-iface-5-0", {"ipaddress": "192.168.1.50", "gateway": "192.168.1.1",
+                              "subnet": "255.255.255.0", "bootproto": "static", "port": "3260",
+                              "mtu": "1500", "vlan_id": "0", "vlan_priority": "0"}),
+          # no gateway, bootproto or VLAN; a port C's atoi reads in part, a u16 MTU wrapped
+          ("ipv4-iface-5-1", {"ipaddress": "192.168.2.50", "subnet": "255.255.0.0",
+                              "port": " 3261x", "mtu": "70000"})])
+    host(6, "pci0000:00/0000:00:06.0", "bnx2i",
+         {"ipaddress": "fd00::50", "hwaddress": "00:10:18:AA:BB:01", "netdev": "eth7",
+          "initiatorname": "(null)"},
+         [("ipv6-iface-6-0", {"ipaddress": "fd00::50", "ipaddr_autocfg": "nd",
+                              "link_local_addr": "fe80::210:18ff:feaa:bb01",
+                              "link_local_autocfg": "auto", "router_addr": "fe80::1",
+                              "port": "3260", "mtu": "9000", "vlan_id": "12",
+                              "vlan_priority": "300"})])
+    return str(root)
+
+
+def test_offload_hosts_and_their_interfaces_listed_as_iscsiadm(cli, tmp_path, monkeypatch):
+    """-m host on HBA ports: iscsiadm reads the same sysfs tree (bind-mounted on /sys in its
+    mount namespace); each level's output is the same, the Interface blocks included."""
+    sys_dir = _offload_sysfs(tmp_path / "sys")
+    monkeypatch.setenv("ISCSICTL_SYSFS_ROOT", sys_dir)
+    for args in (("-m", "host"), ("-m", "host", "-P", "1"), ("-m", "host", "-P", "2")):
+        a = iscsiadm(cli.root, *args, sys_dir=sys_dir)
+        b = cli(*args)
+        assert (b.rc, b.out) == (a.returncode, a.stdout), f"{args}\nours:\n{b.out}{b.err}\n" \
+                                                          f"iscsiadm:\n{a.stdout}{a.stderr}"
+        assert args == ("-m", "host") or b.out.count("\tInterface:\n") == 3
+    # -H: the one host (iscsiadm 2.1.8 prints them all: host_cmd's docstring)
+    b = cli("-m", "host", "-P", "1", "-H", "00:10:18:aa:bb:01")
+    assert b.out.startswith("Host Number: 6\n") and b.out.count("Interface:") == 1
+    assert "\tLink Local Address: [fe80::210:18ff:feaa:bb01]\n\tLink Local Autocfg: auto\n" \
+           "\tRouter Address: [fe80::1]\n" in b.out
+    ifaces = {h["host_no"]: h["ifaces"] for h in json.loads(cli("-m", "host", "--json").out)}
+    assert ifaces[3] == [] and [i["name"] for i in ifaces[5]] == ["ipv4-iface-5-0",
+                                                                  "ipv4-iface-5-1"]
+    assert ifaces[6][0]["vlan_id"] == "12" and "gateway" not in ifaces[5][1]
