@@ -20,9 +20,9 @@ Concurrency: every write is atomic (temp file in the same directory, fsync, rena
 directory), so readers take no lock and never wait.  Writers take a per-record ``flock`` lock
 (dies with its holder) and, only around creating/removing directories and links, a short
 DB-wide lock.  Lock files live in ``<db_root>/.locks/`` (iscsiadm ignores it), hold the
-holder's PID and go with their record when it is deleted; a wait is bounded (``lock_timeout``, default 30 s) and ends in LockTimeout naming
-the holder.  iscsiadm's own ``/run/lock/iscsi`` lock is not taken: our daemon and iscsid never
-run at once.
+holder's PID and go with their record when it is deleted; a wait is bounded (``lock_timeout``,
+default 30 s) and ends in LockTimeout naming the holder.  iscsiadm's own ``/run/lock/iscsi``
+lock is not taken: our daemon and iscsid never run at once.
 
 Damaged records (empty, binary, missing node.name, wrong path shape) are reported through the
 ``warn`` callback (and ``NodeDB.warnings``) by path and skipped by listings and discovery.
