@@ -10,7 +10,8 @@ iscsiadm accepts it.
 
 from __future__ import annotations
 
-__all__ = ["C_SPACE", "ascii_digits", "c_atoi", "host_name_problem", "split_portal"]
+__all__ = ["C_SPACE", "ascii_digits", "c_atoi", "c_strtoul", "host_name_problem",
+           "split_portal"]
 
 #: RFC 1035 §2.3.4: a name of at most 255 octets on the wire, 253 characters as text
 _NAME_MAX = 253
@@ -42,6 +43,37 @@ def c_atoi(text: str) -> int:
     while n < len(t) and "0" <= t[n] <= "9":
         n += 1
     return sign * int(t[:n]) if n else 0
+
+
+#: ULONG_MAX of an LP64 C library (glibc on x86-64, aarch64...)
+ULONG_MAX = (1 << 64) - 1
+_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def c_strtoul(text: str, base: int = 10) -> tuple[int, bool]:
+    """C's ``strtoul`` (LP64, C locale): ``(value, out_of_range)``.  The blanks skipped,
+    an optional sign, then the digits of ``base`` (2-36, or 0: a "0x" prefix before a hex
+    digit is hexadecimal, a leading "0" octal, else decimal; base 16 also skips a "0x");
+    no digits: 0.  A minus sign negates modulo 2**64 (``"-1"`` is ULONG_MAX); more than
+    ULONG_MAX is ULONG_MAX with ``out_of_range`` (C's ``errno`` ERANGE).  The caller
+    truncates to its field's width, as the C assignment does."""
+    t = text.lstrip(C_SPACE)
+    neg = t[:1] == "-"
+    if t[:1] in "+-":
+        t = t[1:]
+    hex_prefix = t[:2] in ("0x", "0X") and t[2:3].lower() in tuple("0123456789abcdef")
+    if base in (0, 16) and hex_prefix:
+        base, t = 16, t[2:]
+    elif base == 0:
+        base = 8 if t[:1] == "0" else 10
+    valid = _DIGITS[:base]
+    n = 0
+    while n < len(t) and t[n].isascii() and t[n].lower() in valid:
+        n += 1
+    value = int(t[:n], base) if n else 0
+    if value > ULONG_MAX:
+        return ULONG_MAX, True
+    return (-value) & ULONG_MAX if neg else value, False
 
 
 def host_name_problem(host: str) -> str | None:

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from iscsictl.lexical import ascii_digits, host_name_problem, split_portal, c_atoi
+from iscsictl.lexical import ascii_digits, host_name_problem, split_portal, c_atoi, c_strtoul
 from iscsictl.protocol.portal import Portal, PortalError, parse_target_address
 
 
@@ -104,3 +104,17 @@ def test_the_module_imports_nothing_at_module_level():
 def test_c_atoi_reads_as_c_does(text, value):
     """C's atoi in the C locale: C blanks, a sign, ASCII digits; the rest ignored."""
     assert c_atoi(text) == value
+
+
+@pytest.mark.parametrize("text,base,value,erange", [
+    ("3260", 10, 3260, False), (" \t+12x", 10, 12, False), ("-1", 10, (1 << 64) - 1, False),
+    ("-2", 0, (1 << 64) - 2, False), ("0x2000", 0, 8192, False), ("0X1f", 16, 31, False),
+    ("1f", 16, 31, False), ("010", 0, 8, False), ("08", 0, 0, False), ("0x", 0, 0, False),
+    ("0xg", 0, 0, False), ("abc", 10, 0, False), ("", 0, 0, False), ("٣", 10, 0, False),
+    ("18446744073709551615", 10, (1 << 64) - 1, False),
+    ("18446744073709551616", 10, (1 << 64) - 1, True),
+    ("-99999999999999999999", 10, (1 << 64) - 1, True)])
+def test_c_strtoul_reads_as_c_does(text, base, value, erange):
+    """C's strtoul on LP64: blanks, a sign (negating modulo 2**64), base 0's prefixes, the
+    digits of the base; past ULONG_MAX, ULONG_MAX and ERANGE."""
+    assert c_strtoul(text, base) == (value, erange)

@@ -16,16 +16,49 @@ From ``-P 1`` on, an offload HBA's host lists its network interfaces (``class/is
 as iscsiadm's print_host_iface does: the ipv4 or ipv6 addresses, the host's port state and
 speed, the port, MTU and VLAN; a value the driver does not show is ``<empty>``.
 
-Not yet: the sub-modes (``-C chap|flashnode|stats``): they need offload hardware.
+``-C flashnode -H N``: the targets in an offload HBA's flash (qla4xxx), from
+``bus/iscsi_flashnode/devices`` as iscsiadm 2.1.8 reads them (usr/iscsi_sysfs.c, usr/sysfs.c:
+a missing number is all ones, ``atoi``/``strtoul`` truncated to the field, a string cut to
+its buffer):
+
+* without ``-x`` (or ``-o show``): one line each, ``qla4xxx: [0] 192.168.1.10:3260,1 iqn...``
+  (usr/flashnode.c flashnode_info_print_flat), in ``alphasort`` order of the entries' names
+  (``[10]`` before ``[2]``); the walk stops at a name that is not ``flashnode_sess-H:I``
+  ("Invalid iscsi target dir", what came before stays), and at one whose conn entry is
+  missing (exit 2, ENOENT, as iscsiadm; iscsictl says which).  None: "No flashnodes attached
+  to host N." (21).
+* ``-x IDX``: the record, ``flashnode.session.*`` then ``flashnode.conn[0].*`` (usr/idbm.c
+  idbm_recinfo_flashnode), its passwords ``********`` unless ``-S``; none there: "Could
+  not read info for flashnode IDX of host N, No such file or directory" (exit 2).  ``-x``
+  is read as strtoull reads it: past ULLONG_MAX is exit 7, past UINT_MAX (``-1`` too)
+  lists them all.
+* ``--json``: the records as objects (``host_no``, ``index``, ``transport``, then the keys;
+  numbers as numbers), a list without ``-x``.
+* Errors as iscsiadm's: a host whose driver is not a registered transport (or no host):
+  "Could not match hostno N to transport." (12); ``-o`` other than show: "Invalid flashnode
+  index" without ``-x``, else "Invalid operation" (7).
+
+Deliberate differences: the passwords are masked unless ``-S`` (iscsiadm prints them and
+refuses ``-S`` in host mode); ``-C flashnode`` without ``-H`` is "FLASHNODE mode requires
+host no" (7), which iscsiadm 2.1.8's check means to say (its "no -H" marker wraps to host
+0, so it reads host 0's flash, or exits 12).
+
+Not yet: ``-C chap``, ``-C stats``, and ``-C flashnode -o new|delete|update|login|logout``
+(exit 27): they go through the HBA's driver over netlink.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import errors as E
 from .session_cmd import EMPTY, collect, tree_lines, version_lines
+
+if TYPE_CHECKING:
+    from ..kernel.sysfs import Flashnode
 
 #: What each print level shows of a host's sessions (usr/host.c's host_info_print).
 HOST_LEVEL_FLAGS: dict[int, frozenset[str]] = {
@@ -83,6 +116,19 @@ MAX_HOST_NO = 0xFFFFFFFF
 #: the sub-modes iscsiadm's host mode serves (str_to_submode); any other -C lists the hosts
 HOST_SUBMODES = ("chap", "flashnode", "stats")
 
+#: iscsiadm's operations as bits (usr/iscsiadm.c enum iscsiadm_op): each -o is or'ed in
+OPS = {"new": 0x1, "delete": 0x2, "update": 0x4, "show": 0x8, "nonpersistent": 0x10,
+       "apply": 0x20, "applyall": 0x40, "login": 0x80, "logout": 0x100}
+#: the flashnode operations iscsictl does not do yet (netlink NEW/DEL/SET_PARAM/LOGIN/LOGOUT
+#: _FLASHNODE to the HBA's driver)
+FLASHNODE_WRITES = frozenset({OPS[op] for op in ("new", "delete", "update", "login", "logout")})
+#: MAX_FLASHNODE_IDX (usr/flashnode.h, UINT_MAX): a -x above it, or none, lists them all
+MAX_FLASHNODE_IDX = 0xFFFFFFFF
+#: the flash target values that are secrets: ``********`` unless -S (iscsiadm prints them)
+FLASHNODE_SECRETS = frozenset({"flashnode.session.password", "flashnode.session.password_in"})
+#: VALUE_MAXVAL (usr/idbm.h): a record's printed value is cut to one byte less
+VALUE_MAXVAL = 256
+
 
 def _parse_host(text: str, hosts: list[dict[str, Any]]) -> int:
     """``-H``: ``N``, ``hostN``, or a hardware address (usr/iscsiadm.c parse_host_info, run
@@ -114,10 +160,131 @@ def _hosts(sysfs) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
     return out
 
 
+def _parse_index(text: str) -> int:
+    """``-x`` as iscsiadm reads it while it parses the options (strtoull, base 10): what C
+    reads of it ("abc" is 0, "-1" ULLONG_MAX: no index); above ULLONG_MAX, exit 7."""
+    from ..lexical import c_strtoul
+
+    value, out_of_range = c_strtoul(text, 10)
+    if out_of_range:
+        raise E.CliError(f"Invalid index {text}. Numerical result out of range.", E.INVAL)
+    return value
+
+
+def _op_mask(ops: list[str]) -> int:
+    """The ``-o`` given, or'ed as iscsiadm's option parser does: an unknown one is exit 7
+    while nothing known came before it (then it is ignored)."""
+    mask = 0
+    for op in ops:
+        mask |= OPS.get(op, 0)
+        if not mask:
+            raise E.CliError(f"can not recognize operation: '{op}'", E.INVAL)
+    return mask
+
+
+def _host_transport(sysfs, o, host_no: int) -> str:  # type: ignore[no-untyped-def]
+    """The transport of a host (usr/iscsi_sysfs.c iscsi_sysfs_get_transport_by_hba): its
+    driver's ``proc_name`` without ``iscsi_``, which must be a registered transport
+    (``class/iscsi_transport/<name>``); exit 12 otherwise.  (iscsiadm would then try to
+    load a module of that name; iscsictl does not.)"""
+    name = sysfs.host_transport(host_no)
+    if name is None:
+        o.error(f"Could not read proc_name for host{host_no} rc 5.")  # EIO
+    elif sysfs.transport(name) is not None:
+        return name
+    raise E.CliError(f"Could not match hostno {host_no} to transport.",
+                     E.BY_NAME["ISCSI_ERR_TRANS_NOT_FOUND"])
+
+
+def _flashnode_values(node: Flashnode, show_secrets: bool) -> dict[str, int | str]:
+    """A flash target's values (sysfs's FLASHNODE_ATTRS order), its secrets masked unless
+    ``show_secrets``."""
+    values = node.values()
+    for key in FLASHNODE_SECRETS:
+        if values[key] and not show_secrets:
+            values[key] = "********"
+    return values
+
+
+def flashnode_flat(node: Flashnode, transport: str) -> str:
+    """One line of the listing (usr/flashnode.c flashnode_info_print_flat): ``qla4xxx: [0]
+    192.168.1.10:3260,1 iqn...``; an IPv6 address in brackets, a port of 0 and an empty
+    address or name ``<empty>``; the index as ``%d`` prints it."""
+    v = node.values()
+    port = v["flashnode.conn[0].port"]
+    return (f"{transport}: [{node.printed_index}] {_ip(str(v['flashnode.conn[0].ipaddress']))}:"
+            f"{port or EMPTY},{v['flashnode.session.tpgt']} "
+            f"{v['flashnode.session.targetname'] or EMPTY}")
+
+
+def flashnode_record(node: Flashnode, show_secrets: bool) -> list[str]:
+    """``-x IDX``: the record as usr/idbm.c idbm_print_flashnode_info prints it (``key =
+    value`` in idbm_recinfo_flashnode's order, an empty string ``<empty>``), between
+    ``# BEGIN RECORD 2.1.8`` and ``# END RECORD``; the passwords ``********`` unless
+    ``show_secrets`` (iscsiadm prints them, and has no -S in host mode)."""
+    from ..db.schema import BEGIN_RECORD, END_RECORD, FORMAT_VERSION
+    from ..kernel.sysfs import c_string
+
+    lines = [f"{BEGIN_RECORD} {FORMAT_VERSION}"]
+    for key, value in _flashnode_values(node, show_secrets).items():
+        text = c_string(value, VALUE_MAXVAL) if isinstance(value, str) else str(value)
+        lines.append(f"{key} = {text or EMPTY}")
+    return lines + [END_RECORD]
+
+
+def _flashnode(args, o, sysfs, index: int | None) -> int:  # type: ignore[no-untyped-def]
+    """``-C flashnode``: an HBA's flash targets (usr/iscsiadm.c exec_flashnode_op, OP_SHOW
+    and OP_NOOP), listed, or one shown with ``-x``."""
+    mask = _op_mask(args.op or [])
+    host_no = None if args.host is None else _parse_host(args.host, _hosts(sysfs))
+    if mask in FLASHNODE_WRITES:
+        op = next(name for name, bit in OPS.items() if bit == mask)
+        raise E.CliError(f"host mode: -C flashnode -o {op} (an offload HBA's flash) is not "
+                         "supported yet", E.OP_NOT_SUPP)
+    if host_no is None:  # what iscsiadm 2.1.8 means to say: its "no -H" wraps to host 0
+        raise E.CliError("FLASHNODE mode requires host no", E.INVAL)
+    if index is None or index > MAX_FLASHNODE_IDX:
+        index = None
+        if mask not in (0, OPS["show"]):
+            raise E.CliError("Invalid flashnode index", E.INVAL)
+    transport = _host_transport(sysfs, o, host_no)
+    if mask not in (0, OPS["show"]):
+        raise E.CliError("Invalid operation", E.INVAL)
+    show = bool(args.show)
+    if index is not None:
+        node = sysfs.flashnode(host_no, index)
+        if node is None:  # iscsiadm exits with access()'s errno
+            raise E.CliError(f"Could not read info for flashnode {index} of host {host_no}, "
+                             f"{os.strerror(errno.ENOENT)}", errno.ENOENT)
+        if o.json:
+            o.emit_json({"host_no": host_no, "index": index, "transport": transport,
+                         **_flashnode_values(node, show)})
+        else:
+            o.lines(flashnode_record(node, show))
+        return E.SUCCESS
+    scan = sysfs.flashnodes(host_no)
+    if o.json and scan.nodes:
+        o.emit_json([{"host_no": host_no, "index": n.index, "transport": transport,
+                      **_flashnode_values(n, show)} for n in scan.nodes])
+    else:
+        o.lines(flashnode_flat(n, transport) for n in scan.nodes)
+    if scan.bad_name is not None:
+        o.error(f"Invalid iscsi target dir: {scan.bad_name}")
+    if not scan.nodes:
+        raise E.CliError(f"No flashnodes attached to host {host_no}.", E.NO_OBJS_FOUND)
+    if scan.unreadable is not None:  # iscsiadm stops there, exits with the errno, says nothing
+        raise E.CliError(f"Could not read info for {scan.unreadable}, "
+                         f"{os.strerror(errno.ENOENT)}", errno.ENOENT)
+    return E.SUCCESS
+
+
 def run(args, o, mode: str) -> int:  # type: ignore[no-untyped-def]
     """The ``-m host`` entry point."""
     from .session_cmd import _sysfs
 
+    index = None if args.index is None else _parse_index(args.index)
+    if args.submode == "flashnode":
+        return _flashnode(args, o, _sysfs(), index)
     if args.submode in HOST_SUBMODES:  # -o without one is ignored, as by iscsiadm
         raise E.CliError(f"host mode: sub-mode {args.submode} (offload HBAs) is not supported "
                          "yet", E.OP_NOT_SUPP)

@@ -26,7 +26,7 @@ MODES = {
     "node": ("node_cmd", "RsPIdmlSonvupTULW"),
     "session": ("session_cmd", "PiRdrmusonuSv"),
     "iface": ("iface_cmd", "HIdnvmPoCabci"),
-    "host": ("host_cmd", "CHdmPotnvxA"),
+    "host": ("host_cmd", "CHdmPotnvxAS"),  # -S: iscsictl only (-C flashnode's secrets)
     "fw": ("fw_cmd", "dmlWnvS"),  # -S: iscsictl only (secrets are masked)
 }
 MODE_ALIASES = {"discoverydb": "discoverydb", "sendtargets": "discovery"}
@@ -44,7 +44,8 @@ OPTIONS = (
     ("v", "value", dict(metavar="VALUE"), "value for -o update"),
     ("P", "print", dict(metavar="LEVEL", type=int),
      "print level (node, iface: 0-1; session: 0-3; host: 0-4)"),
-    ("S", "show", dict(action="store_true", default=None), "show secrets (-o show, -m fw)"),
+    ("S", "show", dict(action="store_true", default=None),
+     "show secrets (-o show, -m fw, -m host -C flashnode)"),
     ("d", "debug", dict(metavar="LEVEL", type=int), "debug level"),
     ("D", "discover", dict(action="store_true", default=None),
      "discoverydb: run discovery with the record's settings"),
@@ -55,9 +56,8 @@ OPTIONS = (
     ("r", "sid", dict(metavar="SID"), "session id (session mode)"),
     ("H", "host", dict(metavar="HOST"), "host number (host mode)"),
     ("C", "submode", dict(metavar="SUBMODE"), "sub-mode: chap | flashnode | stats (host mode; "
-     "offload HBAs, not supported yet)"),
-    ("x", "index", dict(metavar="INDEX"), "CHAP entry or flash node index (host mode; "
-     "offload HBAs, not supported yet)"),
+     "offload HBAs: flashnode listed and shown; chap, stats not supported yet)"),
+    ("x", "index", dict(metavar="INDEX"), "flash node (or CHAP entry) index (host mode)"),
     ("A", "portal_type", dict(metavar="ipv4|ipv6"), "a new flash node's portal type (host "
      "mode; not supported yet)"),
     ("a", "ip", dict(metavar="IP"), "address to ping (iface mode -C ping; not supported yet)"),
@@ -85,7 +85,7 @@ iscsictl -m discovery [-hV] [-d debug_level] [-P printlevel] [-t type -p ip:port
 iscsictl -m node [-hV] [-d debug_level] [-P printlevel] [-L all,manual,automatic,onboot] [-U all,manual,automatic,onboot] [-S] [[-T targetname -p ip:port -I ifaceN] [-l | -u | -R | -s]] [[-o operation ] [-n name] [-v value]] [--probe]
 iscsictl -m session [-hV] [-d debug_level] [-P printlevel] [-r sessionid | sysfsdir [-R | -u | -s] [-o operation] [-n name] [-v value]]
 iscsictl -m iface [-hV] [-d debug_level] [-P printlevel] [-I ifacename] [[-o operation ] [-n name] [-v value]]
-iscsictl -m host [-hV] [-d debug_level] [-P printlevel] [-H hostno]
+iscsictl -m host [-hV] [-d debug_level] [-P printlevel] [-H hostno|MAC] [-C flashnode [-x flashnode_idx] [-S]]
 common: [--json] [--db-root DIR] [--config-root DIR]"""
 
 

@@ -8,6 +8,9 @@ Layout read here (``root`` defaults to ``/sys`` and is injectable for tests)::
     class/iscsi_host/host<N>/*
     bus/scsi/devices/host<N>/iscsi_iface/<name>             an offload HBA's network interfaces
     class/iscsi_iface/<name>/*                              (ipv4-iface-<N>-<n>, ipv6-iface-...)
+    bus/iscsi_flashnode/devices/flashnode_sess-<N>:<i>      an HBA's flash targets (qla4xxx):
+    bus/iscsi_flashnode/devices/flashnode_conn-<N>:<i>:0    devices under host<N>, the conn
+                                                            one under its sess one
     devices/.../host<N>/session<sid>/target<h>:<c>:<t>/<h>:<c>:<t>:<l>/{state,vendor,model,block/<sdX>}
     module/scsi_transport_iscsi/version
     class/net/<dev>/{ifindex,type,address}                  type 1: ARPHRD_ETHER
@@ -21,6 +24,9 @@ Rules: every reader returns frozen dataclasses; an attribute that is missing, un
 error) or reads ``(null)`` (the kernel's text for an unset string) becomes ``None``.
 Integers that do not parse become ``None`` too.  Nothing here raises for a missing or
 half-torn-down session: the object simply has fewer values, or the reader returns ``None``.
+Flash targets are the one exception: their values are turned into numbers as iscsiadm
+turns them (:meth:`Flashnode.values`, a missing one included: all ones), because iscsiadm
+prints every one and ``-m host -C flashnode`` prints what it prints.
 """
 
 from __future__ import annotations
@@ -30,11 +36,12 @@ import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 __all__ = [
     "Sysfs", "TransportInfo", "SessionInfo", "ConnectionInfo", "HostInfo", "HostIface",
     "ScsiDevice", "SESSION_PARAM_ATTRS", "CONNECTION_ATTRS", "HOST_ATTRS", "IFACE_ATTRS",
+    "FlashnodeAttr", "FLASHNODE_ATTRS", "Flashnode", "FlashnodeScan",
 ]
 
 #: Negotiated/operational session attributes kept verbatim in ``SessionInfo.params``
@@ -62,6 +69,97 @@ HOST_ATTRS = ("netdev", "hwaddress", "ipaddress", "initiatorname", "port_state",
 #: names in scsi_transport_iscsi.c; ipv4 and ipv6 ones, a driver shows those it has).
 IFACE_ATTRS = ("ipaddress", "gateway", "subnet", "bootproto", "ipaddr_autocfg", "link_local_addr",
                "link_local_autocfg", "router_addr", "port", "mtu", "vlan_id", "vlan_priority")
+
+
+class FlashnodeAttr(NamedTuple):
+    """One value of a flash target: its ``key`` as iscsiadm prints it, the sysfs ``attr``
+    it is read from, in ``flashnode_sess-H:I`` (``part`` "sess") or ``flashnode_conn-H:I:0``
+    ("conn"), and the C type iscsiadm reads it into: "u8", "u16" (sysfs_get_uint8/16:
+    ``atoi``), "u32" (sysfs_get_uint: ``strtoul``, base 0) or "str" (sysfs_get_str, into
+    a buffer of ``size`` bytes, its NUL included)."""
+
+    key: str
+    attr: str
+    part: str
+    ctype: str
+    size: int = 0
+
+
+_S, _C = "sess", "conn"
+#: A flash target's values in the order iscsiadm prints them (usr/idbm.c
+#: idbm_recinfo_flashnode; read by usr/iscsi_sysfs.c iscsi_sysfs_get_flashnode_info; the
+#: attributes are scsi_transport_iscsi.c's iscsi_flashnode_sess_attrs and _conn_attrs).
+#: Buffer sizes: TARGET_NAME_MAXLEN 255, AUTH_STR_MAX_LEN 256, ISCSI_MAX_STR_LEN 80,
+#: NI_MAXHOST 1025, and the record's own isid[16] and portal_type[5].
+FLASHNODE_ATTRS: tuple[FlashnodeAttr, ...] = tuple(FlashnodeAttr(*row) for row in (
+    ("flashnode.session.auto_snd_tgt_disable", "auto_snd_tgt_disable", _S, "u8"),
+    ("flashnode.session.discovery_session", "discovery_session", _S, "u8"),
+    ("flashnode.session.portal_type", "portal_type", _S, "str", 5),
+    ("flashnode.session.entry_enable", "entry_enable", _S, "u8"),
+    ("flashnode.session.immediate_data", "immediate_data", _S, "u8"),
+    ("flashnode.session.initial_r2t", "initial_r2t", _S, "u8"),
+    ("flashnode.session.data_seq_in_order", "data_seq_in_order", _S, "u8"),
+    ("flashnode.session.data_pdu_in_order", "data_pdu_in_order", _S, "u8"),
+    ("flashnode.session.chap_auth_en", "chap_auth", _S, "u8"),
+    ("flashnode.session.discovery_logout_en", "discovery_logout", _S, "u8"),
+    ("flashnode.session.bidi_chap_en", "bidi_chap", _S, "u8"),
+    ("flashnode.session.discovery_auth_optional", "discovery_auth_optional", _S, "u8"),
+    ("flashnode.session.erl", "erl", _S, "u8"),
+    ("flashnode.session.first_burst_len", "first_burst_len", _S, "u32"),
+    ("flashnode.session.def_time2wait", "def_time2wait", _S, "u16"),
+    ("flashnode.session.def_time2retain", "def_time2retain", _S, "u16"),
+    ("flashnode.session.max_outstanding_r2t", "max_outstanding_r2t", _S, "u16"),
+    ("flashnode.session.isid", "isid", _S, "str", 16),
+    ("flashnode.session.tsid", "tsid", _S, "u16"),
+    ("flashnode.session.max_burst_len", "max_burst_len", _S, "u32"),
+    ("flashnode.session.def_taskmgmt_tmo", "def_taskmgmt_tmo", _S, "u16"),
+    ("flashnode.session.targetalias", "targetalias", _S, "str", 255),
+    ("flashnode.session.targetname", "targetname", _S, "str", 255),
+    ("flashnode.session.discovery_parent_idx", "discovery_parent_idx", _S, "u16"),
+    ("flashnode.session.discovery_parent_type", "discovery_parent_type", _S, "str", 80),
+    ("flashnode.session.tpgt", "tpgt", _S, "u16"),
+    ("flashnode.session.chap_out_idx", "chap_out_idx", _S, "u16"),
+    ("flashnode.session.chap_in_idx", "chap_in_idx", _S, "u16"),
+    ("flashnode.session.username", "username", _S, "str", 256),
+    ("flashnode.session.username_in", "username_in", _S, "str", 256),
+    ("flashnode.session.password", "password", _S, "str", 256),
+    ("flashnode.session.password_in", "password_in", _S, "str", 256),
+    ("flashnode.session.is_boot_target", "is_boot_target", _S, "u8"),
+    ("flashnode.conn[0].is_fw_assigned_ipv6", "is_fw_assigned_ipv6", _C, "u8"),
+    ("flashnode.conn[0].header_digest_en", "header_digest", _C, "u8"),
+    ("flashnode.conn[0].data_digest_en", "data_digest", _C, "u8"),
+    ("flashnode.conn[0].snack_req_en", "snack_req", _C, "u8"),
+    ("flashnode.conn[0].tcp_timestamp_stat", "tcp_timestamp_stat", _C, "u8"),
+    ("flashnode.conn[0].tcp_nagle_disable", "tcp_nagle_disable", _C, "u8"),
+    ("flashnode.conn[0].tcp_wsf_disable", "tcp_wsf_disable", _C, "u8"),
+    ("flashnode.conn[0].tcp_timer_scale", "tcp_timer_scale", _C, "u8"),
+    ("flashnode.conn[0].tcp_timestamp_en", "tcp_timestamp_enable", _C, "u8"),
+    ("flashnode.conn[0].fragment_disable", "fragment_disable", _C, "u8"),
+    ("flashnode.conn[0].max_xmit_dlength", "max_xmit_dlength", _C, "u32"),
+    ("flashnode.conn[0].max_recv_dlength", "max_recv_dlength", _C, "u32"),
+    ("flashnode.conn[0].keepalive_tmo", "keepalive_tmo", _C, "u16"),
+    ("flashnode.conn[0].port", "port", _C, "u16"),
+    ("flashnode.conn[0].ipaddress", "ipaddress", _C, "str", 1025),
+    ("flashnode.conn[0].redirect_ipaddr", "redirect_ipaddr", _C, "str", 1025),
+    ("flashnode.conn[0].max_segment_size", "max_segment_size", _C, "u32"),
+    ("flashnode.conn[0].local_port", "local_port", _C, "u16"),
+    ("flashnode.conn[0].ipv4_tos", "ipv4_tos", _C, "u8"),
+    ("flashnode.conn[0].ipv6_traffic_class", "ipv6_traffic_class", _C, "u8"),
+    ("flashnode.conn[0].ipv6_flow_label", "ipv6_flow_label", _C, "u16"),
+    ("flashnode.conn[0].link_local_ipv6", "link_local_ipv6", _C, "str", 1025),
+    ("flashnode.conn[0].tcp_xmit_wsf", "tcp_xmit_wsf", _C, "u32"),
+    ("flashnode.conn[0].tcp_recv_wsf", "tcp_recv_wsf", _C, "u32"),
+    ("flashnode.conn[0].statsn", "statsn", _C, "u32"),
+    ("flashnode.conn[0].exp_statsn", "exp_statsn", _C, "u32"),
+))
+#: bus/iscsi_flashnode/devices, where iscsiadm looks for flash targets (ISCSI_FLASHNODE_DIR)
+FLASHNODE_DIR = "bus/iscsi_flashnode/devices"
+#: NAME_SIZE of open-iscsi's sysfs_attr_get_value: the most of a value it reads
+_C_VALUE_SIZE = 256
+#: iscsi_sysfs_for_each_flashnode's ``sscanf(name, "flashnode_sess-%d:%d")``: each ``%d``
+#: skips blanks, takes a sign and digits; what follows the second is not looked at
+_FNODE_NAME_RE = re.compile(r"flashnode_sess-[ \t\n\r\v\f]*([+-]?[0-9]+)"
+                            r":[ \t\n\r\v\f]*([+-]?[0-9]+)")
 
 _SESSION_RE = re.compile(r"^session(\d+)$")
 _CONN_RE = re.compile(r"^connection(\d+):(\d+)$")
@@ -188,6 +286,112 @@ class ScsiDevice:
     @property
     def model(self) -> str | None:
         return read_attribute(f"{self.path}/model") if self.path else None
+
+
+@dataclass(frozen=True)
+class Flashnode:
+    """A target in an offload HBA's flash (qla4xxx's "flash DDB" entries), index ``index``
+    of SCSI host ``host_no``: the text of its ``flashnode_sess-H:I`` and
+    ``flashnode_conn-H:I:0`` attributes as open-iscsi's sysfs_get_value reads them
+    (:func:`read_c_value`: one that is missing, empty, or begins with "(null)" or "<NULL>"
+    is left out).  :meth:`values` gives them as iscsiadm holds them."""
+
+    host_no: int
+    index: int
+    sess: Mapping[str, str] = field(default_factory=dict)
+    conn: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def values(self) -> dict[str, int | str]:
+        """``{key: value}`` for each of :data:`FLASHNODE_ATTRS`, in their order, read into
+        their C types as iscsi_sysfs_get_flashnode_info does: a number left out is all
+        ones (255, 65535, 4294967295: sysfs_get_uint8/16/uint's ``-1``), else ``atoi``'s
+        or ``strtoul``'s (base 0) reading truncated to its width; a string is cut to its
+        buffer (in bytes), "" when left out."""
+        out: dict[str, int | str] = {}
+        for a in FLASHNODE_ATTRS:
+            text = (self.sess if a.part == _S else self.conn).get(a.attr)
+            out[a.key] = c_string(text, a.size) if a.ctype == "str" else \
+                _c_number(text, a.ctype)
+        return out
+
+    @property
+    def printed_index(self) -> int:
+        """The index as iscsiadm prints it and names its directories (``%d`` of a uint32:
+        4294967295 is -1)."""
+        return _i32(self.index)
+
+
+@dataclass(frozen=True)
+class FlashnodeScan:
+    """A host's flash targets as iscsi_sysfs_for_each_flashnode finds them: ``nodes`` in
+    ``alphasort`` order of their names, up to where it stopped: at ``bad_name``, an entry
+    whose name is not ``flashnode_sess-H:I`` (it logs it and stops), or at ``unreadable``,
+    the sess entry of this host it could not read (its conn entry missing: ENOENT)."""
+
+    nodes: tuple[Flashnode, ...] = ()
+    bad_name: str | None = None
+    unreadable: str | None = None
+
+
+_WIDTH = {"u8": 0xFF, "u16": 0xFFFF, "u32": 0xFFFFFFFF}
+_LONG_MIN, _LONG_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def _c_number(text: str | None, ctype: str) -> int:
+    from ..lexical import c_atoi, c_strtoul
+
+    mask = _WIDTH[ctype]
+    if text is None:
+        return mask
+    if ctype == "u32":
+        return c_strtoul(text, 0)[0] & mask
+    return min(max(c_atoi(text), _LONG_MIN), _LONG_MAX) & mask  # glibc: (int)strtol()
+
+
+def c_string(text: str | None, size: int) -> str:
+    """``text`` as strlcpy copies it into a C buffer of ``size`` bytes: cut to ``size - 1``
+    bytes (bytes that are not UTF-8 kept as surrogates); "" for None."""
+    if not text:
+        return ""
+    raw = text.encode("utf-8", "surrogateescape")
+    return raw[:size - 1].decode("utf-8", "surrogateescape") if len(raw) >= size else text
+
+
+def _i32(n: int) -> int:
+    n &= 0xFFFFFFFF
+    return n - (1 << 32) if n >= 1 << 31 else n
+
+
+def _sscanf_int(digits: str) -> int:
+    """``%d`` of glibc's sscanf: strtol's long (clamped), stored in an int (uint32 here)."""
+    return min(max(int(digits), _LONG_MIN), _LONG_MAX) & 0xFFFFFFFF
+
+
+def read_c_value(path: str) -> str | None:
+    """One attribute as open-iscsi's sysfs_get_value reads it (usr/sysfs.c): one read of
+    at most NAME_SIZE (256) bytes, the trailing newlines stripped; None when it cannot be
+    read, has no read permission bit for its owner, is empty, or begins with "(null)" or
+    "<NULL>".  A value of 256 bytes or more is its first 256 as they are (open-iscsi
+    leaves that buffer unterminated and reads on into its stack; the record's fields then
+    cut it, all but the addresses to 255 bytes or less).  Bytes that are not UTF-8 are kept
+    as surrogates."""
+    import stat
+
+    try:
+        if not os.stat(path).st_mode & stat.S_IRUSR:
+            return None
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        raw = os.read(fd, _C_VALUE_SIZE)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    text = (raw if len(raw) >= _C_VALUE_SIZE else raw.rstrip(b"\n")).decode(
+        "utf-8", "surrogateescape")
+    return None if not text or text.startswith(("(null)", "<NULL>")) else text
 
 
 def read_attribute(path: str) -> str | None:
@@ -378,6 +582,48 @@ class Sysfs:
             r = self._reader(f"class/iscsi_iface/{name}", None)
             out.append(HostIface(name, {a: v for a in IFACE_ATTRS if (v := r(a)) is not None}))
         return out
+
+    # -- flash targets (offload HBAs)
+    def flashnode_names(self) -> list[str]:
+        """The entries of ``bus/iscsi_flashnode/devices`` (sess and conn ones) in byte order,
+        as iscsiadm's ``scandir(..., alphasort)`` lists them; [] when there is none."""
+        return sorted(self._names(FLASHNODE_DIR), key=os.fsencode)
+
+    def flashnode(self, host_no: int, index: int) -> Flashnode | None:
+        """Flash target ``index`` of host ``host_no`` (both uint32, named with ``%d`` as
+        iscsiadm names them), or None when its sess or conn entry does not exist (iscsiadm
+        reports ENOENT)."""
+        sess = f"flashnode_sess-{_i32(host_no)}:{_i32(index)}"
+        conn = f"flashnode_conn-{_i32(host_no)}:{_i32(index)}:0"
+        base = f"{self._root}/{FLASHNODE_DIR}/"
+        if not (os.path.exists(base + sess) and os.path.exists(base + conn)):
+            return None
+        values = {}
+        for part, name in ((_S, sess), (_C, conn)):
+            values[part] = {a.attr: v for a in FLASHNODE_ATTRS if a.part == part
+                            and (v := read_c_value(f"{base}{name}/{a.attr}")) is not None}
+        return Flashnode(host_no, index & 0xFFFFFFFF, values[_S], values[_C])
+
+    def flashnodes(self, host_no: int) -> FlashnodeScan:
+        """Host ``host_no``'s flash targets as iscsi_sysfs_for_each_flashnode walks them:
+        the conn entries skipped, a name read with ``sscanf("flashnode_sess-%d:%d")``
+        (trailing text ignored; the walk stops at a name that does not parse), another
+        host's entries skipped, the walk stopped at one that cannot be read."""
+        nodes: list[Flashnode] = []
+        for name in self.flashnode_names():
+            if name.startswith("flashnode_conn"):
+                continue
+            mt = _FNODE_NAME_RE.match(name)
+            if mt is None:
+                return FlashnodeScan(tuple(nodes), bad_name=name)
+            host, index = (_sscanf_int(g) for g in mt.groups())
+            if host != host_no & 0xFFFFFFFF:
+                continue
+            node = self.flashnode(host_no, index)
+            if node is None:
+                return FlashnodeScan(tuple(nodes), unreadable=name)
+            nodes.append(node)
+        return FlashnodeScan(tuple(nodes))
 
     # -- SCSI devices
     def session_devices(self, sid: int) -> list[ScsiDevice]:

@@ -198,11 +198,66 @@ def test_writes_and_their_errors_match_iscsiadm(cli, tmp_path):
     assert not differences, "\n".join(differences)
 
 
+#: A flash target's values as qla4xxx shows them (qla4xxx_sysfs_ddb_get_param): the
+#: session's, then the connection's
+FNODE_SESS = {
+    "auto_snd_tgt_disable": "0", "discovery_session": "0", "portal_type": "ipv4",
+    "entry_enable": "1", "immediate_data": "1", "initial_r2t": "0", "data_seq_in_order": "1",
+    "data_pdu_in_order": "1", "chap_auth": "1", "discovery_logout": "0", "bidi_chap": "1",
+    "discovery_auth_optional": "0", "erl": "0", "first_burst_len": "262144",
+    "def_time2wait": "2", "def_time2retain": "0", "max_outstanding_r2t": "1",
+    "isid": "00023d000001", "tsid": "0", "max_burst_len": "262144",
+    "def_taskmgmt_tmo": "10", "targetalias": "array-a",
+    "targetname": "iqn.2001-05.com.equallogic:0-8a0906-flash0", "tpgt": "1",
+    "discovery_parent_idx": "65535", "discovery_parent_type": "Sendtarget",
+    "chap_in_idx": "65535", "chap_out_idx": "3", "username": "chapuser",
+    "username_in": "targetuser", "password": "chapsecret12", "password_in": "mutualsecret1",
+    "is_boot_target": "1"}
+FNODE_CONN = {
+    "is_fw_assigned_ipv6": "0", "header_digest": "1", "data_digest": "0", "snack_req": "0",
+    "tcp_timestamp_stat": "0", "tcp_nagle_disable": "1", "tcp_wsf_disable": "0",
+    "tcp_timer_scale": "0", "tcp_timestamp_enable": "0", "fragment_disable": "0",
+    "max_recv_dlength": "65536", "max_xmit_dlength": "65536", "keepalive_tmo": "30",
+    "port": "3260", "ipaddress": "192.168.1.10", "redirect_ipaddr": "0.0.0.0",
+    "max_segment_size": "0", "local_port": "0", "ipv4_tos": "0", "ipv6_traffic_class": "0",
+    "ipv6_flow_label": "0", "link_local_ipv6": "(null)", "tcp_xmit_wsf": "0",
+    "tcp_recv_wsf": "0", "statsn": "0", "exp_statsn": "0"}
+#: (host, index, session values, connection values or None for no conn entry)
+FLASHNODES = (
+    (5, "0", FNODE_SESS, FNODE_CONN),
+    (5, "1", {**FNODE_SESS, "portal_type": "ipv6", "tpgt": "2", "chap_auth": "0",
+              "targetname": "iqn.2001-05.com.equallogic:0-8a0906-flash1", "username": "",
+              "password": "", "username_in": "(null)", "password_in": "", "bidi_chap": "0"},
+     {**FNODE_CONN, "ipaddress": "fd00::10", "port": "3261", "is_fw_assigned_ipv6": "1",
+      "link_local_ipv6": "fe80::20e:1eff:feaa:bbcc", "ipv6_flow_label": "12345"}),
+    # missing values (read as all ones), numbers that wrap or that C reads in part (hex and
+    # octal for strtoul, -1), strings cut to their C buffer, no address and no name
+    (5, "2", {"targetname": "", "tpgt": "65537", "first_burst_len": "0x2000",
+              "max_burst_len": "4294967297", "erl": "-1", "def_time2wait": " 7x",
+              "isid": "00023d00000100023d0001", "portal_type": "ipv4x",
+              "targetalias": "(null)", "username": "(null)alice", "password": "p" * 300,
+              "discovery_parent_type": "<NULL>", "tsid": ""},
+     {"port": "0", "keepalive_tmo": "70000", "max_recv_dlength": "010",
+      "statsn": "-1", "exp_statsn": "99999999999999999999999", "tcp_xmit_wsf": "",
+      "ipv4_tos": "300", "ipaddress": "\n"}),
+    # sorted before 5:2 (alphasort), its port missing: iscsiadm reads 65535
+    (5, "10", {"targetname": "iqn.2001-05.com.equallogic:0-8a0906-flash10", "tpgt": "1"},
+     {"ipaddress": "192.168.1.11"}),
+    (6, "0", {**FNODE_SESS, "targetname": "iqn.2001-05.com.example:bnx2i-flash"},
+     {**FNODE_CONN, "ipaddress": "10.6.0.1"}),
+    (6, "1", FNODE_SESS, None),  # no conn entry: iscsiadm cannot read it (ENOENT)
+)
+
+
 def _offload_sysfs(root) -> str:
     """A sysfs tree as Linux 6.1 lays out a software host and two offload HBAs' (qla4xxx
     with two IPv4 interfaces, bnx2i with an IPv6 one): ``class/iscsi_host`` and
     ``class/scsi_host`` entries link into the hosts' device directories, and each
-    interface is a device under its host (``iscsi_iface/<name>``) with its class link."""
+    interface is a device under its host (``iscsi_iface/<name>``) with its class link.
+    The HBAs' flash targets (:data:`FLASHNODES`) are devices too: ``flashnode_sess-H:I``
+    under its host, ``flashnode_conn-H:I:0`` under that, each linked from
+    ``bus/iscsi_flashnode/devices``; and one entry there whose name iscsiadm cannot read
+    (``flashnode_sess-7``, sorted after the others)."""
     from pathlib import Path
 
     root = Path(root)
@@ -255,6 +310,18 @@ def _offload_sysfs(root) -> str:
                               "link_local_autocfg": "auto", "router_addr": "fe80::1",
                               "port": "3260", "mtu": "9000", "vlan_id": "12",
                               "vlan_priority": "300"})])
+    parents = {5: "pci0000:00/0000:00:05.0/host5", 6: "pci0000:00/0000:00:06.0/host6"}
+    for h, i, sess, conn in FLASHNODES:
+        d = f"devices/{parents[h]}/flashnode_sess-{h}:{i}"
+        for k, v in sess.items():
+            w(f"{d}/{k}", v)
+        link(f"bus/iscsi_flashnode/devices/flashnode_sess-{h}:{i}", d)
+        if conn is not None:
+            for k, v in conn.items():
+                w(f"{d}/flashnode_conn-{h}:{i}:0/{k}", v)
+            link(f"bus/iscsi_flashnode/devices/flashnode_conn-{h}:{i}:0",
+                 f"{d}/flashnode_conn-{h}:{i}:0")
+    (root / "bus/iscsi_flashnode/devices/flashnode_sess-7").mkdir()
     return str(root)
 
 
@@ -278,3 +345,167 @@ def test_offload_hosts_and_their_interfaces_listed_as_iscsiadm(cli, tmp_path, mo
     assert ifaces[3] == [] and [i["name"] for i in ifaces[5]] == ["ipv4-iface-5-0",
                                                                   "ipv4-iface-5-1"]
     assert ifaces[6][0]["vlan_id"] == "12" and "gateway" not in ifaces[5][1]
+
+
+def _both(cli, sys_dir, *args):
+    """iscsiadm's and iscsictl's results for one command on the same sysfs tree; stderr
+    without the program's prefix."""
+    a = iscsiadm(cli.root, *args, sys_dir=sys_dir)
+    b = cli(*args)
+    return ((a.returncode, a.stdout, a.stderr.replace("iscsiadm: ", "")),
+            (b.rc, b.out, b.err.replace("iscsictl: ", "")))
+
+
+def _same_on(cli, sys_dir, *args, stderr=True):
+    theirs, ours = _both(cli, sys_dir, *args)
+    n = 3 if stderr else 2
+    assert ours[:n] == theirs[:n], f"{args}\nours:\n{ours}\niscsiadm:\n{theirs}"
+    return ours
+
+
+FN = ("-m", "host", "-C", "flashnode")
+
+
+def test_flash_targets_listed_as_iscsiadm(cli, tmp_path, monkeypatch):
+    """-C flashnode -H N: one line each in alphasort order ([10] before [2]), an IPv6 address
+    in brackets, a port iscsiadm reads as 65535 (missing) or prints <empty> (0), an empty
+    name; another host's entries skipped; the walk stopped, with iscsiadm's message, at a
+    name it cannot read (flashnode_sess-7: after host 5's, so they stay listed, exit 0)."""
+    sys_dir = _offload_sysfs(tmp_path / "sys")
+    monkeypatch.setenv("ISCSICTL_SYSFS_ROOT", sys_dir)
+    listing = [
+        "qla4xxx: [0] 192.168.1.10:3260,1 iqn.2001-05.com.equallogic:0-8a0906-flash0",
+        "qla4xxx: [1] [fd00::10]:3261,2 iqn.2001-05.com.equallogic:0-8a0906-flash1",
+        "qla4xxx: [10] 192.168.1.11:65535,1 iqn.2001-05.com.equallogic:0-8a0906-flash10",
+        "qla4xxx: [2] <empty>:<empty>,1 <empty>"]
+    for args in ((*FN, "-H", "5"), (*FN, "-H", "5", "-o", "show"),
+                 (*FN, "-H", "00:0E:1E:AA:BB:CC"), (*FN, "-H", "5", "-x", "4294967296"),
+                 (*FN, "-H", "5", "-x", "-1"), (*FN, "-H", "5", "-o", "show", "-o", "bogus"),
+                 (*FN, "-H", "5", "-P", "7")):
+        rc, out, err = _same_on(cli, sys_dir, *args)
+        assert (rc, out.splitlines(), err) == (0, listing, "Invalid iscsi target dir: "
+                                                           "flashnode_sess-7\n")
+    # host 3 (iscsi_tcp) has none: 21, after the same message
+    rc, out, err = _same_on(cli, sys_dir, *FN, "-H", "3")
+    assert (rc, out) == (21, "") and err.endswith("No flashnodes attached to host 3.\n")
+    # host 6: its second entry has no conn entry; iscsiadm stops there and exits 2 (ENOENT)
+    # without a word, iscsictl says which
+    theirs, ours = _both(cli, sys_dir, *FN, "-H", "6")
+    assert ours[:2] == theirs[:2] == (
+        2, "bnx2i: [0] 10.6.0.1:3260,1 iqn.2001-05.com.example:bnx2i-flash\n")
+    assert (theirs[2], ours[2]) == ("", "Could not read info for flashnode_sess-6:1, "
+                                        "No such file or directory\n")
+
+
+def _masked(record: str) -> str:
+    """iscsiadm's record with its passwords as iscsictl prints them without -S."""
+    out = []
+    for line in record.splitlines(keepends=True):
+        key, sep, value = line.partition(" = ")
+        if key in ("flashnode.session.password", "flashnode.session.password_in") \
+                and value != "<empty>\n":
+            line = f"{key}{sep}********\n"
+        out.append(line)
+    return "".join(out)
+
+
+def test_flash_target_records_shown_as_iscsiadm(cli, tmp_path, monkeypatch):
+    """-x IDX: every flashnode.session.* and flashnode.conn[0].* key in iscsiadm's order, the
+    values read as it reads them: a missing number all ones (255, 65535, 4294967295), atoi's
+    and strtoul's (base 0: 0x2000, 010) readings truncated to the field (tpgt 65537 -> 1,
+    keepalive 70000 -> 4464, 4294967297 -> 1, -1), strings cut to their buffer (isid: 15
+    bytes, portal_type: 4), "(null)..." and empty values <empty>, a 300-byte password cut
+    to 255.  The passwords are the one difference: iscsictl masks them unless -S, iscsiadm
+    prints them (and refuses -S in host mode)."""
+    sys_dir = _offload_sysfs(tmp_path / "sys")
+    monkeypatch.setenv("ISCSICTL_SYSFS_ROOT", sys_dir)
+    for host, index in (("5", "0"), ("5", "1"), ("5", "2"), ("5", "10"), ("6", "0"),
+                        ("5", "abc")):  # strtoull reads "abc" as 0
+        for op in ((), ("-o", "show")):
+            a = iscsiadm(cli.root, *FN, "-H", host, "-x", index, *op, sys_dir=sys_dir)
+            assert a.returncode == 0 and a.stdout.startswith("# BEGIN RECORD 2.1.8\n")
+            masked, shown = cli(*FN, "-H", host, "-x", index, *op), \
+                cli(*FN, "-H", host, "-x", index, *op, "-S")
+            assert (masked.rc, masked.out) == (0, _masked(a.stdout))
+            assert (shown.rc, shown.out, shown.err) == (0, a.stdout, "")
+    rec = dict(line.split(" = ", 1) for line in
+               cli(*FN, "-H", "5", "-x", "2", "-S").out.splitlines()[1:-1])
+    assert len(rec) == 59 and list(rec)[0] == "flashnode.session.auto_snd_tgt_disable"
+    assert list(rec)[-1] == "flashnode.conn[0].exp_statsn"
+    assert (rec["flashnode.session.erl"], rec["flashnode.session.tpgt"],
+            rec["flashnode.session.first_burst_len"], rec["flashnode.session.max_burst_len"],
+            rec["flashnode.session.isid"], rec["flashnode.session.portal_type"],
+            rec["flashnode.conn[0].keepalive_tmo"], rec["flashnode.conn[0].max_recv_dlength"],
+            rec["flashnode.conn[0].statsn"], rec["flashnode.conn[0].exp_statsn"],
+            rec["flashnode.conn[0].ipv4_tos"], rec["flashnode.session.tsid"],
+            rec["flashnode.session.username"], rec["flashnode.session.password"]) == (
+        "255", "1", "8192", "1", "00023d000001000", "ipv4", "4464", "8", "4294967295",
+        "4294967295", "44", "65535", "<empty>", "p" * 255)
+    # masked: a password shown only when it has a value, as node records mask theirs
+    out = cli(*FN, "-H", "5", "-x", "0").out
+    assert "flashnode.session.password = ********\n" in out and "chapsecret12" not in out
+    assert "flashnode.session.password = <empty>\n" in cli(*FN, "-H", "5", "-x", "1").out
+    a = iscsiadm(cli.root, *FN, "-H", "5", "-x", "0", "-S", sys_dir=sys_dir)
+    assert (a.returncode, a.stderr) == (7, "iscsiadm: host mode: option '-S' is not "
+                                           "allowed/supported\n")
+
+
+def test_flash_target_errors_as_iscsiadm(cli, tmp_path, monkeypatch):
+    """The errors' exit codes, messages and (empty) output are iscsiadm's: a flash target
+    that is not there (2: the errno), a host with no transport (12), an index past ULLONG_MAX
+    (7), an unknown -o (7), an -o other than show without -x (7) or with it (7)."""
+    sys_dir = _offload_sysfs(tmp_path / "sys")
+    monkeypatch.setenv("ISCSICTL_SYSFS_ROOT", sys_dir)
+    for args, rc, err in (
+            (("-H", "5", "-x", "9"), 2,
+             "Could not read info for flashnode 9 of host 5, No such file or directory\n"),
+            (("-H", "5", "-x", "4294967295"), 2, "Could not read info for flashnode "
+             "4294967295 of host 5, No such file or directory\n"),
+            (("-H", "6", "-x", "1"), 2,
+             "Could not read info for flashnode 1 of host 6, No such file or directory\n"),
+            (("-H", "3", "-x", "0"), 2,
+             "Could not read info for flashnode 0 of host 3, No such file or directory\n"),
+            (("-H", "7",), 12, "Could not read proc_name for host7 rc 5.\n"
+             "Could not match hostno 7 to transport.\n"),
+            (("-H", "7", "-x", "0"), 12, "Could not read proc_name for host7 rc 5.\n"
+             "Could not match hostno 7 to transport.\n"),
+            (("-H", "5", "-x", "99999999999999999999"), 7,
+             "Invalid index 99999999999999999999. Numerical result out of range.\n"),
+            (("-H", "5", "-o", "bogus"), 7, "can not recognize operation: 'bogus'\n"),
+            (("-H", "5", "-o", "apply"), 7, "Invalid flashnode index\n"),
+            (("-H", "7", "-o", "apply"), 7, "Invalid flashnode index\n"),
+            (("-H", "5", "-o", "apply", "-x", "1"), 7, "Invalid operation\n"),
+            (("-H", "5", "-o", "show", "-o", "delete", "-x", "1"), 7, "Invalid operation\n"),
+            (("-H", "11:22:33:44:55:66",), 7, "Could not match MAC to host.\n")):
+        assert _same_on(cli, sys_dir, *FN, *args) == (rc, "", err)
+    assert _same_on(cli, sys_dir, "-m", "host", "-x", "99999999999999999999")[0] == 7
+    # deliberate: without -H, iscsiadm 2.1.8's "no host" marker wraps to host 0 (none here:
+    # 12); iscsictl says what iscsiadm's check for it means to say
+    theirs, ours = _both(cli, sys_dir, *FN)
+    assert theirs == (12, "", "Could not read proc_name for host0 rc 5.\n"
+                              "Could not match hostno 0 to transport.\n")
+    assert ours == (7, "", "FLASHNODE mode requires host no\n")
+    # the writes are not done yet
+    for op in ("new", "delete", "update", "login", "logout"):
+        r = cli(*FN, "-H", "5", "-x", "0", "-o", op)
+        assert (r.rc, r.out) == (27, "") and "not supported yet" in r.err
+
+
+def test_flash_targets_as_json(cli, tmp_path, monkeypatch):
+    """--json: the listing as a list of records, -x as one; the keys in iscsiadm's order with
+    host_no, index and transport first, numbers as numbers, passwords masked unless -S."""
+    monkeypatch.setenv("ISCSICTL_SYSFS_ROOT", _offload_sysfs(tmp_path / "sys"))
+    nodes = json.loads(cli(*FN, "-H", "5", "--json").out)
+    assert [(n["host_no"], n["index"], n["transport"]) for n in nodes] == [
+        (5, 0, "qla4xxx"), (5, 1, "qla4xxx"), (5, 10, "qla4xxx"), (5, 2, "qla4xxx")]
+    assert list(nodes[0])[3:5] == ["flashnode.session.auto_snd_tgt_disable",
+                                   "flashnode.session.discovery_session"]
+    assert len(nodes[0]) == 3 + 59 and nodes[0]["flashnode.conn[0].port"] == 3260
+    assert (nodes[0]["flashnode.session.password"], nodes[1]["flashnode.session.password"],
+            nodes[2]["flashnode.conn[0].port"], nodes[3]["flashnode.session.targetname"]) == (
+        "********", "", 65535, "")
+    one = json.loads(cli(*FN, "-H", "5", "-x", "0", "--json", "-S").out)
+    assert one["index"] == 0 and one["flashnode.session.password_in"] == "mutualsecret1"
+    assert one["flashnode.conn[0].ipaddress"] == "192.168.1.10"
+    r = cli(*FN, "-H", "3", "--json")
+    assert (r.rc, r.out) == (21, "")

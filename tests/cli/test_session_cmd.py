@@ -673,7 +673,8 @@ def test_host_mode_levels(sysfs):
 def test_host_mode_checks_H_at_every_level_and_lists_hosts_past_what_it_ignores(sysfs):
     """iscsiadm parses -H with the options (exit 7 at any print level); -o without a
     sub-mode and an unknown -C are ignored (the hosts are listed); the offload sub-modes and
-    their options (-x, -A) are 27, not unrecognized options (7)."""
+    their options (-x, -A) are 27, not unrecognized options (7), but for -C flashnode's
+    reading (which needs the host's transport registered: this tree has none, 12)."""
     add_session(sysfs, 1, 3, T, "127.0.0.1", {0: "sdb"})
     assert cli("-m", "host", "-H", "11:22:33:44:55:66") == (
         7, "", "iscsictl: Could not match MAC to host.\n")
@@ -684,7 +685,10 @@ def test_host_mode_checks_H_at_every_level_and_lists_hosts_past_what_it_ignores(
     assert cli("-m", "host", "-H", "4294967295") == listing  # level 0 lists every host
     assert cli("-m", "host", "-o", "show") == listing
     assert cli("-m", "host", "-C", "bogus") == listing
-    for args in (("-C", "flashnode", "-H", "3", "-x", "0", "-o", "show"),
+    for args in (("-x", "0", "-o", "show"), ()):
+        assert cli("-m", "host", "-C", "flashnode", "-H", "3", *args) == (
+            12, "", "iscsictl: Could not match hostno 3 to transport.\n")
+    for args in (("-C", "flashnode", "-H", "3", "-x", "0", "-o", "delete"),
                  ("-C", "flashnode", "-H", "3", "-A", "ipv4", "-o", "new"),
                  ("-C", "chap", "-H", "3")):
         rc, _, err = cli("-m", "host", *args)

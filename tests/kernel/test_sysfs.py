@@ -195,3 +195,97 @@ def test_online_devices_brings_back_what_went_offline_off_the_event_loop(tree):
     assert (target / "0:0:0:1/state").read_text().strip() == "running"
     assert (target / "0:0:0:0/state").read_text() == "running\n"  # was running: not written
     assert walked and loop_thread not in walked
+
+
+def _flashnode(root: Path, host: int, index: str, sess: dict, conn: dict | None) -> None:
+    """A flash target as Linux 6.1 lays it out: devices under the host, linked from
+    bus/iscsi_flashnode/devices."""
+    d = root / f"devices/pci0000:00/0000:00:05.0/host{host}/flashnode_sess-{host}:{index}"
+    d.mkdir(parents=True)
+    for k, v in sess.items():
+        (d / k).write_bytes(v if isinstance(v, bytes) else (v + "\n").encode())
+    bus = root / "bus/iscsi_flashnode/devices"
+    link(bus / d.name, os.path.relpath(d, bus))
+    if conn is not None:
+        c = d / f"flashnode_conn-{host}:{index}:0"
+        c.mkdir()
+        for k, v in conn.items():
+            (c / k).write_text(v + "\n")
+        link(bus / c.name, os.path.relpath(c, bus))
+
+
+def test_flashnode_values_read_as_iscsiadm_reads_them(tmp_path):
+    """FLASHNODE_ATTRS' order and C types: a missing number all ones, atoi (u8, u16: the
+    rest of the text ignored, clamped to a long, then truncated) and strtoul (u32: base 0,
+    "-1" and overflow all ones), strings cut to their buffer in bytes; "(null)..." and
+    "<NULL>..." and empty values left out; a value past 255 bytes read as its first 256."""
+    root = tmp_path / "sys"
+    _flashnode(root, 5, "0", {
+        "targetname": "iqn.2001-05.com.example:t0", "tpgt": "65537", "erl": "-1",
+        "def_time2wait": " 7x", "first_burst_len": "0x2000", "max_burst_len": "4294967297",
+        "isid": "00023d00000100023d0001", "portal_type": "ipv6x", "targetalias": "(null)",
+        "username": "<NULL>bob", "password": b"p" * 300, "tsid": "", "entry_enable": "0",
+        "chap_out_idx": "99999999999999999999", "discovery_parent_type": "é" * 50},
+        {"ipaddress": "fd00::10", "port": "3260", "max_recv_dlength": "010",
+         "statsn": "-1", "exp_statsn": "99999999999999999999999", "ipv4_tos": "300"})
+    node = Sysfs(root).flashnode(5, 0)
+    assert (node.host_no, node.index, node.printed_index) == (5, 0, 0)
+    v = node.values()
+    assert list(v) == [a.key for a in sysfs_mod.FLASHNODE_ATTRS] and len(v) == 59
+    assert (v["flashnode.session.tpgt"], v["flashnode.session.erl"],
+            v["flashnode.session.def_time2wait"], v["flashnode.session.first_burst_len"],
+            v["flashnode.session.max_burst_len"], v["flashnode.session.tsid"],
+            v["flashnode.session.entry_enable"], v["flashnode.session.chap_out_idx"],
+            v["flashnode.session.is_boot_target"], v["flashnode.session.def_taskmgmt_tmo"],
+            v["flashnode.conn[0].max_recv_dlength"], v["flashnode.conn[0].statsn"],
+            v["flashnode.conn[0].exp_statsn"], v["flashnode.conn[0].ipv4_tos"],
+            v["flashnode.conn[0].tcp_xmit_wsf"], v["flashnode.conn[0].port"]) == (
+        1, 255, 7, 8192, 1, 65535, 0, 65535, 255, 65535, 8, 4294967295, 4294967295, 44,
+        4294967295, 3260)
+    assert (v["flashnode.session.isid"], v["flashnode.session.portal_type"],
+            v["flashnode.session.targetalias"], v["flashnode.session.username"],
+            v["flashnode.session.password"], v["flashnode.conn[0].ipaddress"],
+            v["flashnode.session.targetname"]) == (
+        "00023d000001000", "ipv6", "", "", "p" * 255, "fd00::10", "iqn.2001-05.com.example:t0")
+    # 79 bytes of 2-byte characters: 39 of them and half of one, as C cuts them
+    cut = v["flashnode.session.discovery_parent_type"]
+    assert cut.encode("utf-8", "surrogateescape") == ("é" * 50).encode()[:79]
+    assert node.sess["password"] == "p" * 256 and "targetalias" not in node.sess
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        node.index = 1  # type: ignore[misc]
+
+
+def test_flashnode_unreadable_value_is_missing(tmp_path):
+    """No read bit for the owner: open-iscsi does not read it, even as root."""
+    root = tmp_path / "sys"
+    _flashnode(root, 5, "0", {"tpgt": "1"}, {"port": "3260"})
+    os.chmod(root / "bus/iscsi_flashnode/devices/flashnode_sess-5:0/tpgt", 0o200)
+    assert Sysfs(root).flashnode(5, 0).values()["flashnode.session.tpgt"] == 65535
+
+
+def test_flashnodes_walked_as_iscsiadm_walks_them(tmp_path):
+    """alphasort order; conn entries and other hosts' skipped; names read as sscanf("%d:%d")
+    reads them (a sign, trailing text ignored; -3 is index 4294967293, printed -3); the walk
+    stops at a name that does not parse, or at a sess entry without its conn entry."""
+    root = tmp_path / "sys"
+    s = Sysfs(root)
+    assert s.flashnode_names() == [] and s.flashnodes(5) == sysfs_mod.FlashnodeScan()
+    for index in ("0", "10", "2", "-3"):
+        _flashnode(root, 5, index, {"tpgt": "1"}, {"port": "3260"})
+    _flashnode(root, 6, "0", {"tpgt": "1"}, {"port": "3260"})
+    scan = s.flashnodes(5)
+    assert [n.index for n in scan.nodes] == [4294967293, 0, 10, 2]
+    assert scan.nodes[0].printed_index == -3 and scan == s.flashnodes(5)
+    assert (scan.bad_name, scan.unreadable) == (None, None)
+    assert s.flashnode(5, 4294967293) == scan.nodes[0] and s.flashnode(5, 3) is None
+    assert [n.host_no for n in s.flashnodes(6).nodes] == [6] and s.flashnodes(7).nodes == ()
+    _flashnode(root, 5, "3", {"tpgt": "1"}, None)  # no conn entry
+    (root / "bus/iscsi_flashnode/devices/flashnode_sess-6:x").mkdir()
+    scan = s.flashnodes(5)
+    assert [n.index for n in scan.nodes] == [4294967293, 0, 10, 2]
+    assert scan.unreadable == "flashnode_sess-5:3" and scan.bad_name is None
+    assert s.flashnode(5, 3) is None
+    scan = s.flashnodes(6)
+    assert [n.index for n in scan.nodes] == [0] and scan.bad_name == "flashnode_sess-6:x"
+    (root / "bus/iscsi_flashnode/devices/flashnode_sess-5:1trailing").mkdir()
+    assert s.flashnodes(5).unreadable == "flashnode_sess-5:1trailing"  # read as 5:1: absent
