@@ -66,14 +66,19 @@ def sysfs_root() -> str:
 
 def initiator_name(args) -> str:
     """The initiator name from initiatorname.iscsi (created, as open-iscsi's packaging does,
-    when missing and the directory is writable)."""
+    when missing or asked for with ``GenerateName=yes``, and the directory is writable); a
+    file without a name is exit 6, never replaced."""
     from ..db.config import ensure_initiator_name, read_initiator_name, resolve_roots
+    from ..db.errors import DBError
+
     root = resolve_roots(args.db_root, args.config_root).config_root
-    cur = read_initiator_name(root)
-    if cur is not None:
-        return cur.name
     try:
+        cur = read_initiator_name(root)
+        if cur is not None:
+            return cur.name
         return ensure_initiator_name(root).name
+    except DBError as e:
+        raise E.CliError(str(e), E.IDBM) from None
     except OSError as e:
         raise E.CliError(f"no InitiatorName in {root}/initiatorname.iscsi and cannot create "
                          f"it: {e.strerror}", E.IDBM) from None

@@ -5,7 +5,8 @@
   defaults of records *at creation* only (``idbm_node_setup_from_conf``); ``iscsid.*`` keys are
   plain lookups (``cfg_get_string_param``).
 * ``initiatorname.iscsi``: ``InitiatorName=`` and optional ``InitiatorAlias=``; created when
-  missing with a fresh Debian-style IQN (``iqn.1993-08.org.debian:01:`` + 12 hex digits, as
+  missing, or rewritten when it holds a ``GenerateName=yes`` line (Debian's startup checks),
+  with a fresh Debian-style IQN (``iqn.1993-08.org.debian:01:`` + 12 hex digits, as
   Debian's postinst runs ``iscsi-iname -p iqn.1993-08.org.debian:01``), mode 0644
   (Debian's postinst leaves its own file 0600; either works for iscsid, which runs as root).
 
@@ -195,10 +196,28 @@ _INAME_HEADER = """\
 
 
 def ensure_initiator_name(config_root: str, prefix: str = DEBIAN_IQN_PREFIX) -> InitiatorName:
-    """Return the initiator name, creating ``initiatorname.iscsi`` (0644, Debian's header and
-    ``InitiatorName=<fresh IQN>``) atomically when it is missing or has no InitiatorName."""
-    cur = read_initiator_name(config_root)
-    if cur is not None:
+    """Return the initiator name.  ``initiatorname.iscsi`` is written (atomically, 0644,
+    Debian's header and ``InitiatorName=<fresh IQN>``) when it is missing, or when it asks
+    for a name with a line ``GenerateName=yes`` (Debian's startup-checks.sh).
+
+    Raises:
+        DBError: the file cannot be read, or it has neither a name nor that line (a
+            mistyped name, a BOM): it may hold the name the targets' ACLs know, so it is
+            never replaced by a new one.
+    """
+    path = os.path.join(config_root, INITIATOR_NAME_FILE)
+    try:
+        text = read_regular(path).decode("utf-8", "surrogateescape")
+    except (FileNotFoundError, NotADirectoryError):
+        text = None
+    except OSError as e:
+        raise DBError(f"cannot read {path}: {e.strerror or e}") from None
+    if text is not None and not any(line.startswith("GenerateName=yes")
+                                    for line in text.split("\n")):
+        cur = read_initiator_name(config_root)
+        if cur is None:
+            raise DBError(f"{path} does not contain a valid InitiatorName (a line "
+                          "InitiatorName=iqn...); or put GenerateName=yes in it for a new one")
         return cur
     from .store import atomic_write  # local import: store imports this module
 

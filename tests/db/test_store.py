@@ -548,6 +548,31 @@ def test_an_unreadable_initiator_name_is_an_error_and_never_replaced(tmp_path):
     assert (root / "initiatorname.iscsi").is_dir()
 
 
+@pytest.mark.parametrize("text", [b"# notes\nInitiatorname=iqn.1993-08.org.debian:01:abc\n",
+                                  b"\xef\xbb\xbfInitiatorName=iqn.x:y\n",
+                                  b"InitiatorAlias=db7\n", b"InitiatorName=\n", b"\x00\x01\xff",
+                                  b"InitiatorName:iqn.x:y\n", b""])
+def test_a_nameless_initiator_file_is_an_error_and_never_replaced(tmp_path, text):
+    """A file without a name (a typo, an alias only, junk, empty) may be the one whose
+    name the targets' ACLs know, mistyped: an error (6), left as it is; Debian's startup
+    checks refuse it too.  Only a missing file, or GenerateName=yes, gets a new name."""
+    p = tmp_path / "initiatorname.iscsi"
+    p.write_bytes(text)
+    with pytest.raises(DBError, match="does not contain a valid InitiatorName") as e:
+        dbconfig.ensure_initiator_name(str(tmp_path))
+    assert e.value.exit_code == 6 and p.read_bytes() == text
+
+
+def test_generate_name_yes_asks_for_a_new_name(tmp_path):
+    p = tmp_path / "initiatorname.iscsi"
+    p.write_text("## Debian: a new name at the first start\nGenerateName=yes\n")
+    n = dbconfig.ensure_initiator_name(str(tmp_path))
+    assert n.name.startswith("iqn.1993-08.org.debian:01:")
+    assert p.read_text().endswith(f"\nInitiatorName={n.name}\n") and "GenerateName" not in \
+        p.read_text()
+    assert dbconfig.ensure_initiator_name(str(tmp_path)) == n
+
+
 def test_listing_10000_records(tmp_path, capsys):
     """Build 10,000 node records directly on disk and time the flat listing (report only)."""
     root = tmp_path / "db"
