@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import itertools
 import sys
 from typing import Iterable
 
@@ -48,10 +49,12 @@ class Output:
         self.json = json
 
     def lines(self, lines: Iterable[str]) -> None:
-        """Write text lines (each newline-terminated)."""
-        text = "\n".join(lines)
-        if text:
-            self.out.write(text + "\n")
+        """Write text lines (each newline-terminated), a few thousand at a time: however
+        many lines an iterator yields, they are never all held at once."""
+        it = iter(lines)
+        while chunk := list(itertools.islice(it, 4096)):
+            if text := "\n".join(chunk):
+                self.out.write(text + "\n")
 
     def text(self, text: str) -> None:
         """Write text as is (already newline-terminated)."""

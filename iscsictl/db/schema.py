@@ -224,7 +224,7 @@ _NODE_TAIL = [
     _i("node.session.xmit_thread_priority", -20, "i64"),
     _i("node.session.cmds_max", 128, "u16"),
     _i("node.session.queue_depth", 32, "u16"),
-    _i("node.session.nr_sessions", 1, "u32"),
+    _i("node.session.nr_sessions", 1),  # int, as session_rec.nr_sessions
     _e("node.session.auth.authmethod", ("None", "CHAP"), "None"),
     _s("node.session.auth.username"),
     _s("node.session.auth.password", secret=True),

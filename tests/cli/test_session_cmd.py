@@ -814,3 +814,21 @@ def test_loginall_matches_node_or_connection_startup(fake_daemon):
         "-v", "automatic")
     assert cli("-m", "node", "-L", "manual")[0] == 21
     assert len(fake_daemon.calls) == 3
+
+
+def test_output_lines_are_written_as_they_come_not_all_held():
+    """A command with very many lines (a login's per-session lines) writes them a few
+    thousand at a time from an iterator, every one, in order."""
+    class Counting(io.StringIO):
+        writes = 0
+
+        def write(self, s):
+            Counting.writes += 1
+            return super().write(s)
+
+    out = Counting()
+    Output(out, io.StringIO()).lines(f"line {i}" for i in range(10_000))
+    assert out.getvalue() == "".join(f"line {i}\n" for i in range(10_000))
+    assert Counting.writes == 3
+    Output(out, io.StringIO()).lines([])
+    assert Counting.writes == 3

@@ -162,6 +162,15 @@ def test_an_integer_is_ascii_digits(text):
         Record(schema.NODE).set("node.session.nr_sessions", text)
 
 
+def test_nr_sessions_is_a_c_int():
+    """node.session.nr_sessions is session_rec's int: 4294967295 is refused (iscsiadm
+    stores it as -1), not taken as four billion sessions for a login to make."""
+    r = Record(schema.NODE)
+    r.set("node.session.nr_sessions", "2147483647")
+    with pytest.raises(InvalidValue, match="out of range"):
+        r.set("node.session.nr_sessions", "4294967295")
+
+
 def test_integers_with_a_sign_or_blanks_as_strtol_reads_them():
     r = Record(schema.NODE)
     r.set("node.session.nr_sessions", " +7 ")
