@@ -14,10 +14,11 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib
+import os
 import sys
 
 from . import errors as E
-from .output import Output
+from .output import Output, OutputError
 
 #: mode -> (module, option letters iscsiadm allows in it)
 MODES = {
@@ -195,6 +196,11 @@ def run(argv: list[str] | None = None, out: Output | None = None) -> int:
         return 130
     except BrokenPipeError:
         return E.ERR
+    except OutputError as e:  # the command's result is lost: say so, never exit 0
+        o.error(f"cannot write the output: {e.strerror}")
+        if o.out is sys.stdout:
+            _discard_stdout()
+        return E.ERR
     except Exception as e:  # typed errors of db/, transport/, protocol/
         code = E.exit_code_of(e)
         if code == E.ERR:
@@ -208,10 +214,26 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: run and exit with the code."""
     code = run(argv)
     try:
-        sys.stdout.flush()
+        if sys.stdout is not None:
+            sys.stdout.flush()
     except BrokenPipeError:
         pass
+    except (OSError, ValueError) as e:  # buffered output that cannot be written
+        Output().error(f"cannot write the output: {getattr(e, 'strerror', None) or e}")
+        _discard_stdout()
+        code = code or E.ERR
     sys.exit(code)
+
+
+def _discard_stdout() -> None:
+    """Point descriptor 1 at /dev/null: what stdout still buffers, which could not be
+    written, goes nowhere, and the interpreter's last flush does not fail again."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.close(null)
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":

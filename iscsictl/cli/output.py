@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import codecs
+import errno
 import itertools
+import os
 import sys
 from typing import Iterable
 
@@ -37,16 +39,42 @@ def _lenient_stream(stream):  # type: ignore[no-untyped-def]
     return stream
 
 
+class OutputError(OSError):
+    """The results could not be written (stdout full, gone, or failing): the command's
+    own outcome is then unknown to its caller, and the CLI says so on stderr (exit 1)."""
+
+
+def _standard(stream):  # type: ignore[no-untyped-def]
+    """``sys.stdout``/``sys.stderr`` as a command writes to them: /dev/null when the
+    process was started with that descriptor closed (Python then has None there), as a
+    C program's writes to a closed descriptor go nowhere."""
+    if stream is None:
+        return open(os.devnull, "w")  # noqa: SIM115: the process's own, for its lifetime
+    return _lenient_stream(stream)
+
+
 class Output:
     """Writes results to ``out`` (stdout) and diagnostics to ``err`` (stderr, ``iscsictl: ``
-    prefix, as iscsiadm's log_error/log_warning).  ``json`` selects JSON results."""
+    prefix, as iscsiadm's log_error/log_warning).  ``json`` selects JSON results.
+
+    A result that cannot be written raises :class:`OutputError`; a diagnostic that cannot
+    be written is dropped (a closed or full stderr never changes a command's exit code)."""
 
     PREFIX = "iscsictl: "
 
     def __init__(self, out=None, err=None, json: bool = False):
-        self.out = out or _lenient_stream(sys.stdout)
-        self.err = err or _lenient_stream(sys.stderr)
+        self.out = out or _standard(sys.stdout)
+        self.err = err or _standard(sys.stderr)
         self.json = json
+
+    def _write(self, text: str) -> None:
+        try:
+            self.out.write(text)
+        except BrokenPipeError:
+            raise  # the reader went away: main() exits quietly
+        except (OSError, ValueError) as e:  # ValueError: the stream was closed
+            raise OutputError(getattr(e, "errno", None) or errno.EIO,
+                              getattr(e, "strerror", None) or str(e)) from None
 
     def lines(self, lines: Iterable[str]) -> None:
         """Write text lines (each newline-terminated), a few thousand at a time: however
@@ -54,21 +82,24 @@ class Output:
         it = iter(lines)
         while chunk := list(itertools.islice(it, 4096)):
             if text := "\n".join(chunk):
-                self.out.write(text + "\n")
+                self._write(text + "\n")
 
     def text(self, text: str) -> None:
         """Write text as is (already newline-terminated)."""
-        self.out.write(text)
+        self._write(text)
 
     def error(self, msg: str) -> None:
-        """One diagnostic line on stderr."""
-        self.err.write(self.PREFIX + msg + "\n")
+        """One diagnostic line on stderr (dropped if stderr cannot take it)."""
+        try:
+            self.err.write(self.PREFIX + msg + "\n")
+        except (OSError, ValueError):
+            pass
 
     warn = error
 
     def emit_json(self, obj) -> None:
         import json
-        self.out.write(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+        self._write(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def node_json(nid) -> dict:

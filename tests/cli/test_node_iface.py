@@ -275,3 +275,30 @@ def test_an_iface_binding_is_not_changed_from_one_kind_to_the_other(cli):
         assert cli("-m", "iface", "-I", name).out == before
         r = cli("-m", "iface", "-I", name, "-o", "update", "-n", key, "-v", value)
         assert r.rc == 0, r.err  # the same binding may change its value
+
+
+def test_closed_or_full_stdout_and_stderr(cli):
+    """Started with stdout or stderr closed, a command runs as usual and exits with its own
+    code (what it would print goes nowhere, as iscsiadm's printf to a closed descriptor);
+    a result that cannot be written (a full disk) is said on stderr and exit 1, never 0 and
+    never a traceback."""
+    import shlex
+    import subprocess
+    import sys
+
+    cli("-m", "node", "-o", "new", "-T", "iqn.2001-04.com.example:t1", "-p", "10.0.0.1:3260,1")
+    base = " ".join(shlex.quote(a) for a in (sys.executable, "-m", "iscsictl.cli", "--db-root",
+                                             cli.root, "--config-root", cli.root))
+
+    def sh(args, redirect):
+        cp = subprocess.run(["sh", "-c", f"{base} {args} {redirect}"], capture_output=True,
+                            text=True, timeout=60)
+        return cp.returncode, cp.stdout, cp.stderr
+
+    assert sh("-m node", ">&-") == (0, "", "")
+    assert sh("-m node -T iqn.2001-04.com.example:none", "2>&-") == (21, "", "")
+    assert sh("-m node", "2>&-") == (0, "10.0.0.1:3260,1 iqn.2001-04.com.example:t1\n", "")
+    for args in ("-m node", "-m node -o show", "-m node --json"):
+        rc, out, err = sh(args, ">/dev/full")
+        assert (rc, err) == (1, "iscsictl: cannot write the output: No space left on "
+                                "device\n"), args
