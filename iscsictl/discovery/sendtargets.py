@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping
 
 from ..protocol.config import LoginConfig
+from ..protocol.errors import ISCSIProtocolError
 from ..protocol.portal import Portal
 from ..protocol.text_exchange import DiscoveredTarget, parse_send_targets
 from ..transport.errors import (LoginFailed, ProtocolFailure, RetriesExceeded,
@@ -71,12 +72,13 @@ def _exchange(host: str, port: int, config: LoginConfig, policy: DiscoveryPolicy
     connection (the caller closes it) and the targets; a target or portal of the answer
     that is not one is left out, said through ``log``.  Raises the transport errors."""
     conn = login(host, port, config, iface=iface, meanwhile=meanwhile)
+    skip = log or (lambda why: None)
     try:
-        pairs = conn.text([("SendTargets", "All")], policy.active_timeout)
+        pairs = conn.text([("SendTargets", "All")], policy.active_timeout,
+                          skip=lambda why: skip(f"SendTargets: {why}"))
         try:
-            return conn, parse_send_targets(pairs, Portal(host, port),
-                                            log or (lambda why: None))
-        except ValueError as e:
+            return conn, parse_send_targets(pairs, Portal(host, port), skip)
+        except (ValueError, ISCSIProtocolError) as e:
             raise ProtocolFailure(f"SendTargets answer from {conn.endpoint}: {e}") from None
     except BaseException:
         conn.close()

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from .errors import ISCSIProtocolError
 from .keys import KEYS, MAX_KEY_NAME
@@ -69,22 +70,32 @@ def encode_text(pairs: TextPairs) -> bytes:
     return "".join(out).encode()
 
 
-def decode_text(data: bytes, value_limits: bool = True) -> TextPairs:
+def decode_text(data: bytes, value_limits: bool = True,
+                skip: Callable[[str], None] | None = None) -> TextPairs:
     """Split text data into (key, value) pairs, in order, duplicates kept.
 
     Trailing NUL padding is tolerated (some targets pad).  Values are decoded
     as UTF-8.  ``value_limits=False`` leaves the values' lengths (§6.1) to the
     reader, which can leave one pair out where a whole answer would be lost
-    (a SendTargets answer; its size is bounded as a whole).
+    (a SendTargets answer; its size is bounded as a whole).  With ``skip``, a
+    pair that is not one (the errors below, the bytes after the last NUL
+    included) is left out and ``skip(why)`` called instead: the good pairs of a
+    SendTargets answer are kept, as open-iscsi's reader keeps them.
 
     Raises:
-        TextFormatError: a pair without '=', a bad key name, an over-long
-            name or value, invalid UTF-8, or text not ending in NUL.
+        TextFormatError: without ``skip``: a pair without '=', a bad key name,
+            an over-long name or value, invalid UTF-8, or text not ending in NUL.
     """
     if not data:
         return []
     if data[-1:] != b"\0":
-        raise TextFormatError("text data does not end with a NUL delimiter")
+        if skip is None:
+            raise TextFormatError("text data does not end with a NUL delimiter")
+        head, _, tail = data.rpartition(b"\0")
+        skip(f"text without its NUL delimiter left out: {tail[:64]!r}")
+        data = head + b"\0" if head else b""
+        if not data:
+            return []
     body = data.rstrip(b"\0")
     if not body:  # NUL padding only: no pairs
         return []
@@ -95,31 +106,42 @@ def decode_text(data: bytes, value_limits: bool = True) -> TextPairs:
             if not value_limits or \
                     all(len(v) <= _LIMITS.get(k, _VALUE_LIMIT_UNKNOWN) for k, v in pairs):
                 return pairs
-    return _decode_each(body, value_limits)
+    return _decode_each(body, value_limits, skip)
 
 
-def _decode_each(body: bytes, value_limits: bool = True) -> TextPairs:
+def _decode_each(body: bytes, value_limits: bool = True,
+                 skip: Callable[[str], None] | None = None) -> TextPairs:
     """decode_text pair by pair (non-ASCII text, and the precise error of a bad one)."""
     pairs: TextPairs = []
     for item in body.split(b"\0"):
-        if not item:
-            raise TextFormatError("empty key=value pair (two NULs in a row)")
-        key_b, eq, value_b = item.partition(b"=")
-        if not eq:
-            raise TextFormatError(f"text pair without '=': {item[:64]!r}")
-        try:
-            key = key_b.decode("ascii")
-            value = value_b.decode("utf-8")
-        except UnicodeDecodeError:
-            raise TextFormatError(f"text pair is not valid UTF-8: {item[:64]!r}") from None
-        if len(key_b) > MAX_KEY_NAME or not _KEY_NAME.match(key):
-            raise TextFormatError(f"invalid key name {key_b[:80]!r}")
-        if value_limits and len(value_b) > _value_limit(key):
-            raise TextFormatError(
-                f"value of {key} is {len(value_b)} bytes; the limit is {_value_limit(key)}"
-            )
-        pairs.append((key, value))
+        why = _pair_problem(item, value_limits)
+        if why is not None:
+            if skip is None:
+                raise TextFormatError(why)
+            skip(f"{why}: left out")
+            continue
+        key, _, value = item.partition(b"=")
+        pairs.append((key.decode("ascii"), value.decode("utf-8")))
     return pairs
+
+
+def _pair_problem(item: bytes, value_limits: bool) -> str | None:
+    """What makes ``item`` (one NUL-delimited piece) not a key=value pair; None if it is."""
+    if not item:
+        return "empty key=value pair (two NULs in a row)"
+    key_b, eq, value_b = item.partition(b"=")
+    if not eq:
+        return f"text pair without '=': {item[:64]!r}"
+    try:
+        key = key_b.decode("ascii")
+        value_b.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"text pair is not valid UTF-8: {item[:64]!r}"
+    if len(key_b) > MAX_KEY_NAME or not _KEY_NAME.match(key):
+        return f"invalid key name {key_b[:80]!r}"
+    if value_limits and len(value_b) > _value_limit(key):
+        return f"value of {key} is {len(value_b)} bytes; the limit is {_value_limit(key)}"
+    return None
 
 
 class TextAssembler:

@@ -65,6 +65,9 @@ class TextExchange:
         exp_statsn: ExpStatSN of the first request.
         max_send_segment: the target's MaxRecvDataSegmentLength (bytes).
         max_response_bytes: the most response text accepted.
+        skip: for an answer whose good pairs are worth keeping (SendTargets): a pair
+            of the response that is not one is left out and ``skip(why)`` called
+            (:func:`.text.decode_text`), not a TextFormatError.
     """
 
     def __init__(
@@ -76,8 +79,10 @@ class TextExchange:
         exp_statsn: int,
         max_send_segment: int = 8192,
         max_response_bytes: int = 1 << 20,
+        skip: Callable[[str], None] | None = None,
     ) -> None:
         self.itt = itt
+        self._skip = skip
         self.cmdsn = cmdsn
         self.exp_statsn = exp_statsn
         text = encode_text(pairs)
@@ -156,7 +161,7 @@ class TextExchange:
             # each value's length is the reader's to judge (parse_send_targets leaves out
             # what it cannot take); the whole answer is bounded (max_response_bytes)
             self.result = [p for part in self._complete
-                           for p in decode_text(part, value_limits=False)]
+                           for p in decode_text(part, value_limits=False, skip=self._skip)]
             return self.result
         if pdu.ttt == RESERVED_TAG:
             raise TextExchangeError("Text Response with F=0 but no Target Transfer Tag")
@@ -177,7 +182,7 @@ def parse_send_targets(pairs: TextPairs, default_portal: Portal | None = None,
     ``add_target_record`` uses that only when there is no address).
 
     Raises:
-        TextExchangeError: a TargetAddress before any TargetName; without ``skip``, a bad
+        TextExchangeError: without ``skip``: a TargetAddress before any TargetName, a bad
             TargetAddress or an invalid iSCSI name.
     """
     targets: dict[str, DiscoveredTarget] = {}
@@ -205,7 +210,10 @@ def parse_send_targets(pairs: TextPairs, default_portal: Portal | None = None,
             if skipping:
                 continue
             if current is None:
-                raise TextExchangeError("SendTargets: TargetAddress before any TargetName")
+                if skip is None:
+                    raise TextExchangeError("SendTargets: TargetAddress before any TargetName")
+                skip(f"SendTargets: TargetAddress={value[:80]} before any TargetName: left out")
+                continue
             addressed.add(current.name)
             portal = portals.get(value)
             if portal is None:

@@ -252,14 +252,16 @@ class Connection:
             self._reader.feed(self._recv(_RECV_CHUNK, deadline, what))
 
     def text(self, pairs: list[tuple[str, str]], timeout: float,
-             max_response_bytes: int = 16 << 20) -> list[tuple[str, str]]:
+             max_response_bytes: int = 16 << 20,
+             skip: Callable[[str], None] | None = None) -> list[tuple[str, str]]:
         """One Text Request/Response exchange (with continuation); the response pairs.
-        ``timeout``: seconds for the whole exchange (open-iscsi's active_timeout)."""
+        ``timeout``: seconds for the whole exchange (open-iscsi's active_timeout);
+        ``skip``: as :class:`.TextExchange`'s (a bad pair left out, said to it)."""
         assert self._cmds is not None and self.success is not None
         cs = self._cmds
         ex = TextExchange(pairs, itt=self._next_itt(), cmdsn=cs.cmdsn, exp_statsn=cs.exp_statsn,
                           max_send_segment=self.success.params.max_xmit_data_segment_length,
-                          max_response_bytes=max_response_bytes)
+                          max_response_bytes=max_response_bytes, skip=skip)
         what = f"text exchange with {self.endpoint}"
         ex.start()
         self._send(ex.data_to_send(self._hd, self._dd), what)

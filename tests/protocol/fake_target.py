@@ -158,6 +158,7 @@ class TargetConfig:
     text_split_pairs: bool = False  # F=0/C=0 pieces cut at pair boundaries
     text_no_c: bool = False  # F=0 pieces cut anywhere but C=0 (tgtd 1.0.85)
     targets: list[tuple[str, list[str]]] = field(default_factory=list)
+    send_targets_raw: bytes | None = None  # the SendTargets answer's text, as given
     answer_overrides: dict[str, str] = field(default_factory=dict)
     extra_answers: list[tuple[str, str]] = field(default_factory=list)
     security_extra: list[tuple[str, str]] = field(default_factory=list)  # in AuthMethod's answer
@@ -577,6 +578,8 @@ class FakeTarget:
 
     def send_targets_text(self, value: str) -> bytes:
         c = self.c
+        if c.send_targets_raw is not None:
+            return c.send_targets_raw
         if value == "All":
             targets = c.targets or [(c.name, [])]
         else:

@@ -273,3 +273,19 @@ def test_many_addresses_of_one_target_cost_linear_time(monkeypatch):
     (t,) = parse_send_targets(pairs)
     assert len(t.portals) == n and t.portals[7] == Portal("10.0.0.7", 3260, 1)
     assert compared < 2 * n  # the list scan made n * (n - 1) / 2 = 12.5 million
+
+
+def test_decode_text_with_skip_keeps_the_good_pairs():
+    """With ``skip``, each piece that is not a pair is said and left out, the rest kept in
+    order; without it, the first one raises (a login's text stays strict)."""
+    data = (b"A=1\0\0B\0C=\xff\0bad key=2\0D=\xc3\xa9\0E=tail")
+    said = []
+    assert decode_text(data, skip=said.append) == [("A", "1"), ("D", "é")]
+    assert said == ["text without its NUL delimiter left out: b'E=tail'",
+                    "empty key=value pair (two NULs in a row): left out",
+                    "text pair without '=': b'B': left out",
+                    "text pair is not valid UTF-8: b'C=\\xff': left out",
+                    "invalid key name b'bad key': left out"]
+    with pytest.raises(TextFormatError):
+        decode_text(data)
+    assert decode_text(b"no NUL at all", skip=said.append) == []
