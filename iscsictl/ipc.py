@@ -109,6 +109,56 @@ def decode_message(line: bytes, versions: tuple[int, ...] = (IPC_VERSION,)) -> d
     return obj
 
 
+def _error_code(code: Any) -> bool:
+    """An answer's error code is one of open-iscsi's, and not success."""
+    from .exitcodes import BY_CODE
+
+    return type(code) is int and code in BY_CODE and code != 0
+
+
+def _outcomes(result: Any, keys: dict[str, type]) -> None:
+    """A list of objects, each with ``ok`` and, when not ok, a valid ``code``; ``keys``:
+    the other members each must have, by type."""
+    if not isinstance(result, list):
+        raise TypeError(f"expected a list, not {type(result).__name__}")
+    for r in result:
+        if not isinstance(r, dict) or type(r.get("ok")) is not bool:
+            raise TypeError(f"an outcome without ok: {r!r:.80}")
+        if not r["ok"] and not _error_code(r.get("code")):
+            raise ValueError(f"error code {r.get('code')!r:.40}")
+        for key, kind in keys.items():
+            if key in r and not isinstance(r[key], kind) or (key == "sid" and key not in r):
+                raise TypeError(f"{key} of {type(r.get(key)).__name__} in {r!r:.80}")
+        if not all(type(sid) is int for sid in r.get("sids") or ()):
+            raise TypeError(f"sids {r['sids']!r:.80}")
+
+
+def _objects(result: Any) -> None:
+    if not isinstance(result, dict) or not all(isinstance(v, dict) for v in result.values()):
+        raise TypeError(f"expected an object of objects: {result!r:.80}")
+
+
+def _stats(result: Any) -> None:
+    st = result.get("stats") if isinstance(result, dict) else None
+    if not isinstance(st, dict) or not all(type(v) is int for k, v in st.items()
+                                           if k != "custom"):
+        raise TypeError(f"expected the stats counters: {result!r:.80}")
+    if not all(isinstance(c, list) and len(c) == 2 for c in st.get("custom", ())):
+        raise TypeError(f"custom stats {st.get('custom')!r:.80}")
+
+
+#: What the client checks of each op's ``result`` before the CLI reads it: a daemon of
+#: another version (or a bug) is answered 18, "could not read iscsictld's answer", not a
+#: traceback or an exit code that is no one's (the daemon checks requests the same way,
+#: its REQUEST_ARGS).
+RESULT_CHECKS: dict[str, Callable[[Any], None]] = {
+    "login": lambda r: _outcomes(r, {"sids": list, "node": str, "message": str}),
+    "logout": lambda r: _outcomes(r, {"sid": int, "message": str}),
+    "sessions": _objects,
+    "stats": _stats,
+}
+
+
 class DaemonClient:
     """Blocking client for the CLI.
 
@@ -185,10 +235,16 @@ class DaemonClient:
                 from None
         finally:
             s.close()
-        if reply.get("ok"):
-            return reply.get("result")
+        if reply.get("ok") is True:
+            result = reply.get("result")
+            try:
+                RESULT_CHECKS.get(op, lambda r: None)(result)
+            except (TypeError, ValueError) as exc:
+                raise DaemonError(18, f"could not read iscsictld's answer to {op}: {exc}") \
+                    from None
+            return result
         err = reply.get("error")
         code = err.get("code", 1) if isinstance(err, dict) else None
-        if type(code) is not int:
-            raise DaemonError(18, f"could not read iscsictld's answer: error {err!r}")
+        if not _error_code(code):
+            raise DaemonError(18, f"could not read iscsictld's answer: error {err!r:.200}")
         raise DaemonError(code, str(err.get("message", "unknown error")), err.get("detail"))

@@ -1,6 +1,7 @@
 """The CLI <-> iscsictld protocol against the daemon's real IPC server (no kernel)."""
 
 import asyncio
+import json
 import logging
 import os
 import threading
@@ -10,7 +11,7 @@ import pytest
 from iscsictl.daemon.service import Daemon
 from iscsictl.db import schema
 from iscsictl.db.record import Record
-from iscsictl.ipc import DaemonClient, DaemonError, DaemonNotRunning
+from iscsictl.ipc import IPC_VERSION, DaemonClient, DaemonError, DaemonNotRunning
 
 
 @pytest.fixture
@@ -380,21 +381,24 @@ def test_a_client_tells_a_stuck_daemon_loop_from_a_long_request(served, monkeypa
 
     async def long_logout(sids, force=False, progress=None):
         await asyncio.sleep(1.5)
-        return ["answer"]
+        return ANSWER
 
     async def stuck_logout(sids, force=False, progress=None):
         time.sleep(1.5)  # the loop blocked, as by a bug
-        return ["answer"]
+        return ANSWER
 
     impatient = DaemonClient(client.path, timeout=0.5)
     d.logout = long_logout
-    assert impatient.call("logout", sids=[1]) == ["answer"]
+    assert impatient.call("logout", sids=[1]) == ANSWER
     d.logout = stuck_logout
     with pytest.raises(DaemonError) as e:
         impatient.call("logout", sids=[1])
     assert e.value.code == 33 and "sent nothing for 0.5 s" in str(e.value)
     time.sleep(1.2)  # the loop is back: the daemon serves on
     assert client.call("ping")["sessions"] == 0
+
+
+ANSWER = [{"sid": 1, "ok": True}]  # a logout's outcome
 
 
 def old_daemon_answer(version: int) -> bytes:
@@ -425,7 +429,7 @@ def test_progress_beyond_the_socket_buffer_arrives_in_order(served):
     async def fake_login(records, initiator_name, progress=None, multiple=False):
         for i in range(1, 2001):
             progress({"done": i, "total": 2000, "result": {"pad": "x" * 1000}})
-        return ["answer"]
+        return [{"ok": True, "sids": [1]}]
 
     d.login = fake_login
     seen = []
@@ -434,7 +438,7 @@ def test_progress_beyond_the_socket_buffer_arrives_in_order(served):
         if not seen:
             time.sleep(0.3)  # the daemon has written everything it could by now
         seen.append(event["done"])
-    assert client.call("login", slow, records=[{}], initiator_name="iqn.x") == ["answer"]
+    assert client.call("login", slow, records=[{}], initiator_name="iqn.x") == [{"ok": True, "sids": [1]}]
     assert seen == list(range(1, 2001))
 
 
@@ -627,3 +631,30 @@ def test_requests_under_way_when_the_daemon_stops_are_cut_short_and_answered(tmp
     assert seen == ["cancelled with netlink open"]
     (err,) = answers
     assert err.code == 29 and "stopped while the request was under way" in str(err)
+
+
+@pytest.mark.parametrize("op,reply", [
+    ("ping", {"ok": False, "error": {"code": 999, "message": "boom"}}),
+    ("ping", {"ok": False, "error": {"code": -1, "message": "boom"}}),
+    ("ping", {"ok": False, "error": {"code": 0, "message": "boom"}}),
+    ("ping", {"ok": False, "error": {"code": True, "message": "boom"}}),
+    ("login", {"ok": True, "result": None}),
+    ("login", {"ok": True, "result": [1]}),
+    ("login", {"ok": True, "result": [{"ok": False, "code": "x"}]}),
+    ("login", {"ok": True, "result": [{"ok": False, "code": 999}]}),
+    ("login", {"ok": True, "result": [{"ok": True, "sids": ["1"]}]}),
+    ("logout", {"ok": True, "result": [{"ok": True}]}),
+    ("sessions", {"ok": True, "result": {"1": "x"}}),
+    ("stats", {"ok": True, "result": {"sid": 1}}),
+    ("stats", {"ok": True, "result": {"stats": {"txdata_octets": "1"}}}),
+])
+def test_an_answer_the_cli_cannot_read_is_18(tmp_path, op, reply):
+    """An answer of the wrong shape, or an error code that is not open-iscsi's (or is 0 on
+    a failure), is 'could not read iscsictld's answer' (18): never a traceback in the CLI,
+    or an exit code that means something else (999 would exit 231, 0 success)."""
+    path = str(tmp_path / "d.sock")
+    line = (json.dumps({"version": IPC_VERSION, **reply}) + "\n").encode()
+    _one_shot_server(path, lambda conn: conn.sendall(line))
+    with pytest.raises(DaemonError) as e:
+        DaemonClient(path, timeout=5).call(op)
+    assert e.value.code == 18 and "could not read iscsictld's answer" in str(e.value)
