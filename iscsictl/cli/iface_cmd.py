@@ -48,7 +48,7 @@ def run(args, o, mode: str) -> int:
         if op not in (None, "show"):
             raise E.CliError(f"iface mode: -o {op} needs -I ifacename", E.INVAL)
         return listing(db, args, o)
-    from ..db.errors import DBError, RecordNotFound
+    from ..db.errors import CorruptRecord, DBError, RecordNotFound
     rc = E.SUCCESS
     shown = []
     for name in names:
@@ -58,7 +58,10 @@ def run(args, o, mode: str) -> int:
                 # iscsiadm's OP_NEW runs its (empty) parameter update first, which prints
                 o.json or o.lines([f"{name} updated.", f"New interface {name} added"])
             elif op == "delete":
-                db.read_iface(name)
+                try:
+                    db.read_iface(name)
+                except CorruptRecord as e:  # damaged (by hand): still deleted, not stuck
+                    o.warn(f"{e}: deleted all the same")
                 for nid in db.list_nodes(iface=name):
                     db.delete_node(nid)
                 db.delete_iface(name)

@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from ..lexical import ascii_digits
+from ..lexical import C_SPACE, ascii_digits
 from . import schema
 from .config import IscsidConfig, resolve_roots
 from .errors import (BindingChange, CorruptRecord, DBError, InvalidRecordName, InvalidValue,
@@ -1343,10 +1343,15 @@ class NodeDB:
 
     def update_iface(self, name: str, key: str, value) -> Record:
         """``-m iface -I name -o update -n key -v value``.  Built-ins are refused
-        (InvalidValue); otherwise raises as :meth:`update_node`."""
+        (InvalidValue), and so is an empty ``iface.transport_name`` (a file without it is
+        no iface to open-iscsi, or to :meth:`read_iface`); otherwise raises as
+        :meth:`update_node`."""
         if name in schema.BUILTIN_IFACES:
             raise InvalidValue("iface.iscsi_ifacename", name,
                                "a special interface that cannot be modified")
+        if key == "iface.transport_name" and not str(value).strip(C_SPACE):
+            raise InvalidValue(key, str(value), "an iface needs its transport (tcp, iser, "
+                                                "bnx2i, qla4xxx, ...)")
         path = self.iface_path(name)
         with self.record_lock("iface\0" + name):
             rec = self.read_iface(name)

@@ -302,3 +302,26 @@ def test_closed_or_full_stdout_and_stderr(cli):
         rc, out, err = sh(args, ">/dev/full")
         assert (rc, err) == (1, "iscsictl: cannot write the output: No space left on "
                                 "device\n"), args
+
+
+def test_an_iface_keeps_its_transport_and_a_damaged_one_can_be_deleted(cli):
+    """iface.transport_name cannot be emptied (a file without it is no iface to open-iscsi:
+    it could be neither shown, nor updated back, nor deleted); an iface file damaged by hand
+    so is still deleted, with its node records."""
+    assert cli("-m", "iface", "-I", "if0", "-o", "new").rc == 0
+    for blank in ("", " "):
+        r = cli("-m", "iface", "-I", "if0", "-o", "update", "-n", "iface.transport_name",
+                "-v", blank)
+        assert r.rc == 7 and "an iface needs its transport" in r.err, r
+    assert "iface.transport_name = tcp\n" in cli("-m", "iface", "-I", "if0").out
+    cli("-m", "node", "-o", "new", "-T", "iqn.2001-04.com.example:t1", "-p", "10.0.0.1:3260,1",
+        "-I", "if0")
+    path = os.path.join(cli.root, "ifaces", "if0")
+    with open(path) as f:
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(text.replace("iface.transport_name = tcp\n", ""))
+    assert cli("-m", "iface", "-I", "if0").rc == 6
+    r = cli("-m", "iface", "-I", "if0", "-o", "delete")
+    assert r.rc == 0 and "deleted all the same" in r.err and "if0 unbound and deleted." in r.out
+    assert not os.path.exists(path) and cli("-m", "node").rc == 21
