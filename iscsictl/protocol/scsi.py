@@ -139,13 +139,24 @@ class Inquiry:
         return _DEVICE_TYPES.get(self.device_type, f"type 0x{self.device_type:02x}")
 
 
+#: bytes outside SPC's printable ASCII (0x20-0x7E, SPC-4 §4.3.1) shown as '?': a target's
+#: strings reach a terminal, where an escape sequence or a NUL must not
+_PRINTABLE = bytes(c if 0x20 <= c <= 0x7E else 0x3F for c in range(256))
+
+
+def _ascii_field(raw: bytes) -> str:
+    """An SPC ASCII field as text: the blank and NUL padding around it stripped, any byte
+    that is not printable ASCII shown as '?'."""
+    return raw.strip(b" \0").translate(_PRINTABLE).decode("ascii")
+
+
 def parse_inquiry(data: bytes) -> Inquiry:
     """Raises ValueError when shorter than the 36 bytes of standard data."""
     if len(data) < 36:
         raise ValueError(f"standard INQUIRY data has {len(data)} bytes, need 36")
-    text = lambda b: b.decode("ascii", "replace").strip()  # noqa: E731
     return Inquiry(data[0] >> 5, data[0] & 0x1F, bool(data[1] & 0x80), data[2],
-                   text(data[8:16]), text(data[16:32]), text(data[32:36]))
+                   _ascii_field(data[8:16]), _ascii_field(data[16:32]),
+                   _ascii_field(data[32:36]))
 
 
 def parse_unit_serial(data: bytes) -> str:
@@ -153,7 +164,7 @@ def parse_unit_serial(data: bytes) -> str:
     if len(data) < 4 or data[1] != 0x80:
         raise ValueError("not a Unit Serial Number VPD page")
     n = int.from_bytes(data[2:4], "big")
-    return data[4:4 + n].decode("ascii", "replace").strip()
+    return _ascii_field(data[4:4 + n])
 
 
 @dataclass(frozen=True)

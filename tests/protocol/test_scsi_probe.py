@@ -59,6 +59,17 @@ def test_vpd_unit_serial():
         parse_unit_serial(bytes.fromhex("00 83 00 00"))
 
 
+def test_a_targets_strings_never_carry_control_bytes():
+    """INQUIRY's vendor, product, revision and the unit serial are SPC's printable ASCII:
+    anything else (an escape sequence, a NUL, a byte over 0x7E) is shown as '?', and NUL
+    padding is stripped like blanks."""
+    inq = parse_inquiry(STD_INQUIRY[:8] + b"\xff\x1b[2J\0\0\0" + b"ab\x07cd".ljust(16, b"\0")
+                        + b"1.0\0")
+    assert (inq.vendor, inq.product, inq.revision) == ("??[2J", "ab?cd", "1.0")
+    assert parse_unit_serial(bytes.fromhex("00 80 00 07") + b"\xff\0\x1b[2J") == "???[2J"
+    assert parse_unit_serial(bytes.fromhex("00 80 00 06") + b"SN42\0\0") == "SN42"
+
+
 def test_vpd_device_identification():
     page = bytes.fromhex(
         "00 83 00 34"
