@@ -220,7 +220,10 @@ def probe(args, o) -> int:
             raise E.CliError(f"No records found for target {target} portal "
                              f"{args.portal}; create one with -o new, or add -o nonpersistent "
                              "to probe with the defaults", E.NO_OBJS_FOUND)
-        values = {"node.name": target}
+        try:  # what -o new would make: iscsid.conf's settings (timeouts, CHAP) included
+            values = text_values(db.new_node_record(target, p.address, p.port))
+        except DBError as e:
+            raise E.CliError(str(e), e.exit_code) from None
     from ..protocol.config import LoginConfig
     from ..transport.probe import probe as do_probe
     try:

@@ -45,6 +45,20 @@ def test_probe_nonpersistent_and_missing_record(cli, tgt):
     assert r.rc == 0, r.err and "VIRTUAL-DISK" in r.out
 
 
+def test_probe_nonpersistent_takes_iscsid_conf_as_a_new_record_would(cli, tgt):
+    """No record: the probe logs in with what -o new would make, iscsid.conf's CHAP
+    credentials (and timeouts) included, not with the compiled defaults alone."""
+    import os
+
+    with open(os.path.join(cli.root, "iscsid.conf"), "a") as f:
+        f.write("node.session.auth.authmethod = CHAP\n"
+                f"node.session.auth.username = {CHAP_USER[0]}\n"
+                f"node.session.auth.password = {CHAP_USER[1]}\n")
+    r = cli("-m", "node", "-T", T_CHAP, "-p", tgt.portal, "--probe", "-o", "nonpersistent")
+    assert r.rc == 0, r.err
+    assert cli("-m", "node").rc == 21  # nothing written
+
+
 def test_probe_unknown_target(cli, tgt):
     r = cli("-m", "node", "-T", "iqn.2026-11.test.tgt:nosuch", "-p", tgt.portal, "--probe",
             "-o", "nonpersistent")
