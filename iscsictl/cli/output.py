@@ -30,9 +30,11 @@ codecs.register_error(LENIENT, _lenient)
 
 def _lenient_stream(stream):  # type: ignore[no-untyped-def]
     """``stream`` set to :data:`LENIENT` errors if it would fail on them (a UTF-8 locale's
-    strict stdout): a name the encoding cannot write must not end a command half done."""
+    strict stdout), or write a file name's bytes as ``\\udcff`` (stderr's
+    backslashreplace): a name the encoding cannot write must not end a command half done,
+    and is written as its bytes on both streams."""
     try:
-        if stream.errors == "strict":
+        if stream.errors in ("strict", "backslashreplace"):
             stream.reconfigure(errors=LENIENT)
     except (AttributeError, ValueError, OSError):
         pass

@@ -325,3 +325,15 @@ def test_an_iface_keeps_its_transport_and_a_damaged_one_can_be_deleted(cli):
     r = cli("-m", "iface", "-I", "if0", "-o", "delete")
     assert r.rc == 0 and "deleted all the same" in r.err and "if0 unbound and deleted." in r.out
     assert not os.path.exists(path) and cli("-m", "node").rc == 21
+
+
+def test_a_name_not_in_utf8_is_written_as_its_bytes_on_stderr_too(cli):
+    """A name from the command line that is not UTF-8 comes back as the bytes given, on
+    stderr as on stdout (iscsiadm's printf), not as Python's \\udcff escapes."""
+    import subprocess
+    import sys
+
+    cp = subprocess.run([sys.executable, "-m", "iscsictl.cli", "--db-root", cli.root,
+                         "--config-root", cli.root, "-m", "iface", "-I", b"if\xff\xfe"],
+                        capture_output=True, timeout=60)
+    assert cp.returncode == 6 and b"if\xff\xfe" in cp.stderr and b"udcff" not in cp.stderr
