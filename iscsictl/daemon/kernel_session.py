@@ -398,23 +398,68 @@ def host_params(record: Mapping[str, str]) -> list[tuple[int, str]]:
     return out
 
 
+#: The nice of a workqueue's rescuer thread, which the kernel sets itself
+#: (kernel/workqueue.c RESCUER_NICE_LEVEL, MIN_NICE): iscsi_q_<host>'s when nothing else
+#: does, and Debian's node.session.xmit_thread_priority.
+RESCUER_NICE = -20
+
+
+def xmit_priority(record: Mapping[str, str]) -> int | None:
+    """node.session.xmit_thread_priority as a nice value to set (clamped to -20..19, as
+    setpriority(2) clamps it), or None when there is nothing to do: the kernel's own
+    :data:`RESCUER_NICE`, or no number."""
+    try:
+        nice = min(max(int(record.get("node.session.xmit_thread_priority", RESCUER_NICE)),
+                       -20), 19)
+    except (TypeError, ValueError):
+        return None
+    return None if nice == RESCUER_NICE else nice
+
+
+def set_xmit_priority(host_no: int, nice: int, proc: str = "/proc") -> bool:
+    """Give the transmit workqueue thread of SCSI host ``host_no`` (``iscsi_q_<host_no>``,
+    iscsi_tcp's; found by its name in ``/proc/<pid>/comm``) the nice value ``nice``, as
+    open-iscsi 2.1.8's session_increase_wq_priority does when it creates a session.  False,
+    with iscsid's warning, when there is no such thread or it cannot be set."""
+    name = f"iscsi_q_{host_no}\n"
+    try:
+        pids = [p for p in os.listdir(proc) if p.isascii() and p.isdigit()]
+    except OSError:
+        pids = []
+    for pid in pids:
+        try:
+            with open(f"{proc}/{pid}/comm") as f:
+                if f.read() != name:
+                    continue
+            os.setpriority(os.PRIO_PROCESS, int(pid), nice)
+            log.debug("host%d: iscsi_q_%d (pid %s) set to nice %d", host_no, host_no, pid, nice)
+            return True
+        except OSError:
+            continue
+    log.warning("Could not set host%d's priority (xmit_thread_priority %d). READ/WRITE "
+                "throughput and latency could be affected.", host_no, nice)
+    return False
+
+
 #: Starts a LUN scan of a SCSI host (its number) and returns the scan's future.
 ScanStarter = Callable[[int], concurrent.futures.Future]
 
 
 def _hand_over(knl, handle: int, initial_cmdsn: int, cmds_max: int, queue_depth: int,  # type: ignore[no-untyped-def]
                fd: int, params: list[tuple[int, str]], host: Sequence[tuple[int, str]] = (),
-               ids: Any = None, scan: ScanStarter | None = None):
+               ids: Any = None, scan: ScanStarter | None = None, nice: int | None = None):
     """The kernel's side of a login, blocking, on the netlink lane (``knl``: IscsiNetlink):
     CREATE_SESSION (initial_cmdsn = the login's CmdSN; skipped when ``ids``, the
     SessionIds of a session created already, are given), then in one datagram CREATE_CONN,
     BIND_CONN(fd), the SET_PARAMs, the SET_HOST_PARAMs (``host``), START_CONN; then
     ``scan(host_no)`` once the session runs (the LUN scan starts here, on the lane, not
-    after a turn of the event loop).  Returns (SessionIds, cid, held params, the scan's
-    future or None: no ``scan``, or it could not start); raises what CREATE_SESSION raises,
-    or :class:`HandoverFailed` for a later step (the first refusal in the kernel's order;
-    the session is to be torn down, started or not).  A refused host parameter is logged
-    only: it names the host's device for listings, the session does not need it."""
+    after a turn of the event loop), and ``nice`` given to the host's transmit thread
+    (:func:`set_xmit_priority`; None: left as it is).  Returns (SessionIds, cid, held
+    params, the scan's future or None: no ``scan``, or it could not start); raises what
+    CREATE_SESSION raises, or :class:`HandoverFailed` for a later step (the first refusal
+    in the kernel's order; the session is to be torn down, started or not).  A refused
+    host parameter is logged only: it names the host's device for listings, the session
+    does not need it."""
     if ids is None:
         ids = knl.create_session(handle, initial_cmdsn, cmds_max, queue_depth)
     cid = 0  # iscsi_tcp's conn gets the index asked for (iscsi_conn_setup's conn_idx)
@@ -442,6 +487,8 @@ def _hand_over(knl, handle: int, initial_cmdsn: int, cmds_max: int, queue_depth:
             scanning = scan(ids.host_no)
         except Exception as exc:  # noqa: BLE001: e.g. the pool is shut down; the caller scans
             log.debug("session %d: the LUN scan did not start on the lane: %s", ids.sid, exc)
+    if nice is not None:
+        set_xmit_priority(ids.host_no, nice)
     return ids, cid, held, scanning
 
 
@@ -552,7 +599,7 @@ async def establish(
         # the kernel's work inside sendmsg() overlaps the loop's (other logins) on the lane
         job, cancelled = await _to_the_end(nl.run_blocking(
             _hand_over, handle, result.cmdsn, cmds_max, queue_depth, sock.fileno(),
-            params, host_params(rec), ids, scan))
+            params, host_params(rec), ids, scan, xmit_priority(rec)))
         try:
             ids, cid, held, started_scan = job.result()
         except HandoverFailed as failed:  # gone (synchronously: no devices) when reported

@@ -690,3 +690,37 @@ def test_a_create_session_never_answered_is_code_9_and_frees_the_isid(monkeypatc
             d.nl.knl.close()
             d._scan_pool.shutdown(wait=False)
     assert asyncio.run(daemon_login()) == 0
+
+
+def test_xmit_thread_priority_is_given_to_the_hosts_transmit_thread(tmp_path, monkeypatch,
+                                                                    caplog):
+    """node.session.xmit_thread_priority, as iscsid 2.1.8's session_increase_wq_priority:
+    the nice of the thread named iscsi_q_<host> (found in /proc), clamped as setpriority
+    clamps it; the kernel's own -20 (Debian's default) needs nothing; no such thread is
+    iscsid's warning."""
+    proc = tmp_path / "proc"
+    for pid, comm in ((1, "init\n"), (40, "iscsi_q_19\n"), (41, "iscsi_q_9\n"),
+                      (42, "iscsi_q_1\n")):
+        (proc / str(pid)).mkdir(parents=True)
+        (proc / str(pid) / "comm").write_text(comm)
+    (proc / "self").mkdir()
+    calls = []
+    monkeypatch.setattr(ks.os, "setpriority", lambda which, pid, nice: calls.append((pid, nice)))
+    assert ks.xmit_priority({}) is None
+    assert ks.xmit_priority({"node.session.xmit_thread_priority": "-20"}) is None
+    assert ks.xmit_priority({"node.session.xmit_thread_priority": "5"}) == 5
+    assert ks.xmit_priority({"node.session.xmit_thread_priority": "-99"}) is None  # -20
+    assert ks.xmit_priority({"node.session.xmit_thread_priority": "99"}) == 19
+    assert ks.set_xmit_priority(9, 5, str(proc)) is True and calls == [(41, 5)]
+    with caplog.at_level(logging.WARNING):
+        assert ks.set_xmit_priority(7, 5, str(proc)) is False
+    assert "Could not set host7's priority" in caplog.text
+    # in the handover: after START_CONN (and the scan's start), with the host's number
+    seen = []
+    monkeypatch.setattr(ks, "set_xmit_priority", lambda host, nice: seen.append((host, nice)))
+    knl = IscsiNetlink(Kernel().transport, timeout=1)
+    try:
+        ks._hand_over(knl, 3, 17, 128, 32, 42, PARAMS, (), None, None, 0)
+    finally:
+        knl.close()
+    assert seen == [(9, 0)]

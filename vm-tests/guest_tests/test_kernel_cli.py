@@ -113,6 +113,25 @@ def test_crc32c_digests(lio, cli, scenario_dir):
     cli.ok("-m", "node", "-T", t.iqn, "-p", PORTAL, "-u")
 
 
+def test_xmit_thread_priority_reaches_the_transmit_thread(lio, cli):
+    """node.session.xmit_thread_priority is the nice of the session's iscsi_q_<host> thread,
+    as iscsid 2.1.8 sets it (the kernel's own, and Debian's default, is -20)."""
+    t = lio.create("iqn.2003-01.org.example.vm:prio", luns=[8 * MIB])
+    cli.ok("-m", "discovery", "-t", "st", "-p", PORTAL)
+    cli.update(t.iqn, PORTAL, "node.session.xmit_thread_priority", "5")
+    sid = login_sid(cli, t.iqn)
+    host = re.search(r"/host(\d+)/session", os.path.realpath(
+        f"/sys/class/iscsi_session/session{sid}")).group(1)
+    def comm(pid):
+        try:
+            return read(f"/proc/{pid}/comm")
+        except OSError:  # gone meanwhile
+            return None
+    pids = [p for p in os.listdir("/proc") if p.isdigit() and comm(p) == f"iscsi_q_{host}"]
+    assert len(pids) == 1 and os.getpriority(os.PRIO_PROCESS, int(pids[0])) == 5, pids
+    cli.ok("-m", "node", "-T", t.iqn, "-p", PORTAL, "-u")
+
+
 def test_two_targets_many_luns_listing_matches_sysfs(lio, cli):
     """4. two targets, several LUNs: -m session -P 3 lists every disk; fields agree with sysfs."""
     a = lio.create("iqn.2003-01.org.example.vm:multi-a", luns=[8 * MIB, 16 * MIB, 24 * MIB])
