@@ -71,6 +71,47 @@ def test_a_recovery_that_gives_up_removes_the_session_and_the_daemon_still_stops
     asyncio.run(main())
 
 
+def test_relogin_attempts_back_off_to_a_few_seconds_at_most(tmp_path, monkeypatch):
+    """Failed relogins wait 1 s doubling, with jitter, but never more than
+    RECOVERY_BACKOFF_MAX (4 s) x 1.5: a target back after a long outage is used again within
+    seconds (iscsid retries about every 2 s), before the replacement timeout fails the I/O
+    it would not have failed (the cap was 30 s: up to 45 s)."""
+    from iscsictl.daemon import service
+
+    d = _daemon(tmp_path)
+    s = _session(3, {"node.session.reopen_max": "12"})
+    s.time2wait_once = 0
+    d.sessions[3] = s
+    d.nl = _StopOnly()
+    waits = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(delay, *args):
+        waits.append(delay)
+        await real_sleep(0)
+
+    async def relogin(nl, handle, session, challenges):
+        raise SessionError(24, "authorization failure", retryable=True)
+
+    async def logout(nl, handle, session, timeout, root):
+        pass
+
+    monkeypatch.setattr(service.asyncio, "sleep", sleep)
+    monkeypatch.setattr(ks, "relogin", relogin)
+    monkeypatch.setattr(ks, "logout", logout)
+
+    async def main():
+        d._start_recovery(s, "test")
+        await asyncio.wait([s.recovery], timeout=5)
+        await asyncio.wait_for(d.close(), 5)
+
+    asyncio.run(main())
+    backoffs = [w for w in waits if w > 0]
+    assert len(backoffs) >= 11, waits
+    assert max(backoffs) <= service.RECOVERY_BACKOFF_MAX * 1.5 <= 6
+    assert backoffs[0] <= 1.5 and max(backoffs[-5:]) >= service.RECOVERY_BACKOFF_MAX * 0.5
+
+
 def test_an_error_while_a_recovery_finishes_starts_another(tmp_path, monkeypatch, caplog):
     """The new connection fails while the recovery still sets the devices running: the
     kernel reports that once, so the recovery starts over when it ends (before: ignored,
