@@ -49,6 +49,12 @@ def run(args, o, mode: str) -> int:
             raise E.CliError(f"iface mode: -o {op} needs -I ifacename", E.INVAL)
         return listing(db, args, o)
     from ..db.errors import CorruptRecord, DBError, RecordNotFound
+    if op == "new" and len(names) > 1:  # every name checked before any iface is made
+        for name in names:
+            try:
+                db.check_new_iface_name(name)
+            except DBError as e:
+                raise E.CliError(str(e), e.exit_code) from None
     rc = E.SUCCESS
     shown = []
     for name in names:

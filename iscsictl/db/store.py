@@ -969,8 +969,11 @@ class NodeDB:
                     self.warn(f"{self._p(base, n)}: not a discovery '<ip>,<port>' dir: skipped")
                     continue
                 did = DiscoveryID(dtype, pp[0], pp[1])
-                if os.path.isfile(self.discovery_path(did)):
+                path = self.discovery_path(did)
+                if os.path.isfile(path):
                     out.append(did)
+                elif os.path.lexists(path):  # a directory, FIFO, dangling link ...
+                    self.warn(f"{path}: not a regular file: discovery record skipped")
         return out
 
     def new_discovery_record(self, did: DiscoveryID) -> Record:
@@ -1062,7 +1065,12 @@ class NodeDB:
         with self.record_lock("disc\0" + path) as lock:
             with self.db_lock():
                 try:
-                    os.unlink(path)
+                    if os.path.isdir(path) and not os.path.islink(path):  # made by hand
+                        import shutil
+
+                        shutil.rmtree(path)
+                    else:
+                        os.unlink(path)
                 except FileNotFoundError:
                     pass
                 except OSError as e:
@@ -1311,11 +1319,10 @@ class NodeDB:
         rec.values["iface.iscsi_ifacename"] = name
         return rec
 
-    def create_iface(self, name: str, values: dict | None = None) -> Record:
-        """``-m iface -I name -o new``.  Raises RecordExists (also for the built-ins),
-        InvalidRecordName (empty, '/', longer than 64; a leading '.', which listings skip
-        as the store's own files; blanks or control and format characters, which its
-        listings and record lines cannot show as one word; a byte not in UTF-8 is kept)."""
+    @staticmethod
+    def check_new_iface_name(name: str) -> None:
+        """Whether ``name`` can be a new iface's (:meth:`create_iface`'s rules); raises
+        InvalidRecordName, or RecordExists for a built-in's."""
         _check_component("iface name", name)
         if name[0] == "." or any(c.isspace() or not c.isprintable()
                                  and not "\udc80" <= c <= "\udcff" for c in name):
@@ -1328,6 +1335,13 @@ class NodeDB:
         if name == schema.IFACE_EXAMPLE:
             raise InvalidRecordName(f"invalid iface name {name!r}: the name of open-iscsi's "
                                     "example file, which it skips")
+
+    def create_iface(self, name: str, values: dict | None = None) -> Record:
+        """``-m iface -I name -o new``.  Raises RecordExists (also for the built-ins),
+        InvalidRecordName (empty, '/', longer than 64; a leading '.', which listings skip
+        as the store's own files; blanks or control and format characters, which its
+        listings and record lines cannot show as one word; a byte not in UTF-8 is kept)."""
+        self.check_new_iface_name(name)
         rec = Record(schema.IFACE, {"iface.iscsi_ifacename": name})
         for k, v in (values or {}).items():
             rec.set(k, v)

@@ -337,3 +337,9 @@ def test_a_name_not_in_utf8_is_written_as_its_bytes_on_stderr_too(cli):
                          "--config-root", cli.root, "-m", "iface", "-I", b"if\xff\xfe"],
                         capture_output=True, timeout=60)
     assert cp.returncode == 6 and b"if\xff\xfe" in cp.stderr and b"udcff" not in cp.stderr
+
+
+def test_several_new_ifaces_are_all_checked_before_any_is_made(cli):
+    r = cli("-m", "iface", "-I", "new0", "-I", "..", "-o", "new")
+    assert r.rc == 7 and "invalid iface name '..'" in r.err
+    assert not os.path.exists(os.path.join(cli.root, "ifaces", "new0"))

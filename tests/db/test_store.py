@@ -504,13 +504,21 @@ def test_a_link_loop_in_the_tree_is_warned_and_skipped_or_an_error(db, tmp_path)
         db.list_nodes()
 
 
-def test_a_discovery_record_that_cannot_be_deleted_is_an_error(db, tmp_path):
+def test_a_discovery_record_that_cannot_be_deleted_is_an_error(db, tmp_path, monkeypatch):
+    import errno
+
     did = DiscoveryID("st", "10.0.0.9", 3260)
     db.create_discovery(did)
     path = db.discovery_path(did)
-    os.unlink(path)
-    os.mkdir(path)
-    with pytest.raises(DBError, match="cannot delete .*Is a directory"):
+    real_unlink = os.unlink
+
+    def unlink(p, *a, **kw):
+        if p == path:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real_unlink(p, *a, **kw)
+
+    monkeypatch.setattr(store.os, "unlink", unlink)
+    with pytest.raises(DBError, match="cannot delete .*Input/output error"):
         db.delete_discovery(did)
 
 
@@ -724,3 +732,21 @@ def test_an_iface_file_without_a_transport_is_not_an_iface(db, tmp_path):
         with pytest.raises(CorruptRecord, match="not a valid iSCSI interface"):
             db.read_iface(name)
     assert db.read_iface("good")["iface.transport_name"] == "tcp"
+
+
+def test_a_discovery_record_that_is_not_a_file_is_said_and_can_be_deleted(db, tmp_path):
+    """st_config made a directory (or a FIFO, a dangling link) by hand: the listing says it
+    skips it (node records damaged so are said too), and -o delete still removes it."""
+    ok, bad = DiscoveryID("sendtargets", "10.0.0.1", 3260), \
+        DiscoveryID("sendtargets", "10.0.0.2", 3260)
+    db.create_discovery(ok)
+    db.create_discovery(bad)
+    path = db.discovery_path(bad)
+    os.unlink(path)
+    os.mkdir(path)
+    said = []
+    db.warn = said.append
+    assert db.list_discovery() == [ok]
+    assert said == [f"{path}: not a regular file: discovery record skipped"]
+    db.delete_discovery(bad)
+    assert not os.path.lexists(os.path.dirname(path)) and db.list_discovery() == [ok]
