@@ -15,7 +15,7 @@ from .constants import SCSIResponse as SCSIResponseCode
 from .constants import SCSIStatus
 from .errors import ISCSIProtocolError
 from .lun import encode_lun
-from .pdu import PDU, Reject, SCSICommand, SCSIDataIn, SCSIResponse
+from .pdu import PDU, R2T, Reject, SCSICommand, SCSIDataIn, SCSIResponse
 
 __all__ = [
     "CommandSession",
@@ -336,10 +336,12 @@ class CommandSession:
         Raises:
             ScsiError: data for an unknown task, a DataSN out of sequence, data beyond
                 the buffer, a Data-In offset taken twice, overlapping data or a hole at
-                completion (the task is dropped), a Reject.
+                completion (the task is dropped), a Reject, an R2T (nothing here writes).
         """
         if isinstance(pdu, Reject):
             raise ScsiError(f"target rejected a PDU (reason 0x{pdu.reason:02x})")
+        if isinstance(pdu, R2T):  # only reads are sent: there is nothing to transfer
+            raise ScsiError(f"R2T for ITT 0x{pdu.itt:08x}, a command that writes nothing")
         if isinstance(pdu, SCSIDataIn):
             task = self._tasks.get(pdu.itt)
             if task is None:

@@ -93,7 +93,8 @@ def probe(host: str, port: int, config: LoginConfig, *, timeout: float = 15.0,
             _logout(conn, timeout)
             raise LoginFailed(f"REPORT LUNS failed: {rl.message}")
         try:
-            luns = [decode_lun(raw) for raw in parse_report_luns(rl.data)]
+            # each LUN once, in the target's order (a list that repeats one is probed once)
+            luns = list(dict.fromkeys(decode_lun(raw) for raw in parse_report_luns(rl.data)))
         except ValueError as e:  # GOOD with fewer than 8 bytes
             _logout(conn, timeout)
             raise ProtocolFailure(f"REPORT LUNS answer: {e}") from None

@@ -7,7 +7,7 @@ import pytest
 
 from iscsictl.protocol.login import LoginSuccess
 from iscsictl.protocol.lun import decode_lun
-from iscsictl.protocol.pdu import Reject, SCSIDataIn, SCSIResponse
+from iscsictl.protocol.pdu import R2T, Reject, SCSIDataIn, SCSIResponse
 from iscsictl.protocol.scsi import (
     CommandSession,
     ScsiError,
@@ -281,3 +281,12 @@ def test_command_window_follows_serial_arithmetic():
     cs.max_cmdsn = 0xFFFFFFF0
     cs.receive_pdu(SCSIResponse(itt=itt, exp_cmdsn=0xFFFFFFF8, max_cmdsn=0x00000005, statsn=3))
     assert cs.max_cmdsn == 5
+
+
+def test_an_r2t_is_an_error_at_once():
+    """The probe sends reads only: an R2T is a broken target, said at once, not waited on
+    until the command's timeout."""
+    cs = CommandSession(1, 1)
+    itt, _ = cs.command(0, cdb_inquiry(8), 8)
+    with pytest.raises(ScsiError, match="R2T for ITT 0x00000001"):
+        cs.receive_pdu(R2T(itt=itt, desired_data_transfer_length=8))

@@ -80,3 +80,11 @@ def test_report_luns_failure_logs_out(monkeypatch):
     with pytest.raises(LoginFailed, match="REPORT LUNS failed: CHECK CONDITION"):
         run()
     assert conn.calls == ["logout", "close"]
+
+
+def test_a_lun_the_report_repeats_is_probed_once(monkeypatch):
+    conn, run = run_probe(monkeypatch, report_luns(*(["0000000000000000"] * 500
+                                                     + ["0001000000000000"])))
+    assert [info.lun for info in run().luns] == [0, 1]
+    assert [lun for lun, _ in conn.commands if lun == 0].count(0) == \
+        [lun for lun, _ in conn.commands if lun == 1].count(1) + 1  # + REPORT LUNS
