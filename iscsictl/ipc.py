@@ -116,9 +116,10 @@ def _error_code(code: Any) -> bool:
     return type(code) is int and code in BY_CODE and code != 0
 
 
-def _outcomes(result: Any, keys: dict[str, type]) -> None:
-    """A list of objects, each with ``ok`` and, when not ok, a valid ``code``; ``keys``:
-    the other members each must have, by type."""
+def _outcomes(result: Any, kinds: dict[str, type], required: tuple[str, ...] = ()) -> None:
+    """A list of objects, each with ``ok`` and, when not ok, a valid ``code``; ``kinds``:
+    the type of each other member it may have (``required``: must have); ``sids`` holds
+    integers."""
     if not isinstance(result, list):
         raise TypeError(f"expected a list, not {type(result).__name__}")
     for r in result:
@@ -126,9 +127,12 @@ def _outcomes(result: Any, keys: dict[str, type]) -> None:
             raise TypeError(f"an outcome without ok: {r!r:.80}")
         if not r["ok"] and not _error_code(r.get("code")):
             raise ValueError(f"error code {r.get('code')!r:.40}")
-        for key, kind in keys.items():
-            if key in r and not isinstance(r[key], kind) or (key == "sid" and key not in r):
-                raise TypeError(f"{key} of {type(r.get(key)).__name__} in {r!r:.80}")
+        for key in required:
+            if key not in r:
+                raise TypeError(f"an outcome without {key}: {r!r:.80}")
+        for key, kind in kinds.items():
+            if key in r and (not isinstance(r[key], kind) or isinstance(r[key], bool)):
+                raise TypeError(f"{key} of {type(r[key]).__name__} in {r!r:.80}")
         if not all(type(sid) is int for sid in r.get("sids") or ()):
             raise TypeError(f"sids {r['sids']!r:.80}")
 
@@ -153,7 +157,7 @@ def _stats(result: Any) -> None:
 #: its REQUEST_ARGS).
 RESULT_CHECKS: dict[str, Callable[[Any], None]] = {
     "login": lambda r: _outcomes(r, {"sids": list, "node": str, "message": str}),
-    "logout": lambda r: _outcomes(r, {"sid": int, "message": str}),
+    "logout": lambda r: _outcomes(r, {"sid": int, "message": str}, required=("sid",)),
     "sessions": _objects,
     "stats": _stats,
 }
