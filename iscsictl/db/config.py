@@ -161,13 +161,25 @@ def read_initiator_name(config_root: str) -> InitiatorName | None:
     """Parse ``<config_root>/initiatorname.iscsi``; None if the file or InitiatorName= is
     missing.  ``#`` lines are comments.  Raises DBError when the file exists but cannot be
     read (a directory, no permission, an I/O error): it is never replaced then."""
+    text = _initiator_file(config_root)
+    return None if text is None else _parse_initiator_name(text)
+
+
+def _initiator_file(config_root: str) -> str | None:
+    """The text of ``<config_root>/initiatorname.iscsi``; None when there is no such file.
+    Raises DBError when it exists but cannot be read."""
     path = os.path.join(config_root, INITIATOR_NAME_FILE)
     try:
-        text = read_regular(path).decode("utf-8", "surrogateescape")
+        return read_regular(path).decode("utf-8", "surrogateescape")
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as e:
         raise DBError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+def _parse_initiator_name(text: str) -> InitiatorName | None:
+    """InitiatorName= and InitiatorAlias= of an initiatorname.iscsi's text (the last of
+    each; blanks around key and value stripped); None without a name."""
     name = alias = None
     for line in text.split("\n"):
         line = line.strip(C_SPACE)
@@ -206,15 +218,10 @@ def ensure_initiator_name(config_root: str, prefix: str = DEBIAN_IQN_PREFIX) -> 
             never replaced by a new one.
     """
     path = os.path.join(config_root, INITIATOR_NAME_FILE)
-    try:
-        text = read_regular(path).decode("utf-8", "surrogateescape")
-    except (FileNotFoundError, NotADirectoryError):
-        text = None
-    except OSError as e:
-        raise DBError(f"cannot read {path}: {e.strerror or e}") from None
+    text = _initiator_file(config_root)
     if text is not None and not any(line.startswith("GenerateName=yes")
                                     for line in text.split("\n")):
-        cur = read_initiator_name(config_root)
+        cur = _parse_initiator_name(text)
         if cur is None:
             raise DBError(f"{path} does not contain a valid InitiatorName (a line "
                           "InitiatorName=iqn...); or put GenerateName=yes in it for a new one")
@@ -223,6 +230,5 @@ def ensure_initiator_name(config_root: str, prefix: str = DEBIAN_IQN_PREFIX) -> 
 
     os.makedirs(config_root, 0o755, exist_ok=True)  # not 0777 under umask 000
     name = generate_iqn(prefix)
-    atomic_write(os.path.join(config_root, INITIATOR_NAME_FILE),
-                 (_INAME_HEADER + f"InitiatorName={name}\n").encode(), mode=0o644)
+    atomic_write(path, (_INAME_HEADER + f"InitiatorName={name}\n").encode(), mode=0o644)
     return InitiatorName(name)
