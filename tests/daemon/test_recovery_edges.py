@@ -38,27 +38,37 @@ class _StopOnly:
         pass
 
 
-def test_a_recovery_that_gives_up_removes_the_session_and_the_daemon_still_stops(
-        tmp_path, monkeypatch):
-    """node.session.reopen_max spent: the session is logged out from the recovery itself.
-    Before, that logout cancelled the task it ran in and waited for it: a RecursionError,
-    the session stuck in TRANSPORT WAIT for good, every later logout and the daemon's stop
-    failing the same way (SIGTERM ignored)."""
+def _failing_recovery(tmp_path, monkeypatch, reopen_max: str, error: SessionError,
+                      logouts: list):
+    """A daemon whose session 3 (node.session.reopen_max ``reopen_max``, no Time2Wait)
+    fails every relogin with ``error``; its logouts are recorded in ``logouts``."""
     d = _daemon(tmp_path)
-    s = _session(3, {"node.session.reopen_max": "1"})
+    s = _session(3, {"node.session.reopen_max": reopen_max})
     s.time2wait_once = 0
     d.sessions[3] = s
     d.nl = _StopOnly()
-    logouts = []
 
     async def relogin(nl, handle, session, challenges):
-        raise SessionError(8, "cannot make connection: refused", retryable=True)
+        raise error
 
     async def logout(nl, handle, session, timeout, root):
         logouts.append(session.sid)
 
     monkeypatch.setattr(ks, "relogin", relogin)
     monkeypatch.setattr(ks, "logout", logout)
+    return d, s
+
+
+def test_a_recovery_that_gives_up_removes_the_session_and_the_daemon_still_stops(
+        tmp_path, monkeypatch):
+    """node.session.reopen_max spent: the session is logged out from the recovery itself.
+    Before, that logout cancelled the task it ran in and waited for it: a RecursionError,
+    the session stuck in TRANSPORT WAIT for good, every later logout and the daemon's stop
+    failing the same way (SIGTERM ignored)."""
+    logouts = []
+    d, s = _failing_recovery(tmp_path, monkeypatch, "1",
+                             SessionError(8, "cannot make connection: refused", retryable=True),
+                             logouts)
 
     async def main():
         d._start_recovery(s, "test")
@@ -78,11 +88,8 @@ def test_relogin_attempts_back_off_to_a_few_seconds_at_most(tmp_path, monkeypatc
     it would not have failed (the cap was 30 s: up to 45 s)."""
     from iscsictl.daemon import service
 
-    d = _daemon(tmp_path)
-    s = _session(3, {"node.session.reopen_max": "12"})
-    s.time2wait_once = 0
-    d.sessions[3] = s
-    d.nl = _StopOnly()
+    d, s = _failing_recovery(tmp_path, monkeypatch, "12",
+                             SessionError(24, "authorization failure", retryable=True), [])
     waits = []
     real_sleep = asyncio.sleep
 
@@ -90,15 +97,7 @@ def test_relogin_attempts_back_off_to_a_few_seconds_at_most(tmp_path, monkeypatc
         waits.append(delay)
         await real_sleep(0)
 
-    async def relogin(nl, handle, session, challenges):
-        raise SessionError(24, "authorization failure", retryable=True)
-
-    async def logout(nl, handle, session, timeout, root):
-        pass
-
-    monkeypatch.setattr(service.asyncio, "sleep", sleep)
-    monkeypatch.setattr(ks, "relogin", relogin)
-    monkeypatch.setattr(ks, "logout", logout)
+    monkeypatch.setattr(asyncio, "sleep", sleep)  # the recovery's waits (the loop's own too)
 
     async def main():
         d._start_recovery(s, "test")
