@@ -45,7 +45,8 @@ def prepare_etc(etc_dir: str, initiator_name: str = "iqn.1993-08.org.debian:01:0
 
 
 def iscsiadm(etc_dir: str, *args: str, lock_dir: str | None = None, check: bool = False,
-             timeout: float = 60, sys_dir: str | None = None) -> subprocess.CompletedProcess:
+             timeout: float = 60, sys_dir: str | None = None,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run ``iscsiadm args...`` with ``etc_dir`` bind-mounted on /etc/iscsi and ``lock_dir``
     (default: ``<etc_dir>/../iscsi-lock``) on /run/lock/iscsi, in a private mount namespace;
     ``sys_dir``: a sysfs tree made for the test, bind-mounted on /sys there.  Returns the
@@ -64,7 +65,8 @@ def iscsiadm(etc_dir: str, *args: str, lock_dir: str | None = None, check: bool 
         + f"set +e; {cmd}"
     )
     cp = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-                        capture_output=True, text=True, timeout=timeout)
+                        capture_output=True, text=True, timeout=timeout,
+                        env=None if env is None else {**os.environ, **env})
     if check and cp.returncode != 0:
         raise AssertionError(f"iscsiadm {' '.join(args)} -> {cp.returncode}\n{cp.stderr}")
     return cp

@@ -55,6 +55,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from . import errors as E
+from .hba import host_transport
 from .session_cmd import EMPTY, collect, tree_lines, version_lines
 
 if TYPE_CHECKING:
@@ -182,20 +183,6 @@ def _op_mask(ops: list[str]) -> int:
     return mask
 
 
-def _host_transport(sysfs, o, host_no: int) -> str:  # type: ignore[no-untyped-def]
-    """The transport of a host (usr/iscsi_sysfs.c iscsi_sysfs_get_transport_by_hba): its
-    driver's ``proc_name`` without ``iscsi_``, which must be a registered transport
-    (``class/iscsi_transport/<name>``); exit 12 otherwise.  (iscsiadm would then try to
-    load a module of that name; iscsictl does not.)"""
-    name = sysfs.host_transport(host_no)
-    if name is None:
-        o.error(f"Could not read proc_name for host{host_no} rc 5.")  # EIO
-    elif sysfs.transport(name) is not None:
-        return name
-    raise E.CliError(f"Could not match hostno {host_no} to transport.",
-                     E.BY_NAME["ISCSI_ERR_TRANS_NOT_FOUND"])
-
-
 def _flashnode_values(node: Flashnode, show_secrets: bool) -> dict[str, int | str]:
     """A flash target's values (sysfs's FLASHNODE_ATTRS order), its secrets masked unless
     ``show_secrets``."""
@@ -247,7 +234,7 @@ def _flashnode(args, o, sysfs, index: int | None) -> int:  # type: ignore[no-unt
         index = None
         if mask not in (0, OPS["show"]):
             raise E.CliError("Invalid flashnode index", E.INVAL)
-    transport = _host_transport(sysfs, o, host_no)
+    transport = host_transport(sysfs, o, host_no)
     if mask not in (0, OPS["show"]):
         raise E.CliError("Invalid operation", E.INVAL)
     show = bool(args.show)
