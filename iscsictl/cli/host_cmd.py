@@ -43,8 +43,11 @@ refuses ``-S`` in host mode); ``-C flashnode`` without ``-H`` is "FLASHNODE mode
 host no" (7), which iscsiadm 2.1.8's check means to say (its "no -H" marker wraps to host
 0, so it reads host 0's flash, or exits 12).
 
-Not yet: ``-C chap``, ``-C stats``, and ``-C flashnode -o new|delete|update|login|logout``
-(exit 27): they go through the HBA's driver over netlink.
+``-C chap`` and ``-C stats`` (an HBA's CHAP table and statistics, through its driver): see
+:mod:`iscsictl.cli.hba_cmd`.
+
+Not yet: ``-C flashnode -o new|delete|update|login|logout`` (exit 27): they go through the
+HBA's driver over netlink.
 """
 
 from __future__ import annotations
@@ -113,9 +116,6 @@ def _ip6(v: str | None) -> str:
 
 #: MAX_HOST_NO (usr/host.h): a host number is a uint32_t
 MAX_HOST_NO = 0xFFFFFFFF
-
-#: the sub-modes iscsiadm's host mode serves (str_to_submode); any other -C lists the hosts
-HOST_SUBMODES = ("chap", "flashnode", "stats")
 
 #: iscsiadm's operations as bits (usr/iscsiadm.c enum iscsiadm_op): each -o is or'ed in
 OPS = {"new": 0x1, "delete": 0x2, "update": 0x4, "show": 0x8, "nonpersistent": 0x10,
@@ -272,9 +272,11 @@ def run(args, o, mode: str) -> int:  # type: ignore[no-untyped-def]
     index = None if args.index is None else _parse_index(args.index)
     if args.submode == "flashnode":
         return _flashnode(args, o, _sysfs(), index)
-    if args.submode in HOST_SUBMODES:  # -o without one is ignored, as by iscsiadm
-        raise E.CliError(f"host mode: sub-mode {args.submode} (offload HBAs) is not supported "
-                         "yet", E.OP_NOT_SUPP)
+    if args.submode in ("chap", "stats"):  # -o without one is ignored, as by iscsiadm
+        from . import hba_cmd
+
+        host_no = None if args.host is None else _parse_host(args.host, _hosts(_sysfs()))
+        return hba_cmd.run(args, o, _sysfs(), args.submode, host_no, index)
     level = args.print if args.print is not None else 0
     if level not in (-1, 0, 1, 2, 3, 4):
         raise E.CliError(f"Invalid info level {level}. Try 0 - 4.", E.INVAL)

@@ -32,6 +32,21 @@ MODES = {
 }
 MODE_ALIASES = {"discoverydb": "discoverydb", "sendtargets": "discovery"}
 
+class _PairAction(argparse.Action):
+    """``-n``/``-v``: the last of each (``args.name``, ``args.value``) and, in ``args.params``,
+    the pairs as iscsiadm makes them (usr/iscsiadm.c main: a pair as soon as both a name and
+    a value were given, in either order, then both forgotten)."""
+
+    def __call__(self, parser, namespace, value, option_string=None):  # type: ignore[no-untyped-def]
+        setattr(namespace, self.dest, value)
+        pending = dict(getattr(namespace, "_pending", None) or {})
+        pending[self.dest] = value
+        if len(pending) == 2:
+            namespace.params = [*(namespace.params or []), (pending["name"], pending["value"])]
+            pending = {}
+        namespace._pending = pending
+
+
 #: option table: (letter, long name, argparse kwargs, help)
 OPTIONS = (
     ("m", "mode", dict(metavar="MODE"), "discovery | discoverydb | node | session | iface | host | fw"),
@@ -41,8 +56,8 @@ OPTIONS = (
     ("I", "interface", dict(metavar="IFACE", action="append"), "iface name (repeatable)"),
     ("o", "op", dict(metavar="OP", action="append"),
      "new | delete | update | show | nonpersistent (repeatable)"),
-    ("n", "name", dict(metavar="KEY"), "record key for -o update"),
-    ("v", "value", dict(metavar="VALUE"), "value for -o update"),
+    ("n", "name", dict(metavar="KEY", action=_PairAction), "record key for -o update"),
+    ("v", "value", dict(metavar="VALUE", action=_PairAction), "value for -o update"),
     ("P", "print", dict(metavar="LEVEL", type=int),
      "print level (node, iface: 0-1; session: 0-3; host: 0-4)"),
     ("S", "show", dict(action="store_true", default=None),
@@ -56,11 +71,11 @@ OPTIONS = (
     ("U", "logoutall", dict(metavar="all|manual|automatic|onboot"), "log out all (iscsictld)"),
     ("r", "sid", dict(metavar="SID"), "session id (session mode)"),
     ("H", "host", dict(metavar="HOST"), "host number (host mode)"),
-    ("C", "submode", dict(metavar="SUBMODE"), "sub-mode: chap | flashnode | stats (host mode; "
-     "offload HBAs: flashnode listed and shown; chap, stats not supported yet)"),
+    ("C", "submode", dict(metavar="SUBMODE"), "sub-mode: chap | flashnode | stats (host mode: "
+     "an offload HBA's CHAP table, flash targets, statistics)"),
     ("x", "index", dict(metavar="INDEX"), "flash node (or CHAP entry) index (host mode)"),
     ("A", "portal_type", dict(metavar="ipv4|ipv6"), "a new flash node's portal type (host "
-     "mode; not supported yet)"),
+     "mode)"),
     ("a", "ip", dict(metavar="IP"), "address to ping (iface mode -C ping; not supported yet)"),
     ("b", "packetsize", dict(metavar="BYTES"), "ping packet size (not supported yet)"),
     ("c", "count", dict(metavar="N"), "ping count (not supported yet)"),
@@ -123,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{long}", dest=long.replace("-", "_"), help=hlp, **kw)
     p.add_argument("-h", "--help", action="store_true", help="this help")
     p.add_argument("-V", "--version", action="store_true", help="print the version")
+    p.set_defaults(params=None, _pending=None)
     return p
 
 

@@ -137,3 +137,46 @@ def offload_sysfs(root) -> str:
                  f"{d}/flashnode_conn-{h}:{i}:0")
     (root / "bus/iscsi_flashnode/devices/flashnode_sess-7").mkdir()
     return str(root)
+
+
+class HbaRig:
+    """The fake offload HBA kernel (tests/fake_hba.py) serving this module's sysfs tree, and
+    the two tools run against both: :meth:`adm` the real iscsiadm, :meth:`ictl` iscsictl
+    (a process each).  ``hosts``: host number -> fake_hba.Host; every transport of the tree
+    is registered, qla4xxx's driver with every HBA operation, the others with none.  A
+    context manager (the kernel's thread stops on exit)."""
+
+    def __init__(self, tmp_path, shim: str, hosts: dict) -> None:
+        from fake_hba import QLA4XXX_OPS, FakeHbaKernel
+
+        self.dir = str(tmp_path)
+        self.sys_dir = offload_sysfs(os.path.join(self.dir, "sys"))
+        self.shim = shim
+        transports = {handle: (name, QLA4XXX_OPS if name == "qla4xxx" else frozenset())
+                      for name, handle in HANDLES.items()}
+        self.kernel = FakeHbaKernel(os.path.join(self.dir, "nl"), transports, hosts)
+
+    def __enter__(self) -> "HbaRig":
+        self.kernel.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.kernel.__exit__(*exc)
+
+    def adm(self, *args: str):
+        """iscsiadm ``args`` (its /etc/iscsi and /sys private); a CompletedProcess."""
+        from peers import iscsiadm
+
+        return iscsiadm(os.path.join(self.dir, "etc-adm"), *args, sys_dir=self.sys_dir,
+                        env=self.kernel.env(self.shim))
+
+    def ictl(self, *args: str):
+        """iscsictl ``args`` (its own DB and config root); a CompletedProcess."""
+        import subprocess
+        import sys
+
+        root = os.path.join(self.dir, "etc-ictl")
+        env = {**os.environ, **self.kernel.env(self.shim), "ISCSICTL_SYSFS_ROOT": self.sys_dir}
+        return subprocess.run([sys.executable, "-m", "iscsictl.cli", "--db-root", root,
+                               "--config-root", root, *args], env=env, capture_output=True,
+                              text=True, timeout=60)

@@ -114,7 +114,7 @@ def test_iface_ops(cli):
     (["-m", "node", "-x", "1"], 7, ""),
     (["-m", "node", "-t", "st"], 7, "node mode: option '-t' is not allowed/supported"),
     (["-m", "bogus"], 7, "mode bogus is not yet supported"),
-    (["-m", "host", "-C", "chap"], 27, "sub-mode chap (offload HBAs) is not supported yet"),
+    (["-m", "host", "-C", "chap"], 7, "CHAP mode requires host no and valid operation"),
     (["-m", "host", "-P", "5"], 7, "Invalid info level 5. Try 0 - 4."),
     (["-m", "iface", "-H", "1"], 27, "not supported yet"),
     (["-m", "node", "-o", "frobnicate"], 7, "Invalid operation"),

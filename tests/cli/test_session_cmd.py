@@ -689,10 +689,11 @@ def test_host_mode_checks_H_at_every_level_and_lists_hosts_past_what_it_ignores(
         assert cli("-m", "host", "-C", "flashnode", "-H", "3", *args) == (
             12, "", "iscsictl: Could not match hostno 3 to transport.\n")
     for args in (("-C", "flashnode", "-H", "3", "-x", "0", "-o", "delete"),
-                 ("-C", "flashnode", "-H", "3", "-A", "ipv4", "-o", "new"),
-                 ("-C", "chap", "-H", "3")):
+                 ("-C", "flashnode", "-H", "3", "-A", "ipv4", "-o", "new")):
         rc, _, err = cli("-m", "host", *args)
         assert rc == 27 and "not supported yet" in err, (args, err)
+    assert cli("-m", "host", "-C", "chap", "-H", "3") == (
+        7, "", "iscsictl: CHAP mode requires host no and valid operation\n")
     for args in (("-C", "ping", "-I", "default", "-a", "192.0.2.1", "-b", "56", "-c", "1",
                   "-i", "1"), ("-I", "default", "-o", "apply"), ("-H", "3", "-o", "applyall")):
         rc, _, err = cli("-m", "iface", *args)
