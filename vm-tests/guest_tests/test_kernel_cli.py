@@ -5,6 +5,7 @@ Each asserts on the kernel's state (sysfs, the block device's contents)."""
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 
 import pytest
@@ -26,6 +27,12 @@ def login_sid(cli, target):
             if read(f"/sys/class/iscsi_session/session{s}/targetname") == target]
     assert len(sids) == 1, sids
     return sids[0]
+
+
+def host_of(sid):
+    """The SCSI host number of a session, from its sysfs path (``.../hostN/sessionS``)."""
+    return re.search(r"/host(\d+)/session", os.path.realpath(
+        f"/sys/class/iscsi_session/session{sid}")).group(1)
 
 
 def direct_roundtrip(dev, size, scratch):
@@ -120,8 +127,8 @@ def test_xmit_thread_priority_reaches_the_transmit_thread(lio, cli):
     cli.ok("-m", "discovery", "-t", "st", "-p", PORTAL)
     cli.update(t.iqn, PORTAL, "node.session.xmit_thread_priority", "5")
     sid = login_sid(cli, t.iqn)
-    host = re.search(r"/host(\d+)/session", os.path.realpath(
-        f"/sys/class/iscsi_session/session{sid}")).group(1)
+    host = host_of(sid)
+
     def comm(pid):
         try:
             return read(f"/proc/{pid}/comm")
@@ -129,6 +136,31 @@ def test_xmit_thread_priority_reaches_the_transmit_thread(lio, cli):
             return None
     pids = [p for p in os.listdir("/proc") if p.isdigit() and comm(p) == f"iscsi_q_{host}"]
     assert len(pids) == 1 and os.getpriority(os.PRIO_PROCESS, int(pids[0])) == 5, pids
+    cli.ok("-m", "node", "-T", t.iqn, "-p", PORTAL, "-u")
+
+
+def test_hba_commands_on_a_software_host(lio, cli):
+    """An HBA's CHAP table and statistics are its driver's, asked for over netlink; iscsi_tcp
+    keeps neither, and the real kernel says so (GET_CHAP EINVAL, SET_CHAP and GET_HOST_STATS
+    ENOSYS): iscsictl says which, and exits 1 as the real iscsiadm does."""
+    t = lio.create("iqn.2003-01.org.example.vm:hba", luns=[8 * MIB])
+    cli.ok("-m", "discovery", "-t", "st", "-p", PORTAL)
+    sid = login_sid(cli, t.iqn)
+    host = host_of(sid)
+    iscsiadm = shutil.which("iscsiadm") or "/usr/sbin/iscsiadm"
+    for args, said in (
+            (("-C", "chap", "-o", "show"), "get_chap_info failed: EINVAL, Invalid argument"),
+            (("-C", "chap", "-o", "new", "-x", "1", "-n", "host.auth.username", "-v", "u",
+              "-n", "host.auth.password", "-v", "p"),
+             "CHAP setting failed: ENOSYS, Function not implemented"),
+            (("-C", "stats"), "get_host_stats failed: ENOSYS, Function not implemented")):
+        r = cli.run("-m", "host", "-H", host, *args)
+        assert (r.returncode, r.stdout, r.stderr) == (1, "", f"iscsictl: {said}\n"), args
+        theirs = subprocess.run([iscsiadm, "-m", "host", "-H", host, *args],
+                                capture_output=True, text=True, timeout=60)
+        assert theirs.returncode == 1, (args, theirs.stderr)
+        assert said.split(":")[0].replace(" failed", "") in theirs.stderr, theirs.stderr
+    assert read(f"/sys/class/iscsi_session/session{sid}/state") == "LOGGED_IN"
     cli.ok("-m", "node", "-T", t.iqn, "-p", PORTAL, "-u")
 
 
