@@ -112,7 +112,7 @@ def run(args, o, sysfs, submode: str, host_no: int | None, index: int | None) ->
         raise E.CliError("Invalid chap table index.", E.INVAL)
     if op == "delete":
         return _delete(o, sysfs, transport, host_no, index)
-    return _set(args, o, sysfs, transport, host_no, index)
+    return _set(args, o, sysfs, transport, host_no, index, op)
 
 
 def _show(args, o, sysfs, transport: str, host_no: int, index: int | None) -> int:  # type: ignore[no-untyped-def]
@@ -206,7 +206,7 @@ def chap_entries(index: int, kind: str, name: bytes, secret: bytes) -> list[dict
             {"param": P.PASSWORD_LEN, "value": struct.pack("=B", len(secret))}]
 
 
-def _set(args, o, sysfs, transport: str, host_no: int, index: int) -> int:  # type: ignore[no-untyped-def]
+def _set(args, o, sysfs, transport: str, host_no: int, index: int, op: str) -> int:  # type: ignore[no-untyped-def]
     params = list(args.params or [])
     if not params:
         raise E.CliError("Chap username/password not provided.", E.INVAL)
@@ -218,7 +218,7 @@ def _set(args, o, sysfs, transport: str, host_no: int, index: int) -> int:  # ty
         except Exception as e:  # noqa: BLE001
             _netlink_failure(e, f"CHAP setting failed: {describe(e)}", index)
     if o.json:
-        o.emit_json({"host_no": host_no, "index": index, "op": "update", "rc": 0})
+        o.emit_json({"host_no": host_no, "index": index, "op": op, "rc": 0})
     return E.SUCCESS
 
 

@@ -5,6 +5,7 @@ for iscsiadm's byte-count exit codes on success, README) and send the same reque
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -66,8 +67,6 @@ def test_one_entry_and_json(rig):
                           "# END RECORD\n")
     missing = rig.ictl("-m", "host", "-H", "5", "-C", "chap", "-o", "show", "-x", "7")
     assert (missing.returncode, missing.stderr) == (21, "iscsictl: No CHAP entry 7 on host 5.\n")
-    import json
-
     doc = json.loads(rig.ictl("-m", "host", "-H", "5", "-C", "chap", "-o", "show", "--json").stdout)
     assert len(doc) == 10
     assert doc[1] == {"host_no": 5, "index": 2, "type": "in", "username": "user1",
@@ -93,6 +92,9 @@ def test_new_entry_sent_as_iscsiadm_sends_it(rig, kind):
     assert table[21] == ChapEntry(0 if kind == "out" else 1, b"alice", b"s3cret-s3cret")
     assert (adm.stdout, adm.stderr) == (ictl.stdout, ictl.stderr) == ("", "")
     assert adm.returncode == ictl.returncode == 0
+    again = rig.ictl(*args[:-1], "other-secret", "--json")
+    assert json.loads(again.stdout) == {"host_no": 5, "index": 21, "op": "new", "rc": 0}
+    assert table[21].password == b"other-secret"
 
 
 @pytest.mark.parametrize("args, rc, message", [
@@ -198,8 +200,6 @@ def test_host_statistics_as_iscsiadm_prints_them(rig):
     assert "\ttcprx_byte: 1000000000000\n" in adm.stdout
     assert (ictl.returncode, ictl.stdout, ictl.stderr) == (0, adm.stdout, "")
     assert adm.returncode == 224  # (72 + 664) % 256
-    import json
-
     doc = json.loads(rig.ictl("-m", "host", "-H", "5", "-C", "stats", "--json").stdout)
     assert doc["counters"]["iscsi_sequence_error"] == 7 and len(doc["counters"]) == 82
 
