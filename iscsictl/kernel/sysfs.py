@@ -76,81 +76,99 @@ class FlashnodeAttr(NamedTuple):
     it is read from, in ``flashnode_sess-H:I`` (``part`` "sess") or ``flashnode_conn-H:I:0``
     ("conn"), and the C type iscsiadm reads it into: "u8", "u16" (sysfs_get_uint8/16:
     ``atoi``), "u32" (sysfs_get_uint: ``strtoul``, base 0) or "str" (sysfs_get_str, into
-    a buffer of ``size`` bytes, its NUL included)."""
+    a buffer of ``size`` bytes, its NUL included).
+
+    ``param``: the ``enum iscsi_flashnode_param`` member (ISCSI_FLASHNODE_<param>) that
+    ``-o update`` sends the value as (usr/flashnode.c flashnode_build_config); None for
+    the six keys iscsiadm sends nothing for.  ``wire``: how the value goes, when not as its
+    C type (native-endian numbers, a string as its whole buffer): "u32" (a u16 sent in
+    4 bytes), "port" (u16, 0 sent as 3260), "isid" (12 hex digits as 6 bytes), "ip" (4 or
+    16 bytes by the record's portal type), "ipv6" (16 bytes)."""
 
     key: str
     attr: str
     part: str
     ctype: str
+    param: str | None
     size: int = 0
+    wire: str | None = None
 
 
 _S, _C = "sess", "conn"
 #: A flash target's values in the order iscsiadm prints them (usr/idbm.c
 #: idbm_recinfo_flashnode; read by usr/iscsi_sysfs.c iscsi_sysfs_get_flashnode_info; the
-#: attributes are scsi_transport_iscsi.c's iscsi_flashnode_sess_attrs and _conn_attrs).
+#: attributes are scsi_transport_iscsi.c's iscsi_flashnode_sess_attrs and _conn_attrs), and
+#: the ISCSI_FLASHNODE_* parameter ``-o update`` sends each as (usr/flashnode.c
+#: flashnode_build_config; :mod:`iscsictl.kernel.flashnode`).
 #: Buffer sizes: TARGET_NAME_MAXLEN 255, AUTH_STR_MAX_LEN 256, ISCSI_MAX_STR_LEN 80,
 #: NI_MAXHOST 1025, and the record's own isid[16] and portal_type[5].
 FLASHNODE_ATTRS: tuple[FlashnodeAttr, ...] = tuple(FlashnodeAttr(*row) for row in (
-    ("flashnode.session.auto_snd_tgt_disable", "auto_snd_tgt_disable", _S, "u8"),
-    ("flashnode.session.discovery_session", "discovery_session", _S, "u8"),
-    ("flashnode.session.portal_type", "portal_type", _S, "str", 5),
-    ("flashnode.session.entry_enable", "entry_enable", _S, "u8"),
-    ("flashnode.session.immediate_data", "immediate_data", _S, "u8"),
-    ("flashnode.session.initial_r2t", "initial_r2t", _S, "u8"),
-    ("flashnode.session.data_seq_in_order", "data_seq_in_order", _S, "u8"),
-    ("flashnode.session.data_pdu_in_order", "data_pdu_in_order", _S, "u8"),
-    ("flashnode.session.chap_auth_en", "chap_auth", _S, "u8"),
-    ("flashnode.session.discovery_logout_en", "discovery_logout", _S, "u8"),
-    ("flashnode.session.bidi_chap_en", "bidi_chap", _S, "u8"),
-    ("flashnode.session.discovery_auth_optional", "discovery_auth_optional", _S, "u8"),
-    ("flashnode.session.erl", "erl", _S, "u8"),
-    ("flashnode.session.first_burst_len", "first_burst_len", _S, "u32"),
-    ("flashnode.session.def_time2wait", "def_time2wait", _S, "u16"),
-    ("flashnode.session.def_time2retain", "def_time2retain", _S, "u16"),
-    ("flashnode.session.max_outstanding_r2t", "max_outstanding_r2t", _S, "u16"),
-    ("flashnode.session.isid", "isid", _S, "str", 16),
-    ("flashnode.session.tsid", "tsid", _S, "u16"),
-    ("flashnode.session.max_burst_len", "max_burst_len", _S, "u32"),
-    ("flashnode.session.def_taskmgmt_tmo", "def_taskmgmt_tmo", _S, "u16"),
-    ("flashnode.session.targetalias", "targetalias", _S, "str", 255),
-    ("flashnode.session.targetname", "targetname", _S, "str", 255),
-    ("flashnode.session.discovery_parent_idx", "discovery_parent_idx", _S, "u16"),
-    ("flashnode.session.discovery_parent_type", "discovery_parent_type", _S, "str", 80),
-    ("flashnode.session.tpgt", "tpgt", _S, "u16"),
-    ("flashnode.session.chap_out_idx", "chap_out_idx", _S, "u16"),
-    ("flashnode.session.chap_in_idx", "chap_in_idx", _S, "u16"),
-    ("flashnode.session.username", "username", _S, "str", 256),
-    ("flashnode.session.username_in", "username_in", _S, "str", 256),
-    ("flashnode.session.password", "password", _S, "str", 256),
-    ("flashnode.session.password_in", "password_in", _S, "str", 256),
-    ("flashnode.session.is_boot_target", "is_boot_target", _S, "u8"),
-    ("flashnode.conn[0].is_fw_assigned_ipv6", "is_fw_assigned_ipv6", _C, "u8"),
-    ("flashnode.conn[0].header_digest_en", "header_digest", _C, "u8"),
-    ("flashnode.conn[0].data_digest_en", "data_digest", _C, "u8"),
-    ("flashnode.conn[0].snack_req_en", "snack_req", _C, "u8"),
-    ("flashnode.conn[0].tcp_timestamp_stat", "tcp_timestamp_stat", _C, "u8"),
-    ("flashnode.conn[0].tcp_nagle_disable", "tcp_nagle_disable", _C, "u8"),
-    ("flashnode.conn[0].tcp_wsf_disable", "tcp_wsf_disable", _C, "u8"),
-    ("flashnode.conn[0].tcp_timer_scale", "tcp_timer_scale", _C, "u8"),
-    ("flashnode.conn[0].tcp_timestamp_en", "tcp_timestamp_enable", _C, "u8"),
-    ("flashnode.conn[0].fragment_disable", "fragment_disable", _C, "u8"),
-    ("flashnode.conn[0].max_xmit_dlength", "max_xmit_dlength", _C, "u32"),
-    ("flashnode.conn[0].max_recv_dlength", "max_recv_dlength", _C, "u32"),
-    ("flashnode.conn[0].keepalive_tmo", "keepalive_tmo", _C, "u16"),
-    ("flashnode.conn[0].port", "port", _C, "u16"),
-    ("flashnode.conn[0].ipaddress", "ipaddress", _C, "str", 1025),
-    ("flashnode.conn[0].redirect_ipaddr", "redirect_ipaddr", _C, "str", 1025),
-    ("flashnode.conn[0].max_segment_size", "max_segment_size", _C, "u32"),
-    ("flashnode.conn[0].local_port", "local_port", _C, "u16"),
-    ("flashnode.conn[0].ipv4_tos", "ipv4_tos", _C, "u8"),
-    ("flashnode.conn[0].ipv6_traffic_class", "ipv6_traffic_class", _C, "u8"),
-    ("flashnode.conn[0].ipv6_flow_label", "ipv6_flow_label", _C, "u16"),
-    ("flashnode.conn[0].link_local_ipv6", "link_local_ipv6", _C, "str", 1025),
-    ("flashnode.conn[0].tcp_xmit_wsf", "tcp_xmit_wsf", _C, "u32"),
-    ("flashnode.conn[0].tcp_recv_wsf", "tcp_recv_wsf", _C, "u32"),
-    ("flashnode.conn[0].statsn", "statsn", _C, "u32"),
-    ("flashnode.conn[0].exp_statsn", "exp_statsn", _C, "u32"),
+    ("flashnode.session.auto_snd_tgt_disable", "auto_snd_tgt_disable", _S, "u8",
+     "AUTO_SND_TGT_DISABLE"),
+    ("flashnode.session.discovery_session", "discovery_session", _S, "u8", "DISCOVERY_SESS"),
+    ("flashnode.session.portal_type", "portal_type", _S, "str", "PORTAL_TYPE", 5),
+    ("flashnode.session.entry_enable", "entry_enable", _S, "u8", "ENTRY_EN"),
+    ("flashnode.session.immediate_data", "immediate_data", _S, "u8", "IMM_DATA_EN"),
+    ("flashnode.session.initial_r2t", "initial_r2t", _S, "u8", "INITIAL_R2T_EN"),
+    ("flashnode.session.data_seq_in_order", "data_seq_in_order", _S, "u8", "DATASEQ_INORDER"),
+    ("flashnode.session.data_pdu_in_order", "data_pdu_in_order", _S, "u8", "PDU_INORDER"),
+    ("flashnode.session.chap_auth_en", "chap_auth", _S, "u8", "CHAP_AUTH_EN"),
+    ("flashnode.session.discovery_logout_en", "discovery_logout", _S, "u8", "DISCOVERY_LOGOUT_EN"),
+    ("flashnode.session.bidi_chap_en", "bidi_chap", _S, "u8", "BIDI_CHAP_EN"),
+    ("flashnode.session.discovery_auth_optional", "discovery_auth_optional", _S, "u8",
+     "DISCOVERY_AUTH_OPTIONAL"),
+    ("flashnode.session.erl", "erl", _S, "u8", "ERL"),
+    ("flashnode.session.first_burst_len", "first_burst_len", _S, "u32", "FIRST_BURST"),
+    ("flashnode.session.def_time2wait", "def_time2wait", _S, "u16", "DEF_TIME2WAIT"),
+    ("flashnode.session.def_time2retain", "def_time2retain", _S, "u16", "DEF_TIME2RETAIN"),
+    ("flashnode.session.max_outstanding_r2t", "max_outstanding_r2t", _S, "u16", "MAX_R2T"),
+    ("flashnode.session.isid", "isid", _S, "str", "ISID", 16, "isid"),
+    ("flashnode.session.tsid", "tsid", _S, "u16", "TSID"),
+    ("flashnode.session.max_burst_len", "max_burst_len", _S, "u32", "MAX_BURST"),
+    ("flashnode.session.def_taskmgmt_tmo", "def_taskmgmt_tmo", _S, "u16", "DEF_TASKMGMT_TMO"),
+    ("flashnode.session.targetalias", "targetalias", _S, "str", "ALIAS", 255),
+    ("flashnode.session.targetname", "targetname", _S, "str", "NAME", 255),
+    ("flashnode.session.discovery_parent_idx", "discovery_parent_idx", _S, "u16",
+     "DISCOVERY_PARENT_IDX"),
+    ("flashnode.session.discovery_parent_type", "discovery_parent_type", _S, "str",
+     "DISCOVERY_PARENT_TYPE", 80),
+    ("flashnode.session.tpgt", "tpgt", _S, "u16", "TPGT"),
+    ("flashnode.session.chap_out_idx", "chap_out_idx", _S, "u16", "CHAP_OUT_IDX", 0, "u32"),
+    ("flashnode.session.chap_in_idx", "chap_in_idx", _S, "u16", None),
+    ("flashnode.session.username", "username", _S, "str", None, 256),
+    ("flashnode.session.username_in", "username_in", _S, "str", None, 256),
+    ("flashnode.session.password", "password", _S, "str", None, 256),
+    ("flashnode.session.password_in", "password_in", _S, "str", None, 256),
+    ("flashnode.session.is_boot_target", "is_boot_target", _S, "u8", None),
+    ("flashnode.conn[0].is_fw_assigned_ipv6", "is_fw_assigned_ipv6", _C, "u8",
+     "IS_FW_ASSIGNED_IPV6"),
+    ("flashnode.conn[0].header_digest_en", "header_digest", _C, "u8", "HDR_DGST_EN"),
+    ("flashnode.conn[0].data_digest_en", "data_digest", _C, "u8", "DATA_DGST_EN"),
+    ("flashnode.conn[0].snack_req_en", "snack_req", _C, "u8", "SNACK_REQ_EN"),
+    ("flashnode.conn[0].tcp_timestamp_stat", "tcp_timestamp_stat", _C, "u8", "TCP_TIMESTAMP_STAT"),
+    ("flashnode.conn[0].tcp_nagle_disable", "tcp_nagle_disable", _C, "u8", "TCP_NAGLE_DISABLE"),
+    ("flashnode.conn[0].tcp_wsf_disable", "tcp_wsf_disable", _C, "u8", "TCP_WSF_DISABLE"),
+    ("flashnode.conn[0].tcp_timer_scale", "tcp_timer_scale", _C, "u8", "TCP_TIMER_SCALE"),
+    ("flashnode.conn[0].tcp_timestamp_en", "tcp_timestamp_enable", _C, "u8", "TCP_TIMESTAMP_EN"),
+    ("flashnode.conn[0].fragment_disable", "fragment_disable", _C, "u8", "IP_FRAG_DISABLE"),
+    ("flashnode.conn[0].max_xmit_dlength", "max_xmit_dlength", _C, "u32", "MAX_XMIT_DLENGTH"),
+    ("flashnode.conn[0].max_recv_dlength", "max_recv_dlength", _C, "u32", "MAX_RECV_DLENGTH"),
+    ("flashnode.conn[0].keepalive_tmo", "keepalive_tmo", _C, "u16", "KEEPALIVE_TMO"),
+    ("flashnode.conn[0].port", "port", _C, "u16", "PORT", 0, "port"),
+    ("flashnode.conn[0].ipaddress", "ipaddress", _C, "str", "IPADDR", 1025, "ip"),
+    ("flashnode.conn[0].redirect_ipaddr", "redirect_ipaddr", _C, "str",
+     "REDIRECT_IPADDR", 1025, "ip"),
+    ("flashnode.conn[0].max_segment_size", "max_segment_size", _C, "u32", "MAX_SEGMENT_SIZE"),
+    ("flashnode.conn[0].local_port", "local_port", _C, "u16", "LOCAL_PORT"),
+    ("flashnode.conn[0].ipv4_tos", "ipv4_tos", _C, "u8", "IPV4_TOS"),
+    ("flashnode.conn[0].ipv6_traffic_class", "ipv6_traffic_class", _C, "u8", "IPV6_TC"),
+    ("flashnode.conn[0].ipv6_flow_label", "ipv6_flow_label", _C, "u16", "IPV6_FLOW_LABEL"),
+    ("flashnode.conn[0].link_local_ipv6", "link_local_ipv6", _C, "str",
+     "LINK_LOCAL_IPV6", 1025, "ipv6"),
+    ("flashnode.conn[0].tcp_xmit_wsf", "tcp_xmit_wsf", _C, "u32", "TCP_XMIT_WSF"),
+    ("flashnode.conn[0].tcp_recv_wsf", "tcp_recv_wsf", _C, "u32", "TCP_RECV_WSF"),
+    ("flashnode.conn[0].statsn", "statsn", _C, "u32", "STATSN"),
+    ("flashnode.conn[0].exp_statsn", "exp_statsn", _C, "u32", "EXP_STATSN"),
 ))
 #: bus/iscsi_flashnode/devices, where iscsiadm looks for flash targets (ISCSI_FLASHNODE_DIR)
 FLASHNODE_DIR = "bus/iscsi_flashnode/devices"
