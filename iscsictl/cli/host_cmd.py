@@ -34,20 +34,51 @@ its buffer):
   lists them all.
 * ``--json``: the records as objects (``host_no``, ``index``, ``transport``, then the keys;
   numbers as numbers), a list without ``-x``.
+* ``-o new -A ipv4|ipv6``: ISCSI_UEVENT_NEW_FLASHNODE with the portal type ("ipv4\\0"),
+  "Create new flashnode for host N." then "New flashnode for host N added at index I."
+  (the driver's index); no ``-A``, or another: "Invalid type mentioned for flashnode" (7).
+* ``-o delete -x IDX``: DEL_FLASHNODE, "Delete flashnode IDX." then "Flashnode IDX of host
+  N deleted."; ``-o login -x IDX``: LOGIN_FLASHNODE, "Login to flashnode IDX." then "Login
+  to flashnode IDX of host N successful." (the driver logs the target in); ``-o logout -x
+  IDX``: LOGOUT_FLASHNODE, "Logout flashnode IDX." then "Logout of flashnode IDX of host N
+  successful.".
+* ``-o update -x IDX -n KEY -v VALUE [-n KEY -v VALUE]...``: the pairs applied to the
+  record in sysfs, then SET_FLASHNODE_PARAMS with one ISCSI_FLASHNODE_* parameter per pair,
+  in the order given (:mod:`iscsictl.kernel.flashnode`; the keys' parameters are a column
+  of :data:`iscsictl.kernel.sysfs.FLASHNODE_ATTRS`): "Update flashnode IDX." then "Update
+  for flashnode IDX of host N successful.".  A key not in the record: "Cannot modify KEY.
+  Invalid param name." (7); a target not in sysfs: "Could not read info for flashnode IDX,
+  No such file or directory" (2); no pair: "Build flashnode config failed." (1); each
+  followed by "Update for flashnode IDX of host N failed.".
+* A write's lines go to stdout (iscsiadm's log_info), its errors to stderr; the kernel's
+  refusal is said as iscsiadm says it ("Received iferror -19: No such device."), then
+  "Deletion of flashnode IDX of host N failed." (1; the same words for each operation:
+  "Creation of", "Update for", "Login to" 5, "Logout of" 10), but a login of a target
+  logged in (EPERM): "Flashnode IDX of host N already logged in." (15), a logout of one
+  not logged in (ESRCH): "Flashnode IDX of host N not logged in." (2).  ``--json``: ``{"host_no",
+  "index", "op", "rc"}``, with ``"message"`` for those two.
 * Errors as iscsiadm's: a host whose driver is not a registered transport (or no host):
-  "Could not match hostno N to transport." (12); ``-o`` other than show: "Invalid flashnode
-  index" without ``-x``, else "Invalid operation" (7).
+  "Could not match hostno N to transport." (12); ``-o`` other than show or new without
+  ``-x`` (or with one past UINT_MAX): "Invalid flashnode index" (7); any other ``-o`` (or
+  two of them): "Invalid operation" (7).
 
 Deliberate differences: the passwords are masked unless ``-S`` (iscsiadm prints them and
 refuses ``-S`` in host mode); ``-C flashnode`` without ``-H`` is "FLASHNODE mode requires
 host no" (7), which iscsiadm 2.1.8's check means to say (its "no -H" marker wraps to host
-0, so it reads host 0's flash, or exits 12).
+0, so it reads host 0's flash, or exits 12).  ``-o update`` checks every pair before it
+sends anything: a number that is not base-10 digits within its C type, or a string longer
+than its buffer, is "unknown value format ..." (7; iscsiadm sends what ``strtoul`` reads, cut
+to the field, or the string cut); a pair that cannot be sent (a key with no flashnode
+parameter: the CHAP names and passwords, ``chap_in_idx``, ``is_boot_target``; an address
+``inet_pton`` refuses for the target's portal type; an ISID that is not 12 hex digits) is
+said, then "Build flashnode config failed." (1), where iscsiadm leaves the pair out
+silently and sends the others (exit 0); a string goes NUL-padded (iscsiadm sends the old
+value's tail after a shorter new one); no pair is said ("Nothing to update").  A driver
+without the operation (ENOSYS: bnx2i, a software host) is said ("Received iferror -38:
+Function not implemented."), which iscsiadm logs only at debug level 1.
 
 ``-C chap`` and ``-C stats`` (an HBA's CHAP table and statistics, through its driver): see
 :mod:`iscsictl.cli.hba_cmd`.
-
-Not yet: ``-C flashnode -o new|delete|update|login|logout`` (exit 27): they go through the
-HBA's driver over netlink.
 """
 
 from __future__ import annotations
@@ -55,10 +86,10 @@ from __future__ import annotations
 import errno
 import os
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import errors as E
-from .hba import host_transport
+from .hba import hba_netlink, host_transport, kernel_errno, transport_handle
 from .session_cmd import EMPTY, collect, tree_lines, version_lines
 
 if TYPE_CHECKING:
@@ -120,13 +151,52 @@ MAX_HOST_NO = 0xFFFFFFFF
 #: iscsiadm's operations as bits (usr/iscsiadm.c enum iscsiadm_op): each -o is or'ed in
 OPS = {"new": 0x1, "delete": 0x2, "update": 0x4, "show": 0x8, "nonpersistent": 0x10,
        "apply": 0x20, "applyall": 0x40, "login": 0x80, "logout": 0x100}
-#: the flashnode operations iscsictl does not do yet (netlink NEW/DEL/SET_PARAM/LOGIN/LOGOUT
-#: _FLASHNODE to the HBA's driver)
-FLASHNODE_WRITES = frozenset({OPS[op] for op in ("new", "delete", "update", "login", "logout")})
 #: MAX_FLASHNODE_IDX (usr/flashnode.h, UINT_MAX): a -x above it, or none, lists them all
 MAX_FLASHNODE_IDX = 0xFFFFFFFF
-#: the flash target values that are secrets: ``********`` unless -S (iscsiadm prints them)
-FLASHNODE_SECRETS = frozenset({"flashnode.session.password", "flashnode.session.password_in"})
+#: iscsiadm's words for an update it cannot make (usr/iscsiadm.c iscsi_set_flashnode_params)
+BUILD_FAILED = "Build flashnode config failed."
+#: the portal types of a new flash target (-A; usr/iscsiadm.c str_to_portal_type)
+PORTAL_TYPES = ("ipv4", "ipv6")
+
+
+class FlashnodeOp(NamedTuple):
+    """What iscsiadm says of one flash target operation (usr/iscsiadm.c exec_flashnode_op
+    and iscsi_*_flashnode; ``{host}`` and ``{index}`` filled in): ``start`` on stdout once
+    the netlink socket is open, then ``done`` (stdout) or ``failed`` (stderr, exit
+    ``code``); ``refusals``: the kernel's errno that is an answer, not a failure -> (the
+    stdout line, the exit code)."""
+
+    start: str
+    done: str
+    failed: str
+    code: int
+    refusals: dict[int, tuple[str, int]] = {}
+
+
+#: -o new|delete|update|login|logout of -C flashnode: ISCSI_UEVENT_NEW_FLASHNODE, DEL_,
+#: SET_FLASHNODE_PARAMS, LOGIN_, LOGOUT_FLASHNODE to the host's driver
+FLASHNODE_OPS = {
+    "new": FlashnodeOp("Create new flashnode for host {host}.",
+                       "New flashnode for host {host} added at index {index}.",
+                       "Creation of flashnode for host {host} failed.", E.ERR),
+    "delete": FlashnodeOp("Delete flashnode {index}.", "Flashnode {index} of host {host} deleted.",
+                          "Deletion of flashnode {index} of host {host} failed.", E.ERR),
+    "update": FlashnodeOp("Update flashnode {index}.",
+                          "Update for flashnode {index} of host {host} successful.",
+                          "Update for flashnode {index} of host {host} failed.", E.ERR),
+    "login": FlashnodeOp("Login to flashnode {index}.",
+                         "Login to flashnode {index} of host {host} successful.",
+                         "Login to flashnode {index} of host {host} failed.",
+                         E.BY_NAME["ISCSI_ERR_LOGIN"],
+                         {errno.EPERM: ("Flashnode {index} of host {host} already logged in.",
+                                        E.BY_NAME["ISCSI_ERR_SESS_EXISTS"])}),
+    "logout": FlashnodeOp("Logout flashnode {index}.",
+                          "Logout of flashnode {index} of host {host} successful.",
+                          "Logout of flashnode {index} of host {host} failed.",
+                          E.BY_NAME["ISCSI_ERR_LOGOUT"],
+                          {errno.ESRCH: ("Flashnode {index} of host {host} not logged in.",
+                                         E.BY_NAME["ISCSI_ERR_SESS_NOT_FOUND"])}),
+}
 #: VALUE_MAXVAL (usr/idbm.h): a record's printed value is cut to one byte less
 VALUE_MAXVAL = 256
 
@@ -186,8 +256,10 @@ def _op_mask(ops: list[str]) -> int:
 def _flashnode_values(node: Flashnode, show_secrets: bool) -> dict[str, int | str]:
     """A flash target's values (sysfs's FLASHNODE_ATTRS order), its secrets masked unless
     ``show_secrets``."""
+    from ..kernel.flashnode import SECRET_KEYS
+
     values = node.values()
-    for key in FLASHNODE_SECRETS:
+    for key in SECRET_KEYS:
         if values[key] and not show_secrets:
             values[key] = "********"
     return values
@@ -220,21 +292,20 @@ def flashnode_record(node: Flashnode, show_secrets: bool) -> list[str]:
 
 
 def _flashnode(args, o, sysfs, index: int | None) -> int:  # type: ignore[no-untyped-def]
-    """``-C flashnode``: an HBA's flash targets (usr/iscsiadm.c exec_flashnode_op, OP_SHOW
-    and OP_NOOP), listed, or one shown with ``-x``."""
+    """``-C flashnode``: an HBA's flash targets (usr/iscsiadm.c exec_flashnode_op): listed,
+    one shown with ``-x``, or one made, deleted, changed, logged in or out."""
     mask = _op_mask(args.op or [])
     host_no = None if args.host is None else _parse_host(args.host, _hosts(sysfs))
-    if mask in FLASHNODE_WRITES:
-        op = next(name for name, bit in OPS.items() if bit == mask)
-        raise E.CliError(f"host mode: -C flashnode -o {op} (an offload HBA's flash) is not "
-                         "supported yet", E.OP_NOT_SUPP)
     if host_no is None:  # what iscsiadm 2.1.8 means to say: its "no -H" wraps to host 0
         raise E.CliError("FLASHNODE mode requires host no", E.INVAL)
     if index is None or index > MAX_FLASHNODE_IDX:
         index = None
-        if mask not in (0, OPS["show"]):
+        if mask not in (0, OPS["show"], OPS["new"]):
             raise E.CliError("Invalid flashnode index", E.INVAL)
     transport = host_transport(sysfs, o, host_no)
+    op = next((name for name, bit in OPS.items() if bit == mask), None)
+    if op in FLASHNODE_OPS:
+        return _flashnode_write(args, o, sysfs, op, transport, host_no, index)
     if mask not in (0, OPS["show"]):
         raise E.CliError("Invalid operation", E.INVAL)
     show = bool(args.show)
@@ -263,6 +334,93 @@ def _flashnode(args, o, sysfs, index: int | None) -> int:  # type: ignore[no-unt
         raise E.CliError(f"Could not read info for {scan.unreadable}, "
                          f"{os.strerror(errno.ENOENT)}", errno.ENOENT)
     return E.SUCCESS
+
+
+def _flashnode_write(args, o, sysfs, op: str, transport: str, host_no: int,  # type: ignore[no-untyped-def]
+                     index: int | None) -> int:
+    """``-o new|delete|update|login|logout``: one request to the host's driver, said as
+    :data:`FLASHNODE_OPS` says it (``index`` is None for ``new`` only)."""
+    from ..netlink import IscsiNetlinkError
+
+    spec = FLASHNODE_OPS[op]
+    arg: Any = None
+    failed = spec.failed.format(host=host_no, index=index)
+    if op == "new":
+        if args.portal_type not in PORTAL_TYPES:
+            raise E.CliError("Invalid type mentioned for flashnode", E.INVAL)
+        arg = args.portal_type
+    elif op == "update":
+        arg = _flashnode_update_params(args, sysfs, host_no, index, failed)
+    handle = transport_handle(sysfs, transport)
+    call = {"new": lambda nl: nl.new_flashnode(handle, host_no, arg),
+            "delete": lambda nl: nl.del_flashnode(handle, host_no, index),
+            "update": lambda nl: nl.set_flashnode_params(handle, host_no, index, arg),
+            "login": lambda nl: nl.login_flashnode(handle, host_no, index),
+            "logout": lambda nl: nl.logout_flashnode(handle, host_no, index)}[op]
+    refused: IscsiNetlinkError | None = None
+    try:
+        with hba_netlink() as nl:
+            if not o.json:
+                o.lines([spec.start.format(host=host_no, index=index)])
+            try:
+                result = call(nl)
+            except IscsiNetlinkError as e:
+                refused = e
+    except E.CliError as e:  # the socket could not be opened (9)
+        raise E.CliError(failed, e.exit_code, lines=(*e.lines, str(e))) from None
+    if refused is not None:
+        err = kernel_errno(refused)
+        why = str(refused) if err is None else f"Received iferror -{err}: {os.strerror(err)}."
+        if err not in spec.refusals:
+            raise E.CliError(failed, spec.code, lines=(why,))
+        o.error(why)
+        line, code = spec.refusals[err]
+        return _flashnode_outcome(o, op, host_no, index, code, line.format(host=host_no,
+                                                                            index=index))
+    if op == "new":
+        index = result
+    return _flashnode_outcome(o, op, host_no, index, E.SUCCESS,
+                              spec.done.format(host=host_no, index=index))
+
+
+def _flashnode_outcome(o, op: str, host_no: int, index: int | None, rc: int,  # type: ignore[no-untyped-def]
+                       line: str) -> int:
+    """A write's outcome: ``line`` on stdout, or with ``--json`` ``{"host_no", "index",
+    "op", "rc"}`` (as ``-C chap``'s), and ``"message"`` when ``rc`` is not 0; returns
+    ``rc``."""
+    if o.json:
+        o.emit_json({"host_no": host_no, "index": index, "op": op, "rc": rc,
+                     **({"message": line} if rc else {})})
+    else:
+        o.lines([line])
+    return rc
+
+
+def _flashnode_update_params(args, sysfs, host_no: int, index: int,  # type: ignore[no-untyped-def]
+                             failed: str) -> list[dict[str, Any]]:
+    """``-o update``'s ``-n``/``-v`` pairs as SET_FLASHNODE_PARAMS entries, checked against
+    the flash target's record as iscsiadm's iscsi_set_flashnode_params does, before any
+    request: a target not in sysfs (2, ENOENT), a key not in the record or a value its
+    type cannot hold (7), a pair that cannot be sent, or none given (1: "Build flashnode
+    config failed.").  Each error is followed by ``failed``."""
+    from ..db.errors import InvalidKey, InvalidValue
+    from ..kernel.flashnode import UnsendableParam, apply_updates, flashnode_params
+
+    node = sysfs.flashnode(host_no, index)
+    if node is None:
+        raise E.CliError(failed, errno.ENOENT, lines=(
+            f"Could not read info for flashnode {index}, {os.strerror(errno.ENOENT)}",))
+    pairs = args.params or []
+    try:
+        entries = flashnode_params(apply_updates(node.values(), pairs), [k for k, _ in pairs])
+    except (InvalidKey, InvalidValue) as e:
+        raise E.CliError(failed, e.exit_code, lines=(str(e),)) from None
+    except UnsendableParam as e:
+        raise E.CliError(failed, e.exit_code, lines=(str(e), BUILD_FAILED)) from None
+    if not entries:
+        raise E.CliError(failed, E.ERR, lines=("Nothing to update: give -n KEY -v VALUE.",
+                                               BUILD_FAILED))
+    return entries
 
 
 def run(args, o, mode: str) -> int:  # type: ignore[no-untyped-def]

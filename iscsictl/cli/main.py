@@ -101,7 +101,7 @@ iscsictl -m discovery [-hV] [-d debug_level] [-P printlevel] [-t type -p ip:port
 iscsictl -m node [-hV] [-d debug_level] [-P printlevel] [-L all,manual,automatic,onboot] [-U all,manual,automatic,onboot] [-S] [[-T targetname -p ip:port -I ifaceN] [-l | -u | -R | -s]] [[-o operation ] [-n name] [-v value]] [--probe]
 iscsictl -m session [-hV] [-d debug_level] [-P printlevel] [-r sessionid | sysfsdir [-R | -u | -s] [-o operation] [-n name] [-v value]]
 iscsictl -m iface [-hV] [-d debug_level] [-P printlevel] [-I ifacename] [[-o operation ] [-n name] [-v value]]
-iscsictl -m host [-hV] [-d debug_level] [-P printlevel] [-H hostno|MAC] [-C flashnode [-x flashnode_idx] [-S]]
+iscsictl -m host [-hV] [-d debug_level] [-P printlevel] [-H hostno|MAC] [[-C chap [-x chap_tbl_idx]] | [-C flashnode [-A portal_type] [-x flashnode_idx] [-S]] | [-C stats]] [[-o operation] [-n name] [-v value]]
 common: [--json] [--db-root DIR] [--config-root DIR]"""
 
 

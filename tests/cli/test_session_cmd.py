@@ -672,9 +672,9 @@ def test_host_mode_levels(sysfs):
 
 def test_host_mode_checks_H_at_every_level_and_lists_hosts_past_what_it_ignores(sysfs):
     """iscsiadm parses -H with the options (exit 7 at any print level); -o without a
-    sub-mode and an unknown -C are ignored (the hosts are listed); the offload sub-modes and
-    their options (-x, -A) are 27, not unrecognized options (7), but for -C flashnode's
-    reading (which needs the host's transport registered: this tree has none, 12)."""
+    sub-mode and an unknown -C are ignored (the hosts are listed); -C flashnode's options
+    (-x, -A) are no unrecognized options (7): it needs the host's transport registered
+    (this tree has none, 12)."""
     add_session(sysfs, 1, 3, T, "127.0.0.1", {0: "sdb"})
     assert cli("-m", "host", "-H", "11:22:33:44:55:66") == (
         7, "", "iscsictl: Could not match MAC to host.\n")
@@ -685,19 +685,24 @@ def test_host_mode_checks_H_at_every_level_and_lists_hosts_past_what_it_ignores(
     assert cli("-m", "host", "-H", "4294967295") == listing  # level 0 lists every host
     assert cli("-m", "host", "-o", "show") == listing
     assert cli("-m", "host", "-C", "bogus") == listing
-    for args in (("-x", "0", "-o", "show"), ()):
+    for args in (("-x", "0", "-o", "show"), (), ("-x", "0", "-o", "delete"),
+                 ("-A", "ipv4", "-o", "new")):
         assert cli("-m", "host", "-C", "flashnode", "-H", "3", *args) == (
             12, "", "iscsictl: Could not match hostno 3 to transport.\n")
-    for args in (("-C", "flashnode", "-H", "3", "-x", "0", "-o", "delete"),
-                 ("-C", "flashnode", "-H", "3", "-A", "ipv4", "-o", "new")):
-        rc, _, err = cli("-m", "host", *args)
-        assert rc == 27 and "not supported yet" in err, (args, err)
     assert cli("-m", "host", "-C", "chap", "-H", "3") == (
         7, "", "iscsictl: CHAP mode requires host no and valid operation\n")
-    for args in (("-C", "ping", "-I", "default", "-a", "192.0.2.1", "-b", "56", "-c", "1",
-                  "-i", "1"), ("-I", "default", "-o", "apply"), ("-H", "3", "-o", "applyall")):
-        rc, _, err = cli("-m", "iface", *args)
-        assert rc == 27 and "not supported yet" in err, (args, err)
+    rc, _, err = cli("-m", "iface", "-C", "ping", "-I", "default", "-a", "192.0.2.1", "-b",
+                     "56", "-c", "1", "-i", "1")
+    assert rc == 27 and "not supported yet" in err, err
+    # -H is iface mode's with -o applyall (-o apply takes it and goes by -I); a software
+    # host has no iface of its own (tests/cli/test_iface_apply.py)
+    assert cli("-m", "iface", "-I", "default", "-o", "apply") == (
+        0, "default applied.\n", "iscsictl: Nothing to configure.\n")
+    assert cli("-m", "iface", "-H", "3", "-o", "applyall") == (
+        0, "Applied settings to ifaces attached to host3.\n",
+        "iscsictl: Nothing to configure.\n")
+    rc, _, err = cli("-m", "iface", "-H", "3")
+    assert rc == 27 and "not supported yet" in err, err
 
 
 def test_fw_mode_without_boot_firmware_is_iscsiadms_21(sysfs):
