@@ -170,12 +170,16 @@ class HbaRig:
         return iscsiadm(os.path.join(self.dir, "etc-adm"), *args, sys_dir=self.sys_dir,
                         env=self.kernel.env(self.shim))
 
+    #: iscsictl's DB and config root, under the test's directory (``etc-adm``: iscsiadm's)
+    ictl_root = "etc-ictl"
+
     def ictl(self, *args: str):
-        """iscsictl ``args`` (its own DB and config root); a CompletedProcess."""
+        """iscsictl ``args`` (its own DB and config root, :attr:`ictl_root`); a
+        CompletedProcess."""
         import subprocess
         import sys
 
-        root = os.path.join(self.dir, "etc-ictl")
+        root = os.path.join(self.dir, self.ictl_root)
         env = {**os.environ, **self.kernel.env(self.shim), "ISCSICTL_SYSFS_ROOT": self.sys_dir}
         return subprocess.run([sys.executable, "-m", "iscsictl.cli", "--db-root", root,
                                "--config-root", root, *args], env=env, capture_output=True,
