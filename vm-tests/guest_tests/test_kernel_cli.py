@@ -140,26 +140,38 @@ def test_xmit_thread_priority_reaches_the_transmit_thread(lio, cli):
 
 
 def test_hba_commands_on_a_software_host(lio, cli):
-    """An HBA's CHAP table and statistics are its driver's, asked for over netlink; iscsi_tcp
-    keeps neither, and the real kernel says so (GET_CHAP EINVAL, SET_CHAP and GET_HOST_STATS
-    ENOSYS): iscsictl says which, and exits 1 as the real iscsiadm does."""
+    """An HBA's CHAP table, statistics and flash targets are its driver's, asked for over
+    netlink; iscsi_tcp has none of them, and the real kernel says so (GET_CHAP EINVAL, the
+    others ENOSYS): iscsictl prints what iscsiadm prints on stdout, says the errno, and
+    exits as iscsiadm does; the session is untouched."""
     t = lio.create("iqn.2003-01.org.example.vm:hba", luns=[8 * MIB])
     cli.ok("-m", "discovery", "-t", "st", "-p", PORTAL)
     sid = login_sid(cli, t.iqn)
     host = host_of(sid)
     iscsiadm = shutil.which("iscsiadm") or "/usr/sbin/iscsiadm"
-    for args, said in (
-            (("-C", "chap", "-o", "show"), "get_chap_info failed: EINVAL, Invalid argument"),
+    enosys = "Received iferror -38: Function not implemented."
+    for args, out, err, their_err in (
+            (("-C", "chap", "-o", "show"), "",
+             ["get_chap_info failed: EINVAL, Invalid argument"], "get_chap_info failed"),
             (("-C", "chap", "-o", "new", "-x", "1", "-n", "host.auth.username", "-v", "u",
-              "-n", "host.auth.password", "-v", "p"),
-             "CHAP setting failed: ENOSYS, Function not implemented"),
-            (("-C", "stats"), "get_host_stats failed: ENOSYS, Function not implemented")):
+              "-n", "host.auth.password", "-v", "p"), "",
+             ["CHAP setting failed: ENOSYS, Function not implemented"], "CHAP setting failed"),
+            (("-C", "stats"), "", ["get_host_stats failed: ENOSYS, Function not implemented"],
+             "get_host_stats failed"),
+            (("-C", "flashnode", "-o", "new", "-A", "ipv4"),
+             f"Create new flashnode for host {host}.\n",
+             [enosys, f"Creation of flashnode for host {host} failed."],
+             f"iscsiadm: Creation of flashnode for host {host} failed.\n"),
+            (("-C", "flashnode", "-o", "login", "-x", "0"), "Login to flashnode 0.\n",
+             [enosys, f"Login to flashnode 0 of host {host} failed."],
+             f"iscsiadm: Login to flashnode 0 of host {host} failed.\n")):
         r = cli.run("-m", "host", "-H", host, *args)
-        assert (r.returncode, r.stdout, r.stderr) == (1, "", f"iscsictl: {said}\n"), args
         theirs = subprocess.run([iscsiadm, "-m", "host", "-H", host, *args],
                                 capture_output=True, text=True, timeout=60)
-        assert theirs.returncode == 1, (args, theirs.stderr)
-        assert said.split(":")[0].replace(" failed", "") in theirs.stderr, theirs.stderr
+        assert (r.stdout, r.stderr.splitlines()) == (out, [f"iscsictl: {e}" for e in err])
+        assert r.returncode == theirs.returncode, (args, theirs.stderr)
+        assert theirs.stdout == out, theirs.stdout
+        assert their_err in theirs.stderr, theirs.stderr
     assert read(f"/sys/class/iscsi_session/session{sid}/state") == "LOGGED_IN"
     cli.ok("-m", "node", "-T", t.iqn, "-p", PORTAL, "-u")
 
