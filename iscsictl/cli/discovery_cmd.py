@@ -185,9 +185,10 @@ def discoverydb_op(args, o, ops, missing_code: int = E.IDBM) -> int:
             if o.json:
                 o.emit_json({"deleted": [node_json(n) for n in deleted]})
         elif op == "update":
-            if args.name is None or args.value is None:
+            updates = dict(args.params or ())  # every -n/-v pair, as iscsiadm
+            if not updates:
                 raise E.CliError("-o update needs -n name and -v value", E.INVAL)
-            db.update_discovery(did, args.name, args.value)
+            db.update_discovery_many(did, updates)
         elif op == "show":
             from ..db.record import format_record
             rec = db.read_discovery(did)

@@ -151,7 +151,8 @@ def login(args, o, db, contexts) -> int:  # type: ignore[no-untyped-def]
     from ._common import initiator_name
     from .kernel_ops import login_records
 
-    if args.name in FIXED_KEYS:
+    updates = dict(args.params or ())  # every -n/-v pair, as iscsiadm
+    if updates.keys() & FIXED_KEYS:
         o.error("Cannot override interface parameters for firmware logins")
         raise E.CliError("Could not merge user params", E.INVAL)
     records = firmware_records(db, contexts, warn=o.warn)
@@ -161,10 +162,10 @@ def login(args, o, db, contexts) -> int:  # type: ignore[no-untyped-def]
     try:
         for rec in records:
             for key, value in FW_LOGIN_DEFAULTS.items():
-                if key != args.name:
+                if key not in updates:
                     rec.set(key, value)
-            if args.name is not None:
-                rec.update_key(args.name, args.value)
+            for key, value in updates.items():
+                rec.update_key(key, value)
     except DBError as e:
         o.error(str(e))
         raise E.CliError("Could not merge user params", E.INVAL) from None

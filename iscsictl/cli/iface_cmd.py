@@ -92,14 +92,15 @@ def run(args, o, mode: str) -> int:
                 db.delete_iface(name)
                 o.json or o.lines([f"{name} unbound and deleted."])
             elif op == "update":
-                if args.name is None or args.value is None:
+                updates = dict(args.params or ())  # every -n/-v pair, as iscsiadm
+                if not updates:
                     raise E.CliError("-o update needs -n name and -v value", E.INVAL)
-                db.update_iface(name, args.name, args.value)
+                db.update_iface_many(name, updates)
                 # the node records bound to it hold a copy of its iface.* values, which a
                 # login reads (iscsiadm's iface_param_update: __for_each_matched_rec)
                 for nid in db.list_nodes(iface=name):
                     try:
-                        db.update_node_many(nid, {args.name: args.value}, iface_copy=True)
+                        db.update_node_many(nid, updates, iface_copy=True)
                     except DBError as e:
                         o.error(f"Could not update {nid.flat()}: {e}")
                         rc = rc or e.exit_code

@@ -173,7 +173,8 @@ def op_delete(db, args, o) -> int:
 
 def op_update(db, args, o) -> int:
     from ..db.errors import DBError
-    if args.name is None or args.value is None:
+    updates = dict(args.params or ())  # every -n/-v pair, as iscsiadm (the last of a key)
+    if not updates:
         raise E.CliError("-o update needs -n name and -v value", E.INVAL)
     nids = _matching(db, args)
     if not nids:
@@ -182,7 +183,7 @@ def op_update(db, args, o) -> int:
     done = []
     for nid in nids:
         try:
-            db.update_node(nid, args.name, args.value)
+            db.update_node_many(nid, updates)
             done.append(node_json(nid))
         except DBError as e:
             o.error(str(e))

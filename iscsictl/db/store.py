@@ -1020,10 +1020,17 @@ class NodeDB:
 
     def update_discovery(self, did: DiscoveryID, name: str, value) -> Record:
         """``discoverydb -o update -n name -v value``.  Raises as :meth:`update_node`."""
+        return self.update_discovery_many(did, {name: value})
+
+    def update_discovery_many(self, did: DiscoveryID, updates: dict) -> Record:
+        """Several ``discoverydb -o update`` settings (key -> value, in order) in one
+        read-modify-write: none is written when one is refused.  Raises as
+        :meth:`update_node`."""
         path = self.discovery_path(did)
         with self.record_lock("disc\0" + path):
             rec = self.read_discovery(did)
-            rec.update_key(name, value)
+            for name, value in updates.items():
+                rec.update_key(name, value)
             atomic_write(path, self._serialize(rec), tmp_dir=self._tmp_dir())
         return rec
 
@@ -1360,21 +1367,28 @@ class NodeDB:
         (InvalidValue), and so is an empty ``iface.transport_name`` (a file without it is
         no iface to open-iscsi, or to :meth:`read_iface`); otherwise raises as
         :meth:`update_node`."""
+        return self.update_iface_many(name, {key: value})
+
+    def update_iface_many(self, name: str, updates: dict) -> Record:
+        """Several :meth:`update_iface` settings (key -> value, in order) in one
+        read-modify-write: none is written when one is refused."""
         if name in schema.BUILTIN_IFACES:
             raise InvalidValue("iface.iscsi_ifacename", name,
                                "a special interface that cannot be modified")
-        if key == "iface.transport_name" and not str(value).strip(C_SPACE):
-            raise InvalidValue(key, str(value), "an iface needs its transport (tcp, iser, "
-                                                "bnx2i, qla4xxx, ...)")
+        for key, value in updates.items():
+            if key == "iface.transport_name" and not str(value).strip(C_SPACE):
+                raise InvalidValue(key, str(value), "an iface needs its transport (tcp, "
+                                                    "iser, bnx2i, qla4xxx, ...)")
         path = self.iface_path(name)
         with self.record_lock("iface\0" + name):
             rec = self.read_iface(name)
             binding = ("iface.hwaddress", "iface.net_ifacename")
-            if key in binding:
-                other = binding[1 - binding.index(key)]
-                if rec.values.get(other) not in (None, "", "<empty>", "default"):
-                    raise BindingChange(other, key)
-            rec.update_key(key, value)
+            for key, value in updates.items():
+                if key in binding:
+                    other = binding[1 - binding.index(key)]
+                    if rec.values.get(other) not in (None, "", "<empty>", "default"):
+                        raise BindingChange(other, key)
+                rec.update_key(key, value)
             atomic_write(path, self._serialize(rec), tmp_dir=self._tmp_dir())
         return rec
 

@@ -207,10 +207,15 @@ def test_an_iface_update_reaches_the_node_records_bound_to_it(cli):
         r = cli("-m", "node", "-o", "new", "-T", T1, "-p", portal, "-I", "eth9")
         assert r.rc == 0, r.err
     assert cli("-m", "node", "-o", "new", "-T", T1, "-p", "10.0.0.3:3260,1").rc == 0
-    for key, value in (("iface.net_ifacename", "eth2"),
-                       ("iface.initiatorname", "iqn.2026-11.org.example:host-b")):
-        r = cli("-m", "iface", "-I", "eth9", "-o", "update", "-n", key, "-v", value)
-        assert (r.rc, r.out) == (0, "eth9 updated.\n"), r.err
+    # both pairs of one command, as iscsiadm applies them (before: the last -n with the
+    # last -v only); a bad pair among them and none is written
+    r = cli("-m", "iface", "-I", "eth9", "-o", "update", "-n", "iface.net_ifacename",
+            "-v", "eth3", "-n", "iface.mtu", "-v", "abc")
+    assert r.rc == 7 and "iface.mtu" in r.err
+    assert "iface.net_ifacename = eth1\n" in cli("-m", "iface", "-I", "eth9").out
+    r = cli("-m", "iface", "-I", "eth9", "-o", "update", "-n", "iface.net_ifacename",
+            "-v", "eth2", "-n", "iface.initiatorname", "-v", "iqn.2026-11.org.example:host-b")
+    assert (r.rc, r.out) == (0, "eth9 updated.\n"), r.err
     for portal in ("10.0.0.1:3260", "10.0.0.2:3260"):
         shown = cli("-m", "node", "-T", T1, "-p", portal, "-I", "eth9", "-o", "show").out
         assert "iface.net_ifacename = eth2\n" in shown
