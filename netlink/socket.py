@@ -176,7 +176,9 @@ class ChapRec:
 
 
 def _cstr(b: bytes) -> str:
-    return b.split(b"\0", 1)[0].decode("utf-8", "replace")
+    """A C string's text: up to its NUL, bytes that are not UTF-8 kept as surrogates (so
+    they are written back as the same bytes)."""
+    return b.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
 
 def _customs(cls: type, data: bytes, offset: int, count: int) -> tuple[tuple[str, int], ...]:

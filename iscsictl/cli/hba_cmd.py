@@ -31,9 +31,8 @@ exit 7):
 Errors as iscsiadm's: no transport for the host, 12; a name without its secret (or a name
 and a secret of different directions), "Invalid username/password pair passed. Unable to
 determine the type of chap entry", 7; more than one pair, "Only one pair of
-username/password can be passed.", 1; an index above MAX_CHAP_ENTRIES (2048) to delete,
-"Invalid chap table index.", 7; an entry a flash target uses (EBUSY), "CHAP index IDX is in
-use.", 28; any other refusal by the kernel or driver, 1, said with its errno (a software
+username/password can be passed.", 1; an entry a flash target uses (EBUSY), "CHAP index
+IDX is in use.", 28; any other refusal by the kernel or driver, 1, said with its errno (a software
 host's driver keeps no table: GET_CHAP is EINVAL, SET_CHAP and DELETE_CHAP ENOSYS).
 
 ``-C stats`` needs ``-H`` ("STATS mode requires host no", 7): "Host Statistics:" and the
@@ -50,7 +49,8 @@ Deliberate differences from iscsiadm 2.1.8:
   an empty table is "No CHAP entries on host N." (21; iscsiadm prints nothing);
 * ``-o new|update|delete`` without ``-x`` is refused (7; iscsiadm sends index 2049, which
   the driver refuses, or for a delete says "Invalid chap table index." and exits 0), as is
-  an index past 65535 (iscsiadm cuts it to 16 bits: 65541 would change entry 5), no name
+  a delete past MAX_CHAP_ENTRIES, 2048 ("Invalid chap table index.", 7; iscsiadm says it
+  and exits 0), an index past 65535 (iscsiadm cuts it to 16 bits: 65541 would change entry 5), no name
   and secret (iscsiadm: "Chap username/password not provided." and exit 0), and a name or
   secret that is empty or longer than 255 bytes (iscsiadm cuts it to 255);
 * a refusal is said with the kernel's errno ("get_chap_info failed: EINVAL, Invalid
@@ -64,6 +64,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+from ..netlink.enums import ISCSI_CHAP_AUTH_NAME_MAX_LEN
 from . import errors as E
 from .hba import describe, hba_netlink, host_transport, kernel_errno, transport_handle
 
@@ -74,8 +75,8 @@ MAX_CHAP_ENTRIES = 2048
 CHAP_ENTRIES_PER_READ = 4096 // 524
 #: ``chap_tbl_idx`` is a uint16_t in every message and record
 MAX_CHAP_INDEX = 0xFFFF
-#: ISCSI_CHAP_AUTH_NAME_MAX_LEN / ISCSI_CHAP_AUTH_SECRET_MAX_LEN (iscsi_if.h), NUL included
-CHAP_FIELD_MAX = 256
+#: ISCSI_CHAP_AUTH_NAME_MAX_LEN (= ..._SECRET_MAX_LEN, iscsi_if.h), the NUL included
+CHAP_FIELD_MAX = ISCSI_CHAP_AUTH_NAME_MAX_LEN
 BUSY = E.BY_NAME["ISCSI_ERR_BUSY"]
 ULLONG_MAX = (1 << 64) - 1
 
@@ -129,9 +130,13 @@ def _show(args, o, sysfs, transport: str, host_no: int, index: int | None) -> in
             entries += got
             if index is not None or len(got) < CHAP_ENTRIES_PER_READ:
                 break
-            start = got[-1].chap_tbl_idx + 1
-            if start > MAX_CHAP_INDEX:  # a full table: iscsiadm's u16 wraps and reads it again
+            after = got[-1].chap_tbl_idx + 1
+            if after <= start:  # a driver that does not move on: iscsiadm asks forever
+                raise E.CliError(f"get_chap_info failed: the driver answered entries from "
+                                 f"{got[0].chap_tbl_idx} when asked from {start}", E.ERR)
+            if after > MAX_CHAP_INDEX:  # a full table: iscsiadm's u16 wraps, reads it again
                 break
+            start = after
     if index is not None:
         entries = [c for c in entries if c.chap_tbl_idx == index]
     if not entries:
@@ -141,7 +146,7 @@ def _show(args, o, sysfs, transport: str, host_no: int, index: int | None) -> in
     records = [_chap_values(c, show) for c in entries]
     if o.json:
         o.emit_json([{"host_no": host_no, "index": c.chap_tbl_idx,
-                      "type": "in" if c.chap_type == CHAP_TYPES["in"] else "out",
+                      "type": "out" if c.chap_type == CHAP_TYPES["out"] else "in",
                       "username": r[1][1], "password": r[2][1]}
                      for c, r in zip(entries, records)])
         return E.SUCCESS
@@ -157,11 +162,12 @@ def _show(args, o, sysfs, transport: str, host_no: int, index: int | None) -> in
 
 
 def _chap_values(c, show: bool) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
-    """One entry's keys and values as idbm_recinfo_host_chap lists them (the secret as the C
-    string it is, ``********`` unless ``show``)."""
+    """One entry's keys and values as idbm_recinfo_host_chap lists them (an entry whose type
+    is not CHAP_TYPE_OUT an incoming one; the secret as the C string it is, ``********``
+    unless ``show``)."""
     from ..kernel.sysfs import c_string
 
-    name_key, secret_key = CHAP_KEYS["in" if c.chap_type == CHAP_TYPES["in"] else "out"]
+    name_key, secret_key = CHAP_KEYS["out" if c.chap_type == CHAP_TYPES["out"] else "in"]
     secret = c.password.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
     if secret and not show:
         secret = "********"

@@ -214,3 +214,26 @@ def test_no_netlink(rig, monkeypatch):
     assert adm.returncode == ictl.returncode == 9
     assert "Netlink open failed." in adm.stderr
     assert ictl.stderr.startswith("iscsictl: Netlink open failed: ")
+
+
+def test_a_driver_that_does_not_move_on_is_an_error_not_a_loop(rig):
+    """A driver answering 7 entries from index 0 whatever it is asked: iscsiadm would ask
+    forever; iscsictl stops at the second answer and says why (1)."""
+    answer = rig.kernel._get_chap
+    rig.kernel._get_chap = lambda raw, msg, host: answer(raw, {**msg, "chap_tbl_idx": 0}, host)
+    r = rig.ictl("-m", "host", "-H", "5", "-C", "chap", "-o", "show")
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr == ("iscsictl: get_chap_info failed: the driver answered entries from 0 "
+                        "when asked from 13\n")
+    assert len(rig.kernel.sent(E.GET_CHAP)) == 2
+
+
+def test_an_entry_of_another_type_is_an_incoming_one(rig):
+    """idbm_recinfo_host_chap: CHAP_TYPE_OUT is outgoing, any other type incoming."""
+    rig.kernel.hosts[5].chap = {1: ChapEntry(2, b"odd", b"odd-secret")}
+    adm = rig.adm("-m", "host", "-H", "5", "-C", "chap", "-o", "show")
+    ictl = rig.ictl("-m", "host", "-H", "5", "-C", "chap", "-o", "show", "-S")
+    assert "host.auth.username_in = odd\n" in adm.stdout
+    assert ictl.stdout == adm.stdout
+    doc = json.loads(rig.ictl("-m", "host", "-H", "5", "-C", "chap", "-o", "show", "--json").stdout)
+    assert doc[0]["type"] == "in"
