@@ -28,6 +28,7 @@ import struct
 from typing import Any, Sequence
 
 from ..db.errors import InvalidKey, InvalidValue
+from ..protocol.constants import ISCSI_PORT
 from .sysfs import FLASHNODE_ATTRS, FlashnodeAttr
 
 __all__ = ["UnsendableParam", "apply_updates", "flashnode_params", "BY_KEY", "SECRET_KEYS",
@@ -38,7 +39,7 @@ BY_KEY: dict[str, FlashnodeAttr] = {a.key: a for a in FLASHNODE_ATTRS}
 #: the values that are secrets: never in a message (``********`` in listings unless -S)
 SECRET_KEYS = frozenset({"flashnode.session.password", "flashnode.session.password_in"})
 #: flashnode_build_config's port for a record whose port is 0 (ISCSI_LISTEN_PORT)
-DEFAULT_PORT = 3260
+DEFAULT_PORT = ISCSI_PORT
 #: native-endian struct formats of the numbers (iscsiadm memcpy()s them)
 _NUMBER_FORMAT = {"u8": "=B", "u16": "=H", "u32": "=I"}
 _ISID = re.compile(r"[0-9A-Fa-f]{12}")
