@@ -65,6 +65,7 @@ import struct
 from typing import Any
 
 from ..netlink.enums import ISCSI_CHAP_AUTH_NAME_MAX_LEN
+from ..netlink.errors import IscsiNetlinkError
 from . import errors as E
 from .hba import describe, hba_netlink, host_transport, kernel_errno, transport_handle
 
@@ -90,7 +91,7 @@ CHAP_TYPES = {"out": 0, "in": 1}  # enum chap_type_e
 
 def run(args, o, sysfs, submode: str, host_no: int | None, index: int | None) -> int:  # type: ignore[no-untyped-def]
     """``-C chap`` or ``-C stats`` of ``-m host`` (``index``: ``-x`` as strtoull read it)."""
-    from .host_cmd import OPS, _op_mask
+    from .host_cmd import _op_mask, op_name
 
     mask = _op_mask(args.op or [])
     if submode == "stats":
@@ -101,7 +102,7 @@ def run(args, o, sysfs, submode: str, host_no: int | None, index: int | None) ->
         raise E.CliError("CHAP mode requires host no and valid operation", E.INVAL)
     if index == ULLONG_MAX:  # iscsiadm's "no -x" (and -x -1, as strtoull reads it)
         index = None
-    op = next((name for name, bit in OPS.items() if bit == mask), None)
+    op = op_name(mask)
     if op not in ("show", "new", "update", "delete"):
         raise E.CliError("Invalid operation.", E.INVAL)
     transport = host_transport(sysfs, o, host_no)
@@ -125,7 +126,7 @@ def _show(args, o, sysfs, transport: str, host_no: int, index: int | None) -> in
         while True:
             try:
                 got = nl.get_chap(handle, host_no, start, CHAP_ENTRIES_PER_READ)
-            except Exception as e:  # noqa: BLE001 - every netlink failure is said the same way
+            except IscsiNetlinkError as e:
                 _netlink_failure(e, f"get_chap_info failed: {describe(e)}")
             entries += got
             if index is not None or len(got) < CHAP_ENTRIES_PER_READ:
@@ -221,7 +222,7 @@ def _set(args, o, sysfs, transport: str, host_no: int, index: int, op: str) -> i
     with hba_netlink() as nl:
         try:
             nl.set_chap(handle, host_no, chap_entries(index, kind, name, secret))
-        except Exception as e:  # noqa: BLE001
+        except IscsiNetlinkError as e:
             _netlink_failure(e, f"CHAP setting failed: {describe(e)}", index)
     if o.json:
         o.emit_json({"host_no": host_no, "index": index, "op": op, "rc": 0})
@@ -234,22 +235,17 @@ def _delete(o, sysfs, transport: str, host_no: int, index: int) -> int:  # type:
         o.json or o.lines([f"Deleting CHAP index: {index}"])
         try:
             nl.delete_chap(handle, host_no, index)
-        except Exception as e:  # noqa: BLE001
+        except IscsiNetlinkError as e:
             _netlink_failure(e, f"CHAP Delete failed: {describe(e)}", index)
     if o.json:
         o.emit_json({"host_no": host_no, "index": index, "op": "delete", "rc": 0})
     return E.SUCCESS
 
 
-def _netlink_failure(exc: BaseException, message: str, index: int | None = None) -> None:
-    """Raise the CliError of a failed request: 28 for an entry in use (EBUSY), else 1; a
-    bug of iscsictl's own (not the netlink layer's) is not hidden."""
+def _netlink_failure(exc: IscsiNetlinkError, message: str, index: int | None = None) -> None:
+    """Raise the CliError of a failed request: 28 for an entry in use (EBUSY), else 1."""
     import errno
 
-    from ..netlink import IscsiNetlinkError
-
-    if not isinstance(exc, IscsiNetlinkError):
-        raise exc
     if kernel_errno(exc) == errno.EBUSY and index is not None:
         raise E.CliError(f"CHAP index {index} is in use.", BUSY, lines=(message,)) from None
     raise E.CliError(message, E.ERR) from None
@@ -262,7 +258,7 @@ def _stats(o, sysfs, host_no: int) -> int:  # type: ignore[no-untyped-def]
     with hba_netlink() as nl:
         try:
             stats = nl.get_host_stats(handle, host_no)
-        except Exception as e:  # noqa: BLE001
+        except IscsiNetlinkError as e:
             _netlink_failure(e, f"get_host_stats failed: {describe(e)}")
     if o.json:
         o.emit_json({"host_no": host_no, "transport": transport, "counters": stats.counters,

@@ -217,6 +217,18 @@ def _parse_host(text: str, hosts: list[dict[str, Any]]) -> int:
     return int(m.group(1))
 
 
+def host_option(args, sysfs) -> int | None:  # type: ignore[no-untyped-def]
+    """``-H`` (of host mode, and of iface mode's ``-o applyall``) as a host number, None
+    when not given; exit 7 for one iscsiadm's parse_host_info refuses."""
+    return None if args.host is None else _parse_host(args.host, _hosts(sysfs))
+
+
+def op_name(mask: int) -> str | None:
+    """The ``-o`` whose bit is ``mask`` alone (``_op_mask``'s result), None for none or
+    several."""
+    return next((name for name, bit in OPS.items() if bit == mask), None)
+
+
 def _hosts(sysfs) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
     out = []
     for n in sorted(sysfs.host_numbers(), key=lambda n: f"host{n}"):
@@ -295,7 +307,7 @@ def _flashnode(args, o, sysfs, index: int | None) -> int:  # type: ignore[no-unt
     """``-C flashnode``: an HBA's flash targets (usr/iscsiadm.c exec_flashnode_op): listed,
     one shown with ``-x``, or one made, deleted, changed, logged in or out."""
     mask = _op_mask(args.op or [])
-    host_no = None if args.host is None else _parse_host(args.host, _hosts(sysfs))
+    host_no = host_option(args, sysfs)
     if host_no is None:  # what iscsiadm 2.1.8 means to say: its "no -H" wraps to host 0
         raise E.CliError("FLASHNODE mode requires host no", E.INVAL)
     if index is None or index > MAX_FLASHNODE_IDX:
@@ -303,7 +315,7 @@ def _flashnode(args, o, sysfs, index: int | None) -> int:  # type: ignore[no-unt
         if mask not in (0, OPS["show"], OPS["new"]):
             raise E.CliError("Invalid flashnode index", E.INVAL)
     transport = host_transport(sysfs, o, host_no)
-    op = next((name for name, bit in OPS.items() if bit == mask), None)
+    op = op_name(mask)
     if op in FLASHNODE_OPS:
         return _flashnode_write(args, o, sysfs, op, transport, host_no, index)
     if mask not in (0, OPS["show"]):
@@ -433,8 +445,8 @@ def run(args, o, mode: str) -> int:  # type: ignore[no-untyped-def]
     if args.submode in ("chap", "stats"):  # -o without one is ignored, as by iscsiadm
         from . import hba_cmd
 
-        host_no = None if args.host is None else _parse_host(args.host, _hosts(_sysfs()))
-        return hba_cmd.run(args, o, _sysfs(), args.submode, host_no, index)
+        sysfs = _sysfs()
+        return hba_cmd.run(args, o, sysfs, args.submode, host_option(args, sysfs), index)
     level = args.print if args.print is not None else 0
     if level not in (-1, 0, 1, 2, 3, 4):
         raise E.CliError(f"Invalid info level {level}. Try 0 - 4.", E.INVAL)

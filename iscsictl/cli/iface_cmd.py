@@ -194,10 +194,10 @@ def apply(db, args, o, op: str) -> int:
     from ..kernel.net_config import NetConfigError, attached, net_config
     from ..kernel.sysfs import Sysfs
     from ._common import sysfs_root
-    from .host_cmd import _hosts, _parse_host
+    from .host_cmd import host_option
 
     sysfs = Sysfs(sysfs_root())
-    host_no = None if args.host is None else _parse_host(args.host, _hosts(sysfs))
+    host_no = host_option(args, sysfs)
     if op == "apply":
         names = args.interface or []
         if not names:
