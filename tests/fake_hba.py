@@ -201,8 +201,7 @@ class FakeHbaKernel:
         return [echo(raw, r_retcode=0)]
 
     def _get_host_stats(self, raw, msg, host):
-        values = {n: host.stats.get(n, 0) for n in m._HOST_STATS_U64}
-        payload = m.iscsi_offload_host_stats_payload.to_bytes(**values, custom_length=0)
+        payload = m.iscsi_offload_host_stats_payload.to_bytes(**host.stats, custom_length=0)
         return [m.encode_message(E.GET_HOST_STATS, transport_handle=msg["transport_handle"],
                                  nlmsg_type=0, host_no=msg["host_no"], payload=payload),
                 echo(raw, r_retcode=0)]

@@ -90,3 +90,12 @@ def tgt_many(tmp_path_factory):
         for i in range(1000):
             t.add_target(f"iqn.2026-11.test.many:target-{i:04d}")
         yield t
+
+
+@pytest.fixture(scope="session")
+def shim(tmp_path_factory):
+    """tests/nlshim.c built once: the LD_PRELOAD library that points a process's
+    NETLINK_ISCSI socket at a fake HBA kernel (tests/fake_hba.py, offload_tree.HbaRig)."""
+    from fake_hba import build_shim
+
+    return build_shim(str(tmp_path_factory.mktemp("shim")))

@@ -139,6 +139,12 @@ def offload_sysfs(root) -> str:
     return str(root)
 
 
+def stderr_lines(text: str, prog: str) -> list[str]:
+    """A tool's stderr as lines without its ``prog: `` prefix (to compare iscsiadm's with
+    iscsictl's)."""
+    return [line.removeprefix(f"{prog}: ") for line in text.splitlines()]
+
+
 class HbaRig:
     """The fake offload HBA kernel (tests/fake_hba.py) serving this module's sysfs tree, and
     the two tools run against both: :meth:`adm` the real iscsiadm, :meth:`ictl` iscsictl

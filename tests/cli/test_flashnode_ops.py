@@ -10,22 +10,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-import pytest
-
-from fake_hba import Host, build_shim
+from fake_hba import Host
 from iscsictl.kernel.sysfs import FLASHNODE_ATTRS
 from iscsictl.netlink import messages as m
 from iscsictl.netlink.enums import IscsiFlashnodeParam as P
-from offload_tree import HbaRig
+from offload_tree import HbaRig, stderr_lines
 
 H5 = ("-m", "host", "-H", "5", "-C", "flashnode")
 H6 = ("-m", "host", "-H", "6", "-C", "flashnode")
 ENOSYS_LINE = "Received iferror -38: Function not implemented."
-
-
-@pytest.fixture(scope="module")
-def shim(tmp_path_factory):
-    return build_shim(str(tmp_path_factory.mktemp("shim")))
 
 
 def _hosts() -> dict[int, Host]:
@@ -65,7 +58,7 @@ def _both(tmp_path, shim, *commands: tuple[str, ...]) -> tuple[list[Run], list[R
                 n = len(rig.kernel.requests)
                 cp = getattr(rig, who)(*args)
                 runs[who].append(Run(cp.returncode, cp.stdout,
-                                     [ln.removeprefix(f"{prog}: ") for ln in cp.stderr.splitlines()],
+                                     stderr_lines(cp.stderr, prog),
                                      [_request(*r) for r in rig.kernel.requests[n:]]))
     return runs["adm"], runs["ictl"]
 

@@ -11,15 +11,10 @@ import re
 
 import pytest
 
-from fake_hba import ChapEntry, Host, build_shim
+from fake_hba import ChapEntry, Host
 from iscsictl.netlink import messages as m
 from iscsictl.netlink.enums import IscsiUeventE as E
-from offload_tree import HbaRig
-
-
-@pytest.fixture(scope="module")
-def shim(tmp_path_factory):
-    return build_shim(str(tmp_path_factory.mktemp("shim")))
+from offload_tree import HbaRig, stderr_lines
 
 
 def _table(n: int) -> dict[int, ChapEntry]:
@@ -35,10 +30,6 @@ def rig(tmp_path, shim):
     with HbaRig(tmp_path, shim, hosts) as r:
         yield r
 
-
-def _err(text: str, prog: str) -> list[str]:
-    """stderr's lines without the program's prefix."""
-    return [line.removeprefix(f"{prog}: ") for line in text.splitlines()]
 
 
 def test_table_listed_as_iscsiadm_lists_it_reading_7_entries_a_request(rig):
@@ -120,7 +111,7 @@ def test_refusals_as_iscsiadm(rig, args, rc, message):
     adm = rig.adm("-m", "host", "-H", "5", "-C", "chap", *args)
     ictl = rig.ictl("-m", "host", "-H", "5", "-C", "chap", *args)
     assert adm.returncode == ictl.returncode == rc
-    assert _err(adm.stderr, "iscsiadm")[-1] == _err(ictl.stderr, "iscsictl")[-1] == message
+    assert stderr_lines(adm.stderr, "iscsiadm")[-1] == stderr_lines(ictl.stderr, "iscsictl")[-1] == message
     assert rig.kernel.hosts[5].chap == before
 
 

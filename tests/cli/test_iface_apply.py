@@ -10,19 +10,14 @@ import json
 import struct
 import pytest
 
-from fake_hba import Host, build_shim
+from fake_hba import Host
 from iscsictl.netlink import messages as m
 from iscsictl.netlink.enums import IscsiNetParam as N
 from iscsictl.netlink.enums import IscsiUeventE as E
-from offload_tree import HbaRig
+from offload_tree import HbaRig, stderr_lines
 
 QLA_MAC = "00:0e:1e:aa:bb:cc"
 BNX_MAC = "00:10:18:AA:BB:01"
-
-
-@pytest.fixture(scope="module")
-def shim(tmp_path_factory):
-    return build_shim(str(tmp_path_factory.mktemp("shim")))
 
 
 class ApplyRig(HbaRig):
@@ -57,9 +52,6 @@ def rig(tmp_path, shim):
                                    6: Host("bnx2i")}) as r:
         yield r
 
-
-def _err(text: str, prog: str) -> list[str]:
-    return [line.removeprefix(f"{prog}: ") for line in text.splitlines()]
 
 
 def _nlas(payload: bytes) -> list[bytes]:
@@ -163,7 +155,7 @@ def test_nothing_to_configure(rig, name, settings):
     adm, ictl, adm_sent, ictl_sent = rig.both("-m", "iface", "-I", name, "-o", "apply")
     assert adm.returncode == ictl.returncode == 0
     assert adm.stdout == ictl.stdout == f"{name} applied.\n"
-    assert _err(adm.stderr, "iscsiadm") == _err(ictl.stderr, "iscsictl") == [
+    assert stderr_lines(adm.stderr, "iscsiadm") == stderr_lines(ictl.stderr, "iscsictl") == [
         "Nothing to configure."]
     assert adm_sent == ictl_sent == []
 
@@ -176,7 +168,7 @@ def test_tcp_iface_with_an_address_fails_as_iscsiadm_and_says_why(rig):
     assert adm.returncode == ictl.returncode == 1
     assert adm.stdout == ictl.stdout == ""
     assert adm_sent[0]["host_no"] == 0xFFFFFFFF and ictl_sent == []
-    assert _err(ictl.stderr, "iscsictl") == [
+    assert stderr_lines(ictl.stderr, "iscsictl") == [
         "Could not apply net configuration: no iSCSI host has the ipaddress 10.0.0.5 of iface "
         "sw (a tcp iface is software iSCSI: the system's network settings are its own)."]
 
@@ -188,7 +180,7 @@ def test_driver_without_the_operation_is_enosys_by_name(rig):
     assert adm.returncode == ictl.returncode == 1
     assert adm.stdout == ictl.stdout == ""
     assert "Set net_config failed. errno=" in adm.stderr
-    assert _err(ictl.stderr, "iscsictl") == [
+    assert stderr_lines(ictl.stderr, "iscsictl") == [
         "Could not apply net configuration: set net_config of host6 failed (ENOSYS, Function "
         "not implemented: the bnx2i driver cannot set network settings)."]
     assert a["host_no"] == i["host_no"] == 6 and i["payload"] == a["payload"]
@@ -197,11 +189,11 @@ def test_driver_without_the_operation_is_enosys_by_name(rig):
 def test_unknown_iface_and_no_iface(rig):
     adm, ictl, adm_sent, ictl_sent = rig.both("-m", "iface", "-I", "nosuch", "-o", "apply")
     assert adm.returncode == ictl.returncode == 6
-    assert _err(adm.stderr, "iscsiadm") == ["Could not read iface nosuch (6)."]
-    assert _err(ictl.stderr, "iscsictl") == ["Could not read iface nosuch: not found"]
+    assert stderr_lines(adm.stderr, "iscsiadm") == ["Could not read iface nosuch (6)."]
+    assert stderr_lines(ictl.stderr, "iscsictl") == ["Could not read iface nosuch: not found"]
     adm, ictl, _, _ = rig.both("-m", "iface", "-o", "apply")
     assert adm.returncode == ictl.returncode == 7
-    assert _err(adm.stderr, "iscsiadm") == _err(ictl.stderr, "iscsictl") == [
+    assert stderr_lines(adm.stderr, "iscsiadm") == stderr_lines(ictl.stderr, "iscsictl") == [
         "Apply requires iface."]
     assert adm_sent == ictl_sent == []
 
@@ -210,13 +202,13 @@ def test_applyall_needs_an_existing_host(rig):
     """Without -H iscsiadm 2.1.8 applies to host 0 (its "no -H" wraps): iscsictl refuses
     with the message iscsiadm means; a host that is not there: "Could not match"."""
     ictl = rig.ictl("-m", "iface", "-o", "applyall")
-    assert (ictl.returncode, _err(ictl.stderr, "iscsictl")) == (7, [
+    assert (ictl.returncode, stderr_lines(ictl.stderr, "iscsictl")) == (7, [
         "Applyall requires a valid host number or MAC passed in with the --host argument."])
     ictl = rig.ictl("-m", "iface", "-H", "99", "-o", "applyall")
-    assert (ictl.returncode, _err(ictl.stderr, "iscsictl")) == (
+    assert (ictl.returncode, stderr_lines(ictl.stderr, "iscsictl")) == (
         7, ["Could not match host99 to ifaces."])
     ictl = rig.ictl("-m", "iface", "-H", "11:22:33:44:55:66", "-o", "applyall")
-    assert (ictl.returncode, _err(ictl.stderr, "iscsictl")) == (
+    assert (ictl.returncode, stderr_lines(ictl.stderr, "iscsictl")) == (
         7, ["Could not match MAC to host."])
     assert rig.kernel.requests == []
 
@@ -240,7 +232,7 @@ def test_bad_values_refused_before_anything_is_sent(rig, key, value, said):
     adm, ictl, adm_sent, ictl_sent = rig.both("-m", "iface", "-I", "bad", "-o", "apply")
     assert adm.returncode == 0 and len(adm_sent) == 1
     assert (ictl.returncode, ictl.stdout, ictl_sent) == (7, "", [])
-    assert _err(ictl.stderr, "iscsictl") == [f"Could not apply net configuration: {said}"]
+    assert stderr_lines(ictl.stderr, "iscsictl") == [f"Could not apply net configuration: {said}"]
 
 
 def test_every_setting_sent_where_iscsiadm_drops_the_last(rig):
