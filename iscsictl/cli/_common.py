@@ -32,10 +32,12 @@ def _bad_portal(text: str, why: str) -> E.CliError:
                       "[ipv6][:port][,tpgt] or hostname[:port]", E.INVAL)
 
 
-def parse_portal_arg(text: str, allow_tag: bool = True) -> PortalArg:
+def parse_portal_arg(text: str, allow_tag: bool = True,
+                     default_port: int | None = None) -> PortalArg:
     """Parse ``-p`` (:func:`iscsictl.lexical.split_portal`: the grammar TargetAddress values
-    are read by) without importing the protocol stack.  Raises CliError (exit 7).  Stricter
-    than iscsiadm, which stores '-x', 'a..b', '999.1.1.1' or '10.0.0.1:' (port 0) as given."""
+    are read by) without importing the protocol stack; without a port, ``default_port``
+    (None: iSCSI's 3260).  Raises CliError (exit 7).  Stricter than iscsiadm, which stores
+    '-x', 'a..b', '999.1.1.1' or '10.0.0.1:' (port 0) as given."""
     from ..lexical import split_portal
     if allow_tag and text.rstrip().endswith(",-1"):  # the unknown tag, as -P 1 prints it
         text = text.rstrip()[:-3]
@@ -43,7 +45,9 @@ def parse_portal_arg(text: str, allow_tag: bool = True) -> PortalArg:
         address, port, tpgt = split_portal(text, allow_tag)
     except ValueError as exc:
         raise _bad_portal(text, str(exc)) from None
-    return PortalArg(address, DEFAULT_PORT if port is None else port, tpgt)
+    if port is None:
+        port = DEFAULT_PORT if default_port is None else default_port
+    return PortalArg(address, port, tpgt)
 
 
 def check_target_name(name: str) -> str:

@@ -28,25 +28,25 @@ from ._common import open_db, parse_portal_arg
 from .output import node_json, record_json, tree_lines
 
 _TYPES = {"sendtargets": "sendtargets", "st": "sendtargets", "isns": "isns", "fw": "fw",
-          "slp": "slp", "static": "static"}
+          "slp": "slp"}
 
 
-def _did(args, db_needed=True):
+def _did(args):  # type: ignore[no-untyped-def]
+    from ..db.schema import ISNS_DEFAULT_PORT
     from ..db.store import DiscoveryID
     t = _TYPES.get(args.type or "sendtargets")  # -p alone names a SendTargets record
     if t is None:
         raise E.CliError(f"discovery type '{args.type}' is not supported "
-                         "(sendtargets | st | fw)", E.INVAL)  # iscsiadm's code for it
-    if t == "isns":
-        raise E.CliError("iSNS discovery is not supported yet", E.ISNS_UNAVAILABLE)
-    if t != "sendtargets":
-        raise E.CliError(f"discovery type {t} is not supported yet", E.OP_NOT_SUPP)
+                         "(sendtargets | st | isns | fw)", E.INVAL)  # iscsiadm's code for it
+    if t == "slp":  # iscsiadm's words and code
+        raise E.CliError("SLP discovery is not fully implemented yet.", E.INVAL)
     if not args.portal:
         raise E.CliError("discovery needs -p ip[:port]", E.INVAL)
-    p = parse_portal_arg(args.portal)  # a tag (copied from a listing) is ignored, as iscsiadm
+    p = parse_portal_arg(args.portal,  # a tag (copied from a listing) is ignored, as iscsiadm
+                         default_port=ISNS_DEFAULT_PORT if t == "isns" else None)
     # keyed by the address as given, a host name too (iscsiadm's drec.address): it is
     # resolved at each connect, so a rediscovery follows the name to a new address
-    return DiscoveryID("sendtargets", p.address, p.port), p
+    return DiscoveryID(t, p.address, p.port), p
 
 
 def run(args, o, mode: str) -> int:
@@ -136,9 +136,16 @@ def _tree(db, dids) -> tuple[list[str], int]:
         for d in section:
             out.append(f"DiscoveryAddress: {d.address},{d.port}")
             out.extend(_grouped(_linked_nodes(db, d)))
+        found += len(section)
+        if not section and dtype == "isns":
+            # no iSNS server record: the records a -m discovery -t isns linked from isns/
+            # itself, as iscsiadm falls back to (its pre-2.0-872 layout)
+            nids = _linked(db, "isns")
+            out.extend(_grouped(nids))
+            found += len(nids)
+            section = nids
         if not section:
             out.append("No targets found.")
-        found += len(section)
     for title, dtype in (("STATIC:", "static"), ("FIRMWARE:", "fw")):
         out.append(title)
         nids = _linked(db, dtype)
@@ -205,13 +212,16 @@ def discoverydb_op(args, o, ops, missing_code: int = E.IDBM) -> int:
 
 # ---- discover ----------------------------------------------------------------------------
 def discover(args, o, ops, from_db: bool, missing_code: int = E.IDBM) -> int:
-    """Discover and write the records (iscsiadm's exec_discover / do_software_sendtargets).
+    """Discover and write the records (iscsiadm's exec_discover, do_software_sendtargets
+    and do_isns).
 
     ``from_db``: with the stored discovery record; a missing one is created from the
     defaults for ``-m discoverydb -D`` (as iscsiadm does), "not found!" (``missing_code``
-    7) for ``-m discovery -p`` without ``-t``.  One SendTargets exchange per iface, through
-    that iface's network device and with its initiator name; any failure stops the
-    discovery before a record is written (iscsiadm's all-or-nothing)."""
+    7) for ``-m discovery -p`` without ``-t``.  ``-m discovery -t isns`` stores no record (as
+    iscsiadm: its node records are then linked from ``isns/`` itself).  One exchange per
+    iface: SendTargets through that iface's network device and with its initiator name;
+    iSNS once per initiator name.  Any failure stops the discovery before a record is
+    written (iscsiadm's all-or-nothing)."""
     from ..db.errors import RecordNotFound
     did, p = _did(args)
     db = open_db(args, o)
@@ -237,6 +247,10 @@ def discover(args, o, ops, from_db: bool, missing_code: int = E.IDBM) -> int:
     if not software:
         return E.OP_NOT_SUPP if ifaces else E.NO_OBJS_FOUND
     ifaces = software
+    if did.type == "isns":
+        found = _isns(args, o, p, ifaces)
+        result = _apply(db, did, found, ops) if persistent else None
+        return _report(args, o, db, did, found, result, persistent)
     if rec is None:
         rec, stored = discovery_record(defer=True)
 
@@ -252,6 +266,13 @@ def discover(args, o, ops, from_db: bool, missing_code: int = E.IDBM) -> int:
             if stored is not None:
                 stored.result()
         result = _apply(db, did, found, ops) if persistent else None
+    return _report(args, o, db, did, found, result, persistent)
+
+
+def _report(args, o, db, did, found, result,  # type: ignore[no-untyped-def]
+            persistent: bool) -> int:
+    """A discovery's output (``ip:port,tpgt target`` lines, the ``-P 1`` tree or JSON) and
+    its logins with ``-l``; the exit code."""
     if result is not None:
         for nid, err in result.failed:
             o.error(f"Could not add/update [tcp:[hw=,ip=,net_if=,iscsi_if={nid.iface}] "
@@ -266,7 +287,7 @@ def discover(args, o, ops, from_db: bool, missing_code: int = E.IDBM) -> int:
         rc = rc or _login_found(db, found, persistent, args, o, logins)
     if o.json:
         o.emit_json({
-            "discovery": {"type": "sendtargets", "address": did.address, "port": did.port},
+            "discovery": {"type": did.type, "address": did.address, "port": did.port},
             "persistent": persistent,
             "nodes": [node_json(n) for n in found],
             "added": [node_json(n) for n in result.added] if result else [],
@@ -275,6 +296,32 @@ def discover(args, o, ops, from_db: bool, missing_code: int = E.IDBM) -> int:
             **({"logins": logins} if args.login else {}),
         })
     return rc
+
+
+def _isns(args, o, p, ifaces) -> list:  # type: ignore[no-untyped-def]
+    """iscsiadm's discovery_isns for each iface: the targets the iSNS server lets the
+    iface's initiator name (else the host's) see, as NodeIDs of that iface; one query per
+    distinct name.  Not through the iface's network device: iscsiadm's libisns does not bind
+    either, and an iSNS server is often on another network than the storage.  A failure is
+    a CliError: 25 (the query), 26 (a registration the server wanted and refused)."""
+    from ..db.store import NodeID
+    from ..discovery.isns import query_targets
+    from ..transport.iface import iface_initiator_name
+    from ._common import initiator_name
+    found, answers = [], {}
+    for ifn, iface in ifaces:
+        name = iface_initiator_name(iface) or initiator_name(args)
+        if name not in answers:
+            try:
+                answers[name] = query_targets(p.address, p.port, name, log=o.error)
+            except Exception as e:
+                code = E.exit_code_of(e)
+                raise E.CliError(f"Could not perform iSNS discovery: {E.err_to_str(code)}",
+                                 code, lines=(str(e),)) from None
+        found.extend(NodeID(g.target, g.address, g.port, g.tag, ifn) for g in answers[name])
+    if not found:
+        raise E.CliError("No portals found", E.NO_OBJS_FOUND)
+    return found
 
 
 class _Deferred:

@@ -840,9 +840,16 @@ class NodeDB:
                     ddir = None
                 if dirs is not None:
                     dirs[source] = ddir
-            if ddir is None:
+            if ddir is not None:
+                link, target = f"{ddir}/{nid.link_name}", f"../../{rel_node}"
+                if dtype == "isns":  # the old-style link it replaces (iscsiadm's overwrite)
+                    self._unlink_quiet(self._p(ISNS, nid.link_name))
+            elif dtype == "isns":
+                # no server directory (-m discovery -t isns stores no discovery record):
+                # iscsiadm's old-style link in isns/ itself (setup_disc_to_node_link)
+                link, target = f"{self._mkdirs(ISNS)}/{nid.link_name}", f"../{rel_node}"
+            else:
                 return  # no discovery record dir: iscsiadm links nothing either
-            link, target = f"{ddir}/{nid.link_name}", f"../../{rel_node}"
         elif dtype in ("static", "fw"):
             d = self._mkdirs(STATIC if dtype == "static" else FW)
             link, target = f"{d}/{nid.link_name}", f"../{rel_node}"
@@ -925,6 +932,15 @@ class NodeDB:
                     os.unlink(os.path.join(pdir, name))
                 except OSError:
                     pass
+
+    @staticmethod
+    def _unlink_quiet(path: str) -> None:
+        """Remove a link if it is one (nothing else, and no error when it is not there)."""
+        if os.path.islink(path):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
     @staticmethod
     def _rmdir_quiet(path: str) -> None:
@@ -1050,7 +1066,32 @@ class NodeDB:
                 self.warn(f"{e.path}: not a node link name: skipped")
                 continue
             out.append(nid)
-        return sorted(out)
+        if did.type == "isns":
+            out.extend(self._old_style_isns_nodes(did))
+        return sorted(set(out))
+
+    def _old_style_isns_nodes(self, did: DiscoveryID) -> list[NodeID]:
+        """The records linked from ``isns/`` itself (iscsiadm's links of a ``-m discovery -t
+        isns``, made without a server directory) that name ``did``'s server as their source:
+        iscsiadm's stale-record match is by the record's discovery fields."""
+        out = []
+        try:
+            entries = [e for e in os.scandir(self._p(ISNS)) if e.is_symlink()]
+        except OSError:
+            return out
+        for e in entries:
+            nid = _parse_link_name(e.name)
+            if nid is None:
+                continue
+            try:
+                v = self.read_node(nid).values
+            except DBError:
+                continue  # gone or damaged: not this source's to judge
+            if (v.get("node.discovery_type") == "isns"
+                    and v.get("node.discovery_address") == did.address
+                    and v.get("node.discovery_port") == did.port):
+                out.append(nid)
+        return out
 
     def delete_discovery(self, did: DiscoveryID, *, delete_nodes: bool = True) -> list[NodeID]:
         """Delete a discovery record (``discoverydb -o delete``) and, by default, the node

@@ -1,0 +1,112 @@
+"""iSNS discovery over TCP (RFC 4171), open-iscsi's way: the I/O around
+:class:`iscsictl.protocol.isns.TargetQuery`.
+
+One connection to the server, through the iface's network device when it binds one; the
+query (and, for a server that wants the querying node registered, a registration, the query
+again and a deregistration) on it; close.  The connect is bounded by
+:data:`CONNECT_TIMEOUT` and each answer by :data:`CALL_TIMEOUT` (open-isns's
+``Network.ConnectTimeout`` and ``Network.CallTimeout``, which iscsiadm's libisns uses).
+Nothing is retried: iscsiadm makes a disconnect fatal too.
+
+No kernel module, no root and no daemon are needed.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import time
+from typing import Mapping
+
+from ..protocol.isns import (Function, IsnsFormatError, MessageReader, PortalGroup,
+                             TargetQuery, encode_request, status_text)
+from ..transport.errors import ConnectionClosed, TransportError, TransportTimeout
+from ..transport.tcp import Connection
+
+__all__ = ["CALL_TIMEOUT", "CONNECT_TIMEOUT", "IsnsQueryFailed", "IsnsRegFailed",
+           "query_targets"]
+
+CONNECT_TIMEOUT = 5.0  #: seconds (open-isns Network.ConnectTimeout)
+CALL_TIMEOUT = 60.0  #: seconds for each answer (open-isns Network.CallTimeout)
+
+ISCSI_ERR_ISNS_QUERY = 25
+ISCSI_ERR_ISNS_REG_FAILED = 26
+
+
+class IsnsQueryFailed(Exception):
+    """The discovery failed: the server refused the query, could not be reached, or broke
+    the protocol.  Exit code 25 (ISCSI_ERR_ISNS_QUERY), iscsiadm's for all of them."""
+
+    exit_code = ISCSI_ERR_ISNS_QUERY
+
+
+class IsnsRegFailed(IsnsQueryFailed):
+    """The server wanted the initiator registered and refused the registration.  Exit code
+    26 (ISCSI_ERR_ISNS_REG_FAILED)."""
+
+    exit_code = ISCSI_ERR_ISNS_REG_FAILED
+
+
+def _read_response(sock: socket.socket, reader: MessageReader, server: str):
+    """The next response to ``reader``'s transaction, each read within CALL_TIMEOUT."""
+    deadline = time.monotonic() + CALL_TIMEOUT
+    while True:
+        want, buf = reader.needed(), bytearray()
+        while len(buf) < want:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TransportTimeout(f"iSNS server {server}: no answer within "
+                                       f"{CALL_TIMEOUT:g} s")
+            sock.settimeout(left)
+            try:
+                chunk = sock.recv(want - len(buf))
+            except socket.timeout:
+                continue
+            except OSError as e:
+                raise ConnectionClosed(f"iSNS server {server}: {e.strerror or e}") from None
+            if not chunk:
+                raise ConnectionClosed(f"iSNS server {server} closed the connection")
+            buf += chunk
+        resp = reader.feed(bytes(buf))
+        if resp is not None:
+            return resp
+
+
+def query_targets(host: str, port: int, initiator: str, *,
+                  iface: Mapping[str, str] | None = None,
+                  log=None) -> list[PortalGroup]:  # type: ignore[no-untyped-def]
+    """The portal groups of the targets ``initiator`` may see, from the iSNS server at
+    ``host``:``port`` (a name, IPv4 or IPv6 address).
+
+    ``log`` (a callable taking a line) hears of a deregistration the server refused, which
+    does not fail the discovery.  Raises IsnsRegFailed (26) or IsnsQueryFailed (25), whose
+    message says why (the server's status as iscsiadm words it, or the connection's
+    failure)."""
+    server = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    query = TargetQuery(initiator, first_xid=random.randrange(1, 0x8000))
+    try:
+        conn = Connection.open(host, port, CONNECT_TIMEOUT, iface=iface)
+    except TransportError as e:
+        raise IsnsQueryFailed(str(e)) from None
+    with conn:
+        reader = MessageReader()
+        req = query.start()
+        try:
+            while req is not None:
+                conn.sock.sendall(encode_request(req))
+                reader.expect(req.xid)
+                req = query.receive(_read_response(conn.sock, reader, server))
+        except IsnsFormatError as e:
+            raise IsnsQueryFailed(f"iSNS server {server}: {e}") from None
+        except TransportError as e:
+            raise IsnsQueryFailed(str(e)) from None
+        except OSError as e:  # sendall
+            raise IsnsQueryFailed(f"iSNS server {server}: {e.strerror or e}") from None
+    if query.dereg_error is not None and log is not None:
+        log(f"Could not deregister {initiator} with iSNS server: "
+            f"{status_text(query.dereg_error.status)}.")
+    err = query.error
+    if err is not None:
+        cls = IsnsRegFailed if err.function == Function.DEV_ATTR_REG else IsnsQueryFailed
+        raise cls(str(err))
+    return query.groups
