@@ -46,11 +46,15 @@ def prepare_etc(etc_dir: str, initiator_name: str = "iqn.1993-08.org.debian:01:0
 
 def iscsiadm(etc_dir: str, *args: str, lock_dir: str | None = None, check: bool = False,
              timeout: float = 60, sys_dir: str | None = None,
-             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+             env: dict[str, str] | None = None,
+             iscsid: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run ``iscsiadm args...`` with ``etc_dir`` bind-mounted on /etc/iscsi and ``lock_dir``
     (default: ``<etc_dir>/../iscsi-lock``) on /run/lock/iscsi, in a private mount namespace;
-    ``sys_dir``: a sysfs tree made for the test, bind-mounted on /sys there.  Returns the
-    CompletedProcess (text stdout/stderr)."""
+    ``sys_dir``: a sysfs tree made for the test, bind-mounted on /sys there.  ``iscsid``:
+    the environment that points a process's NETLINK_ISCSI at a fake kernel
+    (``fake_hba.FakeHbaKernel.env``): the real iscsid then runs there too, for the command's
+    length (iscsiadm asks it for the initiator name and iscsid.conf's path, e.g. in an
+    iSNS discovery).  Returns the CompletedProcess (text stdout/stderr)."""
     exe = iscsiadm_path()
     prepare_etc(etc_dir)
     if lock_dir is None:
@@ -62,7 +66,7 @@ def iscsiadm(etc_dir: str, *args: str, lock_dir: str | None = None, check: bool 
         f"mount --bind {shlex.quote(os.path.abspath(etc_dir))} /etc/iscsi; "
         f"mount --bind {shlex.quote(os.path.abspath(lock_dir))} /run/lock/iscsi; "
         + (f"mount --bind {shlex.quote(os.path.abspath(sys_dir))} /sys; " if sys_dir else "")
-        + f"set +e; {cmd}"
+        + (_with_iscsid(cmd, iscsid, timeout - 15) if iscsid else f"set +e; {cmd}")
     )
     cp = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
                         capture_output=True, text=True, timeout=timeout,
@@ -70,6 +74,24 @@ def iscsiadm(etc_dir: str, *args: str, lock_dir: str | None = None, check: bool 
     if check and cp.returncode != 0:
         raise AssertionError(f"iscsiadm {' '.join(args)} -> {cp.returncode}\n{cp.stderr}")
     return cp
+
+
+def _with_iscsid(cmd: str, env: dict[str, str], timeout: float) -> str:
+    """Shell: iscsid started in its own session (it signals its process group when it
+    exits), waited for on its abstract MGMT socket (at most 10 s), ``cmd`` run (killed after
+    ``timeout`` s), iscsid stopped (SIGKILL if SIGTERM has not ended it in 5 s); the
+    command's exit code kept.  Refused (exit 99) while another iscsid serves the socket: the
+    command would talk to that one."""
+    exe = shutil.which("iscsid") or "/sbin/iscsid"
+    assign = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    up = "grep -q ISCSIADM_ABSTRACT_NAMESPACE /proc/net/unix"
+    return (f"if {up}; then echo 'an iscsid is running already' >&2; exit 99; fi; "
+            f"env {assign} setsid {exe} -f >/dev/null 2>&1 & ipid=$!; n=0; "
+            f"until {up}; do n=$((n+1)); [ $n -gt 200 ] && break; sleep 0.05; done; "
+            f"set +e; timeout -k 2 {timeout:g} {cmd}; rc=$?; kill $ipid; n=0; "
+            "while ! grep -qs '^State:.*Z' /proc/$ipid/status && [ -e /proc/$ipid ]; do "
+            "n=$((n+1)); [ $n -gt 100 ] && kill -9 $ipid; sleep 0.05; done; "
+            "wait $ipid; exit $rc")
 
 
 # --------------------------------------------------------------------------------------------
@@ -97,10 +119,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Tgtd:
+class _LoopbackDaemon:
+    """A peer daemon run by a test on ``127.0.0.1:port``: killed (SIGKILL) and waited for
+    by :meth:`stop`; a context manager, never left running.  Subclasses define start()."""
+
+    port = 0
+    proc: subprocess.Popen | None = None
+
+    def start(self):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait(10)
+        self.proc = None
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def portal(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+class Tgtd(_LoopbackDaemon):
     """One tgtd on ``127.0.0.1:port`` with its own control port (``-C``), configured with
-    tgtadm.  tgtd ignores SIGTERM while it has targets, so :meth:`stop` sends SIGKILL to its
-    PID and waits.  Use as a context manager; never left running."""
+    tgtadm (tgtd ignores SIGTERM while it has targets: hence the SIGKILL)."""
 
     def __init__(self, workdir: str):
         self.workdir = workdir
@@ -109,12 +158,13 @@ class Tgtd:
         self.control = 0
         self.proc: subprocess.Popen | None = None
         self._next_tid = 1
+        self.targets: list[str] = []
 
     def start(self) -> "Tgtd":
         exe = tgtd_path()
         for _ in range(20):
             self.port = free_port()
-            self.control = random.randint(2000, 60000)
+            self.control = random.randint(2000, 32767)  # tgtd refuses a larger -C
             log = open(os.path.join(self.workdir, "tgtd.log"), "ab")
             self.proc = subprocess.Popen(
                 [exe, "-f", "-C", str(self.control), "--iscsi",
@@ -134,23 +184,6 @@ class Tgtd:
             self.stop()
         raise AssertionError(f"tgtd did not start; see {self.workdir}/tgtd.log")
 
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        if self.proc is not None:
-            self.proc.wait(10)
-        self.proc = None
-
-    def __enter__(self) -> "Tgtd":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    @property
-    def portal(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
     def adm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         cp = subprocess.run(["tgtadm", "-C", str(self.control), "--lld", "iscsi", *args],
                             capture_output=True, text=True, timeout=30)
@@ -166,6 +199,7 @@ class Tgtd:
         mutual CHAP (``outgoing``).  Returns the tid."""
         tid = self._next_tid
         self._next_tid += 1
+        self.targets.append(iqn)
         self.adm("--mode", "target", "--op", "new", "--tid", str(tid), "-T", iqn)
         acl = ["--initiator-name", initiator_name] if initiator_name else ["-I", "ALL"]
         self.adm("--mode", "target", "--op", "bind", "--tid", str(tid), *acl)
@@ -192,3 +226,95 @@ class Tgtd:
         if outgoing:
             self.account(*outgoing)
             self.adm("--mode", "account", "--op", "bind", "--user", outgoing[0], "--outgoing")
+
+
+# --------------------------------------------------------------------------------------------
+# isnsd: open-isns's iSNS server on a free loopback port
+# --------------------------------------------------------------------------------------------
+def isnsd_path() -> str:
+    """Path of isnsd; AssertionError (so peer tests fail, not skip) when absent."""
+    path = shutil.which("isnsd") or ("/usr/sbin/isnsd" if os.path.exists("/usr/sbin/isnsd")
+                                     else None)
+    assert path, "isnsd not installed (Debian package open-isns-server; the Makefile installs it)"
+    assert shutil.which("isnsadm") or os.path.exists("/usr/sbin/isnsadm"), \
+        "isnsadm not installed (Debian package open-isns-utils)"
+    return path
+
+
+class Isnsd(_LoopbackDaemon):
+    """One isnsd on ``127.0.0.1:port``: no security, a default discovery domain (every node
+    sees every other), its database in ``workdir``."""
+
+    def __init__(self, workdir: str):
+        self.workdir = workdir
+        os.makedirs(os.path.join(workdir, "db"), exist_ok=True)
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+
+    def _conf(self, name: str, lines: list[str]) -> str:
+        path = os.path.join(self.workdir, name)
+        with open(path, "w") as f:
+            f.write("".join(line + "\n" for line in lines))
+        return path
+
+    def start(self) -> "Isnsd":
+        exe = isnsd_path()
+        for _ in range(10):
+            self.port = free_port()
+            conf = self._conf("isnsd.conf", [
+                f"BindAddress = 127.0.0.1:{self.port}", "SourceName = iqn.2026-11.test:isnsd",
+                "Security = 0", f"Database = {self.workdir}/db", "DefaultDiscoveryDomain = 1",
+                "SLPRegister = 0", f"PIDFile = {self.workdir}/isnsd.pid",
+                f"ControlSocket = {self.workdir}/isnsctl", "RegistrationPeriod = 0",
+                "ESIRetries = 0"])
+            log = open(os.path.join(self.workdir, "isnsd.log"), "ab")
+            self.proc = subprocess.Popen([exe, "-f", "-4", "-c", conf], stdout=log,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            log.close()
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                    return self
+                except OSError:
+                    time.sleep(0.02)
+            self.stop()
+        raise AssertionError(f"isnsd did not start; see {self.workdir}/isnsd.log")
+
+    def isnsadm(self, *args: str) -> str:
+        """``isnsadm args...`` (open-isns's own client) as a storage node of its own; its
+        output.  AssertionError when it fails."""
+        conf = self._conf("isnsadm.conf", ["SourceName = iqn.2026-11.test:isnsadm",
+                                           "Security = 0"])
+        cp = subprocess.run(["isnsadm", "-c", conf, "-s", self.portal, *args],
+                            capture_output=True, text=True, timeout=30)
+        assert cp.returncode == 0, f"isnsadm {' '.join(args)}: {cp.stderr}"
+        return cp.stdout
+
+    def query(self, *attrs: str) -> str:
+        return self.isnsadm("--query", *attrs)
+
+    def register_targets(self, entity: str, portal: str, names: list[str], tag: int = 1
+                         ) -> None:
+        """Register targets behind one portal (a portal group each, tag ``tag``) in one
+        network entity, as an administrator does for a target without an iSNS client of its
+        own (isnsadm --register), and wait until the server lists them.  (tgtd's own iSNS
+        client is not used: tgtd 1.0.85 stops answering logins once the server has sent it
+        State Change Notifications about two targets, and two tgtds register as the same
+        entity.)"""
+        objs = [f"entity={entity}"]
+        for i, name in enumerate(names):
+            objs += [f"target={name}"] + ([f"portal={portal}"] if i == 0 else []) \
+                + [f"pg,pgt={tag}"]
+        self.isnsadm("--register", *objs)
+        self.wait_for_targets(names)
+
+    def wait_for_targets(self, names: list[str], timeout: float = 10) -> None:
+        """Until a portal group of each of these targets is registered."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = self.query("iscsi-node-type=Target")
+            if all(f'Portal group name = "{n}"' in out for n in names):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"isnsd at {self.portal} did not get {names}")
