@@ -305,7 +305,7 @@ def _isns(args, o, p, ifaces) -> list:  # type: ignore[no-untyped-def]
     either, and an iSNS server is often on another network than the storage.  A failure is
     a CliError: 25 (the query), 26 (a registration the server wanted and refused)."""
     from ..db.store import NodeID
-    from ..discovery.isns import query_targets
+    from ..discovery.isns import IsnsQueryFailed, query_targets
     from ..transport.iface import iface_initiator_name
     from ._common import initiator_name
     found, answers = [], {}
@@ -314,10 +314,10 @@ def _isns(args, o, p, ifaces) -> list:  # type: ignore[no-untyped-def]
         if name not in answers:
             try:
                 answers[name] = query_targets(p.address, p.port, name, log=o.error)
-            except Exception as e:
-                code = E.exit_code_of(e)
-                raise E.CliError(f"Could not perform iSNS discovery: {E.err_to_str(code)}",
-                                 code, lines=(str(e),)) from None
+            except IsnsQueryFailed as e:
+                raise E.CliError(
+                    f"Could not perform iSNS discovery: {E.err_to_str(e.exit_code)}",
+                    e.exit_code, lines=(str(e),)) from None
         found.extend(NodeID(g.target, g.address, g.port, g.tag, ifn) for g in answers[name])
     if not found:
         raise E.CliError("No portals found", E.NO_OBJS_FOUND)
