@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import mmap
 import os
 import subprocess
@@ -35,6 +36,18 @@ class Cli:
 
     def update(self, target: str, portal: str, key: str, value: str) -> None:
         self.ok("-m", "node", "-T", target, "-p", portal, "-o", "update", "-n", key, "-v", value)
+
+
+def end_process(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM ``proc`` (when it runs) and reap it; SIGKILL when it has not exited within
+    ``timeout`` s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 def wait_for(what: str, cond, timeout: float, step: float = 0.05):
@@ -76,6 +89,27 @@ def direct_read(dev: str) -> None:
         os.preadv(fd, [buf], 0)
     finally:
         os.close(fd)
+
+
+def check_direct_roundtrip(dev: str, size: int, scratch: Path,
+                           backing: Path | None = None) -> None:
+    """Write ``size`` random bytes (whole MiB) to the start of ``dev`` and read them back,
+    both with O_DIRECT (dd), through the file ``scratch`` (removed afterwards).
+    AssertionError unless the bytes read are those written and, given ``backing`` (the
+    LUN's backing file on the target), that file starts with them too."""
+    data = os.urandom(size)
+    scratch.write_bytes(data)
+    subprocess.run(["dd", f"if={scratch}", f"of={dev}", "bs=1M", "oflag=direct", "status=none"],
+                   check=True)
+    back = subprocess.run(["dd", f"if={dev}", "bs=1M", f"count={size >> 20}", "iflag=direct",
+                           "status=none"], check=True, capture_output=True).stdout
+    scratch.unlink()
+    wrote = hashlib.sha256(data).hexdigest()
+    assert hashlib.sha256(back).hexdigest() == wrote, f"{dev}: not the bytes written"
+    if backing is not None:
+        with open(backing, "rb") as f:
+            assert hashlib.sha256(f.read(size)).hexdigest() == wrote, \
+                f"{backing}: not the bytes written to {dev}"
 
 
 def read(path: Path | str) -> str:

@@ -8,12 +8,11 @@ unless ``logout=True``) and SIGKILL after a bound.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
 
-from cli import VENV_BIN, wait_for
+from cli import VENV_BIN, end_process, wait_for
 from iscsictl.cli.server import cli_socket_path
 from iscsictl.ipc import DaemonClient, DaemonError
 
@@ -90,14 +89,8 @@ class Iscsictld:
             self.proc.wait(5)
 
     def stop(self, timeout: float = 20.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        if self.proc is not None:
+            end_process(self.proc, timeout)
 
 
 def children(pid: int) -> list[int]:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
+
+from cli import end_process
 
 __all__ = ["OpenIscsi", "OpenIscsiError", "etc_on_tmpfs", "iscsi_sessions", "session_disks"]
 
@@ -140,11 +141,5 @@ class OpenIscsi:
             return
         if iscsi_sessions():
             self.iscsiadm("-m", "node", "--logoutall=all", check=False)
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        end_process(self.proc, timeout)
         self.proc = None

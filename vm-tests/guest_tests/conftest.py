@@ -8,6 +8,8 @@
   daemon stopped afterwards, and no kernel session may remain.
 * ``openiscsi``: a started open-iscsi (guest/openiscsi.py) logging into ``scenario_dir``;
   stopped (sessions logged out, iscsid ended) afterwards.
+* ``isnsd``: a started iSNS server (Debian's isnsd, guest/isnsd.py) on 127.0.0.1:13205
+  logging into ``scenario_dir``; ``isnsd.adm(...)`` is isnsadm; always stopped afterwards.
 """
 
 import os
@@ -92,6 +94,16 @@ def openiscsi(scenario_dir, lio):  # lio: targets outlive the initiator
     oi.start()
     yield oi
     oi.stop()
+
+
+@pytest.fixture
+def isnsd(scenario_dir):
+    from isnsd import Isnsd
+
+    server = Isnsd(scenario_dir)
+    server.start()  # stops it again when it fails
+    yield server
+    server.stop()
 
 
 @pytest.hookimpl(hookwrapper=True)

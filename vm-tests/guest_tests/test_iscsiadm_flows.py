@@ -6,6 +6,7 @@ Compared: the exit code; stdout (its lines as a multiset, sids made equal: login
 complete in any order); stderr: every line iscsiadm prints is printed by iscsictl too, in
 order (iscsictl may add a line of detail, e.g. ``cannot make connection to ...``)."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -14,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from cli import VENV_BIN, sessions_in_sysfs
+from cli import VENV_BIN, check_direct_roundtrip, read, sessions_in_sysfs, wait_disks
 
 MIB = 1 << 20
 PORTAL = "127.0.0.1"
 INITIATOR = "iqn.2026-11.org.example.vm:flows"
+DB_DIRS = ("nodes", "send_targets", "isns", "static", "fw", "ifaces")
 
 
 def _flow(run, a, b, c):
@@ -118,7 +120,7 @@ def _both(flow, scenario_dir, initiator=INITIATOR):
         flow(run)
     finally:
         oi.stop()
-    for db in ("nodes", "send_targets", "static", "fw", "ifaces"):
+    for db in DB_DIRS:
         shutil.rmtree(Path("/etc/iscsi") / db, ignore_errors=True)
     d = Iscsictld(scenario_dir)
     d.start()
@@ -143,6 +145,81 @@ def test_login_logout_flows_as_iscsiadm(lio, scenario_dir):
     c = lio.create("iqn.2003-01.org.example.vm:flow-c", luns=[8 * MIB], initiator_iqn=INITIATOR,
                    auth={"userid": "flows", "password": "flows-secret12"}).iqn
     _both(lambda run: _flow(run, a, b, c), scenario_dir)
+
+
+def _db_tree(root=Path("/etc/iscsi")) -> dict[str, str]:
+    """The record database under ``root`` (not iscsid.conf nor the initiator name): each
+    file's content and the path each link names (relative to ``root``: iscsiadm's links
+    are absolute, iscsictl's relative, so that a database works under any root), by path."""
+    tree = {}
+    for db in DB_DIRS:
+        for d, dirs, names in os.walk(root / db):
+            for name in dirs + names:
+                p = Path(d) / name
+                if p.is_symlink():
+                    named = os.path.normpath(os.path.join(d, os.readlink(p)))
+                    tree[str(p.relative_to(root))] = "-> " + os.path.relpath(named, root)
+                elif p.is_file():
+                    tree[str(p.relative_to(root))] = p.read_text()
+    return tree
+
+
+def test_isns_discovery_login_io_as_iscsiadm(lio, isnsd, scenario_dir):
+    """iSNS discovery (RFC 4171) against Debian's isnsd, which holds LIO's target, its
+    portal and their portal group (tag 1) as registered by isnsadm.  Both tools: a
+    discovery (the node records, and the same database files), a login through the real
+    kernel whose disk reads back a direct write, logout; a discoverydb record and -D on it
+    (the database files again)."""
+    t = lio.create("iqn.2003-01.org.example.vm:isns", luns=[8 * MIB])
+    isnsd.register_target(t.iqn, t.portal, 1)
+    pg = isnsd.adm("--query", f"pg-name={t.iqn}")
+    for line in (f'Portal group name = "{t.iqn}"', f"Portal group address = {PORTAL}",
+                 "Portal group port = 3260/tcp", "Portal group tag = 1"):
+        assert line in pg, pg
+    server = f"{PORTAL}:{isnsd.port}"
+    trees = []
+
+    def logged_in():
+        sids = sessions_in_sysfs()
+        assert len(sids) == 1, sids
+        s = f"/sys/class/iscsi_session/session{sids[0]}"
+        assert (read(f"{s}/targetname"), read(f"{s}/tpgt"), read(f"{s}/state")) == \
+            (t.iqn, "1", "LOGGED_IN")
+        c = f"/sys/class/iscsi_connection/connection{sids[0]}:0"
+        assert (read(f"{c}/persistent_address"), read(f"{c}/persistent_port")) == (PORTAL, "3260")
+        dev = wait_disks(sids[0], 1)[0]
+        check_direct_roundtrip(dev, 4 * MIB, scenario_dir / "data.bin", t.lun_files[0])
+
+    def flow(run):
+        run("-m", "discovery", "-t", "isns", "-p", server)
+        run("-m", "discovery", "-P", "1")
+        run("-m", "node", "-T", t.iqn, "-p", PORTAL, "-o", "show")
+        trees.append(_db_tree())
+        run("-m", "node", "-T", t.iqn, "-p", PORTAL, "-l")
+        logged_in()
+        run("-m", "node", "-T", t.iqn, "-p", PORTAL, "-u")
+        assert sessions_in_sysfs() == []
+        run("-m", "discoverydb", "-t", "isns", "-p", server, "-o", "new")
+        run("-m", "discoverydb", "-t", "isns", "-p", server, "-D")
+        run("-m", "discovery", "-P", "1")
+        trees.append(_db_tree())
+    _both(flow, scenario_dir)
+    for when, theirs, ours in zip(("discovery", "discoverydb -D"), trees[:2], trees[2:]):
+        assert ours == theirs, _tree_diff(when, theirs, ours)
+
+
+def _tree_diff(when, theirs, ours) -> str:
+    """What differs between iscsiadm's and iscsictl's database trees, as unified diffs."""
+    import difflib
+
+    out = [f"after {when}:"]
+    for path in sorted(set(theirs) | set(ours)):
+        a, b = theirs.get(path), ours.get(path)
+        if a != b:
+            out += difflib.unified_diff((a or "<none>\n").splitlines(True),
+                                        (b or "<none>\n").splitlines(True),
+                                        f"iscsiadm: {path}", f"iscsictl: {path}")
+    return "".join(line if line.endswith("\n") else line + "\n" for line in out)
 
 
 NETS = {"dum0": "10.99.0.1", "dum1": "10.99.1.1"}

@@ -2,14 +2,13 @@
 
 Each asserts on the kernel's state (sysfs, the block device's contents)."""
 
-import hashlib
 import os
 import re
 import shutil
 import subprocess
 
 import pytest
-from cli import VENV_BIN, Cli, read, sessions_in_sysfs, wait_disks
+from cli import VENV_BIN, Cli, check_direct_roundtrip, read, sessions_in_sysfs, wait_disks
 
 MIB = 1 << 20
 PORTAL = "127.0.0.1"
@@ -35,17 +34,6 @@ def host_of(sid):
         f"/sys/class/iscsi_session/session{sid}")).group(1)
 
 
-def direct_roundtrip(dev, size, scratch):
-    data = os.urandom(size)
-    scratch.write_bytes(data)
-    subprocess.run(["dd", f"if={scratch}", f"of={dev}", "bs=1M", "oflag=direct", "status=none"],
-                   check=True)
-    back = subprocess.run(["dd", f"if={dev}", "bs=1M", f"count={size // MIB}", "iflag=direct",
-                           "status=none"], check=True, capture_output=True).stdout
-    scratch.unlink()
-    return hashlib.sha256(data).hexdigest(), hashlib.sha256(back).hexdigest()
-
-
 def test_discovery_login_io_logout(lio, cli, scenario_dir):
     """1. discovery, login, a disk, 16 MiB of random data with O_DIRECT reads back equal, logout."""
     t = lio.create("iqn.2003-01.org.example.vm:s1", luns=[64 * MIB])
@@ -55,10 +43,7 @@ def test_discovery_login_io_logout(lio, cli, scenario_dir):
     assert read(f"/sys/class/iscsi_session/session{sid}/state") == "LOGGED_IN"
     dev = wait_disks(sid, 1)[0]
     assert int(read(f"/sys/block/{os.path.basename(dev)}/size")) * 512 == 64 * MIB
-    wrote, read_back = direct_roundtrip(dev, 16 * MIB, scenario_dir / "data.bin")
-    assert wrote == read_back
-    with open(t.lun_files[0], "rb") as f:  # the bytes reached LIO's backing file
-        assert hashlib.sha256(f.read(16 * MIB)).hexdigest() == wrote
+    check_direct_roundtrip(dev, 16 * MIB, scenario_dir / "data.bin", t.lun_files[0])
     flat = cli.ok("-m", "session")
     assert flat == f"tcp: [{sid}] {PORTAL}:3260,1 {t.iqn} (non-flash)\n"
     out = cli.ok("-m", "node", "-T", t.iqn, "-p", PORTAL, "-u")
@@ -113,8 +98,7 @@ def test_crc32c_digests(lio, cli, scenario_dir):
     assert read(f"{conn}/header_digest") == "1"  # the kernel's HDRDGST_EN
     assert read(f"{conn}/data_digest") == "1"
     dev = wait_disks(sid, 1)[0]
-    wrote, read_back = direct_roundtrip(dev, 8 * MIB, scenario_dir / "d.bin")
-    assert wrote == read_back
+    check_direct_roundtrip(dev, 8 * MIB, scenario_dir / "d.bin")
     p3 = cli.ok("-m", "session", "-r", str(sid), "-P", "2")
     assert "\t\tHeaderDigest: CRC32C\n\t\tDataDigest: CRC32C\n" in p3
     cli.ok("-m", "node", "-T", t.iqn, "-p", PORTAL, "-u")
