@@ -1,8 +1,8 @@
 """iSNS discovery over TCP (RFC 4171), open-iscsi's way: the I/O around
 :class:`iscsictl.protocol.isns.TargetQuery`.
 
-One connection to the server, through the iface's network device when it binds one; the
-query (and, for a server that wants the querying node registered, a registration, the query
+One connection to the server (through an iface's network device when the caller passes
+one that binds one; the CLI does not, as iscsiadm's libisns does not bind); the query (and, for a server that wants the querying node registered, a registration, the query
 again and a deregistration) on it; close.  The connect is bounded by
 :data:`CONNECT_TIMEOUT` and each answer by :data:`CALL_TIMEOUT` (open-isns's
 ``Network.ConnectTimeout`` and ``Network.CallTimeout``, which iscsiadm's libisns uses).
