@@ -14,13 +14,12 @@ No kernel module, no root and no daemon are needed.
 from __future__ import annotations
 
 import random
-import socket
 import time
 from typing import Mapping
 
 from ..protocol.isns import (Function, IsnsFormatError, MessageReader, PortalGroup,
                              TargetQuery, encode_request, status_text)
-from ..transport.errors import ConnectionClosed, TransportError, TransportTimeout
+from ..transport.errors import TransportError
 from ..transport.tcp import Connection
 
 __all__ = ["CALL_TIMEOUT", "CONNECT_TIMEOUT", "IsnsQueryFailed", "IsnsRegFailed",
@@ -47,27 +46,15 @@ class IsnsRegFailed(IsnsQueryFailed):
     exit_code = ISCSI_ERR_ISNS_REG_FAILED
 
 
-def _read_response(sock: socket.socket, reader: MessageReader, server: str):
-    """The next response to ``reader``'s transaction, each read within CALL_TIMEOUT."""
+def _read_response(conn: Connection, reader: MessageReader, server: str):
+    """The next response to ``reader``'s transaction, read within CALL_TIMEOUT."""
     deadline = time.monotonic() + CALL_TIMEOUT
+    what = f"iSNS server {server}"
     while True:
-        want, buf = reader.needed(), bytearray()
+        want, buf = reader.needed(), b""
         while len(buf) < want:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TransportTimeout(f"iSNS server {server}: no answer within "
-                                       f"{CALL_TIMEOUT:g} s")
-            sock.settimeout(left)
-            try:
-                chunk = sock.recv(want - len(buf))
-            except socket.timeout:
-                continue
-            except OSError as e:
-                raise ConnectionClosed(f"iSNS server {server}: {e.strerror or e}") from None
-            if not chunk:
-                raise ConnectionClosed(f"iSNS server {server} closed the connection")
-            buf += chunk
-        resp = reader.feed(bytes(buf))
+            buf += conn.recv(want - len(buf), deadline, what)
+        resp = reader.feed(buf)
         if resp is not None:
             return resp
 
@@ -93,15 +80,13 @@ def query_targets(host: str, port: int, initiator: str, *,
         req = query.start()
         try:
             while req is not None:
-                conn.sock.sendall(encode_request(req))
+                conn.send(encode_request(req), f"iSNS server {server}")
                 reader.expect(req.xid)
-                req = query.receive(_read_response(conn.sock, reader, server))
+                req = query.receive(_read_response(conn, reader, server))
         except IsnsFormatError as e:
             raise IsnsQueryFailed(f"iSNS server {server}: {e}") from None
         except TransportError as e:
             raise IsnsQueryFailed(str(e)) from None
-        except OSError as e:  # sendall
-            raise IsnsQueryFailed(f"iSNS server {server}: {e.strerror or e}") from None
     if query.dereg_error is not None and log is not None:
         log(f"Could not deregister {initiator} with iSNS server: "
             f"{status_text(query.dereg_error.status)}.")

@@ -153,8 +153,10 @@ class Connection:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # ---- raw reads -------------------------------------------------------------------
-    def _recv(self, n: int, deadline: float, what: str) -> bytes:
+    # ---- raw reads and writes --------------------------------------------------------
+    def recv(self, n: int, deadline: float, what: str) -> bytes:
+        """Up to ``n`` bytes, by ``deadline`` (time.monotonic).  Raises TransportTimeout
+        or ConnectionClosed (also at EOF); ``what`` prefixes their message."""
         left = deadline - time.monotonic()
         if left <= 0:
             raise TransportTimeout(f"{what}: timed out")
@@ -171,7 +173,8 @@ class Connection:
                                    f"{self.endpoint}")
         return data
 
-    def _send(self, data: bytes, what: str) -> None:
+    def send(self, data: bytes, what: str) -> None:
+        """All of ``data``.  Raises ConnectionClosed."""
         try:
             self.sock.sendall(data)
         except OSError as e:
@@ -192,7 +195,7 @@ class Connection:
         what = f"login to {self.endpoint}"
         with _login_errors(what):
             m.start(time.monotonic())
-            self._send(m.data_to_send(), what)
+            self.send(m.data_to_send(), what)
         if meanwhile is not None:
             meanwhile()
         with _login_errors(what):
@@ -201,7 +204,7 @@ class Connection:
                 deadline = m.deadline if m.deadline is not None \
                     else time.monotonic() + config.login_timeout
                 try:
-                    chunk = self._recv(max(1, m.needed()), deadline, what)
+                    chunk = self.recv(max(1, m.needed()), deadline, what)
                 except TransportTimeout:
                     try:
                         m.check_timeout(time.monotonic())
@@ -211,7 +214,7 @@ class Connection:
                 outcome = m.receive_data(chunk, time.monotonic())
                 out = m.data_to_send()
                 if out:
-                    self._send(out, what)
+                    self.send(out, what)
         if isinstance(outcome, LoginRejected):
             msg = f"{what}: {outcome.message}"
             if outcome.status in _AUTH_STATUSES:
@@ -242,14 +245,14 @@ class Connection:
                     pdu = decode_pdu(raw)
                     if isinstance(pdu, NOPIn):
                         if pdu.ttt != 0xFFFFFFFF:
-                            self._send(nop_out_reply(pdu, self._cmds.cmdsn,
+                            self.send(nop_out_reply(pdu, self._cmds.cmdsn,
                                                      self._cmds.exp_statsn
                                                      ).encode(self._hd, self._dd), what)
                         continue
                     yield pdu
             except ISCSIProtocolError as e:
                 raise ProtocolFailure(f"{what}: {e}") from None
-            self._reader.feed(self._recv(_RECV_CHUNK, deadline, what))
+            self._reader.feed(self.recv(_RECV_CHUNK, deadline, what))
 
     def text(self, pairs: list[tuple[str, str]], timeout: float,
              max_response_bytes: int = 16 << 20,
@@ -264,14 +267,14 @@ class Connection:
                           max_response_bytes=max_response_bytes, skip=skip)
         what = f"text exchange with {self.endpoint}"
         ex.start()
-        self._send(ex.data_to_send(self._hd, self._dd), what)
+        self.send(ex.data_to_send(self._hd, self._dd), what)
         deadline = time.monotonic() + timeout
         try:
             for pdu in self._pdus(deadline, what):
                 res = ex.receive_pdu(pdu)
                 out = ex.data_to_send(self._hd, self._dd)
                 if out:
-                    self._send(out, what)
+                    self.send(out, what)
                 if res is not None:
                     break
         except ISCSIProtocolError as e:
@@ -284,7 +287,7 @@ class Connection:
         assert self._cmds is not None
         what = f"SCSI command to {self.endpoint} LUN {lun}"
         itt, pdu = self._cmds.command(lun, cdb, read_length)
-        self._send(pdu.encode(self._hd, self._dd), what)
+        self.send(pdu.encode(self._hd, self._dd), what)
         deadline = time.monotonic() + timeout
         try:
             for p in self._pdus(deadline, what):
@@ -309,7 +312,7 @@ class Connection:
         cs = self._cmds
         lo = LogoutExchange(itt=self._next_itt(), cmdsn=cs.cmdsn, exp_statsn=cs.exp_statsn)
         what = f"logout from {self.endpoint}"
-        self._send(lo.request.encode(self._hd, self._dd), what)
+        self.send(lo.request.encode(self._hd, self._dd), what)
 
         def response(timeout: float) -> LogoutResult:
             deadline = time.monotonic() + timeout

@@ -310,3 +310,20 @@ def test_a_refused_registration(isns, adm, ours, register_first):
         "iscsictl: Could not perform iSNS discovery: iSNS registration failed"]
     assert mine.functions == theirs.functions == [0x0002, 0x0001]
     assert tree(ours.root) == tree(adm.root) == {}
+
+
+def test_a_server_that_hangs_up(ours):
+    """A server that takes the connection and closes it before answering: 25, said so,
+    nothing written."""
+    with socket.create_server(("127.0.0.1", 0)) as lsock:
+        def hang_up():
+            conn, _ = lsock.accept()
+            conn.recv(4096)
+            conn.close()
+        t = threading.Thread(target=hang_up, daemon=True)
+        t.start()
+        r = ours("-m", "discovery", "-t", "isns", "-p", f"127.0.0.1:{lsock.getsockname()[1]}")
+        t.join(5)
+    assert r.rc == 25
+    assert "connection closed" in r.err and "iSNS query failed" in r.err
+    assert tree(ours.root) == {}
