@@ -68,6 +68,26 @@ def sysfs_root() -> str:
     return os.environ.get("ISCSICTL_SYSFS_ROOT", "/sys")
 
 
+def setup_default_ifaces(db, o) -> list[str]:  # type: ignore[no-untyped-def]
+    """The offload HBAs' default iface records written where missing
+    (:mod:`iscsictl.kernel.default_ifaces`); returns the names written."""
+    from ..kernel.default_ifaces import setup_default_ifaces as setup
+    from ..kernel.sysfs import Sysfs
+
+    return setup(db, Sysfs(sysfs_root()), o.error)
+
+
+def ensure_ifaces(db, names, o) -> None:  # type: ignore[no-untyped-def]
+    """Before the iface records ``names`` are read: when one is not in ``db``, the default
+    records are made first (it may be an offload port's, not made yet), as open-iscsi's
+    iface_conf_read retries after iface_setup_host_bindings."""
+    from ..db.schema import BUILTIN_IFACES
+
+    if any(n not in BUILTIN_IFACES and "/" not in n and not os.path.lexists(db.iface_path(n))
+           for n in names or ()):
+        setup_default_ifaces(db, o)
+
+
 def initiator_name(args) -> str:
     """The initiator name from initiatorname.iscsi (created, as open-iscsi's packaging does,
     when missing or asked for with ``GenerateName=yes``, and the directory is writable); a

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 
 from . import errors as E
-from ._common import open_db, parse_portal_arg
+from ._common import ensure_ifaces, open_db, parse_portal_arg
 from .output import node_json, record_json, tree_lines
 
 _TYPES = {"sendtargets": "sendtargets", "st": "sendtargets", "isns": "isns", "fw": "fw",
@@ -537,6 +537,7 @@ def _discovery_ifaces(db, names, o) -> list[tuple[str, dict]]:
     from ._common import text_values
 
     out = []
+    ensure_ifaces(db, names, o)
     for name in dict.fromkeys(names or ()):
         try:
             out.append((name, text_values(db.read_iface(name))))

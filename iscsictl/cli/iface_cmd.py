@@ -1,5 +1,6 @@
 """``-m iface``: list, show, create, update and delete iface records (``default`` and ``iser``
-are built in).
+are built in).  Every iface command first writes the default records of the offload HBAs'
+ports that are not in the DB yet, as iscsiadm does (:mod:`iscsictl.kernel.default_ifaces`).
 
 Flat listing ``name transport,hwaddress,ipaddress,netdev,initiatorname`` (``<empty>`` for unset);
 ``-P 1`` (with or without ``-I``): ``Iface: name`` with the node records bound to it, and, as
@@ -32,7 +33,7 @@ rest is in :mod:`iscsictl.kernel.net_config`.
 from __future__ import annotations
 
 from . import errors as E
-from ._common import open_db
+from ._common import open_db, setup_default_ifaces
 from .output import record_json
 
 
@@ -50,6 +51,7 @@ def run(args, o, mode: str) -> int:
         raise E.CliError(f"iface mode: one operation at a time (-o {' -o '.join(ops)})",
                          E.INVAL)
     db = open_db(args, o)
+    setup_default_ifaces(db, o)  # as iscsiadm, on every iface command
     if op in APPLY_OPS:  # ISCSI_UEVENT_SET_IFACE_PARAMS to an offload HBA
         return apply(db, args, o, op)
     if op not in (None, "new", "delete", "update", "show"):

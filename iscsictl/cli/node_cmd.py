@@ -11,7 +11,7 @@ keys and iface keys (exit 7); nothing matched gives ``No records found`` (exit 2
 from __future__ import annotations
 
 from . import errors as E
-from ._common import check_target_name, daemon_hook, open_db, parse_portal_arg
+from ._common import check_target_name, daemon_hook, ensure_ifaces, open_db, parse_portal_arg
 from .output import node_json, record_json, tree_lines
 
 
@@ -42,10 +42,13 @@ def _no_records() -> E.CliError:
 
 def _check_ifaces(args, o) -> None:  # type: ignore[no-untyped-def]
     """Every ``-I`` must name an iface record: iscsiadm builds its node record from it first
-    (idbm_create_rec) and, when that fails, says so and exits 3 (ISCSI_ERR_NOMEM)."""
+    (idbm_create_rec) and, when that fails, says so and exits 3 (ISCSI_ERR_NOMEM).  An
+    offload port's default record not made yet is made first (:func:`ensure_ifaces`)."""
     if not args.interface:
         return
-    known = set(open_db(args, o).list_ifaces())
+    db = open_db(args, o)
+    ensure_ifaces(db, args.interface, o)
+    known = set(db.list_ifaces())
     for name in args.interface:
         if name not in known:
             raise E.CliError(f"Could not read iface info for {name}.", E.BY_NAME["ISCSI_ERR_NOMEM"])

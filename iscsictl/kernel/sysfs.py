@@ -590,14 +590,22 @@ class Sysfs:
     def hosts(self) -> list[HostInfo]:
         return [h for h in map(self.host, self.host_numbers()) if h is not None]
 
+    def host_iface_names(self, host_no: int) -> list[str]:
+        """The names of the network interfaces the driver of an offload HBA registered under
+        its SCSI host (``bus/scsi/devices/host<N>/iscsi_iface/*``, as ``ipv4-iface-5-0``, in
+        byte order: open-iscsi's ``alphasort``); [] for iscsi_tcp, which registers none, or
+        a host that is gone."""
+        return sorted(self._names(f"bus/scsi/devices/host{host_no}/iscsi_iface"))
+
+    def iface_reader(self, name: str) -> Callable[[str], str | None]:
+        """``attr -> class/iscsi_iface/<name>/<attr>`` as :meth:`read` reads it."""
+        return self._reader(f"class/iscsi_iface/{name}", None)
+
     def host_ifaces(self, host_no: int) -> list[HostIface]:
-        """The network interfaces the driver of an offload HBA registered under its SCSI host
-        (``bus/scsi/devices/host<N>/iscsi_iface/*``, in byte order: open-iscsi's
-        ``alphasort``); [] for iscsi_tcp, which registers none, or a host that is gone."""
-        names = sorted(self._names(f"bus/scsi/devices/host{host_no}/iscsi_iface"))
+        """:meth:`host_iface_names` with their :data:`IFACE_ATTRS` values."""
         out = []
-        for name in names:
-            r = self._reader(f"class/iscsi_iface/{name}", None)
+        for name in self.host_iface_names(host_no):
+            r = self.iface_reader(name)
             out.append(HostIface(name, {a: v for a in IFACE_ATTRS if (v := r(a)) is not None}))
         return out
 

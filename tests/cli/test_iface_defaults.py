@@ -1,0 +1,171 @@
+"""The offload HBAs' default iface records (iscsictl/kernel/default_ifaces.py) side by side
+with the real iscsiadm 2.1.8: both run on the same sysfs tree (offload_tree: a software
+host, a qla4xxx with two IPv4 interfaces, a bnx2i with an IPv6 one), each on its own
+/etc/iscsi, and must print the same and write the same files byte for byte, but where
+iscsictl differs on purpose."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from fake_hba import Host
+from iscsictl.kernel.default_ifaces import default_iface_records, setup_default_ifaces
+from iscsictl.kernel.sysfs import Sysfs
+from offload_tree import HbaRig, offload_sysfs
+
+QLA0 = "qla4xxx.00:0e:1e:aa:bb:cc.ipv4.0"
+QLA1 = "qla4xxx.00:0e:1e:aa:bb:cc.ipv4.1"
+BNX = "bnx2i.00:10:18:AA:BB:01.ipv6.0"
+
+
+@pytest.fixture
+def rig(tmp_path, shim):
+    with HbaRig(tmp_path, shim, {3: Host("tcp"), 5: Host("qla4xxx"), 6: Host("bnx2i")}) as r:
+        yield r
+
+
+def _files(rig, tool: str) -> dict[str, bytes]:
+    d = Path(rig.dir, f"etc-{tool}", "ifaces")
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())} if d.is_dir() else {}
+
+
+def _both(rig, *args: str):
+    adm, ictl = rig.adm(*args), rig.ictl(*args)
+    assert (ictl.returncode, ictl.stdout) == (adm.returncode, adm.stdout), (adm, ictl)
+    return adm, ictl
+
+
+def _host_attr(rig, host: int, attr: str, value: str | None) -> None:
+    p = Path(rig.sys_dir, "class/iscsi_host", f"host{host}", attr)
+    if value is None:
+        p.unlink()
+    else:
+        p.write_text(value + "\n")
+
+
+def _drop_kernel_ifaces(rig, host: int) -> None:
+    """The host's driver registers no interface (bnx2i and qedi do not)."""
+    for name in os.listdir(Path(rig.sys_dir, "bus/scsi/devices", f"host{host}", "iscsi_iface")):
+        os.unlink(Path(rig.sys_dir, "class/iscsi_iface", name))
+    shutil.rmtree(Path(rig.sys_dir, "bus/scsi/devices", f"host{host}", "iscsi_iface"))
+
+
+def test_iface_mode_makes_each_offload_ports_record_as_iscsiadm(rig):
+    adm, _ = _both(rig, "-m", "iface")
+    assert adm.stdout.splitlines()[:3] == [
+        f"{BNX} bnx2i,00:10:18:AA:BB:01,fd00::50,eth7,<empty>",
+        f"{QLA0} qla4xxx,00:0e:1e:aa:bb:cc,192.168.1.50,default,"
+        "iqn.2000-04.com.qlogic:isp4032.ab12",
+        f"{QLA1} qla4xxx,00:0e:1e:aa:bb:cc,192.168.2.50,default,"
+        "iqn.2000-04.com.qlogic:isp4032.ab12"]
+    files = _files(rig, "adm")
+    assert list(files) == [BNX, QLA0, QLA1]  # nothing for the software host
+    assert _files(rig, "ictl") == files
+    qla1 = files[QLA1].decode()
+    # the tree's odd values as libopeniscsiusr reads them: " 3261x" strtoll'd, an MTU of
+    # 70000 cut to u16, no VLAN shown: all ones; a priority of 300 cut to u8 (bnx2i's)
+    for line in ("iface.port = 3261", "iface.mtu = 4464", "iface.vlan_id = 65535",
+                 "iface.vlan_priority = 255", "iface.iface_num = 1",
+                 "iface.subnet_mask = 255.255.0.0"):
+        assert line in qla1.splitlines()
+    assert "iface.vlan_priority = 44" in files[BNX].decode().splitlines()
+    for name in (QLA0, BNX):
+        _both(rig, "-m", "iface", "-I", name, "-o", "show")
+    assert os.stat(Path(rig.dir, "etc-ictl", "ifaces", QLA0)).st_mode & 0o777 == 0o600
+
+
+def test_a_record_there_is_kept_and_a_deleted_one_made_again(rig):
+    _both(rig, "-m", "iface")
+    _both(rig, "-m", "iface", "-I", QLA0, "-o", "update", "-n", "iface.mtu", "-v", "9000")
+    _both(rig, "-m", "iface", "-I", QLA1, "-o", "delete")
+    _both(rig, "-m", "iface")
+    files = _files(rig, "adm")
+    assert _files(rig, "ictl") == files
+    assert "iface.mtu = 9000" in files[QLA0].decode().splitlines()
+    assert QLA1 in files
+
+
+def test_a_host_without_kernel_ifaces_gets_one_record_from_the_host(rig):
+    _drop_kernel_ifaces(rig, 6)
+    _both(rig, "-m", "iface")
+    files = _files(rig, "adm")
+    assert _files(rig, "ictl") == files
+    assert BNX in files  # IPv6: the host's address has two colons
+    text = files[BNX].decode().splitlines()
+    assert "iface.ipaddress = fd00::50" in text and "iface.net_ifacename = eth7" in text
+
+
+def test_a_host_without_kernel_ifaces_or_hardware_address_gets_none(rig):
+    _drop_kernel_ifaces(rig, 6)
+    _host_attr(rig, 6, "hwaddress", "(null)")
+    _both(rig, "-m", "iface")
+    assert list(_files(rig, "ictl")) == list(_files(rig, "adm")) == [QLA0, QLA1]
+
+
+def test_a_node_record_on_an_offload_port_before_any_iface_command(rig):
+    """iscsiadm's iface_conf_read makes the default records when an -I is not there yet
+    (usr/iface.c), and so does iscsictl; iscsiadm's usr/iface.c leaves the net device empty
+    where its ``-m iface`` (libopeniscsiusr) writes ``default``, iscsictl writes
+    ``default`` on both paths."""
+    args = ("-m", "node", "-o", "new", "-T", "iqn.2001-05.com.example:t1", "-p",
+            "192.168.1.10:3260", "-I", QLA1)
+    adm, ictl = rig.adm(*args), rig.ictl(*args)
+    assert adm.returncode == ictl.returncode == 0, (adm, ictl)
+    assert ictl.stdout == adm.stdout.replace("net_if=,", "net_if=default,")
+    assert list(_files(rig, "ictl")) == list(_files(rig, "adm")) == [BNX, QLA0, QLA1]
+    cp = rig.ictl("-m", "node", "-I", QLA1, "-o", "show")
+    assert cp.returncode == 0 and f"iface.iscsi_ifacename = {QLA1}" in cp.stdout
+
+
+def test_a_software_host_bound_by_mac_gets_no_record_where_iscsiadm_makes_one(rig):
+    """libopeniscsiusr skips an iscsi_tcp host only while its hwaddress is unset."""
+    _host_attr(rig, 3, "hwaddress", "52:54:00:12:34:56")
+    rig.adm("-m", "iface"), rig.ictl("-m", "iface")
+    assert "tcp.52:54:00:12:34:56.ipv4.0" in _files(rig, "adm")
+    assert list(_files(rig, "ictl")) == [BNX, QLA0, QLA1]
+
+
+def test_the_dhcp_alt_client_id_state_is_read_where_iscsiadm_loses_it(rig):
+    iface = Path(rig.sys_dir, "class/iscsi_iface/ipv4-iface-5-0")
+    (iface / "dhcp_alt_client_id_en").write_text("enabled\n")
+    (iface / "dhcp_alt_client_id").write_text("qla-port-0\n")
+    rig.adm("-m", "iface"), rig.ictl("-m", "iface")
+    adm = _files(rig, "adm")[QLA0].decode().splitlines()
+    ictl = _files(rig, "ictl")[QLA0].decode().splitlines()
+    assert "iface.dhcp_alt_client_id = qla-port-0" in adm
+    assert "iface.dhcp_alt_client_id_state = enabled" not in adm
+    assert [x for x in ictl if x not in adm] == ["iface.dhcp_alt_client_id_state = enabled"]
+
+
+def test_records_that_cannot_be_written_are_said_and_nothing_raises(tmp_path):
+    from iscsictl.db.store import NodeDB
+
+    sysfs = Sysfs(offload_sysfs(tmp_path / "sys"))
+    assert [r["iface.iscsi_ifacename"] for r in default_iface_records(sysfs)] == [
+        QLA0, QLA1, BNX]
+    root = tmp_path / "etc"
+    root.mkdir()
+    (root / "ifaces").write_text("not a directory\n")
+    said: list[str] = []
+    db = NodeDB(str(root), str(root), warn=said.append)
+    assert setup_default_ifaces(db, sysfs, said.append) == []
+    assert len(said) == 3 and all(s.startswith("Could not create default iface conf ")
+                                  for s in said), said
+    (root / "ifaces").unlink()
+    assert setup_default_ifaces(db, sysfs, said.append) == [QLA0, QLA1, BNX]
+    assert setup_default_ifaces(db, sysfs, said.append) == []
+
+
+@pytest.mark.parametrize("text,ctype,value", [
+    (" 3261x", "u16", 3261), ("70000", "u16", 4464), ("-1", "u8", 255), ("", "u32", 0),
+    ("0x20", "u32", 0), ("-0", "u16", 0),
+    # 11 bytes read: never past strtoll's range
+    ("99999999999999999999", "u32", 99999999999 & 0xFFFFFFFF), (None, "u16", 7)])
+def test_numbers_are_read_as_libopeniscsiusr_reads_them(text, ctype, value):
+    from iscsictl.kernel.default_ifaces import SysfsRow, _value
+
+    assert _value(SysfsRow("a", "iface.x", ctype, 7), text) == value
