@@ -41,6 +41,7 @@ OPS = {
     E.NEW_FLASHNODE: "new_flashnode", E.DEL_FLASHNODE: "del_flashnode",
     E.SET_FLASHNODE_PARAMS: "set_flashnode_param", E.LOGIN_FLASHNODE: "login_flashnode",
     E.LOGOUT_FLASHNODE: "logout_flashnode", E.LOGOUT_FLASHNODE_SID: "logout_flashnode_sid",
+    E.PING: "send_ping",
 }
 QLA4XXX_OPS = frozenset(OPS.values())
 #: MAX_CHAP_ENTRIES_40XX (ql4_def.h)
@@ -73,6 +74,9 @@ class Host:
     flashnodes: dict[int, bool] = field(default_factory=dict)
     logged_in: set[int] = field(default_factory=set)
     stats: dict[str, int] = field(default_factory=dict)
+    #: ping destination -> the ISCSI_PING_* status its completion carries (absent: success;
+    #: None: no completion ever comes)
+    ping: dict[str, int | None] = field(default_factory=dict)
 
 
 class FakeHbaKernel:
@@ -246,3 +250,23 @@ class FakeHbaKernel:
 
     def _logout_flashnode_sid(self, raw, msg, host):
         return [echo(raw, r_retcode=0)]
+
+    def _send_ping(self, raw, msg, host):
+        """qla4xxx_send_ping: an IPv4 iface pings an IPv4 address, an IPv6 one (its
+        iface_num 0 or 1) an IPv6 address; anything else is ENOSYS.  The reply comes first,
+        then the firmware's completion: ISCSI_KEVENT_PING_COMP by multicast (nlmsg_type 0),
+        as iscsi_ping_comp_event sends it, with the request's pid."""
+        import ipaddress
+
+        address, _ = m.decode_sockaddr(msg["payload"])
+        v6 = ipaddress.ip_address(address).version == 6
+        if msg["iface_type"] != (2 if v6 else 1) or v6 and msg["iface_num"] > 1:
+            raise OSError(errno.ENOSYS, "not supported")
+        replies = [echo(raw, r_retcode=0)]
+        status = host.ping.get(address, 0)
+        if status is not None:
+            replies.append(m.encode_message(
+                E.KEVENT_PING_COMP, transport_handle=msg["transport_handle"], nlmsg_type=0,
+                r_host_no=msg["host_no"], r_status=status,
+                r_pid=msg["pid"], r_data_size=0))
+        return replies

@@ -72,14 +72,14 @@ OPTIONS = (
     ("r", "sid", dict(metavar="SID"), "session id (session mode)"),
     ("H", "host", dict(metavar="HOST"), "host number (host mode)"),
     ("C", "submode", dict(metavar="SUBMODE"), "sub-mode: chap | flashnode | stats (host mode: "
-     "an offload HBA's CHAP table, flash targets, statistics)"),
+     "an offload HBA's CHAP table, flash targets, statistics) | ping (iface mode)"),
     ("x", "index", dict(metavar="INDEX"), "flash node (or CHAP entry) index (host mode)"),
     ("A", "portal_type", dict(metavar="ipv4|ipv6"), "a new flash node's portal type (host "
      "mode)"),
-    ("a", "ip", dict(metavar="IP"), "address to ping (iface mode -C ping; not supported yet)"),
-    ("b", "packetsize", dict(metavar="BYTES"), "ping packet size (not supported yet)"),
-    ("c", "count", dict(metavar="N"), "ping count (not supported yet)"),
-    ("i", "interval", dict(metavar="SECONDS"), "ping interval (not supported yet)"),
+    ("a", "ip", dict(metavar="IP"), "address to ping (iface mode -C ping)"),
+    ("b", "packetsize", dict(metavar="BYTES"), "ping payload size (default 32)"),
+    ("c", "count", dict(metavar="N"), "number of pings (default 1)"),
+    ("i", "interval", dict(metavar="SECONDS"), "seconds between pings (default 0)"),
     ("R", "rescan", dict(action="store_true", default=None), "rescan (session mode)"),
     ("s", "stats", dict(action="store_true", default=None), "statistics (session mode)"),
     ("W", "no_wait", dict(action="store_true", default=None), "do not wait (login)"),
@@ -100,7 +100,7 @@ iscsictl -m discoverydb [-hV] [-d debug_level] [-P printlevel] [-t type -p ip:po
 iscsictl -m discovery [-hV] [-d debug_level] [-P printlevel] [-t type -p ip:port -I ifaceN ... [-l]] | [[-p ip:port] [-l | -D]]
 iscsictl -m node [-hV] [-d debug_level] [-P printlevel] [-L all,manual,automatic,onboot] [-U all,manual,automatic,onboot] [-S] [[-T targetname -p ip:port -I ifaceN] [-l | -u | -R | -s]] [[-o operation ] [-n name] [-v value]] [--probe]
 iscsictl -m session [-hV] [-d debug_level] [-P printlevel] [-r sessionid | sysfsdir [-R | -u | -s] [-o operation] [-n name] [-v value]]
-iscsictl -m iface [-hV] [-d debug_level] [-P printlevel] [-I ifacename] [[-o operation ] [-n name] [-v value]]
+iscsictl -m iface [-hV] [-d debug_level] [-P printlevel] [-I ifacename | -H hostno|MAC] [[-o operation ] [-n name] [-v value]] [-C ping [-a ip] [-b packetsize] [-c count] [-i interval]]
 iscsictl -m host [-hV] [-d debug_level] [-P printlevel] [-H hostno|MAC] [[-C chap [-x chap_tbl_idx]] | [-C flashnode [-A portal_type] [-x flashnode_idx] [-S]] | [-C stats]] [[-o operation] [-n name] [-v value]]
 common: [--json] [--db-root DIR] [--config-root DIR]"""
 

@@ -117,7 +117,7 @@ def test_iface_ops(cli):
     (["-m", "bogus"], 7, "mode bogus is not yet supported"),
     (["-m", "host", "-C", "chap"], 7, "CHAP mode requires host no and valid operation"),
     (["-m", "host", "-P", "5"], 7, "Invalid info level 5. Try 0 - 4."),
-    (["-m", "iface", "-H", "1"], 27, "not supported yet"),
+    (["-m", "iface", "-C", "ping", "-I", "default"], 7, "Ping requires destination ipaddress."),
     (["-m", "node", "-o", "frobnicate"], 7, "Invalid operation"),
     # accepted and ignored before (a listing, exit 0), refused as iscsiadm refuses them
     (["-m", "node", "-L", ""], 7, "Invalid loginall option ."),

@@ -1,0 +1,188 @@
+"""``-m iface -C ping`` side by side with the real iscsiadm 2.1.8: both run against the same
+fake qla4xxx kernel (tests/fake_hba.py: ISCSI_UEVENT_PING answered as qla4xxx_send_ping,
+then the firmware's ISCSI_KEVENT_PING_COMP by multicast) and sysfs tree, each on its own
+/etc/iscsi (with the default iface records both make from sysfs); they must print the same,
+exit the same and send the same PING requests byte for byte but the random ``pid``."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import struct
+from contextlib import contextmanager
+
+import pytest
+
+from fake_hba import Host
+from iscsictl.netlink.enums import IscsiUeventE as E
+from iscsictl.netlink.messages import ISCSI_UEVENT_SIZE
+from offload_tree import HbaRig, stderr_lines
+
+QLA0 = "qla4xxx.00:0e:1e:aa:bb:cc.ipv4.0"
+QLA1 = "qla4xxx.00:0e:1e:aa:bb:cc.ipv4.1"
+BNX = "bnx2i.00:10:18:AA:BB:01.ipv6.0"
+#: offset of ``u.iscsi_ping.pid`` in the request (nlmsghdr 16 + iscsi_uevent's 32)
+PID_AT = 48
+#: where the destination's sockaddr begins: after nlmsghdr and struct iscsi_uevent
+PAYLOAD_AT = 16 + ISCSI_UEVENT_SIZE
+
+
+@pytest.fixture
+def rig(tmp_path, shim):
+    with HbaRig(tmp_path, shim, {3: Host("tcp"), 5: Host("qla4xxx"), 6: Host("bnx2i")}) as r:
+        yield r
+
+
+def _sent(rig) -> list[bytes]:
+    """The PING requests since the last call, their nlmsg seq/pid and ping pid zeroed."""
+    out = []
+    for raw, _ in rig.kernel.sent(E.PING):
+        b = bytearray(raw)
+        b[8:16] = bytes(8)
+        b[PID_AT:PID_AT + 4] = bytes(4)
+        out.append(bytes(b))
+    rig.kernel.requests.clear()
+    return out
+
+
+def _both(rig, *args: str):
+    """iscsiadm then iscsictl with ``-m iface -C ping args``: same exit code and stdout;
+    returns (iscsiadm's, iscsictl's) CompletedProcess and the requests each sent."""
+    args = ("-m", "iface", "-C", "ping", *args)
+    rig.kernel.requests.clear()
+    adm = rig.adm(*args)
+    adm_sent = _sent(rig)
+    ictl = rig.ictl(*args)
+    ictl_sent = _sent(rig)
+    assert (ictl.returncode, ictl.stdout) == (adm.returncode, adm.stdout), (adm, ictl)
+    assert ictl_sent == adm_sent
+    return adm, ictl, adm_sent
+
+
+def _new_iface(rig, name: str, **settings: str) -> None:
+    for tool in (rig.adm, rig.ictl):
+        assert tool("-m", "iface", "-I", name, "-o", "new").returncode == 0
+        for key, value in settings.items():
+            cp = tool("-m", "iface", "-I", name, "-o", "update", "-n", f"iface.{key}",
+                      "-v", value)
+            assert cp.returncode == 0, cp.stderr
+
+
+def test_ipv4_pings_completed_as_iscsiadm(rig):
+    adm, _, sent = _both(rig, "-I", QLA1, "-a", "192.168.1.10", "-c", "3", "-b", "1400")
+    assert adm.returncode == 0
+    assert adm.stdout == "Ping 1 completed\nPing 2 completed\nPing 3 completed\n"
+    assert len(sent) == 3
+    host_no, iface_num, iface_type, size = struct.unpack_from("=IIII", sent[0], 32)
+    assert (host_no, iface_num, iface_type, size) == (5, 1, 1, 1400)
+    assert sent[0][PAYLOAD_AT:] == struct.pack("=HH4s8x", socket.AF_INET, 0,
+                                       socket.inet_aton("192.168.1.10"))
+
+
+def test_every_ping_carries_a_pid_of_its_own(rig):
+    rig.ictl("-m", "iface", "-C", "ping", "-I", QLA0, "-a", "192.168.1.10", "-c", "4")
+    pids = {raw[PID_AT:PID_AT + 4] for raw, _ in rig.kernel.sent(E.PING)}
+    assert len(pids) == 4
+
+
+def test_the_firmwares_status_is_said_and_the_exit_code_is_the_requests(rig):
+    rig.kernel.hosts[5].ping.update({"192.168.1.98": 4, "192.168.1.99": 9, "192.168.1.97": 1})
+    for address, said in (("192.168.1.98", "timed out"), ("192.168.1.99",
+                          "No ARP response received"), ("192.168.1.97", "firmware disabled")):
+        adm, _, _ = _both(rig, "-I", QLA0, "-a", address)
+        assert (adm.returncode, adm.stdout) == (0, f"Ping 1 failed: {said}\n")
+
+
+def test_ipv6_iface_and_the_drivers_refusals(rig):
+    _new_iface(rig, "qla6", transport_name="qla4xxx", hwaddress="00:0e:1e:aa:bb:cc",
+               ipaddress="fd00::5", iface_num="1")
+    adm, _, sent = _both(rig, "-I", "qla6", "-a", "fd00::10")
+    assert adm.stdout == "Ping 1 completed\n"
+    assert struct.unpack_from("=II", sent[0], 36) == (1, 2)  # iface_num 1, IPv6
+    assert len(sent[0]) == PAYLOAD_AT + 28  # the sockaddr_in6
+    # qla4xxx pings IPv6 from iface 0 or 1 only, and each family to its own: ENOSYS
+    for key, value, address in (("iface_num", "2", "fd00::10"), ("iface_num", "1",
+                                                                  "192.168.1.10")):
+        for tool in (rig.adm, rig.ictl):
+            tool("-m", "iface", "-I", "qla6", "-o", "update", "-n", f"iface.{key}", "-v", value)
+        adm, _, _ = _both(rig, "-I", "qla6", "-a", address)
+        assert (adm.returncode, adm.stdout) == (27, "Ping 1 failed: operation not supported\n")
+
+
+@pytest.mark.parametrize("args,said", [
+    (("-a", "192.168.1.10"), "Ping requires iface."),
+    (("-I", QLA0), "Ping requires destination ipaddress."),
+    (("-I", QLA0, "-a", "192.168.1.10", "-b", "0"), "Invalid packet size: 0."),
+    (("-I", QLA0, "-a", "192.168.1.10", "-b", "x"), "Invalid packet size: 0."),
+    (("-I", QLA0, "-a", "192.168.1.10", "-c", "-3"),
+     "Invalid number of packets to transmit: -3."),
+    (("-I", QLA0, "-a", "192.168.1.10", "-i", "-1"), "Invalid timing interval: -1."),
+    (("-I", "nosuch", "-a", "192.168.1.10"), "Could not read iface nosuch (6)"),
+    (("-I", QLA0, "-a", "no-such-host.invalid"), "Invalid IP address"),
+])
+def test_refused_before_any_ping_as_iscsiadm(rig, args, said):
+    adm, ictl, sent = _both(rig, *args)
+    assert adm.returncode in (6, 7) and not sent
+    assert stderr_lines(ictl.stderr, "iscsictl")[-1].startswith(said), ictl.stderr
+    assert any(line.startswith(said.split(":")[0].rstrip(".")) for line in
+               stderr_lines(adm.stderr, "iscsiadm")), adm.stderr
+
+
+def test_an_iface_bound_to_no_host_is_refused_where_iscsiadm_sends_to_host_all_ones(rig):
+    """iscsiadm takes "no host" (-1) for a host number and sends the PING to host
+    4294967295 through the iface's transport (tcp here: ENOSYS, 27)."""
+    args = ("-m", "iface", "-C", "ping", "-I", "default", "-a", "192.168.1.10")
+    adm = rig.adm(*args)
+    assert [msg["host_no"] for _, msg in rig.kernel.sent(E.PING)] == [0xFFFFFFFF]
+    assert (adm.returncode, adm.stdout) == (27, "Ping 1 failed: operation not supported\n")
+    rig.kernel.requests.clear()
+    ictl = rig.ictl(*args)
+    assert ictl.returncode == 7 and not rig.kernel.sent(E.PING)
+    assert ictl.stderr.startswith("iscsictl: Can't find host_no: no iSCSI host has"), ictl
+
+
+def test_bnx2i_pings_through_iscsiuio_which_iscsictl_does_not_drive(rig):
+    cp = rig.ictl("-m", "iface", "-C", "ping", "-I", BNX, "-a", "fd00::10")
+    assert cp.returncode == 27 and "iscsiuio" in cp.stderr
+    assert not rig.kernel.sent(E.PING)
+
+
+def test_json(rig):
+    rig.kernel.hosts[5].ping["192.168.1.98"] = 4
+    cp = rig.ictl("--json", "-m", "iface", "-C", "ping", "-I", QLA0, "-a", "192.168.1.98",
+                  "-c", "2")
+    out = json.loads(cp.stdout)
+    assert cp.returncode == 0 and out["host_no"] == 5 and out["rc"] == 0
+    assert [(p["ping"], p["status"], p["result"]) for p in out["pings"]] == [
+        (1, 4, "failed: timed out"), (2, 4, "failed: timed out")]
+
+
+def test_no_completion_is_a_timeout(rig, monkeypatch, tmp_path):
+    """The firmware never answers: each ping waits out its 30 s (here 0.2 s, in-process,
+    through the fake kernel's socket) and is ISCSI_ERR_TRANS_TIMEOUT (8)."""
+    from iscsictl.cli import hba, iface_cmd
+    from iscsictl.cli.main import run
+    from iscsictl.cli.output import Output
+    from iscsictl.netlink import IscsiNetlink
+
+    @contextmanager
+    def netlink():
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        s.bind("")  # autobind
+        s.connect(rig.kernel.path)
+        s.setblocking(False)  # as open_netlink_socket makes it
+        with IscsiNetlink(transport=s) as nl:
+            yield nl
+
+    monkeypatch.setattr(hba, "hba_netlink", netlink)
+    monkeypatch.setattr(iface_cmd, "PING_TIMEOUT", 0.2)
+    monkeypatch.setenv("ISCSICTL_SYSFS_ROOT", rig.sys_dir)
+    rig.kernel.hosts[5].ping["192.168.1.77"] = None
+    root = str(tmp_path / "etc")
+    out, err = io.StringIO(), io.StringIO()
+    rc = run(["--db-root", root, "--config-root", root, "-m", "iface", "-C", "ping", "-I",
+              QLA0, "-a", "192.168.1.77", "-c", "2"], Output(out, err))
+    assert (rc, out.getvalue()) == (8, "Ping 1 failed: connection timed out\n"
+                                       "Ping 2 failed: connection timed out\n"), err.getvalue()
+    assert len(rig.kernel.sent(E.PING)) == 2
