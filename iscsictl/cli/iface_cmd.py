@@ -357,7 +357,7 @@ def ping(db, args, o) -> int:  # type: ignore[no-untyped-def]
     from ..netlink.enums import ISCSI_IFACE_TYPE_IPV4, ISCSI_IFACE_TYPE_IPV6
     from ..netlink.events import PingComp
     from ._common import sysfs_root, text_values
-    from .hba import describe, hba_netlink, kernel_errno
+    from .hba import describe, hba_netlink, kernel_errno, transport_handle
 
     names = args.interface or []
     if not names:
@@ -383,13 +383,10 @@ def ping(db, args, o) -> int:  # type: ignore[no-untyped-def]
         ISCSI_IFACE_TYPE_IPV4)
     transport = values.get("iface.transport_name") or "tcp"
     sysfs = Sysfs(sysfs_root())
-    info = sysfs.transport(transport)
-    if info is None:
+    if sysfs.transport(transport) is None:
         raise E.CliError(f"Can't find transport {transport}.", E.INVAL)
-    bound = {k: v if v and v.lower() != "default" else None
-             for k in ("hwaddress", "net_ifacename", "ipaddress")
-             for v in (values.get(f"iface.{k}"),)}
-    host_no = _bound_host(sysfs, bound["hwaddress"], bound["net_ifacename"], bound["ipaddress"])
+    host_no = _bound_host(sysfs, values.get("iface.hwaddress"),
+                          values.get("iface.net_ifacename"), values.get("iface.ipaddress"))
     if host_no is None:
         raise E.CliError(f"Can't find host_no: no iSCSI host has the hardware address, net "
                          f"device or address of iface {name}.", E.INVAL)
@@ -402,16 +399,14 @@ def ping(db, args, o) -> int:  # type: ignore[no-untyped-def]
     if transport in UIP_TRANSPORTS:
         raise E.CliError(f"Ping through {transport} is sent by iscsiuio, which iscsictl "
                          "does not drive.", E.OP_NOT_SUPP)
-    if info.handle is None:
-        raise E.CliError(f"Could not read the handle of transport {transport} (needs root).",
-                         E.BY_NAME["ISCSI_ERR_INTERNAL"])
+    handle = transport_handle(sysfs, transport)
     iface_num = int(values.get("iface.iface_num") or 0)
     rc, pings = E.SUCCESS, []
     with hba_netlink() as nl:
         for seq in range(1, count + 1):
             pid, status = random.getrandbits(31), None
             try:
-                nl.ping(info.handle, host_no, iface_num, iface_type, size, pid, address)
+                nl.ping(handle, host_no, iface_num, iface_type, size, pid, address)
             except IscsiNetlinkError as e:
                 err = kernel_errno(e)
                 rc = {errno.ENOSYS: E.OP_NOT_SUPP, errno.EINVAL: E.INVAL}.get(err, E.ERR)
