@@ -55,7 +55,13 @@ class IscsiKernelError(IscsiNetlinkError, OSError):
         self.op = op
         self.source = source
         name = _errno.errorcode.get(err, str(err))
-        hint = ": needs CAP_SYS_ADMIN (run as root)" if err == _errno.EPERM else ""
+        hint = ""
+        if err == _errno.EPERM:
+            # iscsi_if_recv_msg's capability check comes back as IF_ERROR; an EPERM in a
+            # reply's retcode is the transport's own (libiscsi's iscsi_conn_send_pdu: a
+            # session failed or ending queues no PDU)
+            hint = (": needs CAP_SYS_ADMIN (run as root)" if source == "iferror"
+                    else ": the kernel's connection takes no PDU now (failed or ending)")
         super().__init__(err, f"kernel rejected {op}: {name} ({os.strerror(err)}) [{source}]{hint}")
 
     def __reduce__(self):  # pragma: no cover - pickling support for executors

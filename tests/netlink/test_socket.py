@@ -484,6 +484,16 @@ def test_eperm_if_error_says_run_as_root(kernel_factory):
     assert ei.value.errno == errno.EPERM
 
 
+def test_eperm_in_a_retcode_is_the_connections_not_a_missing_capability(kernel_factory):
+    """libiscsi's iscsi_conn_send_pdu answers EPERM in the reply's retcode when the session
+    queues no PDU (failed, ending): being root does not help there."""
+    k = kernel_factory(lambda req: [echo(req, r_retcode=-errno.EPERM)])
+    with IscsiNetlink(k.user, timeout=2) as nl:
+        with pytest.raises(IscsiKernelError, match="takes no PDU now") as ei:
+            nl.send_pdu(1, 1, 0, b"\0" * 48)
+    assert ei.value.errno == errno.EPERM and "CAP_SYS_ADMIN" not in str(ei.value)
+
+
 def test_closed_socket_raises():
     from iscsictl.netlink import NetlinkClosedError
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
