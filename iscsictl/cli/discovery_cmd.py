@@ -533,7 +533,6 @@ def _discovery_ifaces(db, names, o) -> list[tuple[str, dict]]:
     ``default`` when there is none (iscsiadm's idbm_bind_ifaces_to_nodes; iscsiadm binds to
     them only when it can load iscsi_tcp, iscsictl needs no module)."""
     from ..db.errors import DBError
-    from ..db.schema import BUILTIN_IFACES
     from ._common import text_values
 
     out = []
@@ -546,16 +545,7 @@ def _discovery_ifaces(db, names, o) -> list[tuple[str, dict]]:
                     f"the file name and iface.iscsi_ifacename {name} is in {db.ifaces_dir}.")
     if names:
         return out
-    for name in db.list_ifaces():
-        if name in BUILTIN_IFACES:
-            continue
-        try:
-            values = text_values(db.read_iface(name))
-        except DBError:
-            continue  # unreadable: not one to bind to (the parser has warned)
-        if (values.get("iface.transport_name") or "tcp") == "tcp":
-            out.append((name, values))
-    return out or [("default", text_values(db.read_iface("default")))]
+    return [(name, text_values(rec)) for name, rec in db.discovery_ifaces()]
 
 
 def _software_ifaces(ifaces, o) -> list[tuple[str, dict]]:

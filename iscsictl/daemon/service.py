@@ -29,6 +29,7 @@ import os
 import random
 import socket
 import struct
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -147,6 +148,30 @@ async def _each(jobs: list[Any], progress: Progress | None) -> list[dict[str, An
     return list(await asyncio.gather(*(one(j) for j in jobs)))
 
 
+def _on_thread(fn: Callable[..., Any], *args: Any) -> "asyncio.Future[Any]":
+    """``fn(*args)`` on a daemon thread of its own, as a future of the loop: unlike the
+    default executor's, a thread still blocked in a network wait when the daemon stops
+    neither delays its exit nor is waited for."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[Any] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not fut.done():
+            (fut.set_result if ok else fut.set_exception)(value)
+
+    def run() -> None:
+        try:
+            outcome = (True, fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+            outcome = (False, exc)
+        try:
+            loop.call_soon_threadsafe(settle, *outcome)
+        except RuntimeError:  # the loop has closed: nobody waits any more
+            pass
+    threading.Thread(target=run, name=getattr(fn, "__name__", "worker"), daemon=True).start()
+    return fut
+
+
 def _sid(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise TypeError(f"a session id must be an integer, not {type(value).__name__}")
@@ -255,7 +280,8 @@ class Daemon:
         state_dir: where session identities (ISIDs) survive a restart.
         db_root, config_root: the node database and iscsid.conf/initiatorname
             (None: ``$ISCSICTL_DB_ROOT``/``$ISCSICTL_CONFIG_ROOT``, else /etc/iscsi).
-        autostart: log in to node.startup=automatic records when starting.
+        autostart: log in to node.startup=automatic records when starting, and run the
+            discovery daemon of the discovery records that ask for it (:mod:`.discoveryd`).
     """
 
     def __init__(self, socket_path: str | None, sysfs_root: str = "/sys",
@@ -314,6 +340,7 @@ class Daemon:
                 self._start_recovery(s, "failed while no daemon ran", failed_earlier=True)
         if self.autostart:
             self._spawn(self._autostart())
+            self._spawn(self._discoveryd())
 
     def listen(self) -> None:
         """Serve the CLI on ``socket_path`` (0600; a stale socket there is replaced).
@@ -1014,6 +1041,40 @@ class Daemon:
                 log.warning("automatic login to %s failed: %s", r.get("node"), r.get("message"))
         log.info("automatic logins: %d new, %d already present, %d failed", ok, present,
                  len(results) - ok - present)
+
+    async def _discoveryd(self) -> None:
+        """iscsid's discovery daemon: a :class:`~.discoveryd.Poller` task for each discovery
+        record with ``use_discoveryd = Yes``, its discoveries run on threads of their own
+        (a target that hangs the exchange holds neither the loop nor the daemon's stop)."""
+        from . import discoveryd as dd
+
+        def warn(msg: str) -> None:
+            log.warning("%s", msg)
+        try:
+            srcs = await _on_thread(dd.sources, self._db(), warn)
+        except Exception as exc:  # noqa: BLE001 - a broken DB never stops the daemon
+            log.warning("discovery daemon not started: cannot read the discovery records: %s",
+                        exc)
+            return
+
+        def has_session(key: dd.NodeKey) -> bool:
+            return any(s.node.key == key for s in self.sessions.values())
+
+        async def discover(src: dd.Source) -> list[dict[str, str]]:
+            return await _on_thread(lambda: dd.discover(self._db(), src, self._initiator_name()))
+
+        async def login(records: list[Mapping[str, str]]) -> list[dict[str, Any]]:
+            return await self.login(records, self._initiator_name() or "")
+
+        async def logout(keys: list[dd.NodeKey]) -> None:
+            for r in await self.logout([s.sid for s in list(self.sessions.values())
+                                        if s.node.key in keys], force=True):
+                if not r.get("ok"):
+                    log.warning("session %s: logout failed: %s", r.get("sid"), r.get("message"))
+        for src in srcs:
+            log.info("discovery daemon: %s every %s", src.describe(),
+                     f"{src.poll} s" if src.poll else "daemon start (once)")
+            self._spawn(dd.Poller(src, discover, has_session, login, logout).run())
 
     async def logout(self, sids: list[int], force: bool = False,
                      progress: Progress | None = None) -> list[dict[str, Any]]:

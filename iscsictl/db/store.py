@@ -688,9 +688,12 @@ class NodeDB:
 
     # ---- node create / write ---------------------------------------------------------------
     def new_node_record(self, target: str, address: str, port: int = schema.ISCSI_LISTEN_PORT,
-                        tpgt: int = schema.TPGT_UNKNOWN, iface: str = "default") -> Record:
+                        tpgt: int = schema.TPGT_UNKNOWN, iface: str = "default", *,
+                        discovery: DiscoveryID | None = None) -> Record:
         """A node record as open-iscsi creates one: compiled defaults overlaid with iscsid.conf
-        (``idbm_node_setup_from_conf``), the identity, and the iface record's settings."""
+        (``idbm_node_setup_from_conf``), the identity, the iface record's settings and, when
+        ``discovery`` found it, that discovery's fields (``node.discovery_*``).  Nothing is
+        written.  Raises InvalidRecordName, RecordNotFound (unknown iface)."""
         for what, v in (("target name", target), ("portal address", address),
                         ("iface name", iface)):
             _check_component(what, v)
@@ -705,6 +708,8 @@ class NodeDB:
         v["node.conn[0].address"] = address
         v["node.conn[0].port"] = convert(schema.NODE.by_name["node.conn[0].port"], port)
         v["node.tpgt"] = convert(schema.NODE.by_name["node.tpgt"], tpgt)
+        if discovery is not None:
+            self._set_discovery_fields(rec, discovery)
         return rec
 
     def create_node(self, target: str, address: str, port: int = schema.ISCSI_LISTEN_PORT,
@@ -717,11 +722,9 @@ class NodeDB:
         a known tpgt links the record under ``static/`` (or under the discovery record's dir).
         Raises RecordExists (unless ``overwrite``), RecordNotFound (unknown iface),
         InvalidKey/InvalidValue, InvalidRecordName, LockTimeout."""
-        rec = self.new_node_record(target, address, port, tpgt, iface)
+        rec = self.new_node_record(target, address, port, tpgt, iface, discovery=discovery)
         for k, val in (values or {}).items():
             rec.set(k, val)
-        if discovery is not None:
-            self._set_discovery_fields(rec, discovery)
         self.write_node(rec, create=not overwrite)
         return rec
 
@@ -1344,6 +1347,23 @@ class NodeDB:
         except OSError:
             names = []
         return names + list(schema.BUILTIN_IFACES)
+
+    def discovery_ifaces(self) -> list[tuple[str, Record]]:
+        """The ifaces a discovery that names none binds its records to, as (name, record):
+        every software-iSCSI (tcp) iface record other than the built-ins, else ``default``
+        (open-iscsi's idbm_bind_ifaces_to_nodes over iface_link_ifaces).  An unreadable
+        record is not one (its parser has warned)."""
+        out = []
+        for name in self.list_ifaces():
+            if name in schema.BUILTIN_IFACES:
+                continue
+            try:
+                rec = self.read_iface(name)
+            except DBError:
+                continue
+            if (rec.values.get("iface.transport_name") or "tcp") == "tcp":
+                out.append((name, rec))
+        return out or [("default", self.read_iface("default"))]
 
     def read_iface(self, name: str) -> Record:
         """An iface record; ``default`` (tcp) and ``iser`` (iser) are built in (no file).

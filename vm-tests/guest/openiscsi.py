@@ -87,8 +87,10 @@ class OpenIscsi:
     def __exit__(self, *exc):
         self.stop()
 
-    def start(self, timeout: float = 10.0) -> None:
-        """Start iscsid and wait (at most ``timeout`` s) until iscsiadm can reach it."""
+    def start(self, timeout: float = 10.0, keep_db: bool = False) -> None:
+        """Start iscsid and wait (at most ``timeout`` s) until iscsiadm can reach it.  The
+        node database is emptied first unless ``keep_db`` (iscsid reads its discovery
+        records when it starts)."""
         if shutil.which("iscsid") is None:
             raise OpenIscsiError("iscsid not found: install Debian's open-iscsi on the host")
         subprocess.run(["modprobe", "iscsi_tcp"], check=True)
@@ -96,7 +98,8 @@ class OpenIscsi:
         etc = Path("/etc/iscsi")
         etc.mkdir(parents=True, exist_ok=True)
         (etc / "initiatorname.iscsi").write_text(f"InitiatorName={self.initiator_name}\n")
-        for db in ("nodes", "send_targets", "ifaces", "isns", "static", "fw"):
+        for db in () if keep_db else ("nodes", "send_targets", "ifaces", "isns", "static",
+                                      "fw"):
             shutil.rmtree(etc / db, ignore_errors=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / "iscsid.log", "ab")

@@ -10,12 +10,14 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from cli import VENV_BIN, check_direct_roundtrip, read, sessions_in_sysfs, wait_disks
+from cli import (VENV_BIN, check_direct_roundtrip, end_process, read, sessions_in_sysfs,
+                 wait_disks, wait_for)
 
 MIB = 1 << 20
 PORTAL = "127.0.0.1"
@@ -207,6 +209,83 @@ def test_isns_discovery_login_io_as_iscsiadm(lio, isnsd, scenario_dir):
     _both(flow, scenario_dir)
     for when, theirs, ours in zip(("discovery", "discoverydb -D"), trees[:2], trees[2:]):
         assert ours == theirs, _tree_diff(when, theirs, ours)
+
+
+def _session_targets() -> list[str]:
+    """The target of each kernel session, sorted."""
+    return sorted(read(f"/sys/class/iscsi_session/session{sid}/targetname")
+                  for sid in sessions_in_sysfs())
+
+
+def test_discovery_daemon_logs_in_and_out_as_iscsid(lio, scenario_dir):
+    """A SendTargets discovery record with ``use_discoveryd = Yes`` (a round every 2 s):
+    from its start the daemon logs in to every target the portal reports, to a target
+    added later (whose disk appears), and out of one deleted (open-iscsi's discoveryd.c).
+    iscsid, then iscsictld, each on the same record: the same sessions at each step, and
+    the node DB as it was."""
+    from iscsictld import Iscsictld
+    from openiscsi import OpenIscsi
+
+    iqn = {n: f"iqn.2003-01.org.example.vm:dd-{n}" for n in "abc"}
+    lio.create(iqn["a"], luns=[8 * MIB])
+    runs = []
+
+    def step(what, want):
+        return wait_for(what, lambda: _session_targets() == want and want, 60)
+
+    def flow(tool, start, stop):
+        b = lio.create(iqn["b"], luns=[8 * MIB])
+        for db in DB_DIRS:
+            shutil.rmtree(Path("/etc/iscsi") / db, ignore_errors=True)
+        for args in (("-o", "new"),
+                     ("-o", "update", "-n", "discovery.sendtargets.use_discoveryd", "-v", "Yes"),
+                     ("-o", "update", "-n", "discovery.sendtargets.discoveryd_poll_inval",
+                      "-v", "2")):
+            r = subprocess.run([tool, "-m", "discoverydb", "-t", "st", "-p", PORTAL, *args],
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, (tool, args, r.stderr)
+        tree = _db_tree()
+        start()
+        c = None
+        try:
+            seen = [step("both targets' sessions", [iqn["a"], iqn["b"]])]
+            c = lio.create(iqn["c"], luns=[8 * MIB])
+            seen.append(step("the added target's session", [iqn["a"], iqn["b"], iqn["c"]]))
+            wait_disks(sessions_in_sysfs()[-1], 1)
+            b.teardown()
+            seen.append(step("the deleted target's logout", [iqn["a"], iqn["c"]]))
+            time.sleep(5)  # two more rounds: nothing changes
+            seen.append(_session_targets())
+            assert _db_tree() == tree, "the discovery daemon wrote to the node DB"
+        finally:
+            stop()
+            for t in (b, c):
+                if t is not None:
+                    t.teardown()
+        runs.append(seen)
+
+    oi = OpenIscsi(scenario_dir, INITIATOR)
+
+    def stop_iscsid():
+        # iscsid's discoveryd logs in again right after a logout: stop iscsid first (the
+        # sessions stay), then log out with an iscsid that has no discovery record
+        end_process(oi.proc, 10)
+        oi.start()
+        oi.stop()
+
+    d = Iscsictld(scenario_dir)
+
+    def stop_iscsictld():
+        d.stop()
+        for db in DB_DIRS:
+            shutil.rmtree(Path("/etc/iscsi") / db, ignore_errors=True)
+        d.logout_all_and_stop()
+    flow("iscsiadm", lambda: oi.start(keep_db=True), stop_iscsid)
+    assert sessions_in_sysfs() == []
+    flow(str(VENV_BIN / "iscsictl"), d.start, stop_iscsictld)
+    assert sessions_in_sysfs() == []
+    assert runs[0] == runs[1]
+    assert runs[1][-1] == [iqn["a"], iqn["c"]]
 
 
 def _tree_diff(when, theirs, ours) -> str:

@@ -1,0 +1,242 @@
+"""iscsid's discovery daemon (open-iscsi usr/discoveryd.c) inside iscsictld.
+
+A discovery record with ``discovery.sendtargets.use_discoveryd = Yes`` (SendTargets) or
+``discovery.isns.use_discoveryd = Yes`` (iSNS) makes the daemon, from its start, discover
+through that record every ``discoveryd_poll_inval`` seconds and keep the kernel's sessions
+in step with what it finds (discoveryd.c ``update_sessions``):
+
+* each portal found, as (target, portal, iface), that has no session is logged in, with the
+  node record a discovery builds (compiled defaults, iscsid.conf, the iface record, the
+  discovery's fields); none is written to the node DB, as iscsid writes none;
+* each portal an earlier round found and this one does not is logged out.
+
+The ifaces are read again each round: every software-iSCSI iface record, else ``default``
+(:meth:`~iscsictl.db.store.NodeDB.discovery_ifaces`).  A round that fails changes nothing:
+it is logged and the next round tries again (SendTargets makes one attempt a round,
+``reopen_max`` 0, as discoveryd.c).  The poll interval: SendTargets' default 30; below 0
+is 30; 0 is one round, then the record's sessions are left alone.  iSNS's default (-1)
+asks iscsid for State Change Notifications; iscsictl does not receive them yet and polls
+every :data:`ISNS_SCN_FALLBACK_POLL` seconds instead (said in the log).
+
+Deliberate differences from iscsid: stopping iscsictld logs out nothing (iscsid's
+discoveryd children log out their targets on SIGTERM); a restarted daemon adopts the
+sessions and its first round finds them present.  A record's settings are read once, when
+the daemon starts, as iscsid reads them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from iscsictl.db.errors import DBError
+
+log = logging.getLogger("iscsictld")
+
+DEFAULT_POLL = 30  #: s between rounds when the record's interval is below 0 (DISC_DEF_POLL_INVL)
+ISNS_SCN_FALLBACK_POLL = 30  #: s between iSNS rounds where iscsid would wait for SCNs
+
+#: (target, portal address, portal port, iface): one node, as the daemon's sessions key it
+NodeKey = tuple[str, str, int, str]
+Record = Mapping[str, str]
+
+
+def node_key(rec: Record) -> NodeKey:
+    """A node record's (target, address, port, iface), as ``NodeTarget.key`` makes it."""
+    try:
+        port = int(rec.get("node.conn[0].port", 3260))
+    except ValueError:
+        port = 3260
+    return (rec["node.name"], rec["node.conn[0].address"], port,
+            rec.get("iface.iscsi_ifacename") or "default")
+
+
+@dataclass(frozen=True)
+class Round:
+    """What one round does (discoveryd.c update_sessions): ``login`` the records found that
+    have no session, ``logout`` the nodes found before and not now; ``tracked`` is what
+    the next round compares with (every node found now, logged in or not)."""
+
+    login: tuple[Record, ...]
+    logout: tuple[NodeKey, ...]
+    tracked: dict[NodeKey, Record]
+
+
+def plan_round(tracked: Mapping[NodeKey, Record], found: Sequence[Record],
+               has_session: Callable[[NodeKey], bool]) -> Round:
+    """The :class:`Round` for ``found`` (node records; a node found twice counts once, the
+    first) after ``tracked`` (the last round's ``tracked``)."""
+    now: dict[NodeKey, Record] = {}
+    for rec in found:
+        now.setdefault(node_key(rec), rec)
+    return Round(login=tuple(r for k, r in now.items() if not has_session(k)),
+                 logout=tuple(k for k in tracked if k not in now),
+                 tracked=now)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One discovery record the daemon polls: ``type`` ``sendtargets`` | ``isns``, its
+    address and port, its values (open-iscsi text) and the poll interval in seconds (0: one
+    round)."""
+
+    type: str
+    address: str
+    port: int
+    values: Mapping[str, str]
+    poll: int
+    scn_asked: bool = False  #: iSNS with an interval below 0: iscsid would wait for SCNs
+
+    def describe(self) -> str:
+        addr = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{'SendTargets' if self.type == 'sendtargets' else 'iSNS'} {addr}:{self.port}"
+
+
+def _interval(values: Mapping[str, str], key: str) -> int:
+    try:
+        return int(values.get(key, "-1"))
+    except ValueError:
+        return -1
+
+
+def sources(db: Any, warn: Callable[[str], None]) -> list[Source]:
+    """The discovery records of ``db`` (a NodeDB) that ask for the discovery daemon; an
+    unreadable one is said through ``warn`` and skipped."""
+    out = []
+    for did in db.list_discovery():
+        try:
+            values = db.read_discovery(did).as_strings()
+        except DBError as exc:
+            warn(f"discovery record {did.address},{did.port}: {exc}: not polled")
+            continue
+        if did.type == "sendtargets":
+            if values.get("discovery.sendtargets.use_discoveryd") != "Yes":
+                continue
+            poll = _interval(values, "discovery.sendtargets.discoveryd_poll_inval")
+            out.append(Source(did.type, did.address, did.port, values,
+                              DEFAULT_POLL if poll < 0 else poll))
+        elif did.type == "isns":
+            if values.get("discovery.isns.use_discoveryd") != "Yes":
+                continue
+            poll = _interval(values, "discovery.isns.discoveryd_poll_inval")
+            out.append(Source(did.type, did.address, did.port, values,
+                              ISNS_SCN_FALLBACK_POLL if poll < 0 else poll, poll < 0))
+    return out
+
+
+class DiscoveryFailed(Exception):
+    """A round's discovery failed (the message says how); nothing is changed."""
+
+
+def discover(db: Any, src: Source, initiator_name: str | None) -> list[dict[str, str]]:
+    """One round's discovery (blocking: run it off the loop): the node records of what
+    ``src`` finds through each iface.  Raises DiscoveryFailed."""
+    from iscsictl.db.store import DiscoveryID
+    from iscsictl.discovery.isns import IsnsQueryFailed, query_targets
+    from iscsictl.discovery.sendtargets import DiscoveryPolicy, send_targets
+    from iscsictl.protocol.config import LoginConfig
+    from iscsictl.transport.iface import iface_initiator_name
+
+    did = DiscoveryID(src.type, src.address, src.port)
+    try:
+        ifaces = [(name, rec.as_strings()) for name, rec in db.discovery_ifaces()]
+    except DBError as exc:
+        raise DiscoveryFailed(f"cannot read the iface records: {exc}") from None
+    found: list[tuple[str, str, int, int, str]] = []
+    answers: dict[str, list] = {}
+    for ifn, iface in ifaces:
+        name = iface_initiator_name(iface) or initiator_name
+        if not name:
+            raise DiscoveryFailed("no InitiatorName in initiatorname.iscsi")
+        try:
+            if src.type == "isns":
+                if name not in answers:  # iSNS answers per initiator name, not per iface
+                    answers[name] = query_targets(src.address, src.port, name,
+                                                  log=lambda m: log.info("%s", m))
+                found.extend((g.target, g.address, g.port, g.tag, ifn) for g in answers[name])
+                continue
+            policy = DiscoveryPolicy.from_record(src.values, reopen_max=0)
+            cfg = LoginConfig.from_discovery(src.values, name,
+                                             login_timeout=policy.login_timeout,
+                                             auth_timeout=policy.auth_timeout)
+            targets = send_targets(src.address, src.port, cfg, policy, iface=iface,
+                                   log=lambda m: log.info("%s: %s", src.describe(), m))
+        except IsnsQueryFailed as exc:
+            raise DiscoveryFailed(str(exc)) from None
+        except ValueError as exc:
+            raise DiscoveryFailed(f"the discovery record: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - the transport's and login's errors
+            raise DiscoveryFailed(str(getattr(exc, "last", None) or exc)) from None
+        for t in targets:
+            for p in t.portals:
+                found.append((t.name, p.address, p.port, -1 if p.tpgt is None else p.tpgt, ifn))
+    out = []
+    for target, address, port, tpgt, ifn in found:
+        try:
+            out.append(db.new_node_record(target, address, port, tpgt, ifn,
+                                          discovery=did).as_strings())
+        except DBError as exc:  # a name the DB cannot hold: that node is left out
+            log.warning("%s: %s %s,%d left out: %s", src.describe(), target, address, port,
+                        exc)
+    return out
+
+
+class Poller:
+    """The rounds of one :class:`Source`, run by :meth:`run` until cancelled (or after the
+    one round of a 0 interval).
+
+    Args:
+        src: the discovery record.
+        discover: ``discover(src) -> awaitable node records`` (raises DiscoveryFailed).
+        has_session: whether a node has a session in the daemon.
+        login: ``login(records) -> awaitable results`` (the daemon's login results).
+        logout: ``logout(nodes) -> awaitable``: log out every session of those nodes.
+        sleep: ``asyncio.sleep``, or a test's.
+    """
+
+    def __init__(self, src: Source,
+                 discover: Callable[[Source], Awaitable[list[dict[str, str]]]],
+                 has_session: Callable[[NodeKey], bool],
+                 login: Callable[[list[Record]], Awaitable[list[dict[str, Any]]]],
+                 logout: Callable[[list[NodeKey]], Awaitable[object]],
+                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
+        self.src = src
+        self._discover, self._has_session = discover, has_session
+        self._login, self._logout, self._sleep = login, logout, sleep
+        self.tracked: dict[NodeKey, Record] = {}
+        self.rounds = 0
+
+    async def run(self) -> None:
+        if self.src.scn_asked:
+            log.warning("%s: State Change Notifications are not received yet: polling every "
+                        "%d s instead", self.src.describe(), self.src.poll)
+        while True:
+            await self.round()
+            if not self.src.poll:
+                return
+            await self._sleep(self.src.poll)
+
+    async def round(self) -> Round | None:
+        """One round: discover, then log in and out.  None when the discovery failed."""
+        self.rounds += 1
+        try:
+            found = await self._discover(self.src)
+        except DiscoveryFailed as exc:
+            log.error("Could not perform %s discovery: %s", self.src.describe(), exc)
+            return None
+        todo = plan_round(self.tracked, found, self._has_session)
+        self.tracked = todo.tracked
+        if todo.logout:
+            log.info("%s: %d node(s) no longer found: logging out", self.src.describe(),
+                     len(todo.logout))
+            await self._logout(list(todo.logout))
+        if todo.login:
+            results = await self._login(list(todo.login))
+            for r in results:
+                if not r.get("ok") and r.get("code") != 15:
+                    log.warning("%s: login to %s failed: %s", self.src.describe(),
+                                r.get("node"), r.get("message"))
+        return todo

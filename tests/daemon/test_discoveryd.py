@@ -1,0 +1,289 @@
+"""The discovery daemon (iscsictl/daemon/discoveryd.py): its rounds against real peers on
+loopback (tgtd for SendTargets, open-isns's isnsd for iSNS), the node records it builds,
+and the daemon's glue.  The logins themselves need the kernel: they are recorded here and
+made for real in the VM (vm-tests/guest_tests/test_iscsiadm_flows.py, beside iscsid's)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+
+import pytest
+
+from iscsictl.daemon import discoveryd as dd
+from iscsictl.daemon.service import Daemon
+from iscsictl.db.store import DiscoveryID, NodeDB
+from peers import Isnsd, Tgtd
+
+INIT = "iqn.2026-11.test:discoveryd"
+T1, T2, T3 = (f"iqn.2026-11.test.dd:t{i}" for i in (1, 2, 3))
+
+
+@pytest.fixture
+def db(tmp_path):
+    (tmp_path / "initiatorname.iscsi").write_text(f"InitiatorName={INIT}\n")
+    (tmp_path / "iscsid.conf").write_text(
+        "node.startup = automatic\nnode.session.auth.authmethod = CHAP\n"
+        "node.session.auth.username = from-conf\n")
+    return NodeDB(str(tmp_path), str(tmp_path))
+
+
+@pytest.fixture
+def tgt(tmp_path):
+    with Tgtd(str(tmp_path / "tgtd")) as t:
+        t.add_target(T1)
+        t.add_target(T2)
+        yield t
+
+
+def st_source(db, port, poll=-1, use="Yes", address="127.0.0.1"):
+    db.create_discovery(DiscoveryID("sendtargets", address, port), values={
+        "discovery.sendtargets.use_discoveryd": use,
+        "discovery.sendtargets.discoveryd_poll_inval": str(poll)})
+    (src,) = [s for s in dd.sources(db, print) if s.port == port]
+    return src
+
+
+def rec(target, port=3260, iface="default", address="127.0.0.1"):
+    return {"node.name": target, "node.conn[0].address": address,
+            "node.conn[0].port": str(port), "iface.iscsi_ifacename": iface}
+
+
+# ---- one round's plan ------------------------------------------------------------------
+def test_a_round_logs_in_what_has_no_session_and_out_what_is_gone():
+    a, b, c = rec(T1), rec(T2), rec(T3)
+    first = dd.plan_round({}, [a, b], lambda k: False)
+    assert first.login == (a, b) and first.logout == ()
+    # b has its session; c is new; a is no longer found
+    second = dd.plan_round(first.tracked, [b, c], lambda k: k == dd.node_key(b))
+    assert second.login == (c,)
+    assert second.logout == (dd.node_key(a),)
+    assert set(second.tracked) == {dd.node_key(b), dd.node_key(c)}
+
+
+def test_a_node_found_twice_is_one_and_ifaces_make_different_nodes():
+    a, again, other_iface = rec(T1), rec(T1), rec(T1, iface="eth1")
+    r = dd.plan_round({}, [a, again, other_iface], lambda k: False)
+    assert r.login == (a, other_iface)
+    assert dd.node_key(rec(T1, port=3261)) != dd.node_key(a)
+
+
+def test_a_node_that_failed_its_login_is_tried_again_and_not_logged_out():
+    a = rec(T1)
+    first = dd.plan_round({}, [a], lambda k: False)
+    again = dd.plan_round(first.tracked, [a], lambda k: False)  # its login had failed
+    assert again.login == (a,) and again.logout == ()
+
+
+# ---- which records are polled, how often -----------------------------------------------
+def test_the_records_that_ask_for_the_discovery_daemon_and_their_intervals(db):
+    for port, use, poll in ((3260, "Yes", None), (3261, "Yes", "0"), (3262, "No", "5"),
+                            (3263, "Yes", "-7"), (3264, "Yes", "12")):
+        values = {"discovery.sendtargets.use_discoveryd": use}
+        if poll is not None:
+            values["discovery.sendtargets.discoveryd_poll_inval"] = poll
+        db.create_discovery(DiscoveryID("sendtargets", "10.0.0.1", port), values=values)
+    db.create_discovery(DiscoveryID("isns", "10.0.0.2", 3205),
+                        values={"discovery.isns.use_discoveryd": "Yes"})
+    db.create_discovery(DiscoveryID("isns", "10.0.0.3", 3205), values={
+        "discovery.isns.use_discoveryd": "Yes", "discovery.isns.discoveryd_poll_inval": "9"})
+    got = [(s.type, s.address, s.port, s.poll, s.scn_asked) for s in dd.sources(db, print)]
+    assert got == [("sendtargets", "10.0.0.1", 3260, 30, False),
+                   ("sendtargets", "10.0.0.1", 3261, 0, False),
+                   ("sendtargets", "10.0.0.1", 3263, 30, False),
+                   ("sendtargets", "10.0.0.1", 3264, 12, False),
+                   ("isns", "10.0.0.2", 3205, 30, True),
+                   ("isns", "10.0.0.3", 3205, 9, False)]
+
+
+def test_an_unreadable_discovery_record_is_said_and_skipped(db, tmp_path):
+    st_source(db, 3260)
+    bad = DiscoveryID("sendtargets", "10.9.9.9", 3260)
+    db.create_discovery(bad)
+    (tmp_path / "send_targets" / "10.9.9.9,3260" / "st_config").write_bytes(b"\0\0")
+    said = []
+    assert [s.address for s in dd.sources(db, said.append)] == ["127.0.0.1"]
+    assert len(said) == 1 and "10.9.9.9,3260" in said[0]
+
+
+# ---- a round's discovery, against real peers ---------------------------------------------
+def test_sendtargets_records_as_a_discovery_builds_them(db, tgt, tmp_path):
+    src = st_source(db, tgt.port)
+    recs = dd.discover(db, src, INIT)
+    assert sorted(r["node.name"] for r in recs) == [T1, T2]
+    for r in recs:
+        assert (r["node.conn[0].address"], r["node.conn[0].port"], r["node.tpgt"]) == \
+            ("127.0.0.1", str(tgt.port), "1")
+        assert r["iface.iscsi_ifacename"] == "default"
+        assert (r["node.discovery_address"], r["node.discovery_port"],
+                r["node.discovery_type"]) == ("127.0.0.1", str(tgt.port), "send_targets")
+        # iscsid.conf's node settings, as iscsid's idbm_node_setup_from_conf
+        assert r["node.startup"] == "automatic"
+        assert r["node.session.auth.username"] == "from-conf"
+    nodes = tmp_path / "nodes"
+    assert not nodes.exists() or not any(nodes.iterdir()), "iscsid writes no node record"
+
+
+def test_each_software_iface_gets_its_records_and_its_initiator_name(db, tgt, tmp_path):
+    tgt.add_target(T3, initiator_name="iqn.2026-11.test:other")  # seen by that name only
+    (tmp_path / "ifaces").mkdir()
+    (tmp_path / "ifaces" / "if-a").write_text(
+        "iface.iscsi_ifacename = if-a\niface.transport_name = tcp\n")
+    (tmp_path / "ifaces" / "if-b").write_text(
+        "iface.iscsi_ifacename = if-b\niface.transport_name = tcp\n"
+        "iface.initiatorname = iqn.2026-11.test:other\n")
+    (tmp_path / "ifaces" / "hba").write_text(
+        "iface.iscsi_ifacename = hba\niface.transport_name = qla4xxx\n")
+    got = sorted((r["iface.iscsi_ifacename"], r["node.name"])
+                 for r in dd.discover(db, st_source(db, tgt.port), INIT))
+    assert got == [("if-a", T1), ("if-a", T2), ("if-b", T1), ("if-b", T2), ("if-b", T3)]
+
+
+def test_a_failed_discovery_is_one_attempt_and_raises(db):
+    """``reopen_max`` 0 whatever the record says: the next round is the retry."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    accepted = []
+
+    def hang_up():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            accepted.append(1)
+            conn.close()
+    threading.Thread(target=hang_up, daemon=True).start()
+    try:
+        src = st_source(db, srv.getsockname()[1])
+        assert src.values["discovery.sendtargets.reopen_max"] == "5"
+        with pytest.raises(dd.DiscoveryFailed):
+            dd.discover(db, src, INIT)
+        assert len(accepted) == 1
+    finally:
+        srv.close()
+
+
+def test_no_initiator_name_fails_the_round(db, tgt, tmp_path):
+    with pytest.raises(dd.DiscoveryFailed, match="InitiatorName"):
+        dd.discover(db, st_source(db, tgt.port), None)
+
+
+def test_isns_records(db, tmp_path):
+    with Isnsd(str(tmp_path / "isnsd")) as server:
+        server.register_targets("array", "127.0.0.1:3260", [T1, T2], tag=7)
+        db.create_discovery(DiscoveryID("isns", "127.0.0.1", server.port), values={
+            "discovery.isns.use_discoveryd": "Yes"})
+        (src,) = dd.sources(db, print)
+        recs = dd.discover(db, src, INIT)
+    assert sorted((r["node.name"], r["node.conn[0].port"], r["node.tpgt"],
+                   r["node.discovery_type"]) for r in recs) == \
+        [(T1, "3260", "7", "isns"), (T2, "3260", "7", "isns")]
+
+
+# ---- the rounds --------------------------------------------------------------------------
+class Sessions:
+    """What the rounds asked for, with a session for each login that is not refused."""
+
+    def __init__(self, refuse=()):
+        self.keys: set = set()
+        self.logins: list[list[str]] = []
+        self.logouts: list[list[str]] = []
+        self.refuse = set(refuse)
+
+    def has(self, key):
+        return key in self.keys
+
+    async def login(self, recs):
+        self.logins.append(sorted(r["node.name"] for r in recs))
+        out = []
+        for r in recs:
+            ok = r["node.name"] not in self.refuse
+            if ok:
+                self.keys.add(dd.node_key(r))
+            out.append({"ok": ok, "node": r["node.name"], "code": 0 if ok else 24,
+                        "message": "authentication failure"})
+        return out
+
+    async def logout(self, keys):
+        self.logouts.append(sorted(k[0] for k in keys))
+        self.keys -= set(keys)
+
+
+def poller(db, src, sessions):
+    async def discover(s):
+        return await asyncio.to_thread(dd.discover, db, s, INIT)
+    return dd.Poller(src, discover, sessions.has, sessions.login, sessions.logout)
+
+
+def test_rounds_follow_the_targets_the_portal_reports(db, tgt, caplog):
+    s = Sessions(refuse={T3})
+    p = poller(db, st_source(db, tgt.port, poll=5), s)
+
+    async def rounds():
+        await p.round()
+        await p.round()  # nothing changed: nothing to do
+        tgt.adm("--mode", "target", "--op", "delete", "--tid", "2", "--force")
+        await p.round()
+        tgt.add_target(T3)
+        await p.round()
+        await p.round()  # T3's login failed: tried again
+        tgt.stop()
+        assert await p.round() is None  # a failed discovery changes nothing
+    asyncio.run(rounds())
+    assert s.logins == [[T1, T2], [T3], [T3]]
+    assert s.logouts == [[T2]]
+    assert sorted(k[0] for k in p.tracked) == [T1, T3]
+    assert "Could not perform SendTargets 127.0.0.1" in caplog.text
+    assert f"login to {T3} failed: authentication failure" in caplog.text
+
+
+def test_an_interval_of_0_is_one_round(db, tgt):
+    s = Sessions()
+    slept = []
+
+    async def sleep(n):
+        slept.append(n)
+
+    p = poller(db, st_source(db, tgt.port, poll=0), s)
+    p._sleep = sleep
+    asyncio.run(asyncio.wait_for(p.run(), 30))
+    assert p.rounds == 1 and slept == [] and s.logins == [[T1, T2]]
+
+
+def test_rounds_repeat_at_the_interval(db, tgt):
+    s, slept = Sessions(), []
+
+    async def sleep(n):
+        slept.append(n)
+        if len(slept) == 3:
+            raise asyncio.CancelledError
+
+    p = poller(db, st_source(db, tgt.port, poll=7), s)
+    p._sleep = sleep
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(p.run())
+    assert slept == [7, 7, 7] and p.rounds == 3
+
+
+# ---- the daemon's glue ---------------------------------------------------------------------
+def test_the_daemon_starts_a_poller_per_record_and_logs_in_what_it_finds(db, tgt, tmp_path):
+    st_source(db, tgt.port, poll=0)
+    db.create_discovery(DiscoveryID("sendtargets", "localhost", tgt.port), values={
+        "discovery.sendtargets.use_discoveryd": "No"})  # polled, it would log in again
+    daemon = Daemon(None, sysfs_root=str(tmp_path / "sys"), state_dir=str(tmp_path / "st"),
+                    db_root=db.db_root, config_root=db.db_root)
+    asked = []
+
+    async def login(records, initiator_name, progress=None, multiple=False):
+        asked.append((sorted(r["node.name"] for r in records), initiator_name))
+        return [{"ok": True} for _ in records]
+    daemon.login = login
+
+    async def run():
+        await daemon._discoveryd()
+        await asyncio.wait_for(asyncio.gather(*daemon._tasks), 30)
+    asyncio.run(run())
+    assert asked == [([T1, T2], INIT)]
