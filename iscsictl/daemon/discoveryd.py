@@ -14,20 +14,29 @@ The ifaces are read again each round: every software-iSCSI iface record, else ``
 (:meth:`~iscsictl.db.store.NodeDB.discovery_ifaces`).  A round that fails changes nothing:
 it is logged and the next round tries again (SendTargets makes one attempt a round,
 ``reopen_max`` 0, as discoveryd.c).  The poll interval: SendTargets' default 30; below 0
-is 30; 0 is one round, then the record's sessions are left alone.  iSNS's default (-1)
-asks iscsid for State Change Notifications; iscsictl does not receive them yet and polls
-every :data:`ISNS_SCN_FALLBACK_POLL` seconds instead (said in the log).
+is 30; 0 is one round, then the record's sessions are left alone.
+
+An iSNS record polled more than once also hears State Change Notifications (RFC 4171
+§5.6.5.8), as iscsid's discoveryd: the initiator names (initiatorname.iscsi's and the
+ifaces') are registered in a network entity named after this host, with a portal whose
+SCN port is a TCP port of :class:`ScnReceiver`'s, and registered for SCNs of targets
+added, updated and removed; each SCN starts a round at once.  The registration is made
+again before half its Registration Period has passed, and after it failed.
 
 Deliberate differences from iscsid: stopping iscsictld logs out nothing (iscsid's
 discoveryd children log out their targets on SIGTERM); a restarted daemon adopts the
-sessions and its first round finds them present.  A record's settings are read once, when
-the daemon starts, as iscsid reads them.
+sessions and its first round finds them present.  An iSNS record's default interval (-1)
+makes iscsid wait for SCNs only; iscsictl also polls every :data:`ISNS_SCN_POLL` seconds,
+for a server that drops an SCN.  An SCN starts a whole round, where iscsid queries the
+target it names.  A record's settings are read once, when the daemon starts, as iscsid
+reads them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +46,8 @@ from iscsictl.db.errors import DBError
 log = logging.getLogger("iscsictld")
 
 DEFAULT_POLL = 30  #: s between rounds when the record's interval is below 0 (DISC_DEF_POLL_INVL)
-ISNS_SCN_FALLBACK_POLL = 30  #: s between iSNS rounds where iscsid would wait for SCNs
+ISNS_SCN_POLL = 30  #: s between iSNS rounds where iscsid would wait for SCNs only
+SCN_IDLE = 3600.0  #: s an SCN connection may stay silent before it is closed
 
 #: (target, portal address, portal port, iface): one node, as the daemon's sessions key it
 NodeKey = tuple[str, str, int, str]
@@ -88,7 +98,11 @@ class Source:
     port: int
     values: Mapping[str, str]
     poll: int
-    scn_asked: bool = False  #: iSNS with an interval below 0: iscsid would wait for SCNs
+
+    @property
+    def hears_scns(self) -> bool:
+        """An iSNS record polled more than once registers for SCNs."""
+        return self.type == "isns" and self.poll != 0
 
     def describe(self) -> str:
         addr = f"[{self.address}]" if ":" in self.address else self.address
@@ -123,7 +137,7 @@ def sources(db: Any, warn: Callable[[str], None]) -> list[Source]:
                 continue
             poll = _interval(values, "discovery.isns.discoveryd_poll_inval")
             out.append(Source(did.type, did.address, did.port, values,
-                              ISNS_SCN_FALLBACK_POLL if poll < 0 else poll, poll < 0))
+                              ISNS_SCN_POLL if poll < 0 else poll))
     return out
 
 
@@ -184,6 +198,95 @@ def discover(db: Any, src: Source, initiator_name: str | None) -> list[dict[str,
     return out
 
 
+def register(db: Any, src: Source, initiator_name: str | None,
+             scn_port: int) -> float | None:
+    """Register this host's initiator names with ``src``'s iSNS server for SCNs to
+    ``scn_port`` (blocking: run it off the loop).  Returns the seconds until it must be
+    made again (half the Registration Period; None: never).  Raises DiscoveryFailed."""
+    from iscsictl.discovery.isns import IsnsQueryFailed, register_for_scns
+    from iscsictl.transport.iface import iface_initiator_name
+
+    try:
+        ifaces = [rec.as_strings() for _, rec in db.discovery_ifaces()]
+    except DBError as exc:
+        raise DiscoveryFailed(f"cannot read the iface records: {exc}") from None
+    names = [n for n in [initiator_name, *(iface_initiator_name(i) for i in ifaces)] if n]
+    if not names:
+        raise DiscoveryFailed("no InitiatorName in initiatorname.iscsi")
+    try:
+        period, refused = register_for_scns(src.address, src.port, names,
+                                            socket.gethostname(), scn_port)
+    except IsnsQueryFailed as exc:
+        raise DiscoveryFailed(str(exc)) from None
+    for line in refused:
+        log.warning("%s: %s", src.describe(), line)
+    return period / 2 if period else None
+
+
+class ScnReceiver:
+    """Where iSNS servers deliver State Change Notifications: a TCP port of its own on every
+    address (:attr:`port` once :meth:`start` returns).  Each SCN is answered (SCNRsp,
+    RFC 4171 §5.7.5.8) and sets :attr:`heard`; a message that is not an SCN closes its
+    connection.  A connection silent for :data:`SCN_IDLE` s is closed."""
+
+    def __init__(self) -> None:
+        self.heard = asyncio.Event()
+        self.port = 0
+        self.received = 0
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self) -> int:
+        """Listen; the port.  One socket for IPv4 and IPv6 (``asyncio.start_server`` would
+        bind each family to a different ephemeral port), IPv4 alone where IPv6 is off."""
+        sock = None
+        try:
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind(("::", 0))
+        except OSError:
+            if sock is not None:
+                sock.close()
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.bind(("0.0.0.0", 0))
+            except OSError:
+                sock.close()
+                raise
+        self._server = await asyncio.start_server(self._serve, sock=sock)
+        self.port = sock.getsockname()[1]
+        return self.port
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        from iscsictl.protocol.isns import (HEADER_LEN, IsnsFormatError, decode_notification,
+                                            encode_notification_response)
+        peer = writer.get_extra_info("peername")
+        try:
+            while True:
+                header = await asyncio.wait_for(reader.readexactly(HEADER_LEN), SCN_IDLE)
+                payload = await asyncio.wait_for(
+                    reader.readexactly(int.from_bytes(header[4:6], "big")), SCN_IDLE)
+                try:
+                    note = decode_notification(header, payload)
+                except IsnsFormatError as exc:
+                    log.warning("iSNS message from %s: %s: connection closed", peer, exc)
+                    return
+                writer.write(encode_notification_response(note))
+                await writer.drain()
+                self.received += 1
+                log.info("iSNS SCN for %s: %s", note.destination,
+                         ", ".join(f"{name} ({bits:#x})" for name, bits in note.changes))
+                self.heard.set()
+        except (asyncio.IncompleteReadError, asyncio.TimeoutError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+
 class Poller:
     """The rounds of one :class:`Source`, run by :meth:`run` until cancelled (or after the
     one round of a 0 interval).
@@ -194,6 +297,9 @@ class Poller:
         has_session: whether a node has a session in the daemon.
         login: ``login(records) -> awaitable results`` (the daemon's login results).
         logout: ``logout(nodes) -> awaitable``: log out every session of those nodes.
+        register: ``register(src, scn_port) -> awaitable`` seconds until the registration
+            must be made again (None: never); raises DiscoveryFailed.  Used for a source
+            that :attr:`~Source.hears_scns`.
         sleep: ``asyncio.sleep``, or a test's.
     """
 
@@ -202,22 +308,59 @@ class Poller:
                  has_session: Callable[[NodeKey], bool],
                  login: Callable[[list[Record]], Awaitable[list[dict[str, Any]]]],
                  logout: Callable[[list[NodeKey]], Awaitable[object]],
+                 register: Callable[[Source, int], Awaitable[float | None]] | None = None,
                  sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
         self.src = src
         self._discover, self._has_session = discover, has_session
         self._login, self._logout, self._sleep = login, logout, sleep
+        self._register = register
         self.tracked: dict[NodeKey, Record] = {}
         self.rounds = 0
+        self.scns: ScnReceiver | None = None
+        self._registration_due: float | None = 0.0  # loop time; None: never again
 
     async def run(self) -> None:
-        if self.src.scn_asked:
-            log.warning("%s: State Change Notifications are not received yet: polling every "
-                        "%d s instead", self.src.describe(), self.src.poll)
-        while True:
-            await self.round()
-            if not self.src.poll:
-                return
-            await self._sleep(self.src.poll)
+        if self.src.hears_scns and self._register is not None:
+            self.scns = ScnReceiver()
+            try:
+                await self.scns.start()
+            except OSError as exc:
+                log.error("%s: no port for State Change Notifications (%s): polling only",
+                          self.src.describe(), exc)
+                self.scns = None
+        try:
+            while True:
+                if self.scns is not None:
+                    await self._keep_registered(self.scns.port)
+                await self.round()
+                if not self.src.poll:
+                    return
+                if self.scns is None:
+                    await self._sleep(self.src.poll)
+                    continue
+                try:  # the next round: at the interval, or at once when an SCN comes
+                    await asyncio.wait_for(self.scns.heard.wait(), self.src.poll)
+                except asyncio.TimeoutError:
+                    pass
+                self.scns.heard.clear()
+        finally:
+            if self.scns is not None:
+                self.scns.close()
+
+    async def _keep_registered(self, scn_port: int) -> None:
+        loop = asyncio.get_running_loop()
+        due = self._registration_due
+        if due is None or loop.time() < due or self._register is None:
+            return
+        try:
+            again = await self._register(self.src, scn_port)
+        except DiscoveryFailed as exc:
+            log.error("%s: could not register for State Change Notifications: %s",
+                      self.src.describe(), exc)
+            return  # made again before the next round
+        self._registration_due = None if again is None else loop.time() + again
+        log.info("%s: registered for State Change Notifications on port %d",
+                 self.src.describe(), scn_port)
 
     async def round(self) -> Round | None:
         """One round: discover, then log in and out.  None when the discovery failed."""

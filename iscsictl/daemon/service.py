@@ -1071,10 +1071,14 @@ class Daemon:
                                         if s.node.key in keys], force=True):
                 if not r.get("ok"):
                     log.warning("session %s: logout failed: %s", r.get("sid"), r.get("message"))
+        async def register(src: dd.Source, scn_port: int) -> float | None:
+            return await _on_thread(
+                lambda: dd.register(self._db(), src, self._initiator_name(), scn_port))
         for src in srcs:
-            log.info("discovery daemon: %s every %s", src.describe(),
-                     f"{src.poll} s" if src.poll else "daemon start (once)")
-            self._spawn(dd.Poller(src, discover, has_session, login, logout).run())
+            log.info("discovery daemon: %s every %s%s", src.describe(),
+                     f"{src.poll} s" if src.poll else "daemon start (once)",
+                     " and at each State Change Notification" if src.hears_scns else "")
+            self._spawn(dd.Poller(src, discover, has_session, login, logout, register).run())
 
     async def logout(self, sids: list[int], force: bool = False,
                      progress: Progress | None = None) -> list[dict[str, Any]]:

@@ -17,13 +17,14 @@ import random
 import time
 from typing import Mapping
 
-from ..protocol.isns import (Function, IsnsFormatError, MessageReader, PortalGroup,
-                             TargetQuery, encode_request, status_text)
+from ..protocol.isns import (Function, IsnsFormatError, MessageReader, PortalGroup, Status,
+                             TargetQuery, encode_request, registration, registration_period,
+                             scn_registration, status_text)
 from ..transport.errors import TransportError
 from ..transport.tcp import Connection
 
 __all__ = ["CALL_TIMEOUT", "CONNECT_TIMEOUT", "IsnsQueryFailed", "IsnsRegFailed",
-           "query_targets"]
+           "query_targets", "register_for_scns"]
 
 CONNECT_TIMEOUT = 5.0  #: seconds (open-isns Network.ConnectTimeout)
 CALL_TIMEOUT = 60.0  #: seconds for each answer (open-isns Network.CallTimeout)
@@ -95,3 +96,45 @@ def query_targets(host: str, port: int, initiator: str, *,
         cls = IsnsRegFailed if err.function == Function.DEV_ATTR_REG else IsnsQueryFailed
         raise cls(str(err))
     return query.groups
+
+
+def register_for_scns(host: str, port: int, initiators: list[str], entity: str,
+                      scn_port: int) -> tuple[int | None, list[str]]:
+    """Register ``initiators`` (storage nodes of type Initiator) in network entity
+    ``entity`` with the iSNS server at ``host``:``port``, with one portal: the address this
+    host reaches the server from, TCP port and SCN port ``scn_port``; then register each
+    for State Change Notifications (open-iscsi's discoveryd isns_scn_register).  Returns
+    the registration period (s; None: it does not expire) and a line for each initiator
+    whose SCN registration the server refused.  Raises IsnsRegFailed (26) when the
+    registration fails or the server cannot be reached."""
+    server = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    xid = random.randrange(1, 0x8000)
+    try:
+        conn = Connection.open(host, port, CONNECT_TIMEOUT)
+    except TransportError as e:
+        raise IsnsRegFailed(str(e)) from None
+    refused: list[str] = []
+    with conn:
+        reader = MessageReader()
+
+        def call(req):  # type: ignore[no-untyped-def]
+            conn.send(encode_request(req), f"iSNS server {server}")
+            reader.expect(req.xid)
+            return _read_response(conn, reader, server)
+        try:
+            resp = call(registration(initiators, entity, conn.sock.getsockname()[0], scn_port,
+                                     xid))
+            if resp.status != Status.SUCCESS:
+                raise IsnsRegFailed(f"Could not register with iSNS server {server}: "
+                                    f"{status_text(resp.status)}.")
+            period = registration_period(resp)
+            for n, name in enumerate(dict.fromkeys(initiators), 1):
+                answer = call(scn_registration(name, xid + n))
+                if answer.status != Status.SUCCESS:
+                    refused.append(f"SCN registration for node {name} failed: "
+                                   f"{status_text(answer.status)}")
+        except (IsnsFormatError, ValueError) as e:
+            raise IsnsRegFailed(f"iSNS server {server}: {e}") from None
+        except TransportError as e:
+            raise IsnsRegFailed(str(e)) from None
+    return period, refused

@@ -23,6 +23,11 @@ query again, and a DevDereg.  Each target's portal groups (§6.5: PG iSCSI Name,
 IP Address and Port, PG Tag) are what a node record is made from; a portal group with a nil
 PG Tag (no access through that portal, §3.4) or a UDP port is left out.
 
+For iscsid's discovery daemon (``usr/discoveryd.c``): :func:`registration` (the initiators,
+their network entity and a portal with an SCN port), :func:`scn_registration`, and the
+State Change Notifications the server then sends (:func:`decode_notification`,
+:func:`encode_notification_response`).
+
 Everything a server can send is checked: a malformed PDU or attribute is an
 :class:`IsnsFormatError`, never an IndexError or a struct error.  Constants are from RFC 4171
 and open-isns's ``include/libisns/isns-proto.h``; the status texts are open-isns's
@@ -40,8 +45,10 @@ from typing import Iterable
 __all__ = [
     "ATTRIBUTES", "Attribute", "Flag", "Function", "HEADER_LEN", "ISNS_PORT", "IsnsError",
     "IsnsFormatError", "IsnsStatusError", "MAX_PAYLOAD", "MessageReader", "NodeType",
-    "PortalGroup", "Request", "Response", "Status", "Tag", "TargetQuery", "encode_request",
-    "portal_groups", "status_text",
+    "Notification", "PortalGroup", "Request", "Response", "ScnBitmap", "Status", "Tag",
+    "TargetQuery", "decode_notification", "encode_notification_response", "encode_request",
+    "portal_groups", "registration", "registration_period", "scn_registration",
+    "status_text",
 ]
 
 ISNS_PORT = 3205  #: IANA well-known port of iSNS (RFC 4171 §7)
@@ -144,6 +151,27 @@ def status_text(status: int) -> str:
     """The status as iscsiadm prints it: ``Source unknown``, ``Internal error``; ``Unknown
     iSNS status code`` for a code RFC 4171 does not define."""
     return _STATUS_TEXT.get(status, "Unknown iSNS status code")  # type: ignore[call-overload]
+
+
+ENTITY_PROTOCOL_ISCSI = 2  #: Entity Protocol value of an iSCSI entity (RFC 4171 §6.2.2)
+
+
+class ScnBitmap(enum.IntFlag):
+    """iSCSI SCN Bitmap bits (RFC 4171 §6.4.4; open-isns's ISNS_SCN_*_MASK)."""
+
+    DD_MEMBER_ADDED = 0x01
+    DD_MEMBER_REMOVED = 0x02
+    OBJECT_UPDATED = 0x04
+    OBJECT_ADDED = 0x08
+    OBJECT_REMOVED = 0x10
+    MANAGEMENT_REGISTRATION = 0x20
+    TARGET_AND_SELF_ONLY = 0x40
+    INITIATOR_AND_SELF_ONLY = 0x80
+
+
+#: what an initiator asks to hear of (open-iscsi's discoveryd isns_register_objs)
+INITIATOR_SCN = (ScnBitmap.OBJECT_UPDATED | ScnBitmap.OBJECT_ADDED | ScnBitmap.OBJECT_REMOVED
+                 | ScnBitmap.TARGET_AND_SELF_ONLY)
 
 
 class NodeType(enum.IntFlag):
@@ -593,3 +621,93 @@ class TargetQuery:
                                  (Attribute(Tag.ISCSI_NAME, self.initiator),))
         return None
 
+
+
+# ---- registration and State Change Notifications (open-iscsi's discoveryd) ---------------
+def registration(initiators: Iterable[str], entity: str, address: str, scn_port: int,
+                 xid: int) -> Request:
+    """A DevAttrReg (§5.6.5.1) that replaces network entity ``entity``'s registration with:
+    the entity (protocol iSCSI), one portal at ``address`` whose TCP port and SCN port are
+    ``scn_port`` (where the server delivers SCNs, §6.3.5), and each initiator as a storage
+    node of type Initiator; the first initiator is the Source.  As discoveryd.c's
+    isns_build_objs, with one portal (the address the server is reached from)."""
+    names = list(dict.fromkeys(initiators))
+    if not names:
+        raise ValueError("no initiator to register")
+    nodes = [a for n in names for a in (Attribute(Tag.ISCSI_NAME, n),
+                                        Attribute(Tag.ISCSI_NODE_TYPE, int(NodeType.INITIATOR)))]
+    return Request(Function.DEV_ATTR_REG, xid, names[0],
+                   (Attribute(Tag.ENTITY_IDENTIFIER, entity),),
+                   (Attribute(Tag.ENTITY_IDENTIFIER, entity),
+                    Attribute(Tag.ENTITY_PROTOCOL, ENTITY_PROTOCOL_ISCSI),
+                    Attribute(Tag.PORTAL_IP_ADDRESS, address),
+                    Attribute(Tag.PORTAL_TCP_UDP_PORT, (scn_port, False)),
+                    Attribute(Tag.SCN_PORT, (scn_port, False)), *nodes),
+                   replace=True)
+
+
+def registration_period(resp: Response) -> int | None:
+    """The Registration Period (s) a DevAttrReg's answer gives the entity (§6.2.6); None
+    when it gives none (0: the registration never expires, as open-isns says it)."""
+    for a in resp.operating:
+        if a.tag == Tag.REGISTRATION_PERIOD and isinstance(a.value, int) and a.value:
+            return a.value
+    return None
+
+
+def scn_registration(initiator: str, xid: int,
+                     bitmap: ScnBitmap = INITIATOR_SCN) -> Request:
+    """An SCNReg (§5.6.5.5) of ``initiator`` (registered already) for ``bitmap``'s events."""
+    return Request(Function.SCN_REG, xid, initiator, (Attribute(Tag.ISCSI_NAME, initiator),),
+                   (Attribute(Tag.ISCSI_SCN_BITMAP, int(bitmap)),))
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A State Change Notification from the server (§5.6.5.8): its transaction ID, the
+    node it is for (``destination``, an iSCSI name) and the nodes that changed, each with
+    its SCN Bitmap."""
+
+    xid: int
+    destination: str
+    changes: tuple[tuple[str, int], ...]
+
+
+def decode_notification(header: bytes, payload: bytes) -> Notification:
+    """The SCN in one PDU (``header``, 12 bytes, and its payload).  Its attributes: the
+    Destination (an iSCSI Name) right before the Timestamp, then a pair for each node that
+    changed, its SCN Bitmap and its iSCSI Name (open-isns's order; the name first is read
+    too); open-isns puts its own Source first, which is passed over.
+    Raises IsnsFormatError for anything else (another function, several PDUs, attributes
+    out of that order)."""
+    if len(header) != HEADER_LEN:
+        raise IsnsFormatError(f"header of {len(header)} bytes")
+    version, function, length, flags, xid, seq = _HEADER.unpack(header)
+    if version != VERSION:
+        raise IsnsFormatError(f"iSNSP version {version:#06x}, not 1")
+    if function != Function.SCN:
+        raise IsnsFormatError(f"a {_function_name(function)} message where an SCN was expected")
+    if length != len(payload) or seq or not flags & Flag.LAST_PDU:
+        raise IsnsFormatError("an SCN must be one PDU")
+    attrs = [a for a in decode_attributes(payload) if a.tag != Tag.DELIMITER]
+    stamps = [i for i, a in enumerate(attrs) if a.tag == Tag.TIMESTAMP]
+    if not stamps or stamps[0] == 0 or attrs[stamps[0] - 1].tag != Tag.ISCSI_NAME:
+        raise IsnsFormatError("an SCN without a Destination and a Timestamp")
+    dest = attrs[stamps[0] - 1].value
+    changes, rest = [], attrs[stamps[0] + 1:]
+    bitmap_first = bool(rest) and rest[0].tag == Tag.ISCSI_SCN_BITMAP  # open-isns's order
+    for pair in zip(rest[::2], rest[1::2]):
+        bitmap, name = pair if bitmap_first else pair[::-1]
+        if name.tag != Tag.ISCSI_NAME or bitmap.tag != Tag.ISCSI_SCN_BITMAP:
+            raise IsnsFormatError("an SCN's changes are not pairs of a name and a bitmap")
+        changes.append((str(name.value), int(bitmap.value or 0)))  # type: ignore[call-overload]
+    if len(rest) % 2:
+        raise IsnsFormatError("an SCN's last change has no bitmap")
+    return Notification(xid, str(dest), tuple(changes))
+
+
+def encode_notification_response(n: Notification, status: int = Status.SUCCESS) -> bytes:
+    """The SCNRsp (§5.7.5.8): ``status`` and the Destination attribute, same transaction."""
+    payload = status.to_bytes(4, "big") + Attribute(Tag.ISCSI_NAME, n.destination).encode()
+    return _HEADER.pack(VERSION, Function.SCN | RESPONSE, len(payload),
+                        Flag.CLIENT | Flag.FIRST_PDU | Flag.LAST_PDU, n.xid, 0) + payload

@@ -88,13 +88,13 @@ def test_the_records_that_ask_for_the_discovery_daemon_and_their_intervals(db):
                         values={"discovery.isns.use_discoveryd": "Yes"})
     db.create_discovery(DiscoveryID("isns", "10.0.0.3", 3205), values={
         "discovery.isns.use_discoveryd": "Yes", "discovery.isns.discoveryd_poll_inval": "9"})
-    got = [(s.type, s.address, s.port, s.poll, s.scn_asked) for s in dd.sources(db, print)]
+    got = [(s.type, s.address, s.port, s.poll, s.hears_scns) for s in dd.sources(db, print)]
     assert got == [("sendtargets", "10.0.0.1", 3260, 30, False),
                    ("sendtargets", "10.0.0.1", 3261, 0, False),
                    ("sendtargets", "10.0.0.1", 3263, 30, False),
                    ("sendtargets", "10.0.0.1", 3264, 12, False),
                    ("isns", "10.0.0.2", 3205, 30, True),
-                   ("isns", "10.0.0.3", 3205, 9, False)]
+                   ("isns", "10.0.0.3", 3205, 9, True)]
 
 
 def test_an_unreadable_discovery_record_is_said_and_skipped(db, tmp_path):
@@ -287,3 +287,69 @@ def test_the_daemon_starts_a_poller_per_record_and_logs_in_what_it_finds(db, tgt
         await asyncio.wait_for(asyncio.gather(*daemon._tasks), 30)
     asyncio.run(run())
     assert asked == [([T1, T2], INIT)]
+
+
+def test_an_isns_record_hears_state_change_notifications(db, tmp_path):
+    """iscsid's discoveryd against open-isns: the initiator registered for SCNs; a target
+    registered later and one deregistered each start a round at once (the interval, an
+    hour, never comes), the first logged in, the second out."""
+    with Isnsd(str(tmp_path / "isnsd")) as server:
+        server.register_targets("array", "127.0.0.1:3260", [T1, T2])
+        db.create_discovery(DiscoveryID("isns", "127.0.0.1", server.port), values={
+            "discovery.isns.use_discoveryd": "Yes",
+            "discovery.isns.discoveryd_poll_inval": "3600"})
+        (src,) = dd.sources(db, print)
+        s = Sessions()
+
+        async def register(src, port):
+            return await asyncio.to_thread(dd.register, db, src, INIT, port)
+        p = poller(db, src, s)
+        p._register = register
+
+        async def until(what, cond):
+            for _ in range(300):
+                if cond():
+                    return
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"{what}: logins {s.logins}, logouts {s.logouts}")
+
+        async def run():
+            task = asyncio.ensure_future(p.run())
+            try:
+                await until("the first round", lambda: s.logins == [[T1, T2]])
+                entity = await asyncio.to_thread(server.query, f"iscsi-name={INIT}")
+                assert "Initiator" in entity
+                await asyncio.to_thread(server.register_targets, "array2", "127.0.0.1:3261",
+                                        [T3])
+                await until("the added target's login", lambda: [T3] in s.logins)
+                await asyncio.to_thread(server.isnsadm, "--deregister", f"iscsi-name={T2}")
+                await until("the removed target's logout", lambda: s.logouts == [[T2]])
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        asyncio.run(run())
+    assert p.rounds >= 3 and p.scns.received >= 2
+    assert s.logins[:2] == [[T1, T2], [T3]]
+
+
+def test_a_registration_that_fails_is_said_and_made_again_next_round(db, caplog):
+    src = dd.Source("isns", "127.0.0.1", 9, {}, 30)
+    calls = []
+
+    async def register(src, port):
+        calls.append(port)
+        if len(calls) == 1:
+            raise dd.DiscoveryFailed("cannot make connection to 127.0.0.1:9")
+        return None
+
+    async def discover(src):
+        return []
+    p = dd.Poller(src, discover, lambda k: False, None, None, register)
+
+    async def two():
+        await p._keep_registered(5)
+        await p._keep_registered(5)
+        await p._keep_registered(5)  # registered for good: not again
+    asyncio.run(two())
+    assert calls == [5, 5]
+    assert "could not register for State Change Notifications" in caplog.text

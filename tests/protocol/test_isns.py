@@ -287,3 +287,81 @@ def test_status_texts_are_iscsiadms():
     assert I.status_text(6) == "Source unknown"
     assert I.status_text(16) == "SCN event rejected"
     assert I.status_text(4) == "Unknown iSNS status code"  # 4 is unassigned in RFC 4171
+
+
+# ---- registration and State Change Notifications -----------------------------------------
+def test_the_registration_is_discoveryds_objects_byte_for_byte():
+    """DevAttrReg with Replace: Source, the key (EID), the Delimiter, the entity (EID,
+    protocol iSCSI), one portal (address, port and SCN port, TCP) and each initiator node."""
+    req = I.registration([INITIATOR, "iqn.2026-11.x:if", INITIATOR], "host1", "10.0.0.5",
+                         40000, 9)
+    port = (40000).to_bytes(4, "big")
+    payload = (tlv(32, string(INITIATOR)) + tlv(1, string("host1")) + tlv(0, b"")
+               + tlv(1, string("host1")) + tlv(2, b"\0\0\0\2") + tlv(16, v4("10.0.0.5"))
+               + tlv(17, port) + tlv(23, port)
+               + tlv(32, string(INITIATOR)) + tlv(33, b"\0\0\0\2")
+               + tlv(32, string("iqn.2026-11.x:if")) + tlv(33, b"\0\0\0\2"))
+    assert I.encode_request(req) == header(0x0001, len(payload), 0x9C00, 9) + payload
+    with pytest.raises(ValueError):
+        I.registration([], "host1", "10.0.0.5", 1, 1)
+
+
+def test_the_scn_registration_asks_for_targets_added_updated_removed():
+    req = I.scn_registration(INITIATOR, 3)
+    payload = (tlv(32, string(INITIATOR)) + tlv(32, string(INITIATOR)) + tlv(0, b"")
+               + tlv(35, (0x04 | 0x08 | 0x10 | 0x40).to_bytes(4, "big")))
+    assert I.encode_request(req) == header(0x0005, len(payload), 0x8C00, 3) + payload
+
+
+def test_the_registration_period_of_an_answer():
+    period = I.Response(1, 1, 0, (), (I.Attribute(I.Tag.ENTITY_IDENTIFIER, "h"),
+                                      I.Attribute(I.Tag.REGISTRATION_PERIOD, 900)))
+    assert I.registration_period(period) == 900
+    assert I.registration_period(I.Response(1, 1, 0)) is None
+    assert I.registration_period(I.Response(1, 1, 0, (), (
+        I.Attribute(I.Tag.REGISTRATION_PERIOD, 0),))) is None
+
+
+SERVER = "iqn.2026-11.test:isnsd"
+T = "iqn.2003-01.org.x:t1"
+
+
+def scn(*attrs: bytes, function=0x0008, flags=0x4C00, seq=0):
+    payload = b"".join(attrs)
+    return header(function, len(payload), flags, 5, seq), payload
+
+
+def test_an_scn_as_isnsd_sends_it_and_its_answer():
+    """open-isns: its own Source, the Destination, the Timestamp, then each change as its
+    bitmap and the node's name (the order isnsd was seen sending on loopback)."""
+    hdr, payload = scn(tlv(32, string(SERVER)), tlv(32, string(INITIATOR)),
+                       tlv(4, (1795480280).to_bytes(8, "big")), tlv(35, b"\0\0\0\x08"),
+                       tlv(32, string(T)), tlv(35, b"\0\0\0\x10"), tlv(32, string("iqn.x:t2")))
+    note = I.decode_notification(hdr, payload)
+    assert note == I.Notification(5, INITIATOR, ((T, 0x08), ("iqn.x:t2", 0x10)))
+    answer = tlv(32, string(INITIATOR))
+    assert I.encode_notification_response(note) == \
+        header(0x8008, 4 + len(answer), 0x8C00, 5) + b"\0\0\0\0" + answer
+
+
+def test_an_scn_with_each_name_before_its_bitmap():
+    hdr, payload = scn(tlv(32, string(INITIATOR)), tlv(4, bytes(8)), tlv(32, string(T)),
+                       tlv(35, b"\0\0\0\x04"))
+    assert I.decode_notification(hdr, payload).changes == ((T, 0x04),)
+
+
+@pytest.mark.parametrize("parts,match", [
+    (scn(tlv(32, string(INITIATOR)), tlv(4, bytes(8)), function=0x0002), "DEV_ATTR_QRY"),
+    (scn(tlv(32, string(INITIATOR)), tlv(4, bytes(8)), flags=0x4400), "one PDU"),
+    (scn(tlv(32, string(INITIATOR)), tlv(4, bytes(8)), seq=1), "one PDU"),
+    (scn(tlv(32, string(INITIATOR))), "Destination and a Timestamp"),
+    (scn(tlv(4, bytes(8)), tlv(32, string(INITIATOR))), "Destination and a Timestamp"),
+    (scn(tlv(32, string(INITIATOR)), tlv(4, bytes(8)), tlv(35, b"\0\0\0\4")), "no bitmap"),
+    (scn(tlv(32, string(INITIATOR)), tlv(4, bytes(8)), tlv(35, b"\0\0\0\4"),
+         tlv(35, b"\0\0\0\4")), "pairs"),
+    ((header(0x0008, 4, 0x4C00, 5)[:10], b""), "header of 10 bytes"),
+    ((b"\0\2" + header(0x0008, 0, 0x4C00, 5)[2:], b""), "version"),
+])
+def test_what_is_not_an_scn_is_a_format_error(parts, match):
+    with pytest.raises(I.IsnsFormatError, match=match):
+        I.decode_notification(*parts)
