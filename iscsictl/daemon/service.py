@@ -1071,6 +1071,7 @@ class Daemon:
                                         if s.node.key in keys], force=True):
                 if not r.get("ok"):
                     log.warning("session %s: logout failed: %s", r.get("sid"), r.get("message"))
+
         async def register(src: dd.Source, scn_port: int) -> float | None:
             return await _on_thread(
                 lambda: dd.register(self._db(), src, self._initiator_name(), scn_port))
