@@ -76,6 +76,7 @@ def query_targets(host: str, port: int, initiator: str, *,
         conn = Connection.open(host, port, CONNECT_TIMEOUT, iface=iface)
     except TransportError as e:
         raise IsnsQueryFailed(str(e)) from None
+    conn.peer = "the iSNS server"
     with conn:
         reader = MessageReader()
         req = query.start()
@@ -114,6 +115,7 @@ def register_for_scns(host: str, port: int, initiators: list[str], entity: str,
     except TransportError as e:
         raise IsnsRegFailed(str(e)) from None
     refused: list[str] = []
+    conn.peer = "the iSNS server"
     with conn:
         reader = MessageReader()
 

@@ -84,8 +84,11 @@ class Connection:
     """One TCP connection to a target portal (blocking, deadline-bound reads).
 
     Created by :meth:`open`; logged in by :meth:`login`; then :meth:`text`, :meth:`scsi`,
-    :meth:`logout`; :meth:`close` always (also a context manager).
+    :meth:`logout`; :meth:`close` always (also a context manager).  :attr:`peer` names
+    the other end in errors ("the target"; an iSNS client sets "the iSNS server").
     """
+
+    peer = "the target"
 
     def __init__(self, sock: socket.socket, endpoint: Endpoint):
         self.sock = sock
@@ -166,10 +169,10 @@ class Connection:
         except socket.timeout:
             raise TransportTimeout(f"{what}: timed out") from None
         except OSError as e:
-            raise ConnectionClosed(f"{what}: connection reset by the target {self.endpoint} "
+            raise ConnectionClosed(f"{what}: connection reset by {self.peer} {self.endpoint} "
                                    f"({e.strerror or e})") from None
         if not data:
-            raise ConnectionClosed(f"{what}: connection closed by the target "
+            raise ConnectionClosed(f"{what}: connection closed by {self.peer} "
                                    f"{self.endpoint}")
         return data
 

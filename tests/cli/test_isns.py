@@ -325,5 +325,6 @@ def test_a_server_that_hangs_up(ours):
         r = ours("-m", "discovery", "-t", "isns", "-p", f"127.0.0.1:{lsock.getsockname()[1]}")
         t.join(5)
     assert r.rc == 25
-    assert "connection closed" in r.err and "iSNS query failed" in r.err
+    assert "connection closed by the iSNS server" in r.err and "iSNS query failed" in r.err
+    assert "target" not in r.err
     assert tree(ours.root) == {}
