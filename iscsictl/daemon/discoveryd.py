@@ -116,6 +116,11 @@ def _interval(values: Mapping[str, str], key: str) -> int:
         return -1
 
 
+#: discovery type -> (its record's key prefix, the interval its negative interval means)
+_DAEMON_KEYS = {"sendtargets": ("discovery.sendtargets", DEFAULT_POLL),
+                "isns": ("discovery.isns", ISNS_SCN_POLL)}
+
+
 def sources(db: Any, warn: Callable[[str], None]) -> list[Source]:
     """The discovery records of ``db`` (a NodeDB) that ask for the discovery daemon; an
     unreadable one is said through ``warn`` and skipped."""
@@ -126,18 +131,12 @@ def sources(db: Any, warn: Callable[[str], None]) -> list[Source]:
         except DBError as exc:
             warn(f"discovery record {did.address},{did.port}: {exc}: not polled")
             continue
-        if did.type == "sendtargets":
-            if values.get("discovery.sendtargets.use_discoveryd") != "Yes":
-                continue
-            poll = _interval(values, "discovery.sendtargets.discoveryd_poll_inval")
-            out.append(Source(did.type, did.address, did.port, values,
-                              DEFAULT_POLL if poll < 0 else poll))
-        elif did.type == "isns":
-            if values.get("discovery.isns.use_discoveryd") != "Yes":
-                continue
-            poll = _interval(values, "discovery.isns.discoveryd_poll_inval")
-            out.append(Source(did.type, did.address, did.port, values,
-                              ISNS_SCN_POLL if poll < 0 else poll))
+        prefix, below_zero = _DAEMON_KEYS.get(did.type, (None, 0))
+        if prefix is None or values.get(f"{prefix}.use_discoveryd") != "Yes":
+            continue
+        poll = _interval(values, f"{prefix}.discoveryd_poll_inval")
+        out.append(Source(did.type, did.address, did.port, values,
+                          below_zero if poll < 0 else poll))
     return out
 
 
