@@ -54,7 +54,8 @@ def write_tree(sys_root: Path, initiator: str, nics: list[dict], targets: list[d
         (d / "origin").write_text(f"{n.get('origin', 1)}\n")
         if n.get("prefix"):
             _put(d, "prefix-len", n["prefix"])
-            _put(d, "subnet-mask", _mask(n["prefix"]), newline=False)
+            if ":" not in (n.get("ip") or ""):  # an IPv4 mask, for IPv4 NICs
+                _put(d, "subnet-mask", _mask(n["prefix"]), newline=False)
         if n.get("device"):
             os.symlink(n["device"], d / "device")
     for t in targets:

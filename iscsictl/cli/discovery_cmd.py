@@ -243,10 +243,10 @@ def discover(args, o, ops, from_db: bool, missing_code: int = E.IDBM) -> int:
     # -D: made before the ifaces are read; else written while the target answers the login
     rec, stored = discovery_record() if from_db else (None, None)
     ifaces = _discovery_ifaces(db, args.interface, o)
-    software = _software_ifaces(ifaces, o)
-    if not software:
+    usable = _usable_ifaces(ifaces, o)
+    if not usable:
         return E.OP_NOT_SUPP if ifaces else E.NO_OBJS_FOUND
-    ifaces = software
+    ifaces = usable
     if did.type == "isns":
         found = _isns(args, o, p, ifaces)
         result = _apply(db, did, found, ops) if persistent else None
@@ -305,20 +305,15 @@ def _isns(args, o, p, ifaces) -> list:  # type: ignore[no-untyped-def]
     either, and an iSNS server is often on another network than the storage.  A failure is
     a CliError: 25 (the query), 26 (a registration the server wanted and refused)."""
     from ..db.store import NodeID
-    from ..discovery.isns import IsnsQueryFailed, query_targets
-    from ..transport.iface import iface_initiator_name
+    from ..discovery.isns import IsnsQueryFailed, query_through_ifaces
     from ._common import initiator_name
-    found, answers = [], {}
-    for ifn, iface in ifaces:
-        name = iface_initiator_name(iface) or initiator_name(args)
-        if name not in answers:
-            try:
-                answers[name] = query_targets(p.address, p.port, name, log=o.error)
-            except IsnsQueryFailed as e:
-                raise E.CliError(
-                    f"Could not perform iSNS discovery: {E.err_to_str(e.exit_code)}",
-                    e.exit_code, lines=(str(e),)) from None
-        found.extend(NodeID(g.target, g.address, g.port, g.tag, ifn) for g in answers[name])
+    try:
+        found = [NodeID(g.target, g.address, g.port, g.tag, ifn) for ifn, g in
+                 query_through_ifaces(p.address, p.port, ifaces, lambda: initiator_name(args),
+                                      log=o.error)]
+    except IsnsQueryFailed as e:
+        raise E.CliError(f"Could not perform iSNS discovery: {E.err_to_str(e.exit_code)}",
+                         e.exit_code, lines=(str(e),)) from None
     if not found:
         raise E.CliError("No portals found", E.NO_OBJS_FOUND)
     return found
@@ -362,13 +357,17 @@ def _send_targets(args, o, did, p, ifaces, values, policy,  # type: ignore[no-un
     from ._common import initiator_name
     found = []
     for ifn, iface in ifaces:
+        name = iface_initiator_name(iface) or initiator_name(args)
         try:
             cfg = LoginConfig.from_discovery(
-                values, iface_initiator_name(iface) or initiator_name(args),
-                login_timeout=policy.login_timeout, auth_timeout=policy.auth_timeout)
+                values, name, login_timeout=policy.login_timeout,
+                auth_timeout=policy.auth_timeout)
         except ValueError as e:
             raise E.CliError(f"discovery record {did.address},{did.port}: {e}",
                              E.INVAL) from None
+        if (iface.get("iface.transport_name") or "tcp") != "tcp":
+            found.extend(_send_targets_by_kernel(p, ifn, iface, values, name))
+            continue
         try:
             targets = logouts.enter_context(
                 discovering(p.address, p.port, cfg, policy, log=o.error, iface=iface,
@@ -388,6 +387,24 @@ def _send_targets(args, o, did, p, ifaces, values, policy,  # type: ignore[no-un
     if not found:
         raise E.CliError("No portals found", E.NO_OBJS_FOUND)
     return found
+
+
+def _send_targets_by_kernel(p, ifn: str, iface: dict, values: dict,  # type: ignore[no-untyped-def]
+                            name: str) -> list:
+    """SendTargets through iface ``ifn``'s kernel connection (iSER), which iscsictld makes
+    (it owns the kernel's sessions; iscsiadm makes this discovery session itself); the
+    NodeIDs found.  A failure, or no daemon, is a CliError with iscsiadm's code."""
+    from ..db.store import NodeID
+    from ..ipc import DaemonError
+    from .kernel_ops import daemon_client
+    try:
+        targets = daemon_client().call("sendtargets", None, address=p.address, port=p.port,
+                                       values=values, iface=iface, initiator_name=name)
+    except DaemonError as e:
+        raise E.CliError(f"Could not perform SendTargets discovery: {E.err_to_str(e.code)}",
+                         e.code, lines=(str(e),)) from None
+    return [NodeID(t["name"], address, port, tpgt, ifn)
+            for t in targets for address, port, tpgt in t["portals"]]
 
 
 def discover_firmware(args, o, ops) -> int:  # type: ignore[no-untyped-def]
@@ -548,16 +565,17 @@ def _discovery_ifaces(db, names, o) -> list[tuple[str, dict]]:
     return [(name, text_values(rec)) for name, rec in db.discovery_ifaces()]
 
 
-def _software_ifaces(ifaces, o) -> list[tuple[str, dict]]:
-    """The software-iSCSI (tcp) ones of ``ifaces``; each other one is reported and left out.
-    An offload HBA's or iSER's SendTargets runs on the transport's own connection in the
-    kernel (open-iscsi's iscsi_create_leading_conn: EP_CONNECT, then PDUs through the
-    kernel), which iscsictl does not do yet; from the host's own stack it would leave by
-    the wrong route, with the card's initiator name, and make records its logins refuse."""
+def _usable_ifaces(ifaces, o) -> list[tuple[str, dict]]:
+    """The software-iSCSI (tcp) and iSER ones of ``ifaces``; each other one is reported
+    and left out.  An iSER SendTargets runs on the kernel's connection, through iscsictld
+    (:func:`_send_targets_by_kernel`); an offload HBA's would too (open-iscsi's
+    iscsi_create_leading_conn: EP_CONNECT through the HBA's host), which iscsictl does not
+    do yet; from the host's own stack it would leave by the wrong route, with the card's
+    initiator name, and make records its logins refuse."""
     out = []
     for name, values in ifaces:
         transport = values.get("iface.transport_name") or "tcp"
-        if transport == "tcp":
+        if transport in ("tcp", "iser"):
             out.append((name, values))
         else:
             o.error(f"iface {name}: SendTargets discovery through transport {transport} is "

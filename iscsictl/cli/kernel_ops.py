@@ -16,7 +16,8 @@ from . import errors as E
 SESS_EXISTS = E.BY_NAME["ISCSI_ERR_SESS_EXISTS"]
 
 
-def _client():
+def daemon_client():
+    """A client of iscsictld's IPC socket."""
     from ..ipc import DaemonClient
 
     return DaemonClient()  # waits while the daemon works (its keep-alive lines)
@@ -71,7 +72,7 @@ def login_records(records: list[Any], initiator_name: str, o,  # type: ignore[no
                 for rec, n, more in todo for _ in range(n))
     extra = {"multiple": True} if multiple else {}  # an older daemon ignores it: code 15
     try:
-        results = _client().call("login", _progress(o, "logging in", len(records)),
+        results = daemon_client().call("login", _progress(o, "logging in", len(records)),
                                  records=[rec.as_strings(omit_defaults=True) for rec in records],
                                  initiator_name=initiator_name, **extra) if records else []
     except DaemonError as exc:
@@ -144,7 +145,7 @@ def logout_sessions(sessions: list[Any], o, force: bool = False) -> int:  # type
         if not o.json:
             o.lines([f"Logging out of session {s}"])
     try:
-        results = _client().call("logout", _progress(o, "logging out", len(by_sid)),
+        results = daemon_client().call("logout", _progress(o, "logging out", len(by_sid)),
                                  sids=list(by_sid), force=force)
     except DaemonError as exc:
         raise _daemon_error(exc) from None

@@ -48,6 +48,7 @@ log = logging.getLogger("iscsictld")
 DEFAULT_POLL = 30  #: s between rounds when the record's interval is below 0 (DISC_DEF_POLL_INVL)
 ISNS_SCN_POLL = 30  #: s between iSNS rounds where iscsid would wait for SCNs only
 SCN_IDLE = 3600.0  #: s an SCN connection may stay silent before it is closed
+DEREGISTER_TIMEOUT = 5.0  #: s the stop waits for the iSNS server's answer to the DevDereg
 
 #: (target, portal address, portal port, iface): one node, as the daemon's sessions key it
 NodeKey = tuple[str, str, int, str]
@@ -148,44 +149,28 @@ def discover(db: Any, src: Source, initiator_name: str | None) -> list[dict[str,
     """One round's discovery (blocking: run it off the loop): the node records of what
     ``src`` finds through each iface.  Raises DiscoveryFailed."""
     from iscsictl.db.store import DiscoveryID
-    from iscsictl.discovery.isns import IsnsQueryFailed, query_targets
-    from iscsictl.discovery.sendtargets import DiscoveryPolicy, send_targets
-    from iscsictl.protocol.config import LoginConfig
-    from iscsictl.transport.iface import iface_initiator_name
+    from iscsictl.discovery.isns import IsnsQueryFailed, query_through_ifaces
 
     did = DiscoveryID(src.type, src.address, src.port)
     try:
         ifaces = [(name, rec.as_strings()) for name, rec in db.discovery_ifaces()]
     except DBError as exc:
         raise DiscoveryFailed(f"cannot read the iface records: {exc}") from None
-    found: list[tuple[str, str, int, int, str]] = []
-    answers: dict[str, list] = {}
-    for ifn, iface in ifaces:
-        name = iface_initiator_name(iface) or initiator_name
-        if not name:
+
+    def host_name() -> str:  # the host's, for an iface without its own
+        if not initiator_name:
             raise DiscoveryFailed("no InitiatorName in initiatorname.iscsi")
+        return initiator_name
+
+    if src.type == "isns":
         try:
-            if src.type == "isns":
-                if name not in answers:  # iSNS answers per initiator name, not per iface
-                    answers[name] = query_targets(src.address, src.port, name,
-                                                  log=lambda m: log.info("%s", m))
-                found.extend((g.target, g.address, g.port, g.tag, ifn) for g in answers[name])
-                continue
-            policy = DiscoveryPolicy.from_record(src.values, reopen_max=0)
-            cfg = LoginConfig.from_discovery(src.values, name,
-                                             login_timeout=policy.login_timeout,
-                                             auth_timeout=policy.auth_timeout)
-            targets = send_targets(src.address, src.port, cfg, policy, iface=iface,
-                                   log=lambda m: log.info("%s: %s", src.describe(), m))
+            found = [(g.target, g.address, g.port, g.tag, ifn) for ifn, g in
+                     query_through_ifaces(src.address, src.port, ifaces, host_name,
+                                          log=lambda m: log.info("%s", m))]
         except IsnsQueryFailed as exc:
             raise DiscoveryFailed(str(exc)) from None
-        except ValueError as exc:
-            raise DiscoveryFailed(f"the discovery record: {exc}") from None
-        except Exception as exc:  # noqa: BLE001 - the transport's and login's errors
-            raise DiscoveryFailed(str(getattr(exc, "last", None) or exc)) from None
-        for t in targets:
-            for p in t.portals:
-                found.append((t.name, p.address, p.port, -1 if p.tpgt is None else p.tpgt, ifn))
+    else:
+        found = _send_targets(src, ifaces, host_name)
     out = []
     for target, address, port, tpgt, ifn in found:
         try:
@@ -197,12 +182,69 @@ def discover(db: Any, src: Source, initiator_name: str | None) -> list[dict[str,
     return out
 
 
+def _send_targets(src: Source, ifaces: list[tuple[str, dict[str, str]]],
+                  host_name: Callable[[], str]) -> list[tuple[str, str, int, int, str]]:
+    """One SendTargets exchange through each iface (one attempt: reopen_max 0, as iscsid's
+    discoveryd), with the iface's initiator name or the host's; (target, address, port,
+    tpgt, iface) of each portal found.  Raises DiscoveryFailed."""
+    from iscsictl.discovery.sendtargets import DiscoveryPolicy, send_targets
+    from iscsictl.protocol.config import LoginConfig
+    from iscsictl.transport.iface import iface_initiator_name
+
+    found = []
+    for ifn, iface in ifaces:
+        name = iface_initiator_name(iface) or host_name()
+        try:
+            policy = DiscoveryPolicy.from_record(src.values, reopen_max=0)
+            cfg = LoginConfig.from_discovery(src.values, name,
+                                             login_timeout=policy.login_timeout,
+                                             auth_timeout=policy.auth_timeout)
+            targets = send_targets(src.address, src.port, cfg, policy, iface=iface,
+                                   log=lambda m: log.info("%s: %s", src.describe(), m))
+        except ValueError as exc:
+            raise DiscoveryFailed(f"the discovery record: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - the transport's and login's errors
+            raise DiscoveryFailed(str(getattr(exc, "last", None) or exc)) from None
+        found.extend((t.name, p.address, p.port, -1 if p.tpgt is None else p.tpgt, ifn)
+                     for t in targets for p in t.portals)
+    return found
+
+
 def register(db: Any, src: Source, initiator_name: str | None,
              scn_port: int) -> float | None:
     """Register this host's initiator names with ``src``'s iSNS server for SCNs to
     ``scn_port`` (blocking: run it off the loop).  Returns the seconds until it must be
     made again (half the Registration Period; None: never).  Raises DiscoveryFailed."""
     from iscsictl.discovery.isns import IsnsQueryFailed, register_for_scns
+
+    names = _initiator_names(db, initiator_name)
+    try:
+        period, refused = register_for_scns(src.address, src.port, names,
+                                            socket.gethostname(), scn_port)
+    except IsnsQueryFailed as exc:
+        raise DiscoveryFailed(str(exc)) from None
+    for line in refused:
+        log.warning("%s: %s", src.describe(), line)
+    return period / 2 if period else None
+
+
+def deregister(db: Any, src: Source, initiator_name: str | None) -> None:
+    """Remove this host's network entity (:func:`register`'s) from ``src``'s iSNS server
+    (blocking: run it off the loop): a stopped daemon gets no SCNs.  iscsid's discoveryd
+    leaves it to the registration period.  Raises DiscoveryFailed."""
+    from iscsictl.discovery.isns import IsnsQueryFailed
+    from iscsictl.discovery.isns import deregister as dereg
+
+    try:
+        dereg(src.address, src.port, _initiator_names(db, initiator_name)[0],
+              socket.gethostname())
+    except IsnsQueryFailed as exc:
+        raise DiscoveryFailed(str(exc)) from None
+
+
+def _initiator_names(db: Any, initiator_name: str | None) -> list[str]:
+    """The host's initiator name, then each software iface's own: the storage nodes this
+    host registers.  Raises DiscoveryFailed when there is none."""
     from iscsictl.transport.iface import iface_initiator_name
 
     try:
@@ -212,14 +254,7 @@ def register(db: Any, src: Source, initiator_name: str | None,
     names = [n for n in [initiator_name, *(iface_initiator_name(i) for i in ifaces)] if n]
     if not names:
         raise DiscoveryFailed("no InitiatorName in initiatorname.iscsi")
-    try:
-        period, refused = register_for_scns(src.address, src.port, names,
-                                            socket.gethostname(), scn_port)
-    except IsnsQueryFailed as exc:
-        raise DiscoveryFailed(str(exc)) from None
-    for line in refused:
-        log.warning("%s: %s", src.describe(), line)
-    return period / 2 if period else None
+    return list(dict.fromkeys(names))
 
 
 class ScnReceiver:
@@ -299,6 +334,9 @@ class Poller:
         register: ``register(src, scn_port) -> awaitable`` seconds until the registration
             must be made again (None: never); raises DiscoveryFailed.  Used for a source
             that :attr:`~Source.hears_scns`.
+        deregister: ``deregister(src) -> awaitable``, when :meth:`run` ends (the daemon
+            stops) after a registration, bounded by :data:`DEREGISTER_TIMEOUT`; raises
+            DiscoveryFailed (logged).
         sleep: ``asyncio.sleep``, or a test's.
     """
 
@@ -308,11 +346,13 @@ class Poller:
                  login: Callable[[list[Record]], Awaitable[list[dict[str, Any]]]],
                  logout: Callable[[list[NodeKey]], Awaitable[object]],
                  register: Callable[[Source, int], Awaitable[float | None]] | None = None,
-                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+                 deregister: Callable[[Source], Awaitable[object]] | None = None) -> None:
         self.src = src
         self._discover, self._has_session = discover, has_session
         self._login, self._logout, self._sleep = login, logout, sleep
-        self._register = register
+        self._register, self._deregister = register, deregister
+        self.registered = False
         self.tracked: dict[NodeKey, Record] = {}
         self.rounds = 0
         self.scns: ScnReceiver | None = None
@@ -345,6 +385,20 @@ class Poller:
         finally:
             if self.scns is not None:
                 self.scns.close()
+            if self.registered and self._deregister is not None:
+                await self._leave()
+
+    async def _leave(self) -> None:
+        """The registration removed (the daemon stops), bounded: a server that does not
+        answer delays the stop by :data:`DEREGISTER_TIMEOUT` s at most."""
+        try:
+            await asyncio.wait_for(self._deregister(self.src), DEREGISTER_TIMEOUT)  # type: ignore[misc]
+        except (DiscoveryFailed, asyncio.TimeoutError) as exc:
+            log.warning("%s: could not deregister: %s", self.src.describe(),
+                        str(exc) or f"no answer within {DEREGISTER_TIMEOUT:g} s")
+            return
+        self.registered = False
+        log.info("%s: deregistered", self.src.describe())
 
     async def _keep_registered(self, scn_port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -358,6 +412,7 @@ class Poller:
                       self.src.describe(), exc)
             return  # made again before the next round
         self._registration_due = None if again is None else loop.time() + again
+        self.registered = True
         log.info("%s: registered for State Change Notifications on port %d",
                  self.src.describe(), scn_port)
 

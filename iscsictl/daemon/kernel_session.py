@@ -1,5 +1,5 @@
-"""Software iSCSI (iscsi_tcp) sessions against the kernel: log in, hand over,
-scan, log out, tear down.  The daemon's only path to NETLINK_ISCSI sessions.
+"""Software iSCSI (iscsi_tcp) and iSER (ib_iser) sessions against the kernel: log in,
+hand over, scan, log out, tear down.  The daemon's only path to NETLINK_ISCSI sessions.
 
 The shape was proven on Debian's 6.1 kernel with LIO
 (/work/shared/reference/login-then-bind-experiment.md, runs 1-7): the first
@@ -26,6 +26,13 @@ UNBIND_SESSION (devices removed) -> Logout PDU (bounded by logout_timeout)
 -> STOP_CONN(TERM) -> DESTROY_CONN -> DESTROY_SESSION(_ASYNC); the UNBIND and the last
 three are jobs on a netlink lane, as the handover is, so that the sessions of a bulk logout
 do not queue behind each other on the loop's socket.
+
+iSER (:func:`establish_ep`, as iscsid's ktransport_ep_connect transports): the kernel
+makes the connection (TRANSPORT_EP_CONNECT, EP_POLL until it is up), CREATE_BOUND_SESSION
+on that endpoint, CREATE_CONN, BIND_CONN(the endpoint), the Login relayed through
+SEND_PDU / RECV_PDU as a relogin's is, then the SET_PARAMs and START_CONN in one datagram.
+A relogin binds a new endpoint; the endpoint is disconnected before the connection is
+stopped while the daemon holds it (a connection error makes the kernel disconnect it).
 """
 
 from __future__ import annotations
@@ -73,13 +80,20 @@ from .errors import SessionError
 from .params import (OPTIONAL, SECRET_PARAMS, ParamContext, negotiated_params, relogin_changes,
                      session_params)
 
-__all__ = ["KernelSession", "NodeTarget", "connect", "establish", "logout", "force_teardown",
-           "rejected_code", "relogin", "stop_conn_recover"]
+__all__ = ["KERNEL_CONNECTED", "KernelSession", "NodeTarget", "connect", "ep_connect",
+           "ep_disconnect", "establish", "establish_ep", "logout", "force_teardown",
+           "rejected_code", "release_connection", "relogin", "stop_conn_recover"]
 
 log = logging.getLogger("iscsictld")
 
 #: ``KernelSession.pdu_wanted`` of a relayed login: every PDU is the login machine's to judge
 ANY_PDU: tuple[type, ...] = (object,)
+#: transports whose connections the kernel makes (TRANSPORT_EP_CONNECT, then EP_POLL) and
+#: whose logins it relays (SEND_PDU / RECV_PDU): open-iscsi's ktransport_ep_connect ones
+#: that need no HBA setup (usr/transport.c)
+KERNEL_CONNECTED = frozenset({"iser"})
+#: seconds between EP_POLLs (each asks the kernel to wait 1 ms, as iscsid's): doubling
+EP_POLL_FIRST, EP_POLL_MAX = 0.002, 0.05
 #: CmdSN of the login and CREATE_SESSION's initial_cmdsn (the proven value)
 INITIAL_CMDSN = 1
 MAX_REDIRECTS = 5
@@ -171,6 +185,10 @@ class KernelSession:
     failed_again: str | None = field(default=None, repr=False)
     #: the logout under way: a second one waits for its result
     logging_out: asyncio.Future | None = field(default=None, repr=False)  # type: ignore[type-arg]
+    #: the kernel endpoint (EP_CONNECT's handle) bound to the connection of an iSER
+    #: session; None for tcp, for an adopted session, and once a connection error made the
+    #: kernel disconnect it (its handle may then be another endpoint's)
+    ep: int | None = field(default=None, repr=False)
 
     @property
     def time2wait(self) -> int:
@@ -191,6 +209,27 @@ def rejected_code(outcome: LoginRejected) -> int:
     return 19  # ISCSI_ERR_FATAL_LOGIN
 
 
+async def _resolve(address: str, port: int) -> list[tuple[Any, ...]]:
+    """getaddrinfo's answers for a TCP connection to ``address:port`` (a numeric address
+    without the resolver, which runs in a thread).  SessionError 7 for a port that is not
+    one, 4 for a host name that does not resolve."""
+    if not 0 < port <= 65535:  # a record handed over IPC unchecked (connect_ex: OverflowError)
+        raise SessionError(7, f"cannot connect to {address}: port {port} is not 1..65535")
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+        family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+        sockaddr = (address, port) if family == socket.AF_INET else (address, port, 0, 0)
+        return [(family, socket.SOCK_STREAM, 0, "", sockaddr)]
+    except ValueError:
+        try:
+            return await asyncio.get_running_loop().getaddrinfo(address, port,
+                                                                type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise SessionError(4, f"cannot resolve host name {address}: {exc.strerror}") from None
+        except UnicodeError:  # the idna codec: an empty or over-long label
+            raise SessionError(4, f"cannot resolve host name {address}: not a valid name") from None
+
+
 async def connect(address: str, port: int, timeout: float, window_size: int = 0,
                   iface: Mapping[str, str] | None = None) -> socket.socket:
     """A connected non-blocking TCP socket (TCP_NODELAY; SO_RCVBUF/SO_SNDBUF
@@ -205,20 +244,7 @@ async def connect(address: str, port: int, timeout: float, window_size: int = 0,
             one).
     """
     loop = asyncio.get_running_loop()
-    if not 0 < port <= 65535:  # a record handed over IPC unchecked (connect_ex: OverflowError)
-        raise SessionError(7, f"cannot connect to {address}: port {port} is not 1..65535")
-    try:  # a numeric address needs no resolver (getaddrinfo runs in a thread)
-        ip = ipaddress.ip_address(address.split("%")[0])
-        family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-        sockaddr = (address, port) if family == socket.AF_INET else (address, port, 0, 0)
-        infos = [(family, socket.SOCK_STREAM, 0, "", sockaddr)]
-    except ValueError:
-        try:
-            infos = await loop.getaddrinfo(address, port, type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise SessionError(4, f"cannot resolve host name {address}: {exc.strerror}") from None
-        except UnicodeError:  # the idna codec: an empty or over-long label
-            raise SessionError(4, f"cannot resolve host name {address}: not a valid name") from None
+    infos = await _resolve(address, port)
     last: Exception | None = None
     for family, type_, proto, _, sockaddr in infos:
         sock = socket.socket(family, type_, proto)
@@ -485,7 +511,7 @@ def _hand_over(knl, handle: int, initial_cmdsn: int, cmds_max: int, queue_depth:
     if scan is not None:
         try:
             scanning = scan(ids.host_no)
-        except Exception as exc:  # noqa: BLE001: e.g. the pool is shut down; the caller scans
+        except Exception as exc:  # noqa: BLE001 - e.g. the pool is shut down; the caller scans
             log.debug("session %d: the LUN scan did not start on the lane: %s", ids.sid, exc)
     if nice is not None:
         set_xmit_priority(ids.host_no, nice)
@@ -556,11 +582,7 @@ async def establish(
     """
     initiator_name = iface_initiator_name(node.record) or initiator_name
     rec = node.record
-    try:
-        cmds_max = int(rec.get("node.session.cmds_max", 128))
-        queue_depth = int(rec.get("node.session.queue_depth", 32))
-    except ValueError:
-        cmds_max, queue_depth = 128, 32
+    cmds_max, queue_depth = _queue_sizes(rec)
     early: asyncio.Future[Any] | None = None
 
     def connected() -> None:  # the kernel builds the session while the login is on the wire
@@ -625,6 +647,315 @@ async def establish(
     )
 
 
+async def ep_connect(nl, handle: int, portal: Portal, timeout: float) -> int:  # type: ignore[no-untyped-def]
+    """A kernel-made connection to ``portal`` (iSER): TRANSPORT_EP_CONNECT (non-blocking),
+    then EP_POLL until the kernel says it is up; its endpoint handle, which the caller
+    binds (BIND_CONN) or gives to :func:`ep_disconnect`.
+
+    Raises:
+        SessionError: 8 (the kernel refused the connection, it failed, or it was not up
+            within ``timeout`` s; retryable, as iscsid's ISCSI_ERR_TRANS_TIMEOUT), 4/7 (a
+            host name that does not resolve, a port that is not one).
+    """
+    loop = asyncio.get_running_loop()
+    address = (await _resolve(portal.address, portal.port))[0][4][0]  # a name resolved
+    where = f"{portal.address}:{portal.port}"
+    try:
+        ep = await nl.ep_connect(handle, address, portal.port, non_blocking=True)
+    except IscsiNetlinkError as exc:
+        raise SessionError(8, f"cannot make connection to {where}: {exc}",
+                           retryable=True) from None
+    deadline, delay = loop.time() + timeout, EP_POLL_FIRST
+    try:
+        while await nl.ep_poll(handle, ep, 1) <= 0:
+            if loop.time() >= deadline:
+                raise SessionError(8, f"cannot make connection to {where}: timed out after "
+                                      f"{timeout:g} s", retryable=True)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, EP_POLL_MAX)
+    except IscsiNetlinkError as exc:
+        await ep_disconnect(nl, handle, ep)
+        raise SessionError(8, f"cannot make connection to {where}: {exc}",
+                           retryable=True) from None
+    except BaseException:
+        await ep_disconnect(nl, handle, ep)
+        raise
+    return ep
+
+
+async def ep_disconnect(nl, handle: int, ep: int) -> None:  # type: ignore[no-untyped-def]
+    """TRANSPORT_EP_DISCONNECT of an endpoint this daemon holds, best effort (a refusal or
+    no answer is logged); raises only NetlinkClosedError."""
+    try:
+        await nl.ep_disconnect(handle, ep)
+    except NetlinkClosedError:
+        raise
+    except IscsiNetlinkError as exc:
+        log.debug("endpoint %d: EP_DISCONNECT: %s", ep, exc)
+
+
+def _queue_sizes(rec: Mapping[str, str]) -> tuple[int, int]:
+    """(node.session.cmds_max, node.session.queue_depth); open-iscsi's defaults when unset
+    or not numbers."""
+    try:
+        return int(rec.get("node.session.cmds_max", 128)), \
+            int(rec.get("node.session.queue_depth", 32))
+    except ValueError:
+        return 128, 32
+
+
+def _login_failure(exc: BaseException) -> SessionError | None:
+    """The SessionError of a failed first login (iscsiadm's code): None for what is not a
+    login's failure."""
+    if isinstance(exc, SessionError):
+        return exc
+    if isinstance(exc, AuthenticationError):
+        return SessionError(24, f"authentication failed: {exc}")
+    if isinstance(exc, LoginTimeout):
+        return SessionError(8, str(exc), retryable=True)
+    if isinstance(exc, ISCSIProtocolError):
+        return SessionError(5, f"login failed: {exc}", retryable=True)
+    if isinstance(exc, IscsiNetlinkError):
+        return _kernel_failure(exc)
+    return None
+
+
+async def establish_ep(
+    nl,  # AsyncIscsiNetlink
+    handle: int,
+    node: NodeTarget,
+    initiator_name: str,
+    isid: ISID,
+    issued_challenges: MutableSet[bytes] | None = None,
+    scan: ScanStarter | None = None,
+    logging_in: dict[int, KernelSession] | None = None,
+) -> KernelSession:
+    """Log in through a connection the kernel makes (iSER, :data:`KERNEL_CONNECTED`), as
+    iscsid does for its ktransport_ep_connect transports (usr/initiator.c
+    session_conn_poll): :func:`ep_connect`, CREATE_BOUND_SESSION on the endpoint,
+    CREATE_CONN, BIND_CONN, the login relayed through SEND_PDU / RECV_PDU, then every
+    SET_PARAM and START_CONN in one datagram, and the LUN scan started on the lane.  A
+    redirect tears the session down and starts over at the new portal.
+
+    ``logging_in``: the daemon's sessions under login by sid, where its event routing
+    finds them (their Login Responses come as RECV_PDU); the session is there from its
+    creation until this returns.  ``scan`` and the rest as :func:`establish`.
+
+    Raises:
+        SessionError: login failures (4, 5, 8, 19, 24); 9 when the kernel refused the
+            session or did not answer in time.  Whatever it made is gone by then.
+    """
+    initiator_name = iface_initiator_name(node.record) or initiator_name
+    cfg = login_config(node, initiator_name)
+
+    async def running(session: KernelSession, outcome: LoginSuccess) -> KernelSession:
+        await _restart(nl, handle, session, outcome)
+        session.tsih, session.params = outcome.tsih, outcome.params
+        session.negotiated, session.conn_state = outcome.negotiated, "LOGGED IN"
+        if scan is not None:
+            session.scanning = asyncio.wrap_future(scan(session.host_no))
+        return session
+    return await _login_through_kernel(nl, handle, node, isid, cfg, _queue_sizes(node.record),
+                                       logging_in, issued_challenges, running, keep=True)
+
+
+async def _login_through_kernel(nl, handle: int, node: NodeTarget, isid: ISID,  # type: ignore[no-untyped-def]
+                                cfg: LoginConfig, sizes: tuple[int, int],
+                                logging_in: dict[int, KernelSession] | None,
+                                issued_challenges: MutableSet[bytes] | None,
+                                then: Callable[[KernelSession, LoginSuccess], Any],
+                                keep: bool) -> Any:
+    """A login through a connection the kernel makes: :func:`ep_connect`, a session bound
+    to the endpoint (``sizes``: cmds_max, queue_depth; in ``logging_in`` meanwhile),
+    BIND_CONN, the login relayed (a redirect tears that down and starts over at the new
+    portal); then ``await then(session, outcome)``, whose value is returned.  What was
+    made is undone when anything fails, and after ``then`` unless ``keep``.  Failures are
+    raised as SessionError (:func:`_login_failure`)."""
+    pending = logging_in if logging_in is not None else {}
+    portal = Portal(node.address, node.port, node.tpgt)
+    for _ in range(MAX_REDIRECTS + 1):
+        ep = await ep_connect(nl, handle, portal, cfg.login_timeout)
+        session: KernelSession | None = None
+        try:
+            session = await _bound_session(nl, handle, ep, node, isid, portal, cfg, sizes,
+                                           pending)
+            await _bind_endpoint(nl, handle, session)
+            outcome = await _relayed_login(nl, handle, session, cfg, issued_challenges,
+                                           lambda what: None, "login")
+            if isinstance(outcome, LoginRedirect):
+                log.info("login redirected to %s (%s)", outcome.portal,
+                         "permanent" if outcome.permanent else "temporary")
+                portal = outcome.portal
+                raise _Redirected
+            if isinstance(outcome, LoginRejected):
+                raise SessionError(rejected_code(outcome), outcome.message,
+                                   retryable=outcome.retryable)
+            assert isinstance(outcome, LoginSuccess)
+            result = await then(session, outcome)
+            if not keep:
+                await _undo(nl, handle, ep, session)
+            return result
+        except BaseException as exc:
+            await _undo(nl, handle, ep, session)
+            if isinstance(exc, _Redirected):
+                continue
+            failure = _login_failure(exc)
+            if failure is None or failure is exc:
+                raise
+            raise failure from None
+        finally:
+            if session is not None:
+                pending.pop(session.sid, None)
+    raise SessionError(5, f"login redirected more than {MAX_REDIRECTS} times")
+
+
+class _Redirected(Exception):
+    """A redirected login's session is torn down before the next portal is tried."""
+
+
+async def _bound_session(nl, handle: int, ep: int, node: NodeTarget, isid: ISID,  # type: ignore[no-untyped-def]
+                         portal: Portal, cfg: LoginConfig, sizes: tuple[int, int],
+                         pending: dict[int, KernelSession]) -> KernelSession:
+    """CREATE_BOUND_SESSION on endpoint ``ep`` (``sizes``: cmds_max, queue_depth): the
+    session, in ``pending`` from now on, for :func:`_bind_endpoint`.  Raises
+    IscsiNetlinkError."""
+    ids = await nl.create_bound_session(handle, ep, INITIAL_CMDSN, *sizes)
+    session = KernelSession(sid=ids.sid, host_no=ids.host_no, cid=0, node=node, isid=isid,
+                            tsih=0, params=None, current=portal, conn_state="IN LOGIN",
+                            initiator_name=cfg.initiator_name, login_config=cfg, ep=ep)
+    pending[ids.sid] = session
+    return session
+
+
+async def _bind_endpoint(nl, handle: int, session: KernelSession) -> None:  # type: ignore[no-untyped-def]
+    """CREATE_CONN and BIND_CONN(the session's endpoint): ready for the relayed login.
+    Raises IscsiNetlinkError (the session is the caller's to undo: :func:`_undo`)."""
+    if await nl.create_conn(handle, session.sid, 0) != 0:
+        raise IscsiKernelError(errno.EPROTO, "CREATE_CONN", "retcode")  # not the cid asked
+    await nl.bind_conn(handle, session.sid, 0, session.ep, True)
+
+
+async def _undo(nl, handle: int, ep: int, session: KernelSession | None) -> None:  # type: ignore[no-untyped-def]
+    """What :func:`ep_connect` and :func:`_bound_session` made, gone, in iscsid's order
+    (session_conn_shutdown): the endpoint (unless a connection error made the kernel
+    disconnect it: ``session.ep`` None), then the connection and the session."""
+    held = ep if session is None else session.ep
+    if session is not None:
+        session.conn_state = "IN LOGOUT"  # its events from here on are the teardown's
+    if held is not None:
+        await ep_disconnect(nl, handle, held)
+    if session is not None:
+        session.ep = None
+        await force_teardown(nl, handle, session.sid, 0, synchronous=True)
+
+
+async def send_targets_ep(
+    nl,  # AsyncIscsiNetlink
+    handle: int,
+    portal: Portal,
+    cfg: LoginConfig,
+    isid: ISID,
+    iface: str,
+    active_timeout: float,
+    logging_in: dict[int, KernelSession] | None = None,
+) -> list[Any]:
+    """SendTargets=All through a connection the kernel makes (iSER), as iscsiadm's
+    discovery does for a transport with CAP_TEXT_NEGO (usr/discovery.c
+    iscsi_create_leading_conn, iscsi_create_session): the endpoint, a discovery session
+    bound to it (CREATE_BOUND_SESSION(initial_cmdsn 1, cmds_max 32, queue_depth 1)), the
+    Login (``cfg``: a Discovery session's) relayed, the negotiated values set and
+    START_CONN, the Text exchange and the Logout relayed, then all torn down.  A redirect
+    starts over at the new portal.  Returns the DiscoveredTargets (a target without
+    TargetAddress gets the portal asked).
+
+    Raises:
+        SessionError: 4, 5, 8, 19, 24 as a login's; 8 when no Text Response comes
+            within ``active_timeout`` s; 5 for an answer that is not SendTargets'; 9 when
+            the kernel refuses a step.
+    """
+    from iscsictl.protocol.session import LogoutExchange
+    from iscsictl.protocol.text_exchange import TextExchange
+
+    node = NodeTarget(target="", address=portal.address, port=portal.port, tpgt=-1,
+                      iface=iface, transport="iser")
+
+    async def ask(session: KernelSession, outcome: LoginSuccess) -> list[Any]:
+        ctx = _context(session, outcome, outcome.exp_statsn)
+        *_, started = await nl.set_params_and_start_conn(
+            handle, session.sid, 0, negotiated_params(ctx) + [(IscsiParam.DISCOVERY_SESS, "1")])
+        if started is not None:
+            raise started
+        text = TextExchange([("SendTargets", "All")], itt=0, cmdsn=outcome.cmdsn,
+                            exp_statsn=outcome.exp_statsn, match_itt=False)
+        asked = Portal(session.current.address, session.current.port)  # its tag unknown
+        targets = await _relayed_send_targets(nl, handle, session, text, asked, active_timeout)
+        await _relayed_logout(nl, handle, session, LogoutExchange(
+            itt=0, cmdsn=text.cmdsn, exp_statsn=text.exp_statsn), cfg.login_timeout)
+        return targets
+    return await _login_through_kernel(nl, handle, node, isid, cfg, (32, 1), logging_in, None,
+                                       ask, keep=False)
+
+
+async def _relayed_pdu(nl, handle: int, session: KernelSession, pdu: Any,  # type: ignore[no-untyped-def]
+                       timeout: float, what: str) -> Any:
+    """``pdu`` sent through the kernel (SEND_PDU: the kernel stamps its ITT, CmdSN and
+    ExpStatSN) and the answer that comes back (RECV_PDU, one of ``session.pdu_wanted``).
+    SessionError 8 when none comes within ``timeout`` s."""
+    session.pdu_waiter = asyncio.get_running_loop().create_future()
+    try:
+        await nl.send_pdu(handle, session.sid, session.cid, pdu.encode_header()[0], pdu.data)
+        async with asyncio.timeout(timeout):  # not wait_for: no task of its own
+            return await session.pdu_waiter
+    except asyncio.TimeoutError:
+        raise SessionError(8, f"no {what} within {timeout:g} s", retryable=True) from None
+    finally:
+        session.pdu_waiter = None
+
+
+async def _relayed_send_targets(nl, handle: int, session: KernelSession, exchange: Any,  # type: ignore[no-untyped-def]
+                                portal: Portal, timeout: float) -> list[Any]:
+    """The SendTargets Text ``exchange`` (made with ``match_itt=False``: the kernel gives
+    the task tags) through the kernel; the targets of its answer."""
+    from iscsictl.protocol.pdu import TextResponse
+    from iscsictl.protocol.text_exchange import parse_send_targets
+
+    exchange.start()
+    session.pdu_wanted = (TextResponse, Reject)
+    try:
+        pairs = None
+        while pairs is None:
+            for req in exchange.pdus_to_send():
+                pairs = exchange.receive_pdu(
+                    await _relayed_pdu(nl, handle, session, req, timeout, "SendTargets answer"))
+    except ISCSIProtocolError as exc:
+        raise SessionError(5, f"SendTargets: {exc}") from None
+    finally:
+        session.pdu_wanted = ANY_PDU
+    try:
+        return parse_send_targets(pairs, portal, lambda why: log.info("SendTargets: %s", why))
+    except ValueError as exc:
+        raise SessionError(5, f"SendTargets answer: {exc}") from None
+
+
+async def _relayed_logout(nl, handle: int, session: KernelSession, exchange: Any,  # type: ignore[no-untyped-def]
+                          timeout: float) -> None:
+    """The Logout ``exchange`` through the kernel, best effort: a target that does not
+    answer within ``timeout`` s, or answers badly, is logged (the teardown follows).
+    Raises only CancelledError."""
+    session.pdu_wanted = (LogoutResponse, Reject)  # an Async Message meanwhile is an event
+    try:
+        pdu = await _relayed_pdu(nl, handle, session, exchange.request, timeout,
+                                 "Logout Response")
+        if isinstance(pdu, LogoutResponse):
+            result = exchange.receive_pdu(pdu, match_itt=False)
+            if not result.ok:
+                log.warning("session %d: logout response %s", session.sid, result.response)
+    except (SessionError, IscsiNetlinkError, ISCSIProtocolError) as exc:
+        log.warning("session %d: no clean Logout (%s); tearing down", session.sid, exc)
+    finally:
+        session.pdu_wanted = ANY_PDU
+
+
 async def _bind(nl, handle: int, sid: int, cid: int, fd: int) -> None:  # type: ignore[no-untyped-def]
     """BIND_CONN, riding out the kernel's own connection cleanup: while its
     cleanup work is pending the kernel answers -ENOTCONN (open-iscsi #387);
@@ -685,12 +1016,19 @@ async def relogin(
                       (loop.time() - t0) * 1000)
 
     portal = Portal(node.address, node.port, node.tpgt)
+    by_kernel = node.transport in KERNEL_CONNECTED
     for _ in range(MAX_REDIRECTS + 1):
-        sock = await connect_node(node, portal, cfg.login_timeout)
+        sock = None
+        if by_kernel:  # the kernel's endpoint, ours until it is bound
+            eph = session.ep = await ep_connect(nl, handle, portal, cfg.login_timeout)
+        else:
+            sock = await connect_node(node, portal, cfg.login_timeout)
+            eph = sock.fileno()
         step("connected")
         try:
-            outcome = await _relayed_login(nl, handle, session, cfg, sock, issued_challenges,
-                                           step)
+            await _bind(nl, handle, sid, cid, eph)
+            step("bound")
+            outcome = await _relayed_login(nl, handle, session, cfg, issued_challenges, step)
             if isinstance(outcome, LoginRedirect):
                 log.info("session %d: relogin redirected to %s", sid, outcome.portal)
                 portal = outcome.portal
@@ -713,26 +1051,35 @@ async def relogin(
                 raise
             # as iscsid's session_conn_reopen: the bound socket is released and the
             # kernel's cleanup flushed, so that the next attempt binds a clean connection
-            await stop_conn_recover(nl, handle, sid, cid)
+            await release_connection(nl, handle, session)
             raise failure from None
         finally:
-            sock.close()  # once bound, the kernel holds its own reference
-        await stop_conn_recover(nl, handle, sid, cid)  # release it before binding the next one
+            if sock is not None:
+                sock.close()  # once bound, the kernel holds its own reference
+        await release_connection(nl, handle, session)  # before binding the next one
     raise SessionError(5, f"relogin redirected more than {MAX_REDIRECTS} times", retryable=True)
 
 
+async def release_connection(nl, handle: int, session: KernelSession) -> None:  # type: ignore[no-untyped-def]
+    """The session's connection let go for a relogin (iscsid's __session_conn_reopen): its
+    kernel endpoint disconnected (iSER, when this daemon still holds it), then
+    STOP_CONN(RECOVER), best effort."""
+    if session.ep is not None:
+        ep, session.ep = session.ep, None
+        await ep_disconnect(nl, handle, ep)
+    await stop_conn_recover(nl, handle, session.sid, session.cid)
+
+
 async def _relayed_login(nl, handle: int, session: KernelSession, cfg: LoginConfig,  # type: ignore[no-untyped-def]
-                         sock: socket.socket, issued_challenges: MutableSet[bytes] | None,
-                         step: Callable[[str], None]) -> object:
-    """BIND_CONN ``sock`` to the session's connection, then the login relayed through
-    SEND_PDU / RECV_PDU; the login's outcome (LoginSuccess, LoginRedirect or
-    LoginRejected).  Raises what the kernel or the login raised; SessionError(8) when
-    no Login Response comes before the login timeout."""
+                         issued_challenges: MutableSet[bytes] | None,
+                         step: Callable[[str], None], what: str = "relogin") -> object:
+    """The login relayed through SEND_PDU / RECV_PDU on the session's bound connection;
+    its outcome (LoginSuccess, LoginRedirect or LoginRejected).  Raises what the kernel or
+    the login raised; SessionError(8) when no Login Response comes before the login
+    timeout (``what``: the word for it in that message)."""
     loop = asyncio.get_running_loop()
     sid, cid = session.sid, session.cid
     assert session.isid is not None
-    await _bind(nl, handle, sid, cid, sock.fileno())
-    step("bound")
     # no SET_PARAM before the relayed login (the order proven in the experiment,
     # run7): STOP_CONN(RECOVER) switched the digests off, so the Login Response is
     # read without them; what the login changed follows it
@@ -753,7 +1100,7 @@ async def _relayed_login(nl, handle: int, session: KernelSession, cfg: LoginConf
             async with asyncio.timeout(max(machine.deadline - loop.time(), 0.001)):
                 pdu = await session.pdu_waiter  # not wait_for: no task of its own
         except asyncio.TimeoutError:
-            raise SessionError(8, "relogin timed out: no Login Response", retryable=True) from None
+            raise SessionError(8, f"{what} timed out: no Login Response", retryable=True) from None
         finally:
             session.pdu_waiter = None
         step("Login Response received")
@@ -901,25 +1248,16 @@ async def logout(nl, handle: int, session: KernelSession, timeout: float,  # typ
     except IscsiNetlinkError as exc:  # refused, or no reply in time: the teardown follows
         log.warning("session %d: UNBIND_SESSION failed (%s); continuing", sid, exc)
     if not cancelled:
-        exchange = LogoutExchange(itt=0, cmdsn=0, exp_statsn=0, cid=cid)
-        session.pdu_waiter = asyncio.get_running_loop().create_future()
-        session.pdu_wanted = (LogoutResponse, Reject)  # an Async Message meanwhile is an event
         try:
-            hdr, _ = exchange.request.encode_header()
-            await nl.send_pdu(handle, sid, cid, hdr, b"")
-            pdu = await asyncio.wait_for(session.pdu_waiter, timeout)
-            if isinstance(pdu, LogoutResponse):
-                result = exchange.receive_pdu(pdu, match_itt=False)
-                if not result.ok:
-                    log.warning("session %d: logout response %s", sid, result.response)
+            await _relayed_logout(nl, handle, session,
+                                  LogoutExchange(itt=0, cmdsn=0, exp_statsn=0, cid=cid), timeout)
         except asyncio.CancelledError:
             cancelled = True
-        except (IscsiNetlinkError, asyncio.TimeoutError, ISCSIProtocolError) as exc:
-            log.warning("session %d: no clean Logout (%s); tearing down", sid, exc or "timed out")
-        finally:
-            session.pdu_waiter, session.pdu_wanted = None, ANY_PDU
     if cancelled:
         log.info("session %d: logout cut short (the daemon stops); tearing down", sid)
+    if session.ep is not None:  # iSER: the endpoint first, as iscsid's session_conn_shutdown
+        ep, session.ep = session.ep, None
+        await ep_disconnect(nl, handle, ep)
     if not await force_teardown(nl, handle, sid, cid):  # refused (logged): no event comes
         session.conn_state = "FAILED"  # stopped, and still the kernel's: still managed
         raise SessionError(9, f"session {sid}: the kernel refused to destroy it; it is "

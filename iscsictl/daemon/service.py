@@ -83,9 +83,10 @@ __all__ = ["Daemon", "pdu_from_kernel"]
 
 log = logging.getLogger("iscsictld")
 
-#: scsi_host proc_name -> open-iscsi transport name
+#: scsi_host proc_name -> open-iscsi transport name (ib_iser's hosts are "iscsi_iser":
+#: drivers/infiniband/ulp/iser/iscsi_iser.c iscsi_iser_sht)
 PROC_NAME_TRANSPORT = {
-    "iscsi_tcp": "tcp", "ib_iser": "iser", "qla4xxx": "qla4xxx", "bnx2i": "bnx2i",
+    "iscsi_tcp": "tcp", "iscsi_iser": "iser", "qla4xxx": "qla4xxx", "bnx2i": "bnx2i",
     "cxgb3i": "cxgb3i", "cxgb4i": "cxgb4i", "be2iscsi": "be2iscsi", "qedi": "qedi",
 }
 MAX_PARALLEL_LOGINS = 32
@@ -208,10 +209,25 @@ def _sids(value: Any) -> list[int]:
 def _records(value: Any) -> list[dict[str, str]]:
     if isinstance(value, list) and len(value) > MAX_REQUEST_ITEMS:
         raise ValueError(f"more than {MAX_REQUEST_ITEMS} records in one request")
-    if not isinstance(value, list) or not all(
-            isinstance(r, dict) and all(isinstance(k, str) and isinstance(v, str)
-                                        for k, v in r.items()) for r in value):
+    if not isinstance(value, list) or not all(_is_record(r) for r in value):
         raise TypeError("records must be a list of objects of strings (key -> text)")
+    return value
+
+
+def _is_record(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                           for k, v in value.items())
+
+
+def _record(value: Any) -> dict[str, str]:
+    if not _is_record(value):
+        raise TypeError("a record must be an object of strings (key -> text)")
+    return value
+
+
+def _port(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 65535:
+        raise ValueError(f"a TCP port must be an integer 1..65535, not {value!r}")
     return value
 
 
@@ -231,6 +247,8 @@ REQUEST_ARGS: dict[str, dict[str, Callable[[Any], Any]]] = {
               "multiple": _flag},
     "logout": {"sids": _sids, "force": _flag, "progress": _flag},
     "stats": {"sid": _sid},
+    "sendtargets": {"address": _text, "port": _port, "values": _record, "iface": _record,
+                    "initiator_name": _text},
     "stop": {"logout_all": _flag},
 }
 _OPTIONAL = frozenset(("progress", "force", "logout_all", "multiple"))
@@ -294,6 +312,8 @@ class Daemon:
         self.db_root, self.config_root = db_root, config_root
         self.autostart = autostart
         self.sessions: dict[int, ks.KernelSession] = {}
+        #: sessions whose login the kernel relays (iSER), by sid, until it ends
+        self._logging_in: dict[int, ks.KernelSession] = {}
         self.isids = ISIDAllocator()
         self.issued_challenges: set[bytes] = set()
         self._node_locks: dict[tuple[str, str, int, str], asyncio.Lock] = {}
@@ -674,9 +694,43 @@ class Daemon:
 
         self._scan_pool.submit(work)
 
+    def _on_login_event(self, session: ks.KernelSession, ev: Any) -> None:
+        """An event of a session whose login the kernel relays (:func:`ks.establish_ep`):
+        its Login Responses to the login; a connection error ends the login (code 8,
+        retryable; the kernel disconnected the endpoint); the others are logged."""
+        waiter = session.pdu_waiter
+        if session.conn_state == "IN LOGOUT":  # torn down (a failed login, or a discovery's)
+            log.debug("session %d: %s while it is torn down", session.sid, type(ev).__name__)
+            return
+        if isinstance(ev, RecvPdu):
+            try:
+                pdu = pdu_from_kernel(ev.pdu)
+            except ISCSIProtocolError as exc:
+                log.warning("session %d: malformed PDU from the kernel: %s", session.sid, exc)
+                return
+            if waiter is not None and not waiter.done():
+                waiter.set_result(pdu)
+            else:
+                log.info("session %d: %s during its login dropped", session.sid,
+                         type(pdu).__name__)
+        elif isinstance(ev, ConnError):
+            err = int(ev.error)
+            text = ISCSI_ERR_STRINGS.get(err, "unknown")
+            log.info("session %d: connection error %d (%s) during its login", session.sid,
+                     err, text)
+            session.ep = None
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(SessionError(
+                    8, f"the connection failed during the login ({text})", retryable=True))
+        else:
+            log.debug("session %d: %s during its login", session.sid, type(ev).__name__)
+
     def _on_event(self, ev: Any) -> None:
         sid = getattr(ev, "sid", None)
         session = self.sessions.get(sid) if sid is not None else None
+        if session is None and sid in self._logging_in:
+            self._on_login_event(self._logging_in[sid], ev)
+            return
         if isinstance(ev, RecvPdu):
             if session is None:
                 log.warning("RECV_PDU for unknown session %s dropped", sid)
@@ -704,6 +758,7 @@ class Daemon:
                 return
             log.error("Kernel reported iSCSI connection %d:%d error (%d - %s) state (%s)",
                       ev.sid, ev.cid, err, text, session.conn_state)
+            session.ep = None  # the kernel's cleanup disconnected it (iscsi_ep_disconnect)
             if session.conn_state == "IN LOGOUT":
                 pass  # the logout under way ends it
             elif err == IscsiErr.INVALID_HOST:
@@ -877,7 +932,7 @@ class Daemon:
         except SessionError as exc:
             log.error("session %d: cannot recover: %s", sid, exc)
             return
-        await ks.stop_conn_recover(self.nl, handle, sid, cid)
+        await ks.release_connection(self.nl, handle, session)
         wait, session.time2wait_once = session.time2wait, None
         loop = asyncio.get_running_loop()
         # RFC 7143 §13.15: no new connection before Time2Wait.  It is slept without a
@@ -974,7 +1029,7 @@ class Daemon:
     async def _establish(self, node: ks.NodeTarget, initiator_name: str) -> int:
         """Initial login: node.session.initial_login_retry_max attempts for
         retryable failures (fatal ones - authentication, not found - at once)."""
-        if node.transport != "tcp":
+        if node.transport != "tcp" and node.transport not in ks.KERNEL_CONNECTED:
             raise SessionError(27, f"transport {node.transport} is not supported yet")
         handle = await self.handle(node.transport)
         assert self.nl is not None
@@ -985,9 +1040,14 @@ class Daemon:
             isid = self.isids.allocate()
             try:
                 async with self._login_sem:
-                    session = await ks.establish(self.nl, handle, node, initiator_name, isid,
-                                                 self.issued_challenges,
-                                                 self._start_scan if scan else None)
+                    if node.transport in ks.KERNEL_CONNECTED:
+                        session = await ks.establish_ep(
+                            self.nl, handle, node, initiator_name, isid, self.issued_challenges,
+                            self._start_scan if scan else None, self._logging_in)
+                    else:
+                        session = await ks.establish(self.nl, handle, node, initiator_name,
+                                                     isid, self.issued_challenges,
+                                                     self._start_scan if scan else None)
                 break
             except SessionError as exc:
                 self.isids.release(isid)
@@ -1003,7 +1063,7 @@ class Daemon:
         self._manage(session)
         self._save_state()
         log.info("Connection%d:0 to [target: %s, portal: %s,%d] through [iface: %s] is operational now",
-                 session.sid, node.target, session.current.address, session.current.port, node.iface)
+                 session.sid, node.target, node.address, node.port, node.iface)  # iscsid: the record's
         if scan:  # as iscsiadm: the login returns after the scan
             try:
                 await (scanning or ks.scan_host(session.host_no, self.sysfs_root,
@@ -1075,11 +1135,15 @@ class Daemon:
         async def register(src: dd.Source, scn_port: int) -> float | None:
             return await _on_thread(
                 lambda: dd.register(self._db(), src, self._initiator_name(), scn_port))
+
+        async def deregister(src: dd.Source) -> None:
+            await _on_thread(lambda: dd.deregister(self._db(), src, self._initiator_name()))
         for src in srcs:
             log.info("discovery daemon: %s every %s%s", src.describe(),
                      f"{src.poll} s" if src.poll else "daemon start (once)",
                      " and at each State Change Notification" if src.hears_scns else "")
-            self._spawn(dd.Poller(src, discover, has_session, login, logout, register).run())
+            self._spawn(dd.Poller(src, discover, has_session, login, logout, register,
+                                  deregister=deregister).run())
 
     async def logout(self, sids: list[int], force: bool = False,
                      progress: Progress | None = None) -> list[dict[str, Any]]:
@@ -1163,7 +1227,46 @@ class Daemon:
         if session.isid is not None:
             self.isids.release(session.isid)
         self._save_state()
+        node = session.node
+        log.info("Connection%d:0 to [target: %s, portal: %s,%d] through [iface: %s] is shutdown.",
+                 sid, node.target, node.address, node.port, node.iface)  # iscsid's words
         return {**desc, "ok": True}
+
+    async def send_targets(self, address: str, port: int, values: Mapping[str, str],
+                           iface: Mapping[str, str], initiator_name: str) -> list[dict[str, Any]]:
+        """SendTargets through ``iface``'s kernel connection (iSER: the CLI's discovery
+        with ``-I``, as iscsiadm's iscsi_create_leading_conn), ``values`` the discovery
+        record's (its login settings and timeouts).  Returns ``[{"name", "portals":
+        [[address, port, tpgt (-1: unknown)], ...]}]``.  Raises SessionError: 27 for a
+        transport whose discovery is not made here, 12 without its driver, a login's
+        codes, 8 when the answer does not come."""
+        from iscsictl.discovery.sendtargets import DiscoveryPolicy
+        from iscsictl.protocol.config import LoginConfig
+
+        transport = iface.get("iface.transport_name") or "tcp"
+        if transport not in ks.KERNEL_CONNECTED:
+            raise SessionError(27, f"SendTargets through transport {transport} is not "
+                                   "made by iscsictld")
+        try:
+            policy = DiscoveryPolicy.from_record(values)
+            cfg = LoginConfig.from_discovery(values, initiator_name,
+                                             login_timeout=policy.login_timeout,
+                                             auth_timeout=policy.auth_timeout)
+        except ValueError as exc:
+            raise SessionError(7, f"the discovery record: {exc}") from None
+        handle = await self.handle(transport)
+        isid = self.isids.allocate()
+        try:
+            async with self._login_sem:
+                targets = await ks.send_targets_ep(
+                    self.nl, handle, Portal(address, port), cfg, isid,
+                    iface.get("iface.iscsi_ifacename") or transport, policy.active_timeout,
+                    self._logging_in)
+        finally:
+            self.isids.release(isid)
+        return [{"name": t.name, "portals": [[p.address, p.port, -1 if p.tpgt is None
+                                              else p.tpgt] for p in t.portals]}
+                for t in targets]
 
     async def stats(self, sid: int) -> dict[str, Any]:
         session = self.sessions.get(sid)
@@ -1252,6 +1355,9 @@ class Daemon:
             return self.session_states()
         if op == "stats":
             return await self.stats(args["sid"])
+        if op == "sendtargets":
+            return await self.send_targets(args["address"], args["port"], args["values"],
+                                           args["iface"], args["initiator_name"])
         if op == "stop":  # not one of _tasks: close() cancels and awaits those
             self._closer = asyncio.get_running_loop().create_task(
                 self.close(logout_all=bool(args.get("logout_all"))))

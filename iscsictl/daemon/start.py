@@ -79,7 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--fwparam_print", action="store_true",
                    help="print the boot firmware's targets")
     p.add_argument("-N", "--fwparam_network", action="store_true",
-                   help="(not supported: configure the NIC with ip(8))")
+                   help="bring up the boot firmware's NICs: each target's NIC with its "
+                   "address, and a route to the target through it")
     p.add_argument("--show", action="store_true", help="-f: print CHAP secrets")
     p.add_argument("-v", "--version", action="store_true", help="print the version")
     return p
@@ -126,6 +127,48 @@ def _records(args: argparse.Namespace, db) -> tuple[list, str]:  # type: ignore[
         if value:
             rec.set(f"node.session.auth.{key}", value)
     return [rec], args.initiatorname
+
+
+def _fwparam_network() -> int:
+    """``-N``: each firmware target's NIC brought up (:mod:`iscsictl.kernel.fw_network`),
+    iscsistart's lines on stdout and what changed below each; 0, 21 without firmware
+    targets, 1 when a NIC could not be set up (the others are still tried)."""
+    from iscsictl.cli import errors as E
+    from iscsictl.cli._common import sysfs_root
+    from iscsictl.cli.fw_cmd import boot_contexts
+    from iscsictl.kernel.firmware import offload_iface
+    from iscsictl.kernel.fw_network import FwNetworkError, RtnlShell, nic_setup
+    from iscsictl.kernel.sysfs import Sysfs
+
+    try:
+        contexts = boot_contexts(_out())
+    except E.CliError as e:
+        print(f"{PROG}: {e}" if e.exit_code != E.NO_OBJS_FOUND
+              else "Could not setup fw entries.", file=sys.stderr)
+        return e.exit_code
+    sysfs = Sysfs(sysfs_root())
+    rc, shell = 0, None
+    try:
+        for ctx in contexts:
+            netdev = ctx.netdev or sysfs.netdev_by_hwaddress(ctx.mac) or ""
+            if offload_iface(ctx, sysfs) is not None:  # the HBA's own network, not netdev's
+                print(f"Setting up offload interface {netdev or ctx.boot_root}")
+                continue
+            print(f"Setting up software interface {netdev or ctx.mac}", flush=True)
+            try:
+                setup = nic_setup(ctx, netdev)
+                shell = shell or RtnlShell()
+                done = shell.apply(setup)
+            except FwNetworkError as e:
+                print(f"{PROG}: Setting up software interface {netdev or ctx.mac} failed: {e}",
+                      file=sys.stderr)
+                rc = ERR
+                continue
+            print(f"  {', '.join(done) if done else 'already set up'}")
+    finally:
+        if shell is not None:
+            shell.close()
+    return rc
 
 
 def _boot_entry(contexts: list):  # type: ignore[no-untyped-def]
@@ -250,13 +293,11 @@ def _run(argv: list[str] | None) -> int:
     if args.version:
         print(f"{PROG} version {FORMAT_VERSION}")
         return 0
-    if args.fwparam_network:
-        print(f"{PROG}: -N (bringing up the NIC the firmware describes) is not supported: "
-              "configure it with ip(8) from `iscsictl -m fw`", file=sys.stderr)
-        return E.OP_NOT_SUPP
     import logging
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format=f"%(relativeCreated)6.0f ms {PROG}: %(message)s")
+    if args.fwparam_network:
+        return _fwparam_network()
     try:
         config = args.config
         if config and os.path.isfile(config):  # iscsistart's -c names the file itself

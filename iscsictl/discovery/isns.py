@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Mapping
 
-from ..protocol.isns import (Function, IsnsFormatError, MessageReader, PortalGroup, Status,
-                             TargetQuery, encode_request, registration, registration_period,
-                             scn_registration, status_text)
+from ..protocol.isns import (Function, IsnsFormatError, MessageReader, PortalGroup, Request,
+                             Response, Status, TargetQuery, deregistration, encode_request,
+                             registration, registration_period, scn_registration, status_text)
 from ..transport.errors import TransportError
 from ..transport.tcp import Connection
 
 __all__ = ["CALL_TIMEOUT", "CONNECT_TIMEOUT", "IsnsQueryFailed", "IsnsRegFailed",
-           "query_targets", "register_for_scns"]
+           "deregister", "query_targets", "query_through_ifaces", "register_for_scns"]
 
 CONNECT_TIMEOUT = 5.0  #: seconds (open-isns Network.ConnectTimeout)
 CALL_TIMEOUT = 60.0  #: seconds for each answer (open-isns Network.CallTimeout)
@@ -99,6 +101,59 @@ def query_targets(host: str, port: int, initiator: str, *,
     return query.groups
 
 
+def query_through_ifaces(host: str, port: int, ifaces: Iterable[tuple[str, Mapping[str, str]]],
+                         host_initiator: Callable[[], str], *,
+                         log=None) -> list[tuple[str, PortalGroup]]:  # type: ignore[no-untyped-def]
+    """iscsiadm's iSNS discovery for each of ``ifaces`` (``(name, iface record)``): the
+    portal groups the server lets the iface's initiator name see, else the host's
+    (``host_initiator()``, called only when an iface has none), as ``(iface name,
+    group)``; one query per distinct name (iSNS answers per initiator, not per iface).
+    Raises what :func:`query_targets` raises, and what ``host_initiator`` raises."""
+    from ..transport.iface import iface_initiator_name
+
+    found, answers = [], {}
+    for ifn, iface in ifaces:
+        name = iface_initiator_name(iface) or host_initiator()
+        if name not in answers:
+            answers[name] = query_targets(host, port, name, log=log)
+        found.extend((ifn, g) for g in answers[name])
+    return found
+
+
+class _Server:
+    """A connection to an iSNS server: :meth:`call` sends a request and reads its answer;
+    ``name`` is the server as messages name it, ``local`` this host's address toward it."""
+
+    def __init__(self, conn: Connection, name: str) -> None:
+        self._conn, self.name = conn, name
+        self.local = conn.sock.getsockname()[0]
+        self._reader = MessageReader()
+
+    def call(self, req: Request) -> Response:
+        self._conn.send(encode_request(req), f"iSNS server {self.name}")
+        self._reader.expect(req.xid)
+        return _read_response(self._conn, self._reader, self.name)
+
+
+@contextmanager
+def _server(host: str, port: int) -> Iterator[_Server]:
+    """A :class:`_Server` at ``host``:``port`` for the block; its failures, and answers
+    that are not iSNS, become IsnsRegFailed."""
+    name = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        conn = Connection.open(host, port, CONNECT_TIMEOUT)
+    except TransportError as e:
+        raise IsnsRegFailed(str(e)) from None
+    conn.peer = "the iSNS server"
+    with conn:
+        try:
+            yield _Server(conn, name)
+        except (IsnsFormatError, ValueError) as e:
+            raise IsnsRegFailed(f"iSNS server {name}: {e}") from None
+        except TransportError as e:
+            raise IsnsRegFailed(str(e)) from None
+
+
 def register_for_scns(host: str, port: int, initiators: list[str], entity: str,
                       scn_port: int) -> tuple[int | None, list[str]]:
     """Register ``initiators`` (storage nodes of type Initiator) in network entity
@@ -108,35 +163,28 @@ def register_for_scns(host: str, port: int, initiators: list[str], entity: str,
     the registration period (s; None: it does not expire) and a line for each initiator
     whose SCN registration the server refused.  Raises IsnsRegFailed (26) when the
     registration fails or the server cannot be reached."""
-    server = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     xid = random.randrange(1, 0x8000)
-    try:
-        conn = Connection.open(host, port, CONNECT_TIMEOUT)
-    except TransportError as e:
-        raise IsnsRegFailed(str(e)) from None
     refused: list[str] = []
-    conn.peer = "the iSNS server"
-    with conn:
-        reader = MessageReader()
-
-        def call(req):  # type: ignore[no-untyped-def]
-            conn.send(encode_request(req), f"iSNS server {server}")
-            reader.expect(req.xid)
-            return _read_response(conn, reader, server)
-        try:
-            resp = call(registration(initiators, entity, conn.sock.getsockname()[0], scn_port,
-                                     xid))
-            if resp.status != Status.SUCCESS:
-                raise IsnsRegFailed(f"Could not register with iSNS server {server}: "
-                                    f"{status_text(resp.status)}.")
-            period = registration_period(resp)
-            for n, name in enumerate(dict.fromkeys(initiators), 1):
-                answer = call(scn_registration(name, xid + n))
-                if answer.status != Status.SUCCESS:
-                    refused.append(f"SCN registration for node {name} failed: "
-                                   f"{status_text(answer.status)}")
-        except (IsnsFormatError, ValueError) as e:
-            raise IsnsRegFailed(f"iSNS server {server}: {e}") from None
-        except TransportError as e:
-            raise IsnsRegFailed(str(e)) from None
+    with _server(host, port) as server:
+        resp = server.call(registration(initiators, entity, server.local, scn_port, xid))
+        if resp.status != Status.SUCCESS:
+            raise IsnsRegFailed(f"Could not register with iSNS server {server.name}: "
+                                f"{status_text(resp.status)}.")
+        period = registration_period(resp)
+        for n, name in enumerate(dict.fromkeys(initiators), 1):
+            answer = server.call(scn_registration(name, xid + n))
+            if answer.status != Status.SUCCESS:
+                refused.append(f"SCN registration for node {name} failed: "
+                               f"{status_text(answer.status)}")
     return period, refused
+
+
+def deregister(host: str, port: int, initiator: str, entity: str) -> None:
+    """Remove network entity ``entity`` (registered by :func:`register_for_scns`, with
+    ``initiator`` among its nodes) from the iSNS server, so that it sends no more State
+    Change Notifications to a port nobody listens on.  Raises IsnsRegFailed."""
+    with _server(host, port) as server:
+        resp = server.call(deregistration(initiator, entity, random.randrange(1, 0x8000)))
+        if resp.status != Status.SUCCESS:
+            raise IsnsRegFailed(f"Could not deregister from iSNS server {server.name}: "
+                                f"{status_text(resp.status)}.")

@@ -31,6 +31,12 @@ def _yes(v: bool) -> str:
     return "Yes" if v else "No"
 
 
+#: what an iSER initiator declares it will send when node.conn[0].iscsi.MaxXmitDataSegmentLength
+#: is 0 (open-iscsi's ISCSI_DEF_MAX_RECV_SEG_LEN, usr/initiator_common.c
+#: iscsi_copy_operational_params)
+ISER_DEFAULT_XMIT = 8192
+
+
 @dataclass(frozen=True)
 class LoginConfig:
     """Everything a login needs besides the connection.
@@ -121,11 +127,12 @@ class LoginConfig:
                 "DataPDUInOrder": _yes(self.data_pdu_in_order),
                 "DataSequenceInOrder": _yes(self.data_sequence_in_order),
             })
-        if self.iser:
+        if self.iser:  # RFC 7145 §6.4-6.5, as iscsid's add_params_transport_specific
             offers.update({
                 "RDMAExtensions": "Yes",
                 "InitiatorRecvDataSegmentLength": str(self.max_recv_data_segment_length),
-                "TargetRecvDataSegmentLength": str(self.max_recv_data_segment_length),
+                "TargetRecvDataSegmentLength": str(self.max_xmit_data_segment_length
+                                                   or ISER_DEFAULT_XMIT),
             })
         else:
             offers["MaxRecvDataSegmentLength"] = str(self.max_recv_data_segment_length)

@@ -646,6 +646,14 @@ def registration(initiators: Iterable[str], entity: str, address: str, scn_port:
                    replace=True)
 
 
+def deregistration(initiator: str, entity: str, xid: int) -> Request:
+    """A DevDereg (§5.6.5.4) of network entity ``entity``: the server removes it with its
+    portals and storage nodes (and their SCN registrations), ``initiator`` (one of them)
+    the Source."""
+    return Request(Function.DEV_DEREG, xid, initiator, (),
+                   (Attribute(Tag.ENTITY_IDENTIFIER, entity),))
+
+
 def registration_period(resp: Response) -> int | None:
     """The Registration Period (s) a DevAttrReg's answer gives the entity (§6.2.6); None
     when it gives none (0: the registration never expires, as open-isns says it)."""

@@ -352,14 +352,22 @@ class NegotiatedParameters:
         def yes(key: str) -> bool:
             return neg.value(key) == "Yes"
 
-        xmit = int(neg.declared.get("MaxRecvDataSegmentLength", "8192"))
-        if max_xmit_limit:
-            xmit = min(xmit, max_xmit_limit)
+        recv = our_mrdsl
+        if yes("RDMAExtensions"):  # iSER (RFC 7145 §6.4-6.5): each side's own lengths,
+            # the smaller of the two declared (iscsid's iscsi_process_login_response)
+            xmit = min(max_xmit_limit or 8192,
+                       int(neg.declared.get("TargetRecvDataSegmentLength", "8192")))
+            recv = min(our_mrdsl, int(neg.declared.get("InitiatorRecvDataSegmentLength",
+                                                       str(our_mrdsl))))
+        else:
+            xmit = int(neg.declared.get("MaxRecvDataSegmentLength", "8192"))
+            if max_xmit_limit:
+                xmit = min(xmit, max_xmit_limit)
         tpgt = neg.declared.get("TargetPortalGroupTag")
         return cls(
             header_digest=neg.value("HeaderDigest") == "CRC32C",
             data_digest=neg.value("DataDigest") == "CRC32C",
-            max_recv_data_segment_length=our_mrdsl,
+            max_recv_data_segment_length=recv,
             max_xmit_data_segment_length=xmit,
             max_burst_length=num("MaxBurstLength"),
             first_burst_length=num("FirstBurstLength"),

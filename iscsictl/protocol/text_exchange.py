@@ -68,6 +68,9 @@ class TextExchange:
         skip: for an answer whose good pairs are worth keeping (SendTargets): a pair
             of the response that is not one is left out and ``skip(why)`` called
             (:func:`.text.decode_text`), not a TextFormatError.
+        match_itt: check each response's ITT against ``itt``; False for an exchange
+            relayed by the kernel (SEND_PDU), which gives the requests its own task tags
+            and matches the responses itself.
     """
 
     def __init__(
@@ -80,8 +83,10 @@ class TextExchange:
         max_send_segment: int = 8192,
         max_response_bytes: int = 1 << 20,
         skip: Callable[[str], None] | None = None,
+        match_itt: bool = True,
     ) -> None:
         self.itt = itt
+        self._match_itt = match_itt
         self._skip = skip
         self.cmdsn = cmdsn
         self.exp_statsn = exp_statsn
@@ -131,7 +136,7 @@ class TextExchange:
             raise TextExchangeError(f"target rejected the Text Request (reason 0x{pdu.reason:02x})")
         if not isinstance(pdu, TextResponse):
             raise TextExchangeError(f"expected a Text Response, got {type(pdu).__name__}")
-        if pdu.itt != self.itt:
+        if self._match_itt and pdu.itt != self.itt:
             raise TextExchangeError(f"Text Response ITT 0x{pdu.itt:08x}, ours is 0x{self.itt:08x}")
         self.exp_statsn = (pdu.statsn + 1) & 0xFFFFFFFF
         if self._segments:  # our own request continues (C=1): the target acked a part

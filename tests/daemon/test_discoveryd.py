@@ -303,8 +303,11 @@ def test_an_isns_record_hears_state_change_notifications(db, tmp_path):
 
         async def register(src, port):
             return await asyncio.to_thread(dd.register, db, src, INIT, port)
+
+        async def deregister(src):
+            await asyncio.to_thread(dd.deregister, db, src, INIT)
         p = poller(db, src, s)
-        p._register = register
+        p._register, p._deregister = register, deregister
 
         async def until(what, cond):
             for _ in range(300):
@@ -328,8 +331,41 @@ def test_an_isns_record_hears_state_change_notifications(db, tmp_path):
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         asyncio.run(run())
+        # stopped: the entity is gone from the server (no SCNs to a port nobody hears)
+        assert not p.registered and "Initiator" not in server.query(f"iscsi-name={INIT}")
     assert p.rounds >= 3 and p.scns.received >= 2
     assert s.logins[:2] == [[T1, T2], [T3]]
+
+
+def test_a_deregistration_the_server_does_not_answer_delays_the_stop_a_bounded_time(
+        db, caplog, monkeypatch):
+    """The daemon stops even when the iSNS server is gone: the DevDereg's failure is said,
+    and a server that never answers holds the stop for DEREGISTER_TIMEOUT s at most."""
+    monkeypatch.setattr(dd, "DEREGISTER_TIMEOUT", 0.3)
+    src = dd.Source("isns", "127.0.0.1", 1, {}, poll=3600)
+    calls = []
+
+    async def hangs(src):
+        calls.append(src)
+        await asyncio.sleep(30)
+
+    async def refused(src):
+        await asyncio.to_thread(dd.deregister, db, src, INIT)  # nothing listens on port 1
+
+    for deregister, said in ((hangs, "no answer within 0.3 s"), (refused, "refused")):
+        p = dd.Poller(src, None, None, None, None, deregister=deregister)
+        p.registered = True
+        loop_time = asyncio.run(_timed(p._leave()))
+        assert loop_time < 2 and p.registered
+        assert said in caplog.text.lower() or said in caplog.text
+    assert calls == [src]
+
+
+async def _timed(coro):
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await coro
+    return loop.time() - t0
 
 
 def test_a_registration_that_fails_is_said_and_made_again_next_round(db, caplog):

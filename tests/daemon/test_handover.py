@@ -205,9 +205,9 @@ class LaneNetlink:
         return asyncio.get_running_loop().run_in_executor(None, fn, self.knl, *args)
 
     def __getattr__(self, op):
-        async def request(*args):
+        async def request(*args, **kw):
             return await asyncio.get_running_loop().run_in_executor(
-                None, lambda: getattr(self.knl, op)(*args))
+                None, lambda: getattr(self.knl, op)(*args, **kw))
         return request
 
 

@@ -56,6 +56,25 @@ def test_missing_argument_is_a_bad_request(served):
     assert e.value.code == 16
 
 
+@pytest.mark.parametrize("args, code, says", [
+    (dict(port=0), 16, "a TCP port must be an integer 1..65535, not 0"),
+    (dict(port=True), 16, "not True"),
+    (dict(values={"k": 1}), 16, "a record must be an object of strings"),
+    (dict(iface={"iface.transport_name": "tcp"}), 27,
+     "SendTargets through transport tcp is not made by iscsictld"),
+    (dict(), 12, "iSCSI driver iser is not loaded"),  # the host has no iSCSI modules
+])
+def test_sendtargets_through_the_kernel_checks_its_request(served, args, code, says):
+    """``sendtargets`` (iSER discovery, made by the daemon): what it is asked is checked
+    before anything is made; a tcp iface's discovery is the CLI's own."""
+    _, client, _ = served
+    base = dict(address="10.77.0.1", port=3260, values={}, iface={"iface.transport_name": "iser"},
+                initiator_name="iqn.2026-11.org.example:i")
+    with pytest.raises(DaemonError) as e:
+        client.call("sendtargets", **{**base, **args})
+    assert e.value.code == code and says in str(e.value)
+
+
 def test_progress_lines_stream_before_the_answer(served):
     d, client, _ = served
 

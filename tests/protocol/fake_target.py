@@ -63,13 +63,15 @@ RULES: dict[str, tuple] = {
     "OFMarker": ("and",),
     "TaskReporting": ("list",),
     "iSCSIProtocolLevel": ("min", 0, 31),
+    "RDMAExtensions": ("and",),  # RFC 7145 §6.3; a target without it answers NotUnderstood
 }
 #: session-wide keys that are Irrelevant in a Discovery session (§13, open-iscsi login.c)
 SESSION_ONLY = {"MaxConnections", "InitialR2T", "ImmediateData", "MaxBurstLength",
                 "FirstBurstLength", "MaxOutstandingR2T", "DataPDUInOrder",
                 "DataSequenceInOrder", "TaskReporting"}
 DECLARATIONS = {"InitiatorName", "InitiatorAlias", "TargetName", "SessionType",
-                "MaxRecvDataSegmentLength"}
+                "MaxRecvDataSegmentLength",
+                "InitiatorRecvDataSegmentLength", "TargetRecvDataSegmentLength"}  # RFC 7145
 
 HASHES = {5: "md5", 6: "sha1", 7: "sha256", 8: "sha3_256"}
 

@@ -313,6 +313,14 @@ def test_the_scn_registration_asks_for_targets_added_updated_removed():
     assert I.encode_request(req) == header(0x0005, len(payload), 0x8C00, 3) + payload
 
 
+def test_the_deregistration_names_the_network_entity():
+    """DevDereg (§5.6.5.4): Source, no key, the Delimiter, the entity's EID (the server
+    removes its portal and nodes with it)."""
+    req = I.deregistration(INITIATOR, "host1", 12)
+    payload = tlv(32, string(INITIATOR)) + tlv(0, b"") + tlv(1, string("host1"))
+    assert I.encode_request(req) == header(0x0004, len(payload), 0x8C00, 12) + payload
+
+
 def test_the_registration_period_of_an_answer():
     period = I.Response(1, 1, 0, (), (I.Attribute(I.Tag.ENTITY_IDENTIFIER, "h"),
                                       I.Attribute(I.Tag.REGISTRATION_PERIOD, 900)))

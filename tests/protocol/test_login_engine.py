@@ -583,3 +583,28 @@ def test_failure_response_with_zeroed_isid_still_counts(status):
     t = FakeTarget(TargetConfig(status=status, misbehave={"zero_isid_on_failure"}))
     outcome, *_ = run(target=t)
     assert isinstance(outcome, LoginRejected) and outcome.status == status
+
+
+# ------------------------------------------------------------------------ iSER
+def test_an_iser_login_declares_and_takes_the_rdma_lengths():
+    """RFC 7145 §6.3-6.5 as iscsid offers them: RDMAExtensions=Yes, the initiator's
+    receive length as InitiatorRecvDataSegmentLength and its send limit (8192 when the
+    record sets none) as TargetRecvDataSegmentLength, no MaxRecvDataSegmentLength and no
+    digests; each length the smaller of the two sides' declarations."""
+    values = dict(TargetConfig().values, RDMAExtensions="Yes")
+    t = FakeTarget(TargetConfig(values=values, extra_answers=[
+        ("InitiatorRecvDataSegmentLength", "65536"), ("TargetRecvDataSegmentLength", "4096")]))
+    outcome, t, _, _ = run(cfg(iser=True, header_digest="CRC32C"), t)
+    assert isinstance(outcome, LoginSuccess) and t.violations == []
+    assert t.declared["InitiatorRecvDataSegmentLength"] == "262144"
+    assert t.declared["TargetRecvDataSegmentLength"] == "8192"
+    assert "MaxRecvDataSegmentLength" not in t.declared
+    assert (t.answers["RDMAExtensions"], t.answers["HeaderDigest"]) == ("Yes", "None")
+    p = outcome.params
+    assert (p.rdma_extensions, p.max_recv_data_segment_length,
+            p.max_xmit_data_segment_length, p.header_digest) == (True, 65536, 4096, False)
+
+
+def test_an_iser_login_to_a_target_without_rdma_fails():
+    with pytest.raises(NegotiationError, match="RDMAExtensions"):
+        run(cfg(iser=True))

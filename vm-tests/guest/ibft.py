@@ -143,18 +143,12 @@ def vm_table() -> bytes:
 
 
 def serve_in_guest(create_target) -> None:
-    """In the guest: load iscsi_ibft (the kernel shows the table), make the NIC's Ethernet
-    device (dummy ``ibft0`` with the table's MAC) and the two targets the table describes
-    with ``create_target(iqn, **LioTarget.create keywords)``: CHAP, and mutual CHAP on the
-    second portal, for the firmware's initiator name only.  :func:`unserve_in_guest` undoes
-    what is not the targets'."""
-    import subprocess
-
+    """In the guest: the firmware's NIC (:func:`nic_in_guest`) and the two targets the
+    table describes with ``create_target(iqn, **LioTarget.create keywords)``: CHAP, and
+    mutual CHAP on the second portal, for the firmware's initiator name only.
+    :func:`unserve_in_guest` undoes what is not the targets'."""
     mib = 1 << 20
-    for cmd in (["modprobe", "iscsi_ibft"], ["modprobe", "dummy"],
-                ["ip", "link", "add", "ibft0", "type", "dummy"],
-                ["ip", "link", "set", "ibft0", "address", NIC["mac"]]):
-        subprocess.run(cmd, check=True, capture_output=True)
+    nic_in_guest()
     b, d = BOOT_TARGET, DATA_TARGET
     create_target(b["name"], luns=[8 * mib], initiator_iqn=INITIATOR,
                   auth={"userid": b["chap_name"], "password": b["chap_secret"]})
@@ -163,6 +157,17 @@ def serve_in_guest(create_target) -> None:
                   auth={"userid": d["chap_name"], "password": d["chap_secret"],
                         "mutual_userid": d["rev_chap_name"],
                         "mutual_password": d["rev_chap_secret"]})
+
+
+def nic_in_guest() -> None:
+    """In the guest: load iscsi_ibft (the kernel shows the table) and make the NIC's
+    Ethernet device, dummy ``ibft0`` with the table's MAC (down, no address)."""
+    import subprocess
+
+    for cmd in (["modprobe", "iscsi_ibft"], ["modprobe", "dummy"],
+                ["ip", "link", "add", "ibft0", "type", "dummy"],
+                ["ip", "link", "set", "ibft0", "address", NIC["mac"]]):
+        subprocess.run(cmd, check=True, capture_output=True)
 
 
 def unserve_in_guest() -> None:

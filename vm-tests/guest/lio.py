@@ -95,7 +95,7 @@ class LioTarget:
                initiator_iqn: str | None = None, header_digest: str = "CRC32C,None",
                data_digest: str = "CRC32C,None", backing_dir: Path = BACKING_DIR,
                params: dict | None = None, attributes: dict | None = None,
-               enable: bool = True) -> "LioTarget":
+               enable: bool = True, iser: bool = False) -> "LioTarget":
         """Create and enable a target.
 
         ``luns`` lists LUN sizes in bytes (LUN 0 first); each is a sparse file in
@@ -106,7 +106,8 @@ class LioTarget:
         ``initiator_iqn``, an explicit ACL without CHAP is made (``authentication=0``).
         ``header_digest``/``data_digest`` are the target's offered values
         (``"CRC32C,None"``, ``"None"``, ``"CRC32C"``).  ``params`` and ``attributes``
-        are extra TPG ``param/*`` and ``attrib/*`` values written last.
+        are extra TPG ``param/*`` and ``attrib/*`` values written last.  ``iser``: the
+        portal also serves iSER (ib_isert; an RDMA device must have its address).
 
         Raises LioError on bad arguments or when configfs refuses something.
         """
@@ -130,7 +131,9 @@ class LioTarget:
             fabric = rtslib.FabricModule("iscsi")
             target = rtslib.Target(fabric, iqn, mode="create")
             tpg = rtslib.TPG(target, 1, mode="create")
-            rtslib.NetworkPortal(tpg, portal[0], int(portal[1]), mode="any")
+            np = rtslib.NetworkPortal(tpg, portal[0], int(portal[1]), mode="any")
+            if iser:
+                np.iser = True
             lun_objs = [rtslib.LUN(tpg, n, so) for n, so in enumerate(storage_objects)]
             tpg.set_parameter("HeaderDigest", header_digest)
             tpg.set_parameter("DataDigest", data_digest)

@@ -72,6 +72,19 @@ def lio():
 
 
 @pytest.fixture
+def rdma():
+    """Soft-RoCE on a dummy device (vm-tests/guest/iser.py); its address is the iSER
+    portal's.  Set up before the targets (request it before ``lio``), removed after."""
+    import iser
+
+    try:
+        iser.rdma_up()
+        yield iser
+    finally:
+        iser.rdma_down()
+
+
+@pytest.fixture
 def daemon(scenario_dir, lio):  # lio first: targets outlive the initiator
     """A running iscsictld logging into the scenario's directory; afterwards every
     session it still has is logged out, it is stopped, and no kernel session may

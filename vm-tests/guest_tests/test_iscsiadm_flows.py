@@ -535,3 +535,236 @@ def test_boot_without_a_daemon(boot_firmware, scenario_dir):
     finally:
         d.logout_all_and_stop()
     assert sessions_in_sysfs() == []
+
+
+@pytest.fixture
+def firmware_nic():
+    """The VM's iBFT shown by the kernel and its NIC's Ethernet device ``ibft0`` (down, no
+    address); no targets (-N sets up the network only)."""
+    import ibft
+
+    try:
+        ibft.nic_in_guest()
+        yield ibft
+    finally:
+        ibft.unserve_in_guest()
+
+
+def _nic_state(dev="ibft0"):
+    """A device's flags and addresses and the routes through it, as ``ip -j`` gives them."""
+    import json
+
+    def ip(*args):
+        return json.loads(subprocess.run(["ip", "-j", *args], check=True, capture_output=True,
+                                         text=True).stdout or "[]")
+    link = ip("addr", "show", "dev", dev)[0]
+    return {"flags": sorted(link["flags"]), "addr_info": [
+        {k: a.get(k) for k in ("family", "local", "prefixlen", "scope")}
+        for a in link["addr_info"] if a.get("scope") != "link"],
+        "routes": ip("route", "show", "dev", dev)}
+
+
+def test_firmware_network_as_iscsistart(firmware_nic, scenario_dir):
+    """-N on the VM's iBFT (its NIC ibft0 at 10.98.0.2/24, gateway 10.98.0.1, both targets
+    at 127.0.0.1 on it): Debian's iscsistart, then iscsictl-start, each from ibft0 down and
+    bare; the same device state and routes after each, the same lines (iscsictl-start adds
+    one of detail below each); a second run changes nothing.  Then what iscsistart cannot
+    do, on a firmware tree with VLAN 5 (ISCSICTL_SYSFS_ROOT, the same NIC): the VLAN device
+    made on ibft0, and on a second run found, as a VLAN device of another name is."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+    from ibft_tree import write_tree
+
+    ibft = firmware_nic
+    start = str(VENV_BIN / "iscsictl-start")
+
+    def bare():
+        for cmd in (["link", "set", "ibft0", "down"], ["addr", "flush", "dev", "ibft0"]):
+            subprocess.run(["ip", *cmd], check=True, capture_output=True)
+        assert _nic_state()["addr_info"] == [] and _nic_state()["routes"] == []
+
+    def run(cmd, env=None):
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
+        with open(scenario_dir / "fwparam_network.log", "a") as log:
+            log.write(f"$ {' '.join(cmd)}\nrc={r.returncode}\n{r.stdout}{r.stderr}\n")
+        return r
+
+    bare()
+    theirs = run(["iscsistart", "-N"])
+    assert theirs.returncode == 0, theirs.stdout + theirs.stderr
+    want = _nic_state()
+    assert want["addr_info"] == [{"family": "inet", "local": ibft.NIC["ip"],
+                                  "prefixlen": 24, "scope": "global"}]
+    assert [(r["dst"], r.get("gateway")) for r in want["routes"]
+            if r.get("protocol") != "kernel"] == [("127.0.0.1", ibft.NIC["gateway"])]
+    bare()
+    ours = run([start, "-N"])
+    assert (ours.returncode, ours.stderr) == (0, "")
+    assert _nic_state() == want
+    assert [line for line in ours.stdout.splitlines() if not line.startswith("  ")] == \
+        theirs.stdout.splitlines()
+    assert ours.stdout.count("  already set up\n") == 1  # the second target: the same NIC
+    again = run([start, "-N"])
+    assert again.returncode == 0 and again.stdout.count("  already set up\n") == 2
+    assert _nic_state() == want
+
+    pci = scenario_dir / "pci0000:00" / "0000:00:03.0"  # the NIC's function, ibft0 on it
+    (pci / "net" / "ibft0").mkdir(parents=True)
+    root = scenario_dir / "sys"
+    write_tree(root, ibft.INITIATOR, [dict(ibft.NIC, vlan=5, device=str(pci))],
+               [dict(ibft.BOOT_TARGET, ip="10.98.0.7")])
+    env = dict(os.environ, ISCSICTL_SYSFS_ROOT=str(root))
+    bare()
+    r = run([start, "-N"], env)
+    assert (r.returncode, r.stderr) == (0, "")
+    # (a VLAN device goes up with its lower device: 8021q's NETDEV_UP)
+    assert r.stdout == ("Setting up software interface ibft0\n  made ibft0.5 (VLAN 5 on ibft0),"
+                        " ibft0 up, 10.98.0.2/24 on ibft0.5, route to 10.98.0.7 on ibft0.5\n")
+    assert "UP" in _nic_state("ibft0.5")["flags"]
+    vlan = _nic_state("ibft0.5")
+    assert vlan["addr_info"] == [{"family": "inet", "local": "10.98.0.2", "prefixlen": 24,
+                                  "scope": "global"}]
+    assert {"dst": "10.98.0.7", "scope": "link"}.items() <= \
+        next(x for x in vlan["routes"] if x["dst"] == "10.98.0.7").items()
+    r = run([start, "-N"], env)
+    assert (r.returncode, r.stdout) == (0, "Setting up software interface ibft0\n"
+                                           "  already set up\n")
+    subprocess.run(["ip", "link", "del", "ibft0.5"], check=True)
+    subprocess.run(["ip", "link", "add", "link", "ibft0", "name", "bootvlan", "type", "vlan",
+                    "id", "5"], check=True)
+    r = run([start, "-N"], env)
+    assert (r.returncode, r.stdout) == (0, "Setting up software interface ibft0\n  bootvlan up, "
+                                           "10.98.0.2/24 on bootvlan, route to 10.98.0.7 on "
+                                           "bootvlan\n")
+
+
+def test_relogin_through_a_redirecting_portal_as_iscsid(lio, scenario_dir):
+    """A node whose portal (127.0.0.1:3270, vm-tests/guest/redirector.py) redirects every
+    login to LIO's (3260): the login follows the redirect (-P 1: the current portal 3260,
+    the persistent 3270); after its connection is killed the relogin goes to the
+    persistent portal again (failback), is redirected again, and logs in on LIO's portal
+    (for iscsictld: a redirect relayed by the kernel's RECV_PDU on the bound connection,
+    that connection stopped and the next one bound).  Both tools, compared."""
+    from redirector import Redirector
+
+    iqn = lio.create("iqn.2003-01.org.example.vm:redirected", luns=[8 * MIB]).iqn
+    persistent = f"{PORTAL}:3270"
+    seen = []
+
+    def flow(run):
+        with Redirector(PORTAL, 3270, f"{PORTAL}:3260,1") as r:
+            run("-m", "node", "-T", iqn, "-p", persistent, "-o", "new")
+            run("-m", "node", "-T", iqn, "-p", persistent, "-l")
+            run("-m", "session", "-P", "1", numbers=True)
+            sid = sessions_in_sysfs()[0]
+            conn = Path(f"/sys/class/iscsi_connection/connection{sid}:0")
+            before, first = read(conn / "local_port"), r.logins
+            subprocess.run(["ss", "-K", "dst", PORTAL, "dport", "=", "3260"], check=True,
+                           capture_output=True)
+            wait_for("the relogin", lambda: read(f"/sys/class/iscsi_session/session{sid}/state")
+                     == "LOGGED_IN" and read(conn / "local_port") not in (before, None),
+                     timeout=30)
+            seen.append((first, r.logins, {k: read(conn / k) for k in (
+                "address", "port", "persistent_address", "persistent_port")}))
+            assert len(wait_disks(sid, 1)) == 1
+            run("-m", "session", "-P", "1", numbers=True)
+            run("-m", "node", "-T", iqn, "-p", persistent, "-u")
+    _both(flow, scenario_dir)
+    assert seen == [(1, 2, {"address": PORTAL, "port": "3260", "persistent_address": PORTAL,
+                            "persistent_port": "3270"})] * 2
+    said = [re.findall(r"Connection\d+:0 (to \[.*\] is (?:operational now|shutdown\.))",
+                       (scenario_dir / log).read_text()) for log in ("iscsid.log", "iscsictld.log")]
+    assert said[0] == said[1] == [  # the daemons' lines name the record's portal
+        f"to [target: {iqn}, portal: {PORTAL},3270] through [iface: default] is {what}"
+        for what in ("operational now", "shutdown.")]
+
+
+def _kernel_values(sid):
+    """What the kernel holds of a session and its connection, by sysfs attribute (the ones
+    both tools set: the negotiated values, the names, the timeouts)."""
+    s, c = Path(f"/sys/class/iscsi_session/session{sid}"), \
+        Path(f"/sys/class/iscsi_connection/connection{sid}:0")
+    names = {s: ("targetname", "tpgt", "ifacename", "initiatorname", "first_burst_len",
+                 "max_burst_len", "immediate_data", "initial_r2t", "max_outstanding_r2t",
+                 "recovery_tmo", "data_pdu_in_order", "data_seq_in_order", "state"),
+             c: ("address", "port", "persistent_address", "persistent_port", "max_recv_dlength",
+                 "max_xmit_dlength", "header_digest", "data_digest", "state")}
+    return {f"{d.name.rstrip('0123456789:')}/{n}": read(d / n) for d, ns in names.items()
+            for n in ns}
+
+
+def test_iser_login_io_recovery_logout_as_iscsid(rdma, lio, scenario_dir):
+    """iSER (RFC 7145) through the kernel's ib_iser, over Soft-RoCE to LIO's ib_isert, both
+    tools the same way: SendTargets through the built-in ``iser`` iface (a discovery
+    session on the kernel's connection: iscsiadm makes it itself, iscsictl through
+    iscsictld), its records, the login (the kernel makes the connection: EP_CONNECT,
+    EP_POLL; the login relayed through it), ``-P 3``, 4 MiB written and read back with O_DIRECT, the target's
+    portal group disabled for 3 s (the connection fails; the relogin makes a new endpoint
+    once it is back), the data again, the logout; what the kernel holds of the session
+    compared, and no endpoint left after either."""
+    portal = rdma.ADDRESS
+    t = lio.create("iqn.2003-01.org.example.vm:iser", luns=[16 * MIB], portal=(portal, 3260),
+                   iser=True)
+    seen = []
+
+    def flow(run):
+        run("-m", "discovery", "-t", "st", "-p", portal, "-I", "iser")
+        run("-m", "node")
+        run("-m", "node", "-T", t.iqn, "-p", portal, "-I", "iser", "-l")
+        run("-m", "session", "-P", "3", numbers=True)
+        sid = sessions_in_sysfs()[0]
+        host = Path(f"/sys/class/iscsi_session/session{sid}/device").resolve().parent.name
+        assert read(f"/sys/class/scsi_host/{host}/proc_name") == "iscsi_iser"
+        dev = wait_disks(sid, 1)[0]
+        check_direct_roundtrip(dev, 4 * MIB, scenario_dir / "scratch", t.lun_files[0])
+        values = _kernel_values(sid)
+        endpoints = len(list(Path("/sys/class/iscsi_endpoint").iterdir()))
+        t.tpg.enable = False
+        wait_for("the connection's failure",
+                 lambda: read(f"/sys/class/iscsi_session/session{sid}/state") != "LOGGED_IN",
+                 timeout=30)
+        time.sleep(3)
+        t.tpg.enable = True
+        wait_for("the relogin",
+                 lambda: read(f"/sys/class/iscsi_session/session{sid}/state") == "LOGGED_IN",
+                 timeout=60)
+        check_direct_roundtrip(wait_disks(sid, 1)[0], 4 * MIB, scenario_dir / "scratch",
+                               t.lun_files[0])
+        seen.append((values, endpoints, _kernel_values(sid) == values))
+        run("-m", "node", "-T", t.iqn, "-p", portal, "-I", "iser", "-u")
+        seen.append(list(Path("/sys/class/iscsi_endpoint").iterdir()))
+    _both(flow, scenario_dir)
+    (scenario_dir / "kernel_values.log").write_text(repr(seen))
+    theirs, ours = seen[0], seen[2]
+    # DataPDUInOrder and DataSequenceInOrder, offered Yes, are OR keys (RFC 7143 §13.19,
+    # §13.20): Yes whatever LIO's iSER login answers; iscsid takes the answer's word (0)
+    in_order = ("session/data_pdu_in_order", "session/data_seq_in_order")
+    assert [ours[0].pop(k) for k in in_order] == ["1", "1"]
+    assert [theirs[0].pop(k) for k in in_order] == ["0", "0"]
+    assert ours == theirs and theirs[1:] == (1, True)
+    assert theirs[0]["connection/max_xmit_dlength"] == "8192"
+    assert seen[1] == seen[3] == []
+
+
+def test_iser_without_an_rdma_device_is_said(lio, daemon, scenario_dir):
+    """An iSER login and discovery where no RDMA device reaches the portal (no Soft-RoCE
+    here): the kernel refuses the endpoint (rdma_resolve_addr: ENODEV), and iscsictl says
+    so and fails with exit 8 after the one attempt the record allows, leaving no session
+    and no endpoint.  (iscsid retries
+    such a login every 3 s well past two minutes whatever initial_login_retry_max says, so
+    it is not compared here.)"""
+    from cli import Cli
+
+    portal = "127.0.0.1"
+    t = lio.create("iqn.2003-01.org.example.vm:iser-none", luns=[8 * MIB])
+    cli = Cli(scenario_dir / "db")
+    cli.ok("-m", "node", "-T", t.iqn, "-p", portal, "-I", "iser", "-o", "new")
+    cli.update(t.iqn, portal, "node.session.initial_login_retry_max", "1")
+    for args in (("-m", "node", "-T", t.iqn, "-p", portal, "-I", "iser", "-l"),
+                 ("-m", "discovery", "-t", "st", "-p", portal, "-I", "iser")):
+        r = cli.run(*args)
+        assert r.returncode == 8, r.stderr
+        assert "cannot make connection to 127.0.0.1:3260" in r.stderr
+        assert "ENODEV" in r.stderr, r.stderr
+        assert sessions_in_sysfs() == []
+        assert list(Path("/sys/class/iscsi_endpoint").iterdir()) == []

@@ -509,3 +509,45 @@ def test_record_deleted_while_session_runs(lio, env, scenario_dir):
     assert t.login_counter("accepts") == accepts
     cli.ok("-m", "session", "-r", str(sid), "-u")
     assert sessions_in_sysfs() == []
+
+
+def test_an_iser_session_is_adopted_and_recovered_after_a_restart(rdma, lio, env,
+                                                                   scenario_dir):
+    """iSER: the daemon killed and started again adopts the session without a login (its
+    transport from its host's proc_name, iscsi_iser; its ISID from the state file); a
+    connection failure after that is recovered with a new endpoint (the one bound before
+    the restart was the kernel's to disconnect), the data is there, and the logout leaves
+    no endpoint."""
+    from cli import check_direct_roundtrip
+
+    cli, d = env
+    d.start()
+    t = lio.create("iqn.2003-01.org.example.vm:iser-adopt", luns=[16 * MIB],
+                   portal=(rdma.ADDRESS, 3260), iser=True)
+    cli.ok("-m", "discovery", "-t", "st", "-p", rdma.ADDRESS)
+    cli.ok("-m", "node", "-T", t.iqn, "-p", rdma.ADDRESS, "-I", "iser", "-o", "new")
+    cli.ok("-m", "node", "-T", t.iqn, "-p", rdma.ADDRESS, "-I", "iser", "-l")
+    sid = sessions_in_sysfs()[0]
+    check_direct_roundtrip(wait_disks(sid, 1)[0], 4 * MIB, scenario_dir / "scratch",
+                           t.lun_files[0])
+    accepts = t.login_counter("accepts")
+    d.kill9()
+    d.start()
+    state = d.client.call("sessions")[str(sid)]
+    assert (state["adopted"], state["conn_state"]) == (True, "LOGGED IN") and state["isid"]
+    assert t.login_counter("accepts") == accepts, "the restarted daemon logged in again"
+    t.tpg.enable = False
+    wait_for("the connection's failure",
+             lambda: read(f"/sys/class/iscsi_session/session{sid}/state") != "LOGGED_IN", 30)
+    time.sleep(3)
+    t.tpg.enable = True
+    wait_for("the relogin",
+             lambda: read(f"/sys/class/iscsi_session/session{sid}/state") == "LOGGED_IN", 60)
+    assert t.login_counter("accepts") == accepts + 1
+    check_direct_roundtrip(wait_disks(sid, 1)[0], 4 * MIB, scenario_dir / "scratch",
+                           t.lun_files[0])
+    cli.ok("-m", "node", "-T", t.iqn, "-p", rdma.ADDRESS, "-I", "iser", "-u")
+    assert sessions_in_sysfs() == []
+    assert list(Path("/sys/class/iscsi_endpoint").iterdir()) == []
+    log = (scenario_dir / "iscsictld.log").read_text()
+    assert f"adopted session {sid}" in log and "is operational after recovery" in log

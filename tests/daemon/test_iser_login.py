@@ -1,0 +1,298 @@
+"""An iSER login's kernel requests (kernel_session.establish_ep) against a fake kernel that
+answers as ib_iser on 6.1 does: the endpoint made and polled, the session bound to it, the
+connection bound, and every way it can fail leaving nothing behind (the endpoint
+disconnected while no connection holds it, the session torn down once one does).  The
+login itself, relayed through the kernel, is a stand-in here; the real one, against LIO
+over Soft-RoCE and beside iscsid, is the VM's
+test_iscsiadm_flows.py::test_iser_login_io_recovery_logout_as_iscsid."""
+
+import asyncio
+import errno
+
+import pytest
+
+from fake_kernel import RecordingKernel, SyncKernel, echo
+from iscsictl.daemon import kernel_session as ks
+from iscsictl.daemon.errors import SessionError
+from iscsictl.daemon.service import Daemon
+from iscsictl.db import schema
+from iscsictl.db.record import with_defaults
+from iscsictl.netlink import AsyncIscsiNetlink, IscsiParam
+from iscsictl.netlink import messages as m
+from iscsictl.netlink.enums import IscsiUeventE as E
+from iscsictl.protocol.constants import LoginStatus
+from iscsictl.protocol.login import LoginRedirect, LoginRejected, LoginSuccess
+from iscsictl.protocol.names import ISID
+from iscsictl.protocol.negotiation import NegotiatedParameters
+from iscsictl.protocol.portal import Portal
+from test_handover import LaneNetlink
+from test_relogin import SID, FakeTarget, RelayKernel, SilentTarget, TargetConfig
+
+EP = 77
+
+
+class IserKernel(RecordingKernel):
+    """EP_CONNECT -> endpoint 77; EP_POLL connected from its ``up_after``-th poll on;
+    CREATE_BOUND_SESSION -> sid 5 on host 9; ``fail``/``silent`` as RecordingKernel's."""
+
+    def __init__(self, fail=None, up_after=2):
+        super().__init__(fail)
+        self.up_after, self.polls = up_after, 0
+
+    def answer(self, msg, raw):
+        t = msg["type"]
+        if t == E.TRANSPORT_EP_CONNECT:
+            return [echo(raw, r_handle=EP)]
+        if t == E.TRANSPORT_EP_POLL:
+            self.polls += 1
+            return [echo(raw, r_retcode=int(self.polls >= self.up_after))]
+        if t == E.CREATE_BOUND_SESSION:
+            return [echo(raw, r_sid=5, r_host_no=9)]
+        if t == E.CREATE_CONN:
+            return [echo(raw, r_sid=msg["sid"], r_cid=0)]
+        return [echo(raw, r_retcode=0)]
+
+    def steps(self):
+        """(request type, ep handle or sid) of each request but the polls and SET_PARAMs."""
+        return [(r["type"], r.get("ep_handle", r.get("sid"))) for r in self.requests
+                if r["type"] not in (E.TRANSPORT_EP_POLL, E.SET_PARAM)]
+
+
+def login(kernel, monkeypatch, outcomes=("ok",), login_timeout="2"):
+    """ks.establish_ep for an iser node at 10.77.0.1:3260, its relayed login a stand-in
+    answering each attempt with the next of ``outcomes`` (``ok``, ``rejected``, or a
+    Portal to redirect to); the session, and the sessions under login each attempt saw."""
+    node = ks.NodeTarget.from_record(with_defaults(schema.NODE, {
+        "node.name": "iqn.2003-01.org.example:t", "node.conn[0].address": "10.77.0.1",
+        "node.conn[0].port": "3260", "node.tpgt": "1", "iface.transport_name": "iser",
+        "iface.iscsi_ifacename": "iser", "node.conn[0].timeo.login_timeout": login_timeout}))
+    answers, seen, pending = iter(outcomes), [], {}
+
+    async def relayed(nl, handle, session, cfg, issued, step, what="relogin"):
+        seen.append((dict(pending), session.ep, cfg.iser, what))
+        outcome = next(answers)
+        if isinstance(outcome, Portal):
+            return LoginRedirect(outcome, permanent=False, status=0x0101)
+        if outcome == "rejected":
+            return LoginRejected(LoginStatus(0x0201), retryable=False)
+        return LoginSuccess(NegotiatedParameters(rdma_extensions=True), b"\0" * 6, 7, 0, 1,
+                            3, 4, 1, 32, {})
+
+    monkeypatch.setattr(ks, "_relayed_login", relayed)
+    nl = LaneNetlink(kernel)
+    try:
+        session = asyncio.run(ks.establish_ep(nl, 3, node, "iqn.2026-11.org.example:i",
+                                              ISID.en(7, 1), logging_in=pending))
+    finally:
+        nl.knl.close()
+        assert pending == {}  # the session is under login only while it logs in
+    return session, seen
+
+
+def test_the_kernel_makes_the_connection_and_the_login_goes_through_it(monkeypatch):
+    kernel = IserKernel(up_after=3)
+    session, seen = login(kernel, monkeypatch)
+    assert kernel.steps() == [
+        (E.TRANSPORT_EP_CONNECT, None), (E.CREATE_BOUND_SESSION, EP), (E.CREATE_CONN, 5),
+        (E.BIND_CONN, 5), (E.START_CONN, 5)]
+    assert kernel.polls == 3 and kernel.requests[1]["ep_handle"] == EP
+    assert kernel.requests[0]["payload"][:8] == bytes([2, 0, 0x0c, 0xbc, 10, 77, 0, 1])
+    bind = next(r for r in kernel.requests if r["type"] == E.BIND_CONN)
+    assert (bind["transport_eph"], bind["is_leading"]) == (EP, 1)
+    assert [s[1:] for s in seen] == [(EP, True, "login")]
+    assert list(seen[0][0]) == [5]  # its RECV_PDUs find it while it logs in
+    assert (session.sid, session.host_no, session.ep, session.conn_state) == \
+        (5, 9, EP, "LOGGED IN")
+
+
+@pytest.mark.parametrize("fail, code, steps", [
+    ({E.TRANSPORT_EP_CONNECT: errno.ENETUNREACH}, 8, [(E.TRANSPORT_EP_CONNECT, None)]),
+    ({E.TRANSPORT_EP_POLL: errno.ECONNREFUSED}, 8,
+     [(E.TRANSPORT_EP_CONNECT, None), (E.TRANSPORT_EP_DISCONNECT, EP)]),
+    ({E.CREATE_BOUND_SESSION: errno.ENODEV}, 9,
+     [(E.TRANSPORT_EP_CONNECT, None), (E.CREATE_BOUND_SESSION, EP),
+      (E.TRANSPORT_EP_DISCONNECT, EP)]),
+    ({E.BIND_CONN: errno.EINVAL}, 9,
+     [(E.TRANSPORT_EP_CONNECT, None), (E.CREATE_BOUND_SESSION, EP), (E.CREATE_CONN, 5),
+      (E.BIND_CONN, 5), (E.TRANSPORT_EP_DISCONNECT, EP), (E.STOP_CONN, 5),
+      (E.DESTROY_CONN, 5), (E.DESTROY_SESSION, 5)]),
+], ids=["connect", "poll", "session", "bind"])
+def test_a_failure_leaves_no_endpoint_and_no_session(monkeypatch, fail, code, steps):
+    kernel = IserKernel(fail)
+    with pytest.raises(SessionError) as e:
+        login(kernel, monkeypatch)
+    assert e.value.code == code and e.value.retryable == (code == 8)
+    assert kernel.steps() == steps
+
+
+def test_an_endpoint_that_never_comes_up_times_out_and_is_disconnected(monkeypatch):
+    kernel = IserKernel(up_after=10 ** 9)
+    with pytest.raises(SessionError) as e:
+        login(kernel, monkeypatch, login_timeout="1")
+    assert (e.value.code, str(e.value)) == (
+        8, "cannot make connection to 10.77.0.1:3260: timed out after 1 s")
+    assert kernel.steps() == [(E.TRANSPORT_EP_CONNECT, None), (E.TRANSPORT_EP_DISCONNECT, EP)]
+    assert 5 < kernel.polls < 60  # 1 ms polls, backing off to 50 ms apart
+
+
+def test_a_rejected_login_is_torn_down_and_said(monkeypatch):
+    kernel = IserKernel()
+    with pytest.raises(SessionError) as e:
+        login(kernel, monkeypatch, outcomes=("rejected",))
+    assert (e.value.code, e.value.retryable) == (24, False)
+    assert str(e.value) == "login rejected: initiator error - authentication failure (02/01)"
+    assert kernel.steps()[-4:] == [(E.TRANSPORT_EP_DISCONNECT, EP), (E.STOP_CONN, 5),
+                                   (E.DESTROY_CONN, 5), (E.DESTROY_SESSION, 5)]
+
+
+def test_a_redirect_starts_over_at_the_new_portal(monkeypatch):
+    kernel = IserKernel()
+    session, seen = login(kernel, monkeypatch,
+                          outcomes=(Portal("10.77.0.9", 3261, 2), "ok"))
+    connects = [r["payload"][:8] for r in kernel.requests if r["type"] == E.TRANSPORT_EP_CONNECT]
+    assert connects == [bytes([2, 0, 0x0c, 0xbc, 10, 77, 0, 1]),
+                        bytes([2, 0, 0x0c, 0xbd, 10, 77, 0, 9])]
+    assert kernel.steps().count((E.DESTROY_SESSION, 5)) == 1  # the redirected one's
+    assert session.current == Portal("10.77.0.9", 3261, 2) and len(seen) == 2
+
+
+# ---- the login relayed for real: the daemon's event routing and the fake target -----------
+class IserRelayKernel(IserKernel):
+    """IserKernel whose SEND_PDU goes to ``target`` and whose answers come back as
+    KEVENT_RECV_PDU events (test_relogin.RelayKernel's relay); ``conn_error``: the
+    kernel reports the connection failed (KEVENT_CONN_ERROR) after the first SEND_PDU."""
+
+    def __init__(self, target, conn_error=False):
+        super().__init__(up_after=1)
+        self.relay, self.conn_error = RelayKernel(target), conn_error
+
+    def answer(self, msg, raw):
+        if msg["type"] == E.SEND_PDU:
+            out = self.relay.answer(msg, raw)
+            if self.conn_error:
+                out.append(m.encode_message(E.KEVENT_CONN_ERROR, nlmsg_type=0, r_sid=SID,
+                                            r_cid=0, r_error=1011))
+            return out
+        return super().answer(msg, raw)
+
+
+def iser_node(**values):
+    return ks.NodeTarget.from_record(with_defaults(schema.NODE, {
+        "node.name": TargetConfig().name, "node.conn[0].address": "10.77.0.1",
+        "node.conn[0].port": "3260", "node.tpgt": "1", "iface.transport_name": "iser",
+        "iface.iscsi_ifacename": "iser", "node.conn[0].timeo.login_timeout": "2", **values}))
+
+
+def iser_target(**kw):
+    values = dict(TargetConfig().values, RDMAExtensions="Yes")
+    return FakeTarget(TargetConfig(values=values, extra_answers=[
+        ("InitiatorRecvDataSegmentLength", "65536"), ("TargetRecvDataSegmentLength", "4096")],
+        **kw))
+
+
+def through_the_daemon(tmp_path, kernel, coro):
+    """``coro(nl, daemon)`` run with the daemon routing the fake kernel's events."""
+    daemon = Daemon(str(tmp_path / "s"), sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
+                    db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
+
+    async def run():
+        nl = AsyncIscsiNetlink(kernel.transport, timeout=0.5, event_callback=daemon._on_event,
+                               lane_transport=lambda: SyncKernel(kernel))  # the teardown's
+        try:
+            return await coro(nl, daemon)
+        finally:
+            nl.close()
+    return asyncio.run(run()), daemon
+
+
+def test_the_login_pdus_go_through_the_kernel_and_its_answers_reach_the_login(tmp_path):
+    """The Login Responses come as RECV_PDU events of a session the daemon does not manage
+    yet: its event routing hands them to the login under way."""
+    target = iser_target()
+    kernel = IserRelayKernel(target)
+    session, daemon = through_the_daemon(tmp_path, kernel, lambda nl, d: ks.establish_ep(
+        nl, 3, iser_node(), "iqn.2026-11.org.example:i", ISID.en(7, 1),
+        logging_in=d._logging_in))
+    assert target.phase == "ffp" and target.violations == []
+    types = kernel.types()
+    sends = types.count(E.SEND_PDU)
+    assert types[:5] == [E.TRANSPORT_EP_CONNECT, E.TRANSPORT_EP_POLL, E.CREATE_BOUND_SESSION,
+                         E.CREATE_CONN, E.BIND_CONN]
+    assert types[5:5 + sends] == [E.SEND_PDU] * sends and types[-1] == E.START_CONN
+    p = session.params
+    assert (p.rdma_extensions, p.max_recv_data_segment_length,
+            p.max_xmit_data_segment_length) == (True, 65536, 4096)
+    sets = {r["param"]: r["payload"] for r in kernel.requests if r["type"] == E.SET_PARAM}
+    assert sets[IscsiParam.MAX_XMIT_DLENGTH] == b"4096\0"
+    assert daemon._logging_in == {} and daemon.sessions == {}  # the caller adds it
+
+
+def test_a_connection_error_during_the_login_ends_it_at_once(tmp_path):
+    """The kernel reports the connection failed (and has disconnected its endpoint): the
+    login ends without waiting for its timeout, and the teardown leaves the endpoint's
+    handle alone (it may be another endpoint's by now)."""
+    kernel = IserRelayKernel(SilentTarget(), conn_error=True)
+
+    async def attempt(nl, d):
+        with pytest.raises(SessionError) as e:
+            await ks.establish_ep(nl, 3, iser_node(), "iqn.2026-11.org.example:i",
+                                  ISID.en(7, 1), logging_in=d._logging_in)
+        return e.value
+    error, daemon = through_the_daemon(tmp_path, kernel, attempt)
+    assert (error.code, error.retryable, str(error)) == (
+        8, True, "the connection failed during the login (ISCSI_ERR_CONN_FAILED: iSCSI "
+                 "connection failed)")
+    assert E.TRANSPORT_EP_DISCONNECT not in kernel.types()
+    assert kernel.types()[-3:] == [E.STOP_CONN, E.DESTROY_CONN, E.DESTROY_SESSION]
+    assert daemon._logging_in == {}
+
+
+def test_an_iser_relogin_binds_a_new_endpoint(tmp_path):
+    """Connection recovery of an iSER session: a new endpoint (the kernel disconnected the
+    old one when the connection failed), bound to the same sid/cid, the login relayed."""
+    target = iser_target()
+    kernel = IserRelayKernel(target)
+    session = ks.KernelSession(sid=SID, host_no=9, cid=0, node=iser_node(), isid=ISID.en(7, 1),
+                               tsih=0x0100, params=None, current=Portal("10.77.0.1", 3260, 1),
+                               initiator_name="iqn.2026-11.org.example:i")
+
+    async def recover(nl, d):
+        d.sessions[SID] = session
+        await ks.relogin(nl, 3, session)
+    through_the_daemon(tmp_path, kernel, recover)
+    assert target.phase == "ffp" and target.violations == []
+    assert kernel.types()[:3] == [E.TRANSPORT_EP_CONNECT, E.TRANSPORT_EP_POLL, E.BIND_CONN]
+    bind = kernel.requests[2]
+    assert (bind["sid"], bind["transport_eph"]) == (SID, EP) and session.ep == EP
+    assert kernel.types()[-1] == E.START_CONN
+
+
+def test_send_targets_runs_on_a_discovery_session_the_kernel_relays(tmp_path):
+    """iscsiadm's discovery through an iSER iface (usr/discovery.c): a discovery session on
+    the kernel's endpoint (cmds_max 32, queue depth 1), the Login, START_CONN, the Text
+    exchange and the Logout through the kernel, then the endpoint, connection and session
+    gone; the targets the answer names."""
+    from iscsictl.protocol.config import LoginConfig
+
+    target = FakeTarget(TargetConfig(targets=[
+        ("iqn.2003-01.org.example:a", ["10.77.0.1:3260,1", "[fd00::1]:3261,2"]),
+        ("iqn.2003-01.org.example:b", [])]))
+    kernel = IserRelayKernel(target)
+    cfg = LoginConfig(initiator_name="iqn.2026-11.org.example:i", session_type="Discovery")
+    targets, daemon = through_the_daemon(tmp_path, kernel, lambda nl, d: ks.send_targets_ep(
+        nl, 3, Portal("10.77.0.1", 3260), cfg, ISID.en(7, 1), "iser", 2, d._logging_in))
+    assert [(t.name, [(p.address, p.port, p.tpgt) for p in t.portals]) for t in targets] == [
+        ("iqn.2003-01.org.example:a", [("10.77.0.1", 3260, 1), ("fd00::1", 3261, 2)]),
+        ("iqn.2003-01.org.example:b", [("10.77.0.1", 3260, None)])]
+    assert target.violations == [] and daemon._logging_in == {}
+    create = next(r for r in kernel.requests if r["type"] == E.CREATE_BOUND_SESSION)
+    assert (create["cmds_max"], create["queue_depth"], create["initial_cmdsn"]) == (32, 1, 1)
+    steps = [t for t in kernel.types() if t not in (E.TRANSPORT_EP_POLL, E.SET_PARAM)]
+    sends = steps.count(E.SEND_PDU)
+    assert steps[:4] == [E.TRANSPORT_EP_CONNECT, E.CREATE_BOUND_SESSION, E.CREATE_CONN,
+                         E.BIND_CONN]
+    assert steps[4:] == [E.SEND_PDU] * (sends - 2) + [E.START_CONN, E.SEND_PDU, E.SEND_PDU,
+                                                      E.TRANSPORT_EP_DISCONNECT, E.STOP_CONN,
+                                                      E.DESTROY_CONN, E.DESTROY_SESSION]
+    sets = {r["param"]: r["payload"] for r in kernel.requests if r["type"] == E.SET_PARAM}
+    assert sets[IscsiParam.DISCOVERY_SESS] == b"1\0"
