@@ -62,6 +62,7 @@ from iscsictl.netlink import (
 )
 from iscsictl.protocol.chap import AuthenticationError
 from iscsictl.protocol.config import LoginConfig
+from iscsictl.protocol.constants import Opcode
 from iscsictl.protocol.errors import ISCSIProtocolError
 from iscsictl.protocol.login import (
     LoginMachine,
@@ -94,6 +95,15 @@ ANY_PDU: tuple[type, ...] = (object,)
 KERNEL_CONNECTED = frozenset({"iser"})
 #: seconds between EP_POLLs (each asks the kernel to wait 1 ms, as iscsid's): doubling
 EP_POLL_FIRST, EP_POLL_MAX = 0.002, 0.05
+#: seconds between a Login or Text PDU's SEND_PDUs while the kernel refuses it with EPERM.
+#: Both go out on the connection's one login task, which libiscsi frees only after it has
+#: passed the previous Login/Text Response up (__iscsi_complete_pdu: iscsi_recv_pdu, then
+#: iscsi_complete_task), so one sent as soon as that answer is read can find the task
+#: still busy ("Login/Text in progress. Cannot start new task." in the kernel's log).
+#: iscsiadm's discovery starts over then ("failed to send SendTargets PDU"), iscsid's
+#: login fails and is retried; here the PDU is sent again, for 0.9 s at most
+LOGIN_TASK_BUSY_PAUSES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
+_LOGIN_TASK_OPCODES = frozenset({Opcode.LOGIN_REQUEST, Opcode.TEXT_REQUEST})
 #: CmdSN of the login and CREATE_SESSION's initial_cmdsn (the proven value)
 INITIAL_CMDSN = 1
 MAX_REDIRECTS = 5
@@ -903,13 +913,30 @@ async def _relayed_pdu(nl, handle: int, session: KernelSession, pdu: Any,  # typ
     SessionError 8 when none comes within ``timeout`` s."""
     session.pdu_waiter = asyncio.get_running_loop().create_future()
     try:
-        await nl.send_pdu(handle, session.sid, session.cid, pdu.encode_header()[0], pdu.data)
+        await _send_pdu(nl, handle, session.sid, session.cid, pdu.encode_header()[0], pdu.data)
         async with asyncio.timeout(timeout):  # not wait_for: no task of its own
             return await session.pdu_waiter
     except asyncio.TimeoutError:
         raise SessionError(8, f"no {what} within {timeout:g} s", retryable=True) from None
     finally:
         session.pdu_waiter = None
+
+
+async def _send_pdu(nl, handle: int, sid: int, cid: int, hdr: bytes, data: bytes) -> None:  # type: ignore[no-untyped-def]
+    """SEND_PDU of ``hdr`` (BHS) and ``data``; a Login or Text PDU the kernel refuses with
+    EPERM (its login task still busy) sent again after each of
+    :data:`LOGIN_TASK_BUSY_PAUSES`.  Raises the kernel's refusal when that runs out, or at
+    once for any other refusal or PDU."""
+    pauses = iter(LOGIN_TASK_BUSY_PAUSES if hdr[0] & 0x3F in _LOGIN_TASK_OPCODES else ())
+    while True:
+        try:
+            return await nl.send_pdu(handle, sid, cid, hdr, data)
+        except IscsiKernelError as exc:
+            pause = next(pauses, None)
+            if exc.errno != errno.EPERM or exc.source != "retcode" or pause is None:
+                raise
+        log.debug("session %d: SEND_PDU refused (login task busy); again in %g s", sid, pause)
+        await asyncio.sleep(pause)
 
 
 async def _relayed_send_targets(nl, handle: int, session: KernelSession, exchange: Any,  # type: ignore[no-untyped-def]
@@ -1093,7 +1120,7 @@ async def _relayed_login(nl, handle: int, session: KernelSession, cfg: LoginConf
     while outcome is None:
         for hdr, data in ready:
             session.pdu_waiter = loop.create_future()
-            await nl.send_pdu(handle, sid, cid, hdr, data)
+            await _send_pdu(nl, handle, sid, cid, hdr, data)
         step("Login PDU sent")
         assert machine.deadline is not None and session.pdu_waiter is not None
         try:

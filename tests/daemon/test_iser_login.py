@@ -160,11 +160,12 @@ def test_a_redirect_starts_over_at_the_new_portal(monkeypatch):
 class IserRelayKernel(IserKernel):
     """IserKernel whose SEND_PDU goes to ``target`` and whose answers come back as
     KEVENT_RECV_PDU events (test_relogin.RelayKernel's relay); ``conn_error``: the
-    kernel reports the connection failed (KEVENT_CONN_ERROR) after the first SEND_PDU."""
+    kernel reports the connection failed (KEVENT_CONN_ERROR) after the first SEND_PDU;
+    ``busy`` as RelayKernel's (Login/Text PDUs refused while the login task is busy)."""
 
-    def __init__(self, target, conn_error=False):
+    def __init__(self, target, conn_error=False, busy=0):
         super().__init__(up_after=1)
-        self.relay, self.conn_error = RelayKernel(target), conn_error
+        self.relay, self.conn_error = RelayKernel(target, busy=busy), conn_error
 
     def answer(self, msg, raw):
         if msg["type"] == E.SEND_PDU:
@@ -296,3 +297,23 @@ def test_send_targets_runs_on_a_discovery_session_the_kernel_relays(tmp_path):
                                                       E.DESTROY_CONN, E.DESTROY_SESSION]
     sets = {r["param"]: r["payload"] for r in kernel.requests if r["type"] == E.SET_PARAM}
     assert sets[IscsiParam.DISCOVERY_SESS] == b"1\0"
+
+
+def test_a_sendtargets_refused_while_the_login_task_is_busy_is_sent_again(tmp_path):
+    """The Text PDU goes out on the login task the last Login Response may still hold
+    (iscsiadm's discovery says "failed to send SendTargets PDU" then and starts over from
+    the endpoint): refused once with EPERM, it is sent again and the discovery completes
+    on the one session."""
+    from iscsictl.protocol.config import LoginConfig
+
+    target = FakeTarget(TargetConfig(targets=[("iqn.2003-01.org.example:a", [])]))
+    kernel = IserRelayKernel(target, busy=1)
+    cfg = LoginConfig(initiator_name="iqn.2026-11.org.example:i", session_type="Discovery")
+    targets, _ = through_the_daemon(tmp_path, kernel, lambda nl, d: ks.send_targets_ep(
+        nl, 3, Portal("10.77.0.1", 3260), cfg, ISID.en(7, 1), "iser", 2, d._logging_in))
+    assert [t.name for t in targets] == ["iqn.2003-01.org.example:a"]
+    assert kernel.relay.refused == 1 and target.violations == []
+    sent = [r["payload"][0] & 0x3F for r in kernel.requests if r["type"] == E.SEND_PDU]
+    assert sent == [0x03, 0x04, 0x04, 0x06]  # Login, Text refused, Text, Logout
+    steps = kernel.types()
+    assert steps.count(E.TRANSPORT_EP_CONNECT) == steps.count(E.CREATE_BOUND_SESSION) == 1

@@ -35,21 +35,30 @@ SID, CID = 5, 0
 class RelayKernel(RecordingKernel):
     """iscsi_tcp's answers for a relogin: SEND_PDU's payload goes to ``target`` (padded,
     as on the wire) and each PDU it answers comes back as a KEVENT_RECV_PDU after the
-    reply; ``silent`` and ``fail`` as in RecordingKernel, which records every request."""
+    reply; ``silent`` and ``fail`` as in RecordingKernel, which records every request.
+    ``busy``: after each Login/Text Response passed up, the next ``busy`` Login/Text PDUs
+    are refused with EPERM (libiscsi's login task not yet freed: it passes the answer up
+    before it completes the task); ``refused`` counts them."""
 
-    def __init__(self, target, silent=(), fail=None):
+    def __init__(self, target, silent=(), fail=None, busy=0):
         super().__init__(fail, silent)
-        self.target = target
+        self.target, self.busy, self.refused, self._busy_left = target, busy, 0, 0
 
     def answer(self, msg, raw):
         out = [echo(raw, r_retcode=0)]
         if msg["type"] == E.SEND_PDU:
             pdu = msg["payload"]
+            if self._busy_left and pdu[0] & 0x3F in (0x03, 0x04):
+                self._busy_left -= 1
+                self.refused += 1
+                return [echo(raw, r_retcode=-errno.EPERM)]
             self.target.receive_data(pdu + b"\0" * (-len(pdu) % 4))
             stream = self.target.data_to_send()
             while stream:
                 dlen = int.from_bytes(stream[5:8], "big")
                 size = 48 + stream[4] * 4 + dlen
+                if stream[0] & 0x3F in (0x23, 0x24):
+                    self._busy_left = self.busy
                 out.append(m.encode_message(E.KEVENT_RECV_PDU, nlmsg_type=0, r_sid=SID,
                                             r_cid=CID, payload=stream[:size]))
                 stream = stream[size + (-dlen % 4):]
@@ -170,3 +179,57 @@ def test_a_login_response_that_never_comes_ends_the_attempt_at_the_login_timeout
     assert kernel.types().count(E.SEND_PDU) == 1
     last = kernel.requests[-1]
     assert last["type"] == E.STOP_CONN and last["flag"] == StopConnFlag.RECOVER
+
+
+def test_a_login_pdu_refused_while_the_login_task_is_busy_is_sent_again(tmp_path, portal):
+    """libiscsi passes a Login Response up before it frees the login task the next Login
+    PDU needs; a PDU sent in between is refused with EPERM.  It is sent again, the same
+    bytes, and the relogin completes (iscsid's would fail and start over).  The target
+    answers in 64-byte pieces: every piece asks for another Login PDU."""
+    target = FakeTarget(TargetConfig(login_segment=64))
+    kernel = RelayKernel(target, busy=2)
+    session = relogin(tmp_path, portal, kernel)
+    assert target.phase == "ffp" and target.violations == [] and session.params is not None
+    sends = [r["payload"] for r in kernel.requests if r["type"] == E.SEND_PDU]
+    assert kernel.refused >= 2 and len(sends) == len(set(sends)) + kernel.refused
+    assert kernel.types()[-1] == E.START_CONN
+
+
+def test_a_login_task_that_stays_busy_fails_the_attempt(tmp_path, portal, monkeypatch):
+    """The refusal outlasting LOGIN_TASK_BUSY_PAUSES is the kernel's answer: a retryable
+    failure naming it, the connection stopped for the next attempt."""
+    monkeypatch.setattr(ks, "LOGIN_TASK_BUSY_PAUSES", (0.001, 0.001))
+    kernel = RelayKernel(FakeTarget(TargetConfig(login_segment=64)), busy=100)
+    with pytest.raises(SessionError) as caught:
+        relogin(tmp_path, portal, kernel)
+    assert caught.value.retryable and "EPERM" in str(caught.value)
+    assert kernel.refused == 3
+    last = kernel.requests[-1]
+    assert last["type"] == E.STOP_CONN and last["flag"] == StopConnFlag.RECOVER
+
+
+@pytest.mark.parametrize("opcode, error, source, calls", [
+    (0x03, errno.EPERM, "retcode", 3),   # Login: sent again until accepted
+    (0x04, errno.EPERM, "retcode", 3),   # Text: the same task
+    (0x06, errno.EPERM, "retcode", 1),   # Logout: a command task; EPERM is the session's state
+    (0x03, errno.EINVAL, "retcode", 1),  # another refusal
+    (0x03, errno.EPERM, "iferror", 1),   # no CAP_SYS_ADMIN
+])
+def test_only_a_login_or_text_pdu_refused_with_eperm_is_sent_again(opcode, error, source, calls):
+    from iscsictl.netlink import IscsiKernelError
+
+    seen = []
+
+    class Netlink:
+        async def send_pdu(self, handle, sid, cid, hdr, data):
+            seen.append(hdr)
+            if len(seen) < 3:
+                raise IscsiKernelError(error, "SEND_PDU", source)
+
+    hdr = bytes([opcode | 0x40]) + bytes(47)
+    if calls == 1:
+        with pytest.raises(IscsiKernelError):
+            asyncio.run(ks._send_pdu(Netlink(), 3, SID, CID, hdr, b""))
+    else:
+        asyncio.run(ks._send_pdu(Netlink(), 3, SID, CID, hdr, b""))
+    assert seen == [hdr] * calls

@@ -86,6 +86,11 @@ def _normal(text: str, tool: str, numbers: bool = False) -> list[str]:
             continue  # the guest has no systemd; iscsiadm says so on stderr
         if "could not read session " in line:
             continue  # iscsiadm's sysfs reader's own diagnostic before its message
+        if line.endswith("failed to send SendTargets PDU"):
+            # iscsiadm's iSER discovery starting over: its Text found the kernel's login
+            # task still held by the Login Response just passed up (EPERM); iscsictl sends
+            # it again on the same session (kernel_session._send_pdu)
+            continue
         line = line.replace(f"{tool}:", "TOOL:")
         line = re.sub(r"sid: \d+", "sid: N", line)
         if numbers:
