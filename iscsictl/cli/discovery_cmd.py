@@ -566,20 +566,22 @@ def _discovery_ifaces(db, names, o) -> list[tuple[str, dict]]:
 
 
 def _usable_ifaces(ifaces, o) -> list[tuple[str, dict]]:
-    """The software-iSCSI (tcp) and iSER ones of ``ifaces``; each other one is reported
-    and left out.  An iSER SendTargets runs on the kernel's connection, through iscsictld
-    (:func:`_send_targets_by_kernel`); an offload HBA's would too (open-iscsi's
-    iscsi_create_leading_conn: EP_CONNECT through the HBA's host), which iscsictl does not
-    do yet; from the host's own stack it would leave by the wrong route, with the card's
-    initiator name, and make records its logins refuse."""
+    """The ones of ``ifaces`` whose transport iscsictl makes sessions through (tcp, iSER and
+    the offload HBAs it relays: :func:`iscsictl.kernel.transports.unsupported`); each
+    other one is reported and left out.  A SendTargets through any but tcp runs on the
+    kernel's connection, through iscsictld (:func:`_send_targets_by_kernel`; open-iscsi's
+    iscsi_create_leading_conn); from the host's own stack it would leave by the wrong
+    route, with the card's initiator name, and make records its logins refuse."""
+    from ..kernel.transports import unsupported
+
     out = []
     for name, values in ifaces:
-        transport = values.get("iface.transport_name") or "tcp"
-        if transport in ("tcp", "iser"):
+        why = unsupported(values.get("iface.transport_name") or "tcp")
+        if why is None:
             out.append((name, values))
         else:
-            o.error(f"iface {name}: SendTargets discovery through transport {transport} is "
-                    f"not supported yet ({E.err_to_str(E.OP_NOT_SUPP)})")
+            o.error(f"iface {name}: SendTargets discovery: {why} "
+                    f"({E.err_to_str(E.OP_NOT_SUPP)})")
     return out
 
 

@@ -254,19 +254,19 @@ def _send(sysfs, values, host_no: int | None, entries: list) -> int:  # type: ig
     net_config failed."), said with its cause: the errno of a refusal by name."""
     import errno
 
+    from ..db.schema import iface_bound_by
     from ..netlink import IscsiNetlinkError
     from .hba import describe, hba_netlink, kernel_errno, transport_handle
 
     fail = "Could not apply net configuration: "
     try:
         if host_no is None:
-            bound = {k: v for k in ("hwaddress", "net_ifacename", "ipaddress")
-                     if (v := values.get(f"iface.{k}")) and v.lower() != "default"}
-            host_no = _bound_host(sysfs, bound.get("hwaddress"), bound.get("net_ifacename"),
-                                  bound.get("ipaddress"))
+            bound = iface_bound_by(values)
+            host_no = sysfs.bound_host(values)
             transport = values.get("iface.transport_name") or "tcp"
             if host_no is None:
-                said = next((f"{k} {v}" for k, v in bound.items()), "hwaddress")
+                said = next((f"{k.partition('.')[2]} {v}" for k, v in bound.items()),
+                            "hwaddress")
                 raise E.CliError(
                     f"no iSCSI host has the {said} of iface {values['iface.iscsi_ifacename']}"
                     + (" (a tcp iface is software iSCSI: the system's network settings are "
@@ -285,24 +285,6 @@ def _send(sysfs, values, host_no: int | None, entries: list) -> int:  # type: ig
         raise E.CliError(f"{fail}set net_config of host{host_no} failed ({why}).",
                          E.ERR) from None
     return host_no
-
-
-def _bound_host(sysfs, hwaddress: str | None, netdev: str | None,  # type: ignore[no-untyped-def]
-                ipaddress: str | None) -> int | None:
-    """The host an iface record is bound to (usr/iscsi_sysfs.c
-    iscsi_sysfs_get_host_no_from_hwinfo): the first host, in ``alphasort`` order of
-    ``host<N>``, whose ``hwaddress`` is the record's (any case); without one, whose
-    ``netdev`` is; without either, whose ``ipaddress`` is (empty or ``default``: unset).
-    None when no host matches or nothing is set."""
-    for attr, want in (("hwaddress", hwaddress), ("netdev", netdev), ("ipaddress", ipaddress)):
-        if want and want.lower() != "default":
-            fold = str.lower if attr == "hwaddress" else str
-            for n in sorted(sysfs.host_numbers(), key=lambda n: f"host{n}"):
-                have = getattr(sysfs.host(n, only=(attr,)), attr, None)
-                if have is not None and fold(have) == fold(want):
-                    return n
-            return None
-    return None
 
 
 #: iscsiadm's words for ``r.ping_comp.status`` 1-9 (usr/iscsiadm.c iscsi_ping_stat_strs),
@@ -385,8 +367,7 @@ def ping(db, args, o) -> int:  # type: ignore[no-untyped-def]
     sysfs = Sysfs(sysfs_root())
     if sysfs.transport(transport) is None:
         raise E.CliError(f"Can't find transport {transport}.", E.INVAL)
-    host_no = _bound_host(sysfs, values.get("iface.hwaddress"),
-                          values.get("iface.net_ifacename"), values.get("iface.ipaddress"))
+    host_no = sysfs.bound_host(values)
     if host_no is None:
         raise E.CliError(f"Can't find host_no: no iSCSI host has the hardware address, net "
                          f"device or address of iface {name}.", E.INVAL)

@@ -1,5 +1,5 @@
-"""Software iSCSI (iscsi_tcp) and iSER (ib_iser) sessions against the kernel: log in,
-hand over, scan, log out, tear down.  The daemon's only path to NETLINK_ISCSI sessions.
+"""Software iSCSI (iscsi_tcp), iSER (ib_iser) and offload HBA (cxgb4i, be2iscsi ...)
+sessions against the kernel: log in, hand over, scan, log out, tear down.  The daemon's only path to NETLINK_ISCSI sessions.
 
 The shape was proven on Debian's 6.1 kernel with LIO
 (/work/shared/reference/login-then-bind-experiment.md, runs 1-7): the first
@@ -33,6 +33,9 @@ on that endpoint, CREATE_CONN, BIND_CONN(the endpoint), the Login relayed throug
 SEND_PDU / RECV_PDU as a relogin's is, then the SET_PARAMs and START_CONN in one datagram.
 A relogin binds a new endpoint; the endpoint is disconnected before the connection is
 stopped while the daemon holds it (a connection error makes the kernel disconnect it).
+The offload HBAs whose logins iscsid relays go the same way, their endpoints made through
+the host the iface is bound to (TRANSPORT_EP_CONNECT_THROUGH_HOST: :func:`bind_host`);
+each transport's part is a row of :mod:`iscsictl.kernel.transports`.
 """
 
 from __future__ import annotations
@@ -49,7 +52,9 @@ from collections.abc import Callable, Mapping, MutableSet, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from iscsictl.db.schema import iface_bound_by
 from iscsictl.kernel.sysfs import Sysfs
+from iscsictl.kernel.transports import TRANSPORTS, SetHostIp
 from iscsictl.netlink import (
     IscsiHostParam,
     IscsiKernelError,
@@ -90,9 +95,9 @@ log = logging.getLogger("iscsictld")
 #: ``KernelSession.pdu_wanted`` of a relayed login: every PDU is the login machine's to judge
 ANY_PDU: tuple[type, ...] = (object,)
 #: transports whose connections the kernel makes (TRANSPORT_EP_CONNECT, then EP_POLL) and
-#: whose logins it relays (SEND_PDU / RECV_PDU): open-iscsi's ktransport_ep_connect ones
-#: that need no HBA setup (usr/transport.c)
-KERNEL_CONNECTED = frozenset({"iser"})
+#: whose logins it relays (SEND_PDU / RECV_PDU): iSER and the offload HBAs that need
+#: neither iscsiuio nor a login of their own (iscsictl.kernel.transports)
+KERNEL_CONNECTED = frozenset(t.name for t in TRANSPORTS.values() if t.relayed)
 #: seconds between EP_POLLs (each asks the kernel to wait 1 ms, as iscsid's): doubling
 EP_POLL_FIRST, EP_POLL_MAX = 0.002, 0.05
 #: seconds between a Login or Text PDU's SEND_PDUs while the kernel refuses it with EPERM.
@@ -199,6 +204,9 @@ class KernelSession:
     #: session; None for tcp, for an adopted session, and once a connection error made the
     #: kernel disconnect it (its handle may then be another endpoint's)
     ep: int | None = field(default=None, repr=False)
+    #: the offload HBA's host its endpoints go through (TRANSPORT_EP_CONNECT_THROUGH_HOST:
+    #: the transport's bind_ep_required and an iface bound to a host); None: any
+    bind_host: int | None = field(default=None, repr=False)
 
     @property
     def time2wait(self) -> int:
@@ -338,12 +346,15 @@ async def connect_node(node: NodeTarget, portal: Portal, timeout: float) -> sock
 
 
 def login_config(node: NodeTarget, initiator_name: str) -> LoginConfig:
-    """The login's settings from ``node``'s record; SessionError 7 for a record no login can
-    be made from (CHAP half set, no target name ...: LoginConfig's ValueError)."""
+    """The login's settings from ``node``'s record, within its transport driver's limits
+    (Transport.create_conn); SessionError 7 for a record no login can be made from (CHAP
+    half set, no target name ...: LoginConfig's ValueError)."""
     try:
-        return LoginConfig.from_node(node.record, initiator_name)
+        cfg = LoginConfig.from_node(node.record, initiator_name)
     except ValueError as exc:
         raise SessionError(7, f"{node.describe()}: {exc}") from None
+    t = TRANSPORTS.get(node.transport)
+    return cfg if t is None else t.create_conn(cfg)
 
 
 async def userspace_login(
@@ -432,6 +443,61 @@ def host_params(record: Mapping[str, str]) -> list[tuple[int, str]]:
         if value not in (None, "", "<empty>"):
             out.append((param, str(value)))
     return out
+
+
+def bind_host(sysfs: Sysfs, record: Mapping[str, str]) -> int | None:
+    """The host a login through ``record``'s iface must go through (usr/initiator.c
+    __session_create): for a transport whose endpoints need one (``bind_ep_required``:
+    the offload HBAs), the host the iface is bound to by hwaddress, net_ifacename or
+    ipaddress; None when the transport needs none or the iface names none (then any host
+    the kernel picks: plain TRANSPORT_EP_CONNECT, as iscsid).
+
+    Raises:
+        SessionError: 23 (ISCSI_ERR_HOST_NOT_FOUND) when the iface names a host that is
+            not there.
+    """
+    t = TRANSPORTS.get(record.get("iface.transport_name") or "tcp")
+    if t is None or not t.bind_ep_required:
+        return None
+    named = iface_bound_by(record)
+    if not named:
+        return None
+    host_no = sysfs.bound_host(record)
+    if host_no is None:
+        key, value = next(iter(named.items()))
+        raise SessionError(23, f"no iSCSI host has the {key.partition('.')[2]} {value} of "
+                               f"iface {record.get('iface.iscsi_ifacename') or 'default'}")
+    return host_no
+
+
+async def _set_host_params(nl, handle: int, host_no: int,  # type: ignore[no-untyped-def]
+                           params: Sequence[tuple[int, str]]) -> None:
+    """SET_HOST_PARAM of each of ``params`` on host ``host_no``, as iscsid's host_set_param:
+    a driver that sets no such value (ENOSYS, EINVAL) is passed over; another refusal
+    raises IscsiKernelError."""
+    for param, value in params:
+        try:
+            await nl.set_host_param(handle, host_no, param, value)
+        except IscsiKernelError as exc:
+            if exc.errno not in (errno.ENOSYS, errno.EINVAL):
+                raise
+            log.debug("host%d does not take %s (%s)", host_no, IscsiHostParam(param).name,
+                      exc)
+
+
+def host_net_params(record: Mapping[str, str]) -> list[tuple[int, str]]:
+    """What iscsid's iscsi_host_set_net_params sets on an HBA's host before it connects,
+    for a transport whose ``set_host_ip`` is not NOT_REQ (cxgb3i): the iface's ipaddress,
+    and its net_ifacename and hwaddress when it is bound by them; [] when the iface has no
+    address (the optional case; a required one is the caller's to refuse)."""
+    t = TRANSPORTS.get(record.get("iface.transport_name") or "tcp")
+    values = iface_bound_by(record)
+    if t is None or t.set_host_ip is SetHostIp.NOT_REQ or "iface.ipaddress" not in values:
+        return []
+    keys = ((IscsiHostParam.IPADDRESS, "iface.ipaddress"),
+            (IscsiHostParam.NETDEV_NAME, "iface.net_ifacename"),
+            (IscsiHostParam.HWADDRESS, "iface.hwaddress"))
+    return [(param, values[key]) for param, key in keys if key in values]
 
 
 #: The nice of a workqueue's rescuer thread, which the kernel sets itself
@@ -657,10 +723,12 @@ async def establish(
     )
 
 
-async def ep_connect(nl, handle: int, portal: Portal, timeout: float) -> int:  # type: ignore[no-untyped-def]
-    """A kernel-made connection to ``portal`` (iSER): TRANSPORT_EP_CONNECT (non-blocking),
-    then EP_POLL until the kernel says it is up; its endpoint handle, which the caller
-    binds (BIND_CONN) or gives to :func:`ep_disconnect`.
+async def ep_connect(nl, handle: int, portal: Portal, timeout: float,  # type: ignore[no-untyped-def]
+                     host_no: int | None = None) -> int:
+    """A kernel-made connection to ``portal`` (iSER, offload HBAs): TRANSPORT_EP_CONNECT
+    (non-blocking; ..._THROUGH_HOST ``host_no`` when given: usr/netlink.c
+    ktransport_ep_connect's ``bind_ep``), then EP_POLL until the kernel says it is up; its
+    endpoint handle, which the caller binds (BIND_CONN) or gives to :func:`ep_disconnect`.
 
     Raises:
         SessionError: 8 (the kernel refused the connection, it failed, or it was not up
@@ -671,7 +739,8 @@ async def ep_connect(nl, handle: int, portal: Portal, timeout: float) -> int:  #
     address = (await _resolve(portal.address, portal.port))[0][4][0]  # a name resolved
     where = f"{portal.address}:{portal.port}"
     try:
-        ep = await nl.ep_connect(handle, address, portal.port, non_blocking=True)
+        ep = await nl.ep_connect(handle, address, portal.port, non_blocking=True,
+                                 host_no=host_no)
     except IscsiNetlinkError as exc:
         raise SessionError(8, f"cannot make connection to {where}: {exc}",
                            retryable=True) from None
@@ -739,8 +808,10 @@ async def establish_ep(
     issued_challenges: MutableSet[bytes] | None = None,
     scan: ScanStarter | None = None,
     logging_in: dict[int, KernelSession] | None = None,
+    bind_host: int | None = None,
 ) -> KernelSession:
-    """Log in through a connection the kernel makes (iSER, :data:`KERNEL_CONNECTED`), as
+    """Log in through a connection the kernel makes (iSER, offload HBAs:
+    :data:`KERNEL_CONNECTED`), as
     iscsid does for its ktransport_ep_connect transports (usr/initiator.c
     session_conn_poll): :func:`ep_connect`, CREATE_BOUND_SESSION on the endpoint,
     CREATE_CONN, BIND_CONN, the login relayed through SEND_PDU / RECV_PDU, then every
@@ -749,7 +820,8 @@ async def establish_ep(
 
     ``logging_in``: the daemon's sessions under login by sid, where its event routing
     finds them (their Login Responses come as RECV_PDU); the session is there from its
-    creation until this returns.  ``scan`` and the rest as :func:`establish`.
+    creation until this returns.  ``bind_host``: the HBA's host the endpoint goes through
+    (:func:`bind_host`).  ``scan`` and the rest as :func:`establish`.
 
     Raises:
         SessionError: login failures (4, 5, 8, 19, 24); 9 when the kernel refused the
@@ -766,7 +838,8 @@ async def establish_ep(
             session.scanning = asyncio.wrap_future(scan(session.host_no))
         return session
     return await _login_through_kernel(nl, handle, node, isid, cfg, _queue_sizes(node.record),
-                                       logging_in, issued_challenges, running, keep=True)
+                                       logging_in, issued_challenges, running, keep=True,
+                                       bind_host=bind_host)
 
 
 async def _login_through_kernel(nl, handle: int, node: NodeTarget, isid: ISID,  # type: ignore[no-untyped-def]
@@ -774,22 +847,31 @@ async def _login_through_kernel(nl, handle: int, node: NodeTarget, isid: ISID,  
                                 logging_in: dict[int, KernelSession] | None,
                                 issued_challenges: MutableSet[bytes] | None,
                                 then: Callable[[KernelSession, LoginSuccess], Any],
-                                keep: bool) -> Any:
-    """A login through a connection the kernel makes: :func:`ep_connect`, a session bound
-    to the endpoint (``sizes``: cmds_max, queue_depth; in ``logging_in`` meanwhile),
-    BIND_CONN, the login relayed (a redirect tears that down and starts over at the new
-    portal); then ``await then(session, outcome)``, whose value is returned.  What was
-    made is undone when anything fails, and after ``then`` unless ``keep``.  Failures are
-    raised as SessionError (:func:`_login_failure`)."""
+                                keep: bool, bind_host: int | None = None) -> Any:
+    """A login through a connection the kernel makes: the HBA's network settings
+    (:func:`host_net_params`, on ``bind_host``), :func:`ep_connect` (through ``bind_host``
+    when given), a session bound to the endpoint (``sizes``: cmds_max, queue_depth; in
+    ``logging_in`` meanwhile), BIND_CONN, the host's iface values (:func:`host_params`),
+    the login relayed (a redirect tears that down and starts over at the new portal); then
+    ``await then(session, outcome)``, whose value is returned.  What was made is undone
+    when anything fails, and after ``then`` unless ``keep``.  Failures are raised as
+    SessionError (:func:`_login_failure`)."""
     pending = logging_in if logging_in is not None else {}
     portal = Portal(node.address, node.port, node.tpgt)
+    if bind_host is not None:
+        try:
+            await _set_host_params(nl, handle, bind_host, host_net_params(node.record))
+        except IscsiNetlinkError as exc:
+            raise _kernel_failure(exc) from None
     for _ in range(MAX_REDIRECTS + 1):
-        ep = await ep_connect(nl, handle, portal, cfg.login_timeout)
+        ep = await ep_connect(nl, handle, portal, cfg.login_timeout, bind_host)
         session: KernelSession | None = None
         try:
             session = await _bound_session(nl, handle, ep, node, isid, portal, cfg, sizes,
                                            pending)
+            session.bind_host = bind_host
             await _bind_endpoint(nl, handle, session)
+            await _set_host_params(nl, handle, session.host_no, host_params(node.record))
             outcome = await _relayed_login(nl, handle, session, cfg, issued_challenges,
                                            lambda what: None, "login")
             if isinstance(outcome, LoginRedirect):
@@ -868,8 +950,13 @@ async def send_targets_ep(
     iface: str,
     active_timeout: float,
     logging_in: dict[int, KernelSession] | None = None,
+    transport: str = "iser",
+    bind_host: int | None = None,
+    iface_record: Mapping[str, str] | None = None,
 ) -> list[Any]:
-    """SendTargets=All through a connection the kernel makes (iSER), as iscsiadm's
+    """SendTargets=All through a connection the kernel makes (iSER, an offload HBA's:
+    ``transport``, through ``bind_host`` as :func:`establish_ep`, with the HBA settings
+    of ``iface_record``), as iscsiadm's
     discovery does for a transport with CAP_TEXT_NEGO (usr/discovery.c
     iscsi_create_leading_conn, iscsi_create_session): the endpoint, a discovery session
     bound to it (CREATE_BOUND_SESSION(initial_cmdsn 1, cmds_max 32, queue_depth 1)), the
@@ -887,7 +974,10 @@ async def send_targets_ep(
     from iscsictl.protocol.text_exchange import TextExchange
 
     node = NodeTarget(target="", address=portal.address, port=portal.port, tpgt=-1,
-                      iface=iface, transport="iser")
+                      iface=iface, transport=transport, record=dict(iface_record or {}))
+    t = TRANSPORTS.get(transport)
+    if t is not None:
+        cfg = t.create_conn(cfg)
 
     async def ask(session: KernelSession, outcome: LoginSuccess) -> list[Any]:
         ctx = _context(session, outcome, outcome.exp_statsn)
@@ -903,7 +993,7 @@ async def send_targets_ep(
             itt=0, cmdsn=text.cmdsn, exp_statsn=text.exp_statsn), cfg.login_timeout)
         return targets
     return await _login_through_kernel(nl, handle, node, isid, cfg, (32, 1), logging_in, None,
-                                       ask, keep=False)
+                                       ask, keep=False, bind_host=bind_host)
 
 
 async def _relayed_pdu(nl, handle: int, session: KernelSession, pdu: Any,  # type: ignore[no-untyped-def]
@@ -1047,7 +1137,8 @@ async def relogin(
     for _ in range(MAX_REDIRECTS + 1):
         sock = None
         if by_kernel:  # the kernel's endpoint, ours until it is bound
-            eph = session.ep = await ep_connect(nl, handle, portal, cfg.login_timeout)
+            eph = session.ep = await ep_connect(nl, handle, portal, cfg.login_timeout,
+                                                session.bind_host)
         else:
             sock = await connect_node(node, portal, cfg.login_timeout)
             eph = sock.fileno()

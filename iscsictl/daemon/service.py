@@ -43,6 +43,7 @@ from iscsictl.db.schema import NODE
 from iscsictl.ipc import (IPC_VERSION, KEEPALIVE_INTERVAL, MAX_MESSAGE, SERVED_VERSIONS,
                           SILENCE_LIMIT, decode_message, encode_message)
 from iscsictl.kernel.sysfs import Sysfs
+from iscsictl.kernel.transports import BIND_EP_TRANSPORTS, PROC_NAME_TRANSPORT, unsupported
 from iscsictl.lexical import ascii_digits
 from iscsictl.netlink import (
     AsyncIscsiNetlink,
@@ -83,12 +84,6 @@ __all__ = ["Daemon", "pdu_from_kernel"]
 
 log = logging.getLogger("iscsictld")
 
-#: scsi_host proc_name -> open-iscsi transport name (ib_iser's hosts are "iscsi_iser":
-#: drivers/infiniband/ulp/iser/iscsi_iser.c iscsi_iser_sht)
-PROC_NAME_TRANSPORT = {
-    "iscsi_tcp": "tcp", "iscsi_iser": "iser", "qla4xxx": "qla4xxx", "bnx2i": "bnx2i",
-    "cxgb3i": "cxgb3i", "cxgb4i": "cxgb4i", "be2iscsi": "be2iscsi", "qedi": "qedi",
-}
 MAX_PARALLEL_LOGINS = 32
 #: nice of the netlink lane threads that hand sessions to the kernel: the kernel builds a
 #: session inside the lane's sendmsg() under its one iSCSI netlink mutex, so every other
@@ -653,6 +648,8 @@ class Daemon:
                 isid=isid, tsih=state.get("tsih", 0), params=None, current=current, adopted=True,
                 conn_state="LOGGED IN" if sess_state == "LOGGED_IN" else "FAILED",
                 initiator_name=rd(base + "initiatorname") or self._initiator_name() or "",
+                # an HBA's session: its new endpoints go through its own host
+                bind_host=host_no if node.transport in BIND_EP_TRANSPORTS else None,
             ))
             log.info("adopted session %d: %s %s", sid, node.target, current)
         self._save_state()
@@ -1029,8 +1026,10 @@ class Daemon:
     async def _establish(self, node: ks.NodeTarget, initiator_name: str) -> int:
         """Initial login: node.session.initial_login_retry_max attempts for
         retryable failures (fatal ones - authentication, not found - at once)."""
-        if node.transport != "tcp" and node.transport not in ks.KERNEL_CONNECTED:
-            raise SessionError(27, f"transport {node.transport} is not supported yet")
+        why = unsupported(node.transport)
+        if why:
+            raise SessionError(27, why)
+        bind_host = ks.bind_host(self.sysfs, node.record)
         handle = await self.handle(node.transport)
         assert self.nl is not None
         rec = node.record
@@ -1043,7 +1042,7 @@ class Daemon:
                     if node.transport in ks.KERNEL_CONNECTED:
                         session = await ks.establish_ep(
                             self.nl, handle, node, initiator_name, isid, self.issued_challenges,
-                            self._start_scan if scan else None, self._logging_in)
+                            self._start_scan if scan else None, self._logging_in, bind_host)
                     else:
                         session = await ks.establish(self.nl, handle, node, initiator_name,
                                                      isid, self.issued_challenges,
@@ -1245,8 +1244,9 @@ class Daemon:
 
         transport = iface.get("iface.transport_name") or "tcp"
         if transport not in ks.KERNEL_CONNECTED:
-            raise SessionError(27, f"SendTargets through transport {transport} is not "
-                                   "made by iscsictld")
+            raise SessionError(27, unsupported(transport) or f"SendTargets through transport "
+                                   f"{transport} is not made by iscsictld")
+        bind_host = ks.bind_host(self.sysfs, iface)
         try:
             policy = DiscoveryPolicy.from_record(values)
             cfg = LoginConfig.from_discovery(values, initiator_name,
@@ -1261,7 +1261,7 @@ class Daemon:
                 targets = await ks.send_targets_ep(
                     self.nl, handle, Portal(address, port), cfg, isid,
                     iface.get("iface.iscsi_ifacename") or transport, policy.active_timeout,
-                    self._logging_in)
+                    self._logging_in, transport, bind_host, iface)
         finally:
             self.isids.release(isid)
         return [{"name": t.name, "portals": [[p.address, p.port, -1 if p.tpgt is None

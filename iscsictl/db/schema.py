@@ -18,6 +18,7 @@ Value model: ``str`` keys hold ``str`` (``""`` = unset), ``int`` keys hold ``int
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..lexical import ascii_digits
@@ -388,6 +389,15 @@ def iface_is_ipv6_by_address(values: dict) -> bool:
     if not ip or ip == "<empty>":
         return "ipv6" in values.get("iface.iscsi_ifacename", "")
     return values.get("iface.bootproto", "") != "dhcp" and "." not in ip
+
+
+def iface_bound_by(values: Mapping[str, str]) -> dict[str, str]:
+    """What an iface record binds its sessions to (usr/iface.c iface_is_bound_by_hwaddr,
+    _netdev, _ipaddr): its ``iface.hwaddress``, ``iface.net_ifacename`` and
+    ``iface.ipaddress`` that are set (not empty, ``<empty>`` or ``default``, in any case),
+    in that order (iscsi_sysfs_get_host_no_from_hwinfo's)."""
+    return {k: v for k in ("iface.hwaddress", "iface.net_ifacename", "iface.ipaddress")
+            if (v := values.get(k)) and v.lower() not in ("default", "<empty>")}
 
 
 def iface_is_ipv6_by_name(values: dict) -> bool:

@@ -590,6 +590,27 @@ class Sysfs:
     def hosts(self) -> list[HostInfo]:
         return [h for h in map(self.host, self.host_numbers()) if h is not None]
 
+    def bound_host(self, iface: Mapping[str, str]) -> int | None:
+        """The host an iface record (``iface.*`` keys) is bound to (usr/iscsi_sysfs.c
+        iscsi_sysfs_get_host_no_from_hwinfo): the first host, in ``alphasort`` order of
+        ``host<N>``, whose ``hwaddress`` is the record's ``iface.hwaddress`` (any case);
+        without one, whose ``netdev`` is its ``iface.net_ifacename``; without either,
+        whose ``ipaddress`` is its ``iface.ipaddress`` (:func:`iface_bound_by`).  None
+        when no host matches or nothing is set."""
+        from iscsictl.db.schema import iface_bound_by
+
+        for key, want in iface_bound_by(iface).items():
+            attr = {"iface.hwaddress": "hwaddress", "iface.net_ifacename": "netdev"}.get(
+                key, "ipaddress")
+            fold = str.lower if attr == "hwaddress" else str
+            for n in sorted(self.host_numbers(), key=lambda n: f"host{n}"):
+                have = getattr(self.host(n, only=(attr,)), attr, None)
+                if have is not None and fold(have) == fold(want):
+                    return n
+            return None  # the first set value decides
+        return None
+        return None
+
     def host_iface_names(self, host_no: int) -> list[str]:
         """The names of the network interfaces the driver of an offload HBA registered under
         its SCSI host (``bus/scsi/devices/host<N>/iscsi_iface/*``, as ``ipv4-iface-5-0``, in

@@ -153,21 +153,29 @@ def test_open_iscsis_example_iface_file_is_skipped(cli, tgt):
 
 def test_an_offload_iface_is_reported_and_left_out_and_iser_needs_the_daemon(cli, tgt_acl):
     """SendTargets through an offload HBA runs on the HBA's connection in the kernel
-    (iscsiadm), which iscsictl does not do yet: such a ``-I`` is reported and left out (27
-    when nothing is left), not run from the host's stack with the card's initiator name
-    into records that no login can use (before: exit 0, records for the iface).  Through
-    iSER it runs on the kernel's connection that iscsictld makes: without the daemon, the
-    discovery fails as a login does (20) and writes nothing."""
+    (iscsiadm), which iscsictl does not do for qla4xxx (its card logs in itself) or bnx2i
+    (iscsiuio): such a ``-I`` is reported and left out (27 when nothing is left), not run
+    from the host's stack with the card's initiator name into records that no login can
+    use (before: exit 0, records for the iface).  Through iSER or cxgb4i it runs on the
+    kernel's connection that iscsictld makes: without the daemon, the discovery fails as a
+    login does (20) and writes nothing."""
     iface(cli, "qla", transport_name="qla4xxx", initiatorname=IFACE_INAME)
+    iface(cli, "bnx", transport_name="bnx2i", initiatorname=IFACE_INAME)
     iface(cli, "ifiser", transport_name="iser")
-    r = cli("-m", "discovery", "-t", "st", "-p", tgt_acl.portal, "-I", "qla")
+    iface(cli, "chelsio", transport_name="cxgb4i")
+    r = cli("-m", "discovery", "-t", "st", "-p", tgt_acl.portal, "-I", "qla", "-I", "bnx")
     assert r.rc == 27 and r.out == ""
-    assert r.err == ("iscsictl: iface qla: SendTargets discovery through transport qla4xxx "
-                     "is not supported yet (operation not supported)\n")
-    r = cli("-m", "discovery", "-t", "st", "-p", tgt_acl.portal, "-I", "ifiser")
-    assert r.rc == 20 and r.out == ""
-    assert r.err.splitlines()[-1] == ("iscsictl: Could not perform SendTargets discovery: "
-                                      "could not connect to iscsid")
+    assert r.err == ("iscsictl: iface qla: SendTargets discovery: transport qla4xxx logs in "
+                     "itself (login offload), which iscsictl does not drive yet: its flash "
+                     "targets do (-m host -C flashnode) (operation not supported)\n"
+                     "iscsictl: iface bnx: SendTargets discovery: transport bnx2i needs "
+                     "iscsiuio for its network settings, which iscsictl does not drive yet "
+                     "(operation not supported)\n")
+    for name in ("ifiser", "chelsio"):
+        r = cli("-m", "discovery", "-t", "st", "-p", tgt_acl.portal, "-I", name)
+        assert r.rc == 20 and r.out == ""
+        assert r.err.splitlines()[-1] == ("iscsictl: Could not perform SendTargets discovery: "
+                                          "could not connect to iscsid")
     assert "iscsictld" in r.err
     assert cli("-m", "node").rc == 21
     r = cli("-m", "discovery", "-t", "st", "-p", tgt_acl.portal, "-I", "qla", "-I", "default")

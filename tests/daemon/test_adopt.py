@@ -180,3 +180,16 @@ def test_the_logout_of_a_firmware_session_goes_through_the_hba(daemon):
     d.nl = Netlink()
     (result,) = asyncio.run(d.logout([7]))
     assert result["ok"] and sent == [(18446744072107250000, 5, 7)] and not d.sessions
+
+
+def test_an_hba_session_is_adopted_bound_to_its_host(daemon):
+    """A cxgb4i session (made through netlink: a creator, no CAP_FW_DB) is adopted, and its
+    relogins make their endpoints through its own host (EP_CONNECT_THROUGH_HOST), where the
+    session lives; a tcp session beside it is bound to none."""
+    d, sys_root, _ = daemon
+    _firmware_host(sys_root, 7, 5, creator="4242", transport="cxgb4i", caps="0x839")
+    add_session(sys_root, 2, 0, T, "127.0.0.1", {0: "sda"})
+    d._adopt()
+    assert sorted(d.sessions) == [2, 7]
+    assert d.sessions[7].node.transport == "cxgb4i" and d.sessions[7].bind_host == 5
+    assert d.sessions[2].bind_host is None

@@ -1,0 +1,207 @@
+"""Logins and SendTargets through an offload HBA's port (cxgb4i, be2iscsi, cxgb3i: the
+transports iscsid relays a login through, usr/transport.c ``bind_ep_required``), against a
+fake kernel and a sysfs tree with the HBA's host: no peer has the hardware.  The endpoint
+goes through the host the iface is bound to (TRANSPORT_EP_CONNECT_THROUGH_HOST), the
+driver's limits shape the login's offers, the host gets the iface's values, and the rest is
+the iSER path (tests/daemon/test_iser_login.py), which the VM runs for real."""
+
+import errno
+
+import pytest
+
+from fake_kernel import echo
+from iscsictl.daemon import kernel_session as ks
+from iscsictl.daemon.errors import SessionError
+from iscsictl.db import schema
+from iscsictl.db.record import with_defaults
+from iscsictl.kernel.sysfs import Sysfs
+from iscsictl.kernel.transports import TRANSPORTS, unsupported
+from iscsictl.netlink import IscsiHostParam
+from iscsictl.netlink.enums import IscsiUeventE as E
+from iscsictl.protocol.config import LoginConfig
+from iscsictl.protocol.names import ISID
+from iscsictl.protocol.portal import Portal
+from test_iser_login import EP, IserRelayKernel, through_the_daemon
+from test_relogin import SID, FakeTarget, TargetConfig
+
+MAC, HOST = "00:07:43:28:0f:a0", 7
+INAME = "iqn.2026-11.org.example:i"
+
+
+def hba(tmp_path, transport="cxgb4i", host=HOST, **attrs):
+    """A sysfs tree with the iSCSI host ``host`` of ``transport``'s driver: its hwaddress
+    MAC, netdev eth7 and ``attrs``."""
+    values = {"hwaddress": MAC, "netdev": "eth7", "ipaddress": "10.7.0.2", **attrs}
+    for name, value in values.items():
+        path = tmp_path / "class" / "iscsi_host" / f"host{host}" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(value + "\n")
+    proc = tmp_path / "class" / "scsi_host" / f"host{host}" / "proc_name"
+    proc.parent.mkdir(parents=True, exist_ok=True)
+    proc.write_text(TRANSPORTS[transport].proc_name + "\n")
+    return Sysfs(str(tmp_path))
+
+
+def record(transport="cxgb4i", **iface):
+    values = {"iface.hwaddress": MAC, **iface}
+    return with_defaults(schema.NODE, {
+        "node.name": TargetConfig().name, "node.conn[0].address": "10.7.0.9",
+        "node.conn[0].port": "3260", "node.tpgt": "1", "iface.transport_name": transport,
+        "iface.iscsi_ifacename": f"{transport}.{MAC}", "node.conn[0].timeo.login_timeout": "2",
+        **{k: v for k, v in values.items() if v is not None}})
+
+
+class HbaKernel(IserRelayKernel):
+    """IserRelayKernel answering EP_CONNECT_THROUGH_HOST as EP_CONNECT, and each
+    SET_HOST_PARAM with the errno ``host_refuses`` names for its parameter (0: accepted)."""
+
+    def __init__(self, target, host_refuses=None):
+        super().__init__(target)
+        self.host_refuses = host_refuses or {}
+
+    def answer(self, msg, raw):
+        t = msg["type"]
+        if t == E.TRANSPORT_EP_CONNECT_THROUGH_HOST:
+            return [echo(raw, r_handle=EP)]
+        if t == E.SET_HOST_PARAM:
+            return [echo(raw, r_retcode=-self.host_refuses.get(msg["param"], 0))]
+        return super().answer(msg, raw)
+
+
+def host_sets(kernel):
+    return [(r["host_no"], IscsiHostParam(r["param"]).name, r["payload"].rstrip(b"\0").decode())
+            for r in kernel.requests if r["type"] == E.SET_HOST_PARAM]
+
+
+def test_a_login_through_a_cxgb4i_port_goes_through_its_host(tmp_path):
+    """The iface names the port by MAC: the endpoint is made through that host; the login
+    offers MaxRecvDataSegmentLength 8192 (the card takes no more: usr/cxgbi.c); the
+    session's host gets the iface's hwaddress (iscsi_host_set_params); a relogin goes
+    through the same host."""
+    rec = record()
+    bound = ks.bind_host(hba(tmp_path), rec)
+    assert bound == HOST
+    target = FakeTarget()
+    kernel = HbaKernel(target)
+    session, _ = through_the_daemon(tmp_path, kernel, lambda nl, d: ks.establish_ep(
+        nl, 3, ks.NodeTarget.from_record(rec), INAME, ISID.en(7, 1), logging_in=d._logging_in,
+        bind_host=bound))
+    assert target.phase == "ffp" and target.violations == []
+    first = kernel.requests[0]
+    assert (first["type"], first["host_no"]) == (E.TRANSPORT_EP_CONNECT_THROUGH_HOST, HOST)
+    assert E.TRANSPORT_EP_CONNECT not in kernel.types()
+    assert ("MaxRecvDataSegmentLength", "8192") in target.received_pairs
+    assert host_sets(kernel) == [(9, "HWADDRESS", MAC)]  # sid 5's host, as the kernel said
+    assert session.bind_host == HOST and kernel.types()[-1] == E.START_CONN
+
+    relogin_kernel = HbaKernel(FakeTarget())
+    session.sid = SID
+
+    async def recover(nl, d):
+        d.sessions[SID] = session
+        await ks.relogin(nl, 3, session)
+    through_the_daemon(tmp_path, relogin_kernel, recover)
+    first = relogin_kernel.requests[0]
+    assert (first["type"], first["host_no"]) == (E.TRANSPORT_EP_CONNECT_THROUGH_HOST, HOST)
+
+
+@pytest.mark.parametrize("iface, expected", [
+    ({"iface.hwaddress": MAC.upper()}, HOST),                     # any case
+    ({"iface.hwaddress": None, "iface.net_ifacename": "eth7"}, HOST),
+    ({"iface.hwaddress": None, "iface.ipaddress": "10.7.0.2"}, HOST),
+    ({"iface.hwaddress": None}, None),                            # names none: any host
+    ({"iface.hwaddress": "default"}, None),
+], ids=["hwaddress", "netdev", "ipaddress", "unbound", "default"])
+def test_the_host_an_iface_is_bound_to(tmp_path, iface, expected):
+    assert ks.bind_host(hba(tmp_path), record(**iface)) == expected
+
+
+def test_an_iface_naming_a_host_that_is_not_there_is_host_not_found(tmp_path):
+    with pytest.raises(SessionError) as caught:
+        ks.bind_host(hba(tmp_path), record(**{"iface.hwaddress": "00:07:43:00:00:01"}))
+    assert caught.value.code == 23 and not caught.value.retryable
+    assert str(caught.value) == (f"no iSCSI host has the hwaddress 00:07:43:00:00:01 of iface "
+                                 f"cxgb4i.{MAC}")
+
+
+def test_software_transports_bind_to_no_host(tmp_path):
+    """tcp and iser make their endpoints wherever the routing table says (no
+    bind_ep_required), whatever the iface names."""
+    sysfs = hba(tmp_path)
+    assert ks.bind_host(sysfs, record("tcp")) is None
+    assert ks.bind_host(sysfs, record("iser", **{"iface.hwaddress": "00:00:00:00:00:01"})) is None
+
+
+def test_cxgb3i_sets_the_hosts_address_before_it_connects(tmp_path):
+    """cxgb3i's iface.ipaddress is optional (SET_HOST_IP_OPT): when set, the host gets it,
+    and the hwaddress it is bound by, before TRANSPORT_EP_CONNECT_THROUGH_HOST (iscsid's
+    iscsi_host_set_net_params); a driver that takes no such value (ENOSYS) is passed over."""
+    rec = record("cxgb3i", **{"iface.ipaddress": "10.7.0.2"})
+    kernel = HbaKernel(FakeTarget(), host_refuses={IscsiHostParam.HWADDRESS: errno.ENOSYS})
+    through_the_daemon(tmp_path, kernel, lambda nl, d: ks.establish_ep(
+        nl, 3, ks.NodeTarget.from_record(rec), INAME, ISID.en(7, 1), logging_in=d._logging_in,
+        bind_host=ks.bind_host(hba(tmp_path, "cxgb3i"), rec)))
+    connect = kernel.types().index(E.TRANSPORT_EP_CONNECT_THROUGH_HOST)
+    assert kernel.types()[:connect] == [E.SET_HOST_PARAM, E.SET_HOST_PARAM]
+    assert host_sets(kernel)[:2] == [(HOST, "IPADDRESS", "10.7.0.2"), (HOST, "HWADDRESS", MAC)]
+    assert ks.host_net_params(record("cxgb3i")) == []  # no address: nothing set
+    assert ks.host_net_params(record("cxgb4i", **{"iface.ipaddress": "10.7.0.2"})) == []
+
+
+def test_a_host_that_refuses_its_address_fails_the_login_with_nothing_made(tmp_path):
+    rec = record("cxgb3i", **{"iface.ipaddress": "10.7.0.2"})
+    kernel = HbaKernel(FakeTarget(), host_refuses={IscsiHostParam.IPADDRESS: errno.EIO})
+
+    async def attempt(nl, d):
+        with pytest.raises(SessionError) as caught:
+            await ks.establish_ep(nl, 3, ks.NodeTarget.from_record(rec), INAME, ISID.en(7, 1),
+                                  logging_in=d._logging_in, bind_host=HOST)
+        return caught.value
+    error, _ = through_the_daemon(tmp_path, kernel, attempt)
+    assert error.code == 9 and "EIO" in str(error)
+    assert kernel.types() == [E.SET_HOST_PARAM]
+
+
+def test_be2iscsi_limits_the_login(tmp_path):
+    """usr/be2iscsi.c be2iscsi_create_conn: MaxRecv/MaxXmitDataSegmentLength at most 65536,
+    FirstBurstLength 8192, MaxBurstLength 262144, InitialR2T=Yes; smaller values kept."""
+    cfg = ks.login_config(ks.NodeTarget.from_record(record("be2iscsi")), INAME)
+    assert (cfg.max_recv_data_segment_length, cfg.max_xmit_data_segment_length,
+            cfg.first_burst_length, cfg.max_burst_length, cfg.initial_r2t) == (
+        65536, 65536, 8192, 262144, True)
+    small = record("be2iscsi", **{"node.conn[0].iscsi.MaxRecvDataSegmentLength": "16384"})
+    assert ks.login_config(ks.NodeTarget.from_record(small), INAME).max_recv_data_segment_length \
+        == 16384
+    plain = ks.login_config(ks.NodeTarget.from_record(record("tcp")), INAME)
+    assert plain == LoginConfig.from_node(record("tcp"), INAME)
+
+
+def test_sendtargets_through_an_hba_port(tmp_path):
+    """iscsiadm's discovery through a cxgb4i iface (iscsi_create_leading_conn with
+    bind_ep): the discovery session on an endpoint made through the port's host."""
+    rec = record()
+    target = FakeTarget(TargetConfig(targets=[("iqn.2003-01.org.example:a", [])]))
+    kernel = HbaKernel(target)
+    cfg = LoginConfig(initiator_name=INAME, session_type="Discovery")
+    targets, _ = through_the_daemon(tmp_path, kernel, lambda nl, d: ks.send_targets_ep(
+        nl, 3, Portal("10.7.0.9", 3260), cfg, ISID.en(7, 1), rec["iface.iscsi_ifacename"], 2,
+        d._logging_in, "cxgb4i", HOST, rec))
+    assert [t.name for t in targets] == ["iqn.2003-01.org.example:a"]
+    first = kernel.requests[0]
+    assert (first["type"], first["host_no"]) == (E.TRANSPORT_EP_CONNECT_THROUGH_HOST, HOST)
+    assert ("MaxRecvDataSegmentLength", "8192") in target.received_pairs
+    assert target.violations == []
+
+
+@pytest.mark.parametrize("transport, words", [
+    ("tcp", None), ("iser", None), ("cxgb4i", None), ("be2iscsi", None),
+    ("bnx2i", "transport bnx2i needs iscsiuio for its network settings, which iscsictl "
+              "does not drive yet"),
+    ("qedi", "transport qedi needs iscsiuio"),
+    ("qla4xxx", "transport qla4xxx logs in itself (login offload)"),
+    ("nosuch", "transport nosuch is not one open-iscsi knows"),
+])
+def test_which_transports_iscsictl_drives(transport, words):
+    why = unsupported(transport)
+    assert (why is None) if words is None else why.startswith(words)
+    assert (transport in ks.KERNEL_CONNECTED) == (words is None and transport != "tcp")
