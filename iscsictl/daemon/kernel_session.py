@@ -1,5 +1,6 @@
 """Software iSCSI (iscsi_tcp), iSER (ib_iser) and offload HBA (cxgb4i, be2iscsi ...)
-sessions against the kernel: log in, hand over, scan, log out, tear down.  The daemon's only path to NETLINK_ISCSI sessions.
+sessions against the kernel: log in, hand over, scan, log out, tear down.  The daemon's
+only path to NETLINK_ISCSI sessions.
 
 The shape was proven on Debian's 6.1 kernel with LIO
 (/work/shared/reference/login-then-bind-experiment.md, runs 1-7): the first
@@ -811,12 +812,11 @@ async def establish_ep(
     bind_host: int | None = None,
 ) -> KernelSession:
     """Log in through a connection the kernel makes (iSER, offload HBAs:
-    :data:`KERNEL_CONNECTED`), as
-    iscsid does for its ktransport_ep_connect transports (usr/initiator.c
-    session_conn_poll): :func:`ep_connect`, CREATE_BOUND_SESSION on the endpoint,
-    CREATE_CONN, BIND_CONN, the login relayed through SEND_PDU / RECV_PDU, then every
-    SET_PARAM and START_CONN in one datagram, and the LUN scan started on the lane.  A
-    redirect tears the session down and starts over at the new portal.
+    :data:`KERNEL_CONNECTED`), as iscsid does for its ktransport_ep_connect transports
+    (usr/initiator.c session_conn_poll): :func:`ep_connect`, CREATE_BOUND_SESSION on the
+    endpoint, CREATE_CONN, BIND_CONN, the login relayed through SEND_PDU / RECV_PDU, then
+    every SET_PARAM and START_CONN in one datagram, and the LUN scan started on the lane.
+    A redirect tears the session down and starts over at the new portal.
 
     ``logging_in``: the daemon's sessions under login by sid, where its event routing
     finds them (their Login Responses come as RECV_PDU); the session is there from its
@@ -956,14 +956,13 @@ async def send_targets_ep(
 ) -> list[Any]:
     """SendTargets=All through a connection the kernel makes (iSER, an offload HBA's:
     ``transport``, through ``bind_host`` as :func:`establish_ep`, with the HBA settings
-    of ``iface_record``), as iscsiadm's
-    discovery does for a transport with CAP_TEXT_NEGO (usr/discovery.c
-    iscsi_create_leading_conn, iscsi_create_session): the endpoint, a discovery session
-    bound to it (CREATE_BOUND_SESSION(initial_cmdsn 1, cmds_max 32, queue_depth 1)), the
-    Login (``cfg``: a Discovery session's) relayed, the negotiated values set and
-    START_CONN, the Text exchange and the Logout relayed, then all torn down.  A redirect
-    starts over at the new portal.  Returns the DiscoveredTargets (a target without
-    TargetAddress gets the portal asked).
+    of ``iface_record``), as iscsiadm's discovery does for a transport with CAP_TEXT_NEGO
+    (usr/discovery.c iscsi_create_leading_conn, iscsi_create_session): the endpoint, a
+    discovery session bound to it (CREATE_BOUND_SESSION(initial_cmdsn 1, cmds_max 32,
+    queue_depth 1)), the Login (``cfg``: a Discovery session's) relayed, the negotiated
+    values set and START_CONN, the Text exchange and the Logout relayed, then all torn
+    down.  A redirect starts over at the new portal.  Returns the DiscoveredTargets (a
+    target without TargetAddress gets the portal asked).
 
     Raises:
         SessionError: 4, 5, 8, 19, 24 as a login's; 8 when no Text Response comes

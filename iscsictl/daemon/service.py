@@ -43,7 +43,8 @@ from iscsictl.db.schema import NODE
 from iscsictl.ipc import (IPC_VERSION, KEEPALIVE_INTERVAL, MAX_MESSAGE, SERVED_VERSIONS,
                           SILENCE_LIMIT, decode_message, encode_message)
 from iscsictl.kernel.sysfs import Sysfs
-from iscsictl.kernel.transports import BIND_EP_TRANSPORTS, PROC_NAME_TRANSPORT, unsupported
+from iscsictl.kernel.transports import (BIND_EP_TRANSPORTS, PROC_NAME_TRANSPORT, TRANSPORTS,
+                                        unsupported)
 from iscsictl.lexical import ascii_digits
 from iscsictl.netlink import (
     AsyncIscsiNetlink,
@@ -472,7 +473,8 @@ class Daemon:
             return self._handles[transport]
         info = self.sysfs.transport(transport)
         if info is None or info.handle is None:
-            module = {"tcp": "iscsi_tcp", "iser": "ib_iser"}.get(transport, transport)
+            row = TRANSPORTS.get(transport)
+            module = (row.module if row else None) or transport
             try:
                 proc = await asyncio.create_subprocess_exec(
                     "modprobe", "-q", module, stdout=asyncio.subprocess.DEVNULL,

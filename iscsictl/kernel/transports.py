@@ -56,6 +56,8 @@ class Transport:
     max_burst: int | None = None
     #: create_conn's InitialR2T=Yes (be2iscsi: ``session->initial_r2t_en = 1``)
     initial_r2t: bool = False
+    #: the kernel module that registers the transport, when not its name (modprobe'd)
+    module: str | None = None
 
     def create_conn(self, cfg: LoginConfig) -> LoginConfig:
         """``cfg`` within the driver's limits (the template's ``create_conn``: each length
@@ -80,8 +82,8 @@ class Transport:
 
 
 TRANSPORTS: dict[str, Transport] = {t.name: t for t in (
-    Transport("tcp", "iscsi_tcp", kernel_connected=False),
-    Transport("iser", "iscsi_iser"),  # ib_iser's hosts: iscsi_iser.c iscsi_iser_sht
+    Transport("tcp", "iscsi_tcp", kernel_connected=False, module="iscsi_tcp"),
+    Transport("iser", "iscsi_iser", module="ib_iser"),  # hosts: iscsi_iser.c iscsi_iser_sht
     Transport("cxgb3i", "cxgb3i", bind_ep_required=True, set_host_ip=SetHostIp.OPT,
               max_recv_dlength=8192),  # "card can handle up to 15360 bytes"
     Transport("cxgb4i", "cxgb4i", bind_ep_required=True, max_recv_dlength=8192),
