@@ -57,6 +57,7 @@ from iscsictl.db.schema import iface_bound_by
 from iscsictl.kernel.sysfs import Sysfs
 from iscsictl.kernel.transports import TRANSPORTS, SetHostIp
 from iscsictl.netlink import (
+    IscsiConnState,
     IscsiHostParam,
     IscsiKernelError,
     IscsiNetlink,
@@ -446,6 +447,12 @@ def host_params(record: Mapping[str, str]) -> list[tuple[int, str]]:
     return out
 
 
+def _login_offload(node: NodeTarget) -> bool:
+    """Whether ``node``'s transport's HBA logs in itself (Transport.login_offload)."""
+    t = TRANSPORTS.get(node.transport)
+    return t is not None and t.login_offload
+
+
 def bind_host(sysfs: Sysfs, record: Mapping[str, str]) -> int | None:
     """The host a login through ``record``'s iface must go through (usr/initiator.c
     __session_create): for a transport whose endpoints need one (``bind_ep_required``:
@@ -831,7 +838,8 @@ async def establish_ep(
     cfg = login_config(node, initiator_name)
 
     async def running(session: KernelSession, outcome: LoginSuccess) -> KernelSession:
-        await _restart(nl, handle, session, outcome)
+        if not _login_offload(node):
+            await _restart(nl, handle, session, outcome)
         session.tsih, session.params = outcome.tsih, outcome.params
         session.negotiated, session.conn_state = outcome.negotiated, "LOGGED IN"
         if scan is not None:
@@ -872,8 +880,12 @@ async def _login_through_kernel(nl, handle: int, node: NodeTarget, isid: ISID,  
             session.bind_host = bind_host
             await _bind_endpoint(nl, handle, session)
             await _set_host_params(nl, handle, session.host_no, host_params(node.record))
-            outcome = await _relayed_login(nl, handle, session, cfg, issued_challenges,
-                                           lambda what: None, "login")
+            if _login_offload(node):  # started once it returns
+                outcome = await _offloaded_login(nl, handle, session, cfg, lambda what: None,
+                                                 "login")
+            else:
+                outcome = await _relayed_login(nl, handle, session, cfg, issued_challenges,
+                                               lambda what: None, "login")
             if isinstance(outcome, LoginRedirect):
                 log.info("login redirected to %s (%s)", outcome.portal,
                          "permanent" if outcome.permanent else "temporary")
@@ -980,10 +992,12 @@ async def send_targets_ep(
 
     async def ask(session: KernelSession, outcome: LoginSuccess) -> list[Any]:
         ctx = _context(session, outcome, outcome.exp_statsn)
-        *_, started = await nl.set_params_and_start_conn(
-            handle, session.sid, 0, negotiated_params(ctx) + [(IscsiParam.DISCOVERY_SESS, "1")])
-        if started is not None:
-            raise started
+        if not _login_offload(node):  # an HBA that logs in itself has started already
+            *_, started = await nl.set_params_and_start_conn(
+                handle, session.sid, 0,
+                negotiated_params(ctx) + [(IscsiParam.DISCOVERY_SESS, "1")])
+            if started is not None:
+                raise started
         text = TextExchange([("SendTargets", "All")], itt=0, cmdsn=outcome.cmdsn,
                             exp_statsn=outcome.exp_statsn, match_itt=False)
         asked = Portal(session.current.address, session.current.port)  # its tag unknown
@@ -1145,7 +1159,9 @@ async def relogin(
         try:
             await _bind(nl, handle, sid, cid, eph)
             step("bound")
-            outcome = await _relayed_login(nl, handle, session, cfg, issued_challenges, step)
+            offload = _login_offload(node)
+            outcome = await (_offloaded_login(nl, handle, session, cfg, step) if offload else
+                             _relayed_login(nl, handle, session, cfg, issued_challenges, step))
             if isinstance(outcome, LoginRedirect):
                 log.info("session %d: relogin redirected to %s", sid, outcome.portal)
                 portal = outcome.portal
@@ -1153,8 +1169,9 @@ async def relogin(
                 raise SessionError(rejected_code(outcome), outcome.message, retryable=True)
             else:
                 step("logged in")
-                await _restart(nl, handle, session, outcome)
-                step("parameters set, started")
+                if not offload:
+                    await _restart(nl, handle, session, outcome)
+                    step("parameters set, started")
                 session.tsih = outcome.tsih
                 session.params = outcome.params
                 session.negotiated = outcome.negotiated
@@ -1226,9 +1243,68 @@ async def _relayed_login(nl, handle: int, session: KernelSession, cfg: LoginConf
     return outcome
 
 
-async def _restart(nl, handle: int, session: KernelSession, outcome: LoginSuccess) -> None:  # type: ignore[no-untyped-def]
-    """Every SET_PARAM the login changed, then START_CONN: one datagram (the loop
-    serves every recovering session; each exchange costs it).  Raises
+def _offered(cfg: LoginConfig) -> NegotiatedParameters:
+    """The values a login offers, as the ones in force: what iscsid's
+    iscsi_session_set_neg_params gives an HBA that logs in itself (the record's, copied by
+    iscsi_copy_operational_params; a MaxXmitDataSegmentLength of 0 is 8192)."""
+    return NegotiatedParameters(
+        header_digest=cfg.header_digest.startswith("CRC32C"),
+        data_digest=cfg.data_digest.startswith("CRC32C"),
+        max_recv_data_segment_length=cfg.max_recv_data_segment_length,
+        max_xmit_data_segment_length=cfg.max_xmit_data_segment_length or 8192,
+        max_burst_length=cfg.max_burst_length, first_burst_length=cfg.first_burst_length,
+        initial_r2t=cfg.initial_r2t, immediate_data=cfg.immediate_data,
+        max_outstanding_r2t=cfg.max_outstanding_r2t, max_connections=cfg.max_connections,
+        data_pdu_in_order=cfg.data_pdu_in_order,
+        data_sequence_in_order=cfg.data_sequence_in_order,
+        error_recovery_level=cfg.error_recovery_level,
+        default_time2wait=cfg.default_time2wait, default_time2retain=cfg.default_time2retain)
+
+
+async def _offloaded_login(nl, handle: int, session: KernelSession, cfg: LoginConfig,  # type: ignore[no-untyped-def]
+                           step: Callable[[str], None], what: str = "relogin") -> LoginSuccess:
+    """A login the HBA makes itself (CAP_LOGIN_OFFLOAD: qla4xxx), as iscsid's
+    setup_offload_login_phase: the record's values set as the session's (every SET_PARAM,
+    the operational ones as offered: :func:`_offered`), START_CONN, and the HBA's word
+    (KEVENT_CONN_LOGIN_STATE, routed to ``session.pdu_waiter``).  The connection is
+    started when this returns.
+
+    Raises:
+        SessionError: 15 (START_CONN's EEXIST: the HBA has that session already), 5 (the
+            HBA's login failed: state FREE), 8 (no word within the login timeout; both
+            retryable); IscsiKernelError for another refusal."""
+    assert session.isid is not None
+    outcome = LoginSuccess(_offered(cfg), session.isid.to_bytes(), 0, session.cid, INITIAL_CMDSN,
+                           0, 0, INITIAL_CMDSN, INITIAL_CMDSN, {})
+    session.pdu_waiter = asyncio.get_running_loop().create_future()
+    try:
+        try:  # a discovery session says so before the HBA logs in (usr/discovery.c)
+            await _restart(nl, handle, session, outcome,
+                           [(IscsiParam.DISCOVERY_SESS, "1")] if cfg.discovery else [])
+        except IscsiKernelError as exc:
+            if exc.errno == errno.EEXIST:
+                raise SessionError(15, "the HBA has this session already (START_CONN: "
+                                       "EEXIST)") from None
+            raise
+        step("started: the HBA logs in")
+        try:
+            async with asyncio.timeout(cfg.login_timeout):
+                state = await session.pdu_waiter
+        except asyncio.TimeoutError:
+            raise SessionError(8, f"{what} timed out: the HBA did not say it logged in",
+                               retryable=True) from None
+    finally:
+        session.pdu_waiter = None
+    if state != IscsiConnState.LOGGED_IN:
+        raise SessionError(5, f"the HBA's {what} failed (connection state "
+                              f"{getattr(state, 'name', state)})", retryable=True)
+    return outcome
+
+
+async def _restart(nl, handle: int, session: KernelSession, outcome: LoginSuccess,  # type: ignore[no-untyped-def]
+                   extra: Sequence[tuple[IscsiParam, str]] = ()) -> None:
+    """Every SET_PARAM the login changed (and ``extra``), then START_CONN: one datagram
+    (the loop serves every recovering session; each exchange costs it).  Raises
     IscsiKernelError for the first refusal (the parameters the kernel held are noted
     in ``session.kernel_params`` either way)."""
     ctx = _context(session, outcome, outcome.exp_statsn)
@@ -1236,7 +1312,7 @@ async def _restart(nl, handle: int, session: KernelSession, outcome: LoginSucces
     # session object's values too, as iscsid's every reopen does: a record changed since
     # (replacement_timeout ...) reaches the kernel; after that, what changed only
     changes = relogin_changes(session_params(ctx, relogin=bool(session.kernel_params))
-                              + negotiated_params(ctx), session.kernel_params)
+                              + negotiated_params(ctx), session.kernel_params) + list(extra)
     for param, _ in changes:  # unknown until the kernel answers (a refusal may come midway)
         session.kernel_params.pop(param, None)
     *results, started = await nl.set_params_and_start_conn(handle, session.sid, session.cid,
@@ -1364,7 +1440,7 @@ async def logout(nl, handle: int, session: KernelSession, timeout: float,  # typ
         raise
     except IscsiNetlinkError as exc:  # refused, or no reply in time: the teardown follows
         log.warning("session %d: UNBIND_SESSION failed (%s); continuing", sid, exc)
-    if not cancelled:
+    if not cancelled and not _login_offload(session.node):  # the HBA logs out itself
         try:
             await _relayed_logout(nl, handle, session,
                                   LogoutExchange(itt=0, cmdsn=0, exp_statsn=0, cid=cid), timeout)

@@ -49,6 +49,7 @@ from iscsictl.lexical import ascii_digits
 from iscsictl.netlink import (
     AsyncIscsiNetlink,
     ConnError,
+    ConnLoginState,
     CreateSession,
     DestroySession,
     EventsLost,
@@ -712,6 +713,8 @@ class Daemon:
             else:
                 log.info("session %d: %s during its login dropped", session.sid,
                          type(pdu).__name__)
+        elif isinstance(ev, ConnLoginState):
+            self._login_state(session, ev)
         elif isinstance(ev, ConnError):
             err = int(ev.error)
             text = ISCSI_ERR_STRINGS.get(err, "unknown")
@@ -723,6 +726,17 @@ class Daemon:
                     8, f"the connection failed during the login ({text})", retryable=True))
         else:
             log.debug("session %d: %s during its login", session.sid, type(ev).__name__)
+
+    @staticmethod
+    def _login_state(session: ks.KernelSession, ev: ConnLoginState) -> None:
+        """KEVENT_CONN_LOGIN_STATE: how the login of an HBA that logs in itself ended
+        (``ks._offloaded_login`` waits for it on ``session.pdu_waiter``)."""
+        waiter = session.pdu_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(ev.state)
+        else:
+            log.info("session %d: the HBA says its connection is %s", session.sid,
+                     getattr(ev.state, "name", ev.state))
 
     def _on_event(self, ev: Any) -> None:
         sid = getattr(ev, "sid", None)
@@ -764,6 +778,9 @@ class Daemon:
                 self._spawn(self._logout_for_kernel_or_target(session.sid))
             else:
                 self._start_recovery(session, text)
+        elif isinstance(ev, ConnLoginState):
+            if session is not None:  # a relogin's (login offload)
+                self._login_state(session, ev)
         elif isinstance(ev, UnbindSession):
             if session is not None:
                 session.unbound.set()

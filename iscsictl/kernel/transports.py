@@ -76,9 +76,10 @@ class Transport:
 
     @property
     def relayed(self) -> bool:
-        """Logged in by this daemon through a connection the kernel makes, without
-        iscsiuio: the transports iscsictld drives besides tcp."""
-        return self.kernel_connected and not self.iscsiuio and not self.login_offload
+        """Logged in through a connection the kernel makes, without iscsiuio: the
+        transports iscsictld drives besides tcp (the login relayed through the kernel, or
+        made by the HBA itself: ``login_offload``)."""
+        return self.kernel_connected and not self.iscsiuio
 
 
 TRANSPORTS: dict[str, Transport] = {t.name: t for t in (
@@ -113,7 +114,4 @@ def unsupported(name: str) -> str | None:
     if t.iscsiuio:
         return (f"transport {name} needs iscsiuio for its network settings, which iscsictl "
                 "does not drive yet")
-    if t.login_offload:
-        return (f"transport {name} logs in itself (login offload), which iscsictl does not "
-                "drive yet: its flash targets do (-m host -C flashnode)")
     return None

@@ -5,6 +5,7 @@ goes through the host the iface is bound to (TRANSPORT_EP_CONNECT_THROUGH_HOST),
 driver's limits shape the login's offers, the host gets the iface's values, and the rest is
 the iSER path (tests/daemon/test_iser_login.py), which the VM runs for real."""
 
+import asyncio
 import errno
 
 import pytest
@@ -16,7 +17,8 @@ from iscsictl.db import schema
 from iscsictl.db.record import with_defaults
 from iscsictl.kernel.sysfs import Sysfs
 from iscsictl.kernel.transports import TRANSPORTS, unsupported
-from iscsictl.netlink import IscsiHostParam
+from iscsictl.netlink import IscsiConnState, IscsiHostParam, IscsiParam
+from iscsictl.netlink import messages as m
 from iscsictl.netlink.enums import IscsiUeventE as E
 from iscsictl.protocol.config import LoginConfig
 from iscsictl.protocol.names import ISID
@@ -198,10 +200,153 @@ def test_sendtargets_through_an_hba_port(tmp_path):
     ("bnx2i", "transport bnx2i needs iscsiuio for its network settings, which iscsictl "
               "does not drive yet"),
     ("qedi", "transport qedi needs iscsiuio"),
-    ("qla4xxx", "transport qla4xxx logs in itself (login offload)"),
+    ("qla4xxx", None),
     ("nosuch", "transport nosuch is not one open-iscsi knows"),
 ])
 def test_which_transports_iscsictl_drives(transport, words):
     why = unsupported(transport)
     assert (why is None) if words is None else why.startswith(words)
     assert (transport in ks.KERNEL_CONNECTED) == (words is None and transport != "tcp")
+
+
+# ---- qla4xxx: the HBA logs in itself (CAP_LOGIN_OFFLOAD) -----------------------------------
+
+class QlaKernel(HbaKernel):
+    """HbaKernel as qla4xxx: START_CONN answered, then the card's KEVENT_CONN_LOGIN_STATE
+    with ``state`` (None: never), or refused with ``start_errno``; a SEND_PDU (the only
+    PDUs after an offloaded login are a discovery's) goes to ``target`` as before."""
+
+    def __init__(self, target=None, state=IscsiConnState.LOGGED_IN, start_errno=0):
+        super().__init__(target or FakeTarget())
+        self.state, self.start_errno = state, start_errno
+
+    def answer(self, msg, raw):
+        if msg["type"] == E.START_CONN:
+            if self.start_errno:
+                return [echo(raw, r_retcode=-self.start_errno)]
+            out = [echo(raw, r_retcode=0)]
+            if self.state is not None:
+                out.append(m.encode_message(E.KEVENT_CONN_LOGIN_STATE, nlmsg_type=0,
+                                            r_sid=msg["sid"], r_cid=msg["cid"],
+                                            r_state=int(self.state)))
+            return out
+        return super().answer(msg, raw)
+
+
+def qla_login(tmp_path, kernel, **iface):
+    rec = record("qla4xxx", **{"node.session.auth.authmethod": "CHAP",
+                               "node.session.auth.username": "qla",
+                               "node.session.auth.password": "qla-secret-12", **iface})
+
+    async def attempt(nl, d):
+        try:
+            return await ks.establish_ep(nl, 3, ks.NodeTarget.from_record(rec), INAME,
+                                         ISID.en(7, 1), logging_in=d._logging_in,
+                                         bind_host=HOST)
+        except SessionError as exc:
+            return exc
+    return through_the_daemon(tmp_path, kernel, attempt)[0]
+
+
+def sets(kernel):
+    return {IscsiParam(r["param"]).name: r["payload"].rstrip(b"\0").decode()
+            for r in kernel.requests if r["type"] == E.SET_PARAM}
+
+
+def test_a_qla4xxx_login_is_the_cards_own(tmp_path):
+    """iscsid's setup_offload_login_phase: after the bind, the record's values (the
+    operational ones as offered, CHAP's credentials for the card to use) and START_CONN;
+    the card logs in and says so (KEVENT_CONN_LOGIN_STATE, routed by the daemon to the
+    login under way).  No Login PDU goes through the kernel, and nothing is set again."""
+    kernel = QlaKernel()
+    session = qla_login(tmp_path, kernel)
+    assert isinstance(session, ks.KernelSession), session
+    steps = [t for t in kernel.types() if t not in (E.TRANSPORT_EP_POLL, E.SET_PARAM)]
+    assert steps == [E.TRANSPORT_EP_CONNECT_THROUGH_HOST, E.CREATE_BOUND_SESSION,
+                     E.CREATE_CONN, E.BIND_CONN, E.SET_HOST_PARAM, E.START_CONN]
+    values = sets(kernel)
+    assert (values["TARGET_NAME"], values["USERNAME"], values["PASSWORD"]) == (
+        TargetConfig().name, "qla", "qla-secret-12")
+    assert (values["MAX_RECV_DLENGTH"], values["INITIAL_R2T_EN"]) == ("262144", "0")
+    assert "DISCOVERY_SESS" not in values
+    assert session.conn_state == "LOGGED IN" and session.bind_host == HOST
+
+
+@pytest.mark.parametrize("kernel, code, words", [
+    (QlaKernel(state=IscsiConnState.FREE), 5, "the HBA's login failed (connection state FREE)"),
+    (QlaKernel(start_errno=errno.EEXIST), 15, "the HBA has this session already"),
+    (QlaKernel(state=None), 8, "login timed out: the HBA did not say it logged in"),
+], ids=["refused", "exists", "silent"])
+def test_a_qla4xxx_login_that_fails_leaves_nothing(tmp_path, kernel, code, words):
+    error = qla_login(tmp_path, kernel, **{"node.conn[0].timeo.login_timeout": "1"})
+    assert isinstance(error, SessionError) and error.code == code
+    assert str(error).startswith(words)
+    assert kernel.types()[-4:] == [E.TRANSPORT_EP_DISCONNECT, E.STOP_CONN, E.DESTROY_CONN,
+                                   E.DESTROY_SESSION]
+
+
+def test_a_qla4xxx_relogin_waits_for_the_card(tmp_path):
+    """Connection recovery: a new endpoint through the session's host, bound, the values
+    set and START_CONN; the card's word comes as an event of a managed session."""
+    kernel = QlaKernel()
+    session = ks.KernelSession(sid=SID, host_no=HOST, cid=0,
+                               node=ks.NodeTarget.from_record(record("qla4xxx")),
+                               isid=ISID.en(7, 1), tsih=0x0100, params=None,
+                               current=Portal("10.7.0.9", 3260, 1), initiator_name=INAME,
+                               bind_host=HOST)
+
+    async def recover(nl, d):
+        d.sessions[SID] = session
+        await ks.relogin(nl, 3, session)
+    through_the_daemon(tmp_path, kernel, recover)
+    steps = [t for t in kernel.types() if t not in (E.TRANSPORT_EP_POLL, E.SET_PARAM)]
+    assert steps == [E.TRANSPORT_EP_CONNECT_THROUGH_HOST, E.BIND_CONN, E.START_CONN]
+    assert session.ep == EP
+
+
+def test_a_qla4xxx_logout_sends_no_logout_pdu(tmp_path):
+    """LLDs that offload login also offload logout (iscsid's session_logout_task): the
+    session is unbound and torn down, its endpoint first; no Logout PDU."""
+    from test_handover import DestroyingKernel, RecordingLanes, _sysfs_with_session
+
+    session = ks.KernelSession(sid=5, host_no=HOST, cid=0,
+                               node=ks.NodeTarget.from_record(record("qla4xxx")),
+                               isid=ISID.en(7, 1), tsih=1, params=None,
+                               current=Portal("10.7.0.9", 3260, 1), ep=EP)
+
+    async def main():
+        kernel = DestroyingKernel(session, asyncio.get_running_loop())
+        nl = RecordingLanes(kernel, timeout=0.1)
+        session.unbound.set()
+        try:
+            await ks.logout(nl, 3, session, 0.05, str(tmp_path))
+        finally:
+            nl.knl.close()
+        return kernel
+    _sysfs_with_session(tmp_path)
+    kernel = asyncio.run(main())
+    assert [r["type"] for r in kernel.requests] == [
+        E.UNBIND_SESSION, E.TRANSPORT_EP_DISCONNECT, E.STOP_CONN, E.DESTROY_CONN,
+        E.DESTROY_SESSION_ASYNC]
+
+
+def test_sendtargets_through_a_qla4xxx_port(tmp_path):
+    """iscsiadm's discovery through a login offload HBA (usr/discovery.c: the values with
+    DiscoverySession=1 set and START_CONN before the card logs in, iscsi_wait_for_login),
+    then the Text exchange and the Logout through the kernel.  The fake target starts in
+    full feature phase: the card did the login."""
+    target = FakeTarget(TargetConfig(targets=[("iqn.2003-01.org.example:a", [])]))
+    target.phase, target.exp_cmdsn, target.session_type = "ffp", 1, "Discovery"
+    kernel = QlaKernel(target)
+    rec = record("qla4xxx")
+    cfg = LoginConfig(initiator_name=INAME, session_type="Discovery")
+    targets, _ = through_the_daemon(tmp_path, kernel, lambda nl, d: ks.send_targets_ep(
+        nl, 3, Portal("10.7.0.9", 3260), cfg, ISID.en(7, 1), rec["iface.iscsi_ifacename"], 2,
+        d._logging_in, "qla4xxx", HOST, rec))
+    assert [t.name for t in targets] == ["iqn.2003-01.org.example:a"]
+    assert target.violations == []
+    assert sets(kernel)["DISCOVERY_SESS"] == "1"
+    steps = [t for t in kernel.types() if t not in (E.TRANSPORT_EP_POLL, E.SET_PARAM)]
+    assert steps[4:] == [E.SET_HOST_PARAM, E.START_CONN, E.SEND_PDU, E.SEND_PDU,
+                         E.TRANSPORT_EP_DISCONNECT, E.STOP_CONN, E.DESTROY_CONN,
+                         E.DESTROY_SESSION]
