@@ -97,9 +97,9 @@ log = logging.getLogger("iscsictld")
 #: ``KernelSession.pdu_wanted`` of a relayed login: every PDU is the login machine's to judge
 ANY_PDU: tuple[type, ...] = (object,)
 #: transports whose connections the kernel makes (TRANSPORT_EP_CONNECT, then EP_POLL) and
-#: whose logins it relays (SEND_PDU / RECV_PDU): iSER and the offload HBAs that need
-#: neither iscsiuio nor a login of their own (iscsictl.kernel.transports)
-KERNEL_CONNECTED = frozenset(t.name for t in TRANSPORTS.values() if t.relayed)
+#: whose logins go through them (relayed by SEND_PDU / RECV_PDU, or the HBA's own: qla4xxx):
+#: iSER and the offload HBAs that need no iscsiuio (iscsictl.kernel.transports)
+KERNEL_CONNECTED = frozenset(t.name for t in TRANSPORTS.values() if t.driven)
 #: seconds between EP_POLLs (each asks the kernel to wait 1 ms, as iscsid's): doubling
 EP_POLL_FIRST, EP_POLL_MAX = 0.002, 0.05
 #: seconds between a Login or Text PDU's SEND_PDUs while the kernel refuses it with EPERM.

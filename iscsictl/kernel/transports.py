@@ -38,7 +38,7 @@ class Transport:
     #: the SCSI hosts' ``proc_name`` (sysfs ``scsi_host/host<N>/proc_name``)
     proc_name: str
     #: the kernel makes the connection (``ep_connect = ktransport_ep_connect``) and the
-    #: login is relayed through SEND_PDU / RECV_PDU
+    #: login goes through it (relayed by SEND_PDU / RECV_PDU, or the HBA's own)
     kernel_connected: bool = True
     #: the endpoint goes through the host the iface is bound to (by hwaddress, else
     #: net_ifacename, else ipaddress), when it names one
@@ -75,7 +75,7 @@ class Transport:
         return replace(cfg, **changes) if changes else cfg  # type: ignore[arg-type]
 
     @property
-    def relayed(self) -> bool:
+    def driven(self) -> bool:
         """Logged in through a connection the kernel makes, without iscsiuio: the
         transports iscsictld drives besides tcp (the login relayed through the kernel, or
         made by the HBA itself: ``login_offload``)."""
@@ -106,8 +106,8 @@ BIND_EP_TRANSPORTS = frozenset(t.name for t in TRANSPORTS.values() if t.bind_ep_
 
 def unsupported(name: str) -> str | None:
     """Why iscsictl makes no session (login, SendTargets) through transport ``name`` (an
-    iface's ``iface.transport_name``); None when it does: tcp, and the transports it relays
-    (:attr:`Transport.relayed`)."""
+    iface's ``iface.transport_name``); None when it does: tcp, and the transports it drives
+    through the kernel's connections (:attr:`Transport.driven`)."""
     t = TRANSPORTS.get(name)
     if t is None:
         return f"transport {name} is not one open-iscsi knows"
