@@ -1,9 +1,10 @@
-"""Logins and SendTargets through an offload HBA's port (cxgb4i, be2iscsi, cxgb3i: the
-transports iscsid relays a login through, usr/transport.c ``bind_ep_required``), against a
-fake kernel and a sysfs tree with the HBA's host: no peer has the hardware.  The endpoint
-goes through the host the iface is bound to (TRANSPORT_EP_CONNECT_THROUGH_HOST), the
-driver's limits shape the login's offers, the host gets the iface's values, and the rest is
-the iSER path (tests/daemon/test_iser_login.py), which the VM runs for real."""
+"""Logins and SendTargets through an offload HBA's port (usr/transport.c's
+``bind_ep_required`` transports: cxgb4i, be2iscsi, cxgb3i, whose logins iscsid relays, and
+qla4xxx, whose card logs in itself), against a fake kernel and a sysfs tree with the HBA's
+host: no peer has the hardware.  The endpoint goes through the host the iface is bound to
+(TRANSPORT_EP_CONNECT_THROUGH_HOST), the driver's limits shape the login's offers, the host
+gets the iface's values, and the rest is the iSER path (tests/daemon/test_iser_login.py),
+which the VM runs for real; qla4xxx's login is the card's (KEVENT_CONN_LOGIN_STATE)."""
 
 import asyncio
 import errno
