@@ -609,7 +609,6 @@ class Sysfs:
                     return n
             return None  # the first set value decides
         return None
-        return None
 
     def host_iface_names(self, host_no: int) -> list[str]:
         """The names of the network interfaces the driver of an offload HBA registered under
