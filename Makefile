@@ -10,11 +10,11 @@ SHELL := /bin/bash
 PY ?= /usr/bin/python3
 VENV := .venv
 VPY := $(VENV)/bin/python
-# Debian packages the tests and benchmarks use: peers (tgt, open-iscsi, libiscsi-bin),
+# Debian packages the tests and benchmarks use: peers (tgt, open-iscsi, iscsiuio, libiscsi-bin),
 # the VM (qemu, busybox, cpio, kmod), the C compiler for the Cython fast path, musl-gcc for
 # the static command client (setup.py) and the distribution's Python with venv support (PY
 # below).
-DEB_PACKAGES := tgt open-iscsi open-isns-server open-isns-utils libiscsi-bin qemu-system-x86 busybox-static cpio kmod gcc musl-tools python3-dev python3-venv iproute2 util-linux
+DEB_PACKAGES := tgt open-iscsi iscsiuio open-isns-server open-isns-utils libiscsi-bin qemu-system-x86 busybox-static cpio kmod gcc musl-tools python3-dev python3-venv iproute2 util-linux
 
 .PHONY: test unit vm bench demo deps venv clean
 

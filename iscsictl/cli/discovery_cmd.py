@@ -566,9 +566,9 @@ def _discovery_ifaces(db, names, o) -> list[tuple[str, dict]]:
 
 
 def _usable_ifaces(ifaces, o) -> list[tuple[str, dict]]:
-    """The ones of ``ifaces`` whose transport iscsictl makes sessions through (tcp, iSER and
-    the offload HBAs it relays: :func:`iscsictl.kernel.transports.unsupported`); each
-    other one is reported and left out.  A SendTargets through any but tcp runs on the
+    """The ones of ``ifaces`` whose transport iscsictl makes sessions through (every one
+    open-iscsi knows: :func:`iscsictl.kernel.transports.unsupported`); each other one is
+    reported and left out.  A SendTargets through any but tcp runs on the
     kernel's connection, through iscsictld (:func:`_send_targets_by_kernel`; open-iscsi's
     iscsi_create_leading_conn); from the host's own stack it would leave by the wrong
     route, with the card's initiator name, and make records its logins refuse."""

@@ -296,8 +296,6 @@ PING_STATUS_TEXT = (
 )
 #: seconds iscsiadm waits for a ping's completion (usr/netlink.c kexec_ping)
 PING_TIMEOUT = 30.0
-#: transports whose pings iscsiadm sends through iscsiuio (usr/transport.c ``exec_ping``)
-UIP_TRANSPORTS = ("bnx2i", "qedi")
 
 
 def _c_int(text: str | None, default: int) -> int:
@@ -323,10 +321,12 @@ def ping(db, args, o) -> int:  # type: ignore[no-untyped-def]
     interval, a transport not loaded, an iface bound to no host, an address that does not
     resolve; an iface that cannot be read is 6.  Deliberate differences: host 0 is a host
     (iscsiadm says "Can't find host_no."), an iface bound to no host is refused (iscsiadm
-    sends the ping to host 4294967295: iscsi_sysfs_get_host_no_from_hwinfo's -1); bnx2i and qedi
-    ping through iscsiuio, which iscsictl does not drive: refused (27); a status the
+    sends the ping to host 4294967295: iscsi_sysfs_get_host_no_from_hwinfo's -1); a status the
     table does not know is said by number (iscsiadm prints ``(null)``); one netlink socket
-    for all the pings (iscsiadm opens one per ping)."""
+    for all the pings (iscsiadm opens one per ping).
+
+    bnx2i and qedi ping through iscsiuio instead (usr/transport.c ``exec_ping =
+    uip_broadcast_ping_req``): :func:`_uip_pings`."""
     import errno
     import random
     import socket
@@ -335,6 +335,7 @@ def ping(db, args, o) -> int:  # type: ignore[no-untyped-def]
     from ..db.errors import DBError
     from ..db.schema import iface_is_ipv6_by_address
     from ..kernel.sysfs import Sysfs
+    from ..kernel.transports import TRANSPORTS
     from ..netlink import IscsiNetlinkError
     from ..netlink.enums import ISCSI_IFACE_TYPE_IPV4, ISCSI_IFACE_TYPE_IPV6
     from ..netlink.events import PingComp
@@ -377,9 +378,9 @@ def ping(db, args, o) -> int:  # type: ignore[no-untyped-def]
     except (OSError, UnicodeError, ValueError) as e:
         raise E.CliError(f"Invalid IP address: cannot resolve host {args.ip} ({e}).",
                          E.INVAL) from None
-    if transport in UIP_TRANSPORTS:
-        raise E.CliError(f"Ping through {transport} is sent by iscsiuio, which iscsictl "
-                         "does not drive.", E.OP_NOT_SUPP)
+    t = TRANSPORTS.get(transport)
+    if t is not None and t.iscsiuio:
+        return _uip_pings(o, sysfs, values, host_no, address, size, count, interval, name)
     handle = transport_handle(sysfs, transport)
     iface_num = int(values.get("iface.iface_num") or 0)
     rc, pings = E.SUCCESS, []
@@ -400,19 +401,85 @@ def ping(db, args, o) -> int:  # type: ignore[no-untyped-def]
                     if isinstance(ev, PingComp) and ev.pid == pid:
                         rc, status = E.SUCCESS, int(ev.status)
                         break
-            if rc == E.SUCCESS and not status:
-                said = "completed"
-            elif status:
-                why = (PING_STATUS_TEXT[status] if status < len(PING_STATUS_TEXT)
-                       else f"unknown ping status {status}")
-                said = f"failed: {why}"
-            else:
-                said = f"failed: {E.err_to_str(rc)}"
-            pings.append({"ping": seq, "rc": rc, "status": status, "result": said})
-            o.json or o.lines([f"Ping {seq} {said}"])
+            pings.append(_ping_said(o, seq, rc, status))
             if seq < count:
                 time.sleep(interval)
+    return _pings_done(o, name, host_no, address, size, pings, rc)
+
+
+def _ping_said(o, seq: int, rc: int, status: int | None) -> dict:  # type: ignore[no-untyped-def]
+    """``Ping N completed`` / ``Ping N failed: <why>`` printed as iscsiadm's exec_ping_op
+    (the status when there is one, else the request's error); its JSON row returned."""
+    import os
+
+    if rc == E.SUCCESS and not status:
+        said = "completed"
+    elif status:
+        if status < 0:  # iscsiuio's own failure, a negative errno (iscsid_ipc.c parse_iface)
+            why = f"iscsiuio: {os.strerror(-status)}"
+        elif status < len(PING_STATUS_TEXT):
+            why = str(PING_STATUS_TEXT[status])
+        else:
+            why = f"unknown ping status {status}"
+        said = f"failed: {why}"
+    else:
+        said = f"failed: {E.err_to_str(rc)}"
+    o.json or o.lines([f"Ping {seq} {said}"])
+    return {"ping": seq, "rc": rc, "status": status, "result": said}
+
+
+def _pings_done(o, name: str, host_no: int, address: str, size: int,  # type: ignore[no-untyped-def]
+                pings: list[dict], rc: int) -> int:
     if o.json:
         o.emit_json({"op": "ping", "iface": name, "host_no": host_no, "address": address,
                      "size": size, "pings": pings, "rc": rc})
     return rc
+
+
+def _uip_pings(o, sysfs, values: dict, host_no: int, address: str,  # type: ignore[no-untyped-def]
+               size: int, count: int, interval: int, name: str) -> int:
+    """The pings of an iface whose HBA's network is iscsiuio's (bnx2i, qedi), as iscsiadm
+    2.1.8's exec_ping_op: each ping first asks iscsiuio to set up the port
+    (ISCSID_UIP_IPC_GET_IFACE, the iface's netdev the host's when it names none; a NIC
+    still starting is no error), then to ping (ISCSID_UIP_IPC_PING), waited for
+    :data:`PING_TIMEOUT` s (iscsiadm waits as long as iscsiuio takes).  Its status is
+    iscsiuio's ``ping_sc``.  Exit code: the last ping's, as iscsiadm's: 20 when iscsiuio
+    is not running, 29 (ISCSI_ERR_AGAIN) while the NIC is initializing, 1 for a failed
+    ping or a broken exchange, 8 when no answer comes.  Where iscsiadm prints ``(null)``
+    for a ``ping_sc`` that is iscsiuio's own negative errno, iscsictl says the error."""
+    import errno
+    import time
+
+    from ..db.schema import iface_bound_by
+    from ..kernel import iscsiuio
+
+    if "iface.net_ifacename" not in iface_bound_by(values):
+        info = sysfs.host(host_no, only=("netdev",))
+        if info is not None and info.netdev:
+            values = {**values, "iface.net_ifacename": info.netdev}
+    setup = iscsiuio.get_iface_request(values)
+    request = iscsiuio.ping_request(values, address, size)
+    again = E.BY_NAME["ISCSI_ERR_AGAIN"]
+    rc, pings = E.SUCCESS, []
+    for seq in range(1, count + 1):
+        status = None
+        try:
+            try:
+                iscsiuio.exchange(setup, iscsiuio.GET_IFACE_TIMEOUT)
+            except iscsiuio.UipError as e:  # no answer in time is "not ready": ping anyway
+                if isinstance(e, iscsiuio.UipNotRunning) or e.errno != errno.ETIMEDOUT:
+                    raise
+            answer = iscsiuio.exchange(request, PING_TIMEOUT)
+        except iscsiuio.UipNotRunning as e:
+            o.error(f"{e.strerror}: {values.get('iface.transport_name')} pings are sent by it")
+            rc = E.ISCSID_NOTCONN
+        except iscsiuio.UipError as e:
+            o.error(f"ping {seq} through iscsiuio: {e.strerror}")
+            rc = E.TRANS_TIMEOUT if e.errno == errno.ETIMEDOUT else E.ERR
+        else:
+            status = answer.ping_sc
+            rc = again if answer.initializing else E.ERR if status else E.SUCCESS
+        pings.append(_ping_said(o, seq, rc, status))
+        if seq < count:
+            time.sleep(interval)
+    return _pings_done(o, name, host_no, address, size, pings, rc)

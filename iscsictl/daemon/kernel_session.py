@@ -98,8 +98,8 @@ log = logging.getLogger("iscsictld")
 ANY_PDU: tuple[type, ...] = (object,)
 #: transports whose connections the kernel makes (TRANSPORT_EP_CONNECT, then EP_POLL) and
 #: whose logins go through them (relayed by SEND_PDU / RECV_PDU, or the HBA's own: qla4xxx):
-#: iSER and the offload HBAs that need no iscsiuio (iscsictl.kernel.transports)
-KERNEL_CONNECTED = frozenset(t.name for t in TRANSPORTS.values() if t.driven)
+#: iSER and the offload HBAs (iscsictl.kernel.transports)
+KERNEL_CONNECTED = frozenset(t.name for t in TRANSPORTS.values() if t.kernel_connected)
 #: seconds between EP_POLLs (each asks the kernel to wait 1 ms, as iscsid's): doubling
 EP_POLL_FIRST, EP_POLL_MAX = 0.002, 0.05
 #: seconds between a Login or Text PDU's SEND_PDUs while the kernel refuses it with EPERM.
@@ -493,6 +493,132 @@ async def _set_host_params(nl, handle: int, host_no: int,  # type: ignore[no-unt
                       exc)
 
 
+#: seconds between iscsiuio's GET_IFACE requests while the HBA's network is not up (iscsid
+#: tries the login again a second later: usr/initiator.c queue_session_login_task_retry)
+UIP_RETRY_PAUSE = 1.0
+
+
+def uip_record(sysfs: Sysfs, record: Mapping[str, str],
+               host_no: int | None) -> Mapping[str, str]:
+    """``record`` as iscsiuio is to see it, for a transport whose network iscsiuio sets up
+    (bnx2i, qedi): its ``iface.net_ifacename`` filled from host ``host_no``'s sysfs
+    ``netdev`` when it names none (usr/initiator_common.c iscsi_set_net_config: "uip
+    needs the netdev name"); ``record`` itself for any other transport.
+
+    Raises:
+        SessionError: 23 (ISCSI_ERR_HOST_NOT_FOUND) when the iface names no host
+            (``host_no`` None: iscsid finds none by iscsi_sysfs_get_host_no_from_hwinfo).
+    """
+    t = TRANSPORTS.get(record.get("iface.transport_name") or "tcp")
+    if t is None or not t.iscsiuio:
+        return record
+    name = record.get("iface.iscsi_ifacename") or t.name
+    if host_no is None:
+        raise SessionError(23, f"iface {name} names no {t.name} host: bind it to the HBA's "
+                               "port by its iface.hwaddress (iscsiuio sets up that port)")
+    if "iface.net_ifacename" in iface_bound_by(record):
+        return record
+    info = sysfs.host(host_no, only=("netdev",))
+    netdev = info.netdev if info is not None else None
+    if not netdev:
+        raise SessionError(23, f"host{host_no} of iface {name} shows no netdev for iscsiuio")
+    return {**record, "iface.net_ifacename": netdev}
+
+
+def _ifup(netdev: str) -> None:
+    """Bring ``netdev`` up, as iscsid's net_ifup_netdev (IFF_UP); a failure is logged, as
+    iscsid's "Could not brining up netdev" warning, and the login goes on."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        with IPRoute() as ipr:
+            found = ipr.link_lookup(ifname=netdev)
+            if not found:
+                raise NetlinkError(errno.ENODEV, "no such device")
+            ipr.link("set", index=found[0], state="up")
+    except (NetlinkError, OSError) as exc:
+        why = os.strerror(exc.code) if isinstance(exc, NetlinkError) else exc.strerror
+        log.warning("Could not bring up netdev %s (%s). Try running 'ifup %s' first if "
+                    "login fails.", netdev, why or exc, netdev)
+
+
+async def uip_net_config(record: Mapping[str, str], tries: int = 1) -> None:
+    """iscsid's iscsi_set_net_config for a transport whose network iscsiuio sets up
+    (``Transport.iscsiuio``; nothing for any other): ISCSID_UIP_IPC_GET_IFACE with the
+    iface ``record`` (:func:`uip_record`'s), asked again :data:`UIP_RETRY_PAUSE` s apart,
+    up to ``tries`` times, until iscsiuio answers that the HBA's network is up.  Sent
+    before each connect: a relogin's too ("uIP will need to be re-triggered on the
+    connection re-open", usr/initiator.c).
+
+    Raises:
+        SessionError: 5 when iscsiuio is not running (iscsid: ISCSI_ERR_LOGIN); 23,
+            retryable, when its network is still not up after ``tries`` (iscsid gives
+            ISCSI_ERR_HOST_NOT_FOUND after node.conn[0].timeo.login_timeout retries).
+    """
+    from iscsictl.kernel import iscsiuio
+
+    t = TRANSPORTS.get(record.get("iface.transport_name") or "tcp")
+    if t is None or not t.iscsiuio:
+        return
+    request = iscsiuio.get_iface_request(record)
+    netdev = record.get("iface.net_ifacename")
+    why = ""
+    for attempt in range(max(1, tries)):
+        if attempt:
+            await asyncio.sleep(UIP_RETRY_PAUSE)
+        try:
+            answer = await asyncio.to_thread(iscsiuio.exchange, request,
+                                             iscsiuio.GET_IFACE_TIMEOUT)
+        except iscsiuio.UipNotRunning as exc:
+            raise SessionError(5, f"{exc.strerror}; transport {t.name} needs it to set up "
+                                  f"{netdev} (start it: systemctl start iscsiuio)") from None
+        except iscsiuio.UipError as exc:
+            why = exc.strerror
+            continue
+        if answer.device_up:
+            return
+        why = "still initializing" if answer.initializing else f"its answer: {answer.said}"
+        log.debug("iscsiuio: %s not ready (%s)", netdev, why)
+    raise SessionError(23, f"iscsiuio has not brought up {netdev} for iface "
+                           f"{record.get('iface.iscsi_ifacename') or t.name}: {why}",
+                       retryable=True)
+
+
+async def host_net_setup(nl, handle: int, host_no: int,  # type: ignore[no-untyped-def]
+                         record: Mapping[str, str], tries: int = 1) -> None:
+    """iscsid's iscsi_host_set_net_params on host ``host_no`` before a login or a
+    discovery through it, for a transport with ``set_host_ip`` (cxgb3i, bnx2i, qedi): an
+    iface without ``iface.ipaddress`` refused where the transport requires one (bnx2i,
+    qedi) and passed where it is optional (cxgb3i); else the iface's net device brought
+    up (not qedi's, which has none; bnx2i's is the host's, :func:`uip_record`; iscsid
+    brings up a cxgb3i host's own when the iface names none), iscsiuio's network set up
+    (:func:`uip_net_config`, ``tries``), and the host given the iface's ipaddress,
+    net_ifacename and hwaddress (:func:`host_net_params`).
+
+    Raises:
+        SessionError: 5 for an iface without the address its transport requires, and as
+            :func:`uip_net_config`; 9 when the kernel refuses a host parameter.
+    """
+    t = TRANSPORTS.get(record.get("iface.transport_name") or "tcp")
+    if t is None or t.set_host_ip is SetHostIp.NOT_REQ:
+        return
+    if "iface.ipaddress" not in iface_bound_by(record):
+        if t.set_host_ip is SetHostIp.REQ:
+            raise SessionError(5, "Please set the iface.ipaddress for iface "
+                                  f"{record.get('iface.iscsi_ifacename') or t.name}, then "
+                                  "retry the login command.")
+        return
+    netdev = iface_bound_by(record).get("iface.net_ifacename")
+    if netdev and not t.no_netdev:
+        await asyncio.to_thread(_ifup, netdev)
+    await uip_net_config(record, tries)
+    try:
+        await _set_host_params(nl, handle, host_no, host_net_params(record))
+    except IscsiNetlinkError as exc:
+        raise _kernel_failure(exc) from None
+
+
 def host_net_params(record: Mapping[str, str]) -> list[tuple[int, str]]:
     """What iscsid's iscsi_host_set_net_params sets on an HBA's host before it connects,
     for a transport whose ``set_host_ip`` is not NOT_REQ (cxgb3i): the iface's ipaddress,
@@ -867,10 +993,8 @@ async def _login_through_kernel(nl, handle: int, node: NodeTarget, isid: ISID,  
     pending = logging_in if logging_in is not None else {}
     portal = Portal(node.address, node.port, node.tpgt)
     if bind_host is not None:
-        try:
-            await _set_host_params(nl, handle, bind_host, host_net_params(node.record))
-        except IscsiNetlinkError as exc:
-            raise _kernel_failure(exc) from None
+        await host_net_setup(nl, handle, bind_host, node.record,
+                             max(1, int(cfg.login_timeout)))
     for _ in range(MAX_REDIRECTS + 1):
         ep = await ep_connect(nl, handle, portal, cfg.login_timeout, bind_host)
         session: KernelSession | None = None
@@ -1150,6 +1274,7 @@ async def relogin(
     for _ in range(MAX_REDIRECTS + 1):
         sock = None
         if by_kernel:  # the kernel's endpoint, ours until it is bound
+            await uip_net_config(node.record)
             eph = session.ep = await ep_connect(nl, handle, portal, cfg.login_timeout,
                                                 session.bind_host)
         else:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import json
 import logging
 import os
@@ -631,6 +632,11 @@ class Daemon:
                 record["iface.transport_name"] = node.transport
             else:
                 record = adopted_record(record, attrs, {})
+            if host_no is not None:
+                try:  # its relogins set up iscsiuio's network first (bnx2i, qedi)
+                    record = dict(ks.uip_record(self.sysfs, record, host_no))
+                except SessionError as exc:
+                    log.warning("adopted session %d: %s", sid, exc)
             node = ks.NodeTarget.from_record(record)
             isid = None
             state = saved.get(str(sid)) or {}
@@ -1049,6 +1055,9 @@ class Daemon:
         if why:
             raise SessionError(27, why)
         bind_host = ks.bind_host(self.sysfs, node.record)
+        record = ks.uip_record(self.sysfs, node.record, bind_host)
+        if record is not node.record:
+            node = dataclasses.replace(node, record=record)
         handle = await self.handle(node.transport)
         assert self.nl is not None
         rec = node.record
@@ -1266,6 +1275,7 @@ class Daemon:
             raise SessionError(27, unsupported(transport) or f"SendTargets through transport "
                                    f"{transport} is not made by iscsictld")
         bind_host = ks.bind_host(self.sysfs, iface)
+        iface = ks.uip_record(self.sysfs, iface, bind_host)
         try:
             policy = DiscoveryPolicy.from_record(values)
             cfg = LoginConfig.from_discovery(values, initiator_name,

@@ -46,6 +46,8 @@ class Transport:
     set_host_ip: SetHostIp = SetHostIp.NOT_REQ
     #: the network settings go to iscsiuio (``set_net_config = uip_broadcast_params``)
     iscsiuio: bool = False
+    #: no net device of the host's to bring up before a login (qedi: ``no_netdev``)
+    no_netdev: bool = False
     #: the HBA's firmware logs in itself (the driver's CAP_LOGIN_OFFLOAD)
     login_offload: bool = False
     #: create_conn's limits on MaxRecvDataSegmentLength, MaxXmitDataSegmentLength,
@@ -74,12 +76,6 @@ class Transport:
             changes["initial_r2t"] = True
         return replace(cfg, **changes) if changes else cfg  # type: ignore[arg-type]
 
-    @property
-    def driven(self) -> bool:
-        """Logged in through a connection the kernel makes, without iscsiuio: the
-        transports iscsictld drives besides tcp (the login relayed through the kernel, or
-        made by the HBA itself: ``login_offload``)."""
-        return self.kernel_connected and not self.iscsiuio
 
 
 TRANSPORTS: dict[str, Transport] = {t.name: t for t in (
@@ -95,7 +91,7 @@ TRANSPORTS: dict[str, Transport] = {t.name: t for t in (
               max_xmit_dlength=65536, first_burst=8192, max_burst=262144, initial_r2t=True),
     Transport("ocs", "ocs", bind_ep_required=True),
     Transport("qedi", "qedi", bind_ep_required=True, set_host_ip=SetHostIp.REQ,
-              iscsiuio=True),
+              iscsiuio=True, no_netdev=True),
 )}
 
 #: scsi_host proc_name -> transport name
@@ -106,12 +102,7 @@ BIND_EP_TRANSPORTS = frozenset(t.name for t in TRANSPORTS.values() if t.bind_ep_
 
 def unsupported(name: str) -> str | None:
     """Why iscsictl makes no session (login, SendTargets) through transport ``name`` (an
-    iface's ``iface.transport_name``); None when it does: tcp, and the transports it drives
-    through the kernel's connections (:attr:`Transport.driven`)."""
-    t = TRANSPORTS.get(name)
-    if t is None:
+    iface's ``iface.transport_name``); None when it does: every transport of the table."""
+    if name not in TRANSPORTS:
         return f"transport {name} is not one open-iscsi knows"
-    if t.iscsiuio:
-        return (f"transport {name} needs iscsiuio for its network settings, which iscsictl "
-                "does not drive yet")
     return None

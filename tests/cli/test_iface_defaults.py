@@ -174,10 +174,9 @@ def test_numbers_are_read_as_libopeniscsiusr_reads_them(text, ctype, value):
 def test_a_discovery_through_an_offload_port_before_any_iface_command(rig):
     """The -I of a discovery is made first as well (iscsiadm's do_target_discovery reads it
     with iface_conf_read): the port is found and the discovery goes to its transport:
-    qla4xxx's runs through the kernel, so through iscsictld (not running here: 20), bnx2i's
-    would need iscsiuio (27), where it said "Could not read iface info" before."""
-    cp = rig.ictl("-m", "discovery", "-t", "st", "-p", "127.0.0.1:1", "-I", QLA0)
-    assert cp.returncode == 20 and "could not connect to iscsid" in cp.stderr, cp
-    cp = rig.ictl("-m", "discovery", "-t", "st", "-p", "127.0.0.1:1", "-I", BNX)
-    assert cp.returncode == 27 and "transport bnx2i needs iscsiuio" in cp.stderr, cp
+    qla4xxx's and bnx2i's run through the kernel, so through iscsictld (not running here:
+    20), where it said "Could not read iface info" before."""
+    for port in (QLA0, BNX):
+        cp = rig.ictl("-m", "discovery", "-t", "st", "-p", "127.0.0.1:1", "-I", port)
+        assert cp.returncode == 20 and "could not connect to iscsid" in cp.stderr, cp
     assert list(_files(rig, "ictl")) == [BNX, QLA0, QLA1]

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 import pytest
 
 from fake_hba import Host
+from iscsictl.kernel.iscsiuio import UipCommand, UipStatus
 from iscsictl.netlink.enums import IscsiUeventE as E
 from iscsictl.netlink.messages import ISCSI_UEVENT_SIZE
 from offload_tree import HbaRig, stderr_lines
@@ -142,10 +143,64 @@ def test_an_iface_bound_to_no_host_is_refused_where_iscsiadm_sends_to_host_all_o
     assert ictl.stderr.startswith("iscsictl: Can't find host_no: no iSCSI host has"), ictl
 
 
-def test_bnx2i_pings_through_iscsiuio_which_iscsictl_does_not_drive(rig):
-    cp = rig.ictl("-m", "iface", "-C", "ping", "-I", BNX, "-a", "fd00::10")
-    assert cp.returncode == 27 and "iscsiuio" in cp.stderr
+@pytest.fixture
+def uip():
+    """A stand-in iscsiuio (tests/fake_uip.py) at the real one's name, so that iscsiadm
+    asks it too (no iscsiuio runs on a machine without bnx2i/qedi NICs)."""
+    from fake_uip import FakeUip
+    from iscsictl.kernel.iscsiuio import NAMESPACE
+
+    try:
+        server = FakeUip(name=NAMESPACE)
+    except OSError as e:
+        pytest.fail(f"an iscsiuio seems to run on this machine ({e}): stop it for this test")
+    with server:
+        yield server
+
+
+def _uip_sent(uip):
+    """The requests since the last call: command and payload after the struct's list_head
+    (iscsiadm's pointers)."""
+    out = [(r.command, r.payload[16:]) for r in uip.requests]
+    uip.requests.clear()
+    return out
+
+
+@pytest.mark.parametrize("answers, count, address", [
+    ([UipStatus.DEVICE_UP, (UipStatus.DEVICE_UP, 0)], "1", "fd00::10"),
+    # not ready (pinged anyway), then a status of the kernel's table, then the NIC starting
+    ([UipStatus.ERR, (UipStatus.DEVICE_UP, 4), UipStatus.DEVICE_UP,
+      (UipStatus.DEVICE_INITIALIZING, 0)], "2", "10.6.0.1"),
+], ids=["completed", "failed"])
+def test_bnx2i_pings_through_iscsiuio_as_iscsiadm(rig, uip, answers, count, address):
+    """usr/transport.c bnx2i ``exec_ping = uip_broadcast_ping_req``: for each ping,
+    GET_IFACE (the iface record with the host's netdev, eth7) and PING (the address as a
+    sockaddr_storage, the payload size) to iscsiuio; its ``ping_sc`` is the status.  Both
+    tools send the same bytes (iscsiadm's list_head pointers aside), print the same and
+    exit the same; no netlink PING goes to the kernel."""
+    uip.answers = answers * 2 + [answers[-1]]
+    adm = rig.adm("-m", "iface", "-C", "ping", "-I", BNX, "-a", address, "-c", count)
+    adm_sent = _uip_sent(uip)
+    ictl = rig.ictl("-m", "iface", "-C", "ping", "-I", BNX, "-a", address, "-c", count)
+    assert (ictl.returncode, ictl.stdout) == (adm.returncode, adm.stdout), (adm, ictl)
+    assert _uip_sent(uip) == adm_sent
+    assert [c for c, _ in adm_sent] == [UipCommand.GET_IFACE, UipCommand.PING] * int(count)
     assert not rig.kernel.sent(E.PING)
+
+
+def test_iscsiuios_own_failure_is_said_by_its_errno(rig, uip):
+    """iscsiuio answers a ping it could not send with its negative errno (iscsid_ipc.c:
+    ``rsp.ping_sc = rc`` of parse_iface), which iscsiadm prints as ``(null)``."""
+    uip.answers = [UipStatus.DEVICE_UP, (UipStatus.ERR, -5)]
+    cp = rig.ictl("-m", "iface", "-C", "ping", "-I", BNX, "-a", "fd00::10")
+    assert (cp.returncode, cp.stdout) == (1, "Ping 1 failed: iscsiuio: Input/output error\n")
+
+
+def test_bnx2i_pings_without_iscsiuio(rig, monkeypatch):
+    monkeypatch.setenv("ISCSICTL_UIP_SOCKET", "iscsictl-test-uip-nobody-listens")
+    cp = rig.ictl("-m", "iface", "-C", "ping", "-I", BNX, "-a", "fd00::10")
+    assert (cp.returncode, cp.stdout) == (20, "Ping 1 failed: could not connect to iscsid\n")
+    assert cp.stderr.startswith("iscsictl: iscsiuio is not running"), cp.stderr
 
 
 def test_json(rig):

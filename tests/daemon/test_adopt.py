@@ -193,3 +193,16 @@ def test_an_hba_session_is_adopted_bound_to_its_host(daemon):
     assert sorted(d.sessions) == [2, 7]
     assert d.sessions[7].node.transport == "cxgb4i" and d.sessions[7].bind_host == 5
     assert d.sessions[2].bind_host is None
+
+
+def test_an_adopted_bnx2i_session_knows_its_ports_netdev_for_iscsiuio(daemon):
+    """Its relogins ask iscsiuio to set up the port first (iscsid's __session_conn_reopen:
+    iscsi_set_net_config), which needs the port's net device: the host's, as iscsid fills
+    it in; an iface that names one keeps it."""
+    d, sys_root, _ = daemon
+    _firmware_host(sys_root, 7, 5, creator="4242", transport="bnx2i", caps="0x1839")
+    _w(sys_root, "class/iscsi_host/host5/netdev", "eth5")
+    d._adopt()
+    node = d.sessions[7].node
+    assert (node.transport, d.sessions[7].bind_host) == ("bnx2i", 5)
+    assert node.record["iface.net_ifacename"] == "eth5"

@@ -16,6 +16,7 @@ from iscsictl.daemon import kernel_session as ks
 from iscsictl.daemon.errors import SessionError
 from iscsictl.db import schema
 from iscsictl.db.record import with_defaults
+from iscsictl.kernel.iscsiuio import UipCommand, UipStatus
 from iscsictl.kernel.sysfs import Sysfs
 from iscsictl.kernel.transports import TRANSPORTS, unsupported
 from iscsictl.netlink import IscsiConnState, IscsiHostParam, IscsiParam
@@ -197,11 +198,8 @@ def test_sendtargets_through_an_hba_port(tmp_path):
 
 
 @pytest.mark.parametrize("transport, words", [
-    ("tcp", None), ("iser", None), ("cxgb4i", None), ("be2iscsi", None),
-    ("bnx2i", "transport bnx2i needs iscsiuio for its network settings, which iscsictl "
-              "does not drive yet"),
-    ("qedi", "transport qedi needs iscsiuio"),
-    ("qla4xxx", None),
+    ("tcp", None), ("iser", None), ("cxgb4i", None), ("be2iscsi", None), ("bnx2i", None),
+    ("qedi", None), ("qla4xxx", None), ("cxgb3i", None), ("ocs", None),
     ("nosuch", "transport nosuch is not one open-iscsi knows"),
 ])
 def test_which_transports_iscsictl_drives(transport, words):
@@ -351,3 +349,138 @@ def test_sendtargets_through_a_qla4xxx_port(tmp_path):
     assert steps[4:] == [E.SET_HOST_PARAM, E.START_CONN, E.SEND_PDU, E.SEND_PDU,
                          E.TRANSPORT_EP_DISCONNECT, E.STOP_CONN, E.DESTROY_CONN,
                          E.DESTROY_SESSION]
+
+
+# ---- bnx2i, qedi: iscsiuio sets up the HBA's network (set_net_config) ---------------------
+
+@pytest.fixture
+def uip(monkeypatch):
+    """A stand-in iscsiuio (tests/fake_uip.py) the daemon asks, answering DEVICE_UP; its
+    retries a hundredth of a second apart."""
+    from fake_uip import FakeUip
+
+    with FakeUip() as server:
+        monkeypatch.setenv("ISCSICTL_UIP_SOCKET", server.name)
+        monkeypatch.setattr(ks, "UIP_RETRY_PAUSE", 0.01)
+        yield server
+
+
+def uip_login(tmp_path, kernel, transport="bnx2i", host_attrs=None, **iface):
+    """A login through ``transport``'s host (the iface bound by its MAC, its address
+    10.7.0.2 unless given), as the daemon makes it: the record given the host's netdev
+    for iscsiuio (uip_record), then establish_ep; returns the session or the error."""
+    rec = record(transport, **{"iface.ipaddress": "10.7.0.2", **iface})
+    sysfs = hba(tmp_path, transport, **(host_attrs or {}))
+
+    async def attempt(nl, d):
+        try:
+            host = ks.bind_host(sysfs, rec)
+            node = ks.NodeTarget.from_record(ks.uip_record(sysfs, rec, host))
+            return await ks.establish_ep(nl, 3, node, INAME, ISID.en(7, 1),
+                                         logging_in=d._logging_in, bind_host=host)
+        except SessionError as exc:
+            return exc
+    return through_the_daemon(tmp_path, kernel, attempt)[0]
+
+
+def test_a_bnx2i_login_has_iscsiuio_set_up_the_port_first(tmp_path, uip):
+    """iscsid's iscsi_host_set_net_params: GET_IFACE to iscsiuio with the iface record (its
+    netdev the host's, eth7, as iscsid fills it), asked again while iscsiuio says the NIC
+    is initializing; then the host's address, netdev and MAC; then the endpoint through
+    the host and the relayed login.  A relogin asks iscsiuio again before it connects."""
+    uip.answers = [UipStatus.DEVICE_INITIALIZING, UipStatus.DEVICE_UP]
+    kernel = HbaKernel(FakeTarget())
+    uip.before = lambda: len(kernel.requests)
+    session = uip_login(tmp_path, kernel)
+    assert isinstance(session, ks.KernelSession), session
+    assert [r.command for r in uip.requests] == [UipCommand.GET_IFACE] * 2
+    assert [r.mark for r in uip.requests] == [0, 0]  # before anything of the kernel's
+    asked = uip.requests[0]
+    assert (asked.field("netdev"), asked.field("ipaddress"), asked.field("transport_name"),
+            asked.field("hwaddress"), asked.field("name")) == (
+        "eth7", "10.7.0.2", "bnx2i", MAC, f"bnx2i.{MAC}")
+    connect = kernel.types().index(E.TRANSPORT_EP_CONNECT_THROUGH_HOST)
+    assert host_sets(kernel)[:3] == [(HOST, "IPADDRESS", "10.7.0.2"),
+                                     (HOST, "NETDEV_NAME", "eth7"), (HOST, "HWADDRESS", MAC)]
+    assert kernel.types()[:connect] == [E.SET_HOST_PARAM] * 3
+    assert kernel.types()[-1] == E.START_CONN
+
+    relogin_kernel = HbaKernel(FakeTarget())
+    session.sid = SID
+    uip.before = lambda: len(relogin_kernel.requests)
+
+    async def recover(nl, d):
+        d.sessions[SID] = session
+        await ks.relogin(nl, 3, session)
+    through_the_daemon(tmp_path, relogin_kernel, recover)
+    assert [r.mark for r in uip.requests[2:]] == [0]
+    assert relogin_kernel.types()[0] == E.TRANSPORT_EP_CONNECT_THROUGH_HOST
+
+
+def test_a_qedi_login_names_the_netdev_of_its_record(tmp_path, uip):
+    """An iface that names its net device keeps it; qedi (no_netdev) as bnx2i otherwise."""
+    session = uip_login(tmp_path, HbaKernel(FakeTarget()), "qedi", {"netdev": "eth9"},
+                        **{"iface.net_ifacename": "eth9"})
+    assert isinstance(session, ks.KernelSession), session
+    assert uip.requests[0].field("netdev") == "eth9"
+    assert uip.requests[0].field("transport_name") == "qedi"
+
+
+@pytest.mark.parametrize("answers, iface, code, words", [
+    ([UipStatus.DEVICE_INITIALIZING], {}, 23,
+     "iscsiuio has not brought up eth7 for iface bnx2i.00:07:43:28:0f:a0: still initializing"),
+    ([UipStatus.ERR], {}, 23, "iscsiuio has not brought up eth7 for iface "
+                              "bnx2i.00:07:43:28:0f:a0: its answer: ERR"),
+    ([None], {}, 23, "iscsiuio closed the connection after 0 of the answer's 12 bytes"),
+    ([UipStatus.DEVICE_UP], {"iface.ipaddress": None}, 5,
+     "Please set the iface.ipaddress for iface bnx2i.00:07:43:28:0f:a0, then retry the login "
+     "command."),
+], ids=["initializing", "refused", "closed", "no-address"])
+def test_a_bnx2i_login_iscsiuio_does_not_set_up_fails_before_the_kernel(tmp_path, uip, answers,
+                                                                        iface, code, words):
+    """iscsid retries the login a second apart, node.conn[0].timeo.login_timeout times (2
+    here), then fails it with ISCSI_ERR_HOST_NOT_FOUND; an iface without the address bnx2i
+    requires (SET_HOST_IP_REQ) is refused at once.  Nothing of the kernel's is made."""
+    uip.answers = answers
+    kernel = HbaKernel(FakeTarget())
+    error = uip_login(tmp_path, kernel, **iface)
+    assert isinstance(error, SessionError) and error.code == code
+    assert words in str(error)
+    assert kernel.requests == []
+    assert len(uip.requests) == (0 if code == 5 else 2)
+
+
+def test_a_bnx2i_login_without_iscsiuio_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("ISCSICTL_UIP_SOCKET", "iscsictl-test-uip-nobody-listens")
+    kernel = HbaKernel(FakeTarget())
+    error = uip_login(tmp_path, kernel)
+    assert isinstance(error, SessionError) and error.code == 5
+    assert str(error).startswith("iscsiuio is not running")
+    assert "start it: systemctl start iscsiuio" in str(error) and kernel.requests == []
+
+
+def test_a_bnx2i_iface_must_name_its_host(tmp_path):
+    """iscsiuio sets up a port: an iface that names none (no hwaddress, netdev or
+    address) cannot be logged in through (iscsid: no host from the iface's hwinfo)."""
+    rec = record("bnx2i", **{"iface.hwaddress": None})
+    with pytest.raises(SessionError) as caught:
+        ks.uip_record(hba(tmp_path, "bnx2i"), rec, ks.bind_host(hba(tmp_path, "bnx2i"), rec))
+    assert caught.value.code == 23 and "names no bnx2i host" in str(caught.value)
+    assert ks.uip_record(hba(tmp_path), record(), HOST) is not None  # cxgb4i: as it is
+
+
+def test_sendtargets_through_a_bnx2i_port(tmp_path, uip):
+    """iscsiadm's discovery through a bnx2i iface sets up the host's network first
+    (usr/discovery.c iscsi_create_leading_conn: iscsi_host_set_net_params)."""
+    target = FakeTarget(TargetConfig(targets=[("iqn.2003-01.org.example:a", [])]))
+    kernel = HbaKernel(target)
+    uip.before = lambda: len(kernel.requests)
+    rec = record("bnx2i", **{"iface.ipaddress": "10.7.0.2"})
+    iface = ks.uip_record(hba(tmp_path, "bnx2i"), rec, HOST)
+    cfg = LoginConfig(initiator_name=INAME, session_type="Discovery")
+    targets, _ = through_the_daemon(tmp_path, kernel, lambda nl, d: ks.send_targets_ep(
+        nl, 3, Portal("10.7.0.9", 3260), cfg, ISID.en(7, 1), rec["iface.iscsi_ifacename"], 2,
+        d._logging_in, "bnx2i", HOST, iface))
+    assert [t.name for t in targets] == ["iqn.2003-01.org.example:a"]
+    assert [(r.command, r.mark, r.field("netdev")) for r in uip.requests] == [
+        (UipCommand.GET_IFACE, 0, "eth7")]
