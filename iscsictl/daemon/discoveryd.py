@@ -10,7 +10,11 @@ in step with what it finds (discoveryd.c ``update_sessions``):
   discovery's fields); none is written to the node DB, as iscsid writes none;
 * each portal an earlier round found and this one does not is logged out.
 
-The ifaces are read again each round: every software-iSCSI iface record, else ``default``
+The ifaces are read again each round.  SendTargets goes through every iface record, else
+``default`` (discoveryd.c: iface_link_ifaces, any transport): a software (tcp) iface's from
+the host's stack, an iSER or offload HBA iface's on a connection the kernel makes
+(``through_kernel``: the daemon's, as the CLI's ``-I`` discovery through such an iface).
+iSNS queries go from the host's stack through the software ifaces, else ``default``
 (:meth:`~iscsictl.db.store.NodeDB.discovery_ifaces`).  A round that fails changes nothing:
 it is logged and the next round tries again (SendTargets makes one attempt a round,
 ``reopen_max`` 0, as discoveryd.c).  The poll interval: SendTargets' default 30; below 0
@@ -145,15 +149,46 @@ class DiscoveryFailed(Exception):
     """A round's discovery failed (the message says how); nothing is changed."""
 
 
-def discover(db: Any, src: Source, initiator_name: str | None) -> list[dict[str, str]]:
+#: SendTargets on a connection the kernel makes through an iface (iSER, offload HBAs):
+#: ``through_kernel(src, iface values, initiator name)`` -> ``[{"name", "portals":
+#: [[address, port, tpgt (-1: unknown)], ...]}]``, blocking its caller's thread; raises
+#: what the daemon's SendTargets raises (SessionError)
+ThroughKernel = Callable[["Source", dict[str, str], str], list[dict[str, Any]]]
+
+
+def daemon_ifaces(db: Any) -> list[tuple[str, dict[str, str]]]:
+    """The ifaces iscsid's discoveryd sends SendTargets through, as (name, values): every
+    iface record but the built-in ``default`` and ``iser``, of any transport
+    (usr/iface.c iface_link_ifaces; idbm_bind_ifaces_to_nodes takes each, iface_is_valid
+    refusing none that has a transport), else ``default``.  An unreadable record is not
+    one.  Raises DBError."""
+    from iscsictl.db import schema
+
+    out = []
+    for name in db.list_ifaces():
+        if name in schema.BUILTIN_IFACES:
+            continue
+        try:
+            out.append((name, db.read_iface(name).as_strings()))
+        except DBError:
+            continue
+    return out or [("default", db.read_iface("default").as_strings())]
+
+
+def discover(db: Any, src: Source, initiator_name: str | None,
+             through_kernel: ThroughKernel | None = None) -> list[dict[str, str]]:
     """One round's discovery (blocking: run it off the loop): the node records of what
-    ``src`` finds through each iface.  Raises DiscoveryFailed."""
+    ``src`` finds through each iface (:func:`daemon_ifaces` for SendTargets, an iSER or
+    HBA iface's through ``through_kernel``; the software ifaces for iSNS).  Raises
+    DiscoveryFailed, also for a SendTargets through an iface of the kernel's without
+    ``through_kernel``."""
     from iscsictl.db.store import DiscoveryID
     from iscsictl.discovery.isns import IsnsQueryFailed, query_through_ifaces
 
     did = DiscoveryID(src.type, src.address, src.port)
     try:
-        ifaces = [(name, rec.as_strings()) for name, rec in db.discovery_ifaces()]
+        ifaces = ([(name, rec.as_strings()) for name, rec in db.discovery_ifaces()]
+                  if src.type == "isns" else daemon_ifaces(db))
     except DBError as exc:
         raise DiscoveryFailed(f"cannot read the iface records: {exc}") from None
 
@@ -170,7 +205,7 @@ def discover(db: Any, src: Source, initiator_name: str | None) -> list[dict[str,
         except IsnsQueryFailed as exc:
             raise DiscoveryFailed(str(exc)) from None
     else:
-        found = _send_targets(src, ifaces, host_name)
+        found = _send_targets(src, ifaces, host_name, through_kernel)
     out = []
     for target, address, port, tpgt, ifn in found:
         try:
@@ -183,7 +218,8 @@ def discover(db: Any, src: Source, initiator_name: str | None) -> list[dict[str,
 
 
 def _send_targets(src: Source, ifaces: list[tuple[str, dict[str, str]]],
-                  host_name: Callable[[], str]) -> list[tuple[str, str, int, int, str]]:
+                  host_name: Callable[[], str], through_kernel: ThroughKernel | None
+                  ) -> list[tuple[str, str, int, int, str]]:
     """One SendTargets exchange through each iface (one attempt: reopen_max 0, as iscsid's
     discoveryd), with the iface's initiator name or the host's; (target, address, port,
     tpgt, iface) of each portal found.  Raises DiscoveryFailed."""
@@ -194,6 +230,18 @@ def _send_targets(src: Source, ifaces: list[tuple[str, dict[str, str]]],
     found = []
     for ifn, iface in ifaces:
         name = iface_initiator_name(iface) or host_name()
+        transport = iface.get("iface.transport_name") or "tcp"
+        if transport != "tcp":  # on the kernel's connection through the iface's transport
+            if through_kernel is None:
+                raise DiscoveryFailed(f"iface {ifn}: SendTargets through {transport} is "
+                                      "the daemon's")
+            try:
+                answer = through_kernel(src, iface, name)
+            except Exception as exc:  # noqa: BLE001 - the daemon's SessionError and its like
+                raise DiscoveryFailed(f"iface {ifn}: {exc}") from None
+            found.extend((t["name"], str(a), int(p), int(g), ifn)
+                         for t in answer for a, p, g in t["portals"])
+            continue
         try:
             policy = DiscoveryPolicy.from_record(src.values, reopen_max=0)
             cfg = LoginConfig.from_discovery(src.values, name,

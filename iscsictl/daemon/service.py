@@ -1147,8 +1147,17 @@ class Daemon:
         def has_session(key: dd.NodeKey) -> bool:
             return any(s.node.key == key for s in self.sessions.values())
 
+        loop = asyncio.get_running_loop()
+
+        def through_kernel(src: dd.Source, iface: dict[str, str],
+                           name: str) -> list[dict[str, Any]]:  # on the discovery's thread
+            return asyncio.run_coroutine_threadsafe(
+                self.send_targets(src.address, src.port, src.values, iface, name),
+                loop).result()
+
         async def discover(src: dd.Source) -> list[dict[str, str]]:
-            return await _on_thread(lambda: dd.discover(self._db(), src, self._initiator_name()))
+            return await _on_thread(lambda: dd.discover(self._db(), src, self._initiator_name(),
+                                                        through_kernel))
 
         async def login(records: list[Mapping[str, str]]) -> list[dict[str, Any]]:
             return await self.login(records, self._initiator_name() or "")

@@ -45,6 +45,15 @@ def st_source(db, port, poll=-1, use="Yes", address="127.0.0.1"):
     return src
 
 
+def iface_file(tmp_path, name, transport="tcp", **values):
+    """An iface record ``name`` in the DB at ``tmp_path``: its transport and ``values``
+    (``iface.<key>`` = value)."""
+    (tmp_path / "ifaces").mkdir(exist_ok=True)
+    (tmp_path / "ifaces" / name).write_text("".join(
+        f"iface.{k} = {v}\n" for k, v in {"iscsi_ifacename": name,
+                                          "transport_name": transport, **values}.items()))
+
+
 def rec(target, port=3260, iface="default", address="127.0.0.1"):
     return {"node.name": target, "node.conn[0].address": address,
             "node.conn[0].port": str(port), "iface.iscsi_ifacename": iface}
@@ -127,17 +136,42 @@ def test_sendtargets_records_as_a_discovery_builds_them(db, tgt, tmp_path):
 
 def test_each_software_iface_gets_its_records_and_its_initiator_name(db, tgt, tmp_path):
     tgt.add_target(T3, initiator_name="iqn.2026-11.test:other")  # seen by that name only
-    (tmp_path / "ifaces").mkdir()
-    (tmp_path / "ifaces" / "if-a").write_text(
-        "iface.iscsi_ifacename = if-a\niface.transport_name = tcp\n")
-    (tmp_path / "ifaces" / "if-b").write_text(
-        "iface.iscsi_ifacename = if-b\niface.transport_name = tcp\n"
-        "iface.initiatorname = iqn.2026-11.test:other\n")
-    (tmp_path / "ifaces" / "hba").write_text(
-        "iface.iscsi_ifacename = hba\niface.transport_name = qla4xxx\n")
+    iface_file(tmp_path, "if-a")
+    iface_file(tmp_path, "if-b", initiatorname="iqn.2026-11.test:other")
     got = sorted((r["iface.iscsi_ifacename"], r["node.name"])
                  for r in dd.discover(db, st_source(db, tgt.port), INIT))
     assert got == [("if-a", T1), ("if-a", T2), ("if-b", T1), ("if-b", T2), ("if-b", T3)]
+
+
+def test_an_hba_or_iser_iface_discovers_on_the_kernels_connection(db, tgt, tmp_path):
+    """iscsid's discoveryd sends SendTargets through every iface (iface_link_ifaces): an
+    offload HBA's or iSER's on a connection the kernel makes, which the daemon's
+    ``through_kernel`` does (its SendTargets, as the CLI's ``-I``); a software iface's from
+    the host's stack.  Whatever fails through one iface fails the round (nothing changes)."""
+    iface_file(tmp_path, "if-a")
+    iface_file(tmp_path, "hba", "bnx2i", hwaddress="00:10:18:aa:bb:01",
+               initiatorname="iqn.2026-11.test:hba")
+    src = st_source(db, tgt.port)
+    asked = []
+
+    def through_kernel(source, iface, name):
+        asked.append((source, iface["iface.transport_name"], iface["iface.hwaddress"], name))
+        return [{"name": T3, "portals": [["10.6.0.9", 3260, 2], ["10.6.0.10", 3261, -1]]}]
+    records = dd.discover(db, src, INIT, through_kernel)
+    got = sorted((r["iface.iscsi_ifacename"], r["node.name"], r["node.conn[0].address"],
+                  r["node.tpgt"]) for r in records)
+    assert got == [("hba", T3, "10.6.0.10", "-1"), ("hba", T3, "10.6.0.9", "2"),
+                   ("if-a", T1, "127.0.0.1", "1"), ("if-a", T2, "127.0.0.1", "1")]
+    assert asked == [(src, "bnx2i", "00:10:18:aa:bb:01", "iqn.2026-11.test:hba")]
+    hba = next(r for r in records if r["iface.iscsi_ifacename"] == "hba")
+    assert hba["iface.transport_name"] == "bnx2i"  # its logins go the same way
+
+    def refused(source, iface, name):
+        raise RuntimeError("iscsiuio is not running")
+    with pytest.raises(dd.DiscoveryFailed, match="iface hba: iscsiuio is not running"):
+        dd.discover(db, src, INIT, refused)
+    with pytest.raises(dd.DiscoveryFailed, match="iface hba: SendTargets through bnx2i"):
+        dd.discover(db, src, INIT)
 
 
 def test_a_failed_discovery_is_one_attempt_and_raises(db):
@@ -287,6 +321,34 @@ def test_the_daemon_starts_a_poller_per_record_and_logs_in_what_it_finds(db, tgt
         await asyncio.wait_for(asyncio.gather(*daemon._tasks), 30)
     asyncio.run(run())
     assert asked == [([T1, T2], INIT)]
+
+
+def test_the_daemon_discovers_through_an_hba_iface_with_its_sendtargets(db, tgt, tmp_path):
+    """The discovery's thread hands an HBA iface's SendTargets to the daemon's loop (its
+    :meth:`Daemon.send_targets`, here a stand-in: the kernel's part is tested in
+    test_offload_login.py) and waits for it; what it finds is logged in."""
+    st_source(db, tgt.port, poll=0)
+    iface_file(tmp_path, "hba", "cxgb4i")
+    daemon = Daemon(None, sysfs_root=str(tmp_path / "sys"), state_dir=str(tmp_path / "st"),
+                    db_root=db.db_root, config_root=db.db_root)
+    asked, sent = [], []
+
+    async def login(records, initiator_name, progress=None, multiple=False):
+        asked.append(sorted((r["iface.iscsi_ifacename"], r["node.name"]) for r in records))
+        return [{"ok": True} for _ in records]
+
+    async def send_targets(address, port, values, iface, initiator_name):
+        sent.append((address, port, iface["iface.iscsi_ifacename"], initiator_name,
+                     threading.current_thread() is threading.main_thread()))
+        return [{"name": T3, "portals": [[address, port, 1]]}]
+    daemon.login, daemon.send_targets = login, send_targets
+
+    async def run():
+        await daemon._discoveryd()
+        await asyncio.wait_for(asyncio.gather(*daemon._tasks), 30)
+    asyncio.run(run())
+    assert sent == [("127.0.0.1", tgt.port, "hba", INIT, True)]  # on the loop's thread
+    assert asked == [[("hba", T3)]]
 
 
 def test_an_isns_record_hears_state_change_notifications(db, tmp_path):

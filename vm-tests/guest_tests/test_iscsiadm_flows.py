@@ -751,6 +751,47 @@ def test_iser_login_io_recovery_logout_as_iscsid(rdma, lio, scenario_dir):
     assert seen[1] == seen[3] == []
 
 
+def test_discovery_daemon_discovers_through_an_iser_iface(rdma, lio, scenario_dir):
+    """iscsid's discoveryd sends SendTargets through every iface record, an iSER one's on
+    a discovery session the kernel's ib_iser connects (iscsictld's own SendTargets, as the
+    CLI's ``-I``); the target reported is logged in through that iface, over iSER; the
+    node DB is left as it was."""
+    from iscsictld import Iscsictld
+
+    portal = rdma.ADDRESS
+    t = lio.create("iqn.2003-01.org.example.vm:dd-iser", luns=[8 * MIB], portal=(portal, 3260),
+                   iser=True)
+    for db in DB_DIRS:
+        shutil.rmtree(Path("/etc/iscsi") / db, ignore_errors=True)
+    ictl = str(VENV_BIN / "iscsictl")
+    for args in (("-m", "iface", "-I", "rdma0", "-o", "new"),
+                 ("-m", "iface", "-I", "rdma0", "-o", "update", "-n", "iface.transport_name",
+                  "-v", "iser"),
+                 ("-m", "discoverydb", "-t", "st", "-p", portal, "-o", "new"),
+                 ("-m", "discoverydb", "-t", "st", "-p", portal, "-o", "update",
+                  "-n", "discovery.sendtargets.use_discoveryd", "-v", "Yes"),
+                 ("-m", "discoverydb", "-t", "st", "-p", portal, "-o", "update",
+                  "-n", "discovery.sendtargets.discoveryd_poll_inval", "-v", "0")):
+        r = subprocess.run([ictl, *args], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, (args, r.stderr)
+    tree = _db_tree()
+    d = Iscsictld(scenario_dir)
+    d.start()
+    try:
+        wait_for("the discovered target's session", lambda: _session_targets() == [t.iqn], 60)
+        sid = sessions_in_sysfs()[0]
+        host = Path(f"/sys/class/iscsi_session/session{sid}/device").resolve().parent.name
+        assert read(f"/sys/class/scsi_host/{host}/proc_name") == "iscsi_iser"
+        assert read(f"/sys/class/iscsi_session/session{sid}/ifacename") == "rdma0"
+        wait_disks(sid, 1)
+        assert _db_tree() == tree, "the discovery daemon wrote to the node DB"
+    finally:
+        d.logout_all_and_stop()
+        for db in DB_DIRS:
+            shutil.rmtree(Path("/etc/iscsi") / db, ignore_errors=True)
+    assert sessions_in_sysfs() == []
+
+
 def test_iser_without_an_rdma_device_is_said(lio, daemon, scenario_dir):
     """An iSER login and discovery where no RDMA device reaches the portal (no Soft-RoCE
     here): the kernel refuses the endpoint (rdma_resolve_addr: ENODEV), and iscsictl says
