@@ -94,3 +94,43 @@ class RecordingKernel:
 
     def answer(self, msg, raw):
         return [echo(raw, r_retcode=0)]
+
+
+class ServedKernel:
+    """``kernel`` (a RecordingKernel, or any ``kernel(request) -> [datagrams]``) served on
+    the Unix datagram socket ``path``, from a thread, to processes whose NETLINK_ISCSI
+    socket tests/nlshim.c points there (``env``): each message of a datagram answered in
+    turn, the answers sent back to its sender, as the kernel does.  A context manager."""
+
+    def __init__(self, kernel, path: str) -> None:
+        import threading
+
+        self.kernel, self.path = kernel, path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def env(self, shim: str) -> dict[str, str]:
+        return {"LD_PRELOAD": shim, "ISCSI_FAKE_NETLINK": self.path}
+
+    def _serve(self) -> None:
+        while True:
+            data, peer = self.sock.recvfrom(1 << 16)
+            if not data:  # __exit__'s
+                return
+            for raw in split_messages(data):
+                for reply in self.kernel(raw):
+                    try:
+                        self.sock.sendto(reply, peer)
+                    except OSError:  # the process is gone: as the kernel
+                        pass
+
+    def __enter__(self) -> "ServedKernel":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.sendto(b"", self.path)
+        self._thread.join(5)
+        self.sock.close()

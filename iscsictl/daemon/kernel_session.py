@@ -209,6 +209,12 @@ class KernelSession:
     #: the offload HBA's host its endpoints go through (TRANSPORT_EP_CONNECT_THROUGH_HOST:
     #: the transport's bind_ep_required and an iface bound to a host); None: any
     bind_host: int | None = field(default=None, repr=False)
+    #: the transport's CAP_* (``class/iscsi_transport/<name>/caps``; -1: every one): the
+    #: parameters it has no capability for are not sent (params.NEEDS_CAP)
+    caps: int = field(default=-1, repr=False)
+    #: the kernel sends the NOP-Outs (its connection shows ``ping_tmo``): PING_TMO and
+    #: RECV_TMO are sent
+    nop: bool = field(default=True, repr=False)
 
     @property
     def time2wait(self) -> int:
@@ -777,11 +783,13 @@ async def establish(
     isid: ISID,
     issued_challenges: MutableSet[bytes] | None = None,
     scan: ScanStarter | None = None,
+    caps: int = -1,
 ) -> KernelSession:
     """Log in and hand the connection to the kernel; the running session.
 
     ``scan``: started with the session's host number once the kernel runs it (on the
     netlink lane); the session's ``scanning`` is its future, for the caller to await.
+    ``caps``: the transport's CAP_* (the parameters it lacks one for are not sent).
 
     ``iface.initiatorname``, when the node's iface sets one, replaces
     ``initiator_name`` for this session (open-iscsi's per-iface InitiatorName).
@@ -815,7 +823,7 @@ async def establish(
             record=rec, params=result.params, initiator_name=initiator_name,
             target_name=node.target, persistent_address=node.address,
             persistent_port=node.port, tpgt=tpgt if tpgt is not None else max(node.tpgt, 0),
-            iface=node.iface, exp_statsn=result.exp_statsn, isid=isid.to_bytes(),
+            iface=node.iface, exp_statsn=result.exp_statsn, caps=caps,
         )
         params = session_params(ctx) + negotiated_params(ctx)
         job, cancelled = await _to_the_end(early)
@@ -852,7 +860,7 @@ async def establish(
     return KernelSession(
         sid=sid, host_no=ids.host_no, cid=cid, node=node, isid=isid, tsih=result.tsih,
         params=result.params, current=portal, negotiated=result.negotiated,
-        initiator_name=initiator_name, kernel_params=held,
+        initiator_name=initiator_name, kernel_params=held, caps=caps,
         scanning=None if started_scan is None else asyncio.wrap_future(started_scan),
     )
 
@@ -943,18 +951,23 @@ async def establish_ep(
     scan: ScanStarter | None = None,
     logging_in: dict[int, KernelSession] | None = None,
     bind_host: int | None = None,
+    caps: int = -1,
+    sysfs: Sysfs | None = None,
 ) -> KernelSession:
     """Log in through a connection the kernel makes (iSER, offload HBAs:
     :data:`KERNEL_CONNECTED`), as iscsid does for its ktransport_ep_connect transports
     (usr/initiator.c session_conn_poll): :func:`ep_connect`, CREATE_BOUND_SESSION on the
-    endpoint, CREATE_CONN, BIND_CONN, the login relayed through SEND_PDU / RECV_PDU, then
-    every SET_PARAM and START_CONN in one datagram, and the LUN scan started on the lane.
-    A redirect tears the session down and starts over at the new portal.
+    endpoint, CREATE_CONN, BIND_CONN, the node record's SET_PARAMs and the host's, the
+    login relayed through SEND_PDU / RECV_PDU, then the negotiated SET_PARAMs and
+    START_CONN in one datagram, and the LUN scan started on the lane.  A redirect tears
+    the session down and starts over at the new portal.
 
     ``logging_in``: the daemon's sessions under login by sid, where its event routing
     finds them (their Login Responses come as RECV_PDU); the session is there from its
     creation until this returns.  ``bind_host``: the HBA's host the endpoint goes through
-    (:func:`bind_host`).  ``scan`` and the rest as :func:`establish`.
+    (:func:`bind_host`).  ``caps``: the transport's CAP_*; ``sysfs``: where the new
+    connection shows whether the kernel sends the NOP-Outs (:func:`supports_nop`; None:
+    it does).  ``scan`` and the rest as :func:`establish`.
 
     Raises:
         SessionError: login failures (4, 5, 8, 19, 24); 9 when the kernel refused the
@@ -973,7 +986,7 @@ async def establish_ep(
         return session
     return await _login_through_kernel(nl, handle, node, isid, cfg, _queue_sizes(node.record),
                                        logging_in, issued_challenges, running, keep=True,
-                                       bind_host=bind_host)
+                                       bind_host=bind_host, caps=caps, sysfs=sysfs)
 
 
 async def _login_through_kernel(nl, handle: int, node: NodeTarget, isid: ISID,  # type: ignore[no-untyped-def]
@@ -981,12 +994,15 @@ async def _login_through_kernel(nl, handle: int, node: NodeTarget, isid: ISID,  
                                 logging_in: dict[int, KernelSession] | None,
                                 issued_challenges: MutableSet[bytes] | None,
                                 then: Callable[[KernelSession, LoginSuccess], Any],
-                                keep: bool, bind_host: int | None = None) -> Any:
+                                keep: bool, bind_host: int | None = None, caps: int = -1,
+                                sysfs: Sysfs | None = None) -> Any:
     """A login through a connection the kernel makes: the HBA's network settings
     (:func:`host_net_params`, on ``bind_host``), :func:`ep_connect` (through ``bind_host``
     when given), a session bound to the endpoint (``sizes``: cmds_max, queue_depth; in
-    ``logging_in`` meanwhile), BIND_CONN, the host's iface values (:func:`host_params`),
-    the login relayed (a redirect tears that down and starts over at the new portal); then
+    ``logging_in`` meanwhile), BIND_CONN, the node record's parameters for the transport
+    (``caps``, and the NOP timeouts when ``sysfs`` shows the connection has them:
+    :func:`_params_before_login`), the host's iface values (:func:`host_params`), the
+    login relayed (a redirect tears that down and starts over at the new portal); then
     ``await then(session, outcome)``, whose value is returned.  What was made is undone
     when anything fails, and after ``then`` unless ``keep``.  Failures are raised as
     SessionError (:func:`_login_failure`)."""
@@ -1001,13 +1017,15 @@ async def _login_through_kernel(nl, handle: int, node: NodeTarget, isid: ISID,  
         try:
             session = await _bound_session(nl, handle, ep, node, isid, portal, cfg, sizes,
                                            pending)
-            session.bind_host = bind_host
+            session.bind_host, session.caps = bind_host, caps
             await _bind_endpoint(nl, handle, session)
-            await _set_host_params(nl, handle, session.host_no, host_params(node.record))
+            session.nop = sysfs is None or supports_nop(sysfs, session.sid, session.cid)
             if _login_offload(node):  # started once it returns
                 outcome = await _offloaded_login(nl, handle, session, cfg, lambda what: None,
                                                  "login")
             else:
+                await _params_before_login(nl, handle, session)
+                await _set_host_params(nl, handle, session.host_no, host_params(node.record))
                 outcome = await _relayed_login(nl, handle, session, cfg, issued_challenges,
                                                lambda what: None, "login")
             if isinstance(outcome, LoginRedirect):
@@ -1035,6 +1053,31 @@ async def _login_through_kernel(nl, handle: int, node: NodeTarget, isid: ISID,  
             if session is not None:
                 pending.pop(session.sid, None)
     raise SessionError(5, f"login redirected more than {MAX_REDIRECTS} times")
+
+
+def supports_nop(sysfs: Sysfs, sid: int, cid: int) -> bool:
+    """Whether the kernel sends connection ``sid:cid``'s NOP-Outs: its sysfs entry has
+    ``ping_tmo`` (usr/iscsi_sysfs.c iscsi_sysfs_session_supports_nop; an offload HBA's
+    firmware may send its own, and its driver then shows none)."""
+    return sysfs.read(f"class/iscsi_connection/connection{sid}:{cid}/ping_tmo") is not None
+
+
+async def _params_before_login(nl, handle: int, session: KernelSession) -> None:  # type: ignore[no-untyped-def]
+    """iscsid's iscsi_session_set_params on a connection the kernel makes, after its bind
+    and before the login relayed through it (usr/initiator.c session_conn_poll): the node
+    record's group (:func:`~.params.session_params`) for the transport, in one batch;
+    what the kernel holds already is not sent again (a relogin's session object), and
+    :func:`_restart` leaves out what this sent.  Raises IscsiKernelError for the refusal
+    of a parameter the transport must take."""
+    ctx = _context(session, None, 0)
+    changes = relogin_changes(session_params(ctx, relogin=bool(session.kernel_params)),
+                              session.kernel_params)
+    if not changes:
+        return
+    for param, _ in changes:
+        session.kernel_params.pop(param, None)
+    results = await nl.set_params(handle, session.sid, session.cid, changes)
+    session.kernel_params.update(_held(changes, results))
 
 
 class _Redirected(Exception):
@@ -1089,6 +1132,7 @@ async def send_targets_ep(
     transport: str = "iser",
     bind_host: int | None = None,
     iface_record: Mapping[str, str] | None = None,
+    caps: int = -1,
 ) -> list[Any]:
     """SendTargets=All through a connection the kernel makes (iSER, an offload HBA's:
     ``transport``, through ``bind_host`` as :func:`establish_ep`, with the HBA settings
@@ -1117,9 +1161,8 @@ async def send_targets_ep(
     async def ask(session: KernelSession, outcome: LoginSuccess) -> list[Any]:
         ctx = _context(session, outcome, outcome.exp_statsn)
         if not _login_offload(node):  # an HBA that logs in itself has started already
-            *_, started = await nl.set_params_and_start_conn(
-                handle, session.sid, 0,
-                negotiated_params(ctx) + [(IscsiParam.DISCOVERY_SESS, "1")])
+            *_, started = await nl.set_params_and_start_conn(handle, session.sid, 0,
+                                                             negotiated_params(ctx))
             if started is not None:
                 raise started
         text = TextExchange([("SendTargets", "All")], itt=0, cmdsn=outcome.cmdsn,
@@ -1130,7 +1173,7 @@ async def send_targets_ep(
             itt=0, cmdsn=text.cmdsn, exp_statsn=text.exp_statsn), cfg.login_timeout)
         return targets
     return await _login_through_kernel(nl, handle, node, isid, cfg, (32, 1), logging_in, None,
-                                       ask, keep=False, bind_host=bind_host)
+                                       ask, keep=False, bind_host=bind_host, caps=caps)
 
 
 async def _relayed_pdu(nl, handle: int, session: KernelSession, pdu: Any,  # type: ignore[no-untyped-def]
@@ -1285,6 +1328,9 @@ async def relogin(
             await _bind(nl, handle, sid, cid, eph)
             step("bound")
             offload = _login_offload(node)
+            if by_kernel and not offload:  # iscsid's session_conn_poll, as at the login
+                await _params_before_login(nl, handle, session)
+                await _set_host_params(nl, handle, session.host_no, host_params(node.record))
             outcome = await (_offloaded_login(nl, handle, session, cfg, step) if offload else
                              _relayed_login(nl, handle, session, cfg, issued_challenges, step))
             if isinstance(outcome, LoginRedirect):
@@ -1390,7 +1436,8 @@ async def _offloaded_login(nl, handle: int, session: KernelSession, cfg: LoginCo
                            step: Callable[[str], None], what: str = "relogin") -> LoginSuccess:
     """A login the HBA makes itself (CAP_LOGIN_OFFLOAD: qla4xxx), as iscsid's
     setup_offload_login_phase: the record's values set as the session's (every SET_PARAM,
-    the operational ones as offered: :func:`_offered`), START_CONN, and the HBA's word
+    the operational ones as offered: :func:`_offered`), the host's iface values
+    (:func:`host_params`), START_CONN, and the HBA's word
     (KEVENT_CONN_LOGIN_STATE, routed to ``session.pdu_waiter``).  The connection is
     started when this returns.
 
@@ -1404,8 +1451,7 @@ async def _offloaded_login(nl, handle: int, session: KernelSession, cfg: LoginCo
     session.pdu_waiter = asyncio.get_running_loop().create_future()
     try:
         try:  # a discovery session says so before the HBA logs in (usr/discovery.c)
-            await _restart(nl, handle, session, outcome,
-                           [(IscsiParam.DISCOVERY_SESS, "1")] if cfg.discovery else [])
+            await _restart(nl, handle, session, outcome, host_params(session.node.record))
         except IscsiKernelError as exc:
             if exc.errno == errno.EEXIST:
                 raise SessionError(15, "the HBA has this session already (START_CONN: "
@@ -1427,9 +1473,10 @@ async def _offloaded_login(nl, handle: int, session: KernelSession, cfg: LoginCo
 
 
 async def _restart(nl, handle: int, session: KernelSession, outcome: LoginSuccess,  # type: ignore[no-untyped-def]
-                   extra: Sequence[tuple[IscsiParam, str]] = ()) -> None:
-    """Every SET_PARAM the login changed (and ``extra``), then START_CONN: one datagram
-    (the loop serves every recovering session; each exchange costs it).  Raises
+                   host: Sequence[tuple[int, str]] = ()) -> None:
+    """Every SET_PARAM the login changed, then START_CONN: one datagram
+    (the loop serves every recovering session; each exchange costs it); with ``host``,
+    those host parameters between the two (iscsid's setup_offload_login_phase).  Raises
     IscsiKernelError for the first refusal (the parameters the kernel held are noted
     in ``session.kernel_params`` either way)."""
     ctx = _context(session, outcome, outcome.exp_statsn)
@@ -1437,9 +1484,15 @@ async def _restart(nl, handle: int, session: KernelSession, outcome: LoginSucces
     # session object's values too, as iscsid's every reopen does: a record changed since
     # (replacement_timeout ...) reaches the kernel; after that, what changed only
     changes = relogin_changes(session_params(ctx, relogin=bool(session.kernel_params))
-                              + negotiated_params(ctx), session.kernel_params) + list(extra)
+                              + negotiated_params(ctx), session.kernel_params)
     for param, _ in changes:  # unknown until the kernel answers (a refusal may come midway)
         session.kernel_params.pop(param, None)
+    if host:
+        results = await nl.set_params(handle, session.sid, session.cid, changes)
+        session.kernel_params.update(_held(changes, results))
+        await _set_host_params(nl, handle, session.host_no, host)
+        await nl.start_conn(handle, session.sid, session.cid)
+        return
     *results, started = await nl.set_params_and_start_conn(handle, session.sid, session.cid,
                                                             changes)
     session.kernel_params.update(_held(changes, results))
@@ -1489,7 +1542,9 @@ def _context(session: KernelSession, result: LoginSuccess | None, exp_statsn: in
         record=node.record, params=params, initiator_name=session.initiator_name,
         target_name=node.target, persistent_address=node.address, persistent_port=node.port,
         tpgt=tpgt if tpgt is not None else max(node.tpgt, 0), iface=node.iface,
-        exp_statsn=exp_statsn, isid=session.isid.to_bytes() if session.isid else bytes(6),
+        exp_statsn=exp_statsn,
+        caps=session.caps, nop=session.nop,
+        discovery=session.login_config is not None and session.login_config.discovery,
     )
 
 

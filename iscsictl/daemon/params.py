@@ -3,9 +3,12 @@
 open-iscsi sends two groups (usr/initiator_common.c): the session's settings
 from the node record and the values negotiated at login.  With the login done
 on our own socket, both go after BIND_CONN (the kernel wants the connection
-BOUND) and before START_CONN.  Values are ASCII: integers in decimal, booleans
-as 1/0.  ISID, IFMARKER_EN and OFMARKER_EN answer ENOSYS on iscsi_tcp (6.1):
-:data:`OPTIONAL` lists the parameters whose ENOSYS is tolerated.
+BOUND) and before START_CONN; on a connection the kernel makes (iSER, offload HBAs)
+the first group goes before the login relayed through it, as iscsid's.  Each group
+leaves out what the transport lacks the capability for (:data:`NEEDS_CAP`: the markers
+on iscsi_tcp, the digests and markers on ib_iser) and the NOP timeouts where the kernel
+sends no NOP-Outs (:data:`NOP_PARAMS`).  Values are ASCII: integers in decimal,
+booleans as 1/0.  :data:`OPTIONAL` lists the parameters whose ENOSYS is tolerated.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 
 from iscsictl.lexical import ascii_digits
 from iscsictl.netlink import IscsiParam as P
+from iscsictl.netlink.enums import TransportCaps
 from iscsictl.protocol.negotiation import NegotiatedParameters
 
 __all__ = ["ParamContext", "OPTIONAL", "SECRET_PARAMS", "SESSION_OBJECT_PARAMS", "RELOGIN_ALWAYS",
@@ -35,7 +39,12 @@ class ParamContext:
     tpgt: int
     iface: str
     exp_statsn: int
-    isid: bytes
+    #: the transport's CAP_* (``class/iscsi_transport/<name>/caps``; -1: every one)
+    caps: int = -1
+    #: the connection has ``ping_tmo`` in sysfs: the kernel sends the NOP-Outs
+    nop: bool = True
+    #: a Discovery session (SessionType=Discovery)
+    discovery: bool = False
 
 
 def _rec(key: str, default: str = "") -> Callable[[ParamContext], str | None]:
@@ -54,15 +63,16 @@ def _b(v: bool) -> str:
 
 
 #: node record -> kernel (iscsi_session_set_params); empty strings are skipped
+#: (iscsi_session_set_params, in its order; its boot_root, boot_nic and boot_target are
+#: empty outside an iBFT boot and never sent)
 SESSION_PARAMS: tuple[tuple[P, Callable[[ParamContext], str | None]], ...] = (
     (P.TARGET_NAME, lambda c: c.target_name),
-    (P.INITIATOR_NAME, lambda c: c.initiator_name),
     (P.PERSISTENT_ADDRESS, lambda c: c.persistent_address),
     (P.PERSISTENT_PORT, lambda c: str(c.persistent_port)),
     (P.SESS_RECOVERY_TMO, _rec("node.session.timeo.replacement_timeout", "120")),
     (P.USERNAME, _rec("node.session.auth.username")),
-    (P.PASSWORD, _rec("node.session.auth.password")),
     (P.USERNAME_IN, _rec("node.session.auth.username_in")),
+    (P.PASSWORD, _rec("node.session.auth.password")),
     (P.PASSWORD_IN, _rec("node.session.auth.password_in")),
     (P.FAST_ABORT, _yes("node.session.iscsi.FastAbort", "Yes")),
     (P.ABORT_TMO, _rec("node.session.err_timeo.abort_timeout", "15")),
@@ -71,9 +81,12 @@ SESSION_PARAMS: tuple[tuple[P, Callable[[ParamContext], str | None]], ...] = (
     (P.PING_TMO, _rec("node.conn[0].timeo.noop_out_timeout", "5")),
     (P.RECV_TMO, _rec("node.conn[0].timeo.noop_out_interval", "5")),
     (P.IFACE_NAME, lambda c: c.iface),
+    (P.INITIATOR_NAME, lambda c: c.initiator_name),
+    (P.DISCOVERY_SESS, lambda c: _b(c.discovery)),
 )
 
-#: login result -> kernel (iscsi_session_set_neg_params)
+#: login result -> kernel (iscsi_session_set_neg_params, in its order; like iscsid, no ISID:
+#: libiscsi's drivers have no ISID to set, ENOSYS)
 NEGOTIATED_PARAMS: tuple[tuple[P, Callable[[ParamContext], str | None]], ...] = (
     (P.MAX_RECV_DLENGTH, lambda c: str(c.params.max_recv_data_segment_length)),
     (P.MAX_XMIT_DLENGTH, lambda c: str(c.params.max_xmit_data_segment_length)),
@@ -91,7 +104,6 @@ NEGOTIATED_PARAMS: tuple[tuple[P, Callable[[ParamContext], str | None]], ...] = 
     (P.OFMARKER_EN, lambda c: "0"),
     (P.EXP_STATSN, lambda c: str(c.exp_statsn)),
     (P.TPGT, lambda c: str(c.tpgt)),
-    (P.ISID, lambda c: c.isid.hex()),
 )
 
 #: parameters held by the kernel's iscsi_session (not the connection): STOP_CONN(RECOVER)
@@ -118,10 +130,24 @@ OPTIONAL = frozenset({P.ISID, P.IFMARKER_EN, P.OFMARKER_EN, P.FAST_ABORT, P.IFAC
                       P.INITIATOR_NAME, P.TGT_RESET_TMO, P.LU_RESET_TMO, P.ABORT_TMO})
 
 
+#: the transport capability a parameter is sent for (usr/initiator_common.c
+#: iscsi_session_init_params: iscsid leaves it out of both groups without it)
+NEEDS_CAP = {P.MAX_R2T: TransportCaps.MULTI_R2T, P.HDRDGST_EN: TransportCaps.HDRDGST,
+             P.DATADGST_EN: TransportCaps.DATADGST, P.IFMARKER_EN: TransportCaps.MARKERS,
+             P.OFMARKER_EN: TransportCaps.MARKERS}
+#: sent only where the kernel sends the NOP-Outs: the connection shows ``ping_tmo``
+#: (iscsi_session_set_params: iscsi_sysfs_session_supports_nop; offload firmware may
+#: send its own)
+NOP_PARAMS = frozenset({P.PING_TMO, P.RECV_TMO})
+
+
 def _render(table: tuple[tuple[P, Callable[[ParamContext], str | None]], ...],
             ctx: ParamContext) -> list[tuple[P, str]]:
     out = []
     for param, get in table:
+        need = NEEDS_CAP.get(param)
+        if need is not None and not ctx.caps & need or param in NOP_PARAMS and not ctx.nop:
+            continue
         v = get(ctx)
         if v:
             out.append((param, v))

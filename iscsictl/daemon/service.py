@@ -659,6 +659,8 @@ class Daemon:
                 initiator_name=rd(base + "initiatorname") or self._initiator_name() or "",
                 # an HBA's session: its new endpoints go through its own host
                 bind_host=host_no if node.transport in BIND_EP_TRANSPORTS else None,
+                caps=self._transport_caps(node.transport) or -1,
+                nop=cid is None or ks.supports_nop(self.sysfs, sid, cid),
             ))
             log.info("adopted session %d: %s %s", sid, node.target, current)
         self._save_state()
@@ -1059,6 +1061,7 @@ class Daemon:
         if record is not node.record:
             node = dataclasses.replace(node, record=record)
         handle = await self.handle(node.transport)
+        caps = self._transport_caps(node.transport) or -1  # unreadable: every one
         assert self.nl is not None
         rec = node.record
         attempts = max(1, _num(rec, "node.session.initial_login_retry_max", 4))
@@ -1070,11 +1073,12 @@ class Daemon:
                     if node.transport in ks.KERNEL_CONNECTED:
                         session = await ks.establish_ep(
                             self.nl, handle, node, initiator_name, isid, self.issued_challenges,
-                            self._start_scan if scan else None, self._logging_in, bind_host)
+                            self._start_scan if scan else None, self._logging_in, bind_host,
+                            caps, self.sysfs)
                     else:
                         session = await ks.establish(self.nl, handle, node, initiator_name,
                                                      isid, self.issued_challenges,
-                                                     self._start_scan if scan else None)
+                                                     self._start_scan if scan else None, caps)
                 break
             except SessionError as exc:
                 self.isids.release(isid)
@@ -1299,7 +1303,8 @@ class Daemon:
                 targets = await ks.send_targets_ep(
                     self.nl, handle, Portal(address, port), cfg, isid,
                     iface.get("iface.iscsi_ifacename") or transport, policy.active_timeout,
-                    self._logging_in, transport, bind_host, iface)
+                    self._logging_in, transport, bind_host, iface,
+                    self._transport_caps(transport) or -1)
         finally:
             self.isids.release(isid)
         return [{"name": t.name, "portals": [[p.address, p.port, -1 if p.tpgt is None

@@ -178,7 +178,7 @@ def test_relogin_skips_only_the_session_object_parameters():
     rec = {"node.session.auth.username": "u", "node.session.auth.password": "p" * 12}
     ctx = ParamContext(record=rec, params=NegotiatedParameters(), initiator_name="iqn.x:i",
                        target_name="iqn.x:t", persistent_address="10.0.0.1", persistent_port=3260,
-                       tpgt=1, iface="default", exp_statsn=5, isid=bytes(6))
+                       tpgt=1, iface="default", exp_statsn=5)
     full = dict(session_params(ctx))
     again = dict(session_params(ctx, relogin=True))
     assert set(full) - set(again) == SESSION_OBJECT_PARAMS & set(full)
@@ -191,7 +191,7 @@ def test_relogin_sends_the_digests_and_what_changed_only():
     ctx = ParamContext(record={}, params=NegotiatedParameters(header_digest=True),
                        initiator_name="iqn.x:i", target_name="iqn.x:t",
                        persistent_address="10.0.0.1", persistent_port=3260, tpgt=1,
-                       iface="default", exp_statsn=5, isid=bytes(6))
+                       iface="default", exp_statsn=5)
     wanted = session_params(ctx, relogin=True) + negotiated_params(ctx)
     # adopted session: nothing known, everything goes
     assert relogin_changes(wanted, {}) == wanted

@@ -208,18 +208,33 @@ def through_the_daemon(tmp_path, kernel, coro):
 
 def test_the_login_pdus_go_through_the_kernel_and_its_answers_reach_the_login(tmp_path):
     """The Login Responses come as RECV_PDU events of a session the daemon does not manage
-    yet: its event routing hands them to the login under way."""
+    yet: its event routing hands them to the login under way.  The node record's
+    parameters go before the login, the negotiated ones after it, as iscsid's
+    (iscsi_session_set_params, then iscsi_session_set_neg_params); ib_iser's caps (0x89:
+    no digests, no markers) leave out HDRDGST_EN, DATADGST_EN, IFMARKER_EN, OFMARKER_EN."""
     target = iser_target()
     kernel = IserRelayKernel(target)
     session, daemon = through_the_daemon(tmp_path, kernel, lambda nl, d: ks.establish_ep(
         nl, 3, iser_node(), "iqn.2026-11.org.example:i", ISID.en(7, 1),
-        logging_in=d._logging_in))
+        logging_in=d._logging_in, caps=0x89))
     assert target.phase == "ffp" and target.violations == []
     types = kernel.types()
     sends = types.count(E.SEND_PDU)
     assert types[:5] == [E.TRANSPORT_EP_CONNECT, E.TRANSPORT_EP_POLL, E.CREATE_BOUND_SESSION,
                          E.CREATE_CONN, E.BIND_CONN]
-    assert types[5:5 + sends] == [E.SEND_PDU] * sends and types[-1] == E.START_CONN
+    first = types.index(E.SEND_PDU)
+    before = [IscsiParam(r["param"]) for r in kernel.requests[5:first]]
+    assert before == [IscsiParam.TARGET_NAME, IscsiParam.PERSISTENT_ADDRESS,
+                      IscsiParam.PERSISTENT_PORT, IscsiParam.SESS_RECOVERY_TMO,
+                      IscsiParam.FAST_ABORT, IscsiParam.ABORT_TMO, IscsiParam.LU_RESET_TMO,
+                      IscsiParam.TGT_RESET_TMO, IscsiParam.PING_TMO, IscsiParam.RECV_TMO,
+                      IscsiParam.IFACE_NAME, IscsiParam.INITIATOR_NAME,
+                      IscsiParam.DISCOVERY_SESS]
+    assert types[first:first + sends] == [E.SEND_PDU] * sends and types[-1] == E.START_CONN
+    after = {IscsiParam(r["param"]) for r in kernel.requests[first + sends:-1]}
+    assert not after & set(before) and IscsiParam.MAX_R2T in after
+    assert not after & {IscsiParam.HDRDGST_EN, IscsiParam.DATADGST_EN, IscsiParam.IFMARKER_EN,
+                        IscsiParam.OFMARKER_EN}
     p = session.params
     assert (p.rdma_extensions, p.max_recv_data_segment_length,
             p.max_xmit_data_segment_length) == (True, 65536, 4096)

@@ -267,7 +267,7 @@ def test_a_qla4xxx_login_is_the_cards_own(tmp_path):
     assert (values["TARGET_NAME"], values["USERNAME"], values["PASSWORD"]) == (
         TargetConfig().name, "qla", "qla-secret-12")
     assert (values["MAX_RECV_DLENGTH"], values["INITIAL_R2T_EN"]) == ("262144", "0")
-    assert "DISCOVERY_SESS" not in values
+    assert values["DISCOVERY_SESS"] == "0"  # as iscsid's iscsi_session_set_params
     assert session.conn_state == "LOGGED IN" and session.bind_host == HOST
 
 
@@ -286,7 +286,8 @@ def test_a_qla4xxx_login_that_fails_leaves_nothing(tmp_path, kernel, code, words
 
 def test_a_qla4xxx_relogin_waits_for_the_card(tmp_path):
     """Connection recovery: a new endpoint through the session's host, bound, the values
-    set and START_CONN; the card's word comes as an event of a managed session."""
+    set, the host's MAC again and START_CONN (setup_offload_login_phase, as at the login);
+    the card's word comes as an event of a managed session."""
     kernel = QlaKernel()
     session = ks.KernelSession(sid=SID, host_no=HOST, cid=0,
                                node=ks.NodeTarget.from_record(record("qla4xxx")),
@@ -299,7 +300,8 @@ def test_a_qla4xxx_relogin_waits_for_the_card(tmp_path):
         await ks.relogin(nl, 3, session)
     through_the_daemon(tmp_path, kernel, recover)
     steps = [t for t in kernel.types() if t not in (E.TRANSPORT_EP_POLL, E.SET_PARAM)]
-    assert steps == [E.TRANSPORT_EP_CONNECT_THROUGH_HOST, E.BIND_CONN, E.START_CONN]
+    assert steps == [E.TRANSPORT_EP_CONNECT_THROUGH_HOST, E.BIND_CONN, E.SET_HOST_PARAM,
+                     E.START_CONN]
     assert session.ep == EP
 
 

@@ -222,7 +222,7 @@ def test_a_scan_that_fails_after_a_login_is_a_warning(tmp_path, monkeypatch, cap
                                       "node.conn[0].address": "127.0.0.1",
                                       "node.conn[0].port": "3260", "node.tpgt": "1"})
 
-    async def establish(nl, handle, node, name, isid, issued, scan):
+    async def establish(nl, handle, node, name, isid, issued, scan, caps=-1):
         return ks.KernelSession(sid=4, host_no=5, cid=0, node=node, isid=isid, tsih=1,
                                 params=None, current=Portal("127.0.0.1", 3260, 1))
 
