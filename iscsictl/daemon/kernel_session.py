@@ -30,8 +30,9 @@ do not queue behind each other on the loop's socket.
 
 iSER (:func:`establish_ep`, as iscsid's ktransport_ep_connect transports): the kernel
 makes the connection (TRANSPORT_EP_CONNECT, EP_POLL until it is up), CREATE_BOUND_SESSION
-on that endpoint, CREATE_CONN, BIND_CONN(the endpoint), the Login relayed through
-SEND_PDU / RECV_PDU as a relogin's is, then the SET_PARAMs and START_CONN in one datagram.
+on that endpoint, CREATE_CONN, BIND_CONN(the endpoint), the node record's SET_PARAMs (as
+iscsid's session_conn_poll), the Login relayed through SEND_PDU / RECV_PDU as a relogin's
+is, then the negotiated SET_PARAMs and START_CONN in one datagram.
 A relogin binds a new endpoint; the endpoint is disconnected before the connection is
 stopped while the daemon holds it (a connection error makes the kernel disconnect it).
 The offload HBAs whose logins iscsid relays go the same way, their endpoints made through
@@ -1133,16 +1134,18 @@ async def send_targets_ep(
     bind_host: int | None = None,
     iface_record: Mapping[str, str] | None = None,
     caps: int = -1,
+    sysfs: Sysfs | None = None,
 ) -> list[Any]:
     """SendTargets=All through a connection the kernel makes (iSER, an offload HBA's:
     ``transport``, through ``bind_host`` as :func:`establish_ep`, with the HBA settings
     of ``iface_record``), as iscsiadm's discovery does for a transport with CAP_TEXT_NEGO
     (usr/discovery.c iscsi_create_leading_conn, iscsi_create_session): the endpoint, a
     discovery session bound to it (CREATE_BOUND_SESSION(initial_cmdsn 1, cmds_max 32,
-    queue_depth 1)), the Login (``cfg``: a Discovery session's) relayed, the negotiated
-    values set and START_CONN, the Text exchange and the Logout relayed, then all torn
-    down.  A redirect starts over at the new portal.  Returns the DiscoveredTargets (a
-    target without TargetAddress gets the portal asked).
+    queue_depth 1)), the record's values (DiscoverySession=1 among them; ``caps`` and
+    ``sysfs`` as :func:`establish_ep`'s), the Login (``cfg``: a Discovery session's)
+    relayed, the negotiated values set and START_CONN, the Text exchange and the Logout
+    relayed, then all torn down.  A redirect starts over at the new portal.  Returns the
+    DiscoveredTargets (a target without TargetAddress gets the portal asked).
 
     Raises:
         SessionError: 4, 5, 8, 19, 24 as a login's; 8 when no Text Response comes
@@ -1173,7 +1176,8 @@ async def send_targets_ep(
             itt=0, cmdsn=text.cmdsn, exp_statsn=text.exp_statsn), cfg.login_timeout)
         return targets
     return await _login_through_kernel(nl, handle, node, isid, cfg, (32, 1), logging_in, None,
-                                       ask, keep=False, bind_host=bind_host, caps=caps)
+                                       ask, keep=False, bind_host=bind_host, caps=caps,
+                                       sysfs=sysfs)
 
 
 async def _relayed_pdu(nl, handle: int, session: KernelSession, pdu: Any,  # type: ignore[no-untyped-def]

@@ -111,7 +111,7 @@ NEGOTIATED_PARAMS: tuple[tuple[P, Callable[[ParamContext], str | None]], ...] = 
 SESSION_OBJECT_PARAMS = frozenset({
     P.TARGET_NAME, P.INITIATOR_NAME, P.SESS_RECOVERY_TMO, P.USERNAME, P.PASSWORD,
     P.USERNAME_IN, P.PASSWORD_IN, P.FAST_ABORT, P.ABORT_TMO, P.LU_RESET_TMO,
-    P.TGT_RESET_TMO, P.IFACE_NAME,
+    P.TGT_RESET_TMO, P.IFACE_NAME, P.DISCOVERY_SESS,
 })
 
 #: parameters a relogin sends whatever the kernel holds: the digests, which

@@ -1304,7 +1304,7 @@ class Daemon:
                     self.nl, handle, Portal(address, port), cfg, isid,
                     iface.get("iface.iscsi_ifacename") or transport, policy.active_timeout,
                     self._logging_in, transport, bind_host, iface,
-                    self._transport_caps(transport) or -1)
+                    self._transport_caps(transport) or -1, self.sysfs)
         finally:
             self.isids.release(isid)
         return [{"name": t.name, "portals": [[p.address, p.port, -1 if p.tpgt is None
