@@ -450,13 +450,9 @@ def _uip_pings(o, sysfs, values: dict, host_no: int, address: str,  # type: igno
     import errno
     import time
 
-    from ..db.schema import iface_bound_by
     from ..kernel import iscsiuio
 
-    if "iface.net_ifacename" not in iface_bound_by(values):
-        info = sysfs.host(host_no, only=("netdev",))
-        if info is not None and info.netdev:
-            values = {**values, "iface.net_ifacename": info.netdev}
+    values = iscsiuio.with_host_netdev(values, sysfs, host_no) or values
     setup = iscsiuio.get_iface_request(values)
     request = iscsiuio.ping_request(values, address, size)
     again = E.BY_NAME["ISCSI_ERR_AGAIN"]

@@ -523,13 +523,12 @@ def uip_record(sysfs: Sysfs, record: Mapping[str, str],
     if host_no is None:
         raise SessionError(23, f"iface {name} names no {t.name} host: bind it to the HBA's "
                                "port by its iface.hwaddress (iscsiuio sets up that port)")
-    if "iface.net_ifacename" in iface_bound_by(record):
-        return record
-    info = sysfs.host(host_no, only=("netdev",))
-    netdev = info.netdev if info is not None else None
-    if not netdev:
+    from iscsictl.kernel.iscsiuio import with_host_netdev
+
+    filled = with_host_netdev(record, sysfs, host_no)
+    if filled is None:
         raise SessionError(23, f"host{host_no} of iface {name} shows no netdev for iscsiuio")
-    return {**record, "iface.net_ifacename": netdev}
+    return filled
 
 
 def _ifup(netdev: str) -> None:

@@ -660,7 +660,8 @@ class Daemon:
                 # an HBA's session: its new endpoints go through its own host
                 bind_host=host_no if node.transport in BIND_EP_TRANSPORTS else None,
                 caps=self._transport_caps(node.transport) or -1,
-                nop=cid is None or ks.supports_nop(self.sysfs, sid, cid),
+                nop=node.transport not in ks.KERNEL_CONNECTED or cid is None  # tcp's: yes
+                or ks.supports_nop(self.sysfs, sid, cid),
             ))
             log.info("adopted session %d: %s %s", sid, node.target, current)
         self._save_state()

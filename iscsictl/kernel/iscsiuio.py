@@ -38,9 +38,10 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 __all__ = ["IfaceRec", "UipCommand", "UipError", "UipNotRunning", "UipResponse", "UipStatus",
-           "exchange", "get_iface_request", "ping_request", "socket_name"]
+           "exchange", "get_iface_request", "ping_request", "socket_name", "with_host_netdev"]
 
 #: The abstract socket's name (usr/uip_mgmt_ipc.h ISCSID_UIP_NAMESPACE).  Tests put a
 #: server of their own at another name: ``$ISCSICTL_UIP_SOCKET`` (:func:`socket_name`).
@@ -283,6 +284,23 @@ def ping_request(values: Mapping[str, str], address: str, datalen: int) -> bytes
     ctypes.memmove(rec.ipaddr, sa, len(sa))
     payload_len = _PingRec.datalen.offset + ctypes.sizeof(ctypes.c_int)
     return _message(UipCommand.PING, bytes(rec)[:payload_len])
+
+
+def with_host_netdev(values: Mapping[str, str], sysfs: Any,
+                     host_no: int) -> Mapping[str, str] | None:
+    """The iface ``values`` as iscsiuio is to see them: ``iface.net_ifacename`` from host
+    ``host_no``'s sysfs ``netdev`` (``sysfs``: a :class:`~iscsictl.kernel.sysfs.Sysfs`)
+    when the record names none (usr/initiator_common.c iscsi_set_net_config, iscsiadm's
+    exec_ping_op: "uip needs the netdev name"); ``values`` when it names one; None when
+    neither has one."""
+    from iscsictl.db.schema import iface_bound_by
+
+    if "iface.net_ifacename" in iface_bound_by(values):
+        return values
+    info = sysfs.host(host_no, only=("netdev",))
+    if info is None or not info.netdev:
+        return None
+    return {**values, "iface.net_ifacename": info.netdev}
 
 
 def socket_name() -> str:
