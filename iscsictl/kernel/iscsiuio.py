@@ -40,8 +40,9 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-__all__ = ["IfaceRec", "UipCommand", "UipError", "UipNotRunning", "UipResponse", "UipStatus",
-           "exchange", "get_iface_request", "ping_request", "socket_name", "with_host_netdev"]
+__all__ = ["GET_IFACE_TIMEOUT", "IFACE_REC_FIELDS", "IfaceRec", "NAMESPACE", "UipCommand",
+           "UipError", "UipNotRunning", "UipResponse", "UipStatus", "exchange",
+           "get_iface_request", "iface_rec", "ping_request", "socket_name", "with_host_netdev"]
 
 #: The abstract socket's name (usr/uip_mgmt_ipc.h ISCSID_UIP_NAMESPACE).  Tests put a
 #: server of their own at another name: ``$ISCSICTL_UIP_SOCKET`` (:func:`socket_name`).

@@ -9,7 +9,10 @@ import os
 #: each transport's handle in ``class/iscsi_transport/<name>/handle`` (distinct, as the
 #: kernel's are: the address of its struct iscsi_transport)
 HANDLES = {"tcp": 18446744072107233344, "qla4xxx": 18446744072107241536,
-           "bnx2i": 18446744072107249728}
+           "bnx2i": 18446744072107249728, "cxgb4i": 18446744072107257920,
+           "iser": 18446744072107266112}
+#: transport -> its caps as the kernel's template has them, for ``offload_sysfs(more=)``
+CAPS = {"cxgb4i": "0x30b9", "iser": "0x89"}
 
 
 #: A flash target's values as qla4xxx shows them (qla4xxx_sysfs_ddb_get_param): the
@@ -63,7 +66,7 @@ FLASHNODES = (
 )
 
 
-def offload_sysfs(root) -> str:
+def offload_sysfs(root, more: tuple = ()) -> str:
     """A sysfs tree as Linux 6.1 lays out a software host and two offload HBAs' (qla4xxx
     with two IPv4 interfaces, bnx2i with an IPv6 one): ``class/iscsi_host`` and
     ``class/scsi_host`` entries link into the hosts' device directories, and each
@@ -71,7 +74,9 @@ def offload_sysfs(root) -> str:
     The HBAs' flash targets (:data:`FLASHNODES`) are devices too: ``flashnode_sess-H:I``
     under its host, ``flashnode_conn-H:I:0`` under that, each linked from
     ``bus/iscsi_flashnode/devices``; and one entry there whose name iscsiadm cannot read
-    (``flashnode_sess-7``, sorted after the others)."""
+    (``flashnode_sess-7``, sorted after the others).  ``more``: further transports
+    registered, and their hosts: ``(transport, host number or None, host attributes)``
+    (:data:`CAPS`; iSER has no host until a session makes one)."""
     from pathlib import Path
 
     root = Path(root)
@@ -136,6 +141,11 @@ def offload_sysfs(root) -> str:
             link(f"bus/iscsi_flashnode/devices/flashnode_conn-{h}:{i}:0",
                  f"{d}/flashnode_conn-{h}:{i}:0")
     (root / "bus/iscsi_flashnode/devices/flashnode_sess-7").mkdir()
+    for name, n, attrs in more:
+        w(f"class/iscsi_transport/{name}/handle", str(HANDLES[name]))
+        w(f"class/iscsi_transport/{name}/caps", CAPS[name])
+        if n is not None:
+            host(n, f"pci0000:00/0000:00:{n:02x}.0", name, attrs)
     return str(root)
 
 

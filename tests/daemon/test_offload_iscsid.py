@@ -1,9 +1,11 @@
-"""A bnx2i login through the real iscsid beside iscsictld's, each against the same fake
-kernel (tests/fake_kernel.py ServedKernel, reached by iscsid through the LD_PRELOAD shim,
+"""Logins through offload HBAs (bnx2i, qla4xxx, cxgb4i) and through iSER by the real iscsid
+(with iscsiadm) beside iscsictld's, each against a fake kernel of the same kind
+(tests/fake_kernel.py ServedKernel, reached by iscsid through the LD_PRELOAD shim,
 tests/nlshim.c) and a stand-in iscsiuio at the real one's socket (tests/fake_uip.py), on a
 sysfs tree laid out as Linux 6.1's (tests/cli/offload_tree.py: the bnx2i port 6, eth7,
-fd00::50), from the node record iscsiadm writes.  No peer has the hardware; this is where
-iscsictld's offload login is held against iscsid's own, request by request."""
+fd00::50; the qla4xxx port 5; a cxgb4i port 8), from the node record iscsiadm writes.  No
+peer has the hardware; this is where iscsictld's logins through the kernel's connections
+are held against iscsid's own, request by request."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from fake_kernel import ServedKernel, SyncKernel  # noqa: E402
 from fake_uip import FakeUip  # noqa: E402
 from offload_tree import offload_sysfs  # noqa: E402
 from peers import iscsiadm  # noqa: E402
+from test_iser_login import iser_target  # noqa: E402
 from test_offload_login import HbaKernel, QlaKernel  # noqa: E402
 from test_relogin import FakeTarget, TargetConfig  # noqa: E402
 
@@ -31,6 +34,7 @@ from iscsictl.netlink.enums import IscsiUeventE as E  # noqa: E402
 
 BNX = "bnx2i.00:10:18:AA:BB:01.ipv6.0"
 QLA = "qla4xxx.00:0e:1e:aa:bb:cc.ipv4.0"
+CXGB_MAC = "00:07:43:28:0f:a0"
 TARGET = TargetConfig().name
 PORTAL = "10.6.0.9:3260"
 
@@ -71,7 +75,10 @@ def steps(kernel) -> list[tuple]:
 @pytest.fixture
 def rig(tmp_path, monkeypatch):
     """(directory, sysfs tree, /etc/iscsi for both, the stand-in iscsiuio)."""
-    sysdir = offload_sysfs(tmp_path / "sys")
+    sysdir = offload_sysfs(tmp_path / "sys", more=(
+        ("cxgb4i", 8, {"hwaddress": CXGB_MAC, "netdev": "eth8", "ipaddress": "10.8.0.2",
+                       "initiatorname": "(null)"}),
+        ("iser", None, {})))
     try:
         uip = FakeUip(name=NAMESPACE)
     except OSError as e:
@@ -152,3 +159,19 @@ def test_a_qla4xxx_login_asks_what_iscsids_asks(rig):
     assert expected != steps(theirs)  # the difference is there to be made
     assert steps(ours) == expected
     assert ("SEND_PDU",) not in steps(ours)
+
+
+@pytest.mark.parametrize("iface, target", [
+    (f"cxgb4i.{CXGB_MAC}", FakeTarget), ("iser", iser_target)], ids=["cxgb4i", "iser"])
+def test_a_relayed_login_asks_what_iscsids_asks(rig, iface, target):
+    """cxgb4i (the endpoint through host 8, MaxRecvDataSegmentLength 8192 at most as
+    iscsid's cxgbi_create_conn, digests allowed: caps 0x30b9) and iSER (any host, RFC
+    7145's keys, no digests or markers: caps 0x89): request by request, value by value."""
+    (theirs, their_uip), (ours, our_uip) = both(rig, iface, lambda: HbaKernel(target()))
+    assert their_uip == our_uip == []
+    assert steps(ours) == steps(theirs)
+    connect = ("TRANSPORT_EP_CONNECT_THROUGH_HOST",) if iface != "iser" else (
+        "TRANSPORT_EP_CONNECT",)
+    assert steps(ours)[0] == connect and ("SEND_PDU",) in steps(ours)
+    assert (("SET_PARAM", "MAX_RECV_DLENGTH", "8192") in steps(ours)) == (iface != "iser")
+    assert (("SET_PARAM", "HDRDGST_EN", "0") in steps(ours)) == (iface != "iser")
