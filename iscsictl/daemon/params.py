@@ -146,7 +146,7 @@ def _render(table: tuple[tuple[P, Callable[[ParamContext], str | None]], ...],
     out = []
     for param, get in table:
         need = NEEDS_CAP.get(param)
-        if need is not None and not ctx.caps & need or param in NOP_PARAMS and not ctx.nop:
+        if (need is not None and not ctx.caps & need) or (param in NOP_PARAMS and not ctx.nop):
             continue
         v = get(ctx)
         if v:

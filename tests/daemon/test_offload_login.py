@@ -367,12 +367,12 @@ def uip(monkeypatch):
         yield server
 
 
-def uip_login(tmp_path, kernel, transport="bnx2i", host_attrs=None, **iface):
+def uip_login(tmp_path, kernel, transport="bnx2i", **iface):
     """A login through ``transport``'s host (the iface bound by its MAC, its address
     10.7.0.2 unless given), as the daemon makes it: the record given the host's netdev
     for iscsiuio (uip_record), then establish_ep; returns the session or the error."""
     rec = record(transport, **{"iface.ipaddress": "10.7.0.2", **iface})
-    sysfs = hba(tmp_path, transport, **(host_attrs or {}))
+    sysfs = hba(tmp_path, transport)
 
     async def attempt(nl, d):
         try:
@@ -420,8 +420,9 @@ def test_a_bnx2i_login_has_iscsiuio_set_up_the_port_first(tmp_path, uip):
 
 
 def test_a_qedi_login_names_the_netdev_of_its_record(tmp_path, uip):
-    """An iface that names its net device keeps it; qedi (no_netdev) as bnx2i otherwise."""
-    session = uip_login(tmp_path, HbaKernel(FakeTarget()), "qedi", {"netdev": "eth9"},
+    """An iface that names its net device keeps it (the host, found by its MAC, shows
+    eth7); qedi (no_netdev) as bnx2i otherwise."""
+    session = uip_login(tmp_path, HbaKernel(FakeTarget()), "qedi",
                         **{"iface.net_ifacename": "eth9"})
     assert isinstance(session, ks.KernelSession), session
     assert uip.requests[0].field("netdev") == "eth9"
