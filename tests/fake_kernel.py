@@ -106,6 +106,7 @@ class ServedKernel:
         import threading
 
         self.kernel, self.path = kernel, path
+        self.senders: dict[int, object] = {}  # request type -> who sent the last one
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(path)
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -119,11 +120,18 @@ class ServedKernel:
             if not data:  # __exit__'s
                 return
             for raw in split_messages(data):
+                if len(raw) >= 20:
+                    self.senders[struct.unpack_from("=I", raw, 16)[0]] = peer
                 for reply in self.kernel(raw):
                     try:
                         self.sock.sendto(reply, peer)
                     except OSError:  # the process is gone: as the kernel
                         pass
+
+    def event(self, dgram: bytes, sender_of: int) -> None:
+        """A kernel event (``dgram``) sent to the process that sent the last request of type
+        ``sender_of`` (the one whose session it concerns), as the kernel multicasts it."""
+        self.sock.sendto(dgram, self.senders[sender_of])
 
     def __enter__(self) -> "ServedKernel":
         self._thread.start()

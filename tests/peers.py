@@ -14,9 +14,14 @@ MGMT_IPC_CONFIG_FILE), so records it creates get compiled defaults only; it also
 from __future__ import annotations
 
 import os
+import random
+import select
 import shlex
 import shutil
+import signal
+import socket
 import subprocess
+import time
 
 ISCSIADM = shutil.which("iscsiadm") or "/sbin/iscsiadm"
 
@@ -55,19 +60,10 @@ def iscsiadm(etc_dir: str, *args: str, lock_dir: str | None = None, check: bool 
     (``fake_hba.FakeHbaKernel.env``): the real iscsid then runs there too, for the command's
     length (iscsiadm asks it for the initiator name and iscsid.conf's path, e.g. in an
     iSNS discovery).  Returns the CompletedProcess (text stdout/stderr)."""
-    exe = iscsiadm_path()
-    prepare_etc(etc_dir)
-    if lock_dir is None:
-        lock_dir = os.path.join(os.path.dirname(os.path.abspath(etc_dir)), "iscsi-lock")
-    os.makedirs(lock_dir, exist_ok=True)
-    cmd = " ".join(shlex.quote(a) for a in (exe, *args))
-    script = (
-        "set -e; mkdir -p /etc/iscsi /run/lock/iscsi; "
-        f"mount --bind {shlex.quote(os.path.abspath(etc_dir))} /etc/iscsi; "
-        f"mount --bind {shlex.quote(os.path.abspath(lock_dir))} /run/lock/iscsi; "
-        + (f"mount --bind {shlex.quote(os.path.abspath(sys_dir))} /sys; " if sys_dir else "")
-        + (_with_iscsid(cmd, iscsid, timeout - 15) if iscsid else f"set +e; {cmd}")
-    )
+    cmd = " ".join(shlex.quote(a) for a in (iscsiadm_path(), *args))
+    script = _namespace(etc_dir, lock_dir, sys_dir) + (
+        f"{_iscsid_up(iscsid)} timeout -k 2 {timeout - 15:g} {cmd}; rc=$?; {_ISCSID_DOWN}; "
+        "exit $rc" if iscsid else f"set +e; {cmd}")
     cp = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
                         capture_output=True, text=True, timeout=timeout,
                         env=None if env is None else {**os.environ, **env})
@@ -76,31 +72,121 @@ def iscsiadm(etc_dir: str, *args: str, lock_dir: str | None = None, check: bool 
     return cp
 
 
-def _with_iscsid(cmd: str, env: dict[str, str], timeout: float) -> str:
-    """Shell: iscsid started in its own session (it signals its process group when it
-    exits), waited for on its abstract MGMT socket (at most 10 s), ``cmd`` run (killed after
-    ``timeout`` s), iscsid stopped (SIGKILL if SIGTERM has not ended it in 5 s); the
-    command's exit code kept.  Refused (exit 99) while another iscsid serves the socket: the
-    command would talk to that one."""
+def _namespace(etc_dir: str, lock_dir: str | None, sys_dir: str | None) -> str:
+    """Shell: ``etc_dir`` on /etc/iscsi, ``lock_dir`` (default ``<etc_dir>/../iscsi-lock``)
+    on /run/lock/iscsi and ``sys_dir`` (if given) on /sys, for a private mount namespace."""
+    prepare_etc(etc_dir)
+    if lock_dir is None:
+        lock_dir = os.path.join(os.path.dirname(os.path.abspath(etc_dir)), "iscsi-lock")
+    os.makedirs(lock_dir, exist_ok=True)
+    return ("set -e; mkdir -p /etc/iscsi /run/lock/iscsi; "
+            f"mount --bind {shlex.quote(os.path.abspath(etc_dir))} /etc/iscsi; "
+            f"mount --bind {shlex.quote(os.path.abspath(lock_dir))} /run/lock/iscsi; "
+            + (f"mount --bind {shlex.quote(os.path.abspath(sys_dir))} /sys; " if sys_dir else ""))
+
+
+def _iscsid_up(env: dict[str, str], log: str = "/dev/null") -> str:
+    """Shell: iscsid started (``env`` its environment, its output to ``log``) in its own
+    session (it signals its process group when it exits), waited for on its abstract MGMT
+    socket (at most 10 s); ``$ipid`` its pid, ``set +e`` after.  Refused (exit 99) while
+    another iscsid serves the socket: the commands would talk to that one."""
     exe = shutil.which("iscsid") or "/sbin/iscsid"
     assign = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
     up = "grep -q ISCSIADM_ABSTRACT_NAMESPACE /proc/net/unix"
     return (f"if {up}; then echo 'an iscsid is running already' >&2; exit 99; fi; "
-            f"env {assign} setsid {exe} -f >/dev/null 2>&1 & ipid=$!; n=0; "
-            f"until {up}; do n=$((n+1)); [ $n -gt 200 ] && break; sleep 0.05; done; "
-            f"set +e; timeout -k 2 {timeout:g} {cmd}; rc=$?; kill $ipid; n=0; "
-            "while ! grep -qs '^State:.*Z' /proc/$ipid/status && [ -e /proc/$ipid ]; do "
-            "n=$((n+1)); [ $n -gt 100 ] && kill -9 $ipid; sleep 0.05; done; "
-            "wait $ipid; exit $rc")
+            f"env {assign} setsid {exe} -f >{shlex.quote(log)} 2>&1 & ipid=$!; n=0; "
+            f"until {up}; do n=$((n+1)); [ $n -gt 200 ] && break; sleep 0.05; done; set +e; ")
+
+
+#: Shell: the iscsid of :func:`_iscsid_up` stopped (SIGKILL if SIGTERM has not ended it in
+#: 5 s) and reaped
+_ISCSID_DOWN = ("kill $ipid; n=0; "
+                "while ! grep -qs '^State:.*Z' /proc/$ipid/status && [ -e /proc/$ipid ]; do "
+                "n=$((n+1)); [ $n -gt 100 ] && kill -9 $ipid; sleep 0.05; done; wait $ipid")
+
+
+class IscsidShell:
+    """The real iscsid kept running, its NETLINK_ISCSI pointed at a fake kernel (``iscsid``:
+    that environment, as :func:`iscsiadm`'s), in a private mount namespace made as
+    :func:`iscsiadm` makes it; :meth:`run` runs iscsiadm commands there one after another
+    while it runs, so that what iscsid does between them (a relogin after a connection
+    error, the logout of a session an earlier command made) can be watched.  A context
+    manager: iscsid is stopped (and the namespace's shell ended) at its end.  iscsid's own
+    output goes to ``log``."""
+
+    def __init__(self, etc_dir: str, iscsid: dict[str, str], sys_dir: str | None = None,
+                 log: str = "/dev/null") -> None:
+        self.etc_dir, self.iscsid, self.sys_dir, self.log = etc_dir, iscsid, sys_dir, log
+        self.out = os.path.join(os.path.dirname(os.path.abspath(etc_dir)), "iscsid-shell")
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "IscsidShell":
+        os.makedirs(self.out, exist_ok=True)
+        out, err = (shlex.quote(os.path.join(self.out, f)) for f in ("stdout", "stderr"))
+        loop = (f'while read -r line; do eval "$line" </dev/null >{out} 2>{err}; '
+                'echo "rc $?"; done; ')
+        script = (_namespace(self.etc_dir, None, self.sys_dir) + _iscsid_up(self.iscsid, self.log)
+                  + 'echo "iscsid $ipid"; ' + loop + _ISCSID_DOWN)
+        self.proc = subprocess.Popen(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            env={**os.environ, **self.iscsid}, bufsize=0)
+        self.iscsid_pid = int(self._line("iscsid's start", 15).split()[1])
+        return self
+
+    def _line(self, what: str, timeout: float) -> str:
+        """The shell's next line of output; AssertionError (the shell ended) when none comes
+        within ``timeout`` s."""
+        assert self.proc is not None and self.proc.stdout
+        line = b""
+        deadline = time.monotonic() + timeout
+        while not line.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
+                self.__exit__()
+                raise AssertionError(f"{what}: no end within {timeout} s")
+            chunk = self.proc.stdout.read(1)
+            if not chunk:
+                rc = self.proc.wait(10)
+                self.proc = None
+                raise AssertionError(f"{what}: the namespace's shell ended (exit {rc})")
+            line += chunk
+        return line.decode()
+
+    def run(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+        """``iscsiadm args...`` in the namespace, iscsid running; its CompletedProcess.
+        AssertionError when it has not ended within ``timeout`` s (the shell is then
+        ended too)."""
+        assert self.proc is not None and self.proc.stdin
+        cmd = " ".join(shlex.quote(a) for a in (iscsiadm_path(), *args))
+        self.proc.stdin.write(f"timeout -k 2 {timeout:g} {cmd}\n".encode())
+        line = self._line(f"iscsiadm {' '.join(args)}", timeout + 5)
+        outputs = []
+        for name in ("stdout", "stderr"):
+            with open(os.path.join(self.out, name)) as f:
+                outputs.append(f.read())
+        return subprocess.CompletedProcess(["iscsiadm", *args], int(line.split()[1]), *outputs)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        assert proc.stdin is not None
+        proc.stdin.close()  # the loop ends, iscsid is stopped
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+            try:
+                os.kill(self.iscsid_pid, signal.SIGKILL)  # its own session: not the shell's
+            except (AttributeError, ProcessLookupError):
+                pass
 
 
 # --------------------------------------------------------------------------------------------
 # tgtd: Debian's userspace iSCSI target on a free loopback port
 # --------------------------------------------------------------------------------------------
-import random  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import time  # noqa: E402
 
 
 def tgtd_path() -> str:

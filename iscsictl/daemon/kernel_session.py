@@ -1108,8 +1108,7 @@ async def _bind_endpoint(nl, handle: int, session: KernelSession) -> None:  # ty
 
 async def _undo(nl, handle: int, ep: int, session: KernelSession | None) -> None:  # type: ignore[no-untyped-def]
     """What :func:`ep_connect` and :func:`_bound_session` made, gone, in iscsid's order
-    (session_conn_shutdown): the endpoint (unless a connection error made the kernel
-    disconnect it: ``session.ep`` None), then the connection and the session."""
+    (session_conn_shutdown): the endpoint, then the connection and the session."""
     held = ep if session is None else session.ep
     if session is not None:
         session.conn_state = "IN LOGOUT"  # its events from here on are the teardown's
@@ -1370,8 +1369,12 @@ async def relogin(
 
 async def release_connection(nl, handle: int, session: KernelSession) -> None:  # type: ignore[no-untyped-def]
     """The session's connection let go for a relogin (iscsid's __session_conn_reopen): its
-    kernel endpoint disconnected (iSER, when this daemon still holds it), then
-    STOP_CONN(RECOVER), best effort."""
+    kernel endpoint disconnected (a transport whose connection the kernel makes, when this
+    daemon holds it), then STOP_CONN(RECOVER), best effort.  After a connection error too:
+    the kernel's cleanup has disconnected the endpoint but keeps a reference to it, and
+    its handle allocated, until this EP_DISCONNECT (scsi_transport_iscsi.c
+    iscsi_cleanup_conn_work_fn, iscsi_if_disconnect_bound_ep); without it each connection
+    error would leak an endpoint."""
     if session.ep is not None:
         ep, session.ep = session.ep, None
         await ep_disconnect(nl, handle, ep)

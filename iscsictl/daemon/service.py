@@ -64,7 +64,7 @@ from iscsictl.netlink.enums import ISCSI_ERR_STRINGS, IscsiErr, TransportCaps
 from iscsictl.protocol.bhs import RawPDU, decode_bhs
 from iscsictl.protocol.errors import ISCSIProtocolError, TruncatedPDU
 from iscsictl.protocol.names import ISID, OPEN_ISCSI_OUI, ISIDAllocator
-from iscsictl.protocol.pdu import PDU, decode_pdu
+from iscsictl.protocol.pdu import PDU, LogoutResponse, decode_pdu
 from iscsictl.protocol.portal import Portal
 from iscsictl.protocol.session import (
     AsyncEventReceived,
@@ -704,9 +704,11 @@ class Daemon:
         self._scan_pool.submit(work)
 
     def _on_login_event(self, session: ks.KernelSession, ev: Any) -> None:
-        """An event of a session whose login the kernel relays (:func:`ks.establish_ep`):
-        its Login Responses to the login; a connection error ends the login (code 8,
-        retryable; the kernel disconnected the endpoint); the others are logged."""
+        """An event of a session whose login the kernel relays (:func:`ks.establish_ep`;
+        a discovery session is one until its end): its Login Responses to the login; a
+        connection error ends the login, or the discovery's Logout (code 8, retryable;
+        its endpoint is still to be disconnected: the kernel holds it until then); the
+        others are logged."""
         waiter = session.pdu_waiter
         if session.conn_state == "IN LOGOUT":  # torn down (a failed login, or a discovery's)
             log.debug("session %d: %s while it is torn down", session.sid, type(ev).__name__)
@@ -727,12 +729,13 @@ class Daemon:
         elif isinstance(ev, ConnError):
             err = int(ev.error)
             text = ISCSI_ERR_STRINGS.get(err, "unknown")
-            log.info("session %d: connection error %d (%s) during its login", session.sid,
-                     err, text)
-            session.ep = None
+            # a discovery session is under login until its end: its Logout may be the one
+            what = "logout" if LogoutResponse in session.pdu_wanted else "login"
+            log.info("session %d: connection error %d (%s) during its %s", session.sid,
+                     err, text, what)
             if waiter is not None and not waiter.done():
                 waiter.set_exception(SessionError(
-                    8, f"the connection failed during the login ({text})", retryable=True))
+                    8, f"the connection failed during the {what} ({text})", retryable=True))
         else:
             log.debug("session %d: %s during its login", session.sid, type(ev).__name__)
 
@@ -780,7 +783,6 @@ class Daemon:
                 return
             log.error("Kernel reported iSCSI connection %d:%d error (%d - %s) state (%s)",
                       ev.sid, ev.cid, err, text, session.conn_state)
-            session.ep = None  # the kernel's cleanup disconnected it (iscsi_ep_disconnect)
             if session.conn_state == "IN LOGOUT":
                 pass  # the logout under way ends it
             elif err == IscsiErr.INVALID_HOST:

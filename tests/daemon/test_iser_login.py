@@ -8,6 +8,7 @@ test_iscsiadm_flows.py::test_iser_login_io_recovery_logout_as_iscsid."""
 
 import asyncio
 import errno
+import logging
 
 import pytest
 
@@ -245,8 +246,9 @@ def test_the_login_pdus_go_through_the_kernel_and_its_answers_reach_the_login(tm
 
 def test_a_connection_error_during_the_login_ends_it_at_once(tmp_path):
     """The kernel reports the connection failed (and has disconnected its endpoint): the
-    login ends without waiting for its timeout, and the teardown leaves the endpoint's
-    handle alone (it may be another endpoint's by now)."""
+    login ends without waiting for its timeout, and the teardown disconnects the endpoint
+    all the same, as iscsid's session_conn_shutdown: the kernel holds it, and its handle,
+    until then (iscsi_cleanup_conn_work_fn, iscsi_if_disconnect_bound_ep)."""
     kernel = IserRelayKernel(SilentTarget(), conn_error=True)
 
     async def attempt(nl, d):
@@ -258,8 +260,8 @@ def test_a_connection_error_during_the_login_ends_it_at_once(tmp_path):
     assert (error.code, error.retryable, str(error)) == (
         8, True, "the connection failed during the login (ISCSI_ERR_CONN_FAILED: iSCSI "
                  "connection failed)")
-    assert E.TRANSPORT_EP_DISCONNECT not in kernel.types()
-    assert kernel.types()[-3:] == [E.STOP_CONN, E.DESTROY_CONN, E.DESTROY_SESSION]
+    assert kernel.steps()[-4:] == [(E.TRANSPORT_EP_DISCONNECT, EP), (E.STOP_CONN, 5),
+                                   (E.DESTROY_CONN, 5), (E.DESTROY_SESSION, 5)]
     assert daemon._logging_in == {}
 
 
@@ -312,6 +314,40 @@ def test_send_targets_runs_on_a_discovery_session_the_kernel_relays(tmp_path):
                                                       E.DESTROY_CONN, E.DESTROY_SESSION]
     sets = {r["param"]: r["payload"] for r in kernel.requests if r["type"] == E.SET_PARAM}
     assert sets[IscsiParam.DISCOVERY_SESS] == b"1\0"
+
+
+class ClosedAtLogout(IserRelayKernel):
+    """IserRelayKernel whose connection fails when the Logout goes out: the target closed
+    it (LIO closes a discovery connection at its Logout), its answer lost."""
+
+    def answer(self, msg, raw):
+        if msg["type"] == E.SEND_PDU and msg["payload"][0] & 0x3F == 0x06:
+            self.transport.b.send(m.encode_message(  # an event: on the daemon's event socket
+                E.KEVENT_CONN_ERROR, nlmsg_type=0, r_sid=msg["sid"], r_cid=0, r_error=1011))
+            return [echo(raw, r_retcode=0)]
+        return super().answer(msg, raw)
+
+
+def test_a_discovery_connection_closed_at_its_logout_is_said_so(tmp_path, caplog):
+    """The connection fails at the Logout of a discovery session: the logout ends at once
+    (not at its timeout), the targets are the answer's all the same, the log names the
+    logout (not a login), and the endpoint the kernel holds is disconnected."""
+    from iscsictl.protocol.config import LoginConfig
+
+    kernel = ClosedAtLogout(FakeTarget(TargetConfig(targets=[("iqn.2003-01.org.example:a", [])])))
+    cfg = LoginConfig(initiator_name="iqn.2026-11.org.example:i", session_type="Discovery")
+    with caplog.at_level(logging.INFO, logger="iscsictld"):
+        targets, daemon = through_the_daemon(tmp_path, kernel, lambda nl, d: ks.send_targets_ep(
+            nl, 3, Portal("10.77.0.1", 3260), cfg, ISID.en(7, 1), "iser", 2, d._logging_in))
+    assert [t.name for t in targets] == ["iqn.2003-01.org.example:a"]
+    said = [r.getMessage() for r in caplog.records]
+    failed = "the connection failed during the logout (ISCSI_ERR_CONN_FAILED: iSCSI " \
+             "connection failed)"
+    assert said == ["session 5: connection error 1011 (ISCSI_ERR_CONN_FAILED: iSCSI connection "
+                    "failed) during its logout", f"session 5: no clean Logout ({failed}); "
+                    "tearing down"]
+    assert kernel.steps()[-4:] == [(E.TRANSPORT_EP_DISCONNECT, EP), (E.STOP_CONN, 5),
+                                   (E.DESTROY_CONN, 5), (E.DESTROY_SESSION, 5)]
 
 
 def test_a_sendtargets_refused_while_the_login_task_is_busy_is_sent_again(tmp_path):

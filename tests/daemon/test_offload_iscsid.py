@@ -10,7 +10,10 @@ are held against iscsid's own, request by request."""
 from __future__ import annotations
 
 import asyncio
+import os
+import struct
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,15 +24,17 @@ from fake_hba import build_shim  # noqa: E402
 from fake_kernel import ServedKernel, SyncKernel  # noqa: E402
 from fake_uip import FakeUip  # noqa: E402
 from offload_tree import offload_sysfs  # noqa: E402
-from peers import iscsiadm  # noqa: E402
+from peers import IscsidShell, iscsiadm  # noqa: E402
 from test_iser_login import iser_target  # noqa: E402
 from test_offload_login import HbaKernel, QlaKernel  # noqa: E402
-from test_relogin import FakeTarget, TargetConfig  # noqa: E402
+from test_relogin import SID, FakeTarget, TargetConfig  # noqa: E402
 
+from iscsictl.daemon.params import RELOGIN_ALWAYS  # noqa: E402
 from iscsictl.daemon.service import Daemon  # noqa: E402
 from iscsictl.db.store import NodeDB  # noqa: E402
 from iscsictl.kernel.iscsiuio import NAMESPACE, UipCommand  # noqa: E402
 from iscsictl.netlink import AsyncIscsiNetlink, IscsiHostParam, IscsiParam  # noqa: E402
+from iscsictl.netlink import messages as m  # noqa: E402
 from iscsictl.netlink.enums import IscsiUeventE as E  # noqa: E402
 
 BNX = "bnx2i.00:10:18:AA:BB:01.ipv6.0"
@@ -58,9 +63,14 @@ def fields(payload: bytes) -> dict:
 
 
 def steps(kernel) -> list[tuple]:
-    """Each request as (type, and for a parameter its name, value and host)."""
+    """Each request of ``kernel`` as (type, and for a parameter its name, value and host)."""
+    return steps_of(kernel.requests)
+
+
+def steps_of(requests) -> list[tuple]:
+    """:func:`steps` of these requests."""
     out = []
-    for r in kernel.requests:
+    for r in requests:
         if r["type"] == E.SET_PARAM:
             out.append(("SET_PARAM", IscsiParam(r["param"]).name,
                         r["payload"].rstrip(b"\0").decode()))
@@ -175,3 +185,197 @@ def test_a_relayed_login_asks_what_iscsids_asks(rig, iface, target):
     assert steps(ours)[0] == connect and ("SEND_PDU",) in steps(ours)
     assert (("SET_PARAM", "MAX_RECV_DLENGTH", "8192") in steps(ours)) == (iface != "iser")
     assert (("SET_PARAM", "HDRDGST_EN", "0") in steps(ours)) == (iface != "iser")
+
+
+# ---- after the login: a relogin, then a logout -----------------------------------------------
+
+#: The kernel's words for a failed connection (ISCSI_ERR_CONN_FAILED) on the session
+CONN_ERROR = m.encode_message(E.KEVENT_CONN_ERROR, nlmsg_type=0, r_sid=SID, r_cid=0,
+                              r_error=1011)
+
+
+class AroundTheLogin:
+    """``kernel`` (HbaKernel or QlaKernel, recording) as the kernel is after a login: each
+    endpoint but the first reaches a fresh ``target()`` (a relogin's connection is a new
+    one), UNBIND_SESSION is followed by KEVENT_UNBIND_SESSION (the kernel's unbind work) and
+    DESTROY_SESSION(_ASYNC) by KEVENT_DESTROY_SESSION.  The events go after the reply on
+    the socket that asked (iscsid has one), or with ``events`` to that callable (iscsictld:
+    its event socket, not the lane that asked)."""
+
+    CONNECTS = (E.TRANSPORT_EP_CONNECT, E.TRANSPORT_EP_CONNECT_THROUGH_HOST)
+
+    def __init__(self, kernel, target, events=None):
+        self.kernel, self.target, self.events = kernel, target, events
+        self.requests = kernel.requests
+        self.transport = SyncKernel(self)
+
+    def __call__(self, raw):
+        t = struct.unpack_from("=I", raw, 16)[0]
+        if t in self.CONNECTS and any(r["type"] in self.CONNECTS for r in self.requests):
+            self.kernel.relay.target = self.target()
+        out = self.kernel(raw)
+        event = {E.UNBIND_SESSION: E.KEVENT_UNBIND_SESSION,
+                 E.DESTROY_SESSION: E.KEVENT_DESTROY_SESSION,
+                 E.DESTROY_SESSION_ASYNC: E.KEVENT_DESTROY_SESSION}.get(t)
+        if event is not None:
+            dgram = m.encode_message(event, nlmsg_type=0, r_sid=SID, r_host_no=9)
+            if self.events is None:
+                out.append(dgram)
+            else:
+                self.events(dgram)
+        return out
+
+
+def starts(kernel, since: int) -> int:
+    return [r["type"] for r in kernel.requests[since:]].count(E.START_CONN)
+
+
+def wait_until(what: str, cond, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(0.02)
+
+
+def fresh_target(make):
+    """A target from ``make()`` that asks for no Time2Wait (iscsid waits none after a
+    connection error, iscsictld the negotiated DefaultTime2Wait: RFC 7143 §13.15)."""
+    def target():
+        t = make()
+        t.c.values["DefaultTime2Wait"] = "0"
+        return t
+    return target
+
+
+#: the host the fake kernels put their sessions on (CREATE_BOUND_SESSION's answer)
+SESSION_HOST = 9
+
+
+def session_in_sysfs(sysdir: str, iface: str, add: bool = True) -> None:
+    """Session SID to TARGET at PORTAL through ``iface`` on host :data:`SESSION_HOST` (its
+    proc_name the transport's module) in the sysfs tree, as the kernel shows a session
+    once it has made it (what iscsiadm reads to find the session of a logout, and iscsid
+    its leading connection); ``add=False``: gone again."""
+    import shutil
+
+    root = Path(sysdir)
+    host = f"devices/platform/host{SESSION_HOST}"
+    sess = f"{host}/session{SID}"
+    links = {f"class/iscsi_session/session{SID}": f"{sess}/iscsi_session/session{SID}",
+             f"class/iscsi_connection/connection{SID}:0":
+             f"{sess}/connection{SID}:0/iscsi_connection/connection{SID}:0",
+             f"class/scsi_host/host{SESSION_HOST}": f"{host}/scsi_host/host{SESSION_HOST}",
+             f"class/iscsi_host/host{SESSION_HOST}": f"{host}/iscsi_host/host{SESSION_HOST}"}
+    if not add:
+        for link in links:
+            (root / link).unlink()
+        shutil.rmtree(root / host)
+        return
+    address, port = PORTAL.split(":")
+    module = {"bnx2i": "bnx2i", "cxgb4i": "cxgb4i", "qla4xxx": "qla4xxx",
+              "iser": "iscsi_iser"}[iface.split(".")[0]]
+    values = {f"{host}/scsi_host/host{SESSION_HOST}/proc_name": module,
+              f"{host}/scsi_host/host{SESSION_HOST}/state": "running",
+              f"{host}/iscsi_host/host{SESSION_HOST}/ipaddress": "(null)",
+              **{f"{links[f'class/iscsi_session/session{SID}']}/{k}": v for k, v in {
+                  "targetname": TARGET, "tpgt": "1", "ifacename": iface, "state": "LOGGED_IN",
+                  "recovery_tmo": "120"}.items()},
+              **{f"{links[f'class/iscsi_connection/connection{SID}:0']}/{k}": v for k, v in {
+                  "persistent_address": address, "persistent_port": port, "address": address,
+                  "port": port, "state": "up"}.items()}}
+    for rel, value in values.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(value + "\n")
+    for link, target in links.items():
+        (root / link).symlink_to(os.path.relpath(root / target, (root / link).parent))
+
+
+def recovered(rig, iface: str, kernel, target):
+    """A login to TARGET through ``iface``, the kernel's KEVENT_CONN_ERROR for its
+    connection, the relogin that follows, and a logout: by iscsiadm and iscsid (kept
+    running: tests/peers.py IscsidShell), then by iscsictld in process, from the node
+    record iscsiadm wrote (DefaultTime2Wait 0).  Returns, for each side, the requests
+    (:func:`steps`) of the login, of the relogin and of the logout, by those names."""
+    tmp_path, sysdir, etc, uip = rig
+    theirs = AroundTheLogin(kernel(target()), target)
+    node = ("-m", "node", "-T", TARGET, "-p", PORTAL, "-I", iface)
+    with ServedKernel(theirs, str(tmp_path / "nl")) as served:
+        env = served.env(build_shim(str(tmp_path)))
+        with IscsidShell(etc, env, sys_dir=sysdir, log=str(tmp_path / "iscsid.log")) as sh:
+            for args in (("-m", "iface"), ("-m", "node", "-T", TARGET, "-p", f"{PORTAL},1",
+                                           "-I", iface, "-o", "new"),
+                         (*node, "-o", "update", "-n",
+                          "node.session.iscsi.DefaultTime2Wait", "-v", "0"), (*node, "-l")):
+                cp = sh.run(*args)
+                assert cp.returncode == 0, cp
+            session_in_sysfs(sysdir, iface)
+            logged_in = len(theirs.requests)
+            served.event(CONN_ERROR, E.START_CONN)
+            wait_until("iscsid's relogin", lambda: starts(theirs, logged_in) == 1)
+            relogged = len(theirs.requests)
+            cp = sh.run(*node, "-u")
+            assert cp.returncode == 0 and "successful" in cp.stdout, cp
+    session_in_sysfs(sysdir, iface, add=False)
+
+    (record,) = NodeDB(etc, etc).read_nodes(target=TARGET)
+    initiator_name = Path(etc, "initiatorname.iscsi").read_text().split("=", 1)[1].strip()
+    ours = AroundTheLogin(kernel(target()), target, events=lambda d: ours.transport.b.send(d))
+    daemon = Daemon(str(tmp_path / "s"), sysfs_root=sysdir, state_dir=str(tmp_path / "st"),
+                    db_root=etc, config_root=etc, autostart=False)
+    marks = []
+
+    async def run():
+        daemon.nl = AsyncIscsiNetlink(ours.transport, timeout=0.5,
+                                      event_callback=daemon._on_event,
+                                      lane_transport=lambda: SyncKernel(ours))
+        try:
+            (result,) = await daemon.login([record.as_strings()], initiator_name)
+            assert result["ok"], result
+            session_in_sysfs(sysdir, iface)
+            marks.append(len(ours.requests))
+            ours.transport.b.send(CONN_ERROR)
+            deadline = time.monotonic() + 10
+            while starts(ours, marks[0]) == 0:
+                assert time.monotonic() < deadline, "iscsictld's relogin: not within 10 s"
+                await asyncio.sleep(0.02)
+            marks.append(len(ours.requests))
+            (result,) = await daemon.logout([SID])
+            assert result["ok"], result
+        finally:
+            daemon.nl.close()
+    asyncio.run(run())
+    return ({"login": steps_of(theirs.requests[:logged_in]),
+             "relogin": steps_of(theirs.requests[logged_in:relogged]),
+             "logout": steps_of(theirs.requests[relogged:])},
+            {"login": steps_of(ours.requests[:marks[0]]),
+             "relogin": steps_of(ours.requests[marks[0]:marks[1]]),
+             "logout": steps_of(ours.requests[marks[1]:])})
+
+
+@pytest.mark.parametrize("iface, kernel, target", [
+    (BNX, HbaKernel, FakeTarget), (f"cxgb4i.{CXGB_MAC}", HbaKernel, FakeTarget),
+    ("iser", HbaKernel, iser_target), (QLA, QlaKernel, FakeTarget)],
+    ids=["bnx2i", "cxgb4i", "iser", "qla4xxx"])
+def test_a_relogin_and_a_logout_ask_what_iscsids_ask(rig, iface, kernel, target):
+    """After the kernel's KEVENT_CONN_ERROR, iscsid's reopen (__session_conn_reopen,
+    session_conn_poll): the old endpoint disconnected (the kernel holds it until then),
+    STOP_CONN(RECOVER), a new endpoint through the same host, BIND_CONN, the parameters,
+    the host's, the login (relayed, or the card's own), START_CONN; its logout
+    (session_logout_task, session_conn_shutdown): UNBIND_SESSION, the Logout PDU unless
+    the card logs out itself, the endpoint, STOP_CONN, DESTROY_CONN, the session.
+    iscsictld's are the same, request by request, but for two deliberate differences: a
+    relogin does not set again a value the kernel holds from the login (iscsid sets every
+    one again: none of them changes; RELOGIN_ALWAYS are set whatever they hold), and the
+    session goes by DESTROY_SESSION_ASYNC (the daemon's loop is not held while the
+    kernel removes it; the logout returns on its KEVENT_DESTROY_SESSION)."""
+    their, ours = recovered(rig, iface, kernel, fresh_target(target))
+    held = {s[1]: s[2] for s in their["login"] if s[0] == "SET_PARAM"}
+    kept = [s for s in their["relogin"] if s[0] == "SET_PARAM"
+            and s[1] not in {p.name for p in RELOGIN_ALWAYS} and held.get(s[1]) == s[2]]
+    assert ours["relogin"] == [s for s in their["relogin"] if s not in kept]
+    assert len(kept) >= 10 and ("START_CONN",) in ours["relogin"]
+    assert ours["relogin"][:3] == [("TRANSPORT_EP_DISCONNECT",), ("STOP_CONN",), (
+        "TRANSPORT_EP_CONNECT_THROUGH_HOST",) if iface != "iser" else ("TRANSPORT_EP_CONNECT",)]
+    assert ours["logout"] == [("DESTROY_SESSION_ASYNC",) if s == ("DESTROY_SESSION",) else s
+                              for s in their["logout"]]
+    assert (("SEND_PDU",) in ours["logout"]) == (kernel is not QlaKernel)
