@@ -51,7 +51,7 @@ import os
 import select
 import socket
 from collections.abc import Callable, Mapping, MutableSet, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from iscsictl.db.schema import iface_bound_by
@@ -101,6 +101,13 @@ ANY_PDU: tuple[type, ...] = (object,)
 #: whose logins go through them (relayed by SEND_PDU / RECV_PDU, or the HBA's own: qla4xxx):
 #: iSER and the offload HBAs (iscsictl.kernel.transports)
 KERNEL_CONNECTED = frozenset(t.name for t in TRANSPORTS.values() if t.kernel_connected)
+#: bytes: the most a discovery session through the kernel's connection declares it receives
+#: (MaxRecvDataSegmentLength): the kernel takes a Text Response's data into the
+#: connection's one buffer of ISCSI_DEF_MAX_RECV_SEG_LEN (libiscsi's conn->data; ib_iser's
+#: login buffer), a longer one fails the connection (libiscsi_tcp: "received buffer of len
+#: %u but conn buffer is only %u"); iscsid caps it so (usr/initiator_common.c, for
+#: CAP_TEXT_NEGO)
+KERNEL_TEXT_MAX_RECV_DLENGTH = 8192
 #: seconds between EP_POLLs (each asks the kernel to wait 1 ms, as iscsid's): doubling
 EP_POLL_FIRST, EP_POLL_MAX = 0.002, 0.05
 #: seconds between a Login or Text PDU's SEND_PDUs while the kernel refuses it with EPERM.
@@ -1158,6 +1165,8 @@ async def send_targets_ep(
     t = TRANSPORTS.get(transport)
     if t is not None:
         cfg = t.create_conn(cfg)
+    if cfg.max_recv_data_segment_length > KERNEL_TEXT_MAX_RECV_DLENGTH:
+        cfg = replace(cfg, max_recv_data_segment_length=KERNEL_TEXT_MAX_RECV_DLENGTH)
 
     async def ask(session: KernelSession, outcome: LoginSuccess) -> list[Any]:
         ctx = _context(session, outcome, outcome.exp_statsn)

@@ -64,7 +64,7 @@ from iscsictl.netlink.enums import ISCSI_ERR_STRINGS, IscsiErr, TransportCaps
 from iscsictl.protocol.bhs import RawPDU, decode_bhs
 from iscsictl.protocol.errors import ISCSIProtocolError, TruncatedPDU
 from iscsictl.protocol.names import ISID, OPEN_ISCSI_OUI, ISIDAllocator
-from iscsictl.protocol.pdu import PDU, LogoutResponse, decode_pdu
+from iscsictl.protocol.pdu import PDU, LogoutResponse, TextResponse, decode_pdu
 from iscsictl.protocol.portal import Portal
 from iscsictl.protocol.session import (
     AsyncEventReceived,
@@ -729,8 +729,10 @@ class Daemon:
         elif isinstance(ev, ConnError):
             err = int(ev.error)
             text = ISCSI_ERR_STRINGS.get(err, "unknown")
-            # a discovery session is under login until its end: its Logout may be the one
-            what = "logout" if LogoutResponse in session.pdu_wanted else "login"
+            # a discovery session is under login until its end: its Text or Logout exchange
+            # may be the one
+            what = ("logout" if LogoutResponse in session.pdu_wanted else
+                    "SendTargets" if TextResponse in session.pdu_wanted else "login")
             log.info("session %d: connection error %d (%s) during its %s", session.sid,
                      err, text, what)
             if waiter is not None and not waiter.done():

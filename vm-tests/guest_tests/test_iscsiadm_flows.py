@@ -756,6 +756,26 @@ def test_iser_login_io_recovery_logout_as_iscsid(rdma, lio, scenario_dir):
     assert seen[1] == seen[3] == []
 
 
+def test_iser_discovery_of_an_answer_longer_than_the_kernels_buffer_as_iscsiadm(
+        rdma, lio, scenario_dir):
+    """SendTargets through the ``iser`` iface whose answer (36 targets, long names: ~10 KB)
+    is longer than the 8 KiB the kernel takes a Text Response's data into (ib_iser's login
+    buffer): the discovery session declares MaxRecvDataSegmentLength 8192, as iscsiadm's,
+    so LIO answers in pieces; both tools find every target."""
+    portal = rdma.ADDRESS
+    prefix = "iqn.2003-01.org.example.vm:" + "long-" * 36 + "t"  # 214 characters and more
+    made = lio.create_many(36, prefix=prefix, luns=[], portal=(portal, 3260), iser=True)
+    assert sum(len(f"TargetName={t.iqn}\0TargetAddress={portal}:3260,1\0") for t in made) > 9000
+
+    found = []
+
+    def flow(run):
+        run("-m", "discovery", "-t", "st", "-p", portal, "-I", "iser")
+        found.append(sorted(line.split()[1] for line in run("-m", "node").stdout.splitlines()))
+    _both(flow, scenario_dir)
+    assert found == [sorted(t.iqn for t in made)] * 2
+
+
 def test_discovery_daemon_discovers_through_an_iser_iface(rdma, lio, scenario_dir):
     """iscsid's discoveryd sends SendTargets through every iface record, an iSER one's on
     a discovery session the kernel's ib_iser connects (iscsictld's own SendTargets, as the
