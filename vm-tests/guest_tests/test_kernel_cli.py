@@ -2,10 +2,13 @@
 
 Each asserts on the kernel's state (sysfs, the block device's contents)."""
 
+import contextlib
 import os
 import re
 import shutil
+import socket
 import subprocess
+import threading
 
 import pytest
 from cli import VENV_BIN, Cli, check_direct_roundtrip, read, sessions_in_sysfs, wait_disks
@@ -200,11 +203,45 @@ def test_two_targets_many_luns_listing_matches_sysfs(lio, cli):
     cli.ok("-m", "node", "-U", "all")
 
 
+@contextlib.contextmanager
+def iscsid_hanging_up():
+    """A listener on iscsid's abstract socket that reads each request and hangs up
+    unanswered: iscsiadm's question for a session's states then fails at once and it
+    prints them Unknown, as without iscsid, instead of first running iscsid.startup and
+    sleeping a second for each session (usr/iscsid_req.c ipc_connect, on ECONNREFUSED).
+    Only while iscsictld runs already (it refuses to start beside an iscsid)."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind("\0ISCSIADM_ABSTRACT_NAMESPACE")
+    listener.listen(8)
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # shut down: the listing is over
+                return
+            with conn:
+                conn.settimeout(10)
+                try:
+                    conn.recv(1 << 16)  # the request written (no EPIPE for its writer)
+                except OSError:
+                    pass
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        listener.shutdown(socket.SHUT_RDWR)
+        listener.close()
+        thread.join(10)
+
+
 def assert_listings_match_iscsiadm(cli, sids):
     """Every print level of -m session (all sessions and each one) and of -m host (all
     hosts and each one), and -m fw, byte for byte and exit code as Debian's iscsiadm.
-    Without iscsid, iscsiadm prints the two states iscsid keeps as Unknown, as iscsictl
-    does without iscsictld (unit tests): iscsictld's two values are put back to Unknown."""
+    Without iscsid's answer (:func:`iscsid_hanging_up`), iscsiadm prints the two states
+    iscsid keeps as Unknown, as iscsictl does without iscsictld (unit tests): iscsictld's
+    two values are put back to Unknown."""
     hosts = [os.path.basename(os.path.realpath(f"/sys/class/iscsi_session/session{sid}/device/.."))
              .removeprefix("host") for sid in sids]
     commands = [["-m", "fw"]]
@@ -222,8 +259,9 @@ def assert_listings_match_iscsiadm(cli, sids):
                                                               "Session State: Unknown")
         return r
     for args in commands:
-        theirs = subprocess.run(["iscsiadm", *args], capture_output=True, text=True,
-                                timeout=60)
+        with iscsid_hanging_up():
+            theirs = subprocess.run(["iscsiadm", *args], capture_output=True, text=True,
+                                    timeout=60)
         mine = ours(args)
         assert mine.returncode == theirs.returncode, (args, mine.stderr, theirs.stderr)
         assert mine.stdout == theirs.stdout, args
