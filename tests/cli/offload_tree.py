@@ -10,9 +10,11 @@ import os
 #: kernel's are: the address of its struct iscsi_transport)
 HANDLES = {"tcp": 18446744072107233344, "qla4xxx": 18446744072107241536,
            "bnx2i": 18446744072107249728, "cxgb4i": 18446744072107257920,
-           "iser": 18446744072107266112}
-#: transport -> its caps as the kernel's template has them, for ``offload_sysfs(more=)``
-CAPS = {"cxgb4i": "0x30b9", "iser": "0x89"}
+           "iser": 18446744072107266112, "cxgb3i": 18446744072107274304,
+           "be2iscsi": 18446744072107282496}
+#: transport -> its caps as the kernel's template has them (Linux 6.1: cxgb3i's and
+#: cxgb4i's, ib_iser's, be2iscsi's), for ``offload_sysfs(more=)``
+CAPS = {"cxgb4i": "0x30b9", "iser": "0x89", "cxgb3i": "0x30b9", "be2iscsi": "0x8b9"}
 
 
 #: A flash target's values as qla4xxx shows them (qla4xxx_sysfs_ddb_get_param): the
@@ -104,7 +106,7 @@ def offload_sysfs(root, more: tuple = ()) -> str:
             link(f"class/iscsi_iface/{name}", f"{d}/iscsi_iface/{name}")
 
     w("module/scsi_transport_iscsi/version", "2.0-870")
-    for name, caps in (("tcp", "0x39"), ("qla4xxx", "0x7a00"), ("bnx2i", "0x3a55")):
+    for name, caps in (("tcp", "0x39"), ("qla4xxx", "0x7a00"), ("bnx2i", "0x8b9")):
         w(f"class/iscsi_transport/{name}/handle", str(HANDLES[name]))
         w(f"class/iscsi_transport/{name}/caps", caps)
     for name in ("iscsi_session", "iscsi_connection"):

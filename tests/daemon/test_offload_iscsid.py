@@ -42,6 +42,8 @@ from iscsictl.netlink.enums import IscsiUeventE as E  # noqa: E402
 BNX = "bnx2i.00:10:18:AA:BB:01.ipv6.0"
 QLA = "qla4xxx.00:0e:1e:aa:bb:cc.ipv4.0"
 CXGB_MAC = "00:07:43:28:0f:a0"
+CXGB3_MAC = "00:07:43:11:22:30"
+BE2_MAC = "00:00:c9:aa:bb:11"
 TARGET = TargetConfig().name
 PORTAL = "10.6.0.9:3260"
 
@@ -90,7 +92,11 @@ def rig(tmp_path, monkeypatch):
     sysdir = offload_sysfs(tmp_path / "sys", more=(
         ("cxgb4i", 8, {"hwaddress": CXGB_MAC, "netdev": "eth8", "ipaddress": "10.8.0.2",
                        "initiatorname": "(null)"}),
-        ("iser", None, {})))
+        ("iser", None, {}),
+        ("cxgb3i", 10, {"hwaddress": CXGB3_MAC, "netdev": "eth10", "ipaddress": "10.10.0.2",
+                        "initiatorname": "(null)"}),
+        ("be2iscsi", 11, {"hwaddress": BE2_MAC, "netdev": "(null)", "ipaddress": "10.11.0.2",
+                          "initiatorname": "(null)"})))
     try:
         uip = FakeUip(name=NAMESPACE)
     except OSError as e:
@@ -151,8 +157,8 @@ def test_a_bnx2i_login_asks_what_iscsids_asks(rig):
     """iscsiuio's GET_IFACE (the record, netdev eth7 from the host: the same bytes but the
     IPv6 settings iscsid does not read), the host's address, netdev and MAC, the endpoint
     through host 6, the session, the node record's parameters and the host's, the login
-    relayed, the negotiated values for bnx2i's caps (no MaxOutstandingR2T, DataDigest or
-    markers: the tree's 0x3a55), START_CONN: request by request, value by value."""
+    relayed, the negotiated values for bnx2i's caps (0x8b9: no markers), START_CONN:
+    request by request, value by value."""
     (theirs, their_uip), (ours, our_uip) = both(rig, BNX, lambda: HbaKernel(FakeTarget()))
     assert [r.command for r in their_uip] == [r.command for r in our_uip] == [
         UipCommand.GET_IFACE]
@@ -184,20 +190,27 @@ def test_a_qla4xxx_login_asks_what_iscsids_asks(rig):
     assert ("SEND_PDU",) not in steps(ours)
 
 
-@pytest.mark.parametrize("iface, target", [
-    (f"cxgb4i.{CXGB_MAC}", FakeTarget), ("iser", iser_target)], ids=["cxgb4i", "iser"])
-def test_a_relayed_login_asks_what_iscsids_asks(rig, iface, target):
-    """cxgb4i (the endpoint through host 8, MaxRecvDataSegmentLength 8192 at most as
-    iscsid's cxgbi_create_conn, digests allowed: caps 0x30b9) and iSER (any host, RFC
-    7145's keys, no digests or markers: caps 0x89): request by request, value by value."""
+@pytest.mark.parametrize("iface, target, mrdsl", [
+    (f"cxgb4i.{CXGB_MAC}", FakeTarget, "8192"), ("iser", iser_target, "65536"),
+    (f"cxgb3i.{CXGB3_MAC}", FakeTarget, "8192"), (f"be2iscsi.{BE2_MAC}", FakeTarget, "65536")],
+    ids=["cxgb4i", "iser", "cxgb3i", "be2iscsi"])
+def test_a_relayed_login_asks_what_iscsids_asks(rig, iface, target, mrdsl):
+    """cxgb4i and cxgb3i (the endpoint through the port's host, MaxRecvDataSegmentLength
+    8192 at most as iscsid's cxgbi_create_conn, digests allowed: caps 0x30b9), be2iscsi
+    (its host, be2iscsi_create_conn's limits: 65536 at most, FirstBurstLength 8192,
+    InitialR2T Yes; caps 0x8b9) and iSER (any host, RFC 7145's keys, no digests or
+    markers: caps 0x89): request by request, value by value."""
     (theirs, their_uip), (ours, our_uip) = both(rig, iface, lambda: HbaKernel(target()))
     assert their_uip == our_uip == []
     assert steps(ours) == steps(theirs)
     connect = ("TRANSPORT_EP_CONNECT_THROUGH_HOST",) if iface != "iser" else (
         "TRANSPORT_EP_CONNECT",)
     assert steps(ours)[0] == connect and ("SEND_PDU",) in steps(ours)
-    assert (("SET_PARAM", "MAX_RECV_DLENGTH", "8192") in steps(ours)) == (iface != "iser")
+    assert ("SET_PARAM", "MAX_RECV_DLENGTH", mrdsl) in steps(ours)
     assert (("SET_PARAM", "HDRDGST_EN", "0") in steps(ours)) == (iface != "iser")
+    if iface.startswith("be2iscsi"):
+        assert {("SET_PARAM", "FIRST_BURST", "8192"), ("SET_PARAM", "INITIAL_R2T_EN", "1")} \
+            <= set(steps(ours))
 
 
 # ---- after the login: a relogin, then a logout -----------------------------------------------
@@ -285,7 +298,8 @@ def session_in_sysfs(sysdir: str, iface: str, add: bool = True) -> None:
         shutil.rmtree(root / host)
         return
     address, port = PORTAL.split(":")
-    module = {"bnx2i": "bnx2i", "cxgb4i": "cxgb4i", "qla4xxx": "qla4xxx",
+    module = {"bnx2i": "bnx2i", "cxgb4i": "cxgb4i", "qla4xxx": "qla4xxx", "cxgb3i": "cxgb3i",
+              "be2iscsi": "be2iscsi",
               "iser": "iscsi_iser"}[iface.split(".")[0]]
     values = {f"{host}/scsi_host/host{SESSION_HOST}/proc_name": module,
               f"{host}/scsi_host/host{SESSION_HOST}/state": "running",
@@ -358,8 +372,10 @@ def recovered(rig, iface: str, kernel, target):
 
 @pytest.mark.parametrize("iface, kernel, target", [
     (BNX, HbaKernel, FakeTarget), (f"cxgb4i.{CXGB_MAC}", HbaKernel, FakeTarget),
-    ("iser", HbaKernel, iser_target), (QLA, QlaKernel, FakeTarget)],
-    ids=["bnx2i", "cxgb4i", "iser", "qla4xxx"])
+    ("iser", HbaKernel, iser_target), (QLA, QlaKernel, FakeTarget),
+    (f"cxgb3i.{CXGB3_MAC}", HbaKernel, FakeTarget),
+    (f"be2iscsi.{BE2_MAC}", HbaKernel, FakeTarget)],
+    ids=["bnx2i", "cxgb4i", "iser", "qla4xxx", "cxgb3i", "be2iscsi"])
 def test_a_relogin_and_a_logout_ask_what_iscsids_ask(rig, iface, kernel, target):
     """After the kernel's KEVENT_CONN_ERROR, iscsid's reopen (__session_conn_reopen,
     session_conn_poll): the old endpoint disconnected (the kernel holds it until then),
