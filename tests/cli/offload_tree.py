@@ -106,7 +106,7 @@ def offload_sysfs(root, more: tuple = ()) -> str:
             link(f"class/iscsi_iface/{name}", f"{d}/iscsi_iface/{name}")
 
     w("module/scsi_transport_iscsi/version", "2.0-870")
-    for name, caps in (("tcp", "0x39"), ("qla4xxx", "0x7a00"), ("bnx2i", "0x8b9")):
+    for name, caps in (("tcp", "0x39"), ("qla4xxx", "0x48b8"), ("bnx2i", "0x8b9")):
         w(f"class/iscsi_transport/{name}/handle", str(HANDLES[name]))
         w(f"class/iscsi_transport/{name}/caps", caps)
     for name in ("iscsi_session", "iscsi_connection"):

@@ -101,7 +101,7 @@ def test_a_recorded_session_relogs_in_with_the_credentials_it_used(daemon):
 
 
 # ---- sessions the HBA's firmware runs (qla4xxx flash targets) -----------------------------
-QLA_CAPS = "0x7a00"  # qla4xxx: CAP_FW_DB among them
+QLA_CAPS = "0x7a00"  # a qla4xxx with CAP_FW_DB (older kernels'; Linux 6.1's has 0x48b8)
 
 
 def _firmware_host(sys_root, sid, host, *, creator="-1", transport="qla4xxx", caps=QLA_CAPS):
