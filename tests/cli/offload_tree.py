@@ -11,10 +11,11 @@ import os
 HANDLES = {"tcp": 18446744072107233344, "qla4xxx": 18446744072107241536,
            "bnx2i": 18446744072107249728, "cxgb4i": 18446744072107257920,
            "iser": 18446744072107266112, "cxgb3i": 18446744072107274304,
-           "be2iscsi": 18446744072107282496}
+           "be2iscsi": 18446744072107282496, "qedi": 18446744072107290688}
 #: transport -> its caps as the kernel's template has them (Linux 6.1: cxgb3i's and
-#: cxgb4i's, ib_iser's, be2iscsi's), for ``offload_sysfs(more=)``
-CAPS = {"cxgb4i": "0x30b9", "iser": "0x89", "cxgb3i": "0x30b9", "be2iscsi": "0x8b9"}
+#: cxgb4i's, ib_iser's, be2iscsi's, qedi's), for ``offload_sysfs(more=)``
+CAPS = {"cxgb4i": "0x30b9", "iser": "0x89", "cxgb3i": "0x30b9", "be2iscsi": "0x8b9",
+        "qedi": "0x8b9"}
 
 
 #: A flash target's values as qla4xxx shows them (qla4xxx_sysfs_ddb_get_param): the

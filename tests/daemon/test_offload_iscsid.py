@@ -3,7 +3,8 @@
 (tests/fake_kernel.py ServedKernel, reached by iscsid through the LD_PRELOAD shim,
 tests/nlshim.c) and a stand-in iscsiuio at the real one's socket (tests/fake_uip.py), on a
 sysfs tree laid out as Linux 6.1's (tests/cli/offload_tree.py: the bnx2i port 6, eth7,
-fd00::50; the qla4xxx port 5; a cxgb4i port 8), from the node record iscsiadm writes; then
+fd00::50; the qla4xxx port 5; cxgb4i, cxgb3i, be2iscsi and qedi ports 8, 10, 11 and 12),
+from the node record iscsiadm writes; then
 the relogin after a connection error and the logout (iscsid kept running between
 iscsiadm's commands: tests/peers.py IscsidShell), and SendTargets through the kernel's
 connection (iscsiadm's own).  No peer has the hardware; this is where iscsictld's work
@@ -44,6 +45,7 @@ QLA = "qla4xxx.00:0e:1e:aa:bb:cc.ipv4.0"
 CXGB_MAC = "00:07:43:28:0f:a0"
 CXGB3_MAC = "00:07:43:11:22:30"
 BE2_MAC = "00:00:c9:aa:bb:11"
+QEDI = "qedi.00:0e:1e:c0:ff:ee"
 TARGET = TargetConfig().name
 PORTAL = "10.6.0.9:3260"
 
@@ -96,7 +98,9 @@ def rig(tmp_path, monkeypatch):
         ("cxgb3i", 10, {"hwaddress": CXGB3_MAC, "netdev": "eth10", "ipaddress": "10.10.0.2",
                         "initiatorname": "(null)"}),
         ("be2iscsi", 11, {"hwaddress": BE2_MAC, "netdev": "(null)", "ipaddress": "10.11.0.2",
-                          "initiatorname": "(null)"})))
+                          "initiatorname": "(null)"}),
+        ("qedi", 12, {"hwaddress": QEDI.split(".", 1)[1], "netdev": "eth12",
+                      "ipaddress": "10.12.0.2", "initiatorname": "(null)"})))
     try:
         uip = FakeUip(name=NAMESPACE)
     except OSError as e:
@@ -128,17 +132,21 @@ def initiator_name(etc: str) -> str:
     return Path(etc, "initiatorname.iscsi").read_text().split("=", 1)[1].strip()
 
 
-def both(rig, iface: str, kernel):
-    """The login to TARGET at PORTAL through ``iface``: by iscsiadm and iscsid against one
-    ``kernel()``, then by iscsictld (its login request, in process) against another, from
-    the node record iscsiadm wrote.  Returns (theirs, ours): each kernel and the iscsiuio
+def both(rig, iface: str, kernel, iface_values: dict | None = None):
+    """The login to TARGET at PORTAL through ``iface`` (its record updated with
+    ``iface_values`` first): by iscsiadm and iscsid against one ``kernel()``, then by
+    iscsictld (its login request, in process) against another, from the node record
+    iscsiadm wrote.  Returns (theirs, ours): each kernel and the iscsiuio
     requests its login made."""
     tmp_path, sysdir, etc, uip = rig
     theirs = kernel()
     with ServedKernel(theirs, str(tmp_path / "nl")) as served:
         env = served.env(build_shim(str(tmp_path)))
-        for args in (("-m", "iface"), ("-m", "node", "-T", TARGET, "-p", f"{PORTAL},1", "-I",
-                                       iface, "-o", "new")):
+        for args in (("-m", "iface"),
+                     *(("-m", "iface", "-I", iface, "-o", "update", "-n", k, "-v", v)
+                       for k, v in (iface_values or {}).items()),
+                     ("-m", "node", "-T", TARGET, "-p", f"{PORTAL},1", "-I", iface, "-o",
+                      "new")):
             iscsiadm(etc, *args, sys_dir=sysdir, env=env, check=True)
         cp = iscsiadm(etc, "-m", "node", "-T", TARGET, "-p", PORTAL, "-I", iface, "-l",
                       sys_dir=sysdir, env=env, iscsid=env)
@@ -166,6 +174,28 @@ def test_a_bnx2i_login_asks_what_iscsids_asks(rig):
                                                **IPV6_SETTINGS}
     assert steps(ours) == steps(theirs)
     assert ("SEND_PDU",) in steps(ours)
+
+
+def test_a_qedi_login_asks_what_iscsids_asks(rig):
+    """qedi (bnx2i's path: iscsiuio's GET_IFACE, the host's address, netdev and MAC, but
+    no net device brought up: no_netdev), the endpoint through host 12, caps 0x8b9:
+    request by request, value by value (the iface's address set for both first: qedi
+    requires one, as bnx2i).  One difference is left: the iface names no netdev, and
+    iscsictld sets the one iscsiuio was given (the host's) on the session's host once
+    more, where iscsid's iscsi_host_set_params reads its session record's, still empty
+    (it filled another copy for iscsiuio); the same value, on the host that has it."""
+    (theirs, their_uip), (ours, our_uip) = both(rig, QEDI, lambda: HbaKernel(FakeTarget()),
+                                                iface_values={"iface.ipaddress": "10.12.0.2"})
+    assert [r.command for r in their_uip] == [r.command for r in our_uip] == [
+        UipCommand.GET_IFACE]
+    assert fields(our_uip[0].payload[16:]) == fields(their_uip[0].payload[16:])
+    again = ("SET_HOST_PARAM", "NETDEV_NAME", "eth12", SESSION_HOST)
+    assert again not in steps(theirs)
+    assert [s for s in steps(ours) if s != again] == steps(theirs)
+    assert steps(theirs)[:4] == [("SET_HOST_PARAM", "IPADDRESS", "10.12.0.2", 12),
+                                 ("SET_HOST_PARAM", "NETDEV_NAME", "eth12", 12),
+                                 ("SET_HOST_PARAM", "HWADDRESS", QEDI.split(".", 1)[1], 12),
+                                 ("TRANSPORT_EP_CONNECT_THROUGH_HOST",)]
 
 
 #: The values iscsid gives a login offload HBA for DataPDUInOrder and DataSequenceInOrder:
