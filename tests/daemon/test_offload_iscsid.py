@@ -36,6 +36,7 @@ from iscsictl.daemon.params import RELOGIN_ALWAYS  # noqa: E402
 from iscsictl.daemon.service import Daemon  # noqa: E402
 from iscsictl.db.store import NodeDB  # noqa: E402
 from iscsictl.kernel.iscsiuio import NAMESPACE, UipCommand  # noqa: E402
+from iscsictl.kernel.transports import TRANSPORTS  # noqa: E402
 from iscsictl.netlink import AsyncIscsiNetlink, IscsiHostParam, IscsiParam  # noqa: E402
 from iscsictl.netlink import messages as m  # noqa: E402
 from iscsictl.netlink.enums import IscsiUeventE as E  # noqa: E402
@@ -48,6 +49,8 @@ BE2_MAC = "00:00:c9:aa:bb:11"
 QEDI = "qedi.00:0e:1e:c0:ff:ee"
 TARGET = TargetConfig().name
 PORTAL = "10.6.0.9:3260"
+#: the host the fake kernels put their sessions on (CREATE_BOUND_SESSION's answer)
+SESSION_HOST = 9
 
 
 #: The bnx2i port's IPv6 settings, which iscsid leaves out of GET_IFACE: it reads a node
@@ -274,7 +277,7 @@ class AroundTheLogin:
                  E.DESTROY_SESSION: E.KEVENT_DESTROY_SESSION,
                  E.DESTROY_SESSION_ASYNC: E.KEVENT_DESTROY_SESSION}.get(t)
         if event is not None:
-            dgram = m.encode_message(event, nlmsg_type=0, r_sid=SID, r_host_no=9)
+            dgram = m.encode_message(event, nlmsg_type=0, r_sid=SID, r_host_no=SESSION_HOST)
             if self.events is None:
                 out.append(dgram)
             else:
@@ -303,10 +306,6 @@ def fresh_target(make):
     return target
 
 
-#: the host the fake kernels put their sessions on (CREATE_BOUND_SESSION's answer)
-SESSION_HOST = 9
-
-
 def session_in_sysfs(sysdir: str, iface: str, add: bool = True) -> None:
     """Session SID to TARGET at PORTAL through ``iface`` on host :data:`SESSION_HOST` (its
     proc_name the transport's module) in the sysfs tree, as the kernel shows a session
@@ -328,9 +327,7 @@ def session_in_sysfs(sysdir: str, iface: str, add: bool = True) -> None:
         shutil.rmtree(root / host)
         return
     address, port = PORTAL.split(":")
-    module = {"bnx2i": "bnx2i", "cxgb4i": "cxgb4i", "qla4xxx": "qla4xxx", "cxgb3i": "cxgb3i",
-              "be2iscsi": "be2iscsi",
-              "iser": "iscsi_iser"}[iface.split(".")[0]]
+    module = TRANSPORTS[iface.split(".")[0]].proc_name
     values = {f"{host}/scsi_host/host{SESSION_HOST}/proc_name": module,
               f"{host}/scsi_host/host{SESSION_HOST}/state": "running",
               f"{host}/iscsi_host/host{SESSION_HOST}/ipaddress": "(null)",
