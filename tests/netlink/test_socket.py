@@ -348,11 +348,20 @@ def test_process_events_calls_callback(kernel_factory):
 
 
 def test_callback_exception_does_not_break(kernel_factory, caplog):
+    """A consumer's exception is logged with the event, and the socket goes on: the
+    request's reply is still returned, and the next event reaches the callback."""
+    seen = []
+
     def boom(ev):
+        seen.append(ev)
         raise RuntimeError("consumer bug")
     k = kernel_factory(lambda req: [ev_conn_error(), echo(req)])
     with IscsiNetlink(k.user, timeout=2, event_callback=boom) as nl:
+        assert nl.start_conn(1, 7, 0) is None
         nl.start_conn(1, 7, 0)
+    assert [type(ev) for ev in seen] == [ConnError, ConnError]
+    failed = [r for r in caplog.records if "event callback failed" in r.getMessage()]
+    assert len(failed) == 2 and "consumer bug" in str(failed[0].exc_info[1])
 
 
 # ---------------------------------------------------------------- asyncio
