@@ -1246,10 +1246,11 @@ async def _relayed_send_targets(nl, handle: int, session: KernelSession, exchang
 
 
 async def _relayed_logout(nl, handle: int, session: KernelSession, exchange: Any,  # type: ignore[no-untyped-def]
-                          timeout: float) -> None:
+                          timeout: float, then: str = "tearing down") -> Any:
     """The Logout ``exchange`` through the kernel, best effort: a target that does not
-    answer within ``timeout`` s, or answers badly, is logged (the teardown follows).
-    Raises only CancelledError."""
+    answer within ``timeout`` s, or answers badly, is logged (``then``: what follows).
+    Returns the LogoutResult, or None without a Logout Response.  Raises only
+    CancelledError."""
     session.pdu_wanted = (LogoutResponse, Reject)  # an Async Message meanwhile is an event
     try:
         pdu = await _relayed_pdu(nl, handle, session, exchange.request, timeout,
@@ -1258,10 +1259,32 @@ async def _relayed_logout(nl, handle: int, session: KernelSession, exchange: Any
             result = exchange.receive_pdu(pdu, match_itt=False)
             if not result.ok:
                 log.warning("session %d: logout response %s", session.sid, result.response)
+            return result
+        log.warning("session %d: the target rejected the Logout; %s", session.sid, then)
     except (SessionError, IscsiNetlinkError, ISCSIProtocolError) as exc:
-        log.warning("session %d: no clean Logout (%s); tearing down", session.sid, exc)
+        log.warning("session %d: no clean Logout (%s); %s", session.sid, exc, then)
     finally:
         session.pdu_wanted = ANY_PDU
+    return None
+
+
+async def logout_for_target(nl, handle: int, session: KernelSession,  # type: ignore[no-untyped-def]
+                            timeout: float) -> None:
+    """The Logout a target asked for (RFC 7143 §11.9.1, AsyncEvent 1), through the
+    kernel, before the session's recovery logs in again: as iscsid's iscsi_send_logout
+    (an immediate Logout, reason "close the session"; usr/initiator.c) and its
+    __conn_error_handle once the Logout Response is in (or ``timeout`` s have passed:
+    its logout timer).  The session and its disks stay; their I/O waits for the new
+    connection.  A Logout Response 2 or 3 sets the Time2Wait before it
+    (``session.time2wait_once``, §11.15.4), as iscsid's iscsi_recv_logout_rsp.  Raises
+    only CancelledError."""
+    from iscsictl.protocol.session import LogoutExchange
+
+    result = await _relayed_logout(
+        nl, handle, session, LogoutExchange(itt=0, cmdsn=0, exp_statsn=0, cid=session.cid),
+        timeout, then="logging in again")
+    if result is not None and int(result.response) in (2, 3):
+        session.time2wait_once = result.time2wait
 
 
 async def _bind(nl, handle: int, sid: int, cid: int, fd: int) -> None:  # type: ignore[no-untyped-def]

@@ -431,9 +431,10 @@ class Daemon:
         if not task.cancelled() and task.exception() is not None:
             log.error("%s failed", task.get_coro().__qualname__, exc_info=task.exception())
 
-    async def _logout_for_kernel_or_target(self, sid: int) -> None:
-        """A logout nobody asked through IPC for (the kernel's INVALID_HOST, the target's
-        request): its failure is logged, there being no client to answer."""
+    async def _logout_for_kernel(self, sid: int) -> None:
+        """A logout nobody asked through IPC for (the kernel's INVALID_HOST: the session's
+        host is gone): its failure is logged, there being no client to answer.  (A target's
+        request for a Logout is not one: the session logs in again, :meth:`_recover`.)"""
         for r in await self.logout([sid], force=True):
             if not r.get("ok"):
                 log.warning("session %d: logout failed: %s", sid, r.get("message"))
@@ -788,7 +789,7 @@ class Daemon:
             if session.conn_state == "IN LOGOUT":
                 pass  # the logout under way ends it
             elif err == IscsiErr.INVALID_HOST:
-                self._spawn(self._logout_for_kernel_or_target(session.sid))
+                self._spawn(self._logout_for_kernel(session.sid))
             else:
                 self._start_recovery(session, text)
         elif isinstance(ev, ConnLoginState):
@@ -901,9 +902,10 @@ class Daemon:
                                                                     NegotiationRequested)):
             log.info("session %d: %s while logging out: nothing more to do", session.sid,
                      type(ev).__name__)
-        elif isinstance(ev, LogoutRequested):
-            log.info("session %d: the target asks for a logout within %d s", session.sid, ev.seconds)
-            self._spawn(self._logout_for_kernel_or_target(session.sid))
+        elif isinstance(ev, LogoutRequested):  # iscsid's words, then its logout and relogin
+            log.warning("connection%d:%d: Target requests logout within %d seconds",
+                        session.sid, session.cid, ev.seconds)
+            self._start_recovery(session, "logout requested by the target", logout_first=True)
         elif isinstance(ev, (ConnectionDropRequested, SessionDropRequested)):
             log.info("session %d: the target drops the connection; Time2Wait %d s",
                      session.sid, ev.time2wait)
@@ -918,28 +920,35 @@ class Daemon:
 
     # ------------------------------------------------------------------ recovery
     def _start_recovery(self, session: ks.KernelSession, why: str, *,
-                        failed_earlier: bool = False) -> None:
+                        failed_earlier: bool = False, logout_first: bool = False) -> None:
         """Recover ``session`` unless a recovery runs; ``failed_earlier``: it failed at an
-        unknown time before now (found FAILED at start), so its devices may be offline."""
+        unknown time before now (found FAILED at start), so its devices may be offline;
+        ``logout_first``: the connection is still up, and the target asked for a Logout
+        (AsyncEvent 1), which goes first (:func:`~.kernel_session.logout_for_target`)."""
         if self._closing:
             return
         if session.recovery is not None and not session.recovery.done():
             if session.conn_state in ("IN LOGIN", "LOGGED IN"):  # a new connection failed:
                 session.failed_again = why  # the kernel says it once; started over at the end
             return
+        if logout_first and session.logging_out is not None:  # a user's logout is under way
+            return
         if not session.node.target:  # half-made (adopted mid-login): nothing to log in to
             log.warning("session %d has no target name (a login that did not finish): not "
                         "recovered; iscsictl -m session -r %d -u removes it", session.sid,
                         session.sid)
             return
-        session.conn_state = "TRANSPORT WAIT"
+        session.conn_state = "IN LOGOUT" if logout_first else "TRANSPORT WAIT"
         session.internal_state = "REOPEN"
         failed_at = asyncio.get_running_loop().time()
-        session.recovery = self._spawn(self._recover(session, why, failed_at, failed_earlier))
+        session.recovery = self._spawn(self._recover(session, why, failed_at, failed_earlier,
+                                                     logout_first))
 
     async def _recover(self, session: ks.KernelSession, why: str, failed_at: float,
-                       failed_earlier: bool = False) -> None:
-        """ERL 0 recovery of one session until it is back or reopen_max is spent.
+                       failed_earlier: bool = False, logout_first: bool = False) -> None:
+        """ERL 0 recovery of one session until it is back or reopen_max is spent;
+        ``logout_first``: the Logout the target asked for goes first (the connection's
+        error that its end brings is this recovery's, ``conn_state`` IN LOGOUT meanwhile).
 
         Time2Wait counts from ``failed_at`` (when the error arrived, loop time), so
         STOP_CONN's own time is not added to it.  Back, the session's devices that went
@@ -961,9 +970,14 @@ class Daemon:
         except SessionError as exc:
             log.error("session %d: cannot recover: %s", sid, exc)
             return
+        loop = asyncio.get_running_loop()
+        if logout_first:
+            await ks.logout_for_target(self.nl, handle, session, float(
+                _num(rec, "node.conn[0].timeo.logout_timeout", 15)))
+            session.conn_state = "TRANSPORT WAIT"
+            failed_at = started = loop.time()  # Time2Wait from the Logout's end
         await ks.release_connection(self.nl, handle, session)
         wait, session.time2wait_once = session.time2wait, None
-        loop = asyncio.get_running_loop()
         # RFC 7143 §13.15: no new connection before Time2Wait.  It is slept without a
         # login slot: with more sessions down than slots, a slot held while sleeping
         # made the rest wait for the first ones' whole relogin (64 down: 2x iscsid's time)

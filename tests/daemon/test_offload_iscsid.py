@@ -40,6 +40,7 @@ from iscsictl.kernel.transports import TRANSPORTS  # noqa: E402
 from iscsictl.netlink import AsyncIscsiNetlink, IscsiHostParam, IscsiParam  # noqa: E402
 from iscsictl.netlink import messages as m  # noqa: E402
 from iscsictl.netlink.enums import IscsiUeventE as E  # noqa: E402
+from iscsictl.protocol.pdu import AsyncMessage  # noqa: E402
 
 BNX = "bnx2i.00:10:18:AA:BB:01.ipv6.0"
 QLA = "qla4xxx.00:0e:1e:aa:bb:cc.ipv4.0"
@@ -258,6 +259,12 @@ def test_a_relayed_login_asks_what_iscsids_asks(rig, iface, target, mrdsl):
 #: The kernel's words for a failed connection (ISCSI_ERR_CONN_FAILED) on the session
 CONN_ERROR = m.encode_message(E.KEVENT_CONN_ERROR, nlmsg_type=0, r_sid=SID, r_cid=0,
                               r_error=1011)
+#: KEVENT_RECV_PDU of the target's Asynchronous Message "logout requested" (AsyncEvent 1,
+#: within Parameter3 = 5 s), which the kernel hands to userspace (libiscsi's
+#: __iscsi_complete_pdu: an Async Message goes up through iscsi_recv_pdu)
+LOGOUT_REQUESTED = m.encode_message(
+    E.KEVENT_RECV_PDU, nlmsg_type=0, r_sid=SID, r_cid=0,
+    payload=AsyncMessage(async_event=1, parameter3=5, statsn=4097).encode_header()[0])
 
 
 class AroundTheLogin:
@@ -351,10 +358,11 @@ def session_in_sysfs(sysdir: str, iface: str, add: bool = True) -> None:
         (root / link).symlink_to(os.path.relpath(root / target, (root / link).parent))
 
 
-def recovered(rig, iface: str, kernel, target, iface_values: dict | None = None):
+def recovered(rig, iface: str, kernel, target, iface_values: dict | None = None,
+              event: bytes = CONN_ERROR):
     """A login to TARGET through ``iface`` (its record updated with ``iface_values``
-    first), the kernel's KEVENT_CONN_ERROR for its
-    connection, the relogin that follows, and a logout: by iscsiadm and iscsid (kept
+    first), the kernel's ``event`` for its connection (KEVENT_CONN_ERROR, or a PDU from
+    the target), the relogin that follows, and a logout: by iscsiadm and iscsid (kept
     running: tests/peers.py IscsidShell), then by iscsictld in process, from the node
     record iscsiadm wrote (DefaultTime2Wait 0).  Returns, for each side, the requests
     (:func:`steps`) of the login, of the relogin and of the logout, by those names."""
@@ -375,7 +383,7 @@ def recovered(rig, iface: str, kernel, target, iface_values: dict | None = None)
                 assert cp.returncode == 0, cp
             session_in_sysfs(sysdir, iface)
             logged_in = len(theirs.requests)
-            served.event(CONN_ERROR, E.START_CONN)
+            served.event(event, E.START_CONN)
             wait_until("iscsid's relogin", lambda: starts(theirs, logged_in) == 1)
             relogged = len(theirs.requests)
             cp = sh.run(*node, "-u")
@@ -391,7 +399,7 @@ def recovered(rig, iface: str, kernel, target, iface_values: dict | None = None)
         assert result["ok"], result
         session_in_sysfs(sysdir, iface)
         marks.append(len(ours.requests))
-        ours.transport.b.send(CONN_ERROR)
+        ours.transport.b.send(event)
         deadline = time.monotonic() + 10
         while starts(ours, marks[0]) == 0:
             assert time.monotonic() < deadline, "iscsictld's relogin: not within 10 s"
@@ -441,6 +449,27 @@ def test_a_relogin_and_a_logout_ask_what_iscsids_ask(rig, iface, kernel, target)
     if iface == QEDI:  # iscsid's relogin sets the host's netdev its first login left out
         netdev = ("SET_HOST_PARAM", "NETDEV_NAME", "eth12", SESSION_HOST)
         assert netdev in their["relogin"] and netdev not in their["login"]
+
+
+def test_a_logout_the_target_asks_for_is_followed_by_a_relogin_as_iscsids(rig):
+    """The target's Asynchronous Message "logout requested" (RFC 7143 §11.9.1, AsyncEvent
+    1): iscsid sends the Logout through the kernel (iscsi_send_logout: immediate, reason
+    "close the session"), and once the Logout Response is in, logs in again
+    (__conn_error_handle: the session reopened, STOP_CONN(RECOVER), a new endpoint, the
+    login, START_CONN); the session and its disks stay.  iscsictld's are the same, request
+    by request (a relogin sets again only what the kernel does not hold: the deliberate
+    difference of test_a_relogin_and_a_logout_ask_what_iscsids_ask).  (Before: iscsictld
+    logged the session out for good, its disks removed.)"""
+    their, ours = recovered(rig, "iser", HbaKernel, fresh_target(iser_target),
+                            event=LOGOUT_REQUESTED)
+    relogin = [("SEND_PDU",), ("TRANSPORT_EP_DISCONNECT",), ("STOP_CONN",),
+               ("TRANSPORT_EP_CONNECT",), ("BIND_CONN",)]
+    assert their["relogin"][:5] == relogin
+    held = {s[1]: s[2] for s in their["login"] if s[0] == "SET_PARAM"}
+    assert ours["relogin"] == [s for s in their["relogin"] if s[0] != "SET_PARAM" or (
+        s[1] in {p.name for p in RELOGIN_ALWAYS} or held.get(s[1]) != s[2])]
+    assert ours["relogin"][-1] == ("START_CONN",)
+    assert ours["logout"][0] == ("UNBIND_SESSION",)  # the session was still there
 
 
 # ---- SendTargets through the kernel's connection ---------------------------------------------

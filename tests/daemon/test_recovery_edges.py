@@ -236,24 +236,45 @@ def test_a_scan_that_fails_after_a_login_is_a_warning(tmp_path, monkeypatch, cap
     assert "session 4: the LUN scan failed" in caplog.text and 4 in d.sessions
 
 
-def test_a_logout_the_target_asks_for_that_fails_is_logged(tmp_path, monkeypatch, caplog):
-    """No client to answer: the failure goes to the log (before: thrown away)."""
+def test_a_logout_the_target_asks_for_that_the_kernel_refuses_still_logs_in_again(
+        tmp_path, monkeypatch, caplog):
+    """The target's "logout requested": the Logout goes through the kernel first (its
+    SEND_PDU refused here), then the session logs in again on a new connection, as
+    iscsid's logout timer ends in __conn_error_handle; it is never logged out for good.
+    (test_offload_iscsid holds the whole exchange against iscsid's.)"""
+    from iscsictl.netlink import IscsiKernelError
     from iscsictl.protocol.pdu import AsyncMessage
 
     d = _daemon(tmp_path)
-    s = _session(3)
+    s = _session(3, {"node.conn[0].timeo.logout_timeout": "1"})
+    s.time2wait_once = 0
     d.sessions[3] = s
-    d.nl = _StopOnly()
+    calls = []
+
+    class Refusing(_StopOnly):
+        async def send_pdu(self, handle, sid, cid, hdr, data):
+            calls.append(("send_pdu", hdr[0] & 0x3F))
+            raise IscsiKernelError(5, "SEND_PDU")
+    d.nl = Refusing()
+
+    async def relogin(nl, handle, session, challenges):
+        calls.append(("relogin", session.conn_state))
 
     async def logout(nl, handle, session, timeout, root):
-        raise SessionError(9, "session 3: the kernel refused to destroy it")
+        calls.append(("logout",))
 
+    monkeypatch.setattr(ks, "relogin", relogin)
     monkeypatch.setattr(ks, "logout", logout)
 
     async def main():
         d._on_target_pdu(s, AsyncMessage(async_event=1, parameter3=5))  # logout requested
-        await asyncio.gather(*d._tasks)
+        assert s.conn_state == "IN LOGOUT"
+        d._on_event(ConnError(0, None, 3, 0, 1011))  # its end, while logging out: no 2nd
+        await s.recovery
 
     with caplog.at_level(logging.WARNING):
         asyncio.run(main())
-    assert "session 3: logout failed: session 3: the kernel refused to destroy it" in caplog.text
+    assert calls == [("send_pdu", 0x06), ("relogin", "IN LOGIN")]
+    assert d.sessions[3] is s and s.conn_state == "LOGGED IN"
+    assert "Target requests logout within 5 seconds" in caplog.text
+    assert "no clean Logout" in caplog.text and "logging in again" in caplog.text
