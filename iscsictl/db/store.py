@@ -800,11 +800,12 @@ class NodeDB:
                        ) -> bool:
         """A record found again by ``did``: its discovery fields set and its link ensured,
         its settings kept; read and written under its lock, so that an update made
-        meanwhile is not undone.  ``legacy``: the old-style record found in its place,
-        converted to ``nid``'s tpgt (both locks held).  False when the record is damaged
+        meanwhile is not undone.  ``legacy``: the record found in its place under another
+        tag (the old-style file, tpgt unknown, or :meth:`_retagged`'s), converted to
+        ``nid``'s tpgt (both locks held).  False when the record is damaged
         (warned) or gone: the caller makes it anew."""
         with contextlib.ExitStack() as locks:
-            if legacy is not None:
+            if legacy is not None and self._lock_key(legacy) != self._lock_key(nid):
                 locks.enter_context(self.record_lock(self._lock_key(legacy)))
             locks.enter_context(self.record_lock(self._lock_key(nid)))
             path = self.node_path(legacy or nid)
@@ -1148,7 +1149,8 @@ class NodeDB:
         * found and present: kept with their settings; discovery fields refreshed and link
           ensured, under the record's lock (a damaged one is rewritten from defaults, with
           a warning; an old-style record of that portal, tpgt unknown, is converted to the
-          tag found) (``refresh``: OP_UPDATE; otherwise left as they are);
+          tag found, and so is one this source linked under another tag, no longer
+          found) (``refresh``: OP_UPDATE; otherwise left as they are);
         * linked before but not found now: deleted (``delete_stale``: OP_DELETE).
 
         Per-record failures are collected in ``result.failed`` and never stop the others."""
@@ -1157,6 +1159,7 @@ class NodeDB:
         old = set(self.discovery_nodes(did))
         fresh: list = []
         template: Record | None = None
+        retagged: dict | None = None
         try:  # a target without a directory has no record: one listing, not a lookup each
             targets = set(os.listdir(self._p(NODES)))
         except FileNotFoundError:
@@ -1168,8 +1171,12 @@ class NodeDB:
                 known = targets is None or nid.target in targets
                 exists = known and self.node_exists(nid)
                 legacy = None
-                if known and not exists and nid.tpgt != schema.TPGT_UNKNOWN:
-                    legacy = self._legacy_record(nid)
+                if known and not exists:  # the old-style file (tpgt unknown) of that portal:
+                    legacy = self._legacy_record(nid)  # converted to a known tag, or itself
+                    if legacy is None and refresh and nid.tpgt != schema.TPGT_UNKNOWN:
+                        if retagged is None:
+                            retagged = self._retagged(old, found)
+                        legacy = retagged.get((nid.target, nid.address, nid.port, nid.iface))
                     exists = legacy is not None
                 if not (refresh if exists else create):
                     continue
@@ -1210,6 +1217,15 @@ class NodeDB:
                 except DBError as e:
                     res.failed.append((nid, e))
         return res
+
+    @staticmethod
+    def _retagged(linked: set, found: list) -> dict:
+        """The records a discovery linked that it no longer finds, by (target, address,
+        port, iface): where one is found again under another tag (the target's portal
+        group renumbered), its settings go to the new tag before the stale one is deleted
+        (iscsiadm keeps the old record, stale, beside a new one from the defaults)."""
+        gone = sorted(set(linked) - set(found), key=lambda n: (n.tpgt, n.link_name))
+        return {(n.target, n.address, n.port, n.iface): n for n in reversed(gone)}
 
     def _create_nodes_batch(self, items: list, res: ReconcileResult, did: DiscoveryID) -> None:
         """Create many new node records durably with two filesystem flushes instead of two

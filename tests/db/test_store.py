@@ -368,6 +368,53 @@ def test_a_rediscovery_converts_an_old_style_record_of_the_portal(db, tmp_path):
     assert db.discovery_nodes(did) == [nid]
 
 
+def test_a_rediscovery_without_a_tag_keeps_the_old_style_records_settings(db, tmp_path):
+    """A target that answers SendTargets without a tag (no TargetAddress: tpgt unknown)
+    gets the old-style file nodes/T/ip,port, as iscsiadm's; found again, that record keeps
+    its settings, and ``-o new`` leaves it alone (iscsiadm's idbm_rec_read finds the file).
+    Before: looked for as nodes/T/ip,port,-1/iface, never found, so every rediscovery made
+    it again from the defaults (its CHAP secret and startup lost)."""
+    did = DiscoveryID("sendtargets", "10.0.0.9", 3260)
+    db.create_discovery(did)
+    nid = NodeID(T1, "10.0.0.9", 3260, -1)
+    assert db.reconcile_discovery(did, [nid]).added == [nid]
+    (legacy,) = db.list_nodes()
+    assert legacy.legacy and (tmp_path / "db/nodes" / T1 / "10.0.0.9,3260").is_file()
+    db.update_node(legacy, "node.session.auth.password", "s3cret")
+    db.update_node(legacy, "node.startup", "automatic")
+    for kw in ({}, {"create": True, "refresh": False, "delete_stale": False}):
+        res = db.reconcile_discovery(did, [nid], **kw)
+        assert not res.added and not res.failed, (kw, res)
+        assert res.updated == ([] if kw else [nid])
+        rec = db.read_node(legacy)
+        assert (rec["node.session.auth.password"], rec["node.startup"]) == ("s3cret",
+                                                                             "automatic")
+    assert db.list_nodes() == [legacy]
+
+
+def test_a_rediscovery_under_a_new_tag_moves_the_records_settings(db, tmp_path):
+    """The target's portal group renumbered (same target, portal and iface, tag 1 -> 2): the
+    record moves to the new tag with its settings, then the stale one goes (before: a new
+    record from the defaults, the old one and its CHAP secret deleted; iscsiadm keeps the
+    old record, stale, beside a new one from the defaults).  ``-o new`` alone makes the new
+    tag's record from the defaults, as iscsiadm's."""
+    did = DiscoveryID("sendtargets", "10.0.0.9", 3260)
+    db.create_discovery(did)
+    one, two = NodeID(T1, "10.0.0.1", 3260, 1), NodeID(T1, "10.0.0.1", 3260, 2)
+    other = NodeID(T2, "10.0.0.1", 3260, 1)
+    db.reconcile_discovery(did, [one, other])
+    db.update_node(one, "node.session.auth.password", "s3cret")
+    res = db.reconcile_discovery(did, [two, other], create=True, refresh=False,
+                                 delete_stale=False)
+    assert res.added == [two] and db.read_node(two)["node.session.auth.password"] == ""
+    db.delete_node(two)
+    res = db.reconcile_discovery(did, [two, other])
+    assert (res.updated, res.deleted, res.added, res.failed) == ([two, other], [one], [], [])
+    assert db.list_nodes() == [two, other] and db.discovery_nodes(did) == [two, other]
+    assert db.read_node(two)["node.session.auth.password"] == "s3cret"
+    assert db.read_node(two)["node.tpgt"] == 2
+
+
 def test_an_old_style_record_outlives_a_failed_conversion(db, tmp_path, monkeypatch):
     """The conversion's write fails (a full disk): the old-style record is still there
     (before: removed first, so the record and its settings were lost)."""
