@@ -22,7 +22,9 @@ directory), so readers take no lock and never wait.  Writers take a per-record `
 DB-wide lock.  Lock files live in ``<db_root>/.locks/`` (iscsiadm ignores it), hold the
 holder's PID and go with their record when it is deleted; a wait is bounded (``lock_timeout``,
 default 30 s) and ends in LockTimeout naming the holder.  iscsiadm's own ``/run/lock/iscsi``
-lock is not taken: our daemon and iscsid never run at once.
+lock is taken too around every change to a database at ``/etc/iscsi``
+(:class:`IscsiadmLock`): iscsiadm rewrites a record in place, so without it a change of ours
+could read its record half-written, or undo its change.
 
 Damaged records (empty, binary, missing node.name, wrong path shape) are reported through the
 ``warn`` callback (and ``NodeDB.warnings``) by path and skipped by listings and discovery.
@@ -68,6 +70,10 @@ STALE_TMP_AGE = 3600.0  # s: a temp file in TMP_DIRNAME older than this is a cra
 DIR_MODE = 0o770
 FILE_MODE = 0o600
 DEFAULT_LOCK_TIMEOUT = 30.0
+#: iscsiadm's database lock (open-iscsi usr/initiator.h LOCK_DIR, LOCK_FILE,
+#: LOCK_WRITE_FILE), taken for a database at :data:`SYSTEM_DB_ROOT`, the one iscsiadm uses
+ISCSIADM_LOCK_DIR = "/run/lock/iscsi"
+SYSTEM_DB_ROOT = "/etc/iscsi"
 #: what a discovery sets in each new node record made from its template
 IDENTITY_KEYS = ("node.name", "node.conn[0].address", "node.conn[0].port", "node.tpgt")
 _LOCK_POLL = 0.01
@@ -399,6 +405,78 @@ class FileLock:
         self.release()
 
 
+class IscsiadmLock:
+    """iscsiadm's lock on the node database (open-iscsi usr/idbm.c idbm_lock): the hard link
+    ``<lock_dir>/lock.write`` of ``<lock_dir>/lock``, made to lock and removed to unlock.
+    :class:`NodeDB` holds it around each change it makes, so that iscsiadm (which holds it
+    while it reads and rewrites a record in place) and iscsictl never see each other's
+    record half-written nor undo each other's change.  Reentrant within its NodeDB (a change
+    made of others takes it once); another thread waits.  A wait is bounded by ``timeout``
+    s and ends in LockTimeout: a holder that died leaves the link behind (iscsiadm then waits
+    its 30 s and goes on unlocked; iscsictl says which file to remove)."""
+
+    def __init__(self, lock_dir: str, timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
+        import threading
+
+        self.lock_dir, self.timeout = lock_dir, timeout
+        self.write_path = os.path.join(lock_dir, "lock.write")
+        self._mutex = threading.RLock()
+        self._depth = 0
+
+    def __enter__(self) -> "IscsiadmLock":
+        self._mutex.acquire()
+        try:
+            if self._depth == 0:
+                self._take()
+        except BaseException:
+            self._mutex.release()
+            raise
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._depth -= 1
+        try:
+            if self._depth == 0:
+                with contextlib.suppress(OSError):  # gone: removed by someone as stale
+                    os.unlink(self.write_path)
+        finally:
+            self._mutex.release()
+
+    def _take(self) -> None:
+        lock = os.path.join(self.lock_dir, "lock")
+        try:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(self.lock_dir, DIR_MODE)
+            os.close(os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666))
+        except OSError as e:
+            raise DBError(f"cannot take iscsiadm's lock {lock}: {e.strerror}") from e
+        start = time.monotonic()
+        while True:
+            try:
+                os.link(lock, self.write_path)
+                return
+            except FileExistsError:
+                waited = time.monotonic() - start
+                if waited >= self.timeout:
+                    raise LockTimeout(f"{self.write_path} (iscsiadm's lock; remove it if no "
+                                      "iscsiadm or iscsictl command runs)", None, waited)
+                time.sleep(_LOCK_POLL)
+            except OSError as e:
+                raise DBError(f"cannot take iscsiadm's lock {self.write_path}: "
+                              f"{e.strerror}") from e
+
+
+def _changes_db(method):
+    """A NodeDB method that changes the database: run under iscsiadm's lock
+    (:class:`IscsiadmLock`), where the database is iscsiadm's."""
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self.iscsiadm_lock:
+            return method(self, *args, **kwargs)
+    return locked
+
+
 # --------------------------------------------------------------------------------------------
 # the DB
 # --------------------------------------------------------------------------------------------
@@ -409,17 +487,26 @@ class NodeDB:
     (argument, ``ISCSICTL_DB_ROOT``/``ISCSICTL_CONFIG_ROOT``, ``/etc/iscsi``).
     ``lock_timeout`` bounds every lock wait (seconds).  ``warn(msg)`` receives one line per
     damaged record or bad value (also appended to ``self.warnings``).  ``version`` is written
-    after ``# BEGIN RECORD``.
+    after ``# BEGIN RECORD``.  ``iscsiadm_lock_dir``: where iscsiadm's lock is taken around
+    each change (:class:`IscsiadmLock`); by default :data:`ISCSIADM_LOCK_DIR` for the
+    database at :data:`SYSTEM_DB_ROOT`, none for any other (iscsiadm's is there only).
     """
 
     def __init__(self, db_root: str | None = None, config_root: str | None = None, *,
                  lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
                  warn: Callable[[str], None] | None = None,
-                 version: str = schema.FORMAT_VERSION):
+                 version: str = schema.FORMAT_VERSION,
+                 iscsiadm_lock_dir: str | None | bool = True):
         roots = resolve_roots(db_root, config_root)
         self.db_root = roots.db_root
         self.config_root = roots.config_root
         self.lock_timeout = lock_timeout
+        if iscsiadm_lock_dir is True:
+            system = os.path.realpath(self.db_root) == SYSTEM_DB_ROOT
+            iscsiadm_lock_dir = ISCSIADM_LOCK_DIR if system else None
+        self.iscsiadm_lock: IscsiadmLock | contextlib.nullcontext = (
+            IscsiadmLock(iscsiadm_lock_dir, lock_timeout) if iscsiadm_lock_dir
+            else contextlib.nullcontext())
         self.version = version
         self.warnings: list[str] = []
         self._warn_cb = warn
@@ -665,10 +752,17 @@ class NodeDB:
 
     # ---- node read -------------------------------------------------------------------------
     def read_node(self, nid: NodeID) -> Record:
-        """Read and parse one node record.  Raises RecordNotFound, CorruptRecord."""
+        """Read and parse one node record.  Raises RecordNotFound, CorruptRecord.  Reads take
+        no lock; one found damaged is read again under iscsiadm's lock, where iscsiadm
+        could have been rewriting it in place (an empty or cut file meanwhile)."""
         path = self.node_path(nid)
-        rec = parse_record(schema.NODE, self._read_bytes(path), path, self.warn)
-        return rec
+        try:
+            return parse_record(schema.NODE, self._read_bytes(path), path, self.warn)
+        except CorruptRecord:
+            if isinstance(self.iscsiadm_lock, contextlib.nullcontext):
+                raise
+        with self.iscsiadm_lock:
+            return parse_record(schema.NODE, self._read_bytes(path), path, self.warn)
 
     def read_nodes(self, **filters) -> list[Record]:
         """Parsed records matching the filters of :meth:`list_nodes`; damaged ones are warned
@@ -712,6 +806,7 @@ class NodeDB:
             self._set_discovery_fields(rec, discovery)
         return rec
 
+    @_changes_db
     def create_node(self, target: str, address: str, port: int = schema.ISCSI_LISTEN_PORT,
                     tpgt: int = schema.TPGT_UNKNOWN, iface: str = "default", *,
                     values: dict | None = None, discovery: DiscoveryID | None = None,
@@ -734,6 +829,7 @@ class NodeDB:
         rec.values["node.discovery_type"] = "send_targets" if did.type == "sendtargets" \
             else did.type
 
+    @_changes_db
     def write_node(self, rec: Record, *, create: bool = False) -> NodeID:
         """Write a whole node record (atomically) where its identity says, creating
         directories and the discovery/static link.  ``create=True`` refuses an existing record
@@ -867,6 +963,7 @@ class NodeDB:
             raise DBError(f"Could not make link {link}: {e.strerror}") from e
 
     # ---- node update / delete --------------------------------------------------------------
+    @_changes_db
     def update_node(self, nid: NodeID, name: str, value) -> Record:
         """``-o update -n name -v value`` on one record: read, validate (read-only keys refused,
         passwords set their length), write atomically, all under the record's lock.
@@ -874,6 +971,7 @@ class NodeDB:
         LockTimeout."""
         return self.update_node_many(nid, {name: value})
 
+    @_changes_db
     def update_node_many(self, nid: NodeID, updates: dict, *,
                          discovery: DiscoveryID | None = None, iface_copy: bool = False
                          ) -> Record:
@@ -895,6 +993,7 @@ class NodeDB:
                     self._link_node(rec, nid)
         return rec
 
+    @_changes_db
     def delete_node(self, nid: NodeID) -> None:
         """Delete one node record, the links that point at it (send_targets/*, isns/*, isns/,
         static/, fw/), and its portal and target directories when they become empty.
@@ -1005,6 +1104,7 @@ class NodeDB:
         rec.values["discovery.type"] = did.type
         return rec
 
+    @_changes_db
     def create_discovery(self, did: DiscoveryID, *, values: dict | None = None,
                          overwrite: bool = True) -> Record:
         """Create (``discoverydb -o new``) a discovery record.  iscsiadm overwrites an existing
@@ -1014,6 +1114,7 @@ class NodeDB:
             rec.set(k, v)
         return self.store_discovery(did, rec, overwrite=overwrite)
 
+    @_changes_db
     def store_discovery(self, did: DiscoveryID, rec: Record, *,
                         overwrite: bool = True) -> Record:
         """Write ``rec`` (made by :meth:`new_discovery_record`) as ``did``'s discovery
@@ -1038,10 +1139,12 @@ class NodeDB:
                 f"Discovery record [{did.address},{did.port}] not found.") from None
         return parse_record(did.kind, data, path, self.warn)
 
+    @_changes_db
     def update_discovery(self, did: DiscoveryID, name: str, value) -> Record:
         """``discoverydb -o update -n name -v value``.  Raises as :meth:`update_node`."""
         return self.update_discovery_many(did, {name: value})
 
+    @_changes_db
     def update_discovery_many(self, did: DiscoveryID, updates: dict) -> Record:
         """Several ``discoverydb -o update`` settings (key -> value, in order) in one
         read-modify-write: none is written when one is refused.  Raises as
@@ -1097,6 +1200,7 @@ class NodeDB:
                 out.append(nid)
         return out
 
+    @_changes_db
     def delete_discovery(self, did: DiscoveryID, *, delete_nodes: bool = True) -> list[NodeID]:
         """Delete a discovery record (``discoverydb -o delete``) and, by default, the node
         records discovered through it.  Returns the deleted NodeIDs.  Raises RecordNotFound."""
@@ -1137,6 +1241,7 @@ class NodeDB:
             lock.remove_when_released()
         return deleted
 
+    @_changes_db
     def reconcile_discovery(self, did: DiscoveryID, found: Iterable[NodeID], *,
                             values: dict | None = None, delete_stale: bool = True,
                             create: bool = True, refresh: bool = True) -> ReconcileResult:
@@ -1420,6 +1525,7 @@ class NodeDB:
             raise InvalidRecordName(f"invalid iface name {name!r}: the name of open-iscsi's "
                                     "example file, which it skips")
 
+    @_changes_db
     def create_iface(self, name: str, values: dict | None = None) -> Record:
         """``-m iface -I name -o new``.  Raises RecordExists (also for the built-ins),
         InvalidRecordName (empty, '/', longer than 64; a leading '.', which listings skip
@@ -1439,6 +1545,7 @@ class NodeDB:
         rec.path = path
         return rec
 
+    @_changes_db
     def update_iface(self, name: str, key: str, value) -> Record:
         """``-m iface -I name -o update -n key -v value``.  Built-ins are refused
         (InvalidValue), and so is an empty ``iface.transport_name`` (a file without it is
@@ -1446,6 +1553,7 @@ class NodeDB:
         :meth:`update_node`."""
         return self.update_iface_many(name, {key: value})
 
+    @_changes_db
     def update_iface_many(self, name: str, updates: dict) -> Record:
         """Several :meth:`update_iface` settings (key -> value, in order) in one
         read-modify-write: none is written when one is refused."""
@@ -1469,6 +1577,7 @@ class NodeDB:
             atomic_write(path, self._serialize(rec), tmp_dir=self._tmp_dir())
         return rec
 
+    @_changes_db
     def delete_iface(self, name: str) -> None:
         """``-m iface -I name -o delete``.  Built-ins refused (InvalidValue); raises
         RecordNotFound."""

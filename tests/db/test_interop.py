@@ -158,3 +158,43 @@ def test_a_legacy_file_is_listed_with_its_own_tag(etc):
     (nid,) = db.list_nodes(target=T1)
     assert nid.legacy and nid.tpgt == -1 and nid.listed_tpgt == 1  # still the file <ip>,<port>
     assert db.read_node(nid)["node.startup"] == "automatic"
+
+
+def test_changes_beside_iscsiadms_lose_nothing(etc, tmp_path):
+    """iscsiadm rewrites a record in place under its lock (usr/idbm.c idbm_lock:
+    /run/lock/iscsi/lock.write); iscsictl takes that lock around its changes of iscsiadm's
+    database (here ``iscsiadm_lock_dir``: the directory iscsiadm sees as /run/lock/iscsi).
+    A rediscovery and ``-o update``s of ours while iscsiadm's ``-o update``s run on the same
+    record: every change of both is there at the end, and no record was found damaged
+    (before: 8-17% of our updates failed on an empty file, and a rediscovery that read one
+    rewrote the record from the defaults, its CHAP secret lost)."""
+    import subprocess
+
+    from iscsictl.db.store import DiscoveryID
+    from peers import _namespace, iscsiadm_path
+
+    lock_dir = str(tmp_path / "iscsi-lock")
+    warnings = []
+    db = NodeDB(etc, etc, warn=warnings.append, iscsiadm_lock_dir=lock_dir)
+    did = DiscoveryID("sendtargets", "10.0.0.9", 3260)
+    db.create_discovery(did)
+    nid = NodeID(T1, "10.0.0.9", 3260, 1)
+    db.reconcile_discovery(did, [nid])
+    db.update_node(nid, "node.session.auth.authmethod", "CHAP")
+    db.update_node(nid, "node.session.auth.password", "s3cret")
+    rounds = 20
+    loop = (f"for i in $(seq 1 {rounds}); do {iscsiadm_path()} -m node -T {T1} -p "
+            "10.0.0.9:3260,1 -o update -n node.session.timeo.replacement_timeout -v "
+            "$((100+i)) || exit 1; done")
+    theirs = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                               _namespace(etc, lock_dir, None) + loop])
+    ours = 0
+    while theirs.poll() is None:
+        ours += 1
+        db.reconcile_discovery(did, [nid])
+        db.update_node(nid, "node.conn[0].timeo.noop_out_interval", str(ours))
+    assert theirs.wait() == 0 and ours > 1
+    rec = db.read_node(nid)
+    assert (rec["node.session.auth.password"], rec["node.session.timeo.replacement_timeout"],
+            rec["node.conn[0].timeo.noop_out_interval"]) == ("s3cret", 100 + rounds, ours)
+    assert warnings == [] and not os.path.exists(os.path.join(lock_dir, "lock.write"))

@@ -797,3 +797,39 @@ def test_a_discovery_record_that_is_not_a_file_is_said_and_can_be_deleted(db, tm
     assert said == [f"{path}: not a regular file: discovery record skipped"]
     db.delete_discovery(bad)
     assert not os.path.lexists(os.path.dirname(path)) and db.list_discovery() == [ok]
+
+
+def test_iscsiadms_lock_is_taken_for_its_database_only(tmp_path):
+    """The database at /etc/iscsi (iscsiadm's) takes iscsiadm's lock around each change, at
+    /run/lock/iscsi; any other root none (nothing is made when a NodeDB is)."""
+    (tmp_path / "etc").mkdir()
+    assert isinstance(NodeDB("/etc/iscsi", str(tmp_path / "etc")).iscsiadm_lock,
+                      store.IscsiadmLock)
+    assert NodeDB("/etc/iscsi", str(tmp_path / "etc")).iscsiadm_lock.lock_dir == \
+        "/run/lock/iscsi"
+    assert not isinstance(NodeDB(str(tmp_path / "db"), str(tmp_path / "etc")).iscsiadm_lock,
+                          store.IscsiadmLock)
+
+
+def test_a_change_waits_for_iscsiadms_lock_and_says_which_file_holds_it(tmp_path):
+    """iscsiadm's lock held (its ``lock.write`` link, left by a holder that died): a change
+    waits for it, bounded, and says which file to remove; nothing is changed.  Taken and
+    given back, and nested changes (a rediscovery's deletes) take it once."""
+    (tmp_path / "etc").mkdir()
+    lock_dir = tmp_path / "lock"
+    db = NodeDB(str(tmp_path / "db"), str(tmp_path / "etc"), lock_timeout=0.3,
+                iscsiadm_lock_dir=str(lock_dir))
+    did = DiscoveryID("sendtargets", "10.0.0.9", 3260)
+    db.create_discovery(did)
+    nid = NodeID(T1, "10.0.0.1", 3260, 1)
+    db.reconcile_discovery(did, [nid])
+    assert sorted(os.listdir(lock_dir)) == ["lock"]  # given back
+    res = db.reconcile_discovery(did, [])  # its delete_node nested: no wait on itself
+    assert res.deleted == [nid]
+    db.reconcile_discovery(did, [nid])
+    os.link(lock_dir / "lock", lock_dir / "lock.write")
+    with pytest.raises(LockTimeout, match="lock.write .iscsiadm's lock; remove it"):
+        db.update_node(nid, "node.startup", "automatic")
+    assert db.read_node(nid)["node.startup"] == "manual"
+    os.unlink(lock_dir / "lock.write")
+    assert db.update_node(nid, "node.startup", "automatic")["node.startup"] == "automatic"
