@@ -913,13 +913,20 @@ async def ep_connect(nl, handle: int, portal: Portal, timeout: float,  # type: i
 
 async def ep_disconnect(nl, handle: int, ep: int) -> None:  # type: ignore[no-untyped-def]
     """TRANSPORT_EP_DISCONNECT of an endpoint this daemon holds, best effort (a refusal or
-    no answer is logged); raises only NetlinkClosedError."""
-    try:
-        await nl.ep_disconnect(handle, ep)
-    except NetlinkClosedError:
-        raise
-    except IscsiNetlinkError as exc:
-        log.debug("endpoint %d: EP_DISCONNECT: %s", ep, exc)
+    no answer is logged).  Run to its end when the caller is cancelled meanwhile, then
+    CancelledError: its caller has forgotten the handle, so a disconnect cut short would
+    leak the endpoint.  Raises NetlinkClosedError (the daemon stops)."""
+    async def disconnect() -> None:
+        try:
+            await nl.ep_disconnect(handle, ep)
+        except IscsiNetlinkError as exc:
+            if isinstance(exc, NetlinkClosedError):
+                raise
+            log.debug("endpoint %d: EP_DISCONNECT: %s", ep, exc)
+    job, cancelled = await _to_the_end(asyncio.ensure_future(disconnect()))
+    if cancelled:
+        raise asyncio.CancelledError
+    job.result()
 
 
 def _queue_sizes(rec: Mapping[str, str]) -> tuple[int, int]:
@@ -1117,13 +1124,19 @@ async def _undo(nl, handle: int, ep: int, session: KernelSession | None) -> None
     """What :func:`ep_connect` and :func:`_bound_session` made, gone, in iscsid's order
     (session_conn_shutdown): the endpoint, then the connection and the session."""
     held = ep if session is None else session.ep
+    cancelled = False
     if session is not None:
         session.conn_state = "IN LOGOUT"  # its events from here on are the teardown's
-    if held is not None:
-        await ep_disconnect(nl, handle, held)
-    if session is not None:
         session.ep = None
+    if held is not None:
+        try:
+            await ep_disconnect(nl, handle, held)
+        except asyncio.CancelledError:
+            cancelled = True  # disconnected all the same: the teardown follows
+    if session is not None:
         await force_teardown(nl, handle, session.sid, 0, synchronous=True)
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 async def send_targets_ep(
@@ -1349,7 +1362,7 @@ async def relogin(
     portal = Portal(node.address, node.port, node.tpgt)
     by_kernel = node.transport in KERNEL_CONNECTED
     for _ in range(MAX_REDIRECTS + 1):
-        sock = None
+        sock, bound = None, False
         if by_kernel:  # the kernel's endpoint, ours until it is bound
             await uip_net_config(node.record)
             eph = session.ep = await ep_connect(nl, handle, portal, cfg.login_timeout,
@@ -1360,6 +1373,7 @@ async def relogin(
         step("connected")
         try:
             await _bind(nl, handle, sid, cid, eph)
+            bound = True
             step("bound")
             offload = _login_offload(node)
             if by_kernel and not offload:  # iscsid's session_conn_poll, as at the login
@@ -1382,8 +1396,13 @@ async def relogin(
                 session.negotiated = outcome.negotiated
                 session.current = portal
                 return
-        except (asyncio.CancelledError, NetlinkClosedError):
-            raise  # a logout or the daemon's stop: they tear the session down
+        except asyncio.CancelledError:  # a logout or the daemon's stop: the session is
+            if by_kernel and not bound and session.ep == eph:  # theirs; an endpoint not
+                session.ep = None  # bound yet is this attempt's (no STOP_CONN frees it)
+                await ep_disconnect(nl, handle, eph)
+            raise
+        except NetlinkClosedError:
+            raise  # the daemon stops
         except Exception as exc:
             failure = _relogin_failure(exc, sid)
             if failure is None:
@@ -1668,7 +1687,10 @@ async def logout(nl, handle: int, session: KernelSession, timeout: float,  # typ
         log.info("session %d: logout cut short (the daemon stops); tearing down", sid)
     if session.ep is not None:  # iSER: the endpoint first, as iscsid's session_conn_shutdown
         ep, session.ep = session.ep, None
-        await ep_disconnect(nl, handle, ep)
+        try:
+            await ep_disconnect(nl, handle, ep)
+        except asyncio.CancelledError:
+            cancelled = True  # disconnected all the same: the teardown follows
     if not await force_teardown(nl, handle, sid, cid):  # refused (logged): no event comes
         session.conn_state = "FAILED"  # stopped, and still the kernel's: still managed
         raise SessionError(9, f"session {sid}: the kernel refused to destroy it; it is "

@@ -278,3 +278,81 @@ def test_a_logout_the_target_asks_for_that_the_kernel_refuses_still_logs_in_agai
     assert d.sessions[3] is s and s.conn_state == "LOGGED IN"
     assert "Target requests logout within 5 seconds" in caplog.text
     assert "no clean Logout" in caplog.text and "logging in again" in caplog.text
+
+
+class _Blocking:
+    """Async netlink requests recorded as made; those named in ``block`` wait on ``gate``
+    first (as behind the netlink socket's lock), the lane jobs (the teardown) at once."""
+
+    def __init__(self, block=()):
+        self.calls, self.block, self.gate = [], set(block), asyncio.Event()
+
+    def __getattr__(self, op):
+        async def request(*args, **kwargs):
+            if op in self.block:
+                await self.gate.wait()
+            self.calls.append(op)
+            return {"ep_connect": 77, "ep_poll": 1}.get(op, 0)
+        return request
+
+    def run_blocking(self, fn, *args):
+        self.calls.append(fn.__name__)
+        job = asyncio.get_running_loop().create_future()
+        job.set_result(True)
+        return job
+
+
+def _iser_session(sid=3):
+    from iscsictl.db import schema
+    from iscsictl.db.record import with_defaults
+
+    s = _session(sid)
+    s.node = ks.NodeTarget.from_record(with_defaults(schema.NODE, {
+        "node.name": "iqn.2003-01.org.example:t", "node.conn[0].address": "127.0.0.1",
+        "node.conn[0].port": "3260", "iface.transport_name": "iser"}))
+    return s
+
+
+def _cancelled_midway(coro, nl):
+    """``coro`` run until it waits on ``nl``'s gate, cancelled there, the gate opened."""
+    async def main():
+        task = asyncio.ensure_future(coro)
+        for _ in range(50):  # enough turns of the loop to reach the gate
+            await asyncio.sleep(0)
+        assert not task.done()
+        task.cancel()
+        await asyncio.sleep(0)
+        nl.gate.set()
+        try:
+            await task
+        except asyncio.CancelledError:
+            return True
+        return False
+    return asyncio.run(main())
+
+
+def test_a_logout_cancelled_during_its_ep_disconnect_still_tears_down(monkeypatch):
+    """The daemon stops while a logout of an iSER session waits to disconnect its endpoint:
+    the disconnect ends, and so does the teardown (before: cut short there, the endpoint's
+    handle forgotten undisconnected and the session left unbound in the kernel)."""
+    s = _iser_session()
+    s.ep = 77
+    s.unbound.set()
+
+    async def no_logout_pdu(*args, **kwargs):
+        return None
+    monkeypatch.setattr(ks, "_relayed_logout", no_logout_pdu)
+    nl = _Blocking(block={"ep_disconnect"})
+    assert _cancelled_midway(ks.logout(nl, 1, s, 0.1, "/nonexistent"), nl)
+    assert nl.calls == ["unbind_session", "ep_disconnect", "_tear_down"] and s.ep is None
+
+
+def test_a_relogin_cancelled_before_its_bind_disconnects_its_endpoint():
+    """A relogin cancelled (the daemon stops, a logout takes over) between its EP_CONNECT
+    and its BIND_CONN: the endpoint, which no STOP_CONN would free (not bound), is
+    disconnected (before: left in the kernel with its connection until reboot)."""
+    s = _iser_session()
+    nl = _Blocking(block={"bind_conn"})
+    assert _cancelled_midway(ks.relogin(nl, 1, s), nl)
+    assert nl.calls[:2] == ["ep_connect", "ep_poll"] and "ep_disconnect" in nl.calls
+    assert s.ep is None
