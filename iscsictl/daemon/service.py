@@ -389,7 +389,9 @@ class Daemon:
         ends stopped (a failing step is logged, the others still run).  Requests under way
         are cut short while netlink is still open, so that what they undo reaches the
         kernel (a login's half-made session destroyed, a logout's session torn down), and
-        each client is answered (29)."""
+        each client is answered (29).  ``logout_all`` logs out after that, so that a login
+        that ends meanwhile (a request's, an automatic one, the discovery daemon's) is
+        logged out too."""
         self._closing = True
         try:
             requests: list[asyncio.Task[None]] = []
@@ -397,12 +399,12 @@ class Daemon:
                 requests = list(self._server.tasks)
                 self._server.close()
                 self._server = None
-            if logout_all:
-                await self.logout([s.sid for s in list(self.sessions.values())], force=True)
             tasks = [*requests, *self._tasks]
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if logout_all:
+                await self.logout([s.sid for s in list(self.sessions.values())], force=True)
             self._flush_state()
         except Exception:  # noqa: BLE001 - a bug must not keep the daemon from stopping
             log.exception("while stopping")

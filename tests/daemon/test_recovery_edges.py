@@ -356,3 +356,37 @@ def test_a_relogin_cancelled_before_its_bind_disconnects_its_endpoint():
     assert _cancelled_midway(ks.relogin(nl, 1, s), nl)
     assert nl.calls[:2] == ["ep_connect", "ep_poll"] and "ep_disconnect" in nl.calls
     assert s.ep is None
+
+
+def test_a_stop_with_logout_all_logs_out_a_login_that_ends_meanwhile(tmp_path, monkeypatch):
+    """``close(logout_all=True)`` while a login is under way: no session is left behind
+    (before: the logouts ran first, and a login ending during them stayed in the kernel)."""
+    d = _daemon(tmp_path)
+    logged_out, gate = [], None
+
+    async def establish(nl, handle, node, name, isid, issued, scan, caps=-1):
+        await gate.wait()  # ends while the stop's logouts run
+        return ks.KernelSession(sid=9, host_no=5, cid=0, node=node, isid=isid, tsih=1,
+                                params=None, current=Portal("127.0.0.1", 3260, 1))
+
+    async def logout(nl, handle, session, timeout, root):
+        gate.set()
+        await asyncio.sleep(0.05)
+        logged_out.append(session.sid)
+
+    monkeypatch.setattr(ks, "establish", establish)
+    monkeypatch.setattr(ks, "logout", logout)
+
+    async def main():
+        nonlocal gate
+        gate = asyncio.Event()
+        d.nl = _StopOnly()
+        d.sessions[3] = _session(3)
+        d._spawn(d.login([{"node.name": "iqn.2003-01.org.example:u",
+                           "node.conn[0].address": "127.0.0.1", "node.conn[0].port": "3260",
+                           "node.session.scan": "manual"}], "iqn.2005-03.org.open-iscsi:i"))
+        await asyncio.sleep(0.01)
+        await d.close(logout_all=True)
+
+    asyncio.run(main())
+    assert d.sessions == {} and 3 in logged_out
