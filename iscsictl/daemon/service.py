@@ -1176,9 +1176,10 @@ class Daemon:
 
         def through_kernel(src: dd.Source, iface: dict[str, str],
                            name: str) -> list[dict[str, Any]]:  # on the discovery's thread
-            return asyncio.run_coroutine_threadsafe(
-                self.send_targets(src.address, src.port, src.values, iface, name),
-                loop).result()
+            async def exchange() -> list[dict[str, Any]]:  # a task of the daemon's: its stop
+                return await self._spawn(self.send_targets(  # cancels it while netlink is
+                    src.address, src.port, src.values, iface, name))  # open (its undo runs)
+            return asyncio.run_coroutine_threadsafe(exchange(), loop).result()
 
         async def discover(src: dd.Source) -> list[dict[str, str]]:
             return await _on_thread(lambda: dd.discover(self._db(), src, self._initiator_name(),

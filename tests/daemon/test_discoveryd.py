@@ -351,6 +351,42 @@ def test_the_daemon_discovers_through_an_hba_iface_with_its_sendtargets(db, tgt,
     assert asked == [[("hba", T3)]]
 
 
+def test_a_stop_cancels_an_hba_ifaces_sendtargets_under_way(db, tgt, tmp_path):
+    """The daemon stops while an HBA iface's SendTargets (the kernel's discovery session)
+    is under way on its loop: it is cancelled before netlink closes, so that its undo (the
+    endpoint, the session) reaches the kernel (before: left running, it failed on the
+    closed socket, and the discovery session stayed in the kernel)."""
+    st_source(db, tgt.port, poll=0)
+    iface_file(tmp_path, "hba", "cxgb4i")
+    daemon = Daemon(None, sysfs_root=str(tmp_path / "sys"), state_dir=str(tmp_path / "st"),
+                    db_root=db.db_root, config_root=db.db_root)
+    events = []
+
+    class Netlink:
+        def close(self):
+            events.append("netlink closed")
+
+    async def send_targets(address, port, values, iface, initiator_name):
+        events.append("exchange")
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            events.append("cancelled")
+            raise
+    daemon.send_targets = send_targets
+
+    async def run():
+        daemon.nl = Netlink()
+        await daemon._discoveryd()
+        for _ in range(500):
+            if events:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.wait_for(daemon.close(), 10)
+    asyncio.run(run())
+    assert events == ["exchange", "cancelled", "netlink closed"]
+
+
 def test_an_isns_record_hears_state_change_notifications(db, tmp_path):
     """iscsid's discoveryd against open-isns: the initiator registered for SCNs; a target
     registered later and one deregistered each start a round at once (the interval, an
