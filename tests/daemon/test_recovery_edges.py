@@ -195,6 +195,22 @@ def test_a_logout_of_an_unmanaged_session_adopts_that_one_only(tmp_path):
     assert 8 in d._unclaimed_errors
 
 
+def test_a_logout_of_a_session_this_daemon_is_logging_in_is_refused(tmp_path):
+    """``-m session -u`` lists a session an iSER login here is still making (its endpoint
+    bound): its logout is refused, "try again" (iscsid's ISCSI_ERR_SESSION_NOT_CONNECTED),
+    and it is not adopted.  Before: adopted and torn down, the login's endpoint
+    disconnected by the kernel, then again by the login's undo, by a handle the kernel
+    may have given another session's endpoint meanwhile."""
+    d = _daemon(tmp_path)
+    _kernel_session(tmp_path, 8)
+    d._logging_in[8] = _iser_session(8)
+    (result,) = asyncio.run(d.logout([8]))
+    assert (result["ok"], result["code"]) == (False, 32) and "being logged in" in \
+        result["message"]
+    d._adopt()
+    assert d.sessions == {}
+
+
 def test_a_half_made_session_is_never_recovered(tmp_path, caplog):
     """Adopted with no target name (a login that did not finish): no recovery (it had
     died on "a Normal session needs a TargetName"), and the warning says how to remove
