@@ -190,13 +190,18 @@ def _parse_portal_dir(name: str):
 
 
 def _parse_link_name(name: str) -> NodeID | None:
-    parts = name.rsplit(",", 4)
-    if len(parts) != 5 or not parts[0] or not parts[1] or not parts[4]:
-        return None
-    try:
-        return NodeID(parts[0], parts[1], int(parts[2]), int(parts[3]), parts[4])
-    except ValueError:
-        return None
+    """A discovery link's name ``<target>,<ip>,<port>,<tpgt>,<iface>`` as iscsiadm reads it
+    (usr/idbm.c get_params_from_disc_link): the target up to the first ',' (an iSCSI name
+    has none), the iface the rest (an iface name may hold one); failing that, the last four
+    fields from the right (a target name with a ',', which iscsiadm cannot read).  None
+    for what is not such a name."""
+    for parts in (name.split(",", 4), name.rsplit(",", 4)):
+        if len(parts) == 5 and parts[0] and parts[1] and parts[4]:
+            try:
+                return NodeID(parts[0], parts[1], int(parts[2]), int(parts[3]), parts[4])
+            except ValueError:
+                continue
+    return None
 
 
 # --------------------------------------------------------------------------------------------

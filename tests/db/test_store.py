@@ -833,3 +833,23 @@ def test_a_change_waits_for_iscsiadms_lock_and_says_which_file_holds_it(tmp_path
     assert db.read_node(nid)["node.startup"] == "manual"
     os.unlink(lock_dir / "lock.write")
     assert db.update_node(nid, "node.startup", "automatic")["node.startup"] == "automatic"
+
+
+def test_an_iface_name_with_a_comma_is_read_back_from_its_links(db):
+    """A discovery link's name is read as iscsiadm reads it (get_params_from_disc_link: the
+    target up to the first ',', the iface the rest), so an iface named with a ',' (iscsiadm
+    takes one) keeps its records linked and their staleness seen (before: read from the
+    right, ``7,x`` made another record's name, ``a,b`` none: such records were relinked
+    each time, or never deleted)."""
+    for name in ("7,x", "a,b"):
+        db.create_iface(name, {"iface.transport_name": "tcp"})
+    did = DiscoveryID("sendtargets", "10.0.0.9", 3260)
+    db.create_discovery(did)
+    a, b = NodeID(T1, "10.0.0.9", 3260, 1, "7,x"), NodeID(T2, "10.0.0.9", 3260, 1, "a,b")
+    db.reconcile_discovery(did, [a, b])
+    assert db.discovery_nodes(did) == [a, b]
+    res = db.reconcile_discovery(did, [a])
+    assert (res.updated, res.deleted, res.failed) == ([a], [b], [])
+    assert db.list_nodes() == [a]
+    assert store._parse_link_name("iqn.x,y:t,10.0.0.1,3260,1,default") == NodeID(
+        "iqn.x,y:t", "10.0.0.1", 3260, 1, "default")  # a target of ours with a ','
