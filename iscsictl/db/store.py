@@ -450,9 +450,8 @@ class IscsiadmLock:
 
     def _take(self) -> None:
         lock = os.path.join(self.lock_dir, "lock")
-        try:
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(self.lock_dir, DIR_MODE)
+        try:  # (/run/lock made too where a system has none: iscsiadm would fail there)
+            os.makedirs(self.lock_dir, DIR_MODE, exist_ok=True)
             os.close(os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666))
         except OSError as e:
             raise DBError(f"cannot take iscsiadm's lock {lock}: {e.strerror}") from e

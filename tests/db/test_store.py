@@ -816,7 +816,7 @@ def test_a_change_waits_for_iscsiadms_lock_and_says_which_file_holds_it(tmp_path
     waits for it, bounded, and says which file to remove; nothing is changed.  Taken and
     given back, and nested changes (a rediscovery's deletes) take it once."""
     (tmp_path / "etc").mkdir()
-    lock_dir = tmp_path / "lock"
+    lock_dir = tmp_path / "run-lock" / "iscsi"  # made, /run/lock too where there is none
     db = NodeDB(str(tmp_path / "db"), str(tmp_path / "etc"), lock_timeout=0.3,
                 iscsiadm_lock_dir=str(lock_dir))
     did = DiscoveryID("sendtargets", "10.0.0.9", 3260)
