@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +39,7 @@ __all__ = [
     "DaemonNotRunning",
     "decode_message",
     "encode_message",
+    "peer_credentials",
     "socket_path",
 ]
 
@@ -252,3 +254,15 @@ class DaemonClient:
         if not _error_code(code):
             raise DaemonError(18, f"could not read iscsictld's answer: error {err!r:.200}")
         raise DaemonError(code, str(err.get("message", "unknown error")), err.get("detail"))
+
+
+_UCRED = struct.Struct("=iII")  # struct ucred: pid, uid, gid
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end of the connected Unix socket
+    ``sock`` (SO_PEERCRED: a client's when it connected, a listener's when it listened).
+    Raises OSError."""
+    pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                  _UCRED.size))
+    return pid, uid, gid

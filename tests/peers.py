@@ -13,6 +13,7 @@ MGMT_IPC_CONFIG_FILE), so records it creates get compiled defaults only; it also
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import select
@@ -404,3 +405,34 @@ class Isnsd(_LoopbackDaemon):
                 return
             time.sleep(0.1)
         raise AssertionError(f"isnsd at {self.portal} did not get {names}")
+
+
+@contextlib.contextmanager
+def listener_of_another_user(name: str, uid: int = 65534):
+    """A process of user ``uid`` (nobody) listening on the abstract Unix socket ``name``
+    (no leading NUL) until the block ends: what any local user can do, an abstract socket
+    having no permissions.  Yields its pid."""
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the test
+        try:
+            os.close(ready_r)
+            os.setgid(uid)
+            os.setuid(uid)
+            srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            srv.bind("\0" + name)
+            srv.listen(8)
+            os.write(ready_w, b"1")
+            while True:
+                conn, _ = srv.accept()
+                conn.close()
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    try:
+        assert os.read(ready_r, 1) == b"1", "the other user's listener did not start"
+        yield pid
+    finally:
+        os.close(ready_r)
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)

@@ -43,6 +43,8 @@ import sys
 import time
 from typing import Callable
 
+from iscsictl.ipc import peer_credentials
+
 PROTOCOL_VERSION = 1
 MAGIC = b"ICLI"
 #: struct request of client.c: magic, version, umask, argc, envc, body_len
@@ -370,8 +372,7 @@ def _serve(conn: socket.socket) -> tuple[int, bool]:
     """Run the client's command in this process as its own: its descriptors 0-2, working
     directory, umask, environment and arguments.  (exit code, whether the worker may serve
     again); exits at once (1: the client runs iscsictl-py) for a request it does not take."""
-    uid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                              struct.calcsize("3i")))[1]
+    uid = peer_credentials(conn)[1]
     if uid != 0:
         os._exit(1)  # the client runs iscsictl-py, as that user
     try:

@@ -9,22 +9,34 @@ import fcntl
 import os
 import socket
 
-__all__ = ["ISCSID_ABSTRACT", "LOCK_FILE", "LockHeld", "iscsid_running", "take_lock"]
+from iscsictl.ipc import peer_credentials
+
+__all__ = ["ISCSID_ABSTRACT", "LOCK_FILE", "LockHeld", "iscsid_running", "listener_of",
+           "take_lock"]
 
 LOCK_FILE = "/run/iscsictld.pid"
 ISCSID_ABSTRACT = "\0ISCSIADM_ABSTRACT_NAMESPACE"
 
 
+def listener_of(address: str) -> tuple[int, int] | None:
+    """(pid, uid) of the process listening on the Unix stream socket ``address`` (an
+    abstract one starts with NUL): SO_PEERCRED, its credentials when it listened; None when
+    nothing listens there."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(address)
+            pid, uid, _ = peer_credentials(s)
+        except OSError:
+            return None
+    return pid, uid
+
+
 def iscsid_running() -> bool:
-    """True when open-iscsi's iscsid answers on its abstract socket."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.connect(ISCSID_ABSTRACT)
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
+    """True when open-iscsi's iscsid listens on its abstract socket: a process of root's.
+    An abstract socket has no permissions, so a listener of another user is not taken for
+    iscsid (any user could otherwise keep iscsictld from starting)."""
+    found = listener_of(ISCSID_ABSTRACT)
+    return found is not None and found[1] == 0
 
 
 class LockHeld(Exception):

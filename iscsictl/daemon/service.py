@@ -29,7 +29,6 @@ import logging
 import os
 import random
 import socket
-import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -42,7 +41,7 @@ from iscsictl.db.files import read_regular
 from iscsictl.db.record import with_defaults
 from iscsictl.db.schema import NODE
 from iscsictl.ipc import (IPC_VERSION, KEEPALIVE_INTERVAL, MAX_MESSAGE, SERVED_VERSIONS,
-                          SILENCE_LIMIT, decode_message, encode_message)
+                          SILENCE_LIMIT, decode_message, encode_message, peer_credentials)
 from iscsictl.kernel.sysfs import Sysfs
 from iscsictl.kernel.transports import (BIND_EP_TRANSPORTS, PROC_NAME_TRANSPORT, TRANSPORTS,
                                         unsupported)
@@ -1367,8 +1366,7 @@ class Daemon:
             out.write(encode_message({"version": version, "progress": event}))
 
         try:
-            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-            _pid, uid, _gid = struct.unpack("3i", creds)
+            _pid, uid, _gid = peer_credentials(conn)
             if uid not in (0, os.getuid()):
                 reply = {"ok": False, "error": {"code": 13, "message": err_text(13)}}
             else:

@@ -328,6 +328,13 @@ def exchange(request: bytes, timeout: float, name: str | None = None) -> UipResp
                                            f"@{addr[1:]})") from None
         except OSError as exc:
             raise UipError(exc.errno, f"cannot reach iscsiuio: {exc.strerror}") from None
+        from iscsictl.ipc import peer_credentials
+
+        pid, uid, _ = peer_credentials(sock)
+        if uid != 0:  # an abstract socket has no permissions: anyone may listen there
+            raise UipError(errno.EPERM, f"the process on @{addr[1:]} (pid {pid}, uid {uid}) "
+                                        "is not root's: not iscsiuio; the iface record is "
+                                        "not sent to it")
         try:
             sock.sendall(request)
             answer = b""

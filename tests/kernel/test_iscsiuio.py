@@ -5,6 +5,7 @@ The real iscsiuio reads these requests in the VM (vm-tests/guest_tests/test_iscs
 
 import ctypes
 import errno
+import os
 import socket
 import struct
 import threading
@@ -122,3 +123,17 @@ def test_the_socket_name_can_be_pointed_elsewhere(monkeypatch):
     assert u.socket_name() == "ISCSID_UIP_ABSTRACT_NAMESPACE"
     monkeypatch.setenv("ISCSICTL_UIP_SOCKET", "elsewhere")
     assert u.socket_name() == "elsewhere"
+
+
+def test_a_listener_of_another_user_is_not_taken_for_iscsiuio():
+    """Any user may listen on an abstract socket (no permissions): a process of nobody's at
+    iscsiuio's name does not get the iface record (before: sent to it, and its answer
+    believed)."""
+    from peers import listener_of_another_user
+
+    name = f"iscsictl-test-uip-squatter-{os.getpid()}"
+    with listener_of_another_user(name) as pid:
+        with pytest.raises(u.UipError) as caught:
+            u.exchange(u.get_iface_request({}), 2, name)
+    assert caught.value.errno == errno.EPERM
+    assert f"pid {pid}, uid 65534" in str(caught.value) and "not iscsiuio" in str(caught.value)

@@ -1,0 +1,25 @@
+"""One owner of the kernel's interface (iscsictl/daemon/instance.py): open-iscsi's iscsid
+told by its abstract socket, whose listener must be root's."""
+
+import os
+import socket
+
+from iscsictl.daemon import instance
+from peers import listener_of_another_user
+
+
+def test_iscsid_is_a_root_listener_on_its_socket(monkeypatch):
+    """A listener of root's at iscsid's name is iscsid; one of another user's is not (any
+    user may listen on an abstract socket: before, that kept iscsictld and iscsictl-start
+    from starting, "iscsid is running"); nothing listening, no iscsid.  (A test name, not
+    iscsid's: a real iscsid elsewhere on this machine is left alone.)"""
+    name = f"iscsictl-test-iscsid-{os.getpid()}"
+    monkeypatch.setattr(instance, "ISCSID_ABSTRACT", "\0" + name)
+    assert not instance.iscsid_running() and instance.listener_of("\0" + name) is None
+    with listener_of_another_user(name) as pid:
+        assert instance.listener_of("\0" + name) == (pid, 65534)
+        assert not instance.iscsid_running()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as root:
+        root.bind("\0" + name)
+        root.listen(1)
+        assert instance.iscsid_running() == (os.geteuid() == 0)
