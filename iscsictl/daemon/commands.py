@@ -30,9 +30,12 @@ class CommandServerProcess:
     async def start(self) -> None:
         """Spawn the server (it imports the CLI, then listens: ready in the background)."""
         try:
+            # -P, in /: no module is imported from the daemon's working directory (with -m,
+            # Python would search it first), should root have started the daemon in one
+            # another user can write to; each worker moves to its client's
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-X", "utf8", "-m", "iscsictl.cli.server",
-                "--socket", self.path, "--watch-stdin",
+                sys.executable, "-P", "-X", "utf8", "-m", "iscsictl.cli.server",
+                "--socket", self.path, "--watch-stdin", cwd="/",
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL)
         except OSError as exc:
             log.warning("command server not started (%s): commands start Python each",
