@@ -39,6 +39,7 @@ import functools
 import itertools
 import os
 import re
+import stat
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -425,14 +426,15 @@ class IscsiadmLock:
 
         self.lock_dir, self.timeout = lock_dir, timeout
         self.write_path = os.path.join(lock_dir, "lock.write")
+        self.untrusted: str | None = None  # why the lock is not taken, if it is not
         self._mutex = threading.RLock()
-        self._depth = 0
+        self._depth, self._held = 0, False
 
     def __enter__(self) -> "IscsiadmLock":
         self._mutex.acquire()
         try:
             if self._depth == 0:
-                self._take()
+                self._held = self._take()
         except BaseException:
             self._mutex.release()
             raise
@@ -442,24 +444,36 @@ class IscsiadmLock:
     def __exit__(self, *exc) -> None:
         self._depth -= 1
         try:
-            if self._depth == 0:
+            if self._depth == 0 and self._held:
                 with contextlib.suppress(OSError):  # gone: removed by someone as stale
                     os.unlink(self.write_path)
         finally:
             self._mutex.release()
 
-    def _take(self) -> None:
+    def _take(self) -> bool:
+        """Whether the lock was taken: not in a directory another user can write to (on
+        Debian /run/lock is any user's: one who made ``iscsi`` there first could point
+        ``lock`` anywhere, or hold ``lock.write`` for ever), which is said instead
+        (:attr:`untrusted`) and the change made without it."""
         lock = os.path.join(self.lock_dir, "lock")
         try:  # (/run/lock made too where a system has none: iscsiadm would fail there)
             os.makedirs(self.lock_dir, DIR_MODE, exist_ok=True)
-            os.close(os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666))
+            st = os.lstat(self.lock_dir)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid not in (0, os.geteuid()) or \
+                    st.st_mode & 0o002 or (st.st_mode & 0o020 and st.st_gid != 0):
+                self.untrusted = (f"iscsiadm's lock directory {self.lock_dir} is not "
+                                  f"root's alone (owner {st.st_uid}, mode "
+                                  f"{stat.S_IMODE(st.st_mode):o}): its lock not taken")
+                return False
+            os.close(os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+                             | os.O_NOCTTY, 0o666))
         except OSError as e:
             raise DBError(f"cannot take iscsiadm's lock {lock}: {e.strerror}") from e
         start = time.monotonic()
         while True:
             try:
                 os.link(lock, self.write_path)
-                return
+                return True
             except FileExistsError:
                 waited = time.monotonic() - start
                 if waited >= self.timeout:
@@ -476,7 +490,10 @@ def _changes_db(method):
     (:class:`IscsiadmLock`), where the database is iscsiadm's."""
     @functools.wraps(method)
     def locked(self, *args, **kwargs):
-        with self.iscsiadm_lock:
+        with self.iscsiadm_lock as held:
+            if getattr(held, "untrusted", None) and not self._untrusted_said:
+                self._untrusted_said = True
+                self.warn(held.untrusted)
             return method(self, *args, **kwargs)
     return locked
 
@@ -511,6 +528,7 @@ class NodeDB:
         self.iscsiadm_lock: IscsiadmLock | contextlib.nullcontext = (
             IscsiadmLock(iscsiadm_lock_dir, lock_timeout) if iscsiadm_lock_dir
             else contextlib.nullcontext())
+        self._untrusted_said = False
         self.version = version
         self.warnings: list[str] = []
         self._warn_cb = warn

@@ -853,3 +853,28 @@ def test_an_iface_name_with_a_comma_is_read_back_from_its_links(db):
     assert db.list_nodes() == [a]
     assert store._parse_link_name("iqn.x,y:t,10.0.0.1,3260,1,default") == NodeID(
         "iqn.x,y:t", "10.0.0.1", 3260, 1, "default")  # a target of ours with a ','
+
+
+def test_iscsiadms_lock_in_a_directory_any_user_may_write_is_not_taken(tmp_path):
+    """/run/lock is any user's on Debian: an ``iscsi`` directory there that is not root's
+    alone could point ``lock`` anywhere (root would create or open that file) or hold
+    ``lock.write`` for ever.  Its lock is not taken (said once) and the change made; a
+    ``lock`` that is a symbolic link is not followed."""
+    (tmp_path / "etc").mkdir()
+    lock_dir = tmp_path / "iscsi"
+    lock_dir.mkdir()
+    lock_dir.chmod(0o777)
+    warnings = []
+    db = NodeDB(str(tmp_path / "db"), str(tmp_path / "etc"), lock_timeout=0.3,
+                iscsiadm_lock_dir=str(lock_dir), warn=warnings.append)
+    nid = NodeID(T1, "10.0.0.1", 3260, 1)
+    db.create_node(T1, "10.0.0.1", 3260, 1)
+    db.update_node(nid, "node.startup", "automatic")
+    assert db.read_node(nid)["node.startup"] == "automatic" and os.listdir(lock_dir) == []
+    assert len(warnings) == 1 and "not root's alone" in warnings[0]
+    lock_dir.chmod(0o755)
+    target = tmp_path / "elsewhere"
+    os.symlink(target, lock_dir / "lock")
+    with pytest.raises(DBError, match="cannot take iscsiadm's lock"):
+        db.update_node(nid, "node.startup", "manual")
+    assert not target.exists() and db.read_node(nid)["node.startup"] == "automatic"
