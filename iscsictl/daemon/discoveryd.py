@@ -52,6 +52,9 @@ log = logging.getLogger("iscsictld")
 DEFAULT_POLL = 30  #: s between rounds when the record's interval is below 0 (DISC_DEF_POLL_INVL)
 ISNS_SCN_POLL = 30  #: s between iSNS rounds where iscsid would wait for SCNs only
 SCN_IDLE = 3600.0  #: s an SCN connection may stay silent before it is closed
+#: SCN connections open at once; more are closed at once (each holds a descriptor of the
+#: daemon's, whose loop and relogins need theirs)
+MAX_SCN_CONNECTIONS = 8
 DEREGISTER_TIMEOUT = 5.0  #: s the stop waits for the iSNS server's answer to the DevDereg
 
 #: (target, portal address, portal port, iface): one node, as the daemon's sessions key it
@@ -309,12 +312,18 @@ class ScnReceiver:
     """Where iSNS servers deliver State Change Notifications: a TCP port of its own on every
     address (:attr:`port` once :meth:`start` returns).  Each SCN is answered (SCNRsp,
     RFC 4171 §5.7.5.8) and sets :attr:`heard`; a message that is not an SCN closes its
-    connection.  A connection silent for :data:`SCN_IDLE` s is closed."""
+    connection.  A connection silent for :data:`SCN_IDLE` s is closed; one from an address
+    not ``server``'s (its name resolved at :meth:`start`; None: any) at once, as one past
+    :data:`MAX_SCN_CONNECTIONS` (the daemon runs as root on that port: any host could
+    otherwise hold its descriptors, or make it discover without end)."""
 
-    def __init__(self) -> None:
+    def __init__(self, server: str | None = None) -> None:
         self.heard = asyncio.Event()
         self.port = 0
         self.received = 0
+        self.server = server
+        self._senders: set[str] | None = None
+        self._open = 0
         self._server: asyncio.base_events.Server | None = None
 
     async def start(self) -> int:
@@ -334,6 +343,14 @@ class ScnReceiver:
             except OSError:
                 sock.close()
                 raise
+        if self.server is not None:
+            try:
+                infos = await asyncio.get_running_loop().getaddrinfo(
+                    self.server, None, type=socket.SOCK_STREAM)
+                self._senders = {_plain_address(info[4][0]) for info in infos}
+            except OSError as exc:  # resolved again at the next start; any sender till then
+                log.warning("iSNS server %s not resolved (%s): SCNs taken from any address",
+                            self.server, exc)
         self._server = await asyncio.start_server(self._serve, sock=sock)
         self.port = sock.getsockname()[1]
         return self.port
@@ -342,6 +359,18 @@ class ScnReceiver:
         from iscsictl.protocol.isns import (HEADER_LEN, IsnsFormatError, decode_notification,
                                             encode_notification_response)
         peer = writer.get_extra_info("peername")
+        sender = _plain_address(peer[0]) if peer else "?"
+        if self._senders is not None and sender not in self._senders:
+            log.warning("a connection to the SCN port from %s, not the iSNS server %s: closed",
+                        sender, self.server)
+            writer.close()
+            return
+        if self._open >= MAX_SCN_CONNECTIONS:
+            log.warning("a connection to the SCN port from %s: %d open already; closed",
+                        sender, self._open)
+            writer.close()
+            return
+        self._open += 1
         try:
             while True:
                 header = await asyncio.wait_for(reader.readexactly(HEADER_LEN), SCN_IDLE)
@@ -361,12 +390,20 @@ class ScnReceiver:
         except (asyncio.IncompleteReadError, asyncio.TimeoutError, OSError):
             pass
         finally:
+            self._open -= 1
             writer.close()
 
     def close(self) -> None:
         if self._server is not None:
             self._server.close()
             self._server = None
+
+
+def _plain_address(address: str) -> str:
+    """``address`` as one form for each host: an IPv4-mapped IPv6 address (a dual-stack
+    socket's IPv4 peer) as the IPv4 address, an IPv6 scope dropped."""
+    address = address.split("%", 1)[0]
+    return address[7:] if address.startswith("::ffff:") and "." in address else address
 
 
 class Poller:
@@ -408,7 +445,7 @@ class Poller:
 
     async def run(self) -> None:
         if self.src.hears_scns and self._register is not None:
-            self.scns = ScnReceiver()
+            self.scns = ScnReceiver(self.src.address)
             try:
                 await self.scns.start()
             except OSError as exc:

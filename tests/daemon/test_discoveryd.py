@@ -487,3 +487,36 @@ def test_a_registration_that_fails_is_said_and_made_again_next_round(db, caplog)
     asyncio.run(two())
     assert calls == [5, 5]
     assert "could not register for State Change Notifications" in caplog.text
+
+
+def test_the_scn_port_takes_the_iscsi_servers_connections_only_and_few(db):
+    """The SCN port (the daemon is root there, on every address): a connection from an
+    address not the iSNS server's is closed at once, as one past MAX_SCN_CONNECTIONS
+    (before: any host could hold the daemon's descriptors for an hour each, or make it
+    discover without end)."""
+    async def closed_at_once(port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            return await asyncio.wait_for(reader.read(1), 5) == b""
+        finally:
+            writer.close()
+
+    async def run():
+        elsewhere = dd.ScnReceiver("192.0.2.1")  # TEST-NET-1: never this host
+        await elsewhere.start()
+        assert await closed_at_once(elsewhere.port)
+        elsewhere.close()
+        local = dd.ScnReceiver("127.0.0.1")
+        await local.start()
+        held = [await asyncio.open_connection("127.0.0.1", local.port)
+                for _ in range(dd.MAX_SCN_CONNECTIONS)]
+        for _ in range(100):
+            if local._open == dd.MAX_SCN_CONNECTIONS:
+                break
+            await asyncio.sleep(0.01)
+        assert local._open == dd.MAX_SCN_CONNECTIONS
+        assert await closed_at_once(local.port)
+        for _, writer in held:
+            writer.close()
+        local.close()
+    asyncio.run(run())
