@@ -229,12 +229,19 @@ def _chap(rec: Mapping[str, str], prefix: str) -> ChapCredentials | None:
         return "" if v in (None, "<empty>") else str(v)
 
     method = get("authmethod") or "None"
-    if get("username_in") or get("password_in"):
+    incoming = bool(get("username_in") or get("password_in"))
+    if incoming:
         # open-iscsi's iscsi_setup_authentication: with incoming credentials the target is
-        # authenticated or there is no login (without this, CHAP was silently dropped)
+        # authenticated or there is no login (without this, CHAP was silently dropped);
+        # its acl_chap_auth_request then fails without both the target's name and secret
         if not get("password"):
             raise ValueError("CHAP configuration has incoming authentication credentials "
                              "but has no outgoing credentials configured.")
+        missing = [k for k in ("username", "username_in", "password_in") if not get(k)]
+        if missing:
+            raise ValueError("CHAP configuration has incoming authentication credentials "
+                             f"but no {' or '.join(prefix + k for k in missing)}: the "
+                             "target could not be authenticated.")
     elif method != "CHAP" and not get("password"):
         return None
     if not get("username") or not get("password"):

@@ -78,6 +78,22 @@ def test_incoming_credentials_without_outgoing_ones_are_refused(incoming):
                               INAME)
 
 
+@pytest.mark.parametrize("left_out", ["username_in", "password_in", "username"])
+def test_incoming_credentials_not_all_there_are_refused(left_out):
+    """Mutual CHAP asked (a target name or secret given) but one of the target's name, its
+    secret or our own name left out: no login, as open-iscsi's (its acl_chap_auth_request
+    fails).  Before: the login became one-way CHAP offered as ``CHAP,None``, or no CHAP at
+    all without our name, so that any target answering ``AuthMethod=None`` was taken
+    unverified."""
+    auth = {"authmethod": "CHAP", "username": "u", "password": "secretsecret",
+            "username_in": "t", "password_in": "othersecret1"}
+    del auth[left_out]
+    with pytest.raises(ValueError, match=f"but no node.session.auth.{left_out}: the target "
+                                         "could not be authenticated"):
+        LoginConfig.from_node({**NODE, **{f"node.session.auth.{k}": v
+                                          for k, v in auth.items()}}, INAME)
+
+
 def test_password_alone_enables_chap_and_empty_means_none():
     rec = {**NODE, "node.session.auth.username": "u", "node.session.auth.password": "secretsecret"}
     assert LoginConfig.from_node(rec, INAME).chap is not None
