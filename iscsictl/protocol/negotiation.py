@@ -273,7 +273,13 @@ class Negotiator:
                 continue
             if value in SPECIAL_ANSWERS:
                 raise NegotiationError(key, f"{value} answers an offer we never made")
-            answer, result = respond(kd, value, self._prefs.get(key, self._offers.get(key)))
+            local = self._prefs.get(key, self._offers.get(key))
+            answer, result = respond(kd, value, local)
+            if answer == REJECT and kd.kind is Kind.LIST and local is not None and \
+                    result not in local.split(","):  # as check_settled: a required CRC32C
+                raise NegotiationError(key, f"the target offered {value!r}, which we refuse, "
+                                            f"and that leaves {result} in force; ours: "
+                                            f"{local!r}")
             self._results[key] = result
             answers.append((key, answer))
         return answers

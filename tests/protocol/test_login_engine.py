@@ -352,6 +352,22 @@ def test_a_required_digest_is_not_dropped_by_the_target(key, answer):
             target)
 
 
+@pytest.mark.parametrize("key", ["HeaderDigest", "DataDigest"])
+def test_a_required_digest_the_target_offers_away_in_the_security_stage_fails(key):
+    """CRC32C required, and the target offers None first, beside AuthMethod: we answer
+    Reject, which leaves the default None in force, not one of ours.  The login fails, as
+    when the operational stage leaves it so (before: the key settled there as None, our
+    operational offer skipped it as settled, and the session ran without digests)."""
+    target = chap_target(security_extra=[(key, "None")])
+    setting = "header_digest" if key == "HeaderDigest" else "data_digest"
+    with pytest.raises(NegotiationError, match=f"{key}: the target offered 'None'.*None in "
+                                               "force; ours: 'CRC32C'"):
+        run(chap_cfg(**{setting: "CRC32C"}), target)
+    outcome, *_ = run(chap_cfg(**{setting: "CRC32C,None"}), chap_target(
+        security_extra=[(key, "None")]))  # None acceptable: taken
+    assert isinstance(outcome, LoginSuccess) and outcome.negotiated[key] == "None"
+
+
 @pytest.mark.parametrize("answer", ["Reject", None])
 def test_an_optional_digest_left_to_the_default_is_none(answer):
     target = FakeTarget(TargetConfig(answer_overrides={"HeaderDigest": answer}))
