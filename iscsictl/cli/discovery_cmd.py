@@ -273,15 +273,20 @@ def _report(args, o, db, did, found, result,  # type: ignore[no-untyped-def]
             persistent: bool) -> int:
     """A discovery's output (``ip:port,tpgt target`` lines, the ``-P 1`` tree or JSON) and
     its logins with ``-l``; the exit code."""
-    if result is not None:
-        for nid, err in result.failed:
-            o.error(f"Could not add/update [tcp:[hw=,ip=,net_if=,iscsi_if={nid.iface}] "
-                    f"{nid.address},{nid.port},{nid.tpgt} {nid.target}]: {err}")
+    from ..db.errors import RecordInUse
+
+    failed = [] if result is None else result.failed
+    for nid, err in failed:
+        if isinstance(err, RecordInUse):  # a stale record kept: said, as iscsiadm's
+            o.error(str(err))  # delete_stale_rec, whose failure is no exit code
+            continue
+        o.error(f"Could not add/update [tcp:[hw=,ip=,net_if=,iscsi_if={nid.iface}] "
+                f"{nid.address},{nid.port},{nid.tpgt} {nid.target}]: {err}")
     if not o.json and args.print is not None and args.print >= 1:
         o.lines(tree_lines(found))
     elif not o.json:
         o.lines(n.flat(signed=True) for n in found)
-    rc = E.IDBM if result is not None and result.failed else E.SUCCESS
+    rc = E.IDBM if any(not isinstance(e, RecordInUse) for _, e in failed) else E.SUCCESS
     logins: list = []
     if args.login:
         rc = rc or _login_found(db, found, persistent, args, o, logins)
@@ -484,8 +489,13 @@ def _apply_firmware(db, did, found: dict, ops, o) -> int:  # type: ignore[no-unt
     want = _wanted(ops)
     rc = E.SUCCESS
     if "delete" in want:
+        from .session_cmd import in_use_error, records_in_use
+
+        in_use = records_in_use()
         for nid in sorted(set(_linked(db, "fw")) - set(found)):
             try:
+                if in_use(nid):  # a boot disk's, perhaps: as iscsiadm's delete_node
+                    raise in_use_error(nid)
                 db.delete_node(nid)
             except DBError as e:
                 o.error(str(e))
@@ -590,7 +600,10 @@ def _apply(db, did, found, ops):
     new+delete+update): ``delete`` removes this source's records no longer found, ``new``
     creates the records not there yet, ``update`` creates them too and refreshes the ones
     there (their discovery fields: their settings are kept, see the README)."""
+    from .session_cmd import records_in_use
+
     want = _wanted(ops)
     return db.reconcile_discovery(did, found, delete_stale="delete" in want,
+                                  in_use=records_in_use(),
                                   create=bool(want & {"new", "update"}),
                                   refresh="update" in want)

@@ -71,6 +71,7 @@ def run(args, o, mode: str) -> int:
             raise E.CliError(f"iface mode: -o {op} needs -I ifacename", E.INVAL)
         return listing(db, args, o)
     from ..db.errors import CorruptRecord, DBError, RecordNotFound
+    from .session_cmd import in_use_error, records_in_use
     if op == "new" and len(names) > 1:  # every name checked before any iface is made
         for name in names:
             try:
@@ -90,8 +91,17 @@ def run(args, o, mode: str) -> int:
                     db.read_iface(name)
                 except CorruptRecord as e:  # damaged (by hand): still deleted, not stuck
                     o.warn(f"{e}: deleted all the same")
-                for nid in db.list_nodes(iface=name):
-                    db.delete_node(nid)
+                in_use = records_in_use()
+                busy = [nid for nid in db.list_nodes(iface=name) if in_use(nid)]
+                for nid in db.list_nodes(iface=name):  # iscsiadm's delete_node each: the
+                    if nid not in busy:  # records no session uses go, the iface stays
+                        db.delete_node(nid)
+                if busy:
+                    for nid in busy:
+                        o.error(str(in_use_error(nid)))
+                    o.error(f"Could not delete iface {name}: a session uses it")
+                    rc = rc or E.BY_NAME["ISCSI_ERR_SESS_EXISTS"]
+                    continue
                 db.delete_iface(name)
                 o.json or o.lines([f"{name} unbound and deleted."])
             elif op == "update":

@@ -157,13 +157,17 @@ def op_new(db, args, o) -> int:
 
 def op_delete(db, args, o) -> int:
     from ..db.errors import DBError
+    from .session_cmd import in_use_error, records_in_use
     nids = _matching(db, args)
     if not nids:
         raise _no_records()
     rc = E.SUCCESS
     done = []
+    in_use = records_in_use()
     for nid in nids:
         try:
+            if in_use(nid):  # as iscsiadm's delete_node: log the session out first
+                raise in_use_error(nid)
             db.delete_node(nid)
             done.append(node_json(nid))
         except DBError as e:

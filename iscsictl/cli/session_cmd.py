@@ -21,7 +21,7 @@ import os
 import re
 import stat
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from . import errors as E
 
@@ -581,6 +581,29 @@ def _sessions_for(args, startup: str | None = None) -> list[Any]:  # type: ignor
     if args.interface:
         views = [v for v in views if v.iface["name"] in args.interface]
     return views
+
+
+def records_in_use() -> Callable[[Any], bool]:
+    """A question for the node records a command is to delete: whether a running session
+    uses one (a NodeID): the same target name, persistent address and port, and iface, as
+    iscsiadm's iscsi_check_for_running_session (__iscsi_match_session; the tag is not
+    compared).  The sessions are read from sysfs once, at the first question."""
+    sessions: set[tuple[str, str, int, str]] | None = None
+
+    def in_use(nid: Any) -> bool:
+        nonlocal sessions
+        if sessions is None:
+            sessions = {(v.targetname, v.address, v.port, v.iface["name"])
+                        for v in collect(_sysfs(), {}, level=0, only=_SELECT_ATTRS)}
+        return (nid.target, nid.address, nid.port, nid.iface) in sessions
+    return in_use
+
+
+def in_use_error(nid: Any) -> Any:
+    """iscsiadm's refusal to delete a record a session uses (RecordInUse, exit 15)."""
+    from ..db.errors import RecordInUse
+
+    return RecordInUse(nid.iface, nid.target, nid.address, nid.port)
 
 
 class _Sess:

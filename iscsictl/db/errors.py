@@ -11,6 +11,7 @@ from __future__ import annotations
 ISCSI_ERR = 1
 ISCSI_ERR_IDBM = 6
 ISCSI_ERR_INVAL = 7
+ISCSI_ERR_SESS_EXISTS = 15
 ISCSI_ERR_NO_OBJS_FOUND = 21
 ISCSI_ERR_BUSY = 28
 ISCSI_ERR_AGAIN = 29
@@ -34,6 +35,19 @@ class RecordExists(DBError):
     ``-m iface -o new`` on an existing iface."""
 
     exit_code = ISCSI_ERR_IDBM
+
+
+class RecordInUse(DBError):
+    """The node record to delete is used by a running session (same target name, persistent
+    portal and iface).  Exit code 15 (ISCSI_ERR_SESS_EXISTS), with iscsiadm's words
+    (delete_node)."""
+
+    exit_code = ISCSI_ERR_SESS_EXISTS
+
+    def __init__(self, iface: str, target: str, address: str, port: int):
+        super().__init__(f"This command will remove the record [iface: {iface}, target: "
+                         f"{target}, portal: {address},{port}], but a session is using it. "
+                         "Logout session then rerun command to remove record.")
 
 
 class InvalidKey(DBError):

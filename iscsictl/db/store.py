@@ -48,7 +48,7 @@ from ..lexical import C_SPACE, ascii_digits
 from . import schema
 from .config import IscsidConfig, resolve_roots
 from .errors import (BindingChange, CorruptRecord, DBError, InvalidRecordName, InvalidValue,
-                     LockTimeout, RecordExists, RecordNotFound)
+                     LockTimeout, RecordExists, RecordInUse, RecordNotFound)
 from .files import read_regular
 from .record import (Record, convert, format_file_variants, format_node_flat, format_node_tree,
                      format_portal, format_record, parse_record)
@@ -1266,7 +1266,8 @@ class NodeDB:
     @_changes_db
     def reconcile_discovery(self, did: DiscoveryID, found: Iterable[NodeID], *,
                             values: dict | None = None, delete_stale: bool = True,
-                            create: bool = True, refresh: bool = True) -> ReconcileResult:
+                            create: bool = True, refresh: bool = True,
+                            in_use: Callable[[NodeID], bool] | None = None) -> ReconcileResult:
         """Apply a discovery result as iscsiadm's default NEW|DELETE|UPDATE op does, but only
         over the records linked to this discovery source (no scan of the whole DB):
 
@@ -1278,7 +1279,9 @@ class NodeDB:
           a warning; an old-style record of that portal, tpgt unknown, is converted to the
           tag found, and so is one this source linked under another tag, no longer
           found) (``refresh``: OP_UPDATE; otherwise left as they are);
-        * linked before but not found now: deleted (``delete_stale``: OP_DELETE).
+        * linked before but not found now: deleted (``delete_stale``: OP_DELETE), but for
+          one a running session uses (``in_use``), failed with RecordInUse as iscsiadm's
+          delete_stale_rec.
 
         Per-record failures are collected in ``result.failed`` and never stop the others."""
         res = ReconcileResult()
@@ -1335,6 +1338,8 @@ class NodeDB:
         if delete_stale:
             for nid in sorted(old - set(found)):
                 try:
+                    if in_use is not None and in_use(nid):
+                        raise RecordInUse(nid.iface, nid.target, nid.address, nid.port)
                     self.delete_node(nid)
                     res.deleted.append(nid)
                 except RecordNotFound:

@@ -293,12 +293,56 @@ def test_sid_without_print_level_is_the_sessions_node_record(sysfs, db):
              for p in ("127.0.0.1", "127.0.0.2")}
     assert "node.session.timeo.replacement_timeout = 17\n" in shown["127.0.0.2"]
     assert "node.session.timeo.replacement_timeout = 17\n" not in shown["127.0.0.1"]
-    assert cli("-m", "session", "-r", "2", "-o", "delete")[0] == 0
-    assert cli("-m", "node")[1] == f"127.0.0.1:3260,4294967295 {T}\n"
+    # the session uses its record: not deleted, as iscsiadm's delete_node (15)
+    rc, _, err = cli("-m", "session", "-r", "2", "-o", "delete")
+    assert rc == 15 and "but a session is using it. Logout session then rerun" in err
+    assert "127.0.0.2:3260,1" in cli("-m", "node")[1]
+    from iscsictl.db.store import NodeDB, NodeID
+    NodeDB(str(db), str(db)).delete_node(NodeID(T, "127.0.0.2", 3260, 1))  # gone, by hand
     # another iface's record of the same target and portal is not the session's
     assert cli("-m", "iface", "-I", "if1", "-o", "new")[0] == 0
     assert cli("-m", "node", "-T", T, "-p", "127.0.0.2", "-I", "if1", "-o", "new")[0] == 0
     assert cli("-m", "session", "-r", "2", "-o", "show")[0] == 21
+
+
+def test_records_a_session_uses_are_not_deleted(sysfs, db):
+    """iscsiadm's delete_node (iscsi_check_for_running_session: same target, persistent
+    portal and iface, any tag): a record a running session uses is kept, with iscsiadm's
+    words and 15, by ``-m node -o delete``, by ``-m iface -o delete`` (the iface stays with
+    it; its other records go) and by a rediscovery that no longer finds it (said, no exit
+    code).  Before: deleted, the session left without its record."""
+    from iscsictl.db.store import DiscoveryID, NodeDB, NodeID
+
+    add_session(sysfs, 1, 0, T, "127.0.0.1", {})
+    assert cli("-m", "node", "-T", T, "-p", "127.0.0.1:3260,1", "-o", "new")[0] == 0
+    assert cli("-m", "node", "-T", T, "-p", "127.0.0.3:3260,1", "-o", "new")[0] == 0
+    rc, out, err = cli("-m", "node", "-o", "delete", "-T", T)
+    assert rc == 15 and err == ("iscsictl: This command will remove the record [iface: "
+                                f"default, target: {T}, portal: 127.0.0.1,3260], but a "
+                                "session is using it. Logout session then rerun command to "
+                                "remove record.\n")
+    assert cli("-m", "node")[1] == f"127.0.0.1:3260,1 {T}\n"  # the unused one went
+    # an iface a session uses
+    (sysfs / "devices/platform/host0/session1/iscsi_session/session1/ifacename").write_text(
+        "ifz\n")
+    assert cli("-m", "iface", "-I", "ifz", "-o", "new")[0] == 0
+    for portal in ("127.0.0.1:3260,1", "127.0.0.4:3260,1"):
+        assert cli("-m", "node", "-T", T, "-p", portal, "-I", "ifz", "-o", "new")[0] == 0
+    rc, out, err = cli("-m", "iface", "-I", "ifz", "-o", "delete")
+    assert rc == 15 and "Could not delete iface ifz" in err and "unbound" not in out
+    assert cli("-m", "iface", "-I", "ifz")[0] == 0
+    nodes = NodeDB(str(db), str(db))
+    assert nodes.list_nodes(iface="ifz") == [NodeID(T, "127.0.0.1", 3260, 1, "ifz")]
+    # a rediscovery's stale record that a session uses
+    did = DiscoveryID("sendtargets", "127.0.0.9", 3260)
+    nodes.create_discovery(did)
+    used = NodeID(T, "127.0.0.1", 3260, 1, "ifz")
+    nodes.reconcile_discovery(did, [used, NodeID(T, "127.0.0.5", 3260, 1, "ifz")])
+    from iscsictl.cli.session_cmd import records_in_use
+    res = nodes.reconcile_discovery(did, [], in_use=records_in_use())
+    assert [n for n, _ in res.failed] == [used] and res.deleted == [
+        NodeID(T, "127.0.0.5", 3260, 1, "ifz")]
+    assert "a session is using it" in str(res.failed[0][1]) and res.failed[0][1].exit_code == 15
 
 
 def test_sid_record_ops_refused_and_secrets(sysfs, db):

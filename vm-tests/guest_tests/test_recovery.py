@@ -488,12 +488,17 @@ def test_a_connection_error_lost_to_an_overrun_is_recovered(lio, env, scenario_d
 
 
 def test_record_deleted_while_session_runs(lio, env, scenario_dir):
-    """6c. the node record deleted under a running session: a restart adopts the
+    """6c. the node record deleted under a running session (by hand: ``-o delete``
+    refuses while a session uses it, 15, as iscsiadm's delete_node): a restart adopts the
     session with a clear log line; logout works."""
+    import shutil
+
     cli, d = env
     d.start()
     t, sid, dev = login_one(cli, d, lio, "iqn.2003-01.org.example.vm:del")
-    cli.ok("-m", "node", "-T", t.iqn, "-p", PORTAL, "-o", "delete")
+    refused = cli.run("-m", "node", "-T", t.iqn, "-p", PORTAL, "-o", "delete")
+    assert refused.returncode == 15 and "a session is using it" in refused.stderr, refused
+    shutil.rmtree(cli.root / "nodes" / t.iqn)
     assert "No records found" in cli.run("-m", "node", "-T", t.iqn, "-p", PORTAL).stdout + \
         cli.run("-m", "node", "-T", t.iqn, "-p", PORTAL).stderr
     accepts = t.login_counter("accepts")
