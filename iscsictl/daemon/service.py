@@ -1016,7 +1016,13 @@ class Daemon:
             took = loop.time() - started
             log.info("connection%d:%d is operational after recovery (%d attempts, %.3f s; %s)",
                      sid, cid, attempt, took, why)
+            # the kernel's own timer, which is what took devices offline: multipathd sets
+            # it (fast_io_fail_tmo, 5 s by default), a boot session keeps its login's; the
+            # record's when sysfs does not say (one read, not the walk of the devices)
             tmo = _num(rec, "node.session.timeo.replacement_timeout", REPLACEMENT_TIMEOUT)
+            kernel_tmo = self.sysfs.read(f"class/iscsi_session/session{sid}/recovery_tmo")
+            if kernel_tmo is not None and kernel_tmo.strip().lstrip("-").isdigit():
+                tmo = int(kernel_tmo)
             try:
                 if failed_earlier or 0 <= tmo <= took + OFFLINE_MARGIN:
                     await ks.online_devices(session, self.sysfs, self._scan_pool)

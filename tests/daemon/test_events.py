@@ -231,17 +231,26 @@ class _NoKernel:
         return None
 
 
-@pytest.mark.parametrize("tmo, failed_earlier, walked", [
-    ("120", False, False),  # back long before the replacement timeout: nothing went offline
-    ("0", False, True),     # the kernel's timer fired at once: devices are transport-offline
-    ("120", True, True),    # found FAILED at start: failed at an unknown time
+@pytest.mark.parametrize("tmo, kernel_tmo, failed_earlier, walked", [
+    ("120", None, False, False),  # back long before the replacement timeout: none offline
+    ("0", None, False, True),     # the kernel's timer fired at once: transport-offline
+    ("120", None, True, True),    # found FAILED at start: failed at an unknown time
+    # the kernel's own timer, not the record's: multipathd's fast_io_fail_tmo, or a boot
+    # session's login value (before: the record's 120 said nothing went offline, and the
+    # devices the kernel's 0 s took offline stayed so, a multipath path lost for good)
+    ("120", "0", False, True),
+    ("0", "120", False, False),
 ])
-def test_recovery_walks_the_devices_only_when_they_can_be_offline(tmp_path, monkeypatch,
-                                                                  tmo, failed_earlier, walked):
+def test_recovery_walks_the_devices_only_when_they_can_be_offline(
+        tmp_path, monkeypatch, tmo, kernel_tmo, failed_earlier, walked):
     d = Daemon(str(tmp_path / "s"), sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
                db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
     s = _session()
     s.node.record["node.session.timeo.replacement_timeout"] = tmo
+    if kernel_tmo is not None:
+        attr = tmp_path / f"class/iscsi_session/session{s.sid}/recovery_tmo"
+        attr.parent.mkdir(parents=True)
+        attr.write_text(kernel_tmo + "\n")
     s.time2wait_once = 0  # no Time2Wait: the test does not sleep
     d.sessions[s.sid] = s
     d.nl = _NoKernel()
