@@ -1091,8 +1091,18 @@ class Daemon:
         assert self.nl is not None
         rec = node.record
         attempts = max(1, _num(rec, "node.session.initial_login_retry_max", 4))
+        # a boot disk's (the firmware's target: iscsictl-start -b, -m fw -l) keeps trying as
+        # long as iscsistart's (iscsi_retry_initial_login: that many login timeouts since
+        # the first try), not only that many times: a target still starting after a power
+        # cut, whose port refuses at once, would otherwise fail the boot within a minute
+        window = attempts * max(1, _num(rec, "node.conn[0].timeo.login_timeout", 15)) \
+            if rec.get("node.discovery_type") == "fw" else 0
+        loop = asyncio.get_running_loop()
+        first_try = loop.time()
         scan = rec.get("node.session.scan", "auto") != "manual"
-        for attempt in range(attempts):
+        attempt = -1
+        while True:
+            attempt += 1
             isid = self.isids.allocate()
             try:
                 async with self._login_sem:
@@ -1108,10 +1118,12 @@ class Daemon:
                 break
             except SessionError as exc:
                 self.isids.release(isid)
-                if not exc.retryable or attempt == attempts - 1:
+                if not exc.retryable or (attempt >= attempts - 1 and
+                                         loop.time() - first_try >= window):
                     raise
-                log.info("login to %s failed (%s); retry %d/%d", node.describe(), exc,
-                         attempt + 1, attempts - 1)
+                log.info("login to %s failed (%s); retry %d/%s", node.describe(), exc,
+                         attempt + 1, attempts - 1 if attempt < attempts - 1 else
+                         f"{window} s")
                 await asyncio.sleep(min(2.0, 0.5 * (attempt + 1)) * random.uniform(0.8, 1.2))
             except BaseException:  # cancelled (the daemon stops), or a bug: logged by the caller
                 self.isids.release(isid)
