@@ -306,9 +306,11 @@ _ENCODERS: dict[tuple[Any, ...], Callable[..., bytes]] = {}
 
 
 def _str_payload(value: str) -> bytes:
+    """A string parameter's bytes, NUL-terminated: UTF-8, and a byte that is not (a string
+    decoded with surrogateescape: a CHAP secret from the firmware) as it was."""
     if "\0" in value:
         raise ValueError("parameter value must not contain NUL")
-    return value.encode("utf-8") + b"\0"
+    return value.encode("utf-8", "surrogateescape") + b"\0"
 
 
 class _Operations:

@@ -412,9 +412,11 @@ def read_c_value(path: str) -> str | None:
     return None if not text or text.startswith(("(null)", "<NULL>")) else text
 
 
-def read_attribute(path: str) -> str | None:
+def read_attribute(path: str, errors: str = "replace") -> str | None:
     """One sysfs attribute (absolute ``path``), stripped of the trailing newline; None if
-    missing, unreadable (the errors drivers return from show()) or "(null)"."""
+    missing, unreadable (the errors drivers return from show()) or "(null)".  Bytes that are
+    not UTF-8 decoded with ``errors``: "surrogateescape" where they must be kept (a CHAP
+    secret the firmware gave, sent again at a relogin)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:  # ENOENT, EACCES
@@ -425,7 +427,7 @@ def read_attribute(path: str) -> str | None:
         return None
     finally:
         os.close(fd)
-    text = raw.decode("utf-8", "replace").rstrip("\n")
+    text = raw.decode("utf-8", errors).rstrip("\n")
     return None if text == "(null)" else text
 
 
@@ -437,12 +439,12 @@ class Sysfs:
         self._root = os.fspath(self.root).rstrip("/")
 
     # -- primitives
-    def read(self, path: str | os.PathLike[str]) -> str | None:
+    def read(self, path: str | os.PathLike[str], errors: str = "replace") -> str | None:
         """One attribute, stripped of the trailing newline; None if missing/unreadable/"(null)".
-        ``path`` is absolute or relative to the root.  (One open/read/close on a string path:
-        ``-m session`` reads dozens of attributes a session.)"""
+        ``path`` is absolute or relative to the root; ``errors``: :func:`read_attribute`'s.
+        (One open/read/close on a string path: ``-m session`` reads dozens a session.)"""
         p = os.fspath(path)
-        return read_attribute(p if p[:1] == "/" else f"{self._root}/{p}")
+        return read_attribute(p if p[:1] == "/" else f"{self._root}/{p}", errors)
 
     def _reader(self, rel_dir: str, only: Collection[str] | None) -> Callable[[str], str | None]:
         """``attr -> read(<rel_dir>/<attr>)``, or None for an attribute outside ``only``."""

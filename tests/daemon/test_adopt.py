@@ -83,6 +83,25 @@ def test_a_firmware_session_without_a_record_can_log_in_again(daemon):
     assert rec["iface.initiatorname"] == "iqn.2026-11.org.example.vm:ibft-host"
 
 
+def test_a_boot_sessions_secret_that_is_not_utf8_is_kept_to_the_byte(daemon):
+    """A firmware's CHAP secret need not be UTF-8: adopted, it is read back as its bytes
+    (the relogin's CHAP), and SET_PARAM sends them as they are (before: read with U+FFFD in
+    their place, so the relogin failed authentication; and a boot login's SET_PARAM
+    PASSWORD raised UnicodeEncodeError, its session torn down)."""
+    from iscsictl.netlink.socket import _str_payload
+
+    d, sys_root, _ = daemon
+    add_session(sys_root, 1, 0, T, "127.0.0.1", {0: "sda"})
+    s = SESSION.format(h=0, s=1)
+    _w(sys_root, f"{s}/username", "ibftuser")
+    (sys_root / s / "password").write_bytes(b"s\xe9cret-ibft-12\n")
+    d._adopt()
+    secret = d.sessions[1].node.record["node.session.auth.password"]
+    cfg = LoginConfig.from_node(d.sessions[1].node.record, "iqn.2026-11.x:other")
+    assert cfg.chap.password == b"s\xe9cret-ibft-12"
+    assert _str_payload(secret) == b"s\xe9cret-ibft-12\0"
+
+
 def test_a_recorded_session_relogs_in_with_the_credentials_it_used(daemon):
     from iscsictl.db.store import NodeDB
     d, sys_root, db = daemon

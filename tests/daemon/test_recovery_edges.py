@@ -418,8 +418,6 @@ def test_a_boot_disks_login_keeps_trying_as_long_as_iscsistarts(tmp_path, monkey
     soon each try fails; any other record that many times.  Before: 30 tries of a port that
     refused at once were over within a minute, where iscsistart waits 7.5, and the boot
     failed while the array was still starting."""
-    import random
-
     from iscsictl.daemon import service
 
     d = _daemon(tmp_path)
