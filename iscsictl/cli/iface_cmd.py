@@ -72,6 +72,11 @@ def run(args, o, mode: str) -> int:
         return listing(db, args, o)
     from ..db.errors import CorruptRecord, DBError, RecordNotFound
     from .session_cmd import in_use_error, records_in_use
+    if op in ("delete", "update") and len(names) > 1:  # iscsiadm: the first only
+        from .node_cmd import first_iface_only
+
+        o.error(first_iface_only(db, "iface", names[0]))
+        names = names[:1]
     if op == "new" and len(names) > 1:  # every name checked before any iface is made
         for name in names:
             try:

@@ -43,7 +43,9 @@ def _no_records() -> E.CliError:
 def _check_ifaces(args, o) -> None:  # type: ignore[no-untyped-def]
     """Every ``-I`` must name an iface record: iscsiadm builds its node record from it first
     (idbm_create_rec) and, when that fails, says so and exits 3 (ISCSI_ERR_NOMEM).  An
-    offload port's default record not made yet is made first (:func:`ensure_ifaces`)."""
+    offload port's default record not made yet is made first (:func:`ensure_ifaces`).
+    Node mode then acts through the first only, said as iscsiadm says it (before: through
+    each, so that ``-o delete -I a -I b`` deleted the records of both)."""
     if not args.interface:
         return
     db = open_db(args, o)
@@ -52,6 +54,27 @@ def _check_ifaces(args, o) -> None:  # type: ignore[no-untyped-def]
     for name in args.interface:
         if name not in known:
             raise E.CliError(f"Could not read iface info for {name}.", E.BY_NAME["ISCSI_ERR_NOMEM"])
+    if len(args.interface) > 1:
+        o.error(first_iface_only(db, "NODE", args.interface[0]))
+        args.interface = args.interface[:1]
+
+
+def first_iface_only(db, mode: str, name: str) -> str:  # type: ignore[no-untyped-def]
+    """iscsiadm's words when a mode that takes one iface is given several -I (main):
+    ``<MODE> mode only accepts one interface. Using the first one driver ...``."""
+    from ..db.errors import DBError
+
+    try:
+        v = db.read_iface(name).values
+    except DBError:
+        v = {}
+
+    def field(key: str) -> str:
+        x = v.get(key)
+        return "" if x in (None, "<empty>") else str(x)
+    return (f"{mode} mode only accepts one interface. Using the first one driver "
+            f"{field('iface.transport_name')} hwaddress {field('iface.hwaddress')} "
+            f"ipaddress {field('iface.ipaddress')}.")
 
 
 def run(args, o, mode: str) -> int:

@@ -349,3 +349,35 @@ def test_several_new_ifaces_are_all_checked_before_any_is_made(cli):
     r = cli("-m", "iface", "-I", "new0", "-I", "..", "-o", "new")
     assert r.rc == 7 and "invalid iface name '..'" in r.err
     assert not os.path.exists(os.path.join(cli.root, "ifaces", "new0"))
+
+
+def test_several_ifaces_in_node_and_iface_mode_act_through_the_first_only(tmp_path):
+    """iscsiadm's main: node mode, and iface mode's changes, take the first -I and say so
+    ("NODE mode only accepts one interface. Using the first one ...").  Before: each one,
+    so that ``-m node -o delete -I a -I b`` and ``-m iface -o delete -I a -I b`` deleted
+    both ifaces' records."""
+    import io
+
+    from iscsictl.cli.main import run
+    from iscsictl.cli.output import Output
+
+    root = tmp_path / "db"
+    root.mkdir()
+    (root / "initiatorname.iscsi").write_text("InitiatorName=iqn.2026-11.x:init\n")
+
+    def cli(*args):
+        out, err = io.StringIO(), io.StringIO()
+        rc = run(["--db-root", str(root), "--config-root", str(root), *args], Output(out, err))
+        return rc, out.getvalue(), err.getvalue()
+    for name in ("ifa", "ifb"):
+        assert cli("-m", "iface", "-I", name, "-o", "new")[0] == 0
+        assert cli("-m", "node", "-T", "iqn.2003-01.org.example:t", "-p", "10.0.0.1:3260,1",
+                   "-I", name, "-o", "new")[0] == 0
+    rc, _, err = cli("-m", "node", "-o", "delete", "-I", "ifa", "-I", "ifb")
+    assert rc == 0 and "NODE mode only accepts one interface. Using the first one driver " \
+        "tcp hwaddress  ipaddress ." in err
+    assert cli("-m", "node", "-I", "ifb")[0] == 0  # ifb's record is still there
+    rc, _, err = cli("-m", "iface", "-o", "delete", "-I", "ifb", "-I", "ifa")
+    assert rc == 0 and "iface mode only accepts one interface" in err
+    assert cli("-m", "iface", "-I", "ifa")[0] == 0 and cli("-m", "iface", "-I", "ifb")[0] != 0
+    assert cli("-m", "node")[0] == 21  # ifb's record went with ifb, ifa's by -o delete
