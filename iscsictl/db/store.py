@@ -77,6 +77,8 @@ ISCSIADM_LOCK_DIR = "/run/lock/iscsi"
 SYSTEM_DB_ROOT = "/etc/iscsi"
 #: what a discovery sets in each new node record made from its template
 IDENTITY_KEYS = ("node.name", "node.conn[0].address", "node.conn[0].port", "node.tpgt")
+#: a node record's discovery source (its link is under that source's directory)
+DISCOVERY_KEYS = ("node.discovery_type", "node.discovery_address", "node.discovery_port")
 _LOCK_POLL = 0.01
 
 
@@ -842,6 +844,14 @@ class NodeDB:
         rec = self.new_node_record(target, address, port, tpgt, iface, discovery=discovery)
         for k, val in (values or {}).items():
             rec.set(k, val)
+        if overwrite:  # iscsiadm's idbm_add_node: the old record goes first, its links with it
+            nid = NodeID.of(rec)
+            with self.record_lock(self._lock_key(nid)):
+                if self.node_exists(nid):
+                    with self.db_lock():
+                        self._unlink_node_links(nid)
+                self._write_node_locked(rec, nid)
+            return rec
         self.write_node(rec, create=not overwrite)
         return rec
 
@@ -935,6 +945,7 @@ class NodeDB:
             except CorruptRecord as e:
                 self.warn(f"{e}: recreated from defaults")
                 return False
+            source = [rec.values.get(k) for k in DISCOVERY_KEYS]
             self._set_discovery_fields(rec, did)
             if legacy is not None:
                 rec.values["node.tpgt"] = nid.tpgt
@@ -942,6 +953,9 @@ class NodeDB:
                 with self.db_lock():
                     self._link_node(rec, nid)
                 return True
+            if source != [rec.values.get(k) for k in DISCOVERY_KEYS]:
+                with self.db_lock():  # found by another source now: the old one's link goes,
+                    self._unlink_node_links(legacy or nid)  # as iscsiadm rewrites the record
             self._write_node_locked(rec, NodeID.of(rec))
         return True
 

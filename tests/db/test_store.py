@@ -878,3 +878,27 @@ def test_iscsiadms_lock_in_a_directory_any_user_may_write_is_not_taken(tmp_path)
     with pytest.raises(DBError, match="cannot take iscsiadm's lock"):
         db.update_node(nid, "node.startup", "manual")
     assert not target.exists() and db.read_node(nid)["node.startup"] == "automatic"
+
+
+def test_a_record_found_by_another_source_is_unlinked_from_the_first(db):
+    """A record found again by portal B, or made again by ``-m node -o new``, is B's (or
+    static) alone: the first source's link goes, as iscsiadm's idbm_add_node deletes the old
+    record with its link before writing.  Before: the link stayed, so deleting the first
+    discovery record, or its rediscovery no longer finding the target, deleted a record
+    another source now holds."""
+    a = DiscoveryID("sendtargets", "192.168.1.1", 3260)
+    b = DiscoveryID("sendtargets", "192.168.1.2", 3260)
+    for did in (a, b):
+        db.create_discovery(did)
+    nid = NodeID(T1, "10.1.1.1", 3260, 1)
+    db.reconcile_discovery(a, [nid])
+    db.update_node(nid, "node.startup", "automatic")
+    assert db.reconcile_discovery(b, [nid]).updated == [nid]
+    assert (db.discovery_nodes(a), db.discovery_nodes(b)) == ([], [nid])
+    assert db.read_node(nid)["node.startup"] == "automatic"
+    assert db.reconcile_discovery(a, []).deleted == [] and db.delete_discovery(a) == []
+    assert db.list_nodes() == [nid]
+    # made again by -o new (static): B's link goes too
+    db.create_node(T1, "10.1.1.1", 3260, 1, overwrite=True)
+    assert db.discovery_nodes(b) == [] and db.delete_discovery(b) == []
+    assert db.list_nodes() == [nid] and db.read_node(nid)["node.discovery_type"] == "static"
