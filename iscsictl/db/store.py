@@ -1193,8 +1193,10 @@ class NodeDB:
             atomic_write(path, self._serialize(rec), tmp_dir=self._tmp_dir())
         return rec
 
-    def discovery_nodes(self, did: DiscoveryID) -> list[NodeID]:
-        """Node records linked to the discovery record (by link names), sorted."""
+    def discovery_nodes(self, did: DiscoveryID, old_style: bool = True) -> list[NodeID]:
+        """Node records linked to the discovery record (by link names), sorted; for an iSNS
+        server, with ``old_style``, also those linked from ``isns/`` itself that name it
+        (:meth:`_old_style_isns_nodes`: a rediscovery's stale match)."""
         d = self._p(did.type_dir, f"{did.address},{did.port}")
         out = []
         try:
@@ -1209,7 +1211,7 @@ class NodeDB:
                 self.warn(f"{e.path}: not a node link name: skipped")
                 continue
             out.append(nid)
-        if did.type == "isns":
+        if did.type == "isns" and old_style:
             out.extend(self._old_style_isns_nodes(did))
         return sorted(set(out))
 
@@ -1244,8 +1246,8 @@ class NodeDB:
         if not os.path.lexists(path):
             raise RecordNotFound(f"Discovery record [{did.address},{did.port}] not found.")
         deleted = []
-        if delete_nodes:
-            for nid in self.discovery_nodes(did):
+        if delete_nodes:  # the links in its directory only, as iscsiadm's
+            for nid in self.discovery_nodes(did, old_style=False):  # idbm_rm_disc_node_links
                 try:
                     self.delete_node(nid)
                     deleted.append(nid)

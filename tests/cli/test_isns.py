@@ -119,6 +119,11 @@ def test_discovery_prints_and_writes_what_iscsiadm_does(isns, adm, ours):
     same(adm, ours, "-m", "node")
     same(adm, ours, "-m", "node", "-T", T1, "-p", tp, "-o", "show")
     same(adm, ours, "-m", "discoverydb", "-t", "isns", "-p", isns.portal, "-o", "new")
+    # deleted again: the records linked from isns/ itself stay, as iscsiadm's
+    # idbm_rm_disc_node_links walks the server's directory only (before: deleted)
+    same(adm, ours, "-m", "discoverydb", "-t", "isns", "-p", isns.portal, "-o", "delete")
+    assert same(adm, ours, "-m", "node")[1].out == f"{tp},1 {T1}\n{tp},1 {T2}\n"
+    same(adm, ours, "-m", "discoverydb", "-t", "isns", "-p", isns.portal, "-o", "new")
     same(adm, ours, "-m", "discoverydb", "-t", "isns", "-p", isns.portal, "-D", "-P", "1")
     t = tree(ours.root)
     assert f"isns/127.0.0.1,{isns.port}/{T2},127.0.0.1,{isns.tgt.port},1,default" in t
