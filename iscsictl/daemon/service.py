@@ -272,11 +272,6 @@ def request_args(req: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     return op, out
 
 
-#: how a session's CHAP names and secrets are read from sysfs: their bytes kept (a boot
-#: session's, from the firmware, need not be UTF-8), to be sent again at a relogin
-_AUTH_BYTES = "surrogateescape"
-
-
 def _num(rec: Mapping[str, str], key: str, default: int) -> int:
     try:
         return int(rec.get(key, default))
@@ -632,9 +627,13 @@ class Daemon:
                             node.address, node.port)
                 if defaults is None:
                     defaults = self._node_defaults()
-            attrs = {a: (rd(base + a[8:], _AUTH_BYTES if "username" in a or "password" in a
-                            else "replace") if a.startswith("session/") else crd(a[11:]))
-                     for a in (AUTH_ATTRS if record is not None else ADOPTION_ATTRS)}
+            attrs: dict[str, str | None] = {}
+            for a in (AUTH_ATTRS if record is not None else ADOPTION_ATTRS):
+                if a.startswith("connection/"):
+                    attrs[a] = crd(a[11:])
+                else:  # the credentials to the byte: a firmware's need not be UTF-8, and
+                    attrs[a] = rd(base + a[8:],  # a relogin sends them again
+                                  "surrogateescape" if a in AUTH_ATTRS else "replace")
             if record is None:
                 record = adopted_record(None, attrs, defaults or {})
                 record["iface.transport_name"] = node.transport
