@@ -75,6 +75,8 @@ DEFAULT_LOCK_TIMEOUT = 30.0
 #: LOCK_WRITE_FILE), taken for a database at :data:`SYSTEM_DB_ROOT`, the one iscsiadm uses
 ISCSIADM_LOCK_DIR = "/run/lock/iscsi"
 SYSTEM_DB_ROOT = "/etc/iscsi"
+#: s a reader waits for iscsiadm's lock to read again a record found damaged
+REREAD_WAIT = 0.5
 #: what a discovery sets in each new node record made from its template
 IDENTITY_KEYS = ("node.name", "node.conn[0].address", "node.conn[0].port", "node.tpgt")
 #: a node record's discovery source (its link is under that source's directory)
@@ -432,18 +434,19 @@ class IscsiadmLock:
         self._mutex = threading.RLock()
         self._depth, self._held = 0, False
 
-    def __enter__(self) -> "IscsiadmLock":
+    def acquire(self, timeout: float | None = None) -> None:
+        """Take it (once per holder: nested takes count), waiting ``timeout`` s at most
+        (default: the NodeDB's lock timeout); LockTimeout after that."""
         self._mutex.acquire()
         try:
             if self._depth == 0:
-                self._held = self._take()
+                self._held = self._take(self.timeout if timeout is None else timeout)
         except BaseException:
             self._mutex.release()
             raise
         self._depth += 1
-        return self
 
-    def __exit__(self, *exc) -> None:
+    def release(self) -> None:
         self._depth -= 1
         try:
             if self._depth == 0 and self._held:
@@ -452,7 +455,23 @@ class IscsiadmLock:
         finally:
             self._mutex.release()
 
-    def _take(self) -> bool:
+    def __enter__(self) -> "IscsiadmLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    @contextlib.contextmanager
+    def within(self, timeout: float):  # type: ignore[no-untyped-def]
+        """The lock, waited for ``timeout`` s at most (a reader's: see NodeDB.read_node)."""
+        self.acquire(timeout)
+        try:
+            yield self
+        finally:
+            self.release()
+
+    def _take(self, timeout: float) -> bool:
         """Whether the lock was taken: not in a directory another user can write to (on
         Debian /run/lock is any user's: one who made ``iscsi`` there first could point
         ``lock`` anywhere, or hold ``lock.write`` for ever), which is said instead
@@ -478,7 +497,7 @@ class IscsiadmLock:
                 return True
             except FileExistsError:
                 waited = time.monotonic() - start
-                if waited >= self.timeout:
+                if waited >= timeout:
                     raise LockTimeout(f"{self.write_path} (iscsiadm's lock; remove it if no "
                                       "iscsiadm or iscsictl command runs)", None, waited)
                 time.sleep(_LOCK_POLL)
@@ -782,11 +801,14 @@ class NodeDB:
         path = self.node_path(nid)
         try:
             return parse_record(schema.NODE, self._read_bytes(path), path, self.warn)
-        except CorruptRecord:
-            if isinstance(self.iscsiadm_lock, contextlib.nullcontext):
+        except CorruptRecord as damaged:
+            if not isinstance(self.iscsiadm_lock, IscsiadmLock):
                 raise
-        with self.iscsiadm_lock:
-            return parse_record(schema.NODE, self._read_bytes(path), path, self.warn)
+            try:  # iscsiadm's rewrite takes milliseconds: a reader (the daemon's loop among
+                with self.iscsiadm_lock.within(REREAD_WAIT):  # them) waits that long at most
+                    return parse_record(schema.NODE, self._read_bytes(path), path, self.warn)
+            except LockTimeout:
+                raise damaged from None
 
     def read_nodes(self, **filters) -> list[Record]:
         """Parsed records matching the filters of :meth:`list_nodes`; damaged ones are warned

@@ -902,3 +902,26 @@ def test_a_record_found_by_another_source_is_unlinked_from_the_first(db):
     db.create_node(T1, "10.1.1.1", 3260, 1, overwrite=True)
     assert db.discovery_nodes(b) == [] and db.delete_discovery(b) == []
     assert db.list_nodes() == [nid] and db.read_node(nid)["node.discovery_type"] == "static"
+
+
+def test_a_damaged_record_is_read_again_under_iscsiadms_lock_a_short_while_only(tmp_path):
+    """A record found damaged is read again once iscsiadm's lock is free (its in-place
+    rewrite done), but a reader waits for that REREAD_WAIT s at most, not the lock timeout
+    (the daemon's loop reads records at adoption), then says the record is damaged."""
+    (tmp_path / "etc").mkdir()
+    lock_dir = tmp_path / "lock"
+    db = NodeDB(str(tmp_path / "db"), str(tmp_path / "etc"), lock_timeout=10,
+                iscsiadm_lock_dir=str(lock_dir))
+    db.create_node(T1, "10.0.0.1", 3260, 1)
+    nid = NodeID(T1, "10.0.0.1", 3260, 1)
+    path = db.node_path(nid)
+    good = open(path, "rb").read()
+    open(path, "wb").close()  # iscsiadm's fopen("w"), its lock held
+    os.link(lock_dir / "lock", lock_dir / "lock.write")
+    start = time.monotonic()
+    with pytest.raises(CorruptRecord, match="empty"):
+        db.read_node(nid)
+    assert time.monotonic() - start < store.REREAD_WAIT + 2
+    os.unlink(lock_dir / "lock.write")
+    open(path, "wb").write(good)
+    assert db.read_node(nid)["node.name"] == T1
