@@ -217,9 +217,15 @@ def test_isns_discovery_login_io_as_iscsiadm(lio, isnsd, scenario_dir):
 
 
 def _session_targets() -> list[str]:
-    """The target of each kernel session, sorted."""
-    return sorted(read(f"/sys/class/iscsi_session/session{sid}/targetname")
-                  for sid in sessions_in_sysfs())
+    """The target of each kernel session, sorted (a session removed between the listing
+    and the read, a logout under way, is left out)."""
+    out = []
+    for sid in sessions_in_sysfs():
+        try:
+            out.append(read(f"/sys/class/iscsi_session/session{sid}/targetname"))
+        except FileNotFoundError:
+            continue
+    return sorted(out)
 
 
 def test_discovery_daemon_logs_in_and_out_as_iscsid(lio, scenario_dir):
