@@ -11,7 +11,7 @@ iscsiadm accepts it.
 from __future__ import annotations
 
 __all__ = ["C_SPACE", "ascii_digits", "c_atoi", "c_strtoul", "host_name_problem",
-           "split_portal"]
+           "same_host", "split_portal"]
 
 #: RFC 1035 §2.3.4: a name of at most 255 octets on the wire, 253 characters as text
 _NAME_MAX = 253
@@ -153,3 +153,44 @@ def split_portal(text: str, allow_tag: bool = True) -> tuple[str, int | None, in
             raise ValueError(f"port '{port_s}' is not 1..65535")
         port = int(port_s)
     return host, port, tag
+
+
+def same_host(pattern: str, address: str) -> bool:
+    """Whether a portal address a user gave (``-p``) names the same host as a record's or a
+    session's, as iscsiadm's ``iscsi_addr_match`` (usr/iscsi_util.c) judges it: the same
+    text, or the same address once both are resolved, so that ``-p [FE80::1]`` finds a
+    record of ``fe80::1`` and ``-p 10.0.0.1`` one made with the host name of 10.0.0.1.  An
+    empty pattern matches any address, as there.
+
+    Numeric addresses are compared without a lookup; a host name is resolved
+    (``getaddrinfo``, once per name and process) only when the texts differ.  Where
+    iscsiadm compares the first address of each, a name that resolves to several addresses
+    matches any of them.  A name that does not resolve matches nothing but itself.
+    """
+    if not pattern or pattern == address:
+        return True
+    mine = _host_addresses(pattern)
+    return bool(mine) and not mine.isdisjoint(_host_addresses(address))
+
+
+_RESOLVED: dict[str, frozenset] = {}
+
+
+def _host_addresses(host: str) -> frozenset:
+    """The addresses ``host`` stands for, as ``ipaddress`` objects (empty when it does not
+    resolve).  An IPv4-mapped IPv6 address stays IPv6, as getaddrinfo keeps it."""
+    import ipaddress
+    if host in _RESOLVED:
+        return _RESOLVED[host]
+    try:
+        found = frozenset((ipaddress.ip_address(host),))
+    except ValueError:
+        import socket
+        try:
+            infos = socket.getaddrinfo(host, None, socket.AF_UNSPEC, socket.SOCK_STREAM)
+        except (OSError, UnicodeError, ValueError):
+            infos = []
+        found = frozenset(ipaddress.ip_address(i[4][0]) for i in infos
+                          if i[0] in (socket.AF_INET, socket.AF_INET6))
+    _RESOLVED[host] = found
+    return found

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from iscsictl.lexical import ascii_digits, host_name_problem, split_portal, c_atoi, c_strtoul
+from iscsictl.lexical import (ascii_digits, c_atoi, c_strtoul, host_name_problem, same_host,
+                              split_portal)
 from iscsictl.protocol.portal import Portal, PortalError, parse_target_address
 
 
@@ -118,3 +119,28 @@ def test_c_strtoul_reads_as_c_does(text, base, value, erange):
     """C's strtoul on LP64: blanks, a sign (negating modulo 2**64), base 0's prefixes, the
     digits of the base; past ULONG_MAX, ULONG_MAX and ERANGE."""
     assert c_strtoul(text, base) == (value, erange)
+
+
+@pytest.mark.parametrize("pattern,address,same", [
+    ("fe80::1", "fe80::1", True), ("FE80:0::1", "fe80::1", True), ("", "10.0.0.1", True),
+    ("10.0.0.1", "10.0.0.2", False), ("::ffff:10.0.0.1", "10.0.0.1", False),
+    ("fe80::1%eth0", "fe80::1", False), ("localhost", "127.0.0.1", True),
+    ("127.0.0.1", "localhost", True), ("10.0.0.1", "localhost", False)])
+def test_same_host_compares_addresses_as_iscsiadm_does(pattern, address, same):
+    """iscsi_addr_match: the same text, or the same address once resolved (/etc/hosts
+    names localhost 127.0.0.1 here)."""
+    assert same_host(pattern, address) is same
+
+
+def test_a_name_that_does_not_resolve_matches_only_itself(monkeypatch):
+    import socket
+
+    from iscsictl import lexical
+
+    def fail(*a, **k):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    monkeypatch.setattr(socket, "getaddrinfo", fail)
+    monkeypatch.setattr(lexical, "_RESOLVED", {})
+    assert same_host("target.example", "target.example")
+    assert not same_host("target.example", "10.0.0.1")
+    assert not same_host("10.0.0.1", "target.example")

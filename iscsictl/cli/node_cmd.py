@@ -17,22 +17,29 @@ from .output import node_json, record_json, tree_lines
 
 def _filters(args) -> dict:
     """The record filters of -T and -p: a tag in -p selects nothing, as in iscsiadm
-    (__iscsi_match_session compares the name, address, port and iface only)."""
+    (__iscsi_match_session compares the name, address, port and iface only).  The address
+    is not among them: :func:`_matching` compares it as iscsiadm does (resolved)."""
     f: dict = {}
     if args.targetname is not None:
         f["target"] = args.targetname
     if args.portal is not None:
-        p = parse_portal_arg(args.portal)
-        f["address"], f["port"] = p.address, p.port
+        f["port"] = parse_portal_arg(args.portal).port
     return f
 
 
 def _matching(db, args) -> list:
+    """The NodeIDs -T/-p/-I select; -p's address matches a record's as iscsiadm's
+    ``iscsi_addr_match`` does (:func:`iscsictl.lexical.same_host`: ``-p [FE80::1]`` finds
+    ``fe80::1``'s records)."""
     f = _filters(args)
     ifaces = args.interface or [None]
     out = []
     for ifn in ifaces:
         out.extend(db.list_nodes(iface=ifn, **f))
+    if args.portal is not None:
+        from ..lexical import same_host
+        address = parse_portal_arg(args.portal).address
+        out = [n for n in out if same_host(address, n.address)]
     return sorted(set(out), key=lambda n: (n.target, n.portal_dir, n.iface))
 
 

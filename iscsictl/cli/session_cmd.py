@@ -576,8 +576,9 @@ def _sessions_for(args, startup: str | None = None) -> list[Any]:  # type: ignor
     if args.targetname is not None:
         views = [v for v in views if v.targetname == args.targetname]
     if args.portal is not None:
-        p = parse_portal_arg(args.portal)
-        views = [v for v in views if v.address == p.address and v.port == p.port]
+        from ..lexical import same_host
+        p = parse_portal_arg(args.portal)  # the address compared as iscsiadm's iscsi_addr_match
+        views = [v for v in views if v.port == p.port and same_host(p.address, v.address)]
     if args.interface:
         views = [v for v in views if v.iface["name"] in args.interface]
     return views
@@ -585,17 +586,20 @@ def _sessions_for(args, startup: str | None = None) -> list[Any]:  # type: ignor
 
 def records_in_use() -> Callable[[Any], bool]:
     """A question for the node records a command is to delete: whether a running session
-    uses one (a NodeID): the same target name, persistent address and port, and iface, as
-    iscsiadm's iscsi_check_for_running_session (__iscsi_match_session; the tag is not
-    compared).  The sessions are read from sysfs once, at the first question."""
-    sessions: set[tuple[str, str, int, str]] | None = None
+    uses one (a NodeID): the same target name, persistent address (compared as
+    :func:`iscsictl.lexical.same_host` compares them) and port, and iface, as iscsiadm's
+    iscsi_check_for_running_session (__iscsi_match_session; the tag is not compared).  The
+    sessions are read from sysfs once, at the first question."""
+    sessions: list[tuple[str, str, int, str]] | None = None
 
     def in_use(nid: Any) -> bool:
         nonlocal sessions
+        from ..lexical import same_host
         if sessions is None:
-            sessions = {(v.targetname, v.address, v.port, v.iface["name"])
-                        for v in collect(_sysfs(), {}, level=0, only=_SELECT_ATTRS)}
-        return (nid.target, nid.address, nid.port, nid.iface) in sessions
+            sessions = [(v.targetname, v.address, v.port, v.iface["name"])
+                        for v in collect(_sysfs(), {}, level=0, only=_SELECT_ATTRS)]
+        return any(t == nid.target and p == nid.port and i == nid.iface
+                   and same_host(nid.address, a) for t, a, p, i in sessions)
     return in_use
 
 

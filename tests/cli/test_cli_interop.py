@@ -396,3 +396,40 @@ def test_flash_targets_as_json(cli, tmp_path, monkeypatch):
     assert one["flashnode.conn[0].ipaddress"] == "192.168.1.10"
     r = cli(*FN, "-H", "3", "--json")
     assert (r.rc, r.out) == (21, "")
+
+
+def test_p_selects_records_by_address_as_iscsiadm_resolves_it(cli):
+    """iscsiadm's operations on records compare -p's address with a record's as the same
+    host (for_each_matched_rec, iscsi_addr_match: resolved when the texts differ):
+    ``-p [FE80:0::1]`` updates or deletes fe80::1's records.  Before, iscsictl compared the
+    texts and found nothing (21).  Its listing resolves too, where iscsiadm's (libopeniscsiusr,
+    print_nodes_config) compares the texts: one rule for every node command."""
+    import glob
+    T = "iqn.2001-04.com.example:resolve"
+
+    def records() -> dict[str, str]:
+        out = {}
+        for path in glob.glob(os.path.join(cli.root, "nodes", "*", "*", "*")):
+            with open(path) as f:
+                out[path] = next(x for x in f if x.startswith("node.startup"))
+        return out
+
+    def fresh() -> None:
+        for p in ("[fe80::1]:3260,1", "[fd00::a]:3261,1", "127.0.0.1:3260,1"):
+            assert cli("-m", "node", "-T", T, "-p", p, "-o", "new").rc == 0
+
+    fresh()
+    assert len(records()) == 3
+    for p in ("[FE80:0::1]", "[FD00:0:0::A]:3261", "[fd00::a]", "[fe80::2]"):
+        found = p not in ("[fd00::a]", "[fe80::2]")
+        for op in (["-o", "update", "-n", "node.startup", "-v", "automatic"], ["-o", "delete"]):
+            results = []
+            for tool in (lambda *a: adm(cli, *a).returncode, lambda *a: cli(*a).rc):
+                rc = tool("-m", "node", "-T", T, "-p", p, *op)
+                results.append((rc, records()))
+                assert cli("-m", "node", "-o", "delete").rc == 0
+                fresh()
+            assert results[0] == results[1], (p, op)
+            assert results[1][0] == (0 if found else 21), (p, op)
+            assert (results[1][1] != records()) is found, (p, op)
+        assert cli("-m", "node", "-p", p).rc == (0 if found else 21)

@@ -126,6 +126,21 @@ def test_session_messages_name_the_current_port_as_iscsiadm(sysfs, fake_daemon):
     assert rc == 0 and out == f"Logging out of session {desc}\nLogout of {desc} successful.\n"
 
 
+def test_sessions_and_their_records_are_matched_by_host_not_text(sysfs, fake_daemon):
+    """iscsiadm's __iscsi_match_session compares addresses with iscsi_addr_match (the same
+    host once resolved): ``-m node -u -p [FD00:0::1]`` logs out fd00::1's session, and a
+    record written ``FD00::1`` is the session's (kept by ``-o delete``, 15).  Before: text
+    compared, no session found (21), the record deleted under the session."""
+    add_session(sysfs, 2, 0, T, "fd00::1", {0: "sda"})
+    assert cli("-m", "node", "-T", T, "-p", "[FD00::1]", "-o", "new")[0] == 0
+    rc, _, err = cli("-m", "node", "-T", T, "-p", "[FD00::1]", "-o", "delete")
+    assert rc == 15 and "a session is using it" in err
+    fake_daemon.answers = {"logout": [{"sid": 2, "ok": True}]}
+    rc, out, _ = cli("-m", "node", "-T", T, "-p", "[FD00:0::1]", "-u")
+    assert rc == 0 and "Logout of [sid: 2," in out
+    assert fake_daemon.calls[-1][0] == "logout"
+
+
 def test_r_values_exit_as_iscsiadms_get_sid_from_path(sysfs):
     """-r: an id above 0 as strtol reads it, else a path up which a session<N> is found;
     anything else exits 1 ("... is an invalid session ID or path"), as iscsiadm (it was 7,
