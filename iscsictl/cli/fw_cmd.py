@@ -145,6 +145,29 @@ def run(args, o, mode: str) -> int:  # type: ignore[no-untyped-def]
     return E.SUCCESS
 
 
+def apply_user_params(rec, updates: dict[str, str], rebind: bool = False) -> None:  # type: ignore[no-untyped-def]
+    """A firmware login's settings over its record (open-iscsi's fill_in_default_fw_values
+    and iscsistart's apply_params): :data:`FW_LOGIN_DEFAULTS` where ``updates`` does not set
+    them, then ``updates`` as ``idbm_node_set_rec_from_param(..., verify=0)`` applies them:
+    any key of a node record, iface keys included (not ``-o update``'s rules, which keep
+    those to iface mode).  ``rebind`` (iscsistart's ``-P``): a new ``iface.net_ifacename``
+    forgets the firmware's MAC, a new ``iface.hwaddress`` its net device, and a new
+    ``iface.transport_name`` every iface value (the firmware's binding was for another
+    driver).  Raises InvalidKey (no such key), InvalidValue."""
+    if rebind:
+        if "iface.transport_name" in updates:
+            rec.reset("iface.")
+        if "iface.net_ifacename" in updates:
+            rec.set("iface.hwaddress", "")
+        if "iface.hwaddress" in updates:
+            rec.set("iface.net_ifacename", "")
+    for key, value in FW_LOGIN_DEFAULTS.items():
+        if key not in updates:
+            rec.set(key, value)
+    for key, value in updates.items():
+        rec.set(key, value)
+
+
 def login(args, o, db, contexts) -> int:  # type: ignore[no-untyped-def]
     """``-m fw -l``: every firmware target, with records made in memory (see the module)."""
     from ..db.errors import DBError
@@ -161,11 +184,7 @@ def login(args, o, db, contexts) -> int:  # type: ignore[no-untyped-def]
                          E.NO_OBJS_FOUND)
     try:
         for rec in records:
-            for key, value in FW_LOGIN_DEFAULTS.items():
-                if key not in updates:
-                    rec.set(key, value)
-            for key, value in updates.items():
-                rec.update_key(key, value)
+            apply_user_params(rec, updates)
     except DBError as e:
         o.error(str(e))
         raise E.CliError("Could not merge user params", E.INVAL) from None

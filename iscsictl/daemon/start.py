@@ -184,9 +184,10 @@ def _boot_entry(contexts: list):  # type: ignore[no-untyped-def]
 
 
 def _apply_params(records: list, params: list[str]) -> None:
-    """``-P`` settings over iscsistart's boot settings (:data:`FW_LOGIN_DEFAULTS`: applied
-    to every login, -b or not, unless ``-P`` sets them; iscsistart's apply_params)."""
-    from iscsictl.cli.fw_cmd import FW_LOGIN_DEFAULTS
+    """``-P`` settings over iscsistart's boot settings (iscsistart's apply_params:
+    :func:`iscsictl.cli.fw_cmd.apply_user_params` with its rebinding).  Raises InvalidKey,
+    InvalidValue; SystemExit(7) for a ``-P`` without a value."""
+    from iscsictl.cli.fw_cmd import apply_user_params
 
     given = {}
     for text in params:
@@ -196,11 +197,7 @@ def _apply_params(records: list, params: list[str]) -> None:
             raise SystemExit(INVAL)
         given[name] = value
     for rec in records:
-        for key, value in FW_LOGIN_DEFAULTS.items():
-            if key not in given:
-                rec.set(key, value)
-        for name, value in given.items():
-            rec.update_key(name, value)
+        apply_user_params(rec, given, rebind=True)
 
 
 async def _login_here(records: list[dict[str, str]], initiator_name: str) -> list[dict[str, Any]]:

@@ -73,6 +73,14 @@ class Record:
     def __repr__(self) -> str:
         return f"Record({self.kind.name}, {self.path!r})"
 
+    def reset(self, prefix: str) -> None:
+        """Every key whose name starts with ``prefix`` (``"iface."``) back to the kind's
+        compiled default (open-iscsi's memset of that part and its *_setup_defaults)."""
+        defaults = _default_values(self.kind)
+        for name in self.values:
+            if name.startswith(prefix) and name in defaults:
+                self.values[name] = defaults[name]
+
     def set(self, name: str, value, *, check_update: bool = False) -> None:
         """Set ``name`` from text or a typed value, validated against the table.
 

@@ -233,6 +233,20 @@ def test_fw_login_takes_user_settings_but_not_the_interface(daemon, env):
                    "iscsictl: Could not merge user params\n")
 
 
+def test_fw_login_takes_the_other_iface_keys_as_iscsiadm(daemon, env):
+    """fill_in_default_fw_values refuses only the NIC, MAC and transport; the rest apply
+    as idbm_node_set_rec_from_param(verify=0) applies them (before: every iface key was
+    refused by -o update's rules, 7)."""
+    daemon.answers = {"login": [{"ok": True, "node": "x", "sids": [1]}] * 2}
+    rc, out, err = cli("-m", "fw", "-l", "-n", "iface.initiatorname", "-v",
+                       "iqn.2026-11.x:other")
+    assert rc == 0, err
+    assert {r["iface.initiatorname"] for r in daemon.calls[0][1]["records"]} == \
+        {"iqn.2026-11.x:other"}
+    rc, _, err = cli("-m", "fw", "-l", "-n", "node.bogus", "-v", "1")
+    assert rc == 7 and "Could not merge user params" in err
+
+
 def test_fw_login_failure_is_its_exit_code(daemon, env):
     daemon.answers = {"login": [{"ok": True, "node": _desc(BOOT, 3260), "sids": [1]},
                                 {"ok": False, "code": 24, "node": _desc(DATA, 3261)}]}

@@ -187,6 +187,48 @@ def test_logins_go_to_a_running_daemon(env, capsys, monkeypatch):
         d.close()
 
 
+def test_p_sets_iface_keys_and_rebinds_as_iscsistart(env, capsys, monkeypatch):
+    """iscsistart's apply_params: -P applies any node key, iface keys too (verify=0; they
+    were refused as by -o update, 7, so a dracut boot passing iface.net_ifacename lost its
+    root disk), a new net device forgets the MAC, a new MAC the net device, and a new
+    transport the firmware's whole binding."""
+    tmp, conf = env
+    d = FakeDaemon(str(tmp / "d.sock"))
+    monkeypatch.setenv("ISCSICTL_SOCKET", d.path)
+    static = ["-c", str(conf), "-i", "iqn.2026-11.x:i", "-t", BOOT, "-g", "1",
+              "-a", "127.0.0.1"]
+    try:
+        for params, want in (
+                (["iface.net_ifacename=eth1"], {"iface.net_ifacename": "eth1"}),
+                (["iface.hwaddress=52:54:00:00:00:01", "iface.iscsi_ifacename=nic1"],
+                 {"iface.hwaddress": "52:54:00:00:00:01", "iface.iscsi_ifacename": "nic1"})):
+            d.answers = {"ping": [{}], "login": [{"ok": True, "sids": [4]}]}
+            rc, _, err = start(capsys, *static, *(x for p in params for x in ("-P", p)))
+            assert (rc, err) == (0, "")
+            rec = with_defaults(NODE, [c for c in d.calls if c[0] == "login"][-1][1]
+                                ["records"][0])
+            assert {k: rec[k] for k in want} == want
+        rc, _, err = start(capsys, *static, "-P", "node.bogus=1")
+        assert rc == 7 and "node.bogus" in err
+    finally:
+        d.close()
+    from iscsictl.cli.fw_cmd import apply_user_params
+    from iscsictl.db.record import Record
+    rec = Record(NODE)
+    for k, v in (("iface.transport_name", "bnx2i"), ("iface.hwaddress", "00:10:18:aa:bb:cd"),
+                 ("iface.iscsi_ifacename", "bnx2i.00:10:18:aa:bb:cd.ipv4.0"),
+                 ("iface.ipaddress", "10.0.0.7"), ("iface.net_ifacename", "eth3")):
+        rec.set(k, v)
+    apply_user_params(rec, {"iface.transport_name": "tcp"}, rebind=True)
+    assert (rec["iface.transport_name"], rec["iface.hwaddress"], rec["iface.iscsi_ifacename"],
+            rec["iface.ipaddress"], rec["iface.net_ifacename"]) == ("tcp", "", "default", "", "")
+    rec.set("iface.hwaddress", "00:10:18:aa:bb:cd")
+    apply_user_params(rec, {"iface.net_ifacename": "eth1"}, rebind=True)
+    assert (rec["iface.hwaddress"], rec["iface.net_ifacename"]) == ("", "eth1")
+    apply_user_params(rec, {"iface.hwaddress": "00:10:18:aa:bb:ce"}, rebind=True)
+    assert (rec["iface.hwaddress"], rec["iface.net_ifacename"]) == ("00:10:18:aa:bb:ce", "")
+
+
 def test_a_daemon_that_runs_but_cannot_be_asked_is_named(env, capsys, monkeypatch):
     """An iscsictld of an older IPC version (or one that does not answer) holds the lock:
     iscsictl-start says what is wrong with it, not only that another one runs."""
