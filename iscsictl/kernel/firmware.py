@@ -254,18 +254,23 @@ def boot_targets(root: str = "/sys", *,
 def offload_iface(ctx: BootContext, sysfs: Sysfs) -> dict[str, str] | None:
     """The iface record (``{key: text}``) an offload boot needs, or None for software iSCSI
     (open-iscsi's iface_setup_from_boot_context): the SCSI host is the ``iscsi_boot<N>``
-    root's, or the iSCSI host whose hardware address is the NIC's MAC; the iface is named
-    ``<transport>.<MAC>.<ipv4|ipv6>.0`` and carries the NIC's address settings."""
+    root's, or the offload HBA's iSCSI host whose hardware address is the NIC's MAC (a
+    software session's host shows the MAC of the NIC its iface is bound to: never an offload
+    port); the iface is named ``<transport>.<MAC>.<ipv4|ipv6>.0`` and carries the NIC's
+    address settings."""
+    from .default_ifaces import SOFTWARE_TRANSPORTS
+
     host = ctx.host_no
     if host is None and ctx.netdev:
         want = ctx.mac.lower()
         host = next((n for n in sysfs.host_numbers()
                      if ((h := sysfs.host(n, only=("hwaddress",))) and h.hwaddress or "")
-                     .lower() == want), None)
+                     .lower() == want
+                     and sysfs.host_transport(n) not in SOFTWARE_TRANSPORTS), None)
     if host is None:
         return None
     transport = sysfs.host_transport(host)
-    if not transport:
+    if not transport or transport in SOFTWARE_TRANSPORTS:
         return None
     family = "ipv6" if ":" in ctx.ipaddr else "ipv4"
     values = {

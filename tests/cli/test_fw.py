@@ -422,3 +422,19 @@ def test_an_ibft_nic_that_is_an_iscsi_hosts_port_is_an_offload_boot(env):
     assert rc == 0 and out.count("iface.transport_name = bnx2i\n") == 2
     assert cli("-m", "discovery", "-t", "fw")[0] == 0
     assert _show(BOOT)["iface.iscsi_ifacename"] == f"bnx2i.{ibft.NIC['mac']}.ipv4.0"
+
+
+def test_a_software_sessions_host_with_the_nics_mac_is_not_an_offload_boot(env):
+    """iscsictld sets a software session's host hwaddress to the MAC its iface is bound
+    to: such a host (iscsi_tcp, iser) is no offload port of the NIC (before: the boot was
+    taken for a 'tcp' offload one, its iface tcp.<MAC>.ipv4.0 and -N skipped the NIC)."""
+    sys_root, _ = env
+    for transport in ("iscsi_tcp", "iscsi_iser"):  # their scsi_host_template proc_name
+        for rel, value in (("class/iscsi_host/host5/hwaddress", ibft.NIC["mac"]),
+                           ("class/scsi_host/host5/proc_name", transport)):
+            (sys_root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (sys_root / rel).write_text(value + "\n")
+        rc, out, _ = cli("-m", "fw")
+        assert rc == 0 and out.count("iface.transport_name = tcp\n") == 2
+        assert cli("-m", "discovery", "-t", "fw")[0] == 0
+        assert _show(BOOT)["iface.iscsi_ifacename"] == "default"
