@@ -470,7 +470,8 @@ def discover_firmware(args, o, ops) -> int:  # type: ignore[no-untyped-def]
     return rc
 
 
-#: what a firmware record found again takes from the firmware (the rest stays the user's)
+#: what a firmware record found again takes from the firmware, set or not (the rest stays
+#: the user's): credentials the firmware no longer has go (iscsiadm rewrites the record)
 _FROM_FIRMWARE = ("iface.initiatorname", "node.session.auth.username",
                   "node.session.auth.password", "node.session.auth.username_in",
                   "node.session.auth.password_in")
@@ -504,7 +505,7 @@ def _apply_firmware(db, did, found: dict, ops, o) -> int:  # type: ignore[no-unt
         try:
             if db.node_exists(nid):
                 if "update" in want:
-                    updates = {k: rec.values[k] for k in _FROM_FIRMWARE if rec.values.get(k)}
+                    updates = {k: rec.values[k] for k in _FROM_FIRMWARE}
                     updates.update({"node.startup": "onboot", "node.conn[0].startup": "onboot"})
                     db.update_node_many(nid, updates, discovery=did)
             elif "new" in want:

@@ -289,6 +289,19 @@ def test_fw_rediscovery_marks_boot_records_onboot_and_keeps_user_settings(env):
     assert rec["node.session.timeo.replacement_timeout"] == "7"
     rc, out, _ = cli("-m", "node", "-T", BOOT, "-o", "show", "-S")
     assert "node.session.auth.password = rotated-secret\n" in out
+    # mutual CHAP dropped from the firmware: its credentials go from the record too (before:
+    # kept, and the boot login then asked the target to authenticate itself)
+    assert cli("-m", "node", "-T", DATA, "-o", "update", "-n",
+               "node.session.timeo.replacement_timeout", "-v", "7")[0] == 0
+    assert _show(DATA)["node.session.auth.username_in"] == "ibfttarget"
+    for name in ("rev-chap-name", "rev-chap-name-secret"):
+        (sys_root / "firmware/ibft/target1" / name).unlink()
+    (sys_root / "firmware/ibft/target1/chap-type").write_text("1\n")
+    assert cli("-m", "discovery", "-t", "fw")[0] == 0
+    rec = _show(DATA)
+    assert (rec["node.session.auth.username_in"], rec["node.session.auth.password_in"],
+            rec["node.session.auth.username"], rec["node.session.timeo.replacement_timeout"]
+            ) == ("<empty>", "<empty>", "ibftuser2", "7")
 
 
 def test_fw_rediscovery_deletes_what_the_firmware_dropped(env):
