@@ -2,7 +2,8 @@
 
 One attempt: connect (``discovery.sendtargets.timeo.login_timeout``), Discovery-session login
 (CHAP / mutual CHAP from ``discovery.sendtargets.auth.*``, redirects followed), ``SendTargets=All``
-with Text continuation (the whole exchange bounded by ``timeo.active_timeout``), Logout, close
+with Text continuation (each Text Response within ``timeo.active_timeout`` of the last PDU, as
+open-iscsi restarts its timer), Logout, close
 (:func:`discovering` lets the caller's work overlap the Logout).
 
 Retries follow ``discovery.sendtargets.reopen_max``: a connection failure, a timeout or a

@@ -239,12 +239,16 @@ class Connection:
         self._itt += 1
         return self._itt
 
-    def _pdus(self, deadline: float, what: str):
-        """Yield target PDUs until the caller stops; answers NOP-In pings on the way."""
+    def _pdus(self, deadline: float, what: str, idle: float | None = None):
+        """Yield target PDUs until the caller stops; answers NOP-In pings on the way.
+        ``idle``: each PDU received moves the deadline to ``idle`` seconds later (only a
+        silence that long times out)."""
         assert self._reader is not None and self._cmds is not None
         while True:
             try:
                 for raw in self._reader.pdus():
+                    if idle is not None:
+                        deadline = time.monotonic() + idle
                     pdu = decode_pdu(raw)
                     if isinstance(pdu, NOPIn):
                         if pdu.ttt != 0xFFFFFFFF:
@@ -261,7 +265,9 @@ class Connection:
              max_response_bytes: int = 16 << 20,
              skip: Callable[[str], None] | None = None) -> list[tuple[str, str]]:
         """One Text Request/Response exchange (with continuation); the response pairs.
-        ``timeout``: seconds for the whole exchange (open-iscsi's active_timeout);
+        ``timeout``: seconds the target may stay silent, restarted by each PDU it sends
+        (open-iscsi's active_timeout, reset after each PDU in discovery.c): a long answer
+        sent slowly is waited for;
         ``skip``: as :class:`.TextExchange`'s (a bad pair left out, said to it)."""
         assert self._cmds is not None and self.success is not None
         cs = self._cmds
@@ -271,9 +277,8 @@ class Connection:
         what = f"text exchange with {self.endpoint}"
         ex.start()
         self.send(ex.data_to_send(self._hd, self._dd), what)
-        deadline = time.monotonic() + timeout
         try:
-            for pdu in self._pdus(deadline, what):
+            for pdu in self._pdus(time.monotonic() + timeout, what, idle=timeout):
                 res = ex.receive_pdu(pdu)
                 out = ex.data_to_send(self._hd, self._dd)
                 if out:

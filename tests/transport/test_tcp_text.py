@@ -1,0 +1,72 @@
+"""transport.tcp's Text exchange over a real TCP connection to the protocol's fake target
+(tests/protocol/fake_target.py) served by a thread: what no tgtd or LIO can be made to do,
+a SendTargets answer sent slowly."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from iscsictl.protocol.config import LoginConfig
+from iscsictl.protocol.text_exchange import parse_send_targets
+from iscsictl.transport.errors import TransportTimeout
+from iscsictl.transport.tcp import login
+
+from protocol.fake_target import FakeTarget, TargetConfig
+
+INAME = "iqn.2005-03.org.open-iscsi:host1"
+
+
+def _serve(listener: socket.socket, target: FakeTarget, gap: float) -> None:
+    """One connection: the fake target's answers, each Text Response ``gap`` s late."""
+    conn, _ = listener.accept()
+    with conn:
+        while data := conn.recv(65536):
+            target.receive_data(data)
+            out = target.data_to_send()
+            if out and target.text_requests:
+                time.sleep(gap)
+            try:
+                conn.sendall(out)
+            except OSError:
+                return
+
+
+@pytest.fixture
+def slow_target():
+    listeners = []
+
+    def start(gap: float, n: int) -> int:
+        targets = [(f"iqn.2003-01.org.example:disk{i:03d}", [f"192.0.2.1:3260,{i}"])
+                   for i in range(n)]
+        target = FakeTarget(TargetConfig(targets=targets, text_segment=200))
+        listener = socket.create_server(("127.0.0.1", 0))
+        listeners.append(listener)
+        threading.Thread(target=_serve, args=(listener, target, gap), daemon=True).start()
+        return listener.getsockname()[1]
+    yield start
+    for listener in listeners:
+        listener.close()
+
+
+def _send_targets(port: int, active_timeout: float):
+    config = LoginConfig(initiator_name=INAME, session_type="Discovery", target_name=None,
+                         login_timeout=5)
+    with login("127.0.0.1", port, config) as conn:
+        return parse_send_targets(conn.text([("SendTargets", "All")], active_timeout))
+
+
+def test_a_long_answer_sent_slowly_is_waited_for_as_open_iscsi(slow_target):
+    """open-iscsi's discovery restarts active_timeout after each PDU received: a target
+    that sends its many Text Responses 0.1 s apart answers within 0.5 s each time, though
+    the whole answer takes ~2 s (before: TransportTimeout after 0.5 s)."""
+    found = _send_targets(slow_target(0.1, 40), active_timeout=0.5)
+    assert len(found) == 40
+
+
+def test_a_target_silent_for_longer_than_active_timeout_times_out(slow_target):
+    with pytest.raises(TransportTimeout):
+        _send_targets(slow_target(0.6, 2), active_timeout=0.3)
