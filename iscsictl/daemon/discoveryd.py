@@ -462,16 +462,34 @@ class Poller:
                 if self.scns is None:
                     await self._sleep(self.src.poll)
                     continue
-                try:  # the next round: at the interval, or at once when an SCN comes
-                    await asyncio.wait_for(self.scns.heard.wait(), self.src.poll)
-                except asyncio.TimeoutError:
-                    pass
-                self.scns.heard.clear()
+                await self._until_next_round(self.scns)
         finally:
             if self.scns is not None:
                 self.scns.close()
             if self.registered and self._deregister is not None:
                 await self._leave()
+
+    async def _until_next_round(self, scns: ScnReceiver) -> None:
+        """Wait for the next round: the interval's end, or at once when an SCN comes; the
+        registration made again meanwhile when it comes due (iscsid's discoveryd keeps a
+        timer of min(period / 2, poll interval): RFC 4171 §6.2.6, a registration the
+        server does not see refreshed within its period is removed, and with it the SCNs).
+        One that failed is made again at the next round."""
+        loop = asyncio.get_running_loop()
+        next_round = loop.time() + self.src.poll
+        while True:
+            now = loop.time()
+            due = self._registration_due
+            wake = min(next_round, due) if due is not None and due > now else next_round
+            try:
+                await asyncio.wait_for(scns.heard.wait(), max(0.0, wake - now))
+                break
+            except asyncio.TimeoutError:
+                pass
+            if loop.time() >= next_round:
+                break
+            await self._keep_registered(scns.port)
+        scns.heard.clear()
 
     async def _leave(self) -> None:
         """The registration removed (the daemon stops), bounded: a server that does not

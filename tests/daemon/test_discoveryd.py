@@ -489,6 +489,34 @@ def test_a_registration_that_fails_is_said_and_made_again_next_round(db, caplog)
     assert "could not register for State Change Notifications" in caplog.text
 
 
+def test_the_registration_is_kept_between_rounds_longer_than_half_its_period(db):
+    """A poll interval longer than half the registration period (open-isns's 10 min period
+    with an hourly poll): the registration is made again when due between rounds, as
+    iscsid's discoveryd timer does (before: only at a round, so the server dropped it,
+    and its SCNs, for most of each interval).  A period of 0.4 s (due every 0.2 s) and a
+    poll of 1 s: ~5 registrations a round, one round."""
+    src = dd.Source("isns", "127.0.0.1", 9, {}, 1)
+    registered, rounds = [], []
+
+    async def register(src, port):
+        registered.append(asyncio.get_running_loop().time())
+        return 0.2
+
+    async def discover(src):
+        rounds.append(asyncio.get_running_loop().time())
+        return []
+    p = dd.Poller(src, discover, lambda k: False, None, None, register)
+
+    async def main():
+        task = asyncio.create_task(p.run())
+        await asyncio.sleep(0.9)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    asyncio.run(main())
+    assert len(rounds) == 1 and len(registered) >= 4
+    assert max(b - a for a, b in zip(registered, registered[1:])) < 0.35
+
+
 def test_the_scn_port_takes_the_iscsi_servers_connections_only_and_few(db):
     """The SCN port (the daemon is root there, on every address): a connection from an
     address not the iSNS server's is closed at once, as one past MAX_SCN_CONNECTIONS
