@@ -51,12 +51,13 @@ def parse_portal_arg(text: str, allow_tag: bool = True,
 
 
 def check_target_name(name: str) -> str:
-    """Validate an IQN/EUI/NAA name for commands that create or contact (exit 7 if bad);
-    the name as given, not its RFC 3722 normal form: a login sends it, and targets compare
-    it byte for byte (iscsiadm stores and sends it as given too)."""
-    from ..protocol.names import validate_name
+    """Check an IQN/EUI/NAA name for commands that create or contact (exit 7 if bad;
+    :func:`iscsictl.protocol.names.usable_name`: ``iqn...:disk_1`` is taken, as iscsiadm
+    takes it); the name as given, not its RFC 3722 normal form: a login sends it, and
+    targets compare it byte for byte (iscsiadm stores and sends it as given too)."""
+    from ..protocol.names import usable_name
     try:
-        validate_name(name)
+        usable_name(name)
     except ValueError as e:
         raise E.CliError(f"invalid target name '{name}': {e}", E.INVAL) from None
     return name

@@ -26,6 +26,7 @@ __all__ = [
     "MAX_NAME_LENGTH",
     "OPEN_ISCSI_OUI",
     "normalize_name",
+    "usable_name",
     "validate_name",
 ]
 
@@ -110,6 +111,37 @@ def validate_name(name: str) -> str:
             raise InvalidISCSIName(f"{name!r} is not naa. followed by 16 or 32 hex digits")
         return norm
     raise InvalidISCSIName(f"{name!r} does not start with iqn., eui. or naa.")
+
+
+#: what a name given to the initiator cannot hold, whatever the target accepts: blanks and
+#: controls (the text format and the DB's listings), '/' (a DB path), ',' (a discovery
+#: link's separator, which iscsiadm cannot read back) and lone surrogates (no UTF-8)
+_UNUSABLE = re.compile(r"[\x00-\x20\x7f-\x9f,/\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f"
+                       r"\u205f\u3000\ud800-\udfff]")
+
+
+def usable_name(name: str) -> str:
+    """Check a name a target announces (SendTargets) or a user gives (``-T``) as open-iscsi
+    takes it: any name of iSCSI's three types within 223 bytes, not only RFC 3722's
+    character set (tgtd, SCST and arrays name targets ``iqn...:disk_1`` or in upper case,
+    and log in with them; open-iscsi checks the length alone).  Returns ``name`` as given.
+
+    Raises:
+        InvalidISCSIName: empty, too long, no ``iqn.``/``eui.``/``naa.`` type (in any
+            case), or a character no record can hold (blank, control, ``/``, ``,``).
+    """
+    if not name:
+        raise InvalidISCSIName("empty iSCSI name")
+    if name[:4].lower() not in ("iqn.", "eui.", "naa."):
+        raise InvalidISCSIName(f"{name!r} does not start with iqn., eui. or naa.")
+    bad = _UNUSABLE.search(name)
+    if bad:
+        raise InvalidISCSIName(f"iSCSI name {name!r}: character {bad.group()!r} is not "
+                               "allowed")
+    size = len(name.encode("utf-8"))
+    if size > MAX_NAME_LENGTH:
+        raise InvalidISCSIName(f"iSCSI name is {size} bytes; the limit is {MAX_NAME_LENGTH}")
+    return name
 
 
 # ---------------------------------------------------------------------------

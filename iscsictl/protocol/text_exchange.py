@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from .constants import RESERVED_TAG
 from .errors import ISCSIProtocolError
-from .names import validate_name
+from .names import usable_name
 from .pdu import PDU, Reject, TextRequest, TextResponse
 from .portal import Portal, PortalError, parse_target_address
 from .text import TextAssembler, TextFormatError, TextPairs, decode_text, encode_text
@@ -200,8 +200,8 @@ def parse_send_targets(pairs: TextPairs, default_portal: Portal | None = None,
     addressed: set[str] = set()  # the targets that had a TargetAddress, usable or not
     for key, value in pairs:
         if key == "TargetName":
-            try:
-                validate_name(value)
+            try:  # as open-iscsi's add_target_record: not only RFC 3722's characters
+                usable_name(value)
             except ValueError as exc:
                 if skip is None:
                     raise TextExchangeError(f"SendTargets: {exc}") from None

@@ -162,20 +162,23 @@ def test_a_portal_without_a_tag_is_printed_as_iscsiadms_discovery_prints_it(cli)
 
 
 def test_a_bad_entry_in_the_answer_leaves_out_that_entry_only(cli):
-    """A TargetName that is not an iSCSI name, or a TargetAddress that is not a portal,
+    """A TargetName no record can hold, or a TargetAddress that is not a portal,
     among good ones: that one is left out with a line saying so, the others are written
-    (before, the whole discovery failed with exit 1, 'unknown error', and wrote nothing)."""
+    (before, the whole discovery failed with exit 1, 'unknown error', and wrote nothing).
+    A name outside RFC 3722's characters (``disk_1``) is a target, as in iscsiadm."""
     held = HeldTarget()
     held.target = FakeTarget(TargetConfig(targets=[
-        ("iqn.2026-13.org.example:bad-month", ["127.0.0.1:3260,1"]),
+        ("iqn.2026-11.org.example:bad/slash", ["127.0.0.1:3260,1"]),
+        ("iqn.2026-11.org.example:Disk_1", ["127.0.0.1:3260,1"]),
         (TARGETS[0], ["a..b:3260,1", "127.0.0.1:3260,1"]),
         (TARGETS[1], ["127.0.0.1:3260,1"])]))
     r = _discover(cli, held)
     assert r.rc == 0, r.err
-    assert sorted(r.out.splitlines()) == [f"127.0.0.1:3260,1 {t}" for t in TARGETS[:2]]
-    assert "iqn.2026-13.org.example:bad-month" in r.err and "target left out" in r.err
+    assert sorted(r.out.splitlines()) == sorted(
+        f"127.0.0.1:3260,1 {t}" for t in ["iqn.2026-11.org.example:Disk_1", *TARGETS[:2]])
+    assert "iqn.2026-11.org.example:bad/slash" in r.err and "target left out" in r.err
     assert "'a..b:3260,1'" in r.err and "portal left out" in r.err
-    assert len(cli("-m", "node").out.splitlines()) == 2
+    assert len(cli("-m", "node").out.splitlines()) == 3
 
 
 def test_pairs_that_are_not_pairs_cost_themselves_only(cli):

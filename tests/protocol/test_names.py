@@ -13,6 +13,7 @@ from iscsictl.protocol.names import (
     ISIDFormat,
     MAX_NAME_LENGTH,
     normalize_name,
+    usable_name,
     validate_name,
 )
 
@@ -130,3 +131,22 @@ def test_allocator_reserve_and_random():
         ISIDAllocator(ISIDFormat.EN)
     with pytest.raises(ValueError):
         ISIDAllocator(ISIDFormat.RESERVED)
+
+
+@pytest.mark.parametrize("name", ["iqn.2001-04.com.example:disk_1", "IQN.2001-04.COM.X:A",
+                                  "iqn.2026-13.org.example:bad-month", "eui.zz",
+                                  "naa.6001405abc", "iqn." + "a" * 219])
+def test_usable_names_are_what_open_iscsi_takes(name):
+    """usable_name: a SendTargets TargetName or -T as iscsiadm takes it (tgtd's and SCST's
+    names with '_' or upper case are targets), not only RFC 3722's characters."""
+    assert usable_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "foo", "iqn.x y", "iqn.a/b", "iqn.a,b", "iqn.\udcff",
+                                  "iqn.a\u3000b", "iqn.a\x7fb", "iqn." + "a" * 220,
+                                  "iqn." + "é" * 110])
+def test_unusable_names(name):
+    """Empty, no type, blanks, controls, '/', ',' (the DB's paths and links), no UTF-8,
+    over 223 bytes."""
+    with pytest.raises(InvalidISCSIName):
+        usable_name(name)
