@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from .chap import CHAP_ALGORITHM_NAMES, ChapAlgorithm, ChapCredentials, ShortSecretPolicy
+from .text import check_value
 
 __all__ = ["LoginConfig", "DIGEST_CHOICES"]
 
@@ -84,6 +85,12 @@ class LoginConfig:
             if getattr(self, name) not in DIGEST_CHOICES:
                 raise ValueError(f"{name} {getattr(self, name)!r} is not one of "
                                  f"{', '.join(DIGEST_CHOICES)}")
+        # what the login will send, checked now: a value over its key's limit is a record
+        # no login can be made from (open-iscsi's buffers cut it), not an error mid-login
+        for key, value in self.login_keys():
+            check_value(key, value)
+        if self.chap is not None:
+            check_value("CHAP_N", self.chap.username)
 
     @property
     def discovery(self) -> bool:

@@ -64,10 +64,29 @@ def encode_text(pairs: TextPairs) -> bytes:
             if not _KEY_NAME.match(key) or len(key) > MAX_KEY_NAME:
                 raise ValueError(f"invalid text key name {key!r}")
             limit = _VALUE_LIMIT_UNKNOWN
-        if "\0" in value or (len(value) if value.isascii() else len(value.encode())) > limit:
-            raise ValueError(f"value of {key} is longer than its limit or holds a NUL")
+        if "\0" in value or not value.isascii() or len(value) > limit:
+            check_value(key, value)  # says which, if any
         out.append(f"{key}={value}\0")
     return "".join(out).encode()
+
+
+def check_value(key: str, value: str) -> None:
+    """Whether ``value`` can be sent as ``key``'s (RFC 7143 §6.1 and its key's limit:
+    255 bytes for CHAP_N and InitiatorAlias, 223 for the names).
+
+    Raises:
+        ValueError: naming the key, its limit and the value's size, or its NUL, or
+            bytes that are not UTF-8 (a firmware's name read with surrogateescape).
+    """
+    limit = _LIMITS.get(key, _VALUE_LIMIT_UNKNOWN)
+    if "\0" in value:
+        raise ValueError(f"{key} holds a NUL")
+    try:
+        size = len(value.encode())
+    except UnicodeEncodeError:
+        raise ValueError(f"{key} is not UTF-8 text") from None
+    if size > limit:
+        raise ValueError(f"{key} is {size} bytes; at most {limit} can be sent")
 
 
 def decode_text(data: bytes, value_limits: bool = True,

@@ -136,3 +136,18 @@ def test_invalid_configs(kw):
     base = dict(initiator_name=INAME, target_name="iqn.2003-01.org.example:d")
     with pytest.raises(ValueError):
         LoginConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("key,value,said", [
+    ("node.session.auth.username", "u" * 256, "CHAP_N is 256 bytes; at most 255"),
+    ("node.name", "iqn.2001-04.com.example:" + "t" * 200, "TargetName is 224 bytes; at most 223"),
+    ("node.session.auth.username", "u\udcffser", "CHAP_N is not UTF-8 text")])
+def test_a_value_the_login_cannot_send_is_a_config_error_not_one_mid_login(key, value, said):
+    """A CHAP name over 255 bytes (nothing in the DB limits it) was a ValueError raised by
+    the text encoder at the CHAP step, outside the login's errors (a traceback in the
+    daemon); now LoginConfig's ValueError, which every caller says as a bad record (7)."""
+    rec = {"node.name": "iqn.2001-04.com.example:t", "node.session.auth.authmethod": "CHAP",
+           "node.session.auth.username": "user", "node.session.auth.password": "secretsecret12",
+           key: value}
+    with pytest.raises(ValueError, match=said):
+        LoginConfig.from_node(rec, "iqn.2005-03.org.open-iscsi:host1")
