@@ -213,7 +213,7 @@ class LoginMachine:
         auth = self.config.auth_method_offer()
         if auth is not None:
             self.state = LoginState.SECURITY
-            pairs = self.config.login_keys() + [("AuthMethod", auth)]
+            pairs = self._negotiator.declaring(self.config.login_keys()) + [("AuthMethod", auth)]
             self._login_keys_sent = True
             self._send(pairs, transit=False, nsg=OP, now=now)
         else:
@@ -426,7 +426,8 @@ class LoginMachine:
         return None
 
     def _send_operational(self, now: float, first: bool) -> None:
-        pairs = [] if self._login_keys_sent else self.config.login_keys()
+        pairs = [] if self._login_keys_sent else \
+            self._negotiator.declaring(self.config.login_keys())
         self._login_keys_sent = True
         pairs += self._negotiator.offers_for(Stage.OPERATIONAL)
         self._send(pairs, transit=True, nsg=FFP, now=now, csg=OP)

@@ -217,6 +217,15 @@ class Negotiator:
             out.append((key, value))
         return out
 
+    def declaring(self, pairs: TextPairs) -> TextPairs:
+        """Our declarations (the first request's InitiatorName, InitiatorAlias, TargetName,
+        SessionType), marked sent: a target's NotUnderstood or Irrelevant for one of them
+        is then taken (RFC 7143 §6.2: an unknown key is answered NotUnderstood), not a
+        failed login.  Returns ``pairs``."""
+        for key, value in pairs:
+            self._sent.setdefault(key, value)
+        return pairs
+
     @property
     def unanswered(self) -> list[str]:
         """Keys we offered whose answer has not arrived."""

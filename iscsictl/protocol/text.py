@@ -93,7 +93,8 @@ def decode_text(data: bytes, value_limits: bool = True,
                 skip: Callable[[str], None] | None = None) -> TextPairs:
     """Split text data into (key, value) pairs, in order, duplicates kept.
 
-    Trailing NUL padding is tolerated (some targets pad).  Values are decoded
+    NUL padding is tolerated (some targets pad), and NULs before a pair or two in
+    a row, as open-iscsi's login.c skips them.  Values are decoded
     as UTF-8.  ``value_limits=False`` leaves the values' lengths (§6.1) to the
     reader, which can leave one pair out where a whole answer would be lost
     (a SendTargets answer; its size is bounded as a whole).  With ``skip``, a
@@ -133,6 +134,8 @@ def _decode_each(body: bytes, value_limits: bool = True,
     """decode_text pair by pair (non-ASCII text, and the precise error of a bad one)."""
     pairs: TextPairs = []
     for item in body.split(b"\0"):
+        if not item:  # NULs before a pair or two in a row: no pair (open-iscsi skips them)
+            continue
         why = _pair_problem(item, value_limits)
         if why is not None:
             if skip is None:
@@ -146,8 +149,6 @@ def _decode_each(body: bytes, value_limits: bool = True,
 
 def _pair_problem(item: bytes, value_limits: bool) -> str | None:
     """What makes ``item`` (one NUL-delimited piece) not a key=value pair; None if it is."""
-    if not item:
-        return "empty key=value pair (two NULs in a row)"
     key_b, eq, value_b = item.partition(b"=")
     if not eq:
         return f"text pair without '=': {item[:64]!r}"

@@ -601,6 +601,18 @@ def test_failure_response_with_zeroed_isid_still_counts(status):
     assert isinstance(outcome, LoginRejected) and outcome.status == status
 
 
+@pytest.mark.parametrize("answer", [("InitiatorAlias", "NotUnderstood"),
+                                    ("SessionType", "Irrelevant")])
+def test_notunderstood_for_one_of_our_declarations_is_taken(answer):
+    """RFC 7143 §6.2: a target that does not know a key answers NotUnderstood; one to our
+    InitiatorAlias (or Irrelevant to a declaration) leaves the login going, as the
+    negotiator meant to (before: 'NotUnderstood is not a declaration', no login: the first
+    request's declarations were not marked sent)."""
+    t = FakeTarget(TargetConfig(extra_answers=[answer]))
+    outcome, *_ = run(cfg(initiator_alias="host1"), t)
+    assert isinstance(outcome, LoginSuccess)
+
+
 # ------------------------------------------------------------------------ iSER
 def test_an_iser_login_declares_and_takes_the_rdma_lengths():
     """RFC 7145 §6.3-6.5 as iscsid offers them: RDMAExtensions=Yes, the initiator's
