@@ -118,7 +118,7 @@ CHAP_MAX_BINARY = 1024
 
 
 def decode_binary(text: str) -> bytes:
-    """Decode a ``0x``/``0X`` hex or ``0b``/``0B`` base64 value.
+    """Decode a ``0x``/``0X`` hex or ``0b``/``0B`` base64 value (its padding optional).
 
     Raises:
         AuthenticationError: neither form, or malformed digits.
@@ -129,8 +129,9 @@ def decode_binary(text: str) -> bytes:
             if len(body) % 2:
                 body = "0" + body
             return bytes.fromhex(body)
-        if prefix in ("0b", "0B"):
-            return base64.b64decode(body, validate=True)
+        if prefix in ("0b", "0B"):  # its '=' padding may be left out, as open-iscsi's
+            # acl_base64_to_data takes it (one character too many is still malformed)
+            return base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
     except (ValueError, binascii.Error):
         pass
     raise AuthenticationError(f"malformed binary value {text[:40]!r}")

@@ -146,12 +146,16 @@ def test_a_challenge_of_1024_bytes_is_answered():
 @pytest.mark.parametrize("text,data", [
     ("0x0a0b", b"\x0a\x0b"), ("0XABCD", b"\xab\xcd"), ("0xabc", b"\x0a\xbc"),
     ("0bAAEC", b"\x00\x01\x02"), ("0BAAEC", b"\x00\x01\x02"),
+    # base64 without its '=' padding, as open-iscsi's acl_base64_to_data takes it
+    ("0bAAE", b"\x00\x01"), ("0bAQIDBAU", b"\x01\x02\x03\x04\x05"),
+    ("0bAQIDBAU=", b"\x01\x02\x03\x04\x05"),
 ])
 def test_decode_binary(text, data):
     assert decode_binary(text) == data
 
 
-@pytest.mark.parametrize("text", ["", "0", "0x0g", "0b!!", "0bAAE", "ab", "0c12"])
+@pytest.mark.parametrize("text", ["", "0", "0x0g", "0b!!", "0bAAEC0", "0bAQIDBAU==", "ab",
+                                  "0c12"])
 def test_decode_binary_refuses(text):
     with pytest.raises(AuthenticationError):
         decode_binary(text)
