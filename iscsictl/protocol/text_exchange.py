@@ -159,7 +159,9 @@ class TextExchange:
         text = self._assembler.add(pdu.data, continued)
         if text is not None:  # a complete set of pairs (C=0), final or not (§11.11.2)
             self._complete.append(text)
-        if pdu.final:
+        # F=0 with no Target Transfer Tag leaves nothing to ask for (§11.11.4 forbids it):
+        # the answer ends there, as open-iscsi's process_recvd_pdu reads it
+        if pdu.final or (pdu.ttt == RESERVED_TAG and text is not None):
             if text is None:
                 raise TextExchangeError("final Text Response with C=1")
             self.done = True
@@ -169,7 +171,7 @@ class TextExchange:
                            for p in decode_text(part, value_limits=False, skip=self._skip)]
             return self.result
         if pdu.ttt == RESERVED_TAG:
-            raise TextExchangeError("Text Response with F=0 but no Target Transfer Tag")
+            raise TextExchangeError("Text Response with F=0 and C=1 but no Target Transfer Tag")
         self._send_next(pdu.ttt)
         return None
 

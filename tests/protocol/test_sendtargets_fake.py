@@ -107,7 +107,17 @@ def test_exchange_errors():
     ex2 = TextExchange([("SendTargets", "All")], itt=5, cmdsn=1, exp_statsn=1)
     ex2.start()
     with pytest.raises(TextExchangeError, match="Target Transfer Tag"):
-        ex2.receive_pdu(TextResponse(final=False, itt=5, ttt=RESERVED_TAG))
+        ex2.receive_pdu(TextResponse(final=False, continue_=True, itt=5, ttt=RESERVED_TAG,
+                                     data=b"TargetName=iqn.2001-04.com.example:t"))
+    # F=0 without a Target Transfer Tag (§11.11.4 forbids it) ends the answer, as open-iscsi
+    # reads it (before: the discovery failed)
+    ex4 = TextExchange([("SendTargets", "All")], itt=5, cmdsn=1, exp_statsn=1)
+    ex4.start()
+    ex4.pdus_to_send()
+    assert ex4.receive_pdu(TextResponse(final=False, itt=5, ttt=RESERVED_TAG,
+                                        data=b"TargetName=iqn.2001-04.com.example:t\0")) == \
+        [("TargetName", "iqn.2001-04.com.example:t")]
+    assert ex4.done and ex4.pdus_to_send() == []
     ex3 = TextExchange([("SendTargets", "All")], itt=5, cmdsn=1, exp_statsn=1)
     ex3.start()
     assert ex3.receive_pdu(TextResponse(final=True, itt=5, data=b"")) == []
