@@ -339,10 +339,8 @@ def _decode_value(tag: int, raw: bytes) -> object:
     kind = ATTRIBUTES.get(tag, "raw")
     if kind == "raw":
         return raw
-    if kind == "str":
-        text = raw.split(b"\0", 1)[0]
-        if len(text) == len(raw):
-            raise IsnsFormatError(f"attribute {_tag_name(tag)}: string without a NUL")
+    if kind == "str":  # NUL-terminated (§6.1); one without its NUL is read whole, as
+        text = raw.split(b"\0", 1)[0]  # open-isns reads it (attrs.c)
         try:
             return text.decode("utf-8")
         except UnicodeDecodeError:
@@ -685,9 +683,10 @@ def decode_notification(header: bytes, payload: bytes) -> Notification:
     """The SCN in one PDU (``header``, 12 bytes, and its payload).  Its attributes: the
     Destination (an iSCSI Name) right before the Timestamp, then a pair for each node that
     changed, its SCN Bitmap and its iSCSI Name (open-isns's order; the name first is read
-    too); open-isns puts its own Source first, which is passed over.
-    Raises IsnsFormatError for anything else (another function, several PDUs, attributes
-    out of that order)."""
+    too); open-isns puts its own Source first, which is passed over, as are other
+    attributes among the changes (a management SCN's DD_ID).
+    Raises IsnsFormatError for anything else (another function, several PDUs, names and
+    bitmaps out of that order)."""
     if len(header) != HEADER_LEN:
         raise IsnsFormatError(f"header of {len(header)} bytes")
     version, function, length, flags, xid, seq = _HEADER.unpack(header)
@@ -702,7 +701,11 @@ def decode_notification(header: bytes, payload: bytes) -> Notification:
     if not stamps or stamps[0] == 0 or attrs[stamps[0] - 1].tag != Tag.ISCSI_NAME:
         raise IsnsFormatError("an SCN without a Destination and a Timestamp")
     dest = attrs[stamps[0] - 1].value
-    changes, rest = [], attrs[stamps[0] + 1:]
+    # the changed nodes' names and bitmaps; what else a server puts among them (a
+    # management SCN's DD_ID or DDS_ID after the name, §5.6.5.8) is passed over, as
+    # open-isns's receiver does
+    changes, rest = [], [a for a in attrs[stamps[0] + 1:]
+                         if a.tag in (Tag.ISCSI_NAME, Tag.ISCSI_SCN_BITMAP)]
     bitmap_first = bool(rest) and rest[0].tag == Tag.ISCSI_SCN_BITMAP  # open-isns's order
     for pair in zip(rest[::2], rest[1::2]):
         bitmap, name = pair if bitmap_first else pair[::-1]

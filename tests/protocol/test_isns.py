@@ -243,13 +243,19 @@ def test_the_servers_own_messages_and_late_answers_are_passed_over():
     (header(0x8002, 12, 0x4C00, 1) + b"\0" * 4 + struct.pack(">II", 32, 6), "length 6"),
     (header(0x8002, 16, 0x4C00, 1) + b"\0" * 4 + struct.pack(">II", 32, 8) + b"\0" * 4,
      "length 8"),
-    (header(0x8002, 16, 0x4C00, 1) + b"\0" * 4 + tlv(32, b"abcd"), "without a NUL"),
     (header(0x8002, 16, 0x4C00, 1) + b"\0" * 4 + tlv(32, b"\xff\xfe\0\0"), "not UTF-8"),
     (header(0x8002, 20, 0x4C00, 1) + b"\0" * 4 + tlv(51, b"\0" * 8), "not 4"),
 ])
 def test_broken_responses_are_format_errors(stream, match):
     with pytest.raises(I.IsnsFormatError, match=match):
         read(I.MessageReader(1), stream)
+
+
+def test_a_string_without_its_nul_is_read_whole_as_open_isns_reads_it():
+    """RFC 4171 §6.1 asks for the NUL; a server that leaves it out was a failed query."""
+    stream = header(0x8002, 16, 0x4C00, 1) + b"\0" * 4 + tlv(32, b"abcd")
+    (resp,) = read(I.MessageReader(1), stream)
+    assert [a.value for a in resp.keys + resp.operating] == ["abcd"]
 
 
 def test_a_response_over_the_limit_is_refused(monkeypatch):
@@ -356,6 +362,14 @@ def test_an_scn_with_each_name_before_its_bitmap():
     hdr, payload = scn(tlv(32, string(INITIATOR)), tlv(4, bytes(8)), tlv(32, string(T)),
                        tlv(35, b"\0\0\0\x04"))
     assert I.decode_notification(hdr, payload).changes == ((T, 0x04),)
+
+
+def test_a_management_scns_discovery_domain_attributes_are_passed_over():
+    """§5.6.5.8: a management SCN puts the DD_ID (2065) or DDS_ID after the node's name;
+    they were an 'SCN's last change has no bitmap' and the SCN went unanswered."""
+    hdr, payload = scn(tlv(32, string(INITIATOR)), tlv(4, bytes(8)), tlv(32, string(T)),
+                       tlv(2065, b"\0\0\0\1"), tlv(35, b"\0\0\0\x20"))
+    assert I.decode_notification(hdr, payload).changes == ((T, 0x20),)
 
 
 @pytest.mark.parametrize("parts,match", [
