@@ -152,9 +152,10 @@ class LoginConfig:
         """Build from an open-iscsi node record (key -> value strings).
 
         Applies open-iscsi's clamping (usr/initiator_common.c
-        iscsi_copy_operational_params): lengths outside 512..2**24-1 fall back
-        to the defaults, MaxRecvDataSegmentLength is rounded down to 4 bytes,
-        FirstBurstLength never exceeds MaxBurstLength.
+        iscsi_copy_operational_params): each length rounded down to 4 bytes, then,
+        outside 512..2**24-1, the default (MaxXmitDataSegmentLength: 0 stays "the
+        target's", anything else out of range 262144); FirstBurstLength never exceeds
+        MaxBurstLength.
         """
         def get(key: str, default: str) -> str:
             v = rec.get(key)
@@ -166,11 +167,13 @@ class LoginConfig:
             except ValueError:
                 return default
 
-        def length(key: str, default: int) -> int:
-            n = num(key, default)
-            return n if _MIN_LEN <= n <= _MAX_LEN else default
+        def length(key: str, default: int, fallback: int | None = None) -> int:
+            n = num(key, default) & ~3  # open-iscsi's align_32_down
+            return n if _MIN_LEN <= n <= _MAX_LEN else default if fallback is None else fallback
 
-        mrdsl = length("node.conn[0].iscsi.MaxRecvDataSegmentLength", 262144) & ~3
+        mrdsl = length("node.conn[0].iscsi.MaxRecvDataSegmentLength", 262144)
+        xmit = length("node.conn[0].iscsi.MaxXmitDataSegmentLength", 0, 262144) \
+            if num("node.conn[0].iscsi.MaxXmitDataSegmentLength", 0) else 0
         max_burst = length("node.session.iscsi.MaxBurstLength", 16776192)
         first_burst = min(length("node.session.iscsi.FirstBurstLength", 262144), max_burst)
         kw: dict[str, object] = dict(
@@ -182,7 +185,7 @@ class LoginConfig:
             header_digest=get("node.conn[0].iscsi.HeaderDigest", "None"),
             data_digest=get("node.conn[0].iscsi.DataDigest", "None"),
             max_recv_data_segment_length=mrdsl,
-            max_xmit_data_segment_length=num("node.conn[0].iscsi.MaxXmitDataSegmentLength", 0),
+            max_xmit_data_segment_length=xmit,
             first_burst_length=first_burst,
             max_burst_length=max_burst,
             initial_r2t=get("node.session.iscsi.InitialR2T", "No") == "Yes",
@@ -209,7 +212,7 @@ class LoginConfig:
             return default if v in (None, "", "<empty>") else str(v)
 
         try:
-            mrdsl = int(get("discovery.sendtargets.iscsi.MaxRecvDataSegmentLength", "32768"))
+            mrdsl = int(get("discovery.sendtargets.iscsi.MaxRecvDataSegmentLength", "32768")) & ~3
         except ValueError:
             mrdsl = 32768
         if not _MIN_LEN <= mrdsl <= _MAX_LEN:
@@ -219,7 +222,7 @@ class LoginConfig:
             session_type="Discovery",
             chap=_chap(rec, "discovery.sendtargets.auth."),
             chap_algorithms=_chap_algs(get("node.session.auth.chap_algs", "MD5")),
-            max_recv_data_segment_length=mrdsl & ~3,
+            max_recv_data_segment_length=mrdsl,
             login_timeout=float(get("discovery.sendtargets.timeo.login_timeout", "15")),
             auth_timeout=float(get("discovery.sendtargets.timeo.auth_timeout", "45")),
         )

@@ -36,11 +36,26 @@ def test_node_defaults_are_open_iscsis():
     ({"node.session.iscsi.MaxBurstLength": "65536"}, 262144, 65536, 65536),
     ({"node.session.iscsi.FirstBurstLength": "511"}, 262144, 262144, 16776192),
     ({"node.session.iscsi.FirstBurstLength": "<empty>"}, 262144, 262144, 16776192),
+    # open-iscsi's align_32_down first: 65537 is 65536, 514 is 512 (in range)
+    ({"node.session.iscsi.FirstBurstLength": "65537"}, 262144, 65536, 16776192),
+    ({"node.session.iscsi.MaxBurstLength": "514"}, 262144, 512, 512),
 ])
 def test_node_clamping(rec, mrdsl, first, maxb):
     c = LoginConfig.from_node({**NODE, **rec}, INAME)
     assert (c.max_recv_data_segment_length, c.first_burst_length, c.max_burst_length) == (
         mrdsl, first, maxb)
+
+
+@pytest.mark.parametrize("value,xmit", [("0", 0), ("", 0), ("8192", 8192), ("8194", 8192),
+                                        ("100", 262144), ("16777216", 262144),
+                                        ("junk", 0)])
+def test_max_xmit_is_clamped_as_open_iscsi(value, xmit):
+    """0: the target's value; else rounded down to 4, and out of 512..2**24-1 262144
+    (iscsi_copy_operational_params; before: 100 was taken, a send limit below the RFC's
+    smallest MaxRecvDataSegmentLength)."""
+    c = LoginConfig.from_node({**NODE, "node.conn[0].iscsi.MaxXmitDataSegmentLength": value},
+                              INAME)
+    assert c.max_xmit_data_segment_length == xmit
 
 
 def test_node_chap_one_way_and_mutual():
