@@ -355,6 +355,9 @@ class Daemon:
         for s in self.sessions.values():
             if s.conn_state == "FAILED":
                 self._start_recovery(s, "failed while no daemon ran", failed_earlier=True)
+            elif self._nops_off(s):
+                self._start_recovery(s, "its NOP-Outs were off (a boot login's): logged in "
+                                        "again with the record's, as iscsid's sync_session")
         if self.autostart:
             self._spawn(self._autostart())
             self._spawn(self._discoveryd())
@@ -672,6 +675,24 @@ class Daemon:
             ))
             log.info("adopted session %d: %s %s", sid, node.target, current)
         self._save_state()
+
+    def _nops_off(self, session: ks.KernelSession) -> bool:
+        """Whether an adopted session runs without the NOP-Outs its record asks for: a
+        boot login's (iscsistart and iscsictl-start send none: no daemon would answer the
+        target's NOP-Ins yet) shows ``ping_tmo`` and ``recv_tmo`` 0, and the kernel arms
+        its NOP timer only at START_CONN (libiscsi's iscsi_conn_start), so a later
+        SET_PARAM would not start it: only a relogin does, which is what iscsid's
+        sync_session makes of every such session when it starts.  Without them a dead path
+        is found only when a SCSI command times out."""
+        if not (session.adopted and session.nop and session.conn_state == "LOGGED IN"):
+            return False
+        rec = session.node.record
+        if _num(rec, "node.conn[0].timeo.noop_out_interval", 5) <= 0 or \
+                _num(rec, "node.conn[0].timeo.noop_out_timeout", 5) <= 0:
+            return False
+        conn = f"class/iscsi_connection/connection{session.sid}:{session.cid}/"
+        return self.sysfs.read(conn + "ping_tmo") == "0" and \
+            self.sysfs.read(conn + "recv_tmo") == "0"
 
     # ------------------------------------------------------------------ events
     def _transport_caps(self, transport: str) -> int:

@@ -225,3 +225,23 @@ def test_an_adopted_bnx2i_session_knows_its_ports_netdev_for_iscsiuio(daemon):
     node = d.sessions[7].node
     assert (node.transport, d.sessions[7].bind_host) == ("bnx2i", 5)
     assert node.record["iface.net_ifacename"] == "eth5"
+
+
+def test_a_boot_session_without_nop_outs_is_found_for_a_relogin(daemon):
+    """iscsistart's and iscsictl-start's sessions run with NOP-Outs off (ping_tmo and
+    recv_tmo 0), and the kernel arms its NOP timer only at START_CONN: such a session whose
+    record asks for NOP-Outs is logged in again at the daemon's start (as iscsid's
+    sync_session), one whose record turns them off, or that has them, is not.  The VM's
+    test_boot_without_a_daemon shows the relogin on the real kernel."""
+    d, sys_root, db = daemon
+    conn = "devices/platform/host0/session1/connection1:0/iscsi_connection/connection1:0"
+    add_session(sys_root, 1, 0, T, "127.0.0.1", {0: "sda"})
+    for ping, recv, conf, off in (("0", "0", "", True), ("5", "5", "", False),
+                                  ("0", "0", "node.conn[0].timeo.noop_out_interval = 0\n",
+                                   False)):
+        _w(sys_root, f"{conn}/ping_tmo", ping)
+        _w(sys_root, f"{conn}/recv_tmo", recv)
+        (db / "iscsid.conf").write_text(conf)
+        d.sessions.clear()
+        d._adopt()
+        assert d._nops_off(d.sessions[1]) is off, (ping, recv, conf)

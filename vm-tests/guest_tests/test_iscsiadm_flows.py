@@ -509,14 +509,29 @@ def test_boot_without_a_daemon(boot_firmware, scenario_dir):
                  lambda: read(f"/sys/class/iscsi_session/session{sid}/state") == "LOGGED_IN"
                  and read(conn / "local_port") not in (before, None), timeout=30)
 
+    def nops(sid):
+        conn = Path(f"/sys/class/iscsi_connection/connection{sid}:0")
+        return read(conn / "ping_tmo"), read(conn / "recv_tmo")
+
+    def nops_turned_on(sessions):
+        """A boot login sends no NOP-Outs (0/0); iscsictld logs such a session in again at
+        its start with the record's (iscsid.conf's 5/5), as iscsid's sync_session, and the
+        disks stay."""
+        wait_for("the boot sessions' NOP-Outs", lambda: all(
+            nops(s) == ("5", "5") and read(f"/sys/class/iscsi_session/session{s}/state")
+            == "LOGGED_IN" for s in sessions.values()), timeout=60)
+        assert len(wait_disks(sessions[data_name], 2, timeout=5)) == 2
+
     theirs = subprocess.run(["iscsistart", "-b"], capture_output=True, text=True, timeout=120)
     (scenario_dir / "iscsistart.log").write_text(theirs.stdout + theirs.stderr)
     assert theirs.returncode == 0, theirs.stderr
+    assert {nops(s) for s in by_target().values()} == {("0", "0")}
     d = Iscsictld(scenario_dir)
     d.start()
     try:
         sessions = by_target()
         assert set(sessions) == {boot_name, data_name}
+        nops_turned_on(sessions)
         relogin_after_kill(sessions[boot_name])
     finally:
         d.logout_all_and_stop()
@@ -536,9 +551,11 @@ def test_boot_without_a_daemon(boot_firmware, scenario_dir):
     assert len(wait_disks(sessions[data_name], 2, timeout=1)) == 2
     for s in sessions.values():
         assert read(f"/sys/class/iscsi_session/session{s}/initiatorname") == ibft.INITIATOR
+        assert nops(s) == ("0", "0")
     d = Iscsictld(scenario_dir)
     d.start()
     try:
+        nops_turned_on(sessions)
         again = subprocess.run([str(VENV_BIN / "iscsictl-start"), "-b"], capture_output=True,
                                text=True, timeout=120)
         assert again.returncode == 0 and again.stderr.count("already present") == 2
