@@ -100,12 +100,15 @@ def _records(args: argparse.Namespace, db) -> tuple[list, str]:  # type: ignore[
     from iscsictl.cli.fw_cmd import boot_contexts, firmware_records
 
     if args.fwparam_connect:
+        from iscsictl.cli._common import sysfs_root
+        from iscsictl.kernel.firmware import boot_entry
+
         contexts = boot_contexts(_out())  # CliError: none (21), not root (1)
-        boot = _boot_entry(contexts)
+        boot = boot_entry(sysfs_root())
         if boot is None:  # iscsistart's fw_get_entry: the firmware booted from none
             print(f"{PROG}: Could not get boot entry.", file=sys.stderr)
             raise SystemExit(21)
-        name = boot.initiator_name or args.initiatorname  # -i if the table has none
+        name = boot[1] or args.initiatorname  # -i if the table has none
         if not name:
             print(f"{PROG}: the firmware names no initiator: give one with -i", file=sys.stderr)
             raise SystemExit(INVAL)
@@ -169,18 +172,6 @@ def _fwparam_network() -> int:
         if shell is not None:
             shell.close()
     return rc
-
-
-def _boot_entry(contexts: list):  # type: ignore[no-untyped-def]
-    """The target the firmware booted from: in a firmware table (``ibft``, then each
-    ``iscsi_boot<N>``) with a NIC and a target both flagged boot selected (bit 1), that
-    target; None when no table has both (open-iscsi's fwparam_sysfs_boot_info).  Only
-    the NICs that some target names are seen here."""
-    for ctx in contexts:
-        if ctx.boot_selected and any(c.boot_root == ctx.boot_root and c.nic_flags & 0x2
-                                     for c in contexts):
-            return ctx
-    return None
 
 
 def _apply_params(records: list, params: list[str]) -> None:

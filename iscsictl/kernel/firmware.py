@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from ..lexical import ascii_digits
 from .sysfs import Sysfs
 
-__all__ = ["BootContext", "FirmwareAccessError", "boot_targets", "firmware_present",
-           "offload_iface"]
+__all__ = ["BootContext", "FirmwareAccessError", "boot_entry", "boot_targets",
+           "firmware_present", "offload_iface"]
 
 IBFT = "ibft"
 LLD_PREFIX = "iscsi_boot"
@@ -213,6 +213,24 @@ def _context(root_name: str, initiator: _Entry, nic: _Entry, target: _Entry,
         primary_dns=nic.string("primary-dns"), secondary_dns=nic.string("secondary-dns"),
         dhcp=nic.string("dhcp"), vlan=nic.string("vlan"), origin=nic.number("origin") or 0,
     )
+
+
+def boot_entry(root: str = "/sys") -> tuple[str, str] | None:
+    """The firmware table the machine booted from, as iscsistart's ``-b`` finds it
+    (open-iscsi's fwparam_sysfs_boot_info, get_boot_info): ``(table, initiator name)`` of
+    the first table (``ibft``, then each ``iscsi_boot<N>``) that has an Ethernet entry and
+    a target entry flagged boot selected (bit 1), each looked for among all of its entries
+    (which NIC the target names does not matter); None when no table has both.  Raises
+    FirmwareAccessError without CAP_SYS_ADMIN."""
+    for name in _roots(root):
+        base = os.path.join(root, "firmware", name)
+        if not os.path.isdir(os.path.join(base, "initiator")):
+            continue
+        entries = _entries(base)
+        if all(any((e.number("flags") or 0) & 0x2 for e in entries[kind])
+               for kind in ("ethernet", "target")):
+            return name, _Entry(os.path.join(base, "initiator")).string("initiator-name")
+    return None
 
 
 def boot_targets(root: str = "/sys", *,

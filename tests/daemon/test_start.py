@@ -114,6 +114,28 @@ def test_boot_needs_a_boot_selected_nic_and_target(env, capsys, nic_flags, targe
     assert start(capsys, "-b") == (21, "", "iscsictl-start: Could not get boot entry.\n")
 
 
+def test_the_boot_selected_nic_need_not_be_the_targets_as_iscsistart(env, capsys, monkeypatch):
+    """iscsistart's fw_get_entry looks for a boot-selected NIC among all the table's NICs
+    (find_boot_flag), not only those a target names: a table whose boot NIC (ethernet1)
+    serves no target still boots (before: 'Could not get boot entry.', 21)."""
+    import shutil
+    shutil.rmtree(env[0] / "sys" / "firmware")
+    write_tree(env[0] / "sys", ibft.INITIATOR,
+               [dict(ibft.NIC, flags=1), dict(ibft.NIC, index=1, flags=3,
+                                                mac="52:54:00:98:00:03")],
+               [ibft.BOOT_TARGET])
+    d = FakeDaemon(str(env[0] / "d.sock"))
+    monkeypatch.setenv("ISCSICTL_SOCKET", d.path)
+    try:
+        d.answers = {"ping": [{}], "login": [{"ok": True, "sids": [4]}]}
+        rc, out, err = start(capsys, "-b", "-c", str(env[1]))
+        assert (rc, err) == (0, "") and f"Logging into {BOOT} 127.0.0.1:3260,1" in out
+        (_, args), = [c for c in d.calls if c[0] == "login"]
+        assert args["initiator_name"] == ibft.INITIATOR
+    finally:
+        d.close()
+
+
 @pytest.mark.parametrize("option,name,most", [("-t", "targetname", 255),
                                                ("-a", "address", 1025),
                                                ("-u", "username", 256),
