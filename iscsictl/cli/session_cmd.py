@@ -637,7 +637,9 @@ def node_logoutall(args, o) -> int:  # type: ignore[no-untyped-def]
     """``-U all|manual|automatic``: log out of the sessions whose node record (same target,
     persistent portal and iface) matches (:func:`_startup_matches`), as iscsiadm's
     logout_by_startup: a session without a record, or whose record is ``onboot`` (the
-    root disk's, perhaps) or came from the firmware, is left alone, ``all`` included."""
+    root disk's, perhaps) or came from the firmware, or names another transport than the
+    session's (another driver to the same portal), is left alone, ``all`` included.
+    -T/-p/-I narrow it (iscsiadm ignores them)."""
     from ._common import open_db
     from .kernel_ops import logout_sessions
 
@@ -661,6 +663,8 @@ def node_logoutall(args, o) -> int:  # type: ignore[no-untyped-def]
         if rec is None or rec.get("node.startup") == "onboot" or \
                 rec.get("node.discovery_type") == "fw":
             continue
+        if (rec.get("iface.transport_name") or "tcp") != v.transport:
+            continue  # another driver's session to the same portal (iscsiadm's check)
         if _startup_matches(rec, which):
             keep.append(v)
     views = keep
