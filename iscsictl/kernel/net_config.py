@@ -99,14 +99,21 @@ MAX_STR = 79
 #: (iscsi_default_iface_setup) when the driver does not show the VLAN: all ones
 NOT_REPORTED_VLAN_ID = 0xFFFF
 NOT_REPORTED_VLAN_PRIORITY = 0xFF
-#: the words each mode-like key takes ("" is unset); an enable/disable key is :data:`STATE`
+#: the words each mode-like key takes ("" is unset); an enable/disable key is :data:`STATE`.
+#: Besides iscsiadm's own, the words a default iface record copies from the driver's sysfs
+#: (qla4xxx: ``ipaddr_autocfg`` static, ``link_local_autocfg`` static, and its
+#: ``router_state`` names for ``router_autocfg``), each of which means "not automatic"
+#: as usr/iface.c reads them (strstr for nd, dhcpv6, auto)
 STATE = ("enable", "disable")
 WORDS: dict[str, tuple[str, ...]] = {
     "iface.bootproto": ("static", "dhcp"),
-    "iface.ipv6_autocfg": ("nd", "dhcpv6", "disable"),
-    "iface.linklocal_autocfg": ("auto", "disable"),
-    "iface.router_autocfg": ("auto", "disable"),
+    "iface.ipv6_autocfg": ("nd", "dhcpv6", "disable", "static"),
+    "iface.linklocal_autocfg": ("auto", "disable", "static"),
+    "iface.router_autocfg": ("auto", "disable", "Unknown", "Advertised", "Manual", "Stale"),
 }
+#: what an address key holds for "none" besides nothing: the default iface records'
+#: ``iface.ipaddress = default`` (usr/iface.c sends an address only with a '.' or ':')
+NO_ADDRESS = ("", "default")
 
 
 class NetConfigError(ValueError):
@@ -230,7 +237,7 @@ class _Iface:
         """The address of ``key`` in the iface's family (inet_pton), None if unset (or
         ``0.0.0.0``, which usr/iface.c leaves out)."""
         v = self.text(key)
-        if not v:
+        if v in NO_ADDRESS:
             return None
         family = socket.AF_INET6 if self.ipv6 else socket.AF_INET
         try:
@@ -291,7 +298,7 @@ class _Iface:
             proto = self.word("iface.bootproto", WORDS["iface.bootproto"])
             if proto == "dhcp":
                 self.add(N.IPV4_BOOTPROTO, bytes([ISCSI_BOOTPROTO_DHCP]))
-            elif self.text("iface.ipaddress"):
+            elif self.text("iface.ipaddress") not in NO_ADDRESS:
                 addrs = [(p, self.address(k)) for p, k in (
                     (N.IPV4_ADDR, "iface.ipaddress"), (N.IPV4_SUBNET, "iface.subnet_mask"),
                     (N.IPV4_GW, "iface.gateway"))]

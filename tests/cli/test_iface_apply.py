@@ -117,6 +117,34 @@ def test_ipv6_iface_sent_byte_for_byte_as_iscsiadm(rig):
     assert {(n, t) for n, t, _ in _params(i)} == {(0, 2)}
 
 
+@pytest.mark.parametrize("autocfg", [
+    dict(ipv6_autocfg="static", linklocal_autocfg="static", router_autocfg="Advertised"),
+    dict(ipv6_autocfg="static", linklocal_autocfg="static", router_autocfg="Unknown"),
+    dict(ipv6_autocfg="nd", linklocal_autocfg="auto", router_autocfg="Manual")])
+def test_the_words_qla4xxx_shows_are_applied_as_iscsiadm(rig, autocfg):
+    """A default qla4xxx IPv6 record copies the driver's words (ipaddr_autocfg static,
+    link_local_autocfg static, router_state's names): "not automatic", as usr/iface.c's
+    strstr reads them; before, iscsictl refused such a record unchanged (7)."""
+    rig.iface("q6w.ipv6", transport_name="qla4xxx", hwaddress=QLA_MAC, ipaddress="fd00::5",
+              ipv6_linklocal="fe80::20e:1eff:feaa:bbcc", ipv6_router="fe80::1",
+              state="enable", vlan_state="disable", port="3260",  # iscsiadm counts right
+              **autocfg)
+    adm, ictl, (a,), (i,) = rig.both("-m", "iface", "-I", "q6w.ipv6", "-o", "apply")
+    assert adm.returncode == ictl.returncode == 0, ictl.stderr
+    assert i["payload"] == a["payload"] and a["count"] == i["count"]
+
+
+def test_the_default_address_placeholder_is_no_address_as_in_iscsiadm(rig):
+    """``iface.ipaddress = default`` (the default iface records' placeholder): nothing to
+    send, as usr/iface.c sends an address only with a '.' or ':' (before: 'not an IPv4
+    address', 7)."""
+    rig.iface("q4d", transport_name="qla4xxx", hwaddress=QLA_MAC, ipaddress="default",
+              mtu="1500")
+    adm, ictl, adm_sent, ictl_sent = rig.both("-m", "iface", "-I", "q4d", "-o", "apply")
+    assert (ictl.returncode, ictl.stdout) == (adm.returncode, adm.stdout), ictl.stderr
+    assert [m["payload"] for m in ictl_sent] == [m["payload"] for m in adm_sent]
+
+
 def test_applyall_sends_every_iface_of_the_host(rig):
     """The host by number or MAC: its ifaces (the two iscsiadm made from sysfs, two more
     made here, not one of another HBA) in one request; the same nlattrs as iscsiadm's,
