@@ -186,8 +186,11 @@ class FakeHbaKernel:
                 rec["secret"] = v[:256]
             elif a["param"] == C.PASSWORD_LEN:
                 rec["len"] = v[0]
-        if rec["idx"] > MAX_CHAP_ENTRIES:
-            raise OSError(errno.EINVAL, "Invalid Chap index")
+        if rec["idx"] >= MAX_CHAP_ENTRIES:  # qla4xxx_set_chap_entry: the first free one
+            free = [i for i in range(MAX_CHAP_ENTRIES) if i not in host.chap]
+            if not free:
+                raise OSError(errno.EBUSY, "CHAP entry not available")
+            rec["idx"] = free[0]
         if rec["idx"] in host.chap_in_use:
             raise OSError(errno.EBUSY, "CHAP entry in use")
         host.chap[rec["idx"]] = ChapEntry(

@@ -47,10 +47,11 @@ Deliberate differences from iscsiadm 2.1.8:
 * the secrets are ``********`` unless ``-S`` (iscsiadm prints them);
 * ``-o show -x IDX`` shows that entry (iscsiadm ignores ``-x`` there and lists them all);
   an empty table is "No CHAP entries on host N." (21; iscsiadm prints nothing);
-* ``-o new|update|delete`` without ``-x`` is refused (7; iscsiadm sends index 2049, which
-  the driver refuses, or for a delete says "Invalid chap table index." and exits 0), as is
-  a delete past MAX_CHAP_ENTRIES, 2048 ("Invalid chap table index.", 7; iscsiadm says it
-  and exits 0), an index past 65535 (iscsiadm cuts it to 16 bits: 65541 would change entry 5), no name
+* ``-o new|update`` without ``-x`` sends index 2049, as iscsiadm: qla4xxx puts the entry
+  in the table's first free place (qla4xxx_set_chap_entry); ``-o delete`` without ``-x``
+  is refused (7; iscsiadm says "Invalid chap table index." and exits 0), as is a delete
+  past MAX_CHAP_ENTRIES, 2048 ("Invalid chap table index.", 7; iscsiadm says it and exits
+  0), an index past 65535 (iscsiadm cuts it to 16 bits: 65541 would change entry 5), no name
   and secret (iscsiadm: "Chap username/password not provided." and exit 0), and a name or
   secret that is empty or longer than 255 bytes (iscsiadm cuts it to 255);
 * a refusal is said with the kernel's errno ("get_chap_info failed: EINVAL, Invalid
@@ -71,6 +72,9 @@ from .hba import describe, hba_netlink, host_transport, kernel_errno, transport_
 
 #: MAX_CHAP_ENTRIES (usr/host.h): the highest index iscsiadm deletes
 MAX_CHAP_ENTRIES = 2048
+#: the index -o new|update sends without -x (iscsiadm's MAX_CHAP_ENTRIES + 1): past any
+#: table, so the driver takes its first free entry
+FIRST_FREE_CHAP_INDEX = MAX_CHAP_ENTRIES + 1
 #: the entries a GET_CHAP asks for: iscsiadm's MAX_CHAP_BUF_SZ (4096) / sizeof(struct
 #: iscsi_chap_rec) (524)
 CHAP_ENTRIES_PER_READ = 4096 // 524
@@ -108,8 +112,10 @@ def run(args, o, sysfs, submode: str, host_no: int | None, index: int | None) ->
     transport = host_transport(sysfs, o, host_no)
     if op == "show":
         return _show(args, o, sysfs, transport, host_no, index)
-    if index is None:
+    if index is None and op == "delete":
         raise E.CliError(f"-o {op} needs the CHAP entry's index (-x IDX)", E.INVAL)
+    if index is None:  # iscsiadm's MAX_CHAP_ENTRIES + 1: the driver's first free entry
+        index = FIRST_FREE_CHAP_INDEX
     if index > MAX_CHAP_INDEX or (op == "delete" and index > MAX_CHAP_ENTRIES):
         raise E.CliError("Invalid chap table index.", E.INVAL)
     if op == "delete":

@@ -145,11 +145,10 @@ def test_unknown_host_and_missing_host(rig):
 
 
 def test_what_iscsictl_refuses_that_iscsiadm_would_get_wrong(rig):
-    """No -x (iscsiadm: index 2049, or a delete that says it failed and exits 0), an index
+    """A delete without -x (iscsiadm: a delete that says it failed and exits 0), an index
     past 16 bits (iscsiadm: 65541 changes entry 5), an empty secret: nothing is sent."""
     pair = ("-n", "host.auth.username", "-v", "a", "-n", "host.auth.password", "-v", "b")
-    cases = [(("-o", "new", *pair), "-o new needs the CHAP entry's index (-x IDX)"),
-             (("-o", "delete"), "-o delete needs the CHAP entry's index (-x IDX)"),
+    cases = [(("-o", "delete"), "-o delete needs the CHAP entry's index (-x IDX)"),
              (("-o", "update", "-x", "65541", *pair), "Invalid chap table index."),
              (("-o", "delete", "-x", "2049"), "Invalid chap table index."),
              (("-o", "new", "-x", "1"), "Chap username/password not provided."),
@@ -167,6 +166,25 @@ def test_what_iscsictl_refuses_that_iscsiadm_would_get_wrong(rig):
     (req,) = rig.kernel.sent(E.SET_CHAP)
     assert m.decode_nlas(m.iscsi_param_info_nla, req[1]["payload"])[0]["value"] == b"\x05\x00"
     assert adm.returncode == 0
+
+
+def test_a_new_entry_without_an_index_takes_the_first_free_one_as_iscsiadm(rig):
+    """-o new without -x: index 2049 (MAX_CHAP_ENTRIES + 1), the same bytes as iscsiadm's,
+    and qla4xxx puts the entry in its table's first free place (before: refused, 7)."""
+    pair = ("-n", "host.auth.username", "-v", "free", "-n", "host.auth.password",
+            "-v", "free-secret-1")
+    table = rig.kernel.hosts[5].chap
+    free = [i for i in range(128) if i not in table][:2]
+    adm = rig.adm("-m", "host", "-H", "5", "-C", "chap", "-o", "new", *pair)
+    (a,) = rig.kernel.sent(E.SET_CHAP)
+    rig.kernel.requests.clear()
+    ictl = rig.ictl("-m", "host", "-H", "5", "-C", "chap", "-o", "new", *pair)
+    (i,) = rig.kernel.sent(E.SET_CHAP)
+    assert ictl.returncode == 0 and adm.returncode >= 0, ictl.stderr
+    assert i[1]["payload"] == a[1]["payload"]
+    assert m.decode_nlas(m.iscsi_param_info_nla, i[1]["payload"])[0]["value"] == \
+        (2049).to_bytes(2, "little")
+    assert sorted(k for k, e in table.items() if e.username == b"free") == free
 
 
 def test_delete(rig):
