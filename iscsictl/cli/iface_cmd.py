@@ -113,16 +113,10 @@ def run(args, o, mode: str) -> int:
                 updates = dict(args.params or ())  # every -n/-v pair, as iscsiadm
                 if not updates:
                     raise E.CliError("-o update needs -n name and -v value", E.INVAL)
-                db.update_iface_many(name, updates)
-                # the node records bound to it hold a copy of its iface.* values, which a
-                # login reads (iscsiadm's iface_param_update: __for_each_matched_rec)
-                for nid in db.list_nodes(iface=name):
-                    try:
-                        db.update_node_many(nid, updates, iface_copy=True)
-                    except DBError as e:
-                        o.error(f"Could not update {nid.flat()}: {e}")
-                        rc = rc or e.exit_code
-                o.json or o.lines([f"{name} updated."])
+                rc = _update(db, name, updates, o) or rc
+                vlan = {k: v for k, v in updates.items() if k.startswith("iface.vlan")}
+                for other in _same_port(db, name) if vlan else ():
+                    rc = _update(db, other, vlan, o) or rc
             else:
                 rec = db.read_iface(name)
                 if o.json:
@@ -145,6 +139,52 @@ def run(args, o, mode: str) -> int:
     if o.json:
         o.emit_json(shown if op in (None, "show") else {"op": op, "ifaces": names, "rc": rc})
     return rc
+
+
+def _update(db, name: str, updates: dict[str, str], o) -> int:  # type: ignore[no-untyped-def]
+    """``updates`` to iface ``name`` and the node records bound to it, which hold a copy
+    of its iface.* values that a login reads (iscsiadm's iface_param_update:
+    __for_each_matched_rec); the first failure's exit code, else 0.  Raises DBError for
+    the iface itself."""
+    from ..db.errors import DBError
+
+    rc = E.SUCCESS
+    db.update_iface_many(name, updates)
+    for nid in db.list_nodes(iface=name):
+        try:
+            db.update_node_many(nid, updates, iface_copy=True)
+        except DBError as e:
+            o.error(f"Could not update {nid.flat()}: {e}")
+            rc = rc or e.exit_code
+    o.json or o.lines([f"{name} updated."])
+    return rc
+
+
+def _same_port(db, name: str) -> list[str]:  # type: ignore[no-untyped-def]
+    """The other ifaces of ``name``'s port when its transport's ifaces share the port's
+    VLAN (be2iscsi: the template's sync_vlan_settings): the same transport, hwaddress and
+    iface_num (iscsiadm's update_sync_params), which take its VLAN changes too."""
+    from ..db.errors import DBError
+    from ..kernel.transports import TRANSPORTS
+
+    rec = db.read_iface(name)
+    transport = TRANSPORTS.get(rec.get("iface.transport_name") or "")
+    if transport is None or not transport.sync_vlan_settings:
+        return []
+    port = tuple(rec.get(k) for k in ("iface.transport_name", "iface.hwaddress",
+                                      "iface.iface_num"))
+    out = []
+    for other in db.list_ifaces():
+        if other == name:
+            continue
+        try:
+            r = db.read_iface(other)
+        except DBError:
+            continue
+        if tuple(r.get(k) for k in ("iface.transport_name", "iface.hwaddress",
+                                    "iface.iface_num")) == port:
+            out.append(other)
+    return out
 
 
 def listing(db, args, o) -> int:

@@ -60,6 +60,9 @@ class Transport:
     initial_r2t: bool = False
     #: the kernel module that registers the transport, when not its name (modprobe'd)
     module: str | None = None
+    #: a port's ifaces share its VLAN: an iface's VLAN settings go to every iface of the
+    #: same port (transport, hwaddress, iface_num) too (the template's sync_vlan_settings)
+    sync_vlan_settings: bool = False
 
     def create_conn(self, cfg: LoginConfig) -> LoginConfig:
         """``cfg`` within the driver's limits (the template's ``create_conn``: each length
@@ -88,7 +91,8 @@ TRANSPORTS: dict[str, Transport] = {t.name: t for t in (
               iscsiuio=True),
     Transport("qla4xxx", "qla4xxx", bind_ep_required=True, login_offload=True),
     Transport("be2iscsi", "be2iscsi", bind_ep_required=True, max_recv_dlength=65536,
-              max_xmit_dlength=65536, first_burst=8192, max_burst=262144, initial_r2t=True),
+              max_xmit_dlength=65536, first_burst=8192, max_burst=262144, initial_r2t=True,
+              sync_vlan_settings=True),
     Transport("ocs", "ocs", bind_ep_required=True),
     Transport("qedi", "qedi", bind_ep_required=True, set_host_ip=SetHostIp.REQ,
               iscsiuio=True, no_netdev=True),

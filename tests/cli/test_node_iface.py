@@ -381,3 +381,36 @@ def test_several_ifaces_in_node_and_iface_mode_act_through_the_first_only(tmp_pa
     assert rc == 0 and "iface mode only accepts one interface" in err
     assert cli("-m", "iface", "-I", "ifa")[0] == 0 and cli("-m", "iface", "-I", "ifb")[0] != 0
     assert cli("-m", "node")[0] == 21  # ifb's record went with ifb, ifa's by -o delete
+
+
+def test_a_be2iscsi_vlan_change_reaches_the_ports_other_iface(cli):
+    """be2iscsi's ipv4 and ipv6 ifaces of one port share its VLAN: an iface's iface.vlan_*
+    change goes to every iface of the same transport, hwaddress and iface_num, as
+    iscsiadm's update_sync_params (the template's sync_vlan_settings); its other settings,
+    another port's and another driver's ifaces stay (before: the other iface kept its old
+    VLAN, and an applyall sent the port two)."""
+    mac = "00:00:c9:00:00:01"
+    for name, t, hw in ((f"be2iscsi.{mac}.ipv4.0", "be2iscsi", mac),
+                        (f"be2iscsi.{mac}.ipv6.0", "be2iscsi", mac),
+                        ("be2iscsi.other.ipv4.0", "be2iscsi", "00:00:c9:00:00:02"),
+                        (f"qla4xxx.{mac}.ipv4.0", "qla4xxx", mac)):
+        assert cli("-m", "iface", "-I", name, "-o", "new").rc == 0
+        assert cli("-m", "iface", "-I", name, "-o", "update", "-n", "iface.transport_name",
+                   "-v", t, "-n", "iface.hwaddress", "-v", hw).rc == 0
+    assert cli("-m", "node", "-T", "iqn.2001-04.com.example:v", "-p", "10.0.0.1", "-I",
+               f"be2iscsi.{mac}.ipv6.0", "-o", "new").rc == 0
+    r = cli("-m", "iface", "-I", f"be2iscsi.{mac}.ipv4.0", "-o", "update",
+            "-n", "iface.vlan_id", "-v", "100", "-n", "iface.mtu", "-v", "9000")
+    assert r.rc == 0, r.err
+
+    def value(name, key):
+        return next(x.split(" = ")[1] for x in cli("-m", "iface", "-I", name).out.splitlines()
+                    if x.startswith(key + " = "))
+    assert [value(n, "iface.vlan_id") for n in (f"be2iscsi.{mac}.ipv4.0",
+                                                f"be2iscsi.{mac}.ipv6.0",
+                                                "be2iscsi.other.ipv4.0",
+                                                f"qla4xxx.{mac}.ipv4.0")] == ["100", "100",
+                                                                                "0", "0"]
+    assert value(f"be2iscsi.{mac}.ipv6.0", "iface.mtu") == "0"
+    node = cli("-m", "node", "-T", "iqn.2001-04.com.example:v").out
+    assert "iface.vlan_id = 100\n" in node  # its copy of the iface too
