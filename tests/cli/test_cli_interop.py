@@ -433,3 +433,24 @@ def test_p_selects_records_by_address_as_iscsiadm_resolves_it(cli):
             assert results[1][0] == (0 if found else 21), (p, op)
             assert (results[1][1] != records()) is found, (p, op)
         assert cli("-m", "node", "-p", p).rc == (0 if found else 21)
+
+
+def test_the_command_line_is_read_as_iscsiadms_getopt_long_reads_it(cli):
+    """getopt_long: a long option's unique prefix (--target, as Azure's and SUSE's scripts
+    write it; --pr is --print), iscsiadm's own --no_wait, a value starting with '-' (a CHAP
+    secret), grouped letters, and words that are no option's ignored (-m node --login all).
+    Before: each was 7 ("unrecognized arguments", "expected one argument")."""
+    T = "iqn.2001-04.com.example:getopt"
+    same(cli, "--mode", "node", "--target", T, "--portal", "10.0.0.1:3260,1", "--op", "new")
+    same(cli, "--mo", "node", "--pr", "1")
+    same(cli, "-m", "node", "-T", T, "-o", "update", "-n", "node.session.auth.password",
+         "-v", "-Secr3t-2024")
+    same(cli, "-mnode", "-T", T, "-So", "show")
+    assert "node.session.auth.password = -Secr3t-2024\n" in cli(
+        "-m", "node", "-T", T, "-o", "show", "-S").out
+    same(cli, "-m", "node", "--no_wait", "--loginall=bogus", rc=7)
+    r = same(cli, "-m", "node", "extra")
+    assert "'extra' is not an option's: ignored" in r.err
+    for args in (["-m", "node", "--log"], ["-m", "node", "--no-such-option"],
+                 ["-m", "node", "--login=x"], ["-m", "node", "-T"]):
+        assert (cli(*args).rc, adm(cli, *args).returncode) == (7, 7), args
