@@ -634,9 +634,8 @@ class Daemon:
             for a in (AUTH_ATTRS if record is not None else ADOPTION_ATTRS):
                 if a.startswith("connection/"):
                     attrs[a] = crd(a[11:])
-                else:  # the credentials to the byte: a firmware's need not be UTF-8, and
-                    attrs[a] = rd(base + a[8:],  # a relogin sends them again
-                                  "surrogateescape" if a in AUTH_ATTRS else "replace")
+                else:  # to the byte (the credentials: a firmware's need not be UTF-8,
+                    attrs[a] = rd(base + a[8:])  # and a relogin sends them again)
             if record is None:
                 record = adopted_record(None, attrs, defaults or {})
                 record["iface.transport_name"] = node.transport

@@ -412,11 +412,12 @@ def read_c_value(path: str) -> str | None:
     return None if not text or text.startswith(("(null)", "<NULL>")) else text
 
 
-def read_attribute(path: str, errors: str = "replace") -> str | None:
+def read_attribute(path: str, errors: str = "surrogateescape") -> str | None:
     """One sysfs attribute (absolute ``path``), stripped of the trailing newline; None if
     missing, unreadable (the errors drivers return from show()) or "(null)".  Bytes that are
-    not UTF-8 decoded with ``errors``: "surrogateescape" where they must be kept (a CHAP
-    secret the firmware gave, sent again at a relogin)."""
+    not UTF-8 decoded with ``errors``: by default kept (surrogateescape), as the node DB
+    keeps them, so that a session's target name matches its record's and is printed as its
+    bytes, as iscsiadm prints it (a firmware's CHAP secret is sent again as its bytes)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:  # ENOENT, EACCES
@@ -439,7 +440,7 @@ class Sysfs:
         self._root = os.fspath(self.root).rstrip("/")
 
     # -- primitives
-    def read(self, path: str | os.PathLike[str], errors: str = "replace") -> str | None:
+    def read(self, path: str | os.PathLike[str], errors: str = "surrogateescape") -> str | None:
         """One attribute, stripped of the trailing newline; None if missing/unreadable/"(null)".
         ``path`` is absolute or relative to the root; ``errors``: :func:`read_attribute`'s.
         (One open/read/close on a string path: ``-m session`` reads dozens a session.)"""

@@ -141,6 +141,24 @@ def test_sessions_and_their_records_are_matched_by_host_not_text(sysfs, fake_dae
     assert fake_daemon.calls[-1][0] == "logout"
 
 
+def test_a_target_name_that_is_not_utf8_is_its_records_and_printed_as_its_bytes(sysfs, db):
+    """sysfs names were decoded with U+FFFD where the node DB keeps the bytes: a session's
+    record was then not found (-m session -r 1: 21) and -m node -o delete deleted the record
+    the session uses (iscsiadm: 15); the listing printed U+FFFD for iscsiadm's bytes."""
+    from iscsictl.db.store import NodeDB
+
+    add_session(sysfs, 1, 0, T, "127.0.0.1", {})
+    (sysfs / "devices/platform/host0/session1/iscsi_session/session1/targetname").write_bytes(
+        T.encode() + b"\xff\n")
+    name = T + "\udcff"  # the byte as the DB holds it (surrogateescape)
+    NodeDB(str(db), str(db)).create_node(name, "127.0.0.1", 3260, 1, "default")
+    assert cli("-m", "session")[1] == f"tcp: [1] 127.0.0.1:3260,1 {name} (non-flash)\n"
+    rc, out, _ = cli("-m", "session", "-r", "1")
+    assert rc == 0 and f"node.name = {name}\n" in out
+    rc, _, err = cli("-m", "node", "-o", "delete")
+    assert rc == 15 and "a session is using it" in err
+
+
 def test_r_values_exit_as_iscsiadms_get_sid_from_path(sysfs):
     """-r: an id above 0 as strtol reads it, else a path up which a session<N> is found;
     anything else exits 1 ("... is an invalid session ID or path"), as iscsiadm (it was 7,
