@@ -232,6 +232,25 @@ def test_offload_hosts_and_their_interfaces_listed_as_iscsiadm(cli, tmp_path, mo
     assert ifaces[6][0]["vlan_id"] == "12" and "gateway" not in ifaces[5][1]
 
 
+def test_a_drivers_empty_and_unset_values_print_as_iscsiadm_prints_them(cli, tmp_path,
+                                                                         monkeypatch):
+    """usr/sysfs.c sysfs_get_value: an empty file, "(null)" and "<NULL>" are no value: a
+    VLAN ID or priority the driver leaves empty is <empty> (iscsictl printed 0), a "<NULL>"
+    gateway <empty> (printed as is)."""
+    sys_dir = _offload_sysfs(tmp_path / "sys")
+    monkeypatch.setenv("ISCSICTL_SYSFS_ROOT", sys_dir)
+    iface = os.path.join(sys_dir, "devices/pci0000:00/0000:00:05.0/host5/iscsi_iface",
+                         "ipv4-iface-5-1")
+    for name, raw in (("vlan_id", b"\n"), ("vlan_priority", b""), ("gateway", b"<NULL>\n"),
+                      ("bootproto", b"(null)\n")):
+        with open(os.path.join(iface, name), "wb") as f:
+            f.write(raw)
+    a = iscsiadm(cli.root, "-m", "host", "-P", "1", sys_dir=sys_dir)
+    b = cli("-m", "host", "-P", "1")
+    assert (b.rc, b.out) == (a.returncode, a.stdout), f"ours:\n{b.out}\niscsiadm:\n{a.stdout}"
+    assert "\tGateway: <empty>\n" in b.out and "\tVLAN ID: <empty>\n" in b.out
+
+
 def _both(cli, sys_dir, *args):
     """iscsiadm's and iscsictl's results for one command on the same sysfs tree; stderr
     without the program's prefix."""
