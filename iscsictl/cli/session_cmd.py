@@ -365,12 +365,18 @@ def run(args, o, mode: str) -> int:  # type: ignore[no-untyped-def]
         raise E.CliError(f"Invalid info level {level}. Try 0 - 3.", E.INVAL)
     ops = set(args.op or [])
     want_action = args.logout or args.rescan or args.stats
-    if sid is not None and not want_action and (ops or (level <= 0 and not o.json)):
-        return _node_op(sysfs, sid, args, o)
     if "new" in ops and sid is None:
         raise E.CliError("session mode: Operation 'new' only allowed with specific session "
                          "IDs", E.INVAL)
-    if ops - {"show"}:  # iscsiadm lists the sessions and ignores the operation
+    # iscsiadm's exec_node_op: a rescan, then statistics, whatever the operation; a logout
+    # with an operation is refused before anything is done (-o new with -r is a login)
+    if args.logout and not (args.rescan or args.stats) and ops:
+        raise E.CliError("Invalid parameters. Both login and logout passed in"
+                         if "new" in ops else
+                         "Invalid parameters. Login/logout and op passed in", E.INVAL)
+    if sid is not None and not want_action and (ops or (level <= 0 and not o.json)):
+        return _node_op(sysfs, sid, args, o)
+    if ops - {"show"} and not want_action:  # iscsiadm lists the sessions, ignores the op
         raise E.CliError(f"session mode: operation {','.join(sorted(ops))} needs -r SID "
                          "(it works on that session's node record)", E.INVAL)
     states = _daemon_states() if (level >= 1 or o.json) and not want_action else {}

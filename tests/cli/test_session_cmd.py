@@ -159,6 +159,27 @@ def test_a_target_name_that_is_not_utf8_is_its_records_and_printed_as_its_bytes(
     assert rc == 15 and "a session is using it" in err
 
 
+def test_a_logout_with_an_operation_is_refused_before_anything_and_rescan_wins(sysfs,
+                                                                              fake_daemon):
+    """iscsiadm's exec_node_op: -u with -o is 7 before any logout (before: every session
+    logged out by -m session -u -o show), -r N -u -o new is "both login and logout", and a
+    rescan (or -s) is made whatever -o says (before: 7)."""
+    add_session(sysfs, 1, 0, T, "127.0.0.1", {0: "sda"})
+    for args, said in ((["-u", "-o", "show"], "Login/logout and op passed in"),
+                       (["-r", "1", "-u", "-o", "show"], "Login/logout and op passed in"),
+                       (["-r", "1", "-u", "-o", "new"], "Both login and logout passed in")):
+        rc, _, err = cli("-m", "session", *args)
+        assert (rc, err) == (7, f"iscsictl: Invalid parameters. {said}\n"), args
+    assert fake_daemon.calls == []
+    host = sysfs / "devices/platform/host0"
+    for f in (host / "scsi_host/host0/scan", host / "session1/target0:0:0/0:0:0:0/rescan"):
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("")
+    rc, out, err = cli("-m", "session", "-r", "1", "-R", "-o", "new")
+    assert rc == 0 and out.startswith("Rescanning session [sid: 1,"), err
+    assert (host / "scsi_host/host0/scan").read_text() == "- - -"
+
+
 def test_r_values_exit_as_iscsiadms_get_sid_from_path(sysfs):
     """-r: an id above 0 as strtol reads it, else a path up which a session<N> is found;
     anything else exits 1 ("... is an invalid session ID or path"), as iscsiadm (it was 7,
