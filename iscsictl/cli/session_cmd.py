@@ -513,8 +513,9 @@ def _stats(views: list[SessionView], o) -> int:  # type: ignore[no-untyped-def]
             continue
         lines = [f"Stats for session {_Sess(v)}", "iSCSI SNMP:"]
         lines += [f"\t{k}: {st.get(k, 0)}" for k in STATS_ORDER]
-        lines.append("iSCSI Extended:")
-        lines += [f"\t{name}: {value}" for name, value in st.get("custom", ())]
+        if st.get("custom"):  # iscsiadm's session_stats: only with custom counters (iSER,
+            lines.append("iSCSI Extended:")  # bnx2i, be2iscsi and cxgbi have none)
+            lines += [f"\t{name}: {value}" for name, value in st["custom"]]
         o.lines(lines)
     if o.json:
         o.emit_json(results)

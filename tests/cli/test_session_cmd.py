@@ -180,6 +180,18 @@ def test_a_logout_with_an_operation_is_refused_before_anything_and_rescan_wins(s
     assert (host / "scsi_host/host0/scan").read_text() == "- - -"
 
 
+def test_stats_print_the_extended_header_only_with_custom_counters(sysfs, fake_daemon):
+    """iscsiadm's session_stats prints "iSCSI Extended:" only when the driver has custom
+    counters (iscsi_tcp's four; iSER, bnx2i, be2iscsi and cxgbi have none)."""
+    add_session(sysfs, 1, 0, T, "127.0.0.1", {0: "sda"})
+    base = {"txdata_octets": 1}
+    for custom, header in (([["tx_sendpage_failures", 0]], True), ([], False)):
+        fake_daemon.answers = {"stats": [{"stats": {**base, "custom": custom}}]}
+        rc, out, _ = cli("-m", "session", "-r", "1", "-s")
+        assert rc == 0 and ("iSCSI Extended:\n" in out) is header
+        assert out.endswith("\ttx_sendpage_failures: 0\n" if header else "\ttimeout_err: 0\n")
+
+
 def test_r_values_exit_as_iscsiadms_get_sid_from_path(sysfs):
     """-r: an id above 0 as strtol reads it, else a path up which a session<N> is found;
     anything else exits 1 ("... is an invalid session ID or path"), as iscsiadm (it was 7,
