@@ -180,13 +180,16 @@ def test_a_logout_with_an_operation_is_refused_before_anything_and_rescan_wins(s
     assert (host / "scsi_host/host0/scan").read_text() == "- - -"
 
 
-def test_stats_print_the_extended_header_only_with_custom_counters(sysfs, fake_daemon):
+def test_stats_print_the_extended_header_only_with_custom_counters(sysfs, monkeypatch):
     """iscsiadm's session_stats prints "iSCSI Extended:" only when the driver has custom
     counters (iscsi_tcp's four; iSER, bnx2i, be2iscsi and cxgbi have none)."""
+    from iscsictl.cli import session_cmd
+
     add_session(sysfs, 1, 0, T, "127.0.0.1", {0: "sda"})
     base = {"txdata_octets": 1}
     for custom, header in (([["tx_sendpage_failures", 0]], True), ([], False)):
-        fake_daemon.answers = {"stats": [{"stats": {**base, "custom": custom}}]}
+        monkeypatch.setattr(session_cmd, "_call", lambda op, **kw: {
+            "stats": {**base, "custom": custom}})
         rc, out, _ = cli("-m", "session", "-r", "1", "-s")
         assert rc == 0 and ("iSCSI Extended:\n" in out) is header
         assert out.endswith("\ttx_sendpage_failures: 0\n" if header else "\ttimeout_err: 0\n")
