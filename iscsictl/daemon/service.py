@@ -279,6 +279,19 @@ def _num(rec: Mapping[str, str], key: str, default: int) -> int:
         return default
 
 
+def boot_retry_window(rec: Mapping[str, str]) -> float:
+    """Seconds a boot disk's first login keeps being tried, however soon each attempt
+    fails: iscsistart's (iscsi_retry_initial_login: initial_login_retry_max login timeouts
+    since the first try), so that a target still starting after a power cut, whose port
+    refuses at once, does not fail the boot within a minute.  A boot disk's record: the
+    firmware's (discovery type fw: iscsictl-start -b, -m fw -l) or one marked onboot
+    (iscsictl-start -i ...'s, a boot record); 0 for others (their attempts are counted)."""
+    if rec.get("node.discovery_type") != "fw" and rec.get("node.startup") != "onboot":
+        return 0.0
+    return float(max(1, _num(rec, "node.session.initial_login_retry_max", 4)) *
+                 max(1, _num(rec, "node.conn[0].timeo.login_timeout", 15)))
+
+
 def _running(session: ks.KernelSession) -> bool:
     """Logged in, as far as the daemon knows: no login, recovery or logout under way."""
     return session.conn_state == "LOGGED IN" and (session.recovery is None
@@ -297,12 +310,20 @@ class Daemon:
             (None: ``$ISCSICTL_DB_ROOT``/``$ISCSICTL_CONFIG_ROOT``, else /etc/iscsi).
         autostart: log in to node.startup=automatic records when starting, and run the
             discovery daemon of the discovery records that ask for it (:mod:`.discoveryd`).
+        takeover: take charge of the sessions found in the kernel: recover one that failed
+            while no daemon ran, or whose connection fails, and log in again a boot session
+            without NOP-Outs.  False for ``iscsictl-start``'s daemon, which lives for its
+            logins only: it knows the sessions there (no duplicates) but leaves them as they
+            are, as iscsistart's does (a recovery it started would be cut off when it ends,
+            the connection left stopped).
     """
 
     def __init__(self, socket_path: str | None, sysfs_root: str = "/sys",
                  state_dir: str = "/run/iscsictl", db_root: str | None = None,
-                 config_root: str | None = None, autostart: bool = True) -> None:
+                 config_root: str | None = None, autostart: bool = True,
+                 takeover: bool = True) -> None:
         self.socket_path = socket_path
+        self.takeover = takeover
         self.sysfs = Sysfs(sysfs_root)
         self.sysfs_root = sysfs_root
         self.state_dir = Path(state_dir)
@@ -953,6 +974,9 @@ class Daemon:
         (AsyncEvent 1), which goes first (:func:`~.kernel_session.logout_for_target`)."""
         if self._closing:
             return
+        if session.adopted and not self.takeover:  # iscsictl-start's: not its session
+            log.debug("session %d: %s; left to the daemon that manages it", session.sid, why)
+            return
         if session.recovery is not None and not session.recovery.done():
             if session.conn_state in ("IN LOGIN", "LOGGED IN"):  # a new connection failed:
                 session.failed_again = why  # the kernel says it once; started over at the end
@@ -1116,12 +1140,7 @@ class Daemon:
         assert self.nl is not None
         rec = node.record
         attempts = max(1, _num(rec, "node.session.initial_login_retry_max", 4))
-        # a boot disk's (the firmware's target: iscsictl-start -b, -m fw -l) keeps trying as
-        # long as iscsistart's (iscsi_retry_initial_login: that many login timeouts since
-        # the first try), not only that many times: a target still starting after a power
-        # cut, whose port refuses at once, would otherwise fail the boot within a minute
-        window = attempts * max(1, _num(rec, "node.conn[0].timeo.login_timeout", 15)) \
-            if rec.get("node.discovery_type") == "fw" else 0
+        window = boot_retry_window(rec)
         loop = asyncio.get_running_loop()
         first_try = loop.time()
         scan = rec.get("node.session.scan", "auto") != "manual"

@@ -125,6 +125,7 @@ def _records(args: argparse.Namespace, db) -> tuple[list, str]:  # type: ignore[
         raise SystemExit(INVAL)
     rec = db.new_node_record(args.targetname, args.address, args.port, args.tgpt, "default")
     rec.set("iface.initiatorname", args.initiatorname)
+    rec.set("node.startup", "onboot")  # a boot disk's: its login retried as iscsistart's
     for key, value in (("username", args.username), ("password", args.password),
                        ("username_in", args.username_in), ("password_in", args.password_in)):
         if value:
@@ -198,7 +199,7 @@ async def _login_here(records: list[dict[str, str]], initiator_name: str) -> lis
 
     from .service import Daemon
 
-    daemon = Daemon(None, autostart=False)
+    daemon = Daemon(None, autostart=False, takeover=False)
     await daemon.start()
     try:
         return await daemon.login(records, initiator_name)

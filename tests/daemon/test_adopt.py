@@ -245,3 +245,32 @@ def test_a_boot_session_without_nop_outs_is_found_for_a_relogin(daemon):
         d.sessions.clear()
         d._adopt()
         assert d._nops_off(d.sessions[1]) is off, (ping, recv, conf)
+
+
+def test_iscsictl_starts_daemon_leaves_the_sessions_it_finds_as_they_are(daemon):
+    """iscsictl-start's in-process daemon (takeover=False) knows the sessions already there
+    (no duplicate login) but never recovers or logs them in again: it ends with its logins,
+    and a recovery it began (STOP_CONN) was cut off there, the root disk's connection left
+    stopped.  iscsictld's own (takeover) does both."""
+    import asyncio
+
+    d, sys_root, _ = daemon
+    conn = "devices/platform/host0/session1/connection1:0/iscsi_connection/connection1:0"
+    add_session(sys_root, 1, 0, T, "127.0.0.1", {0: "sda"})
+    _w(sys_root, f"{conn}/ping_tmo", "0")
+    _w(sys_root, f"{conn}/recv_tmo", "0")
+
+    async def recovery_started(takeover: bool) -> bool:
+        d.sessions.clear()
+        d.takeover = takeover
+        d._adopt()
+        s = d.sessions[1]
+        assert d._nops_off(s)
+        d._start_recovery(s, "its NOP-Outs were off")
+        started = s.recovery is not None
+        if started:
+            s.recovery.cancel()
+            await asyncio.gather(s.recovery, return_exceptions=True)
+        return started
+    assert asyncio.run(recovery_started(False)) is False
+    assert asyncio.run(recovery_started(True)) is True

@@ -410,14 +410,17 @@ def test_a_stop_with_logout_all_logs_out_a_login_that_ends_meanwhile(tmp_path, m
     assert d.sessions == {} and 3 in logged_out
 
 
-@pytest.mark.parametrize("discovery_type", ["fw", "static"])
+@pytest.mark.parametrize("discovery_type,startup,boot", [("fw", "manual", True),
+                                                          ("static", "onboot", True),
+                                                          ("static", "manual", False)])
 def test_a_boot_disks_login_keeps_trying_as_long_as_iscsistarts(tmp_path, monkeypatch,
-                                                                discovery_type):
-    """The firmware's target (a boot disk: iscsictl-start -b, -m fw -l) is tried for
-    initial_login_retry_max login timeouts (iscsistart's iscsi_retry_initial_login), however
-    soon each try fails; any other record that many times.  Before: 30 tries of a port that
-    refused at once were over within a minute, where iscsistart waits 7.5, and the boot
-    failed while the array was still starting."""
+                                                                discovery_type, startup, boot):
+    """The firmware's target (a boot disk: iscsictl-start -b, -m fw -l) or an onboot record
+    (iscsictl-start -i ...'s) is tried for initial_login_retry_max login timeouts
+    (iscsistart's iscsi_retry_initial_login), however soon each try fails; any other record
+    that many times.  Before: 30 tries of a port that refused at once were over within a
+    minute, where iscsistart waits 7.5, and the boot failed while the array was still
+    starting (iscsictl-start -i's until this session)."""
     from iscsictl.daemon import service
 
     d = _daemon(tmp_path)
@@ -432,10 +435,11 @@ def test_a_boot_disks_login_keeps_trying_as_long_as_iscsistarts(tmp_path, monkey
     node = ks.NodeTarget.from_record({
         "node.name": "iqn.2003-01.org.example:boot", "node.conn[0].address": "127.0.0.1",
         "node.conn[0].port": "3260", "node.tpgt": "1", "node.discovery_type": discovery_type,
+        "node.startup": startup,
         "node.session.initial_login_retry_max": "2", "node.conn[0].timeo.login_timeout": "1"})
     with pytest.raises(SessionError):
         asyncio.run(d._establish(node, "iqn.2005-03.org.open-iscsi:i"))
-    if discovery_type == "fw":
+    if boot:
         assert len(tries) > 2 and tries[-1] - tries[0] >= 1.5
     else:
         assert len(tries) == 2

@@ -196,6 +196,7 @@ def test_logins_go_to_a_running_daemon(env, capsys, monkeypatch):
         rec, = [c for c in d.calls if c[0] == "login"][-1][1]["records"]
         assert (rec["node.session.auth.password"], rec["node.conn[0].timeo.login_timeout"],
                 rec["iface.initiatorname"]) == ("wrong-secret", "3", "iqn.2026-11.x:i")
+        assert rec["node.startup"] == "onboot"  # a boot disk's: retried as iscsistart's
         full = with_defaults(NODE, rec)
         assert (full["node.session.initial_login_retry_max"], full["node.session.scan"]) == \
             ("2", "auto")  # -P over the boot settings; the others still applied
