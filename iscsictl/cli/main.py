@@ -122,96 +122,13 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 #: '-' (argparse's): both spellings are taken
 _ISCSIADM_SPELLINGS = {"portal_type": "portal-type", "no_wait": "no-wait"}
 #: iscsiadm's own long options: a prefix is resolved among them first, so that ours
-#: (--probe, --json ...) do not make one of its prefixes ambiguous (--pr is --print)
+#: (--probe, --json ...) do not make one of its prefixes ambiguous (--pr is --print;
+#: :func:`iscsictl.cli._getopt.getopt_argv`)
 _ISCSIADM_LONGS = frozenset((
     "mode", "portal", "targetname", "interface", "op", "type", "name", "value", "host", "sid",
     "rescan", "print", "discover", "login", "loginall", "logout", "logoutall", "stats",
     "killiscsid", "debug", "show", "version", "help", "submode", "ip", "packetsize", "count",
     "interval", "index", "portal_type", "no_wait"))
-
-
-@functools.cache
-def _getopt_table() -> tuple[dict[str, tuple[str, bool]], dict[str, tuple[str, bool]]]:
-    """``({letter: (the parser's --name, takes an argument)}, {long name: the same})`` for
-    :func:`getopt_argv`: the table's options under iscsiadm's names and ours."""
-    shorts = {"h": ("help", False), "V": ("version", False)}
-    longs: dict[str, tuple[str, bool]] = {"help": shorts["h"], "version": shorts["V"]}
-    for letter, long, kw, _h in OPTIONS:
-        entry = (long.replace("_", "-"), kw.get("action") != "store_true")
-        shorts[letter] = longs[entry[0]] = longs[long] = entry
-    for long, kw, _h in LONG_ONLY:
-        longs[long] = (long, kw.get("action") != "store_true")
-    return shorts, longs
-
-
-def _long_option(name: str) -> tuple[str, bool] | None:
-    """``--name`` as getopt_long finds it: the exact name, else the one option (under any
-    spelling) it is a prefix of, iscsiadm's first; None when unknown or ambiguous."""
-    longs = _getopt_table()[1]
-    if name in longs:
-        return longs[name]
-    for pool in (_ISCSIADM_LONGS, longs):
-        hits = {longs[n] for n in pool if n.startswith(name) and n in longs}
-        if len(hits) == 1:
-            return hits.pop()
-    return None
-
-
-def getopt_argv(argv: list[str]) -> tuple[list[str], list[str]]:
-    """``argv`` read as iscsiadm's ``getopt_long`` reads it, rewritten for the parser:
-    ``(options, words)``, each option as ``--name`` or ``--name=value``, and the words that
-    are no option's (iscsiadm ignores them).  What getopt_long takes and argparse alone
-    would not: a long option's unique prefix (``--target``), iscsiadm's own spellings
-    (``--portal_type``, ``--no_wait``), and a value that starts with '-' (``-v -Secr3t``:
-    a required argument is the next word, whatever it is).  An option not known, or
-    without its value at the end, is left as given for the parser to refuse (7)."""
-    shorts = _getopt_table()[0]
-    out: list[str] = []
-    words: list[str] = []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        i += 1
-        if arg == "--":
-            words += argv[i:]
-            break
-        if arg.startswith("--"):
-            name, eq, value = arg[2:].partition("=")
-            found = _long_option(name) if name else None
-            if found is None:
-                out.append(arg)  # unknown or ambiguous: the parser says so
-                continue
-            flag, takes = found
-            if takes and not eq:
-                if i >= len(argv):
-                    out.append(f"--{flag}")
-                    continue
-                value, eq = argv[i], "="
-                i += 1
-            out.append(f"--{flag}={value}" if eq else f"--{flag}")
-            continue
-        if not arg.startswith("-") or arg == "-":
-            words.append(arg)
-            continue
-        j = 1
-        while j < len(arg):  # grouped letters: -SP1, -msession
-            letter = arg[j]
-            j += 1
-            if letter not in shorts:
-                out.append(f"-{letter}")  # the parser refuses it
-                continue
-            flag, takes = shorts[letter]
-            if not takes:
-                out.append(f"--{flag}")
-            elif j < len(arg):
-                out.append(f"--{flag}={arg[j:]}")
-                break
-            elif i < len(argv):
-                out.append(f"--{flag}={argv[i]}")
-                i += 1
-            else:
-                out.append(f"--{flag}")
-    return out, words
 
 
 class _Parser(argparse.ArgumentParser):
@@ -272,7 +189,9 @@ def run(argv: list[str] | None = None, out: Output | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     o = out or Output()
     try:
-        options, words = getopt_argv(argv)
+        from ._getopt import getopt_argv
+
+        options, words = getopt_argv(build_parser(), argv, _ISCSIADM_LONGS)
         args = build_parser().parse_args(options)
         o.json = bool(args.json)
         for word in words:  # iscsiadm ignores them without a word

@@ -49,6 +49,13 @@ _OPTIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
 )
 
 
+#: iscsistart's own long options (usr/iscsistart.c long_options): a prefix is resolved
+#: among them first (--show is ours)
+_ISCSISTART_LONGS = frozenset((
+    "config", "initiatorname", "targetname", "tgpt", "address", "port", "username",
+    "password", "username_in", "password_in", "debug", "fwparam_connect", "fwparam_network",
+    "fwparam_print", "param", "help", "version"))
+
 #: iscsistart's check_str_param_len: the longest value each option takes, bytes
 #: (TARGET_NAME_MAXLEN, NI_MAXHOST, AUTH_STR_MAX_LEN)
 _MAX_LEN = {"targetname": 255, "address": 1025, "username": 256, "password": 256,
@@ -277,7 +284,14 @@ def _run(argv: list[str] | None) -> int:
     from iscsictl.db.schema import FORMAT_VERSION
     from iscsictl.db.store import NodeDB
 
-    args = _parser().parse_args(argv)
+    from iscsictl.cli._getopt import getopt_argv
+
+    parser = _parser()  # read as iscsistart's getopt_long reads it (-w -secret, --targ)
+    options, words = getopt_argv(parser, sys.argv[1:] if argv is None else list(argv),
+                                 _ISCSISTART_LONGS)
+    args = parser.parse_args(options)
+    for word in words:  # iscsistart ignores them without a word
+        print(f"{PROG}: '{word}' is not an option's: ignored", file=sys.stderr)
     _check_lengths(args)
     if args.version:
         print(f"{PROG} version {FORMAT_VERSION}")

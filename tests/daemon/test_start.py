@@ -136,6 +136,26 @@ def test_the_boot_selected_nic_need_not_be_the_targets_as_iscsistart(env, capsys
         d.close()
 
 
+def test_the_command_line_is_read_as_iscsistarts_getopt_long(env, capsys, monkeypatch):
+    """iscsistart's getopt_long: a CHAP secret starting with '-' (dracut passes
+    -w "$iscsi_password"), unique long prefixes (--targ), grouped letters, and a word that
+    is no option's ignored (before: 7, "expected one argument")."""
+    tmp, conf = env
+    d = FakeDaemon(str(tmp / "d.sock"))
+    monkeypatch.setenv("ISCSICTL_SOCKET", d.path)
+    try:
+        d.answers = {"ping": [{}], "login": [{"ok": True, "sids": [4]}]}
+        rc, _, err = start(capsys, "-c", str(conf), "-i", "iqn.2026-11.x:i", "--targ", BOOT,
+                           "-g1", "-a", "127.0.0.1", "-u", "-user", "-w", "-Secr3t-2024",
+                           "stray")
+        assert rc == 0 and "'stray' is not an option's: ignored" in err
+        rec, = [c for c in d.calls if c[0] == "login"][-1][1]["records"]
+        assert (rec["node.name"], rec["node.session.auth.username"],
+                rec["node.session.auth.password"]) == (BOOT, "-user", "-Secr3t-2024")
+    finally:
+        d.close()
+    assert start(capsys, "--pa", "x")[0] == 7  # ambiguous: --password, --password_in, --param
+
 @pytest.mark.parametrize("option,name,most", [("-t", "targetname", 255),
                                                ("-a", "address", 1025),
                                                ("-u", "username", 256),
