@@ -62,13 +62,17 @@ def resolve_roots(db_root: str | None = None, config_root: str | None = None,
 class IscsidConfig:
     """Parsed iscsid.conf.
 
-    ``raw``: ``{key: value text}`` of every ``key = value`` line (last one wins), including
-    ``iscsid.*`` keys.  ``path``: the file, or None when there was none (compiled defaults)."""
+    ``raw``: ``{key: value text}`` of every ``key = value`` line, the first one of a key
+    (as iscsid's cfg_get_string_param looks up ``iscsid.*`` keys: the first line wins), a
+    line without a value skipped.  The node and discovery defaults are read from the text
+    as idbm_recinfo_config reads it (:meth:`defaults_for`).  ``path``: the file, or None
+    when there was none (compiled defaults)."""
 
     def __init__(self, raw: dict | None = None, path: str | None = None, text: str = ""):
         self.raw = dict(raw or {})
         self.path = path
         self._text = text
+        self._warned: set[str] = set()  # each bad line said once, not once a record kind
 
     @classmethod
     def load(cls, config_root: str, warn: Warn = _nowarn) -> "IscsidConfig":
@@ -92,10 +96,10 @@ class IscsidConfig:
             if not line or line[0] == "#":
                 continue
             name, sep, value = line.partition("=")
-            name = name.strip(C_SPACE)
-            if not sep or not name or len(name.split()) != 1:  # no blank inside a name
-                continue
-            raw[name] = value.strip(C_SPACE)
+            name, value = name.strip(C_SPACE), value.strip(C_SPACE)
+            if not sep or not name or len(name.split()) != 1 or not value:
+                continue  # no blank inside a name; "Missing value": skipped
+            raw.setdefault(name, value)
         return cls(raw, path, text)
 
     def get(self, key: str, default: str | None = None) -> str | None:
@@ -121,9 +125,13 @@ class IscsidConfig:
         """Typed ``{key: value}`` of the compiled defaults of ``kind`` overlaid by this file's
         keys for that kind (bad values warned and ignored)."""
         vals = {k.name: k.default for k in kind.keys}
-        if self.raw:
-            text = "\n".join(f"{k} = {v}" for k, v in self.raw.items())
-            parsed, _ = parse_lines(kind, text, self.path or CONFIG_FILE, warn)
+        text = self._text or "".join(f"{k} = {v}\n" for k, v in self.raw.items())
+        if text:  # as idbm_recinfo_config reads the file (its lines, warned by number)
+            def once(msg: str) -> None:
+                if msg not in self._warned:
+                    self._warned.add(msg)
+                    warn(msg)
+            parsed, _ = parse_lines(kind, text, self.path or CONFIG_FILE, once)
             # the lookup keys of a record (name, address, type ...) never come from the config
             for name, v in parsed.items():
                 if not kind.by_name[name].read_only:

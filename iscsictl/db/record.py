@@ -132,7 +132,7 @@ def convert(key: Key, value) -> object:
 
     int: base-10 integer (ASCII digits, an optional sign) within the C field's range;
     enum/bool: exactly one of ``key.values``; str: no newline or NUL, and a file line (key
-    included) the parser reads back (under :data:`~.schema.MAX_LINE` bytes);
+    included) idbm reads back (at most :data:`~.schema.MAX_LINE` - 2 bytes before its '\n');
     list: comma/space separated option names, duplicates and unknown names rejected."""
     t = key.type
     if t == "str":
@@ -140,10 +140,12 @@ def convert(key: Key, value) -> object:
             raise InvalidValue(key.name, repr(value), "expected text")
         if "\n" in value or "\0" in value:
             raise InvalidValue(key.name, value, "newline or NUL in value")
-        if len(value) * 4 >= schema.MAX_LINE - len(key.name) - 4 and \
-                len(_file_line(key, value).encode("utf-8", "surrogateescape")) > schema.MAX_LINE:
+        # idbm's fgets(buffer, MAX_LINE) holds a line of MAX_LINE - 2 bytes and its '\n'
+        if len(value) * 4 >= schema.MAX_LINE - len(key.name) - 5 and \
+                len(_file_line(key, value).encode("utf-8", "surrogateescape")) > \
+                schema.MAX_LINE - 1:
             raise InvalidValue(key.name, value[:40] + "...", "longer than a record's line may "
-                               f"be ({schema.MAX_LINE - 1} bytes with its key)")
+                               f"be ({schema.MAX_LINE - 2} bytes with its key)")
         return value
     if t == "int":
         if isinstance(value, bool):
@@ -196,11 +198,12 @@ def _lenient_list(key: Key, text: str, where: str, warn: Warn) -> tuple:
 #: the key name at the start of a stripped line (re.ASCII: \s is C's isspace, not Python's)
 _NAME_END = re.compile(r"[^=\s]*", re.ASCII).match
 #: The well-formed lines, as open-iscsi and iscsictl write them, in one pass over the text:
-#: ``name = value`` at the line start (groups: name, stripped value), or a comment or blank
+#: ``name = value`` at the line start (a blank before the '=' and a value, as
+#: idbm_recinfo_config needs them; groups: name, stripped value), or a comment or blank
 #: line (empty groups).  Bounded well under MAX_LINE bytes (4 bytes a character at most), so
 #: no line it matches is one ``idbm_recinfo_config`` would reject as too long.
-_LINE = re.compile(r"^(?:([^\s=#][^\s=]{0,200})[ \t]{0,8}=[ \t]{0,8}"
-                   r"((?:\S(?:[^\n]{0,280}\S)?)?)[ \t]{0,8}|[ \t]{0,8}(?:#[^\n]{0,480})?)$",
+_LINE = re.compile(r"^(?:([^\s=#][^\s=]{0,200})[ \t]{1,8}=[ \t]{0,8}"
+                   r"(\S(?:[^\n]{0,280}\S)?)[ \t]{0,8}|[ \t]{0,8}(?:#[^\n]{0,480})?)$",
                    re.M | re.ASCII)
 _BEGIN = re.compile(r"^[ \t]{0,8}" + re.escape(schema.BEGIN_RECORD), re.M)
 
@@ -214,7 +217,8 @@ def parse_lines(kind: RecordKind, text: str, where: str = "<record>",
     A text made only of well-formed lines is read in one regex pass; anything else (or a
     value that would be warned about) is read line by line, as ``idbm_recinfo_config``."""
     lines = _LINE.findall(text)
-    if len(lines) == text.count("\n") + 1:  # every line well-formed
+    # every line well-formed, the last one ended (fgets drops a last line without its '\n')
+    if len(lines) == text.count("\n") + 1 and text[-1:] in ("\n", ""):
         values = _typed(kind, ((0, name, value) for name, value in lines), where, None)
         if values is not None:
             return values, _BEGIN.search(text) is not None
@@ -272,15 +276,36 @@ def _refuse(msg: str) -> None:
     raise InvalidValue("", "", msg)
 
 
+def _idbm_lines(text: str) -> Iterator[tuple[int, str | None]]:
+    """``(line number, line)`` of ``text`` as idbm_recinfo_config reads them, with
+    ``fgets`` into a 2048-byte buffer: a line is at most MAX_LINE - 2 bytes before its
+    '\n'; a longer one's first MAX_LINE - 1 bytes, and a last line without its '\n', are
+    ``None`` (too long: skipped), and what follows them in the line is read as the next."""
+    data = text.encode("utf-8", "surrogateescape")
+    n = pos = 0
+    while pos < len(data):
+        n += 1
+        end = data.find(b"\n", pos, pos + schema.MAX_LINE - 1)
+        if end < 0:
+            pos += len(data[pos:pos + schema.MAX_LINE - 1])
+            yield n, None
+            continue
+        yield n, data[pos:end].decode("utf-8", "surrogateescape")
+        pos = end + 1
+
+
 def _parse_lines_slowly(kind: RecordKind, text: str, where: str,
                         warn: Warn) -> tuple[dict, bool]:
-    """:func:`parse_lines` line by line (warnings name the line)."""
+    """:func:`parse_lines` line by line, as idbm_recinfo_config reads them (warnings name
+    the line): the name runs to a blank or '=', which is taken with it; then blanks, then
+    the '=' (so ``name=value`` is no setting: it has no '=' left, and iscsid ignores it;
+    ``name = value`` and ``name =value`` are), then blanks and the value."""
     saw_begin = False
     values: dict = {}
-    for n, raw in enumerate(text.split("\n"), 1):
-        if len(raw) * 4 >= schema.MAX_LINE and \
-                len(raw.encode("utf-8", "surrogateescape")) >= schema.MAX_LINE:
-            warn(f"{where}: line {n} too long")
+    for n, raw in _idbm_lines(text):
+        if raw is None:
+            warn(f"{where}: line {n} too long, or the last without its newline: ignored, as "
+                 "iscsid ignores it")
             continue
         line = raw.strip(C_SPACE)  # as iscsiadm: a value keeps a U+3000 at its end
         if not line:
@@ -291,11 +316,17 @@ def _parse_lines_slowly(kind: RecordKind, text: str, where: str,
             continue
         i = _NAME_END(line).end()  # the name runs to whitespace or '='
         name = line[:i]
-        rest = line[i:].lstrip(C_SPACE)
-        if not rest.startswith("="):
-            warn(f"{where}: line {n} does not have '=' separator")
+        rest = line[i + 1:].lstrip(C_SPACE)  # its end taken with it, blank or '='
+        if i == len(line) or not rest.startswith("=") and rest:
+            warn(f"{where}: line {n} does not have '=' separator (write 'name = value'): "
+                 "ignored, as iscsid ignores it" if i < len(line) else
+                 f"{where}: line {n} does not have value")
             continue
-        _typed(kind, ((n, name, rest[1:].strip(C_SPACE)),), where, warn, values)
+        value = rest[1:].strip(C_SPACE)
+        if not value:
+            warn(f"{where}: line {n} does not have value")
+            continue
+        _typed(kind, ((n, name, value),), where, warn, values)
     return values, saw_begin
 
 

@@ -14,9 +14,8 @@ def test_keys_values_comments_and_blanks():
             "node.session.auth.password=se cret\n"
             "bad name = 1\nbad\tname = 2\nno_equals_sign\n= no name\n"
             "node.session.scan=\n  # indented comment\n")
-    assert IscsidConfig.parse(text).raw == {
-        "node.startup": "automatic", "node.session.auth.password": "se cret",
-        "node.session.scan": ""}
+    assert IscsidConfig.parse(text).raw == {  # a line without a value: none
+        "node.startup": "automatic", "node.session.auth.password": "se cret"}
 
 
 @pytest.mark.skipif(not os.path.exists("/etc/iscsi/iscsid.conf"),
@@ -66,3 +65,28 @@ def test_a_value_keeps_a_blank_c_does_not_strip(blank):
                        f"node.conn[0].address = 10.0.0.1\n"
                        f"node.session.auth.password = {blank}pw{blank} \n")
     assert rec["node.session.auth.password"] == f"{blank}pw{blank}"
+
+
+def test_node_defaults_are_read_as_iscsid_reads_its_conf():
+    """idbm_recinfo_config reads iscsid.conf's node and discovery keys as it reads records:
+    'name=value' (no blank before the '=') and a last line without its newline are no
+    setting (a migrated iscsid.conf with 'node.startup=automatic', which iscsid always
+    ignored, would have logged in every target at boot), each said once with its own line
+    number; iscsid.* keys are looked up first line first (cfg_get_string_param)."""
+    from iscsictl.db import schema
+
+    text = ("# comment\n"
+            "node.startup=automatic\n"
+            "iscsid.safe_logout = Yes\n"
+            "iscsid.safe_logout = No\n"
+            "node.session.cmds_max = 64 max\n"
+            "node.session.queue_depth = 16")  # no newline: fgets drops it
+    conf = IscsidConfig.parse(text, "iscsid.conf")
+    warnings = []
+    node = conf.defaults_for(schema.NODE, warnings.append)
+    conf.defaults_for(schema.DISCOVERY_ST, warnings.append)
+    assert (node["node.startup"], node["node.session.queue_depth"]) == ("manual", 32)
+    assert conf.safe_logout is True
+    assert sorted(w.split(": ", 1)[1][:7] for w in warnings) == ["config ", "line 2 ",
+                                                                  "line 6 "]
+    assert any("line 5 contains unknown value format '64 max'" in w for w in warnings)

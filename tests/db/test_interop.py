@@ -198,3 +198,35 @@ def test_changes_beside_iscsiadms_lose_nothing(etc, tmp_path):
     assert (rec["node.session.auth.password"], rec["node.session.timeo.replacement_timeout"],
             rec["node.conn[0].timeo.noop_out_interval"]) == ("s3cret", 100 + rounds, ours)
     assert warnings == [] and not os.path.exists(os.path.join(lock_dir, "lock.write"))
+
+
+def test_hand_edited_lines_are_read_as_idbm_reads_them(etc):
+    """idbm_recinfo_config (records and iscsid.conf alike): 'name=value' (no blank before
+    the '=') is no setting, nor a line without a value, nor a last line without its
+    newline (fgets), nor 2047 bytes and more before a newline, whose rest is read as the
+    next line; 'name==value' is one.  Before, iscsictl applied what iscsid ignores."""
+    adm(etc, "-m", "node", "-T", T1, "-p", "10.0.0.1:3260,1", "-o", "new")
+    nid = NodeID(T1, "10.0.0.1", 3260, 1)
+    db = NodeDB(etc, etc)
+    path = db.node_path(nid)
+    with open(path) as f:
+        text = f.read()
+    text = text.replace("node.startup = manual", "node.startup=automatic").replace(
+        "node.session.queue_depth = 32", "node.session.queue_depth==16").replace(
+        "node.session.cmds_max = 128", "node.session.cmds_max =") + (
+        "#" + "x" * 2046 + "node.session.nr_sessions = 3\n"
+        "node.conn[0].timeo.login_timeout = 9")  # no newline at its end
+    with open(path, "w") as f:
+        f.write(text)
+    warnings = []
+    ours = format_record(NodeDB(etc, etc, warn=warnings.append).read_node(nid))
+    theirs = show(etc, nid)
+    keys = ("node.startup", "node.session.queue_depth", "node.session.cmds_max",
+            "node.session.nr_sessions", "node.conn[0].timeo.login_timeout")
+    pick = lambda out: [x for x in out.splitlines() if x.split(" = ")[0] in keys]  # noqa: E731
+    assert pick(ours) == pick(theirs)
+    got = dict(x.split(" = ") for x in pick(ours))
+    assert (got["node.startup"], got["node.session.queue_depth"], got["node.session.cmds_max"],
+            got["node.session.nr_sessions"]) == ("manual", "16", "128", "3")
+    assert got["node.conn[0].timeo.login_timeout"] != "9"
+    assert any("does not have '=' separator" in w for w in warnings)

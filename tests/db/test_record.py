@@ -118,8 +118,10 @@ def test_password_sets_length_and_update_rules():
 def test_parser_leniency():
     warnings = []
     text = ("# BEGIN RECORD 2.1.11\n"
-            "node.name=iqn.x\n"
+            "node.name =iqn.x\n"
             "   node.conn[0].address   =   10.0.0.2  \n"
+            "node.session.queue_depth=99\n"  # no blank before '=': iscsid ignores it
+            "node.session.initial_login_retry_max==7\n"  # but takes this one
             "node.startup = sometimes\n"
             "node.unknown.key = 5\n"
             "no separator here\n"
@@ -132,6 +134,9 @@ def test_parser_leniency():
     assert r["node.conn[0].address"] == "10.0.0.2"
     assert r["node.startup"] == "manual"
     assert r["node.session.cmds_max"] == 64
+    assert r["node.session.queue_depth"] == 32 and any(
+        "line 4 does not have '=' separator" in w for w in warnings)
+    assert r["node.session.initial_login_retry_max"] == 7
     assert r["node.session.auth.chap_algs"] == ("MD5", "SHA1")
     assert any("unknown value format 'sometimes'" in w for w in warnings)
     assert any("too long" in w for w in warnings)
@@ -178,9 +183,10 @@ def test_integers_with_a_sign_or_blanks_as_strtol_reads_them():
 
 
 def test_a_value_too_long_for_a_record_line_is_refused():
-    """A line the parser would drop (MAX_LINE) is refused when set, not lost on re-read."""
+    """A line idbm's fgets(buffer, MAX_LINE) would drop (MAX_LINE - 1 bytes before its
+    newline: the buffer holds no newline then) is refused when set, not lost on re-read."""
     key = "node.session.auth.username"
-    room = schema.MAX_LINE - len(f"{key} = \n")
+    room = schema.MAX_LINE - 1 - len(f"{key} = \n")
     r = Record(schema.NODE, {"node.name": "iqn.2003-01.org.example:t1",
                              "node.conn[0].address": "10.0.0.1"})
     r.set(key, "u" * room)
