@@ -171,7 +171,7 @@ def convert(key: Key, value) -> object:
         if isinstance(value, (list, tuple)):
             items = [str(v) for v in value]
         else:
-            items = [p for p in str(value).replace(",", " ").split() if p]
+            items = _list_items(str(value))
         out = []
         for it in items:
             if it not in key.values:
@@ -183,9 +183,17 @@ def convert(key: Key, value) -> object:
     raise AssertionError(t)
 
 
+#: the separators of a list value (idbm's strsep(&value, ", \n")): a tab is not one
+_LIST_SPLIT = re.compile(r"[, \n]+")
+
+
+def _list_items(text: str) -> list[str]:
+    return [it for it in _LIST_SPLIT.split(text) if it]
+
+
 def _lenient_list(key: Key, text: str, where: str, warn: Warn) -> tuple:
     out = []
-    for it in text.replace(",", " ").split():
+    for it in _list_items(text):
         if it not in key.values:
             warn(f"{where}: Ignoring unknown value '{it}' for '{key.name}'")
         elif it in out:

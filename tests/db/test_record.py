@@ -301,3 +301,14 @@ def test_variants_of_a_template_format_as_each_alone(kind_name, template_changes
         recs.append(r)
     assert list(format_file_variants(template, recs, [k.name for k in varying])) == \
         [format_record(r, for_file=True) for r in recs]
+
+
+def test_list_values_split_where_idbm_splits_them():
+    """idbm's strsep(&value, ", \\n"): commas and spaces separate, a tab does not
+    ('SHA256\\tMD5' is one unknown name, as iscsiadm reads it; before: two)."""
+    warnings = []
+    text = ("node.name = iqn.x\nnode.conn[0].address = 10.0.0.2\n"
+            "node.session.auth.chap_algs = SHA1 SHA256\tMD5\n")
+    r = parse_record(schema.NODE, text.encode(), "p", warnings.append)
+    assert r["node.session.auth.chap_algs"] == ("SHA1",)
+    assert any("Ignoring unknown value 'SHA256\tMD5'" in w for w in warnings)
