@@ -383,16 +383,16 @@ def run(args, o, mode: str) -> int:  # type: ignore[no-untyped-def]
     level_read = 0 if want_action else 3 if o.json else max(level, 0)
     views = collect(sysfs, states, level_read) if sid is None else \
         _named(sysfs, states, level_read, sid)
+    if args.rescan:  # exec_node_op's order: a rescan, statistics, then a logout
+        return _rescan(sysfs, views, o)
+    if args.stats:
+        return _stats(views, o)
     if args.logout:
         from .kernel_ops import logout_sessions
 
         if not views:
             raise E.CliError("No matching sessions found", E.NO_OBJS_FOUND)
         return logout_sessions([_Sess(v) for v in views], o, bool(args.force))
-    if args.rescan:
-        return _rescan(sysfs, views, o)
-    if args.stats:
-        return _stats(views, o)
     if not views:
         raise E.CliError("No active sessions.", E.NO_OBJS_FOUND)
     if o.json:

@@ -175,9 +175,12 @@ def test_a_logout_with_an_operation_is_refused_before_anything_and_rescan_wins(s
     for f in (host / "scsi_host/host0/scan", host / "session1/target0:0:0/0:0:0:0/rescan"):
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_text("")
-    rc, out, err = cli("-m", "session", "-r", "1", "-R", "-o", "new")
-    assert rc == 0 and out.startswith("Rescanning session [sid: 1,"), err
-    assert (host / "scsi_host/host0/scan").read_text() == "- - -"
+    for args in (["-r", "1", "-R", "-o", "new"], ["-u", "-R"], ["-u", "-R", "-o", "show"]):
+        (host / "scsi_host/host0/scan").write_text("")
+        rc, out, err = cli("-m", "session", *args)
+        assert rc == 0 and out.startswith("Rescanning session [sid: 1,"), (args, err)
+        assert (host / "scsi_host/host0/scan").read_text() == "- - -"
+    assert fake_daemon.calls == []  # -u with -R: a rescan, no logout (as iscsiadm)
 
 
 def test_stats_print_the_extended_header_only_with_custom_counters(sysfs, monkeypatch):
