@@ -11,7 +11,7 @@ iscsiadm accepts it.
 from __future__ import annotations
 
 __all__ = ["C_SPACE", "ascii_digits", "c_atoi", "c_strtoul", "host_name_problem",
-           "same_host", "split_portal"]
+           "host_key", "same_host", "split_portal"]
 
 #: RFC 1035 §2.3.4: a name of at most 255 octets on the wire, 253 characters as text
 _NAME_MAX = 253
@@ -173,6 +173,27 @@ def same_host(pattern: str, address: str) -> bool:
     return bool(mine) and not mine.isdisjoint(_host_addresses(address))
 
 
+def host_key(address: str) -> str:
+    """``address`` in one form for each numeric address (``FD00:0::1`` and ``fd00::1``
+    are ``fd00::1``; ipaddress's text), a host name as given: what names a node in the
+    daemon (its duplicate-login check, as iscsid's session_is_running compares hosts),
+    without the name lookup :func:`same_host` may make (the daemon's loop never waits on
+    DNS)."""
+    if not address or not (address[0].isdigit() or ":" in address):
+        return address
+    key = _HOST_KEYS.get(address)
+    if key is None:
+        import ipaddress
+        try:
+            key = str(ipaddress.ip_address(address))
+        except ValueError:
+            key = address
+        if len(_HOST_KEYS) < 4096:  # a daemon's nodes; beyond, each is parsed again
+            _HOST_KEYS[address] = key
+    return key
+
+
+_HOST_KEYS: dict[str, str] = {}
 _RESOLVED: dict[str, frozenset] = {}
 
 

@@ -144,3 +144,11 @@ def test_a_name_that_does_not_resolve_matches_only_itself(monkeypatch):
     assert same_host("target.example", "target.example")
     assert not same_host("target.example", "10.0.0.1")
     assert not same_host("10.0.0.1", "target.example")
+
+
+@pytest.mark.parametrize("address,key", [("FD00:0::1", "fd00::1"), ("fd00::1", "fd00::1"),
+                                         ("10.0.0.1", "10.0.0.1"), ("host.example", "host.example"),
+                                         ("010.0.0.1", "010.0.0.1"), ("", "")])
+def test_host_key_is_one_form_a_numeric_address_without_a_lookup(address, key):
+    from iscsictl.lexical import host_key
+    assert host_key(address) == key

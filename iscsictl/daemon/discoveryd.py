@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from iscsictl.db.errors import DBError
+from iscsictl.lexical import host_key
 
 log = logging.getLogger("iscsictld")
 
@@ -68,7 +69,7 @@ def node_key(rec: Record) -> NodeKey:
         port = int(rec.get("node.conn[0].port", 3260))
     except ValueError:
         port = 3260
-    return (rec["node.name"], rec["node.conn[0].address"], port,
+    return (rec["node.name"], host_key(rec["node.conn[0].address"]), port,
             rec.get("iface.iscsi_ifacename") or "default")
 
 

@@ -56,6 +56,7 @@ from typing import Any
 
 from iscsictl.db.schema import iface_bound_by
 from iscsictl.kernel.sysfs import Sysfs
+from iscsictl.lexical import host_key
 from iscsictl.kernel.transports import TRANSPORTS, SetHostIp
 from iscsictl.netlink import (
     IscsiConnState,
@@ -163,8 +164,9 @@ class NodeTarget:
 
     @property
     def key(self) -> tuple[str, str, int, str]:
-        """What makes two logins the same node (target, portal, iface)."""
-        return (self.target, self.address, self.port, self.iface)
+        """What makes two logins the same node (target, portal, iface): the address in
+        one form a host (:func:`iscsictl.lexical.host_key`: ``FD00::1`` is ``fd00::1``)."""
+        return (self.target, host_key(self.address), self.port, self.iface)
 
     def describe(self) -> str:
         """iscsiadm's ``[iface: X, target: T, portal: A,P]``."""

@@ -274,3 +274,20 @@ def test_iscsictl_starts_daemon_leaves_the_sessions_it_finds_as_they_are(daemon)
         return started
     assert asyncio.run(recovery_started(False)) is False
     assert asyncio.run(recovery_started(True)) is True
+
+
+def test_a_node_is_the_same_host_however_its_address_is_spelt(daemon):
+    """iscsid's session_is_running compares hosts (iscsi_addr_match): a login to
+    [FD00:0::1] finds fd00::1's session (before: a second session to the same portal);
+    the discovery daemon keys nodes the same way."""
+    from iscsictl.daemon import discoveryd as dd
+    from iscsictl.daemon import kernel_session as ks
+
+    d, sys_root, _ = daemon
+    add_session(sys_root, 1, 0, T, "fd00::1", {0: "sda"})
+    d._adopt()
+    rec = {"node.name": T, "node.conn[0].address": "FD00:0::1", "node.conn[0].port": "3260",
+           "node.tpgt": "1"}
+    node = ks.NodeTarget.from_record(rec)
+    assert [s.sid for s in d._node_sessions(node)] == [1]
+    assert dd.node_key(rec) == node.key == d.sessions[1].node.key
