@@ -118,10 +118,7 @@ def _iface_lines(iface, host: dict[str, Any]) -> list[str]:  # type: ignore[no-u
     of 0, and a VLAN ID or priority the driver does not show, are ``<empty>``."""
     from ..lexical import c_atoi
 
-    def a(key: str) -> str | None:  # as usr/sysfs.c sysfs_get_value: empty, "(null)" and
-        v = iface.attrs.get(key)  # "<NULL>" (a driver's unset value) are no value
-        return None if not v or v.startswith(("(null)", "<NULL>")) else v
-
+    a = iface.attrs.get  # unset values left out (Sysfs.host_ifaces)
     lines = ["**********", "Interface:", "**********", f"Kernel Name: {iface.name}"]
     ip = a("ipaddress")
     if not ip:

@@ -625,11 +625,14 @@ class Sysfs:
         return self._reader(f"class/iscsi_iface/{name}", None)
 
     def host_ifaces(self, host_no: int) -> list[HostIface]:
-        """:meth:`host_iface_names` with their :data:`IFACE_ATTRS` values."""
+        """:meth:`host_iface_names` with their :data:`IFACE_ATTRS` values, as iscsiadm's
+        iscsi_sysfs_read_iface reads them (usr/sysfs.c sysfs_get_value): an empty value,
+        "(null)" and "<NULL>" (a driver's unset one) are none."""
         out = []
         for name in self.host_iface_names(host_no):
             r = self.iface_reader(name)
-            out.append(HostIface(name, {a: v for a in IFACE_ATTRS if (v := r(a)) is not None}))
+            out.append(HostIface(name, {a: v for a in IFACE_ATTRS if (v := r(a)) and
+                                        not v.startswith(("(null)", "<NULL>"))}))
         return out
 
     # -- flash targets (offload HBAs)

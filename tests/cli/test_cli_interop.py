@@ -249,6 +249,9 @@ def test_a_drivers_empty_and_unset_values_print_as_iscsiadm_prints_them(cli, tmp
     b = cli("-m", "host", "-P", "1")
     assert (b.rc, b.out) == (a.returncode, a.stdout), f"ours:\n{b.out}\niscsiadm:\n{a.stdout}"
     assert "\tGateway: <empty>\n" in b.out and "\tVLAN ID: <empty>\n" in b.out
+    iface = next(i for h in json.loads(cli("-m", "host", "--json").out) for i in h["ifaces"]
+                 if i["name"] == "ipv4-iface-5-1")  # --json says the same: no value
+    assert not {"vlan_id", "vlan_priority", "gateway", "bootproto"} & iface.keys()
 
 
 def _both(cli, sys_dir, *args):
