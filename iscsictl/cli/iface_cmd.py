@@ -113,9 +113,10 @@ def run(args, o, mode: str) -> int:
                 updates = dict(args.params or ())  # every -n/-v pair, as iscsiadm
                 if not updates:
                     raise E.CliError("-o update needs -n name and -v value", E.INVAL)
-                rc = _update(db, name, updates, o) or rc
                 vlan = {k: v for k, v in updates.items() if k.startswith("iface.vlan")}
-                for other in _same_port(db, name) if vlan else ():
+                port = _same_port(db, name) if vlan else []  # the port as it was
+                rc = _update(db, name, updates, o) or rc
+                for other in port:
                     rc = _update(db, other, vlan, o) or rc
             else:
                 rec = db.read_iface(name)
@@ -163,7 +164,8 @@ def _update(db, name: str, updates: dict[str, str], o) -> int:  # type: ignore[n
 def _same_port(db, name: str) -> list[str]:  # type: ignore[no-untyped-def]
     """The other ifaces of ``name``'s port when its transport's ifaces share the port's
     VLAN (be2iscsi: the template's sync_vlan_settings): the same transport, hwaddress and
-    iface_num (iscsiadm's update_sync_params), which take its VLAN changes too."""
+    iface_num (iscsiadm's update_sync_params, against the iface as read before the
+    update), which take its VLAN changes too."""
     from ..db.errors import DBError
     from ..kernel.transports import TRANSPORTS
 

@@ -414,3 +414,10 @@ def test_a_be2iscsi_vlan_change_reaches_the_ports_other_iface(cli):
     assert value(f"be2iscsi.{mac}.ipv6.0", "iface.mtu") == "0"
     node = cli("-m", "node", "-T", "iqn.2001-04.com.example:v").out
     assert "iface.vlan_id = 100\n" in node  # its copy of the iface too
+    # a change of port and VLAN at once: the VLAN goes to the old port's ifaces (matched
+    # before the update, as iscsiadm), not to the new port's
+    r = cli("-m", "iface", "-I", f"be2iscsi.{mac}.ipv4.0", "-o", "update", "-n",
+            "iface.hwaddress", "-v", "00:00:c9:00:00:02", "-n", "iface.vlan_id", "-v", "7")
+    assert r.rc == 0, r.err
+    assert [value(n, "iface.vlan_id") for n in (f"be2iscsi.{mac}.ipv6.0",
+                                                "be2iscsi.other.ipv4.0")] == ["7", "0"]
