@@ -167,13 +167,17 @@ class LoginConfig:
             except ValueError:
                 return default
 
-        def length(key: str, default: int, fallback: int | None = None) -> int:
+        def length(key: str, default: int) -> int:
             n = num(key, default) & ~3  # open-iscsi's align_32_down
-            return n if _MIN_LEN <= n <= _MAX_LEN else default if fallback is None else fallback
+            return n if _MIN_LEN <= n <= _MAX_LEN else default
 
         mrdsl = length("node.conn[0].iscsi.MaxRecvDataSegmentLength", 262144)
-        xmit = length("node.conn[0].iscsi.MaxXmitDataSegmentLength", 0, 262144) \
-            if num("node.conn[0].iscsi.MaxXmitDataSegmentLength", 0) else 0
+        # 0: the target's; else rounded down (1..3 become 0, which open-iscsi then makes
+        # its 8192), and out of range 262144
+        xmit = num("node.conn[0].iscsi.MaxXmitDataSegmentLength", 0)
+        if xmit:
+            xmit = (xmit & ~3) or 8192
+            xmit = xmit if _MIN_LEN <= xmit <= _MAX_LEN else 262144
         max_burst = length("node.session.iscsi.MaxBurstLength", 16776192)
         first_burst = min(length("node.session.iscsi.FirstBurstLength", 262144), max_burst)
         kw: dict[str, object] = dict(

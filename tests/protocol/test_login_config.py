@@ -48,7 +48,7 @@ def test_node_clamping(rec, mrdsl, first, maxb):
 
 @pytest.mark.parametrize("value,xmit", [("0", 0), ("", 0), ("8192", 8192), ("8194", 8192),
                                         ("100", 262144), ("16777216", 262144),
-                                        ("junk", 0)])
+                                        ("junk", 0), ("3", 8192), ("-4", 262144)])
 def test_max_xmit_is_clamped_as_open_iscsi(value, xmit):
     """0: the target's value; else rounded down to 4, and out of 512..2**24-1 262144
     (iscsi_copy_operational_params; before: 100 was taken, a send limit below the RFC's
