@@ -33,6 +33,9 @@ __all__ = ["BootContext", "FirmwareAccessError", "boot_entry", "boot_targets",
            "firmware_present", "offload_iface"]
 
 IBFT = "ibft"
+#: an entry's flags bit saying the firmware booted through it (iscsi_ibft.c
+#: IBFT_BLOCK_FLAG_FW_BOOT_SEL; open-iscsi's IBFT_SYSFS_FLAG_FW_SEL_BOOT)
+FLAG_BOOT_SELECTED = 0x2
 LLD_PREFIX = "iscsi_boot"
 ISCSI_LISTEN_PORT = 3260
 ORIGIN_DHCP = 3  # enum ibft_ip_prefix_origin: IBFT_IP_PREFIX_ORIGIN_DHCP
@@ -84,7 +87,7 @@ class BootContext:
     @property
     def boot_selected(self) -> bool:
         """The firmware booted from this target (flags bit 1)."""
-        return bool(self.target_flags & 0x2)
+        return bool(self.target_flags & FLAG_BOOT_SELECTED)
 
     @property
     def bootproto(self) -> str:
@@ -218,17 +221,23 @@ def _context(root_name: str, initiator: _Entry, nic: _Entry, target: _Entry,
 def boot_entry(root: str = "/sys") -> tuple[str, str] | None:
     """The firmware table the machine booted from, as iscsistart's ``-b`` finds it
     (open-iscsi's fwparam_sysfs_boot_info, get_boot_info): ``(table, initiator name)`` of
-    the first table (``ibft``, then each ``iscsi_boot<N>``) that has an Ethernet entry and
-    a target entry flagged boot selected (bit 1), each looked for among all of its entries
-    (which NIC the target names does not matter); None when no table has both.  Raises
+    the first table (``ibft``, then each ``iscsi_boot<N>``) whose first Ethernet entry and
+    first target entry flagged boot selected (bit 1), each looked for among all of its
+    entries (which NIC the target names does not matter), have a MAC and a name and an
+    address; None when no table has both.  Raises
     FirmwareAccessError without CAP_SYS_ADMIN."""
     for name in _roots(root):
         base = os.path.join(root, "firmware", name)
         if not os.path.isdir(os.path.join(base, "initiator")):
             continue
         entries = _entries(base)
-        if all(any((e.number("flags") or 0) & 0x2 for e in entries[kind])
-               for kind in ("ethernet", "target")):
+        nic, target = (next((e for e in entries[kind]
+                             if (e.number("flags") or 0) & FLAG_BOOT_SELECTED), None)
+                       for kind in ("ethernet", "target"))
+        # the first of each flagged, which must describe a NIC (a MAC) and a target (a name,
+        # an address): fill_nic_context / fill_tgt_context, else the next table
+        if nic is not None and target is not None and nic.text("mac") and \
+                target.text("target-name") and target.text("ip-addr"):
             return name, _Entry(os.path.join(base, "initiator")).string("initiator-name")
     return None
 

@@ -451,3 +451,20 @@ def test_a_software_sessions_host_with_the_nics_mac_is_not_an_offload_boot(env):
         assert rc == 0 and out.count("iface.transport_name = tcp\n") == 2
         assert cli("-m", "discovery", "-t", "fw")[0] == 0
         assert _show(BOOT)["iface.iscsi_ifacename"] == "default"
+
+
+def test_the_boot_table_is_the_first_whose_flagged_entries_describe_a_boot(tmp_path):
+    """iscsistart's get_boot_info: the first boot-flagged NIC and target of a table must
+    describe them (fill_nic_context: a MAC; fill_tgt_context: a name and an address), else
+    the next table is looked at (before: an iBFT whose flagged target had no address was
+    the boot table, and the boot found no boot entry's initiator there)."""
+    from iscsictl.kernel.firmware import boot_entry
+
+    sys_root = tmp_path / "sys"
+    write_tree(sys_root, ibft.INITIATOR, [ibft.NIC], [ibft.BOOT_TARGET])
+    (sys_root / "firmware/ibft/target0/ip-addr").unlink()  # as a driver leaves it out
+    write_tree(sys_root, "iqn.2026-11.x:hba-initiator", [ibft.NIC], [ibft.BOOT_TARGET],
+               root="iscsi_boot7")
+    assert boot_entry(str(sys_root)) == ("iscsi_boot7", "iqn.2026-11.x:hba-initiator")
+    write_tree(sys_root, ibft.INITIATOR, [ibft.NIC], [ibft.BOOT_TARGET])
+    assert boot_entry(str(sys_root)) == ("ibft", ibft.INITIATOR)
