@@ -8,7 +8,8 @@
   built in memory, nothing written to the DB (iscsiadm's exec_fw_op): iscsid.conf's
   defaults, the firmware's target, portal (tpgt 1), CHAP and initiator name, and for a
   boot disk ``node.session.initial_login_retry_max`` 30 and no NOP-Outs unless ``-n``
-  sets them; ``-n`` may not change the interface.  The exit code is the first failed
+  sets them; ``-n`` may set any node key but the NIC, MAC and transport
+  (:func:`apply_user_params`).  The exit code is the first failed
   login's (iscsiadm 2.1.8 exits 0 whatever the logins did).
 * No firmware description: ``Could not get list of targets from firmware. (err 21)``.
 

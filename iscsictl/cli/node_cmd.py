@@ -87,8 +87,8 @@ def first_iface_only(db, mode: str, name: str) -> str:  # type: ignore[no-untype
 def run(args, o, mode: str) -> int:
     ops = args.op or []
     loginall, logoutall = args.loginall is not None, args.logoutall is not None  # -L '' too
-    if not (loginall or logoutall):  # -L/-U ignore -I, as iscsiadm
-        _check_ifaces(args, o)
+    if not (loginall or logoutall):  # -L/-U check no -I (iscsiadm ignores it; -U here
+        _check_ifaces(args, o)  # is narrowed by -T/-p/-I: session_cmd.node_logoutall)
     # iscsiadm's order: -L/-U first (main), then exec_node_op's: -o new alone (a -l/-u
     # beside it is not acted on), -R, -s, then the refusals of -l/-u with each other or -o
     if loginall or logoutall:
