@@ -13,7 +13,8 @@ the command returns once the disks are there) and the sessions stay in the kerne
 exits; the iscsictld started later adopts them (ISIDs are kept in its state directory,
 credentials are read back from sysfs).  When iscsictld is already running the logins go
 to it instead.  Exit code: 0, or 1 (ISCSI_ERR, as iscsistart) when a login failed; usage
-errors 7.  Records come from iscsid.conf's defaults; nothing is written to the node DB.
+errors 7.  Records come from iscsid.conf's defaults (a ``-i`` login's CHAP from its options
+only, as iscsistart's); nothing is written to the node DB.
 """
 
 from __future__ import annotations
@@ -133,6 +134,9 @@ def _records(args: argparse.Namespace, db) -> tuple[list, str]:  # type: ignore[
     rec = db.new_node_record(args.targetname, args.address, args.port, args.tgpt, "default")
     rec.set("iface.initiatorname", args.initiatorname)
     rec.set("node.startup", "onboot")  # a boot disk's: its login retried as iscsistart's
+    # CHAP from the command line only, as iscsistart's -i (its built-in record): iscsid.conf's
+    # credentials are for the DB's targets, and its mutual ones would fail this login
+    rec.reset("node.session.auth.")
     for key, value in (("username", args.username), ("password", args.password),
                        ("username_in", args.username_in), ("password_in", args.password_in)):
         if value:

@@ -136,6 +136,37 @@ def test_the_boot_selected_nic_need_not_be_the_targets_as_iscsistart(env, capsys
         d.close()
 
 
+def test_a_command_line_login_takes_chap_from_its_options_only(env, capsys, monkeypatch):
+    """iscsistart -i ... builds its record from compiled defaults: iscsid.conf's CHAP (for
+    the DB's targets; mutual credentials there would demand the boot target authenticate
+    itself) is not this login's, its other settings are (before: all of them were)."""
+    tmp, conf = env
+    with open(conf / "iscsid.conf", "a") as f:
+        f.write("node.session.auth.authmethod = CHAP\n"
+                "node.session.auth.username = dbuser\n"
+                "node.session.auth.password = db-secret-123\n"
+                "node.session.auth.username_in = dbtarget\n"
+                "node.session.auth.password_in = db-target-456\n")
+    d = FakeDaemon(str(tmp / "d.sock"))
+    monkeypatch.setenv("ISCSICTL_SOCKET", d.path)
+    keys = ("node.session.auth.username", "node.session.auth.password",
+            "node.session.auth.username_in")
+    try:
+        for extra, creds in (([], ("<empty>",) * 3),
+                             (["-u", "u1", "-w", "w1-secret-12"], ("u1", "w1-secret-12",
+                                                                   "<empty>"))):
+            d.answers = {"ping": [{}], "login": [{"ok": True, "sids": [4]}]}
+            rc, _, err = start(capsys, "-c", str(conf), "-i", "iqn.2026-11.x:i", "-t", BOOT,
+                               "-g", "1", "-a", "127.0.0.1", *extra)
+            assert (rc, err) == (0, "")
+            rec = with_defaults(NODE, [c for c in d.calls if c[0] == "login"][-1][1]
+                                ["records"][0])
+            assert tuple(rec[k] or "<empty>" for k in keys) == creds
+            assert rec["node.session.timeo.replacement_timeout"] == "17"  # iscsid.conf's
+    finally:
+        d.close()
+
+
 def test_the_command_line_is_read_as_iscsistarts_getopt_long(env, capsys, monkeypatch):
     """iscsistart's getopt_long: a CHAP secret starting with '-' (dracut passes
     -w "$iscsi_password"), unique long prefixes (--targ), grouped letters, and a word that
