@@ -120,7 +120,7 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 
 #: iscsiadm's long option names (usr/iscsiadm.c long_options) that our table spells with a
 #: '-' (argparse's): both spellings are taken
-_ISCSIADM_SPELLINGS = {"portal_type": "portal-type", "no_wait": "no-wait"}
+_ISCSIADM_SPELLINGS = frozenset(("portal_type", "no_wait"))
 #: iscsiadm's own long options: a prefix is resolved among them first, so that ours
 #: (--probe, --json ...) do not make one of its prefixes ambiguous (--pr is --print;
 #: :func:`iscsictl.cli._getopt.getopt_argv`)
