@@ -358,6 +358,7 @@ class ScnReceiver:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         from iscsictl.protocol.isns import (HEADER_LEN, IsnsFormatError, decode_notification,
+                                            encode_notification_rejection,
                                             encode_notification_response)
         peer = writer.get_extra_info("peername")
         sender = _plain_address(peer[0]) if peer else "?"
@@ -380,8 +381,18 @@ class ScnReceiver:
                 try:
                     note = decode_notification(header, payload)
                 except IsnsFormatError as exc:
-                    log.warning("iSNS message from %s: %s: connection closed", peer, exc)
-                    return
+                    refusal = encode_notification_rejection(header)
+                    if refusal is None:
+                        log.warning("iSNS message from %s: %s: connection closed", peer, exc)
+                        return
+                    # an SCN this side cannot read: refused, as open-isns's receiver does
+                    # (the server need not send it again), and a round made all the same
+                    log.warning("iSNS SCN from %s not understood (%s): refused, discovering",
+                                peer, exc)
+                    writer.write(refusal)
+                    await writer.drain()
+                    self.heard.set()
+                    continue
                 writer.write(encode_notification_response(note))
                 await writer.drain()
                 self.received += 1

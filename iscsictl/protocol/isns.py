@@ -717,6 +717,21 @@ def decode_notification(header: bytes, payload: bytes) -> Notification:
     return Notification(xid, str(dest), tuple(changes))
 
 
+def encode_notification_rejection(header: bytes) -> bytes | None:
+    """The SCNRsp refusing an SCN this side cannot read (status SCN_EVENT_REJECTED, as
+    open-isns's receiver answers one; no attribute: its Destination was not read), for
+    the transaction of its 12-byte ``header``; None when ``header`` is no SCN's (another
+    function or version: nothing to answer)."""
+    if len(header) != HEADER_LEN:
+        return None
+    version, function, _length, _flags, xid, _seq = _HEADER.unpack(header)
+    if version != VERSION or function != Function.SCN:
+        return None
+    payload = int(Status.SCN_EVENT_REJECTED).to_bytes(4, "big")
+    return _HEADER.pack(VERSION, Function.SCN | RESPONSE, len(payload),
+                        Flag.CLIENT | Flag.FIRST_PDU | Flag.LAST_PDU, xid, 0) + payload
+
+
 def encode_notification_response(n: Notification, status: int = Status.SUCCESS) -> bytes:
     """The SCNRsp (§5.7.5.8): ``status`` and the Destination attribute, same transaction."""
     payload = status.to_bytes(4, "big") + Attribute(Tag.ISCSI_NAME, n.destination).encode()

@@ -548,3 +548,45 @@ def test_the_scn_port_takes_the_iscsi_servers_connections_only_and_few(db):
             writer.close()
         local.close()
     asyncio.run(run())
+
+
+def test_an_scn_that_cannot_be_read_is_refused_and_still_starts_a_round(db):
+    """An SCN this side cannot read (here: a change without its bitmap) is answered with
+    SCN_EVENT_REJECTED (16), as open-isns's receiver answers one, on the same transaction,
+    and still starts a round (something changed); the connection stays for the next
+    (before: closed without an answer, and the server sent it again and again)."""
+    import struct
+
+    from iscsictl.protocol import isns as I
+
+    def tlv(tag, value):
+        value += b"\0" * (-len(value) % 4)
+        return struct.pack(">II", tag, len(value)) + value
+
+    def scn(xid, *attrs):
+        payload = b"".join(attrs)
+        return struct.pack(">HHHHHH", 1, 0x0008, len(payload), 0x4C00, xid, 0) + payload
+
+    dest, target = b"iqn.2026-11.x:init\0", b"iqn.2026-11.x:t1\0"
+    bad = scn(7, tlv(32, dest), tlv(4, bytes(8)), tlv(35, b"\0\0\0\x04"))
+    good = scn(8, tlv(32, dest), tlv(4, bytes(8)), tlv(35, b"\0\0\0\x04"), tlv(32, target))
+
+    async def run():
+        r = dd.ScnReceiver("127.0.0.1")
+        await r.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
+        try:
+            answers = []
+            for message in (bad, good):
+                writer.write(message)
+                header = await asyncio.wait_for(reader.readexactly(12), 5)
+                body = await asyncio.wait_for(reader.readexactly(
+                    int.from_bytes(header[4:6], "big")), 5)
+                answers.append((struct.unpack(">HHHHHH", header)[1::3],
+                                int.from_bytes(body[:4], "big")))
+            assert answers == [((0x8008, 7), I.Status.SCN_EVENT_REJECTED), ((0x8008, 8), 0)]
+            assert r.heard.is_set() and r.received == 1
+        finally:
+            writer.close()
+            r.close()
+    asyncio.run(run())
