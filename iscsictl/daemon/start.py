@@ -198,7 +198,8 @@ def _apply_params(records: list, params: list[str]) -> None:
         if not sep or not value:
             print(f"{PROG}: Invalid --param {text}. Missing value.", file=sys.stderr)
             raise SystemExit(INVAL)
-        given[name] = value
+        given.setdefault(name, value)  # iscsistart's list_add puts each in front: the
+        # last given is applied first, so the first given is the one that stays
     for rec in records:
         apply_user_params(rec, given, rebind=True)
 

@@ -240,7 +240,8 @@ def test_logins_go_to_a_running_daemon(env, capsys, monkeypatch):
         rc, _, err = start(capsys, "-c", str(conf), "-i", "iqn.2026-11.x:i", "-t", BOOT,
                            "-g", "1", "-a", "127.0.0.1", "-u", "u", "-w", "wrong-secret",
                            "-P", "node.conn[0].timeo.login_timeout=3",
-                           "-P", "node.session.initial_login_retry_max=2")
+                           "-P", "node.session.initial_login_retry_max=2",
+                           "-P", "node.conn[0].timeo.login_timeout=4")  # the first stays
         assert rc == 1
         assert "initiator reported error (24 - iSCSI login failed due to authorization " \
                "failure)" in err
