@@ -31,8 +31,9 @@ NO_KERNEL = 12  # as iscsictld: the kernel's iSCSI interface cannot be used
 
 #: iscsistart's options: (short, long, argparse keywords); -b/-f/-N/--show/-v below
 _OPTIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
-    ("-c", "--config", {"metavar": "PATH", "help": "iscsid.conf, or the directory holding "
-                                                   "it (default /etc/iscsi/iscsid.conf)"}),
+    ("-c", "--config", {"metavar": "PATH", "help": "the iscsid.conf to read (any name), or "
+                                                   "the directory holding iscsid.conf "
+                                                   "(default /etc/iscsi/iscsid.conf)"}),
     ("-i", "--initiatorname", {"metavar": "NAME", "help": "the initiator's name"}),
     ("-t", "--targetname", {"metavar": "NAME", "help": "the target's name"}),
     ("-g", "--tgpt", {"type": int, "metavar": "N", "help": "its portal group tag"}),
@@ -307,13 +308,10 @@ def _run(argv: list[str] | None) -> int:
     if args.fwparam_network:
         return _fwparam_network()
     try:
-        config = args.config
+        config, config_file = args.config, None
         if config and os.path.isfile(config):  # iscsistart's -c names the file itself
-            if os.path.basename(config) != "iscsid.conf":
-                _out().warn(f"{config}: the settings are read from iscsid.conf in "
-                            f"{os.path.dirname(config) or '.'}")
-            config = os.path.dirname(config) or "."
-        db = NodeDB(None, config, warn=_out().warn)
+            config, config_file = os.path.dirname(config) or ".", config
+        db = NodeDB(None, config, warn=_out().warn, config_file=config_file)
         if args.fwparam_print:
             from iscsictl.cli._common import sysfs_root
             from iscsictl.cli.fw_cmd import boot_contexts, entry_lines

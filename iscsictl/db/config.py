@@ -75,9 +75,11 @@ class IscsidConfig:
         self._warned: set[str] = set()  # each bad line said once, not once a record kind
 
     @classmethod
-    def load(cls, config_root: str, warn: Warn = _nowarn) -> "IscsidConfig":
-        """Read ``<config_root>/iscsid.conf``; a missing file gives an empty config."""
-        path = os.path.join(config_root, CONFIG_FILE)
+    def load(cls, config_root: str, warn: Warn = _nowarn,
+             path: str | None = None) -> "IscsidConfig":
+        """Read ``<config_root>/iscsid.conf`` (``path``: that file instead, as iscsistart's
+        ``-c`` names one); a missing file gives an empty config."""
+        path = path or os.path.join(config_root, CONFIG_FILE)
         try:
             data = read_regular(path)
         except FileNotFoundError:

@@ -538,8 +538,10 @@ class NodeDB:
                  lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
                  warn: Callable[[str], None] | None = None,
                  version: str = schema.FORMAT_VERSION,
-                 iscsiadm_lock_dir: str | None | bool = True):
+                 iscsiadm_lock_dir: str | None | bool = True,
+                 config_file: str | None = None):
         roots = resolve_roots(db_root, config_root)
+        self.config_file = config_file  # iscsid.conf under another name (iscsistart's -c)
         self.db_root = roots.db_root
         self.config_root = roots.config_root
         self.lock_timeout = lock_timeout
@@ -564,9 +566,9 @@ class NodeDB:
 
     @property
     def config(self) -> IscsidConfig:
-        """iscsid.conf of ``config_root`` (read once per NodeDB)."""
+        """iscsid.conf of ``config_root``, or ``config_file`` (read once per NodeDB)."""
         if self._config is None:
-            self._config = IscsidConfig.load(self.config_root, self.warn)
+            self._config = IscsidConfig.load(self.config_root, self.warn, self.config_file)
         return self._config
 
     def _p(self, *parts: str) -> str:

@@ -235,6 +235,14 @@ def test_logins_go_to_a_running_daemon(env, capsys, monkeypatch):
         assert start(capsys, "-b", "-c", str(conf / "iscsid.conf"))[0] == 0  # iscsistart's -c
         rec, = [c for c in d.calls if c[0] == "login"][-1][1]["records"]
         assert rec["node.session.timeo.replacement_timeout"] == "17"
+        # a file of another name is that file, as iscsistart reads it (before: the
+        # iscsid.conf beside it, with a warning)
+        (conf / "boot.conf").write_text("node.session.timeo.replacement_timeout = 23\n")
+        d.answers = {"ping": [{}], "login": [{"ok": True, "sids": [6]}]}
+        rc, _, err = start(capsys, "-b", "-c", str(conf / "boot.conf"))
+        assert (rc, err) == (0, "")
+        rec, = [c for c in d.calls if c[0] == "login"][-1][1]["records"]
+        assert rec["node.session.timeo.replacement_timeout"] == "23"
 
         d.answers = {"ping": [{}], "login": [{"ok": False, "code": 24, "message": "no"}]}
         rc, _, err = start(capsys, "-c", str(conf), "-i", "iqn.2026-11.x:i", "-t", BOOT,
