@@ -169,23 +169,23 @@ def _same_port(db, name: str) -> list[str]:  # type: ignore[no-untyped-def]
     from ..db.errors import DBError
     from ..kernel.transports import TRANSPORTS
 
+    def port_of(rec) -> tuple:  # type: ignore[no-untyped-def]
+        return tuple(rec.get(k) for k in ("iface.transport_name", "iface.hwaddress",
+                                          "iface.iface_num"))
+
     rec = db.read_iface(name)
     transport = TRANSPORTS.get(rec.get("iface.transport_name") or "")
     if transport is None or not transport.sync_vlan_settings:
         return []
-    port = tuple(rec.get(k) for k in ("iface.transport_name", "iface.hwaddress",
-                                      "iface.iface_num"))
     out = []
     for other in db.list_ifaces():
         if other == name:
             continue
         try:
-            r = db.read_iface(other)
+            if port_of(db.read_iface(other)) == port_of(rec):
+                out.append(other)
         except DBError:
             continue
-        if tuple(r.get(k) for k in ("iface.transport_name", "iface.hwaddress",
-                                    "iface.iface_num")) == port:
-            out.append(other)
     return out
 
 

@@ -56,8 +56,8 @@ from typing import Any
 
 from iscsictl.db.schema import iface_bound_by
 from iscsictl.kernel.sysfs import Sysfs
-from iscsictl.lexical import host_key
 from iscsictl.kernel.transports import TRANSPORTS, SetHostIp
+from iscsictl.lexical import host_key
 from iscsictl.netlink import (
     IscsiConnState,
     IscsiHostParam,

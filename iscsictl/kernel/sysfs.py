@@ -412,12 +412,12 @@ def read_c_value(path: str) -> str | None:
     return None if not text or text.startswith(("(null)", "<NULL>")) else text
 
 
-def read_attribute(path: str, errors: str = "surrogateescape") -> str | None:
+def read_attribute(path: str) -> str | None:
     """One sysfs attribute (absolute ``path``), stripped of the trailing newline; None if
     missing, unreadable (the errors drivers return from show()) or "(null)".  Bytes that are
-    not UTF-8 decoded with ``errors``: by default kept (surrogateescape), as the node DB
-    keeps them, so that a session's target name matches its record's and is printed as its
-    bytes, as iscsiadm prints it (a firmware's CHAP secret is sent again as its bytes)."""
+    not UTF-8 are kept (surrogateescape), as the node DB keeps them, so that a session's
+    target name matches its record's and is printed as its bytes, as iscsiadm prints it (a
+    firmware's CHAP secret is sent again as its bytes)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:  # ENOENT, EACCES
@@ -428,7 +428,7 @@ def read_attribute(path: str, errors: str = "surrogateescape") -> str | None:
         return None
     finally:
         os.close(fd)
-    text = raw.decode("utf-8", errors).rstrip("\n")
+    text = raw.decode("utf-8", "surrogateescape").rstrip("\n")
     return None if text == "(null)" else text
 
 
@@ -440,12 +440,12 @@ class Sysfs:
         self._root = os.fspath(self.root).rstrip("/")
 
     # -- primitives
-    def read(self, path: str | os.PathLike[str], errors: str = "surrogateescape") -> str | None:
-        """One attribute, stripped of the trailing newline; None if missing/unreadable/"(null)".
-        ``path`` is absolute or relative to the root; ``errors``: :func:`read_attribute`'s.
-        (One open/read/close on a string path: ``-m session`` reads dozens a session.)"""
+    def read(self, path: str | os.PathLike[str]) -> str | None:
+        """One attribute, stripped of the trailing newline; None if missing/unreadable/"(null)"
+        (:func:`read_attribute`).  ``path`` is absolute or relative to the root.  (One
+        open/read/close on a string path: ``-m session`` reads dozens a session.)"""
         p = os.fspath(path)
-        return read_attribute(p if p[:1] == "/" else f"{self._root}/{p}", errors)
+        return read_attribute(p if p[:1] == "/" else f"{self._root}/{p}")
 
     def _reader(self, rel_dir: str, only: Collection[str] | None) -> Callable[[str], str | None]:
         """``attr -> read(<rel_dir>/<attr>)``, or None for an attribute outside ``only``."""
@@ -626,13 +626,13 @@ class Sysfs:
 
     def host_ifaces(self, host_no: int) -> list[HostIface]:
         """:meth:`host_iface_names` with their :data:`IFACE_ATTRS` values, as iscsiadm's
-        iscsi_sysfs_read_iface reads them (usr/sysfs.c sysfs_get_value): an empty value,
-        "(null)" and "<NULL>" (a driver's unset one) are none."""
+        iscsi_sysfs_read_iface reads them (:func:`read_c_value`, usr/sysfs.c
+        sysfs_get_value: an empty value, "(null)" and "<NULL>" are none)."""
         out = []
         for name in self.host_iface_names(host_no):
-            r = self.iface_reader(name)
-            out.append(HostIface(name, {a: v for a in IFACE_ATTRS if (v := r(a)) and
-                                        not v.startswith(("(null)", "<NULL>"))}))
+            d = f"{self._root}/class/iscsi_iface/{name}"
+            out.append(HostIface(name, {a: v for a in IFACE_ATTRS
+                                        if (v := read_c_value(f"{d}/{a}")) is not None}))
         return out
 
     # -- flash targets (offload HBAs)

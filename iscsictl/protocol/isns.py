@@ -727,13 +727,16 @@ def encode_notification_rejection(header: bytes) -> bytes | None:
     version, function, _length, _flags, xid, _seq = _HEADER.unpack(header)
     if version != VERSION or function != Function.SCN:
         return None
-    payload = int(Status.SCN_EVENT_REJECTED).to_bytes(4, "big")
-    return _HEADER.pack(VERSION, Function.SCN | RESPONSE, len(payload),
-                        Flag.CLIENT | Flag.FIRST_PDU | Flag.LAST_PDU, xid, 0) + payload
+    return _scn_response(xid, Status.SCN_EVENT_REJECTED)
 
 
 def encode_notification_response(n: Notification, status: int = Status.SUCCESS) -> bytes:
     """The SCNRsp (§5.7.5.8): ``status`` and the Destination attribute, same transaction."""
-    payload = status.to_bytes(4, "big") + Attribute(Tag.ISCSI_NAME, n.destination).encode()
+    return _scn_response(n.xid, status, Attribute(Tag.ISCSI_NAME, n.destination).encode())
+
+
+def _scn_response(xid: int, status: int, attributes: bytes = b"") -> bytes:
+    """An SCNRsp PDU of transaction ``xid``: ``status``, then ``attributes`` (encoded)."""
+    payload = int(status).to_bytes(4, "big") + attributes
     return _HEADER.pack(VERSION, Function.SCN | RESPONSE, len(payload),
-                        Flag.CLIENT | Flag.FIRST_PDU | Flag.LAST_PDU, n.xid, 0) + payload
+                        Flag.CLIENT | Flag.FIRST_PDU | Flag.LAST_PDU, xid, 0) + payload
