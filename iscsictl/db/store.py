@@ -12,9 +12,10 @@ Layout (open-iscsi ``usr/idbm.c``)::
     fw/<target>,<ip>,<port>,<tpgt>,<iface>               -> node portal dir (firmware)
     ifaces/<name>                                        iface record (default, iser built in)
 
-IPv6 addresses are raw in path names.  Directories are created 0770 (umask applies), record
-files 0600 (they may hold CHAP secrets).  Like iscsiadm, a record created with tpgt -1 is the
-legacy file ``<ip>,<port>``; creating the same portal with a known tpgt converts it.
+IPv6 addresses are raw in path names.  Directories are created 0700 and files 0600 (they may
+hold CHAP secrets), what iscsiadm makes under its umask 0077.  Like iscsiadm, a record created
+with tpgt -1 is the legacy file ``<ip>,<port>``; creating the same portal with a known tpgt
+converts it.
 
 Concurrency: every write is atomic (temp file in the same directory, fsync, rename, fsync of the
 directory), so readers take no lock and never wait.  Writers take a per-record ``flock`` lock
@@ -68,7 +69,9 @@ MAX_RECORD_BYTES = 1 << 20
 #: an iface file's transport, which open-iscsi requires (iface_is_valid: no default)
 _TRANSPORT_LINE = re.compile(rb"^[ \t]*iface\.transport_name[ \t]*=[ \t]*[^\s#]", re.M)
 STALE_TMP_AGE = 3600.0  # s: a temp file in TMP_DIRNAME older than this is a crash's
-DIR_MODE = 0o770
+#: iscsiadm's and iscsid's modes: mkdir 0770 and open 0666 under their umask(0077) (main of
+#: iscsiadm.c, iscsid.c), so a user's umask 022 does not list the targets to every user
+DIR_MODE = 0o700
 FILE_MODE = 0o600
 DEFAULT_LOCK_TIMEOUT = 30.0
 #: iscsiadm's database lock (open-iscsi usr/initiator.h LOCK_DIR, LOCK_FILE,
@@ -487,7 +490,7 @@ class IscsiadmLock:
                                   f"{stat.S_IMODE(st.st_mode):o}): its lock not taken")
                 return False
             os.close(os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-                             | os.O_NOCTTY, 0o666))
+                             | os.O_NOCTTY, FILE_MODE))
         except OSError as e:
             raise DBError(f"cannot take iscsiadm's lock {lock}: {e.strerror}") from e
         start = time.monotonic()

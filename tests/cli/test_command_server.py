@@ -186,15 +186,18 @@ def test_working_directory_umask_and_environment(server, tmp_path):
         cwd.mkdir()
         Cli(str(cwd / "etc"))
         env = env_for(server, served=served, ISCSICTL_CONFIG_ROOT=str(cwd / "etc"))
-        r = run_client(["--db-root", "etc", "-m", "node", "-o", "new", "-T", TARGET,
+        r = run_client(["--db-root", "var/db", "-m", "node", "-o", "new", "-T", TARGET,
                         "-p", "192.0.2.7"], env, cwd=cwd, preexec_fn=lambda: os.umask(0o027))
         assert r.returncode == 0, r.stderr
-        trees[served] = tree(cwd / "etc")
-        r = run_client(["-m", "node"], dict(env, ISCSICTL_DB_ROOT=str(cwd / "etc")), cwd="/")
+        trees[served] = tree(cwd / "var" / "db")
+        # the directory made on the way, as mkdir -p: the client's umask 027, not the server's
+        assert stat.S_IMODE((cwd / "var").stat().st_mode) == 0o750
+        r = run_client(["-m", "node"], dict(env, ISCSICTL_DB_ROOT=str(cwd / "var" / "db")),
+                       cwd="/")
         assert r.returncode == 0 and r.stdout.startswith("192.0.2.7:3260,") and \
             r.stdout.endswith(f" {TARGET}\n"), r
     assert trees[True] == trees[False]
-    assert trees[True]["nodes"][0] == 0o750  # the client's umask 027, not the server's 022
+    assert trees[True]["nodes"][0] == 0o700  # the DB's own: iscsiadm's, whatever the umask
 
 
 class SilentPortal:
@@ -526,13 +529,13 @@ def test_workers_serve_command_after_command_each_in_its_own_context(server, tmp
         Cli(str(cwd / "etc"))
         env = env_for(server, ISCSICTL_CONFIG_ROOT=str(cwd / "etc"))
         target = f"{TARGET}-{i}"
-        r = run_client(["--db-root", "etc", "-m", "node", "-o", "new", "-T", target,
+        r = run_client(["--db-root", "var/db", "-m", "node", "-o", "new", "-T", target,
                         "-p", "192.0.2.7"], env, cwd=cwd,
                        preexec_fn=lambda i=i: os.umask(0o077 if i % 2 else 0o027))
         assert r.returncode == 0, r.stderr
-        assert stat.S_IMODE((cwd / "etc" / "nodes").stat().st_mode) == \
-            (0o700 if i % 2 else 0o750)
-        r = run_client(["-m", "node"], dict(env, ISCSICTL_DB_ROOT=str(cwd / "etc")), cwd="/")
+        assert stat.S_IMODE((cwd / "var").stat().st_mode) == (0o700 if i % 2 else 0o750)
+        r = run_client(["-m", "node"], dict(env, ISCSICTL_DB_ROOT=str(cwd / "var" / "db")),
+                       cwd="/")
         assert (r.returncode, r.stdout) == (0, f"192.0.2.7:3260,4294967295 {target}\n"), r
     assert sorted(server.workers()) == idle
 

@@ -726,20 +726,26 @@ def test_a_fifo_or_device_in_place_of_a_database_file_is_an_error_not_a_hang(tmp
     assert stat.S_ISFIFO(name.lstat().st_mode)
 
 
-def test_a_db_root_made_under_umask_000_is_not_world_writable(tmp_path):
+@pytest.mark.parametrize("umask", [0, 0o022])
+def test_db_directories_and_lock_are_root_s_alone_whatever_the_umask(tmp_path, umask):
     """The first write makes the DB root (and the config root, for initiatorname.iscsi)
-    when missing: 0770 and 0755, not 0777 (os.makedirs gives only the last directory the
-    mode asked: the root had come with the lock directory under it)."""
-    old = os.umask(0)
+    when missing: 0700 (what iscsiadm's mkdir 0770 gives under its umask 0077: the target
+    names are not every user's to list) and 0755, not 0777 (os.makedirs gives only the
+    last directory the mode asked: the root had come with the lock directory under it);
+    iscsiadm's lock file 0600, as its open 0666 under that umask."""
+    old = os.umask(umask)
     try:
-        db = NodeDB(str(tmp_path / "etc-iscsi"), str(tmp_path / "conf"))
+        db = NodeDB(str(tmp_path / "etc-iscsi"), str(tmp_path / "conf"),
+                    iscsiadm_lock_dir=str(tmp_path / "lock"))
         db.create_node("iqn.2001-04.com.example:t", "10.0.0.1", 3260, 1)
         dbconfig.ensure_initiator_name(str(tmp_path / "conf"))
     finally:
         os.umask(old)
-    assert stat.S_IMODE(os.stat(tmp_path / "etc-iscsi").st_mode) == 0o770
-    assert stat.S_IMODE(os.stat(tmp_path / "etc-iscsi" / ".locks").st_mode) == 0o700
-    assert stat.S_IMODE(os.stat(tmp_path / "conf").st_mode) == 0o755
+    modes = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.lstat().st_mode)
+             for p in tmp_path.rglob("*")
+             if not p.is_symlink() and (p.is_dir() or p.name == "lock")}
+    assert modes.pop("conf") == 0o755 and modes.pop("lock/lock") == 0o600
+    assert set(modes.values()) == {0o700}, sorted(modes.items())  # nodes/..., .locks ...
 
 
 def test_a_link_that_cannot_be_made_is_a_failure(db, tmp_path):
