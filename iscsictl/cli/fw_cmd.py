@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+from ..db.schema import NODE_MEMORY_ONLY
 from . import errors as E
 from ._common import sysfs_root
 
@@ -87,6 +88,8 @@ def _record(db, ctx, iface: dict):  # type: ignore[no-untyped-def]
         if value:
             rec.set(f"node.session.auth.{key}", value)
     rec.values["node.discovery_type"] = "fw"
+    for name, value in zip(NODE_MEMORY_ONLY, (ctx.boot_root, ctx.boot_nic, ctx.boot_target)):
+        rec.values[name] = value
     return rec
 
 

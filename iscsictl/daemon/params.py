@@ -62,9 +62,8 @@ def _b(v: bool) -> str:
     return "1" if v else "0"
 
 
-#: node record -> kernel (iscsi_session_set_params); empty strings are skipped
-#: (iscsi_session_set_params, in its order; its boot_root, boot_nic and boot_target are
-#: empty outside an iBFT boot and never sent)
+#: node record -> kernel (iscsi_session_set_params, in its order); empty strings are skipped
+#: (boot_root, boot_nic and boot_target are set only by a login from the firmware's table)
 SESSION_PARAMS: tuple[tuple[P, Callable[[ParamContext], str | None]], ...] = (
     (P.TARGET_NAME, lambda c: c.target_name),
     (P.PERSISTENT_ADDRESS, lambda c: c.persistent_address),
@@ -82,6 +81,9 @@ SESSION_PARAMS: tuple[tuple[P, Callable[[ParamContext], str | None]], ...] = (
     (P.RECV_TMO, _rec("node.conn[0].timeo.noop_out_interval", "5")),
     (P.IFACE_NAME, lambda c: c.iface),
     (P.INITIATOR_NAME, lambda c: c.initiator_name),
+    (P.BOOT_ROOT, _rec("node.session.boot_root")),
+    (P.BOOT_NIC, _rec("node.session.boot_nic")),
+    (P.BOOT_TARGET, _rec("node.session.boot_target")),
     (P.DISCOVERY_SESS, lambda c: _b(c.discovery)),
 )
 
@@ -111,7 +113,7 @@ NEGOTIATED_PARAMS: tuple[tuple[P, Callable[[ParamContext], str | None]], ...] = 
 SESSION_OBJECT_PARAMS = frozenset({
     P.TARGET_NAME, P.INITIATOR_NAME, P.SESS_RECOVERY_TMO, P.USERNAME, P.PASSWORD,
     P.USERNAME_IN, P.PASSWORD_IN, P.FAST_ABORT, P.ABORT_TMO, P.LU_RESET_TMO,
-    P.TGT_RESET_TMO, P.IFACE_NAME, P.DISCOVERY_SESS,
+    P.TGT_RESET_TMO, P.IFACE_NAME, P.DISCOVERY_SESS, P.BOOT_ROOT, P.BOOT_NIC, P.BOOT_TARGET,
 })
 
 #: parameters a relogin sends whatever the kernel holds: the digests, which
@@ -127,7 +129,8 @@ SECRET_PARAMS = frozenset({P.PASSWORD, P.PASSWORD_IN})
 
 #: parameters a transport may not implement (ENOSYS is then ignored)
 OPTIONAL = frozenset({P.ISID, P.IFMARKER_EN, P.OFMARKER_EN, P.FAST_ABORT, P.IFACE_NAME,
-                      P.INITIATOR_NAME, P.TGT_RESET_TMO, P.LU_RESET_TMO, P.ABORT_TMO})
+                      P.INITIATOR_NAME, P.TGT_RESET_TMO, P.LU_RESET_TMO, P.ABORT_TMO,
+                      P.BOOT_ROOT, P.BOOT_NIC, P.BOOT_TARGET})
 
 
 #: the transport capability a parameter is sent for (usr/initiator_common.c

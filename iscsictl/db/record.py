@@ -54,13 +54,19 @@ class Record:
 
     def as_strings(self, *, omit_defaults: bool = False) -> dict[str, str]:
         """Every set key as open-iscsi text (lists comma-joined; secrets in clear:
-        this is what a login needs, never what is printed).  ``omit_defaults`` leaves out
+        this is what a login needs, never what is printed), and the
+        :data:`~.schema.NODE_MEMORY_ONLY` values a record from the firmware has.  ``omit_defaults`` leaves out
         the keys whose text equals the kind's compiled default (:func:`with_defaults`
         restores them): a node record shrinks from ~4 KiB to what was set."""
         defaults = _default_values(self.kind) if omit_defaults else {}
-        return {name: ",".join(v) if isinstance(v, (list, tuple)) else str(v)
-                for name, v in self.values.items()
-                if name in self.kind.by_name and not (name in defaults and v == defaults[name])}
+        out = {name: ",".join(v) if isinstance(v, (list, tuple)) else str(v)
+               for name, v in self.values.items()
+               if name in self.kind.by_name and not (name in defaults and v == defaults[name])}
+        if self.kind is schema.NODE:  # the boot target's names, with a login's values
+            for name in schema.NODE_MEMORY_ONLY:
+                if self.values.get(name):
+                    out[name] = self.values[name]
+        return out
 
     def copy(self) -> "Record":
         r = Record(self.kind, None, self.path)

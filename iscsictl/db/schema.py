@@ -43,6 +43,11 @@ IFACE_EXAMPLE = "iface.example"
 #: ``chap_algs`` option names (``usr/idbm.c`` ``chap_algs[]``).
 CHAP_ALGS = ("MD5", "SHA1", "SHA256", "SHA3-256")
 NODE_DISC_TYPES = ("send_targets", "isns", "offload_send_targets", "slp", "static", "fw")
+#: a node's values open-iscsi holds in memory only (struct session_rec's boot_root, boot_nic,
+#: boot_target: idbm_create_rec_from_boot_context sets them, no record file has them): the
+#: firmware's names of a boot target (``ibft``, ``ethernet0``, ``target0``), which the kernel
+#: shows as the session's boot_* attributes (ISCSI_PARAM_BOOT_ROOT ...)
+NODE_MEMORY_ONLY = ("node.session.boot_root", "node.session.boot_nic", "node.session.boot_target")
 DISC_TYPES = ("sendtargets", "isns", "offload_send_targets", "slp", "static", "fw")
 STARTUP3 = ("manual", "automatic", "onboot")
 DIGESTS = ("None", "CRC32C", "CRC32C,None", "None,CRC32C")

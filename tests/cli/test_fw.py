@@ -196,6 +196,10 @@ def test_fw_login_sends_the_firmwares_records_and_writes_nothing(daemon, env):
     assert boot["node.session.initial_login_retry_max"] == "30"
     assert boot["node.conn[0].timeo.noop_out_interval"] == "0"
     assert boot["node.conn[0].timeo.noop_out_timeout"] == "0"
+    # the firmware's names, which iscsid gives the kernel's session (no record holds them)
+    assert [(r["node.session.boot_root"], r["node.session.boot_nic"],
+             r["node.session.boot_target"]) for r in (boot, data)] == [
+        ("ibft", "ethernet0", "target0"), ("ibft", "ethernet0", "target1")]
     assert not (env[1] / "nodes").exists()
 
 

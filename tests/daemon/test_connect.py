@@ -185,6 +185,29 @@ def test_relogin_skips_only_the_session_object_parameters():
     assert {p.name for p in again} >= {"PERSISTENT_ADDRESS", "PERSISTENT_PORT", "PING_TMO", "RECV_TMO"}
 
 
+def test_a_firmware_records_boot_names_go_to_the_session_as_iscsids():
+    """A record made from the firmware's table carries its names (``ibft``, ``ethernet0``,
+    ``target0``): set after the initiator name, as iscsi_session_set_params, so that the
+    session shows them (boot_root, boot_nic, boot_target in sysfs); other records send
+    none; a relogin leaves them to the kernel's session."""
+    from iscsictl.netlink import IscsiParam as P
+
+    rec = {"node.session.boot_root": "ibft", "node.session.boot_nic": "ethernet0",
+           "node.session.boot_target": "target0"}
+    ctx = ParamContext(record=rec, params=NegotiatedParameters(), initiator_name="iqn.x:i",
+                       target_name="iqn.x:t", persistent_address="10.0.0.1", persistent_port=3260,
+                       tpgt=1, iface="default", exp_statsn=5)
+    names = [p for p, _ in session_params(ctx)]
+    assert names[names.index(P.INITIATOR_NAME):] == [
+        P.INITIATOR_NAME, P.BOOT_ROOT, P.BOOT_NIC, P.BOOT_TARGET, P.DISCOVERY_SESS]
+    assert [v for p, v in session_params(ctx) if p.name.startswith("BOOT_")] == [
+        "ibft", "ethernet0", "target0"]
+    assert not {P.BOOT_ROOT, P.BOOT_NIC} & {p for p, _ in session_params(ctx, relogin=True)}
+    plain = ParamContext(**{**ctx.__dict__, "record": {}})
+    assert not {p.name for p, _ in session_params(plain)} & {"BOOT_ROOT", "BOOT_NIC",
+                                                             "BOOT_TARGET"}
+
+
 def test_relogin_sends_the_digests_and_what_changed_only():
     from iscsictl.netlink import IscsiParam as P
 
