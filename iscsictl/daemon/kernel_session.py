@@ -1623,13 +1623,15 @@ async def online_devices(session: KernelSession, sysfs, executor=None) -> None: 
 def set_devices_running(sysfs, sid: int) -> None:  # type: ignore[no-untyped-def]
     """Session ``sid``'s devices that are offline (the replacement timeout, or a firmware
     session's devices before iscsid takes notice) set ``running`` through their sysfs
-    ``state``; blocking (a sysfs walk and writes); failures logged."""
+    ``state``, with the newline the kernel requires (store_state_field: any other text is
+    EINVAL; iscsid's iscsi_sysfs_set_device_online writes ``running\\n``); blocking (a
+    sysfs walk and writes); failures logged."""
     for d in sysfs.session_devices(sid):
         if d.state not in ("offline", "transport-offline"):
             continue
         try:
             with open(f"{sysfs.root}/bus/scsi/devices/{d.hctl}/state", "w") as f:
-                f.write("running")
+                f.write("running\n")
         except OSError as exc:
             log.warning("session %d: cannot bring %s back online: %s", sid, d.hctl, exc)
 

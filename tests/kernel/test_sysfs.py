@@ -192,7 +192,8 @@ def test_online_devices_brings_back_what_went_offline_off_the_event_loop(tree):
         return threading.get_ident()
 
     loop_thread = asyncio.run(main())
-    assert (target / "0:0:0:1/state").read_text().strip() == "running"
+    # with its newline: the kernel's store_state_field refuses "running" alone (EINVAL)
+    assert (target / "0:0:0:1/state").read_text() == "running\n"
     assert (target / "0:0:0:0/state").read_text() == "running\n"  # was running: not written
     assert walked and loop_thread not in walked
 
