@@ -131,6 +131,12 @@ DESTROY_TIMEOUT = 30.0
 #: seconds between looks at sysfs while waiting for it: an event lost to a receive
 #: buffer overrun (ENOBUFS) must not hold a logout for DESTROY_TIMEOUT
 DESTROY_POLL = 0.25
+#: seconds between looks at a session's ``target_state`` while a logout waits for the
+#: kernel to remove its devices (UNBIND_SESSION's work: sd_shutdown's SYNCHRONIZE CACHE
+#: has the target write its volatile cache), which has no time limit: as iscsid, which
+#: sends the Logout only on KEVENT_UNBIND_SESSION; the look finds an unbind whose event the
+#: kernel skipped (a session already UNBOUND, __iscsi_unbind_session) or an overrun lost
+UNBIND_POLL = 0.5
 
 
 @dataclass(frozen=True)
@@ -1654,12 +1660,19 @@ async def logout(nl, handle: int, session: KernelSession, timeout: float,  # typ
     ``<sysfs_root>/class/iscsi_session/session<sid>``, looked at every :data:`DESTROY_POLL`
     s, ends the wait once it is gone.
 
-    Each wait for the target is bounded by ``timeout`` (node.conn[0].timeo.logout_timeout):
-    the kernel may skip KEVENT_UNBIND_SESSION for a session already unbinding,
-    and a dead target never answers the Logout; the wait for the destruction by
-    :data:`DESTROY_TIMEOUT` (then a warning: the kernel goes on with it).  Teardown always
-    happens: cancelled (the daemon stops) while it waits for the unbind or the target, the
-    logout goes straight to the teardown, then raises CancelledError; cancelled during a
+    The wait for the unbind has no time limit while the session's ``target_state`` says
+    the kernel has not finished removing the devices (sd's SYNCHRONIZE CACHE goes through
+    this connection: a Logout or STOP_CONN before its answer leaves the target's volatile
+    cache unwritten); it ends on the event or on ``UNBOUND`` (the event skipped or lost,
+    looked at every :data:`UNBIND_POLL` s), and after ``timeout``
+    (node.conn[0].timeo.logout_timeout) only where sysfs has no ``target_state`` (older
+    kernels).  The wait for the
+    target's Logout Response is bounded by ``timeout`` (a dead target never answers); the
+    wait for the destruction by :data:`DESTROY_TIMEOUT` (then a warning: the kernel goes on
+    with it).  Cancelled (the daemon stops) while it waits for the target or the unbind,
+    the logout goes straight to the teardown, then raises CancelledError; but a session
+    whose devices the kernel is still removing is left to it, logged in (a later logout
+    finds it UNBOUND), as iscsid leaves its sessions when it stops.  Cancelled during a
     kernel request, that request runs to its end first.  Raises SessionError 9 when the
     kernel refuses the destruction (the session stays, its connection stopped:
     ``conn_state`` FAILED), as iscsid's "can not safely destroy".
@@ -1669,13 +1682,16 @@ async def logout(nl, handle: int, session: KernelSession, timeout: float,  # typ
     sid, cid = session.sid, session.cid
     session.conn_state = "IN LOGOUT"
     cancelled = False  # then the session is torn down all the same: never left half unbound
+    target_state = os.path.join(sysfs_root, "class", "iscsi_session", f"session{sid}",
+                                "target_state")
     try:
         await _lane_job(nl, IscsiNetlink.unbind_session, handle, sid)
-        try:
-            await asyncio.wait_for(session.unbound.wait(), timeout)
-        except asyncio.TimeoutError:
-            log.warning("session %d: no unbind event within %g s; continuing", sid, timeout)
+        await _unbound(session, timeout, target_state)
     except asyncio.CancelledError:
+        if _read_state(target_state) not in (None, "UNBOUND"):
+            log.warning("session %d: logout cut short (the daemon stops) while the kernel "
+                        "removes its devices: left to it, logged in", sid)
+            raise
         cancelled = True
     except NetlinkClosedError:
         raise
@@ -1714,6 +1730,45 @@ async def logout(nl, handle: int, session: KernelSession, timeout: float,  # typ
                 log.warning("session %d: the kernel has not reported it destroyed within "
                             "%g s; its removal goes on", sid, DESTROY_TIMEOUT)
                 return
+
+
+def _read_state(path: str) -> str | None:
+    """A session's ``target_state`` (UNBOUND, ALLOCATED, SCANNED, UNBINDING), or None
+    where there is none (no such attribute, or the session is gone)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(64).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+
+
+async def _unbound(session: KernelSession, timeout: float, target_state: str) -> None:
+    """Until the kernel has removed the session's devices: its KEVENT_UNBIND_SESSION
+    (``session.unbound``), or ``target_state`` UNBOUND; without that attribute, at most
+    ``timeout`` s (see :func:`logout`)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    said = False
+    while True:
+        try:
+            await asyncio.wait_for(session.unbound.wait(), UNBIND_POLL)
+            return
+        except asyncio.TimeoutError:
+            pass
+        state = _read_state(target_state)  # one small sysfs file: on the loop
+        if state == "UNBOUND":
+            return
+        if loop.time() < deadline:
+            continue
+        if state is None:
+            log.warning("session %d: no unbind event within %g s; continuing", session.sid,
+                        timeout)
+            return
+        if not said:
+            said = True
+            log.warning("session %d: the kernel is still removing its devices after %g s "
+                        "(their caches written); the Logout waits for it", session.sid,
+                        timeout)
 
 
 def _tear_down(knl, handle: int, sid: int, cid: int,  # type: ignore[no-untyped-def]

@@ -549,24 +549,104 @@ def test_a_cancelled_logout_still_tears_the_session_down(tmp_path, where):
     assert types.count(E.DESTROY_SESSION_ASYNC) == 1
 
 
-def _timed_logout(kernel, sysfs_root, gone_after=None) -> float:
+def _timed_logout(kernel, sysfs_root, gone_after=None, timeout=0.05, unbound=True) -> float:
     """Seconds ks.logout takes against ``kernel`` (a fake that reports no destruction);
-    ``gone_after``: seconds after which the session's sysfs entry is removed."""
+    ``gone_after``: seconds after which the session's sysfs entry is removed; ``unbound``:
+    KEVENT_UNBIND_SESSION has come."""
     async def main():
         loop = asyncio.get_running_loop()
         session = _logged_in_session()
         nl = RecordingLanes(kernel, timeout=0.1)
-        session.unbound.set()
+        if unbound:
+            session.unbound.set()
         if gone_after is not None:
             loop.call_later(gone_after, (sysfs_root / "class/iscsi_session/session5").rmdir)
         t = loop.time()
         try:
-            await ks.logout(nl, 3, session, 0.05, str(sysfs_root))
+            await ks.logout(nl, 3, session, timeout, str(sysfs_root))
         finally:
             nl.knl.close()
         return loop.time() - t
 
     return asyncio.run(main())
+
+
+def _unbinding_logout(tmp_path, timeout, unbind_after=None, cancel_after=None):
+    """ks.logout of a session whose ``target_state`` says UNBINDING (the kernel removing its
+    devices: their caches written) until ``unbind_after`` s, when it says UNBOUND and
+    KEVENT_UNBIND_SESSION comes; (kernel, the requests made by then, seconds taken)."""
+    entry = _sysfs_with_session(tmp_path)
+    (entry / "target_state").write_text("UNBINDING\n")
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        session = _logged_in_session()
+        kernel = DestroyingKernel(session, loop)
+        nl = RecordingLanes(kernel, timeout=0.1)
+        seen = []
+
+        def unbound():
+            seen.extend(r["type"] for r in kernel.requests)
+            (entry / "target_state").write_text("UNBOUND\n")
+            session.unbound.set()
+        if unbind_after is not None:
+            loop.call_later(unbind_after, unbound)
+        task = asyncio.ensure_future(ks.logout(nl, 3, session, timeout, str(tmp_path)))
+        if cancel_after is not None:
+            loop.call_later(cancel_after, task.cancel)
+        t = loop.time()
+        try:
+            await task
+        finally:
+            nl.knl.close()
+        return kernel, seen, loop.time() - t
+
+    return asyncio.run(main())
+
+
+def test_the_logout_waits_for_the_kernel_to_remove_the_devices_whatever_its_timeout(
+        caplog, monkeypatch, tmp_path):
+    """The kernel's removal of the devices (sd's SYNCHRONIZE CACHE, through this
+    connection, has the target write its volatile cache) takes longer than the logout
+    timeout: the Logout and the teardown wait for it, as iscsid's, which sends the Logout
+    only on KEVENT_UNBIND_SESSION (before: they went at the timeout, the command cut off)."""
+    monkeypatch.setattr(ks, "UNBIND_POLL", 0.05)
+    kernel, seen, took = _unbinding_logout(tmp_path, timeout=0.1, unbind_after=0.6)
+    assert seen == [E.UNBIND_SESSION] and took >= 0.6
+    assert [r["type"] for r in kernel.requests] == [
+        E.UNBIND_SESSION, E.SEND_PDU, E.STOP_CONN, E.DESTROY_CONN, E.DESTROY_SESSION_ASYNC]
+    assert "session 5: the kernel is still removing its devices after 0.1 s" in caplog.text
+    assert "no unbind event" not in caplog.text
+
+
+def test_an_unbind_event_the_kernel_skipped_is_seen_in_the_target_state(caplog, monkeypatch,
+                                                                         tmp_path):
+    """A session already unbound (an earlier logout cut short): the kernel sends no
+    KEVENT_UNBIND_SESSION (__iscsi_unbind_session); its target_state UNBOUND ends the wait
+    at the next look, not at the logout timeout."""
+    class Timed(Kernel):
+        def answer(self, msg, raw):
+            sent.setdefault(msg["type"], time.monotonic())
+            return super().answer(msg, raw)
+
+    monkeypatch.setattr(ks, "UNBIND_POLL", 0.05)
+    monkeypatch.setattr(ks, "DESTROY_TIMEOUT", 0.1)
+    (_sysfs_with_session(tmp_path) / "target_state").write_text("UNBOUND\n")
+    sent: dict = {}
+    _timed_logout(Timed(), tmp_path, timeout=1.5, unbound=False)  # no Logout Response
+    assert sent[E.SEND_PDU] - sent[E.UNBIND_SESSION] < 0.75  # not at the logout timeout
+    assert "no unbind event" not in caplog.text
+
+
+def test_a_logout_cut_short_while_the_kernel_removes_the_devices_leaves_the_session(
+        caplog, monkeypatch, tmp_path):
+    """The daemon stops during that removal: no Logout, no teardown (the writes would
+    fail); the session is left to the kernel, logged in, as iscsid leaves its sessions."""
+    monkeypatch.setattr(ks, "UNBIND_POLL", 0.05)
+    with pytest.raises(asyncio.CancelledError):
+        _unbinding_logout(tmp_path, timeout=30, cancel_after=0.2)
+    assert "logout cut short (the daemon stops) while the kernel removes its devices" in \
+        caplog.text
 
 
 def test_a_destruction_never_reported_ends_the_wait_with_a_warning(caplog, monkeypatch,
