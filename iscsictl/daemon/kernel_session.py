@@ -139,9 +139,32 @@ DESTROY_POLL = 0.25
 UNBIND_POLL = 0.5
 
 
+#: the connection timeouts iscsid takes as not set when 0, and what it uses instead
+#: (usr/initiator.c __session_conn_create; iscsi_settings.h DEF_LOGIN_TIMEO ...): 0 would
+#: end every login at once, or have the kernel fail an idle connection at its first NOP-Out
+_TIMEO = "node.conn[0].timeo."
+_ZERO_TIMEOUTS = ((_TIMEO + "logout_timeout", None, "15"),
+                  (_TIMEO + "login_timeout", None, "30"),
+                  (_TIMEO + "noop_out_timeout", _TIMEO + "noop_out_interval", "5"),
+                  (_TIMEO + "noop_out_interval", _TIMEO + "noop_out_timeout", "5"))
+
+
+def invalid_timeouts(rec: Mapping[str, str]) -> dict[str, str]:
+    """``{key: value iscsid uses}`` for the node.conn[0].timeo values of ``rec`` iscsid
+    refuses: a login or logout timeout of 0, a NOP-Out interval or timeout of 0 when the
+    other is set (both 0: no NOP-Outs, as a boot login's)."""
+    out = {}
+    for key, other, default in _ZERO_TIMEOUTS:
+        if rec.get(key, "").strip() == "0" and (
+                other is None or rec.get(other, default).strip() not in ("0", "")):
+            out[key] = default
+    return out
+
+
 @dataclass(frozen=True)
 class NodeTarget:
-    """A node record's identity and settings (open-iscsi key -> value strings)."""
+    """A node record's identity and settings (open-iscsi key -> value strings; the
+    connection timeouts iscsid refuses replaced as it does: :func:`invalid_timeouts`)."""
 
     target: str
     address: str
@@ -165,7 +188,7 @@ class NodeTarget:
             tpgt=num("node.tpgt", -1),
             iface=rec.get("iface.iscsi_ifacename") or "default",
             transport=rec.get("iface.transport_name") or "tcp",
-            record=dict(rec),
+            record={**rec, **invalid_timeouts(rec)},
         )
 
     @property

@@ -1105,6 +1105,9 @@ class Daemon:
             node = ks.NodeTarget.from_record(rec)
         except KeyError as exc:
             return {"ok": False, "code": 7, "message": f"node record lacks {exc}"}
+        for key, value in ks.invalid_timeouts(rec).items():  # iscsid's words
+            log.warning("%s: invalid %s. Must be greater than zero. Using default %s.",
+                        node.describe(), key.removeprefix("node.conn[0]."), value)
         result: dict[str, Any] = {"node": node.describe(), "target": node.target,
                                   "portal": f"{node.address},{node.port}", "iface": node.iface}
         lock = self._node_locks.setdefault(node.key, asyncio.Lock())

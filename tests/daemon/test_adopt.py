@@ -176,7 +176,7 @@ def test_a_session_the_firmware_logs_in_gets_its_devices_running_and_its_host_sc
     d._on_event(CreateSession(0, {}, 7, 5))
     d._on_event(CreateSession(0, {}, 2, 0))
     d._scan_pool.shutdown(wait=True)
-    assert (lun / "state").read_text() == "running"
+    assert (lun / "state").read_text() == "running\n"  # with the newline sysfs may require
     assert _scanned(sys_root, 5) and not _scanned(sys_root, 0)
 
 
@@ -231,14 +231,17 @@ def test_a_boot_session_without_nop_outs_is_found_for_a_relogin(daemon):
     """iscsistart's and iscsictl-start's sessions run with NOP-Outs off (ping_tmo and
     recv_tmo 0), and the kernel arms its NOP timer only at START_CONN: such a session whose
     record asks for NOP-Outs is logged in again at the daemon's start (as iscsid's
-    sync_session), one whose record turns them off, or that has them, is not.  The VM's
+    sync_session), one whose record turns them off (interval and timeout 0: one of them 0
+    is iscsid's default 5), or that has them, is not.  The VM's
     test_boot_without_a_daemon shows the relogin on the real kernel."""
     d, sys_root, db = daemon
     conn = "devices/platform/host0/session1/connection1:0/iscsi_connection/connection1:0"
     add_session(sys_root, 1, 0, T, "127.0.0.1", {0: "sda"})
+    no_interval = "node.conn[0].timeo.noop_out_interval = 0\n"
     for ping, recv, conf, off in (("0", "0", "", True), ("5", "5", "", False),
-                                  ("0", "0", "node.conn[0].timeo.noop_out_interval = 0\n",
-                                   False)):
+                                  ("0", "0", no_interval, True),
+                                  ("0", "0", no_interval + "node.conn[0].timeo.noop_out_timeout"
+                                   " = 0\n", False)):
         _w(sys_root, f"{conn}/ping_tmo", ping)
         _w(sys_root, f"{conn}/recv_tmo", recv)
         (db / "iscsid.conf").write_text(conf)

@@ -181,6 +181,26 @@ def test_a_login_response_that_never_comes_ends_the_attempt_at_the_login_timeout
     assert last["type"] == E.STOP_CONN and last["flag"] == StopConnFlag.RECOVER
 
 
+def test_a_login_timeout_of_0_is_iscsids_30_s(tmp_path, portal):
+    """node.conn[0].timeo.login_timeout = 0 is not "no time at all" (every attempt ended
+    at its first wait): iscsid's __session_conn_create takes its default, 30 s; the
+    NOP-Out timeout 0 beside an interval becomes 5 as well (the kernel would fail an idle
+    connection at its first NOP-Out); both 0 stay 0 (no NOP-Outs, a boot login's)."""
+    target = FakeTarget()
+    session = relogin(tmp_path, portal, RelayKernel(target), login_timeout="0")
+    assert target.phase == "ffp" and session.node.record[
+        "node.conn[0].timeo.login_timeout"] == "30"
+    timeo = "node.conn[0].timeo."
+    assert ks.invalid_timeouts({timeo + "noop_out_interval": "5", timeo + "noop_out_timeout": "0",
+                                timeo + "logout_timeout": "0"}) == {
+        timeo + "noop_out_timeout": "5", timeo + "logout_timeout": "15"}
+    assert ks.invalid_timeouts({timeo + "noop_out_interval": "0",
+                                timeo + "noop_out_timeout": "10"}) == {
+        timeo + "noop_out_interval": "5"}
+    assert ks.invalid_timeouts({timeo + "noop_out_interval": "0",
+                                timeo + "noop_out_timeout": "0"}) == {}
+
+
 def test_a_login_pdu_refused_while_the_login_task_is_busy_is_sent_again(tmp_path, portal):
     """libiscsi passes a Login Response up before it frees the login task the next Login
     PDU needs; a PDU sent in between is refused with EPERM.  It is sent again, the same
