@@ -833,6 +833,12 @@ class Daemon:
                 return
             log.error("Kernel reported iSCSI connection %d:%d error (%d - %s) state (%s)",
                       ev.sid, ev.cid, err, text, session.conn_state)
+            waiter = session.pdu_waiter
+            if waiter is not None and not waiter.done():  # a relayed Login or Logout: no
+                waiter.set_exception(SessionError(  # answer will come (iscsid's
+                    4, f"the connection failed ({text})", retryable=True))  # __conn_error_handle)
+                if session.conn_state == "IN LOGIN":
+                    return  # that attempt of the recovery fails now; the next one follows
             if session.conn_state == "IN LOGOUT":
                 pass  # the logout under way ends it
             elif err == IscsiErr.INVALID_HOST:

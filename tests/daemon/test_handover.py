@@ -739,6 +739,47 @@ def test_an_async_message_during_a_logout_does_not_end_its_wait(caplog, tmp_path
     assert spawned == [] and session.pdu_waiter is None and session.pdu_wanted == ks.ANY_PDU
 
 
+def test_a_connection_error_during_a_logout_ends_its_wait_at_once(caplog, tmp_path):
+    """The connection fails while the Logout waits for its response (the kernel reports
+    the error): the teardown follows at once, not at the logout timeout (iscsid's
+    __conn_error_handle shuts the session down when a logout is pending), and the error
+    starts no recovery."""
+    from iscsictl.daemon.service import Daemon
+    from iscsictl.netlink import ConnError
+
+    class Failing(DestroyingKernel):
+        def answer(self, msg, raw):
+            if msg["type"] == E.SEND_PDU:
+                self.loop.call_soon_threadsafe(d._on_event, ConnError(
+                    102, None, sid=5, cid=0, error=1020))
+            return super().answer(msg, raw)
+
+    async def main():
+        session = _logged_in_session()
+        d.sessions[session.sid] = session
+        spawned = []
+        d._spawn = spawned.append
+        kernel = Failing(session, asyncio.get_running_loop(), delay=0.01)
+        nl = RecordingLanes(kernel, timeout=0.5)
+        session.unbound.set()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        try:
+            await ks.logout(nl, 3, session, 10, str(tmp_path))
+        finally:
+            nl.knl.close()
+            d._scan_pool.shutdown(wait=False)
+        return spawned, loop.time() - start, kernel
+
+    d = Daemon(str(tmp_path / "s"), sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
+               db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
+    spawned, took, kernel = asyncio.run(main())
+    assert took < 5 and spawned == []
+    assert [r["type"] for r in kernel.requests][-3:] == [
+        E.STOP_CONN, E.DESTROY_CONN, E.DESTROY_SESSION_ASYNC]
+    assert "no clean Logout (the connection failed (" in caplog.text
+
+
 def test_a_create_session_never_answered_is_code_9_and_frees_the_isid(monkeypatch, tmp_path):
     """CREATE_SESSION's reply lost (a receive buffer overrun): the login ends with 9, as a
     refusal does, and its ISID is free again (before, ReplyTimeout escaped: the IPC

@@ -74,8 +74,9 @@ def portal():
         yield listener.getsockname()[1]
 
 
-def relogin(tmp_path, port, kernel, timeout=0.3, login_timeout="2"):
-    """ks.relogin of session SID, the daemon routing the kernel's events; the session."""
+def relogin(tmp_path, port, kernel, timeout=0.3, login_timeout="2", state=None):
+    """ks.relogin of session SID, the daemon routing the kernel's events; the session.
+    ``state``: its conn_state meanwhile (the recovery's IN LOGIN)."""
     node = ks.NodeTarget.from_record(with_defaults(schema.NODE, {
         "node.name": TargetConfig().name, "node.conn[0].address": "127.0.0.1",
         "node.conn[0].port": str(port), "node.tpgt": "1",
@@ -86,6 +87,8 @@ def relogin(tmp_path, port, kernel, timeout=0.3, login_timeout="2"):
     daemon = Daemon(str(tmp_path / "s"), sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
                     db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
     daemon.sessions[SID] = session
+    if state is not None:
+        session.conn_state = state
 
     async def run():
         nl = AsyncIscsiNetlink(kernel.transport, timeout=timeout, event_callback=daemon._on_event)
@@ -179,6 +182,31 @@ def test_a_login_response_that_never_comes_ends_the_attempt_at_the_login_timeout
     assert kernel.types().count(E.SEND_PDU) == 1
     last = kernel.requests[-1]
     assert last["type"] == E.STOP_CONN and last["flag"] == StopConnFlag.RECOVER
+
+
+class DroppingKernel(RelayKernel):
+    """The new connection fails as the first Login PDU goes out (the target closed it):
+    the kernel reports ISCSI_ERR_TCP_CONN_CLOSE, and no Login Response comes."""
+
+    def answer(self, msg, raw):
+        if msg["type"] == E.SEND_PDU:
+            return [echo(raw, r_retcode=0), m.encode_message(
+                E.KEVENT_CONN_ERROR, nlmsg_type=0, r_sid=SID, r_cid=CID, r_error=1020)]
+        return super().answer(msg, raw)
+
+
+def test_a_connection_error_during_a_relogin_ends_that_attempt_at_once(tmp_path, portal):
+    """The recovery's relayed Login waits for its Login Response; the kernel reports the
+    connection failed: the attempt ends then, retryable, not at the login timeout (iscsid's
+    __conn_error_handle: iscsi_login_eh at once), and the error starts no other recovery."""
+    import time
+
+    start = time.monotonic()
+    with pytest.raises(SessionError) as caught:
+        relogin(tmp_path, portal, DroppingKernel(FakeTarget()), login_timeout="10",
+                state="IN LOGIN")
+    assert time.monotonic() - start < 5
+    assert caught.value.retryable and "the connection failed (" in str(caught.value)
 
 
 def test_a_login_timeout_of_0_is_iscsids_30_s(tmp_path, portal):
