@@ -664,10 +664,15 @@ class NodeDB:
 
     # ---- node paths -----------------------------------------------------------------------
     def node_path(self, nid: NodeID) -> str:
-        """Path of the node record file of ``nid``."""
+        """Path of the node record file of ``nid``; one of tag -1 is the old-style file
+        ``<ip>,<port>`` (what idbm_rec_write makes of it: a SendTargets answer without a
+        TargetAddress), but where a directory ``<ip>,<port>,-1`` holds it."""
         if nid.legacy:
             return self._p(NODES, nid.target, nid.portal_dir)
-        return self._p(NODES, nid.target, nid.portal_dir, nid.iface)
+        path = self._p(NODES, nid.target, nid.portal_dir, nid.iface)
+        if nid.tpgt == schema.TPGT_UNKNOWN and not os.path.lexists(path):
+            return self._p(NODES, nid.target, f"{nid.address},{nid.port}")
+        return path
 
     def _portal_dir_path(self, nid: NodeID) -> str:
         return self._p(NODES, nid.target, f"{nid.address},{nid.port},{nid.tpgt}")
@@ -1339,6 +1344,8 @@ class NodeDB:
             targets = set()
         except OSError:
             targets = None
+        if delete_stale and did.type == "sendtargets" and targets:
+            old |= self._unlinked_answers(did, targets)
         for nid in found:
             try:
                 known = targets is None or nid.target in targets
@@ -1392,6 +1399,33 @@ class NodeDB:
                 except DBError as e:
                     res.failed.append((nid, e))
         return res
+
+    def _unlinked_answers(self, did: DiscoveryID, targets: set) -> set:
+        """The records of tag -1 (a TargetAddress without a tag, or none) a discovery from
+        ``did`` made: old-style files ``<target>/<ip>,<port>``, which idbm_add_node links
+        nowhere; told by their node.discovery_* fields, as iscsiadm's delete_stale_rec
+        tells a stale record.  One directory listing per target."""
+        out = set()
+        for target in targets:
+            try:
+                with os.scandir(self._p(NODES, target)) as entries:
+                    files = [e.name for e in entries if e.is_file(follow_symlinks=False)]
+            except OSError:
+                continue
+            for name in files:
+                address, _, port = name.rpartition(",")
+                if not address or not port.isdigit():
+                    continue
+                nid = NodeID(target, address, int(port), schema.TPGT_UNKNOWN, legacy=True)
+                try:
+                    v = self.read_node(nid).values
+                except DBError:
+                    continue  # damaged: not this source's to judge
+                if (v.get("node.discovery_type"), v.get("node.discovery_address"),
+                        v.get("node.discovery_port")) == ("send_targets", did.address, did.port):
+                    out.add(NodeID(target, address, int(port), schema.TPGT_UNKNOWN,
+                                   v.get("iface.iscsi_ifacename") or "default", legacy=True))
+        return out
 
     @staticmethod
     def _retagged(linked: set, found: list) -> dict:

@@ -23,14 +23,14 @@ class HeldTarget:
     true (at most 5 s each), noting whether that happened and whether the initiator closed
     the connection meanwhile."""
 
-    def __init__(self, login_until=lambda: True, logout_until=lambda: True):
+    def __init__(self, login_until=lambda: True, logout_until=lambda: True, port=0):
         self.target = FakeTarget(TargetConfig(
             targets=[(t, ["127.0.0.1:3260,1"]) for t in TARGETS]))
         self.until = {"login": login_until, "logout": logout_until}
         self.held: dict[str, bool] = {}
         self.holding = {"login": threading.Event(), "logout": threading.Event()}
         self.closed_while_held = False
-        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener = socket.create_server(("127.0.0.1", port))
         self.port = self.listener.getsockname()[1]
         self.accepted = threading.Event()
         self.thread = threading.Thread(target=self._serve, daemon=True)
@@ -159,6 +159,40 @@ def test_a_portal_without_a_tag_is_printed_as_iscsiadms_discovery_prints_it(cli)
     r = _discover(cli, held)
     assert (r.rc, r.out) == (0, f"127.0.0.1:3260,-1 {TARGETS[0]}\n"), r.err
     assert cli("-m", "node").out == f"127.0.0.1:3260,4294967295 {TARGETS[0]}\n"
+
+
+def test_a_portal_without_a_tag_is_logged_in_by_discoverys_l(cli, monkeypatch):
+    """``-l``: the record of tag -1 (the old-style file ``<ip>,<port>``) is read and logged
+    in to, as iscsiadm's login_portals after the discovery (before: "no record
+    .../127.0.0.1,3260,-1/default", left out, exit 21)."""
+    from iscsictl.cli import kernel_ops
+
+    logged_in = []
+    monkeypatch.setattr(kernel_ops, "login_records", lambda records, *a, **kw: (
+        logged_in.extend(r["node.name"] for r in records), 0)[1])
+    held = HeldTarget()
+    held.target = FakeTarget(TargetConfig(targets=[(TARGETS[0], ["127.0.0.1:3260"])]))
+    try:
+        r = cli("-m", "discovery", "-t", "st", "-p", f"127.0.0.1:{held.port}", "-l")
+    finally:
+        held.close()
+    assert (r.rc, r.err, logged_in) == (0, "", [TARGETS[0]])
+
+
+def test_a_portal_without_a_tag_no_longer_answered_is_deleted_as_stale(cli):
+    """The old-style record (tag -1) a discovery made has no link under the discovery
+    record (idbm_add_node makes none): found by its node.discovery_* fields, as
+    iscsiadm's delete_stale_rec finds it, it is deleted when the portal no longer names
+    the target (before: kept for ever beside the target's new record)."""
+    port = 0  # the same portal both times
+    for targets in ([(TARGETS[0], ["127.0.0.1:3260"]), (TARGETS[1], ["127.0.0.1:3260,1"])],
+                    [(TARGETS[0], ["127.0.0.9:3260,1"]), (TARGETS[1], ["127.0.0.1:3260,1"])]):
+        held = HeldTarget(port=port)
+        port = held.port
+        held.target = FakeTarget(TargetConfig(targets=targets))
+        assert _discover(cli, held).rc == 0
+    assert cli("-m", "node").out == (f"127.0.0.9:3260,1 {TARGETS[0]}\n"
+                                     f"127.0.0.1:3260,1 {TARGETS[1]}\n")
 
 
 def test_a_bad_entry_in_the_answer_leaves_out_that_entry_only(cli):
