@@ -34,7 +34,7 @@ _TYPES = {"sendtargets": "sendtargets", "st": "sendtargets", "isns": "isns", "fw
 def _did(args):  # type: ignore[no-untyped-def]
     from ..db.schema import ISNS_DEFAULT_PORT
     from ..db.store import DiscoveryID
-    t = _TYPES.get(args.type or "sendtargets")  # -p alone names a SendTargets record
+    t = _TYPES.get(args.type or "sendtargets")  # discovery's -p alone: a SendTargets record
     if t is None:
         raise E.CliError(f"discovery type '{args.type}' is not supported "
                          "(sendtargets | st | isns | fw)", E.INVAL)  # iscsiadm's code for it
@@ -63,8 +63,14 @@ def run(args, o, mode: str) -> int:
             raise E.CliError("Invalid operation. Operation not supported."
                              if mode == "discoverydb" else "Invalid operation.", E.INVAL)
         return listing(args, o)
-    if mode == "discovery" and args.type is None:  # -p alone: the stored record
-        return stored_record_op(args, o, ops)
+    if args.type is None:
+        if mode == "discovery":  # -p alone: the stored record
+            return stored_record_op(args, o, ops)
+        # discoverydb names its record by type and portal (exec_disc2_op's default case):
+        # never a SendTargets one by default, which -o delete would take with its nodes
+        raise E.CliError("Invalid command. Possibly missing discovery --type." if ops else
+                         "Invalid command. Portal not needed or Possibly missing discovery "
+                         "--type.", E.INVAL)
     if mode == "discoverydb" and not args.discover and not args.login:
         return discoverydb_op(args, o, ops)
     return discover(args, o, ops, from_db=(mode == "discoverydb"))

@@ -105,6 +105,9 @@ LISTINGS = (
     ["-m", "node", "-T", "iqn.2001-04.com.example:listing", "-I", "nosuch", "-o", "show"],
     ["-m", "node", "-T", "iqn.2001-04.com.example:listing", "-p", "10.0.0.1", "-I", "nosuch",
      "-o", "delete"],
+    # discoverydb without a type: 7, nothing done (it had deleted the SendTargets record)
+    ["-m", "discoverydb", "-p", "10.0.0.5"], ["-m", "discoverydb", "-p", "10.0.0.5", "-D"],
+    ["-m", "discoverydb", "-p", "10.0.0.5", "-o", "delete"], ["-m", "discovery"],
 )
 
 
