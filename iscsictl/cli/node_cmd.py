@@ -210,12 +210,22 @@ def op_delete(db, args, o) -> int:
 
 def op_update(db, args, o) -> int:
     from ..db.errors import DBError
-    updates = dict(args.params or ())  # every -n/-v pair, as iscsiadm (the last of a key)
+    # every -n/-v pair, as iscsiadm (the last of a key); node.transport_name is old tools'
+    # name of iface.transport_name (verify_node_params' compat)
+    updates = {"iface.transport_name" if k == "node.transport_name" else k: v
+               for k, v in args.params or ()}
     if not updates:
         raise E.CliError("-o update needs -n name and -v value", E.INVAL)
     nids = _matching(db, args)
     if not nids:
         raise _no_records()
+    if "iface.transport_name" in updates:  # the session would go on with the other one
+        from .session_cmd import records_in_use
+        in_use = records_in_use()
+        if any(in_use(nid) for nid in nids):
+            raise E.CliError("Cannot modify node/iface transport name while a session is "
+                             "using it. Log out the session then update record.",
+                             E.SESS_EXISTS)
     rc = E.SUCCESS
     done = []
     for nid in nids:

@@ -377,6 +377,25 @@ def test_sid_without_print_level_is_the_sessions_node_record(sysfs, db):
     assert cli("-m", "session", "-r", "2", "-o", "show")[0] == 21
 
 
+def test_a_records_transport_is_not_changed_under_its_session(sysfs, db):
+    """iscsiadm's verify_node_params: iface.transport_name (or the old tools'
+    node.transport_name, taken for it) of a record a running session uses is refused with
+    its words and 15, nothing changed (before: changed, so -U, safe logout and a restarted
+    daemon's recovery took the session for another transport's); unused, it is changed."""
+    add_session(sysfs, 1, 0, T, "127.0.0.1", {})
+    assert cli("-m", "node", "-T", T, "-p", "127.0.0.1:3260,1", "-o", "new")[0] == 0
+    for name in ("iface.transport_name", "node.transport_name"):
+        rc, out, err = cli("-m", "node", "-T", T, "-o", "update", "-n", name, "-v", "iser")
+        assert (rc, out, err) == (15, "", "iscsictl: Cannot modify node/iface transport name "
+                                  "while a session is using it. Log out the session then "
+                                  "update record.\n")
+    assert "iface.transport_name = tcp" in cli("-m", "node", "-T", T)[1]
+    assert cli("-m", "node", "-T", T, "-p", "127.0.0.2:3260,1", "-o", "new")[0] == 0
+    assert cli("-m", "node", "-T", T, "-p", "127.0.0.2", "-o", "update",
+               "-n", "node.transport_name", "-v", "iser")[0] == 0
+    assert "iface.transport_name = iser" in cli("-m", "node", "-T", T, "-p", "127.0.0.2")[1]
+
+
 def test_records_a_session_uses_are_not_deleted(sysfs, db):
     """iscsiadm's delete_node (iscsi_check_for_running_session: same target, persistent
     portal and iface, any tag): a record a running session uses is kept, with iscsiadm's
