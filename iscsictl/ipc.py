@@ -180,15 +180,20 @@ class DaemonClient:
         self.path = path or socket_path()
         self.timeout = SILENCE_LIMIT if timeout is None else timeout
 
-    def call(self, op: str, progress: Callable[[dict[str, Any]], None] | None = None,
-             **args: Any) -> Any:
-        """Send one request; the result, or raise :class:`DaemonError`.
+    def post(self, op: str, **args: Any) -> None:
+        """Send one request and do not wait for its answer (iscsiadm's ``-W``: the
+        request is the daemon's once sent; it carries it out whether or not anyone reads
+        the answer).  Raises :class:`DaemonError` when it cannot be sent."""
+        s = self._connect()
+        try:
+            _io(s.sendall, encode_message({"version": IPC_VERSION, "op": op, "args": args}))
+        except socket.timeout:
+            raise DaemonError(33, "iscsictld did not take the request: it may be stuck (see "
+                                  "its log)") from None
+        finally:
+            s.close()
 
-        With ``progress``, the daemon streams ``{"progress": {...}}`` lines
-        before the answer (bulk logins and logouts) and each is passed to it.
-        """
-        if progress is not None:
-            args["progress"] = True
+    def _connect(self) -> socket.socket:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             s.settimeout(5.0)
@@ -204,6 +209,22 @@ class DaemonClient:
                 raise DaemonNotRunning(self.path, "it does not accept connections") from None
             except OSError as exc:  # not a socket, a path too long for AF_UNIX, ...
                 raise DaemonNotRunning(self.path, exc.strerror or str(exc)) from None
+        except BaseException:
+            s.close()
+            raise
+        return s
+
+    def call(self, op: str, progress: Callable[[dict[str, Any]], None] | None = None,
+             **args: Any) -> Any:
+        """Send one request; the result, or raise :class:`DaemonError`.
+
+        With ``progress``, the daemon streams ``{"progress": {...}}`` lines
+        before the answer (bulk logins and logouts) and each is passed to it.
+        """
+        if progress is not None:
+            args["progress"] = True
+        s = self._connect()
+        try:
             s.settimeout(self.timeout)
             _io(s.sendall, encode_message({"version": IPC_VERSION, "op": op, "args": args}))
             buf = bytearray()

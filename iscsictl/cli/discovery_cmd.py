@@ -472,7 +472,8 @@ def discover_firmware(args, o, ops) -> int:  # type: ignore[no-untyped-def]
     if args.login:
         from ._common import initiator_name
         from .kernel_ops import login_records
-        rc = login_records(list(found.values()), initiator_name(args), o) or rc
+        rc = login_records(list(found.values()), initiator_name(args), o,
+                           wait=not args.no_wait) or rc
     return rc
 
 
@@ -557,7 +558,8 @@ def _login_found(db, found, persistent: bool, args, o,  # type: ignore[no-untype
             rc = rc or e.exit_code
     if not records:
         return rc or E.NO_OBJS_FOUND
-    return login_records(records, initiator_name(args), o, json_results=logins) or rc
+    return login_records(records, initiator_name(args), o, json_results=logins,
+                         wait=not args.no_wait) or rc
 
 
 def _discovery_ifaces(db, names, o) -> list[tuple[str, dict]]:

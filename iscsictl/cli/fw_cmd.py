@@ -192,4 +192,4 @@ def login(args, o, db, contexts) -> int:  # type: ignore[no-untyped-def]
     except DBError as e:
         o.error(str(e))
         raise E.CliError("Could not merge user params", E.INVAL) from None
-    return login_records(records, initiator_name(args), o)
+    return login_records(records, initiator_name(args), o, wait=not args.no_wait)

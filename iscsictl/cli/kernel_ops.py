@@ -44,12 +44,16 @@ def _progress(o, verb: str, total: int):  # type: ignore[no-untyped-def]
 
 
 def login_records(records: list[Any], initiator_name: str, o,  # type: ignore[no-untyped-def]
-                  multiple: bool = False, json_results: list | None = None) -> int:
+                  multiple: bool = False, json_results: list | None = None,
+                  wait: bool = True) -> int:
     """Log in to each node :class:`~iscsictl.db.record.Record`; returns the exit code.
     The daemon gets each record as the text of its keys that differ from the compiled
     defaults (it restores the rest: IPC v2).  ``multiple``: one more session to each,
     whatever node.session.nr_sessions says (``-m session -r SID -o new``).  With --json the
-    results are printed, or added to ``json_results`` when given (one JSON document)."""
+    results are printed, or added to ``json_results`` when given (one JSON document).
+    Without ``wait`` (``-W``) the request is sent and not waited for, as iscsiadm's
+    iscsid_reqs_close: the "Logging in to" lines, and 0 unless a session was present
+    already (15); each pending login is ``{"node": ..., "pending": true}`` in JSON."""
     from ..ipc import DaemonError
 
     if not records:
@@ -71,6 +75,21 @@ def login_records(records: list[Any], initiator_name: str, o,  # type: ignore[no
         o.lines(f"Logging in to {_describe(rec)}{' (multiple)' if more else ''}"
                 for rec, n, more in todo for _ in range(n))
     extra = {"multiple": True} if multiple else {}  # an older daemon ignores it: code 15
+    if not wait:
+        try:
+            if records:
+                daemon_client().post("login", records=[rec.as_strings(omit_defaults=True)
+                                                       for rec in records],
+                                     initiator_name=initiator_name, **extra)
+        except DaemonError as exc:
+            raise _daemon_error(exc) from None
+        pending = [{"node": _describe(rec), "pending": True} for rec in records]
+        _json_out(o, [{"ok": False, "code": SESS_EXISTS, "message": message,
+                       "node": _describe(rec)} for rec, message in present] + pending,
+                  json_results)
+        if rc:
+            o.error("Could not log into all portals")
+        return rc
     try:
         results = daemon_client().call("login", _progress(o, "logging in", len(records)),
                                  records=[rec.as_strings(omit_defaults=True) for rec in records],
@@ -96,13 +115,17 @@ def login_records(records: list[Any], initiator_name: str, o,  # type: ignore[no
             rc = rc or code
     results = [{"ok": False, "code": SESS_EXISTS, "message": message, "node": _describe(rec)}
                for rec, message in present] + results
+    _json_out(o, results, json_results)
+    if rc:
+        o.error("Could not log into all portals")
+    return rc
+
+
+def _json_out(o, results: list, json_results: list | None) -> None:  # type: ignore[no-untyped-def]
     if json_results is not None:
         json_results.extend(results)
     elif o.json:
         o.emit_json(results)
-    if rc:
-        o.error("Could not log into all portals")
-    return rc
 
 
 def _describe(rec) -> str:  # type: ignore[no-untyped-def]

@@ -450,7 +450,8 @@ def _node_op(sysfs, sid: int, args, o) -> int:  # type: ignore[no-untyped-def]
         nids = node_cmd._matching(db, node_args)
         if not nids:
             raise E.CliError("No records found", E.NO_OBJS_FOUND)
-        return login_records(_records(db, nids), _initiator_name(db), o, multiple=True)
+        return login_records(_records(db, nids), _initiator_name(db), o, multiple=True,
+                             wait=not args.no_wait)
     return node_cmd.run(node_args, o, "node")
 
 
@@ -554,7 +555,7 @@ def node_login(args, o) -> int:  # type: ignore[no-untyped-def]
     nids = _matching(db, args)
     if not nids:
         raise E.CliError("No records found", E.NO_OBJS_FOUND)
-    return login_records(_records(db, nids), _initiator_name(db), o)
+    return login_records(_records(db, nids), _initiator_name(db), o, wait=not args.no_wait)
 
 
 def node_loginall(args, o) -> int:  # type: ignore[no-untyped-def]
@@ -572,7 +573,7 @@ def node_loginall(args, o) -> int:  # type: ignore[no-untyped-def]
     recs = [r for r in db.read_nodes() if _startup_matches(r, which)]
     if not recs:
         raise E.CliError("No records found", E.NO_OBJS_FOUND)
-    return login_records(recs, _initiator_name(db), o)
+    return login_records(recs, _initiator_name(db), o, wait=not args.no_wait)
 
 
 def _sessions_for(args, startup: str | None = None) -> list[Any]:  # type: ignore[no-untyped-def]

@@ -553,6 +553,27 @@ def test_login_success_messages(fake_daemon):
     assert args["records"][0]["node.name"] == T
 
 
+def test_no_wait_sends_the_login_and_does_not_wait_for_it(fake_daemon):
+    """``-W`` (iscsiadm's --no_wait, used by open-iscsi's iscsi.service with -L
+    automatic): the request goes to the daemon, which carries it out; the command prints
+    only its "Logging in to" lines and ends with 0, whatever the login's outcome (before:
+    -W was accepted and ignored, the command waited and took the failure's code)."""
+    import time
+
+    desc = f"[iface: default, target: {T}, portal: 127.0.0.1,3260]"
+    fake_daemon.answers = {"login": [{"ok": False, "code": 8, "node": desc}]}
+    fake_daemon.stall = 30  # the login takes long, and fails
+    got = _cli_within(10, "-m", "node", "-T", T, "-p", "127.0.0.1", "-l", "-W")
+    fake_daemon.released.set()
+    assert got == (0, f"Logging in to {desc}\n", "")
+    deadline = time.monotonic() + 5
+    while not fake_daemon.calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (op, args), = fake_daemon.calls
+    assert op == "login" and args["records"][0]["node.name"] == T
+    assert "progress" not in args
+
+
 def _cli_within(seconds: float, *args):
     """``cli(*args)`` in a thread: its result, or None if it had not ended after ``seconds``
     (a hang is a failure, not a test run that never ends)."""

@@ -75,6 +75,16 @@ def _flow(run, a, b, c):
     run("-m", "node", "-U", "automatic")
     run("-m", "node", "-U", "manual")
     run("-m", "node", "-U", "manual")  # 21
+    # -W: the login sent, not waited for (0, "Logging in to" only); the daemon makes it
+    run("-m", "node", "-T", a, "-p", PORTAL, "-l", "-W")
+    deadline = time.monotonic() + 60
+    while len(sessions_in_sysfs()) != 1 or \
+            read(f"/sys/class/iscsi_session/session{sessions_in_sysfs()[0]}/state") != \
+            "LOGGED_IN":
+        assert time.monotonic() < deadline, "the -W login made no session"
+        time.sleep(0.1)
+    run("-m", "node", "-T", a, "-p", PORTAL, "-l", "-W")  # 15: present
+    run("-m", "node", "-U", "all")
 
 
 def _normal(text: str, tool: str, numbers: bool = False) -> list[str]:
