@@ -946,7 +946,12 @@ class Daemon:
             log.warning("session %d: rescan failed: %s", session.sid, exc)
 
     def _on_target_pdu(self, session: ks.KernelSession, pdu: Any) -> None:
-        ev = interpret(pdu)
+        try:
+            ev = interpret(pdu)
+        except ISCSIProtocolError as exc:  # iscsid: "Could not handle AEN 0. Invalid sense."
+            log.warning("session %d: could not handle the target's %s: %s", session.sid,
+                        type(pdu).__name__, exc)
+            return
         if isinstance(ev, ScsiAsyncEvent):
             if ev.reported_luns_changed and session.node.record.get("node.session.scan", "auto") == "auto":
                 log.info("session %d: reported LUNs changed; rescanning", session.sid)

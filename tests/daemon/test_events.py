@@ -107,6 +107,21 @@ def test_malformed_recv_pdu_is_logged_and_dropped(daemon, caplog):
     assert daemon.sessions[s.sid] is s
 
 
+def test_a_scsi_async_event_with_a_bad_sense_length_is_logged_and_dropped(daemon, caplog):
+    """AsyncEvent 0 whose SenseLength runs past its data segment: said in one line and
+    passed over, as iscsid's "Could not handle AEN 0. Invalid sense." (before: a traceback
+    from the event callback in the daemon's log)."""
+    s = _session()
+    daemon.sessions[s.sid] = s
+    data = (200).to_bytes(2, "big") + bytes([0x70, 0, 6]) + bytes(9)
+    hdr, _ = AsyncMessage(async_event=0, data=data).encode_header()
+    with caplog.at_level(logging.WARNING, logger="iscsictld"):
+        daemon._on_event(RecvPdu(101, None, sid=s.sid, cid=0, pdu=hdr + data))
+    assert "session 3: could not handle the target's AsyncMessage: SenseLength 200" in \
+        caplog.text and "Traceback" not in caplog.text
+    assert daemon.sessions[s.sid] is s and daemon.started == []
+
+
 def test_unbind_and_destroy_events(daemon):
     s = _session()
     daemon.sessions[s.sid] = s
