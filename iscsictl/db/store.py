@@ -160,10 +160,9 @@ class DiscoveryID:
         return ST_CONFIG if self.type == "sendtargets" else ISNS_CONFIG
 
     def listing(self) -> str:
-        """``ip:port via sendtargets|isns`` (``iscsiadm -m discovery``)."""
-        addr = self.address if "." in self.address or ":" not in self.address \
-            else f"[{self.address}]"
-        return f"{addr}:{self.port} via {self.type}"
+        """``ip:port via sendtargets|isns`` (``iscsiadm -m discovery``: idbm's
+        ``"%s:%d via %s"``, an IPv6 address unbracketed)."""
+        return f"{self.address}:{self.port} via {self.type}"
 
 
 @dataclass

@@ -128,7 +128,8 @@ def test_listings_and_their_errors_match_iscsiadm(cli):
     for args in (["-m", "node", "-T", T, "-p", "10.0.0.1:3260,1", "-o", "new"],
                  ["-m", "node", "-T", T + "b", "-p", "10.0.0.2", "-o", "new"],
                  ["-m", "iface", "-I", "eth7", "-o", "new"],
-                 ["-m", "discoverydb", "-t", "st", "-p", "10.0.0.5", "-o", "new"]):
+                 ["-m", "discoverydb", "-t", "st", "-p", "10.0.0.5", "-o", "new"],
+                 ["-m", "discoverydb", "-t", "st", "-p", "[fd00::5]", "-o", "new"]):
         assert adm(cli, *args).returncode == 0
     differences += _differences(cli)
     assert not differences, "\n".join(differences)
