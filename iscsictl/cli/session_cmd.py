@@ -482,7 +482,11 @@ def _rescan(sysfs, views: list[SessionView], o) -> int:  # type: ignore[no-untyp
             if host_no is None:
                 raise FileNotFoundError(errno.ENOENT, "the session has no SCSI host")
             for device in sysfs.session_devices(v.sid):
-                sysfs.rescan_device(device)
+                try:  # one that cannot be (gone, or not running: EWOULDBLOCK since Linux
+                    sysfs.rescan_device(device)  # 6.6) keeps no other from it, nor the
+                except OSError as exc:  # scan for new LUNs, as iscsiadm's rescan_portal
+                    if exc.errno in (errno.EACCES, errno.EPERM):
+                        raise
             sysfs.scan_host(host_no)
             done.append(v.sid)
         except OSError as exc:
