@@ -205,6 +205,8 @@ def op_delete(db, args, o) -> int:
             rc = e.exit_code
     if o.json:
         o.emit_json({"deleted": done})
+    if rc:  # as iscsiadm's for_each_matched_rec ends
+        o.error("Could not execute operation on all records: " + E.err_to_str(rc))
     return rc
 
 

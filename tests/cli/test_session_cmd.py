@@ -411,7 +411,8 @@ def test_records_a_session_uses_are_not_deleted(sysfs, db):
     assert rc == 15 and err == ("iscsictl: This command will remove the record [iface: "
                                 f"default, target: {T}, portal: 127.0.0.1,3260], but a "
                                 "session is using it. Logout session then rerun command to "
-                                "remove record.\n")
+                                "remove record.\niscsictl: Could not execute operation on "
+                                "all records: session exists\n")
     assert cli("-m", "node")[1] == f"127.0.0.1:3260,1 {T}\n"  # the unused one went
     # an iface a session uses
     (sysfs / "devices/platform/host0/session1/iscsi_session/session1/ifacename").write_text(
