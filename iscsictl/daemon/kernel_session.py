@@ -803,10 +803,22 @@ async def _discard(nl, handle: int, early: "asyncio.Future[Any]") -> None:  # ty
         await force_teardown(nl, handle, sid, 0)
 
 
+#: what the kernel answers once the session's connection has failed: ENOTCONN while it
+#: cleans the connection up (iscsi_if_set_param, iscsi_if_transport_conn), EPERM in a
+#: SEND_PDU's retcode (libiscsi's iscsi_conn_send_pdu: no PDU on a failed connection)
+_CONNECTION_GONE = frozenset((errno.ENOTCONN, errno.ECONNRESET, errno.EPIPE))
+
+
 def _kernel_failure(exc: IscsiNetlinkError) -> SessionError:
     """SessionError 9 for what the kernel answered while a session was set up (a refusal),
-    or did not (no reply in time, one that could not be read)."""
+    or did not (no reply in time, one that could not be read); 4, retryable, where its
+    answer says the connection failed meanwhile (the target or the path dropped it): that
+    attempt's end, as iscsid's iscsi_login_eh(ISCSI_ERR_LOGIN), not the session's."""
     if isinstance(exc, IscsiKernelError):
+        if exc.errno in _CONNECTION_GONE or (exc.errno == errno.EPERM and
+                                             exc.source == "retcode"):
+            return SessionError(4, f"the connection failed while the session was set up: "
+                                   f"{exc}", retryable=True)
         return SessionError(9, f"the kernel refused the session: {exc}")
     # the kernel does its work inside sendmsg(): without its answer, what it made is unknown
     return SessionError(9, f"no answer from the kernel while setting up the session ({exc}): "

@@ -368,3 +368,49 @@ def test_a_sendtargets_refused_while_the_login_task_is_busy_is_sent_again(tmp_pa
     assert sent == [0x03, 0x04, 0x04, 0x06]  # Login, Text refused, Text, Logout
     steps = kernel.types()
     assert steps.count(E.TRANSPORT_EP_CONNECT) == steps.count(E.CREATE_BOUND_SESSION) == 1
+
+
+class DropsFirstConnection(IserRelayKernel):
+    """The first connection the kernel makes fails right after BIND_CONN (the target or
+    the fabric dropped it: KEVENT_CONN_ERROR), and the kernel answers as Linux 6.1 does
+    for a failed connection: SET_PARAM refused ENOTCONN (iscsi_if_set_param), SEND_PDU
+    with r.retcode -ENOTCONN (iscsi_if_transport_conn).  The second connection works."""
+
+    def answer(self, msg, raw):
+        from fake_kernel import if_error
+
+        if self.types().count(E.TRANSPORT_EP_CONNECT) == 1:
+            if msg["type"] == E.BIND_CONN:
+                return [echo(raw, r_retcode=0), m.encode_message(
+                    E.KEVENT_CONN_ERROR, nlmsg_type=0, r_sid=msg["sid"], r_cid=0, r_error=1011)]
+            if msg["type"] == E.SET_PARAM:
+                return [if_error(raw, errno.ENOTCONN)]
+            if msg["type"] == E.SEND_PDU:
+                return [echo(raw, r_retcode=-errno.ENOTCONN)]
+        return super().answer(msg, raw)
+
+
+def test_a_connection_the_kernel_made_that_fails_during_the_login_is_tried_again(tmp_path):
+    """That ENOTCONN is the attempt's end, not the kernel's refusal of the session: the
+    login makes a new connection (node.session.initial_login_retry_max), as iscsid's
+    iscsi_login_eh(ISCSI_ERR_LOGIN) and session_conn_reopen (before: 9, not retried)."""
+    kernel = DropsFirstConnection(iser_target())
+    d = Daemon(str(tmp_path / "s"), sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
+               db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
+    rec = {"node.name": "iqn.2003-01.org.example:disk1", "node.conn[0].address": "10.77.0.1",
+           "node.conn[0].port": "3260", "node.tpgt": "1", "iface.transport_name": "iser",
+           "iface.iscsi_ifacename": "iser", "node.conn[0].timeo.login_timeout": "2",
+           "node.session.initial_login_retry_max": "4", "node.session.scan": "manual"}
+
+    async def main():
+        d.nl = AsyncIscsiNetlink(kernel.transport, timeout=0.5, event_callback=d._on_event,
+                                 lane_transport=lambda: SyncKernel(kernel))
+        d._handles["iser"] = 3
+        try:
+            return await d.login([rec], "iqn.2026-11.org.example:i")
+        finally:
+            d.nl.close()
+            d._scan_pool.shutdown(wait=False)
+    result, = asyncio.run(main())
+    assert result["ok"], result
+    assert kernel.types().count(E.TRANSPORT_EP_CONNECT) == 2
