@@ -27,8 +27,9 @@ from ..protocol.config import LoginConfig
 from ..protocol.errors import ISCSIProtocolError
 from ..protocol.portal import Portal
 from ..protocol.text_exchange import DiscoveredTarget, parse_send_targets
-from ..transport.errors import (LoginFailed, ProtocolFailure, RetriesExceeded,
-                                ResolveError, RetryableLoginError, TransportError)
+from ..transport.errors import (FatalLoginError, InitiatorAuthFailed, LoginFailed,
+                                ProtocolFailure, RetriesExceeded, ResolveError,
+                                RetryableLoginError, TransportError)
 from ..transport.tcp import Connection, login
 
 __all__ = ["DiscoveryPolicy", "discovering", "send_targets"]
@@ -140,6 +141,8 @@ def discovering(host: str, port: int, config: LoginConfig,
             break
         except ResolveError:
             raise  # resolved once, as iscsiadm: another attempt would not change it
+        except InitiatorAuthFailed as e:  # discovery.c: LOGIN_AUTHENTICATION_FAILED is fatal
+            raise FatalLoginError(str(e)) from None
         except (RetryableLoginError, TransportError) as e:
             last = e
         if log:

@@ -67,9 +67,16 @@ class FatalLoginError(LoginFailed):
 
 class LoginAuthFailed(LoginFailed):
     """Authentication failed: the target answered 02/01 or 02/02, or its mutual-CHAP proof
-    was wrong.  Exit code 24 (ISCSI_ERR_LOGIN_AUTH_FAILED)."""
+    was wrong (:class:`InitiatorAuthFailed`).  Exit code 24 (ISCSI_ERR_LOGIN_AUTH_FAILED)."""
 
     exit_code = ISCSI_ERR_LOGIN_AUTH_FAILED
+
+
+class InitiatorAuthFailed(LoginAuthFailed):
+    """The initiator ended the authentication: the target's mutual-CHAP proof was wrong,
+    or it offered no CHAP_A the record allows.  24 for a node's login; a discovery's is 19
+    (:class:`FatalLoginError`: open-iscsi's discovery takes its iscsi_login's
+    LOGIN_AUTHENTICATION_FAILED as fatal, usr/discovery.c)."""
 
 
 class RetryableLoginError(LoginFailed):

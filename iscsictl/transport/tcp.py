@@ -38,9 +38,9 @@ from ..protocol.scsi import CommandSession, ScsiResult
 from ..protocol.session import LogoutExchange, LogoutResult, nop_out_reply
 from ..protocol.text_exchange import TextExchange
 from .iface import BindError, bind_socket
-from .errors import (ConnectError, ConnectionClosed, FatalLoginError, LoginAuthFailed,
-                     LoginFailed, ProtocolFailure, ResolveError, RetryableLoginError,
-                     TransportTimeout)
+from .errors import (ConnectError, ConnectionClosed, FatalLoginError, InitiatorAuthFailed,
+                     LoginAuthFailed, LoginFailed, ProtocolFailure, ResolveError,
+                     RetryableLoginError, TransportTimeout)
 
 __all__ = ["Connection", "login", "new_isid", "DEFAULT_MAX_REDIRECTS"]
 
@@ -69,13 +69,16 @@ class Endpoint:
 
 @contextmanager
 def _login_errors(what: str) -> Iterator[None]:
-    """The login machine's errors as the transport's: LoginAuthFailed, LoginFailed."""
+    """The login machine's errors as the transport's: what the initiator itself finds
+    wrong is InitiatorAuthFailed (the target's mutual CHAP proof, no CHAP_A in common) or
+    FatalLoginError (a Login Response that breaks the rules, a Reject): never tried again,
+    as open-iscsi's discovery takes every failure its iscsi_login reports."""
     try:
         yield
     except AuthenticationError as e:
-        raise LoginAuthFailed(f"{what}: authentication failed: {e}") from None
+        raise InitiatorAuthFailed(f"{what}: authentication failed: {e}") from None
     except ISCSIProtocolError as e:
-        raise LoginFailed(f"{what}: {e}") from None
+        raise FatalLoginError(f"{what}: {e}") from None
     except ValueError as e:  # bad configuration (e.g. empty CHAP secret)
         raise LoginFailed(f"{what}: {e}") from None
 

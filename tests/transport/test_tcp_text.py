@@ -70,3 +70,38 @@ def test_a_long_answer_sent_slowly_is_waited_for_as_open_iscsi(slow_target):
 def test_a_target_silent_for_longer_than_active_timeout_times_out(slow_target):
     with pytest.raises(TransportTimeout):
         _send_targets(slow_target(0.6, 2), active_timeout=0.3)
+
+
+def test_a_login_the_target_breaks_ends_the_discovery_with_19_at_once():
+    """The target answers the discovery's Login Request with a Reject: the initiator's
+    own finding (LOGIN_INVALID_PDU in open-iscsi), which its discovery takes as fatal:
+    19, one connection, no retry (before: 5, as a login the target refused for a while)."""
+    from iscsictl.discovery.sendtargets import DiscoveryPolicy, send_targets
+    from iscsictl.protocol.pdu import Reject
+    from iscsictl.transport.errors import FatalLoginError
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(conn)
+            request = conn.recv(65536)
+            hdr, _ = Reject(reason=9, data=request[:48]).encode_header()
+            conn.sendall(hdr + request[:48])
+    threading.Thread(target=serve, daemon=True).start()
+    config = LoginConfig(initiator_name=INAME, session_type="Discovery", target_name=None,
+                         login_timeout=5)
+    try:
+        with pytest.raises(FatalLoginError) as caught:
+            send_targets("127.0.0.1", listener.getsockname()[1], config,
+                         DiscoveryPolicy(reopen_max=3, retry_delay=0.01))
+    finally:
+        listener.close()
+        for conn in accepted:
+            conn.close()
+    assert caught.value.exit_code == 19 and len(accepted) == 1
