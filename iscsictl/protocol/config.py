@@ -201,7 +201,9 @@ class LoginConfig:
             error_recovery_level=0,  # ERL 0 is what the kernel data path supports
             iser=get("iface.transport_name", "tcp") == "iser",
             login_timeout=float(num("node.conn[0].timeo.login_timeout", 30)),
-            auth_timeout=float(num("node.conn[0].timeo.auth_timeout", 45)),
+            # iscsid bounds a node's login by its login timer alone (initiator.c
+            # iscsi_conn_connect): node.conn[0].timeo.auth_timeout is read, never used
+            auth_timeout=float(num("node.conn[0].timeo.login_timeout", 30)),
         )
         kw.update(overrides)
         return cls(**kw)  # type: ignore[arg-type]

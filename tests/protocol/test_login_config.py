@@ -23,7 +23,12 @@ def test_node_defaults_are_open_iscsis():
         "MaxOutstandingR2T": "1", "MaxConnections": "1", "DataPDUInOrder": "Yes",
         "DataSequenceInOrder": "Yes", "MaxRecvDataSegmentLength": "262144",
     }
-    assert (c.login_timeout, c.auth_timeout) == (30.0, 45.0)
+    # a node's login is bounded by its login timeout in every stage, as iscsid's login
+    # timer (node.conn[0].timeo.auth_timeout is not used: a CHAP step waited 45 s)
+    assert (c.login_timeout, c.auth_timeout) == (30.0, 30.0)
+    c = LoginConfig.from_node({**NODE, "node.conn[0].timeo.login_timeout": "15",
+                               "node.conn[0].timeo.auth_timeout": "45"}, INAME)
+    assert (c.login_timeout, c.auth_timeout) == (15.0, 15.0)
     assert c.login_keys() == [("InitiatorName", INAME), ("TargetName", NODE["node.name"]),
                               ("SessionType", "Normal")]
 
