@@ -547,10 +547,13 @@ class _Operations:
 
     def get_chap(self, handle: int, host_no: int, chap_tbl_idx: int, num_entries: int, *,
                  timeout: float | None = None) -> list[ChapRec]:
-        """ISCSI_UEVENT_GET_CHAP (multicast reply) -> the valid entries (``u.get_chap.num_entries`` of the reply)."""
+        """ISCSI_UEVENT_GET_CHAP (multicast reply) -> the valid entries (``u.get_chap.num_entries`` of the reply).
+        The reply is this request's when it names the same host and first index (the kernel's
+        iscsi_get_chap echoes both): another process's GET_CHAP answer reaches every socket."""
         return self._req(E.GET_CHAP, handle, host_no=host_no, num_entries=num_entries, chap_tbl_idx=chap_tbl_idx,
                          timeout=timeout, parse=_parse_chap,
-                         match=lambda m: m["type"] != E.GET_CHAP or m["host_no"] == host_no)
+                         match=lambda m: m["type"] != E.GET_CHAP or (
+                             m["host_no"] == host_no and m["chap_tbl_idx"] == chap_tbl_idx))
 
     def set_chap(self, handle: int, host_no: int, entries: Sequence[dict[str, Any]], *,
                  timeout: float | None = None) -> None:

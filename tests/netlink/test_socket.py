@@ -275,6 +275,27 @@ def test_get_chap_and_host_stats(kernel_factory):
         assert hs.custom == (("fw_x", 9),)
 
 
+def test_another_processs_get_chap_answer_is_not_taken_for_ours(kernel_factory):
+    """GET_CHAP's answer is multicast to every socket: one for another first index (another
+    listing of the same host, already queued) is left as an event, and ours is taken (before:
+    the other was, and a listing from 0 went on from 129, entries 0-127 missing)."""
+    def rec(idx, name):
+        return struct.pack("=HxxI256s256sB3x", idx, 0, name, b"secret", 6)
+
+    def handler(req):
+        (msg,) = m.decode_messages(req)
+        return [m.encode_message(E.GET_CHAP, nlmsg_type=0, host_no=3,
+                                 chap_tbl_idx=msg["chap_tbl_idx"], num_entries=1,
+                                 payload=rec(0, b"entry0"))]
+    k = kernel_factory(handler)
+    k.send(m.encode_message(E.GET_CHAP, nlmsg_type=0, host_no=3, chap_tbl_idx=128,
+                            num_entries=1, payload=rec(128, b"entry128")))
+    with IscsiNetlink(k.user, timeout=2) as nl:
+        got = nl.get_chap(1, host_no=3, chap_tbl_idx=0, num_entries=7)
+        assert [(c.chap_tbl_idx, c.username) for c in got] == [(0, "entry0")]
+        assert [e.msg["chap_tbl_idx"] for e in nl.pending_events()] == [128]
+
+
 @pytest.mark.parametrize("in_group", [True, False])
 def test_host_stats_are_the_multicast_reply_not_the_echo_after_it(kernel_factory, in_group):
     """Linux's GET_HOST_STATS multicasts the stats (nlmsg_type 0), then unicasts the
