@@ -226,10 +226,18 @@ def test_no_netlink(rig, monkeypatch):
 
 
 def test_a_driver_that_does_not_move_on_is_an_error_not_a_loop(rig):
-    """A driver answering 7 entries from index 0 whatever it is asked: iscsiadm would ask
-    forever; iscsictl stops at the second answer and says why (1)."""
+    """A driver answering 7 entries from index 0 whatever it is asked (the kernel's header
+    echoes the index asked, iscsi_get_chap): iscsiadm would ask forever; iscsictl stops at
+    the second answer and says why (1)."""
     answer = rig.kernel._get_chap
-    rig.kernel._get_chap = lambda raw, msg, host: answer(raw, {**msg, "chap_tbl_idx": 0}, host)
+
+    def from_0(raw, msg, host):
+        (reply,) = m.decode_messages(answer(raw, {**msg, "chap_tbl_idx": 0}, host)[0])
+        return [m.encode_message(E.GET_CHAP, transport_handle=msg["transport_handle"],
+                                 nlmsg_type=0, host_no=msg["host_no"],
+                                 chap_tbl_idx=msg["chap_tbl_idx"],
+                                 num_entries=reply["num_entries"], payload=reply["payload"])]
+    rig.kernel._get_chap = from_0
     r = rig.ictl("-m", "host", "-H", "5", "-C", "chap", "-o", "show")
     assert (r.returncode, r.stdout) == (1, "")
     assert r.stderr == ("iscsictl: get_chap_info failed: the driver answered entries from 0 "
