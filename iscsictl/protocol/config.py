@@ -221,8 +221,8 @@ class LoginConfig:
             mrdsl = int(get("discovery.sendtargets.iscsi.MaxRecvDataSegmentLength", "32768")) & ~3
         except ValueError:
             mrdsl = 32768
-        if not _MIN_LEN <= mrdsl <= _MAX_LEN:
-            mrdsl = 32768
+        if not _MIN_LEN <= mrdsl <= _MAX_LEN:  # iscsi_copy_operational_params, for a
+            mrdsl = 262144  # discovery's too: DEF_INI_MAX_RECV_SEG_LEN
         kw: dict[str, object] = dict(
             initiator_name=initiator_name,
             session_type="Discovery",

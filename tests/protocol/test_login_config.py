@@ -135,6 +135,11 @@ def test_discovery_record():
                            "ErrorRecoveryLevel", "MaxRecvDataSegmentLength"}
     assert ("TargetName", None) not in c.login_keys()
     assert c.login_keys()[-1] == ("SessionType", "Discovery")
+    # out of [512, 2^24 - 1]: 262144, as iscsi_copy_operational_params (discovery.c uses it)
+    for bad in ("100", "16777216"):
+        c = LoginConfig.from_discovery(
+            {**rec, "discovery.sendtargets.iscsi.MaxRecvDataSegmentLength": bad}, INAME)
+        assert c.operational_offers()["MaxRecvDataSegmentLength"] == "262144"
 
 
 def test_auth_optional_and_iser():
