@@ -255,7 +255,7 @@ def discover(args, o, ops, from_db: bool, missing_code: int = E.IDBM) -> int:
     ifaces = usable
     if did.type == "isns":
         found = _isns(args, o, p, ifaces)
-        result = _apply(db, did, found, ops) if persistent else None
+        result = _apply(db, did, found, ops) if _writes_nodes(ops) else None
         return _report(args, o, db, did, found, result, persistent)
     if rec is None:
         rec, stored = discovery_record(defer=True)
@@ -271,7 +271,7 @@ def discover(args, o, ops, from_db: bool, missing_code: int = E.IDBM) -> int:
         finally:  # the record is stored whatever the exchange did; its failure comes first
             if stored is not None:
                 stored.result()
-        result = _apply(db, did, found, ops) if persistent else None
+        result = _apply(db, did, found, ops) if _writes_nodes(ops) else None
     return _report(args, o, db, did, found, result, persistent)
 
 
@@ -460,7 +460,7 @@ def discover_firmware(args, o, ops) -> int:  # type: ignore[no-untyped-def]
         raise E.CliError("Could not perform fw discovery: no target the DB can hold",
                          E.NO_OBJS_FOUND)
     rc = E.SUCCESS
-    if persistent:
+    if _writes_nodes(ops):
         rc = _apply_firmware(db, did, found, ops, o)
     if o.json:
         o.emit_json({"discovery": {"type": "fw"}, "persistent": persistent,
@@ -482,6 +482,13 @@ def discover_firmware(args, o, ops) -> int:  # type: ignore[no-untyped-def]
 _FROM_FIRMWARE = ("iface.initiatorname", "node.session.auth.username",
                   "node.session.auth.password", "node.session.auth.username_in",
                   "node.session.auth.password_in")
+
+
+def _writes_nodes(ops) -> bool:
+    """Whether a discovery's ops change node records: ``-o nonpersistent`` alone stores
+    nothing, but beside ``-o new``/``delete``/``update`` those still apply (iscsiadm keeps
+    only the discovery record out: do_software_sendtargets, exec_disc_op_on_recs)."""
+    return "nonpersistent" not in ops or bool(set(ops) & {"new", "delete", "update"})
 
 
 def _wanted(ops) -> set[str]:

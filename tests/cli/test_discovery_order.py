@@ -195,6 +195,27 @@ def test_a_portal_without_a_tag_no_longer_answered_is_deleted_as_stale(cli):
                                      f"127.0.0.1:3260,1 {TARGETS[1]}\n")
 
 
+def test_nonpersistent_beside_delete_or_new_still_applies_them(cli):
+    """``-o nonpersistent`` keeps the discovery record out of the DB, but ``-o delete`` and
+    ``-o new`` beside it still apply to the node records, as iscsiadm's
+    exec_disc_op_on_recs (before: both were dropped)."""
+    port = 0
+    answers = ([TARGETS[0], TARGETS[1]], [TARGETS[0], TARGETS[2]], [TARGETS[0], TARGETS[2]])
+    ops = ((), ("-o", "nonpersistent", "-o", "delete"), ("-o", "nonpersistent", "-o", "new"))
+    listed = []
+    for names, extra in zip(answers, ops):
+        held = HeldTarget(port=port)
+        port = held.port
+        held.target = FakeTarget(TargetConfig(targets=[(t, ["127.0.0.1:3260,1"])
+                                                       for t in names]))
+        try:
+            assert cli("-m", "discovery", "-t", "st", "-p", f"127.0.0.1:{port}", *extra).rc == 0
+        finally:
+            held.close()
+        listed.append(sorted(cli("-m", "node").out.split()[1::2]))
+    assert listed == [[TARGETS[0], TARGETS[1]], [TARGETS[0]], [TARGETS[0], TARGETS[2]]]
+
+
 def test_a_bad_entry_in_the_answer_leaves_out_that_entry_only(cli):
     """A TargetName no record can hold, or a TargetAddress that is not a portal,
     among good ones: that one is left out with a line saying so, the others are written
