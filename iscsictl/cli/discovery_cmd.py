@@ -5,7 +5,8 @@
 * ``-m discovery -t st -p PORTAL [-I iface...] [-o op...]``: discover now.  The discovery
   record is created from iscsid.conf defaults if missing (kept if present: its CHAP and
   timeouts apply).  Default op NEW|DELETE|UPDATE: found records are added/updated and records
-  of the same source no longer reported are deleted; ``-o nonpersistent`` writes nothing.
+  of the same source no longer reported are deleted; ``-o nonpersistent`` alone writes
+  nothing (beside ``-o new``/``delete``/``update``, only the discovery record).
   Prints ``ip:port,tpgt iqn`` per record (``-P 1``: tree).  Nothing found: ``No portals
   found`` (21).  One exchange per iface (each ``-I``; without ``-I`` the DB's software-iSCSI
   ifaces, else ``default``), through the iface's network device (iface.hwaddress or
