@@ -531,17 +531,27 @@ class sockaddr_in6_payload(_struct):
 
 
 def encode_sockaddr(address: str, port: int) -> bytes:
-    """``(address, port)`` -> sockaddr_in (IPv4 text) or sockaddr_in6 (IPv6 text). ValueError if neither."""
+    """``(address, port)`` -> sockaddr_in (IPv4 text) or sockaddr_in6 (IPv6 text; a zone,
+    ``fe80::1%eth0`` or ``%2``, is its ``sin6_scope_id``, as getaddrinfo gives it).
+    ValueError if neither, or for a zone no interface has."""
     try:
         return sockaddr_in_payload.to_bytes(family=_socket.AF_INET, port=port,
                                             addr=_socket.inet_pton(_socket.AF_INET, address))
     except OSError:
         pass
+    host, _, zone = address.partition("%")
     try:
-        packed = _socket.inet_pton(_socket.AF_INET6, address)
+        packed = _socket.inet_pton(_socket.AF_INET6, host)
     except OSError:
         raise ValueError(f"not an IPv4 or IPv6 address: {address!r}") from None
-    return sockaddr_in6_payload.to_bytes(family=_socket.AF_INET6, port=port, flowinfo=0, addr=packed, scope_id=0)
+    scope_id = 0
+    if zone:
+        try:
+            scope_id = int(zone) if zone.isdigit() else _socket.if_nametoindex(zone)
+        except OSError:
+            raise ValueError(f"no network interface {zone!r} (the zone of {address!r})") from None
+    return sockaddr_in6_payload.to_bytes(family=_socket.AF_INET6, port=port, flowinfo=0, addr=packed,
+                                         scope_id=scope_id)
 
 
 def decode_sockaddr(data: bytes) -> tuple[str, int]:

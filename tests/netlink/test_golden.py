@@ -243,6 +243,13 @@ def test_payload_structs_golden():
     assert m.encode_sockaddr("10.0.0.1", 3260) == H(SIN_10_0_0_1_3260)
     assert m.encode_sockaddr("::1", 3260) == H(SIN6_LOOPBACK_3260)
     assert m.decode_sockaddr(H(SIN6_LOOPBACK_3260)) == ("::1", 3260)
+    # a link-local address's zone is its sin6_scope_id (u32 @24, host order), as getaddrinfo
+    # gives it ("fe80::1%lo": lo is interface 1); before: ValueError, the login a bad request
+    link_local = "0a00 0cbc 00000000 fe800000000000000000000000000001"
+    assert m.encode_sockaddr("fe80::1%lo", 3260) == H(link_local + "01000000")
+    assert m.encode_sockaddr("fe80::1%7", 3260) == H(link_local + "07000000")
+    with pytest.raises(ValueError, match="no network interface 'nosuch0'"):
+        m.encode_sockaddr("fe80::1%nosuch0", 3260)
     assert m.iscsi_path_payload.to_bytes(handle=1, mac_addr=H("001122334455"), mac_addr_old=b"", ip_addr_len=4,
                                          src=H("0a000001"), dst=H("0a000002"), vlan_id=5, pmtu=1500) == H(PATH)
     iface = m.encode_nlas(m.iscsi_iface_param_info_nla,
