@@ -946,6 +946,12 @@ async def ep_connect(nl, handle: int, portal: Portal, timeout: float,  # type: i
             delay = min(delay * 2, EP_POLL_MAX)
     except IscsiNetlinkError as exc:
         await ep_disconnect(nl, handle, ep)
+        if isinstance(exc, IscsiKernelError) and exc.source == "retcode":
+            # the driver's ep_poll answers a failed connection with -1 (bnx2i, iSER):
+            # iscsid's "cannot make a connection to %s:%s (%d,%d)"
+            raise SessionError(8, f"cannot make connection to {where}: the connection "
+                                  f"failed (TRANSPORT_EP_POLL answered -{exc.errno})",
+                               retryable=True) from None
         raise SessionError(8, f"cannot make connection to {where}: {exc}",
                            retryable=True) from None
     except BaseException:

@@ -136,6 +136,25 @@ def test_an_endpoint_that_never_comes_up_times_out_and_is_disconnected(monkeypat
     assert 5 < kernel.polls < 60  # 1 ms polls, backing off to 50 ms apart
 
 
+def test_an_endpoint_whose_connection_fails_is_said_so(monkeypatch):
+    """The driver's ep_poll answers -1 for a connection that failed (bnx2i, iSER): said as
+    that, as iscsid's "cannot make a connection" (before: read as EPERM, "the kernel's
+    connection takes no PDU now"), the endpoint disconnected, worth another attempt."""
+    class Failing(IserKernel):
+        def answer(self, msg, raw):
+            if msg["type"] == E.TRANSPORT_EP_POLL:
+                return [echo(raw, r_retcode=-1)]
+            return super().answer(msg, raw)
+
+    kernel = Failing()
+    with pytest.raises(SessionError) as e:
+        login(kernel, monkeypatch)
+    assert (e.value.code, e.value.retryable, str(e.value)) == (
+        8, True, "cannot make connection to 10.77.0.1:3260: the connection failed "
+                 "(TRANSPORT_EP_POLL answered -1)")
+    assert kernel.steps() == [(E.TRANSPORT_EP_CONNECT, None), (E.TRANSPORT_EP_DISCONNECT, EP)]
+
+
 def test_a_rejected_login_is_torn_down_and_said(monkeypatch):
     kernel = IserKernel()
     with pytest.raises(SessionError) as e:
