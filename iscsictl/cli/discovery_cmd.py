@@ -136,13 +136,29 @@ def _tree(db, dids) -> tuple[list[str], int]:
     """``-m discovery -P 1``: (lines, how many things it found: discovery records of the
     first two sections, node records of the last two; iscsiadm's idbm_print_all_discovery,
     whose 0 is exit 21).  iscsiadm walks directories in readdir order; we sort."""
+    from ..db.errors import DBError
+
     out, found = [], 0
+    # old-style records (tag -1) have no links: listed by their discovery fields, as
+    # iscsiadm lists every record (under its discovery record, or STATIC)
+    unlinked: dict = {}
+    for n in db.list_nodes():
+        if n.legacy:
+            try:
+                v = db.read_node(n).values
+                source = (v["node.discovery_type"], v["node.discovery_address"],
+                          v["node.discovery_port"])
+            except DBError:  # unreadable: listed as static, as before
+                source = ("static", "", 0)
+            unlinked.setdefault(source, []).append(n)
     for title, dtype in (("SENDTARGETS:", "sendtargets"), ("iSNS:", "isns")):
         out.append(title)
         section = [d for d in dids if d.type == dtype]
         for d in section:
             out.append(f"DiscoveryAddress: {d.address},{d.port}")
-            out.extend(_grouped(_linked_nodes(db, d)))
+            kind = "send_targets" if dtype == "sendtargets" else "isns"
+            out.extend(_grouped(sorted(_linked_nodes(db, d) +
+                                       unlinked.pop((kind, d.address, d.port), []))))
         found += len(section)
         if not section and dtype == "isns":
             # no iSNS server record: the records a -m discovery -t isns linked from isns/
@@ -156,8 +172,9 @@ def _tree(db, dids) -> tuple[list[str], int]:
     for title, dtype in (("STATIC:", "static"), ("FIRMWARE:", "fw")):
         out.append(title)
         nids = _linked(db, dtype)
-        if dtype == "static":  # legacy records (tpgt -1) are static ones without links
-            nids = sorted(nids + [n for n in db.list_nodes() if n.legacy])
+        if dtype == "static":  # old-style records of no discovery (iscsiadm: by type)
+            nids = sorted(nids + [n for (kind, _, _), group in unlinked.items()
+                                  if kind == "static" for n in group])
         out.extend(_grouped(nids) if nids else ["No targets found."])
         found += len(nids)
     return out, found

@@ -216,6 +216,24 @@ def test_nonpersistent_beside_delete_or_new_still_applies_them(cli):
     assert listed == [[TARGETS[0], TARGETS[1]], [TARGETS[0]], [TARGETS[0], TARGETS[2]]]
 
 
+def test_a_portal_without_a_tag_is_listed_under_its_discovery_as_iscsiadm_lists_it(cli):
+    """``-m discovery -P 1``: the old-style record a SendTargets answer without a tag made
+    is listed under its DiscoveryAddress (iscsiadm groups records by their
+    node.discovery_* fields), not under STATIC; compared with iscsiadm reading the DB."""
+    from peers import iscsiadm
+
+    held = HeldTarget()
+    held.target = FakeTarget(TargetConfig(targets=[(TARGETS[0], ["127.0.0.1:3260"]),
+                                                   (TARGETS[1], ["127.0.0.1:3260,1"])]))
+    assert _discover(cli, held).rc == 0
+    ours = cli("-m", "discovery", "-P", "1")
+    theirs = iscsiadm(cli.root, "-m", "discovery", "-P", "1")
+    assert (ours.rc, sorted(ours.out.splitlines())) == (
+        theirs.returncode, sorted(theirs.stdout.splitlines())), (ours.out, theirs.stdout)
+    static = ours.out.split("STATIC:\n")[1]
+    assert static.startswith("No targets found.") and TARGETS[0] in ours.out
+
+
 def test_a_bad_entry_in_the_answer_leaves_out_that_entry_only(cli):
     """A TargetName no record can hold, or a TargetAddress that is not a portal,
     among good ones: that one is left out with a line saying so, the others are written
