@@ -255,10 +255,13 @@ def _check_reply(req_type: int, msg: Any) -> Any:
     return msg
 
 
-#: requests whose kernel handler can block for long (device removal, flushing work)
+#: requests whose kernel handler can block for long (device removal, flushing work; an
+#: offload driver's connect: be2iscsi waits for its firmware's, bnx2i up to 2 s for its
+#: offload of the connection, whatever non_blocking says)
 BLOCKING_OPS = frozenset({
     E.DESTROY_SESSION, E.DESTROY_CONN, E.STOP_CONN, E.UNBIND_SESSION,
     E.TRANSPORT_EP_DISCONNECT, E.LOGOUT_FLASHNODE, E.LOGOUT_FLASHNODE_SID, E.LOGIN_FLASHNODE,
+    E.TRANSPORT_EP_CONNECT, E.TRANSPORT_EP_CONNECT_THROUGH_HOST,
 })
 
 

@@ -871,3 +871,37 @@ def test_an_errno_out_of_range_is_eio(field):
     with pytest.raises(IscsiKernelError) as e:
         _check_reply(E.SET_PARAM, msg)
     assert e.value.errno == errno.EIO and "Input/output error" in str(e.value)
+
+
+@pytest.mark.parametrize("through_host", [False, True])
+def test_an_offload_connect_that_waits_in_the_kernel_leaves_the_loop_running(through_host):
+    """TRANSPORT_EP_CONNECT(_THROUGH_HOST) goes out from the executor: the kernel runs the
+    driver's ep_connect inside sendmsg(), where be2iscsi waits for its firmware's connect
+    and bnx2i up to 2 s (before: on the loop's thread, every other session, timer and
+    command stood still meanwhile)."""
+    def answer(raw):
+        (req,) = m.decode_messages(raw)
+        if req["type"] in (E.TRANSPORT_EP_CONNECT, E.TRANSPORT_EP_CONNECT_THROUGH_HOST):
+            time.sleep(0.5)  # the driver, inside sendmsg()
+            return [echo(raw, r_handle=5)]
+        return [echo(raw, r_retcode=0)]
+
+    async def main():
+        nl = AsyncIscsiNetlink(SyncKernel(answer), timeout=5)
+        ticks = []
+
+        async def ticker():
+            while True:
+                ticks.append(time.monotonic())
+                await asyncio.sleep(0.02)
+        t = asyncio.ensure_future(ticker())
+        try:
+            ep = await nl.ep_connect(1, "192.0.2.10", 3260, non_blocking=True,
+                                     host_no=4 if through_host else None)
+        finally:
+            t.cancel()
+            nl.close()
+        return ep, ticks
+
+    ep, ticks = asyncio.run(main())
+    assert ep == 5 and max(b - a for a, b in zip(ticks, ticks[1:])) < 0.3
