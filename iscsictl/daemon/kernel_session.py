@@ -1683,6 +1683,25 @@ def set_devices_running(sysfs, sid: int) -> None:  # type: ignore[no-untyped-def
             log.warning("session %d: cannot bring %s back online: %s", sid, d.hctl, exc)
 
 
+#: transports whose session takes node.session.queue_depth at its creation (CREATE_SESSION's
+#: queue_depth is their host's cmd_per_lun); the others' devices (bnx2i, qedi, cxgbi,
+#: be2iscsi: the HBA's host, its template's depth) get it after the scan, as iscsid's
+#: session_scan_host writes it to every device (iscsi_sysfs_set_queue_depth)
+QUEUE_DEPTH_AT_CREATION = frozenset(("tcp", "iser"))
+
+
+def set_queue_depth(sysfs, sid: int, depth: int) -> None:  # type: ignore[no-untyped-def]
+    """``depth`` (node.session.queue_depth) to the ``queue_depth`` of each of session
+    ``sid``'s devices; blocking (a sysfs walk and writes); failures logged."""
+    for d in sysfs.session_devices(sid):
+        try:
+            with open(f"{d.path}/queue_depth", "w") as f:
+                f.write(str(depth))
+        except OSError as exc:
+            log.warning("session %d: cannot set %s's queue depth %d: %s", sid, d.hctl,
+                        depth, exc)
+
+
 async def scan_host(host_no: int, sysfs_root: str = "/sys", executor=None) -> None:  # type: ignore[no-untyped-def]
     """Synchronous LUN scan of ``host<N>`` (like iscsiadm: returns after the scan),
     off the event loop, in ``executor`` (default: the loop's).  Raises OSError."""

@@ -1197,6 +1197,10 @@ class Daemon:
                                                 self._scan_pool))
             except OSError as exc:  # the session stands; iscsiadm only warns too
                 log.warning("session %d: the LUN scan failed: %s", session.sid, exc)
+            if node.transport not in ks.QUEUE_DEPTH_AT_CREATION:
+                await asyncio.get_running_loop().run_in_executor(
+                    self._scan_pool, ks.set_queue_depth, self.sysfs, session.sid,
+                    _num(node.record, "node.session.queue_depth", 32))
         return session.sid
 
     def _start_scan(self, host_no: int) -> "concurrent.futures.Future[None]":

@@ -487,3 +487,56 @@ def test_sendtargets_through_a_bnx2i_port(tmp_path, uip):
     assert [t.name for t in targets] == ["iqn.2003-01.org.example:a"]
     assert [(r.command, r.mark, r.field("netdev")) for r in uip.requests] == [
         (UipCommand.GET_IFACE, 0, "eth7")]
+
+
+@pytest.mark.parametrize("transport, written", [("cxgb4i", "24"), ("tcp", "128")])
+def test_an_offload_sessions_devices_get_the_records_queue_depth_after_its_scan(
+        tmp_path, monkeypatch, transport, written):
+    """An offload driver's host does not take CREATE_SESSION's queue_depth (bnx2i, qedi,
+    cxgbi, be2iscsi: its template's): after the login's scan each of the session's devices
+    gets node.session.queue_depth, as iscsid's session_scan_host writes it (before: the
+    driver's 128 stayed).  iscsi_tcp's host took it at its creation: nothing written."""
+    import os
+    import sys
+
+    from fake_kernel import SyncKernel
+    from iscsictl.daemon.service import Daemon
+    from iscsictl.netlink import AsyncIscsiNetlink
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "cli"))
+    from test_session_cmd import add_session
+
+    hba(tmp_path)
+    add_session(tmp_path, 5, 9, TargetConfig().name, "10.7.0.9", {0: "sda"})  # what it makes
+    lun = tmp_path / "devices/platform/host9/session5/target9:0:0/9:0:0:0"
+    (lun / "queue_depth").write_text("128")
+    (tmp_path / "devices/platform/host9/scsi_host/host9/scan").write_text("")
+    kernel = HbaKernel(FakeTarget())
+    d = Daemon(str(tmp_path / "s"), sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
+               db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
+    rec = record(**{"node.session.queue_depth": "24"})
+    if transport == "tcp":
+        rec = {**rec, "iface.transport_name": "tcp", "iface.iscsi_ifacename": "default",
+               "iface.hwaddress": ""}
+
+    async def main():
+        d.nl = AsyncIscsiNetlink(kernel.transport, timeout=0.5, event_callback=d._on_event,
+                                 lane_transport=lambda: SyncKernel(kernel))
+        d._handles[transport] = 3
+        try:
+            if transport == "tcp":  # the login itself is not this test's: the scan's end
+                session = ks.KernelSession(sid=5, host_no=9, cid=0,
+                                           node=ks.NodeTarget.from_record(rec), isid=None,
+                                           tsih=1, params=None, current=None)
+
+                async def establish(*a, **kw):
+                    return session
+                monkeypatch.setattr(ks, "establish", establish)
+            return await d.login([rec], INAME)
+        finally:
+            d.nl.close()
+            d._scan_pool.shutdown(wait=True)
+    result, = asyncio.run(main())
+    assert result["ok"], result
+    assert (tmp_path / "devices/platform/host9/scsi_host/host9/scan").read_text() == "- - -"
+    assert (lun / "queue_depth").read_text() == written
