@@ -265,10 +265,17 @@ def _typed(kind: RecordKind, lines: Iterable[tuple[int, str, str]], where: str,
             else:
                 values[name] = convert(key, value)
         except InvalidValue:
-            noted = _NOTED_INT.match(value) if t == "int" else None
-            try:  # '5   # was 120': the number, as iscsiadm's strtoul reads it
-                if noted:
-                    values[name] = convert(key, noted.group(1))
+            number = _INT_PREFIX.match(value) if t == "int" else None
+            try:  # '5   # was 120', '64 max': the number, as iscsiadm's strtoul reads it
+                if number:
+                    values[name] = convert(key, number.group(1))
+                    rest = value[number.end():].lstrip(" \t")
+                    if rest and not rest.startswith("#"):  # a note goes without a word
+                        if warn is None:
+                            return None
+                        warn(f"{where}: config file line {n}: '{value}' for parameter name "
+                             f"'{name}' read as {number.group(1)}, as idbm's strtoul reads "
+                             "it")
                     continue
             except InvalidValue:
                 pass
@@ -279,9 +286,9 @@ def _typed(kind: RecordKind, lines: Iterable[tuple[int, str, str]], where: str,
     return values
 
 
-#: an integer followed by a note (``replacement_timeout = 5   # was 120``): iscsiadm's
-#: strtoul takes the number; the note is not part of it
-_NOTED_INT = re.compile(r"([+-]?[0-9]+)[ \t]*#")
+#: the integer a value starts with (``5   # was 120``, ``64 max``): what iscsiadm's strtoul
+#: takes of it; a note after it is not part of it, anything else is said
+_INT_PREFIX = re.compile(r"([+-]?[0-9]+)")
 
 
 def _refuse(msg: str) -> None:

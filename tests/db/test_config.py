@@ -34,7 +34,7 @@ def test_a_note_after_a_number_is_not_part_of_it():
     """'replacement_timeout = 5   # was 120': the number, as iscsiadm's strtoul reads it
     (before: warned as a bad value, and the default 120 applied: not what the admin set).
     Text values keep their '#' (a CHAP secret may hold one); a number with letters after it
-    is still refused."""
+    is strtoul's number too, said (before: refused, the default kept)."""
     from iscsictl.db import schema
 
     warnings = []
@@ -47,8 +47,8 @@ def test_a_note_after_a_number_is_not_part_of_it():
     assert vals["node.session.timeo.replacement_timeout"] == 5
     assert vals["node.session.initial_login_retry_max"] == 7
     assert vals["node.session.queue_depth"] == 64
-    assert vals["node.session.cmds_max"] == 128 and len(warnings) == 1
-    assert "'12abc'" in warnings[0]
+    assert vals["node.session.cmds_max"] == 12 and len(warnings) == 1
+    assert "'12abc' for parameter name 'node.session.cmds_max' read as 12" in warnings[0]
     assert vals["node.session.auth.password"] == "pass # word"
 
 
@@ -89,4 +89,7 @@ def test_node_defaults_are_read_as_iscsid_reads_its_conf():
     assert conf.safe_logout is True
     assert sorted(w.split(": ", 1)[1][:7] for w in warnings) == ["config ", "line 2 ",
                                                                   "line 6 "]
-    assert any("line 5 contains unknown value format '64 max'" in w for w in warnings)
+    # '64 max': strtoul's 64, as idbm takes it (before: the default kept), and said
+    assert node["node.session.cmds_max"] == 64
+    assert any("line 5: '64 max' for parameter name 'node.session.cmds_max' read as 64" in w
+               for w in warnings)
