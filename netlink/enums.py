@@ -218,9 +218,12 @@ class IscsiErr(enum.IntEnum):
 ISCSI_ERR_STRINGS: dict[IscsiErr, str] = {
     IscsiErr.OK: "ISCSI_OK: operation successful",
     IscsiErr.DATASN: "ISCSI_ERR_DATASN: Received invalid data sequence number from target",
-    IscsiErr.DATA_OFFSET: "ISCSI_ERR_DATA_OFFSET: Seeking offset beyond the size of the iSCSI segment",
-    IscsiErr.MAX_CMDSN: "ISCSI_ERR_MAX_CMDSN: Received invalid command sequence number from target",
-    IscsiErr.EXP_CMDSN: "ISCSI_ERR_EXP_CMDSN: Received invalid expected command sequence number from target",
+    IscsiErr.DATA_OFFSET: "ISCSI_ERR_DATA_OFFSET: Seeking offset beyond the size of the "
+                          "iSCSI segment",
+    IscsiErr.MAX_CMDSN: "ISCSI_ERR_MAX_CMDSN: Received invalid command sequence number from "
+                        "target",
+    IscsiErr.EXP_CMDSN: "ISCSI_ERR_EXP_CMDSN: Received invalid expected command sequence "
+                        "number from target",
     IscsiErr.BAD_OPCODE: "ISCSI_ERR_BAD_OPCODE: Received an invalid iSCSI opcode",
     IscsiErr.DATALEN: "ISCSI_ERR_DATALEN: Invalid data length value",
     IscsiErr.AHSLEN: "ISCSI_ERR_AHSLEN: Received an invalid AHS length",
@@ -228,7 +231,8 @@ ISCSI_ERR_STRINGS: dict[IscsiErr, str] = {
     IscsiErr.LUN: "ISCSI_ERR_LUN: LUN mismatch",
     IscsiErr.BAD_ITT: "ISCSI_ERR_BAD_ITT: Received invalid initiator task tag from target",
     IscsiErr.CONN_FAILED: "ISCSI_ERR_CONN_FAILED: iSCSI connection failed",
-    IscsiErr.R2TSN: "ISCSI_ERR_R2TSN: Received invalid R2T (Ready to Transfer) data sequence number from target",
+    IscsiErr.R2TSN: "ISCSI_ERR_R2TSN: Received invalid R2T (Ready to Transfer) data sequence "
+                    "number from target",
     IscsiErr.SESSION_FAILED: "ISCSI_ERR_SESSION_FAILED: iSCSI session failed",
     IscsiErr.HDR_DGST: "ISCSI_ERR_HDR_DGST: Header digest mismatch",
     IscsiErr.DATA_DGST: "ISCSI_ERR_DATA_DGST: Data digest mismatch",

@@ -55,9 +55,10 @@ class Record:
     def as_strings(self, *, omit_defaults: bool = False) -> dict[str, str]:
         """Every set key as open-iscsi text (lists comma-joined; secrets in clear:
         this is what a login needs, never what is printed), and the
-        :data:`~.schema.NODE_MEMORY_ONLY` values a record from the firmware has.  ``omit_defaults`` leaves out
-        the keys whose text equals the kind's compiled default (:func:`with_defaults`
-        restores them): a node record shrinks from ~4 KiB to what was set."""
+        :data:`~.schema.NODE_MEMORY_ONLY` values a record from the firmware has.
+        ``omit_defaults`` leaves out the keys whose text equals the kind's compiled default
+        (:func:`with_defaults` restores them): a node record shrinks from ~4 KiB to what
+        was set."""
         defaults = _default_values(self.kind) if omit_defaults else {}
         out = {name: ",".join(v) if isinstance(v, (list, tuple)) else str(v)
                for name, v in self.values.items()
