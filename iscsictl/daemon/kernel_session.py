@@ -55,7 +55,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from iscsictl.db.schema import iface_bound_by
-from iscsictl.kernel.sysfs import Sysfs
+from iscsictl.kernel.sysfs import Sysfs, read_attribute
 from iscsictl.kernel.transports import TRANSPORTS, SetHostIp
 from iscsictl.lexical import host_key
 from iscsictl.netlink import (
@@ -1695,8 +1695,7 @@ def set_queue_depth(sysfs, sid: int, depth: int) -> None:  # type: ignore[no-unt
     ``sid``'s devices; blocking (a sysfs walk and writes); failures logged."""
     for d in sysfs.session_devices(sid):
         try:
-            with open(f"{d.path}/queue_depth", "w") as f:
-                f.write(str(depth))
+            sysfs.set_queue_depth(d, depth)
         except OSError as exc:
             log.warning("session %d: cannot set %s's queue depth %d: %s", sid, d.hctl,
                         depth, exc)
@@ -1748,7 +1747,7 @@ async def logout(nl, handle: int, session: KernelSession, timeout: float,  # typ
         await _lane_job(nl, IscsiNetlink.unbind_session, handle, sid)
         await _unbound(session, timeout, target_state)
     except asyncio.CancelledError:
-        if _read_state(target_state) not in (None, "UNBOUND"):
+        if read_attribute(target_state) not in (None, "UNBOUND"):
             log.warning("session %d: logout cut short (the daemon stops) while the kernel "
                         "removes its devices: left to it, logged in", sid)
             raise
@@ -1792,16 +1791,6 @@ async def logout(nl, handle: int, session: KernelSession, timeout: float,  # typ
                 return
 
 
-def _read_state(path: str) -> str | None:
-    """A session's ``target_state`` (UNBOUND, ALLOCATED, SCANNED, UNBINDING), or None
-    where there is none (no such attribute, or the session is gone)."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(64).decode("ascii", "replace").strip()
-    except OSError:
-        return None
-
-
 async def _unbound(session: KernelSession, timeout: float, target_state: str) -> None:
     """Until the kernel has removed the session's devices: its KEVENT_UNBIND_SESSION
     (``session.unbound``), or ``target_state`` UNBOUND; without that attribute, at most
@@ -1815,7 +1804,7 @@ async def _unbound(session: KernelSession, timeout: float, target_state: str) ->
             return
         except asyncio.TimeoutError:
             pass
-        state = _read_state(target_state)  # one small sysfs file: on the loop
+        state = read_attribute(target_state)  # one small sysfs file: on the loop
         if state == "UNBOUND":
             return
         if loop.time() < deadline:

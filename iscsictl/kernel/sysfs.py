@@ -715,6 +715,11 @@ class Sysfs:
         Raises OSError."""
         self._write(f"{device.path}/rescan", "1")
 
+    def set_queue_depth(self, device: ScsiDevice, depth: int) -> None:
+        """A device's queue depth (iscsid's iscsi_sysfs_set_queue_depth: ``"%d"``).
+        Raises OSError."""
+        self._write(f"{device.path}/queue_depth", str(depth))
+
     @staticmethod
     def _write(path: str, text: str) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)

@@ -489,7 +489,7 @@ def test_sendtargets_through_a_bnx2i_port(tmp_path, uip):
         (UipCommand.GET_IFACE, 0, "eth7")]
 
 
-@pytest.mark.parametrize("transport, written", [("cxgb4i", "24"), ("tcp", "128")])
+@pytest.mark.parametrize("transport, written", [("cxgb4i", "24"), ("tcp", "")])
 def test_an_offload_sessions_devices_get_the_records_queue_depth_after_its_scan(
         tmp_path, monkeypatch, transport, written):
     """An offload driver's host does not take CREATE_SESSION's queue_depth (bnx2i, qedi,
@@ -509,7 +509,7 @@ def test_an_offload_sessions_devices_get_the_records_queue_depth_after_its_scan(
     hba(tmp_path)
     add_session(tmp_path, 5, 9, TargetConfig().name, "10.7.0.9", {0: "sda"})  # what it makes
     lun = tmp_path / "devices/platform/host9/session5/target9:0:0/9:0:0:0"
-    (lun / "queue_depth").write_text("128")
+    (lun / "queue_depth").write_text("")  # sysfs has it; a write neither creates nor truncates
     (tmp_path / "devices/platform/host9/scsi_host/host9/scan").write_text("")
     kernel = HbaKernel(FakeTarget())
     d = Daemon(str(tmp_path / "s"), sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
