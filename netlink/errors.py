@@ -7,7 +7,7 @@ import os
 
 __all__ = [
     "IscsiNetlinkError", "KernelInterfaceUnavailable", "NetlinkPermissionError", "NotInitialNetnsError",
-    "IscsiKernelError", "ReplyTimeout", "NetlinkClosedError", "PayloadDecodeError",
+    "IscsiKernelError", "ReplyTimeout", "ReplyLost", "NetlinkClosedError", "PayloadDecodeError",
 ]
 
 
@@ -70,6 +70,13 @@ class IscsiKernelError(IscsiNetlinkError, OSError):
 
 class ReplyTimeout(IscsiNetlinkError, TimeoutError):
     """No reply of the expected type arrived within the timeout (seconds)."""
+
+
+class ReplyLost(ReplyTimeout):
+    """The reply is known gone without waiting: the kernel answers inside ``sendmsg()``, and
+    the socket read right after it found no reply but a receive buffer overrun (ENOBUFS:
+    the kernel dropped messages, the reply among them).  A ReplyTimeout, for the callers:
+    whether the kernel did the operation is as unknown."""
 
 
 class NetlinkClosedError(IscsiNetlinkError):

@@ -26,7 +26,10 @@ client calls it for the queued events (in order) right before a request returns 
 :meth:`IscsiNetlink.process_events`; the asyncio client calls it from its reader callback.
 Without a callback, take them with ``next_event()`` / ``pending_events()``.  A receive buffer
 overrun (``recvmsg`` fails with ENOBUFS: the kernel dropped messages) is delivered in its
-place in the stream as :data:`~.events.EVENTS_LOST`, for the consumer to resynchronize.
+place in the stream as :data:`~.events.EVENTS_LOST`, for the consumer to resynchronize.  As
+the kernel queues its replies before ``sendmsg()`` returns, a request whose reply is not
+among what the socket holds after the send, where an overrun was read, raises
+:class:`~.errors.ReplyLost` at once instead of waiting out its timeout.
 
 The transport is injectable (``transport=``): anything with ``fileno()``, ``send(bytes)``,
 ``recv_into(buffer)`` and ``close()``; the tests use ``socket.socketpair(AF_UNIX, SOCK_DGRAM)``.
@@ -51,7 +54,8 @@ from typing import Any, Awaitable, Callable, Iterable, NamedTuple, Protocol, Seq
 from .enums import ISCSI_NL_GRP_ISCSID, NETLINK_ISCSI, StopConnFlag
 from .enums import IscsiUeventE as E
 from .errors import (IscsiKernelError, KernelInterfaceUnavailable, NetlinkClosedError,
-                     NetlinkPermissionError, NotInitialNetnsError, PayloadDecodeError, ReplyTimeout)
+                     NetlinkPermissionError, NotInitialNetnsError, PayloadDecodeError, ReplyLost,
+                     ReplyTimeout)
 from .events import EVENTS_LOST, KernelEvent, event_from_message
 from .messages import (decode_messages, encode_message, encode_nlas, encode_sockaddr, message_encoder,
                        iscsi_chap_rec_payload, iscsi_flashnode_param_info_nla, iscsi_host_stats_custom_payload,
@@ -299,6 +303,13 @@ def _reply_timeout(reqs: list[_Request], got: int, timeout: float) -> ReplyTimeo
     what = E(reqs[0].ev_type).name
     return ReplyTimeout(f"no reply to {what} within {timeout:g} s" if len(reqs) == 1
                         else f"{got} of {len(reqs)} replies to a batch of {what} within {timeout:g} s")
+
+
+def _reply_lost(reqs: list[_Request], got: int) -> ReplyLost:
+    what = E(reqs[0].ev_type).name
+    return ReplyLost((f"no reply to {what}" if len(reqs) == 1 else
+                      f"{got} of {len(reqs)} replies to a batch of {what}")
+                     + ": the kernel dropped it (netlink receive buffer overrun)")
 
 
 #: SET_PARAM, a login's most frequent request (~30 each), without keyword plumbing
@@ -650,6 +661,7 @@ class _Core:
         self.timeout = timeout
         self.event_callback = event_callback
         self._pid = 0  # the kernel replies to the sender's portid whatever nlmsg_pid says
+        self._overruns = 0  # ENOBUFS read so far: a reply missing after one was dropped
         self._seq = 0
         # On a real netlink socket, only the kernel (port 0) may speak: any root process
         # can unicast to our port, and a forged CONN_ERROR would trigger a recovery.
@@ -696,6 +708,7 @@ class _Core:
                 return out
             except OSError as exc:
                 if exc.errno == errno.ENOBUFS:  # the next read has what came after
+                    self._overruns += 1
                     log.warning("iscsi netlink: receive buffer overrun (ENOBUFS): the kernel "
                                 "dropped messages; delivered as EventsLost")
                     out.append(EVENTS_LOST)
@@ -768,9 +781,11 @@ class IscsiNetlink(_Core, _Operations):
     def _exchange(self, reqs: list[_Request], data: bytes) -> list[Any]:
         """Send ``data`` (the requests, encoded) and wait, up to the longest of their
         timeouts, for one reply per request in order; any other message becomes an event
-        (dispatched before returning).  Raises ReplyTimeout."""
+        (dispatched before returning).  Raises ReplyTimeout, or ReplyLost when the first read
+        after the send finds an overrun and not every reply."""
         timeout = max(self.timeout if r.timeout is None else r.timeout for r in reqs)
         deadline = time.monotonic() + timeout
+        overruns: int | None = self._overruns
         self._send(data)
         replies: list[Any] = []
         while True:
@@ -781,6 +796,10 @@ class IscsiNetlink(_Core, _Operations):
                     self._events.append(_as_event(msg))
             if len(replies) == len(reqs):
                 break
+            if overruns is not None and self._overruns != overruns:
+                self._dispatch()
+                raise _reply_lost(reqs, len(replies))
+            overruns = None  # later reads: events only
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self._dispatch()
@@ -1007,11 +1026,14 @@ class AsyncIscsiNetlink(_Core, _Operations):
 
     async def _exchange(self, reqs: list[_Request], data: bytes) -> list[Any]:
         """Send ``data`` (the requests, encoded) and await one unchecked reply per request, in
-        order, up to the longest of their timeouts; the caller holds ``_lock``."""
+        order, up to the longest of their timeouts; the caller holds ``_lock``.  Raises
+        ReplyTimeout, or ReplyLost when the socket, read once the send has returned, holds
+        no more replies and an overrun was read since the send began."""
         assert self._loop is not None
         timeout = max(self.timeout if r.timeout is None else r.timeout for r in reqs)
         fut: asyncio.Future[list[Any]] = self._loop.create_future()
         pend = self._pending = _Pending(reqs, [], fut)
+        overruns = self._overruns
         try:
             if self.send_in_executor and reqs[0].ev_type in BLOCKING_OPS:  # alone: _one_datagram
                 sending = self._loop.run_in_executor(None, self._send, data)
@@ -1022,6 +1044,7 @@ class AsyncIscsiNetlink(_Core, _Operations):
                     self._on_readable()
                     raise asyncio.CancelledError
                 sending.result()
+                self._on_readable()  # the replies are queued: taken now, as below
             else:
                 self._send(data)
                 # The kernel handles the requests inside sendmsg() and queues the replies
@@ -1031,6 +1054,8 @@ class AsyncIscsiNetlink(_Core, _Operations):
                 self._on_readable()
             if fut.done():
                 return fut.result()
+            if self._overruns != overruns:
+                raise _reply_lost(reqs, len(pend.replies))
             try:
                 return await asyncio.wait_for(fut, timeout)
             except asyncio.TimeoutError:

@@ -168,37 +168,26 @@ def test_malformed_datagrams_are_skipped(kernel_factory, caplog):
     assert any("malformed" in r.message or "shorter" in r.message for r in caplog.records)
 
 
-class Overrun:
-    """The fake kernel's end as a transport whose next read fails with ENOBUFS once
-    ``armed`` (a netlink socket's receive buffer overran: the kernel dropped messages and
-    says so at the next ``recvmsg``, before what it queued afterwards)."""
+class Overrun(SyncKernel):
+    """A kernel that answers inside send(), as the real one does, over a socket whose next
+    read fails with ENOBUFS once ``armed`` (the receive buffer overran: the kernel dropped
+    messages and says so at the next ``recvmsg``, before what it queued)."""
 
-    def __init__(self, sock):
-        self.sock, self.armed = sock, False
-
-    def fileno(self):
-        return self.sock.fileno()
-
-    def send(self, data):
-        return self.sock.send(data)
+    armed = False
 
     def recv_into(self, buf):
         if self.armed:
             self.armed = False
             raise OSError(errno.ENOBUFS, os.strerror(errno.ENOBUFS))
-        return self.sock.recv_into(buf)
-
-    def close(self):
-        self.sock.close()
+        return super().recv_into(buf)
 
 
-def test_an_overrun_is_delivered_in_its_place_among_the_events(kernel_factory, caplog):
+def test_an_overrun_is_delivered_in_its_place_among_the_events(caplog):
     """ENOBUFS from the socket becomes EVENTS_LOST, after the events read before it and
-    before those read after; a reply that came after it still answers its request."""
-    k = kernel_factory(lambda req: [ev_conn_error(sid=2), echo(req, r_sid=7, r_cid=3)])
-    t = Overrun(k.user)
+    before those read after; a reply queued after it still answers its request."""
+    t = Overrun(lambda req: [ev_conn_error(sid=2), echo(req, r_sid=7, r_cid=3)])
     with IscsiNetlink(t, timeout=2) as nl:
-        k.send(ev_conn_error(sid=1))
+        t.b.send(ev_conn_error(sid=1))
         assert nl.next_event(1).sid == 1
         t.armed = True
         assert nl.create_conn(1, 7, 3) == 3
@@ -207,15 +196,44 @@ def test_an_overrun_is_delivered_in_its_place_among_the_events(kernel_factory, c
     assert "receive buffer overrun (ENOBUFS)" in caplog.text
 
 
-def test_an_overrun_reaches_the_async_event_callback(kernel_factory):
+def test_a_reply_dropped_in_an_overrun_fails_its_request_at_once():
+    """The kernel queues its reply inside sendmsg(): when the read after the send finds an
+    overrun and no reply, the reply was dropped, and the request fails then (ReplyLost, a
+    ReplyTimeout) instead of after its timeout; the events read meanwhile are kept."""
+    t = Overrun(lambda req: [ev_conn_error(sid=2)])  # the reply: dropped
+    with IscsiNetlink(t, timeout=30) as nl:
+        t.armed = True
+        with pytest.raises(ReplyTimeout, match="no reply to CREATE_CONN: the kernel dropped "
+                           r"it \(netlink receive buffer overrun\)"):
+            nl.create_conn(1, 7, 3)
+        events = nl.pending_events()
+    assert events[0] is EVENTS_LOST and [e.sid for e in events[1:]] == [2]
+
+
+def test_a_reply_dropped_in_an_overrun_fails_an_async_request_at_once():
+    """As above, for the asyncio client, a request sent on the loop and one sent from the
+    executor (DESTROY_SESSION, which can block in the kernel)."""
+    t = Overrun(lambda req: [])
     seen = []
-    k = kernel_factory(lambda req: [])
-    t = Overrun(k.user)
+
+    async def main():
+        async with AsyncIscsiNetlink(t, timeout=30, event_callback=seen.append) as nl:
+            for call in (lambda: nl.create_conn(1, 7, 3), lambda: nl.destroy_session(1, 7)):
+                t.armed = True
+                with pytest.raises(ReplyTimeout, match="the kernel dropped it"):
+                    await asyncio.wait_for(call(), 10)
+    asyncio.run(main())
+    assert seen == [EVENTS_LOST, EVENTS_LOST]
+
+
+def test_an_overrun_reaches_the_async_event_callback():
+    seen = []
+    t = Overrun(lambda req: [])
 
     async def main():
         async with AsyncIscsiNetlink(t, event_callback=seen.append):
             t.armed = True
-            k.send(ev_conn_error(sid=4))
+            t.b.send(ev_conn_error(sid=4))
             for _ in range(100):
                 if len(seen) == 2:
                     break
