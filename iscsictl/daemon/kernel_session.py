@@ -788,14 +788,18 @@ async def _lane_job(nl, fn: Callable[..., Any], *args: Any) -> Any:  # type: ign
     return job.result()
 
 
-async def _discard(nl, handle: int, early: "asyncio.Future[Any]") -> None:  # type: ignore[no-untyped-def]
+async def _discard(nl, handle: int, early: "asyncio.Future[Any]",  # type: ignore[no-untyped-def]
+                   destroying: Callable[[int], None] | None) -> None:
     """Destroy the session made ahead of a login that failed or is not to be used (once
     its creation ends): DESTROY_SESSION, synchronous (it has no connection, no device), so
-    that it is gone when the login's failure is reported; else the forced teardown."""
+    that it is gone when the login's failure is reported; else the forced teardown.
+    ``destroying`` is told its sid first."""
     job, _ = await _to_the_end(early)
     if job.exception() is not None:
         return
     sid = job.result().sid
+    if destroying is not None:
+        destroying(sid)
     try:
         await nl.destroy_session(handle, sid)
     except IscsiNetlinkError as exc:  # refused, or no reply in time
@@ -834,12 +838,16 @@ async def establish(
     issued_challenges: MutableSet[bytes] | None = None,
     scan: ScanStarter | None = None,
     caps: int = -1,
+    destroying: Callable[[int], None] | None = None,
 ) -> KernelSession:
     """Log in and hand the connection to the kernel; the running session.
 
     ``scan``: started with the session's host number once the kernel runs it (on the
     netlink lane); the session's ``scanning`` is its future, for the caller to await.
     ``caps``: the transport's CAP_* (the parameters it lacks one for are not sent).
+    ``destroying``: called with the sid of each kernel session this login makes and
+    destroys itself (one made while the login was on the wire, for a login that failed),
+    before the destruction: the KEVENT_DESTROY_SESSION that follows is the login's.
 
     ``iface.initiatorname``, when the node's iface sets one, replaces
     ``initiator_name`` for this session (open-iscsi's per-iface InitiatorName).
@@ -863,7 +871,7 @@ async def establish(
                                                      issued_challenges, connected)
     except BaseException:
         if early is not None:
-            await _discard(nl, handle, early)
+            await _discard(nl, handle, early, destroying)
         raise
     assert early is not None
     try:
@@ -882,7 +890,7 @@ async def establish(
         except IscsiNetlinkError as exc:
             raise _kernel_failure(exc) from None
         if cancelled or result.cmdsn != INITIAL_CMDSN:
-            await _discard(nl, handle, early)
+            await _discard(nl, handle, early, destroying)
             if cancelled:
                 raise asyncio.CancelledError
             ids = None  # the kernel's session must start at the login's CmdSN: made below
@@ -893,6 +901,8 @@ async def establish(
         try:
             ids, cid, held, started_scan = job.result()
         except HandoverFailed as failed:  # gone (synchronously: no devices) when reported
+            if destroying is not None:
+                destroying(failed.sid)
             await force_teardown(nl, handle, failed.sid, 0, synchronous=True)
             if isinstance(failed.cause, IscsiNetlinkError):
                 raise _kernel_failure(failed.cause) from None
@@ -900,6 +910,8 @@ async def establish(
         except IscsiNetlinkError as exc:
             raise _kernel_failure(exc) from None
         if cancelled:
+            if destroying is not None:
+                destroying(ids.sid)
             await force_teardown(nl, handle, ids.sid, cid)
             raise asyncio.CancelledError
         sid = ids.sid

@@ -1172,7 +1172,8 @@ class Daemon:
                     else:
                         session = await ks.establish(self.nl, handle, node, initiator_name,
                                                      isid, self.issued_challenges,
-                                                     self._start_scan if scan else None, caps)
+                                                     self._start_scan if scan else None, caps,
+                                                     self._destroy_due)
                 break
             except SessionError as exc:
                 self.isids.release(isid)
@@ -1202,6 +1203,13 @@ class Daemon:
                     self._scan_pool, ks.set_queue_depth, self.sysfs, session.sid,
                     _num(node.record, "node.session.queue_depth", 32))
         return session.sid
+
+    def _destroy_due(self, sid: int) -> None:
+        """Session ``sid`` was destroyed here (a logout, a failed login's own): its
+        KEVENT_DESTROY_SESSION, still on its way, is not another netlink user's."""
+        self._logged_out.add(sid)
+        if len(self._logged_out) > 1024:  # sids only grow: the oldest are long settled
+            self._logged_out = set(sorted(self._logged_out)[-512:])
 
     def _start_scan(self, host_no: int) -> "concurrent.futures.Future[None]":
         """The LUN scan of a new session's host, started from the netlink lane."""
@@ -1366,9 +1374,7 @@ class Daemon:
         except SessionError as exc:
             return {**desc, "ok": False, "code": exc.code, "message": str(exc)}
         if self.sessions.pop(sid, None) is not None:
-            self._logged_out.add(sid)  # its DESTROY_SESSION event may still be on its way
-            if len(self._logged_out) > 1024:  # sids only grow: the oldest are long settled
-                self._logged_out = set(sorted(self._logged_out)[-512:])
+            self._destroy_due(sid)
         if session.isid is not None:
             self.isids.release(session.isid)
         self._save_state()

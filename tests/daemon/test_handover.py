@@ -813,6 +813,69 @@ def test_a_create_session_never_answered_is_code_9_and_frees_the_isid(monkeypatc
     assert asyncio.run(daemon_login()) == 0
 
 
+@pytest.mark.parametrize("how", ["login", "handover", "cmdsn"])
+def test_the_destroy_event_of_a_failed_logins_own_session_is_known(monkeypatch, tmp_path,
+                                                                    caplog, how):
+    """A session establish made and destroyed itself (a failed login's, a refused
+    handover's, one made at the wrong CmdSN) is named to the daemon before its destruction,
+    so that its KEVENT_DESTROY_SESSION is not taken for another netlink user's session
+    (before, every failed login logged that at INFO)."""
+    from iscsictl.daemon.errors import SessionError
+    from iscsictl.daemon.service import Daemon
+    from iscsictl.netlink import DestroySession
+    from iscsictl.protocol.login import LoginSuccess
+    from iscsictl.protocol.negotiation import NegotiatedParameters
+    from iscsictl.protocol.portal import Portal
+
+    class Sids(Kernel):  # 5, then 6, ...
+        def answer(self, msg, raw):
+            if msg["type"] == E.CREATE_SESSION:
+                made = sum(r["type"] == E.CREATE_SESSION for r in self.requests)
+                return [echo(raw, r_sid=4 + made, r_host_no=9)]
+            return super().answer(msg, raw)
+    kernel = Sids({E.BIND_CONN: errno.EBADF} if how == "handover" else None)
+    ours, theirs = socket.socketpair()
+    theirs.close()
+    cmdsn = ks.INITIAL_CMDSN + (how == "cmdsn")
+
+    async def login(node, initiator_name, isid, issued, connected=None):
+        connected()
+        await asyncio.sleep(0.05)
+        if how == "login":
+            raise SessionError(24, "authentication failed")
+        return ours, LoginSuccess(NegotiatedParameters(), b"\0" * 6, 7, 0, cmdsn, 3, 4,
+                                  cmdsn, cmdsn + 31, {}), Portal("127.0.0.1", 3260, 1)
+    monkeypatch.setattr(ks, "userspace_login", login)
+    monkeypatch.setattr(ks, "set_queue_depth", lambda *args: None)
+    named = []
+
+    async def daemon_login():
+        d = Daemon(str(tmp_path / "s"), sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
+                   db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
+        d.nl = LaneNetlink(kernel)
+        d._handles["tcp"] = 3
+        due = d._destroy_due
+        d._destroy_due = lambda sid: (named.append((sid, len(kernel.requests))), due(sid))
+        node = _logout_node()
+        node.record["node.session.initial_login_retry_max"] = "1"
+        node.record["node.session.scan"] = "manual"
+        try:
+            try:
+                await d._establish(node, "iqn.2026-11.org.example:i")
+            except SessionError:
+                assert how != "cmdsn"
+            d._on_event(DestroySession(104, None, host_no=9, sid=5))
+        finally:
+            d.nl.knl.close()
+            d._scan_pool.shutdown(wait=False)
+    caplog.set_level(logging.DEBUG)
+    asyncio.run(daemon_login())
+    destroy = next(i for i, r in enumerate(kernel.requests) if r["type"] == E.DESTROY_SESSION)
+    assert named == [(5, destroy if how != "handover" else destroy - 2)]  # before it
+    assert "another netlink user" not in caplog.text
+    assert "destroy event for session 5 (already removed here)" in caplog.text
+
+
 def test_xmit_thread_priority_is_given_to_the_hosts_transmit_thread(tmp_path, monkeypatch,
                                                                     caplog):
     """node.session.xmit_thread_priority, as iscsid 2.1.8's session_increase_wq_priority:

@@ -240,7 +240,7 @@ def test_a_scan_that_fails_after_a_login_is_a_warning(tmp_path, monkeypatch, cap
                                       "node.conn[0].address": "127.0.0.1",
                                       "node.conn[0].port": "3260", "node.tpgt": "1"})
 
-    async def establish(nl, handle, node, name, isid, issued, scan, caps=-1):
+    async def establish(nl, handle, node, name, isid, issued, scan, caps=-1, destroying=None):
         return ks.KernelSession(sid=4, host_no=5, cid=0, node=node, isid=isid, tsih=1,
                                 params=None, current=Portal("127.0.0.1", 3260, 1))
 
@@ -382,7 +382,7 @@ def test_a_stop_with_logout_all_logs_out_a_login_that_ends_meanwhile(tmp_path, m
     d = _daemon(tmp_path)
     logged_out, gate = [], None
 
-    async def establish(nl, handle, node, name, isid, issued, scan, caps=-1):
+    async def establish(nl, handle, node, name, isid, issued, scan, caps=-1, destroying=None):
         await gate.wait()  # ends while the stop's logouts run
         return ks.KernelSession(sid=9, host_no=5, cid=0, node=node, isid=isid, tsih=1,
                                 params=None, current=Portal("127.0.0.1", 3260, 1))
@@ -427,7 +427,7 @@ def test_a_boot_disks_login_keeps_trying_as_long_as_iscsistarts(tmp_path, monkey
     d.nl = _StopOnly()
     tries = []
 
-    async def establish(nl, handle, node, name, isid, issued, scan, caps=-1):
+    async def establish(nl, handle, node, name, isid, issued, scan, caps=-1, destroying=None):
         tries.append(asyncio.get_running_loop().time())
         raise SessionError(8, "connection refused", retryable=True)
     monkeypatch.setattr(ks, "establish", establish)
