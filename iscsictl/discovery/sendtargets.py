@@ -1,16 +1,19 @@
 """SendTargets discovery over a plain TCP socket (RFC 7143 Appendix C), open-iscsi's way.
 
 One attempt: connect (``discovery.sendtargets.timeo.login_timeout``), Discovery-session login
-(CHAP / mutual CHAP from ``discovery.sendtargets.auth.*``, redirects followed), ``SendTargets=All``
+(CHAP / mutual CHAP from ``discovery.sendtargets.auth.*``, redirects followed; each Login
+Response within ``timeo.active_timeout``, as iscsiadm's iscsi_login polls), ``SendTargets=All``
 with Text continuation (each Text Response within ``timeo.active_timeout`` of the last PDU, as
 open-iscsi restarts its timer), Logout, close
 (:func:`discovering` lets the caller's work overlap the Logout).
 
-Retries follow ``discovery.sendtargets.reopen_max``: a connection failure, a timeout or a
-retryable rejection (status class 3) is reported through ``log`` and retried after
-``retry_delay`` seconds (never a busy loop: open-iscsi #155), at most ``reopen_max`` times,
-then :class:`~iscsictl.transport.errors.RetriesExceeded`.  Authentication failures (exit 24),
-non-retryable rejections (19) and protocol violations (5) are not retried.  ``reopen_max = 0``
+Retries follow ``discovery.sendtargets.reopen_max``: a connection failure, a timeout of the
+text exchange or a retryable rejection (status class 3) is reported through ``log`` and
+retried after ``retry_delay`` seconds (never a busy loop: open-iscsi #155), at most
+``reopen_max`` times, then :class:`~iscsictl.transport.errors.RetriesExceeded`.
+Authentication failures (exit 24), non-retryable rejections and a Login Response that never
+comes (19: iscsi_login's LOGIN_FAILED, which usr/discovery.c gives up on) and protocol
+violations (5) are not retried.  ``reopen_max = 0``
 means a single attempt (discovery is bounded; open-iscsi's "0 = forever" is for sessions).
 
 No kernel module and no root are needed.
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Mapping
 
 from ..protocol.config import LoginConfig
@@ -28,8 +31,8 @@ from ..protocol.errors import ISCSIProtocolError
 from ..protocol.portal import Portal
 from ..protocol.text_exchange import DiscoveredTarget, parse_send_targets
 from ..transport.errors import (FatalLoginError, InitiatorAuthFailed, LoginFailed,
-                                ProtocolFailure, RetriesExceeded, ResolveError,
-                                RetryableLoginError, TransportError)
+                                LoginResponseTimeout, ProtocolFailure, RetriesExceeded,
+                                ResolveError, RetryableLoginError, TransportError)
 from ..transport.tcp import Connection, login
 
 __all__ = ["DiscoveryPolicy", "discovering", "send_targets"]
@@ -73,7 +76,9 @@ def _exchange(host: str, port: int, config: LoginConfig, policy: DiscoveryPolicy
     (:mod:`iscsictl.transport.iface`): log in and ask SendTargets=All.  The logged-in
     connection (the caller closes it) and the targets; a target or portal of the answer
     that is not one is left out, said through ``log``.  Raises the transport errors."""
-    conn = login(host, port, config, iface=iface, meanwhile=meanwhile)
+    each = policy.active_timeout  # iscsiadm waits that long for each Login Response
+    conn = login(host, port, replace(config, login_timeout=each, auth_timeout=each),
+                 iface=iface, meanwhile=meanwhile, connect_timeout=policy.login_timeout)
     skip = log or (lambda why: None)
     try:
         pairs = conn.text([("SendTargets", "All")], policy.active_timeout,
@@ -143,6 +148,10 @@ def discovering(host: str, port: int, config: LoginConfig,
             raise  # resolved once, as iscsiadm: another attempt would not change it
         except InitiatorAuthFailed as e:  # discovery.c: LOGIN_AUTHENTICATION_FAILED is fatal
             raise FatalLoginError(str(e)) from None
+        except LoginResponseTimeout as e:  # iscsi_login's LOGIN_FAILED: not retried either
+            raise FatalLoginError(f"{e} within {policy.active_timeout:g} s "
+                                  "(discovery.sendtargets.timeo.active_timeout): giving up"
+                                  ) from None
         except (RetryableLoginError, TransportError) as e:
             last = e
         if log:

@@ -50,6 +50,12 @@ class TransportTimeout(TransportError):
     exit_code = ISCSI_ERR_TRANS_TIMEOUT
 
 
+class LoginResponseTimeout(TransportTimeout):
+    """The connection stood but no Login Response came within the login's timeout (the
+    target took the Login Request and said nothing).  Exit code 8, as TransportTimeout;
+    a discovery gives up on it (19, :func:`~iscsictl.discovery.sendtargets.discovering`)."""
+
+
 class LoginFailed(Exception):
     """The login did not reach full feature phase: a protocol violation by the target, a
     negotiation failure, or a retryable rejection (status class 3).  Exit code 5

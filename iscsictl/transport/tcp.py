@@ -40,7 +40,7 @@ from ..protocol.text_exchange import TextExchange
 from .iface import BindError, bind_socket
 from .errors import (ConnectError, ConnectionClosed, FatalLoginError, InitiatorAuthFailed,
                      LoginAuthFailed, LoginFailed, ProtocolFailure, ResolveError,
-                     RetryableLoginError, TransportTimeout)
+                     LoginResponseTimeout, RetryableLoginError, TransportTimeout)
 
 __all__ = ["Connection", "login", "new_isid", "DEFAULT_MAX_REDIRECTS"]
 
@@ -192,7 +192,8 @@ class Connection:
               ) -> LoginSuccess | LoginRedirect:
         """Log in on this connection.  Returns LoginSuccess (then full feature phase) or
         LoginRedirect.  Raises LoginAuthFailed (24), FatalLoginError (19), LoginFailed (5),
-        TransportTimeout (8), ConnectionClosed (4).
+        TransportTimeout (8; LoginResponseTimeout when no Login Response came in time),
+        ConnectionClosed (4).
 
         ``meanwhile()``, when given, runs once the first Login PDU is sent, before its
         response is read: the caller's own work (writing a record) overlaps the target's.
@@ -215,7 +216,7 @@ class Connection:
                     try:
                         m.check_timeout(time.monotonic())
                     except LoginTimeout as e:
-                        raise TransportTimeout(f"{what}: {e}") from None
+                        raise LoginResponseTimeout(f"{what}: {e}") from None
                     raise
                 outcome = m.receive_data(chunk, time.monotonic())
                 out = m.data_to_send()
@@ -339,16 +340,19 @@ class Connection:
 def login(host: str, port: int, config: LoginConfig, *, isid: bytes | None = None,
           max_redirects: int = DEFAULT_MAX_REDIRECTS, warn=None,
           iface: Mapping[str, str] | None = None,
-          meanwhile: Callable[[], object] | None = None) -> Connection:
+          meanwhile: Callable[[], object] | None = None,
+          connect_timeout: float | None = None) -> Connection:
     """Connect (through ``iface``'s device, if it binds one) and log in, following at most
-    ``max_redirects`` redirects.  The connect timeout is ``config.login_timeout``.  Returns
+    ``max_redirects`` redirects.  The connect timeout is ``connect_timeout`` seconds
+    (default ``config.login_timeout``).  Returns
     a logged-in Connection (close it).  Raises the errors of :meth:`Connection.open` and
     :meth:`Connection.login`; LoginFailed when the redirect limit is passed.
     ``meanwhile``: as in :meth:`Connection.login`, on the first connection only (not run
     when it cannot be made)."""
     isid = isid or new_isid()
     for _ in range(max_redirects + 1):
-        conn = Connection.open(host, port, config.login_timeout, iface)
+        conn = Connection.open(host, port, config.login_timeout if connect_timeout is None
+                               else connect_timeout, iface)
         try:
             out = conn.login(config, isid, warn=warn, meanwhile=meanwhile)
             meanwhile = None

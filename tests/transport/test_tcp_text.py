@@ -105,3 +105,38 @@ def test_a_login_the_target_breaks_ends_the_discovery_with_19_at_once():
         for conn in accepted:
             conn.close()
     assert caught.value.exit_code == 19 and len(accepted) == 1
+
+
+def test_a_login_response_is_waited_for_active_timeout_then_given_up_with_19():
+    """iscsiadm's discovery connects within login_timeout, then polls active_timeout for
+    each Login Response (login.c iscsi_login) and gives up on a silence: LOGIN_FAILED,
+    fatal in usr/discovery.c (19, one connection).  Before, the wait was login_timeout and
+    a silence was retried reopen_max times (exit 11)."""
+    from iscsictl.discovery.sendtargets import DiscoveryPolicy, send_targets
+    from iscsictl.transport.errors import FatalLoginError
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+
+    def serve():
+        while True:
+            try:
+                accepted.append(listener.accept()[0])  # and never a word
+            except OSError:
+                return
+    threading.Thread(target=serve, daemon=True).start()
+    config = LoginConfig(initiator_name=INAME, session_type="Discovery", target_name=None)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(FatalLoginError) as caught:
+            send_targets("127.0.0.1", listener.getsockname()[1], config,
+                         DiscoveryPolicy(reopen_max=2, login_timeout=0.2, active_timeout=0.6,
+                                         retry_delay=0.01))
+    finally:
+        took = time.monotonic() - t0
+        listener.close()
+        for conn in accepted:
+            conn.close()
+    assert caught.value.exit_code == 19 and len(accepted) == 1
+    assert took >= 0.6
+    assert "no Login Response within 0.6 s" in str(caught.value)
