@@ -25,6 +25,7 @@ import json
 import os
 import socket
 import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +53,8 @@ KEEPALIVE_INTERVAL = 2.0
 #: seconds without a line (answer, progress, keep-alive) after which the client counts the
 #: daemon as stuck: 15 keep-alives missed
 SILENCE_LIMIT = 30.0
+#: seconds a client waits for the daemon to accept its connection
+CONNECT_TIMEOUT = 5.0
 DEFAULT_SOCKET = "/run/iscsictld.sock"
 MAX_MESSAGE = 16 << 20  # bytes: a reply listing thousands of sessions fits
 
@@ -194,11 +197,23 @@ class DaemonClient:
             s.close()
 
     def _connect(self) -> socket.socket:
+        """A connection to the daemon.  A full accept queue (EAGAIN: a Unix socket's
+        connect does not wait in it when non-blocking) is tried again until
+        CONNECT_TIMEOUT s have passed, as iscsiadm's ipc_connect retries: the daemon is
+        busy, not gone."""
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            s.settimeout(5.0)
+            s.settimeout(CONNECT_TIMEOUT)
+            deadline = time.monotonic() + CONNECT_TIMEOUT
             try:
-                s.connect(self.path)
+                while True:
+                    try:
+                        s.connect(self.path)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() >= deadline:
+                            raise socket.timeout from None
+                        time.sleep(0.01)
             except FileNotFoundError:
                 raise DaemonNotRunning(self.path, "no socket") from None
             except ConnectionRefusedError:
@@ -206,7 +221,9 @@ class DaemonClient:
             except PermissionError:
                 raise DaemonError(13, f"daemon access denied on {self.path}: run as root") from None
             except socket.timeout:
-                raise DaemonNotRunning(self.path, "it does not accept connections") from None
+                raise DaemonError(20, f"iscsictld at {self.path} did not accept the "
+                                      f"connection within {CONNECT_TIMEOUT:g} s: it may be "
+                                      "stuck (see its log)") from None
             except OSError as exc:  # not a socket, a path too long for AF_UNIX, ...
                 raise DaemonNotRunning(self.path, exc.strerror or str(exc)) from None
         except BaseException:

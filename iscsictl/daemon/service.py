@@ -398,7 +398,7 @@ class Daemon:
                 sock.bind(str(path))
             finally:
                 os.umask(old)
-            sock.listen(128)
+            sock.listen(socket.SOMAXCONN)  # bursts of commands (os-brick, CSI) wait in it
         except OSError:
             sock.close()
             raise

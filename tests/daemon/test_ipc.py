@@ -128,6 +128,58 @@ def test_a_socket_path_that_cannot_be_connected_is_no_daemon(path):
     assert e.value.code == 20 and "iscsictld" in str(e.value)
 
 
+def test_a_daemon_whose_accept_queue_is_full_is_waited_for(tmp_path, monkeypatch):
+    """A busy daemon's full accept queue makes a Unix socket's non-blocking connect fail
+    with EAGAIN: the client tries again until the daemon accepts (before: exit 20, "start
+    it with 'iscsictld'", at once, for a daemon that was running); a daemon that never
+    accepts is said to be stuck, 20, after CONNECT_TIMEOUT."""
+    import socket
+    import threading
+    import time
+
+    from iscsictl import ipc
+
+    path = str(tmp_path / "busy.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(0)
+    queued = []
+    while True:  # fill the accept queue
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.setblocking(False)
+        try:
+            c.connect(path)
+        except BlockingIOError:
+            c.close()
+            break
+        queued.append(c)
+    monkeypatch.setattr(ipc, "CONNECT_TIMEOUT", 0.3)
+    t0 = time.monotonic()
+    with pytest.raises(DaemonError) as e:
+        DaemonClient(path)._connect()
+    assert time.monotonic() - t0 >= 0.3
+    assert not isinstance(e.value, DaemonNotRunning)
+    assert e.value.code == 20 and "did not accept the connection within 0.3 s" in str(e.value)
+
+    monkeypatch.setattr(ipc, "CONNECT_TIMEOUT", 10)
+    accepted = []
+
+    def accept_later():
+        time.sleep(0.2)
+        for _ in range(len(queued) + 1):
+            accepted.append(srv.accept()[0])
+    t = threading.Thread(target=accept_later)
+    t.start()
+    try:
+        DaemonClient(path)._connect().close()
+    finally:
+        t.join(5)
+        for c in queued + accepted:
+            c.close()
+        srv.close()
+    assert len(accepted) == len(queued) + 1
+
+
 def _one_shot_server(path, answer):
     """A socket at ``path`` that takes one connection, reads its request line and calls
     ``answer(conn)`` (in a thread)."""
