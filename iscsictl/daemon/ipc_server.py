@@ -166,6 +166,15 @@ class Replies:
         if self._error is not None:
             raise self._error
 
+    async def close(self) -> None:
+        """Stop sending (what is still queued is dropped) and wait for the sender to end:
+        the socket is then no longer watched by the loop, and may be closed."""
+        sender, self._sender = self._sender, None
+        self._queue.clear()
+        if sender is not None:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+
 
 class KeepAlive:
     """``line`` written to ``out`` every ``interval`` s (a loop timer, no task) until

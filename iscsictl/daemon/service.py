@@ -189,6 +189,8 @@ def _flag(value: Any) -> bool:
 CUT_SHORT = ("iscsictld stopped while the request was under way: a login it cut short made "
              "no session (those done before stay), a logout still tore its session down "
              "(iscsictl -m session lists the sessions)")
+#: seconds that answer may wait behind the progress lines its client has yet to read
+CUT_SHORT_DRAIN = 1.0
 
 #: sessions or records one request may name: far above what a host runs (the kernel's
 #: session ids, a thousand sessions), far below what would hold the loop for seconds
@@ -1469,6 +1471,11 @@ class Daemon:
                     except asyncio.CancelledError:  # close(): the client still gets an answer
                         out.write(encode_message({"version": version, "ok": False, "error": {
                             "code": 29, "message": CUT_SHORT}}))
+                        try:  # behind the progress lines it has not read yet
+                            async with asyncio.timeout(CUT_SHORT_DRAIN):
+                                await out.drain()
+                        except (TimeoutError, OSError):
+                            pass
                         raise
                     reply = {"ok": True, "result": result}
                 except SessionError as exc:
@@ -1492,6 +1499,7 @@ class Daemon:
         except Exception:  # noqa: BLE001 - never let one client take the daemon down
             log.exception("IPC request failed")
         finally:
+            await out.close()  # no send left watching the descriptor once it is closed
             conn.close()
 
     async def _dispatch(self, req: dict[str, Any], progress: Progress) -> Any:

@@ -704,6 +704,56 @@ def test_requests_under_way_when_the_daemon_stops_are_cut_short_and_answered(tmp
     assert err.code == 29 and "stopped while the request was under way" in str(err)
 
 
+def test_a_request_cut_short_behind_unread_progress_lines_still_answers_29(tmp_path):
+    """The stop's 29 goes behind the progress lines the client has not read yet (waited
+    for up to CUT_SHORT_DRAIN), and nothing of the connection is left on the loop once it
+    is closed: before, the connection was closed under the queued lines (the client saw
+    an end without an answer, 18), their sender task stayed, and the closed descriptor
+    stayed registered (the next connection given its number failed its first read)."""
+    import socket
+
+    seen = {}
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        d = Daemon(str(tmp_path / "d.sock"), sysfs_root=str(tmp_path / "sys"),
+                   state_dir=str(tmp_path / "state"), db_root=str(tmp_path),
+                   config_root=str(tmp_path), autostart=False)
+
+        async def login(records, initiator_name, progress=None, multiple=False):
+            for i in range(3000):  # more than the socket's buffer takes
+                progress({"done": i, "total": 3000, "result": {"ok": True, "node": "x" * 300}})
+            await asyncio.Event().wait()
+        d.login = login
+        ours, client = socket.socketpair()
+        ours.setblocking(False)
+        fd = ours.fileno()
+        task = loop.create_task(d._serve(ours))
+        client.sendall(json.dumps({"version": 3, "op": "login", "args": {
+            "records": [{}], "initiator_name": "x", "progress": True}}).encode() + b"\n")
+        await asyncio.sleep(0.2)
+        reader = loop.run_in_executor(None, _read_all, client)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        seen["registered"] = fd in loop._selector.get_map()
+        seen["tasks"] = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        seen["lines"] = (await reader).splitlines()
+        client.close()
+    asyncio.run(main())
+    assert not seen["registered"] and seen["tasks"] == []
+    assert len(seen["lines"]) == 3001
+    last = json.loads(seen["lines"][-1])
+    assert last["error"]["code"] == 29
+
+
+def _read_all(sock) -> bytes:
+    sock.settimeout(5)
+    data = b""
+    while chunk := sock.recv(1 << 20):
+        data += chunk
+    return data
+
+
 @pytest.mark.parametrize("op,reply", [
     ("ping", {"ok": False, "error": {"code": 999, "message": "boom"}}),
     ("ping", {"ok": False, "error": {"code": -1, "message": "boom"}}),
