@@ -132,11 +132,16 @@ async def _run(args: argparse.Namespace) -> int:
         logging.getLogger("iscsictld").warning("%s", refusal)
     try:
         await daemon.start()
-    except IscsiNetlinkError as exc:
-        print(f"iscsictld: {exc}", file=sys.stderr)
+    except (IscsiNetlinkError, OSError) as exc:
+        if isinstance(exc, IscsiNetlinkError):
+            print(f"iscsictld: {exc}", file=sys.stderr)
+        else:  # the IPC socket (a path too long, a file in its place, ...)
+            print(f"iscsictld: cannot serve on {args.socket}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            await daemon.close()  # netlink, opened before
         if commands is not None:
             await commands.stop()
-        return 12
+        return 12 if isinstance(exc, IscsiNetlinkError) else 1
     loop = asyncio.get_running_loop()
     stopping: set[asyncio.Task[None]] = set()  # referenced: the loop keeps only weak ones
 

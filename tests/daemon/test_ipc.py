@@ -779,3 +779,43 @@ def test_an_answer_the_cli_cannot_read_is_18(tmp_path, op, reply):
     with pytest.raises(DaemonError) as e:
         DaemonClient(path, timeout=5).call(op)
     assert e.value.code == 18 and "could not read iscsictld's answer" in str(e.value)
+
+
+@pytest.mark.parametrize("where", ["too-long", "a-file"])
+def test_an_ipc_socket_that_cannot_be_made_is_one_line_and_exit_1(tmp_path, monkeypatch,
+                                                                   capsys, where):
+    """iscsictld with a --socket it cannot bind (a path too long for AF_UNIX, a file in
+    its place): one line saying so, exit 1, netlink closed (before: a traceback)."""
+    import iscsictl.daemon.__main__ as main_module
+    from iscsictl.daemon import service
+
+    closed = []
+
+    class Netlink:
+        def __init__(self, **kw):
+            pass
+
+        def start(self):
+            pass
+
+        def close(self):
+            closed.append(True)
+
+    class Writer:
+        def stop(self):
+            pass
+    monkeypatch.setattr(service, "AsyncIscsiNetlink", Netlink)
+    monkeypatch.setattr(main_module, "iscsid_running", lambda: False)
+    monkeypatch.setattr(main_module, "protect_daemon", lambda: [])
+    monkeypatch.setattr(main_module, "_start_logging", lambda level: Writer())
+    path = tmp_path / ("x" * 120 if where == "too-long" else "f")
+    if where == "a-file":
+        path.write_text("")
+    rc = main_module.main([
+        "--socket", str(path), "--lock-file", str(tmp_path / "lock"), "--state-dir",
+        str(tmp_path / "state"), "--db-root", str(tmp_path), "--config-root", str(tmp_path),
+        "--no-autostart", "--no-command-server"])
+    err = capsys.readouterr().err
+    assert rc == 1 and closed == [True]
+    assert err.startswith(f"iscsictld: cannot serve on {path}: ") and "Traceback" not in err
+    assert err.count("\n") == 1
