@@ -83,10 +83,11 @@ def _record(db, ctx, iface: dict):  # type: ignore[no-untyped-def]
             rec.set(key, value)
     if ctx.initiator_name and rec.values.get("iface.initiatorname") in (None, ""):
         rec.set("iface.initiatorname", ctx.initiator_name)
+    # the firmware's CHAP and nothing else, empty ones too: iscsid.conf's credentials are
+    # not the boot target's (idbm_create_rec_from_boot_context)
     for key, value in (("username", ctx.chap_name), ("password", ctx.chap_password),
                        ("username_in", ctx.chap_name_in), ("password_in", ctx.chap_password_in)):
-        if value:
-            rec.set(f"node.session.auth.{key}", value)
+        rec.set(f"node.session.auth.{key}", value or "")
     rec.values["node.discovery_type"] = "fw"
     for name, value in zip(NODE_MEMORY_ONLY, (ctx.boot_root, ctx.boot_nic, ctx.boot_target)):
         rec.values[name] = value

@@ -203,6 +203,41 @@ def test_fw_login_sends_the_firmwares_records_and_writes_nothing(daemon, env):
     assert not (env[1] / "nodes").exists()
 
 
+def test_a_firmware_login_has_the_firmwares_chap_and_not_iscsid_confs(daemon, env):
+    """The credentials are the firmware's, empty ones too (idbm_create_rec_from_boot_context
+    copies all four): a boot target the firmware logs in to without CHAP is not sent
+    iscsid.conf's, and one-way CHAP does not become mutual with iscsid.conf's incoming
+    pair (before: every empty value kept iscsid.conf's, and the boot login failed)."""
+    from iscsictl.protocol.config import LoginConfig
+
+    sys_root, db = env
+    (db / "iscsid.conf").write_text(
+        "node.session.auth.authmethod = CHAP\n"
+        "node.session.auth.username = confuser\nnode.session.auth.password = conf-secret-123\n"
+        "node.session.auth.username_in = conftarget\n"
+        "node.session.auth.password_in = conf-target-456\n")
+    import shutil
+    shutil.rmtree(sys_root / "firmware/ibft")
+    boot_target = {k: v for k, v in ibft.BOOT_TARGET.items() if not k.startswith("chap")}
+    data_target = {k: v for k, v in ibft.DATA_TARGET.items() if not k.startswith("rev_chap")}
+    write_tree(sys_root, ibft.INITIATOR, [dict(ibft.NIC, device=f"../../../{PCI}")],
+               [boot_target, data_target])
+    daemon.answers = {"login": [{"ok": True, "node": _desc(BOOT, 3260), "sids": [1]},
+                                {"ok": True, "node": _desc(DATA, 3261), "sids": [2]}]}
+    assert cli("-m", "fw", "-l")[0] == 0
+    (op, args), = daemon.calls
+    boot, data = args["records"]
+    auth = ("username", "password", "username_in", "password_in")
+    assert [boot.get(f"node.session.auth.{k}", "") for k in auth] == ["", "", "", ""]
+    assert [data.get(f"node.session.auth.{k}", "") for k in auth] == [
+        "ibftuser2", "ibft-secret-34", "", ""]
+    assert LoginConfig.from_node(boot, ibft.INITIATOR).chap is None
+    assert LoginConfig.from_node(data, ibft.INITIATOR).chap.username_in is None
+    assert cli("-m", "discovery", "-t", "fw")[0] == 0
+    written = _show(BOOT)
+    assert [written[f"node.session.auth.{k}"] for k in auth] == ["<empty>"] * 4
+
+
 def test_a_firmware_secret_that_is_not_utf8_is_used_as_its_bytes(daemon, env):
     """The firmware's CHAP secret is bytes: one that is not UTF-8 reaches the login as
     those bytes (before: decoded with U+FFFD, so the CHAP response was over other bytes
