@@ -12,7 +12,7 @@ The logins run in this process with iscsictld's own code (netlink handover, SCSI
 the command returns once the disks are there) and the sessions stay in the kernel when it
 exits; the iscsictld started later adopts them (ISIDs are kept in its state directory,
 credentials are read back from sysfs).  When iscsictld is already running the logins go
-to it instead.  Exit code: 0, or 1 (ISCSI_ERR, as iscsistart) when a login failed; usage
+to it instead.  Exit code: 0, or 1 (ISCSI_ERR, as iscsistart) when a login failed (a session already there too); usage
 errors 7.  Records come from iscsid.conf's defaults (a ``-i`` login's CHAP from its options
 only, as iscsistart's); nothing is written to the node DB.
 """
@@ -324,6 +324,8 @@ def _run(argv: list[str] | None) -> int:
             return 0
         records, initiator_name = _records(args, db)
         _apply_params(records, args.param)
+        for rec in records:  # one login request, one session, whatever the settings say
+            rec.set("node.session.nr_sessions", "1")  # (iscsistart's login_session)
     except E.CliError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return e.exit_code
@@ -342,9 +344,7 @@ def _run(argv: list[str] | None) -> int:
                 print(f"{PROG}: Connection{sid}:0 to [target: {rec['node.name']}, portal: "
                       f"{rec['node.conn[0].address']},{rec['node.conn[0].port']}] through "
                       f"[iface: {rec.iface_name}] is operational now")
-        elif r.get("code") == 15:  # already there (booted before, or a second run)
-            print(f"{PROG}: {r.get('message', 'session exists')}", file=sys.stderr)
-        else:
+        else:  # 15 too, a session already there: iscsistart's login_session fails it
             code = int(r.get("code", ERR))
             print(f"{PROG}: initiator reported error ({code} - {E.err_to_str(code)})",
                   file=sys.stderr)

@@ -167,6 +167,27 @@ def test_a_command_line_login_takes_chap_from_its_options_only(env, capsys, monk
         d.close()
 
 
+def test_one_session_per_target_whatever_nr_sessions_says(env, capsys, monkeypatch):
+    """iscsistart sends one login request per target (login_session), so one session:
+    iscsid.conf's or -P's node.session.nr_sessions (iscsiadm's -l loop) does not make a
+    boot disk appear several times (before: nr_sessions sessions each)."""
+    tmp, conf = env
+    with open(conf / "iscsid.conf", "a") as f:
+        f.write("node.session.nr_sessions = 3\n")
+    d = FakeDaemon(str(tmp / "d.sock"))
+    monkeypatch.setenv("ISCSICTL_SOCKET", d.path)
+    try:
+        for args in (("-b",), ("-b", "-P", "node.session.nr_sessions=2"),
+                     ("-i", "iqn.2026-11.x:i", "-t", BOOT, "-g", "1", "-a", "127.0.0.1")):
+            d.answers = {"ping": [{}], "login": [{"ok": True, "sids": [4]}]}
+            rc, _, err = start(capsys, "-c", str(conf), *args)
+            assert (rc, err) == (0, ""), args
+            rec, = [c for c in d.calls if c[0] == "login"][-1][1]["records"]
+            assert with_defaults(NODE, rec)["node.session.nr_sessions"] == "1", args
+    finally:
+        d.close()
+
+
 def test_the_command_line_is_read_as_iscsistarts_getopt_long(env, capsys, monkeypatch):
     """iscsistart's getopt_long: a CHAP secret starting with '-' (dracut passes
     -w "$iscsi_password"), unique long prefixes (--targ), grouped letters, and a word that
@@ -265,7 +286,9 @@ def test_logins_go_to_a_running_daemon(env, capsys, monkeypatch):
                                               "message": "default: 1 session requested, "
                                                          "but 1 already present."}]}
         rc, _, err = start(capsys, "-b", "-c", str(conf))
-        assert rc == 0 and "already present" in err  # the boot disk is there
+        # iscsistart: login_session's ISCSI_ERR_SESS_EXISTS is a failed login, exit 1
+        assert rc == 1 and "already present" in err
+        assert "initiator reported error (15 - session exists)" in err
     finally:
         d.close()
 
