@@ -1083,7 +1083,7 @@ class Daemon:
             # record's when sysfs does not say (one read, not the walk of the devices)
             tmo = _num(rec, "node.session.timeo.replacement_timeout", REPLACEMENT_TIMEOUT)
             kernel_tmo = self.sysfs.read(f"class/iscsi_session/session{sid}/recovery_tmo")
-            if kernel_tmo is not None and kernel_tmo.strip().lstrip("-").isdigit():
+            if kernel_tmo is not None and ascii_digits(kernel_tmo.strip().removeprefix("-")):
                 tmo = int(kernel_tmo)
             try:
                 if failed_earlier or 0 <= tmo <= took + OFFLINE_MARGIN:

@@ -1413,7 +1413,7 @@ class NodeDB:
                 continue
             for name in files:
                 address, _, port = name.rpartition(",")
-                if not address or not port.isdigit():
+                if not address or not ascii_digits(port):
                     continue
                 nid = NodeID(target, address, int(port), schema.TPGT_UNKNOWN, legacy=True)
                 try:

@@ -43,6 +43,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from ..lexical import ascii_digits
 from .firmware import BootContext
 
 __all__ = ["FwNetworkError", "NicSetup", "RtnlShell", "nic_setup"]
@@ -128,7 +129,7 @@ def nic_setup(ctx: BootContext, netdev: str) -> NicSetup:
         if gateway.version != addr.version:
             raise FwNetworkError(f"{nic}'s gateway {gateway} is not IPv{addr.version}")
     vlan_text = ctx.vlan.strip()
-    if vlan_text and not vlan_text.isdigit():
+    if vlan_text and not ascii_digits(vlan_text):
         raise FwNetworkError(f"{nic}'s VLAN {ctx.vlan!r} is not a number")
     vlan = int(vlan_text or 0)
     if vlan > VLAN_ID_MAX:

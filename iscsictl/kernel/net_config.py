@@ -62,6 +62,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from ..db import schema
+from ..lexical import ascii_digits
 from ..netlink.enums import (
     ISCSI_BOOTPROTO_DHCP,
     ISCSI_BOOTPROTO_STATIC,
@@ -228,7 +229,7 @@ class _Iface:
     def number(self, key: str, size: int) -> int:
         v = self.values.get(key) or 0
         if isinstance(v, str):
-            v = int(v) if v.isdigit() else -1
+            v = int(v) if ascii_digits(v) else -1
         if not 0 <= v < 1 << (8 * size):
             raise self.bad(key, f"not a number of {8 * size} bits")
         return int(v)

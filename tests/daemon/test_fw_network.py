@@ -229,6 +229,7 @@ def test_nic_setup_reads_the_firmware_as_iscsistart():
     ({"target_address": "192.0.2.9", "gateway": "0.0.0.0"}, "eth0",
      "the target 192.0.2.9 is outside 10.98.0.0/24 and ibft/ethernet0 has no gateway"),
     ({"vlan": "x1"}, "eth0", "ibft/ethernet0's VLAN 'x1' is not a number"),
+    ({"vlan": "1²"}, "eth0", "ibft/ethernet0's VLAN '1²' is not a number"),  # int refuses it
     ({"vlan": "4095"}, "eth0", "ibft/ethernet0's VLAN 4095 is not a VLAN id (1-4094)"),
 ])
 def test_nic_setup_refuses_what_cannot_be_set_up(kw, netdev, message):

@@ -127,6 +127,7 @@ def test_vlan_tag(vlan, tag):
     (dict(ipaddress="10.0.0.9", vlan_id=1, vlan_priority=8), "iface.vlan_priority"),
     (dict(ipaddress="10.0.0.9", dhcp_alt_client_id="x" * 80), "iface.dhcp_alt_client_id"),
     (dict(ipaddress="10.0.0.9", mtu=70000), "iface.mtu"),
+    (dict(ipaddress="10.0.0.9", mtu="1²"), "iface.mtu"),  # isdigit's, not int's: no traceback
     (dict(ipaddress="10.0.0.9", iface_num=-1), "iface.iface_num"),
 ])
 def test_bad_values_refused_with_7(values, key):
