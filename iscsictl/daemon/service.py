@@ -1279,7 +1279,7 @@ class Daemon:
 
         async def logout(keys: list[dd.NodeKey]) -> None:
             for r in await self.logout([s.sid for s in list(self.sessions.values())
-                                        if s.node.key in keys], force=True):
+                                        if s.node.key in keys]):  # safe_logout holds
                 if not r.get("ok"):
                     log.warning("session %s: logout failed: %s", r.get("sid"), r.get("message"))
 

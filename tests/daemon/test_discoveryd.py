@@ -590,3 +590,53 @@ def test_an_scn_that_cannot_be_read_is_refused_and_still_starts_a_round(db):
             writer.close()
             r.close()
     asyncio.run(run())
+
+
+def test_the_daemon_logs_out_what_went_only_if_safe_logout_allows_it(db, tmp_path,
+                                                                     monkeypatch):
+    """A target gone from the answer is logged out as an iscsiadm logout is: with
+    iscsid.safe_logout = Yes, not while its disks are in use (iscsid's session_logout_task
+    checks every logout, discoveryd's too).  Before, the discovery daemon's logouts
+    skipped the check: a target missing from one round lost its mounted filesystems."""
+    import types
+
+    with open(f"{db.db_root}/iscsid.conf", "a") as f:
+        f.write("iscsid.safe_logout = Yes\n")
+    db.create_discovery(DiscoveryID("isns", "192.0.2.1", 3205), values={
+        "discovery.isns.use_discoveryd": "Yes", "discovery.isns.discoveryd_poll_inval": "1"})
+    rounds = []
+
+    def discover(db_, src, name, through_kernel=None):
+        rounds.append(src)
+        return [rec(T1, address="192.0.2.9")] if len(rounds) == 1 else []  # then gone
+
+    def register(*args):
+        raise dd.DiscoveryFailed("no iSNS server here")
+    monkeypatch.setattr(dd, "discover", discover)
+    monkeypatch.setattr(dd, "register", register)
+    daemon = Daemon(None, sysfs_root=str(tmp_path / "sys"), state_dir=str(tmp_path / "st"),
+                    db_root=db.db_root, config_root=db.db_root)
+    daemon.sessions[7] = types.SimpleNamespace(
+        sid=7, node=types.SimpleNamespace(key=(T1, "192.0.2.9", 3260, "default")))
+
+    async def login(records, initiator_name, progress=None, multiple=False):
+        return [{"ok": False, "code": 15} for _ in records]
+    daemon.login = login
+    asked = []
+
+    async def logout_one(sid, safe):
+        asked.append((sid, safe))
+        return {"sid": sid, "ok": False, "code": 28, "message": "in use"}
+    daemon._logout_one = logout_one
+
+    async def run():
+        await daemon._discoveryd()
+        for _ in range(100):
+            if asked:
+                break
+            await asyncio.sleep(0.05)
+        for t in list(daemon._tasks):
+            t.cancel()
+        await asyncio.gather(*daemon._tasks, return_exceptions=True)
+    asyncio.run(run())
+    assert asked[:1] == [(7, True)]
