@@ -89,8 +89,13 @@ def run(args, o, mode: str) -> int:
         try:
             if op == "new":
                 db.create_iface(name)
-                # iscsiadm's OP_NEW runs its (empty) parameter update first, which prints
-                o.json or o.lines([f"{name} updated.", f"New interface {name} added"])
+                # iscsiadm's OP_NEW: -n/-v applied to the new iface (iface_param_update,
+                # whose failure is said and leaves the iface made, exit 0), then the line
+                try:
+                    _update(db, name, dict(args.params or ()), o)
+                except DBError as e:
+                    o.error(f"Could not update iface {name}: {e}")
+                o.json or o.lines([f"New interface {name} added"])
             elif op == "delete":
                 try:
                     db.read_iface(name)

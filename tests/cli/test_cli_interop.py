@@ -145,6 +145,11 @@ W = ("-m", "node", "-T", "iqn.2001-04.com.example:w")
 ST = ("-m", "discoverydb", "-t", "st")
 WRITES = (
     ["-m", "iface", "-I", "eth8", "-o", "new"],
+    # -n/-v applied to the new iface (iscsiadm's OP_NEW: iface_param_update), a bad one said
+    ["-m", "iface", "-I", "eth6", "-o", "new", "-n", "iface.net_ifacename", "-v", "eth1",
+     "-n", "iface.transport_name", "-v", "iser"],
+    ["-m", "iface", "-I", "eth6", "-o", "show"],
+    ["-m", "iface", "-I", "eth5", "-o", "new", "-n", "iface.bogus", "-v", "1"],
     ["-m", "iface", "-I", "eth7", "-o", "update", "-n", "iface.bogus", "-v", "x"],
     ["-m", "iface", "-I", "nosuch", "-o", "update", "-n", "iface.mtu", "-v", "9000"],
     ["-m", "iface", "-I", "nosuch", "-o", "delete"],
