@@ -257,7 +257,7 @@ def test_an_ignored_sigint_stays_ignored(server, tmp_path):
     its own timeout.  (The client forwarded it before, and the served command stopped.)"""
     outcomes = _outcomes(server, tmp_path, signal.SIGINT, sigint=signal.SIG_IGN)
     assert outcomes[True] == outcomes[False]
-    assert outcomes[True][0] == 11 and "timed out" in outcomes[True][2]
+    assert outcomes[True][0] == 19 and "timed out" in outcomes[True][2]
 
 
 def _raw_request(path: Path, args: list[str], version: int = PROTOCOL_VERSION,
@@ -407,7 +407,7 @@ def test_stop_lets_running_commands_finish(server, tmp_path):
         r = run_client(["--version"], env_for(server))
         assert r.returncode == 1 and "cannot run the Python front end" in r.stderr  # fallback
         out, err = p.communicate(timeout=30)
-        assert p.returncode == 11, (out, err)  # reopen_max ran out: iscsiadm's 11
+        assert p.returncode == 19, (out, err)  # no Login Response: iscsiadm's 19
     assert server.proc.wait(30) == 0
 
 
