@@ -48,8 +48,8 @@ from typing import Callable, Iterable
 from ..lexical import C_SPACE, ascii_digits
 from . import schema
 from .config import IscsidConfig, resolve_roots
-from .errors import (BindingChange, CorruptRecord, DBError, InvalidRecordName, InvalidValue,
-                     LockTimeout, RecordExists, RecordInUse, RecordNotFound)
+from .errors import (BindingChange, CorruptRecord, DBError, InvalidKey, InvalidRecordName,
+                     InvalidValue, LockTimeout, RecordExists, RecordInUse, RecordNotFound)
 from .files import read_regular
 from .record import (Record, convert, format_file_variants, format_node_flat, format_node_tree,
                      format_portal, format_record, parse_record)
@@ -1670,6 +1670,14 @@ class NodeDB:
         path = self.iface_path(name)
         with self.record_lock("iface\0" + name):
             rec = self.read_iface(name)
+            # the keys of the iface's address block as it is (iface_conf_update's
+            # idbm_recinfo_iface(iface_get_iptype)): a key of the other one is no key of
+            # this iface, refused before anything is set (it was taken, then not written)
+            block = "ipv6" if schema.iface_is_ipv6_by_address(rec.values) else "ipv4"
+            for key in updates:
+                k = schema.IFACE.by_name.get(key)
+                if k is not None and k.block and k.block != block:
+                    raise InvalidKey(key)
             binding = ("iface.hwaddress", "iface.net_ifacename")
             for key, value in updates.items():
                 if key in binding:

@@ -150,6 +150,14 @@ WRITES = (
      "-n", "iface.transport_name", "-v", "iser"],
     ["-m", "iface", "-I", "eth6", "-o", "show"],
     ["-m", "iface", "-I", "eth5", "-o", "new", "-n", "iface.bogus", "-v", "1"],
+    # a key of the other address block than the iface's (iface_get_iptype) is refused
+    # (an update iscsiadm takes needs the kernel's transports, which this host lacks)
+    ["-m", "iface", "-I", "eth4", "-o", "new"],
+    ["-m", "iface", "-I", "eth4", "-o", "update", "-n", "iface.ipv6_autocfg", "-v", "nd"],
+    ["-m", "iface", "-I", "eth4", "-o", "show"],
+    ["-m", "iface", "-I", "eth4.ipv6", "-o", "new"],
+    ["-m", "iface", "-I", "eth4.ipv6", "-o", "update", "-n", "iface.gateway", "-v", "10.0.0.1"],
+    ["-m", "iface", "-I", "eth4.ipv6", "-o", "show"],
     ["-m", "iface", "-I", "eth7", "-o", "update", "-n", "iface.bogus", "-v", "x"],
     ["-m", "iface", "-I", "nosuch", "-o", "update", "-n", "iface.mtu", "-v", "9000"],
     ["-m", "iface", "-I", "nosuch", "-o", "delete"],

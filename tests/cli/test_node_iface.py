@@ -421,3 +421,23 @@ def test_a_be2iscsi_vlan_change_reaches_the_ports_other_iface(cli):
     assert r.rc == 0, r.err
     assert [value(n, "iface.vlan_id") for n in (f"be2iscsi.{mac}.ipv6.0",
                                                 "be2iscsi.other.ipv4.0")] == ["7", "0"]
+
+
+def test_an_iface_takes_the_keys_of_its_address_block_only(cli):
+    """iscsiadm's iface_conf_update offers the keys of the iface's block as it is
+    (iface_get_iptype: its address, else 'ipv6' in its name): a key of the other block is
+    'Invalid param name', 7, nothing written (before: 'updated.', and the value was not
+    written, the file holding one block); setting an IPv6 address moves it over."""
+    assert cli("-m", "iface", "-I", "p1", "-o", "new").rc == 0
+    r = cli("-m", "iface", "-I", "p1", "-o", "update", "-n", "iface.ipv6_autocfg", "-v", "nd")
+    assert (r.rc, r.out) == (7, "")
+    assert "Cannot modify iface.ipv6_autocfg. Invalid param name." in r.err
+    assert cli("-m", "iface", "-I", "p1", "-o", "update", "-n", "iface.gateway",
+               "-v", "10.0.0.1").rc == 0
+    assert "iface.gateway = 10.0.0.1\n" in cli("-m", "iface", "-I", "p1").out
+    assert cli("-m", "iface", "-I", "p1", "-o", "update", "-n", "iface.ipaddress",
+               "-v", "fd00::9").rc == 0
+    r = cli("-m", "iface", "-I", "p1", "-o", "update", "-n", "iface.ipv6_autocfg", "-v", "nd")
+    assert (r.rc, r.out) == (0, "p1 updated.\n")
+    with open(os.path.join(cli.root, "ifaces", "p1")) as f:
+        assert "iface.ipv6_autocfg = nd\n" in f.read()
