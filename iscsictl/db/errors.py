@@ -50,6 +50,17 @@ class RecordInUse(DBError):
                          "Logout session then rerun command to remove record.")
 
 
+class SpecialIface(DBError):
+    """A change to a built-in iface (``default``, ``iser``), which no file holds: iscsiadm's
+    ``iface NAME is a special interface and cannot be modified.`` (or ``deleted.``).  Exit
+    code 7 (ISCSI_ERR_INVAL)."""
+
+    exit_code = ISCSI_ERR_INVAL
+
+    def __init__(self, name: str, what: str):
+        super().__init__(f"iface {name} is a special interface and cannot be {what}.")
+
+
 class InvalidKey(DBError):
     """``-o update -n <name>`` with a name that is not in the record table.
     iscsiadm: ``Cannot modify %s. Invalid param name.``  Exit code 7 (ISCSI_ERR_INVAL)."""

@@ -49,7 +49,8 @@ from ..lexical import C_SPACE, ascii_digits
 from . import schema
 from .config import IscsidConfig, resolve_roots
 from .errors import (BindingChange, CorruptRecord, DBError, InvalidKey, InvalidRecordName,
-                     InvalidValue, LockTimeout, RecordExists, RecordInUse, RecordNotFound)
+                     InvalidValue, LockTimeout, RecordExists, RecordInUse, RecordNotFound,
+                     SpecialIface)
 from .files import read_regular
 from .record import (Record, convert, format_file_variants, format_node_flat, format_node_tree,
                      format_portal, format_record, parse_record)
@@ -1651,8 +1652,8 @@ class NodeDB:
     @_changes_db
     def update_iface(self, name: str, key: str, value) -> Record:
         """``-m iface -I name -o update -n key -v value``.  Built-ins are refused
-        (InvalidValue), and so is an empty ``iface.transport_name`` (a file without it is
-        no iface to open-iscsi, or to :meth:`read_iface`); otherwise raises as
+        (SpecialIface), and an empty ``iface.transport_name`` (InvalidValue: a file without
+        it is no iface to open-iscsi, or to :meth:`read_iface`); otherwise raises as
         :meth:`update_node`."""
         return self.update_iface_many(name, {key: value})
 
@@ -1661,8 +1662,7 @@ class NodeDB:
         """Several :meth:`update_iface` settings (key -> value, in order) in one
         read-modify-write: none is written when one is refused."""
         if name in schema.BUILTIN_IFACES:
-            raise InvalidValue("iface.iscsi_ifacename", name,
-                               "a special interface that cannot be modified")
+            raise SpecialIface(name, "modified")
         for key, value in updates.items():
             if key == "iface.transport_name" and not str(value).strip(C_SPACE):
                 raise InvalidValue(key, str(value), "an iface needs its transport (tcp, "
@@ -1690,11 +1690,10 @@ class NodeDB:
 
     @_changes_db
     def delete_iface(self, name: str) -> None:
-        """``-m iface -I name -o delete``.  Built-ins refused (InvalidValue); raises
+        """``-m iface -I name -o delete``.  Built-ins refused (SpecialIface); raises
         RecordNotFound."""
         if name in schema.BUILTIN_IFACES:
-            raise InvalidValue("iface.iscsi_ifacename", name,
-                               "a special interface that cannot be deleted")
+            raise SpecialIface(name, "deleted")
         _check_component("iface name", name)
         path = self.iface_path(name)
         with self.record_lock("iface\0" + name) as lock:

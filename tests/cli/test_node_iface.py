@@ -88,7 +88,12 @@ def test_iface_ops(cli):
     assert (r.rc, r.out) == (0, "eth9 unbound and deleted.\n")
     assert cli("-m", "node").rc == 21
     assert cli("-m", "iface", "-I", "nope").rc == 6
-    assert cli("-m", "iface", "-I", "default", "-o", "delete").rc == 7
+    r = cli("-m", "iface", "-I", "default", "-o", "delete")  # iscsiadm's iface_conf_delete
+    assert (r.rc, r.err) == (7, "iscsictl: iface default is a special interface and cannot "
+                                "be deleted.\n")
+    r = cli("-m", "iface", "-I", "iser", "-o", "update", "-n", "iface.mtu", "-v", "9000")
+    assert (r.rc, r.err) == (7, "iscsictl: iface iser is a special interface and cannot "
+                                "be modified.\n")
     assert len(json.loads(cli("--json", "-m", "iface").out)) == 2
 
 
