@@ -72,10 +72,13 @@ def sysfs_root() -> str:
 def setup_default_ifaces(db, o) -> list[str]:  # type: ignore[no-untyped-def]
     """The offload HBAs' default iface records written where missing
     (:mod:`iscsictl.kernel.default_ifaces`); returns the names written."""
+    from ..kernel.default_ifaces import load_offload_drivers
     from ..kernel.default_ifaces import setup_default_ifaces as setup
     from ..kernel.sysfs import Sysfs
 
-    return setup(db, Sysfs(sysfs_root()), o.error)
+    sysfs = Sysfs(sysfs_root())
+    load_offload_drivers(sysfs, o.error)  # their hosts are what the records are made of
+    return setup(db, sysfs, o.error)
 
 
 def ensure_ifaces(db, names, o) -> None:  # type: ignore[no-untyped-def]

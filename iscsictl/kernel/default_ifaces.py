@@ -2,7 +2,10 @@
 offload driver shows in sysfs, made when it is not in the DB yet, as iscsiadm 2.1.8 makes
 them on every ``-m iface`` command (libopeniscsiusr/iface.c ``iscsi_default_iface_setup``).
 An HBA admin finds the ports there by name, binds node records to them (``-I``) and
-changes their network settings (``-o update``, then ``-o apply``).
+changes their network settings (``-o update``, then ``-o apply``).  Before, as there, the
+offload iSCSI driver of each NIC that has one (cxgb3i, cxgb4i, bnx2i with iscsiuio) is
+loaded when its transport is missing (:func:`load_offload_drivers`): its hosts are what
+the records are made of.
 
 Which records, named as open-iscsi names them:
 
@@ -39,7 +42,9 @@ Deliberate differences from iscsiadm 2.1.8:
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -47,7 +52,15 @@ from ..db import schema
 from ..lexical import c_atoi
 
 __all__ = ["SysfsRow", "IPV4_ROWS", "IPV6_ROWS", "COMMON_ROWS", "SOFTWARE_TRANSPORTS",
-           "default_iface_records", "setup_default_ifaces"]
+           "OFFLOAD_NET_DRIVERS", "default_iface_records", "setup_default_ifaces",
+           "offload_drivers_to_load", "load_offload_drivers"]
+
+#: a network driver whose NICs an offload iSCSI driver serves -> that driver (its module
+#: and transport name): usr/iscsi_net_util.c net_drivers, libopeniscsiusr _ISCSI_NET_DRVS
+OFFLOAD_NET_DRIVERS = {"cxgb3": "cxgb3i", "cxgb4": "cxgb4i", "bnx2": "bnx2i", "bnx2x": "bnx2i"}
+#: bnx2i offloads only with iscsiuio, its network stack in userspace (ISCSIUIO_PATH)
+_NEEDS_ISCSIUIO = frozenset(("bnx2", "bnx2x"))
+ISCSIUIO_PATHS = ("/sbin/iscsiuio", "/usr/sbin/iscsiuio")
 
 #: transports whose hosts get no default record: those of the built-in ifaces
 SOFTWARE_TRANSPORTS = frozenset(schema.BUILTIN_IFACES.values())
@@ -197,6 +210,52 @@ def default_iface_records(sysfs) -> Iterator[dict[str, str | int]]:  # type: ign
             for row in (IPV6_ROWS if v6 else IPV4_ROWS) + COMMON_ROWS:
                 rec[row.key] = _value(row, read(row.attr))
             yield rec
+
+
+def offload_drivers_to_load(sysfs, iscsiuio: bool | None = None) -> list[str]:  # type: ignore[no-untyped-def]
+    """The offload iSCSI drivers this host's NICs call for (:data:`OFFLOAD_NET_DRIVERS`)
+    whose transport is not registered yet, once each, in the NICs' name order; bnx2i
+    only with ``iscsiuio`` (default: its executable is installed), as
+    libopeniscsiusr's ``iscsi_default_iface_setup``."""
+    if iscsiuio is None:
+        iscsiuio = any(os.path.exists(p) for p in ISCSIUIO_PATHS)
+    out: list[str] = []
+    for _dev, driver in sysfs.ethernet_drivers():
+        offload = OFFLOAD_NET_DRIVERS.get(driver)
+        if offload is None or offload in out or (driver in _NEEDS_ISCSIUIO and not iscsiuio):
+            continue
+        if sysfs.transport(offload) is None:
+            out.append(offload)
+    return out
+
+
+def _modprobe(module: str) -> str | None:
+    """``modprobe -q module``; None when it went well, else why not."""
+    try:
+        cp = subprocess.run(["modprobe", "-q", module], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return str(e)
+    return None if cp.returncode == 0 else (cp.stderr.decode(errors="replace").strip()
+                                            or f"modprobe exited {cp.returncode}")
+
+
+def load_offload_drivers(sysfs, warn: Callable[[str], None],  # type: ignore[no-untyped-def]
+                         modprobe: Callable[[str], str | None] | None = None) -> list[str]:
+    """Load each of :func:`offload_drivers_to_load` (so that its hosts, and the default
+    records made of them, appear), as iscsiadm does before its iface and host commands
+    (``iscsi_default_iface_setup``, ``transport_probe_for_offload``); a failure is said
+    through ``warn`` in iscsiadm's words.  ``modprobe(module)``: None when loaded, else why
+    not (default: ``modprobe -q``).  Returns the drivers loaded."""
+    modprobe = modprobe or _modprobe
+    loaded = []
+    for driver in offload_drivers_to_load(sysfs):
+        why = modprobe(driver)
+        if why is None:
+            loaded.append(driver)
+        else:
+            warn(f"Could not insert module {driver}: {why}")
+    return loaded
 
 
 def setup_default_ifaces(db, sysfs, warn: Callable[[str], None]) -> list[str]:  # type: ignore[no-untyped-def]

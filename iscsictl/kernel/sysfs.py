@@ -492,6 +492,22 @@ class Sysfs:
                 found.append((_int(self.read(base + "ifindex")) or 0, name))
         return min(found)[1] if found else None
 
+    def ethernet_drivers(self) -> list[tuple[str, str]]:
+        """``(device, driver)`` of each Ethernet device (``type`` 1) with a driver
+        (``class/net/<dev>/device/driver``, the name ethtool's GDRVINFO gives), in name
+        order."""
+        out = []
+        for name in sorted(self._names("class/net")):
+            base = f"{self._root}/class/net/{name}"
+            if self.read(f"{base}/type") != "1":
+                continue
+            try:
+                driver = os.path.basename(os.readlink(f"{base}/device/driver"))
+            except OSError:  # a virtual device, or gone meanwhile
+                continue
+            out.append((name, driver))
+        return out
+
     # -- sessions
     def session_ids(self) -> list[int]:
         """Sorted sids under class/iscsi_session."""

@@ -180,3 +180,61 @@ def test_a_discovery_through_an_offload_port_before_any_iface_command(rig):
         cp = rig.ictl("-m", "discovery", "-t", "st", "-p", "127.0.0.1:1", "-I", port)
         assert cp.returncode == 20 and "could not connect to iscsid" in cp.stderr, cp
     assert list(_files(rig, "ictl")) == [BNX, QLA0, QLA1]
+
+
+def _nic(sys_root: Path, name: str, driver: str | None, kind: int = 1) -> None:
+    dev = sys_root / "devices/pci0000:00" / name
+    dev.mkdir(parents=True)
+    if driver is not None:
+        drv = sys_root / "bus/pci/drivers" / driver
+        drv.mkdir(parents=True, exist_ok=True)
+        (dev / "driver").symlink_to(os.path.relpath(drv, dev))
+    net = sys_root / "class/net" / name
+    net.mkdir(parents=True)
+    (net / "type").write_text(f"{kind}\n")
+    (net / "device").symlink_to(os.path.relpath(dev, net))
+
+
+def test_the_offload_drivers_a_hosts_nics_call_for_are_loaded(tmp_path, monkeypatch):
+    """As iscsiadm's iscsi_default_iface_setup before every iface command: an Ethernet NIC
+    driven by cxgb3/cxgb4/bnx2/bnx2x gets its offload iSCSI driver loaded when its
+    transport is not registered (bnx2i only with iscsiuio installed), so that its hosts,
+    and the default records made of them, appear (before: never loaded, no record)."""
+    from iscsictl.cli.main import run
+    from iscsictl.cli.output import Output
+    from iscsictl.kernel import default_ifaces
+
+    root = tmp_path / "sys"
+    _nic(root, "eth0", "virtio_net")
+    _nic(root, "eth2", "cxgb4")
+    _nic(root, "eth3", "cxgb4")
+    _nic(root, "eth4", "bnx2x")
+    _nic(root, "ib0", "cxgb4", kind=32)  # not Ethernet
+    _nic(root, "dummy0", None)
+    sysfs = Sysfs(str(root))
+    assert sysfs.ethernet_drivers() == [("eth0", "virtio_net"), ("eth2", "cxgb4"),
+                                        ("eth3", "cxgb4"), ("eth4", "bnx2x")]
+    assert default_ifaces.offload_drivers_to_load(sysfs, iscsiuio=False) == ["cxgb4i"]
+    assert default_ifaces.offload_drivers_to_load(sysfs, iscsiuio=True) == ["cxgb4i", "bnx2i"]
+    (root / "class/iscsi_transport/cxgb4i").mkdir(parents=True)  # loaded already
+    assert default_ifaces.offload_drivers_to_load(sysfs, iscsiuio=True) == ["bnx2i"]
+    shutil.rmtree(root / "class/iscsi_transport")
+
+    asked = []
+
+    def modprobe(module):
+        asked.append(module)
+        return "FATAL: Module cxgb4i not found" if module == "cxgb4i" else None
+    monkeypatch.setattr(default_ifaces, "_modprobe", modprobe)
+    monkeypatch.setattr(default_ifaces, "ISCSIUIO_PATHS", (str(tmp_path / "none"),))
+    db = tmp_path / "etc"
+    db.mkdir()
+    (db / "iscsid.conf").write_text("iscsid.startup = /bin/true\n")
+    for k, v in (("ISCSICTL_SYSFS_ROOT", root), ("ISCSICTL_DB_ROOT", db),
+                 ("ISCSICTL_CONFIG_ROOT", db), ("ISCSICTL_SOCKET", tmp_path / "none.sock")):
+        monkeypatch.setenv(k, str(v))
+    out, err = __import__("io").StringIO(), __import__("io").StringIO()
+    assert run(["-m", "iface"], Output(out, err)) == 0
+    assert asked == ["cxgb4i"]
+    assert err.getvalue() == ("iscsictl: Could not insert module cxgb4i: FATAL: Module cxgb4i "
+                              "not found\n")
