@@ -20,7 +20,9 @@ What one iface sends:
   ``IPV4_SUBNET`` and ``IPV4_GW`` (those set; ``0.0.0.0`` is unset).  IPv6, for each of the
   address, the link-local address and the router: its autoconfiguration
   (``iface.ipv6_autocfg`` nd|dhcpv6, ``iface.linklocal_autocfg`` auto,
-  ``iface.router_autocfg`` auto), else the address with autoconfiguration disabled.
+  ``iface.router_autocfg`` auto), else the address with autoconfiguration disabled.  The
+  three autoconfiguration nlattrs carry ``iface_num`` 0 whatever the iface's, as
+  iscsiadm's (the port's setting: qla4xxx takes it from an even iface only).
 * Without any address setting nothing is sent for the iface (``Nothing to configure.``
   when no iface has one); with one, the family's rows of :data:`IPV4_ROWS` or
   :data:`IPV6_ROWS`, then :data:`COMMON_ROWS`.  A row is sent when its value is set: an
@@ -44,9 +46,6 @@ Deliberate differences from iscsiadm 2.1.8 (its bytes are the same otherwise):
   refuses (7), nothing sent.  Only all ones (the "not shown by the driver" value of the
   records libopeniscsiusr makes from sysfs) is taken: a VLAN id of all ones is tag 0 (as
   iscsiadm), a priority of all ones is priority 0 (iscsiadm drops the VLAN id then).
-* iscsiadm leaves ``iface_num`` 0 in the three IPv6 autoconfiguration nlattrs
-  (``iface_fill_net_autocfg`` and the link-local and router ones never set it); iscsictl
-  gives them the iface's number like every other nlattr.
 * ``applyall`` (:func:`attached`): iscsiadm matches the ifaces' ``iface.hwaddress`` to the
   host's case-sensitively (its host lookup is case-insensitive), so an HBA whose sysfs MAC
   is upper case is "applied" without its lower-case iface records; and a host without a
@@ -247,10 +246,12 @@ class _Iface:
             raise self.bad(key, f"not an {'IPv6' if self.ipv6 else 'IPv4'} address") from None
         return None if packed == bytes(4) else packed
 
-    def add(self, param: IscsiNetParam | IscsiIfaceParam, value: bytes) -> None:
+    def add(self, param: IscsiNetParam | IscsiIfaceParam, value: bytes,
+            num: int | None = None) -> None:
         ptype = (IscsiParamType.ISCSI_IFACE_PARAM if isinstance(param, IscsiIfaceParam)
                  else IscsiParamType.ISCSI_NET_PARAM)
-        self.entries.append({"iface_num": self.num, "param": int(param),
+        self.entries.append({"iface_num": self.num if num is None else num,
+                             "param": int(param),
                              "iface_type": self.type, "param_type": int(ptype),
                              "value": value})
 
@@ -308,12 +309,14 @@ class _Iface:
                     if a is not None:
                         self.add(p, a)
             return
+        # the autoconfiguration is the port's: iface_num 0, as iscsiadm's iface_fill_*_autocfg
+        # leave it (qla4xxx's qla4xxx_set_ipv6 takes it from an even iface only)
         autocfg = self.word("iface.ipv6_autocfg", WORDS["iface.ipv6_autocfg"])
         if autocfg in ("nd", "dhcpv6"):
             self.add(N.IPV6_ADDR_AUTOCFG, bytes([ISCSI_IPV6_AUTOCFG_ND_ENABLE if autocfg == "nd"
-                                                 else ISCSI_IPV6_AUTOCFG_DHCPV6_ENABLE]))
+                                                 else ISCSI_IPV6_AUTOCFG_DHCPV6_ENABLE]), 0)
         elif (a := self.address("iface.ipaddress")) is not None:
-            self.add(N.IPV6_ADDR_AUTOCFG, bytes([ISCSI_IPV6_AUTOCFG_DISABLE]))
+            self.add(N.IPV6_ADDR_AUTOCFG, bytes([ISCSI_IPV6_AUTOCFG_DISABLE]), 0)
             self.add(N.IPV6_ADDR, a)
         for mode_key, addr_key, param, auto, enable, disable in (
                 ("iface.linklocal_autocfg", "iface.ipv6_linklocal", N.IPV6_LINKLOCAL,
@@ -323,9 +326,9 @@ class _Iface:
                  N.IPV6_ROUTER_AUTOCFG, ISCSI_IPV6_ROUTER_AUTOCFG_ENABLE,
                  ISCSI_IPV6_ROUTER_AUTOCFG_DISABLE)):
             if self.word(mode_key, WORDS[mode_key]) == "auto":
-                self.add(auto, bytes([enable]))
+                self.add(auto, bytes([enable]), 0)
             elif (a := self.address(addr_key)) is not None:
-                self.add(auto, bytes([disable]))
+                self.add(auto, bytes([disable]), 0)
                 self.add(param, a)
 
 
