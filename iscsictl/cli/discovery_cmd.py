@@ -72,7 +72,7 @@ def run(args, o, mode: str) -> int:
         raise E.CliError("Invalid command. Possibly missing discovery --type." if ops else
                          "Invalid command. Portal not needed or Possibly missing discovery "
                          "--type.", E.INVAL)
-    if mode == "discoverydb" and not args.discover and not args.login:
+    if mode == "discoverydb" and not args.discover:  # -l alone discovers nothing either
         return discoverydb_op(args, o, ops)
     return discover(args, o, ops, from_db=(mode == "discoverydb"))
 

@@ -108,6 +108,9 @@ LISTINGS = (
     # discoverydb without a type: 7, nothing done (it had deleted the SendTargets record)
     ["-m", "discoverydb", "-p", "10.0.0.5"], ["-m", "discoverydb", "-p", "10.0.0.5", "-D"],
     ["-m", "discoverydb", "-p", "10.0.0.5", "-o", "delete"], ["-m", "discovery"],
+    # -l without -D discovers nothing: the record shown, or not found (exec_discover)
+    ["-m", "discoverydb", "-t", "st", "-p", "10.0.0.5", "-l"],
+    ["-m", "discoverydb", "-t", "isns", "-p", "10.0.0.5", "-l"],
 )
 
 
