@@ -10,12 +10,13 @@ in step with what it finds (discoveryd.c ``update_sessions``):
   discovery's fields); none is written to the node DB, as iscsid writes none;
 * each portal an earlier round found and this one does not is logged out.
 
-The ifaces are read again each round.  SendTargets goes through every iface record, else
-``default`` (discoveryd.c: iface_link_ifaces, any transport): a software (tcp) iface's from
-the host's stack, an iSER or offload HBA iface's on a connection the kernel makes
-(``through_kernel``: the daemon's, as the CLI's ``-I`` discovery through such an iface).
-iSNS queries go from the host's stack through the software ifaces, else ``default``
-(:meth:`~iscsictl.db.store.NodeDB.discovery_ifaces`).  A round that fails changes nothing:
+The ifaces are read again each round: every iface record, else ``default`` (discoveryd.c:
+iface_link_ifaces, any transport, for SendTargets and iSNS alike).  SendTargets goes
+through each, a software (tcp) iface's from the host's stack, an iSER or offload HBA
+iface's on a connection the kernel makes (``through_kernel``: the daemon's, as the CLI's
+``-I`` discovery through such an iface).  iSNS is queried from the host's stack, once per
+initiator name the ifaces use, and what it answers is bound to each iface, whose sessions
+then go its way (an iSER iface's over iSER).  A round that fails changes nothing:
 it is logged and the next round tries again (SendTargets makes one attempt a round,
 ``reopen_max`` 0, as discoveryd.c).  The poll interval: SendTargets' default 30; below 0
 is 30; 0 is one round, then the record's sessions are left alone.
@@ -161,7 +162,7 @@ ThroughKernel = Callable[["Source", dict[str, str], str], list[dict[str, Any]]]
 
 
 def daemon_ifaces(db: Any) -> list[tuple[str, dict[str, str]]]:
-    """The ifaces iscsid's discoveryd sends SendTargets through, as (name, values): every
+    """The ifaces iscsid's discoveryd discovers through, as (name, values): every
     iface record but the built-in ``default`` and ``iser``, of any transport
     (usr/iface.c iface_link_ifaces; idbm_bind_ifaces_to_nodes takes each, iface_is_valid
     refusing none that has a transport), else ``default``.  An unreadable record is not
@@ -182,8 +183,8 @@ def daemon_ifaces(db: Any) -> list[tuple[str, dict[str, str]]]:
 def discover(db: Any, src: Source, initiator_name: str | None,
              through_kernel: ThroughKernel | None = None) -> list[dict[str, str]]:
     """One round's discovery (blocking: run it off the loop): the node records of what
-    ``src`` finds through each iface (:func:`daemon_ifaces` for SendTargets, an iSER or
-    HBA iface's through ``through_kernel``; the software ifaces for iSNS).  Raises
+    ``src`` finds through each iface (:func:`daemon_ifaces`; a SendTargets through an iSER
+    or HBA iface through ``through_kernel``).  Raises
     DiscoveryFailed, also for a SendTargets through an iface of the kernel's without
     ``through_kernel``."""
     from iscsictl.db.store import DiscoveryID
@@ -191,8 +192,7 @@ def discover(db: Any, src: Source, initiator_name: str | None,
 
     did = DiscoveryID(src.type, src.address, src.port)
     try:
-        ifaces = ([(name, rec.as_strings()) for name, rec in db.discovery_ifaces()]
-                  if src.type == "isns" else daemon_ifaces(db))
+        ifaces = daemon_ifaces(db)
     except DBError as exc:
         raise DiscoveryFailed(f"cannot read the iface records: {exc}") from None
 
@@ -295,12 +295,13 @@ def deregister(db: Any, src: Source, initiator_name: str | None) -> None:
 
 
 def _initiator_names(db: Any, initiator_name: str | None) -> list[str]:
-    """The host's initiator name, then each software iface's own: the storage nodes this
-    host registers.  Raises DiscoveryFailed when there is none."""
+    """The host's initiator name, then each iface's own (isns_create_node_list: every
+    iface's): the storage nodes this host registers.  Raises DiscoveryFailed when there is
+    none."""
     from iscsictl.transport.iface import iface_initiator_name
 
     try:
-        ifaces = [rec.as_strings() for _, rec in db.discovery_ifaces()]
+        ifaces = [values for _, values in daemon_ifaces(db)]
     except DBError as exc:
         raise DiscoveryFailed(f"cannot read the iface records: {exc}") from None
     names = [n for n in [initiator_name, *(iface_initiator_name(i) for i in ifaces)] if n]

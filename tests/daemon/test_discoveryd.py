@@ -217,6 +217,24 @@ def test_isns_records(db, tmp_path):
         [(T1, "3260", "7", "isns"), (T2, "3260", "7", "isns")]
 
 
+def test_isns_records_are_bound_to_every_iface_as_iscsids(db, tmp_path):
+    """iscsid's isns_disc_new_portals binds what iSNS answers to every iface record
+    (iface_link_ifaces, any transport): an iSER iface's sessions go over iSER, and its
+    initiator name is registered too (before: the software ifaces only, so the daemon
+    logged in over TCP where only iser0 was set up)."""
+    iface_file(tmp_path, "iser0", "iser", initiatorname="iqn.2026-11.x:iser-host")
+    iface_file(tmp_path, "eth1", "tcp")
+    with Isnsd(str(tmp_path / "isnsd")) as server:
+        server.register_targets("array", "127.0.0.1:3260", [T1], tag=7)
+        db.create_discovery(DiscoveryID("isns", "127.0.0.1", server.port), values={
+            "discovery.isns.use_discoveryd": "Yes"})
+        (src,) = dd.sources(db, print)
+        recs = dd.discover(db, src, INIT)
+    assert sorted((r["node.name"], r["iface.iscsi_ifacename"], r["iface.transport_name"])
+                  for r in recs) == [(T1, "eth1", "tcp"), (T1, "iser0", "iser")]
+    assert dd._initiator_names(db, INIT) == [INIT, "iqn.2026-11.x:iser-host"]
+
+
 # ---- the rounds --------------------------------------------------------------------------
 class Sessions:
     """What the rounds asked for, with a session for each login that is not refused."""
