@@ -23,7 +23,8 @@ is 30; 0 is one round, then the record's sessions are left alone.
 
 An iSNS record polled more than once also hears State Change Notifications (RFC 4171
 §5.6.5.8), as iscsid's discoveryd: the initiator names (initiatorname.iscsi's and the
-ifaces') are registered in a network entity named after this host, with a portal whose
+ifaces') are registered in a network entity named after this host's address toward the
+server (as iscsid's: its reverse DNS name, else the address), with a portal whose
 SCN port is a TCP port of :class:`ScnReceiver`'s, and registered for SCNs of targets
 added, updated and removed; each SCN starts a round at once.  The registration is made
 again before half its Registration Period has passed, and after it failed.
@@ -271,8 +272,7 @@ def register(db: Any, src: Source, initiator_name: str | None,
 
     names = _initiator_names(db, initiator_name)
     try:
-        period, refused = register_for_scns(src.address, src.port, names,
-                                            socket.gethostname(), scn_port)
+        period, refused = register_for_scns(src.address, src.port, names, None, scn_port)
     except IsnsQueryFailed as exc:
         raise DiscoveryFailed(str(exc)) from None
     for line in refused:
@@ -288,8 +288,7 @@ def deregister(db: Any, src: Source, initiator_name: str | None) -> None:
     from iscsictl.discovery.isns import deregister as dereg
 
     try:
-        dereg(src.address, src.port, _initiator_names(db, initiator_name)[0],
-              socket.gethostname())
+        dereg(src.address, src.port, _initiator_names(db, initiator_name)[0], None)
     except IsnsQueryFailed as exc:
         raise DiscoveryFailed(str(exc)) from None
 

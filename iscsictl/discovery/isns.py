@@ -14,6 +14,7 @@ No kernel module, no root and no daemon are needed.
 from __future__ import annotations
 
 import random
+import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -154,10 +155,23 @@ def _server(host: str, port: int) -> Iterator[_Server]:
             raise IsnsRegFailed(str(e)) from None
 
 
-def register_for_scns(host: str, port: int, initiators: list[str], entity: str,
+def entity_id(local: str) -> str:
+    """The network entity this host registers as: the name of ``local``, the address it
+    reaches the iSNS server from (reverse DNS, else the address itself), as iscsid's
+    isns_build_objs names it (getnameinfo): one per host, where a host name (``localhost``,
+    a cloned VM's) is shared, and a Replace registration of one host's would drop the
+    other's."""
+    try:
+        return socket.getnameinfo((local, 0), 0)[0]
+    except OSError:
+        return local
+
+
+def register_for_scns(host: str, port: int, initiators: list[str], entity: str | None,
                       scn_port: int) -> tuple[int | None, list[str]]:
     """Register ``initiators`` (storage nodes of type Initiator) in network entity
-    ``entity`` with the iSNS server at ``host``:``port``, with one portal: the address this
+    ``entity`` (None: :func:`entity_id` of this end of the connection) with the iSNS
+    server at ``host``:``port``, with one portal: the address this
     host reaches the server from, TCP port and SCN port ``scn_port``; then register each
     for State Change Notifications (open-iscsi's discoveryd isns_scn_register).  Returns
     the registration period (s; None: it does not expire) and a line for each initiator
@@ -166,7 +180,8 @@ def register_for_scns(host: str, port: int, initiators: list[str], entity: str,
     xid = random.randrange(1, 0x8000)
     refused: list[str] = []
     with _server(host, port) as server:
-        resp = server.call(registration(initiators, entity, server.local, scn_port, xid))
+        resp = server.call(registration(initiators, entity or entity_id(server.local),
+                                        server.local, scn_port, xid))
         if resp.status != Status.SUCCESS:
             raise IsnsRegFailed(f"Could not register with iSNS server {server.name}: "
                                 f"{status_text(resp.status)}.")
@@ -179,12 +194,14 @@ def register_for_scns(host: str, port: int, initiators: list[str], entity: str,
     return period, refused
 
 
-def deregister(host: str, port: int, initiator: str, entity: str) -> None:
+def deregister(host: str, port: int, initiator: str, entity: str | None) -> None:
     """Remove network entity ``entity`` (registered by :func:`register_for_scns`, with
-    ``initiator`` among its nodes) from the iSNS server, so that it sends no more State
-    Change Notifications to a port nobody listens on.  Raises IsnsRegFailed."""
+    ``initiator`` among its nodes; None: :func:`entity_id`'s, as there) from the iSNS
+    server, so that it sends no more State Change Notifications to a port nobody listens
+    on.  Raises IsnsRegFailed."""
     with _server(host, port) as server:
-        resp = server.call(deregistration(initiator, entity, random.randrange(1, 0x8000)))
+        resp = server.call(deregistration(initiator, entity or entity_id(server.local),
+                                          random.randrange(1, 0x8000)))
         if resp.status != Status.SUCCESS:
             raise IsnsRegFailed(f"Could not deregister from iSNS server {server.name}: "
                                 f"{status_text(resp.status)}.")

@@ -14,6 +14,7 @@ import pytest
 from iscsictl.daemon import discoveryd as dd
 from iscsictl.daemon.service import Daemon
 from iscsictl.db.store import DiscoveryID, NodeDB
+from iscsictl.discovery.isns import entity_id
 from peers import Isnsd, Tgtd
 
 INIT = "iqn.2026-11.test:discoveryd"
@@ -438,6 +439,9 @@ def test_an_isns_record_hears_state_change_notifications(db, tmp_path):
                 await until("the first round", lambda: s.logins == [[T1, T2]])
                 entity = await asyncio.to_thread(server.query, f"iscsi-name={INIT}")
                 assert "Initiator" in entity
+                # named as iscsid's isns_build_objs names it: the name of this end's
+                # address (not the host name, which cloned hosts share)
+                assert f'Entity identifier = "{entity_id("127.0.0.1")}"' in entity
                 await asyncio.to_thread(server.register_targets, "array2", "127.0.0.1:3261",
                                         [T3])
                 await until("the added target's login", lambda: [T3] in s.logins)
