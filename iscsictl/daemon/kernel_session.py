@@ -389,6 +389,8 @@ async def connect_node(node: NodeTarget, portal: Portal, timeout: float) -> sock
         window = int(node.record.get("node.conn[0].tcp.window_size", 0))
     except ValueError:
         window = 0
+    if not 0 <= window <= 0x7FFFFFFF:  # setsockopt's int (the record's C int holds no more)
+        window = 0
     return await connect(portal.address, portal.port, timeout, window, node.record)
 
 

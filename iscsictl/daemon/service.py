@@ -130,12 +130,18 @@ def pdu_from_kernel(buf: bytes) -> PDU:
 
 async def _each(jobs: list[Any], progress: Progress | None) -> list[dict[str, Any]]:
     """Run per-item coroutines concurrently; results in input order, and a
-    ``{"done", "total", "result"}`` progress report as each one finishes."""
+    ``{"done", "total", "result"}`` progress report as each one finishes.  An item that
+    raises (a bug, not a failure it reports) is its own result, code 9 (internal error),
+    logged with its traceback: the others' results are still answered."""
     done = 0
 
     async def one(job: Any) -> dict[str, Any]:
         nonlocal done
-        result = await job
+        try:
+            result = await job
+        except Exception as exc:  # noqa: BLE001 - one item's bug, not the request's
+            log.exception("internal error in one item of a request")
+            result = {"ok": False, "code": 9, "message": f"internal error: {exc!r}"}
         done += 1
         if progress is not None:
             progress({"done": done, "total": len(jobs), "result": result})

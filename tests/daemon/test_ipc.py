@@ -819,3 +819,28 @@ def test_an_ipc_socket_that_cannot_be_made_is_one_line_and_exit_1(tmp_path, monk
     assert rc == 1 and closed == [True]
     assert err.startswith(f"iscsictld: cannot serve on {path}: ") and "Traceback" not in err
     assert err.count("\n") == 1
+
+
+def test_an_item_that_raises_is_its_own_result_and_the_others_are_answered(tmp_path, caplog):
+    """One record's login raising (a bug: an unchecked value reaching a system call) is
+    that record's result, 9, logged with its traceback; the other records' results are
+    answered (before: the whole request answered 16 'bad request' while the other logins
+    went on, their sessions never reported)."""
+    d = Daemon(str(tmp_path / "d.sock"), sysfs_root=str(tmp_path / "sys"),
+               state_dir=str(tmp_path / "state"), db_root=str(tmp_path),
+               config_root=str(tmp_path), autostart=False)
+
+    async def login_one(rec, initiator_name, multiple=False):
+        if rec["node.name"].endswith("bad"):
+            raise TypeError("a bytes-like object is required, not 'int'")
+        await asyncio.sleep(0.01)
+        return {"ok": True, "sids": [3], "node": rec["node.name"]}
+    d._login_one = login_one
+    seen = []
+    out = asyncio.run(d.login([{"node.name": "t-bad"}, {"node.name": "t-good"}], "iqn.x",
+                              progress=seen.append))
+    assert out[0]["ok"] is False and out[0]["code"] == 9
+    assert "internal error: TypeError" in out[0]["message"]
+    assert out[1] == {"ok": True, "sids": [3], "node": "t-good"}
+    assert [p["done"] for p in seen] == [1, 2]
+    assert "internal error in one item of a request" in caplog.text
