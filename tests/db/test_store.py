@@ -931,3 +931,12 @@ def test_a_damaged_record_is_read_again_under_iscsiadms_lock_a_short_while_only(
     os.unlink(lock_dir / "lock.write")
     open(path, "wb").write(good)
     assert db.read_node(nid)["node.name"] == T1
+
+
+def test_an_old_style_record_whose_port_is_no_ascii_number_is_skipped(db, tmp_path):
+    """A file ``nodes/T/<ip>,<port>`` whose port str.isdigit takes but int refuses ('3²')
+    is no old-style record (before: a ValueError out of a rediscovery)."""
+    d = tmp_path / "db/nodes" / T1
+    d.mkdir(parents=True)
+    (d / "10.0.0.1,3²").write_text("node.name = x\n")
+    assert db._unlinked_answers(DiscoveryID("sendtargets", "10.0.0.9", 3260), {T1}) == set()
