@@ -439,7 +439,9 @@ def _node_op(sysfs, sid: int, args, o) -> int:  # type: ignore[no-untyped-def]
     v = views[0]
     node_args = copy.copy(args)
     node_args.targetname = v.targetname
-    node_args.portal = _hp(v.address, v.port, v.tpgt).rpartition(",")[0]
+    # the address as it is (a host name without a dot too): bracketed only when it is an
+    # IPv6 one, for -p's parser (iscsiadm hands persistent_address over as it is)
+    node_args.portal = (f"[{v.address}]" if ":" in v.address else v.address) + f":{v.port}"
     node_args.interface = [v.iface["name"]]
     node_args.sid = node_args.print = None
     if ops == {"new"}:  # one more session to the same record

@@ -342,6 +342,21 @@ def db(tmp_path, monkeypatch):
     return root
 
 
+def test_r_reaches_a_record_whose_address_is_a_host_name_without_a_dot(sysfs, db):
+    """A session whose persistent address is a host name with no dot ('localhost', a
+    short name): -r hands it to node mode as it is (iscsiadm's idbm_create_rec), not as
+    the listing prints it ('[localhost]:3260', which -p refused: 7)."""
+    add_session(sysfs, 3, 2, T, "localhost", {})
+    assert cli("-m", "node", "-T", T, "-p", "localhost:3260", "-o", "new")[0] == 0
+    rc, out, err = cli("-m", "session", "-r", "3")
+    assert (rc, err) == (0, "") and "node.conn[0].address = localhost\n" in out
+    rc, _, err = cli("-m", "session", "-r", "3", "-o", "update", "-n", "node.startup",
+                     "-v", "automatic")
+    assert (rc, err) == (0, "")
+    assert "node.startup = automatic\n" in cli("-m", "node", "-T", T, "-p", "localhost",
+                                                "-o", "show")[1]
+
+
 def test_sid_without_print_level_is_the_sessions_node_record(sysfs, db):
     """iscsiadm -m session -r SID (level <= 0, or any -o) drops down to node mode with the
     session's target, persistent portal and iface: the record, not the session line."""
