@@ -134,11 +134,13 @@ def collect(sysfs, states: dict[str, dict[str, Any]], level: int = 3,  # type: i
         if 0 not in cids.get(sid, ()):
             continue
         info = sysfs.session(sid, only["session"])
-        if info is None:
-            continue
+        if info is None or not info.targetname:  # torn down meanwhile, or not named yet:
+            continue  # left out, as libopeniscsiusr (its targetname is required)
         conns = [c for c in (sysfs.connection(sid, cid, only["connection"])
                              for cid in cids.get(sid, ())) if c is not None]
         conn = conns[0] if conns else None
+        if conn is None:  # its connection gone meanwhile: the session goes with it
+            continue
         host = sysfs.host(info.host_no, only["host"]) if info.host_no is not None else None
         transport = (sysfs.host_transport(info.host_no) if host else None) or EMPTY
         st = states.get(str(sid), {})
@@ -153,6 +155,8 @@ def collect(sysfs, states: dict[str, dict[str, Any]], level: int = 3,  # type: i
         current = (conn.address if conn else None) or address
         port, current_port = (_port(conn.persistent_port if conn else None),
                               _port(conn.port if conn else None))
+        if not sysfs.session_exists(sid):  # torn down while it was read: what was read is
+            continue  # not a session's (libopeniscsiusr's last read, the host's, fails too)
         views.append(SessionView(
             sid=sid, transport=transport, targetname=info.targetname or "",
             tpgt=info.tpgt if info.tpgt is not None else -1,

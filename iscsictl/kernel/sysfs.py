@@ -542,6 +542,10 @@ class Sysfs:
         mt = _HOST_RE.match(dev.parent.name)
         return int(mt.group(1)) if mt else None
 
+    def session_exists(self, sid: int) -> bool:
+        """Whether ``class/iscsi_session/session<sid>`` is there (one stat)."""
+        return os.path.isdir(f"{self._root}/class/iscsi_session/session{sid}")
+
     def session(self, sid: int, only: Collection[str] | None = None) -> SessionInfo | None:
         """``class/iscsi_session/session<sid>``, or None when it does not exist.  ``only``:
         read just these attributes (the other fields are None; ``host_no`` is always read)."""
