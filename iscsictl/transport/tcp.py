@@ -244,26 +244,29 @@ class Connection:
         return self._itt
 
     def _pdus(self, deadline: float, what: str, idle: float | None = None):
-        """Yield target PDUs until the caller stops; answers NOP-In pings on the way.
-        ``idle``: each PDU received moves the deadline to ``idle`` seconds later (only a
-        silence that long times out)."""
+        """Yield target PDUs, one taken from the reader at a time, until the caller stops
+        (those behind it stay there for the next exchange: a NOP-In read with a response
+        is still answered); answers NOP-In pings on the way (RFC 7143 §11.19).  ``idle``:
+        each PDU received moves the deadline to ``idle`` seconds later (only a silence
+        that long times out)."""
         assert self._reader is not None and self._cmds is not None
         while True:
             try:
-                for raw in self._reader.pdus():
-                    if idle is not None:
-                        deadline = time.monotonic() + idle
-                    pdu = decode_pdu(raw)
-                    if isinstance(pdu, NOPIn):
-                        if pdu.ttt != 0xFFFFFFFF:
-                            self.send(nop_out_reply(pdu, self._cmds.cmdsn,
-                                                     self._cmds.exp_statsn
-                                                     ).encode(self._hd, self._dd), what)
-                        continue
-                    yield pdu
+                raw = self._reader.next_pdu()
+                if raw is None:
+                    self._reader.feed(self.recv(_RECV_CHUNK, deadline, what))
+                    continue
+                if idle is not None:
+                    deadline = time.monotonic() + idle
+                pdu = decode_pdu(raw)
             except ISCSIProtocolError as e:
                 raise ProtocolFailure(f"{what}: {e}") from None
-            self._reader.feed(self.recv(_RECV_CHUNK, deadline, what))
+            if isinstance(pdu, NOPIn):
+                if pdu.ttt != 0xFFFFFFFF:
+                    self.send(nop_out_reply(pdu, self._cmds.cmdsn, self._cmds.exp_statsn
+                                            ).encode(self._hd, self._dd), what)
+                continue
+            yield pdu
 
     def text(self, pairs: list[tuple[str, str]], timeout: float,
              max_response_bytes: int = 16 << 20,

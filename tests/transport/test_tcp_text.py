@@ -140,3 +140,52 @@ def test_a_login_response_is_waited_for_active_timeout_then_given_up_with_19():
     assert caught.value.exit_code == 19 and len(accepted) == 1
     assert took >= 0.6
     assert "no Login Response within 0.6 s" in str(caught.value)
+
+
+def _served(target):
+    """A Connection to ``target`` (the fake, answering in a thread) over a socketpair."""
+    from iscsictl.transport.tcp import Connection, Endpoint
+
+    ours, theirs = socket.socketpair()
+
+    def serve():
+        with theirs:
+            while data := theirs.recv(65536):
+                target.receive_data(data)
+                out = target.data_to_send()
+                if out:
+                    theirs.sendall(out)
+    threading.Thread(target=serve, daemon=True).start()
+    return Connection(ours, Endpoint("t", "192.0.2.1", 3260))
+
+
+def test_a_ping_read_with_a_response_is_still_answered():
+    """A NOP-In ping that comes in the same read as the response that ends a command is
+    answered (RFC 7143 §11.19: a NOP-In with a TTT wants its NOP-Out): the reader hands
+    out one PDU at a time and keeps the rest for the next exchange (before: the rest of
+    the read was dropped with it, and the target's ping timed out)."""
+    from iscsictl.protocol.scsi import cdb_inquiry
+
+    class Pinging(FakeTarget):
+        ping = False
+
+        def _scsi(self, cmd):
+            super()._scsi(cmd)
+            if self.ping:  # queued behind the response: one segment, one read
+                self.ping = False
+                self.nop_in_ping(ttt=0x77, data=b"")
+
+    t = Pinging(TargetConfig(name="iqn.2003-01.org.example:disk1"))
+    conn = _served(t)
+    try:
+        conn.login(LoginConfig(initiator_name=INAME, target_name="iqn.2003-01.org.example:disk1"))
+        t.ping = True
+        assert conn.scsi(0, cdb_inquiry(), 255, 5).ok
+        assert conn.scsi(0, cdb_inquiry(), 255, 5).ok  # its exchange answers the ping
+        for _ in range(100):
+            if t.nop_outs:
+                break
+            time.sleep(0.01)
+        assert [n.ttt for n in t.nop_outs] == [0x77]
+    finally:
+        conn.close()
