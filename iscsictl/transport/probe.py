@@ -23,6 +23,9 @@ from .tcp import login
 __all__ = ["LunInfo", "ProbeResult", "probe", "UA_RETRIES"]
 
 UA_RETRIES = 5
+#: the longest REPORT LUNS answer asked for: 16383 LUNs (the kernel's
+#: max_scsi_report_luns), their 8 bytes each and the 8-byte header
+REPORT_LUNS_MAX = 8 * 16383 + 8
 _UNIT_ATTENTION = 0x6
 _CHECK_CONDITION = 0x02
 
@@ -89,6 +92,11 @@ def probe(host: str, port: int, config: LoginConfig, *, timeout: float = 15.0,
         assert conn.success is not None
         run = conn.scsi
         rl = _retry_ua(run, 0, cdb_report_luns(), 4096, timeout)
+        if rl.ok and len(rl.data) >= 4:  # the list is longer than asked: ask for all of
+            need = int.from_bytes(rl.data[:4], "big") + 8  # it (scsi_report_lun_scan)
+            if 4096 < need:
+                need = min(need, REPORT_LUNS_MAX)
+                rl = _retry_ua(run, 0, cdb_report_luns(need), need, timeout)
         if not rl.ok:
             _logout(conn, timeout)
             raise LoginFailed(f"REPORT LUNS failed: {rl.message}")

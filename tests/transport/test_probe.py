@@ -88,3 +88,24 @@ def test_a_lun_the_report_repeats_is_probed_once(monkeypatch):
     assert [info.lun for info in run().luns] == [0, 1]
     assert [lun for lun, _ in conn.commands if lun == 0].count(0) == \
         [lun for lun, _ in conn.commands if lun == 1].count(1) + 1  # + REPORT LUNS
+
+
+def test_a_lun_list_longer_than_asked_is_asked_for_whole(monkeypatch):
+    """600 LUNs do not fit 4096 bytes: REPORT LUNS is sent again with the length the
+    target gave (the kernel's scsi_report_lun_scan), so that every LUN is probed (before:
+    511, the rest dropped without a word)."""
+    full = report_luns(*(encode_lun(n).hex() for n in range(600)))
+
+    class Truncating(FakeConnection):
+        def scsi(self, lun, cdb, read_length, timeout):
+            self.commands.append((lun, cdb[0]))
+            if cdb[0] != 0xA0:
+                return ILLEGAL
+            self.calls.append(f"REPORT LUNS {int.from_bytes(cdb[6:10], 'big')}")
+            return ScsiResult(0, full.data[:read_length])
+    conn = Truncating(full)
+    monkeypatch.setattr(probe_mod, "login", lambda host, port, config, warn=None: conn)
+    config = LoginConfig(initiator_name="iqn.2005-03.org.open-iscsi:host1", target_name=TARGET)
+    res = probe_mod.probe("192.0.2.1", 3260, config, timeout=1.0)
+    assert [info.lun for info in res.luns] == list(range(600))
+    assert conn.calls[:2] == ["REPORT LUNS 4096", f"REPORT LUNS {600 * 8 + 8}"]
