@@ -230,8 +230,10 @@ def _set(args, o, sysfs, transport: str, host_no: int, index: int, op: str) -> i
             nl.set_chap(handle, host_no, chap_entries(index, kind, name, secret))
         except IscsiNetlinkError as e:
             _netlink_failure(e, f"CHAP setting failed: {describe(e)}", index)
-    if o.json:
-        o.emit_json({"host_no": host_no, "index": index, "op": op, "rc": 0})
+    if o.json:  # the driver's first free entry (no -x): which one, the kernel does not say
+        o.emit_json({"host_no": host_no,
+                     "index": None if index == FIRST_FREE_CHAP_INDEX else index,
+                     "op": op, "rc": 0})
     return E.SUCCESS
 
 

@@ -75,7 +75,10 @@ said, then "Build flashnode config failed." (1), where iscsiadm leaves the pair 
 silently and sends the others (exit 0); a string goes NUL-padded (iscsiadm sends the old
 value's tail after a shorter new one); no pair is said ("Nothing to update").  A driver
 without the operation (ENOSYS: bnx2i, a software host) is said ("Received iferror -38:
-Function not implemented."), which iscsiadm logs only at debug level 1.
+Function not implemented."), which iscsiadm logs only at debug level 1.  A ``-x`` that
+starts with no number is "Invalid index" (7), where iscsiadm's strtoull reads 0 and acts
+on the first CHAP entry or flash target; ``-C ping`` (iface mode's) is "Invalid Sub Mode"
+with exit 7 (iscsiadm says it and exits 0).
 
 ``-C chap`` and ``-C stats`` (an HBA's CHAP table and statistics, through its driver): see
 :mod:`iscsictl.cli.hba_cmd`.
@@ -245,9 +248,13 @@ def _hosts(sysfs) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
 
 def _parse_index(text: str) -> int:
     """``-x`` as iscsiadm reads it while it parses the options (strtoull, base 10): what C
-    reads of it ("abc" is 0, "-1" ULLONG_MAX: no index); above ULLONG_MAX, exit 7."""
+    reads of it ("5x" is 5, "-1" ULLONG_MAX: no index); above ULLONG_MAX, exit 7.  A text
+    that starts with no number is refused (7), where strtoull's 0 would name entry 0:
+    a typo must not delete or log out the first CHAP entry or flash target."""
     from ..lexical import c_strtoul
 
+    if not re.match(r"[ \t\n\v\f\r]*[+-]?[0-9]", text):
+        raise E.CliError(f"Invalid index {text}.", E.INVAL)
     value, out_of_range = c_strtoul(text, 10)
     if out_of_range:
         raise E.CliError(f"Invalid index {text}. Numerical result out of range.", E.INVAL)
@@ -440,6 +447,8 @@ def run(args, o, mode: str) -> int:  # type: ignore[no-untyped-def]
     from .session_cmd import _sysfs
 
     index = None if args.index is None else _parse_index(args.index)
+    if args.submode == "ping":  # iface mode's (an unknown -C is ignored: the listing)
+        raise E.CliError("Invalid Sub Mode", E.INVAL)  # (iscsiadm says it and exits 0)
     if args.submode == "flashnode":
         return _flashnode(args, o, _sysfs(), index)
     if args.submode in ("chap", "stats"):  # -o without one is ignored, as by iscsiadm
@@ -447,6 +456,7 @@ def run(args, o, mode: str) -> int:  # type: ignore[no-untyped-def]
 
         sysfs = _sysfs()
         return hba_cmd.run(args, o, sysfs, args.submode, host_option(args, sysfs), index)
+    _op_mask(args.op or [])  # an unknown -o: 7, as iscsiadm's option parser
     level = args.print if args.print is not None else 0
     if level not in (-1, 0, 1, 2, 3, 4):
         raise E.CliError(f"Invalid info level {level}. Try 0 - 4.", E.INVAL)

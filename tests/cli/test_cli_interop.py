@@ -346,8 +346,7 @@ def test_flash_target_records_shown_as_iscsiadm(cli, tmp_path, monkeypatch):
     prints them (and refuses -S in host mode)."""
     sys_dir = _offload_sysfs(tmp_path / "sys")
     monkeypatch.setenv("ISCSICTL_SYSFS_ROOT", sys_dir)
-    for host, index in (("5", "0"), ("5", "1"), ("5", "2"), ("5", "10"), ("6", "0"),
-                        ("5", "abc")):  # strtoull reads "abc" as 0
+    for host, index in (("5", "0"), ("5", "1"), ("5", "2"), ("5", "10"), ("6", "0")):
         for op in ((), ("-o", "show")):
             a = iscsiadm(cli.root, *FN, "-H", host, "-x", index, *op, sys_dir=sys_dir)
             assert a.returncode == 0 and a.stdout.startswith("# BEGIN RECORD 2.1.8\n")
@@ -355,6 +354,11 @@ def test_flash_target_records_shown_as_iscsiadm(cli, tmp_path, monkeypatch):
                 cli(*FN, "-H", host, "-x", index, *op, "-S")
             assert (masked.rc, masked.out) == (0, _masked(a.stdout))
             assert (shown.rc, shown.out, shown.err) == (0, a.stdout, "")
+    # strtoull reads "abc" as 0, target 0 for iscsiadm: iscsictl refuses an index that is
+    # no number (a typo must not name the first flash target)
+    assert iscsiadm(cli.root, *FN, "-H", "5", "-x", "abc", sys_dir=sys_dir).returncode == 0
+    r = cli(*FN, "-H", "5", "-x", "abc")
+    assert (r.rc, r.out, r.err) == (7, "", "iscsictl: Invalid index abc.\n")
     rec = dict(line.split(" = ", 1) for line in
                cli(*FN, "-H", "5", "-x", "2", "-S").out.splitlines()[1:-1])
     assert len(rec) == 59 and list(rec)[0] == "flashnode.session.auto_snd_tgt_disable"

@@ -254,3 +254,36 @@ def test_an_entry_of_another_type_is_an_incoming_one(rig):
     assert ictl.stdout == adm.stdout
     doc = json.loads(rig.ictl("-m", "host", "-H", "5", "-C", "chap", "-o", "show", "--json").stdout)
     assert doc[0]["type"] == "in"
+
+
+@pytest.mark.parametrize("index", ["abc", "", " x1"])
+def test_an_index_that_is_no_number_deletes_nothing(rig, index):
+    """-x without a number: refused, 7, nothing sent (iscsiadm's strtoull reads 0 and
+    deletes the first entry: a typo cost the table's entry 0)."""
+    before = dict(rig.kernel.hosts[5].chap)
+    rig.kernel.requests.clear()
+    for sub in (("-C", "chap", "-o", "delete"), ("-C", "flashnode", "-o", "delete")):
+        r = rig.ictl("-m", "host", "-H", "5", *sub, "-x", index)
+        assert r.returncode == 7 and f"Invalid index {index}." in r.stderr
+    assert rig.kernel.requests == [] and rig.kernel.hosts[5].chap == before
+    assert rig.ictl("-m", "host", "-H", "5", "-C", "chap", "-o", "show", "-x", "6x").returncode == 0
+
+
+def test_a_new_entry_in_the_first_free_slot_names_no_index(rig):
+    """Without -x the driver takes its first free entry, which it does not say: --json
+    gives no index (it gave 2049, iscsiadm's marker, which names no entry)."""
+    r = rig.ictl("-m", "host", "-H", "5", "-C", "chap", "-o", "new", "-n", "host.auth.username",
+                 "-v", "free", "-n", "host.auth.password", "-v", "free-secret-12", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"host_no": 5, "index": None, "op": "new", "rc": 0}
+
+
+def test_host_mode_refuses_an_unknown_operation_or_sub_mode(rig):
+    for args, message in ((("-o", "bogus"), "can not recognize operation: 'bogus'"),
+                          (("-C", "ping"), "Invalid Sub Mode")):
+        adm = rig.adm("-m", "host", *args)
+        ictl = rig.ictl("-m", "host", *args)
+        assert ictl.returncode == 7 and not ictl.stdout
+        assert stderr_lines(adm.stderr, "iscsiadm")[-1] == \
+            stderr_lines(ictl.stderr, "iscsictl")[-1] == message
+        assert adm.returncode == (7 if args[0] == "-o" else 0)  # iscsiadm: 0 for -C ping
