@@ -429,16 +429,13 @@ async def userspace_login(
         try:
             if connected is not None:
                 connected()
-            machine = LoginMachine(cfg, isid=isid.to_bytes(), cmdsn=INITIAL_CMDSN, rng=os.urandom,
-                                   issued_challenges=issued_challenges, warn=log.warning)
-            try:
+            try:  # (the machine refuses some CHAP settings as it is made)
+                machine = LoginMachine(cfg, isid=isid.to_bytes(), cmdsn=INITIAL_CMDSN,
+                                       rng=os.urandom, issued_challenges=issued_challenges,
+                                       warn=log.warning)
                 outcome = await _login_on_socket(sock, machine)
-            except AuthenticationError as exc:
-                raise SessionError(24, f"authentication failed: {exc}") from None
-            except LoginTimeout as exc:
-                raise SessionError(8, str(exc), retryable=True) from None
-            except ISCSIProtocolError as exc:
-                raise SessionError(5, f"login failed: {exc}", retryable=True) from None
+            except (LoginTimeout, ISCSIProtocolError) as exc:
+                raise _login_failure(exc) from None
             if isinstance(outcome, LoginRedirect):
                 log.info("login redirected to %s (%s)", outcome.portal,
                          "permanent" if outcome.permanent else "temporary")
@@ -1004,11 +1001,14 @@ def _queue_sizes(rec: Mapping[str, str]) -> tuple[int, int]:
 
 def _login_failure(exc: BaseException) -> SessionError | None:
     """The SessionError of a failed first login (iscsiadm's code): None for what is not a
-    login's failure."""
+    login's failure.  An authentication the initiator itself ends (the target's mutual
+    proof wrong, no CHAP_A in common, a reflected challenge, one secret both ways) is 19,
+    not retried, as iscsid's iscsi_recv_login_rsp (LOGIN_AUTHENTICATION_FAILED ->
+    ISCSI_ERR_FATAL_LOGIN); 24 is the target's refusal (status 0201/0202)."""
     if isinstance(exc, SessionError):
         return exc
     if isinstance(exc, AuthenticationError):
-        return SessionError(24, f"authentication failed: {exc}")
+        return SessionError(19, f"authentication failed: {exc}")
     if isinstance(exc, LoginTimeout):
         return SessionError(8, str(exc), retryable=True)
     if isinstance(exc, ISCSIProtocolError):

@@ -198,9 +198,10 @@ class Connection:
         ``meanwhile()``, when given, runs once the first Login PDU is sent, before its
         response is read: the caller's own work (writing a record) overlaps the target's.
         Its time counts against the login's timeout; what it raises propagates unchanged."""
-        m = LoginMachine(config, isid=isid or new_isid(), itt=itt, rng=os.urandom, warn=warn)
         what = f"login to {self.endpoint}"
         with _login_errors(what):
+            m = LoginMachine(config, isid=isid or new_isid(), itt=itt, rng=os.urandom,
+                             warn=warn)
             m.start(time.monotonic())
             self.send(m.data_to_send(), what)
         if meanwhile is not None:

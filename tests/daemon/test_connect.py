@@ -237,3 +237,64 @@ def test_iface_initiatorname_overrides_the_host_name():
     assert iface_initiator_name({"iface.initiatorname": "iqn.2026-11.x:iface0"}) == "iqn.2026-11.x:iface0"
     assert iface_initiator_name({"iface.initiatorname": "<empty>"}) is None
     assert iface_initiator_name({}) is None
+
+
+def _fake_target_portal(config):
+    """A loopback listener whose connections the protocol's fake target answers; its port
+    and a closer."""
+    import threading
+
+    from protocol.fake_target import FakeTarget
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+
+    def serve():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            target = FakeTarget(config)
+            with conn:
+                while data := conn.recv(65536):
+                    target.receive_data(data)
+                    out = target.data_to_send()
+                    if out:
+                        conn.sendall(out)
+    threading.Thread(target=serve, daemon=True).start()
+    return srv.getsockname()[1], srv.close
+
+
+@pytest.mark.parametrize("password_in, why", [
+    ("wrong-target-12", "target failed mutual CHAP authentication"),
+    ("secret-init-123", "the same CHAP secret is configured for both directions"),
+])
+def test_an_authentication_the_initiator_ends_is_19_not_retried(password_in, why):
+    """The target's mutual proof wrong, or one secret both ways: iscsid's
+    iscsi_recv_login_rsp takes the login's LOGIN_AUTHENTICATION_FAILED as
+    ISCSI_ERR_FATAL_LOGIN, 19, and tries no more (24 is the target's refusal).  Before:
+    24, and one secret both ways escaped as an internal error (9, a traceback)."""
+    from iscsictl.daemon.kernel_session import NodeTarget, userspace_login
+    from iscsictl.db.record import with_defaults
+    from iscsictl.db.schema import NODE
+    from iscsictl.protocol.names import ISID
+    from protocol.fake_target import TargetConfig
+
+    name = "iqn.2001-04.com.example:chap"
+    port, close = _fake_target_portal(TargetConfig(
+        name=name, chap_users={"init": b"secret-init-123"}, mutual=("tgt", b"right-target-12")))
+    node = NodeTarget.from_record(with_defaults(NODE, {
+        "node.name": name, "node.conn[0].address": "127.0.0.1", "node.conn[0].port": str(port),
+        "node.tpgt": "1", "node.session.auth.authmethod": "CHAP",
+        "node.session.auth.username": "init", "node.session.auth.password": "secret-init-123",
+        "node.session.auth.username_in": "tgt", "node.session.auth.password_in": password_in}))
+    try:
+        with pytest.raises(SessionError) as e:
+            asyncio.run(userspace_login(node, "iqn.2001-04.com.example:i",
+                                        ISID.random(0x123456, 1)))
+    finally:
+        close()
+    assert (e.value.code, e.value.retryable) == (19, False)
+    assert why in str(e.value)

@@ -81,7 +81,12 @@ def test_chap_mutual_and_wrong_secret(lio, cli):
                  ("password_in", "wrong-target-12")):
         cli.update(two.iqn, PORTAL, f"node.session.auth.{k}", v)
     r = cli.run("-m", "node", "-T", two.iqn, "-p", PORTAL, "-l")
-    assert r.returncode == 24, r.stdout + r.stderr  # the target fails mutual authentication
+    # the target fails mutual authentication: the initiator ends the login, as iscsid's
+    # iscsi_recv_login_rsp (LOGIN_AUTHENTICATION_FAILED -> ISCSI_ERR_FATAL_LOGIN)
+    assert r.returncode == 19, r.stdout + r.stderr
+    assert "initiator reported error (19 - encountered non-retryable iSCSI login failure)" \
+        in r.stderr
+    assert sessions_in_sysfs() == [sid1]
     cli.update(two.iqn, PORTAL, "node.session.auth.password_in", "secret-tgt-12")
     sid2 = login_sid(cli, two.iqn)
     wait_disks(sid2, 1)
