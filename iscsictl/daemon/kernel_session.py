@@ -358,6 +358,16 @@ def _connected_at_once(sock: socket.socket, sockaddr: tuple) -> bool:
     return True
 
 
+def _timed_out(machine: LoginMachine, now: float) -> str:
+    """Why ``machine``'s deadline passed: no Login Response in time, or the whole login
+    not done within its total (the machine's own words)."""
+    try:
+        machine.check_timeout(max(now, machine.deadline or now))
+    except LoginTimeout as exc:
+        return str(exc).partition(": ")[2]
+    return "no Login Response"
+
+
 async def _login_on_socket(sock: socket.socket, machine: LoginMachine) -> object:
     loop = asyncio.get_running_loop()
     machine.start(loop.time())
@@ -371,7 +381,7 @@ async def _login_on_socket(sock: socket.socket, machine: LoginMachine) -> object
             async with asyncio.timeout(max(remaining, 0.001)):
                 data = await loop.sock_recv(sock, machine.needed())
         except asyncio.TimeoutError:
-            raise LoginTimeout("login timed out: no Login Response") from None
+            raise LoginTimeout(f"login timed out: {_timed_out(machine, loop.time())}") from None
         if not data:
             raise SessionError(4, "the target closed the connection during login", retryable=True)
         outcome = machine.receive_data(data, loop.time())
@@ -1525,7 +1535,8 @@ async def _relayed_login(nl, handle: int, session: KernelSession, cfg: LoginConf
             async with asyncio.timeout(max(machine.deadline - loop.time(), 0.001)):
                 pdu = await session.pdu_waiter  # not wait_for: no task of its own
         except asyncio.TimeoutError:
-            raise SessionError(8, f"{what} timed out: no Login Response", retryable=True) from None
+            raise SessionError(8, f"{what} timed out: {_timed_out(machine, loop.time())}",
+                               retryable=True) from None
         finally:
             session.pdu_waiter = None
         step("Login Response received")

@@ -74,6 +74,10 @@ class LoginConfig:
     iser: bool = False
     login_timeout: float = 15.0
     auth_timeout: float = 45.0
+    #: seconds the whole login may take from its first Login Request (None: no bound but
+    #: each answer's): a node login's is login_timeout, as iscsid's one login timer
+    #: (initiator.c iscsi_conn_connect arms it; only the full feature phase stops it)
+    total_timeout: float | None = None
     extra_keys: tuple[tuple[str, str], ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -204,6 +208,7 @@ class LoginConfig:
             # iscsid bounds a node's login by its login timer alone (initiator.c
             # iscsi_conn_connect): node.conn[0].timeo.auth_timeout is read, never used
             auth_timeout=float(num("node.conn[0].timeo.login_timeout", 30)),
+            total_timeout=float(num("node.conn[0].timeo.login_timeout", 30)),
         )
         kw.update(overrides)
         return cls(**kw)  # type: ignore[arg-type]

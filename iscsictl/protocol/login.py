@@ -180,6 +180,8 @@ class LoginMachine:
         self.state = LoginState.IDLE
         self.outcome: LoginOutcome | None = None
         self.deadline: float | None = None
+        self._end: float | None = None  # config.total_timeout after start()
+        self._answer_by = 0.0  # the last request's answer's deadline, before _end's
         self.exp_cmdsn = cmdsn
         self.max_cmdsn = cmdsn
         self._statsn: int | None = None
@@ -207,9 +209,12 @@ class LoginMachine:
 
     # ------------------------------------------------------------------ output
     def start(self, now: float) -> None:
-        """Queue the first Login Request; the login deadline starts now."""
+        """Queue the first Login Request; the login deadline starts now, and the whole
+        login's (``config.total_timeout``)."""
         if self.state is not LoginState.IDLE:
             raise RuntimeError("login already started")
+        if self.config.total_timeout is not None:
+            self._end = now + self.config.total_timeout
         auth = self.config.auth_method_offer()
         if auth is not None:
             self.state = LoginState.SECURITY
@@ -266,6 +271,9 @@ class LoginMachine:
         if self.deadline is not None and now >= self.deadline and self.outcome is None:
             stage = "authentication" if self.state is LoginState.SECURITY else "login"
             self.state = LoginState.FAILED
+            if self._end is not None and now >= self._end and now < self._answer_by:
+                raise LoginTimeout(f"{stage} timed out: not done within "
+                                   f"{self.config.total_timeout:g} s")
             raise LoginTimeout(f"{stage} timed out: no Login Response")
 
     # --------------------------------------------------------------- internals
@@ -505,4 +513,7 @@ class LoginMachine:
         self._last = req
         self._outbox.append(req)
         in_auth = self.state is LoginState.SECURITY and self._responses > 0
-        self.deadline = now + (self.config.auth_timeout if in_auth else self.config.login_timeout)
+        self._answer_by = now + (self.config.auth_timeout if in_auth
+                                 else self.config.login_timeout)
+        self.deadline = self._answer_by if self._end is None else min(self._answer_by,
+                                                                      self._end)

@@ -549,6 +549,27 @@ def test_operational_stage_uses_login_timeout_again():
     assert m.deadline == 8.0
 
 
+def test_a_login_answered_slowly_ends_at_its_total_timeout():
+    """total_timeout (a node login's, iscsid's one login timer): a target answering each
+    request with T=0 and nothing else, just before its deadline, ends the login then
+    (before: each request restarted the deadline, 1024 answers bounded it: hours)."""
+    from iscsictl.protocol.pdu import LoginResponse
+
+    m = make_machine(cfg(login_timeout=30.0, total_timeout=30.0))
+    m.start(0.0)
+    now, n = 0.0, 0
+    with pytest.raises(LoginTimeout, match=r"login timed out: not done within 30 s"):
+        while True:
+            m.pdus_to_send()
+            now += 20.0
+            m.check_timeout(now)
+            last, n = m._last, n + 1
+            m.receive_pdu(LoginResponse(transit=False, csg=last.csg, isid=last.isid,
+                                        itt=last.itt, statsn=n, exp_cmdsn=1, max_cmdsn=1), now)
+    assert n == 1 and now == 40.0
+    assert LoginConfig.from_node({"node.name": TNAME}, INAME).total_timeout == 30.0
+
+
 # ------------------------------------------------------------------------ kernel relay path
 def test_pdu_path_matches_byte_path():
     m = make_machine()
