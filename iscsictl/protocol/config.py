@@ -199,7 +199,9 @@ class LoginConfig:
             initial_r2t=get("node.session.iscsi.InitialR2T", "No") == "Yes",
             immediate_data=get("node.session.iscsi.ImmediateData", "Yes") == "Yes",
             max_outstanding_r2t=max(1, num("node.session.iscsi.MaxOutstandingR2T", 1)),
-            max_connections=max(1, num("node.session.iscsi.MaxConnections", 1)),
+            # one connection a session, as the kernel data path runs: open-iscsi offers
+            # MaxConnections=1 whatever node.session.iscsi.MaxConnections says (login.c)
+            max_connections=1,
             default_time2wait=num("node.session.iscsi.DefaultTime2Wait", 2),
             default_time2retain=num("node.session.iscsi.DefaultTime2Retain", 0),
             error_recovery_level=0,  # ERL 0 is what the kernel data path supports

@@ -31,6 +31,10 @@ def test_node_defaults_are_open_iscsis():
     assert (c.login_timeout, c.auth_timeout) == (15.0, 15.0)
     assert c.login_keys() == [("InitiatorName", INAME), ("TargetName", NODE["node.name"]),
                               ("SessionType", "Normal")]
+    # one connection a session, as the kernel runs it: MaxConnections=1 whatever the
+    # record says, as open-iscsi's login.c (it offered the record's 4)
+    c = LoginConfig.from_node({**NODE, "node.session.iscsi.MaxConnections": "4"}, INAME)
+    assert c.operational_offers()["MaxConnections"] == "1"
 
 
 @pytest.mark.parametrize("rec,mrdsl,first,maxb", [
