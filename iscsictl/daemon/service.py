@@ -61,6 +61,7 @@ from iscsictl.netlink import (
 )
 from iscsictl.netlink.enums import ISCSI_ERR_STRINGS, IscsiErr, TransportCaps
 from iscsictl.protocol.bhs import RawPDU, decode_bhs
+from iscsictl.protocol.chap import RecentChallenges
 from iscsictl.protocol.errors import ISCSIProtocolError, TruncatedPDU
 from iscsictl.protocol.names import ISID, OPEN_ISCSI_OUI, ISIDAllocator
 from iscsictl.protocol.pdu import PDU, LogoutResponse, TextResponse, decode_pdu
@@ -341,7 +342,7 @@ class Daemon:
         #: sessions whose login the kernel relays (iSER), by sid, until it ends
         self._logging_in: dict[int, ks.KernelSession] = {}
         self.isids = ISIDAllocator()
-        self.issued_challenges: set[bytes] = set()
+        self.issued_challenges = RecentChallenges()
         self._node_locks: dict[tuple[str, str, int, str], asyncio.Lock] = {}
         self._login_sem = asyncio.Semaphore(MAX_PARALLEL_LOGINS)
         self.nl: AsyncIscsiNetlink | None = None

@@ -27,6 +27,7 @@ __all__ = [
     "AuthenticationError",
     "ChapAlgorithm",
     "ChapInitiator",
+    "RecentChallenges",
     "ShortSecretPolicy",
     "chap_response",
     "decode_binary",
@@ -37,6 +38,36 @@ __all__ = [
 
 MIN_SECRET_LENGTH = 12  #: bytes: RFC 7143 §12.1.3 asks for at least 96 bits
 MAX_SECRET_LENGTH = 256  #: bytes (open-iscsi's limit)
+
+
+class RecentChallenges(MutableSet[bytes]):
+    """The challenges a process's logins issued, the ``limit`` most recent: what a target
+    could reflect (RFC 7143 §12.1.3: an initiator never answers a challenge it sent) is a
+    login's still under way, so the oldest are dropped and the set stays small on a host
+    whose sessions log in again and again (a set of all of them grew ~150 bytes a login,
+    for ever)."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._limit = limit
+        self._items: dict[bytes, None] = {}  # insertion order: the oldest first
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._items
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, value: bytes) -> None:
+        self._items.pop(value, None)
+        self._items[value] = None
+        while len(self._items) > self._limit:
+            del self._items[next(iter(self._items))]
+
+    def discard(self, value: bytes) -> None:
+        self._items.pop(value, None)
 
 
 class AuthenticationError(ISCSIProtocolError):

@@ -195,3 +195,20 @@ def test_secret_policies():
 
 def test_credentials_repr_hides_secrets():
     assert "secret" not in repr(ChapCredentials("a", SECRET, "t", b"othersecret!!"))
+
+
+def test_recent_challenges_keep_the_newest_only():
+    """The daemon's issued challenges: the newest ``limit`` (a reflection is of a login's
+    under way), so that a session logging in again and again does not grow it for ever."""
+    from iscsictl.protocol.chap import RecentChallenges
+
+    recent = RecentChallenges(limit=3)
+    for n in range(10):
+        recent.add(bytes([n]))
+    assert list(recent) == [b"\x07", b"\x08", b"\x09"] and len(recent) == 3
+    assert b"\x09" in recent and b"\x00" not in recent
+    recent.add(b"\x07")  # again: the newest now
+    recent.add(b"\x0a")
+    assert list(recent) == [b"\x09", b"\x07", b"\x0a"]
+    recent.discard(b"\x09")
+    assert list(recent) == [b"\x07", b"\x0a"]
