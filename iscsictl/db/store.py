@@ -75,6 +75,9 @@ STALE_TMP_AGE = 3600.0  # s: a temp file in TMP_DIRNAME older than this is a cra
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 DEFAULT_LOCK_TIMEOUT = 30.0
+#: s iscsiadm waits for its lock before it goes on without it (idbm_lock: 3000 x 10 ms): a
+#: ``lock.write`` unchanged that long is a dead holder's, taken over
+ISCSIADM_LOCK_WAIT = 30.0
 #: iscsiadm's database lock (open-iscsi usr/initiator.h LOCK_DIR, LOCK_FILE,
 #: LOCK_WRITE_FILE), taken for a database at :data:`SYSTEM_DB_ROOT`, the one iscsiadm uses
 ISCSIADM_LOCK_DIR = "/run/lock/iscsi"
@@ -425,8 +428,10 @@ class IscsiadmLock:
     while it reads and rewrites a record in place) and iscsictl never see each other's
     record half-written nor undo each other's change.  Reentrant within its NodeDB (a change
     made of others takes it once); another thread waits.  A wait is bounded by ``timeout``
-    s and ends in LockTimeout: a holder that died leaves the link behind (iscsiadm then waits
-    its 30 s and goes on unlocked; iscsictl says which file to remove)."""
+    s and ends in LockTimeout.  A holder that died leaves the link behind: iscsiadm waits its
+    30 s and goes on unlocked (removing the link when done); iscsictl takes a link that no
+    take or release has touched for :data:`ISCSIADM_LOCK_WAIT` s over (its ctime: each
+    link and unlink of the one inode sets it), says so (:attr:`taken_over`), and holds it."""
 
     def __init__(self, lock_dir: str, timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
         import threading
@@ -434,6 +439,7 @@ class IscsiadmLock:
         self.lock_dir, self.timeout = lock_dir, timeout
         self.write_path = os.path.join(lock_dir, "lock.write")
         self.untrusted: str | None = None  # why the lock is not taken, if it is not
+        self.taken_over: str | None = None  # a dead holder's lock taken over, said once
         self._mutex = threading.RLock()
         self._depth, self._held = 0, False
 
@@ -499,6 +505,13 @@ class IscsiadmLock:
                 os.link(lock, self.write_path)
                 return True
             except FileExistsError:
+                if self._stale():
+                    self.taken_over = (f"{self.write_path} unchanged for {ISCSIADM_LOCK_WAIT:g} "
+                                       "s (its holder is gone): taken over, as iscsiadm "
+                                       "goes on after its 30 s")
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.write_path)
+                    continue
                 waited = time.monotonic() - start
                 if waited >= timeout:
                     raise LockTimeout(f"{self.write_path} (iscsiadm's lock; remove it if no "
@@ -507,6 +520,14 @@ class IscsiadmLock:
             except OSError as e:
                 raise DBError(f"cannot take iscsiadm's lock {self.write_path}: "
                               f"{e.strerror}") from e
+
+
+    def _stale(self) -> bool:
+        try:
+            changed = os.lstat(self.write_path).st_ctime
+        except FileNotFoundError:
+            return False
+        return time.time() - changed >= ISCSIADM_LOCK_WAIT
 
 
 def _changes_db(method):
@@ -518,6 +539,9 @@ def _changes_db(method):
             if getattr(held, "untrusted", None) and not self._untrusted_said:
                 self._untrusted_said = True
                 self.warn(held.untrusted)
+            if getattr(held, "taken_over", None):
+                self.warn(held.taken_over)
+                held.taken_over = None
             return method(self, *args, **kwargs)
     return locked
 

@@ -841,6 +841,28 @@ def test_a_change_waits_for_iscsiadms_lock_and_says_which_file_holds_it(tmp_path
     assert db.update_node(nid, "node.startup", "automatic")["node.startup"] == "automatic"
 
 
+def test_a_dead_holders_iscsiadm_lock_is_taken_over_after_iscsiadms_wait(tmp_path,
+                                                                        monkeypatch):
+    """A ``lock.write`` that no take or release has touched for ISCSIADM_LOCK_WAIT s (its
+    holder killed mid-change) is taken over, said, and given back, as iscsiadm goes on
+    after its 30 s (before: every change failed with 6 until someone removed the file)."""
+    (tmp_path / "etc").mkdir()
+    lock_dir = tmp_path / "run-lock" / "iscsi"
+    warnings = []
+    db = NodeDB(str(tmp_path / "db"), str(tmp_path / "etc"), lock_timeout=5,
+                iscsiadm_lock_dir=str(lock_dir), warn=warnings.append)
+    nid = NodeID(T1, "10.0.0.1", 3260, 1)
+    db.create_node(T1, "10.0.0.1", 3260, 1)
+    os.link(lock_dir / "lock", lock_dir / "lock.write")  # and its holder died
+    monkeypatch.setattr(store, "ISCSIADM_LOCK_WAIT", 0.2)
+    start = time.monotonic()
+    assert db.update_node(nid, "node.startup", "automatic")["node.startup"] == "automatic"
+    assert 0.1 < time.monotonic() - start < 4
+    assert sorted(os.listdir(lock_dir)) == ["lock"]  # given back
+    assert warnings == [f"{lock_dir}/lock.write unchanged for 0.2 s (its holder is gone): "
+                        "taken over, as iscsiadm goes on after its 30 s"]
+
+
 def test_an_iface_name_with_a_comma_is_read_back_from_its_links(db):
     """A discovery link's name is read as iscsiadm reads it (get_params_from_disc_link: the
     target up to the first ',', the iface the rest), so an iface named with a ',' (iscsiadm
