@@ -1075,6 +1075,11 @@ class NodeDB:
         path = self.node_path(nid)
         with self.record_lock(self._lock_key(nid)):
             rec = parse_record(schema.NODE, self._read_bytes(path), path, self.warn)
+            if discovery is None:  # a key the DB's open-iscsi version has not: no key of its
+                for k in updates:  # records (idbm_verify_param), not taken and dropped
+                    key = schema.NODE.by_name.get(k)
+                    if key is not None and not schema.key_in_version(key, self.version):
+                        raise InvalidKey(k)
             for k, v in updates.items():
                 rec.set(k, v, check_update=discovery is None and not iface_copy)
             if discovery is not None:
