@@ -163,23 +163,35 @@ def op_show(db, args, o) -> int:
 
 
 def op_new(db, args, o) -> int:
-    if not args.targetname or not args.portal:
-        raise E.CliError("node mode: -o new needs -T targetname and -p ip[:port][,tpgt]",
-                         E.INVAL)
-    target = check_target_name(args.targetname)
-    p = parse_portal_arg(args.portal)
-    tpgt = -1 if p.tpgt is None else p.tpgt
+    """``-o new``: the record of -T's target at -p's portal, through each -I (default:
+    ``default``).  Without -T or -p, as iscsiadm's add_static_recs: a record for each
+    portal the DB holds (of -T's target, at -p's address and port, its tag kept) through
+    each -I: ``-o new -T T -I if1`` binds all of T's portals to if1."""
+    if args.targetname and args.portal:
+        target = check_target_name(args.targetname)
+        p = parse_portal_arg(args.portal)
+        portals = [(target, p.address, p.port, -1 if p.tpgt is None else p.tpgt)]
+    else:
+        import copy
+        every_iface = copy.copy(args)
+        every_iface.interface = None
+        portals = sorted({(n.target, n.address, n.port, n.tpgt)
+                          for n in _matching(db, every_iface)})
+        if not portals:  # iscsiadm says it with an empty reason, and exits 0
+            o.error("Error while adding record: no records found")
+            return E.SUCCESS
     created = []
-    for ifn in args.interface or ["default"]:
-        rec = db.create_node(target, p.address, p.port, tpgt, ifn, overwrite=True)
-        v = rec.values
-        msg = (f"New iSCSI node [{v['iface.transport_name']}:[hw={v['iface.hwaddress']},"
-               f"ip={v['iface.ipaddress']},net_if={v['iface.net_ifacename']},"
-               f"iscsi_if={ifn}] {p.address},{p.port},{tpgt} {target}] added")
-        created.append({"target": target, "address": p.address, "port": p.port,
-                        "tpgt": tpgt, "iface": ifn})
-        if not o.json:
-            o.lines([msg])
+    for target, address, port, tpgt in portals:
+        for ifn in args.interface or ["default"]:
+            rec = db.create_node(target, address, port, tpgt, ifn, overwrite=True)
+            v = rec.values
+            msg = (f"New iSCSI node [{v['iface.transport_name']}:[hw={v['iface.hwaddress']},"
+                   f"ip={v['iface.ipaddress']},net_if={v['iface.net_ifacename']},"
+                   f"iscsi_if={ifn}] {address},{port},{tpgt} {target}] added")
+            created.append({"target": target, "address": address, "port": port,
+                            "tpgt": tpgt, "iface": ifn})
+            if not o.json:
+                o.lines([msg])
     if o.json:
         o.emit_json({"added": created})
     return E.SUCCESS

@@ -505,3 +505,26 @@ def test_the_command_line_is_read_as_iscsiadms_getopt_long_reads_it(cli):
     for args in (["-m", "node", "--log"], ["-m", "node", "--no-such-option"],
                  ["-m", "node", "--login=x"], ["-m", "node", "-T"]):
         assert (cli(*args).rc, adm(cli, *args).returncode) == (7, 7), args
+
+
+def test_o_new_without_a_portal_or_target_binds_the_portals_held_as_iscsiadm(cli, tmp_path):
+    """iscsiadm's add_static_recs: ``-o new`` without -p (or -T) makes a record for each
+    portal the DB holds of the target (or at the address), its tag kept, through -I
+    (before: refused, 7, so scripts binding an iface to a target's portals failed).  The
+    lines are compared as multisets: iscsiadm goes in directory order."""
+    ours, theirs = cli, type(cli)(str(tmp_path / "theirs"))
+    with open(os.path.join(ours.root, "iscsid.conf"), "w") as f:
+        f.write("iscsid.startup = /bin/true\n")
+    T = "iqn.2001-04.com.example:bind"
+    for args in (["-m", "node", "-o", "new", "-T", T],  # nothing held yet: said, 0
+                 ["-m", "node", "-o", "new", "-T", T, "-p", "10.0.0.1,1"],
+                 ["-m", "node", "-o", "new", "-T", T, "-p", "10.0.0.2:3261,2"],
+                 ["-m", "iface", "-I", "if1", "-o", "new"],
+                 ["-m", "node", "-o", "new", "-T", T, "-I", "if1"],
+                 ["-m", "iface", "-I", "if2", "-o", "new"],
+                 ["-m", "node", "-o", "new", "-p", "10.0.0.2:3261", "-I", "if2"],
+                 ["-m", "node", "-P", "1"]):
+        a, b = adm(theirs, *args), ours(*args)
+        assert (b.rc, sorted(b.out.splitlines())) == \
+            (a.returncode, sorted(a.stdout.splitlines())), (args, a, b)
+    assert ours("-m", "node", "-I", "if1").out.count(T) == 2
