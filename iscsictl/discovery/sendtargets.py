@@ -75,10 +75,12 @@ def _exchange(host: str, port: int, config: LoginConfig, policy: DiscoveryPolicy
     """One attempt, through ``iface``'s network device when it binds one
     (:mod:`iscsictl.transport.iface`): log in and ask SendTargets=All.  The logged-in
     connection (the caller closes it) and the targets; a target or portal of the answer
-    that is not one is left out, said through ``log``.  Raises the transport errors."""
+    that is not one is left out, said through ``log``, as a CHAP secret shorter than RFC
+    7143 asks is (a node login's warning too).  Raises the transport errors."""
     each = policy.active_timeout  # iscsiadm waits that long for each Login Response
     conn = login(host, port, replace(config, login_timeout=each, auth_timeout=each),
-                 iface=iface, meanwhile=meanwhile, connect_timeout=policy.login_timeout)
+                 iface=iface, meanwhile=meanwhile, connect_timeout=policy.login_timeout,
+                 warn=log)
     skip = log or (lambda why: None)
     try:
         pairs = conn.text([("SendTargets", "All")], policy.active_timeout,

@@ -189,3 +189,34 @@ def test_a_ping_read_with_a_response_is_still_answered():
         assert [n.ttt for n in t.nop_outs] == [0x77]
     finally:
         conn.close()
+
+
+def test_a_short_discovery_chap_secret_is_said_as_a_node_logins_is():
+    """A discovery's CHAP secret under RFC 7143's 96 bits: said through ``log``, as a node
+    login's is (it was used without a word)."""
+    from iscsictl.discovery.sendtargets import DiscoveryPolicy, send_targets
+    from iscsictl.protocol.config import ChapCredentials
+
+    t = FakeTarget(TargetConfig(chap_users={"disc": b"short6"},
+                                targets=[("iqn.2003-01.org.example:d", ["192.0.2.1:3260,1"])]))
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            while data := conn.recv(65536):
+                t.receive_data(data)
+                out = t.data_to_send()
+                if out:
+                    conn.sendall(out)
+    threading.Thread(target=serve, daemon=True).start()
+    said = []
+    config = LoginConfig(initiator_name=INAME, session_type="Discovery", target_name=None,
+                         chap=ChapCredentials("disc", b"short6"))
+    try:
+        found = send_targets("127.0.0.1", listener.getsockname()[1], config,
+                             DiscoveryPolicy(reopen_max=0), log=said.append)
+    finally:
+        listener.close()
+    assert [d.name for d in found] == ["iqn.2003-01.org.example:d"]
+    assert said == ["CHAP password has 6 bytes; RFC 7143 asks for at least 12 (96 bits)"]
