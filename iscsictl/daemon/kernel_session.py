@@ -173,9 +173,12 @@ class NodeTarget:
     iface: str
     transport: str
     record: Mapping[str, str] = field(repr=False, hash=False, compare=False, default_factory=dict)
+    #: the InitiatorAlias its logins declare (the daemon's: :func:`initiator_alias`)
+    initiator_alias: str | None = field(default=None, repr=False, hash=False, compare=False)
 
     @classmethod
-    def from_record(cls, rec: Mapping[str, str]) -> NodeTarget:
+    def from_record(cls, rec: Mapping[str, str],
+                    initiator_alias: str | None = None) -> NodeTarget:
         def num(key: str, default: int) -> int:
             try:
                 return int(rec.get(key, default))
@@ -189,6 +192,7 @@ class NodeTarget:
             iface=rec.get("iface.iscsi_ifacename") or "default",
             transport=rec.get("iface.transport_name") or "tcp",
             record={**rec, **invalid_timeouts(rec)},
+            initiator_alias=initiator_alias,
         )
 
     @property
@@ -404,12 +408,27 @@ async def connect_node(node: NodeTarget, portal: Portal, timeout: float) -> sock
     return await connect(portal.address, portal.port, timeout, window, node.record)
 
 
-def login_config(node: NodeTarget, initiator_name: str) -> LoginConfig:
-    """The login's settings from ``node``'s record, within its transport driver's limits
-    (Transport.create_conn); SessionError 7 for a record no login can be made from (CHAP
-    half set, no target name ...: LoginConfig's ValueError)."""
+def initiator_alias(config_root: str) -> str:
+    """The InitiatorAlias node logins declare, as iscsid's daemon_config.initiator_alias:
+    ``<config_root>/initiatorname.iscsi``'s InitiatorAlias=, else the host's name (iscsid.c:
+    uname's nodename)."""
+    from iscsictl.db.config import read_initiator_name
+    from iscsictl.db.errors import DBError
+
     try:
-        cfg = LoginConfig.from_node(node.record, initiator_name)
+        name = read_initiator_name(config_root)
+    except DBError:
+        name = None
+    return (name.alias if name and name.alias else None) or os.uname().nodename
+
+
+def login_config(node: NodeTarget, initiator_name: str) -> LoginConfig:
+    """The login's settings from ``node``'s record (and its initiator alias), within its
+    transport driver's limits (Transport.create_conn); SessionError 7 for a record no login
+    can be made from (CHAP half set, no target name ...: LoginConfig's ValueError)."""
+    try:
+        cfg = LoginConfig.from_node(node.record, initiator_name,
+                                    initiator_alias=node.initiator_alias)
     except ValueError as exc:
         raise SessionError(7, f"{node.describe()}: {exc}") from None
     t = TRANSPORTS.get(node.transport)

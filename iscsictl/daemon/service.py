@@ -352,6 +352,7 @@ class Daemon:
         self._handles: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closer: asyncio.Task[None] | None = None  # an IPC "stop" (held: not collected)
+        self.initiator_alias: str | None = None  # what logins declare: set by start()
         self._logged_out: set[int] = set()  # sids whose kernel destroy event is still due
         self._state_write: asyncio.TimerHandle | None = None  # a coalesced _save_state
         # SCSI scans block in the kernel for the whole LUN scan: give them their own
@@ -368,6 +369,10 @@ class Daemon:
     async def start(self) -> None:
         """Open netlink, adopt live sessions, listen on the IPC socket, then (in
         the background, never delaying readiness) log in to automatic nodes."""
+        from iscsictl.db.config import resolve_roots
+
+        self.initiator_alias = ks.initiator_alias(
+            resolve_roots(self.db_root, self.config_root).config_root)
         try:
             self.nl = AsyncIscsiNetlink(event_callback=self._on_event, lane_nice=LANE_NICE)
         except KernelInterfaceUnavailable:
@@ -676,7 +681,7 @@ class Daemon:
                     record = dict(ks.uip_record(self.sysfs, record, host_no))
                 except SessionError as exc:
                     log.warning("adopted session %d: %s", sid, exc)
-            node = ks.NodeTarget.from_record(record)
+            node = ks.NodeTarget.from_record(record, self.initiator_alias)
             isid = None
             state = saved.get(str(sid)) or {}
             if state.get("isid"):
@@ -1122,7 +1127,7 @@ class Daemon:
                          multiple: bool = False) -> dict[str, Any]:
         rec = with_defaults(NODE, rec)  # here, not in login(): the first node connects at once
         try:
-            node = ks.NodeTarget.from_record(rec)
+            node = ks.NodeTarget.from_record(rec, self.initiator_alias)
         except KeyError as exc:
             return {"ok": False, "code": 7, "message": f"node record lacks {exc}"}
         for key, value in ks.invalid_timeouts(rec).items():  # iscsid's words

@@ -298,3 +298,27 @@ def test_an_authentication_the_initiator_ends_is_19_not_retried(password_in, why
         close()
     assert (e.value.code, e.value.retryable) == (19, False)
     assert why in str(e.value)
+
+
+def test_a_node_login_declares_the_initiator_alias_as_iscsid(tmp_path):
+    """InitiatorAlias in every node login's first request, as iscsid's: initiatorname.iscsi's
+    InitiatorAlias=, else the host's name (uname's nodename); it was never sent, so targets
+    listed the host's sessions without its name."""
+    import os
+
+    from iscsictl.daemon import kernel_session as ks
+    from iscsictl.db.record import with_defaults
+    from iscsictl.db.schema import NODE
+
+    (tmp_path / "initiatorname.iscsi").write_text(
+        "InitiatorName=iqn.2026-11.x:i\nInitiatorAlias=db-server-07\n")
+    assert ks.initiator_alias(str(tmp_path)) == "db-server-07"
+    (tmp_path / "initiatorname.iscsi").write_text("InitiatorName=iqn.2026-11.x:i\n")
+    assert ks.initiator_alias(str(tmp_path)) == os.uname().nodename
+    assert ks.initiator_alias(str(tmp_path / "none")) == os.uname().nodename
+    node = ks.NodeTarget.from_record(with_defaults(NODE, {
+        "node.name": "iqn.2001-04.com.example:t", "node.conn[0].address": "127.0.0.1",
+        "node.conn[0].port": "3260", "node.tpgt": "1"}), "db-server-07")
+    assert ks.login_config(node, "iqn.2026-11.x:i").login_keys()[:3] == [
+        ("InitiatorName", "iqn.2026-11.x:i"), ("InitiatorAlias", "db-server-07"),
+        ("TargetName", "iqn.2001-04.com.example:t")]
