@@ -12,9 +12,10 @@ The logins run in this process with iscsictld's own code (netlink handover, SCSI
 the command returns once the disks are there) and the sessions stay in the kernel when it
 exits; the iscsictld started later adopts them (ISIDs are kept in its state directory,
 credentials are read back from sysfs).  When iscsictld is already running the logins go
-to it instead.  Exit code: 0, or 1 (ISCSI_ERR, as iscsistart) when a login failed (a session already there too); usage
-errors 7.  Records come from iscsid.conf's defaults (a ``-i`` login's CHAP from its options
-only, as iscsistart's); nothing is written to the node DB.
+to it instead.  Exit code: 0, or 1 (ISCSI_ERR, as iscsistart) when a login failed (a
+session already there too); usage errors 7.  Records come from iscsid.conf's defaults (a
+``-i`` login's CHAP from its options only, as iscsistart's), one session a target whatever
+node.session.nr_sessions says; nothing is written to the node DB.
 """
 
 from __future__ import annotations

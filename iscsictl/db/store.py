@@ -521,7 +521,6 @@ class IscsiadmLock:
                 raise DBError(f"cannot take iscsiadm's lock {self.write_path}: "
                               f"{e.strerror}") from e
 
-
     def _stale(self) -> bool:
         try:
             changed = os.lstat(self.write_path).st_ctime
