@@ -56,6 +56,9 @@ _STAGE_ORDER = {SEC: 0, OP: 1, FFP: 2}
 #: forever would keep the login alive forever.  A login takes 1-5 round trips;
 #: 65536 bytes of text in 64-byte pieces stays below this.
 MAX_LOGIN_RESPONSES = 1024
+#: keys whose value only informs (RFC 7143 §13.6 TargetAlias): one that is not UTF-8 or is
+#: too long is taken as it can be read, not a broken login (open-iscsi copies it as it is)
+_INFORMATIONAL = frozenset(("TargetAlias",))
 
 
 class LoginProtocolError(ISCSIProtocolError):
@@ -331,7 +334,7 @@ class LoginMachine:
                 raise LoginProtocolError("target sent text while our C-bit sequence was incomplete")
             self._send_segment(now)
             return None
-        pairs = decode_text(text)
+        pairs = decode_text(text, lenient=_INFORMATIONAL)
         if self.state is LoginState.SECURITY:
             return self._security(pdu, pairs, now)
         return self._operational(pdu, pairs, now)

@@ -90,7 +90,8 @@ def check_value(key: str, value: str) -> None:
 
 
 def decode_text(data: bytes, value_limits: bool = True,
-                skip: Callable[[str], None] | None = None) -> TextPairs:
+                skip: Callable[[str], None] | None = None,
+                lenient: frozenset[str] = frozenset()) -> TextPairs:
     """Split text data into (key, value) pairs, in order, duplicates kept.
 
     NUL padding is tolerated (some targets pad), and NULs before a pair or two in
@@ -100,7 +101,10 @@ def decode_text(data: bytes, value_limits: bool = True,
     (a SendTargets answer; its size is bounded as a whole).  With ``skip``, a
     pair that is not one (the errors below, the bytes after the last NUL
     included) is left out and ``skip(why)`` called instead: the good pairs of a
-    SendTargets answer are kept, as open-iscsi's reader keeps them.
+    SendTargets answer are kept, as open-iscsi's reader keeps them.  A key in
+    ``lenient`` (an informational one: TargetAlias) whose value is not UTF-8 or is too long
+    is kept all the same, its bad bytes replaced and its value cut to the limit, as
+    open-iscsi copies it whatever it holds.
 
     Raises:
         TextFormatError: without ``skip``: a pair without '=', a bad key name,
@@ -126,17 +130,26 @@ def decode_text(data: bytes, value_limits: bool = True,
             if not value_limits or \
                     all(len(v) <= _LIMITS.get(k, _VALUE_LIMIT_UNKNOWN) for k, v in pairs):
                 return pairs
-    return _decode_each(body, value_limits, skip)
+    return _decode_each(body, value_limits, skip, lenient)
 
 
 def _decode_each(body: bytes, value_limits: bool = True,
-                 skip: Callable[[str], None] | None = None) -> TextPairs:
+                 skip: Callable[[str], None] | None = None,
+                 lenient: frozenset[str] = frozenset()) -> TextPairs:
     """decode_text pair by pair (non-ASCII text, and the precise error of a bad one)."""
     pairs: TextPairs = []
     for item in body.split(b"\0"):
         if not item:  # NULs before a pair or two in a row: no pair (open-iscsi skips them)
             continue
         why = _pair_problem(item, value_limits)
+        key_b, eq, value_b = item.partition(b"=")
+        if why is not None and eq and key_b.decode("ascii", "replace") in lenient:
+            key = key_b.decode("ascii")
+            value = value_b.decode("utf-8", "replace")
+            while value_limits and len(value.encode("utf-8")) > _value_limit(key):
+                value = value[:-1]
+            pairs.append((key, value))
+            continue
         if why is not None:
             if skip is None:
                 raise TextFormatError(why)

@@ -657,3 +657,20 @@ def test_an_iser_login_declares_and_takes_the_rdma_lengths():
 def test_an_iser_login_to_a_target_without_rdma_fails():
     with pytest.raises(NegotiationError, match="RDMAExtensions"):
         run(cfg(iser=True))
+
+
+def test_a_target_alias_open_iscsi_would_copy_does_not_break_the_login():
+    """TargetAlias only informs: one over 255 bytes (or not UTF-8) is read as it can be,
+    as open-iscsi copies it, not a broken login (before: 5, retried for ever)."""
+    from iscsictl.protocol.text import decode_text
+
+    outcome, t, m, _ = run(target=FakeTarget(TargetConfig(alias="a" * 300)))
+    assert isinstance(outcome, LoginSuccess)
+    assert outcome.params.target_alias == "a" * 255
+    pairs = decode_text(b"TargetAlias=B\xfcro-disk\0TargetPortalGroupTag=1\0",
+                        lenient=frozenset(("TargetAlias",)))
+    assert pairs == [("TargetAlias", "B\ufffdro-disk"), ("TargetPortalGroupTag", "1")]
+    with pytest.raises(ISCSIProtocolError, match="not valid UTF-8"):
+        decode_text(b"TargetAlias=B\xfcro-disk\0")  # without it: refused, as before
+    with pytest.raises(ISCSIProtocolError, match="not valid UTF-8"):  # other keys: refused
+        decode_text(b"TargetName=B\xfcro\0", lenient=frozenset(("TargetAlias",)))
