@@ -314,6 +314,18 @@ class CommandSession:
         self._tasks[itt] = _Task(read_length)
         return itt, pdu
 
+    @property
+    def window_closed(self) -> bool:
+        """Whether the target's window takes no command now (RFC 7143 §4.2.2.1: CmdSN past
+        MaxCmdSN, as MaxCmdSN = ExpCmdSN - 1 says): the next one waits for it to open."""
+        return _serial_lt(self.max_cmdsn, self.cmdsn)
+
+    def note_window(self, pdu: PDU) -> None:
+        """The window a target PDU carries (ExpCmdSN, MaxCmdSN: a NOP-In's, an Async
+        Message's too), taken as :meth:`receive_pdu` takes a response's."""
+        if hasattr(pdu, "max_cmdsn") and hasattr(pdu, "exp_cmdsn"):
+            self._window(pdu)  # type: ignore[arg-type]
+
     def _window(self, pdu: SCSIDataIn | SCSIResponse) -> None:
         # RFC 7143 §4.2.2.1 (serial arithmetic, RFC 1982): a response whose
         # MaxCmdSN < ExpCmdSN - 1 carries an invalid window and is ignored, and

@@ -244,12 +244,14 @@ class Connection:
         self._itt += 1
         return self._itt
 
-    def _pdus(self, deadline: float, what: str, idle: float | None = None):
+    def _pdus(self, deadline: float, what: str, idle: float | None = None,
+              until: Callable[[], bool] | None = None):
         """Yield target PDUs, one taken from the reader at a time, until the caller stops
         (those behind it stay there for the next exchange: a NOP-In read with a response
         is still answered); answers NOP-In pings on the way (RFC 7143 §11.19).  ``idle``:
         each PDU received moves the deadline to ``idle`` seconds later (only a silence
-        that long times out)."""
+        that long times out).  Every PDU's CmdSN window is taken; ``until()``, when given,
+        ends the iteration once it is true after a PDU (one not yielded too)."""
         assert self._reader is not None and self._cmds is not None
         while True:
             try:
@@ -262,12 +264,25 @@ class Connection:
                 pdu = decode_pdu(raw)
             except ISCSIProtocolError as e:
                 raise ProtocolFailure(f"{what}: {e}") from None
+            self._cmds.note_window(pdu)
             if isinstance(pdu, NOPIn):
                 if pdu.ttt != 0xFFFFFFFF:
                     self.send(nop_out_reply(pdu, self._cmds.cmdsn, self._cmds.exp_statsn
                                             ).encode(self._hd, self._dd), what)
-                continue
-            yield pdu
+            else:
+                yield pdu
+            if until is not None and until():
+                return
+
+    def _await_window(self, deadline: float, what: str) -> None:
+        """Until the target's CmdSN window takes a command (RFC 7143 §4.2.2.1: a target
+        ignores one outside it; a NOP-In or a response opens it), by ``deadline``; what
+        comes meanwhile that is not a NOP-In is dropped (nothing is outstanding)."""
+        cs = self._cmds
+        assert cs is not None
+        if cs.window_closed:
+            for _ in self._pdus(deadline, what, until=lambda: not cs.window_closed):
+                pass
 
     def text(self, pairs: list[tuple[str, str]], timeout: float,
              max_response_bytes: int = 16 << 20,
@@ -279,10 +294,11 @@ class Connection:
         ``skip``: as :class:`.TextExchange`'s (a bad pair left out, said to it)."""
         assert self._cmds is not None and self.success is not None
         cs = self._cmds
+        what = f"text exchange with {self.endpoint}"
+        self._await_window(time.monotonic() + timeout, what)
         ex = TextExchange(pairs, itt=self._next_itt(), cmdsn=cs.cmdsn, exp_statsn=cs.exp_statsn,
                           max_send_segment=self.success.params.max_xmit_data_segment_length,
                           max_response_bytes=max_response_bytes, skip=skip)
-        what = f"text exchange with {self.endpoint}"
         ex.start()
         self.send(ex.data_to_send(self._hd, self._dd), what)
         try:
@@ -302,9 +318,10 @@ class Connection:
         """Run one read-type SCSI command; its result (status, data, sense)."""
         assert self._cmds is not None
         what = f"SCSI command to {self.endpoint} LUN {lun}"
+        deadline = time.monotonic() + timeout
+        self._await_window(deadline, what)
         itt, pdu = self._cmds.command(lun, cdb, read_length)
         self.send(pdu.encode(self._hd, self._dd), what)
-        deadline = time.monotonic() + timeout
         try:
             for p in self._pdus(deadline, what):
                 done = self._cmds.receive_pdu(p)

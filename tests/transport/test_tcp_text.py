@@ -220,3 +220,53 @@ def test_a_short_discovery_chap_secret_is_said_as_a_node_logins_is():
         listener.close()
     assert [d.name for d in found] == ["iqn.2003-01.org.example:d"]
     assert said == ["CHAP password has 6 bytes; RFC 7143 asks for at least 12 (96 bits)"]
+
+
+def test_a_command_waits_while_the_targets_window_is_closed():
+    """MaxCmdSN = ExpCmdSN - 1 at login: the window is closed (RFC 7143 §4.2.2.1; a target
+    ignores a command outside it), so the command waits until a NOP-In opens it (before:
+    sent at once, ignored, and the probe timed out)."""
+    from iscsictl.protocol.pdu import NOPIn
+    from iscsictl.protocol.scsi import _serial_lt, cdb_inquiry
+    from iscsictl.transport.tcp import Connection, Endpoint
+
+    class Closed(FakeTarget):
+        ignored = 0
+
+        def _scsi(self, cmd):
+            if _serial_lt((self.exp_cmdsn + self.c.window - 1) & 0xFFFFFFFF, cmd.cmdsn):
+                self.ignored += 1  # outside the window: ignored, as the RFC says
+                return
+            super()._scsi(cmd)
+
+    t = Closed(TargetConfig(name="iqn.2003-01.org.example:disk1", window=0))
+    ours, theirs = socket.socketpair()
+    lock = threading.Lock()
+
+    def serve():
+        while data := theirs.recv(65536):
+            with lock:
+                t.receive_data(data)
+                out = t.data_to_send()
+            if out:
+                theirs.sendall(out)
+    threading.Thread(target=serve, daemon=True).start()
+    conn = Connection(ours, Endpoint("t", "192.0.2.1", 3260))
+
+    def open_later():
+        time.sleep(0.3)
+        with lock:
+            t.c.window = 32
+            t._emit(NOPIn(itt=0xFFFFFFFF, ttt=0xFFFFFFFF, **t._win()))
+            out = t.data_to_send()
+        theirs.sendall(out)
+    try:
+        conn.login(LoginConfig(initiator_name=INAME, target_name="iqn.2003-01.org.example:disk1"))
+        assert conn.success.max_cmdsn == (conn.success.exp_cmdsn - 1) & 0xFFFFFFFF
+        threading.Thread(target=open_later, daemon=True).start()
+        start = time.monotonic()
+        assert conn.scsi(0, cdb_inquiry(), 255, 5).ok
+        assert time.monotonic() - start >= 0.25 and t.ignored == 0
+    finally:
+        conn.close()
+        theirs.close()
