@@ -780,7 +780,8 @@ class NodeDB:
                             self.warn(f"{e.path}: a directory where a record file belongs: "
                                       "skipped")
                     ifaces.sort()
-                except OSError:
+                except OSError as e:  # its records cannot be read: said, as the target's
+                    self.warn(f"{pdir}: cannot list: {e.strerror}")
                     continue
                 for ifn in ifaces:
                     if iface is None or iface == ifn:

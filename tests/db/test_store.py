@@ -551,6 +551,27 @@ def test_a_link_loop_in_the_tree_is_warned_and_skipped_or_an_error(db, tmp_path)
         db.list_nodes()
 
 
+def test_a_portal_directory_that_cannot_be_listed_is_said(db, tmp_path, monkeypatch):
+    """Its records cannot be read (EACCES, EIO): said, as a target directory's is, not
+    left out without a word (a listing then lacked them, and a delete said nothing)."""
+    import errno
+
+    warned = []
+    db.warn = warned.append
+    db.create_node(T1, "10.0.0.1", 3260, 1)
+    db.create_node(T1, "10.0.0.2", 3260, 1)
+    bad = str(tmp_path / "db/nodes" / T1 / "10.0.0.2,3260,1")
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == bad:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        return real_scandir(path)
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert [n.address for n in db.list_nodes()] == ["10.0.0.1"]
+    assert warned == [f"{bad}: cannot list: Permission denied"]
+
+
 def test_a_discovery_record_that_cannot_be_deleted_is_an_error(db, tmp_path, monkeypatch):
     import errno
 
