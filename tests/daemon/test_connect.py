@@ -244,7 +244,7 @@ def _fake_target_portal(config):
     and a closer."""
     import threading
 
-    from protocol.fake_target import FakeTarget
+    from protocol.fake_target import FakeTarget, serve_socket
 
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
@@ -256,13 +256,7 @@ def _fake_target_portal(config):
                 conn, _ = srv.accept()
             except OSError:
                 return
-            target = FakeTarget(config)
-            with conn:
-                while data := conn.recv(65536):
-                    target.receive_data(data)
-                    out = target.data_to_send()
-                    if out:
-                        conn.sendall(out)
+            serve_socket(FakeTarget(config), conn)
     threading.Thread(target=serve, daemon=True).start()
     return srv.getsockname()[1], srv.close
 

@@ -758,6 +758,25 @@ class Pair:
         raise AssertionError("login did not finish")
 
 
+def serve_socket(target: FakeTarget, sock, lock=None) -> None:
+    """Answer what arrives on ``sock`` (a connected socket, closed at its end) with
+    ``target``'s bytes until the peer closes it; ``lock``, when given, is held around the
+    target's work (a test that makes it speak from another thread holds it too).  Run it
+    in a thread of its own."""
+    import contextlib
+
+    with sock:
+        while data := sock.recv(65536):
+            with lock or contextlib.nullcontext():
+                target.receive_data(data)
+                out = target.data_to_send()
+            if out:
+                try:
+                    sock.sendall(out)
+                except OSError:
+                    return
+
+
 def make_machine(config=None, *, rng=None, isid=b"\x00\x02\x3d\x00\x00\x01", **kw):
     from iscsictl.protocol.config import LoginConfig
     from iscsictl.protocol.login import LoginMachine

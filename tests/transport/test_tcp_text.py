@@ -15,7 +15,7 @@ from iscsictl.protocol.text_exchange import parse_send_targets
 from iscsictl.transport.errors import TransportTimeout
 from iscsictl.transport.tcp import login
 
-from protocol.fake_target import FakeTarget, TargetConfig
+from protocol.fake_target import FakeTarget, TargetConfig, serve_socket
 
 INAME = "iqn.2005-03.org.open-iscsi:host1"
 
@@ -147,15 +147,7 @@ def _served(target):
     from iscsictl.transport.tcp import Connection, Endpoint
 
     ours, theirs = socket.socketpair()
-
-    def serve():
-        with theirs:
-            while data := theirs.recv(65536):
-                target.receive_data(data)
-                out = target.data_to_send()
-                if out:
-                    theirs.sendall(out)
-    threading.Thread(target=serve, daemon=True).start()
+    threading.Thread(target=serve_socket, args=(target, theirs), daemon=True).start()
     return Connection(ours, Endpoint("t", "192.0.2.1", 3260))
 
 
@@ -200,16 +192,7 @@ def test_a_short_discovery_chap_secret_is_said_as_a_node_logins_is():
     t = FakeTarget(TargetConfig(chap_users={"disc": b"short6"},
                                 targets=[("iqn.2003-01.org.example:d", ["192.0.2.1:3260,1"])]))
     listener = socket.create_server(("127.0.0.1", 0))
-
-    def serve():
-        conn, _ = listener.accept()
-        with conn:
-            while data := conn.recv(65536):
-                t.receive_data(data)
-                out = t.data_to_send()
-                if out:
-                    conn.sendall(out)
-    threading.Thread(target=serve, daemon=True).start()
+    threading.Thread(target=lambda: serve_socket(t, listener.accept()[0]), daemon=True).start()
     said = []
     config = LoginConfig(initiator_name=INAME, session_type="Discovery", target_name=None,
                          chap=ChapCredentials("disc", b"short6"))
@@ -242,15 +225,7 @@ def test_a_command_waits_while_the_targets_window_is_closed():
     t = Closed(TargetConfig(name="iqn.2003-01.org.example:disk1", window=0))
     ours, theirs = socket.socketpair()
     lock = threading.Lock()
-
-    def serve():
-        while data := theirs.recv(65536):
-            with lock:
-                t.receive_data(data)
-                out = t.data_to_send()
-            if out:
-                theirs.sendall(out)
-    threading.Thread(target=serve, daemon=True).start()
+    threading.Thread(target=serve_socket, args=(t, theirs, lock), daemon=True).start()
     conn = Connection(ours, Endpoint("t", "192.0.2.1", 3260))
 
     def open_later():
