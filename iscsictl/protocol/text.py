@@ -142,14 +142,15 @@ def _decode_each(body: bytes, value_limits: bool = True,
         if not item:  # NULs before a pair or two in a row: no pair (open-iscsi skips them)
             continue
         why = _pair_problem(item, value_limits)
-        key_b, eq, value_b = item.partition(b"=")
-        if why is not None and eq and key_b.decode("ascii", "replace") in lenient:
-            key = key_b.decode("ascii")
-            value = value_b.decode("utf-8", "replace")
-            while value_limits and len(value.encode("utf-8")) > _value_limit(key):
-                value = value[:-1]
-            pairs.append((key, value))
-            continue
+        if why is not None and lenient:
+            key_b, eq, value_b = item.partition(b"=")
+            if eq and key_b.decode("ascii", "replace") in lenient:
+                key = key_b.decode("ascii")
+                value = value_b.decode("utf-8", "replace")
+                while value_limits and len(value.encode("utf-8")) > _value_limit(key):
+                    value = value[:-1]
+                pairs.append((key, value))
+                continue
         if why is not None:
             if skip is None:
                 raise TextFormatError(why)
