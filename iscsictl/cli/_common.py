@@ -96,6 +96,12 @@ def initiator_name(args) -> str:
     """The initiator name from initiatorname.iscsi (created, as open-iscsi's packaging does,
     when missing or asked for with ``GenerateName=yes``, and the directory is writable); a
     file without a name is exit 6, never replaced."""
+    return initiator(args).name
+
+
+def initiator(args):  # type: ignore[no-untyped-def]
+    """initiatorname.iscsi's InitiatorName (its ``name``, as :func:`initiator_name`) and
+    InitiatorAlias (its ``login_alias``: the host's name without one)."""
     from ..db.config import ensure_initiator_name, read_initiator_name, resolve_roots
     from ..db.errors import DBError
 
@@ -103,8 +109,8 @@ def initiator_name(args) -> str:
     try:
         cur = read_initiator_name(root)
         if cur is not None:
-            return cur.name
-        return ensure_initiator_name(root).name
+            return cur
+        return ensure_initiator_name(root)
     except DBError as e:
         raise E.CliError(str(e), E.IDBM) from None
     except OSError as e:

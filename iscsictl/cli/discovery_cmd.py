@@ -383,13 +383,18 @@ def _send_targets(args, o, did, p, ifaces, values, policy,  # type: ignore[no-un
     from ..protocol.config import LoginConfig
     from ..transport.errors import RetriesExceeded
     from ..transport.iface import iface_initiator_name
-    from ._common import initiator_name
+    from ._common import initiator
     found = []
     for ifn, iface in ifaces:
-        name = iface_initiator_name(iface) or initiator_name(args)
+        # the host's name and alias (iscsiadm's from iscsid), or the iface's name alone
+        # (discovery.c: "MNC TODO add iface alias")
+        name, alias = iface_initiator_name(iface), None
+        if not name:
+            ini = initiator(args)
+            name, alias = ini.name, ini.login_alias
         try:
             cfg = LoginConfig.from_discovery(
-                values, name, login_timeout=policy.login_timeout,
+                values, name, initiator_alias=alias, login_timeout=policy.login_timeout,
                 auth_timeout=policy.auth_timeout)
         except ValueError as e:
             raise E.CliError(f"discovery record {did.address},{did.port}: {e}",

@@ -260,7 +260,7 @@ def probe(args, o) -> int:
     """``--probe``: log in from userspace to each matching record (or to -T at -p when no
     record exists), list LUNs, log out."""
     from ..db.errors import DBError, RecordNotFound
-    from ._common import initiator_name, text_values
+    from ._common import initiator, text_values
     if not args.targetname or not args.portal:
         raise E.CliError("--probe needs -T targetname and -p ip[:port]", E.INVAL)
     target = check_target_name(args.targetname)
@@ -287,9 +287,12 @@ def probe(args, o) -> int:
         except DBError as e:
             raise E.CliError(str(e), e.exit_code) from None
     from ..protocol.config import LoginConfig
+    from ..transport.iface import iface_initiator_name
     from ..transport.probe import probe as do_probe
+    ini = initiator(args)  # a node login's name and alias, as iscsid's (kernel_session)
     try:
-        cfg = LoginConfig.from_node(values, initiator_name(args))
+        cfg = LoginConfig.from_node(values, iface_initiator_name(values) or ini.name,
+                                    initiator_alias=ini.login_alias)
     except ValueError as e:  # CHAP half set, as a login refuses it
         raise E.CliError(str(e), E.INVAL) from None
     res = do_probe(p.address, p.port, cfg, timeout=cfg.login_timeout, warn=o.warn)

@@ -182,10 +182,12 @@ def daemon_ifaces(db: Any) -> list[tuple[str, dict[str, str]]]:
 
 
 def discover(db: Any, src: Source, initiator_name: str | None,
-             through_kernel: ThroughKernel | None = None) -> list[dict[str, str]]:
+             through_kernel: ThroughKernel | None = None,
+             initiator_alias: str | None = None) -> list[dict[str, str]]:
     """One round's discovery (blocking: run it off the loop): the node records of what
     ``src`` finds through each iface (:func:`daemon_ifaces`; a SendTargets through an iSER
-    or HBA iface through ``through_kernel``).  Raises
+    or HBA iface through ``through_kernel``); ``initiator_alias`` declared with the host's
+    name (an iface's own name goes alone, as discovery.c's).  Raises
     DiscoveryFailed, also for a SendTargets through an iface of the kernel's without
     ``through_kernel``."""
     from iscsictl.db.store import DiscoveryID
@@ -210,7 +212,7 @@ def discover(db: Any, src: Source, initiator_name: str | None,
         except IsnsQueryFailed as exc:
             raise DiscoveryFailed(str(exc)) from None
     else:
-        found = _send_targets(src, ifaces, host_name, through_kernel)
+        found = _send_targets(src, ifaces, host_name, through_kernel, initiator_alias)
     out = []
     for target, address, port, tpgt, ifn in found:
         try:
@@ -223,8 +225,8 @@ def discover(db: Any, src: Source, initiator_name: str | None,
 
 
 def _send_targets(src: Source, ifaces: list[tuple[str, dict[str, str]]],
-                  host_name: Callable[[], str], through_kernel: ThroughKernel | None
-                  ) -> list[tuple[str, str, int, int, str]]:
+                  host_name: Callable[[], str], through_kernel: ThroughKernel | None,
+                  initiator_alias: str | None = None) -> list[tuple[str, str, int, int, str]]:
     """One SendTargets exchange through each iface (one attempt: reopen_max 0, as iscsid's
     discoveryd), with the iface's initiator name or the host's; (target, address, port,
     tpgt, iface) of each portal found.  Raises DiscoveryFailed."""
@@ -234,7 +236,9 @@ def _send_targets(src: Source, ifaces: list[tuple[str, dict[str, str]]],
 
     found = []
     for ifn, iface in ifaces:
-        name = iface_initiator_name(iface) or host_name()
+        name = iface_initiator_name(iface)
+        alias = None if name else initiator_alias
+        name = name or host_name()
         transport = iface.get("iface.transport_name") or "tcp"
         if transport != "tcp":  # on the kernel's connection through the iface's transport
             if through_kernel is None:
@@ -249,7 +253,7 @@ def _send_targets(src: Source, ifaces: list[tuple[str, dict[str, str]]],
             continue
         try:
             policy = DiscoveryPolicy.from_record(src.values, reopen_max=0)
-            cfg = LoginConfig.from_discovery(src.values, name,
+            cfg = LoginConfig.from_discovery(src.values, name, initiator_alias=alias,
                                              login_timeout=policy.login_timeout,
                                              auth_timeout=policy.auth_timeout)
             targets = send_targets(src.address, src.port, cfg, policy, iface=iface,

@@ -173,7 +173,7 @@ class NodeTarget:
     iface: str
     transport: str
     record: Mapping[str, str] = field(repr=False, hash=False, compare=False, default_factory=dict)
-    #: the InitiatorAlias its logins declare (the daemon's: :func:`initiator_alias`)
+    #: the InitiatorAlias its logins declare (the daemon's: db.config.initiator_alias)
     initiator_alias: str | None = field(default=None, repr=False, hash=False, compare=False)
 
     @classmethod
@@ -406,20 +406,6 @@ async def connect_node(node: NodeTarget, portal: Portal, timeout: float) -> sock
     if not 0 <= window <= 0x7FFFFFFF:  # setsockopt's int (the record's C int holds no more)
         window = 0
     return await connect(portal.address, portal.port, timeout, window, node.record)
-
-
-def initiator_alias(config_root: str) -> str:
-    """The InitiatorAlias node logins declare, as iscsid's daemon_config.initiator_alias:
-    ``<config_root>/initiatorname.iscsi``'s InitiatorAlias=, else the host's name (iscsid.c:
-    uname's nodename)."""
-    from iscsictl.db.config import read_initiator_name
-    from iscsictl.db.errors import DBError
-
-    try:
-        name = read_initiator_name(config_root)
-    except DBError:
-        name = None
-    return (name.alias if name and name.alias else None) or os.uname().nodename
 
 
 def login_config(node: NodeTarget, initiator_name: str) -> LoginConfig:

@@ -369,9 +369,9 @@ class Daemon:
     async def start(self) -> None:
         """Open netlink, adopt live sessions, listen on the IPC socket, then (in
         the background, never delaying readiness) log in to automatic nodes."""
-        from iscsictl.db.config import resolve_roots
+        from iscsictl.db.config import initiator_alias, resolve_roots
 
-        self.initiator_alias = ks.initiator_alias(
+        self.initiator_alias = initiator_alias(
             resolve_roots(self.db_root, self.config_root).config_root)
         try:
             self.nl = AsyncIscsiNetlink(event_callback=self._on_event, lane_nice=LANE_NICE)
@@ -1284,7 +1284,8 @@ class Daemon:
 
         async def discover(src: dd.Source) -> list[dict[str, str]]:
             return await _on_thread(lambda: dd.discover(self._db(), src, self._initiator_name(),
-                                                        through_kernel))
+                                                        through_kernel,
+                                                        initiator_alias=self.initiator_alias))
 
         async def login(records: list[Mapping[str, str]]) -> list[dict[str, Any]]:
             return await self.login(records, self._initiator_name() or "")
@@ -1414,9 +1415,11 @@ class Daemon:
                                    f"{transport} is not made by iscsictld")
         bind_host = ks.bind_host(self.sysfs, iface)
         iface = ks.uip_record(self.sysfs, iface, bind_host)
+        # the host's alias with the host's name; an iface's own name goes alone (discovery.c)
+        alias = None if ks.iface_initiator_name(iface) else self.initiator_alias
         try:
             policy = DiscoveryPolicy.from_record(values)
-            cfg = LoginConfig.from_discovery(values, initiator_name,
+            cfg = LoginConfig.from_discovery(values, initiator_name, initiator_alias=alias,
                                              login_timeout=policy.login_timeout,
                                              auth_timeout=policy.auth_timeout)
         except ValueError as exc:

@@ -159,6 +159,12 @@ class InitiatorName:
     name: str
     alias: str | None = None
 
+    @property
+    def login_alias(self) -> str:
+        """The InitiatorAlias logins declare (iscsid.c's daemon_config.initiator_alias):
+        ``alias``, else the host's name (uname's nodename)."""
+        return self.alias or os.uname().nodename
+
 
 def generate_iqn(prefix: str = DEBIAN_IQN_PREFIX) -> str:
     """A fresh initiator name like ``iscsi-iname -p prefix``: prefix + 12 random hex digits."""
@@ -173,6 +179,17 @@ def read_initiator_name(config_root: str) -> InitiatorName | None:
     read (a directory, no permission, an I/O error): it is never replaced then."""
     text = _initiator_file(config_root)
     return None if text is None else _parse_initiator_name(text)
+
+
+def initiator_alias(config_root: str) -> str:
+    """The InitiatorAlias logins declare, as iscsid's: ``<config_root>/initiatorname.iscsi``'s
+    InitiatorAlias=, else the host's name (uname's nodename), also when the file is missing
+    or cannot be read."""
+    try:
+        name = read_initiator_name(config_root)
+    except DBError:
+        name = None
+    return name.login_alias if name else os.uname().nodename
 
 
 def _initiator_file(config_root: str) -> str | None:

@@ -248,3 +248,19 @@ def test_a_probe_with_incoming_chap_only_is_refused(cli, tgt):
     r = cli("-m", "node", "-T", T_OPEN, "-p", tgt.portal, "--probe")
     assert r.rc == 7 and "has no outgoing credentials configured" in r.err, (r.rc, r.err)
     assert "Traceback" not in r.err
+
+
+def test_a_probe_logs_in_with_the_iface_initiator_name_as_a_login_would(cli, tgt):
+    """A record bound to an iface with its own ``iface.initiatorname`` is probed under that
+    name, as iscsictld's login (and iscsid's) logs in: tgtd admits that initiator only.  The
+    probe used initiatorname.iscsi's name, and the target refused it."""
+    target, own = "iqn.2026-11.test.probe:own-name", "iqn.2026-11.test.probe:initiator"
+    tgt.add_target(target, luns=1, initiator_name=own)
+    assert cli("-m", "iface", "-I", "named", "-o", "new").rc == 0
+    assert cli("-m", "iface", "-I", "named", "-o", "update", "-n", "iface.initiatorname",
+               "-v", own).rc == 0
+    assert cli("-m", "node", "-o", "new", "-T", target, "-p", tgt.portal + ",1",
+               "-I", "named").rc == 0
+    r = cli("-m", "node", "-T", target, "-p", tgt.portal, "--probe")
+    assert r.rc == 0, r.err
+    assert "VIRTUAL-DISK" in r.out

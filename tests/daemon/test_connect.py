@@ -301,15 +301,16 @@ def test_a_node_login_declares_the_initiator_alias_as_iscsid(tmp_path):
     import os
 
     from iscsictl.daemon import kernel_session as ks
+    from iscsictl.db.config import initiator_alias
     from iscsictl.db.record import with_defaults
     from iscsictl.db.schema import NODE
 
     (tmp_path / "initiatorname.iscsi").write_text(
         "InitiatorName=iqn.2026-11.x:i\nInitiatorAlias=db-server-07\n")
-    assert ks.initiator_alias(str(tmp_path)) == "db-server-07"
+    assert initiator_alias(str(tmp_path)) == "db-server-07"
     (tmp_path / "initiatorname.iscsi").write_text("InitiatorName=iqn.2026-11.x:i\n")
-    assert ks.initiator_alias(str(tmp_path)) == os.uname().nodename
-    assert ks.initiator_alias(str(tmp_path / "none")) == os.uname().nodename
+    assert initiator_alias(str(tmp_path)) == os.uname().nodename
+    assert initiator_alias(str(tmp_path / "none")) == os.uname().nodename
     node = ks.NodeTarget.from_record(with_defaults(NODE, {
         "node.name": "iqn.2001-04.com.example:t", "node.conn[0].address": "127.0.0.1",
         "node.conn[0].port": "3260", "node.tpgt": "1"}), "db-server-07")

@@ -144,6 +144,36 @@ def test_each_software_iface_gets_its_records_and_its_initiator_name(db, tgt, tm
     assert got == [("if-a", T1), ("if-a", T2), ("if-b", T1), ("if-b", T2), ("if-b", T3)]
 
 
+def test_a_round_declares_the_hosts_initiator_alias_as_iscsids_discoveryd(db, tmp_path):
+    """Each SendTargets login declares the daemon's InitiatorAlias with the host's name
+    (iscsid's discoveryd: discovery.c's request_initiator_name); an iface with its own
+    name declares that name alone.  No alias was sent."""
+    from protocol.fake_target import FakeTarget, TargetConfig, serve_socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    targets: list[FakeTarget] = []
+
+    def serve() -> None:
+        for _ in range(2):  # one connection a software iface
+            conn, _ = listener.accept()
+            targets.append(FakeTarget(TargetConfig(targets=[(T1, ["127.0.0.1:3260,1"])])))
+            serve_socket(targets[-1], conn)
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    iface_file(tmp_path, "if-a")
+    iface_file(tmp_path, "if-b", initiatorname="iqn.2026-11.test:other")
+    try:
+        recs = dd.discover(db, st_source(db, listener.getsockname()[1]), INIT,
+                           initiator_alias="db-server-07")
+    finally:
+        thread.join(10)
+        listener.close()
+    assert len(recs) == 2
+    declared = sorted((dict(t.received_pairs)["InitiatorName"],
+                       dict(t.received_pairs).get("InitiatorAlias")) for t in targets)
+    assert declared == [(INIT, "db-server-07"), ("iqn.2026-11.test:other", None)]
+
+
 def test_an_hba_or_iser_iface_discovers_on_the_kernels_connection(db, tgt, tmp_path):
     """iscsid's discoveryd sends SendTargets through every iface (iface_link_ifaces): an
     offload HBA's or iSER's on a connection the kernel makes, which the daemon's
@@ -628,8 +658,8 @@ def test_the_daemon_logs_out_what_went_only_if_safe_logout_allows_it(db, tmp_pat
         "discovery.isns.use_discoveryd": "Yes", "discovery.isns.discoveryd_poll_inval": "1"})
     rounds = []
 
-    def discover(db_, src, name, through_kernel=None):
-        rounds.append(src)
+    def discover(db_, src, name, through_kernel=None, initiator_alias=None):
+        rounds.append((src, initiator_alias))
         return [rec(T1, address="192.0.2.9")] if len(rounds) == 1 else []  # then gone
 
     def register(*args):
@@ -638,6 +668,7 @@ def test_the_daemon_logs_out_what_went_only_if_safe_logout_allows_it(db, tmp_pat
     monkeypatch.setattr(dd, "register", register)
     daemon = Daemon(None, sysfs_root=str(tmp_path / "sys"), state_dir=str(tmp_path / "st"),
                     db_root=db.db_root, config_root=db.db_root)
+    daemon.initiator_alias = "db-server-07"  # start()'s, from initiatorname.iscsi
     daemon.sessions[7] = types.SimpleNamespace(
         sid=7, node=types.SimpleNamespace(key=(T1, "192.0.2.9", 3260, "default")))
 
@@ -662,3 +693,4 @@ def test_the_daemon_logs_out_what_went_only_if_safe_logout_allows_it(db, tmp_pat
         await asyncio.gather(*daemon._tasks, return_exceptions=True)
     asyncio.run(run())
     assert asked[:1] == [(7, True)]
+    assert rounds[0][1] == "db-server-07"  # the rounds declare the daemon's alias
