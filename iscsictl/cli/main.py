@@ -185,8 +185,20 @@ def _check_letters(args, mode: str) -> None:
 
 
 def run(argv: list[str] | None = None, out: Output | None = None) -> int:
-    """Parse ``argv`` and run the command; the exit code (never raises for expected errors)."""
-    argv = sys.argv[1:] if argv is None else list(argv)
+    """Parse ``argv`` and run the command; the exit code (never raises for expected errors).
+
+    The command runs under the caller's umask less its owner bits (restored after): the
+    DB's directories and records are 0700 and 0600 as iscsiadm's, which runs under umask
+    0077, never 0500 and 0400 (a DB no later command could write)."""
+    umask = os.umask(0o077)
+    os.umask(umask & 0o077)
+    try:
+        return _run(sys.argv[1:] if argv is None else list(argv), out)
+    finally:
+        os.umask(umask)
+
+
+def _run(argv: list[str], out: Output | None) -> int:
     o = out or Output()
     try:
         from ._getopt import getopt_argv

@@ -48,7 +48,7 @@ def take_lock(path: str) -> int:
     """An fcntl lock that dies with us: its descriptor.  Raises LockHeld naming the holder
     (another iscsictld, or an iscsictl-start logging in)."""
     try:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        os.makedirs(os.path.dirname(path) or ".", 0o755, exist_ok=True)  # not 0777 (umask 0)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         hint = " (iscsictld runs as root: it needs CAP_SYS_ADMIN)" if exc.errno == 13 else ""

@@ -402,7 +402,7 @@ class Daemon:
         Raises OSError when it cannot be bound."""
         assert self.socket_path is not None, "a Daemon(None) serves no IPC"
         path = Path(self.socket_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(0o755, parents=True, exist_ok=True)  # not 0777 under umask 0
         if path.is_socket():
             path.unlink()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -573,7 +573,7 @@ class Daemon:
                            for s in self.sessions.values()}).encode()
         try:
             if not os.path.isdir(self.state_dir):  # the first write, or /run was emptied
-                os.makedirs(self.state_dir, exist_ok=True)
+                os.makedirs(self.state_dir, 0o755, exist_ok=True)  # not 0777 under umask 0
             atomic_write(os.path.join(self.state_dir, "sessions.json"), data, 0o644)
         except (OSError, DBError) as exc:
             log.warning("cannot save session state in %s: %s", self.state_dir, exc)

@@ -200,6 +200,23 @@ def test_working_directory_umask_and_environment(server, tmp_path):
     assert trees[True]["nodes"][0] == 0o700  # the DB's own: iscsiadm's, whatever the umask
 
 
+def test_a_umask_without_the_owners_bits_still_makes_a_writable_db(cli):
+    """Under umask 0277 the DB's directories and records are 0700 and 0600, as iscsiadm's
+    (umask 0077 whatever the caller's): they were 0500 and 0400, and every later command
+    failed (a non-root DB root: "cannot open lock ... Permission denied", exit 6).  The
+    caller's umask is back after the command."""
+    old = os.umask(0o277)
+    try:
+        r = cli("-m", "node", "-o", "new", "-T", TARGET, "-p", "192.0.2.7")
+        after = os.umask(0o277)
+    finally:
+        os.umask(old)
+    assert r.rc == 0 and after == 0o277, r.err
+    modes = {name: mode for name, (mode, what) in tree(Path(cli.root)).items()
+             if name.startswith(("nodes", ".locks", ".tmp"))}
+    assert modes and set(modes.values()) <= {0o700, 0o600}, modes
+
+
 class SilentPortal:
     """A TCP listener that never answers: a login to it waits until its timeout."""
 

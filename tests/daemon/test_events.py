@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import os
+import stat
 
 import pytest
 
@@ -222,7 +223,13 @@ def test_the_session_state_file_round_trip(daemon, tmp_path, caplog):
     s = _session(7)
     s.isid, s.tsih = ISID.random(0x123456, 9), 42
     daemon.sessions[7] = s
-    daemon._write_state()  # no loop: at once; st/ does not exist yet
+    old = os.umask(0)  # an inherited umask 0 (iscsid sets 0077): no 0777 directory
+    try:
+        daemon._write_state()  # no loop: at once; st/ does not exist yet
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "st").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "st" / "sessions.json").stat().st_mode) == 0o644
     assert daemon._load_state() == {"7": {"isid": str(s.isid), "tsih": 42}}
     assert sorted(os.listdir(tmp_path / "st")) == ["sessions.json"]  # no temp file left
     del daemon.sessions[7]
