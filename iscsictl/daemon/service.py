@@ -1071,7 +1071,9 @@ class Daemon:
                 if not isinstance(exc, SessionError):
                     log.error("session %d: relogin failed unexpectedly", sid, exc_info=exc)
                 session.conn_state = "TRANSPORT WAIT"
-                if reopen_max and attempt >= reopen_max:
+                # iscsid's reopen_cnt, counted at each connect, gives up once it is past
+                # reopen_max (initiator.c iscsi_login_eh): reopen_max + 1 attempts
+                if reopen_max and attempt > reopen_max:
                     log.error("session %d: giving up after %d retries (%s); removing it",
                               sid, attempt, exc)
                     await self.logout([sid], force=True)

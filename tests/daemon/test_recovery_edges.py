@@ -51,6 +51,7 @@ def _failing_recovery(tmp_path, monkeypatch, reopen_max: str, error: SessionErro
     d.nl = _StopOnly()
 
     async def relogin(nl, handle, session, challenges):
+        session.attempts = getattr(session, "attempts", 0) + 1
         raise error
 
     async def logout(nl, handle, session, timeout, root):
@@ -66,7 +67,9 @@ def test_a_recovery_that_gives_up_removes_the_session_and_the_daemon_still_stops
     """node.session.reopen_max spent: the session is logged out from the recovery itself.
     Before, that logout cancelled the task it ran in and waited for it: a RecursionError,
     the session stuck in TRANSPORT WAIT for good, every later logout and the daemon's stop
-    failing the same way (SIGTERM ignored)."""
+    failing the same way (SIGTERM ignored).  It is spent after reopen_max + 1 attempts, as
+    iscsid's reopen_cnt (initiator.c iscsi_login_eh: ``reopen_cnt > reopen_max``); 1 gave
+    up after the first, before any retry."""
     logouts = []
     d, s = _failing_recovery(tmp_path, monkeypatch, "1",
                              SessionError(8, "cannot make connection: refused", retryable=True),
@@ -77,6 +80,7 @@ def test_a_recovery_that_gives_up_removes_the_session_and_the_daemon_still_stops
         done, _ = await asyncio.wait([s.recovery], timeout=5)
         assert done and s.recovery.exception() is None
         assert logouts == [3] and 3 not in d.sessions
+        assert s.attempts == 2
         await asyncio.wait_for(d.close(), 5)
         assert d._stopped.is_set()
 
