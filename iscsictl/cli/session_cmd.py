@@ -539,12 +539,6 @@ STARTUP_CHOICES = ("all", "manual", "automatic", "onboot")
 LOGOUT_CHOICES = ("all", "manual", "automatic")  # iscsiadm never logs out onboot sessions
 
 
-def _startup_matches(rec, which: str) -> bool:  # type: ignore[no-untyped-def]
-    """iscsiadm's match_startup_mode: ``all``, or node.startup or node.conn[0].startup is
-    ``which`` (the latter defaults to manual, so ``manual`` takes most records)."""
-    return which == "all" or which in (rec.get("node.startup"), rec.get("node.conn[0].startup"))
-
-
 def _initiator_name(db) -> str:  # type: ignore[no-untyped-def]
     from ..db.config import ensure_initiator_name
 
@@ -570,7 +564,8 @@ def node_login(args, o) -> int:  # type: ignore[no-untyped-def]
 
 def node_loginall(args, o) -> int:  # type: ignore[no-untyped-def]
     """``-L all|manual|automatic|onboot``: log in to the records whose node.startup or
-    node.conn[0].startup is that (:func:`_startup_matches`)."""
+    node.conn[0].startup is that (:func:`~iscsictl.db.schema.startup_matches`)."""
+    from ..db.schema import startup_matches
     from ._common import open_db
     from .kernel_ops import login_records
 
@@ -580,7 +575,7 @@ def node_loginall(args, o) -> int:  # type: ignore[no-untyped-def]
     db = open_db(args, o)
     # a record that cannot be read is warned about and skipped (NodeDB.read_nodes), as
     # iscsiadm's idbm_for_each_rec skips it: the others are still logged in
-    recs = [r for r in db.read_nodes() if _startup_matches(r, which)]
+    recs = [r for r in db.read_nodes() if startup_matches(r, which)]
     if not recs:
         raise E.CliError("No records found", E.NO_OBJS_FOUND)
     return login_records(recs, _initiator_name(db), o, wait=not args.no_wait)
@@ -653,8 +648,8 @@ def node_logout(args, o) -> int:  # type: ignore[no-untyped-def]
 
 def node_logoutall(args, o) -> int:  # type: ignore[no-untyped-def]
     """``-U all|manual|automatic``: log out of the sessions whose node record (same target,
-    persistent portal and iface) matches (:func:`_startup_matches`), as iscsiadm's
-    logout_by_startup: a session without a record, or whose record is ``onboot`` (the
+    persistent portal and iface) matches (:func:`~iscsictl.db.schema.startup_matches`), as
+    iscsiadm's logout_by_startup: a session without a record, or whose record is ``onboot`` (the
     root disk's, perhaps) or came from the firmware, or names another transport than the
     session's (another driver to the same portal), is left alone, ``all`` included.
     -T/-p/-I narrow it (iscsiadm ignores them)."""
@@ -665,6 +660,7 @@ def node_logoutall(args, o) -> int:  # type: ignore[no-untyped-def]
     if which not in LOGOUT_CHOICES:
         raise E.CliError(f"Invalid logoutall option {which}.", E.INVAL)
     from ..db.errors import DBError
+    from ..db.schema import startup_matches
 
     db = open_db(args, o)
     keep = []
@@ -683,7 +679,7 @@ def node_logoutall(args, o) -> int:  # type: ignore[no-untyped-def]
             continue
         if (rec.get("iface.transport_name") or "tcp") != v.transport:
             continue  # another driver's session to the same portal (iscsiadm's check)
-        if _startup_matches(rec, which):
+        if startup_matches(rec, which):
             keep.append(v)
     views = keep
     if not views:

@@ -39,7 +39,7 @@ from typing import Any
 from iscsictl.db.errors import DBError
 from iscsictl.db.files import read_regular
 from iscsictl.db.record import with_defaults
-from iscsictl.db.schema import NODE
+from iscsictl.db.schema import NODE, startup_matches
 from iscsictl.ipc import (IPC_VERSION, KEEPALIVE_INTERVAL, MAX_MESSAGE, SERVED_VERSIONS,
                           SILENCE_LIMIT, decode_message, encode_message, peer_credentials)
 from iscsictl.kernel.sysfs import Sysfs
@@ -104,6 +104,14 @@ OFFLINE_MARGIN = 1.0
 #: seconds a change of the session state file waits for the next ones (32 logins in a
 #: burst write it once, not 32 times over a growing list)
 STATE_SAVE_DELAY = 0.05
+#: the file in the state directory that holds the boot id (BOOT_ID's) of the boot whose
+#: automatic logins were made: a later start in that boot (a restart, an upgrade, a crash's
+#: Restart=) logs in nothing, as iscsid, whose service logs them in once at boot
+#: (open-iscsi.service: iscsiadm -m node --loginall=automatic), so that a target logged out
+#: for maintenance stays out
+AUTOSTART_MARK = "autostart"
+#: this boot's id (proc(5))
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
 #: connection errors kept for sessions not managed (yet): the most recent sids
 MAX_UNCLAIMED_ERRORS = 64
 #: seconds after kernel events were lost (a netlink receive buffer overrun) at which every
@@ -317,8 +325,9 @@ class Daemon:
         state_dir: where session identities (ISIDs) survive a restart.
         db_root, config_root: the node database and iscsid.conf/initiatorname
             (None: ``$ISCSICTL_DB_ROOT``/``$ISCSICTL_CONFIG_ROOT``, else /etc/iscsi).
-        autostart: log in to node.startup=automatic records when starting, and run the
-            discovery daemon of the discovery records that ask for it (:mod:`.discoveryd`).
+        autostart: log in to node.startup=automatic records when starting (at a boot's
+            first start only: :data:`AUTOSTART_MARK`), and run the discovery daemon of the
+            discovery records that ask for it (:mod:`.discoveryd`).
         takeover: take charge of the sessions found in the kernel: recover one that failed
             while no daemon ran, or whose connection fails, and log in again a boot session
             without NOP-Outs.  False for ``iscsictl-start``'s daemon, which lives for its
@@ -394,7 +403,11 @@ class Daemon:
                 self._start_recovery(s, "its NOP-Outs were off (a boot login's): logged in "
                                         "again with the record's, as iscsid's sync_session")
         if self.autostart:
-            self._spawn(self._autostart())
+            if self._autostart_due():
+                self._spawn(self._autostart())
+            else:
+                log.info("automatic logins: made at this boot's first start already "
+                         "(iscsictl -m node -L automatic makes them again)")
             self._spawn(self._discoveryd())
 
     def listen(self) -> None:
@@ -1231,8 +1244,43 @@ class Daemon:
         """The LUN scan of a new session's host, started from the netlink lane."""
         return self._scan_pool.submit(self.sysfs.scan_host, host_no)
 
+    @staticmethod
+    def _boot_id() -> str | None:
+        try:
+            return read_regular(BOOT_ID).decode("ascii", "replace").strip() or None
+        except OSError:
+            return None
+
+    def _autostart_due(self) -> bool:
+        """Whether this start makes the automatic logins: no earlier start of this boot
+        made them (:data:`AUTOSTART_MARK`), or the boot is not known."""
+        boot = self._boot_id()
+        return boot is None or boot != self._autostarted()
+
+    def _autostarted(self) -> str | None:
+        """The boot id :data:`AUTOSTART_MARK` holds (None: none)."""
+        try:
+            return read_regular(str(self.state_dir / AUTOSTART_MARK)).decode(
+                "ascii", "replace").strip() or None
+        except OSError:
+            return None
+
+    def _mark_autostarted(self) -> None:
+        from iscsictl.db.store import atomic_write
+
+        boot = self._boot_id()
+        if boot is None:
+            return
+        try:
+            os.makedirs(self.state_dir, 0o755, exist_ok=True)
+            atomic_write(str(self.state_dir / AUTOSTART_MARK), f"{boot}\n".encode(), 0o644)
+        except (OSError, DBError) as exc:
+            log.warning("cannot note the automatic logins in %s: %s", self.state_dir, exc)
+
     async def _autostart(self) -> None:
-        """node.startup = automatic: log in at daemon start, bounded in parallel."""
+        """node.startup (or node.conn[0].startup) = automatic: log in at the boot's first
+        daemon start, bounded in parallel; then noted (:data:`AUTOSTART_MARK`), unless the
+        records or the initiator name could not be read (the next start tries again)."""
         def read() -> list[dict[str, str]]:
             return [r.as_strings() for r in self._db().read_nodes()]
 
@@ -1241,14 +1289,16 @@ class Daemon:
         except Exception as exc:  # noqa: BLE001 - a broken DB never stops the daemon
             log.warning("automatic logins skipped: cannot read the node DB: %s", exc)
             return
-        auto = [r for r in recs if r.get("node.startup") == "automatic"]
+        auto = [r for r in recs if startup_matches(r, "automatic")]  # conn[0]'s too
         if not auto:
+            self._mark_autostarted()
             return
         name = self._initiator_name()
         if not name:
             log.warning("automatic logins skipped: no usable InitiatorName in initiatorname.iscsi")
             return
         results = await self.login(auto, name)
+        self._mark_autostarted()
         ok = sum(1 for r in results if r.get("ok"))
         present = sum(1 for r in results if r.get("code") == 15)
         for r in results:

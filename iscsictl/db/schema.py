@@ -371,6 +371,14 @@ NODE_FILE_ORDER: tuple[Key, ...] = tuple(
 DISCOVERY_KINDS = {"sendtargets": DISCOVERY_ST, "st": DISCOVERY_ST, "isns": DISCOVERY_ISNS}
 
 
+def startup_matches(values: Mapping[str, str], which: str) -> bool:
+    """iscsiadm's match_startup_mode: ``which`` is ``all``, or a node record's (text
+    ``values``) node.startup or node.conn[0].startup is ``which`` (the latter defaults to
+    manual, so ``manual`` takes most records)."""
+    return which == "all" or which in (values.get("node.startup"),
+                                       values.get("node.conn[0].startup"))
+
+
 def version_tuple(version: str) -> tuple:
     """``"2.1.8"`` -> ``(2, 1, 8)``; non-numeric parts stop the tuple (``"6.2.1.2-0"`` -> (6,2,1,2))."""
     out = []

@@ -447,3 +447,40 @@ def test_a_boot_disks_login_keeps_trying_as_long_as_iscsistarts(tmp_path, monkey
         assert len(tries) > 2 and tries[-1] - tries[0] >= 1.5
     else:
         assert len(tries) == 2
+
+
+def test_automatic_logins_are_made_at_a_boots_first_start_only(tmp_path, monkeypatch):
+    """node.startup = automatic (or node.conn[0].startup, as iscsiadm's match_startup_mode)
+    logs in at the boot's first start; a restart in the same boot logs in nothing, as
+    iscsid (its service logs them in once at boot), so that a target logged out for
+    maintenance stays out.  Before, every start (a restart, an upgrade, a crash's
+    Restart=) logged them in again, and conn[0]'s automatic was not looked at."""
+    from iscsictl.daemon import service
+    from iscsictl.db.store import NodeDB
+
+    boot = tmp_path / "boot_id"
+    boot.write_text("boot-1\n")
+    monkeypatch.setattr(service, "BOOT_ID", str(boot))
+    (tmp_path / "initiatorname.iscsi").write_text("InitiatorName=iqn.2026-11.test:auto\n")
+    db = NodeDB(str(tmp_path), str(tmp_path))
+    for name, key in (("a", "node.startup"), ("b", "node.conn[0].startup"), ("c", None)):
+        db.create_node(f"iqn.2026-11.test:{name}", "192.0.2.1", 3260, 1,
+                       values={key: "automatic"} if key else None)
+    logins = []
+
+    def daemon():
+        d = _daemon(tmp_path)
+
+        async def login(records, name, progress=None, multiple=False):
+            logins.append(sorted(r["node.name"] for r in records))
+            return [{"ok": True} for _ in records]
+        d.login = login
+        return d
+
+    first = daemon()
+    assert first._autostart_due()
+    asyncio.run(first._autostart())
+    assert logins == [["iqn.2026-11.test:a", "iqn.2026-11.test:b"]]
+    assert not daemon()._autostart_due()  # a restart: nothing logged in again
+    boot.write_text("boot-2\n")
+    assert daemon()._autostart_due()  # the next boot's first start

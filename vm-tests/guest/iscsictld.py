@@ -20,6 +20,9 @@ from iscsictl.ipc import DaemonClient, DaemonError
 #: s until a started daemon must answer: a deadline, not a speed figure (a cold first start
 #: imports everything over 9p under TCG: 2-5 s on a quiet host, 10-18 s measured on a busy one)
 START_TIMEOUT = 60.0
+#: where the daemon notes the boot whose automatic logins it made (service.AUTOSTART_MARK
+#: in its default state directory; not imported: the daemon's modules take seconds here)
+AUTOSTART = Path("/run/iscsictl/autostart")
 
 
 class Iscsictld:
@@ -32,10 +35,14 @@ class Iscsictld:
         self.client = DaemonClient(socket_path, timeout=120)
         self.env: dict[str, str] = {}  # extra environment (DB roots for automatic logins)
 
-    def start(self, timeout: float = START_TIMEOUT, *extra: str) -> None:
+    def start(self, timeout: float = START_TIMEOUT, *extra: str, boot: bool = True) -> None:
         """Start the daemon and wait until it answers ``ping`` (RuntimeError after ``timeout``
         s, the daemon stopped first: a scenario that failed here leaves no daemon behind
-        to hold the lock for the next ones)."""
+        to hold the lock for the next ones).  ``boot``: as the boot's first start (its
+        automatic logins made, whatever an earlier scenario's daemon noted in AUTOSTART);
+        False: a restart in the same boot."""
+        if boot:
+            AUTOSTART.unlink(missing_ok=True)
         subprocess.run(["modprobe", "iscsi_tcp"], check=True)
         log = open(self.log_path, "ab")
         env = dict(os.environ, ISCSICTL_SOCKET=self.socket_path, **self.env)
