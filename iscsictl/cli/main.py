@@ -50,19 +50,22 @@ class _PairAction(argparse.Action):
 #: option table: (letter, long name, argparse kwargs, help)
 OPTIONS = (
     ("m", "mode", dict(metavar="MODE"), "discovery | discoverydb | node | session | iface | host | fw"),
-    ("t", "type", dict(metavar="TYPE"), "discovery type: sendtargets (st) | fw"),
+    ("t", "type", dict(metavar="TYPE"), "discovery type: sendtargets (st) | isns | fw"),
     ("p", "portal", dict(metavar="IP[:PORT][,TPGT]"), "portal: ip[:port], [v6]:port, host"),
     ("T", "targetname", dict(metavar="IQN"), "target name"),
     ("I", "interface", dict(metavar="IFACE", action="append"), "iface name (repeatable)"),
     ("o", "op", dict(metavar="OP", action="append"),
-     "new | delete | update | show | nonpersistent (repeatable)"),
+     "new | delete | update | show | nonpersistent; apply | applyall (iface); login | "
+     "logout (host -C flashnode) (repeatable)"),
     ("n", "name", dict(metavar="KEY", action=_PairAction), "record key for -o update"),
     ("v", "value", dict(metavar="VALUE", action=_PairAction), "value for -o update"),
     ("P", "print", dict(metavar="LEVEL", type=int),
      "print level (node, iface: 0-1; session: 0-3; host: 0-4)"),
     ("S", "show", dict(action="store_true", default=None),
-     "show secrets (-o show, -m fw, -m host -C flashnode)"),
-    ("d", "debug", dict(metavar="LEVEL", type=int), "debug level"),
+     "show secrets (-o show, -m session -P 2, -m fw, -m host -C chap|flashnode)"),
+    ("d", "debug", dict(metavar="LEVEL", type=int),
+     "debug level (taken, as iscsiadm's, and not used: iscsictld -d logs each login's "
+     "steps)"),
     ("D", "discover", dict(action="store_true", default=None),
      "discoverydb: run discovery with the record's settings"),
     ("l", "login", dict(action="store_true", default=None), "log in (needs iscsictld)"),
@@ -102,6 +105,7 @@ iscsictl -m node [-hV] [-d debug_level] [-P printlevel] [-L all,manual,automatic
 iscsictl -m session [-hV] [-d debug_level] [-P printlevel] [-r sessionid | sysfsdir [-R | -u | -s] [-o operation] [-n name] [-v value]]
 iscsictl -m iface [-hV] [-d debug_level] [-P printlevel] [-I ifacename | -H hostno|MAC] [[-o operation ] [-n name] [-v value]] [-C ping [-a ip] [-b packetsize] [-c count] [-i interval]]
 iscsictl -m host [-hV] [-d debug_level] [-P printlevel] [-H hostno|MAC] [[-C chap [-x chap_tbl_idx]] | [-C flashnode [-A portal_type] [-x flashnode_idx] [-S]] | [-C stats]] [[-o operation] [-n name] [-v value]]
+iscsictl -m fw [-hV] [-d debug_level] [-S] [-l] [-W] [[-n name] [-v value]]
 common: [--json] [--db-root DIR] [--config-root DIR]"""
 
 
@@ -220,7 +224,7 @@ def _run(argv: list[str], out: Output | None) -> int:
             return E.SUCCESS
         if mode is None:
             o.text(build_parser().format_usage())
-            raise E.CliError("no mode specified (-m discovery|discoverydb|node|session|iface|host)",
+            raise E.CliError("no mode specified (-m discovery|discoverydb|node|session|iface|host|fw)",
                              E.INVAL)
         _check_letters(args, mode)
         modname = MODES[mode][0]

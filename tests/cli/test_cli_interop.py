@@ -139,11 +139,11 @@ def test_listings_and_their_errors_match_iscsiadm(cli):
 
 
 #: Commands that change the DB (and their errors), run in this order on two fresh DBs, one by
-#: iscsiadm and one by iscsictl.  Left out on purpose, where iscsictl refuses what iscsiadm
-#: takes: -o new of an iface that exists (iscsiadm rewrites it), a value of the wrong type,
-#: a portal or target name that is not one, -o new without -T and -p (iscsiadm re-creates
-#: every record from the defaults); and iface -o update, which iscsiadm refuses without the
-#: iscsi_tcp module loaded (iscsictl needs none).
+#: iscsiadm and one by iscsictl.  Left out on purpose: where iscsictl refuses what iscsiadm
+#: takes (-o new of an iface that exists, which iscsiadm rewrites; a value of the wrong type;
+#: a portal or target name that is not one); -o new without -T or -p, compared on its own
+#: (test_o_new_without_a_portal_or_target_binds_the_portals_held_as_iscsiadm); and iface -o
+#: update, which iscsiadm refuses without the iscsi_tcp module loaded (iscsictl needs none).
 W = ("-m", "node", "-T", "iqn.2001-04.com.example:w")
 ST = ("-m", "discoverydb", "-t", "st")
 WRITES = (
