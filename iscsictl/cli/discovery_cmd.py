@@ -283,13 +283,15 @@ def discover(args, o, ops, from_db: bool, missing_code: int = E.IDBM) -> int:
     values = text_values(rec)
     policy = DiscoveryPolicy.from_record(values)
     # each exchange's Logout is on the wire while the records are written; awaited after
+    left_out: list[str] = []  # targets the answer named but that could not be taken
     with contextlib.ExitStack() as logouts:
         try:
-            found = _send_targets(args, o, did, p, ifaces, values, policy, logouts, stored)
+            found = _send_targets(args, o, did, p, ifaces, values, policy, logouts, stored,
+                                  left_out)
         finally:  # the record is stored whatever the exchange did; its failure comes first
             if stored is not None:
                 stored.result()
-        result = _apply(db, did, found, ops) if _writes_nodes(ops) else None
+        result = _apply(db, did, found, ops, left_out) if _writes_nodes(ops) else None
     return _report(args, o, db, did, found, result, persistent)
 
 
@@ -373,11 +375,13 @@ class _Deferred:
 
 
 def _send_targets(args, o, did, p, ifaces, values, policy,  # type: ignore[no-untyped-def]
-                  logouts: contextlib.ExitStack, meanwhile: _Deferred | None = None) -> list:
+                  logouts: contextlib.ExitStack, meanwhile: _Deferred | None = None,
+                  left_out: list[str] | None = None) -> list:
     """One SendTargets exchange per iface (any failure is a CliError, before a node record
     is written); the NodeIDs found.  Each exchange's Logout waits in ``logouts``;
     ``meanwhile`` runs while the first target answers a Login PDU (see
-    :func:`~iscsictl.discovery.sendtargets.discovering`)."""
+    :func:`~iscsictl.discovery.sendtargets.discovering`); ``left_out`` gets the targets
+    named but left out (or that lost a portal)."""
     from ..db.store import NodeID
     from ..discovery.sendtargets import discovering
     from ..protocol.config import LoginConfig
@@ -405,7 +409,7 @@ def _send_targets(args, o, did, p, ifaces, values, policy,  # type: ignore[no-un
         try:
             targets = logouts.enter_context(
                 discovering(p.address, p.port, cfg, policy, log=o.error, iface=iface,
-                            meanwhile=meanwhile))
+                            meanwhile=meanwhile, left_out=left_out))
         except RetriesExceeded as e:
             raise E.CliError(
                 f"Could not perform SendTargets discovery: {E.err_to_str(e.exit_code)}",
@@ -634,9 +638,10 @@ def _usable_ifaces(ifaces, o) -> list[tuple[str, dict]]:
     return out
 
 
-def _apply(db, did, found, ops):
+def _apply(db, did, found, ops, keep_targets=()):  # type: ignore[no-untyped-def]
     """Write a discovery result as iscsiadm's ops say (exec_disc_op_on_recs; default
-    new+delete+update): ``delete`` removes this source's records no longer found, ``new``
+    new+delete+update): ``delete`` removes this source's records no longer found (not
+    those of ``keep_targets``: named by the answer but left out of it), ``new``
     creates the records not there yet, ``update`` creates them too and refreshes the ones
     there (their discovery fields: their settings are kept, see the README)."""
     from .session_cmd import records_in_use
@@ -645,4 +650,4 @@ def _apply(db, did, found, ops):
     return db.reconcile_discovery(did, found, delete_stale="delete" in want,
                                   in_use=records_in_use(),
                                   create=bool(want & {"new", "update"}),
-                                  refresh="update" in want)
+                                  refresh="update" in want, keep_targets=keep_targets)

@@ -1344,7 +1344,8 @@ class NodeDB:
     def reconcile_discovery(self, did: DiscoveryID, found: Iterable[NodeID], *,
                             values: dict | None = None, delete_stale: bool = True,
                             create: bool = True, refresh: bool = True,
-                            in_use: Callable[[NodeID], bool] | None = None) -> ReconcileResult:
+                            in_use: Callable[[NodeID], bool] | None = None,
+                            keep_targets: Iterable[str] = ()) -> ReconcileResult:
         """Apply a discovery result as iscsiadm's default NEW|DELETE|UPDATE op does, but only
         over the records linked to this discovery source (no scan of the whole DB):
 
@@ -1358,7 +1359,9 @@ class NodeDB:
           found) (``refresh``: OP_UPDATE; otherwise left as they are);
         * linked before but not found now: deleted (``delete_stale``: OP_DELETE), but for
           one a running session uses (``in_use``), failed with RecordInUse as iscsiadm's
-          delete_stale_rec.
+          delete_stale_rec, and but for those of ``keep_targets`` (targets the answer
+          named but that were left out of it, or lost a portal: still there, their
+          records kept with their settings).
 
         Per-record failures are collected in ``result.failed`` and never stop the others."""
         res = ReconcileResult()
@@ -1415,7 +1418,10 @@ class NodeDB:
         if fresh:
             self._create_nodes_batch(fresh, res, did)
         if delete_stale:
+            keep = set(keep_targets)
             for nid in sorted(old - set(found)):
+                if nid.target in keep:
+                    continue
                 try:
                     if in_use is not None and in_use(nid):
                         raise RecordInUse(nid.iface, nid.target, nid.address, nid.port)

@@ -70,7 +70,7 @@ class DiscoveryPolicy:
 
 def _exchange(host: str, port: int, config: LoginConfig, policy: DiscoveryPolicy,
               iface: Mapping[str, str] | None, meanwhile: Callable[[], object] | None = None,
-              log: Callable[[str], None] | None = None
+              log: Callable[[str], None] | None = None, left_out: list[str] | None = None
               ) -> tuple[Connection, list[DiscoveredTarget]]:
     """One attempt, through ``iface``'s network device when it binds one
     (:mod:`iscsictl.transport.iface`): log in and ask SendTargets=All.  The logged-in
@@ -83,10 +83,15 @@ def _exchange(host: str, port: int, config: LoginConfig, policy: DiscoveryPolicy
                  warn=log)
     skip = log or (lambda why: None)
     try:
-        pairs = conn.text([("SendTargets", "All")], policy.active_timeout,
-                          skip=lambda why: skip(f"SendTargets: {why}"))
         try:
-            return conn, parse_send_targets(pairs, Portal(host, port), skip)
+            pairs = conn.text([("SendTargets", "All")], policy.active_timeout,
+                              skip=lambda why: skip(f"SendTargets: {why}"))
+        except ProtocolFailure as e:  # an Async Message, a Reject, a PDU not the answer:
+            # open-iscsi's discovery connects again (DISCOVERY_NEED_RECONNECT), reopen_max
+            # times (RFC 7143 §11.9: a target may send an Async Message at any time)
+            raise RetryableLoginError(f"{e}; connecting again") from None
+        try:
+            return conn, parse_send_targets(pairs, Portal(host, port), skip, left_out)
         except (ValueError, ISCSIProtocolError) as e:
             raise ProtocolFailure(f"SendTargets answer from {conn.endpoint}: {e}") from None
     except BaseException:
@@ -122,7 +127,8 @@ def discovering(host: str, port: int, config: LoginConfig,
                 log: Callable[[str], None] | None = None,
                 sleep: Callable[[float], None] = time.sleep,
                 iface: Mapping[str, str] | None = None,
-                meanwhile: Callable[[], object] | None = None
+                meanwhile: Callable[[], object] | None = None,
+                left_out: list[str] | None = None
                 ) -> Iterator[list[DiscoveredTarget]]:
     """:func:`send_targets` as a context manager: ``with discovering(...) as targets:``.
     The Logout is sent before the block runs and its response awaited when the block ends
@@ -131,7 +137,8 @@ def discovering(host: str, port: int, config: LoginConfig,
 
     ``meanwhile()`` runs at most once, while the target answers the first Login PDU that
     goes out (:meth:`~iscsictl.transport.tcp.Connection.login`); not at all when no
-    attempt gets that far.  What it raises propagates unchanged, not retried."""
+    attempt gets that far.  What it raises propagates unchanged, not retried.
+    ``left_out``: as :func:`~iscsictl.protocol.text_exchange.parse_send_targets`'s."""
     policy = policy or DiscoveryPolicy()
     attempts = 1 + max(0, policy.reopen_max)
     last: Exception | None = None
@@ -144,7 +151,7 @@ def discovering(host: str, port: int, config: LoginConfig,
         if attempt:
             sleep(policy.retry_delay)
         try:
-            conn, targets = _exchange(host, port, config, policy, iface, once, log)
+            conn, targets = _exchange(host, port, config, policy, iface, once, log, left_out)
             break
         except ResolveError:
             raise  # resolved once, as iscsiadm: another attempt would not change it
@@ -170,9 +177,11 @@ def send_targets(host: str, port: int, config: LoginConfig,
                  policy: DiscoveryPolicy | None = None, *,
                  log: Callable[[str], None] | None = None,
                  sleep: Callable[[float], None] = time.sleep,
-                 iface: Mapping[str, str] | None = None) -> list[DiscoveredTarget]:
+                 iface: Mapping[str, str] | None = None,
+                 left_out: list[str] | None = None) -> list[DiscoveredTarget]:
     """SendTargets discovery with open-iscsi's retry policy, through ``iface``'s network
-    device when it binds one (open-iscsi iface keys).
+    device when it binds one (open-iscsi iface keys); ``left_out`` as
+    :func:`~iscsictl.protocol.text_exchange.parse_send_targets`'s.
 
     ``config`` is a Discovery-session LoginConfig (``LoginConfig.from_discovery``), its
     login/auth timeouts taken from ``policy``.  ``log(msg)`` receives the lines of each
@@ -183,5 +192,6 @@ def send_targets(host: str, port: int, config: LoginConfig,
     Raises: LoginAuthFailed (24), FatalLoginError (19), LoginFailed/ProtocolFailure (5),
     RetriesExceeded (exit code 11, as iscsiadm; the last failure in ``last``).
     """
-    with discovering(host, port, config, policy, log=log, sleep=sleep, iface=iface) as targets:
+    with discovering(host, port, config, policy, log=log, sleep=sleep, iface=iface,
+                     left_out=left_out) as targets:
         return targets

@@ -334,6 +334,8 @@ class LoginMachine:
                 raise LoginProtocolError("target sent text while our C-bit sequence was incomplete")
             self._send_segment(now)
             return None
+        if text[-1:] not in (b"", b"\0"):  # its last pair's NUL missing: open-iscsi's
+            text += b"\0"  # iscsi_process_login_response ends the text itself
         pairs = decode_text(text, lenient=_INFORMATIONAL)
         if self.state is LoginState.SECURITY:
             return self._security(pdu, pairs, now)

@@ -34,6 +34,11 @@ __all__ = [
 #: Text Responses accepted in one exchange: empty F=0 responses add no bytes,
 #: so max_response_bytes alone would not end an exchange with a hostile target.
 MAX_TEXT_RESPONSES = 4096
+#: the SendTargets keys kept, their bad bytes as U+FFFD, when not UTF-8: dropped, a
+#: TargetName's addresses went to the target before it, a TargetAddress's target was given
+#: the portal asked; :func:`parse_send_targets` leaves them out
+_ANSWER_KEYS = frozenset({"TargetName", "TargetAddress"})
+_NOT_UTF8 = "\ufffd"
 
 
 class TextExchangeError(ISCSIProtocolError):
@@ -168,7 +173,8 @@ class TextExchange:
             # each value's length is the reader's to judge (parse_send_targets leaves out
             # what it cannot take); the whole answer is bounded (max_response_bytes)
             self.result = [p for part in self._complete
-                           for p in decode_text(part, value_limits=False, skip=self._skip)]
+                           for p in decode_text(part, value_limits=False, skip=self._skip,
+                                                lenient=_ANSWER_KEYS)]
             return self.result
         if pdu.ttt == RESERVED_TAG:
             raise TextExchangeError("Text Response with F=0 and C=1 but no Target Transfer Tag")
@@ -177,7 +183,8 @@ class TextExchange:
 
 
 def parse_send_targets(pairs: TextPairs, default_portal: Portal | None = None,
-                       skip: Callable[[str], None] | None = None) -> list[DiscoveredTarget]:
+                       skip: Callable[[str], None] | None = None,
+                       left_out: list[str] | None = None) -> list[DiscoveredTarget]:
     """Targets and their portals from SendTargets response pairs.
 
     A TargetAddress belongs to the TargetName before it; a target without
@@ -186,7 +193,9 @@ def parse_send_targets(pairs: TextPairs, default_portal: Portal | None = None,
     is not an iSCSI name (and its addresses), or an address that is not a portal, is left
     out and ``skip(why)`` called: one bad entry does not cost the others.  A target whose
     every address was left out is left out too (not given the portal asked: open-iscsi's
-    ``add_target_record`` uses that only when there is no address).
+    ``add_target_record`` uses that only when there is no address).  ``left_out``, when
+    given, gets the name of each target left out or that lost a portal (the answer named
+    it: a rediscovery keeps its records).
 
     Raises:
         TextExchangeError: without ``skip``: a TargetAddress before any TargetName, a bad
@@ -203,11 +212,15 @@ def parse_send_targets(pairs: TextPairs, default_portal: Portal | None = None,
     for key, value in pairs:
         if key == "TargetName":
             try:  # as open-iscsi's add_target_record: not only RFC 3722's characters
+                if _NOT_UTF8 in value:
+                    raise ValueError(f"TargetName {value[:80]!r} is not valid UTF-8")
                 usable_name(value)
             except ValueError as exc:
                 if skip is None:
                     raise TextExchangeError(f"SendTargets: {exc}") from None
                 skip(f"SendTargets: {exc}: target left out")
+                if left_out is not None:
+                    left_out.append(value)
                 current, skipping = None, True
                 continue
             # kept as the target spells it: targets compare the TargetName of a login
@@ -225,11 +238,15 @@ def parse_send_targets(pairs: TextPairs, default_portal: Portal | None = None,
             portal = portals.get(value)
             if portal is None:
                 try:
+                    if _NOT_UTF8 in value:
+                        raise PortalError(f"TargetAddress {value[:80]!r} is not valid UTF-8")
                     portal = portals[value] = parse_target_address(value)
                 except PortalError as exc:
                     if skip is None:
                         raise TextExchangeError(f"SendTargets: {exc}") from None
                     skip(f"SendTargets: {current.name}: {exc}: portal left out")
+                    if left_out is not None:
+                        left_out.append(current.name)
                     continue
             have = seen.setdefault(current.name, set())
             if portal not in have:

@@ -249,9 +249,11 @@ class Connection:
         """Yield target PDUs, one taken from the reader at a time, until the caller stops
         (those behind it stay there for the next exchange: a NOP-In read with a response
         is still answered); answers NOP-In pings on the way (RFC 7143 §11.19).  ``idle``:
-        each PDU received moves the deadline to ``idle`` seconds later (only a silence
-        that long times out).  Every PDU's CmdSN window is taken; ``until()``, when given,
-        ends the iteration once it is true after a PDU (one not yielded too)."""
+        each PDU yielded moves the deadline to ``idle`` seconds later (only a silence that
+        long times out; NOP-Ins move nothing: a target that pings and never answers is
+        given up, as open-iscsi's active_timeout).  Every PDU's CmdSN window is taken;
+        ``until()``, when given, ends the iteration once it is true after a PDU (one not
+        yielded too)."""
         assert self._reader is not None and self._cmds is not None
         while True:
             try:
@@ -259,8 +261,6 @@ class Connection:
                 if raw is None:
                     self._reader.feed(self.recv(_RECV_CHUNK, deadline, what))
                     continue
-                if idle is not None:
-                    deadline = time.monotonic() + idle
                 pdu = decode_pdu(raw)
             except ISCSIProtocolError as e:
                 raise ProtocolFailure(f"{what}: {e}") from None
@@ -270,6 +270,8 @@ class Connection:
                     self.send(nop_out_reply(pdu, self._cmds.cmdsn, self._cmds.exp_statsn
                                             ).encode(self._hd, self._dd), what)
             else:
+                if idle is not None:
+                    deadline = time.monotonic() + idle
                 yield pdu
             if until is not None and until():
                 return

@@ -301,3 +301,24 @@ def test_the_discovery_declares_the_initiator_alias_as_iscsiadm(cli):
     assert r.rc == 0, r.err
     pairs = dict(target.target.received_pairs)
     assert pairs["InitiatorName"] == own and "InitiatorAlias" not in pairs
+
+
+def test_a_target_left_out_of_a_rediscovery_keeps_its_records(cli):
+    """A rediscovery whose answer names a target but cannot be taken for it (a portal group
+    tag out of range, a name that is not one) leaves the target out with a line saying so,
+    and keeps its records as they are, settings and all, as iscsiadm's, whose
+    delete_stale_rec deletes a record only for a target the answer no longer has (before:
+    the target counted as gone, and its records were deleted)."""
+    first = HeldTarget()
+    r = _discover(cli, first)
+    assert r.rc == 0, r.err
+    assert cli("-m", "node", "-T", TARGETS[1], "-o", "update", "-n", "node.startup",
+               "-v", "automatic").rc == 0
+    held = HeldTarget(port=first.port)  # the same discovery record
+    held.target = FakeTarget(TargetConfig(targets=[
+        (TARGETS[0], ["127.0.0.1:3260,1"]), (TARGETS[1], ["127.0.0.1:3260,99999"])]))
+    r = _discover(cli, held)
+    assert r.rc == 0 and "target left out" in r.err, r
+    shown = cli("-m", "node", "-T", TARGETS[1], "-o", "show")
+    assert shown.rc == 0 and "node.startup = automatic\n" in shown.out, shown
+    assert TARGETS[2] not in cli("-m", "node").out  # gone from the answer: deleted

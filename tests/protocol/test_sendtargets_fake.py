@@ -298,3 +298,26 @@ def test_decode_text_with_skip_keeps_the_good_pairs():
     with pytest.raises(TextFormatError):
         decode_text(data)
     assert decode_text(b"no NUL at all", skip=said.append) == []
+
+
+@pytest.mark.parametrize("bad", ["name", "address"])
+def test_a_pair_not_in_utf8_takes_its_target_out_not_its_neighbours(bad):
+    """A TargetName not in UTF-8 takes its addresses out with it, and a TargetAddress not
+    in UTF-8 is a bad portal: before, the undecodable pair was dropped at decode, so the
+    name's addresses went to the target before it (a record for another target's portal)
+    and a target whose only address was dropped was given the portal asked.  The targets
+    left out, or that lost a portal, are named (a rediscovery keeps their records)."""
+    good, other = b"iqn.2001-04.com.example:good", b"iqn.2001-04.com.example:caf\xe9"
+    raw = (b"TargetName=" + good + b"\0TargetAddress=127.0.0.1:3260,1\0"
+           + b"TargetName=" + (other if bad == "name" else other[:-1] + b"e") + b"\0"
+           + (b"TargetAddress=10.9.9.9:3260,7\0" if bad == "name"
+              else b"TargetAddress=10.9.9.\xe9:3260,7\0"))
+    said = []
+    pairs, _, _ = discover(TargetConfig(send_targets_raw=raw), skip=said.append)
+    left_out = []
+    found = parse_send_targets(pairs, Portal("192.0.2.9", 3260), said.append, left_out)
+    got = [(t.name, [str(p) for p in t.portals]) for t in found]
+    assert got == [("iqn.2001-04.com.example:good", ["127.0.0.1:3260,1"])], said
+    assert any("not valid UTF-8" in why for why in said), said
+    assert left_out == (["iqn.2001-04.com.example:caf\ufffd"] if bad == "name"
+                        else ["iqn.2001-04.com.example:cafe"])

@@ -4,6 +4,7 @@ a SendTargets answer sent slowly."""
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import threading
 import time
@@ -245,3 +246,113 @@ def test_a_command_waits_while_the_targets_window_is_closed():
     finally:
         conn.close()
         theirs.close()
+
+
+def test_nop_ins_do_not_hold_a_text_exchange_past_active_timeout():
+    """A target that pings (NOP-In) and never answers the SendTargets: each ping is
+    answered, but only a Text Response restarts active_timeout, so the exchange ends when
+    it runs out, as open-iscsi's discovery does (before: every NOP-In restarted it, and the
+    CLI's discovery and iscsictld's discovery daemon waited forever)."""
+    from iscsictl.transport.tcp import Connection, Endpoint
+
+    class Mute(FakeTarget):
+        def _text(self, req):
+            self.text_requests += 1  # never answered
+
+    t = Mute(TargetConfig(targets=[("iqn.2003-01.org.example:d", ["192.0.2.1:3260,1"])]))
+    ours, theirs = socket.socketpair()
+    lock, stop = threading.Lock(), threading.Event()
+    threading.Thread(target=serve_socket, args=(t, theirs, lock), daemon=True).start()
+
+    def ping():
+        ttt = 0x100
+        while not stop.wait(0.05):
+            with lock:
+                if not t.text_requests:
+                    continue
+                ttt += 1
+                t.nop_in_ping(ttt=ttt, data=b"")
+                out = t.data_to_send()
+            try:
+                theirs.sendall(out)
+            except OSError:
+                return
+    conn = Connection(ours, Endpoint("t", "192.0.2.1", 3260))
+    threading.Thread(target=ping, daemon=True).start()
+    try:
+        conn.login(LoginConfig(initiator_name=INAME, session_type="Discovery",
+                               target_name=None))
+        start = time.monotonic()
+        with pytest.raises(TransportTimeout):
+            conn.text([("SendTargets", "All")], 0.5)
+        assert time.monotonic() - start < 2
+        assert len(t.nop_outs) >= 3  # the pings were answered meanwhile
+    finally:
+        stop.set()
+        conn.close()
+        theirs.close()
+
+
+@pytest.mark.parametrize("answer", ["async", "reject"])
+def test_an_async_message_or_a_reject_for_sendtargets_connects_again(answer):
+    """An Asynchronous Message (RFC 7143 §11.9: at any time) or a Reject where the
+    SendTargets answer should be: open-iscsi's discovery connects again
+    (DISCOVERY_NEED_RECONNECT), reopen_max times, and the next connection's answer is
+    taken (before: exit 5 at once)."""
+    from iscsictl.discovery.sendtargets import DiscoveryPolicy, send_targets
+    from iscsictl.protocol.pdu import AsyncMessage, Reject
+
+    class Odd(FakeTarget):
+        def _text(self, req):
+            self.text_requests += 1
+            if answer == "async":  # the target asks for a logout
+                self._emit(AsyncMessage(async_event=1, parameter3=2, **self._win()))
+            else:
+                self._emit(Reject(reason=4, statsn=self.statsn, exp_cmdsn=self.exp_cmdsn,
+                                  max_cmdsn=self.exp_cmdsn, data=req.encode()[:48]))
+
+    targets = [("iqn.2003-01.org.example:d", ["192.0.2.1:3260,1"])]
+    listener = socket.create_server(("127.0.0.1", 0))
+    served = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            served.append((Odd if not served else FakeTarget)(TargetConfig(targets=targets)))
+            threading.Thread(target=serve_socket, args=(served[-1], conn), daemon=True).start()
+    threading.Thread(target=serve, daemon=True).start()
+    said = []
+    config = LoginConfig(initiator_name=INAME, session_type="Discovery", target_name=None)
+    try:
+        found = send_targets("127.0.0.1", listener.getsockname()[1], config,
+                             DiscoveryPolicy(reopen_max=2, retry_delay=0.01), log=said.append)
+    finally:
+        listener.close()
+    assert [d.name for d in found] == ["iqn.2003-01.org.example:d"] and len(served) == 2
+    assert "connecting again" in said[0], said
+
+
+def test_a_login_response_without_its_last_nul_is_read_as_open_iscsi_reads_it():
+    """A Login Response whose last key=value lacks its NUL (RFC 7143 §6.1 asks for it):
+    open-iscsi's iscsi_process_login_response ends the text itself and logs in; so does
+    the initiator now (before: 19, "text data does not end with a NUL delimiter")."""
+    from iscsictl.protocol.pdu import LoginResponse
+
+    class Clipped(FakeTarget):
+        def _emit(self, pdu):
+            if isinstance(pdu, LoginResponse) and pdu.data.endswith(b"\0"):
+                pdu = dataclasses.replace(pdu, data=pdu.data[:-1])
+            super()._emit(pdu)
+
+    t = Clipped(TargetConfig(targets=[("iqn.2003-01.org.example:d", ["192.0.2.1:3260,1"])]))
+    conn = _served(t)
+    try:
+        conn.login(LoginConfig(initiator_name=INAME, session_type="Discovery",
+                               target_name=None))
+        assert parse_send_targets(conn.text([("SendTargets", "All")], 5))[0].name == \
+            "iqn.2003-01.org.example:d"
+    finally:
+        conn.close()
