@@ -140,6 +140,12 @@ static int connect_server(void)
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -1;
+	if (fd <= 2) {
+		/* one of stdin/stdout/stderr is closed (`>&-`): it cannot be handed over, and
+		 * the command would write into this connection; the Python front end runs it */
+		close(fd);
+		return -1;
+	}
 	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
 		close(fd);
 		return -1;

@@ -344,13 +344,14 @@ def _worker(listener: socket.socket, ctl: socket.socket) -> None:
         for sig, disposition in WORKER_SIGNALS.items():
             signal.signal(sig, disposition)
         before = _state()
+        own = _context("self")
         for served in range(MAX_COMMANDS):
             code = 1
             conn = _accept_one(listener, ctl, warm_up=not served)
             if conn is None:
                 os._exit(0)
             socket.send_fds(ctl, [b"a"], [conn.fileno()])
-            code, reusable = _serve(conn)
+            code, reusable = _serve(conn, own)
             if not (reusable and served + 1 < MAX_COMMANDS and _client_gone(conn)):
                 os._exit(code & 0xFF)
             conn.close()
@@ -368,13 +369,30 @@ def _worker(listener: socket.socket, ctl: socket.socket) -> None:
     os._exit(code & 0xFF)
 
 
-def _serve(conn: socket.socket) -> tuple[int, bool]:
+#: what a client must share with the server for its command to run here: its network
+#: namespace (the connections a discovery makes), its mount namespace and its root (the
+#: files it reads and writes): a client in another (``ip netns exec``, a chroot) runs
+#: iscsictl-py in its own, as iscsiadm runs in the caller's
+_CONTEXT = ("ns/net", "ns/mnt", "root")
+
+
+def _context(pid: int | str) -> tuple[tuple[int, int], ...] | None:
+    """The (device, inode) of ``pid``'s :data:`_CONTEXT` (None: not readable)."""
+    try:
+        return tuple((st.st_dev, st.st_ino) for st in (os.stat(f"/proc/{pid}/{what}")
+                                                        for what in _CONTEXT))
+    except OSError:
+        return None
+
+
+def _serve(conn: socket.socket, own: tuple | None = None) -> tuple[int, bool]:
     """Run the client's command in this process as its own: its descriptors 0-2, working
     directory, umask, environment and arguments.  (exit code, whether the worker may serve
-    again); exits at once (1: the client runs iscsictl-py) for a request it does not take."""
-    uid = peer_credentials(conn)[1]
-    if uid != 0:
-        os._exit(1)  # the client runs iscsictl-py, as that user
+    again); exits at once (1: the client runs iscsictl-py) for a request it does not take:
+    another user's, or one from another :data:`_CONTEXT` than ``own`` (this process's)."""
+    pid, uid, _ = peer_credentials(conn)
+    if uid != 0 or own is None or _context(pid) != own:
+        os._exit(1)  # the client runs iscsictl-py, as that user, where it is
     try:
         umask, cwd, args, env, fds = _read_request(conn)
         os.chdir(cwd)
@@ -427,6 +445,10 @@ def _finish(code: int, conn: socket.socket) -> bool:
     for fd in (0, 1, 2):
         os.dup2(null, fd)
     os.close(null)
+    try:  # the command's directory is not held while the worker waits (its filesystem
+        os.chdir("/")  # may be unmounted, at shutdown too)
+    except OSError:
+        flushed = False
     try:
         conn.sendall(REPLY.pack(REPLY_EXITED, code & 0xFF))
     except OSError:

@@ -854,3 +854,48 @@ def test_forks_failing_for_good_stop_the_server(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_client_whose_stdout_is_closed_runs_the_python_front_end(server, tmp_path):
+    """``iscsictl ... >&-``: the client's connection would take descriptor 1 and be handed
+    over as the command's stdout, so the command wrote into its own connection and hung
+    past ~200 KB (the worker stuck for good).  Such a client runs iscsictl-py (here echo),
+    which meets the closed stdout as it is."""
+    out = tmp_path / "echoed"
+    script = tmp_path / "py"
+    script.write_text(f"#!/bin/sh\necho \"$@\" > {out}\n")
+    script.chmod(0o755)
+    r = subprocess.run(f"exec {CLIENT} -m node >&-", shell=True, capture_output=True,
+                       text=True, timeout=60, env=env_for(server, ISCSICTL_PY=str(script)))
+    assert out.read_text() == "-m node\n", r
+    r = run_client(["--version"], env_for(server))  # the others are still served
+    assert r.returncode == 0 and r.stdout.startswith("iscsictl version"), r
+
+
+def test_a_client_in_another_network_namespace_runs_the_python_front_end(server, tmp_path):
+    """A command from another network namespace (``ip netns exec``) or root (a chroot)
+    runs where the caller is, as iscsiadm's, through iscsictl-py (here echo): the worker
+    ran it in the server's, so a discovery reached the host's network and its records
+    went to the host's tree."""
+    r = subprocess.run(["unshare", "-n", str(CLIENT), "-m", "node", "x"], capture_output=True,
+                       text=True, timeout=60, env=env_for(server, ISCSICTL_PY="/bin/echo"))
+    assert (r.returncode, r.stdout) == (0, "-m node x\n"), r
+    r = run_client(["--version"], env_for(server))
+    assert r.returncode == 0 and r.stdout.startswith("iscsictl version"), r
+
+
+def test_an_idle_worker_holds_no_command_directory(server, tmp_path):
+    """After a command run from a directory, the worker waits in / : the filesystem the
+    command ran in can be unmounted (it was busy until two more commands ran elsewhere)."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(mnt)], check=True)
+    try:
+        r = run_client(["--version"], env_for(server), cwd=mnt)
+        assert r.returncode == 0, r
+    finally:
+        time.sleep(0.2)  # the worker's report after the exit code
+        umount = subprocess.run(["umount", str(mnt)], capture_output=True, text=True)
+        if umount.returncode:
+            subprocess.run(["umount", "-l", str(mnt)])
+    assert umount.returncode == 0, umount.stderr
