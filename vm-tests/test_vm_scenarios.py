@@ -89,7 +89,9 @@ def guest_run(request, tmp_path_factory) -> GuestRun:
         "exec", shlex.quote(venv_python), "-m", "pytest", "-q", "-p", "vmresults_plugin",
         *map(shlex.quote, GUEST_PYTEST_ARGS), "--junitxml=/results/junit.xml",
         *map(shlex.quote, selected)])
-    timeout = float(os.environ.get("ISCSICTL_VM_TIMEOUT", 120 + 120 * len(selected)))
+    # ~20 s a scenario here; a hang is PHASE_TIMEOUT's in the guest (guest_tests/conftest):
+    # the whole stays well inside CI's 90 minutes with its report (44 scenarios: 31 min)
+    timeout = float(os.environ.get("ISCSICTL_VM_TIMEOUT", 120 + 40 * len(selected)))
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
 
     def log(msg):
@@ -150,7 +152,8 @@ def test_guest(guest_nodeid, guest_run):
         why = guest_run.error or "the scenario left no result"
         extra = "".join(f"\n{k}:\n{v['longrepr']}" for k, v in collect_errors.items())
         pytest.fail(f"{guest_nodeid}: did not report: {why}{extra}\n"
-                    f"{guest_run.serial_tail()}", pytrace=False)
+                    f"{_scenario_logs(guest_run, guest_nodeid)}\n{guest_run.serial_tail()}",
+                    pytrace=False)
     if rep["outcome"] == "skipped":  # nothing in the guest may be missing: a skip hides it
         pytest.fail(f"{guest_nodeid} skipped in the guest: {rep['longrepr']}\n"
                     f"{guest_run.serial_tail()}", pytrace=False)

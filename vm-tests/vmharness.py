@@ -190,7 +190,13 @@ def scenario_name(nodeid_or_name: str) -> str:
 
 
 def _run(cmd: list[str], what: str, **kw) -> subprocess.CompletedProcess:
-    """Run a host command; raise VMError naming ``what`` when it fails."""
+    """Run a host command (an sbin tool found in /usr/sbin or /sbin when PATH, a non-root
+    user's, has none); raise VMError naming ``what`` when it fails."""
+    if not shutil.which(cmd[0]):
+        for d in ("/usr/sbin", "/sbin"):
+            if os.access(os.path.join(d, cmd[0]), os.X_OK):
+                cmd = [os.path.join(d, cmd[0]), *cmd[1:]]
+                break
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
     except FileNotFoundError:
@@ -213,11 +219,10 @@ def _kernel_package() -> str | None:
 
 
 def _cached_kernels() -> list[Kernel]:
-    found = []
-    for d in sorted(CACHE_DIR.glob("*/.complete")):
-        version = d.parent.name
-        found.append(Kernel(version, d.parent))
-    return found
+    """The cache's complete kernels, oldest first (versions compared by their numbers:
+    6.1.0-10 after 6.1.0-9)."""
+    found = [Kernel(d.parent.name, d.parent) for d in CACHE_DIR.glob("*/.complete")]
+    return sorted(found, key=lambda k: [int(n) for n in re.findall(r"\d+", k.version)])
 
 
 # --------------------------------------------------------------------------- kernel
@@ -255,7 +260,15 @@ def ensure_kernel(log=print) -> Kernel:
             return kernel
         log(f"vmharness: downloading {package} into {kernel.root}")
         with tempfile.TemporaryDirectory(dir=CACHE_DIR) as tmp:
-            _run(["apt-get", "download", package], f"downloading {package}", cwd=tmp)
+            try:
+                _download(package, tmp, log)
+            except VMError:
+                cached = _cached_kernels()
+                if not cached:
+                    raise
+                log(f"vmharness: {package} cannot be downloaded; the cached "
+                    f"{cached[-1].version} is used")
+                return cached[-1]
             debs = list(Path(tmp).glob("*.deb"))
             if len(debs) != 1:
                 raise VMError(f"apt-get download {package} left {len(debs)} .deb files")
@@ -269,6 +282,24 @@ def ensure_kernel(log=print) -> Kernel:
             staging.rename(kernel.root)
         (kernel.root / ".complete").write_text(package + "\n")
     return kernel
+
+
+def _download(package: str, into: str, log=print) -> None:
+    """``apt-get download package`` in ``into``, tried again after ``apt-get update`` (lists
+    older than the mirror: 404) and once more after a pause (a network hiccup).  Raises
+    VMError with the last failure."""
+    for attempt in range(3):
+        try:
+            _run(["apt-get", "download", package], f"downloading {package}", cwd=into)
+            return
+        except VMError as exc:
+            if attempt == 2:
+                raise
+            log(f"vmharness: {exc}; trying again")
+            if attempt == 0:
+                subprocess.run(["apt-get", "update", "-qq"], capture_output=True, text=True)
+            else:
+                time.sleep(10)
 
 
 # --------------------------------------------------------------------------- initramfs
@@ -460,7 +491,8 @@ def run_vm(guest_command: str, timeout: float = 300.0, shares: dict | None = Non
         start = time.monotonic()
         timed_out = False
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=_die_with_parent)
         try:
             try:
                 qemu_out, _ = proc.communicate(timeout=timeout)
@@ -487,6 +519,16 @@ def run_vm(guest_command: str, timeout: float = 300.0, shares: dict | None = Non
             rc = int(rc_file.read_text().strip())
     return VMResult(rc=rc, serial_log=log_text, results_dir=results, duration=duration,
                     timed_out=timed_out)
+
+
+def _die_with_parent() -> None:
+    """In QEMU's child before its exec: SIGKILL when the thread that started it ends
+    (prctl PR_SET_PDEATHSIG), so that a harness killed by SIGTERM (CI's time limit) or a
+    second Ctrl-C leaves no guest behind on the machine's two cores; its own session keeps
+    it out of the terminal's signals otherwise."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def host_cpu_times() -> list[int] | None:
@@ -526,8 +568,12 @@ def run_guest_benchmark(script: Path, result_name: str, timeout: float,
           "compare the ratio)", flush=True)
     assigns = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
     before = host_cpu_times()
-    res = run_vm(f"{assigns} {sys.executable} {script}".strip(), timeout=timeout,
-                 acpi_tables=acpi_tables, log=lambda *a: None)
+    try:
+        res = run_vm(f"{assigns} {sys.executable} {script}".strip(), timeout=timeout,
+                     acpi_tables=acpi_tables, log=lambda *a: None)
+    except VMError as exc:  # no kernel, the VM lock held by another run ...
+        print(f"benchmark VM could not run: {exc}", file=sys.stderr)
+        return None
     stolen = steal_fraction(before, host_cpu_times())
     if stolen is not None:
         print(f"host CPU time stolen by the hypervisor during the run: {stolen:.1%}"
@@ -536,7 +582,16 @@ def run_guest_benchmark(script: Path, result_name: str, timeout: float,
     path = res.results_dir / result_name
     if res.rc != 0 or not path.exists():
         print(res.serial_log[-4000:], file=sys.stderr)
-        print(f"benchmark VM failed (rc={res.rc}); what it wrote: {res.results_dir}", file=sys.stderr)
+        why = f"timed out after {timeout:g} s" if res.timed_out else f"rc={res.rc}"
+        print(f"benchmark VM failed ({why}); what it wrote: {res.results_dir}", file=sys.stderr)
+        partial = path.with_name(f"{path.stem}-partial{path.suffix}")
+        if partial.exists():  # a late failure: the figures measured before it
+            print(f"the figures measured before the failure follow ({partial.name})",
+                  file=sys.stderr)
+            try:
+                return {**json.loads(partial.read_text()), "partial": True}
+            except ValueError:
+                pass
         return None
     return json.loads(path.read_text())
 

@@ -92,7 +92,13 @@ class OpenIscsiSide:
         self.log = open(RESULTS / "bench-iscsid.log", "ab")
         self.proc = subprocess.Popen(["iscsid", "-f"], stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=self.log, start_new_session=True)
+        deadline = time.monotonic() + 30
         while "@ISCSIADM_ABSTRACT_NAMESPACE" not in Path("/proc/net/unix").read_text():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"iscsid exited with {self.proc.returncode} (see "
+                                   "bench-iscsid.log)")
+            if time.monotonic() > deadline:
+                raise RuntimeError("iscsid did not listen within 30 s (see bench-iscsid.log)")
             time.sleep(0.02)
 
     def clean_db(self) -> None:

@@ -37,7 +37,7 @@ def main() -> int:
     target = lio.LioTarget.create("iqn.2003-01.org.example.demo:disk0", luns=[64 * MIB])
     say(f"target {target.iqn}")
     step("start iscsictld (owns the kernel's iSCSI sessions)")
-    daemon = Iscsictld(work)
+    daemon = Iscsictld(Path("/results"))  # its log kept for the host (printed on a failure)
     work.mkdir(parents=True, exist_ok=True)
     daemon.start()
     say("iscsictld answers on its socket")

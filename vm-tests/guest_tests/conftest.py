@@ -119,6 +119,46 @@ def isnsd(scenario_dir):
     server.stop()
 
 
+#: seconds one phase (setup, call, teardown) of a scenario may take: one that hangs fails
+#: alone, with its logs and dmesg, and the next scenarios run (the longest take ~1 min)
+PHASE_TIMEOUT = 600
+
+
+class PhaseTimeout(Exception):
+    pass
+
+
+def _bounded():
+    """A hookwrapper body: SIGALRM after PHASE_TIMEOUT s raises PhaseTimeout where the
+    phase is (a sleep, a read, a wait on a subprocess)."""
+    import signal
+
+    def expired(signum, frame):
+        raise PhaseTimeout(f"this phase was still running after {PHASE_TIMEOUT} s")
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(PHASE_TIMEOUT)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    yield from _bounded()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    yield from _bounded()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    yield from _bounded()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """On a failure, save the kernel log as /results/<scenario>/dmesg.log (the host prints it)."""

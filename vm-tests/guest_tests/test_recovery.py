@@ -45,7 +45,11 @@ class Writer(threading.Thread):
         import mmap
 
         buf = mmap.mmap(-1, MIB)
-        fd = os.open(self.dev, os.O_WRONLY | os.O_DIRECT)
+        try:
+            fd = os.open(self.dev, os.O_WRONLY | os.O_DIRECT)
+        except OSError as exc:  # the disk gone: said, not a silent thread's end
+            self.error = exc
+            return
         try:
             for i in range(self.blocks):
                 buf.seek(0)
@@ -101,8 +105,9 @@ def test_connection_killed_during_writes(lio, env, scenario_dir, digests):
     assert before[f"connection{sid}:0/recv_tmo"] and before[f"session{sid}/first_burst_len"]
     w = Writer(dev, 48, pause=0.05)  # paced: ~2.5 s of writes, so the kill lands mid-stream
     w.start()
-    while len(w.done) < 8:
-        time.sleep(0.01)
+    wait_for("8 writes before the kill", lambda: len(w.done) >= 8 or w.error or
+             not w.is_alive(), 60, 0.01)
+    assert len(w.done) >= 8, f"the writer stopped after {len(w.done)} writes: {w.error}"
     killed_at = time.monotonic()
     subprocess.run(["ss", "-K", "dst", PORTAL, "dport", "=", "3260"], check=True,
                    capture_output=True)
