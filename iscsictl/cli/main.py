@@ -86,6 +86,8 @@ OPTIONS = (
     ("R", "rescan", dict(action="store_true", default=None), "rescan (session mode)"),
     ("s", "stats", dict(action="store_true", default=None), "statistics (session mode)"),
     ("W", "no_wait", dict(action="store_true", default=None), "do not wait (login)"),
+    ("k", "killiscsid", dict(metavar="PRIORITY"),
+     "stop iscsictld (priority 0 only, as iscsiadm's: its sessions stay in the kernel)"),
 )
 LONG_ONLY = (
     ("json", dict(action="store_true"), "JSON output"),
@@ -106,6 +108,7 @@ iscsictl -m session [-hV] [-d debug_level] [-P printlevel] [-r sessionid | sysfs
 iscsictl -m iface [-hV] [-d debug_level] [-P printlevel] [-I ifacename | -H hostno|MAC] [[-o operation ] [-n name] [-v value]] [-C ping [-a ip] [-b packetsize] [-c count] [-i interval]]
 iscsictl -m host [-hV] [-d debug_level] [-P printlevel] [-H hostno|MAC] [[-C chap [-x chap_tbl_idx]] | [-C flashnode [-A portal_type] [-x flashnode_idx] [-S]] | [-C stats]] [[-o operation] [-n name] [-v value]]
 iscsictl -m fw [-hV] [-d debug_level] [-S] [-l] [-W] [[-n name] [-v value]]
+iscsictl -k priority
 common: [--json] [--db-root DIR] [--config-root DIR]"""
 
 
@@ -216,6 +219,8 @@ def _run(argv: list[str], out: Output | None) -> int:
             from .. import __version__
             o.lines([f"iscsictl version {__version__}"])
             return E.SUCCESS
+        if args.killiscsid is not None:  # iscsiadm's: before and instead of any mode
+            return _kill_daemon(args.killiscsid, o)
         mode = args.mode
         if mode is not None and mode not in MODES:
             raise E.CliError(f"mode {mode} is not yet supported", E.INVAL)
@@ -261,6 +266,29 @@ def _run(argv: list[str], out: Output | None) -> int:
         else:
             o.error(str(e))
         return code
+
+
+def _kill_daemon(priority: str, o: Output) -> int:
+    """``-k 0``: iscsictld stops at once, its sessions left in the kernel (the next start
+    adopts them), as iscsiadm's kill_iscsid asks iscsid (MGMT_IPC_IMMEDIATE_STOP).  Another
+    priority is refused, as iscsiadm refuses it, but with 7 (iscsiadm exits 0 after
+    its message, and after a failed request too: here the daemon's code, 20 without one)."""
+    from ..ipc import DaemonClient, DaemonError
+    from ..lexical import ascii_digits
+
+    text = priority.strip()
+    if not ascii_digits(text.removeprefix("-")):
+        raise E.CliError(f"Invalid killiscsid priority {priority!r}: a number", E.INVAL)
+    if int(text) < 0:
+        raise E.CliError(f"Invalid killiscsid priority {int(text)} Priority must be greater "
+                         "than or equal to zero.", E.INVAL)
+    if int(text) != 0:
+        raise E.CliError(f"Invalid iscsid priority {int(text)}. Priority must be 0.", E.INVAL)
+    try:
+        DaemonClient().call("stop")
+    except DaemonError as exc:
+        raise E.CliError("Could not stop iscsictld.", exc.code, lines=(str(exc),)) from None
+    return E.SUCCESS
 
 
 def main(argv: list[str] | None = None) -> None:

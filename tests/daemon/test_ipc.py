@@ -594,6 +594,37 @@ def test_a_stop_request_stops_the_daemon(tmp_path):
     assert not os.path.exists(path)
 
 
+def test_iscsiadms_k_0_stops_the_daemon(tmp_path, monkeypatch):
+    """``iscsictl -k 0`` (iscsiadm's --killiscsid: iscsid stops, its sessions stay): the
+    daemon is asked to stop and does; another priority is refused as iscsiadm refuses it,
+    and without a daemon it says so (it was "unrecognized arguments")."""
+    import io
+
+    from iscsictl.cli.main import run
+    from iscsictl.cli.output import Output
+
+    path = str(tmp_path / "d.sock")
+    monkeypatch.setenv("ISCSICTL_SOCKET", path)
+
+    def cli(*args):
+        err = io.StringIO()
+        return run(list(args), Output(io.StringIO(), err)), err.getvalue()
+
+    async def main():
+        d = Daemon(path, sysfs_root=str(tmp_path / "sys"), state_dir=str(tmp_path / "state"),
+                   db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
+        d.listen()
+        refused = await asyncio.get_running_loop().run_in_executor(None, cli, "-k", "1")
+        answer = await asyncio.get_running_loop().run_in_executor(None, cli, "-k", "0")
+        await asyncio.wait_for(d.wait_stopped(), 5)
+        return refused, answer
+    refused, answer = asyncio.run(main())
+    assert refused == (7, "iscsictl: Invalid iscsid priority 1. Priority must be 0.\n")
+    assert answer == (0, "")
+    rc, err = cli("--killiscsid", "0")
+    assert rc == 20 and err.endswith("iscsictl: Could not stop iscsictld.\n"), err
+
+
 def test_a_client_that_stalls_is_closed_and_others_are_served(served, monkeypatch, caplog):
     """Half a request line and then nothing: the connection is closed after the request
     deadline (before, it was held for ever: a thousand such clients took every descriptor
