@@ -578,7 +578,44 @@ def node_loginall(args, o) -> int:  # type: ignore[no-untyped-def]
     recs = [r for r in db.read_nodes() if startup_matches(r, which)]
     if not recs:
         raise E.CliError("No records found", E.NO_OBJS_FOUND)
-    return login_records(recs, _initiator_name(db), o, wait=not args.no_wait)
+    leading = [r for r in recs if r.get("node.leading_login") == "Yes"]
+    if not leading:
+        return login_records(recs, _initiator_name(db), o, wait=not args.no_wait)
+    name = _initiator_name(db)
+    others = [r for r in recs if r.get("node.leading_login") != "Yes"]
+    rc = login_records(others, name, o, wait=not args.no_wait) if others else E.SUCCESS
+    return rc or _leading_logins(leading, name, o)
+
+
+def _leading_logins(recs: list[Any], name: str, o) -> int:  # type: ignore[no-untyped-def]
+    """node.leading_login = Yes, as iscsiadm's login_by_startup: iface by iface, the records
+    through it whose target and portal have no session yet (through any iface) are logged
+    in, waited for; so a portal reached through several ifaces gets one session, through
+    the first iface that logs in.  19 when one still has none ("Could not login all
+    leading-login portals"), else 0: a failure through one iface is said, and the next
+    tried."""
+    from .kernel_ops import login_records
+
+    def present() -> set[tuple[str, str, int]]:
+        from ..lexical import host_key
+        return {(v.targetname, host_key(v.address), v.port)
+                for v in collect(_sysfs(), {}, level=0, only=_SELECT_ATTRS)}
+
+    def key(r) -> tuple[str, str, int]:  # type: ignore[no-untyped-def]
+        from ..lexical import host_key
+        return (r.get("node.name"), host_key(r.get("node.conn[0].address")),
+                int(r.get("node.conn[0].port") or 3260))
+
+    for iface in sorted({r.iface_name for r in recs}):
+        have = present()
+        todo = [r for r in recs if r.iface_name == iface and key(r) not in have]
+        if todo and login_records(todo, name, o):
+            o.error(f"Could not log into all portals on {iface}, trying next interface")
+    have = present()
+    if any(key(r) not in have for r in recs):
+        o.error("Could not login all leading-login portals")
+        return E.BY_NAME["ISCSI_ERR_FATAL_LOGIN"]
+    return E.SUCCESS
 
 
 def _sessions_for(args, startup: str | None = None) -> list[Any]:  # type: ignore[no-untyped-def]

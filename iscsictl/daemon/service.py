@@ -45,7 +45,7 @@ from iscsictl.ipc import (IPC_VERSION, KEEPALIVE_INTERVAL, MAX_MESSAGE, SERVED_V
 from iscsictl.kernel.sysfs import Sysfs
 from iscsictl.kernel.transports import (BIND_EP_TRANSPORTS, PROC_NAME_TRANSPORT, TRANSPORTS,
                                         unsupported)
-from iscsictl.lexical import ascii_digits
+from iscsictl.lexical import ascii_digits, host_key
 from iscsictl.netlink import (
     AsyncIscsiNetlink,
     ConnError,
@@ -1297,7 +1297,11 @@ class Daemon:
         if not name:
             log.warning("automatic logins skipped: no usable InitiatorName in initiatorname.iscsi")
             return
-        results = await self.login(auto, name)
+        leading = [r for r in auto if r.get("node.leading_login") == "Yes"]
+        others = [r for r in auto if r.get("node.leading_login") != "Yes"]
+        results = await self.login(others, name) if others else []
+        if leading:
+            results += await self._leading_logins(leading, name)
         self._mark_autostarted()
         ok = sum(1 for r in results if r.get("ok"))
         present = sum(1 for r in results if r.get("code") == 15)
@@ -1306,6 +1310,36 @@ class Daemon:
                 log.warning("automatic login to %s failed: %s", r.get("node"), r.get("message"))
         log.info("automatic logins: %d new, %d already present, %d failed", ok, present,
                  len(results) - ok - present)
+
+    async def _leading_logins(self, recs: list[dict[str, str]],
+                              name: str) -> list[dict[str, Any]]:
+        """node.leading_login = Yes records, as iscsiadm's login_by_startup: iface by
+        iface (by name), those whose target and portal have no session yet (through any
+        iface) are logged in; so a portal reached through several ifaces gets one session.
+        The logins' results; one still without a session is logged."""
+        def key(r: Mapping[str, str]) -> tuple[str, str, str]:
+            return (r.get("node.name") or "", host_key(r.get("node.conn[0].address") or ""),
+                    r.get("node.conn[0].port") or "3260")
+
+        def present() -> set[tuple[str, str, str]]:
+            return {(s.node.target, host_key(s.node.address), str(s.node.port))
+                    for s in self.sessions.values()}
+
+        results: list[dict[str, Any]] = []
+        for iface in sorted({r.get("iface.iscsi_ifacename") or "default" for r in recs}):
+            have = present()
+            todo = [r for r in recs if (r.get("iface.iscsi_ifacename") or "default") == iface
+                    and key(r) not in have]
+            if todo:
+                results += await self.login(todo, name)
+        have = present()
+        for r in recs:
+            if key(r) not in have:
+                log.warning("automatic login: leading-login portal %s,%s of %s has no session "
+                            "through any iface", r.get("node.conn[0].address"),
+                            r.get("node.conn[0].port"), r.get("node.name"))
+                have.add(key(r))  # said once for the portal
+        return results
 
     async def _discoveryd(self) -> None:
         """iscsid's discovery daemon: a :class:`~.discoveryd.Poller` task for each discovery

@@ -489,6 +489,8 @@ class FakeDaemon:
         import socket
 
         self.path, self.answers, self.calls = path, {}, []
+        #: ``on_request(op, args, results)`` before the answer (what a login makes in sysfs)
+        self.on_request = None
         #: before answering: keep-alive lines every ``alive_every`` s for ``stall`` s
         #: (``alive_every`` None: silence, as a daemon whose loop is stuck)
         self.stall, self.alive_every = 0.0, None
@@ -511,6 +513,8 @@ class FakeDaemon:
                 self.calls.append((op, args))
                 n = len(args.get("records") or args.get("sids") or [None])
                 result, self.answers[op] = self.answers[op][:n], self.answers[op][n:]
+                if self.on_request is not None:
+                    self.on_request(op, args, result)
                 self._stall(conn)
                 lines = [{"version": IPC_VERSION, "progress": {"done": i, "total": n, "result": r}}
                          for i, r in enumerate(result, 1) if args.get("progress")]
@@ -1010,6 +1014,41 @@ def test_loginall_matches_node_or_connection_startup(fake_daemon):
         "-v", "automatic")
     assert cli("-m", "node", "-L", "manual")[0] == 21
     assert len(fake_daemon.calls) == 3
+
+
+@pytest.mark.parametrize("fails", [0, 1, 3])
+def test_leading_logins_go_iface_by_iface_until_the_portal_has_a_session(sysfs, fake_daemon,
+                                                                          fails):
+    """node.leading_login = Yes, as iscsiadm's login_by_startup: iface by iface, a record is
+    logged in only while its target and portal have no session (through any iface): one
+    session for a portal reached through three ifaces, through the first whose login
+    works; a failure through one iface is said and the next is tried; none at all is 19
+    (before: every iface logged in, three sessions and three disks for one LUN)."""
+    t2 = "iqn.2003-01.org.example:leading"
+    for ifn in ("default", "eth-a", "eth-b"):
+        if ifn != "default":
+            assert cli("-m", "iface", "-I", ifn, "-o", "new")[0] == 0
+        assert cli("-m", "node", "-T", t2, "-p", "127.0.0.1,1", "-I", ifn, "-o", "new")[0] == 0
+    for key in ("node.leading_login", "node.startup"):
+        assert cli("-m", "node", "-T", t2, "-o", "update", "-n", key,
+                   "-v", "Yes" if key == "node.leading_login" else "automatic")[0] == 0
+    answers = [{"ok": False, "code": 8, "node": "x", "message": "refused"}] * fails
+    fake_daemon.answers = {"login": answers + [{"ok": True, "node": "x", "sids": [1]}]}
+
+    def on_request(op, args, results):
+        if results and results[0].get("ok"):
+            add_session(sysfs, 1, 2, t2, "127.0.0.1", {0: "sdb"})
+    fake_daemon.on_request = on_request
+    rc, out, err = cli("-m", "node", "-L", "automatic")
+    tried = [args["records"][0]["iface.iscsi_ifacename"] if "iface.iscsi_ifacename" in
+             args["records"][0] else "default" for op, args in fake_daemon.calls]
+    assert tried == ["default", "eth-a", "eth-b"][:fails + 1]
+    assert all(len(args["records"]) == 1 for op, args in fake_daemon.calls)
+    assert err.count("trying next interface") == fails
+    if fails < 3:
+        assert rc == 0, err
+    else:
+        assert rc == 19 and err.endswith("Could not login all leading-login portals\n"), err
 
 
 def test_output_lines_are_written_as_they_come_not_all_held():

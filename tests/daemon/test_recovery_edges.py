@@ -484,3 +484,37 @@ def test_automatic_logins_are_made_at_a_boots_first_start_only(tmp_path, monkeyp
     assert not daemon()._autostart_due()  # a restart: nothing logged in again
     boot.write_text("boot-2\n")
     assert daemon()._autostart_due()  # the next boot's first start
+
+
+def test_automatic_leading_logins_make_one_session_a_portal(tmp_path, monkeypatch):
+    """node.leading_login = Yes among the automatic records, as iscsiadm's login_by_startup:
+    iface by iface, only the portals without a session yet are logged in, so a portal
+    reached through two ifaces gets one session (before: one through each, two disks for
+    one LUN); the first iface whose login fails leaves the portal to the next."""
+    from iscsictl.daemon import service
+    from iscsictl.db.store import NodeDB
+
+    monkeypatch.setattr(service, "BOOT_ID", str(tmp_path / "none"))
+    (tmp_path / "initiatorname.iscsi").write_text("InitiatorName=iqn.2026-11.test:auto\n")
+    db = NodeDB(str(tmp_path), str(tmp_path))
+    target = "iqn.2026-11.test:lead"
+    for ifn in ("eth-a", "eth-b"):
+        db.create_iface(ifn)
+        db.create_node(target, "192.0.2.1", 3260, 1, ifn, values={
+            "node.startup": "automatic", "node.leading_login": "Yes"})
+    d = _daemon(tmp_path)
+    batches = []
+
+    async def login(records, name, progress=None, multiple=False):
+        batches.append([r["iface.iscsi_ifacename"] for r in records])
+        if len(batches) == 1:  # through eth-a: refused
+            return [{"ok": False, "code": 8} for _ in records]
+        d.sessions[5] = _session(5)  # through eth-b: the portal's session
+        d.sessions[5].node = ks.NodeTarget(target, "192.0.2.1", 3260, 1, "eth-b", "tcp", {})
+        return [{"ok": True} for _ in records]
+    d.login = login
+    asyncio.run(d._autostart())
+    assert batches == [["eth-a"], ["eth-b"]]
+    batches.clear()
+    asyncio.run(d._autostart())  # the portal has its session: no login through either
+    assert batches == []
