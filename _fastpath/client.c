@@ -32,6 +32,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -150,6 +151,17 @@ static int connect_server(void)
 		close(fd);
 		return -1;
 	}
+	{
+		/* only root's server gets this process's stdio, arguments and environment
+		 * (a socket path set to a directory others can write to) */
+		struct ucred cred;
+		socklen_t len = sizeof(cred);
+
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || cred.uid != 0) {
+			close(fd);
+			return -1;
+		}
+	}
 	return fd;
 }
 
@@ -261,6 +273,41 @@ static int read_reply(int fd, struct reply *r)
 	return 1;
 }
 
+/*
+ * The REPLY_STARTED that says the command runs.  While no worker has taken the request
+ * (all busy, a server stopped), a terminating signal (held back so far, to be passed on
+ * once the command runs) ends the wait: the connection is closed (a worker that takes
+ * the request after that sees the hang-up and does not run it) and the caller dies of
+ * it.  1: a reply read, 0: end of file, -1: an error.
+ */
+static int await_started(int fd, struct reply *r, const sigset_t *old_mask)
+{
+	static const int ending[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT };
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+
+	for (;;) {
+		sigset_t pending;
+		int n = poll(&p, 1, 100);
+
+		if (n > 0)
+			return read_reply(fd, r);
+		if (n < 0 && errno != EINTR)
+			return -1;
+		if (sigpending(&pending) < 0)
+			continue;
+		for (size_t i = 0; i < sizeof(ending) / sizeof(ending[0]); i++) {
+			if (sigismember(&pending, ending[i]) == 1) {
+				close(fd);
+				fprintf(stderr, "iscsictl: interrupted before the command started\n");
+				signal(ending[i], SIG_DFL);
+				sigprocmask(SIG_SETMASK, old_mask, NULL); /* dies of it here */
+				raise(ending[i]);
+				_exit(128 + ending[i]);
+			}
+		}
+	}
+}
+
 int main(int argc, char **argv)
 {
 	const char *direct = getenv("ISCSICTL_DIRECT");
@@ -276,7 +323,8 @@ int main(int argc, char **argv)
 	fd = connect_server();
 	if (fd < 0)
 		return run_python(argv, &old_mask);
-	if (send_request(fd, argc, argv) < 0 || read_reply(fd, &r) != 1 || r.kind != REPLY_STARTED) {
+	if (send_request(fd, argc, argv) < 0 || await_started(fd, &r, &old_mask) != 1 ||
+	    r.kind != REPLY_STARTED) {
 		close(fd); /* refused before the command started: nothing has run */
 		return run_python(argv, &old_mask);
 	}

@@ -409,6 +409,8 @@ def _serve(conn: socket.socket, own: tuple | None = None) -> tuple[int, bool]:
         sys.stdout.reconfigure(line_buffering=os.isatty(1))
     except (AttributeError, OSError, ValueError):
         pass
+    if _hung_up(conn):  # interrupted while it waited for a worker: nothing is run
+        os._exit(1)
     conn.sendall(REPLY.pack(REPLY_STARTED, os.getpid()))
     from .main import run
 
@@ -417,6 +419,16 @@ def _serve(conn: socket.socket, own: tuple | None = None) -> tuple[int, bool]:
     except KeyboardInterrupt:
         code, reusable = 130, False
     return code, _finish(code, conn) and reusable
+
+
+def _hung_up(conn: socket.socket) -> bool:
+    """Whether the client has closed its end (it gave up before its command started)."""
+    import select
+
+    p = select.poll()
+    p.register(conn, select.POLLRDHUP)
+    return any(ev & (select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+               for _, ev in p.poll(0))
 
 
 def _set_environ(env: dict[str, str]) -> None:

@@ -899,3 +899,68 @@ def test_an_idle_worker_holds_no_command_directory(server, tmp_path):
         if umount.returncode:
             subprocess.run(["umount", "-l", str(mnt)])
     assert umount.returncode == 0, umount.stderr
+
+
+def test_a_client_interrupted_before_its_command_starts_ends_and_nothing_runs(server,
+                                                                             tmp_path):
+    """No worker takes the command (here a socket nobody accepts on): Ctrl-C or SIGTERM
+    ends the wait, the client dying of it (the signals it holds back for the command, it
+    held for ever: only SIGKILL ended it).  A worker that takes a request whose client
+    has gone runs nothing."""
+    sock = tmp_path / "busy-cli.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(sock))
+    listener.listen(8)  # never accepted: the request waits in the backlog
+    errs = []
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            err = tmp_path / f"err-{sig}"
+            errs.append(err)
+            with open(err, "w") as f:
+                proc = subprocess.Popen([str(CLIENT), "--version"], stderr=f,
+                                        env=env_for(sock.with_name("busy.sock")))
+            time.sleep(0.3)
+            assert proc.poll() is None  # waiting for a worker
+            proc.send_signal(sig)
+            assert proc.wait(5) == -sig
+    finally:
+        listener.close()  # its backlog held the requests' descriptors
+    for err in errs:
+        assert "interrupted before the command started" in err.read_text()
+    root = tmp_path / "db"
+    Cli(str(root))
+    s = _raw_request(server.path, ["--db-root", str(root), "-m", "node", "-o", "new", "-T",
+                                   TARGET, "-p", "192.0.2.7"])
+    s.close()  # gone before a worker answers
+    time.sleep(1)
+    assert not (root / "nodes").exists()
+    r = run_client(["--version"], env_for(server))  # and the server serves on
+    assert r.returncode == 0, r
+
+
+def test_a_command_server_not_roots_is_not_used(tmp_path):
+    """A socket at the path served by another user (a socket variable pointing into a
+    directory others can write to): the client hands it neither its stdio nor its
+    arguments and runs iscsictl-py (here echo)."""
+    import shutil
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(dir="/tmp"))  # tmp_path's parents are root's alone
+    d.chmod(0o777)
+    sock = d / "other-cli.sock"
+    code = ("import socket,sys,time; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); "
+            "s.listen(8); print('up', flush=True); c=s.accept()[0]; "
+            "print(len(c.recv(65536)), flush=True); time.sleep(5)")
+    other = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                              sys.executable, "-c", code, str(sock)], stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert other.stdout.readline() == "up\n"
+        r = run_client(["-m", "node", "-v", "s3cret"],
+                       dict(os.environ, ISCSICTL_CLI_SOCKET=str(sock), ISCSICTL_PY="/bin/echo"))
+        assert (r.returncode, r.stdout) == (0, "-m node -v s3cret\n"), r
+        assert other.stdout.readline() == "0\n"  # it was sent nothing
+    finally:
+        other.kill()
+        other.wait()
+        shutil.rmtree(d)
