@@ -86,16 +86,26 @@ class Round:
     tracked: dict[NodeKey, Record]
 
 
+class Found(list):
+    """A round's node records (a list), and ``left_out``: the targets the answer named but
+    that were left out of it, or lost a portal (their nodes are not gone)."""
+
+    left_out: frozenset[str] = frozenset()
+
+
 def plan_round(tracked: Mapping[NodeKey, Record], found: Sequence[Record],
                has_session: Callable[[NodeKey], bool]) -> Round:
     """The :class:`Round` for ``found`` (node records; a node found twice counts once, the
-    first) after ``tracked`` (the last round's ``tracked``)."""
+    first) after ``tracked`` (the last round's ``tracked``).  A node of a target ``found``
+    left out (:class:`Found`) is not logged out: it stays tracked as it was."""
     now: dict[NodeKey, Record] = {}
     for rec in found:
         now.setdefault(node_key(rec), rec)
+    left_out = getattr(found, "left_out", frozenset())
+    kept = {k: r for k, r in tracked.items() if k not in now and k[0] in left_out}
     return Round(login=tuple(r for k, r in now.items() if not has_session(k)),
-                 logout=tuple(k for k in tracked if k not in now),
-                 tracked=now)
+                 logout=tuple(k for k in tracked if k not in now and k not in kept),
+                 tracked={**now, **kept})
 
 
 @dataclass(frozen=True)
@@ -187,13 +197,15 @@ def discover(db: Any, src: Source, initiator_name: str | None,
     """One round's discovery (blocking: run it off the loop): the node records of what
     ``src`` finds through each iface (:func:`daemon_ifaces`; a SendTargets through an iSER
     or HBA iface through ``through_kernel``); ``initiator_alias`` declared with the host's
-    name (an iface's own name goes alone, as discovery.c's).  Raises
+    name (an iface's own name goes alone, as discovery.c's).  A :class:`Found`: the
+    targets a SendTargets answer named but left out are its ``left_out``.  Raises
     DiscoveryFailed, also for a SendTargets through an iface of the kernel's without
     ``through_kernel``."""
     from iscsictl.db.store import DiscoveryID
     from iscsictl.discovery.isns import IsnsQueryFailed, query_through_ifaces
 
     did = DiscoveryID(src.type, src.address, src.port)
+    left_out: list[str] = []  # SendTargets: targets named but left out of the answer
     try:
         ifaces = daemon_ifaces(db)
     except DBError as exc:
@@ -212,8 +224,10 @@ def discover(db: Any, src: Source, initiator_name: str | None,
         except IsnsQueryFailed as exc:
             raise DiscoveryFailed(str(exc)) from None
     else:
-        found = _send_targets(src, ifaces, host_name, through_kernel, initiator_alias)
-    out = []
+        found = _send_targets(src, ifaces, host_name, through_kernel, initiator_alias,
+                              left_out)
+    out = Found()
+    out.left_out = frozenset(left_out)
     for target, address, port, tpgt, ifn in found:
         try:
             out.append(db.new_node_record(target, address, port, tpgt, ifn,
@@ -226,7 +240,8 @@ def discover(db: Any, src: Source, initiator_name: str | None,
 
 def _send_targets(src: Source, ifaces: list[tuple[str, dict[str, str]]],
                   host_name: Callable[[], str], through_kernel: ThroughKernel | None,
-                  initiator_alias: str | None = None) -> list[tuple[str, str, int, int, str]]:
+                  initiator_alias: str | None = None, left_out: list[str] | None = None
+                  ) -> list[tuple[str, str, int, int, str]]:
     """One SendTargets exchange through each iface (one attempt: reopen_max 0, as iscsid's
     discoveryd), with the iface's initiator name or the host's; (target, address, port,
     tpgt, iface) of each portal found.  Raises DiscoveryFailed."""
@@ -257,6 +272,7 @@ def _send_targets(src: Source, ifaces: list[tuple[str, dict[str, str]]],
                                              login_timeout=policy.login_timeout,
                                              auth_timeout=policy.auth_timeout)
             targets = send_targets(src.address, src.port, cfg, policy, iface=iface,
+                                   left_out=left_out,
                                    log=lambda m: log.info("%s: %s", src.describe(), m))
         except ValueError as exc:
             raise DiscoveryFailed(f"the discovery record: {exc}") from None

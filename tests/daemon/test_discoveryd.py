@@ -72,6 +72,40 @@ def test_a_round_logs_in_what_has_no_session_and_out_what_is_gone():
     assert set(second.tracked) == {dd.node_key(b), dd.node_key(c)}
 
 
+def test_a_target_left_out_of_the_answer_is_not_logged_out():
+    """A target the SendTargets answer names but that is left out of it (a tag out of
+    range, a name not in UTF-8) is not gone: its nodes are neither logged out nor
+    forgotten, as a rediscovery keeps its records (before: logged out, its disks
+    removed, for a malformed entry)."""
+    a, b = rec(T1), rec(T2)
+    first = dd.plan_round({}, [a, b], lambda k: False)
+    found = dd.Found([a])
+    found.left_out = frozenset({T2})
+    second = dd.plan_round(first.tracked, found, lambda k: True)
+    assert second.logout == () and set(second.tracked) == set(first.tracked)
+    third = dd.plan_round(second.tracked, [a], lambda k: True)  # gone from the answer
+    assert third.logout == (dd.node_key(b),)
+
+
+def test_a_round_names_the_targets_its_answer_left_out(db, tmp_path):
+    """dd.discover's result says which targets the SendTargets answer named but left out
+    (against the fake target: one with a portal group tag out of range)."""
+    from protocol.fake_target import FakeTarget, TargetConfig, serve_socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    target = FakeTarget(TargetConfig(targets=[(T1, ["127.0.0.1:3260,1"]),
+                                              (T2, ["127.0.0.1:3260,99999"])]))
+    thread = threading.Thread(target=lambda: serve_socket(target, listener.accept()[0]),
+                              daemon=True)
+    thread.start()
+    try:
+        found = dd.discover(db, st_source(db, listener.getsockname()[1]), INIT)
+    finally:
+        thread.join(10)
+        listener.close()
+    assert [r["node.name"] for r in found] == [T1] and found.left_out == {T2}
+
+
 def test_a_node_found_twice_is_one_and_ifaces_make_different_nodes():
     a, again, other_iface = rec(T1), rec(T1), rec(T1, iface="eth1")
     r = dd.plan_round({}, [a, again, other_iface], lambda k: False)
