@@ -296,14 +296,20 @@ static int await_started(int fd, struct reply *r, const sigset_t *old_mask)
 		if (sigpending(&pending) < 0)
 			continue;
 		for (size_t i = 0; i < sizeof(ending) / sizeof(ending[0]); i++) {
-			if (sigismember(&pending, ending[i]) == 1) {
-				close(fd);
-				fprintf(stderr, "iscsictl: interrupted before the command started\n");
-				signal(ending[i], SIG_DFL);
-				sigprocmask(SIG_SETMASK, old_mask, NULL); /* dies of it here */
-				raise(ending[i]);
-				_exit(128 + ending[i]);
-			}
+			struct sigaction was;
+
+			/* one this process started with blocked or ignored (nohup, a script's
+			 * background job) is not a request to end: it stays so */
+			if (sigismember(&pending, ending[i]) != 1 ||
+			    sigismember(old_mask, ending[i]) == 1 ||
+			    (sigaction(ending[i], NULL, &was) == 0 && was.sa_handler == SIG_IGN))
+				continue;
+			close(fd);
+			fprintf(stderr, "iscsictl: interrupted before the command started\n");
+			signal(ending[i], SIG_DFL);
+			sigprocmask(SIG_SETMASK, old_mask, NULL); /* dies of it here */
+			raise(ending[i]);
+			_exit(128 + ending[i]);
 		}
 	}
 }

@@ -404,7 +404,7 @@ def _send_targets(args, o, did, p, ifaces, values, policy,  # type: ignore[no-un
             raise E.CliError(f"discovery record {did.address},{did.port}: {e}",
                              E.INVAL) from None
         if (iface.get("iface.transport_name") or "tcp") != "tcp":
-            found.extend(_send_targets_by_kernel(p, ifn, iface, values, name))
+            found.extend(_send_targets_by_kernel(p, ifn, iface, values, name, left_out))
             continue
         try:
             targets = logouts.enter_context(
@@ -428,10 +428,11 @@ def _send_targets(args, o, did, p, ifaces, values, policy,  # type: ignore[no-un
 
 
 def _send_targets_by_kernel(p, ifn: str, iface: dict, values: dict,  # type: ignore[no-untyped-def]
-                            name: str) -> list:
+                            name: str, left_out: list[str] | None = None) -> list:
     """SendTargets through iface ``ifn``'s kernel connection (iSER), which iscsictld makes
     (it owns the kernel's sessions; iscsiadm makes this discovery session itself); the
-    NodeIDs found.  A failure, or no daemon, is a CliError with iscsiadm's code."""
+    NodeIDs found (``left_out`` gets the targets named but left out).  A failure, or no
+    daemon, is a CliError with iscsiadm's code."""
     from ..db.store import NodeID
     from ..ipc import DaemonError
     from .kernel_ops import daemon_client
@@ -441,6 +442,8 @@ def _send_targets_by_kernel(p, ifn: str, iface: dict, values: dict,  # type: ign
     except DaemonError as e:
         raise E.CliError(f"Could not perform SendTargets discovery: {E.err_to_str(e.code)}",
                          e.code, lines=(str(e),)) from None
+    if left_out is not None:
+        left_out.extend(t["name"] for t in targets if t.get("left_out"))
     return [NodeID(t["name"], address, port, tpgt, ifn)
             for t in targets for address, port, tpgt in t["portals"]]
 

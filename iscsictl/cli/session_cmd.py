@@ -583,11 +583,18 @@ def node_loginall(args, o) -> int:  # type: ignore[no-untyped-def]
         return login_records(recs, _initiator_name(db), o, wait=not args.no_wait)
     name = _initiator_name(db)
     others = [r for r in recs if r.get("node.leading_login") != "Yes"]
-    rc = login_records(others, name, o, wait=not args.no_wait) if others else E.SUCCESS
-    return rc or _leading_logins(leading, name, o)
+    results: list | None = [] if o.json else None  # one JSON document for every login
+    rc = login_records(others, name, o, wait=not args.no_wait,
+                       json_results=results) if others else E.SUCCESS
+    lead = _leading_logins(leading, name, o, results)  # whatever the others did
+    rc = rc or lead
+    if results is not None:
+        o.emit_json(results)
+    return rc
 
 
-def _leading_logins(recs: list[Any], name: str, o) -> int:  # type: ignore[no-untyped-def]
+def _leading_logins(recs: list[Any], name: str, o,  # type: ignore[no-untyped-def]
+                    json_results: list | None = None) -> int:
     """node.leading_login = Yes, as iscsiadm's login_by_startup: iface by iface, the records
     through it whose target and portal have no session yet (through any iface) are logged
     in, waited for; so a portal reached through several ifaces gets one session, through
@@ -609,7 +616,7 @@ def _leading_logins(recs: list[Any], name: str, o) -> int:  # type: ignore[no-un
     for iface in sorted({r.iface_name for r in recs}):
         have = present()
         todo = [r for r in recs if r.iface_name == iface and key(r) not in have]
-        if todo and login_records(todo, name, o):
+        if todo and login_records(todo, name, o, json_results=json_results):
             o.error(f"Could not log into all portals on {iface}, trying next interface")
     have = present()
     if any(key(r) not in have for r in recs):

@@ -265,6 +265,8 @@ def _send_targets(src: Source, ifaces: list[tuple[str, dict[str, str]]],
                 raise DiscoveryFailed(f"iface {ifn}: {exc}") from None
             found.extend((t["name"], str(a), int(p), int(g), ifn)
                          for t in answer for a, p, g in t["portals"])
+            if left_out is not None:
+                left_out.extend(t["name"] for t in answer if t.get("left_out"))
             continue
         try:
             policy = DiscoveryPolicy.from_record(src.values, reopen_max=0)

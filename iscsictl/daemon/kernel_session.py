@@ -1231,6 +1231,7 @@ async def send_targets_ep(
     iface_record: Mapping[str, str] | None = None,
     caps: int = -1,
     sysfs: Sysfs | None = None,
+    left_out: list[str] | None = None,
 ) -> list[Any]:
     """SendTargets=All through a connection the kernel makes (iSER, an offload HBA's:
     ``transport``, through ``bind_host`` as :func:`establish_ep`, with the HBA settings
@@ -1269,7 +1270,8 @@ async def send_targets_ep(
         text = TextExchange([("SendTargets", "All")], itt=0, cmdsn=outcome.cmdsn,
                             exp_statsn=outcome.exp_statsn, match_itt=False)
         asked = Portal(session.current.address, session.current.port)  # its tag unknown
-        targets = await _relayed_send_targets(nl, handle, session, text, asked, active_timeout)
+        targets = await _relayed_send_targets(nl, handle, session, text, asked, active_timeout,
+                                              left_out)
         await _relayed_logout(nl, handle, session, LogoutExchange(
             itt=0, cmdsn=text.cmdsn, exp_statsn=text.exp_statsn), cfg.login_timeout)
         return targets
@@ -1312,9 +1314,11 @@ async def _send_pdu(nl, handle: int, sid: int, cid: int, hdr: bytes, data: bytes
 
 
 async def _relayed_send_targets(nl, handle: int, session: KernelSession, exchange: Any,  # type: ignore[no-untyped-def]
-                                portal: Portal, timeout: float) -> list[Any]:
+                                portal: Portal, timeout: float,
+                                left_out: list[str] | None = None) -> list[Any]:
     """The SendTargets Text ``exchange`` (made with ``match_itt=False``: the kernel gives
-    the task tags) through the kernel; the targets of its answer."""
+    the task tags) through the kernel; the targets of its answer (those it names but
+    leaves out added to ``left_out``, :func:`~.text_exchange.parse_send_targets`)."""
     from iscsictl.protocol.pdu import TextResponse
     from iscsictl.protocol.text_exchange import parse_send_targets
 
@@ -1331,7 +1335,8 @@ async def _relayed_send_targets(nl, handle: int, session: KernelSession, exchang
     finally:
         session.pdu_wanted = ANY_PDU
     try:
-        return parse_send_targets(pairs, portal, lambda why: log.info("SendTargets: %s", why))
+        return parse_send_targets(pairs, portal, lambda why: log.info("SendTargets: %s", why),
+                                  left_out)
     except ValueError as exc:
         raise SessionError(5, f"SendTargets answer: {exc}") from None
 

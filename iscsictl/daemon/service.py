@@ -1489,7 +1489,8 @@ class Daemon:
         """SendTargets through ``iface``'s kernel connection (iSER: the CLI's discovery
         with ``-I``, as iscsiadm's iscsi_create_leading_conn), ``values`` the discovery
         record's (its login settings and timeouts).  Returns ``[{"name", "portals":
-        [[address, port, tpgt (-1: unknown)], ...]}]``.  Raises SessionError: 27 for a
+        [[address, port, tpgt (-1: unknown)], ...]}]``, then ``{"name", "portals": [],
+        "left_out": true}`` for each target it names but leaves out.  Raises SessionError: 27 for a
         transport whose discovery is not made here, 12 without its driver, a login's
         codes, 8 when the answer does not come."""
         from iscsictl.discovery.sendtargets import DiscoveryPolicy
@@ -1501,6 +1502,7 @@ class Daemon:
                                    f"{transport} is not made by iscsictld")
         bind_host = ks.bind_host(self.sysfs, iface)
         iface = ks.uip_record(self.sysfs, iface, bind_host)
+        left_out: list[str] = []  # named by the answer, left out of it: not gone
         # the host's alias with the host's name; an iface's own name goes alone (discovery.c)
         alias = None if ks.iface_initiator_name(iface) else self.initiator_alias
         try:
@@ -1518,12 +1520,13 @@ class Daemon:
                     self.nl, handle, Portal(address, port), cfg, isid,
                     iface.get("iface.iscsi_ifacename") or transport, policy.active_timeout,
                     self._logging_in, transport, bind_host, iface,
-                    self._transport_caps(transport) or -1, self.sysfs)
+                    self._transport_caps(transport) or -1, self.sysfs, left_out)
         finally:
             self.isids.release(isid)
         return [{"name": t.name, "portals": [[p.address, p.port, -1 if p.tpgt is None
                                               else p.tpgt] for p in t.portals]}
-                for t in targets]
+                for t in targets] + [{"name": n, "portals": [], "left_out": True}
+                                     for n in dict.fromkeys(left_out)]
 
     async def stats(self, sid: int) -> dict[str, Any]:
         session = self.sessions.get(sid)

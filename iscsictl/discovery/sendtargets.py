@@ -32,7 +32,8 @@ from ..protocol.portal import Portal
 from ..protocol.text_exchange import DiscoveredTarget, parse_send_targets
 from ..transport.errors import (FatalLoginError, InitiatorAuthFailed, LoginFailed,
                                 LoginResponseTimeout, ProtocolFailure, RetriesExceeded,
-                                ResolveError, RetryableLoginError, TransportError)
+                                ResolveError, RetryableLoginError, TransportError,
+                                UnexpectedAnswer)
 from ..transport.tcp import Connection, login
 
 __all__ = ["DiscoveryPolicy", "discovering", "send_targets"]
@@ -86,9 +87,10 @@ def _exchange(host: str, port: int, config: LoginConfig, policy: DiscoveryPolicy
         try:
             pairs = conn.text([("SendTargets", "All")], policy.active_timeout,
                               skip=lambda why: skip(f"SendTargets: {why}"))
-        except ProtocolFailure as e:  # an Async Message, a Reject, a PDU not the answer:
+        except UnexpectedAnswer as e:  # an Async Message, a Reject, a PDU not the answer:
             # open-iscsi's discovery connects again (DISCOVERY_NEED_RECONNECT), reopen_max
-            # times (RFC 7143 §11.9: a target may send an Async Message at any time)
+            # times (RFC 7143 §11.9: a target may send an Async Message at any time); an
+            # answer too long would be as long again: not retried
             raise RetryableLoginError(f"{e}; connecting again") from None
         try:
             return conn, parse_send_targets(pairs, Portal(host, port), skip, left_out)

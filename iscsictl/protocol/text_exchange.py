@@ -24,6 +24,7 @@ from .portal import Portal, PortalError, parse_target_address
 from .text import TextAssembler, TextFormatError, TextPairs, decode_text, encode_text
 
 __all__ = [
+    "UnexpectedPDU",
     "DiscoveredTarget",
     "TextExchange",
     "TextExchangeError",
@@ -45,6 +46,11 @@ class TextExchangeError(ISCSIProtocolError):
     """The target broke the text exchange rules (wrong ITT, a Reject, ...)."""
 
     reject_reason = None
+
+
+class UnexpectedPDU(TextExchangeError):
+    """A PDU that is not the Text Response (a Reject, an Asynchronous Message ...):
+    open-iscsi's discovery connects again for it (DISCOVERY_NEED_RECONNECT)."""
 
 
 @dataclass
@@ -138,9 +144,9 @@ class TextExchange:
         if self.done:
             raise TextExchangeError("Text Response after the exchange ended")
         if isinstance(pdu, Reject):
-            raise TextExchangeError(f"target rejected the Text Request (reason 0x{pdu.reason:02x})")
+            raise UnexpectedPDU(f"target rejected the Text Request (reason 0x{pdu.reason:02x})")
         if not isinstance(pdu, TextResponse):
-            raise TextExchangeError(f"expected a Text Response, got {type(pdu).__name__}")
+            raise UnexpectedPDU(f"expected a Text Response, got {type(pdu).__name__}")
         if self._match_itt and pdu.itt != self.itt:
             raise TextExchangeError(f"Text Response ITT 0x{pdu.itt:08x}, ours is 0x{self.itt:08x}")
         self.exp_statsn = (pdu.statsn + 1) & 0xFFFFFFFF

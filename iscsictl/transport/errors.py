@@ -94,6 +94,11 @@ class ProtocolFailure(LoginFailed):
     """The target broke the rules after login (text exchange, SCSI, logout).  Exit code 5."""
 
 
+class UnexpectedAnswer(ProtocolFailure):
+    """A PDU where a Text Response was awaited (a Reject, an Asynchronous Message): a
+    discovery connects again (open-iscsi's DISCOVERY_NEED_RECONNECT).  Exit code 5."""
+
+
 class RetriesExceeded(TransportError):
     """Every connection attempt failed: ``connection login retries (reopen_max) N exceeded``.
     ``last`` is the last error.  Exit code 11 (ISCSI_ERR_PDU_TIMEOUT) whatever it was, as

@@ -36,11 +36,12 @@ from ..protocol.names import ISIDAllocator
 from ..protocol.pdu import NOPIn, decode_pdu
 from ..protocol.scsi import CommandSession, ScsiResult
 from ..protocol.session import LogoutExchange, LogoutResult, nop_out_reply
-from ..protocol.text_exchange import TextExchange
+from ..protocol.text_exchange import TextExchange, UnexpectedPDU
 from .iface import BindError, bind_socket
 from .errors import (ConnectError, ConnectionClosed, FatalLoginError, InitiatorAuthFailed,
                      LoginAuthFailed, LoginFailed, ProtocolFailure, ResolveError,
-                     LoginResponseTimeout, RetryableLoginError, TransportTimeout)
+                     LoginResponseTimeout, RetryableLoginError, TransportTimeout,
+                     UnexpectedAnswer)
 
 __all__ = ["Connection", "login", "new_isid", "DEFAULT_MAX_REDIRECTS"]
 
@@ -311,6 +312,8 @@ class Connection:
                     self.send(out, what)
                 if res is not None:
                     break
+        except UnexpectedPDU as e:
+            raise UnexpectedAnswer(f"{what}: {e}") from None
         except ISCSIProtocolError as e:
             raise ProtocolFailure(f"{what}: {e}") from None
         cs.cmdsn, cs.exp_statsn = ex.cmdsn, ex.exp_statsn

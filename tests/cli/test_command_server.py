@@ -923,6 +923,17 @@ def test_a_client_interrupted_before_its_command_starts_ends_and_nothing_runs(se
             assert proc.poll() is None  # waiting for a worker
             proc.send_signal(sig)
             assert proc.wait(5) == -sig
+        # started with SIGINT ignored (a script's background job, nohup): it stays so
+        proc = subprocess.Popen([str(CLIENT), "--version"], stderr=subprocess.DEVNULL,
+                                env=env_for(sock.with_name("busy.sock")),
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.4)
+        still = proc.poll() is None
+        proc.kill()
+        proc.wait()
+        assert still, "an ignored SIGINT ended the client"
     finally:
         listener.close()  # its backlog held the requests' descriptors
     for err in errs:

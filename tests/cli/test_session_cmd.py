@@ -1016,9 +1016,9 @@ def test_loginall_matches_node_or_connection_startup(fake_daemon):
     assert len(fake_daemon.calls) == 3
 
 
-@pytest.mark.parametrize("fails", [0, 1, 3])
+@pytest.mark.parametrize("fails, json_out", [(0, False), (1, False), (3, False), (1, True)])
 def test_leading_logins_go_iface_by_iface_until_the_portal_has_a_session(sysfs, fake_daemon,
-                                                                          fails):
+                                                                          fails, json_out):
     """node.leading_login = Yes, as iscsiadm's login_by_startup: iface by iface, a record is
     logged in only while its target and portal have no session (through any iface): one
     session for a portal reached through three ifaces, through the first whose login
@@ -1039,7 +1039,9 @@ def test_leading_logins_go_iface_by_iface_until_the_portal_has_a_session(sysfs, 
         if results and results[0].get("ok"):
             add_session(sysfs, 1, 2, t2, "127.0.0.1", {0: "sdb"})
     fake_daemon.on_request = on_request
-    rc, out, err = cli("-m", "node", "-L", "automatic")
+    rc, out, err = cli(*(["--json"] if json_out else []), "-m", "node", "-L", "automatic")
+    if json_out:  # one document for every login made
+        assert [r["ok"] for r in json.loads(out)] == [False] * fails + [True] * (fails < 3)
     tried = [args["records"][0]["iface.iscsi_ifacename"] if "iface.iscsi_ifacename" in
              args["records"][0] else "default" for op, args in fake_daemon.calls]
     assert tried == ["default", "eth-a", "eth-b"][:fails + 1]
@@ -1049,6 +1051,26 @@ def test_leading_logins_go_iface_by_iface_until_the_portal_has_a_session(sysfs, 
         assert rc == 0, err
     else:
         assert rc == 19 and err.endswith("Could not login all leading-login portals\n"), err
+
+
+def test_leading_logins_are_made_whatever_the_other_logins_did(sysfs, fake_daemon):
+    """The records without leading_login go first; whatever they did (here: a session
+    there already, 15), the leading-login ones are logged in after them, as iscsiadm's
+    login_by_startup, and the command ends with the first code."""
+    t2 = "iqn.2003-01.org.example:leading"
+    assert cli("-m", "node", "-T", t2, "-p", "127.0.0.1,1", "-o", "new")[0] == 0
+    assert cli("-m", "node", "-T", t2, "-o", "update", "-n", "node.leading_login",
+               "-v", "Yes")[0] == 0
+    for t in (T, t2):
+        assert cli("-m", "node", "-T", t, "-o", "update", "-n", "node.startup",
+                   "-v", "automatic")[0] == 0
+    fake_daemon.answers = {"login": [{"ok": False, "code": 15, "node": _desc(T)},
+                                     {"ok": True, "node": "x", "sids": [1]}]}
+    fake_daemon.on_request = lambda op, args, results: results[0].get("ok") and add_session(
+        sysfs, 1, 2, t2, "127.0.0.1", {0: "sdb"})
+    rc, out, err = cli("-m", "node", "-L", "automatic")
+    assert [args["records"][0]["node.name"] for op, args in fake_daemon.calls] == [T, t2]
+    assert rc == 15, err
 
 
 def test_output_lines_are_written_as_they_come_not_all_held():

@@ -221,8 +221,10 @@ def test_an_hba_or_iser_iface_discovers_on_the_kernels_connection(db, tgt, tmp_p
 
     def through_kernel(source, iface, name):
         asked.append((source, iface["iface.transport_name"], iface["iface.hwaddress"], name))
-        return [{"name": T3, "portals": [["10.6.0.9", 3260, 2], ["10.6.0.10", 3261, -1]]}]
+        return [{"name": T3, "portals": [["10.6.0.9", 3260, 2], ["10.6.0.10", 3261, -1]]},
+                {"name": T2, "portals": [], "left_out": True}]  # named, left out
     records = dd.discover(db, src, INIT, through_kernel)
+    assert records.left_out == {T2}  # not gone: a round logs it out no more than tcp's
     got = sorted((r["iface.iscsi_ifacename"], r["node.name"], r["node.conn[0].address"],
                   r["node.tpgt"]) for r in records)
     assert got == [("hba", T3, "10.6.0.10", "-1"), ("hba", T3, "10.6.0.9", "2"),

@@ -313,14 +313,18 @@ def test_send_targets_runs_on_a_discovery_session_the_kernel_relays(tmp_path):
 
     target = FakeTarget(TargetConfig(targets=[
         ("iqn.2003-01.org.example:a", ["10.77.0.1:3260,1", "[fd00::1]:3261,2"]),
-        ("iqn.2003-01.org.example:b", [])]))
+        ("iqn.2003-01.org.example:b", []),
+        ("iqn.2003-01.org.example:c", ["10.77.0.1:3260,99999"])]))  # named, left out
     kernel = IserRelayKernel(target)
     cfg = LoginConfig(initiator_name="iqn.2026-11.org.example:i", session_type="Discovery")
+    left_out: list[str] = []
     targets, daemon = through_the_daemon(tmp_path, kernel, lambda nl, d: ks.send_targets_ep(
-        nl, 3, Portal("10.77.0.1", 3260), cfg, ISID.en(7, 1), "iser", 2, d._logging_in))
+        nl, 3, Portal("10.77.0.1", 3260), cfg, ISID.en(7, 1), "iser", 2, d._logging_in,
+        left_out=left_out))
     assert [(t.name, [(p.address, p.port, p.tpgt) for p in t.portals]) for t in targets] == [
         ("iqn.2003-01.org.example:a", [("10.77.0.1", 3260, 1), ("fd00::1", 3261, 2)]),
         ("iqn.2003-01.org.example:b", [("10.77.0.1", 3260, None)])]
+    assert left_out == ["iqn.2003-01.org.example:c"]  # not gone for a rediscovery
     assert target.violations == [] and daemon._logging_in == {}
     create = next(r for r in kernel.requests if r["type"] == E.CREATE_BOUND_SESSION)
     assert (create["cmds_max"], create["queue_depth"], create["initial_cmdsn"]) == (32, 1, 1)

@@ -293,6 +293,24 @@ def test_nop_ins_do_not_hold_a_text_exchange_past_active_timeout():
         theirs.close()
 
 
+def _each_connection(make):
+    """A listener on 127.0.0.1 whose every connection a new fake target serves (``make(the
+    targets made so far)``), in threads; (listener, those targets).  Close the listener."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    served: list = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            served.append(make(served))
+            threading.Thread(target=serve_socket, args=(served[-1], conn), daemon=True).start()
+    threading.Thread(target=serve, daemon=True).start()
+    return listener, served
+
+
 @pytest.mark.parametrize("answer", ["async", "reject"])
 def test_an_async_message_or_a_reject_for_sendtargets_connects_again(answer):
     """An Asynchronous Message (RFC 7143 §11.9: at any time) or a Reject where the
@@ -312,18 +330,8 @@ def test_an_async_message_or_a_reject_for_sendtargets_connects_again(answer):
                                   max_cmdsn=self.exp_cmdsn, data=req.encode()[:48]))
 
     targets = [("iqn.2003-01.org.example:d", ["192.0.2.1:3260,1"])]
-    listener = socket.create_server(("127.0.0.1", 0))
-    served = []
-
-    def serve():
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            served.append((Odd if not served else FakeTarget)(TargetConfig(targets=targets)))
-            threading.Thread(target=serve_socket, args=(served[-1], conn), daemon=True).start()
-    threading.Thread(target=serve, daemon=True).start()
+    listener, served = _each_connection(lambda served: (Odd if not served else FakeTarget)(
+        TargetConfig(targets=targets)))
     said = []
     config = LoginConfig(initiator_name=INAME, session_type="Discovery", target_name=None)
     try:
@@ -356,3 +364,26 @@ def test_a_login_response_without_its_last_nul_is_read_as_open_iscsi_reads_it():
             "iqn.2003-01.org.example:d"
     finally:
         conn.close()
+
+
+def test_an_answer_over_the_limits_is_not_asked_for_again(monkeypatch):
+    """An answer past the exchange's limits (here 10 Text Responses) would be as long on
+    the next connection: the discovery fails at once, 5, one connection (an unexpected
+    PDU is what connects again)."""
+    from iscsictl.discovery.sendtargets import DiscoveryPolicy, send_targets
+    from iscsictl.protocol import text_exchange
+    from iscsictl.transport.errors import ProtocolFailure
+
+    monkeypatch.setattr(text_exchange, "MAX_TEXT_RESPONSES", 10)
+    targets = [(f"iqn.2003-01.org.example:d{i:02d}", ["192.0.2.1:3260,1"]) for i in range(20)]
+    listener, served = _each_connection(
+        lambda served: FakeTarget(TargetConfig(targets=targets, text_segment=64)))
+    config = LoginConfig(initiator_name=INAME, session_type="Discovery", target_name=None)
+    try:
+        with pytest.raises(ProtocolFailure) as caught:
+            send_targets("127.0.0.1", listener.getsockname()[1], config,
+                         DiscoveryPolicy(reopen_max=2, retry_delay=0.01))
+    finally:
+        listener.close()
+    assert caught.value.exit_code == 5 and len(served) == 1
+    assert "more than 10 Text Responses" in str(caught.value)
