@@ -30,7 +30,9 @@ waits for the commands under way.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
+import fcntl
 import gc
 import importlib
 import os
@@ -303,7 +305,14 @@ def _accept_one(listener: socket.socket, ctl: socket.socket,
 WORKER_SIGNALS = {signal.SIGTERM: signal.SIG_DFL, signal.SIGHUP: signal.SIG_DFL,
                   signal.SIGQUIT: signal.SIG_DFL, signal.SIGUSR1: signal.SIG_DFL,
                   signal.SIGUSR2: signal.SIG_DFL,
-                  signal.SIGINT: signal.default_int_handler}  # KeyboardInterrupt, as usual
+                  signal.SIGINT: signal.default_int_handler,  # KeyboardInterrupt, as usual
+                  signal.SIGIO: signal.SIG_IGN}  # a command's client gone: _watching_client
+
+
+class ClientGone(BaseException):
+    """The client of the running command ended (SIGKILL, the OOM killer): the command
+    stops, as iscsiadm's own process would have (not an Exception: nothing of the
+    command's catches it)."""
 
 
 def _state() -> tuple:
@@ -415,10 +424,33 @@ def _serve(conn: socket.socket, own: tuple | None = None) -> tuple[int, bool]:
     from .main import run
 
     try:
-        code, reusable = run(args), True
+        with _watching_client(conn):
+            code, reusable = run(args), True
     except KeyboardInterrupt:
         code, reusable = 130, False
+    except ClientGone:
+        code, reusable = 128 + signal.SIGKILL, False
     return code, _finish(code, conn) and reusable
+
+
+@contextlib.contextmanager
+def _watching_client(conn: socket.socket):
+    """While the command runs, its client's end is watched (O_ASYNC: SIGIO when the
+    connection changes): should the client end before its command (killed: it only
+    reads), ClientGone is raised in the command."""
+    def gone(signum, frame) -> None:
+        if _hung_up(conn):
+            raise ClientGone()
+    flags = fcntl.fcntl(conn, fcntl.F_GETFL)
+    fcntl.fcntl(conn, fcntl.F_SETOWN, os.getpid())
+    signal.signal(signal.SIGIO, gone)
+    fcntl.fcntl(conn, fcntl.F_SETFL, flags | os.O_ASYNC)
+    try:
+        gone(signal.SIGIO, None)  # gone already, before SIGIO was asked for
+        yield
+    finally:
+        fcntl.fcntl(conn, fcntl.F_SETFL, flags)
+        signal.signal(signal.SIGIO, signal.SIG_IGN)
 
 
 def _hung_up(conn: socket.socket) -> bool:

@@ -16,6 +16,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -975,3 +976,38 @@ def test_a_command_server_not_roots_is_not_used(tmp_path):
         other.kill()
         other.wait()
         shutil.rmtree(d)
+
+
+def test_a_killed_client_stops_its_command(server, tmp_path):
+    """The client is killed (SIGKILL: `timeout -s KILL`, the OOM killer) while its
+    discovery waits for the target: the served command stops there and writes no record,
+    as iscsiadm's own process would (it ran on and wrote them seconds later)."""
+    from protocol.fake_target import FakeTarget, TargetConfig, serve_socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    target = FakeTarget(TargetConfig(targets=[("iqn.2003-01.org.example:late",
+                                               ["127.0.0.1:3260,1"])]))
+
+    def late():
+        conn, _ = listener.accept()
+        time.sleep(2)  # then answers the discovery in full
+        serve_socket(target, conn)
+    thread = threading.Thread(target=late, daemon=True)
+    thread.start()
+    root = tmp_path / "db"
+    Cli(str(root))
+    proc = subprocess.Popen([str(CLIENT), "-m", "discovery", "-t", "st", "-p",
+                             f"127.0.0.1:{listener.getsockname()[1]}"],
+                            env=env_for(server, root), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.8)
+        proc.kill()
+        proc.wait()
+        thread.join(10)
+        time.sleep(1)
+    finally:
+        listener.close()
+    assert not (root / "nodes").exists()
+    r = run_client(["--version"], env_for(server))  # the server serves on
+    assert r.returncode == 0, r
