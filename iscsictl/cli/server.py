@@ -37,6 +37,7 @@ import gc
 import importlib
 import os
 import pkgutil
+import select
 import selectors
 import signal
 import socket
@@ -454,9 +455,7 @@ def _watching_client(conn: socket.socket):
 
 
 def _hung_up(conn: socket.socket) -> bool:
-    """Whether the client has closed its end (it gave up before its command started)."""
-    import select
-
+    """Whether the client has closed its end (it gave up waiting, or was killed)."""
     p = select.poll()
     p.register(conn, select.POLLRDHUP)
     return any(ev & (select.POLLRDHUP | select.POLLHUP | select.POLLERR)
