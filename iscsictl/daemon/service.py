@@ -1416,17 +1416,20 @@ class Daemon:
             if session is None:
                 host_no = self.sysfs.session_host_no(sid)
                 if host_no is not None and self._firmware_session(sid, host_no):
+                    # safe_logout holds for the card's sessions too (iscsiadm's
+                    # iscsi_logout_flashnode_sid checks iscsi_check_session_use_count)
+                    busy = self._in_use(sid) if safe else None
+                    if busy:
+                        return busy
                     return await self._logout_flashnode_sid(sid, host_no)
                 return {"sid": sid, "ok": False, "code": 2, "message": err_text(2)}
         assert self.nl is not None
         desc = {"sid": sid, "target": session.node.target,
                 "portal": f"{session.node.address},{session.node.port}"}
         if safe:
-            busy = busy_devices([d.block[0] for d in self.sysfs.session_devices(sid) if d.block])
+            busy = self._in_use(sid, desc)
             if busy:
-                return {**desc, "ok": False, "code": 28,
-                        "message": f"session {sid} is in use: {', '.join(busy)} "
-                                   "(iscsid.safe_logout = Yes; unmount first)"}
+                return busy
         if session.logging_out is not None:  # another request's logout: its result
             return {**await asyncio.shield(session.logging_out), **desc}
         done = session.logging_out = asyncio.get_running_loop().create_future()
@@ -1440,6 +1443,16 @@ class Daemon:
             session.logging_out = None
         done.set_result(result)
         return result
+
+    def _in_use(self, sid: int, desc: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """The refusal (28) of a logout of session ``sid`` while its disks are mounted or
+        swap (iscsid.safe_logout = Yes); None when they are not."""
+        busy = busy_devices([d.block[0] for d in self.sysfs.session_devices(sid) if d.block])
+        if not busy:
+            return None
+        return {**(desc or {"sid": sid}), "ok": False, "code": 28,
+                "message": f"session {sid} is in use: {', '.join(busy)} "
+                           "(iscsid.safe_logout = Yes; unmount first)"}
 
     async def _logout_flashnode_sid(self, sid: int, host_no: int) -> dict[str, Any]:
         """Log out of a session the HBA's firmware runs: the card logs out and removes it

@@ -201,6 +201,31 @@ def test_the_logout_of_a_firmware_session_goes_through_the_hba(daemon):
     assert result["ok"] and sent == [(18446744072107250000, 5, 7)] and not d.sessions
 
 
+def test_safe_logout_holds_for_a_firmware_session(daemon, monkeypatch):
+    """iscsid.safe_logout = Yes and the card's session has a mounted disk: refused, 28,
+    nothing sent, as iscsiadm's iscsi_logout_flashnode_sid checks the session's use first
+    (before, the card logged it out from under the filesystem); --force still does it."""
+    import asyncio
+
+    from iscsictl.daemon import service
+
+    d, sys_root, _ = daemon
+    _firmware_host(sys_root, 7, 5)
+    sent = []
+
+    class Netlink:
+        async def logout_flashnode_sid(self, handle, host_no, sid):
+            sent.append(sid)
+    d.nl = Netlink()
+    monkeypatch.setattr(d, "_safe_logout", lambda: True)
+    monkeypatch.setattr(service, "busy_devices", lambda devices: ["/dev/sdz1 on /srv"])
+    (refused,) = asyncio.run(d.logout([7]))
+    assert (refused["ok"], refused["code"], sent) == (False, 28, [])
+    assert "in use" in refused["message"]
+    (forced,) = asyncio.run(d.logout([7], force=True))
+    assert forced["ok"] and sent == [7]
+
+
 def test_an_hba_session_is_adopted_bound_to_its_host(daemon):
     """A cxgb4i session (made through netlink: a creator, no CAP_FW_DB) is adopted, and its
     relogins make their endpoints through its own host (EP_CONNECT_THROUGH_HOST), where the
