@@ -51,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", default="/run/iscsictl", metavar="DIR",
                    help="where the sessions' ISIDs and TSIHs are kept for adoption after a "
                    "restart (default %(default)s)")
-    p.add_argument("-d", "--debug", action="count", default=0, help="more log output")
+    p.add_argument("-d", "--debug", nargs="?", type=_level, const=1, default=0,
+                   metavar="LEVEL", help="log each step (a LEVEL, as iscsid's -d 8, is "
+                   "taken: above 0 is all of it)")
     p.add_argument("--logout-on-exit", action="store_true",
                    help="log out of every session when stopping")
     p.add_argument("--db-root", default=None, metavar="DIR",
@@ -65,6 +67,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="do not run the command server (each iscsictl command then "
                         "starts Python)")
     return p
+
+
+def _level(text: str) -> int:
+    """iscsid's ``-d debug_level`` (0-8): a number."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"debug level {text!r}: a number (0-8)")
+    return int(text)
 
 
 def main(argv: list[str] | None = None) -> int:

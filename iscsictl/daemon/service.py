@@ -110,6 +110,8 @@ STATE_SAVE_DELAY = 0.05
 #: (open-iscsi.service: iscsiadm -m node --loginall=automatic), so that a target logged out
 #: for maintenance stays out
 AUTOSTART_MARK = "autostart"
+#: s a modprobe of a transport's module may take (a hung one is killed)
+MODPROBE_TIMEOUT = 30.0
 #: this boot's id (proc(5))
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 #: connection errors kept for sessions not managed (yet): the most recent sids
@@ -315,6 +317,26 @@ def _running(session: ks.KernelSession) -> bool:
                                                   or session.recovery.done())
 
 
+
+async def _modprobe(module: str) -> int | None:
+    """``modprobe -q module``, off the loop and bounded by MODPROBE_TIMEOUT s (killed
+    after it): its exit status; None when it cannot be run (no kmod: logged) or hangs."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "modprobe", "-q", module, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL)
+    except OSError as exc:
+        log.warning("cannot run modprobe %s: %s", module, exc.strerror or exc)
+        return None
+    try:
+        async with asyncio.timeout(MODPROBE_TIMEOUT):
+            return await proc.wait()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        log.warning("modprobe %s did not end within %g s", module, MODPROBE_TIMEOUT)
+        return None
+
 class Daemon:
     """The session owner.
 
@@ -385,9 +407,9 @@ class Daemon:
         try:
             self.nl = AsyncIscsiNetlink(event_callback=self._on_event, lane_nice=LANE_NICE)
         except KernelInterfaceUnavailable:
-            # like iscsid: load the software transport (it pulls in scsi_transport_iscsi)
-            proc = await asyncio.create_subprocess_exec("modprobe", "-q", "iscsi_tcp")
-            await proc.wait()
+            # like iscsid: load the software transport (it pulls in scsi_transport_iscsi);
+            # without modprobe, or one that hangs, the netlink error below says what to do
+            await _modprobe("iscsi_tcp")
             self.nl = AsyncIscsiNetlink(event_callback=self._on_event, lane_nice=LANE_NICE)
         self.nl.start()
         self._adopt()
@@ -530,17 +552,12 @@ class Daemon:
         if info is None or info.handle is None:
             row = TRANSPORTS.get(transport)
             module = (row.module if row else None) or transport
-            try:
-                proc = await asyncio.create_subprocess_exec(
-                    "modprobe", "-q", module, stdout=asyncio.subprocess.DEVNULL,
-                    stderr=asyncio.subprocess.DEVNULL)
-                rc = await asyncio.wait_for(proc.wait(), 30)
-            except (OSError, asyncio.TimeoutError):
-                rc = -1
+            rc = await _modprobe(module)
             info = self.sysfs.transport(transport)
             if info is None or info.handle is None:
+                how = "failed" if rc != 0 else "did not help"
                 raise SessionError(12, f"iSCSI driver {transport} is not loaded "
-                                       f"(modprobe {module} {'failed' if rc else 'did not help'})")
+                                       f"(modprobe {module} {how})")
         self._handles[transport] = info.handle
         return info.handle
 

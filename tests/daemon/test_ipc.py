@@ -1,6 +1,7 @@
 """The CLI <-> iscsictld protocol against the daemon's real IPC server (no kernel)."""
 
 import asyncio
+import time
 import json
 import logging
 import os
@@ -875,3 +876,41 @@ def test_an_item_that_raises_is_its_own_result_and_the_others_are_answered(tmp_p
     assert out[1] == {"ok": True, "sids": [3], "node": "t-good"}
     assert [p["done"] for p in seen] == [1, 2]
     assert "internal error in one item of a request" in caplog.text
+
+
+def test_without_modprobe_the_start_names_the_missing_interface(tmp_path, monkeypatch):
+    """No netlink interface and no modprobe (a container without kmod): the start fails
+    with the netlink error that says what to load, not "cannot serve on <socket>: No such
+    file or directory"; a modprobe that hangs is killed after MODPROBE_TIMEOUT s."""
+    from iscsictl.daemon import service
+    from iscsictl.netlink import KernelInterfaceUnavailable
+
+    class NoInterface:
+        def __init__(self, **kw):
+            raise KernelInterfaceUnavailable("the kernel has no iSCSI netlink interface")
+    monkeypatch.setattr(service, "AsyncIscsiNetlink", NoInterface)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    d = Daemon(str(tmp_path / "d.sock"), sysfs_root=str(tmp_path / "sys"),
+               state_dir=str(tmp_path / "state"), db_root=str(tmp_path),
+               config_root=str(tmp_path), autostart=False)
+    with pytest.raises(KernelInterfaceUnavailable):
+        asyncio.run(d.start())
+    hung = tmp_path / "bin"
+    hung.mkdir()
+    (hung / "modprobe").write_text("#!/bin/sh\nexec /bin/sleep 30\n")
+    (hung / "modprobe").chmod(0o755)
+    monkeypatch.setenv("PATH", str(hung))
+    monkeypatch.setattr(service, "MODPROBE_TIMEOUT", 0.3)
+    start = time.monotonic()
+    assert asyncio.run(service._modprobe("iscsi_tcp")) is None
+    assert time.monotonic() - start < 5
+
+
+def test_iscsictld_takes_iscsids_debug_level():
+    """``iscsictld -d 8``, as an administrator types iscsid's ``-d debug_level`` (it was
+    "unrecognized arguments: 8", exit 2); ``-d`` alone still turns debugging on."""
+    from iscsictl.daemon.__main__ import _parser
+
+    assert [_parser().parse_args(a).debug for a in
+            (["-d", "8"], ["-d"], ["-d", "0"], ["--debug=3"], [])] == [8, 1, 0, 3, 0]
+    assert _parser().parse_args(["-d", "--no-autostart"]).no_autostart
