@@ -143,7 +143,9 @@ def _session_counts(records: list[Any]) -> list[tuple[int, int]]:
     out = []
     for rec in records:
         try:
-            wanted = max(1, int(rec["node.session.nr_sessions"]))
+            # 0 (or less): none wanted, "0 sessions requested, but 0 already present."
+            # (15), as iscsiadm's iscsi_login_portal says it
+            wanted = int(rec["node.session.nr_sessions"])
         except (KeyError, TypeError, ValueError):
             wanted = 1
         try:

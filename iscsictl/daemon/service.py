@@ -1170,7 +1170,7 @@ class Daemon:
         lock = self._node_locks.setdefault(node.key, asyncio.Lock())
         async with lock:  # one login per node at a time: no duplicates (#108)
             have = len(self._node_sessions(node))
-            wanted = have + 1 if multiple else max(1, _num(rec, "node.session.nr_sessions", 1))
+            wanted = have + 1 if multiple else _num(rec, "node.session.nr_sessions", 1)
             if have >= wanted:
                 plural = "" if wanted == 1 else "s"
                 return {**result, "ok": False, "code": 15,

@@ -674,6 +674,16 @@ def test_login_to_a_node_with_its_sessions_asks_no_daemon(sysfs, fake_daemon):
         2 * f"Login to {_desc(T)} successful.\n"
 
 
+def test_a_record_asking_for_no_session_logs_in_none(sysfs, fake_daemon):
+    """node.session.nr_sessions = 0: "0 sessions requested, but 0 already present.", 15,
+    nothing sent, as iscsiadm's iscsi_login_portal (it logged in one all the same)."""
+    cli("-m", "node", "-T", T, "-p", "127.0.0.1", "-o", "update",
+        "-n", "node.session.nr_sessions", "-v", "0")
+    rc, out, err = cli("-m", "node", "-T", T, "-p", "127.0.0.1", "-l")
+    assert (rc, out) == (15, "") and fake_daemon.calls == []
+    assert err.startswith("iscsictl: default: 0 sessions requested, but 0 already present.\n")
+
+
 def test_login_with_no_matching_record_is_21(fake_daemon):
     rc, _, err = cli("-m", "node", "-T", "iqn.2003-01.org.example:nope", "-p", "127.0.0.1", "-l")
     assert rc == 21 and "No records found" in err and fake_daemon.calls == []

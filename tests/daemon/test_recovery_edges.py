@@ -518,3 +518,22 @@ def test_automatic_leading_logins_make_one_session_a_portal(tmp_path, monkeypatc
     batches.clear()
     asyncio.run(d._autostart())  # the portal has its session: no login through either
     assert batches == []
+
+
+def test_a_record_asking_for_no_session_gets_none_from_the_daemon(tmp_path):
+    """node.session.nr_sessions = 0 in a login request (the automatic logins', -L's from
+    an older CLI): 15, "0 sessions requested", no login made (one was)."""
+    from iscsictl.db.record import with_defaults
+    from iscsictl.db.schema import NODE
+
+    d = _daemon(tmp_path)
+
+    async def establish(node, initiator_name):
+        raise AssertionError("a login was made")
+    d._establish = establish
+    rec = with_defaults(NODE, {"node.name": "iqn.2003-01.org.example:t",
+                               "node.conn[0].address": "192.0.2.1", "node.tpgt": "1",
+                               "node.session.nr_sessions": "0"})
+    result = asyncio.run(d._login_one(rec, "iqn.2026-11.test:i"))
+    assert (result["ok"], result["code"]) == (False, 15)
+    assert "0 sessions requested, but 0 already present." in result["message"]
