@@ -385,6 +385,12 @@ def run(args, o, mode: str) -> int:  # type: ignore[no-untyped-def]
                          "(it works on that session's node record)", E.INVAL)
     states = _daemon_states() if (level >= 1 or o.json) and not want_action else {}
     level_read = 0 if want_action else 3 if o.json else max(level, 0)
+    if sid is not None and args.logout and not (args.rescan or args.stats) and \
+            sysfs.session_exists(sid) and not _readable(sysfs, sid):
+        # half-made (a login cut short left CREATE_SESSION's session, no name, no
+        # connection): iscsictld can still remove it, and says so in its log
+        from .kernel_ops import logout_sessions
+        return logout_sessions([_HalfMade(sid)], o, bool(args.force))
     views = collect(sysfs, states, level_read) if sid is None else \
         _named(sysfs, states, level_read, sid)
     if args.rescan:  # exec_node_op's order: a rescan, statistics, then a logout
@@ -425,6 +431,22 @@ def _named(sysfs, states: dict, level: int, sid: int) -> list[SessionView]:  # t
     if not (views and views[0].targetname):
         raise _no_session(sid)
     return views
+
+
+def _readable(sysfs, sid: int) -> bool:  # type: ignore[no-untyped-def]
+    """Whether session ``sid`` has what its listing needs (a name, a connection)."""
+    views = collect(sysfs, {}, 0, sid)
+    return bool(views and views[0].targetname)
+
+
+class _HalfMade:
+    """A session sysfs shows without a target name or connection, for a logout's lines."""
+
+    def __init__(self, sid: int) -> None:
+        self.sid = sid
+
+    def __str__(self) -> str:
+        return f"[sid: {self.sid}, target: (none yet), portal: (none)]"
 
 
 def _node_op(sysfs, sid: int, args, o) -> int:  # type: ignore[no-untyped-def]

@@ -684,6 +684,26 @@ def test_a_record_asking_for_no_session_logs_in_none(sysfs, fake_daemon):
     assert err.startswith("iscsictl: default: 0 sessions requested, but 0 already present.\n")
 
 
+def test_a_half_made_session_can_be_logged_out_by_its_number(sysfs, fake_daemon):
+    """A session CREATE_SESSION alone left (a login cut short: no target name, no
+    connection), which iscsictld adopts and says ``-m session -r N -u`` removes: that
+    command sends its logout (it was 22, "Could not get session info", and the session
+    stayed until reboot); the listing still leaves it out."""
+    dev = "devices/platform/host6/session7"
+    for k, v in dict(targetname="(null)", tpgt="0", initiatorname="(null)",
+                     ifacename="(null)", state="FREE", creator="4321").items():
+        _w(sysfs, f"{dev}/iscsi_session/session7/{k}", v)
+    _w(sysfs, "devices/platform/host6/scsi_host/host6/proc_name", "iscsi_tcp")
+    _link(sysfs, "iscsi_session/session7", f"{dev}/iscsi_session/session7")
+    _link(sysfs, "scsi_host/host6", "devices/platform/host6/scsi_host/host6")
+    fake_daemon.answers = {"logout": [{"sid": 7, "ok": True}]}
+    rc, out, err = cli("-m", "session", "-r", "7", "-u")
+    assert rc == 0, err
+    assert [(op, args["sids"]) for op, args in fake_daemon.calls] == [("logout", [7])]
+    assert "sid: 7" in out
+    assert cli("-m", "session", "-r", "7")[0] == 22  # no listing of it
+
+
 def test_login_with_no_matching_record_is_21(fake_daemon):
     rc, _, err = cli("-m", "node", "-T", "iqn.2003-01.org.example:nope", "-p", "127.0.0.1", "-l")
     assert rc == 21 and "No records found" in err and fake_daemon.calls == []
