@@ -229,8 +229,8 @@ def _run(argv: list[str], out: Output | None) -> int:
             return E.SUCCESS
         if mode is None:
             o.text(build_parser().format_usage())
-            raise E.CliError("no mode specified (-m discovery|discoverydb|node|session|iface|host|fw)",
-                             E.INVAL)
+            raise E.CliError("no mode specified "
+                             "(-m discovery|discoverydb|node|session|iface|host|fw)", E.INVAL)
         _check_letters(args, mode)
         modname = MODES[mode][0]
         module = None

@@ -317,7 +317,6 @@ def _running(session: ks.KernelSession) -> bool:
                                                   or session.recovery.done())
 
 
-
 async def _modprobe(module: str) -> int | None:
     """``modprobe -q module``, off the loop and bounded by MODPROBE_TIMEOUT s (killed
     after it): its exit status; None when it cannot be run (no kmod: logged) or hangs."""
@@ -336,6 +335,7 @@ async def _modprobe(module: str) -> int | None:
         await proc.wait()
         log.warning("modprobe %s did not end within %g s", module, MODPROBE_TIMEOUT)
         return None
+
 
 class Daemon:
     """The session owner.
@@ -1520,9 +1520,9 @@ class Daemon:
         with ``-I``, as iscsiadm's iscsi_create_leading_conn), ``values`` the discovery
         record's (its login settings and timeouts).  Returns ``[{"name", "portals":
         [[address, port, tpgt (-1: unknown)], ...]}]``, then ``{"name", "portals": [],
-        "left_out": true}`` for each target it names but leaves out.  Raises SessionError: 27 for a
-        transport whose discovery is not made here, 12 without its driver, a login's
-        codes, 8 when the answer does not come."""
+        "left_out": true}`` for each target it names but leaves out.  Raises SessionError:
+        27 for a transport whose discovery is not made here, 12 without its driver, a
+        login's codes, 8 when the answer does not come."""
         from iscsictl.discovery.sendtargets import DiscoveryPolicy
         from iscsictl.protocol.config import LoginConfig
 

@@ -1359,7 +1359,7 @@ class NodeDB:
           found) (``refresh``: OP_UPDATE; otherwise left as they are);
         * linked before but not found now: deleted (``delete_stale``: OP_DELETE), but for
           one a running session uses (``in_use``), failed with RecordInUse as iscsiadm's
-          delete_stale_rec, and but for those of ``keep_targets`` (targets the answer
+          delete_stale_rec; not those of ``keep_targets`` either (targets the answer
           named but that were left out of it, or lost a portal: still there, their
           records kept with their settings).
 
