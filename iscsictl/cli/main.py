@@ -72,7 +72,8 @@ OPTIONS = (
     ("u", "logout", dict(action="store_true", default=None), "log out (needs iscsictld)"),
     ("L", "loginall", dict(metavar="all|manual|automatic|onboot"), "log in all (iscsictld)"),
     ("U", "logoutall", dict(metavar="all|manual|automatic|onboot"), "log out all (iscsictld)"),
-    ("r", "sid", dict(metavar="SID"), "session id (session mode)"),
+    ("r", "sid", dict(metavar="SID", action="append"),
+     "session id or sysfs path (session mode; each checked, the last used)"),
     ("H", "host", dict(metavar="HOST"), "host number (host mode)"),
     ("C", "submode", dict(metavar="SUBMODE"), "sub-mode: chap | flashnode | stats (host mode: "
      "an offload HBA's CHAP table, flash targets, statistics) | ping (iface mode)"),

@@ -360,7 +360,8 @@ def run(args, o, mode: str) -> int:  # type: ignore[no-untyped-def]
     """The ``-m session`` entry point."""
     sysfs = _sysfs()
     level = args.print if args.print is not None else 0
-    sid = _parse_sid(args.sid) if args.sid is not None else None
+    # every -r is read as iscsiadm reads each as it comes (a bad one exits 1), the last used
+    sid = [_parse_sid(text) for text in args.sid][-1] if args.sid else None
     if not -1 <= level <= 3:  # iscsiadm looks for the sessions first (21, 22)
         if sid is None and not sysfs.session_ids():
             raise E.CliError("No active sessions.", E.NO_OBJS_FOUND)

@@ -704,6 +704,18 @@ def test_a_half_made_session_can_be_logged_out_by_its_number(sysfs, fake_daemon)
     assert cli("-m", "session", "-r", "7")[0] == 22  # no listing of it
 
 
+def test_every_r_is_checked_and_the_last_is_used(sysfs):
+    """``-r`` given twice: each is read as iscsiadm reads it when it comes, so a bad one
+    exits 1 even before a good one (it was dropped: the command went on with the other,
+    a logout included); two good ones: the last."""
+    add_session(sysfs, 1, 0, T, "127.0.0.1", {0: "sda"})
+    add_session(sysfs, 2, 1, T, "10.0.0.5", {0: "sdb"})
+    rc, out, err = cli("-m", "session", "-r", "/nonexistent", "-r", "1")
+    assert (rc, out) == (1, "") and "/nonexistent is an invalid session ID or path" in err
+    rc, out, _ = cli("-m", "session", "-r", "1", "-r", "2", "-P", "1")
+    assert rc == 0 and "SID: 2\n" in out and "SID: 1\n" not in out
+
+
 def test_login_with_no_matching_record_is_21(fake_daemon):
     rc, _, err = cli("-m", "node", "-T", "iqn.2003-01.org.example:nope", "-p", "127.0.0.1", "-l")
     assert rc == 21 and "No records found" in err and fake_daemon.calls == []
