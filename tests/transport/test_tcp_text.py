@@ -81,20 +81,14 @@ def test_a_login_the_target_breaks_ends_the_discovery_with_19_at_once():
     from iscsictl.protocol.pdu import Reject
     from iscsictl.transport.errors import FatalLoginError
 
-    listener = socket.create_server(("127.0.0.1", 0))
     accepted = []
 
-    def serve():
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            accepted.append(conn)
-            request = conn.recv(65536)
-            hdr, _ = Reject(reason=9, data=request[:48]).encode_header()
-            conn.sendall(hdr + request[:48])
-    threading.Thread(target=serve, daemon=True).start()
+    def reject(conn):
+        accepted.append(conn)
+        request = conn.recv(65536)
+        hdr, _ = Reject(reason=9, data=request[:48]).encode_header()
+        conn.sendall(hdr + request[:48])
+    listener = _each_connection(reject)
     config = LoginConfig(initiator_name=INAME, session_type="Discovery", target_name=None,
                          login_timeout=5)
     try:
@@ -293,11 +287,10 @@ def test_nop_ins_do_not_hold_a_text_exchange_past_active_timeout():
         theirs.close()
 
 
-def _each_connection(make):
-    """A listener on 127.0.0.1 whose every connection a new fake target serves (``make(the
-    targets made so far)``), in threads; (listener, those targets).  Close the listener."""
+def _each_connection(handle):
+    """A listener on 127.0.0.1 whose every connection ``handle(conn)`` takes, each in a
+    thread of its own.  Close the listener."""
     listener = socket.create_server(("127.0.0.1", 0))
-    served: list = []
 
     def serve():
         while True:
@@ -305,10 +298,20 @@ def _each_connection(make):
                 conn, _ = listener.accept()
             except OSError:
                 return
-            served.append(make(served))
-            threading.Thread(target=serve_socket, args=(served[-1], conn), daemon=True).start()
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
     threading.Thread(target=serve, daemon=True).start()
-    return listener, served
+    return listener
+
+
+def _fake_targets(make):
+    """:func:`_each_connection` with a new fake target serving each connection
+    (``make(the targets made so far)``); (listener, those targets)."""
+    served: list = []
+
+    def handle(conn):
+        served.append(make(served))
+        serve_socket(served[-1], conn)
+    return _each_connection(handle), served
 
 
 @pytest.mark.parametrize("answer", ["async", "reject"])
@@ -330,7 +333,7 @@ def test_an_async_message_or_a_reject_for_sendtargets_connects_again(answer):
                                   max_cmdsn=self.exp_cmdsn, data=req.encode()[:48]))
 
     targets = [("iqn.2003-01.org.example:d", ["192.0.2.1:3260,1"])]
-    listener, served = _each_connection(lambda served: (Odd if not served else FakeTarget)(
+    listener, served = _fake_targets(lambda served: (Odd if not served else FakeTarget)(
         TargetConfig(targets=targets)))
     said = []
     config = LoginConfig(initiator_name=INAME, session_type="Discovery", target_name=None)
@@ -376,7 +379,7 @@ def test_an_answer_over_the_limits_is_not_asked_for_again(monkeypatch):
 
     monkeypatch.setattr(text_exchange, "MAX_TEXT_RESPONSES", 10)
     targets = [(f"iqn.2003-01.org.example:d{i:02d}", ["192.0.2.1:3260,1"]) for i in range(20)]
-    listener, served = _each_connection(
+    listener, served = _fake_targets(
         lambda served: FakeTarget(TargetConfig(targets=targets, text_segment=64)))
     config = LoginConfig(initiator_name=INAME, session_type="Discovery", target_name=None)
     try:
