@@ -624,25 +624,20 @@ def _leading_logins(recs: list[Any], name: str, o,  # type: ignore[no-untyped-de
     the first iface that logs in.  19 when one still has none ("Could not login all
     leading-login portals"), else 0: a failure through one iface is said, and the next
     tried."""
+    from ..db.schema import leading_login_rounds, portal_key
+    from ..lexical import host_key
     from .kernel_ops import login_records
 
     def present() -> set[tuple[str, str, int]]:
-        from ..lexical import host_key
         return {(v.targetname, host_key(v.address), v.port)
                 for v in collect(_sysfs(), {}, level=0, only=_SELECT_ATTRS)}
 
-    def key(r) -> tuple[str, str, int]:  # type: ignore[no-untyped-def]
-        from ..lexical import host_key
-        return (r.get("node.name"), host_key(r.get("node.conn[0].address")),
-                int(r.get("node.conn[0].port") or 3260))
-
-    for iface in sorted({r.iface_name for r in recs}):
-        have = present()
-        todo = [r for r in recs if r.iface_name == iface and key(r) not in have]
-        if todo and login_records(todo, name, o, json_results=json_results):
-            o.error(f"Could not log into all portals on {iface}, trying next interface")
+    for todo in leading_login_rounds(recs, present):
+        if login_records(todo, name, o, json_results=json_results):
+            o.error(f"Could not log into all portals on {todo[0].iface_name}, trying next "
+                    "interface")
     have = present()
-    if any(key(r) not in have for r in recs):
+    if any(portal_key(r) not in have for r in recs):
         o.error("Could not login all leading-login portals")
         return E.BY_NAME["ISCSI_ERR_FATAL_LOGIN"]
     return E.SUCCESS

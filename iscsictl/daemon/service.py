@@ -39,7 +39,8 @@ from typing import Any
 from iscsictl.db.errors import DBError
 from iscsictl.db.files import read_regular
 from iscsictl.db.record import with_defaults
-from iscsictl.db.schema import NODE, startup_matches
+from iscsictl.db.schema import (NODE, PortalKey, leading_login_rounds, portal_key,
+                                 startup_matches)
 from iscsictl.ipc import (IPC_VERSION, KEEPALIVE_INTERVAL, MAX_MESSAGE, SERVED_VERSIONS,
                           SILENCE_LIMIT, decode_message, encode_message, peer_credentials)
 from iscsictl.kernel.sysfs import Sysfs
@@ -1334,28 +1335,20 @@ class Daemon:
         iface (by name), those whose target and portal have no session yet (through any
         iface) are logged in; so a portal reached through several ifaces gets one session.
         The logins' results; one still without a session is logged."""
-        def key(r: Mapping[str, str]) -> tuple[str, str, str]:
-            return (r.get("node.name") or "", host_key(r.get("node.conn[0].address") or ""),
-                    r.get("node.conn[0].port") or "3260")
-
-        def present() -> set[tuple[str, str, str]]:
-            return {(s.node.target, host_key(s.node.address), str(s.node.port))
+        def present() -> set[PortalKey]:
+            return {(s.node.target, host_key(s.node.address), s.node.port)
                     for s in self.sessions.values()}
 
         results: list[dict[str, Any]] = []
-        for iface in sorted({r.get("iface.iscsi_ifacename") or "default" for r in recs}):
-            have = present()
-            todo = [r for r in recs if (r.get("iface.iscsi_ifacename") or "default") == iface
-                    and key(r) not in have]
-            if todo:
-                results += await self.login(todo, name)
+        for todo in leading_login_rounds(recs, present):
+            results += await self.login(todo, name)
         have = present()
         for r in recs:
-            if key(r) not in have:
+            if portal_key(r) not in have:
                 log.warning("automatic login: leading-login portal %s,%s of %s has no session "
                             "through any iface", r.get("node.conn[0].address"),
                             r.get("node.conn[0].port"), r.get("node.name"))
-                have.add(key(r))  # said once for the portal
+                have.add(portal_key(r))  # said once for the portal
         return results
 
     async def _discoveryd(self) -> None:

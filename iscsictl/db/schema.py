@@ -18,10 +18,10 @@ Value model: ``str`` keys hold ``str`` (``""`` = unset), ``int`` keys hold ``int
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from ..lexical import ascii_digits
+from ..lexical import ascii_digits, host_key
 
 #: Version written after ``# BEGIN RECORD``.  Debian 12's iscsiadm writes ``2.1.8``.
 FORMAT_VERSION = "2.1.8"
@@ -377,6 +377,33 @@ def startup_matches(values: Mapping[str, str], which: str) -> bool:
     manual, so ``manual`` takes most records)."""
     return which == "all" or which in (values.get("node.startup"),
                                        values.get("node.conn[0].startup"))
+
+
+#: a node's target and portal (target, host_key(address), port): what a leading login
+#: counts a session by, through any iface (iscsiadm's iscsi_match_target)
+PortalKey = tuple[str, str, int]
+
+
+def portal_key(values: Mapping[str, str]) -> PortalKey:
+    """A node record's (text ``values``) :data:`PortalKey`."""
+    port = str(values.get("node.conn[0].port") or "")  # text, or a Record's int
+    return (values.get("node.name") or "", host_key(values.get("node.conn[0].address") or ""),
+            int(port) if ascii_digits(port) else ISCSI_LISTEN_PORT)
+
+
+def leading_login_rounds(recs: list, present: Callable[[], set[PortalKey]]) -> Iterator[list]:
+    """node.leading_login = Yes records, as iscsiadm's login_by_startup logs them in: iface
+    by iface (by name), the records through it whose portal has no session yet through
+    any iface (``present()``, asked before each round: the last round's logins count); the
+    caller logs each list in before asking for the next.  A portal still without a session
+    after the last round is the caller's to say (19 in iscsiadm)."""
+    def iface(r) -> str:  # type: ignore[no-untyped-def]
+        return r.get("iface.iscsi_ifacename") or "default"
+    for name in sorted({iface(r) for r in recs}):
+        have = present()
+        todo = [r for r in recs if iface(r) == name and portal_key(r) not in have]
+        if todo:
+            yield todo
 
 
 def version_tuple(version: str) -> tuple:
