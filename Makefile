@@ -14,7 +14,7 @@ VPY := $(VENV)/bin/python
 # the VM (qemu, busybox, cpio, kmod), the C compiler for the Cython fast path, musl-gcc for
 # the static command client (setup.py) and the distribution's Python with venv support (PY
 # below).
-DEB_PACKAGES := tgt open-iscsi iscsiuio open-isns-server open-isns-utils libiscsi-bin qemu-system-x86 busybox-static cpio kmod gcc musl-tools python3-dev python3-venv iproute2 util-linux time
+DEB_PACKAGES := tgt open-iscsi iscsiuio open-isns-server open-isns-utils libiscsi-bin qemu-system-x86 busybox-static cpio kmod gcc musl-tools python3-dev python3-venv iproute2 util-linux time systemd
 
 .PHONY: test unit vm bench demo deps venv clean
 

@@ -48,8 +48,7 @@ def test_systemd_reads_both_units_without_a_complaint(tmp_path):
     """``systemd-analyze verify`` (systemd 252 on Debian 12) on the units, their commands
     pointed at this checkout's."""
     analyze = shutil.which("systemd-analyze")
-    if analyze is None:  # no systemd on this machine: what systemd would read is above
-        return
+    assert analyze, "systemd-analyze missing: `make deps` installs systemd"
     venv = Path(__file__).resolve().parents[1] / ".venv" / "bin"
     for name in ("iscsictld.service", "iscsictl-sessions.service"):
         text = (UNITS / name).read_text().replace("/usr/local/bin/", f"{venv}/")
