@@ -228,12 +228,13 @@ def test_isns_discovery_login_io_as_iscsiadm(lio, isnsd, scenario_dir):
 
 def _session_targets() -> list[str]:
     """The target of each kernel session, sorted (a session removed between the listing
-    and the read, a logout under way, is left out)."""
+    and the read, a logout under way, is left out: its attribute gone, ENOENT, or being
+    removed, ENODEV)."""
     out = []
     for sid in sessions_in_sysfs():
         try:
             out.append(read(f"/sys/class/iscsi_session/session{sid}/targetname"))
-        except FileNotFoundError:
+        except OSError:
             continue
     return sorted(out)
 
