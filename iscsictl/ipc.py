@@ -16,7 +16,13 @@ Version 3 added the keep-alive lines: while the daemon works on a request it sen
 every :data:`KEEPALIVE_INTERVAL` s, so that the client, which waits as long as the daemon
 works (a login of many nodes, each bounded by its own timeouts), can tell a daemon that
 stopped (its loop stuck: nothing for :data:`SILENCE_LIMIT` s) from a long request.
-iscsiadm waits for iscsid's login answer without a limit.
+iscsiadm waits for iscsid's login answer without a limit.  A v3 request may also say
+``"debug": true`` (beside ``op``; the CLI's ``-d``): the daemon then sends the log lines it
+writes while serving it, each as it is written, before the answer::
+
+    <- {"version": 3, "log": "-> Login Request T=1 C=0 CSG=1 NSG=3 ..."}
+
+(a daemon from before they were added ignores the flag and sends none).
 """
 
 from __future__ import annotations
@@ -27,9 +33,11 @@ import socket
 import struct
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 __all__ = [
+    "DAEMON_LINES",
     "DEFAULT_SOCKET",
     "IPC_VERSION",
     "KEEPALIVE_INTERVAL",
@@ -57,6 +65,10 @@ SILENCE_LIMIT = 30.0
 CONNECT_TIMEOUT = 5.0
 DEFAULT_SOCKET = "/run/iscsictld.sock"
 MAX_MESSAGE = 16 << 20  # bytes: a reply listing thousands of sessions fits
+#: where the daemon's log lines for this command's requests go, each as it comes (set by
+#: the CLI's ``-d``; unset: none are asked for)
+DAEMON_LINES: ContextVar[Callable[[str], None] | None] = ContextVar("iscsictl_daemon_lines",
+                                                                   default=None)
 
 
 def socket_path() -> str:
@@ -236,14 +248,19 @@ class DaemonClient:
         """Send one request; the result, or raise :class:`DaemonError`.
 
         With ``progress``, the daemon streams ``{"progress": {...}}`` lines
-        before the answer (bulk logins and logouts) and each is passed to it.
+        before the answer (bulk logins and logouts) and each is passed to it; with
+        :data:`DAEMON_LINES` set, its log lines for the request go there.
         """
         if progress is not None:
             args["progress"] = True
+        request: dict[str, Any] = {"version": IPC_VERSION, "op": op, "args": args}
+        lines = DAEMON_LINES.get()
+        if lines is not None:
+            request["debug"] = True
         s = self._connect()
         try:
             s.settimeout(self.timeout)
-            _io(s.sendall, encode_message({"version": IPC_VERSION, "op": op, "args": args}))
+            _io(s.sendall, encode_message(request))
             buf = bytearray()
             reply = None
             while reply is None:
@@ -269,6 +286,10 @@ class DaemonClient:
                             progress(msg["progress"])
                         continue
                     if msg.get("alive") is True:
+                        continue
+                    if "log" in msg:
+                        if lines is not None and isinstance(msg["log"], str):
+                            lines(msg["log"])
                         continue
                     reply = msg
                     break

@@ -12,10 +12,12 @@ prints ``iscsictl: <message>`` on stderr; nothing escapes as a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import importlib
 import os
 import sys
+from collections.abc import Iterator
 
 from . import errors as E
 from .output import Output, OutputError
@@ -64,8 +66,8 @@ OPTIONS = (
     ("S", "show", dict(action="store_true", default=None),
      "show secrets (-o show, -m session -P 2, -m fw, -m host -C chap|flashnode)"),
     ("d", "debug", dict(metavar="LEVEL", type=int),
-     "debug level (taken, as iscsiadm's, and not used: iscsictld -d logs each login's "
-     "steps)"),
+     "debug level: above 0, each Login and Text PDU and iscsictld's steps for this "
+     "command on stderr"),
     ("D", "discover", dict(action="store_true", default=None),
      "discoverydb: run discovery with the record's settings"),
     ("l", "login", dict(action="store_true", default=None), "log in (needs iscsictld)"),
@@ -243,6 +245,9 @@ def _run(argv: list[str], out: Output | None) -> int:
                     raise
         if module is None:
             raise E.CliError(f"-m {mode} is not supported yet", E.OP_NOT_SUPP)
+        if args.debug is not None and args.debug > 0:
+            with _debug_lines(o):
+                return module.run(args, o, mode)
         return module.run(args, o, mode)
     except E.CliError as e:
         for line in e.lines:
@@ -267,6 +272,41 @@ def _run(argv: list[str], out: Output | None) -> int:
         else:
             o.error(str(e))
         return code
+
+
+@contextlib.contextmanager
+def _debug_lines(o: Output) -> Iterator[None]:
+    """``-d N``, N above 0 (every level alike): the command's debug lines on stderr, those
+    of the library (each Login and Text PDU sent and received: :mod:`iscsictl.protocol.trace`)
+    after ``iscsictl: ``, and iscsictld's for this command's requests (its connect, the
+    login's PDUs, the kernel's steps) after ``iscsictld: ``.  iscsiadm's ``-d`` shows only its
+    own side; iscsid's needs iscsid restarted with ``-d``.  Undone after the command (a
+    command server's worker runs the next one as new)."""
+    import logging
+
+    from ..ipc import DAEMON_LINES
+
+    class Lines(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                o.debug(record.getMessage())
+            except Exception:  # noqa: BLE001 - a record that cannot be rendered
+                self.handleError(record)
+
+    logger = logging.getLogger("iscsictl")
+    handler = Lines(logging.DEBUG)
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    token = DAEMON_LINES.set(lambda line: o.debug(line, "iscsictld"))
+    try:
+        yield
+    finally:
+        DAEMON_LINES.reset(token)
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def _kill_daemon(priority: str, o: Output) -> int:

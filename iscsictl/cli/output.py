@@ -99,6 +99,14 @@ class Output:
 
     warn = error
 
+    def debug(self, text: str, source: str = "iscsictl") -> None:
+        """A debug message (``-d``) on stderr, each of its lines after ``source: ``
+        (``iscsictld`` for the daemon's); dropped if stderr cannot take it."""
+        try:
+            self.err.write("".join(f"{source}: {line}\n" for line in text.split("\n")))
+        except (OSError, ValueError):
+            pass
+
     def emit_json(self, obj) -> None:
         import json
         self._write(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")

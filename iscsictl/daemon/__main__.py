@@ -119,7 +119,9 @@ def _start_logging(level: int) -> logging.handlers.QueueListener:
     q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     root = logging.getLogger()
     root.setLevel(level)
-    root.addHandler(LineQueueHandler(q))
+    lines = LineQueueHandler(q)
+    lines.setLevel(level)  # a request traced for its client (CLI -d) makes DEBUG records
+    root.addHandler(lines)
     writer = logging.handlers.QueueListener(q, out)
     writer.start()
     return writer

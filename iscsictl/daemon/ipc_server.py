@@ -7,17 +7,19 @@ Here the loop's reader callback on the listening socket accepts, and the handler
 socket directly (the loop waits for it only when the line is not there yet): a request
 answered 3.1 -> 1.0 ms in the VM, in every command that asks the daemon.
 
-The wire format is :mod:`iscsictl.ipc`'s (one JSON line each way, progress and keep-alive
-lines before the answer).
+The wire format is :mod:`iscsictl.ipc`'s (one JSON line each way, progress, keep-alive
+and debug lines before the answer).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
 
 log = logging.getLogger("iscsictld")
 
@@ -194,3 +196,66 @@ class KeepAlive:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+#: the loggers a traced request's lines come from: iscsictl's library (the login and text
+#: PDUs, iscsictl.pdu) and the daemon's own
+TRACED_LOGGERS = ("iscsictl", "iscsictld")
+#: where the log records of the request the current task serves go as well, when its client
+#: asked for them (IPC ``"debug": true``); tasks the request starts inherit it
+_REQUEST_LINES: ContextVar[Callable[[str], None] | None] = ContextVar("iscsictld_request_lines",
+                                                                     default=None)
+
+
+class RequestLines(logging.Handler):
+    """Each record made while serving a request that asked for its debug lines, to that
+    request's client (its message, one string).  Records made elsewhere (another request,
+    a kernel event, a thread) are not its client's."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        write = _REQUEST_LINES.get()
+        if write is not None:
+            try:
+                write(record.getMessage())
+            except Exception:  # noqa: BLE001 - a record that cannot be rendered
+                self.handleError(record)
+
+
+_HANDLER = RequestLines(logging.DEBUG)
+_traced = 0  # requests traced now
+_saved_levels: dict[str, int] = {}
+
+
+@contextlib.contextmanager
+def request_lines(write: Callable[[str], None]) -> Iterator[None]:
+    """Within: the log records of this task and of the tasks it starts, from
+    :data:`TRACED_LOGGERS` at DEBUG and above, are passed to ``write`` (iscsiadm's ``-d``
+    answered with iscsictld's own steps: the CLI prints them).  While any request is traced
+    those loggers make DEBUG records (the handlers that print the daemon's log keep their
+    own level); after, they are as before, and a task the request left running (a session's
+    recovery) writes nothing more."""
+    global _traced
+    live = True
+
+    def lines(text: str) -> None:
+        if live:
+            write(text)
+
+    root = logging.getLogger()
+    if _HANDLER not in root.handlers:
+        root.addHandler(_HANDLER)
+    if _traced == 0:
+        for name in TRACED_LOGGERS:
+            _saved_levels[name] = logging.getLogger(name).level
+            logging.getLogger(name).setLevel(logging.DEBUG)
+    _traced += 1
+    token = _REQUEST_LINES.set(lines)
+    try:
+        yield
+    finally:
+        live = False
+        _REQUEST_LINES.reset(token)
+        _traced -= 1
+        if _traced == 0:
+            for name, level in _saved_levels.items():
+                logging.getLogger(name).setLevel(level)

@@ -442,6 +442,9 @@ async def userspace_login(
         sock = await connect_node(node, portal, cfg.login_timeout)
         ok = False
         try:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s: connected to %s from %s", node.describe(), portal.host_port(),
+                          Portal(*sock.getsockname()[:2]).host_port())
             if connected is not None:
                 connected()
             try:  # (the machine refuses some CHAP settings as it is made)
@@ -929,6 +932,8 @@ async def establish(
             await force_teardown(nl, handle, ids.sid, cid)
             raise asyncio.CancelledError
         sid = ids.sid
+        log.debug("session %d (host%d): the connection handed to the kernel (BIND_CONN, "
+                  "%d SET_PARAMs, START_CONN)", sid, ids.host_no, len(params))
     finally:
         # The kernel holds its own reference to the socket (sockfd_lookup in
         # BIND_CONN); our descriptor is no longer needed (proven: run5).

@@ -80,7 +80,8 @@ from iscsictl.protocol.session import (
 
 from . import kernel_session as ks
 from .errors import SessionError, err_text
-from .ipc_server import IpcListener, KeepAlive, Replies, RequestStalled, read_request
+from .ipc_server import (IpcListener, KeepAlive, Replies, RequestStalled, read_request,
+                         request_lines)
 from .mounts import busy_devices
 from .params import ADOPTION_ATTRS, AUTH_ATTRS, adopted_record
 
@@ -1594,7 +1595,12 @@ class Daemon:
                         keepalive = KeepAlive(out, encode_message(
                             {"version": version, "alive": True}), KEEPALIVE_INTERVAL)
                     try:
-                        result = await self._dispatch(req, progress)
+                        if req.get("debug") is True and version >= 3:  # CLI -d: its lines
+                            with request_lines(lambda line: out.write(encode_message(
+                                    {"version": version, "log": line}))):
+                                result = await self._dispatch(req, progress)
+                        else:
+                            result = await self._dispatch(req, progress)
                     except asyncio.CancelledError:  # close(): the client still gets an answer
                         out.write(encode_message({"version": version, "ok": False, "error": {
                             "code": 29, "message": CUT_SHORT}}))

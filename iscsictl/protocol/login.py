@@ -35,6 +35,7 @@ from .negotiation import NegotiatedParameters, NegotiationError, Negotiator
 from .pdu import PDU, LoginRequest, LoginResponse, Reject, decode_pdu
 from .portal import Portal, PortalError, parse_target_address
 from .text import TextAssembler, decode_text, encode_text
+from .trace import trace
 
 __all__ = [
     "LoginMachine",
@@ -281,6 +282,7 @@ class LoginMachine:
 
     # --------------------------------------------------------------- internals
     def _receive(self, pdu: PDU, now: float) -> LoginOutcome | None:
+        trace(pdu, "<-")
         if isinstance(pdu, Reject):
             raise LoginProtocolError(f"target rejected our Login Request (reason 0x{pdu.reason:02x})")
         if not isinstance(pdu, LoginResponse):
@@ -517,6 +519,7 @@ class LoginMachine:
         )
         self._last = req
         self._outbox.append(req)
+        trace(req, "->")
         in_auth = self.state is LoginState.SECURITY and self._responses > 0
         self._answer_by = now + (self.config.auth_timeout if in_auth
                                  else self.config.login_timeout)

@@ -22,6 +22,7 @@ from .names import usable_name
 from .pdu import PDU, Reject, TextRequest, TextResponse
 from .portal import Portal, PortalError, parse_target_address
 from .text import TextAssembler, TextFormatError, TextPairs, decode_text, encode_text
+from .trace import trace
 
 __all__ = [
     "UnexpectedPDU",
@@ -127,10 +128,10 @@ class TextExchange:
     def _send_next(self, ttt: int) -> None:
         data = self._segments.pop(0) if self._segments else b""
         more = bool(self._segments)
-        self._outbox.append(TextRequest(
-            final=not more, continue_=more, itt=self.itt, ttt=ttt,
-            cmdsn=self.cmdsn, exp_statsn=self.exp_statsn, data=data,
-        ))
+        req = TextRequest(final=not more, continue_=more, itt=self.itt, ttt=ttt,
+                          cmdsn=self.cmdsn, exp_statsn=self.exp_statsn, data=data)
+        self._outbox.append(req)
+        trace(req, "->")
         self.cmdsn = (self.cmdsn + 1) & 0xFFFFFFFF
 
     def receive_pdu(self, pdu: PDU) -> TextPairs | None:
@@ -141,6 +142,7 @@ class TextExchange:
                 still says C=1; TextFormatError for bad text or a response
                 over the size limit.
         """
+        trace(pdu, "<-")
         if self.done:
             raise TextExchangeError("Text Response after the exchange ended")
         if isinstance(pdu, Reject):

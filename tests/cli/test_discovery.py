@@ -169,6 +169,35 @@ def test_discovery_mutual_chap(cli, tgt_disc_chap):
     assert r.rc == 19 and "non-retryable iSCSI login failure" in r.err, r.err
 
 
+def test_debug_shows_each_pdu_of_the_discovery_and_no_chap_response(cli, tgt_disc_chap):
+    """``-d 1``: each Login and Text PDU, sent and received, on stderr with its keys (the
+    answer's targets, the target's status on a failure); CHAP_R masked, no secret; the
+    output as without it.  ``-d 0`` and the next command print no debug line."""
+    t = tgt_disc_chap
+    base = _disc_record(cli, t.portal, *DISC_USER, *DISC_OUT)
+    r = cli(*base, "-D", "-d", "1")
+    assert r.rc == 0 and r.out == f"{t.portal},1 {T_OPEN}\n", r.err
+    lines = r.err.splitlines()
+    heads = [" ".join(line.split(" ")[:4]) for line in lines
+             if line.startswith(("iscsictl: ->", "iscsictl: <-"))]
+    assert heads == ["iscsictl: -> Login Request", "iscsictl: <- Login Response"] * 4 + [
+        "iscsictl: -> Text Request", "iscsictl: <- Text Response"]
+    assert "iscsictl:     SendTargets=All" in lines
+    assert f"iscsictl:     TargetName={T_OPEN}" in lines
+    assert lines.count("iscsictl:     CHAP_R=********") == 2
+    assert "CHAP_R=0x" not in r.err and "CHAP_R=0b" not in r.err
+    for secret in (DISC_USER[1], DISC_OUT[1]):
+        assert secret not in r.err
+    for quiet in (("-d", "0"), ()):
+        r = cli(*base, "-D", *quiet)
+        assert r.rc == 0 and r.err == "" and r.out == f"{t.portal},1 {T_OPEN}\n"
+    cli(*base, "-o", "update", "-n", "discovery.sendtargets.auth.password", "-v", "wrong12345678")
+    r = cli(*base, "-D", "-d", "1")
+    assert r.rc == 24
+    assert any(line.startswith("iscsictl: <- Login Response status=0x0201 ")
+               for line in r.err.splitlines()), r.err
+
+
 def test_discovery_wrong_secret(cli, tgt_disc_chap):
     base = _disc_record(cli, tgt_disc_chap.portal, DISC_USER[0], "wrongsecret12345")
     r = cli(*base, "-D")

@@ -491,6 +491,9 @@ class FakeDaemon:
         self.path, self.answers, self.calls = path, {}, []
         #: ``on_request(op, args, results)`` before the answer (what a login makes in sysfs)
         self.on_request = None
+        #: log lines sent before the answer to a request that asks for them (``-d``)
+        self.log_lines: list[str] = []
+        self.debug_asked: list[bool] = []
         #: before answering: keep-alive lines every ``alive_every`` s for ``stall`` s
         #: (``alive_every`` None: silence, as a daemon whose loop is stuck)
         self.stall, self.alive_every = 0.0, None
@@ -516,8 +519,11 @@ class FakeDaemon:
                 if self.on_request is not None:
                     self.on_request(op, args, result)
                 self._stall(conn)
-                lines = [{"version": IPC_VERSION, "progress": {"done": i, "total": n, "result": r}}
-                         for i, r in enumerate(result, 1) if args.get("progress")]
+                self.debug_asked.append(req.get("debug") is True)
+                lines = [{"version": IPC_VERSION, "log": text} for text in self.log_lines
+                         if req.get("debug") is True]
+                lines += [{"version": IPC_VERSION, "progress": {"done": i, "total": n, "result": r}}
+                          for i, r in enumerate(result, 1) if args.get("progress")]
                 lines.append({"version": IPC_VERSION, "ok": True, "result": result})
                 try:
                     conn.sendall(b"".join(json.dumps(m).encode() + b"\n" for m in lines))
@@ -571,6 +577,27 @@ def test_login_success_messages(fake_daemon):
     assert op == "login" and args["initiator_name"] == "iqn.2026-11.x:init"
     assert "multiple" not in args  # only -m session -r SID -o new (an older daemon lacks it)
     assert args["records"][0]["node.name"] == T
+
+
+def test_debug_prints_the_daemons_lines_for_the_request_and_only_with_d(fake_daemon):
+    """``-d N`` (N > 0) asks iscsictld for its log lines of the request and prints each on
+    stderr after ``iscsictld: `` before the command's own output; without it (or -d 0) none
+    are asked for, and the next command in the same process is as before."""
+    desc = f"[iface: default, target: {T}, portal: 127.0.0.1,3260]"
+    fake_daemon.log_lines = ["-> Login Request T=1 C=0 CSG=1 NSG=3\n    HeaderDigest=None",
+                             "session 1 (host2): the connection handed to the kernel"]
+    for debug in ("1", "0", None):
+        fake_daemon.answers = {"login": [{"ok": True, "node": desc, "sids": [1]}]}
+        rc, out, err = cli("-m", "node", "-T", T, "-p", "127.0.0.1", "-l",
+                           *(("-d", debug) if debug else ()))
+        assert rc == 0 and out == f"Logging in to {desc}\nLogin to {desc} successful.\n"
+        if debug == "1":
+            assert err == ("iscsictld: -> Login Request T=1 C=0 CSG=1 NSG=3\n"
+                           "iscsictld:     HeaderDigest=None\n"
+                           "iscsictld: session 1 (host2): the connection handed to the kernel\n")
+        else:
+            assert err == ""
+    assert fake_daemon.debug_asked == [True, False, False]
 
 
 def test_no_wait_sends_the_login_and_does_not_wait_for_it(fake_daemon):

@@ -94,6 +94,74 @@ def test_progress_lines_stream_before_the_answer(served):
     assert client.call("login", records=[{}], initiator_name="iqn.x") == [{"ok": True, "n": 0}]
 
 
+def _logging_login(seen_levels=None):
+    """A Daemon.login that logs as a real one does: the daemon's own lines and the
+    library's PDU lines, at DEBUG and INFO."""
+    async def login(records, initiator_name, progress=None, multiple=False):
+        logging.getLogger("iscsictld").debug("node %s: connected", records[0].get("n"))
+        logging.getLogger("iscsictl.pdu").debug("-> Login Request T=1\n    HeaderDigest=None")
+        logging.getLogger("iscsictld").info("Connection1:0 is operational now")
+        if seen_levels is not None:
+            seen_levels.append(logging.getLogger("iscsictl").getEffectiveLevel())
+        return [{"ok": True}]
+    return login
+
+
+def test_a_debug_request_gets_its_log_lines_before_the_answer(served):
+    """The CLI's -d (ipc.DAEMON_LINES): what the daemon logs while serving the request, at
+    DEBUG too, reaches the client in order before the answer; the loggers are back at
+    their level after; a request without the flag gets no log line."""
+    from iscsictl.ipc import DAEMON_LINES
+
+    d, client, _ = served
+    levels = []
+    d.login = _logging_login(levels)
+    got = []
+    token = DAEMON_LINES.set(got.append)
+    try:
+        assert client.call("login", records=[{"n": "a"}], initiator_name="iqn.x") == [{"ok": True}]
+    finally:
+        DAEMON_LINES.reset(token)
+    assert got == ["node a: connected", "-> Login Request T=1\n    HeaderDigest=None",
+                   "Connection1:0 is operational now"]
+    assert levels == [logging.DEBUG]
+    assert logging.getLogger("iscsictl").level == logging.getLogger("iscsictld").level \
+        == logging.NOTSET
+    lines = _raw_call(d.socket_path, {"version": IPC_VERSION, "op": "login", "args": {
+        "records": [{"n": "b"}], "initiator_name": "iqn.x"}})
+    assert lines == [{"version": IPC_VERSION, "ok": True, "result": [{"ok": True}]}]
+
+
+def test_a_traced_requests_lines_are_its_own():
+    """Another request's records, or a record of a task the traced request left running
+    once it has ended, are not sent to its client."""
+    from iscsictl.daemon.ipc_server import request_lines
+
+    log = logging.getLogger("iscsictld")
+
+    async def scenario():
+        got = []
+        go = asyncio.Event()
+
+        async def later(what):
+            await go.wait()
+            log.debug(what)
+
+        other = asyncio.create_task(later("another request's"))
+        with request_lines(got.append):
+            log.debug("mine %d", 1)
+            left = asyncio.create_task(later("after the request ended"))
+            await asyncio.sleep(0)
+        go.set()
+        await asyncio.gather(other, left)
+        with request_lines(got.append):
+            logging.getLogger("iscsictl.pdu").debug("mine %d", 2)
+        return got
+
+    assert asyncio.run(scenario()) == ["mine 1", "mine 2"]
+    assert logging.getLogger("iscsictl").level == log.level == logging.NOTSET
+
+
 def test_login_multiple_reaches_the_login(served):
     """``multiple`` (-m session -r SID -o new) is optional and reaches Daemon.login."""
     d, client, _ = served

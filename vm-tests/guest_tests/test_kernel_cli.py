@@ -69,13 +69,25 @@ def test_chap_mutual_and_wrong_secret(lio, cli):
         cli.update(t.iqn, PORTAL, "node.session.auth.chap_algs", "SHA256,MD5")
     cli.update(one.iqn, PORTAL, "node.session.auth.username", "init1")
     cli.update(one.iqn, PORTAL, "node.session.auth.password", "wrong-secret-12")
-    r = cli.run("-m", "node", "-T", one.iqn, "-p", PORTAL, "-l")
+    r = cli.run("-m", "node", "-T", one.iqn, "-p", PORTAL, "-l", "-d", "1")
     assert r.returncode == 24, r.stdout + r.stderr
     assert "initiator reported error (24 - iSCSI login failed due to authorization failure)" in r.stderr
     assert sessions_in_sysfs() == []
     assert one.login_counter("authenticate_fails") >= 1
+    # -d: iscsictld's lines for the request, LIO's refusal among them; no CHAP response
+    debug = r.stderr.splitlines()
+    assert "iscsictld:     AuthMethod=CHAP" in debug and "iscsictld:     CHAP_N=init1" in debug
+    assert "iscsictld:     CHAP_R=********" in debug and "CHAP_R=0x" not in r.stderr
+    assert any(line.startswith("iscsictld: <- Login Response status=0x0201 ") for line in debug)
+    assert "wrong-secret-12" not in r.stderr
     cli.update(one.iqn, PORTAL, "node.session.auth.password", "secret-one-12")
-    sid1 = login_sid(cli, one.iqn)
+    r = cli.run("-m", "node", "-T", one.iqn, "-p", PORTAL, "-l", "-d", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    sid1 = sessions_in_sysfs()[0]
+    assert re.search(rf"^iscsictld: session {sid1} \(host\d+\): the connection handed to the "
+                     r"kernel \(BIND_CONN, \d+ SET_PARAMs, START_CONN\)$", r.stderr, re.M), r.stderr
+    assert f"iscsictld: [iface: default, target: {one.iqn}, portal: {PORTAL},3260]: connected " \
+        f"to {PORTAL}:3260 from {PORTAL}:" in r.stderr
     wait_disks(sid1, 1)
     for k, v in (("username", "init2"), ("password", "secret-two-12"), ("username_in", "tgt2"),
                  ("password_in", "wrong-target-12")):
