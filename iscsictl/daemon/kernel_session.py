@@ -1503,6 +1503,13 @@ async def relogin(
             if sock is not None:
                 sock.close()  # once bound, the kernel holds its own reference
         await release_connection(nl, handle, session)  # before binding the next one
+        # The target closes a redirected connection (RFC 7143 §11.13.5), and the kernel
+        # reports that as a connection error, read before STOP_CONN's answer: that error
+        # was the old connection's, not a failure of the one to come (iscsid's
+        # __conn_error_handle ignores it in XPT_WAIT).  Kept, it started the recovery over
+        # once this one was done, for ever: a redirecting portal's session went down
+        # every Time2Wait.
+        session.failed_again = None
     raise SessionError(5, f"relogin redirected more than {MAX_REDIRECTS} times", retryable=True)
 
 

@@ -74,9 +74,11 @@ def portal():
         yield listener.getsockname()[1]
 
 
-def relogin(tmp_path, port, kernel, timeout=0.3, login_timeout="2", state=None):
+def relogin(tmp_path, port, kernel, timeout=0.3, login_timeout="2", state=None,
+            recovering=False):
     """ks.relogin of session SID, the daemon routing the kernel's events; the session.
-    ``state``: its conn_state meanwhile (the recovery's IN LOGIN)."""
+    ``state``: its conn_state meanwhile (the recovery's IN LOGIN); ``recovering``: a
+    recovery runs it (a connection error is then noted in ``failed_again``)."""
     node = ks.NodeTarget.from_record(with_defaults(schema.NODE, {
         "node.name": TargetConfig().name, "node.conn[0].address": "127.0.0.1",
         "node.conn[0].port": str(port), "node.tpgt": "1",
@@ -92,10 +94,14 @@ def relogin(tmp_path, port, kernel, timeout=0.3, login_timeout="2", state=None):
 
     async def run():
         nl = AsyncIscsiNetlink(kernel.transport, timeout=timeout, event_callback=daemon._on_event)
+        if recovering:
+            session.recovery = asyncio.get_running_loop().create_future()
         try:
             await ks.relogin(nl, 3, session)
         finally:
             nl.close()
+            if recovering:
+                session.recovery.cancel()
 
     asyncio.run(run())
     return session
@@ -207,6 +213,45 @@ def test_a_connection_error_during_a_relogin_ends_that_attempt_at_once(tmp_path,
                 state="IN LOGIN")
     assert time.monotonic() - start < 5
     assert caught.value.retryable and "the connection failed (" in str(caught.value)
+
+
+class RedirectingKernel(RelayKernel):
+    """The first connection bound is to a portal that redirects (0x0101) to ``to``, and
+    closes the connection after its answer, as RFC 7143 §11.13.5 requires: the kernel
+    reports ISCSI_ERR_TCP_CONN_CLOSE for it (iscsi_sw_tcp_state_change ->
+    iscsi_conn_failure) right after the Login Response; the next one is to a target that
+    logs in."""
+
+    def __init__(self, to):
+        super().__init__(FakeTarget(TargetConfig(status=0x0101, redirect_to=to)))
+        self.binds = 0
+
+    def answer(self, msg, raw):
+        if msg["type"] == E.BIND_CONN:
+            self.binds += 1
+            if self.binds == 2:
+                self.target = FakeTarget()
+        out = super().answer(msg, raw)
+        if msg["type"] == E.SEND_PDU and self.binds == 1:
+            out.append(m.encode_message(E.KEVENT_CONN_ERROR, nlmsg_type=0, r_sid=SID,
+                                        r_cid=CID, r_error=1020))
+        return out
+
+
+def test_a_redirected_relogin_keeps_its_new_connection(tmp_path, portal):
+    """The old connection's error, which the redirect brings, is not a failure of the new
+    one: the recovery does not start over when it ends (it did, every Time2Wait, for ever:
+    iscsid's __conn_error_handle ignores it in XPT_WAIT)."""
+    with socket.socket() as moved:
+        moved.bind(("127.0.0.1", 0))
+        moved.listen(4)
+        port = moved.getsockname()[1]
+        kernel = RedirectingKernel(f"127.0.0.1:{port},1")
+        session = relogin(tmp_path, portal, kernel, state="IN LOGIN", recovering=True)
+    assert kernel.binds == 2 and session.current.port == port
+    types = kernel.types()
+    assert types.count(E.STOP_CONN) == 1 and types[-1] == E.START_CONN
+    assert session.failed_again is None
 
 
 def test_a_login_timeout_of_0_is_iscsids_30_s(tmp_path, portal):
