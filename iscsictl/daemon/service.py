@@ -880,15 +880,18 @@ class Daemon:
             log.error("Kernel reported iSCSI connection %d:%d error (%d - %s) state (%s)",
                       ev.sid, ev.cid, err, text, session.conn_state)
             waiter = session.pdu_waiter
-            if waiter is not None and not waiter.done():  # a relayed Login or Logout: no
-                waiter.set_exception(SessionError(  # answer will come (iscsid's
-                    4, f"the connection failed ({text})", retryable=True))  # __conn_error_handle)
-                if session.conn_state == "IN LOGIN":
-                    return  # that attempt of the recovery fails now; the next one follows
-            if session.conn_state == "IN LOGOUT":
-                pass  # the logout under way ends it
-            elif err == IscsiErr.INVALID_HOST:
+            waited = waiter is not None and not waiter.done()
+            if waited:  # a relayed Login or Logout: no answer will come (iscsid's
+                waiter.set_exception(SessionError(  # __conn_error_handle)
+                    4, f"the connection failed ({text})", retryable=True))
+            if err == IscsiErr.INVALID_HOST:  # the host is going (an HBA's driver unloaded):
+                # whatever the session does, it ends, as iscsid's session_conn_error shuts
+                # it down; the kernel waits for that (libiscsi iscsi_host_remove)
                 self._spawn(self._logout_for_kernel(session.sid))
+            elif waited and session.conn_state == "IN LOGIN":
+                pass  # that attempt of the recovery fails now; the next one follows
+            elif session.conn_state == "IN LOGOUT":
+                pass  # the logout under way ends it
             else:
                 self._start_recovery(session, text)
         elif isinstance(ev, ConnLoginState):

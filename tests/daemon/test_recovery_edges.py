@@ -537,3 +537,34 @@ def test_a_record_asking_for_no_session_gets_none_from_the_daemon(tmp_path):
     result = asyncio.run(d._login_one(rec, "iqn.2026-11.test:i"))
     assert (result["ok"], result["code"]) == (False, 15)
     assert "0 sessions requested, but 0 already present." in result["message"]
+
+
+@pytest.mark.parametrize("state, awaited", [("LOGGED IN", False), ("TRANSPORT WAIT", False),
+                                            ("IN LOGIN", False), ("IN LOGIN", True),
+                                            ("IN LOGOUT", True)])
+def test_a_host_going_away_ends_the_session_whatever_it_is_doing(tmp_path, state, awaited):
+    """ISCSI_ERR_INVALID_HOST (the HBA's driver unloaded: libiscsi iscsi_host_remove waits
+    until its sessions are gone): the session is logged out in every state, as iscsid's
+    session_conn_error shuts it down.  While a relogin awaited its Login Response, or the
+    Logout a target asked for its answer, it was dropped, and rmmod hung."""
+    d = _daemon(tmp_path)
+    s = _session(3)
+    d.sessions[3] = s
+    logouts = []
+
+    async def logout_for_kernel(sid):
+        logouts.append(sid)
+
+    d._logout_for_kernel = logout_for_kernel
+
+    async def main():
+        s.conn_state = state
+        if awaited:
+            s.pdu_waiter = asyncio.get_running_loop().create_future()
+        d._on_event(ConnError(102, None, sid=3, cid=0, error=1018))
+        await asyncio.sleep(0.01)
+        if awaited:  # the waiter learns the connection failed too
+            assert isinstance(s.pdu_waiter.exception(), SessionError)
+
+    asyncio.run(main())
+    assert logouts == [3]
