@@ -387,7 +387,10 @@ async def _login_on_socket(sock: socket.socket, machine: LoginMachine) -> object
         except asyncio.TimeoutError:
             raise LoginTimeout(f"login timed out: {_timed_out(machine, loop.time())}") from None
         if not data:
-            raise SessionError(4, "the target closed the connection during login", retryable=True)
+            # iscsid lets its login timer end such a login (__conn_error_handle: "ignoring
+            # conn error in login"): ISCSI_ERR_PDU_TIMEOUT; said here at once
+            raise SessionError(11, "the target closed the connection during login",
+                               retryable=True)
         outcome = machine.receive_data(data, loop.time())
         out = machine.data_to_send()
         if out:
@@ -1024,15 +1027,20 @@ def _login_failure(exc: BaseException) -> SessionError | None:
     login's failure.  An authentication the initiator itself ends (the target's mutual
     proof wrong, no CHAP_A in common, a reflected challenge, one secret both ways) is 19,
     not retried, as iscsid's iscsi_recv_login_rsp (LOGIN_AUTHENTICATION_FAILED ->
-    ISCSI_ERR_FATAL_LOGIN); 24 is the target's refusal (status 0201/0202)."""
+    ISCSI_ERR_FATAL_LOGIN); 24 is the target's refusal (status 0201/0202).  A negotiation
+    that fails or a Login Response that breaks the rules (a Reject, a wrong stage, version
+    or status class) is 19 too, not retried: iscsid's __login_response_status takes
+    LOGIN_NEGOTIATION_FAILED, LOGIN_INVALID_PDU and LOGIN_VERSION_MISMATCH as
+    CONN_LOGIN_FAILED (ISCSI_ERR_FATAL_LOGIN); no Login Response in time is 11, retried,
+    as its iscsi_login_timedout in IN_LOGIN (ISCSI_ERR_PDU_TIMEOUT)."""
     if isinstance(exc, SessionError):
         return exc
     if isinstance(exc, AuthenticationError):
         return SessionError(19, f"authentication failed: {exc}")
     if isinstance(exc, LoginTimeout):
-        return SessionError(8, str(exc), retryable=True)
+        return SessionError(11, str(exc), retryable=True)
     if isinstance(exc, ISCSIProtocolError):
-        return SessionError(5, f"login failed: {exc}", retryable=True)
+        return SessionError(19, f"login failed: {exc}")
     if isinstance(exc, IscsiNetlinkError):
         return _kernel_failure(exc)
     return None
@@ -1532,7 +1540,7 @@ async def _relayed_login(nl, handle: int, session: KernelSession, cfg: LoginConf
                          step: Callable[[str], None], what: str = "relogin") -> object:
     """The login relayed through SEND_PDU / RECV_PDU on the session's bound connection;
     its outcome (LoginSuccess, LoginRedirect or LoginRejected).  Raises what the kernel or
-    the login raised; SessionError(8) when no Login Response comes before the login
+    the login raised; SessionError(11) when no Login Response comes before the login
     timeout (``what``: the word for it in that message)."""
     loop = asyncio.get_running_loop()
     sid, cid = session.sid, session.cid
@@ -1557,7 +1565,7 @@ async def _relayed_login(nl, handle: int, session: KernelSession, cfg: LoginConf
             async with asyncio.timeout(max(machine.deadline - loop.time(), 0.001)):
                 pdu = await session.pdu_waiter  # not wait_for: no task of its own
         except asyncio.TimeoutError:
-            raise SessionError(8, f"{what} timed out: {_timed_out(machine, loop.time())}",
+            raise SessionError(11, f"{what} timed out: {_timed_out(machine, loop.time())}",
                                retryable=True) from None
         finally:
             session.pdu_waiter = None
@@ -1615,7 +1623,7 @@ async def _offloaded_login(nl, handle: int, session: KernelSession, cfg: LoginCo
             async with asyncio.timeout(cfg.login_timeout):
                 state = await session.pdu_waiter
         except asyncio.TimeoutError:
-            raise SessionError(8, f"{what} timed out: the HBA did not say it logged in",
+            raise SessionError(11, f"{what} timed out: the HBA did not say it logged in",
                                retryable=True) from None
     finally:
         session.pdu_waiter = None

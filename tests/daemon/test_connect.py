@@ -111,9 +111,10 @@ def test_a_connect_that_hangs_times_out_as_code_8():
         srv.close()
 
 
-def test_a_target_that_never_answers_the_login_times_out_as_code_8():
+def test_a_target_that_never_answers_the_login_times_out_as_code_11():
     """A portal that accepts the connection and never sends a Login Response: the login
-    ends at node.conn[0].timeo.login_timeout, 8 and retryable."""
+    ends at node.conn[0].timeo.login_timeout, 11 (iscsid's iscsi_login_timedout in IN_LOGIN:
+    ISCSI_ERR_PDU_TIMEOUT; 8 is a connect's) and retryable."""
     from iscsictl.daemon.kernel_session import NodeTarget, userspace_login
     from iscsictl.db.record import with_defaults
     from iscsictl.db.schema import NODE
@@ -137,7 +138,7 @@ def test_a_target_that_never_answers_the_login_times_out_as_code_8():
     finally:
         srv.close()
     assert (e.value.code, e.value.retryable, str(e.value)) == (
-        8, True, "login timed out: no Login Response")
+        11, True, "login timed out: no Login Response")
     assert 0.9 < took < 5
 
 
@@ -261,6 +262,29 @@ def _fake_target_portal(config):
     return srv.getsockname()[1], srv.close
 
 
+def _failed_login(record: dict, **target) -> SessionError:
+    """The SessionError of a first login (userspace_login) with the node record's keys
+    ``record`` against the fake target made with ``target`` (TargetConfig's fields)."""
+    from iscsictl.daemon.kernel_session import NodeTarget, userspace_login
+    from iscsictl.db.record import with_defaults
+    from iscsictl.db.schema import NODE
+    from iscsictl.protocol.names import ISID
+    from protocol.fake_target import TargetConfig
+
+    name = "iqn.2001-04.com.example:failing"
+    port, close = _fake_target_portal(TargetConfig(name=name, **target))
+    node = NodeTarget.from_record(with_defaults(NODE, {
+        "node.name": name, "node.conn[0].address": "127.0.0.1", "node.conn[0].port": str(port),
+        "node.tpgt": "1", **record}))
+    try:
+        with pytest.raises(SessionError) as e:
+            asyncio.run(userspace_login(node, "iqn.2001-04.com.example:i",
+                                        ISID.random(0x123456, 1)))
+    finally:
+        close()
+    return e.value
+
+
 @pytest.mark.parametrize("password_in, why", [
     ("wrong-target-12", "target failed mutual CHAP authentication"),
     ("secret-init-123", "the same CHAP secret is configured for both directions"),
@@ -270,28 +294,30 @@ def test_an_authentication_the_initiator_ends_is_19_not_retried(password_in, why
     iscsi_recv_login_rsp takes the login's LOGIN_AUTHENTICATION_FAILED as
     ISCSI_ERR_FATAL_LOGIN, 19, and tries no more (24 is the target's refusal).  Before:
     24, and one secret both ways escaped as an internal error (9, a traceback)."""
-    from iscsictl.daemon.kernel_session import NodeTarget, userspace_login
-    from iscsictl.db.record import with_defaults
-    from iscsictl.db.schema import NODE
-    from iscsictl.protocol.names import ISID
-    from protocol.fake_target import TargetConfig
+    error = _failed_login({
+        "node.session.auth.authmethod": "CHAP", "node.session.auth.username": "init",
+        "node.session.auth.password": "secret-init-123", "node.session.auth.username_in": "tgt",
+        "node.session.auth.password_in": password_in},
+        chap_users={"init": b"secret-init-123"}, mutual=("tgt", b"right-target-12"))
+    assert (error.code, error.retryable) == (19, False)
+    assert why in str(error)
 
-    name = "iqn.2001-04.com.example:chap"
-    port, close = _fake_target_portal(TargetConfig(
-        name=name, chap_users={"init": b"secret-init-123"}, mutual=("tgt", b"right-target-12")))
-    node = NodeTarget.from_record(with_defaults(NODE, {
-        "node.name": name, "node.conn[0].address": "127.0.0.1", "node.conn[0].port": str(port),
-        "node.tpgt": "1", "node.session.auth.authmethod": "CHAP",
-        "node.session.auth.username": "init", "node.session.auth.password": "secret-init-123",
-        "node.session.auth.username_in": "tgt", "node.session.auth.password_in": password_in}))
-    try:
-        with pytest.raises(SessionError) as e:
-            asyncio.run(userspace_login(node, "iqn.2001-04.com.example:i",
-                                        ISID.random(0x123456, 1)))
-    finally:
-        close()
-    assert (e.value.code, e.value.retryable) == (19, False)
-    assert why in str(e.value)
+
+@pytest.mark.parametrize("target, record, why", [
+    ({"misbehave": {"reject_login"}}, {}, "target rejected our Login Request"),
+    ({"misbehave": {"wrong_stage"}}, {}, "Login Response for stage"),
+    ({"answer_overrides": {"HeaderDigest": "None"}},
+     {"node.conn[0].iscsi.HeaderDigest": "CRC32C"}, "HeaderDigest"),
+])
+def test_a_login_that_breaks_the_rules_or_fails_negotiation_is_19_not_retried(
+        target, record, why):
+    """A Reject, a Login Response for the wrong stage, a required digest refused: iscsid's
+    __login_response_status takes LOGIN_INVALID_PDU and LOGIN_NEGOTIATION_FAILED as
+    CONN_LOGIN_FAILED (ISCSI_ERR_FATAL_LOGIN, 19) and tries no more; it was 5, retried
+    initial_login_retry_max times with back-off (the discovery's path said 19)."""
+    error = _failed_login(record, **target)
+    assert (error.code, error.retryable) == (19, False), str(error)
+    assert why in str(error)
 
 
 def test_a_node_login_declares_the_initiator_alias_as_iscsid(tmp_path):

@@ -274,7 +274,7 @@ def test_a_qla4xxx_login_is_the_cards_own(tmp_path):
 @pytest.mark.parametrize("kernel, code, words", [
     (QlaKernel(state=IscsiConnState.FREE), 5, "the HBA's login failed (connection state FREE)"),
     (QlaKernel(start_errno=errno.EEXIST), 15, "the HBA has this session already"),
-    (QlaKernel(state=None), 8, "login timed out: the HBA did not say it logged in"),
+    (QlaKernel(state=None), 11, "login timed out: the HBA did not say it logged in"),
 ], ids=["refused", "exists", "silent"])
 def test_a_qla4xxx_login_that_fails_leaves_nothing(tmp_path, kernel, code, words):
     error = qla_login(tmp_path, kernel, **{"node.conn[0].timeo.login_timeout": "1"})

@@ -179,11 +179,12 @@ class SilentTarget:
 def test_a_login_response_that_never_comes_ends_the_attempt_at_the_login_timeout(tmp_path,
                                                                                    portal):
     """node.conn[0].timeo.login_timeout bounds the wait for the relayed Login Response:
-    ISCSI_ERR_TRANS_TIMEOUT (8), retryable, the connection stopped for the next attempt."""
+    ISCSI_ERR_PDU_TIMEOUT (11, iscsid's iscsi_login_timedout in IN_LOGIN), retryable, the
+    connection stopped for the next attempt."""
     kernel = RelayKernel(SilentTarget())
     with pytest.raises(SessionError) as caught:
         relogin(tmp_path, portal, kernel, login_timeout="1")
-    assert caught.value.retryable and caught.value.code == 8
+    assert caught.value.retryable and caught.value.code == 11
     assert "no Login Response" in str(caught.value)
     assert kernel.types().count(E.SEND_PDU) == 1
     last = kernel.requests[-1]
