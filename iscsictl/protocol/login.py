@@ -136,6 +136,16 @@ class LoginRejected(LoginOutcome):
         return f"login rejected: {cls} - {desc} ({code >> 8:02x}/{code & 0xff:02x})"
 
 
+def _response_pairs(text: bytes) -> list[tuple[str, str]]:
+    """A Login Response's (whole) text as pairs, read as open-iscsi's
+    iscsi_process_login_response reads it, for a redirect too: a last pair without its NUL
+    ends there, an informational value (TargetAlias) not in UTF-8 is taken as it can be
+    read.  Raises TextFormatError (an ISCSIProtocolError) for the rest."""
+    if text[-1:] not in (b"", b"\0"):
+        text += b"\0"
+    return decode_text(text, lenient=_INFORMATIONAL)
+
+
 class LoginMachine:
     """Drives one connection's login from the initiator side.
 
@@ -336,9 +346,7 @@ class LoginMachine:
                 raise LoginProtocolError("target sent text while our C-bit sequence was incomplete")
             self._send_segment(now)
             return None
-        if text[-1:] not in (b"", b"\0"):  # its last pair's NUL missing: open-iscsi's
-            text += b"\0"  # iscsi_process_login_response ends the text itself
-        pairs = decode_text(text, lenient=_INFORMATIONAL)
+        pairs = _response_pairs(text)
         if self.state is LoginState.SECURITY:
             return self._security(pdu, pairs, now)
         return self._operational(pdu, pairs, now)
@@ -348,7 +356,7 @@ class LoginMachine:
         self.state = LoginState.FAILED
         if pdu.status_class == 1:
             try:
-                pairs = decode_text(pdu.data)
+                pairs = _response_pairs(pdu.data)
             except ISCSIProtocolError as exc:
                 raise LoginProtocolError(f"redirect with unreadable text: {exc}") from None
             addrs = [v for k, v in pairs if k == "TargetAddress"]

@@ -417,6 +417,22 @@ def test_redirect(status, permanent, addr, portal, mode):
     assert outcome.status == status
 
 
+def test_a_redirect_is_read_as_a_successful_response_is():
+    """Its last pair without the NUL, a TargetAlias not in UTF-8: the redirect is followed
+    (open-iscsi's iscsi_process_login_response reads a class 1 response's text as any
+    other); it failed the login, exit 5, where a success with the same text logged in."""
+    from iscsictl.protocol.pdu import LoginResponse
+
+    m = make_machine()
+    m.start(0.0)
+    m.pdus_to_send()
+    outcome = m.receive_pdu(LoginResponse(
+        status_class=1, status_detail=2, itt=0x10,
+        data=b"TargetAlias=d\xffisk\0TargetAddress=192.0.2.7:3261,2"), 0.0)
+    assert isinstance(outcome, LoginRedirect) and outcome.permanent
+    assert outcome.portal == Portal("192.0.2.7", 3261, 2)
+
+
 def test_redirect_without_address_is_an_error():
     with pytest.raises(LoginProtocolError, match="TargetAddress"):
         run(target=FakeTarget(TargetConfig(status=0x0101)))
