@@ -95,6 +95,9 @@ class LoginConfig:
             check_value(key, value)
         if self.chap is not None:
             check_value("CHAP_N", self.chap.username)
+            if not self.chap_algorithms:
+                raise ValueError("node.session.auth.chap_algs names no CHAP algorithm "
+                                 f"iscsictl knows ({', '.join(CHAP_ALGORITHM_NAMES)})")
 
     @property
     def discovery(self) -> bool:
@@ -189,7 +192,7 @@ class LoginConfig:
             target_name=get("node.name", ""),
             session_type="Normal",
             chap=_chap(rec, "node.session.auth."),
-            chap_algorithms=_chap_algs(get("node.session.auth.chap_algs", "MD5")),
+            chap_algorithms=_chap_algs(rec.get("node.session.auth.chap_algs")),
             header_digest=get("node.conn[0].iscsi.HeaderDigest", "None"),
             data_digest=get("node.conn[0].iscsi.DataDigest", "None"),
             max_recv_data_segment_length=mrdsl,
@@ -234,7 +237,7 @@ class LoginConfig:
             initiator_name=initiator_name,
             session_type="Discovery",
             chap=_chap(rec, "discovery.sendtargets.auth."),
-            chap_algorithms=_chap_algs(get("node.session.auth.chap_algs", "MD5")),
+            chap_algorithms=_chap_algs(rec.get("node.session.auth.chap_algs")),
             max_recv_data_segment_length=mrdsl,
             login_timeout=float(get("discovery.sendtargets.timeo.login_timeout", "15")),
             auth_timeout=float(get("discovery.sendtargets.timeo.auth_timeout", "45")),
@@ -277,10 +280,17 @@ def _chap(rec: Mapping[str, str], prefix: str) -> ChapCredentials | None:
     )
 
 
-def _chap_algs(text: str) -> tuple[ChapAlgorithm, ...]:
+def _chap_algs(text: str | None) -> tuple[ChapAlgorithm, ...]:
+    """``node.session.auth.chap_algs``'s algorithms in its order: MD5 when the key is not
+    there (idbm's default); none when it names none iscsictl knows (the record reader
+    drops an unknown name), and a CHAP login is then refused, as iscsid's
+    acl_set_chap_alg_list refuses it: MD5 in their place is what a list of stronger ones
+    was set to keep off."""
+    if text is None:
+        return (ChapAlgorithm.MD5,)
     algs = []
-    for name in text.replace(" ", ",").split(","):
+    for name in str(text).replace(" ", ",").split(","):
         alg = CHAP_ALGORITHM_NAMES.get(name.strip().upper())
         if alg is not None and alg not in algs:
             algs.append(alg)
-    return tuple(algs) or (ChapAlgorithm.MD5,)
+    return tuple(algs)

@@ -123,8 +123,22 @@ def test_password_alone_enables_chap_and_empty_means_none():
     assert LoginConfig.from_node(rec, INAME).chap is not None
     rec["node.session.auth.password"] = "<empty>"
     assert LoginConfig.from_node(rec, INAME).chap is None
-    assert LoginConfig.from_node({**NODE, "node.session.auth.chap_algs": "nope"},
-                                 INAME).chap_algorithms == (ChapAlgorithm.MD5,)
+    assert LoginConfig.from_node(NODE, INAME).chap_algorithms == (ChapAlgorithm.MD5,)
+
+
+@pytest.mark.parametrize("algs", ["nope", "SHA-256", ""])
+def test_chap_algs_that_name_no_known_algorithm_refuse_a_chap_login_not_fall_back_to_md5(algs):
+    """Present but naming nothing known (a typo, or the record reader having dropped the
+    unknown names): no CHAP login, as iscsid's acl_set_chap_alg_list refuses it (it was
+    MD5, what a list of stronger digests is set to keep off); without CHAP it is
+    irrelevant."""
+    rec = {**NODE, "node.session.auth.chap_algs": algs}
+    assert LoginConfig.from_node(rec, INAME).chap_algorithms == ()
+    rec.update({"node.session.auth.authmethod": "CHAP", "node.session.auth.username": "u",
+                "node.session.auth.password": "secretsecret"})
+    with pytest.raises(ValueError, match="chap_algs names no CHAP algorithm iscsictl knows "
+                                         r"\(MD5, SHA1, SHA256, SHA3-256\)"):
+        LoginConfig.from_node(rec, INAME)
 
 
 def test_discovery_record():
