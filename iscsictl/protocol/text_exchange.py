@@ -25,6 +25,7 @@ from .text import TextAssembler, TextFormatError, TextPairs, decode_text, encode
 from .trace import trace
 
 __all__ = [
+    "MAX_RESPONSE_BYTES",
     "UnexpectedPDU",
     "DiscoveredTarget",
     "TextExchange",
@@ -36,6 +37,10 @@ __all__ = [
 #: Text Responses accepted in one exchange: empty F=0 responses add no bytes,
 #: so max_response_bytes alone would not end an exchange with a hostile target.
 MAX_TEXT_RESPONSES = 4096
+#: bytes of answer text accepted in one exchange by default: a SendTargets answer of
+#: thousands of targets with many portals each (open-iscsi's discovery.c grows its buffer
+#: without a bound; 1 MiB here refused ~1,500 targets of 16 IPv6 portals)
+MAX_RESPONSE_BYTES = 16 << 20
 #: the SendTargets keys kept, their bad bytes as U+FFFD, when not UTF-8: dropped, a
 #: TargetName's addresses went to the target before it, a TargetAddress's target was given
 #: the portal asked; :func:`parse_send_targets` leaves them out
@@ -93,7 +98,7 @@ class TextExchange:
         cmdsn: int,
         exp_statsn: int,
         max_send_segment: int = 8192,
-        max_response_bytes: int = 1 << 20,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
         skip: Callable[[str], None] | None = None,
         match_itt: bool = True,
     ) -> None:

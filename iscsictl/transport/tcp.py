@@ -36,7 +36,7 @@ from ..protocol.names import ISIDAllocator
 from ..protocol.pdu import NOPIn, decode_pdu
 from ..protocol.scsi import CommandSession, ScsiResult
 from ..protocol.session import LogoutExchange, LogoutResult, nop_out_reply
-from ..protocol.text_exchange import TextExchange, UnexpectedPDU
+from ..protocol.text_exchange import MAX_RESPONSE_BYTES, TextExchange, UnexpectedPDU
 from .iface import BindError, bind_socket
 from .errors import (ConnectError, ConnectionClosed, FatalLoginError, InitiatorAuthFailed,
                      LoginAuthFailed, LoginFailed, ProtocolFailure, ResolveError,
@@ -288,7 +288,7 @@ class Connection:
                 pass
 
     def text(self, pairs: list[tuple[str, str]], timeout: float,
-             max_response_bytes: int = 16 << 20,
+             max_response_bytes: int = MAX_RESPONSE_BYTES,
              skip: Callable[[str], None] | None = None) -> list[tuple[str, str]]:
         """One Text Request/Response exchange (with continuation); the response pairs.
         ``timeout``: seconds the target may stay silent, restarted by each PDU it sends
