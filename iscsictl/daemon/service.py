@@ -106,6 +106,13 @@ OFFLINE_MARGIN = 1.0
 #: seconds a change of the session state file waits for the next ones (32 logins in a
 #: burst write it once, not 32 times over a growing list)
 STATE_SAVE_DELAY = 0.05
+#: the state directory's files: every session's ISID and TSIH, rewritten as a whole within
+#: STATE_SAVE_DELAY s of a change; and the journal, where a session's line is appended as
+#: soon as it is this daemon's (one write), emptied once the state file holds it.  A crash
+#: in between lost the ISID: the session, adopted at the restart with open-iscsi's guess,
+#: was reinstated as another I_T nexus (its SCSI reservations lost) and its real ISID
+#: given to a new login (the target then closed the adopted session)
+STATE_FILE, STATE_JOURNAL = "sessions.json", "sessions.journal"
 #: the file in the state directory that holds the boot id (BOOT_ID's) of the boot whose
 #: automatic logins were made: a later start in that boot (a restart, an upgrade, a crash's
 #: Restart=) logs in nothing, as iscsid, whose service logs them in once at boot
@@ -293,6 +300,23 @@ def request_args(req: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     return op, out
 
 
+def _take_state(found: dict[str, dict[str, Any]], sid: Any, entry: Any) -> bool:
+    """Put a saved session's ``{"isid": 12 hex digits or None, "tsih": 0..65535}`` in
+    ``found`` under its sid (digits); False, and nothing put, for any other shape."""
+    if isinstance(sid, int) and not isinstance(sid, bool):
+        sid = str(sid)
+    if not isinstance(sid, str) or not sid.isdigit() or not isinstance(entry, dict):
+        return False
+    isid, tsih = entry.get("isid"), entry.get("tsih", 0)
+    if isid is not None and not (isinstance(isid, str) and len(isid) == 12 and
+                                 all(c in "0123456789abcdefABCDEF" for c in isid)):
+        return False
+    if isinstance(tsih, bool) or not isinstance(tsih, int) or not 0 <= tsih <= 0xFFFF:
+        return False
+    found[sid] = {"isid": isid, "tsih": tsih}
+    return True
+
+
 def _num(rec: Mapping[str, str], key: str, default: int) -> int:
     try:
         return int(rec.get(key, default))
@@ -388,6 +412,7 @@ class Daemon:
         self.initiator_alias: str | None = None  # what logins declare: set by start()
         self._logged_out: set[int] = set()  # sids whose kernel destroy event is still due
         self._state_write: asyncio.TimerHandle | None = None  # a coalesced _save_state
+        self._journal_fd: int | None = None  # STATE_JOURNAL, opened at its first line
         # SCSI scans block in the kernel for the whole LUN scan: give them their own
         # threads so 32 parallel logins scan in parallel (the default pool has ~6)
         self._scan_pool = ThreadPoolExecutor(MAX_PARALLEL_LOGINS, thread_name_prefix="scan")
@@ -480,6 +505,9 @@ class Daemon:
             if logout_all:
                 await self.logout([s.sid for s in list(self.sessions.values())], force=True)
             self._flush_state()
+            if self._journal_fd is not None:
+                os.close(self._journal_fd)
+                self._journal_fd = None
         except Exception:  # noqa: BLE001 - a bug must not keep the daemon from stopping
             log.exception("while stopping")
         finally:
@@ -569,12 +597,50 @@ class Daemon:
         name = self.sysfs.read(f"class/scsi_host/host{host_no}/proc_name")
         return PROC_NAME_TRANSPORT.get(name or "", name or "tcp")
 
-    def _load_state(self) -> dict[str, Any]:
+    def _load_state(self) -> dict[str, dict[str, Any]]:
+        """The saved ISID/TSIH of each session by sid (text): the state file's, then the
+        journal's lines over them.  An entry or line of another shape (a file of another
+        version, or damaged) is left out, said once: a session without one is adopted
+        with open-iscsi's ISID."""
+        found: dict[str, dict[str, Any]] = {}
+        bad = 0
         try:
-            data = json.loads(read_regular(str(self.state_dir / "sessions.json")))
-            return data if isinstance(data, dict) else {}
+            data = json.loads(read_regular(str(self.state_dir / STATE_FILE)))
         except (OSError, ValueError):
-            return {}
+            data = {}
+        for sid, entry in (data.items() if isinstance(data, dict) else [(None, data)]):
+            bad += not _take_state(found, sid, entry)
+        try:
+            journal = read_regular(str(self.state_dir / STATE_JOURNAL)).splitlines()
+        except OSError:
+            journal = []
+        for line in journal:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                entry = None
+            bad += not _take_state(found, entry.get("sid") if isinstance(entry, dict) else None,
+                                   entry)
+        if bad:
+            log.warning("%d saved session state entries in %s unreadable: left out", bad,
+                        self.state_dir)
+        return found
+
+    def _journal(self, session: ks.KernelSession) -> None:
+        """Append ``session``'s ISID/TSIH to the state journal: one write (no fsync: a
+        crash of the daemon keeps what the kernel has; a crash of the machine takes the
+        sessions with it)."""
+        line = json.dumps({"sid": session.sid, "isid": str(session.isid) if session.isid
+                           else None, "tsih": session.tsih}).encode() + b"\n"
+        try:
+            if self._journal_fd is None:
+                os.makedirs(self.state_dir, 0o755, exist_ok=True)
+                self._journal_fd = os.open(os.path.join(self.state_dir, STATE_JOURNAL),
+                                           os.O_WRONLY | os.O_APPEND | os.O_CREAT |
+                                           os.O_CLOEXEC, 0o644)
+            os.write(self._journal_fd, line)
+        except OSError as exc:
+            log.warning("cannot save session state in %s: %s", self.state_dir, exc)
 
     def _save_state(self) -> None:
         """Write the sessions' ISID/TSIH (what adoption after a restart needs) within
@@ -606,7 +672,11 @@ class Daemon:
         try:
             if not os.path.isdir(self.state_dir):  # the first write, or /run was emptied
                 os.makedirs(self.state_dir, 0o755, exist_ok=True)  # not 0777 under umask 0
-            atomic_write(os.path.join(self.state_dir, "sessions.json"), data, 0o644)
+            atomic_write(os.path.join(self.state_dir, STATE_FILE), data, 0o644)
+            if self._journal_fd is not None:  # the state file holds its lines now
+                os.ftruncate(self._journal_fd, 0)
+            elif os.path.exists(os.path.join(self.state_dir, STATE_JOURNAL)):  # a crash's
+                os.truncate(os.path.join(self.state_dir, STATE_JOURNAL), 0)
         except (OSError, DBError) as exc:
             log.warning("cannot save session state in %s: %s", self.state_dir, exc)
 
@@ -984,6 +1054,8 @@ class Daemon:
         """File ``session`` as this daemon's; a connection error the kernel reported for it
         before is handled now."""
         self.sessions[session.sid] = session
+        if not session.adopted:  # an adopted one's state is written once adoption is done
+            self._journal(session)
         ev = self._unclaimed_errors.pop(session.sid, None)
         if ev is not None:
             self._on_event(ev)
