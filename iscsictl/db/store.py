@@ -79,9 +79,13 @@ DEFAULT_LOCK_TIMEOUT = 30.0
 #: ``lock.write`` unchanged that long is a dead holder's, taken over
 ISCSIADM_LOCK_WAIT = 30.0
 #: iscsiadm's database lock (open-iscsi usr/initiator.h LOCK_DIR, LOCK_FILE,
-#: LOCK_WRITE_FILE), taken for a database at :data:`SYSTEM_DB_ROOT`, the one iscsiadm uses
+#: LOCK_WRITE_FILE), taken for a database at one of :data:`SYSTEM_DB_ROOTS`
 ISCSIADM_LOCK_DIR = "/run/lock/iscsi"
 SYSTEM_DB_ROOT = "/etc/iscsi"
+#: where open-iscsi's builds keep the database iscsiadm uses: Debian's and Ubuntu's
+#: /etc/iscsi, Fedora's, RHEL's and SUSE's /var/lib/iscsi (meson -Ddbroot); each compared
+#: once symbolic links are resolved, on both sides
+SYSTEM_DB_ROOTS = (SYSTEM_DB_ROOT, "/var/lib/iscsi")
 #: s a reader waits for iscsiadm's lock to read again a record found damaged
 REREAD_WAIT = 0.5
 #: what a discovery sets in each new node record made from its template
@@ -556,8 +560,9 @@ class NodeDB:
     ``lock_timeout`` bounds every lock wait (seconds).  ``warn(msg)`` receives one line per
     damaged record or bad value (also appended to ``self.warnings``).  ``version`` is written
     after ``# BEGIN RECORD``.  ``iscsiadm_lock_dir``: where iscsiadm's lock is taken around
-    each change (:class:`IscsiadmLock`); by default :data:`ISCSIADM_LOCK_DIR` for the
-    database at :data:`SYSTEM_DB_ROOT`, none for any other (iscsiadm's is there only).
+    each change (:class:`IscsiadmLock`); by default :data:`ISCSIADM_LOCK_DIR` for a
+    database at one of :data:`SYSTEM_DB_ROOTS`, none for any other (iscsiadm's is there
+    only: a private root's commands, the tests', take no system-wide lock).
     """
 
     def __init__(self, db_root: str | None = None, config_root: str | None = None, *,
@@ -572,7 +577,8 @@ class NodeDB:
         self.config_root = roots.config_root
         self.lock_timeout = lock_timeout
         if iscsiadm_lock_dir is True:
-            system = os.path.realpath(self.db_root) == SYSTEM_DB_ROOT
+            system = os.path.realpath(self.db_root) in {os.path.realpath(root)
+                                                        for root in SYSTEM_DB_ROOTS}
             iscsiadm_lock_dir = ISCSIADM_LOCK_DIR if system else None
         self.iscsiadm_lock: IscsiadmLock | contextlib.nullcontext = (
             IscsiadmLock(iscsiadm_lock_dir, lock_timeout) if iscsiadm_lock_dir

@@ -838,6 +838,25 @@ def test_iscsiadms_lock_is_taken_for_its_database_only(tmp_path):
                           store.IscsiadmLock)
 
 
+def test_iscsiadms_lock_is_taken_for_the_other_builds_root_and_through_links(tmp_path,
+                                                                            monkeypatch):
+    """Fedora's, RHEL's and SUSE's iscsiadm keep the database in /var/lib/iscsi: it was
+    changed there without the lock (an iscsiadm -o update between a read and a write was
+    undone, reads saw half-written records); a link to a system root, or a system root
+    that is a link, is that database too."""
+    (tmp_path / "etc").mkdir()
+    assert isinstance(NodeDB("/var/lib/iscsi", str(tmp_path / "etc")).iscsiadm_lock,
+                      store.IscsiadmLock)
+    real, link = tmp_path / "real", tmp_path / "system"
+    real.mkdir()
+    link.symlink_to(real)
+    monkeypatch.setattr(store, "SYSTEM_DB_ROOTS", (str(link),))  # a system root that is a link
+    assert isinstance(NodeDB(str(real), str(tmp_path / "etc")).iscsiadm_lock, store.IscsiadmLock)
+    assert isinstance(NodeDB(str(link), str(tmp_path / "etc")).iscsiadm_lock, store.IscsiadmLock)
+    assert not isinstance(NodeDB(str(tmp_path / "db"), str(tmp_path / "etc")).iscsiadm_lock,
+                          store.IscsiadmLock)
+
+
 def test_a_change_waits_for_iscsiadms_lock_and_says_which_file_holds_it(tmp_path):
     """iscsiadm's lock held (its ``lock.write`` link, left by a holder that died): a change
     waits for it, bounded, and says which file to remove; nothing is changed.  Taken and
