@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import errno
+import functools
 import ipaddress
 import logging
 import os
@@ -195,10 +196,11 @@ class NodeTarget:
             initiator_alias=initiator_alias,
         )
 
-    @property
+    @functools.cached_property
     def key(self) -> tuple[str, str, int, str]:
         """What makes two logins the same node (target, portal, iface): the address in
-        one form a host (:func:`iscsictl.lexical.host_key`: ``FD00::1`` is ``fd00::1``)."""
+        one form a host (:func:`iscsictl.lexical.host_key`: ``FD00::1`` is ``fd00::1``);
+        made once (the record's fields do not change)."""
         return (self.target, host_key(self.address), self.port, self.iface)
 
     def describe(self) -> str:

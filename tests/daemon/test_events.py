@@ -295,6 +295,28 @@ def test_saved_state_of_another_shape_is_left_out_not_a_traceback(daemon, tmp_pa
     assert daemon._load_state() == {"8": {"isid": "00023d000008", "tsih": 1}}
 
 
+def test_the_session_table_knows_each_nodes_sessions():
+    """Daemon.sessions answers "this node's sessions" from an index kept as sessions are
+    filed and removed (a scan of every session per record held the loop for seconds at a
+    few thousand): a sid filed again under another node moves, one removed goes."""
+    from dataclasses import replace
+
+    table = service.SessionTable()
+    a, b = _session(1), _session(2)
+    other = replace(_session(3), node=replace(a.node, address="FD00::1"))
+    table[1], table[2], table[3] = a, b, other
+    assert table.of_node(a.node.key) == [a, b] and table.of_node(other.node.key) == [other]
+    assert replace(a.node, address="fd00::1").key == other.node.key  # one form a host
+    table[2] = replace(b, node=other.node)
+    assert table.of_node(a.node.key) == [a] and len(table.of_node(other.node.key)) == 2
+    del table[1]
+    assert table.of_node(a.node.key) == [] and table.pop(1, None) is None
+    assert table.pop(3).sid == 3 and [s.sid for s in table.of_node(other.node.key)] == [2]
+    with pytest.raises(KeyError):
+        del table[1]
+    assert dict(table) == {2: table[2]}
+
+
 class _NoKernel:
     """The netlink calls _recover makes before the relogin (STOP_CONN), answered at once."""
 
