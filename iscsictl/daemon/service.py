@@ -89,6 +89,12 @@ __all__ = ["Daemon", "pdu_from_kernel"]
 
 log = logging.getLogger("iscsictld")
 
+#: logins (a connect, the Login exchange, the hand-over) under way at once to one portal:
+#: its target's login thread takes them in turn (LIO's reads the first Login PDU of each
+#: accepted connection before the next).  A portal's own: relogins to a portal that does
+#: not answer, each holding its slot for the connect timeout, held the other portals'
+#: logins and recoveries back when the bound was the daemon's (250 sessions down on a dead
+#: portal kept a healthy one from its recovery past the replacement timeout)
 MAX_PARALLEL_LOGINS = 32
 #: nice of the netlink lane threads that hand sessions to the kernel: the kernel builds a
 #: session inside the lane's sendmsg() under its one iSCSI netlink mutex, so every other
@@ -435,7 +441,7 @@ class Daemon:
         self.isids = ISIDAllocator()
         self.issued_challenges = RecentChallenges()
         self._node_locks: dict[tuple[str, str, int, str], asyncio.Lock] = {}
-        self._login_sem = asyncio.Semaphore(MAX_PARALLEL_LOGINS)
+        self._login_slots: dict[tuple[str, int], asyncio.Semaphore] = {}  # by portal
         self.nl: AsyncIscsiNetlink | None = None
         self._server: IpcListener | None = None
         self._stopped = asyncio.Event()
@@ -1204,7 +1210,7 @@ class Daemon:
             session.conn_state = "IN LOGIN"
             session.failed_again = None  # an error from here on is this connection's
             try:
-                async with self._login_sem:
+                async with self._login_slot(session.node.address, session.node.port):
                     await ks.relogin(self.nl, handle, session, self.issued_challenges)
             except NetlinkClosedError:  # the daemon stops
                 return
@@ -1252,6 +1258,15 @@ class Daemon:
             return
 
     # ------------------------------------------------------------------ operations
+    def _login_slot(self, address: str, port: int) -> asyncio.Semaphore:
+        """The bound of logins under way at once to the portal ``address:port``
+        (:data:`MAX_PARALLEL_LOGINS`)."""
+        key = (host_key(address), port)
+        slot = self._login_slots.get(key)
+        if slot is None:
+            slot = self._login_slots[key] = asyncio.Semaphore(MAX_PARALLEL_LOGINS)
+        return slot
+
     def _node_sessions(self, node: ks.NodeTarget) -> list[ks.KernelSession]:
         return self.sessions.of_node(node.key)
 
@@ -1320,7 +1335,7 @@ class Daemon:
             attempt += 1
             isid = self.isids.allocate()
             try:
-                async with self._login_sem:
+                async with self._login_slot(node.address, node.port):
                     if node.transport in ks.KERNEL_CONNECTED:
                         session = await ks.establish_ep(
                             self.nl, handle, node, initiator_name, isid, self.issued_challenges,
@@ -1648,7 +1663,7 @@ class Daemon:
         handle = await self.handle(transport)
         isid = self.isids.allocate()
         try:
-            async with self._login_sem:
+            async with self._login_slot(address, port):
                 targets = await ks.send_targets_ep(
                     self.nl, handle, Portal(address, port), cfg, isid,
                     iface.get("iface.iscsi_ifacename") or transport, policy.active_timeout,

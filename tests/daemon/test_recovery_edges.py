@@ -16,11 +16,11 @@ from iscsictl.protocol.names import ISID
 from iscsictl.protocol.portal import Portal
 
 
-def _session(sid=3, record=None):
-    node = ks.NodeTarget("iqn.2003-01.org.example:t", "127.0.0.1", 3260, 1, "default", "tcp",
+def _session(sid=3, record=None, address="127.0.0.1"):
+    node = ks.NodeTarget("iqn.2003-01.org.example:t", address, 3260, 1, "default", "tcp",
                          dict(record or {}))
     return ks.KernelSession(sid=sid, host_no=0, cid=0, node=node, isid=ISID.en(7, sid), tsih=1,
-                            params=None, current=Portal("127.0.0.1", 3260, 1))
+                            params=None, current=Portal(address, 3260, 1))
 
 
 def _daemon(tmp_path):
@@ -568,3 +568,44 @@ def test_a_host_going_away_ends_the_session_whatever_it_is_doing(tmp_path, state
 
     asyncio.run(main())
     assert logouts == [3]
+
+
+def test_relogins_to_a_portal_that_does_not_answer_hold_no_other_portals_recovery(
+        tmp_path, monkeypatch):
+    """More sessions down on a dead portal than a portal's login slots, each relogin held
+    there until its connect times out: a session of another portal recovers meanwhile.
+    With the daemon's one bound for every portal it waited for their timeouts (250 of them
+    kept it past the replacement timeout, its I/O failed)."""
+    from iscsictl.daemon import service
+
+    d = _daemon(tmp_path)
+    d.nl = _StopOnly()
+    dead = [_session(sid) for sid in range(1, service.MAX_PARALLEL_LOGINS + 9)]
+    healthy = _session(100, address="127.0.0.2")
+    for s in [*dead, healthy]:
+        s.time2wait_once = 0
+        d.sessions[s.sid] = s
+    connects_end = asyncio.Event()
+    relogins = []
+
+    async def relogin(nl, handle, session, challenges):
+        relogins.append(session.sid)
+        if session is healthy:
+            connects_end.set()  # the dead portal's connects "time out" once it is back
+            return
+        await connects_end.wait()
+        raise SessionError(8, "cannot make connection: timed out", retryable=True)
+
+    monkeypatch.setattr(ks, "relogin", relogin)
+
+    async def main():
+        for s in dead:
+            d._start_recovery(s, "test")
+        await asyncio.sleep(0.05)  # every slot of the dead portal taken
+        d._start_recovery(healthy, "test")
+        await asyncio.wait_for(healthy.recovery, 10)
+        assert healthy.conn_state == "LOGGED IN"
+        await asyncio.wait_for(d.close(), 10)
+
+    asyncio.run(main())
+    assert relogins.index(100) == service.MAX_PARALLEL_LOGINS  # after the slots' holders
