@@ -917,11 +917,15 @@ class NodeDB:
         self.write_node(rec, create=not overwrite)
         return rec
 
+    @staticmethod
+    def _discovery_fields(did: DiscoveryID) -> dict[str, object]:
+        """The node.discovery_* values of a record ``did`` found."""
+        return {"node.discovery_type": "send_targets" if did.type == "sendtargets"
+                else did.type, "node.discovery_address": did.address,
+                "node.discovery_port": did.port}
+
     def _set_discovery_fields(self, rec: Record, did: DiscoveryID) -> None:
-        rec.values["node.discovery_address"] = did.address
-        rec.values["node.discovery_port"] = did.port
-        rec.values["node.discovery_type"] = "send_targets" if did.type == "sendtargets" \
-            else did.type
+        rec.values.update(self._discovery_fields(did))
 
     @_changes_db
     def write_node(self, rec: Record, *, create: bool = False) -> NodeID:
@@ -1097,15 +1101,26 @@ class NodeDB:
         return rec
 
     @_changes_db
-    def delete_node(self, nid: NodeID) -> None:
+    def delete_node(self, nid: NodeID, *, found_by: DiscoveryID | None = None) -> bool:
         """Delete one node record, the links that point at it (send_targets/*, isns/*, isns/,
         static/, fw/), and its portal and target directories when they become empty.
-        Works on damaged records.  Raises RecordNotFound, LockTimeout."""
+        Works on damaged records.  ``found_by``: only while the record still says that
+        discovery found it (its node.discovery_* fields, read under its lock: another
+        discovery may have found it meanwhile, as iscsiadm's delete_stale_rec checks);
+        False, nothing deleted, when it does not.  Raises RecordNotFound, LockTimeout."""
         path = self.node_path(nid)
         with self.record_lock(self._lock_key(nid)) as lock:
             if not os.path.lexists(path):
                 lock.remove_when_released()
                 raise RecordNotFound(f"no record {path}")
+            if found_by is not None:
+                try:
+                    rec = parse_record(schema.NODE, self._read_bytes(path), path, lambda m: None)
+                except DBError:
+                    rec = None  # damaged: whose it is cannot be read; deleted as before
+                wanted = self._discovery_fields(found_by)
+                if rec is not None and any(rec.values.get(k) != v for k, v in wanted.items()):
+                    return False
             with self.db_lock():
                 try:
                     if os.path.isdir(path) and not os.path.islink(path):
@@ -1122,6 +1137,7 @@ class NodeDB:
                     self._rmdir_quiet(pdir)
                 self._rmdir_quiet(self._p(NODES, nid.target))
             lock.remove_when_released()
+        return True
 
     @staticmethod
     def _remove_old_temp_files(pdir: str, iface: str) -> None:
@@ -1431,8 +1447,8 @@ class NodeDB:
                 try:
                     if in_use is not None and in_use(nid):
                         raise RecordInUse(nid.iface, nid.target, nid.address, nid.port)
-                    self.delete_node(nid)
-                    res.deleted.append(nid)
+                    if self.delete_node(nid, found_by=did):
+                        res.deleted.append(nid)
                 except RecordNotFound:
                     # dangling link: remove it
                     with self.db_lock():

@@ -3,6 +3,7 @@ nonpersistent, CHAP and mutual CHAP discovery, 1,000 targets, JSON."""
 
 import json
 import os
+import re
 
 import pytest
 
@@ -71,6 +72,14 @@ def test_rediscovery_deletes_stale_from_same_source_only(cli, tgt):
     assert cli("-m", "discovery", "-t", "st", "-p", tgt.portal).rc == 0
     stale = "iqn.2026-11.test.tgt:gone"
     assert cli("-m", "node", "-o", "new", "-T", stale, "-p", f"{tgt.portal},1").rc == 0
+    path = os.path.join(cli.root, "nodes", stale, f"127.0.0.1,{tgt.port},1", "default")
+    with open(path) as f:  # as this source found it (what a rediscovery checks first)
+        text = f.read()
+    text = re.sub(r"^node\.discovery_.*\n", "", text, flags=re.M).replace(
+        "# END RECORD", f"node.discovery_address = 127.0.0.1\nnode.discovery_port = {tgt.port}\n"
+        "node.discovery_type = send_targets\n# END RECORD")
+    with open(path, "w") as f:
+        f.write(text)
     os.symlink(f"../../nodes/{stale}/127.0.0.1,{tgt.port},1",
                os.path.join(cli.root, "send_targets", src, f"{stale},127.0.0.1,{tgt.port},1,default"))
     keep = "iqn.2026-11.test.other:static"

@@ -1002,3 +1002,34 @@ def test_an_old_style_record_whose_port_is_no_ascii_number_is_skipped(db, tmp_pa
     d.mkdir(parents=True)
     (d / "10.0.0.1,3²").write_text("node.name = x\n")
     assert db._unlinked_answers(DiscoveryID("sendtargets", "10.0.0.9", 3260), {T1}) == set()
+
+
+def test_a_rediscovery_deletes_no_record_another_discovery_found_meanwhile(db, tmp_path,
+                                                                           monkeypatch):
+    """Discovery A no longer finds R, discovery B does, both at once: B refreshes R (its
+    fields and link B's now) after A listed its records; A leaves R alone, as iscsiadm's
+    delete_stale_rec reads each record's discovery fields first.  It deleted R, and R's
+    settings with it."""
+    a = DiscoveryID("sendtargets", "10.0.0.1", 3260)
+    b = DiscoveryID("sendtargets", "10.0.0.2", 3260)
+    r = NodeID("iqn.2026-01.test:shared", "10.0.0.9", 3260, 1, "default")
+    db.create_discovery(a)
+    db.create_discovery(b)
+    db.reconcile_discovery(a, [r])
+    db.update_node(r, "node.startup", "automatic")
+    real = NodeDB.discovery_nodes
+
+    def listed(self, did):
+        out = real(self, did)
+        if did == a:  # B's discovery runs while A holds its list
+            assert NodeDB(db.db_root, db.config_root).reconcile_discovery(b, [r]).updated == [r]
+        return out
+
+    monkeypatch.setattr(NodeDB, "discovery_nodes", listed)
+    res = db.reconcile_discovery(a, [])
+    assert res.deleted == [] and res.failed == []
+    rec = db.read_node(r)
+    assert rec.values["node.discovery_address"] == "10.0.0.2"
+    assert rec.values["node.startup"] == "automatic"
+    monkeypatch.setattr(NodeDB, "discovery_nodes", real)
+    assert db.reconcile_discovery(b, []).deleted == [r]  # B's own stale record still goes
