@@ -1546,17 +1546,19 @@ class Daemon:
                                    "login has ended"}
             if self.sysfs.session(sid) is None:
                 return {"sid": sid, "ok": False, "code": 2, "message": err_text(2)}
+            host_no = self.sysfs.session_host_no(sid)
+            if host_no is not None and self._firmware_session(sid, host_no):
+                # the card's own, never adopted (an adoption reads the whole node DB: once
+                # per session of a -u of 512 of them, 75 s of the loop); safe_logout holds
+                # for them too (iscsiadm's iscsi_logout_flashnode_sid checks
+                # iscsi_check_session_use_count)
+                busy = self._in_use(sid) if safe else None
+                if busy:
+                    return busy
+                return await self._logout_flashnode_sid(sid, host_no)
             self._adopt(only=sid)  # that one: not a session a login here is making
             session = self.sessions.get(sid)
             if session is None:
-                host_no = self.sysfs.session_host_no(sid)
-                if host_no is not None and self._firmware_session(sid, host_no):
-                    # safe_logout holds for the card's sessions too (iscsiadm's
-                    # iscsi_logout_flashnode_sid checks iscsi_check_session_use_count)
-                    busy = self._in_use(sid) if safe else None
-                    if busy:
-                        return busy
-                    return await self._logout_flashnode_sid(sid, host_no)
                 return {"sid": sid, "ok": False, "code": 2, "message": err_text(2)}
         assert self.nl is not None
         desc = {"sid": sid, "target": session.node.target,
