@@ -288,6 +288,14 @@ async def _resolve(address: str, port: int) -> list[tuple[Any, ...]]:
         raise SessionError(7, f"cannot connect to {address}: port {port} is not 1..65535")
     try:
         ip = ipaddress.ip_address(address.split("%")[0])
+        if ip.version == 6 and "%" in address:  # a zone: its scope id, as iscsid's
+            try:  # resolve_address has getaddrinfo fill in (numeric: no resolver)
+                return socket.getaddrinfo(address, port, socket.AF_INET6, socket.SOCK_STREAM,
+                                          0, socket.AI_NUMERICHOST)
+            except socket.gaierror:  # a zone that names no interface (yet: retried)
+                raise SessionError(8, f"cannot make connection to {address}: no network "
+                                      f"interface {address.partition('%')[2]}",
+                                   retryable=True) from None
         family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
         sockaddr = (address, port) if family == socket.AF_INET else (address, port, 0, 0)
         return [(family, socket.SOCK_STREAM, 0, "", sockaddr)]

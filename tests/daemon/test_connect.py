@@ -14,6 +14,22 @@ from iscsictl.daemon.params import (RELOGIN_ALWAYS, SESSION_OBJECT_PARAMS, Param
 from iscsictl.protocol.negotiation import NegotiatedParameters
 
 
+def test_a_link_local_address_with_a_zone_connects_through_that_interface():
+    """``fe80::…%eth0`` (a record's, a redirect's): the sockaddr carries the interface's
+    index, as iscsid's resolve_address has getaddrinfo fill it in.  It carried 0, the zone
+    text ignored: connect(2) said EINVAL, and every login and relogin to such a portal
+    failed.  A zone that names no interface is a retryable connect failure."""
+    from iscsictl.daemon.kernel_session import _resolve
+
+    [(family, _, _, _, sockaddr)] = asyncio.run(_resolve("fe80::1%lo", 3260))
+    assert family == socket.AF_INET6
+    assert sockaddr == ("fe80::1", 3260, 0, socket.if_nametoindex("lo"))
+    with pytest.raises(SessionError) as e:
+        asyncio.run(_resolve("fe80::1%nosuch0", 3260))
+    assert (e.value.code, e.value.retryable, str(e.value)) == (
+        8, True, "cannot make connection to fe80::1%nosuch0: no network interface nosuch0")
+
+
 @pytest.mark.parametrize("family,host,address", [
     (socket.AF_INET, "127.0.0.1", "127.0.0.1"),
     (socket.AF_INET6, "::1", "::1"),
