@@ -1240,6 +1240,17 @@ async def _undo(nl, handle: int, ep: int, session: KernelSession | None) -> None
         raise asyncio.CancelledError
 
 
+#: a discovery session's timers as iscsid sets them (discovery.c iscsi_alloc_session: a
+#: zeroed session, noop_out_* 0): no NOP-Out, which RFC 7143 §4.3 does not allow there (the
+#: kernel armed its NOP timer, and a target rejecting the NOP-Out of a slow SendTargets
+#: answer failed the discovery), no recovery, no error handling timers
+DISCOVERY_SESSION_TIMERS = {
+    "node.session.timeo.replacement_timeout": "0", "node.session.iscsi.FastAbort": "No",
+    "node.session.err_timeo.abort_timeout": "0", "node.session.err_timeo.lu_reset_timeout": "0",
+    "node.session.err_timeo.tgt_reset_timeout": "0", "node.conn[0].timeo.noop_out_timeout": "0",
+    "node.conn[0].timeo.noop_out_interval": "0"}
+
+
 async def send_targets_ep(
     nl,  # AsyncIscsiNetlink
     handle: int,
@@ -1276,7 +1287,8 @@ async def send_targets_ep(
     from iscsictl.protocol.text_exchange import TextExchange
 
     node = NodeTarget(target="", address=portal.address, port=portal.port, tpgt=-1,
-                      iface=iface, transport=transport, record=dict(iface_record or {}))
+                      iface=iface, transport=transport,
+                      record={**(iface_record or {}), **DISCOVERY_SESSION_TIMERS})
     t = TRANSPORTS.get(transport)
     if t is not None:
         cfg = t.create_conn(cfg)

@@ -337,6 +337,12 @@ def test_send_targets_runs_on_a_discovery_session_the_kernel_relays(tmp_path):
                                                       E.DESTROY_CONN, E.DESTROY_SESSION]
     sets = {r["param"]: r["payload"] for r in kernel.requests if r["type"] == E.SET_PARAM}
     assert sets[IscsiParam.DISCOVERY_SESS] == b"1\0"
+    # iscsid's zeroed discovery session (discovery.c iscsi_alloc_session): no NOP-Outs
+    # (RFC 7143 §4.3), no recovery or error handling timers
+    for param in (IscsiParam.SESS_RECOVERY_TMO, IscsiParam.FAST_ABORT, IscsiParam.ABORT_TMO,
+                  IscsiParam.LU_RESET_TMO, IscsiParam.TGT_RESET_TMO, IscsiParam.PING_TMO,
+                  IscsiParam.RECV_TMO):
+        assert sets[param] == b"0\0", param
 
 
 class ClosedAtLogout(IserRelayKernel):
