@@ -73,10 +73,11 @@ from iscsictl.netlink import (
 from iscsictl.protocol.chap import AuthenticationError
 from iscsictl.protocol.config import LoginConfig
 from iscsictl.protocol.constants import Opcode
-from iscsictl.protocol.errors import ISCSIProtocolError
+from iscsictl.protocol.errors import DataSegmentTooLong, ISCSIProtocolError
 from iscsictl.protocol.login import (
     LoginMachine,
     LoginRedirect,
+    LoginRedirectFailed,
     LoginRejected,
     LoginSuccess,
     LoginTimeout,
@@ -383,6 +384,18 @@ def _timed_out(machine: LoginMachine, now: float) -> str:
 
 
 async def _login_on_socket(sock: socket.socket, machine: LoginMachine) -> object:
+    """The login on ``sock``; its outcome.  The connection failing meanwhile (a reset, a
+    close, a send refused) is SessionError 11, retryable: iscsid ignores a connection
+    error during a login ("let it timeout") and its login timer ends it with
+    ISCSI_ERR_PDU_TIMEOUT."""
+    try:
+        return await _login_exchange(sock, machine)
+    except OSError as exc:  # not the timeout: _login_exchange makes that a LoginTimeout
+        raise SessionError(11, "the connection failed during login: "
+                               f"{exc.strerror or exc}", retryable=True) from None
+
+
+async def _login_exchange(sock: socket.socket, machine: LoginMachine) -> object:
     loop = asyncio.get_running_loop()
     machine.start(loop.time())
     await loop.sock_sendall(sock, machine.data_to_send())
@@ -1049,6 +1062,9 @@ def _login_failure(exc: BaseException) -> SessionError | None:
         return SessionError(19, f"authentication failed: {exc}")
     if isinstance(exc, LoginTimeout):
         return SessionError(11, str(exc), retryable=True)
+    if isinstance(exc, (LoginRedirectFailed, DataSegmentTooLong)):  # iscsid's
+        # LOGIN_REDIRECTION_FAILED and LOGIN_IO_ERROR: CONN_LOGIN_RETRY, ISCSI_ERR_LOGIN
+        return SessionError(5, f"login failed: {exc}", retryable=True)
     if isinstance(exc, ISCSIProtocolError):
         return SessionError(19, f"login failed: {exc}")
     if isinstance(exc, IscsiNetlinkError):

@@ -939,9 +939,10 @@ class Daemon:
                     "SendTargets" if TextResponse in session.pdu_wanted else "login")
             log.info("session %d: connection error %d (%s) during its %s", session.sid,
                      err, text, what)
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(SessionError(
-                    8, f"the connection failed during the {what} ({text})", retryable=True))
+            if waiter is not None and not waiter.done():  # a login's: 11, as a TCP one's
+                waiter.set_exception(SessionError(  # (iscsid's login timer ends it)
+                    11 if what == "login" else 8, f"the connection failed during the {what} "
+                    f"({text})", retryable=True))
         else:
             log.debug("session %d: %s during its login", session.sid, type(ev).__name__)
 

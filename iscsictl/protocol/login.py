@@ -42,6 +42,7 @@ __all__ = [
     "LoginOutcome",
     "LoginProtocolError",
     "LoginRedirect",
+    "LoginRedirectFailed",
     "LoginRejected",
     "LoginState",
     "LoginSuccess",
@@ -67,6 +68,12 @@ class LoginProtocolError(ISCSIProtocolError):
 
     reject_reason = None
     fatal = True
+
+
+class LoginRedirectFailed(LoginProtocolError):
+    """A redirect (status class 1) whose TargetAddress is missing or cannot be read: the
+    login is tried again, not given up (iscsid's LOGIN_REDIRECTION_FAILED, which its
+    __login_response_status takes as CONN_LOGIN_RETRY)."""
 
 
 class LoginTimeout(Exception):
@@ -358,14 +365,14 @@ class LoginMachine:
             try:
                 pairs = _response_pairs(pdu.data)
             except ISCSIProtocolError as exc:
-                raise LoginProtocolError(f"redirect with unreadable text: {exc}") from None
+                raise LoginRedirectFailed(f"redirect with unreadable text: {exc}") from None
             addrs = [v for k, v in pairs if k == "TargetAddress"]
             if not addrs:
-                raise LoginProtocolError("redirect (status class 1) without TargetAddress")
+                raise LoginRedirectFailed("redirect (status class 1) without TargetAddress")
             try:
                 portal = parse_target_address(addrs[0])
             except PortalError as exc:
-                raise LoginProtocolError(f"redirect to a bad TargetAddress: {exc}") from None
+                raise LoginRedirectFailed(f"redirect to a bad TargetAddress: {exc}") from None
             self.outcome = LoginRedirect(portal, pdu.status_detail == 2, status)
         elif pdu.status_class in (2, 3):
             self.outcome = LoginRejected(status, retryable=pdu.status_class == 3)

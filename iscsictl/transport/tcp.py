@@ -28,10 +28,10 @@ from typing import Callable, Iterator, Mapping
 from ..protocol.chap import AuthenticationError
 from ..protocol.config import LoginConfig
 from ..protocol.constants import LoginStatus
-from ..protocol.errors import ISCSIProtocolError
+from ..protocol.errors import DataSegmentTooLong, ISCSIProtocolError
 from ..protocol.framing import PDUReader
-from ..protocol.login import (LoginMachine, LoginRedirect, LoginRejected, LoginSuccess,
-                              LoginTimeout)
+from ..protocol.login import (LoginMachine, LoginRedirect, LoginRedirectFailed, LoginRejected,
+                              LoginSuccess, LoginTimeout)
 from ..protocol.names import ISIDAllocator
 from ..protocol.pdu import NOPIn, decode_pdu
 from ..protocol.scsi import CommandSession, ScsiResult
@@ -78,6 +78,9 @@ def _login_errors(what: str) -> Iterator[None]:
         yield
     except AuthenticationError as e:
         raise InitiatorAuthFailed(f"{what}: authentication failed: {e}") from None
+    except (LoginRedirectFailed, DataSegmentTooLong) as e:  # open-iscsi's
+        # LOGIN_REDIRECTION_FAILED and LOGIN_IO_ERROR: its discovery connects again
+        raise RetryableLoginError(f"{what}: {e}") from None
     except ISCSIProtocolError as e:
         raise FatalLoginError(f"{what}: {e}") from None
     except ValueError as e:  # bad configuration (e.g. empty CHAP secret)

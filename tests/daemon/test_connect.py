@@ -336,6 +336,59 @@ def test_a_login_that_breaks_the_rules_or_fails_negotiation_is_19_not_retried(
     assert why in str(error)
 
 
+@pytest.mark.parametrize("target, why", [
+    ({"status": 0x0101}, "redirect (status class 1) without TargetAddress"),
+    ({"status": 0x0102, "redirect_to": "[zz::1]:3260,1"}, "redirect to a bad TargetAddress"),
+    ({"login_segment": 16384, "extra_answers": [("X-com.example.big", "x" * 9000)]},
+     "exceeds"),
+])
+def test_a_redirect_without_a_usable_address_or_an_oversized_response_is_retried(target, why):
+    """iscsid's LOGIN_REDIRECTION_FAILED and LOGIN_IO_ERROR: CONN_LOGIN_RETRY, 5 once the
+    retries are spent, not 19 at once as a broken rule or a failed negotiation."""
+    error = _failed_login({}, **target)
+    assert (error.code, error.retryable) == (5, True), str(error)
+    assert why in str(error)
+
+
+def test_a_connection_reset_during_the_login_is_11_and_retried():
+    """A reset (RST) while the Login Response is awaited: iscsid ignores the connection's
+    error during a login and its login timer ends it (ISCSI_ERR_PDU_TIMEOUT), retried.  It
+    escaped as an internal error (9), not retried, with a traceback in the daemon's log."""
+    import struct
+
+    from iscsictl.daemon.kernel_session import NodeTarget, userspace_login
+    from iscsictl.db.record import with_defaults
+    from iscsictl.db.schema import NODE
+    from iscsictl.protocol.names import ISID
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+
+    def reset():
+        conn, _ = srv.accept()
+        conn.recv(48)  # the Login Request's header: then a reset, no answer
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+
+    import threading
+
+    th = threading.Thread(target=reset, daemon=True)
+    th.start()
+    node = NodeTarget.from_record(with_defaults(NODE, {
+        "node.name": "iqn.2001-04.com.example:reset", "node.conn[0].address": "127.0.0.1",
+        "node.conn[0].port": str(srv.getsockname()[1]), "node.tpgt": "1"}))
+    try:
+        with pytest.raises(SessionError) as e:
+            asyncio.run(userspace_login(node, "iqn.2001-04.com.example:i",
+                                        ISID.random(0x123456, 1)))
+    finally:
+        th.join(5)
+        srv.close()
+    assert (e.value.code, e.value.retryable) == (11, True)
+    assert str(e.value).startswith("the connection failed during login: ")
+
+
 def test_a_node_login_declares_the_initiator_alias_as_iscsid(tmp_path):
     """InitiatorAlias in every node login's first request, as iscsid's: initiatorname.iscsi's
     InitiatorAlias=, else the host's name (uname's nodename); it was never sent, so targets

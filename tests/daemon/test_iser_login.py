@@ -265,9 +265,11 @@ def test_the_login_pdus_go_through_the_kernel_and_its_answers_reach_the_login(tm
 
 def test_a_connection_error_during_the_login_ends_it_at_once(tmp_path):
     """The kernel reports the connection failed (and has disconnected its endpoint): the
-    login ends without waiting for its timeout, and the teardown disconnects the endpoint
-    all the same, as iscsid's session_conn_shutdown: the kernel holds it, and its handle,
-    until then (iscsi_cleanup_conn_work_fn, iscsi_if_disconnect_bound_ep)."""
+    login ends without waiting for its timeout, 11 and retryable as a TCP login's failed
+    connection (iscsid's login timer ends both with ISCSI_ERR_PDU_TIMEOUT; it said 8), and
+    the teardown disconnects the endpoint all the same, as iscsid's session_conn_shutdown:
+    the kernel holds it, and its handle, until then (iscsi_cleanup_conn_work_fn,
+    iscsi_if_disconnect_bound_ep)."""
     kernel = IserRelayKernel(SilentTarget(), conn_error=True)
 
     async def attempt(nl, d):
@@ -277,7 +279,7 @@ def test_a_connection_error_during_the_login_ends_it_at_once(tmp_path):
         return e.value
     error, daemon = through_the_daemon(tmp_path, kernel, attempt)
     assert (error.code, error.retryable, str(error)) == (
-        8, True, "the connection failed during the login (ISCSI_ERR_CONN_FAILED: iSCSI "
+        11, True, "the connection failed during the login (ISCSI_ERR_CONN_FAILED: iSCSI "
                  "connection failed)")
     assert kernel.steps()[-4:] == [(E.TRANSPORT_EP_DISCONNECT, EP), (E.STOP_CONN, 5),
                                    (E.DESTROY_CONN, 5), (E.DESTROY_SESSION, 5)]
@@ -443,3 +445,4 @@ def test_a_connection_the_kernel_made_that_fails_during_the_login_is_tried_again
     result, = asyncio.run(main())
     assert result["ok"], result
     assert kernel.types().count(E.TRANSPORT_EP_CONNECT) == 2
+

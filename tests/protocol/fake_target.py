@@ -766,7 +766,13 @@ def serve_socket(target: FakeTarget, sock, lock=None) -> None:
     import contextlib
 
     with sock:
-        while data := sock.recv(65536):
+        while True:
+            try:
+                data = sock.recv(65536)
+            except OSError:  # reset by the initiator (it closed with our answer unread)
+                return
+            if not data:
+                return
             with lock or contextlib.nullcontext():
                 target.receive_data(data)
                 out = target.data_to_send()

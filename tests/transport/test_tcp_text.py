@@ -390,3 +390,23 @@ def test_an_answer_over_the_limits_is_not_asked_for_again(monkeypatch):
         listener.close()
     assert caught.value.exit_code == 5 and len(served) == 1
     assert "more than 10 Text Responses" in str(caught.value)
+
+
+def test_a_redirect_without_a_usable_address_is_retried_by_the_discovery():
+    """A discovery's Login answered with a redirect whose TargetAddress is missing: open-
+    iscsi's LOGIN_REDIRECTION_FAILED, which its discovery connects again for (reopen_max),
+    then 11; it was 19 at once, as a Login Response that breaks the rules."""
+    from iscsictl.discovery.sendtargets import DiscoveryPolicy, send_targets
+    from iscsictl.transport.errors import RetriesExceeded
+
+    listener, served = _fake_targets(lambda _: FakeTarget(TargetConfig(status=0x0101)))
+    config = LoginConfig(initiator_name=INAME, session_type="Discovery", target_name=None,
+                         login_timeout=5)
+    try:
+        with pytest.raises(RetriesExceeded) as caught:
+            send_targets("127.0.0.1", listener.getsockname()[1], config,
+                         DiscoveryPolicy(reopen_max=2, retry_delay=0.01))
+    finally:
+        listener.close()
+    assert caught.value.exit_code == 11 and len(served) == 3
+    assert "without TargetAddress" in str(caught.value.last)
