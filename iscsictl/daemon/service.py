@@ -373,8 +373,8 @@ class SessionTable(dict[int, ks.KernelSession]):
     """The daemon's sessions by sid, and by node (:attr:`~.kernel_session.NodeTarget.key`:
     target, portal, iface): how many sessions a node has is asked for every record of a
     login request and every node of a discovery daemon's round, which scanned every
-    session each time (2,000 records beside 2,000 sessions held the loop 2 s).  Filled and
-    emptied by item assignment, ``del`` and :meth:`pop` only."""
+    session each time (2,000 records beside 2,000 sessions held the loop 2 s).  Every
+    dict method that adds or removes a session keeps the index."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -397,6 +397,25 @@ class SessionTable(dict[int, ks.KernelSession]):
             if not same:
                 self._by_node.pop(session.node.key, None)
         return session
+
+    def popitem(self) -> tuple[int, ks.KernelSession]:
+        if not self:
+            raise KeyError("popitem(): no session")
+        sid = next(reversed(self))
+        return sid, self.pop(sid)
+
+    def clear(self) -> None:
+        super().clear()
+        self._by_node.clear()
+
+    def setdefault(self, sid: int, session: ks.KernelSession) -> ks.KernelSession:  # type: ignore[override]
+        if sid not in self:
+            self[sid] = session
+        return self[sid]
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        for sid, session in dict(*args, **kwargs).items():
+            self[sid] = session
 
     def of_node(self, key: tuple[str, str, int, str]) -> list[ks.KernelSession]:
         """The sessions of the node ``key``, in the order they were filed."""
@@ -712,6 +731,9 @@ class Daemon:
         try:
             if not os.path.isdir(self.state_dir):  # the first write, or /run was emptied
                 os.makedirs(self.state_dir, 0o755, exist_ok=True)  # not 0777 under umask 0
+                if self._journal_fd is not None:  # its file went with the directory: the
+                    os.close(self._journal_fd)  # next line opens one there again
+                    self._journal_fd = None
             atomic_write(os.path.join(self.state_dir, STATE_FILE), data, 0o644)
             if self._journal_fd is not None:  # the state file holds its lines now
                 os.ftruncate(self._journal_fd, 0)

@@ -272,6 +272,14 @@ def test_a_session_is_journaled_as_soon_as_it_is_the_daemons(daemon, tmp_path):
     daemon._write_state()
     assert (tmp_path / "st" / "sessions.journal").read_bytes() == b""
     assert _restarted(tmp_path)._load_state() == {"7": {"isid": str(s.isid), "tsih": 42}}
+    import shutil
+
+    shutil.rmtree(tmp_path / "st")  # /run emptied under the daemon: the next write makes
+    daemon._write_state()  # the directory again, and the journal's lines go there
+    s8 = _session(8)
+    s8.isid = ISID.random(0x123456, 10)
+    daemon._journal(s8)
+    assert _restarted(tmp_path)._load_state()["8"] == {"isid": str(s8.isid), "tsih": 1}
 
 
 def test_saved_state_of_another_shape_is_left_out_not_a_traceback(daemon, tmp_path, caplog):
@@ -315,6 +323,14 @@ def test_the_session_table_knows_each_nodes_sessions():
     with pytest.raises(KeyError):
         del table[1]
     assert dict(table) == {2: table[2]}
+    table.update({1: a})  # every dict method that adds or removes one keeps the index
+    assert table.setdefault(4, other) is other and table.setdefault(1, b) is a
+    assert table.of_node(a.node.key) == [a] and len(table.of_node(other.node.key)) == 2
+    assert table.popitem() == (4, other) and len(table.of_node(other.node.key)) == 1
+    table.clear()
+    assert table.of_node(a.node.key) == table.of_node(other.node.key) == []
+    with pytest.raises(KeyError):
+        table.popitem()
 
 
 class _NoKernel:
