@@ -40,6 +40,8 @@ def _matching(db, args) -> list:
         from ..lexical import same_host
         address = parse_portal_arg(args.portal).address
         out = [n for n in out if same_host(address, n.address)]
+        if getattr(args, "same_text", False):  # a session's record shown: the one whose
+            out = [n for n in out if n.address == address] or out  # address is its text
     return sorted(set(out), key=lambda n: (n.target, n.portal_dir, n.iface))
 
 

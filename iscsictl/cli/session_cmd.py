@@ -471,6 +471,10 @@ def _node_op(sysfs, sid: int, args, o) -> int:  # type: ignore[no-untyped-def]
     node_args.portal = (f"[{v.address}]" if ":" in v.address else v.address) + f":{v.port}"
     node_args.interface = [v.iface["name"]]
     node_args.sid = node_args.print = None
+    # shown: the record whose address is the session's to the letter when there is one
+    # (iscsiadm's print_nodes_config compares with strcmp); changed: every record of that
+    # host, as both tools match an update's or a delete's
+    node_args.same_text = ops <= {"show"}
     if ops == {"new"}:  # one more session to the same record
         from ._common import open_db
         from .kernel_ops import login_records

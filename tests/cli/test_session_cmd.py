@@ -357,6 +357,23 @@ def test_r_reaches_a_record_whose_address_is_a_host_name_without_a_dot(sysfs, db
                                                 "-o", "show")[1]
 
 
+def test_a_sessions_record_shown_is_the_one_with_its_address_to_the_letter(sysfs, db):
+    """Two records of one IPv6 host written two ways: -m session -r SID shows the one whose
+    address is the session's text, as iscsiadm's print_nodes_config (strcmp) shows one; it
+    showed both.  An update still reaches every record of that host, as in both tools."""
+    add_session(sysfs, 1, 0, T, "fd00::2", {})
+    for portal in ("[fd00::2]:3260,1", "[FD00:0::2]:3260,1"):
+        assert cli("-m", "node", "-T", T, "-p", portal, "-o", "new")[0] == 0
+    rc, out, err = cli("-m", "session", "-r", "1")
+    assert (rc, err) == (0, "") and out.count("# BEGIN RECORD") == 1
+    assert "node.conn[0].address = fd00::2\n" in out
+    rc, _, err = cli("-m", "session", "-r", "1", "-o", "update", "-n", "node.startup",
+                     "-v", "automatic")
+    assert (rc, err) == (0, "")
+    assert cli("-m", "node", "-T", T, "-p", "[fd00::2]", "-o", "show")[1].count(
+        "node.startup = automatic\n") == 2
+
+
 def test_sid_without_print_level_is_the_sessions_node_record(sysfs, db):
     """iscsiadm -m session -r SID (level <= 0, or any -o) drops down to node mode with the
     session's target, persistent portal and iface: the record, not the session line."""
