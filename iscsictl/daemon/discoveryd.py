@@ -43,7 +43,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +59,10 @@ SCN_IDLE = 3600.0  #: s an SCN connection may stay silent before it is closed
 #: daemon's, whose loop and relogins need theirs)
 MAX_SCN_CONNECTIONS = 8
 DEREGISTER_TIMEOUT = 5.0  #: s the stop waits for the iSNS server's answer to the DevDereg
+#: s before a registration that failed is tried again (iscsid's discoveryd sleeps 5 s
+#: between its attempts): the server drops one not refreshed within its period, and the
+#: SCNs with it, so the next round (an hour away with a long poll interval) is too late
+REGISTER_RETRY = 5.0
 
 #: (target, portal address, portal port, iface): one node, as the daemon's sessions key it
 NodeKey = tuple[str, str, int, str]
@@ -476,6 +480,8 @@ class Poller:
         self.rounds = 0
         self.scns: ScnReceiver | None = None
         self._registration_due: float | None = 0.0  # loop time; None: never again
+        self._pending: set[asyncio.Task[None]] = set()  # a round's logins and logouts
+        self._logging_in: set[NodeKey] = set()  # nodes whose login is under way
 
     async def run(self) -> None:
         if self.src.hears_scns and self._register is not None:
@@ -491,13 +497,17 @@ class Poller:
                 if self.scns is not None:
                     await self._keep_registered(self.scns.port)
                 await self.round()
-                if not self.src.poll:
+                if not self.src.poll:  # one round: its logins are its whole work
+                    await self.settle()
                     return
                 if self.scns is None:
                     await self._sleep(self.src.poll)
                     continue
                 await self._until_next_round(self.scns)
         finally:
+            for task in list(self._pending):  # the daemon stops: its own stop ends them
+                task.cancel()
+            await asyncio.gather(*self._pending, return_exceptions=True)
             if self.scns is not None:
                 self.scns.close()
             if self.registered and self._deregister is not None:
@@ -545,16 +555,22 @@ class Poller:
         try:
             again = await self._register(self.src, scn_port)
         except DiscoveryFailed as exc:
-            log.error("%s: could not register for State Change Notifications: %s",
-                      self.src.describe(), exc)
-            return  # made again before the next round
+            log.error("%s: could not register for State Change Notifications: %s; again in "
+                      "%g s", self.src.describe(), exc, REGISTER_RETRY)
+            self._registration_due = loop.time() + REGISTER_RETRY
+            return
         self._registration_due = None if again is None else loop.time() + again
         self.registered = True
         log.info("%s: registered for State Change Notifications on port %d",
                  self.src.describe(), scn_port)
 
-    async def round(self) -> Round | None:
-        """One round: discover, then log in and out.  None when the discovery failed."""
+    async def round(self, wait: bool = False) -> Round | None:
+        """One round: discover, then log out of the nodes gone and in to the new ones, in
+        tasks of their own that the next round does not wait for (a portal that never
+        answered held every later round of the record for its login's retries and LUN
+        scans; open-iscsi's discoveryd logs in with iscsi_login_portal_nowait); a node
+        whose login is under way is not logged in again.  ``wait``: return once they are
+        done.  None when the discovery failed."""
         self.rounds += 1
         try:
             found = await self._discover(self.src)
@@ -566,11 +582,41 @@ class Poller:
         if todo.logout:
             log.info("%s: %d node(s) no longer found: logging out", self.src.describe(),
                      len(todo.logout))
-            await self._logout(list(todo.logout))
-        if todo.login:
-            results = await self._login(list(todo.login))
-            for r in results:
-                if not r.get("ok") and r.get("code") != 15:
-                    log.warning("%s: login to %s failed: %s", self.src.describe(),
-                                r.get("node"), r.get("message"))
+            self._start(self._log_out(list(todo.logout)))
+        login = [r for r in todo.login if node_key(r) not in self._logging_in]
+        if login:
+            keys = {node_key(r) for r in login}
+            self._logging_in |= keys  # now: the next round may come before the task runs
+            self._start(self._log_in(login, keys))
+        if wait:
+            await self.settle()
         return todo
+
+    def _start(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def settle(self) -> None:
+        """Wait for the logins and logouts the rounds started."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+    async def _log_in(self, records: list[Record], keys: set[NodeKey]) -> None:
+        try:
+            results = await self._login(records)
+        except Exception as exc:  # noqa: BLE001 - a bug: said, the next round tries again
+            log.error("%s: logins failed: %s", self.src.describe(), exc)
+            return
+        finally:
+            self._logging_in -= keys
+        for r in results:
+            if not r.get("ok") and r.get("code") != 15:
+                log.warning("%s: login to %s failed: %s", self.src.describe(),
+                            r.get("node"), r.get("message"))
+
+    async def _log_out(self, nodes: list[NodeKey]) -> None:
+        try:
+            await self._logout(nodes)
+        except Exception as exc:  # noqa: BLE001 - a bug: said, not lost
+            log.error("%s: logouts failed: %s", self.src.describe(), exc)

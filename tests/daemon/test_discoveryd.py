@@ -337,20 +337,61 @@ def poller(db, src, sessions):
     return dd.Poller(src, discover, sessions.has, sessions.login, sessions.logout)
 
 
+def test_a_round_does_not_wait_for_its_logins_nor_starts_one_under_way_again(db):
+    """A login that takes long (a portal that never answers: its retries, a LUN scan) runs
+    beside the next rounds, which find what changed meanwhile (they waited for it: one
+    such portal held the record's discovery for minutes), and is not started again while
+    it is under way (open-iscsi's discoveryd: iscsi_login_portal_nowait)."""
+    node = {"node.name": T1, "node.conn[0].address": "10.0.0.1", "node.conn[0].port": "3260",
+            "iface.iscsi_ifacename": "default"}
+    other = {**node, "node.name": T2}
+    answers = [[node], [node], [node, other]]
+    released = asyncio.Event()
+    logins = []
+
+    async def discover(src):
+        return answers.pop(0)
+
+    async def login(recs):
+        names = [r["node.name"] for r in recs]
+        logins.append(names)
+        if T1 in names:
+            await released.wait()  # T1's portal does not answer
+        return [{"ok": True, "node": n} for n in names]
+
+    async def logout(keys):
+        pass
+
+    p = dd.Poller(dd.Source("st", "10.0.0.1", 3260, {}, 1), discover, lambda k: False,
+                  login, logout)
+
+    async def rounds():
+        await p.round()
+        await p.round()  # T1's login still under way: not started again
+        await p.round()  # T2 found meanwhile: logged in at once
+        await asyncio.sleep(0)
+        assert logins == [[T1], [T2]] and sum(not t.done() for t in p._pending) == 1
+        released.set()
+        await p.settle()
+        assert not p._pending and not p._logging_in
+
+    asyncio.run(rounds())
+
+
 def test_rounds_follow_the_targets_the_portal_reports(db, tgt, caplog):
     s = Sessions(refuse={T3})
     p = poller(db, st_source(db, tgt.port, poll=5), s)
 
     async def rounds():
-        await p.round()
-        await p.round()  # nothing changed: nothing to do
+        await p.round(wait=True)
+        await p.round(wait=True)  # nothing changed: nothing to do
         tgt.adm("--mode", "target", "--op", "delete", "--tid", "2", "--force")
-        await p.round()
+        await p.round(wait=True)
         tgt.add_target(T3)
-        await p.round()
-        await p.round()  # T3's login failed: tried again
+        await p.round(wait=True)
+        await p.round(wait=True)  # T3's login failed: tried again
         tgt.stop()
-        assert await p.round() is None  # a failed discovery changes nothing
+        assert await p.round(wait=True) is None  # a failed discovery changes nothing
     asyncio.run(rounds())
     assert s.logins == [[T1, T2], [T3], [T3]]
     assert s.logouts == [[T2]]
@@ -554,8 +595,13 @@ async def _timed(coro):
     return loop.time() - t0
 
 
-def test_a_registration_that_fails_is_said_and_made_again_next_round(db, caplog):
-    src = dd.Source("isns", "127.0.0.1", 9, {}, 30)
+def test_a_registration_that_fails_is_said_and_made_again_within_seconds(db, caplog,
+                                                                         monkeypatch):
+    """Not at the next round (an hour away with a long interval: the server drops a
+    registration not refreshed within its period, and its SCNs), but REGISTER_RETRY s
+    later, as iscsid's discoveryd (5 s between its attempts)."""
+    monkeypatch.setattr(dd, "REGISTER_RETRY", 0.05)
+    src = dd.Source("isns", "127.0.0.1", 9, {}, 3600)
     calls = []
 
     async def register(src, port):
@@ -570,6 +616,9 @@ def test_a_registration_that_fails_is_said_and_made_again_next_round(db, caplog)
 
     async def two():
         await p._keep_registered(5)
+        await p._keep_registered(5)  # not due yet
+        assert calls == [5]
+        await asyncio.sleep(0.06)
         await p._keep_registered(5)
         await p._keep_registered(5)  # registered for good: not again
     asyncio.run(two())
