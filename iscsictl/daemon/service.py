@@ -591,8 +591,13 @@ class Daemon:
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("%s failed", task.get_coro().__qualname__, exc_info=task.exception())
+        if task.cancelled() or task.exception() is None:
+            return
+        if isinstance(task.exception(), SessionError):  # a failure its awaiter says (the
+            log.debug("%s: %s", task.get_coro().__qualname__,  # discovery daemon's
+                      task.exception())  # SendTargets through an HBA: one line a round)
+            return
+        log.error("%s failed", task.get_coro().__qualname__, exc_info=task.exception())
 
     async def _logout_for_kernel(self, sid: int) -> None:
         """A logout nobody asked through IPC for (the kernel's INVALID_HOST: the session's

@@ -431,3 +431,22 @@ def test_get_stats_without_a_readable_answer_is_code_9(daemon, failure):
     with pytest.raises(SessionError) as e:
         asyncio.run(daemon.stats(s.sid))
     assert e.value.code == 9 and str(e.value).startswith("GET_STATS failed: ")
+
+
+def test_a_task_failing_as_expected_logs_no_traceback(daemon, caplog):
+    """A daemon task that ends in a SessionError (the discovery daemon's SendTargets
+    through an HBA, a target down) is its awaiter's to say, once: it logged an ERROR and a
+    traceback at every round.  Anything else is still logged with its traceback."""
+    async def fails(exc):
+        raise exc
+
+    async def main():
+        for exc in (service.SessionError(8, "cannot make connection"), ValueError("a bug")):
+            task = daemon._spawn(fails(exc))
+            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.sleep(0)
+
+    with caplog.at_level(logging.DEBUG, logger="iscsictld"):
+        asyncio.run(main())
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info[0] is ValueError
