@@ -1400,11 +1400,12 @@ class NodeDB:
             targets = None
         if delete_stale and did.type == "sendtargets" and targets:
             old |= self._unlinked_answers(did, targets)
+        unmoved: set = set()  # records whose move to the tag found failed: kept
         for nid in found:
+            legacy = None
             try:
                 known = targets is None or nid.target in targets
                 exists = known and self.node_exists(nid)
-                legacy = None
                 if known and not exists:  # the old-style file (tpgt unknown) of that portal:
                     legacy = self._legacy_record(nid)  # converted to a known tag, or itself
                     if legacy is None and refresh and nid.tpgt != schema.TPGT_UNKNOWN:
@@ -1437,11 +1438,14 @@ class NodeDB:
                 res.added.append(nid)
             except DBError as e:
                 res.failed.append((nid, e))
+                if legacy is not None:  # its settings are still only there (a full disk):
+                    unmoved.add(legacy)  # not stale (iscsiadm keeps it: its match of a
+                    # stale record ignores the tag)
         if fresh:
             self._create_nodes_batch(fresh, res, did)
         if delete_stale:
             keep = set(keep_targets)
-            for nid in sorted(old - set(found)):
+            for nid in sorted(old - set(found) - unmoved):
                 if nid.target in keep:
                     continue
                 try:

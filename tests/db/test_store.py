@@ -1033,3 +1033,32 @@ def test_a_rediscovery_deletes_no_record_another_discovery_found_meanwhile(db, t
     assert rec.values["node.startup"] == "automatic"
     monkeypatch.setattr(NodeDB, "discovery_nodes", real)
     assert db.reconcile_discovery(b, []).deleted == [r]  # B's own stale record still goes
+
+
+@pytest.mark.parametrize("first_tag", [1, -1])
+def test_a_record_whose_move_to_its_new_tag_fails_is_kept(db, monkeypatch, first_tag):
+    """A target's portal group renumbered (or an old-style record found with a tag) on a
+    full disk: the record's settings could not be written under the new tag, so the old
+    record stays (iscsiadm's stale match ignores the tag); it was deleted as stale, and the
+    target had no record left."""
+    import errno
+
+    did = DiscoveryID("sendtargets", "10.0.0.8", 3260)
+    db.create_discovery(did)
+    old = NodeID(T1, "10.0.0.8", 3260, first_tag, "default")
+    db.reconcile_discovery(did, [old])
+    [nid] = db.list_nodes(target=T1)
+    db.update_node(nid, "node.startup", "automatic")
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "write", full)
+        res = db.reconcile_discovery(did, [NodeID(T1, "10.0.0.8", 3260, 2, "default")])
+    assert res.deleted == [] and len(res.failed) == 1
+    [kept] = db.list_nodes(target=T1)
+    assert db.read_node(kept).values["node.startup"] == "automatic"
+    res = db.reconcile_discovery(did, [NodeID(T1, "10.0.0.8", 3260, 2, "default")])
+    [moved] = db.list_nodes(target=T1)  # room again: moved, the old one gone
+    assert moved.tpgt == 2 and db.read_node(moved).values["node.startup"] == "automatic"
