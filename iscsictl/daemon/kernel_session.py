@@ -327,7 +327,11 @@ async def connect(address: str, port: int, timeout: float, window_size: int = 0,
     infos = await _resolve(address, port)
     last: Exception | None = None
     for family, type_, proto, _, sockaddr in infos:
-        sock = socket.socket(family, type_, proto)
+        try:  # out of descriptors (EMFILE, ENFILE) or memory: a connect failure, retried
+            sock = socket.socket(family, type_, proto)  # (iscsid's "cannot create TCP
+        except OSError as exc:  # socket", usr/io.c)
+            raise SessionError(8, f"cannot make connection to {address}: cannot create a "
+                               f"TCP socket: {exc.strerror or exc}", retryable=True) from None
         try:
             try:
                 bind_socket(sock, iface, sockaddr[0])

@@ -1,6 +1,8 @@
 """What iscsid does to itself before it serves (open-iscsi 2.1.8 ``usr/iscsid.c``): its
-priority raised by 10 (``oom_adjust``'s ``nice(-10)``), its memory locked (``mlockall``) and
-its threads marked I/O flushers (``prctl(PR_SET_IO_FLUSHER)``, Linux 5.6).  The daemon is
+priority raised by 10 (``oom_adjust``'s ``nice(-10)``), its memory locked (``mlockall``),
+its threads marked I/O flushers (``prctl(PR_SET_IO_FLUSHER)``, Linux 5.6) and its open file
+limit raised to 16384 (``increase_max_files``: a login holds a socket, and logins to many
+portals run at once; systemd's default soft limit is 1024).  The daemon is
 what recovers the sessions the system may be writing back or paging through: it must not
 wait for a CPU behind the work of the I/O it serves, be paged out to a disk it serves, or
 wait in its own memory allocations for that I/O to complete.
@@ -23,6 +25,8 @@ from ..libc import function
 
 #: iscsid's ``nice(-10)`` (usr/iscsi_util.c ``oom_adjust``): relative to the inherited nice
 PRIORITY_RAISE = 10
+#: iscsid's ISCSI_MAX_FILES (usr/iscsi_util.c ``increase_max_files``)
+MAX_FILES = 16384
 # <sys/mman.h>: lock what is mapped now and later, each page as it is first touched (Linux
 # 4.4): the 8 MiB reserved for each thread's stack are not filled in to be locked
 MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT = 1, 2, 4
@@ -33,11 +37,15 @@ PR_SET_IO_FLUSHER, PR_GET_IO_FLUSHER = 57, 58
 
 def protect_daemon() -> list[str]:
     """Raise the calling thread's priority by :data:`PRIORITY_RAISE`, lock the process's
-    memory as it is touched and mark the calling thread an I/O flusher.  Each step is
-    independent; a refusal (no CAP_SYS_NICE, CAP_IPC_LOCK or CAP_SYS_RESOURCE, a kernel
-    without the call) leaves that one undone.  Returns one line per refusal, naming the
-    step and the error, for the caller to log; never raises."""
+    memory as it is touched, mark the calling thread an I/O flusher and raise the open file
+    limit to :data:`MAX_FILES` (:func:`raise_open_files`).  Each step is independent; a
+    refusal (no CAP_SYS_NICE, CAP_IPC_LOCK or CAP_SYS_RESOURCE, a kernel without the call)
+    leaves that one undone.  Returns one line per refusal, naming the step and the error,
+    for the caller to log; never raises."""
     refused = []
+    why = raise_open_files()
+    if why:
+        refused.append(why)
     try:
         os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) - PRIORITY_RAISE)
     except OSError as exc:
@@ -49,6 +57,30 @@ def protect_daemon() -> list[str]:
     if err:
         refused.append(f"not marked an I/O flusher (PR_SET_IO_FLUSHER): {os.strerror(err)}")
     return refused
+
+
+def raise_open_files(limit: int = MAX_FILES) -> str | None:
+    """The soft limit of open files raised to ``limit`` (the hard one too when it is
+    lower: CAP_SYS_RESOURCE), as iscsid's increase_max_files; a limit already as high is
+    left.  None, or why it could not be raised (it is then as high as the hard one)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    infinite = resource.RLIM_INFINITY
+    if soft == infinite or soft >= limit:
+        return None
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE,
+                           (limit, hard if hard == infinite or hard >= limit else limit))
+        return None
+    except (OSError, ValueError) as exc:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError):
+            pass
+        why = exc.strerror if isinstance(exc, OSError) else os.strerror(errno.EPERM)
+        return f"open file limit not raised to {limit} (setrlimit): {why}"  # Python's
+        # ValueError: a hard limit raised without CAP_SYS_RESOURCE
 
 
 def io_flusher() -> bool:

@@ -2,6 +2,7 @@
 and its iscsiadm-style failures, against real listeners on loopback."""
 
 import asyncio
+import os
 import socket
 import time
 
@@ -28,6 +29,27 @@ def test_a_link_local_address_with_a_zone_connects_through_that_interface():
         asyncio.run(_resolve("fe80::1%nosuch0", 3260))
     assert (e.value.code, e.value.retryable, str(e.value)) == (
         8, True, "cannot make connection to fe80::1%nosuch0: no network interface nosuch0")
+
+
+def test_out_of_descriptors_a_connect_is_a_retryable_connect_failure(monkeypatch):
+    """socket() refused (EMFILE: logins to many portals at once under a low limit): a
+    connect failure, 8 and retried, as iscsid's "cannot create TCP socket"; it escaped as
+    an internal error (9), with a traceback, and the login was not retried."""
+    import errno
+
+    def no_fd(*args):
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    async def go():  # the loop made first: it needs descriptors of its own
+        with monkeypatch.context() as m:
+            m.setattr(socket, "socket", no_fd)
+            await connect("127.0.0.1", 3260, 1.0)
+
+    with pytest.raises(SessionError) as e:
+        asyncio.run(go())
+    assert (e.value.code, e.value.retryable, str(e.value)) == (
+        8, True, "cannot make connection to 127.0.0.1: cannot create a TCP socket: Too many "
+                 "open files")
 
 
 @pytest.mark.parametrize("family,host,address", [

@@ -12,6 +12,7 @@ import pytest
 PROBE = r"""
 import json, os, resource, sys, threading
 from iscsictl.daemon.protect import io_flusher, protect_daemon
+resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024 if sys.argv[1] == "root" else 2048))
 if sys.argv[1] == "unprivileged":
     resource.setrlimit(resource.RLIMIT_MEMLOCK, (0, 0))
     os.setgid(65534); os.setuid(65534)
@@ -29,7 +30,8 @@ if pid == 0:
 os.close(w); child = os.read(r, 65536).decode(); os.waitpid(pid, 0)
 child_locked = [int(l.split()[1]) for l in child.splitlines() if l.startswith("VmLck:")][0]
 print(json.dumps(dict(before=before, after=os.getpriority(os.PRIO_PROCESS, 0), later=later,
-                      locked=locked, child_locked=child_locked, refused=refused)))
+                      locked=locked, child_locked=child_locked, refused=refused,
+                      files=resource.getrlimit(resource.RLIMIT_NOFILE))))
 """
 
 
@@ -45,19 +47,24 @@ def test_root_raises_priority_locks_memory_and_threads_inherit():
     assert r["after"] == r["before"] - 10
     assert r["later"]["nice"] == r["after"]  # a thread started afterwards inherits it
     assert r["locked"] > 0 and r["child_locked"] == 0  # a child does not inherit the lock
-    # PR_SET_IO_FLUSHER needs CAP_SYS_RESOURCE, which a container may withhold from root:
-    # then it is the one refusal, named; otherwise later threads are flushers too
+    # PR_SET_IO_FLUSHER and a hard limit raised need CAP_SYS_RESOURCE, which a container
+    # may withhold from root: then those are the refusals, named; otherwise later threads
+    # are flushers too, and the open file limit is iscsid's (increase_max_files: from
+    # systemd's 1024)
     if r["refused"]:
         assert r["refused"] == [
+            "open file limit not raised to 16384 (setrlimit): Operation not permitted",
             "not marked an I/O flusher (PR_SET_IO_FLUSHER): Operation not permitted"], r
-        assert not r["later"]["flusher"]
+        assert not r["later"]["flusher"] and r["files"] == [1024, 1024]
     else:
-        assert r["later"]["flusher"]
+        assert r["later"]["flusher"] and r["files"] == [16384, 16384]
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
 def test_unprivileged_refusals_are_named_and_change_nothing():
     r = probe("unprivileged")
     assert r["after"] == r["before"] and r["locked"] == 0 and not r["later"]["flusher"]
+    assert r["files"] == [2048, 2048]  # as far as the hard limit goes
     assert [line.split(" (")[0] for line in r["refused"]] == [
-        "priority not raised by 10", "memory not locked", "not marked an I/O flusher"], r
+        "open file limit not raised to 16384", "priority not raised by 10",
+        "memory not locked", "not marked an I/O flusher"], r
