@@ -472,6 +472,7 @@ class Daemon:
         self._logged_out: set[int] = set()  # sids whose kernel destroy event is still due
         self._state_write: asyncio.TimerHandle | None = None  # a coalesced _save_state
         self._journal_fd: int | None = None  # STATE_JOURNAL, opened at its first line
+        self._journal_torn = False  # its last line was cut short
         # SCSI scans block in the kernel for the whole LUN scan: give them their own
         # threads so 32 parallel logins scan in parallel (the default pool has ~6)
         self._scan_pool = ThreadPoolExecutor(MAX_PARALLEL_LOGINS, thread_name_prefix="scan")
@@ -679,6 +680,8 @@ class Daemon:
         except OSError:
             journal = []
         for line in journal:
+            if not line.strip():  # the end a line cut short was given
+                continue
             try:
                 entry = json.loads(line)
             except ValueError:
@@ -696,13 +699,19 @@ class Daemon:
         sessions with it)."""
         line = json.dumps({"sid": session.sid, "isid": str(session.isid) if session.isid
                            else None, "tsih": session.tsih}).encode() + b"\n"
+        if self._journal_torn:  # a line cut short before (a full disk): ended first, so
+            line = b"\n" + line  # that this one is read
         try:
             if self._journal_fd is None:
                 os.makedirs(self.state_dir, 0o755, exist_ok=True)
                 self._journal_fd = os.open(os.path.join(self.state_dir, STATE_JOURNAL),
                                            os.O_WRONLY | os.O_APPEND | os.O_CREAT |
                                            os.O_CLOEXEC, 0o644)
-            os.write(self._journal_fd, line)
+            view = memoryview(line)
+            while view:
+                self._journal_torn = True
+                view = view[os.write(self._journal_fd, view):]
+            self._journal_torn = False
         except OSError as exc:
             log.warning("cannot save session state in %s: %s", self.state_dir, exc)
 
@@ -742,6 +751,7 @@ class Daemon:
             atomic_write(os.path.join(self.state_dir, STATE_FILE), data, 0o644)
             if self._journal_fd is not None:  # the state file holds its lines now
                 os.ftruncate(self._journal_fd, 0)
+                self._journal_torn = False
             elif os.path.exists(os.path.join(self.state_dir, STATE_JOURNAL)):  # a crash's
                 os.truncate(os.path.join(self.state_dir, STATE_JOURNAL), 0)
         except (OSError, DBError) as exc:

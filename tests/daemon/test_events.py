@@ -282,6 +282,37 @@ def test_a_session_is_journaled_as_soon_as_it_is_the_daemons(daemon, tmp_path):
     assert _restarted(tmp_path)._load_state()["8"] == {"isid": str(s8.isid), "tsih": 1}
 
 
+def test_a_journal_line_cut_short_loses_no_later_line(daemon, tmp_path, monkeypatch):
+    """A full disk cuts a line short (a short write, then ENOSPC): the next line is still
+    read at a restart (it was glued to the cut one, and both sessions' ISIDs were lost)."""
+    import errno
+
+    from iscsictl.protocol.names import ISID
+
+    sessions = []
+    for sid in (1, 2, 3):
+        s = _session(sid)
+        s.isid = ISID.random(0x123456, sid)
+        sessions.append(s)
+    daemon._journal(sessions[0])
+    real_write = os.write
+    calls = []
+
+    def full(fd, data):
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, bytes(data[:10]))  # a short write, then the disk is full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "write", full)
+        daemon._journal(sessions[1])
+    daemon._journal(sessions[2])
+    saved = _restarted(tmp_path)._load_state()
+    assert saved["1"]["isid"] == str(sessions[0].isid)
+    assert saved["3"]["isid"] == str(sessions[2].isid) and "2" not in saved
+
+
 def test_saved_state_of_another_shape_is_left_out_not_a_traceback(daemon, tmp_path, caplog):
     """A state file or journal line of another version or damaged: its bad entries are
     left out with one warning (the daemon exited with a traceback at start, AttributeError
