@@ -40,7 +40,8 @@ def iscsid_running() -> bool:
 
 
 class LockHeld(Exception):
-    """The lock cannot be taken: held by another process (named), or not to be opened.
+    """The lock cannot be taken: held by another process (named), or not to be opened or
+    written.
     The message is for the user; each program prefixes its own name."""
 
 
@@ -60,6 +61,10 @@ def take_lock(path: str) -> int:
         os.close(fd)
         raise LockHeld(f"process {holder} (iscsictld or iscsictl-start) owns the kernel's "
                        f"iSCSI sessions ({path})") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError as exc:  # a full /run: said and stopped, as iscsid's "Unable to write
+        os.close(fd)  # pid file" (it was a traceback)
+        raise LockHeld(f"cannot write the lock file {path}: {exc.strerror}") from None
     return fd

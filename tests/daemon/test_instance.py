@@ -23,3 +23,23 @@ def test_iscsid_is_a_root_listener_on_its_socket(monkeypatch):
         root.bind("\0" + name)
         root.listen(1)
         assert instance.iscsid_running() == (os.geteuid() == 0)
+
+
+def test_a_lock_file_that_cannot_be_written_is_said_not_a_traceback(tmp_path, monkeypatch):
+    """A full /run: the pid cannot be written into the lock file: LockHeld naming it (the
+    daemon and iscsictl-start say it on one line and exit 1), as iscsid's "Unable to write
+    pid file"; it was a traceback."""
+    import errno
+
+    import pytest
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "pwrite", full)
+    path = str(tmp_path / "run" / "iscsictld.lock")
+    with pytest.raises(instance.LockHeld) as e:
+        instance.take_lock(path)
+    assert str(e.value) == f"cannot write the lock file {path}: No space left on device"
+    monkeypatch.undo()
+    os.close(instance.take_lock(path))  # the descriptor was closed: the lock is free
