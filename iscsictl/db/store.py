@@ -232,18 +232,22 @@ def _fsync_dir(path: str) -> None:
 
 def syncfs(path: str) -> None:
     """Flush the filesystem holding ``path`` (Linux ``syncfs``; ``sync`` where unavailable).
-    One call replaces per-file fsyncs when many records are written at once."""
+    One call replaces per-file fsyncs when many records are written at once.  Raises
+    OSError when the data could not be written (EIO, ENOSPC: what an fsync of each file
+    would have said; it went unsaid, and records not on the disk passed for written)."""
+    import ctypes
+
     fn = _libc_syncfs()
     if fn is not None:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                if fn(fd) == 0:
-                    return
-            finally:
-                os.close(fd)
-        except OSError:
-            pass
+            if fn(fd) == 0:
+                return
+            err = ctypes.get_errno()
+        finally:
+            os.close(fd)
+        if err != errno.ENOSYS:
+            raise OSError(err, os.strerror(err), path)
     os.sync()
 
 
@@ -1557,12 +1561,23 @@ class NodeDB:
                         os.close(fd)
                 except OSError as e:
                     res.failed.append((nid, DBError(f"cannot write {path}: {e.strerror}")))
+                    try:  # a temp file cut short: not left to fill the disk further
+                        os.unlink(tmp)
+                    except OSError:
+                        pass
                     continue
                 written.append((rec, nid, tmp, path))
-            syncfs(self.db_root)
+            try:
+                syncfs(self.db_root)
+            except OSError as e:  # not on the disk: none is put in place (the finally
+                for _rec, nid, _tmp, path in written:  # removes their temp files)
+                    res.failed.append((nid, DBError(f"cannot write {path}: {e.strerror}")))
+                written_ok: list = []
+            else:
+                written_ok = written
             with self.db_lock():  # no sibling's delete removes a directory made above
                 dirs: dict = {}
-                for rec, nid, tmp, path in written:
+                for rec, nid, tmp, path in written_ok:
                     try:
                         try:
                             rename_noreplace(tmp, path)
@@ -1611,7 +1626,10 @@ class NodeDB:
                         os.unlink(tmp)
                     except OSError:
                         pass
-        syncfs(self.db_root)
+        try:  # the renames and links on the disk too
+            syncfs(self.db_root)
+        except OSError as e:
+            self.warn(f"{self.db_root}: the new records may not be on the disk: {e.strerror}")
 
     # ---- iface records ---------------------------------------------------------------------
     def iface_path(self, name: str) -> str:

@@ -1062,3 +1062,41 @@ def test_a_record_whose_move_to_its_new_tag_fails_is_kept(db, monkeypatch, first
     res = db.reconcile_discovery(did, [NodeID(T1, "10.0.0.8", 3260, 2, "default")])
     [moved] = db.list_nodes(target=T1)  # room again: moved, the old one gone
     assert moved.tpgt == 2 and db.read_node(moved).values["node.startup"] == "automatic"
+
+
+def test_a_discovery_whose_records_cannot_reach_the_disk_puts_none_in_place(db, monkeypatch):
+    """syncfs failing (EIO, ENOSPC) after the records' temp files were written: none is
+    renamed into place, each said failed, no temp file left (the error was dropped, and
+    the discovery said 0 for records that may be empty after a crash).  A temp file whose
+    write failed is removed too (it stayed an hour, on a full disk)."""
+    import ctypes
+    import errno
+
+    did = DiscoveryID("sendtargets", "10.0.0.8", 3260)
+    db.create_discovery(did)
+    nids = [NodeID(f"{T1}-{i}", "10.0.0.8", 3260, 1, "default") for i in range(3)]
+
+    def failing_syncfs(fd):
+        ctypes.set_errno(errno.EIO)
+        return -1
+
+    monkeypatch.setattr(store, "_libc_syncfs", lambda: failing_syncfs)
+    res = db.reconcile_discovery(did, nids)
+    assert res.added == [] and sorted(n for n, _ in res.failed) == nids
+    assert all("Input/output error" in str(e) for _, e in res.failed)
+    assert db.list_nodes() == []
+    monkeypatch.undo()
+    real_write, calls = os.write, []
+
+    def full_at_the_second(fd, data):
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "write", full_at_the_second)
+        res = db.reconcile_discovery(did, nids)
+    assert len(res.added) == 2 and [n for n, _ in res.failed] == [nids[1]]
+    tmp = os.path.join(db.db_root, ".tmp")
+    assert not os.path.isdir(tmp) or os.listdir(tmp) == []
