@@ -77,7 +77,6 @@ def test_a_login_the_target_breaks_ends_the_discovery_with_19_at_once():
     """The target answers the discovery's Login Request with a Reject: the initiator's
     own finding (LOGIN_INVALID_PDU in open-iscsi), which its discovery takes as fatal:
     19, one connection, no retry (before: 5, as a login the target refused for a while)."""
-    from iscsictl.discovery.sendtargets import DiscoveryPolicy, send_targets
     from iscsictl.protocol.pdu import Reject
     from iscsictl.transport.errors import FatalLoginError
 
@@ -88,18 +87,28 @@ def test_a_login_the_target_breaks_ends_the_discovery_with_19_at_once():
         request = conn.recv(65536)
         hdr, _ = Reject(reason=9, data=request[:48]).encode_header()
         conn.sendall(hdr + request[:48])
-    listener = _each_connection(reject)
+    try:
+        error = _failed_discovery(_each_connection(reject), FatalLoginError, reopen_max=3)
+    finally:
+        for conn in accepted:
+            conn.close()
+    assert error.exit_code == 19 and len(accepted) == 1
+
+
+def _failed_discovery(listener, error, reopen_max):
+    """The ``error`` a SendTargets discovery of ``listener``'s portal ends in (tried
+    again ``reopen_max`` times, 10 ms apart); the listener closed."""
+    from iscsictl.discovery.sendtargets import DiscoveryPolicy, send_targets
+
     config = LoginConfig(initiator_name=INAME, session_type="Discovery", target_name=None,
                          login_timeout=5)
     try:
-        with pytest.raises(FatalLoginError) as caught:
+        with pytest.raises(error) as caught:
             send_targets("127.0.0.1", listener.getsockname()[1], config,
-                         DiscoveryPolicy(reopen_max=3, retry_delay=0.01))
+                         DiscoveryPolicy(reopen_max=reopen_max, retry_delay=0.01))
     finally:
         listener.close()
-        for conn in accepted:
-            conn.close()
-    assert caught.value.exit_code == 19 and len(accepted) == 1
+    return caught.value
 
 
 def test_a_login_response_is_waited_for_active_timeout_then_given_up_with_19():
@@ -396,17 +405,9 @@ def test_a_redirect_without_a_usable_address_is_retried_by_the_discovery():
     """A discovery's Login answered with a redirect whose TargetAddress is missing: open-
     iscsi's LOGIN_REDIRECTION_FAILED, which its discovery connects again for (reopen_max),
     then 11; it was 19 at once, as a Login Response that breaks the rules."""
-    from iscsictl.discovery.sendtargets import DiscoveryPolicy, send_targets
     from iscsictl.transport.errors import RetriesExceeded
 
     listener, served = _fake_targets(lambda _: FakeTarget(TargetConfig(status=0x0101)))
-    config = LoginConfig(initiator_name=INAME, session_type="Discovery", target_name=None,
-                         login_timeout=5)
-    try:
-        with pytest.raises(RetriesExceeded) as caught:
-            send_targets("127.0.0.1", listener.getsockname()[1], config,
-                         DiscoveryPolicy(reopen_max=2, retry_delay=0.01))
-    finally:
-        listener.close()
-    assert caught.value.exit_code == 11 and len(served) == 3
-    assert "without TargetAddress" in str(caught.value.last)
+    error = _failed_discovery(listener, RetriesExceeded, reopen_max=2)
+    assert error.exit_code == 11 and len(served) == 3
+    assert "without TargetAddress" in str(error.last)
