@@ -241,12 +241,13 @@ def discover(args, o, ops, from_db: bool, missing_code: int = E.IDBM) -> int:
 
     ``from_db``: with the stored discovery record; a missing one is created from the
     defaults for ``-m discoverydb -D`` (as iscsiadm does), "not found!" (``missing_code``
-    7) for ``-m discovery -p`` without ``-t``.  ``-m discovery -t isns`` stores no record (as
+    7) for ``-m discovery -p`` without ``-t``; a damaged one (empty, cut short) is made
+    again from the defaults, with a warning.  ``-m discovery -t isns`` stores no record (as
     iscsiadm: its node records are then linked from ``isns/`` itself).  One exchange per
     iface: SendTargets through that iface's network device and with its initiator name;
     iSNS once per initiator name.  Any failure stops the discovery before a record is
     written (iscsiadm's all-or-nothing)."""
-    from ..db.errors import RecordNotFound
+    from ..db.errors import CorruptRecord, RecordNotFound
     did, p = _did(args)
     db = open_db(args, o)
     persistent = "nonpersistent" not in ops
@@ -254,15 +255,19 @@ def discover(args, o, ops, from_db: bool, missing_code: int = E.IDBM) -> int:
     def discovery_record(defer: bool = False):  # -> (record, _Deferred write or None)
         try:
             return db.read_discovery(did), None
+        except CorruptRecord as e:
+            # empty or cut short (iscsiadm writes it in place, unsynced): made again from
+            # the defaults, as a damaged node record is, not a failure of each discovery
+            db.warn(f"{e}: {'recreated from' if persistent else 'using'} defaults")
         except RecordNotFound:
             if from_db and missing_code != E.IDBM:
                 raise _not_found(did, missing_code) from None
-            rec = db.new_discovery_record(did)
-            if not persistent:
-                return rec, None
-            if not defer:
-                return db.store_discovery(did, rec), None
-            return rec, _Deferred(lambda: db.store_discovery(did, rec))
+        rec = db.new_discovery_record(did)
+        if not persistent:
+            return rec, None
+        if not defer:
+            return db.store_discovery(did, rec), None
+        return rec, _Deferred(lambda: db.store_discovery(did, rec))
 
     # -D: made before the ifaces are read; else written while the target answers the login
     rec, stored = discovery_record() if from_db else (None, None)

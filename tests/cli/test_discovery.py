@@ -94,6 +94,30 @@ def test_rediscovery_deletes_stale_from_same_source_only(cli, tgt):
     assert "node.startup = automatic" in cli("-m", "node", "-T", T_OPEN).out
 
 
+@pytest.mark.parametrize("damage", ["", "discovery.sendtargets.auth.username = x\n"])
+def test_a_damaged_discovery_record_is_made_again(cli, tgt, damage):
+    """An st_config a crash left empty or cut short (iscsiadm writes it in place, unsynced)
+    is made again from the defaults with a warning, as iscsiadm's discovery rewrites it;
+    it failed every later discovery with exit 6."""
+    assert cli("-m", "discovery", "-t", "st", "-p", tgt.portal).rc == 0
+    st = os.path.join(cli.root, "send_targets", f"127.0.0.1,{tgt.port}", "st_config")
+    with open(st, "w") as f:
+        f.write(damage)
+    for warned in (True, False):  # the first one made it again: no warning the second time
+        r = cli("-m", "discovery", "-t", "st", "-p", tgt.portal)
+        assert r.rc == 0, r.err
+        assert sorted(r.out.splitlines()) == sorted(f"{tgt.portal},1 {t}" for t in ALL)
+        assert ("corrupt record" in r.err and "recreated from defaults" in r.err if warned
+                else r.err == ""), r.err
+    with open(st) as f:
+        assert f"discovery.sendtargets.port = {tgt.port}\n" in f.read()
+    with open(st, "w") as f:
+        f.write(damage)
+    r = cli("-m", "discovery", "-t", "st", "-p", tgt.portal, "-o", "nonpersistent")
+    assert r.rc == 0 and "corrupt record" in r.err and "using defaults" in r.err, r.err
+    assert open(st).read() == damage  # nonpersistent: not written
+
+
 def test_nonpersistent_writes_nothing(cli, tgt):
     r = cli("-m", "discovery", "-t", "st", "-p", tgt.portal, "-o", "nonpersistent")
     assert r.rc == 0, r.err
