@@ -202,6 +202,13 @@ def _number(v: str) -> str | None:
     return v if ascii_digits(v) and int(v) > 0 else None
 
 
+def _bound(v: str) -> str | None:
+    """A host's netdev or hwaddress as an iface binding: None for iscsid's "default" (what
+    its iscsi_host_set_params sets for an unbound iface) and libiscsi's "(null)" (never
+    set)."""
+    return None if v in ("default", "(null)", "<empty>") else v
+
+
 #: (record key, sysfs attribute: ``session/<name>`` or ``connection/<name>``, conversion)
 #: The credentials the session logged in with (iscsid's sync_session takes them from sysfs
 #: even when a record exists: the record may have changed since, the session's worked).
@@ -212,7 +219,10 @@ AUTH_FROM_SYSFS = (
     ("node.session.auth.password_in", "session/password_in", str),
 )
 #: A session without a record (iscsistart's boot session, ``-m fw -l``, a record deleted
-#: since): who it is and what it negotiated (iscsid's setup_rec_from_negotiated_values).
+#: since): who it is and what it negotiated (iscsid's setup_rec_from_negotiated_values),
+#: and the network device its iface is bound to, from its SCSI host (``host/<name>``:
+#: iscsid's sync_session copies the iface iscsi_sysfs_read_iface reads), so that its
+#: relogins leave through the same one.
 IDENTITY_FROM_SYSFS = (
     ("node.name", "session/targetname", str),
     ("node.tpgt", "session/tpgt", str),
@@ -220,6 +230,8 @@ IDENTITY_FROM_SYSFS = (
     ("node.conn[0].port", "connection/persistent_port", str),
     ("iface.iscsi_ifacename", "session/ifacename", str),
     ("iface.initiatorname", "session/initiatorname", str),
+    ("iface.net_ifacename", "host/netdev", _bound),
+    ("iface.hwaddress", "host/hwaddress", _bound),
     ("node.conn[0].iscsi.HeaderDigest", "connection/header_digest", _digest),
     ("node.conn[0].iscsi.DataDigest", "connection/data_digest", _digest),
     ("node.conn[0].iscsi.MaxRecvDataSegmentLength", "connection/max_recv_dlength", _number),
@@ -237,8 +249,8 @@ ADOPTION_ATTRS = tuple(dict.fromkeys(a for _, a, _ in AUTH_FROM_SYSFS + IDENTITY
 def adopted_record(record: Mapping[str, str] | None, sysfs: Mapping[str, str | None],
                    defaults: Mapping[str, str]) -> dict[str, str]:
     """The record a session taken over from the kernel is managed (and logged in again)
-    with.  ``sysfs`` maps ``session/<attr>``/``connection/<attr>`` (AUTH_ATTRS with a
-    record, ADOPTION_ATTRS without) to the values read (None: absent or unreadable);
+    with.  ``sysfs`` maps ``session/<attr>``/``connection/<attr>``/``host/<attr>``
+    (AUTH_ATTRS with a record, ADOPTION_ATTRS without) to the values read (None: absent or unreadable);
     ``defaults``: iscsid.conf's node defaults, the base when there is no ``record``.  The
     session's credentials replace the record's where sysfs shows them."""
     out = dict(record) if record is not None else dict(defaults)

@@ -848,6 +848,9 @@ class Daemon:
             for a in (AUTH_ATTRS if record is not None else ADOPTION_ATTRS):
                 if a.startswith("connection/"):
                     attrs[a] = crd(a[11:])
+                elif a.startswith("host/"):
+                    attrs[a] = (rd(f"class/iscsi_host/host{host_no}/{a[5:]}")
+                                if host_no is not None else None)
                 else:  # to the byte (the credentials: a firmware's need not be UTF-8,
                     attrs[a] = rd(base + a[8:])  # and a relogin sends them again)
             if record is None:

@@ -259,6 +259,31 @@ def test_an_adopted_bnx2i_session_knows_its_ports_netdev_for_iscsiuio(daemon):
     assert node.record["iface.net_ifacename"] == "eth5"
 
 
+@pytest.mark.parametrize("netdev, hwaddress, bound", [
+    ("eth9", "02:00:5e:00:53:09", ("eth9", "02:00:5e:00:53:09")),
+    ("default", "default", (None, None)),  # iscsid's for an unbound iface
+    ("(null)", "(null)", (None, None)),  # libiscsi's when never set
+])
+def test_a_session_without_a_record_keeps_its_ifaces_network_device(daemon, netdev, hwaddress,
+                                                                      bound):
+    """A tcp session bound to a NIC (iscsistart -P iface.net_ifacename=..., a record
+    deleted since) is adopted bound to it, from its host's sysfs as iscsid's sync_session
+    does: its relogins leave through that NIC, not the one the routing table picks."""
+    from iscsictl.transport.iface import iface_netdev
+    d, sys_root, _ = daemon
+    add_session(sys_root, 1, 0, T, "192.0.2.10", {0: "sda"})
+    _w(sys_root, SESSION.format(h=0, s=1) + "/ifacename", "if0")
+    _w(sys_root, "devices/platform/host0/iscsi_host/host0/netdev", netdev)
+    _w(sys_root, "devices/platform/host0/iscsi_host/host0/hwaddress", hwaddress)
+    d._adopt()
+    rec = d.sessions[1].node.record
+    assert (rec.get("iface.net_ifacename") or None, rec.get("iface.hwaddress") or None) == bound
+    assert d.sessions[1].node.iface == "if0" and d.sessions[1].bind_host is None
+    _w(sys_root, "class/net/eth9/address", "02:00:5e:00:53:09")
+    _w(sys_root, "class/net/eth9/type", "1")
+    assert iface_netdev(rec, d.sysfs) == bound[0]  # what its relogins' socket binds to
+
+
 def test_a_boot_session_without_nop_outs_is_found_for_a_relogin(daemon):
     """iscsistart's and iscsictl-start's sessions run with NOP-Outs off (ping_tmo and
     recv_tmo 0), and the kernel arms its NOP timer only at START_CONN: such a session whose
