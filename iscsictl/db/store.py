@@ -1757,12 +1757,13 @@ class NodeDB:
                 k = schema.IFACE.by_name.get(key)
                 if k is not None and k.block and k.block != block:
                     raise InvalidKey(key)
+            # a binding is not changed from one kind to the other, as the iface is read
+            # (verify_iface_params): one command may set both on an unbound iface
             binding = ("iface.hwaddress", "iface.net_ifacename")
+            bound = [rec.values.get(k) not in (None, "", "<empty>", "default") for k in binding]
             for key, value in updates.items():
-                if key in binding:
-                    other = binding[1 - binding.index(key)]
-                    if rec.values.get(other) not in (None, "", "<empty>", "default"):
-                        raise BindingChange(other, key)
+                if key in binding and bound[1 - binding.index(key)]:
+                    raise BindingChange(binding[1 - binding.index(key)], key)
                 rec.update_key(key, value)
             atomic_write(path, self._serialize(rec), tmp_dir=self._tmp_dir())
         return rec

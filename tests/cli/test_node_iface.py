@@ -286,6 +286,16 @@ def test_an_iface_binding_is_not_changed_from_one_kind_to_the_other(cli):
         assert cli("-m", "iface", "-I", name).out == before
         r = cli("-m", "iface", "-I", name, "-o", "update", "-n", key, "-v", value)
         assert r.rc == 0, r.err  # the same binding may change its value
+    # an unbound iface may be given both in one command, new or updated (checked against
+    # the iface as read, as verify_iface_params: the second key tripped on the first)
+    both = ("-n", "iface.net_ifacename", "-v", "eth1", "-n", "iface.hwaddress",
+            "-v", "52:54:00:aa:bb:02")
+    for name, ops in (("newboth", ("-o", "new")), ("updboth", ("-o", "update"))):
+        if name == "updboth":
+            assert cli("-m", "iface", "-I", name, "-o", "new").rc == 0
+        r = cli("-m", "iface", "-I", name, *ops, *both)
+        assert r.rc == 0 and r.err == "", r.err
+        assert cli("-m", "iface").out.count(f"{name} tcp,52:54:00:aa:bb:02,<empty>,eth1,") == 1
 
 
 def test_closed_or_full_stdout_and_stderr(cli):
