@@ -51,6 +51,10 @@ def run(args, o, mode: str) -> int:
                          E.INVAL)
     db = open_db(args, o)
     setup_default_ifaces(db, o)  # as iscsiadm, on every iface command
+    if args.interface and len(args.interface) > 1:  # iscsiadm's main: the first, said
+        o.error("iface mode only accepts one interface. Using the first one "
+                f"{args.interface[0]}.")
+        args.interface = args.interface[:1]
     if args.submode == "ping":
         return ping(db, args, o)
     if op in APPLY_OPS:  # ISCSI_UEVENT_SET_IFACE_PARAMS to an offload HBA
@@ -72,17 +76,6 @@ def run(args, o, mode: str) -> int:
         return listing(db, args, o)
     from ..db.errors import CorruptRecord, DBError, RecordNotFound
     from .session_cmd import in_use_error, records_in_use
-    if op in ("delete", "update") and len(names) > 1:  # iscsiadm: the first only
-        from .node_cmd import first_iface_only
-
-        o.error(first_iface_only(db, "iface", names[0]))
-        names = names[:1]
-    if op == "new" and len(names) > 1:  # every name checked before any iface is made
-        for name in names:
-            try:
-                db.check_new_iface_name(name)
-            except DBError as e:
-                raise E.CliError(str(e), e.exit_code) from None
     rc = E.SUCCESS
     shown = []
     for name in names:

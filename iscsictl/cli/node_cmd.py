@@ -64,13 +64,13 @@ def _check_ifaces(args, o) -> None:  # type: ignore[no-untyped-def]
         if name not in known:
             raise E.CliError(f"Could not read iface info for {name}.", E.BY_NAME["ISCSI_ERR_NOMEM"])
     if len(args.interface) > 1:
-        o.error(first_iface_only(db, "NODE", args.interface[0]))
+        o.error(first_iface_only(db, args.interface[0]))
         args.interface = args.interface[:1]
 
 
-def first_iface_only(db, mode: str, name: str) -> str:  # type: ignore[no-untyped-def]
-    """iscsiadm's words when a mode that takes one iface is given several -I (main):
-    ``<MODE> mode only accepts one interface. Using the first one driver ...``."""
+def first_iface_only(db, name: str) -> str:  # type: ignore[no-untyped-def]
+    """iscsiadm's words when node mode is given several -I (main): ``NODE mode only
+    accepts one interface. Using the first one driver ...``."""
     from ..db.errors import DBError
 
     try:
@@ -81,7 +81,7 @@ def first_iface_only(db, mode: str, name: str) -> str:  # type: ignore[no-untype
     def field(key: str) -> str:
         x = v.get(key)
         return "" if x in (None, "<empty>") else str(x)
-    return (f"{mode} mode only accepts one interface. Using the first one driver "
+    return ("NODE mode only accepts one interface. Using the first one driver "
             f"{field('iface.transport_name')} hwaddress {field('iface.hwaddress')} "
             f"ipaddress {field('iface.ipaddress')}.")
 
