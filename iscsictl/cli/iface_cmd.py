@@ -81,7 +81,11 @@ def run(args, o, mode: str) -> int:
     for name in names:
         try:
             if op == "new":
-                db.create_iface(name)
+                try:
+                    db.create_iface(name)
+                except DBError as e:  # iscsiadm's reason, then its new_fail line
+                    raise E.CliError(f"Could not create new interface {name}.", e.exit_code,
+                                     lines=[str(e)]) from None
                 # iscsiadm's OP_NEW: -n/-v applied to the new iface (iface_param_update,
                 # whose failure is said and leaves the iface made, exit 0), then the line
                 try:

@@ -194,6 +194,17 @@ def _check_letters(args, mode: str) -> None:
         raise E.CliError(f"{mode} mode: option '--probe' is not allowed/supported", E.INVAL)
 
 
+def _check_iface_names(names: list[str]) -> None:
+    """iscsiadm's check of each ``-I`` as it reads them (usr/iface.c iface_alloc): 1 to 64
+    bytes, else 7 in every mode."""
+    from ..db.schema import MAX_IFACE_NAME
+
+    for name in names:
+        if not name or len(os.fsencode(name)) > MAX_IFACE_NAME:
+            raise E.CliError(f"Invalid iface name {name}. Must be from 1 to {MAX_IFACE_NAME} "
+                             "characters.", E.INVAL)
+
+
 def run(argv: list[str] | None = None, out: Output | None = None) -> int:
     """Parse ``argv`` and run the command; the exit code (never raises for expected errors).
 
@@ -235,6 +246,8 @@ def _run(argv: list[str], out: Output | None) -> int:
             raise E.CliError("no mode specified "
                              "(-m discovery|discoverydb|node|session|iface|host|fw)", E.INVAL)
         _check_letters(args, mode)
+        if args.interface:
+            _check_iface_names(args.interface)
         modname = MODES[mode][0]
         module = None
         if modname is not None:

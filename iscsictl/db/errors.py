@@ -31,8 +31,9 @@ class RecordNotFound(DBError):
 
 
 class RecordExists(DBError):
-    """The record to create exists already.  Exit code 6 (ISCSI_ERR_IDBM), as iscsiadm's
-    ``-m iface -o new`` on an existing iface."""
+    """The record to create exists already.  Exit code 6 (ISCSI_ERR_IDBM).  Refused where
+    iscsiadm's ``-m iface -o new`` rewrites an existing iface from the defaults, losing
+    its settings."""
 
     exit_code = ISCSI_ERR_IDBM
 
@@ -52,13 +53,15 @@ class RecordInUse(DBError):
 
 class SpecialIface(DBError):
     """A change to a built-in iface (``default``, ``iser``), which no file holds: iscsiadm's
-    ``iface NAME is a special interface and cannot be modified.`` (or ``deleted.``).  Exit
-    code 7 (ISCSI_ERR_INVAL)."""
+    ``iface NAME is a special interface and cannot be modified.`` (or ``deleted.``; for
+    ``created``, ``is not stored in /etc/iscsi/ifaces.``).  Exit code 7 (ISCSI_ERR_INVAL)."""
 
     exit_code = ISCSI_ERR_INVAL
 
     def __init__(self, name: str, what: str):
-        super().__init__(f"iface {name} is a special interface and cannot be {what}.")
+        tail = (f"cannot be {what}" if what != "created"  # iface_conf_write's words
+                else "is not stored in /etc/iscsi/ifaces")
+        super().__init__(f"iface {name} is a special interface and {tail}.")
 
 
 class InvalidKey(DBError):

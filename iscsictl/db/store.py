@@ -184,6 +184,14 @@ class ReconcileResult:
     failed: list = field(default_factory=list)  # (NodeID, DBError)
 
 
+def _check_iface_name_length(name: str) -> None:
+    """InvalidRecordName for an iface name over 64 bytes (usr/iface.c iface_alloc:
+    ISCSI_MAX_IFACE_LEN counts bytes, not characters; iscsiadm cannot read a longer one)."""
+    if len(os.fsencode(name)) > schema.MAX_IFACE_NAME:
+        raise InvalidRecordName(f"iface name {name!r} longer than {schema.MAX_IFACE_NAME} "
+                                "bytes")
+
+
 def _check_component(what: str, name: str) -> None:
     if not name or "/" in name or "\0" in name or name in (".", "..") or "\n" in name:
         raise InvalidRecordName(f"invalid {what} {name!r}")
@@ -881,8 +889,7 @@ class NodeDB:
         for what, v in (("target name", target), ("portal address", address),
                         ("iface name", iface)):
             _check_component(what, v)
-        if len(iface) > schema.MAX_IFACE_NAME:
-            raise InvalidRecordName(f"iface name {iface!r} longer than {schema.MAX_IFACE_NAME}")
+        _check_iface_name_length(iface)
         rec = self.config.new_record(schema.NODE, self.warn)
         ifrec = self.read_iface(iface)
         for k in schema.IFACE_KEYS:
@@ -1694,24 +1701,23 @@ class NodeDB:
     @staticmethod
     def check_new_iface_name(name: str) -> None:
         """Whether ``name`` can be a new iface's (:meth:`create_iface`'s rules); raises
-        InvalidRecordName, or RecordExists for a built-in's."""
+        InvalidRecordName, or SpecialIface for a built-in's."""
         _check_component("iface name", name)
         if name[0] == "." or any(c.isspace() or not c.isprintable()
                                  and not "\udc80" <= c <= "\udcff" for c in name):
             raise InvalidRecordName(f"invalid iface name {name!r}: a leading '.', blanks and "
                                     "control characters are not allowed")
-        if len(name) > schema.MAX_IFACE_NAME:
-            raise InvalidRecordName(f"iface name {name!r} longer than {schema.MAX_IFACE_NAME}")
+        _check_iface_name_length(name)
         if name in schema.BUILTIN_IFACES:
-            raise RecordExists(f"iface {name} is a special interface and exists already")
+            raise SpecialIface(name, "created")
         if name == schema.IFACE_EXAMPLE:
             raise InvalidRecordName(f"invalid iface name {name!r}: the name of open-iscsi's "
                                     "example file, which it skips")
 
     @_changes_db
     def create_iface(self, name: str, values: dict | None = None) -> Record:
-        """``-m iface -I name -o new``.  Raises RecordExists (also for the built-ins),
-        InvalidRecordName (empty, '/', longer than 64; a leading '.', which listings skip
+        """``-m iface -I name -o new``.  Raises RecordExists, SpecialIface (the built-ins),
+        InvalidRecordName (empty, '/', longer than 64 bytes; a leading '.', which listings skip
         as the store's own files; blanks or control and format characters, which its
         listings and record lines cannot show as one word; a byte not in UTF-8 is kept)."""
         self.check_new_iface_name(name)

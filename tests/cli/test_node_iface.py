@@ -360,6 +360,28 @@ def test_a_name_not_in_utf8_is_written_as_its_bytes_on_stderr_too(cli):
     assert cp.returncode == 6 and b"if\xff\xfe" in cp.stderr and b"udcff" not in cp.stderr
 
 
+def test_iface_names_and_new_ifaces_are_refused_as_iscsiadm_refuses_them(cli):
+    """-I is 1 to 64 bytes in every mode (iface_alloc, as iscsiadm reads it: 7); a name
+    of 40 two-byte characters got into the DB, where iscsiadm cannot read or delete it.
+    -o new of a built-in is 7 with iface_conf_write's words (it was 6, "exists
+    already"), and a refused -o new ends with iscsiadm's "Could not create" line."""
+    long = "\u00e9" * 40  # 80 bytes
+    for args in (("-m", "iface", "-I", long, "-o", "new"), ("-m", "node", "-I", ""),
+                 ("-m", "discovery", "-t", "st", "-p", "127.0.0.1", "-I", "a" * 65)):
+        r = cli(*args)
+        assert r.rc == 7 and "Invalid iface name " in r.err \
+            and "Must be from 1 to 64 characters." in r.err, (args, r.err)
+    assert not os.path.exists(os.path.join(cli.root, "ifaces"))
+    assert cli("-m", "iface", "-I", "\u00e9" * 32, "-o", "new").rc == 0  # 64 bytes
+    r = cli("-m", "iface", "-I", "iser", "-o", "new")
+    assert (r.rc, r.err) == (7, "iscsictl: iface iser is a special interface and is not "
+                                "stored in /etc/iscsi/ifaces.\n"
+                                "iscsictl: Could not create new interface iser.\n")
+    r = cli("-m", "iface", "-I", "\u00e9" * 32, "-o", "new")  # kept, not rewritten
+    assert r.rc == 6 and r.err.endswith("Could not create new interface " + "\u00e9" * 32 +
+                                        ".\n"), r.err
+
+
 def test_iface_mode_takes_the_first_of_several_ifaces_whatever_the_operation(cli):
     """iscsiadm's main takes the first -I in iface mode, for every operation, and says so
     by its name; before, -o new made each one and a listing showed each (exit 6 for one
