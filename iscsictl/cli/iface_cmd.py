@@ -150,8 +150,12 @@ def _update(db, name: str, updates: dict[str, str], o) -> int:  # type: ignore[n
     __for_each_matched_rec); the first failure's exit code, else 0.  Raises DBError for
     the iface itself."""
     from ..db.errors import DBError
+    from .session_cmd import iface_in_use
 
     rc = E.SUCCESS
+    if updates and iface_in_use(name):  # iscsiadm's warning, word for word
+        o.warn("Updating iface while iscsi sessions are using it. You must logout the "
+               "running sessions then log back in for the new settings to take affect.")
     db.update_iface_many(name, updates)
     for nid in db.list_nodes(iface=name):
         try:

@@ -682,6 +682,13 @@ def records_in_use() -> Callable[[Any], bool]:
     return in_use
 
 
+def iface_in_use(name: str) -> bool:
+    """Whether a running session goes through iface ``name`` (iscsiadm's
+    iscsi_check_for_running_session with a record of that iface only)."""
+    return any(v.iface["name"] == name
+               for v in collect(_sysfs(), {}, level=0, only=_SELECT_ATTRS))
+
+
 def in_use_error(nid: Any) -> Any:
     """iscsiadm's refusal to delete a record a session uses (RecordInUse, exit 15)."""
     from ..db.errors import RecordInUse

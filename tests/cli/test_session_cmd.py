@@ -454,6 +454,14 @@ def test_records_a_session_uses_are_not_deleted(sysfs, db):
         assert cli("-m", "node", "-T", T, "-p", portal, "-I", "ifz", "-o", "new")[0] == 0
     rc, out, err = cli("-m", "iface", "-I", "ifz", "-o", "delete")
     assert rc == 15 and "Could not delete iface ifz" in err and "unbound" not in out
+    # its update is made, with iscsiadm's warning (iface_param_update); another's is not
+    warning = ("iscsictl: Updating iface while iscsi sessions are using it. You must logout "
+               "the running sessions then log back in for the new settings to take affect.\n")
+    for name, said in (("ifz", warning), ("ify", "")):
+        if name == "ify":
+            assert cli("-m", "iface", "-I", name, "-o", "new")[0] == 0
+        assert cli("-m", "iface", "-I", name, "-o", "update", "-n", "iface.mtu",
+                   "-v", "9000") == (0, f"{name} updated.\n", said)
     assert cli("-m", "iface", "-I", "ifz")[0] == 0
     nodes = NodeDB(str(db), str(db))
     assert nodes.list_nodes(iface="ifz") == [NodeID(T, "127.0.0.1", 3260, 1, "ifz")]
