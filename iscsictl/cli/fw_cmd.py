@@ -10,7 +10,8 @@
   boot disk ``node.session.initial_login_retry_max`` 30 and no NOP-Outs unless ``-n``
   sets them; ``-n`` may set any node key but the NIC, MAC and transport
   (:func:`apply_user_params`).  The exit code is the first failed
-  login's (iscsiadm 2.1.8 exits 0 whatever the logins did).
+  login's (iscsiadm 2.1.8 exits 0 whatever the logins did); a target with its session
+  there already is said but is no failure (dracut's iscsiroot runs ``-m fw -l`` again).
 * No firmware description: ``Could not get list of targets from firmware. (err 21)``.
 
 ``-m discovery -t fw`` (records in the DB) is discovery_cmd's, built on
@@ -193,4 +194,5 @@ def login(args, o, db, contexts) -> int:  # type: ignore[no-untyped-def]
     except DBError as e:
         o.error(str(e))
         raise E.CliError("Could not merge user params", E.INVAL) from None
-    return login_records(records, initiator_name(args), o, wait=not args.no_wait)
+    return login_records(records, initiator_name(args), o, wait=not args.no_wait,
+                         present_ok=True)

@@ -45,7 +45,7 @@ def _progress(o, verb: str, total: int):  # type: ignore[no-untyped-def]
 
 def login_records(records: list[Any], initiator_name: str, o,  # type: ignore[no-untyped-def]
                   multiple: bool = False, json_results: list | None = None,
-                  wait: bool = True) -> int:
+                  wait: bool = True, present_ok: bool = False) -> int:
     """Log in to each node :class:`~iscsictl.db.record.Record`; returns the exit code.
     The daemon gets each record as the text of its keys that differ from the compiled
     defaults (it restores the rest: IPC v2).  ``multiple``: one more session to each,
@@ -53,7 +53,8 @@ def login_records(records: list[Any], initiator_name: str, o,  # type: ignore[no
     results are printed, or added to ``json_results`` when given (one JSON document).
     Without ``wait`` (``-W``) the request is sent and not waited for, as iscsiadm's
     iscsid_reqs_close: the "Logging in to" lines, and 0 unless a session was present
-    already (15); each pending login is ``{"node": ..., "pending": true}`` in JSON."""
+    already (15); each pending login is ``{"node": ..., "pending": true}`` in JSON.
+    ``present_ok``: a session there already is said but no failure (``-m fw -l``)."""
     from ..ipc import DaemonError
 
     if not records:
@@ -68,7 +69,8 @@ def login_records(records: list[Any], initiator_name: str, o,  # type: ignore[no
     todo = [(rec, wanted - have, multiple or wanted > 1)
             for rec, (wanted, have) in zip(records, counts) if have < wanted]
     records = [rec for rec, _, _ in todo]
-    rc = SESS_EXISTS if present else 0
+    exists = 0 if present_ok else SESS_EXISTS  # the code of a session there already
+    rc = exists if present else 0
     for _, message in present:
         o.warn(message)
     if not o.json:
@@ -105,7 +107,7 @@ def login_records(records: list[Any], initiator_name: str, o,  # type: ignore[no
             continue
         if r.get("code") == SESS_EXISTS:  # another command won the race
             o.warn(r.get("message", "session exists"))
-            rc = rc or SESS_EXISTS
+            rc = rc or exists
         else:
             code = int(r.get("code", E.ERR))
             o.error(f"Could not login to {desc}.")

@@ -293,6 +293,25 @@ def test_fw_login_failure_is_its_exit_code(daemon, env):
     assert rc == 24 and err.endswith("Could not log into all portals\n")
 
 
+def test_fw_login_again_is_no_failure(daemon, env):
+    """A target whose session is there already is said, but is no failure: dracut's
+    iscsiroot runs ``-m fw -l`` again once the boot session is up (iscsiadm exits 0);
+    it was 15 and "Could not log into all portals".  Another target's failure still is."""
+    from test_session_cmd import add_session
+    add_session(env[0], 1, 0, BOOT, "127.0.0.1", {0: "sda"})  # the boot session, in sysfs
+    daemon.answers = {"login": [{"ok": False, "code": 15, "node": _desc(DATA, 3261),
+                                 "message": "default: 1 session requested, but 1 already "
+                                            "present."}]}  # the other: a race, said by it
+    rc, out, err = cli("-m", "fw", "-l")
+    assert rc == 0 and "Could not log" not in err, err
+    assert err.count("1 session requested, but 1 already present.") == 2
+    (op, args), = daemon.calls
+    assert [r["node.name"] for r in args["records"]] == [DATA]  # the present one: not sent
+    daemon.answers = {"login": [{"ok": False, "code": 24, "node": _desc(DATA, 3261)}]}
+    rc, _, err = cli("-m", "fw", "-l")
+    assert rc == 24 and err.endswith("Could not log into all portals\n")
+
+
 # ---- -m discovery -t fw ------------------------------------------------------------------------
 def _show(target):
     rc, out, _ = cli("-m", "node", "-T", target, "-o", "show")
