@@ -72,6 +72,12 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_RCVBUF = 4 * 1024 * 1024
 _RECV_BUFSIZE = 1024 * 1024  # larger than any iSCSI netlink message (RECV_PDU <= 56+48+8192+pad)
+#: Datagrams one read takes at most before its messages are handed on.  A flood of kernel
+#: events (a target's Async Messages come up as RECV_PDU events, one each) cannot hold the
+#: caller (the daemon's event loop) for as long as it lasts, nor pile up undecoded in
+#: memory; the socket, still readable, is read again at the loop's next pass, as iscsid's
+#: poll loop reads one message a pass (usr/event_poll.c).
+READ_BATCH = 256
 _MULTICAST_REPLIES = {E.GET_STATS, E.GET_CHAP, E.GET_HOST_STATS}
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
@@ -662,6 +668,16 @@ class _Core:
         self.event_callback = event_callback
         self._pid = 0  # the kernel replies to the sender's portid whatever nlmsg_pid says
         self._overruns = 0  # ENOBUFS read so far: a reply missing after one was dropped
+        # What the socket can hold queued (the kernel doubles the size set): a read after a
+        # send that has taken this many bytes has read every reply queued inside sendmsg(),
+        # however many events come in behind them
+        try:
+            self._queue_bytes = int(self._transport.getsockopt(  # type: ignore[attr-defined]
+                socket.SOL_SOCKET, socket.SO_RCVBUF))
+        except (AttributeError, OSError, TypeError, ValueError):
+            self._queue_bytes = 2 * rcvbuf
+        self._bytes_read = 0  # every datagram's bytes so far
+        self._drained = False  # whether the last read stopped at an empty socket
         self._seq = 0
         # On a real netlink socket, only the kernel (port 0) may speak: any root process
         # can unicast to our port, and a forged CONN_ERROR would trigger a recovery.
@@ -688,13 +704,16 @@ class _Core:
                 raise KernelInterfaceUnavailable(str(exc)) from exc
             raise
 
-    def _read_datagrams(self) -> list[Any]:
-        """Drain the non-blocking transport; return the decoded messages in arrival order,
-        with :data:`EVENTS_LOST` where the kernel reported an overrun (see :func:`_as_event`)."""
+    def _read_datagrams(self, limit: int = READ_BATCH) -> list[Any]:
+        """Read up to ``limit`` datagrams from the non-blocking transport; the decoded
+        messages in arrival order, with :data:`EVENTS_LOST` where the kernel reported an
+        overrun (see :func:`_as_event`).  ``_drained``: whether it stopped at an empty
+        socket."""
         out: list[Any] = []
+        self._drained = True
         if self._transport is None:
             return out
-        while True:
+        for _ in range(limit):
             try:
                 if self._kernel_only:
                     n, (sender, _groups) = self._transport.recvfrom_into(self._buf)  # type: ignore[attr-defined]
@@ -716,7 +735,16 @@ class _Core:
                 raise
             if n == 0:
                 return out
+            self._bytes_read += n
             out.extend(decode_messages(self._view[:n]))
+        self._drained = False
+        return out
+
+    def _caught_up(self, start: int) -> bool:
+        """Whether the reads since ``_bytes_read`` was ``start`` (just after a send) have
+        taken every reply the kernel queued inside sendmsg(): the socket was found empty,
+        or as many bytes as it can hold were read."""
+        return self._drained or self._bytes_read - start >= self._queue_bytes
 
     @staticmethod
     def _is_reply(req: _Request, msg: Any) -> bool:
@@ -781,12 +809,14 @@ class IscsiNetlink(_Core, _Operations):
     def _exchange(self, reqs: list[_Request], data: bytes) -> list[Any]:
         """Send ``data`` (the requests, encoded) and wait, up to the longest of their
         timeouts, for one reply per request in order; any other message becomes an event
-        (dispatched before returning).  Raises ReplyTimeout, or ReplyLost when the first read
-        after the send finds an overrun and not every reply."""
+        (dispatched before returning).  Raises ReplyTimeout, or ReplyLost when the reads
+        after the send have caught up (:meth:`_caught_up`) with an overrun among them and
+        not every reply."""
         timeout = max(self.timeout if r.timeout is None else r.timeout for r in reqs)
         deadline = time.monotonic() + timeout
         overruns: int | None = self._overruns
         self._send(data)
+        start = self._bytes_read
         replies: list[Any] = []
         while True:
             for msg in self._read_datagrams():
@@ -796,15 +826,17 @@ class IscsiNetlink(_Core, _Operations):
                     self._events.append(_as_event(msg))
             if len(replies) == len(reqs):
                 break
-            if overruns is not None and self._overruns != overruns:
-                self._dispatch()
-                raise _reply_lost(reqs, len(replies))
-            overruns = None  # later reads: events only
+            if overruns is not None and self._caught_up(start):
+                if self._overruns != overruns:
+                    self._dispatch()
+                    raise _reply_lost(reqs, len(replies))
+                overruns = None  # later reads: events only
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self._dispatch()
                 raise _reply_timeout(reqs, len(replies), timeout)
-            self._wait_readable(remaining)
+            if self._drained:
+                self._wait_readable(remaining)
         self._dispatch()
         return replies
 
@@ -978,9 +1010,12 @@ class AsyncIscsiNetlink(_Core, _Operations):
         super().close()
 
     def _on_readable(self) -> None:
+        """The reader callback: one batch (:data:`READ_BATCH`) read and handed on, replies
+        to the pending exchange, the rest to ``event_callback`` or ``events``."""
         try:
             msgs = self._read_datagrams()
         except OSError as exc:
+            self._drained = True
             log.error("iscsi netlink: receive failed: %s", exc)
             return
         for msg in msgs:
@@ -998,6 +1033,14 @@ class AsyncIscsiNetlink(_Core, _Operations):
                     log.exception("iscsi netlink event callback failed on %r", ev)
             else:
                 self.events.put_nowait(ev)
+
+    def _take_replies(self, fut: "asyncio.Future[Any]", start: int) -> None:
+        """Just after a send: batches read until the exchange's replies are in or the
+        reads have caught up (:meth:`_caught_up`), the events among them handed on."""
+        while True:
+            self._on_readable()
+            if fut.done() or self._caught_up(start):
+                return
 
     def _call(self, req: _Request) -> Awaitable[Any]:
         return self._acall(req)
@@ -1027,13 +1070,15 @@ class AsyncIscsiNetlink(_Core, _Operations):
     async def _exchange(self, reqs: list[_Request], data: bytes) -> list[Any]:
         """Send ``data`` (the requests, encoded) and await one unchecked reply per request, in
         order, up to the longest of their timeouts; the caller holds ``_lock``.  Raises
-        ReplyTimeout, or ReplyLost when the socket, read once the send has returned, holds
-        no more replies and an overrun was read since the send began."""
+        ReplyTimeout, or ReplyLost when the reads once the send has returned have caught up
+        (:meth:`_caught_up`) without every reply and an overrun was read since the send
+        began."""
         assert self._loop is not None
         timeout = max(self.timeout if r.timeout is None else r.timeout for r in reqs)
         fut: asyncio.Future[list[Any]] = self._loop.create_future()
         pend = self._pending = _Pending(reqs, [], fut)
         overruns = self._overruns
+        start = self._bytes_read
         try:
             if self.send_in_executor and reqs[0].ev_type in BLOCKING_OPS:  # alone: _one_datagram
                 sending = self._loop.run_in_executor(None, self._send, data)
@@ -1041,17 +1086,17 @@ class AsyncIscsiNetlink(_Core, _Operations):
                     # Cancelled while the kernel worked inside sendmsg(): its reply is
                     # queued now.  It is taken here, with the lock still held, so that it
                     # cannot answer the next request, and nothing else was sent meanwhile.
-                    self._on_readable()
+                    self._take_replies(fut, start)
                     raise asyncio.CancelledError
                 sending.result()
-                self._on_readable()  # the replies are queued: taken now, as below
+                self._take_replies(fut, start)  # the replies are queued: taken now, as below
             else:
                 self._send(data)
                 # The kernel handles the requests inside sendmsg() and queues the replies
                 # before the call returns: take them now rather than one loop iteration
                 # later (a login sends ~40 requests).  Events read here are
                 # dispatched exactly as the reader callback would.
-                self._on_readable()
+                self._take_replies(fut, start)
             if fut.done():
                 return fut.result()
             if self._overruns != overruns:

@@ -923,3 +923,101 @@ def test_an_offload_connect_that_waits_in_the_kernel_leaves_the_loop_running(thr
 
     ep, ticks = asyncio.run(main())
     assert ep == 5 and max(b - a for a, b in zip(ticks, ticks[1:])) < 0.3
+
+
+class _Flood:
+    """A socket the kernel floods with events: every read returns one CONN_ERROR event,
+    ``total`` of them, then none; a send (a request) arms an overrun that dropped its
+    reply (ENOBUFS at the next read), or, with ``reply``, queues its reply behind
+    ``ahead`` more events.  ``reads``: datagrams read so far."""
+
+    def __init__(self, total, reply=False, ahead=0):
+        self.a, self.b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.total, self.reply, self.ahead = total, reply, ahead
+        self.reads = 0
+        self.armed = False
+        self.queued: list[bytes] = []
+
+    def fileno(self):
+        return self.a.fileno()
+
+    def send(self, data):
+        if self.reply:
+            self.queued = [ev_conn_error(sid=9)] * self.ahead + [echo(data, r_sid=7, r_cid=3)]
+        else:
+            self.armed = True
+        return len(data)
+
+    def recv_into(self, buf):
+        if self.armed:
+            self.armed = False
+            raise OSError(errno.ENOBUFS, os.strerror(errno.ENOBUFS))
+        if self.queued:
+            dgram = self.queued.pop(0)
+        elif self.reads >= self.total:
+            raise BlockingIOError(errno.EAGAIN, "empty")
+        else:
+            dgram = ev_conn_error(sid=2)
+        self.reads += 1
+        buf[:len(dgram)] = dgram
+        return len(dgram)
+
+    def close(self):
+        self.a.close()
+        self.b.close()
+
+
+def test_the_reader_takes_a_flood_of_events_a_batch_at_a_time():
+    """A flood of kernel events (a target's Async Messages, one RECV_PDU event each) is
+    read READ_BATCH datagrams a callback, handed on as read: the loop runs between
+    batches.  Before, one callback read until the socket was empty, holding the loop
+    (and every other session's recovery and the IPC) for as long as the flood lasted."""
+    from iscsictl.netlink.socket import READ_BATCH
+    t = _Flood(total=3 * READ_BATCH + 10)
+    seen = []
+
+    async def main():
+        nl = AsyncIscsiNetlink(t, event_callback=seen.append)
+        nl._on_readable()
+        assert len(seen) == READ_BATCH and not nl._drained  # the rest: next time round
+        for _ in range(3):
+            nl._on_readable()
+        assert len(seen) == t.total and nl._drained
+        nl.close()
+    asyncio.run(main())
+
+
+def test_an_exchange_under_a_flood_takes_every_event_before_its_reply():
+    """The reply queued behind more events than a batch holds is still taken at once,
+    the events before it handed on in order."""
+    t = _Flood(total=0, reply=True, ahead=700)
+    seen = []
+
+    async def main():
+        async with AsyncIscsiNetlink(t, timeout=30, event_callback=seen.append) as nl:
+            assert await asyncio.wait_for(nl.create_conn(1, 7, 3), 10) == 3
+    asyncio.run(main())
+    assert [e.sid for e in seen] == [9] * 700
+
+
+@pytest.mark.parametrize("client", ["blocking", "async"])
+def test_a_reply_dropped_in_a_flood_that_goes_on_fails_once_the_queue_is_read(client):
+    """An overrun dropped the reply, and events keep coming: the request fails with
+    ReplyLost once as many bytes as the socket holds are read (all it held when the
+    request was sent), not when the flood stops (which, with a target flooding, it need
+    not do: the loop was held until then)."""
+    t = _Flood(total=100_000)
+    rcvbuf = 16 * 1024  # 32 KiB queued at most: ~300 events
+    most = 2 * rcvbuf // len(ev_conn_error()) + 1
+    if client == "blocking":
+        with IscsiNetlink(t, timeout=30, rcvbuf=rcvbuf) as nl:
+            with pytest.raises(ReplyTimeout, match="the kernel dropped it"):
+                nl.create_conn(1, 7, 3)
+    else:
+        async def main():
+            async with AsyncIscsiNetlink(t, timeout=30, rcvbuf=rcvbuf,
+                                         event_callback=lambda ev: None) as nl:
+                with pytest.raises(ReplyTimeout, match="the kernel dropped it"):
+                    await asyncio.wait_for(nl.create_conn(1, 7, 3), 10)
+        asyncio.run(main())
+    assert t.reads <= most + 256, t.reads
