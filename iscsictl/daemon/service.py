@@ -481,6 +481,9 @@ class Daemon:
         # set up: the kernel runs it, and scans it, a moment before this daemon files it);
         # handled when it is.  The kernel never reuses a sid within a boot.
         self._unclaimed_errors: OrderedDict[int, ConnError] = OrderedDict()
+        # host_no -> "running", or "again" when asked for while it ran: one scan a host at a
+        # time, and one more after it, however many "reported LUNs changed" came meanwhile
+        self._rescans: dict[int, str] = {}
         self._resync_task: asyncio.Task[Any] | None = None  # after kernel events were lost
 
     # ------------------------------------------------------------------ life cycle
@@ -1141,11 +1144,34 @@ class Daemon:
         if ev is not None:
             self._on_event(ev)
 
+    def _request_rescan(self, session: ks.KernelSession) -> None:
+        """Scan ``session``'s host for the LUNs its target reported changed (iscsid's
+        session_scan_host), merged with a scan of that host under way or asked for: a
+        target's flood of AENs is one scan, and one more after it, not one each."""
+        host = session.host_no
+        state = self._rescans.get(host)
+        if state is None:
+            log.info("session %d: reported LUNs changed; rescanning", session.sid)
+            self._rescans[host] = "running"
+            self._spawn(self._rescan(session))
+        elif state == "running":
+            log.debug("session %d: reported LUNs changed; host%d rescanned again after the "
+                      "scan under way", session.sid, host)
+            self._rescans[host] = "again"
+
     async def _rescan(self, session: ks.KernelSession) -> None:
+        host = session.host_no
         try:
-            await ks.scan_host(session.host_no, self.sysfs_root, self._scan_pool)
-        except OSError as exc:  # the host gone meanwhile (a logout), or the kernel refused
-            log.warning("session %d: rescan failed: %s", session.sid, exc)
+            while True:
+                try:
+                    await ks.scan_host(host, self.sysfs_root, self._scan_pool)
+                except OSError as exc:  # the host gone meanwhile (a logout), or refused
+                    log.warning("session %d: rescan failed: %s", session.sid, exc)
+                if self._rescans.get(host) != "again":
+                    return
+                self._rescans[host] = "running"
+        finally:
+            self._rescans.pop(host, None)
 
     def _on_target_pdu(self, session: ks.KernelSession, pdu: Any) -> None:
         try:
@@ -1156,8 +1182,7 @@ class Daemon:
             return
         if isinstance(ev, ScsiAsyncEvent):
             if ev.reported_luns_changed and session.node.record.get("node.session.scan", "auto") == "auto":
-                log.info("session %d: reported LUNs changed; rescanning", session.sid)
-                self._spawn(self._rescan(session))
+                self._request_rescan(session)
         elif session.conn_state == "IN LOGOUT" and isinstance(ev, (LogoutRequested,
                                                                     NegotiationRequested)):
             log.info("session %d: %s while logging out: nothing more to do", session.sid,

@@ -609,3 +609,46 @@ def test_relogins_to_a_portal_that_does_not_answer_hold_no_other_portals_recover
 
     asyncio.run(main())
     assert relogins.index(100) == service.MAX_PARALLEL_LOGINS  # after the slots' holders
+
+
+def test_a_flood_of_reported_luns_changed_is_one_scan_and_one_more(tmp_path, monkeypatch):
+    """Each "reported LUNs changed" AEN asks for a scan of the session's host (iscsid's
+    session_scan_host); those that come while one runs are one more scan after it, not a
+    task each (a target's flood of AENs started half a million scans)."""
+    from iscsictl.protocol.pdu import AsyncMessage
+
+    ua = bytes([0x70, 0, 0x06, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x3F, 0x0E, 0, 0, 0, 0])
+    aen = AsyncMessage(async_event=0, data=len(ua).to_bytes(2, "big") + ua)
+    d = _daemon(tmp_path)
+    s = _session(3)
+    d.sessions[3] = s
+    scans: list[int] = []
+    gate: list[asyncio.Event] = []
+
+    async def scan_host(host_no, root, executor=None):
+        scans.append(host_no)
+        gate.append(asyncio.Event())
+        await gate[-1].wait()
+
+    monkeypatch.setattr(ks, "scan_host", scan_host)
+
+    async def main():
+        for _ in range(1000):
+            d._on_target_pdu(s, aen)
+        await asyncio.sleep(0)
+        assert scans == [0] and len(d._tasks) <= 1
+        gate[0].set()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert scans == [0, 0]  # the AENs that came during the first: one more scan
+        gate[1].set()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert scans == [0, 0] and d._rescans == {}
+        d._on_target_pdu(s, aen)  # a later one: a scan of its own
+        await asyncio.sleep(0)
+        assert scans == [0, 0, 0]
+        gate[2].set()
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
