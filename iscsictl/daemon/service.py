@@ -54,13 +54,14 @@ from iscsictl.netlink import (
     CreateSession,
     DestroySession,
     EventsLost,
+    HostEvent,
     IscsiNetlinkError,
     KernelInterfaceUnavailable,
     NetlinkClosedError,
     RecvPdu,
     UnbindSession,
 )
-from iscsictl.netlink.enums import ISCSI_ERR_STRINGS, IscsiErr, TransportCaps
+from iscsictl.netlink.enums import ISCSI_ERR_STRINGS, IscsiErr, IscsiHostEventCode, TransportCaps
 from iscsictl.protocol.bhs import RawPDU, decode_bhs
 from iscsictl.protocol.chap import RecentChallenges
 from iscsictl.protocol.errors import ISCSIProtocolError, TruncatedPDU
@@ -1074,6 +1075,11 @@ class Daemon:
                 log.info("session %d: logged in by the HBA's firmware on host %d", ev.sid,
                          ev.host_no)
                 self._scan_firmware_host(ev.sid, ev.host_no)
+        elif isinstance(ev, HostEvent) and ev.code in (IscsiHostEventCode.LINKUP,
+                                                         IscsiHostEventCode.LINKDOWN):
+            # an offload HBA's port (qla4xxx, be2iscsi): iscsid's words (ctldev_handle)
+            log.warning("Host%d: Link %s.", ev.host_no,
+                        "Up" if ev.code == IscsiHostEventCode.LINKUP else "Down")
         else:
             log.debug("kernel event %s ignored", type(ev).__name__)
 

@@ -124,6 +124,18 @@ def test_a_scsi_async_event_with_a_bad_sense_length_is_logged_and_dropped(daemon
     assert daemon.sessions[s.sid] is s and daemon.started == []
 
 
+def test_an_hbas_link_up_and_down_are_warnings_as_iscsids(daemon, caplog):
+    """ISCSI_KEVENT_HOST_EVENT (qla4xxx, be2iscsi): "Host5: Link Down." as iscsid's
+    ctldev_handle logs it; it was a debug line, lost from the logs."""
+    from iscsictl.netlink import HostEvent
+    with caplog.at_level(logging.INFO, logger="iscsictld"):
+        for code in (2, 1, 9):
+            daemon._on_event(HostEvent(110, None, host_no=5, code=code))
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO] == [
+        "Host5: Link Down.", "Host5: Link Up."]
+    assert all(r.levelno == logging.WARNING for r in caplog.records)
+
+
 def test_unbind_and_destroy_events(daemon):
     s = _session()
     daemon.sessions[s.sid] = s
