@@ -114,13 +114,16 @@ _LEVEL_ATTRS: dict[int, dict[str, tuple[str, ...]]] = {
 
 
 def collect(sysfs, states: dict[str, dict[str, Any]], level: int = 3,  # type: ignore[no-untyped-def]
-            sid: int | None = None, only: dict[str, tuple[str, ...]] | None = None
-            ) -> list[SessionView]:
+            sid: int | None = None, only: dict[str, tuple[str, ...]] | None = None,
+            connless: bool = False) -> list[SessionView]:
     """The views of every session (or of ``sid`` only), in alphasort order of ``sessionN``,
     with what print ``level`` shows read from sysfs (the rest left unknown); ``only``: the
     attributes to read instead (as in :data:`_LEVEL_ATTRS`).  A session without its
     connection ``connection<sid>:0`` (being set up by a login, or torn down) is left out,
-    as libopeniscsiusr's iscsi_sessions_get leaves it."""
+    as libopeniscsiusr's iscsi_sessions_get leaves it; with ``connless`` it is in, its
+    portal ``,-1`` (a logout or rescan selects it as iscsiadm's
+    iscsi_sysfs_for_each_session does, which needs no connection: one whose teardown a
+    crash cut short can be logged out)."""
     only = only or _LEVEL_ATTRS[min(max(level, 0), 3)]
     views: list[SessionView] = []
     sids = sysfs.session_ids()
@@ -131,7 +134,7 @@ def collect(sysfs, states: dict[str, dict[str, Any]], level: int = 3,  # type: i
         cids.setdefault(s, []).append(c)
     for sid in sorted(sids if sid is None else [s for s in sids if s == sid],
                       key=lambda n: f"session{n}"):
-        if 0 not in cids.get(sid, ()):
+        if 0 not in cids.get(sid, ()) and not connless:
             continue
         info = sysfs.session(sid, only["session"])
         if info is None or not info.targetname:  # torn down meanwhile, or not named yet:
@@ -139,8 +142,8 @@ def collect(sysfs, states: dict[str, dict[str, Any]], level: int = 3,  # type: i
         conns = [c for c in (sysfs.connection(sid, cid, only["connection"])
                              for cid in cids.get(sid, ())) if c is not None]
         conn = conns[0] if conns else None
-        if conn is None:  # its connection gone meanwhile: the session goes with it
-            continue
+        if conn is None and not connless:  # its connection gone meanwhile: the session
+            continue  # goes with it
         host = sysfs.host(info.host_no, only["host"]) if info.host_no is not None else None
         transport = (sysfs.host_transport(info.host_no) if host else None) or EMPTY
         st = states.get(str(sid), {})
@@ -392,8 +395,9 @@ def run(args, o, mode: str) -> int:  # type: ignore[no-untyped-def]
         # connection): iscsictld can still remove it, and says so in its log
         from .kernel_ops import logout_sessions
         return logout_sessions([_HalfMade(sid)], o, bool(args.force))
-    views = collect(sysfs, states, level_read) if sid is None else \
-        _named(sysfs, states, level_read, sid)
+    connless = bool(args.logout or args.rescan)  # sessions without a connection too
+    views = collect(sysfs, states, level_read, connless=connless) if sid is None else \
+        _named(sysfs, states, level_read, sid, connless)
     if args.rescan:  # exec_node_op's order: a rescan, statistics, then a logout
         return _rescan(sysfs, views, o)
     if args.stats:
@@ -425,18 +429,19 @@ def _no_session(sid: int) -> E.CliError:
                       E.BY_NAME["ISCSI_ERR_SYSFS_LOOKUP"])
 
 
-def _named(sysfs, states: dict, level: int, sid: int) -> list[SessionView]:  # type: ignore[no-untyped-def]
+def _named(sysfs, states: dict, level: int, sid: int,  # type: ignore[no-untyped-def]
+           connless: bool = False) -> list[SessionView]:
     """``collect`` of the session ``-r`` names; 22 when there is none or it is half-made
     (no target name yet), as iscsiadm's iscsi_sysfs_get_sessioninfo_by_id fails."""
-    views = collect(sysfs, states, level, sid)
+    views = collect(sysfs, states, level, sid, connless=connless)
     if not (views and views[0].targetname):
         raise _no_session(sid)
     return views
 
 
 def _readable(sysfs, sid: int) -> bool:  # type: ignore[no-untyped-def]
-    """Whether session ``sid`` has what its listing needs (a name, a connection)."""
-    views = collect(sysfs, {}, 0, sid)
+    """Whether session ``sid`` has a target name (a logout's lines name it)."""
+    views = collect(sysfs, {}, 0, sid, connless=True)
     return bool(views and views[0].targetname)
 
 
@@ -647,11 +652,12 @@ def _leading_logins(recs: list[Any], name: str, o,  # type: ignore[no-untyped-de
     return E.SUCCESS
 
 
-def _sessions_for(args, startup: str | None = None) -> list[Any]:  # type: ignore[no-untyped-def]
-    """sysfs sessions matching -T/-p/-I (or every one)."""
+def _sessions_for(args, connless: bool = False) -> list[Any]:  # type: ignore[no-untyped-def]
+    """sysfs sessions matching -T/-p/-I (or every one); ``connless``: as :func:`collect`."""
     from ._common import parse_portal_arg
 
-    views = collect(_sysfs(), {}, level=0, only=_SELECT_ATTRS)  # target, portal, iface
+    views = collect(_sysfs(), {}, level=0, only=_SELECT_ATTRS,  # target, portal, iface
+                    connless=connless)
     if args.targetname is not None:
         views = [v for v in views if v.targetname == args.targetname]
     if args.portal is not None:
@@ -713,7 +719,7 @@ def node_logout(args, o) -> int:  # type: ignore[no-untyped-def]
     """``-m node [-T -p -I] -u``: log out of the matching sessions."""
     from .kernel_ops import logout_sessions
 
-    views = _sessions_for(args)
+    views = _sessions_for(args, connless=True)
     if not views:
         raise E.CliError("No matching sessions found", E.NO_OBJS_FOUND)
     return logout_sessions([_Sess(v) for v in views], o, bool(args.force))
@@ -762,7 +768,7 @@ def node_logoutall(args, o) -> int:  # type: ignore[no-untyped-def]
 
 def node_rescan(args, o) -> int:  # type: ignore[no-untyped-def]
     """``-m node -T -p -R``: rescan the matching sessions."""
-    return _rescan(_sysfs(), _sessions_for(args), o)
+    return _rescan(_sysfs(), _sessions_for(args, connless=True), o)
 
 
 def node_stats(args, o) -> int:  # type: ignore[no-untyped-def]

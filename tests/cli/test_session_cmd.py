@@ -756,6 +756,37 @@ def test_a_half_made_session_can_be_logged_out_by_its_number(sysfs, fake_daemon)
     assert cli("-m", "session", "-r", "7")[0] == 22  # no listing of it
 
 
+def test_a_session_whose_connection_is_gone_is_logged_out_and_rescanned_with_the_rest(
+        sysfs, fake_daemon):
+    """A session whose connection is gone (its teardown cut short by a crash between
+    DESTROY_CONN and DESTROY_SESSION) is left out of the listing, as libopeniscsiusr
+    leaves it, but a logout or a rescan of every session, or of its target's, takes it, as
+    iscsiadm's iscsi_sysfs_for_each_session does: its portal is ",-1".  Before, only
+    ``-r N -u`` reached it, naming it "(none yet)"."""
+    import shutil
+    add_session(sysfs, 1, 0, T, "127.0.0.1", {})
+    add_session(sysfs, 2, 1, T, "127.0.0.2", {})
+    (sysfs / "class/iscsi_connection/connection2:0").unlink()
+    shutil.rmtree(sysfs / "devices/platform/host1/session2/connection2:0")
+    assert cli("-m", "session")[1] == f"tcp: [1] 127.0.0.1:3260,1 {T} (non-flash)\n"
+    for args in (("-m", "session", "-u"), ("-m", "node", "-T", T, "-u")):
+        fake_daemon.calls.clear()
+        fake_daemon.answers = {"logout": [{"sid": 1, "ok": True}, {"sid": 2, "ok": True}]}
+        rc, out, err = cli(*args)
+        assert (rc, err) == (0, ""), (args, err)
+        assert [a["sids"] for _, a in fake_daemon.calls] == [[1, 2]]
+        assert f"Logging out of session [sid: 2, target: {T}, portal: ,-1]\n" in out
+    fake_daemon.calls.clear()
+    fake_daemon.answers = {"logout": [{"sid": 2, "ok": True}]}
+    rc, out, err = cli("-m", "session", "-r", "2", "-u")
+    assert rc == 0 and f"[sid: 2, target: {T}, portal: ,-1]" in out, (out, err)
+    assert cli("-m", "session", "-r", "2")[0] == 22  # no listing of it
+    (sysfs / "devices/platform/host1/scsi_host/host1/scan").write_text("")
+    rc, out, _ = cli("-m", "session", "-R")
+    assert f"Rescanning session [sid: 2, target: {T}, portal: ,-1]\n" in out
+    assert (sysfs / "devices/platform/host1/scsi_host/host1/scan").read_text() == "- - -"
+
+
 def test_every_r_is_checked_and_the_last_is_used(sysfs):
     """``-r`` given twice: each is read as iscsiadm reads it when it comes, so a bad one
     exits 1 even before a good one (it was dropped: the command went on with the other,
