@@ -191,7 +191,8 @@ def _fwparam_network() -> int:
 def _apply_params(records: list, params: list[str]) -> None:
     """``-P`` settings over iscsistart's boot settings (iscsistart's apply_params:
     :func:`iscsictl.cli.fw_cmd.apply_user_params` with its rebinding).  Raises InvalidKey,
-    InvalidValue; SystemExit(7) for a ``-P`` without a value."""
+    InvalidValue (exit 1, as iscsistart's failed setup_session); SystemExit(7) for a ``-P``
+    without a value (iscsistart's parse_param)."""
     from iscsictl.cli.fw_cmd import apply_user_params
 
     given = {}
@@ -324,7 +325,11 @@ def _run(argv: list[str] | None) -> int:
                 print("\n".join(entry_lines(ctx, t, args.show, FORMAT_VERSION)))
             return 0
         records, initiator_name = _records(args, db)
-        _apply_params(records, args.param)
+        try:
+            _apply_params(records, args.param)
+        except DBError as e:  # iscsistart checks them as it logs in (login_session's
+            print(f"{PROG}: {e}", file=sys.stderr)  # apply_params): 1, as a failed login
+            return ERR
         for rec in records:  # one login request, one session, whatever the settings say
             rec.set("node.session.nr_sessions", "1")  # (iscsistart's login_session)
     except E.CliError as e:

@@ -56,7 +56,7 @@ def test_arguments_as_iscsistart(env, capsys):
     assert rc == 7 and "Invalid --param node.session.scan. Missing value." in err
     rc, _, err = start(capsys, "-c", str(conf), "-i", "iqn.2026-11.x:i", "-t", BOOT, "-g", "1",
                        "-a", "127.0.0.1", "-P", "node.session.bogus=1")
-    assert rc == 7 and "node.session.bogus" in err
+    assert rc == 1 and "node.session.bogus" in err  # iscsistart: its setup_session failed
     assert start(capsys, "--bogus")[0] == 7
 
 
@@ -315,7 +315,11 @@ def test_p_sets_iface_keys_and_rebinds_as_iscsistart(env, capsys, monkeypatch):
                                 ["records"][0])
             assert {k: rec[k] for k in want} == want
         rc, _, err = start(capsys, *static, "-P", "node.bogus=1")
-        assert rc == 7 and "node.bogus" in err
+        assert rc == 1 and "node.bogus" in err
+        rc, _, err = start(capsys, *static, "-P", "node.session.scan=sometimes")
+        assert rc == 1 and "sometimes" in err
+        assert not [c for c in d.calls if c[0] == "login" and c[1]["records"][0].get(
+            "node.session.scan") == "sometimes"]
     finally:
         d.close()
     from iscsictl.cli.fw_cmd import apply_user_params
