@@ -314,7 +314,7 @@ def _report(args, o, db, did, found, result,  # type: ignore[no-untyped-def]
         o.error(f"Could not add/update [tcp:[hw=,ip=,net_if=,iscsi_if={nid.iface}] "
                 f"{nid.address},{nid.port},{nid.tpgt} {nid.target}]: {err}")
     if not o.json and args.print is not None and args.print >= 1:
-        o.lines(tree_lines(found))
+        o.lines(tree_lines(found, portal_once=True))
     elif not o.json:
         o.lines(n.flat(signed=True) for n in found)
     rc = E.IDBM if any(not isinstance(e, RecordInUse) for _, e in failed) else E.SUCCESS
@@ -501,7 +501,7 @@ def discover_firmware(args, o, ops) -> int:  # type: ignore[no-untyped-def]
         o.emit_json({"discovery": {"type": "fw"}, "persistent": persistent,
                      "nodes": [node_json(n) for n in found]})
     elif args.print is not None and args.print >= 1:
-        o.lines(tree_lines(list(found)))
+        o.lines(tree_lines(list(found), portal_once=True))
     else:
         o.lines(n.flat(signed=True) for n in found)
     if args.login:

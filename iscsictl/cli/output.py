@@ -133,11 +133,12 @@ def record_json(rec, show_secrets: bool = False) -> dict:
     return out
 
 
-def tree_lines(nids) -> list[str]:
-    """``-P 1`` tree of NodeIDs (the DB's iscsiadm format)."""
+def tree_lines(nids, portal_once: bool = False) -> list[str]:  # type: ignore[no-untyped-def]
+    """``-P 1`` tree of NodeIDs (the DB's iscsiadm format; ``portal_once``: a
+    discovery's, :func:`~iscsictl.db.record.format_node_tree`)."""
     from ..db.record import format_node_tree
 
-    return format_node_tree(nids)
+    return format_node_tree(nids, portal_once)
 
 
 def human_size(n: int | None) -> str:

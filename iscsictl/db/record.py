@@ -470,15 +470,19 @@ def format_portal(address: str, port: int) -> str:
     return f"[{address}]:{port}"
 
 
-def format_node_tree(nids) -> list[str]:  # type: ignore[no-untyped-def]
+def format_node_tree(nids, portal_once: bool = False) -> list[str]:  # type: ignore[no-untyped-def]
     """Lines of ``iscsiadm -m node -P 1`` for NodeIDs: ``Target:`` on change, then
-    ``\tPortal: ip:port,tpgt`` and ``\t\tIface Name:`` for every record."""
-    out, last = [], None
+    ``\tPortal: ip:port,tpgt`` and ``\t\tIface Name:`` for every record (libopeniscsiusr's
+    print_nodes_tree); ``portal_once``: ``Portal:`` only when the target, address or port
+    changes, as a discovery's ``-P 1`` prints it (idbm_print_node_tree)."""
+    out, last, last_portal = [], None, None
     for n in nids:
         if n.target != last:
             out.append(f"Target: {n.target}")
-            last = n.target
-        out.append(f"\tPortal: {n.portal},{n.listed_tpgt}")
+            last, last_portal = n.target, None
+        if not portal_once or (n.address, n.port) != last_portal:
+            out.append(f"\tPortal: {n.portal},{n.listed_tpgt}")
+            last_portal = (n.address, n.port)
         out.append(f"\t\tIface Name: {n.iface}")
     return out
 

@@ -73,6 +73,18 @@ def test_with_I_only_those_ifaces_and_an_unknown_one_is_reported(cli, tgt_acl):
     assert "127.0.0.9" not in cli("-m", "discovery").out
 
 
+def test_the_tree_of_a_discovery_through_two_ifaces_names_each_portal_once(cli, tgt_acl):
+    """A discovery's -P 1 prints a portal once, its ifaces below it (iscsiadm's
+    idbm_print_node_tree); -m node -P 1 repeats it for each record, as libopeniscsiusr."""
+    iface(cli, "iface1", net_ifacename="lo")
+    r = cli("-m", "discovery", "-t", "st", "-p", tgt_acl.portal, "-I", "default",
+            "-I", "iface1", "-P", "1")
+    assert r.rc == 0, r.err
+    block = f"\tPortal: {tgt_acl.portal},1\n\t\tIface Name: default\n\t\tIface Name: iface1\n"
+    assert r.out == f"Target: {T_OPEN}\n" + block, r.out
+    assert cli("-m", "node", "-P", "1").out.count(f"\tPortal: {tgt_acl.portal},1\n") == 2
+
+
 def _short_record(cli, portal):
     base = ["-m", "discoverydb", "-t", "st", "-p", portal]
     assert cli(*base, "-o", "new").rc == 0
