@@ -1389,7 +1389,8 @@ class NodeDB:
           ensured, under the record's lock (a damaged one is rewritten from defaults, with
           a warning; an old-style record of that portal, tpgt unknown, is converted to the
           tag found, and so is one this source linked under another tag, no longer
-          found) (``refresh``: OP_UPDATE; otherwise left as they are);
+          found, the tag found being unknown too: a target that stopped sending its tag)
+          (``refresh``: OP_UPDATE; otherwise left as they are);
         * linked before but not found now: deleted (``delete_stale``: OP_DELETE), but for
           one a running session uses (``in_use``), failed with RecordInUse as iscsiadm's
           delete_stale_rec; not those of ``keep_targets`` either (targets the answer
@@ -1419,8 +1420,8 @@ class NodeDB:
                 exists = known and self.node_exists(nid)
                 if known and not exists:  # the old-style file (tpgt unknown) of that portal:
                     legacy = self._legacy_record(nid)  # converted to a known tag, or itself
-                    if legacy is None and refresh and nid.tpgt != schema.TPGT_UNKNOWN:
-                        if retagged is None:
+                    if legacy is None and refresh:  # one this source found under another
+                        if retagged is None:  # tag (or untagged now, tpgt -1): moved
                             retagged = self._retagged(old, found)
                         legacy = retagged.get((nid.target, nid.address, nid.port, nid.iface))
                     exists = legacy is not None

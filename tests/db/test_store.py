@@ -415,6 +415,27 @@ def test_a_rediscovery_under_a_new_tag_moves_the_records_settings(db, tmp_path):
     assert db.read_node(two)["node.tpgt"] == 2
 
 
+def test_a_target_that_stops_sending_its_tag_keeps_its_records_settings(db):
+    """Found again without a tag (a TargetAddress without one, or none: allowed), the
+    record moves to the old-style file with its settings, as a renumbered tag's does
+    (before: deleted as stale, and a record from the defaults made: the CHAP secret lost
+    without a word, the next login refused)."""
+    did = DiscoveryID("sendtargets", "10.0.0.9", 3260)
+    db.create_discovery(did)
+    one, untagged = NodeID(T1, "10.0.0.1", 3260, 1), NodeID(T1, "10.0.0.1", 3260, -1)
+    db.reconcile_discovery(did, [one])
+    db.update_node(one, "node.session.auth.password", "s3cret")
+    res = db.reconcile_discovery(did, [untagged])
+    assert (res.updated, res.deleted, res.added, res.failed) == ([untagged], [one], [], [])
+    (now,) = db.list_nodes()
+    assert now.legacy and now.tpgt == -1
+    assert db.read_node(now)["node.session.auth.password"] == "s3cret"
+    res = db.reconcile_discovery(did, [one])  # and back under a tag
+    assert (res.updated, res.deleted, res.added) == ([one], [], [])
+    assert db.list_nodes() == [one] and db.read_node(one)["node.session.auth.password"] == \
+        "s3cret"
+
+
 def test_an_old_style_record_outlives_a_failed_conversion(db, tmp_path, monkeypatch):
     """The conversion's write fails (a full disk): the old-style record is still there
     (before: removed first, so the record and its settings were lost)."""
