@@ -1094,7 +1094,8 @@ class NodeDB:
         ``iface_copy`` the updates are its iface's new ``iface.*`` values (the record holds
         a copy of them, which node mode may not change)."""
         path = self.node_path(nid)
-        with self.record_lock(self._lock_key(nid)):
+        with contextlib.ExitStack() as locks:
+            locks.enter_context(self.record_lock(self._lock_key(nid)))
             rec = parse_record(schema.NODE, self._read_bytes(path), path, self.warn)
             if discovery is None:  # a key the DB's open-iscsi version has not: no key of its
                 for k in updates:  # records (idbm_verify_param), not taken and dropped
@@ -1105,6 +1106,16 @@ class NodeDB:
                 rec.set(k, v, check_update=discovery is None and not iface_copy)
             if discovery is not None:
                 self._set_discovery_fields(rec, discovery)
+            tagged = NodeID.of(rec)
+            if nid.legacy and tagged.tpgt != schema.TPGT_UNKNOWN:
+                # an old-style file that holds its tag (iscsiadm 2.0.87x wrote them):
+                # written as that tag's record and the file removed, as idbm_rec_write
+                # converts it ("Old style portal as a file, but with tpgt"); a record of
+                # another iface then made for that portal no longer takes its place
+                if self._lock_key(tagged) != self._lock_key(nid):
+                    locks.enter_context(self.record_lock(self._lock_key(tagged)))
+                self._write_node_locked(rec, tagged)
+                return rec
             atomic_write(path, self._serialize(rec), tmp_dir=self._tmp_dir())
             if discovery is not None and not nid.legacy:
                 with self.db_lock():

@@ -436,6 +436,33 @@ def test_a_target_that_stops_sending_its_tag_keeps_its_records_settings(db):
         "s3cret"
 
 
+def test_an_old_style_file_that_holds_its_tag_is_converted_by_an_update(db, tmp_path):
+    """nodes/T/ip,port with node.tpgt = 1 inside (iscsiadm 2.0.874's; RHEL 7 DBs carried
+    forward): an update writes it as <ip>,<port>,1/default, as idbm_rec_write converts it,
+    so that a record made later for that portal through another iface sits beside it
+    (before: the update kept the file, and that -o new removed it, its CHAP settings and
+    the update with it)."""
+    (tmp_path / "db/nodes" / T1).mkdir(parents=True)
+    (tmp_path / "db/nodes" / T1 / "10.0.0.1,3260").write_text(
+        f"# BEGIN RECORD 2.0-874\nnode.name = {T1}\nnode.tpgt = 1\n"
+        "node.conn[0].address = 10.0.0.1\nnode.conn[0].port = 3260\n"
+        "iface.iscsi_ifacename = default\niface.transport_name = tcp\n"
+        "node.session.auth.username = u\nnode.session.auth.password = secretpw\n"
+        "# END RECORD\n")
+    db.create_iface("if2")
+    (legacy,) = db.list_nodes()
+    assert legacy.legacy
+    db.update_node(legacy, "node.startup", "automatic")
+    converted = NodeID(T1, "10.0.0.1", 3260, 1, "default")
+    assert db.list_nodes() == [converted]
+    assert not (tmp_path / "db/nodes" / T1 / "10.0.0.1,3260").exists()
+    db.create_node(T1, "10.0.0.1", 3260, 1, "if2")
+    assert db.list_nodes() == [converted, NodeID(T1, "10.0.0.1", 3260, 1, "if2")]
+    rec = db.read_node(converted)
+    assert (rec["node.startup"], rec["node.session.auth.password"]) == ("automatic",
+                                                                        "secretpw")
+
+
 def test_an_old_style_record_outlives_a_failed_conversion(db, tmp_path, monkeypatch):
     """The conversion's write fails (a full disk): the old-style record is still there
     (before: removed first, so the record and its settings were lost)."""
