@@ -159,6 +159,23 @@ def _session_counts(records: list[Any]) -> list[tuple[int, int]]:
     return out
 
 
+def _logout_order(sessions: list[Any]) -> list[Any]:
+    """``sessions`` in the order iscsiadm logs out of them (session_info_create_list):
+    each after the first one of its target and portal, else after the last of its target,
+    else last."""
+    out: list[Any] = []
+    for s in sessions:
+        target = getattr(s, "targetname", None)
+        match = None
+        for i, cur in enumerate(out):
+            if target is not None and getattr(cur, "targetname", None) == target:
+                match = i
+                if (cur.address, cur.port) == (s.address, s.port):
+                    break
+        out.insert(len(out) if match is None else match + 1, s)
+    return out
+
+
 def logout_sessions(sessions: list[Any], o, force: bool = False) -> int:  # type: ignore[no-untyped-def]
     """Log out of sysfs sessions: objects with ``sid`` whose ``str()`` is iscsiadm's
     ``[sid: N, target: T, portal: A,P]`` (session_cmd's ``_Sess``).  ``force`` logs out
@@ -167,6 +184,7 @@ def logout_sessions(sessions: list[Any], o, force: bool = False) -> int:  # type
 
     if not sessions:
         raise E.CliError("No matching sessions found", E.NO_OBJS_FOUND)
+    sessions = _logout_order(sessions)
     by_sid = {s.sid: s for s in sessions}
     for s in sessions:
         if not o.json:

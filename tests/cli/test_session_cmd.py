@@ -787,6 +787,20 @@ def test_a_session_whose_connection_is_gone_is_logged_out_and_rescanned_with_the
     assert (sysfs / "devices/platform/host1/scsi_host/host1/scan").read_text() == "- - -"
 
 
+def test_sessions_are_logged_out_grouped_by_target_and_portal_as_iscsiadm(sysfs, fake_daemon):
+    """iscsiadm's session_info_create_list: each session after the first of its target
+    and portal, else after the last of its target (1, 3, 2 here; it was sysfs order)."""
+    T2 = T + "-two"
+    for sid, target in ((1, T), (2, T2), (3, T)):
+        add_session(sysfs, sid, sid, target, "127.0.0.1", {})
+    fake_daemon.answers = {"logout": [{"sid": n, "ok": True} for n in (1, 3, 2)]}
+    rc, out, err = cli("-m", "session", "-u")
+    assert (rc, err) == (0, "")
+    assert [a["sids"] for _, a in fake_daemon.calls] == [[1, 3, 2]]
+    said = [line.split("sid: ")[1].split(",")[0] for line in out.splitlines()]
+    assert said == ["1", "3", "2", "1", "3", "2"]
+
+
 def test_every_r_is_checked_and_the_last_is_used(sysfs):
     """``-r`` given twice: each is read as iscsiadm reads it when it comes, so a bad one
     exits 1 even before a good one (it was dropped: the command went on with the other,
