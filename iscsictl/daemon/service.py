@@ -482,9 +482,9 @@ class Daemon:
         # set up: the kernel runs it, and scans it, a moment before this daemon files it);
         # handled when it is.  The kernel never reuses a sid within a boot.
         self._unclaimed_errors: OrderedDict[int, ConnError] = OrderedDict()
-        # host_no -> "running", or "again" when asked for while it ran: one scan a host at a
-        # time, and one more after it, however many "reported LUNs changed" came meanwhile
-        self._rescans: dict[int, str] = {}
+        # host_no -> None while a scan runs, or the session that asked for one more after
+        # it: one scan a host at a time, however many "reported LUNs changed" came
+        self._rescans: dict[int, ks.KernelSession | None] = {}
         self._resync_task: asyncio.Task[Any] | None = None  # after kernel events were lost
 
     # ------------------------------------------------------------------ life cycle
@@ -1155,29 +1155,43 @@ class Daemon:
         session_scan_host), merged with a scan of that host under way or asked for: a
         target's flood of AENs is one scan, and one more after it, not one each."""
         host = session.host_no
-        state = self._rescans.get(host)
-        if state is None:
+        if host not in self._rescans:
             log.info("session %d: reported LUNs changed; rescanning", session.sid)
-            self._rescans[host] = "running"
+            self._rescans[host] = None
             self._spawn(self._rescan(session))
-        elif state == "running":
-            log.debug("session %d: reported LUNs changed; host%d rescanned again after the "
-                      "scan under way", session.sid, host)
-            self._rescans[host] = "again"
+        else:
+            if self._rescans[host] is None:
+                log.debug("session %d: reported LUNs changed; host%d rescanned again after "
+                          "the scan under way", session.sid, host)
+            self._rescans[host] = session
 
-    async def _rescan(self, session: ks.KernelSession) -> None:
+    async def _rescan(self, session: ks.KernelSession | None) -> None:
+        """:meth:`_request_rescan`'s scans of one host, while the session that asked for
+        each is still this daemon's (a logged-out session's host number is given to the
+        next one the kernel makes)."""
+        assert session is not None
         host = session.host_no
         try:
-            while True:
+            while session is not None and self.sessions.get(session.sid) is session:
                 try:
                     await ks.scan_host(host, self.sysfs_root, self._scan_pool)
                 except OSError as exc:  # the host gone meanwhile (a logout), or refused
                     log.warning("session %d: rescan failed: %s", session.sid, exc)
-                if self._rescans.get(host) != "again":
-                    return
-                self._rescans[host] = "running"
+                else:  # the new LUNs get the record's depth, as after the login's scan
+                    await self._size_queues(session)
+                session, self._rescans[host] = self._rescans.get(host), None
         finally:
             self._rescans.pop(host, None)
+
+    async def _size_queues(self, session: ks.KernelSession) -> None:
+        """node.session.queue_depth to each device of ``session`` where its transport does
+        not take it at CREATE_SESSION (iscsid's iscsi_sysfs_set_queue_depth after
+        session_scan_host)."""
+        node = session.node
+        if node.transport not in ks.QUEUE_DEPTH_AT_CREATION:
+            await asyncio.get_running_loop().run_in_executor(
+                self._scan_pool, ks.set_queue_depth, self.sysfs, session.sid,
+                _num(node.record, "node.session.queue_depth", 32))
 
     def _on_target_pdu(self, session: ks.KernelSession, pdu: Any) -> None:
         try:
@@ -1442,10 +1456,7 @@ class Daemon:
                                                 self._scan_pool))
             except OSError as exc:  # the session stands; iscsiadm only warns too
                 log.warning("session %d: the LUN scan failed: %s", session.sid, exc)
-            if node.transport not in ks.QUEUE_DEPTH_AT_CREATION:
-                await asyncio.get_running_loop().run_in_executor(
-                    self._scan_pool, ks.set_queue_depth, self.sysfs, session.sid,
-                    _num(node.record, "node.session.queue_depth", 32))
+            await self._size_queues(session)
         return session.sid
 
     def _destroy_due(self, sid: int) -> None:

@@ -652,3 +652,49 @@ def test_a_flood_of_reported_luns_changed_is_one_scan_and_one_more(tmp_path, mon
         await asyncio.sleep(0)
 
     asyncio.run(main())
+
+
+def test_an_aens_rescan_sets_the_queue_depth_and_stops_with_its_session(tmp_path, monkeypatch):
+    """After an AEN's scan, an offload session's devices get node.session.queue_depth, as
+    after its login's scan (iscsid's session_scan_host then iscsi_sysfs_set_queue_depth);
+    a scan asked for during another is not made once the session is gone (its host
+    number may be the next session's)."""
+    from iscsictl.protocol.pdu import AsyncMessage
+
+    ua = bytes([0x70, 0, 0x06, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x3F, 0x0E, 0, 0, 0, 0])
+    aen = AsyncMessage(async_event=0, data=len(ua).to_bytes(2, "big") + ua)
+    d = _daemon(tmp_path)
+    s = _session(3, {"node.session.queue_depth": "32"})
+    s.node = ks.NodeTarget(s.node.target, s.node.address, 3260, 1, "default", "bnx2i",
+                           dict(s.node.record))
+    d.sessions[3] = s
+    done: list = []
+    gate = asyncio.Event()
+
+    async def scan_host(host_no, root, executor=None):
+        done.append(("scan", host_no))
+        await gate.wait()
+
+    monkeypatch.setattr(ks, "scan_host", scan_host)
+    monkeypatch.setattr(ks, "set_queue_depth", lambda sysfs, sid, depth: done.append(
+        ("depth", sid, depth)))
+
+    async def main():
+        d._on_target_pdu(s, aen)
+        await asyncio.sleep(0)
+        gate.set()
+        for _ in range(10):
+            await asyncio.sleep(0.01)
+        assert done == [("scan", 0), ("depth", 3, 32)] and d._rescans == {}
+        gate.clear()
+        done.clear()
+        d._on_target_pdu(s, aen)
+        await asyncio.sleep(0)
+        d._on_target_pdu(s, aen)  # one more asked for, then the session goes
+        del d.sessions[3]
+        gate.set()
+        for _ in range(10):
+            await asyncio.sleep(0.01)
+        assert done == [("scan", 0), ("depth", 3, 32)] and d._rescans == {}
+
+    asyncio.run(main())
