@@ -297,7 +297,8 @@ def probe(args, o) -> int:
                                     initiator_alias=ini.login_alias)
     except ValueError as e:  # CHAP half set, as a login refuses it
         raise E.CliError(str(e), E.INVAL) from None
-    res = do_probe(p.address, p.port, cfg, timeout=cfg.login_timeout, warn=o.warn)
+    res = do_probe(p.address, p.port, cfg, timeout=cfg.login_timeout, warn=o.warn,
+                   iface=values)  # through the record's iface, as its session would go
     if o.json:
         o.emit_json(res.to_json())
     else:

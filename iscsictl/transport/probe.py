@@ -11,6 +11,7 @@ to the 8 bytes REPORT LUNS gave.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Mapping
 
 from ..protocol.config import LoginConfig
 from ..protocol.lun import decode_lun
@@ -82,12 +83,13 @@ def _logout(conn, timeout: float) -> None:
 
 
 def probe(host: str, port: int, config: LoginConfig, *, timeout: float = 15.0,
-          warn=None) -> ProbeResult:
-    """Probe target ``config.target_name`` at ``host``:``port``.  ``timeout``: seconds per
-    SCSI command and for the logout.  Raises the transport errors (login failures with their
-    exit codes); after a logout, LoginFailed when REPORT LUNS fails and ProtocolFailure when
-    its answer is malformed (exit code 5 both)."""
-    conn = login(host, port, config, warn=warn)
+          warn=None, iface: Mapping[str, str] | None = None) -> ProbeResult:
+    """Probe target ``config.target_name`` at ``host``:``port``, through ``iface``'s
+    network device when it binds one (open-iscsi keys, as a login's).  ``timeout``:
+    seconds per SCSI command and for the logout.  Raises the transport errors (login
+    failures with their exit codes); after a logout, LoginFailed when REPORT LUNS fails and
+    ProtocolFailure when its answer is malformed (exit code 5 both)."""
+    conn = login(host, port, config, warn=warn, iface=iface)
     try:
         assert conn.success is not None
         run = conn.scsi

@@ -264,3 +264,21 @@ def test_a_probe_logs_in_with_the_iface_initiator_name_as_a_login_would(cli, tgt
     r = cli("-m", "node", "-T", target, "-p", tgt.portal, "--probe")
     assert r.rc == 0, r.err
     assert "VIRTUAL-DISK" in r.out
+
+
+def test_a_probe_goes_through_the_records_iface_as_its_session_would(cli, tgt):
+    """A record bound to a network device is probed through that device (bind_socket, as
+    a login and a discovery bind); the probe connected through the routing table, so it
+    could pass where the session's path fails.  "lo" binds; a device not there fails the
+    probe's one connect, as a refused one (4)."""
+    target = "iqn.2026-11.test.probe:bound"
+    tgt.add_target(target, luns=1)
+    for name, dev in (("onlo", "lo"), ("nowhere", "nosuch0")):
+        assert cli("-m", "iface", "-I", name, "-o", "new", "-n", "iface.net_ifacename",
+                   "-v", dev).rc == 0
+        assert cli("-m", "node", "-o", "new", "-T", target, "-p", tgt.portal + ",1",
+                   "-I", name).rc == 0
+    r = cli("-m", "node", "-T", target, "-p", tgt.portal, "-I", "onlo", "--probe")
+    assert r.rc == 0 and "VIRTUAL-DISK" in r.out, r.err
+    r = cli("-m", "node", "-T", target, "-p", tgt.portal, "-I", "nowhere", "--probe")
+    assert r.rc == 4 and "Could not bind connection 0 to nosuch0" in r.err, (r.out, r.err)
