@@ -179,9 +179,9 @@ class Designator:
     def __str__(self) -> str:
         kinds = {1: "t10", 2: "eui", 3: "naa", 8: "name"}
         kind = kinds.get(self.designator_type, f"type{self.designator_type}")
-        if self.code_set in (2, 3):  # ASCII / UTF-8
-            text = self.value.rstrip(b"\0").decode("utf-8", "replace")
-            return f"{kind}:{text}"
+        if self.code_set in (2, 3):  # ASCII / UTF-8: what a terminal cannot show as a
+            text = self.value.rstrip(b"\0").decode("utf-8", "replace")  # character, '?'
+            return f"{kind}:" + "".join(c if c.isprintable() else "?" for c in text)
         return f"{kind}:{self.value.hex()}"
 
 

@@ -68,6 +68,10 @@ def test_a_targets_strings_never_carry_control_bytes():
     assert (inq.vendor, inq.product, inq.revision) == ("??[2J", "ab?cd", "1.0")
     assert parse_unit_serial(bytes.fromhex("00 80 00 07") + b"\xff\0\x1b[2J") == "???[2J"
     assert parse_unit_serial(bytes.fromhex("00 80 00 06") + b"SN42\0\0") == "SN42"
+    # a VPD 0x83 text designator too (it went to the terminal as the target sent it)
+    (d,) = parse_designators(bytes.fromhex("00 83 00 14 02 01 00 10")
+                             + b"LIO \x1b]0;x\x07\x1b[2J\xc3\xa9")
+    assert str(d) == "t10:LIO ?]0;x??[2J\u00e9"
 
 
 def test_vpd_device_identification():
