@@ -2,8 +2,9 @@
 
 A disk is in use when it, one of its partitions, or a device stacked on it
 (``/sys/block/X/holders``: device-mapper, md, multipath) backs an entry of
-``/proc/self/mountinfo`` (by major:minor) or ``/proc/swaps`` (by name).
-Roots are injectable for tests.
+``/proc/self/mountinfo`` (by major:minor, or by its mount source ``/dev/...``, as
+iscsid's blockdev_check_mnts finds it through libmount: btrfs shows an anonymous
+major:minor there) or ``/proc/swaps`` (by name).  Roots are injectable for tests.
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ def _read(path: str) -> str:
             return f.read()
     except OSError:
         return ""
+
+
+def _device_name(source: str) -> str:
+    """The block device a mount source names (``/dev/sdb1`` is ``sdb1``; a link such as
+    ``/dev/mapper/vg-lv`` or ``/dev/disk/by-uuid/...`` is followed: ``dm-3``)."""
+    return os.path.basename(os.path.realpath(source.replace("\\040", " ")))
 
 
 def _stack(name: str, sys_root: str, seen: set[str]) -> set[str]:
@@ -46,19 +53,27 @@ def _stack(name: str, sys_root: str, seen: set[str]) -> set[str]:
 def busy_devices(disks: list[str], sys_root: str = "/sys", proc_root: str = "/proc") -> list[str]:
     """The disks (``sda``...) in ``disks`` that are in use, each as
     ``sda (mounted at /mnt via sda1)`` or ``sdb (swap on dm-3)``."""
-    mounts: dict[str, str] = {}
+    mounts: dict[str, str] = {}  # major:minor -> mount point
+    sources: dict[str, str] = {}  # the block device a mount names as its source -> its point
     for line in _read(f"{proc_root}/self/mountinfo").splitlines():
         parts = line.split()
         if len(parts) > 4:
-            mounts.setdefault(parts[2], parts[4])  # major:minor -> mount point
+            mounts.setdefault(parts[2], parts[4])
+            if "-" in parts[5:]:  # "... - fstype source options"
+                tail = parts[parts.index("-", 5) + 1:]
+                if len(tail) > 1 and tail[1].startswith("/dev/"):
+                    sources.setdefault(_device_name(tail[1]), parts[4])
     swaps = {ln.split()[0].rsplit("/", 1)[-1] for ln in _read(f"{proc_root}/swaps").splitlines()[1:]
              if ln.strip()}
     busy = []
     for disk in disks:
         for dev in sorted(_stack(disk, sys_root, set())):
             majmin = _read(f"{sys_root}/class/block/{dev}/dev").strip()
-            if majmin and majmin in mounts:
-                busy.append(f"{disk} (mounted at {mounts[majmin]} via {dev})")
+            point = mounts.get(majmin) if majmin else None
+            if point is None:
+                point = sources.get(dev)
+            if point is not None:
+                busy.append(f"{disk} (mounted at {point} via {dev})")
                 break
             if dev in swaps:
                 busy.append(f"{disk} (swap on {dev})")

@@ -28,7 +28,8 @@ def _trees(tmp_path):
     (proc / "self").mkdir(parents=True)
     (proc / "self/mountinfo").write_text(
         "22 1 0:21 / /proc rw - proc proc rw\n"
-        "40 1 8:1 / /mnt/data rw,relatime - ext4 /dev/sda1 rw\n")
+        "40 1 8:1 / /mnt/data rw,relatime - ext4 /dev/sda1 rw\n"
+        "41 1 0:39 / /mnt/b rw,relatime shared:1 - btrfs /dev/sdc rw,space_cache=v2\n")
     (proc / "swaps").write_text(
         "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"
         "/dev/dm-0                               partition\t1048572\t\t0\t\t-2\n")
@@ -38,10 +39,19 @@ def _trees(tmp_path):
 def test_mounted_partition_and_swap_on_a_holder_are_busy(tmp_path):
     sys_root, proc = _trees(tmp_path)
     busy = busy_devices(["sda", "sdb", "sdc"], sys_root, proc)
-    assert busy == ["sda (mounted at /mnt/data via sda1)", "sdb (swap on dm-0)"]
+    assert busy == ["sda (mounted at /mnt/data via sda1)", "sdb (swap on dm-0)",
+                    "sdc (mounted at /mnt/b via sdc)"]
+
+
+def test_a_mounted_btrfs_is_found_by_its_source(tmp_path):
+    """btrfs shows an anonymous major:minor (0:39) in mountinfo, never its disk's: the
+    mount's source (/dev/sdc) finds it, as iscsid's libmount lookup does (it was not
+    busy, and a safe_logout let its disk go while it was mounted)."""
+    sys_root, proc = _trees(tmp_path)
+    assert busy_devices(["sdc"], sys_root, proc) == ["sdc (mounted at /mnt/b via sdc)"]
 
 
 def test_free_disk_and_missing_sysfs_entries_are_not_busy(tmp_path):
     sys_root, proc = _trees(tmp_path)
-    assert busy_devices(["sdc", "sdz"], sys_root, proc) == []
+    assert busy_devices(["sdz"], sys_root, proc) == []
     assert busy_devices(["sda"], sys_root, str(tmp_path / "no-proc")) == []
