@@ -205,8 +205,10 @@ def _initiator_file(config_root: str) -> str | None:
 
 
 def _parse_initiator_name(text: str) -> InitiatorName | None:
-    """InitiatorName= and InitiatorAlias= of an initiatorname.iscsi's text (the last of
-    each; blanks around key and value stripped); None without a name."""
+    """InitiatorName= and InitiatorAlias= of an initiatorname.iscsi's text (the first of
+    each with a value, as iscsid's cfg_get_string_param takes it: a name appended below
+    the old one is not the one the targets know yet; blanks around key and value
+    stripped); None without a name."""
     name = alias = None
     for line in text.split("\n"):
         line = line.strip(C_SPACE)
@@ -216,9 +218,9 @@ def _parse_initiator_name(text: str) -> InitiatorName | None:
         if not sep:
             continue
         k, v = k.strip(C_SPACE), v.strip(C_SPACE)
-        if k == "InitiatorName" and v:
+        if k == "InitiatorName" and v and name is None:
             name = v
-        elif k == "InitiatorAlias" and v:
+        elif k == "InitiatorAlias" and v and alias is None:
             alias = v
     if not name:
         return None

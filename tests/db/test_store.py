@@ -656,6 +656,11 @@ def test_initiator_name_and_roots(tmp_path, monkeypatch):
     assert dbconfig.ensure_initiator_name(root) == n
     p.write_text("InitiatorName=iqn.x:y\nInitiatorAlias=host1\n")
     assert dbconfig.read_initiator_name(root) == dbconfig.InitiatorName("iqn.x:y", "host1")
+    # a name (or alias) appended under the first: the first is the one, as iscsid's
+    # cfg_get_string_param reads it (the last was taken: the targets' ACLs refused it)
+    p.write_text("InitiatorName=\nInitiatorName=iqn.x:y\nInitiatorAlias=host1\n"
+                 "InitiatorName=iqn.x:new\nInitiatorAlias=host2\n")
+    assert dbconfig.read_initiator_name(root) == dbconfig.InitiatorName("iqn.x:y", "host1")
     monkeypatch.setenv("ISCSICTL_DB_ROOT", "/a")
     monkeypatch.delenv("ISCSICTL_CONFIG_ROOT", raising=False)
     assert dbconfig.resolve_roots() == dbconfig.Roots("/a", "/etc/iscsi")
