@@ -29,6 +29,9 @@ from .record import Record, Warn, _nowarn, parse_lines
 
 DEFAULT_DB_ROOT = "/etc/iscsi"
 DEFAULT_CONFIG_ROOT = "/etc/iscsi"
+#: where RHEL, Fedora and SUSE build open-iscsi's node DB (``-Ddbroot=/var/lib/iscsi``;
+#: iscsid.conf and initiatorname.iscsi stay in /etc/iscsi there)
+VAR_DB_ROOT = "/var/lib/iscsi"
 ENV_DB_ROOT = "ISCSICTL_DB_ROOT"
 ENV_CONFIG_ROOT = "ISCSICTL_CONFIG_ROOT"
 CONFIG_FILE = "iscsid.conf"
@@ -48,13 +51,25 @@ class Roots:
     config_root: str
 
 
+def default_db_root(etc: str = DEFAULT_DB_ROOT, var: str = VAR_DB_ROOT) -> str:
+    """``/etc/iscsi`` (upstream's and Debian's), or ``/var/lib/iscsi`` where that holds
+    the node DB and ``/etc/iscsi`` does not (RHEL, Fedora, SUSE: their packages make
+    ``/var/lib/iscsi/nodes``), so that iscsictl and the distribution's iscsiadm share
+    one DB."""
+    if not os.path.isdir(os.path.join(etc, "nodes")) and os.path.isdir(os.path.join(var,
+                                                                                   "nodes")):
+        return var
+    return etc
+
+
 def resolve_roots(db_root: str | None = None, config_root: str | None = None,
                   environ: dict | None = None) -> Roots:
     """Resolve the roots: explicit argument (``--db-root``/``--config-root``), else the
-    environment (``ISCSICTL_DB_ROOT``/``ISCSICTL_CONFIG_ROOT``), else ``/etc/iscsi``."""
+    environment (``ISCSICTL_DB_ROOT``/``ISCSICTL_CONFIG_ROOT``), else ``/etc/iscsi``
+    (the DB: :func:`default_db_root`)."""
     env = os.environ if environ is None else environ
     return Roots(
-        db_root or env.get(ENV_DB_ROOT) or DEFAULT_DB_ROOT,
+        db_root or env.get(ENV_DB_ROOT) or default_db_root(),
         config_root or env.get(ENV_CONFIG_ROOT) or DEFAULT_CONFIG_ROOT,
     )
 

@@ -667,6 +667,18 @@ def test_initiator_name_and_roots(tmp_path, monkeypatch):
     assert dbconfig.resolve_roots("/b", "/c") == dbconfig.Roots("/b", "/c")
 
 
+def test_the_db_is_found_where_rhel_fedora_and_suse_keep_it(tmp_path):
+    """/var/lib/iscsi/nodes without /etc/iscsi/nodes (their open-iscsi's -Ddbroot): the
+    DB is there, or iscsictl saw no records, and its automatic logins made none; with
+    /etc/iscsi/nodes (Debian, upstream), or neither: /etc/iscsi."""
+    etc, var = tmp_path / "etc", tmp_path / "var"
+    assert dbconfig.default_db_root(str(etc), str(var)) == str(etc)
+    (var / "nodes").mkdir(parents=True)
+    assert dbconfig.default_db_root(str(etc), str(var)) == str(var)
+    (etc / "nodes").mkdir(parents=True)
+    assert dbconfig.default_db_root(str(etc), str(var)) == str(etc)
+
+
 def test_an_unreadable_initiator_name_is_an_error_and_never_replaced(tmp_path):
     root = tmp_path / "cfg"
     (root / "initiatorname.iscsi").mkdir(parents=True)  # EISDIR, like EACCES or EIO
