@@ -577,8 +577,23 @@ def _initiator_name(db) -> str:  # type: ignore[no-untyped-def]
     return ensure_initiator_name(db.config_root).name
 
 
-def _records(db, nids) -> list[Any]:  # type: ignore[no-untyped-def]
-    return [db.read_node(n) for n in nids]
+def _records(db, nids, skip_damaged: bool = False) -> list[Any]:  # type: ignore[no-untyped-def]
+    """The records ``nids`` name; ``skip_damaged``: one that cannot be read (empty, cut
+    short) is warned about and left out, as iscsiadm's idbm_for_each_iface skips it, so
+    the others are still logged in to; else its error is the command's."""
+    if not skip_damaged:
+        return [db.read_node(n) for n in nids]
+    from ..db.errors import DBError, RecordNotFound
+
+    out = []
+    for nid in nids:
+        try:
+            out.append(db.read_node(nid))
+        except RecordNotFound:
+            continue
+        except DBError as e:
+            db.warn(str(e))
+    return out
 
 
 def node_login(args, o) -> int:  # type: ignore[no-untyped-def]
@@ -591,7 +606,10 @@ def node_login(args, o) -> int:  # type: ignore[no-untyped-def]
     nids = _matching(db, args)
     if not nids:
         raise E.CliError("No records found", E.NO_OBJS_FOUND)
-    return login_records(_records(db, nids), _initiator_name(db), o, wait=not args.no_wait)
+    recs = _records(db, nids, skip_damaged=True)
+    if not recs:
+        raise E.CliError("No records found", E.NO_OBJS_FOUND)
+    return login_records(recs, _initiator_name(db), o, wait=not args.no_wait)
 
 
 def node_loginall(args, o) -> int:  # type: ignore[no-untyped-def]

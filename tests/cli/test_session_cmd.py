@@ -813,6 +813,24 @@ def test_every_r_is_checked_and_the_last_is_used(sysfs):
     assert rc == 0 and "SID: 2\n" in out and "SID: 1\n" not in out
 
 
+def test_a_damaged_record_is_skipped_and_the_others_logged_in(fake_daemon):
+    """One of the matching records cannot be read (emptied by a crash): it is said and
+    left out, and the others are logged in to, as iscsiadm skips it; it was exit 6 and
+    no login at all.  Every one damaged: 21, as iscsiadm finds no record."""
+    assert cli("-m", "node", "-T", T, "-p", "127.0.0.2", "-o", "new")[0] == 0
+    root = os.environ["ISCSICTL_DB_ROOT"]
+    damaged = os.path.join(root, "nodes", T, "127.0.0.2,3260")
+    open(damaged, "w").close()
+    fake_daemon.answers = {"login": [{"ok": True, "node": "n", "sids": [1]}]}
+    rc, out, err = cli("-m", "node", "-T", T, "-l")
+    assert rc == 0 and "corrupt record: empty file" in err, err
+    (op, args), = fake_daemon.calls
+    assert [r["node.conn[0].address"] for r in args["records"]] == ["127.0.0.1"]
+    open(os.path.join(root, "nodes", T, "127.0.0.1,3260"), "w").close()
+    rc, _, err = cli("-m", "node", "-T", T, "-l")
+    assert rc == 21 and "No records found" in err
+
+
 def test_login_with_no_matching_record_is_21(fake_daemon):
     rc, _, err = cli("-m", "node", "-T", "iqn.2003-01.org.example:nope", "-p", "127.0.0.1", "-l")
     assert rc == 21 and "No records found" in err and fake_daemon.calls == []
