@@ -204,7 +204,7 @@ def logout_sessions(sessions: list[Any], o, force: bool = False) -> int:  # type
             code = int(r.get("code", E.ERR))
             o.error(f"Could not logout of {desc}.")
             o.error(f"initiator reported error ({code} - {E.err_to_str(code)})")
-            rc = rc or code
+            rc = code  # the last failure's, as iscsiadm's iscsid_logout_reqs_wait
     if o.json:
         o.emit_json(results)
     if rc:

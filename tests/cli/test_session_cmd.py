@@ -801,6 +801,18 @@ def test_sessions_are_logged_out_grouped_by_target_and_portal_as_iscsiadm(sysfs,
     assert said == ["1", "3", "2", "1", "3", "2"]
 
 
+def test_a_logout_with_several_failures_exits_with_the_last(sysfs, fake_daemon):
+    """iscsiadm's iscsid_logout_reqs_wait keeps the last failure's code (a login keeps
+    the first); it was the first's."""
+    for sid in (1, 2, 3):
+        add_session(sysfs, sid, sid, T, f"127.0.0.{sid}", {})
+    fake_daemon.answers = {"logout": [{"sid": 1, "ok": True}, {"sid": 2, "ok": False,
+                                                                "code": 28},
+                                      {"sid": 3, "ok": False, "code": 2}]}
+    rc, _, err = cli("-m", "session", "-u")
+    assert rc == 2 and err.endswith("Could not logout of all requested sessions\n"), err
+
+
 def test_every_r_is_checked_and_the_last_is_used(sysfs):
     """``-r`` given twice: each is read as iscsiadm reads it when it comes, so a bad one
     exits 1 even before a good one (it was dropped: the command went on with the other,
