@@ -193,6 +193,16 @@ def host_key(address: str) -> str:
     return key
 
 
+def is_numeric_host(address: str) -> bool:
+    """Whether ``address`` is an IPv4 or IPv6 address (a zone allowed), not a host name."""
+    import ipaddress
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
+
+
 _HOST_KEYS: dict[str, str] = {}
 _RESOLVED: dict[str, frozenset] = {}
 

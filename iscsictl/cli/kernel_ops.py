@@ -137,11 +137,16 @@ def _describe(rec) -> str:  # type: ignore[no-untyped-def]
 
 def _session_counts(records: list[Any]) -> list[tuple[int, int]]:
     """(node.session.nr_sessions, sessions it has in sysfs) of each record; a session is
-    the record's when target, persistent portal and iface match (iscsiadm's
-    iscsi_match_session_count).  iscsictld checks again: two commands may race."""
+    the record's when target, persistent portal and iface match, the address as
+    :func:`~iscsictl.lexical.same_host` compares it (iscsiadm's
+    iscsi_match_session_count: a host name and its address are one host).  iscsictld
+    checks again: two commands may race."""
+    from ..lexical import same_host
     from .session_cmd import existing_sessions
 
-    have = existing_sessions()
+    by_node: dict[tuple[str, int, str], list[tuple[str, int]]] = {}
+    for (target, address, port, iface), n in existing_sessions().items():
+        by_node.setdefault((target, port, iface), []).append((address, n))
     out = []
     for rec in records:
         try:
@@ -151,11 +156,12 @@ def _session_counts(records: list[Any]) -> list[tuple[int, int]]:
         except (KeyError, TypeError, ValueError):
             wanted = 1
         try:
-            key = (rec["node.name"], rec["node.conn[0].address"],
-                   int(rec["node.conn[0].port"]), rec.iface_name)
+            address = rec["node.conn[0].address"]
+            sessions = by_node.get((rec["node.name"], int(rec["node.conn[0].port"]),
+                                    rec.iface_name), [])
         except (KeyError, TypeError, ValueError):  # the daemon will say what is wrong
-            key = None
-        out.append((wanted, have.get(key, 0)))
+            sessions = []
+        out.append((wanted, sum(n for a, n in sessions if same_host(address, a))))
     return out
 
 

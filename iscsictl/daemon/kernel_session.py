@@ -252,6 +252,9 @@ class KernelSession:
     #: session; None for tcp, for an adopted session, and once a connection error made the
     #: kernel disconnect it (its handle may then be another endpoint's)
     ep: int | None = field(default=None, repr=False)
+    #: the address its connection went to (a host name's, resolved): the daemon's session
+    #: table finds it by that too (SessionTable.by_address); None: ``current``'s
+    peer_address: str | None = field(default=None, repr=False)
     #: the offload HBA's host its endpoints go through (TRANSPORT_EP_CONNECT_THROUGH_HOST:
     #: the transport's bind_ep_required and an iface bound to a host); None: any
     bind_host: int | None = field(default=None, repr=False)
@@ -922,6 +925,10 @@ async def establish(
         raise
     assert early is not None
     try:
+        peer = str(sock.getpeername()[0])
+    except (OSError, IndexError, TypeError):
+        peer = None
+    try:
         # the parameters first: built while the kernel may still be making the session
         tpgt = result.params.target_portal_group_tag
         ctx = ParamContext(
@@ -971,7 +978,7 @@ async def establish(
     return KernelSession(
         sid=sid, host_no=ids.host_no, cid=cid, node=node, isid=isid, tsih=result.tsih,
         params=result.params, current=portal, negotiated=result.negotiated,
-        initiator_name=initiator_name, kernel_params=held, caps=caps,
+        initiator_name=initiator_name, kernel_params=held, caps=caps, peer_address=peer,
         scanning=None if started_scan is None else asyncio.wrap_future(started_scan),
     )
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import logging
@@ -46,7 +47,7 @@ from iscsictl.ipc import (IPC_VERSION, KEEPALIVE_INTERVAL, MAX_MESSAGE, SERVED_V
 from iscsictl.kernel.sysfs import Sysfs
 from iscsictl.kernel.transports import (BIND_EP_TRANSPORTS, PROC_NAME_TRANSPORT, TRANSPORTS,
                                         unsupported)
-from iscsictl.lexical import ascii_digits, host_key
+from iscsictl.lexical import ascii_digits, host_key, is_numeric_host
 from iscsictl.netlink import (
     AsyncIscsiNetlink,
     ConnError,
@@ -375,16 +376,29 @@ class SessionTable(dict[int, ks.KernelSession]):
     target, portal, iface): how many sessions a node has is asked for every record of a
     login request and every node of a discovery daemon's round, which scanned every
     session each time (2,000 records beside 2,000 sessions held the loop 2 s).  Every
-    dict method that adds or removes a session keeps the index."""
+    dict method that adds or removes a session keeps the index.  A session whose node
+    names its portal by a host name is also found by the address it connected to
+    (:meth:`by_address`), as iscsid's session_is_running matches a host name and its
+    address as one host."""
 
     def __init__(self) -> None:
         super().__init__()
         self._by_node: dict[tuple[str, str, int, str], dict[int, ks.KernelSession]] = {}
+        self._by_address: dict[tuple[str, str, int, str], dict[int, ks.KernelSession]] = {}
+        self._address_of: dict[int, tuple[str, str, int, str]] = {}
 
     def __setitem__(self, sid: int, session: ks.KernelSession) -> None:
         self.pop(sid, None)
         super().__setitem__(sid, session)
         self._by_node.setdefault(session.node.key, {})[sid] = session
+        node, current = session.node, getattr(session, "current", None)
+        address = getattr(current, "address", "")
+        if address == node.address:  # not redirected: where its connection went
+            address = getattr(session, "peer_address", None) or address
+        if address and not is_numeric_host(node.address) and is_numeric_host(address):
+            key = (node.target, host_key(address), node.port, node.iface)
+            self._address_of[sid] = key
+            self._by_address.setdefault(key, {})[sid] = session
 
     def __delitem__(self, sid: int) -> None:
         if self.pop(sid, None) is None:
@@ -393,10 +407,12 @@ class SessionTable(dict[int, ks.KernelSession]):
     def pop(self, sid: int, *default: Any) -> Any:  # type: ignore[override]
         session = super().pop(sid, *default)
         if isinstance(session, ks.KernelSession):
-            same = self._by_node.get(session.node.key, {})
-            same.pop(sid, None)
-            if not same:
-                self._by_node.pop(session.node.key, None)
+            for index, key in ((self._by_node, session.node.key),
+                               (self._by_address, self._address_of.pop(sid, None))):
+                same = index.get(key, {}) if key is not None else {}
+                same.pop(sid, None)
+                if not same:
+                    index.pop(key, None)
         return session
 
     def popitem(self) -> tuple[int, ks.KernelSession]:
@@ -408,6 +424,8 @@ class SessionTable(dict[int, ks.KernelSession]):
     def clear(self) -> None:
         super().clear()
         self._by_node.clear()
+        self._by_address.clear()
+        self._address_of.clear()
 
     def setdefault(self, sid: int, session: ks.KernelSession) -> ks.KernelSession:  # type: ignore[override]
         if sid not in self:
@@ -421,6 +439,12 @@ class SessionTable(dict[int, ks.KernelSession]):
     def of_node(self, key: tuple[str, str, int, str]) -> list[ks.KernelSession]:
         """The sessions of the node ``key``, in the order they were filed."""
         return list(self._by_node.get(key, {}).values())
+
+    def by_address(self, key: tuple[str, str, int, str]) -> list[ks.KernelSession]:
+        """The sessions of nodes that name their portal by a host name and connected to
+        the address of ``key`` (target, numeric address as host_key gives it, port,
+        iface)."""
+        return list(self._by_address.get(key, {}).values())
 
 
 class Daemon:
@@ -1356,6 +1380,32 @@ class Daemon:
     def _node_sessions(self, node: ks.NodeTarget) -> list[ks.KernelSession]:
         return self.sessions.of_node(node.key)
 
+    async def _address_keys(self, node: ks.NodeTarget) -> list[tuple[str, str, int, str]]:
+        """The node keys a login of ``node`` is the same node as, sorted: its own for a
+        numeric portal; for a host name, one for each address it resolves to (off the loop,
+        5 s at most; none when it does not resolve), as iscsid's session_is_running
+        matches a host name and its address (iscsi_addr_match)."""
+        if is_numeric_host(node.address):
+            return [node.key]
+        try:
+            infos = await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo(
+                node.address, None, type=socket.SOCK_STREAM), 5)
+        except (OSError, UnicodeError, ValueError, asyncio.TimeoutError):
+            infos = []
+        keys = {(node.target, host_key(str(i[4][0])), node.port, node.iface) for i in infos
+                if i[0] in (socket.AF_INET, socket.AF_INET6)}
+        return sorted(keys | {node.key})
+
+    def _same_node_sessions(self, node: ks.NodeTarget,
+                            keys: list[tuple[str, str, int, str]]) -> list[ks.KernelSession]:
+        """The sessions of ``node`` and of the nodes that name the same host otherwise
+        (``keys``: :meth:`_address_keys`), each once."""
+        found = {s.sid: s for s in self.sessions.of_node(node.key)}
+        for key in keys:
+            for s in (*self.sessions.of_node(key), *self.sessions.by_address(key)):
+                found.setdefault(s.sid, s)
+        return list(found.values())
+
     async def login(self, records: list[Mapping[str, str]], initiator_name: str,
                     progress: Progress | None = None,
                     multiple: bool = False) -> list[dict[str, Any]]:
@@ -1379,9 +1429,11 @@ class Daemon:
                         node.describe(), key.removeprefix("node.conn[0]."), value)
         result: dict[str, Any] = {"node": node.describe(), "target": node.target,
                                   "portal": f"{node.address},{node.port}", "iface": node.iface}
-        lock = self._node_locks.setdefault(node.key, asyncio.Lock())
-        async with lock:  # one login per node at a time: no duplicates (#108)
-            have = len(self._node_sessions(node))
+        keys = await self._address_keys(node)
+        async with contextlib.AsyncExitStack() as held:  # one login per node at a time:
+            for key in keys:  # no duplicates (#108); sorted: no two logins wait on each other
+                await held.enter_async_context(self._node_locks.setdefault(key, asyncio.Lock()))
+            have = len(self._same_node_sessions(node, keys))
             wanted = have + 1 if multiple else _num(rec, "node.session.nr_sessions", 1)
             if have >= wanted:
                 plural = "" if wanted == 1 else "s"

@@ -843,6 +843,17 @@ def test_a_damaged_record_is_skipped_and_the_others_logged_in(fake_daemon):
     assert rc == 21 and "No records found" in err
 
 
+def test_a_session_to_an_address_is_the_records_that_name_it_by_host_name(sysfs, fake_daemon):
+    """A session to 127.0.0.1 is the session of a record that names the portal
+    "localhost" (iscsiadm's iscsi_match_session_count: iscsi_addr_match resolves names):
+    present, 15, nothing asked of the daemon; it asked for a second session."""
+    add_session(sysfs, 1, 0, T, "127.0.0.1", {})
+    assert cli("-m", "node", "-T", T, "-p", "localhost", "-o", "new")[0] == 0
+    rc, out, err = cli("-m", "node", "-T", T, "-p", "localhost", "-l")
+    assert rc == 15 and out == "" and fake_daemon.calls == [], (out, err)
+    assert err.count("default: 1 session requested, but 1 already present.") == 2
+
+
 def test_login_with_no_matching_record_is_21(fake_daemon):
     rc, _, err = cli("-m", "node", "-T", "iqn.2003-01.org.example:nope", "-p", "127.0.0.1", "-l")
     assert rc == 21 and "No records found" in err and fake_daemon.calls == []

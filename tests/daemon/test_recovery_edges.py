@@ -698,3 +698,41 @@ def test_an_aens_rescan_sets_the_queue_depth_and_stops_with_its_session(tmp_path
         assert done == [("scan", 0), ("depth", 3, 32)] and d._rescans == {}
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("first, second", [("127.0.0.1", "localhost"),
+                                           ("localhost", "127.0.0.1")])
+def test_a_host_name_and_its_address_are_one_node_for_the_duplicate_check(
+        tmp_path, first, second):
+    """Records of one target naming its portal by host name and by address: a login of
+    the second, in the same request or after, is "1 session requested, but 1 already
+    present." (15), as iscsid's session_is_running (iscsi_addr_match resolves the name);
+    each got a session of its own: two paths to the same LUNs without multipath."""
+    d = _daemon(tmp_path)
+    sids = iter(range(1, 100))
+
+    async def establish(node, initiator_name):
+        await asyncio.sleep(0.05)  # the login's exchange: the two overlap
+        sid = next(sids)
+        d.sessions[sid] = ks.KernelSession(
+            sid=sid, host_no=sid, cid=0, node=node, isid=None, tsih=1, params=None,
+            current=Portal(node.address, node.port, 1), peer_address="127.0.0.1")
+        return sid
+    d._establish = establish
+
+    def rec(address):
+        return {"node.name": "iqn.2003-01.org.example:t", "node.conn[0].address": address,
+                "node.conn[0].port": "3260", "node.tpgt": "1"}
+
+    async def main():
+        together = await d.login([rec(first), rec(second)], "iqn.2026-11.x:i")
+        (refused,) = [r for r in together if not r["ok"]]  # whichever came second
+        assert refused["code"] == 15
+        assert "1 session requested, but 1 already present." in refused["message"]
+        assert list(d.sessions) == [1]
+        for address in (first, second):  # one after the other: the same
+            (again,) = await d.login([rec(address)], "iqn.2026-11.x:i")
+            assert again["code"] == 15
+        assert list(d.sessions) == [1]
+
+    asyncio.run(main())
