@@ -392,10 +392,10 @@ class SessionTable(dict[int, ks.KernelSession]):
         super().__setitem__(sid, session)
         self._by_node.setdefault(session.node.key, {})[sid] = session
         node, current = session.node, getattr(session, "current", None)
-        address = getattr(current, "address", "")
-        if address == node.address:  # not redirected: where its connection went
+        named, address = getattr(node, "address", ""), getattr(current, "address", "")
+        if address == named:  # not redirected: where its connection went
             address = getattr(session, "peer_address", None) or address
-        if address and not is_numeric_host(node.address) and is_numeric_host(address):
+        if named and address and not is_numeric_host(named) and is_numeric_host(address):
             key = (node.target, host_key(address), node.port, node.iface)
             self._address_of[sid] = key
             self._by_address.setdefault(key, {})[sid] = session
