@@ -1035,8 +1035,9 @@ class AsyncIscsiNetlink(_Core, _Operations):
                 self.events.put_nowait(ev)
 
     def _take_replies(self, fut: "asyncio.Future[Any]", start: int) -> None:
-        """Just after a send: batches read until the exchange's replies are in or the
-        reads have caught up (:meth:`_caught_up`), the events among them handed on."""
+        """Just after a send returned (``start``: ``_bytes_read`` then): batches read until
+        the exchange's replies are in or the reads have caught up (:meth:`_caught_up`), the
+        events among them handed on."""
         while True:
             self._on_readable()
             if fut.done() or self._caught_up(start):
@@ -1078,7 +1079,6 @@ class AsyncIscsiNetlink(_Core, _Operations):
         fut: asyncio.Future[list[Any]] = self._loop.create_future()
         pend = self._pending = _Pending(reqs, [], fut)
         overruns = self._overruns
-        start = self._bytes_read
         try:
             if self.send_in_executor and reqs[0].ev_type in BLOCKING_OPS:  # alone: _one_datagram
                 sending = self._loop.run_in_executor(None, self._send, data)
@@ -1086,17 +1086,19 @@ class AsyncIscsiNetlink(_Core, _Operations):
                     # Cancelled while the kernel worked inside sendmsg(): its reply is
                     # queued now.  It is taken here, with the lock still held, so that it
                     # cannot answer the next request, and nothing else was sent meanwhile.
-                    self._take_replies(fut, start)
+                    self._take_replies(fut, self._bytes_read)
                     raise asyncio.CancelledError
                 sending.result()
-                self._take_replies(fut, start)  # the replies are queued: taken now, as below
+                # the replies are queued: taken now, as below; what the loop read while
+                # the kernel worked counts for nothing (the reply came at the send's end)
+                self._take_replies(fut, self._bytes_read)
             else:
                 self._send(data)
                 # The kernel handles the requests inside sendmsg() and queues the replies
                 # before the call returns: take them now rather than one loop iteration
                 # later (a login sends ~40 requests).  Events read here are
                 # dispatched exactly as the reader callback would.
-                self._take_replies(fut, start)
+                self._take_replies(fut, self._bytes_read)
             if fut.done():
                 return fut.result()
             if self._overruns != overruns:

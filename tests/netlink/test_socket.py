@@ -1021,3 +1021,60 @@ def test_a_reply_dropped_in_a_flood_that_goes_on_fails_once_the_queue_is_read(cl
                     await asyncio.wait_for(nl.create_conn(1, 7, 3), 10)
         asyncio.run(main())
     assert t.reads <= most + 256, t.reads
+
+
+class _FloodDuringSend:
+    """A blocking request (sent from the executor) while the kernel floods events: during
+    the send the loop's reader reads events and meets an overrun; when the send returns,
+    the reply is queued behind ``behind`` more events (more than a batch, less than the
+    socket holds)."""
+
+    def __init__(self, behind):
+        self.a, self.b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.b.send(b"x")  # the fd stays readable: the loop's reader keeps being called
+        self.behind = behind
+        self.flooding = self.overrun = False
+        self.queued: list[bytes] = []
+        self.reads_in_send = 0
+
+    def fileno(self):
+        return self.a.fileno()
+
+    def send(self, data):
+        self.flooding = self.overrun = True
+        time.sleep(0.2)
+        self.queued = [ev_conn_error(sid=2)] * self.behind + [echo(data)]
+        self.flooding = False
+        return len(data)
+
+    def recv_into(self, buf):
+        if self.flooding:
+            self.reads_in_send += 1
+            if self.overrun and self.reads_in_send > 50:
+                self.overrun = False
+                raise OSError(errno.ENOBUFS, os.strerror(errno.ENOBUFS))
+            dgram = ev_conn_error(sid=2)
+        elif self.queued:
+            dgram = self.queued.pop(0)
+        else:
+            raise BlockingIOError(errno.EAGAIN, "empty")
+        buf[:len(dgram)] = dgram
+        return len(dgram)
+
+    def close(self):
+        self.a.close()
+        self.b.close()
+
+
+def test_a_blocking_request_under_a_flood_counts_the_reads_from_the_end_of_its_send():
+    """What the loop read while the kernel worked inside sendmsg() is not what was
+    queued when it returned: the reply, behind 3,000 more events, is still taken (it was
+    said lost after one batch, the overrun during the send taken for its drop)."""
+    t = _FloodDuringSend(3000)
+
+    async def main():
+        async with AsyncIscsiNetlink(t, timeout=5, rcvbuf=256 * 1024,
+                                     event_callback=lambda ev: None) as nl:
+            await asyncio.wait_for(nl.stop_conn(1, 7, 0, StopConnFlag.RECOVER), 10)
+    asyncio.run(main())
+    assert t.queued == [] and t.reads_in_send > 50
