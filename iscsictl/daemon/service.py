@@ -371,6 +371,12 @@ async def _modprobe(module: str) -> int | None:
         return None
 
 
+#: how long a host name's addresses are kept for the duplicate-login check, and how long
+#: their lookup may take (seconds)
+RESOLVED_FOR = 30.0
+RESOLVE_TIMEOUT = 5.0
+
+
 class SessionTable(dict[int, ks.KernelSession]):
     """The daemon's sessions by sid, and by node (:attr:`~.kernel_session.NodeTarget.key`:
     target, portal, iface): how many sessions a node has is asked for every record of a
@@ -485,6 +491,9 @@ class Daemon:
         self.isids = ISIDAllocator()
         self.issued_challenges = RecentChallenges()
         self._node_locks: dict[tuple[str, str, int, str], asyncio.Lock] = {}
+        # host name -> (until, its addresses), and the lookups under way (_addresses_of)
+        self._resolved: dict[str, tuple[float, frozenset[str]]] = {}
+        self._resolving: dict[str, asyncio.Future[frozenset[str]]] = {}
         self._login_slots: dict[tuple[str, int], asyncio.Semaphore] = {}  # by portal
         self.nl: AsyncIscsiNetlink | None = None
         self._server: IpcListener | None = None
@@ -1382,19 +1391,43 @@ class Daemon:
 
     async def _address_keys(self, node: ks.NodeTarget) -> list[tuple[str, str, int, str]]:
         """The node keys a login of ``node`` is the same node as, sorted: its own for a
-        numeric portal; for a host name, one for each address it resolves to (off the loop,
-        5 s at most; none when it does not resolve), as iscsid's session_is_running
-        matches a host name and its address (iscsi_addr_match)."""
+        numeric portal; for a host name, one for each address it resolves to
+        (:meth:`_addresses_of`), as iscsid's session_is_running matches a host name and
+        its address (iscsi_addr_match)."""
         if is_numeric_host(node.address):
             return [node.key]
-        try:
-            infos = await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo(
-                node.address, None, type=socket.SOCK_STREAM), 5)
-        except (OSError, UnicodeError, ValueError, asyncio.TimeoutError):
-            infos = []
-        keys = {(node.target, host_key(str(i[4][0])), node.port, node.iface) for i in infos
-                if i[0] in (socket.AF_INET, socket.AF_INET6)}
+        keys = {(node.target, a, node.port, node.iface)
+                for a in await self._addresses_of(node.address)}
         return sorted(keys | {node.key})
+
+    async def _addresses_of(self, name: str) -> frozenset[str]:
+        """The addresses (host_key's form) host name ``name`` resolves to: one lookup off
+        the loop for every login that asks at once, kept :data:`RESOLVED_FOR` seconds,
+        :data:`RESOLVE_TIMEOUT` at most; empty (said) when it does not resolve in time."""
+        loop = asyncio.get_running_loop()
+        cached = self._resolved.get(name)
+        if cached is not None and cached[0] > loop.time():
+            return cached[1]
+        lookup = self._resolving.get(name)
+        if lookup is None:
+            async def resolve() -> frozenset[str]:
+                try:
+                    infos = await asyncio.wait_for(loop.getaddrinfo(
+                        name, None, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT)
+                except (OSError, UnicodeError, ValueError, asyncio.TimeoutError) as exc:
+                    log.warning("%s does not resolve (%s): a session to its address under "
+                                "another record is not found for it", name,
+                                exc or f"no answer in {RESOLVE_TIMEOUT:g} s")
+                    infos = []
+                found = frozenset(host_key(str(i[4][0])) for i in infos
+                                  if i[0] in (socket.AF_INET, socket.AF_INET6))
+                if len(self._resolved) > 4096:
+                    self._resolved.clear()
+                self._resolved[name] = (loop.time() + RESOLVED_FOR, found)
+                return found
+            lookup = self._resolving[name] = asyncio.ensure_future(resolve())
+            lookup.add_done_callback(lambda _: self._resolving.pop(name, None))
+        return await asyncio.shield(lookup)
 
     def _same_node_sessions(self, node: ks.NodeTarget,
                             keys: list[tuple[str, str, int, str]]) -> list[ks.KernelSession]:

@@ -5,6 +5,7 @@ daemon did not make while it makes another."""
 
 import asyncio
 import logging
+import socket
 
 import pytest
 
@@ -734,5 +735,41 @@ def test_a_host_name_and_its_address_are_one_node_for_the_duplicate_check(
             (again,) = await d.login([rec(address)], "iqn.2026-11.x:i")
             assert again["code"] == 15
         assert list(d.sessions) == [1]
+
+    asyncio.run(main())
+
+
+def test_a_host_names_addresses_are_looked_up_once_and_a_slow_lookup_is_said(
+        tmp_path, monkeypatch, caplog):
+    """The duplicate check's lookups: one for every login of a request at one host name
+    (it was one each, 1,000 at once on the executor the netlink sends use), and a lookup
+    that takes too long leaves the check to the record's own name, said in the log."""
+    from iscsictl.daemon import service
+    d = _daemon(tmp_path)
+    calls = []
+    slow = {"slow.example": 1.0}
+
+    async def getaddrinfo(self, host, port, **kw):
+        calls.append(host)
+        await asyncio.sleep(slow.get(host, 0.01))
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 0))]
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(service, "RESOLVE_TIMEOUT", 0.1)
+
+    def node(address, n=0):
+        return ks.NodeTarget(f"iqn.2003-01.org.example:t{n}", address, 3260, 1, "default",
+                             "tcp", {})
+
+    async def main():
+        keys = await asyncio.gather(*(d._address_keys(node("db.example", n))
+                                      for n in range(200)))
+        assert calls == ["db.example"]
+        assert ("iqn.2003-01.org.example:t7", "127.0.0.1", 3260, "default") in keys[7]
+        await d._address_keys(node("db.example"))  # kept: no lookup
+        assert calls == ["db.example"]
+        with caplog.at_level(logging.WARNING):
+            assert await d._address_keys(node("slow.example")) == [node("slow.example").key]
+        assert "slow.example does not resolve" in caplog.text
 
     asyncio.run(main())
