@@ -59,7 +59,10 @@ def busy_devices(disks: list[str], sys_root: str = "/sys", proc_root: str = "/pr
         parts = line.split()
         if len(parts) > 4:
             mounts.setdefault(parts[2], parts[4])
-            if "-" in parts[5:]:  # "... - fstype source options"
+            # an anonymous device (major 0: btrfs) names its disk only as the source:
+            # "... - fstype source options" (the others' sources are not looked at: a
+            # link's lookup each, for every mount of a node with thousands)
+            if parts[2].startswith("0:") and "-" in parts[5:]:
                 tail = parts[parts.index("-", 5) + 1:]
                 if len(tail) > 1 and tail[1].startswith("/dev/"):
                     sources.setdefault(_device_name(tail[1]), parts[4])
