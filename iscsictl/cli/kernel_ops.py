@@ -168,17 +168,32 @@ def _session_counts(records: list[Any]) -> list[tuple[int, int]]:
 def _logout_order(sessions: list[Any]) -> list[Any]:
     """``sessions`` in the order iscsiadm logs out of them (session_info_create_list):
     each after the first one of its target and portal, else after the last of its target,
-    else last."""
-    out: list[Any] = []
+    else last.  A target's sessions stay together, and so do a portal's within them: its
+    first, then the later ones newest first; one pass, not a walk of the list each."""
+    order: list[Any] = []  # sessions without a target name, and each target's block
+    blocks: dict[str, dict[tuple[Any, Any], tuple[Any, list[Any]]]] = {}
     for s in sessions:
         target = getattr(s, "targetname", None)
-        match = None
-        for i, cur in enumerate(out):
-            if target is not None and getattr(cur, "targetname", None) == target:
-                match = i
-                if (cur.address, cur.port) == (s.address, s.port):
-                    break
-        out.insert(len(out) if match is None else match + 1, s)
+        if target is None:
+            order.append(s)
+            continue
+        block = blocks.get(target)
+        if block is None:
+            block = blocks[target] = {}
+            order.append(block)
+        portal = (s.address, s.port)
+        if portal in block:
+            block[portal][1].append(s)
+        else:
+            block[portal] = (s, [])
+    out: list[Any] = []
+    for entry in order:
+        if not isinstance(entry, dict):
+            out.append(entry)
+            continue
+        for first, later in entry.values():
+            out.append(first)
+            out.extend(reversed(later))
     return out
 
 
