@@ -41,7 +41,7 @@ class FakeConnection:
 
 def run_probe(monkeypatch, report: ScsiResult):
     conn = FakeConnection(report)
-    monkeypatch.setattr(probe_mod, "login", lambda host, port, config, warn=None: conn)
+    monkeypatch.setattr(probe_mod, "login", lambda host, port, config, warn=None, iface=None: conn)
     config = LoginConfig(initiator_name="iqn.2005-03.org.open-iscsi:host1", target_name=TARGET)
     return conn, lambda: probe_mod.probe("192.0.2.1", 3260, config, timeout=1.0)
 
@@ -104,7 +104,7 @@ def test_a_lun_list_longer_than_asked_is_asked_for_whole(monkeypatch):
             self.calls.append(f"REPORT LUNS {int.from_bytes(cdb[6:10], 'big')}")
             return ScsiResult(0, full.data[:read_length])
     conn = Truncating(full)
-    monkeypatch.setattr(probe_mod, "login", lambda host, port, config, warn=None: conn)
+    monkeypatch.setattr(probe_mod, "login", lambda host, port, config, warn=None, iface=None: conn)
     config = LoginConfig(initiator_name="iqn.2005-03.org.open-iscsi:host1", target_name=TARGET)
     res = probe_mod.probe("192.0.2.1", 3260, config, timeout=1.0)
     assert [info.lun for info in res.luns] == list(range(600))
