@@ -1036,13 +1036,14 @@ class _FloodDuringSend:
         self.flooding = self.overrun = False
         self.queued: list[bytes] = []
         self.reads_in_send = 0
+        self.read_enough = threading.Event()  # the loop has read through the overrun
 
     def fileno(self):
         return self.a.fileno()
 
     def send(self, data):
         self.flooding = self.overrun = True
-        time.sleep(0.2)
+        self.read_enough.wait(10)  # the kernel at work while the loop reads the flood
         self.queued = [ev_conn_error(sid=2)] * self.behind + [echo(data)]
         self.flooding = False
         return len(data)
@@ -1053,6 +1054,8 @@ class _FloodDuringSend:
             if self.overrun and self.reads_in_send > 50:
                 self.overrun = False
                 raise OSError(errno.ENOBUFS, os.strerror(errno.ENOBUFS))
+            if self.reads_in_send > 60:
+                self.read_enough.set()
             dgram = ev_conn_error(sid=2)
         elif self.queued:
             dgram = self.queued.pop(0)
@@ -1077,4 +1080,4 @@ def test_a_blocking_request_under_a_flood_counts_the_reads_from_the_end_of_its_s
                                      event_callback=lambda ev: None) as nl:
             await asyncio.wait_for(nl.stop_conn(1, 7, 0, StopConnFlag.RECOVER), 10)
     asyncio.run(main())
-    assert t.queued == [] and t.reads_in_send > 50
+    assert t.queued == [] and t.read_enough.is_set()
