@@ -250,7 +250,8 @@ def adopted_record(record: Mapping[str, str] | None, sysfs: Mapping[str, str | N
                    defaults: Mapping[str, str]) -> dict[str, str]:
     """The record a session taken over from the kernel is managed (and logged in again)
     with.  ``sysfs`` maps ``session/<attr>``/``connection/<attr>``/``host/<attr>``
-    (AUTH_ATTRS with a record, ADOPTION_ATTRS without) to the values read (None: absent or unreadable);
+    (AUTH_ATTRS with a record, ADOPTION_ATTRS without) to the values read (None: absent
+    or unreadable);
     ``defaults``: iscsid.conf's node defaults, the base when there is no ``record``.  The
     session's credentials replace the record's where sysfs shows them."""
     out = dict(record) if record is not None else dict(defaults)

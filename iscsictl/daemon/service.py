@@ -1417,7 +1417,7 @@ class Daemon:
                 except (OSError, UnicodeError, ValueError, asyncio.TimeoutError) as exc:
                     log.warning("%s does not resolve (%s): a session to its address under "
                                 "another record is not found for it", name,
-                                exc or f"no answer in {RESOLVE_TIMEOUT:g} s")
+                                str(exc) or f"no answer in {RESOLVE_TIMEOUT:g} s")
                     infos = []
                 found = frozenset(host_key(str(i[4][0])) for i in infos
                                   if i[0] in (socket.AF_INET, socket.AF_INET6))
