@@ -577,23 +577,8 @@ def _initiator_name(db) -> str:  # type: ignore[no-untyped-def]
     return ensure_initiator_name(db.config_root).name
 
 
-def _records(db, nids, skip_damaged: bool = False) -> list[Any]:  # type: ignore[no-untyped-def]
-    """The records ``nids`` name; ``skip_damaged``: one that cannot be read (empty, cut
-    short) is warned about and left out, as iscsiadm's idbm_for_each_iface skips it, so
-    the others are still logged in to; else its error is the command's."""
-    if not skip_damaged:
-        return [db.read_node(n) for n in nids]
-    from ..db.errors import DBError, RecordNotFound
-
-    out = []
-    for nid in nids:
-        try:
-            out.append(db.read_node(nid))
-        except RecordNotFound:
-            continue
-        except DBError as e:
-            db.warn(str(e))
-    return out
+def _records(db, nids) -> list[Any]:  # type: ignore[no-untyped-def]
+    return [db.read_node(n) for n in nids]
 
 
 def node_login(args, o) -> int:  # type: ignore[no-untyped-def]
@@ -606,7 +591,7 @@ def node_login(args, o) -> int:  # type: ignore[no-untyped-def]
     nids = _matching(db, args)
     if not nids:
         raise E.CliError("No records found", E.NO_OBJS_FOUND)
-    recs = _records(db, nids, skip_damaged=True)
+    recs = db.read_nodes(nids)  # one that cannot be read: said and skipped, as iscsiadm
     if not recs:
         raise E.CliError("No records found", E.NO_OBJS_FOUND)
     return login_records(recs, _initiator_name(db), o, wait=not args.no_wait)

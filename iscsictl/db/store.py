@@ -862,11 +862,12 @@ class NodeDB:
             except LockTimeout:
                 raise damaged from None
 
-    def read_nodes(self, **filters) -> list[Record]:
-        """Parsed records matching the filters of :meth:`list_nodes`; damaged ones are warned
-        and skipped."""
+    def read_nodes(self, nids: Iterable[NodeID] | None = None, **filters) -> list[Record]:
+        """Parsed records ``nids`` names, or (None) those matching the filters of
+        :meth:`list_nodes`; damaged ones are warned and skipped (as iscsiadm's
+        idbm_for_each_rec skips them)."""
         out = []
-        for nid in self.list_nodes(**filters):
+        for nid in self.list_nodes(**filters) if nids is None else nids:
             try:
                 out.append(self.read_node(nid))
             except RecordNotFound:
