@@ -391,19 +391,24 @@ def parse_record(kind: RecordKind, data: bytes | str, path: str = "<record>",
 
 @functools.lru_cache(maxsize=64)
 def _printed_keys(kind: RecordKind, for_file: bool, ipv6: bool, version: str
-                  ) -> tuple[Key, ...]:
-    """The keys a record of ``kind`` prints, in order (computed once per combination):
-    node and iface records print one address block (ipv4 or ipv6), and only the keys
-    ``version`` has; hidden keys never."""
+                  ) -> tuple[tuple[Key, bool], ...]:
+    """The keys a record of ``kind`` prints, in order (computed once per combination), each
+    with True when ``version`` lacks it: node and iface records print one address block
+    (ipv4 or ipv6); hidden keys never."""
     if kind is schema.NODE or kind is schema.IFACE:
         block = "ipv6" if ipv6 else "ipv4"
         order = schema.NODE_FILE_ORDER if (kind is schema.NODE and for_file) else kind.keys
-        keys = [k for k in order
-                if not (k.block and k.block != block)
-                and not (k.since and not schema.key_in_version(k, version))]
+        keys = [k for k in order if not (k.block and k.block != block)]
     else:
         keys = list(kind.keys)
-    return tuple(k for k in keys if not k.hidden)
+    return tuple((k, not schema.key_in_version(k, version)) for k in keys if not k.hidden)
+
+
+def _newer_key_set(k: Key, v: Any) -> bool:
+    """True when ``v``, the value of a key newer than the format version (``Key.since``),
+    is not its default: a record written by a newer open-iscsi (2.1.11's
+    ``node.session.sess_reopen_log_freq``) keeps it when rewritten."""
+    return v != k.default
 
 
 def format_record(rec: Record, *, for_file: bool = False, show_secrets: bool = False,
@@ -420,8 +425,10 @@ def format_record(rec: Record, *, for_file: bool = False, show_secrets: bool = F
         ipv6 = (schema.iface_is_ipv6_by_address(vals) if for_file
                 else schema.iface_is_ipv6_by_name(vals))
     out = [f"{schema.BEGIN_RECORD} {version}"]
-    for k in _printed_keys(rec.kind, for_file, ipv6, version):
+    for k, newer in _printed_keys(rec.kind, for_file, ipv6, version):
         v = vals[k.name]
+        if newer and not _newer_key_set(k, v):
+            continue
         s = ",".join(v) if k.type == "list" else str(v)
         if s:
             if k.secret and not (for_file or show_secrets):
@@ -444,18 +451,21 @@ def format_file_variants(template: Record, recs: Iterable[Record], varying: Sequ
         schema.iface_is_ipv6_by_address(vals)
     keys = _printed_keys(template.kind, True, ipv6, version)
     lines = [f"{schema.BEGIN_RECORD} {version}\n",
-             *(_file_line(k, vals[k.name]) for k in keys), schema.END_RECORD + "\n"]
-    at = {k.name: (i + 1, k) for i, k in enumerate(keys)}  # + 1: the BEGIN line
+             *(_file_line(k, vals[k.name], newer) for k, newer in keys),
+             schema.END_RECORD + "\n"]
+    at = {k.name: (i + 1, k, newer) for i, (k, newer) in enumerate(keys)}  # + 1: BEGIN line
     changing = [at[name] for name in varying if name in at]
     for rec in recs:
         out = lines.copy()
         v = rec.values
-        for i, k in changing:
-            out[i] = _file_line(k, v[k.name])
+        for i, k, newer in changing:
+            out[i] = _file_line(k, v[k.name], newer)
         yield "".join(out)
 
 
-def _file_line(k: Key, v: Any) -> str:
+def _file_line(k: Key, v: Any, newer: bool = False) -> str:
+    if newer and not _newer_key_set(k, v):
+        return ""
     s = ",".join(v) if k.type == "list" else str(v)
     return f"{k.name} = {s}\n" if s else ""
 

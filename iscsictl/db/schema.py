@@ -79,7 +79,8 @@ class Key:
     block    ``None`` | ``"ipv4"`` | ``"ipv6"``: the iface sub-block the key belongs to
     length_of for hidden length keys, the password key whose strlen they hold
     since    first open-iscsi version that has the key; it is printed only when the format
-             version is at least this (parsing always accepts it)
+             version is at least this or the value is not the default (parsing always
+             accepts it)
     doc      one line for docs
     """
 
