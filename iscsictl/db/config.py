@@ -149,9 +149,11 @@ class IscsidConfig:
                     self._warned.add(msg)
                     warn(msg)
             parsed, _ = parse_lines(kind, text, self.path or CONFIG_FILE, once)
-            # the lookup keys of a record (name, address, type ...) never come from the config
+            # the lookup keys of a record (name, address, type ...) never come from the config,
+            # nor a discovery record's startup: idbm_sendtargets_defaults/idbm_isns_defaults
+            # copy only the u.sendtargets/u.isns part of the config's record
             for name, v in parsed.items():
-                if not kind.by_name[name].read_only:
+                if not kind.by_name[name].read_only and name != "discovery.startup":
                     vals[name] = v
         for k in kind.keys:
             if k.length_of:

@@ -93,3 +93,20 @@ def test_node_defaults_are_read_as_iscsid_reads_its_conf():
     assert node["node.session.cmds_max"] == 64
     assert any("line 5: '64 max' for parameter name 'node.session.cmds_max' read as 64" in w
                for w in warnings)
+
+
+def test_a_discovery_records_startup_is_not_taken_from_the_conf():
+    """idbm_sendtargets_defaults/idbm_isns_defaults copy only the u.sendtargets/u.isns part
+    of the record idbm_sync_config read from iscsid.conf: a new discovery record's
+    discovery.startup stays manual (before: 'automatic' from the conf reached it), while the
+    type's own keys and a node's startup come from the conf."""
+    from iscsictl.db import schema
+
+    conf = IscsidConfig.parse("discovery.startup = automatic\nnode.startup = automatic\n"
+                              "discovery.sendtargets.reopen_max = 2\n"
+                              "discovery.isns.use_discoveryd = Yes\n", "iscsid.conf")
+    st = conf.new_record(schema.DISCOVERY_ST)
+    isns = conf.new_record(schema.DISCOVERY_ISNS)
+    assert (st["discovery.startup"], st["discovery.sendtargets.reopen_max"]) == ("manual", 2)
+    assert (isns["discovery.startup"], isns["discovery.isns.use_discoveryd"]) == ("manual", "Yes")
+    assert conf.new_record(schema.NODE)["node.startup"] == "automatic"
