@@ -345,8 +345,8 @@ def _isns(args, o, p, ifaces) -> list:  # type: ignore[no-untyped-def]
     from ._common import initiator_name
     try:
         found = [NodeID(g.target, g.address, g.port, g.tag, ifn) for ifn, g in
-                 query_through_ifaces(p.address, p.port, ifaces, lambda: initiator_name(args),
-                                      log=o.error)]
+                 query_through_ifaces(p.address, p.port, ifaces,
+                                      lambda: initiator_name(args, o.warn), log=o.error)]
     except IsnsQueryFailed as e:
         raise E.CliError(f"Could not perform iSNS discovery: {E.err_to_str(e.exit_code)}",
                          e.exit_code, lines=(str(e),)) from None
@@ -399,7 +399,7 @@ def _send_targets(args, o, did, p, ifaces, values, policy,  # type: ignore[no-un
         # (discovery.c: "MNC TODO add iface alias")
         name, alias = iface_initiator_name(iface), None
         if not name:
-            ini = initiator(args)
+            ini = initiator(args, o.warn)
             name, alias = ini.name, ini.login_alias
         try:
             cfg = LoginConfig.from_discovery(
@@ -507,7 +507,7 @@ def discover_firmware(args, o, ops) -> int:  # type: ignore[no-untyped-def]
     if args.login:
         from ._common import initiator_name
         from .kernel_ops import login_records
-        rc = login_records(list(found.values()), initiator_name(args), o,
+        rc = login_records(list(found.values()), initiator_name(args, o.warn), o,
                            wait=not args.no_wait) or rc
     return rc
 
@@ -600,7 +600,7 @@ def _login_found(db, found, persistent: bool, args, o,  # type: ignore[no-untype
             rc = rc or e.exit_code
     if not records:
         return rc or E.NO_OBJS_FOUND
-    return login_records(records, initiator_name(args), o, json_results=logins,
+    return login_records(records, initiator_name(args, o.warn), o, json_results=logins,
                          wait=not args.no_wait) or rc
 
 

@@ -574,7 +574,7 @@ LOGOUT_CHOICES = ("all", "manual", "automatic")  # iscsiadm never logs out onboo
 def _initiator_name(db) -> str:  # type: ignore[no-untyped-def]
     from ..db.config import ensure_initiator_name
 
-    return ensure_initiator_name(db.config_root).name
+    return ensure_initiator_name(db.config_root, warn=db.warn).name
 
 
 def _records(db, nids) -> list[Any]:  # type: ignore[no-untyped-def]

@@ -253,10 +253,12 @@ _INAME_HEADER = """\
 """
 
 
-def ensure_initiator_name(config_root: str, prefix: str = DEBIAN_IQN_PREFIX) -> InitiatorName:
+def ensure_initiator_name(config_root: str, prefix: str = DEBIAN_IQN_PREFIX,
+                          warn: Warn = _nowarn) -> InitiatorName:
     """Return the initiator name.  ``initiatorname.iscsi`` is written (atomically, 0644,
     Debian's header and ``InitiatorName=<fresh IQN>``) when it is missing, or when it asks
-    for a name with a line ``GenerateName=yes`` (Debian's startup-checks.sh).
+    for a name with a line ``GenerateName=yes`` (Debian's startup-checks.sh); ``warn`` is
+    told the new name (iscsid warns of a missing file: missing_iname_warn).
 
     Raises:
         DBError: the file cannot be read, or it has neither a name nor that line (a
@@ -277,4 +279,6 @@ def ensure_initiator_name(config_root: str, prefix: str = DEBIAN_IQN_PREFIX) -> 
     os.makedirs(config_root, 0o755, exist_ok=True)  # not 0777 under umask 000
     name = generate_iqn(prefix)
     atomic_write(path, (_INAME_HEADER + f"InitiatorName={name}\n").encode(), mode=0o644)
+    warn(f"{path} {'asked for a new name' if text is not None else 'did not exist'}: "
+         f"wrote InitiatorName={name} (the targets' ACLs must allow it)")
     return InitiatorName(name)

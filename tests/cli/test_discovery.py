@@ -66,6 +66,22 @@ def test_an_unreadable_initiator_name_is_a_clear_error(cli, tgt):
     assert "Traceback" not in r.err and "unexpected" not in r.err
 
 
+def test_a_missing_initiator_name_is_generated_and_said(cli, tgt):
+    """iscsid warns of a missing initiatorname.iscsi (missing_iname_warn); iscsictl writes
+    one, as Debian's packaging does, and says which name the targets will see (before: not a
+    word).  The next command reads it and says nothing."""
+    name = os.path.join(cli.root, "initiatorname.iscsi")
+    os.unlink(name)
+    r = cli("-m", "discovery", "-t", "st", "-p", tgt.portal)
+    with open(name) as f:
+        iqn = f.read().rsplit("InitiatorName=", 1)[1].strip()
+    assert r.rc == 0 and iqn.startswith("iqn.1993-08.org.debian:01:"), r.err
+    assert f"{name} did not exist: wrote InitiatorName={iqn} (the targets' ACLs must allow " \
+           "it)" in r.err
+    r = cli("-m", "discovery", "-t", "st", "-p", tgt.portal)
+    assert r.rc == 0 and "InitiatorName" not in r.err
+
+
 def test_rediscovery_deletes_stale_from_same_source_only(cli, tgt):
     src = f"127.0.0.1,{tgt.port}"
     # a stale record from this source and a static record that must survive
