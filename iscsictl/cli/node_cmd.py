@@ -232,6 +232,10 @@ def op_update(db, args, o) -> int:
                for k, v in args.params or ()}
     if not updates:
         raise E.CliError("-o update needs -n name and -v value", E.INVAL)
+    from ..db.errors import ReadOnlyKey
+    for name in updates:  # verify_node_params, before the records are looked up
+        if name.startswith("iface.") and name != "iface.transport_name":
+            raise E.CliError(str(ReadOnlyKey(name, "iface")), E.INVAL)
     nids = _matching(db, args)
     if not nids:
         raise _no_records()

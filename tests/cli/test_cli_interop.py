@@ -181,6 +181,9 @@ WRITES = (
     [*W, "-p", "10.0.0.9", "-o", "update", "-n", "node.startup", "-v", "manual"],
     ["-m", "node", "-o", "update", "-n", "node.session.timeo.replacement_timeout", "-v", "30"],
     [*W, "-p", "10.0.0.1", "-o", "update", "-n", "iface.net_ifacename", "-v", "x"],
+    # an iface key is refused before the records are looked up (verify_node_params): 7
+    ["-m", "node", "-T", "iqn.2001-04.com.example:none", "-o", "update",
+     "-n", "iface.ipaddress", "-v", "1"],
     # several -n/-v pairs: every pair applied; a -n without its -v left out; one bad pair
     # and none is
     [*W, "-p", "10.0.0.1", "-o", "update", "-n", "node.startup", "-v", "automatic",
