@@ -28,6 +28,7 @@ from typing import Any
 PROG = "iscsictl-start"
 ERR, INVAL = 1, 7
 NO_KERNEL = 12  # as iscsictld: the kernel's iSCSI interface cannot be used
+NO_FIRMWARE = 21  # ISCSI_ERR_NO_OBJS_FOUND: the firmware describes no target
 
 
 #: iscsistart's options: (short, long, argparse keywords); -b/-f/-N/--show/-v below
@@ -58,6 +59,9 @@ _ISCSISTART_LONGS = frozenset((
     "config", "initiatorname", "targetname", "tgpt", "address", "port", "username",
     "password", "username_in", "password_in", "debug", "fwparam_connect", "fwparam_network",
     "fwparam_print", "param", "help", "version"))
+
+#: the options iscsistart acts on as its getopt loop reaches them, then exits
+_ACTS_AND_EXITS = frozenset(("--version", "--help", "--fwparam_network", "--fwparam_print"))
 
 #: iscsistart's check_str_param_len: the longest value each option takes, bytes
 #: (TARGET_NAME_MAXLEN, NI_MAXHOST, AUTH_STR_MAX_LEN)
@@ -105,19 +109,35 @@ def _out():
     return out
 
 
+def _firmware_targets(none: str) -> list:
+    """The firmware's boot contexts (:func:`iscsictl.cli.fw_cmd.boot_contexts`); without any,
+    iscsistart's words ``none`` on stdout (its printf) and SystemExit(21).  Raises CliError
+    when the firmware cannot be read (not root: 1)."""
+    from iscsictl.cli import errors as E
+    from iscsictl.cli.fw_cmd import boot_contexts
+
+    try:
+        return boot_contexts(_out())
+    except E.CliError as e:
+        if e.exit_code != NO_FIRMWARE:
+            raise
+        print(none)
+        raise SystemExit(NO_FIRMWARE) from None
+
+
 def _records(args: argparse.Namespace, db) -> tuple[list, str]:  # type: ignore[no-untyped-def]
     """The records to log in to and the initiator name; raises SystemExit on bad input."""
-    from iscsictl.cli.fw_cmd import boot_contexts, firmware_records
+    from iscsictl.cli.fw_cmd import firmware_records
 
     if args.fwparam_connect:
         from iscsictl.cli._common import sysfs_root
         from iscsictl.kernel.firmware import boot_entry
 
-        contexts = boot_contexts(_out())  # CliError: none (21), not root (1)
         boot = boot_entry(sysfs_root())
         if boot is None:  # iscsistart's fw_get_entry: the firmware booted from none
-            print(f"{PROG}: Could not get boot entry.", file=sys.stderr)
-            raise SystemExit(21)
+            print("Could not get boot entry.")
+            raise SystemExit(NO_FIRMWARE)
+        contexts = _firmware_targets("Could not setup fw entries.")
         name = boot[1] or args.initiatorname  # -i if the table has none
         if not name:
             print(f"{PROG}: the firmware names no initiator: give one with -i", file=sys.stderr)
@@ -152,16 +172,14 @@ def _fwparam_network() -> int:
     targets, 1 when a NIC could not be set up (the others are still tried)."""
     from iscsictl.cli import errors as E
     from iscsictl.cli._common import sysfs_root
-    from iscsictl.cli.fw_cmd import boot_contexts
     from iscsictl.kernel.firmware import offload_iface
     from iscsictl.kernel.fw_network import FwNetworkError, RtnlShell, nic_setup
     from iscsictl.kernel.sysfs import Sysfs
 
     try:
-        contexts = boot_contexts(_out())
+        contexts = _firmware_targets("Could not setup fw entries.")
     except E.CliError as e:
-        print(f"{PROG}: {e}" if e.exit_code != E.NO_OBJS_FOUND
-              else "Could not setup fw entries.", file=sys.stderr)
+        print(f"{PROG}: {e}", file=sys.stderr)
         return e.exit_code
     sysfs = Sysfs(sysfs_root())
     rc, shell = 0, None
@@ -297,6 +315,9 @@ def _run(argv: list[str] | None) -> int:
     parser = _parser()  # read as iscsistart's getopt_long reads it (-w -secret, --targ)
     options, words = getopt_argv(parser, sys.argv[1:] if argv is None else list(argv),
                                  _ISCSISTART_LONGS)
+    first = next((o for o in options if o in _ACTS_AND_EXITS), None)
+    if first:  # iscsistart acts on the first of -v, -h, -N and -f and exits: not a later one
+        options = [o for o in options if o == first or o not in _ACTS_AND_EXITS]
     args = parser.parse_args(options)
     for word in words:  # iscsistart ignores them without a word
         print(f"{PROG}: '{word}' is not an option's: ignored", file=sys.stderr)
@@ -316,11 +337,11 @@ def _run(argv: list[str] | None) -> int:
         db = NodeDB(None, config, warn=_out().warn, config_file=config_file)
         if args.fwparam_print:
             from iscsictl.cli._common import sysfs_root
-            from iscsictl.cli.fw_cmd import boot_contexts, entry_lines
+            from iscsictl.cli.fw_cmd import entry_lines
             from iscsictl.kernel.firmware import offload_iface
             from iscsictl.kernel.sysfs import Sysfs
             sysfs = Sysfs(sysfs_root())
-            for ctx in boot_contexts(_out()):
+            for ctx in _firmware_targets("Could not get list of targets from firmware."):
                 t = (offload_iface(ctx, sysfs) or {}).get("iface.transport_name", "tcp")
                 print("\n".join(entry_lines(ctx, t, args.show, FORMAT_VERSION)))
             return 0

@@ -188,7 +188,7 @@ def test_an_offload_nic_is_left_to_its_hba(netns, tmp_path):
 def test_without_firmware_targets(netns, tmp_path):
     root = tmp_path / "sys"
     root.mkdir()
-    assert run_n(netns, root) == (21, "", "Could not setup fw entries.\n")
+    assert run_n(netns, root) == (21, "Could not setup fw entries.\n", "")
 
 
 # ---- the sans-I/O half ---------------------------------------------------------------------

@@ -111,7 +111,7 @@ def test_boot_needs_a_boot_selected_nic_and_target(env, capsys, nic_flags, targe
     shutil.rmtree(env[0] / "sys" / "firmware")
     write_tree(env[0] / "sys", ibft.INITIATOR, [dict(ibft.NIC, flags=nic_flags)],
                [dict(ibft.BOOT_TARGET, flags=target_flags)])
-    assert start(capsys, "-b") == (21, "", "iscsictl-start: Could not get boot entry.\n")
+    assert start(capsys, "-b") == (21, "Could not get boot entry.\n", "")
 
 
 def test_the_boot_selected_nic_need_not_be_the_targets_as_iscsistart(env, capsys, monkeypatch):
@@ -223,10 +223,22 @@ def test_over_long_values_are_refused_as_iscsistart(env, capsys, option, name, m
 
 
 def test_without_firmware_it_says_so(env, capsys):
+    """In iscsistart's words, on stdout as its printf (before: on stderr, -b's naming the
+    targets' absence where iscsistart first finds no boot entry)."""
     import shutil
     shutil.rmtree(env[0] / "sys" / "firmware")
-    assert start(capsys, "-b") == (21, "", "iscsictl-start: Could not get list of targets "
-                                           "from firmware. (err 21)\n")
+    assert start(capsys, "-b") == (21, "Could not get boot entry.\n", "")
+    assert start(capsys, "-f") == (21, "Could not get list of targets from firmware.\n", "")
+
+
+def test_the_first_of_v_f_n_and_h_is_the_one_acted_on(env, capsys):
+    """iscsistart's getopt loop acts on -v, -f, -N or -h as it reaches it and exits: the
+    first given wins (before: -v, then -N, then -f, whatever their order)."""
+    rc, out, _ = start(capsys, "-f", "-v")
+    assert rc == 0 and "node.name = " + BOOT in out and "version" not in out
+    assert start(capsys, "-v", "-f", "-N") == (0, "iscsictl-start version 2.1.8\n", "")
+    rc, out, _ = start(capsys, "-f", "--show", "-h")
+    assert rc == 0 and "node.session.auth.password = ibft-secret-12\n" in out
 
 
 def test_logins_go_to_a_running_daemon(env, capsys, monkeypatch):
