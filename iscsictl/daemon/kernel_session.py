@@ -984,11 +984,12 @@ async def establish(
 
 
 async def ep_connect(nl, handle: int, portal: Portal, timeout: float,  # type: ignore[no-untyped-def]
-                     host_no: int | None = None) -> int:
+                     host_no: int | None = None) -> tuple[int, str]:
     """A kernel-made connection to ``portal`` (iSER, offload HBAs): TRANSPORT_EP_CONNECT
     (non-blocking; ..._THROUGH_HOST ``host_no`` when given: usr/netlink.c
-    ktransport_ep_connect's ``bind_ep``), then EP_POLL until the kernel says it is up; its
-    endpoint handle, which the caller binds (BIND_CONN) or gives to :func:`ep_disconnect`.
+    ktransport_ep_connect's ``bind_ep``), then EP_POLL until the kernel says it is up.
+    Returns its endpoint handle, which the caller binds (BIND_CONN) or gives to
+    :func:`ep_disconnect`, and the numeric address it connected to (a name resolved).
 
     Raises:
         SessionError: 8 (the kernel refused the connection, it failed, or it was not up
@@ -1025,7 +1026,7 @@ async def ep_connect(nl, handle: int, portal: Portal, timeout: float,  # type: i
     except BaseException:
         await ep_disconnect(nl, handle, ep)
         raise
-    return ep
+    return ep, address
 
 
 async def ep_disconnect(nl, handle: int, ep: int) -> None:  # type: ignore[no-untyped-def]
@@ -1154,12 +1155,12 @@ async def _login_through_kernel(nl, handle: int, node: NodeTarget, isid: ISID,  
         await host_net_setup(nl, handle, bind_host, node.record,
                              max(1, int(cfg.login_timeout)))
     for _ in range(MAX_REDIRECTS + 1):
-        ep = await ep_connect(nl, handle, portal, cfg.login_timeout, bind_host)
+        ep, peer = await ep_connect(nl, handle, portal, cfg.login_timeout, bind_host)
         session: KernelSession | None = None
         try:
             session = await _bound_session(nl, handle, ep, node, isid, portal, cfg, sizes,
                                            pending)
-            session.bind_host, session.caps = bind_host, caps
+            session.bind_host, session.caps, session.peer_address = bind_host, caps, peer
             await _bind_endpoint(nl, handle, session)
             session.nop = sysfs is None or supports_nop(sysfs, session.sid, session.cid)
             if _login_offload(node):  # started once it returns
@@ -1510,8 +1511,9 @@ async def relogin(
         sock, bound = None, False
         if by_kernel:  # the kernel's endpoint, ours until it is bound
             await uip_net_config(node.record)
-            eph = session.ep = await ep_connect(nl, handle, portal, cfg.login_timeout,
-                                                session.bind_host)
+            eph, _ = await ep_connect(nl, handle, portal, cfg.login_timeout,
+                                      session.bind_host)
+            session.ep = eph
         else:
             sock = await connect_node(node, portal, cfg.login_timeout)
             eph = sock.fileno()

@@ -59,12 +59,12 @@ class IserKernel(RecordingKernel):
                 if r["type"] not in (E.TRANSPORT_EP_POLL, E.SET_PARAM)]
 
 
-def login(kernel, monkeypatch, outcomes=("ok",), login_timeout="2"):
+def login(kernel, monkeypatch, outcomes=("ok",), login_timeout="2", address="10.77.0.1"):
     """ks.establish_ep for an iser node at 10.77.0.1:3260, its relayed login a stand-in
     answering each attempt with the next of ``outcomes`` (``ok``, ``rejected``, or a
     Portal to redirect to); the session, and the sessions under login each attempt saw."""
     node = ks.NodeTarget.from_record(with_defaults(schema.NODE, {
-        "node.name": "iqn.2003-01.org.example:t", "node.conn[0].address": "10.77.0.1",
+        "node.name": "iqn.2003-01.org.example:t", "node.conn[0].address": address,
         "node.conn[0].port": "3260", "node.tpgt": "1", "iface.transport_name": "iser",
         "iface.iscsi_ifacename": "iser", "node.conn[0].timeo.login_timeout": login_timeout}))
     answers, seen, pending = iter(outcomes), [], {}
@@ -104,6 +104,24 @@ def test_the_kernel_makes_the_connection_and_the_login_goes_through_it(monkeypat
     assert list(seen[0][0]) == [5]  # its RECV_PDUs find it while it logs in
     assert (session.sid, session.host_no, session.ep, session.conn_state) == \
         (5, 9, EP, "LOGGED IN")
+    assert session.peer_address == "10.77.0.1"
+
+
+def test_a_host_names_session_is_known_by_the_address_the_kernel_connected_to(monkeypatch):
+    """The duplicate check finds a session whose record names its portal by host name
+    under the address it connected to (SessionTable.by_address); a kernel-made
+    connection's is the address EP_CONNECT was given (before: none, so a second record
+    naming the same portal by address got a second session: two paths without
+    multipath)."""
+    from iscsictl.daemon.service import SessionTable
+    from iscsictl.lexical import host_key
+
+    session, _ = login(IserKernel(), monkeypatch, address="localhost")
+    assert session.peer_address in ("127.0.0.1", "::1")
+    table = SessionTable()
+    table[session.sid] = session
+    key = ("iqn.2003-01.org.example:t", host_key(session.peer_address), 3260, "iser")
+    assert table.by_address(key) == [session]
 
 
 @pytest.mark.parametrize("fail, code, steps", [
