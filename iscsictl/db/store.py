@@ -45,7 +45,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from ..lexical import C_SPACE, ascii_digits
+from ..lexical import C_SPACE, ascii_digits, host_key
 from . import schema
 from .config import IscsidConfig, resolve_roots
 from .errors import (BindingChange, CorruptRecord, DBError, InvalidKey, InvalidRecordName,
@@ -1027,6 +1027,7 @@ class NodeDB:
             self._set_discovery_fields(rec, did)
             if legacy is not None:
                 rec.values["node.tpgt"] = nid.tpgt
+                rec.values["node.conn[0].address"] = nid.address  # as the target spells it
             elif self._serialize(rec) == raw:  # unchanged: keep the file, check the link
                 with self.db_lock():
                     self._link_node(rec, nid)
@@ -1435,7 +1436,8 @@ class NodeDB:
                     if legacy is None and refresh:  # one this source found under another
                         if retagged is None:  # tag (or untagged now, tpgt -1): moved
                             retagged = self._retagged(old, found)
-                        legacy = retagged.get((nid.target, nid.address, nid.port, nid.iface))
+                        legacy = retagged.get((nid.target, host_key(nid.address), nid.port,
+                                               nid.iface))
                     exists = legacy is not None
                 if not (refresh if exists else create):
                     continue
@@ -1514,12 +1516,15 @@ class NodeDB:
 
     @staticmethod
     def _retagged(linked: set, found: list) -> dict:
-        """The records a discovery linked that it no longer finds, by (target, address,
-        port, iface): where one is found again under another tag (the target's portal
-        group renumbered), its settings go to the new tag before the stale one is deleted
-        (iscsiadm keeps the old record, stale, beside a new one from the defaults)."""
+        """The records a discovery linked that it no longer finds, by (target, address as
+        :func:`~iscsictl.lexical.host_key` gives it, port, iface): where one is found again
+        under another tag (the target's portal group renumbered) or its address spelled
+        otherwise (``[FD00:0::2]`` then ``[fd00::2]``), its settings go to the new record
+        before the stale one is deleted (iscsiadm keeps the old record, stale, beside a new
+        one from the defaults; its stale match, iscsi_addr_match, takes the two spellings
+        as one address)."""
         gone = sorted(set(linked) - set(found), key=lambda n: (n.tpgt, n.link_name))
-        return {(n.target, n.address, n.port, n.iface): n for n in reversed(gone)}
+        return {(n.target, host_key(n.address), n.port, n.iface): n for n in reversed(gone)}
 
     def _create_nodes_batch(self, items: list, res: ReconcileResult, did: DiscoveryID) -> None:
         """Create many new node records durably with two filesystem flushes instead of two

@@ -436,6 +436,23 @@ def test_a_target_that_stops_sending_its_tag_keeps_its_records_settings(db):
         "s3cret"
 
 
+def test_a_portal_address_spelled_otherwise_keeps_its_records_settings(db):
+    """The target sends one IPv6 address spelled otherwise (FD00:0::2, then fd00::2): the
+    record moves to the new spelling with its settings, as a renumbered tag's (before:
+    deleted as stale, a record from the defaults made; iscsiadm's stale match,
+    iscsi_addr_match, takes both as one address and keeps the old record)."""
+    did = DiscoveryID("sendtargets", "10.0.0.9", 3260)
+    db.create_discovery(did)
+    upper, lower = NodeID(T1, "FD00:0::2", 3261, 2), NodeID(T1, "fd00::2", 3261, 2)
+    db.reconcile_discovery(did, [upper])
+    db.update_node(upper, "node.startup", "automatic")
+    res = db.reconcile_discovery(did, [lower])
+    assert (res.updated, res.deleted, res.added, res.failed) == ([lower], [upper], [], [])
+    assert db.list_nodes() == [lower] and db.discovery_nodes(did) == [lower]
+    rec = db.read_node(lower)
+    assert (rec["node.startup"], rec["node.conn[0].address"]) == ("automatic", "fd00::2")
+
+
 def test_an_old_style_file_that_holds_its_tag_is_converted_by_an_update(db, tmp_path):
     """nodes/T/ip,port with node.tpgt = 1 inside (iscsiadm 2.0.874's; RHEL 7 DBs carried
     forward): an update writes it as <ip>,<port>,1/default, as idbm_rec_write converts it,
