@@ -1308,8 +1308,8 @@ class NodeDB:
         out = []
         try:
             entries = list(os.scandir(d))
-        except OSError:
-            return out
+        except OSError:  # none (a -m discovery -t isns keeps no server directory)
+            entries = []
         for e in entries:
             if e.name == did.config_name or e.name[0] == ".":
                 continue

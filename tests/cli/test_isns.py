@@ -333,3 +333,22 @@ def test_a_server_that_hangs_up(ours):
     assert "connection closed by the iSNS server" in r.err and "iSNS query failed" in r.err
     assert "target" not in r.err
     assert tree(ours.root) == {}
+
+
+def test_a_portal_the_server_no_longer_lists_is_deleted_as_iscsiadm(tmp_path, adm, ours):
+    """A rediscovery deletes the records of a portal the server dropped, as iscsiadm's
+    delete_stale_rec (by the records' discovery fields): ``-m discovery -t isns`` keeps no
+    server directory and links its records from isns/ itself (before: none was stale, and
+    ``-m node -l`` kept trying the dead portal)."""
+    t3 = "iqn.2026-11.test.isns:moved"
+    with Isnsd(str(tmp_path / "isnsd")) as server:
+        server.isnsadm("--register", "entity=moving", f"target={t3}",
+                       "portal=127.0.0.1:3260/tcp", "portal=127.0.0.2:3260/tcp")
+        server.wait_for_targets([t3])
+        _, r = same(adm, ours, "-m", "discovery", "-t", "isns", "-p", server.portal)
+        assert sorted(r.out.splitlines()) == [f"127.0.0.1:3260,1 {t3}",
+                                              f"127.0.0.2:3260,1 {t3}"]
+        server.isnsadm("--deregister", "portal=127.0.0.2:3260/tcp")
+        _, r = same(adm, ours, "-m", "discovery", "-t", "isns", "-p", server.portal)
+        assert r.out == f"127.0.0.1:3260,1 {t3}\n"
+        assert same(adm, ours, "-m", "node")[1].out == f"127.0.0.1:3260,1 {t3}\n"
