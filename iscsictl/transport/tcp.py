@@ -32,7 +32,7 @@ from ..protocol.errors import DataSegmentTooLong, ISCSIProtocolError
 from ..protocol.framing import PDUReader
 from ..protocol.login import (LoginMachine, LoginRedirect, LoginRedirectFailed, LoginRejected,
                               LoginSuccess, LoginTimeout)
-from ..protocol.names import ISIDAllocator
+from ..protocol.names import ISID
 from ..protocol.pdu import NOPIn, decode_pdu
 from ..protocol.scsi import CommandSession, ScsiResult
 from ..protocol.session import LogoutExchange, LogoutResult, nop_out_reply
@@ -51,8 +51,12 @@ _RECV_CHUNK = 1 << 16
 
 
 def new_isid() -> bytes:
-    """A random-format ISID (RFC 7143 §11.12.5) for a userspace session."""
-    return ISIDAllocator().allocate().to_bytes()
+    """A Random-format ISID (RFC 7143 §11.12.5: type 3, 24 random bits, a 16-bit random
+    qualifier) for a userspace session (``--probe``, a discovery).  No kernel session can
+    hold it: the daemon's and iscsid's are OUI-format (00:02:3d + a counter), so a login
+    with this one never reinstates (§6.3.5) a session the host runs."""
+    r = int.from_bytes(os.urandom(5), "big")
+    return ISID.random(r >> 16, r & 0xFFFF).to_bytes()
 
 
 @dataclass(frozen=True)

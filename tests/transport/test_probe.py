@@ -109,3 +109,16 @@ def test_a_lun_list_longer_than_asked_is_asked_for_whole(monkeypatch):
     res = probe_mod.probe("192.0.2.1", 3260, config, timeout=1.0)
     assert [info.lun for info in res.luns] == list(range(600))
     assert conn.calls[:2] == ["REPORT LUNS 4096", f"REPORT LUNS {600 * 8 + 8}"]
+
+
+def test_a_userspace_login_never_takes_an_isid_a_kernel_session_may_hold():
+    """--probe and discovery log in with a Random-format ISID (RFC 7143 §11.12.5), fresh
+    each time: the daemon's and iscsid's sessions are OUI-format 00:02:3d + a counter, and
+    the same ISID, initiator and portal group would reinstate (§6.3.5) the host's first
+    session, which the target then drops (before: 00023d000001 every time)."""
+    from iscsictl.protocol.names import ISID, ISIDFormat
+    from iscsictl.transport.tcp import new_isid
+
+    isids = {new_isid() for _ in range(50)}
+    assert len(isids) == 50
+    assert {ISID(i).format for i in isids} == {ISIDFormat.RANDOM}
