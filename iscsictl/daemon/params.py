@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from iscsictl.kernel.transports import TRANSPORTS, SetHostIp
 from iscsictl.lexical import ascii_digits
 from iscsictl.netlink import IscsiParam as P
 from iscsictl.netlink.enums import TransportCaps
@@ -232,6 +233,12 @@ IDENTITY_FROM_SYSFS = (
     ("iface.initiatorname", "session/initiatorname", str),
     ("iface.net_ifacename", "host/netdev", _bound),
     ("iface.hwaddress", "host/hwaddress", _bound),
+    ("iface.ipaddress", "host/ipaddress", _bound),  # kept where the HBA takes it: below
+    # a boot session's NIC (bnx2i, qedi: iscsi_sysfs_read_boot), from the firmware entry
+    # session/boot_root and boot_nic name
+    ("iface.vlan_id", "boot/vlan", _number),
+    ("iface.subnet_mask", "boot/subnet-mask", str),
+    ("iface.gateway", "boot/gateway", str),
     ("node.conn[0].iscsi.HeaderDigest", "connection/header_digest", _digest),
     ("node.conn[0].iscsi.DataDigest", "connection/data_digest", _digest),
     ("node.conn[0].iscsi.MaxRecvDataSegmentLength", "connection/max_recv_dlength", _number),
@@ -247,16 +254,23 @@ ADOPTION_ATTRS = tuple(dict.fromkeys(a for _, a, _ in AUTH_FROM_SYSFS + IDENTITY
 
 
 def adopted_record(record: Mapping[str, str] | None, sysfs: Mapping[str, str | None],
-                   defaults: Mapping[str, str]) -> dict[str, str]:
+                   defaults: Mapping[str, str], transport: str = "tcp") -> dict[str, str]:
     """The record a session taken over from the kernel is managed (and logged in again)
-    with.  ``sysfs`` maps ``session/<attr>``/``connection/<attr>``/``host/<attr>``
-    (AUTH_ATTRS with a record, ADOPTION_ATTRS without) to the values read (None: absent
-    or unreadable);
+    with.  ``sysfs`` maps ``session/<attr>``/``connection/<attr>``/``host/<attr>``/
+    ``boot/<attr>`` (the boot NIC entry's) (AUTH_ATTRS with a record, ADOPTION_ATTRS
+    without) to the values read (None: absent or unreadable);
     ``defaults``: iscsid.conf's node defaults, the base when there is no ``record``.  The
-    session's credentials replace the record's where sysfs shows them."""
+    session's credentials replace the record's where sysfs shows them.  Without a record,
+    the host's ``ipaddress`` is the iface's only for a ``transport`` that sets it on the
+    HBA (bnx2i, qedi, cxgb3i: iscsid's sync_session keeps it for set_host_ip; software
+    iSCSI's is the local address, not a binding), and it is the one iscsiuio is given at
+    a relogin."""
     out = dict(record) if record is not None else dict(defaults)
     table = AUTH_FROM_SYSFS if record is not None else AUTH_FROM_SYSFS + IDENTITY_FROM_SYSFS
+    t = TRANSPORTS.get(transport)
     for key, attr, conv in table:
+        if key == "iface.ipaddress" and (t is None or t.set_host_ip is SetHostIp.NOT_REQ):
+            continue
         raw = sysfs.get(attr)
         value = conv(raw) if raw not in (None, "") else None
         if value is not None:

@@ -882,16 +882,19 @@ class Daemon:
                 if defaults is None:
                     defaults = self._node_defaults()
             attrs: dict[str, str | None] = {}
+            boot_nic = self._boot_nic(base, node.transport) if record is None else None
             for a in (AUTH_ATTRS if record is not None else ADOPTION_ATTRS):
                 if a.startswith("connection/"):
                     attrs[a] = crd(a[11:])
                 elif a.startswith("host/"):
                     attrs[a] = (rd(f"class/iscsi_host/host{host_no}/{a[5:]}")
                                 if host_no is not None else None)
+                elif a.startswith("boot/"):
+                    attrs[a] = rd(f"{boot_nic}/{a[5:]}") if boot_nic else None
                 else:  # to the byte (the credentials: a firmware's need not be UTF-8,
                     attrs[a] = rd(base + a[8:])  # and a relogin sends them again)
             if record is None:
-                record = adopted_record(None, attrs, defaults or {})
+                record = adopted_record(None, attrs, defaults or {}, node.transport)
                 record["iface.transport_name"] = node.transport
             else:
                 record = adopted_record(record, attrs, {})
@@ -928,6 +931,20 @@ class Daemon:
             ))
             log.info("adopted session %d: %s %s", sid, node.target, current)
         self._save_state()
+
+    def _boot_nic(self, session_dir: str, transport: str) -> str | None:
+        """The boot firmware's NIC entry a boot session of a ``use_boot_info`` transport
+        (bnx2i, qedi) names (``firmware/<boot_root>/<boot_nic>``, relative to sysfs), when
+        the session shows all of boot_target, boot_nic and boot_root (usr/iscsi_sysfs.c
+        iscsi_sysfs_read_boot); None otherwise."""
+        t = TRANSPORTS.get(transport)
+        if t is None or not t.use_boot_info:
+            return None
+        rd = self.sysfs.read
+        named = [rd(session_dir + a) for a in ("boot_target", "boot_nic", "boot_root")]
+        if not all(named) or any("/" in n or n in (".", "..") for n in named[1:]):
+            return None
+        return f"firmware/{named[2]}/{named[1]}"
 
     def _nops_off(self, session: ks.KernelSession) -> bool:
         """Whether an adopted session runs without the NOP-Outs its record asks for: a

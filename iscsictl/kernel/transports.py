@@ -63,6 +63,9 @@ class Transport:
     #: a port's ifaces share its VLAN: an iface's VLAN settings go to every iface of the
     #: same port (transport, hwaddress, iface_num) too (the template's sync_vlan_settings)
     sync_vlan_settings: bool = False
+    #: a boot session's network settings (VLAN, subnet mask, gateway) are read from the
+    #: boot firmware's NIC entry its session names (the template's use_boot_info)
+    use_boot_info: bool = False
 
     def create_conn(self, cfg: LoginConfig) -> LoginConfig:
         """``cfg`` within the driver's limits (the template's ``create_conn``: each length
@@ -88,14 +91,14 @@ TRANSPORTS: dict[str, Transport] = {t.name: t for t in (
               max_recv_dlength=8192),  # "card can handle up to 15360 bytes"
     Transport("cxgb4i", "cxgb4i", bind_ep_required=True, max_recv_dlength=8192),
     Transport("bnx2i", "bnx2i", bind_ep_required=True, set_host_ip=SetHostIp.REQ,
-              iscsiuio=True),
+              iscsiuio=True, use_boot_info=True),
     Transport("qla4xxx", "qla4xxx", bind_ep_required=True, login_offload=True),
     Transport("be2iscsi", "be2iscsi", bind_ep_required=True, max_recv_dlength=65536,
               max_xmit_dlength=65536, first_burst=8192, max_burst=262144, initial_r2t=True,
               sync_vlan_settings=True),
     Transport("ocs", "ocs", bind_ep_required=True),
     Transport("qedi", "qedi", bind_ep_required=True, set_host_ip=SetHostIp.REQ,
-              iscsiuio=True, no_netdev=True),
+              iscsiuio=True, no_netdev=True, use_boot_info=True),
 )}
 
 #: scsi_host proc_name -> transport name

@@ -259,6 +259,35 @@ def test_an_adopted_bnx2i_session_knows_its_ports_netdev_for_iscsiuio(daemon):
     assert node.record["iface.net_ifacename"] == "eth5"
 
 
+def test_an_adopted_boot_session_gives_iscsiuio_its_ports_address_and_boot_nic(daemon):
+    """A bnx2i boot session without a record (iscsictl-start -b's): its relogins ask
+    iscsiuio to set up the port with the host's ipaddress (iscsid's sync_session keeps it
+    for a set_host_ip transport) and the VLAN, subnet mask and gateway of the boot NIC
+    the session names (iscsi_sysfs_read_boot).  Before: an empty address, which iscsiuio
+    cannot decode, so no relogin ever connected: the root disk lost at the first
+    connection error.  A tcp session's host address is its local one: not a binding."""
+    from iscsictl.kernel import iscsiuio
+    d, sys_root, _ = daemon
+    _firmware_host(sys_root, 7, 5, creator="4242", transport="bnx2i", caps="0x1839")
+    add_session(sys_root, 2, 0, T, "127.0.0.1", {0: "sda"})
+    _w(sys_root, "class/iscsi_host/host5/netdev", "eth5")
+    _w(sys_root, "class/iscsi_host/host5/ipaddress", "10.1.2.3")
+    for attr, value in (("boot_target", "target0"), ("boot_nic", "ethernet0"),
+                        ("boot_root", "iscsi_boot5")):
+        _w(sys_root, f"{SESSION.format(h=5, s=7)}/{attr}", value)
+    for attr, value in (("vlan", "12"), ("subnet-mask", "255.255.255.0"),
+                        ("gateway", "10.1.2.1")):
+        _w(sys_root, f"firmware/iscsi_boot5/ethernet0/{attr}", value)
+    d._adopt()
+    rec = d.sessions[7].node.record
+    assert [rec.get(k) for k in ("iface.ipaddress", "iface.vlan_id", "iface.subnet_mask",
+                                 "iface.gateway")] == ["10.1.2.3", "12", "255.255.255.0",
+                                                       "10.1.2.1"]
+    f = iscsiuio.IfaceRec.from_buffer_copy(iscsiuio.get_iface_request(rec)[8:])
+    assert (f.netdev, f.ipaddress, f.vlan_id) == (b"eth5", b"10.1.2.3", 12)
+    assert not d.sessions[2].node.record.get("iface.ipaddress")
+
+
 @pytest.mark.parametrize("netdev, hwaddress, bound", [
     ("eth9", "02:00:5e:00:53:09", ("eth9", "02:00:5e:00:53:09")),
     ("default", "default", (None, None)),  # iscsid's for an unbound iface
