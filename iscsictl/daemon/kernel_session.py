@@ -232,6 +232,9 @@ class KernelSession:
     recoveries: int = 0
     login_config: LoginConfig | None = field(default=None, repr=False)
     unbound: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    #: set by the daemon's event routing on a connection error during a logout: the
+    #: teardown goes on at once (iscsid's __conn_error_handle with a logout under way)
+    logout_conn_failed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     #: set by the daemon's event routing on KEVENT_DESTROY_SESSION during a logout
     destroyed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     #: the daemon's event routing resolves it with the next PDU from the kernel (RECV_PDU)
@@ -1846,6 +1849,7 @@ async def logout(nl, handle: int, session: KernelSession, timeout: float,  # typ
 
     sid, cid = session.sid, session.cid
     session.conn_state = "IN LOGOUT"
+    session.logout_conn_failed.clear()  # an error of an earlier state's is no concern here
     cancelled = False  # then the session is torn down all the same: never left half unbound
     target_state = os.path.join(sysfs_root, "class", "iscsi_session", f"session{sid}",
                                 "target_state")
@@ -1862,7 +1866,9 @@ async def logout(nl, handle: int, session: KernelSession, timeout: float,  # typ
         raise
     except IscsiNetlinkError as exc:  # refused, or no reply in time: the teardown follows
         log.warning("session %d: UNBIND_SESSION failed (%s); continuing", sid, exc)
-    if not cancelled and not _login_offload(session.node):  # the HBA logs out itself
+    if session.logout_conn_failed.is_set():
+        log.warning("session %d: its connection failed during the logout; tearing down", sid)
+    elif not cancelled and not _login_offload(session.node):  # the HBA logs out itself
         try:
             await _relayed_logout(nl, handle, session,
                                   LogoutExchange(itt=0, cmdsn=0, exp_statsn=0, cid=cid), timeout)
@@ -1900,16 +1906,24 @@ async def logout(nl, handle: int, session: KernelSession, timeout: float,  # typ
 async def _unbound(session: KernelSession, timeout: float, target_state: str) -> None:
     """Until the kernel has removed the session's devices: its KEVENT_UNBIND_SESSION
     (``session.unbound``), or ``target_state`` UNBOUND; without that attribute, at most
-    ``timeout`` s (see :func:`logout`)."""
+    ``timeout`` s (see :func:`logout`).  A connection error meanwhile
+    (``session.logout_conn_failed``) ends the wait: the kernel's device removal (its
+    SYNCHRONIZE CACHE) would wait for the session's replacement timeout, and the teardown
+    that follows ends it at once (iscsid's __conn_error_handle: session_conn_shutdown)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     said = False
     while True:
+        waits = [asyncio.ensure_future(e.wait()) for e in (session.unbound,
+                                                           session.logout_conn_failed)]
         try:
-            await asyncio.wait_for(session.unbound.wait(), UNBIND_POLL)
+            done, _ = await asyncio.wait(waits, timeout=UNBIND_POLL,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        if done:
             return
-        except asyncio.TimeoutError:
-            pass
         state = read_attribute(target_state)  # one small sysfs file: on the loop
         if state == "UNBOUND":
             return

@@ -1095,8 +1095,8 @@ class Daemon:
                 self._spawn(self._logout_for_kernel(session.sid))
             elif waited and session.conn_state == "IN LOGIN":
                 pass  # that attempt of the recovery fails now; the next one follows
-            elif session.conn_state == "IN LOGOUT":
-                pass  # the logout under way ends it
+            elif session.conn_state == "IN LOGOUT":  # the logout under way tears it down
+                session.logout_conn_failed.set()  # now (iscsid's __conn_error_handle)
             else:
                 self._start_recovery(session, text)
         elif isinstance(ev, ConnLoginState):

@@ -571,7 +571,8 @@ def _timed_logout(kernel, sysfs_root, gone_after=None, timeout=0.05, unbound=Tru
     return asyncio.run(main())
 
 
-def _unbinding_logout(tmp_path, timeout, unbind_after=None, cancel_after=None):
+def _unbinding_logout(tmp_path, timeout, unbind_after=None, cancel_after=None,
+                      conn_error_after=None):
     """ks.logout of a session whose ``target_state`` says UNBINDING (the kernel removing its
     devices: their caches written) until ``unbind_after`` s, when it says UNBOUND and
     KEVENT_UNBIND_SESSION comes; (kernel, the requests made by then, seconds taken)."""
@@ -591,6 +592,8 @@ def _unbinding_logout(tmp_path, timeout, unbind_after=None, cancel_after=None):
             session.unbound.set()
         if unbind_after is not None:
             loop.call_later(unbind_after, unbound)
+        if conn_error_after is not None:  # as the daemon's event routing sets it
+            loop.call_later(conn_error_after, session.logout_conn_failed.set)
         task = asyncio.ensure_future(ks.logout(nl, 3, session, timeout, str(tmp_path)))
         if cancel_after is not None:
             loop.call_later(cancel_after, task.cancel)
@@ -617,6 +620,22 @@ def test_the_logout_waits_for_the_kernel_to_remove_the_devices_whatever_its_time
         E.UNBIND_SESSION, E.SEND_PDU, E.STOP_CONN, E.DESTROY_CONN, E.DESTROY_SESSION_ASYNC]
     assert "session 5: the kernel is still removing its devices after 0.1 s" in caplog.text
     assert "no unbind event" not in caplog.text
+
+
+def test_a_connection_that_fails_while_the_kernel_removes_the_devices_is_torn_down(
+        caplog, monkeypatch, tmp_path):
+    """The connection fails during that removal (the network going down at shutdown): the
+    session is torn down at once, no Logout sent, as iscsid's __conn_error_handle with a
+    logout under way (session_conn_shutdown); the kernel's removal then ends (the session
+    FREE).  Before: the wait went on until the replacement timeout failed the cache
+    writes (120 s by default; never with a negative one)."""
+    monkeypatch.setattr(ks, "UNBIND_POLL", 0.05)
+    kernel, _, took = _unbinding_logout(tmp_path, timeout=0.1, unbind_after=30,
+                                        conn_error_after=0.3)
+    assert 0.3 <= took < 5
+    assert [r["type"] for r in kernel.requests] == [
+        E.UNBIND_SESSION, E.STOP_CONN, E.DESTROY_CONN, E.DESTROY_SESSION_ASYNC]
+    assert "session 5: its connection failed during the logout; tearing down" in caplog.text
 
 
 def test_an_unbind_event_the_kernel_skipped_is_seen_in_the_target_state(caplog, monkeypatch,

@@ -303,6 +303,20 @@ def test_a_logout_the_target_asks_for_that_the_kernel_refuses_still_logs_in_agai
     assert "no clean Logout" in caplog.text and "logging in again" in caplog.text
 
 
+def test_a_connection_error_during_a_logout_has_it_tear_down_at_once(tmp_path):
+    """The daemon's event routing: a connection error while the session logs out starts no
+    recovery and tells the logout (ks.logout ends its wait for the kernel's unbind and
+    tears the session down: test_handover's
+    test_a_connection_that_fails_while_the_kernel_removes_the_devices_is_torn_down).
+    Before: dropped, the logout under way said to end it."""
+    d = _daemon(tmp_path)
+    s = _session(3)
+    d.sessions[3] = s
+    s.conn_state = "IN LOGOUT"
+    d._on_event(ConnError(0, None, 3, 0, 1011))
+    assert s.logout_conn_failed.is_set() and s.recovery is None
+
+
 class _Blocking:
     """Async netlink requests recorded as made; those named in ``block`` wait on ``gate``
     first (as behind the netlink socket's lock), the lane jobs (the teardown) at once."""
