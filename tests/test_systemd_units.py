@@ -39,7 +39,8 @@ def test_the_sessions_are_logged_out_at_shutdown_in_order():
     s = _unit("iscsictl-sessions.service")
     assert s["Service"]["ExecStop"].split()[-3:] == ["-m", "node", "--logoutall=all"]
     assert s["Service"]["RemainAfterExit"] == "true"
-    assert "iscsictld.service" in s["Unit"]["Requires"].split()
+    assert "iscsictld.service" in s["Unit"]["Wants"].split()  # not Requires: see below
+    assert "Requires" not in s["Unit"]
     assert "iscsictld.service" in s["Unit"]["After"].split()  # stopped before the daemon
     assert {"remote-fs-pre.target", "shutdown.target"} <= set(s["Unit"]["Before"].split())
 
@@ -57,3 +58,52 @@ def test_systemd_reads_both_units_without_a_complaint(tmp_path):
                         capture_output=True, text=True, timeout=60,
                         env={"SYSTEMD_LOG_LEVEL": "warning", "PATH": "/usr/bin:/bin"})
     assert cp.returncode == 0 and not cp.stderr.strip(), cp.stderr
+
+
+#: a private ``systemd --user`` manager (in its own mount and PID namespaces: all of it ends
+#: with the script) running both units as they are, with drop-ins that make the daemon a
+#: sleep and iscsictl-sessions' ExecStop a line in a log naming the daemon's state
+_MANAGER = r"""
+set -u
+mount -t tmpfs none /run/systemd && mkdir -p /run/systemd/system || exit 90
+export HOME="$1" XDG_RUNTIME_DIR="$1/xdg"
+/lib/systemd/systemd --user > "$HOME/manager.log" 2>&1 &
+for i in $(seq 100); do [ -S "$XDG_RUNTIME_DIR/systemd/private" ] && break; sleep 0.1; done
+say() { echo "$1: $(cat "$HOME/log" 2>/dev/null || echo none)"; rm -f "$HOME/log"; }
+systemctl --user start iscsictl-sessions.service || exit 91
+systemctl --user restart iscsictld; say restart
+systemctl --user stop iscsictld; say stop
+systemctl --user start iscsictl-sessions.service
+systemctl --user start --no-block exit.target
+for i in $(seq 50); do [ -e "$HOME/log" ] && break; sleep 0.1; done
+say shutdown
+"""
+
+
+def test_only_a_shutdown_logs_the_sessions_out(tmp_path):
+    """Restarting or stopping iscsictld leaves the sessions in the kernel (its next start
+    adopts them); the shutdown logs them out, the daemon still running.  Before: the
+    sessions unit Required the daemon, so systemd stopped it, running its ExecStop (the
+    logout of every session, disks gone from under mounted filesystems), on every restart
+    or stop of the daemon.  Real systemd 252, its user manager."""
+    systemd = Path("/lib/systemd/systemd")
+    assert systemd.exists(), "systemd missing: `make deps` installs systemd"
+    units = tmp_path / ".config" / "systemd" / "user"
+    units.mkdir(parents=True)
+    (tmp_path / "xdg").mkdir(mode=0o700)
+    for name in ("iscsictld.service", "iscsictl-sessions.service"):
+        shutil.copy(UNITS / name, units / name)
+    (units / "iscsictld.service.d").mkdir()
+    (units / "iscsictld.service.d" / "stand-in.conf").write_text(
+        "[Service]\nType=simple\nExecStart=\nExecStart=/bin/sleep infinity\n"
+        "OOMScoreAdjust=0\n")
+    (units / "iscsictl-sessions.service.d").mkdir()
+    (units / "iscsictl-sessions.service.d" / "stand-in.conf").write_text(
+        "[Service]\nExecStop=\nExecStop=-/bin/sh -c 'echo \"logout, iscsictld "
+        "$(systemctl --user show -p SubState --value iscsictld.service)\" >> %h/log'\n")
+    cp = subprocess.run(["unshare", "-m", "-p", "--fork", "--mount-proc",
+                         "--propagation", "private", "sh", "-c", _MANAGER, "sh",
+                         str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    assert cp.stdout.splitlines() == ["restart: none", "stop: none",
+                                      "shutdown: logout, iscsictld running"], cp.stdout
