@@ -276,12 +276,40 @@ def _login(records: list[dict[str, str]], initiator_name: str) -> list[dict[str,
         os.close(lock)
 
 
+class _Unfailing:
+    """``stream`` (None: a closed descriptor) whose writes never fail: iscsistart's printf
+    ignores a closed, full or broken stdout, and its logins go on (an initramfs may start
+    it so).  Before, the "Logging into" line's error ended the command before the login."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            if self._stream is not None:
+                self._stream.write(text)
+        except (OSError, ValueError):
+            pass
+        return len(text)
+
+    def flush(self) -> None:
+        try:
+            if self._stream is not None:
+                self._stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def console() -> None:
-    """The ``iscsictl-start`` executable: :func:`main`, its output flushed, then the process
-    ends at once (``os._exit``) with its exit code.  Nothing is left to clean up by then
-    (the sessions stay in the kernel, the in-process daemon is closed, the lock released),
-    and the interpreter's own teardown of the daemon's modules and threads is what a boot
-    waits for last."""
+    """The ``iscsictl-start`` executable: :func:`main` (its output never failing it:
+    :class:`_Unfailing`), its output flushed, then the process ends at once (``os._exit``)
+    with its exit code.  Nothing is left to clean up by then (the sessions stay in the
+    kernel, the in-process daemon is closed, the lock released), and the interpreter's
+    own teardown of the daemon's modules and threads is what a boot waits for last."""
+    sys.stdout, sys.stderr = _Unfailing(sys.stdout), _Unfailing(sys.stderr)
     rc = main()
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -241,6 +241,37 @@ def test_the_first_of_v_f_n_and_h_is_the_one_acted_on(env, capsys):
     assert rc == 0 and "node.session.auth.password = ibft-secret-12\n" in out
 
 
+@pytest.mark.parametrize("stdout", ["full", "closed", "broken pipe"])
+def test_a_stdout_that_cannot_be_written_stops_no_boot_login(env, monkeypatch, stdout):
+    """iscsistart's printf ignores a full, closed or broken stdout and its login goes on
+    (an initramfs may start it so); iscsictl-start's login is made all the same and its
+    exit code is the login's (before: a traceback before the login, exit 1)."""
+    import os
+    import subprocess
+    tmp, conf = env
+    d = FakeDaemon(str(tmp / "d.sock"))
+    monkeypatch.setenv("ISCSICTL_SOCKET", d.path)
+    try:
+        d.answers = {"ping": [{}], "login": [{"ok": True, "sids": [4]}]}
+        cmd = [sys.executable, "-c", "from iscsictl.daemon.start import console; console()",
+               "-b", "-c", str(conf)]
+        if stdout == "broken pipe":
+            r, w = os.pipe()
+            os.close(r)
+            cp = subprocess.run(cmd, stdout=w, stderr=subprocess.PIPE, timeout=60)
+            os.close(w)
+        elif stdout == "closed":
+            cp = subprocess.run(["sh", "-c", '"$0" "$@" >&-', *cmd], stderr=subprocess.PIPE,
+                                timeout=60)
+        else:
+            with open("/dev/full", "w") as full:
+                cp = subprocess.run(cmd, stdout=full, stderr=subprocess.PIPE, timeout=60)
+        assert (cp.returncode, cp.stderr) == (0, b"")
+        assert [c[0] for c in d.calls].count("login") == 1
+    finally:
+        d.close()
+
+
 def test_logins_go_to_a_running_daemon(env, capsys, monkeypatch):
     tmp, conf = env
     d = FakeDaemon(str(tmp / "d.sock"))
