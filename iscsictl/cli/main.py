@@ -233,11 +233,13 @@ def _run(argv: list[str], out: Output | None) -> int:
             from .. import __version__
             o.lines([f"iscsictl version {__version__}"])
             return E.SUCCESS
-        if args.killiscsid is not None:  # iscsiadm's: before and instead of any mode
-            return _kill_daemon(args.killiscsid, o)
         mode = args.mode
         if mode is not None and mode not in MODES:
             raise E.CliError(f"mode {mode} is not yet supported", E.INVAL)
+        if args.killiscsid is not None:  # iscsiadm's: instead of any mode, but a -m's
+            if mode is not None:  # options are checked as its getopt loop reads -m
+                _check_letters(args, mode)  # (verify_mode_params: -k is no mode's)
+            return _kill_daemon(args.killiscsid, o)
         if args.help:
             o.text(mode_help(mode) if mode else build_parser().format_help())
             return E.SUCCESS

@@ -684,11 +684,18 @@ def test_iscsiadms_k_0_stops_the_daemon(tmp_path, monkeypatch):
                    db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
         d.listen()
         refused = await asyncio.get_running_loop().run_in_executor(None, cli, "-k", "1")
+        # with a mode, -k is an option the mode does not take, as iscsiadm's
+        # verify_mode_params checks it (before: the daemon was stopped)
+        with_mode = [await asyncio.get_running_loop().run_in_executor(None, cli, *args)
+                     for args in (("-m", "node", "-k", "0"), ("-k", "0", "-m", "session"))]
         answer = await asyncio.get_running_loop().run_in_executor(None, cli, "-k", "0")
         await asyncio.wait_for(d.wait_stopped(), 5)
-        return refused, answer
-    refused, answer = asyncio.run(main())
+        return refused, with_mode, answer
+    refused, with_mode, answer = asyncio.run(main())
     assert refused == (7, "iscsictl: Invalid iscsid priority 1. Priority must be 0.\n")
+    assert with_mode == [
+        (7, "iscsictl: node mode: option '-k' is not allowed/supported\n"),
+        (7, "iscsictl: session mode: option '-k' is not allowed/supported\n")]
     assert answer == (0, "")
     rc, err = cli("--killiscsid", "0")
     assert rc == 20 and err.endswith("iscsictl: Could not stop iscsictld.\n"), err
