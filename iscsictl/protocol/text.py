@@ -147,8 +147,11 @@ def _decode_each(body: bytes, value_limits: bool = True,
             if eq and key_b.decode("ascii", "replace") in lenient:
                 key = key_b.decode("ascii")
                 value = value_b.decode("utf-8", "replace")
-                while value_limits and len(value.encode("utf-8")) > _value_limit(key):
-                    value = value[:-1]
+                if value_limits:  # whole characters to the limit (one pass: a 64 KiB
+                    encoded = value.encode("utf-8")  # value cut a character at a time
+                    limit = _value_limit(key)  # took a second of the daemon's loop)
+                    if len(encoded) > limit:
+                        value = encoded[:limit].decode("utf-8", "ignore")
                 pairs.append((key, value))
                 continue
         if why is not None:

@@ -690,3 +690,29 @@ def test_a_target_alias_open_iscsi_would_copy_does_not_break_the_login():
         decode_text(b"TargetAlias=B\xfcro-disk\0")  # without it: refused, as before
     with pytest.raises(ISCSIProtocolError, match="not valid UTF-8"):  # other keys: refused
         decode_text(b"TargetName=B\xfcro\0", lenient=frozenset(("TargetAlias",)))
+    # cut to whole characters within the limit: a 3-byte one that would cross it goes
+    pairs = decode_text(b"TargetAlias=" + b"a" * 253 + "\u20ac".encode() + b"\0",
+                        lenient=frozenset(("TargetAlias",)))
+    assert pairs == [("TargetAlias", "a" * 253)]
+    pairs = decode_text(b"TargetAlias=" + b"\xfc" * 100 + b"\0",  # each U+FFFD 3 bytes
+                        lenient=frozenset(("TargetAlias",)))
+    assert pairs == [("TargetAlias", "\ufffd" * 85)]
+
+
+def test_a_long_target_alias_is_cut_in_one_pass(monkeypatch):
+    """A 64 KiB TargetAlias is cut to 255 bytes at once (before: a character at a time,
+    each step re-encoding the rest: ~1 s of the daemon's loop per login of a hostile
+    target).  Counted in the steps' limit lookups, not timed."""
+    import iscsictl.protocol.text as text_mod
+
+    looked_up = []
+    real = text_mod._value_limit
+
+    def counting(key):
+        looked_up.append(key)
+        return real(key)
+    monkeypatch.setattr(text_mod, "_value_limit", counting)
+    body = b"TargetAlias=" + "\u00e9".encode() * 32768 + b"\0"
+    pairs = text_mod.decode_text(body, lenient=frozenset(("TargetAlias",)))
+    assert pairs == [("TargetAlias", "\u00e9" * 127)]
+    assert len(looked_up) < 10  # a character at a time: 32,000
