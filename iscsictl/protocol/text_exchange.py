@@ -34,9 +34,12 @@ __all__ = [
 ]
 
 
-#: Text Responses accepted in one exchange: empty F=0 responses add no bytes,
-#: so max_response_bytes alone would not end an exchange with a hostile target.
+#: Text Responses accepted in one exchange beyond which each must bring, on average,
+#: MIN_RESPONSE_BYTES of answer: empty F=0 responses add no bytes, so max_response_bytes
+#: alone would not end an exchange with a hostile target, while a target that sends one
+#: target a response (§11.11.2 allows it) may send many thousands.
 MAX_TEXT_RESPONSES = 4096
+MIN_RESPONSE_BYTES = 16
 #: bytes of answer text accepted in one exchange by default: a SendTargets answer of
 #: thousands of targets with many portals each (open-iscsi's discovery.c grows its buffer
 #: without a bound; 1 MiB here refused ~1,500 targets of 16 IPv6 portals)
@@ -166,8 +169,10 @@ class TextExchange:
             return None
         self._received += len(pdu.data)
         self._responses += 1
-        if self._responses > MAX_TEXT_RESPONSES:
-            raise TextExchangeError(f"more than {MAX_TEXT_RESPONSES} Text Responses in one exchange")
+        if self._responses > MAX_TEXT_RESPONSES and \
+                self._received < self._responses * MIN_RESPONSE_BYTES:
+            raise TextExchangeError(f"{self._responses} Text Responses in one exchange, "
+                                    f"{self._received} bytes of answer")
         if self._received > self._max_response_bytes:
             raise TextFormatError(f"text response is longer than {self._max_response_bytes} bytes")
         # tgtd (1.0.85) cuts a long non-final response mid-pair without the C bit; a piece

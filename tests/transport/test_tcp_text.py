@@ -387,6 +387,7 @@ def test_an_answer_over_the_limits_is_not_asked_for_again(monkeypatch):
     from iscsictl.transport.errors import ProtocolFailure
 
     monkeypatch.setattr(text_exchange, "MAX_TEXT_RESPONSES", 10)
+    monkeypatch.setattr(text_exchange, "MIN_RESPONSE_BYTES", 1000)
     targets = [(f"iqn.2003-01.org.example:d{i:02d}", ["192.0.2.1:3260,1"]) for i in range(20)]
     listener, served = _fake_targets(
         lambda served: FakeTarget(TargetConfig(targets=targets, text_segment=64)))
@@ -398,7 +399,27 @@ def test_an_answer_over_the_limits_is_not_asked_for_again(monkeypatch):
     finally:
         listener.close()
     assert caught.value.exit_code == 5 and len(served) == 1
-    assert "more than 10 Text Responses" in str(caught.value)
+    assert "11 Text Responses in one exchange, 704 bytes of answer" in str(caught.value)
+
+
+def test_many_text_responses_that_each_bring_an_answer_are_taken(monkeypatch):
+    """Past MAX_TEXT_RESPONSES, responses that bring MIN_RESPONSE_BYTES each on average
+    are taken: a target may send one target a Text Response (§11.11.2), and one of 5,000
+    targets failed the whole discovery (open-iscsi's loop has no count limit)."""
+    from iscsictl.discovery.sendtargets import DiscoveryPolicy, send_targets
+    from iscsictl.protocol import text_exchange
+
+    monkeypatch.setattr(text_exchange, "MAX_TEXT_RESPONSES", 10)
+    targets = [(f"iqn.2003-01.org.example:d{i:02d}", ["192.0.2.1:3260,1"]) for i in range(20)]
+    listener, _ = _fake_targets(
+        lambda served: FakeTarget(TargetConfig(targets=targets, text_segment=64)))
+    config = LoginConfig(initiator_name=INAME, session_type="Discovery", target_name=None)
+    try:
+        found = send_targets("127.0.0.1", listener.getsockname()[1], config,
+                             DiscoveryPolicy(reopen_max=0, retry_delay=0.01))
+    finally:
+        listener.close()
+    assert sorted(t.name for t in found) == [t for t, _ in targets]
 
 
 def test_a_redirect_without_a_usable_address_is_retried_by_the_discovery():
