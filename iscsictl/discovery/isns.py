@@ -155,16 +155,24 @@ def _server(host: str, port: int) -> Iterator[_Server]:
             raise IsnsRegFailed(str(e)) from None
 
 
+#: the entity this process registers as, once named (iscsid's static isns_entity_id)
+_ENTITY_ID: list[str] = []
+
+
 def entity_id(local: str) -> str:
     """The network entity this host registers as: the name of ``local``, the address it
     reaches the iSNS server from (reverse DNS, else the address itself), as iscsid's
     isns_build_objs names it (getnameinfo): one per host, where a host name (``localhost``,
     a cloned VM's) is shared, and a Replace registration of one host's would drop the
-    other's."""
-    try:
-        return socket.getnameinfo((local, 0), 0)[0]
-    except OSError:
-        return local
+    other's.  Named once per process, as iscsid's: a later lookup answered otherwise (DNS
+    down) would register a second entity holding the same nodes (refused), and the
+    deregistration at the daemon's stop would name one the server does not have."""
+    if not _ENTITY_ID:
+        try:
+            _ENTITY_ID.append(socket.getnameinfo((local, 0), 0)[0])
+        except OSError:
+            _ENTITY_ID.append(local)
+    return _ENTITY_ID[0]
 
 
 def register_for_scns(host: str, port: int, initiators: list[str], entity: str | None,

@@ -387,3 +387,18 @@ def test_a_management_scns_discovery_domain_attributes_are_passed_over():
 def test_what_is_not_an_scn_is_a_format_error(parts, match):
     with pytest.raises(I.IsnsFormatError, match=match):
         I.decode_notification(*parts)
+
+
+def test_the_entity_is_named_once_per_process(monkeypatch):
+    """iscsid's isns_entity_id is computed once: the refresh and the deregistration at stop
+    name the entity the first registration did, whatever a later lookup answers (before:
+    looked up each time, so DNS down meant a second entity, refused, and a deregistration
+    that left the first one registered)."""
+    import socket
+
+    from iscsictl.discovery import isns as client
+
+    answers = iter([("host-a.example", "0"), ("10.0.0.5", "0")])
+    monkeypatch.setattr(socket, "getnameinfo", lambda *a: next(answers))
+    monkeypatch.setattr(client, "_ENTITY_ID", [])
+    assert [client.entity_id("10.0.0.5") for _ in range(3)] == ["host-a.example"] * 3
