@@ -89,9 +89,14 @@ def query_targets(host: str, port: int, initiator: str, *,
                 reader.expect(req.xid)
                 req = query.receive(_read_response(conn, reader, server))
         except IsnsFormatError as e:
-            raise IsnsQueryFailed(f"iSNS server {server}: {e}") from None
+            failed = IsnsQueryFailed(f"iSNS server {server}: {e}")
         except TransportError as e:
-            raise IsnsQueryFailed(str(e)) from None
+            failed = IsnsQueryFailed(str(e))
+        else:
+            failed = None
+    if failed is not None:
+        _deregister_after(query, host, port, iface, server, log)
+        raise failed
     if query.dereg_error is not None and log is not None:
         log(f"Could not deregister {initiator} with iSNS server: "
             f"{status_text(query.dereg_error.status)}.")
@@ -100,6 +105,31 @@ def query_targets(host: str, port: int, initiator: str, *,
         cls = IsnsRegFailed if err.function == Function.DEV_ATTR_REG else IsnsQueryFailed
         raise cls(str(err))
     return query.groups
+
+
+def _deregister_after(query: TargetQuery, host: str, port: int,  # type: ignore[no-untyped-def]
+                      iface: Mapping[str, str] | None, server: str, log) -> None:
+    """``query``'s :meth:`~iscsictl.protocol.isns.TargetQuery.deregistration`, when it
+    registered the initiator before the exchange broke off, on a new connection; its own
+    failure is only told to ``log``."""
+    req = query.deregistration()
+    if req is None:
+        return
+    try:
+        conn = Connection.open(host, port, CONNECT_TIMEOUT, iface=iface)
+        conn.peer = "the iSNS server"
+        with conn:
+            reader = MessageReader()
+            conn.send(encode_request(req), f"iSNS server {server}")
+            reader.expect(req.xid)
+            query.receive(_read_response(conn, reader, server))
+    except (IsnsFormatError, TransportError) as e:
+        if log is not None:
+            log(f"Could not deregister {query.initiator} with iSNS server: {e}")
+        return
+    if query.dereg_error is not None and log is not None:
+        log(f"Could not deregister {query.initiator} with iSNS server: "
+            f"{status_text(query.dereg_error.status)}.")
 
 
 def query_through_ifaces(host: str, port: int, ifaces: Iterable[tuple[str, Mapping[str, str]]],

@@ -561,6 +561,7 @@ class TargetQuery:
         self.error: IsnsStatusError | None = None
         self.dereg_error: IsnsStatusError | None = None
         self.registered = False
+        self.deregistered = False
         self._waiting: Function | None = None
 
     def _request(self, function: Function, keys: tuple[Attribute, ...],
@@ -579,6 +580,16 @@ class TargetQuery:
     def start(self) -> Request:
         return self._query()
 
+    def deregistration(self) -> Request | None:
+        """The DevDereg that leaves the server as it was when the exchange broke off (no
+        answer, one that cannot be read) after this query registered the initiator; None
+        when it did not, or the deregistration was answered (iscsiadm's discovery_isns:
+        ``if (registered) discovery_isns_reg_node(iname, 0)``, on a new connection)."""
+        if not self.registered or self.deregistered:
+            return None
+        return self._request(Function.DEV_DEREG, (),
+                             (Attribute(Tag.ISCSI_NAME, self.initiator),))
+
     def receive(self, resp: Response) -> Request | None:
         """Take the answer to the last request.  Raises IsnsFormatError when it answers
         another function."""
@@ -587,6 +598,7 @@ class TargetQuery:
             raise IsnsFormatError(f"a {_function_name(resp.function)} response where "
                                   f"{_function_name(waiting or 0)}'s was expected")
         if waiting == Function.DEV_DEREG:
+            self.deregistered = True
             if resp.status != Status.SUCCESS:
                 self.dereg_error = IsnsStatusError(waiting, resp.status)
             return None

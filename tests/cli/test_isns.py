@@ -193,9 +193,10 @@ class RegisterFirst:
     Records the function IDs the clients sent, over all their connections (iscsiadm's
     libisns opens one a request, iscsictl one a discovery)."""
 
-    def __init__(self, server_port: int, reg_status: int = 0):
+    def __init__(self, server_port: int, reg_status: int = 0, hang_up: bool = False):
         self.server_port = server_port
         self.reg_status = reg_status
+        self.hang_up = hang_up  # the query after the registration: the connection closed
         self.functions: list[int] = []
         self.registered: set[bytes] = set()
         self.connections = 0
@@ -253,6 +254,9 @@ class RegisterFirst:
                 if function == 0x0002 and source not in self.registered:
                     client.sendall(self._answer(req, 6))
                     continue
+                if function == 0x0002 and self.hang_up:
+                    self.hang_up = False
+                    return
                 if function == 0x0001 and self.reg_status:
                     client.sendall(self._answer(req, self.reg_status))
                     continue
@@ -278,8 +282,8 @@ class RegisterFirst:
 def register_first(isns):
     proxies = []
 
-    def make(reg_status: int = 0) -> RegisterFirst:
-        proxies.append(RegisterFirst(isns.port, reg_status))
+    def make(reg_status: int = 0, hang_up: bool = False) -> RegisterFirst:
+        proxies.append(RegisterFirst(isns.port, reg_status, hang_up))
         return proxies[-1]
     yield make
     for p in proxies:
@@ -301,6 +305,20 @@ def test_a_server_that_wants_the_initiator_registered(isns, adm, ours, register_
     assert INIT not in isns.query("iscsi-node-type=Initiator")
     # the records name the server they were asked of (the proxy's port)
     assert tree(ours.root).keys() == tree(adm.root).keys()
+
+
+def test_a_query_cut_off_after_the_registration_still_deregisters(isns, adm, ours,
+                                                                  register_first):
+    """The connection closes on the query that follows the registration: 25 on both, and
+    the initiator deregistered on a new connection, as iscsiadm's discovery_isns (before:
+    left registered on the server)."""
+    theirs, mine = register_first(hang_up=True), register_first(hang_up=True)
+    a = adm("-m", "discovery", "-t", "isns", "-p", theirs.portal)
+    b = ours("-m", "discovery", "-t", "isns", "-p", mine.portal)
+    assert b.rc == a.returncode == 25, (a, b.err)
+    assert mine.functions == theirs.functions == [0x0002, 0x0001, 0x0002, 0x0004]
+    assert mine.registered == theirs.registered == set()
+    assert INIT not in isns.query("iscsi-node-type=Initiator")
 
 
 def test_a_refused_registration(isns, adm, ours, register_first):
