@@ -375,6 +375,8 @@ async def _modprobe(module: str) -> int | None:
 #: their lookup may take (seconds)
 RESOLVED_FOR = 30.0
 RESOLVE_TIMEOUT = 5.0
+#: seconds between two looks for an iface's HBA host that is not there yet
+HOST_RETRY = 1.0
 
 
 class SessionTable(dict[int, ks.KernelSession]):
@@ -1499,17 +1501,34 @@ class Daemon:
                         "sids": sids}
         return {**result, "ok": True, "sids": sids}
 
+    async def _bind_host(self, node: ks.NodeTarget) -> int | None:
+        """:func:`~.kernel_session.bind_host` of ``node``, looked for once a second,
+        login_timeout times, while the iface's host is not there (an HBA's driver just
+        loaded probes its ports meanwhile), as iscsid's session_login_task_retry on
+        ISCSI_ERR_HOST_NOT_FOUND; then its SessionError 23."""
+        tries = max(1, _num(node.record, "node.conn[0].timeo.login_timeout", 15))
+        for n in range(tries):
+            try:
+                return ks.bind_host(self.sysfs, node.record)
+            except SessionError as exc:
+                if exc.code != 23 or n == tries - 1:
+                    raise
+                if n == 0:
+                    log.info("%s: %s; looking again for %d s", node.describe(), exc, tries - 1)
+            await asyncio.sleep(HOST_RETRY)
+        return None  # not reached
+
     async def _establish(self, node: ks.NodeTarget, initiator_name: str) -> int:
         """Initial login: node.session.initial_login_retry_max attempts for
         retryable failures (fatal ones - authentication, not found - at once)."""
         why = unsupported(node.transport)
         if why:
             raise SessionError(27, why)
-        bind_host = ks.bind_host(self.sysfs, node.record)
+        handle = await self.handle(node.transport)  # the driver loaded before its host is
+        bind_host = await self._bind_host(node)  # looked up (iscsid's __session_login_task)
         record = ks.uip_record(self.sysfs, node.record, bind_host)
         if record is not node.record:
             node = dataclasses.replace(node, record=record)
-        handle = await self.handle(node.transport)
         caps = self._transport_caps(node.transport) or -1  # unreadable: every one
         assert self.nl is not None
         rec = node.record

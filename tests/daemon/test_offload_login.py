@@ -128,6 +128,44 @@ def test_an_iface_naming_a_host_that_is_not_there_is_host_not_found(tmp_path):
                                  f"cxgb4i.{MAC}")
 
 
+def test_the_driver_is_loaded_before_its_host_is_looked_for(tmp_path, monkeypatch):
+    """A login through a cxgb4i port whose driver is not loaded yet (bnx2i and cxgb4i are
+    not loaded by udev): the module first, then the host, looked for once a second while
+    the driver probes its ports, as iscsid's __session_login_task and
+    session_login_task_retry (before: 23 at once, modprobe never run: automatic logins at
+    boot failed).  A host that never comes is 23 after login_timeout tries."""
+    from iscsictl.daemon import service
+    from iscsictl.daemon.service import Daemon
+
+    order = []
+
+    async def modprobe(module):
+        order.append(f"modprobe {module}")
+        t = tmp_path / "class" / "iscsi_transport" / "cxgb4i"
+        t.mkdir(parents=True)
+        (t / "handle").write_text("12345\n")
+        (t / "caps").write_text("0x39\n")
+        asyncio.get_running_loop().call_later(0.02, hba, tmp_path)  # the port probed
+        return 0
+
+    async def establish_ep(nl, handle, node, *args):
+        order.append(f"login through host{args[5]}")
+        raise SessionError(19, "stop here")
+    monkeypatch.setattr(service, "_modprobe", modprobe)
+    monkeypatch.setattr(service, "HOST_RETRY", 0.05)
+    monkeypatch.setattr(ks, "establish_ep", establish_ep)
+    d = Daemon(None, sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
+               db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
+    d.nl = object()
+    with pytest.raises(SessionError, match="stop here"):
+        asyncio.run(d._establish(ks.NodeTarget.from_record(record()), INAME))
+    assert order == ["modprobe cxgb4i", f"login through host{HOST}"]
+    with pytest.raises(SessionError) as caught:  # login_timeout 2: two looks
+        asyncio.run(d._establish(ks.NodeTarget.from_record(
+            record(**{"iface.hwaddress": "00:07:43:00:00:01"})), INAME))
+    assert caught.value.code == 23
+
+
 def test_software_transports_bind_to_no_host(tmp_path):
     """tcp and iser make their endpoints wherever the routing table says (no
     bind_ep_required), whatever the iface names."""
