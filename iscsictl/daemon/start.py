@@ -130,10 +130,14 @@ def _records(args: argparse.Namespace, db) -> tuple[list, str]:  # type: ignore[
     from iscsictl.cli.fw_cmd import firmware_records
 
     if args.fwparam_connect:
+        from iscsictl.cli import errors as E
         from iscsictl.cli._common import sysfs_root
-        from iscsictl.kernel.firmware import boot_entry
+        from iscsictl.kernel.firmware import FirmwareAccessError, boot_entry
 
-        boot = boot_entry(sysfs_root())
+        try:
+            boot = boot_entry(sysfs_root())
+        except FirmwareAccessError as e:  # not root: 1, as boot_contexts says it
+            raise E.CliError(e.strerror, E.ERR) from None
         if boot is None:  # iscsistart's fw_get_entry: the firmware booted from none
             print("Could not get boot entry.")
             raise SystemExit(NO_FIRMWARE)

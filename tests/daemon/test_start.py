@@ -231,6 +231,21 @@ def test_without_firmware_it_says_so(env, capsys):
     assert start(capsys, "-f") == (21, "Could not get list of targets from firmware.\n", "")
 
 
+def test_a_firmware_it_may_not_read_is_said_without_a_traceback(env, capsys, monkeypatch):
+    """-b as a user without CAP_SYS_ADMIN: the boot entry's unreadable firmware is said,
+    1, as boot_contexts says it (a traceback once -b looked for the boot entry first)."""
+    import errno
+
+    from iscsictl.kernel import firmware
+
+    def refused(root):
+        raise firmware.FirmwareAccessError(errno.EACCES, "cannot read the iSCSI boot "
+                                                         "firmware tables: run as root")
+    monkeypatch.setattr(firmware, "boot_entry", refused)
+    assert start(capsys, "-b") == (1, "", "iscsictl-start: cannot read the iSCSI boot "
+                                          "firmware tables: run as root\n")
+
+
 def test_the_first_of_v_f_n_and_h_is_the_one_acted_on(env, capsys):
     """iscsistart's getopt loop acts on -v, -f, -N or -h as it reaches it and exits: the
     first given wins (before: -v, then -N, then -f, whatever their order)."""
