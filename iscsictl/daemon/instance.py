@@ -21,8 +21,11 @@ ISCSID_ABSTRACT = "\0ISCSIADM_ABSTRACT_NAMESPACE"
 def listener_of(address: str) -> tuple[int, int] | None:
     """(pid, uid) of the process listening on the Unix stream socket ``address`` (an
     abstract one starts with NUL): SO_PEERCRED, its credentials when it listened; None when
-    nothing listens there."""
+    nothing listens there, or when its backlog is full: the connect does not wait (a
+    listener that never accepts, of any user's, would hold iscsictld's start for ever;
+    iscsid accepts its clients at once)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.setblocking(False)  # a Unix connect completes at once, or fails EAGAIN
         try:
             s.connect(address)
             pid, uid, _ = peer_credentials(s)

@@ -25,6 +25,37 @@ def test_iscsid_is_a_root_listener_on_its_socket(monkeypatch):
         assert instance.iscsid_running() == (os.geteuid() == 0)
 
 
+def test_a_listener_that_never_accepts_does_not_hold_the_start(monkeypatch):
+    """A listener at iscsid's name whose backlog is full (any user's: listen, never accept,
+    fill it with a connection of its own): the look for iscsid answers at once, none,
+    instead of a connect blocked for ever (before: iscsictld and iscsictl-start hung at
+    their start, systemd's restarts with them)."""
+    import threading
+
+    name = f"iscsictl-test-squat-{os.getpid()}"
+    monkeypatch.setattr(instance, "ISCSID_ABSTRACT", "\0" + name)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as squat:
+        squat.bind("\0" + name)
+        squat.listen(0)
+        fillers = []
+        try:
+            while True:  # until the backlog is full
+                c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                c.setblocking(False)
+                fillers.append(c)
+                c.connect("\0" + name)
+        except BlockingIOError:
+            pass
+        answers = []
+        t = threading.Thread(target=lambda: answers.append(instance.iscsid_running()),
+                             daemon=True)
+        t.start()
+        t.join(5)
+        for c in fillers:
+            c.close()
+    assert answers == [False]
+
+
 def test_a_lock_file_that_cannot_be_written_is_said_not_a_traceback(tmp_path, monkeypatch):
     """A full /run: the pid cannot be written into the lock file: LockHeld naming it (the
     daemon and iscsictl-start say it on one line and exit 1), as iscsid's "Unable to write
