@@ -501,6 +501,7 @@ class Daemon:
         self._server: IpcListener | None = None
         self._stopped = asyncio.Event()
         self._closing = False
+        self._close_task: asyncio.Future[None] | None = None  # the one close() under way
         self._handles: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closer: asyncio.Task[None] | None = None  # an IPC "stop" (held: not collected)
@@ -589,7 +590,14 @@ class Daemon:
         kernel (a login's half-made session destroyed, a logout's session torn down), and
         each client is answered (29).  ``logout_all`` logs out after that, so that a login
         that ends meanwhile (a request's, an automatic one, the discovery daemon's) is
-        logged out too."""
+        logged out too.  A second call (a second SIGTERM, Ctrl-C twice) waits for the
+        first's end: it closed netlink under the first's undoing of cut-short logins (as
+        iscsid's signal handler, a repeated signal changes nothing)."""
+        if self._close_task is None:
+            self._close_task = asyncio.ensure_future(self._close(logout_all))
+        await asyncio.shield(self._close_task)
+
+    async def _close(self, logout_all: bool) -> None:
         self._closing = True
         try:
             requests: list[asyncio.Task[None]] = []

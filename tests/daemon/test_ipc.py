@@ -663,6 +663,30 @@ def test_a_stop_request_stops_the_daemon(tmp_path):
     assert not os.path.exists(path)
 
 
+def test_a_second_stop_waits_for_the_first(tmp_path):
+    """A second SIGTERM (Ctrl-C twice, -k 0 then SIGTERM) runs no second close: it waits
+    for the first's end (before: it closed netlink under the first's undoing of a
+    cut-short login, whose half-made session stayed in the kernel)."""
+    d = Daemon(None, sysfs_root=str(tmp_path / "sys"), state_dir=str(tmp_path / "state"),
+               db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
+    steps = []
+
+    async def closing(logout_all):
+        steps.append("close begins")
+        await asyncio.sleep(0.2)
+        steps.append("close ends")
+    d._close = closing
+
+    async def main():
+        first = asyncio.ensure_future(d.close())
+        await asyncio.sleep(0.05)
+        await d.close()
+        steps.append("second returns")
+        await first
+    asyncio.run(main())
+    assert steps == ["close begins", "close ends", "second returns"]
+
+
 def test_iscsiadms_k_0_stops_the_daemon(tmp_path, monkeypatch):
     """``iscsictl -k 0`` (iscsiadm's --killiscsid: iscsid stops, its sessions stay): the
     daemon is asked to stop and does; another priority is refused as iscsiadm refuses it,
