@@ -402,6 +402,9 @@ class LoginMachine:
             offered = (self.config.auth_method_offer() or "").split(",")
             if method is None:
                 raise AuthenticationError("target did not answer AuthMethod")
+            if method in ("Reject", "NotUnderstood", "Irrelevant") and "None" in offered:
+                method = "None"  # the key's default, offered (RFC 7143 §6.2; open-iscsi's
+                # acl_chk_key: AUTH_OPTION_REJECT, passed when the target is not checked)
             if method not in offered:
                 if method == "None":
                     raise AuthenticationError(

@@ -399,6 +399,10 @@ class FakeTarget:
                     self.mrdsl_sent = True
                 elif k not in DECLARATIONS:
                     self.offers_pending[k] = v
+            answer = next((m for m in c.misbehave if m.startswith("auth_answer=")), None)
+            if answer is not None:  # AuthMethod answered so (Reject, NotUnderstood): the
+                out[0] = ("AuthMethod", answer[12:])  # key keeps its default, None
+                method = "None"
             if method == "None":
                 self.authenticated = True
                 self.stage_step = "done"

@@ -200,6 +200,21 @@ def test_target_requiring_chap_refuses_no_auth_login():
     assert outcome.status == LoginStatus.AUTHENTICATION_FAILURE
 
 
+@pytest.mark.parametrize("answer", ["Reject", "NotUnderstood", "Irrelevant"])
+def test_an_authmethod_refused_leaves_none_when_we_offered_it(answer):
+    """CHAP,None offered (one-way CHAP, None allowed) and the target answers Reject,
+    NotUnderstood or Irrelevant: the key keeps its default, None, which we offered
+    (RFC 7143 §6.2), and the login goes on, as open-iscsi's (usr/auth.c acl_chk_key:
+    AUTH_OPTION_REJECT, then a pass when the target is not authenticated).  Before: an
+    AuthenticationError, exit 19.  With CHAP required it still fails."""
+    outcome, *_ = run(chap_cfg(auth_optional=True),
+                      FakeTarget(TargetConfig(misbehave={f"auth_answer={answer}"})))
+    assert isinstance(outcome, LoginSuccess)
+    with pytest.raises(AuthenticationError, match=f"target refused AuthMethod=CHAP \\({answer}"):
+        run(chap_cfg(auth_optional=False),
+            FakeTarget(TargetConfig(misbehave={f"auth_answer={answer}"})))
+
+
 def test_auth_optional_offer_accepts_none():
     outcome, t, _, pair = run(chap_cfg(auth_optional=True), FakeTarget())
     assert isinstance(outcome, LoginSuccess) and t.violations == []
