@@ -925,21 +925,38 @@ def test_an_offload_connect_that_waits_in_the_kernel_leaves_the_loop_running(thr
     assert ep == 5 and max(b - a for a, b in zip(ticks, ticks[1:])) < 0.3
 
 
-class _Flood:
+class _Transport:
+    """A netlink transport stand-in: a socket pair the loop's reader watches, each read
+    the datagram :meth:`next_datagram` gives (or the error it raises)."""
+
+    def __init__(self):
+        self.a, self.b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+
+    def fileno(self):
+        return self.a.fileno()
+
+    def recv_into(self, buf):
+        dgram = self.next_datagram()
+        buf[:len(dgram)] = dgram
+        return len(dgram)
+
+    def close(self):
+        self.a.close()
+        self.b.close()
+
+
+class _Flood(_Transport):
     """A socket the kernel floods with events: every read returns one CONN_ERROR event,
     ``total`` of them, then none; a send (a request) arms an overrun that dropped its
     reply (ENOBUFS at the next read), or, with ``reply``, queues its reply behind
     ``ahead`` more events.  ``reads``: datagrams read so far."""
 
     def __init__(self, total, reply=False, ahead=0):
-        self.a, self.b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        super().__init__()
         self.total, self.reply, self.ahead = total, reply, ahead
         self.reads = 0
         self.armed = False
         self.queued: list[bytes] = []
-
-    def fileno(self):
-        return self.a.fileno()
 
     def send(self, data):
         if self.reply:
@@ -948,7 +965,7 @@ class _Flood:
             self.armed = True
         return len(data)
 
-    def recv_into(self, buf):
+    def next_datagram(self):
         if self.armed:
             self.armed = False
             raise OSError(errno.ENOBUFS, os.strerror(errno.ENOBUFS))
@@ -959,12 +976,7 @@ class _Flood:
         else:
             dgram = ev_conn_error(sid=2)
         self.reads += 1
-        buf[:len(dgram)] = dgram
-        return len(dgram)
-
-    def close(self):
-        self.a.close()
-        self.b.close()
+        return dgram
 
 
 def test_the_reader_takes_a_flood_of_events_a_batch_at_a_time():
@@ -1023,23 +1035,20 @@ def test_a_reply_dropped_in_a_flood_that_goes_on_fails_once_the_queue_is_read(cl
     assert t.reads <= most + 256, t.reads
 
 
-class _FloodDuringSend:
+class _FloodDuringSend(_Transport):
     """A blocking request (sent from the executor) while the kernel floods events: during
     the send the loop's reader reads events and meets an overrun; when the send returns,
     the reply is queued behind ``behind`` more events (more than a batch, less than the
     socket holds)."""
 
     def __init__(self, behind):
-        self.a, self.b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        super().__init__()
         self.b.send(b"x")  # the fd stays readable: the loop's reader keeps being called
         self.behind = behind
         self.flooding = self.overrun = False
         self.queued: list[bytes] = []
         self.reads_in_send = 0
         self.read_enough = threading.Event()  # the loop has read through the overrun
-
-    def fileno(self):
-        return self.a.fileno()
 
     def send(self, data):
         self.flooding = self.overrun = True
@@ -1048,7 +1057,7 @@ class _FloodDuringSend:
         self.flooding = False
         return len(data)
 
-    def recv_into(self, buf):
+    def next_datagram(self):
         if self.flooding:
             self.reads_in_send += 1
             if self.overrun and self.reads_in_send > 50:
@@ -1061,12 +1070,7 @@ class _FloodDuringSend:
             dgram = self.queued.pop(0)
         else:
             raise BlockingIOError(errno.EAGAIN, "empty")
-        buf[:len(dgram)] = dgram
-        return len(dgram)
-
-    def close(self):
-        self.a.close()
-        self.b.close()
+        return dgram
 
 
 def test_a_blocking_request_under_a_flood_counts_the_reads_from_the_end_of_its_send():

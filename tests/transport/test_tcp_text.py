@@ -378,6 +378,16 @@ def test_a_login_response_without_its_last_nul_is_read_as_open_iscsi_reads_it():
         conn.close()
 
 
+def _twenty_targets_in_pieces():
+    """A fake target answering SendTargets with 20 targets in 64-byte Text Responses (11
+    of them): (its targets, its listener, the targets it served, a discovery config)."""
+    targets = [(f"iqn.2003-01.org.example:d{i:02d}", ["192.0.2.1:3260,1"]) for i in range(20)]
+    listener, served = _fake_targets(
+        lambda served: FakeTarget(TargetConfig(targets=targets, text_segment=64)))
+    config = LoginConfig(initiator_name=INAME, session_type="Discovery", target_name=None)
+    return targets, listener, served, config
+
+
 def test_an_answer_over_the_limits_is_not_asked_for_again(monkeypatch):
     """An answer past the exchange's limits (here 10 Text Responses) would be as long on
     the next connection: the discovery fails at once, 5, one connection (an unexpected
@@ -388,10 +398,7 @@ def test_an_answer_over_the_limits_is_not_asked_for_again(monkeypatch):
 
     monkeypatch.setattr(text_exchange, "MAX_TEXT_RESPONSES", 10)
     monkeypatch.setattr(text_exchange, "MIN_RESPONSE_BYTES", 1000)
-    targets = [(f"iqn.2003-01.org.example:d{i:02d}", ["192.0.2.1:3260,1"]) for i in range(20)]
-    listener, served = _fake_targets(
-        lambda served: FakeTarget(TargetConfig(targets=targets, text_segment=64)))
-    config = LoginConfig(initiator_name=INAME, session_type="Discovery", target_name=None)
+    _, listener, served, config = _twenty_targets_in_pieces()
     try:
         with pytest.raises(ProtocolFailure) as caught:
             send_targets("127.0.0.1", listener.getsockname()[1], config,
@@ -410,10 +417,7 @@ def test_many_text_responses_that_each_bring_an_answer_are_taken(monkeypatch):
     from iscsictl.protocol import text_exchange
 
     monkeypatch.setattr(text_exchange, "MAX_TEXT_RESPONSES", 10)
-    targets = [(f"iqn.2003-01.org.example:d{i:02d}", ["192.0.2.1:3260,1"]) for i in range(20)]
-    listener, _ = _fake_targets(
-        lambda served: FakeTarget(TargetConfig(targets=targets, text_segment=64)))
-    config = LoginConfig(initiator_name=INAME, session_type="Discovery", target_name=None)
+    targets, listener, _, config = _twenty_targets_in_pieces()
     try:
         found = send_targets("127.0.0.1", listener.getsockname()[1], config,
                              DiscoveryPolicy(reopen_max=0, retry_delay=0.01))
