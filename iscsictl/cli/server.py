@@ -537,6 +537,7 @@ class CommandServer:
         self.workers: dict[int, _Worker] = {}  # by pidfd
         self.stopping = False
         self.listener: socket.socket | None = None
+        self._bound: tuple[int, int] | None = None  # (st_dev, st_ino) of the bound socket
         self._early_deaths = 0
         self._watching = False  # the listener is in self.sel: no worker is idle
         #: a fork failed (EMFILE, EAGAIN ...): the next try, at the latest (a worker's end
@@ -560,6 +561,8 @@ class CommandServer:
         s.listen(128)
         s.setblocking(False)  # the workers poll it, and one of them wins each client
         self.listener = s
+        st = os.stat(self.path)
+        self._bound = (st.st_dev, st.st_ino)
 
     def _stop(self, *_args) -> None:
         self.stopping = True
@@ -622,8 +625,10 @@ class CommandServer:
         self._watch_listener(False)
         self.listener.close()
         self.listener = None
-        try:
-            os.unlink(self.path)
+        try:  # ours only: a new iscsictld's server may already serve there (the lock is
+            st = os.stat(self.path)  # released before this server's commands end)
+            if (st.st_dev, st.st_ino) == self._bound:
+                os.unlink(self.path)
         except OSError:
             pass
         for w in self.workers.values():

@@ -17,6 +17,7 @@ import queue
 import signal
 import socket
 import sys
+from collections.abc import Callable
 
 from iscsictl.ipc import DEFAULT_SOCKET, socket_path
 
@@ -83,18 +84,22 @@ def main(argv: list[str] | None = None) -> int:
               "interface; stop it first (systemctl stop iscsid.socket iscsid)", file=sys.stderr)
         return 18
     try:
-        lock_fd = take_lock(args.lock_file)
+        lock = [take_lock(args.lock_file)]
     except LockHeld as exc:
         print(f"iscsictld: {exc}", file=sys.stderr)
         return 1
+
+    def release_lock() -> None:
+        if lock:
+            os.close(lock.pop())
     writer = _start_logging(logging.DEBUG if args.debug else logging.INFO)
     try:
-        return asyncio.run(_run(args))
+        return asyncio.run(_run(args, release_lock))
     except KeyboardInterrupt:
         return 0
     finally:
         writer.stop()  # every queued line is written first
-        os.close(lock_fd)
+        release_lock()
 
 
 class LineQueueHandler(logging.handlers.QueueHandler):
@@ -127,13 +132,19 @@ def _start_logging(level: int) -> logging.handlers.QueueListener:
     return writer
 
 
-async def _run(args: argparse.Namespace) -> int:
+async def _run(args: argparse.Namespace, release_lock: Callable[[], None]) -> int:
+    """The daemon until it stops.  The lock is released as soon as the daemon has closed
+    (netlink, its socket): before a "stop" request is answered and before the command
+    server's commands under way end (up to STOP_GRACE s), so an ``iscsictl -k 0`` then
+    ``iscsictld`` (an upgrade) finds it free, and a ``-k 0`` run by the command server
+    itself does not wait for its own end."""
     from iscsictl.netlink import IscsiNetlinkError
 
     from .commands import CommandServerProcess
 
     daemon = Daemon(args.socket, state_dir=args.state_dir, db_root=args.db_root,
                     config_root=args.config_root, autostart=not args.no_autostart)
+    daemon.on_closed = release_lock
     commands = None if args.no_command_server else CommandServerProcess(args.socket)
     if commands is not None:
         await commands.start()  # it imports the CLI while the daemon starts

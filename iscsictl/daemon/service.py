@@ -504,7 +504,10 @@ class Daemon:
         self._close_task: asyncio.Future[None] | None = None  # the one close() under way
         self._handles: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._closer: asyncio.Task[None] | None = None  # an IPC "stop" (held: not collected)
+        self._stop_requests: set[asyncio.Task[Any]] = set()  # answered after close() ends
+        #: called once when close() has ended, before a "stop" request is answered:
+        #: iscsictld releases its single-instance lock there (:mod:`.__main__`)
+        self.on_closed: Callable[[], None] | None = None
         self.initiator_alias: str | None = None  # what logins declare: set by start()
         self._logged_out: set[int] = set()  # sids whose kernel destroy event is still due
         self._state_write: asyncio.TimerHandle | None = None  # a coalesced _save_state
@@ -581,7 +584,9 @@ class Daemon:
         self._server = IpcListener(sock, self._serve)
 
     async def wait_stopped(self) -> None:
+        """Until :meth:`close` has ended and each "stop" request has been answered."""
         await self._stopped.wait()
+        await asyncio.gather(*self._stop_requests, return_exceptions=True)
 
     async def close(self, logout_all: bool = False) -> None:
         """Stop serving; sessions keep running in the kernel unless ``logout_all``.  Always
@@ -601,8 +606,8 @@ class Daemon:
         self._closing = True
         try:
             requests: list[asyncio.Task[None]] = []
-            if self._server is not None:
-                requests = list(self._server.tasks)
+            if self._server is not None:  # a "stop" request waits for this close's end
+                requests = [t for t in self._server.tasks if t not in self._stop_requests]
                 self._server.close()
                 self._server = None
             tasks = [*requests, *self._tasks]
@@ -627,6 +632,11 @@ class Daemon:
                     Path(self.socket_path).unlink()
                 except OSError:
                     pass
+            if self.on_closed is not None:
+                try:
+                    self.on_closed()
+                except Exception:  # noqa: BLE001
+                    log.exception("while stopping")
             self._stopped.set()
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -1990,8 +2000,10 @@ class Daemon:
         if op == "sendtargets":
             return await self.send_targets(args["address"], args["port"], args["values"],
                                            args["iface"], args["initiator_name"])
-        if op == "stop":  # not one of _tasks: close() cancels and awaits those
-            self._closer = asyncio.get_running_loop().create_task(
-                self.close(logout_all=bool(args.get("logout_all"))))
+        if op == "stop":  # answered when the daemon has stopped (iscsid answers
+            task = asyncio.current_task()  # MGMT_IPC_IMMEDIATE_STOP at its event loop's
+            assert task is not None  # end): another iscsictld may then start at once
+            self._stop_requests.add(task)
+            await self.close(logout_all=bool(args.get("logout_all")))
             return None
         raise SessionError(16, f"request {op!r} is not served")  # in the table, not here

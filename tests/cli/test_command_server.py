@@ -1011,3 +1011,18 @@ def test_a_killed_client_stops_its_command(server, tmp_path):
     assert not (root / "nodes").exists()
     r = run_client(["--version"], env_for(server))  # the server serves on
     assert r.returncode == 0, r
+
+
+def test_a_stopping_server_leaves_its_successors_socket(server, tmp_path):
+    """A new iscsictld's server may bind the path before the old one stops (the old
+    daemon releases its lock before its server's commands under way end): the old server
+    removes only its own socket, so the new one goes on serving (before: it removed the
+    new socket and every command fell back to iscsictl-py)."""
+    successor = Server(tmp_path)  # replaces the first server's socket, as bind() does
+    try:
+        assert server.stop() == 0, server.log.read_text()
+        assert successor.path.exists()
+        r = run_client(["--version"], env_for(successor))  # served: ISCSICTL_PY is missing
+        assert r.returncode == 0 and r.stdout.startswith("iscsictl version"), r.stderr
+    finally:
+        assert successor.stop() == 0

@@ -5,6 +5,8 @@ import time
 import json
 import logging
 import os
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -1013,3 +1015,83 @@ def test_iscsictld_takes_iscsids_debug_level():
     assert [_parser().parse_args(a).debug for a in
             (["-d", "8"], ["-d"], ["-d", "0"], ["--debug=3"], [])] == [8, 1, 0, 3, 0]
     assert _parser().parse_args(["-d", "--no-autostart"]).no_autostart
+
+
+def test_k_0_is_answered_when_the_daemon_has_stopped_and_its_lock_is_free(tmp_path,
+                                                                           monkeypatch):
+    """``iscsictl -k 0`` returns once the daemon has closed (its socket gone) and released
+    its single-instance lock, before the command server's commands under way end: an
+    upgrade's ``iscsictl -k 0; iscsictld`` starts the new daemon (before: the answer came
+    as the close began, and the lock was held until the command server had stopped, up to
+    35 s, so the new iscsictld exited 1), and a ``-k 0`` the command server runs is
+    answered before the daemon waits for that server (iscsid answers
+    MGMT_IPC_IMMEDIATE_STOP at its event loop's end)."""
+    import io
+
+    import iscsictl.daemon.__main__ as main_module
+    from iscsictl.cli.main import run
+    from iscsictl.cli.output import Output
+    from iscsictl.daemon import commands, service
+
+    path = tmp_path / "d.sock"
+    lock = tmp_path / "lock"
+    answered = threading.Event()
+    seen = {}
+
+    class Netlink:
+        def __init__(self, **kw):
+            pass
+
+        def start(self):
+            pass
+
+        def close(self):
+            pass
+
+    class CommandServer:  # a command under way: its stop waits for the -k 0 it runs
+        def __init__(self, daemon_socket):
+            pass
+
+        async def start(self):
+            pass
+
+        async def stop(self):
+            for _ in range(40):
+                if answered.is_set():
+                    break
+                await asyncio.sleep(0.05)
+            seen["answered before the command server's stop ended"] = answered.is_set()
+
+    class Writer:
+        def stop(self):
+            pass
+    monkeypatch.setattr(service, "AsyncIscsiNetlink", Netlink)
+    monkeypatch.setattr(commands, "CommandServerProcess", CommandServer)
+    monkeypatch.setattr(main_module, "iscsid_running", lambda: False)
+    monkeypatch.setattr(main_module, "protect_daemon", lambda: [])
+    monkeypatch.setattr(main_module, "_start_logging", lambda level: Writer())
+    monkeypatch.setenv("ISCSICTL_SOCKET", str(path))
+
+    def kill():
+        deadline = time.monotonic() + 10
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        seen["rc"] = run(["-k", "0"], Output(io.StringIO(), io.StringIO()))
+        seen["socket left"] = path.exists()
+        # from another process: a process's own fcntl locks never conflict with each other
+        probe = subprocess.run([sys.executable, "-c", (
+            "import sys\nfrom iscsictl.daemon.instance import LockHeld, take_lock\n"
+            f"try:\n    take_lock({str(lock)!r})\nexcept LockHeld as e:\n    sys.exit(str(e))")],
+            capture_output=True, text=True, timeout=30)
+        seen["lock"] = probe.stderr.strip() or "free"
+        answered.set()
+    t = threading.Thread(target=kill)
+    t.start()
+    rc = main_module.main([
+        "--socket", str(path), "--lock-file", str(lock), "--state-dir",
+        str(tmp_path / "state"), "--db-root", str(tmp_path), "--config-root", str(tmp_path),
+        "--no-autostart"])
+    t.join(10)
+    assert rc == 0
+    assert seen == {"rc": 0, "socket left": False, "lock": "free",
+                    "answered before the command server's stop ended": True}
