@@ -209,7 +209,9 @@ class DaemonClient:
             s.close()
 
     def _connect(self) -> socket.socket:
-        """A connection to the daemon.  A full accept queue (EAGAIN: a Unix socket's
+        """A connection to the daemon, whose listener must be root's or this user's
+        (SO_PEERCRED, as the C client checks the command server's), else
+        :class:`DaemonError` 13 and nothing is sent.  A full accept queue (EAGAIN: a Unix socket's
         connect does not wait in it when non-blocking) is tried again until
         CONNECT_TIMEOUT s have passed, as iscsiadm's ipc_connect retries: the daemon is
         busy, not gone."""
@@ -238,6 +240,13 @@ class DaemonClient:
                                       "stuck (see its log)") from None
             except OSError as exc:  # not a socket, a path too long for AF_UNIX, ...
                 raise DaemonNotRunning(self.path, exc.strerror or str(exc)) from None
+            try:
+                uid: int | None = peer_credentials(s)[1]
+            except OSError:
+                uid = None
+            if uid not in (0, os.geteuid()):  # requests carry CHAP secrets: only root's
+                raise DaemonError(13, f"{self.path} is served by uid {uid}, not root: "  # (or
+                                      "not iscsictld; nothing was sent")  # our own) daemon
         except BaseException:
             s.close()
             raise

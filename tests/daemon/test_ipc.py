@@ -1095,3 +1095,18 @@ def test_k_0_is_answered_when_the_daemon_has_stopped_and_its_lock_is_free(tmp_pa
     assert rc == 0
     assert seen == {"rc": 0, "socket left": False, "lock": "free",
                     "answered before the command server's stop ended": True}
+
+
+def test_a_socket_another_user_serves_gets_no_request():
+    """A listener of another user at the daemon's socket (a path in a directory others can
+    write to, an abstract name any user can bind) gets no request, whose records carry
+    CHAP secrets: 13, as the C client refuses a command server not root's (before: the
+    request was sent and the answer read as iscsictld's)."""
+    from peers import listener_of_another_user
+
+    name = f"iscsictl-test-{os.getpid()}-not-the-daemon"
+    with listener_of_another_user(name):
+        with pytest.raises(DaemonError) as e:
+            DaemonClient("\0" + name, timeout=5).call("ping")
+    assert e.value.code == 13
+    assert "is served by uid 65534, not root: not iscsictld; nothing was sent" in str(e.value)
