@@ -5,9 +5,21 @@ from __future__ import annotations
 
 import socket
 import struct
+from pathlib import Path
 
 from iscsictl.netlink import messages as m
 from iscsictl.netlink.enums import IscsiUeventE as E
+
+
+def transport_in_sysfs(sysfs_root, name: str, handle: int, caps: str = "0x0") -> None:
+    """``class/iscsi_transport/<name>/{handle,caps}`` under a fixture sysfs tree, as the
+    kernel registers a transport (the daemon reads the handle at each use); caps already
+    there are kept."""
+    d = Path(sysfs_root) / "class/iscsi_transport" / name
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "handle").write_text(f"{handle}\n")
+    if not (d / "caps").exists():
+        (d / "caps").write_text(f"{caps}\n")
 
 
 def echo(req: bytes, **r) -> bytes:

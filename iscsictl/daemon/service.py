@@ -502,7 +502,6 @@ class Daemon:
         self._stopped = asyncio.Event()
         self._closing = False
         self._close_task: asyncio.Future[None] | None = None  # the one close() under way
-        self._handles: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stop_requests: set[asyncio.Task[Any]] = set()  # answered after close() ends
         #: called once when close() has ended, before a "stop" request is answered:
@@ -691,15 +690,14 @@ class Daemon:
 
     # ------------------------------------------------------------------ kernel state
     async def handle(self, transport: str) -> int:
-        """The transport handle from sysfs, loading the transport's module (like
-        iscsid with libkmod) when it is missing; modprobe runs as a subprocess,
-        off the loop.
+        """The transport handle from sysfs, read at each use as iscsid's read_transports
+        does (a module unloaded and loaded again has another; a cached one failed every
+        login with EINVAL until a restart), loading the transport's module (like iscsid
+        with libkmod) when it is missing; modprobe runs as a subprocess, off the loop.
 
         Raises:
             SessionError: 12 when the transport's module is not there.
         """
-        if transport in self._handles:
-            return self._handles[transport]
         info = self.sysfs.transport(transport)
         if info is None or info.handle is None:
             row = TRANSPORTS.get(transport)
@@ -710,7 +708,6 @@ class Daemon:
                 how = "failed" if rc != 0 else "did not help"
                 raise SessionError(12, f"iSCSI driver {transport} is not loaded "
                                        f"(modprobe {module} {how})")
-        self._handles[transport] = info.handle
         return info.handle
 
     def _transport_of(self, host_no: int | None) -> str:

@@ -8,6 +8,7 @@ import stat
 
 import pytest
 
+from fake_kernel import transport_in_sysfs
 from iscsictl.daemon import kernel_session as ks
 from iscsictl.daemon.service import Daemon, pdu_from_kernel
 from iscsictl.daemon import service
@@ -406,7 +407,7 @@ def test_recovery_walks_the_devices_only_when_they_can_be_offline(
     s.time2wait_once = 0  # no Time2Wait: the test does not sleep
     d.sessions[s.sid] = s
     d.nl = _NoKernel()
-    d._handles["tcp"] = 1
+    transport_in_sysfs(d.sysfs.root, "tcp", 1)
     relogins, walks = [], []
 
     async def relogin(nl, handle, session, challenges):
@@ -442,7 +443,7 @@ def test_recovery_goes_on_when_the_kernel_does_not_answer_its_stop(tmp_path, mon
     s.time2wait_once = 0
     d.sessions[s.sid] = s
     d.nl = _SilentKernel()
-    d._handles["tcp"] = 1
+    transport_in_sysfs(d.sysfs.root, "tcp", 1)
     relogins = []
 
     async def relogin(nl, handle, session, challenges):

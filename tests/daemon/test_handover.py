@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from fake_kernel import RecordingKernel, echo, if_error
+from fake_kernel import RecordingKernel, echo, if_error, transport_in_sysfs
 from iscsictl.daemon import kernel_session as ks
 from iscsictl.netlink import IscsiHostParam, IscsiKernelError, IscsiNetlink, IscsiParam
 from iscsictl.netlink.enums import IscsiUeventE as E
@@ -817,7 +817,7 @@ def test_a_create_session_never_answered_is_code_9_and_frees_the_isid(monkeypatc
         d = Daemon(str(tmp_path / "s"), sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
                    db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
         d.nl = LaneNetlink(kernel)
-        d._handles["tcp"] = 3
+        transport_in_sysfs(d.sysfs.root, "tcp", 3)
 
         async def refused(*args, **kwargs):
             raise RuntimeError("a bug")  # anything but a SessionError
@@ -872,7 +872,7 @@ def test_the_destroy_event_of_a_failed_logins_own_session_is_known(monkeypatch, 
         d = Daemon(str(tmp_path / "s"), sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
                    db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
         d.nl = LaneNetlink(kernel)
-        d._handles["tcp"] = 3
+        transport_in_sysfs(d.sysfs.root, "tcp", 3)
         due = d._destroy_due
         d._destroy_due = lambda sid: (named.append((sid, len(kernel.requests))), due(sid))
         node = _logout_node()

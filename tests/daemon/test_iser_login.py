@@ -12,7 +12,7 @@ import logging
 
 import pytest
 
-from fake_kernel import RecordingKernel, SyncKernel, echo
+from fake_kernel import RecordingKernel, SyncKernel, echo, transport_in_sysfs
 from iscsictl.daemon import kernel_session as ks
 from iscsictl.daemon.errors import SessionError
 from iscsictl.daemon.service import Daemon
@@ -454,7 +454,7 @@ def test_a_connection_the_kernel_made_that_fails_during_the_login_is_tried_again
     async def main():
         d.nl = AsyncIscsiNetlink(kernel.transport, timeout=0.5, event_callback=d._on_event,
                                  lane_transport=lambda: SyncKernel(kernel))
-        d._handles["iser"] = 3
+        transport_in_sysfs(d.sysfs.root, "iser", 3)
         try:
             return await d.login([rec], "iqn.2026-11.org.example:i")
         finally:

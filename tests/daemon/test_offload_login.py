@@ -11,7 +11,7 @@ import errno
 
 import pytest
 
-from fake_kernel import echo
+from fake_kernel import echo, transport_in_sysfs
 from iscsictl.daemon import kernel_session as ks
 from iscsictl.daemon.errors import SessionError
 from iscsictl.db import schema
@@ -560,7 +560,7 @@ def test_an_offload_sessions_devices_get_the_records_queue_depth_after_its_scan(
     async def main():
         d.nl = AsyncIscsiNetlink(kernel.transport, timeout=0.5, event_callback=d._on_event,
                                  lane_transport=lambda: SyncKernel(kernel))
-        d._handles[transport] = 3
+        transport_in_sysfs(d.sysfs.root, transport, 3)
         try:
             if transport == "tcp":  # the login itself is not this test's: the scan's end
                 session = ks.KernelSession(sid=5, host_no=9, cid=0,

@@ -9,6 +9,7 @@ import socket
 
 import pytest
 
+from fake_kernel import transport_in_sysfs
 from iscsictl.daemon import kernel_session as ks
 from iscsictl.daemon.errors import SessionError
 from iscsictl.daemon.service import Daemon
@@ -27,7 +28,7 @@ def _session(sid=3, record=None, address="127.0.0.1"):
 def _daemon(tmp_path):
     d = Daemon(str(tmp_path / "s"), sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
                db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
-    d._handles["tcp"] = 1
+    transport_in_sysfs(d.sysfs.root, "tcp", 1)
     return d
 
 
@@ -787,3 +788,22 @@ def test_a_host_names_addresses_are_looked_up_once_and_a_slow_lookup_is_said(
         assert "slow.example does not resolve (no answer in 0.1 s)" in caplog.text
 
     asyncio.run(main())
+
+
+def test_a_transport_loaded_again_is_used_with_its_new_handle(tmp_path, monkeypatch):
+    """The transport handle is read from sysfs at each use, as iscsid's read_transports:
+    after ``rmmod bnx2i; modprobe bnx2i`` the kernel knows only the new handle (before:
+    the first one was kept for the daemon's life, and every login failed with EINVAL
+    until a restart); a transport gone and not loadable is 12."""
+    monkeypatch.setenv("PATH", str(tmp_path / "no-modprobe"))
+    d = _daemon(tmp_path)
+    transport_in_sysfs(tmp_path, "bnx2i", 18446744072107250000)
+    assert asyncio.run(d.handle("bnx2i")) == 18446744072107250000
+    transport_in_sysfs(tmp_path, "bnx2i", 18446744072107260000)  # unloaded, loaded again
+    assert asyncio.run(d.handle("bnx2i")) == 18446744072107260000
+    for name in ("handle", "caps"):
+        (tmp_path / "class/iscsi_transport/bnx2i" / name).unlink()
+    (tmp_path / "class/iscsi_transport/bnx2i").rmdir()  # unloaded
+    with pytest.raises(SessionError) as e:
+        asyncio.run(d.handle("bnx2i"))
+    assert e.value.code == 12 and "iSCSI driver bnx2i is not loaded" in str(e.value)
