@@ -649,9 +649,11 @@ async def uip_net_config(record: Mapping[str, str], tries: int = 1) -> None:
     connection re-open", usr/initiator.c).
 
     Raises:
-        SessionError: 5 when iscsiuio is not running (iscsid: ISCSI_ERR_LOGIN); 23,
-            retryable, when its network is still not up after ``tries`` (iscsid gives
-            ISCSI_ERR_HOST_NOT_FOUND after node.conn[0].timeo.login_timeout retries).
+        SessionError: 5 when iscsiuio is not running (iscsid: ISCSI_ERR_LOGIN); 23 when
+            its network is still not up after ``tries`` (iscsid gives
+            ISCSI_ERR_HOST_NOT_FOUND after node.conn[0].timeo.login_timeout retries: not
+            retryable, the first login's initial_login_retry_max attempts do not multiply
+            them; a relogin goes on as its recovery does).
     """
     from iscsictl.kernel import iscsiuio
 
@@ -678,8 +680,7 @@ async def uip_net_config(record: Mapping[str, str], tries: int = 1) -> None:
         why = "still initializing" if answer.initializing else f"its answer: {answer.said}"
         log.debug("iscsiuio: %s not ready (%s)", netdev, why)
     raise SessionError(23, f"iscsiuio has not brought up {netdev} for iface "
-                           f"{record.get('iface.iscsi_ifacename') or t.name}: {why}",
-                       retryable=True)
+                           f"{record.get('iface.iscsi_ifacename') or t.name}: {why}")
 
 
 async def host_net_setup(nl, handle: int, host_no: int,  # type: ignore[no-untyped-def]

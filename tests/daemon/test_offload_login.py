@@ -578,3 +578,35 @@ def test_an_offload_sessions_devices_get_the_records_queue_depth_after_its_scan(
     assert result["ok"], result
     assert (tmp_path / "devices/platform/host9/scsi_host/host9/scan").read_text() == "- - -"
     assert (lun / "queue_depth").read_text() == written
+
+
+def test_a_first_login_iscsiuio_never_readies_asks_it_login_timeout_times_in_all(tmp_path,
+                                                                                 uip):
+    """iscsid's session_login_task_retry: iscsiuio is asked again a second apart,
+    node.conn[0].timeo.login_timeout times, then the login fails with 23; the
+    initial_login_retry_max attempts do not multiply that (before: 4 x 2 requests here,
+    a minute with the defaults before the administrator heard of it)."""
+    from fake_kernel import SyncKernel
+    from iscsictl.daemon.service import Daemon
+    from iscsictl.netlink import AsyncIscsiNetlink
+
+    uip.answers = [UipStatus.DEVICE_INITIALIZING]
+    hba(tmp_path, "bnx2i")
+    transport_in_sysfs(tmp_path, "bnx2i", 3)
+    kernel = HbaKernel(FakeTarget())
+    d = Daemon(str(tmp_path / "s"), sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
+               db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
+    rec = record("bnx2i", **{"iface.ipaddress": "10.7.0.2",
+                             "node.session.initial_login_retry_max": "4"})
+
+    async def main():
+        d.nl = AsyncIscsiNetlink(kernel.transport, timeout=0.5, event_callback=d._on_event,
+                                 lane_transport=lambda: SyncKernel(kernel))
+        try:
+            return await d.login([rec], INAME)
+        finally:
+            d.nl.close()
+    result, = asyncio.run(main())
+    assert result["ok"] is False and result["code"] == 23, result
+    assert "iscsiuio has not brought up eth7" in result["message"]
+    assert len(uip.requests) == 2 and kernel.requests == []
