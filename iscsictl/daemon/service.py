@@ -1054,6 +1054,8 @@ class Daemon:
                 waiter.set_exception(SessionError(  # (iscsid's login timer ends it)
                     11 if what == "login" else 8, f"the connection failed during the {what} "
                     f"({text})", retryable=True))
+            else:  # between the login's end and START_CONN's reply (the same datagram):
+                self._keep_unclaimed(session.sid, ev)  # the session's once it is managed
         else:
             log.debug("session %d: %s during its login", session.sid, type(ev).__name__)
 
@@ -1095,9 +1097,7 @@ class Daemon:
                 log.info("connection %s:%s error %d (%s) for a session not managed here "
                          "(yet)", sid, ev.cid, err, text)
                 if sid is not None:
-                    self._unclaimed_errors[sid] = ev
-                    while len(self._unclaimed_errors) > MAX_UNCLAIMED_ERRORS:
-                        self._unclaimed_errors.popitem(last=False)
+                    self._keep_unclaimed(sid, ev)
                 return
             log.error("Kernel reported iSCSI connection %d:%d error (%d - %s) state (%s)",
                       ev.sid, ev.cid, err, text, session.conn_state)
@@ -1206,6 +1206,13 @@ class Daemon:
             else:
                 views[sid] = "up"
         return views
+
+    def _keep_unclaimed(self, sid: int, ev: ConnError) -> None:
+        """Keep a connection error of session ``sid``, not (yet) managed here, for
+        :meth:`_manage` (the last :data:`MAX_UNCLAIMED_ERRORS` sessions')."""
+        self._unclaimed_errors[sid] = ev
+        while len(self._unclaimed_errors) > MAX_UNCLAIMED_ERRORS:
+            self._unclaimed_errors.popitem(last=False)
 
     def _manage(self, session: ks.KernelSession) -> None:
         """File ``session`` as this daemon's; a connection error the kernel reported for it

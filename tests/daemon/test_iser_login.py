@@ -464,3 +464,46 @@ def test_a_connection_the_kernel_made_that_fails_during_the_login_is_tried_again
     assert result["ok"], result
     assert kernel.types().count(E.TRANSPORT_EP_CONNECT) == 2
 
+
+
+class FailsAfterStart(IserRelayKernel):
+    """IserRelayKernel whose connection fails at once after START_CONN: the kernel's
+    KEVENT_CONN_ERROR in the same datagram as START_CONN's reply."""
+
+    def answer(self, msg, raw):
+        if msg["type"] == E.START_CONN:
+            return [echo(raw, r_retcode=0), m.encode_message(
+                E.KEVENT_CONN_ERROR, nlmsg_type=0, r_sid=msg["sid"], r_cid=0, r_error=1011)]
+        return super().answer(msg, raw)
+
+
+def test_a_connection_error_with_the_first_logins_start_is_recovered(tmp_path, caplog):
+    """A connection error the kernel reports right after START_CONN, before the login has
+    ended, is the session's once it is managed: its recovery starts (before: it was
+    logged as "during its login" and dropped, and the session stayed LOGGED IN here while
+    the kernel's connection had failed, nothing recovering it)."""
+    kernel = FailsAfterStart(iser_target())
+    d = Daemon(str(tmp_path / "s"), sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
+               db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
+    rec = {"node.name": TargetConfig().name, "node.conn[0].address": "10.77.0.1",
+           "node.conn[0].port": "3260", "node.tpgt": "1", "iface.transport_name": "iser",
+           "iface.iscsi_ifacename": "iser", "node.conn[0].timeo.login_timeout": "2",
+           "node.session.scan": "manual"}
+    states = []
+
+    async def main():
+        d.nl = AsyncIscsiNetlink(kernel.transport, timeout=0.5, event_callback=d._on_event,
+                                 lane_transport=lambda: SyncKernel(kernel))
+        transport_in_sysfs(d.sysfs.root, "iser", 3)
+        try:
+            result, = await d.login([rec], "iqn.2026-11.org.example:i")
+            session = d.sessions.get(5)
+            states.append((result["ok"], session is not None and session.conn_state,
+                           session is not None and session.recovery is not None))
+        finally:
+            await d.close()
+            d._scan_pool.shutdown(wait=False)
+    with caplog.at_level(logging.INFO):
+        asyncio.run(main())
+    assert states == [(True, "TRANSPORT WAIT", True)]
+    assert "Kernel reported iSCSI connection 5:0 error (1011" in caplog.text
