@@ -614,6 +614,14 @@ class Poller:
             if not r.get("ok") and r.get("code") != 15:
                 log.warning("%s: login to %s failed: %s", self.src.describe(),
                             r.get("node"), r.get("message"))
+        # a round that no longer found a node while its login ran had no session to log
+        # out yet, and no later round will (the node is no longer tracked): now
+        gone = [node_key(rec) for rec, r in zip(records, results)
+                if r.get("ok") and node_key(rec) not in self.tracked]
+        if gone:
+            log.info("%s: %d node(s) no longer found while their login ran: logging out",
+                     self.src.describe(), len(gone))
+            await self._log_out(gone)
 
     async def _log_out(self, nodes: list[NodeKey]) -> None:
         try:

@@ -6,6 +6,7 @@ made for real in the VM (vm-tests/guest_tests/test_iscsiadm_flows.py, beside isc
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 
@@ -376,6 +377,45 @@ def test_a_round_does_not_wait_for_its_logins_nor_starts_one_under_way_again(db)
         assert not p._pending and not p._logging_in
 
     asyncio.run(rounds())
+
+
+def test_a_node_gone_while_its_login_runs_is_logged_out_when_the_login_ends(caplog):
+    """A round that no longer finds a node whose login is still under way has no session
+    to log out yet: the login's end logs it out (before: the session stayed, and no later
+    round logged it out, the node being no longer tracked).  A node found again
+    meanwhile keeps its session."""
+    node = {"node.name": T1, "node.conn[0].address": "10.0.0.1", "node.conn[0].port": "3260",
+            "iface.iscsi_ifacename": "default"}
+    back = {**node, "node.name": T2}
+    answers = [[node, back], [], [back]]
+    released = asyncio.Event()
+    sessions = Sessions()
+    login = sessions.login
+
+    async def slow_login(recs):
+        await released.wait()  # the portal answers late
+        return await login(recs)
+
+    async def discover(src):
+        return answers.pop(0)
+
+    p = dd.Poller(dd.Source("st", "10.0.0.1", 3260, {}, 1), discover, sessions.has,
+                  slow_login, sessions.logout)
+
+    async def rounds():
+        await p.round()  # T1 and T2 found: their login starts
+        await p.round()  # both gone: nothing to log out yet
+        await asyncio.sleep(0.01)  # that logout runs
+        await p.round()  # T2 back
+        released.set()
+        await p.settle()
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(rounds())
+    assert sessions.logins == [[T1, T2]]
+    assert sessions.logouts == [[T1, T2], [T1]]
+    assert {k[0] for k in sessions.keys} == {T2}
+    assert "1 node(s) no longer found while their login ran: logging out" in caplog.text
 
 
 def test_rounds_follow_the_targets_the_portal_reports(db, tgt, caplog):
