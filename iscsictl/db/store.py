@@ -1424,7 +1424,7 @@ class NodeDB:
         except OSError:
             targets = None
         if delete_stale and did.type == "sendtargets" and targets:
-            old |= self._unlinked_answers(did, targets)
+            old |= self._unlinked_answers(did, targets, old)
         unmoved: set = set()  # records whose move to the tag found failed: kept
         for nid in found:
             legacy = None
@@ -1487,31 +1487,55 @@ class NodeDB:
                     res.failed.append((nid, e))
         return res
 
-    def _unlinked_answers(self, did: DiscoveryID, targets: set) -> set:
-        """The records of tag -1 (a TargetAddress without a tag, or none) a discovery from
-        ``did`` made: old-style files ``<target>/<ip>,<port>``, which idbm_add_node links
-        nowhere; told by their node.discovery_* fields, as iscsiadm's delete_stale_rec
-        tells a stale record.  One directory listing per target."""
+    def _unlinked_answers(self, did: DiscoveryID, targets: set, linked: set) -> set:
+        """The records a discovery from ``did`` made that no link of it names (``linked``):
+        old-style files ``<target>/<ip>,<port>`` (tag -1: a TargetAddress without a tag, or
+        none), which idbm_add_node links nowhere, and records whose link is missing (a
+        nodes/ tree restored without send_targets/, a link name longer than NAME_MAX);
+        told by their node.discovery_* fields, as iscsiadm's delete_stale_rec tells a stale
+        record over the whole DB.  A record's bytes are searched for its discovery address
+        before it is parsed: a thousand records of other sources cost a read each."""
         out = set()
+        needle = f"\nnode.discovery_address = {did.address}\n".encode()
         for target in targets:
             try:
                 with os.scandir(self._p(NODES, target)) as entries:
-                    files = [e.name for e in entries if e.is_file(follow_symlinks=False)]
+                    portals = [(e.name, e.path, e.is_dir(follow_symlinks=False))
+                               for e in entries if e.name[0] != "."]
             except OSError:
                 continue
-            for name in files:
-                address, _, port = name.rpartition(",")
-                if not address or not ascii_digits(port):
-                    continue
-                nid = NodeID(target, address, int(port), schema.TPGT_UNKNOWN, legacy=True)
-                try:
-                    v = self.read_node(nid).values
-                except DBError:
-                    continue  # damaged: not this source's to judge
-                if (v.get("node.discovery_type"), v.get("node.discovery_address"),
-                        v.get("node.discovery_port")) == ("send_targets", did.address, did.port):
-                    out.add(NodeID(target, address, int(port), schema.TPGT_UNKNOWN,
-                                   v.get("iface.iscsi_ifacename") or "default", legacy=True))
+            for name, path, is_dir in portals:
+                pp = _parse_portal_dir(name)
+                if pp is None or (pp[2] is None) == is_dir:
+                    continue  # not a portal, or a portal of the wrong kind
+                address, port, tpgt = pp
+                if not is_dir:
+                    candidates = [(path, NodeID(target, address, port, schema.TPGT_UNKNOWN,
+                                                legacy=True))]
+                else:
+                    try:
+                        with os.scandir(path) as files:
+                            candidates = [(f.path, nid) for f in files if f.name[0] != "."
+                                          and f.is_file(follow_symlinks=False)
+                                          and (nid := NodeID(target, address, port, tpgt,
+                                                             f.name)) not in linked]
+                    except OSError:
+                        continue
+                for file, nid in candidates:
+                    try:
+                        if needle not in read_regular(file, MAX_RECORD_BYTES):
+                            continue
+                        v = self.read_node(nid).values
+                    except (OSError, DBError):
+                        continue  # gone or damaged: not this source's to judge
+                    if (v.get("node.discovery_type"), v.get("node.discovery_address"),
+                            v.get("node.discovery_port")) != ("send_targets", did.address,
+                                                              did.port):
+                        continue
+                    if nid.legacy:
+                        nid = NodeID(target, address, port, schema.TPGT_UNKNOWN,
+                                     v.get("iface.iscsi_ifacename") or "default", legacy=True)
+                    out.add(nid)
         return out
 
     @staticmethod

@@ -88,14 +88,9 @@ def test_rediscovery_deletes_stale_from_same_source_only(cli, tgt):
     assert cli("-m", "discovery", "-t", "st", "-p", tgt.portal).rc == 0
     stale = "iqn.2026-11.test.tgt:gone"
     assert cli("-m", "node", "-o", "new", "-T", stale, "-p", f"{tgt.portal},1").rc == 0
-    path = os.path.join(cli.root, "nodes", stale, f"127.0.0.1,{tgt.port},1", "default")
-    with open(path) as f:  # as this source found it (what a rediscovery checks first)
-        text = f.read()
-    text = re.sub(r"^node\.discovery_.*\n", "", text, flags=re.M).replace(
-        "# END RECORD", f"node.discovery_address = 127.0.0.1\nnode.discovery_port = {tgt.port}\n"
-        "node.discovery_type = send_targets\n# END RECORD")
-    with open(path, "w") as f:
-        f.write(text)
+    # as this source found it (what a rediscovery checks first)
+    _found_by(os.path.join(cli.root, "nodes", stale, f"127.0.0.1,{tgt.port},1", "default"),
+              "127.0.0.1", tgt.port)
     os.symlink(f"../../nodes/{stale}/127.0.0.1,{tgt.port},1",
                os.path.join(cli.root, "send_targets", src, f"{stale},127.0.0.1,{tgt.port},1,default"))
     keep = "iqn.2026-11.test.other:static"
@@ -108,6 +103,39 @@ def test_rediscovery_deletes_stale_from_same_source_only(cli, tgt):
     names = [l.split(" ", 1)[1] for l in cli("-m", "node").out.splitlines()]
     assert stale not in names and keep in names and T_OPEN in names
     assert "node.startup = automatic" in cli("-m", "node", "-T", T_OPEN).out
+
+
+def _found_by(path: str, address: str, port: int) -> None:
+    """Make the record at ``path`` say that SendTargets at address:port found it."""
+    with open(path) as f:
+        text = f.read()
+    text = re.sub(r"^node\.discovery_.*\n", "", text, flags=re.M).replace(
+        "# END RECORD", f"node.discovery_address = {address}\nnode.discovery_port = {port}\n"
+        "node.discovery_type = send_targets\n# END RECORD")
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def test_rediscovery_deletes_a_stale_record_no_link_names(cli, tgt):
+    """A record this source found that no send_targets/ link names (a nodes/ tree restored
+    without send_targets/, a link name over NAME_MAX) is stale all the same: iscsiadm's
+    delete_stale_rec judges every record by its discovery fields (before: it stayed for
+    ever, and -L all logged in to a target that was gone).  One another portal of the
+    same address found stays, and so does a record of this source's that is found."""
+    assert cli("-m", "discovery", "-t", "st", "-p", tgt.portal).rc == 0
+    stale, other = "iqn.2026-11.test.tgt:gone", "iqn.2026-11.test.tgt:elsewhere"
+    for name, port in ((stale, tgt.port), (other, tgt.port + 1)):
+        assert cli("-m", "node", "-o", "new", "-T", name, "-p", f"{tgt.portal},1").rc == 0
+        _found_by(os.path.join(cli.root, "nodes", name, f"127.0.0.1,{tgt.port},1", "default"),
+                  "127.0.0.1", port)
+    link = os.path.join(cli.root, "send_targets", f"127.0.0.1,{tgt.port}",
+                        f"{T_OPEN},127.0.0.1,{tgt.port},1,default")
+    os.unlink(link)  # found again: kept, and linked again
+    r = cli("-m", "discovery", "-t", "st", "-p", tgt.portal)
+    assert r.rc == 0, r.err
+    names = [line.split(" ", 1)[1] for line in cli("-m", "node").out.splitlines()]
+    assert stale not in names and other in names and T_OPEN in names
+    assert os.path.islink(link)
 
 
 @pytest.mark.parametrize("damage", ["", "discovery.sendtargets.auth.username = x\n"])

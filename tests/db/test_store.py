@@ -1083,7 +1083,7 @@ def test_an_old_style_record_whose_port_is_no_ascii_number_is_skipped(db, tmp_pa
     d = tmp_path / "db/nodes" / T1
     d.mkdir(parents=True)
     (d / "10.0.0.1,3²").write_text("node.name = x\n")
-    assert db._unlinked_answers(DiscoveryID("sendtargets", "10.0.0.9", 3260), {T1}) == set()
+    assert db._unlinked_answers(DiscoveryID("sendtargets", "10.0.0.9", 3260), {T1}, set()) == set()
 
 
 def test_a_rediscovery_deletes_no_record_another_discovery_found_meanwhile(db, tmp_path,
