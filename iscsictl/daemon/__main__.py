@@ -19,6 +19,7 @@ import socket
 import sys
 from collections.abc import Callable
 
+from iscsictl import __version__
 from iscsictl.ipc import DEFAULT_SOCKET, socket_path
 
 from .instance import LOCK_FILE, LockHeld, iscsid_running, take_lock
@@ -67,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-command-server", action="store_true",
                    help="do not run the command server (each iscsictl command then "
                         "starts Python)")
+    p.add_argument("-f", "--foreground", action="store_true",
+                   help="iscsid's: taken, and changes nothing (iscsictld never forks)")
+    p.add_argument("-v", "--version", action="version",
+                   version=f"iscsictld version {__version__}", help="print the version")
     return p
 
 

@@ -337,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(argv: list[str] | None) -> int:
+    from iscsictl import __version__
     from iscsictl.cli import errors as E
     from iscsictl.db.errors import DBError
     from iscsictl.db.schema import FORMAT_VERSION
@@ -355,7 +356,7 @@ def _run(argv: list[str] | None) -> int:
         print(f"{PROG}: '{word}' is not an option's: ignored", file=sys.stderr)
     _check_lengths(args)
     if args.version:
-        print(f"{PROG} version {FORMAT_VERSION}")
+        print(f"{PROG} version {__version__}")  # as iscsictl -V (not the DB format's)
         return 0
     import logging
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,

@@ -1110,3 +1110,17 @@ def test_a_socket_another_user_serves_gets_no_request():
             DaemonClient("\0" + name, timeout=5).call("ping")
     assert e.value.code == 13
     assert "is served by uid 65534, not root: not iscsictld; nothing was sent" in str(e.value)
+
+
+def test_iscsictld_takes_iscsids_f_and_v(capsys):
+    """iscsid's ``-f`` (foreground: iscsictld always is) changes nothing; ``-v`` prints the
+    version and exits 0, as iscsid's (both were "unrecognized arguments", exit 2: a unit
+    file written for iscsid, ``ExecStart=iscsid -f``, failed)."""
+    from iscsictl import __version__
+    from iscsictl.daemon.__main__ import _parser
+
+    assert _parser().parse_args(["-f", "-d", "8"]).foreground
+    with pytest.raises(SystemExit) as e:
+        _parser().parse_args(["-v"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out == f"iscsictld version {__version__}\n"

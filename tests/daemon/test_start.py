@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from iscsictl import __version__
 from iscsictl.daemon.start import main
 from iscsictl.db.record import with_defaults
 from iscsictl.db.schema import NODE
@@ -37,6 +38,9 @@ def env(tmp_path, monkeypatch):
         monkeypatch.setenv(k, str(v))
     return tmp_path, conf
 
+#: iscsistart's -v line, with the project's version as iscsictl -V's (it was the DB format's)
+VERSION = f"iscsictl-start version {__version__}\n"
+
 
 def start(capsys, *args):
     rc = main(list(args))
@@ -46,7 +50,7 @@ def start(capsys, *args):
 
 def test_arguments_as_iscsistart(env, capsys):
     _, conf = env
-    assert start(capsys, "-v") == (0, "iscsictl-start version 2.1.8\n", "")
+    assert start(capsys, "-v") == (0, VERSION, "")
     assert start(capsys, "-t", BOOT, "-a", "127.0.0.1", "-g", "1") == \
         (7, "", "iscsictl-start: InitiatorName not set. Exiting iscsictl-start\n")
     assert start(capsys, "-i", "iqn.2026-11.x:i", "-t", BOOT, "-a", "127.0.0.1", "-g", "-1") == \
@@ -86,7 +90,7 @@ def test_the_executable_flushes_its_output_and_exits_with_the_code(env):
         return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=60,
                               env=buffered)
     r = run("-v")
-    assert (r.returncode, r.stdout, r.stderr) == (0, "iscsictl-start version 2.1.8\n", "")
+    assert (r.returncode, r.stdout, r.stderr) == (0, VERSION, "")
     r = run("-f")
     assert r.returncode == 0 and "node.name = " + BOOT in r.stdout, r
     assert r.stdout.endswith("\n") and "node.session.auth.password = ********\n" in r.stdout
@@ -251,7 +255,7 @@ def test_the_first_of_v_f_n_and_h_is_the_one_acted_on(env, capsys):
     first given wins (before: -v, then -N, then -f, whatever their order)."""
     rc, out, _ = start(capsys, "-f", "-v")
     assert rc == 0 and "node.name = " + BOOT in out and "version" not in out
-    assert start(capsys, "-v", "-f", "-N") == (0, "iscsictl-start version 2.1.8\n", "")
+    assert start(capsys, "-v", "-f", "-N") == (0, VERSION, "")
     rc, out, _ = start(capsys, "-f", "--show", "-h")
     assert rc == 0 and "node.session.auth.password = ibft-secret-12\n" in out
 
