@@ -57,9 +57,13 @@ REPLY = struct.Struct("=Ii")
 REPLY_STARTED, REPLY_EXITED, REPLY_KILLED = 1, 2, 3
 MAX_BODY = 1 << 20  # bytes: arguments + environment (Linux's ARG_MAX is 2 MiB for both)
 REQUEST_TIMEOUT = 5.0  # s a client may take to send its whole request
-#: workers at once: a client beyond them waits in the listener's backlog until one is free
-#: (each holds a forked interpreter; a burst of stalled clients must not fork without end)
+#: workers at once: a client beyond them waits in the listener's backlog until one is free,
+#: at most SHED_AFTER s (each holds a forked interpreter; a burst of stalled clients must
+#: not fork without end)
 MAX_WORKERS = 64
+#: s a client may wait with every one of MAX_WORKERS workers busy (hung discoveries, say)
+#: before the server closes its connection unread: its client then runs ``iscsictl-py``
+SHED_AFTER = 1.0
 STOP_GRACE = 30.0  # s the commands under way get when the server stops
 MAX_COMMANDS = 200  # commands one worker runs before it is replaced by a fresh fork
 CLIENT_GONE_TIMEOUT = 2.0  # s a worker waits for its client to close before serving again
@@ -529,21 +533,25 @@ class CommandServer:
 
     MAX_EARLY_DEATHS = 3  # idle workers dying in a row: something is broken, stop serving
 
-    def __init__(self, path: str, watch_fd: int | None = None, idle: int = 2) -> None:
+    def __init__(self, path: str, watch_fd: int | None = None, idle: int = 2,
+                 max_workers: int = MAX_WORKERS) -> None:
         self.path = path
         self.watch_fd = watch_fd
         self.idle = idle
+        self.max_workers = max(1, max_workers)
         self.sel = selectors.DefaultSelector()
         self.workers: dict[int, _Worker] = {}  # by pidfd
         self.stopping = False
         self.listener: socket.socket | None = None
         self._bound: tuple[int, int] | None = None  # (st_dev, st_ino) of the bound socket
         self._early_deaths = 0
-        self._watching = False  # the listener is in self.sel: no worker is idle
+        self._watching: str | None = None  # the listener is in self.sel ("demand"/"full")
         #: a fork failed (EMFILE, EAGAIN ...): the next try, at the latest (a worker's end
         #: tries at once)
         self._retry_at: float | None = None
         self._failed_forks = 0  # in a row
+        #: a client waits with max_workers busy: when its connection is closed unread
+        self._shed_at: float | None = None
         self._wake_r, self._wake_w = socket.socketpair()
 
     def bind(self) -> None:
@@ -594,9 +602,10 @@ class CommandServer:
             if deadline is not None and timeout == 0.0:
                 _log(f"stopping with {len(self.workers)} commands still running")
                 break
-            if self._retry_at is not None:
-                wait = max(0.0, self._retry_at - time.monotonic())
-                timeout = wait if timeout is None else min(timeout, wait)
+            for due in (self._retry_at, self._shed_at):
+                if due is not None:
+                    wait = max(0.0, due - time.monotonic())
+                    timeout = wait if timeout is None else min(timeout, wait)
             for key, _ in self.sel.select(timeout):
                 what = key.data
                 if what == "wake":
@@ -610,6 +619,8 @@ class CommandServer:
                         self.stopping = True
                 elif what == "demand":  # a client waits and no worker is idle
                     self._top_up(1)
+                elif what == "full":  # ... and none can be forked: shed after SHED_AFTER
+                    self._shed_at = time.monotonic() + SHED_AFTER
                 elif what[0] == "ctl":
                     self._messages(what[1])
                 else:
@@ -617,6 +628,9 @@ class CommandServer:
             if self._retry_at is not None and time.monotonic() >= self._retry_at:
                 self._retry_at = None
                 self._top_up(max(self.idle, 1))  # a client may be waiting in the backlog
+            if self._shed_at is not None and time.monotonic() >= self._shed_at:
+                self._shed_at = None
+                self._shed()
             self._watch_listener()
 
     def _close_listener(self) -> None:
@@ -639,11 +653,11 @@ class CommandServer:
         return sum(w.idle for w in self.workers.values())
 
     def _top_up(self, wanted: int) -> None:
-        """Fork workers until ``wanted`` are idle, at most :data:`MAX_WORKERS` in all.  A fork
+        """Fork workers until ``wanted`` are idle, at most ``max_workers`` in all.  A fork
         that fails is tried again when a worker ends or :data:`FORK_RETRY` s later; after
         :data:`MAX_FAILED_FORKS` in a row with no worker at all, the server stops."""
         while not self.stopping and self._idle_count() < wanted and \
-                len(self.workers) < MAX_WORKERS and self._retry_at is None:
+                len(self.workers) < self.max_workers and self._retry_at is None:
             try:
                 self._fork_worker()
             except OSError as exc:  # counted while no worker runs: one could take a client
@@ -660,16 +674,41 @@ class CommandServer:
                 self._failed_forks = 0
 
     def _watch_listener(self, want: bool | None = None) -> None:
-        """Watch the listener (for a client no worker is there to take) while none is idle."""
-        if want is None:  # (a client no worker could take would wake the loop for ever)
-            want = (self.listener is not None and not self.stopping and not self._idle_count()
-                    and len(self.workers) < MAX_WORKERS and self._retry_at is None)
-        if want != self._watching:
-            if want:
-                self.sel.register(self.listener, selectors.EVENT_READ, "demand")
-            else:
+        """Watch the listener (for a client no worker is there to take) while none is idle:
+        for a worker to fork ("demand"), or, all ``max_workers`` busy, for the client to shed
+        ("full"); not while a fork or a shed is due (a client no worker could take would
+        wake the loop for ever)."""
+        mode = None
+        if want is not False and self.listener is not None and not self.stopping \
+                and not self._idle_count() and self._retry_at is None:
+            if len(self.workers) < self.max_workers:
+                mode = "demand"
+            elif self._shed_at is None:
+                mode = "full"
+        if mode != self._watching:
+            if self._watching:
                 self.sel.unregister(self.listener)
-            self._watching = want
+            if mode:
+                self.sel.register(self.listener, selectors.EVENT_READ, mode)
+            self._watching = mode
+
+    def _shed(self) -> None:
+        """The clients waiting while every one of ``max_workers`` workers is still busy: their
+        connections closed unread, so each runs ``iscsictl-py`` (client.c: no
+        REPLY_STARTED, nothing has run); a worker free meanwhile takes them instead."""
+        if self.listener is None or self._idle_count() or len(self.workers) < self.max_workers:
+            return
+        shed = 0
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:  # BlockingIOError: none left (the listener is non-blocking)
+                break
+            conn.close()
+            shed += 1
+        if shed:
+            _log(f"all {self.max_workers} workers busy for {SHED_AFTER:g} s: {shed} client(s) "
+                 "sent to iscsictl-py")
 
     def _fork_worker(self) -> None:
         """One more worker; raises OSError (nothing left behind) when it cannot be made."""
@@ -795,9 +834,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--socket", default=None, help="socket path (default: cli_socket_path())")
     p.add_argument("--watch-stdin", action="store_true",
                    help="stop at end of file on stdin (the starting daemon is gone)")
+    p.add_argument("--max-workers", type=int, default=MAX_WORKERS, metavar="N",
+                   help="commands run at once (default %(default)s; more wait up to "
+                        f"{SHED_AFTER:g} s, then run as iscsictl-py)")
     args = p.parse_args(argv)
     path = args.socket or cli_socket_path()
-    server = CommandServer(path, watch_fd=0 if args.watch_stdin else None)
+    server = CommandServer(path, watch_fd=0 if args.watch_stdin else None,
+                           max_workers=args.max_workers)
     preload()  # first: a socket that answers serves at once
     try:
         server.bind()

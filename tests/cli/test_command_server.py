@@ -43,7 +43,7 @@ class Server:
     """``python -m iscsictl.cli.server`` on ``<tmp>/d-cli.sock``, the path the client derives
     from ISCSICTL_SOCKET=<tmp>/d.sock; stopped by end of file on its stdin."""
 
-    def __init__(self, tmp: Path, nofile: int | None = None) -> None:
+    def __init__(self, tmp: Path, nofile: int | None = None, args: tuple = ()) -> None:
         self.daemon_socket = str(tmp / "d.sock")
         self.path = tmp / "d-cli.sock"
         self.log = tmp / "server.log"
@@ -54,7 +54,7 @@ class Server:
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-X", "utf8", "-m", "iscsictl.cli.server", "--socket",
-                 str(self.path), "--watch-stdin"], stdin=subprocess.PIPE, stdout=log,
+                 str(self.path), "--watch-stdin", *args], stdin=subprocess.PIPE, stdout=log,
                 stderr=log, preexec_fn=limit if nofile else None)
         deadline = time.monotonic() + 60
         # ready: listening, with its idle workers forked (the socket comes first)
@@ -1026,3 +1026,39 @@ def test_a_stopping_server_leaves_its_successors_socket(server, tmp_path):
         assert r.returncode == 0 and r.stdout.startswith("iscsictl version"), r.stderr
     finally:
         assert successor.stop() == 0
+
+
+def test_a_client_waiting_on_busy_workers_runs_the_python_front_end(tmp_path):
+    """Every worker busy (hung discoveries) and no more allowed: a client waits
+    SHED_AFTER s, then its connection is closed unread and it runs iscsictl-py (before:
+    it waited until a worker was free, here the discoveries' login timeout, minutes with
+    real ones).  Nothing of it ran in the server."""
+    from iscsictl.cli.server import SHED_AFTER
+
+    server = Server(tmp_path, args=("--max-workers", "2"))
+    root = tmp_path / "etc"
+    Cli(str(root))
+    conf = root / "iscsid.conf"
+    conf.write_text(conf.read_text().replace("sendtargets.timeo.login_timeout = 3",
+                                             "sendtargets.timeo.login_timeout = 10"))
+    try:
+        with SilentPortal() as silent:
+            blocked = [subprocess.Popen(
+                [str(CLIENT), "-m", "discovery", "-t", "st", "-p", silent.portal],
+                env=env_for(server, root), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                for _ in range(2)]
+            time.sleep(1.0)  # both in their login wait
+            start = time.monotonic()
+            r = run_client(["--version"], env_for(server, served=False) | {
+                "ISCSICTL_DIRECT": ""})  # the client tries the server first
+            waited = time.monotonic() - start
+            assert r.returncode == 0 and r.stdout.startswith("iscsictl version"), r.stderr
+            assert all(p.poll() is None for p in blocked)  # still in their login
+            assert SHED_AFTER <= waited
+            for p in blocked:
+                p.kill()  # a killed client's command stops (test_a_killed_client_...)
+                p.communicate(timeout=30)
+    finally:
+        assert server.stop() == 0
+    assert "all 2 workers busy for 1 s: 1 client(s) sent to iscsictl-py" in \
+        server.log.read_text()
