@@ -331,7 +331,8 @@ def _send(sysfs, values, host_no: int | None, entries: list) -> int:  # type: ig
                 said = next((f"{k.partition('.')[2]} {v}" for k, v in bound.items()),
                             "hwaddress")
                 raise E.CliError(
-                    f"no iSCSI host has the {said} of iface {values['iface.iscsi_ifacename']}"
+                    f"no {'iSCSI' if transport == 'tcp' else transport} host has the {said} "
+                    f"of iface {values['iface.iscsi_ifacename']}"
                     + (" (a tcp iface is software iSCSI: the system's network settings are "
                        "its own)." if transport == "tcp" else "."))
         else:
@@ -433,8 +434,9 @@ def ping(db, args, o) -> int:  # type: ignore[no-untyped-def]
         raise E.CliError(f"Can't find transport {transport}.", E.INVAL)
     host_no = sysfs.bound_host(values)
     if host_no is None:
-        raise E.CliError(f"Can't find host_no: no iSCSI host has the hardware address, net "
-                         f"device or address of iface {name}.", E.INVAL)
+        raise E.CliError(f"Can't find host_no: no {'iSCSI' if transport == 'tcp' else transport} "
+                         f"host has the hardware address, net device or address of iface "
+                         f"{name}.", E.INVAL)
     try:
         found = socket.getaddrinfo(args.ip, None, socket.AF_UNSPEC, socket.SOCK_STREAM)
         address = str(found[0][4][0]).partition("%")[0]

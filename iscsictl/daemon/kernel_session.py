@@ -571,7 +571,7 @@ def bind_host(sysfs: Sysfs, record: Mapping[str, str]) -> int | None:
     host_no = sysfs.bound_host(record)
     if host_no is None:
         key, value = next(iter(named.items()))
-        raise SessionError(23, f"no iSCSI host has the {key.partition('.')[2]} {value} of "
+        raise SessionError(23, f"no {t.name} host has the {key.partition('.')[2]} {value} of "
                                f"iface {record.get('iface.iscsi_ifacename') or 'default'}")
     return host_no
 

@@ -618,17 +618,27 @@ class Sysfs:
         iscsi_sysfs_get_host_no_from_hwinfo): the first host, in ``alphasort`` order of
         ``host<N>``, whose ``hwaddress`` is the record's ``iface.hwaddress`` (any case);
         without one, whose ``netdev`` is its ``iface.net_ifacename``; without either,
-        whose ``ipaddress`` is its ``iface.ipaddress`` (:func:`iface_bound_by`).  None
-        when no host matches or nothing is set."""
+        whose ``ipaddress`` is its ``iface.ipaddress`` (:func:`iface_bound_by`); of those,
+        only a host whose driver is the record's ``iface.transport_name`` (its
+        ``proc_name``): the kernel hands a host's number to the transport a request names
+        without checking that the host is that driver's (scsi_transport_iscsi.c
+        iscsi_set_iface_params, iscsi_send_ping, EP_CONNECT_THROUGH_HOST), so one wrong MAC
+        would run qla4xxx's code on a bnx2i host.  None when no host matches or nothing is
+        set."""
         from iscsictl.db.schema import iface_bound_by
+        from iscsictl.kernel.transports import TRANSPORTS
 
+        row = TRANSPORTS.get(iface.get("iface.transport_name") or "tcp")
         for key, want in iface_bound_by(iface).items():
             attr = {"iface.hwaddress": "hwaddress", "iface.net_ifacename": "netdev"}.get(
                 key, "ipaddress")
             fold = str.lower if attr == "hwaddress" else str
             for n in sorted(self.host_numbers(), key=lambda n: f"host{n}"):
                 have = getattr(self.host(n, only=(attr,)), attr, None)
-                if have is not None and fold(have) == fold(want):
+                if have is None or fold(have) != fold(want):
+                    continue
+                driver = self.read(f"class/scsi_host/host{n}/proc_name")
+                if row is None or driver is None or driver == row.proc_name:
                     return n
             return None  # the first set value decides
         return None

@@ -202,6 +202,19 @@ def test_tcp_iface_with_an_address_fails_as_iscsiadm_and_says_why(rig):
         "sw (a tcp iface is software iSCSI: the system's network settings are its own)."]
 
 
+def test_an_iface_whose_address_is_another_drivers_hosts_is_not_applied(rig):
+    """A qla4xxx iface with the bnx2i port's MAC (a copied template, one wrong digit):
+    iscsiadm sends qla4xxx's SET_IFACE_PARAMS to the bnx2i host, which the kernel passes
+    to qla4xxx's driver unchecked (scsi_transport_iscsi.c iscsi_set_iface_params); iscsictl
+    sends nothing and says so (before: "applied.", as iscsiadm)."""
+    rig.iface("mix", transport_name="qla4xxx", hwaddress=BNX_MAC, ipaddress="10.6.0.9")
+    adm, ictl, adm_sent, ictl_sent = rig.both("-m", "iface", "-I", "mix", "-o", "apply")
+    assert adm.returncode == 0 and [msg["host_no"] for msg in adm_sent] == [6]
+    assert ictl.returncode == 1 and ictl_sent == []
+    assert ictl.stderr == ("iscsictl: Could not apply net configuration: no qla4xxx host has "
+                           f"the hwaddress {BNX_MAC} of iface mix.\n")
+
+
 def test_driver_without_the_operation_is_enosys_by_name(rig):
     rig.iface("b6.ipv6", transport_name="bnx2i", hwaddress=BNX_MAC.lower(),
               ipaddress="fd00::70", state="enable", vlan_state="disable", port="3260")

@@ -124,8 +124,19 @@ def test_an_iface_naming_a_host_that_is_not_there_is_host_not_found(tmp_path):
     with pytest.raises(SessionError) as caught:
         ks.bind_host(hba(tmp_path), record(**{"iface.hwaddress": "00:07:43:00:00:01"}))
     assert caught.value.code == 23 and not caught.value.retryable
-    assert str(caught.value) == (f"no iSCSI host has the hwaddress 00:07:43:00:00:01 of iface "
+    assert str(caught.value) == (f"no cxgb4i host has the hwaddress 00:07:43:00:00:01 of iface "
                                  f"cxgb4i.{MAC}")
+
+
+def test_a_host_of_another_driver_is_not_the_ifaces(tmp_path):
+    """The host with the iface's MAC runs bnx2i, the iface says cxgb4i: not its host, 23
+    (before: cxgb4i's EP_CONNECT_THROUGH_HOST went to the bnx2i host, which the kernel
+    does not check, and cxgb4i's code ran on another driver's host)."""
+    with pytest.raises(SessionError) as caught:
+        ks.bind_host(hba(tmp_path, "bnx2i"), record("cxgb4i"))
+    assert caught.value.code == 23
+    assert str(caught.value) == f"no cxgb4i host has the hwaddress {MAC} of iface cxgb4i.{MAC}"
+    assert ks.bind_host(hba(tmp_path, "bnx2i"), record("bnx2i")) == HOST
 
 
 def test_the_driver_is_loaded_before_its_host_is_looked_for(tmp_path, monkeypatch):
