@@ -74,15 +74,20 @@ def run(args, o, mode: str) -> int:
         if op not in (None, "show"):
             raise E.CliError(f"iface mode: -o {op} needs -I ifacename", E.INVAL)
         return listing(db, args, o)
-    from ..db.errors import CorruptRecord, DBError, RecordNotFound
+    from ..db.errors import CorruptRecord, DBError, RecordExists, RecordNotFound
     from .session_cmd import in_use_error, records_in_use
     rc = E.SUCCESS
     shown = []
     for name in names:
         try:
             if op == "new":
+                existed = False
                 try:
                     db.create_iface(name)
+                except RecordExists:  # iscsiadm rewrites it from the defaults (its
+                    existed = True  # settings lost), exit 0: kept, the -n/-v applied, 0,
+                    o.error(f"interface {name} already exists: kept as it is, not reset "
+                            "to the defaults")  # so a provisioning script may run again
                 except DBError as e:  # iscsiadm's reason, then its new_fail line
                     raise E.CliError(f"Could not create new interface {name}.", e.exit_code,
                                      lines=[str(e)]) from None
@@ -92,7 +97,7 @@ def run(args, o, mode: str) -> int:
                     _update(db, name, dict(args.params or ()), o)
                 except DBError as e:
                     o.error(f"Could not update iface {name}: {e}")
-                o.json or o.lines([f"New interface {name} added"])
+                o.json or existed or o.lines([f"New interface {name} added"])
             elif op == "delete":
                 try:
                     db.read_iface(name)

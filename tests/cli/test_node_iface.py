@@ -377,9 +377,23 @@ def test_iface_names_and_new_ifaces_are_refused_as_iscsiadm_refuses_them(cli):
     assert (r.rc, r.err) == (7, "iscsictl: iface iser is a special interface and is not "
                                 "stored in /etc/iscsi/ifaces.\n"
                                 "iscsictl: Could not create new interface iser.\n")
-    r = cli("-m", "iface", "-I", "\u00e9" * 32, "-o", "new")  # kept, not rewritten
-    assert r.rc == 6 and r.err.endswith("Could not create new interface " + "\u00e9" * 32 +
-                                        ".\n"), r.err
+
+
+def test_a_new_iface_that_exists_is_kept_with_the_values_given_and_exit_0(cli):
+    """``-o new`` of an iface that exists: iscsiadm rewrites it from the defaults (its
+    binding lost) and exits 0; iscsictl keeps it, applies the -n/-v given, says so and
+    exits 0, so that a provisioning script's ``-o new`` then ``-o update`` runs again
+    (before: 6, "already exists", and a ``set -e`` script stopped there)."""
+    assert cli("-m", "iface", "-I", "eth7", "-o", "new", "-n", "iface.net_ifacename",
+               "-v", "eth1").rc == 0
+    r = cli("-m", "iface", "-I", "eth7", "-o", "new", "-n", "iface.initiatorname",
+            "-v", "iqn.2026-11.org.example:eth7")
+    assert (r.rc, r.out) == (0, "eth7 updated.\n")  # not "New interface eth7 added"
+    assert r.err == ("iscsictl: interface eth7 already exists: kept as it is, not reset to "
+                     "the defaults\n")
+    shown = cli("-m", "iface", "-I", "eth7").out
+    assert "iface.net_ifacename = eth1\n" in shown
+    assert "iface.initiatorname = iqn.2026-11.org.example:eth7\n" in shown
 
 
 def test_iface_mode_takes_the_first_of_several_ifaces_whatever_the_operation(cli):
