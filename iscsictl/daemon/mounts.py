@@ -66,8 +66,10 @@ def busy_devices(disks: list[str], sys_root: str = "/sys", proc_root: str = "/pr
                 tail = parts[parts.index("-", 5) + 1:]
                 if len(tail) > 1 and tail[1].startswith("/dev/"):
                     sources.setdefault(_device_name(tail[1]), parts[4])
-    swaps = {ln.split()[0].rsplit("/", 1)[-1] for ln in _read(f"{proc_root}/swaps").splitlines()[1:]
-             if ln.strip()}
+    # block devices swapped on ("partition"; a swap *file* named sdb is no disk's: iscsid
+    # compares the whole /dev path, mntcheck.c)
+    swaps = {_device_name(f[0]) for ln in _read(f"{proc_root}/swaps").splitlines()[1:]
+             if len(f := ln.split()) > 1 and f[1] == "partition"}
     busy = []
     for disk in disks:
         for dev in sorted(_stack(disk, sys_root, set())):

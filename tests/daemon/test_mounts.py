@@ -55,3 +55,15 @@ def test_free_disk_and_missing_sysfs_entries_are_not_busy(tmp_path):
     sys_root, proc = _trees(tmp_path)
     assert busy_devices(["sdz"], sys_root, proc) == []
     assert busy_devices(["sda"], sys_root, str(tmp_path / "no-proc")) == []
+
+
+def test_a_swap_file_named_like_a_disk_is_not_that_disk(tmp_path):
+    """/proc/swaps lists a swap *file* /srv/swap/sdc: no block device, so not sdc's
+    (before: its basename matched, and a safe_logout refused sdc's logout with 28);
+    iscsid compares the whole /dev path (mntcheck.c)."""
+    sys_root, proc = _trees(tmp_path)
+    (Path(proc) / "swaps").write_text(
+        "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"
+        "/srv/swap/sdc                           file\t\t1048572\t\t0\t\t-2\n")
+    (Path(proc) / "self/mountinfo").write_text("22 1 0:21 / /proc rw - proc proc rw\n")
+    assert busy_devices(["sdc"], sys_root, proc) == []
