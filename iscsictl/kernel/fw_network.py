@@ -56,6 +56,7 @@ IFNAMSIZ = 16        # include/uapi/linux/if.h, the NUL included
 RTPROT_BOOT = 3      # include/uapi/linux/rtnetlink.h: what SIOCADDRT's routes get
 RT_SCOPE_LINK = 253  # an on-link route (the ioctl's scope for a route without a gateway)
 IFF_UP = 0x1
+IFA_F_NODAD = 0x02  # include/uapi/linux/if_addr.h: no duplicate address detection
 
 
 class FwNetworkError(Exception):
@@ -227,9 +228,12 @@ class RtnlShell:
             if not links or not links[0]["flags"] & IFF_UP:
                 self._call(f"setting {n} up", self._ipr.link, "set", index=i, state="up")
                 done.append(f"{n} up")
+        # an IPv6 address without duplicate address detection: usable when -N returns,
+        # not ~2 s later (a connect meanwhile fails with EADDRNOTAVAIL)
+        nodad = {"flags": IFA_F_NODAD} if setup.interface.version == 6 else {}
         if self._call(f"adding {setup.interface} to {name}", self._ipr.addr, "add",
                       index=index, address=str(setup.interface.ip),
-                      prefixlen=setup.interface.network.prefixlen, exist_ok=True):
+                      prefixlen=setup.interface.network.prefixlen, exist_ok=True, **nodad):
             done.append(f"{setup.interface} on {name}")
         host = f"{setup.target}/{setup.target.max_prefixlen}"
         route: dict[str, Any] = {"dst": host, "oif": index, "proto": RTPROT_BOOT}

@@ -120,6 +120,11 @@ def test_an_ipv6_nic_and_target(netns, tmp_path):
                    "  v0 up, fd00:98::2/64 on v0, route to fd00:99::5 via fd00:98::1 on v0\n")
     assert state(netns) == {"up": True, "addresses": ["fd00:98::2/64"], "routes": [
         {"dst": "fd00:99::5", "gateway": "fd00:98::1", "dev": "v0", "scope": None}]}
+    # usable at once: no duplicate address detection (before: tentative for ~2 s, and a
+    # connect to the boot target right after -N failed with EADDRNOTAVAIL)
+    link = json.loads(ip("-n", netns, "-j", "addr", "show", "dev", "v0").stdout)[0]
+    mine, = [a for a in link["addr_info"] if a["local"] == "fd00:98::2"]
+    assert not mine.get("tentative") and mine.get("nodad") is True, mine
 
 
 def test_a_nic_that_cannot_be_set_up_is_named_and_the_others_still_are(netns, tmp_path):
