@@ -103,14 +103,19 @@ def _not_found(did, code: int) -> E.CliError:
 def listing(args, o) -> int:
     db = open_db(args, o)
     dids = db.list_discovery()
+    if args.print is not None and args.print >= 1:
+        sections, found = _sections(db, dids)
+        if o.json:  # the tree's content: static and firmware records too
+            o.emit_json([{"type": kind, "address": d.address if d else None,
+                          "port": d.port if d else None,
+                          "nodes": [node_json(n) for n in nids]} for kind, d, nids in sections])
+        else:
+            o.lines(_tree(sections))
+        return E.SUCCESS if found else E.NO_OBJS_FOUND  # the tree is printed either way
     if o.json:
         o.emit_json([{"type": d.type, "address": d.address, "port": d.port,
                       "nodes": [node_json(n) for n in _linked_nodes(db, d)]} for d in dids])
         return E.SUCCESS if dids else E.NO_OBJS_FOUND
-    if args.print is not None and args.print >= 1:
-        lines, found = _tree(db, dids)
-        o.lines(lines)
-        return E.SUCCESS if found else E.NO_OBJS_FOUND  # the tree is printed either way
     if not dids:
         raise E.CliError("", E.NO_OBJS_FOUND)  # iscsiadm says nothing here
     o.lines(d.listing() for d in dids)
@@ -132,13 +137,18 @@ def _grouped(nids) -> list[str]:
     return out
 
 
-def _tree(db, dids) -> tuple[list[str], int]:
-    """``-m discovery -P 1``: (lines, how many things it found: discovery records of the
-    first two sections, node records of the last two; iscsiadm's idbm_print_all_discovery,
-    whose 0 is exit 21).  iscsiadm walks directories in readdir order; we sort."""
+def _sections(db, dids) -> tuple[list[tuple[str, object, list]], int]:
+    """``-m discovery -P 1``'s content: (sections, how many things it found: discovery
+    records of the first two kinds, node records of the last two; iscsiadm's
+    idbm_print_all_discovery, whose 0 is exit 21).  A section is (type, the discovery
+    record or None, its node records): each SendTargets then iSNS record, the records a
+    ``-m discovery -t isns`` linked from isns/ itself when there is no iSNS record (None),
+    then the static and the firmware records (None).  iscsiadm walks directories in
+    readdir order; we sort."""
     from ..db.errors import DBError
 
-    out, found = [], 0
+    sections: list[tuple[str, object, list]] = []
+    found = 0
     # old-style records (tag -1) have no links: listed by their discovery fields, as
     # iscsiadm lists every record (under its discovery record, or STATIC)
     unlinked: dict = {}
@@ -151,33 +161,48 @@ def _tree(db, dids) -> tuple[list[str], int]:
             except DBError:  # unreadable: listed as static, as before
                 source = ("static", "", 0)
             unlinked.setdefault(source, []).append(n)
-    for title, dtype in (("SENDTARGETS:", "sendtargets"), ("iSNS:", "isns")):
-        out.append(title)
+    for dtype in ("sendtargets", "isns"):
         section = [d for d in dids if d.type == dtype]
+        kind = "send_targets" if dtype == "sendtargets" else "isns"
         for d in section:
-            out.append(f"DiscoveryAddress: {d.address},{d.port}")
-            kind = "send_targets" if dtype == "sendtargets" else "isns"
-            out.extend(_grouped(sorted(_linked_nodes(db, d) +
-                                       unlinked.pop((kind, d.address, d.port), []))))
+            sections.append((dtype, d, sorted(_linked_nodes(db, d) +
+                                              unlinked.pop((kind, d.address, d.port), []))))
         found += len(section)
         if not section and dtype == "isns":
             # no iSNS server record: the records a -m discovery -t isns linked from isns/
             # itself, as iscsiadm falls back to (its pre-2.0-872 layout)
             nids = _linked(db, "isns")
-            out.extend(_grouped(nids))
+            if nids:
+                sections.append((dtype, None, nids))
             found += len(nids)
-            section = nids
-        if not section:
-            out.append("No targets found.")
-    for title, dtype in (("STATIC:", "static"), ("FIRMWARE:", "fw")):
-        out.append(title)
+    for dtype in ("static", "fw"):
         nids = _linked(db, dtype)
         if dtype == "static":  # old-style records of no discovery (iscsiadm: by type)
             nids = sorted(nids + [n for (kind, _, _), group in unlinked.items()
                                   if kind == "static" for n in group])
-        out.extend(_grouped(nids) if nids else ["No targets found."])
+        sections.append((dtype, None, nids))
         found += len(nids)
-    return out, found
+    return sections, found
+
+
+_TITLES = {"sendtargets": "SENDTARGETS:", "isns": "iSNS:", "static": "STATIC:",
+           "fw": "FIRMWARE:"}
+
+
+def _tree(sections) -> list[str]:
+    """:func:`_sections` as iscsiadm prints them: each kind's title, then its discovery
+    records' addresses and their node records, or "No targets found."."""
+    out = []
+    for dtype, title in _TITLES.items():
+        out.append(title)
+        mine = [(d, nids) for kind, d, nids in sections if kind == dtype]
+        for d, nids in mine:
+            if d is not None:
+                out.append(f"DiscoveryAddress: {d.address},{d.port}")
+            out.extend(_grouped(nids))
+        if not any(d is not None or nids for d, nids in mine):
+            out.append("No targets found.")
+    return out
 
 
 def _linked_nodes(db, did) -> list:

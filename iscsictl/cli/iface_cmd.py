@@ -62,10 +62,10 @@ def run(args, o, mode: str) -> int:
     if op not in (None, "new", "delete", "update", "show"):
         raise E.CliError(f"Invalid operation '{op}'", E.INVAL)
     names = args.interface or []
-    if op in (None, "show") and not o.json:
-        if args.print not in (None, -1, 0, 1):
+    if op in (None, "show"):
+        if args.print not in (None, -1, 0, 1):  # with --json too: the same exit code
             raise E.CliError(f"Invalid info level {args.print}. Try 0 - 1.", E.INVAL)
-        if args.print == 1:
+        if args.print == 1 and not o.json:
             return _tree(db, names, o)
     if not names:
         if op == "new":  # iscsiadm's words and code

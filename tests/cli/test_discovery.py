@@ -182,6 +182,29 @@ def test_discovery_tree_and_json(cli, tgt):
     assert {n["tpgt"] for n in doc} == {1}
 
 
+def test_the_discovery_tree_in_json_has_what_the_text_has_and_its_exit_code(cli, tgt):
+    """``-m discovery -P 1 --json``: the tree's sections, static and firmware records
+    included, and its exit code (before: only the discovery records, so a DB of static
+    records was ``[]`` and 21 where the text listed them with 0); ``-m iface -P 5
+    --json`` is refused as the text is (it listed, 0)."""
+    assert cli("-m", "node", "-o", "new", "-T", T_OPEN, "-p", f"{tgt.portal},1").rc == 0
+    text = cli("-m", "discovery", "-P", "1")
+    assert text.rc == 0 and f"STATIC:\nTarget: {T_OPEN}\n" in text.out
+    r = cli("--json", "-m", "discovery", "-P", "1")
+    assert r.rc == 0, r.err
+    doc = json.loads(r.out)
+    assert [(s["type"], s["address"], [n["target"] for n in s["nodes"]]) for s in doc] == [
+        ("static", None, [T_OPEN]), ("fw", None, [])]
+    assert cli("-m", "discovery", "-t", "st", "-p", tgt.portal).rc == 0
+    doc = json.loads(cli("--json", "-m", "discovery", "-P", "1").out)
+    assert [(s["type"], s["address"], s["port"]) for s in doc] == [
+        ("sendtargets", "127.0.0.1", tgt.port), ("static", None, None), ("fw", None, None)]
+    assert sorted(n["target"] for n in doc[0]["nodes"]) == ALL
+    for json_ in ((), ("--json",)):
+        r = cli(*json_, "-m", "iface", "-P", "5")
+        assert (r.rc, r.out) == (7, ""), json_
+
+
 def test_discoverydb_ops(cli, tgt):
     p = tgt.portal
     r = cli("-m", "discoverydb", "-t", "st", "-p", p, "-o", "new")
