@@ -332,6 +332,12 @@ def _num(rec: Mapping[str, str], key: str, default: int) -> int:
         return default
 
 
+#: the daemon's connection states that iscsid has no word for -> iscsid's nearest
+#: (usr/initiator.h iscsi_conn_state: FREE, XPT_WAIT, IN_LOGIN, LOGGED_IN, IN_LOGOUT,
+#: LOGOUT_REQUESTED, CLEANUP_WAIT), so that scripts reading -m session -P 3 see only those
+CONN_STATE_SHOWN = {"FAILED": "CLEANUP WAIT"}
+
+
 def boot_retry_window(rec: Mapping[str, str]) -> float:
     """Seconds a boot disk's first login keeps being tried, however soon each attempt
     fails: iscsistart's (iscsi_retry_initial_login: initial_login_retry_max login timeouts
@@ -1916,7 +1922,11 @@ class Daemon:
         return {"sid": sid, "stats": {**st.counters, "custom": [list(c) for c in st.custom]}}
 
     def session_states(self) -> dict[str, dict[str, Any]]:
-        return {str(s.sid): {"conn_state": s.conn_state, "internal_state": s.internal_state,
+        """Each session's state for ``-m session``: its connection state in iscsid's words
+        (usr/session_info.c print_iscsi_state; the daemon's own FAILED, a stopped
+        connection nothing recovers yet, is iscsid's CLEANUP WAIT), ISID, TSIH, ..."""
+        return {str(s.sid): {"conn_state": CONN_STATE_SHOWN.get(s.conn_state, s.conn_state),
+                             "internal_state": s.internal_state,
                              "isid": str(s.isid) if s.isid else None, "tsih": s.tsih,
                              "adopted": s.adopted, "target": s.node.target,
                              "recoveries": s.recoveries, "negotiated": s.negotiated}

@@ -807,3 +807,16 @@ def test_a_transport_loaded_again_is_used_with_its_new_handle(tmp_path, monkeypa
     with pytest.raises(SessionError) as e:
         asyncio.run(d.handle("bnx2i"))
     assert e.value.code == 12 and "iSCSI driver bnx2i is not loaded" in str(e.value)
+
+
+def test_a_failed_connection_is_shown_in_iscsids_words(tmp_path):
+    """A session whose connection stopped with nothing recovering it yet (adopted FAILED
+    by iscsictl-start, or after the kernel refused its DESTROY_SESSION) shows iscsid's
+    CLEANUP WAIT, not FAILED, which iscsiadm's print_iscsi_state never prints."""
+    d = _daemon(tmp_path)
+    s = _session()
+    s.conn_state = "FAILED"
+    d.sessions[s.sid] = s
+    assert d.session_states()[str(s.sid)]["conn_state"] == "CLEANUP WAIT"
+    s.conn_state = "LOGGED IN"
+    assert d.session_states()[str(s.sid)]["conn_state"] == "LOGGED IN"
