@@ -549,19 +549,21 @@ def _stats(views: list[SessionView], o) -> int:  # type: ignore[no-untyped-def]
     if not views:
         raise E.CliError("No session found.", E.NO_OBJS_FOUND)
     results = []
-    for v in views:
-        st = _call("stats", sid=v.sid)["stats"]
-        results.append({"sid": v.sid, **st})
-        if o.json:
-            continue
-        lines = [f"Stats for session {_Sess(v)}", "iSCSI SNMP:"]
-        lines += [f"\t{k}: {st.get(k, 0)}" for k in STATS_ORDER]
-        if st.get("custom"):  # iscsiadm's session_stats: only with custom counters (iSER,
-            lines.append("iSCSI Extended:")  # bnx2i, be2iscsi and cxgbi have none)
-            lines += [f"\t{name}: {value}" for name, value in st["custom"]]
-        o.lines(lines)
-    if o.json:
-        o.emit_json(results)
+    try:
+        for v in views:
+            st = _call("stats", sid=v.sid)["stats"]
+            results.append({"sid": v.sid, **st})
+            if o.json:
+                continue
+            lines = [f"Stats for session {_Sess(v)}", "iSCSI SNMP:"]
+            lines += [f"\t{k}: {st.get(k, 0)}" for k in STATS_ORDER]
+            if st.get("custom"):  # iscsiadm's session_stats: only with custom counters
+                lines.append("iSCSI Extended:")  # (iSER; bnx2i, be2iscsi, cxgbi have none)
+                lines += [f"\t{name}: {value}" for name, value in st["custom"]]
+            o.lines(lines)
+    finally:  # a failure's exit code after the sessions read before it, as the text has
+        if o.json:  # them (it printed nothing)
+            o.emit_json(results)
     return E.SUCCESS
 
 

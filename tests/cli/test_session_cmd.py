@@ -198,6 +198,28 @@ def test_stats_print_the_extended_header_only_with_custom_counters(sysfs, monkey
         assert out.endswith("\ttx_sendpage_failures: 0\n" if header else "\ttimeout_err: 0\n")
 
 
+def test_stats_in_json_keep_the_sessions_read_before_a_failure(sysfs, monkeypatch):
+    """Two sessions, the second's statistics unreadable: the text has the first's counters
+    and the failure's exit code; so has --json (before: nothing at all)."""
+    import json
+
+    from iscsictl.cli import errors as E
+    from iscsictl.cli import session_cmd
+
+    add_session(sysfs, 1, 0, T, "127.0.0.1", {0: "sda"})
+    add_session(sysfs, 2, 1, T, "127.0.0.2", {0: "sdb"})
+
+    def stats(op, sid):
+        if sid == 2:
+            raise E.CliError("session 2: the kernel has no statistics", 9)
+        return {"stats": {"txdata_octets": 7}}
+    monkeypatch.setattr(session_cmd, "_call", stats)
+    rc, out, err = cli("-m", "session", "-s")
+    assert rc == 9 and out.startswith("Stats for session [sid: 1,") and "session 2" in err
+    rc, out, err = cli("--json", "-m", "session", "-s")
+    assert rc == 9 and json.loads(out) == [{"sid": 1, "txdata_octets": 7}]
+
+
 def test_r_values_exit_as_iscsiadms_get_sid_from_path(sysfs):
     """-r: an id above 0 as strtol reads it, else a path up which a session<N> is found;
     anything else exits 1 ("... is an invalid session ID or path"), as iscsiadm (it was 7,
