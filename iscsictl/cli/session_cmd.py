@@ -334,7 +334,16 @@ def tree_lines(views: list[SessionView], flags: frozenset[str], show_secrets: bo
 
 
 def _view_json(v: SessionView, show_secrets: bool) -> dict[str, Any]:
-    d = dict(vars(v))
+    """A session as JSON: :class:`SessionView`'s fields, the target name as ``target`` and
+    the persistent portal as ``portal`` (``ip:port``, ``[ip6]:port``), as ``-m node
+    --json`` names them; CHAP passwords masked unless ``show_secrets``."""
+    from ..db.record import format_portal
+
+    d: dict[str, Any] = {}
+    for key, value in vars(v).items():
+        d["target" if key == "targetname" else key] = value
+        if key == "port":
+            d["portal"] = format_portal(v.address, v.port)
     if not show_secrets:
         d["chap"] = {k: ("********" if k.startswith("password") and val else val)
                      for k, val in v.chap.items()}

@@ -322,6 +322,9 @@ def test_a_host_with_a_hardware_address_is_listed_as_iscsiadm_does(sysfs):
     assert "\t\tIface HWaddress: default\n\t\tIface Netdev: dum1\n" in out
     data = json.loads(cli("-m", "session", "--json")[1])
     assert [d["iface"]["name"] for d in data] == ["path0", "path1"]
+    # the target and portal as -m node --json names them (it was "targetname", no portal)
+    assert [(d["target"], d["portal"]) for d in data] == [
+        (T, f"{d['address']}:{d['port']}") for d in data] and "targetname" not in data[0]
 
 
 def test_sid_filter_and_unknown_sid(sysfs):
