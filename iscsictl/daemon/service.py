@@ -39,7 +39,7 @@ from typing import Any
 
 from iscsictl.db.errors import DBError
 from iscsictl.db.files import read_regular
-from iscsictl.db.record import with_defaults
+from iscsictl.db.record import format_portal, with_defaults
 from iscsictl.db.schema import (NODE, PortalKey, leading_login_rounds, portal_key,
                                  startup_matches)
 from iscsictl.ipc import (IPC_VERSION, KEEPALIVE_INTERVAL, MAX_MESSAGE, SERVED_VERSIONS,
@@ -1508,7 +1508,8 @@ class Daemon:
             log.warning("%s: invalid %s. Must be greater than zero. Using default %s.",
                         node.describe(), key.removeprefix("node.conn[0]."), value)
         result: dict[str, Any] = {"node": node.describe(), "target": node.target,
-                                  "portal": f"{node.address},{node.port}", "iface": node.iface}
+                                  "portal": format_portal(node.address, node.port),
+                                  "iface": node.iface}
         keys = await self._address_keys(node)
         async with contextlib.AsyncExitStack() as held:  # one login per node at a time:
             for key in keys:  # no duplicates (#108); sorted: no two logins wait on each other
@@ -1794,7 +1795,7 @@ class Daemon:
                 return {"sid": sid, "ok": False, "code": 2, "message": err_text(2)}
         assert self.nl is not None
         desc = {"sid": sid, "target": session.node.target,
-                "portal": f"{session.node.address},{session.node.port}"}
+                "portal": format_portal(session.node.address, session.node.port)}
         if safe:
             busy = self._in_use(sid, desc)
             if busy:

@@ -820,3 +820,15 @@ def test_a_failed_connection_is_shown_in_iscsids_words(tmp_path):
     assert d.session_states()[str(s.sid)]["conn_state"] == "CLEANUP WAIT"
     s.conn_state = "LOGGED IN"
     assert d.session_states()[str(s.sid)]["conn_state"] == "LOGGED IN"
+
+
+def test_a_login_result_names_its_portal_as_the_cli_json_does(tmp_path):
+    """The daemon's login and logout results give the portal as ``-m node --json`` does,
+    ``[fd00::1]:3260`` (it was ``fd00::1,3260``)."""
+    d = _daemon(tmp_path)
+    s = _session(address="fd00::1")
+    d.sessions[s.sid] = s
+    rec = {"node.name": s.node.target, "node.conn[0].address": "fd00::1",
+           "node.conn[0].port": "3260", "node.tpgt": "1"}
+    result, = asyncio.run(d.login([rec], "iqn.2026-11.org.example:i"))
+    assert (result["code"], result["portal"]) == (15, "[fd00::1]:3260"), result
