@@ -144,18 +144,26 @@ def listing(db, args, o) -> int:
 
 
 def op_show(db, args, o) -> int:
-    from ..db.errors import DBError
+    """``-o show``.  A damaged record (a crash in iscsiadm's in-place rewrite) is named and
+    left out; when no record was readable, "No records found" and 21, as iscsiadm's
+    for_each_matched_rec: os-brick then makes it again with ``-o new`` (it gave up on 6)."""
+    from ..db.errors import CorruptRecord, DBError
     from ..db.record import format_record
     nids = _matching(db, args)
     if not nids:
         raise _no_records()
-    recs, rc = [], E.SUCCESS
+    recs, rc, damaged = [], E.SUCCESS, 0
     for nid in nids:
         try:
             recs.append(db.read_node(nid))
+        except CorruptRecord as e:
+            o.error(str(e))
+            damaged += 1
         except DBError as e:
             o.error(str(e))
             rc = e.exit_code
+    if damaged and not recs and rc == E.SUCCESS:
+        raise _no_records()
     if o.json:
         o.emit_json([record_json(r, bool(args.show)) for r in recs])
     else:
@@ -225,7 +233,7 @@ def op_delete(db, args, o) -> int:
 
 
 def op_update(db, args, o) -> int:
-    from ..db.errors import DBError
+    from ..db.errors import CorruptRecord, DBError
     # every -n/-v pair, as iscsiadm (the last of a key); node.transport_name is old tools'
     # name of iface.transport_name (verify_node_params' compat)
     updates = {"iface.transport_name" if k == "node.transport_name" else k: v
@@ -248,13 +256,19 @@ def op_update(db, args, o) -> int:
                              E.SESS_EXISTS)
     rc = E.SUCCESS
     done = []
+    damaged = 0
     for nid in nids:
         try:
             db.update_node_many(nid, updates)
             done.append(node_json(nid))
+        except CorruptRecord as e:  # left out, as op_show leaves it out
+            o.error(str(e))
+            damaged += 1
         except DBError as e:
             o.error(str(e))
             rc = rc or e.exit_code
+    if damaged and not done and rc == E.SUCCESS:
+        raise _no_records()
     if rc:
         raise E.CliError("Could not execute operation on all records: " + E.err_to_str(rc), rc)
     if o.json:
