@@ -914,11 +914,10 @@ def test_an_answer_the_cli_cannot_read_is_18(tmp_path, op, reply):
     assert e.value.code == 18 and "could not read iscsictld's answer" in str(e.value)
 
 
-@pytest.mark.parametrize("where", ["too-long", "a-file"])
-def test_an_ipc_socket_that_cannot_be_made_is_one_line_and_exit_1(tmp_path, monkeypatch,
-                                                                   capsys, where):
-    """iscsictld with a --socket it cannot bind (a path too long for AF_UNIX, a file in
-    its place): one line saying so, exit 1, netlink closed (before: a traceback)."""
+def _iscsictld_without_kernel(monkeypatch):
+    """iscsictld's main made runnable in this process: a netlink that opens and closes
+    (each close recorded in the list returned), no iscsid, no self-protection, no log
+    writer thread.  Returns (the __main__ module, the closes)."""
     import iscsictl.daemon.__main__ as main_module
     from iscsictl.daemon import service
 
@@ -941,6 +940,15 @@ def test_an_ipc_socket_that_cannot_be_made_is_one_line_and_exit_1(tmp_path, monk
     monkeypatch.setattr(main_module, "iscsid_running", lambda: False)
     monkeypatch.setattr(main_module, "protect_daemon", lambda: [])
     monkeypatch.setattr(main_module, "_start_logging", lambda level: Writer())
+    return main_module, closed
+
+
+@pytest.mark.parametrize("where", ["too-long", "a-file"])
+def test_an_ipc_socket_that_cannot_be_made_is_one_line_and_exit_1(tmp_path, monkeypatch,
+                                                                   capsys, where):
+    """iscsictld with a --socket it cannot bind (a path too long for AF_UNIX, a file in
+    its place): one line saying so, exit 1, netlink closed (before: a traceback)."""
+    main_module, closed = _iscsictld_without_kernel(monkeypatch)
     path = tmp_path / ("x" * 120 if where == "too-long" else "f")
     if where == "a-file":
         path.write_text("")
@@ -1028,25 +1036,15 @@ def test_k_0_is_answered_when_the_daemon_has_stopped_and_its_lock_is_free(tmp_pa
     MGMT_IPC_IMMEDIATE_STOP at its event loop's end)."""
     import io
 
-    import iscsictl.daemon.__main__ as main_module
     from iscsictl.cli.main import run
     from iscsictl.cli.output import Output
-    from iscsictl.daemon import commands, service
+    from iscsictl.daemon import commands
 
+    main_module, _ = _iscsictld_without_kernel(monkeypatch)
     path = tmp_path / "d.sock"
     lock = tmp_path / "lock"
     answered = threading.Event()
     seen = {}
-
-    class Netlink:
-        def __init__(self, **kw):
-            pass
-
-        def start(self):
-            pass
-
-        def close(self):
-            pass
 
     class CommandServer:  # a command under way: its stop waits for the -k 0 it runs
         def __init__(self, daemon_socket):
@@ -1061,15 +1059,7 @@ def test_k_0_is_answered_when_the_daemon_has_stopped_and_its_lock_is_free(tmp_pa
                     break
                 await asyncio.sleep(0.05)
             seen["answered before the command server's stop ended"] = answered.is_set()
-
-    class Writer:
-        def stop(self):
-            pass
-    monkeypatch.setattr(service, "AsyncIscsiNetlink", Netlink)
     monkeypatch.setattr(commands, "CommandServerProcess", CommandServer)
-    monkeypatch.setattr(main_module, "iscsid_running", lambda: False)
-    monkeypatch.setattr(main_module, "protect_daemon", lambda: [])
-    monkeypatch.setattr(main_module, "_start_logging", lambda level: Writer())
     monkeypatch.setenv("ISCSICTL_SOCKET", str(path))
 
     def kill():
