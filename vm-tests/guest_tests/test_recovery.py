@@ -194,6 +194,10 @@ def test_target_away_longer_than_replacement_timeout(lio, env, scenario_dir):
     disk.write_text("offline\n")
     away = time.monotonic()
     t.tpg.enable = False  # LIO drops the session's connection
+    # the read goes once the kernel has blocked the disk for the recovery: one sent before
+    # (the drop not seen yet) fails at once on the offline disk, and the next read, not
+    # this one, then waits for the recovery timer
+    wait_for(f"{disk} blocked", lambda: read(disk) == "blocked", 10)
     _took, err = timed_pread(dev, 30)
     failed_after = time.monotonic() - away
     assert isinstance(err, OSError), "a read succeeded with the target away"
