@@ -305,12 +305,42 @@ def _libc_renameat2():  # type: ignore[no-untyped-def]
 
 
 def atomic_write(path: str, data: bytes, mode: int = FILE_MODE,
-                 tmp_dir: str | None = None) -> None:
+                 tmp_dir: str | None = None, *, keep: bool = False,
+                 private: bool = False) -> None:
     """Write ``data`` to ``path`` atomically: a temp file ``.<name>.*.tmp`` (in ``tmp_dir``
     when given, on the same filesystem; else in ``path``'s directory), created with
     ``mode``, fsync'ed, renamed over ``path``, then the directory fsync'ed.  On any failure
     the temp file is removed and the old file is left intact.  Raises DBError (exit code
-    6) carrying the OS error."""
+    6) carrying the OS error.
+
+    With ``keep``, a file already at ``path`` is rewritten as iscsiadm's in-place
+    ``fopen(path, "w")`` rewrite leaves it (idbm_rec_write): a symlink is written through
+    (its target replaced, the link kept), and the new file takes the old one's owner, group
+    and mode, ``mode`` being used only for a new file.  With ``private`` too (``data`` holds
+    a secret), the kept mode loses its group and other bits."""
+    owner = None
+    if keep:
+        path, mode, owner = _kept(path, mode, private)
+    _replace(path, data, mode, owner, tmp_dir)
+
+
+def _kept(path: str, mode: int, private: bool) -> tuple[str, int, tuple[int, int] | None]:
+    """(path, mode, (uid, gid) or None) of :func:`atomic_write`'s ``keep``: the file a
+    symlink at ``path`` names, and the existing file's mode and owner."""
+    if os.path.islink(path):
+        path = os.path.realpath(path)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return path, mode, None
+    if not stat.S_ISREG(st.st_mode):
+        return path, mode, None  # not a regular file: made anew (a directory: refused)
+    kept = stat.S_IMODE(st.st_mode) & (0o7700 if private else 0o7777)
+    return path, kept, (st.st_uid, st.st_gid)
+
+
+def _replace(path: str, data: bytes, mode: int, owner: tuple[int, int] | None,
+             tmp_dir: str | None) -> None:
     d, base = os.path.split(path)
     try:
         import tempfile  # lazily: listings and reads never write
@@ -320,7 +350,10 @@ def atomic_write(path: str, data: bytes, mode: int = FILE_MODE,
         raise DBError(f"cannot write {path}: {e.strerror}") from e
     try:
         try:
-            os.fchmod(fd, mode)
+            if owner is not None and owner != (os.geteuid(), os.getegid()):
+                with contextlib.suppress(PermissionError):  # not root: the file is ours
+                    os.fchown(fd, *owner)
+            os.fchmod(fd, mode)  # after fchown, which clears set-user/group-ID bits
             view = memoryview(data)
             while view:
                 n = os.write(fd, view)
@@ -335,7 +368,7 @@ def atomic_write(path: str, data: bytes, mode: int = FILE_MODE,
         except OSError:
             pass
         if isinstance(e, OSError) and e.errno == errno.EXDEV and tmp_dir:
-            return atomic_write(path, data, mode)  # another filesystem: beside the file
+            return _replace(path, data, mode, owner, None)  # another fs: beside the file
         if isinstance(e, OSError):
             raise DBError(f"cannot write {path}: {e.strerror or e}") from e
         raise
@@ -703,6 +736,14 @@ class NodeDB:
         return format_record(rec, for_file=True, version=self.version).encode(
             "utf-8", "surrogateescape")
 
+    def _write_file(self, path: str, rec: Record) -> None:
+        """Write ``rec`` to its file ``path`` (atomic_write's ``keep``: a record replaced
+        keeps its owner and mode, less group and other bits once it holds a secret, and a
+        symlinked record is written through its link, as iscsiadm's rewrite in place)."""
+        private = any(rec.values.get(k) not in (None, "") for k in schema.SECRET_KEYS)
+        atomic_write(path, self._serialize(rec), tmp_dir=self._tmp_dir(), keep=True,
+                     private=private)
+
     # ---- node paths -----------------------------------------------------------------------
     def node_path(self, nid: NodeID) -> str:
         """Path of the node record file of ``nid``; one of tag -1 is the old-style file
@@ -972,7 +1013,7 @@ class NodeDB:
                     raise RecordExists(f"node record {nid.flat()} iface {nid.iface} exists")
                 self._mkdirs(NODES, nid.target, pdir.rsplit("/", 1)[1])
             try:
-                atomic_write(path, self._serialize(rec), tmp_dir=self._tmp_dir())
+                self._write_file(path, rec)
             except DBError:  # e.g. a full disk: no empty directories left behind
                 if not legacy:
                     self._rmdir_quiet(os.path.dirname(path))
@@ -1118,7 +1159,7 @@ class NodeDB:
                     locks.enter_context(self.record_lock(self._lock_key(tagged)))
                 self._write_node_locked(rec, tagged)
                 return rec
-            atomic_write(path, self._serialize(rec), tmp_dir=self._tmp_dir())
+            self._write_file(path, rec)
             if discovery is not None and not nid.legacy:
                 with self.db_lock():
                     self._link_node(rec, nid)
@@ -1268,7 +1309,7 @@ class NodeDB:
                 if not overwrite and os.path.lexists(path):
                     raise RecordExists(f"Discovery record [{did.address},{did.port}] exists")
                 self._mkdirs(did.type_dir, f"{did.address},{did.port}")
-            atomic_write(path, self._serialize(rec), tmp_dir=self._tmp_dir())
+            self._write_file(path, rec)
         rec.path = path
         return rec
 
@@ -1297,7 +1338,7 @@ class NodeDB:
             rec = self.read_discovery(did)
             for name, value in updates.items():
                 rec.update_key(name, value)
-            atomic_write(path, self._serialize(rec), tmp_dir=self._tmp_dir())
+            self._write_file(path, rec)
         return rec
 
     def discovery_nodes(self, did: DiscoveryID, old_style: bool = True) -> list[NodeID]:
@@ -1772,7 +1813,7 @@ class NodeDB:
                 self._mkdirs(IFACES)
                 if os.path.lexists(path):
                     raise RecordExists(f"Interface {name} already exists")
-            atomic_write(path, self._serialize(rec), tmp_dir=self._tmp_dir())
+            self._write_file(path, rec)
         rec.path = path
         return rec
 
@@ -1813,7 +1854,7 @@ class NodeDB:
                 if key in binding and bound[1 - binding.index(key)]:
                     raise BindingChange(binding[1 - binding.index(key)], key)
                 rec.update_key(key, value)
-            atomic_write(path, self._serialize(rec), tmp_dir=self._tmp_dir())
+            self._write_file(path, rec)
         return rec
 
     @_changes_db

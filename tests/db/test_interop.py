@@ -4,6 +4,7 @@ These tests FAIL when iscsiadm is missing: the Makefile installs it (Debian pack
 """
 
 import os
+import stat
 
 import pytest
 
@@ -230,3 +231,48 @@ def test_hand_edited_lines_are_read_as_idbm_reads_them(etc):
             got["node.session.nr_sessions"]) == ("manual", "16", "128", "3")
     assert got["node.conn[0].timeo.login_timeout"] != "9"
     assert any("does not have '=' separator" in w for w in warnings)
+
+
+def test_rewrite_keeps_the_file_as_iscsiadm_does(etc, tmp_path):
+    """iscsiadm rewrites a record with ``fopen(path, "w")`` (usr/idbm.c idbm_rec_write): a
+    symlinked record stays a link to the file it names, and a record keeps its owner and
+    mode.  Our atomic rewrite keeps both too, and narrows the mode to the owner once the
+    record holds a CHAP secret (where iscsiadm would leave it readable by all)."""
+    db = NodeDB(etc, etc)
+    elsewhere = tmp_path / "managed"
+    elsewhere.mkdir()
+    results = {}
+    for tool in ("iscsiadm", "iscsictl"):
+        db.create_node(T1, "10.0.0.1", 3260, 1)
+        nid = NodeID(T1, "10.0.0.1", 3260, 1, "default")
+        path = db.node_path(nid)
+        target = elsewhere / tool
+        os.replace(path, target)
+        os.symlink(target, path)
+        os.chmod(target, 0o640)
+        os.chown(target, 0, 7)
+        if tool == "iscsiadm":
+            adm(etc, "-m", "node", "-T", T1, "-p", "10.0.0.1:3260,1", "-o", "update",
+                "-n", "node.session.timeo.replacement_timeout", "-v", "33")
+        else:
+            db.update_node(nid, "node.session.timeo.replacement_timeout", "33")
+        st = os.stat(path)
+        results[tool] = (os.readlink(path) == str(target), stat.S_IMODE(st.st_mode),
+                         st.st_gid, db.read_node(nid)["node.session.timeo.replacement_timeout"])
+        db.delete_node(nid)
+    assert results["iscsictl"] == results["iscsiadm"] == (True, 0o640, 7, 33)
+
+
+def test_a_secret_narrows_a_kept_mode(etc):
+    db = NodeDB(etc, etc)
+    db.create_node(T1, "10.0.0.1", 3260, 1)
+    nid = NodeID(T1, "10.0.0.1", 3260, 1, "default")
+    path = db.node_path(nid)
+    os.chmod(path, 0o644)  # as iscsiadm makes a record under umask 022
+    db.update_node(nid, "node.startup", "automatic")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+    db.update_node(nid, "node.session.auth.password", "s3cret")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    os.chmod(path, 0o640)
+    db.update_node(nid, "node.session.auth.username", "u")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
