@@ -480,7 +480,8 @@ class IscsiadmLock:
     s and ends in LockTimeout.  A holder that died leaves the link behind: iscsiadm waits its
     30 s and goes on unlocked (removing the link when done); iscsictl takes a link that no
     take or release has touched for :data:`ISCSIADM_LOCK_WAIT` s over (its ctime: each
-    link and unlink of the one inode sets it), says so (:attr:`taken_over`), and holds it."""
+    link and unlink of the one inode sets it), says so (:attr:`taken_over`), and holds it;
+    two iscsictl processes never both take one over (:meth:`_take_over`)."""
 
     def __init__(self, lock_dir: str, timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
         import threading
@@ -554,13 +555,11 @@ class IscsiadmLock:
                 os.link(lock, self.write_path)
                 return True
             except FileExistsError:
-                if self._stale():
+                if self._stale() and self._take_over(lock):
                     self.taken_over = (f"{self.write_path} unchanged for {ISCSIADM_LOCK_WAIT:g} "
                                        "s (its holder is gone): taken over, as iscsiadm "
                                        "goes on after its 30 s")
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(self.write_path)
-                    continue
+                    return True
                 waited = time.monotonic() - start
                 if waited >= timeout:
                     raise LockTimeout(f"{self.write_path} (iscsiadm's lock; remove it if no "
@@ -569,6 +568,29 @@ class IscsiadmLock:
             except OSError as e:
                 raise DBError(f"cannot take iscsiadm's lock {self.write_path}: "
                               f"{e.strerror}") from e
+
+    def _take_over(self, lock: str) -> bool:
+        """Whether a stale ``lock.write`` was replaced by this holder's.  Two iscsictl
+        processes that both found it stale take turns under an flock of ``lock`` (iscsiadm
+        takes none), each judging it again there, so the second sees the first's new link
+        as live instead of removing it (before: both went on as holders)."""
+        fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NOCTTY)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # another takes it over now: wait for its link to go
+            if not self._stale():
+                return False
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.write_path)
+            try:
+                os.link(lock, self.write_path)
+            except FileExistsError:  # iscsiadm took it between the two
+                return False
+            return True
+        finally:
+            os.close(fd)  # and with it the flock
 
     def _stale(self) -> bool:
         try:

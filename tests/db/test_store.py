@@ -985,6 +985,32 @@ def test_a_dead_holders_iscsiadm_lock_is_taken_over_after_iscsiadms_wait(tmp_pat
                         "taken over, as iscsiadm goes on after its 30 s"]
 
 
+def test_a_lock_taken_over_by_one_is_not_taken_over_again_by_another(tmp_path, monkeypatch):
+    """Two iscsictl processes that found one dead holder's ``lock.write`` stale: the first
+    replaces it with its own link, and the second, judging it again under an flock of
+    ``lock``, sees that live link and waits for it (before: it removed the first's link and
+    made its own, two holders changing the database at once)."""
+    (tmp_path / "etc").mkdir()
+    lock_dir = tmp_path / "run-lock" / "iscsi"
+    db = NodeDB(str(tmp_path / "db"), str(tmp_path / "etc"), lock_timeout=0.3,
+                iscsiadm_lock_dir=str(lock_dir))
+    nid = NodeID(T1, "10.0.0.1", 3260, 1)
+    db.create_node(T1, "10.0.0.1", 3260, 1)
+    os.link(lock_dir / "lock", lock_dir / "lock.write")  # the first's take-over: live
+    judged = []
+
+    def stale_when_first_judged(self):  # the second judged it before the first's take-over
+        judged.append(os.path.exists(self.write_path))
+        return len(judged) == 1 or real_stale(self)
+
+    real_stale = store.IscsiadmLock._stale
+    monkeypatch.setattr(store.IscsiadmLock, "_stale", stale_when_first_judged)
+    with pytest.raises(LockTimeout):
+        db.update_node(nid, "node.startup", "automatic")
+    assert len(judged) > 1 and db.read_node(nid)["node.startup"] == "manual"
+    assert os.path.exists(lock_dir / "lock.write")  # the first's link, left to it
+
+
 def test_an_iface_name_with_a_comma_is_read_back_from_its_links(db):
     """A discovery link's name is read as iscsiadm reads it (get_params_from_disc_link: the
     target up to the first ',', the iface the rest), so an iface named with a ',' (iscsiadm
