@@ -269,6 +269,9 @@ def _run(argv: list[str], out: Output | None) -> int:
             o.error(line)
         if str(e):
             o.error(str(e))
+        if e.exit_code == E.NO_OBJS_FOUND and o.json and not o.written:
+            with contextlib.suppress(OutputError, BrokenPipeError):
+                o.emit_json([])  # nothing found is an empty listing: stdout is always JSON
         return e.exit_code
     except KeyboardInterrupt:
         o.error("interrupted")

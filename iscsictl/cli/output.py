@@ -68,8 +68,10 @@ class Output:
         self.out = out or _standard(sys.stdout)
         self.err = err or _standard(sys.stderr)
         self.json = json
+        self.written = False  # whether a result reached ``out``
 
     def _write(self, text: str) -> None:
+        self.written = True
         try:
             self.out.write(text)
         except BrokenPipeError:

@@ -449,7 +449,7 @@ def test_flash_targets_as_json(cli, tmp_path, monkeypatch):
     assert one["index"] == 0 and one["flashnode.session.password_in"] == "mutualsecret1"
     assert one["flashnode.conn[0].ipaddress"] == "192.168.1.10"
     r = cli(*FN, "-H", "3", "--json")
-    assert (r.rc, r.out) == (21, "")
+    assert (r.rc, r.out) == (21, "[]\n")  # nothing found: an empty listing
 
 
 def test_p_selects_records_by_address_as_iscsiadm_resolves_it(cli):

@@ -75,6 +75,17 @@ def test_no_sessions_is_21(sysfs):
     assert cli("-m", "session") == (21, "", "iscsictl: No active sessions.\n")
 
 
+def test_nothing_found_with_json_is_an_empty_listing(sysfs, db):
+    """``--json`` that finds nothing prints ``[]`` with the text's 21, in every mode (before:
+    session, host, fw and node printed nothing, discovery ``[]``: ``| jq`` saw no input)."""
+    for args in (["-m", "session"], ["-m", "session", "-P", "3"], ["-m", "host"],
+                 ["-m", "node"], ["-m", "node", "-T", "iqn.x:none", "-o", "show"],
+                 ["-m", "node", "-T", "iqn.x:none", "-u"], ["-m", "discovery"], ["-m", "fw"]):
+        rc, out, err = cli("--json", *args)
+        assert (rc, json.loads(out)) == (21, []), args
+    assert cli("-m", "node") == (21, "", "iscsictl: No records found\n")  # text unchanged
+
+
 def test_flat_listing_in_alphasort_order(sysfs):
     add_session(sysfs, 2, 3, T, "127.0.0.1", {0: "sdb"})
     add_session(sysfs, 10, 11, T, "10.0.0.5", {0: "sdc"})
