@@ -9,6 +9,20 @@ from dataclasses import dataclass
 from . import errors as E
 
 DEFAULT_PORT = 3260
+#: iscsiadm's operations as bits (usr/iscsiadm.c enum iscsiadm_op): each -o is or'ed in
+OPS = {"new": 0x1, "delete": 0x2, "update": 0x4, "show": 0x8, "nonpersistent": 0x10,
+       "apply": 0x20, "applyall": 0x40, "login": 0x80, "logout": 0x100}
+
+
+def op_mask(ops: list[str]) -> int:
+    """The ``-o`` given, or'ed as iscsiadm's option parser does (main, ``case 'o'``): an
+    unknown one is exit 7 while nothing known came before it (then it is ignored)."""
+    mask = 0
+    for op in ops:
+        mask |= OPS.get(op, 0)
+        if not mask:
+            raise E.CliError(f"can not recognize operation: '{op}'", E.INVAL)
+    return mask
 
 
 def open_db(args, o):

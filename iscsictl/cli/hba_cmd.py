@@ -95,9 +95,10 @@ CHAP_TYPES = {"out": 0, "in": 1}  # enum chap_type_e
 
 def run(args, o, sysfs, submode: str, host_no: int | None, index: int | None) -> int:  # type: ignore[no-untyped-def]
     """``-C chap`` or ``-C stats`` of ``-m host`` (``index``: ``-x`` as strtoull read it)."""
-    from .host_cmd import _op_mask, op_name
+    from ._common import op_mask
+    from .host_cmd import op_name
 
-    mask = _op_mask(args.op or [])
+    mask = op_mask(args.op or [])
     if submode == "stats":
         if host_no is None:
             raise E.CliError("STATS mode requires host no", E.INVAL)

@@ -92,6 +92,7 @@ import re
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import errors as E
+from ._common import OPS, op_mask
 from .hba import hba_netlink, host_transport, kernel_errno, transport_handle
 from .session_cmd import EMPTY, collect, tree_lines, version_lines
 
@@ -151,9 +152,6 @@ def _ip6(v: str | None) -> str:
 #: MAX_HOST_NO (usr/host.h): a host number is a uint32_t
 MAX_HOST_NO = 0xFFFFFFFF
 
-#: iscsiadm's operations as bits (usr/iscsiadm.c enum iscsiadm_op): each -o is or'ed in
-OPS = {"new": 0x1, "delete": 0x2, "update": 0x4, "show": 0x8, "nonpersistent": 0x10,
-       "apply": 0x20, "applyall": 0x40, "login": 0x80, "logout": 0x100}
 #: MAX_FLASHNODE_IDX (usr/flashnode.h, UINT_MAX): a -x above it, or none, lists them all
 MAX_FLASHNODE_IDX = 0xFFFFFFFF
 #: iscsiadm's words for an update it cannot make (usr/iscsiadm.c iscsi_set_flashnode_params)
@@ -261,17 +259,6 @@ def _parse_index(text: str) -> int:
     return value
 
 
-def _op_mask(ops: list[str]) -> int:
-    """The ``-o`` given, or'ed as iscsiadm's option parser does: an unknown one is exit 7
-    while nothing known came before it (then it is ignored)."""
-    mask = 0
-    for op in ops:
-        mask |= OPS.get(op, 0)
-        if not mask:
-            raise E.CliError(f"can not recognize operation: '{op}'", E.INVAL)
-    return mask
-
-
 def _flashnode_values(node: Flashnode, show_secrets: bool) -> dict[str, int | str]:
     """A flash target's values (sysfs's FLASHNODE_ATTRS order), its secrets masked unless
     ``show_secrets``."""
@@ -313,7 +300,7 @@ def flashnode_record(node: Flashnode, show_secrets: bool) -> list[str]:
 def _flashnode(args, o, sysfs, index: int | None) -> int:  # type: ignore[no-untyped-def]
     """``-C flashnode``: an HBA's flash targets (usr/iscsiadm.c exec_flashnode_op): listed,
     one shown with ``-x``, or one made, deleted, changed, logged in or out."""
-    mask = _op_mask(args.op or [])
+    mask = op_mask(args.op or [])
     host_no = host_option(args, sysfs)
     if host_no is None:  # what iscsiadm 2.1.8 means to say: its "no -H" wraps to host 0
         raise E.CliError("FLASHNODE mode requires host no", E.INVAL)
@@ -456,7 +443,7 @@ def run(args, o, mode: str) -> int:  # type: ignore[no-untyped-def]
 
         sysfs = _sysfs()
         return hba_cmd.run(args, o, sysfs, args.submode, host_option(args, sysfs), index)
-    _op_mask(args.op or [])  # an unknown -o: 7, as iscsiadm's option parser
+    op_mask(args.op or [])  # an unknown -o: 7, as iscsiadm's option parser
     level = args.print if args.print is not None else 0
     if level not in (-1, 0, 1, 2, 3, 4):
         raise E.CliError(f"Invalid info level {level}. Try 0 - 4.", E.INVAL)

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Iterator
 
 from . import errors as E
+from ._common import OPS, op_mask
 from .output import Output, OutputError
 
 #: mode -> (module, option letters iscsiadm allows in it)
@@ -236,17 +237,19 @@ def _run(argv: list[str], out: Output | None) -> int:
         mode = args.mode
         if mode is not None and mode not in MODES:
             raise E.CliError(f"mode {mode} is not yet supported", E.INVAL)
+        if args.help:  # before -k: iscsiadm's option loop prints it and exits at once
+            o.text(mode_help(mode) if mode else build_parser().format_help())
+            return E.SUCCESS
         if args.killiscsid is not None:  # iscsiadm's: instead of any mode, but a -m's
             if mode is not None:  # options are checked as its getopt loop reads -m
                 _check_letters(args, mode)  # (verify_mode_params: -k is no mode's)
             return _kill_daemon(args.killiscsid, o)
-        if args.help:
-            o.text(mode_help(mode) if mode else build_parser().format_help())
-            return E.SUCCESS
-        if mode is None:
-            o.text(build_parser().format_usage())
-            raise E.CliError("no mode specified "
-                             "(-m discovery|discoverydb|node|session|iface|host|fw)", E.INVAL)
+        if mode is None:  # on stderr only, as iscsiadm's usage(ISCSI_ERR_INVAL)
+            raise E.CliError("no mode specified (-m discovery|discoverydb|node|session|"
+                             "iface|host|fw); try `iscsictl --help'", E.INVAL)
+        if args.op:  # an unknown -o: 7 before anything is done, as iscsiadm's option loop
+            op_mask(args.op)  # (which checks the mode's letters after); one after a known
+            args.op = [op for op in args.op if op in OPS]  # one is ignored, as there
         _check_letters(args, mode)
         if args.interface:
             _check_iface_names(args.interface)

@@ -50,40 +50,23 @@ def _no_records() -> E.CliError:
 
 
 def _check_ifaces(args, o) -> None:  # type: ignore[no-untyped-def]
-    """Every ``-I`` must name an iface record: iscsiadm builds its node record from it first
+    """The first ``-I`` must name an iface record: iscsiadm builds its node record from it
     (idbm_create_rec) and, when that fails, says so and exits 3 (ISCSI_ERR_NOMEM).  An
     offload port's default record not made yet is made first (:func:`ensure_ifaces`).
-    Node mode then acts through the first only, said as iscsiadm says it (before: through
-    each, so that ``-o delete -I a -I b`` deleted the records of both)."""
+    Node mode acts through the first only, and iscsiadm never reads the others (main,
+    MODE_NODE): a later ``-I`` that names no record is no error (before: 3), and the
+    warning's fields are empty as iscsiadm's (its iface_alloc fills in only the name)."""
     if not args.interface:
         return
     db = open_db(args, o)
-    ensure_ifaces(db, args.interface, o)
-    known = set(db.list_ifaces())
-    for name in args.interface:
-        if name not in known:
-            raise E.CliError(f"Could not read iface info for {name}.", E.BY_NAME["ISCSI_ERR_NOMEM"])
+    first = args.interface[0]
+    ensure_ifaces(db, [first], o)
+    if first not in db.list_ifaces():
+        raise E.CliError(f"Could not read iface info for {first}.", E.BY_NAME["ISCSI_ERR_NOMEM"])
     if len(args.interface) > 1:
-        o.error(first_iface_only(db, args.interface[0]))
+        o.error("NODE mode only accepts one interface. Using the first one driver  "
+                "hwaddress  ipaddress .")
         args.interface = args.interface[:1]
-
-
-def first_iface_only(db, name: str) -> str:  # type: ignore[no-untyped-def]
-    """iscsiadm's words when node mode is given several -I (main): ``NODE mode only
-    accepts one interface. Using the first one driver ...``."""
-    from ..db.errors import DBError
-
-    try:
-        v = db.read_iface(name).values
-    except DBError:
-        v = {}
-
-    def field(key: str) -> str:
-        x = v.get(key)
-        return "" if x in (None, "<empty>") else str(x)
-    return ("NODE mode only accepts one interface. Using the first one driver "
-            f"{field('iface.transport_name')} hwaddress {field('iface.hwaddress')} "
-            f"ipaddress {field('iface.ipaddress')}.")
 
 
 def run(args, o, mode: str) -> int:

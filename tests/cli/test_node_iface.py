@@ -132,7 +132,7 @@ def test_iface_ops(cli):
     (["-m", "host", "-C", "chap"], 7, "CHAP mode requires host no and valid operation"),
     (["-m", "host", "-P", "5"], 7, "Invalid info level 5. Try 0 - 4."),
     (["-m", "iface", "-C", "ping", "-I", "default"], 7, "Ping requires destination ipaddress."),
-    (["-m", "node", "-o", "frobnicate"], 7, "Invalid operation"),
+    (["-m", "node", "-o", "frobnicate"], 7, "can not recognize operation: 'frobnicate'"),
     # accepted and ignored before (a listing, exit 0), refused as iscsiadm refuses them
     (["-m", "node", "-L", ""], 7, "Invalid loginall option ."),
     (["-m", "node", "-U", ""], 7, "Invalid logoutall option ."),
@@ -439,9 +439,14 @@ def test_several_ifaces_in_node_and_iface_mode_act_through_the_first_only(tmp_pa
         assert cli("-m", "iface", "-I", name, "-o", "new")[0] == 0
         assert cli("-m", "node", "-T", "iqn.2003-01.org.example:t", "-p", "10.0.0.1:3260,1",
                    "-I", name, "-o", "new")[0] == 0
+    rc, out, err = cli("-m", "node", "-I", "ifb", "-I", "nonexistent", "-o", "show")
+    assert (rc, err) == (0, "iscsictl: NODE mode only accepts one interface. Using the first "
+                            "one driver  hwaddress  ipaddress .\n")  # iscsiadm's, to the byte
+    assert "iface.iscsi_ifacename = ifb" in out  # the later -I never read (it was 3)
+    assert cli("-m", "node", "-I", "nonexistent", "-I", "ifb")[0] == 3
     rc, _, err = cli("-m", "node", "-o", "delete", "-I", "ifa", "-I", "ifb")
     assert rc == 0 and "NODE mode only accepts one interface. Using the first one driver " \
-        "tcp hwaddress  ipaddress ." in err
+        " hwaddress  ipaddress ." in err
     assert cli("-m", "node", "-I", "ifb")[0] == 0  # ifb's record is still there
     rc, _, err = cli("-m", "iface", "-o", "delete", "-I", "ifb", "-I", "ifa")
     assert rc == 0 and err == "iscsictl: iface mode only accepts one interface. Using the " \

@@ -75,6 +75,35 @@ def test_no_sessions_is_21(sysfs):
     assert cli("-m", "session") == (21, "", "iscsictl: No active sessions.\n")
 
 
+def test_an_unknown_operation_is_refused_before_anything_is_done(sysfs, db):
+    """An ``-o`` word iscsiadm does not know, first of the ``-o``s, is 7 and nothing is done,
+    as iscsiadm's option loop refuses it (main, ``case 'o'``: str_to_op); after a known
+    one it is ignored, as there (before: -L/-U/-R/-s and iface's -C ping acted first)."""
+    assert cli("-m", "node", "-o", "new", "-T", T, "-p", "10.0.0.1")[0] == 0
+    add_session(sysfs, 1, 0, T, "10.0.0.1", {0: "sda"})
+    for args in (["-m", "node", "-L", "all", "-o", "logn"], ["-m", "node", "-o", "bogus",
+                 "-U", "all"], ["-m", "node", "-o", "bogus", "-R"], ["-m", "session", "-o",
+                 "bogus", "-s"], ["-m", "iface", "-I", "default", "-C", "ping", "-a",
+                 "10.0.0.1", "-o", "bogus"], ["-o", "x", "-o", "show", "-m", "node"]):
+        rc, out, err = cli(*args)
+        assert (rc, out) == (7, ""), args
+        assert err == f"iscsictl: can not recognize operation: '{args[args.index('-o') + 1]}'\n"
+    rc, out, err = cli("-m", "node", "-o", "show", "-o", "bogus", "-T", T)
+    assert rc == 0 and f"node.name = {T}" in out
+
+
+def test_help_wins_over_k_and_no_mode_says_so_on_stderr_only(sysfs):
+    """``-h`` with ``-k 0`` prints the help and stops no daemon (iscsiadm's option loop
+    exits at ``-h``, before kill_iscsid; before: the daemon was asked to stop), and no
+    ``-m`` is one line on stderr and 7, stdout left empty (iscsiadm's usage(ISCSI_ERR_INVAL);
+    before: the whole usage on stdout)."""
+    rc, out, err = cli("-k", "0", "-h")
+    assert (rc, err) == (0, "") and out.startswith("usage: iscsictl")
+    rc, out, err = cli("-d", "1")
+    assert (rc, out) == (7, "") and err.startswith("iscsictl: no mode specified") \
+        and err.count("\n") == 1
+
+
 def test_nothing_found_with_json_is_an_empty_listing(sysfs, db):
     """``--json`` that finds nothing prints ``[]`` with the text's 21, in every mode (before:
     session, host, fw and node printed nothing, discovery ``[]``: ``| jq`` saw no input)."""
