@@ -238,7 +238,7 @@ def op_update(db, args, o) -> int:
                              "using it. Log out the session then update record.",
                              E.SESS_EXISTS)
     rc = E.SUCCESS
-    done = []
+    done, failed = [], []
     damaged = 0
     for nid in nids:
         try:
@@ -250,12 +250,13 @@ def op_update(db, args, o) -> int:
         except DBError as e:
             o.error(str(e))
             rc = rc or e.exit_code
+            failed.append({**node_json(nid), "error": str(e), "rc": e.exit_code})
     if damaged and not done and rc == E.SUCCESS:
         raise _no_records()
+    if o.json:  # what was written, also when not all was: each record's result
+        o.emit_json({"updated": done, "failed": failed} if failed else {"updated": done})
     if rc:
         raise E.CliError("Could not execute operation on all records: " + E.err_to_str(rc), rc)
-    if o.json:
-        o.emit_json({"updated": done})
     return rc
 
 

@@ -83,6 +83,28 @@ def test_corrupt_record_reported_by_path(cli):
     assert cli("-m", "node", "-T", T2).rc == 0  # made again from the defaults
 
 
+def test_an_update_that_fails_for_one_record_still_says_what_it_wrote(cli, monkeypatch):
+    """``-o update --json`` with one record's write failed (here a full disk): the records
+    updated and the one that failed, with the text's exit code (before: no JSON at all)."""
+    from iscsictl.db.errors import DBError
+    from iscsictl.db.store import NodeDB
+    for t, ip in ((T1, "10.0.0.1"), (T2, "10.0.0.2")):
+        assert cli("-m", "node", "-o", "new", "-T", t, "-p", f"{ip}:3260,1").rc == 0
+    real = NodeDB.update_node_many
+
+    def full_for_t2(self, nid, updates):
+        if nid.target == T2:
+            raise DBError(f"cannot write {nid.target}: No space left on device")
+        return real(self, nid, updates)
+    monkeypatch.setattr(NodeDB, "update_node_many", full_for_t2)
+    r = cli("--json", "-m", "node", "-o", "update", "-n", "node.startup", "-v", "automatic")
+    doc = json.loads(r.out)
+    assert r.rc == 6 and [n["target"] for n in doc["updated"]] == [T1]
+    assert [(n["target"], n["rc"]) for n in doc["failed"]] == [(T2, 6)]
+    assert "No space left" in doc["failed"][0]["error"]
+    assert "Could not execute operation on all records" in r.err
+
+
 def test_iface_ops(cli):
     r = cli("-m", "iface", "-I", "eth9", "-o", "new")
     assert (r.rc, r.out) == (0, "eth9 updated.\nNew interface eth9 added\n")
