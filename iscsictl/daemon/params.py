@@ -212,7 +212,10 @@ def _bound(v: str) -> str | None:
 
 #: (record key, sysfs attribute: ``session/<name>`` or ``connection/<name>``, conversion)
 #: The credentials the session logged in with (iscsid's sync_session takes them from sysfs
-#: even when a record exists: the record may have changed since, the session's worked).
+#: even when a record exists: the record may have changed since, the session's worked),
+#: all four as the kernel shows them: one it shows unset (libiscsi's "(null)") is empty,
+#: not the record's or iscsid.conf's (iscsid merges iscsid.conf's in: a boot session
+#: without mutual CHAP was logged in again offering iscsid.conf's, and refused).
 AUTH_FROM_SYSFS = (
     ("node.session.auth.username", "session/username", str),
     ("node.session.auth.password", "session/password", str),
@@ -258,9 +261,11 @@ def adopted_record(record: Mapping[str, str] | None, sysfs: Mapping[str, str | N
     """The record a session taken over from the kernel is managed (and logged in again)
     with.  ``sysfs`` maps ``session/<attr>``/``connection/<attr>``/``host/<attr>``/
     ``boot/<attr>`` (the boot NIC entry's) (AUTH_ATTRS with a record, ADOPTION_ATTRS
-    without) to the values read (None: absent or unreadable);
+    without) to the values read (None: unset or unreadable; a credential the transport
+    does not show is left out);
     ``defaults``: iscsid.conf's node defaults, the base when there is no ``record``.  The
-    session's credentials replace the record's where sysfs shows them.  Without a record,
+    session's credentials replace the record's or the defaults', an unset one by an empty
+    one (:data:`AUTH_FROM_SYSFS`).  Without a record,
     the host's ``ipaddress`` is the iface's only for a ``transport`` that sets it on the
     HBA (bnx2i, qedi, cxgb3i: iscsid's sync_session keeps it for set_host_ip; software
     iSCSI's is the local address, not a binding), and it is the one iscsiuio is given at
@@ -275,4 +280,9 @@ def adopted_record(record: Mapping[str, str] | None, sysfs: Mapping[str, str | N
         value = conv(raw) if raw not in (None, "") else None
         if value is not None:
             out[key] = value
+        elif key in _AUTH_KEYS and attr in sysfs:  # shown unset (not hidden): none
+            out[key] = ""
     return out
+
+
+_AUTH_KEYS = frozenset(k for k, _, _ in AUTH_FROM_SYSFS)

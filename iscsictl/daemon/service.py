@@ -916,6 +916,9 @@ class Daemon:
                     attrs[a] = rd(f"{boot_nic}/{a[5:]}") if boot_nic else None
                 else:  # to the byte (the credentials: a firmware's need not be UTF-8,
                     attrs[a] = rd(base + a[8:])  # and a relogin sends them again)
+                    if attrs[a] is None and a in AUTH_ATTRS and not os.path.lexists(
+                            f"{self.sysfs.root}/{base}{a[8:]}"):
+                        del attrs[a]  # a transport that hides it: not known to be unset
             if record is None:
                 record = adopted_record(None, attrs, defaults or {}, node.transport)
                 record["iface.transport_name"] = node.transport

@@ -29,7 +29,9 @@ def test_a_record_takes_the_sessions_credentials():
     assert out["node.session.auth.username"] == "ibftuser"
     assert out["node.session.auth.password"] == "s3cret-12"
     assert out["node.session.timeo.replacement_timeout"] == "7" and out["node.name"] == T
-    assert "node.session.auth.username_in" not in out
+    assert out["node.session.auth.username_in"] == ""  # unset in the kernel: none
+    hidden = adopted_record(rec, {}, {})  # a transport that shows no credentials
+    assert hidden["node.session.auth.username"] == "old"
 
 
 def test_no_record_is_built_from_the_session_on_the_defaults():
@@ -81,6 +83,37 @@ def test_a_firmware_session_without_a_record_can_log_in_again(daemon):
     assert cfg.target_name == T and cfg.chap.username == "ibftuser"
     assert cfg.chap.password == b"ibft-secret-12"
     assert rec["iface.initiatorname"] == "iqn.2026-11.org.example.vm:ibft-host"
+
+
+@pytest.mark.parametrize("boot_chap", ["one-way", "none"])
+def test_a_boot_session_is_not_given_iscsid_confs_credentials(daemon, boot_chap):
+    """A boot session (no record) logged in with the firmware's one-way CHAP or none, while
+    iscsid.conf holds mutual CHAP for the SAN's other targets: its relogin (at once: a
+    boot session has no NOP-Outs) offers what the session used, the credentials libiscsi
+    shows unset ("(null)") being none (before: iscsid.conf's filled them in, so the
+    relogin offered mutual CHAP the boot target did not have, and was refused for good)."""
+    d, sys_root, db = daemon
+    (db / "iscsid.conf").write_text(
+        "node.session.auth.authmethod = CHAP\n"
+        "node.session.auth.username = sanuser\nnode.session.auth.password = san-secret-123\n"
+        "node.session.auth.username_in = santarget\n"
+        "node.session.auth.password_in = san-target-456\n")
+    add_session(sys_root, 1, 0, T, "10.0.0.10", {0: "sda"})
+    s = SESSION.format(h=0, s=1)
+    used = {"username": "ibftuser", "password": "ibft-secret-12"} if boot_chap == "one-way" \
+        else {}
+    for attr in ("username", "password", "username_in", "password_in"):
+        _w(sys_root, f"{s}/{attr}", used.get(attr, "(null)"))
+    d._adopt()
+    rec = d.sessions[1].node.record
+    assert {k: rec[f"node.session.auth.{k}"] for k in ("username", "password", "username_in",
+            "password_in")} == {"username_in": "", "password_in": "", "username": "",
+                                "password": "", **used}
+    cfg = LoginConfig.from_node(rec, "iqn.2026-11.x:host")
+    if boot_chap == "none":
+        assert cfg.chap is None
+    else:
+        assert cfg.chap.username == "ibftuser" and not cfg.chap.mutual
 
 
 def test_a_boot_sessions_secret_that_is_not_utf8_is_kept_to_the_byte(daemon):
