@@ -43,9 +43,13 @@ def iscsid_running() -> bool:
 
 
 class LockHeld(Exception):
-    """The lock cannot be taken: held by another process (named), or not to be opened or
-    written.
+    """The lock cannot be taken: held by another process (named; its PID as the lock file
+    says it in ``holder``), or not to be opened or written (``holder`` None).
     The message is for the user; each program prefixes its own name."""
+
+    def __init__(self, message: str, holder: str | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
 
 
 def take_lock(path: str) -> int:
@@ -63,7 +67,7 @@ def take_lock(path: str) -> int:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
         os.close(fd)
         raise LockHeld(f"process {holder} (iscsictld or iscsictl-start) owns the kernel's "
-                       f"iSCSI sessions ({path})") from None
+                       f"iSCSI sessions ({path})", holder) from None
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

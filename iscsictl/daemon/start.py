@@ -262,15 +262,76 @@ def _login(records: list[dict[str, str]], initiator_name: str) -> list[dict[str,
         print(f"{PROG}: open-iscsi's iscsid is running and owns the kernel's iSCSI "
               "interface", file=sys.stderr)
         raise SystemExit(ERR)
+    _name_process()
+    try:  # no iscsictld meanwhile
+        lock = take_lock(os.environ.get("ISCSICTLD_LOCK", LOCK_FILE))
+    except LockHeld as exc:
+        lock = _after_other_start(exc)
+        if lock is None:  # an iscsictld's (or no iscsictl-start's): not waited for
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            raise SystemExit(ERR) from None
+        return _login(records, initiator_name) if lock < 0 else _login_locked(
+            lock, records, initiator_name)
+    return _login_locked(lock, records, initiator_name)
+
+
+#: s a second iscsictl-start waits for another's logins (iscsistarts run side by side: a
+#: login may retry 30 x 15 s, then the scan)
+OTHER_START_WAIT = 600.0
+
+
+def _name_process() -> None:
+    """This process's name (``/proc/self/comm``) made ``iscsictl-start`` whatever started
+    it (``python -m ...``), so that a second one knows whose lock it meets."""
+    try:
+        with open("/proc/self/comm", "w") as f:
+            f.write(PROG)
+    except OSError:
+        pass
+
+
+def _after_other_start(exc: Any) -> int | None:
+    """The lock, once another iscsictl-start holding it has ended (several started side by
+    side, one per path or target, as iscsistarts are); -1 when an iscsictld that answers
+    holds it meanwhile (the logins are then its); None when the holder is no
+    iscsictl-start, or after :data:`OTHER_START_WAIT` s."""
+    import time
+
+    from iscsictl.ipc import DaemonClient, DaemonError
+
+    from .instance import LOCK_FILE, LockHeld, take_lock
+
+    path = os.environ.get("ISCSICTLD_LOCK", LOCK_FILE)
+    holder = exc.holder or ""
+    try:
+        with open(f"/proc/{int(holder)}/comm") as f:
+            if f.read().strip() != PROG:
+                return None
+    except (OSError, ValueError):
+        return None
+    print(f"{PROG}: waiting for process {holder} (iscsictl-start) to end its logins",
+          file=sys.stderr)
+    deadline = time.monotonic() + OTHER_START_WAIT
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        try:
+            return take_lock(path)
+        except LockHeld:
+            pass
+        try:
+            DaemonClient(timeout=1).call("ping")
+            return -1
+        except DaemonError:  # DaemonNotRunning too
+            pass
+    return None
+
+
+def _login_locked(lock: int, records: list[dict[str, str]],
+                  initiator_name: str) -> list[dict[str, Any]]:
     import asyncio
 
     from iscsictl.netlink import IscsiNetlinkError
 
-    try:  # no iscsictld meanwhile
-        lock = take_lock(os.environ.get("ISCSICTLD_LOCK", LOCK_FILE))
-    except LockHeld as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        raise SystemExit(ERR) from None
     try:
         return asyncio.run(_login_here(records, initiator_name))
     except IscsiNetlinkError as e:  # no module, no privilege, not the initial netns
@@ -400,10 +461,10 @@ def _run(argv: list[str] | None) -> int:
     rc = 0
     for rec, r in zip(records, results):
         if r.get("ok"):
-            for sid in r.get("sids") or ():
+            for sid in r.get("sids") or ():  # on stderr: iscsistart's log_warning
                 print(f"{PROG}: Connection{sid}:0 to [target: {rec['node.name']}, portal: "
                       f"{rec['node.conn[0].address']},{rec['node.conn[0].port']}] through "
-                      f"[iface: {rec.iface_name}] is operational now")
+                      f"[iface: {rec.iface_name}] is operational now", file=sys.stderr)
         else:  # 15 too, a session already there: iscsistart's login_session fails it
             code = int(r.get("code", ERR))
             print(f"{PROG}: initiator reported error ({code} - {E.err_to_str(code)})",
