@@ -2,7 +2,7 @@
 and a sans-I/O task machine (RFC 7143 §11.3, §11.4, §11.7).
 
 Only what a userspace probe needs: REPORT LUNS, INQUIRY (standard, VPD 0x80
-unit serial number, 0x83 device identification), READ CAPACITY(16), TEST
+unit serial number, 0x83 device identification), READ CAPACITY(16) and (10), TEST
 UNIT READY.  :class:`CommandSession` tracks CmdSN/ExpStatSN and tasks by ITT,
 gathers Data-In, and completes each task with a :class:`ScsiResult`.
 """
@@ -25,11 +25,13 @@ __all__ = [
     "ScsiResult",
     "Sense",
     "cdb_inquiry",
+    "cdb_read_capacity10",
     "cdb_read_capacity16",
     "cdb_report_luns",
     "cdb_test_unit_ready",
     "parse_designators",
     "parse_inquiry",
+    "parse_read_capacity10",
     "parse_read_capacity16",
     "parse_report_luns",
     "parse_sense",
@@ -52,6 +54,11 @@ def cdb_inquiry(allocation_length: int = 255, vpd_page: int | None = None) -> by
 def cdb_report_luns(allocation_length: int = 4096, select_report: int = 0) -> bytes:
     """REPORT LUNS (SPC-4 §6.33)."""
     return bytes((0xA0, 0, select_report, 0, 0, 0)) + allocation_length.to_bytes(4, "big") + b"\0\0"
+
+
+def cdb_read_capacity10() -> bytes:
+    """READ CAPACITY(10) (SBC-3 §5.15): an SBC-2 disk's, which may refuse (16)."""
+    return bytes((0x25,)) + bytes(9)
 
 
 def cdb_read_capacity16(allocation_length: int = 32) -> bytes:
@@ -193,6 +200,8 @@ def parse_designators(data: bytes) -> list[Designator]:
     pos, out = 4, []
     while pos + 4 <= end:
         n = data[pos + 3]
+        if pos + 4 + n > end:  # cut off by the allocation length: not a whole one
+            break
         out.append(Designator(data[pos] & 0xF, (data[pos + 1] >> 4) & 3, data[pos + 1] & 0xF,
                               bytes(data[pos + 4:pos + 4 + n])))
         pos += 4 + n
@@ -217,6 +226,15 @@ def parse_read_capacity16(data: bytes) -> ReadCapacity16:
         raise ValueError(f"READ CAPACITY(16) data has {len(data)} bytes, need 12")
     lbpme = len(data) > 14 and bool(data[14] & 0x80)
     return ReadCapacity16(int.from_bytes(data[0:8], "big"), int.from_bytes(data[8:12], "big"), lbpme)
+
+
+def parse_read_capacity10(data: bytes) -> ReadCapacity16:
+    """READ CAPACITY(10) data (SBC-3 §5.15.2), in READ CAPACITY(16)'s shape; a last LBA
+    of 0xFFFFFFFF means the disk is larger (READ CAPACITY(16) tells)."""
+    if len(data) < 8:
+        raise ValueError(f"READ CAPACITY(10) data has {len(data)} bytes, need 8")
+    return ReadCapacity16(int.from_bytes(data[0:4], "big"), int.from_bytes(data[4:8], "big"),
+                          False)
 
 
 def parse_report_luns(data: bytes) -> list[bytes]:

@@ -122,3 +122,91 @@ def test_a_userspace_login_never_takes_an_isid_a_kernel_session_may_hold():
     isids = {new_isid() for _ in range(50)}
     assert len(isids) == 50
     assert {ISID(i).format for i in isids} == {ISIDFormat.RANDOM}
+
+
+class Disk(FakeConnection):
+    """One LUN answering INQUIRY from ``pages`` ({(evpd, page): data}, cut at the
+    allocation length as SPC-4 §4.2.5.6 says) and READ CAPACITY(16)/(10) from ``rc16`` and
+    ``rc10`` (None: ILLEGAL REQUEST); the allocation lengths asked are in ``calls``."""
+
+    def __init__(self, pages, rc16=None, rc10=None, luns=1):
+        super().__init__(report_luns(*(encode_lun(n).hex() for n in range(luns))))
+        self.pages, self.rc16, self.rc10 = pages, rc16, rc10
+
+    def scsi(self, lun, cdb, read_length, timeout):
+        self.commands.append((lun, cdb[0]))
+        if cdb[0] == 0xA0:
+            self.calls.append(f"REPORT LUNS {int.from_bytes(cdb[6:10], 'big')}")
+            return ScsiResult(0, self.report.data[:read_length])
+        if cdb[0] == 0x12:
+            alloc = int.from_bytes(cdb[3:5], "big")
+            self.calls.append(f"INQUIRY {cdb[2]:#x} {alloc}")
+            data = self.pages.get((cdb[1] & 1, cdb[2]))
+            return ILLEGAL if data is None else ScsiResult(0, data[:alloc])
+        data = {0x9E: self.rc16, 0x25: self.rc10}.get(cdb[0])
+        return ILLEGAL if data is None else ScsiResult(0, data[:read_length])
+
+
+def _probe(monkeypatch, conn, warnings=None):
+    monkeypatch.setattr(probe_mod, "login", lambda host, port, config, warn=None, iface=None: conn)
+    config = LoginConfig(initiator_name="iqn.2005-03.org.open-iscsi:host1", target_name=TARGET)
+    return probe_mod.probe("192.0.2.1", 3260, config, timeout=1.0,
+                           warn=None if warnings is None else warnings.append)
+
+
+INQ = bytes((0, 0, 6, 2, 91, 0, 0, 0)) + b"LIO-ORG " + b"disk0".ljust(16) + b"4.0 "
+
+
+def test_a_vpd_page_longer_than_255_bytes_is_asked_for_again_whole(monkeypatch):
+    """LIO's device identification page passes 255 bytes with a long IQN: the probe asks
+    again with the page's length (Linux's scsi_get_vpd_buf), so the SCSI name designator is
+    whole (before: printed cut off, as if whole); a page that fits is asked once."""
+    iqn = b"iqn.2003-01.org.linux-iscsi.storage-array-01.x8664:sn.0123456789abcdef0123456789"
+
+    def desig(code_set, dtype, value, assoc=0):
+        return bytes((code_set, (assoc << 4) | dtype, 0, len(value))) + value
+    body = (desig(1, 3, bytes.fromhex("6001405abcdef0123456789abcdef012"))
+            + desig(2, 1, b"LIO-ORG " + b"0123456789abcdef0123456789abcdef0123")
+            + desig(1, 4, bytes(4), 1) + desig(1, 5, bytes(4), 1) + desig(1, 6, bytes(4))
+            + desig(3, 8, (iqn + b",t,0x0001").ljust(96, b"\0"), 1)
+            + desig(3, 8, iqn.ljust(84, b"\0"), 2))
+    page83 = bytes((0, 0x83)) + len(body).to_bytes(2, "big") + body
+    conn = Disk({(0, 0): INQ, (1, 0x80): bytes((0, 0x80, 0, 4)) + b"ab12", (1, 0x83): page83},
+                rc16=(2047).to_bytes(8, "big") + (512).to_bytes(4, "big") + bytes(20))
+    info, = _probe(monkeypatch, conn).luns
+    assert len(page83) > 255 and info.errors == {}
+    assert info.designators[-1] == f"name:{iqn.decode()}"
+    assert [c for c in conn.calls if c.startswith("INQUIRY")] == [
+        "INQUIRY 0x0 255", "INQUIRY 0x80 255", "INQUIRY 0x83 255",
+        f"INQUIRY 0x83 {len(page83)}"]
+    from iscsictl.protocol.scsi import parse_designators
+    cut = parse_designators(page83[:255])  # what a cut page holds: whole designators only
+    assert len(cut) == 6 and all(str(d) != f"name:{iqn.decode()}" for d in cut)
+
+
+def test_an_sbc2_disk_without_read_capacity16_is_sized_by_read_capacity10(monkeypatch):
+    """A disk that refuses READ CAPACITY(16) with ILLEGAL REQUEST (SBC-2: only (10) is
+    mandatory) is sized by READ CAPACITY(10), as Linux's sd_read_capacity falls back
+    (before: no size, and an error line)."""
+    conn = Disk({(0, 0): INQ}, rc10=(2097151).to_bytes(4, "big") + (512).to_bytes(4, "big"))
+    info, = _probe(monkeypatch, conn).luns
+    assert (info.blocks, info.block_size, info.size_bytes) == (2097152, 512, 1 << 30)
+    assert "read_capacity16" not in info.errors and "read_capacity10" not in info.errors
+    assert [op for _, op in conn.commands if op in (0x9E, 0x25)] == [0x9E, 0x25]
+    info, = _probe(monkeypatch, Disk({(0, 0): INQ})).luns  # neither: (10)'s failure said
+    assert info.size_bytes is None and "invalid command operation code" in \
+        info.errors["read_capacity16"]
+
+
+def test_more_than_16383_luns_are_all_probed(monkeypatch):
+    """A target that reports 20000 LUNs: all are probed (Linux asks for the length the
+    target reports; before: the first 16383, the rest dropped without a word)."""
+    warnings = []
+    conn = Disk({}, luns=20000)
+    res = _probe(monkeypatch, conn, warnings)
+    assert len(res.luns) == 20000 and res.luns[-1].lun == 19999 and warnings == []
+    assert conn.calls[:2] == ["REPORT LUNS 4096", f"REPORT LUNS {20000 * 8 + 8}"]
+    monkeypatch.setattr(probe_mod, "REPORT_LUNS_MAX", 8 * 5000 + 8)  # a longer list: said
+    res = _probe(monkeypatch, Disk({}, luns=20000), warnings)
+    assert len(res.luns) == 5000 and warnings == [
+        "REPORT LUNS: 20000 LUNs reported; the first 5000 are probed"]
