@@ -514,16 +514,17 @@ def _call(op: str, **kw: Any) -> Any:
 def _rescan(sysfs, views: list[SessionView], o) -> int:  # type: ignore[no-untyped-def]
     """``-R``: as iscsiadm's rescan_portal, with no daemon: each device of the session is
     rescanned (a LUN resized on the target), then its host is scanned for new LUNs; each
-    returns when the kernel is done.  Root only (13 otherwise)."""
+    returns when the kernel is done.  The sessions are rescanned side by side, as
+    iscsiadm's for_each_session forks a child for each: a session whose rescan waits in
+    the kernel (a blocked device, before Linux 6.6: until its relogin or replacement
+    timeout) holds up no other.  Root only (13 otherwise)."""
     import errno
+    from concurrent.futures import ThreadPoolExecutor
 
     if not views:
         raise E.CliError("No session found.", E.NO_OBJS_FOUND)
-    rc = E.SUCCESS
-    done = []
-    for v in views:
-        if not o.json:
-            o.lines([f"Rescanning session {_Sess(v)}"])
+
+    def rescan(v: SessionView) -> OSError | None:
         host_no = sysfs.session_host_no(v.sid)
         try:
             if host_no is None:
@@ -535,12 +536,24 @@ def _rescan(sysfs, views: list[SessionView], o) -> int:  # type: ignore[no-untyp
                     if exc.errno in (errno.EACCES, errno.EPERM):
                         raise
             sysfs.scan_host(host_no)
-            done.append(v.sid)
         except OSError as exc:
-            denied = exc.errno in (errno.EACCES, errno.EPERM)
-            o.error(f"Could not rescan session sid {v.sid}: {exc.strerror or exc}"
-                    + (" (rescanning needs root)" if denied else ""))
-            rc = rc or E.BY_NAME["ISCSI_ERR_ACCESS" if denied else "ISCSI_ERR_SYSFS_LOOKUP"]
+            return exc
+        return None
+
+    if not o.json:
+        o.lines(f"Rescanning session {_Sess(v)}" for v in views)
+    with ThreadPoolExecutor(min(len(views), 64)) as pool:
+        failures = list(pool.map(rescan, views))
+    rc = E.SUCCESS
+    done = []
+    for v, exc in zip(views, failures):
+        if exc is None:
+            done.append(v.sid)
+            continue
+        denied = exc.errno in (errno.EACCES, errno.EPERM)
+        o.error(f"Could not rescan session sid {v.sid}: {exc.strerror or exc}"
+                + (" (rescanning needs root)" if denied else ""))
+        rc = rc or E.BY_NAME["ISCSI_ERR_ACCESS" if denied else "ISCSI_ERR_SYSFS_LOOKUP"]
     if o.json:
         o.emit_json([{"sid": v.sid, "rescanned": v.sid in done} for v in views])
     return rc

@@ -104,6 +104,39 @@ def test_help_wins_over_k_and_no_mode_says_so_on_stderr_only(sysfs):
         and err.count("\n") == 1
 
 
+def test_a_rescan_that_waits_in_the_kernel_holds_up_no_other_session(sysfs):
+    """``-R`` of two sessions, the first one's device rescan blocked in the kernel (a FIFO
+    here: before Linux 6.6 a blocked device's rescan waits for the relogin or the
+    replacement timeout): the second is rescanned and its host scanned meanwhile, as
+    iscsiadm's for_each_session forks a child for each (before: only after the first)."""
+    import time
+    add_session(sysfs, 1, 3, T, "10.0.0.1", {0: "sda"})
+    add_session(sysfs, 2, 4, T, "10.0.0.2", {0: "sdb"})
+    for h in (3, 4):
+        _w(sysfs, f"devices/platform/host{h}/scsi_host/host{h}/scan", "")
+    blocked = sysfs / "devices/platform/host3/session1/target3:0:0/3:0:0:0/rescan"
+    os.mkfifo(blocked)
+    other = sysfs / "devices/platform/host4/session2/target4:0:0/4:0:0:0/rescan"
+    _w(sysfs, "devices/platform/host4/session2/target4:0:0/4:0:0:0/rescan", "")
+    host4 = sysfs / "devices/platform/host4/scsi_host/host4/scan"
+    result = []
+    t = threading.Thread(target=lambda: result.append(cli("-m", "session", "-R")))
+    t.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not (other.read_text() == "1" and host4.read_text() == "- - -"):
+            assert time.monotonic() < deadline, "session 2 waited for session 1's rescan"
+            time.sleep(0.05)
+        assert not result  # session 1's rescan still waits
+    finally:
+        fd = os.open(blocked, os.O_RDONLY)
+        assert os.read(fd, 10) == b"1"
+        os.close(fd)
+        t.join(10)
+    rc, out, _ = result[0]
+    assert rc == 0 and out.count("Rescanning session") == 2
+
+
 def test_nothing_found_with_json_is_an_empty_listing(sysfs, db):
     """``--json`` that finds nothing prints ``[]`` with the text's 21, in every mode (before:
     session, host, fw and node printed nothing, discovery ``[]``: ``| jq`` saw no input)."""
