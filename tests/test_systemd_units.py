@@ -37,7 +37,9 @@ def test_iscsictld_conflicts_with_iscsid_but_never_stops_open_iscsi_service():
 
 def test_the_sessions_are_logged_out_at_shutdown_in_order():
     s = _unit("iscsictl-sessions.service")
-    assert s["Service"]["ExecStop"].split()[-3:] == ["-m", "node", "--logoutall=all"]
+    assert s["Service"]["ExecStop"].split()[-4:] == ["-m", "node", "--logoutall=all", "--safe"]
+    assert s["Unit"]["IgnoreOnIsolate"] == _unit("iscsictld.service")["Unit"][
+        "IgnoreOnIsolate"] == "yes"  # emergency/rescue keep the mounts, so the sessions
     assert s["Service"]["RemainAfterExit"] == "true"
     assert "iscsictld.service" in s["Unit"]["Wants"].split()  # not Requires: see below
     assert "Requires" not in s["Unit"]
@@ -73,7 +75,10 @@ say() { echo "$1: $(cat "$HOME/log" 2>/dev/null || echo none)"; rm -f "$HOME/log
 systemctl --user start iscsictl-sessions.service || exit 91
 systemctl --user restart iscsictld; say restart
 systemctl --user stop iscsictld; say stop
-systemctl --user start iscsictl-sessions.service
+systemctl --user start iscsictl-sessions.service iscsictld.service
+systemctl --user isolate emergency-like.target
+for i in $(seq 50); do [ -z "$(systemctl --user list-jobs --no-legend)" ] && break; sleep 0.1; done
+say "isolate, $(systemctl --user is-active iscsictl-sessions.service iscsictld.service | tr '\n' ' ')"
 systemctl --user start --no-block exit.target
 for i in $(seq 50); do [ -e "$HOME/log" ] && break; sleep 0.1; done
 say shutdown
@@ -82,7 +87,9 @@ say shutdown
 
 def test_only_a_shutdown_logs_the_sessions_out(tmp_path):
     """Restarting or stopping iscsictld leaves the sessions in the kernel (its next start
-    adopts them); the shutdown logs them out, the daemon still running.  Before: the
+    adopts them), and so does ``systemctl isolate`` (emergency, rescue: the mounts stay, so
+    do the sessions and their daemon; before session 51 an isolate logged every session
+    out); the shutdown logs them out, the daemon still running.  Before: the
     sessions unit Required the daemon, so systemd stopped it, running its ExecStop (the
     logout of every session, disks gone from under mounted filesystems), on every restart
     or stop of the daemon.  Real systemd 252, its user manager."""
@@ -97,6 +104,7 @@ def test_only_a_shutdown_logs_the_sessions_out(tmp_path):
     (units / "iscsictld.service.d" / "stand-in.conf").write_text(
         "[Service]\nType=simple\nExecStart=\nExecStart=/bin/sleep infinity\n"
         "OOMScoreAdjust=0\n")
+    (units / "emergency-like.target").write_text("[Unit]\nAllowIsolate=yes\n")
     (units / "iscsictl-sessions.service.d").mkdir()
     (units / "iscsictl-sessions.service.d" / "stand-in.conf").write_text(
         "[Service]\nExecStop=\nExecStop=-/bin/sh -c 'echo \"logout, iscsictld "
@@ -105,5 +113,63 @@ def test_only_a_shutdown_logs_the_sessions_out(tmp_path):
                          "--propagation", "private", "sh", "-c", _MANAGER, "sh",
                          str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert cp.returncode == 0, cp.stdout + cp.stderr
-    assert cp.stdout.splitlines() == ["restart: none", "stop: none",
-                                      "shutdown: logout, iscsictld running"], cp.stdout
+    assert cp.stdout.splitlines() == [
+        "restart: none", "stop: none", "isolate, active active : none",
+        "shutdown: logout, iscsictld running"], cp.stdout
+
+
+#: open-iscsi's upstream units as far as they matter here (etc/systemd/*.template of
+#: open-iscsi 2.1.8, shipped by SUSE and Fedora): iscsi.service Requires iscsid.socket, and
+#: its ExecStop logs every session out (here: a line in the log); the daemons are sleeps
+_UPSTREAM = {
+    "iscsid.socket": "[Socket]\nListenStream=@iscsictl-test-{tag}\n",
+    "iscsid.service": "[Unit]\nDefaultDependencies=no\n[Service]\nExecStart=/bin/sleep infinity\n",
+    "iscsi.service": ("[Unit]\nAfter=iscsid.service\nRequires=iscsid.socket\n[Service]\n"
+                      "Type=oneshot\nRemainAfterExit=true\nExecStart=/bin/true\n"
+                      "ExecStop=/bin/sh -c 'echo logoutall=automatic >> %h/log'\n"
+                      "ExecStop=/bin/sh -c 'echo logoutall=manual >> %h/log'\n"),
+}
+_SWITCH = r"""
+set -u
+mount -t tmpfs none /run/systemd && mkdir -p /run/systemd/system || exit 90
+export HOME="$1" XDG_RUNTIME_DIR="$1/xdg"
+/lib/systemd/systemd --user > "$HOME/manager.log" 2>&1 &
+for i in $(seq 100); do [ -S "$XDG_RUNTIME_DIR/systemd/private" ] && break; sleep 0.1; done
+systemctl --user start iscsi.service || exit 91
+systemctl --user stop iscsid.socket iscsid.service
+systemctl --user mask iscsid.socket iscsid.service iscsi.service >/dev/null 2>&1
+systemctl --user start iscsictld.service || exit 92
+echo "$(systemctl --user is-active iscsictld.service): $(cat "$HOME/log" 2>/dev/null | tr '\n' ' ')"
+systemctl --user start --no-block exit.target
+"""
+
+
+def _switch(tmp_path: Path, with_drop_in: bool) -> str:
+    units = tmp_path / ".config" / "systemd" / "user"
+    units.mkdir(parents=True)
+    (tmp_path / "xdg").mkdir(mode=0o700)
+    for name, text in _UPSTREAM.items():
+        (units / name).write_text(text.format(tag=tmp_path.name))
+    shutil.copy(UNITS / "iscsictld.service", units)
+    (units / "iscsictld.service.d").mkdir()
+    (units / "iscsictld.service.d" / "stand-in.conf").write_text(
+        "[Service]\nType=simple\nExecStart=\nExecStart=/bin/sleep infinity\n"
+        "OOMScoreAdjust=0\n")
+    if with_drop_in:
+        (units / "iscsi.service.d").mkdir()
+        shutil.copy(UNITS / "open-iscsi-no-logout.conf", units / "iscsi.service.d")
+    cp = subprocess.run(["unshare", "-m", "-p", "--fork", "--mount-proc",
+                         "--propagation", "private", "sh", "-c", _SWITCH, "sh",
+                         str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    return cp.stdout.strip()
+
+
+def test_the_switch_from_upstreams_units_logs_nothing_out(tmp_path):
+    """The install steps on a host with open-iscsi's upstream units (SUSE, Fedora): with
+    the drop-in that empties iscsi.service's ExecStop, stopping iscsid.socket (which stops
+    iscsi.service) and starting iscsictld leave every session in the kernel.  Without it
+    (before: the steps named only Debian's units) the same steps logged every session out."""
+    assert _switch(tmp_path / "with", True) == "active:"
+    assert _switch(tmp_path / "without", False) == \
+        "active: logoutall=automatic logoutall=manual"

@@ -197,10 +197,12 @@ def _logout_order(sessions: list[Any]) -> list[Any]:
     return out
 
 
-def logout_sessions(sessions: list[Any], o, force: bool = False) -> int:  # type: ignore[no-untyped-def]
+def logout_sessions(sessions: list[Any], o, force: bool = False,  # type: ignore[no-untyped-def]
+                    safe: bool = False) -> int:
     """Log out of sysfs sessions: objects with ``sid`` whose ``str()`` is iscsiadm's
     ``[sid: N, target: T, portal: A,P]`` (session_cmd's ``_Sess``).  ``force`` logs out
-    even when iscsid.safe_logout finds the disks in use."""
+    even when iscsid.safe_logout finds the disks in use; ``safe`` checks them whatever
+    iscsid.safe_logout says."""
     from ..ipc import DaemonError
 
     if not sessions:
@@ -212,7 +214,7 @@ def logout_sessions(sessions: list[Any], o, force: bool = False) -> int:  # type
             o.lines([f"Logging out of session {s}"])
     try:
         results = daemon_client().call("logout", _progress(o, "logging out", len(by_sid)),
-                                 sids=list(by_sid), force=force)
+                                 sids=list(by_sid), force=force, safe=safe or None)
     except DaemonError as exc:
         raise _daemon_error(exc) from None
     rc = 0

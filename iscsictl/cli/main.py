@@ -100,6 +100,9 @@ LONG_ONLY = (
      "iscsid.conf/initiatorname.iscsi dir (default $ISCSICTL_CONFIG_ROOT or /etc/iscsi)"),
     ("force", dict(action="store_true"),
      "log out even if the disks are mounted or swap (iscsid.safe_logout)"),
+    ("safe", dict(action="store_true"),
+     "log out only sessions whose disks are neither mounted nor swap, whatever "
+     "iscsid.safe_logout says (the shutdown's logout: iscsictl-sessions.service)"),
     ("probe", dict(action="store_true"),
      "node mode: log in from userspace and list the LUNs (no kernel, no root)"),
 )

@@ -403,7 +403,7 @@ def run(args, o, mode: str) -> int:  # type: ignore[no-untyped-def]
         # half-made (a login cut short left CREATE_SESSION's session, no name, no
         # connection): iscsictld can still remove it, and says so in its log
         from .kernel_ops import logout_sessions
-        return logout_sessions([_HalfMade(sid)], o, bool(args.force))
+        return logout_sessions([_HalfMade(sid)], o, *_logout_mode(args))
     connless = bool(args.logout or args.rescan)  # sessions without a connection too
     views = collect(sysfs, states, level_read, connless=connless) if sid is None else \
         _named(sysfs, states, level_read, sid, connless)
@@ -416,7 +416,7 @@ def run(args, o, mode: str) -> int:  # type: ignore[no-untyped-def]
 
         if not views:
             raise E.CliError("No matching sessions found", E.NO_OBJS_FOUND)
-        return logout_sessions([_Sess(v) for v in views], o, bool(args.force))
+        return logout_sessions([_Sess(v) for v in views], o, *_logout_mode(args))
     if not views:
         raise E.CliError("No active sessions.", E.NO_OBJS_FOUND)
     if o.json:
@@ -500,6 +500,13 @@ def _node_op(sysfs, sid: int, args, o) -> int:  # type: ignore[no-untyped-def]
         return login_records(_records(db, nids), _initiator_name(db), o, multiple=True,
                              wait=not args.no_wait)
     return node_cmd.run(node_args, o, "node")
+
+
+def _logout_mode(args) -> tuple[bool, bool]:  # type: ignore[no-untyped-def]
+    """(force, safe) of ``--force``/``--safe``: together, 7."""
+    if args.force and args.safe:
+        raise E.CliError("--force and --safe: one or the other", E.INVAL)
+    return bool(args.force), bool(args.safe)
 
 
 def _call(op: str, **kw: Any) -> Any:
@@ -749,7 +756,7 @@ def node_logout(args, o) -> int:  # type: ignore[no-untyped-def]
     views = _sessions_for(args, connless=True)
     if not views:
         raise E.CliError("No matching sessions found", E.NO_OBJS_FOUND)
-    return logout_sessions([_Sess(v) for v in views], o, bool(args.force))
+    return logout_sessions([_Sess(v) for v in views], o, *_logout_mode(args))
 
 
 def node_logoutall(args, o) -> int:  # type: ignore[no-untyped-def]
@@ -790,7 +797,7 @@ def node_logoutall(args, o) -> int:  # type: ignore[no-untyped-def]
     views = keep
     if not views:
         raise E.CliError("No matching sessions found", E.NO_OBJS_FOUND)
-    return logout_sessions([_Sess(v) for v in views], o, bool(args.force))
+    return logout_sessions([_Sess(v) for v in views], o, *_logout_mode(args))
 
 
 def node_rescan(args, o) -> int:  # type: ignore[no-untyped-def]

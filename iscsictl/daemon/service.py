@@ -278,13 +278,13 @@ REQUEST_ARGS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "sessions": {},
     "login": {"records": _records, "initiator_name": _text, "progress": _flag,
               "multiple": _flag},
-    "logout": {"sids": _sids, "force": _flag, "progress": _flag},
+    "logout": {"sids": _sids, "force": _flag, "safe": _flag, "progress": _flag},
     "stats": {"sid": _sid},
     "sendtargets": {"address": _text, "port": _port, "values": _record, "iface": _record,
                     "initiator_name": _text},
     "stop": {"logout_all": _flag},
 }
-_OPTIONAL = frozenset(("progress", "force", "logout_all", "multiple"))
+_OPTIONAL = frozenset(("progress", "force", "safe", "logout_all", "multiple"))
 
 
 def request_args(req: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -1767,10 +1767,12 @@ class Daemon:
                                   deregister=deregister).run())
 
     async def logout(self, sids: list[int], force: bool = False,
-                     progress: Progress | None = None) -> list[dict[str, Any]]:
-        """Log out of each session; one result each.  Without ``force`` and with
-        iscsid.safe_logout = Yes, a session whose disks are mounted (or swap) is refused (28)."""
-        safe = not force and self._safe_logout()
+                     progress: Progress | None = None,
+                     safe: bool = False) -> list[dict[str, Any]]:
+        """Log out of each session; one result each.  Without ``force``, and with ``safe``
+        or iscsid.safe_logout = Yes, a session whose disks are mounted (or swap) is refused
+        (28)."""
+        safe = not force and (safe or self._safe_logout())
         return await _each([self._logout_one(sid, safe) for sid in sids], progress)
 
     async def _logout_one(self, sid: int, safe: bool) -> dict[str, Any]:
@@ -2010,7 +2012,8 @@ class Daemon:
             return await self.login(args["records"], args["initiator_name"], report,
                                     bool(args.get("multiple")))
         if op == "logout":
-            return await self.logout(args["sids"], bool(args.get("force")), report)
+            return await self.logout(args["sids"], bool(args.get("force")), report,
+                                     bool(args.get("safe")))
         if op == "sessions":
             return self.session_states()
         if op == "stats":

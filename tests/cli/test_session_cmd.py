@@ -199,6 +199,22 @@ def test_session_messages_name_the_current_port_as_iscsiadm(sysfs, fake_daemon):
     assert rc == 0 and out == f"Logging out of session {desc}\nLogout of {desc} successful.\n"
 
 
+def test_safe_asks_the_daemon_to_keep_sessions_in_use_whatever_safe_logout_says(
+        sysfs, fake_daemon):
+    """``--safe`` (the shutdown unit's logout): the daemon is asked to refuse a session
+    whose disks are mounted or swap, iscsid.safe_logout or not; with ``--force``, 7."""
+    add_session(sysfs, 2, 0, T, "127.0.0.1", {0: "sda"})
+    fake_daemon.answers = {"logout": [{"sid": 2, "ok": False, "code": 28},
+                                      {"sid": 2, "ok": True}]}
+    rc, _, err = cli("-m", "node", "--logoutall=all", "--safe")
+    assert rc == 28 and "Could not logout of [sid: 2" in err
+    assert fake_daemon.calls[-1] == ("logout", {"sids": [2], "force": False, "safe": True})
+    assert cli("-m", "session", "-r", "2", "-u")[0] == 0
+    assert not fake_daemon.calls[-1][1]["safe"]  # not asked: iscsid.safe_logout decides
+    rc, _, err = cli("-m", "session", "-u", "--safe", "--force")
+    assert (rc, err) == (7, "iscsictl: --force and --safe: one or the other\n")
+
+
 def test_sessions_and_their_records_are_matched_by_host_not_text(sysfs, fake_daemon):
     """iscsiadm's __iscsi_match_session compares addresses with iscsi_addr_match (the same
     host once resolved): ``-m node -u -p [FD00:0::1]`` logs out fd00::1's session, and a

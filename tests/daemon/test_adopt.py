@@ -262,6 +262,9 @@ def test_safe_logout_holds_for_a_firmware_session(daemon, monkeypatch):
     (refused,) = asyncio.run(d.logout([7]))
     assert (refused["ok"], refused["code"], sent) == (False, 28, [])
     assert "in use" in refused["message"]
+    monkeypatch.setattr(d, "_safe_logout", lambda: False)  # --safe: checked all the same
+    (refused,) = asyncio.run(d.logout([7], safe=True))
+    assert (refused["ok"], refused["code"], sent) == (False, 28, [])
     (forced,) = asyncio.run(d.logout([7], force=True))
     assert forced["ok"] and sent == [7]
 

@@ -448,7 +448,7 @@ def test_a_long_request_gets_keep_alive_lines_in_v3_only(served, monkeypatch):
     d, client, loop = served
     monkeypatch.setattr(service, "KEEPALIVE_INTERVAL", 0.1)
 
-    async def slow_logout(sids, force=False, progress=None):
+    async def slow_logout(sids, force=False, progress=None, safe=False):
         await asyncio.sleep(0.55)
         return ["answer"]
 
@@ -521,11 +521,11 @@ def test_a_client_tells_a_stuck_daemon_loop_from_a_long_request(served, monkeypa
     d, client, _ = served
     monkeypatch.setattr(service, "KEEPALIVE_INTERVAL", 0.1)
 
-    async def long_logout(sids, force=False, progress=None):
+    async def long_logout(sids, force=False, progress=None, safe=False):
         await asyncio.sleep(1.5)
         return ANSWER
 
-    async def stuck_logout(sids, force=False, progress=None):
+    async def stuck_logout(sids, force=False, progress=None, safe=False):
         time.sleep(1.5)  # the loop blocked, as by a bug
         return ANSWER
 
