@@ -828,6 +828,22 @@ class CommandServer:
         self._top_up(self.idle)
 
 
+def _own_oom_score() -> None:
+    """The OOM killer's usual regard for the users' commands: a score adjustment the
+    daemon's unit gave (``OOMScoreAdjust=-1000``, set by systemd before the daemon starts
+    this server) is the daemon's, not theirs; a runaway command stays killable.  Lowering
+    it back needs CAP_SYS_RESOURCE, which root has: without it, it stays."""
+    path = "/proc/self/oom_score_adj"
+    try:
+        with open(path) as f:
+            if int(f.read()) == 0:
+                return
+        with open(path, "w") as f:
+            f.write("0")
+    except (OSError, ValueError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m iscsictl.cli.server",
                                 description="iscsictl's command server (iscsictld starts it)")
@@ -838,6 +854,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="commands run at once (default %(default)s; more wait up to "
                         f"{SHED_AFTER:g} s, then run as iscsictl-py)")
     args = p.parse_args(argv)
+    _own_oom_score()
     path = args.socket or cli_socket_path()
     server = CommandServer(path, watch_fd=0 if args.watch_stdin else None,
                            max_workers=args.max_workers)

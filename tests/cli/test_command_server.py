@@ -43,19 +43,24 @@ class Server:
     """``python -m iscsictl.cli.server`` on ``<tmp>/d-cli.sock``, the path the client derives
     from ISCSICTL_SOCKET=<tmp>/d.sock; stopped by end of file on its stdin."""
 
-    def __init__(self, tmp: Path, nofile: int | None = None, args: tuple = ()) -> None:
+    def __init__(self, tmp: Path, nofile: int | None = None, args: tuple = (),
+                 oom_score_adj: int | None = None) -> None:
         self.daemon_socket = str(tmp / "d.sock")
         self.path = tmp / "d-cli.sock"
         self.log = tmp / "server.log"
 
-        def limit() -> None:  # RLIMIT_NOFILE, to run it out of descriptors
-            import resource
-            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+        def limit() -> None:  # RLIMIT_NOFILE, to run it out of descriptors; the OOM
+            import resource  # score the daemon's unit gives the daemon
+            if nofile:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+            if oom_score_adj is not None:
+                with open("/proc/self/oom_score_adj", "w") as f:
+                    f.write(str(oom_score_adj))
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-X", "utf8", "-m", "iscsictl.cli.server", "--socket",
                  str(self.path), "--watch-stdin", *args], stdin=subprocess.PIPE, stdout=log,
-                stderr=log, preexec_fn=limit if nofile else None)
+                stderr=log, preexec_fn=limit if nofile or oom_score_adj is not None else None)
         deadline = time.monotonic() + 60
         # ready: listening, with its idle workers forked (the socket comes first)
         while not self.path.exists() or len(self.workers()) < 2:
@@ -1062,3 +1067,16 @@ def test_a_client_waiting_on_busy_workers_runs_the_python_front_end(tmp_path):
         assert server.stop() == 0
     assert "all 2 workers busy for 1 s: 1 client(s) sent to iscsictl-py" in \
         server.log.read_text()
+
+
+def test_the_users_commands_do_not_inherit_the_daemons_oom_score(tmp_path):
+    """The daemon's unit gives it OOMScoreAdjust=-1000 (systemd sets it before the daemon
+    starts the server): the server and the workers that run users' commands go back to 0,
+    so that a runaway command stays killable (before: they kept it).  Here 777 stands for
+    -1000 (a negative score needs CAP_SYS_RESOURCE); the reset is the same."""
+    s = Server(tmp_path, oom_score_adj=777)
+    try:
+        for pid in (s.proc.pid, *s.workers()):
+            assert Path(f"/proc/{pid}/oom_score_adj").read_text() == "0\n", pid
+    finally:
+        assert s.stop() == 0
