@@ -207,6 +207,14 @@ _HOST_KEYS: dict[str, str] = {}
 _RESOLVED: dict[str, frozenset] = {}
 
 
+def forget_lookups() -> None:
+    """Forget the name lookups :func:`same_host` made: a command server's worker does so
+    before each command, so that each command looks a name up anew, as each iscsiadm
+    process does (before: a worker kept a name's addresses, or its failed lookup, for its
+    200 commands)."""
+    _RESOLVED.clear()
+
+
 def _host_addresses(host: str) -> frozenset:
     """The addresses ``host`` stands for, as ``ipaddress`` objects (empty when it does not
     resolve).  An IPv4-mapped IPv6 address stays IPv6, as getaddrinfo keeps it."""

@@ -426,7 +426,10 @@ def _serve(conn: socket.socket, own: tuple | None = None) -> tuple[int, bool]:
     if _hung_up(conn):  # interrupted while it waited for a worker: nothing is run
         os._exit(1)
     conn.sendall(REPLY.pack(REPLY_STARTED, os.getpid()))
+    from ..lexical import forget_lookups
     from .main import run
+
+    forget_lookups()  # a name is looked up anew by each command
 
     try:
         with _watching_client(conn):

@@ -1080,3 +1080,49 @@ def test_the_users_commands_do_not_inherit_the_daemons_oom_score(tmp_path):
             assert Path(f"/proc/{pid}/oom_score_adj").read_text() == "0\n", pid
     finally:
         assert s.stop() == 0
+
+
+_NAME_CHANGES = r"""
+import os, subprocess, sys, time
+from pathlib import Path
+w, client, py = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+hosts = w / "hosts"
+hosts.write_text("127.0.0.1 localhost\n10.0.0.1 storage1\n")
+subprocess.run(["mount", "--bind", str(hosts), "/etc/hosts"], check=True)
+env = dict(os.environ, ISCSICTL_DB_ROOT=str(w), ISCSICTL_CONFIG_ROOT=str(w),
+           ISCSICTL_SOCKET=str(w / "d.sock"), ISCSICTL_PY=py)
+env.pop("ISCSICTL_CLI_SOCKET", None)
+srv = subprocess.Popen([sys.executable, "-m", "iscsictl.cli.server", "--socket",
+                        str(w / "d-cli.sock"), "--watch-stdin", "--max-workers", "1"],
+                       stdin=subprocess.PIPE, env=env)
+try:
+    while not (w / "d-cli.sock").exists():
+        time.sleep(0.02)
+    def update(address):
+        return subprocess.run([client, "-m", "node", "-T", "iqn.2000-01.x:t", "-p", address,
+                               "-o", "update", "-n", "node.startup", "-v", "automatic"],
+                              env=env, capture_output=True, timeout=60).returncode
+    assert update("10.0.0.1") == 21  # no record yet; the name not looked up either
+    subprocess.run([client, "-m", "node", "-o", "new", "-T", "iqn.2000-01.x:t", "-p",
+                    "storage1"], env=env, check=True, capture_output=True, timeout=60)
+    print(update("10.0.0.1"))
+    hosts.write_text("127.0.0.1 localhost\n10.0.0.9 storage1\n")  # the name moves
+    print(update("10.0.0.9"), update("10.0.0.1"))
+finally:
+    srv.stdin.close()
+    srv.wait(40)
+"""
+
+
+def test_each_served_command_looks_a_host_name_up_anew(tmp_path):
+    """A record named by a host name, matched by ``-p`` address through the name's lookup:
+    after the name moves (here in a private /etc/hosts), the next command served by the
+    same worker matches the new address and not the old one, as a new iscsiadm process
+    would (before: the worker kept the first lookup for its 200 commands)."""
+    (tmp_path / "iscsid.conf").write_text("iscsid.startup = /bin/true\n")
+    (tmp_path / "initiatorname.iscsi").write_text("InitiatorName=iqn.2000-01.x:i\n")
+    cp = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, "-c",
+                         _NAME_CHANGES, str(tmp_path), str(CLIENT), NO_PY],
+                        capture_output=True, text=True, timeout=120)
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout.split() == ["0", "0", "21"]
