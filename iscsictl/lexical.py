@@ -82,7 +82,9 @@ def host_name_problem(host: str) -> str | None:
     A host name (RFC 1123 §2.1): labels of 1-63 letters, digits, '-' and '_' (which
     deployments use, and resolvers pass) separated by '.', at most 253 characters, neither
     beginning nor ending with '-' or '.'; one final '.' (a fully qualified name) is allowed.
-    A name of digits and dots only must be a dotted IPv4 address (four parts of 0-255)."""
+    A name of digits and dots only must be a dotted IPv4 address (four parts of 0-255, none
+    with a leading zero: the C library's inet_aton reads ``010`` as octal, 8, so that
+    ``010.0.0.1`` would be 8.0.0.1)."""
     name = host[:-1] if host.endswith(".") and len(host) > 1 else host
     if not name or not set(name) <= _HOST_CHARS or name[0] in "-." or name[-1] in "-." \
             or len(name) > _NAME_MAX \
@@ -93,6 +95,9 @@ def host_name_problem(host: str) -> str | None:
         if host != name or len(parts) != 4 or not all(
                 len(p) <= 3 and int(p) <= 255 for p in parts):
             return f"'{host}' is not an IPv4 address"
+        if any(len(p) > 1 and p[0] == "0" for p in parts):
+            return (f"'{host}' is not an IPv4 address: a part with a leading zero (the C "
+                    "library reads it as octal)")
     return None
 
 

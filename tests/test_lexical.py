@@ -40,6 +40,7 @@ def test_host_names_accepted(host):
     ("999.1.1.1", "not an IPv4 address"), ("1.2.3", "not an IPv4 address"),
     ("1.2.3.4.5", "not an IPv4 address"), ("1.2.3.4.", "not an IPv4 address"),
     ("0001.2.3.4", "not an IPv4 address"),
+    ("010.0.0.1", "leading zero"), ("10.0.0.01", "leading zero"),  # inet_aton: octal
 ])
 def test_host_names_refused(host, why):
     assert why in host_name_problem(host)

@@ -134,6 +134,7 @@ def test_iface_ops(cli):
     (["-m", "node", "-p", "bad:port:x:"], 7, "invalid portal"),
     (["-m", "node", "-p", "[fe80::1"], 7, "unterminated"),
     (["-m", "node", "-p", "300.1.1.1"], 7, "not an IPv4 address"),
+    (["-m", "node", "-p", "010.0.0.1"], 7, "leading zero (the C library reads it as octal)"),
     # str.isdigit() takes other scripts' digits, which int() turns into numbers or refuses
     (["-m", "node", "-p", "1.2.3.4:\u00b2"], 7, "port '\u00b2' is not 1..65535"),
     (["-m", "node", "-p", "1.2.3.4,\u00b2"], 7, "portal group tag"),
