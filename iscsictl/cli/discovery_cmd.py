@@ -83,13 +83,23 @@ def stored_record_op(args, o, ops) -> int:  # type: ignore[no-untyped-def]
     deletes it; a missing record is ``Discovery record [ip,port] not found!`` (7)."""
     if args.discover or args.login:
         return discover(args, o, ops, from_db=True, missing_code=E.INVAL)
-    op = ops[0] if ops else "show"
+    op = _exact_op(ops)  # the -o given together, as one: several are none of these
     if op in ("new", "update"):
         raise E.CliError("Operations new and update for discovery mode is not supported. "
                          "Use discoverydb mode.", E.INVAL)
     if op not in ("show", "delete"):
         raise E.CliError("Invalid operation.", E.INVAL)
     return discoverydb_op(args, o, [op], missing_code=E.INVAL)
+
+
+def _exact_op(ops: list[str]) -> str | None:
+    """The one operation the ``-o`` given make together (iscsiadm or's them into a mask and
+    compares it: ``op == OP_DELETE``), ``show`` for none, None for several (``-o delete
+    -o new`` is no delete: before, the first was acted on, and deleted the record and its
+    nodes)."""
+    from ._common import OPS, op_mask
+    mask = op_mask(ops)
+    return "show" if not mask else next((n for n, bit in OPS.items() if bit == mask), None)
 
 
 def _not_found(did, code: int) -> E.CliError:
@@ -226,10 +236,14 @@ def _linked(db, subdir: str) -> list:
 # ---- discoverydb -o ... -----------------------------------------------------------------
 def discoverydb_op(args, o, ops, missing_code: int = E.IDBM) -> int:
     from ..db.errors import RecordNotFound
+    from ._common import OPS, op_mask
     did, p = _did(args)
     db = open_db(args, o)
-    op = ops[0] if ops else "show"
+    # exec_discover: any -o new makes the record; else each op alone (do_db_op)
+    op = "new" if op_mask(ops) & OPS["new"] else _exact_op(ops)
     try:
+        if op not in ("new", "show"):
+            db.read_discovery(did)  # a missing record first: "not found" (6)
         if op == "new":
             db.create_discovery(did)
             if o.json:
@@ -252,8 +266,8 @@ def discoverydb_op(args, o, ops, missing_code: int = E.IDBM) -> int:
                 o.emit_json(record_json(rec, bool(args.show)))
             else:
                 o.text(format_record(rec, show_secrets=bool(args.show), version=db.version))
-        else:
-            raise E.CliError(f"discoverydb: operation '{op}' needs -D", E.INVAL)
+        else:  # several together, nonpersistent (-D's), apply ...: iscsiadm's do_db_op
+            raise E.CliError("Operation is not supported.", E.INVAL)
     except RecordNotFound as e:
         raise _not_found(did, missing_code) from e
     return E.SUCCESS

@@ -383,3 +383,33 @@ def test_rediscovery_ops_act_on_their_records_only(cli, tmp_path, ops, left):
     r = cli("-m", "node")
     assert sorted(r.out.splitlines()) == [f"{t.portal},1 {names[k]}" for k in left]
     assert "node.startup = automatic" in cli("-m", "node", "-T", names["a"], "-o", "show").out
+
+
+def test_several_operations_on_a_discovery_record_are_no_delete(cli, tgt):
+    """``-o delete`` beside another ``-o`` is not a delete: iscsiadm or's them into one
+    mask and acts only on an exact one (exec_disc2_op's do_db_op, exec_disc_op), a ``new``
+    among them rewriting the record alone (exec_discover).  Before, the first was acted on,
+    so ``-o delete -o new`` deleted the discovery record and every node it had found."""
+    assert cli("-m", "discovery", "-t", "st", "-p", tgt.portal).rc == 0
+    db = ("-m", "discoverydb", "-t", "st", "-p", tgt.portal)
+    for args, rc, said in (
+            ((*db, "-o", "delete", "-o", "update", "-n", "discovery.sendtargets.reopen_max",
+              "-v", "2"), 7, "Operation is not supported."),
+            ((*db, "-o", "delete", "-o", "nonpersistent"), 7, "Operation is not supported."),
+            ((*db, "-o", "show", "-o", "delete"), 7, "Operation is not supported."),
+            (("-m", "discovery", "-p", tgt.portal, "-o", "delete", "-o", "show"), 7,
+             "Invalid operation."),
+            (("-m", "discovery", "-p", tgt.portal, "-o", "delete", "-o", "new"), 7,
+             "Invalid operation.")):
+        r = cli(*args)
+        assert (r.rc, r.err) == (rc, f"iscsictl: {said}\n"), args
+        assert sorted(cli("-m", "node").out.splitlines()) == sorted(
+            f"{tgt.portal},1 {t}" for t in ALL), args
+    r = cli(*db, "-o", "update", "-n", "discovery.sendtargets.reopen_max", "-v", "2")
+    assert r.rc == 0
+    r = cli(*db, "-o", "delete", "-o", "new")  # new: the record made again, nodes kept
+    assert (r.rc, r.out) == (0, f"New discovery record for [127.0.0.1,{tgt.port}] added.\n")
+    assert "discovery.sendtargets.reopen_max = 1\n" in cli(*db, "-o", "show").out  # conf
+    assert len(cli("-m", "node").out.splitlines()) == len(ALL)
+    r = cli("-m", "discoverydb", "-t", "st", "-p", "127.0.0.9", "-o", "delete", "-o", "show")
+    assert (r.rc, r.err) == (6, "iscsictl: Discovery record [127.0.0.9,3260] not found.\n")
