@@ -1500,7 +1500,7 @@ class NodeDB:
                         if retagged is None:  # tag (or untagged now, tpgt -1): moved
                             retagged = self._retagged(old, found)
                         legacy = retagged.get((nid.target, host_key(nid.address), nid.port,
-                                               nid.iface))
+                                               nid.iface)) or self._renamed(retagged, nid)
                     exists = legacy is not None
                 if not (refresh if exists else create):
                     continue
@@ -1612,6 +1612,20 @@ class NodeDB:
         as one address)."""
         gone = sorted(set(linked) - set(found), key=lambda n: (n.tpgt, n.link_name))
         return {(n.target, host_key(n.address), n.port, n.iface): n for n in reversed(gone)}
+
+    @staticmethod
+    def _renamed(retagged: dict, nid: NodeID) -> NodeID | None:
+        """The record :meth:`_retagged` holds for ``nid``'s portal named the other way (a
+        host name then its address, or the reverse: the target's TargetAddress changed),
+        told as iscsiadm's stale match tells it (iscsi_addr_match: both looked up); None
+        where neither address is a name (no lookup is made then)."""
+        from ..lexical import is_numeric_host, same_host
+        for (target, _, port, iface), old in retagged.items():
+            if (target, port, iface) == (nid.target, nid.port, nid.iface) and not (
+                    is_numeric_host(old.address) and is_numeric_host(nid.address)) \
+                    and same_host(old.address, nid.address):
+                return old
+        return None
 
     def _create_nodes_batch(self, items: list, res: ReconcileResult, did: DiscoveryID) -> None:
         """Create many new node records durably with two filesystem flushes instead of two

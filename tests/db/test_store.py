@@ -453,6 +453,30 @@ def test_a_portal_address_spelled_otherwise_keeps_its_records_settings(db):
     assert (rec["node.startup"], rec["node.conn[0].address"]) == ("automatic", "fd00::2")
 
 
+def test_a_portal_named_by_its_address_instead_of_its_host_name_keeps_its_settings(db):
+    """The target's TargetAddress names the portal ``localhost``, then ``127.0.0.1`` (and
+    back): the record moves to the new name with its CHAP, as a renumbered tag's (before:
+    deleted as stale and made again from the defaults, its CHAP lost; iscsiadm's stale
+    match, iscsi_addr_match, looks both up and keeps the old record)."""
+    did = DiscoveryID("sendtargets", "10.0.0.9", 3260)
+    db.create_discovery(did)
+    named, numeric = NodeID(T1, "localhost", 3260, 1), NodeID(T1, "127.0.0.1", 3260, 1)
+    db.reconcile_discovery(did, [named])
+    db.update_node_many(named, {"node.session.auth.authmethod": "CHAP",
+                                "node.session.auth.username": "myuser",
+                                "node.session.auth.password": "s3cret-12345"})
+    for old, new in ((named, numeric), (numeric, named)):
+        res = db.reconcile_discovery(did, [new])
+        assert (res.updated, res.deleted, res.added, res.failed) == ([new], [old], [], [])
+        rec = db.read_node(new)
+        assert (rec["node.session.auth.username"], rec["node.conn[0].address"]) == \
+            ("myuser", new.address)
+    other = NodeID(T1, "127.0.0.2", 3260, 1)  # another address: not the same portal
+    res = db.reconcile_discovery(did, [other])
+    assert (res.added, res.deleted) == ([other], [named])
+    assert db.read_node(other)["node.session.auth.username"] == ""
+
+
 def test_an_old_style_file_that_holds_its_tag_is_converted_by_an_update(db, tmp_path):
     """nodes/T/ip,port with node.tpgt = 1 inside (iscsiadm 2.0.874's; RHEL 7 DBs carried
     forward): an update writes it as <ip>,<port>,1/default, as idbm_rec_write converts it,
