@@ -1092,8 +1092,9 @@ class NodeDB:
                 rec.values["node.tpgt"] = nid.tpgt
                 rec.values["node.conn[0].address"] = nid.address  # as the target spells it
             elif self._serialize(rec) == raw:  # unchanged: keep the file, check the link
-                with self.db_lock():
-                    self._link_node(rec, nid)
+                if nid.tpgt != schema.TPGT_UNKNOWN:  # (an old-style file has none: as
+                    with self.db_lock():  # idbm_add_node, "a bogus tpgt": no links)
+                        self._link_node(rec, nid)
                 return True
             if source != [rec.values.get(k) for k in DISCOVERY_KEYS]:
                 with self.db_lock():  # found by another source now: the old one's link goes,

@@ -195,6 +195,29 @@ def test_a_portal_without_a_tag_no_longer_answered_is_deleted_as_stale(cli):
                                      f"127.0.0.1:3260,1 {TARGETS[1]}\n")
 
 
+def test_a_portal_without_a_tag_found_again_gets_no_link(cli):
+    """A second discovery of a portal without a tag (an old-style record, tag -1) makes no
+    link under the discovery record, as the first did not (idbm_add_node: "a bogus tpgt",
+    no links): before, the second made one to a directory that does not exist, and
+    ``-m discovery -P 1`` listed the node twice (compared with iscsiadm reading the DB)."""
+    import os
+
+    from peers import iscsiadm
+    port = 0
+    for _ in range(2):
+        held = HeldTarget(port=port)
+        port = held.port
+        held.target = FakeTarget(TargetConfig(targets=[(TARGETS[0], ["127.0.0.1:3260"])]))
+        assert _discover(cli, held).rc == 0
+    links = os.listdir(os.path.join(cli.root, "send_targets", f"127.0.0.1,{port}"))
+    assert links == ["st_config"]
+    ours = cli("-m", "discovery", "-P", "1")
+    theirs = iscsiadm(cli.root, "-m", "discovery", "-P", "1")
+    assert ours.out.count("Iface Name: default") == 1
+    assert (ours.rc, sorted(ours.out.splitlines())) == (
+        theirs.returncode, sorted(theirs.stdout.splitlines())), (ours.out, theirs.stdout)
+
+
 def test_nonpersistent_beside_delete_or_new_still_applies_them(cli):
     """``-o nonpersistent`` keeps the discovery record out of the DB, but ``-o delete`` and
     ``-o new`` beside it still apply to the node records, as iscsiadm's
