@@ -352,10 +352,10 @@ def _report(args, o, db, did, found, result,  # type: ignore[no-untyped-def]
             continue
         o.error(f"Could not add/update [tcp:[hw=,ip=,net_if=,iscsi_if={nid.iface}] "
                 f"{nid.address},{nid.port},{nid.tpgt} {nid.target}]: {err}")
-    if not o.json and args.print is not None and args.print >= 1:
+    if not o.json and args.print == 1:
         o.lines(tree_lines(found, portal_once=True))
-    elif not o.json:
-        o.lines(n.flat(signed=True) for n in found)
+    elif not o.json and args.print in (None, 0, -1):  # -P 2 and up: nothing, as
+        o.lines(n.flat(signed=True) for n in found)  # iscsiadm's exec_disc_op_on_recs
     rc = E.IDBM if any(not isinstance(e, RecordInUse) for _, e in failed) else E.SUCCESS
     logins: list = []
     if args.login:
@@ -622,18 +622,25 @@ def _write_iface(db, name: str, values: dict) -> None:  # type: ignore[no-untype
 def _login_found(db, found, persistent: bool, args, o,  # type: ignore[no-untyped-def]
                  logins: list) -> int:
     """``-l``: log in to what this discovery found, each record as the DB now holds it
-    (as built from the defaults with ``-o nonpersistent``); iscsiadm's do_target_discovery
-    then login_portals.  The exit code is the first failure's."""
+    (as built from the defaults with ``-o nonpersistent``, or where the ops wrote none:
+    iscsiadm logs in with its records in memory); iscsiadm's do_target_discovery then
+    login_portals.  The exit code is the first failure's."""
     from ..db.errors import DBError
     from ._common import initiator_name
     from .kernel_ops import login_records
 
+    from ..db.errors import RecordNotFound
+
     records, rc = [], E.SUCCESS
     for nid in found:
         try:
-            records.append(db.read_node(nid) if persistent else
-                           db.new_node_record(nid.target, nid.address, nid.port, nid.tpgt,
-                                              nid.iface))
+            try:
+                if not persistent:
+                    raise RecordNotFound(nid.flat())
+                records.append(db.read_node(nid))
+            except RecordNotFound:  # -o nonpersistent, or an op that writes none (-o
+                records.append(db.new_node_record(  # delete, -o show): in memory, as
+                    nid.target, nid.address, nid.port, nid.tpgt, nid.iface))  # iscsiadm
         except DBError as e:
             o.error(str(e))
             rc = rc or e.exit_code

@@ -179,6 +179,29 @@ def test_a_portal_without_a_tag_is_logged_in_by_discoverys_l(cli, monkeypatch):
     assert (r.rc, r.err, logged_in) == (0, "", [TARGETS[0]])
 
 
+def test_l_logs_in_where_the_ops_wrote_no_record_and_p2_prints_nothing(cli, monkeypatch):
+    """``-l`` beside ops that write no node record (``-o delete``, ``-o show``) logs in to
+    what was found with records made in memory, as iscsiadm's login_portals of its record
+    list (before: "no record", exit 21, nothing tried); and ``-P 2`` prints no listing, as
+    iscsiadm's exec_disc_op_on_recs prints only at levels 0 and 1 (before: -P 1's tree)."""
+    from iscsictl.cli import kernel_ops
+
+    logged_in = []
+    monkeypatch.setattr(kernel_ops, "login_records", lambda records, *a, **kw: (
+        logged_in.extend(r["node.name"] for r in records), 0)[1])
+    for args in (["-o", "delete", "-l"], ["-o", "show", "-l"], ["-P", "2"]):
+        held = HeldTarget()
+        held.target = FakeTarget(TargetConfig(targets=[(TARGETS[0], ["127.0.0.1:3260,1"])]))
+        try:
+            r = cli("-m", "discovery", "-t", "st", "-p", f"127.0.0.1:{held.port}", *args)
+        finally:
+            held.close()
+        assert (r.rc, r.err) == (0, ""), args
+        if "-P" in args:
+            assert r.out == ""
+    assert logged_in == [TARGETS[0]] * 2
+
+
 def test_a_portal_without_a_tag_no_longer_answered_is_deleted_as_stale(cli):
     """The old-style record (tag -1) a discovery made has no link under the discovery
     record (idbm_add_node makes none): found by its node.discovery_* fields, as
