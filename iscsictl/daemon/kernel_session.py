@@ -518,7 +518,7 @@ def _held(params: list[tuple[int, str]], results: list) -> dict[int, str | None]
             held[param] = value
         elif exc.errno in (errno.ENOSYS, errno.EINVAL) and param in OPTIONAL:
             held[param] = None
-        else:  # named with its value: "SET_PARAM MAX_R2T=3" (iscsi_tcp: powers of two only)
+        else:  # named with its value: "SET_PARAM MAX_R2T=3: EINVAL"
             shown = "********" if param in SECRET_PARAMS else value
             raise IscsiKernelError(exc.errno, f"SET_PARAM {IscsiParam(param).name}={shown}",
                                    exc.source) from exc
@@ -940,6 +940,7 @@ async def establish(
             target_name=node.target, persistent_address=node.address,
             persistent_port=node.port, tpgt=tpgt if tpgt is not None else max(node.tpgt, 0),
             iface=node.iface, exp_statsn=result.exp_statsn, caps=caps,
+            transport=node.transport,
         )
         params = session_params(ctx) + negotiated_params(ctx)
         job, cancelled = await _to_the_end(early)
@@ -1761,6 +1762,7 @@ def _context(session: KernelSession, result: LoginSuccess | None, exp_statsn: in
         exp_statsn=exp_statsn,
         caps=session.caps, nop=session.nop,
         discovery=session.login_config is not None and session.login_config.discovery,
+        transport=node.transport,
     )
 
 

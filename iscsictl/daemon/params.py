@@ -46,6 +46,22 @@ class ParamContext:
     nop: bool = True
     #: a Discovery session (SessionType=Discovery)
     discovery: bool = False
+    #: the transport's name (:data:`~iscsictl.kernel.transports.TRANSPORTS`)
+    transport: str = "tcp"
+
+
+def _r2t_pool(c: ParamContext) -> int:
+    """MaxOutstandingR2T as the kernel takes it: the negotiated value, rounded up to a power
+    of two for a transport whose driver sizes its R2T pool with it and refuses any other
+    (libiscsi_tcp's iscsi_tcp_set_max_r2t: iscsi_tcp, cxgb3i, cxgb4i).  A larger pool than
+    the target will fill is harmless; the refusal failed every login where the record
+    offered, and the target granted, 3 (iscsid too retries such a login and gives up).
+    At most 32768: the driver reads the value as an unsigned short."""
+    n = max(1, c.params.max_outstanding_r2t)
+    t = TRANSPORTS.get(c.transport)
+    if t is None or not t.r2t_power_of_two:
+        return n
+    return min(1 << (n - 1).bit_length(), 1 << 15)
 
 
 def _rec(key: str, default: str = "") -> Callable[[ParamContext], str | None]:
@@ -96,7 +112,7 @@ NEGOTIATED_PARAMS: tuple[tuple[P, Callable[[ParamContext], str | None]], ...] = 
     (P.HDRDGST_EN, lambda c: _b(c.params.header_digest)),
     (P.DATADGST_EN, lambda c: _b(c.params.data_digest)),
     (P.INITIAL_R2T_EN, lambda c: _b(c.params.initial_r2t)),
-    (P.MAX_R2T, lambda c: str(c.params.max_outstanding_r2t)),
+    (P.MAX_R2T, lambda c: str(_r2t_pool(c))),
     (P.IMM_DATA_EN, lambda c: _b(c.params.immediate_data)),
     (P.FIRST_BURST, lambda c: str(c.params.first_burst_length)),
     (P.MAX_BURST, lambda c: str(c.params.max_burst_length)),

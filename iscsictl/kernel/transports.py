@@ -58,6 +58,9 @@ class Transport:
     max_burst: int | None = None
     #: create_conn's InitialR2T=Yes (be2iscsi: ``session->initial_r2t_en = 1``)
     initial_r2t: bool = False
+    #: the driver's SET_PARAM MAX_R2T takes a power of two only (libiscsi_tcp's
+    #: iscsi_tcp_set_max_r2t: the R2T pool is a kfifo)
+    r2t_power_of_two: bool = False
     #: the kernel module that registers the transport, when not its name (modprobe'd)
     module: str | None = None
     #: a port's ifaces share its VLAN: an iface's VLAN settings go to every iface of the
@@ -85,11 +88,14 @@ class Transport:
 
 
 TRANSPORTS: dict[str, Transport] = {t.name: t for t in (
-    Transport("tcp", "iscsi_tcp", kernel_connected=False, module="iscsi_tcp"),
+    Transport("tcp", "iscsi_tcp", kernel_connected=False, module="iscsi_tcp",
+              r2t_power_of_two=True),
     Transport("iser", "iscsi_iser", module="ib_iser"),  # hosts: iscsi_iser.c iscsi_iser_sht
+    # cxgb3i: "card can handle up to 15360 bytes"
     Transport("cxgb3i", "cxgb3i", bind_ep_required=True, set_host_ip=SetHostIp.OPT,
-              max_recv_dlength=8192),  # "card can handle up to 15360 bytes"
-    Transport("cxgb4i", "cxgb4i", bind_ep_required=True, max_recv_dlength=8192),
+              max_recv_dlength=8192, r2t_power_of_two=True),
+    Transport("cxgb4i", "cxgb4i", bind_ep_required=True, max_recv_dlength=8192,
+              r2t_power_of_two=True),
     Transport("bnx2i", "bnx2i", bind_ep_required=True, set_host_ip=SetHostIp.REQ,
               iscsiuio=True, use_boot_info=True),
     Transport("qla4xxx", "qla4xxx", bind_ep_required=True, login_offload=True),

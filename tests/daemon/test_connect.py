@@ -434,3 +434,22 @@ def test_a_node_login_declares_the_initiator_alias_as_iscsid(tmp_path):
     assert ks.login_config(node, "iqn.2026-11.x:i").login_keys()[:3] == [
         ("InitiatorName", "iqn.2026-11.x:i"), ("InitiatorAlias", "db-server-07"),
         ("TargetName", "iqn.2001-04.com.example:t")]
+
+
+@pytest.mark.parametrize("transport,negotiated,sent", [
+    ("tcp", 3, "4"), ("tcp", 1, "1"), ("tcp", 8, "8"), ("tcp", 65535, "32768"),
+    ("cxgb4i", 6, "8"), ("cxgb3i", 5, "8"), ("iser", 3, "3"), ("bnx2i", 3, "3"),
+])
+def test_max_r2t_is_a_power_of_two_where_the_driver_takes_no_other(transport, negotiated,
+                                                                  sent):
+    """libiscsi_tcp's iscsi_tcp_set_max_r2t (iscsi_tcp, cxgb3i, cxgb4i) refuses a
+    MaxOutstandingR2T that is no power of two (it sizes a kfifo): such a negotiated value
+    is given rounded up (a pool larger than the target fills); other drivers get it as it
+    is.  Before, a login that negotiated 3 was refused at the handover, each time."""
+    from iscsictl.netlink import IscsiParam as P
+
+    ctx = ParamContext(record={}, params=NegotiatedParameters(max_outstanding_r2t=negotiated),
+                       initiator_name="iqn.x:i", target_name="iqn.x:t",
+                       persistent_address="10.0.0.1", persistent_port=3260, tpgt=1,
+                       iface="default", exp_statsn=5, transport=transport)
+    assert dict(negotiated_params(ctx))[P.MAX_R2T] == sent
