@@ -18,9 +18,10 @@ DEB_PACKAGES := tgt open-iscsi iscsiuio open-isns-server open-isns-utils libiscs
 
 .PHONY: test unit vm bench demo deps venv clean
 
-venv: $(VENV)/.stamp
+# (deps first: python3-venv; a virtualenv left half-made, without pip, is made again)
+venv: deps $(VENV)/.stamp
 $(VENV)/.stamp: pyproject.toml setup.cfg setup.py $(wildcard _fastpath/*.pyx _fastpath/*.pxd)
-	test -x $(VPY) || $(PY) -m venv $(VENV) || { echo "iscsictl: $(PY) cannot make a virtualenv; using python3 from PATH"; rm -rf $(VENV); python3 -m venv $(VENV); }
+	$(VPY) -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV); $(PY) -m venv $(VENV) || { echo "iscsictl: $(PY) cannot make a virtualenv; using python3 from PATH"; rm -rf $(VENV); python3 -m venv $(VENV); }; }
 	$(VPY) -m pip install -q --upgrade pip setuptools wheel
 	$(VPY) -m pip install -q -e '.[test]'
 	$(VPY) -c 'import iscsictl.protocol.bhs as p; print("iscsictl: fast path:", p.IMPLEMENTATION)' || true
@@ -37,7 +38,7 @@ deps:
 unit: venv
 	$(VPY) -m pytest -q tests
 
-vm: venv deps
+vm: deps venv
 	$(VPY) -m pytest -q vm-tests
 
 test: deps venv
