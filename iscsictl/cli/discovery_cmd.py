@@ -625,11 +625,9 @@ def _login_found(db, found, persistent: bool, args, o,  # type: ignore[no-untype
     (as built from the defaults with ``-o nonpersistent``, or where the ops wrote none:
     iscsiadm logs in with its records in memory); iscsiadm's do_target_discovery then
     login_portals.  The exit code is the first failure's."""
-    from ..db.errors import DBError
+    from ..db.errors import DBError, RecordNotFound
     from ._common import initiator_name
     from .kernel_ops import login_records
-
-    from ..db.errors import RecordNotFound
 
     records, rc = [], E.SUCCESS
     for nid in found:
