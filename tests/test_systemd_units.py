@@ -65,12 +65,15 @@ def test_systemd_reads_both_units_without_a_complaint(tmp_path):
 #: a private ``systemd --user`` manager (in its own mount and PID namespaces: all of it ends
 #: with the script) running both units as they are, with drop-ins that make the daemon a
 #: sleep and iscsictl-sessions' ExecStop a line in a log naming the daemon's state
-_MANAGER = r"""
+#: the start of each script: a private user manager, ready (HOME and units: ``$1``)
+_PREAMBLE = r"""
 set -u
 mount -t tmpfs none /run/systemd && mkdir -p /run/systemd/system || exit 90
 export HOME="$1" XDG_RUNTIME_DIR="$1/xdg"
 /lib/systemd/systemd --user > "$HOME/manager.log" 2>&1 &
 for i in $(seq 100); do [ -S "$XDG_RUNTIME_DIR/systemd/private" ] && break; sleep 0.1; done
+"""
+_MANAGER = _PREAMBLE + r"""
 say() { echo "$1: $(cat "$HOME/log" 2>/dev/null || echo none)"; rm -f "$HOME/log"; }
 systemctl --user start iscsictl-sessions.service || exit 91
 systemctl --user restart iscsictld; say restart
@@ -85,6 +88,31 @@ say shutdown
 """
 
 
+def _user_units(home: Path, *copied: str) -> Path:
+    """``home``'s user unit directory with ``copied`` units of contrib/systemd, the daemon
+    among them a sleep (a drop-in), and the manager's runtime directory."""
+    units = home / ".config" / "systemd" / "user"
+    units.mkdir(parents=True)
+    (home / "xdg").mkdir(mode=0o700)
+    for name in ("iscsictld.service", *copied):
+        shutil.copy(UNITS / name, units / name)
+    (units / "iscsictld.service.d").mkdir()
+    (units / "iscsictld.service.d" / "stand-in.conf").write_text(
+        "[Service]\nType=simple\nExecStart=\nExecStart=/bin/sleep infinity\n"
+        "OOMScoreAdjust=0\n")
+    return units
+
+
+def _run_manager(home: Path, script: str) -> str:
+    """``script``'s output, run in its own mount and PID namespaces (all of it ends with
+    the script); a failure of the script fails the test."""
+    cp = subprocess.run(["unshare", "-m", "-p", "--fork", "--mount-proc",
+                         "--propagation", "private", "sh", "-c", script, "sh",
+                         str(home)], capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    return cp.stdout
+
+
 def test_only_a_shutdown_logs_the_sessions_out(tmp_path):
     """Restarting or stopping iscsictld leaves the sessions in the kernel (its next start
     adopts them), and so does ``systemctl isolate`` (emergency, rescue: the mounts stay, so
@@ -95,27 +123,16 @@ def test_only_a_shutdown_logs_the_sessions_out(tmp_path):
     or stop of the daemon.  Real systemd 252, its user manager."""
     systemd = Path("/lib/systemd/systemd")
     assert systemd.exists(), "systemd missing: `make deps` installs systemd"
-    units = tmp_path / ".config" / "systemd" / "user"
-    units.mkdir(parents=True)
-    (tmp_path / "xdg").mkdir(mode=0o700)
-    for name in ("iscsictld.service", "iscsictl-sessions.service"):
-        shutil.copy(UNITS / name, units / name)
-    (units / "iscsictld.service.d").mkdir()
-    (units / "iscsictld.service.d" / "stand-in.conf").write_text(
-        "[Service]\nType=simple\nExecStart=\nExecStart=/bin/sleep infinity\n"
-        "OOMScoreAdjust=0\n")
+    units = _user_units(tmp_path, "iscsictl-sessions.service")
     (units / "emergency-like.target").write_text("[Unit]\nAllowIsolate=yes\n")
     (units / "iscsictl-sessions.service.d").mkdir()
     (units / "iscsictl-sessions.service.d" / "stand-in.conf").write_text(
         "[Service]\nExecStop=\nExecStop=-/bin/sh -c 'echo \"logout, iscsictld "
         "$(systemctl --user show -p SubState --value iscsictld.service)\" >> %h/log'\n")
-    cp = subprocess.run(["unshare", "-m", "-p", "--fork", "--mount-proc",
-                         "--propagation", "private", "sh", "-c", _MANAGER, "sh",
-                         str(tmp_path)], capture_output=True, text=True, timeout=60)
-    assert cp.returncode == 0, cp.stdout + cp.stderr
-    assert cp.stdout.splitlines() == [
+    out = _run_manager(tmp_path, _MANAGER)
+    assert out.splitlines() == [
         "restart: none", "stop: none", "isolate, active active : none",
-        "shutdown: logout, iscsictld running"], cp.stdout
+        "shutdown: logout, iscsictld running"], out
 
 
 #: open-iscsi's upstream units as far as they matter here (etc/systemd/*.template of
@@ -129,12 +146,7 @@ _UPSTREAM = {
                       "ExecStop=/bin/sh -c 'echo logoutall=automatic >> %h/log'\n"
                       "ExecStop=/bin/sh -c 'echo logoutall=manual >> %h/log'\n"),
 }
-_SWITCH = r"""
-set -u
-mount -t tmpfs none /run/systemd && mkdir -p /run/systemd/system || exit 90
-export HOME="$1" XDG_RUNTIME_DIR="$1/xdg"
-/lib/systemd/systemd --user > "$HOME/manager.log" 2>&1 &
-for i in $(seq 100); do [ -S "$XDG_RUNTIME_DIR/systemd/private" ] && break; sleep 0.1; done
+_SWITCH = _PREAMBLE + r"""
 systemctl --user start iscsi.service || exit 91
 systemctl --user stop iscsid.socket iscsid.service
 systemctl --user mask iscsid.socket iscsid.service iscsi.service >/dev/null 2>&1
@@ -145,24 +157,13 @@ systemctl --user start --no-block exit.target
 
 
 def _switch(tmp_path: Path, with_drop_in: bool) -> str:
-    units = tmp_path / ".config" / "systemd" / "user"
-    units.mkdir(parents=True)
-    (tmp_path / "xdg").mkdir(mode=0o700)
+    units = _user_units(tmp_path)
     for name, text in _UPSTREAM.items():
         (units / name).write_text(text.format(tag=tmp_path.name))
-    shutil.copy(UNITS / "iscsictld.service", units)
-    (units / "iscsictld.service.d").mkdir()
-    (units / "iscsictld.service.d" / "stand-in.conf").write_text(
-        "[Service]\nType=simple\nExecStart=\nExecStart=/bin/sleep infinity\n"
-        "OOMScoreAdjust=0\n")
     if with_drop_in:
         (units / "iscsi.service.d").mkdir()
         shutil.copy(UNITS / "open-iscsi-no-logout.conf", units / "iscsi.service.d")
-    cp = subprocess.run(["unshare", "-m", "-p", "--fork", "--mount-proc",
-                         "--propagation", "private", "sh", "-c", _SWITCH, "sh",
-                         str(tmp_path)], capture_output=True, text=True, timeout=60)
-    assert cp.returncode == 0, cp.stdout + cp.stderr
-    return cp.stdout.strip()
+    return _run_manager(tmp_path, _SWITCH).strip()
 
 
 def test_the_switch_from_upstreams_units_logs_nothing_out(tmp_path):
