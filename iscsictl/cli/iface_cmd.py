@@ -162,12 +162,10 @@ def _update(db, name: str, updates: dict[str, str], o) -> int:  # type: ignore[n
         o.warn("Updating iface while iscsi sessions are using it. You must logout the "
                "running sessions then log back in for the new settings to take affect.")
     db.update_iface_many(name, updates)
-    for nid in db.list_nodes(iface=name):
-        try:
-            db.update_node_many(nid, updates, iface_copy=True)
-        except DBError as e:
-            o.error(f"Could not update {nid.flat()}: {e}")
-            rc = rc or e.exit_code
+    for nid, res in db.update_nodes(db.list_nodes(iface=name), updates, iface_copy=True):
+        if isinstance(res, DBError):
+            o.error(f"Could not update {nid.flat()}: {res}")
+            rc = rc or res.exit_code
     o.json or o.lines([f"{name} updated."])
     return rc
 

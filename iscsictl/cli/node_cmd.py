@@ -240,17 +240,16 @@ def op_update(db, args, o) -> int:
     rc = E.SUCCESS
     done, failed = [], []
     damaged = 0
-    for nid in nids:
-        try:
-            db.update_node_many(nid, updates)
-            done.append(node_json(nid))
-        except CorruptRecord as e:  # left out, as op_show leaves it out
-            o.error(str(e))
+    for nid, res in db.update_nodes(nids, updates):
+        if isinstance(res, CorruptRecord):  # left out, as op_show leaves it out
+            o.error(str(res))
             damaged += 1
-        except DBError as e:
-            o.error(str(e))
-            rc = rc or e.exit_code
-            failed.append({**node_json(nid), "error": str(e), "rc": e.exit_code})
+        elif isinstance(res, DBError):
+            o.error(str(res))
+            rc = rc or res.exit_code
+            failed.append({**node_json(nid), "error": str(res), "rc": res.exit_code})
+        else:
+            done.append(node_json(nid))
     if damaged and not done and rc == E.SUCCESS:
         raise _no_records()
     if o.json:  # what was written, also when not all was: each record's result

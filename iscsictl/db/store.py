@@ -18,7 +18,8 @@ with tpgt -1 is the legacy file ``<ip>,<port>``; creating the same portal with a
 converts it.
 
 Concurrency: every write is atomic (temp file in the same directory, fsync, rename, fsync of the
-directory), so readers take no lock and never wait.  Writers take a per-record ``flock`` lock
+directory; many records at once, a discovery's new ones or an update of many, flush the
+filesystem once for all instead), so readers take no lock and never wait.  Writers take a per-record ``flock`` lock
 (dies with its holder) and, only around creating/removing directories and links, a short
 DB-wide lock.  Lock files live in ``<db_root>/.locks/`` (iscsiadm ignores it), hold the
 holder's PID and go with their record when it is deleted; a wait is bounded (``lock_timeout``,
@@ -43,7 +44,7 @@ import re
 import stat
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from ..lexical import C_SPACE, ascii_digits, host_key
 from . import schema
@@ -93,6 +94,13 @@ IDENTITY_KEYS = ("node.name", "node.conn[0].address", "node.conn[0].port", "node
 #: a node record's discovery source (its link is under that source's directory)
 DISCOVERY_KEYS = ("node.discovery_type", "node.discovery_address", "node.discovery_port")
 _LOCK_POLL = 0.01
+#: NodeDB.update_nodes: records from which they are written in runs with one flush each; a
+#: run's most records and s; s iscsiadm's lock is left free between runs (it polls it every
+#: 10 ms: idbm_lock)
+UPDATE_BATCH_MIN = 8
+UPDATE_RUN = 256
+UPDATE_RUN_TIME = 0.2
+UPDATE_GAP = 0.03
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,8 +347,11 @@ def _kept(path: str, mode: int, private: bool) -> tuple[str, int, tuple[int, int
     return path, kept, (st.st_uid, st.st_gid)
 
 
-def _replace(path: str, data: bytes, mode: int, owner: tuple[int, int] | None,
-             tmp_dir: str | None) -> None:
+def _stage(path: str, data: bytes, mode: int, owner: tuple[int, int] | None,
+           tmp_dir: str | None, sync: bool = True) -> str:
+    """The temp file holding ``data`` that is to be renamed over ``path`` (in ``tmp_dir``,
+    else beside ``path``), with ``owner`` and ``mode``, fsync'ed when ``sync``.  Raises
+    DBError; nothing is left behind then."""
     d, base = os.path.split(path)
     try:
         import tempfile  # lazily: listings and reads never write
@@ -358,22 +369,39 @@ def _replace(path: str, data: bytes, mode: int, owner: tuple[int, int] | None,
             while view:
                 n = os.write(fd, view)
                 view = view[n:]
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
+    except BaseException as e:
+        _remove_quiet(tmp)
+        if isinstance(e, OSError):
+            raise DBError(f"cannot write {path}: {e.strerror or e}") from e
+        raise
+    return tmp
+
+
+def _remove_quiet(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _replace(path: str, data: bytes, mode: int, owner: tuple[int, int] | None,
+             tmp_dir: str | None) -> None:
+    tmp = _stage(path, data, mode, owner, tmp_dir)
+    try:
         os.replace(tmp, path)
     except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        _remove_quiet(tmp)
         if isinstance(e, OSError) and e.errno == errno.EXDEV and tmp_dir:
             return _replace(path, data, mode, owner, None)  # another fs: beside the file
         if isinstance(e, OSError):
             raise DBError(f"cannot write {path}: {e.strerror or e}") from e
         raise
     try:
-        _fsync_dir(d or ".")
+        _fsync_dir(os.path.dirname(path) or ".")
     except OSError:
         pass
 
@@ -600,18 +628,16 @@ class IscsiadmLock:
         return time.time() - changed >= ISCSIADM_LOCK_WAIT
 
 
+def _holds_secret(rec: Record) -> bool:
+    return any(rec.values.get(k) not in (None, "") for k in schema.SECRET_KEYS)
+
+
 def _changes_db(method):
     """A NodeDB method that changes the database: run under iscsiadm's lock
     (:class:`IscsiadmLock`), where the database is iscsiadm's."""
     @functools.wraps(method)
     def locked(self, *args, **kwargs):
-        with self.iscsiadm_lock as held:
-            if getattr(held, "untrusted", None) and not self._untrusted_said:
-                self._untrusted_said = True
-                self.warn(held.untrusted)
-            if getattr(held, "taken_over", None):
-                self.warn(held.taken_over)
-                held.taken_over = None
+        with self._changing():
             return method(self, *args, **kwargs)
     return locked
 
@@ -658,6 +684,19 @@ class NodeDB:
         self._tmp_checked = False  # _tmp_dir made (and swept of a crash's files) once
 
     # ---- helpers ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _changing(self):  # type: ignore[no-untyped-def]
+        """iscsiadm's lock held around a change (:func:`_changes_db`), with what it says
+        about itself (not taken, or taken over) said once."""
+        with self.iscsiadm_lock as held:
+            if getattr(held, "untrusted", None) and not self._untrusted_said:
+                self._untrusted_said = True
+                self.warn(held.untrusted)
+            if getattr(held, "taken_over", None):
+                self.warn(held.taken_over)
+                held.taken_over = None
+            yield
+
     def warn(self, msg: str) -> None:
         self.warnings.append(msg)
         if self._warn_cb:
@@ -762,9 +801,15 @@ class NodeDB:
         """Write ``rec`` to its file ``path`` (atomic_write's ``keep``: a record replaced
         keeps its owner and mode, less group and other bits once it holds a secret, and a
         symlinked record is written through its link, as iscsiadm's rewrite in place)."""
-        private = any(rec.values.get(k) not in (None, "") for k in schema.SECRET_KEYS)
         atomic_write(path, self._serialize(rec), tmp_dir=self._tmp_dir(), keep=True,
-                     private=private)
+                     private=_holds_secret(rec))
+
+    def _stage_file(self, path: str, rec: Record) -> tuple[str, str]:
+        """(temp file, the file it is to be renamed over) of :meth:`_write_file`'s write of
+        ``rec`` to ``path``, the temp file not yet flushed (the caller flushes many at
+        once: :func:`syncfs`).  Raises DBError."""
+        path, mode, owner = _kept(path, FILE_MODE, _holds_secret(rec))
+        return _stage(path, self._serialize(rec), mode, owner, self._tmp_dir(), sync=False), path
 
     # ---- node paths -----------------------------------------------------------------------
     def node_path(self, nid: NodeID) -> str:
@@ -1162,16 +1207,7 @@ class NodeDB:
         path = self.node_path(nid)
         with contextlib.ExitStack() as locks:
             locks.enter_context(self.record_lock(self._lock_key(nid)))
-            rec = parse_record(schema.NODE, self._read_bytes(path), path, self.warn)
-            if discovery is None:  # a key the DB's open-iscsi version has not: no key of its
-                for k in updates:  # records (idbm_verify_param), not taken and dropped
-                    key = schema.NODE.by_name.get(k)
-                    if key is not None and not schema.key_in_version(key, self.version):
-                        raise InvalidKey(k)
-            for k, v in updates.items():
-                rec.set(k, v, check_update=discovery is None and not iface_copy)
-            if discovery is not None:
-                self._set_discovery_fields(rec, discovery)
+            rec = self._updated(path, updates, discovery, iface_copy)
             tagged = NodeID.of(rec)
             if nid.legacy and tagged.tpgt != schema.TPGT_UNKNOWN:
                 # an old-style file that holds its tag (iscsiadm 2.0.87x wrote them):
@@ -1187,6 +1223,114 @@ class NodeDB:
                 with self.db_lock():
                     self._link_node(rec, nid)
         return rec
+
+    def _updated(self, path: str, updates: dict, discovery: DiscoveryID | None,
+                 iface_copy: bool) -> Record:
+        """The record at ``path`` with :meth:`update_node_many`'s ``updates`` applied."""
+        rec = parse_record(schema.NODE, self._read_bytes(path), path, self.warn)
+        if discovery is None:  # a key the DB's open-iscsi version has not: no key of its
+            for k in updates:  # records (idbm_verify_param), not taken and dropped
+                key = schema.NODE.by_name.get(k)
+                if key is not None and not schema.key_in_version(key, self.version):
+                    raise InvalidKey(k)
+        for k, v in updates.items():
+            rec.set(k, v, check_update=discovery is None and not iface_copy)
+        if discovery is not None:
+            self._set_discovery_fields(rec, discovery)
+        return rec
+
+    def update_nodes(self, nids: Iterable[NodeID], updates: dict, *, iface_copy: bool = False
+                     ) -> Iterator[tuple[NodeID, Record | DBError]]:
+        """:meth:`update_node_many` of each of ``nids``: (NodeID, its Record as written, or
+        the DBError that left it as it was), in ``nids``' order.
+
+        Many records are written in runs (at most :data:`UPDATE_RUN` records or
+        :data:`UPDATE_RUN_TIME` s each), each under one take of iscsiadm's lock: each
+        record read, changed and written to a temp file under its own lock, the filesystem
+        flushed once (syncfs), the files renamed in place and the filesystem flushed again.
+        Between two runs the lock is left free for :data:`UPDATE_GAP` s, for an iscsiadm
+        that waits for it (it tries every 10 ms: taken again at once, it was starved).
+        Before, each record took two fsyncs and its own take of the lock: a 4000-record
+        update kept a one-record iscsiadm update waiting 87 s on a disk with 10 ms
+        flushes.  An old-style record (tag unknown, which its write may convert) is
+        written alone after its run's."""
+        nids = list(dict.fromkeys(nids))  # (one record's lock is not taken twice)
+        if len(nids) < UPDATE_BATCH_MIN:  # an fsync each costs less than a whole fs's flush
+            for nid in nids:
+                try:
+                    yield nid, self.update_node_many(nid, updates, iface_copy=iface_copy)
+                except DBError as e:
+                    yield nid, e
+            return
+        done = 0
+        while done < len(nids):
+            if done and isinstance(self.iscsiadm_lock, IscsiadmLock):
+                time.sleep(UPDATE_GAP)
+            results = self._update_run(nids[done:done + UPDATE_RUN], updates, iface_copy)
+            done += len(results)
+            yield from results
+
+    @_changes_db
+    def _update_run(self, nids: list, updates: dict, iface_copy: bool) -> list:
+        """One run of :meth:`update_nodes` from the start of ``nids``: its results, as many
+        as it took."""
+        start = time.monotonic()
+        results: dict = {}
+        staged: list = []  # (NodeID, Record, temp file, final path)
+        alone: list = []
+        try:
+            with contextlib.ExitStack() as locks:
+                for nid in nids:
+                    if nid.legacy:
+                        alone.append(nid)
+                    else:
+                        try:
+                            path = self.node_path(nid)
+                            locks.enter_context(self.record_lock(self._lock_key(nid)))
+                            rec = self._updated(path, updates, None, iface_copy)
+                            staged.append((nid, rec, *self._stage_file(path, rec)))
+                        except DBError as e:
+                            results[nid] = e
+                    if time.monotonic() - start >= UPDATE_RUN_TIME:
+                        break
+                self._put_staged(staged, results)
+        finally:
+            for _nid, _rec, tmp, _path in staged:
+                _remove_quiet(tmp)  # (gone once renamed)
+        for nid in alone:
+            try:
+                results[nid] = self.update_node_many(nid, updates, iface_copy=iface_copy)
+            except DBError as e:
+                results[nid] = e
+        return [(nid, results[nid]) for nid in nids if nid in results]
+
+    def _put_staged(self, staged: list, results: dict) -> None:
+        """Flush ``staged``'s temp files, rename each over its record, flush again; each
+        record's result into ``results``."""
+        try:
+            syncfs(self.db_root)
+        except OSError as e:  # not on the disk: none is put in place
+            for nid, _rec, _tmp, path in staged:
+                results[nid] = DBError(f"cannot write {path}: {e.strerror}")
+            return
+        for nid, rec, tmp, path in staged:
+            try:
+                os.replace(tmp, path)
+                results[nid] = rec
+            except OSError as e:
+                if e.errno != errno.EXDEV:  # (a linked record's file on another fs: below)
+                    results[nid] = DBError(f"cannot write {path}: {e.strerror}")
+                    continue
+                try:
+                    self._write_file(path, rec)
+                    results[nid] = rec
+                except DBError as e2:
+                    results[nid] = e2
+        try:  # the renames on the disk too
+            syncfs(self.db_root)
+        except OSError as e:
+            self.warn(f"{self.db_root}: the updated records may not be on the disk: "
+                      f"{e.strerror}")
 
     @_changes_db
     def delete_node(self, nid: NodeID, *, found_by: DiscoveryID | None = None) -> bool:

@@ -92,10 +92,10 @@ def test_an_update_that_fails_for_one_record_still_says_what_it_wrote(cli, monke
         assert cli("-m", "node", "-o", "new", "-T", t, "-p", f"{ip}:3260,1").rc == 0
     real = NodeDB.update_node_many
 
-    def full_for_t2(self, nid, updates):
+    def full_for_t2(self, nid, updates, **kw):
         if nid.target == T2:
             raise DBError(f"cannot write {nid.target}: No space left on device")
-        return real(self, nid, updates)
+        return real(self, nid, updates, **kw)
     monkeypatch.setattr(NodeDB, "update_node_many", full_for_t2)
     r = cli("--json", "-m", "node", "-o", "update", "-n", "node.startup", "-v", "automatic")
     doc = json.loads(r.out)

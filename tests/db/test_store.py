@@ -1232,3 +1232,78 @@ def test_a_discovery_whose_records_cannot_reach_the_disk_puts_none_in_place(db, 
     assert len(res.added) == 2 and [n for n, _ in res.failed] == [nids[1]]
     tmp = os.path.join(db.db_root, ".tmp")
     assert not os.path.isdir(tmp) or os.listdir(tmp) == []
+
+
+def _bulk_db(root, n):  # type: ignore[no-untyped-def]
+    """A DB at ``root`` with ``n`` records a discovery made and one old-style record."""
+    (root / "etc").mkdir(parents=True)
+    db = NodeDB(str(root / "db"), str(root / "etc"), lock_timeout=0.5)
+    did = DiscoveryID("sendtargets", "10.0.0.8", 3260)
+    db.create_discovery(did)
+    db.reconcile_discovery(did, [NodeID(f"{T1}-{i}", "10.0.0.8", 3260, 1) for i in range(n)])
+    db.create_node(T2, "10.0.0.9", 3260)  # tag unknown: the file <ip>,<port>
+    return db
+
+
+def test_a_bulk_update_writes_in_runs_what_one_record_at_a_time_writes(tmp_path, monkeypatch):
+    """``update_nodes`` of many records (``-m node -o update`` of all, an iface's update):
+    the records byte for byte what ``update_node_many`` of each writes, a damaged one
+    failed alone, the old-style one written alone, a symlinked one written through
+    its link with its mode kept, no temp file left; and the filesystem flushed twice for
+    the run, not each record twice (before: two fsyncs per record)."""
+    one, bulk = _bulk_db(tmp_path / "one", 30), _bulk_db(tmp_path / "bulk", 30)
+    nids = bulk.list_nodes()
+    assert nids == one.list_nodes() and len(nids) == 31 and any(n.legacy for n in nids)
+    for db in (one, bulk):
+        elsewhere = os.path.join(db.db_root, "..", "managed")
+        os.replace(db.node_path(nids[3]), elsewhere)
+        os.symlink(os.path.abspath(elsewhere), db.node_path(nids[3]))
+        os.chmod(elsewhere, 0o640)
+        with open(db.node_path(nids[5]), "wb") as f:
+            f.write(b"\0garbage")
+    updates = {"node.session.timeo.replacement_timeout": "33", "node.startup": "automatic"}
+    flushes, real = [], store.syncfs
+    monkeypatch.setattr(store, "syncfs", lambda p: (flushes.append(p), real(p)))
+    got = list(bulk.update_nodes(nids + [nids[0]], updates))
+    assert flushes == [bulk.db_root] * 2
+    expected = []
+    for nid in nids:
+        try:
+            expected.append((nid, one.update_node_many(nid, updates).values))
+        except DBError as e:
+            expected.append((nid, type(e)))
+    assert [(nid, r.values if isinstance(r, store.Record) else type(r)) for nid, r in got] \
+        == expected
+    assert [nid for nid, r in got if isinstance(r, DBError)] == [nids[5]]
+    assert isinstance(got[5][1], CorruptRecord)
+    files = {}
+    for db in (one, bulk):
+        files[db] = {str(p.relative_to(db.db_root)): p.read_bytes()
+                     for p in (tmp_path / db.db_root).rglob("*")
+                     if p.is_file() and ".locks" not in p.parts}
+    assert files[one] == files[bulk] and not any(".tmp" in f for f in files[bulk])
+    assert b"node.startup = automatic" in files[bulk][f"nodes/{T2}/10.0.0.9,3260"]
+    path = bulk.node_path(nids[3])
+    assert os.path.islink(path) and stat.S_IMODE(os.stat(path).st_mode) == 0o640
+    assert bulk.read_node(nids[3])["node.startup"] == "automatic"
+
+
+def test_a_bulk_update_whose_records_cannot_reach_the_disk_changes_none(tmp_path, monkeypatch):
+    """syncfs failing (EIO) after a run's temp files were written: no record of the run is
+    renamed in place, each is said failed, and no temp file is left."""
+    import ctypes
+    import errno
+
+    db = _bulk_db(tmp_path, 12)
+    nids = [n for n in db.list_nodes() if not n.legacy]
+
+    def failing_syncfs(fd):
+        ctypes.set_errno(errno.EIO)
+        return -1
+
+    monkeypatch.setattr(store, "_libc_syncfs", lambda: failing_syncfs)
+    got = list(db.update_nodes(nids, {"node.startup": "automatic"}))
+    assert [n for n, _ in got] == nids
+    assert all(isinstance(r, DBError) and "Input/output error" in str(r) for _, r in got)
+    assert {db.read_node(n)["node.startup"] for n in nids} == {"manual"}
+    assert os.listdir(os.path.join(db.db_root, ".tmp")) == []
