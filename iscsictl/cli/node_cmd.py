@@ -135,23 +135,30 @@ def op_show(db, args, o) -> int:
     nids = _matching(db, args)
     if not nids:
         raise _no_records()
-    recs, rc, damaged = [], E.SUCCESS, 0
-    for nid in nids:
-        try:
-            recs.append(db.read_node(nid))
-        except CorruptRecord as e:
-            o.error(str(e))
-            damaged += 1
-        except DBError as e:
-            o.error(str(e))
-            rc = e.exit_code
-    if damaged and not recs and rc == E.SUCCESS:
-        raise _no_records()
+    rc, damaged, shown = E.SUCCESS, 0, 0
+
+    def readable():  # each record read as it is written out: never all of them at once
+        nonlocal rc, damaged, shown
+        for nid in nids:
+            try:
+                rec = db.read_node(nid)
+            except CorruptRecord as e:
+                o.error(str(e))
+                damaged += 1
+                continue
+            except DBError as e:
+                o.error(str(e))
+                rc = e.exit_code
+                continue
+            shown += 1
+            yield rec
     if o.json:
-        o.emit_json([record_json(r, bool(args.show)) for r in recs])
+        o.emit_json_array(record_json(r, bool(args.show)) for r in readable())
     else:
-        o.text("".join(format_record(r, show_secrets=bool(args.show), version=db.version)
-                       for r in recs))
+        for r in readable():
+            o.text(format_record(r, show_secrets=bool(args.show), version=db.version))
+    if damaged and not shown and rc == E.SUCCESS:
+        raise _no_records()
     return rc
 
 
