@@ -245,13 +245,14 @@ def _hosts(sysfs) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
 
 
 def _parse_index(text: str) -> int:
-    """``-x`` as iscsiadm reads it while it parses the options (strtoull, base 10): what C
-    reads of it ("5x" is 5, "-1" ULLONG_MAX: no index); above ULLONG_MAX, exit 7.  A text
-    that starts with no number is refused (7), where strtoull's 0 would name entry 0:
-    a typo must not delete or log out the first CHAP entry or flash target."""
+    """``-x`` as iscsiadm reads it while it parses the options (strtoull, base 10): a
+    decimal number ("-1" is ULLONG_MAX: no index); above ULLONG_MAX, exit 7.  A text that
+    is not a number alone is refused (7), where strtoull reads the number it starts with,
+    or 0: a typo ("abc", "0x1", "0,10") must not delete or log out the first CHAP entry
+    or flash target."""
     from ..lexical import c_strtoul
 
-    if not re.match(r"[ \t\n\v\f\r]*[+-]?[0-9]", text):
+    if not re.fullmatch(r"[ \t\n\v\f\r]*[+-]?[0-9]+", text):
         raise E.CliError(f"Invalid index {text}.", E.INVAL)
     value, out_of_range = c_strtoul(text, 10)
     if out_of_range:

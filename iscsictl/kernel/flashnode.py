@@ -85,6 +85,20 @@ def apply_updates(values: dict[str, Any], pairs: Sequence[tuple[str, str]]) -> d
     return out
 
 
+#: keys iscsiadm sends but qla4xxx, the one driver with set_flashnode_param, has no case
+#: for: its qla4xxx_sysfs_ddb_set_param answers -ENOSYS once the pairs before it are
+#: applied in memory, and never writes them to flash (a half-made update, lost at reload)
+_DRIVER_REFUSES = {
+    "flashnode.session.discovery_parent_type": "qla4xxx does not set it (its "
+    "qla4xxx_sysfs_ddb_set_param refuses it with ENOSYS after applying the pairs before "
+    "it, unsaved); the flash target's discovery parent is the firmware's",
+}
+#: keys whose value qla4xxx takes one byte of (``value[0]``, ``*(uint8_t *)value``)
+_DRIVER_KEEPS_A_BYTE = frozenset({"flashnode.conn[0].ipv6_flow_label",
+                                  "flashnode.conn[0].tcp_xmit_wsf",
+                                  "flashnode.conn[0].tcp_recv_wsf"})
+
+
 def flashnode_params(values: dict[str, Any], keys: Sequence[str]) -> list[dict[str, Any]]:
     """The ISCSI_UEVENT_SET_FLASHNODE_PARAMS entries for ``keys`` (one per key, in order),
     ``{"param": IscsiFlashnodeParam, "value": bytes}`` from ``values`` (the record once
@@ -97,6 +111,11 @@ def flashnode_params(values: dict[str, Any], keys: Sequence[str]) -> list[dict[s
         if a.param is None:
             raise UnsendableParam(key, "no flashnode parameter carries it (iscsiadm 2.1.8 "
                                        "sends none)")
+        if key in _DRIVER_REFUSES:
+            raise UnsendableParam(key, _DRIVER_REFUSES[key])
+        if key in _DRIVER_KEEPS_A_BYTE and values[key] > 0xFF:
+            raise UnsendableParam(key, f"{values[key]} is more than 255, and qla4xxx keeps "
+                                       "only its low byte (qla4xxx_sysfs_ddb_set_param)")
         out.append({"param": IscsiFlashnodeParam[a.param], "value": _encode(a, values)})
     return out
 

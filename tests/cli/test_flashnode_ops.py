@@ -165,7 +165,7 @@ def test_update_of_several_keys_sent_as_iscsiadm_sends_it(tmp_path, shim):
     v6 = (*H5, "-o", "update", "-x", "1", "-n", "flashnode.conn[0].ipaddress", "-v", "fd00::99",
           "-n", "flashnode.conn[0].link_local_ipv6", "-v", "fe80::1",
           "-n", "flashnode.conn[0].redirect_ipaddr", "-v", "fd00::1:2",
-          "-n", "flashnode.conn[0].ipv6_flow_label", "-v", "54321")
+          "-n", "flashnode.conn[0].ipv6_flow_label", "-v", "201")
     to_v6 = (*H5, "-o", "update", "-x", "0", "-n", "flashnode.conn[0].ipaddress", "-v",
              "fd00::7", "-n", "flashnode.session.portal_type", "-v", "ipv6")
     adm, ictl = _both(tmp_path, shim, v4, v6, to_v6)
@@ -257,6 +257,40 @@ def test_update_refuses_what_iscsiadm_would_send_wrongly(tmp_path, shim):
                  failed], []),
         (1, "", ["Cannot send flashnode.session.isid: '12345' is not an ISID of 12 hex "
                  "digits.", "Build flashnode config failed.", failed], [])]
+
+
+def test_update_refuses_what_qla4xxx_would_take_wrongly(tmp_path, shim):
+    """Deliberate: qla4xxx (qla4xxx_sysfs_ddb_set_param) has no case for the discovery
+    parent's type: it refuses it with ENOSYS after applying in memory the pairs sent before
+    it, and saves none of them to flash; and it keeps one byte of the IPv6 flow label and
+    of the TCP window scale factors.  iscsiadm sends both; iscsictl refuses, sends
+    nothing."""
+    update = (*H5, "-o", "update", "-x", "0")
+    adm, ictl = _both(tmp_path, shim,
+                      (*update, "-n", "flashnode.session.targetname", "-v", "iqn.2001-05.x:y",
+                       "-n", "flashnode.session.discovery_parent_type", "-v", "iSNS"),
+                      (*update, "-n", "flashnode.conn[0].ipv6_flow_label", "-v", "54321"),
+                      (*update, "-n", "flashnode.conn[0].tcp_xmit_wsf", "-v", "300"),
+                      (*update, "-n", "flashnode.conn[0].tcp_recv_wsf", "-v", "255"))
+    assert [len(r.requests) for r in adm] == [1, 1, 1, 1]
+    assert [r.rc for r in ictl] == [1, 1, 1, 0] and [len(r.requests) for r in ictl] == [0, 0, 0, 1]
+    assert ictl[0].err[0].startswith("Cannot send flashnode.session.discovery_parent_type: "
+                                     "qla4xxx does not set it")
+    assert ictl[1].err[0] == ("Cannot send flashnode.conn[0].ipv6_flow_label: 54321 is more "
+                              "than 255, and qla4xxx keeps only its low byte "
+                              "(qla4xxx_sysfs_ddb_set_param).")
+    assert _params(ictl[3]) == _params(adm[3]) == [(P.TCP_RECV_WSF, b"\xff\0\0\0")]
+
+
+def test_an_index_that_is_not_a_number_alone_is_refused(tmp_path, shim):
+    """Deliberate: iscsiadm reads ``-x`` with strtoull, so ``0x1``, ``0o2`` and ``0,10``
+    name flash target 0, and a typo deletes it; iscsiadm reads "5x" as 5.  iscsictl
+    refuses each (7), sends nothing."""
+    adm, ictl = _both(tmp_path, shim, *[(*H5, "-o", "delete", "-x", x)
+                                        for x in ("0x1", "0,10", "1x")])
+    assert [[q["flashnode_idx"] for q in r.requests] for r in adm] == [[0], [0], [1]]
+    assert [(r.rc, r.err, r.requests) for r in ictl] == [
+        (7, [f"Invalid index {x}."], []) for x in ("0x1", "0,10", "1x")]
 
 
 def test_writes_as_json(tmp_path, shim):

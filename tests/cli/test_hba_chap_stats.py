@@ -256,17 +256,18 @@ def test_an_entry_of_another_type_is_an_incoming_one(rig):
     assert doc[0]["type"] == "in"
 
 
-@pytest.mark.parametrize("index", ["abc", "", " x1"])
+@pytest.mark.parametrize("index", ["abc", "", " x1", "0x1", "0,10"])
 def test_an_index_that_is_no_number_deletes_nothing(rig, index):
-    """-x without a number: refused, 7, nothing sent (iscsiadm's strtoull reads 0 and
-    deletes the first entry: a typo cost the table's entry 0)."""
+    """-x that is not a number alone: refused, 7, nothing sent (iscsiadm's strtoull reads
+    the number it starts with, or 0, and deletes that entry: a typo cost the table's entry
+    0)."""
     before = dict(rig.kernel.hosts[5].chap)
     rig.kernel.requests.clear()
     for sub in (("-C", "chap", "-o", "delete"), ("-C", "flashnode", "-o", "delete")):
         r = rig.ictl("-m", "host", "-H", "5", *sub, "-x", index)
         assert r.returncode == 7 and f"Invalid index {index}." in r.stderr
     assert rig.kernel.requests == [] and rig.kernel.hosts[5].chap == before
-    assert rig.ictl("-m", "host", "-H", "5", "-C", "chap", "-o", "show", "-x", "6x").returncode == 0
+    assert rig.ictl("-m", "host", "-H", "5", "-C", "chap", "-o", "show", "-x", "6").returncode == 0
 
 
 def test_a_new_entry_in_the_first_free_slot_names_no_index(rig):
