@@ -74,7 +74,8 @@ def run(args, o, mode: str) -> int:
         if op not in (None, "show"):
             raise E.CliError(f"iface mode: -o {op} needs -I ifacename", E.INVAL)
         return listing(db, args, o)
-    from ..db.errors import CorruptRecord, DBError, RecordExists, RecordNotFound
+    from ..db.errors import CorruptRecord, DBError, RecordExists, RecordNotFound, SpecialIface
+    from ..db.schema import BUILTIN_IFACES
     from .session_cmd import in_use_error, records_in_use
     rc = E.SUCCESS
     shown = []
@@ -99,6 +100,8 @@ def run(args, o, mode: str) -> int:
                     o.error(f"Could not update iface {name}: {e}")
                 o.json or existed or o.lines([f"New interface {name} added"])
             elif op == "delete":
+                if name in BUILTIN_IFACES:  # before its records: iscsiadm deletes them all,
+                    raise SpecialIface(name, "deleted")  # then refuses (iface_conf_delete)
                 try:
                     db.read_iface(name)
                 except CorruptRecord as e:  # damaged (by hand): still deleted, not stuck
@@ -235,8 +238,14 @@ def _tree(db, names: list[str], o) -> int:
         except DBError as e:
             raise E.CliError(str(e), E.IDBM) from None
         names = names[:1]  # iscsiadm takes the first -I here
-    else:
-        names = db.list_ifaces()
+    else:  # those the flat listing shows: a file that is no iface said and left out
+        names = []
+        for name in db.list_ifaces():
+            try:
+                db.read_iface(name)
+                names.append(name)
+            except DBError as e:
+                o.error(str(e))
     lines = []
     for name in names:
         lines.append(f"Iface: {name}")

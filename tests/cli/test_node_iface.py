@@ -576,3 +576,31 @@ def test_show_writes_each_record_as_it_reads_it(cli, monkeypatch):
             assert [d["node.name"] for d in doc] == [f"{T1}-0", f"{T1}-2"]
         else:
             assert out.getvalue().count("# BEGIN RECORD") == 2
+
+
+def test_deleting_a_builtin_iface_keeps_its_records(cli):
+    """``-m iface -I default -o delete`` (or ``iser``) is refused before anything is done:
+    iscsiadm deletes every node record bound to it, then refuses the iface
+    (exec_iface_op's delete_node of each, then iface_conf_delete), so that one command
+    emptied a software-iSCSI host's DB while saying nothing was deleted."""
+    assert cli("-m", "node", "-o", "new", "-T", T1, "-p", "10.0.0.1:3260,1").rc == 0
+    assert cli("-m", "node", "-o", "new", "-T", T2, "-p", "10.0.0.2:3260,1", "-I", "iser").rc == 0
+    for name in ("default", "iser"):
+        r = cli("-m", "iface", "-I", name, "-o", "delete")
+        assert (r.rc, r.err) == (7, f"iscsictl: iface {name} is a special interface and "
+                                    "cannot be deleted.\n")
+    assert cli("-m", "node").out == f"10.0.0.1:3260,1 {T1}\n10.0.0.2:3260,1 {T2}\n"
+
+
+def test_iface_tree_leaves_out_a_file_that_is_no_iface(cli):
+    """``-m iface -P 1`` leaves out, with a warning, an iface file without
+    iface.transport_name, as the flat listing does (iscsiadm's print_iface_tree reads the
+    ifaces with iscsi_ifaces_get, which skips it)."""
+    assert cli("-m", "node", "-o", "new", "-T", T1, "-p", "10.0.0.1:3260,1").rc == 0
+    os.makedirs(f"{cli.root}/ifaces", exist_ok=True)
+    with open(f"{cli.root}/ifaces/notrans", "w") as f:
+        f.write("iface.iscsi_ifacename = notrans\niface.net_ifacename = eth3\n")
+    flat, tree = cli("-m", "iface"), cli("-m", "iface", "-P", "1")
+    assert "notrans" not in flat.out and "notrans" not in tree.out
+    assert tree.out.startswith(f"Iface: default\n\tTarget: {T1}\n")
+    assert tree.err == flat.err and "notrans" in tree.err
