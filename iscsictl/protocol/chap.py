@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import re
@@ -92,6 +93,22 @@ class ChapAlgorithm(IntEnum):
     @property
     def digest_size(self) -> int:
         return hashlib.new(self.hashlib_name).digest_size
+
+    @property
+    def usable(self) -> bool:
+        """Whether this host's crypto library computes it: a FIPS host's refuses MD5
+        (hashlib.new raises ValueError), and open-iscsi's acl_init_chap_digests leaves out
+        of CHAP_A what EVP_DigestInit_ex refuses."""
+        return _usable(self.hashlib_name)
+
+
+@functools.cache
+def _usable(name: str) -> bool:
+    try:
+        hashlib.new(name)
+    except ValueError:
+        return False
+    return True
 
 
 #: open-iscsi's names (node.session.auth.chap_algs) -> algorithm
@@ -218,10 +235,20 @@ class ChapInitiator:
         if not algorithms:
             raise ValueError("at least one CHAP algorithm is needed")
         self.credentials = credentials
-        self.algorithms = tuple(algorithms)
+        self._warn = warn or (lambda msg: None)
+        # one this host's crypto library refuses (MD5 on a FIPS host) is not offered, as
+        # acl_init_chap_digests leaves it out: chosen, its challenge could not be answered
+        self.algorithms = tuple(a for a in algorithms if a.usable)
+        for a in algorithms:
+            if not a.usable:
+                self._warn(f"Ignoring CHAP algorithm {a.name}: this host's crypto library "
+                           "refuses it")
+        if not self.algorithms:
+            raise AuthenticationError("no CHAP algorithm asked for is one this host's crypto "
+                                      f"library allows ({', '.join(a.name for a in algorithms)}"
+                                      " refused)")
         self._rng = rng
         self._issued = issued_challenges if issued_challenges is not None else set()
-        self._warn = warn or (lambda msg: None)
         self._base64 = base64_form
         self.algorithm: ChapAlgorithm | None = None
         self._our_id: int | None = None

@@ -80,6 +80,39 @@ def test_probe_chap(cli, tgt):
     assert r.rc == 24 and "authentication" in r.err
 
 
+def test_an_algorithm_the_crypto_library_refuses_is_not_offered(cli, tgt, monkeypatch):
+    """A FIPS host's crypto library refuses MD5 (Python's hashlib.new raises ValueError,
+    simulated here).  It is left out of CHAP_A with a warning, as open-iscsi's
+    acl_init_chap_digests does; with nothing left the login fails as an authentication
+    failure (24) before anything is sent.  Before, MD5 was offered, tgtd chose it, and the
+    login ended in that ValueError: "internal error" (9) through the daemon."""
+    import hashlib
+
+    from iscsictl.protocol import chap
+
+    real = hashlib.new
+
+    def fips_new(name, *args, **kw):
+        if name.lower() == "md5":
+            raise ValueError("[digital envelope routines: EVP_DigestInit_ex] disabled for FIPS")
+        return real(name, *args, **kw)
+    _node(cli, T_CHAP, tgt.portal, **{"node.session.auth.authmethod": "CHAP",
+                                       "node.session.auth.username": CHAP_USER[0],
+                                       "node.session.auth.password": CHAP_USER[1]})
+    monkeypatch.setattr(hashlib, "new", fips_new)
+    monkeypatch.setattr(chap, "_usable", chap._usable.__wrapped__)  # not the cached answer
+    r = cli("-m", "node", "-T", T_CHAP, "-p", tgt.portal, "--probe")
+    assert r.rc == 24, r.err
+    assert "no CHAP algorithm asked for is one this host's crypto library allows (MD5 " \
+           "refused)" in r.err
+    offered = []
+    initiator = chap.ChapInitiator(chap.ChapCredentials("u", b"s" * 12),
+                                   (chap.ChapAlgorithm.MD5, chap.ChapAlgorithm.SHA256),
+                                   warn=offered.append)
+    assert initiator.offer() == [("CHAP_A", "7")]
+    assert offered == ["Ignoring CHAP algorithm MD5: this host's crypto library refuses it"]
+
+
 def test_probe_mutual_chap(cli, tgt):
     vals = {"node.session.auth.authmethod": "CHAP",
             "node.session.auth.username": MUTUAL_USER[0],
