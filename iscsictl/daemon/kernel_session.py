@@ -1309,7 +1309,8 @@ async def send_targets_ep(
     ``sysfs`` as :func:`establish_ep`'s), the Login (``cfg``: a Discovery session's)
     relayed, the negotiated values set and START_CONN, the Text exchange and the Logout
     relayed, then all torn down.  A redirect starts over at the new portal.  Returns the
-    DiscoveredTargets (a target without TargetAddress gets the portal asked).
+    DiscoveredTargets (a target without TargetAddress gets ``portal``, the one asked, also
+    after a redirect).
 
     Raises:
         SessionError: 4, 5, 8, 19, 24 as a login's; 8 when no Text Response comes
@@ -1337,7 +1338,9 @@ async def send_targets_ep(
                 raise started
         text = TextExchange([("SendTargets", "All")], itt=0, cmdsn=outcome.cmdsn,
                             exp_statsn=outcome.exp_statsn, match_itt=False)
-        asked = Portal(session.current.address, session.current.port)  # its tag unknown
+        # a target without TargetAddress: the portal the discovery asked, a redirect's
+        # too (iscsiadm's add_target_record uses the discovery record's address)
+        asked = Portal(portal.address, portal.port)
         targets = await _relayed_send_targets(nl, handle, session, text, asked, active_timeout,
                                               left_out)
         await _relayed_logout(nl, handle, session, LogoutExchange(

@@ -365,6 +365,24 @@ def test_send_targets_runs_on_a_discovery_session_the_kernel_relays(tmp_path):
         assert sets[param] == b"0\0", param
 
 
+def test_a_target_without_an_address_gets_the_portal_asked_after_a_redirect(tmp_path):
+    """A discovery redirected (0x0101) to another portal: a target the answer names without
+    TargetAddress gets the portal the discovery asked, as iscsiadm's add_target_record
+    gives it the discovery record's address (before: the redirected portal)."""
+    from iscsictl.protocol.config import LoginConfig
+
+    target = FakeTarget(TargetConfig(targets=[("iqn.2003-01.org.example:b", [])],
+                                     status=0x0101, redirect_to="10.77.0.2:3262"))
+    kernel = IserRelayKernel(target)
+    cfg = LoginConfig(initiator_name="iqn.2026-11.org.example:i", session_type="Discovery")
+    targets, _ = through_the_daemon(tmp_path, kernel, lambda nl, d: ks.send_targets_ep(
+        nl, 3, Portal("10.77.0.1", 3260), cfg, ISID.en(7, 1), "iser", 2, d._logging_in))
+    connects = [r for r in kernel.requests if r["type"] == E.TRANSPORT_EP_CONNECT]
+    assert len(connects) == 2  # the redirect followed
+    assert [(t.name, [(p.address, p.port, p.tpgt) for p in t.portals]) for t in targets] == [
+        ("iqn.2003-01.org.example:b", [("10.77.0.1", 3260, None)])]
+
+
 class ClosedAtLogout(IserRelayKernel):
     """IserRelayKernel whose connection fails when the Logout goes out: the target closed
     it (LIO closes a discovery connection at its Logout), its answer lost."""
