@@ -190,12 +190,27 @@ def host_key(address: str) -> str:
     if key is None:
         import ipaddress
         try:
-            key = str(ipaddress.ip_address(address))
+            key = str(ipaddress.ip_address(_numeric_zone(address)))
         except ValueError:
             key = address
         if len(_HOST_KEYS) < 4096:  # a daemon's nodes; beyond, each is parsed again
             _HOST_KEYS[address] = key
     return key
+
+
+def _numeric_zone(address: str) -> str:
+    """``address`` with a zone that names an interface as that interface's index
+    (``fe80::1%lo`` is ``fe80::1%1``), as getaddrinfo gives sin6_scope_id: the one host in
+    either form (iscsiadm's iscsi_addr_match compares the resolved addresses).  A zone no
+    interface has is kept as given."""
+    head, sep, zone = address.partition("%")
+    if not sep or not zone or zone.isdigit():
+        return address
+    import socket
+    try:
+        return f"{head}%{socket.if_nametoindex(zone)}"
+    except (OSError, ValueError):
+        return address
 
 
 def is_numeric_host(address: str) -> bool:
@@ -227,7 +242,7 @@ def _host_addresses(host: str) -> frozenset:
     if host in _RESOLVED:
         return _RESOLVED[host]
     try:
-        found = frozenset((ipaddress.ip_address(host),))
+        found = frozenset((ipaddress.ip_address(_numeric_zone(host)),))
     except ValueError:
         import socket
         try:

@@ -126,10 +126,13 @@ def test_c_strtoul_reads_as_c_does(text, base, value, erange):
     ("fe80::1", "fe80::1", True), ("FE80:0::1", "fe80::1", True), ("", "10.0.0.1", True),
     ("10.0.0.1", "10.0.0.2", False), ("::ffff:10.0.0.1", "10.0.0.1", False),
     ("fe80::1%eth0", "fe80::1", False), ("localhost", "127.0.0.1", True),
-    ("127.0.0.1", "localhost", True), ("10.0.0.1", "localhost", False)])
+    ("127.0.0.1", "localhost", True), ("10.0.0.1", "localhost", False),
+    ("fe80::1%lo", "fe80::1%1", True), ("fe80::1%1", "FE80::1%lo", True),
+    ("fe80::1%lo", "fe80::1%2", False), ("fe80::1%nosuchif9", "fe80::1%nosuchif9", True)])
 def test_same_host_compares_addresses_as_iscsiadm_does(pattern, address, same):
     """iscsi_addr_match: the same text, or the same address once resolved (/etc/hosts
-    names localhost 127.0.0.1 here)."""
+    names localhost 127.0.0.1 here); a zone by name or by index (lo is 1) is one host, as
+    getaddrinfo's sin6_scope_id."""
     assert same_host(pattern, address) is same
 
 
@@ -149,7 +152,9 @@ def test_a_name_that_does_not_resolve_matches_only_itself(monkeypatch):
 
 @pytest.mark.parametrize("address,key", [("FD00:0::1", "fd00::1"), ("fd00::1", "fd00::1"),
                                          ("10.0.0.1", "10.0.0.1"), ("host.example", "host.example"),
-                                         ("010.0.0.1", "010.0.0.1"), ("", "")])
+                                         ("010.0.0.1", "010.0.0.1"), ("", ""),
+                                         ("fe80::1%lo", "fe80::1%1"), ("fe80::1%1", "fe80::1%1"),
+                                         ("fe80::1%nosuchif9", "fe80::1%nosuchif9")])
 def test_host_key_is_one_form_a_numeric_address_without_a_lookup(address, key):
     from iscsictl.lexical import host_key
     assert host_key(address) == key
