@@ -79,6 +79,9 @@ DEFAULT_LOCK_TIMEOUT = 30.0
 #: s iscsiadm waits for its lock before it goes on without it (idbm_lock: 3000 x 10 ms): a
 #: ``lock.write`` unchanged that long is a dead holder's, taken over
 ISCSIADM_LOCK_WAIT = 30.0
+#: s a ``lock.write`` old by the wall clock must also stay unchanged under this process's
+#: watch before it is taken over (IscsiadmLock._stale)
+ISCSIADM_LOCK_WATCH = 2.0
 #: iscsiadm's database lock (open-iscsi usr/initiator.h LOCK_DIR, LOCK_FILE,
 #: LOCK_WRITE_FILE), taken for a database at one of :data:`SYSTEM_DB_ROOTS`
 ISCSIADM_LOCK_DIR = "/run/lock/iscsi"
@@ -508,7 +511,8 @@ class IscsiadmLock:
     s and ends in LockTimeout.  A holder that died leaves the link behind: iscsiadm waits its
     30 s and goes on unlocked (removing the link when done); iscsictl takes a link that no
     take or release has touched for :data:`ISCSIADM_LOCK_WAIT` s over (its ctime: each
-    link and unlink of the one inode sets it), says so (:attr:`taken_over`), and holds it;
+    link and unlink of the one inode sets it; and seen unchanged a while: :meth:`_stale`),
+    says so (:attr:`taken_over`), and holds it;
     two iscsictl processes never both take one over (:meth:`_take_over`)."""
 
     def __init__(self, lock_dir: str, timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
@@ -520,6 +524,7 @@ class IscsiadmLock:
         self.taken_over: str | None = None  # a dead holder's lock taken over, said once
         self._mutex = threading.RLock()
         self._depth, self._held = 0, False
+        self._seen: tuple | None = None  # (lock.write's inode and ctime, since when seen)
 
     def acquire(self, timeout: float | None = None) -> None:
         """Take it (once per holder: nested takes count), waiting ``timeout`` s at most
@@ -621,11 +626,21 @@ class IscsiadmLock:
             os.close(fd)  # and with it the flock
 
     def _stale(self) -> bool:
+        """Whether ``lock.write`` is a dead holder's: unchanged (its inode and ctime) for
+        :data:`ISCSIADM_LOCK_WAIT` s by the wall clock, and for as long by this process's
+        own watch, up to :data:`ISCSIADM_LOCK_WATCH` s, on the monotonic clock: a wall
+        clock stepped forward (NTP at boot) makes a live holder's link look old, and it
+        was taken over from under it."""
         try:
-            changed = os.lstat(self.write_path).st_ctime
+            st = os.lstat(self.write_path)
         except FileNotFoundError:
+            self._seen = None
             return False
-        return time.time() - changed >= ISCSIADM_LOCK_WAIT
+        mark, now = (st.st_ino, st.st_ctime_ns), time.monotonic()
+        if self._seen is None or self._seen[0] != mark:
+            self._seen = (mark, now)
+        return (time.time() - st.st_ctime >= ISCSIADM_LOCK_WAIT
+                and now - self._seen[1] >= min(ISCSIADM_LOCK_WAIT, ISCSIADM_LOCK_WATCH))
 
 
 def _holds_secret(rec: Record) -> bool:

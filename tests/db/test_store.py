@@ -1035,6 +1035,28 @@ def test_a_lock_taken_over_by_one_is_not_taken_over_again_by_another(tmp_path, m
     assert os.path.exists(lock_dir / "lock.write")  # the first's link, left to it
 
 
+def test_a_live_lock_is_not_taken_over_when_the_wall_clock_jumps(tmp_path, monkeypatch):
+    """The wall clock stepped an hour forward (NTP at boot) while iscsiadm holds its lock:
+    the live ``lock.write`` looks an hour old, but is not taken over until it has stayed
+    unchanged ISCSIADM_LOCK_WATCH s under this process's own (monotonic) watch (before: at
+    once, and two writers changed the database together).  Seen that long, it is."""
+    (tmp_path / "etc").mkdir()
+    lock_dir = tmp_path / "run-lock" / "iscsi"
+    db = NodeDB(str(tmp_path / "db"), str(tmp_path / "etc"), lock_timeout=0.3,
+                iscsiadm_lock_dir=str(lock_dir))
+    nid = NodeID(T1, "10.0.0.1", 3260, 1)
+    db.create_node(T1, "10.0.0.1", 3260, 1)
+    os.link(lock_dir / "lock", lock_dir / "lock.write")  # iscsiadm's, live
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 3600)
+    with pytest.raises(LockTimeout):
+        db.update_node(nid, "node.startup", "automatic")
+    assert os.path.exists(lock_dir / "lock.write")
+    monkeypatch.setattr(store, "ISCSIADM_LOCK_WATCH", 0.5)
+    db.lock_timeout = db.iscsiadm_lock.timeout = 5
+    assert db.update_node(nid, "node.startup", "automatic")["node.startup"] == "automatic"
+
+
 def test_an_iface_name_with_a_comma_is_read_back_from_its_links(db):
     """A discovery link's name is read as iscsiadm reads it (get_params_from_disc_link: the
     target up to the first ',', the iface the rest), so an iface named with a ',' (iscsiadm
