@@ -740,6 +740,22 @@ class _Core:
         self._drained = False
         return out
 
+    def _read_all_queued(self, handle: Callable[[list[Any]], None]) -> None:
+        """Read what the socket holds before a request is sent, each batch to ``handle``,
+        until it is found empty (or as many bytes as it can hold were read: a flood that
+        outruns the reads).  After an overrun the kernel drops every message to the socket
+        without a word, replies too, until a read finds it empty (netlink_rcv_wake clears
+        NETLINK_S_CONGESTED only then): sent on a socket still holding a backlog, a
+        request's reply was lost and the request waited out its timeout though the kernel
+        had done it."""
+        start = self._bytes_read
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        while poller.poll(0):
+            handle(self._read_datagrams())
+            if self._drained or self._bytes_read - start >= self._queue_bytes:
+                return
+
     def _caught_up(self, start: int) -> bool:
         """Whether the reads since ``_bytes_read`` was ``start`` (just after a send) have
         taken every reply the kernel queued inside sendmsg(): the socket was found empty,
@@ -815,6 +831,7 @@ class IscsiNetlink(_Core, _Operations):
         timeout = max(self.timeout if r.timeout is None else r.timeout for r in reqs)
         deadline = time.monotonic() + timeout
         overruns: int | None = self._overruns
+        self._read_all_queued(lambda msgs: self._events.extend(_as_event(m) for m in msgs))
         self._send(data)
         start = self._bytes_read
         replies: list[Any] = []
@@ -1018,6 +1035,11 @@ class AsyncIscsiNetlink(_Core, _Operations):
             self._drained = True
             log.error("iscsi netlink: receive failed: %s", exc)
             return
+        self._hand_on(msgs)
+
+    def _hand_on(self, msgs: list[Any]) -> None:
+        """``msgs`` read: replies to the pending exchange, the rest to ``event_callback`` or
+        ``events``."""
         for msg in msgs:
             pend = self._pending
             if pend is not None and not pend.future.done() and self._is_reply(pend.reqs[len(pend.replies)], msg):
@@ -1076,9 +1098,10 @@ class AsyncIscsiNetlink(_Core, _Operations):
         began."""
         assert self._loop is not None
         timeout = max(self.timeout if r.timeout is None else r.timeout for r in reqs)
+        overruns = self._overruns
+        self._read_all_queued(self._hand_on)  # no exchange pending: all of it events
         fut: asyncio.Future[list[Any]] = self._loop.create_future()
         pend = self._pending = _Pending(reqs, [], fut)
-        overruns = self._overruns
         try:
             if self.send_in_executor and reqs[0].ev_type in BLOCKING_OPS:  # alone: _one_datagram
                 sending = self._loop.run_in_executor(None, self._send, data)

@@ -196,6 +196,86 @@ def test_an_overrun_is_delivered_in_its_place_among_the_events(caplog):
     assert "receive buffer overrun (ENOBUFS)" in caplog.text
 
 
+class Congesting:
+    """The netlink core after an overrun (net/netlink/af_netlink.c): a socket that holds
+    ``cap`` datagrams; one that overflows it reports ENOBUFS once (netlink_overrun sets
+    NETLINK_S_CONGESTED), and every later message to it, replies included, is dropped
+    without a word until a read finds it empty (netlink_rcv_wake).  The kernel answers
+    inside send()."""
+
+    def __init__(self, cap=400):
+        import collections
+        self.cap, self.queue = cap, collections.deque()
+        self.congested = self.error = False
+        self.dropped_replies = 0
+        self._r, self._w = socket.socketpair()
+        self._w.send(b"x")  # always readable: reads go by the queue
+
+    def deliver(self, dgram, reply=False):
+        if self.congested or len(self.queue) >= self.cap:
+            self.error = self.error or not self.congested
+            self.congested = True
+            self.dropped_replies += reply
+            return
+        self.queue.append(dgram)
+
+    def fileno(self):
+        return self._r.fileno()
+
+    def send(self, data):
+        for one in split_messages(data):
+            self.deliver(echo(one, r_sid=7, r_cid=3), reply=True)
+        return len(data)
+
+    def recv_into(self, buf):
+        if self.error:
+            self.error = False
+            raise OSError(errno.ENOBUFS, os.strerror(errno.ENOBUFS))
+        if not self.queue:
+            raise BlockingIOError(errno.EAGAIN, "empty")
+        d = self.queue.popleft()
+        self.congested = self.congested and bool(self.queue)
+        buf[:len(d)] = d
+        return len(d)
+
+    def close(self):
+        self._r.close(), self._w.close()
+
+
+def test_a_request_after_an_overrun_is_sent_on_an_emptied_socket():
+    """An event storm overran the socket, and the reader has taken one batch of the
+    backlog: a request sent now would have its reply dropped silently (the socket stays
+    congested until read empty) and wait out its timeout though the kernel did it.  The
+    backlog is read first, its events kept in order, then the request goes and is
+    answered (both clients)."""
+    t = Congesting()
+    for i in range(1000):
+        t.deliver(ev_conn_error(sid=1 + i))
+    with IscsiNetlink(t, timeout=3) as nl:
+        nl.process_events()  # one batch: the socket still holds a backlog, congested
+        assert t.queue and t.congested
+        assert nl.create_conn(1, 7, 3) == 3
+        events = nl.pending_events()
+    assert t.dropped_replies == 0 and events[0] is EVENTS_LOST
+    assert [e.sid for e in events[1:]] == list(range(1, 401))
+
+    async def through_the_async_client():
+        t = Congesting()
+        for i in range(1000):
+            t.deliver(ev_conn_error(sid=1 + i))
+        seen = []
+        nl = AsyncIscsiNetlink(t, timeout=3, event_callback=seen.append)
+        try:
+            nl._on_readable()  # the reader's one batch
+            assert await nl.create_conn(1, 7, 3) == 3
+        finally:
+            nl.close()
+        return t, seen
+    t, seen = asyncio.run(through_the_async_client())
+    assert t.dropped_replies == 0
+    assert seen[0] is EVENTS_LOST and [e.sid for e in seen[1:]] == list(range(1, 401))
+
+
 def test_a_reply_dropped_in_an_overrun_fails_its_request_at_once():
     """The kernel queues its reply inside sendmsg(): when the read after the send finds an
     overrun and no reply, the reply was dropped, and the request fails then (ReplyLost, a
