@@ -1004,12 +1004,20 @@ async def ep_connect(nl, handle: int, portal: Portal, timeout: float,  # type: i
     loop = asyncio.get_running_loop()
     address = (await _resolve(portal.address, portal.port))[0][4][0]  # a name resolved
     where = f"{portal.address}:{portal.port}"
-    try:
-        ep = await nl.ep_connect(handle, address, portal.port, non_blocking=True,
-                                 host_no=host_no)
-    except IscsiNetlinkError as exc:
+    # to its end even when this task is cancelled meanwhile (a logout, the daemon
+    # stopping): the endpoint the kernel made is then disconnected, not forgotten (a
+    # firmware connection slot, a TCP connection the target keeps open)
+    job, cancelled = await _to_the_end(asyncio.ensure_future(nl.ep_connect(
+        handle, address, portal.port, non_blocking=True, host_no=host_no)))
+    exc = job.exception()
+    if cancelled:
+        if exc is None:
+            await ep_disconnect(nl, handle, job.result())
+        raise asyncio.CancelledError
+    if isinstance(exc, IscsiNetlinkError):
         raise SessionError(8, f"cannot make connection to {where}: {exc}",
                            retryable=True) from None
+    ep = job.result()
     deadline, delay = loop.time() + timeout, EP_POLL_FIRST
     try:
         while await nl.ep_poll(handle, ep, 1) <= 0:

@@ -59,6 +59,46 @@ class IserKernel(RecordingKernel):
                 if r["type"] not in (E.TRANSPORT_EP_POLL, E.SET_PARAM)]
 
 
+class SlowConnect(IserKernel):
+    """IserKernel whose EP_CONNECT takes 0.5 s inside the kernel (bnx2i and be2iscsi wait
+    there for their firmware)."""
+
+    def answer(self, msg, raw):
+        if msg["type"] == E.TRANSPORT_EP_CONNECT:
+            import time
+            time.sleep(0.5)
+        return super().answer(msg, raw)
+
+
+@pytest.mark.parametrize("how", ["relogin", "login"])
+def test_a_login_cancelled_while_ep_connect_is_in_the_kernel_disconnects_its_endpoint(how):
+    """A relogin cancelled (a logout of the recovering session) or a first login cancelled
+    (the daemon stopping) while TRANSPORT_EP_CONNECT is inside the kernel: the endpoint the
+    kernel answers with is disconnected, as iscsid never drops a handle it was given
+    (before: forgotten, a firmware connection slot and the target's TCP connection kept)."""
+    async def run():
+        kernel = SlowConnect(up_after=1)
+        nl = AsyncIscsiNetlink(kernel.transport, timeout=2,
+                               lane_transport=lambda: SyncKernel(kernel))
+        if how == "relogin":
+            session = ks.KernelSession(
+                sid=5, host_no=9, cid=0, node=iser_node(), isid=ISID.en(7, 1), tsih=1,
+                params=None, current=Portal("10.77.0.1", 3260, 1),
+                initiator_name="iqn.2026-11.org.example:i")
+            task = asyncio.ensure_future(ks.relogin(nl, 3, session))
+        else:
+            task = asyncio.ensure_future(ks.establish_ep(
+                nl, 3, iser_node(), "iqn.2026-11.org.example:i", ISID.en(7, 1)))
+        await asyncio.sleep(0.1)  # EP_CONNECT in the kernel
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        nl.close()
+        return kernel.steps()
+    assert asyncio.run(run()) == [(E.TRANSPORT_EP_CONNECT, None),
+                                  (E.TRANSPORT_EP_DISCONNECT, EP)]
+
+
 def login(kernel, monkeypatch, outcomes=("ok",), login_timeout="2", address="10.77.0.1"):
     """ks.establish_ep for an iser node at 10.77.0.1:3260, its relayed login a stand-in
     answering each attempt with the next of ``outcomes`` (``ok``, ``rejected``, or a
