@@ -19,11 +19,11 @@ converts it.
 
 Concurrency: every write is atomic (temp file in the same directory, fsync, rename, fsync of the
 directory; many records at once, a discovery's new ones or an update of many, flush the
-filesystem once for all instead), so readers take no lock and never wait.  Writers take a per-record ``flock`` lock
-(dies with its holder) and, only around creating/removing directories and links, a short
-DB-wide lock.  Lock files live in ``<db_root>/.locks/`` (iscsiadm ignores it), hold the
-holder's PID and go with their record when it is deleted; a wait is bounded (``lock_timeout``,
-default 30 s) and ends in LockTimeout naming the holder.  iscsiadm's own ``/run/lock/iscsi``
+filesystem once for all instead), so readers take no lock and never wait.  Writers take a
+per-record ``flock`` lock (dies with its holder) and, only around creating/removing
+directories and links, a short DB-wide lock.  Lock files live in ``<db_root>/.locks/``
+(iscsiadm ignores it), hold the holder's PID and go with their record when it is deleted; a
+wait is bounded (``lock_timeout``, default 30 s) and ends in LockTimeout naming the holder.  iscsiadm's own ``/run/lock/iscsi``
 lock is taken too around every change to a database at ``/etc/iscsi``
 (:class:`IscsiadmLock`): iscsiadm rewrites a record in place, so without it a change of ours
 could read its record half-written, or undo its change.
