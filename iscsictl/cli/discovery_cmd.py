@@ -551,9 +551,16 @@ def discover_firmware(args, o, ops) -> int:  # type: ignore[no-untyped-def]
     return rc
 
 
+#: what an offload boot's iface takes from the firmware, set or not: an address or VLAN the
+#: firmware no longer has goes (iscsiadm writes the iface again from the boot context:
+#: iface_create_ifaces_from_boot_contexts)
+_FIRMWARE_IFACE_KEYS = ("iface.hwaddress", "iface.ipaddress", "iface.subnet_mask",
+                        "iface.gateway", "iface.vlan_id", "iface.initiatorname")
 #: what a firmware record found again takes from the firmware, set or not (the rest stays
-#: the user's): credentials the firmware no longer has go (iscsiadm rewrites the record)
-_FROM_FIRMWARE = ("iface.initiatorname", "node.session.auth.username",
+#: the user's): credentials, and the iface's address and VLAN, the firmware no longer has
+#: go (iscsiadm rewrites the record); the record's copy of its iface's values stays its
+#: iface's
+_FROM_FIRMWARE = (*_FIRMWARE_IFACE_KEYS, "node.session.auth.username",
                   "node.session.auth.password", "node.session.auth.username_in",
                   "node.session.auth.password_in")
 
@@ -607,7 +614,10 @@ def _apply_firmware(db, did, found: dict, ops, o) -> int:  # type: ignore[no-unt
 
 
 def _write_iface(db, name: str, values: dict) -> None:  # type: ignore[no-untyped-def]
-    """Create or update the iface record an offload boot needs (iface_conf_write)."""
+    """Create or update the iface record an offload boot needs (iface_conf_write); one
+    found again takes the firmware's :data:`_FIRMWARE_IFACE_KEYS`, those it no longer sets
+    back to their defaults."""
+    from ..db import schema
     from ..db.errors import RecordNotFound
     values = {k: v for k, v in values.items() if k != "iface.iscsi_ifacename"}
     try:
@@ -615,8 +625,12 @@ def _write_iface(db, name: str, values: dict) -> None:  # type: ignore[no-untype
     except RecordNotFound:
         db.create_iface(name, values)
         return
-    for key, value in values.items():
-        db.update_iface(name, key, value)
+    block = "ipv6" if ":" in values.get("iface.ipaddress", "") else "ipv4"
+    for key in _FIRMWARE_IFACE_KEYS:
+        k = schema.IFACE.by_name[key]
+        if key not in values and k.block in (None, block):
+            values[key] = "" if k.default is None else str(k.default)
+    db.update_iface_many(name, values)
 
 
 def _login_found(db, found, persistent: bool, args, o,  # type: ignore[no-untyped-def]

@@ -133,8 +133,10 @@ class _Entry:
         self.name = os.path.basename(path)
 
     def text(self, attr: str) -> str | None:
-        """The attribute without its trailing newline; None when absent or unreadable by
-        the driver.  EACCES raises FirmwareAccessError."""
+        """The attribute without its trailing newline; None when absent, unreadable by the
+        driver, or unset: "(null)" or "<NULL>" (qedi prints its disabled CHAP names and
+        secrets so; open-iscsi's sysfs_get_value reads them as none).  EACCES raises
+        FirmwareAccessError."""
         try:
             with open(os.path.join(self.path, attr), "rb") as f:
                 raw = f.read(4096)
@@ -147,7 +149,8 @@ class _Entry:
         except OSError:
             return None
         # the bytes kept (a CHAP secret is hashed as its bytes): surrogateescape, as the DB
-        return raw.decode("utf-8", "surrogateescape").rstrip("\n")
+        text = raw.decode("utf-8", "surrogateescape").rstrip("\n")
+        return None if text.startswith(("(null)", "<NULL>")) else text
 
     def string(self, attr: str) -> str:
         return self.text(attr) or ""

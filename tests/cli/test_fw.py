@@ -431,6 +431,51 @@ def test_offload_boot_description_makes_its_iface(env):
     assert (rec["iface.iscsi_ifacename"], rec["iface.transport_name"]) == (name, "be2iscsi")
 
 
+def test_an_offload_boot_found_again_takes_the_firmwares_new_address_and_vlan(env):
+    """The HBA's address and VLAN changed in the firmware (DHCP renumbered it, its VLAN
+    removed): a discovery again writes both into the iface and the node record's copy of
+    it, as iscsiadm writes them again from the boot context (before: both kept the old
+    ones, so a relogin set the HBA up with an address and VLAN the firmware no longer
+    uses)."""
+    sys_root, db = env
+    import shutil
+    shutil.rmtree(sys_root / "firmware/ibft")
+    nic = dict(ibft.NIC, mac="00:90:fa:11:22:33", vlan=5)
+    write_tree(sys_root, ibft.INITIATOR, [nic], [ibft.BOOT_TARGET], root="iscsi_boot7",
+               isid="00023d000001")
+    (sys_root / "class/scsi_host/host7").mkdir(parents=True)
+    (sys_root / "class/scsi_host/host7/proc_name").write_text("be2iscsi\n")
+    assert cli("-m", "discovery", "-t", "fw")[0] == 0
+    name = "be2iscsi.00:90:fa:11:22:33.ipv4.0"
+    assert "iface.vlan_id = 5\n" in cli("-m", "iface", "-I", name)[1]
+    (sys_root / "firmware/iscsi_boot7/ethernet0/ip-addr").write_text("10.98.0.77\n")
+    (sys_root / "firmware/iscsi_boot7/ethernet0/vlan").write_text("0\n")
+    r = cli("-m", "discovery", "-t", "fw")
+    assert r[0] == 0, r
+    out = cli("-m", "iface", "-I", name)[1]
+    assert "iface.ipaddress = 10.98.0.77\n" in out and "iface.vlan_id = 0\n" in out
+    rec = _show(BOOT)
+    assert (rec["iface.ipaddress"], rec["iface.vlan_id"]) == ("10.98.0.77", "0")
+
+
+def test_a_credential_the_driver_shows_unset_is_none(env):
+    """qedi shows a disabled CHAP name or secret as "(null)" (its sprintf of a NULL
+    pointer): no credential, as open-iscsi's sysfs_get_value reads it (before: the record
+    held "(null)" as name and secrets both ways, and the boot login offered mutual CHAP
+    to a target without CHAP, refused)."""
+    sys_root, _ = env
+    t = sys_root / "firmware/ibft/target0"
+    for attr in ("chap-name", "chap-secret", "rev-chap-name", "rev-chap-name-secret"):
+        (t / attr).write_text("(null)\n")
+    rc, out, _ = cli("-m", "fw", "-S")
+    assert rc == 0 and "(null)" not in out
+    assert out.split("# END RECORD")[0].count("node.session.auth.") == 0
+    assert cli("-m", "discovery", "-t", "fw")[0] == 0
+    rec = _show(BOOT)
+    assert [rec[f"node.session.auth.{k}"] for k in ("username", "password", "username_in",
+                                                     "password_in")] == ["<empty>"] * 4
+
+
 # ---- bad firmware tables ------------------------------------------------------------------------
 _ATTRS = ("target0/flags", "target0/target-name", "target0/ip-addr", "target0/port",
           "target0/lun", "target0/nic-assoc", "target0/chap-name", "target0/chap-secret",
