@@ -53,10 +53,44 @@ def protect_daemon() -> list[str]:
     err = _libc_call("mlockall", MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)
     if err:
         refused.append(f"memory not locked (mlockall): {os.strerror(err)}")
+    else:
+        err = lock_code()
+        if err:
+            refused.append(f"code not read in and locked (mlock): {os.strerror(err)}")
     err = _libc_call("prctl", *map(ctypes.c_ulong, (PR_SET_IO_FLUSHER, 1, 0, 0, 0)))
     if err:
         refused.append(f"not marked an I/O flusher (PR_SET_IO_FLUSHER): {os.strerror(err)}")
     return refused
+
+
+def lock_code(maps: str = "/proc/self/maps") -> int:
+    """Read in and lock now every page of the executables and libraries mapped (each file
+    with an executable mapping: its code, read-only data and relocations), where
+    ``MCL_ONFAULT`` locks each page only once it is touched: code the daemon has not run
+    yet (a relogin's, never run by a daemon that adopted its sessions) would be read from
+    the disk when first run, perhaps the dead iSCSI root disk that relogin is to bring
+    back (iscsid's ``mlockall(MCL_CURRENT | MCL_FUTURE)`` reads in all it maps).  Data
+    files mapped (a locale archive) and the threads' stack reserves are not.  0, or the
+    errno of the first mapping that could not be locked (the others still are)."""
+    mlock = function("mlock")
+    if mlock is None:
+        return errno.ENOSYS
+    mlock.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+    try:
+        with open(maps) as f:
+            rows = [line.split(None, 5) for line in f]
+    except OSError as exc:
+        return exc.errno or errno.EIO
+    rows = [r for r in rows if len(r) == 6 and r[5].startswith("/")]
+    code = {r[5] for r in rows if "x" in r[1]}
+    first = 0
+    for r in rows:
+        if r[5] not in code or "r" not in r[1]:
+            continue
+        start, end = (int(x, 16) for x in r[0].split("-"))
+        if mlock(start, end - start) != 0:
+            first = first or ctypes.get_errno() or errno.EINVAL
+    return first
 
 
 def raise_open_files(limit: int = MAX_FILES) -> str | None:

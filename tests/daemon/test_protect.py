@@ -23,6 +23,15 @@ def probe():
     later.update(nice=os.getpriority(os.PRIO_PROCESS, 0), flusher=io_flusher())
 t = threading.Thread(target=probe); t.start(); t.join()
 locked = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmLck:")][0]
+# the interpreter's own file's mappings: their size, and what of them this process has
+# mapped in (kB; smaps' Locked is proportional to the pages' sharers, Rss is not)
+exe, code, cur = os.path.realpath(sys.executable), [0, 0], None
+for l in open("/proc/self/smaps"):
+    f = l.split()
+    if "-" in f[0] and len(f) >= 5:
+        cur = len(f) == 6 and f[5] == exe
+    elif cur and f[0] in ("Size:", "Rss:"):
+        code[f[0] == "Rss:"] += int(f[1])
 r, w = os.pipe()
 pid = os.fork()
 if pid == 0:
@@ -30,7 +39,7 @@ if pid == 0:
 os.close(w); child = os.read(r, 65536).decode(); os.waitpid(pid, 0)
 child_locked = [int(l.split()[1]) for l in child.splitlines() if l.startswith("VmLck:")][0]
 print(json.dumps(dict(before=before, after=os.getpriority(os.PRIO_PROCESS, 0), later=later,
-                      locked=locked, child_locked=child_locked, refused=refused,
+                      locked=locked, child_locked=child_locked, refused=refused, code=code,
                       files=resource.getrlimit(resource.RLIMIT_NOFILE))))
 """
 
@@ -47,6 +56,10 @@ def test_root_raises_priority_locks_memory_and_threads_inherit():
     assert r["after"] == r["before"] - 10
     assert r["later"]["nice"] == r["after"]  # a thread started afterwards inherits it
     assert r["locked"] > 0 and r["child_locked"] == 0  # a child does not inherit the lock
+    # the interpreter's code read in (and so locked) whole, not as first run
+    # (MCL_ONFAULT): a relogin's code is not read from the disk it is to bring back
+    size, present = r["code"]
+    assert size > 0 and present == size, r["code"]
     # PR_SET_IO_FLUSHER and a hard limit raised need CAP_SYS_RESOURCE, which a container
     # may withhold from root: then those are the refusals, named; otherwise later threads
     # are flushers too, and the open file limit is iscsid's (increase_max_files: from
