@@ -23,7 +23,7 @@ from iscsictl import __version__
 from iscsictl.ipc import DEFAULT_SOCKET, socket_path
 
 from .instance import LOCK_FILE, LockHeld, iscsid_running, take_lock
-from .protect import protect_daemon
+from .protect import lock_code, protect_daemon
 from .service import Daemon
 
 
@@ -178,6 +178,7 @@ async def _run(args: argparse.Namespace, release_lock: Callable[[], None]) -> in
         task.add_done_callback(stopping.discard)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
+    lock_code()  # again: the libraries the daemon's start loaded (its extensions, ssl ...)
     sd_notify("READY=1")
     await daemon.wait_stopped()
     sd_notify("STOPPING=1")

@@ -939,6 +939,7 @@ def _iscsictld_without_kernel(monkeypatch):
     monkeypatch.setattr(service, "AsyncIscsiNetlink", Netlink)
     monkeypatch.setattr(main_module, "iscsid_running", lambda: False)
     monkeypatch.setattr(main_module, "protect_daemon", lambda: [])
+    monkeypatch.setattr(main_module, "lock_code", lambda: 0)
     monkeypatch.setattr(main_module, "_start_logging", lambda level: Writer())
     return main_module, closed
 
