@@ -1396,7 +1396,10 @@ class Daemon:
                     return
                 delay = min(RECOVERY_BACKOFF_MAX, 0.5 * 2 ** min(attempt, 6))
                 delay *= random.uniform(0.5, 1.5)  # jitter: many sessions never relogin in step
-                if attempt == 1 or attempt % _num(rec, "node.session.sess_reopen_log_freq", 1) == 0:
+                # every n-th failed attempt said (open-iscsi 2.1.11's conn_reopen_log_freq;
+                # below 1 is 1, as there: a 0 raised ZeroDivisionError and ended recovery)
+                every = max(1, _num(rec, "node.session.conn_reopen_log_freq", 1))
+                if attempt == 1 or attempt % every == 0:
                     log.warning("session %d: relogin attempt %d failed: %s; next in %.1f s",
                                 sid, attempt, exc, delay)
                 await asyncio.sleep(delay)

@@ -407,7 +407,7 @@ def _printed_keys(kind: RecordKind, for_file: bool, ipv6: bool, version: str
 def _newer_key_set(k: Key, v: Any) -> bool:
     """True when ``v``, the value of a key newer than the format version (``Key.since``),
     is not its default: a record written by a newer open-iscsi (2.1.11's
-    ``node.session.sess_reopen_log_freq``) keeps it when rewritten."""
+    ``node.session.conn_reopen_log_freq``) keeps it when rewritten."""
     return v != k.default
 
 

@@ -259,7 +259,7 @@ _NODE_TAIL = [
     _i("node.session.iscsi.ERL", 0, "u32"),
     _e("node.session.scan", ("manual", "auto"), "auto"),
     _i("node.session.reopen_max", 0, "u32", doc="0 = retry forever"),
-    _i("node.session.sess_reopen_log_freq", 1, "u32", since=(2, 1, 11)),
+    _i("node.session.conn_reopen_log_freq", 1, "u32", since=(2, 1, 11)),
     _s("node.conn[0].address", update="lookup"),
     _i("node.conn[0].port", ISCSI_LISTEN_PORT, update="lookup"),
     _e("node.conn[0].startup", STARTUP3, "manual"),

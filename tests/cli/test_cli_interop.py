@@ -172,7 +172,7 @@ WRITES = (
     [*W, "-p", "10.0.0.1", "-o", "update", "-n", "node.session.queue_depth", "-v", "64"],
     [*W, "-p", "10.0.0.1", "-o", "update", "-n", "node.bogus", "-v", "1"],
     # keys of later open-iscsi versions (2.1.11, 2.1.12) are none of 2.1.8's records: 7
-    [*W, "-p", "10.0.0.1", "-o", "update", "-n", "node.session.sess_reopen_log_freq",
+    [*W, "-p", "10.0.0.1", "-o", "update", "-n", "node.session.conn_reopen_log_freq",
      "-v", "5"],
     [*W, "-p", "10.0.0.1", "-o", "update", "-n", "node.conn[0].tcp.congestion_control",
      "-v", "bbr"],

@@ -454,6 +454,34 @@ def test_recovery_goes_on_when_the_kernel_does_not_answer_its_stop(tmp_path, mon
     assert relogins == [s.sid] and s.conn_state == "LOGGED IN"
 
 
+@pytest.mark.parametrize("freq", ["0", "-3", "2"])
+def test_a_log_frequency_below_1_is_1_and_the_recovery_goes_on(tmp_path, monkeypatch, freq):
+    """node.session.conn_reopen_log_freq (open-iscsi 2.1.11) 0 or less is 1, as there:
+    a 0 raised ZeroDivisionError at the second failed relogin and ended the recovery, the
+    session left down for good.  Relogins that fail three times, then succeed."""
+    from iscsictl.daemon import service
+    from iscsictl.daemon.errors import SessionError
+    d = Daemon(str(tmp_path / "s"), sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
+               db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
+    s = _session()
+    s.node.record["node.session.conn_reopen_log_freq"] = freq
+    s.time2wait_once = 0
+    d.sessions[s.sid] = s
+    d.nl = _NoKernel()
+    transport_in_sysfs(d.sysfs.root, "tcp", 1)
+    relogins = []
+
+    async def relogin(nl, handle, session, challenges):
+        relogins.append(session.sid)
+        if len(relogins) < 4:
+            raise SessionError(8, "cannot make connection: refused", retryable=True)
+
+    monkeypatch.setattr(ks, "relogin", relogin)
+    monkeypatch.setattr(service.random, "uniform", lambda a, b: 0.001)
+    asyncio.run(d._recover(s, "test", 0.0))
+    assert len(relogins) == 4 and s.conn_state == "LOGGED IN"
+
+
 @pytest.mark.parametrize("failure", ["timeout", "unreadable"])
 def test_get_stats_without_a_readable_answer_is_code_9(daemon, failure):
     """GET_STATS' multicast reply lost to an overrun, or too short for what it announces:

@@ -144,20 +144,20 @@ def test_parser_leniency():
 
 
 def test_a_newer_open_iscsis_keys_survive_a_rewrite():
-    """Keys open-iscsi added after the format version (2.1.11's sess_reopen_log_freq, 2.1.12's
+    """Keys open-iscsi added after the format version (2.1.11's conn_reopen_log_freq, 2.1.12's
     tcp.congestion_control) are written back when a record holds them; before, rewriting a
     2.1.11 record dropped them.  At their defaults they are left out, as 2.1.8 writes."""
     text = (b"# BEGIN RECORD 2.1.11\nnode.name = iqn.x\nnode.conn[0].address = 10.0.0.2\n"
-            b"node.session.sess_reopen_log_freq = 5\n"
+            b"node.session.conn_reopen_log_freq = 5\n"
             b"node.conn[0].tcp.congestion_control = bbr\n# END RECORD\n")
     r = parse_record(schema.NODE, text, "p")
     for form in (format_record(r, for_file=True), format_record(r),
                  next(format_file_variants(r, [r], ["node.name"]))):
-        assert "node.session.sess_reopen_log_freq = 5\n" in form
+        assert "node.session.conn_reopen_log_freq = 5\n" in form
         assert "node.conn[0].tcp.congestion_control = bbr\n" in form
         assert form.startswith("# BEGIN RECORD 2.1.8\n")
     for form in (format_record(node(), for_file=True), format_record(node())):
-        assert "sess_reopen_log_freq" not in form and "congestion_control" not in form
+        assert "conn_reopen_log_freq" not in form and "congestion_control" not in form
 
 
 @pytest.mark.parametrize("data,reason", [
