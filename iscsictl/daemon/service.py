@@ -1322,8 +1322,8 @@ class Daemon:
             if session.conn_state in ("IN LOGIN", "LOGGED IN"):  # a new connection failed:
                 session.failed_again = why  # the kernel says it once; started over at the end
             return
-        if logout_first and session.logging_out is not None:  # a user's logout is under way
-            return
+        if session.logging_out is not None:  # a user's logout is under way: it tears the
+            return  # session down (a recovery it cancelled, ending, asked for another)
         if not session.node.target:  # half-made (adopted mid-login): nothing to log in to
             log.warning("session %d has no target name (a login that did not finish): not "
                         "recovered; iscsictl -m session -r %d -u removes it", session.sid,

@@ -482,6 +482,61 @@ def test_a_log_frequency_below_1_is_1_and_the_recovery_goes_on(tmp_path, monkeyp
     assert len(relogins) == 4 and s.conn_state == "LOGGED IN"
 
 
+def test_a_logout_that_cancels_a_finishing_recovery_starts_no_other(tmp_path, monkeypatch):
+    """The new connection failed while its recovery was setting the devices running (noted,
+    to start over when it ends), and a user's logout cancels that recovery: no recovery
+    starts beside the logout's teardown (before: one did, its STOP_CONN and relogin
+    between the logout's unbind and teardown), as iscsid never reopens a session being
+    logged out."""
+    calls = []
+
+    class Nl:
+        async def stop_conn(self, handle, sid, cid, flag):
+            calls.append("stop_conn")
+
+        def close(self):
+            pass
+
+    d = Daemon(str(tmp_path / "s"), sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
+               db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
+    s = _session()
+    s.node.record["node.session.timeo.replacement_timeout"] = "0"  # devices walked
+    s.time2wait_once = 0
+    d.sessions[s.sid] = s
+    d.nl = Nl()
+    transport_in_sysfs(d.sysfs.root, "tcp", 1)
+
+    async def relogin(nl, handle, session, challenges):
+        calls.append("relogin")
+        session.time2wait_once = 0
+
+    async def online_devices(session, sysfs, executor=None):
+        walking.set()
+        await asyncio.sleep(1)
+
+    async def logout(nl, handle, session, timeout, root):
+        session.conn_state = "IN LOGOUT"
+        calls.append("unbind")
+        await asyncio.sleep(0.3)  # the kernel removes the devices
+        calls.append("teardown")
+
+    monkeypatch.setattr(ks, "relogin", relogin)
+    monkeypatch.setattr(ks, "online_devices", online_devices)
+    monkeypatch.setattr(ks, "logout", logout)
+
+    async def main():
+        nonlocal walking
+        walking = asyncio.Event()
+        d._start_recovery(s, "first error")
+        await walking.wait()
+        d._on_event(ConnError(102, None, sid=s.sid, cid=0, error=1020))  # fails again
+        await d.logout([s.sid], force=True)
+        await asyncio.sleep(0.2)
+    walking = None
+    asyncio.run(main())
+    assert calls == ["stop_conn", "relogin", "unbind", "teardown"]
+
+
 @pytest.mark.parametrize("failure", ["timeout", "unreadable"])
 def test_get_stats_without_a_readable_answer_is_code_9(daemon, failure):
     """GET_STATS' multicast reply lost to an overrun, or too short for what it announces:
