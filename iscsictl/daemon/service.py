@@ -731,7 +731,7 @@ class Daemon:
         bad = 0
         try:
             data = json.loads(read_regular(str(self.state_dir / STATE_FILE)))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # (nested past the parser: damaged)
             data = {}
         for sid, entry in (data.items() if isinstance(data, dict) else [(None, data)]):
             bad += not _take_state(found, sid, entry)
@@ -744,7 +744,7 @@ class Daemon:
                 continue
             try:
                 entry = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 entry = None
             bad += not _take_state(found, entry.get("sid") if isinstance(entry, dict) else None,
                                    entry)

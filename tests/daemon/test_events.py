@@ -260,6 +260,17 @@ def test_the_session_state_file_round_trip(daemon, tmp_path, caplog):
     assert blocked._load_state() == {}
 
 
+def test_a_state_file_nested_past_the_parser_is_left_out(daemon, tmp_path, caplog):
+    """A state file or journal line nested deeper than the JSON parser goes (damaged) is
+    left out as any damaged one, not the daemon's end at every start (RecursionError)."""
+    (tmp_path / "st").mkdir()
+    (tmp_path / "st" / "sessions.json").write_text("[" * 100000)
+    (tmp_path / "st" / "sessions.journal").write_text("{\"a\": " * 100000 + "\n")
+    with caplog.at_level(logging.WARNING, logger="iscsictld"):
+        assert daemon._load_state() == {}
+    assert "saved session state entries" in caplog.text
+
+
 def _restarted(tmp_path) -> Daemon:
     return Daemon(str(tmp_path / "s2"), sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
                   db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
