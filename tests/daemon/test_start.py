@@ -5,6 +5,7 @@ in-process logins through the kernel are tested in the VM
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -512,6 +513,41 @@ def test_a_second_iscsictl_start_waits_for_the_first(env, capsys, monkeypatch):
     assert err.startswith(f"iscsictl-start: waiting for process {holder.pid} (iscsictl-start) "
                           "to end its logins\n")
     assert "Connection7:0" in err
+
+
+def test_iscsictld_waits_for_an_iscsictl_starts_logins(tmp_path, capsys):
+    """iscsictld started while an iscsictl-start holds the lock (a boot login made by a
+    unit of its own) waits for its logins, then takes the lock (before: exit 1 at once,
+    and systemd's restarts ran out within seconds, leaving the boot without a daemon); an
+    iscsictld holding it is no reason to wait."""
+    import threading
+    import time
+
+    from iscsictl.daemon import __main__ as daemon_main
+    from iscsictl.daemon.instance import LockHeld, take_lock
+
+    lock = tmp_path / "lock"
+    for name, waits in (("iscsictl-start", True), ("iscsictld", False)):
+        holder = _holder(lock, name)
+        try:
+            assert holder.stdout.readline() == "held\n"
+            with pytest.raises(LockHeld) as held:
+                take_lock(str(lock))
+            if waits:
+                threading.Timer(0.5, holder.stdin.close).start()
+            began = time.monotonic()
+            fd = daemon_main._after_boot_login(str(lock), held.value)
+            took = time.monotonic() - began
+        finally:
+            holder.stdin.close()
+            holder.wait(10)
+        if waits:
+            assert fd is not None and took >= 0.4
+            os.close(fd)
+            assert capsys.readouterr().err == (f"iscsictld: waiting for process {holder.pid} "
+                                               "(iscsictl-start) to end its logins\n")
+        else:
+            assert fd is None and capsys.readouterr().err == ""
 
 
 def test_a_held_lock_is_said_not_a_silent_exit_1(env, capsys):
