@@ -1132,7 +1132,7 @@ class _FloodDuringSend(_Transport):
 
     def send(self, data):
         self.flooding = self.overrun = True
-        self.read_enough.wait(10)  # the kernel at work while the loop reads the flood
+        self.read_enough.wait(30)  # the kernel at work while the loop reads the flood
         self.queued = [ev_conn_error(sid=2)] * self.behind + [echo(data)]
         self.flooding = False
         return len(data)
@@ -1162,6 +1162,6 @@ def test_a_blocking_request_under_a_flood_counts_the_reads_from_the_end_of_its_s
     async def main():
         async with AsyncIscsiNetlink(t, timeout=5, rcvbuf=256 * 1024,
                                      event_callback=lambda ev: None) as nl:
-            await asyncio.wait_for(nl.stop_conn(1, 7, 0, StopConnFlag.RECOVER), 10)
+            await asyncio.wait_for(nl.stop_conn(1, 7, 0, StopConnFlag.RECOVER), 40)
     asyncio.run(main())
     assert t.queued == [] and t.read_enough.is_set()
