@@ -247,7 +247,7 @@ def test_a_bulk_update_leaves_iscsiadm_its_lock_between_runs(etc, tmp_path, monk
     monkeypatch.undo()
     assert (theirs.returncode, theirs.stderr) == (0, "")
     assert len(results) == n and not [r for _, r in results if isinstance(r, Exception)]
-    assert 1 < len(takes) <= 2 * -(-n // store.UPDATE_RUN) + 4, len(takes)
+    assert 1 < len(takes) <= n // 8, len(takes)  # runs of records (more on a slow host)
     assert {db.read_node(nid)["node.session.timeo.replacement_timeout"] for nid in nids} \
         == {33}
     assert db.read_node(NodeID(f"{T1}-7", "10.0.0.9", 3260, 1))["node.session.cmds_max"] == 64
