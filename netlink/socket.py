@@ -752,7 +752,12 @@ class _Core:
         poller = select.poll()
         poller.register(self._fd, select.POLLIN)
         while poller.poll(0):
-            handle(self._read_datagrams())
+            try:
+                msgs = self._read_datagrams()
+            except OSError as exc:  # the request is sent all the same: its own reads say
+                log.error("iscsi netlink: receive failed: %s", exc)
+                return
+            handle(msgs)
             if self._drained or self._bytes_read - start >= self._queue_bytes:
                 return
 

@@ -276,6 +276,31 @@ def test_a_request_after_an_overrun_is_sent_on_an_emptied_socket():
     assert seen[0] is EVENTS_LOST and [e.sid for e in seen[1:]] == list(range(1, 401))
 
 
+def test_a_receive_error_before_a_request_does_not_end_it():
+    """The read of what the socket holds before a request fails (an error other than an
+    overrun): said, and the request is sent and answered all the same (both clients), not
+    ended by an OSError its callers do not expect."""
+    class FailsOnce(Congesting):
+        failed = False
+
+        def recv_into(self, buf):
+            if not self.failed:
+                self.failed = True
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            return super().recv_into(buf)
+
+    with IscsiNetlink(FailsOnce(), timeout=3) as nl:
+        assert nl.create_conn(1, 7, 3) == 3
+
+    async def through_the_async_client():
+        nl = AsyncIscsiNetlink(FailsOnce(), timeout=3, event_callback=lambda ev: None)
+        try:
+            return await nl.create_conn(1, 7, 3)
+        finally:
+            nl.close()
+    assert asyncio.run(through_the_async_client()) == 3
+
+
 def test_a_reply_dropped_in_an_overrun_fails_its_request_at_once():
     """The kernel queues its reply inside sendmsg(): when the read after the send finds an
     overrun and no reply, the reply was dropped, and the request fails then (ReplyLost, a
