@@ -22,7 +22,8 @@ from collections.abc import Callable
 from iscsictl import __version__
 from iscsictl.ipc import DEFAULT_SOCKET, socket_path
 
-from .instance import LOCK_FILE, LockHeld, iscsid_running, take_lock
+from .instance import (BOOT_LOGIN_WAIT, LOCK_FILE, LockHeld, held_by_boot_login,
+                       iscsid_running, take_lock, take_lock_within)
 from .protect import lock_code, protect_daemon
 from .service import Daemon
 
@@ -82,34 +83,18 @@ def _level(text: str) -> int:
     return int(text)
 
 
-#: s iscsictld waits for an iscsictl-start holding the lock to end its logins (a boot
-#: login may go on for 30 x login_timeout): as a second iscsictl-start waits
-BOOT_LOGIN_WAIT = 600.0
-
-
 def _after_boot_login(path: str, exc: LockHeld) -> int | None:
     """The lock, once the iscsictl-start holding it has ended its logins (at most
-    :data:`BOOT_LOGIN_WAIT` s, systemd's start timeout extended to match); None when the
-    holder is no iscsictl-start, or it has not ended by then.  Before, iscsictld exited 1
-    at once, and systemd's restarts ran out within seconds: no daemon for the boot."""
-    import time
-    try:
-        with open(f"/proc/{int(exc.holder or '')}/comm") as f:
-            if f.read().strip() != "iscsictl-start":
-                return None
-    except (OSError, ValueError):
+    :data:`~.instance.BOOT_LOGIN_WAIT` s, systemd's start timeout extended to match); None
+    when the holder is no iscsictl-start, or it has not ended by then.  Before, iscsictld
+    exited 1 at once, and systemd's restarts ran out within seconds: no daemon for the
+    boot."""
+    if not held_by_boot_login(exc):
         return None
     print(f"iscsictld: waiting for process {exc.holder} (iscsictl-start) to end its "
           "logins", file=sys.stderr)
     sd_notify(f"EXTEND_TIMEOUT_USEC={int((BOOT_LOGIN_WAIT + 60) * 1e6)}")
-    deadline = time.monotonic() + BOOT_LOGIN_WAIT
-    while time.monotonic() < deadline:
-        time.sleep(0.1)
-        try:
-            return take_lock(path)
-        except LockHeld:
-            pass
-    return None
+    return take_lock_within(path, BOOT_LOGIN_WAIT)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+from typing import Callable
 
 from iscsictl.ipc import peer_credentials
 
@@ -50,6 +51,42 @@ class LockHeld(Exception):
     def __init__(self, message: str, holder: str | None = None) -> None:
         super().__init__(message)
         self.holder = holder
+
+
+#: the name an iscsictl-start gives itself (``/proc/self/comm``: start.PROG), whose lock is
+#: waited for
+BOOT_LOGIN_PROG = "iscsictl-start"
+#: s a process meeting an iscsictl-start's lock waits for its logins (a boot login may
+#: retry 30 x 15 s, then the scan), as iscsistarts run side by side
+BOOT_LOGIN_WAIT = 600.0
+
+
+def held_by_boot_login(exc: LockHeld) -> bool:
+    """Whether the holder ``exc`` names is an iscsictl-start (its ``/proc/PID/comm``)."""
+    try:
+        with open(f"/proc/{int(exc.holder or '')}/comm") as f:
+            return f.read().strip() == BOOT_LOGIN_PROG
+    except (OSError, ValueError):
+        return False
+
+
+def take_lock_within(path: str, seconds: float,
+                     give_up: Callable[[], int | None] | None = None) -> int | None:
+    """:func:`take_lock`, tried every 0.1 s for at most ``seconds``: the descriptor, or
+    None after that; or what ``give_up()`` returns when it returns a value (asked at each
+    try)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        try:
+            return take_lock(path)
+        except LockHeld:
+            pass
+        if give_up is not None and (value := give_up()) is not None:
+            return value
+    return None
 
 
 def take_lock(path: str) -> int:

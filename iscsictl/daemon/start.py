@@ -275,11 +275,6 @@ def _login(records: list[dict[str, str]], initiator_name: str) -> list[dict[str,
     return _login_locked(lock, records, initiator_name)
 
 
-#: s a second iscsictl-start waits for another's logins (iscsistarts run side by side: a
-#: login may retry 30 x 15 s, then the scan)
-OTHER_START_WAIT = 600.0
-
-
 def _name_process() -> None:
     """This process's name (``/proc/self/comm``) made ``iscsictl-start`` whatever started
     it (``python -m ...``), so that a second one knows whose lock it meets."""
@@ -294,36 +289,24 @@ def _after_other_start(exc: Any) -> int | None:
     """The lock, once another iscsictl-start holding it has ended (several started side by
     side, one per path or target, as iscsistarts are); -1 when an iscsictld that answers
     holds it meanwhile (the logins are then its); None when the holder is no
-    iscsictl-start, or after :data:`OTHER_START_WAIT` s."""
-    import time
-
+    iscsictl-start, or after :data:`~.instance.BOOT_LOGIN_WAIT` s."""
     from iscsictl.ipc import DaemonClient, DaemonError
 
-    from .instance import LOCK_FILE, LockHeld, take_lock
+    from .instance import BOOT_LOGIN_WAIT, LOCK_FILE, held_by_boot_login, take_lock_within
 
-    path = os.environ.get("ISCSICTLD_LOCK", LOCK_FILE)
-    holder = exc.holder or ""
-    try:
-        with open(f"/proc/{int(holder)}/comm") as f:
-            if f.read().strip() != PROG:
-                return None
-    except (OSError, ValueError):
+    if not held_by_boot_login(exc):
         return None
-    print(f"{PROG}: waiting for process {holder} (iscsictl-start) to end its logins",
+    print(f"{PROG}: waiting for process {exc.holder} (iscsictl-start) to end its logins",
           file=sys.stderr)
-    deadline = time.monotonic() + OTHER_START_WAIT
-    while time.monotonic() < deadline:
-        time.sleep(0.1)
-        try:
-            return take_lock(path)
-        except LockHeld:
-            pass
+
+    def daemon_answers() -> int | None:
         try:
             DaemonClient(timeout=1).call("ping")
             return -1
         except DaemonError:  # DaemonNotRunning too
-            pass
-    return None
+            return None
+    return take_lock_within(os.environ.get("ISCSICTLD_LOCK", LOCK_FILE), BOOT_LOGIN_WAIT,
+                            daemon_answers)
 
 
 def _login_locked(lock: int, records: list[dict[str, str]],
