@@ -446,15 +446,23 @@ class _SilentKernel:
         raise ReplyTimeout("no reply to STOP_CONN within 0.3 s")
 
 
-def test_recovery_goes_on_when_the_kernel_does_not_answer_its_stop(tmp_path, monkeypatch):
-    """A ReplyTimeout there ended the recovery task before: the session stayed down."""
+def _recovering(tmp_path, kernel, **record):  # type: ignore[no-untyped-def]
+    """A daemon on ``kernel`` (a stand-in netlink client) managing one tcp session (its
+    record's ``record`` values set, no Time2Wait): (daemon, session), for ``_recover``."""
     d = Daemon(str(tmp_path / "s"), sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
                db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
     s = _session()
+    s.node.record.update(record)
     s.time2wait_once = 0
     d.sessions[s.sid] = s
-    d.nl = _SilentKernel()
+    d.nl = kernel
     transport_in_sysfs(d.sysfs.root, "tcp", 1)
+    return d, s
+
+
+def test_recovery_goes_on_when_the_kernel_does_not_answer_its_stop(tmp_path, monkeypatch):
+    """A ReplyTimeout there ended the recovery task before: the session stayed down."""
+    d, s = _recovering(tmp_path, _SilentKernel())
     relogins = []
 
     async def relogin(nl, handle, session, challenges):
@@ -472,14 +480,7 @@ def test_a_log_frequency_below_1_is_1_and_the_recovery_goes_on(tmp_path, monkeyp
     session left down for good.  Relogins that fail three times, then succeed."""
     from iscsictl.daemon import service
     from iscsictl.daemon.errors import SessionError
-    d = Daemon(str(tmp_path / "s"), sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
-               db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
-    s = _session()
-    s.node.record["node.session.conn_reopen_log_freq"] = freq
-    s.time2wait_once = 0
-    d.sessions[s.sid] = s
-    d.nl = _NoKernel()
-    transport_in_sysfs(d.sysfs.root, "tcp", 1)
+    d, s = _recovering(tmp_path, _NoKernel(), **{"node.session.conn_reopen_log_freq": freq})
     relogins = []
 
     async def relogin(nl, handle, session, challenges):
@@ -508,14 +509,8 @@ def test_a_logout_that_cancels_a_finishing_recovery_starts_no_other(tmp_path, mo
         def close(self):
             pass
 
-    d = Daemon(str(tmp_path / "s"), sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
-               db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
-    s = _session()
-    s.node.record["node.session.timeo.replacement_timeout"] = "0"  # devices walked
-    s.time2wait_once = 0
-    d.sessions[s.sid] = s
-    d.nl = Nl()
-    transport_in_sysfs(d.sysfs.root, "tcp", 1)
+    d, s = _recovering(tmp_path, Nl(),  # replacement timeout 0: the devices are walked
+                       **{"node.session.timeo.replacement_timeout": "0"})
 
     async def relogin(nl, handle, session, challenges):
         calls.append("relogin")

@@ -1009,18 +1009,24 @@ def test_a_dead_holders_iscsiadm_lock_is_taken_over_after_iscsiadms_wait(tmp_pat
                         "taken over, as iscsiadm goes on after its 30 s"]
 
 
+def _live_lock(tmp_path):  # type: ignore[no-untyped-def]
+    """A DB under iscsiadm's lock at ``run-lock/iscsi`` (0.3 s lock waits), one record, and
+    ``lock.write`` held (its link made); (db, the record's NodeID, the lock directory)."""
+    (tmp_path / "etc").mkdir()
+    lock_dir = tmp_path / "run-lock" / "iscsi"
+    db = NodeDB(str(tmp_path / "db"), str(tmp_path / "etc"), lock_timeout=0.3,
+                iscsiadm_lock_dir=str(lock_dir))
+    db.create_node(T1, "10.0.0.1", 3260, 1)
+    os.link(lock_dir / "lock", lock_dir / "lock.write")
+    return db, NodeID(T1, "10.0.0.1", 3260, 1), lock_dir
+
+
 def test_a_lock_taken_over_by_one_is_not_taken_over_again_by_another(tmp_path, monkeypatch):
     """Two iscsictl processes that found one dead holder's ``lock.write`` stale: the first
     replaces it with its own link, and the second, judging it again under an flock of
     ``lock``, sees that live link and waits for it (before: it removed the first's link and
     made its own, two holders changing the database at once)."""
-    (tmp_path / "etc").mkdir()
-    lock_dir = tmp_path / "run-lock" / "iscsi"
-    db = NodeDB(str(tmp_path / "db"), str(tmp_path / "etc"), lock_timeout=0.3,
-                iscsiadm_lock_dir=str(lock_dir))
-    nid = NodeID(T1, "10.0.0.1", 3260, 1)
-    db.create_node(T1, "10.0.0.1", 3260, 1)
-    os.link(lock_dir / "lock", lock_dir / "lock.write")  # the first's take-over: live
+    db, nid, lock_dir = _live_lock(tmp_path)  # lock.write: the first's take-over, live
     judged = []
 
     def stale_when_first_judged(self):  # the second judged it before the first's take-over
@@ -1040,13 +1046,7 @@ def test_a_live_lock_is_not_taken_over_when_the_wall_clock_jumps(tmp_path, monke
     the live ``lock.write`` looks an hour old, but is not taken over until it has stayed
     unchanged ISCSIADM_LOCK_WATCH s under this process's own (monotonic) watch (before: at
     once, and two writers changed the database together).  Seen that long, it is."""
-    (tmp_path / "etc").mkdir()
-    lock_dir = tmp_path / "run-lock" / "iscsi"
-    db = NodeDB(str(tmp_path / "db"), str(tmp_path / "etc"), lock_timeout=0.3,
-                iscsiadm_lock_dir=str(lock_dir))
-    nid = NodeID(T1, "10.0.0.1", 3260, 1)
-    db.create_node(T1, "10.0.0.1", 3260, 1)
-    os.link(lock_dir / "lock", lock_dir / "lock.write")  # iscsiadm's, live
+    db, nid, lock_dir = _live_lock(tmp_path)  # lock.write: iscsiadm's, live
     real_time = time.time
     monkeypatch.setattr(time, "time", lambda: real_time() + 3600)
     with pytest.raises(LockTimeout):
