@@ -99,6 +99,19 @@ def in_initial_netns() -> bool | None:
         return None
 
 
+def _say_small_rcvbuf(sock: socket.socket, rcvbuf: int) -> None:
+    """Warn when the receive buffer came out smaller than asked (SO_RCVBUFFORCE refused, as
+    without CAP_NET_ADMIN in the initial user namespace, and SO_RCVBUF capped by
+    net.core.rmem_max): a burst of kernel events can then overrun it (ENOBUFS)."""
+    try:
+        got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2  # the kernel doubles it
+    except OSError:
+        return
+    if got < rcvbuf:
+        log.warning("iscsi netlink: receive buffer %d bytes, %d asked: a burst of kernel "
+                    "events may overrun it; raise net.core.rmem_max", got, rcvbuf)
+
+
 def open_netlink_socket(groups: int = ISCSI_NL_GRP_ISCSID, rcvbuf: int = DEFAULT_RCVBUF) -> socket.socket:
     """Open, size, bind and set non-blocking a NETLINK_ISCSI socket.
 
@@ -129,6 +142,7 @@ def open_netlink_socket(groups: int = ISCSI_NL_GRP_ISCSID, rcvbuf: int = DEFAULT
                 break
             except OSError as exc:
                 log.debug("setsockopt(%d, %d): %s", opt, rcvbuf, exc)
+        _say_small_rcvbuf(sock, rcvbuf)
         try:
             sock.bind((0, groups))
         except OSError as exc:

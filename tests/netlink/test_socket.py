@@ -1190,3 +1190,17 @@ def test_a_blocking_request_under_a_flood_counts_the_reads_from_the_end_of_its_s
             await asyncio.wait_for(nl.stop_conn(1, 7, 0, StopConnFlag.RECOVER), 40)
     asyncio.run(main())
     assert t.queued == [] and t.read_enough.is_set()
+
+
+def test_a_receive_buffer_smaller_than_asked_is_said(caplog):
+    # SO_RCVBUFFORCE refused (no CAP_NET_ADMIN) leaves SO_RCVBUF capped by rmem_max: said
+    # once at open, not only in a debug line, since event bursts can then overrun it
+    from iscsictl.netlink.socket import _say_small_rcvbuf
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        with caplog.at_level(logging.WARNING, logger="iscsictl.netlink"):
+            _say_small_rcvbuf(s, 64 * 1024)
+            assert not caplog.records
+            _say_small_rcvbuf(s, 4 * 1024 * 1024)
+        assert "receive buffer 65536 bytes, 4194304 asked" in caplog.text
+        assert "net.core.rmem_max" in caplog.text
