@@ -247,12 +247,13 @@ def main() -> int:
         import_time()
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    head = ("case", "ours s", "ours MiB", "peer", "peer s", "peer MiB", "time", "RSS", "goal")
+    head = ("case", "ours s", "ours MiB", "peer", "peer s", "peer MiB", "time o/p", "RSS o/p",
+            "goal")
     widths = [max(len(str(r[i])) for r in ROWS + [head]) for i in range(len(head))]
     print()
     for r in [head] + ROWS:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
-    print(f"\n(median of {N} runs; ratio = ours / peer)")
+    print(f"\n(median of {N} runs; o/p = ours / peer: below 1 iscsictl is faster or smaller)")
     return 0
 
 
