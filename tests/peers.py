@@ -374,7 +374,7 @@ class Isnsd(_LoopbackDaemon):
         conf = self._conf("isnsadm.conf", ["SourceName = iqn.2026-11.test:isnsadm",
                                            "Security = 0"])
         cp = subprocess.run(["isnsadm", "-c", conf, "-s", self.portal, *args],
-                            capture_output=True, text=True, timeout=30)
+                            capture_output=True, text=True, errors="replace", timeout=30)
         assert cp.returncode == 0, f"isnsadm {' '.join(args)}: {cp.stderr}"
         return cp.stdout
 

@@ -202,14 +202,14 @@ def discover(db: Any, src: Source, initiator_name: str | None,
     ``src`` finds through each iface (:func:`daemon_ifaces`; a SendTargets through an iSER
     or HBA iface through ``through_kernel``); ``initiator_alias`` declared with the host's
     name (an iface's own name goes alone, as discovery.c's).  A :class:`Found`: the
-    targets a SendTargets answer named but left out are its ``left_out``.  Raises
+    targets an answer named but left out for their names are its ``left_out``.  Raises
     DiscoveryFailed, also for a SendTargets through an iface of the kernel's without
     ``through_kernel``."""
     from iscsictl.db.store import DiscoveryID
     from iscsictl.discovery.isns import IsnsQueryFailed, query_through_ifaces
 
     did = DiscoveryID(src.type, src.address, src.port)
-    left_out: list[str] = []  # SendTargets: targets named but left out of the answer
+    left_out: list[str] = []  # targets named but left out of the answer
     try:
         ifaces = daemon_ifaces(db)
     except DBError as exc:
@@ -224,7 +224,8 @@ def discover(db: Any, src: Source, initiator_name: str | None,
         try:
             found = [(g.target, g.address, g.port, g.tag, ifn) for ifn, g in
                      query_through_ifaces(src.address, src.port, ifaces, host_name,
-                                          log=lambda m: log.info("%s", m))]
+                                          log=lambda m: log.info("%s", m),
+                                          left_out=left_out)]
         except IsnsQueryFailed as exc:
             raise DiscoveryFailed(str(exc)) from None
     else:
@@ -335,6 +336,12 @@ def _initiator_names(db: Any, initiator_name: str | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _shown(name: str) -> str:
+    """An iSCSI name from an SCN as a log line can hold it: bytes that were not UTF-8
+    (decoded as surrogates) as ``\\udcXX`` escapes."""
+    return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class ScnReceiver:
     """Where iSNS servers deliver State Change Notifications: a TCP port of its own on every
     address (:attr:`port` once :meth:`start` returns).  Each SCN is answered (SCNRsp,
@@ -422,8 +429,8 @@ class ScnReceiver:
                 writer.write(encode_notification_response(note))
                 await writer.drain()
                 self.received += 1
-                log.info("iSNS SCN for %s: %s", note.destination,
-                         ", ".join(f"{name} ({bits:#x})" for name, bits in note.changes))
+                log.info("iSNS SCN for %s: %s", _shown(note.destination),
+                         ", ".join(f"{_shown(name)} ({bits:#x})" for name, bits in note.changes))
                 self.heard.set()
         except (asyncio.IncompleteReadError, asyncio.TimeoutError, OSError):
             pass

@@ -64,14 +64,15 @@ def _read_response(conn: Connection, reader: MessageReader, server: str):
 
 
 def query_targets(host: str, port: int, initiator: str, *,
-                  iface: Mapping[str, str] | None = None,
-                  log=None) -> list[PortalGroup]:  # type: ignore[no-untyped-def]
+                  iface: Mapping[str, str] | None = None, log=None,
+                  left_out: list[str] | None = None) -> list[PortalGroup]:  # type: ignore[no-untyped-def]
     """The portal groups of the targets ``initiator`` may see, from the iSNS server at
     ``host``:``port`` (a name, IPv4 or IPv6 address).
 
-    ``log`` (a callable taking a line) hears of a deregistration the server refused, which
-    does not fail the discovery.  Raises IsnsRegFailed (26) or IsnsQueryFailed (25), whose
-    message says why (the server's status as iscsiadm words it, or the connection's
+    ``log`` (a callable taking a line) hears of a deregistration that failed, which does
+    not fail the discovery, and of each target left out for its name; ``left_out``, when
+    given, gets those targets' names.  Raises IsnsRegFailed (26) or IsnsQueryFailed (25),
+    whose message says why (the server's status as iscsiadm words it, or the connection's
     failure)."""
     server = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     query = TargetQuery(initiator, first_xid=random.randrange(1, 0x8000))
@@ -88,10 +89,14 @@ def query_targets(host: str, port: int, initiator: str, *,
                 conn.send(encode_request(req), f"iSNS server {server}")
                 reader.expect(req.xid)
                 req = query.receive(_read_response(conn, reader, server))
-        except IsnsFormatError as e:
-            failed = IsnsQueryFailed(f"iSNS server {server}: {e}")
-        except TransportError as e:
-            failed = IsnsQueryFailed(str(e))
+        except (IsnsFormatError, TransportError) as e:
+            if query.answered:  # only the deregistration failed: the answer stands
+                failed = None
+                if log is not None:
+                    log(f"Could not deregister {initiator} with iSNS server: {e}")
+            else:
+                failed = IsnsQueryFailed(f"iSNS server {server}: {e}"
+                                         if isinstance(e, IsnsFormatError) else str(e))
         else:
             failed = None
     if failed is not None:
@@ -100,6 +105,11 @@ def query_targets(host: str, port: int, initiator: str, *,
     if query.dereg_error is not None and log is not None:
         log(f"Could not deregister {initiator} with iSNS server: "
             f"{status_text(query.dereg_error.status)}.")
+    for name, why in query.left_out.items():
+        if log is not None:
+            log(f"iSNS discovery: {why}: target left out")
+        if left_out is not None:
+            left_out.append(name)
     err = query.error
     if err is not None:
         cls = IsnsRegFailed if err.function == Function.DEV_ATTR_REG else IsnsQueryFailed
@@ -133,20 +143,21 @@ def _deregister_after(query: TargetQuery, host: str, port: int,  # type: ignore[
 
 
 def query_through_ifaces(host: str, port: int, ifaces: Iterable[tuple[str, Mapping[str, str]]],
-                         host_initiator: Callable[[], str], *,
-                         log=None) -> list[tuple[str, PortalGroup]]:  # type: ignore[no-untyped-def]
+                         host_initiator: Callable[[], str], *, log=None,
+                         left_out: list[str] | None = None,
+                         ) -> list[tuple[str, PortalGroup]]:  # type: ignore[no-untyped-def]
     """iscsiadm's iSNS discovery for each of ``ifaces`` (``(name, iface record)``): the
     portal groups the server lets the iface's initiator name see, else the host's
     (``host_initiator()``, called only when an iface has none), as ``(iface name,
     group)``; one query per distinct name (iSNS answers per initiator, not per iface).
-    Raises what :func:`query_targets` raises, and what ``host_initiator`` raises."""
+    ``log`` and ``left_out`` as :func:`query_targets`'s.  Raises what :func:`query_targets` raises, and what ``host_initiator`` raises."""
     from ..transport.iface import iface_initiator_name
 
     found, answers = [], {}
     for ifn, iface in ifaces:
         name = iface_initiator_name(iface) or host_initiator()
         if name not in answers:
-            answers[name] = query_targets(host, port, name, log=log)
+            answers[name] = query_targets(host, port, name, log=log, left_out=left_out)
         found.extend((ifn, g) for g in answers[name])
     return found
 

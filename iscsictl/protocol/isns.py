@@ -42,6 +42,8 @@ import struct
 from dataclasses import dataclass
 from typing import Iterable
 
+from .names import usable_name
+
 __all__ = [
     "ATTRIBUTES", "Attribute", "Flag", "Function", "HEADER_LEN", "ISNS_PORT", "IsnsError",
     "IsnsFormatError", "IsnsStatusError", "MAX_PAYLOAD", "MessageReader", "NodeType",
@@ -301,7 +303,7 @@ class Attribute:
         v = self.value
         try:
             if kind == "str":
-                raw = str(v).encode("utf-8") + b"\0"
+                raw = str(v).encode("utf-8", "surrogateescape") + b"\0"
                 if b"\0" in raw[:-1]:
                     raise ValueError("a NUL in a string")
                 raw += b"\0" * (-len(raw) % 4)
@@ -341,10 +343,9 @@ def _decode_value(tag: int, raw: bytes) -> object:
         return raw
     if kind == "str":  # NUL-terminated (§6.1); one without its NUL is read whole, as
         text = raw.split(b"\0", 1)[0]  # open-isns reads it (attrs.c)
-        try:
-            return text.decode("utf-8")
-        except UnicodeDecodeError:
-            raise IsnsFormatError(f"attribute {_tag_name(tag)}: not UTF-8") from None
+        # bytes that are not UTF-8 kept as surrogates (encoded back as they came): one
+        # such name is left out where names are used, not the whole answer refused
+        return text.decode("utf-8", "surrogateescape")
     if len(raw) != _SIZES[kind]:
         raise IsnsFormatError(f"attribute {_tag_name(tag)}: length {len(raw)}, "
                               f"not {_SIZES[kind]}")
@@ -496,12 +497,17 @@ class PortalGroup:
     tag: int
 
 
-def portal_groups(attrs: Iterable[Attribute]) -> list[PortalGroup]:
+def portal_groups(attrs: Iterable[Attribute],
+                  left_out: dict[str, str] | None = None) -> list[PortalGroup]:
     """The usable portal groups of a query's operating attributes, in the server's order.
 
     A PG object starts at each PG iSCSI Name (its key, with PG Portal IP Address and Port,
     §6.5); one without all four values, with a nil PG Tag or with a UDP port is left out,
-    as iscsiadm leaves them out; a repeated one is kept once."""
+    as iscsiadm leaves them out; a repeated one is kept once.  So is one whose name no
+    record can hold or is not UTF-8 (:func:`~iscsictl.protocol.names.usable_name`, as a
+    SendTargets answer's; Debian's iscsiadm: "Target Name invalid: ignoring it"): it goes
+    in ``left_out``, the name mapped to why (any other node of the server may register
+    any name, and one with a newline would forge a line of the listing)."""
     out: dict[PortalGroup, None] = {}
     cur: dict[int, object] | None = None
 
@@ -512,6 +518,20 @@ def portal_groups(attrs: Iterable[Attribute]) -> list[PortalGroup]:
         port, tag = obj.get(Tag.PG_PORTAL_TCP_UDP_PORT), obj.get(Tag.PG_TAG)
         if not (isinstance(name, str) and isinstance(addr, str) and isinstance(tag, int)
                 and isinstance(port, tuple)) or port[1]:
+            return
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            why = f"iSCSI name {name!r} is not valid UTF-8"
+        else:
+            try:
+                usable_name(name)
+                why = ""
+            except ValueError as exc:
+                why = str(exc)
+        if why:
+            if left_out is not None:
+                left_out[name] = why
             return
         out[PortalGroup(name, addr, port[0], tag)] = None
 
@@ -549,8 +569,11 @@ class TargetQuery:
     or :attr:`error` the :class:`IsnsStatusError` that ended it: a failed query
     (open-iscsi's ISCSI_ERR_ISNS_QUERY), or a failed registration (ISCSI_ERR_ISNS_REG_FAILED,
     ``error.function`` DEV_ATTR_REG; also when the server still does not know the source
-    once it is registered).  A deregistration's failure is in :attr:`dereg_error`: it does
-    not change the result.
+    once it is registered).  :attr:`left_out` maps the targets left out for their names to
+    why (:func:`portal_groups`).  Once :attr:`answered` (the query's answer taken), what
+    remains is the deregistration, whose failure does not change the result: a refusal
+    is in :attr:`dereg_error` (iscsiadm's discovery_isns ignores what
+    ``discovery_isns_reg_node(iname, 0)`` returns).
     """
 
     def __init__(self, initiator: str, target: str | None = None, first_xid: int = 1):
@@ -558,6 +581,8 @@ class TargetQuery:
         self.target = target
         self.xid = first_xid & 0xFFFF
         self.groups: list[PortalGroup] = []
+        self.left_out: dict[str, str] = {}
+        self.answered = False
         self.error: IsnsStatusError | None = None
         self.dereg_error: IsnsStatusError | None = None
         self.registered = False
@@ -612,6 +637,8 @@ class TargetQuery:
             self.registered = True
             return self._query()
         # the query's answer
+        if resp.status != Status.SOURCE_UNKNOWN or self.registered:
+            self.answered = True
         if resp.status == Status.SOURCE_UNKNOWN and not self.registered:
             # the server wants the source registered first: a node of type Initiator
             return self._request(Function.DEV_ATTR_REG, (), (
@@ -625,7 +652,7 @@ class TargetQuery:
             self.error = IsnsStatusError(waiting, resp.status,
                                          f"iSNS discovery failed: {status_text(resp.status)}")
         else:
-            self.groups = portal_groups(resp.operating)
+            self.groups = portal_groups(resp.operating, self.left_out)
         if self.registered:  # leave the server as it was
             return self._request(Function.DEV_DEREG, (),
                                  (Attribute(Tag.ISCSI_NAME, self.initiator),))

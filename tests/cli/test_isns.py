@@ -185,6 +185,47 @@ def test_json(isns, ours):
     assert [n["target"] for n in doc["added"]] == [T1, T2]
 
 
+def _register_raw(server: Isnsd, names: list[str]) -> None:
+    """Register targets behind 127.0.0.1:3260 by a DevAttrReg of iscsictl's codec, as any
+    node may (isnsd with Security = 0): names isnsadm would not send (a newline, bytes
+    that are not UTF-8, given as surrogates)."""
+    from iscsictl.protocol.isns import (Attribute as A, Function, MessageReader, Request,
+                                        Tag, encode_request)
+    ops = [A(Tag.ENTITY_IDENTIFIER, "odd"), A(Tag.ENTITY_PROTOCOL, 2),
+           A(Tag.PORTAL_IP_ADDRESS, "127.0.0.1"), A(Tag.PORTAL_TCP_UDP_PORT, 3260)]
+    ops += [a for n in names for a in (A(Tag.ISCSI_NAME, n), A(Tag.ISCSI_NODE_TYPE, 1))]
+    ops += [a for n in names for a in (
+        A(Tag.PG_ISCSI_NAME, n), A(Tag.PG_PORTAL_IP_ADDR, "127.0.0.1"),
+        A(Tag.PG_PORTAL_TCP_UDP_PORT, 3260), A(Tag.PG_TAG, 1))]
+    reader = MessageReader(77)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as c:
+        c.sendall(encode_request(Request(Function.DEV_ATTR_REG, 77, names[0],
+                                         (A(Tag.ENTITY_IDENTIFIER, "odd"),), tuple(ops))))
+        resp = None
+        while resp is None:
+            resp = reader.feed(c.recv(reader.needed(), socket.MSG_WAITALL))
+    assert resp.status == 0
+
+
+def test_targets_whose_names_no_record_can_hold_are_left_out(tmp_path, adm, ours):
+    """Any node may register any name: one with a newline forged a line of the listing,
+    blanks and commas were written into records, and one name that is not UTF-8 failed
+    the whole discovery (25).  Each is left out and said, as a SendTargets answer's are
+    and Debian's iscsiadm leaves them out ("Target Name invalid: ignoring it"); the rest
+    discovered and written as iscsiadm does."""
+    good = ["iqn.2026-11.test.isns:good", "iqn.2026-11.test.isns:Upper", "naa.1234"]
+    bad = ["iqn.2026-11.test.isns:x\n10.66.66.66:3260,1 iqn.2026-11.evil:forged",
+           "iqn.2026-11.test.isns:sp ace", "iqn.2026-11.test.isns:tab\tx",
+           "iqn.2026-11.test.isns:comma,x", "iqn.2026-11.test.isns:caf\udce9"]
+    with Isnsd(str(tmp_path / "isnsd")) as server:
+        _register_raw(server, [good[0], *bad, *good[1:]])
+        server.wait_for_targets(good)
+        _, r = same(adm, ours, "-m", "discovery", "-t", "isns", "-p", server.portal)
+    assert sorted(r.out.splitlines()) == sorted(f"127.0.0.1:3260,1 {n}" for n in good)
+    assert r.err.count(": target left out") == len(bad)
+    assert "'iqn.2026-11.test.isns:caf\\udce9' is not valid UTF-8" in r.err
+
+
 # ---- a server that wants the initiator registered (a fault-injecting proxy) ---------------
 class RegisterFirst:
     """A TCP proxy in front of isnsd that answers a DevAttrQry from a source not registered
@@ -193,10 +234,13 @@ class RegisterFirst:
     Records the function IDs the clients sent, over all their connections (iscsiadm's
     libisns opens one a request, iscsictl one a discovery)."""
 
-    def __init__(self, server_port: int, reg_status: int = 0, hang_up: bool = False):
+    def __init__(self, server_port: int, reg_status: int = 0, hang_up: bool = False,
+                 break_dereg: str = ""):
         self.server_port = server_port
         self.reg_status = reg_status
         self.hang_up = hang_up  # the query after the registration: the connection closed
+        # the deregistration: "close" the connection on it, or answer it as a "DevAttrReg"
+        self.break_dereg = break_dereg
         self.functions: list[int] = []
         self.registered: set[bytes] = set()
         self.connections = 0
@@ -260,6 +304,11 @@ class RegisterFirst:
                 if function == 0x0001 and self.reg_status:
                     client.sendall(self._answer(req, self.reg_status))
                     continue
+                if function == 0x0004 and self.break_dereg == "close":
+                    return
+                if function == 0x0004 and self.break_dereg == "DevAttrReg":
+                    client.sendall(self._answer(req[:2] + b"\0\1" + req[4:], 0))
+                    continue
                 server.sendall(req)
                 resp = self._pdu(server)
                 if resp is None:
@@ -282,8 +331,9 @@ class RegisterFirst:
 def register_first(isns):
     proxies = []
 
-    def make(reg_status: int = 0, hang_up: bool = False) -> RegisterFirst:
-        proxies.append(RegisterFirst(isns.port, reg_status, hang_up))
+    def make(reg_status: int = 0, hang_up: bool = False, break_dereg: str = ""
+             ) -> RegisterFirst:
+        proxies.append(RegisterFirst(isns.port, reg_status, hang_up, break_dereg))
         return proxies[-1]
     yield make
     for p in proxies:
@@ -319,6 +369,23 @@ def test_a_query_cut_off_after_the_registration_still_deregisters(isns, adm, our
     assert mine.functions == theirs.functions == [0x0002, 0x0001, 0x0002, 0x0004]
     assert mine.registered == theirs.registered == set()
     assert INIT not in isns.query("iscsi-node-type=Initiator")
+
+
+@pytest.mark.parametrize("fault", ["close", "DevAttrReg"])
+def test_a_deregistration_that_breaks_leaves_the_answer(isns, adm, ours, register_first,
+                                                         fault):
+    """The deregistration after an answered query cut off, or answered as another
+    function: the answer stands (iscsiadm's discovery_isns ignores what the
+    deregistration returns), said, and the records written (before: 25, nothing
+    written)."""
+    theirs, mine = register_first(break_dereg=fault), register_first(break_dereg=fault)
+    a = adm("-m", "discovery", "-t", "isns", "-p", theirs.portal)
+    b = ours("-m", "discovery", "-t", "isns", "-p", mine.portal)
+    assert (b.rc, b.out) == (a.returncode, a.stdout) == (0, b.out)
+    assert sorted(b.out.splitlines()) == [f"{isns.tgt.portal},1 {T1}", f"{isns.tgt.portal},1 {T2}"]
+    assert f"Could not deregister {INIT} with iSNS server" in b.err
+    assert tree(ours.root).keys() == tree(adm.root).keys()
+    assert mine.functions == [0x0002, 0x0001, 0x0002, 0x0004]
 
 
 def test_a_refused_registration(isns, adm, ours, register_first):

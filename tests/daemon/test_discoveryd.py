@@ -769,6 +769,42 @@ def test_an_scn_that_cannot_be_read_is_refused_and_still_starts_a_round(db):
     asyncio.run(run())
 
 
+def test_an_scn_naming_a_target_whose_name_is_not_utf8_is_taken(db, caplog):
+    """An SCN whose changed node is named in Latin-1 (any node may register any name)
+    was refused and its round made as for a broken SCN, at every change of that node: it
+    is taken (status 0, the server's Destination sent back byte for byte), and the name
+    logged with its byte escaped."""
+    import struct
+
+    def tlv(tag, value):
+        value += b"\0" * (-len(value) % 4)
+        return struct.pack(">II", tag, len(value)) + value
+
+    dest = b"iqn.2026-11.x:init\0"
+    payload = tlv(32, dest) + tlv(4, bytes(8)) + tlv(35, b"\0\0\0\x04") \
+        + tlv(32, b"iqn.2026-11.x:caf\xe9\0")
+    message = struct.pack(">HHHHHH", 1, 0x0008, len(payload), 0x4C00, 9, 0) + payload
+
+    async def run():
+        r = dd.ScnReceiver("127.0.0.1")
+        await r.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
+        try:
+            writer.write(message)
+            header = await asyncio.wait_for(reader.readexactly(12), 5)
+            body = await asyncio.wait_for(reader.readexactly(
+                int.from_bytes(header[4:6], "big")), 5)
+            assert int.from_bytes(body[:4], "big") == 0
+            assert body[4:] == tlv(32, dest)
+            assert r.heard.is_set() and r.received == 1
+        finally:
+            writer.close()
+            r.close()
+    with caplog.at_level(logging.INFO, logger="iscsictld"):
+        asyncio.run(run())
+    assert "iqn.2026-11.x:caf\\udce9 (0x4)" in caplog.text
+
+
 def test_the_daemon_logs_out_what_went_only_if_safe_logout_allows_it(db, tmp_path,
                                                                      monkeypatch):
     """A target gone from the answer is logged out as an iscsiadm logout is: with

@@ -243,12 +243,27 @@ def test_the_servers_own_messages_and_late_answers_are_passed_over():
     (header(0x8002, 12, 0x4C00, 1) + b"\0" * 4 + struct.pack(">II", 32, 6), "length 6"),
     (header(0x8002, 16, 0x4C00, 1) + b"\0" * 4 + struct.pack(">II", 32, 8) + b"\0" * 4,
      "length 8"),
-    (header(0x8002, 16, 0x4C00, 1) + b"\0" * 4 + tlv(32, b"\xff\xfe\0\0"), "not UTF-8"),
     (header(0x8002, 20, 0x4C00, 1) + b"\0" * 4 + tlv(51, b"\0" * 8), "not 4"),
 ])
 def test_broken_responses_are_format_errors(stream, match):
     with pytest.raises(I.IsnsFormatError, match=match):
         read(I.MessageReader(1), stream)
+
+
+def test_a_name_that_is_not_utf8_is_read_and_left_out_of_the_portal_groups():
+    """One target's name in Latin-1 refused the whole answer (every target lost, and every
+    SCN naming it): its bytes are kept (as surrogates, encoded back the same), and only
+    its portal group is left out, with why."""
+    pg = tlv(48, b"iqn.x:caf\xe9\0\0")
+    payload = b"\0" * 4 + pg + tlv(0, b"") + tlv(49, v4("127.0.0.1")) \
+        + tlv(50, struct.pack(">I", 3260)) + tlv(51, struct.pack(">I", 1))
+    (resp,) = read(I.MessageReader(1), header(0x8002, len(payload), 0x4C00, 1) + payload)
+    name = resp.keys[0].value
+    assert name == "iqn.x:caf\udce9"
+    assert resp.keys[0].encode() == pg
+    left_out: dict[str, str] = {}
+    assert I.portal_groups(resp.keys + resp.operating, left_out) == []
+    assert left_out == {name: "iSCSI name 'iqn.x:caf\\udce9' is not valid UTF-8"}
 
 
 def test_a_string_without_its_nul_is_read_whole_as_open_isns_reads_it():
