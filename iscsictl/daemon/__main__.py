@@ -65,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="iscsid.conf/initiatorname.iscsi dir (default $ISCSICTL_CONFIG_ROOT "
                    "or /etc/iscsi)")
     p.add_argument("--no-autostart", action="store_true",
-                   help="do not log in to node.startup=automatic records at start")
+                   help="do not log in to node.startup=automatic records at start, "
+                        "and run no discovery daemon (use_discoveryd records)")
     p.add_argument("--no-command-server", action="store_true",
                    help="do not run the command server (each iscsictl command then "
                         "starts Python)")

@@ -525,13 +525,15 @@ class Poller:
         registration made again meanwhile when it comes due (iscsid's discoveryd keeps a
         timer of min(period / 2, poll interval): RFC 4171 §6.2.6, a registration the
         server does not see refreshed within its period is removed, and with it the SCNs).
-        One that failed is made again at the next round."""
+        One that failed is made again :data:`REGISTER_RETRY` s later, at once when the
+        round in between took longer (a round against an unreachable server takes its
+        connect timeout, as long: the retry was put off to the next round)."""
         loop = asyncio.get_running_loop()
         next_round = loop.time() + self.src.poll
         while True:
             now = loop.time()
             due = self._registration_due
-            wake = min(next_round, due) if due is not None and due > now else next_round
+            wake = next_round if due is None else min(next_round, due)
             try:
                 await asyncio.wait_for(scns.heard.wait(), max(0.0, wake - now))
                 break

@@ -666,6 +666,40 @@ def test_a_registration_that_fails_is_said_and_made_again_within_seconds(db, cap
     assert "could not register for State Change Notifications" in caplog.text
 
 
+def test_a_failed_registration_is_retried_after_a_round_longer_than_the_retry(
+        db, monkeypatch):
+    """A registration that failed, then a round longer than REGISTER_RETRY (against an
+    unreachable server both take the connect timeout, 5 s): the retry, already due when
+    the round ends, is made then (before: not until the next round, an hour away with a
+    long interval, so no SCNs all that time)."""
+    monkeypatch.setattr(dd, "REGISTER_RETRY", 0.05)
+    src = dd.Source("isns", "127.0.0.1", 9, {}, 3600)
+    calls = []
+
+    async def register(src, port):
+        calls.append(port)
+        if len(calls) == 1:
+            raise dd.DiscoveryFailed("cannot make connection to 127.0.0.1:9")
+        return None
+
+    async def discover(src):
+        await asyncio.sleep(0.2)  # longer than the retry
+        raise dd.DiscoveryFailed("cannot make connection to 127.0.0.1:9")
+
+    async def run():
+        p = dd.Poller(src, discover, lambda k: False, None, None, register)
+        task = asyncio.create_task(p.run())
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if p.registered:
+                break
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return p
+    p = asyncio.run(run())
+    assert len(calls) == 2 and p.registered
+
+
 def test_the_registration_is_kept_between_rounds_longer_than_half_its_period(db):
     """A poll interval longer than half the registration period (open-isns's 10 min period
     with an hourly poll): the registration is made again when due between rounds, as
