@@ -20,7 +20,7 @@ DEB_PACKAGES := tgt open-iscsi iscsiuio open-isns-server open-isns-utils libiscs
 
 # (deps first: python3-venv; a virtualenv left half-made, without pip, is made again)
 venv: deps $(VENV)/.stamp
-$(VENV)/.stamp: pyproject.toml setup.cfg setup.py $(wildcard _fastpath/*.pyx _fastpath/*.pxd)
+$(VENV)/.stamp: pyproject.toml setup.cfg setup.py $(wildcard _fastpath/*.pyx _fastpath/*.pxd) _fastpath/client.c
 	$(VPY) -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV); $(PY) -m venv $(VENV) || { echo "iscsictl: $(PY) cannot make a virtualenv; using python3 from PATH"; rm -rf $(VENV); python3 -m venv $(VENV); }; }
 	$(VPY) -m pip install -q --upgrade pip setuptools wheel
 	$(VPY) -m pip install -q -e '.[test]'
@@ -51,4 +51,5 @@ demo: deps venv
 	$(VPY) vm-tests/demo.py
 
 clean:
-	rm -rf build *.egg-info $(VENV) _fastpath/*.c _fastpath/*.so
+	# Cython's generated C only: _fastpath/client.c is a source
+	rm -rf build *.egg-info $(VENV) $(patsubst %.pyx,%.c,$(wildcard _fastpath/*.pyx)) _fastpath/*.so

@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import sys
 
-from setuptools import find_packages, setup
+from setuptools import Distribution, find_packages, setup
 from setuptools.command.build_ext import build_ext
 from distutils.command.build_scripts import build_scripts  # setuptools provides distutils
 
@@ -62,7 +62,13 @@ def _extensions():
         for name in EXT_MODULES
         if os.path.exists(f"_fastpath/{name}.pyx")
     ]
-    return cythonize(exts, language_level=3, quiet=True)
+    try:
+        return cythonize(exts, language_level=3, quiet=True)
+    except Exception as exc:  # a Cython that cannot compile them (Debian 12's 0.29)
+        if REQUIRE_EXT:
+            raise
+        print(f"iscsictl: Cython failed ({exc}): building pure Python", file=sys.stderr)
+        return []
 
 
 class OptionalBuildExt(build_ext):
@@ -87,6 +93,14 @@ class OptionalBuildExt(build_ext):
             raise exc
         print(f"iscsictl: extension build failed ({exc}): pure Python build",
               file=sys.stderr)
+
+
+class BinaryDistribution(Distribution):
+    """A wheel for this platform also when no extension is built: the command client in
+    it is a compiled executable (a wheel tagged ``any`` would install it on any CPU)."""
+
+    def has_ext_modules(self):
+        return not NO_EXT or super().has_ext_modules()
 
 
 class BuildClient(build_scripts):
@@ -147,4 +161,5 @@ exts = _extensions()
 if not exts:
     print("iscsictl: pure Python build", file=sys.stderr)
 setup(packages=_packages(), ext_modules=exts, scripts=[CLIENT_SOURCE],
+      distclass=BinaryDistribution,
       cmdclass={"build_ext": OptionalBuildExt, "build_scripts": BuildClient})
