@@ -64,6 +64,10 @@ SILENCE_LIMIT = 30.0
 #: seconds a client waits for the daemon to accept its connection
 CONNECT_TIMEOUT = 5.0
 DEFAULT_SOCKET = "/run/iscsictld.sock"
+#: sessions or records one request may name: far above what a host runs (the kernel's
+#: session ids, a thousand sessions), far below what would hold the daemon's loop for
+#: seconds; a client sends more in several requests
+MAX_REQUEST_ITEMS = 16384
 MAX_MESSAGE = 16 << 20  # bytes: a reply listing thousands of sessions fits
 #: where the daemon's log lines for this command's requests go, each as it comes (set by
 #: the CLI's ``-d``; unset: none are asked for)

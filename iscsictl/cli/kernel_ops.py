@@ -43,6 +43,26 @@ def _progress(o, verb: str, total: int):  # type: ignore[no-untyped-def]
     return show
 
 
+def _call_in_requests(op: str, progress, key: str, items: list,  # type: ignore[no-untyped-def]
+                      wait: bool = True, **args: Any) -> list:
+    """The daemon's ``op`` for ``items`` (its argument ``key``), in requests of at most
+    MAX_REQUEST_ITEMS, one after another (the daemon refuses a longer one whole: a bulk
+    login of more records did nothing); their results in order, ``progress`` counting
+    across them.  Without ``wait``, each request is posted and nothing is returned."""
+    from ..ipc import MAX_REQUEST_ITEMS
+
+    results: list = []
+    for start in range(0, len(items), MAX_REQUEST_ITEMS):
+        part = {key: items[start:start + MAX_REQUEST_ITEMS], **args}
+        if not wait:
+            daemon_client().post(op, **part)
+            continue
+        shifted = None if progress is None else (
+            lambda ev, base=start: progress({**ev, "done": base + ev.get("done", 0)}))
+        results += daemon_client().call(op, shifted, **part)
+    return results
+
+
 def login_records(records: list[Any], initiator_name: str, o,  # type: ignore[no-untyped-def]
                   multiple: bool = False, json_results: list | None = None,
                   wait: bool = True, present_ok: bool = False) -> int:
@@ -79,10 +99,9 @@ def login_records(records: list[Any], initiator_name: str, o,  # type: ignore[no
     extra = {"multiple": True} if multiple else {}  # an older daemon ignores it: code 15
     if not wait:
         try:
-            if records:
-                daemon_client().post("login", records=[rec.as_strings(omit_defaults=True)
-                                                       for rec in records],
-                                     initiator_name=initiator_name, **extra)
+            _call_in_requests("login", None, "records",
+                              [rec.as_strings(omit_defaults=True) for rec in records],
+                              wait=False, initiator_name=initiator_name, **extra)
         except DaemonError as exc:
             raise _daemon_error(exc) from None
         pending = [{"node": _describe(rec), "pending": True} for rec in records]
@@ -93,9 +112,10 @@ def login_records(records: list[Any], initiator_name: str, o,  # type: ignore[no
             o.error("Could not log into all portals")
         return rc
     try:
-        results = daemon_client().call("login", _progress(o, "logging in", len(records)),
-                                 records=[rec.as_strings(omit_defaults=True) for rec in records],
-                                 initiator_name=initiator_name, **extra) if records else []
+        results = _call_in_requests(
+            "login", _progress(o, "logging in", len(records)), "records",
+            [rec.as_strings(omit_defaults=True) for rec in records],
+            initiator_name=initiator_name, **extra)
     except DaemonError as exc:
         raise _daemon_error(exc) from None
     for r in results:
@@ -213,8 +233,8 @@ def logout_sessions(sessions: list[Any], o, force: bool = False,  # type: ignore
         if not o.json:
             o.lines([f"Logging out of session {s}"])
     try:
-        results = daemon_client().call("logout", _progress(o, "logging out", len(by_sid)),
-                                 sids=list(by_sid), force=force, safe=safe or None)
+        results = _call_in_requests("logout", _progress(o, "logging out", len(by_sid)),
+                                    "sids", list(by_sid), force=force, safe=safe or None)
     except DaemonError as exc:
         raise _daemon_error(exc) from None
     rc = 0

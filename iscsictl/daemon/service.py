@@ -42,8 +42,8 @@ from iscsictl.db.files import read_regular
 from iscsictl.db.record import format_portal, with_defaults
 from iscsictl.db.schema import (NODE, PortalKey, leading_login_rounds, portal_key,
                                  startup_matches)
-from iscsictl.ipc import (IPC_VERSION, KEEPALIVE_INTERVAL, MAX_MESSAGE, SERVED_VERSIONS,
-                          SILENCE_LIMIT, decode_message, encode_message, peer_credentials)
+from iscsictl.ipc import (IPC_VERSION, KEEPALIVE_INTERVAL, MAX_MESSAGE, MAX_REQUEST_ITEMS,
+                          SERVED_VERSIONS, SILENCE_LIMIT, decode_message, encode_message, peer_credentials)
 from iscsictl.kernel.sysfs import Sysfs
 from iscsictl.kernel.transports import (BIND_EP_TRANSPORTS, PROC_NAME_TRANSPORT, TRANSPORTS,
                                         unsupported)
@@ -226,9 +226,6 @@ CUT_SHORT = ("iscsictld stopped while the request was under way: a login it cut 
 #: seconds that answer may wait behind the progress lines its client has yet to read
 CUT_SHORT_DRAIN = 1.0
 
-#: sessions or records one request may name: far above what a host runs (the kernel's
-#: session ids, a thousand sessions), far below what would hold the loop for seconds
-MAX_REQUEST_ITEMS = 16384
 
 
 def _sids(value: Any) -> list[int]:

@@ -1115,3 +1115,39 @@ def test_iscsictld_takes_iscsids_f_and_v(capsys):
         _parser().parse_args(["-v"])
     assert e.value.code == 0
     assert capsys.readouterr().out == f"iscsictld version {__version__}\n"
+
+
+def test_a_bulk_login_over_one_requests_limit_is_sent_in_several(served, tmp_path,
+                                                                monkeypatch):
+    """`-m node -L all` over more records than one request may name (MAX_REQUEST_ITEMS):
+    the daemon refused the whole request and nothing was logged in (exit 16).  The CLI
+    sends them in requests of the limit, one after another: every record reaches a login,
+    each said, the progress counted across the requests."""
+    import io
+
+    from iscsictl.cli import kernel_ops
+    from iscsictl.cli.output import Output
+    from iscsictl.db.store import NodeDB
+    from iscsictl.ipc import MAX_REQUEST_ITEMS
+
+    d, _, _ = served
+    monkeypatch.setenv("ISCSICTL_SOCKET", d.socket_path)
+    monkeypatch.setenv("ISCSICTL_SYSFS_ROOT", str(tmp_path / "no-sys"))
+    reached = []
+
+    async def login_one(rec, initiator_name, multiple=False):
+        reached.append(rec["node.name"])
+        return {"ok": True, "sids": [len(reached)], "node": rec["node.name"]}
+    d._login_one = login_one
+    n = MAX_REQUEST_ITEMS + 3
+    records = [NodeDB(str(tmp_path / "db")).new_node_record("iqn.x:0", "192.0.2.1")] * n
+    out, err = io.StringIO(), io.StringIO()
+    rc = kernel_ops.login_records(records, "iqn.i", Output(out, err))
+    assert (rc, err.getvalue()) == (0, "")
+    assert len(reached) == n
+    assert out.getvalue().count("successful.") == n
+
+    done = []
+    kernel_ops._call_in_requests("logout", lambda ev: done.append(ev["done"]), "sids",
+                                 list(range(1, n + 1)), force=True)
+    assert done == sorted(done) and done[-1] == n
