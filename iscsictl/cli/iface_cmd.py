@@ -269,7 +269,7 @@ def apply(db, args, o, op: str) -> int:
     host): their network settings to the HBA's driver in one SET_IFACE_PARAMS
     (:mod:`iscsictl.kernel.net_config`; usr/iscsiadm.c exec_iface_op, iface_apply_net_config)."""
     from ..db.errors import DBError
-    from ..kernel.net_config import NetConfigError, attached, net_config
+    from ..kernel.net_config import NetConfigError, apply_order, attached, net_config
     from ..kernel.sysfs import Sysfs
     from ._common import sysfs_root
     from .host_cmd import host_option
@@ -303,9 +303,10 @@ def apply(db, args, o, op: str) -> int:
                 records.append(db.read_iface(name).values)
             except DBError as e:  # iscsiadm leaves it out too
                 o.error(f"Could not read iface {name}: {e}")
-        records = attached(records, host.hwaddress)
         done = f"Applied settings to ifaces attached to host{host_no}."
     try:
+        if op == "applyall":
+            records = apply_order(attached(records, host.hwaddress))
         entries = net_config(records)
     except NetConfigError as e:
         raise E.CliError(f"Could not apply net configuration: {e}", e.exit_code) from None

@@ -50,7 +50,9 @@ Deliberate differences from iscsiadm 2.1.8 (its bytes are the same otherwise):
   host's case-sensitively (its host lookup is case-insensitive), so an HBA whose sysfs MAC
   is upper case is "applied" without its lower-case iface records; and a host without a
   hardware address (iscsi_tcp) matches every iface record without one.  iscsiadm walks
-  the records in directory order, iscsictl in name order.
+  the records in directory order, so which record's port-wide settings win is chance;
+  iscsictl sends them in :func:`apply_order`, iface 0's last, so that its settings win, as
+  open-iscsi's README says they do.
 """
 
 from __future__ import annotations
@@ -352,6 +354,21 @@ def net_config(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The entries of several ifaces (``applyall``), one iface after the other; every
     record is checked before any entry is returned (NetConfigError)."""
     return [e for values in records for e in iface_entries(values)]
+
+
+def apply_order(records: Iterable[Mapping[str, Any]]) -> list[Any]:
+    """``records`` in the order ``applyall`` sends them: higher ``iface.iface_num`` first,
+    an IPv6 iface before the IPv4 one of its number, else in the given order.  A port's
+    MTU, IPv6 enable and IPv6 VLAN are the port's, not an iface's: qla4xxx
+    (qla4xxx_iface_set_param) takes each from the last nlattr that carries it, and
+    open-iscsi's README says "the settings from 0th iface would be considered valid" (in
+    name order, the IPv6 records' sysfs MTU overrode one set on ipv4.0).  Raises
+    :class:`NetConfigError` for an iface number that is not one."""
+    def key(values: Mapping[str, Any]) -> tuple[int, int]:
+        f = _Iface(values)
+        return -f.num, 0 if f.ipv6 else 1
+    keyed = [(key(v), v) for v in records]
+    return [v for _, v in sorted(keyed, key=lambda kv: kv[0])]
 
 
 def attached(records: Iterable[Mapping[str, Any]], hwaddress: str | None) -> list[Any]:

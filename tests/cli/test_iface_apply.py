@@ -148,7 +148,9 @@ def test_the_default_address_placeholder_is_no_address_as_in_iscsiadm(rig):
 def test_applyall_sends_every_iface_of_the_host(rig):
     """The host by number or MAC: its ifaces (the two iscsiadm made from sysfs, two more
     made here, not one of another HBA) in one request; the same nlattrs as iscsiadm's,
-    iface after iface in name order (iscsiadm's: directory order)."""
+    iface after iface, higher iface numbers first and IPv6 before IPv4, so that iface 0's
+    port-wide settings come last and win (iscsiadm's: directory order; in name order the
+    ipv4.1 record's sysfs MTU overrode the 9000 of q0)."""
     rig.iface("q0", **IPV4)
     rig.iface("q6.ipv6", transport_name="qla4xxx", hwaddress=QLA_MAC.upper(),
               ipaddress="fd00::61", iface_num="1", state="enable", vlan_state="enable",
@@ -165,13 +167,15 @@ def test_applyall_sends_every_iface_of_the_host(rig):
         assert len(mixed) == 5
         assert sorted(_nlas(a["payload"])) == sorted(n for n in ours if n not in mixed)
         assert i["count"] == len(ours) == 27 + 5 + 6 + 6
-        runs = [p[:2] for k, p in enumerate(_params(i)) if k in (0, 27, 32, 38)]
+        runs = [p[:2] for k, p in enumerate(_params(i)) if k in (0, 5, 11, 38)]
         # q6.ipv6's first, its address autoconfiguration: iface_num 0, as iscsiadm's
-        assert runs == [(0, 1), (0, 2), (0, 1), (1, 1)]
+        assert runs == [(0, 2), (1, 1), (0, 1), (0, 1)]
+        mtus = [p[0] for p in _params(i) if p[2] == N.MTU]
+        assert mtus[-1] == 0 and 1 in mtus
         names = json.loads(rig.ictl("-m", "iface", "-H", host, "-o", "applyall",
                                     "--json").stdout)["ifaces"]
-        assert names == ["q0", "q6.ipv6", f"qla4xxx.{QLA_MAC}.ipv4.0",
-                         f"qla4xxx.{QLA_MAC}.ipv4.1"]
+        assert names == ["q6.ipv6", f"qla4xxx.{QLA_MAC}.ipv4.1", "q0",
+                         f"qla4xxx.{QLA_MAC}.ipv4.0"]
 
 
 @pytest.mark.parametrize("name, settings", [
