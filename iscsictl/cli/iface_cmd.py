@@ -393,7 +393,8 @@ def ping(db, args, o) -> int:  # type: ignore[no-untyped-def]
     ISCSI_KEVENT_PING_COMP with that ``pid``, waited for 30 s.  Prints ``Ping N completed``
     or ``Ping N failed: <why>`` (the firmware's status: :data:`PING_STATUS_TEXT`, or the
     request's error).  Exit code: the last ping's request (27 when the driver cannot ping,
-    7 when it refuses the request, 8 when no completion came), not its status, as iscsiadm.
+    7 when it refuses the request, 8 when no completion came, 1 when the netlink socket
+    cannot be opened: each ping failed), not its status, as iscsiadm.
     Refused before any ping (7): no ``-I``, no ``-a``, a size or count under 1, a negative
     interval, a transport not loaded, an iface bound to no host, an address that does not
     resolve; an iface that cannot be read is 6.  Deliberate differences: host 0 is a host
@@ -404,6 +405,7 @@ def ping(db, args, o) -> int:  # type: ignore[no-untyped-def]
 
     bnx2i and qedi ping through iscsiuio instead (usr/transport.c ``exec_ping =
     uip_broadcast_ping_req``): :func:`_uip_pings`."""
+    import contextlib
     import errno
     import random
     import socket
@@ -462,7 +464,13 @@ def ping(db, args, o) -> int:  # type: ignore[no-untyped-def]
     handle = transport_handle(sysfs, transport)
     iface_num = int(values.get("iface.iface_num") or 0)
     rc, pings = E.SUCCESS, []
-    with hba_netlink() as nl:
+    with contextlib.ExitStack() as stack:
+        try:
+            nl = stack.enter_context(hba_netlink())
+        except E.CliError as e:  # each ping failed, as iscsiadm's kexec_ping fails each
+            o.error(str(e))
+            pings = [_ping_said(o, seq, E.ERR, None) for seq in range(1, count + 1)]
+            return _pings_done(o, name, host_no, address, size, pings, E.ERR)
         for seq in range(1, count + 1):
             pid, status = random.getrandbits(31), None
             try:

@@ -241,3 +241,14 @@ def test_no_completion_is_a_timeout(rig, monkeypatch, tmp_path):
     assert (rc, out.getvalue()) == (8, "Ping 1 failed: connection timed out\n"
                                        "Ping 2 failed: connection timed out\n"), err.getvalue()
     assert len(rig.kernel.sent(E.PING)) == 2
+
+
+def test_no_netlink_socket_fails_each_ping_as_iscsiadm(rig, tmp_path, monkeypatch):
+    """NETLINK_ISCSI cannot be opened (no scsi_transport_iscsi; a container): each ping
+    "failed: unknown error" and exit 1, as iscsiadm's kexec_ping fails each (before: only
+    the error, exit 9, no ping said), with why once on stderr."""
+    monkeypatch.setattr(rig.kernel, "path", str(tmp_path / "no-kernel"))
+    adm, ictl, sent = _both(rig, "-I", QLA1, "-a", "192.168.1.10", "-c", "2")
+    assert adm.returncode == 1 and not sent
+    assert adm.stdout == "Ping 1 failed: unknown error\nPing 2 failed: unknown error\n"
+    assert ictl.stderr.count("iscsictl: ") == 1
