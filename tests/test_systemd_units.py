@@ -35,6 +35,21 @@ def test_iscsictld_conflicts_with_iscsid_but_never_stops_open_iscsi_service():
     assert d["Service"]["Type"] == "notify" and d["Service"]["KillMode"] == "process"
 
 
+def test_the_command_socket_is_held_by_systemd_where_the_cli_looks():
+    """iscsictld.socket (socket activation) at the path iscsictl connects to, 0600 as the
+    daemon's own; the daemon wants it and starts after it, so that every start gets it,
+    and the daemon stays when the socket is stopped (Wants, not Requires)."""
+    from iscsictl.ipc import DEFAULT_SOCKET
+
+    sock, d = _unit("iscsictld.socket"), _unit("iscsictld.service")
+    assert sock["Socket"]["ListenStream"] == DEFAULT_SOCKET
+    assert sock["Socket"]["SocketMode"] == "0600"
+    assert "iscsid.socket" in sock["Unit"]["Conflicts"].split()
+    assert "iscsictld.socket" in d["Unit"]["Wants"].split()
+    assert "iscsictld.socket" in d["Unit"]["After"].split()
+    assert "iscsictld.socket" not in d["Unit"].get("Requires", "")
+
+
 def test_the_sessions_are_logged_out_at_shutdown_in_order():
     s = _unit("iscsictl-sessions.service")
     assert s["Service"]["ExecStop"].split()[-4:] == ["-m", "node", "--logoutall=all", "--safe"]
@@ -47,13 +62,13 @@ def test_the_sessions_are_logged_out_at_shutdown_in_order():
     assert {"remote-fs-pre.target", "shutdown.target"} <= set(s["Unit"]["Before"].split())
 
 
-def test_systemd_reads_both_units_without_a_complaint(tmp_path):
+def test_systemd_reads_the_units_without_a_complaint(tmp_path):
     """``systemd-analyze verify`` (systemd 252 on Debian 12) on the units, their commands
     pointed at this checkout's."""
     analyze = shutil.which("systemd-analyze")
     assert analyze, "systemd-analyze missing: `make deps` installs systemd"
     venv = Path(__file__).resolve().parents[1] / ".venv" / "bin"
-    for name in ("iscsictld.service", "iscsictl-sessions.service"):
+    for name in ("iscsictld.service", "iscsictld.socket", "iscsictl-sessions.service"):
         text = (UNITS / name).read_text().replace("/usr/local/bin/", f"{venv}/")
         (tmp_path / name).write_text(text)
     cp = subprocess.run([analyze, "verify", *(str(p) for p in sorted(tmp_path.iterdir()))],
@@ -105,8 +120,9 @@ def _user_units(home: Path, *copied: str) -> Path:
 
 def _run_manager(home: Path, script: str) -> str:
     """``script``'s output, run in its own mount and PID namespaces (all of it ends with
-    the script); a failure of the script fails the test."""
-    cp = subprocess.run(["unshare", "-m", "-p", "--fork", "--mount-proc",
+    the script, or with unshare when the timeout kills it); a failure of the script fails
+    the test."""
+    cp = subprocess.run(["unshare", "-m", "-p", "--fork", "--kill-child", "--mount-proc",
                          "--propagation", "private", "sh", "-c", script, "sh",
                          str(home)], capture_output=True, text=True, timeout=60)
     assert cp.returncode == 0, cp.stdout + cp.stderr
@@ -174,3 +190,65 @@ def test_the_switch_from_upstreams_units_logs_nothing_out(tmp_path):
     assert _switch(tmp_path / "with", True) == "active:"
     assert _switch(tmp_path / "without", False) == \
         "active: logoutall=automatic logoutall=manual"
+
+
+#: both units as they are but for paths: the real iscsictld (its kernel a fake one through
+#: the LD_PRELOAD shim), then commands sent all through a restart of the daemon
+_RESTART = _PREAMBLE + r"""
+systemctl --user start iscsictld.socket iscsictld.service || exit 91
+"$PY" -c '
+import sys, time
+from iscsictl.ipc import DaemonClient, DaemonError
+failed = []
+for i in range(60):
+    try:
+        DaemonClient(sys.argv[1], timeout=20).call("ping")
+    except DaemonError as e:
+        failed.append(str(e))
+    time.sleep(0.05)
+print("failed:", len(failed), *failed[:1])
+' "$HOME/d.sock" > "$HOME/pings" &
+pinger=$!
+sleep 0.5
+systemctl --user restart iscsictld.service
+wait $pinger
+cat "$HOME/pings"
+echo "$(systemctl --user is-active iscsictld.socket iscsictld.service | tr '\n' ' ')"
+systemctl --user stop iscsictld.service iscsictld.socket
+"""
+
+
+def test_commands_sent_through_a_restart_of_the_daemon_are_all_answered(tmp_path):
+    """iscsictld.socket holds the command socket across ``systemctl restart iscsictld``:
+    a command made meanwhile waits in it and the next daemon answers (before: the daemon
+    unlinked and rebound its own, and commands made in the restart's second failed with
+    20, "could not connect").  Real systemd 252 (its user manager), the real daemon."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from fake_hba import FakeHbaKernel, build_shim
+
+    shim = build_shim(str(tmp_path))
+    units = tmp_path / ".config" / "systemd" / "user"
+    units.mkdir(parents=True)
+    (tmp_path / "xdg").mkdir(mode=0o700)
+    (tmp_path / "sys").mkdir()
+    for name in ("iscsictld.service", "iscsictld.socket"):
+        shutil.copy(UNITS / name, units / name)
+    (units / "iscsictld.socket.d").mkdir()
+    (units / "iscsictld.socket.d" / "here.conf").write_text(
+        f"[Socket]\nListenStream=\nListenStream={tmp_path}/d.sock\n")
+    bin_dir = Path(sys.executable).parent
+    with FakeHbaKernel(str(tmp_path / "nl.sock"), {}, {}) as kernel:
+        env = " ".join(f"{k}={v}" for k, v in {
+            **kernel.env(shim), "ISCSICTL_SYSFS_ROOT": f"{tmp_path}/sys",
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}.items())
+        (units / "iscsictld.service.d").mkdir()
+        (units / "iscsictld.service.d" / "here.conf").write_text(
+            f"[Service]\nExecStart=\nExecStart={bin_dir}/iscsictld --socket {tmp_path}/d.sock "
+            f"--lock-file {tmp_path}/lock --state-dir {tmp_path}/state --db-root {tmp_path} "
+            f"--config-root {tmp_path} --no-command-server --no-autostart\n"
+            f"Environment={env}\nOOMScoreAdjust=0\n")
+        out = _run_manager(tmp_path, f"PY={sys.executable}\n" + _RESTART)
+    assert out.splitlines() == ["failed: 0", "active active "], \
+        out + (tmp_path / "manager.log").read_text()[-3000:]

@@ -28,6 +28,35 @@ from .protect import lock_code, protect_daemon
 from .service import Daemon
 
 
+#: the first descriptor systemd passes (sd-daemon.h SD_LISTEN_FDS_START)
+SD_LISTEN_FDS_START = 3
+
+
+def sd_listen_socket() -> socket.socket | None:
+    """The listening socket systemd passed, socket activation's protocol (sd_listen_fds(3)):
+    when ``LISTEN_PID`` is this process and ``LISTEN_FDS`` at least 1, the descriptor
+    :data:`SD_LISTEN_FDS_START` (close-on-exec from here on); else None.  ``LISTEN_*`` are
+    taken out of the environment, whichever (the command server and the logins' helpers
+    must not take them for theirs).  Raises OSError when that descriptor is not a
+    listening Unix stream socket."""
+    pid, fds = os.environ.get("LISTEN_PID", ""), os.environ.get("LISTEN_FDS", "")
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    if pid != str(os.getpid()) or not fds.isdigit() or int(fds) < 1:
+        return None
+    sock = socket.socket(fileno=SD_LISTEN_FDS_START)
+    try:
+        if (sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM
+                or not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)):
+            raise OSError(f"descriptor {SD_LISTEN_FDS_START} systemd passed is not a "
+                          "listening Unix stream socket (ListenStream= in iscsictld.socket)")
+    except OSError:
+        sock.detach()  # not ours to close
+        raise
+    sock.set_inheritable(False)
+    return sock
+
+
 def sd_notify(message: str) -> None:
     addr = os.environ.get("NOTIFY_SOCKET")
     if not addr:
@@ -168,6 +197,17 @@ async def _run(args: argparse.Namespace, release_lock: Callable[[], None]) -> in
 
     daemon = Daemon(args.socket, state_dir=args.state_dir, db_root=args.db_root,
                     config_root=args.config_root, autostart=not args.no_autostart)
+    try:
+        daemon.inherited_socket = sd_listen_socket()
+    except OSError as exc:
+        print(f"iscsictld: {exc}", file=sys.stderr)
+        return 1
+    if daemon.inherited_socket is not None:
+        where = daemon.inherited_socket.getsockname()
+        if where != args.socket:  # the CLI looks for it at --socket's path
+            logging.getLogger("iscsictld").warning(
+                "serving on %s, the socket systemd passed; commands look for %s",
+                where or "an unnamed socket", args.socket)
     daemon.on_closed = release_lock
     commands = None if args.no_command_server else CommandServerProcess(args.socket)
     if commands is not None:

@@ -502,6 +502,10 @@ class Daemon:
         self._login_slots: dict[tuple[str, int], asyncio.Semaphore] = {}  # by portal
         self.nl: AsyncIscsiNetlink | None = None
         self._server: IpcListener | None = None
+        #: the listening socket systemd made (socket activation: iscsictld.socket), which
+        #: :meth:`listen` serves instead of binding its own, and :meth:`close` leaves at
+        #: its path: connections made while the daemon restarts wait in it
+        self.inherited_socket: socket.socket | None = None
         self._stopped = asyncio.Event()
         self._closing = False
         self._close_task: asyncio.Future[None] | None = None  # the one close() under way
@@ -565,9 +569,13 @@ class Daemon:
             self._spawn(self._discoveryd())
 
     def listen(self) -> None:
-        """Serve the CLI on ``socket_path`` (0600; a stale socket there is replaced).
-        Raises OSError when it cannot be bound."""
+        """Serve the CLI on ``socket_path`` (0600; a stale socket there is replaced), or on
+        :attr:`inherited_socket` when systemd passed one.  Raises OSError when it cannot
+        be bound."""
         assert self.socket_path is not None, "a Daemon(None) serves no IPC"
+        if self.inherited_socket is not None:
+            self._server = IpcListener(self.inherited_socket, self._serve)
+            return
         path = Path(self.socket_path)
         path.parent.mkdir(0o755, parents=True, exist_ok=True)  # not 0777 under umask 0
         if path.is_socket():
@@ -629,7 +637,7 @@ class Daemon:
                 self.nl.close()
                 self.nl = None
             self._scan_pool.shutdown(wait=False, cancel_futures=True)
-            if self.socket_path is not None:
+            if self.socket_path is not None and self.inherited_socket is None:
                 try:
                     Path(self.socket_path).unlink()
                 except OSError:

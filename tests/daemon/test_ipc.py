@@ -1,10 +1,12 @@
 """The CLI <-> iscsictld protocol against the daemon's real IPC server (no kernel)."""
 
 import asyncio
+import concurrent.futures
 import time
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -1151,3 +1153,82 @@ def test_a_bulk_login_over_one_requests_limit_is_sent_in_several(served, tmp_pat
     kernel_ops._call_in_requests("logout", lambda ev: done.append(ev["done"]), "sids",
                                  list(range(1, n + 1)), force=True)
     assert done == sorted(done) and done[-1] == n
+
+
+def test_commands_made_while_the_daemon_restarts_wait_for_the_next_one(tmp_path):
+    """The socket systemd holds (iscsictld.socket) is served, and left at its path when
+    the daemon stops: a command that connects while no daemon runs waits in it and is
+    answered by the next daemon (before: each restart's second refused commands, 20, as
+    the daemon unlinked and rebound its own socket).  Each daemon gets its own copy of the
+    descriptor, as a process systemd starts."""
+    path = str(tmp_path / "d.sock")
+    held = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    held.bind(path)
+    held.listen(16)
+
+    def daemon_on_the_held_socket():
+        d = Daemon(path, sysfs_root=str(tmp_path / "sys"), state_dir=str(tmp_path / "state"),
+                   db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
+        d.inherited_socket = socket.socket(fileno=os.dup(held.fileno()))
+        return d
+
+    async def first():
+        d = daemon_on_the_held_socket()
+        d.listen()
+        answer = await asyncio.to_thread(DaemonClient(path, timeout=10).call, "ping")
+        await d.close()
+        return answer
+
+    assert asyncio.run(first())["sessions"] == 0
+    assert os.path.exists(path)  # not unlinked: systemd's
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(DaemonClient(path, timeout=10).call, "ping")
+        time.sleep(0.3)  # connected, in the backlog, no daemon to answer
+        assert not waiting.done()
+
+        async def second():
+            d = daemon_on_the_held_socket()
+            d.listen()
+            answer = await asyncio.to_thread(waiting.result, 10)
+            await d.close()
+            return answer
+        assert asyncio.run(second())["sessions"] == 0
+    held.close()
+
+
+def test_the_socket_systemd_passes_is_taken_by_its_protocol(tmp_path):
+    """sd_listen_fds(3): LISTEN_PID this process and LISTEN_FDS >= 1, descriptor 3; the
+    variables taken out of the environment (the command server must not take them); a
+    LISTEN_PID of another process is not ours; descriptor 3 not a listening Unix stream
+    socket is said."""
+    probe = (
+        "import os, sys\n"
+        "from iscsictl.daemon.__main__ import sd_listen_socket\n"
+        "if sys.argv[1] == 'ours': os.environ['LISTEN_PID'] = str(os.getpid())\n"
+        "try:\n"
+        "    s = sd_listen_socket()\n"
+        "except OSError as e:\n"
+        "    print('error', e); raise SystemExit\n"
+        "print(s and s.getsockname(), s and s.get_inheritable(),\n"
+        "      [k for k in os.environ if k.startswith('LISTEN_')])\n")
+    path = str(tmp_path / "d.sock")
+
+    def run(whose: str, listening: bool = True) -> str:
+        kind = socket.SOCK_STREAM if listening else socket.SOCK_DGRAM
+        with socket.socket(socket.AF_UNIX, kind) as s:
+            if os.path.exists(path):
+                os.unlink(path)
+            s.bind(path)
+            if listening:
+                s.listen()
+            cp = subprocess.run(
+                [sys.executable, "-c", probe, whose], capture_output=True, text=True,
+                timeout=60, pass_fds=(3,), preexec_fn=lambda: os.dup2(s.fileno(), 3),
+                env={**os.environ, "LISTEN_PID": "1", "LISTEN_FDS": "1",
+                     "LISTEN_FDNAMES": "iscsictld.socket"})
+        assert cp.returncode == 0, cp.stderr
+        return cp.stdout.strip()
+    assert run("ours") == f"{path} False []"
+    assert run("pid 1") == "None None []"
+    assert run("ours", listening=False).startswith("error descriptor 3 systemd passed is "
+                                                   "not a listening Unix stream socket")
