@@ -12,9 +12,9 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 # Debian packages the tests and benchmarks use: peers (tgt, open-iscsi, iscsiuio, libiscsi-bin),
 # the VM (qemu, busybox, cpio, kmod), the C compiler for the Cython fast path, musl-gcc for
-# the static command client (setup.py) and the distribution's Python with venv support (PY
-# below).
-DEB_PACKAGES := tgt open-iscsi iscsiuio open-isns-server open-isns-utils libiscsi-bin qemu-system-x86 busybox-static cpio kmod gcc musl-tools python3-dev python3-venv iproute2 util-linux time systemd
+# the static command client (setup.py), the distribution's Python with venv support (PY
+# below) and a non-UTF-8 locale's sources (locales: localedef, for the CLI's tests).
+DEB_PACKAGES := tgt open-iscsi iscsiuio open-isns-server open-isns-utils libiscsi-bin qemu-system-x86 busybox-static cpio kmod gcc musl-tools python3-dev python3-venv iproute2 util-linux time systemd locales
 
 .PHONY: test unit vm bench demo deps venv clean
 

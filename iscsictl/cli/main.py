@@ -358,6 +358,8 @@ def _kill_daemon(priority: str, o: Output) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run and exit with the code."""
+    if argv is None:
+        _in_utf8_mode()
     code = run(argv)
     try:
         if sys.stdout is not None:
@@ -369,6 +371,23 @@ def main(argv: list[str] | None = None) -> None:
         _discard_stdout()
         code = code or E.ERR
     sys.exit(code)
+
+
+def _in_utf8_mode() -> None:
+    """Run again in Python's UTF-8 mode (``-X utf8``) under a locale whose encoding is not
+    UTF-8 (ISO-8859-1, ...): the arguments' bytes are then kept as they are, as iscsiadm
+    keeps them and as iscsictld's command server (UTF-8 mode) reads them; decoded in the
+    locale's encoding, then written as UTF-8, a ``-v`` of Latin-1 bytes went into a record
+    (a CHAP name on the wire) as other bytes than the served command wrote.  The C and
+    POSIX locales are UTF-8 mode already (PEP 540)."""
+    if sys.flags.utf8_mode or sys.getfilesystemencoding().lower().replace("-", "") == "utf8":
+        return
+    if not sys.executable or not getattr(sys, "orig_argv", None):
+        return
+    try:
+        os.execv(sys.executable, [sys.executable, "-X", "utf8", *sys.orig_argv[1:]])
+    except OSError:
+        pass  # run as it is
 
 
 def _discard_stdout() -> None:
