@@ -10,7 +10,7 @@
  * child ended: the same exit code, or killed by the same signal.
  *
  * When no command server takes the command (no daemon, not root, $ISCSICTL_DIRECT
- * set, a server of another protocol version), this process becomes the Python
+ * set and not 0, a server of another protocol version), this process becomes the Python
  * front end instead: $ISCSICTL_PY, or `iscsictl-py` beside this executable.  A
  * command prints and exits the same either way; only its start-up time differs.
  * A forwarded signal that was ignored when this process started is not passed on:
@@ -324,7 +324,7 @@ int main(int argc, char **argv)
 
 	forwarded_set(&block);
 	sigprocmask(SIG_BLOCK, &block, &old_mask);
-	if ((direct && *direct) || geteuid() != 0)
+	if ((direct && *direct && strcmp(direct, "0") != 0) || geteuid() != 0)
 		return run_python(argv, &old_mask);
 	fd = connect_server();
 	if (fd < 0)

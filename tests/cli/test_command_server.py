@@ -391,6 +391,9 @@ def test_non_root_and_direct_run_the_python_front_end(server):
     assert (r.returncode, r.stdout) == (0, "-m session\n"), r.stderr
     r = run_client(["-m", "node"], dict(env, ISCSICTL_DIRECT="1"))
     assert r.stdout == "-m node\n"
+    # 0 is off, as ISCSICTL_NO_EXTENSIONS=0 (before: any value ran the front end)
+    r = run_client(["-m", "node"], dict(env, ISCSICTL_DIRECT="0"))
+    assert (r.returncode, r.stdout) == (0, "10.0.0.1:3260,1 iqn.2001-04.com.ex:t1\n"), r
 
 
 def test_idle_worker_death_is_replaced_and_repeated_deaths_stop_the_server(server):
