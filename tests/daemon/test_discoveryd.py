@@ -635,13 +635,10 @@ async def _timed(coro):
     return loop.time() - t0
 
 
-def test_a_registration_that_fails_is_said_and_made_again_within_seconds(db, caplog,
-                                                                         monkeypatch):
-    """Not at the next round (an hour away with a long interval: the server drops a
-    registration not refreshed within its period, and its SCNs), but REGISTER_RETRY s
-    later, as iscsid's discoveryd (5 s between its attempts)."""
+def _registration_failing_once(monkeypatch):
+    """REGISTER_RETRY 0.05 s, an iSNS source polled hourly, and a registration that fails
+    the first time: (the source, the registration, the SCN ports it was called with)."""
     monkeypatch.setattr(dd, "REGISTER_RETRY", 0.05)
-    src = dd.Source("isns", "127.0.0.1", 9, {}, 3600)
     calls = []
 
     async def register(src, port):
@@ -649,6 +646,15 @@ def test_a_registration_that_fails_is_said_and_made_again_within_seconds(db, cap
         if len(calls) == 1:
             raise dd.DiscoveryFailed("cannot make connection to 127.0.0.1:9")
         return None
+    return dd.Source("isns", "127.0.0.1", 9, {}, 3600), register, calls
+
+
+def test_a_registration_that_fails_is_said_and_made_again_within_seconds(db, caplog,
+                                                                         monkeypatch):
+    """Not at the next round (an hour away with a long interval: the server drops a
+    registration not refreshed within its period, and its SCNs), but REGISTER_RETRY s
+    later, as iscsid's discoveryd (5 s between its attempts)."""
+    src, register, calls = _registration_failing_once(monkeypatch)
 
     async def discover(src):
         return []
@@ -672,15 +678,7 @@ def test_a_failed_registration_is_retried_after_a_round_longer_than_the_retry(
     unreachable server both take the connect timeout, 5 s): the retry, already due when
     the round ends, is made then (before: not until the next round, an hour away with a
     long interval, so no SCNs all that time)."""
-    monkeypatch.setattr(dd, "REGISTER_RETRY", 0.05)
-    src = dd.Source("isns", "127.0.0.1", 9, {}, 3600)
-    calls = []
-
-    async def register(src, port):
-        calls.append(port)
-        if len(calls) == 1:
-            raise dd.DiscoveryFailed("cannot make connection to 127.0.0.1:9")
-        return None
+    src, register, calls = _registration_failing_once(monkeypatch)
 
     async def discover(src):
         await asyncio.sleep(0.2)  # longer than the retry
