@@ -43,7 +43,8 @@ from iscsictl.db.record import format_portal, with_defaults
 from iscsictl.db.schema import (NODE, PortalKey, leading_login_rounds, portal_key,
                                  startup_matches)
 from iscsictl.ipc import (IPC_VERSION, KEEPALIVE_INTERVAL, MAX_MESSAGE, MAX_REQUEST_ITEMS,
-                          SERVED_VERSIONS, SILENCE_LIMIT, decode_message, encode_message, peer_credentials)
+                          SERVED_VERSIONS, SILENCE_LIMIT, decode_message, encode_message,
+                          peer_credentials)
 from iscsictl.kernel.sysfs import Sysfs
 from iscsictl.kernel.transports import (BIND_EP_TRANSPORTS, PROC_NAME_TRANSPORT, TRANSPORTS,
                                         unsupported)

@@ -150,7 +150,8 @@ def query_through_ifaces(host: str, port: int, ifaces: Iterable[tuple[str, Mappi
     portal groups the server lets the iface's initiator name see, else the host's
     (``host_initiator()``, called only when an iface has none), as ``(iface name,
     group)``; one query per distinct name (iSNS answers per initiator, not per iface).
-    ``log`` and ``left_out`` as :func:`query_targets`'s.  Raises what :func:`query_targets` raises, and what ``host_initiator`` raises."""
+    ``log`` and ``left_out`` as :func:`query_targets`'s.  Raises what
+    :func:`query_targets` raises, and what ``host_initiator`` raises."""
     from ..transport.iface import iface_initiator_name
 
     found, answers = [], {}
