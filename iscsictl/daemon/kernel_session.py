@@ -1702,11 +1702,14 @@ async def _offloaded_login(nl, handle: int, session: KernelSession, cfg: LoginCo
 
 async def _restart(nl, handle: int, session: KernelSession, outcome: LoginSuccess,  # type: ignore[no-untyped-def]
                    host: Sequence[tuple[int, str]] = ()) -> None:
-    """Every SET_PARAM the login changed, then START_CONN: one datagram
-    (the loop serves every recovering session; each exchange costs it); with ``host``,
-    those host parameters between the two (iscsid's setup_offload_login_phase).  Raises
-    IscsiKernelError for the first refusal (the parameters the kernel held are noted
-    in ``session.kernel_params`` either way)."""
+    """Every SET_PARAM the login changed (one datagram: the loop serves every recovering
+    session; each exchange costs it), then START_CONN once the kernel took them all (the
+    kernel handles each message of a datagram whatever the one before got: a START_CONN
+    sent with them resumed the held I/O on a connection a refused parameter had left
+    half set, a MaxR2T pool freed by an ENOMEM; iscsid's setup_full_feature_phase starts
+    nothing after a refusal either); with ``host``, those host parameters between the two
+    (iscsid's setup_offload_login_phase).  Raises IscsiKernelError for the first refusal
+    (the parameters the kernel held are noted in ``session.kernel_params`` either way)."""
     ctx = _context(session, outcome, outcome.exp_statsn)
     # an adopted session's first relogin (nothing known of what the kernel holds) sends the
     # session object's values too, as iscsid's every reopen does: a record changed since
@@ -1715,17 +1718,11 @@ async def _restart(nl, handle: int, session: KernelSession, outcome: LoginSucces
                               + negotiated_params(ctx), session.kernel_params)
     for param, _ in changes:  # unknown until the kernel answers (a refusal may come midway)
         session.kernel_params.pop(param, None)
-    if host:
-        results = await nl.set_params(handle, session.sid, session.cid, changes)
-        session.kernel_params.update(_held(changes, results))
-        await _set_host_params(nl, handle, session.host_no, host)
-        await nl.start_conn(handle, session.sid, session.cid)
-        return
-    *results, started = await nl.set_params_and_start_conn(handle, session.sid, session.cid,
-                                                            changes)
+    results = await nl.set_params(handle, session.sid, session.cid, changes)
     session.kernel_params.update(_held(changes, results))
-    if started is not None:
-        raise started
+    if host:
+        await _set_host_params(nl, handle, session.host_no, host)
+    await nl.start_conn(handle, session.sid, session.cid)
 
 
 def _relogin_failure(exc: Exception, sid: int) -> SessionError | None:

@@ -150,11 +150,16 @@ def test_a_request_the_kernel_never_answers_is_a_retryable_failure(tmp_path, por
     assert last["type"] == E.STOP_CONN and last["flag"] == StopConnFlag.RECOVER
 
 
-@pytest.mark.parametrize("case", ["refused bind", "rejected login", "refused start"])
+@pytest.mark.parametrize("case", ["refused bind", "rejected login", "refused param",
+                                  "refused start"])
 def test_every_failure_after_the_bind_stops_the_connection_before_the_retry(tmp_path, portal,
                                                                             case):
+    """... and a parameter the kernel refused (ENOMEM: a MaxR2T pool it freed first) starts
+    nothing: START_CONN went in the parameters' datagram, and the held I/O resumed on the
+    half-set connection before the stop (iscsid starts nothing after a refusal)."""
     config = TargetConfig(status=0x0300 if case == "rejected login" else 0)  # target error
     fail = {"refused bind": {E.BIND_CONN: errno.EINVAL},
+            "refused param": {E.SET_PARAM: errno.ENOMEM},
             "refused start": {E.START_CONN: errno.EIO}}.get(case)
     kernel = RelayKernel(FakeTarget(config), fail=fail)
     with pytest.raises(SessionError) as caught:
@@ -164,6 +169,7 @@ def test_every_failure_after_the_bind_stops_the_connection_before_the_retry(tmp_
     last = kernel.requests[-1]
     assert last["type"] == E.STOP_CONN and last["flag"] == StopConnFlag.RECOVER
     assert kernel.types().count(E.STOP_CONN) == 1
+    assert (E.START_CONN in kernel.types()) == (case == "refused start")
 
 
 class SilentTarget:
