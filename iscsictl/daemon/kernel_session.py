@@ -393,21 +393,23 @@ def _timed_out(machine: LoginMachine, now: float) -> str:
     return "no Login Response"
 
 
-async def _login_on_socket(sock: socket.socket, machine: LoginMachine) -> object:
+async def _login_on_socket(sock: socket.socket, machine: LoginMachine,
+                           since: float | None = None) -> object:
     """The login on ``sock``; its outcome.  The connection failing meanwhile (a reset, a
     close, a send refused) is SessionError 11, retryable: iscsid ignores a connection
     error during a login ("let it timeout") and its login timer ends it with
     ISCSI_ERR_PDU_TIMEOUT."""
     try:
-        return await _login_exchange(sock, machine)
+        return await _login_exchange(sock, machine, since)
     except OSError as exc:  # not the timeout: _login_exchange makes that a LoginTimeout
         raise SessionError(11, "the connection failed during login: "
                                f"{exc.strerror or exc}", retryable=True) from None
 
 
-async def _login_exchange(sock: socket.socket, machine: LoginMachine) -> object:
+async def _login_exchange(sock: socket.socket, machine: LoginMachine,
+                          since: float | None = None) -> object:
     loop = asyncio.get_running_loop()
-    machine.start(loop.time())
+    machine.start(loop.time(), since)
     await loop.sock_sendall(sock, machine.data_to_send())
     while True:
         assert machine.deadline is not None
@@ -475,6 +477,7 @@ async def userspace_login(
     cfg = login_config(node, initiator_name)
     portal = Portal(node.address, node.port, node.tpgt)
     for _ in range(MAX_REDIRECTS + 1):
+        since = asyncio.get_running_loop().time()  # one timer, the connect's and the login's
         sock = await connect_node(node, portal, cfg.login_timeout)
         ok = False
         try:
@@ -487,7 +490,7 @@ async def userspace_login(
                 machine = LoginMachine(cfg, isid=isid.to_bytes(), cmdsn=INITIAL_CMDSN,
                                        rng=os.urandom, issued_challenges=issued_challenges,
                                        warn=log.warning)
-                outcome = await _login_on_socket(sock, machine)
+                outcome = await _login_on_socket(sock, machine, since)
             except (LoginTimeout, ISCSIProtocolError) as exc:
                 raise _login_failure(exc) from None
             if isinstance(outcome, LoginRedirect):
@@ -1168,6 +1171,7 @@ async def _login_through_kernel(nl, handle: int, node: NodeTarget, isid: ISID,  
         await host_net_setup(nl, handle, bind_host, node.record,
                              max(1, int(cfg.login_timeout)))
     for _ in range(MAX_REDIRECTS + 1):
+        since = asyncio.get_running_loop().time()  # one timer, the connect's and the login's
         ep, peer = await ep_connect(nl, handle, portal, cfg.login_timeout, bind_host)
         session: KernelSession | None = None
         try:
@@ -1183,7 +1187,7 @@ async def _login_through_kernel(nl, handle: int, node: NodeTarget, isid: ISID,  
                 await _params_before_login(nl, handle, session)
                 await _set_host_params(nl, handle, session.host_no, host_params(node.record))
                 outcome = await _relayed_login(nl, handle, session, cfg, issued_challenges,
-                                               lambda what: None, "login")
+                                               lambda what: None, "login", since=since)
             if isinstance(outcome, LoginRedirect):
                 log.info("login redirected to %s (%s)", outcome.portal,
                          "permanent" if outcome.permanent else "temporary")
@@ -1525,6 +1529,7 @@ async def relogin(
     by_kernel = node.transport in KERNEL_CONNECTED
     for _ in range(MAX_REDIRECTS + 1):
         sock, bound = None, False
+        since = asyncio.get_running_loop().time()  # one timer, the connect's and the login's
         if by_kernel:  # the kernel's endpoint, ours until it is bound
             await uip_net_config(node.record)
             eph, _ = await ep_connect(nl, handle, portal, cfg.login_timeout,
@@ -1543,7 +1548,8 @@ async def relogin(
                 await _params_before_login(nl, handle, session)
                 await _set_host_params(nl, handle, session.host_no, host_params(node.record))
             outcome = await (_offloaded_login(nl, handle, session, cfg, step) if offload else
-                             _relayed_login(nl, handle, session, cfg, issued_challenges, step))
+                             _relayed_login(nl, handle, session, cfg, issued_challenges, step,
+                                            since=since))
             if isinstance(outcome, LoginRedirect):
                 log.info("session %d: relogin redirected to %s", sid, outcome.portal)
                 portal = outcome.portal
@@ -1604,11 +1610,13 @@ async def release_connection(nl, handle: int, session: KernelSession) -> None:  
 
 async def _relayed_login(nl, handle: int, session: KernelSession, cfg: LoginConfig,  # type: ignore[no-untyped-def]
                          issued_challenges: MutableSet[bytes] | None,
-                         step: Callable[[str], None], what: str = "relogin") -> object:
+                         step: Callable[[str], None], what: str = "relogin",
+                         since: float | None = None) -> object:
     """The login relayed through SEND_PDU / RECV_PDU on the session's bound connection;
     its outcome (LoginSuccess, LoginRedirect or LoginRejected).  Raises what the kernel or
     the login raised; SessionError(11) when no Login Response comes before the login
-    timeout (``what``: the word for it in that message)."""
+    timeout (``what``: the word for it in that message), counted from ``since`` (the
+    loop's time the connect started) when given."""
     loop = asyncio.get_running_loop()
     sid, cid = session.sid, session.cid
     assert session.isid is not None
@@ -1618,7 +1626,7 @@ async def _relayed_login(nl, handle: int, session: KernelSession, cfg: LoginConf
     machine = LoginMachine(cfg, isid=session.isid.to_bytes(), cid=cid, rng=os.urandom,
                            issued_challenges=issued_challenges, warn=log.warning,
                            kernel_relay=True)
-    machine.start(loop.time())
+    machine.start(loop.time(), since)
     ready = _encoded(machine)
     step("logging in")
     outcome = None

@@ -162,7 +162,8 @@ class LoginConfig:
         iscsi_copy_operational_params): each length rounded down to 4 bytes, then,
         outside 512..2**24-1, the default (MaxXmitDataSegmentLength: 0 stays "the
         target's", anything else out of range 262144); FirstBurstLength never exceeds
-        MaxBurstLength.
+        MaxBurstLength.  A login timeout of 0 or less is 30 s (iscsid's for 0; -1 ended
+        every login at once).
         """
         def get(key: str, default: str) -> str:
             v = rec.get(key)
@@ -178,6 +179,11 @@ class LoginConfig:
             n = num(key, default) & ~3  # open-iscsi's align_32_down
             return n if _MIN_LEN <= n <= _MAX_LEN else default
 
+        # 0 is iscsid's "not set" (its 30 s: __session_conn_create); below 0 too here, where
+        # iscsid's unsigned timer makes -1 about 136 years: a dead portal held forever
+        login_timeout = float(num("node.conn[0].timeo.login_timeout", 30))
+        if login_timeout <= 0:
+            login_timeout = 30.0
         mrdsl = length("node.conn[0].iscsi.MaxRecvDataSegmentLength", 262144)
         # 0: the target's; else rounded down (1..3 become 0, which open-iscsi then makes
         # its 8192), and out of range 262144
@@ -209,11 +215,11 @@ class LoginConfig:
             default_time2retain=num("node.session.iscsi.DefaultTime2Retain", 0),
             error_recovery_level=0,  # ERL 0 is what the kernel data path supports
             iser=get("iface.transport_name", "tcp") == "iser",
-            login_timeout=float(num("node.conn[0].timeo.login_timeout", 30)),
+            login_timeout=login_timeout,
             # iscsid bounds a node's login by its login timer alone (initiator.c
             # iscsi_conn_connect): node.conn[0].timeo.auth_timeout is read, never used
-            auth_timeout=float(num("node.conn[0].timeo.login_timeout", 30)),
-            total_timeout=float(num("node.conn[0].timeo.login_timeout", 30)),
+            auth_timeout=login_timeout,
+            total_timeout=login_timeout,
         )
         kw.update(overrides)
         return cls(**kw)  # type: ignore[arg-type]

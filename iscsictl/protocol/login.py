@@ -229,13 +229,15 @@ class LoginMachine:
         self._responses = 0
 
     # ------------------------------------------------------------------ output
-    def start(self, now: float) -> None:
+    def start(self, now: float, since: float | None = None) -> None:
         """Queue the first Login Request; the login deadline starts now, and the whole
-        login's (``config.total_timeout``)."""
+        login's (``config.total_timeout``) at ``since`` (default now), when the login
+        timer started in ``now``'s clock: before the connect, as iscsid arms one timer
+        at iscsi_conn_connect for the connect and the login together."""
         if self.state is not LoginState.IDLE:
             raise RuntimeError("login already started")
         if self.config.total_timeout is not None:
-            self._end = now + self.config.total_timeout
+            self._end = (now if since is None else since) + self.config.total_timeout
         auth = self.config.auth_method_offer()
         if auth is not None:
             self.state = LoginState.SECURITY

@@ -38,6 +38,16 @@ def test_probe_multi_lun(cli, tgt):
     assert "ILLEGAL REQUEST" in luns[0]["errors"]["read_capacity16"]
 
 
+@pytest.mark.parametrize("timeout", ["0", "-1"])
+def test_a_probe_with_a_login_timeout_of_none_logs_in(cli, tgt, timeout):
+    """node.conn[0].timeo.login_timeout 0 (iscsid's "not set": 30 s) or -1: the probe
+    logs in (before: a timeout at once, exit 8), as a session's login does."""
+    _node(cli, T_MULTI, tgt.portal, **{"node.conn[0].timeo.login_timeout": timeout})
+    r = cli("-m", "node", "-T", T_MULTI, "-p", tgt.portal, "--probe")
+    assert r.rc == 0, r.err
+    assert "VIRTUAL-DISK" in r.out
+
+
 def test_probe_nonpersistent_and_missing_record(cli, tgt):
     r = cli("-m", "node", "-T", T_OPEN, "-p", tgt.portal, "--probe")
     assert r.rc == 21 and "No records found" in r.err

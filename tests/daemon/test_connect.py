@@ -180,6 +180,41 @@ def test_a_target_that_never_answers_the_login_times_out_as_code_11():
     assert 0.9 < took < 5
 
 
+def test_the_connect_and_the_login_share_one_login_timer(monkeypatch):
+    """login_timeout bounds the connect and the login together, as iscsid's one timer
+    armed at iscsi_conn_connect (before: the login had its own whole timeout after a
+    connect that took most of it, so up to twice login_timeout).  A connect of 0.6 s
+    (a SYN sent again) and a target that never answers: over at 1 s, not 1.6 s."""
+    from iscsictl.daemon import kernel_session as ks
+    from iscsictl.db.record import with_defaults
+    from iscsictl.db.schema import NODE
+    from iscsictl.protocol.names import ISID
+
+    real_connect = ks.connect
+
+    async def slow_connect(*args, **kwargs):
+        await asyncio.sleep(0.6)
+        return await real_connect(*args, **kwargs)
+    monkeypatch.setattr(ks, "connect", slow_connect)
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    node = ks.NodeTarget.from_record(with_defaults(NODE, {
+        "node.name": "iqn.2001-04.com.example:silent", "node.conn[0].address": "127.0.0.1",
+        "node.conn[0].port": str(srv.getsockname()[1]), "node.tpgt": "1",
+        "node.conn[0].timeo.login_timeout": "1"}))
+    start = time.monotonic()
+    try:
+        with pytest.raises(SessionError) as e:
+            asyncio.run(ks.userspace_login(node, "iqn.2001-04.com.example:i",
+                                           ISID.random(0x123456, 1)))
+        took = time.monotonic() - start
+    finally:
+        srv.close()
+    assert (e.value.code, str(e.value)) == (11, "login timed out: not done within 1 s")
+    assert 0.9 < took < 1.4
+
+
 def test_incoming_chap_without_outgoing_is_code_7_before_any_connect():
     """-U/-W (or a record's *_in keys) without the initiator's own credentials: refused as
     iscsid refuses it, not logged in without CHAP (the target then unverified)."""

@@ -109,7 +109,7 @@ def login(kernel, monkeypatch, outcomes=("ok",), login_timeout="2", address="10.
         "iface.iscsi_ifacename": "iser", "node.conn[0].timeo.login_timeout": login_timeout}))
     answers, seen, pending = iter(outcomes), [], {}
 
-    async def relayed(nl, handle, session, cfg, issued, step, what="relogin"):
+    async def relayed(nl, handle, session, cfg, issued, step, what="relogin", since=None):
         seen.append((dict(pending), session.ep, cfg.iser, what))
         outcome = next(answers)
         if isinstance(outcome, Portal):
