@@ -44,7 +44,7 @@ import re
 import stat
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from ..lexical import C_SPACE, ascii_digits, host_key
 from . import schema
@@ -1568,23 +1568,49 @@ class NodeDB:
                 out.append(nid)
         return out
 
-    @_changes_db
+    def _in_runs(self, items: list, work: Callable[[Any], None]) -> None:
+        """``work(item)`` for each of ``items``, under iscsiadm's lock taken once a run (at
+        most :data:`UPDATE_RUN` items or :data:`UPDATE_RUN_TIME` s) and left free
+        :data:`UPDATE_GAP` s between runs, as :meth:`update_nodes`' runs: a change of
+        thousands of records under one take held an iscsiadm beside it for as long (its
+        own deletions take the lock a record at a time)."""
+        done = 0
+        while done < len(items):
+            if done and isinstance(self.iscsiadm_lock, IscsiadmLock):
+                time.sleep(UPDATE_GAP)
+            start = time.monotonic()
+            with self._changing():
+                for item in items[done:done + UPDATE_RUN]:
+                    work(item)
+                    done += 1
+                    if time.monotonic() - start >= UPDATE_RUN_TIME:
+                        break
+
     def delete_discovery(self, did: DiscoveryID, *, delete_nodes: bool = True) -> list[NodeID]:
         """Delete a discovery record (``discoverydb -o delete``) and, by default, the node
-        records discovered through it.  Returns the deleted NodeIDs.  Raises RecordNotFound."""
+        records discovered through it, in runs (:meth:`_in_runs`).  Returns the deleted
+        NodeIDs.  Raises RecordNotFound."""
         path = self.discovery_path(did)
         if not os.path.lexists(path):
             raise RecordNotFound(f"Discovery record [{did.address},{did.port}] not found.")
-        deleted = []
-        if delete_nodes:  # the links in its directory only, as iscsiadm's
-            for nid in self.discovery_nodes(did, old_style=False):  # idbm_rm_disc_node_links
-                try:
-                    self.delete_node(nid)
-                    deleted.append(nid)
-                except RecordNotFound:
-                    pass
-                except DBError as e:
-                    self.warn(str(e))
+        deleted: list[NodeID] = []
+
+        def delete(nid: NodeID) -> None:
+            try:
+                self.delete_node(nid)
+                deleted.append(nid)
+            except RecordNotFound:
+                pass
+            except DBError as e:
+                self.warn(str(e))
+        if delete_nodes:  # the links in its directory only (iscsiadm's idbm_rm_disc_node_links)
+            self._in_runs(self.discovery_nodes(did, old_style=False), delete)
+        self._delete_discovery_record(path)
+        return deleted
+
+    @_changes_db
+    def _delete_discovery_record(self, path: str) -> None:
+        """The discovery record at ``path`` deleted, and its directory's links."""
         d = os.path.dirname(path)
         with self.record_lock("disc\0" + path) as lock:
             with self.db_lock():
@@ -1607,9 +1633,7 @@ class NodeDB:
                             pass
                 self._rmdir_quiet(d)
             lock.remove_when_released()
-        return deleted
 
-    @_changes_db
     def reconcile_discovery(self, did: DiscoveryID, found: Iterable[NodeID], *,
                             values: dict | None = None, delete_stale: bool = True,
                             create: bool = True, refresh: bool = True,
@@ -1633,9 +1657,40 @@ class NodeDB:
           named but that were left out of it, or lost a portal: still there, their
           records kept with their settings).
 
-        Per-record failures are collected in ``result.failed`` and never stop the others."""
+        Per-record failures are collected in ``result.failed`` and never stop the others.
+        The records found are made under one take of iscsiadm's lock; the stale ones are
+        deleted in runs (:meth:`_in_runs`)."""
         res = ReconcileResult()
         found = list(dict.fromkeys(found))
+        with self._changing():
+            old, unmoved = self._reconcile_found(did, found, res, values, create, refresh,
+                                                 delete_stale)
+        if not delete_stale:
+            return res
+        keep = set(keep_targets)
+
+        def stale(nid: NodeID) -> None:
+            try:
+                if in_use is not None and in_use(nid):
+                    raise RecordInUse(nid.iface, nid.target, nid.address, nid.port)
+                if self.delete_node(nid, found_by=did):
+                    res.deleted.append(nid)
+            except RecordNotFound:
+                with self.db_lock():  # dangling link: remove it
+                    self._unlink_node_links(nid)
+            except DBError as e:
+                res.failed.append((nid, e))
+        self._in_runs([nid for nid in sorted(old - set(found) - unmoved)
+                       if nid.target not in keep], stale)
+        return res
+
+    def _reconcile_found(self, did: DiscoveryID, found: list, res: ReconcileResult,
+                         values: dict | None, create: bool, refresh: bool,
+                         delete_stale: bool) -> tuple[set, set]:
+        """:meth:`reconcile_discovery`'s records found, made or refreshed into ``res``;
+        returns (the records this source had linked, with, when ``delete_stale``, those
+        its answer found that no link names; the records whose move to the tag found
+        failed: not stale)."""
         old = set(self.discovery_nodes(did))
         fresh: list = []
         template: Record | None = None
@@ -1692,23 +1747,7 @@ class NodeDB:
                     # stale record ignores the tag)
         if fresh:
             self._create_nodes_batch(fresh, res, did)
-        if delete_stale:
-            keep = set(keep_targets)
-            for nid in sorted(old - set(found) - unmoved):
-                if nid.target in keep:
-                    continue
-                try:
-                    if in_use is not None and in_use(nid):
-                        raise RecordInUse(nid.iface, nid.target, nid.address, nid.port)
-                    if self.delete_node(nid, found_by=did):
-                        res.deleted.append(nid)
-                except RecordNotFound:
-                    # dangling link: remove it
-                    with self.db_lock():
-                        self._unlink_node_links(nid)
-                except DBError as e:
-                    res.failed.append((nid, e))
-        return res
+        return old, unmoved
 
     def _unlinked_answers(self, did: DiscoveryID, targets: set, linked: set) -> set:
         """The records a discovery from ``did`` made that no link of it names (``linked``):
