@@ -149,53 +149,15 @@ def test_a_connect_that_hangs_times_out_as_code_8():
         srv.close()
 
 
-def test_a_target_that_never_answers_the_login_times_out_as_code_11():
-    """A portal that accepts the connection and never sends a Login Response: the login
-    ends at node.conn[0].timeo.login_timeout, 11 (iscsid's iscsi_login_timedout in IN_LOGIN:
-    ISCSI_ERR_PDU_TIMEOUT; 8 is a connect's) and retryable."""
-    from iscsictl.daemon.kernel_session import NodeTarget, userspace_login
-    from iscsictl.db.record import with_defaults
-    from iscsictl.db.schema import NODE
-    from iscsictl.protocol.names import ISID
-
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen()
-    node = NodeTarget.from_record(with_defaults(NODE, {
-        "node.name": "iqn.2001-04.com.example:silent", "node.conn[0].address": "127.0.0.1",
-        "node.conn[0].port": str(srv.getsockname()[1]), "node.tpgt": "1",
-        "node.conn[0].timeo.login_timeout": "1"}))
-    start = time.monotonic()
-    try:
-        with pytest.raises(SessionError) as e:
-            asyncio.run(userspace_login(node, "iqn.2001-04.com.example:i", ISID.random(0x123456, 1)))
-        took = time.monotonic() - start
-        conn, _ = srv.accept()  # the login's connection was made, and its Login Request sent
-        assert conn.recv(48)[0] & 0x3f == 0x03
-        conn.close()
-    finally:
-        srv.close()
-    assert (e.value.code, e.value.retryable, str(e.value)) == (
-        11, True, "login timed out: no Login Response")
-    assert 0.9 < took < 5
-
-
-def test_the_connect_and_the_login_share_one_login_timer(monkeypatch):
-    """login_timeout bounds the connect and the login together, as iscsid's one timer
-    armed at iscsi_conn_connect (before: the login had its own whole timeout after a
-    connect that took most of it, so up to twice login_timeout).  A connect of 0.6 s
-    (a SYN sent again) and a target that never answers: over at 1 s, not 1.6 s."""
+def _login_to_a_silent_portal() -> tuple[SessionError, float, bytes]:
+    """userspace_login of a node (login_timeout 1 s) whose portal accepts the connection
+    and never answers: (the SessionError, the seconds it took, the first 48 bytes the
+    portal got)."""
     from iscsictl.daemon import kernel_session as ks
     from iscsictl.db.record import with_defaults
     from iscsictl.db.schema import NODE
     from iscsictl.protocol.names import ISID
 
-    real_connect = ks.connect
-
-    async def slow_connect(*args, **kwargs):
-        await asyncio.sleep(0.6)
-        return await real_connect(*args, **kwargs)
-    monkeypatch.setattr(ks, "connect", slow_connect)
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen()
@@ -209,9 +171,40 @@ def test_the_connect_and_the_login_share_one_login_timer(monkeypatch):
             asyncio.run(ks.userspace_login(node, "iqn.2001-04.com.example:i",
                                            ISID.random(0x123456, 1)))
         took = time.monotonic() - start
+        conn, _ = srv.accept()  # the login's connection was made
+        with conn:
+            first = conn.recv(48)
     finally:
         srv.close()
-    assert (e.value.code, str(e.value)) == (11, "login timed out: not done within 1 s")
+    return e.value, took, first
+
+
+def test_a_target_that_never_answers_the_login_times_out_as_code_11():
+    """A portal that accepts the connection and never sends a Login Response: the login
+    ends at node.conn[0].timeo.login_timeout, 11 (iscsid's iscsi_login_timedout in IN_LOGIN:
+    ISCSI_ERR_PDU_TIMEOUT; 8 is a connect's) and retryable."""
+    error, took, first = _login_to_a_silent_portal()
+    assert first[0] & 0x3f == 0x03  # its Login Request sent
+    assert (error.code, error.retryable, str(error)) == (
+        11, True, "login timed out: no Login Response")
+    assert 0.9 < took < 5
+
+
+def test_the_connect_and_the_login_share_one_login_timer(monkeypatch):
+    """login_timeout bounds the connect and the login together, as iscsid's one timer
+    armed at iscsi_conn_connect (before: the login had its own whole timeout after a
+    connect that took most of it, so up to twice login_timeout).  A connect of 0.6 s
+    (a SYN sent again) and a target that never answers: over at 1 s, not 1.6 s."""
+    from iscsictl.daemon import kernel_session as ks
+
+    real_connect = ks.connect
+
+    async def slow_connect(*args, **kwargs):
+        await asyncio.sleep(0.6)
+        return await real_connect(*args, **kwargs)
+    monkeypatch.setattr(ks, "connect", slow_connect)
+    error, took, _ = _login_to_a_silent_portal()
+    assert (error.code, str(error)) == (11, "login timed out: not done within 1 s")
     assert 0.9 < took < 1.4
 
 

@@ -202,6 +202,46 @@ def test_changes_beside_iscsiadms_lose_nothing(etc, tmp_path):
     assert warnings == [] and not os.path.exists(os.path.join(lock_dir, "lock.write"))
 
 
+def _discovered(etc: str, tmp_path, n: int):  # type: ignore[no-untyped-def]
+    """A DB at ``etc`` under iscsiadm's lock at ``tmp_path/iscsi-lock``, with ``n``
+    records a SendTargets discovery of 10.0.0.9 made: (the NodeDB, the discovery's ID, the
+    lock directory)."""
+    from iscsictl.db.store import DiscoveryID
+
+    lock_dir = str(tmp_path / "iscsi-lock")
+    db = NodeDB(etc, etc, iscsiadm_lock_dir=lock_dir)
+    did = DiscoveryID("sendtargets", "10.0.0.9", 3260)
+    db.create_discovery(did)
+    db.reconcile_discovery(did, [NodeID(f"{T1}-{i}", "10.0.0.9", 3260, 1) for i in range(n)])
+    return db, did, lock_dir
+
+
+def _iscsiadm_while(monkeypatch, etc: str, lock_dir: str, ours, args: str):  # type: ignore[no-untyped-def]
+    """``ours()`` in a thread, and once it has taken iscsiadm's lock, ``iscsiadm args``
+    (private mount namespace, the DB at ``etc``, the lock in ``lock_dir``); after both:
+    (each take of the lock by ours, its lock.write path; iscsiadm's CompletedProcess)."""
+    import subprocess
+    import threading
+
+    from peers import _namespace, iscsiadm_path
+
+    real_link, takes = os.link, []
+
+    def link(src, dst, *a, **kw):
+        real_link(src, dst, *a, **kw)
+        takes.append(dst)
+    monkeypatch.setattr(os, "link", link)
+    thread = threading.Thread(target=ours)
+    thread.start()
+    while not takes and thread.is_alive():
+        time.sleep(0.001)
+    theirs = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", _namespace(etc, lock_dir, None)
+         + f"{iscsiadm_path()} {args}"], capture_output=True, text=True, timeout=60)
+    thread.join()
+    return takes, theirs
+
+
 def test_a_bulk_update_leaves_iscsiadm_its_lock_between_runs(etc, tmp_path, monkeypatch):
     """An update of many records of ours (``-m node -o update`` of all) on a disk whose
     flush takes 10 ms, and iscsiadm's one-record ``-o update`` started meanwhile (it takes
@@ -210,40 +250,19 @@ def test_a_bulk_update_leaves_iscsiadm_its_lock_between_runs(etc, tmp_path, monk
     runs; both changes are there at the end.  Before, each record held the lock for two
     fsyncs and took it again at once: an iscsiadm update beside a 4000-record one of
     ours waited 87 s."""
-    import subprocess
-    import threading
-
     from iscsictl.db import store
-    from iscsictl.db.store import DiscoveryID
-    from peers import _namespace, iscsiadm_path
 
-    lock_dir = str(tmp_path / "iscsi-lock")
-    db = NodeDB(etc, etc, iscsiadm_lock_dir=lock_dir)
-    did = DiscoveryID("sendtargets", "10.0.0.9", 3260)
-    db.create_discovery(did)
     n = 400
-    db.reconcile_discovery(did, [NodeID(f"{T1}-{i}", "10.0.0.9", 3260, 1) for i in range(n)])
+    db, _, lock_dir = _discovered(etc, tmp_path, n)
     nids = db.list_nodes()
-    real_fsync, real_syncfs, real_link = os.fsync, store.syncfs, os.link
+    real_fsync, real_syncfs = os.fsync, store.syncfs
     monkeypatch.setattr(os, "fsync", lambda fd: (time.sleep(0.01), real_fsync(fd))[1])
     monkeypatch.setattr(store, "syncfs", lambda p: (time.sleep(0.01), real_syncfs(p))[1])
-    takes = []
-
-    def link(src, dst, *a, **kw):
-        real_link(src, dst, *a, **kw)
-        takes.append(dst)
-    monkeypatch.setattr(os, "link", link)
     results: list = []
-    ours = threading.Thread(target=lambda: results.extend(db.update_nodes(
-        nids, {"node.session.timeo.replacement_timeout": "33"})))
-    ours.start()
-    while not takes and ours.is_alive():
-        time.sleep(0.001)
-    theirs = subprocess.run(
-        ["unshare", "-m", "--propagation", "private", "sh", "-c", _namespace(etc, lock_dir, None)
-         + f"{iscsiadm_path()} -m node -T {T1}-7 -p 10.0.0.9:3260,1 -o update -n "
-         "node.session.cmds_max -v 64"], capture_output=True, text=True, timeout=60)
-    ours.join()
+    takes, theirs = _iscsiadm_while(
+        monkeypatch, etc, lock_dir, lambda: results.extend(db.update_nodes(
+            nids, {"node.session.timeo.replacement_timeout": "33"})),
+        f"-m node -T {T1}-7 -p 10.0.0.9:3260,1 -o update -n node.session.cmds_max -v 64")
     monkeypatch.undo()
     assert (theirs.returncode, theirs.stderr) == (0, "")
     assert len(results) == n and not [r for _, r in results if isinstance(r, Exception)]
@@ -257,46 +276,29 @@ def test_a_bulk_update_leaves_iscsiadm_its_lock_between_runs(etc, tmp_path, monk
 def test_a_discovery_records_deletion_leaves_iscsiadm_its_lock_between_runs(etc, tmp_path,
                                                                            monkeypatch):
     """``discoverydb -o delete`` of a source with many records (each deletion slowed to a
-    disk's pace) and iscsiadm's one-record ``-o update`` of another node started meanwhile:
-    ours takes the lock once per run of records, not once for the whole deletion, and
-    leaves it free between runs; iscsiadm's update is there at the end and every record
-    of the source gone.  Before, the deletion held it throughout (10,000 records: 9 s)."""
-    import subprocess
-    import threading
-
+    disk's pace) and iscsiadm's ``discoverydb -o new`` of another source started meanwhile
+    (a change that reads no node directory: iscsiadm's node changes read them unlocked,
+    and fail on one deleted under them, as beside another iscsiadm): ours takes the lock
+    once per run of records, not once for the whole deletion, and leaves it free between
+    runs; iscsiadm's record is there at the end and every record of the source gone.
+    Before, the deletion held it throughout (10,000 records: 9 s)."""
     from iscsictl.db.store import DiscoveryID
-    from peers import _namespace, iscsiadm_path
 
-    lock_dir = str(tmp_path / "iscsi-lock")
-    db = NodeDB(etc, etc, iscsiadm_lock_dir=lock_dir)
-    did = DiscoveryID("sendtargets", "10.0.0.9", 3260)
-    db.create_discovery(did)
     n = 300
-    db.reconcile_discovery(did, [NodeID(f"{T1}-{i}", "10.0.0.9", 3260, 1) for i in range(n)])
+    db, did, lock_dir = _discovered(etc, tmp_path, n)
     other = NodeID(T2, "10.0.0.7", 3260, 1)
     db.create_node(T2, "10.0.0.7", 3260, 1)
-    real_unlink, real_link = os.unlink, os.link
+    real_unlink = os.unlink
     monkeypatch.setattr(os, "unlink", lambda p, *a, **kw: (time.sleep(0.002),
                                                            real_unlink(p, *a, **kw))[1])
-    takes = []
-
-    def link(src, dst, *a, **kw):
-        real_link(src, dst, *a, **kw)
-        takes.append(dst)
-    monkeypatch.setattr(os, "link", link)
     deleted: list = []
-    ours = threading.Thread(target=lambda: deleted.extend(db.delete_discovery(did)))
-    ours.start()
-    while not takes and ours.is_alive():
-        time.sleep(0.001)
-    theirs = subprocess.run(
-        ["unshare", "-m", "--propagation", "private", "sh", "-c", _namespace(etc, lock_dir, None)
-         + f"{iscsiadm_path()} -m discoverydb -t st -p 10.0.0.5 -o new"],
-        capture_output=True, text=True, timeout=60)
-    ours.join()
+    takes, theirs = _iscsiadm_while(monkeypatch, etc, lock_dir,
+                                    lambda: deleted.extend(db.delete_discovery(did)),
+                                    "-m discoverydb -t st -p 10.0.0.5 -o new")
     monkeypatch.undo()
-    assert theirs.returncode == 0 and "added" in theirs.stdout, theirs  # (it asks iscsid
-    assert len(deleted) == n  # for nothing it needs here: "can not connect" said) and db.list_nodes() == [other]
+    # (iscsiadm asks iscsid for nothing it needs here: "can not connect" said)
+    assert theirs.returncode == 0 and "added" in theirs.stdout, theirs
+    assert len(deleted) == n and db.list_nodes() == [other]
     assert len(takes) > 2, len(takes)  # runs, and the discovery record's own
     assert db.list_discovery() == [DiscoveryID("sendtargets", "10.0.0.5", 3260)]
     assert not os.path.exists(os.path.join(lock_dir, "lock.write"))
