@@ -520,18 +520,10 @@ def portal_groups(attrs: Iterable[Attribute],
                 and isinstance(port, tuple)) or port[1]:
             return
         try:
-            name.encode("utf-8")
-        except UnicodeEncodeError:
-            why = f"iSCSI name {name!r} is not valid UTF-8"
-        else:
-            try:
-                usable_name(name)
-                why = ""
-            except ValueError as exc:
-                why = str(exc)
-        if why:
+            usable_name(name)  # (bytes that are not UTF-8, surrogates here, are refused)
+        except ValueError as exc:
             if left_out is not None:
-                left_out[name] = why
+                left_out[name] = str(exc)
             return
         out[PortalGroup(name, addr, port[0], tag)] = None
 

@@ -223,7 +223,7 @@ def test_targets_whose_names_no_record_can_hold_are_left_out(tmp_path, adm, ours
         _, r = same(adm, ours, "-m", "discovery", "-t", "isns", "-p", server.portal)
     assert sorted(r.out.splitlines()) == sorted(f"127.0.0.1:3260,1 {n}" for n in good)
     assert r.err.count(": target left out") == len(bad)
-    assert "'iqn.2026-11.test.isns:caf\\udce9' is not valid UTF-8" in r.err
+    assert "'iqn.2026-11.test.isns:caf\\udce9': character '\\udce9' is not allowed" in r.err
 
 
 # ---- a server that wants the initiator registered (a fault-injecting proxy) ---------------

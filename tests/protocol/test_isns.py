@@ -263,7 +263,8 @@ def test_a_name_that_is_not_utf8_is_read_and_left_out_of_the_portal_groups():
     assert resp.keys[0].encode() == pg
     left_out: dict[str, str] = {}
     assert I.portal_groups(resp.keys + resp.operating, left_out) == []
-    assert left_out == {name: "iSCSI name 'iqn.x:caf\\udce9' is not valid UTF-8"}
+    assert left_out == {name: "iSCSI name 'iqn.x:caf\\udce9': character '\\udce9' is not "
+                              "allowed"}
 
 
 def test_a_string_without_its_nul_is_read_whole_as_open_isns_reads_it():
