@@ -367,8 +367,7 @@ def apply_order(records: Iterable[Mapping[str, Any]]) -> list[Any]:
     def key(values: Mapping[str, Any]) -> tuple[int, int]:
         f = _Iface(values)
         return -f.num, 0 if f.ipv6 else 1
-    keyed = [(key(v), v) for v in records]
-    return [v for _, v in sorted(keyed, key=lambda kv: kv[0])]
+    return sorted(records, key=key)  # stable: the given order within a number and family
 
 
 def attached(records: Iterable[Mapping[str, Any]], hwaddress: str | None) -> list[Any]:
