@@ -1568,12 +1568,14 @@ class NodeDB:
                 out.append(nid)
         return out
 
-    def _in_runs(self, items: list, work: Callable[[Any], None]) -> None:
+    def _in_runs(self, items: list, work: Callable[[Any], None],
+                 run_end: Callable[[], None] | None = None) -> None:
         """``work(item)`` for each of ``items``, under iscsiadm's lock taken once a run (at
         most :data:`UPDATE_RUN` items or :data:`UPDATE_RUN_TIME` s) and left free
         :data:`UPDATE_GAP` s between runs, as :meth:`update_nodes`' runs: a change of
         thousands of records under one take held an iscsiadm beside it for as long (its
-        own deletions take the lock a record at a time)."""
+        own deletions take the lock a record at a time).  ``run_end()``, if given, ends
+        each run, the lock still held."""
         done = 0
         while done < len(items):
             if done and isinstance(self.iscsiadm_lock, IscsiadmLock):
@@ -1585,6 +1587,8 @@ class NodeDB:
                     done += 1
                     if time.monotonic() - start >= UPDATE_RUN_TIME:
                         break
+                if run_end is not None:
+                    run_end()
 
     def delete_discovery(self, did: DiscoveryID, *, delete_nodes: bool = True) -> list[NodeID]:
         """Delete a discovery record (``discoverydb -o delete``) and, by default, the node
@@ -1658,13 +1662,14 @@ class NodeDB:
           records kept with their settings).
 
         Per-record failures are collected in ``result.failed`` and never stop the others.
-        The records found are made under one take of iscsiadm's lock; the stale ones are
-        deleted in runs (:meth:`_in_runs`)."""
+        The records found are made, and the stale ones deleted, in runs (:meth:`_in_runs`):
+        an iscsiadm beside a rediscovery of thousands of records waits for one run, not
+        for the whole (10,000 records whose tag changed: 20 s; after 30 s iscsiadm goes on
+        without the lock: idbm_lock)."""
         res = ReconcileResult()
         found = list(dict.fromkeys(found))
-        with self._changing():
-            old, unmoved = self._reconcile_found(did, found, res, values, create, refresh,
-                                                 delete_stale)
+        old, unmoved = self._reconcile_found(did, found, res, values, create, refresh,
+                                             delete_stale)
         if not delete_stale:
             return res
         keep = set(keep_targets)
@@ -1690,21 +1695,27 @@ class NodeDB:
         """:meth:`reconcile_discovery`'s records found, made or refreshed into ``res``;
         returns (the records this source had linked, with, when ``delete_stale``, those
         its answer found that no link names; the records whose move to the tag found
-        failed: not stale)."""
-        old = set(self.discovery_nodes(did))
+        failed: not stale).  What it reads first (the links, the targets' listing) is read
+        under one take of iscsiadm's lock, the records found are made in runs: a record an
+        iscsiadm made or deleted between two runs is found by :meth:`_refresh_found` and
+        :meth:`_create_nodes_batch` as it is then."""
+        with self._changing():
+            old = set(self.discovery_nodes(did))
+            try:  # a target without a directory has no record: one listing, not a lookup each
+                targets = set(os.listdir(self._p(NODES)))
+            except FileNotFoundError:
+                targets = set()
+            except OSError:
+                targets = None
+            if delete_stale and did.type == "sendtargets" and targets:
+                old |= self._unlinked_answers(did, targets, old)
         fresh: list = []
         template: Record | None = None
         retagged: dict | None = None
-        try:  # a target without a directory has no record: one listing, not a lookup each
-            targets = set(os.listdir(self._p(NODES)))
-        except FileNotFoundError:
-            targets = set()
-        except OSError:
-            targets = None
-        if delete_stale and did.type == "sendtargets" and targets:
-            old |= self._unlinked_answers(did, targets, old)
         unmoved: set = set()  # records whose move to the tag found failed: kept
-        for nid in found:
+
+        def make(nid: NodeID) -> None:
+            nonlocal template, retagged
             legacy = None
             try:
                 known = targets is None or nid.target in targets
@@ -1718,10 +1729,10 @@ class NodeDB:
                                                nid.iface)) or self._renamed(retagged, nid)
                     exists = legacy is not None
                 if not (refresh if exists else create):
-                    continue
+                    return
                 if exists and self._refresh_found(nid, did, legacy):
                     res.updated.append(nid)
-                    continue
+                    return
                 # absent, or damaged (then rewritten from the defaults)
                 if template is None or template.values["iface.iscsi_ifacename"] != nid.iface:
                     template = self.new_node_record(nid.target, nid.address, nid.port,
@@ -1736,8 +1747,8 @@ class NodeDB:
                 v["node.name"], v["node.conn[0].address"] = nid.target, nid.address
                 v["node.conn[0].port"], v["node.tpgt"] = nid.port, nid.tpgt
                 if not exists and nid.tpgt != schema.TPGT_UNKNOWN:
-                    fresh.append((rec, nid, template))  # written below in one batch
-                    continue
+                    fresh.append((rec, nid, template))  # written in the run's batch
+                    return
                 self.write_node(rec)
                 res.added.append(nid)
             except DBError as e:
@@ -1745,8 +1756,12 @@ class NodeDB:
                 if legacy is not None:  # its settings are still only there (a full disk):
                     unmoved.add(legacy)  # not stale (iscsiadm keeps it: its match of a
                     # stale record ignores the tag)
-        if fresh:
-            self._create_nodes_batch(fresh, res, did)
+
+        def write_fresh() -> None:  # the run's new records, in one batch
+            if fresh:
+                self._create_nodes_batch(fresh, res, did)
+                fresh.clear()
+        self._in_runs(found, make, write_fresh)
         return old, unmoved
 
     def _unlinked_answers(self, did: DiscoveryID, targets: set, linked: set) -> set:

@@ -304,6 +304,37 @@ def test_a_discovery_records_deletion_leaves_iscsiadm_its_lock_between_runs(etc,
     assert not os.path.exists(os.path.join(lock_dir, "lock.write"))
 
 
+def test_a_rediscovery_leaves_iscsiadm_its_lock_between_runs(etc, tmp_path, monkeypatch):
+    """A rediscovery whose answer moved every target to another portal group tag (each
+    record's flush slowed to a disk's pace), and iscsiadm's ``discoverydb -o new`` of
+    another source started meanwhile: ours takes the lock once per run of records found,
+    not once for all of them, and leaves it free between runs; iscsiadm's record is there
+    at the end, every record moved with its settings, none left under the old tag.
+    Before, the records found were made under one take (10,000 retagged: 20 s; after 30 s
+    iscsiadm goes on without the lock: idbm_lock)."""
+    from iscsictl.db.store import DiscoveryID
+
+    n = 300
+    db, did, lock_dir = _discovered(etc, tmp_path, n)
+    db.update_node(NodeID(f"{T1}-7", "10.0.0.9", 3260, 1), "node.session.cmds_max", "64")
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (time.sleep(0.005), real_fsync(fd))[1])
+    results: list = []
+    found = [NodeID(f"{T1}-{i}", "10.0.0.9", 3260, 2) for i in range(n)]
+    takes, theirs = _iscsiadm_while(monkeypatch, etc, lock_dir,
+                                    lambda: results.append(db.reconcile_discovery(did, found)),
+                                    "-m discoverydb -t st -p 10.0.0.5 -o new")
+    monkeypatch.undo()
+    assert theirs.returncode == 0 and "added" in theirs.stdout, theirs
+    (res,) = results
+    assert (len(res.updated), len(res.deleted), res.failed) == (n, n, [])
+    assert len(takes) > 5, len(takes)  # runs of the found (one take before: 3 in all)
+    assert sorted(db.list_nodes()) == sorted(found)
+    assert db.read_node(NodeID(f"{T1}-7", "10.0.0.9", 3260, 2))["node.session.cmds_max"] == 64
+    assert DiscoveryID("sendtargets", "10.0.0.5", 3260) in db.list_discovery()
+    assert not os.path.exists(os.path.join(lock_dir, "lock.write"))
+
+
 def test_hand_edited_lines_are_read_as_idbm_reads_them(etc):
     """idbm_recinfo_config (records and iscsid.conf alike): 'name=value' (no blank before
     the '=') is no setting, nor a line without a value, nor a last line without its
