@@ -208,6 +208,12 @@ def _check_component(what: str, name: str) -> None:
         raise InvalidRecordName(f"invalid {what} {name!r}")
 
 
+def _is_flat(portal: str) -> bool:
+    """Whether the discovery portal ``<type dir>/<ip>,<port>`` is a file, not a directory: a
+    record of open-iscsi before svn 780 (iscsiadm follows a link to one: stat)."""
+    return os.path.isfile(portal)
+
+
 def _parse_portal_dir(name: str):
     """``ip,port,tpgt`` -> (ip, port, tpgt); ``ip,port`` -> (ip, port, None); else None."""
     parts = name.rsplit(",", 2)
@@ -1437,15 +1443,20 @@ class NodeDB:
 
     # ---- discovery records -----------------------------------------------------------------
     def discovery_path(self, did: DiscoveryID) -> str:
-        return self._p(did.type_dir, f"{did.address},{did.port}", did.config_name)
+        """The file of ``did``'s discovery record: ``<type dir>/<ip>,<port>/<config name>``,
+        or the file ``<type dir>/<ip>,<port>`` itself where that is one (a record of open-iscsi
+        before svn 780, which iscsiadm still reads: idbm_open_rec_r)."""
+        portal = self._p(did.type_dir, f"{did.address},{did.port}")
+        return portal if _is_flat(portal) else os.path.join(portal, did.config_name)
 
     def list_discovery(self) -> list[DiscoveryID]:
         """Discovery records (send_targets/ then isns/), sorted; by directory names only."""
         out = []
         for dtype, base in (("sendtargets", SEND_TARGETS), ("isns", ISNS)):
-            try:
+            try:  # a file: a record of open-iscsi before svn 780 (discovery_path)
                 names = sorted(e.name for e in os.scandir(self._p(base))
-                               if e.is_dir(follow_symlinks=False))
+                               if e.is_dir(follow_symlinks=False) or e.name[0] != "."
+                               and _parse_portal_dir(e.name) is not None and _is_flat(e.path))
             except OSError:
                 continue
             for n in names:
@@ -1486,14 +1497,46 @@ class NodeDB:
         """Write ``rec`` (made by :meth:`new_discovery_record`) as ``did``'s discovery
         record, as :meth:`create_discovery` does; ``rec`` itself, its ``path`` set."""
         path = self.discovery_path(did)
-        with self.record_lock("disc\0" + path):
+        with self.record_lock(self._discovery_lock_key(did)):
             with self.db_lock():
                 if not overwrite and os.path.lexists(path):
                     raise RecordExists(f"Discovery record [{did.address},{did.port}] exists")
-                self._mkdirs(did.type_dir, f"{did.address},{did.port}")
-            self._write_file(path, rec)
+            path = self._write_discovery(did, rec)
         rec.path = path
         return rec
+
+    def _discovery_lock_key(self, did: DiscoveryID) -> str:
+        return "disc\0" + self._p(did.type_dir, f"{did.address},{did.port}")
+
+    def _write_discovery(self, did: DiscoveryID, rec: Record) -> str:
+        """Write ``rec`` as ``did``'s discovery record (its lock held) in its directory,
+        which a record of open-iscsi before svn 780, the file ``<ip>,<port>`` itself,
+        becomes first, as iscsiadm converts it (idbm_open_rec_w); returns its path."""
+        portal = self._p(did.type_dir, f"{did.address},{did.port}")
+        path, aside = os.path.join(portal, did.config_name), None
+        try:
+            with self.db_lock():
+                if _is_flat(portal):  # set aside until its directory holds it (a crash
+                    aside = f"{self._tmp_dir()}/{os.getpid()}.{did.address},{did.port}"
+                    try:  # meanwhile leaves it there, not nowhere)
+                        os.rename(portal, aside)
+                    except OSError as e:
+                        aside = None
+                        raise DBError(f"cannot convert {portal} to a directory: "
+                                      f"{e.strerror}") from None
+                self._mkdirs(did.type_dir, f"{did.address},{did.port}")
+            self._write_file(path, rec)
+        except (OSError, DBError):
+            if aside is not None:  # back as it was
+                with self.db_lock():
+                    self._rmdir_quiet(portal)
+                    with contextlib.suppress(OSError):
+                        os.rename(aside, portal)
+            raise
+        if aside is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(aside)
+        return path
 
     def read_discovery(self, did: DiscoveryID) -> Record:
         """Parse one discovery record.  Raises RecordNotFound, CorruptRecord."""
@@ -1515,12 +1558,11 @@ class NodeDB:
         """Several ``discoverydb -o update`` settings (key -> value, in order) in one
         read-modify-write: none is written when one is refused.  Raises as
         :meth:`update_node`."""
-        path = self.discovery_path(did)
-        with self.record_lock("disc\0" + path):
+        with self.record_lock(self._discovery_lock_key(did)):
             rec = self.read_discovery(did)
             for name, value in updates.items():
                 rec.update_key(name, value)
-            self._write_file(path, rec)
+            rec.path = self._write_discovery(did, rec)
         return rec
 
     def discovery_nodes(self, did: DiscoveryID, old_style: bool = True) -> list[NodeID]:
@@ -1594,8 +1636,7 @@ class NodeDB:
         """Delete a discovery record (``discoverydb -o delete``) and, by default, the node
         records discovered through it, in runs (:meth:`_in_runs`).  Returns the deleted
         NodeIDs.  Raises RecordNotFound."""
-        path = self.discovery_path(did)
-        if not os.path.lexists(path):
+        if not os.path.lexists(self.discovery_path(did)):
             raise RecordNotFound(f"Discovery record [{did.address},{did.port}] not found.")
         deleted: list[NodeID] = []
 
@@ -1609,14 +1650,16 @@ class NodeDB:
                 self.warn(str(e))
         if delete_nodes:  # the links in its directory only (iscsiadm's idbm_rm_disc_node_links)
             self._in_runs(self.discovery_nodes(did, old_style=False), delete)
-        self._delete_discovery_record(path)
+        self._delete_discovery_record(did)
         return deleted
 
     @_changes_db
-    def _delete_discovery_record(self, path: str) -> None:
-        """The discovery record at ``path`` deleted, and its directory's links."""
-        d = os.path.dirname(path)
-        with self.record_lock("disc\0" + path) as lock:
+    def _delete_discovery_record(self, did: DiscoveryID) -> None:
+        """``did``'s discovery record deleted, and its directory's links (a record of
+        open-iscsi before svn 780 is the file ``<ip>,<port>``: no directory, no links)."""
+        with self.record_lock(self._discovery_lock_key(did)) as lock:
+            path = self.discovery_path(did)
+            d = os.path.dirname(path) if path.endswith(f"/{did.config_name}") else None
             with self.db_lock():
                 try:
                     if os.path.isdir(path) and not os.path.islink(path):  # made by hand
@@ -1629,13 +1672,14 @@ class NodeDB:
                     pass
                 except OSError as e:
                     raise DBError(f"cannot delete {path}: {e.strerror}") from None
-                for e in list(os.scandir(d)) if os.path.isdir(d) else []:
+                for e in list(os.scandir(d)) if d and os.path.isdir(d) else []:
                     if e.is_symlink():
                         try:
                             os.unlink(e.path)
                         except OSError:
                             pass
-                self._rmdir_quiet(d)
+                if d:
+                    self._rmdir_quiet(d)
             lock.remove_when_released()
 
     def reconcile_discovery(self, did: DiscoveryID, found: Iterable[NodeID], *,

@@ -144,6 +144,43 @@ def test_discovery_records_interop(etc):
     assert db.list_nodes() == []
 
 
+def test_discovery_records_of_before_svn_780_are_read_and_converted(etc):
+    """open-iscsi before svn 780 kept a discovery record as the file
+    ``send_targets/<ip>,<port>`` (``isns/`` alike), which iscsiadm still lists and reads
+    (idbm_open_rec_r) and makes a directory of on its next write (idbm_open_rec_w).  Ours:
+    listed and shown as iscsiadm shows it, converted on an update (iscsiadm reads the
+    change), deleted as a file (the other records' links beside it kept)."""
+    from iscsictl.db.store import DiscoveryID
+
+    db = NodeDB(etc, etc)
+    for t, addr in (("st", "10.0.0.9"), ("isns", "10.0.0.8"), ("st", "10.0.0.7")):
+        adm(etc, "-m", "discoverydb", "-t", t, "-p", addr, "-o", "new")
+    st, isns = DiscoveryID("sendtargets", "10.0.0.9", 3260), DiscoveryID("isns", "10.0.0.8", 3205)
+    for did, name in ((st, "st_config"), (isns, "isns_config")):  # made flat, as before 780
+        portal = os.path.join(etc, did.type_dir, f"{did.address},{did.port}")
+        os.rename(os.path.join(portal, name), portal + ".old")
+        os.rmdir(portal)
+        os.rename(portal + ".old", portal)
+    other = DiscoveryID("sendtargets", "10.0.0.7", 3260)
+    db.reconcile_discovery(other, [NodeID(T1, "10.0.0.7", 3260, 1)])
+    assert db.list_discovery() == [other, st, isns]
+    assert adm(etc, "-m", "discovery").stdout == "".join(
+        d.listing() + "\n" for d in db.list_discovery())
+    for did, t in ((st, "st"), (isns, "isns")):
+        assert format_record(db.read_discovery(did)) == adm(
+            etc, "-m", "discoverydb", "-t", t, "-p", did.address).stdout
+    db.update_discovery(st, "discovery.sendtargets.auth.username", "u")
+    assert os.path.isfile(os.path.join(etc, "send_targets", "10.0.0.9,3260", "st_config"))
+    out = adm(etc, "-m", "discoverydb", "-t", "st", "-p", "10.0.0.9").stdout
+    assert "discovery.sendtargets.auth.username = u\n" in out
+    assert format_record(db.read_discovery(st)) == out
+    db.delete_discovery(isns)
+    assert db.list_discovery() == [other, st]
+    assert os.listdir(os.path.join(etc, "isns")) == []
+    assert db.list_nodes() == [NodeID(T1, "10.0.0.7", 3260, 1)]
+    assert adm(etc, "-m", "node").stdout == f"10.0.0.7:3260,1 {T1}\n"
+
+
 def test_a_legacy_file_is_listed_with_its_own_tag(etc):
     """iscsiadm 2.0.874 wrote ``nodes/T/IP,PORT`` files holding the real ``node.tpgt``:
     iscsiadm lists the tag it reads there, not the unknown tag of the file's name."""
