@@ -129,8 +129,8 @@ def run(args, o, mode: str) -> int:  # type: ignore[no-untyped-def]
     from ..kernel.sysfs import Sysfs
     from ._common import open_db
 
-    if (args.name is None) != (args.value is None):
-        raise E.CliError("-n and -v go together", E.INVAL)
+    if (args.name is None) != (args.value is None):  # one without the other: no setting,
+        args.name = args.value = None  # as iscsiadm's main makes one only of both
     contexts = boot_contexts(o)
     db = open_db(args, o)
     if args.login:

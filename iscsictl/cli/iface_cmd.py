@@ -49,6 +49,12 @@ def run(args, o, mode: str) -> int:
     if len(ops) > 1:  # iscsiadm's exec_iface_op switches on the ops' mask: none matches
         raise E.CliError(f"iface mode: one operation at a time (-o {' -o '.join(ops)})",
                          E.INVAL)
+    if args.host is not None and op not in APPLY_OPS:  # ignored but for them, yet one
+        from ..kernel.sysfs import Sysfs  # that names no host is 7 before anything is
+        from ._common import sysfs_root  # done, as iscsiadm's option loop (parse_host_info)
+        from .host_cmd import host_option
+
+        host_option(args, Sysfs(sysfs_root()))
     db = open_db(args, o)
     setup_default_ifaces(db, o)  # as iscsiadm, on every iface command
     if args.interface and len(args.interface) > 1:  # iscsiadm's main: the first, said

@@ -52,7 +52,7 @@ class _PairAction(argparse.Action):
 
 #: option table: (letter, long name, argparse kwargs, help)
 OPTIONS = (
-    ("m", "mode", dict(metavar="MODE"), "discovery | discoverydb | node | session | iface | host | fw"),
+    ("m", "mode", dict(metavar="MODE", action="append"), "discovery | discoverydb | node | session | iface | host | fw"),
     ("t", "type", dict(metavar="TYPE"), "discovery type: sendtargets (st) | isns | fw"),
     ("p", "portal", dict(metavar="IP[:PORT][,TPGT]"), "portal: ip[:port], [v6]:port, host"),
     ("T", "targetname", dict(metavar="IQN"), "target name"),
@@ -237,15 +237,17 @@ def _run(argv: list[str], out: Output | None) -> int:
             from .. import __version__
             o.lines([f"iscsictl version {__version__}"])
             return E.SUCCESS
-        mode = args.mode
-        if mode is not None and mode not in MODES:
-            raise E.CliError(f"mode {mode} is not yet supported", E.INVAL)
+        modes = args.mode or []  # each -m is checked, as iscsiadm's option loop checks
+        for mode in modes:  # each (str_to_mode, verify_mode_params); the last one runs
+            if mode not in MODES:
+                raise E.CliError(f"mode {mode} is not yet supported", E.INVAL)
+        mode = args.mode = modes[-1] if modes else None
         if args.help:  # before -k: iscsiadm's option loop prints it and exits at once
             o.text(mode_help(mode) if mode else build_parser().format_help())
             return E.SUCCESS
         if args.killiscsid is not None:  # iscsiadm's: instead of any mode, but a -m's
-            if mode is not None:  # options are checked as its getopt loop reads -m
-                _check_letters(args, mode)  # (verify_mode_params: -k is no mode's)
+            for m in modes:  # options are checked as its getopt loop reads -m
+                _check_letters(args, m)  # (verify_mode_params: -k is no mode's)
             return _kill_daemon(args.killiscsid, o)
         if mode is None:  # on stderr only, as iscsiadm's usage(ISCSI_ERR_INVAL)
             raise E.CliError("no mode specified (-m discovery|discoverydb|node|session|"
@@ -253,7 +255,8 @@ def _run(argv: list[str], out: Output | None) -> int:
         if args.op:  # an unknown -o: 7 before anything is done, as iscsiadm's option loop
             op_mask(args.op)  # (which checks the mode's letters after); one after a known
             args.op = [op for op in args.op if op in OPS]  # one is ignored, as there
-        _check_letters(args, mode)
+        for m in modes:
+            _check_letters(args, m)
         if args.interface:
             _check_iface_names(args.interface)
         modname = MODES[mode][0]

@@ -153,6 +153,10 @@ def test_iface_ops(cli):
     (["-m", "node", "-x", "1"], 7, ""),
     (["-m", "node", "-t", "st"], 7, "node mode: option '-t' is not allowed/supported"),
     (["-m", "bogus"], 7, "mode bogus is not yet supported"),
+    # every -m is checked, as iscsiadm's option loop checks each (the last one ran)
+    (["-m", "bogus", "-m", "node"], 7, "mode bogus is not yet supported"),
+    (["-m", "fw", "-m", "node", "-T", T1, "-o", "delete"], 7,
+     "fw mode: option '-T' is not allowed/supported"),
     (["-m", "host", "-C", "chap"], 7, "CHAP mode requires host no and valid operation"),
     (["-m", "host", "-P", "5"], 7, "Invalid info level 5. Try 0 - 4."),
     (["-m", "iface", "-C", "ping", "-I", "default"], 7, "Ping requires destination ipaddress."),

@@ -1180,13 +1180,24 @@ def test_host_mode_checks_H_at_every_level_and_lists_hosts_past_what_it_ignores(
     assert cli("-m", "iface", "-H", "3", "-o", "applyall") == (
         0, "Applied settings to ifaces attached to host3.\n",
         "iscsictl: Nothing to configure.\n")
-    # without -o apply|applyall, -H is ignored, as iscsiadm ignores it
+    # without -o apply|applyall, -H is ignored, as iscsiadm ignores it; but one that names
+    # no host is 7 before the op is made (iscsiadm's parse_host_info, in its option loop)
     assert cli("-m", "iface", "-H", "3") == cli("-m", "iface")
+    assert cli("-m", "iface", "-I", "if0", "-o", "new")[0] == 0
+    for bad, err in (("00:11:22:33:44:55", "Could not match MAC to host."),
+                     ("99999999999", "Invalid host no 99999999999. Numerical result out of "
+                                     "range.")):
+        assert cli("-m", "iface", "-I", "if0", "-H", bad, "-o", "delete") == (
+            7, "", f"iscsictl: {err}\n")
+        assert cli("-m", "iface", "-H", bad)[0] == 7
+    assert "if0 " in cli("-m", "iface")[1]  # not deleted
 
 
 def test_fw_mode_without_boot_firmware_is_iscsiadms_21(sysfs):
     assert cli("-m", "fw") == (21, "", "iscsictl: Could not get list of targets from firmware. "
                                        "(err 21)\n")
+    # a -n without -v (or the reverse) is no setting, as iscsiadm's main: not a usage error
+    assert cli("-m", "fw", "-n", "node.startup") == cli("-m", "fw", "-v", "x") == cli("-m", "fw")
     (sysfs / "firmware/ibft/target0").mkdir(parents=True)  # no initiator: not a description
     assert cli("-m", "fw")[0] == 21
 
