@@ -33,7 +33,6 @@ import socket
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +178,43 @@ async def _each(jobs: list[Any], progress: Progress | None) -> list[dict[str, An
     if len(jobs) == 1:  # no task to run it: its answer goes out two loop turns sooner
         return [await one(jobs[0])]
     return list(await asyncio.gather(*(one(j) for j in jobs)))
+
+
+class ThreadEach(concurrent.futures.Executor):
+    """An executor that runs each job on a daemon thread started for it, as iscsid forks a
+    child for each SCSI scan (usr/initiator.c session_scan_host): a write to a host's
+    ``scan`` blocks in the kernel for the whole LUN scan, minutes when the target stops
+    answering (SCSI error handling, the session's recovery), and a pool's bound made every
+    other session's scan (so its login's answer), device onlining and queue depth wait
+    behind 32 such.  ``shutdown(wait=True)`` joins the jobs under way."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._running: set[threading.Thread] = set()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any,  # type: ignore[override]
+               **kwargs: Any) -> "concurrent.futures.Future[Any]":
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                if fut.set_running_or_notify_cancel():
+                    try:
+                        fut.set_result(fn(*args, **kwargs))
+                    except BaseException as exc:  # noqa: BLE001 - the future's to raise
+                        fut.set_exception(exc)
+            finally:
+                self._running.discard(thread)
+        thread = threading.Thread(target=run, name=f"{self._name}_{getattr(fn, '__name__', '')}",
+                                  daemon=True)
+        self._running.add(thread)
+        thread.start()
+        return fut
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if wait:
+            for thread in list(self._running):
+                thread.join()
 
 
 def _on_thread(fn: Callable[..., Any], *args: Any) -> "asyncio.Future[Any]":
@@ -520,9 +556,9 @@ class Daemon:
         self._state_write: asyncio.TimerHandle | None = None  # a coalesced _save_state
         self._journal_fd: int | None = None  # STATE_JOURNAL, opened at its first line
         self._journal_torn = False  # its last line was cut short
-        # SCSI scans block in the kernel for the whole LUN scan: give them their own
-        # threads so 32 parallel logins scan in parallel (the default pool has ~6)
-        self._scan_pool = ThreadPoolExecutor(MAX_PARALLEL_LOGINS, thread_name_prefix="scan")
+        # SCSI scans, device onlining, queue depths: each blocks in the kernel for as
+        # long as the target makes it, each on a thread of its own
+        self._scan_pool = ThreadEach("scan")
         self._caps: dict[str, int] = {}  # transport name -> its CAP_* bits (_transport_caps)
         # connection errors the kernel reported for a session not managed yet (one being
         # set up: the kernel runs it, and scans it, a moment before this daemon files it);

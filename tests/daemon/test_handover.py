@@ -927,3 +927,72 @@ def test_xmit_thread_priority_is_given_to_the_hosts_transmit_thread(tmp_path, mo
     finally:
         knl.close()
     assert seen == [(9, 0)]
+
+
+def test_scans_blocked_in_the_kernel_hold_no_other_login_back(tmp_path, monkeypatch):
+    """A write to a host's ``scan`` blocks in the kernel for the whole LUN scan, minutes
+    when the target stops answering.  With more such logins under way than the daemon
+    once had scan threads (32), a login to a healthy target is answered after its own
+    scan, while the others still block (each scan a thread of its own, as iscsid forks a
+    child for each: session_scan_host).  Before, it waited for them.  A FIFO stands in for
+    each hung host's ``scan`` (its open for writing blocks until a reader comes)."""
+    import os
+
+    from iscsictl.daemon import service
+    from iscsictl.daemon.service import Daemon
+    from iscsictl.protocol.portal import Portal
+
+    d = Daemon(str(tmp_path / "s"), sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
+               db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
+    transport_in_sysfs(d.sysfs.root, "tcp", 1)
+    hung = list(range(10, 10 + service.MAX_PARALLEL_LOGINS + 2))
+    for host in (*hung, 99):
+        scan = tmp_path / f"class/scsi_host/host{host}/scan"
+        scan.parent.mkdir(parents=True)
+        if host == 99:
+            scan.write_text("")
+        else:
+            os.mkfifo(scan)
+
+    async def establish(nl, handle, node, name, isid, issued, scan, *args):
+        host = int(node.target.rsplit(":", 1)[1])
+        s = ks.KernelSession(sid=host, host_no=host, cid=0, node=node, isid=isid, tsih=1,
+                             params=None, current=Portal(node.address, 3260, 1))
+        s.scanning = asyncio.wrap_future(scan(host))  # as the hand-over starts it
+        return s
+
+    async def handle(transport):
+        return 1
+    monkeypatch.setattr(ks, "establish", establish)
+    monkeypatch.setattr(d, "handle", handle)
+    monkeypatch.setattr(d, "_save_state", lambda: None)
+    d.nl = object()
+
+    def node(host):
+        return ks.NodeTarget.from_record({
+            "node.name": f"iqn.2026-01.org.example:{host}", "node.conn[0].port": "3260",
+            "node.conn[0].address": "127.0.0.2" if host == 99 else "127.0.0.1",
+            "node.tpgt": "1"})
+
+    async def main():
+        blocked = [asyncio.create_task(d._establish(node(h), "iqn.2026-01.org.example:i"))
+                   for h in hung]
+        await asyncio.sleep(0.3)
+        healthy = asyncio.create_task(d._establish(node(99), "iqn.2026-01.org.example:i"))
+        await asyncio.wait([healthy], timeout=10)
+        answered = healthy.result() if healthy.done() else None
+        still_blocked = not any(t.done() for t in blocked)
+        readers = [os.open(tmp_path / f"class/scsi_host/host{h}/scan",
+                           os.O_RDONLY | os.O_NONBLOCK) for h in hung]  # the scans end
+        try:
+            await asyncio.gather(*blocked)
+        finally:
+            for fd in readers:
+                os.close(fd)
+        await healthy
+        return answered, still_blocked
+
+    sid, still_blocked = asyncio.run(main())
+    d._scan_pool.shutdown(wait=True)
+    assert (sid, still_blocked) == (99, True)
+    assert (tmp_path / "class/scsi_host/host99/scan").read_text() == "- - -"
