@@ -21,7 +21,9 @@ node.session.nr_sessions says; nothing is written to the node DB.
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import signal
 import sys
 from typing import Any
 
@@ -234,13 +236,29 @@ async def _login_here(records: list[dict[str, str]], initiator_name: str) -> lis
     leaves its sessions in the kernel when it closes."""
     import logging
 
+    import asyncio
+
     from .service import Daemon
 
+    loop, login = asyncio.get_running_loop(), asyncio.current_task()
+    assert login is not None
+    stopped = []
+
+    def stop() -> None:  # SIGTERM: a login under way is undone (its session torn down,
+        stopped.append(True)  # netlink still open), as iscsictld's stop undoes its
+        login.cancel()  # requests'; the sessions logged in stay
+    loop.add_signal_handler(signal.SIGTERM, stop)
     daemon = Daemon(None, autostart=False, takeover=False)
-    await daemon.start()
     try:
+        await daemon.start()
         return await daemon.login(records, initiator_name)
+    except asyncio.CancelledError:
+        if not stopped:
+            raise
+        return [{"ok": False, "code": ERR, "message": "stopped (SIGTERM) before the logins "
+                 "ended: a login under way was undone"}] * len(records)
     finally:
+        loop.remove_signal_handler(signal.SIGTERM)
         await daemon.close()
         logging.getLogger(__name__).debug("closed; the sessions stay in the kernel")
 
@@ -287,12 +305,13 @@ def _name_process() -> None:
 
 def _after_other_start(exc: Any) -> int | None:
     """The lock, once another iscsictl-start holding it has ended (several started side by
-    side, one per path or target, as iscsistarts are); -1 when an iscsictld that answers
-    holds it meanwhile (the logins are then its); None when the holder is no
-    iscsictl-start, or after :data:`~.instance.BOOT_LOGIN_WAIT` s."""
+    side, one per path or target, as iscsistarts are), however long its logins take
+    (a dead path's are retried for minutes; giving up after 600 s left a working path
+    never tried); -1 when an iscsictld that answers holds it meanwhile (the logins are
+    then its); None when the holder is no iscsictl-start."""
     from iscsictl.ipc import DaemonClient, DaemonError
 
-    from .instance import BOOT_LOGIN_WAIT, LOCK_FILE, held_by_boot_login, take_lock_within
+    from .instance import LOCK_FILE, held_by_boot_login, take_lock_within
 
     if not held_by_boot_login(exc):
         return None
@@ -305,7 +324,7 @@ def _after_other_start(exc: Any) -> int | None:
             return -1
         except DaemonError:  # DaemonNotRunning too
             return None
-    return take_lock_within(os.environ.get("ISCSICTLD_LOCK", LOCK_FILE), BOOT_LOGIN_WAIT,
+    return take_lock_within(os.environ.get("ISCSICTLD_LOCK", LOCK_FILE), math.inf,
                             daemon_answers)
 
 
@@ -351,6 +370,10 @@ class _Unfailing:
         return getattr(self._stream, name)
 
 
+def _caught(signo: int, frame: Any) -> None:
+    print(f"{PROG}: pid {os.getpid()} caught signal -{signo}", file=sys.stderr)  # iscsistart's
+
+
 def console() -> None:
     """The ``iscsictl-start`` executable: :func:`main` (its output never failing it:
     :class:`_Unfailing`), its output flushed, then the process ends at once (``os._exit``)
@@ -358,7 +381,8 @@ def console() -> None:
     kernel, the in-process daemon is closed, the lock released), and the interpreter's
     own teardown of the daemon's modules and threads is what a boot waits for last."""
     sys.stdout, sys.stderr = _Unfailing(sys.stdout), _Unfailing(sys.stderr)
-    rc = main()
+    signal.signal(signal.SIGINT, _caught)  # no Ctrl-C, as iscsistart: a key pressed at
+    rc = main()  # a slow boot must not fail the root disk's login
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

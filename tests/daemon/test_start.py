@@ -565,3 +565,102 @@ def test_a_held_lock_is_said_not_a_silent_exit_1(env, capsys):
     assert rc == 1 and out.startswith("iscsictl-start: Logging into")
     assert err == (f"iscsictl-start: process {holder.pid} (iscsictld or iscsictl-start) owns "
                    f"the kernel's iSCSI sessions ({tmp / 'lock'})\n")
+
+
+def test_the_wait_for_another_iscsictl_start_has_no_time_limit(env, capsys, monkeypatch):
+    """A dead boot path's iscsictl-start retries for minutes (30 x login_timeout); one for
+    a working path started beside it waits however long that takes, then logs in (before:
+    it gave up after 600 s, exit 1, its target never tried).  Here the old limit is made
+    0.2 s and the first holds the lock for 0.8 s."""
+    import threading
+
+    from iscsictl.daemon import instance
+    from iscsictl.daemon import start as start_mod
+    tmp, conf = env
+    made = []
+
+    async def login_here(records, initiator_name):
+        made.append(records[0]["node.name"])
+        return [{"ok": True, "sids": [7]}]
+    monkeypatch.setattr(start_mod, "_login_here", login_here)
+    monkeypatch.setattr(instance, "BOOT_LOGIN_WAIT", 0.2)
+    holder = _holder(tmp / "lock", "iscsictl-start")
+    try:
+        assert holder.stdout.readline() == "held\n"
+        threading.Timer(0.8, holder.stdin.close).start()
+        rc, _, err = start(capsys, "-b", "-c", str(conf))
+    finally:
+        holder.wait(10)
+    assert (rc, made) == (0, [BOOT]), err
+
+
+def test_sigterm_undoes_the_login_under_way_and_says_so(env, monkeypatch):
+    """SIGTERM while the in-process daemon logs in: that login is cancelled while netlink
+    is still open (its half-made session torn down), the daemon closed, and the result
+    says why, as iscsictld's stop undoes its requests' logins (before: the process died
+    and left the session half made in the kernel)."""
+    import asyncio
+    import signal
+    import threading
+
+    from iscsictl.daemon import service
+    from iscsictl.daemon import start as start_mod
+    seen = []
+
+    async def started(self):
+        seen.append("started")
+
+    async def closed(self, logout_all=False):
+        seen.append("closed")
+
+    async def login(self, records, initiator_name):
+        seen.append("logging in")
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            seen.append("undone")
+            raise
+        return [{"ok": True, "sids": [7]}]
+    monkeypatch.setattr(service.Daemon, "start", started)
+    monkeypatch.setattr(service.Daemon, "close", closed)
+    monkeypatch.setattr(service.Daemon, "login", login)
+    before = signal.signal(signal.SIGTERM, lambda *a: seen.append("not handled"))
+    try:
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        results = asyncio.run(start_mod._login_here([{"node.name": BOOT}], "iqn.x:i"))
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert seen == ["started", "logging in", "undone", "closed"]
+    assert [(r["ok"], r["code"]) for r in results] == [(False, 1)]
+    assert "stopped (SIGTERM)" in results[0]["message"]
+
+
+def test_ctrl_c_does_not_stop_the_boot_login(env):
+    """SIGINT (a key pressed at a slow boot) is said and ignored, as iscsistart's
+    catch_signal ("do not allow ctrl-c for now"): here while it waits for another
+    iscsictl-start's logins, which it goes on waiting for (before: a KeyboardInterrupt
+    traceback, the root disk's login abandoned)."""
+    import signal
+    import subprocess
+    import time
+
+    tmp, conf = env
+    holder = _holder(tmp / "lock", "iscsictl-start")
+    try:
+        assert holder.stdout.readline() == "held\n"
+        p = subprocess.Popen([sys.executable, "-m", "iscsictl.daemon.start", "-b", "-c",
+                              str(conf)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+        waiting = p.stderr.readline()  # it met the lock
+        p.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        still_running = p.poll() is None
+        holder.stdin.close()  # its logins end: this one goes on (no kernel here: 12)
+        _, err = p.communicate(timeout=60)
+    finally:
+        holder.wait(10)
+    assert waiting.startswith("iscsictl-start: waiting for process ")
+    assert still_running, (p.returncode, err)
+    assert f"iscsictl-start: pid {p.pid} caught signal -2\n" in err
+    assert "Traceback" not in err and p.returncode not in (0, -signal.SIGINT), err
+
