@@ -53,8 +53,9 @@ def parse_portal_arg(text: str, allow_tag: bool = True,
     (None: iSCSI's 3260).  Raises CliError (exit 7).  Stricter than iscsiadm, which stores
     '-x', 'a..b', '999.1.1.1' or '10.0.0.1:' (port 0) as given."""
     from ..lexical import split_portal
-    if allow_tag and text.rstrip().endswith(",-1"):  # the unknown tag, as -P 1 prints it
-        text = text.rstrip()[:-3]
+    for unknown in (",-1", ",4294967295"):  # the unknown tag, as -P 1 and the flat listing
+        if allow_tag and text.rstrip().endswith(unknown):  # print it (iscsiadm's strtoul
+            text = text.rstrip()[:-len(unknown)]  # into an int: str_to_ipport)
     try:
         address, port, tpgt = split_portal(text, allow_tag)
     except ValueError as exc:

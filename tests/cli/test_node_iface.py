@@ -305,6 +305,14 @@ def test_a_tag_in_p_selects_nothing_as_in_iscsiadm(cli):
     assert cli("-m", "node", "-T", T1, "-p", "10.0.0.2:3260,-1").rc == 0
     assert cli("-m", "node", "-T", T1, "-p", "10.0.0.1,7", "-o", "delete").rc == 0
     assert cli("-m", "node").out == f"10.0.0.2:3260,4294967295 {T1}\n"  # as iscsiadm prints it
+    # and the portal as that listing prints it, as iscsiadm's str_to_ipport reads it (an
+    # unsigned 4294967295 into an int: -1), so `iscsiadm -m node | while read p t` works
+    r = cli("-m", "node", "-T", T1, "-p", "10.0.0.2:3260,4294967295", "-o", "update",
+            "-n", "node.startup", "-v", "automatic")
+    assert r.rc == 0, r.err
+    assert "node.startup = automatic" in cli("-m", "node", "-T", T1, "-p", "10.0.0.2").out
+    assert cli("-m", "node", "-o", "new", "-T", T2, "-p", "[fd00::1]:3260,4294967295").rc == 0
+    assert f"[fd00::1]:3260,4294967295 {T2}\n" in cli("-m", "node").out
 
 
 def test_an_iface_binding_is_not_changed_from_one_kind_to_the_other(cli):
