@@ -299,7 +299,11 @@ async def _resolve(address: str, port: int) -> list[tuple[Any, ...]]:
             try:  # resolve_address has getaddrinfo fill in (numeric: no resolver)
                 return socket.getaddrinfo(address, port, socket.AF_INET6, socket.SOCK_STREAM,
                                           0, socket.AI_NUMERICHOST)
-            except socket.gaierror:  # a zone that names no interface (yet: retried)
+            except socket.gaierror:  # a zone that names no interface (yet: retried), or
+                if not (ip.is_link_local or ip.is_multicast):  # is on an address of no
+                    raise SessionError(  # scope (getaddrinfo refuses it: never)
+                        8, f"cannot make connection to {address}: a zone (%...) is for a "
+                           f"link-local address only, and {ip} is not one") from None
                 raise SessionError(8, f"cannot make connection to {address}: no network "
                                       f"interface {address.partition('%')[2]}",
                                    retryable=True) from None

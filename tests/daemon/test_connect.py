@@ -29,6 +29,13 @@ def test_a_link_local_address_with_a_zone_connects_through_that_interface():
         asyncio.run(_resolve("fe80::1%nosuch0", 3260))
     assert (e.value.code, e.value.retryable, str(e.value)) == (
         8, True, "cannot make connection to fe80::1%nosuch0: no network interface nosuch0")
+    # a zone on an address of no scope is refused by getaddrinfo whatever it names: said
+    # as that, and not retried (it said "no network interface lo")
+    with pytest.raises(SessionError) as e:
+        asyncio.run(_resolve("fd00::10%lo", 3260))
+    assert (e.value.code, e.value.retryable, str(e.value)) == (
+        8, False, "cannot make connection to fd00::10%lo: a zone (%...) is for a link-local "
+                  "address only, and fd00::10 is not one")
 
 
 def test_out_of_descriptors_a_connect_is_a_retryable_connect_failure(monkeypatch):
