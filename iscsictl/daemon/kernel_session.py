@@ -1914,16 +1914,35 @@ async def logout(nl, handle: int, session: KernelSession, timeout: float,  # typ
     loop = asyncio.get_running_loop()
     entry = os.path.join(sysfs_root, "class", "iscsi_session", f"session{sid}")
     deadline = loop.time() + DESTROY_TIMEOUT
-    while not session.destroyed.is_set():
-        try:
-            await asyncio.wait_for(session.destroyed.wait(), DESTROY_POLL)
-        except asyncio.TimeoutError:
-            if not os.path.lexists(entry):
+
+    def gone_or_late() -> bool:
+        if not os.path.lexists(entry):
+            return True
+        if loop.time() < deadline:
+            return False
+        log.warning("session %d: the kernel has not reported it destroyed within %g s; its "
+                    "removal goes on", sid, DESTROY_TIMEOUT)
+        return True
+    await _until((session.destroyed,), DESTROY_POLL, gone_or_late)
+
+
+async def _until(events: tuple[asyncio.Event, ...], interval: float,
+                 look: Callable[[], bool]) -> None:
+    """Until one of ``events`` is set, or ``look()``, called every ``interval`` s while
+    none is, says True.  One waiter per event for the whole wait (a logout of hundreds
+    of sessions made two tasks each, every look, on the loop)."""
+    if any(e.is_set() for e in events):
+        return
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        while True:
+            done, _ = await asyncio.wait(waits, timeout=interval,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if done or look():
                 return
-            if loop.time() >= deadline:
-                log.warning("session %d: the kernel has not reported it destroyed within "
-                            "%g s; its removal goes on", sid, DESTROY_TIMEOUT)
-                return
+    finally:
+        for w in waits:
+            w.cancel()
 
 
 async def _unbound(session: KernelSession, timeout: float, target_state: str) -> None:
@@ -1936,31 +1955,25 @@ async def _unbound(session: KernelSession, timeout: float, target_state: str) ->
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     said = False
-    while True:
-        waits = [asyncio.ensure_future(e.wait()) for e in (session.unbound,
-                                                           session.logout_conn_failed)]
-        try:
-            done, _ = await asyncio.wait(waits, timeout=UNBIND_POLL,
-                                         return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
-        if done:
-            return
+
+    def unbound_or_late() -> bool:
+        nonlocal said
         state = read_attribute(target_state)  # one small sysfs file: on the loop
         if state == "UNBOUND":
-            return
+            return True
         if loop.time() < deadline:
-            continue
+            return False
         if state is None:
             log.warning("session %d: no unbind event within %g s; continuing", session.sid,
                         timeout)
-            return
+            return True
         if not said:
             said = True
             log.warning("session %d: the kernel is still removing its devices after %g s "
                         "(their caches written); the Logout waits for it", session.sid,
                         timeout)
+        return False
+    await _until((session.unbound, session.logout_conn_failed), UNBIND_POLL, unbound_or_late)
 
 
 def _tear_down(knl, handle: int, sid: int, cid: int,  # type: ignore[no-untyped-def]

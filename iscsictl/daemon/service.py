@@ -746,17 +746,17 @@ class Daemon:
         Raises:
             SessionError: 12 when the transport's module is not there.
         """
-        info = self.sysfs.transport(transport)
-        if info is None or info.handle is None:
+        handle = self.sysfs.transport_handle(transport)
+        if handle is None:
             row = TRANSPORTS.get(transport)
             module = (row.module if row else None) or transport
             rc = await _modprobe(module)
-            info = self.sysfs.transport(transport)
-            if info is None or info.handle is None:
+            handle = self.sysfs.transport_handle(transport)
+            if handle is None:
                 how = "failed" if rc != 0 else "did not help"
                 raise SessionError(12, f"iSCSI driver {transport} is not loaded "
                                        f"(modprobe {module} {how})")
-        return info.handle
+        return handle
 
     def _transport_of(self, host_no: int | None) -> str:
         if host_no is None:

@@ -476,6 +476,11 @@ class Sysfs:
         caps = self.read(d / "caps")
         return TransportInfo(name, _int(self.read(d / "handle")), _int(caps, 16) if caps is not None else None)
 
+    def transport_handle(self, name: str) -> int | None:
+        """``class/iscsi_transport/<name>/handle`` alone (one read: what each request to the
+        transport needs), None when the transport is not registered."""
+        return _int(self.read(f"class/iscsi_transport/{name}/handle"))
+
     def transports(self) -> list[TransportInfo]:
         return [t for t in map(self.transport, self.transport_names()) if t is not None]
 
