@@ -84,27 +84,32 @@ def sysfs_root() -> str:
     return os.environ.get("ISCSICTL_SYSFS_ROOT", "/sys")
 
 
-def setup_default_ifaces(db, o) -> list[str]:  # type: ignore[no-untyped-def]
+def setup_default_ifaces(db, o, bindings: bool = False) -> list[str]:  # type: ignore[no-untyped-def]
     """The offload HBAs' default iface records written where missing
-    (:mod:`iscsictl.kernel.default_ifaces`); returns the names written."""
-    from ..kernel.default_ifaces import load_offload_drivers
+    (:mod:`iscsictl.kernel.default_ifaces`), and with ``bindings`` the
+    ``<transport>.<MAC>`` ones of hosts without kernel interfaces
+    (:func:`~iscsictl.kernel.default_ifaces.host_binding_records`); returns the names
+    written."""
+    from ..kernel.default_ifaces import host_binding_records, load_offload_drivers
     from ..kernel.default_ifaces import setup_default_ifaces as setup
     from ..kernel.sysfs import Sysfs
 
     sysfs = Sysfs(sysfs_root())
     load_offload_drivers(sysfs, o.error)  # their hosts are what the records are made of
-    return setup(db, sysfs, o.error)
+    made = setup(db, sysfs, o.error)
+    return made + setup(db, sysfs, o.error, host_binding_records) if bindings else made
 
 
 def ensure_ifaces(db, names, o) -> None:  # type: ignore[no-untyped-def]
     """Before the iface records ``names`` are read: when one is not in ``db``, the default
-    records are made first (it may be an offload port's, not made yet), as open-iscsi's
-    iface_conf_read retries after iface_setup_host_bindings."""
+    records are made first (it may be an offload port's, not made yet), with the
+    ``<transport>.<MAC>`` ones, as open-iscsi's iface_conf_read retries after
+    iface_setup_host_bindings."""
     from ..db.schema import BUILTIN_IFACES
 
     if any(n not in BUILTIN_IFACES and "/" not in n and not os.path.lexists(db.iface_path(n))
            for n in names or ()):
-        setup_default_ifaces(db, o)
+        setup_default_ifaces(db, o, bindings=True)
 
 
 def initiator_name(args, warn=None) -> str:

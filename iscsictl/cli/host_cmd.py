@@ -218,10 +218,24 @@ def _parse_host(text: str, hosts: list[dict[str, Any]]) -> int:
     return int(m.group(1))
 
 
-def host_option(args, sysfs) -> int | None:  # type: ignore[no-untyped-def]
+def host_option(args, sysfs, o) -> int | None:  # type: ignore[no-untyped-def]
     """``-H`` (of host mode, and of iface mode's ``-o applyall``) as a host number, None
-    when not given; exit 7 for one iscsiadm's parse_host_info refuses."""
-    return None if args.host is None else _parse_host(args.host, _hosts(sysfs))
+    when not given; exit 7 for one iscsiadm's parse_host_info refuses.  A MAC first has
+    the offload drivers its NICs need loaded (:func:`_probe_for_offload`)."""
+    if args.host is None:
+        return None
+    if ":" in args.host:
+        _probe_for_offload(sysfs, o)
+    return _parse_host(args.host, _hosts(sysfs))
+
+
+def _probe_for_offload(sysfs, o) -> None:  # type: ignore[no-untyped-def]
+    """The offload drivers the NICs need (cxgb4i for a cxgb4 port, bnx2i ...) loaded, so
+    that their hosts are there to be listed or matched, as iscsiadm's
+    transport_probe_for_offload before a host listing above level 0 and a ``-H`` MAC."""
+    from ..kernel.default_ifaces import load_offload_drivers
+
+    load_offload_drivers(sysfs, o.error)
 
 
 def op_name(mask: int) -> str | None:
@@ -302,7 +316,7 @@ def _flashnode(args, o, sysfs, index: int | None) -> int:  # type: ignore[no-unt
     """``-C flashnode``: an HBA's flash targets (usr/iscsiadm.c exec_flashnode_op): listed,
     one shown with ``-x``, or one made, deleted, changed, logged in or out."""
     mask = op_mask(args.op or [])
-    host_no = host_option(args, sysfs)
+    host_no = host_option(args, sysfs, o)
     if host_no is None:  # what iscsiadm 2.1.8 means to say: its "no -H" wraps to host 0
         raise E.CliError("FLASHNODE mode requires host no", E.INVAL)
     if index is None or index > MAX_FLASHNODE_IDX:
@@ -443,12 +457,14 @@ def run(args, o, mode: str) -> int:  # type: ignore[no-untyped-def]
         from . import hba_cmd
 
         sysfs = _sysfs()
-        return hba_cmd.run(args, o, sysfs, args.submode, host_option(args, sysfs), index)
+        return hba_cmd.run(args, o, sysfs, args.submode, host_option(args, sysfs, o), index)
     op_mask(args.op or [])  # an unknown -o: 7, as iscsiadm's option parser
     level = args.print if args.print is not None else 0
     if level not in (-1, 0, 1, 2, 3, 4):
         raise E.CliError(f"Invalid info level {level}. Try 0 - 4.", E.INVAL)
     sysfs = _sysfs()
+    if level >= 1 or args.host is not None and ":" in args.host:
+        _probe_for_offload(sysfs, o)  # (host_info_print, parse_host_info)
     hosts = _hosts(sysfs)
     wanted = None if args.host is None else _parse_host(args.host, hosts)
     if wanted is not None and (level >= 1 or o.json):

@@ -33,7 +33,7 @@ rest is in :mod:`iscsictl.kernel.net_config`.
 from __future__ import annotations
 
 from . import errors as E
-from ._common import open_db, setup_default_ifaces
+from ._common import ensure_ifaces, open_db, setup_default_ifaces
 from .output import record_json
 
 
@@ -54,9 +54,10 @@ def run(args, o, mode: str) -> int:
         from ._common import sysfs_root  # done, as iscsiadm's option loop (parse_host_info)
         from .host_cmd import host_option
 
-        host_option(args, Sysfs(sysfs_root()))
+        host_option(args, Sysfs(sysfs_root()), o)
     db = open_db(args, o)
-    setup_default_ifaces(db, o)  # as iscsiadm, on every iface command
+    setup_default_ifaces(db, o)  # as iscsiadm, on every iface command; and a name that
+    ensure_ifaces(db, (args.interface or [])[:1], o)  # is none yet, as iface_conf_read
     if args.interface and len(args.interface) > 1:  # iscsiadm's main: the first, said
         o.error("iface mode only accepts one interface. Using the first one "
                 f"{args.interface[0]}.")
@@ -281,7 +282,7 @@ def apply(db, args, o, op: str) -> int:
     from .host_cmd import host_option
 
     sysfs = Sysfs(sysfs_root())
-    host_no = host_option(args, sysfs)
+    host_no = host_option(args, sysfs, o)
     if op == "apply":
         names = args.interface or []
         if not names:

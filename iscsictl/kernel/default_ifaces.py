@@ -258,15 +258,34 @@ def load_offload_drivers(sysfs, warn: Callable[[str], None],  # type: ignore[no-
     return loaded
 
 
-def setup_default_ifaces(db, sysfs, warn: Callable[[str], None]) -> list[str]:  # type: ignore[no-untyped-def]
-    """Write each :func:`default_iface_records` record whose name is not in ``db`` (an
-    :class:`iscsictl.db.store.NodeDB`) yet; one already there is left as it is (it may
-    hold the admin's settings).  Returns the names written.  A record that cannot be
-    written is said through ``warn`` and left out; nothing raises."""
+def host_binding_records(sysfs) -> Iterator[dict[str, str | int]]:  # type: ignore[no-untyped-def]
+    """The records open-iscsi's iface_setup_host_bindings writes for an offload host with
+    no interface in the kernel (bnx2i, cxgb3i, cxgb4i, qedi): ``<transport>.<MAC>``, the
+    name open-iscsi's README gives them, holding the transport and the MAC alone
+    (usr/iface.c iface_setup_binding_from_kern_iface with no kernel iface), as
+    :func:`default_iface_records`' records are shaped; hosts with kernel interfaces get
+    :func:`default_iface_records`' names there too."""
+    for host_no in sysfs.host_numbers():
+        transport = sysfs.host_transport(host_no)
+        if not transport or transport in SOFTWARE_TRANSPORTS or sysfs.host_iface_names(host_no):
+            continue
+        host = sysfs.host(host_no, only=("hwaddress",))
+        if host is not None and host.hwaddress:
+            yield {"iface.iscsi_ifacename": f"{transport}.{host.hwaddress}",
+                   "iface.transport_name": transport, "iface.hwaddress": host.hwaddress}
+
+
+def setup_default_ifaces(db, sysfs, warn: Callable[[str], None],  # type: ignore[no-untyped-def]
+                         records: Callable[..., Iterator[dict[str, str | int]]] | None = None
+                         ) -> list[str]:
+    """Write each :func:`default_iface_records` record (or ``records(sysfs)``'s) whose name
+    is not in ``db`` (an :class:`iscsictl.db.store.NodeDB`) yet; one already there is left
+    as it is (it may hold the admin's settings).  Returns the names written.  A record
+    that cannot be written is said through ``warn`` and left out; nothing raises."""
     from ..db.errors import DBError, RecordExists
 
     made = []
-    for values in default_iface_records(sysfs):
+    for values in (records or default_iface_records)(sysfs):
         name = str(values.pop("iface.iscsi_ifacename"))
         try:
             db.create_iface(name, values)

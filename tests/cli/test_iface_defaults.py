@@ -238,3 +238,30 @@ def test_the_offload_drivers_a_hosts_nics_call_for_are_loaded(tmp_path, monkeypa
     assert asked == ["cxgb4i"]
     assert err.getvalue() == ("iscsictl: Could not insert module cxgb4i: FATAL: Module cxgb4i "
                               "not found\n")
+    # host mode too, above level 0 and for a -H MAC (iscsiadm's host_info_print and
+    # parse_host_info: transport_probe_for_offload); not for the plain listing
+    for args in (["-m", "host"], ["-m", "host", "-P", "1"], ["-m", "host", "-H", "0:7:43:1:2:3"],
+                 ["-m", "host", "-C", "stats", "-H", "0:7:43:1:2:3"]):
+        asked.clear()
+        run(args, Output(__import__("io").StringIO(), __import__("io").StringIO()))
+        assert asked == ([] if args == ["-m", "host"] else ["cxgb4i"]), args
+
+
+def test_the_readme_name_of_a_port_without_kernel_ifaces_is_made_on_demand(rig):
+    """open-iscsi's README names an offload port whose driver registers no interface
+    (bnx2i, cxgb3i/cxgb4i, qedi) ``<transport>.<MAC>``: iscsiadm's iface_conf_read, not
+    finding it, makes it (iface_setup_host_bindings: the transport and the MAC) and reads
+    it again, in node, discovery and iface mode alike; iscsictl too, the file byte for byte
+    as iscsiadm's (before: 3 in node mode, 7 in iface mode, only libopeniscsiusr's
+    ``<transport>.<MAC>.<family>.0`` being made)."""
+    _drop_kernel_ifaces(rig, 6)
+    name = "bnx2i.00:10:18:AA:BB:01"
+    args = ("-m", "node", "-o", "new", "-T", "iqn.2001-05.com.example:t1", "-p",
+            "10.8.0.1:3260", "-I", name)
+    adm, ictl = rig.adm(*args), rig.ictl(*args)
+    assert adm.returncode == ictl.returncode == 0, (adm, ictl)
+    assert _files(rig, "ictl")[name] == _files(rig, "adm")[name]
+    assert "iface.transport_name = bnx2i\n" in _files(rig, "ictl")[name].decode()
+    _both(rig, "-m", "iface", "-I", name, "-o", "update", "-n", "iface.ipaddress",
+          "-v", "10.9.0.20")
+    assert _files(rig, "ictl")[name] == _files(rig, "adm")[name]
