@@ -381,10 +381,15 @@ def test_fallback_without_a_server(tmp_path):
                        "No such file or directory\n"
 
 
-def test_non_root_and_direct_run_the_python_front_end(server):
+def test_non_root_and_direct_run_the_python_front_end(server, tmp_path):
     """Only root is served: another user's command runs as that user, in its own process;
     ISCSICTL_DIRECT=1 never uses the server."""
-    env = env_for(server, ISCSICTL_PY="/bin/echo")
+    from iscsictl.db.store import NodeDB
+
+    NodeDB(str(tmp_path), str(tmp_path)).create_node("iqn.2001-04.com.ex:t1", "10.0.0.1",
+                                                      3260, 1)
+    env = env_for(server, tmp_path, ISCSICTL_PY="/bin/echo")  # (a DB of its own: the
+    # listing served below read the host's /etc/iscsi, and passed by what it held)
     r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                         str(CLIENT), "-m", "session"], env=env, capture_output=True, text=True,
                        timeout=30)

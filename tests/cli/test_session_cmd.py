@@ -62,6 +62,8 @@ def sysfs(tmp_path, monkeypatch):
     (root / "class/iscsi_session").mkdir(parents=True)
     monkeypatch.setenv("ISCSICTL_SYSFS_ROOT", str(root))
     monkeypatch.setenv("ISCSICTL_SOCKET", str(tmp_path / "no-daemon.sock"))
+    for name in ("ISCSICTL_DB_ROOT", "ISCSICTL_CONFIG_ROOT"):  # never the host's /etc/iscsi
+        monkeypatch.setenv(name, str(tmp_path / "etc"))
     return root
 
 
