@@ -32,7 +32,7 @@ iSER (:func:`establish_ep`, as iscsid's ktransport_ep_connect transports): the k
 makes the connection (TRANSPORT_EP_CONNECT, EP_POLL until it is up), CREATE_BOUND_SESSION
 on that endpoint, CREATE_CONN, BIND_CONN(the endpoint), the node record's SET_PARAMs (as
 iscsid's session_conn_poll), the Login relayed through SEND_PDU / RECV_PDU as a relogin's
-is, then the negotiated SET_PARAMs and START_CONN in one datagram.
+is, then the negotiated SET_PARAMs, and START_CONN once the kernel took them (:func:`_restart`).
 A relogin binds a new endpoint; the endpoint is disconnected before the connection is
 stopped while the daemon holds it (a connection error makes the kernel disconnect it).
 The offload HBAs whose logins iscsid relays go the same way, their endpoints made through
@@ -476,7 +476,7 @@ async def userspace_login(
     Returns: the socket (positioned right after the final Login Response),
     the login result and the portal actually used.
     Raises:
-        SessionError with iscsiadm's code (4, 5, 8, 19, 24).
+        SessionError with iscsiadm's code (4, 5, 8, 11 a login that timed out, 19, 24).
     """
     cfg = login_config(node, initiator_name)
     portal = Portal(node.address, node.port, node.tpgt)
@@ -914,7 +914,7 @@ async def establish(
     ``initiator_name`` for this session (open-iscsi's per-iface InitiatorName).
 
     Raises:
-        SessionError: login failures (4, 5, 8, 19, 24); 9 when the kernel refused the
+        SessionError: login failures (4, 5, 8, 11, 19, 24); 9 when the kernel refused the
             session or did not answer a request in time.
     """
     initiator_name = iface_initiator_name(node.record) or initiator_name
@@ -1121,8 +1121,8 @@ async def establish_ep(
     :data:`KERNEL_CONNECTED`), as iscsid does for its ktransport_ep_connect transports
     (usr/initiator.c session_conn_poll): :func:`ep_connect`, CREATE_BOUND_SESSION on the
     endpoint, CREATE_CONN, BIND_CONN, the node record's SET_PARAMs and the host's, the
-    login relayed through SEND_PDU / RECV_PDU, then the negotiated SET_PARAMs and
-    START_CONN in one datagram, and the LUN scan started on the lane.  A redirect tears
+    login relayed through SEND_PDU / RECV_PDU, then the negotiated SET_PARAMs, START_CONN
+    once the kernel took them (:func:`_restart`), and the LUN scan started on the lane.  A redirect tears
     the session down and starts over at the new portal.
 
     ``logging_in``: the daemon's sessions under login by sid, where its event routing
@@ -1133,7 +1133,7 @@ async def establish_ep(
     it does).  ``scan`` and the rest as :func:`establish`.
 
     Raises:
-        SessionError: login failures (4, 5, 8, 19, 24); 9 when the kernel refused the
+        SessionError: login failures (4, 5, 8, 11, 19, 24); 9 when the kernel refused the
             session or did not answer in time.  Whatever it made is gone by then.
     """
     initiator_name = iface_initiator_name(node.record) or initiator_name
@@ -1329,7 +1329,7 @@ async def send_targets_ep(
     after a redirect).
 
     Raises:
-        SessionError: 4, 5, 8, 19, 24 as a login's; 8 when no Text Response comes
+        SessionError: 4, 5, 8, 11, 19, 24 as a login's; 8 when no Text Response comes
             within ``active_timeout`` s; 5 for an answer that is not SendTargets'; 9 when
             the kernel refuses a step.
     """
@@ -1497,8 +1497,10 @@ async def relogin(
     earlier login is not remembered), bound to the *same* kernel sid/cid, then a
     login with the same ISID and TSIH 0 relayed through SEND_PDU/RECV_PDU so the
     kernel stamps its own CmdSN (a userspace CmdSN made LIO ignore commands in
-    the experiment, run6), then every SET_PARAM again (STOP_CONN(RECOVER) clears
-    them) and START_CONN.  Held I/O resumes.
+    the experiment, run6), then the SET_PARAMs the kernel does not hold from the login
+    (:func:`~.params.relogin_changes`: STOP_CONN(RECOVER) clears the digests; ExpStatSN, the
+    segment lengths, what the target negotiated otherwise) and START_CONN once it took
+    them (:func:`_restart`).  Held I/O resumes.
 
     The caller has done STOP_CONN(RECOVER) and waited Time2Wait (RFC 7143 §13.15):
     the connection is made now and its Login PDU follows at once.  (A connection
@@ -1508,7 +1510,7 @@ async def relogin(
     iscsid's session_conn_reopen does) before it raises, so that the next one binds a
     clean connection.
     Raises:
-        SessionError: 4/5/8/19/24 for login failures, 9 for kernel refusals and
+        SessionError: 4/5/8/11/19/24 for login failures, 9 for kernel refusals and
             requests the kernel did not answer (ReplyTimeout), all retryable; 9, not
             retryable, for a session whose ISID is unknown.  NetlinkClosedError
             and CancelledError pass through (the daemon stops, or a logout took over).
@@ -1683,8 +1685,8 @@ async def _offloaded_login(nl, handle: int, session: KernelSession, cfg: LoginCo
 
     Raises:
         SessionError: 15 (START_CONN's EEXIST: the HBA has that session already), 5 (the
-            HBA's login failed: state FREE), 8 (no word within the login timeout; both
-            retryable); IscsiKernelError for another refusal."""
+            HBA's login failed: state FREE), 11 (no word within the login timeout,
+            iscsid's iscsi_login_timedout; both retryable); IscsiKernelError for another refusal."""
     assert session.isid is not None
     outcome = LoginSuccess(_offered(cfg), session.isid.to_bytes(), 0, session.cid, INITIAL_CMDSN,
                            0, 0, INITIAL_CMDSN, INITIAL_CMDSN, {})
