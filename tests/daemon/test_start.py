@@ -486,10 +486,10 @@ def _holder(lock, name):
         "sys.stdin.read()\n")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
-def test_a_second_iscsictl_start_waits_for_the_first(env, capsys, monkeypatch):
-    """Several iscsictl-starts started side by side (one per path or target, as iscsistarts
-    run): one meeting another's lock waits for its logins, then makes its own (before: it
-    exited 1 at once, its target never logged in)."""
+def _behind_another_start(env, capsys, monkeypatch, held: float):
+    """``iscsictl-start -b`` while another iscsictl-start holds the lock for ``held`` s
+    (its in-process logins replaced by one that succeeds): (exit code, stdout, stderr,
+    the targets it logged in to, the holder's pid, the seconds it took)."""
     import threading
     import time
 
@@ -504,13 +504,21 @@ def test_a_second_iscsictl_start_waits_for_the_first(env, capsys, monkeypatch):
     holder = _holder(tmp / "lock", "iscsictl-start")
     try:
         assert holder.stdout.readline() == "held\n"
-        threading.Timer(0.5, holder.stdin.close).start()
+        threading.Timer(held, holder.stdin.close).start()
         began = time.monotonic()
         rc, out, err = start(capsys, "-b", "-c", str(conf))
     finally:
         holder.wait(10)
-    assert rc == 0 and made == [BOOT] and time.monotonic() - began >= 0.4
-    assert err.startswith(f"iscsictl-start: waiting for process {holder.pid} (iscsictl-start) "
+    return rc, out, err, made, holder.pid, time.monotonic() - began
+
+
+def test_a_second_iscsictl_start_waits_for_the_first(env, capsys, monkeypatch):
+    """Several iscsictl-starts started side by side (one per path or target, as iscsistarts
+    run): one meeting another's lock waits for its logins, then makes its own (before: it
+    exited 1 at once, its target never logged in)."""
+    rc, _, err, made, pid, took = _behind_another_start(env, capsys, monkeypatch, 0.5)
+    assert rc == 0 and made == [BOOT] and took >= 0.4
+    assert err.startswith(f"iscsictl-start: waiting for process {pid} (iscsictl-start) "
                           "to end its logins\n")
     assert "Connection7:0" in err
 
@@ -572,25 +580,10 @@ def test_the_wait_for_another_iscsictl_start_has_no_time_limit(env, capsys, monk
     a working path started beside it waits however long that takes, then logs in (before:
     it gave up after 600 s, exit 1, its target never tried).  Here the old limit is made
     0.2 s and the first holds the lock for 0.8 s."""
-    import threading
-
     from iscsictl.daemon import instance
-    from iscsictl.daemon import start as start_mod
-    tmp, conf = env
-    made = []
 
-    async def login_here(records, initiator_name):
-        made.append(records[0]["node.name"])
-        return [{"ok": True, "sids": [7]}]
-    monkeypatch.setattr(start_mod, "_login_here", login_here)
     monkeypatch.setattr(instance, "BOOT_LOGIN_WAIT", 0.2)
-    holder = _holder(tmp / "lock", "iscsictl-start")
-    try:
-        assert holder.stdout.readline() == "held\n"
-        threading.Timer(0.8, holder.stdin.close).start()
-        rc, _, err = start(capsys, "-b", "-c", str(conf))
-    finally:
-        holder.wait(10)
+    rc, _, err, made, _, _ = _behind_another_start(env, capsys, monkeypatch, 0.8)
     assert (rc, made) == (0, [BOOT]), err
 
 
