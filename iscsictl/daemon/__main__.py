@@ -130,8 +130,9 @@ def _after_boot_login(path: str, exc: LockHeld) -> int | None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if iscsid_running():
-        print("iscsictld: open-iscsi's iscsid is running and owns the kernel's iSCSI "
-              "interface; stop it first (systemctl stop iscsid.socket iscsid)", file=sys.stderr)
+        print("iscsictld: open-iscsi's iscsid is running (or its iscsid.socket listens) and "
+              "owns the kernel's iSCSI interface; stop it first (systemctl disable --now "
+              "iscsid.socket iscsid)", file=sys.stderr)
         return 18
     try:
         lock = [take_lock(args.lock_file)]

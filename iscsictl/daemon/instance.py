@@ -12,8 +12,8 @@ from typing import Callable
 
 from iscsictl.ipc import peer_credentials
 
-__all__ = ["ISCSID_ABSTRACT", "LOCK_FILE", "LockHeld", "iscsid_running", "listener_of",
-           "take_lock"]
+__all__ = ["ISCSID_ABSTRACT", "LOCK_FILE", "LockHeld", "held_by", "iscsid_running",
+           "listener_of", "take_lock", "unix_listeners"]
 
 LOCK_FILE = "/run/iscsictld.pid"
 ISCSID_ABSTRACT = "\0ISCSIADM_ABSTRACT_NAMESPACE"
@@ -35,10 +35,58 @@ def listener_of(address: str) -> tuple[int, int] | None:
     return pid, uid
 
 
+#: the process that holds a socket unit's socket (systemd)
+INIT_PID = 1
+#: ``/proc/net/unix``'s Flags bit of a listening socket (__SO_ACCEPTCON)
+_ACCEPTCON = 0x10000
+
+
+def unix_listeners(address: str) -> set[int]:
+    """The inodes of the Unix sockets listening on ``address`` (a path, or an abstract
+    name starting with NUL), as ``/proc/net/unix`` lists them (this network namespace's):
+    told without connecting, which would have systemd start a socket unit's service."""
+    name = "@" + address[1:] if address.startswith("\0") else address
+    found = set()
+    try:
+        with open("/proc/net/unix", encoding="utf-8", errors="replace") as f:
+            next(f, None)
+            for line in f:
+                fields = line.split(None, 7)
+                if len(fields) == 8 and fields[7].rstrip("\n") == name \
+                        and int(fields[3], 16) & _ACCEPTCON:
+                    found.add(int(fields[6]))
+    except (OSError, ValueError):
+        pass
+    return found
+
+
+def held_by(pid: int, inodes: set[int]) -> bool:
+    """Whether process ``pid`` has one of the sockets ``inodes`` open."""
+    links = {f"socket:[{i}]" for i in inodes}
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in links:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def iscsid_running() -> bool:
-    """True when open-iscsi's iscsid listens on its abstract socket: a process of root's.
-    An abstract socket has no permissions, so a listener of another user is not taken for
-    iscsid (any user could otherwise keep iscsictld from starting)."""
+    """True when open-iscsi's iscsid listens on its abstract socket: a process of root's,
+    or systemd holding it for iscsid (``iscsid.socket``: iscsid starts at the first
+    iscsiadm), told without a connection, which would start it.  An abstract socket has
+    no permissions, so a listener of another user is not taken for iscsid (any user could
+    otherwise keep iscsictld from starting)."""
+    inodes = unix_listeners(ISCSID_ABSTRACT)
+    if not inodes:
+        return False
+    if held_by(INIT_PID, inodes):
+        return True
     found = listener_of(ISCSID_ABSTRACT)
     return found is not None and found[1] == 0
 
@@ -71,10 +119,10 @@ def held_by_boot_login(exc: LockHeld) -> bool:
 
 
 def take_lock_within(path: str, seconds: float,
-                     give_up: Callable[[], int | None] | None = None) -> int | None:
+                     give_up: Callable[[LockHeld], int | None] | None = None) -> int | None:
     """:func:`take_lock`, tried every 0.1 s for at most ``seconds``: the descriptor, or
-    None after that; or what ``give_up()`` returns when it returns a value (asked at each
-    try)."""
+    None after that; or what ``give_up(the LockHeld met)`` returns when it returns a value
+    (asked at each try)."""
     import time
 
     deadline = time.monotonic() + seconds
@@ -82,10 +130,9 @@ def take_lock_within(path: str, seconds: float,
         time.sleep(0.1)
         try:
             return take_lock(path)
-        except LockHeld:
-            pass
-        if give_up is not None and (value := give_up()) is not None:
-            return value
+        except LockHeld as exc:
+            if give_up is not None and (value := give_up(exc)) is not None:
+                return value
     return None
 
 

@@ -74,3 +74,23 @@ def test_a_lock_file_that_cannot_be_written_is_said_not_a_traceback(tmp_path, mo
     assert str(e.value) == f"cannot write the lock file {path}: No space left on device"
     monkeypatch.undo()
     os.close(instance.take_lock(path))  # the descriptor was closed: the lock is free
+
+
+def test_a_socket_systemd_holds_for_iscsid_is_iscsid_and_is_not_woken(monkeypatch):
+    """iscsid.socket (enabled by Debian's open-iscsi package): systemd listens on iscsid's
+    name and starts iscsid at the first connection.  It counts as iscsid (the two would
+    act on the kernel's events), told from /proc without connecting (before: the look for
+    iscsid connected, so iscsictld's and iscsictl-start's own start started iscsid).
+    Here the test process stands in for systemd."""
+    import select
+
+    name = f"iscsictl-test-unit-{os.getpid()}"
+    monkeypatch.setattr(instance, "ISCSID_ABSTRACT", "\0" + name)
+    monkeypatch.setattr(instance, "INIT_PID", os.getpid())
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as unit:
+        unit.bind("\0" + name)
+        unit.listen(1)
+        assert instance.unix_listeners("\0" + name)
+        assert instance.iscsid_running()
+        assert select.select([unit], [], [], 0)[0] == []  # nobody connected
+    assert not instance.unix_listeners("\0" + name) and not instance.iscsid_running()
