@@ -25,6 +25,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -559,6 +560,7 @@ class Daemon:
         # SCSI scans, device onlining, queue depths: each blocks in the kernel for as
         # long as the target makes it, each on a thread of its own
         self._scan_pool = ThreadEach("scan")
+        self._bound: tuple[int, int] | None = None  # (st_dev, st_ino) of the socket bound
         self._caps: dict[str, int] = {}  # transport name -> its CAP_* bits (_transport_caps)
         # connection errors the kernel reported for a session not managed yet (one being
         # set up: the kernel runs it, and scans it, a moment before this daemon files it);
@@ -608,7 +610,11 @@ class Daemon:
     def listen(self) -> None:
         """Serve the CLI on ``socket_path`` (0600; a stale socket there is replaced), or on
         :attr:`inherited_socket` when systemd passed one.  Raises OSError when it cannot
-        be bound."""
+        be bound, EADDRINUSE when a socket there is listening (``iscsictld.socket``'s,
+        whose service is stopped: a daemon started by hand took its path, and deleted it
+        when it stopped, every command failing with 20 until the unit was restarted)."""
+        from .instance import unix_listeners
+
         assert self.socket_path is not None, "a Daemon(None) serves no IPC"
         if self.inherited_socket is not None:
             self._server = IpcListener(self.inherited_socket, self._serve)
@@ -616,6 +622,10 @@ class Daemon:
         path = Path(self.socket_path)
         path.parent.mkdir(0o755, parents=True, exist_ok=True)  # not 0777 under umask 0
         if path.is_socket():
+            if unix_listeners(str(path)):  # (looked up: a connection would have systemd
+                raise OSError(errno.EADDRINUSE,  # start the service)
+                              "something listens there already (iscsictld.socket? then "
+                              "'systemctl start iscsictld')")
             path.unlink()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -625,9 +635,11 @@ class Daemon:
             finally:
                 os.umask(old)
             sock.listen(socket.SOMAXCONN)  # bursts of commands (os-brick, CSI) wait in it
+            st = os.stat(path)
         except OSError:
             sock.close()
             raise
+        self._bound = (st.st_dev, st.st_ino)
         self._server = IpcListener(sock, self._serve)
 
     async def wait_stopped(self) -> None:
@@ -674,9 +686,11 @@ class Daemon:
                 self.nl.close()
                 self.nl = None
             self._scan_pool.shutdown(wait=False, cancel_futures=True)
-            if self.socket_path is not None and self.inherited_socket is None:
-                try:
-                    Path(self.socket_path).unlink()
+            if self.socket_path is not None and self._bound is not None:
+                try:  # ours only (a socket unit's, bound after it, is left)
+                    st = os.stat(self.socket_path)
+                    if (st.st_dev, st.st_ino) == self._bound:
+                        os.unlink(self.socket_path)
                 except OSError:
                     pass
             if self.on_closed is not None:

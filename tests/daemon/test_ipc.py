@@ -6,6 +6,7 @@ import time
 import json
 import logging
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -1232,3 +1233,41 @@ def test_the_socket_systemd_passes_is_taken_by_its_protocol(tmp_path):
     assert run("pid 1") == "None None []"
     assert run("ours", listening=False).startswith("error descriptor 3 systemd passed is "
                                                    "not a listening Unix stream socket")
+
+
+def test_a_socket_listening_at_its_path_is_left_to_its_owner(tmp_path):
+    """iscsictld.socket holds the path while its service is stopped, and iscsictld is
+    started by hand: it refuses that path (EADDRINUSE, found without a connection, which
+    would have systemd start the service) instead of deleting the socket and binding its
+    own; and a daemon that stops deletes the path only while it is its own socket (before:
+    the unit's socket was deleted and every command failed with 20 until the unit was
+    restarted)."""
+    import errno
+
+    path = str(tmp_path / "d.sock")
+
+    def daemon():
+        return Daemon(path, sysfs_root=str(tmp_path / "sys"), state_dir=str(tmp_path / "st"),
+                      db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
+
+    async def main():
+        unit = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        unit.bind(path)
+        unit.listen(8)
+        with pytest.raises(OSError) as e:
+            daemon().listen()
+        assert e.value.errno == errno.EADDRINUSE and "iscsictld.socket" in str(e.value)
+        pending = select.select([unit], [], [], 0)[0]  # no connection was made to it
+        unit.close()  # the unit stopped: its file stays, stale, and is replaced
+        d = daemon()
+        d.listen()
+        assert await asyncio.get_running_loop().run_in_executor(
+            None, lambda: DaemonClient(path, timeout=5).call("ping")) is not None
+        os.unlink(path)  # a socket unit's, bound after it, in its place
+        other = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        other.bind(path)
+        await d.close()
+        kept = os.path.exists(path)
+        other.close()
+        return pending, kept
+    assert asyncio.run(main()) == ([], True)
