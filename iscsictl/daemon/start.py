@@ -264,33 +264,41 @@ async def _login_here(records: list[dict[str, str]], initiator_name: str) -> lis
 
 
 def _login(records: list[dict[str, str]], initiator_name: str) -> list[dict[str, Any]]:
-    from iscsictl.ipc import DaemonClient, DaemonError, DaemonNotRunning
-
-    try:  # iscsictld runs: it owns the kernel's sessions, so it makes these too
-        DaemonClient(timeout=5).call("ping")
-        return DaemonClient().call("login", records=records, initiator_name=initiator_name)
-    except DaemonNotRunning:
-        pass  # the logins are made here
-    except DaemonError as e:  # it runs, but cannot be asked (an older one, stuck ...) or
-        # its login failed: it holds the lock, so this process could not make them either
-        return [{"ok": False, "code": e.code, "message": str(e)}] * len(records)
+    """The logins: made here while this process holds iscsictld's lock, asked of the
+    iscsictld that holds it, or made here after another iscsictl-start's (waited for).
+    The lock says who owns the kernel's sessions: a connection to the daemon's socket
+    would not (with ``iscsictld.socket`` systemd answers it and starts the daemon, which
+    then waits for the lock another iscsictl-start holds)."""
     from .instance import LOCK_FILE, LockHeld, iscsid_running, take_lock
 
     if iscsid_running():
-        print(f"{PROG}: open-iscsi's iscsid is running and owns the kernel's iSCSI "
-              "interface", file=sys.stderr)
+        print(f"{PROG}: open-iscsi's iscsid is running (or its iscsid.socket listens) and "
+              "owns the kernel's iSCSI interface", file=sys.stderr)
         raise SystemExit(ERR)
     _name_process()
-    try:  # no iscsictld meanwhile
+    try:
         lock = take_lock(os.environ.get("ISCSICTLD_LOCK", LOCK_FILE))
     except LockHeld as exc:
-        lock = _after_other_start(exc)
-        if lock is None:  # an iscsictld's (or no iscsictl-start's): not waited for
-            print(f"{PROG}: {exc}", file=sys.stderr)
-            raise SystemExit(ERR) from None
-        return _login(records, initiator_name) if lock < 0 else _login_locked(
-            lock, records, initiator_name)
+        got = _after_other_start(exc)
+        if isinstance(got, LockHeld):  # an iscsictld holds it: the logins are its
+            return _daemon_login(records, initiator_name, got)
+        lock = got
     return _login_locked(lock, records, initiator_name)
+
+
+def _daemon_login(records: list[dict[str, str]], initiator_name: str,
+                  held: Exception) -> list[dict[str, Any]]:
+    """The logins asked of the iscsictld holding the lock (``held``: the LockHeld met)."""
+    from iscsictl.ipc import DaemonClient, DaemonError, DaemonNotRunning
+
+    try:
+        DaemonClient(timeout=5).call("ping")
+        return DaemonClient().call("login", records=records, initiator_name=initiator_name)
+    except DaemonNotRunning:  # it holds the lock and serves nothing (yet)
+        print(f"{PROG}: {held}", file=sys.stderr)
+        raise SystemExit(ERR) from None
+    except DaemonError as e:  # it runs, but cannot be asked (an older one, stuck ...) or
+        return [{"ok": False, "code": e.code, "message": str(e)}] * len(records)  # failed
 
 
 def _name_process() -> None:
@@ -303,29 +311,26 @@ def _name_process() -> None:
         pass
 
 
-def _after_other_start(exc: Any) -> int | None:
-    """The lock, once another iscsictl-start holding it has ended (several started side by
-    side, one per path or target, as iscsistarts are), however long its logins take
-    (a dead path's are retried for minutes; giving up after 600 s left a working path
-    never tried); -1 when an iscsictld that answers holds it meanwhile (the logins are
-    then its); None when the holder is no iscsictl-start."""
-    from iscsictl.ipc import DaemonClient, DaemonError
-
+def _after_other_start(exc: Any) -> Any:
+    """The lock (its descriptor), once another iscsictl-start holding it has ended (several
+    started side by side, one per path or target, as iscsistarts are), however long its
+    logins take (a dead path's are retried for minutes; giving up after 600 s left a
+    working path never tried); ``exc`` itself when the holder is no iscsictl-start, or
+    the LockHeld of an iscsictld that takes the lock meanwhile (the logins are then its)."""
     from .instance import LOCK_FILE, held_by_boot_login, take_lock_within
 
     if not held_by_boot_login(exc):
-        return None
+        return exc
     print(f"{PROG}: waiting for process {exc.holder} (iscsictl-start) to end its logins",
           file=sys.stderr)
+    met = [exc]
 
-    def daemon_answers() -> int | None:
-        try:
-            DaemonClient(timeout=1).call("ping")
-            return -1
-        except DaemonError:  # DaemonNotRunning too
-            return None
-    return take_lock_within(os.environ.get("ISCSICTLD_LOCK", LOCK_FILE), math.inf,
-                            daemon_answers)
+    def daemon_holds(held: Any) -> int | None:
+        met[0] = held
+        return None if held_by_boot_login(held) else -1
+    lock = take_lock_within(os.environ.get("ISCSICTLD_LOCK", LOCK_FILE), math.inf,
+                            daemon_holds)
+    return met[0] if lock is None or lock < 0 else lock
 
 
 def _login_locked(lock: int, records: list[dict[str, str]],

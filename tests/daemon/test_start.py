@@ -39,6 +39,24 @@ def env(tmp_path, monkeypatch):
         monkeypatch.setenv(k, str(v))
     return tmp_path, conf
 
+def _daemon(tmp, monkeypatch):
+    """A stand-in iscsictld answering on ``tmp/d.sock`` (FakeDaemon) and holding the lock
+    as a running one does (a process of that name: the lock says who owns the sessions);
+    ``close()`` ends both."""
+    d = FakeDaemon(str(tmp / "d.sock"))
+    monkeypatch.setenv("ISCSICTL_SOCKET", d.path)
+    holder = _holder(tmp / "lock", "iscsictld")
+    assert holder.stdout.readline() == "held\n"
+    stop = d.close
+
+    def close():
+        stop()
+        holder.stdin.close()
+        holder.wait(10)
+    d.close = close
+    return d
+
+
 #: iscsistart's -v line, with the project's version as iscsictl -V's (it was the DB format's)
 VERSION = f"iscsictl-start version {__version__}\n"
 
@@ -134,8 +152,7 @@ def test_the_boot_selected_nic_need_not_be_the_targets_as_iscsistart(env, capsys
                [dict(ibft.NIC, flags=1), dict(ibft.NIC, index=1, flags=3,
                                                 mac="52:54:00:98:00:03")],
                [ibft.BOOT_TARGET])
-    d = FakeDaemon(str(env[0] / "d.sock"))
-    monkeypatch.setenv("ISCSICTL_SOCKET", d.path)
+    d = _daemon(env[0], monkeypatch)
     try:
         d.answers = {"ping": [{}], "login": [{"ok": True, "sids": [4]}]}
         rc, out, err = start(capsys, "-b", "-c", str(env[1]))
@@ -157,8 +174,7 @@ def test_a_command_line_login_takes_chap_from_its_options_only(env, capsys, monk
                 "node.session.auth.password = db-secret-123\n"
                 "node.session.auth.username_in = dbtarget\n"
                 "node.session.auth.password_in = db-target-456\n")
-    d = FakeDaemon(str(tmp / "d.sock"))
-    monkeypatch.setenv("ISCSICTL_SOCKET", d.path)
+    d = _daemon(tmp, monkeypatch)
     keys = ("node.session.auth.username", "node.session.auth.password",
             "node.session.auth.username_in")
     try:
@@ -184,8 +200,7 @@ def test_one_session_per_target_whatever_nr_sessions_says(env, capsys, monkeypat
     tmp, conf = env
     with open(conf / "iscsid.conf", "a") as f:
         f.write("node.session.nr_sessions = 3\n")
-    d = FakeDaemon(str(tmp / "d.sock"))
-    monkeypatch.setenv("ISCSICTL_SOCKET", d.path)
+    d = _daemon(tmp, monkeypatch)
     try:
         for args in (("-b",), ("-b", "-P", "node.session.nr_sessions=2"),
                      ("-i", "iqn.2026-11.x:i", "-t", BOOT, "-g", "1", "-a", "127.0.0.1")):
@@ -203,8 +218,7 @@ def test_the_command_line_is_read_as_iscsistarts_getopt_long(env, capsys, monkey
     -w "$iscsi_password"), unique long prefixes (--targ), grouped letters, and a word that
     is no option's ignored (before: 7, "expected one argument")."""
     tmp, conf = env
-    d = FakeDaemon(str(tmp / "d.sock"))
-    monkeypatch.setenv("ISCSICTL_SOCKET", d.path)
+    d = _daemon(tmp, monkeypatch)
     try:
         d.answers = {"ping": [{}], "login": [{"ok": True, "sids": [4]}]}
         rc, _, err = start(capsys, "-c", str(conf), "-i", "iqn.2026-11.x:i", "--targ", BOOT,
@@ -274,8 +288,7 @@ def test_a_stdout_that_cannot_be_written_stops_no_boot_login(env, monkeypatch, s
     import os
     import subprocess
     tmp, conf = env
-    d = FakeDaemon(str(tmp / "d.sock"))
-    monkeypatch.setenv("ISCSICTL_SOCKET", d.path)
+    d = _daemon(tmp, monkeypatch)
     try:
         d.answers = {"ping": [{}], "login": [{"ok": True, "sids": [4]}]}
         cmd = [sys.executable, "-c", "from iscsictl.daemon.start import console; console()",
@@ -299,8 +312,7 @@ def test_a_stdout_that_cannot_be_written_stops_no_boot_login(env, monkeypatch, s
 
 def test_logins_go_to_a_running_daemon(env, capsys, monkeypatch):
     tmp, conf = env
-    d = FakeDaemon(str(tmp / "d.sock"))
-    monkeypatch.setenv("ISCSICTL_SOCKET", d.path)
+    d = _daemon(tmp, monkeypatch)
     try:
         d.answers = {"ping": [{}], "login": [{"ok": True, "sids": [4]}]}
         rc, out, err = start(capsys, "-b", "-c", str(conf))
@@ -367,8 +379,7 @@ def test_p_sets_iface_keys_and_rebinds_as_iscsistart(env, capsys, monkeypatch):
     root disk), a new net device forgets the MAC, a new MAC the net device, and a new
     transport the firmware's whole binding."""
     tmp, conf = env
-    d = FakeDaemon(str(tmp / "d.sock"))
-    monkeypatch.setenv("ISCSICTL_SOCKET", d.path)
+    d = _daemon(tmp, monkeypatch)
     static = ["-c", str(conf), "-i", "iqn.2026-11.x:i", "-t", BOOT, "-g", "1",
               "-a", "127.0.0.1"]
     try:
@@ -416,7 +427,13 @@ def test_a_daemon_that_runs_but_cannot_be_asked_is_named(env, capsys, monkeypatc
     path = str(tmp / "old.sock")
     _one_shot_server(path, lambda conn: conn.sendall(old_daemon_answer(2)))
     monkeypatch.setenv("ISCSICTL_SOCKET", path)
-    rc, _, err = start(capsys, "-b", "-c", str(conf))
+    holder = _holder(tmp / "lock", "iscsictld")
+    try:
+        assert holder.stdout.readline() == "held\n"
+        rc, _, err = start(capsys, "-b", "-c", str(conf))
+    finally:
+        holder.stdin.close()
+        holder.wait(10)
     assert rc == 1 and "speaks IPC v2" in err and "restart iscsictld" in err
 
 
@@ -657,3 +674,29 @@ def test_ctrl_c_does_not_stop_the_boot_login(env):
     assert f"iscsictl-start: pid {p.pid} caught signal -2\n" in err
     assert "Traceback" not in err and p.returncode not in (0, -signal.SIGINT), err
 
+
+
+def test_a_socket_unit_without_its_daemon_is_not_asked(env, capsys, monkeypatch):
+    """iscsictld.socket listens and no iscsictld runs (nothing holds the lock): the
+    logins are made here, the socket left alone (before: the ping made systemd start
+    iscsictld, which waits for the lock an iscsictl-start beside this one held, and this
+    one failed every login after 5 s with 33).  A listener that never accepts stands in
+    for the unit's socket."""
+    import select
+    import socket
+
+    from iscsictl.daemon import start as start_mod
+    tmp, conf = env
+    made = []
+
+    async def login_here(records, initiator_name):
+        made.append(records[0]["node.name"])
+        return [{"ok": True, "sids": [7]}]
+    monkeypatch.setattr(start_mod, "_login_here", login_here)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as unit:
+        unit.bind(str(tmp / "unit.sock"))
+        unit.listen(8)
+        monkeypatch.setenv("ISCSICTL_SOCKET", str(tmp / "unit.sock"))
+        rc, _, err = start(capsys, "-b", "-c", str(conf))
+        asked = select.select([unit], [], [], 0)[0]
+    assert (rc, made, asked) == (0, [BOOT], []), err
