@@ -234,9 +234,8 @@ def _apply_params(records: list, params: list[str]) -> None:
 async def _login_here(records: list[dict[str, str]], initiator_name: str) -> list[dict[str, Any]]:
     """The logins through an in-process iscsictld that serves nobody (no IPC socket) and
     leaves its sessions in the kernel when it closes."""
-    import logging
-
     import asyncio
+    import logging
 
     from .service import Daemon
 
@@ -325,12 +324,22 @@ def _after_other_start(exc: Any) -> Any:
           file=sys.stderr)
     met = [exc]
 
-    def daemon_holds(held: Any) -> int | None:
-        met[0] = held
-        return None if held_by_boot_login(held) else -1
+    def daemon_holds(held: Any) -> int | None:  # (a holder that has not written its pid
+        met[0] = held  # yet shows the last one's, gone: not taken for a daemon)
+        return None if held_by_boot_login(held) or not _alive(held.holder) else -1
     lock = take_lock_within(os.environ.get("ISCSICTLD_LOCK", LOCK_FILE), math.inf,
                             daemon_holds)
     return met[0] if lock is None or lock < 0 else lock
+
+
+def _alive(pid: Any) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, TypeError, ProcessLookupError):
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def _login_locked(lock: int, records: list[dict[str, str]],
