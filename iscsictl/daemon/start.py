@@ -335,7 +335,7 @@ def _after_other_start(exc: Any) -> Any:
 def _alive(pid: Any) -> bool:
     try:
         os.kill(int(pid), 0)
-    except (ValueError, TypeError, ProcessLookupError):
+    except (ValueError, TypeError, OverflowError, ProcessLookupError):
         return False
     except PermissionError:
         pass
