@@ -5,6 +5,7 @@ in-process logins through the kernel are tested in the VM
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -45,14 +46,13 @@ def _daemon(tmp, monkeypatch):
     ``close()`` ends both."""
     d = FakeDaemon(str(tmp / "d.sock"))
     monkeypatch.setenv("ISCSICTL_SOCKET", d.path)
-    holder = _holder(tmp / "lock", "iscsictld")
-    assert holder.stdout.readline() == "held\n"
+    holding = _holding(tmp / "lock", "iscsictld")
+    holding.__enter__()
     stop = d.close
 
     def close():
         stop()
-        holder.stdin.close()
-        holder.wait(10)
+        holding.__exit__(None, None, None)
     d.close = close
     return d
 
@@ -427,13 +427,8 @@ def test_a_daemon_that_runs_but_cannot_be_asked_is_named(env, capsys, monkeypatc
     path = str(tmp / "old.sock")
     _one_shot_server(path, lambda conn: conn.sendall(old_daemon_answer(2)))
     monkeypatch.setenv("ISCSICTL_SOCKET", path)
-    holder = _holder(tmp / "lock", "iscsictld")
-    try:
-        assert holder.stdout.readline() == "held\n"
+    with _holding(tmp / "lock", "iscsictld"):
         rc, _, err = start(capsys, "-b", "-c", str(conf))
-    finally:
-        holder.stdin.close()
-        holder.wait(10)
     assert rc == 1 and "speaks IPC v2" in err and "restart iscsictld" in err
 
 
@@ -503,6 +498,31 @@ def _holder(lock, name):
         "sys.stdin.read()\n")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
+@contextlib.contextmanager
+def _holding(lock, name):
+    """:func:`_holder`, its lock taken when this enters, released when it leaves."""
+    holder = _holder(lock, name)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        yield holder
+    finally:
+        holder.stdin.close()
+        holder.wait(10)
+
+
+def _logins_made_here(monkeypatch) -> list:
+    """The in-process logins replaced by one that succeeds (session 7): the list of the
+    targets it is asked for, filled as they are."""
+    from iscsictl.daemon import start as start_mod
+    made = []
+
+    async def login_here(records, initiator_name):
+        made.append(records[0]["node.name"])
+        return [{"ok": True, "sids": [7]}]
+    monkeypatch.setattr(start_mod, "_login_here", login_here)
+    return made
+
+
 def _behind_another_start(env, capsys, monkeypatch, held: float):
     """``iscsictl-start -b`` while another iscsictl-start holds the lock for ``held`` s
     (its in-process logins replaced by one that succeeds): (exit code, stdout, stderr,
@@ -510,14 +530,8 @@ def _behind_another_start(env, capsys, monkeypatch, held: float):
     import threading
     import time
 
-    from iscsictl.daemon import start as start_mod
     tmp, conf = env
-    made = []
-
-    async def login_here(records, initiator_name):
-        made.append(records[0]["node.name"])
-        return [{"ok": True, "sids": [7]}]
-    monkeypatch.setattr(start_mod, "_login_here", login_here)
+    made = _logins_made_here(monkeypatch)
     holder = _holder(tmp / "lock", "iscsictl-start")
     try:
         assert holder.stdout.readline() == "held\n"
@@ -580,13 +594,8 @@ def test_a_held_lock_is_said_not_a_silent_exit_1(env, capsys):
     not made here, and the reason is printed at once (before: exit 1 after "Logging into",
     nothing said; the message, had it been printed, named iscsictld)."""
     tmp, conf = env
-    holder = _holder(tmp / "lock", "iscsictld")
-    try:
-        assert holder.stdout.readline() == "held\n"
+    with _holding(tmp / "lock", "iscsictld") as holder:
         rc, out, err = start(capsys, "-b", "-c", str(conf))
-    finally:
-        holder.stdin.close()
-        holder.wait(10)
     assert rc == 1 and out.startswith("iscsictl-start: Logging into")
     assert err == (f"iscsictl-start: process {holder.pid} (iscsictld or iscsictl-start) owns "
                    f"the kernel's iSCSI sessions ({tmp / 'lock'})\n")
@@ -685,14 +694,8 @@ def test_a_socket_unit_without_its_daemon_is_not_asked(env, capsys, monkeypatch)
     import select
     import socket
 
-    from iscsictl.daemon import start as start_mod
     tmp, conf = env
-    made = []
-
-    async def login_here(records, initiator_name):
-        made.append(records[0]["node.name"])
-        return [{"ok": True, "sids": [7]}]
-    monkeypatch.setattr(start_mod, "_login_here", login_here)
+    made = _logins_made_here(monkeypatch)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as unit:
         unit.bind(str(tmp / "unit.sock"))
         unit.listen(8)
