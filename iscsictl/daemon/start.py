@@ -315,21 +315,41 @@ def _after_other_start(exc: Any) -> Any:
     started side by side, one per path or target, as iscsistarts are), however long its
     logins take (a dead path's are retried for minutes; giving up after 600 s left a
     working path never tried); ``exc`` itself when the holder is no iscsictl-start, or
-    the LockHeld of an iscsictld that takes the lock meanwhile (the logins are then its)."""
-    from .instance import LOCK_FILE, held_by_boot_login, take_lock_within
+    the LockHeld of an iscsictld that takes the lock meanwhile, once it answers (the
+    logins are then its; before, one not serving yet was asked once and this one exited
+    1, its target never tried)."""
+    from iscsictl.ipc import DaemonClient, DaemonError, DaemonNotRunning
 
-    if not held_by_boot_login(exc):
+    from .instance import LOCK_FILE, take_lock_within
+
+    if not _boot_login_or_unwritten(exc):
         return exc
     print(f"{PROG}: waiting for process {exc.holder} (iscsictl-start) to end its logins",
           file=sys.stderr)
     met = [exc]
 
-    def daemon_holds(held: Any) -> int | None:  # (a holder that has not written its pid
-        met[0] = held  # yet shows the last one's, gone: not taken for a daemon)
-        return None if held_by_boot_login(held) or not _alive(held.holder) else -1
+    def daemon_holds(held: Any) -> int | None:
+        met[0] = held
+        if _boot_login_or_unwritten(held):
+            return None
+        try:  # an iscsictld took it: asked once it answers (it may still be starting:
+            DaemonClient(timeout=1).call("ping")  # its command server, adoption ...)
+        except DaemonNotRunning:
+            return None
+        except DaemonError:  # it runs, but cannot be asked: said by _daemon_login
+            pass
+        return -1
     lock = take_lock_within(os.environ.get("ISCSICTLD_LOCK", LOCK_FILE), math.inf,
                             daemon_holds)
     return met[0] if lock is None or lock < 0 else lock
+
+
+def _boot_login_or_unwritten(exc: Any) -> bool:
+    """Whether the lock's holder is an iscsictl-start, or one that has not written its pid
+    yet (the file empty, or still the last holder's, gone): waited for, not asked."""
+    from .instance import held_by_boot_login
+
+    return held_by_boot_login(exc) or not _alive(exc.holder)
 
 
 def _alive(pid: Any) -> bool:

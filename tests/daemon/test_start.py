@@ -705,23 +705,34 @@ def test_a_socket_unit_without_its_daemon_is_not_asked(env, capsys, monkeypatch)
     assert (rc, made, asked) == (0, [BOOT], []), err
 
 
-def test_a_holder_whose_pid_is_not_written_yet_is_waited_for(monkeypatch, capsys):
+def test_a_holder_whose_pid_is_not_written_yet_is_waited_for(env, monkeypatch, capsys):
     """Waiting behind an iscsictl-start, the lock taken by another process that has not
     written its pid yet (the file still names the last holder, gone; or nothing): still
-    waited for, not taken for an iscsictld (whose logins would be asked of it); a live
-    holder of another name is."""
+    waited for, not taken for an iscsictld; a live holder of another name, an iscsictld,
+    is asked once it answers (it may still be starting: before, it was asked once, and
+    this iscsictl-start exited 1, its target never tried); the first holder met too."""
     from iscsictl.daemon import instance
     from iscsictl.daemon import start as start_mod
     from iscsictl.daemon.instance import LockHeld
 
     answers = []
+    d = FakeDaemon(str(env[0] / "d.sock"))
 
     def take_lock_within(path, seconds, give_up):
         for holder in ("4194304999", "?", str(os.getpid())):
             answers.append(give_up(LockHeld("held", holder)))
+        monkeypatch.setenv("ISCSICTL_SOCKET", d.path)  # now it serves
+        d.answers = {"ping": [{}]}
+        answers.append(give_up(LockHeld("held", str(os.getpid()))))
         return None
     monkeypatch.setattr(instance, "take_lock_within", take_lock_within)
     monkeypatch.setattr(instance, "held_by_boot_login", lambda exc: exc.holder == "first")
-    got = start_mod._after_other_start(LockHeld("held", "first"))
-    assert answers == [None, None, -1]
-    assert isinstance(got, LockHeld) and got.holder == str(os.getpid())
+    try:
+        for first in ("first", "?"):
+            answers.clear()
+            got = start_mod._after_other_start(LockHeld("held", first))
+            assert answers == [None, None, None, -1]
+            assert isinstance(got, LockHeld) and got.holder == str(os.getpid())
+            monkeypatch.setenv("ISCSICTL_SOCKET", str(env[0] / "none.sock"))
+    finally:
+        d.close()
