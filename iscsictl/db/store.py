@@ -1524,9 +1524,11 @@ class NodeDB:
                         aside = None
                         raise DBError(f"cannot convert {portal} to a directory: "
                                       f"{e.strerror}") from None
+                    with contextlib.suppress(OSError):  # touched: no sweep of old temp
+                        os.utime(aside)  # files (an hour untouched) takes it meanwhile
                 self._mkdirs(did.type_dir, f"{did.address},{did.port}")
             self._write_file(path, rec)
-        except (OSError, DBError):
+        except BaseException:  # (Ctrl-C too)
             if aside is not None:  # back as it was
                 with self.db_lock():
                     self._rmdir_quiet(portal)

@@ -181,6 +181,32 @@ def test_discovery_records_of_before_svn_780_are_read_and_converted(etc):
     assert adm(etc, "-m", "node").stdout == f"10.0.0.7:3260,1 {T1}\n"
 
 
+def test_a_flat_discovery_records_conversion_cut_short_puts_it_back(etc, monkeypatch):
+    """Ctrl-C while a pre-svn-780 discovery record is converted (set aside in the DB's
+    .tmp, its directory made, the record being written): the file is back where it was,
+    whole (before: left in .tmp, which a later write's sweep of old temp files deletes,
+    the record and its CHAP credentials lost)."""
+    from iscsictl.db.store import DiscoveryID
+
+    db = NodeDB(etc, etc)
+    st = DiscoveryID("sendtargets", "10.0.0.9", 3260)
+    db.create_discovery(st, values={"discovery.sendtargets.auth.username": "keep"})
+    portal = os.path.join(etc, "send_targets", "10.0.0.9,3260")
+    os.rename(os.path.join(portal, "st_config"), portal + ".old")
+    os.rmdir(portal)
+    os.rename(portal + ".old", portal)
+
+    def interrupted(self, path, rec):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(NodeDB, "_write_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        db.update_discovery(st, "discovery.sendtargets.auth.password", "x")
+    monkeypatch.undo()
+    assert os.path.isfile(portal) and os.listdir(os.path.join(etc, ".tmp")) == []
+    rec = NodeDB(etc, etc).read_discovery(st)
+    assert rec["discovery.sendtargets.auth.username"] == "keep"
+
+
 def test_a_legacy_file_is_listed_with_its_own_tag(etc):
     """iscsiadm 2.0.874 wrote ``nodes/T/IP,PORT`` files holding the real ``node.tpgt``:
     iscsiadm lists the tag it reads there, not the unknown tag of the file's name."""
