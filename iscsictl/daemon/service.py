@@ -610,10 +610,10 @@ class Daemon:
     def listen(self) -> None:
         """Serve the CLI on ``socket_path`` (0600; a stale socket there is replaced), or on
         :attr:`inherited_socket` when systemd passed one.  Raises OSError when it cannot
-        be bound, EADDRINUSE when a socket there is listening (``iscsictld.socket``'s,
-        whose service is stopped: a daemon started by hand took its path, and deleted it
-        when it stopped, every command failing with 20 until the unit was restarted)."""
-        from .instance import unix_listeners
+        be bound, EADDRINUSE when systemd listens there (``iscsictld.socket``, its service
+        stopped: a daemon started by hand took its path, and deleted it when it stopped,
+        every command failing with 20 until the unit was restarted)."""
+        from . import instance
 
         assert self.socket_path is not None, "a Daemon(None) serves no IPC"
         if self.inherited_socket is not None:
@@ -622,10 +622,12 @@ class Daemon:
         path = Path(self.socket_path)
         path.parent.mkdir(0o755, parents=True, exist_ok=True)  # not 0777 under umask 0
         if path.is_socket():
-            if unix_listeners(str(path)):  # (looked up: a connection would have systemd
-                raise OSError(errno.EADDRINUSE,  # start the service)
-                              "something listens there already (iscsictld.socket? then "
-                              "'systemctl start iscsictld')")
+            # systemd's socket there is left to it, looked up (a connection would have it
+            # start the service); any other listener's is taken over (one of any user's,
+            # bound in a mount namespace of its own, is listed at that path too)
+            if instance.held_by(instance.INIT_PID, instance.unix_listeners(str(path))):
+                raise OSError(errno.EADDRINUSE, "systemd listens there (iscsictld.socket): "
+                                                "'systemctl start iscsictld' instead")
             path.unlink()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:

@@ -1235,15 +1235,20 @@ def test_the_socket_systemd_passes_is_taken_by_its_protocol(tmp_path):
                                                    "not a listening Unix stream socket")
 
 
-def test_a_socket_listening_at_its_path_is_left_to_its_owner(tmp_path):
+def test_a_socket_listening_at_its_path_is_left_to_its_owner(tmp_path, monkeypatch):
     """iscsictld.socket holds the path while its service is stopped, and iscsictld is
     started by hand: it refuses that path (EADDRINUSE, found without a connection, which
     would have systemd start the service) instead of deleting the socket and binding its
     own; and a daemon that stops deletes the path only while it is its own socket (before:
     the unit's socket was deleted and every command failed with 20 until the unit was
-    restarted)."""
+    restarted).  A listener not systemd's is taken over, as a stale socket is (any user
+    may list one at that path from a mount namespace of its own).  The test process
+    stands in for systemd."""
     import errno
 
+    from iscsictl.daemon import instance
+
+    monkeypatch.setattr(instance, "INIT_PID", os.getpid())
     path = str(tmp_path / "d.sock")
 
     def daemon():
@@ -1259,8 +1264,14 @@ def test_a_socket_listening_at_its_path_is_left_to_its_owner(tmp_path):
         assert e.value.errno == errno.EADDRINUSE and "iscsictld.socket" in str(e.value)
         pending = select.select([unit], [], [], 0)[0]  # no connection was made to it
         unit.close()  # the unit stopped: its file stays, stale, and is replaced
+        monkeypatch.setattr(instance, "INIT_PID", 0)
+        squat = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # and another's
+        os.unlink(path)
+        squat.bind(path)
+        squat.listen(1)
         d = daemon()
         d.listen()
+        squat.close()
         assert await asyncio.get_running_loop().run_in_executor(
             None, lambda: DaemonClient(path, timeout=5).call("ping")) is not None
         os.unlink(path)  # a socket unit's, bound after it, in its place
