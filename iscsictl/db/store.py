@@ -1222,13 +1222,17 @@ class NodeDB:
                          ) -> Record:
         """Several ``-o update`` settings applied in one read-modify-write.  With
         ``discovery`` the record is being found again by that source: its discovery fields
-        are set, lookup keys may change too, and the source's link is ensured.  With
+        are set, lookup keys may change too, and the source's link is ensured; another
+        source's goes (a record the firmware finds now, a SendTargets source had found:
+        iscsiadm rewrites it, its old link removed, so that deleting that source does not
+        delete the boot disk's record).  With
         ``iface_copy`` the updates are its iface's new ``iface.*`` values (the record holds
         a copy of them, which node mode may not change)."""
         path = self.node_path(nid)
         with contextlib.ExitStack() as locks:
             locks.enter_context(self.record_lock(self._lock_key(nid)))
-            rec = self._updated(path, updates, discovery, iface_copy)
+            rec, source = self._updated(path, updates, discovery, iface_copy)
+            moved = source != [rec.values.get(k) for k in DISCOVERY_KEYS]
             tagged = NodeID.of(rec)
             if nid.legacy and tagged.tpgt != schema.TPGT_UNKNOWN:
                 # an old-style file that holds its tag (iscsiadm 2.0.87x wrote them):
@@ -1242,13 +1246,17 @@ class NodeDB:
             self._write_file(path, rec)
             if discovery is not None and not nid.legacy:
                 with self.db_lock():
+                    if moved:
+                        self._unlink_node_links(nid)
                     self._link_node(rec, nid)
         return rec
 
     def _updated(self, path: str, updates: dict, discovery: DiscoveryID | None,
-                 iface_copy: bool) -> Record:
-        """The record at ``path`` with :meth:`update_node_many`'s ``updates`` applied."""
+                 iface_copy: bool) -> tuple[Record, list]:
+        """The record at ``path`` with :meth:`update_node_many`'s ``updates`` applied, and
+        its discovery source (:data:`DISCOVERY_KEYS`' values) before them."""
         rec = parse_record(schema.NODE, self._read_bytes(path), path, self.warn)
+        source = [rec.values.get(k) for k in DISCOVERY_KEYS]
         if discovery is None:  # a key the DB's open-iscsi version has not: no key of its
             for k in updates:  # records (idbm_verify_param), not taken and dropped
                 key = schema.NODE.by_name.get(k)
@@ -1258,7 +1266,7 @@ class NodeDB:
             rec.set(k, v, check_update=discovery is None and not iface_copy)
         if discovery is not None:
             self._set_discovery_fields(rec, discovery)
-        return rec
+        return rec, source
 
     def update_nodes(self, nids: Iterable[NodeID], updates: dict, *, iface_copy: bool = False
                      ) -> Iterator[tuple[NodeID, Record | DBError]]:
@@ -1308,7 +1316,7 @@ class NodeDB:
                         try:
                             path = self.node_path(nid)
                             locks.enter_context(self.record_lock(self._lock_key(nid)))
-                            rec = self._updated(path, updates, None, iface_copy)
+                            rec, _ = self._updated(path, updates, None, iface_copy)
                             staged.append((nid, rec, *self._stage_file(path, rec)))
                         except DBError as e:
                             results[nid] = e

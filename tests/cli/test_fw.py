@@ -571,3 +571,23 @@ def test_the_boot_table_is_the_first_whose_flagged_entries_describe_a_boot(tmp_p
     assert boot_entry(str(sys_root)) == ("iscsi_boot7", "iqn.2026-11.x:hba-initiator")
     write_tree(sys_root, ibft.INITIATOR, [ibft.NIC], [ibft.BOOT_TARGET])
     assert boot_entry(str(sys_root)) == ("ibft", ibft.INITIATOR)
+
+
+def test_fw_discovery_of_a_record_another_source_found_takes_it_over(env):
+    """The boot target's record first found by SendTargets, then by the firmware: it
+    becomes the firmware's (type fw, onboot), and the SendTargets source's link goes, as
+    iscsiadm rewrites the record (idbm_add_node: idbm_delete_node first); deleting that
+    SendTargets source leaves it (before: the link stayed, and the deletion took the boot
+    disk's record with the source's own)."""
+    from iscsictl.db.store import DiscoveryID, NodeDB, NodeID
+
+    _, db_root = env
+    db = NodeDB(str(db_root), str(db_root))
+    st = DiscoveryID("sendtargets", "127.0.0.1", 3260)
+    db.create_discovery(st)
+    db.reconcile_discovery(st, [NodeID(BOOT, "127.0.0.1", 3260, 1)])
+    assert cli("-m", "discovery", "-t", "fw")[0] == 0
+    assert _show(BOOT)["node.discovery_type"] == "fw"
+    assert os.listdir(db_root / "send_targets/127.0.0.1,3260") == ["st_config"]
+    assert cli("-m", "discoverydb", "-t", "st", "-p", "127.0.0.1", "-o", "delete")[0] == 0
+    assert (_show(BOOT)["node.discovery_type"], _show(BOOT)["node.startup"]) == ("fw", "onboot")
