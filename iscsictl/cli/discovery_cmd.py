@@ -543,11 +543,22 @@ def discover_firmware(args, o, ops) -> int:  # type: ignore[no-untyped-def]
         o.lines(tree_lines(list(found), portal_once=True))
     else:
         o.lines(n.flat(signed=True) for n in found)
-    if args.login:
-        from ._common import initiator_name
-        from .kernel_ops import login_records
-        rc = login_records(list(found.values()), initiator_name(args, o.warn), o,
-                           wait=not args.no_wait) or rc
+    if args.login:  # each record as the DB now holds it (a rediscovery keeps the user's
+        from ..db.errors import DBError, RecordNotFound  # settings: replacement_timeout
+        from ._common import initiator_name  # ...), as _login_found; the firmware's where
+        from .kernel_ops import login_records  # none is written (-o nonpersistent ...)
+
+        records = []
+        for nid, rec in found.items():
+            try:
+                records.append(db.read_node(nid) if persistent else rec)
+            except RecordNotFound:
+                records.append(rec)
+            except DBError as e:
+                o.error(str(e))
+                rc = rc or e.exit_code
+        rc = login_records(records, initiator_name(args, o.warn), o,
+                           wait=not args.no_wait) or rc if records else rc
     return rc
 
 
@@ -580,7 +591,11 @@ def _wanted(ops) -> set[str]:
 
 
 def _apply_firmware(db, did, found: dict, ops, o) -> int:  # type: ignore[no-untyped-def]
-    from ..db.errors import DBError
+    """A firmware discovery's records, as iscsiadm's exec_disc_op_on_recs: stale ones
+    deleted (``delete``; one a session uses is kept and said, not an error: iscsiadm
+    exits 0), ones found again updated from the firmware (``update``), missing ones
+    written (``new`` or ``update``: idbm_add_node).  The exit code."""
+    from ..db.errors import DBError, RecordInUse
 
     want = _wanted(ops)
     rc = E.SUCCESS
@@ -595,7 +610,8 @@ def _apply_firmware(db, did, found: dict, ops, o) -> int:  # type: ignore[no-unt
                 db.delete_node(nid)
             except DBError as e:
                 o.error(str(e))
-                rc = rc or e.exit_code
+                if not isinstance(e, RecordInUse):  # (iscsiadm ignores delete_stale_rec's
+                    rc = rc or e.exit_code  # result: 0 for a record kept so)
     for nid, rec in found.items():
         try:
             if db.node_exists(nid):
@@ -603,7 +619,7 @@ def _apply_firmware(db, did, found: dict, ops, o) -> int:  # type: ignore[no-unt
                     updates = {k: rec.values[k] for k in _FROM_FIRMWARE}
                     updates.update({"node.startup": "onboot", "node.conn[0].startup": "onboot"})
                     db.update_node_many(nid, updates, discovery=did)
-            elif "new" in want:
+            elif want & {"new", "update"}:
                 db.write_node(rec, create=True)
         except DBError as e:
             o.error(f"Could not add/update [{rec.values.get('iface.transport_name') or 'tcp'}:"

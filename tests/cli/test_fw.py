@@ -591,3 +591,48 @@ def test_fw_discovery_of_a_record_another_source_found_takes_it_over(env):
     assert os.listdir(db_root / "send_targets/127.0.0.1,3260") == ["st_config"]
     assert cli("-m", "discoverydb", "-t", "st", "-p", "127.0.0.1", "-o", "delete")[0] == 0
     assert (_show(BOOT)["node.discovery_type"], _show(BOOT)["node.startup"]) == ("fw", "onboot")
+
+
+def test_fw_discovery_logs_in_with_the_record_the_db_holds(daemon, env):
+    """-m discovery -t fw -l after the user changed a found record: the rediscovery keeps
+    the setting, and the login is sent the record as the DB holds it, as a SendTargets
+    discovery's -l (before: the record made afresh from iscsid.conf, replacement_timeout
+    120 where the DB said 5, dm-multipath's)."""
+    assert cli("-m", "discovery", "-t", "fw")[0] == 0
+    assert cli("-m", "node", "-T", BOOT, "-o", "update", "-n",
+               "node.session.timeo.replacement_timeout", "-v", "5")[0] == 0
+    daemon.answers = {"login": [{"ok": True, "sids": [1]}, {"ok": True, "sids": [2]}]}
+    assert cli("-m", "discovery", "-t", "fw", "-l")[0] == 0
+    sent = {r["node.name"]: r for r in daemon.calls[-1][1]["records"]}
+    assert sent[BOOT]["node.session.timeo.replacement_timeout"] == "5"
+    assert sent[BOOT]["node.startup"] == "onboot"
+
+
+def test_fw_discovery_keeps_a_stale_record_in_use_and_exits_0(env):
+    """The firmware dropped a target whose session still runs: its record is kept, said,
+    and the discovery exits 0, as iscsiadm's exec_disc_op_on_recs (which ignores
+    delete_stale_rec's result; before: 15, and a unit running it failed)."""
+    import shutil
+
+    sys_root, _ = env
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_session_cmd import add_session
+
+    assert cli("-m", "discovery", "-t", "fw")[0] == 0
+    shutil.rmtree(sys_root / "firmware/ibft/target1")
+    (sys_root / "module/scsi_transport_iscsi").mkdir(parents=True, exist_ok=True)
+    (sys_root / "module/scsi_transport_iscsi/version").write_text("2.0-870\n")
+    add_session(sys_root, 1, 3, DATA, "127.0.0.1", {})
+    conn = sys_root / "devices/platform/host3/session1/connection1:0/iscsi_connection"
+    for name in ("persistent_port", "port"):
+        (conn / "connection1:0" / name).write_text("3261\n")
+    rc, out, err = cli("-m", "discovery", "-t", "fw")
+    assert rc == 0 and "session" in err, err
+    assert DATA in cli("-m", "node")[1]
+
+
+def test_fw_discovery_with_o_update_writes_the_records_missing(env):
+    """-o update makes the records not there yet, as iscsiadm's idbm_add_node does for
+    OP_NEW or OP_UPDATE (and iscsictl's SendTargets discovery; before: none written)."""
+    assert cli("-m", "discovery", "-t", "fw", "-o", "update")[0] == 0
+    assert cli("-m", "node")[1] == f"127.0.0.1:3260,1 {BOOT}\n127.0.0.1:3261,1 {DATA}\n"
