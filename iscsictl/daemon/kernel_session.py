@@ -1122,8 +1122,8 @@ async def establish_ep(
     (usr/initiator.c session_conn_poll): :func:`ep_connect`, CREATE_BOUND_SESSION on the
     endpoint, CREATE_CONN, BIND_CONN, the node record's SET_PARAMs and the host's, the
     login relayed through SEND_PDU / RECV_PDU, then the negotiated SET_PARAMs, START_CONN
-    once the kernel took them (:func:`_restart`), and the LUN scan started on the lane.  A redirect tears
-    the session down and starts over at the new portal.
+    once the kernel took them (:func:`_restart`), and the LUN scan started on the lane.
+    A redirect tears the session down and starts over at the new portal.
 
     ``logging_in``: the daemon's sessions under login by sid, where its event routing
     finds them (their Login Responses come as RECV_PDU); the session is there from its
@@ -1686,7 +1686,8 @@ async def _offloaded_login(nl, handle: int, session: KernelSession, cfg: LoginCo
     Raises:
         SessionError: 15 (START_CONN's EEXIST: the HBA has that session already), 5 (the
             HBA's login failed: state FREE), 11 (no word within the login timeout,
-            iscsid's iscsi_login_timedout; both retryable); IscsiKernelError for another refusal."""
+            iscsid's iscsi_login_timedout; both retryable); IscsiKernelError for another
+            refusal."""
     assert session.isid is not None
     outcome = LoginSuccess(_offered(cfg), session.isid.to_bytes(), 0, session.cid, INITIAL_CMDSN,
                            0, 0, INITIAL_CMDSN, INITIAL_CMDSN, {})

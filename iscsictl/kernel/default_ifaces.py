@@ -262,9 +262,9 @@ def host_binding_records(sysfs) -> Iterator[dict[str, str | int]]:  # type: igno
     """The records open-iscsi's iface_setup_host_bindings writes for an offload host with
     no interface in the kernel (bnx2i, cxgb3i, cxgb4i, qedi): ``<transport>.<MAC>``, the
     name open-iscsi's README gives them, holding the transport and the MAC alone
-    (usr/iface.c iface_setup_binding_from_kern_iface with no kernel iface), as
-    :func:`default_iface_records`' records are shaped; hosts with kernel interfaces get
-    :func:`default_iface_records`' names there too."""
+    (usr/iface.c iface_setup_binding_from_kern_iface with no kernel iface), shaped as
+    :func:`default_iface_records`' are.  For a host with kernel interfaces the bindings'
+    names are :func:`default_iface_records`' own: nothing more to make."""
     for host_no in sysfs.host_numbers():
         transport = sysfs.host_transport(host_no)
         if not transport or transport in SOFTWARE_TRANSPORTS or sysfs.host_iface_names(host_no):

@@ -614,10 +614,9 @@ def test_fw_discovery_keeps_a_stale_record_in_use_and_exits_0(env):
     delete_stale_rec's result; before: 15, and a unit running it failed)."""
     import shutil
 
-    sys_root, _ = env
-    sys.path.insert(0, str(Path(__file__).parent))
     from test_session_cmd import add_session
 
+    sys_root, _ = env
     assert cli("-m", "discovery", "-t", "fw")[0] == 0
     shutil.rmtree(sys_root / "firmware/ibft/target1")
     (sys_root / "module/scsi_transport_iscsi").mkdir(parents=True, exist_ok=True)
