@@ -114,7 +114,7 @@ def _level(text: str) -> int:
 
 
 def _after_boot_login(path: str, exc: LockHeld) -> int | None:
-    """The lock, once the iscsictl-start holding it has ended its logins (at most
+    """The lock, once the iscsictl-starts holding it have ended their logins (at most
     :data:`~.instance.BOOT_LOGIN_WAIT` s, systemd's start timeout extended to match); None
     when the holder is no iscsictl-start, or it has not ended by then.  Before, iscsictld
     exited 1 at once, and systemd's restarts ran out within seconds: no daemon for the

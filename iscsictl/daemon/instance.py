@@ -8,12 +8,13 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import struct
 from typing import Callable
 
 from iscsictl.ipc import peer_credentials
 
 __all__ = ["ISCSID_ABSTRACT", "LOCK_FILE", "LockHeld", "held_by", "iscsid_running",
-           "listener_of", "take_lock", "unix_listeners"]
+           "listener_of", "lock_holder", "take_lock", "unix_listeners"]
 
 LOCK_FILE = "/run/iscsictld.pid"
 ISCSID_ABSTRACT = "\0ISCSIADM_ABSTRACT_NAMESPACE"
@@ -119,7 +120,8 @@ def held_by_boot_login(exc: LockHeld) -> bool:
 
 
 def take_lock_within(path: str, seconds: float,
-                     give_up: Callable[[LockHeld], int | None] | None = None) -> int | None:
+                     give_up: Callable[[LockHeld], int | None] | None = None,
+                     shared: bool = False) -> int | None:
     """:func:`take_lock`, tried every 0.1 s for at most ``seconds``: the descriptor, or
     None after that; or what ``give_up(the LockHeld met)`` returns when it returns a value
     (asked at each try)."""
@@ -129,29 +131,56 @@ def take_lock_within(path: str, seconds: float,
     while time.monotonic() < deadline:
         time.sleep(0.1)
         try:
-            return take_lock(path)
+            return take_lock(path, shared)
         except LockHeld as exc:
             if give_up is not None and (value := give_up(exc)) is not None:
                 return value
     return None
 
 
-def take_lock(path: str) -> int:
-    """An fcntl lock that dies with us: its descriptor.  Raises LockHeld naming the holder
-    (another iscsictld, or an iscsictl-start logging in)."""
+#: struct flock (<fcntl.h>, as Python's F_GETLK takes it: flock64 where off_t is 32 bits):
+#: l_type, l_whence, l_start, l_len, l_pid, native alignment; the kernel writes up to 32
+#: bytes (x86_64's tail padding), the buffer given is larger
+_FLOCK = struct.Struct("@hhqqi")
+
+
+def lock_holder(fd: int, shared: bool = False) -> int | None:
+    """The PID of a process whose lock on ``fd``'s file keeps this one from taking it
+    (``shared``: a read lock's; else a write lock's), as F_GETLK says it: one of several
+    holders; None when none holds it now (released meanwhile), or the holder is in
+    another PID namespace (0)."""
+    want = fcntl.F_RDLCK if shared else fcntl.F_WRLCK
+    try:
+        got = fcntl.fcntl(fd, fcntl.F_GETLK, _FLOCK.pack(want, os.SEEK_SET, 0, 0, 0) + bytes(16))
+    except OSError:
+        return None
+    l_type, _, _, _, pid = _FLOCK.unpack_from(got)
+    return pid if l_type != fcntl.F_UNLCK and pid > 0 else None
+
+
+def take_lock(path: str, shared: bool = False) -> int:
+    """An fcntl lock that dies with us: its descriptor.  iscsictld takes it exclusively
+    and writes its PID in the file; each ``iscsictl-start`` takes it ``shared`` (several
+    log in side by side, as iscsistarts do, while no iscsictld runs) and writes nothing.
+    Raises LockHeld naming a holder (an iscsictld, or an iscsictl-start logging in): its
+    PID from the kernel's lock table, the file's only when that cannot be read."""
     try:
         os.makedirs(os.path.dirname(path) or ".", 0o755, exist_ok=True)  # not 0777 (umask 0)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         hint = " (iscsictld runs as root: it needs CAP_SYS_ADMIN)" if exc.errno == 13 else ""
         raise LockHeld(f"cannot open the lock file {path}: {exc.strerror}{hint}") from None
     try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except OSError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        pid = lock_holder(fd, shared)
+        holder = str(pid) if pid is not None else \
+            os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
         os.close(fd)
         raise LockHeld(f"process {holder} (iscsictld or iscsictl-start) owns the kernel's "
                        f"iSCSI sessions ({path})", holder) from None
+    if shared:
+        return fd
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

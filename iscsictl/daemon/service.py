@@ -26,6 +26,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -122,6 +123,13 @@ STATE_SAVE_DELAY = 0.05
 #: was reinstated as another I_T nexus (its SCSI reservations lost) and its real ISID
 #: given to a new login (the target then closed the adopted session)
 STATE_FILE, STATE_JOURNAL = "sessions.json", "sessions.journal"
+#: ISID qualifiers set apart for each daemon that runs side by side with others
+#: (``iscsictl-start``'s): PID × 4 up.  An ISID is one per I_T nexus: two of these logging in
+#: to one target through two portals of one portal group with the same ISID would have the
+#: second login reinstate the first session, closing it.  A PID is below 2**22 (pid_max),
+#: the OUI format's qualifier has 24 bits: a fifth login of one process (a firmware with
+#: more targets) walks into the next PID's.
+ISIDS_PER_PROCESS = 4
 #: the file in the state directory that holds the boot id (BOOT_ID's) of the boot whose
 #: automatic logins were made: a later start in that boot (a restart, an upgrade, a crash's
 #: Restart=) logs in nothing, as iscsid, whose service logs them in once at boot
@@ -515,14 +523,21 @@ class Daemon:
             logins only: it knows the sessions there (no duplicates) but leaves them as they
             are, as iscsistart's does (a recovery it started would be cut off when it ends,
             the connection left stopped).
+        side_by_side: other processes make sessions beside this one, each with a daemon
+            of its own (``iscsictl-start`` processes started together, one per path or target, as
+            iscsistarts run): its ISIDs start at a qualifier set apart by its PID
+            (:data:`ISIDS_PER_PROCESS`), and each write of the state file keeps the
+            others' sessions, under a lock, and writes none it adopted (its ISID may be a
+            guess: the other process has not saved it yet).
     """
 
     def __init__(self, socket_path: str | None, sysfs_root: str = "/sys",
                  state_dir: str = "/run/iscsictl", db_root: str | None = None,
                  config_root: str | None = None, autostart: bool = True,
-                 takeover: bool = True) -> None:
+                 takeover: bool = True, side_by_side: bool = False) -> None:
         self.socket_path = socket_path
         self.takeover = takeover
+        self.side_by_side = side_by_side
         self.sysfs = Sysfs(sysfs_root)
         self.sysfs_root = sysfs_root
         self.state_dir = Path(state_dir)
@@ -531,7 +546,8 @@ class Daemon:
         self.sessions = SessionTable()
         #: sessions whose login the kernel relays (iSER), by sid, until it ends
         self._logging_in: dict[int, ks.KernelSession] = {}
-        self.isids = ISIDAllocator()
+        self.isids = ISIDAllocator(first=os.getpid() * ISIDS_PER_PROCESS if side_by_side
+                                   else 1)
         self.issued_challenges = RecentChallenges()
         self._node_locks: dict[tuple[str, str, int, str], asyncio.Lock] = {}
         # host name -> (until, its addresses), and the lookups under way (_addresses_of)
@@ -820,18 +836,40 @@ class Daemon:
         if self._journal_torn:  # a line cut short before (a full disk): ended first, so
             line = b"\n" + line  # that this one is read
         try:
-            if self._journal_fd is None:
-                os.makedirs(self.state_dir, 0o755, exist_ok=True)
-                self._journal_fd = os.open(os.path.join(self.state_dir, STATE_JOURNAL),
-                                           os.O_WRONLY | os.O_APPEND | os.O_CREAT |
-                                           os.O_CLOEXEC, 0o644)
-            view = memoryview(line)
-            while view:
-                self._journal_torn = True
-                view = view[os.write(self._journal_fd, view):]
-            self._journal_torn = False
+            fd = self._journal_file()
+            with self._state_lock(fd):
+                view = memoryview(line)
+                while view:
+                    self._journal_torn = True
+                    view = view[os.write(fd, view):]
+                self._journal_torn = False
         except OSError as exc:
             log.warning("cannot save session state in %s: %s", self.state_dir, exc)
+
+    def _journal_file(self) -> int:
+        """The journal's descriptor (opened, and the state directory made, at first use)."""
+        if self._journal_fd is None:
+            os.makedirs(self.state_dir, 0o755, exist_ok=True)
+            self._journal_fd = os.open(os.path.join(self.state_dir, STATE_JOURNAL),
+                                       os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                                       0o644)
+        return self._journal_fd
+
+    def _state_lock(self, fd: int) -> contextlib.AbstractContextManager[None]:
+        """Holds the state directory's files against the other daemons' writes
+        (``side_by_side``: a flock of the journal ``fd``, held for a write or a merge);
+        nothing otherwise (one daemon writes them)."""
+        if not self.side_by_side:
+            return contextlib.nullcontext()
+
+        @contextlib.contextmanager
+        def locked() -> Any:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        return locked()
 
     def _save_state(self) -> None:
         """Write the sessions' ISID/TSIH (what adoption after a restart needs) within
@@ -858,15 +896,28 @@ class Daemon:
         from iscsictl.db.store import atomic_write
 
         self._state_write = None
-        data = json.dumps({str(s.sid): {"isid": str(s.isid) if s.isid else None, "tsih": s.tsih}
-                           for s in self.sessions.values()}).encode()
+        state = {str(s.sid): {"isid": str(s.isid) if s.isid else None, "tsih": s.tsih}
+                 for s in self.sessions.values() if not (s.adopted and self.side_by_side)}
         try:
             if not os.path.isdir(self.state_dir):  # the first write, or /run was emptied
                 os.makedirs(self.state_dir, 0o755, exist_ok=True)  # not 0777 under umask 0
                 if self._journal_fd is not None:  # its file went with the directory: the
                     os.close(self._journal_fd)  # next line opens one there again
                     self._journal_fd = None
-            atomic_write(os.path.join(self.state_dir, STATE_FILE), data, 0o644)
+            if self.side_by_side:  # the others' sessions kept, theirs read under the lock
+                fd = self._journal_file()
+                with self._state_lock(fd):
+                    alive = {str(sid) for sid in self.sysfs.session_ids()}
+                    mine = {str(s.sid) for s in self.sessions.values() if not s.adopted}
+                    state = {**{sid: e for sid, e in self._load_state().items()
+                                if sid in alive and sid not in mine}, **state}
+                    atomic_write(os.path.join(self.state_dir, STATE_FILE),
+                                 json.dumps(state).encode(), 0o644)
+                    os.ftruncate(fd, 0)
+                    self._journal_torn = False
+                return
+            atomic_write(os.path.join(self.state_dir, STATE_FILE), json.dumps(state).encode(),
+                         0o644)
             if self._journal_fd is not None:  # the state file holds its lines now
                 os.ftruncate(self._journal_fd, 0)
                 self._journal_torn = False

@@ -11,8 +11,9 @@ iscsistart, for an initramfs).
 The logins run in this process with iscsictld's own code (netlink handover, SCSI scan:
 the command returns once the disks are there) and the sessions stay in the kernel when it
 exits; the iscsictld started later adopts them (ISIDs are kept in its state directory,
-credentials are read back from sysfs).  When iscsictld is already running the logins go
-to it instead.  Exit code: 0, or 1 (ISCSI_ERR, as iscsistart) when a login failed (a
+credentials are read back from sysfs).  Several started side by side (one per path or
+target, as an initramfs starts iscsistarts) log in at once, each beside the others.  When
+iscsictld is already running the logins go to it instead.  Exit code: 0, or 1 (ISCSI_ERR, as iscsistart) when a login failed (a
 session already there too); usage errors 7.  Records come from iscsid.conf's defaults (a
 ``-i`` login's CHAP from its options only, as iscsistart's), one session a target whatever
 node.session.nr_sessions says; nothing is written to the node DB.
@@ -247,7 +248,7 @@ async def _login_here(records: list[dict[str, str]], initiator_name: str) -> lis
         stopped.append(True)  # netlink still open), as iscsictld's stop undoes its
         login.cancel()  # requests'; the sessions logged in stay
     loop.add_signal_handler(signal.SIGTERM, stop)
-    daemon = Daemon(None, autostart=False, takeover=False)
+    daemon = Daemon(None, autostart=False, takeover=False, side_by_side=True)
     try:
         await daemon.start()
         return await daemon.login(records, initiator_name)
@@ -263,11 +264,12 @@ async def _login_here(records: list[dict[str, str]], initiator_name: str) -> lis
 
 
 def _login(records: list[dict[str, str]], initiator_name: str) -> list[dict[str, Any]]:
-    """The logins: made here while this process holds iscsictld's lock, asked of the
-    iscsictld that holds it, or made here after another iscsictl-start's (waited for).
-    The lock says who owns the kernel's sessions: a connection to the daemon's socket
-    would not (with ``iscsictld.socket`` systemd answers it and starts the daemon, which
-    then waits for the lock another iscsictl-start holds)."""
+    """The logins: made here while this process holds iscsictld's lock, shared with the
+    other iscsictl-starts (several started side by side, one per path or target, log in
+    at once, as iscsistarts do), or asked of the iscsictld that holds it.  The lock says
+    who owns the kernel's sessions: a connection to the daemon's socket would not (with
+    ``iscsictld.socket`` systemd answers it and starts the daemon, which then waits for
+    the lock the iscsictl-starts hold)."""
     from .instance import LOCK_FILE, LockHeld, iscsid_running, take_lock
 
     if iscsid_running():
@@ -276,7 +278,7 @@ def _login(records: list[dict[str, str]], initiator_name: str) -> list[dict[str,
         raise SystemExit(ERR)
     _name_process()
     try:
-        lock = take_lock(os.environ.get("ISCSICTLD_LOCK", LOCK_FILE))
+        lock = take_lock(os.environ.get("ISCSICTLD_LOCK", LOCK_FILE), shared=True)
     except LockHeld as exc:
         got = _after_other_start(exc)
         if isinstance(got, LockHeld):  # an iscsictld holds it: the logins are its
@@ -311,13 +313,13 @@ def _name_process() -> None:
 
 
 def _after_other_start(exc: Any) -> Any:
-    """The lock (its descriptor), once another iscsictl-start holding it has ended (several
-    started side by side, one per path or target, as iscsistarts are), however long its
-    logins take (a dead path's are retried for minutes; giving up after 600 s left a
-    working path never tried); ``exc`` itself when the holder is no iscsictl-start, or
-    the LockHeld of an iscsictld that takes the lock meanwhile, once it answers (the
-    logins are then its; before, one not serving yet was asked once and this one exited
-    1, its target never tried)."""
+    """The lock (its descriptor, shared), once the process holding it exclusively has
+    ended: an iscsictl-start of a version before session 55, which took it so (however
+    long its logins take: giving up after 600 s left a working path never tried), or a
+    holder gone before it was named; ``exc`` itself when the holder is another process
+    (an iscsictld), or the LockHeld of an iscsictld that takes the lock meanwhile, once
+    it answers (the logins are then its; before, one not serving yet was asked once and
+    this one exited 1, its target never tried)."""
     from iscsictl.ipc import DaemonClient, DaemonError, DaemonNotRunning
 
     from .instance import LOCK_FILE, take_lock_within
@@ -340,13 +342,13 @@ def _after_other_start(exc: Any) -> Any:
             pass
         return -1
     lock = take_lock_within(os.environ.get("ISCSICTLD_LOCK", LOCK_FILE), math.inf,
-                            daemon_holds)
+                            daemon_holds, shared=True)
     return met[0] if lock is None or lock < 0 else lock
 
 
 def _boot_login_or_unwritten(exc: Any) -> bool:
-    """Whether the lock's holder is an iscsictl-start, or one that has not written its pid
-    yet (the file empty, or still the last holder's, gone): waited for, not asked."""
+    """Whether the lock's holder is an iscsictl-start, or one not named (gone before its
+    PID was read, or the file's, the kernel's lock table unread): waited for, not asked."""
     from .instance import held_by_boot_login
 
     return held_by_boot_login(exc) or not _alive(exc.holder)

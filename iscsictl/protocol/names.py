@@ -243,6 +243,9 @@ class ISIDAllocator:
             (Random); for Random it defaults to one drawn from ``rng``.
         rng: ``rng(bits) -> int`` for the Random prefix (injected: no hidden
             randomness in the core).
+        first: the qualifier the walk starts at (``iscsictl-start``'s: one its
+            process ID sets apart, so that several running side by side, each with an
+            allocator of its own, give out different ISIDs).
     """
 
     def __init__(
@@ -250,6 +253,7 @@ class ISIDAllocator:
         fmt: ISIDFormat = ISIDFormat.OUI,
         prefix: int | None = None,
         rng: Callable[[int], int] | None = None,
+        first: int = 1,
     ) -> None:
         self.format = fmt
         if fmt == ISIDFormat.OUI:
@@ -268,7 +272,7 @@ class ISIDAllocator:
         else:
             raise ValueError("the reserved ISID format cannot be allocated")
         self._in_use: set[int] = set()
-        self._next = 1  # qualifier 0 is left alone: it reads as "unset"
+        self._next = first % self._space  # qualifier 0 is skipped: it reads as "unset"
 
     def allocate(self) -> ISID:
         """A fresh ISID not currently in use.

@@ -306,6 +306,49 @@ def test_a_session_is_journaled_as_soon_as_it_is_the_daemons(daemon, tmp_path):
     assert _restarted(tmp_path)._load_state()["8"] == {"isid": str(s8.isid), "tsih": 1}
 
 
+def test_daemons_side_by_side_keep_each_others_saved_sessions(tmp_path):
+    """iscsictl-starts run side by side, each with a daemon of its own writing the one
+    state directory: each write keeps the others' sessions (read under a lock, the journal
+    included: a line appended by one is in the next file another writes), and none that
+    it adopted, whose ISID may be a guess (before: the last writer's file held its own
+    sessions only, and a session of the other's, adopted with open-iscsi's guess, was
+    saved with that guess; iscsictld then adopted them with the wrong ISIDs).  A session
+    gone from the kernel is left out; their ISIDs start apart, by PID."""
+    from iscsictl.daemon.service import ISIDS_PER_PROCESS
+    from iscsictl.protocol.names import ISID
+
+    def side_by_side():
+        return Daemon(None, sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
+                      db_root=str(tmp_path), config_root=str(tmp_path), autostart=False,
+                      takeover=False, side_by_side=True)
+
+    a, b = side_by_side(), side_by_side()
+    assert a.isids.allocate().qualifier == os.getpid() * ISIDS_PER_PROCESS
+    for sid in (5, 6, 8):
+        _kernel_shows(tmp_path, sid, "LOGGED_IN", "up")
+    mine_a, mine_b, guessed = _session(5), _session(6), _session(5)
+    mine_a.isid, mine_a.tsih = ISID.random(0x123456, 1), 11
+    mine_b.isid, mine_b.tsih = ISID.random(0x123456, 2), 12
+    guessed.isid, guessed.adopted = ISID.oui(0x00023D, 5), True  # b adopted a's before it saved
+    a.sessions[5] = mine_a
+    b.sessions.update({5: guessed, 6: mine_b})
+    a._write_state()
+    b._write_state()
+    a._write_state()
+    late = _session(8)
+    late.isid, late.tsih = ISID.random(0x123456, 3), 13
+    a._journal(late)  # a's line, not in its file yet
+    b._write_state()
+    assert _restarted(tmp_path)._load_state() == {
+        "5": {"isid": str(mine_a.isid), "tsih": 11}, "6": {"isid": str(mine_b.isid), "tsih": 12},
+        "8": {"isid": str(late.isid), "tsih": 13}}
+    _kernel_shows(tmp_path, 8, None)
+    b._write_state()
+    assert set(_restarted(tmp_path)._load_state()) == {"5", "6"}
+    for d in (a, b):
+        os.close(d._journal_fd)
+
+
 def test_a_journal_line_cut_short_loses_no_later_line(daemon, tmp_path, monkeypatch):
     """A full disk cuts a line short (a short write, then ENOSPC): the next line is still
     read at a restart (it was glued to the cut one, and both sessions' ISIDs were lost)."""

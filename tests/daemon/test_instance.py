@@ -94,3 +94,44 @@ def test_a_socket_systemd_holds_for_iscsid_is_iscsid_and_is_not_woken(monkeypatc
         assert instance.iscsid_running()
         assert select.select([unit], [], [], 0)[0] == []  # nobody connected
     assert not instance.unix_listeners("\0" + name) and not instance.iscsid_running()
+
+
+def test_iscsictl_starts_share_the_lock_and_are_named_by_the_kernel(tmp_path):
+    """iscsictl-starts take the lock shared (several log in side by side) and write no PID;
+    iscsictld takes it exclusively.  Whoever is refused is told a holder's PID as the
+    kernel's lock table has it (F_GETLK), not the file's: that still names the last
+    iscsictld, gone."""
+    import subprocess
+    import sys
+
+    import pytest
+
+    path = str(tmp_path / "iscsictld.pid")
+    with open(path, "w") as f:
+        f.write("4194304999\n")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys\n"
+        f"fd = os.open({path!r}, os.O_RDWR)\n"
+        "fcntl.lockf(fd, fcntl.LOCK_SH)\n"
+        "print('held', flush=True)\n"
+        "sys.stdin.read()\n")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        os.close(instance.take_lock(path, shared=True))  # beside the other
+        with pytest.raises(instance.LockHeld) as e:
+            instance.take_lock(path)
+        assert e.value.holder == str(holder.pid)
+    finally:
+        holder.stdin.close()
+        holder.wait(10)
+    fd = instance.take_lock(path)  # (any descriptor of the file closed by this process
+    assert os.pread(fd, 32, 0) == f"{os.getpid()}\n".encode()  # would release its lock)
+    refused = subprocess.run([sys.executable, "-c", (
+        "from iscsictl.daemon import instance\n"
+        f"try: instance.take_lock({path!r}, shared=True)\n"
+        "except instance.LockHeld as e: print(e.holder)\n")], capture_output=True, text=True)
+    os.close(fd)
+    assert refused.stdout == f"{os.getpid()}\n", refused.stderr
+    fd = os.open(path, os.O_RDONLY)
+    assert instance.lock_holder(fd) is None  # free: nobody
+    os.close(fd)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -485,23 +486,25 @@ def test_the_in_process_daemon_binds_no_socket(tmp_path, monkeypatch, served):
     assert not (tmp_path / "run").exists() or served
 
 
-def _holder(lock, name):
-    """A process named ``name`` holding the lock file ``lock`` until its stdin closes."""
+def _holder(lock, name, shared=False):
+    """A process named ``name`` holding the lock file ``lock`` until its stdin closes:
+    exclusively, its PID written (as iscsictld, and iscsictl-start before session 55), or
+    ``shared``, nothing written (as an iscsictl-start)."""
     import subprocess
     return subprocess.Popen([sys.executable, "-c", (
         "import fcntl, os, sys, time\n"
         f"open('/proc/self/comm', 'w').write({name!r})\n"
         f"fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT)\n"
-        "fcntl.lockf(fd, fcntl.LOCK_EX)\n"
-        "os.write(fd, str(os.getpid()).encode())\n"
+        f"fcntl.lockf(fd, fcntl.{'LOCK_SH' if shared else 'LOCK_EX'})\n"
+        f"{'' if shared else 'os.write(fd, str(os.getpid()).encode())'}\n"
         "print('held', flush=True)\n"
         "sys.stdin.read()\n")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
 @contextlib.contextmanager
-def _holding(lock, name):
+def _holding(lock, name, shared=False):
     """:func:`_holder`, its lock taken when this enters, released when it leaves."""
-    holder = _holder(lock, name)
+    holder = _holder(lock, name, shared)
     try:
         assert holder.stdout.readline() == "held\n"
         yield holder
@@ -543,10 +546,35 @@ def _behind_another_start(env, capsys, monkeypatch, held: float):
     return rc, out, err, made, holder.pid, time.monotonic() - began
 
 
-def test_a_second_iscsictl_start_waits_for_the_first(env, capsys, monkeypatch):
+def test_iscsictl_starts_log_in_side_by_side(env, capsys, monkeypatch):
     """Several iscsictl-starts started side by side (one per path or target, as iscsistarts
-    run): one meeting another's lock waits for its logins, then makes its own (before: it
-    exited 1 at once, its target never logged in)."""
+    run) share the lock: one logs in while others hold it, at once (before session 55 it
+    waited for each one's logins: a dead path's 30 attempts of login_timeout), and the
+    lock file still names the last iscsictld (written by none of them)."""
+    import threading
+
+    tmp, conf = env
+    made = _logins_made_here(monkeypatch)
+    (tmp / "lock").write_text("4194304999\n")
+    with _holding(tmp / "lock", "iscsictl-start", shared=True), \
+            _holding(tmp / "lock", "iscsictl-start", shared=True):
+        ended = []  # (a thread: one that waits for the others would wait for ever)
+        threading.Thread(target=lambda: ended.append(start(capsys, "-b", "-c", str(conf))),
+                         daemon=True).start()
+        for _ in range(100):
+            if ended:
+                break
+            time.sleep(0.1)
+        assert ended, "it waited for the others"
+        rc, _, err = ended[0]
+        assert (rc, made) == (0, [BOOT]) and "waiting" not in err, err
+    assert (tmp / "lock").read_text() == "4194304999\n"
+
+
+def test_an_iscsictl_start_that_holds_the_lock_alone_is_waited_for(env, capsys, monkeypatch):
+    """An iscsictl-start holding the lock exclusively (one from before session 55, which
+    took it so): one meeting its lock waits for its logins, then makes its own (before
+    session 52: it exited 1 at once, its target never logged in)."""
     rc, _, err, made, pid, took = _behind_another_start(env, capsys, monkeypatch, 0.5)
     assert rc == 0 and made == [BOOT] and took >= 0.4
     assert err.startswith(f"iscsictl-start: waiting for process {pid} (iscsictl-start) "
@@ -555,10 +583,11 @@ def test_a_second_iscsictl_start_waits_for_the_first(env, capsys, monkeypatch):
 
 
 def test_iscsictld_waits_for_an_iscsictl_starts_logins(tmp_path, capsys):
-    """iscsictld started while an iscsictl-start holds the lock (a boot login made by a
-    unit of its own) waits for its logins, then takes the lock (before: exit 1 at once,
-    and systemd's restarts ran out within seconds, leaving the boot without a daemon); an
-    iscsictld holding it is no reason to wait."""
+    """iscsictld started while iscsictl-starts hold the lock (boot logins made by units of
+    their own, side by side) waits for their logins, all of them, then takes the lock
+    (before: exit 1 at once, and systemd's restarts ran out within seconds, leaving the
+    boot without a daemon); an iscsictld holding it is no reason to wait.  The holder
+    named is one the kernel's lock table gives, not the file's last PID."""
     import threading
     import time
 
@@ -567,24 +596,30 @@ def test_iscsictld_waits_for_an_iscsictl_starts_logins(tmp_path, capsys):
 
     lock = tmp_path / "lock"
     for name, waits in (("iscsictl-start", True), ("iscsictld", False)):
-        holder = _holder(lock, name)
+        lock.write_text("4194304999\n")
+        holders = [_holder(lock, name, shared=waits) for _ in range(2 if waits else 1)]
         try:
-            assert holder.stdout.readline() == "held\n"
+            assert [h.stdout.readline() for h in holders] == ["held\n"] * len(holders)
             with pytest.raises(LockHeld) as held:
                 take_lock(str(lock))
             if waits:
-                threading.Timer(0.5, holder.stdin.close).start()
+                threading.Timer(0.3, holders[0].stdin.close).start()
+                threading.Timer(0.6, holders[1].stdin.close).start()
             began = time.monotonic()
             fd = daemon_main._after_boot_login(str(lock), held.value)
             took = time.monotonic() - began
         finally:
-            holder.stdin.close()
-            holder.wait(10)
+            for holder in holders:
+                holder.stdin.close()
+                holder.wait(10)
         if waits:
-            assert fd is not None and took >= 0.4
+            assert fd is not None and took >= 0.5
             os.close(fd)
-            assert capsys.readouterr().err == (f"iscsictld: waiting for process {holder.pid} "
-                                               "(iscsictl-start) to end its logins\n")
+            assert lock.read_text() == f"{os.getpid()}\n"  # iscsictld's PID written
+            assert held.value.holder in {str(h.pid) for h in holders}
+            assert capsys.readouterr().err == (f"iscsictld: waiting for process "
+                                               f"{held.value.holder} (iscsictl-start) to end "
+                                               "its logins\n")
         else:
             assert fd is None and capsys.readouterr().err == ""
 
@@ -705,10 +740,10 @@ def test_a_socket_unit_without_its_daemon_is_not_asked(env, capsys, monkeypatch)
     assert (rc, made, asked) == (0, [BOOT], []), err
 
 
-def test_a_holder_whose_pid_is_not_written_yet_is_waited_for(env, monkeypatch, capsys):
-    """Waiting behind an iscsictl-start, the lock taken by another process that has not
-    written its pid yet (the file still names the last holder, gone; or nothing): still
-    waited for, not taken for an iscsictld; a live holder of another name, an iscsictld,
+def test_a_holder_not_named_is_waited_for(env, monkeypatch, capsys):
+    """Waiting behind an iscsictl-start, the lock taken by another process not named (gone
+    by the time it was looked up, or the file's PID, the last holder's): still waited
+    for, not taken for an iscsictld; a live holder of another name, an iscsictld,
     is asked once it answers (it may still be starting: before, it was asked once, and
     this iscsictl-start exited 1, its target never tried); the first holder met too."""
     from iscsictl.daemon import instance
@@ -718,7 +753,8 @@ def test_a_holder_whose_pid_is_not_written_yet_is_waited_for(env, monkeypatch, c
     answers = []
     d = FakeDaemon(str(env[0] / "d.sock"))
 
-    def take_lock_within(path, seconds, give_up):
+    def take_lock_within(path, seconds, give_up, shared):
+        assert shared
         for holder in ("4194304999", "?", str(os.getpid())):
             answers.append(give_up(LockHeld("held", holder)))
         monkeypatch.setenv("ISCSICTL_SOCKET", d.path)  # now it serves

@@ -8,6 +8,7 @@ order (iscsictl may add a line of detail, e.g. ``cannot make connection to ...``
 
 import os
 import re
+import select
 import shutil
 import subprocess
 import time
@@ -578,6 +579,76 @@ def test_boot_without_a_daemon(boot_firmware, scenario_dir):
         relogin_after_kill(sessions[boot_name])
     finally:
         d.logout_all_and_stop()
+    assert sessions_in_sysfs() == []
+
+
+def test_boot_logins_side_by_side_as_iscsistarts(lio, scenario_dir):
+    """iscsictl-starts started together (an initramfs's, one per path) log in at once, as
+    iscsistarts do: a working path's login does not wait for a dead path's retries (before,
+    they took turns: 30 attempts of login_timeout).  Two paths to one target through two
+    portals of one portal group get an ISID each (one ISID would have the second login
+    reinstate the first session, closing it); iscsictld started after them finds both in
+    its state file and adopts each with its own; the dead path's start, ended by SIGTERM,
+    leaves no session."""
+    import json
+    import signal
+    import socket
+
+    import rtslib_fb as rtslib
+    from iscsictld import Iscsictld
+
+    t = lio.create("iqn.2003-01.org.example.vm:side-by-side", luns=[8 * MIB])
+    rtslib.NetworkPortal(t.tpg, "127.0.0.2", 3260, mode="any")
+    name = "iqn.2026-11.org.example.vm:starts"
+    state = Path("/run/iscsictl/sessions.json")
+
+    def start(address, port=3260, *params):
+        return subprocess.Popen(
+            [str(VENV_BIN / "iscsictl-start"), "-i", name, "-t", t.iqn, "-g", "1", "-a",
+             address, "-p", str(port), *params], stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    deaf = socket.create_server(("127.0.0.1", 3270))  # connects, never answers a Login
+    dead = start("127.0.0.1", 3270, "-P", "node.conn[0].timeo.login_timeout=30")
+
+    def up():  # the dead path's start has a kernel session too, half-made (FREE)
+        return [s for s in sessions_in_sysfs()
+                if read(f"/sys/class/iscsi_session/session{s}/state") == "LOGGED_IN"]
+    try:
+        wait_for("the dead path's connect", lambda: select.select([deaf], [], [], 0)[0],
+                 timeout=60)
+        paths = [start("127.0.0.1"), start("127.0.0.2")]
+        outputs = [p.communicate(timeout=60)[0] for p in paths]
+        still = dead.poll() is None  # its first attempt alone lasts 30 s
+        (scenario_dir / "iscsictl-starts.log").write_text("\n".join(outputs))
+        assert [p.returncode for p in paths] == [0, 0], outputs
+        assert still and not any("waiting for process" in o for o in outputs), outputs
+        sessions = up()
+        assert len(sessions) == 2
+        time.sleep(2)  # a reinstatement would have closed the first by now
+        assert up() == sessions
+        assert t.dynamic_sessions() == [name, name]
+        dead.send_signal(signal.SIGTERM)
+        said = dead.communicate(timeout=30)[0]
+        (scenario_dir / "iscsictl-starts.log").write_text("\n".join([*outputs, said]))
+        assert dead.returncode == 1 and "stopped (SIGTERM)" in said, said
+    finally:
+        end_process(dead, 10)
+        deaf.close()
+    assert sessions_in_sysfs() == sessions  # the dead path's half-made one undone
+    saved = json.loads(state.read_text())
+    assert sorted(saved, key=int) == [str(s) for s in sessions]
+    assert len({saved[str(s)]["isid"] for s in sessions}) == 2, saved
+    d = Iscsictld(scenario_dir)
+    d.start()
+    try:
+        states = d.client.call("sessions")
+        assert sorted(int(s) for s in states) == sessions
+        for s in sessions:
+            assert len(wait_disks(s, 1, timeout=30)) == 1
+    finally:
+        d.logout_all_and_stop()
+    assert "no saved ISID" not in d.log_path.read_text()
     assert sessions_in_sysfs() == []
 
 
