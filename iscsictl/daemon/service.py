@@ -1008,7 +1008,12 @@ class Daemon:
             )
             record = index.get(node.key)
             if record is None:
-                log.warning("session %d: no node record for %s %s,%d; managing it with "
+                if not node.target:  # said as that, not as a record missing for " ,3260"
+                    log.info("session %d: half-made (a login cut short, or under way in "
+                             "another process): taken, never recovered", sid)
+                else:  # an iscsictl-start's (it writes no record) is no news to another
+                    log.log(logging.WARNING if self.takeover else logging.DEBUG,
+                            "session %d: no node record for %s %s,%d; managing it with "
                             "defaults and what the kernel shows", sid, node.target,
                             node.address, node.port)
                 if defaults is None:

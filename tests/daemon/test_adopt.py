@@ -401,6 +401,34 @@ def test_iscsictl_starts_daemon_leaves_the_sessions_it_finds_as_they_are(daemon)
     assert asyncio.run(recovery_started(True)) is True
 
 
+def test_sessions_of_iscsictl_starts_side_by_side_are_adopted_without_warnings(daemon, caplog):
+    """An iscsictl-start started beside another finds the other's sessions: a half-made one
+    (its login under way: no target name yet) is said as that, not as "no node record for
+    ,3260" on the boot console; one without a record (an iscsictl-start writes none) is
+    no warning to it, as it is to iscsictld, which manages the session from then on."""
+    import logging
+
+    d, sys_root, _ = daemon
+    add_session(sys_root, 1, 0, T, "127.0.0.1", {0: "sda"})
+    add_session(sys_root, 2, 1, "", "", {})
+    for attr in ("targetname", "persistent_address", "address"):
+        sub = "connection2:0/iscsi_connection/connection2:0" if "address" in attr \
+            else "iscsi_session/session2"
+        (sys_root / f"devices/platform/host1/session2/{sub}/{attr}").unlink()
+    for takeover, warned in ((False, []), (True, [f"session 1: no node record for {T} "
+                                                  "127.0.0.1,3260; managing it with defaults "
+                                                  "and what the kernel shows"])):
+        d.sessions.clear()
+        d.takeover = takeover
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="iscsictld"):
+            d._adopt()
+        assert sorted(d.sessions) == [1, 2]
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == warned
+        assert "session 2: half-made (a login cut short, or under way in another process)" \
+            in caplog.text
+
+
 def test_a_node_is_the_same_host_however_its_address_is_spelt(daemon):
     """iscsid's session_is_running compares hosts (iscsi_addr_match): a login to
     [FD00:0::1] finds fd00::1's session (before: a second session to the same portal);
