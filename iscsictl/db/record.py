@@ -232,8 +232,9 @@ def parse_lines(kind: RecordKind, text: str, where: str = "<record>",
     A text made only of well-formed lines is read in one regex pass; anything else (or a
     value that would be warned about) is read line by line, as ``idbm_recinfo_config``."""
     lines = _LINE.findall(text)
-    # every line well-formed, the last one ended (fgets drops a last line without its '\n')
-    if len(lines) == text.count("\n") + 1 and text[-1:] in ("\n", ""):
+    # every line well-formed, the last one ended (fgets drops a last line without its '\n'),
+    # and no NUL (a line holding one is skipped)
+    if len(lines) == text.count("\n") + 1 and text[-1:] in ("\n", "") and "\0" not in text:
         values = _typed(kind, ((0, name, value) for name, value in lines), where, None)
         if values is not None:
             return values, _BEGIN.search(text) is not None
@@ -302,7 +303,9 @@ def _idbm_lines(text: str) -> Iterator[tuple[int, str | None]]:
     """``(line number, line)`` of ``text`` as idbm_recinfo_config reads them, with
     ``fgets`` into a 2048-byte buffer: a line is at most MAX_LINE - 2 bytes before its
     '\n'; a longer one's first MAX_LINE - 1 bytes, and a last line without its '\n', are
-    ``None`` (too long: skipped), and what follows them in the line is read as the next."""
+    ``None`` (too long: skipped), and what follows them in the line is read as the next.
+    A line holding a NUL byte is ``None`` too: its ``strlen`` ends before its '\n', which
+    idbm_recinfo_config takes for a line too long."""
     data = text.encode("utf-8", "surrogateescape")
     n = pos = 0
     while pos < len(data):
@@ -312,7 +315,8 @@ def _idbm_lines(text: str) -> Iterator[tuple[int, str | None]]:
             pos += len(data[pos:pos + schema.MAX_LINE - 1])
             yield n, None
             continue
-        yield n, data[pos:end].decode("utf-8", "surrogateescape")
+        line = data[pos:end]
+        yield n, None if b"\0" in line else line.decode("utf-8", "surrogateescape")
         pos = end + 1
 
 
@@ -326,8 +330,8 @@ def _parse_lines_slowly(kind: RecordKind, text: str, where: str,
     values: dict = {}
     for n, raw in _idbm_lines(text):
         if raw is None:
-            warn(f"{where}: line {n} too long, or the last without its newline: ignored, as "
-                 "iscsid ignores it")
+            warn(f"{where}: line {n} too long, holding a NUL byte, or the last without its "
+                 "newline: ignored, as iscsid ignores it")
             continue
         line = raw.strip(C_SPACE)  # as iscsiadm: a value keeps a U+3000 at its end
         if not line:
@@ -366,12 +370,13 @@ def parse_record(kind: RecordKind, data: bytes | str, path: str = "<record>",
     """Parse a record file's content into a :class:`Record` of ``kind``.
 
     Keys absent from the file keep the compiled defaults (or ``base`` values when given, e.g.
-    iscsid.conf-derived defaults).  Raises CorruptRecord (with ``path``) for an empty or binary
-    file, or one missing the kind's identifying keys (node.name / node.conn[0].address for
-    nodes).  Password length keys are recomputed from the passwords."""
+    iscsid.conf-derived defaults).  A line holding a NUL byte is skipped, as iscsid skips it
+    (a record read whole otherwise: before session 55 a NUL anywhere lost the record).
+    Raises CorruptRecord (with ``path``) for an empty file, or one missing the kind's
+    identifying keys (node.name / node.conn[0].address for nodes; "binary data" when it
+    holds NUL bytes: a file of zeros, as a crash may leave).  Password length keys are
+    recomputed from the passwords."""
     if isinstance(data, bytes):
-        if b"\0" in data:
-            raise CorruptRecord(path, "binary data (NUL bytes)")
         text = data.decode("utf-8", "surrogateescape")
     else:
         text = data
@@ -380,7 +385,8 @@ def parse_record(kind: RecordKind, data: bytes | str, path: str = "<record>",
     values, _ = parse_lines(kind, text, path, warn)
     for req in REQUIRED[kind.name]:
         if not values.get(req):
-            raise CorruptRecord(path, f"missing {req}")
+            raise CorruptRecord(path, "binary data (NUL bytes)" if "\0" in text
+                                else f"missing {req}")
     rec = Record(kind, base, path)
     rec.values.update(values)
     for k in kind.keys:

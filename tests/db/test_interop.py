@@ -430,6 +430,39 @@ def test_hand_edited_lines_are_read_as_idbm_reads_them(etc):
     assert any("does not have '=' separator" in w for w in warnings)
 
 
+def test_a_line_holding_a_nul_byte_is_skipped_as_idbm_skips_it(etc):
+    """A NUL byte in a record (a disk error, an editor): idbm_recinfo_config's strlen ends
+    before the line's newline, and it skips that line as one too long; the record's other
+    lines are read (before: the whole record was taken for binary, left out of every
+    listing and login).  A file of zeros, as a crash may leave, is still corrupt."""
+    from iscsictl.db.errors import CorruptRecord
+
+    adm(etc, "-m", "node", "-T", T1, "-p", "10.0.0.1:3260,1", "-o", "new")
+    nid = NodeID(T1, "10.0.0.1", 3260, 1)
+    path = NodeDB(etc, etc).node_path(nid)
+    with open(path, "rb") as f:
+        data = f.read()
+    data = data.replace(b"node.startup = manual", b"node.startup = automatic").replace(
+        b"node.session.queue_depth = 32", b"node.session.queue_depth = 16\0 (damaged)").replace(
+        b"node.session.cmds_max = 128", b"\0node.session.cmds_max = 64")
+    with open(path, "wb") as f:
+        f.write(data)
+    warnings = []
+    ours = format_record(NodeDB(etc, etc, warn=warnings.append).read_node(nid))
+    theirs = show(etc, nid)
+    keys = ("node.startup", "node.session.queue_depth", "node.session.cmds_max")
+    pick = lambda out: [x for x in out.splitlines() if x.split(" = ")[0] in keys]  # noqa: E731
+    assert pick(ours) == pick(theirs) == ["node.startup = automatic",
+                                          "node.session.cmds_max = 128",
+                                          "node.session.queue_depth = 32"]
+    assert sum("holding a NUL byte" in w for w in warnings) == 2
+    assert [r["node.name"] for r in NodeDB(etc, etc).read_nodes()] == [T1]
+    with open(path, "wb") as f:
+        f.write(bytes(len(data)))
+    with pytest.raises(CorruptRecord, match="binary data"):
+        NodeDB(etc, etc).read_node(nid)
+
+
 def test_rewrite_keeps_the_file_as_iscsiadm_does(etc, tmp_path):
     """iscsiadm rewrites a record with ``fopen(path, "w")`` (usr/idbm.c idbm_rec_write): a
     symlinked record stays a link to the file it names, and a record keeps its owner and
