@@ -1200,8 +1200,9 @@ class Daemon:
             self._on_login_event(self._logging_in[sid], ev)
             return
         if isinstance(ev, RecvPdu):
-            if session is None:
-                log.warning("RECV_PDU for unknown session %s dropped", sid)
+            if session is None:  # (beside other iscsictl-starts: their relayed logins')
+                log.log(logging.DEBUG if self.side_by_side else logging.WARNING,
+                        "RECV_PDU for unknown session %s dropped", sid)
                 return
             try:
                 pdu = pdu_from_kernel(ev.pdu)
@@ -1222,8 +1223,10 @@ class Daemon:
                 if sid is not None:
                     self._keep_unclaimed(sid, ev)
                 return
-            log.error("Kernel reported iSCSI connection %d:%d error (%d - %s) state (%s)",
-                      ev.sid, ev.cid, err, text, session.conn_state)
+            log.log(logging.DEBUG if session.adopted and not self.takeover else logging.ERROR,
+                    "Kernel reported iSCSI connection %d:%d error (%d - %s) state (%s)",
+                    ev.sid, ev.cid, err, text, session.conn_state)  # (not an iscsictl-start's
+            # own news: a session it found, another's or the boot's, is left to its owner)
             waiter = session.pdu_waiter
             waited = waiter is not None and not waiter.done()
             if waited:  # a relayed Login or Logout: no answer will come (iscsid's
@@ -1687,9 +1690,12 @@ class Daemon:
         first_try = loop.time()
         scan = rec.get("node.session.scan", "auto") != "manual"
         attempt = -1
+        # one ISID for every attempt, as iscsid's session keeps its own: one taken afresh
+        # each time walked past an iscsictl-start's own qualifiers (ISIDS_PER_PROCESS) into
+        # the next one's after four, and two paths to one portal group reinstated each other
+        isid = self.isids.allocate()
         while True:
             attempt += 1
-            isid = self.isids.allocate()
             try:
                 async with self._login_slot(node.address, node.port):
                     if node.transport in ks.KERNEL_CONNECTED:
@@ -1704,9 +1710,9 @@ class Daemon:
                                                      self._destroy_due)
                 break
             except SessionError as exc:
-                self.isids.release(isid)
                 if not exc.retryable or (attempt >= attempts - 1 and
                                          loop.time() - first_try >= window):
+                    self.isids.release(isid)
                     raise
                 log.info("login to %s failed (%s); retry %d/%s", node.describe(), exc,
                          attempt + 1, attempts - 1 if attempt < attempts - 1 else

@@ -349,6 +349,32 @@ def test_daemons_side_by_side_keep_each_others_saved_sessions(tmp_path):
         os.close(d._journal_fd)
 
 
+def test_an_iscsictl_start_keeps_quiet_about_the_others_kernel_events(tmp_path, caplog):
+    """Every netlink listener gets the kernel's events (ISCSI_NL_GRP_ISCSID): an
+    iscsictl-start beside others is told of their relayed logins' PDUs and their sessions'
+    connection errors.  Neither is its news: no warning or error on the boot console
+    (before: "RECV_PDU for unknown session 6 dropped", and "Kernel reported iSCSI
+    connection 5:0 error" for a session it leaves to its owner).  iscsictld says both."""
+    def events(**kw):
+        d = Daemon(None, sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
+                   db_root=str(tmp_path), config_root=str(tmp_path), autostart=False, **kw)
+        d._start_recovery = lambda s, why: None
+
+        async def main():
+            s = _session(5)
+            s.adopted = True
+            d._manage(s)
+            caplog.clear()
+            d._on_event(ConnError(102, None, sid=5, cid=0, error=1011))
+            d._on_event(RecvPdu(101, None, sid=6, cid=0, pdu=bytes(48)))
+        with caplog.at_level(logging.DEBUG, logger="iscsictld"):
+            asyncio.run(main())
+        return [r.levelno for r in caplog.records if r.levelno >= logging.WARNING]
+
+    assert events(takeover=False, side_by_side=True) == []
+    assert sorted(events()) == [logging.WARNING, logging.ERROR]
+
+
 def test_a_journal_line_cut_short_loses_no_later_line(daemon, tmp_path, monkeypatch):
     """A full disk cuts a line short (a short write, then ENOSPC): the next line is still
     read at a restart (it was glued to the cut one, and both sessions' ISIDs were lost)."""

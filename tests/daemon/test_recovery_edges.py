@@ -5,6 +5,7 @@ daemon did not make while it makes another."""
 
 import asyncio
 import logging
+import os
 import socket
 
 import pytest
@@ -463,6 +464,36 @@ def test_a_boot_disks_login_keeps_trying_as_long_as_iscsistarts(tmp_path, monkey
         assert len(tries) > 2 and tries[-1] - tries[0] >= 1.5
     else:
         assert len(tries) == 2
+
+
+def test_a_login_keeps_its_isid_through_its_retries(tmp_path, monkeypatch):
+    """Every attempt of one login offers the same ISID, as iscsid's session keeps its own
+    (before: one was taken afresh each time, so an iscsictl-start whose path came up at
+    its fifth attempt used the ISIDs set apart for the next one's PID, and two paths to
+    one portal group had one ISID: each login reinstated the other's session).  The ISID
+    is free again once the login has failed for good."""
+    from iscsictl.daemon import service
+
+    d = Daemon(None, sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
+               db_root=str(tmp_path), config_root=str(tmp_path), autostart=False,
+               takeover=False, side_by_side=True)
+    transport_in_sysfs(d.sysfs.root, "tcp", 1)
+    d.nl = _StopOnly()
+    offered = []
+
+    async def establish(nl, handle, node, name, isid, issued, scan, caps=-1, destroying=None):
+        offered.append(isid.qualifier)
+        raise SessionError(8, "connection refused", retryable=True)
+    monkeypatch.setattr(ks, "establish", establish)
+    monkeypatch.setattr(service.random, "uniform", lambda a, b: 0.01)
+    node = ks.NodeTarget.from_record({
+        "node.name": "iqn.2003-01.org.example:t", "node.conn[0].address": "127.0.0.1",
+        "node.conn[0].port": "3260", "node.tpgt": "1",
+        "node.session.initial_login_retry_max": "6"})
+    with pytest.raises(SessionError):
+        asyncio.run(d._establish(node, "iqn.2005-03.org.open-iscsi:i"))
+    assert offered == [os.getpid() * service.ISIDS_PER_PROCESS] * 6
+    assert len(d.isids) == 0
 
 
 def test_automatic_logins_are_made_at_a_boots_first_start_only(tmp_path, monkeypatch):
