@@ -15,8 +15,11 @@ __all__ = ["busy_devices"]
 
 
 def _read(path: str) -> str:
+    """The file's text, its bytes kept whatever they are (a mount point's name need not be
+    UTF-8: mountinfo escapes only blanks and backslashes; the check raised, and every
+    safe logout failed, the shutdown's included); "" when it cannot be read."""
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
             return f.read()
     except OSError:
         return ""
@@ -77,8 +80,10 @@ def busy_devices(disks: list[str], sys_root: str = "/sys", proc_root: str = "/pr
             point = mounts.get(majmin) if majmin else None
             if point is None:
                 point = sources.get(dev)
-            if point is not None:
-                busy.append(f"{disk} (mounted at {point} via {dev})")
+            if point is not None:  # (a byte not UTF-8 shown as \xNN)
+                shown = point.encode("utf-8", "surrogateescape").decode("utf-8",
+                                                                       "backslashreplace")
+                busy.append(f"{disk} (mounted at {shown} via {dev})")
                 break
             if dev in swaps:
                 busy.append(f"{disk} (swap on {dev})")

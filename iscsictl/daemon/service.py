@@ -165,28 +165,32 @@ def pdu_from_kernel(buf: bytes) -> PDU:
     return decode_pdu(RawPDU(bhs, bytes(buf[:48]), bytes(buf[48:ahs_end]), data))
 
 
-async def _each(jobs: list[Any], progress: Progress | None) -> list[dict[str, Any]]:
+async def _each(jobs: list[Any], progress: Progress | None,
+                names: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Run per-item coroutines concurrently; results in input order, and a
     ``{"done", "total", "result"}`` progress report as each one finishes.  An item that
     raises (a bug, not a failure it reports) is its own result, code 9 (internal error),
-    logged with its traceback: the others' results are still answered."""
+    logged with its traceback, with what ``names`` gives for it (a logout's ``sid``: the
+    client checks every outcome has one, and refused the whole answer, 18, the sessions
+    logged out unsaid): the others' results are still answered."""
     done = 0
 
-    async def one(job: Any) -> dict[str, Any]:
+    async def one(job: Any, name: dict[str, Any]) -> dict[str, Any]:
         nonlocal done
         try:
             result = await job
         except Exception as exc:  # noqa: BLE001 - one item's bug, not the request's
             log.exception("internal error in one item of a request")
-            result = {"ok": False, "code": 9, "message": f"internal error: {exc!r}"}
+            result = {**name, "ok": False, "code": 9, "message": f"internal error: {exc!r}"}
         done += 1
         if progress is not None:
             progress({"done": done, "total": len(jobs), "result": result})
         return result
 
+    names = names or [{}] * len(jobs)
     if len(jobs) == 1:  # no task to run it: its answer goes out two loop turns sooner
-        return [await one(jobs[0])]
-    return list(await asyncio.gather(*(one(j) for j in jobs)))
+        return [await one(jobs[0], names[0])]
+    return list(await asyncio.gather(*(one(j, n) for j, n in zip(jobs, names))))
 
 
 class ThreadEach(concurrent.futures.Executor):
@@ -1896,15 +1900,18 @@ class Daemon:
         or iscsid.safe_logout = Yes, a session whose disks are mounted (or swap) is refused
         (28)."""
         safe = not force and (safe or self._safe_logout())
-        return await _each([self._logout_one(sid, safe) for sid in sids], progress)
+        return await _each([self._logout_one(sid, safe) for sid in sids], progress,
+                           [{"sid": sid} for sid in sids])
 
     async def _logout_one(self, sid: int, safe: bool) -> dict[str, Any]:
         session = self.sessions.get(sid)
         if session is None:
             if sid in self._logging_in:  # a login here is making it: its own to undo (its
-                return {"sid": sid, "ok": False, "code": 32,  # endpoint is that login's)
-                        "message": f"session {sid} is being logged in; try again when its "
-                                   "login has ended"}
+                # endpoint is that login's); iscsid's session_logout_task for an initial
+                # login (IN_LOGIN or XPT_WAIT, R_STAGE_NO_CHANGE): ISCSI_ERR_INTERNAL
+                return {"sid": sid, "ok": False, "code": 9,
+                        "message": f"session {sid} in invalid state for logout (it is being "
+                                   "logged in): try again when its login has ended"}
             if self.sysfs.session(sid) is None:
                 return {"sid": sid, "ok": False, "code": 2, "message": err_text(2)}
             host_no = self.sysfs.session_host_no(sid)

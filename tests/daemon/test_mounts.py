@@ -67,3 +67,17 @@ def test_a_swap_file_named_like_a_disk_is_not_that_disk(tmp_path):
         "/srv/swap/sdc                           file\t\t1048572\t\t0\t\t-2\n")
     (Path(proc) / "self/mountinfo").write_text("22 1 0:21 / /proc rw - proc proc rw\n")
     assert busy_devices(["sdc"], sys_root, proc) == []
+
+
+def test_a_mount_point_not_in_utf8_is_checked_and_shown(tmp_path):
+    """mountinfo escapes only blanks and backslashes: a mount point of Latin-1 bytes
+    (/media/café, a user's FUSE mount) is written as it is.  The check still finds what
+    is mounted, and says the point with the odd byte escaped (before: UnicodeDecodeError,
+    and every safe logout failed, the shutdown unit's included)."""
+    sys_root, proc = _trees(tmp_path)
+    _dev(tmp_path / "sys", "sdd", "8:48")
+    with open(f"{proc}/self/mountinfo", "ab") as f:
+        f.write(b"42 1 0:50 / /media/caf\xe9 rw - fuse.sshfs host:/ rw\n"
+                b"43 1 8:48 / /srv/d\xe9p\xf4t rw - ext4 /dev/sdd rw\n")
+    assert busy_devices(["sdd", "sdz"], sys_root, proc) == [
+        "sdd (mounted at /srv/d\\xe9p\\xf4t via sdd)"]

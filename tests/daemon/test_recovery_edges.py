@@ -206,16 +206,17 @@ def test_a_logout_of_an_unmanaged_session_adopts_that_one_only(tmp_path):
 
 def test_a_logout_of_a_session_this_daemon_is_logging_in_is_refused(tmp_path):
     """``-m session -u`` lists a session an iSER login here is still making (its endpoint
-    bound): its logout is refused, "try again" (iscsid's ISCSI_ERR_SESSION_NOT_CONNECTED),
-    and it is not adopted.  Before: adopted and torn down, the login's endpoint
+    bound): its logout is refused, "try again", 9 (iscsid's session_logout_task says an
+    initial login's "in invalid state for logout", ISCSI_ERR_INTERNAL; before session 55:
+    32, "target likely not connected", a reconnect's), and it is not adopted.  Before: adopted and torn down, the login's endpoint
     disconnected by the kernel, then again by the login's undo, by a handle the kernel
     may have given another session's endpoint meanwhile."""
     d = _daemon(tmp_path)
     _kernel_session(tmp_path, 8)
     d._logging_in[8] = _iser_session(8)
     (result,) = asyncio.run(d.logout([8]))
-    assert (result["ok"], result["code"]) == (False, 32) and "being logged in" in \
-        result["message"]
+    assert (result["ok"], result["code"]) == (False, 9) and result["message"].startswith(
+        "session 8 in invalid state for logout (it is being logged in)")
     d._adopt()
     assert d.sessions == {}
 
@@ -863,3 +864,25 @@ def test_a_login_result_names_its_portal_as_the_cli_json_does(tmp_path):
            "node.conn[0].port": "3260", "node.tpgt": "1"}
     result, = asyncio.run(d.login([rec], "iqn.2026-11.org.example:i"))
     assert (result["code"], result["portal"]) == (15, "[fd00::1]:3260"), result
+
+
+def test_a_logout_item_that_fails_by_a_bug_keeps_its_sid(tmp_path, caplog):
+    """One session's logout raising (a bug; a mount point not in UTF-8 did, in the safe
+    logout's check) is that session's failure, 9, named by its sid: the client checks
+    every outcome has one (before: the whole answer was refused, exit 18, and the sessions
+    logged out were never said)."""
+    from iscsictl.ipc import RESULT_CHECKS
+
+    d = _daemon(tmp_path)
+
+    async def logout_one(sid, safe):
+        if sid == 2:
+            raise RuntimeError("a bug")
+        return {"sid": sid, "ok": True}
+    d._logout_one = logout_one
+    with caplog.at_level(logging.ERROR, logger="iscsictld"):
+        out = asyncio.run(d.logout([1, 2, 3]))
+    assert out == [{"sid": 1, "ok": True}, {"sid": 2, "ok": False, "code": 9,
+                    "message": "internal error: RuntimeError('a bug')"}, {"sid": 3, "ok": True}]
+    RESULT_CHECKS["logout"](out)
+    assert "internal error in one item of a request" in caplog.text
