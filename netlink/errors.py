@@ -7,6 +7,7 @@ import os
 
 __all__ = [
     "IscsiNetlinkError", "KernelInterfaceUnavailable", "NetlinkPermissionError", "NotInitialNetnsError",
+    "UnsupportedKernelLayout",
     "IscsiKernelError", "ReplyTimeout", "ReplyLost", "NetlinkClosedError", "PayloadDecodeError",
 ]
 
@@ -38,6 +39,18 @@ class NotInitialNetnsError(IscsiNetlinkError):
         super().__init__(
             "the iSCSI netlink interface answers only in the initial network namespace: run in the host "
             "network namespace (a privileged container with host networking)" + (f" ({detail})" if detail else ""))
+
+
+class UnsupportedKernelLayout(IscsiNetlinkError):
+    """A 32-bit x86 kernel: its ``struct iscsi_uevent`` (``aligned(8)``, not packed) has the
+    64-bit members of its request union 4-aligned, so the union is 20 bytes and the reply
+    union starts at offset 36, not 40.  Spoken with the 64-bit layout, every reply and
+    event would be misread without an error (a CREATE_SESSION's sid taken for its host)."""
+
+    def __init__(self) -> None:
+        super().__init__("a 32-bit x86 (i386) kernel lays out the iSCSI netlink messages "
+                         "differently (struct iscsi_uevent's 64-bit members 4-aligned): "
+                         "iscsictl speaks the layout of 64-bit kernels and 32-bit ARM's only")
 
 
 class IscsiKernelError(IscsiNetlinkError, OSError):

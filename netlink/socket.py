@@ -55,7 +55,7 @@ from .enums import ISCSI_NL_GRP_ISCSID, NETLINK_ISCSI, StopConnFlag
 from .enums import IscsiUeventE as E
 from .errors import (IscsiKernelError, KernelInterfaceUnavailable, NetlinkClosedError,
                      NetlinkPermissionError, NotInitialNetnsError, PayloadDecodeError, ReplyLost,
-                     ReplyTimeout)
+                     ReplyTimeout, UnsupportedKernelLayout)
 from .events import EVENTS_LOST, KernelEvent, event_from_message
 from .messages import (decode_messages, encode_message, encode_nlas, encode_sockaddr, message_encoder,
                        iscsi_chap_rec_payload, iscsi_flashnode_param_info_nla, iscsi_host_stats_custom_payload,
@@ -63,7 +63,7 @@ from .messages import (decode_messages, encode_message, encode_nlas, encode_sock
                        iscsi_path_payload, iscsi_stats_custom_payload, iscsi_stats_payload)
 
 __all__ = [
-    "Transport", "open_netlink_socket", "in_initial_netns", "SessionIds", "ConnStats", "HostStats", "ChapRec",
+    "Transport", "open_netlink_socket", "in_initial_netns", "kernel_is_x86_32", "SessionIds", "ConnStats", "HostStats", "ChapRec",
     "IscsiNetlink", "AsyncIscsiNetlink", "DEFAULT_TIMEOUT", "DEFAULT_RCVBUF", "run_through",
 ]
 
@@ -99,6 +99,19 @@ def in_initial_netns() -> bool | None:
         return None
 
 
+#: machine names (``uname -m``) of 32-bit x86
+_X86_32 = frozenset(("i386", "i486", "i586", "i686"))
+
+
+def kernel_is_x86_32() -> bool:
+    """Whether the kernel is a 32-bit x86 one (:class:`UnsupportedKernelLayout`).  Only a
+    32-bit process can run on one, and a 32-bit process on an x86_64 kernel (its
+    IA32_EMULATION) finds ``/proc/sys/abi/vsyscall32``, which only x86_64 kernels have
+    (``uname -m`` alone would take ``linux32``'s i686 for the kernel's)."""
+    return (struct.calcsize("P") == 4 and os.uname().machine in _X86_32
+            and not os.path.exists("/proc/sys/abi/vsyscall32"))
+
+
 def _say_small_rcvbuf(sock: socket.socket, rcvbuf: int) -> None:
     """Warn when the receive buffer came out smaller than asked (SO_RCVBUFFORCE refused, as
     without CAP_NET_ADMIN in the initial user namespace, and SO_RCVBUF capped by
@@ -123,8 +136,11 @@ def open_netlink_socket(groups: int = ISCSI_NL_GRP_ISCSID, rcvbuf: int = DEFAULT
         KernelInterfaceUnavailable: EPROTONOSUPPORT (scsi_transport_iscsi not loaded).
         NetlinkPermissionError: EPERM/EACCES (binding to the multicast group needs privileges).
         NotInitialNetnsError: the process is detectably not in the initial network namespace.
+        UnsupportedKernelLayout: a 32-bit x86 kernel, whose message layout differs.
         OSError: anything else.
     """
+    if kernel_is_x86_32():
+        raise UnsupportedKernelLayout()
     if in_initial_netns() is False:
         raise NotInitialNetnsError("/proc/self/ns/net differs from /proc/1/ns/net")
     try:

@@ -1204,3 +1204,30 @@ def test_a_receive_buffer_smaller_than_asked_is_said(caplog):
             _say_small_rcvbuf(s, 4 * 1024 * 1024)
         assert "receive buffer 65536 bytes, 4194304 asked" in caplog.text
         assert "net.core.rmem_max" in caplog.text
+
+
+def test_a_32_bit_x86_kernel_is_refused_not_misread(monkeypatch):
+    """An i386 kernel's struct iscsi_uevent has its reply union at offset 36, not 40:
+    every reply and event would be misread without an error.  The socket is refused,
+    said.  A 32-bit process on an x86_64 kernel (which has /proc/sys/abi/vsyscall32), or
+    linux32's i686 uname of a 64-bit process, is not such a kernel."""
+    import struct
+
+    from iscsictl.netlink import UnsupportedKernelLayout, kernel_is_x86_32, open_netlink_socket
+
+    real_exists, real_calcsize = os.path.exists, struct.calcsize
+    uname = os.uname()
+
+    def machine(name, bits, vsyscall32):
+        monkeypatch.setattr(os, "uname", lambda: os.uname_result((*uname[:4], name)))
+        monkeypatch.setattr(struct, "calcsize", lambda f: bits // 8 if f == "P" else real_calcsize(f))
+        monkeypatch.setattr(os.path, "exists", lambda p: vsyscall32 if p == "/proc/sys/abi/vsyscall32"
+                            else real_exists(p))
+        return kernel_is_x86_32()
+
+    assert machine("i686", 32, False) is True
+    with pytest.raises(UnsupportedKernelLayout, match="32-bit x86"):
+        open_netlink_socket()
+    assert machine("i686", 32, True) is False  # a 32-bit process on x86_64
+    assert machine("i686", 64, False) is False  # linux32 on a 64-bit process
+    assert machine("armv7l", 32, False) is False  # 32-bit ARM aligns uint64_t to 8
