@@ -358,14 +358,14 @@ def _worker(listener: socket.socket, ctl: socket.socket) -> None:
         for sig, disposition in WORKER_SIGNALS.items():
             signal.signal(sig, disposition)
         before = _state()
-        own = _context("self")
+        own, privileges = _context("self"), _privileges("self")
         for served in range(MAX_COMMANDS):
             code = 1
             conn = _accept_one(listener, ctl, warm_up=not served)
             if conn is None:
                 os._exit(0)
             socket.send_fds(ctl, [b"a"], [conn.fileno()])
-            code, reusable = _serve(conn, own)
+            code, reusable = _serve(conn, own, privileges)
             if not (reusable and served + 1 < MAX_COMMANDS and _client_gone(conn)):
                 os._exit(code & 0xFF)
             conn.close()
@@ -399,13 +399,57 @@ def _context(pid: int | str) -> tuple[tuple[int, int], ...] | None:
         return None
 
 
-def _serve(conn: socket.socket, own: tuple | None = None) -> tuple[int, bool]:
+#: ``/proc/PID/status`` fields of a process's privileges: capability sets (hex masks) the
+#: client must hold all of the server's in, then the no_new_privs flag and seccomp mode
+_CAPS, _LIMITS = ("CapPrm", "CapEff", "CapBnd"), ("NoNewPrivs", "Seccomp")
+
+
+def _privileges(pid: int | str) -> tuple[tuple[int, ...], tuple[int, ...], bytes] | None:
+    """``pid``'s capability sets (:data:`_CAPS`), its :data:`_LIMITS` and its LSM label
+    (``/proc/PID/attr/current``: b"" when none); None when not readable."""
+    fields = {}
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                name, _, value = line.partition(b":")
+                fields[name.decode("ascii", "replace")] = value.strip()
+        caps = tuple(int(fields[k], 16) for k in _CAPS)
+        limits = tuple(int(fields.get(k, b"0")) for k in _LIMITS)
+    except (OSError, KeyError, ValueError):
+        return None
+    try:
+        with open(f"/proc/{pid}/attr/current", "rb") as f:
+            label = f.read().rstrip(b"\0\n")
+    except OSError:
+        label = b""
+    return caps, limits, label
+
+
+def _as_privileged(client: tuple | None, own: tuple | None) -> bool:
+    """Whether a client with :func:`_privileges` ``client`` may have its command run with
+    this process's ``own``: it holds every capability this process has, and is bound no
+    more (no no_new_privs or seccomp filter this process has not; the same LSM label).  A
+    root shell with its capabilities dropped (a hardened unit's, ``setpriv``, ``capsh``)
+    runs iscsictl-py as itself, as iscsiadm would run: here its command had the server's
+    capabilities (a DB it could not write was written, CAP_SYS_ADMIN netlink requests
+    made)."""
+    if client is None or own is None:
+        return False
+    (caps, limits, label), (own_caps, own_limits, own_label) = client, own
+    return (all(c & o == o for c, o in zip(caps, own_caps))
+            and all(c <= o for c, o in zip(limits, own_limits)) and label == own_label)
+
+
+def _serve(conn: socket.socket, own: tuple | None = None,
+           privileges: tuple | None = None) -> tuple[int, bool]:
     """Run the client's command in this process as its own: its descriptors 0-2, working
     directory, umask, environment and arguments.  (exit code, whether the worker may serve
     again); exits at once (1: the client runs iscsictl-py) for a request it does not take:
-    another user's, or one from another :data:`_CONTEXT` than ``own`` (this process's)."""
+    another user's, one from another :data:`_CONTEXT` than ``own`` (this process's), or
+    one whose process is not :func:`_as_privileged` as ``privileges`` (this process's)."""
     pid, uid, _ = peer_credentials(conn)
-    if uid != 0 or own is None or _context(pid) != own:
+    if uid != 0 or own is None or _context(pid) != own or \
+            not _as_privileged(_privileges(pid), privileges):
         os._exit(1)  # the client runs iscsictl-py, as that user, where it is
     try:
         umask, cwd, args, env, fds = _read_request(conn)

@@ -14,7 +14,7 @@ from typing import Callable
 from iscsictl.ipc import peer_credentials
 
 __all__ = ["ISCSID_ABSTRACT", "LOCK_FILE", "LockHeld", "held_by", "iscsid_running",
-           "listener_of", "lock_holder", "take_lock", "unix_listeners"]
+           "listener_of", "lock_holder", "private", "take_lock", "unix_listeners"]
 
 LOCK_FILE = "/run/iscsictld.pid"
 ISCSID_ABSTRACT = "\0ISCSIADM_ABSTRACT_NAMESPACE"
@@ -158,15 +158,31 @@ def lock_holder(fd: int, shared: bool = False) -> int | None:
     return pid if l_type != fcntl.F_UNLCK and pid > 0 else None
 
 
+def private(fd: int) -> None:
+    """Make the file open at ``fd`` root's alone (mode 0600) when others may read it: a
+    lock file whose lock any user could otherwise take (a read lock needs only read
+    access).  Not being allowed to (another owner's file) is left as it is."""
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    except OSError:
+        pass
+
+
 def take_lock(path: str, shared: bool = False) -> int:
     """An fcntl lock that dies with us: its descriptor.  iscsictld takes it exclusively
     and writes its PID in the file; each ``iscsictl-start`` takes it ``shared`` (several
     log in side by side, as iscsistarts do, while no iscsictld runs) and writes nothing.
     Raises LockHeld naming a holder (an iscsictld, or an iscsictl-start logging in): its
-    PID from the kernel's lock table, the file's only when that cannot be read."""
+    PID from the kernel's lock table, the file's only when that cannot be read.
+
+    The file is root's alone (0600; one left readable by an older version is made so): a
+    read lock needs only a descriptor open for reading, and any user holding one on a file
+    of mode 0644 kept iscsictld from starting, or from starting again after a restart."""
     try:
         os.makedirs(os.path.dirname(path) or ".", 0o755, exist_ok=True)  # not 0777 (umask 0)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        private(fd)
     except OSError as exc:
         hint = " (iscsictld runs as root: it needs CAP_SYS_ADMIN)" if exc.errno == 13 else ""
         raise LockHeld(f"cannot open the lock file {path}: {exc.strerror}{hint}") from None

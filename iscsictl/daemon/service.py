@@ -851,12 +851,17 @@ class Daemon:
             log.warning("cannot save session state in %s: %s", self.state_dir, exc)
 
     def _journal_file(self) -> int:
-        """The journal's descriptor (opened, and the state directory made, at first use)."""
+        """The journal's descriptor (opened, and the state directory made, at first use);
+        root's alone, as the lock it carries beside other iscsictl-starts must be (any user
+        could flock a file of mode 0644, and hold their state writes)."""
         if self._journal_fd is None:
+            from .instance import private
+
             os.makedirs(self.state_dir, 0o755, exist_ok=True)
             self._journal_fd = os.open(os.path.join(self.state_dir, STATE_JOURNAL),
                                        os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                                       0o644)
+                                       0o600)
+            private(self._journal_fd)
         return self._journal_fd
 
     def _state_lock(self, fd: int) -> contextlib.AbstractContextManager[None]:

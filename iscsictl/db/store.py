@@ -575,13 +575,19 @@ class IscsiadmLock:
         ``lock`` anywhere, or hold ``lock.write`` for ever), which is said instead
         (:attr:`untrusted`) and the change made without it."""
         lock = os.path.join(self.lock_dir, "lock")
-        try:  # (/run/lock made too where a system has none: iscsiadm would fail there)
-            os.makedirs(self.lock_dir, DIR_MODE, exist_ok=True)
+        try:  # (/run/lock made too where a system has none: iscsiadm would fail there;
+            # root's alone, not 0777 under umask 0, where any user could rename it away)
+            os.makedirs(os.path.dirname(self.lock_dir), 0o755, exist_ok=True)
+            try:
+                os.mkdir(self.lock_dir, DIR_MODE)
+            except FileExistsError:  # there; or a file or link a user put in its place,
+                pass  # which is judged below as a directory of theirs (it was exit 6)
             st = os.lstat(self.lock_dir)
             if not stat.S_ISDIR(st.st_mode) or st.st_uid not in (0, os.geteuid()) or \
                     st.st_mode & 0o002 or (st.st_mode & 0o020 and st.st_gid != 0):
+                what = "root's alone" if stat.S_ISDIR(st.st_mode) else "a directory"
                 self.untrusted = (f"iscsiadm's lock directory {self.lock_dir} is not "
-                                  f"root's alone (owner {st.st_uid}, mode "
+                                  f"{what} (owner {st.st_uid}, mode "
                                   f"{stat.S_IMODE(st.st_mode):o}): its lock not taken")
                 return False
             os.close(os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW

@@ -898,6 +898,21 @@ def test_a_client_in_another_network_namespace_runs_the_python_front_end(server,
     assert r.returncode == 0 and r.stdout.startswith("iscsictl version"), r
 
 
+@pytest.mark.parametrize("restriction", [["--bounding-set=-all"], ["--no-new-privs"]])
+def test_a_root_client_with_fewer_privileges_runs_the_python_front_end(server, restriction):
+    """A root caller with its capabilities dropped (a hardened unit's, setpriv's), or
+    under no_new_privs, runs iscsictl-py as itself (here echo), as iscsiadm would run:
+    before, the worker ran its command with the server's privileges (a DB it could not
+    write was written, CAP_SYS_ADMIN netlink requests made).  Root's other commands are
+    still served."""
+    r = subprocess.run(["setpriv", *restriction, str(CLIENT), "-m", "node", "x"],
+                       capture_output=True, text=True, timeout=60,
+                       env=env_for(server, ISCSICTL_PY="/bin/echo"))
+    assert (r.returncode, r.stdout) == (0, "-m node x\n"), r
+    r = run_client(["--version"], env_for(server))
+    assert r.returncode == 0 and r.stdout.startswith("iscsictl version"), r
+
+
 def test_an_idle_worker_holds_no_command_directory(server, tmp_path):
     """After a command run from a directory, the worker waits in / : the filesystem the
     command ran in can be unmounted (it was busy until two more commands ran elsewhere)."""

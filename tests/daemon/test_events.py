@@ -313,7 +313,8 @@ def test_daemons_side_by_side_keep_each_others_saved_sessions(tmp_path):
     it adopted, whose ISID may be a guess (before: the last writer's file held its own
     sessions only, and a session of the other's, adopted with open-iscsi's guess, was
     saved with that guess; iscsictld then adopted them with the wrong ISIDs).  A session
-    gone from the kernel is left out; their ISIDs start apart, by PID."""
+    gone from the kernel is left out; their ISIDs start apart, by PID.  The journal, which
+    the lock is taken on, is root's alone."""
     from iscsictl.daemon.service import ISIDS_PER_PROCESS
     from iscsictl.protocol.names import ISID
 
@@ -345,6 +346,9 @@ def test_daemons_side_by_side_keep_each_others_saved_sessions(tmp_path):
     _kernel_shows(tmp_path, 8, None)
     b._write_state()
     assert set(_restarted(tmp_path)._load_state()) == {"5", "6"}
+    # the journal, which their lock is taken on, is root's alone: a user's flock on it
+    # would hold their writes
+    assert stat.S_IMODE((tmp_path / "st" / "sessions.journal").stat().st_mode) == 0o600
     for d in (a, b):
         os.close(d._journal_fd)
 

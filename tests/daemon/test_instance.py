@@ -135,3 +135,17 @@ def test_iscsictl_starts_share_the_lock_and_are_named_by_the_kernel(tmp_path):
     fd = os.open(path, os.O_RDONLY)
     assert instance.lock_holder(fd) is None  # free: nobody
     os.close(fd)
+
+
+def test_the_lock_file_is_roots_alone_an_older_readable_one_made_so(tmp_path):
+    """A read lock needs only a descriptor open for reading: any user holding one on a lock
+    file of mode 0644 kept iscsictld from starting (exit 1), or from starting again after
+    a restart.  The file is made 0600, and one an older version left 0644 is made so."""
+    import stat
+
+    fresh, old = tmp_path / "run" / "iscsictld.pid", tmp_path / "old.pid"
+    os.close(instance.take_lock(str(fresh)))
+    old.write_text("1\n")
+    old.chmod(0o644)
+    os.close(instance.take_lock(str(old), shared=True))
+    assert [stat.S_IMODE(p.stat().st_mode) for p in (fresh, old)] == [0o600, 0o600]

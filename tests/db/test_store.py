@@ -1077,6 +1077,39 @@ def test_an_iface_name_with_a_comma_is_read_back_from_its_links(db):
         "iqn.x,y:t", "10.0.0.1", 3260, 1, "default")  # a target of ours with a ','
 
 
+@pytest.mark.parametrize("planted", ["dangling link", "file"])
+def test_iscsiadms_lock_directory_planted_as_a_file_or_link_is_not_taken(tmp_path, planted):
+    """A user may put a file or a dangling link where /run/lock/iscsi belongs (/run/lock is
+    any user's): judged as a directory of theirs, its lock not taken (said) and the change
+    made (before: "cannot take iscsiadm's lock ...: File exists", every DB change exit 6).
+    A missing parent is made root's alone, not 0777 under umask 0."""
+    import stat
+
+    (tmp_path / "etc").mkdir()
+    lock_dir = tmp_path / "run" / "lock" / "iscsi"
+    if planted == "file":
+        lock_dir.parent.mkdir(parents=True)
+        lock_dir.write_text("")
+    else:
+        lock_dir.parent.mkdir(parents=True)
+        os.symlink(tmp_path / "nowhere", lock_dir)
+    warnings = []
+    db = NodeDB(str(tmp_path / "db"), str(tmp_path / "etc"), lock_timeout=0.3,
+                iscsiadm_lock_dir=str(lock_dir), warn=warnings.append)
+    db.create_node(T1, "10.0.0.1", 3260, 1)
+    assert db.list_nodes() == [NodeID(T1, "10.0.0.1", 3260, 1)]
+    assert len(warnings) == 1 and "is not a directory" in warnings[0]
+    assert not (tmp_path / "nowhere").exists()
+    fresh = tmp_path / "bare" / "lock" / "iscsi"
+    old = os.umask(0)
+    try:
+        NodeDB(str(tmp_path / "db2"), str(tmp_path / "etc"),
+               iscsiadm_lock_dir=str(fresh)).create_node(T1, "10.0.0.1", 3260, 1)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(fresh.parent.stat().st_mode) == 0o755
+
+
 def test_iscsiadms_lock_in_a_directory_any_user_may_write_is_not_taken(tmp_path):
     """/run/lock is any user's on Debian: an ``iscsi`` directory there that is not root's
     alone could point ``lock`` anywhere (root would create or open that file) or hold
