@@ -402,6 +402,20 @@ def _context(pid: int | str) -> tuple[tuple[int, int], ...] | None:
 #: ``/proc/PID/status`` fields of a process's privileges: capability sets (hex masks) the
 #: client must hold all of the server's in, then the no_new_privs flag and seccomp mode
 _CAPS, _LIMITS = ("CapPrm", "CapEff", "CapBnd"), ("NoNewPrivs", "Seccomp")
+#: LSM labels of callers confined by no policy: SELinux's unconfined types (an admin's
+#: shell, sudo: unconfined_t; a service started from /usr/local or /opt, as iscsictld:
+#: unconfined_service_t) and AppArmor's unconfined.  Such a caller is served whatever the
+#: server's own label (an exact match alone served no root shell on an SELinux host)
+_UNCONFINED = frozenset((b"unconfined_t", b"unconfined_service_t", b"unconfined"))
+
+
+def _unconfined(label: bytes) -> bool:
+    """Whether an LSM label (``/proc/PID/attr/current``) is :data:`_UNCONFINED`'s: no
+    label; SELinux ``user:role:TYPE:level``; AppArmor ``unconfined`` or ``profile (mode)``."""
+    if not label:
+        return True
+    fields = label.split(b":")
+    return (fields[2] if len(fields) >= 3 else label.split(b" ")[0]) in _UNCONFINED
 
 
 def _privileges(pid: int | str) -> tuple[tuple[int, ...], tuple[int, ...], bytes] | None:
@@ -427,17 +441,19 @@ def _privileges(pid: int | str) -> tuple[tuple[int, ...], tuple[int, ...], bytes
 
 def _as_privileged(client: tuple | None, own: tuple | None) -> bool:
     """Whether a client with :func:`_privileges` ``client`` may have its command run with
-    this process's ``own``: it holds every capability this process has, and is bound no
-    more (no no_new_privs or seccomp filter this process has not; the same LSM label).  A
-    root shell with its capabilities dropped (a hardened unit's, ``setpriv``, ``capsh``)
-    runs iscsictl-py as itself, as iscsiadm would run: here its command had the server's
-    capabilities (a DB it could not write was written, CAP_SYS_ADMIN netlink requests
-    made)."""
+    this process's ``own``: it holds every capability this process has (permitted,
+    effective, bounding), has no no_new_privs this process has not, no seccomp mode at
+    all (a filter's rules cannot be compared), and its LSM label is this process's or
+    :func:`_unconfined`.  A root shell with its capabilities dropped (a hardened unit's,
+    ``setpriv``, ``capsh``) runs iscsictl-py as itself, as iscsiadm would run: here its
+    command had the server's capabilities (a DB it could not write was written,
+    CAP_SYS_ADMIN netlink requests made).  Not compared: Landlock domains and cgroup
+    limits (``IPAddressDeny=``, ``DeviceAllow=``), which /proc does not show."""
     if client is None or own is None:
         return False
-    (caps, limits, label), (own_caps, own_limits, own_label) = client, own
-    return (all(c & o == o for c, o in zip(caps, own_caps))
-            and all(c <= o for c, o in zip(limits, own_limits)) and label == own_label)
+    (caps, (nnp, seccomp), label), (own_caps, (own_nnp, _), own_label) = client, own
+    return (all(c & o == o for c, o in zip(caps, own_caps)) and nnp <= own_nnp
+            and seccomp == 0 and (label == own_label or _unconfined(label)))
 
 
 def _serve(conn: socket.socket, own: tuple | None = None,

@@ -58,8 +58,9 @@ def busy_devices(disks: list[str], sys_root: str = "/sys", proc_root: str = "/pr
     ``sda (mounted at /mnt via sda1)`` or ``sdb (swap on dm-3)``."""
     mounts: dict[str, str] = {}  # major:minor -> mount point
     sources: dict[str, str] = {}  # the block device a mount names as its source -> its point
-    for line in _read(f"{proc_root}/self/mountinfo").splitlines():
-        parts = line.split()
+    for line in _read(f"{proc_root}/self/mountinfo").split("\n"):
+        parts = line.split(" ")  # its fields' one separator (a name's NBSP is no field's
+        # end: it made a false "-", and a btrfs disk under such a name was not busy)
         if len(parts) > 4:
             mounts.setdefault(parts[2], parts[4])
             # an anonymous device (major 0: btrfs) names its disk only as the source:

@@ -913,6 +913,28 @@ def test_a_root_client_with_fewer_privileges_runs_the_python_front_end(server, r
     assert r.returncode == 0 and r.stdout.startswith("iscsictl version"), r
 
 
+def test_which_root_callers_are_as_privileged_as_the_server():
+    """The served path is for callers no more bound than the server: every capability it
+    has, no no_new_privs it lacks, no seccomp filter (one's rules cannot be compared), its
+    LSM label or an unconfined one: on an SELinux host a root shell (unconfined_t) is
+    served by an iscsictld of unconfined_service_t (an exact match alone served none),
+    a cron job's confined domain is not; AppArmor's unconfined is served, a profile not."""
+    from iscsictl.cli.server import _as_privileged, _privileges
+
+    caps, limits, _ = _privileges("self")
+    server = (caps, limits, b"system_u:system_r:unconfined_service_t:s0")
+    for label, served in ((b"unconfined_u:unconfined_r:unconfined_t:s0-s0:c0.c1023", True),
+                          (b"system_u:system_r:unconfined_service_t:s0", True),
+                          (b"system_u:system_r:system_cronjob_t:s0-s0:c0.c1023", False),
+                          (b"unconfined", True), (b"/usr/sbin/tool (enforce)", False),
+                          (b"", True)):
+        assert _as_privileged((caps, limits, label), server) is served, label
+    assert not _as_privileged((caps, (0, 2), b""), (caps, (0, 2), b""))  # a filter
+    assert not _as_privileged((caps, (1, 0), b""), (caps, (0, 0), b""))  # no_new_privs
+    assert not _as_privileged((tuple(c & ~1 for c in caps), limits, b""), server)
+    assert not _as_privileged(None, server)
+
+
 def test_an_idle_worker_holds_no_command_directory(server, tmp_path):
     """After a command run from a directory, the worker waits in / : the filesystem the
     command ran in can be unmounted (it was busy until two more commands ran elsewhere)."""

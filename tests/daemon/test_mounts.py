@@ -81,3 +81,15 @@ def test_a_mount_point_not_in_utf8_is_checked_and_shown(tmp_path):
                 b"43 1 8:48 / /srv/d\xe9p\xf4t rw - ext4 /dev/sdd rw\n")
     assert busy_devices(["sdd", "sdz"], sys_root, proc) == [
         "sdd (mounted at /srv/d\\xe9p\\xf4t via sdd)"]
+
+
+def test_a_mount_point_with_a_no_break_space_is_one_field(tmp_path):
+    """mountinfo separates its fields by single spaces and escapes only blanks, tabs,
+    newlines and backslashes: a no-break space in a mount point's name is part of it (it
+    was a field's end, and a name "a - b" made a false separator: a btrfs disk mounted
+    there was not found busy, and a safe logout let it go)."""
+    sys_root, proc = _trees(tmp_path)
+    _dev(tmp_path / "sys", "sdd", "8:48")
+    with open(f"{proc}/self/mountinfo", "ab") as f:
+        f.write("44 1 0:51 / /srv/a\u00a0-\u00a0b rw - btrfs /dev/sdd rw\n".encode())
+    assert busy_devices(["sdd"], sys_root, proc) == ["sdd (mounted at /srv/a\u00a0-\u00a0b via sdd)"]
