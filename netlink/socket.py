@@ -63,8 +63,8 @@ from .messages import (decode_messages, encode_message, encode_nlas, encode_sock
                        iscsi_path_payload, iscsi_stats_custom_payload, iscsi_stats_payload)
 
 __all__ = [
-    "Transport", "open_netlink_socket", "in_initial_netns", "kernel_is_x86_32", "SessionIds", "ConnStats", "HostStats", "ChapRec",
-    "IscsiNetlink", "AsyncIscsiNetlink", "DEFAULT_TIMEOUT", "DEFAULT_RCVBUF", "run_through",
+    "Transport", "open_netlink_socket", "in_initial_netns", "kernel_is_x86_32", "SessionIds",
+    "ConnStats", "HostStats", "ChapRec", "IscsiNetlink", "AsyncIscsiNetlink", "DEFAULT_TIMEOUT", "DEFAULT_RCVBUF", "run_through",
 ]
 
 log = logging.getLogger(__name__)

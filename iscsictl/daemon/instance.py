@@ -151,7 +151,8 @@ def lock_holder(fd: int, shared: bool = False) -> int | None:
     another PID namespace (0)."""
     want = fcntl.F_RDLCK if shared else fcntl.F_WRLCK
     try:
-        got = fcntl.fcntl(fd, fcntl.F_GETLK, _FLOCK.pack(want, os.SEEK_SET, 0, 0, 0) + bytes(16))
+        got = fcntl.fcntl(fd, fcntl.F_GETLK,
+                          _FLOCK.pack(want, os.SEEK_SET, 0, 0, 0) + bytes(16))
     except OSError:
         return None
     l_type, _, _, _, pid = _FLOCK.unpack_from(got)

@@ -528,8 +528,8 @@ class Daemon:
             are, as iscsistart's does (a recovery it started would be cut off when it ends,
             the connection left stopped).
         side_by_side: other processes make sessions beside this one, each with a daemon
-            of its own (``iscsictl-start`` processes started together, one per path or target, as
-            iscsistarts run): its ISIDs start at a qualifier set apart by its PID
+            of its own (``iscsictl-start`` processes started together, one per path or
+            target, as iscsistarts run): its ISIDs start at a qualifier set apart by its PID
             (:data:`ISIDS_PER_PROCESS`), and each write of the state file keeps the
             others' sessions, under a lock, and writes none it adopted (its ISID may be a
             guess: the other process has not saved it yet).

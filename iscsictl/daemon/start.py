@@ -13,10 +13,11 @@ the command returns once the disks are there) and the sessions stay in the kerne
 exits; the iscsictld started later adopts them (ISIDs are kept in its state directory,
 credentials are read back from sysfs).  Several started side by side (one per path or
 target, as an initramfs starts iscsistarts) log in at once, each beside the others.  When
-iscsictld is already running the logins go to it instead.  Exit code: 0, or 1 (ISCSI_ERR, as iscsistart) when a login failed (a
-session already there too); usage errors 7.  Records come from iscsid.conf's defaults (a
-``-i`` login's CHAP from its options only, as iscsistart's), one session a target whatever
-node.session.nr_sessions says; nothing is written to the node DB.
+iscsictld is already running the logins go to it instead.  Exit code: 0, or 1
+(ISCSI_ERR, as iscsistart) when a login failed (a session already there too); usage
+errors 7.  Records come from iscsid.conf's defaults (a ``-i`` login's CHAP from its
+options only, as iscsistart's), one session a target whatever node.session.nr_sessions
+says; nothing is written to the node DB.
 """
 
 from __future__ import annotations
