@@ -92,4 +92,5 @@ def test_a_mount_point_with_a_no_break_space_is_one_field(tmp_path):
     _dev(tmp_path / "sys", "sdd", "8:48")
     with open(f"{proc}/self/mountinfo", "ab") as f:
         f.write("44 1 0:51 / /srv/a\u00a0-\u00a0b rw - btrfs /dev/sdd rw\n".encode())
-    assert busy_devices(["sdd"], sys_root, proc) == ["sdd (mounted at /srv/a\u00a0-\u00a0b via sdd)"]
+    assert busy_devices(["sdd"], sys_root, proc) == [
+        "sdd (mounted at /srv/a\u00a0-\u00a0b via sdd)"]

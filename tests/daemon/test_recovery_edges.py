@@ -208,9 +208,10 @@ def test_a_logout_of_a_session_this_daemon_is_logging_in_is_refused(tmp_path):
     """``-m session -u`` lists a session an iSER login here is still making (its endpoint
     bound): its logout is refused, "try again", 9 (iscsid's session_logout_task says an
     initial login's "in invalid state for logout", ISCSI_ERR_INTERNAL; before session 55:
-    32, "target likely not connected", a reconnect's), and it is not adopted.  Before: adopted and torn down, the login's endpoint
-    disconnected by the kernel, then again by the login's undo, by a handle the kernel
-    may have given another session's endpoint meanwhile."""
+    32, "target likely not connected", a reconnect's), and it is not adopted.  Before:
+    adopted and torn down, the login's endpoint disconnected by the kernel, then again by
+    the login's undo, by a handle the kernel may have given another session's endpoint
+    meanwhile."""
     d = _daemon(tmp_path)
     _kernel_session(tmp_path, 8)
     d._logging_in[8] = _iser_session(8)

@@ -1220,9 +1220,10 @@ def test_a_32_bit_x86_kernel_is_refused_not_misread(monkeypatch):
 
     def machine(name, bits, vsyscall32):
         monkeypatch.setattr(os, "uname", lambda: os.uname_result((*uname[:4], name)))
-        monkeypatch.setattr(struct, "calcsize", lambda f: bits // 8 if f == "P" else real_calcsize(f))
-        monkeypatch.setattr(os.path, "exists", lambda p: vsyscall32 if p == "/proc/sys/abi/vsyscall32"
-                            else real_exists(p))
+        monkeypatch.setattr(struct, "calcsize",
+                            lambda f: bits // 8 if f == "P" else real_calcsize(f))
+        monkeypatch.setattr(os.path, "exists", lambda p: vsyscall32
+                            if p == "/proc/sys/abi/vsyscall32" else real_exists(p))
         return kernel_is_x86_32()
 
     assert machine("i686", 32, False) is True
