@@ -47,6 +47,7 @@ __all__ = [
     "LoginState",
     "LoginSuccess",
     "LoginTimeout",
+    "UnknownStatusClass",
 ]
 
 SEC = LoginStage.SECURITY_NEGOTIATION
@@ -68,6 +69,12 @@ class LoginProtocolError(ISCSIProtocolError):
 
     reject_reason = None
     fatal = True
+
+
+class UnknownStatusClass(LoginProtocolError):
+    """A Login Response of a status class RFC 7143 §11.13.5 does not define (not 0-3): a
+    node's login gives up, as iscsid's __check_iscsi_status_class (CONN_LOGIN_FAILED); a
+    discovery connects again, as usr/discovery.c does (its default case: reconnect)."""
 
 
 class LoginRedirectFailed(LoginProtocolError):
@@ -379,7 +386,8 @@ class LoginMachine:
         elif pdu.status_class in (2, 3):
             self.outcome = LoginRejected(status, retryable=pdu.status_class == 3)
         else:
-            raise LoginProtocolError(f"unknown login status class {pdu.status_class}")
+            raise UnknownStatusClass(f"unknown login status class {pdu.status_class} "
+                                     f"(status {status:04x})")
         return self.outcome
 
     def _security(self, pdu: LoginResponse, pairs: list[tuple[str, str]], now: float) -> LoginOutcome | None:

@@ -31,7 +31,7 @@ from ..protocol.constants import LoginStatus
 from ..protocol.errors import DataSegmentTooLong, ISCSIProtocolError
 from ..protocol.framing import PDUReader
 from ..protocol.login import (LoginMachine, LoginRedirect, LoginRedirectFailed, LoginRejected,
-                              LoginSuccess, LoginTimeout)
+                              LoginSuccess, LoginTimeout, UnknownStatusClass)
 from ..protocol.names import ISID
 from ..protocol.pdu import NOPIn, decode_pdu
 from ..protocol.scsi import CommandSession, ScsiResult
@@ -82,8 +82,9 @@ def _login_errors(what: str) -> Iterator[None]:
         yield
     except AuthenticationError as e:
         raise InitiatorAuthFailed(f"{what}: authentication failed: {e}") from None
-    except (LoginRedirectFailed, DataSegmentTooLong) as e:  # open-iscsi's
-        # LOGIN_REDIRECTION_FAILED and LOGIN_IO_ERROR: its discovery connects again
+    except (LoginRedirectFailed, DataSegmentTooLong, UnknownStatusClass) as e:  # open-
+        # iscsi's LOGIN_REDIRECTION_FAILED and LOGIN_IO_ERROR, and a status class it does
+        # not know (usr/discovery.c's default case): its discovery connects again
         raise RetryableLoginError(f"{what}: {e}") from None
     except ISCSIProtocolError as e:
         raise FatalLoginError(f"{what}: {e}") from None

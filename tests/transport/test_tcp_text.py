@@ -426,6 +426,19 @@ def test_many_text_responses_that_each_bring_an_answer_are_taken(monkeypatch):
     assert sorted(t.name for t in found) == [t for t, _ in targets]
 
 
+@pytest.mark.parametrize("status", [0x0300, 0x0400, 0x0F07])
+def test_a_target_error_or_an_unknown_status_class_is_retried_by_the_discovery(status):
+    """A discovery's Login answered with a target error (class 3) or a status class RFC
+    7143 does not define: usr/discovery.c connects again for both (its TARGET_ERR case and
+    its default), reopen_max times, then 11 (an unknown class was 19 at once, as a Login
+    Response that breaks the rules; a node's login still gives it up, as iscsid)."""
+    from iscsictl.transport.errors import RetriesExceeded
+
+    listener, served = _fake_targets(lambda _: FakeTarget(TargetConfig(status=status)))
+    error = _failed_discovery(listener, RetriesExceeded, reopen_max=2)
+    assert error.exit_code == 11 and len(served) == 3
+
+
 def test_a_redirect_without_a_usable_address_is_retried_by_the_discovery():
     """A discovery's Login answered with a redirect whose TargetAddress is missing: open-
     iscsi's LOGIN_REDIRECTION_FAILED, which its discovery connects again for (reopen_max),
