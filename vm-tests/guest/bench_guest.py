@@ -135,6 +135,12 @@ class IscsictlSide:
         self.daemon.start()
         self.daemon.wait_command_server()  # commands then run there, as on a running host
         self.cli = Cli(Path("/run/iscsictl-bench/etc"))
+        # the iscsid.conf open-iscsi reads (Debian's), read by every command as on a host
+        # that has one (before session 55 iscsictl ran on its compiled defaults, no file
+        # parsed: ~0.4 ms of a discovery's 3.7 ms on the host)
+        conf = Path("/etc/iscsi/iscsid.conf")
+        if conf.exists():
+            shutil.copyfile(conf, self.cli.root / "iscsid.conf")
         self.bin = self.cli.env
 
     def clean_db(self) -> None:
