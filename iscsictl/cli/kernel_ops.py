@@ -229,9 +229,11 @@ def logout_sessions(sessions: list[Any], o, force: bool = False,  # type: ignore
         raise E.CliError("No matching sessions found", E.NO_OBJS_FOUND)
     sessions = _logout_order(sessions)
     by_sid = {s.sid: s for s in sessions}
+    flash = {s.sid for s in sessions if getattr(s, "flash", False)}
     for s in sessions:
-        if not o.json:
-            o.lines([f"Logging out of session {s}"])
+        if not o.json:  # (an HBA firmware's session: iscsi_logout_flashnode_sid's words)
+            o.lines([f"Logout sid {s.sid}." if s.sid in flash else
+                     f"Logging out of session {s}"])
     try:
         results = _call_in_requests("logout", _progress(o, "logging out", len(by_sid)),
                                     "sids", list(by_sid), force=force, safe=safe or None)
@@ -240,12 +242,15 @@ def logout_sessions(sessions: list[Any], o, force: bool = False,  # type: ignore
     rc = 0
     for r in results:
         desc = by_sid.get(r["sid"], f"[sid: {r['sid']}]")
+        if r["sid"] in flash:
+            desc = f"sid {r['sid']}"
         if r.get("ok"):
             if not o.json:
                 o.lines([f"Logout of {desc} successful."])
         else:
             code = int(r.get("code", E.ERR))
-            o.error(f"Could not logout of {desc}.")
+            o.error(f"Logout of {desc} failed." if r["sid"] in flash
+                    else f"Could not logout of {desc}.")
             o.error(f"initiator reported error ({code} - {E.err_to_str(code)})")
             rc = code  # the last failure's, as iscsiadm's iscsid_logout_reqs_wait
     if o.json:

@@ -741,9 +741,13 @@ class _Sess:
     persistent address with the connection's current port (its session_info's
     persistent_address and port; they differ after a redirect)."""
 
-    def __init__(self, v: SessionView) -> None:
+    def __init__(self, v: SessionView, flash_lines: bool = True) -> None:
         self.sid, self.targetname, self.address, self.port = (v.sid, v.targetname, v.address,
                                                               v.current_port)
+        #: said as iscsiadm's iscsi_logout_flashnode_sid says it ("Logout sid N."): a session
+        #: an HBA's firmware runs (creator -1), logged out by -u (its matched-portal path;
+        #: -U's logout_by_startup says every session the usual way)
+        self.flash = v.flash and flash_lines
 
     def __str__(self) -> str:
         return f"[sid: {self.sid}, target: {self.targetname}, portal: {self.address},{self.port}]"
@@ -797,7 +801,8 @@ def node_logoutall(args, o) -> int:  # type: ignore[no-untyped-def]
     views = keep
     if not views:
         raise E.CliError("No matching sessions found", E.NO_OBJS_FOUND)
-    return logout_sessions([_Sess(v) for v in views], o, *_logout_mode(args))
+    return logout_sessions([_Sess(v, flash_lines=False) for v in views], o,
+                           *_logout_mode(args))
 
 
 def node_rescan(args, o) -> int:  # type: ignore[no-untyped-def]

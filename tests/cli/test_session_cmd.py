@@ -929,6 +929,31 @@ def test_a_logout_with_several_failures_exits_with_the_last(sysfs, fake_daemon):
     assert rc == 2 and err.endswith("Could not logout of all requested sessions\n"), err
 
 
+def test_a_firmware_sessions_logout_is_said_as_iscsiadm_says_it(sysfs, fake_daemon):
+    """A session an HBA's firmware runs (creator -1, qla4xxx's), logged out by ``-u`` (node
+    or session mode): iscsiadm's iscsi_logout_matched_portal takes its
+    iscsi_logout_flashnode_sid, which says "Logout sid N." and "Logout of sid N
+    successful." (or "... failed."); before, the usual session lines.  ``-U`` says it the
+    usual way, as iscsiadm's logout_by_startup; the other sessions too."""
+    add_session(sysfs, 5, 3, T, "127.0.0.1", {})
+    _w(sysfs, "devices/platform/host3/session5/iscsi_session/session5/creator", "-1")
+    add_session(sysfs, 6, 4, T, "127.0.0.2", {})
+    fake_daemon.answers = {"logout": [{"sid": 5, "ok": True}, {"sid": 6, "ok": True},
+                                      {"sid": 5, "ok": False, "code": 10},
+                                      {"sid": 5, "ok": True}]}
+    rc, out, err = cli("-m", "session", "-u")
+    assert (rc, err) == (0, "") and out == (
+        "Logout sid 5.\n"
+        f"Logging out of session [sid: 6, target: {T}, portal: 127.0.0.2,3260]\n"
+        "Logout of sid 5 successful.\n"
+        f"Logout of [sid: 6, target: {T}, portal: 127.0.0.2,3260] successful.\n")
+    rc, out, err = cli("-m", "node", "-T", T, "-p", "127.0.0.1", "-u")
+    assert rc == 10 and out == "Logout sid 5.\n"
+    assert err.startswith("iscsictl: Logout of sid 5 failed.\n"), err
+    rc, out, _ = cli("-m", "node", "-U", "all")
+    assert rc == 0 and out.startswith("Logging out of session [sid: 5, "), out
+
+
 def test_every_r_is_checked_and_the_last_is_used(sysfs):
     """``-r`` given twice: each is read as iscsiadm reads it when it comes, so a bad one
     exits 1 even before a good one (it was dropped: the command went on with the other,
