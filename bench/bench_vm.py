@@ -21,22 +21,17 @@ GOAL_FIGURES = (("discovery + login", "login_to_disk"), ("-L all", "loginall"))
 BOOTSTRAP, COVERAGE = 4000, 0.90
 
 
-def _median(xs: list[float]) -> float:
-    s = sorted(xs)
-    n = len(s)
-    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
-
-
 def ratio_interval(theirs: list[float], ours: list[float]) -> tuple[float, float]:
     """The COVERAGE bootstrap interval of median(theirs) / median(ours): each side's
     rounds resampled with replacement, BOOTSTRAP times (seeded: the same rounds give the
     same interval).  A run's ratio of medians alone says nothing of its noise: a run "met"
     by 2% can be below the goal by chance as often as not."""
     import random
+    from statistics import median
 
     rng = random.Random(0)
-    ratios = sorted(_median(rng.choices(theirs, k=len(theirs)))
-                    / _median(rng.choices(ours, k=len(ours))) for _ in range(BOOTSTRAP))
+    ratios = sorted(median(rng.choices(theirs, k=len(theirs)))
+                    / median(rng.choices(ours, k=len(ours))) for _ in range(BOOTSTRAP))
     cut = int(BOOTSTRAP * (1 - COVERAGE) / 2)
     return ratios[cut], ratios[-cut - 1]
 
