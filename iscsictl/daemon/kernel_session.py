@@ -1852,7 +1852,9 @@ async def logout(nl, handle: int, session: KernelSession, timeout: float,  # typ
     destruction (DESTROY_SESSION_ASYNC); only this logout waits for it.  Should the event
     be lost (a receive buffer overrun), the session's
     ``<sysfs_root>/class/iscsi_session/session<sid>``, looked at every :data:`DESTROY_POLL`
-    s, ends the wait once it is gone.
+    s, ends the wait once it is gone.  No Logout PDU is sent while that entry's ``state``
+    is not LOGGED_IN (a failed session, or one whose relogin was cancelled: the kernel
+    refuses it with EPERM), as iscsid's session_logout_task shuts such a session down.
 
     The wait for the unbind has no time limit while the session's ``target_state`` says
     the kernel has not finished removing the devices (sd's SYNCHRONIZE CACHE goes through
@@ -1892,8 +1894,14 @@ async def logout(nl, handle: int, session: KernelSession, timeout: float,  # typ
         raise
     except IscsiNetlinkError as exc:  # refused, or no reply in time: the teardown follows
         log.warning("session %d: UNBIND_SESSION failed (%s); continuing", sid, exc)
+    kernel_state = read_attribute(os.path.join(os.path.dirname(target_state), "state"))
     if session.logout_conn_failed.is_set():
         log.warning("session %d: its connection failed during the logout; tearing down", sid)
+    elif kernel_state not in (None, "LOGGED_IN"):  # the kernel takes no Logout PDU (EPERM):
+        # failed, or a relogin under way; iscsid's session_logout_task shuts such a session
+        # down without one (session_conn_shutdown)
+        log.info("session %d: its connection is not logged in (%s): no Logout PDU; tearing "
+                 "down", sid, kernel_state)
     elif not cancelled and not _login_offload(session.node):  # the HBA logs out itself
         try:
             await _relayed_logout(nl, handle, session,

@@ -479,6 +479,36 @@ def test_logout_unbinds_on_a_lane_sends_the_logout_then_tears_down(caplog, unbin
     assert ("UNBIND_SESSION failed" in caplog.text) == (unbind == "unanswered")
 
 
+@pytest.mark.parametrize("state", ["FAILED", "FREE", "LOGGED_IN"])
+def test_logout_of_a_session_not_logged_in_sends_no_logout_pdu(caplog, tmp_path, state):
+    """A session whose kernel state is not LOGGED_IN (failed, or its relogin cancelled by
+    this logout; seen in the VM: a logout while the start-up relogin of an adopted boot
+    session ran) gets no Logout PDU, which the kernel refuses with EPERM: it is torn down
+    with an info line, as iscsid's session_logout_task shuts it down (before: a SEND_PDU
+    refused and the warning "no clean Logout (... EPERM ...)").  LOGGED_IN: the Logout."""
+    caplog.set_level(logging.INFO)
+
+    async def main():
+        session = _logged_in_session()
+        kernel = DestroyingKernel(session, asyncio.get_running_loop())
+        nl = RecordingLanes(kernel, timeout=0.1)
+        session.unbound.set()
+        try:
+            await ks.logout(nl, 3, session, 0.05, str(tmp_path))
+        finally:
+            nl.knl.close()
+        return kernel
+
+    (_sysfs_with_session(tmp_path) / "state").write_text(state + "\n")
+    kernel = asyncio.run(main())
+    sent = [r["type"] for r in kernel.requests]
+    assert sent[-3:] == [E.STOP_CONN, E.DESTROY_CONN, E.DESTROY_SESSION_ASYNC]
+    assert (E.SEND_PDU in sent) == (state == "LOGGED_IN")
+    assert ("no clean Logout" in caplog.text) == (state == "LOGGED_IN")  # none answers here
+    assert (f"is not logged in ({state}): no Logout PDU" in caplog.text) == \
+        (state != "LOGGED_IN")
+
+
 def test_logout_returns_once_the_kernel_reports_the_session_destroyed(caplog, tmp_path):
     """DESTROY_SESSION_ASYNC is answered at once and the kernel removes the session after:
     the logout returns only when its KEVENT_DESTROY_SESSION has come (before, it returned

@@ -95,7 +95,8 @@ class LioTarget:
                initiator_iqn: str | None = None, header_digest: str = "CRC32C,None",
                data_digest: str = "CRC32C,None", backing_dir: Path = BACKING_DIR,
                params: dict | None = None, attributes: dict | None = None,
-               enable: bool = True, iser: bool = False) -> "LioTarget":
+               enable: bool = True, iser: bool = False,
+               write_back: bool = False) -> "LioTarget":
         """Create and enable a target.
 
         ``luns`` lists LUN sizes in bytes (LUN 0 first); each is a sparse file in
@@ -108,6 +109,8 @@ class LioTarget:
         (``"CRC32C,None"``, ``"None"``, ``"CRC32C"``).  ``params`` and ``attributes``
         are extra TPG ``param/*`` and ``attrib/*`` values written last.  ``iser``: the
         portal also serves iSER (ib_isert; an RDMA device must have its address).
+        ``write_back``: the LUNs have a volatile write cache (the initiator's disk says
+        "write back", and its removal sends SYNCHRONIZE CACHE).
 
         Raises LioError on bad arguments or when configfs refuses something.
         """
@@ -127,7 +130,8 @@ class LioTarget:
                     f.truncate(int(size))
                 files.append(path)
                 storage_objects.append(
-                    rtslib.FileIOStorageObject(name, dev=str(path), size=int(size)))
+                    rtslib.FileIOStorageObject(name, dev=str(path), size=int(size),
+                                               write_back=write_back))
             fabric = rtslib.FabricModule("iscsi")
             target = rtslib.Target(fabric, iqn, mode="create")
             tpg = rtslib.TPG(target, 1, mode="create")

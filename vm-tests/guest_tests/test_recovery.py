@@ -230,6 +230,42 @@ def test_target_away_longer_than_replacement_timeout(lio, env, scenario_dir):
     assert "is operational after recovery" in (scenario_dir / "iscsictld.log").read_text()
 
 
+def test_logout_while_the_target_is_away(lio, env, scenario_dir):
+    """2b. A logout of a session whose target went away (relogins failing, the disk
+    blocked, data written into the target's write-back cache) returns at once, exit 0,
+    with no session left: no Logout PDU, which the kernel refuses for a failed session
+    (before: the warning "no clean Logout (... EPERM ...)"), and the disk's removal does
+    not wait for the replacement timeout (40 s) to fail its SYNCHRONIZE CACHE."""
+    cli, d = env
+    d.start()
+    t = lio.create("iqn.2003-01.org.example.vm:rec2b", luns=[64 * MIB], write_back=True)
+    cli.ok("-m", "discovery", "-t", "st", "-p", PORTAL)
+    cli.update(t.iqn, PORTAL, "node.session.timeo.replacement_timeout", "40")
+    cli.ok("-m", "node", "-T", t.iqn, "-p", PORTAL, "-l")
+    sid = sessions_in_sysfs()[0]
+    dev = wait_disks(sid, 1)[0]
+    assert read(f"/sys/block/{Path(dev).name}/queue/write_cache") == "write back"
+    w = Writer(dev, 2)
+    w.run()
+    assert w.error is None, w.error
+    t.tpg.enable = False
+    wait_for("the daemon's relogins", lambda: d.client.call("sessions")[str(sid)]["conn_state"]
+             != "LOGGED IN", 30)
+    assert read(f"/sys/class/iscsi_session/session{sid}/state") == "FAILED"
+    started = time.monotonic()
+    r = cli.run("-m", "node", "-T", t.iqn, "-p", PORTAL, "-u", timeout=100)
+    took = time.monotonic() - started
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"Logout of [sid: {sid}, target: {t.iqn}, portal: {PORTAL},3260] successful." \
+        in r.stdout
+    assert sessions_in_sysfs() == []
+    assert took < 20, f"the logout took {took:.1f} s: it waited for the replacement timeout"
+    log_text = (scenario_dir / "iscsictld.log").read_text()
+    assert f"session {sid}: its connection is not logged in (FAILED): no Logout PDU" in log_text
+    assert "no clean Logout" not in log_text
+    (scenario_dir / "timings.txt").write_text(f"logout with the target away: {took:.3f} s\n")
+
+
 def test_daemon_killed_during_io(lio, env, scenario_dir):
     """3. kill -9 the daemon during writes, start it again: I/O never stops, no new
     login on the target, the session is adopted and logout works."""
