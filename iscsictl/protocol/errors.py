@@ -114,8 +114,10 @@ class HeaderDigestError(DigestError):
 
 
 class DataDigestError(DigestError):
-    """Data digest mismatch: the PDU is discarded and answered with a Reject
-    (reason DATA_DIGEST_ERROR); the connection stays usable (§7.8).
+    """Data digest mismatch: the PDU is discarded; its header is trusted, so the
+    connection can frame the next one (§7.8).  A target answers such a PDU with a Reject
+    (reason DATA_DIGEST_ERROR, :attr:`reject_reason`); an initiator, which sends no
+    Reject, discards it (this project's userspace sessions then end the exchange).
 
     Attributes:
         pdu: the raw PDU whose data digest failed (its header is trusted).
