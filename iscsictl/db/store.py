@@ -1719,7 +1719,8 @@ class NodeDB:
           one a running session uses (``in_use``), failed with RecordInUse as iscsiadm's
           delete_stale_rec; not those of ``keep_targets`` either (targets the answer
           named but that were left out of it, or lost a portal: still there, their
-          records kept with their settings).
+          records kept with their settings), nor those of an iface whose record cannot
+          be read now (:meth:`unreadable_ifaces`: damaged, not deleted).
 
         Per-record failures are collected in ``result.failed`` and never stop the others.
         The records found are made, and the stale ones deleted, in runs (:meth:`_in_runs`):
@@ -1734,6 +1735,11 @@ class NodeDB:
             return res
         keep = set(keep_targets)
 
+        gone = sorted(old - set(found) - unmoved)
+        if gone:  # an iface whose record cannot be read now is not a deleted one
+            unreadable = self.unreadable_ifaces()
+            gone = [nid for nid in gone if nid.iface not in unreadable]
+
         def stale(nid: NodeID) -> None:
             try:
                 if in_use is not None and in_use(nid):
@@ -1745,8 +1751,7 @@ class NodeDB:
                     self._unlink_node_links(nid)
             except DBError as e:
                 res.failed.append((nid, e))
-        self._in_runs([nid for nid in sorted(old - set(found) - unmoved)
-                       if nid.target not in keep], stale)
+        self._in_runs([nid for nid in gone if nid.target not in keep], stale)
         return res
 
     def _reconcile_found(self, did: DiscoveryID, found: list, res: ReconcileResult,
@@ -2042,28 +2047,66 @@ class NodeDB:
 
     def list_ifaces(self) -> list[str]:
         """Iface names: the files in ifaces/ (sorted) then the built-ins ``default``, ``iser``
-        (iscsiadm prints files first, then the built-ins)."""
+        (iscsiadm prints files first, then the built-ins).  An entry that cannot be looked
+        at (a symlink loop, EIO) is warned about and left out, the others kept, as
+        usr/iface.c iface_for_each_iface skips one it cannot read (before, one such entry
+        emptied the whole list); :meth:`unreadable_ifaces` names them."""
+        names = []
+        for entry in self._iface_entries():
+            try:
+                if not entry.is_file():
+                    continue
+            except OSError as e:
+                self.warn(f"Could not read iface {entry.name}: {e.strerror}")
+                continue
+            names.append(entry.name)
+        return sorted(names) + list(schema.BUILTIN_IFACES)
+
+    def _iface_entries(self) -> list[os.DirEntry]:
+        """The entries of ifaces/ that can name an iface record (not hidden, not a
+        built-in's name, not open-iscsi's example file); none when it cannot be listed."""
         try:
-            names = sorted(e.name for e in os.scandir(self._p(IFACES))
-                           if e.name[0] != "." and e.is_file()
-                           and e.name not in schema.BUILTIN_IFACES
-                           and e.name != schema.IFACE_EXAMPLE)
-        except OSError:
-            names = []
-        return names + list(schema.BUILTIN_IFACES)
+            with os.scandir(self._p(IFACES)) as entries:
+                return [e for e in entries if e.name[0] != "."
+                        and e.name not in schema.BUILTIN_IFACES
+                        and e.name != schema.IFACE_EXAMPLE]
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            self.warn(f"{self._p(IFACES)}: cannot list the iface records: {e.strerror}")
+            return []
+
+    def unreadable_ifaces(self) -> set[str]:
+        """The names in ifaces/ whose record cannot be read now (a symlink loop, a file
+        emptied or cut short by a crash, no transport, no permission): not ifaces a
+        discovery binds to, but not deleted ones either.  A rediscovery keeps their node
+        records (:meth:`reconcile_discovery`), where iscsiadm's would delete them as
+        stale."""
+        out = set()
+        for entry in self._iface_entries():
+            try:
+                if entry.is_dir():
+                    continue
+                self.read_iface(entry.name)
+            except (OSError, DBError):
+                out.add(entry.name)
+        return out
 
     def discovery_ifaces(self) -> list[tuple[str, Record]]:
         """The ifaces a discovery that names none binds its records to, as (name, record):
         every software-iSCSI (tcp) iface record other than the built-ins, else ``default``
         (open-iscsi's idbm_bind_ifaces_to_nodes over iface_link_ifaces).  An unreadable
-        record is not one (its parser has warned)."""
+        record is not one: it is warned about (iscsiadm says it only at debug level), and
+        a rediscovery keeps its node records (:meth:`unreadable_ifaces`)."""
         out = []
         for name in self.list_ifaces():
             if name in schema.BUILTIN_IFACES:
                 continue
             try:
                 rec = self.read_iface(name)
-            except DBError:
+            except DBError as e:
+                self.warn(f"{e}: iface {name} left out of the discovery, its node records "
+                          "kept")
                 continue
             if (rec.values.get("iface.transport_name") or "tcp") == "tcp":
                 out.append((name, rec))

@@ -1362,3 +1362,47 @@ def test_a_bulk_update_whose_records_cannot_reach_the_disk_changes_none(tmp_path
     assert all(isinstance(r, DBError) and "Input/output error" in str(r) for _, r in got)
     assert {db.read_node(n)["node.startup"] for n in nids} == {"manual"}
     assert os.listdir(os.path.join(db.db_root, ".tmp")) == []
+
+
+def test_an_iface_entry_that_cannot_be_looked_at_is_left_out_alone(db, tmp_path):
+    """A symlink loop in ifaces/ is warned about and left out; the other ifaces are still
+    listed and bound to a discovery (before: the whole listing was empty, so a
+    rediscovery fell back to `default` and deleted every record of the others),
+    as usr/iface.c iface_for_each_iface skips one entry it cannot read."""
+    for name in ("ifa", "ifb"):
+        db.create_iface(name)
+    os.symlink("ifx", tmp_path / "db/ifaces/ifx")
+    assert db.list_ifaces() == ["ifa", "ifb", "default", "iser"]
+    assert "Could not read iface ifx: Too many levels of symbolic links" in db.warnings
+    assert [name for name, _ in db.discovery_ifaces()] == ["ifa", "ifb"]
+    assert db.unreadable_ifaces() == {"ifx"}
+
+
+@pytest.mark.parametrize("damage", ["emptied", "symlink loop", "deleted"])
+def test_a_rediscovery_keeps_the_records_of_an_iface_it_cannot_read(db, tmp_path, damage):
+    """An iface record emptied by a crash, or made a symlink loop, is left out of the
+    discovery's binding with a warning, and its node records are not deleted as stale
+    (they were: their settings lost without a word; iscsiadm deletes them too); an iface
+    deleted by the user (no file) is not one: its records go, as iscsiadm's."""
+    did = DiscoveryID("sendtargets", "10.0.0.9", 3260)
+    db.create_discovery(did)
+    for name in ("ifa", "ifb"):
+        db.create_iface(name)
+    a, b = NodeID(T1, "10.0.0.9", 3260, 1, "ifa"), NodeID(T1, "10.0.0.9", 3260, 1, "ifb")
+    db.reconcile_discovery(did, [a, b])
+    db.update_node(b, "node.session.timeo.replacement_timeout", "17")
+    path = tmp_path / "db/ifaces/ifb"
+    path.unlink()
+    if damage == "emptied":
+        path.write_text("")
+    elif damage == "symlink loop":
+        os.symlink("ifb", path)
+    bound = [name for name, _ in db.discovery_ifaces()]
+    assert bound == ["ifa"]
+    assert any("iface ifb left out of the discovery, its node records kept" in w
+               or "Could not read iface ifb" in w for w in db.warnings) == (damage != "deleted")
+    res = db.reconcile_discovery(did, [NodeID(T1, "10.0.0.9", 3260, 1, i) for i in bound])
+    assert res.deleted == ([b] if damage == "deleted" else [])
+    if damage != "deleted":
+        assert db.read_node(b)["node.session.timeo.replacement_timeout"] == 17
+    assert db.read_node(a) is not None
