@@ -43,7 +43,7 @@ import os
 import re
 import stat
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Iterator
 
 from ..lexical import C_SPACE, ascii_digits, host_key
@@ -1160,18 +1160,30 @@ class NodeDB:
                 return False
             source = [rec.values.get(k) for k in DISCOVERY_KEYS]
             self._set_discovery_fields(rec, did)
-            if legacy is not None:
-                rec.values["node.tpgt"] = nid.tpgt
-                rec.values["node.conn[0].address"] = nid.address  # as the target spells it
-            elif self._serialize(rec) == raw:  # unchanged: keep the file, check the link
-                if nid.tpgt != schema.TPGT_UNKNOWN:  # (an old-style file has none: as
-                    with self.db_lock():  # idbm_add_node, "a bogus tpgt": no links)
+            v = rec.values
+            # an old-style file (no tag in its place) keeps the tag it holds, as idbm reads it
+            tpgt = v["node.tpgt"] if nid.tpgt == schema.TPGT_UNKNOWN else nid.tpgt
+            named = NodeID.of(rec)
+            if legacy is None and named != replace(nid, tpgt=tpgt):
+                # a file copied from another record without its name changed, or written by
+                # hand with only some keys: it is the record of its place (before, its
+                # settings were written over the record it names, at each rediscovery)
+                self.warn(f"{path} names {named.flat(signed=True)} iface {named.iface}: "
+                          "kept as the record of its place, named after it")
+            # the identity the target answered: its spelling of the address, and the tag
+            # a legacy record did not know
+            v["node.name"], v["node.conn[0].address"] = nid.target, nid.address
+            v["node.conn[0].port"], v["node.tpgt"] = nid.port, tpgt
+            v["iface.iscsi_ifacename"] = nid.iface
+            if legacy is None and self._serialize(rec) == raw:  # unchanged: the file kept,
+                if nid.tpgt != schema.TPGT_UNKNOWN:  # its link checked (an old-style file
+                    with self.db_lock():  # has none: as idbm_add_node, "a bogus tpgt")
                         self._link_node(rec, nid)
                 return True
             if source != [rec.values.get(k) for k in DISCOVERY_KEYS]:
                 with self.db_lock():  # found by another source now: the old one's link goes,
                     self._unlink_node_links(legacy or nid)  # as iscsiadm rewrites the record
-            self._write_node_locked(rec, NodeID.of(rec))
+            self._write_node_locked(rec, nid)
         return True
 
     def _link_node(self, rec: Record, nid: NodeID, dirs: dict | None = None) -> None:

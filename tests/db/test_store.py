@@ -1406,3 +1406,35 @@ def test_a_rediscovery_keeps_the_records_of_an_iface_it_cannot_read(db, tmp_path
     if damage != "deleted":
         assert db.read_node(b)["node.session.timeo.replacement_timeout"] == 17
     assert db.read_node(a) is not None
+
+
+@pytest.mark.parametrize("how", ["copied", "minimal"])
+def test_a_rediscovery_refreshes_a_record_where_it_is_not_where_it_says(db, tmp_path, how):
+    """A record file whose keys name another record (copied from t1's to clone its settings,
+    its node.name left; or written by hand with only a few keys, so port, tag and iface
+    default) is refreshed in its place and named after it, with a warning (before: written
+    over the record it names, t1's settings lost at each rediscovery; or a phantom
+    127.0.0.1:3260,-1 record made with node.startup automatic)."""
+    did = DiscoveryID("sendtargets", "10.0.0.9", 3261)
+    db.create_discovery(did)
+    a, b = NodeID(T1, "10.0.0.9", 3261, 1), NodeID(T2, "10.0.0.9", 3261, 1)
+    db.reconcile_discovery(did, [a, b])
+    db.update_node(a, "node.session.auth.username", "t1user")
+    db.update_node(b, "node.session.timeo.replacement_timeout", "7")
+    theirs = tmp_path / "db/nodes" / T2 / "10.0.0.9,3261,1/default"
+    if how == "copied":
+        mine = (tmp_path / "db/nodes" / T1 / "10.0.0.9,3261,1/default").read_text()
+        theirs.write_text(mine.replace("replacement_timeout = 120",
+                                       "replacement_timeout = 7"))
+    else:
+        theirs.write_text(f"node.name = {T2}\nnode.conn[0].address = 10.0.0.9\n"
+                          "node.session.timeo.replacement_timeout = 7\n")
+    res = db.reconcile_discovery(did, [a, b])
+    assert sorted(res.updated) == [a, b] and not res.added and not res.deleted
+    assert any(str(theirs) in w and "kept as the record of its place" in w
+               for w in db.warnings)
+    assert db.read_node(a)["node.session.auth.username"] == "t1user"
+    rb = db.read_node(b)
+    assert (rb["node.name"], rb["node.conn[0].port"], rb["node.tpgt"]) == (T2, 3261, 1)
+    assert rb["node.session.timeo.replacement_timeout"] == 7
+    assert sorted(db.list_nodes()) == [a, b]
