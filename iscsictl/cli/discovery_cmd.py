@@ -235,7 +235,7 @@ def _linked(db, subdir: str) -> list:
 
 # ---- discoverydb -o ... -----------------------------------------------------------------
 def discoverydb_op(args, o, ops, missing_code: int = E.IDBM) -> int:
-    from ..db.errors import RecordNotFound
+    from ..db.errors import CorruptRecord, RecordNotFound
     from ._common import OPS, op_mask
     did, p = _did(args)
     db = open_db(args, o)
@@ -243,7 +243,11 @@ def discoverydb_op(args, o, ops, missing_code: int = E.IDBM) -> int:
     op = "new" if op_mask(ops) & OPS["new"] else _exact_op(ops)
     try:
         if op not in ("new", "show"):
-            db.read_discovery(did)  # a missing record first: "not found" (6)
+            try:
+                db.read_discovery(did)  # a missing record first: "not found" (6)
+            except CorruptRecord:  # a damaged one can still be deleted, as a node record
+                if op != "delete":
+                    raise
         if op == "new":
             db.create_discovery(did)
             if o.json:

@@ -413,3 +413,22 @@ def test_several_operations_on_a_discovery_record_are_no_delete(cli, tgt):
     assert len(cli("-m", "node").out.splitlines()) == len(ALL)
     r = cli("-m", "discoverydb", "-t", "st", "-p", "127.0.0.9", "-o", "delete", "-o", "show")
     assert (r.rc, r.err) == (6, "iscsictl: Discovery record [127.0.0.9,3260] not found.\n")
+
+
+@pytest.mark.parametrize("damage", ["", "discovery.sendtargets.address = 127.0.0.1\0x\n"])
+def test_a_damaged_discovery_record_can_still_be_deleted(cli, tgt, damage):
+    """An st_config emptied by a crash (or holding a NUL byte): ``-o delete`` removes it and
+    the records it found, as a damaged node record can be deleted (before: exit 6, "corrupt
+    record", and only rm removed it; iscsiadm exits 0 but leaves the empty file).  Other
+    operations still say it is damaged."""
+    assert cli("-m", "discovery", "-t", "st", "-p", tgt.portal).rc == 0
+    st = os.path.join(cli.root, "send_targets", f"127.0.0.1,{tgt.port}", "st_config")
+    with open(st, "w") as f:
+        f.write(damage)
+    db = ("-m", "discoverydb", "-t", "st", "-p", tgt.portal)
+    r = cli(*db, "-o", "update", "-n", "discovery.sendtargets.reopen_max", "-v", "2")
+    assert r.rc != 0 and "Traceback" not in r.err
+    r = cli(*db, "-o", "delete")
+    assert r.rc == 0 and "Traceback" not in r.err, r.err
+    assert not os.path.exists(os.path.dirname(st))
+    assert cli("-m", "node").rc == 21
