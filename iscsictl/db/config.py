@@ -262,8 +262,8 @@ def ensure_initiator_name(config_root: str, prefix: str = DEBIAN_IQN_PREFIX,
 
     Raises:
         DBError: the file cannot be read, or it has neither a name nor that line (a
-            mistyped name, a BOM): it may hold the name the targets' ACLs know, so it is
-            never replaced by a new one.
+            mistyped name, a BOM), or it is a symbolic link to nothing: it may hold the
+            name the targets' ACLs know, so it is never replaced by a new one.
     """
     path = os.path.join(config_root, INITIATOR_NAME_FILE)
     text = _initiator_file(config_root)
@@ -274,6 +274,10 @@ def ensure_initiator_name(config_root: str, prefix: str = DEBIAN_IQN_PREFIX,
             raise DBError(f"{path} does not contain a valid InitiatorName (a line "
                           "InitiatorName=iqn...); or put GenerateName=yes in it for a new one")
         return cur
+    if text is None and os.path.islink(path):  # its file not there (yet): a storage not
+        # mounted; a new name would replace the link and the name the targets know
+        raise DBError(f"{path} is a symbolic link to {os.readlink(path)}, which does not "
+                      "exist: not replaced by a new name (mount what it points to)")
     from .store import atomic_write  # local import: store imports this module
 
     os.makedirs(config_root, 0o755, exist_ok=True)  # not 0777 under umask 000

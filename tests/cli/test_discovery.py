@@ -432,3 +432,16 @@ def test_a_damaged_discovery_record_can_still_be_deleted(cli, tgt, damage):
     assert r.rc == 0 and "Traceback" not in r.err, r.err
     assert not os.path.exists(os.path.dirname(st))
     assert cli("-m", "node").rc == 21
+
+
+def test_a_dangling_initiator_name_link_is_not_replaced(cli, tgt, tmp_path):
+    """initiatorname.iscsi a symbolic link to a file not there (its storage not mounted
+    yet): a clear error, exit 6, and the link kept (before: replaced by a new file with a
+    fresh IQN, "did not exist", which the targets' ACLs refuse; the link gone)."""
+    name = os.path.join(cli.root, "initiatorname.iscsi")
+    os.unlink(name)
+    os.symlink(str(tmp_path / "unmounted" / "initiatorname.iscsi"), name)
+    r = cli("-m", "discovery", "-t", "st", "-p", tgt.portal)
+    assert r.rc == 6 and "is a symbolic link to" in r.err and "not replaced" in r.err, r.err
+    assert os.path.islink(name)
+    assert cli("-m", "node").rc == 21
