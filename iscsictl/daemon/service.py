@@ -807,9 +807,15 @@ class Daemon:
         with open-iscsi's ISID."""
         found: dict[str, dict[str, Any]] = {}
         bad = 0
+        path = self.state_dir / STATE_FILE
         try:
-            data = json.loads(read_regular(str(self.state_dir / STATE_FILE)))
-        except (OSError, ValueError, RecursionError):  # (nested past the parser: damaged)
+            data = json.loads(read_regular(str(path)))
+        except FileNotFoundError:
+            data = {}
+        except (OSError, ValueError, RecursionError) as e:  # (nested past the parser)
+            log.warning("%s unreadable (%s): the sessions it saved are adopted with "
+                        "open-iscsi's ISID", path, e.strerror if isinstance(e, OSError)
+                        else "damaged: not the JSON written there")
             data = {}
         for sid, entry in (data.items() if isinstance(data, dict) else [(None, data)]):
             bad += not _take_state(found, sid, entry)

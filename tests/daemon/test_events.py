@@ -271,6 +271,25 @@ def test_a_state_file_nested_past_the_parser_is_left_out(daemon, tmp_path, caplo
     assert "saved session state entries" in caplog.text
 
 
+@pytest.mark.parametrize("content", [None, b"", b"\0" * 64, b'{"7": {"isid": "00'])
+def test_a_damaged_state_file_is_said(daemon, tmp_path, caplog, content):
+    """A state file emptied, zeroed or cut short by a crash is said, once, with what it
+    means (before: left out without a word, the sessions adopted with open-iscsi's ISID
+    and nobody told); none at all is the first start's, and says nothing."""
+    (tmp_path / "st").mkdir()
+    if content is not None:
+        (tmp_path / "st" / "sessions.json").write_bytes(content)
+    with caplog.at_level(logging.WARNING, logger="iscsictld"):
+        assert daemon._load_state() == {}
+    said = [r.getMessage() for r in caplog.records if "sessions.json" in r.getMessage()]
+    if content is None:
+        assert said == []
+    else:
+        assert said == [f"{tmp_path}/st/sessions.json unreadable (damaged: not the JSON "
+                        "written there): the sessions it saved are adopted with open-iscsi's "
+                        "ISID"]
+
+
 def _restarted(tmp_path) -> Daemon:
     return Daemon(str(tmp_path / "s2"), sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
                   db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
