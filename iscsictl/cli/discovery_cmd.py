@@ -35,7 +35,9 @@ _TYPES = {"sendtargets": "sendtargets", "st": "sendtargets", "isns": "isns", "fw
 def _did(args):  # type: ignore[no-untyped-def]
     from ..db.schema import ISNS_DEFAULT_PORT
     from ..db.store import DiscoveryID
-    t = _TYPES.get(args.type or "sendtargets")  # discovery's -p alone: a SendTargets record
+    # discovery's -p alone: a SendTargets record; an empty -t (a variable not set) is none
+    # (before, it was a SendTargets one, which -o delete took with its nodes)
+    t = _TYPES.get("sendtargets" if args.type is None else args.type)
     if t is None:
         raise E.CliError(f"discovery type '{args.type}' is not supported "
                          "(sendtargets | st | isns | fw)", E.INVAL)  # iscsiadm's code for it

@@ -445,3 +445,16 @@ def test_a_dangling_initiator_name_link_is_not_replaced(cli, tgt, tmp_path):
     assert r.rc == 6 and "is a symbolic link to" in r.err and "not replaced" in r.err, r.err
     assert os.path.islink(name)
     assert cli("-m", "node").rc == 21
+
+
+def test_an_empty_discovery_type_is_refused_and_deletes_nothing(cli, tgt):
+    """``-t ""`` (a shell variable not set) is no type, refused (7) as ``-t bogus`` is
+    (before: taken as SendTargets, so ``-m discoverydb -t "$TYPE" -p P -o delete`` deleted
+    the discovery record and every node it had found; iscsiadm refuses it, 7)."""
+    assert cli("-m", "discovery", "-t", "st", "-p", tgt.portal).rc == 0
+    for mode in ("discoverydb", "discovery"):
+        r = cli("-m", mode, "-t", "", "-p", tgt.portal, "-o", "delete")
+        assert (r.rc, r.err) == (7, "iscsictl: discovery type '' is not supported "
+                                    "(sendtargets | st | isns | fw)\n"), mode
+    assert len(cli("-m", "node").out.splitlines()) == len(ALL)
+    assert cli("-m", "discoverydb").out == f"127.0.0.1:{tgt.port} via sendtargets\n"
