@@ -265,6 +265,9 @@ def discoverydb_op(args, o, ops, missing_code: int = E.IDBM) -> int:
             if not updates:
                 raise E.CliError("-o update needs -n name and -v value", E.INVAL)
             db.update_discovery_many(did, updates)
+            if o.json:  # as the other writes: what was written
+                o.emit_json({"updated": {"type": did.type, "address": did.address,
+                                         "port": did.port, "keys": list(updates)}})
         elif op == "show":
             from ..db.record import format_record
             rec = db.read_discovery(did)

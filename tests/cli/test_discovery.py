@@ -458,3 +458,15 @@ def test_an_empty_discovery_type_is_refused_and_deletes_nothing(cli, tgt):
                                     "(sendtargets | st | isns | fw)\n"), mode
     assert len(cli("-m", "node").out.splitlines()) == len(ALL)
     assert cli("-m", "discoverydb").out == f"127.0.0.1:{tgt.port} via sendtargets\n"
+
+
+def test_a_discovery_record_update_says_what_it_wrote_in_json(cli, tgt):
+    """``-o update --json`` prints a document, as every other write does (before: exit 0
+    and nothing on stdout, which a script's JSON parser fails on)."""
+    db = ("-m", "discoverydb", "-t", "st", "-p", tgt.portal)
+    assert cli(*db, "-o", "new").rc == 0
+    r = cli(*db, "-o", "update", "-n", "discovery.startup", "-v", "automatic", "--json")
+    assert r.rc == 0, r.err
+    assert json.loads(r.out) == {"updated": {"type": "sendtargets", "address": "127.0.0.1",
+                                             "port": tgt.port, "keys": ["discovery.startup"]}}
+    assert "discovery.startup = automatic\n" in cli(*db, "-o", "show").out
