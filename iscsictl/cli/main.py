@@ -16,6 +16,7 @@ import contextlib
 import functools
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Iterator
 
@@ -359,11 +360,50 @@ def _kill_daemon(priority: str, o: Output) -> int:
     return E.SUCCESS
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP (``signum``) came while a command ran (:func:`terminating`)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+#: the signals that end a command as SIGINT does, by unwinding it (systemctl stop's and
+#: timeout's SIGTERM, a closed terminal's SIGHUP)
+ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def terminating() -> Iterator[None]:
+    """While the block runs, SIGTERM and SIGHUP raise :class:`Terminated`, so that a command
+    unwinds as on SIGINT (before, they killed it at once, and a bulk ``-o update`` left its
+    staged temp files, full record copies, in ``<db>/.tmp`` for an hour); once the block has
+    unwound, the process ends by that signal, as it did.  A signal not at its default
+    disposition when the block starts (nohup's ignored SIGHUP) is left as it is."""
+    def raise_terminated(signum: int, frame: object) -> None:
+        raise Terminated(signum)
+
+    taken = [sig for sig in ENDING_SIGNALS if signal.getsignal(sig) == signal.SIG_DFL]
+    for sig in taken:
+        signal.signal(sig, raise_terminated)
+    try:
+        yield
+    except Terminated as t:
+        for sig in taken:
+            signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), t.signum)  # ends this process, by that signal
+        raise  # (only should it be blocked)
+    finally:
+        for sig in taken:
+            signal.signal(sig, signal.SIG_DFL)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run and exit with the code."""
     if argv is None:
         _in_utf8_mode()
-    code = run(argv)
+    with terminating():
+        code = run(argv)
     try:
         if sys.stdout is not None:
             sys.stdout.flush()

@@ -487,13 +487,13 @@ def _serve(conn: socket.socket, own: tuple | None = None,
         os._exit(1)
     conn.sendall(REPLY.pack(REPLY_STARTED, os.getpid()))
     from ..lexical import forget_lookups
-    from .main import run
+    from .main import run, terminating
 
     forget_lookups()  # a name is looked up anew by each command
 
     try:
-        with _watching_client(conn):
-            code, reusable = run(args), True
+        with _watching_client(conn), terminating():  # a forwarded SIGTERM or SIGHUP
+            code, reusable = run(args), True  # unwinds the command, then ends this worker
     except KeyboardInterrupt:
         code, reusable = 130, False
     except ClientGone:

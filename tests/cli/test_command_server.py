@@ -263,15 +263,16 @@ def _outcomes(server, tmp_path, sig, sigint=signal.SIG_DFL) -> dict:
     return outcomes
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_signals_reach_the_command(server, tmp_path, sig):
-    """Ctrl-C: 'interrupted', exit 130; SIGTERM: killed by SIGTERM; as iscsictl-py."""
+    """Ctrl-C: 'interrupted', exit 130; SIGTERM, SIGHUP: the command unwound, then killed
+    by that signal; as iscsictl-py."""
     outcomes = _outcomes(server, tmp_path, sig)
     assert outcomes[True] == outcomes[False]
     if sig == signal.SIGINT:
         assert outcomes[True][0] == 130 and "iscsictl: interrupted" in outcomes[True][2]
     else:
-        assert outcomes[True][0] == -signal.SIGTERM
+        assert outcomes[True][0] == -sig and outcomes[True][2] == ""
 
 
 def test_an_ignored_sigint_stays_ignored(server, tmp_path):
