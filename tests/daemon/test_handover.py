@@ -479,6 +479,21 @@ def test_logout_unbinds_on_a_lane_sends_the_logout_then_tears_down(caplog, unbin
     assert ("UNBIND_SESSION failed" in caplog.text) == (unbind == "unanswered")
 
 
+def logged_out(session, sysfs_root) -> DestroyingKernel:
+    """ks.logout of ``session`` (its unbind event already in) against a DestroyingKernel
+    and a sysfs at ``sysfs_root``; the kernel, for its requests."""
+    async def main():
+        kernel = DestroyingKernel(session, asyncio.get_running_loop())
+        nl = RecordingLanes(kernel, timeout=0.1)
+        session.unbound.set()
+        try:
+            await ks.logout(nl, 3, session, 0.05, str(sysfs_root))
+        finally:
+            nl.knl.close()
+        return kernel
+    return asyncio.run(main())
+
+
 @pytest.mark.parametrize("state", ["FAILED", "FREE", "LOGGED_IN"])
 def test_logout_of_a_session_not_logged_in_sends_no_logout_pdu(caplog, tmp_path, state):
     """A session whose kernel state is not LOGGED_IN (failed, or its relogin cancelled by
@@ -487,20 +502,8 @@ def test_logout_of_a_session_not_logged_in_sends_no_logout_pdu(caplog, tmp_path,
     with an info line, as iscsid's session_logout_task shuts it down (before: a SEND_PDU
     refused and the warning "no clean Logout (... EPERM ...)").  LOGGED_IN: the Logout."""
     caplog.set_level(logging.INFO)
-
-    async def main():
-        session = _logged_in_session()
-        kernel = DestroyingKernel(session, asyncio.get_running_loop())
-        nl = RecordingLanes(kernel, timeout=0.1)
-        session.unbound.set()
-        try:
-            await ks.logout(nl, 3, session, 0.05, str(tmp_path))
-        finally:
-            nl.knl.close()
-        return kernel
-
     (_sysfs_with_session(tmp_path) / "state").write_text(state + "\n")
-    kernel = asyncio.run(main())
+    kernel = logged_out(_logged_in_session(), tmp_path)
     sent = [r["type"] for r in kernel.requests]
     assert sent[-3:] == [E.STOP_CONN, E.DESTROY_CONN, E.DESTROY_SESSION_ASYNC]
     assert (E.SEND_PDU in sent) == (state == "LOGGED_IN")

@@ -357,24 +357,15 @@ def test_a_qla4xxx_relogin_waits_for_the_card(tmp_path):
 def test_a_qla4xxx_logout_sends_no_logout_pdu(tmp_path):
     """LLDs that offload login also offload logout (iscsid's session_logout_task): the
     session is unbound and torn down, its endpoint first; no Logout PDU."""
-    from test_handover import DestroyingKernel, RecordingLanes, _sysfs_with_session
+    from test_handover import _sysfs_with_session, logged_out
 
     session = ks.KernelSession(sid=5, host_no=HOST, cid=0,
                                node=ks.NodeTarget.from_record(record("qla4xxx")),
                                isid=ISID.en(7, 1), tsih=1, params=None,
                                current=Portal("10.7.0.9", 3260, 1), ep=EP)
 
-    async def main():
-        kernel = DestroyingKernel(session, asyncio.get_running_loop())
-        nl = RecordingLanes(kernel, timeout=0.1)
-        session.unbound.set()
-        try:
-            await ks.logout(nl, 3, session, 0.05, str(tmp_path))
-        finally:
-            nl.knl.close()
-        return kernel
     _sysfs_with_session(tmp_path)
-    kernel = asyncio.run(main())
+    kernel = logged_out(session, tmp_path)
     assert [r["type"] for r in kernel.requests] == [
         E.UNBIND_SESSION, E.TRANSPORT_EP_DISCONNECT, E.STOP_CONN, E.DESTROY_CONN,
         E.DESTROY_SESSION_ASYNC]
