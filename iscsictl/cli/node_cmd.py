@@ -130,7 +130,7 @@ def op_show(db, args, o) -> int:
     """``-o show``.  A damaged record (a crash in iscsiadm's in-place rewrite) is named and
     left out; when no record was readable, "No records found" and 21, as iscsiadm's
     for_each_matched_rec: os-brick then makes it again with ``-o new`` (it gave up on 6)."""
-    from ..db.errors import CorruptRecord, DBError
+    from ..db.errors import CorruptRecord, DBError, RecordNotFound
     from ..db.record import format_record
     nids = _matching(db, args)
     if not nids:
@@ -142,7 +142,9 @@ def op_show(db, args, o) -> int:
         for nid in nids:
             try:
                 rec = db.read_node(nid)
-            except CorruptRecord as e:
+            except (CorruptRecord, RecordNotFound) as e:  # (gone meanwhile, or a dangling
+                # symlink in its place: listed, but no record; before, the others shown
+                # and 21)
                 o.error(str(e))
                 damaged += 1
                 continue
@@ -223,7 +225,7 @@ def op_delete(db, args, o) -> int:
 
 
 def op_update(db, args, o) -> int:
-    from ..db.errors import CorruptRecord, DBError
+    from ..db.errors import CorruptRecord, DBError, RecordNotFound
     # every -n/-v pair, as iscsiadm (the last of a key); node.transport_name is old tools'
     # name of iface.transport_name (verify_node_params' compat)
     updates = {"iface.transport_name" if k == "node.transport_name" else k: v
@@ -248,7 +250,7 @@ def op_update(db, args, o) -> int:
     done, failed = [], []
     damaged = 0
     for nid, res in db.update_nodes(nids, updates):
-        if isinstance(res, CorruptRecord):  # left out, as op_show leaves it out
+        if isinstance(res, (CorruptRecord, RecordNotFound)):  # left out, as op_show does
             o.error(str(res))
             damaged += 1
         elif isinstance(res, DBError):
