@@ -1319,6 +1319,9 @@ def test_a_bulk_update_writes_in_runs_what_one_record_at_a_time_writes(tmp_path,
     updates = {"node.session.timeo.replacement_timeout": "33", "node.startup": "automatic"}
     flushes, real = [], store.syncfs
     monkeypatch.setattr(store, "syncfs", lambda p: (flushes.append(p), real(p)))
+    # one run whatever the machine's speed (a busy one took over UPDATE_RUN_TIME once: two
+    # runs, four flushes)
+    monkeypatch.setattr(store, "UPDATE_RUN_TIME", 60.0)
     got = list(bulk.update_nodes(nids + [nids[0]], updates))
     assert flushes == [bulk.db_root] * 2
     expected = []
