@@ -6,8 +6,11 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
+
+ROOT = str(Path(__file__).resolve().parents[2])  # the checkout: the children import from it
 
 PROGRAM = textwrap.dedent("""
     import os, signal, sys, time
@@ -36,7 +39,7 @@ def test_an_ending_signal_unwinds_the_command_then_ends_it(tmp_path, sig, dispos
     marker = tmp_path / "marker"
     p = subprocess.run([sys.executable, "-c", PROGRAM, str(marker), str(int(sig)), disposition],
                        capture_output=True, text=True, timeout=30,
-                       env={**os.environ, "PYTHONPATH": os.getcwd()})
+                       env={**os.environ, "PYTHONPATH": ROOT})
     assert marker.read_text() == "unwound"
     if disposition == "default":
         assert (p.returncode, p.stdout, p.stderr) == (-sig, "", "")
@@ -71,7 +74,7 @@ def test_a_bulk_update_ended_by_sigterm_leaves_no_temp_file(tmp_path):
         db.create_node(f"iqn.2001-04.com.example:t{i}", "10.0.0.1", 3260, 1)
     (root / "initiatorname.iscsi").write_text("InitiatorName=iqn.1993-08.org.debian:01:a\n")
     p = subprocess.run([sys.executable, "-c", BULK_UPDATE], capture_output=True, text=True,
-                       timeout=60, env={**os.environ, "PYTHONPATH": os.getcwd(),
+                       timeout=60, env={**os.environ, "PYTHONPATH": ROOT,
                                         "ISCSICTL_DB_ROOT": str(root),
                                         "ISCSICTL_CONFIG_ROOT": str(root)})
     assert (p.returncode, p.stderr) == (-signal.SIGTERM, "")
