@@ -114,7 +114,7 @@ def run(args, o, mode: str) -> int:
 def listing(db, args, o) -> int:
     if args.print not in (None, -1, 0, 1):  # iscsiadm's print_nodes, before reading
         raise E.CliError(f"Invalid info level {args.print}. Try 0 or 1.", E.INVAL)
-    nids = db.list_nodes()
+    nids = db.list_nodes(dangling=False)  # a dangling symlink named, not listed
     if not nids:
         raise _no_records()
     if o.json:

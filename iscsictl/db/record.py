@@ -91,7 +91,8 @@ class Record:
     def set(self, name: str, value, *, check_update: bool = False) -> None:
         """Set ``name`` from text or a typed value, validated against the table.
 
-        ``check_update`` applies ``-o update`` rules (read-only keys refused).  Setting a password
+        ``check_update`` applies ``-o update`` rules (read-only keys refused, and a text value
+        with leading or trailing blanks, which the file would not keep).  Setting a password
         also sets its hidden ``*_length`` key (open-iscsi ``idbm_rec_update_param``).
         Raises InvalidKey, ReadOnlyKey, InvalidValue."""
         key = self.kind.by_name.get(name)
@@ -99,6 +100,13 @@ class Record:
             raise InvalidKey(name)
         if check_update and key.read_only:
             raise ReadOnlyKey(name, key.update)
+        if check_update and key.type == "str" and isinstance(value, str) \
+                and value != value.strip(C_SPACE):
+            # a record file's reader strips them (idbm_recinfo_config): " secret " would be
+            # read back as "secret", and "  " as a line with no value, warned at every read
+            raise InvalidValue(name, value, "blanks only: -v '' clears it"
+                               if not value.strip(C_SPACE) else
+                               "leading or trailing blanks are not kept by a record file")
         self.values[name] = convert(key, value)
         if key.secret:
             for k in self.kind.keys:

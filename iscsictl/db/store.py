@@ -860,11 +860,13 @@ class NodeDB:
     # ---- listing ---------------------------------------------------------------------------
     def list_nodes(self, target: str | None = None, address: str | None = None,
                    port: int | None = None, tpgt: int | None = None,
-                   iface: str | None = None) -> list[NodeID]:
+                   iface: str | None = None, dangling: bool = True) -> list[NodeID]:
         """Node records matching the filters (None = any), sorted like ``iscsiadm -m node``
         (target dir, then portal dir, then iface, by byte order).  Uses directory names only
         (legacy record files are opened to learn their iface); never parses record files, never
-        locks.  Entries whose path has the wrong shape are warned and skipped."""
+        locks.  Entries whose path has the wrong shape are warned and skipped; so, without
+        ``dangling``, is a record that is a symbolic link to nothing (a listing's: a delete
+        still finds it, to remove the link)."""
         nodes_dir = self._p(NODES)
         out: list[NodeID] = []
         if target is not None:
@@ -927,7 +929,10 @@ class NodeDB:
                         if e.name[0] == ".":
                             continue
                         is_dir = self._is_dir(e)
-                        if is_dir is False:
+                        if is_dir is False and not dangling and e.is_symlink() \
+                                and not e.is_file():
+                            self.warn(f"{e.path}: a symbolic link to no record file: skipped")
+                        elif is_dir is False:
                             ifaces.append(e.name)
                         elif is_dir:
                             self.warn(f"{e.path}: a directory where a record file belongs: "
@@ -974,11 +979,11 @@ class NodeDB:
 
     def flat_listing(self, **filters) -> list[str]:
         """Lines of ``iscsiadm -m node`` (no newlines)."""
-        return [n.flat() for n in self.list_nodes(**filters)]
+        return [n.flat() for n in self.list_nodes(dangling=False, **filters)]
 
     def tree_listing(self, **filters) -> list[str]:
         """Lines of ``iscsiadm -m node -P 1`` (see :func:`.record.format_node_tree`)."""
-        return format_node_tree(self.list_nodes(**filters))
+        return format_node_tree(self.list_nodes(dangling=False, **filters))
 
     # ---- node read -------------------------------------------------------------------------
     def read_node(self, nid: NodeID) -> Record:

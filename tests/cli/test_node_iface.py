@@ -78,6 +78,36 @@ def test_a_dangling_symlink_as_a_record_is_left_out_of_show_and_update(cli):
     assert r.rc == 0 and bad in r.err, r.err
     assert "node.startup = automatic\n" in cli("-m", "node", "-T", T1).out
     assert cli("-m", "node", "-T", T2).rc == 21
+    # the listing names it and leaves it out (it listed it, a record not there)
+    for args in (("-m", "node"), ("-m", "node", "-P", "1"), ("--json", "-m", "node")):
+        r = cli(*args)
+        assert r.rc == 0 and T1 in r.out and T2 not in r.out and bad in r.err, (args, r)
+    # a delete still finds it, and removes the link
+    assert cli("-m", "node", "-T", T2, "-o", "delete").rc == 0
+    assert not os.path.lexists(bad)
+    r = cli("-m", "node")
+    assert r.rc == 0 and r.err == ""
+
+
+def test_a_text_value_with_blanks_at_an_end_is_refused(cli):
+    """A record file's reader strips a value's blanks (idbm_recinfo_config): ``-v ' '`` was
+    written, and every later read warned of a line without a value; ``-v ' pw '`` was read
+    back as another password.  Both are refused (7), the record unchanged; ``-v ''``
+    clears the value."""
+    base = ["-m", "node", "-T", T1, "-p", "10.0.0.1:3260,1"]
+    assert cli(*base, "-o", "new").rc == 0
+    assert cli(*base, "-o", "update", "-n", "node.session.auth.username", "-v", "bob").rc == 0
+    before = open(os.path.join(cli.root, "nodes", T1, "10.0.0.1,3260,1", "default")).read()
+    r = cli(*base, "-o", "update", "-n", "node.session.auth.username", "-v", "  ")
+    assert r.rc == 7 and "blanks only: -v '' clears it" in r.err, r
+    r = cli(*base, "-o", "update", "-n", "node.session.auth.password", "-v", " pw1234 ")
+    assert r.rc == 7 and "leading or trailing blanks" in r.err and "pw1234" not in r.err, r
+    after = open(os.path.join(cli.root, "nodes", T1, "10.0.0.1,3260,1", "default")).read()
+    assert after == before
+    r = cli(*base, "-o", "update", "-n", "node.session.auth.username", "-v", "")
+    assert r.rc == 0
+    r = cli(*base, "-o", "show")
+    assert "node.session.auth.username = <empty>\n" in r.out and r.err == "", r
 
 
 def test_corrupt_record_reported_by_path(cli):
