@@ -236,7 +236,11 @@ def _run(argv: list[str], out: Output | None) -> int:
             o.warn(f"'{word}' is not an option's: ignored")
         if args.version:
             from .. import __version__
-            o.lines([f"iscsictl version {__version__}"])
+            if o.json:  # the record format too: the version written after "# BEGIN RECORD"
+                from ..db.schema import FORMAT_VERSION
+                o.emit_json({"version": __version__, "record_format": FORMAT_VERSION})
+            else:
+                o.lines([f"iscsictl version {__version__}"])
             return E.SUCCESS
         modes = args.mode or []  # each -m is checked, as iscsiadm's option loop checks
         for mode in modes:  # each (str_to_mode, verify_mode_params); the last one runs

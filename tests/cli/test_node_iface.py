@@ -20,6 +20,14 @@ def test_empty_db(cli):
                                       "iser iser,<empty>,<empty>,<empty>,<empty>\n")
 
 
+def test_version(cli):
+    from iscsictl import __version__
+    r = cli("-V")
+    assert (r.rc, r.out, r.err) == (0, f"iscsictl version {__version__}\n", "")
+    r = cli("--json", "--version")  # (it printed the text line)
+    assert r.rc == 0 and json.loads(r.out) == {"version": __version__, "record_format": "2.1.8"}
+
+
 def test_node_new_list_show_update_delete(cli):
     r = cli("-m", "node", "-o", "new", "-T", T1, "-p", "10.0.0.1:3260,1")
     assert r.out == ("New iSCSI node [tcp:[hw=,ip=,net_if=,iscsi_if=default] "
