@@ -5,7 +5,9 @@ memory locking it does not use)."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import hashlib
 import os
 import socket
 import struct
@@ -13,8 +15,9 @@ from typing import Callable
 
 from iscsictl.ipc import peer_credentials
 
-__all__ = ["ISCSID_ABSTRACT", "LOCK_FILE", "LockHeld", "held_by", "iscsid_running",
-           "listener_of", "lock_holder", "private", "take_lock", "unix_listeners"]
+__all__ = ["ISCSID_ABSTRACT", "LOCK_FILE", "LockHeld", "NodeLocks", "held_by", "iscsid_running",
+           "listener_of", "lock_holder", "node_locks_path", "private", "take_lock",
+           "unix_listeners"]
 
 LOCK_FILE = "/run/iscsictld.pid"
 ISCSID_ABSTRACT = "\0ISCSIADM_ABSTRACT_NAMESPACE"
@@ -205,3 +208,78 @@ def take_lock(path: str, shared: bool = False) -> int:
         os.close(fd)  # pid file" (it was a traceback)
         raise LockHeld(f"cannot write the lock file {path}: {exc.strerror}") from None
     return fd
+
+
+#: fcntl's F_OFD_SETLK (Linux 3.15; Python names it from 3.9 where the C library does)
+F_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", 37)
+#: struct flock (l_type, l_whence, l_start, l_len, l_pid; 32 bytes on 64-bit Linux)
+_FLOCK = struct.Struct("hhqqi4x")
+
+
+def node_locks_path(lock_file: str) -> str:
+    """The file of :class:`NodeLocks` beside iscsictld's lock file ``lock_file``."""
+    return os.path.join(os.path.dirname(lock_file) or ".", "iscsictl-start.nodes")
+
+
+class NodeLocks:
+    """One byte of one file locked per node, by open file description (F_OFD_SETLK: the
+    lock is this object's descriptor's, gone when it is closed or the process dies).
+
+    The iscsictl-starts that log in side by side each take a node's byte before they count
+    that node's sessions and log in to it: two started for one node take turns, and the
+    second finds the first's session (15), as one iscsictld's per-node lock makes its own
+    logins take turns (two iscsistarts both log in: two sessions, each LUN twice).  A
+    node's byte is at a hash of its key: two nodes that share one take turns too.
+
+    Raises OSError when the file cannot be opened (made 0600, root's)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        private(self.fd)
+        self._held: dict[int, int] = {}  # byte -> the holders in this process
+
+    @staticmethod
+    def byte(key: object) -> int:
+        """The byte of the node ``key`` (any value with a stable repr): 0 .. 2**31 - 1."""
+        digest = hashlib.blake2b(repr(key).encode("utf-8", "surrogateescape"),
+                                 digest_size=4).digest()
+        return int.from_bytes(digest, "big") & 0x7FFFFFFF
+
+    def _set(self, kind: int, byte: int) -> None:
+        fcntl.fcntl(self.fd, F_OFD_SETLK, _FLOCK.pack(kind, os.SEEK_SET, byte, 1, 0))
+
+    def try_take(self, byte: int) -> bool:
+        """Lock ``byte`` without waiting: False when another descriptor holds it.  Taken
+        again in this object, it is counted (each take wants a :meth:`release`)."""
+        if byte in self._held:
+            self._held[byte] += 1
+            return True
+        try:
+            self._set(fcntl.F_WRLCK, byte)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        self._held[byte] = 1
+        return True
+
+    def release(self, byte: int) -> None:
+        """Give up one take of ``byte``; the lock goes with the last."""
+        left = self._held.get(byte, 0) - 1
+        if left > 0:
+            self._held[byte] = left
+            return
+        self._held.pop(byte, None)
+        try:
+            self._set(fcntl.F_UNLCK, byte)
+        except OSError:
+            pass  # (a closed descriptor holds nothing)
+
+    def close(self) -> None:
+        """Release every lock (closing the descriptor)."""
+        self._held.clear()
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass

@@ -84,6 +84,7 @@ from iscsictl.protocol.session import (
 
 from . import kernel_session as ks
 from .errors import SessionError, err_text
+from .instance import NodeLocks
 from .ipc_server import (IpcListener, KeepAlive, Replies, RequestStalled, read_request,
                          request_lines)
 from .mounts import busy_devices
@@ -136,6 +137,9 @@ ISIDS_PER_PROCESS = 4
 #: (open-iscsi.service: iscsiadm -m node --loginall=automatic), so that a target logged out
 #: for maintenance stays out
 AUTOSTART_MARK = "autostart"
+#: s between looks at a node's lock that another process beside this one holds (its
+#: login to the node under way: ~0.05 s, or its retries' time)
+NODE_LOCK_POLL = 0.05
 #: s a modprobe of a transport's module may take (a hung one is killed)
 MODPROBE_TIMEOUT = 30.0
 #: this boot's id (proc(5))
@@ -552,6 +556,9 @@ class Daemon:
         self._logging_in: dict[int, ks.KernelSession] = {}
         self.isids = ISIDAllocator(first=os.getpid() * ISIDS_PER_PROCESS if side_by_side
                                    else 1)
+        #: side by side: the per-node locks the other processes take too (iscsictl-start
+        #: sets them; :meth:`_login_one`)
+        self.node_locks: NodeLocks | None = None
         self.issued_challenges = RecentChallenges()
         self._node_locks: dict[tuple[str, str, int, str], asyncio.Lock] = {}
         # host name -> (until, its addresses), and the lookups under way (_addresses_of)
@@ -1652,6 +1659,9 @@ class Daemon:
         async with contextlib.AsyncExitStack() as held:  # one login per node at a time:
             for key in keys:  # no duplicates (#108); sorted: no two logins wait on each other
                 await held.enter_async_context(self._node_locks.setdefault(key, asyncio.Lock()))
+            if self.node_locks is not None:  # and none with the processes beside this one:
+                await held.enter_async_context(self._others_turn(node, keys))
+                self._adopt_others(node.target)  # theirs made meanwhile, counted below
             have = len(self._same_node_sessions(node, keys))
             wanted = have + 1 if multiple else _num(rec, "node.session.nr_sessions", 1)
             if have >= wanted:
@@ -1667,6 +1677,45 @@ class Daemon:
                 return {**result, "ok": False, "code": exc.code, "message": str(exc),
                         "sids": sids}
         return {**result, "ok": True, "sids": sids}
+
+    @contextlib.asynccontextmanager
+    async def _others_turn(self, node: ks.NodeTarget, keys: list[tuple[str, str, int, str]]):
+        """Hold ``node``'s :class:`~.instance.NodeLocks` bytes (one per key of ``keys``,
+        in order), waiting while another process beside this one holds one (its login to
+        that node under way), looked at every NODE_LOCK_POLL s."""
+        assert self.node_locks is not None
+        taken: list[int] = []
+        try:
+            for byte in sorted({NodeLocks.byte(k) for k in keys}):
+                waited = False
+                while not self.node_locks.try_take(byte):
+                    if not waited:
+                        waited = True
+                        log.info("%s: another process logs in to it; waiting for its turn",
+                                 node.describe())
+                    await asyncio.sleep(NODE_LOCK_POLL)
+                taken.append(byte)
+            yield
+        finally:
+            for byte in taken:
+                self.node_locks.release(byte)
+
+    def _adopt_others(self, target: str) -> None:
+        """Side by side: adopt the sessions to ``target`` that other processes made since
+        this daemon's start (read from sysfs; their ISIDs from the shared state file), so
+        that a login counts them, and reserve every ISID the kernel shows (their sessions
+        to other targets, whatever their PID spacing gave them)."""
+        for sid in self.sysfs.session_ids():
+            if sid in self.sessions or sid in self._logging_in:
+                continue
+            base = f"class/iscsi_session/session{sid}/"
+            if self.sysfs.read(base + "targetname") == target:
+                self._adopt(only=sid)
+                continue
+            try:
+                self.isids.reserve(ISID(bytes.fromhex(self.sysfs.read(base + "isid") or "")))
+            except ValueError:
+                pass  # not set yet (a login under way), or not an ISID
 
     async def _bind_host(self, node: ks.NodeTarget) -> int | None:
         """:func:`~.kernel_session.bind_host` of ``node``, looked for once a second,

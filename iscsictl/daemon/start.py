@@ -239,6 +239,7 @@ async def _login_here(records: list[dict[str, str]], initiator_name: str) -> lis
     import asyncio
     import logging
 
+    from .instance import NodeLocks, node_locks_path
     from .service import Daemon
 
     loop, login = asyncio.get_running_loop(), asyncio.current_task()
@@ -250,6 +251,12 @@ async def _login_here(records: list[dict[str, str]], initiator_name: str) -> lis
         login.cancel()  # requests'; the sessions logged in stay
     loop.add_signal_handler(signal.SIGTERM, stop)
     daemon = Daemon(None, autostart=False, takeover=False, side_by_side=True)
+    path = node_locks_path(_lock_file())
+    try:  # the other iscsictl-starts' logins to one of these nodes are waited for
+        daemon.node_locks = NodeLocks(path)
+    except OSError as exc:
+        print(f"{PROG}: cannot open {path} ({exc.strerror}): another iscsictl-start "
+              "started for one of these nodes may log in to it too", file=sys.stderr)
     try:
         await daemon.start()
         return await daemon.login(records, initiator_name)
@@ -261,6 +268,8 @@ async def _login_here(records: list[dict[str, str]], initiator_name: str) -> lis
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
         await daemon.close()
+        if daemon.node_locks is not None:
+            daemon.node_locks.close()
         logging.getLogger(__name__).debug("closed; the sessions stay in the kernel")
 
 
@@ -271,7 +280,7 @@ def _login(records: list[dict[str, str]], initiator_name: str) -> list[dict[str,
     who owns the kernel's sessions: a connection to the daemon's socket would not (with
     ``iscsictld.socket`` systemd answers it and starts the daemon, which then waits for
     the lock the iscsictl-starts hold)."""
-    from .instance import LOCK_FILE, LockHeld, iscsid_running, take_lock
+    from .instance import LockHeld, iscsid_running, take_lock
 
     if iscsid_running():
         print(f"{PROG}: open-iscsi's iscsid is running (or its iscsid.socket listens) and "
@@ -279,13 +288,20 @@ def _login(records: list[dict[str, str]], initiator_name: str) -> list[dict[str,
         raise SystemExit(ERR)
     _name_process()
     try:
-        lock = take_lock(os.environ.get("ISCSICTLD_LOCK", LOCK_FILE), shared=True)
+        lock = take_lock(_lock_file(), shared=True)
     except LockHeld as exc:
         got = _after_other_start(exc)
         if isinstance(got, LockHeld):  # an iscsictld holds it: the logins are its
             return _daemon_login(records, initiator_name, got)
         lock = got
     return _login_locked(lock, records, initiator_name)
+
+
+def _lock_file() -> str:
+    """iscsictld's lock file (``$ISCSICTLD_LOCK``, for tests)."""
+    from .instance import LOCK_FILE
+
+    return os.environ.get("ISCSICTLD_LOCK", LOCK_FILE)
 
 
 def _daemon_login(records: list[dict[str, str]], initiator_name: str,
@@ -323,7 +339,7 @@ def _after_other_start(exc: Any) -> Any:
     this one exited 1, its target never tried)."""
     from iscsictl.ipc import DaemonClient, DaemonError, DaemonNotRunning
 
-    from .instance import LOCK_FILE, take_lock_within
+    from .instance import take_lock_within
 
     if not _boot_login_or_unwritten(exc):
         return exc
@@ -342,7 +358,7 @@ def _after_other_start(exc: Any) -> Any:
         except DaemonError:  # it runs, but cannot be asked: said by _daemon_login
             pass
         return -1
-    lock = take_lock_within(os.environ.get("ISCSICTLD_LOCK", LOCK_FILE), math.inf,
+    lock = take_lock_within(_lock_file(), math.inf,
                             daemon_holds, shared=True)
     return met[0] if lock is None or lock < 0 else lock
 

@@ -5,6 +5,7 @@ record, its identity and negotiated values on iscsid.conf's defaults)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -444,3 +445,66 @@ def test_a_node_is_the_same_host_however_its_address_is_spelt(daemon):
     node = ks.NodeTarget.from_record(rec)
     assert [s.sid for s in d._node_sessions(node)] == [1]
     assert dd.node_key(rec) == node.key == d.sessions[1].node.key
+
+
+def test_iscsictl_starts_for_one_node_take_turns(tmp_path):
+    """Two iscsictl-starts started side by side for one node (two units, or a unit and a
+    hand-run one) take turns, as one iscsictld's logins do: the second waits for the
+    first's login, then finds its session (15; iscsistart's 15 when one is there) with the
+    ISID the first saved (before: both logged in, two sessions, each LUN twice, as two
+    iscsistarts).  The kernel's sessions to other targets keep their ISIDs out of a
+    start's allocation (its qualifiers are spaced by PID: PID namespaces repeat PIDs)."""
+    import asyncio
+
+    from iscsictl.daemon import kernel_session as ks
+    from iscsictl.daemon.instance import NodeLocks, node_locks_path
+    from iscsictl.protocol.portal import Portal
+
+    sys_root = tmp_path / "sys"
+    (sys_root / "class/iscsi_session").mkdir(parents=True)
+
+    def start():
+        d = Daemon(None, sysfs_root=str(sys_root), state_dir=str(tmp_path / "st"),
+                   db_root=str(tmp_path), config_root=str(tmp_path), autostart=False,
+                   takeover=False, side_by_side=True)
+        d.node_locks = NodeLocks(node_locks_path(str(tmp_path / "iscsictld.pid")))
+        return d
+
+    a, b = start(), start()
+    made = []
+
+    async def establish(d, sid, node, initiator_name):  # a login: 0.3 s, then the kernel's
+        made.append(sid)
+        await asyncio.sleep(0.3)
+        isid = d.isids.allocate()
+        add_session(sys_root, sid, sid, T, "127.0.0.1", {0: "sda"})
+        _w(sys_root, SESSION.format(h=sid, s=sid) + "/isid", isid.value.to_bytes(6, "big").hex())
+        d._manage(ks.KernelSession(sid=sid, host_no=sid, cid=0, node=node, isid=isid, tsih=5,
+                                   params=None, current=Portal("127.0.0.1", 3260, 1)))
+        return sid
+    a._establish = lambda *args: establish(a, 1, *args)
+    b._establish = lambda *args: establish(b, 2, *args)
+    rec = {"node.name": T, "node.conn[0].address": "127.0.0.1", "node.tpgt": "1"}
+
+    async def main():
+        async def later():
+            await asyncio.sleep(0.05)
+            return await b._login_one(rec, "iqn.2026-11.x:init")
+        return await asyncio.gather(a._login_one(rec, "iqn.2026-11.x:init"), later())
+
+    first, second = asyncio.run(main())
+    assert first["ok"] and first["sids"] == [1] and made == [1], (first, second)
+    assert (second["ok"], second["code"]) == (False, 15), second
+    assert "1 session requested, but 1 already present" in second["message"]
+    assert b.sessions[1].adopted and b.sessions[1].isid == a.sessions[1].isid
+    # a session of the kernel's to another target, with the ISID b would give out next
+    taken = b.isids.allocate()
+    b.isids.release(taken)
+    add_session(sys_root, 3, 3, "iqn.2003-01.org.example:other", "127.0.0.1", {})
+    _w(sys_root, SESSION.format(h=3, s=3) + "/isid", taken.value.to_bytes(6, "big").hex())
+    b._adopt_others(T)
+    assert 3 not in b.sessions and b.isids.allocate() != taken
+    for d in (a, b):
+        d.node_locks.close()
+        if d._journal_fd is not None:
+            os.close(d._journal_fd)

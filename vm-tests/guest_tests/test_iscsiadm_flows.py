@@ -587,9 +587,11 @@ def test_boot_logins_side_by_side_as_iscsistarts(lio, scenario_dir):
     iscsistarts do: a working path's login does not wait for a dead path's retries (before,
     they took turns: 30 attempts of login_timeout).  Two paths to one target through two
     portals of one portal group get an ISID each (one ISID would have the second login
-    reinstate the first session, closing it); iscsictld started after them finds both in
-    its state file and adopts each with its own; the dead path's start, ended by SIGTERM,
-    leaves no session."""
+    reinstate the first session, closing it); a third started with the first, for its node,
+    waits for its login and finds its session (1, "already present"; before session 57
+    both logged in, as iscsistarts do: two sessions, the LUN twice); iscsictld started
+    after them finds both in its state file and adopts each with its own; the dead path's
+    start, ended by SIGTERM, leaves no session."""
     import json
     import signal
     import socket
@@ -617,11 +619,14 @@ def test_boot_logins_side_by_side_as_iscsistarts(lio, scenario_dir):
     try:
         wait_for("the dead path's connect", lambda: select.select([deaf], [], [], 0)[0],
                  timeout=60)
-        paths = [start("127.0.0.1"), start("127.0.0.2")]
+        paths = [start("127.0.0.1"), start("127.0.0.2"), start("127.0.0.1")]
         outputs = [p.communicate(timeout=60)[0] for p in paths]
         still = dead.poll() is None  # its first attempt alone lasts 30 s
         (scenario_dir / "iscsictl-starts.log").write_text("\n".join(outputs))
-        assert [p.returncode for p in paths] == [0, 0], outputs
+        rcs = [p.returncode for p in paths]
+        assert rcs[1] == 0 and sorted(rcs[::2]) == [0, 1], outputs
+        twice = outputs[::2][rcs[::2].index(1)]
+        assert "1 session requested, but 1 already present" in twice, outputs
         assert still and not any("waiting for process" in o for o in outputs), outputs
         sessions = up()
         assert len(sessions) == 2
