@@ -451,8 +451,8 @@ def test_iscsictl_starts_for_one_node_take_turns(tmp_path):
     """Two iscsictl-starts started side by side for one node (two units, or a unit and a
     hand-run one) take turns, as one iscsictld's logins do: the second waits for the
     first's login, then finds its session (15; iscsistart's 15 when one is there) with the
-    ISID the first saved (before: both logged in, two sessions, each LUN twice, as two
-    iscsistarts).  The kernel's sessions to other targets keep their ISIDs out of a
+    ISID the first saved, though it had adopted it half-made at its start (before: both
+    logged in, two sessions, each LUN twice, as two iscsistarts).  The kernel's sessions to other targets keep their ISIDs out of a
     start's allocation (its qualifiers are spaced by PID: PID namespaces repeat PIDs)."""
     import asyncio
 
@@ -473,11 +473,18 @@ def test_iscsictl_starts_for_one_node_take_turns(tmp_path):
     a, b = start(), start()
     made = []
 
+    conn = "devices/platform/host{s}/session{s}/connection{s}:0/iscsi_connection/connection{s}:0"
+
+    def identity(sid, target, address):  # what SET_PARAM gives a kernel session
+        _w(sys_root, SESSION.format(h=sid, s=sid) + "/targetname", target)
+        for attr in ("address", "persistent_address"):
+            _w(sys_root, conn.format(s=sid) + "/" + attr, address)
+
     async def establish(d, sid, node, initiator_name):  # a login: 0.3 s, then the kernel's
         made.append(sid)
         await asyncio.sleep(0.3)
         isid = d.isids.allocate()
-        add_session(sys_root, sid, sid, T, "127.0.0.1", {0: "sda"})
+        identity(sid, T, "127.0.0.1")
         _w(sys_root, SESSION.format(h=sid, s=sid) + "/isid", isid.value.to_bytes(6, "big").hex())
         d._manage(ks.KernelSession(sid=sid, host_no=sid, cid=0, node=node, isid=isid, tsih=5,
                                    params=None, current=Portal("127.0.0.1", 3260, 1)))
@@ -492,6 +499,11 @@ def test_iscsictl_starts_for_one_node_take_turns(tmp_path):
             return await b._login_one(rec, "iqn.2026-11.x:init")
         return await asyncio.gather(a._login_one(rec, "iqn.2026-11.x:init"), later())
 
+    # b started while a's login was under way: a's kernel session half-made, adopted so
+    add_session(sys_root, 1, 1, T, "127.0.0.1", {0: "sda"})
+    identity(1, "", "")
+    b._adopt()
+    assert not b.sessions[1].node.target
     first, second = asyncio.run(main())
     assert first["ok"] and first["sids"] == [1] and made == [1], (first, second)
     assert (second["ok"], second["code"]) == (False, 15), second
