@@ -101,13 +101,25 @@ def host_name_problem(host: str) -> str | None:
     return None
 
 
+#: an interface name's most bytes (IFNAMSIZ less its NUL): the longest zone that can name one
+_ZONE_NAME_MAX = 15
+
+
 def _is_ipv6(text: str) -> bool:
+    """An IPv6 address, with a zone ("%eth0", "%2") that could name an interface: one,
+    not empty, an index or a name of at most 15 bytes without '/' or blanks (getaddrinfo,
+    which iscsiadm's resolve_address asks, refuses the others; a 300-byte zone made a
+    record path too long to write)."""
     import ipaddress
+    address, pct, zone = text.partition("%")
     try:
-        ipaddress.IPv6Address(text.split("%")[0])  # a zone ("%eth0") is the kernel's business
+        ipaddress.IPv6Address(address)
     except ValueError:
         return False
-    return True
+    if not pct:
+        return True
+    return bool(zone) and len(zone.encode("utf-8", "surrogateescape")) <= _ZONE_NAME_MAX \
+        and not any(c in zone for c in "%/\0 \t\n\r\x0b\x0c")
 
 
 def split_portal(text: str, allow_tag: bool = True) -> tuple[str, int | None, int | None]:

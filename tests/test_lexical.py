@@ -52,6 +52,8 @@ def test_host_names_refused(host, why):
     ("storage.example.com.:3260", ("storage.example.com.", 3260, None)),
     ("[2001:db8::1]", ("2001:db8::1", None, None)),
     ("[fe80::1%eth0]:3260,1", ("fe80::1%eth0", 3260, 1)),
+    ("[fe80::1%2]", ("fe80::1%2", None, None)), ("[fe80::1%abcdefghijklmno]:1",
+                                                 ("fe80::1%abcdefghijklmno", 1, None)),
     ("2001:db8::1", ("2001:db8::1", None, None)),  # bare, as iscsiadm takes it
     ("h,0", ("h", None, 0)), ("h:65535,65535", ("h", 65535, 65535)),
 ])
@@ -65,6 +67,10 @@ def test_portals_split(text, parts):
     ("h:+1", "port '+1'"), ("h,65536", "portal group tag '65536'"), ("h,", "tag ''"),
     ("[::1", "unterminated"), ("[::1]x", "junk after ']'"), ("[zz::1]", "not an IPv6"),
     ("[]", "not an IPv6"), ("a:b:c", "not an address"), ("a..b:3260", "'a..b'"),
+    # zones no interface can have (getaddrinfo refuses them; a 300-byte one made a record
+    # path too long to write, after the target's old records were deleted as stale)
+    ("[::1%]", "not an IPv6"), ("[fe80::1%lo%lo]", "not an IPv6"), ("fe80::1%a/b", "not an"),
+    ("[fe80::1%abcdefghijklmnop]", "not an IPv6"), ("[fe80::1% ]", "not an IPv6"),
 ])
 def test_portals_refused(text, why):
     with pytest.raises(ValueError, match=None) as e:
