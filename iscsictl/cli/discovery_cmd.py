@@ -536,7 +536,8 @@ def discover_firmware(args, o, ops) -> int:  # type: ignore[no-untyped-def]
     did = DiscoveryID("fw", "", 0)
     found: dict = {}
     for _, values in ifaces:
-        for rec in firmware_records(db, contexts, values, warn=o.warn):
+        for rec in firmware_records(db, contexts, values, warn=o.warn,
+                                    to_write=_writes_nodes(ops)):
             rec.values["node.discovery_address"], rec.values["node.discovery_port"] = "", 0
             found.setdefault(NodeID.of(rec), rec)
     if not found:

@@ -50,25 +50,31 @@ def boot_contexts(o) -> list:  # type: ignore[no-untyped-def]
 
 
 def firmware_records(db, contexts, iface_values: dict | None = None,  # type: ignore[no-untyped-def]
-                     warn=None) -> list:
+                     warn=None, to_write: bool = False) -> list:
     """A node record per boot context (open-iscsi's idbm_create_rec_from_boot_context):
     iscsid.conf's defaults with the firmware's target, portal, tpgt 1 and CHAP, discovery
     type ``fw``.  The iface: ``iface_values`` (an iface record's ``{key: text}``) when
     given, else an offload driver's iface from the firmware, else ``default``; the
     firmware's initiator name applies unless that iface has its own (iface_copy copies only
     what is set).  A target whose values no record can hold (a name with ``/``, a value
-    out of range) is left out with ``warn(text)``; without ``warn`` the DBError is raised."""
+    out of range; ``to_write``: a value a record file would not give back, a secret with a
+    blank at an end) is left out with ``warn(text)``; without ``warn`` the DBError is
+    raised."""
     from ..kernel.firmware import offload_iface
     from ..kernel.sysfs import Sysfs
 
     sysfs = Sysfs(sysfs_root())
     from ..db.errors import DBError
+    from ..db.record import check_kept
 
     out = []
     for ctx in contexts:
         try:
-            out.append(_record(db, ctx, iface_values if iface_values is not None
-                               else offload_iface(ctx, sysfs) or {}))
+            rec = _record(db, ctx, iface_values if iface_values is not None
+                          else offload_iface(ctx, sysfs) or {})
+            if to_write:
+                check_kept(rec)
+            out.append(rec)
         except DBError as e:
             if warn is None:
                 raise

@@ -447,6 +447,8 @@ def format_record(rec: Record, *, for_file: bool = False, show_secrets: bool = F
         if s:
             if k.secret and not (for_file or show_secrets):
                 s = "********"
+            elif for_file:
+                _check_kept(k, s)
             out.append(f"{k.name} = {s}")
         elif not for_file:
             out.append(f"{k.name} = <empty>")
@@ -481,7 +483,29 @@ def _file_line(k: Key, v: Any, newer: bool = False) -> str:
     if newer and not _newer_key_set(k, v):
         return ""
     s = ",".join(v) if k.type == "list" else str(v)
-    return f"{k.name} = {s}\n" if s else ""
+    if not s:
+        return ""
+    _check_kept(k, s)
+    return f"{k.name} = {s}\n"
+
+
+def check_kept(rec: Record) -> None:
+    """Raise InvalidValue (:func:`_check_kept`) when a text value of ``rec`` has blanks at an
+    end: a record made from elsewhere (a firmware's table) that is to be written."""
+    keys = rec.kind.by_name
+    for name, v in rec.values.items():
+        k = keys.get(name)  # (a key kept in memory only is none of the file's)
+        if k is not None and k.type == "str" and isinstance(v, str) and v:
+            _check_kept(k, v)
+
+
+def _check_kept(k: Key, s: str) -> None:
+    """Refuse to write a text value the file would not give back: its reader strips blanks
+    at both ends (idbm_recinfo_config), so " secret" would be read as "secret" (a
+    firmware's CHAP secret, say; :meth:`Record.set` refuses such values from ``-o update``).
+    Raises InvalidValue (the value masked when it is a secret)."""
+    if s[0] in C_SPACE or s[-1] in C_SPACE:
+        raise InvalidValue(k.name, s, "blanks at an end, which a record file would not keep")
 
 
 # --------------------------------------------------------------------------------------------

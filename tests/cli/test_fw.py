@@ -262,6 +262,22 @@ def test_a_firmware_secret_the_db_cannot_hold_is_not_printed(env):
     assert out == f"127.0.0.1:3261,1 {DATA}\n"
 
 
+def test_a_firmware_secret_with_blanks_at_an_end_is_not_written(daemon, env):
+    """A secret with a blank at an end cannot be a record's value either: the file's reader
+    strips it (before: written, read back without the blank, and every login from the
+    record, -m discovery -t fw -l's among them, offered another secret).  The target is
+    left out of the records, said with the secret masked; -m fw -l logs in with it whole."""
+    (env[0] / "firmware/ibft/target0/chap-secret").write_bytes(b"TOPSECRET-12 \n")
+    rc, out, err = cli("-m", "discovery", "-t", "fw")
+    assert "TOPSECRET" not in out + err and "'********'" in err and "blanks at an end" in err
+    assert (rc, out) == (0, f"127.0.0.1:3261,1 {DATA}\n"), (rc, out, err)
+    assert cli("-m", "node")[1] == f"127.0.0.1:3261,1 {DATA}\n"
+    daemon.answers = {"login": [{"ok": True, "sids": [1]}, {"ok": True, "sids": [2]}]}
+    assert cli("-m", "fw", "-l")[0] == 0
+    boot = daemon.calls[-1][1]["records"][0]
+    assert boot["node.session.auth.password"] == "TOPSECRET-12 "
+
+
 def test_fw_login_takes_user_settings_but_not_the_interface(daemon, env):
     daemon.answers = {"login": [{"ok": True, "node": "x", "sids": [1]}] * 2}
     assert cli("-m", "fw", "-l", "-n", "node.session.initial_login_retry_max", "-v", "2")[0] == 0
