@@ -39,7 +39,7 @@ FLAG_BOOT_SELECTED = 0x2
 LLD_PREFIX = "iscsi_boot"
 ISCSI_LISTEN_PORT = 3260
 ORIGIN_DHCP = 3  # enum ibft_ip_prefix_origin: IBFT_IP_PREFIX_ORIGIN_DHCP
-_INDEXED = re.compile(r"^(ethernet|target)(\d+)$")
+_INDEXED = re.compile(r"^(ethernet|target)([0-9]+)\Z")
 
 
 class FirmwareAccessError(PermissionError):

@@ -179,11 +179,11 @@ _C_VALUE_SIZE = 256
 _FNODE_NAME_RE = re.compile(r"flashnode_sess-[ \t\n\r\v\f]*([+-]?[0-9]+)"
                             r":[ \t\n\r\v\f]*([+-]?[0-9]+)")
 
-_SESSION_RE = re.compile(r"^session(\d+)$")
-_CONN_RE = re.compile(r"^connection(\d+):(\d+)$")
-_HOST_RE = re.compile(r"^host(\d+)$")
-_TARGET_RE = re.compile(r"^target(\d+):(\d+):(\d+)$")
-_LUN_RE = re.compile(r"^(\d+):(\d+):(\d+):(\d+)$")
+_SESSION_RE = re.compile(r"^session([0-9]+)\Z")
+_CONN_RE = re.compile(r"^connection([0-9]+):([0-9]+)\Z")
+_HOST_RE = re.compile(r"^host([0-9]+)\Z")
+_TARGET_RE = re.compile(r"^target([0-9]+):([0-9]+):([0-9]+)\Z")
+_LUN_RE = re.compile(r"^([0-9]+):([0-9]+):([0-9]+):([0-9]+)\Z")
 
 
 def _int(s: str | None, base: int = 10) -> int | None:
@@ -471,7 +471,9 @@ class Sysfs:
     def transport(self, name: str) -> TransportInfo | None:
         """``class/iscsi_transport/<name>``, or None when the transport is not registered."""
         d = self.root / "class/iscsi_transport" / name
-        if not d.is_dir():
+        # os.path.isdir: False, not OSError, for a name too long for a path (a driver's
+        # proc_name of 300 bytes) or holding a NUL; a '/' would name another directory
+        if "/" in name or name in ("", ".", "..") or not os.path.isdir(d):
             return None
         caps = self.read(d / "caps")
         return TransportInfo(name, _int(self.read(d / "handle")), _int(caps, 16) if caps is not None else None)

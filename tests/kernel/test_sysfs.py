@@ -76,10 +76,17 @@ def test_transport(tree):
     assert t.handle == 18446744072637900800 and t.caps == 0x39
     assert s.transport("iser") is None
     assert s.transports() == [t]
+    # names no registered transport has (from a driver's proc_name): none, not OSError
+    # (ENAMETOOLONG from Path.is_dir: "-m host -C flashnode" ended in "unexpected error")
+    for name in ("A" * 300, "tc\0p", "../iscsi_transport/tcp", "."):
+        assert s.transport(name) is None, name
 
 
 def test_session(tree):
     s = Sysfs(tree)
+    assert s.session_ids() == [1]
+    for odd in ("session\u0661", "session1\n"):  # names the kernel never makes (session%u):
+        (tree / "class/iscsi_session" / odd).mkdir()  # not session 1 again (\d, $)
     assert s.session_ids() == [1]
     info = s.session(1)
     assert info.sid == 1 and info.host_no == 0
