@@ -1871,7 +1871,10 @@ async def logout(nl, handle: int, session: KernelSession, timeout: float,  # typ
     finds it UNBOUND), as iscsid leaves its sessions when it stops.  Cancelled during a
     kernel request, that request runs to its end first.  Raises SessionError 9 when the
     kernel refuses the destruction (the session stays, its connection stopped:
-    ``conn_state`` FAILED), as iscsid's "can not safely destroy".
+    ``conn_state`` FAILED), as iscsid's "can not safely destroy".  A session the kernel
+    destroys meanwhile (KEVENT_DESTROY_SESSION: a host removed, another netlink user)
+    ends the logout at that step, logged out: its sid is no longer the kernel's (each
+    request refused, EINVAL), as iscsid's session_conn_shutdown skips a gone session.
     """
     from iscsictl.protocol.session import LogoutExchange
 
@@ -1894,6 +1897,9 @@ async def logout(nl, handle: int, session: KernelSession, timeout: float,  # typ
         raise
     except IscsiNetlinkError as exc:  # refused, or no reply in time: the teardown follows
         log.warning("session %d: UNBIND_SESSION failed (%s); continuing", sid, exc)
+    if session.destroyed.is_set():  # by the kernel meanwhile (a host removed, another
+        log.info("session %d: destroyed by the kernel during the logout", sid)  # netlink
+        return  # user): nothing left to log out or tear down (it refuses the sid: EINVAL)
     kernel_state = read_attribute(os.path.join(os.path.dirname(target_state), "state"))
     if session.logout_conn_failed.is_set():
         log.warning("session %d: its connection failed during the logout; tearing down", sid)
@@ -1916,14 +1922,17 @@ async def logout(nl, handle: int, session: KernelSession, timeout: float,  # typ
             await ep_disconnect(nl, handle, ep)
         except asyncio.CancelledError:
             cancelled = True  # disconnected all the same: the teardown follows
-    if not await force_teardown(nl, handle, sid, cid):  # refused (logged): no event comes
-        session.conn_state = "FAILED"  # stopped, and still the kernel's: still managed
-        raise SessionError(9, f"session {sid}: the kernel refused to destroy it; it is "
-                              "still there (its connection stopped)")
+    entry = os.path.join(sysfs_root, "class", "iscsi_session", f"session{sid}")
+    if not session.destroyed.is_set() and not await force_teardown(nl, handle, sid, cid):
+        if session.destroyed.is_set() or not os.path.lexists(entry):
+            log.info("session %d: destroyed by the kernel during the logout", sid)
+        else:  # refused (logged): no event comes
+            session.conn_state = "FAILED"  # stopped, and still the kernel's: still managed
+            raise SessionError(9, f"session {sid}: the kernel refused to destroy it; it is "
+                                  "still there (its connection stopped)")
     if cancelled:
         raise asyncio.CancelledError
     loop = asyncio.get_running_loop()
-    entry = os.path.join(sysfs_root, "class", "iscsi_session", f"session{sid}")
     deadline = loop.time() + DESTROY_TIMEOUT
 
     def gone_or_late() -> bool:
@@ -1962,7 +1971,8 @@ async def _unbound(session: KernelSession, timeout: float, target_state: str) ->
     ``timeout`` s (see :func:`logout`).  A connection error meanwhile
     (``session.logout_conn_failed``) ends the wait: the kernel's device removal (its
     SYNCHRONIZE CACHE) would wait for the session's replacement timeout, and the teardown
-    that follows ends it at once (iscsid's __conn_error_handle: session_conn_shutdown)."""
+    that follows ends it at once (iscsid's __conn_error_handle: session_conn_shutdown).
+    So does the session's destruction by the kernel (``session.destroyed``)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     said = False
@@ -1984,7 +1994,8 @@ async def _unbound(session: KernelSession, timeout: float, target_state: str) ->
                         "(their caches written); the Logout waits for it", session.sid,
                         timeout)
         return False
-    await _until((session.unbound, session.logout_conn_failed), UNBIND_POLL, unbound_or_late)
+    await _until((session.unbound, session.logout_conn_failed, session.destroyed), UNBIND_POLL,
+                 unbound_or_late)
 
 
 def _tear_down(knl, handle: int, sid: int, cid: int,  # type: ignore[no-untyped-def]

@@ -1274,6 +1274,9 @@ class Daemon:
             if session is not None and session.conn_state == "IN LOGOUT":
                 log.debug("destroy event for session %d (our logout)", ev.sid)
                 session.destroyed.set()  # ks.logout returns: the session is gone
+                waiter = session.pdu_waiter  # (its Logout Response never comes)
+                if waiter is not None and not waiter.done():
+                    waiter.set_exception(SessionError(9, "the kernel destroyed the session"))
                 return  # _logout_one removes it and releases its ISID
             if session is not None:
                 self._forget(session, "destroyed by the kernel")

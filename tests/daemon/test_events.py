@@ -158,6 +158,22 @@ def test_the_destroy_event_of_our_logout_ends_its_wait(daemon):
     assert s.destroyed.is_set() and daemon.sessions[s.sid] is s
 
 
+def test_a_destroy_event_during_our_logout_ends_the_wait_for_its_logout_response(daemon):
+    """Destroyed by the kernel while the Logout PDU waits for its answer (a host removed):
+    no answer comes, and the wait ends at once (before: at the logout timeout)."""
+    from iscsictl.daemon.errors import SessionError
+
+    async def main():
+        s = _session()
+        s.conn_state = "IN LOGOUT"
+        daemon.sessions[s.sid] = s
+        s.pdu_waiter = asyncio.get_running_loop().create_future()
+        daemon._on_event(DestroySession(104, None, host_no=0, sid=s.sid))
+        with pytest.raises(SessionError, match="the kernel destroyed the session"):
+            await asyncio.wait_for(s.pdu_waiter, 1)
+    asyncio.run(main())
+
+
 def _kernel_shows(root, sid, session_state, conn_state=None):
     """sysfs as the kernel shows a session (None: no session) and its connection 0 (None: no
     ``state`` attribute, as before Linux 5.x)."""

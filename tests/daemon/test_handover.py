@@ -739,6 +739,50 @@ def test_a_refused_destruction_is_not_waited_for(caplog, monkeypatch, tmp_path):
     assert "not reported it destroyed" not in caplog.text
 
 
+REFUSED_SID = {t: errno.EINVAL for t in (E.SEND_PDU, E.STOP_CONN, E.DESTROY_CONN,
+                                         E.DESTROY_SESSION_ASYNC, E.DESTROY_SESSION)}
+
+
+def test_a_session_the_kernel_destroys_during_the_logout_is_logged_out(caplog, tmp_path):
+    """KEVENT_DESTROY_SESSION while the logout waits for the unbind (a host removed, another
+    netlink user): the logout ends there, the session logged out, no request sent for a
+    sid the kernel no longer knows (before: it waited for the unbind, then sent the Logout
+    PDU and the teardown, each refused with EINVAL, and failed with 9; the daemon kept a
+    FAILED ghost that made every later login of the node 15, "already present")."""
+    caplog.set_level(logging.INFO, logger="iscsictld")
+    entry = _sysfs_with_session(tmp_path)
+    (entry / "target_state").write_text("UNBINDING\n")  # the unbind wait: no time limit
+    kernel = Kernel(REFUSED_SID)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        session = _logged_in_session()
+        nl = RecordingLanes(kernel, timeout=0.1)
+        loop.call_later(0.2, session.destroyed.set)
+        t = loop.time()
+        try:
+            async with asyncio.timeout(3):  # (it waited for an unbind that never comes)
+                await ks.logout(nl, 3, session, 5.0, str(tmp_path))
+        finally:
+            nl.knl.close()
+        return loop.time() - t, session
+    took, session = asyncio.run(main())
+    assert 0.2 <= took < 1.0
+    assert [r["type"] for r in kernel.requests] == [E.UNBIND_SESSION]
+    assert session.conn_state == "IN LOGOUT" and "refused" not in caplog.text
+    assert "session 5: destroyed by the kernel during the logout" in caplog.text
+
+
+def test_a_teardown_refused_for_a_session_gone_from_sysfs_is_a_logout(caplog, tmp_path):
+    """The destruction's event lost (a receive buffer overrun) and the teardown refused
+    because the kernel no longer has the sid (EINVAL), its sysfs entry gone: logged out,
+    not 9 with a ghost session kept."""
+    caplog.set_level(logging.INFO, logger="iscsictld")
+    took = _timed_logout(Kernel(REFUSED_SID), tmp_path)  # (no sysfs entry: gone)
+    assert took < 1.0
+    assert "session 5: destroyed by the kernel during the logout" in caplog.text
+
+
 class AnsweringKernel(DestroyingKernel):
     """A DestroyingKernel whose target answers the Logout PDU (SEND_PDU) through the daemon's
     event routing (``route``: Daemon._on_event), with ``before`` PDUs first."""
