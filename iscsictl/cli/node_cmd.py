@@ -200,7 +200,7 @@ def op_new(db, args, o) -> int:
 
 
 def op_delete(db, args, o) -> int:
-    from ..db.errors import DBError
+    from ..db.errors import DBError, RecordNotFound
     from .session_cmd import in_use_error, records_in_use
     nids = _matching(db, args)
     if not nids:
@@ -214,6 +214,8 @@ def op_delete(db, args, o) -> int:
                 raise in_use_error(nid)
             db.delete_node(nid)
             done.append(node_json(nid))
+        except RecordNotFound:  # deleted meanwhile (another command): as asked, no error
+            continue  # (before: said, and the others deleted, then 21)
         except DBError as e:
             o.error(str(e))
             rc = e.exit_code

@@ -1549,14 +1549,14 @@ class NodeDB:
             with self.db_lock():
                 if _is_flat(portal):  # set aside until its directory holds it (a crash
                     aside = f"{self._tmp_dir()}/{os.getpid()}.{did.address},{did.port}"
+                    with contextlib.suppress(OSError):  # touched first: no sweep of old
+                        os.utime(portal)  # temp files (an hour untouched) takes it there
                     try:  # meanwhile leaves it there, not nowhere)
                         os.rename(portal, aside)
                     except OSError as e:
                         aside = None
                         raise DBError(f"cannot convert {portal} to a directory: "
                                       f"{e.strerror}") from None
-                    with contextlib.suppress(OSError):  # touched: no sweep of old temp
-                        os.utime(aside)  # files (an hour untouched) takes it meanwhile
                 self._mkdirs(did.type_dir, f"{did.address},{did.port}")
             self._write_file(path, rec)
         except BaseException:  # (Ctrl-C too)

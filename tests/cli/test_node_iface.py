@@ -163,6 +163,26 @@ def test_an_update_that_fails_for_one_record_still_says_what_it_wrote(cli, monke
     assert "Could not execute operation on all records" in r.err
 
 
+def test_a_delete_of_records_another_command_deletes_meanwhile_is_no_error(cli, monkeypatch):
+    """Two deletes of the same records at once (two scripts' cleanups): a record the other
+    deleted first is as asked, not an error (before: "no record ..." for each, then exit
+    21, "no objects found", though the rest were deleted)."""
+    from iscsictl.db.store import NodeDB
+    for t, ip in ((T1, "10.0.0.1"), (T2, "10.0.0.2")):
+        assert cli("-m", "node", "-o", "new", "-T", t, "-p", f"{ip}:3260,1").rc == 0
+    real = NodeDB.delete_node
+
+    def other_first(self, nid, **kw):
+        if nid.target == T2:
+            real(self, nid)  # the other command's
+        return real(self, nid, **kw)
+    monkeypatch.setattr(NodeDB, "delete_node", other_first)
+    r = cli("--json", "-m", "node", "-o", "delete")
+    assert (r.rc, r.err) == (0, ""), r
+    assert [n["target"] for n in json.loads(r.out)["deleted"]] == [T1]
+    assert cli("-m", "node").rc == 21
+
+
 def test_iface_ops(cli):
     r = cli("-m", "iface", "-I", "eth9", "-o", "new")
     assert (r.rc, r.out) == (0, "eth9 updated.\nNew interface eth9 added\n")
