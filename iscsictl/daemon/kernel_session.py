@@ -1897,11 +1897,12 @@ async def logout(nl, handle: int, session: KernelSession, timeout: float,  # typ
         raise
     except IscsiNetlinkError as exc:  # refused, or no reply in time: the teardown follows
         log.warning("session %d: UNBIND_SESSION failed (%s); continuing", sid, exc)
-    if session.destroyed.is_set():  # by the kernel meanwhile (a host removed, another
-        log.info("session %d: destroyed by the kernel during the logout", sid)  # netlink
-        return  # user): nothing left to log out or tear down (it refuses the sid: EINVAL)
     kernel_state = read_attribute(os.path.join(os.path.dirname(target_state), "state"))
-    if session.logout_conn_failed.is_set():
+    if session.destroyed.is_set():  # by the kernel meanwhile (a host removed, another
+        # netlink user): no Logout PDU or teardown for a sid it refuses (EINVAL); an
+        # iSER session's endpoint is still disconnected
+        log.info("session %d: destroyed by the kernel during the logout", sid)
+    elif session.logout_conn_failed.is_set():
         log.warning("session %d: its connection failed during the logout; tearing down", sid)
     elif kernel_state not in (None, "LOGGED_IN"):  # the kernel takes no Logout PDU (EPERM):
         # failed, or a relogin under way; iscsid's session_logout_task shuts such a session
