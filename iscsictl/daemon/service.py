@@ -2179,6 +2179,9 @@ class Daemon:
                 except SessionError as exc:
                     reply = {"ok": False, "error": {"code": exc.code, "message": str(exc)}}
                 except (ValueError, KeyError, TypeError) as exc:
+                    # its arguments', mostly; from deeper, a defect: its traceback at debug
+                    log.debug("IPC: request answered as bad (%s: %s)", type(exc).__name__,
+                              exc, exc_info=True)
                     reply = {"ok": False, "error": {"code": 16, "message": f"bad request: {exc}"}}
                 finally:
                     if keepalive is not None:

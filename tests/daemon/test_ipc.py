@@ -617,6 +617,28 @@ def test_a_request_line_in_pieces_and_one_too_long(served, monkeypatch):
     assert client.call("ping")["sessions"] == 0
 
 
+def test_a_defect_answered_as_a_bad_request_leaves_its_traceback_at_debug(served, monkeypatch,
+                                                                          caplog):
+    """A KeyError, TypeError or ValueError from deep in a request (a defect, not the
+    request's arguments) is answered 16 "bad request" as the arguments' are, and its
+    traceback is logged at debug (-d 8 shows it; it was lost)."""
+    import logging
+
+    from iscsictl.ipc import DaemonError
+
+    d, client, _ = served
+
+    async def broken(req, progress):
+        return {}["deep"]
+    monkeypatch.setattr(d, "_dispatch", broken)
+    with caplog.at_level(logging.DEBUG, logger="iscsictld"):
+        with pytest.raises(DaemonError) as e:
+            client.call("ping")
+    assert e.value.code == 16 and "bad request: 'deep'" in str(e.value)
+    logged = [r for r in caplog.records if "answered as bad (KeyError" in r.getMessage()]
+    assert logged and logged[0].exc_info and logged[0].levelno == logging.DEBUG
+
+
 def test_out_of_descriptors_the_daemon_answers_once_it_has_some(served, monkeypatch, caplog):
     """accept(2) failing with EMFILE (the process is out of descriptors: a real one, from
     RLIMIT_NOFILE) is logged and retried after a pause, not at every turn of the loop; the
