@@ -1207,9 +1207,10 @@ class Daemon:
     @staticmethod
     def _login_state(session: ks.KernelSession, ev: ConnLoginState) -> None:
         """KEVENT_CONN_LOGIN_STATE: how the login of an HBA that logs in itself ended
-        (``ks._offloaded_login`` waits for it on ``session.pdu_waiter``)."""
+        (``ks._offloaded_login`` waits for it on ``session.pdu_waiter``; a waiter for a
+        Logout or Text Response is not given it)."""
         waiter = session.pdu_waiter
-        if waiter is not None and not waiter.done():
+        if waiter is not None and not waiter.done() and session.pdu_wanted is ks.ANY_PDU:
             waiter.set_result(ev.state)
         else:
             log.info("session %d: the HBA says its connection is %s", session.sid,

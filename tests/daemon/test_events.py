@@ -158,6 +158,24 @@ def test_the_destroy_event_of_our_logout_ends_its_wait(daemon):
     assert s.destroyed.is_set() and daemon.sessions[s.sid] is s
 
 
+def test_an_hbas_login_state_goes_to_its_login_only(daemon):
+    """KEVENT_CONN_LOGIN_STATE (qla4xxx's own login) answers the offloaded login's wait; a
+    wait for a Logout or Text Response is not given it (it was, as if the PDU came)."""
+    from iscsictl.netlink import ConnLoginState
+    from iscsictl.protocol.pdu import TextResponse
+
+    async def main():
+        s = _session()
+        daemon.sessions[s.sid] = s
+        loop = asyncio.get_running_loop()
+        for wanted, given in (((LogoutResponse,), False), ((TextResponse,), False),
+                              (ks.ANY_PDU, True)):
+            s.pdu_wanted, s.pdu_waiter = wanted, loop.create_future()
+            daemon._on_event(ConnLoginState(109, None, sid=s.sid, cid=0, state=3))
+            assert s.pdu_waiter.done() is given, wanted
+    asyncio.run(main())
+
+
 def test_a_destroy_event_during_our_logout_ends_the_wait_for_its_logout_response(daemon):
     """Destroyed by the kernel while the Logout PDU waits for its answer (a host removed):
     no answer comes, and the wait ends at once (before: at the logout timeout)."""
