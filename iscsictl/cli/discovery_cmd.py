@@ -535,9 +535,10 @@ def discover_firmware(args, o, ops) -> int:  # type: ignore[no-untyped-def]
         ifaces = list(offload.items()) or _discovery_ifaces(db, None, o)
     did = DiscoveryID("fw", "", 0)
     found: dict = {}
+    left_out: list[str] = []  # targets the firmware has but no record can hold: not gone
     for _, values in ifaces:
         for rec in firmware_records(db, contexts, values, warn=o.warn,
-                                    to_write=_writes_nodes(ops)):
+                                    to_write=_writes_nodes(ops), left_out=left_out):
             rec.values["node.discovery_address"], rec.values["node.discovery_port"] = "", 0
             found.setdefault(NodeID.of(rec), rec)
     if not found:
@@ -545,7 +546,7 @@ def discover_firmware(args, o, ops) -> int:  # type: ignore[no-untyped-def]
                          E.NO_OBJS_FOUND)
     rc = E.SUCCESS
     if _writes_nodes(ops):
-        rc = _apply_firmware(db, did, found, ops, o)
+        rc = _apply_firmware(db, did, found, ops, o, left_out)
     if o.json:
         o.emit_json({"discovery": {"type": "fw"}, "persistent": persistent,
                      "nodes": [node_json(n) for n in found]})
@@ -600,11 +601,13 @@ def _wanted(ops) -> set[str]:
     return set(ops) - {"show"} if ops else {"new", "delete", "update"}
 
 
-def _apply_firmware(db, did, found: dict, ops, o) -> int:  # type: ignore[no-untyped-def]
+def _apply_firmware(db, did, found: dict, ops, o,  # type: ignore[no-untyped-def]
+                    keep_targets=()) -> int:
     """A firmware discovery's records, as iscsiadm's exec_disc_op_on_recs: stale ones
     deleted (``delete``; one a session uses is kept and said, not an error: iscsiadm
-    exits 0), ones found again updated from the firmware (``update``), missing ones
-    written (``new`` or ``update``: idbm_add_node).  The exit code."""
+    exits 0; not those of ``keep_targets``, which the firmware has but no record could
+    hold: left as they are), ones found again updated from the firmware (``update``),
+    missing ones written (``new`` or ``update``: idbm_add_node).  The exit code."""
     from ..db.errors import DBError, RecordInUse
 
     want = _wanted(ops)
@@ -614,6 +617,8 @@ def _apply_firmware(db, did, found: dict, ops, o) -> int:  # type: ignore[no-unt
 
         in_use = records_in_use()
         for nid in sorted(set(_linked(db, "fw")) - set(found)):
+            if nid.target in keep_targets:
+                continue
             try:
                 if in_use(nid):  # a boot disk's, perhaps: as iscsiadm's delete_node
                     raise in_use_error(nid)
@@ -645,7 +650,11 @@ def _write_iface(db, name: str, values: dict) -> None:  # type: ignore[no-untype
     back to their defaults."""
     from ..db import schema
     from ..db.errors import RecordNotFound
-    values = {k: v for k, v in values.items() if k != "iface.iscsi_ifacename"}
+    from ..lexical import C_SPACE
+    # (stripped as the file's reader strips them: a firmware's value with a blank at an
+    # end is written as it will be read, not refused with the whole discovery)
+    values = {k: v.strip(C_SPACE) if isinstance(v, str) else v for k, v in values.items()
+              if k != "iface.iscsi_ifacename"}
     try:
         db.read_iface(name)
     except RecordNotFound:

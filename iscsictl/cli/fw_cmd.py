@@ -50,7 +50,8 @@ def boot_contexts(o) -> list:  # type: ignore[no-untyped-def]
 
 
 def firmware_records(db, contexts, iface_values: dict | None = None,  # type: ignore[no-untyped-def]
-                     warn=None, to_write: bool = False) -> list:
+                     warn=None, to_write: bool = False,
+                     left_out: list[str] | None = None) -> list:
     """A node record per boot context (open-iscsi's idbm_create_rec_from_boot_context):
     iscsid.conf's defaults with the firmware's target, portal, tpgt 1 and CHAP, discovery
     type ``fw``.  The iface: ``iface_values`` (an iface record's ``{key: text}``) when
@@ -58,8 +59,8 @@ def firmware_records(db, contexts, iface_values: dict | None = None,  # type: ig
     firmware's initiator name applies unless that iface has its own (iface_copy copies only
     what is set).  A target whose values no record can hold (a name with ``/``, a value
     out of range; ``to_write``: a value a record file would not give back, a secret with a
-    blank at an end) is left out with ``warn(text)``; without ``warn`` the DBError is
-    raised."""
+    blank at an end) is left out with ``warn(text)``, its name added to ``left_out``;
+    without ``warn`` the DBError is raised."""
     from ..kernel.firmware import offload_iface
     from ..kernel.sysfs import Sysfs
 
@@ -79,6 +80,8 @@ def firmware_records(db, contexts, iface_values: dict | None = None,  # type: ig
             if warn is None:
                 raise
             warn(f"firmware {ctx.boot_root}/{ctx.boot_target}: {e}: left out")
+            if left_out is not None and ctx.target_name:
+                left_out.append(ctx.target_name)
     return out
 
 

@@ -266,12 +266,24 @@ def test_a_firmware_secret_with_blanks_at_an_end_is_not_written(daemon, env):
     """A secret with a blank at an end cannot be a record's value either: the file's reader
     strips it (before: written, read back without the blank, and every login from the
     record, -m discovery -t fw -l's among them, offered another secret).  The target is
-    left out of the records, said with the secret masked; -m fw -l logs in with it whole."""
+    left out of the records, said with the secret masked, and the record it had is kept
+    as it is, not deleted as stale (a review of the first fix: the user's settings went
+    with it); -m fw -l logs in with the secret whole."""
     (env[0] / "firmware/ibft/target0/chap-secret").write_bytes(b"TOPSECRET-12 \n")
     rc, out, err = cli("-m", "discovery", "-t", "fw")
     assert "TOPSECRET" not in out + err and "'********'" in err and "blanks at an end" in err
     assert (rc, out) == (0, f"127.0.0.1:3261,1 {DATA}\n"), (rc, out, err)
     assert cli("-m", "node")[1] == f"127.0.0.1:3261,1 {DATA}\n"
+    (env[0] / "firmware/ibft/target0/chap-secret").write_bytes(b"TOPSECRET-12\n")
+    assert cli("-m", "discovery", "-t", "fw")[0] == 0
+    assert cli("-m", "node", "-T", BOOT, "-o", "update", "-n",
+               "node.session.timeo.replacement_timeout", "-v", "300")[0] == 0
+    (env[0] / "firmware/ibft/target0/chap-secret").write_bytes(b"TOPSECRET-12 \n")
+    rc, out, err = cli("-m", "discovery", "-t", "fw")
+    assert rc == 0 and "left out" in err, (rc, out, err)
+    rc, out, _ = cli("-m", "node", "-T", BOOT, "-o", "show", "-S")
+    assert rc == 0 and "node.session.timeo.replacement_timeout = 300\n" in out
+    assert "node.session.auth.password = TOPSECRET-12\n" in out  # (the record's, as it was)
     daemon.answers = {"login": [{"ok": True, "sids": [1]}, {"ok": True, "sids": [2]}]}
     assert cli("-m", "fw", "-l")[0] == 0
     boot = daemon.calls[-1][1]["records"][0]
