@@ -452,8 +452,9 @@ def test_iscsictl_starts_for_one_node_take_turns(tmp_path):
     hand-run one) take turns, as one iscsictld's logins do: the second waits for the
     first's login, then finds its session (15; iscsistart's 15 when one is there) with the
     ISID the first saved, though it had adopted it half-made at its start (before: both
-    logged in, two sessions, each LUN twice, as two iscsistarts).  The kernel's sessions to other targets keep their ISIDs out of a
-    start's allocation (its qualifiers are spaced by PID: PID namespaces repeat PIDs)."""
+    logged in, two sessions, each LUN twice, as two iscsistarts).  The kernel's sessions to
+    other targets keep their ISIDs out of a start's allocation (its qualifiers are spaced
+    by PID: PID namespaces repeat PIDs)."""
     import asyncio
 
     from iscsictl.daemon import kernel_session as ks
@@ -472,7 +473,6 @@ def test_iscsictl_starts_for_one_node_take_turns(tmp_path):
 
     a, b = start(), start()
     made = []
-
     conn = "devices/platform/host{s}/session{s}/connection{s}:0/iscsi_connection/connection{s}:0"
 
     def identity(sid, target, address):  # what SET_PARAM gives a kernel session
