@@ -1706,15 +1706,15 @@ class Daemon:
 
     def _adopt_others(self, target: str) -> None:
         """Side by side: adopt the sessions to ``target`` that other processes made since
-        this daemon's start, or were making then (adopted half-made, without a target
-        name), read from sysfs with their ISIDs from the shared state file, so that a login
-        counts them; and reserve every ISID the kernel shows (their sessions to other
-        targets, whatever their PID spacing gave them)."""
+        this daemon's start, or were making then (adopted with their identity half set),
+        read from sysfs with their ISIDs from the shared state file, so that a login counts
+        them; and reserve every ISID the kernel shows (their sessions to other targets,
+        whatever their PID spacing gave them)."""
         for sid in self.sysfs.session_ids():
             known = self.sessions.get(sid)
-            if sid in self._logging_in or known is not None and (
-                    known.node.target or not known.adopted):
-                continue  # (one adopted half-made, its login under way then, is looked at)
+            if sid in self._logging_in or known is not None and not known.adopted:
+                continue  # ours; one adopted is looked at again: its login was under way
+                # then, its identity half set (SET_PARAMs: the target name, the address ...)
             base = f"class/iscsi_session/session{sid}/"
             if self.sysfs.read(base + "targetname") == target:
                 self.sessions.pop(sid, None)

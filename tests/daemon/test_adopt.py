@@ -447,12 +447,14 @@ def test_a_node_is_the_same_host_however_its_address_is_spelt(daemon):
     assert dd.node_key(rec) == node.key == d.sessions[1].node.key
 
 
-def test_iscsictl_starts_for_one_node_take_turns(tmp_path):
+@pytest.mark.parametrize("half_set", [("", ""), (T, "")], ids=["no-name", "no-address"])
+def test_iscsictl_starts_for_one_node_take_turns(tmp_path, half_set):
     """Two iscsictl-starts started side by side for one node (two units, or a unit and a
     hand-run one) take turns, as one iscsictld's logins do: the second waits for the
     first's login, then finds its session (15; iscsistart's 15 when one is there) with the
-    ISID the first saved, though it had adopted it half-made at its start (before: both
-    logged in, two sessions, each LUN twice, as two iscsistarts).  The kernel's sessions to
+    ISID the first saved, though it had adopted it half-made at its start, its target name
+    or its address not set yet (before: both logged in, two sessions, each LUN twice, as
+    two iscsistarts; the first fix missed the second case, and a CI run both logged in).  The kernel's sessions to
     other targets keep their ISIDs out of a start's allocation (its qualifiers are spaced
     by PID: PID namespaces repeat PIDs)."""
     import asyncio
@@ -501,9 +503,9 @@ def test_iscsictl_starts_for_one_node_take_turns(tmp_path):
 
     # b started while a's login was under way: a's kernel session half-made, adopted so
     add_session(sys_root, 1, 1, T, "127.0.0.1", {0: "sda"})
-    identity(1, "", "")
+    identity(1, *half_set)
     b._adopt()
-    assert not b.sessions[1].node.target
+    assert b.sessions[1].node.key != (T, "127.0.0.1", 3260, "default")
     first, second = asyncio.run(main())
     assert first["ok"] and first["sids"] == [1] and made == [1], (first, second)
     assert (second["ok"], second["code"]) == (False, 15), second
