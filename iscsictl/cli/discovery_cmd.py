@@ -650,11 +650,7 @@ def _write_iface(db, name: str, values: dict) -> None:  # type: ignore[no-untype
     back to their defaults."""
     from ..db import schema
     from ..db.errors import RecordNotFound
-    from ..lexical import C_SPACE
-    # (stripped as the file's reader strips them: a firmware's value with a blank at an
-    # end is written as it will be read, not refused with the whole discovery)
-    values = {k: v.strip(C_SPACE) if isinstance(v, str) else v for k, v in values.items()
-              if k != "iface.iscsi_ifacename"}
+    values = {k: v for k, v in values.items() if k != "iface.iscsi_ifacename"}
     try:
         db.read_iface(name)
     except RecordNotFound:

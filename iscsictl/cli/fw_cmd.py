@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 from ..db.schema import NODE_MEMORY_ONLY
+from ..lexical import C_SPACE
 from . import errors as E
 from ._common import sysfs_root
 
@@ -92,7 +93,9 @@ def _record(db, ctx, iface: dict):  # type: ignore[no-untyped-def]
         if key.startswith("iface.") and value not in ("", "<empty>") and key in rec.values:
             rec.set(key, value)
     if ctx.initiator_name and rec.values.get("iface.initiatorname") in (None, ""):
-        rec.set("iface.initiatorname", ctx.initiator_name)
+        # stripped as the record file gives it back (an iSCSI name has no blanks); only
+        # the credentials, which would change, are refused for one (to_write)
+        rec.set("iface.initiatorname", ctx.initiator_name.strip(C_SPACE))
     # the firmware's CHAP and nothing else, empty ones too: iscsid.conf's credentials are
     # not the boot target's (idbm_create_rec_from_boot_context)
     for key, value in (("username", ctx.chap_name), ("password", ctx.chap_password),

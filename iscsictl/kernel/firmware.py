@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..lexical import ascii_digits
+from ..lexical import C_SPACE, ascii_digits
 from .sysfs import Sysfs
 
 __all__ = ["BootContext", "FirmwareAccessError", "boot_entry", "boot_targets",
@@ -311,8 +311,8 @@ def offload_iface(ctx: BootContext, sysfs: Sysfs) -> dict[str, str] | None:
     for key, value in (("iface.ipaddress", ctx.ipaddr), ("iface.subnet_mask", ctx.mask),
                        ("iface.gateway", ctx.gateway), ("iface.initiatorname",
                                                         ctx.initiator_name)):
-        if value:
-            values[key] = value
+        if value.strip(C_SPACE):  # as its record file gives it back (a blank at an end
+            values[key] = value.strip(C_SPACE)  # would be refused by the write)
     if ctx.vlan and ascii_digits(ctx.vlan) and int(ctx.vlan):
         values["iface.vlan_id"] = str(int(ctx.vlan))
     return values

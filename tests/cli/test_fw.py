@@ -457,6 +457,13 @@ def test_offload_boot_description_makes_its_iface(env):
     assert "iface.ipaddress = 10.98.0.2\n" in out
     rec = _show(BOOT)
     assert (rec["iface.iscsi_ifacename"], rec["iface.transport_name"]) == (name, "be2iscsi")
+    # a firmware value with a blank at an end: the iface written with it stripped, as the
+    # file gives it back (refused whole, it would fail the whole discovery)
+    (sys_root / "firmware/iscsi_boot7/initiator/initiator-name").write_text(
+        ibft.INITIATOR + " \n")
+    rc, _, err = cli("-m", "discovery", "-t", "fw")
+    assert rc == 0 and "Could not setup" not in err, err
+    assert f"iface.initiatorname = {ibft.INITIATOR}\n" in cli("-m", "iface", "-I", name)[1]
 
 
 def test_an_offload_boot_found_again_takes_the_firmwares_new_address_and_vlan(env):
