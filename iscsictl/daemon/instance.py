@@ -214,6 +214,8 @@ def take_lock(path: str, shared: bool = False) -> int:
 F_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", 37)
 #: struct flock (l_type, l_whence, l_start, l_len, l_pid; 32 bytes on 64-bit Linux)
 _FLOCK = struct.Struct("hhqqi4x")
+#: the first of :class:`NodeLocks`' ISID bytes (below it, the nodes')
+ISID_BYTES = 1 << 32
 
 
 def node_locks_path(lock_file: str) -> str:
@@ -231,6 +233,11 @@ class NodeLocks:
     logins take turns (two iscsistarts both log in: two sessions, each LUN twice).  A
     node's byte is at a hash of its key: two nodes that share one take turns too.
 
+    Past the nodes' bytes, one per ISID (:meth:`isid_byte`): each start holds the byte of
+    an ISID its login offers until the session is gone or the process ends, and the
+    others skip it: their PID-spaced qualifiers can meet across PID namespaces, and an
+    ISID is in the kernel's sysfs only once its login is done.
+
     Raises OSError when the file cannot be opened (made 0600, root's)."""
 
     def __init__(self, path: str) -> None:
@@ -245,6 +252,11 @@ class NodeLocks:
         digest = hashlib.blake2b(repr(key).encode("utf-8", "surrogateescape"),
                                  digest_size=4).digest()
         return int.from_bytes(digest, "big") & 0x7FFFFFFF
+
+    @staticmethod
+    def isid_byte(isid: int) -> int:
+        """The byte of the 48-bit ISID ``isid``: 2**32 and above, past every node's."""
+        return ISID_BYTES + isid
 
     def _set(self, kind: int, byte: int) -> None:
         fcntl.fcntl(self.fd, F_OFD_SETLK, _FLOCK.pack(kind, os.SEEK_SET, byte, 1, 0))

@@ -554,8 +554,9 @@ class Daemon:
         self.sessions = SessionTable()
         #: sessions whose login the kernel relays (iSER), by sid, until it ends
         self._logging_in: dict[int, ks.KernelSession] = {}
-        self.isids = ISIDAllocator(first=os.getpid() * ISIDS_PER_PROCESS if side_by_side
-                                   else 1)
+        self.isids = (ISIDAllocator(first=os.getpid() * ISIDS_PER_PROCESS,
+                                    claim=self._claim_isid, unclaim=self._unclaim_isid)
+                      if side_by_side else ISIDAllocator())
         #: side by side: the per-node locks the other processes take too (iscsictl-start
         #: sets them; :meth:`_login_one`)
         self.node_locks: NodeLocks | None = None
@@ -1715,15 +1716,43 @@ class Daemon:
             if sid in self._logging_in or known is not None and not known.adopted:
                 continue  # ours; one adopted is looked at again: its login was under way
                 # then, its identity half set (SET_PARAMs: the target name, the address ...)
-            base = f"class/iscsi_session/session{sid}/"
-            if self.sysfs.read(base + "targetname") == target:
+            if self.sysfs.read(f"class/iscsi_session/session{sid}/targetname") == target:
                 self.sessions.pop(sid, None)
                 self._adopt(only=sid)
                 continue
-            try:
-                self.isids.reserve(ISID(bytes.fromhex(self.sysfs.read(base + "isid") or "")))
-            except ValueError:
-                pass  # not set yet (a login under way), or not an ISID
+            isid = self._kernel_isid(sid)
+            if isid is not None:
+                self.isids.reserve(isid)
+
+    def _kernel_isid(self, sid: int) -> ISID | None:
+        """Session ``sid``'s ISID as sysfs shows it; None before its login sets it (or
+        not an ISID)."""
+        try:
+            return ISID(bytes.fromhex(self.sysfs.read(f"class/iscsi_session/session{sid}/isid")
+                                      or ""))
+        except ValueError:
+            return None
+
+    def _claim_isid(self, isid: ISID) -> bool:
+        """Side by side, for :class:`ISIDAllocator`: take ``isid``'s byte of the
+        :class:`~.instance.NodeLocks` (held until the ISID is released or this process
+        ends); False when another process holds it (its login offers that ISID: PID-spaced
+        qualifiers can meet across PID namespaces) or, the byte taken, the kernel shows a
+        session of another with it (logged in by a process that has ended since: the
+        byte is looked at first, so that neither is missed)."""
+        if self.node_locks is None:
+            return True
+        byte = NodeLocks.isid_byte(isid.value)
+        if not self.node_locks.try_take(byte):
+            return False
+        if any(self._kernel_isid(sid) == isid for sid in self.sysfs.session_ids()):
+            self.node_locks.release(byte)
+            return False
+        return True
+
+    def _unclaim_isid(self, isid: ISID) -> None:
+        if self.node_locks is not None:
+            self.node_locks.release(NodeLocks.isid_byte(isid.value))
 
     async def _bind_host(self, node: ks.NodeTarget) -> int | None:
         """:func:`~.kernel_session.bind_host` of ``node``, looked for once a second,

@@ -246,6 +246,13 @@ class ISIDAllocator:
         first: the qualifier the walk starts at (``iscsictl-start``'s: one its
             process ID sets apart, so that several running side by side, each with an
             allocator of its own, give out different ISIDs).
+        claim: ``claim(isid) -> bool``, asked of each qualifier the walk would give out:
+            False leaves it to someone else (another process's allocator: processes
+            side by side, whose process IDs can repeat across PID namespaces, claim
+            theirs in a shared lock file) and the walk goes on; an ISID given out is
+            claimed until :meth:`release`.
+        unclaim: ``unclaim(isid)``, called by :meth:`release` for an ISID ``claim``
+            took.
     """
 
     def __init__(
@@ -254,6 +261,8 @@ class ISIDAllocator:
         prefix: int | None = None,
         rng: Callable[[int], int] | None = None,
         first: int = 1,
+        claim: Callable[[ISID], bool] | None = None,
+        unclaim: Callable[[ISID], None] | None = None,
     ) -> None:
         self.format = fmt
         if fmt == ISIDFormat.OUI:
@@ -272,22 +281,30 @@ class ISIDAllocator:
         else:
             raise ValueError("the reserved ISID format cannot be allocated")
         self._in_use: set[int] = set()
+        self._claim, self._unclaim = claim, unclaim
+        self._claimed: set[int] = set()  # given out and claimed: unclaimed at release
         self._next = first % self._space  # qualifier 0 is skipped: it reads as "unset"
 
     def allocate(self) -> ISID:
-        """A fresh ISID not currently in use.
+        """A fresh ISID not currently in use (nor refused by ``claim``).
 
         Raises:
-            RuntimeError: every qualifier is in use.
+            RuntimeError: every qualifier is in use or claimed elsewhere.
         """
-        if len(self._in_use) >= self._space - 1:
-            raise RuntimeError(f"all {self._space - 1} ISID qualifiers are in use")
         q = self._next
-        while q in self._in_use or q == 0:
+        for _ in range(self._space):
+            if q not in self._in_use and q != 0:
+                isid = self._make(self.prefix, q)
+                if self._claim is None or self._claim(isid):
+                    break
             q = (q + 1) % self._space
+        else:
+            raise RuntimeError(f"all {self._space - 1} ISID qualifiers are in use")
         self._in_use.add(q)
+        if self._claim is not None:
+            self._claimed.add(q)
         self._next = (q + 1) % self._space
-        return self._make(self.prefix, q)
+        return isid
 
     def reserve(self, isid: ISID) -> None:
         """Mark an ISID found elsewhere (an adopted kernel session) as in use."""
@@ -295,8 +312,14 @@ class ISIDAllocator:
             self._in_use.add(isid.qualifier)
 
     def release(self, isid: ISID) -> None:
-        """Return an ISID whose session is gone."""
+        """Return an ISID whose session is gone (unclaimed, if it was claimed)."""
+        if isid.format != self.format:
+            return
         self._in_use.discard(isid.qualifier)
+        if isid.qualifier in self._claimed:
+            self._claimed.discard(isid.qualifier)
+            if self._unclaim is not None:
+                self._unclaim(isid)
 
     def __len__(self) -> int:
         return len(self._in_use)

@@ -522,3 +522,46 @@ def test_iscsictl_starts_for_one_node_take_turns(tmp_path, half_set):
         d.node_locks.close()
         if d._journal_fd is not None:
             os.close(d._journal_fd)
+
+
+def test_iscsictl_starts_side_by_side_never_offer_one_isid(tmp_path):
+    """iscsictl-starts side by side whose PID-spaced qualifiers meet (equal PIDs in two
+    PID namespaces; here one process) offer different ISIDs: one a login of another
+    offers is held in the node locks' file until its session is gone or its process
+    ends (it is in sysfs only once the login is done), and one the kernel shows is
+    skipped once its process has ended.  Before, the second start's login offered the
+    first's ISID, and to one portal group through another path it reinstated the
+    first's session (closed it)."""
+    from iscsictl.daemon.instance import NodeLocks, node_locks_path
+
+    sys_root = tmp_path / "sys"
+    (sys_root / "class/iscsi_session").mkdir(parents=True)
+    started = []
+
+    def start():
+        d = Daemon(None, sysfs_root=str(sys_root), state_dir=str(tmp_path / "st"),
+                   db_root=str(tmp_path), config_root=str(tmp_path), autostart=False,
+                   takeover=False, side_by_side=True)
+        d.node_locks = NodeLocks(node_locks_path(str(tmp_path / "iscsictld.pid")))
+        started.append(d)
+        return d
+
+    try:
+        a, b = start(), start()
+        first = a.isids.allocate()  # a's login under way, nothing of it in sysfs yet
+        second = b.isids.allocate()
+        assert second != first
+        # a's login done, its process ended (its locks with it): its ISID is the kernel's
+        add_session(sys_root, 1, 1, T, "127.0.0.1", {})
+        _w(sys_root, SESSION.format(h=1, s=1) + "/isid", first.value.to_bytes(6, "big").hex())
+        a.node_locks.close()
+        c = start()
+        third = c.isids.allocate()
+        assert third not in (first, second)
+        b.isids.release(second)  # b's login failed: its ISID is free again
+        assert start().isids.allocate() == second
+    finally:
+        for d in started:
+            d.node_locks.close()
+            if d._journal_fd is not None:
+                os.close(d._journal_fd)

@@ -12,6 +12,7 @@ from iscsictl.protocol.names import (
     ISIDAllocator,
     ISIDFormat,
     MAX_NAME_LENGTH,
+    OPEN_ISCSI_OUI,
     normalize_name,
     usable_name,
     validate_name,
@@ -131,6 +132,32 @@ def test_allocator_reserve_and_random():
         ISIDAllocator(ISIDFormat.EN)
     with pytest.raises(ValueError):
         ISIDAllocator(ISIDFormat.RESERVED)
+
+
+def test_allocator_claims_what_it_gives_out():
+    """``claim`` is asked of each qualifier the walk would give out (False: someone else's,
+    skipped), and ``unclaim`` told of each released that it took; an ISID of another
+    format released leaves the qualifier of this allocator's alone."""
+    elsewhere = {ISID.oui(OPEN_ISCSI_OUI, 5), ISID.oui(OPEN_ISCSI_OUI, 6)}
+    asked: list[ISID] = []
+    unclaimed: list[ISID] = []
+
+    def claim(isid):
+        asked.append(isid)
+        return isid not in elsewhere
+    alloc = ISIDAllocator(first=5, claim=claim, unclaim=unclaimed.append)
+    got = alloc.allocate()
+    assert got.qualifier == 7 and [i.qualifier for i in asked] == [5, 6, 7]
+    alloc.reserve(ISID.oui(OPEN_ISCSI_OUI, 8))  # found elsewhere: not claimed, not asked
+    assert alloc.allocate().qualifier == 9 and [i.qualifier for i in asked][-1] == 9
+    alloc.release(ISID.en(42, 7))
+    assert len(alloc) == 3 and unclaimed == []
+    alloc.release(ISID.oui(OPEN_ISCSI_OUI, 8))
+    alloc.release(got)
+    assert unclaimed == [got] and len(alloc) == 1
+    nothing = ISIDAllocator(ISIDFormat.EN, prefix=1, claim=lambda isid: False)
+    with pytest.raises(RuntimeError):
+        nothing.allocate()
 
 
 @pytest.mark.parametrize("name", ["iqn.2001-04.com.example:disk_1", "IQN.2001-04.COM.X:A",

@@ -47,10 +47,14 @@ def redirect_response(request: bytes, to: str) -> bytes:
 
 class Redirector:
     """Listens on ``address:port``; every login there is sent to ``to``.  ``logins``:
-    how many Login Requests it redirected."""
+    how many Login Requests it redirected.  With ``barrier`` (a ``threading.Barrier``,
+    shared by several redirectors), each Login Request is answered only once every party
+    of the barrier has one under way (at most 30 s): logins that overlap for certain."""
 
-    def __init__(self, address: str, port: int, to: str) -> None:
+    def __init__(self, address: str, port: int, to: str,
+                 barrier: threading.Barrier | None = None) -> None:
         self.to = to
+        self._barrier = barrier
         self.logins = 0
         self._lock = threading.Lock()
         self._sock = socket.create_server((address, port), reuse_port=False)
@@ -84,10 +88,12 @@ class Redirector:
                     return
                 length = int.from_bytes(bhs[5:8], "big")
                 _read(conn, bhs[4] * 4 + length + (-length % 4))  # AHS, data, padding
+                if self._barrier is not None:
+                    self._barrier.wait(30)
                 conn.sendall(redirect_response(bhs, self.to))
                 with self._lock:
                     self.logins += 1
                 while conn.recv(4096):  # held until the initiator closes it
                     pass
-            except (OSError, ConnectionError):
+            except (OSError, ConnectionError, threading.BrokenBarrierError):
                 return

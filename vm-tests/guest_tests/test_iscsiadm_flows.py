@@ -587,26 +587,34 @@ def test_boot_logins_side_by_side_as_iscsistarts(lio, scenario_dir):
     iscsistarts do: a working path's login does not wait for a dead path's retries (before,
     they took turns: 30 attempts of login_timeout).  Two paths to one target through two
     portals of one portal group get an ISID each (one ISID would have the second login
-    reinstate the first session, closing it); a third started with the first, for its node,
-    waits for its login and finds its session (1, "already present"; before session 57
-    both logged in, as iscsistarts do: two sessions, the LUN twice); iscsictld started
-    after them finds both in its state file and adopts each with its own; the dead path's
-    start, ended by SIGTERM, leaves no session."""
+    reinstate the first session, closing it), though each start runs in a PID namespace of
+    its own as its PID 1, so that their PID-spaced ISID qualifiers are one, and their logins
+    overlap (each path's portal redirects to LIO's once both are under way,
+    vm-tests/guest/redirector.py): before session 58 both offered one ISID, the second's
+    unseen in sysfs until its login ended.  A third started with the first, for its node,
+    waits for its login and
+    finds its session (1, "already present"; before session 57 both logged in, as
+    iscsistarts do: two sessions, the LUN twice); iscsictld started after them finds both in
+    its state file and adopts each with its own; the dead path's start, ended by SIGTERM,
+    leaves no session."""
     import json
     import signal
     import socket
+    import threading
 
     import rtslib_fb as rtslib
     from iscsictld import Iscsictld
+    from redirector import Redirector
 
     t = lio.create("iqn.2003-01.org.example.vm:side-by-side", luns=[8 * MIB])
     rtslib.NetworkPortal(t.tpg, "127.0.0.2", 3260, mode="any")
     name = "iqn.2026-11.org.example.vm:starts"
     state = Path("/run/iscsictl/sessions.json")
 
-    def start(address, port=3260, *params):
+    def start(address, port=3260, *params, own_pids=False):
         return subprocess.Popen(
-            [str(VENV_BIN / "iscsictl-start"), "-i", name, "-t", t.iqn, "-g", "1", "-a",
+            [*(["unshare", "--pid", "--fork", "--kill-child"] if own_pids else []),
+             str(VENV_BIN / "iscsictl-start"), "-i", name, "-t", t.iqn, "-g", "1", "-a",
              address, "-p", str(port), *params], stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
@@ -619,8 +627,12 @@ def test_boot_logins_side_by_side_as_iscsistarts(lio, scenario_dir):
     try:
         wait_for("the dead path's connect", lambda: select.select([deaf], [], [], 0)[0],
                  timeout=60)
-        paths = [start("127.0.0.1"), start("127.0.0.2"), start("127.0.0.1")]
-        outputs = [p.communicate(timeout=60)[0] for p in paths]
+        both = threading.Barrier(2)
+        with Redirector("127.0.0.1", 3271, "127.0.0.1:3260,1", both), \
+                Redirector("127.0.0.2", 3271, "127.0.0.2:3260,1", both):
+            paths = [start(a, 3271, own_pids=True)
+                     for a in ("127.0.0.1", "127.0.0.2", "127.0.0.1")]
+            outputs = [p.communicate(timeout=60)[0] for p in paths]
         still = dead.poll() is None  # its first attempt alone lasts 30 s
         (scenario_dir / "iscsictl-starts.log").write_text("\n".join(outputs))
         rcs = [p.returncode for p in paths]
