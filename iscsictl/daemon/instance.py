@@ -236,7 +236,8 @@ class NodeLocks:
     Past the nodes' bytes, one per ISID (:meth:`isid_byte`): each start holds the byte of
     an ISID its login offers until the session is gone or the process ends, and the
     others skip it: their PID-spaced qualifiers can meet across PID namespaces, and an
-    ISID is in the kernel's sysfs only once its login is done.
+    ISID is in the state journal only once its login is done (the kernel does not show
+    a software session's).
 
     Raises OSError when the file cannot be opened (made 0600, root's)."""
 

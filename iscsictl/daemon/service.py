@@ -1075,6 +1075,8 @@ class Daemon:
                 except ValueError:
                     isid = None
             if isid is None:
+                isid = self._kernel_isid(sid)  # an HBA driver's sessions show it
+            if isid is None:
                 # not ours (iscsistart, iscsid, an older daemon): open-iscsi's ISID is
                 # 00:02:3D + the 24-bit sid (usr/initiator.c), the one to reinstate
                 isid = ISID.oui(OPEN_ISCSI_OUI, sid & 0xFFFFFF)
@@ -1709,24 +1711,22 @@ class Daemon:
         """Side by side: adopt the sessions to ``target`` that other processes made since
         this daemon's start, or were making then (adopted with their identity half set),
         read from sysfs with their ISIDs from the shared state file, so that a login counts
-        them; and reserve every ISID the kernel shows (their sessions to other targets,
-        whatever their PID spacing gave them)."""
+        them (the ISIDs of their sessions to other targets are skipped where one is given
+        out: :meth:`_claim_isid`)."""
         for sid in self.sysfs.session_ids():
             known = self.sessions.get(sid)
             if sid in self._logging_in or known is not None and not known.adopted:
                 continue  # ours; one adopted is looked at again: its login was under way
                 # then, its identity half set (SET_PARAMs: the target name, the address ...)
             if self.sysfs.read(f"class/iscsi_session/session{sid}/targetname") == target:
-                self.sessions.pop(sid, None)
+                old = self.sessions.pop(sid, None)
+                if old is not None and old.isid is not None:
+                    self.isids.release(old.isid)  # adopted again below, reserved again
                 self._adopt(only=sid)
-                continue
-            isid = self._kernel_isid(sid)
-            if isid is not None:
-                self.isids.reserve(isid)
 
     def _kernel_isid(self, sid: int) -> ISID | None:
-        """Session ``sid``'s ISID as sysfs shows it; None before its login sets it (or
-        not an ISID)."""
+        """Session ``sid``'s ISID as sysfs shows it; None where it does not (iscsi_tcp and
+        iSER never show it: only an HBA's driver does), or not an ISID."""
         try:
             return ISID(bytes.fromhex(self.sysfs.read(f"class/iscsi_session/session{sid}/isid")
                                       or ""))
@@ -1737,18 +1737,33 @@ class Daemon:
         """Side by side, for :class:`ISIDAllocator`: take ``isid``'s byte of the
         :class:`~.instance.NodeLocks` (held until the ISID is released or this process
         ends); False when another process holds it (its login offers that ISID: PID-spaced
-        qualifiers can meet across PID namespaces) or, the byte taken, the kernel shows a
-        session of another with it (logged in by a process that has ended since: the
-        byte is looked at first, so that neither is missed)."""
+        qualifiers can meet across PID namespaces) or, the byte taken, the state file or
+        its journal holds it for a session the kernel shows (logged in by a process that
+        has ended since, which saved it at its login; the kernel does not show a
+        software session's ISID): the byte is looked at first, so that neither is
+        missed."""
         if self.node_locks is None:
             return True
         byte = NodeLocks.isid_byte(isid.value)
         if not self.node_locks.try_take(byte):
             return False
-        if any(self._kernel_isid(sid) == isid for sid in self.sysfs.session_ids()):
+        if str(isid) in self._saved_isids():
             self.node_locks.release(byte)
             return False
         return True
+
+    def _saved_isids(self) -> set[str]:
+        """The ISIDs (12 hex digits) the state file and its journal hold for the sessions
+        the kernel shows, read under the state lock (a merge under way moves the
+        journal's lines into the file)."""
+        try:
+            held = self._state_lock(self._journal_file())
+        except OSError:
+            held = contextlib.nullcontext()
+        with held:
+            saved = self._load_state()
+        alive = {str(sid) for sid in self.sysfs.session_ids()}
+        return {e["isid"].lower() for sid, e in saved.items() if sid in alive and e.get("isid")}
 
     def _unclaim_isid(self, isid: ISID) -> None:
         if self.node_locks is not None:
@@ -2091,8 +2106,8 @@ class Daemon:
             return {**desc, "ok": False, "code": exc.code, "message": str(exc)}
         if self.sessions.pop(sid, None) is not None:
             self._destroy_due(sid)
-        if session.isid is not None:
-            self.isids.release(session.isid)
+            if session.isid is not None:  # (not when forgotten meanwhile: released there)
+                self.isids.release(session.isid)
         self._save_state()
         node = session.node
         log.info("Connection%d:0 to [target: %s, portal: %s,%d] through [iface: %s] is shutdown.",

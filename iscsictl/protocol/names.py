@@ -235,7 +235,9 @@ class ISIDAllocator:
     257th session to a target collided with the first (open-iscsi #38).  This
     allocator walks the whole qualifier space (2**24 in OUI format, 2**16
     otherwise), skipping qualifiers still in use, and raises only when every
-    one is taken.
+    one is taken.  A qualifier reserved for several sessions (to different
+    targets one ISID is legal, RFC 7143 §4.4.2) stays in use until each has
+    released it.
 
     Args:
         fmt: the ISID format.
@@ -280,7 +282,7 @@ class ISIDAllocator:
             self._make, self._space, self.prefix = ISID.random, 1 << 16, prefix
         else:
             raise ValueError("the reserved ISID format cannot be allocated")
-        self._in_use: set[int] = set()
+        self._in_use: dict[int, int] = {}  # qualifier -> the sessions holding it
         self._claim, self._unclaim = claim, unclaim
         self._claimed: set[int] = set()  # given out and claimed: unclaimed at release
         self._next = first % self._space  # qualifier 0 is skipped: it reads as "unset"
@@ -300,22 +302,28 @@ class ISIDAllocator:
             q = (q + 1) % self._space
         else:
             raise RuntimeError(f"all {self._space - 1} ISID qualifiers are in use")
-        self._in_use.add(q)
+        self._in_use[q] = 1
         if self._claim is not None:
             self._claimed.add(q)
         self._next = (q + 1) % self._space
         return isid
 
     def reserve(self, isid: ISID) -> None:
-        """Mark an ISID found elsewhere (an adopted kernel session) as in use."""
+        """Mark an ISID found elsewhere (an adopted kernel session) as in use, once more
+        for each session reserved with it."""
         if isid.format == self.format:
-            self._in_use.add(isid.qualifier)
+            self._in_use[isid.qualifier] = self._in_use.get(isid.qualifier, 0) + 1
 
     def release(self, isid: ISID) -> None:
-        """Return an ISID whose session is gone (unclaimed, if it was claimed)."""
+        """Return an ISID whose session is gone (once for each session given or reserved
+        it); free, and unclaimed if it was claimed, once the last has."""
         if isid.format != self.format:
             return
-        self._in_use.discard(isid.qualifier)
+        left = self._in_use.get(isid.qualifier, 0) - 1
+        if left > 0:
+            self._in_use[isid.qualifier] = left
+            return
+        self._in_use.pop(isid.qualifier, None)
         if isid.qualifier in self._claimed:
             self._claimed.discard(isid.qualifier)
             if self._unclaim is not None:

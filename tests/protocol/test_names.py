@@ -134,6 +134,19 @@ def test_allocator_reserve_and_random():
         ISIDAllocator(ISIDFormat.RESERVED)
 
 
+def test_allocator_keeps_a_qualifier_while_any_session_holds_it():
+    """Two sessions reserved with one ISID (two targets: legal) hold it until both have
+    released it; before, the first release freed it while the other still ran with it."""
+    alloc = ISIDAllocator()
+    shared = ISID.oui(OPEN_ISCSI_OUI, 1)
+    alloc.reserve(shared)
+    alloc.reserve(shared)
+    alloc.release(shared)
+    assert shared not in [alloc.allocate() for _ in range(8)] and len(alloc) == 9
+    alloc.release(shared)
+    assert len(alloc) == 8
+
+
 def test_allocator_claims_what_it_gives_out():
     """``claim`` is asked of each qualifier the walk would give out (False: someone else's,
     skipped), and ``unclaim`` told of each released that it took; an ISID of another
