@@ -1681,6 +1681,11 @@ class Daemon:
                 for _ in range(wanted - have):
                     sids.append(await self._establish(node, initiator_name))
             except SessionError as exc:
+                if not self.side_by_side:  # (iscsictl-start prints it)
+                    # the daemon's log keeps why, as iscsid's: a login not waited for
+                    # (-W, autostart) fails nowhere else
+                    log.warning("Could not login to %s: %s (%d - %s)", node.describe(), exc,
+                                exc.code, err_text(exc.code))
                 return {**result, "ok": False, "code": exc.code, "message": str(exc),
                         "sids": sids}
         return {**result, "ok": True, "sids": sids}

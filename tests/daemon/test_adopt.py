@@ -646,3 +646,38 @@ def test_an_adopted_session_without_a_saved_isid_takes_the_one_sysfs_shows(tmp_p
                db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
     d._adopt()
     assert d.sessions[5].isid == ISID(bytes.fromhex("00023d000001"))
+
+
+@pytest.mark.parametrize("side_by_side", [False, True], ids=["iscsictld", "iscsictl-start"])
+def test_a_failed_login_is_in_the_daemons_log(tmp_path, monkeypatch, caplog, side_by_side):
+    """iscsictld's log says why a login failed, as iscsid's does: one not waited for (-W,
+    the automatic logins) failed nowhere else (README review).  iscsictl-start prints it
+    itself, once."""
+    import asyncio
+    import logging
+
+    from iscsictl.daemon import kernel_session as ks
+    from iscsictl.daemon.errors import SessionError
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from fake_kernel import transport_in_sysfs
+
+    async def establish(*args, **kw):
+        raise SessionError(8, "connect to 10.0.0.1:3260 timed out")
+    monkeypatch.setattr(ks, "establish", establish)
+    sys_root = tmp_path / "sys"
+    (sys_root / "class/iscsi_session").mkdir(parents=True)
+    transport_in_sysfs(str(sys_root), "tcp", 3)
+    d = Daemon(None, sysfs_root=str(sys_root), state_dir=str(tmp_path / "st"),
+               db_root=str(tmp_path), config_root=str(tmp_path), autostart=False,
+               side_by_side=side_by_side)
+    d.nl = object()  # not used: establish is replaced
+    rec = {"node.name": T, "node.conn[0].address": "10.0.0.1", "node.tpgt": "1",
+           "node.session.initial_login_retry_max": "1"}
+    with caplog.at_level(logging.INFO, logger="iscsictl"):
+        r = asyncio.run(d._login_one(rec, "iqn.2026-11.x:init"))
+    assert (r["ok"], r["code"]) == (False, 8)
+    said = [rec.getMessage() for rec in caplog.records if rec.levelno >= logging.WARNING]
+    assert said == ([] if side_by_side else [
+        f"Could not login to [iface: default, target: {T}, portal: 10.0.0.1,3260]: connect "
+        "to 10.0.0.1:3260 timed out (8 - connection timed out)"])
