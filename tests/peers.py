@@ -246,6 +246,7 @@ class Tgtd(_LoopbackDaemon):
         self.proc: subprocess.Popen | None = None
         self._next_tid = 1
         self.targets: list[str] = []
+        self._iqns: dict[int, str] = {}  # tid -> its name
 
     def start(self) -> "Tgtd":
         exe = tgtd_path()
@@ -287,6 +288,7 @@ class Tgtd(_LoopbackDaemon):
         tid = self._next_tid
         self._next_tid += 1
         self.targets.append(iqn)
+        self._iqns[tid] = iqn
         self.adm("--mode", "target", "--op", "new", "--tid", str(tid), "-T", iqn)
         acl = ["--initiator-name", initiator_name] if initiator_name else ["-I", "ALL"]
         self.adm("--mode", "target", "--op", "bind", "--tid", str(tid), *acl)
@@ -301,6 +303,12 @@ class Tgtd(_LoopbackDaemon):
             self.adm("--mode", "account", "--op", "bind", "--tid", str(tid), "--user",
                      outgoing[0], "--outgoing")
         return tid
+
+    def delete_target(self, tid: int) -> None:
+        """Remove the target :meth:`add_target` returned ``tid`` for (a test's own, on a
+        tgtd other tests share: their SendTargets answers are counted)."""
+        self.adm("--mode", "target", "--op", "delete", "--force", "--tid", str(tid))
+        self.targets.remove(self._iqns.pop(tid))
 
     def account(self, user: str, secret: str) -> None:
         self.adm("--mode", "account", "--op", "new", "--user", user, "--password", secret,

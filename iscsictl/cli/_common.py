@@ -112,17 +112,18 @@ def ensure_ifaces(db, names, o) -> None:  # type: ignore[no-untyped-def]
         setup_default_ifaces(db, o, bindings=True)
 
 
-def initiator_name(args, warn=None) -> str:
+def initiator_name(args, warn) -> str:
     """The initiator name from initiatorname.iscsi (created, as open-iscsi's packaging does,
     when missing or asked for with ``GenerateName=yes``, and the directory is writable); a
     file without a name is exit 6, never replaced."""
     return initiator(args, warn).name
 
 
-def initiator(args, warn=None):  # type: ignore[no-untyped-def]
+def initiator(args, warn):  # type: ignore[no-untyped-def]
     """initiatorname.iscsi's InitiatorName (its ``name``, as :func:`initiator_name`) and
     InitiatorAlias (its ``login_alias``: the host's name without one).  ``warn``: told of
-    a name generated for a missing file."""
+    a name generated for a missing file (the name a target's ACL must allow: never made
+    silently)."""
     from ..db.config import ensure_initiator_name, read_initiator_name, resolve_roots
     from ..db.errors import DBError
 
@@ -131,7 +132,7 @@ def initiator(args, warn=None):  # type: ignore[no-untyped-def]
         cur = read_initiator_name(root)
         if cur is not None:
             return cur
-        return ensure_initiator_name(root, warn=warn or (lambda m: None))
+        return ensure_initiator_name(root, warn=warn)
     except DBError as e:
         raise E.CliError(str(e), E.IDBM) from None
     except OSError as e:

@@ -303,7 +303,7 @@ def probe(args, o) -> int:
     from ..protocol.config import LoginConfig
     from ..transport.iface import iface_initiator_name
     from ..transport.probe import probe as do_probe
-    ini = initiator(args)  # a node login's name and alias, as iscsid's (kernel_session)
+    ini = initiator(args, o.warn)  # a node login's name and alias, as iscsid's (kernel_session)
     try:
         cfg = LoginConfig.from_node(values, iface_initiator_name(values) or ini.name,
                                     initiator_alias=ini.login_alias)

@@ -55,6 +55,17 @@ def test_probe_nonpersistent_and_missing_record(cli, tgt):
     assert r.rc == 0, r.err and "VIRTUAL-DISK" in r.out
 
 
+def test_a_probe_says_the_initiator_name_it_generated(cli, tgt):
+    """A probe without initiatorname.iscsi says the name it wrote and offered, as a
+    discovery does (before: not a word, and a target's ACL refused a name never shown)."""
+    name = os.path.join(cli.root, "initiatorname.iscsi")
+    os.unlink(name)
+    r = cli("-m", "node", "-T", T_OPEN, "-p", tgt.portal, "--probe", "-o", "nonpersistent")
+    with open(name) as f:
+        iqn = f.read().rsplit("InitiatorName=", 1)[1].strip()
+    assert r.rc == 0 and f"{name} did not exist: wrote InitiatorName={iqn}" in r.err, r.err
+
+
 def test_probe_nonpersistent_takes_iscsid_conf_as_a_new_record_would(cli, tgt):
     """No record: the probe logs in with what -o new would make, iscsid.conf's CHAP
     credentials (and timeouts) included, not with the compiled defaults alone."""
@@ -298,15 +309,18 @@ def test_a_probe_logs_in_with_the_iface_initiator_name_as_a_login_would(cli, tgt
     name, as iscsictld's login (and iscsid's) logs in: tgtd admits that initiator only.  The
     probe used initiatorname.iscsi's name, and the target refused it."""
     target, own = "iqn.2026-11.test.probe:own-name", "iqn.2026-11.test.probe:initiator"
-    tgt.add_target(target, luns=1, initiator_name=own)
-    assert cli("-m", "iface", "-I", "named", "-o", "new").rc == 0
-    assert cli("-m", "iface", "-I", "named", "-o", "update", "-n", "iface.initiatorname",
-               "-v", own).rc == 0
-    assert cli("-m", "node", "-o", "new", "-T", target, "-p", tgt.portal + ",1",
-               "-I", "named").rc == 0
-    r = cli("-m", "node", "-T", target, "-p", tgt.portal, "--probe")
-    assert r.rc == 0, r.err
-    assert "VIRTUAL-DISK" in r.out
+    tid = tgt.add_target(target, luns=1, initiator_name=own)
+    try:
+        assert cli("-m", "iface", "-I", "named", "-o", "new").rc == 0
+        assert cli("-m", "iface", "-I", "named", "-o", "update", "-n", "iface.initiatorname",
+                   "-v", own).rc == 0
+        assert cli("-m", "node", "-o", "new", "-T", target, "-p", tgt.portal + ",1",
+                   "-I", "named").rc == 0
+        r = cli("-m", "node", "-T", target, "-p", tgt.portal, "--probe")
+        assert r.rc == 0, r.err
+        assert "VIRTUAL-DISK" in r.out
+    finally:  # (the tgtd is the other tests' too: their SendTargets answers are counted)
+        tgt.delete_target(tid)
 
 
 def test_a_probe_goes_through_the_records_iface_as_its_session_would(cli, tgt):
@@ -315,13 +329,16 @@ def test_a_probe_goes_through_the_records_iface_as_its_session_would(cli, tgt):
     could pass where the session's path fails.  "lo" binds; a device not there fails the
     probe's one connect, as a refused one (4)."""
     target = "iqn.2026-11.test.probe:bound"
-    tgt.add_target(target, luns=1)
-    for name, dev in (("onlo", "lo"), ("nowhere", "nosuch0")):
-        assert cli("-m", "iface", "-I", name, "-o", "new", "-n", "iface.net_ifacename",
-                   "-v", dev).rc == 0
-        assert cli("-m", "node", "-o", "new", "-T", target, "-p", tgt.portal + ",1",
-                   "-I", name).rc == 0
-    r = cli("-m", "node", "-T", target, "-p", tgt.portal, "-I", "onlo", "--probe")
-    assert r.rc == 0 and "VIRTUAL-DISK" in r.out, r.err
-    r = cli("-m", "node", "-T", target, "-p", tgt.portal, "-I", "nowhere", "--probe")
-    assert r.rc == 4 and "Could not bind connection 0 to nosuch0" in r.err, (r.out, r.err)
+    tid = tgt.add_target(target, luns=1)
+    try:
+        for name, dev in (("onlo", "lo"), ("nowhere", "nosuch0")):
+            assert cli("-m", "iface", "-I", name, "-o", "new", "-n", "iface.net_ifacename",
+                       "-v", dev).rc == 0
+            assert cli("-m", "node", "-o", "new", "-T", target, "-p", tgt.portal + ",1",
+                       "-I", name).rc == 0
+        r = cli("-m", "node", "-T", target, "-p", tgt.portal, "-I", "onlo", "--probe")
+        assert r.rc == 0 and "VIRTUAL-DISK" in r.out, r.err
+        r = cli("-m", "node", "-T", target, "-p", tgt.portal, "-I", "nowhere", "--probe")
+        assert r.rc == 4 and "Could not bind connection 0 to nosuch0" in r.err, (r.out, r.err)
+    finally:
+        tgt.delete_target(tid)
