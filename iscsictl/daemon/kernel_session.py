@@ -51,7 +51,7 @@ import logging
 import os
 import select
 import socket
-from collections.abc import Awaitable, Callable, Mapping, MutableSet, Sequence
+from collections.abc import Callable, Mapping, MutableSet, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -466,13 +466,12 @@ def login_config(node: NodeTarget, initiator_name: str) -> LoginConfig:
 async def userspace_login(
     node: NodeTarget,
     initiator_name: str,
-    isid: ISID | Callable[[], Awaitable[ISID]],
+    isid: ISID,
     issued_challenges: MutableSet[bytes] | None = None,
     connected: Callable[[], None] | None = None,
 ) -> tuple[socket.socket, LoginSuccess, Portal]:
     """Log in on our own socket, following redirects; ``connected()`` is called each time a
-    TCP connection is up, before its first Login PDU.  ``isid``: the ISID, or what gives it
-    once the first connection is up (awaited before the first Login PDU).
+    TCP connection is up, before its first Login PDU.
 
     Returns: the socket (positioned right after the final Login Response),
     the login result and the portal actually used.
@@ -491,8 +490,6 @@ async def userspace_login(
                           Portal(*sock.getsockname()[:2]).host_port())
             if connected is not None:
                 connected()
-            if not isinstance(isid, ISID):
-                isid = await isid()
             try:  # (the machine refuses some CHAP settings as it is made)
                 machine = LoginMachine(cfg, isid=isid.to_bytes(), cmdsn=INITIAL_CMDSN,
                                        rng=os.urandom, issued_challenges=issued_challenges,
@@ -787,9 +784,6 @@ def set_xmit_priority(host_no: int, nice: int, proc: str = "/proc") -> bool:
 
 #: Starts a LUN scan of a SCSI host (its number) and returns the scan's future.
 ScanStarter = Callable[[int], concurrent.futures.Future]
-#: a login's ISID: one given, or one made from the session number the kernel gives the
-#: session (``isid_for(sid)``: open-iscsi's 00:02:3D + sid, usr/initiator.c), once it has
-IsidSource = ISID | Callable[[int], ISID]
 
 
 def _hand_over(knl, handle: int, initial_cmdsn: int, cmds_max: int, queue_depth: int,  # type: ignore[no-untyped-def]
@@ -901,17 +895,13 @@ async def establish(
     handle: int,
     node: NodeTarget,
     initiator_name: str,
-    isid: IsidSource,
+    isid: ISID,
     issued_challenges: MutableSet[bytes] | None = None,
     scan: ScanStarter | None = None,
     caps: int = -1,
     destroying: Callable[[int], None] | None = None,
 ) -> KernelSession:
     """Log in and hand the connection to the kernel; the running session.
-
-    ``isid``: the ISID, or ``isid(sid)`` that makes it from the session number of the
-    kernel's session made once the connection is up (the first Login PDU waits for it, as
-    iscsid's login follows its CREATE_SESSION: open-iscsi's ISID is 00:02:3D + that number).
 
     ``scan``: started with the session's host number once the kernel runs it (on the
     netlink lane); the session's ``scanning`` is its future, for the caller to await.
@@ -932,39 +922,19 @@ async def establish(
     cmds_max, queue_depth = _queue_sizes(rec)
     early: asyncio.Future[Any] | None = None
 
-    def connected() -> None:  # the kernel builds the session once the connection is up,
-        # while the login is on the wire (with an ISID given; else the ISID waits for it)
+    def connected() -> None:  # the kernel builds the session while the login is on the wire
         nonlocal early
         if early is None:
             early = nl.run_blocking(IscsiNetlink.create_session, handle, INITIAL_CMDSN,
                                     cmds_max, queue_depth)
-
-    async def from_sid() -> ISID:  # the ISID made from the kernel's session number
-        nonlocal isid
-        assert early is not None and not isinstance(isid, ISID)
-        job, cancelled = await _to_the_end(early)
-        if cancelled:
-            raise asyncio.CancelledError
-        try:
-            isid = isid(job.result().sid)
-        except IscsiNetlinkError as exc:
-            raise _kernel_failure(exc) from None
-        return isid
     try:
-        sock, result, portal = await userspace_login(
-            node, initiator_name, isid if isinstance(isid, ISID) else from_sid,
-            issued_challenges, connected)
-        if not isinstance(isid, ISID):  # (a login that did not ask for it)
-            try:
-                await from_sid()
-            except BaseException:
-                sock.close()
-                raise
+        sock, result, portal = await userspace_login(node, initiator_name, isid,
+                                                     issued_challenges, connected)
     except BaseException:
         if early is not None:
             await _discard(nl, handle, early, destroying)
         raise
-    assert early is not None and isinstance(isid, ISID)
+    assert early is not None
     try:
         peer = str(sock.getpeername()[0])
     except (OSError, IndexError, TypeError):
@@ -1139,7 +1109,7 @@ async def establish_ep(
     handle: int,
     node: NodeTarget,
     initiator_name: str,
-    isid: IsidSource,
+    isid: ISID,
     issued_challenges: MutableSet[bytes] | None = None,
     scan: ScanStarter | None = None,
     logging_in: dict[int, KernelSession] | None = None,
@@ -1182,7 +1152,7 @@ async def establish_ep(
                                        bind_host=bind_host, caps=caps, sysfs=sysfs)
 
 
-async def _login_through_kernel(nl, handle: int, node: NodeTarget, isid: IsidSource,  # type: ignore[no-untyped-def]
+async def _login_through_kernel(nl, handle: int, node: NodeTarget, isid: ISID,  # type: ignore[no-untyped-def]
                                 cfg: LoginConfig, sizes: tuple[int, int],
                                 logging_in: dict[int, KernelSession] | None,
                                 issued_challenges: MutableSet[bytes] | None,
@@ -1211,7 +1181,6 @@ async def _login_through_kernel(nl, handle: int, node: NodeTarget, isid: IsidSou
         try:
             session = await _bound_session(nl, handle, ep, node, isid, portal, cfg, sizes,
                                            pending)
-            isid = session.isid  # (made from the first session's number: kept past a redirect)
             session.bind_host, session.caps, session.peer_address = bind_host, caps, peer
             await _bind_endpoint(nl, handle, session)
             session.nop = sysfs is None or supports_nop(sysfs, session.sid, session.cid)
@@ -1279,15 +1248,13 @@ class _Redirected(Exception):
     """A redirected login's session is torn down before the next portal is tried."""
 
 
-async def _bound_session(nl, handle: int, ep: int, node: NodeTarget, isid: IsidSource,  # type: ignore[no-untyped-def]
+async def _bound_session(nl, handle: int, ep: int, node: NodeTarget, isid: ISID,  # type: ignore[no-untyped-def]
                          portal: Portal, cfg: LoginConfig, sizes: tuple[int, int],
                          pending: dict[int, KernelSession]) -> KernelSession:
     """CREATE_BOUND_SESSION on endpoint ``ep`` (``sizes``: cmds_max, queue_depth): the
-    session, in ``pending`` from now on, for :func:`_bind_endpoint`, with ``isid`` (made
-    from its session number when it is a function).  Raises IscsiNetlinkError."""
+    session, in ``pending`` from now on, for :func:`_bind_endpoint`.  Raises
+    IscsiNetlinkError."""
     ids = await nl.create_bound_session(handle, ep, INITIAL_CMDSN, *sizes)
-    if not isinstance(isid, ISID):
-        isid = isid(ids.sid)
     session = KernelSession(sid=ids.sid, host_no=ids.host_no, cid=0, node=node, isid=isid,
                             tsih=0, params=None, current=portal, conn_state="IN LOGIN",
                             initiator_name=cfg.initiator_name, login_config=cfg, ep=ep)

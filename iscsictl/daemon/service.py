@@ -1729,15 +1729,6 @@ class Daemon:
                     self.isids.release(old.isid)  # adopted again below, reserved again
                 self._adopt(only=sid)
 
-    def _isid_of(self, sid: int) -> ISID:
-        """The ISID of a login whose kernel session is number ``sid``: open-iscsi's,
-        00:02:3D + ``sid`` (usr/initiator.c), so that iscsid, started on this session (a
-        switch back to open-iscsi), logs in again as the same I_T nexus, and an adoption
-        without the saved ISID guesses it right; another from the allocator when that one
-        is in use (an adopted session's) or another process's (:meth:`_claim_isid`)."""
-        want = ISID.oui(OPEN_ISCSI_OUI, sid & 0xFFFFFF)
-        return want if self.isids.take(want) else self.isids.allocate()
-
     def _kernel_isid(self, sid: int) -> ISID | None:
         """Session ``sid``'s ISID as sysfs shows it; None where it does not (iscsi_tcp and
         iSER never show it: only an HBA's driver does), or not an ISID."""
@@ -1822,45 +1813,34 @@ class Daemon:
         attempt = -1
         # one ISID for every attempt, as iscsid's session keeps its own: one taken afresh
         # each time walked past an iscsictl-start's own qualifiers (ISIDS_PER_PROCESS) into
-        # the next one's after four, and two paths to one portal group reinstated each other.
-        # It is open-iscsi's, 00:02:3D + the first attempt's kernel session number, made
-        # once the kernel has made that session (:meth:`_isid_of`)
-        isid: ISID | None = None
-
-        def isid_for(sid: int) -> ISID:
-            nonlocal isid
-            if isid is None:
-                isid = self._isid_of(sid)
-            return isid
+        # the next one's after four, and two paths to one portal group reinstated each other
+        isid = self.isids.allocate()
         while True:
             attempt += 1
-            source: ks.IsidSource = isid_for if isid is None else isid
             try:
                 async with self._login_slot(node.address, node.port):
                     if node.transport in ks.KERNEL_CONNECTED:
                         session = await ks.establish_ep(
-                            self.nl, handle, node, initiator_name, source, self.issued_challenges,
+                            self.nl, handle, node, initiator_name, isid, self.issued_challenges,
                             self._start_scan if scan else None, self._logging_in, bind_host,
                             caps, self.sysfs)
                     else:
                         session = await ks.establish(self.nl, handle, node, initiator_name,
-                                                     source, self.issued_challenges,
+                                                     isid, self.issued_challenges,
                                                      self._start_scan if scan else None, caps,
                                                      self._destroy_due)
                 break
             except SessionError as exc:
                 if not exc.retryable or (attempt >= attempts - 1 and
                                          loop.time() - first_try >= window):
-                    if isid is not None:
-                        self.isids.release(isid)
+                    self.isids.release(isid)
                     raise
                 log.info("login to %s failed (%s); retry %d/%s", node.describe(), exc,
                          attempt + 1, attempts - 1 if attempt < attempts - 1 else
                          f"{window} s")
                 await asyncio.sleep(min(2.0, 0.5 * (attempt + 1)) * random.uniform(0.8, 1.2))
             except BaseException:  # cancelled (the daemon stops), or a bug: logged by the caller
-                if isid is not None:
-                    self.isids.release(isid)
+                self.isids.release(isid)
                 raise
         scanning, session.scanning = session.scanning, None
         self._manage(session)

@@ -308,22 +308,6 @@ class ISIDAllocator:
         self._next = (q + 1) % self._space
         return isid
 
-    def take(self, isid: ISID) -> bool:
-        """Give out ``isid`` itself, one the caller made (open-iscsi's 00:02:3D + the
-        kernel's session number): True when it is this allocator's format and prefix, its
-        qualifier not 0 nor in use and ``claim`` allows it; False otherwise, nothing
-        taken (then :meth:`allocate` one)."""
-        q = isid.qualifier
-        if isid.format != self.format or q == 0 or q in self._in_use or \
-                self._make(self.prefix, q) != isid:
-            return False
-        if self._claim is not None:
-            if not self._claim(isid):
-                return False
-            self._claimed.add(q)
-        self._in_use[q] = 1
-        return True
-
     def reserve(self, isid: ISID) -> None:
         """Mark an ISID found elsewhere (an adopted kernel session) as in use, once more
         for each session reserved with it."""

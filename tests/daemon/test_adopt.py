@@ -566,10 +566,9 @@ def test_iscsictl_starts_side_by_side_never_offer_one_isid(tmp_path):
                 os.close(d._journal_fd)
 
 
-def _offered_isid(d, monkeypatch, target, address, sid=None):
+def _offered_isid(d, monkeypatch, target, address):
     """The ISID ``d``'s next login to ``target`` at ``address`` (portal group 1) offers:
-    ks.establish replaced by one that records it and makes a session, numbered ``sid``
-    (default: 101, 102, ...)."""
+    ks.establish replaced by one that records it and makes a session."""
     import asyncio
 
     from iscsictl.daemon import kernel_session as ks
@@ -581,11 +580,8 @@ def _offered_isid(d, monkeypatch, target, address, sid=None):
     offered = []
 
     async def establish(nl, handle, node, initiator_name, isid, *args, **kw):
-        number = 101 + len(offered) if sid is None else sid
-        if callable(isid):  # made from the kernel's session number
-            isid = isid(number)
         offered.append(isid)
-        return ks.KernelSession(sid=number, host_no=100, cid=0, node=node,
+        return ks.KernelSession(sid=100 + len(offered), host_no=100, cid=0, node=node,
                                 isid=isid, tsih=9, params=None,
                                 current=Portal(address, 3260, 1))
     monkeypatch.setattr(ks, "establish", establish)
@@ -608,9 +604,7 @@ def test_an_isid_two_adopted_sessions_share_stays_taken_while_one_lives(tmp_path
     open-iscsi's 00023d + its sid, the other saved with that ISID): when one goes, the
     ISID stays taken for the other.  Before, its release freed the qualifier, and a later
     login to the other's portal group offered it: the target reinstated (closed) that
-    live session (session 58's identity review).  Here the logins' kernel sessions are
-    numbered 4 (a kernel that numbers sessions anew, or not), whose ISID is in use: each
-    login takes another from the allocator, which walks from 1."""
+    live session (session 58's identity review)."""
     import json
 
     from iscsictl.netlink import DestroySession
@@ -631,12 +625,9 @@ def test_an_isid_two_adopted_sessions_share_stays_taken_while_one_lives(tmp_path
         assert d.sessions[4].isid == d.sessions[9].isid == shared
         d._on_event(DestroySession(104, None, host_no=4, sid=4))
         assert 4 not in d.sessions and 9 in d.sessions
-        offered = []
-        for n in range(1, 5):
-            offered.append(_offered_isid(d, monkeypatch, "iqn.2003-01.org.example:two",
-                                         f"10.0.1.{n}", sid=4))
-            d.sessions.pop(4)  # (the fake's number: the next login's session is 4 again)
-        assert shared not in offered and len(set(offered)) == 4
+        offered = [_offered_isid(d, monkeypatch, "iqn.2003-01.org.example:two",
+                                 f"10.0.1.{n}") for n in range(1, 5)]
+        assert shared not in offered
     finally:
         if d._journal_fd is not None:
             os.close(d._journal_fd)
@@ -690,31 +681,3 @@ def test_a_failed_login_is_in_the_daemons_log(tmp_path, monkeypatch, caplog, sid
     assert said == ([] if side_by_side else [
         f"Could not login to [iface: default, target: {T}, portal: 10.0.0.1,3260]: connect "
         "to 10.0.0.1:3260 timed out (8 - connection timed out)"])
-
-
-def test_a_login_offers_open_iscsis_isid_for_its_kernel_session(tmp_path, monkeypatch):
-    """A login's ISID is open-iscsi's, 00:02:3D + its kernel session's number
-    (usr/initiator.c), so that iscsid started on the session (a switch back to open-iscsi,
-    whose sync_session logs every session in again) keeps its I_T nexus, and an adoption
-    without the saved ISID guesses it right (session 58's identity review: the allocator's
-    1, 2, 3 ... were another nexus for iscsid).  One in use (an adopted session's saved
-    one) makes the login take another."""
-    import json
-
-    from iscsictl.protocol.names import ISID
-
-    sys_root = tmp_path / "sys"
-    add_session(sys_root, 7, 7, T, "10.0.0.1", {})
-    (tmp_path / "st").mkdir()
-    (tmp_path / "st/sessions.json").write_text(json.dumps({"7": {"isid": "00023d000066",
-                                                                "tsih": 7}}))
-    d = Daemon(None, sysfs_root=str(sys_root), state_dir=str(tmp_path / "st"),
-               db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
-    try:
-        d._adopt()
-        assert _offered_isid(d, monkeypatch, T, "10.0.0.2") == ISID.oui(0x00023D, 101)
-        other = _offered_isid(d, monkeypatch, T, "10.0.0.3")  # session 102's is session 7's
-        assert other != ISID.oui(0x00023D, 102) and other.format == ISID.oui(0x00023D, 1).format
-    finally:
-        if d._journal_fd is not None:
-            os.close(d._journal_fd)

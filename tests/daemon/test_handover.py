@@ -211,12 +211,9 @@ class LaneNetlink:
         return request
 
 
-def establish(kernel, monkeypatch, outcome="ok", cmdsn=ks.INITIAL_CMDSN, scan=None, nl=None,
-              isid=None, asked=None):
+def establish(kernel, monkeypatch, outcome="ok", cmdsn=ks.INITIAL_CMDSN, scan=None, nl=None):
     """ks.establish with a stand-in login: it connects (``connected()``), then succeeds
-    with ``cmdsn`` or fails with an authentication error; the kernel requests made.
-    ``isid``: ks.establish's (default ISID.en(7, 1)); one the login awaits is noted in
-    ``asked`` with the kernel's requests made by then."""
+    with ``cmdsn`` or fails with an authentication error; the kernel requests made."""
     from iscsictl.daemon.errors import SessionError
     from iscsictl.db import schema
     from iscsictl.db.record import with_defaults
@@ -233,8 +230,6 @@ def establish(kernel, monkeypatch, outcome="ok", cmdsn=ks.INITIAL_CMDSN, scan=No
 
     async def login(node, initiator_name, isid, issued, connected=None):
         connected()
-        if not isinstance(isid, ISID):  # made once the kernel's session is
-            asked.append((await isid(), [r["type"] for r in kernel.requests]))
         await asyncio.sleep(0.05)  # the Login exchange: CREATE_SESSION meanwhile
         assert [r["type"] for r in kernel.requests] == [E.CREATE_SESSION]
         if outcome != "ok":
@@ -247,7 +242,7 @@ def establish(kernel, monkeypatch, outcome="ok", cmdsn=ks.INITIAL_CMDSN, scan=No
     try:
         async def run():
             session = await ks.establish(nl, 3, node, "iqn.2026-11.org.example:i",
-                                         isid or ISID.en(7, 1), scan=scan)
+                                         ISID.en(7, 1), scan=scan)
             if session.scanning is not None:
                 await session.scanning
             return session
@@ -266,21 +261,6 @@ def test_session_created_during_the_login_is_used(monkeypatch):
     assert types[0] == E.CREATE_SESSION and types.count(E.CREATE_SESSION) == 1
     assert kernel.requests[0]["initial_cmdsn"] == ks.INITIAL_CMDSN
     assert types[1:3] == [E.CREATE_CONN, E.BIND_CONN] and types[-1] == E.START_CONN
-
-
-def test_an_isid_made_from_the_session_number_waits_for_the_session(monkeypatch):
-    """An ISID made from the kernel's session number (the daemon's: open-iscsi's 00:02:3D +
-    sid, as iscsid's login follows its CREATE_SESSION) is made from the session the
-    connection's CREATE_SESSION makes, once it is made and before the first Login PDU; the
-    handover uses that session, and the session carries that ISID."""
-    from iscsictl.protocol.names import ISID
-
-    kernel, asked = Kernel(), []
-    session = establish(kernel, monkeypatch, isid=lambda sid: ISID.oui(0x00023D, sid),
-                        asked=asked)
-    assert asked == [(ISID.oui(0x00023D, 5), [E.CREATE_SESSION])]
-    assert session.sid == 5 and session.isid == ISID.oui(0x00023D, 5)
-    assert [r["type"] for r in kernel.requests].count(E.CREATE_SESSION) == 1
 
 
 def test_session_created_for_a_failed_login_is_destroyed_before_the_failure(monkeypatch):

@@ -99,8 +99,7 @@ def test_a_login_cancelled_while_ep_connect_is_in_the_kernel_disconnects_its_end
                                   (E.TRANSPORT_EP_DISCONNECT, EP)]
 
 
-def login(kernel, monkeypatch, outcomes=("ok",), login_timeout="2", address="10.77.0.1",
-          isid=None):
+def login(kernel, monkeypatch, outcomes=("ok",), login_timeout="2", address="10.77.0.1"):
     """ks.establish_ep for an iser node at 10.77.0.1:3260, its relayed login a stand-in
     answering each attempt with the next of ``outcomes`` (``ok``, ``rejected``, or a
     Portal to redirect to); the session, and the sessions under login each attempt saw."""
@@ -124,7 +123,7 @@ def login(kernel, monkeypatch, outcomes=("ok",), login_timeout="2", address="10.
     nl = LaneNetlink(kernel)
     try:
         session = asyncio.run(ks.establish_ep(nl, 3, node, "iqn.2026-11.org.example:i",
-                                              isid or ISID.en(7, 1), logging_in=pending))
+                                              ISID.en(7, 1), logging_in=pending))
     finally:
         nl.knl.close()
         assert pending == {}  # the session is under login only while it logs in
@@ -233,21 +232,6 @@ def test_a_redirect_starts_over_at_the_new_portal(monkeypatch):
                         bytes([2, 0, 0x0c, 0xbd, 10, 77, 0, 9])]
     assert kernel.steps().count((E.DESTROY_SESSION, 5)) == 1  # the redirected one's
     assert session.current == Portal("10.77.0.9", 3261, 2) and len(seen) == 2
-
-
-def test_an_isid_made_from_the_session_number_is_made_once_and_kept_past_a_redirect(
-        monkeypatch):
-    """The daemon's ISID, made from the number of the kernel's session (open-iscsi's
-    00:02:3D + sid), is made from the first session's, once: the session a redirect's
-    portal gets keeps it."""
-    made = []
-
-    def isid_for(sid):
-        made.append(sid)
-        return ISID.oui(0x00023D, sid)
-    session, seen = login(IserKernel(), monkeypatch,
-                          outcomes=(Portal("10.77.0.9", 3261, 2), "ok"), isid=isid_for)
-    assert made == [5] and session.isid == ISID.oui(0x00023D, 5) and len(seen) == 2
 
 
 # ---- the login relayed for real: the daemon's event routing and the fake target -----------

@@ -5,6 +5,7 @@ daemon did not make while it makes another."""
 
 import asyncio
 import logging
+import os
 import socket
 
 import pytest
@@ -471,10 +472,8 @@ def test_a_login_keeps_its_isid_through_its_retries(tmp_path, monkeypatch):
     """Every attempt of one login offers the same ISID, as iscsid's session keeps its own
     (before: one was taken afresh each time, so an iscsictl-start whose path came up at
     its fifth attempt used the ISIDs set apart for the next one's PID, and two paths to
-    one portal group had one ISID: each login reinstated the other's session): open-iscsi's
-    00:02:3D + the first attempt's kernel session number, though each attempt's session
-    has a number of its own.  The ISID is free again once the login has failed for
-    good."""
+    one portal group had one ISID: each login reinstated the other's session).  The ISID
+    is free again once the login has failed for good."""
     from iscsictl.daemon import service
 
     d = Daemon(None, sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
@@ -485,8 +484,6 @@ def test_a_login_keeps_its_isid_through_its_retries(tmp_path, monkeypatch):
     offered = []
 
     async def establish(nl, handle, node, name, isid, issued, scan, caps=-1, destroying=None):
-        if callable(isid):  # made from the kernel's number for this attempt's session
-            isid = isid(40 + len(offered))
         offered.append(isid.qualifier)
         raise SessionError(8, "connection refused", retryable=True)
     monkeypatch.setattr(ks, "establish", establish)
@@ -497,7 +494,7 @@ def test_a_login_keeps_its_isid_through_its_retries(tmp_path, monkeypatch):
         "node.session.initial_login_retry_max": "6"})
     with pytest.raises(SessionError):
         asyncio.run(d._establish(node, "iqn.2005-03.org.open-iscsi:i"))
-    assert offered == [40] * 6
+    assert offered == [os.getpid() * service.ISIDS_PER_PROCESS] * 6
     assert len(d.isids) == 0
 
 

@@ -147,23 +147,6 @@ def test_allocator_keeps_a_qualifier_while_any_session_holds_it():
     assert len(alloc) == 8
 
 
-def test_allocator_takes_an_isid_made_elsewhere_only_when_free():
-    """take(): an ISID the caller made (00:02:3D + a session number) is given out when it
-    is the allocator's format and prefix, its qualifier free and not 0, and claim allows;
-    else nothing is taken."""
-    claims = []
-    alloc = ISIDAllocator(claim=lambda isid: claims.append(isid) or isid.qualifier != 9)
-    assert alloc.take(ISID.oui(OPEN_ISCSI_OUI, 5)) and len(alloc) == 1
-    assert not alloc.take(ISID.oui(OPEN_ISCSI_OUI, 5))  # in use
-    assert not alloc.take(ISID.oui(OPEN_ISCSI_OUI, 0))
-    assert not alloc.take(ISID.oui(0x001122, 6))  # another prefix
-    assert not alloc.take(ISID.en(42, 6))
-    assert not alloc.take(ISID.oui(OPEN_ISCSI_OUI, 9))  # claimed elsewhere
-    assert len(alloc) == 1 and [i.qualifier for i in claims] == [5, 9]
-    alloc.release(ISID.oui(OPEN_ISCSI_OUI, 5))
-    assert len(alloc) == 0 and alloc.take(ISID.oui(OPEN_ISCSI_OUI, 5))
-
-
 def test_allocator_claims_what_it_gives_out():
     """``claim`` is asked of each qualifier the walk would give out (False: someone else's,
     skipped), and ``unclaim`` told of each released that it took; an ISID of another

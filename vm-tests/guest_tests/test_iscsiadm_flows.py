@@ -587,11 +587,11 @@ def test_boot_logins_side_by_side_as_iscsistarts(lio, scenario_dir):
     iscsistarts do: a working path's login does not wait for a dead path's retries (before,
     they took turns: 30 attempts of login_timeout).  Two paths to one target through two
     portals of one portal group get an ISID each (one ISID would have the second login
-    reinstate the first session, closing it): open-iscsi's, 00:02:3D + each one's kernel
-    session number, though each start runs in a PID namespace of its own as its PID 1 and
-    their logins overlap (each path's portal redirects to LIO's once both are under way,
-    vm-tests/guest/redirector.py): until session 58 their ISIDs were PID-spaced qualifiers,
-    and both offered one.  A third started with the first, for its node,
+    reinstate the first session, closing it), though each start runs in a PID namespace of
+    its own as its PID 1, so that their PID-spaced ISID qualifiers are one, and their logins
+    overlap (each path's portal redirects to LIO's once both are under way,
+    vm-tests/guest/redirector.py): before session 58 both offered one ISID, the second's
+    unseen in sysfs until its login ended.  A third started with the first, for its node,
     waits for its login and
     finds its session (1, "already present"; before session 57 both logged in, as
     iscsistarts do: two sessions, the LUN twice); iscsictld started after them finds both in
@@ -655,8 +655,7 @@ def test_boot_logins_side_by_side_as_iscsistarts(lio, scenario_dir):
     assert sessions_in_sysfs() == sessions  # the dead path's half-made one undone
     saved = json.loads(state.read_text())
     assert sorted(saved, key=int) == [str(s) for s in sessions]
-    # open-iscsi's ISIDs, 00:02:3D + each session's number: distinct, whatever the PIDs
-    assert [saved[str(s)]["isid"] for s in sessions] == [f"00023d{s:06x}" for s in sessions]
+    assert len({saved[str(s)]["isid"] for s in sessions}) == 2, saved
     d = Iscsictld(scenario_dir)
     d.start()
     try:
