@@ -808,10 +808,11 @@ class Daemon:
         name = self.sysfs.read(f"class/scsi_host/host{host_no}/proc_name")
         return PROC_NAME_TRANSPORT.get(name or "", name or "tcp")
 
-    def _load_state(self) -> dict[str, dict[str, Any]]:
+    def _load_state(self, quiet: bool = False) -> dict[str, dict[str, Any]]:
         """The saved ISID/TSIH of each session by sid (text): the state file's, then the
         journal's lines over them.  An entry or line of another shape (a file of another
-        version, or damaged) is left out, said once: a session without one is adopted
+        version, or damaged) is left out, said once (``quiet``: not said; a login's look
+        at the ISIDs taken, after adoption has said it): a session without one is adopted
         with open-iscsi's ISID."""
         found: dict[str, dict[str, Any]] = {}
         bad = 0
@@ -821,9 +822,10 @@ class Daemon:
         except FileNotFoundError:
             data = {}
         except (OSError, ValueError, RecursionError) as e:  # (nested past the parser)
-            log.warning("%s unreadable (%s): the sessions it saved are adopted with "
-                        "open-iscsi's ISID", path, e.strerror if isinstance(e, OSError)
-                        else "damaged: not the JSON written there")
+            if not quiet:
+                log.warning("%s unreadable (%s): the sessions it saved are adopted with "
+                            "open-iscsi's ISID", path, e.strerror if isinstance(e, OSError)
+                            else "damaged: not the JSON written there")
             data = {}
         for sid, entry in (data.items() if isinstance(data, dict) else [(None, data)]):
             bad += not _take_state(found, sid, entry)
@@ -840,7 +842,7 @@ class Daemon:
                 entry = None
             bad += not _take_state(found, entry.get("sid") if isinstance(entry, dict) else None,
                                    entry)
-        if bad:
+        if bad and not quiet:
             log.warning("%d saved session state entries in %s unreadable: left out", bad,
                         self.state_dir)
         return found
@@ -1733,10 +1735,11 @@ class Daemon:
         """Session ``sid``'s ISID as sysfs shows it; None where it does not (iscsi_tcp and
         iSER never show it: only an HBA's driver does), or not an ISID."""
         try:
-            return ISID(bytes.fromhex(self.sysfs.read(f"class/iscsi_session/session{sid}/isid")
+            isid = ISID(bytes.fromhex(self.sysfs.read(f"class/iscsi_session/session{sid}/isid")
                                       or ""))
         except ValueError:
             return None
+        return isid if isid.value else None  # all zero: not set
 
     def _claim_isid(self, isid: ISID) -> bool:
         """Side by side, for :class:`ISIDAllocator`: take ``isid``'s byte of the
@@ -1747,13 +1750,19 @@ class Daemon:
         has ended since, which saved it at its login; the kernel does not show a
         software session's ISID): the byte is looked at first, so that neither is
         missed."""
-        if self.node_locks is None:
-            return True
-        byte = NodeLocks.isid_byte(isid.value)
-        if not self.node_locks.try_take(byte):
-            return False
+        byte = None
+        if self.node_locks is not None:  # (none: the file could not be opened, said)
+            byte = NodeLocks.isid_byte(isid.value)
+            try:
+                if not self.node_locks.try_take(byte):
+                    return False
+            except OSError as exc:  # not a lock held: one the file cannot have
+                log.warning("cannot lock ISID %s in %s: %s", isid, self.node_locks.path,
+                            exc.strerror)
+                byte = None
         if str(isid) in self._saved_isids():
-            self.node_locks.release(byte)
+            if byte is not None:
+                self.node_locks.release(byte)  # type: ignore[union-attr]
             return False
         return True
 
@@ -1762,11 +1771,11 @@ class Daemon:
         the kernel shows, read under the state lock (a merge under way moves the
         journal's lines into the file)."""
         try:
-            held = self._state_lock(self._journal_file())
-        except OSError:
-            held = contextlib.nullcontext()
-        with held:
-            saved = self._load_state()
+            fd = self._journal_file()
+            with self._state_lock(fd):
+                saved = self._load_state(quiet=True)
+        except OSError:  # (no state directory to be had, a flock refused): read as it is
+            saved = self._load_state(quiet=True)
         alive = {str(sid) for sid in self.sysfs.session_ids()}
         return {e["isid"].lower() for sid, e in saved.items() if sid in alive and e.get("isid")}
 
@@ -1815,33 +1824,34 @@ class Daemon:
         # each time walked past an iscsictl-start's own qualifiers (ISIDS_PER_PROCESS) into
         # the next one's after four, and two paths to one portal group reinstated each other
         isid = self.isids.allocate()
-        while True:
-            attempt += 1
-            try:
-                async with self._login_slot(node.address, node.port):
-                    if node.transport in ks.KERNEL_CONNECTED:
-                        session = await ks.establish_ep(
-                            self.nl, handle, node, initiator_name, isid, self.issued_challenges,
-                            self._start_scan if scan else None, self._logging_in, bind_host,
-                            caps, self.sysfs)
-                    else:
-                        session = await ks.establish(self.nl, handle, node, initiator_name,
-                                                     isid, self.issued_challenges,
-                                                     self._start_scan if scan else None, caps,
-                                                     self._destroy_due)
-                break
-            except SessionError as exc:
-                if not exc.retryable or (attempt >= attempts - 1 and
-                                         loop.time() - first_try >= window):
-                    self.isids.release(isid)
-                    raise
-                log.info("login to %s failed (%s); retry %d/%s", node.describe(), exc,
-                         attempt + 1, attempts - 1 if attempt < attempts - 1 else
-                         f"{window} s")
-                await asyncio.sleep(min(2.0, 0.5 * (attempt + 1)) * random.uniform(0.8, 1.2))
-            except BaseException:  # cancelled (the daemon stops), or a bug: logged by the caller
-                self.isids.release(isid)
-                raise
+        try:
+            while True:
+                attempt += 1
+                try:
+                    async with self._login_slot(node.address, node.port):
+                        if node.transport in ks.KERNEL_CONNECTED:
+                            session = await ks.establish_ep(
+                                self.nl, handle, node, initiator_name, isid,
+                                self.issued_challenges, self._start_scan if scan else None,
+                                self._logging_in, bind_host, caps, self.sysfs)
+                        else:
+                            session = await ks.establish(
+                                self.nl, handle, node, initiator_name, isid,
+                                self.issued_challenges, self._start_scan if scan else None,
+                                caps, self._destroy_due)
+                    break
+                except SessionError as exc:
+                    if not exc.retryable or (attempt >= attempts - 1 and
+                                             loop.time() - first_try >= window):
+                        raise
+                    log.info("login to %s failed (%s); retry %d/%s", node.describe(), exc,
+                             attempt + 1, attempts - 1 if attempt < attempts - 1 else
+                             f"{window} s")
+                    await asyncio.sleep(min(2.0, 0.5 * (attempt + 1)) *
+                                        random.uniform(0.8, 1.2))
+        except BaseException:  # failed for good, or cancelled (the daemon stops, SIGTERM:
+            self.isids.release(isid)  # in a retry's wait too), or a bug: logged by the caller
+            raise
         scanning, session.scanning = session.scanning, None
         self._manage(session)
         self._save_state()

@@ -326,8 +326,8 @@ class ISIDAllocator:
         self._in_use.pop(isid.qualifier, None)
         if isid.qualifier in self._claimed:
             self._claimed.discard(isid.qualifier)
-            if self._unclaim is not None:
-                self._unclaim(isid)
+            if self._unclaim is not None:  # the one claimed (``isid`` may have another
+                self._unclaim(self._make(self.prefix, isid.qualifier))  # prefix)
 
     def __len__(self) -> int:
         return len(self._in_use)

@@ -454,9 +454,8 @@ def test_iscsictl_starts_for_one_node_take_turns(tmp_path, half_set):
     first's login, then finds its session (15; iscsistart's 15 when one is there) with the
     ISID the first saved, though it had adopted it half-made at its start, its target name
     or its address not set yet (before: both logged in, two sessions, each LUN twice, as
-    two iscsistarts; the first fix missed the second case, and a CI run both logged in).  The kernel's sessions to
-    other targets keep their ISIDs out of a start's allocation (its qualifiers are spaced
-    by PID: PID namespaces repeat PIDs)."""
+    two iscsistarts; the first fix missed the second case, and a CI run both logged in).
+    Adopted again, the session's ISID is held once, not twice."""
     import asyncio
 
     from iscsictl.daemon import kernel_session as ks
@@ -510,7 +509,8 @@ def test_iscsictl_starts_for_one_node_take_turns(tmp_path, half_set):
     assert (second["ok"], second["code"]) == (False, 15), second
     assert "1 session requested, but 1 already present" in second["message"]
     assert b.sessions[1].adopted and b.sessions[1].isid == a.sessions[1].isid
-    assert len(b.isids) == 1  # adopted again: its ISID reserved once, not twice
+    b.isids.release(b.sessions[1].isid)  # adopted again: its ISID reserved once, not twice
+    assert len(b.isids) == 0
     for d in (a, b):
         d.node_locks.close()
         if d._journal_fd is not None:
@@ -634,9 +634,10 @@ def test_an_isid_two_adopted_sessions_share_stays_taken_while_one_lives(tmp_path
 
 
 def test_an_adopted_session_without_a_saved_isid_takes_the_one_sysfs_shows(tmp_path):
-    """A session with no saved entry whose sysfs shows its ISID (an HBA driver's: iscsi_tcp
-    and iSER do not show it) is adopted with that ISID, not open-iscsi's 00023d + sid
-    guess (its relogin would have been another I_T nexus)."""
+    """A session with no saved entry whose sysfs shows its ISID (a driver that shows it:
+    iscsi_tcp and iSER do not, the fixture's host writes it as one would) is adopted with
+    that ISID, not open-iscsi's 00023d + sid guess (its relogin would have been another I_T
+    nexus); one all zero is none."""
     from iscsictl.protocol.names import ISID
 
     sys_root = tmp_path / "sys"
@@ -644,8 +645,11 @@ def test_an_adopted_session_without_a_saved_isid_takes_the_one_sysfs_shows(tmp_p
     _w(sys_root, SESSION.format(h=5, s=5) + "/isid", "00023d000001")
     d = Daemon(None, sysfs_root=str(sys_root), state_dir=str(tmp_path / "st"),
                db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
+    add_session(sys_root, 6, 6, T, "10.0.0.2", {})
+    _w(sys_root, SESSION.format(h=6, s=6) + "/isid", "000000000000")
     d._adopt()
     assert d.sessions[5].isid == ISID(bytes.fromhex("00023d000001"))
+    assert d.sessions[6].isid == ISID(bytes.fromhex("00023d000006"))  # the guess
 
 
 @pytest.mark.parametrize("side_by_side", [False, True], ids=["iscsictld", "iscsictl-start"])
@@ -681,3 +685,98 @@ def test_a_failed_login_is_in_the_daemons_log(tmp_path, monkeypatch, caplog, sid
     assert said == ([] if side_by_side else [
         f"Could not login to [iface: default, target: {T}, portal: 10.0.0.1,3260]: connect "
         "to 10.0.0.1:3260 timed out (8 - connection timed out)"])
+
+
+def test_a_login_cancelled_between_its_attempts_gives_its_isid_back(tmp_path, monkeypatch):
+    """A login cancelled while it waits to try again (SIGTERM to an iscsictl-start, the
+    daemon's stop) gives its ISID back, and side by side its lock byte (diff review: the
+    wait is in the failed attempt's handler, whose sibling handler that released it never
+    ran: the other starts skipped that ISID while this process lived)."""
+    import asyncio
+
+    from iscsictl.daemon import kernel_session as ks
+    from iscsictl.daemon.errors import SessionError
+    from iscsictl.daemon.instance import ISID_BYTES, NodeLocks, node_locks_path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from fake_kernel import transport_in_sysfs
+
+    tried = asyncio.Event()
+
+    async def establish(*args, **kw):
+        tried.set()
+        raise SessionError(8, "connect timed out", retryable=True)
+    monkeypatch.setattr(ks, "establish", establish)
+    sys_root = tmp_path / "sys"
+    (sys_root / "class/iscsi_session").mkdir(parents=True)
+    transport_in_sysfs(str(sys_root), "tcp", 3)
+    d = Daemon(None, sysfs_root=str(sys_root), state_dir=str(tmp_path / "st"),
+               db_root=str(tmp_path), config_root=str(tmp_path), autostart=False,
+               takeover=False, side_by_side=True)
+    d.node_locks = NodeLocks(node_locks_path(str(tmp_path / "iscsictld.pid")))
+    d.nl = object()  # not used: establish is replaced
+    rec = {"node.name": T, "node.conn[0].address": "10.0.0.1", "node.tpgt": "1",
+           "node.session.initial_login_retry_max": "4"}
+
+    async def main():
+        task = asyncio.ensure_future(d._login_one(rec, "iqn.2026-11.x:init"))
+        await tried.wait()
+        await asyncio.sleep(0.05)  # in the wait before the next attempt
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    try:
+        asyncio.run(main())
+        assert len(d.isids) == 0
+        assert [b for b in d.node_locks._held if b >= ISID_BYTES] == []
+    finally:
+        d.node_locks.close()
+        if d._journal_fd is not None:
+            os.close(d._journal_fd)
+
+
+def test_a_logout_of_a_session_forgotten_meanwhile_releases_its_isid_once(tmp_path,
+                                                                         monkeypatch):
+    """Two adopted sessions share an ISID (two targets); the first is forgotten while its
+    logout runs (the kernel's destroy event handled meanwhile, which releases it): the
+    logout does not release it again, which freed it while the second still ran with it
+    (diff review: nothing held the guard)."""
+    import asyncio
+    import json
+
+    from iscsictl.daemon import kernel_session as ks
+    from iscsictl.protocol.names import ISID
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from fake_kernel import transport_in_sysfs
+
+    sys_root = tmp_path / "sys"
+    (sys_root / "class/iscsi_session").mkdir(parents=True)
+    transport_in_sysfs(str(sys_root), "tcp", 3)
+    add_session(sys_root, 4, 4, T, "10.0.0.1", {})
+    add_session(sys_root, 9, 9, "iqn.2003-01.org.example:two", "10.0.0.2", {})
+    (tmp_path / "st").mkdir()
+    (tmp_path / "st/sessions.json").write_text(json.dumps({"9": {"isid": "00023d000004",
+                                                                "tsih": 7}}))
+    d = Daemon(None, sysfs_root=str(sys_root), state_dir=str(tmp_path / "st"),
+               db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
+    d.nl = object()
+
+    async def logout(nl, handle, session, timeout, sysfs_root):
+        d._forget(session, "destroyed by the kernel")  # (its event, handled meanwhile)
+    monkeypatch.setattr(ks, "logout", logout)
+    try:
+        d._adopt()
+        shared = ISID(bytes.fromhex("00023d000004"))
+
+        async def main():
+            r = await d._logout_session(d.sessions[4], {"sid": 4})
+            if d._state_write is not None:
+                d._state_write.cancel()
+            return r
+        assert asyncio.run(main())["ok"]
+        assert 4 not in d.sessions and d.sessions[9].isid == shared
+        d.isids.release(shared)  # session 9's, the last
+        assert len(d.isids) == 0
+    finally:
+        if d._journal_fd is not None:
+            os.close(d._journal_fd)

@@ -147,6 +147,20 @@ def test_allocator_keeps_a_qualifier_while_any_session_holds_it():
     assert len(alloc) == 8
 
 
+def test_allocator_unclaims_the_isid_it_claimed():
+    """An adopted session's ISID with another prefix and the qualifier of one given out
+    shares its count; the last release unclaims the one claimed, not the other (its lock
+    byte stayed held: diff review)."""
+    unclaimed = []
+    alloc = ISIDAllocator(first=5, claim=lambda isid: True, unclaim=unclaimed.append)
+    mine = alloc.allocate()
+    foreign = ISID.oui(0x00C0DD, mine.qualifier)
+    alloc.reserve(foreign)
+    alloc.release(mine)
+    alloc.release(foreign)
+    assert unclaimed == [mine] and len(alloc) == 0
+
+
 def test_allocator_claims_what_it_gives_out():
     """``claim`` is asked of each qualifier the walk would give out (False: someone else's,
     skipped), and ``unclaim`` told of each released that it took; an ISID of another

@@ -590,8 +590,8 @@ def test_boot_logins_side_by_side_as_iscsistarts(lio, scenario_dir):
     reinstate the first session, closing it), though each start runs in a PID namespace of
     its own as its PID 1, so that their PID-spaced ISID qualifiers are one, and their logins
     overlap (each path's portal redirects to LIO's once both are under way,
-    vm-tests/guest/redirector.py): before session 58 both offered one ISID, the second's
-    unseen in sysfs until its login ended.  A third started with the first, for its node,
+    vm-tests/guest/redirector.py): before session 58 both offered one ISID (neither saved
+    until its login ended; the kernel does not show it).  A third started with the first, for its node,
     waits for its login and
     finds its session (1, "already present"; before session 57 both logged in, as
     iscsistarts do: two sessions, the LUN twice); iscsictld started after them finds both in
@@ -624,14 +624,15 @@ def test_boot_logins_side_by_side_as_iscsistarts(lio, scenario_dir):
     def up():  # the dead path's start has a kernel session too, half-made (FREE)
         return [s for s in sessions_in_sysfs()
                 if read(f"/sys/class/iscsi_session/session{s}/state") == "LOGGED_IN"]
+    paths = []
     try:
         wait_for("the dead path's connect", lambda: select.select([deaf], [], [], 0)[0],
                  timeout=60)
         both = threading.Barrier(2)
         with Redirector("127.0.0.1", 3271, "127.0.0.1:3260,1", both), \
                 Redirector("127.0.0.2", 3271, "127.0.0.2:3260,1", both):
-            paths = [start(a, 3271, own_pids=True)
-                     for a in ("127.0.0.1", "127.0.0.2", "127.0.0.1")]
+            paths += [start(a, 3271, own_pids=True)
+                      for a in ("127.0.0.1", "127.0.0.2", "127.0.0.1")]
             outputs = [p.communicate(timeout=60)[0] for p in paths]
         still = dead.poll() is None  # its first attempt alone lasts 30 s
         (scenario_dir / "iscsictl-starts.log").write_text("\n".join(outputs))
@@ -649,8 +650,9 @@ def test_boot_logins_side_by_side_as_iscsistarts(lio, scenario_dir):
         said = dead.communicate(timeout=30)[0]
         (scenario_dir / "iscsictl-starts.log").write_text("\n".join([*outputs, said]))
         assert dead.returncode == 1 and "stopped (SIGTERM)" in said, said
-    finally:
-        end_process(dead, 10)
+    finally:  # (a start left running would hold iscsictld's lock for the next scenario)
+        for p in [*paths, dead]:
+            end_process(p, 10)
         deaf.close()
     assert sessions_in_sysfs() == sessions  # the dead path's half-made one undone
     saved = json.loads(state.read_text())
