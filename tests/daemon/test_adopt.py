@@ -598,17 +598,11 @@ def _offered_isid(d, monkeypatch, target, address):
     return offered[-1]
 
 
-def test_an_isid_two_adopted_sessions_share_stays_taken_while_one_lives(tmp_path,
-                                                                         monkeypatch):
-    """Two adopted sessions to two targets with one ISID (legal: one made by iscsistart,
-    open-iscsi's 00023d + its sid, the other saved with that ISID): when one goes, the
-    ISID stays taken for the other.  Before, its release freed the qualifier, and a later
-    login to the other's portal group offered it: the target reinstated (closed) that
-    live session (session 58's identity review)."""
+def _sharing_an_isid(tmp_path):
+    """A daemon (not started) beside two sessions that share an ISID once adopted: 4 (to
+    T, no saved ISID: open-iscsi's guess, 00023d000004) and 9 (to another target, saved
+    with 00023d000004)."""
     import json
-
-    from iscsictl.netlink import DestroySession
-    from iscsictl.protocol.names import ISID
 
     sys_root = tmp_path / "sys"
     (sys_root / "class/iscsi_session").mkdir(parents=True)
@@ -617,8 +611,21 @@ def test_an_isid_two_adopted_sessions_share_stays_taken_while_one_lives(tmp_path
     (tmp_path / "st").mkdir()
     (tmp_path / "st/sessions.json").write_text(json.dumps({"9": {"isid": "00023d000004",
                                                                 "tsih": 7}}))
-    d = Daemon(None, sysfs_root=str(sys_root), state_dir=str(tmp_path / "st"),
-               db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
+    return Daemon(None, sysfs_root=str(sys_root), state_dir=str(tmp_path / "st"),
+                  db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
+
+
+def test_an_isid_two_adopted_sessions_share_stays_taken_while_one_lives(tmp_path,
+                                                                         monkeypatch):
+    """Two adopted sessions to two targets with one ISID (legal: one made by iscsistart,
+    open-iscsi's 00023d + its sid, the other saved with that ISID): when one goes, the
+    ISID stays taken for the other.  Before, its release freed the qualifier, and a later
+    login to the other's portal group offered it: the target reinstated (closed) that
+    live session (session 58's identity review)."""
+    from iscsictl.netlink import DestroySession
+    from iscsictl.protocol.names import ISID
+
+    d = _sharing_an_isid(tmp_path)
     try:
         d._adopt()
         shared = ISID(bytes.fromhex("00023d000004"))
@@ -652,6 +659,31 @@ def test_an_adopted_session_without_a_saved_isid_takes_the_one_sysfs_shows(tmp_p
     assert d.sessions[6].isid == ISID(bytes.fromhex("00023d000006"))  # the guess
 
 
+def _logins_that_fail(tmp_path, monkeypatch, side_by_side, tried=None):
+    """A daemon (not started; tcp in its sysfs) each of whose logins fails: ks.establish
+    replaced by a connect that times out (8, retryable; ``tried``, an asyncio.Event, set
+    at each attempt)."""
+    from iscsictl.daemon import kernel_session as ks
+    from iscsictl.daemon.errors import SessionError
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from fake_kernel import transport_in_sysfs
+
+    async def establish(*args, **kw):
+        if tried is not None:
+            tried.set()
+        raise SessionError(8, "connect to 10.0.0.1:3260 timed out", retryable=True)
+    monkeypatch.setattr(ks, "establish", establish)
+    sys_root = tmp_path / "sys"
+    (sys_root / "class/iscsi_session").mkdir(parents=True)
+    transport_in_sysfs(str(sys_root), "tcp", 3)
+    d = Daemon(None, sysfs_root=str(sys_root), state_dir=str(tmp_path / "st"),
+               db_root=str(tmp_path), config_root=str(tmp_path), autostart=False,
+               takeover=False, side_by_side=side_by_side)
+    d.nl = object()  # not used: establish is replaced
+    return d
+
+
 @pytest.mark.parametrize("side_by_side", [False, True], ids=["iscsictld", "iscsictl-start"])
 def test_a_failed_login_is_in_the_daemons_log(tmp_path, monkeypatch, caplog, side_by_side):
     """iscsictld's log says why a login failed, as iscsid's does: one not waited for (-W,
@@ -660,22 +692,7 @@ def test_a_failed_login_is_in_the_daemons_log(tmp_path, monkeypatch, caplog, sid
     import asyncio
     import logging
 
-    from iscsictl.daemon import kernel_session as ks
-    from iscsictl.daemon.errors import SessionError
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from fake_kernel import transport_in_sysfs
-
-    async def establish(*args, **kw):
-        raise SessionError(8, "connect to 10.0.0.1:3260 timed out")
-    monkeypatch.setattr(ks, "establish", establish)
-    sys_root = tmp_path / "sys"
-    (sys_root / "class/iscsi_session").mkdir(parents=True)
-    transport_in_sysfs(str(sys_root), "tcp", 3)
-    d = Daemon(None, sysfs_root=str(sys_root), state_dir=str(tmp_path / "st"),
-               db_root=str(tmp_path), config_root=str(tmp_path), autostart=False,
-               side_by_side=side_by_side)
-    d.nl = object()  # not used: establish is replaced
+    d = _logins_that_fail(tmp_path, monkeypatch, side_by_side)
     rec = {"node.name": T, "node.conn[0].address": "10.0.0.1", "node.tpgt": "1",
            "node.session.initial_login_retry_max": "1"}
     with caplog.at_level(logging.INFO, logger="iscsictl"):
@@ -694,27 +711,11 @@ def test_a_login_cancelled_between_its_attempts_gives_its_isid_back(tmp_path, mo
     ran: the other starts skipped that ISID while this process lived)."""
     import asyncio
 
-    from iscsictl.daemon import kernel_session as ks
-    from iscsictl.daemon.errors import SessionError
     from iscsictl.daemon.instance import ISID_BYTES, NodeLocks, node_locks_path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from fake_kernel import transport_in_sysfs
-
     tried = asyncio.Event()
-
-    async def establish(*args, **kw):
-        tried.set()
-        raise SessionError(8, "connect timed out", retryable=True)
-    monkeypatch.setattr(ks, "establish", establish)
-    sys_root = tmp_path / "sys"
-    (sys_root / "class/iscsi_session").mkdir(parents=True)
-    transport_in_sysfs(str(sys_root), "tcp", 3)
-    d = Daemon(None, sysfs_root=str(sys_root), state_dir=str(tmp_path / "st"),
-               db_root=str(tmp_path), config_root=str(tmp_path), autostart=False,
-               takeover=False, side_by_side=True)
+    d = _logins_that_fail(tmp_path, monkeypatch, True, tried)
     d.node_locks = NodeLocks(node_locks_path(str(tmp_path / "iscsictld.pid")))
-    d.nl = object()  # not used: establish is replaced
     rec = {"node.name": T, "node.conn[0].address": "10.0.0.1", "node.tpgt": "1",
            "node.session.initial_login_retry_max": "4"}
 
@@ -741,7 +742,6 @@ def test_a_logout_of_a_session_forgotten_meanwhile_releases_its_isid_once(tmp_pa
     logout does not release it again, which freed it while the second still ran with it
     (diff review: nothing held the guard)."""
     import asyncio
-    import json
 
     from iscsictl.daemon import kernel_session as ks
     from iscsictl.protocol.names import ISID
@@ -749,16 +749,8 @@ def test_a_logout_of_a_session_forgotten_meanwhile_releases_its_isid_once(tmp_pa
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from fake_kernel import transport_in_sysfs
 
-    sys_root = tmp_path / "sys"
-    (sys_root / "class/iscsi_session").mkdir(parents=True)
-    transport_in_sysfs(str(sys_root), "tcp", 3)
-    add_session(sys_root, 4, 4, T, "10.0.0.1", {})
-    add_session(sys_root, 9, 9, "iqn.2003-01.org.example:two", "10.0.0.2", {})
-    (tmp_path / "st").mkdir()
-    (tmp_path / "st/sessions.json").write_text(json.dumps({"9": {"isid": "00023d000004",
-                                                                "tsih": 7}}))
-    d = Daemon(None, sysfs_root=str(sys_root), state_dir=str(tmp_path / "st"),
-               db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
+    d = _sharing_an_isid(tmp_path)
+    transport_in_sysfs(d.sysfs.root, "tcp", 3)
     d.nl = object()
 
     async def logout(nl, handle, session, timeout, sysfs_root):
