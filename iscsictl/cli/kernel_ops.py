@@ -75,7 +75,7 @@ def login_records(records: list[Any], initiator_name: str, o,  # type: ignore[no
     iscsid_reqs_close: the "Logging in to" lines, and 0 unless a session was present
     already (15); each pending login is ``{"node": ..., "pending": true}`` in JSON.
     ``present_ok``: a session there already is said but no failure (``-m fw -l``)."""
-    from ..ipc import DaemonError
+    from ..ipc import DaemonError, DaemonNotRunning
 
     if not records:
         raise E.CliError("No records found", E.NO_OBJS_FOUND)
@@ -116,6 +116,15 @@ def login_records(records: list[Any], initiator_name: str, o,  # type: ignore[no
             "login", _progress(o, "logging in", len(records)), "records",
             [rec.as_strings(omit_defaults=True) for rec in records],
             initiator_name=initiator_name, **extra)
+    except DaemonNotRunning as exc:
+        if o.json:
+            raise _daemon_error(exc) from None
+        for rec in records:  # iscsiadm's lines without iscsid (scripts look for them),
+            o.error(f"Could not login to {_describe(rec)}.")  # then how to start ours
+            o.error(f"initiator reported error ({exc.code} - {E.err_to_str(exc.code)})")
+        o.error(str(exc))
+        o.error("Could not log into all portals")
+        return exc.code
     except DaemonError as exc:
         raise _daemon_error(exc) from None
     for r in results:

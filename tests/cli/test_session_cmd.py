@@ -720,6 +720,25 @@ def test_login_success_messages(fake_daemon):
     assert args["records"][0]["node.name"] == T
 
 
+def test_a_login_without_a_daemon_says_iscsiadms_lines_and_how_to_start_it(fake_daemon,
+                                                                            tmp_path,
+                                                                            monkeypatch):
+    """No iscsictld: each record's "Could not login to" and "initiator reported error (20 -
+    ...)" lines, as iscsiadm's without iscsid (scripts look for them), then how to start
+    the daemon and "Could not log into all portals"; exit 20 (README review: only the hint
+    was said)."""
+    monkeypatch.setenv("ISCSICTL_SOCKET", str(tmp_path / "nobody-here.sock"))
+    desc = f"[iface: default, target: {T}, portal: 127.0.0.1,3260]"
+    rc, out, err = cli("-m", "node", "-T", T, "-p", "127.0.0.1", "-l")
+    lines = err.splitlines()
+    assert rc == 20 and out == f"Logging in to {desc}\n", (rc, out, err)
+    assert lines[:2] == [f"iscsictl: Could not login to {desc}.",
+                         "iscsictl: initiator reported error (20 - could not connect to "
+                         "iscsid)"], err
+    assert "start it with" in lines[2] and lines[3:] == [
+        "iscsictl: Could not log into all portals"], err
+
+
 def test_debug_prints_the_daemons_lines_for_the_request_and_only_with_d(fake_daemon):
     """``-d N`` (N > 0) asks iscsictld for its log lines of the request and prints each on
     stderr after ``iscsictld: `` before the command's own output; without it (or -d 0) none
