@@ -767,6 +767,7 @@ def test_a_logout_of_a_session_forgotten_meanwhile_releases_its_isid_once(tmp_pa
             return r
         assert asyncio.run(main())["ok"]
         assert 4 not in d.sessions and d.sessions[9].isid == shared
+        assert len(d.isids) == 1  # still session 9's
         d.isids.release(shared)  # session 9's, the last
         assert len(d.isids) == 0
     finally:
