@@ -74,6 +74,8 @@ class Host:
     flashnodes: dict[int, bool] = field(default_factory=dict)
     logged_in: set[int] = field(default_factory=set)
     stats: dict[str, int] = field(default_factory=dict)
+    #: the driver's own counters after ``struct iscsi_offload_host_stats``: (desc, value)
+    stats_custom: list[tuple[bytes, int]] = field(default_factory=list)
     #: ping destination -> the ISCSI_PING_* status its completion carries (absent: success;
     #: None: no completion ever comes)
     ping: dict[str, int | None] = field(default_factory=dict)
@@ -208,7 +210,10 @@ class FakeHbaKernel:
         return [echo(raw, r_retcode=0)]
 
     def _get_host_stats(self, raw, msg, host):
-        payload = m.iscsi_offload_host_stats_payload.to_bytes(**host.stats, custom_length=0)
+        payload = m.iscsi_offload_host_stats_payload.to_bytes(
+            **host.stats, custom_length=len(host.stats_custom)) + b"".join(
+            m.iscsi_host_stats_custom_payload.to_bytes(desc=d, value=v)
+            for d, v in host.stats_custom)
         return [m.encode_message(E.GET_HOST_STATS, transport_handle=msg["transport_handle"],
                                  nlmsg_type=0, host_no=msg["host_no"], payload=payload),
                 echo(raw, r_retcode=0)]

@@ -270,8 +270,10 @@ def _stats(o, sysfs, host_no: int) -> int:  # type: ignore[no-untyped-def]
         except IscsiNetlinkError as e:
             _netlink_failure(e, f"get_host_stats failed: {describe(e)}")
     if o.json:
-        o.emit_json({"host_no": host_no, "transport": transport, "counters": stats.counters,
-                     "custom": dict(stats.custom)})
+        # the shape of -m session -s's: the counters beside the identity, the custom ones
+        # as [desc, value] pairs in the kernel's order
+        o.emit_json({"host_no": host_no, "transport": transport, **stats.counters,
+                     "custom": [list(c) for c in stats.custom]})
         return E.SUCCESS
     o.lines(["Host Statistics:", *(f"\t{k}: {v}" for k, v in stats.counters.items()),
              *(f"\t{desc}: {v}" for desc, v in stats.custom)])
