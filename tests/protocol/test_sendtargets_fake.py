@@ -123,6 +123,13 @@ def test_exchange_errors():
     assert ex3.receive_pdu(TextResponse(final=True, itt=5, data=b"")) == []
     with pytest.raises(TextExchangeError, match="after"):
         ex3.receive_pdu(TextResponse(final=True, itt=5))
+    # F=1 with C=1 (§11.11.2: a response with C=1 has F=0): the answer's last set of pairs
+    # is incomplete; not taken as an answer without it
+    ex5 = TextExchange([("SendTargets", "All")], itt=5, cmdsn=1, exp_statsn=1)
+    ex5.start()
+    with pytest.raises(TextExchangeError, match="final Text Response with C=1"):
+        ex5.receive_pdu(TextResponse(final=True, continue_=True, itt=5,
+                                     data=b"TargetName=iqn.2001-04.com.example:t\0TargetAdd"))
 
 
 def test_our_long_request_is_continued():
