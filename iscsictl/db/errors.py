@@ -161,3 +161,9 @@ class CorruptRecord(DBError):
         super().__init__(f"{path}: corrupt record: {reason}")
         self.path = path
         self.reason = reason
+
+
+class RecordTooLarge(CorruptRecord):
+    """A record file over the size iscsictl reads (``store.MAX_RECORD_BYTES``): a record is
+    a few KiB, but iscsiadm reads any.  Listed as a damaged record; a rediscovery keeps it
+    as it is (that record's failure, exit 6) where it makes a damaged one anew."""

@@ -51,7 +51,7 @@ from . import schema
 from .config import IscsidConfig, resolve_roots
 from .errors import (BindingChange, CorruptRecord, DBError, InvalidKey, InvalidRecordName,
                      InvalidValue, LockTimeout, RecordExists, RecordInUse, RecordNotFound,
-                     SpecialIface)
+                     RecordTooLarge, SpecialIface)
 from .files import read_regular
 from .record import (Record, convert, format_file_variants, format_node_flat, format_node_tree,
                      format_portal, format_record, parse_record)
@@ -507,6 +507,16 @@ class FileLock:
         self.release()
 
 
+class _NoLock:
+    """What :meth:`NodeDB._deleting` holds when no lock file can be made."""
+
+    def remove_when_released(self) -> None:
+        pass
+
+
+_NO_LOCK = _NoLock()
+
+
 class IscsiadmLock:
     """iscsiadm's lock on the node database (open-iscsi usr/idbm.c idbm_lock): the hard link
     ``<lock_dir>/lock.write`` of ``<lock_dir>/lock``, made to lock and removed to unlock.
@@ -704,6 +714,7 @@ class NodeDB:
             IscsiadmLock(iscsiadm_lock_dir, lock_timeout) if iscsiadm_lock_dir
             else contextlib.nullcontext())
         self._untrusted_said = False
+        self._no_lock_said = False  # (_deleting: said once)
         self.version = version
         self.warnings: list[str] = []
         self._warn_cb = warn
@@ -773,7 +784,10 @@ class NodeDB:
     def _tmp_dir(self) -> str:
         """``<db_root>/.tmp`` (0700), where records are written before their rename: not in
         the directories iscsiadm reads, which would take a temp file a crash left there for
-        a record (it skips only '.' and '..').  Files a crash left are removed an hour on."""
+        a record (it skips only '.' and '..').  Files a crash left are removed an hour on.
+        A ``.tmp`` that is a symbolic link is replaced by a directory (said; its sweep would
+        delete files outside the database, and a rename from another filesystem fails),
+        and any other file there refused (DBError)."""
         d = self._p(TMP_DIRNAME)
         if self._tmp_checked:
             return d
@@ -784,20 +798,42 @@ class NodeDB:
                 os.makedirs(self.db_root, DIR_MODE, exist_ok=True)
                 os.mkdir(d, 0o700)
         except FileExistsError:
-            old = time.time() - STALE_TMP_AGE
-            try:
-                with os.scandir(d) as entries:
-                    for e in entries:
-                        if e.is_file(follow_symlinks=False) and e.stat().st_mtime < old:
-                            os.unlink(e.path)
-            except NotADirectoryError:
-                raise DBError(f"cannot create {d}: it exists and is not a directory") from None
-            except OSError:
-                pass
+            self._sweep_tmp_dir(d)
         except OSError as e:
             raise DBError(f"cannot create {d}: {e.strerror}") from e
         self._tmp_checked = True
         return d
+
+    def _sweep_tmp_dir(self, d: str) -> None:
+        """Remove the files a crash left in ``d`` (:meth:`_tmp_dir`), read through a
+        descriptor of ``d`` itself, not of what a link there names."""
+        try:
+            fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as e:
+            # (a link is ENOTDIR with O_DIRECTORY, ELOOP without)
+            if e.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(d):
+                # a link: iscsictl's own name, replaced
+                try:
+                    os.unlink(d)
+                    os.mkdir(d, 0o700)
+                except OSError as e2:
+                    raise DBError(f"cannot replace the symbolic link {d} by a directory: "
+                                  f"{e2.strerror}") from None
+                self.warn(f"{d} was a symbolic link: replaced by a directory")
+                return
+            if e.errno == errno.ENOTDIR:
+                raise DBError(f"cannot use {d}: it exists and is not a directory") from None
+            return  # unreadable: nothing swept, the write says why if it fails
+        old = time.time() - STALE_TMP_AGE
+        try:
+            for entry in os.scandir(fd):
+                if entry.is_file(follow_symlinks=False) and \
+                        entry.stat(follow_symlinks=False).st_mtime < old:
+                    os.unlink(entry.name, dir_fd=fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
     def record_lock(self, key: str) -> FileLock:
         """The per-record write lock for ``key`` (e.g. a record's relative path)."""
@@ -807,11 +843,34 @@ class NodeDB:
         """The short DB-wide lock taken around directory and link creation/removal."""
         return FileLock(self._lock_path("<db>"), self.lock_timeout)
 
+    @contextlib.contextmanager
+    def _deleting(self, key: str | None):  # type: ignore[no-untyped-def]
+        """:meth:`record_lock` of ``key`` (None: :meth:`db_lock`) for a delete, or, when its
+        file cannot be made for want of space (a filesystem out of inodes or quota), no
+        lock, said: the delete that frees the space is not refused, as iscsiadm's is not
+        (its lock is in /run).  Nothing is written there meanwhile: a write needs a temp
+        file of its own."""
+        try:
+            lock = self.db_lock() if key is None else self.record_lock(key)
+            lock.acquire()
+        except DBError as e:
+            if getattr(e.__cause__, "errno", None) not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            if not self._no_lock_said:
+                self._no_lock_said = True
+                self.warn(f"{e}: deleting without iscsictl's lock")
+            yield _NO_LOCK
+            return
+        try:
+            yield lock
+        finally:
+            lock.release()
+
     def _read_bytes(self, path: str) -> bytes:
         try:
             data = read_regular(path, MAX_RECORD_BYTES + 1)
             if len(data) > MAX_RECORD_BYTES:  # not a record: and parsing it costs ~14x
-                raise CorruptRecord(path, f"larger than {MAX_RECORD_BYTES} bytes")
+                raise RecordTooLarge(path, f"larger than {MAX_RECORD_BYTES} bytes")
             return data
         except FileNotFoundError:
             raise RecordNotFound(f"no record {path}") from None
@@ -1058,13 +1117,11 @@ class NodeDB:
         rec = self.new_node_record(target, address, port, tpgt, iface, discovery=discovery)
         for k, val in (values or {}).items():
             rec.set(k, val)
-        if overwrite:  # iscsiadm's idbm_add_node: the old record goes first, its links with it
-            nid = NodeID.of(rec)
+        if overwrite:  # iscsiadm's idbm_add_node: the old record's links go with it, once
+            nid = NodeID.of(rec)  # the new one is written (a failed write loses neither)
             with self.record_lock(self._lock_key(nid)):
-                if self.node_exists(nid):
-                    with self.db_lock():
-                        self._unlink_node_links(nid)
-                self._write_node_locked(rec, nid)
+                self._write_node_locked(rec, nid, relinked=nid if self.node_exists(nid)
+                                        else None)
             return rec
         self.write_node(rec, create=not overwrite)
         return rec
@@ -1091,10 +1148,13 @@ class NodeDB:
         with self.record_lock(self._lock_key(nid)):
             return self._write_node_locked(rec, nid, create)
 
-    def _write_node_locked(self, rec: Record, nid: NodeID, create: bool = False) -> NodeID:
+    def _write_node_locked(self, rec: Record, nid: NodeID, create: bool = False,
+                           relinked: NodeID | None = None) -> NodeID:
         """:meth:`write_node` under the record's lock, which the caller holds.  The
         directories, the file and the link are made under the DB lock, so that a sibling
-        record's delete cannot remove a directory just made for this one."""
+        record's delete cannot remove a directory just made for this one.  ``relinked``:
+        the record whose discovery links the new one replaces, removed once it is written
+        and linked (but the link it keeps)."""
         legacy = nid.tpgt == schema.TPGT_UNKNOWN
         with self.db_lock():
             tdir = self._mkdirs(NODES, nid.target)
@@ -1126,7 +1186,9 @@ class NodeDB:
                         os.unlink(legacy_path)
                     except FileNotFoundError:
                         pass
-                self._link_node(rec, nid)
+            made = None if legacy else self._link_node(rec, nid)
+            if relinked is not None:
+                self._unlink_node_links(relinked, keep=made)
         rec.path = path
         return NodeID(nid.target, nid.address, nid.port, nid.tpgt, nid.iface, legacy)
 
@@ -1160,8 +1222,17 @@ class NodeDB:
                 rec = parse_record(schema.NODE, raw, path, self.warn)
             except RecordNotFound:
                 return False
+            except RecordTooLarge:  # iscsiadm reads it: kept, its settings not lost
+                raise
             except CorruptRecord as e:
-                self.warn(f"{e}: recreated from defaults")
+                if os.path.islink(path):  # made anew in its place, not written where the
+                    try:  # link points (a file outside the database, perhaps no record)
+                        os.unlink(path)
+                    except OSError as e2:
+                        raise DBError(f"{e}; cannot remove the link: {e2.strerror}") from None
+                    self.warn(f"{e}: the symbolic link replaced by a record from defaults")
+                else:
+                    self.warn(f"{e}: recreated from defaults")
                 return False
             source = [rec.values.get(k) for k in DISCOVERY_KEYS]
             self._set_discovery_fields(rec, did)
@@ -1185,16 +1256,17 @@ class NodeDB:
                     with self.db_lock():  # has none: as idbm_add_node, "a bogus tpgt")
                         self._link_node(rec, nid)
                 return True
-            if source != [rec.values.get(k) for k in DISCOVERY_KEYS]:
-                with self.db_lock():  # found by another source now: the old one's link goes,
-                    self._unlink_node_links(legacy or nid)  # as iscsiadm rewrites the record
-            self._write_node_locked(rec, nid)
+            # found by another source now: the old one's link goes, as iscsiadm rewrites
+            # the record (once it is written)
+            moved = source != [rec.values.get(k) for k in DISCOVERY_KEYS]
+            self._write_node_locked(rec, nid, relinked=(legacy or nid) if moved else None)
         return True
 
-    def _link_node(self, rec: Record, nid: NodeID, dirs: dict | None = None) -> None:
+    def _link_node(self, rec: Record, nid: NodeID, dirs: dict | None = None) -> str | None:
         """Link ``rec``'s portal directory from its discovery source's directory (an
-        existing link is kept); DBError when the link cannot be made.  ``dirs``: a cache of
-        the discovery directories (None: not there), for callers linking many at once."""
+        existing link is kept); the link's path, None when its source has none; DBError
+        when the link cannot be made.  ``dirs``: a cache of the discovery directories
+        (None: not there), for callers linking many at once."""
         values = rec.values
         dtype = values["node.discovery_type"]
         rel_node = f"{NODES}/{nid.target}/{nid.portal_dir}"  # checked names: no '/' in them
@@ -1217,18 +1289,19 @@ class NodeDB:
                 # iscsiadm's old-style link in isns/ itself (setup_disc_to_node_link)
                 link, target = f"{self._mkdirs(ISNS)}/{nid.link_name}", f"../{rel_node}"
             else:
-                return  # no discovery record dir: iscsiadm links nothing either
+                return None  # no discovery record dir: iscsiadm links nothing either
         elif dtype in ("static", "fw"):
             d = self._mkdirs(STATIC if dtype == "static" else FW)
             link, target = f"{d}/{nid.link_name}", f"../{rel_node}"
         else:
-            return
+            return None
         try:
             os.symlink(target, link)
         except FileExistsError:
             pass  # linked already (or a dangling link: kept, as iscsiadm does)
         except OSError as e:  # e.g. a name over NAME_MAX: the record would be orphaned
             raise DBError(f"Could not make link {link}: {e.strerror}") from e
+        return link
 
     # ---- node update / delete --------------------------------------------------------------
     @_changes_db
@@ -1268,10 +1341,10 @@ class NodeDB:
                 return rec
             self._write_file(path, rec)
             if discovery is not None and not nid.legacy:
-                with self.db_lock():
+                with self.db_lock():  # the new link first: a failure keeps the old
+                    made = self._link_node(rec, nid)
                     if moved:
-                        self._unlink_node_links(nid)
-                    self._link_node(rec, nid)
+                        self._unlink_node_links(nid, keep=made)
         return rec
 
     def _updated(self, path: str, updates: dict, discovery: DiscoveryID | None,
@@ -1393,7 +1466,7 @@ class NodeDB:
         discovery may have found it meanwhile, as iscsiadm's delete_stale_rec checks);
         False, nothing deleted, when it does not.  Raises RecordNotFound, LockTimeout."""
         path = self.node_path(nid)
-        with self.record_lock(self._lock_key(nid)) as lock:
+        with self._deleting(self._lock_key(nid)) as lock:
             if not os.path.lexists(path):
                 lock.remove_when_released()
                 raise RecordNotFound(f"no record {path}")
@@ -1405,7 +1478,7 @@ class NodeDB:
                 wanted = self._discovery_fields(found_by)
                 if rec is not None and any(rec.values.get(k) != v for k, v in wanted.items()):
                     return False
-            with self.db_lock():
+            with self._deleting(None):
                 try:
                     if os.path.isdir(path) and not os.path.islink(path):
                         raise CorruptRecord(path, "is a directory")
@@ -1455,8 +1528,10 @@ class NodeDB:
         except OSError:
             pass
 
-    def _unlink_node_links(self, nid: NodeID) -> None:
+    def _unlink_node_links(self, nid: NodeID, keep: str | None = None) -> None:
+        """Remove the discovery links to ``nid``'s record (but ``keep``, a path)."""
         name = nid.link_name
+        keep = keep and os.path.normpath(keep)
         cands = [self._p(STATIC, name), self._p(FW, name), self._p(ISNS, name)]
         for base in (SEND_TARGETS, ISNS):
             try:
@@ -1466,7 +1541,7 @@ class NodeDB:
             except OSError:
                 pass
         for c in cands:
-            if os.path.islink(c):
+            if os.path.islink(c) and os.path.normpath(c) != keep:
                 try:
                     os.unlink(c)
                 except OSError as e:
@@ -1690,10 +1765,10 @@ class NodeDB:
     def _delete_discovery_record(self, did: DiscoveryID) -> None:
         """``did``'s discovery record deleted, and its directory's links (a record of
         open-iscsi before svn 780 is the file ``<ip>,<port>``: no directory, no links)."""
-        with self.record_lock(self._discovery_lock_key(did)) as lock:
+        with self._deleting(self._discovery_lock_key(did)) as lock:
             path = self.discovery_path(did)
             d = os.path.dirname(path) if path.endswith(f"/{did.config_name}") else None
-            with self.db_lock():
+            with self._deleting(None):
                 try:
                     if os.path.isdir(path) and not os.path.islink(path):  # made by hand
                         import shutil
@@ -2048,10 +2123,22 @@ class NodeDB:
                         os.unlink(tmp)
                     except OSError:
                         pass
+            self._remove_dirs_of_failed(items, res)
         try:  # the renames and links on the disk too
             syncfs(self.db_root)
         except OSError as e:
             self.warn(f"{self.db_root}: the new records may not be on the disk: {e.strerror}")
+
+    def _remove_dirs_of_failed(self, items: list, res: ReconcileResult) -> None:
+        """The target and portal directories :meth:`_create_nodes_batch` made for records it
+        could not write (a full disk), removed when empty, as :meth:`write_node` does."""
+        failed = {nid for nid, _ in res.failed}
+        dirs = [(nid.target, nid.portal_dir) for _rec, nid, _t in items if nid in failed]
+        if dirs:
+            with self.db_lock():  # (a sibling's write makes its directories under it)
+                for target, portal_dir in dirs:
+                    self._rmdir_quiet(self._p(NODES, target, portal_dir))
+                    self._rmdir_quiet(self._p(NODES, target))
 
     # ---- iface records ---------------------------------------------------------------------
     def iface_path(self, name: str) -> str:
@@ -2235,7 +2322,7 @@ class NodeDB:
             raise SpecialIface(name, "deleted")
         _check_component("iface name", name)
         path = self.iface_path(name)
-        with self.record_lock("iface\0" + name) as lock:
+        with self._deleting("iface\0" + name) as lock:
             try:
                 os.unlink(path)
             except FileNotFoundError:

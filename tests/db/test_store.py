@@ -19,12 +19,6 @@ T1 = "iqn.2001-04.com.example:t1"
 T2 = "iqn.2001-04.com.example:t2"
 
 
-@pytest.fixture
-def db(tmp_path):
-    (tmp_path / "etc").mkdir()
-    return NodeDB(str(tmp_path / "db"), str(tmp_path / "etc"), lock_timeout=0.5)
-
-
 def test_create_read_update_delete(db, tmp_path):
     rec = db.create_node(T1, "10.0.0.1", 3260, 1)
     nid = NodeID(T1, "10.0.0.1", 3260, 1, "default")
