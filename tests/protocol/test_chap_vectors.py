@@ -85,8 +85,9 @@ def test_mutual_challenge_and_target_verification():
         ci.verify_target({"CHAP_N": "target", "CHAP_R": "0x3fcd06aeb8d0fdf95cf1c0a823942804"})
     with pytest.raises(AuthenticationError, match="authenticated as"):
         ci.verify_target({"CHAP_N": "intruder", "CHAP_R": "0x3fcd06aeb8d0fdf95cf1c0a823942803"})
-    with pytest.raises(AuthenticationError, match="did not answer"):
-        ci.verify_target({})
+    for half in ({}, {"CHAP_N": "target"}, {"CHAP_R": "0x3fcd06aeb8d0fdf95cf1c0a823942803"}):
+        with pytest.raises(AuthenticationError, match="did not answer"):
+            ci.verify_target(half)
 
 
 @pytest.mark.parametrize("alg", list(ChapAlgorithm))
@@ -187,10 +188,32 @@ def test_secret_policies():
         ChapInitiator(ChapCredentials("a", b"short"), short_secret_policy=ShortSecretPolicy.REFUSE)
     with pytest.raises(AuthenticationError, match="longer"):
         ChapInitiator(ChapCredentials("a", b"x" * 257))
+    # the bounds themselves are secrets: 12 bytes (96 bits) without a word, 256 taken
+    for n in (12, 256):
+        ChapInitiator(ChapCredentials("a", b"x" * n, "t", b"y" * n),
+                      short_secret_policy=ShortSecretPolicy.REFUSE, warn=warnings.append)
+    assert len(warnings) == 1
     with pytest.raises(AuthenticationError, match="same"):
         ChapInitiator(ChapCredentials("a", SECRET, "t", SECRET))
     with pytest.raises(ValueError):
         ChapInitiator(ChapCredentials("a", SECRET), algorithms=())
+
+
+def test_mutual_needs_both_the_name_and_the_secret_of_the_target():
+    """username_in without password_in (or the reverse) is one-way CHAP: no challenge of
+    ours is sent, so the login does not wait for a proof the target cannot give."""
+    for name, secret in (("t", None), (None, b"targetsecret"), ("t", b""), ("", b"x" * 12)):
+        creds = ChapCredentials("a", SECRET, name, secret)
+        assert not creds.mutual
+        ci = ChapInitiator(creds, rng=lambda n: b"\x42" * n)
+        out = dict(ci.respond({"CHAP_A": "5", "CHAP_I": "1", "CHAP_C": "0x" + CHALLENGE.hex()}))
+        assert set(out) == {"CHAP_N", "CHAP_R"} and not ci.expects_target_proof
+
+
+def test_mutual_without_an_rng_is_a_programming_error():
+    ci = ChapInitiator(ChapCredentials("a", SECRET, "t", b"targetsecret"))
+    with pytest.raises(ValueError, match="rng"):
+        ci.respond({"CHAP_A": "5", "CHAP_I": "1", "CHAP_C": "0x" + CHALLENGE.hex()})
 
 
 def test_credentials_repr_hides_secrets():
