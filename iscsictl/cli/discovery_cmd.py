@@ -324,9 +324,10 @@ def discover(args, o, ops, from_db: bool, missing_code: int = E.IDBM) -> int:
     if not usable:
         return E.OP_NOT_SUPP if ifaces else E.NO_OBJS_FOUND
     ifaces = usable
+    left_out: list[str] = []  # targets the answer named but that could not be taken
     if did.type == "isns":
-        found = _isns(args, o, p, ifaces)
-        result = _apply(db, did, found, ops) if _writes_nodes(ops) else None
+        found = _isns(args, o, p, ifaces, left_out)
+        result = _apply(db, did, found, ops, left_out) if _writes_nodes(ops) else None
         return _report(args, o, db, did, found, result, persistent)
     if rec is None:
         rec, stored = discovery_record(defer=True)
@@ -336,7 +337,6 @@ def discover(args, o, ops, from_db: bool, missing_code: int = E.IDBM) -> int:
     values = text_values(rec)
     policy = DiscoveryPolicy.from_record(values)
     # each exchange's Logout is on the wire while the records are written; awaited after
-    left_out: list[str] = []  # targets the answer named but that could not be taken
     with contextlib.ExitStack() as logouts:
         try:
             found = _send_targets(args, o, did, p, ifaces, values, policy, logouts, stored,
@@ -382,19 +382,23 @@ def _report(args, o, db, did, found, result,  # type: ignore[no-untyped-def]
     return rc
 
 
-def _isns(args, o, p, ifaces) -> list:  # type: ignore[no-untyped-def]
+def _isns(args, o, p, ifaces,  # type: ignore[no-untyped-def]
+          left_out: list[str] | None = None) -> list:
     """iscsiadm's discovery_isns for each iface: the targets the iSNS server lets the
     iface's initiator name (else the host's) see, as NodeIDs of that iface; one query per
-    distinct name.  Not through the iface's network device: iscsiadm's libisns does not bind
-    either, and an iSNS server is often on another network than the storage.  A failure is
-    a CliError: 25 (the query), 26 (a registration the server wanted and refused)."""
+    distinct name (``left_out`` gets the targets named with a portal group left out: a
+    rediscovery keeps their records).  Not through the iface's network device: iscsiadm's
+    libisns does not bind either, and an iSNS server is often on another network than the
+    storage.  A failure is a CliError: 25 (the query), 26 (a registration the server
+    wanted and refused)."""
     from ..db.store import NodeID
     from ..discovery.isns import IsnsQueryFailed, query_through_ifaces
     from ._common import initiator_name
     try:
         found = [NodeID(g.target, g.address, g.port, g.tag, ifn) for ifn, g in
                  query_through_ifaces(p.address, p.port, ifaces,
-                                      lambda: initiator_name(args, o.warn), log=o.error)]
+                                      lambda: initiator_name(args, o.warn), log=o.error,
+                                      left_out=left_out)]
     except IsnsQueryFailed as e:
         raise E.CliError(f"Could not perform iSNS discovery: {E.err_to_str(e.exit_code)}",
                          e.exit_code, lines=(str(e),)) from None

@@ -438,6 +438,17 @@ async def _login_exchange(sock: socket.socket, machine: LoginMachine,
             return outcome
 
 
+def _redirect_failed(exc: BaseException, by: Portal | None) -> BaseException:
+    """``exc``, a connection to where ``by`` (None: no redirect) sent the login that could
+    not be made, as a SessionError that says so and may be retried: iscsid takes it as
+    LOGIN_REDIRECTION_FAILED, a login to retry (a name that does not resolve during a DNS
+    hiccup would otherwise end an automatic node's login for good)."""
+    if by is None or not isinstance(exc, SessionError):
+        return exc
+    return SessionError(exc.code, f"{exc} (where {by.host_port()} redirected the login)",
+                        retryable=True)
+
+
 async def connect_node(node: NodeTarget, portal: Portal, timeout: float) -> socket.socket:
     """:func:`connect` to ``portal`` (the node's, or where a redirect sent it) with the
     node record's TCP window and iface binding."""
@@ -480,9 +491,13 @@ async def userspace_login(
     """
     cfg = login_config(node, initiator_name)
     portal = Portal(node.address, node.port, node.tpgt)
+    by: Portal | None = None  # the portal that redirected the login here
     for _ in range(MAX_REDIRECTS + 1):
         since = asyncio.get_running_loop().time()  # one timer, the connect's and the login's
-        sock = await connect_node(node, portal, cfg.login_timeout)
+        try:
+            sock = await connect_node(node, portal, cfg.login_timeout)
+        except SessionError as exc:
+            raise _redirect_failed(exc, by) from None
         ok = False
         try:
             if log.isEnabledFor(logging.DEBUG):
@@ -500,7 +515,7 @@ async def userspace_login(
             if isinstance(outcome, LoginRedirect):
                 log.info("login redirected to %s (%s)", outcome.portal,
                          "permanent" if outcome.permanent else "temporary")
-                portal = outcome.portal
+                by, portal = portal, outcome.portal
                 continue
             if isinstance(outcome, LoginRejected):
                 raise SessionError(rejected_code(outcome), outcome.message,
@@ -1174,9 +1189,13 @@ async def _login_through_kernel(nl, handle: int, node: NodeTarget, isid: ISID,  
     if bind_host is not None:
         await host_net_setup(nl, handle, bind_host, node.record,
                              max(1, int(cfg.login_timeout)))
+    by: Portal | None = None  # the portal that redirected the login here
     for _ in range(MAX_REDIRECTS + 1):
         since = asyncio.get_running_loop().time()  # one timer, the connect's and the login's
-        ep, peer = await ep_connect(nl, handle, portal, cfg.login_timeout, bind_host)
+        try:
+            ep, peer = await ep_connect(nl, handle, portal, cfg.login_timeout, bind_host)
+        except SessionError as exc:
+            raise _redirect_failed(exc, by) from None
         session: KernelSession | None = None
         try:
             session = await _bound_session(nl, handle, ep, node, isid, portal, cfg, sizes,
@@ -1195,7 +1214,7 @@ async def _login_through_kernel(nl, handle: int, node: NodeTarget, isid: ISID,  
             if isinstance(outcome, LoginRedirect):
                 log.info("login redirected to %s (%s)", outcome.portal,
                          "permanent" if outcome.permanent else "temporary")
-                portal = outcome.portal
+                by, portal = portal, outcome.portal
                 raise _Redirected
             if isinstance(outcome, LoginRejected):
                 raise SessionError(rejected_code(outcome), outcome.message,
@@ -1334,7 +1353,7 @@ async def send_targets_ep(
             the kernel refuses a step.
     """
     from iscsictl.protocol.session import LogoutExchange
-    from iscsictl.protocol.text_exchange import TextExchange
+    from iscsictl.protocol.text_exchange import SEND_TARGETS_KEYS, TextExchange
 
     node = NodeTarget(target="", address=portal.address, port=portal.port, tpgt=-1,
                       iface=iface, transport=transport,
@@ -1353,7 +1372,8 @@ async def send_targets_ep(
             if started is not None:
                 raise started
         text = TextExchange([("SendTargets", "All")], itt=0, cmdsn=outcome.cmdsn,
-                            exp_statsn=outcome.exp_statsn, match_itt=False)
+                            exp_statsn=outcome.exp_statsn, match_itt=False,
+                            keep=SEND_TARGETS_KEYS)
         # a target without TargetAddress: the portal the discovery asked, a redirect's
         # too (iscsiadm's add_target_record uses the discovery record's address)
         asked = Portal(portal.address, portal.port)

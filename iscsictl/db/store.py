@@ -1811,8 +1811,10 @@ class NodeDB:
           one a running session uses (``in_use``), failed with RecordInUse as iscsiadm's
           delete_stale_rec; not those of ``keep_targets`` either (targets the answer
           named but that were left out of it, or lost a portal: still there, their
-          records kept with their settings), nor those of an iface whose record cannot
-          be read now (:meth:`unreadable_ifaces`: damaged, not deleted).
+          records kept with their settings), nor those of a target whose record found
+          could not be written (a full disk, a name over NAME_MAX: its old records are
+          all it has; iscsiadm deletes them first), nor those of an iface whose record
+          cannot be read now (:meth:`unreadable_ifaces`: damaged, not deleted).
 
         Per-record failures are collected in ``result.failed`` and never stop the others.
         The records found are made, and the stale ones deleted, in runs (:meth:`_in_runs`):
@@ -1825,7 +1827,7 @@ class NodeDB:
                                              delete_stale)
         if not delete_stale:
             return res
-        keep = set(keep_targets)
+        keep = set(keep_targets) | {nid.target for nid, _ in res.failed}
 
         gone = sorted(old - set(found) - unmoved)
         if gone:  # an iface whose record cannot be read now is not a deleted one

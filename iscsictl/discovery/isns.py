@@ -107,7 +107,7 @@ def query_targets(host: str, port: int, initiator: str, *,
             f"{status_text(query.dereg_error.status)}.")
     for name, why in query.left_out.items():
         if log is not None:
-            log(f"iSNS discovery: {why}: target left out")
+            log(f"iSNS discovery: {why}")
         if left_out is not None:
             left_out.append(name)
     err = query.error

@@ -29,7 +29,7 @@ from typing import Callable, Iterator, Mapping
 from ..protocol.config import LoginConfig
 from ..protocol.errors import ISCSIProtocolError
 from ..protocol.portal import Portal
-from ..protocol.text_exchange import DiscoveredTarget, parse_send_targets
+from ..protocol.text_exchange import SEND_TARGETS_KEYS, DiscoveredTarget, parse_send_targets
 from ..transport.errors import (FatalLoginError, InitiatorAuthFailed, LoginFailed,
                                 LoginResponseTimeout, ProtocolFailure, RetriesExceeded,
                                 ResolveError, RetryableLoginError, TransportError,
@@ -69,6 +69,29 @@ class DiscoveryPolicy:
         return cls(**kw)
 
 
+#: the pairs and targets left out of one SendTargets answer said one by one; the rest are
+#: counted (an answer of 16 MiB of garbage is 8 million pairs: as many lines, in the
+#: daemon's log at each poll of a use_discoveryd record)
+SAID_LEFT_OUT = 20
+
+
+class _Said:
+    """``log`` for the first :data:`SAID_LEFT_OUT` lines, then a count (:meth:`close`)."""
+
+    def __init__(self, log: Callable[[str], None] | None) -> None:
+        self.log, self.count = log, 0
+
+    def __call__(self, why: str) -> None:
+        self.count += 1
+        if self.log is not None and self.count <= SAID_LEFT_OUT:
+            self.log(why)
+
+    def close(self) -> None:
+        if self.log is not None and self.count > SAID_LEFT_OUT:
+            self.log(f"SendTargets: {self.count - SAID_LEFT_OUT} more left out of the answer "
+                     "(not said one by one)")
+
+
 def _exchange(host: str, port: int, config: LoginConfig, policy: DiscoveryPolicy,
               iface: Mapping[str, str] | None, meanwhile: Callable[[], object] | None = None,
               log: Callable[[str], None] | None = None, left_out: list[str] | None = None
@@ -82,11 +105,12 @@ def _exchange(host: str, port: int, config: LoginConfig, policy: DiscoveryPolicy
     conn = login(host, port, replace(config, login_timeout=each, auth_timeout=each),
                  iface=iface, meanwhile=meanwhile, connect_timeout=policy.login_timeout,
                  warn=log)
-    skip = log or (lambda why: None)
+    skip = _Said(log)
     try:
         try:
             pairs = conn.text([("SendTargets", "All")], policy.active_timeout,
-                              skip=lambda why: skip(f"SendTargets: {why}"))
+                              skip=lambda why: skip(f"SendTargets: {why}"),
+                              keep=SEND_TARGETS_KEYS)
         except UnexpectedAnswer as e:  # an Async Message, a Reject, a PDU not the answer:
             # open-iscsi's discovery connects again (DISCOVERY_NEED_RECONNECT), reopen_max
             # times (RFC 7143 §11.9: a target may send an Async Message at any time); an
@@ -99,6 +123,8 @@ def _exchange(host: str, port: int, config: LoginConfig, policy: DiscoveryPolicy
     except BaseException:
         conn.close()
         raise
+    finally:
+        skip.close()
 
 
 @contextmanager

@@ -507,7 +507,10 @@ def portal_groups(attrs: Iterable[Attribute],
     record can hold or is not UTF-8 (:func:`~iscsictl.protocol.names.usable_name`, as a
     SendTargets answer's; Debian's iscsiadm: "Target Name invalid: ignoring it"): it goes
     in ``left_out``, the name mapped to why (any other node of the server may register
-    any name, and one with a newline would forge a line of the listing)."""
+    any name, and one with a newline would forge a line of the listing).  So does a portal
+    no login can use or no record hold: a PG Tag outside 0..65535 (§6.5.4: 16 bits in a
+    32-bit field; a record's ``node.tpgt`` holds no more), TCP port 0, or an unspecified
+    address (0.0.0.0, ::); its target's other portals are kept."""
     out: dict[PortalGroup, None] = {}
     cur: dict[int, object] | None = None
 
@@ -523,7 +526,12 @@ def portal_groups(attrs: Iterable[Attribute],
             usable_name(name)  # (bytes that are not UTF-8, surrogates here, are refused)
         except ValueError as exc:
             if left_out is not None:
-                left_out[name] = str(exc)
+                left_out[name] = f"{exc}: target left out"
+            return
+        why = _unusable_portal(addr, port[0], tag)
+        if why is not None:
+            if left_out is not None:
+                left_out.setdefault(name, f"{name}: {why}: portal left out")
             return
         out[PortalGroup(name, addr, port[0], tag)] = None
 
@@ -539,6 +547,18 @@ def portal_groups(attrs: Iterable[Attribute],
             cur = None
     close(cur)
     return list(out)
+
+
+def _unusable_portal(address: str, port: int, tag: int) -> str | None:
+    """Why a PG's portal cannot be a record's (:func:`portal_groups`), or None."""
+    where = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    if not 0 <= tag <= 0xFFFF:
+        return f"portal {where} has PG Tag {tag}, not 0..65535"
+    if port == 0:
+        return f"portal {where} has TCP port 0"
+    if ipaddress.ip_address(address).is_unspecified:
+        return f"portal {where} has an unspecified address"
+    return None
 
 
 #: what iscsiadm's query asks back (discovery_isns_query), in its order

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 
@@ -42,9 +43,11 @@ class TextFormatError(ISCSIProtocolError):
 
 #: the value limit (bytes) of each standard key; names not here get _VALUE_LIMIT_UNKNOWN
 _LIMITS = {name: kd.max_length for name, kd in KEYS.items()}
-#: a whole text of well-formed pairs (a key name of at most 63 characters, '=', a value),
-#: each NUL-terminated: the common case checked in one pass
-_PAIRS = re.compile(r"(?:[A-Za-z][A-Za-z0-9.\-+@_#]{0,62}=[^\0]*\0)+\Z")
+#: the first piece of a NUL-terminated text that is not a well-formed pair (a key name of
+#: at most 63 characters, '='; a value): the common case, none, checked in one pass (a
+#: match of the whole text as repeated pairs kept ~75 bytes of state a pair: 150 MB for an
+#: answer of 2 MiB of tiny pairs)
+_BAD_PAIR = re.compile(r"(?:^|(?<=\0))(?![A-Za-z][A-Za-z0-9.\-+@_#]{0,62}=)(?!\Z)")
 
 
 def _value_limit(key: str) -> int:
@@ -91,7 +94,8 @@ def check_value(key: str, value: str) -> None:
 
 def decode_text(data: bytes, value_limits: bool = True,
                 skip: Callable[[str], None] | None = None,
-                lenient: frozenset[str] = frozenset()) -> TextPairs:
+                lenient: frozenset[str] = frozenset(),
+                keep: frozenset[str] | None = None) -> TextPairs:
     """Split text data into (key, value) pairs, in order, duplicates kept.
 
     NUL padding is tolerated (some targets pad), and NULs before a pair or two in
@@ -104,7 +108,10 @@ def decode_text(data: bytes, value_limits: bool = True,
     SendTargets answer are kept, as open-iscsi's reader keeps them.  A key in
     ``lenient`` (an informational one: TargetAlias) whose value is not UTF-8 or is too long
     is kept all the same, its bad bytes replaced and its value cut to the limit, as
-    open-iscsi copies it whatever it holds.
+    open-iscsi copies it whatever it holds.  With ``keep``, only the pairs of those keys
+    are returned, the others dropped as they are read, unchecked but for their '=': an
+    answer of 16 MiB of tiny pairs costs memory for what the reader takes, not ~75
+    bytes a byte.
 
     Raises:
         TextFormatError: without ``skip``: a pair without '=', a bad key name,
@@ -125,22 +132,40 @@ def decode_text(data: bytes, value_limits: bool = True,
         return []
     if body.isascii():  # the common case: whole-text checks, then only the value limits
         text = body.decode("ascii") + "\0"
-        if _PAIRS.match(text):
-            pairs = [(k, v) for k, _, v in (item.partition("=") for item in text[:-1].split("\0"))]
+        if not _BAD_PAIR.search(text):
+            if keep is None:
+                pairs = [(k, v) for k, _, v in
+                         (item.partition("=") for item in text[:-1].split("\0"))]
+            else:
+                pairs = _kept_pairs(keep).findall(text)
             if not value_limits or \
                     all(len(v) <= _LIMITS.get(k, _VALUE_LIMIT_UNKNOWN) for k, v in pairs):
                 return pairs
-    return _decode_each(body, value_limits, skip, lenient)
+    return _decode_each(body, value_limits, skip, lenient, keep)
+
+
+@functools.lru_cache(maxsize=8)
+def _kept_pairs(keep: frozenset[str]) -> re.Pattern[str]:
+    """The pairs of ``keep``'s keys in a text of well-formed pairs (:data:`_BAD_PAIR`)."""
+    keys = "|".join(re.escape(k) for k in sorted(keep))
+    return re.compile(rf"(?:(?<=\0)|^)({keys})=([^\0]*)\0")
 
 
 def _decode_each(body: bytes, value_limits: bool = True,
                  skip: Callable[[str], None] | None = None,
-                 lenient: frozenset[str] = frozenset()) -> TextPairs:
-    """decode_text pair by pair (non-ASCII text, and the precise error of a bad one)."""
+                 lenient: frozenset[str] = frozenset(),
+                 keep: frozenset[str] | None = None) -> TextPairs:
+    """decode_text pair by pair (non-ASCII text, and the precise error of a bad one); the
+    pieces found one at a time (a list of them all would cost ~50 bytes a piece)."""
     pairs: TextPairs = []
-    for item in body.split(b"\0"):
-        if not item:  # NULs before a pair or two in a row: no pair (open-iscsi skips them)
-            continue
+    kept = None if keep is None else {k.encode("ascii") for k in keep}
+    # (NULs before a pair or two in a row: no pair; open-iscsi skips them)
+    for match in _PIECE.finditer(body):
+        item = match.group()
+        if kept is not None:
+            key_b, eq, _ = item.partition(b"=")
+            if eq and key_b not in kept:
+                continue
         why = _pair_problem(item, value_limits)
         if why is not None and lenient:
             key_b, eq, value_b = item.partition(b"=")
@@ -162,6 +187,9 @@ def _decode_each(body: bytes, value_limits: bool = True,
         key, _, value = item.partition(b"=")
         pairs.append((key.decode("ascii"), value.decode("utf-8")))
     return pairs
+
+
+_PIECE = re.compile(rb"[^\0]+")
 
 
 def _pair_problem(item: bytes, value_limits: bool) -> str | None:

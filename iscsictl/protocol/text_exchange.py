@@ -26,6 +26,7 @@ from .trace import trace
 
 __all__ = [
     "MAX_RESPONSE_BYTES",
+    "SEND_TARGETS_KEYS",
     "UnexpectedPDU",
     "DiscoveredTarget",
     "TextExchange",
@@ -48,6 +49,9 @@ MAX_RESPONSE_BYTES = 16 << 20
 #: TargetName's addresses went to the target before it, a TargetAddress's target was given
 #: the portal asked; :func:`parse_send_targets` leaves them out
 _ANSWER_KEYS = frozenset({"TargetName", "TargetAddress"})
+#: what a SendTargets answer holds for discovery (TextExchange's ``keep``): TargetAlias and
+#: vendor keys carry nothing for it
+SEND_TARGETS_KEYS = _ANSWER_KEYS
 _NOT_UTF8 = "\ufffd"
 
 
@@ -91,6 +95,8 @@ class TextExchange:
         match_itt: check each response's ITT against ``itt``; False for an exchange
             relayed by the kernel (SEND_PDU), which gives the requests its own task tags
             and matches the responses itself.
+        keep: the response's keys kept (:data:`SEND_TARGETS_KEYS` for SendTargets), the
+            others dropped as they are read; None: all.
     """
 
     def __init__(
@@ -104,10 +110,12 @@ class TextExchange:
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         skip: Callable[[str], None] | None = None,
         match_itt: bool = True,
+        keep: frozenset[str] | None = None,
     ) -> None:
         self.itt = itt
         self._match_itt = match_itt
         self._skip = skip
+        self._keep = keep
         self.cmdsn = cmdsn
         self.exp_statsn = exp_statsn
         text = encode_text(pairs)
@@ -192,7 +200,7 @@ class TextExchange:
             # what it cannot take); the whole answer is bounded (max_response_bytes)
             self.result = [p for part in self._complete
                            for p in decode_text(part, value_limits=False, skip=self._skip,
-                                                lenient=_ANSWER_KEYS)]
+                                                lenient=_ANSWER_KEYS, keep=self._keep)]
             return self.result
         if pdu.ttt == RESERVED_TAG:
             raise TextExchangeError("Text Response with F=0 and C=1 but no Target Transfer Tag")

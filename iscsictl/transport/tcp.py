@@ -297,19 +297,21 @@ class Connection:
 
     def text(self, pairs: list[tuple[str, str]], timeout: float,
              max_response_bytes: int = MAX_RESPONSE_BYTES,
-             skip: Callable[[str], None] | None = None) -> list[tuple[str, str]]:
+             skip: Callable[[str], None] | None = None,
+             keep: frozenset[str] | None = None) -> list[tuple[str, str]]:
         """One Text Request/Response exchange (with continuation); the response pairs.
         ``timeout``: seconds the target may stay silent, restarted by each PDU it sends
         (open-iscsi's active_timeout, reset after each PDU in discovery.c): a long answer
         sent slowly is waited for;
-        ``skip``: as :class:`.TextExchange`'s (a bad pair left out, said to it)."""
+        ``skip``, ``keep``: as :class:`.TextExchange`'s (a bad pair left out, said to it;
+        the keys kept)."""
         assert self._cmds is not None and self.success is not None
         cs = self._cmds
         what = f"text exchange with {self.endpoint}"
         self._await_window(time.monotonic() + timeout, what)
         ex = TextExchange(pairs, itt=self._next_itt(), cmdsn=cs.cmdsn, exp_statsn=cs.exp_statsn,
                           max_send_segment=self.success.params.max_xmit_data_segment_length,
-                          max_response_bytes=max_response_bytes, skip=skip)
+                          max_response_bytes=max_response_bytes, skip=skip, keep=keep)
         ex.start()
         self.send(ex.data_to_send(self._hd, self._dd), what)
         try:
@@ -371,6 +373,10 @@ class Connection:
         return response
 
 
+def _where(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def login(host: str, port: int, config: LoginConfig, *, isid: bytes | None = None,
           max_redirects: int = DEFAULT_MAX_REDIRECTS, warn=None,
           iface: Mapping[str, str] | None = None,
@@ -384,9 +390,18 @@ def login(host: str, port: int, config: LoginConfig, *, isid: bytes | None = Non
     ``meanwhile``: as in :meth:`Connection.login`, on the first connection only (not run
     when it cannot be made)."""
     isid = isid or new_isid()
+    by = None  # the portal that redirected the login here
     for _ in range(max_redirects + 1):
-        conn = Connection.open(host, port, config.login_timeout if connect_timeout is None
-                               else connect_timeout, iface)
+        try:
+            conn = Connection.open(host, port, config.login_timeout if connect_timeout is None
+                                   else connect_timeout, iface)
+        except ConnectError as e:
+            if by is None:
+                raise
+            # open-iscsi: LOGIN_REDIRECTION_FAILED, retried (a discovery goes on to its
+            # reopen_max); not the "resolved once" of the address asked
+            raise ConnectError(f"{_where(host, port)}, where {by} redirected the login",
+                               e.reason) from None
         try:
             out = conn.login(config, isid, warn=warn, meanwhile=meanwhile)
             meanwhile = None
@@ -396,5 +411,6 @@ def login(host: str, port: int, config: LoginConfig, *, isid: bytes | None = Non
         if isinstance(out, LoginSuccess):
             return conn
         conn.close()
+        by = _where(host, port)
         host, port = out.portal.address, out.portal.port
     raise LoginFailed(f"login: more than {max_redirects} redirects (last to {host}:{port})")

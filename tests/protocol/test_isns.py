@@ -4,6 +4,7 @@ iSNS server sends, and what a hostile or broken one can send."""
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 
 import pytest
@@ -264,7 +265,31 @@ def test_a_name_that_is_not_utf8_is_read_and_left_out_of_the_portal_groups():
     left_out: dict[str, str] = {}
     assert I.portal_groups(resp.keys + resp.operating, left_out) == []
     assert left_out == {name: "iSCSI name 'iqn.x:caf\\udce9': character '\\udce9' is not "
-                              "allowed"}
+                              "allowed: target left out"}
+
+
+@pytest.mark.parametrize("address, port, tag, why", [
+    ("10.0.0.9", 3260, 0x10000, "portal 10.0.0.9:3260 has PG Tag 65536, not 0..65535"),
+    ("10.0.0.9", 3260, 0xFFFFFFFF, "portal 10.0.0.9:3260 has PG Tag 4294967295, not 0..65535"),
+    ("10.0.0.9", 0, 1, "portal 10.0.0.9:0 has TCP port 0"),
+    ("0.0.0.0", 3260, 1, "portal 0.0.0.0:3260 has an unspecified address"),
+    ("::", 3260, 1, "portal [::]:3260 has an unspecified address"),
+])
+def test_a_portal_no_record_can_hold_is_left_out_not_its_target(address, port, tag, why):
+    """RFC 4171 §6.5.4: a PG Tag is 16 bits in a 32-bit field (node.tpgt holds no more:
+    a record at 4294967295 was written that every read warned of); port 0 and an
+    unspecified address are no portal a login can use.  The target's other portal stays."""
+    ip = v4(address) if "." in address else ipaddress.ip_address(address).packed
+    bad = tlv(48, b"iqn.x:t\0") + tlv(49, ip) + tlv(50, struct.pack(">I", port)) \
+        + tlv(51, struct.pack(">I", tag))
+    good = tlv(48, b"iqn.x:t\0") + tlv(49, v4("10.0.0.1")) + tlv(50, struct.pack(">I", 3260)) \
+        + tlv(51, struct.pack(">I", 1))
+    payload = b"\0" * 4 + tlv(0, b"") + bad + good
+    (resp,) = read(I.MessageReader(1), header(0x8002, len(payload), 0x4C00, 1) + payload)
+    left_out: dict[str, str] = {}
+    assert I.portal_groups(resp.keys + resp.operating, left_out) == \
+        [I.PortalGroup("iqn.x:t", "10.0.0.1", 3260, 1)]
+    assert left_out == {"iqn.x:t": f"iqn.x:t: {why}: portal left out"}
 
 
 def test_a_string_without_its_nul_is_read_whole_as_open_isns_reads_it():

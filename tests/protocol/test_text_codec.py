@@ -142,6 +142,19 @@ def test_whole_text_checks_agree_with_the_pair_by_pair_ones(pairs, pad, junk):
                 decode_text(sample)
         else:
             assert decode_text(sample) == expected
+            # keep: the same pairs of those keys, the others dropped as they are read
+            for keep in (frozenset({"A", "TargetAlias"}), frozenset({"K" * 63})):
+                assert decode_text(sample, keep=keep) == [p for p in expected if p[0] in keep]
+
+
+def test_keep_drops_other_keys_unchecked_but_says_a_pair_without_its_equals_sign():
+    said: list[str] = []
+    data = "TargetName=t\0X-v=\xff\xfe\0junk\0TargetAlias=é\0TargetName=u\0".encode(
+        "latin-1")
+    assert decode_text(data, skip=said.append, keep=frozenset({"TargetName"})) == \
+        [("TargetName", "t"), ("TargetName", "u")]
+    assert said == ["text pair without '=': b'junk': left out"]
+    assert decode_text(b"a=1\0b=2\0a=3\0", keep=frozenset({"a"})) == [("a", "1"), ("a", "3")]
 
 
 @given(st.lists(st.tuples(_names, _values), max_size=6))

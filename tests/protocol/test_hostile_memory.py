@@ -1,0 +1,35 @@
+"""The memory a hostile SendTargets answer costs."""
+
+import tracemalloc
+
+from iscsictl.protocol.pdu import TextResponse
+from iscsictl.protocol.text_exchange import SEND_TARGETS_KEYS, TextExchange, parse_send_targets
+
+
+def test_a_sendtargets_answer_of_tiny_pairs_costs_a_small_multiple_of_its_size():
+    """MAX_RESPONSE_BYTES bounds the answer's bytes (16 MiB), not what they become: an
+    answer of ``a=\\0`` pairs (3 bytes each) cost ~75 bytes of heap per byte received (the
+    pairs' list, and the whole-text regex's state: 150 MB for 2 MiB; the CLI's RSS for 16
+    MiB was ~1.06 GB, an initramfs OOM-killed).  The keys SendTargets does not use are
+    dropped as they are read, and the text checked in constant memory: within 16x."""
+    data = b"a=\0" * ((2 << 20) // 3)
+    tracemalloc.start()
+    try:
+        ex = TextExchange([("SendTargets", "All")], itt=1, cmdsn=1, exp_statsn=1,
+                          keep=SEND_TARGETS_KEYS)
+        ex.start()
+        ex.data_to_send()
+        res = None
+        seg = 32768
+        for i in range(0, len(data), seg):
+            last = i + seg >= len(data)
+            res = ex.receive_pdu(TextResponse(final=last, continue_=not last, itt=1,
+                                              ttt=0xFFFFFFFF if last else 5,
+                                              data=data[i:i + seg]))
+            ex.data_to_send()
+        assert res is not None
+        assert parse_send_targets(res, None, lambda why: None) == []
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= 16 * len(data), f"peak {peak / 2**20:.0f} MiB for {len(data) / 2**20:.0f} MiB"
