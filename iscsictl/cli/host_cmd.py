@@ -473,6 +473,10 @@ def run(args, o, mode: str) -> int:  # type: ignore[no-untyped-def]
             raise E.CliError(f"Could not get host info for host {wanted}",
                              E.BY_NAME["ISCSI_ERR_HOST_NOT_FOUND"])
     if not hosts:
+        if level >= 4 and not o.json:  # iscsiadm prints its versions first (host_info_print)
+            from ..db.schema import FORMAT_VERSION
+
+            o.lines(version_lines((sysfs.module_version(), FORMAT_VERSION)))
         raise E.CliError("No iSCSI hosts.", E.NO_OBJS_FOUND)
     flags = HOST_LEVEL_FLAGS.get(level, frozenset())
     views = []  # the sessions, read as deep as the level shows them

@@ -153,6 +153,8 @@ def run(args, o, mode: str) -> int:
                 rc = E.IDBM
         except DBError as e:
             o.error(str(e))
+            if op == "update":  # iscsiadm's iface_param_update says it too (and exits 0)
+                o.error(f"Could not update iface {name}: {E.err_to_str(e.exit_code)}")
             rc = e.exit_code
     if o.json:
         o.emit_json(shown if op in (None, "show") else {"op": op, "ifaces": names, "rc": rc})

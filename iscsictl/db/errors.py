@@ -80,13 +80,16 @@ class ReadOnlyKey(DBError):
     changed with ``-o update``.  Exit code 7 (ISCSI_ERR_INVAL).
 
     ``reason`` is ``"lookup"`` (iscsiadm: ``It is used to look up the record and cannot be
-    changed.``) or ``"iface"`` (``Use iface mode to update this value.``)."""
+    changed.``), ``"iface"`` (``Use iface mode to update this value.``) or ``"rename"``
+    (an iface's own name: iscsiadm's verify_iface_params, ``Can not update ...``)."""
 
     exit_code = ISCSI_ERR_INVAL
 
     def __init__(self, name: str, reason: str = "lookup"):
         if reason == "iface":
             msg = f"Cannot modify {name}. Use iface mode to update this value."
+        elif reason == "rename":
+            msg = f"Can not update {name}. Delete it, and then create a new one."
         else:
             msg = f"Cannot modify {name}. It is used to look up the record and cannot be changed."
         super().__init__(msg)

@@ -50,8 +50,8 @@ from ..lexical import C_SPACE, ascii_digits, host_key
 from . import schema
 from .config import IscsidConfig, resolve_roots
 from .errors import (BindingChange, CorruptRecord, DBError, InvalidKey, InvalidRecordName,
-                     InvalidValue, LockTimeout, RecordExists, RecordInUse, RecordNotFound,
-                     RecordTooLarge, SpecialIface)
+                     InvalidValue, LockTimeout, ReadOnlyKey, RecordExists, RecordInUse,
+                     RecordNotFound, RecordTooLarge, SpecialIface)
 from .files import read_regular
 from .record import (Record, convert, format_file_variants, format_node_flat, format_node_tree,
                      format_portal, format_record, parse_record)
@@ -2291,6 +2291,8 @@ class NodeDB:
         if name in schema.BUILTIN_IFACES:
             raise SpecialIface(name, "modified")
         for key, value in updates.items():
+            if key == "iface.iscsi_ifacename":  # its file's name: iscsiadm's words
+                raise ReadOnlyKey(key, "rename")
             if key == "iface.transport_name" and not str(value).strip(C_SPACE):
                 raise InvalidValue(key, str(value), "an iface needs its transport (tcp, "
                                                     "iser, bnx2i, qla4xxx, ...)")

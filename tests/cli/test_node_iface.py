@@ -202,7 +202,8 @@ def test_iface_ops(cli):
                                 "be deleted.\n")
     r = cli("-m", "iface", "-I", "iser", "-o", "update", "-n", "iface.mtu", "-v", "9000")
     assert (r.rc, r.err) == (7, "iscsictl: iface iser is a special interface and cannot "
-                                "be modified.\n")
+                                "be modified.\n"  # then iface_param_update's line
+                                "iscsictl: Could not update iface iser: invalid parameter\n")
     assert len(json.loads(cli("--json", "-m", "iface").out)) == 2
 
 
