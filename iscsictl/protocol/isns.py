@@ -287,7 +287,7 @@ def _function_name(function: int) -> str:
         return f"function {function:#06x}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Attribute:
     """One TLV: ``tag`` and its decoded ``value`` (str, int, an IP address as text, the
     port as ``(port, udp)``, bytes for tags without a known encoding; None for nil)."""

@@ -33,3 +33,29 @@ def test_a_sendtargets_answer_of_tiny_pairs_costs_a_small_multiple_of_its_size()
     finally:
         tracemalloc.stop()
     assert peak <= 16 * len(data), f"peak {peak / 2**20:.0f} MiB for {len(data) / 2**20:.0f} MiB"
+
+
+def test_an_isns_answer_of_nil_attributes_costs_a_small_multiple_of_its_size():
+    """An iSNS response's attributes are objects of their own: 8 bytes of nil attribute on
+    the wire were ~100 bytes of heap (a dataclass with a __dict__: 297 MB for the 16 MiB
+    a response may hold); with __slots__ ~60 (the list and the tuples of the split)."""
+    import struct
+
+    from iscsictl.protocol import isns as I
+
+    payload = b"\0" * 4 + struct.pack(">II", 48, 0) * ((2 << 20) // 8)
+    pieces = [payload[i:i + 65532] for i in range(0, len(payload), 65532)]
+    tracemalloc.start()
+    try:
+        reader = I.MessageReader(1)
+        for seq, piece in enumerate(pieces):  # PDUs of at most 64 KiB (§5.1.3)
+            flags = 0x4000 | (0x0400 if seq == 0 else 0) | (0x0800 if seq == len(pieces) - 1
+                                                              else 0)
+            assert reader.feed(struct.pack(">HHHHHH", 1, 0x8002, len(piece), flags, 1,
+                                           seq)) is None
+            response = reader.feed(piece)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert response is not None and len(response.keys) == (2 << 20) // 8
+    assert peak <= 12 * len(payload), f"peak {peak / 2**20:.0f} MiB for 2 MiB"
