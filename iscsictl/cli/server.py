@@ -56,6 +56,11 @@ REQUEST = struct.Struct("=4sIIIII")
 REPLY = struct.Struct("=Ii")
 REPLY_STARTED, REPLY_EXITED, REPLY_KILLED = 1, 2, 3
 MAX_BODY = 1 << 20  # bytes: arguments + environment (Linux's ARG_MAX is 2 MiB for both)
+#: environment variables a request may bring: each is set (and the next command's unset)
+#: by a setenv(3) that scans the whole environment, so 100,000 took ~19 s, and as long
+#: again for the next command the worker served, any client's; beyond it the client runs
+#: iscsictl-py, a process of its own that inherits them
+MAX_ENV = 4096
 REQUEST_TIMEOUT = 5.0  # s a client may take to send its whole request
 #: workers at once: a client beyond them waits in the listener's backlog until one is free,
 #: at most SHED_AFTER s (each holds a forked interpreter; a burst of stalled clients must
@@ -175,9 +180,12 @@ def _read_request(conn: socket.socket) -> tuple[int, str, list[str], dict[str, s
     fds: list[int] = []
     try:
         header = _recv_exact(conn, REQUEST.size, deadline, fds)
-        body_len = REQUEST.unpack(header)[5]
+        envc, body_len = REQUEST.unpack(header)[4:]
         if body_len > MAX_BODY:
             raise RequestError(f"request of {body_len} bytes")
+        if envc > MAX_ENV:
+            raise RequestError(f"request with {envc} environment variables (more than "
+                               f"{MAX_ENV}): its client runs iscsictl-py")
         if len(fds) != 3:
             raise RequestError(f"request with {len(fds)} file descriptors, not 3")
         umask, cwd, args, env = parse_request(header, _recv_exact(conn, body_len, deadline))

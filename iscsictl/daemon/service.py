@@ -263,7 +263,10 @@ def _sid(value: Any) -> int:
         raise TypeError(f"a session id must be an integer, not {type(value).__name__}")
     if isinstance(value, str) and not ascii_digits(value):  # int() takes '1_0', ' 7', '٣'
         raise ValueError(f"a session id must be an integer, not {value!r}")
-    return int(value)
+    sid = int(value)
+    if not 0 <= sid <= 0xFFFFFFFF:  # the kernel's are uint32_t (struct iscsi_uevent)
+        raise ValueError(f"a session id is 0..4294967295, not {sid}")
+    return sid
 
 
 def _flag(value: Any) -> bool:
@@ -319,6 +322,19 @@ def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise TypeError(f"expected a string, not {type(value).__name__}")
     return value
+
+
+#: characters of a bad request's error said back: its checker's message may hold the value
+#: (a 10 MB string where a flag belongs was answered with a 10 MB line, to each client)
+MAX_ERROR_TEXT = 512
+
+
+def _cut(exc: BaseException) -> str:
+    """``exc``'s message, at most :data:`MAX_ERROR_TEXT` characters."""
+    text = str(exc)
+    if len(text) <= MAX_ERROR_TEXT:
+        return text
+    return f"{text[:MAX_ERROR_TEXT]}... ({len(text)} characters)"
 
 
 #: The arguments each IPC request takes: name -> check (returns the value or raises
@@ -2242,7 +2258,8 @@ class Daemon:
                     # its arguments', mostly; from deeper, a defect: its traceback at debug
                     log.debug("IPC: request answered as bad (%s: %s)", type(exc).__name__,
                               exc, exc_info=True)
-                    reply = {"ok": False, "error": {"code": 16, "message": f"bad request: {exc}"}}
+                    reply = {"ok": False, "error": {"code": 16,
+                                                    "message": f"bad request: {_cut(exc)}"}}
                 finally:
                     if keepalive is not None:
                         keepalive.cancel()
@@ -2255,8 +2272,10 @@ class Daemon:
                          SILENCE_LIMIT)
         except ConnectionError:
             pass
-        except RequestStalled as exc:
+        except RequestStalled as exc:  # said to it too, if its socket takes the line
             log.info("IPC: %s; connection closed", exc)
+            out.write(encode_message({"version": version, "ok": False, "error": {
+                "code": 16, "message": f"bad request: {exc}"}}))
         except Exception:  # noqa: BLE001 - never let one client take the daemon down
             log.exception("IPC request failed")
         finally:
