@@ -38,7 +38,8 @@ host's driver keeps no table: GET_CHAP is EINVAL, SET_CHAP and DELETE_CHAP ENOSY
 ``-C stats`` needs ``-H`` ("STATS mode requires host no", 7): "Host Statistics:" and the
 82 counters of ``struct iscsi_offload_host_stats`` (``\\tmactx_frames: 0`` ...), in the
 kernel's order, from ISCSI_UEVENT_GET_HOST_STATS; the driver's own counters after them, if
-it has any.  ``--json``: ``{"host_no", "transport", "counters": {...}, "custom": {...}}``.
+it has any.  ``--json``: ``{"host_no", "transport", <each counter>, "custom": [[desc,
+value], ...]}``, the shape of ``-m session -s``'s.
 
 Deliberate differences from iscsiadm 2.1.8:
 

@@ -87,6 +87,7 @@ def run(args, o, mode: str) -> int:
     rc = E.SUCCESS
     shown = []
     for name in names:
+        updating = name  # the iface a failed update names (its VLAN siblings' too)
         try:
             if op == "new":
                 existed = False
@@ -133,8 +134,8 @@ def run(args, o, mode: str) -> int:
                 vlan = {k: v for k, v in updates.items() if k.startswith("iface.vlan")}
                 port = _same_port(db, name) if vlan else []  # the port as it was
                 rc = _update(db, name, updates, o) or rc
-                for other in port:
-                    rc = _update(db, other, vlan, o) or rc
+                for updating in port:  # (named by a failure's message)
+                    rc = _update(db, updating, vlan, o) or rc
             else:
                 rec = db.read_iface(name)
                 if o.json:
@@ -154,7 +155,7 @@ def run(args, o, mode: str) -> int:
         except DBError as e:
             o.error(str(e))
             if op == "update":  # iscsiadm's iface_param_update says it too (and exits 0)
-                o.error(f"Could not update iface {name}: {E.err_to_str(e.exit_code)}")
+                o.error(f"Could not update iface {updating}: {E.err_to_str(e.exit_code)}")
             rc = e.exit_code
     if o.json:
         o.emit_json(shown if op in (None, "show") else {"op": op, "ifaces": names, "rc": rc})

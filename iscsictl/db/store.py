@@ -850,6 +850,7 @@ class NodeDB:
         lock, said: the delete that frees the space is not refused, as iscsiadm's is not
         (its lock is in /run).  Nothing is written there meanwhile: a write needs a temp
         file of its own."""
+        lock: FileLock | None = None
         try:
             lock = self.db_lock() if key is None else self.record_lock(key)
             lock.acquire()
@@ -859,6 +860,8 @@ class NodeDB:
             if not self._no_lock_said:
                 self._no_lock_said = True
                 self.warn(f"{e}: deleting without iscsictl's lock")
+            lock = None
+        if lock is None:  # (outside the except: the delete's own errors are not its)
             yield _NO_LOCK
             return
         try:
@@ -1812,9 +1815,10 @@ class NodeDB:
           delete_stale_rec; not those of ``keep_targets`` either (targets the answer
           named but that were left out of it, or lost a portal: still there, their
           records kept with their settings), nor those of a target whose record found
-          could not be written (a full disk, a name over NAME_MAX: its old records are
-          all it has; iscsiadm deletes them first), nor those of an iface whose record
-          cannot be read now (:meth:`unreadable_ifaces`: damaged, not deleted).
+          could not be made (a full disk, a name over NAME_MAX: its old records are all
+          it has; iscsiadm deletes them first; a record found that is there, but could
+          not be refreshed, keeps no other), nor those of an iface whose record cannot be
+          read now (:meth:`unreadable_ifaces`: damaged, not deleted).
 
         Per-record failures are collected in ``result.failed`` and never stop the others.
         The records found are made, and the stale ones deleted, in runs (:meth:`_in_runs`):
@@ -1827,7 +1831,8 @@ class NodeDB:
                                              delete_stale)
         if not delete_stale:
             return res
-        keep = set(keep_targets) | {nid.target for nid, _ in res.failed}
+        keep = set(keep_targets) | {nid.target for nid, _ in res.failed
+                                    if not self.node_exists(nid)}
 
         gone = sorted(old - set(found) - unmoved)
         if gone:  # an iface whose record cannot be read now is not a deleted one

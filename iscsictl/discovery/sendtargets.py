@@ -69,17 +69,19 @@ class DiscoveryPolicy:
         return cls(**kw)
 
 
-#: the pairs and targets left out of one SendTargets answer said one by one; the rest are
-#: counted (an answer of 16 MiB of garbage is 8 million pairs: as many lines, in the
-#: daemon's log at each poll of a use_discoveryd record)
+#: the pieces of text, and apart from them the targets and portals, left out of one
+#: SendTargets answer that are said one by one; the rest are counted (an answer of 16 MiB
+#: of garbage is 8 million pieces: as many lines, in the daemon's log at each poll of a
+#: use_discoveryd record; counted apart, garbage does not hide a real target left out)
 SAID_LEFT_OUT = 20
 
 
 class _Said:
-    """``log`` for the first :data:`SAID_LEFT_OUT` lines, then a count (:meth:`close`)."""
+    """``log`` for the first :data:`SAID_LEFT_OUT` lines, then a count of ``what``
+    (:meth:`close`)."""
 
-    def __init__(self, log: Callable[[str], None] | None) -> None:
-        self.log, self.count = log, 0
+    def __init__(self, log: Callable[[str], None] | None, what: str) -> None:
+        self.log, self.what, self.count = log, what, 0
 
     def __call__(self, why: str) -> None:
         self.count += 1
@@ -88,8 +90,8 @@ class _Said:
 
     def close(self) -> None:
         if self.log is not None and self.count > SAID_LEFT_OUT:
-            self.log(f"SendTargets: {self.count - SAID_LEFT_OUT} more left out of the answer "
-                     "(not said one by one)")
+            self.log(f"SendTargets: {self.count - SAID_LEFT_OUT} more {self.what} left out of "
+                     "the answer (not said one by one)")
 
 
 def _exchange(host: str, port: int, config: LoginConfig, policy: DiscoveryPolicy,
@@ -105,11 +107,11 @@ def _exchange(host: str, port: int, config: LoginConfig, policy: DiscoveryPolicy
     conn = login(host, port, replace(config, login_timeout=each, auth_timeout=each),
                  iface=iface, meanwhile=meanwhile, connect_timeout=policy.login_timeout,
                  warn=log)
-    skip = _Said(log)
+    pieces, entries = _Said(log, "pieces of text"), _Said(log, "targets or portals")
     try:
         try:
             pairs = conn.text([("SendTargets", "All")], policy.active_timeout,
-                              skip=lambda why: skip(f"SendTargets: {why}"),
+                              skip=lambda why: pieces(f"SendTargets: {why}"),
                               keep=SEND_TARGETS_KEYS)
         except UnexpectedAnswer as e:  # an Async Message, a Reject, a PDU not the answer:
             # open-iscsi's discovery connects again (DISCOVERY_NEED_RECONNECT), reopen_max
@@ -117,14 +119,15 @@ def _exchange(host: str, port: int, config: LoginConfig, policy: DiscoveryPolicy
             # answer too long would be as long again: not retried
             raise RetryableLoginError(f"{e}; connecting again") from None
         try:
-            return conn, parse_send_targets(pairs, Portal(host, port), skip, left_out)
+            return conn, parse_send_targets(pairs, Portal(host, port), entries, left_out)
         except (ValueError, ISCSIProtocolError) as e:
             raise ProtocolFailure(f"SendTargets answer from {conn.endpoint}: {e}") from None
     except BaseException:
         conn.close()
         raise
     finally:
-        skip.close()
+        pieces.close()
+        entries.close()
 
 
 @contextmanager

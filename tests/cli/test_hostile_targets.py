@@ -158,8 +158,8 @@ def test_garbage_in_a_sendtargets_answer_is_not_said_once_a_pair(cli):
     assert r.rc == 21
     lines = r.err.splitlines()
     assert lines.count("iscsictl: SendTargets: text pair without '=': b'x': left out") == 20
-    assert "iscsictl: SendTargets: 199980 more left out of the answer (not said one by one)" \
-        in lines and len(lines) < 30, lines[20:]
+    assert "iscsictl: SendTargets: 199980 more pieces of text left out of the answer (not " \
+        "said one by one)" in lines and len(lines) < 30, lines[20:]
 
 
 def test_a_redirect_to_a_name_that_does_not_resolve_is_retried_as_iscsiadm(cli):
@@ -174,3 +174,17 @@ def test_a_redirect_to_a_name_that_does_not_resolve_is_retried_as_iscsiadm(cli):
         conns = len(srv.conns)
     assert "redirect" in r.err, r.err
     assert (r.rc, conns) == (11, 2), r.err
+
+
+def test_garbage_does_not_hide_a_target_left_out(cli):
+    """The pieces of text left out and the targets or portals left out are counted apart:
+    21 pieces without '=' first do not hide that a target lost its only portal."""
+    answer = "x\0" * 21 + f"TargetName={B}\0TargetAddress=10.0.0.1:0,1\0" \
+        f"TargetName={A}\0TargetAddress=127.0.0.1:3260,1\0"
+    with Server(_answers(answer)) as srv:
+        r = cli("-m", "discovery", "-t", "st", "-p", srv.portal, "-o", "nonpersistent")
+    lines = r.err.splitlines()
+    assert r.rc == 0 and r.out == f"127.0.0.1:3260,1 {A}\n", r.err
+    assert "iscsictl: SendTargets: 1 more pieces of text left out of the answer (not said " \
+        "one by one)" in lines
+    assert any(B in line and "portal left out" in line for line in lines), lines

@@ -171,3 +171,89 @@ def test_delete_works_on_a_filesystem_out_of_inodes(tmp_path):
             "No space left on device: deleting without iscsictl's lock")
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+def _st(db, nid):
+    did = DiscoveryID("sendtargets", nid.address, nid.port)
+    db.create_discovery(did)
+    db.reconcile_discovery(did, [nid])
+    return did, os.path.join(db.db_root, "send_targets", f"{nid.address},{nid.port}",
+                             nid.link_name)
+
+
+def test_firmware_refind_moves_the_link_and_keeps_the_new_one(db):
+    """update_node_many(discovery=fw) of a record SendTargets found: its fw/ link made,
+    the send_targets/ one gone (the keep= of update_node_many's _unlink_node_links)."""
+    nid = NodeID(T1, "10.0.0.8", 3260, 1, "default")
+    _did, st_link = _st(db, nid)
+    assert os.path.islink(st_link)
+    db.update_node_many(nid, {}, discovery=DiscoveryID("fw", "", 0))
+    fw_link = os.path.join(db.db_root, "fw", nid.link_name)
+    assert os.path.islink(fw_link), "the link just made was removed"
+    assert not os.path.islink(st_link)
+
+
+def test_firmware_refind_that_cannot_link_keeps_the_old_link(db, monkeypatch):
+    """The new link cannot be made (ENAMETOOLONG, EMLINK...): the old source's link is
+    kept (the 'new link first' order of update_node_many)."""
+    nid = NodeID(T1, "10.0.0.8", 3260, 1, "default")
+    _did, st_link = _st(db, nid)
+    real = os.symlink
+
+    def failing(src, dst, *a, **k):
+        if "/fw/" in dst:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(src, dst, *a, **k)
+    monkeypatch.setattr(os, "symlink", failing)
+    with pytest.raises(DBError):
+        db.update_node_many(nid, {}, discovery=DiscoveryID("fw", "", 0))
+    assert os.path.islink(st_link), "the old link went before the new one was made"
+
+
+def test_refound_by_another_source_that_cannot_be_written_keeps_its_link(db, monkeypatch):
+    """_refresh_found of a record another SendTargets source found (moved): the write
+    fails (ENOSPC): the old source's link is kept (relinked=)."""
+    nid = NodeID(T1, "10.0.0.8", 3260, 1, "default")
+    _did, st_link = _st(db, nid)
+    other = DiscoveryID("sendtargets", "10.0.0.9", 3260)
+    db.create_discovery(other)
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    with monkeypatch.context() as m:
+        m.setattr(os, "write", full)
+        res = db.reconcile_discovery(other, [nid])
+    assert res.failed
+    assert os.path.islink(st_link), "the old source's link lost on a failed write"
+
+
+def test_a_lock_timeout_on_one_found_record_keeps_the_targets_stale_portals(db, tmp_path):
+    """A found record there but not refreshed (a lock another holds for 0.5 s: LockTimeout)
+    keeps no other record of its target: the portal the target no longer has is deleted
+    (only a found record that could not be made keeps the target's others)."""
+    did = DiscoveryID("sendtargets", "10.0.0.8", 3260)
+    db.create_discovery(did)
+    p1 = NodeID(T1, "10.0.0.1", 3260, 1, "default")
+    p2 = NodeID(T1, "10.0.0.2", 3260, 1, "default")
+    db.reconcile_discovery(did, [p1, p2])
+    db.update_node_many(p1, {"node.startup": "automatic"})  # refresh must rewrite p1
+    other = NodeDB(db.db_root, str(tmp_path / "etc"), lock_timeout=0.5)
+    with other.record_lock(other._lock_key(p1)):
+        res = db.reconcile_discovery(did, [p1])
+    assert [type(e).__name__ for _, e in res.failed] == ["LockTimeout"]
+    assert p2 in res.deleted, "stale portal of the target kept because of p1's lock timeout"
+
+
+def test_an_oversized_found_record_keeps_the_targets_stale_portals_for_good(db):
+    """A found record over 1 MiB (RecordTooLarge, a failure for good) is there: the target's
+    stale portals are deleted all the same (kept, they were at every rediscovery)."""
+    did = DiscoveryID("sendtargets", "10.0.0.8", 3260)
+    db.create_discovery(did)
+    p1 = NodeID(T1, "10.0.0.1", 3260, 1, "default")
+    p2 = NodeID(T1, "10.0.0.2", 3260, 1, "default")
+    db.reconcile_discovery(did, [p1, p2])
+    with open(db.node_path(p1), "ab") as f:
+        f.write(b"# pad\n" * 200000)
+    res = db.reconcile_discovery(did, [p1])
+    assert [type(e).__name__ for _, e in res.failed] == ["RecordTooLarge"]
+    assert res.deleted == [p2] and db.node_exists(p1)
