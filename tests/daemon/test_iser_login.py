@@ -234,6 +234,17 @@ def test_a_redirect_starts_over_at_the_new_portal(monkeypatch):
     assert session.current == Portal("10.77.0.9", 3261, 2) and len(seen) == 2
 
 
+def test_a_redirect_to_a_name_that_does_not_resolve_is_retryable_and_named(monkeypatch):
+    """The kernel's connection to where a redirect sent the login cannot be made (a name
+    that does not resolve): a retryable SessionError naming the redirect, as iscsid's
+    LOGIN_REDIRECTION_FAILED (it was 4, not retryable: an automatic node given up)."""
+    kernel = IserKernel()
+    with pytest.raises(SessionError) as e:
+        login(kernel, monkeypatch, outcomes=(Portal("no-such-host.invalid", 3260, 1), "ok"))
+    assert e.value.retryable and e.value.code == 4
+    assert str(e.value).endswith("(where 10.77.0.1:3260 redirected the login)"), e.value
+
+
 # ---- the login relayed for real: the daemon's event routing and the fake target -----------
 class IserRelayKernel(IserKernel):
     """IserKernel whose SEND_PDU goes to ``target`` and whose answers come back as
