@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 
 from conftest import Cli
-from iscsictl.cli.server import (MAGIC, PROTOCOL_VERSION, REPLY, REPLY_EXITED, REPLY_KILLED,
-                                 REPLY_STARTED, REQUEST, RequestError, cli_socket_path,
-                                 parse_request)
+from iscsictl.cli.server import (MAGIC, MAX_ENV, PROTOCOL_VERSION, REPLY, REPLY_EXITED,
+                                 REPLY_KILLED, REPLY_STARTED, REQUEST, RequestError,
+                                 cli_socket_path, parse_request)
 
 BIN = Path(sys.executable).parent
 CLIENT = BIN / "iscsictl"
@@ -1172,3 +1172,25 @@ def test_each_served_command_looks_a_host_name_up_anew(tmp_path):
                         capture_output=True, text=True, timeout=120)
     assert cp.returncode == 0, cp.stderr
     assert cp.stdout.split() == ["0", "0", "21"]
+
+
+def test_a_huge_environment_is_run_as_a_process_of_its_own(server):
+    """100,000 environment variables (~0.9 MB, under MAX_BODY): a worker set them one by
+    one through setenv(3), which scans the environment each time (~19 s), and the next
+    command it served, any client's, first unset them (~22 s).  Over MAX_ENV the request
+    is refused: its client runs iscsictl-py (here echo), and the workers stay quick."""
+    big = env_for(server, ISCSICTL_PY="/bin/echo",
+                  **{f"V{i}": "x" for i in range(100_000)})
+    t = time.monotonic()
+    r = run_client(["-m", "fw"], big)
+    assert (r.returncode, r.stdout) == (0, "-m fw\n"), r.stderr
+    assert time.monotonic() - t < 5
+    times = []
+    for _ in range(4):  # two idle workers: each serves one of these at least
+        t = time.monotonic()
+        r = run_client(["--version"], env_for(server))
+        times.append(round(time.monotonic() - t, 2))
+        assert r.returncode == 0 and r.stdout.startswith("iscsictl"), r.stderr
+    assert max(times) < 5, times
+    assert f"{len(big)} environment variables (more than {MAX_ENV}): its client runs " \
+        "iscsictl-py" in server.log.read_text()

@@ -1309,3 +1309,55 @@ def test_a_socket_listening_at_its_path_is_left_to_its_owner(tmp_path, monkeypat
         other.close()
         return pending, kept
     assert asyncio.run(main()) == ([], True)
+
+
+# ---- a hostile local client (a review of session 59; each failed before its fix) -------
+def _answer(path: str, request: bytes, timeout: float = 30) -> bytes:
+    """The whole of what the daemon answers ``request`` on a connection of its own."""
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(timeout)
+    s.connect(path)
+    s.sendall(request)
+    out = b""
+    while chunk := s.recv(1 << 20):
+        out += chunk
+    s.close()
+    return out
+
+
+def test_a_huge_bad_argument_is_not_echoed_back_in_full(served):
+    path = served[1].path
+    """A 10 MB string where a flag belongs: its error answer is cut (it was the 10 MB value
+    again, the checker's f"... not {value!r}": 20 clients that sent one each and read
+    nothing held ~640 MB of the daemon's memory, OOMScoreAdjust=-1000, for SILENCE_LIMIT)."""
+    request = (b'{"version":3,"op":"logout","args":{"sids":[],"force":"' + b"a" * (10 << 20)
+               + b'"}}\n')
+    answer = _answer(path, request)
+    assert b'"code":16' in answer and b"(10485790 characters)" in answer  # its message
+    assert len(answer) < 4096, f"an error answer of {len(answer)} bytes"
+
+
+def test_a_client_that_stalls_is_told_why_before_it_is_closed(served, monkeypatch):
+    """A request line not finished within REQUEST_TIMEOUT: one line says why, then the
+    connection is closed (it was closed with no answer: the CLI could only say it lost
+    the connection)."""
+    from iscsictl.daemon import ipc_server
+
+    monkeypatch.setattr(ipc_server, "REQUEST_TIMEOUT", 0.5)
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(served[1].path)
+    s.sendall(b'{"version":3,')
+    t = time.monotonic()
+    out = s.recv(4096)
+    s.close()
+    assert time.monotonic() - t < 5
+    assert b'"ok":false' in out and b"no whole request within 0.5 s" in out, out
+
+
+@pytest.mark.parametrize("sid", [-1, 2 ** 32, 2 ** 70])
+def test_a_session_id_the_kernel_cannot_have_is_a_bad_request(served, sid):
+    """The kernel's session ids are uint32_t: -1 or 2**70 was answered 'session not
+    found' (2), as if it could have been one; it is a bad request (16)."""
+    answer = _answer(served[1].path, b'{"version":3,"op":"stats","args":{"sid":%d}}\n' % sid)
+    assert b'"code":16' in answer and b"a session id is 0..4294967295" in answer, answer
