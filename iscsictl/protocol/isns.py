@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from .names import usable_name
+from .portal import Portal
 
 __all__ = [
     "ATTRIBUTES", "Attribute", "Flag", "Function", "HEADER_LEN", "ISNS_PORT", "IsnsError",
@@ -551,7 +552,7 @@ def portal_groups(attrs: Iterable[Attribute],
 
 def _unusable_portal(address: str, port: int, tag: int) -> str | None:
     """Why a PG's portal cannot be a record's (:func:`portal_groups`), or None."""
-    where = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    where = Portal(address, port).host_port()
     if not 0 <= tag <= 0xFFFF:
         return f"portal {where} has PG Tag {tag}, not 0..65535"
     if port == 0:

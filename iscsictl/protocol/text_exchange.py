@@ -45,13 +45,12 @@ MIN_RESPONSE_BYTES = 16
 #: thousands of targets with many portals each (open-iscsi's discovery.c grows its buffer
 #: without a bound; 1 MiB here refused ~1,500 targets of 16 IPv6 portals)
 MAX_RESPONSE_BYTES = 16 << 20
-#: the SendTargets keys kept, their bad bytes as U+FFFD, when not UTF-8: dropped, a
-#: TargetName's addresses went to the target before it, a TargetAddress's target was given
-#: the portal asked; :func:`parse_send_targets` leaves them out
-_ANSWER_KEYS = frozenset({"TargetName", "TargetAddress"})
-#: what a SendTargets answer holds for discovery (TextExchange's ``keep``): TargetAlias and
-#: vendor keys carry nothing for it
-SEND_TARGETS_KEYS = _ANSWER_KEYS
+#: what a SendTargets answer holds for discovery (TextExchange's ``keep``: TargetAlias and
+#: vendor keys carry nothing for it).  Kept, their bad bytes as U+FFFD, when not UTF-8
+#: (decode_text's ``lenient``): dropped, a TargetName's addresses went to the target
+#: before it, a TargetAddress's target was given the portal asked;
+#: :func:`parse_send_targets` leaves them out
+SEND_TARGETS_KEYS = frozenset({"TargetName", "TargetAddress"})
 _NOT_UTF8 = "\ufffd"
 
 
@@ -200,7 +199,7 @@ class TextExchange:
             # what it cannot take); the whole answer is bounded (max_response_bytes)
             self.result = [p for part in self._complete
                            for p in decode_text(part, value_limits=False, skip=self._skip,
-                                                lenient=_ANSWER_KEYS, keep=self._keep)]
+                                                lenient=SEND_TARGETS_KEYS, keep=self._keep)]
             return self.result
         if pdu.ttt == RESERVED_TAG:
             raise TextExchangeError("Text Response with F=0 and C=1 but no Target Transfer Tag")

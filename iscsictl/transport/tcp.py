@@ -34,6 +34,7 @@ from ..protocol.login import (LoginMachine, LoginRedirect, LoginRedirectFailed, 
                               LoginSuccess, LoginTimeout, UnknownStatusClass)
 from ..protocol.names import ISID
 from ..protocol.pdu import NOPIn, decode_pdu
+from ..protocol.portal import Portal
 from ..protocol.scsi import CommandSession, ScsiResult
 from ..protocol.session import LogoutExchange, LogoutResult, nop_out_reply
 from ..protocol.text_exchange import MAX_RESPONSE_BYTES, TextExchange, UnexpectedPDU
@@ -373,10 +374,6 @@ class Connection:
         return response
 
 
-def _where(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def login(host: str, port: int, config: LoginConfig, *, isid: bytes | None = None,
           max_redirects: int = DEFAULT_MAX_REDIRECTS, warn=None,
           iface: Mapping[str, str] | None = None,
@@ -400,8 +397,8 @@ def login(host: str, port: int, config: LoginConfig, *, isid: bytes | None = Non
                 raise
             # open-iscsi: LOGIN_REDIRECTION_FAILED, retried (a discovery goes on to its
             # reopen_max); not the "resolved once" of the address asked
-            raise ConnectError(f"{_where(host, port)}, where {by} redirected the login",
-                               e.reason) from None
+            raise ConnectError(f"{Portal(host, port).host_port()}, where {by} redirected the "
+                               "login", e.reason) from None
         try:
             out = conn.login(config, isid, warn=warn, meanwhile=meanwhile)
             meanwhile = None
@@ -411,6 +408,6 @@ def login(host: str, port: int, config: LoginConfig, *, isid: bytes | None = Non
         if isinstance(out, LoginSuccess):
             return conn
         conn.close()
-        by = _where(host, port)
+        by = Portal(host, port).host_port()
         host, port = out.portal.address, out.portal.port
     raise LoginFailed(f"login: more than {max_redirects} redirects (last to {host}:{port})")
