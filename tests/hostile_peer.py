@@ -54,6 +54,8 @@ class Server:
             self.errors.append(e)
 
     def __exit__(self, *exc):
+        """Closes everything; a handler that failed but for the connection's end (a test's
+        own peer broken, which the test would not see) fails the block."""
         self._stop = True
         self.listener.close()
         for c in self.conns:
@@ -62,6 +64,9 @@ class Server:
             except OSError:
                 pass
             c.close()
+        if exc[0] is None and self.errors:
+            raise AssertionError(f"the hostile peer's handler failed: {self.errors[0]!r}") \
+                from self.errors[0]
 
 
 def recv_exact(c: socket.socket, n: int) -> bytes:
