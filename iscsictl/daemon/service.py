@@ -44,8 +44,8 @@ from iscsictl.db.record import format_portal, with_defaults
 from iscsictl.db.schema import (NODE, PortalKey, leading_login_rounds, portal_key,
                                  startup_matches)
 from iscsictl.ipc import (IPC_VERSION, KEEPALIVE_INTERVAL, MAX_MESSAGE, MAX_REQUEST_ITEMS,
-                          SERVED_VERSIONS, SILENCE_LIMIT, decode_message, encode_message,
-                          peer_credentials)
+                          MAX_REQUEST_VALUES, SERVED_VERSIONS, SILENCE_LIMIT, decode_message,
+                          encode_message, peer_credentials)
 from iscsictl.kernel.sysfs import Sysfs
 from iscsictl.kernel.transports import (BIND_EP_TRANSPORTS, PROC_NAME_TRANSPORT, TRANSPORTS,
                                         unsupported)
@@ -2230,7 +2230,7 @@ class Daemon:
                 keepalive = None
                 try:
                     req = decode_message(await read_request(conn, MAX_MESSAGE),
-                                         SERVED_VERSIONS)
+                                         SERVED_VERSIONS, MAX_REQUEST_VALUES)
                     version = req["version"]
                     if version >= 3:
                         keepalive = KeepAlive(out, encode_message(

@@ -102,9 +102,12 @@ def test_progress_lines_stream_before_the_answer(served):
 def _logging_login(seen_levels=None):
     """A Daemon.login that logs as a real one does: the daemon's own lines and the
     library's PDU lines, at DEBUG and INFO."""
+    from iscsictl.protocol.trace import ESCAPED
+
     async def login(records, initiator_name, progress=None, multiple=False):
         logging.getLogger("iscsictld").debug("node %s: connected", records[0].get("n"))
-        logging.getLogger("iscsictl.pdu").debug("-> Login Request T=1\n    HeaderDigest=None")
+        logging.getLogger("iscsictl.pdu").debug("-> Login Request T=1\n    HeaderDigest=None",
+                                                extra=ESCAPED)  # as trace.trace's lines
         logging.getLogger("iscsictld").info("Connection1:0 is operational now")
         if seen_levels is not None:
             seen_levels.append(logging.getLogger("iscsictl").getEffectiveLevel())
@@ -124,10 +127,10 @@ def test_a_debug_request_gets_its_log_lines_before_the_answer(served):
     got = []
     token = DAEMON_LINES.set(got.append)
     try:
-        assert client.call("login", records=[{"n": "a"}], initiator_name="iqn.x") == [{"ok": True}]
+        assert client.call("login", records=[{"n": "a\nb"}], initiator_name="iqn.x") == [{"ok": True}]
     finally:
         DAEMON_LINES.reset(token)
-    assert got == ["node a: connected", "-> Login Request T=1\n    HeaderDigest=None",
+    assert got == ["node a\\nb: connected", "-> Login Request T=1\n    HeaderDigest=None",
                    "Connection1:0 is operational now"]
     assert levels == [logging.DEBUG]
     assert logging.getLogger("iscsictl").level == logging.getLogger("iscsictld").level \
@@ -615,6 +618,35 @@ def test_a_request_line_in_pieces_and_one_too_long(served, monkeypatch):
     s.close()
     assert reply["error"]["code"] == 16 and "more than 1000 bytes" in reply["error"]["message"]
     assert client.call("ping")["sessions"] == 0
+
+
+def test_a_request_of_millions_of_values_is_refused_before_it_is_decoded(served):
+    """16 MiB of ``{},`` decoded into 5 million objects (~450 MB, 0.4 s of the loop) before
+    the item count refused it; the values are now counted first.  The largest request the
+    CLI sends, MAX_REQUEST_ITEMS records of 20 keys not at their default, is served."""
+    from iscsictl.ipc import MAX_REQUEST_ITEMS, MAX_REQUEST_VALUES
+
+    d, client, _ = served
+    seen = []
+
+    async def fake_login(records, initiator_name, progress=None, multiple=False):
+        seen.append(len(records))
+        return [{"ok": True}] * len(records)
+    d.login = fake_login
+    record = {f"node.conn[0].iscsi.Key{i}": "192.168.100.200" for i in range(20)}
+    records = [record] * MAX_REQUEST_ITEMS
+    assert len(client.call("login", records=records, initiator_name="iqn.x")) == len(records)
+    line = (b'{"version":3,"op":"login","initiator_name":"iqn.x","records":['
+            + b"{}," * (2 << 20) + b"{}]}\n")
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(client.path)
+    s.settimeout(10)
+    s.sendall(line)
+    reply = json.loads(s.makefile("rb").readline())
+    s.close()
+    assert reply["error"] == {"code": 16, "message": "bad request: more than "
+                              f"{MAX_REQUEST_VALUES} JSON values in one request"}
+    assert seen == [MAX_REQUEST_ITEMS] and client.call("ping")["sessions"] == 0
 
 
 def test_a_defect_answered_as_a_bad_request_leaves_its_traceback_at_debug(served, monkeypatch,
