@@ -11,7 +11,7 @@ iscsiadm accepts it.
 from __future__ import annotations
 
 __all__ = ["C_SPACE", "ascii_digits", "c_atoi", "c_strtoul", "host_name_problem",
-           "host_key", "same_host", "split_portal"]
+           "host_key", "one_line", "same_host", "split_portal"]
 
 #: RFC 1035 §2.3.4: a name of at most 255 octets on the wire, 253 characters as text
 _NAME_MAX = 253
@@ -21,6 +21,19 @@ _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 #: the blanks C's isspace() takes in the C locale, as open-iscsi's parsers strip them
 #: (Python's str.strip() and a str pattern's \s also take U+00A0, U+3000, \x1c-\x1f ...)
 C_SPACE = " \t\n\r\x0b\x0c"
+
+
+#: C0 controls but the tab, and DEL, as a string's repr writes them (``\\n``, ``\\x1b``)
+_CONTROLS = {c: repr(chr(c))[1:-1] for c in (*range(9), *range(10, 32), 127)}
+
+
+def one_line(text: str) -> str:
+    """``text`` with its control characters (C0, DEL: a newline, an ESC) written as escapes,
+    so that a value from a client or a peer makes one log line and forges none (a tab is
+    kept).  ``text`` itself when it has none, the usual case (one ``isprintable`` scan)."""
+    if text.isprintable():
+        return text
+    return text.translate(_CONTROLS)
 
 
 def ascii_digits(text: str) -> bool:

@@ -24,6 +24,7 @@ from iscsictl.ipc import DEFAULT_SOCKET, socket_path
 
 from .instance import (BOOT_LOGIN_WAIT, LOCK_FILE, LockHeld, held_by_boot_login,
                        iscsid_running, take_lock, take_lock_within)
+from .ipc_server import rendered
 from .protect import lock_code, protect_daemon
 from .service import Daemon
 
@@ -160,10 +161,12 @@ class LineQueueHandler(logging.handlers.QueueHandler):
     """A QueueHandler for a writer thread in this process: the message is rendered when
     the record is made (its arguments may change later), the record is not copied and its
     traceback is left for the writer to format (the stock one copies every record and
-    formats it twice, for a queue that might be pickled: 10 -> 5 us a line on the host)."""
+    formats it twice, for a queue that might be pickled: 10 -> 5 us a line on the host).
+    The message is :func:`~.ipc_server.rendered`: a newline in a value a client or a
+    target sent (a record's target name) would forge a log line of its own."""
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        record.msg = record.getMessage()
+        record.msg = rendered(record)
         record.args = None
         return record
 

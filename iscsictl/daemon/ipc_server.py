@@ -21,6 +21,8 @@ import socket
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 
+from iscsictl.lexical import one_line
+
 log = logging.getLogger("iscsictld")
 
 #: accept(2) errors that mean "no resources now": the listener is left alone this long
@@ -207,16 +209,25 @@ _REQUEST_LINES: ContextVar[Callable[[str], None] | None] = ContextVar("iscsictld
                                                                      default=None)
 
 
+def rendered(record: logging.LogRecord) -> str:
+    """``record``'s message as iscsictld writes it: one line, its control characters
+    escaped (:func:`~iscsictl.lexical.one_line`: a newline in a target name a client or
+    a target sent would forge a log line), unless its maker escaped each of its lines
+    (``extra=``:data:`iscsictl.protocol.trace.ESCAPED`: a PDU and its text keys)."""
+    text = record.getMessage()
+    return text if getattr(record, "escaped", False) else one_line(text)
+
+
 class RequestLines(logging.Handler):
     """Each record made while serving a request that asked for its debug lines, to that
-    request's client (its message, one string).  Records made elsewhere (another request,
-    a kernel event, a thread) are not its client's."""
+    request's client (its message, :func:`rendered`).  Records made elsewhere (another
+    request, a kernel event, a thread) are not its client's."""
 
     def emit(self, record: logging.LogRecord) -> None:
         write = _REQUEST_LINES.get()
         if write is not None:
             try:
-                write(record.getMessage())
+                write(rendered(record))
             except Exception:  # noqa: BLE001 - a record that cannot be rendered
                 self.handleError(record)
 

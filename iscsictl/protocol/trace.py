@@ -5,19 +5,24 @@ out or comes in, one line of the header fields that steer the exchange (RFC 7143
 §11.13) followed by its text keys, one per line.  ``CHAP_R`` is hidden: a challenge and its
 response together let anyone who reads them try secrets offline (RFC 7143 §12.1.3).
 
-The lines go to the ``iscsictl.pdu`` logger at DEBUG; building them costs nothing unless
-that level is enabled.
+The lines go to the ``iscsictl.pdu`` logger at DEBUG, as one record whose lines are each
+safe to print (a control character the peer sent is escaped: :func:`~iscsictl.lexical.one_line`);
+building them costs nothing unless that level is enabled.
 """
 
 from __future__ import annotations
 
 import logging
 
+from ..lexical import one_line
 from .pdu import PDU, LoginRequest, LoginResponse, TextRequest, TextResponse
 
-__all__ = ["HIDDEN_KEYS", "describe", "log", "trace"]
+__all__ = ["ESCAPED", "HIDDEN_KEYS", "describe", "log", "trace"]
 
 log = logging.getLogger("iscsictl.pdu")
+#: a log record's ``extra`` that says its lines were each made one line already: a handler
+#: that escapes a message's control characters leaves its newlines (iscsictld's log)
+ESCAPED = {"escaped": True}
 
 #: keys whose values a trace never shows
 HIDDEN_KEYS = frozenset({b"CHAP_R"})
@@ -53,7 +58,7 @@ def _pair(item: bytes) -> str:
     key, sep, _ = item.partition(b"=")
     if sep and key in HIDDEN_KEYS:
         item = key + b"=" + HIDDEN.encode()
-    return item.decode("utf-8", "backslashreplace")
+    return one_line(item.decode("utf-8", "backslashreplace"))
 
 
 def describe(pdu: PDU, direction: str) -> str:
@@ -75,4 +80,4 @@ def describe(pdu: PDU, direction: str) -> str:
 def trace(pdu: PDU, direction: str) -> None:
     """:func:`describe` ``pdu`` to :data:`log` at DEBUG, when that level is enabled."""
     if log.isEnabledFor(logging.DEBUG):
-        log.debug("%s", describe(pdu, direction))
+        log.debug("%s", describe(pdu, direction), extra=ESCAPED)

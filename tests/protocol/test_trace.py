@@ -47,6 +47,18 @@ def test_chap_r_is_hidden_and_bytes_not_in_utf8_are_escaped():
     assert lines == ["    CHAP_N=user", "    CHAP_R=********", "    TargetAlias=d\\xffisk"]
 
 
+def test_a_control_character_a_target_sent_is_escaped_and_makes_no_line(caplog):
+    """A TargetAlias with a newline made a trace line of its own, which could pass for a
+    key the target did not send; it is escaped, and the record says its lines are (the
+    daemon's log keeps the newlines between them)."""
+    rsp = TextResponse(data=b"TargetAlias=disk\n    TargetAddress=10.9.9.9:3260,1\x1b[2K\0")
+    assert trace.describe(rsp, "<-").split("\n")[1:] == [
+        "    TargetAlias=disk\\n    TargetAddress=10.9.9.9:3260,1\\x1b[2K"]
+    caplog.set_level(logging.DEBUG, logger="iscsictl.pdu")
+    trace.trace(rsp, "<-")
+    assert [r.escaped for r in caplog.records] == [True]
+
+
 @pytest.fixture
 def pdu_lines(caplog):
     caplog.set_level(logging.DEBUG, logger="iscsictl.pdu")
