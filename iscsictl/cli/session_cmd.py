@@ -353,8 +353,9 @@ def _view_json(v: SessionView, show_secrets: bool) -> dict[str, Any]:
 def _parse_sid(text: str) -> int:
     """``-r``: a session id above 0 (as C's strtol reads it), else a path to the session
     in sysfs or below it (iscsi_sysfs_get_sid_from_path: the nearest ``session<N>`` up the
-    resolved path).  A value that is neither exits 1, as iscsiadm's ``exit(1)``."""
-    if re.fullmatch(r"[ \t\n\v\f\r]*[+-]?[0-9]{1,10}", text) and int(text) > 0:
+    resolved path).  A value that is neither exits 1, as iscsiadm's ``exit(1)``; so does an
+    id beyond the kernel's 32 bits, which iscsiadm wraps (4294967297 is its session 1)."""
+    if re.fullmatch(r"[ \t\n\v\f\r]*[+-]?[0-9]{1,10}", text) and 0 < int(text) < 1 << 32:
         return int(text)
     try:
         st = os.lstat(text)

@@ -318,7 +318,8 @@ def test_r_values_exit_as_iscsiadms_get_sid_from_path(sysfs):
     name yet) is not found (22), and -P 4 is looked at after the sessions (21, 22)."""
     add_session(sysfs, 1, 0, T, "127.0.0.1", {0: "sda"})
     path = sysfs / "class/iscsi_session/session1"
-    for text in ("abc", "1x", "-1", "", "0", "session1", str(sysfs / "class/iscsi_session/s9")):
+    for text in ("abc", "1x", "-1", "", "0", "session1", "4294967297",  # not wrapped to 1
+                 str(sysfs / "class/iscsi_session/s9")):
         assert cli("-m", "session", "-r", text, "-P", "1") == (
             1, "", f"iscsictl: {text} is an invalid session ID or path\n"), text
     assert cli("-m", "session", "-r", str(path / "targetname"))[0] == 1  # not a directory
