@@ -62,7 +62,10 @@ cdef inline uint32_t _crc(const uint8_t *p, Py_ssize_t n) except? 0xFFFFFFFF:
     if _crc32c is None:
         from crc32c import crc32c
         _crc32c = crc32c
-    return _crc32c(PyMemoryView_FromMemory(<char *>p, n, PyBUF_READ))
+    # The view is of the reader's bytearray through a raw pointer, which locks nothing:
+    # the GIL is held for the whole sum (gil_release_mode 0; the package's default lets it
+    # go above 32 KiB), so no other thread can resize the buffer under it.
+    return _crc32c(PyMemoryView_FromMemory(<char *>p, n, PyBUF_READ), 0, 0)
 
 
 @cython.auto_pickle(False)
