@@ -22,6 +22,15 @@ def transport_in_sysfs(sysfs_root, name: str, handle: int, caps: str = "0x0") ->
         (d / "caps").write_text(f"{caps}\n")
 
 
+def session_in_sysfs(sysfs_root, sid: int, state: str = "LOGGED_IN", target: str = "") -> None:
+    """``class/iscsi_session/session<sid>/{state,targetname}`` under a fixture sysfs tree:
+    a session the kernel has (a recovery that finds its session gone from there ends)."""
+    d = Path(sysfs_root) / f"class/iscsi_session/session{sid}"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "state").write_text(f"{state}\n")
+    (d / "targetname").write_text(f"{target}\n")
+
+
 def echo(req: bytes, **r) -> bytes:
     """A unicast reply: the request's uevent echoed with r fields set (seq 0, pid 0)."""
     (msg,) = m.decode_messages(req)

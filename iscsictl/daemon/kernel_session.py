@@ -74,6 +74,7 @@ from iscsictl.protocol.chap import AuthenticationError
 from iscsictl.protocol.config import LoginConfig
 from iscsictl.protocol.constants import Opcode
 from iscsictl.protocol.errors import DataSegmentTooLong, ISCSIProtocolError
+from iscsictl.protocol.keys import KEYS
 from iscsictl.protocol.login import (
     LoginMachine,
     LoginRedirect,
@@ -125,6 +126,9 @@ _LOGIN_TASK_OPCODES = frozenset({Opcode.LOGIN_REQUEST, Opcode.TEXT_REQUEST})
 #: CmdSN of the login and CREATE_SESSION's initial_cmdsn (the proven value)
 INITIAL_CMDSN = 1
 MAX_REDIRECTS = 5
+#: seconds: the most Time2Wait a target may ask for (RFC 7143 §13.15's range for
+#: DefaultTime2Wait; an Async Message's Parameter2 of 65535 would wait 18 hours)
+MAX_TIME2WAIT = KEYS["DefaultTime2Wait"].high
 #: seconds a logout waits, after DESTROY_SESSION_ASYNC, for the kernel's
 #: KEVENT_DESTROY_SESSION (sent once the session, its host and its devices are removed:
 #: scsi_transport_iscsi.c iscsi_free_session); kernels whose destroy work runs on their
@@ -249,6 +253,9 @@ class KernelSession:
     #: why the connection failed again while its recovery was logging in or finishing
     #: (the kernel reports an error once): the recovery starts over when it ends
     failed_again: str | None = field(default=None, repr=False)
+    #: that last was the target's request for a Logout (AsyncEvent 1) on the connection,
+    #: still up: the recovery started over sends it first (RFC 7143 §11.9.1)
+    failed_again_logout: bool = field(default=False, repr=False)
     #: the logout under way: a second one waits for its result
     logging_out: asyncio.Future | None = field(default=None, repr=False)  # type: ignore[type-arg]
     #: the kernel endpoint (EP_CONNECT's handle) bound to the connection of an iSER
@@ -258,6 +265,10 @@ class KernelSession:
     #: the address its connection went to (a host name's, resolved): the daemon's session
     #: table finds it by that too (SessionTable.by_address); None: ``current``'s
     peer_address: str | None = field(default=None, repr=False)
+    #: (host name, port) -> getaddrinfo's last answers for its relogins' connections: used
+    #: when the resolver fails (:func:`_resolve`); its login's connection seeds it
+    resolved: dict[tuple[str, int], list[tuple[Any, ...]]] = field(default_factory=dict,
+                                                                   repr=False)
     #: the offload HBA's host its endpoints go through (TRANSPORT_EP_CONNECT_THROUGH_HOST:
     #: the transport's bind_ep_required and an iface bound to a host); None: any
     bind_host: int | None = field(default=None, repr=False)
@@ -271,9 +282,10 @@ class KernelSession:
     @property
     def time2wait(self) -> int:
         """Seconds to wait before reconnecting (RFC 7143 §7.1): the target's
-        one-time request, else the negotiated DefaultTime2Wait (default 2)."""
+        one-time request (:data:`MAX_TIME2WAIT` at most), else the negotiated
+        DefaultTime2Wait (default 2)."""
         if self.time2wait_once is not None:
-            return self.time2wait_once
+            return min(self.time2wait_once, MAX_TIME2WAIT)
         return self.params.default_time2wait if self.params else 2
 
 
@@ -287,10 +299,43 @@ def rejected_code(outcome: LoginRejected) -> int:
     return 19  # ISCSI_ERR_FATAL_LOGIN
 
 
-async def _resolve(address: str, port: int) -> list[tuple[Any, ...]]:
+#: the lookups under way, by (host name, port): one each, whoever waits for it
+_LOOKUPS: dict[tuple[str, int], asyncio.Future[list[tuple[Any, ...]]]] = {}
+
+
+async def _lookup(address: str, port: int) -> list[tuple[Any, ...]]:
+    """getaddrinfo(``address``, ``port``) in the loop's executor, one lookup under way for
+    each name and port however many wait for it: a resolver that hangs holds a thread of
+    the executor (the sysfs walks' too) per lookup, and a lookup is not cancelled when its
+    waiter gives up (a timeout), so one for each relogin attempt of many sessions queued
+    without end while DNS was down."""
+    loop = asyncio.get_running_loop()
+    key = (address, port)
+    job = _LOOKUPS.get(key)
+    if job is None or job.get_loop() is not loop:
+        job = _LOOKUPS[key] = asyncio.ensure_future(
+            loop.getaddrinfo(address, port, type=socket.SOCK_STREAM))
+
+        def done(f: asyncio.Future[list[tuple[Any, ...]]]) -> None:
+            if _LOOKUPS.get(key) is f:
+                del _LOOKUPS[key]
+            if not f.cancelled():
+                f.exception()  # retrieved: its waiters may all have given up
+        job.add_done_callback(done)
+    return await asyncio.shield(job)
+
+
+async def _resolve(address: str, port: int, timeout: float | None = None,
+                   known: dict[tuple[str, int], list[tuple[Any, ...]]] | None = None,
+                   ) -> list[tuple[Any, ...]]:
     """getaddrinfo's answers for a TCP connection to ``address:port`` (a numeric address
-    without the resolver, which runs in a thread).  SessionError 7 for a port that is not
-    one, 4 for a host name that does not resolve."""
+    without the resolver, which runs in a thread), within ``timeout`` s (the login's
+    timer: a resolver that times out on its first server held a relogin past it).
+    ``known``: a session's last answers by (name, port), kept there; when the resolver
+    fails, the last answer is used (said), as iscsid reconnects to the address it resolved
+    when it made the session (usr/initiator.c session_conn_reopen): a DNS outage must not
+    keep a session from recovering.  SessionError 7 for a port that is not one, 4 for a
+    host name that does not resolve."""
     if not 0 < port <= 65535:  # a record handed over IPC unchecked (connect_ex: OverflowError)
         raise SessionError(7, f"cannot connect to {address}: port {port} is not 1..65535")
     try:
@@ -311,20 +356,36 @@ async def _resolve(address: str, port: int) -> list[tuple[Any, ...]]:
         sockaddr = (address, port) if family == socket.AF_INET else (address, port, 0, 0)
         return [(family, socket.SOCK_STREAM, 0, "", sockaddr)]
     except ValueError:
-        try:
-            return await asyncio.get_running_loop().getaddrinfo(address, port,
-                                                                type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise SessionError(4, f"cannot resolve host name {address}: {exc.strerror}") from None
-        except UnicodeError:  # the idna codec: an empty or over-long label
-            raise SessionError(4, f"cannot resolve host name {address}: not a valid name") from None
+        pass
+    try:
+        async with asyncio.timeout(timeout):
+            infos = await _lookup(address, port)
+    except socket.gaierror as exc:
+        why = str(exc.strerror)
+    except UnicodeError:  # the idna codec: an empty or over-long label
+        why = "not a valid name"
+    except TimeoutError:
+        why = f"no answer within {timeout:g} s"
+    else:
+        if known is not None:
+            known[address, port] = infos
+        return infos
+    last = None if known is None else known.get((address, port))
+    if last is None:
+        raise SessionError(4, f"cannot resolve host name {address}: {why}")
+    log.warning("cannot resolve host name %s (%s): connecting to its last address, %s",
+                address, why, last[0][4][0])
+    return last
 
 
 async def connect(address: str, port: int, timeout: float, window_size: int = 0,
-                  iface: Mapping[str, str] | None = None) -> socket.socket:
+                  iface: Mapping[str, str] | None = None,
+                  known: dict[tuple[str, int], list[tuple[Any, ...]]] | None = None,
+                  ) -> socket.socket:
     """A connected non-blocking TCP socket (TCP_NODELAY; SO_RCVBUF/SO_SNDBUF
     = node.conn[0].tcp.window_size when set), bound to the network device ``iface``
-    (open-iscsi iface keys: iface.hwaddress, iface.net_ifacename) names, if any.
+    (open-iscsi iface keys: iface.hwaddress, iface.net_ifacename) names, if any.  A host
+    name is resolved within ``timeout`` s, ``known`` as :func:`_resolve` keeps it.
 
     Raises:
         SessionError: 8 (refused, unreachable or timed out, or the iface's device cannot
@@ -334,7 +395,7 @@ async def connect(address: str, port: int, timeout: float, window_size: int = 0,
             one).
     """
     loop = asyncio.get_running_loop()
-    infos = await _resolve(address, port)
+    infos = await _resolve(address, port, timeout, known)
     last: Exception | None = None
     for family, type_, proto, _, sockaddr in infos:
         try:  # out of descriptors (EMFILE, ENFILE) or memory: a connect failure, retried
@@ -449,16 +510,18 @@ def _redirect_failed(exc: BaseException, by: Portal | None) -> BaseException:
                         retryable=True)
 
 
-async def connect_node(node: NodeTarget, portal: Portal, timeout: float) -> socket.socket:
+async def connect_node(node: NodeTarget, portal: Portal, timeout: float,
+                       known: dict[tuple[str, int], list[tuple[Any, ...]]] | None = None,
+                       ) -> socket.socket:
     """:func:`connect` to ``portal`` (the node's, or where a redirect sent it) with the
-    node record's TCP window and iface binding."""
+    node record's TCP window and iface binding; ``known``: :func:`_resolve`'s."""
     try:
         window = int(node.record.get("node.conn[0].tcp.window_size", 0))
     except ValueError:
         window = 0
     if not 0 <= window <= 0x7FFFFFFF:  # setsockopt's int (the record's C int holds no more)
         window = 0
-    return await connect(portal.address, portal.port, timeout, window, node.record)
+    return await connect(portal.address, portal.port, timeout, window, node.record, known)
 
 
 def login_config(node: NodeTarget, initiator_name: str) -> LoginConfig:
@@ -1011,12 +1074,15 @@ async def establish(
 
 
 async def ep_connect(nl, handle: int, portal: Portal, timeout: float,  # type: ignore[no-untyped-def]
-                     host_no: int | None = None) -> tuple[int, str]:
+                     host_no: int | None = None,
+                     known: dict[tuple[str, int], list[tuple[Any, ...]]] | None = None,
+                     ) -> tuple[int, str]:
     """A kernel-made connection to ``portal`` (iSER, offload HBAs): TRANSPORT_EP_CONNECT
     (non-blocking; ..._THROUGH_HOST ``host_no`` when given: usr/netlink.c
     ktransport_ep_connect's ``bind_ep``), then EP_POLL until the kernel says it is up.
     Returns its endpoint handle, which the caller binds (BIND_CONN) or gives to
-    :func:`ep_disconnect`, and the numeric address it connected to (a name resolved).
+    :func:`ep_disconnect`, and the numeric address it connected to (a name resolved
+    within ``timeout`` s, ``known`` as :func:`_resolve` keeps it).
 
     Raises:
         SessionError: 8 (the kernel refused the connection, it failed, or it was not up
@@ -1024,7 +1090,7 @@ async def ep_connect(nl, handle: int, portal: Portal, timeout: float,  # type: i
             host name that does not resolve, a port that is not one).
     """
     loop = asyncio.get_running_loop()
-    address = (await _resolve(portal.address, portal.port))[0][4][0]  # a name resolved
+    address = (await _resolve(portal.address, portal.port, timeout, known))[0][4][0]
     where = f"{portal.address}:{portal.port}"
     # to its end even when this task is cancelled meanwhile (a logout, the daemon
     # stopping): the endpoint the kernel made is then disconnected, not forgotten (a
@@ -1552,6 +1618,14 @@ async def relogin(
                       (loop.time() - t0) * 1000)
 
     portal = Portal(node.address, node.port, node.tpgt)
+    peer, current = session.peer_address, session.current
+    if peer and current is not None and (current.address, current.port) == (node.address,
+                                                                             node.port):
+        # where the login's connection went: a relogin's when the resolver fails
+        family = socket.AF_INET6 if ":" in peer else socket.AF_INET
+        session.resolved.setdefault((node.address, node.port), [(
+            family, socket.SOCK_STREAM, 0, "",
+            (peer, node.port) if family == socket.AF_INET else (peer, node.port, 0, 0))])
     by_kernel = node.transport in KERNEL_CONNECTED
     for _ in range(MAX_REDIRECTS + 1):
         sock, bound = None, False
@@ -1559,10 +1633,10 @@ async def relogin(
         if by_kernel:  # the kernel's endpoint, ours until it is bound
             await uip_net_config(node.record)
             eph, _ = await ep_connect(nl, handle, portal, cfg.login_timeout,
-                                      session.bind_host)
+                                      session.bind_host, session.resolved)
             session.ep = eph
         else:
-            sock = await connect_node(node, portal, cfg.login_timeout)
+            sock = await connect_node(node, portal, cfg.login_timeout, session.resolved)
             eph = sock.fileno()
         step("connected")
         try:
@@ -1616,7 +1690,7 @@ async def relogin(
         # __conn_error_handle ignores it in XPT_WAIT).  Kept, it started the recovery over
         # once this one was done, for ever: a redirecting portal's session went down
         # every Time2Wait.
-        session.failed_again = None
+        session.failed_again, session.failed_again_logout = None, False
     raise SessionError(5, f"relogin redirected more than {MAX_REDIRECTS} times", retryable=True)
 
 

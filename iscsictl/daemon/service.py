@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -67,6 +68,7 @@ from iscsictl.netlink import (
 from iscsictl.netlink.enums import ISCSI_ERR_STRINGS, IscsiErr, IscsiHostEventCode, TransportCaps
 from iscsictl.protocol.bhs import RawPDU, decode_bhs
 from iscsictl.protocol.chap import RecentChallenges
+from iscsictl.protocol.constants import Opcode
 from iscsictl.protocol.errors import ISCSIProtocolError, TruncatedPDU
 from iscsictl.protocol.names import ISID, OPEN_ISCSI_OUI, ISIDAllocator
 from iscsictl.protocol.pdu import PDU, LogoutResponse, TextResponse, decode_pdu
@@ -144,8 +146,10 @@ NODE_LOCK_POLL = 0.05
 MODPROBE_TIMEOUT = 30.0
 #: this boot's id (proc(5))
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
-#: connection errors kept for sessions not managed (yet): the most recent sids
-MAX_UNCLAIMED_ERRORS = 64
+#: sessions not managed (yet) whose kernel events are kept: the most recent sids; and the
+#: events kept for each (connection errors, the target's Async Messages)
+MAX_UNCLAIMED = 64
+MAX_UNCLAIMED_EVENTS = 8
 #: seconds after kernel events were lost (a netlink receive buffer overrun) at which every
 #: session is looked at in sysfs: at once, and again once the kernel has surely marked a
 #: connection that failed just before (its cleanup work, queued before the error event was
@@ -278,8 +282,9 @@ def _flag(value: Any) -> bool:
 
 #: the answer to a request the daemon's stop cut short (ISCSI_ERR_AGAIN)
 CUT_SHORT = ("iscsictld stopped while the request was under way: a login it cut short made "
-             "no session (those done before stay), a logout still tore its session down "
-             "(iscsictl -m session lists the sessions)")
+             "no session (those done before stay); a logout still tore its session down, "
+             "unless the kernel was still removing its disks: that session stays, and a "
+             "later logout ends it (iscsictl -m session lists the sessions)")
 #: seconds that answer may wait behind the progress lines its client has yet to read
 CUT_SHORT_DRAIN = 1.0
 
@@ -606,10 +611,11 @@ class Daemon:
         self._scan_pool = ThreadEach("scan")
         self._bound: tuple[int, int] | None = None  # (st_dev, st_ino) of the socket bound
         self._caps: dict[str, int] = {}  # transport name -> its CAP_* bits (_transport_caps)
-        # connection errors the kernel reported for a session not managed yet (one being
-        # set up: the kernel runs it, and scans it, a moment before this daemon files it);
-        # handled when it is.  The kernel never reuses a sid within a boot.
-        self._unclaimed_errors: OrderedDict[int, ConnError] = OrderedDict()
+        # connection errors the kernel reported, and Async Messages the target sent, for a
+        # session not managed yet (one being set up: the kernel runs it, and scans it, a
+        # moment before this daemon files it); handled when it is.  The kernel never
+        # reuses a sid within a boot.
+        self._unclaimed: OrderedDict[int, list[ConnError | RecvPdu]] = OrderedDict()
         # host_no -> None while a scan runs, or the session that asked for one more after
         # it: one scan a host at a time, however many "reported LUNs changed" came
         self._rescans: dict[int, ks.KernelSession | None] = {}
@@ -1244,7 +1250,12 @@ class Daemon:
             self._on_login_event(self._logging_in[sid], ev)
             return
         if isinstance(ev, RecvPdu):
-            if session is None:  # (beside other iscsictl-starts: their relayed logins')
+            if session is None:
+                if sid is not None and ev.pdu[:1] and ev.pdu[0] & 0x3F == Opcode.ASYNC_MESSAGE:
+                    log.info("session %s: an Async Message before the session is filed: "
+                             "kept for it", sid)  # (a logout request, a Time2Wait)
+                    self._keep_unclaimed(sid, ev)
+                    return  # (beside other iscsictl-starts: their relayed logins')
                 log.log(logging.DEBUG if self.side_by_side else logging.WARNING,
                         "RECV_PDU for unknown session %s dropped", sid)
                 return
@@ -1293,8 +1304,11 @@ class Daemon:
             if session is not None:
                 session.unbound.set()
         elif isinstance(ev, DestroySession):
-            if session is not None and session.conn_state == "IN LOGOUT":
-                log.debug("destroy event for session %d (our logout)", ev.sid)
+            if session is not None and session.logging_out is not None \
+                    and session.conn_state == "IN LOGOUT":  # a user's (not the Logout a
+                log.debug("destroy event for session %d (our logout)", ev.sid)  # target
+                # asked for, a recovery's, which is then forgotten below: it was kept,
+                # its relogins refused for ever and its node's logins answered 15)
                 session.destroyed.set()  # ks.logout returns: the session is gone
                 waiter = session.pdu_waiter  # (its Logout Response never comes)
                 if waiter is not None and not waiter.done():
@@ -1380,21 +1394,23 @@ class Daemon:
                 views[sid] = "up"
         return views
 
-    def _keep_unclaimed(self, sid: int, ev: ConnError) -> None:
-        """Keep a connection error of session ``sid``, not (yet) managed here, for
-        :meth:`_manage` (the last :data:`MAX_UNCLAIMED_ERRORS` sessions')."""
-        self._unclaimed_errors[sid] = ev
-        while len(self._unclaimed_errors) > MAX_UNCLAIMED_ERRORS:
-            self._unclaimed_errors.popitem(last=False)
+    def _keep_unclaimed(self, sid: int, ev: ConnError | RecvPdu) -> None:
+        """Keep a connection error or an Async Message of session ``sid``, not (yet)
+        managed here, for :meth:`_manage` (the last :data:`MAX_UNCLAIMED` sessions', the
+        first :data:`MAX_UNCLAIMED_EVENTS` of each)."""
+        kept = self._unclaimed.setdefault(sid, [])
+        if len(kept) < MAX_UNCLAIMED_EVENTS:
+            kept.append(ev)
+        while len(self._unclaimed) > MAX_UNCLAIMED:
+            self._unclaimed.popitem(last=False)
 
     def _manage(self, session: ks.KernelSession) -> None:
         """File ``session`` as this daemon's; a connection error the kernel reported for it
-        before is handled now."""
+        before, and an Async Message its target sent, are handled now."""
         self.sessions[session.sid] = session
         if not session.adopted:  # an adopted one's state is written once adoption is done
             self._journal(session)
-        ev = self._unclaimed_errors.pop(session.sid, None)
-        if ev is not None:
+        for ev in self._unclaimed.pop(session.sid, ()):
             self._on_event(ev)
 
     def _request_rescan(self, session: ks.KernelSession) -> None:
@@ -1485,6 +1501,7 @@ class Daemon:
         if session.recovery is not None and not session.recovery.done():
             if session.conn_state in ("IN LOGIN", "LOGGED IN"):  # a new connection failed:
                 session.failed_again = why  # the kernel says it once; started over at the end
+                session.failed_again_logout = logout_first  # (with the Logout asked for)
             return
         if session.logging_out is not None:  # a user's logout is under way: it tears the
             return  # session down (a recovery it cancelled, ending, asked for another)
@@ -1542,6 +1559,7 @@ class Daemon:
             attempt += 1
             session.conn_state = "IN LOGIN"
             session.failed_again = None  # an error from here on is this connection's
+            session.failed_again_logout = False
             try:
                 async with self._login_slot(session.node.address, session.node.port):
                     await ks.relogin(self.nl, handle, session, self.issued_challenges)
@@ -1551,6 +1569,10 @@ class Daemon:
                 if not isinstance(exc, SessionError):
                     log.error("session %d: relogin failed unexpectedly", sid, exc_info=exc)
                 session.conn_state = "TRANSPORT WAIT"
+                if self.sysfs.read(f"class/iscsi_session/session{sid}/state") is None:
+                    # destroyed, its event lost (an overrun): each relogin is refused
+                    self._forget(session, "is gone from the kernel; its recovery ends")
+                    return
                 # iscsid's reopen_cnt, counted at each connect, gives up once it is past
                 # reopen_max (initiator.c iscsi_login_eh): reopen_max + 1 attempts
                 if reopen_max and attempt > reopen_max:
@@ -1587,10 +1609,12 @@ class Daemon:
                     await ks.online_devices(session, self.sysfs, self._scan_pool)
             finally:
                 again, session.failed_again = session.failed_again, None
+                logout, session.failed_again_logout = session.failed_again_logout, False
                 if again is not None:  # after this task has ended (then no recovery runs)
                     log.warning("session %d: the connection failed again (%s); recovering",
                                 sid, again)
-                    loop.call_soon(self._start_recovery, session, again)
+                    loop.call_soon(functools.partial(self._start_recovery, session, again,
+                                                     logout_first=logout))
             return
 
     # ------------------------------------------------------------------ operations

@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from fake_kernel import transport_in_sysfs
+from fake_kernel import session_in_sysfs, transport_in_sysfs
 from iscsictl.daemon import kernel_session as ks
 from iscsictl.daemon.service import Daemon, pdu_from_kernel
 from iscsictl.daemon import service
@@ -93,12 +93,12 @@ def test_conn_error_before_the_session_is_filed_is_handled_when_it_is(daemon):
     assert daemon.sessions[7] is s
     daemon._manage(_session(7))  # handled once
     assert len(daemon.started) == 1
-    from iscsictl.daemon.service import MAX_UNCLAIMED_ERRORS
-    for sid in range(100, 101 + MAX_UNCLAIMED_ERRORS):
+    from iscsictl.daemon.service import MAX_UNCLAIMED
+    for sid in range(100, 101 + MAX_UNCLAIMED):
         daemon._on_event(ConnError(102, None, sid=sid, cid=0, error=1020))
     daemon._manage(_session(100))  # the oldest, forgotten
-    daemon._manage(_session(100 + MAX_UNCLAIMED_ERRORS))
-    assert [sid for sid, _ in daemon.started] == [7, 100 + MAX_UNCLAIMED_ERRORS]
+    daemon._manage(_session(100 + MAX_UNCLAIMED))
+    assert [sid for sid, _ in daemon.started] == [7, 100 + MAX_UNCLAIMED]
 
 
 def test_malformed_recv_pdu_is_logged_and_dropped(daemon, caplog):
@@ -151,11 +151,14 @@ def test_the_destroy_event_of_our_logout_ends_its_wait(daemon):
     """During a logout (IN LOGOUT) the kernel's KEVENT_DESTROY_SESSION sets the session's
     ``destroyed`` (ks.logout returns then); the session stays filed until the logout
     removes it and releases its ISID."""
-    s = _session()
-    s.conn_state = "IN LOGOUT"
-    daemon.sessions[s.sid] = s
-    daemon._on_event(DestroySession(104, None, host_no=0, sid=s.sid))
-    assert s.destroyed.is_set() and daemon.sessions[s.sid] is s
+    async def main():
+        s = _session()
+        s.conn_state = "IN LOGOUT"
+        s.logging_out = asyncio.get_running_loop().create_future()  # a user's -u
+        daemon.sessions[s.sid] = s
+        daemon._on_event(DestroySession(104, None, host_no=0, sid=s.sid))
+        assert s.destroyed.is_set() and daemon.sessions[s.sid] is s
+    asyncio.run(main())
 
 
 def test_an_hbas_login_state_goes_to_its_login_only(daemon):
@@ -184,6 +187,7 @@ def test_a_destroy_event_during_our_logout_ends_the_wait_for_its_logout_response
     async def main():
         s = _session()
         s.conn_state = "IN LOGOUT"
+        s.logging_out = asyncio.get_running_loop().create_future()  # a user's -u
         daemon.sessions[s.sid] = s
         s.pdu_waiter = asyncio.get_running_loop().create_future()
         daemon._on_event(DestroySession(104, None, host_no=0, sid=s.sid))
@@ -583,6 +587,7 @@ def _recovering(tmp_path, kernel, **record):  # type: ignore[no-untyped-def]
     d.sessions[s.sid] = s
     d.nl = kernel
     transport_in_sysfs(d.sysfs.root, "tcp", 1)
+    session_in_sysfs(d.sysfs.root, s.sid, "FAILED")
     return d, s
 
 

@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from fake_kernel import transport_in_sysfs
+from fake_kernel import session_in_sysfs, transport_in_sysfs
 from iscsictl.daemon import kernel_session as ks
 from iscsictl.daemon.errors import SessionError
 from iscsictl.daemon.service import Daemon
@@ -51,6 +51,7 @@ def _failing_recovery(tmp_path, monkeypatch, reopen_max: str, error: SessionErro
     s = _session(3, {"node.session.reopen_max": reopen_max})
     s.time2wait_once = 0
     d.sessions[3] = s
+    session_in_sysfs(tmp_path, 3, "FAILED")
     d.nl = _StopOnly()
 
     async def relogin(nl, handle, session, challenges):
@@ -159,6 +160,151 @@ def test_an_error_while_a_recovery_finishes_starts_another(tmp_path, monkeypatch
     assert "the connection failed again" in caplog.text
 
 
+class _LogoutKernel(_StopOnly):
+    """STOP_CONN and SEND_PDU accepted; the opcodes sent, and the relogins, in ``calls``."""
+
+    def __init__(self):
+        self.calls = []
+
+    async def stop_conn(self, *args):
+        self.calls.append("stop_conn")
+
+    async def send_pdu(self, handle, sid, cid, hdr, data):
+        self.calls.append(("send_pdu", hdr[0] & 0x3F))
+
+
+def _async_message(event, **fields):
+    from iscsictl.protocol.pdu import AsyncMessage
+
+    return AsyncMessage(async_event=event, **fields).encode_header()[0]
+
+
+def test_a_session_the_kernel_destroys_during_a_logout_its_target_asked_for_is_forgotten(
+        tmp_path, monkeypatch):
+    """The target asks for a Logout (AsyncEvent 1): the recovery sends it, its session IN
+    LOGOUT meanwhile, and the kernel destroys the session (its host removed, another
+    netlink user).  That destruction was taken for a user's logout under way: the session
+    stayed filed, relogged in for ever (each BIND_CONN refused) and its node's logins were
+    refused with 15 while -m session showed none.  It is forgotten."""
+    from iscsictl.netlink import DestroySession, RecvPdu
+
+    d = _daemon(tmp_path)
+    s = _session(3, {"node.conn[0].timeo.logout_timeout": "5"})
+    s.time2wait_once = 0
+    d.sessions[3] = s
+    d.nl = _LogoutKernel()
+    relogins = []
+
+    async def relogin(nl, handle, session, challenges):
+        relogins.append(session.sid)
+
+    monkeypatch.setattr(ks, "relogin", relogin)
+
+    async def main():
+        d._on_event(RecvPdu(101, None, sid=3, cid=0, pdu=_async_message(1, parameter3=10)))
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if s.pdu_waiter is not None:
+                break
+        assert s.conn_state == "IN LOGOUT" and ("send_pdu", 0x06) in d.nl.calls
+        d._on_event(DestroySession(104, None, host_no=0, sid=3))
+        await asyncio.wait([s.recovery], timeout=5)
+        await d.close()
+
+    asyncio.run(main())
+    assert 3 not in d.sessions and relogins == [] and s.recovery.cancelled()
+
+
+def test_a_recovering_session_gone_from_the_kernel_is_forgotten(tmp_path, monkeypatch,
+                                                                caplog):
+    """Its destruction's event lost (a netlink overrun while many sessions went at once: the
+    resync looks only at sessions not recovering), each relogin refused: the recovery, at
+    its first failed attempt, finds the session gone from sysfs and ends, the session
+    forgotten (it was retried for ever, its node's logins refused with 15)."""
+    logouts = []
+    d, s = _failing_recovery(tmp_path, monkeypatch, "0", SessionError(
+        9, "session 3: the kernel refused the relogin: EINVAL", retryable=True), logouts)
+    session_in_sysfs(tmp_path, 4, "LOGGED_IN")  # another session, there
+    (tmp_path / "class/iscsi_session/session3/state").unlink()
+    (tmp_path / "class/iscsi_session/session3/targetname").unlink()
+    (tmp_path / "class/iscsi_session/session3").rmdir()
+
+    async def main():
+        d._start_recovery(s, "test")
+        await asyncio.wait([s.recovery], timeout=5)
+        await d.close()
+
+    with caplog.at_level(logging.INFO, logger="iscsictld"):
+        asyncio.run(main())
+    assert 3 not in d.sessions and s.attempts == 1 and logouts == []
+    assert "session 3 is gone from the kernel; its recovery ends" in caplog.text
+
+
+def test_a_logout_request_while_a_recovery_finishes_gets_its_logout(tmp_path, monkeypatch):
+    """AsyncEvent 1 right after a relogin, its recovery still setting the devices running:
+    the recovery started over with a plain relogin, and no Logout was sent (RFC 7143
+    §11.9.1: the initiator MUST; iscsid's recovery is over by then and sends it).  It now
+    starts with the Logout."""
+    from iscsictl.netlink import RecvPdu
+
+    d = _daemon(tmp_path)
+    s = _session(3, {"node.session.timeo.replacement_timeout": "0",  # devices walked
+                     "node.conn[0].timeo.logout_timeout": "1"})
+    s.time2wait_once = 0
+    d.sessions[3] = s
+    d.nl = nl = _LogoutKernel()
+    walking = []
+
+    async def relogin(nl_, handle, session, challenges):
+        nl.calls.append("relogin")
+        session.time2wait_once = 0
+
+    async def online_devices(session, sysfs, executor=None):
+        walking[0].set()
+        await asyncio.sleep(0.2)
+
+    monkeypatch.setattr(ks, "relogin", relogin)
+    monkeypatch.setattr(ks, "online_devices", online_devices)
+
+    async def main():
+        walking.append(asyncio.Event())
+        d._start_recovery(s, "first error")
+        await asyncio.wait_for(walking[0].wait(), 5)
+        d._on_event(RecvPdu(101, None, sid=3, cid=0, pdu=_async_message(1, parameter3=10)))
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if nl.calls.count("relogin") == 2 and s.recovery.done():
+                break
+        await d.close()
+
+    asyncio.run(main())
+    first, second = (i for i, c in enumerate(nl.calls) if c == "relogin")
+    assert ("send_pdu", 0x06) in nl.calls[first:second], nl.calls
+
+
+def test_an_async_message_before_the_session_is_filed_is_kept_for_it(tmp_path):
+    """The kernel runs a new session a moment before the daemon files it: an Async Message
+    in between (a Time2Wait, a logout request) was dropped as for an unknown session; it is
+    kept, as a connection error is, and handled when the session is filed."""
+    from iscsictl.netlink import RecvPdu
+
+    d = _daemon(tmp_path)
+    d._on_event(RecvPdu(101, None, sid=3, cid=0, pdu=_async_message(2, parameter2=30)))
+    d._manage(s := _session(3))
+    assert s.time2wait == 30
+
+
+def test_a_targets_time2wait_is_at_most_an_hour(tmp_path):
+    """AsyncEvent 2 with Parameter2 65535 had the next recovery wait 18 hours (iscsid's
+    too); RFC 7143 §13.15 bounds Time2Wait to 3600 s."""
+    from iscsictl.netlink import RecvPdu
+
+    d = _daemon(tmp_path)
+    d.sessions[3] = s = _session(3)
+    d._on_event(RecvPdu(101, None, sid=3, cid=0, pdu=_async_message(2, parameter2=65535)))
+    assert s.time2wait_once == 65535 and s.time2wait == 3600
+
+
 def test_two_logouts_of_one_session_make_one(tmp_path, monkeypatch):
     """Two requests (two clients, or a client and the target's logout request) log the
     session out once; both get its result (before: two UNBINDs, two Logout PDUs, two
@@ -183,25 +329,18 @@ def test_two_logouts_of_one_session_make_one(tmp_path, monkeypatch):
     assert first[0]["ok"] and second[0]["ok"] and 3 not in d.sessions
 
 
-def _kernel_session(root, sid, target="", state="FREE"):
-    base = root / f"class/iscsi_session/session{sid}"
-    base.mkdir(parents=True)
-    (base / "state").write_text(f"{state}\n")
-    (base / "targetname").write_text(f"{target}\n")
-
-
 def test_a_logout_of_an_unmanaged_session_adopts_that_one_only(tmp_path):
     """A logout names a session another program made (iscsistart's boot session): only
     that one is adopted.  Before, every unmanaged session was, a login this daemon was
     making too (its CREATE_SESSION made it visible): adopted with no target, the error
     kept for it replayed on that stand-in, whose recovery stopped the new connection."""
     d = _daemon(tmp_path)
-    _kernel_session(tmp_path, 7, "iqn.2003-01.org.example:boot", "LOGGED_IN")
-    _kernel_session(tmp_path, 8)  # a login of this daemon, under way
+    session_in_sysfs(tmp_path, 7, "LOGGED_IN", "iqn.2003-01.org.example:boot")
+    session_in_sysfs(tmp_path, 8, "FREE")  # a login of this daemon, under way
     d._on_event(ConnError(102, None, sid=8, cid=0, error=1020))  # kept for it
     d._adopt(only=7)
     assert sorted(d.sessions) == [7]
-    assert 8 in d._unclaimed_errors
+    assert 8 in d._unclaimed
 
 
 def test_a_logout_of_a_session_this_daemon_is_logging_in_is_refused(tmp_path):
@@ -213,7 +352,7 @@ def test_a_logout_of_a_session_this_daemon_is_logging_in_is_refused(tmp_path):
     the login's undo, by a handle the kernel may have given another session's endpoint
     meanwhile."""
     d = _daemon(tmp_path)
-    _kernel_session(tmp_path, 8)
+    session_in_sysfs(tmp_path, 8, "FREE")
     d._logging_in[8] = _iser_session(8)
     (result,) = asyncio.run(d.logout([8]))
     assert (result["ok"], result["code"]) == (False, 9) and result["message"].startswith(

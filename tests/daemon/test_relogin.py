@@ -75,17 +75,18 @@ def portal():
 
 
 def relogin(tmp_path, port, kernel, timeout=0.3, login_timeout="2", state=None,
-            recovering=False):
+            recovering=False, address="127.0.0.1", peer=None):
     """ks.relogin of session SID, the daemon routing the kernel's events; the session.
     ``state``: its conn_state meanwhile (the recovery's IN LOGIN); ``recovering``: a
-    recovery runs it (a connection error is then noted in ``failed_again``)."""
+    recovery runs it (a connection error is then noted in ``failed_again``); ``address``:
+    its portal's (a host name), ``peer``: where its login's connection went."""
     node = ks.NodeTarget.from_record(with_defaults(schema.NODE, {
-        "node.name": TargetConfig().name, "node.conn[0].address": "127.0.0.1",
+        "node.name": TargetConfig().name, "node.conn[0].address": address,
         "node.conn[0].port": str(port), "node.tpgt": "1",
         "node.conn[0].timeo.login_timeout": login_timeout}))
     session = ks.KernelSession(sid=SID, host_no=9, cid=CID, node=node, isid=ISID.en(7, 1),
-                               tsih=0x0100, params=None, current=Portal("127.0.0.1", port, 1),
-                               initiator_name="iqn.2026-11.org.example:i")
+                               tsih=0x0100, params=None, current=Portal(address, port, 1),
+                               initiator_name="iqn.2026-11.org.example:i", peer_address=peer)
     daemon = Daemon(str(tmp_path / "s"), sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
                     db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
     daemon.sessions[SID] = session
@@ -333,3 +334,58 @@ def test_only_a_login_or_text_pdu_refused_with_eperm_is_sent_again(opcode, error
     else:
         asyncio.run(ks._send_pdu(Netlink(), 3, SID, CID, hdr, b""))
     assert seen == [hdr] * calls
+
+
+@pytest.mark.parametrize("dns", ["down", "hung"])
+def test_a_relogin_to_a_host_name_rides_out_a_resolver_that_fails(tmp_path, portal,
+                                                                   monkeypatch, caplog, dns):
+    """Each relogin looked the portal's host name up again, outside the login's timer: with
+    the resolver down the session could not recover though its target was up, and a hung
+    one held each attempt for the resolver's own timeout.  The lookup is now bounded by
+    login_timeout, and when it fails the relogin connects to where the session's login
+    went, said (iscsid reconnects to the address it resolved: session_conn_reopen)."""
+    import time
+
+    async def getaddrinfo(self, host, port, *args, **kwargs):
+        assert host == "storage.example"
+        if dns == "down":
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        await asyncio.sleep(60)
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "getaddrinfo", getaddrinfo)
+    target = FakeTarget()
+    started = time.monotonic()
+    with caplog.at_level("WARNING", logger="iscsictld"):
+        session = relogin(tmp_path, portal, RelayKernel(target), login_timeout="1",
+                          address="storage.example", peer="127.0.0.1")
+    assert time.monotonic() - started < 30
+    assert target.phase == "ffp" and session.tsih == TargetConfig().tsih
+    why = "Temporary failure in name resolution" if dns == "down" else "no answer within 1 s"
+    assert f"cannot resolve host name storage.example ({why}): connecting to its last " \
+           "address, 127.0.0.1" in caplog.text
+
+
+def test_a_host_name_is_looked_up_once_however_many_wait_for_it(monkeypatch):
+    """A lookup is not cancelled when its waiter gives up, and each holds a thread of the
+    loop's executor: one per relogin attempt of many sessions queued without end while DNS
+    hung.  Those under way at once share one."""
+    calls = []
+
+    async def getaddrinfo(self, host, port, *args, **kwargs):
+        calls.append(host)
+        await asyncio.sleep(0.3)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.7", port))]
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "getaddrinfo", getaddrinfo)
+
+    async def main():
+        waits = [ks._resolve("storage.example", 3260, 0.05) for _ in range(20)]
+        failed = await asyncio.gather(*waits, return_exceptions=True)
+        known = {}
+        found = await ks._resolve("storage.example", 3260, 5, known)
+        return failed, found, known
+
+    failed, found, known = asyncio.run(main())
+    assert all(isinstance(e, SessionError) and e.code == 4 for e in failed)
+    assert calls == ["storage.example"]  # the one under way, waited for again
+    assert found[0][4] == ("192.0.2.7", 3260) and known[("storage.example", 3260)] == found
