@@ -436,7 +436,7 @@ def format_record(rec: Record, *, for_file: bool = False, show_secrets: bool = F
     vals = rec.values
     ipv6 = False
     if rec.kind is schema.NODE or rec.kind is schema.IFACE:
-        ipv6 = (schema.iface_is_ipv6_by_address(vals) if for_file
+        ipv6 = (schema.iface_file_is_ipv6(vals) if for_file
                 else schema.iface_is_ipv6_by_name(vals))
     out = [f"{schema.BEGIN_RECORD} {version}"]
     for k, newer in _printed_keys(rec.kind, for_file, ipv6, version):
@@ -464,7 +464,7 @@ def format_file_variants(template: Record, recs: Iterable[Record], varying: Sequ
     lines per record (the records of one discovery: ~3x faster than formatting each)."""
     vals = template.values
     ipv6 = (template.kind is schema.NODE or template.kind is schema.IFACE) and \
-        schema.iface_is_ipv6_by_address(vals)
+        schema.iface_file_is_ipv6(vals)
     keys = _printed_keys(template.kind, True, ipv6, version)
     lines = [f"{schema.BEGIN_RECORD} {version}\n",
              *(_file_line(k, vals[k.name], newer) for k, newer in keys),

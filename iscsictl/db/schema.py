@@ -425,11 +425,25 @@ def key_in_version(key: Key, version: str = FORMAT_VERSION) -> bool:
 def iface_is_ipv6_by_address(values: dict) -> bool:
     """usr/iface.c ``iface_get_iptype``: with an address set, IPv6 iff it has no '.' and
     bootproto is not ``dhcp``; without one (or ``<empty>``), IPv6 iff the iface name contains
-    ``ipv6``.  Used when *writing* node and iface files."""
+    ``ipv6``.  The kind of address an iface configures (net_config, ping); a file's block
+    is :func:`iface_file_is_ipv6`'s."""
     ip = values.get("iface.ipaddress", "")
     if not ip or ip == "<empty>":
         return "ipv6" in values.get("iface.iscsi_ifacename", "")
     return values.get("iface.bootproto", "") != "dhcp" and "." not in ip
+
+
+def iface_file_is_ipv6(values: dict) -> bool:
+    """The address block a node or iface file is written with: as
+    :func:`iface_is_ipv6_by_address`, but an address of ``default`` (an idle offload port's
+    default record: bnx2i, cxgb4i and qedi show no address until a connection is up)
+    counts as none, so the name decides, as libopeniscsiusr writes those records
+    (libopeniscsiusr/idbm.c: the IPv6 block iff the name has ``ipv6``).  usr/iface.c takes
+    ``default`` for an IPv6 address, and its reader, which picks the block by the name,
+    refuses the record it writes: iscsiadm's ``-m iface`` then lists nothing (7)."""
+    if values.get("iface.ipaddress", "").lower() == "default":
+        return "ipv6" in values.get("iface.iscsi_ifacename", "")
+    return iface_is_ipv6_by_address(values)
 
 
 def iface_bound_by(values: Mapping[str, str]) -> dict[str, str]:

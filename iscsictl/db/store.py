@@ -2304,10 +2304,10 @@ class NodeDB:
         path = self.iface_path(name)
         with self.record_lock("iface\0" + name):
             rec = self.read_iface(name)
-            # the keys of the iface's address block as it is (iface_conf_update's
-            # idbm_recinfo_iface(iface_get_iptype)): a key of the other one is no key of
+            # the keys of the iface's address block as its file has it (iface_conf_update's
+            # idbm_recinfo_iface, iface_file_is_ipv6): a key of the other one is no key of
             # this iface, refused before anything is set (it was taken, then not written)
-            block = "ipv6" if schema.iface_is_ipv6_by_address(rec.values) else "ipv4"
+            block = "ipv6" if schema.iface_file_is_ipv6(rec.values) else "ipv4"
             for key in updates:
                 k = schema.IFACE.by_name.get(key)
                 if k is not None and k.block and k.block != block:

@@ -99,6 +99,28 @@ def test_a_host_without_kernel_ifaces_gets_one_record_from_the_host(rig):
     assert "iface.ipaddress = fd00::50" in text and "iface.net_ifacename = eth7" in text
 
 
+def test_an_idle_ports_record_is_written_with_its_names_address_block(rig):
+    """An idle bnx2i port shows no address (its first connection's only): both tools make
+    ``bnx2i.<MAC>.ipv4.0`` with ``iface.ipaddress = default``.  iscsictl wrote it with the
+    IPv6 block (usr/iface.c takes ``default`` for an IPv6 address), which iscsiadm's reader,
+    picking the block by the name, refuses: its ``-m iface`` listed nothing (7).  It is
+    written as libopeniscsiusr writes it, by the name, and iscsiadm reads iscsictl's DB."""
+    _drop_kernel_ifaces(rig, 6)
+    _host_attr(rig, 6, "ipaddress", None)
+    name = "bnx2i.00:10:18:AA:BB:01.ipv4.0"
+    _both(rig, "-m", "iface")
+    files = _files(rig, "adm")
+    assert _files(rig, "ictl") == files and "iface.ipaddress = default" in \
+        files[name].decode().splitlines() and "iface.ttl" in files[name].decode()
+    cp = rig.ictl("-m", "iface", "-I", name, "-o", "update", "-n", "iface.ttl", "-v", "64")
+    assert cp.returncode == 0, cp.stderr
+    shutil.rmtree(Path(rig.dir, "etc-adm"))
+    shutil.copytree(Path(rig.dir, "etc-ictl"), Path(rig.dir, "etc-adm"))
+    adm = rig.adm("-m", "iface")
+    assert adm.returncode == 0 and f"{name} bnx2i,00:10:18:AA:BB:01,default," in adm.stdout
+    assert rig.adm("-m", "iface", "-I", name).returncode == 0
+
+
 def test_a_host_without_kernel_ifaces_or_hardware_address_gets_none(rig):
     _drop_kernel_ifaces(rig, 6)
     _host_attr(rig, 6, "hwaddress", "(null)")
