@@ -18,7 +18,8 @@ OP_APPLY_ALL: ``NAME applied.`` / ``Applied settings to ifaces attached to hostN
 built-in ``default``, a tcp iface).  ``-o apply`` finds the host as
 iscsi_sysfs_get_host_no_from_hwinfo (the iface's hwaddress, else netdev, else address).
 Errors: no ``-I`` "Apply requires iface." (7), an iface that cannot be read (6), a value
-that cannot be sent (7, nothing sent), and 1 for any failure past that, as iscsiadm
+that cannot be sent, or that is not one in the file (7, nothing sent: iscsiadm sends what
+its reader made of it), and 1 for any failure past that, as iscsiadm
 (no host bound to the iface, the transport not loaded, no netlink, the driver's refusal:
 its errno by name, where iscsiadm prints "Set net_config failed. errno=" with a stale
 errno).  Deliberate differences: ``-o applyall`` without ``-H`` is refused (7) where
@@ -274,6 +275,20 @@ def _tree(db, names: list[str], o) -> int:
 APPLY_OPS = ("apply", "applyall")
 
 
+def _read_for_driver(db, name: str, what: str):  # type: ignore[no-untyped-def]
+    """iface ``name``'s record for a command that sends it to an HBA's driver (apply,
+    ping), refused (7, nothing sent) when a value in its file is not one: the reader,
+    which says it, takes the key's default instead (an ``iface.iface_num`` of ``-1`` became
+    0, another interface of the port, and the command said it had succeeded).  ``what``:
+    the refusal's first words.  DBError as :meth:`NodeDB.read_iface`'s."""
+    seen = len(db.warnings)
+    rec = db.read_iface(name)
+    if len(db.warnings) > seen:
+        raise E.CliError(f"{what}: iface {name} has a value that is not one (said above); "
+                         "nothing sent", E.INVAL)
+    return rec
+
+
 def apply(db, args, o, op: str) -> int:
     """``-o apply`` (``-I``: that iface) and ``-o applyall`` (``-H``: every iface of that
     host): their network settings to the HBA's driver in one SET_IFACE_PARAMS
@@ -294,7 +309,7 @@ def apply(db, args, o, op: str) -> int:
             o.error(f"iface mode only accepts one interface. Using the first one {names[0]}.")
         name = names[0]
         try:
-            records = [db.read_iface(name).values]
+            records = [_read_for_driver(db, name, "Could not apply net configuration").values]
         except DBError as e:  # iscsiadm: "Could not read iface NAME (6)."
             msg = str(e) if str(e).startswith(f"Could not read iface {name}") else (
                 f"Could not read iface {name}: {e}")
@@ -310,7 +325,8 @@ def apply(db, args, o, op: str) -> int:
         records = []
         for name in db.list_ifaces():
             try:
-                records.append(db.read_iface(name).values)
+                records.append(_read_for_driver(db, name, "Could not apply net "
+                                                          "configuration").values)
             except DBError as e:  # iscsiadm leaves it out too
                 o.error(f"Could not read iface {name}: {e}")
         done = f"Applied settings to ifaces attached to host{host_no}."
@@ -448,7 +464,7 @@ def ping(db, args, o) -> int:  # type: ignore[no-untyped-def]
     if interval < 0:
         raise E.CliError(f"Invalid timing interval: {interval}.", E.INVAL)
     try:
-        values = text_values(db.read_iface(name))
+        values = text_values(_read_for_driver(db, name, "Could not ping"))
     except DBError as e:
         raise E.CliError(f"Could not read iface {name} ({E.IDBM}): {e}", E.IDBM) from None
     iface_type = ISCSI_IFACE_TYPE_IPV6 if iface_is_ipv6_by_address(values) else (

@@ -281,6 +281,33 @@ def test_bad_values_refused_before_anything_is_sent(rig, key, value, said):
     assert stderr_lines(ictl.stderr, "iscsictl") == [f"Could not apply net configuration: {said}"]
 
 
+@pytest.mark.parametrize("line", ["iface.iface_num = -1", "iface.mtu = 70000"])
+def test_a_value_in_the_file_that_is_not_one_is_refused_not_replaced(rig, line):
+    """A hand-edited record's number that does not read: the reader says so and takes the
+    key's default, and apply and ping went on with it, saying they succeeded (iface_num 0:
+    another interface of the port; the MTU not sent).  Refused, nothing sent; iscsiadm
+    sends what its reader made of it (0xffffffff, 4464)."""
+    from pathlib import Path
+
+    rig.adm("-m", "iface")
+    Path(rig.dir, "etc-adm", "ifaces", "bad").write_text(
+        "# BEGIN RECORD 2.1.8\niface.iscsi_ifacename = bad\niface.transport_name = qla4xxx\n"
+        f"iface.hwaddress = {QLA_MAC}\niface.ipaddress = 192.168.2.80\n{line}\n"
+        "# END RECORD\n")
+    for args, what in ((("-o", "apply"), "Could not apply net configuration"),
+                       (("-C", "ping", "-a", "192.168.2.1"), "Could not ping")):
+        rig.kernel.requests.clear()
+        adm = rig.adm("-m", "iface", "-I", "bad", *args)
+        assert adm.returncode == 0 and rig.kernel.requests
+        rig.kernel.requests.clear()
+        ictl = rig.ictl("-m", "iface", "-I", "bad", *args)
+        assert (ictl.returncode, ictl.stdout, rig.kernel.requests) == (7, "", [])
+        said = stderr_lines(ictl.stderr, "iscsictl")
+        assert f"unknown value format '{line.split(' = ')[1]}'" in said[0]
+        assert said[-1] == f"{what}: iface bad has a value that is not one (said above); " \
+                           "nothing sent"
+
+
 def test_every_setting_sent_where_iscsiadm_drops_the_last(rig):
     """Both states set, the port 0: iscsiadm's estimate is one short and the port (the last
     nlattr) is not sent; iscsictl sends it (3260) and counts what it sends."""
