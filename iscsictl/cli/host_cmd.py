@@ -210,12 +210,13 @@ def _parse_host(text: str, hosts: list[dict[str, Any]]) -> int:
             if h["hwaddress"] and h["hwaddress"].lower() == text.strip().lower():
                 return int(h["host_no"])
         raise E.CliError("Could not match MAC to host.", E.INVAL)
-    m = re.fullmatch(r"\s*(?:host)?(\d+)\s*", text)
-    if not m:
+    m = re.fullmatch(r"\s*(?:host)?([+-]?)(\d+)\s*", text)  # a sign, as strtoull reads
+    if not m:  # it (-1: ULLONG_MAX, out of range)
         raise E.CliError(f"Invalid host no {text}.", E.INVAL)
-    if len(m.group(1)) > 10 or int(m.group(1)) > MAX_HOST_NO:
+    sign, digits = m.groups()
+    if len(digits) > 10 or int(digits) > MAX_HOST_NO or sign == "-" and int(digits):
         raise E.CliError(f"Invalid host no {text}. Numerical result out of range.", E.INVAL)
-    return int(m.group(1))
+    return int(digits)
 
 
 def host_option(args, sysfs, o) -> int | None:  # type: ignore[no-untyped-def]

@@ -1205,8 +1205,10 @@ def test_host_mode_checks_H_at_every_level_and_lists_hosts_past_what_it_ignores(
     assert cli("-m", "host", "-H", "11:22:33:44:55:66") == (
         7, "", "iscsictl: Could not match MAC to host.\n")
     for level in ((), ("-P", "1")):
-        assert cli("-m", "host", "-H", "99999999999", *level) == (
-            7, "", "iscsictl: Invalid host no 99999999999. Numerical result out of range.\n")
+        for bad in ("99999999999", "-1"):  # -1: strtoull's ULLONG_MAX
+            assert cli("-m", "host", "-H", bad, *level) == (
+                7, "", f"iscsictl: Invalid host no {bad}. Numerical result out of range.\n")
+    assert cli("-m", "host", "-H", "+3", "-P", "1") == cli("-m", "host", "-H", "3", "-P", "1")
     listing = (0, "tcp: [3] 127.0.0.1,[<empty>],<empty> <empty>\n", "")
     assert cli("-m", "host", "-H", "4294967295") == listing  # level 0 lists every host
     assert cli("-m", "host", "-o", "show") == listing
