@@ -481,6 +481,8 @@ def ping(db, args, o) -> int:  # type: ignore[no-untyped-def]
     try:
         found = socket.getaddrinfo(args.ip, None, socket.AF_UNSPEC, socket.SOCK_STREAM)
         address = str(found[0][4][0]).partition("%")[0]
+        scope = found[0][4][3] if len(found[0][4]) == 4 else 0  # a link-local's zone:
+        sent = f"{address}%{scope}" if scope else address  # its sockaddr's, as iscsiadm's
     except (OSError, UnicodeError, ValueError) as e:
         raise E.CliError(f"Invalid IP address: cannot resolve host {args.ip} ({e}).",
                          E.INVAL) from None
@@ -500,7 +502,7 @@ def ping(db, args, o) -> int:  # type: ignore[no-untyped-def]
         for seq in range(1, count + 1):
             pid, status = random.getrandbits(31), None
             try:
-                nl.ping(handle, host_no, iface_num, iface_type, size, pid, address)
+                nl.ping(handle, host_no, iface_num, iface_type, size, pid, sent)
             except IscsiNetlinkError as e:
                 err = kernel_errno(e)
                 rc = {errno.ENOSYS: E.OP_NOT_SUPP, errno.EINVAL: E.INVAL}.get(err, E.ERR)

@@ -102,6 +102,8 @@ def test_ipv6_iface_and_the_drivers_refusals(rig):
     assert adm.stdout == "Ping 1 completed\n"
     assert struct.unpack_from("=II", sent[0], 36) == (1, 2)  # iface_num 1, IPv6
     assert len(sent[0]) == PAYLOAD_AT + 28  # the sockaddr_in6
+    adm, _, sent = _both(rig, "-I", "qla6", "-a", "fe80::10%lo")  # its scope id sent too
+    assert struct.unpack_from("=I", sent[0], PAYLOAD_AT + 24) == (socket.if_nametoindex("lo"),)
     # qla4xxx pings IPv6 from iface 0 or 1 only, and each family to its own: ENOSYS
     for key, value, address in (("iface_num", "2", "fd00::10"), ("iface_num", "1",
                                                                   "192.168.1.10")):
