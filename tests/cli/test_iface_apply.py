@@ -320,3 +320,17 @@ def test_every_setting_sent_where_iscsiadm_drops_the_last(rig):
     assert m.decode_nlas(m.iscsi_iface_param_info_nla, i["payload"])[-1]["value"] == (
         struct.pack("<H", 3260))
     assert (a["count"], i["count"]) == (4, 5)
+
+
+def test_an_iface_of_a_driver_not_loaded_is_updated_where_iscsiadm_refuses(rig):
+    """README's deliberate difference: an iface is set up before its HBA's driver is
+    loaded (cxgb4i is not registered here); iscsiadm refuses the update (7)."""
+    assert rig.ictl("-m", "iface", "-I", "cx", "-o", "new").returncode == 0
+    assert rig.ictl("-m", "iface", "-I", "cx", "-o", "update", "-n", "iface.transport_name",
+                    "-v", "cxgb4i").returncode == 0
+    args = ("-m", "iface", "-I", "cx", "-o", "update", "-n", "iface.mtu", "-v", "9000")
+    adm = rig.adm(*args)
+    assert adm.returncode == 7 and "Cound not locate transport for iface cx" in adm.stderr
+    ictl = rig.ictl(*args)
+    assert (ictl.returncode, ictl.stdout) == (0, "cx updated.\n")
+    assert "iface.mtu = 9000" in open(f"{rig.dir}/etc-adm/ifaces/cx").read()
