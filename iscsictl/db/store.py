@@ -1559,15 +1559,18 @@ class NodeDB:
         return portal if _is_flat(portal) else os.path.join(portal, did.config_name)
 
     def list_discovery(self) -> list[DiscoveryID]:
-        """Discovery records (send_targets/ then isns/), sorted; by directory names only."""
+        """Discovery records (send_targets/ then isns/), sorted; by directory names only.
+        DBError when a directory of them cannot be listed (permission denied)."""
         out = []
         for dtype, base in (("sendtargets", SEND_TARGETS), ("isns", ISNS)):
             try:  # a file: a record of open-iscsi before svn 780 (discovery_path)
                 names = sorted(e.name for e in os.scandir(self._p(base))
                                if e.is_dir(follow_symlinks=False) or e.name[0] != "."
                                and _parse_portal_dir(e.name) is not None and _is_flat(e.path))
-            except OSError:
+            except (FileNotFoundError, NotADirectoryError):
                 continue
+            except OSError as e:  # (it was a silent "no records", 21: permission denied)
+                raise DBError(f"{self._p(base)}: cannot list: {e.strerror}") from None
             for n in names:
                 pp = _parse_portal_dir(n)
                 if pp is None or pp[2] is not None:

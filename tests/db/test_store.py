@@ -1,6 +1,7 @@
 """NodeDB on real files in tmp_path."""
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -653,6 +654,27 @@ def test_a_portal_directory_that_cannot_be_listed_is_said(db, tmp_path, monkeypa
     monkeypatch.setattr(os, "scandir", scandir)
     assert [n.address for n in db.list_nodes()] == ["10.0.0.1"]
     assert warned == [f"{bad}: cannot list: Permission denied"]
+
+
+def test_discovery_records_that_cannot_be_listed_are_an_error(db, tmp_path, monkeypatch):
+    """``send_targets/`` unreadable (a user's -m discovery on root's 0700 DB): an error that
+    says so, where the listing was a silent "no records" (21); none there is none."""
+    import errno
+
+    db.create_discovery(DiscoveryID("sendtargets", "10.0.0.9", 3260))
+    bad = str(tmp_path / "db/send_targets")
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == bad:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        return real_scandir(path)
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(DBError, match=f"^{bad}: cannot list: Permission denied$"):
+        db.list_discovery()
+    monkeypatch.undo()
+    shutil.rmtree(bad)
+    assert db.list_discovery() == []
 
 
 def test_a_discovery_record_that_cannot_be_deleted_is_an_error(db, tmp_path, monkeypatch):
