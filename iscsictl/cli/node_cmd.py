@@ -72,6 +72,15 @@ def _check_ifaces(args, o) -> None:  # type: ignore[no-untyped-def]
 def run(args, o, mode: str) -> int:
     ops = args.op or []
     loginall, logoutall = args.loginall is not None, args.logoutall is not None  # -L '' too
+    if args.probe:  # its own operation: another beside it was dropped without a word
+        others = [flag for flag, given in (
+            ("-l", args.login), ("-u", args.logout), ("-L", loginall), ("-U", logoutall),
+            ("-R", args.rescan), ("-s", args.stats),
+            *((f"-o {op}", True) for op in dict.fromkeys(ops) if op != "nonpersistent"))
+            if given]
+        if others:
+            raise E.CliError(f"--probe is an operation of its own: not with {others[0]} "
+                             "(-o nonpersistent is the one it takes)", E.INVAL)
     if not (loginall or logoutall):  # -L/-U check no -I (iscsiadm ignores it; -U here
         _check_ifaces(args, o)  # is narrowed by -T/-p/-I: session_cmd.node_logoutall)
     # iscsiadm's order: -L/-U first (main), then exec_node_op's: -o new alone (a -l/-u

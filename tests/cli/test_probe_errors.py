@@ -342,3 +342,16 @@ def test_a_probe_goes_through_the_records_iface_as_its_session_would(cli, tgt):
         assert r.rc == 4 and "Could not bind connection 0 to nosuch0" in r.err, (r.out, r.err)
     finally:
         tgt.delete_target(tid)
+
+
+@pytest.mark.parametrize("extra, said", [
+    (("-l",), "-l"), (("-u",), "-u"), (("-R",), "-R"), (("-s",), "-s"),
+    (("-o", "show"), "-o show"), (("-o", "new"), "-o new"),
+    (("-o", "nonpersistent", "-o", "delete"), "-o delete")])
+def test_probe_beside_another_operation_is_refused(cli, extra, said):
+    """--probe beside -l went to a login through the daemon, beside -o show it probed and
+    dropped the show, each without a word: refused (7), nothing done."""
+    r = cli("-m", "node", "-T", T_OPEN, "-p", "127.0.0.1:3260", "--probe", *extra)
+    assert (r.rc, r.out) == (7, "")
+    assert r.err == f"iscsictl: --probe is an operation of its own: not with {said} " \
+                    "(-o nonpersistent is the one it takes)\n"
