@@ -188,9 +188,9 @@ def op_new(db, args, o) -> int:
         every_iface.interface = None
         portals = sorted({(n.target, n.address, n.port, n.tpgt)
                           for n in _matching(db, every_iface)})
-        if not portals:  # iscsiadm says it with an empty reason, and exits 0
-            o.error("Error while adding record: no records found")
-            return E.SUCCESS
+        if not portals:  # iscsiadm says it with an empty reason, and exits 0: an error that
+            raise E.CliError("Error while adding record: no records found",  # a script
+                             E.NO_OBJS_FOUND)  # would take for success
     created = []
     for target, address, port, tpgt in portals:
         for ifn in args.interface or ["default"]:

@@ -122,6 +122,14 @@ def test_what_iscsiadm_reads_loosely_is_refused(rig, args):
     assert a[0] != 7 and b[0] == 7, (a, b)
 
 
+def test_a_new_record_for_portals_the_db_does_not_hold_is_21(rig):
+    """``-o new -p`` without -T makes a record for each portal the DB holds there: none is
+    an error, which iscsiadm says (without its reason) and exits 0."""
+    a, b = rig.run("-m", "node", "-o", "new", "-p", "10.0.0.6")
+    assert a == (0, "", "iscsiadm: Error while adding record: ")  # its reason empty
+    assert b == (21, "", "iscsiadm: Error while adding record: no records found")
+
+
 def test_iscsiadm_reads_and_deletes_a_record_linked_relatively(rig):
     """iscsictl links static/ and send_targets/ entries relatively (``../nodes/...``: the
     database can be moved, or used at another root), iscsiadm absolutely
