@@ -191,10 +191,17 @@ def op_new(db, args, o) -> int:
         if not portals:  # iscsiadm says it with an empty reason, and exits 0: an error that
             raise E.CliError("Error while adding record: no records found",  # a script
                              E.NO_OBJS_FOUND)  # would take for success
+    from ..db.store import NodeID
+
     created = []
     for target, address, port, tpgt in portals:
         for ifn in args.interface or ["default"]:
+            existed = db.node_exists(NodeID(target, address, port, tpgt, ifn))
             rec = db.create_node(target, address, port, tpgt, ifn, overwrite=True)
+            if existed:  # as iscsiadm's, without a word: its CHAP gone unseen
+                o.error(f"node record [{ifn}] {address},{port},{tpgt} {target} existed: made "
+                        "anew from iscsid.conf and the defaults, its settings (CHAP "
+                        "included) not kept")
             v = rec.values
             msg = (f"New iSCSI node [{v['iface.transport_name']}:[hw={v['iface.hwaddress']},"
                    f"ip={v['iface.ipaddress']},net_if={v['iface.net_ifacename']},"

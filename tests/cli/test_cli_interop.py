@@ -519,8 +519,10 @@ def test_o_new_without_a_portal_or_target_binds_the_portals_held_as_iscsiadm(cli
     with open(os.path.join(ours.root, "iscsid.conf"), "w") as f:
         f.write("iscsid.startup = /bin/true\n")
     T = "iqn.2001-04.com.example:bind"
-    for args in (["-m", "node", "-o", "new", "-T", T],  # nothing held yet: said, 0
-                 ["-m", "node", "-o", "new", "-T", T, "-p", "10.0.0.1,1"],
+    a, b = adm(theirs, "-m", "node", "-o", "new", "-T", T), ours("-m", "node", "-o", "new",
+                                                              "-T", T)
+    assert (a.returncode, b.rc) == (0, 21)  # nothing held yet: said (iscsiadm exits 0)
+    for args in (["-m", "node", "-o", "new", "-T", T, "-p", "10.0.0.1,1"],
                  ["-m", "node", "-o", "new", "-T", T, "-p", "10.0.0.2:3261,2"],
                  ["-m", "iface", "-I", "if1", "-o", "new"],
                  ["-m", "node", "-o", "new", "-T", T, "-I", "if1"],
@@ -531,3 +533,22 @@ def test_o_new_without_a_portal_or_target_binds_the_portals_held_as_iscsiadm(cli
         assert (b.rc, sorted(b.out.splitlines())) == \
             (a.returncode, sorted(a.stdout.splitlines())), (args, a, b)
     assert ours("-m", "node", "-I", "if1").out.count(T) == 2
+
+
+def test_o_new_over_a_record_says_its_settings_are_not_kept(cli, tmp_path):
+    """``-o new`` of a record that exists makes it anew, its CHAP gone, as iscsiadm's does
+    without a word: iscsictl says it on stderr; stdout is iscsiadm's."""
+    ours, theirs = cli, type(cli)(str(tmp_path / "theirs"))
+    T = "iqn.2001-04.com.example:again"
+    new = ("-m", "node", "-o", "new", "-T", T, "-p", "10.0.0.1,1")
+    chap = ("-m", "node", "-T", T, "-p", "10.0.0.1", "-o", "update", "-n",
+            "node.session.auth.authmethod", "-v", "CHAP")
+    for args in (new, chap):
+        assert adm(theirs, *args).returncode == 0 and ours(*args).rc == 0
+    a, b = adm(theirs, *new), ours(*new)
+    assert (b.rc, b.out) == (a.returncode, a.stdout) == (0, a.stdout) and a.stdout
+    assert b.err == (f"iscsictl: node record [default] 10.0.0.1,3260,1 {T} existed: made anew "
+                     "from iscsid.conf and the defaults, its settings (CHAP included) not "
+                     "kept\n")
+    assert "node.session.auth.authmethod = None" in ours("-m", "node", "-T", T).out
+    assert ours(*new[:4], "-T", "iqn.2001-04.com.example:fresh", "-p", "10.0.0.1,1").err == ""
