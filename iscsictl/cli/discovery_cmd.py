@@ -251,7 +251,11 @@ def discoverydb_op(args, o, ops, missing_code: int = E.IDBM) -> int:
                 if op != "delete":
                     raise
         if op == "new":
+            existed = db.discovery_exists(did)
             db.create_discovery(did)
+            if existed:  # as iscsiadm's, without a word: its CHAP gone unseen
+                o.error(f"discovery record [{did.address},{did.port}] existed: made anew from "
+                        "iscsid.conf and the defaults, its settings (CHAP included) not kept")
             if o.json:
                 o.emit_json({"added": {"address": did.address, "port": did.port}})
             else:

@@ -1081,6 +1081,9 @@ class NodeDB:
     def node_exists(self, nid: NodeID) -> bool:
         return os.path.lexists(self.node_path(nid))
 
+    def discovery_exists(self, did: DiscoveryID) -> bool:
+        return os.path.lexists(self.discovery_path(did))
+
     # ---- node create / write ---------------------------------------------------------------
     def new_node_record(self, target: str, address: str, port: int = schema.ISCSI_LISTEN_PORT,
                         tpgt: int = schema.TPGT_UNKNOWN, iface: str = "default", *,

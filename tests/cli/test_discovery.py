@@ -215,6 +215,15 @@ def test_discoverydb_ops(cli, tgt):
     r = cli("-m", "discoverydb", "-t", "st", "-p", p, "-o", "show")
     assert "discovery.sendtargets.reopen_max = 2\n" in r.out
     assert "discovery.sendtargets.auth.password = <empty>" in r.out
+    r = cli("-m", "discoverydb", "-t", "st", "-p", p, "-o", "new")  # again: said
+    assert (r.rc, r.out) == (0, f"New discovery record for [127.0.0.1,{tgt.port}] added.\n")
+    assert r.err == (f"iscsictl: discovery record [127.0.0.1,{tgt.port}] existed: made anew "
+                     "from iscsid.conf and the defaults, its settings (CHAP included) not "
+                     "kept\n")
+    assert "reopen_max = 2" not in cli("-m", "discoverydb", "-t", "st", "-p", p,
+                                       "-o", "show").out
+    cli("-m", "discoverydb", "-t", "st", "-p", p, "-o", "update", "-n",
+        "discovery.sendtargets.reopen_max", "-v", "2")
     r = cli("-m", "discoverydb", "-t", "st", "-p", p, "-D")
     assert r.rc == 0 and len(r.out.splitlines()) == 4
     r = cli("-m", "discoverydb", "-t", "st", "-p", p, "-o", "delete")
