@@ -134,10 +134,22 @@ def initiator(args, warn):  # type: ignore[no-untyped-def]
             return cur
         return ensure_initiator_name(root, warn=warn)
     except DBError as e:
-        raise E.CliError(str(e), E.IDBM) from None
+        raise E.CliError(f"{e}{_user_hint(root)}", E.IDBM) from None
     except OSError as e:
         raise E.CliError(f"no InitiatorName in {root}/initiatorname.iscsi and cannot create "
-                         f"it: {e.strerror}", E.IDBM) from None
+                         f"it: {e.strerror}{_user_hint(root)}", E.IDBM) from None
+
+
+def _user_hint(root: str) -> str:
+    """What a user who is not root can do when ``root``'s initiatorname.iscsi is root's
+    only (as /etc/iscsi's is): a directory of theirs as the config root, where a name of
+    their own is made."""
+    import os
+
+    if os.geteuid() == 0 or os.access(os.path.join(root, "initiatorname.iscsi"), os.R_OK):
+        return ""
+    return ("; not root: --config-root DIR (a directory of yours, where a name of your own "
+            "is made) and --db-root DIR")
 
 
 def text_values(rec) -> dict:

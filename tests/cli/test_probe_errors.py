@@ -355,3 +355,32 @@ def test_probe_beside_another_operation_is_refused(cli, extra, said):
     assert (r.rc, r.out) == (7, "")
     assert r.err == f"iscsictl: --probe is an operation of its own: not with {said} " \
                     "(-o nonpersistent is the one it takes)\n"
+
+
+def test_a_user_told_how_to_probe_without_root():
+    """A user's --probe on root's config (its initiatorname.iscsi root's only): the error
+    says what to do, as the README does (a config root of the user's own)."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    root = tempfile.mkdtemp(dir="/tmp")  # (pytest's tmp_path is root's 0700)
+    try:
+        os.chmod(root, 0o755)
+        with open(os.path.join(root, "initiatorname.iscsi"), "w") as f:
+            f.write("InitiatorName=iqn.2026-11.org.example:root\n")
+        os.chmod(os.path.join(root, "initiatorname.iscsi"), 0o600)
+        r = subprocess.run(
+            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+             sys.executable, "-m", "iscsictl.cli", "--config-root", root, "--db-root",
+             os.path.join(root, "db"), "-m", "node", "-T", T_OPEN, "-p", "127.0.0.1:3260",
+             "--probe", "-o", "nonpersistent"],
+            capture_output=True, text=True, timeout=60, cwd=os.path.dirname(
+                os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    finally:
+        shutil.rmtree(root)
+    assert (r.returncode, r.stdout) == (6, "")
+    assert r.stderr == (f"iscsictl: cannot read {root}/initiatorname.iscsi: Permission "
+                        "denied; not root: --config-root DIR (a directory of yours, where a "
+                        "name of your own is made) and --db-root DIR\n")
