@@ -35,6 +35,11 @@ MODES = {
     "fw": ("fw_cmd", "dmlWnvS"),  # -S: iscsictl only (secrets are masked)
 }
 MODE_ALIASES = {"discoverydb": "discoverydb", "sendtargets": "discovery"}
+#: letters a mode takes (iscsiadm's mode_paras) and does nothing with: its help says so
+IGNORED_LETTERS = {"session": "i", "host": "t"}
+#: long options of some modes only (help); the others' are every mode's
+LONG_ONLY_MODES = {"force": ("node", "session"), "safe": ("node", "session"),
+                   "probe": ("node",)}
 
 class _PairAction(argparse.Action):
     """``-n``/``-v``: the last of each (``args.name``, ``args.value``) and, in ``args.params``,
@@ -64,7 +69,7 @@ OPTIONS = (
     ("n", "name", dict(metavar="KEY", action=_PairAction), "record key for -o update"),
     ("v", "value", dict(metavar="VALUE", action=_PairAction), "value for -o update"),
     ("P", "print", dict(metavar="LEVEL", type=int),
-     "print level (node, iface: 0-1; session: 0-3; host: 0-4)"),
+     "print level (node, iface, discovery: 0-1; session: 0-3; host: 0-4)"),
     ("S", "show", dict(action="store_true", default=None),
      "show secrets (-o show, -m session -P 2, -m fw, -m host -C chap|flashnode)"),
     ("d", "debug", dict(metavar="LEVEL", type=int),
@@ -78,7 +83,8 @@ OPTIONS = (
     ("U", "logoutall", dict(metavar="all|manual|automatic|onboot"), "log out all (iscsictld)"),
     ("r", "sid", dict(metavar="SID", action="append"),
      "session id or sysfs path (session mode; each checked, the last used)"),
-    ("H", "host", dict(metavar="HOST"), "host number (host mode)"),
+    ("H", "host", dict(metavar="HOST"), "host number or its MAC (host mode; iface mode's -o "
+     "applyall)"),
     ("C", "submode", dict(metavar="SUBMODE"), "sub-mode: chap | flashnode | stats (host mode: "
      "an offload HBA's CHAP table, flash targets, statistics) | ping (iface mode)"),
     ("x", "index", dict(metavar="INDEX"), "flash node (or CHAP entry) index (host mode)"),
@@ -88,15 +94,18 @@ OPTIONS = (
     ("b", "packetsize", dict(metavar="BYTES"), "ping payload size (default 32)"),
     ("c", "count", dict(metavar="N"), "number of pings (default 1)"),
     ("i", "interval", dict(metavar="SECONDS"), "seconds between pings (default 0)"),
-    ("R", "rescan", dict(action="store_true", default=None), "rescan (session mode)"),
-    ("s", "stats", dict(action="store_true", default=None), "statistics (session mode)"),
+    ("R", "rescan", dict(action="store_true", default=None),
+     "rescan the sessions' LUNs (session, node modes)"),
+    ("s", "stats", dict(action="store_true", default=None),
+     "the sessions' statistics (session, node modes; needs iscsictld)"),
     ("W", "no_wait", dict(action="store_true", default=None), "do not wait (login)"),
     ("k", "killiscsid", dict(metavar="PRIORITY"),
      "stop iscsictld (priority 0 only, as iscsiadm's: its sessions stay in the kernel)"),
 )
 LONG_ONLY = (
     ("json", dict(action="store_true"), "JSON output"),
-    ("db-root", dict(metavar="DIR"), "node DB root (default $ISCSICTL_DB_ROOT or /etc/iscsi)"),
+    ("db-root", dict(metavar="DIR"), "node DB root (default $ISCSICTL_DB_ROOT, else /etc/iscsi, "
+     "or /var/lib/iscsi where that holds nodes/ and /etc/iscsi does not)"),
     ("config-root", dict(metavar="DIR"),
      "iscsid.conf/initiatorname.iscsi dir (default $ISCSICTL_CONFIG_ROOT or /etc/iscsi)"),
     ("force", dict(action="store_true"),
@@ -174,17 +183,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def mode_help(mode: str) -> str:
-    """Help text for one mode: its usage line and the options it accepts."""
+    """Help text for one mode: its usage line and the options it accepts, each with its
+    argument (those it takes only as iscsiadm does, doing nothing with them, said)."""
+    import textwrap
+
     _, letters = MODES[mode]
+    ignored = IGNORED_LETTERS.get(mode, "")
+    rows = [(f"-{letter}, --{long.replace('_', '-')}" + (f" {kw['metavar']}" if "metavar" in kw
+                                                       else ""),
+             "taken and ignored, as by iscsiadm" if letter in ignored else hlp)
+            for letter, long, kw, hlp in OPTIONS if letter in letters]
+    rows += [(f"--{long}" + (f" {kw['metavar']}" if "metavar" in kw else ""), hlp)
+             for long, kw, hlp in LONG_ONLY if mode in LONG_ONLY_MODES.get(long, (mode,))]
+    rows += [("-h, --help", "this help"), ("-V, --version", "print the version")]
+    width = 26  # a longer option's help starts on the line below it
     lines = [f"usage (mode {mode}):"]
     lines += [u for u in USAGE.splitlines() if u.startswith(f"iscsictl -m {mode} ")]
     lines.append("options:")
-    for letter, long, _kw, hlp in OPTIONS:
-        if letter in letters:
-            lines.append(f"  -{letter}, --{long.replace('_', '-'):<12} {hlp}")
-    for long, _kw, hlp in LONG_ONLY:
-        if long != "probe" or mode == "node":
-            lines.append(f"  --{long:<16} {hlp}")
+    for flags, hlp in rows:
+        if len(flags) > width - 4:
+            lines.append(f"  {flags}")
+            flags = ""
+        lines += textwrap.wrap(hlp, 100, initial_indent=f"  {flags:<{width - 2}}",
+                               subsequent_indent=" " * width)
     return "\n".join(lines) + "\n"
 
 

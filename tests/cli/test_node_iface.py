@@ -268,6 +268,14 @@ def test_help_and_process(cli):
     assert r.rc == 0 and "-m node" in r.out
     r = cli.proc("-m", "node", "--help")
     assert r.rc == 0 and "--probe" in r.out and "--targetname" in r.out
+    # each mode's own options, their arguments: no --probe, --force or --safe outside node
+    # and session modes; what a mode takes only as iscsiadm does, doing nothing, said so
+    session = cli.proc("-m", "session", "--help").out
+    assert "  -r, --sid SID " in session and "--force" in session and "--probe" not in session
+    assert "  -i, --interval SECONDS  taken and ignored, as by iscsiadm\n" in session
+    host = cli.proc("-m", "host", "--help").out
+    assert "--force" not in host and "  -t, --type TYPE         taken and ignored" in host
+    assert "  -h, --help " in host and max(map(len, host.splitlines()[2:])) <= 102
     r = cli.proc("-m", "node")
     assert (r.rc, r.err) == (21, "iscsictl: No records found\n")
     r = cli.proc("-m", "node", "-p", "x::y::z")
