@@ -364,8 +364,9 @@ def _parse_sid(text: str) -> int:
     if not (stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode)):
         raise E.CliError(f"{text} is not a directory", E.ERR)
     found = re.findall(r"/session(\d+)(?=/|$)", os.path.realpath(text))
-    if not found:
-        raise E.CliError(f"Unable to find sid in path {text}", E.INVAL)
+    if not found:  # iscsiadm's two lines (get_sid_from_path's, then main's)
+        raise E.CliError(f"invalid sid '{text}'", E.INVAL,
+                         lines=(f"Unable to find sid in path {text}",))
     return int(found[-1])
 
 
@@ -433,10 +434,10 @@ def run(args, o, mode: str) -> int:  # type: ignore[no-untyped-def]
     return E.SUCCESS
 
 
-def _no_session(sid: int) -> E.CliError:
+def _no_session(sid: int, lines: tuple[str, ...] = ()) -> E.CliError:
     """iscsiadm's answer to ``-r`` naming no session: its sysfs lookup failed (22)."""
     return E.CliError(f"Could not get session info for sid {sid}",
-                      E.BY_NAME["ISCSI_ERR_SYSFS_LOOKUP"])
+                      E.BY_NAME["ISCSI_ERR_SYSFS_LOOKUP"], lines=lines)
 
 
 def _named(sysfs, states: dict, level: int, sid: int,  # type: ignore[no-untyped-def]
@@ -444,8 +445,10 @@ def _named(sysfs, states: dict, level: int, sid: int,  # type: ignore[no-untyped
     """``collect`` of the session ``-r`` names; 22 when there is none or it is half-made
     (no target name yet), as iscsiadm's iscsi_sysfs_get_sessioninfo_by_id fails."""
     views = collect(sysfs, states, level, sid, connless=connless)
-    if not (views and views[0].targetname):
-        raise _no_session(sid)
+    if not (views and views[0].targetname):  # none there: iscsi_sysfs_get_sessioninfo_by_id's
+        gone = not os.path.isdir(os.path.join(sysfs.root, "class/iscsi_session",  # line
+                                              f"session{sid}"))  # first (errno 5, EIO)
+        raise _no_session(sid, ("could not read session targetname: 5",) if gone else ())
     return views
 
 

@@ -325,7 +325,12 @@ def test_r_values_exit_as_iscsiadms_get_sid_from_path(sysfs):
     assert cli("-m", "session", "-r", str(path / "targetname"))[0] == 1  # not a directory
     for text in (" 1", "+1", str(path), str(sysfs / "devices/platform/host0/session1/target0:0:0")):
         assert cli("-m", "session", "-r", text, "-P", "1")[0] == 0, text
-    assert cli("-m", "session", "-r", str(sysfs / "class"))[0] == 7  # no session<N> in it
+    assert cli("-m", "session", "-r", str(sysfs / "class")) == (  # no session<N> in it
+        7, "", f"iscsictl: Unable to find sid in path {sysfs / 'class'}\n"
+        f"iscsictl: invalid sid '{sysfs / 'class'}'\n")  # iscsiadm's two lines
+    assert cli("-m", "session", "-r", "9", "-P", "1") == (  # none: iscsiadm's two lines
+        22, "", "iscsictl: could not read session targetname: 5\n"
+        "iscsictl: Could not get session info for sid 9\n")
     (path / "targetname").write_text("(null)\n")  # a login between CREATE_CONN and SET_PARAM
     assert cli("-m", "session", "-r", "1", "-P", "1") == (
         22, "", "iscsictl: Could not get session info for sid 1\n")
