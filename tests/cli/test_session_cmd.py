@@ -1181,6 +1181,11 @@ def test_host_mode_levels(sysfs):
     host3 = ("Host Number: 3\n\tState: running\n\tTransport: tcp\n\tInitiatorname: <empty>\n"
              "\tIPaddress: 127.0.0.1\n\tHWaddress: <empty>\n\tNetdev: <empty>\n")
     assert cli("-m", "host", "-H", "3", "-P", "1") == (0, host3, "")
+    for attr in ("netdev", "hwaddress", "ipaddress"):  # read as iscsiadm's sysfs_get_value
+        _w(sysfs, f"class/iscsi_host/host11/{attr}", "<NULL>")  # reads it: none
+    assert cli("-m", "host")[1].startswith("tcp: [11] <empty>,[<empty>],<empty> <empty>\n")
+    assert "\tIPaddress: <empty>\n\tHWaddress: <empty>\n\tNetdev: <empty>\n" in cli(
+        "-m", "host", "-H", "11", "-P", "1")[1]
     rc, out, _ = cli("-m", "host", "-H", "3", "-P", "2")
     assert out.startswith(host3 + "\t*********\n\tSessions:\n\t*********\n"
                           f"\tTarget: {T} (non-flash)\n\t\tCurrent Portal: 127.0.0.1:3260,1\n")
