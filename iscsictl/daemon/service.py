@@ -1604,6 +1604,8 @@ class Daemon:
             kernel_tmo = self.sysfs.read(f"class/iscsi_session/session{sid}/recovery_tmo")
             if kernel_tmo is not None and ascii_digits(kernel_tmo.strip().removeprefix("-")):
                 tmo = int(kernel_tmo)
+            elif kernel_tmo is not None and kernel_tmo.strip() == "off":  # -1: no timer, so
+                tmo = -1  # nothing took the devices offline
             try:
                 if failed_earlier or 0 <= tmo <= took + OFFLINE_MARGIN:
                     await ks.online_devices(session, self.sysfs, self._scan_pool)

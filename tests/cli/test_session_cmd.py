@@ -1477,3 +1477,51 @@ def test_a_session_torn_down_while_listed_is_left_out(sysfs, monkeypatch, when):
     rc, out, err = cli("-m", "session")
     assert gone and (rc, err) == (0, "")
     assert out == f"tcp: [1] 127.0.0.1:3260,1 {T} (non-flash)\n"
+
+
+def test_a_private_number_the_kernel_shows_as_off_is_minus_1(sysfs):
+    """The kernel writes a session's recovery_tmo and creator of -1 as ``off``
+    (iscsi_priv_session_attr_show): a flash session's creator, a recovery timeout switched
+    off.  They read as None: a flash session was listed "(non-flash)"; open-iscsi reads
+    them as -1 since 7a8471b (2.1.8 prints 0)."""
+    add_session(sysfs, 1, 0, T, "127.0.0.1", {0: "sda"})
+    _w(sysfs, "class/iscsi_session/session1/creator", "off")
+    _w(sysfs, "class/iscsi_session/session1/recovery_tmo", "off")
+    assert cli("-m", "session")[1] == f"tcp: [1] 127.0.0.1:3260,1 {T} (flash)\n"
+    assert "\t\tRecovery Timeout: -1\n" in cli("-m", "session", "-P", "2")[1]
+    doc = json.loads(cli("--json", "-m", "session", "-P", "2")[1])
+    assert doc[0]["timeouts"]["recovery"] == -1
+
+
+def test_a_user_who_is_not_root_gets_the_sessions_listed(tmp_path):
+    """The kernel shows a session's CHAP passwords to CAP_SYS_ADMIN only (0400): iscsiadm
+    then lists no session at all ("No active sessions.", 21); iscsictl lists them, the
+    passwords shown empty (README: a deliberate difference)."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(dir="/tmp"))  # (pytest's tmp_path is root's 0700)
+    try:
+        sysfs = root / "sys"
+        _w(sysfs, "module/scsi_transport_iscsi/version", "2.0-870")
+        add_session(sysfs, 1, 0, T, "127.0.0.1", {0: "sda"})
+        secret = sysfs / "devices/platform/host0/session1/iscsi_session/session1/password"
+        _w(sysfs, str(secret.relative_to(sysfs)), "s3cret-s3cret")
+        os.chmod(secret, 0o400)
+        for d, _dirs, _files in os.walk(root):
+            os.chmod(d, 0o755)
+        r = subprocess.run(
+            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+             sys.executable, "-m", "iscsictl.cli", "--db-root", str(root / "db"),
+             "--config-root", str(root / "db"), "-m", "session", "-P", "2", "-S"],
+            capture_output=True, text=True, timeout=60,
+            cwd=Path(__file__).resolve().parents[2],
+            env={**os.environ, "ISCSICTL_SYSFS_ROOT": str(sysfs),
+                 "ISCSICTL_SOCKET": str(root / "none.sock")})
+    finally:
+        shutil.rmtree(root)
+    assert r.returncode == 0, r.stderr
+    assert f"Target: {T} (non-flash)\n" in r.stdout and "s3cret" not in r.stdout
+    assert "\t\tpassword: <empty>\n" in r.stdout

@@ -534,6 +534,7 @@ class _NoKernel:
     # devices the kernel's 0 s took offline stayed so, a multipath path lost for good)
     ("120", "0", False, True),
     ("0", "120", False, False),
+    ("0", "off", False, False),  # the kernel's -1: no timer, nothing taken offline
 ])
 def test_recovery_walks_the_devices_only_when_they_can_be_offline(
         tmp_path, monkeypatch, tmo, kernel_tmo, failed_earlier, walked):
