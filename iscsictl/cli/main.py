@@ -35,6 +35,8 @@ MODES = {
     "fw": ("fw_cmd", "dmlWnvS"),  # -S: iscsictl only (secrets are masked)
 }
 MODE_ALIASES = {"discoverydb": "discoverydb", "sendtargets": "discovery"}
+#: -L's and -U's words: one given alone is most likely one of theirs
+STARTUP_WORDS = ("all", "manual", "automatic", "onboot")
 #: letters a mode takes (iscsiadm's mode_paras) and does nothing with: its help says so
 IGNORED_LETTERS = {"session": "i", "host": "t"}
 #: long options of some modes only (help); the others' are every mode's
@@ -254,7 +256,11 @@ def _run(argv: list[str], out: Output | None) -> int:
         args = build_parser().parse_args(options)
         o.json = bool(args.json)
         for word in words:  # iscsiadm ignores them without a word
-            o.warn(f"'{word}' is not an option's: ignored")
+            o.warn(f"'{word}' is not an option's: ignored" + (
+                f" (-L {word} or -U {word}?)" if word in STARTUP_WORDS else ""))
+        for dest, given in (args._pending or {}).items():  # iscsiadm's: no pair, no word
+            n, v = ("-n", "-v") if dest == "name" else ("-v", "-n")
+            o.warn(f"{n} {given} has no {v} to pair with: ignored")
         if args.version:
             from .. import __version__
             if o.json:  # the record format too: the version written after "# BEGIN RECORD"

@@ -505,6 +505,8 @@ def test_the_command_line_is_read_as_iscsiadms_getopt_long_reads_it(cli):
     same(cli, "-m", "node", "--no_wait", "--loginall=bogus", rc=7)
     r = same(cli, "-m", "node", "extra")
     assert "'extra' is not an option's: ignored" in r.err
+    r = same(cli, "-m", "node", "all")  # -L's word alone: what was meant, asked
+    assert "iscsictl: 'all' is not an option's: ignored (-L all or -U all?)\n" in r.err
     for args in (["-m", "node", "--log"], ["-m", "node", "--no-such-option"],
                  ["-m", "node", "--login=x"], ["-m", "node", "-T"]):
         assert (cli(*args).rc, adm(cli, *args).returncode) == (7, 7), args
