@@ -271,8 +271,9 @@ def _run(argv: list[str], out: Output | None) -> int:
             return E.SUCCESS
         modes = args.mode or []  # each -m is checked, as iscsiadm's option loop checks
         for mode in modes:  # each (str_to_mode, verify_mode_params); the last one runs
-            if mode not in MODES:
-                raise E.CliError(f"mode {mode} is not yet supported", E.INVAL)
+            if mode not in MODES:  # iscsiadm's words, then what the modes are
+                raise E.CliError(f"mode {mode} is not yet supported (the modes: "
+                                 f"{', '.join(MODES)})", E.INVAL)
         mode = args.mode = modes[-1] if modes else None
         if args.help:  # before -k: iscsiadm's option loop prints it and exits at once
             o.text(mode_help(mode) if mode else build_parser().format_help())

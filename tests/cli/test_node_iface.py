@@ -230,7 +230,8 @@ def test_iface_ops(cli):
     (["-m", "discovery", "-t", "static", "-p", "10.0.0.1"], 7, "not supported"),
     (["-m", "node", "-x", "1"], 7, ""),
     (["-m", "node", "-t", "st"], 7, "node mode: option '-t' is not allowed/supported"),
-    (["-m", "bogus"], 7, "mode bogus is not yet supported"),
+    (["-m", "nodes"], 7, "iscsictl: mode nodes is not yet supported (the modes: discovery, "
+                         "discoverydb, node, session, iface, host, fw)\n"),
     # every -m is checked, as iscsiadm's option loop checks each (the last one ran)
     (["-m", "bogus", "-m", "node"], 7, "mode bogus is not yet supported"),
     (["-m", "fw", "-m", "node", "-T", T1, "-o", "delete"], 7,
