@@ -91,6 +91,11 @@ def _vpd(run, lun: int, page: int, timeout: float) -> ScsiResult:
     return r
 
 
+#: the peripheral device types with a capacity to read (SPC-4 Table 49): those Linux's sd
+#: (disk, optical memory, RBC, ZBC) and sr (CD/DVD, write-once) drive
+BLOCK_DEVICE_TYPES = frozenset({0x00, 0x04, 0x05, 0x07, 0x0E, 0x14})
+
+
 def _capacity(run, lun: int, info: LunInfo, timeout: float) -> None:
     """``info``'s size: READ CAPACITY(16), or (10) where the disk refuses (16) as an SBC-2
     disk may (ILLEGAL REQUEST: Linux's sd_read_capacity falls back the same way)."""
@@ -153,10 +158,12 @@ def probe(host: str, port: int, config: LoginConfig, *, timeout: float = 15.0,
         infos = []
         for lun in luns:
             info = LunInfo(lun)
+            block = True  # unless INQUIRY says otherwise
             r = _retry_ua(run, lun, cdb_inquiry(), 255, timeout)
             if r.ok:
                 try:
                     inq = parse_inquiry(r.data)
+                    block = inq.device_type in BLOCK_DEVICE_TYPES
                     info.device_type, info.vendor = inq.device_type_name, inq.vendor
                     info.product, info.revision = inq.product, inq.revision
                 except ValueError as e:
@@ -179,7 +186,8 @@ def probe(host: str, port: int, config: LoginConfig, *, timeout: float = 15.0,
                     info.errors["vpd83"] = str(e)
             else:
                 info.errors["vpd83"] = r.message
-            _capacity(run, lun, info, timeout)
+            if block:  # a controller (tgt's LUN 0) has no capacity: its refusal was shown
+                _capacity(run, lun, info, timeout)  # as the LUN's error
             infos.append(info)
         _logout(conn, timeout)
         s = conn.success
