@@ -47,7 +47,7 @@ from iscsictl.db.schema import (NODE, PortalKey, leading_login_rounds, portal_ke
 from iscsictl.ipc import (IPC_VERSION, KEEPALIVE_INTERVAL, MAX_MESSAGE, MAX_REQUEST_ITEMS,
                           MAX_REQUEST_VALUES, SERVED_VERSIONS, SILENCE_LIMIT, decode_message,
                           encode_message, peer_credentials)
-from iscsictl.kernel.sysfs import Sysfs
+from iscsictl.kernel.sysfs import Sysfs, priv_int
 from iscsictl.kernel.transports import (BIND_EP_TRANSPORTS, PROC_NAME_TRANSPORT, TRANSPORTS,
                                         unsupported)
 from iscsictl.lexical import ascii_digits, host_key, is_numeric_host
@@ -1167,11 +1167,12 @@ class Daemon:
     def _firmware_session(self, sid: int, host_no: int | None) -> bool:
         """Whether the HBA's firmware made and runs session ``sid``, not a netlink user
         (qla4xxx flash targets): its transport keeps the targets itself (``CAP_FW_DB``), or
-        the kernel names no creator (``creator`` -1).  iscsid leaves such sessions alone
-        (usr/iscsid.c sync_session); a software relogin or teardown would fight the card."""
+        the kernel names no creator (``creator`` -1, which it shows as ``off``).  iscsid
+        leaves such sessions alone (usr/iscsid.c sync_session); a software relogin or
+        teardown would fight the card."""
         if self._transport_caps(self._transport_of(host_no)) & TransportCaps.FW_DB:
             return True
-        return self.sysfs.read(f"class/iscsi_session/session{sid}/creator") == "-1"
+        return priv_int(self.sysfs.read(f"class/iscsi_session/session{sid}/creator")) == -1
 
     def _scan_firmware_host(self, sid: int, host_no: int, online: bool = True) -> None:
         """What iscsid does for a session the HBA's firmware logged in by itself (usr/
@@ -1601,11 +1602,10 @@ class Daemon:
             # it (fast_io_fail_tmo, 5 s by default), a boot session keeps its login's; the
             # record's when sysfs does not say (one read, not the walk of the devices)
             tmo = _num(rec, "node.session.timeo.replacement_timeout", REPLACEMENT_TIMEOUT)
-            kernel_tmo = self.sysfs.read(f"class/iscsi_session/session{sid}/recovery_tmo")
-            if kernel_tmo is not None and ascii_digits(kernel_tmo.strip().removeprefix("-")):
-                tmo = int(kernel_tmo)
-            elif kernel_tmo is not None and kernel_tmo.strip() == "off":  # -1: no timer, so
-                tmo = -1  # nothing took the devices offline
+            kernel_tmo = priv_int(self.sysfs.read(  # ("off": -1, no timer, nothing taken
+                f"class/iscsi_session/session{sid}/recovery_tmo"))  # offline)
+            if kernel_tmo is not None:
+                tmo = kernel_tmo
             try:
                 if failed_earlier or 0 <= tmo <= took + OFFLINE_MARGIN:
                     await ks.online_devices(session, self.sysfs, self._scan_pool)

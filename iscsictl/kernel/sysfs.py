@@ -195,7 +195,7 @@ def _int(s: str | None, base: int = 10) -> int | None:
         return None
 
 
-def _priv_int(s: str | None) -> int | None:
+def priv_int(s: str | None) -> int | None:
     """A session's private number (``recovery_tmo``, ``creator``), which the kernel shows
     as ``off`` when it is -1 (scsi_transport_iscsi.c iscsi_priv_session_attr_show; open-iscsi
     reads it so since 7a8471b)."""
@@ -571,8 +571,8 @@ class Sysfs:
         return SessionInfo(
             sid=sid, host_no=self.session_host_no(sid), targetname=r("targetname"), tpgt=_int(r("tpgt")),
             initiatorname=r("initiatorname"), ifacename=r("ifacename"), state=r("state"),
-            target_state=r("target_state"), creator=_priv_int(r("creator")),
-            recovery_tmo=_priv_int(r("recovery_tmo")),
+            target_state=r("target_state"), creator=priv_int(r("creator")),
+            recovery_tmo=priv_int(r("recovery_tmo")),
             abort_tmo=_int(r("abort_tmo")), lu_reset_tmo=_int(r("lu_reset_tmo")),
             tgt_reset_tmo=_int(params.get("tgt_reset_tmo")), username=r("username"), password=r("password"),
             username_in=r("username_in"), password_in=r("password_in"), params=params)

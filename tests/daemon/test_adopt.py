@@ -177,7 +177,8 @@ def _scan_files(sys_root, *hosts):
         (sys_root / f"class/scsi_host/host{h}/scan").write_text("")
 
 
-@pytest.mark.parametrize("creator,caps", [("-1", QLA_CAPS), ("4242", QLA_CAPS), ("-1", "0x39")])
+@pytest.mark.parametrize("creator,caps", [("-1", QLA_CAPS), ("4242", QLA_CAPS), ("-1", "0x39"),
+                                          ("off", "0x39")])  # -1 as the kernel shows it
 def test_a_session_the_hba_firmware_runs_is_left_to_it(daemon, creator, caps):
     """Not adopted: a software relogin from the host (a TCP socket bound to the card's
     connection) or a software teardown would fight the card, as iscsid's sync_session
