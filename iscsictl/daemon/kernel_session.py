@@ -58,7 +58,7 @@ from typing import Any
 from iscsictl.db.schema import iface_bound_by
 from iscsictl.kernel.sysfs import Sysfs, read_attribute
 from iscsictl.kernel.transports import TRANSPORTS, SetHostIp
-from iscsictl.lexical import host_key
+from iscsictl.lexical import host_key, is_numeric_host
 from iscsictl.netlink import (
     IscsiConnState,
     IscsiHostParam,
@@ -1572,6 +1572,24 @@ async def _bind(nl, handle: int, sid: int, cid: int, fd: int) -> None:  # type: 
             await asyncio.sleep(0.1 * (attempt + 1))
 
 
+def _seed_resolved(session: KernelSession) -> None:
+    """Where the session's connection went (its login's, or the kernel's current address
+    of an adopted one), as the answer a relogin connects to when the resolver fails for
+    its portal's host name (:func:`_resolve`).  None for a numeric portal, or when no
+    numeric address is known."""
+    node, current = session.node, session.current
+    address = session.peer_address or (current.address if current is not None else None)
+    if not address or is_numeric_host(node.address):
+        return
+    port = current.port if current is not None else node.port
+    try:  # numeric only (a link-local's zone becomes its scope id): never the resolver
+        infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_NUMERICHOST)
+    except (OSError, UnicodeError):
+        return
+    session.resolved[node.address, node.port] = infos
+
+
 async def relogin(
     nl,  # AsyncIscsiNetlink
     handle: int,
@@ -1618,14 +1636,8 @@ async def relogin(
                       (loop.time() - t0) * 1000)
 
     portal = Portal(node.address, node.port, node.tpgt)
-    peer, current = session.peer_address, session.current
-    if peer and current is not None and (current.address, current.port) == (node.address,
-                                                                             node.port):
-        # where the login's connection went: a relogin's when the resolver fails
-        family = socket.AF_INET6 if ":" in peer else socket.AF_INET
-        session.resolved.setdefault((node.address, node.port), [(
-            family, socket.SOCK_STREAM, 0, "",
-            (peer, node.port) if family == socket.AF_INET else (peer, node.port, 0, 0))])
+    if (node.address, node.port) not in session.resolved:
+        _seed_resolved(session)
     by_kernel = node.transport in KERNEL_CONNECTED
     for _ in range(MAX_REDIRECTS + 1):
         sock, bound = None, False

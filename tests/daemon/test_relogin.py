@@ -75,17 +75,20 @@ def portal():
 
 
 def relogin(tmp_path, port, kernel, timeout=0.3, login_timeout="2", state=None,
-            recovering=False, address="127.0.0.1", peer=None):
+            recovering=False, address="127.0.0.1", peer=None, current=None):
     """ks.relogin of session SID, the daemon routing the kernel's events; the session.
     ``state``: its conn_state meanwhile (the recovery's IN LOGIN); ``recovering``: a
     recovery runs it (a connection error is then noted in ``failed_again``); ``address``:
-    its portal's (a host name), ``peer``: where its login's connection went."""
+    its portal's (a host name), ``peer``: where its login's connection went, ``current``:
+    the address its connection has (an adopted session's, from sysfs; default
+    ``address``)."""
     node = ks.NodeTarget.from_record(with_defaults(schema.NODE, {
         "node.name": TargetConfig().name, "node.conn[0].address": address,
         "node.conn[0].port": str(port), "node.tpgt": "1",
         "node.conn[0].timeo.login_timeout": login_timeout}))
     session = ks.KernelSession(sid=SID, host_no=9, cid=CID, node=node, isid=ISID.en(7, 1),
-                               tsih=0x0100, params=None, current=Portal(address, port, 1),
+                               tsih=0x0100, params=None,
+                               current=Portal(current or address, port, 1),
                                initiator_name="iqn.2026-11.org.example:i", peer_address=peer)
     daemon = Daemon(str(tmp_path / "s"), sysfs_root=str(tmp_path), state_dir=str(tmp_path / "st"),
                     db_root=str(tmp_path), config_root=str(tmp_path), autostart=False)
@@ -336,14 +339,16 @@ def test_only_a_login_or_text_pdu_refused_with_eperm_is_sent_again(opcode, error
     assert seen == [hdr] * calls
 
 
-@pytest.mark.parametrize("dns", ["down", "hung"])
+@pytest.mark.parametrize("dns, adopted", [("down", False), ("hung", False), ("down", True)])
 def test_a_relogin_to_a_host_name_rides_out_a_resolver_that_fails(tmp_path, portal,
-                                                                   monkeypatch, caplog, dns):
+                                                                   monkeypatch, caplog, dns,
+                                                                   adopted):
     """Each relogin looked the portal's host name up again, outside the login's timer: with
     the resolver down the session could not recover though its target was up, and a hung
     one held each attempt for the resolver's own timeout.  The lookup is now bounded by
     login_timeout, and when it fails the relogin connects to where the session's login
-    went, said (iscsid reconnects to the address it resolved: session_conn_reopen)."""
+    went (an adopted session's: where sysfs says its connection is), said (iscsid
+    reconnects to the address it resolved: session_conn_reopen)."""
     import time
 
     async def getaddrinfo(self, host, port, *args, **kwargs):
@@ -357,7 +362,8 @@ def test_a_relogin_to_a_host_name_rides_out_a_resolver_that_fails(tmp_path, port
     started = time.monotonic()
     with caplog.at_level("WARNING", logger="iscsictld"):
         session = relogin(tmp_path, portal, RelayKernel(target), login_timeout="1",
-                          address="storage.example", peer="127.0.0.1")
+                          address="storage.example",  # an adopted one: where sysfs says
+                          **({"current": "127.0.0.1"} if adopted else {"peer": "127.0.0.1"}))
     assert time.monotonic() - started < 30
     assert target.phase == "ffp" and session.tsih == TargetConfig().tsih
     why = "Temporary failure in name resolution" if dns == "down" else "no answer within 1 s"
@@ -389,3 +395,21 @@ def test_a_host_name_is_looked_up_once_however_many_wait_for_it(monkeypatch):
     assert all(isinstance(e, SessionError) and e.code == 4 for e in failed)
     assert calls == ["storage.example"]  # the one under way, waited for again
     assert found[0][4] == ("192.0.2.7", 3260) and known[("storage.example", 3260)] == found
+
+
+def test_a_link_local_address_keeps_its_zone_for_a_relogin_without_dns():
+    """The answer kept for a relogin when the resolver fails is the address's own, its zone
+    its scope id: a sockaddr of ``(fe80::1%lo, port, 0, 0)`` cannot be connected (EINVAL)."""
+    node = ks.NodeTarget("iqn.2003-01.org.example:t", "storage.example", 3260, 1, "default",
+                         "tcp", {})
+    session = ks.KernelSession(sid=SID, host_no=9, cid=CID, node=node, isid=ISID.en(7, 1),
+                               tsih=1, params=None, current=Portal("storage.example", 3260, 1),
+                               peer_address="fe80::1%lo")
+    ks._seed_resolved(session)
+    (info,) = session.resolved[("storage.example", 3260)]
+    assert info[0] == socket.AF_INET6 and info[4][3] == socket.if_nametoindex("lo")
+    numeric = ks.KernelSession(sid=SID, host_no=9, cid=CID, node=ks.NodeTarget(
+        "iqn.2003-01.org.example:t", "10.0.0.1", 3260, 1, "default", "tcp", {}),
+        isid=None, tsih=1, params=None, current=Portal("10.0.0.1", 3260, 1))
+    ks._seed_resolved(numeric)
+    assert numeric.resolved == {}  # a numeric portal needs no resolver
