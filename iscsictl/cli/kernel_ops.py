@@ -43,17 +43,39 @@ def _progress(o, verb: str, total: int):  # type: ignore[no-untyped-def]
     return show
 
 
+def _batches(items: list) -> list[tuple[int, list]]:
+    """``items`` in runs the daemon takes in one request, each with its first item's index:
+    at most MAX_REQUEST_ITEMS items, MAX_REQUEST_VALUES JSON values (:func:`~iscsictl.ipc.
+    message_values`, as the daemon counts them) and half of MAX_MESSAGE's bytes."""
+    import json
+
+    from ..ipc import MAX_MESSAGE, MAX_REQUEST_ITEMS, MAX_REQUEST_VALUES, message_values
+
+    room = MAX_REQUEST_VALUES - 64  # (the request's own keys and values)
+    out: list[tuple[int, list]] = []
+    start, values, size = 0, 0, 0
+    for i, item in enumerate(items):
+        data = json.dumps(item, separators=(",", ":")).encode()
+        v, n = message_values(data) + 1, len(data) + 1
+        if i > start and (i - start == MAX_REQUEST_ITEMS or values + v > room
+                          or size + n > MAX_MESSAGE // 2):
+            out.append((start, items[start:i]))
+            start, values, size = i, 0, 0
+        values, size = values + v, size + n
+    if start < len(items):
+        out.append((start, items[start:]))
+    return out
+
+
 def _call_in_requests(op: str, progress, key: str, items: list,  # type: ignore[no-untyped-def]
                       wait: bool = True, **args: Any) -> list:
-    """The daemon's ``op`` for ``items`` (its argument ``key``), in requests of at most
-    MAX_REQUEST_ITEMS, one after another (the daemon refuses a longer one whole: a bulk
-    login of more records did nothing); their results in order, ``progress`` counting
-    across them.  Without ``wait``, each request is posted and nothing is returned."""
-    from ..ipc import MAX_REQUEST_ITEMS
-
+    """The daemon's ``op`` for ``items`` (its argument ``key``), in requests it takes whole
+    (:func:`_batches`), one after another (it refuses a longer one whole: a bulk login of
+    more records did nothing); their results in order, ``progress`` counting across them.
+    Without ``wait``, each request is posted and nothing is returned."""
     results: list = []
-    for start in range(0, len(items), MAX_REQUEST_ITEMS):
-        part = {key: items[start:start + MAX_REQUEST_ITEMS], **args}
+    for start, batch in _batches(items):
+        part = {key: batch, **args}
         if not wait:
             daemon_client().post(op, **part)
             continue
