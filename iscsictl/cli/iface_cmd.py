@@ -275,18 +275,29 @@ def _tree(db, names: list[str], o) -> int:
 APPLY_OPS = ("apply", "applyall")
 
 
-def _read_for_driver(db, name: str, what: str):  # type: ignore[no-untyped-def]
+def _read_for_driver(db, name: str):  # type: ignore[no-untyped-def]
     """iface ``name``'s record for a command that sends it to an HBA's driver (apply,
-    ping), refused (7, nothing sent) when a value in its file is not one: the reader,
-    which says it, takes the key's default instead (an ``iface.iface_num`` of ``-1`` became
-    0, another interface of the port, and the command said it had succeeded).  ``what``:
-    the refusal's first words.  DBError as :meth:`NodeDB.read_iface`'s."""
+    ping), and the keys whose value in its file is not one (:class:`~iscsictl.db.record.
+    BadValue`): the reader, which says so, takes the key's default instead (an
+    ``iface.iface_num`` of ``-1`` became 0, another interface of the port, and the command
+    said it had succeeded); the caller refuses such an iface if it would send it.  A
+    number read as iscsiadm's strtoul reads it (``9000 bytes``) is no bad value.  DBError
+    as :meth:`NodeDB.read_iface`'s."""
+    from ..db.record import BadValue
+
     seen = len(db.warnings)
     rec = db.read_iface(name)
-    if len(db.warnings) > seen:
-        raise E.CliError(f"{what}: iface {name} has a value that is not one (said above); "
-                         "nothing sent", E.INVAL)
-    return rec
+    return rec, [w.key for w in db.warnings[seen:] if isinstance(w, BadValue)]
+
+
+def _refuse_bad(what: str, records: list, bad: dict[str, list[str]]) -> None:
+    """CliError 7 (nothing sent) when one of ``records`` (those to be sent) has a value
+    that is not one (``bad``: iface name -> its keys)."""
+    for values in records:
+        keys = bad.get(values["iface.iscsi_ifacename"])
+        if keys:
+            raise E.CliError(f"{what}: iface {values['iface.iscsi_ifacename']}: the value of "
+                             f"{keys[0]} is not one (said above); nothing sent", E.INVAL)
 
 
 def apply(db, args, o, op: str) -> int:
@@ -301,6 +312,7 @@ def apply(db, args, o, op: str) -> int:
 
     sysfs = Sysfs(sysfs_root())
     host_no = host_option(args, sysfs, o)
+    bad: dict[str, list[str]] = {}  # iface name -> its keys whose values are not ones
     if op == "apply":
         names = args.interface or []
         if not names:
@@ -309,7 +321,8 @@ def apply(db, args, o, op: str) -> int:
             o.error(f"iface mode only accepts one interface. Using the first one {names[0]}.")
         name = names[0]
         try:
-            records = [_read_for_driver(db, name, "Could not apply net configuration").values]
+            rec, bad[name] = _read_for_driver(db, name)
+            records = [rec.values]
         except DBError as e:  # iscsiadm: "Could not read iface NAME (6)."
             msg = str(e) if str(e).startswith(f"Could not read iface {name}") else (
                 f"Could not read iface {name}: {e}")
@@ -325,15 +338,16 @@ def apply(db, args, o, op: str) -> int:
         records = []
         for name in db.list_ifaces():
             try:
-                records.append(_read_for_driver(db, name, "Could not apply net "
-                                                          "configuration").values)
+                rec, bad[name] = _read_for_driver(db, name)
+                records.append(rec.values)
             except DBError as e:  # iscsiadm leaves it out too
                 o.error(f"Could not read iface {name}: {e}")
         done = f"Applied settings to ifaces attached to host{host_no}."
     try:
         if op == "applyall":
             records = apply_order(attached(records, host.hwaddress))
-        entries = net_config(records)
+        _refuse_bad("Could not apply net configuration", records, bad)  # (another host's
+        entries = net_config(records)  # bad iface is none of this one's concern)
     except NetConfigError as e:
         raise E.CliError(f"Could not apply net configuration: {e}", e.exit_code) from None
     if entries:
@@ -464,9 +478,11 @@ def ping(db, args, o) -> int:  # type: ignore[no-untyped-def]
     if interval < 0:
         raise E.CliError(f"Invalid timing interval: {interval}.", E.INVAL)
     try:
-        values = text_values(_read_for_driver(db, name, "Could not ping"))
+        rec, bad = _read_for_driver(db, name)
     except DBError as e:
         raise E.CliError(f"Could not read iface {name} ({E.IDBM}): {e}", E.IDBM) from None
+    _refuse_bad("Could not ping", [rec.values], {name: bad})
+    values = text_values(rec)
     iface_type = ISCSI_IFACE_TYPE_IPV6 if iface_is_ipv6_by_address(values) else (
         ISCSI_IFACE_TYPE_IPV4)
     transport = values.get("iface.transport_name") or "tcp"

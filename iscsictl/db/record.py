@@ -249,6 +249,18 @@ def parse_lines(kind: RecordKind, text: str, where: str = "<record>",
     return _parse_lines_slowly(kind, text, where, warn)
 
 
+class BadValue(str):
+    """The warning that a record's value is not one of its key's (its default is used in
+    its place, as iscsid's reader leaves the field as it was): the text, and ``key``."""
+
+    key: str
+
+    def __new__(cls, text: str, key: str) -> "BadValue":
+        said = super().__new__(cls, text)
+        said.key = key
+        return said
+
+
 def _typed(kind: RecordKind, lines: Iterable[tuple[int, str, str]], where: str,
            warn: Warn | None, values: dict | None = None) -> dict | None:
     """``values`` (default: a new dict) updated with ``{key: typed value}`` of the known
@@ -291,8 +303,8 @@ def _typed(kind: RecordKind, lines: Iterable[tuple[int, str, str]], where: str,
                 pass
             if warn is None:
                 return None
-            warn(f"{where}: config file line {n} contains unknown value format '{value}' "
-                 f"for parameter name '{name}'")
+            warn(BadValue(f"{where}: config file line {n} contains unknown value format "
+                          f"'{value}' for parameter name '{name}'", name))
     return values
 
 

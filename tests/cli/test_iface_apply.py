@@ -304,8 +304,28 @@ def test_a_value_in_the_file_that_is_not_one_is_refused_not_replaced(rig, line):
         assert (ictl.returncode, ictl.stdout, rig.kernel.requests) == (7, "", [])
         said = stderr_lines(ictl.stderr, "iscsictl")
         assert f"unknown value format '{line.split(' = ')[1]}'" in said[0]
-        assert said[-1] == f"{what}: iface bad has a value that is not one (said above); " \
+        key = line.split(" = ")[0]
+        assert said[-1] == f"{what}: iface bad: the value of {key} is not one (said above); " \
                            "nothing sent"
+
+
+def test_applyall_refuses_only_for_its_hosts_ifaces(rig):
+    """A value that is not one in an iface of another host (a tcp iface bound to eth9) is
+    none of ``applyall -H 5``'s concern, and a number iscsiadm's strtoul reads (``9000
+    bytes``) is one: both sent as iscsiadm sends them (the first version refused both)."""
+    from pathlib import Path
+
+    rig.iface("q0", transport_name="qla4xxx", hwaddress=QLA_MAC, ipaddress="192.168.1.64")
+    ifaces = Path(rig.dir, "etc-adm", "ifaces")
+    (ifaces / "other").write_text("# BEGIN RECORD 2.1.8\niface.iscsi_ifacename = other\n"
+                                  "iface.transport_name = tcp\niface.net_ifacename = eth9\n"
+                                  "iface.mtu = abc\n# END RECORD\n")
+    text = (ifaces / "q0").read_text().replace("# END RECORD", "iface.mtu = 9000 bytes\n"
+                                                                "# END RECORD")
+    (ifaces / "q0").write_text(text)
+    adm, ictl, adm_sent, ictl_sent = rig.both("-m", "iface", "-H", "5", "-o", "applyall")
+    assert adm.returncode == ictl.returncode == 0, ictl.stderr
+    assert len(ictl_sent) == len(adm_sent) == 1
 
 
 def test_every_setting_sent_where_iscsiadm_drops_the_last(rig):
