@@ -196,7 +196,9 @@ def op_new(db, args, o) -> int:
     created = []
     for target, address, port, tpgt in portals:
         for ifn in args.interface or ["default"]:
-            existed = db.node_exists(NodeID(target, address, port, tpgt, ifn))
+            existed = db.node_exists(NodeID(target, address, port, tpgt, ifn)) or (
+                tpgt != -1 and db.node_exists(NodeID(target, address, port, -1, ifn)))
+            # (an old-style record of the portal, tag unknown, is converted: replaced)
             rec = db.create_node(target, address, port, tpgt, ifn, overwrite=True)
             if existed:  # as iscsiadm's, without a word: its CHAP gone unseen
                 o.error(f"node record [{ifn}] {address},{port},{tpgt} {target} existed: made "

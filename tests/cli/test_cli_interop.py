@@ -553,4 +553,8 @@ def test_o_new_over_a_record_says_its_settings_are_not_kept(cli, tmp_path):
                      "from iscsid.conf and the defaults, its settings (CHAP included) not "
                      "kept\n")
     assert "node.session.auth.authmethod = None" in ours("-m", "node", "-T", T).out
+    old = ("-m", "node", "-o", "new", "-T", T, "-p", "10.0.0.2")  # tag unknown: old-style
+    assert ours(*old).rc == 0 and ours(*chap[:4], "-p", "10.0.0.2", *chap[6:]).rc == 0
+    r = ours(*old[:6], "-p", "10.0.0.2:3260,1")  # converted: its settings gone too
+    assert "10.0.0.2,3260,-1 " not in r.err and f"10.0.0.2,3260,1 {T} existed" in r.err
     assert ours(*new[:4], "-T", "iqn.2001-04.com.example:fresh", "-p", "10.0.0.1,1").err == ""
