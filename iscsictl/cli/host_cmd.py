@@ -210,8 +210,9 @@ def _parse_host(text: str, hosts: list[dict[str, Any]]) -> int:
             if h["hwaddress"] and h["hwaddress"].lower() == text.strip().lower():
                 return int(h["host_no"])
         raise E.CliError("Could not match MAC to host.", E.INVAL)
-    m = re.fullmatch(r"\s*(?:host)?([+-]?)(\d+)\s*", text)  # a sign, as strtoull reads
-    if not m:  # it (-1: ULLONG_MAX, out of range)
+    # ASCII digits and C's blanks, a sign as strtoull reads it (-1: ULLONG_MAX, out of range)
+    m = re.fullmatch(r"[ \t\n\v\f\r]*(?:host)?([+-]?)([0-9]+)[ \t\n\v\f\r]*", text)
+    if not m:
         raise E.CliError(f"Invalid host no {text}.", E.INVAL)
     sign, digits = m.groups()
     if len(digits) > 10 or int(digits) > MAX_HOST_NO or sign == "-" and int(digits):

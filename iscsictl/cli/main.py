@@ -260,7 +260,8 @@ def _run(argv: list[str], out: Output | None) -> int:
                 f" (-L {word} or -U {word}?)" if word in STARTUP_WORDS else ""))
         for dest, given in (args._pending or {}).items():  # iscsiadm's: no pair, no word
             n, v = ("-n", "-v") if dest == "name" else ("-v", "-n")
-            o.warn(f"{n} {given} has no {v} to pair with: ignored")
+            if "update" not in (args.op or []):  # (whose own refusal says it)
+                o.warn(f"{n} {given} has no {v} to pair with: ignored")
         if args.version:
             from .. import __version__
             if o.json:  # the record format too: the version written after "# BEGIN RECORD"

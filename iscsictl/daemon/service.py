@@ -1253,8 +1253,9 @@ class Daemon:
         if isinstance(ev, RecvPdu):
             if session is None:
                 if sid is not None and ev.pdu[:1] and ev.pdu[0] & 0x3F == Opcode.ASYNC_MESSAGE:
-                    log.info("session %s: an Async Message before the session is filed: "
-                             "kept for it", sid)  # (a logout request, a Time2Wait)
+                    log.log(logging.DEBUG if self.side_by_side else logging.INFO,
+                            "session %s: an Async Message before the session is filed: "
+                            "kept for it", sid)  # (a logout request, a Time2Wait)
                     self._keep_unclaimed(sid, ev)
                     return  # (beside other iscsictl-starts: their relayed logins')
                 log.log(logging.DEBUG if self.side_by_side else logging.WARNING,
@@ -1341,8 +1342,8 @@ class Daemon:
     def _forget(self, session: ks.KernelSession, why: str) -> None:
         """``session`` is gone from the kernel (not by our logout): stop managing it."""
         self.sessions.pop(session.sid, None)
-        if session.recovery is not None:
-            session.recovery.cancel()
+        if session.recovery is not None and session.recovery is not asyncio.current_task():
+            session.recovery.cancel()  # (the recovery itself, forgetting it, returns)
         if session.isid is not None:
             self.isids.release(session.isid)
         log.info("session %d %s", session.sid, why)
@@ -1400,6 +1401,7 @@ class Daemon:
         managed here, for :meth:`_manage` (the last :data:`MAX_UNCLAIMED` sessions', the
         first :data:`MAX_UNCLAIMED_EVENTS` of each)."""
         kept = self._unclaimed.setdefault(sid, [])
+        self._unclaimed.move_to_end(sid)  # the most recent sessions' are kept
         if len(kept) < MAX_UNCLAIMED_EVENTS:
             kept.append(ev)
         while len(self._unclaimed) > MAX_UNCLAIMED:

@@ -1219,6 +1219,8 @@ def test_host_mode_checks_H_at_every_level_and_lists_hosts_past_what_it_ignores(
             assert cli("-m", "host", "-H", bad, *level) == (
                 7, "", f"iscsictl: Invalid host no {bad}. Numerical result out of range.\n")
     assert cli("-m", "host", "-H", "+3", "-P", "1") == cli("-m", "host", "-H", "3", "-P", "1")
+    for other in ("\u0663", "host\u0663", "3\xa0"):  # a digit, a blank of Unicode's: none
+        assert cli("-m", "host", "-H", other)[0] == 7, other
     listing = (0, "tcp: [3] 127.0.0.1,[<empty>],<empty> <empty>\n", "")
     assert cli("-m", "host", "-H", "4294967295") == listing  # level 0 lists every host
     assert cli("-m", "host", "-o", "show") == listing

@@ -237,6 +237,7 @@ def test_a_recovering_session_gone_from_the_kernel_is_forgotten(tmp_path, monkey
     with caplog.at_level(logging.INFO, logger="iscsictld"):
         asyncio.run(main())
     assert 3 not in d.sessions and s.attempts == 1 and logouts == []
+    assert not s.recovery.cancelled()  # it ended itself, not by cancelling itself
     assert "session 3 is gone from the kernel; its recovery ends" in caplog.text
 
 
