@@ -121,19 +121,34 @@ def test_relogin_attempts_back_off_to_a_few_seconds_at_most(tmp_path, monkeypatc
     assert backoffs[0] <= 1.5 and max(backoffs[-5:]) >= service.RECOVERY_BACKOFF_MAX * 0.5
 
 
-def test_an_error_while_a_recovery_finishes_starts_another(tmp_path, monkeypatch, caplog):
-    """The new connection fails while the recovery still sets the devices running: the
-    kernel reports that once, so the recovery starts over when it ends (before: ignored,
-    the session left failed while the daemon showed LOGGED IN)."""
+class _LogoutKernel(_StopOnly):
+    """STOP_CONN and SEND_PDU accepted; the opcodes sent, and the relogins, in ``calls``."""
+
+    def __init__(self):
+        self.calls = []
+
+    async def stop_conn(self, *args):
+        self.calls.append("stop_conn")
+
+    async def send_pdu(self, handle, sid, cid, hdr, data):
+        self.calls.append(("send_pdu", hdr[0] & 0x3F))
+
+
+def _event_while_finishing(tmp_path, monkeypatch, event) -> tuple:
+    """Session 3 recovering (no Time2Wait, its devices walked: replacement timeout 0), and
+    ``event`` (a kernel event) given while the recovery sets the devices running; the
+    recovery and any it starts over run out.  Returns (session, the netlink calls and
+    relogins in order, the session's conn_state when the event came)."""
     d = _daemon(tmp_path)
-    s = _session(3, {"node.session.timeo.replacement_timeout": "0"})  # devices walked
+    s = _session(3, {"node.session.timeo.replacement_timeout": "0",
+                     "node.conn[0].timeo.logout_timeout": "1"})
     s.time2wait_once = 0
     d.sessions[3] = s
-    d.nl = _StopOnly()
-    relogins, walking = [], []  # the walk's start, an Event made in the loop
+    d.nl = nl = _LogoutKernel()
+    walking, state = [], []  # the walk's start, an Event made in the loop
 
-    async def relogin(nl, handle, session, challenges):
-        relogins.append(session.sid)
+    async def relogin(nl_, handle, session, challenges):
+        nl.calls.append("relogin")
         session.time2wait_once = 0
 
     async def online_devices(session, sysfs, executor=None):
@@ -147,30 +162,28 @@ def test_an_error_while_a_recovery_finishes_starts_another(tmp_path, monkeypatch
         walking.append(asyncio.Event())
         d._start_recovery(s, "first error")
         await asyncio.wait_for(walking[0].wait(), 5)
-        assert s.conn_state == "LOGGED IN"
-        d._on_event(ConnError(102, None, sid=3, cid=0, error=1020))
+        state.append(s.conn_state)
+        d._on_event(event)
         for _ in range(100):
             await asyncio.sleep(0.05)
-            if len(relogins) == 2 and s.recovery.done():
+            if nl.calls.count("relogin") == 2 and s.recovery.done():
                 break
-        assert relogins == [3, 3] and s.conn_state == "LOGGED IN"
+        await d.close()
 
+    asyncio.run(main())
+    return s, nl.calls, state[0]
+
+
+def test_an_error_while_a_recovery_finishes_starts_another(tmp_path, monkeypatch, caplog):
+    """The new connection fails while the recovery still sets the devices running: the
+    kernel reports that once, so the recovery starts over when it ends (before: ignored,
+    the session left failed while the daemon showed LOGGED IN)."""
     with caplog.at_level(logging.WARNING):
-        asyncio.run(main())
+        s, calls, state = _event_while_finishing(
+            tmp_path, monkeypatch, ConnError(102, None, sid=3, cid=0, error=1020))
+    assert state == "LOGGED IN" and calls.count("relogin") == 2
+    assert s.conn_state == "LOGGED IN" and ("send_pdu", 0x06) not in calls
     assert "the connection failed again" in caplog.text
-
-
-class _LogoutKernel(_StopOnly):
-    """STOP_CONN and SEND_PDU accepted; the opcodes sent, and the relogins, in ``calls``."""
-
-    def __init__(self):
-        self.calls = []
-
-    async def stop_conn(self, *args):
-        self.calls.append("stop_conn")
-
-    async def send_pdu(self, handle, sid, cid, hdr, data):
-        self.calls.append(("send_pdu", hdr[0] & 0x3F))
 
 
 def _async_message(event, **fields):
@@ -248,39 +261,10 @@ def test_a_logout_request_while_a_recovery_finishes_gets_its_logout(tmp_path, mo
     starts with the Logout."""
     from iscsictl.netlink import RecvPdu
 
-    d = _daemon(tmp_path)
-    s = _session(3, {"node.session.timeo.replacement_timeout": "0",  # devices walked
-                     "node.conn[0].timeo.logout_timeout": "1"})
-    s.time2wait_once = 0
-    d.sessions[3] = s
-    d.nl = nl = _LogoutKernel()
-    walking = []
-
-    async def relogin(nl_, handle, session, challenges):
-        nl.calls.append("relogin")
-        session.time2wait_once = 0
-
-    async def online_devices(session, sysfs, executor=None):
-        walking[0].set()
-        await asyncio.sleep(0.2)
-
-    monkeypatch.setattr(ks, "relogin", relogin)
-    monkeypatch.setattr(ks, "online_devices", online_devices)
-
-    async def main():
-        walking.append(asyncio.Event())
-        d._start_recovery(s, "first error")
-        await asyncio.wait_for(walking[0].wait(), 5)
-        d._on_event(RecvPdu(101, None, sid=3, cid=0, pdu=_async_message(1, parameter3=10)))
-        for _ in range(100):
-            await asyncio.sleep(0.05)
-            if nl.calls.count("relogin") == 2 and s.recovery.done():
-                break
-        await d.close()
-
-    asyncio.run(main())
-    first, second = (i for i, c in enumerate(nl.calls) if c == "relogin")
-    assert ("send_pdu", 0x06) in nl.calls[first:second], nl.calls
+    _, calls, _ = _event_while_finishing(tmp_path, monkeypatch, RecvPdu(
+        101, None, sid=3, cid=0, pdu=_async_message(1, parameter3=10)))
+    first, second = (i for i, c in enumerate(calls) if c == "relogin")
+    assert ("send_pdu", 0x06) in calls[first:second], calls
 
 
 def test_an_async_message_before_the_session_is_filed_is_kept_for_it(tmp_path):

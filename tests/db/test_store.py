@@ -635,23 +635,28 @@ def test_a_link_loop_in_the_tree_is_warned_and_skipped_or_an_error(db, tmp_path)
         db.list_nodes()
 
 
+def _unlistable(monkeypatch, path: str) -> None:
+    """``os.scandir`` of ``path`` refused (EACCES), as for a user on root's 0700 DB."""
+    import errno
+
+    real_scandir = os.scandir
+
+    def scandir(p="."):
+        if os.fspath(p) == path:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        return real_scandir(p)
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
 def test_a_portal_directory_that_cannot_be_listed_is_said(db, tmp_path, monkeypatch):
     """Its records cannot be read (EACCES, EIO): said, as a target directory's is, not
     left out without a word (a listing then lacked them, and a delete said nothing)."""
-    import errno
-
     warned = []
     db.warn = warned.append
     db.create_node(T1, "10.0.0.1", 3260, 1)
     db.create_node(T1, "10.0.0.2", 3260, 1)
     bad = str(tmp_path / "db/nodes" / T1 / "10.0.0.2,3260,1")
-    real_scandir = os.scandir
-
-    def scandir(path="."):
-        if os.fspath(path) == bad:
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
-        return real_scandir(path)
-    monkeypatch.setattr(os, "scandir", scandir)
+    _unlistable(monkeypatch, bad)
     assert [n.address for n in db.list_nodes()] == ["10.0.0.1"]
     assert warned == [f"{bad}: cannot list: Permission denied"]
 
@@ -659,17 +664,9 @@ def test_a_portal_directory_that_cannot_be_listed_is_said(db, tmp_path, monkeypa
 def test_discovery_records_that_cannot_be_listed_are_an_error(db, tmp_path, monkeypatch):
     """``send_targets/`` unreadable (a user's -m discovery on root's 0700 DB): an error that
     says so, where the listing was a silent "no records" (21); none there is none."""
-    import errno
-
     db.create_discovery(DiscoveryID("sendtargets", "10.0.0.9", 3260))
     bad = str(tmp_path / "db/send_targets")
-    real_scandir = os.scandir
-
-    def scandir(path="."):
-        if os.fspath(path) == bad:
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
-        return real_scandir(path)
-    monkeypatch.setattr(os, "scandir", scandir)
+    _unlistable(monkeypatch, bad)
     with pytest.raises(DBError, match=f"^{bad}: cannot list: Permission denied$"):
         db.list_discovery()
     monkeypatch.undo()
