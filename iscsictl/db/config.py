@@ -149,6 +149,10 @@ class IscsidConfig:
                     self._warned.add(msg)
                     warn(msg)
             parsed, _ = parse_lines(kind, text, self.path or CONFIG_FILE, once)
+            for name in self.raw:  # a key no record has (a typo: node.sesion.cmds_max) was
+                if not name.startswith("iscsid.") and not any(  # ignored without a word
+                        name in k.by_name for k in schema.KINDS.values()):
+                    once(f"{self.path or CONFIG_FILE}: unknown key '{name}': ignored")
             # the lookup keys of a record (name, address, type ...) never come from the config,
             # nor a discovery record's startup: idbm_sendtargets_defaults/idbm_isns_defaults
             # copy only the u.sendtargets/u.isns part of the config's record

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from iscsictl.db import schema
 from iscsictl.db.config import IscsidConfig
 
 
@@ -28,6 +29,9 @@ def test_debians_iscsid_conf_gives_its_uncommented_lines():
     assert len(raw) == len(active) > 10
     assert all(raw[line.split("=")[0].strip()] == line.split("=", 1)[1].strip()
                for line in active)
+    said = []  # every key of it known (iscsid's own left alone)
+    IscsidConfig.parse(text, "/etc/iscsi/iscsid.conf").new_record(schema.NODE, said.append)
+    assert said == []
 
 
 def test_a_note_after_a_number_is_not_part_of_it():
@@ -110,3 +114,16 @@ def test_a_discovery_records_startup_is_not_taken_from_the_conf():
     assert (st["discovery.startup"], st["discovery.sendtargets.reopen_max"]) == ("manual", 2)
     assert (isns["discovery.startup"], isns["discovery.isns.use_discoveryd"]) == ("manual", "Yes")
     assert conf.new_record(schema.NODE)["node.startup"] == "automatic"
+
+
+def test_a_key_no_record_has_is_said_once():
+    """``node.sesion.cmds_max`` (a typo) was ignored without a word, as iscsid ignores it;
+    it is said once whatever the records made, and iscsid's own keys are not."""
+    conf = IscsidConfig.parse("node.sesion.cmds_max = 64\nnode.session.cmds_max = 64\n"
+                              "iscsid.startup = /bin/true\niscsid.ipc_auth_uid = No\n",
+                              "/etc/iscsi/iscsid.conf")
+    said = []
+    for kind in (schema.NODE, schema.DISCOVERY_ST, schema.NODE):
+        conf.new_record(kind, said.append)
+    assert said == ["/etc/iscsi/iscsid.conf: unknown key 'node.sesion.cmds_max': ignored"]
+    assert conf.new_record(schema.NODE)["node.session.cmds_max"] == 64
