@@ -248,21 +248,19 @@ def op_name(mask: int) -> str | None:
 
 def _hosts(sysfs) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
     """Each host's attributes as iscsiadm's host mode reads them (usr/sysfs.c
-    sysfs_get_value: a value that begins with ``(null)`` or ``<NULL>`` is none)."""
-    def value(v: str | None) -> str:
-        return "" if v is None or v.startswith(("(null)", "<NULL>")) else v
+    sysfs_get_value, :func:`~iscsictl.kernel.sysfs.read_c_value`)."""
+    from ..kernel.sysfs import read_c_value
 
     out = []
     for n in sorted(sysfs.host_numbers(), key=lambda n: f"host{n}"):
-        h = sysfs.host(n)
+        h = sysfs.host(n, c_values=True)
         if h is None:
             continue
-        state = sysfs.read(f"class/scsi_host/host{n}/state")
         out.append({"host_no": n, "transport": sysfs.host_transport(n) or "",
-                    "initiatorname": value(h.initiatorname), "ipaddress": value(h.ipaddress),
-                    "hwaddress": value(h.hwaddress), "netdev": value(h.netdev),
-                    "port_state": value(h.port_state), "port_speed": value(h.port_speed),
-                    "state": None if state is None else value(state) or None})
+                    "initiatorname": h.initiatorname or "", "ipaddress": h.ipaddress or "",
+                    "hwaddress": h.hwaddress or "", "netdev": h.netdev or "",
+                    "port_state": h.port_state or "", "port_speed": h.port_speed or "",
+                    "state": read_c_value(f"{sysfs.root}/class/scsi_host/host{n}/state")})
     return out
 
 

@@ -35,8 +35,6 @@ MODES = {
     "fw": ("fw_cmd", "dmlWnvS"),  # -S: iscsictl only (secrets are masked)
 }
 MODE_ALIASES = {"discoverydb": "discoverydb", "sendtargets": "discovery"}
-#: -L's and -U's words: one given alone is most likely one of theirs
-STARTUP_WORDS = ("all", "manual", "automatic", "onboot")
 #: letters a mode takes (iscsiadm's mode_paras) and does nothing with: its help says so
 IGNORED_LETTERS = {"session": "i", "host": "t"}
 #: long options of some modes only (help); the others' are every mode's
@@ -255,9 +253,10 @@ def _run(argv: list[str], out: Output | None) -> int:
         options, words = getopt_argv(build_parser(), argv, _ISCSIADM_LONGS)
         args = build_parser().parse_args(options)
         o.json = bool(args.json)
-        for word in words:  # iscsiadm ignores them without a word
+        for word in words:  # iscsiadm ignores them without a word; one of -L's and -U's
+            from .session_cmd import STARTUP_CHOICES  # words alone is most likely theirs
             o.warn(f"'{word}' is not an option's: ignored" + (
-                f" (-L {word} or -U {word}?)" if word in STARTUP_WORDS else ""))
+                f" (-L {word} or -U {word}?)" if word in STARTUP_CHOICES else ""))
         for dest, given in (args._pending or {}).items():  # iscsiadm's: no pair, no word
             n, v = ("-n", "-v") if dest == "name" else ("-v", "-n")
             if "update" not in (args.op or []):  # (whose own refusal says it)

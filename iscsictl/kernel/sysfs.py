@@ -617,12 +617,20 @@ class Sysfs:
         proc = self.read(f"class/scsi_host/host{host_no}/proc_name")
         return proc[6:] if proc and proc.startswith("iscsi_") else proc
 
-    def host(self, host_no: int, only: Collection[str] | None = None) -> HostInfo | None:
-        """``class/iscsi_host/host<N>``, or None when absent (``only``: as in :meth:`session`)."""
+    def host(self, host_no: int, only: Collection[str] | None = None,
+             c_values: bool = False) -> HostInfo | None:
+        """``class/iscsi_host/host<N>``, or None when absent (``only``: as in :meth:`session`).
+        ``c_values``: each attribute as iscsiadm's host mode reads it (:func:`read_c_value`,
+        usr/sysfs.c: one that begins with ``<NULL>`` is none too); else as
+        libopeniscsiusr's session listing does (:meth:`read`)."""
         rel = f"class/iscsi_host/host{host_no}"
         if not os.path.isdir(f"{self._root}/{rel}"):
             return None
-        r = self._reader(rel, only)
+        if c_values:
+            def r(a: str) -> str | None:
+                return read_c_value(f"{self._root}/{rel}/{a}")
+        else:
+            r = self._reader(rel, only)
         return HostInfo(host_no=host_no, **{a: r(a) for a in HOST_ATTRS})
 
     def hosts(self) -> list[HostInfo]:
