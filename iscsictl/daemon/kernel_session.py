@@ -571,7 +571,7 @@ async def userspace_login(
             try:  # (the machine refuses some CHAP settings as it is made)
                 machine = LoginMachine(cfg, isid=isid.to_bytes(), cmdsn=INITIAL_CMDSN,
                                        rng=os.urandom, issued_challenges=issued_challenges,
-                                       warn=log.warning)
+                                       warn=_warner(node))
                 outcome = await _login_on_socket(sock, machine, since)
             except (LoginTimeout, ISCSIProtocolError) as exc:
                 raise _login_failure(exc) from None
@@ -1706,6 +1706,11 @@ async def relogin(
     raise SessionError(5, f"relogin redirected more than {MAX_REDIRECTS} times", retryable=True)
 
 
+def _warner(node: NodeTarget) -> Callable[[str], None]:
+    """The login machine's warnings (a short CHAP secret) in the log, naming the node."""
+    return lambda message: log.warning("%s: %s", node.describe(), message)
+
+
 async def release_connection(nl, handle: int, session: KernelSession) -> None:  # type: ignore[no-untyped-def]
     """The session's connection let go for a relogin (iscsid's __session_conn_reopen): its
     kernel endpoint disconnected (a transport whose connection the kernel makes, when this
@@ -1736,7 +1741,7 @@ async def _relayed_login(nl, handle: int, session: KernelSession, cfg: LoginConf
     # run7): STOP_CONN(RECOVER) switched the digests off, so the Login Response is
     # read without them; what the login changed follows it
     machine = LoginMachine(cfg, isid=session.isid.to_bytes(), cid=cid, rng=os.urandom,
-                           issued_challenges=issued_challenges, warn=log.warning,
+                           issued_challenges=issued_challenges, warn=_warner(session.node),
                            kernel_relay=True)
     machine.start(loop.time(), since)
     ready = _encoded(machine)

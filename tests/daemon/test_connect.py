@@ -376,6 +376,19 @@ def test_an_authentication_the_initiator_ends_is_19_not_retried(password_in, why
     assert why in str(error)
 
 
+def test_a_short_chap_secret_is_warned_of_with_the_node_it_is_for(caplog):
+    """The login machine's warning (RFC 7143 §12.1.3's 12 bytes) names the record, so that
+    a daemon logging in many nodes says which one to fix.  Before, it named none."""
+    caplog.set_level("WARNING")
+    _failed_login({"node.session.auth.authmethod": "CHAP",
+                   "node.session.auth.username": "init",
+                   "node.session.auth.password": "short"},
+                  chap_users={"init": b"another-secret"})
+    warned = [r.getMessage() for r in caplog.records if "CHAP password" in r.getMessage()]
+    assert len(warned) == 1 and "target: iqn.2001-04.com.example:failing, portal: 127.0.0.1," \
+        in warned[0] and "CHAP password has 5 bytes" in warned[0], warned
+
+
 @pytest.mark.parametrize("target, record, why", [
     ({"misbehave": {"reject_login"}}, {}, "target rejected our Login Request"),
     ({"misbehave": {"wrong_stage"}}, {}, "Login Response for stage"),
