@@ -744,7 +744,11 @@ class LoginResponse(PDU):
             return code
 
     def _validate(self) -> None:
-        _check_login_stages(self)
+        # in a failed login's response T, C, CSG and NSG are reserved (§11.13.1, §6.3.1:
+        # "T bit ... MUST be 0 ... when Status-Class is non-zero"): its status is read
+        # whatever they hold, as open-iscsi's iscsi_login_rsp reads it
+        if self.status_class == 0:
+            _check_login_stages(self)
 
 
 @_register

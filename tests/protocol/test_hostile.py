@@ -92,6 +92,16 @@ def test_login_stage_and_tc(impl, cls, flags):
         impl.frame(wire)
 
 
+@pytest.mark.parametrize("flags", [0x08 | 0x01, 0x80 | 0x40 | 0x05])
+def test_a_failed_logins_response_is_read_whatever_its_reserved_stage_bits(impl, flags):
+    """A Login Response with a non-zero Status-Class: T, C, CSG and NSG are reserved
+    there (§6.3.1, §11.13.1), so CSG=2 or T+C do not hide its status (02/01, the
+    initiator's authentication failure: 24, not a broken PDU's 19)."""
+    wire = with_byte(P.LoginResponse(status_class=2, status_detail=1).encode(), 1, flags)
+    for got in (impl.parse(wire), impl.frame(wire)[0]):
+        assert (got.status_class, got.status_detail) == (2, 1)
+
+
 @pytest.mark.parametrize("cls", [P.LoginRequest, P.LoginResponse])
 def test_login_nsg_is_reserved_without_transit(impl, cls):
     """With T=0, NSG is a reserved field (§11.12.3): any value, 2 included, is
