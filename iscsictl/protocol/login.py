@@ -30,8 +30,9 @@ from .config import LoginConfig
 from .constants import LOGIN_MAX_DATA_SEGMENT_LENGTH, LoginStage, LoginStatus, Opcode
 from .errors import ISCSIProtocolError
 from .framing import PDUReader
-from .keys import Stage
-from .negotiation import NegotiatedParameters, NegotiationError, Negotiator
+from .keys import KEYS, Stage
+from .negotiation import (IRRELEVANT, NOT_UNDERSTOOD, NegotiatedParameters, NegotiationError,
+                          Negotiator, fixed_by_offer)
 from .pdu import PDU, LoginRequest, LoginResponse, Reject, decode_pdu
 from .portal import Portal, PortalError, parse_target_address
 from .text import TextAssembler, decode_text, encode_text
@@ -480,6 +481,17 @@ class LoginMachine:
         if any(k.startswith("CHAP_") or k == "AuthMethod" for k, _ in pairs):
             raise LoginProtocolError("security keys in the operational stage")
         if pdu.transit and pdu.nsg == FFP:
+            offered = dict(pairs)
+            owed = [k for k, answer in answers if answer not in (NOT_UNDERSTOOD, IRRELEVANT)
+                    and not fixed_by_offer(KEYS[k], offered[k])]  # (IFMarker=No, as RFC
+            # 3720 targets offer it: open-iscsi takes it)
+            if owed:  # RFC 7143 §6.3: "Targets MUST NOT submit parameters that require an
+                # additional initiator Login Request in a Login Response with the T bit
+                # set to 1": what it would agree to is not agreed (the key open-iscsi does
+                # not know fails its login too)
+                raise NegotiationError(owed[0], "offered in the target's final Login Response, "
+                                                "which leaves no room for the answer "
+                                                "(RFC 7143 §6.3)")
             return self._succeed(pdu)
         # the target needs another round: answer what it offered, ask to transit
         self._send(answers, transit=True, nsg=FFP, now=now, csg=OP)

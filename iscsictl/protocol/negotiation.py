@@ -31,6 +31,7 @@ __all__ = [
     "NegotiationError",
     "Negotiator",
     "check_answer",
+    "fixed_by_offer",
     "parse_number",
     "respond",
 ]
@@ -43,6 +44,12 @@ SPECIAL_ANSWERS = (NOT_UNDERSTOOD, IRRELEVANT, REJECT)
 _DEFAULTS = {name: kd.default for name, kd in KEYS.items() if kd.default is not None}
 _MAX_DECIMAL_DIGITS = 64  # decimal-constant (§6.1): 1 to 64 ASCII digits
 _HEX = re.compile(r"0[xX][0-9a-fA-F]{1,64}")  # hex-constant (§6.1)
+
+
+def fixed_by_offer(kd: KeyDef, offered: str) -> bool:
+    """Whether the offer alone decides a Boolean key's outcome (OR with Yes, AND with No),
+    so that its answer is optional (RFC 7143 §6.2.4)."""
+    return (kd.kind is Kind.OR and offered == "Yes") or (kd.kind is Kind.AND and offered == "No")
 
 
 class NegotiationError(ISCSIProtocolError):
@@ -272,6 +279,10 @@ class Negotiator:
                     if key in self._sent:  # e.g. our InitiatorAlias not understood
                         continue
                     raise NegotiationError(key, f"{value} is not a declaration")
+                if kd.sender == "initiator":  # InitiatorName, SessionType, ... echoed or
+                    # forged back: open-iscsi's get_op_params_text_keys fails such a login
+                    raise NegotiationError(key, f"is the initiator's to declare ({kd.rfc}); "
+                                                "the target sent it")
                 self.declared[key] = _validate(kd, value)
                 continue
             if key in self._sent:
@@ -300,11 +311,8 @@ class Negotiator:
         if key in self.declared:
             return self.declared[key]
         kd = KEYS.get(key)
-        if key in self._sent and kd is not None and kd.kind in (Kind.AND, Kind.OR):
-            # an answer is optional when our offer fixes the outcome (§6.2.4)
-            sent = self._sent[key] == "Yes"
-            if (kd.kind is Kind.OR and sent) or (kd.kind is Kind.AND and not sent):
-                return self._sent[key]
+        if key in self._sent and kd is not None and fixed_by_offer(kd, self._sent[key]):
+            return self._sent[key]  # an answer is optional then (§6.2.4)
         return kd.default if kd else None
 
     def results(self) -> dict[str, str]:
@@ -313,8 +321,7 @@ class Negotiator:
         merged = dict(_DEFAULTS)
         for key, sent in self._sent.items():  # value()'s rule for AND/OR offers
             kd = KEYS.get(key)
-            if kd is not None and ((kd.kind is Kind.OR and sent == "Yes")
-                                   or (kd.kind is Kind.AND and sent != "Yes")):
+            if kd is not None and fixed_by_offer(kd, sent):
                 merged[key] = sent
         merged.update(self.declared)
         merged.update(self._results)

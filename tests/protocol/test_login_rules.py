@@ -202,3 +202,42 @@ def test_full_feature_phase_straight_from_the_security_stage_is_refused():
     with pytest.raises(LoginProtocolError, match="target moves to stage 3, which we did not "
                                                  "offer"):
         m.receive_pdu(answer(req, nsg=FFP), 0.0)
+
+
+@pytest.mark.parametrize("key, value", [
+    ("InitiatorName", "iqn.2001-04.com.example:another"),
+    ("SessionType", "Discovery"),
+    ("InitiatorAlias", "forged"),
+    ("SendTargets", "All"),
+])
+def test_a_target_declaring_the_initiators_key_fails_the_login(key, value):
+    """Keys only an initiator declares (RFC 7143 §13.3, §13.5, §13.7, §13.21) from the
+    target: its login fails, as open-iscsi's get_op_params_text_keys fails a key it does
+    not take.  Before, the forged SessionType or InitiatorName was taken as negotiated."""
+    m = machine()
+    req = to_operational(m)
+    with pytest.raises(NegotiationError, match=f"{key}: is the initiator's to declare"):
+        m.receive_pdu(answer(req, OPS + [(key, value)]), 0.0)
+
+
+@pytest.mark.parametrize("offer", [("TaskReporting", "ResponseFence"),
+                                   ("iSCSIProtocolLevel", "2")])
+def test_an_offer_in_the_final_response_fails_the_login(offer):
+    """RFC 7143 §6.3: a target's Login Response with T=1 must not hold a key that needs the
+    initiator's answer, since no request follows.  Before, the answer was dropped and the
+    login succeeded with the two sides disagreeing."""
+    m = machine()
+    req = to_operational(m)
+    with pytest.raises(NegotiationError, match=f"{offer[0]}: offered in the target's final"):
+        m.receive_pdu(answer(req, OPS + [offer]), 0.0)
+
+
+def test_an_offer_whose_answer_is_optional_or_not_understood_may_end_the_login():
+    """IFMarker=No (an AND offered No: the answer optional, §6.2.4), as RFC 3720 targets
+    offer it, and a vendor key (NotUnderstood) in the final response: the login succeeds."""
+    m = machine()
+    req = to_operational(m)
+    outcome = m.receive_pdu(answer(req, OPS + [("IFMarker", "No"),
+                                               ("X-com.example.mode", "fast")]), 0.0)
+    assert isinstance(outcome, LoginSuccess)
+    assert outcome.negotiated["IFMarker"] == "No"
