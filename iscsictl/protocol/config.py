@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from .chap import CHAP_ALGORITHM_NAMES, ChapAlgorithm, ChapCredentials, ShortSecretPolicy
+from .keys import KEYS
 from .text import check_value
 
 __all__ = ["LoginConfig", "DIGEST_CHOICES"]
@@ -162,7 +163,9 @@ class LoginConfig:
         iscsi_copy_operational_params): each length rounded down to 4 bytes, then,
         outside 512..2**24-1, the default (MaxXmitDataSegmentLength: 0 stays "the
         target's", anything else out of range 262144); FirstBurstLength never exceeds
-        MaxBurstLength.  A login timeout of 0 or less is 30 s (iscsid's for 0; -1 ended
+        MaxBurstLength.  MaxOutstandingR2T, DefaultTime2Wait and DefaultTime2Retain are
+        brought into their RFC 7143 ranges (1..65535, 0..3600), which open-iscsi offers
+        unchecked.  A login timeout of 0 or less is 30 s (iscsid's for 0; -1 ended
         every login at once).
         """
         def get(key: str, default: str) -> str:
@@ -174,6 +177,11 @@ class LoginConfig:
                 return int(get(key, str(default)))
             except ValueError:
                 return default
+
+        def bounded(key: str, default: int) -> int:  # into the key's RFC 7143 §13 range:
+            kd = KEYS[key.rpartition(".")[2]]  # out of it, the offer would be illegal and
+            assert kd.low is not None and kd.high is not None  # the login fail (19)
+            return min(max(num(key, default), kd.low), kd.high)
 
         def length(key: str, default: int) -> int:
             n = num(key, default) & ~3  # open-iscsi's align_32_down
@@ -207,12 +215,12 @@ class LoginConfig:
             max_burst_length=max_burst,
             initial_r2t=get("node.session.iscsi.InitialR2T", "No") == "Yes",
             immediate_data=get("node.session.iscsi.ImmediateData", "Yes") == "Yes",
-            max_outstanding_r2t=max(1, num("node.session.iscsi.MaxOutstandingR2T", 1)),
+            max_outstanding_r2t=bounded("node.session.iscsi.MaxOutstandingR2T", 1),
             # one connection a session, as the kernel data path runs: open-iscsi offers
             # MaxConnections=1 whatever node.session.iscsi.MaxConnections says (login.c)
             max_connections=1,
-            default_time2wait=num("node.session.iscsi.DefaultTime2Wait", 2),
-            default_time2retain=num("node.session.iscsi.DefaultTime2Retain", 0),
+            default_time2wait=bounded("node.session.iscsi.DefaultTime2Wait", 2),
+            default_time2retain=bounded("node.session.iscsi.DefaultTime2Retain", 0),
             error_recovery_level=0,  # ERL 0 is what the kernel data path supports
             iser=get("iface.transport_name", "tcp") == "iser",
             login_timeout=login_timeout,

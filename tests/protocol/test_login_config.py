@@ -67,6 +67,21 @@ def test_max_xmit_is_clamped_as_open_iscsi(value, xmit):
     assert c.max_xmit_data_segment_length == xmit
 
 
+@pytest.mark.parametrize("value, r2t, wait, retain", [
+    ("70000", 65535, 3600, 3600), ("-5", 1, 0, 0), ("0", 1, 0, 0), ("7", 7, 7, 7),
+    ("junk", 1, 2, 0)])
+def test_r2t_and_the_times_are_brought_into_their_rfc_ranges(value, r2t, wait, retain):
+    """MaxOutstandingR2T 1..65535, DefaultTime2Wait and DefaultTime2Retain 0..3600 (RFC
+    7143 §13.15-17): out of range the offer was illegal, and the login failed (19) with a
+    message that blamed the target; iscsiadm offers them unchecked."""
+    c = LoginConfig.from_node({**NODE, "node.session.iscsi.MaxOutstandingR2T": value,
+                               "node.session.iscsi.DefaultTime2Wait": value,
+                               "node.session.iscsi.DefaultTime2Retain": value}, INAME)
+    assert (c.max_outstanding_r2t, c.default_time2wait, c.default_time2retain) == (
+        r2t, wait, retain)
+    assert c.operational_offers()["DefaultTime2Wait"] == str(wait)
+
+
 def test_node_chap_one_way_and_mutual():
     rec = {**NODE, "node.session.auth.authmethod": "CHAP", "node.session.auth.username": "u",
            "node.session.auth.password": "secretsecret",
