@@ -111,7 +111,8 @@ class LoginSuccess(LoginOutcome):
         cmdsn: the CmdSN of the next non-immediate command (= the login's).
         statsn: the last Login Response's StatSN; exp_statsn = statsn + 1.
         exp_cmdsn, max_cmdsn: the target's command window.
-        negotiated: every key's value in force (text), for display.
+        negotiated: every key's value in force (text), for display: MaxRecvDataSegmentLength
+            ours, MaxXmitDataSegmentLength the target's.
     """
 
     params: NegotiatedParameters
@@ -231,6 +232,7 @@ class LoginMachine:
         self._last: LoginRequest | None = None
         self._sec_step = "auth-method"  # auth-method -> chap-a -> chap-r -> done
         self._sec_keys: dict[str, str] = {}
+        self._auth_method = "None"  # what the target chose of our AuthMethod offer
         self._owed: list[tuple[str, str]] = []  # answers to keys of the security stage
         self._login_keys_sent = False
         self._auth_done = False
@@ -423,6 +425,7 @@ class LoginMachine:
                 if method in ("Reject", "NotUnderstood", "Irrelevant") or "," in method:
                     raise AuthenticationError(f"target refused AuthMethod={','.join(offered)} ({method})")
                 raise NegotiationError("AuthMethod", f"answer {method!r} is not one of our offer")
+            self._auth_method = method
             if method == "None":  # allowed only when we offered it (auth_optional)
                 self._auth_done = True
                 if pdu.transit:
@@ -522,9 +525,20 @@ class LoginMachine:
         self.outcome = LoginSuccess(
             params=params, isid=self.isid, tsih=pdu.tsih, cid=self.cid, cmdsn=self.cmdsn,
             statsn=pdu.statsn, exp_statsn=self.exp_statsn, exp_cmdsn=pdu.exp_cmdsn,
-            max_cmdsn=pdu.max_cmdsn, negotiated=self._negotiator.results(),
+            max_cmdsn=pdu.max_cmdsn, negotiated=self._shown(params),
         )
         return self.outcome
+
+    def _shown(self, params: NegotiatedParameters) -> dict[str, str]:
+        """:meth:`Negotiator.results` as iscsiadm shows a session's: the AuthMethod chosen,
+        MaxRecvDataSegmentLength ours and MaxXmitDataSegmentLength the target's, iSER's
+        keys (RFC 7145) on an iSER login only."""
+        shown = {k: v for k, v in self._negotiator.results().items()
+                 if self.config.iser or k not in KEYS or not KEYS[k].rfc.startswith("RFC 7145")}
+        shown.update(AuthMethod=self._auth_method,
+                     MaxRecvDataSegmentLength=str(params.max_recv_data_segment_length),
+                     MaxXmitDataSegmentLength=str(params.max_xmit_data_segment_length))
+        return dict(sorted(shown.items()))
 
     def _send(
         self,

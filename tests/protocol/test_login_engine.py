@@ -160,6 +160,24 @@ def test_chap_each_algorithm(alg, mutual, b64, mode):
         assert len(t.received_challenges) == 1
 
 
+@pytest.mark.parametrize("chap", [False, True])
+def test_the_negotiated_values_shown_are_the_sessions(chap):
+    """LoginSuccess.negotiated, shown by ``--probe`` and iscsictld's session state: the
+    AuthMethod the target chose, MaxRecvDataSegmentLength ours and MaxXmitDataSegmentLength
+    the target's (as iscsiadm -P 2 shows them), no iSER key on a TCP login.  Before,
+    AuthMethod was always None and MaxRecvDataSegmentLength the target's."""
+    config = chap_cfg(max_recv_data_segment_length=262144) if chap else \
+        cfg(max_recv_data_segment_length=262144)
+    outcome, t, _, _ = run(config, chap_target(mrdsl=8192) if chap else
+                           FakeTarget(TargetConfig(mrdsl=8192)))
+    assert isinstance(outcome, LoginSuccess), outcome
+    shown = outcome.negotiated
+    assert (shown["AuthMethod"], shown["MaxRecvDataSegmentLength"],
+            shown["MaxXmitDataSegmentLength"]) == ("CHAP" if chap else "None", "262144", "8192")
+    assert not {"RDMAExtensions", "TargetRecvDataSegmentLength",
+                "InitiatorRecvDataSegmentLength", "MaxOutstandingUnexpectedPDUs"} & set(shown)
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_chap_mutual_byte_at_a_time(mode):
     outcome, t, _, _ = run(chap_cfg(True, algs=[ChapAlgorithm.SHA3_256]), chap_target(True), mode)

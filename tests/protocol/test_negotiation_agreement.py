@@ -83,9 +83,15 @@ def test_both_sides_agree(config, tcfg, mode):
         assert outcome.negotiated[key] == value, key
     neg = machine._negotiator  # results(): value() of every key that has one, by name
     keys = sorted(set(KEYS) | set(neg._results) | set(neg.declared))
-    assert outcome.negotiated == {k: v for k in keys if (v := neg.value(k)) is not None}
-    assert list(outcome.negotiated) == sorted(outcome.negotiated)
     p = outcome.params
+    shown = dict(outcome.negotiated)  # as iscsiadm shows a session: each direction's
+    assert shown.pop("MaxRecvDataSegmentLength") == str(config.max_recv_data_segment_length)
+    assert shown.pop("MaxXmitDataSegmentLength") == str(p.max_xmit_data_segment_length)
+    assert shown.pop("AuthMethod") == "None"  # (no CHAP drawn: test_login_engine's)
+    assert shown == {k: v for k in keys if (v := neg.value(k)) is not None
+                     and k not in ("MaxRecvDataSegmentLength", "AuthMethod")
+                     and (k not in KEYS or not KEYS[k].rfc.startswith("RFC 7145"))}
+    assert list(outcome.negotiated) == sorted(outcome.negotiated)
     assert p.max_xmit_data_segment_length == tcfg.mrdsl
     assert p.max_recv_data_segment_length == config.max_recv_data_segment_length
     if not config.discovery:
