@@ -67,7 +67,7 @@ from iscsictl.netlink import (
 )
 from iscsictl.netlink.enums import ISCSI_ERR_STRINGS, IscsiErr, IscsiHostEventCode, TransportCaps
 from iscsictl.protocol.bhs import RawPDU, decode_bhs
-from iscsictl.protocol.chap import RecentChallenges
+from iscsictl.protocol.chap import ISSUED_CHALLENGES
 from iscsictl.protocol.constants import Opcode
 from iscsictl.protocol.errors import ISCSIProtocolError, TruncatedPDU
 from iscsictl.protocol.names import ISID, OPEN_ISCSI_OUI, ISIDAllocator
@@ -581,7 +581,7 @@ class Daemon:
         #: side by side: the per-node locks the other processes take too (iscsictl-start
         #: sets them; :meth:`_login_one`)
         self.node_locks: NodeLocks | None = None
-        self.issued_challenges = RecentChallenges()
+        self.issued_challenges = ISSUED_CHALLENGES  # its discoveries' too
         self._node_locks: dict[tuple[str, str, int, str], asyncio.Lock] = {}
         # host name -> (until, its addresses), and the lookups under way (_addresses_of)
         self._resolved: dict[str, tuple[float, frozenset[str]]] = {}

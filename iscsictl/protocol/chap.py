@@ -7,7 +7,8 @@ and for mutual CHAP our own ``CHAP_I``/``CHAP_C``; the target then proves
 itself with its ``CHAP_N``/``CHAP_R``, which we check in constant time.
 
 Binary values travel as ``0x`` hex or ``0b`` base64 (§6.1).  Randomness comes
-from an injected ``rng(n) -> bytes``: the core holds no hidden state.
+from an injected ``rng(n) -> bytes``, and the challenges issued before (a reflection's
+check) are passed in: the core holds no hidden state.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import functools
 import hashlib
 import hmac
 import re
+import threading
 from collections.abc import Callable, MutableSet
 from dataclasses import dataclass
 from enum import Enum, IntEnum
@@ -28,6 +30,7 @@ __all__ = [
     "AuthenticationError",
     "ChapAlgorithm",
     "ChapInitiator",
+    "ISSUED_CHALLENGES",
     "RecentChallenges",
     "ShortSecretPolicy",
     "chap_response",
@@ -51,6 +54,7 @@ class RecentChallenges(MutableSet[bytes]):
     def __init__(self, limit: int = 4096) -> None:
         self._limit = limit
         self._items: dict[bytes, None] = {}  # insertion order: the oldest first
+        self._lock = threading.Lock()  # logins in threads (discoveries) share one
 
     def __contains__(self, item: object) -> bool:
         return item in self._items
@@ -62,13 +66,21 @@ class RecentChallenges(MutableSet[bytes]):
         return len(self._items)
 
     def add(self, value: bytes) -> None:
-        self._items.pop(value, None)
-        self._items[value] = None
-        while len(self._items) > self._limit:
-            del self._items[next(iter(self._items))]
+        with self._lock:
+            self._items.pop(value, None)
+            self._items[value] = None
+            while len(self._items) > self._limit:
+                del self._items[next(iter(self._items))]
 
     def discard(self, value: bytes) -> None:
-        self._items.pop(value, None)
+        with self._lock:
+            self._items.pop(value, None)
+
+
+#: The challenges this process's logins issued: the daemon's node logins and relogins,
+#: discoveries (the CLI's, iscsictld's discovery daemon's) and probes pass it, so that a
+#: target reflecting another of them is caught whichever kind of login issued it.
+ISSUED_CHALLENGES = RecentChallenges()
 
 
 class AuthenticationError(ISCSIProtocolError):

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping
 
-from ..protocol.chap import AuthenticationError
+from ..protocol.chap import ISSUED_CHALLENGES, AuthenticationError
 from ..protocol.config import LoginConfig
 from ..protocol.constants import LoginStatus
 from ..protocol.errors import DataSegmentTooLong, ISCSIProtocolError
@@ -211,7 +211,7 @@ class Connection:
         what = f"login to {self.endpoint}"
         with _login_errors(what):
             m = LoginMachine(config, isid=isid or new_isid(), itt=itt, rng=os.urandom,
-                             warn=warn)
+                             issued_challenges=ISSUED_CHALLENGES, warn=warn)
             m.start(time.monotonic())
             self.send(m.data_to_send(), what)
         if meanwhile is not None:

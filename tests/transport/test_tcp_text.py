@@ -78,7 +78,7 @@ def test_a_login_the_target_breaks_ends_the_discovery_with_19_at_once():
     own finding (LOGIN_INVALID_PDU in open-iscsi), which its discovery takes as fatal:
     19, one connection, no retry (before: 5, as a login the target refused for a while)."""
     from iscsictl.protocol.pdu import Reject
-    from iscsictl.transport.errors import FatalLoginError
+    from iscsictl.transport.errors import ConnectionClosed, InitiatorAuthFailed
 
     accepted = []
 
@@ -117,7 +117,7 @@ def test_a_login_response_is_waited_for_active_timeout_then_given_up_with_19():
     fatal in usr/discovery.c (19, one connection).  Before, the wait was login_timeout and
     a silence was retried reopen_max times (exit 11)."""
     from iscsictl.discovery.sendtargets import DiscoveryPolicy, send_targets
-    from iscsictl.transport.errors import FatalLoginError
+    from iscsictl.transport.errors import ConnectionClosed, InitiatorAuthFailed
 
     listener = socket.create_server(("127.0.0.1", 0))
     accepted = []
@@ -449,3 +449,40 @@ def test_a_redirect_without_a_usable_address_is_retried_by_the_discovery():
     error = _failed_discovery(listener, RetriesExceeded, reopen_max=2)
     assert error.exit_code == 11 and len(served) == 3
     assert "without TargetAddress" in str(error.last)
+
+
+def test_a_challenge_another_discovery_issued_is_not_answered():
+    """Two mutual-CHAP discovery logins in one process (iscsictld's discovery daemon, a
+    command of two portals): the second target sends as its challenge the one our first
+    login issued, to have us compute its proof.  Refused (RFC 7143 §12.1.3), as the
+    daemon's node logins refuse it.  Before, each discovery had a set of its own."""
+    from hostile_peer import Server, login_rsp, read_pdu
+
+    from iscsictl.protocol.config import ChapCredentials
+    from iscsictl.protocol.text import decode_text
+    from iscsictl.transport.errors import ConnectionClosed, InitiatorAuthFailed
+
+    ours: dict[str, str] = {}
+
+    def target(c, n):
+        req = read_pdu(c)  # AuthMethod=CHAP
+        c.sendall(login_rsp(req, "AuthMethod=CHAP\0", transit=False, csg=0, nsg=0))
+        req = read_pdu(c)  # CHAP_A
+        challenge = ours.get("CHAP_C", "0x" + "11" * 16)  # the first: a target's own
+        c.sendall(login_rsp(req, f"CHAP_A=5\0CHAP_I=7\0CHAP_C={challenge}\0",
+                            transit=False, csg=0, nsg=0))
+        keys = dict(decode_text(read_pdu(c).data))  # CHAP_N, CHAP_R, CHAP_I, CHAP_C
+        ours.setdefault("CHAP_C", keys["CHAP_C"])
+        answered.append("CHAP_R" in keys)
+        c.close()  # (no proof of its own: the first login ends there)
+
+    answered: list[bool] = []
+    config = LoginConfig(initiator_name=INAME, session_type="Discovery", target_name=None,
+                         chap=ChapCredentials("me", b"outgoing-secret-1", "tgt",
+                                              b"incoming-secret-2"))
+    with Server(target) as s:
+        with pytest.raises(ConnectionClosed):
+            login("127.0.0.1", s.port, config, connect_timeout=5)
+        with pytest.raises(InitiatorAuthFailed, match="target reflected a challenge we issued"):
+            login("127.0.0.1", s.port, config, connect_timeout=5)
+    assert answered == [True]
