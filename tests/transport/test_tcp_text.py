@@ -78,7 +78,7 @@ def test_a_login_the_target_breaks_ends_the_discovery_with_19_at_once():
     own finding (LOGIN_INVALID_PDU in open-iscsi), which its discovery takes as fatal:
     19, one connection, no retry (before: 5, as a login the target refused for a while)."""
     from iscsictl.protocol.pdu import Reject
-    from iscsictl.transport.errors import ConnectionClosed, InitiatorAuthFailed
+    from iscsictl.transport.errors import FatalLoginError
 
     accepted = []
 
@@ -117,7 +117,7 @@ def test_a_login_response_is_waited_for_active_timeout_then_given_up_with_19():
     fatal in usr/discovery.c (19, one connection).  Before, the wait was login_timeout and
     a silence was retried reopen_max times (exit 11)."""
     from iscsictl.discovery.sendtargets import DiscoveryPolicy, send_targets
-    from iscsictl.transport.errors import ConnectionClosed, InitiatorAuthFailed
+    from iscsictl.transport.errors import FatalLoginError
 
     listener = socket.create_server(("127.0.0.1", 0))
     accepted = []
