@@ -148,8 +148,10 @@ class _Entry:
                               "CAP_SYS_ADMIN: run as root") from None
         except OSError:
             return None
-        # the bytes kept (a CHAP secret is hashed as its bytes): surrogateescape, as the DB
-        text = raw.decode("utf-8", "surrogateescape").rstrip("\n")
+        # up to a NUL, as open-iscsi reads a C string: qedi's DHCP table pads its addresses
+        # with one ("0.0.0.0\n\0", the 8 bytes its snprintf counted); the bytes kept (a
+        # CHAP secret is hashed as its bytes): surrogateescape, as the DB
+        text = raw.partition(b"\0")[0].decode("utf-8", "surrogateescape").rstrip("\n")
         return None if text.startswith(("(null)", "<NULL>")) else text
 
     def string(self, attr: str) -> str:

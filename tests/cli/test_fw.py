@@ -466,6 +466,29 @@ def test_offload_boot_description_makes_its_iface(env):
     assert f"iface.initiatorname = {ibft.INITIATOR}\n" in cli("-m", "iface", "-I", name)[1]
 
 
+def test_a_qedi_dhcp_tables_nul_padded_addresses_are_read_as_open_iscsi_reads_them(env):
+    """qedi's DHCP boot table (qedi_show_boot_eth_info): ``snprintf(buf, 8, "%s\\n",
+    "0.0.0.0")`` returns 8, so each address file is "0.0.0.0" and snprintf's NUL.  Read up
+    to the NUL, as open-iscsi reads a C string: the boot's iface is made with 0.0.0.0.
+    Before, the NUL was kept, the value refused: `-m fw` printed it, and the discovery,
+    `-m fw -l` and `iscsictl-start -b` failed (7, 21)."""
+    sys_root, db = env
+    import shutil
+    shutil.rmtree(sys_root / "firmware/ibft")
+    nic = dict(ibft.NIC, mac="00:0e:1e:aa:bb:cc")
+    write_tree(sys_root, ibft.INITIATOR, [nic], [ibft.BOOT_TARGET], root="iscsi_boot9")
+    for attr in ("ip-addr", "subnet-mask", "gateway"):
+        (sys_root / f"firmware/iscsi_boot9/ethernet0/{attr}").write_bytes(b"0.0.0.0\0")
+    (sys_root / "class/scsi_host/host9").mkdir(parents=True)
+    (sys_root / "class/scsi_host/host9/proc_name").write_text("qedi\n")
+    rc, out, _ = cli("-m", "fw")
+    assert rc == 0 and "iface.ipaddress = 0.0.0.0\n" in out and "\0" not in out
+    rc, _, err = cli("-m", "discovery", "-t", "fw")
+    assert rc == 0 and err == "", err
+    out = cli("-m", "iface", "-I", "qedi.00:0e:1e:aa:bb:cc.ipv4.0")[1]
+    assert "iface.ipaddress = 0.0.0.0\n" in out
+
+
 def test_an_offload_boot_found_again_takes_the_firmwares_new_address_and_vlan(env):
     """The HBA's address and VLAN changed in the firmware (DHCP renumbered it, its VLAN
     removed): a discovery again writes both into the iface and the node record's copy of
