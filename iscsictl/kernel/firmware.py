@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..lexical import C_SPACE, ascii_digits
-from .sysfs import Sysfs
+from .sysfs import Sysfs, read_attribute
 
 __all__ = ["BootContext", "FirmwareAccessError", "boot_entry", "boot_targets",
            "firmware_present", "offload_iface"]
@@ -190,16 +190,22 @@ def _netdev(nic: _Entry, sysfs: Sysfs) -> str | None:
         names = sorted(os.listdir(dev))
     except OSError:
         names = []
-    for n in names:
-        if n.startswith("net:"):
-            return n[4:]
-    try:
-        nets = sorted(os.listdir(os.path.join(dev, "net")))
-    except OSError:
-        nets = []
-    if nets:
-        return nets[0]
-    return sysfs.netdev_by_hwaddress(nic.string("mac"))
+    found = [(n[4:], os.path.join(dev, n)) for n in names if n.startswith("net:")]
+    if not found:
+        try:
+            found = [(n, os.path.join(dev, "net", n))
+                     for n in sorted(os.listdir(os.path.join(dev, "net")))]
+        except OSError:
+            pass
+    if not found:
+        return sysfs.netdev_by_hwaddress(nic.string("mac"))
+    # a PCI function with two ports' devices (mlx4's): the one with the NIC's MAC, where
+    # open-iscsi's get_iface_from_device takes the first it reads; none with it: the first
+    mac = nic.string("mac").lower()
+    for name, path in found:
+        if mac and (read_attribute(os.path.join(path, "address")) or "").lower() == mac:
+            return name
+    return found[0][0]
 
 
 def _context(root_name: str, initiator: _Entry, nic: _Entry, target: _Entry,

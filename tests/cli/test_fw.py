@@ -133,6 +133,18 @@ def test_pci_function_with_a_network_device_names_it(env):
     assert rc == 0 and out.count("iface.net_ifacename = enp0s3\n") == 2
 
 
+def test_a_pci_function_with_two_ports_devices_names_the_one_with_the_nics_mac(env):
+    """mlx4's layout: one PCI function, a network device per port.  The one whose address
+    is the firmware NIC's MAC, not the first by name (open-iscsi's get_iface_from_device
+    takes the first it reads, and `-N` would set the boot address up on the other port)."""
+    sys_root, _ = env
+    for name, mac in (("p1", "52:54:00:00:00:01"), ("p2", ibft.NIC["mac"].upper())):
+        (sys_root / PCI / "net" / name).mkdir(parents=True)
+        (sys_root / PCI / "net" / name / "address").write_text(mac.lower() + "\n")
+    rc, out, _ = cli("-m", "fw")
+    assert rc == 0 and out.count("iface.net_ifacename = p2\n") == 2, out
+
+
 def test_invalid_and_unselected_entries_are_left_out(env):
     sys_root, _ = env
     (sys_root / "firmware/ibft/target1/nic-assoc").write_text("5\n")
