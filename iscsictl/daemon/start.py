@@ -31,7 +31,6 @@ from typing import Any
 
 PROG = "iscsictl-start"
 ERR, INVAL = 1, 7
-NO_KERNEL = 12  # as iscsictld: the kernel's iSCSI interface cannot be used
 NO_FIRMWARE = 21  # ISCSI_ERR_NO_OBJS_FOUND: the firmware describes no target
 
 
@@ -389,9 +388,9 @@ def _login_locked(lock: int, records: list[dict[str, str]],
 
     try:
         return asyncio.run(_login_here(records, initiator_name))
-    except IscsiNetlinkError as e:  # no module, no privilege, not the initial netns
-        print(f"{PROG}: {e}", file=sys.stderr)
-        raise SystemExit(NO_KERNEL) from None
+    except IscsiNetlinkError as e:  # no module, no privilege, not the initial netns: said
+        print(f"{PROG}: {e}", file=sys.stderr)  # at once, and 1, as iscsistart's failed
+        raise SystemExit(ERR) from None  # setup_session (iscsictld's 12 is not a login's)
     finally:
         os.close(lock)
 
