@@ -576,7 +576,7 @@ def discover_firmware(args, o, ops) -> int:  # type: ignore[no-untyped-def]
             except DBError as e:
                 o.error(str(e))
                 rc = rc or e.exit_code
-        rc = login_records(records, initiator_name(args, o.warn), o,
+        rc = login_records(records, lambda: initiator_name(args, o.warn), o,
                            wait=not args.no_wait) or rc if records else rc
     return rc
 
@@ -697,7 +697,7 @@ def _login_found(db, found, persistent: bool, args, o,  # type: ignore[no-untype
             rc = rc or e.exit_code
     if not records:
         return rc or E.NO_OBJS_FOUND
-    return login_records(records, initiator_name(args, o.warn), o, json_results=logins,
+    return login_records(records, lambda: initiator_name(args, o.warn), o, json_results=logins,
                          wait=not args.no_wait) or rc
 
 

@@ -9,7 +9,7 @@ The exit code is the first failure's ISCSI_ERR_* number.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from . import errors as E
 
@@ -85,9 +85,10 @@ def _call_in_requests(op: str, progress, key: str, items: list,  # type: ignore[
     return results
 
 
-def login_records(records: list[Any], initiator_name: str, o,  # type: ignore[no-untyped-def]
-                  multiple: bool = False, json_results: list | None = None,
-                  wait: bool = True, present_ok: bool = False) -> int:
+def login_records(records: list[Any],  # type: ignore[no-untyped-def]
+                  initiator_name: str | Callable[[], str], o, multiple: bool = False,
+                  json_results: list | None = None, wait: bool = True,
+                  present_ok: bool = False) -> int:
     """Log in to each node :class:`~iscsictl.db.record.Record`; returns the exit code.
     The daemon gets each record as the text of its keys that differ from the compiled
     defaults (it restores the rest: IPC v2).  ``multiple``: one more session to each,
@@ -96,8 +97,13 @@ def login_records(records: list[Any], initiator_name: str, o,  # type: ignore[no
     Without ``wait`` (``-W``) the request is sent and not waited for, as iscsiadm's
     iscsid_reqs_close: the "Logging in to" lines, and 0 unless a session was present
     already (15); each pending login is ``{"node": ..., "pending": true}`` in JSON.
-    ``present_ok``: a session there already is said but no failure (``-m fw -l``)."""
+    ``present_ok``: a session there already is said but no failure (``-m fw -l``).
+    ``initiator_name``: the host's, or what gives it (initiatorname.iscsi read, or made),
+    called only when a record to log in has no iface name of its own (a firmware's, an
+    iface's ``iface.initiatorname``), as iscsid's __session_create takes the iface's first
+    and reads no file for it."""
     from ..ipc import DaemonError, DaemonNotRunning
+    from ..transport.iface import iface_initiator_name
 
     if not records:
         raise E.CliError("No records found", E.NO_OBJS_FOUND)
@@ -111,6 +117,9 @@ def login_records(records: list[Any], initiator_name: str, o,  # type: ignore[no
     todo = [(rec, wanted - have, multiple or wanted > 1)
             for rec, (wanted, have) in zip(records, counts) if have < wanted]
     records = [rec for rec, _, _ in todo]
+    if callable(initiator_name):
+        initiator_name = "" if all(iface_initiator_name(rec) for rec in records) \
+            else initiator_name()
     exists = 0 if present_ok else SESS_EXISTS  # the code of a session there already
     rc = exists if present else 0
     for _, message in present:

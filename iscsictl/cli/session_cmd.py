@@ -501,7 +501,7 @@ def _node_op(sysfs, sid: int, args, o) -> int:  # type: ignore[no-untyped-def]
         nids = node_cmd._matching(db, node_args)
         if not nids:
             raise E.CliError("No records found", E.NO_OBJS_FOUND)
-        return login_records(_records(db, nids), _initiator_name(db), o, multiple=True,
+        return login_records(_records(db, nids), lambda: _initiator_name(db), o, multiple=True,
                              wait=not args.no_wait)
     return node_cmd.run(node_args, o, "node")
 
@@ -629,7 +629,7 @@ def node_login(args, o) -> int:  # type: ignore[no-untyped-def]
     recs = db.read_nodes(nids)  # one that cannot be read: said and skipped, as iscsiadm
     if not recs:
         raise E.CliError("No records found", E.NO_OBJS_FOUND)
-    return login_records(recs, _initiator_name(db), o, wait=not args.no_wait)
+    return login_records(recs, lambda: _initiator_name(db), o, wait=not args.no_wait)
 
 
 def node_loginall(args, o) -> int:  # type: ignore[no-untyped-def]
@@ -650,7 +650,7 @@ def node_loginall(args, o) -> int:  # type: ignore[no-untyped-def]
         raise E.CliError("No records found", E.NO_OBJS_FOUND)
     leading = [r for r in recs if r.get("node.leading_login") == "Yes"]
     if not leading:
-        return login_records(recs, _initiator_name(db), o, wait=not args.no_wait)
+        return login_records(recs, lambda: _initiator_name(db), o, wait=not args.no_wait)
     name = _initiator_name(db)
     others = [r for r in recs if r.get("node.leading_login") != "Yes"]
     results: list | None = [] if o.json else None  # one JSON document for every login

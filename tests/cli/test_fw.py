@@ -215,6 +215,27 @@ def test_fw_login_sends_the_firmwares_records_and_writes_nothing(daemon, env):
     assert not (env[1] / "nodes").exists()
 
 
+@pytest.mark.parametrize("name_file", ["no name", "missing"])
+def test_a_firmware_login_needs_no_initiatorname_file(daemon, env, name_file):
+    """Each firmware record carries the firmware's initiator name: `-m fw -l` and `-m
+    discovery -t fw -l` log in without reading initiatorname.iscsi, as iscsid takes the
+    iface's name first (__session_create).  Before, a file without a name refused both
+    (6), and a missing one was made with a new name and a warning that ACLs must allow it,
+    a name the login did not use."""
+    name = env[1] / "initiatorname.iscsi"
+    if name_file == "missing":
+        name.unlink()
+    else:
+        name.write_text("## no name here\n")
+    daemon.answers = {"login": [{"ok": True, "node": _desc(BOOT, 3260), "sids": [1]},
+                                {"ok": True, "node": _desc(DATA, 3261), "sids": [2]}]}
+    for command in (("-m", "fw", "-l"), ("-m", "discovery", "-t", "fw", "-l")):
+        rc, _, err = cli(*command)
+        assert (rc, err) == (0, ""), command
+        assert daemon.calls[-1][1]["initiator_name"] == ""
+    assert name.exists() == (name_file != "missing")
+
+
 def test_a_firmware_login_has_the_firmwares_chap_and_not_iscsid_confs(daemon, env):
     """The credentials are the firmware's, empty ones too (idbm_create_rec_from_boot_context
     copies all four): a boot target the firmware logs in to without CHAP is not sent
