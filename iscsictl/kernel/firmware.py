@@ -55,7 +55,8 @@ class BootContext:
     entries' names (``ethernet0``, ``target0``).  ``netdev``: the Linux network device of
     the NIC (its PCI function's ``net/`` entry, else the Ethernet device with its MAC; ""
     when the firmware names no PCI device).  ``lun``: the kernel's text of the 8 LUN bytes
-    (each byte ``%x``, unpadded).  ``prefix``: the subnet prefix length (0: none)."""
+    (each byte ``%x``, unpadded).  ``prefix``: the subnet prefix length (-1 when the table
+    shows none, as open-iscsi's sysfs_get_int leaves it: `-m fw` prints it so)."""
 
     boot_root: str
     boot_nic: str
@@ -210,7 +211,7 @@ def _netdev(nic: _Entry, sysfs: Sysfs) -> str | None:
 
 def _context(root_name: str, initiator: _Entry, nic: _Entry, target: _Entry,
              netdev: str) -> BootContext:
-    port = target.number("port")
+    port, prefix = target.number("port"), nic.number("prefix-len")
     return BootContext(
         boot_root=root_name, boot_nic=nic.name, boot_target=target.name,
         target_flags=target.number("flags") or 0,
@@ -222,7 +223,7 @@ def _context(root_name: str, initiator: _Entry, nic: _Entry, target: _Entry,
         chap_password_in=target.string("rev-chap-name-secret"),
         initiator_name=initiator.string("initiator-name"), isid=initiator.string("isid"),
         nic_flags=nic.number("flags") or 0, mac=nic.string("mac"), netdev=netdev,
-        ipaddr=nic.string("ip-addr"), prefix=nic.number("prefix-len") or 0,
+        ipaddr=nic.string("ip-addr"), prefix=-1 if prefix is None else prefix,
         mask=nic.string("subnet-mask"), gateway=nic.string("gateway"),
         primary_dns=nic.string("primary-dns"), secondary_dns=nic.string("secondary-dns"),
         dhcp=nic.string("dhcp"), vlan=nic.string("vlan"), origin=nic.number("origin") or 0,

@@ -119,6 +119,15 @@ def test_nic_device_without_a_netdev_of_its_mac_leaves_the_targets_out(env):
                                        "firmware. (err 21)\n")
 
 
+def test_a_nic_without_a_prefix_length_prints_iscsiadms_minus_one(env):
+    """No ``prefix-len`` (an offload driver's iscsi_boot table has none): iscsiadm's
+    fw_print_entry prints the -1 its sysfs_get_int left (before: no line)."""
+    sys_root, _ = env
+    (sys_root / "firmware/ibft/ethernet0/prefix-len").unlink()
+    rc, out, _ = cli("-m", "fw")
+    assert rc == 0 and out.count("iface.prefix_len = -1\niface.subnet_mask = ") == 2, out
+
+
 def test_nic_without_a_pci_device_has_no_netdev(env):
     sys_root, _ = env
     (sys_root / "firmware/ibft/ethernet0/device").unlink()
