@@ -660,7 +660,7 @@ def _write_iface(db, name: str, values: dict) -> None:  # type: ignore[no-untype
     from ..db.errors import RecordNotFound
     values = {k: v for k, v in values.items() if k != "iface.iscsi_ifacename"}
     try:
-        db.read_iface(name)
+        have = db.read_iface(name).values
     except RecordNotFound:
         db.create_iface(name, values)
         return
@@ -669,7 +669,11 @@ def _write_iface(db, name: str, values: dict) -> None:  # type: ignore[no-untype
         k = schema.IFACE.by_name[key]
         if key not in values and k.block in (None, block):
             values[key] = "" if k.default is None else str(k.default)
-    db.update_iface_many(name, values)
+    # what changed only: the same hwaddress again on an iface that an iBFT NIC's port
+    # also names by net_ifacename is no change of its binding (which an update refuses)
+    changed = {k: v for k, v in values.items() if have.get(k) != v}
+    if changed:
+        db.update_iface_many(name, changed)
 
 
 def _login_found(db, found, persistent: bool, args, o,  # type: ignore[no-untyped-def]

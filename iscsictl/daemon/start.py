@@ -194,7 +194,17 @@ def _fwparam_network() -> int:
         for ctx in contexts:
             netdev = ctx.netdev or sysfs.netdev_by_hwaddress(ctx.mac) or ""
             if offload_iface(ctx, sysfs) is not None:  # the HBA's own network, not netdev's
-                print(f"Setting up offload interface {netdev or ctx.boot_root}")
+                print(f"Setting up offload interface {netdev or ctx.boot_root}", flush=True)
+                if ctx.host_no is None and netdev:  # an iBFT NIC's port (cxgb4i, bnx2i):
+                    # its device's link up, as iscsistart's iface_setup_from_boot_context
+                    try:  # (a cxgb4i connection is refused on a device that is down)
+                        shell = shell or RtnlShell()
+                        done = shell.link_up(netdev)
+                    except FwNetworkError as e:  # a warning there too
+                        print(f"{PROG}: Could not bring up netdev {netdev} for boot: {e}",
+                              file=sys.stderr)
+                        continue
+                    print(f"  {', '.join(done) if done else 'already set up'}")
                 continue
             print(f"Setting up software interface {netdev or ctx.mac}", flush=True)
             try:

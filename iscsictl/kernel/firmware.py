@@ -296,7 +296,7 @@ def offload_iface(ctx: BootContext, sysfs: Sysfs) -> dict[str, str] | None:
     root's, or the offload HBA's iSCSI host whose hardware address is the NIC's MAC (a
     software session's host shows the MAC of the NIC its iface is bound to: never an offload
     port); the iface is named ``<transport>.<MAC>.<ipv4|ipv6>.0`` and carries the NIC's
-    address settings."""
+    address settings, and an iBFT NIC's network device (``iface.net_ifacename``)."""
     from .default_ifaces import SOFTWARE_TRANSPORTS
 
     host = ctx.host_no
@@ -324,4 +324,6 @@ def offload_iface(ctx: BootContext, sysfs: Sysfs) -> dict[str, str] | None:
             values[key] = value.strip(C_SPACE)  # would be refused by the write)
     if ctx.vlan and ascii_digits(ctx.vlan) and int(ctx.vlan):
         values["iface.vlan_id"] = str(int(ctx.vlan))
+    if ctx.host_no is None and ctx.netdev:  # an iBFT NIC's port: its device, as open-
+        values["iface.net_ifacename"] = ctx.netdev  # iscsi's iface_setup_from_boot_context
     return values

@@ -210,6 +210,21 @@ class RtnlShell:
             raise FwNetworkError(f"{step}: {_why(e)}{hint}") from None
         return self._index(name), name, True
 
+    def _up(self, index: int, name: str) -> list[str]:
+        """Device ``index`` (``name``) set up: ``["<name> up"]``, or [] when it was."""
+        links: list[Any] = []
+        self._call(f"reading {name}", lambda: links.extend(self._ipr.get_links(index)))
+        if links and links[0]["flags"] & IFF_UP:
+            return []
+        self._call(f"setting {name} up", self._ipr.link, "set", index=index, state="up")
+        return [f"{name} up"]
+
+    def link_up(self, netdev: str) -> list[str]:
+        """Network device ``netdev`` set up, no address or route: an offload NIC's, whose
+        HBA has its own network (iface_setup_from_boot_context's net_ifup_netdev).  As
+        :meth:`apply` returns and raises."""
+        return self._up(self._index(netdev), netdev)
+
     def apply(self, setup: NicSetup) -> list[str]:
         """Bring the setup up; returns what changed, one short phrase each (nothing when
         all was there).  Raises FwNetworkError at the first step the kernel refuses."""
@@ -223,11 +238,7 @@ class RtnlShell:
                 done.append(f"made {name} (VLAN {setup.vlan} on {setup.netdev})")
             devices.append((index, name))
         for i, n in devices:
-            links: list[Any] = []
-            self._call(f"reading {n}", lambda i=i: links.extend(self._ipr.get_links(i)))
-            if not links or not links[0]["flags"] & IFF_UP:
-                self._call(f"setting {n} up", self._ipr.link, "set", index=i, state="up")
-                done.append(f"{n} up")
+            done += self._up(i, n)
         # an IPv6 address without duplicate address detection: usable when -N returns,
         # not ~2 s later (a connect meanwhile fails with EADDRNOTAVAIL)
         nodad = {"flags": IFA_F_NODAD} if setup.interface.version == 6 else {}

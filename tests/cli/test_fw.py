@@ -628,7 +628,8 @@ def test_garbage_in_the_table_is_never_a_traceback(tmp_path_factory, monkeypatch
 def test_an_ibft_nic_that_is_an_iscsi_hosts_port_is_an_offload_boot(env):
     """bnx2i and the like: the iBFT's NIC MAC is also an iSCSI host's hardware address
     (open-iscsi's iscsi_sysfs_get_host_no_from_hwaddress), so the boot goes through that
-    host's transport."""
+    host's transport, through the NIC's network device (iface.net_ifacename, as
+    iface_setup_from_boot_context's iface->netdev: iscsictld brings it up)."""
     sys_root, _ = env
     for rel, value in (("class/iscsi_host/host5/hwaddress", ibft.NIC["mac"].upper()),
                        ("class/scsi_host/host5/proc_name", "bnx2i")):
@@ -637,7 +638,11 @@ def test_an_ibft_nic_that_is_an_iscsi_hosts_port_is_an_offload_boot(env):
     rc, out, _ = cli("-m", "fw")
     assert rc == 0 and out.count("iface.transport_name = bnx2i\n") == 2
     assert cli("-m", "discovery", "-t", "fw")[0] == 0
-    assert _show(BOOT)["iface.iscsi_ifacename"] == f"bnx2i.{ibft.NIC['mac']}.ipv4.0"
+    rec = _show(BOOT)
+    assert (rec["iface.iscsi_ifacename"], rec["iface.net_ifacename"]) == (
+        f"bnx2i.{ibft.NIC['mac']}.ipv4.0", "ibft0")
+    rc, _, err = cli("-m", "discovery", "-t", "fw")  # found again: the same iface
+    assert (rc, err) == (0, ""), err
 
 
 def test_a_software_sessions_host_with_the_nics_mac_is_not_an_offload_boot(env):

@@ -175,10 +175,12 @@ def test_a_vlan_device_is_made_when_the_kernel_can(netns, tmp_path):
     assert state(netns)["addresses"] == []
 
 
-def test_an_offload_nic_is_left_to_its_hba(netns, tmp_path):
+def test_an_offload_nics_device_is_brought_up_and_left_to_its_hba(netns, tmp_path):
     """The NIC's MAC is an iSCSI host's (bnx2i): -b logs in through that host, whose
-    network is the HBA's own (its iface record), so the network device is left alone.
-    The NIC names its PCI function, whose network device is v0."""
+    network is the HBA's own (its iface record): the network device is set up, no address
+    or route, as open-iscsi's iface_setup_from_boot_context brings it up (a cxgb4i
+    connection is refused on a device that is down).  Before, it was left down.  The NIC
+    names its PCI function, whose network device is v0."""
     pci = tmp_path / "pci0000:00" / "0000:00:03.0"
     (pci / "net" / "v0").mkdir(parents=True)
     root = sysfs(tmp_path, [dict(NIC, device=str(pci))], [ON_LINK], netns)
@@ -186,8 +188,9 @@ def test_an_offload_nic_is_left_to_its_hba(netns, tmp_path):
                        ("class/scsi_host/host5/proc_name", "bnx2i")):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(value + "\n")
-    assert run_n(netns, root) == (0, "Setting up offload interface v0\n", "")
-    assert state(netns) == {"up": False, "addresses": [], "routes": []}
+    assert run_n(netns, root) == (0, "Setting up offload interface v0\n  v0 up\n", "")
+    assert state(netns) == {"up": True, "addresses": [], "routes": []}
+    assert run_n(netns, root) == (0, "Setting up offload interface v0\n  already set up\n", "")
 
 
 def test_without_firmware_targets(netns, tmp_path):
