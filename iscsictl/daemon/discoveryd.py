@@ -33,7 +33,7 @@ Deliberate differences from iscsid: stopping iscsictld logs out nothing (iscsid'
 discoveryd children log out their targets on SIGTERM); a restarted daemon adopts the
 sessions and its first round finds them present.  An iSNS record's default interval (-1)
 makes iscsid wait for SCNs only; iscsictl also polls every :data:`ISNS_SCN_POLL` seconds,
-for a server that drops an SCN.  An SCN starts a whole round, where iscsid queries the
+for a server that drops an SCN, but such a poll only logs in (an SCN's round logs out).  An SCN starts a whole round, where iscsid queries the
 target it names.  A record's settings are read once, when the daemon starts, as iscsid
 reads them.
 """
@@ -56,8 +56,9 @@ DEFAULT_POLL = 30  #: s between rounds when the record's interval is below 0 (DI
 ISNS_SCN_POLL = 30  #: s between iSNS rounds where iscsid would wait for SCNs only
 SCN_IDLE = 3600.0  #: s an SCN connection may stay silent before it is closed
 #: SCN connections open at once; more are closed at once (each holds a descriptor of the
-#: daemon's, whose loop and relogins need theirs)
-MAX_SCN_CONNECTIONS = 8
+#: daemon's, whose loop and relogins need theirs).  open-isns's isnsd opens one for each
+#: initiator name registered (the host's and each iface's own): 8 refused the ninth's
+MAX_SCN_CONNECTIONS = 64
 DEREGISTER_TIMEOUT = 5.0  #: s the stop waits for the iSNS server's answer to the DevDereg
 #: s before a registration that failed is tried again (iscsid's discoveryd sleeps 5 s
 #: between its attempts): the server drops one not refreshed within its period, and the
@@ -116,13 +117,17 @@ def plan_round(tracked: Mapping[NodeKey, Record], found: Sequence[Record],
 class Source:
     """One discovery record the daemon polls: ``type`` ``sendtargets`` | ``isns``, its
     address and port, its values (open-iscsi text) and the poll interval in seconds (0: one
-    round)."""
+    round).  ``scn_watch``: the interval is :data:`ISNS_SCN_POLL`'s, an iSNS record's -1
+    (iscsid waits for SCNs only): the rounds its timer starts log in what they find and
+    log out nothing (a server restarted empty sends no SCN, and its answer was every
+    session's logout); an SCN's round does both."""
 
     type: str
     address: str
     port: int
     values: Mapping[str, str]
     poll: int
+    scn_watch: bool = False
 
     @property
     def hears_scns(self) -> bool:
@@ -161,7 +166,8 @@ def sources(db: Any, warn: Callable[[str], None]) -> list[Source]:
             continue
         poll = _interval(values, f"{prefix}.discoveryd_poll_inval")
         out.append(Source(did.type, did.address, did.port, values,
-                          below_zero if poll < 0 else poll))
+                          below_zero if poll < 0 else poll,
+                          scn_watch=poll < 0 and did.type == "isns"))
     return out
 
 
@@ -500,17 +506,20 @@ class Poller:
                           self.src.describe(), exc)
                 self.scns = None
         try:
+            log_out = True  # (the first round has none to log out)
             while True:
                 if self.scns is not None:
                     await self._keep_registered(self.scns.port)
-                await self.round()
+                await self.round(log_out=log_out)
                 if not self.src.poll:  # one round: its logins are its whole work
                     await self.settle()
                     return
                 if self.scns is None:
                     await self._sleep(self.src.poll)
-                    continue
-                await self._until_next_round(self.scns)
+                    log_out = not self.src.scn_watch
+                else:  # an SCN's round logs out what is gone
+                    log_out = await self._until_next_round(self.scns) or \
+                        not self.src.scn_watch
         finally:
             for task in list(self._pending):  # the daemon stops: its own stop ends them
                 task.cancel()
@@ -520,8 +529,9 @@ class Poller:
             if self.registered and self._deregister is not None:
                 await self._leave()
 
-    async def _until_next_round(self, scns: ScnReceiver) -> None:
-        """Wait for the next round: the interval's end, or at once when an SCN comes; the
+    async def _until_next_round(self, scns: ScnReceiver) -> bool:
+        """Wait for the next round: the interval's end, or at once when an SCN comes (True
+        then); the
         registration made again meanwhile when it comes due (iscsid's discoveryd keeps a
         timer of min(period / 2, poll interval): RFC 4171 §6.2.6, a registration the
         server does not see refreshed within its period is removed, and with it the SCNs).
@@ -530,12 +540,14 @@ class Poller:
         connect timeout, as long: the retry was put off to the next round)."""
         loop = asyncio.get_running_loop()
         next_round = loop.time() + self.src.poll
+        heard = False
         while True:
             now = loop.time()
             due = self._registration_due
             wake = next_round if due is None else min(next_round, due)
             try:
                 await asyncio.wait_for(scns.heard.wait(), max(0.0, wake - now))
+                heard = True
                 break
             except asyncio.TimeoutError:
                 pass
@@ -543,6 +555,7 @@ class Poller:
                 break
             await self._keep_registered(scns.port)
         scns.heard.clear()
+        return heard
 
     async def _leave(self) -> None:
         """The registration removed (the daemon stops), bounded: a server that does not
@@ -573,13 +586,14 @@ class Poller:
         log.info("%s: registered for State Change Notifications on port %d",
                  self.src.describe(), scn_port)
 
-    async def round(self, wait: bool = False) -> Round | None:
+    async def round(self, wait: bool = False, log_out: bool = True) -> Round | None:
         """One round: discover, then log out of the nodes gone and in to the new ones, in
         tasks of their own that the next round does not wait for (a portal that never
         answered held every later round of the record for its login's retries and LUN
         scans; open-iscsi's discoveryd logs in with iscsi_login_portal_nowait); a node
         whose login is under way is not logged in again.  ``wait``: return once they are
-        done.  None when the discovery failed."""
+        done.  Without ``log_out`` (:attr:`Source.scn_watch`'s timer) the nodes gone stay
+        tracked, for a later round to log out.  None when the discovery failed."""
         self.rounds += 1
         try:
             found = await self._discover(self.src)
@@ -587,6 +601,11 @@ class Poller:
             log.error("Could not perform %s discovery: %s", self.src.describe(), exc)
             return None
         todo = plan_round(self.tracked, found, self._has_session)
+        if not log_out and todo.logout:
+            log.info("%s: %d node(s) not found by the poll: kept until a State Change "
+                     "Notification's round", self.src.describe(), len(todo.logout))
+            todo = Round(todo.login, (), {**{k: self.tracked[k] for k in todo.logout},
+                                          **todo.tracked})
         self.tracked = todo.tracked
         if todo.logout:
             log.info("%s: %d node(s) no longer found: logging out", self.src.describe(),

@@ -133,13 +133,14 @@ def test_the_records_that_ask_for_the_discovery_daemon_and_their_intervals(db):
                         values={"discovery.isns.use_discoveryd": "Yes"})
     db.create_discovery(DiscoveryID("isns", "10.0.0.3", 3205), values={
         "discovery.isns.use_discoveryd": "Yes", "discovery.isns.discoveryd_poll_inval": "9"})
-    got = [(s.type, s.address, s.port, s.poll, s.hears_scns) for s in dd.sources(db, print)]
-    assert got == [("sendtargets", "10.0.0.1", 3260, 30, False),
-                   ("sendtargets", "10.0.0.1", 3261, 0, False),
-                   ("sendtargets", "10.0.0.1", 3263, 30, False),
-                   ("sendtargets", "10.0.0.1", 3264, 12, False),
-                   ("isns", "10.0.0.2", 3205, 30, True),
-                   ("isns", "10.0.0.3", 3205, 9, True)]
+    got = [(s.type, s.address, s.port, s.poll, s.hears_scns, s.scn_watch)
+           for s in dd.sources(db, print)]
+    assert got == [("sendtargets", "10.0.0.1", 3260, 30, False, False),
+                   ("sendtargets", "10.0.0.1", 3261, 0, False, False),
+                   ("sendtargets", "10.0.0.1", 3263, 30, False, False),
+                   ("sendtargets", "10.0.0.1", 3264, 12, False, False),
+                   ("isns", "10.0.0.2", 3205, 30, True, True),
+                   ("isns", "10.0.0.3", 3205, 9, True, False)]
 
 
 def test_an_unreadable_discovery_record_is_said_and_skipped(db, tmp_path):
@@ -696,6 +697,62 @@ def test_a_failed_registration_is_retried_after_a_round_longer_than_the_retry(
         return p
     p = asyncio.run(run())
     assert len(calls) == 2 and p.registered
+
+
+@pytest.mark.parametrize("scn_watch, logouts", [(True, []), (False, [[T1]])])
+def test_an_isns_records_own_poll_logs_in_but_out_only_when_asked(scn_watch, logouts, caplog):
+    """An iSNS record's default interval (-1): iscsid waits for SCNs only, iscsictld also
+    polls (a server may drop an SCN), but such a poll logs nothing out: an iSNS server
+    restarted empty sends no SCN, and its empty answer logged every session out.  Before,
+    it did.  An interval the user set logs out what is gone, as iscsid's poll does."""
+    node = {"node.name": T1, "node.conn[0].address": "10.0.0.1", "node.conn[0].port": "3260",
+            "iface.iscsi_ifacename": "default"}
+    answers = [[node], [], []]
+    sessions, done = Sessions(), asyncio.Event()
+
+    async def discover(src):
+        if answers:
+            return answers.pop(0)
+        await asyncio.sleep(0.05)  # the rounds' logouts run
+        done.set()
+        await asyncio.Event().wait()
+
+    async def no_wait(_):
+        await asyncio.sleep(0)
+    p = dd.Poller(dd.Source("isns", "127.0.0.1", 9, {}, 30, scn_watch=scn_watch), discover,
+                  sessions.has, sessions.login, sessions.logout, sleep=no_wait)
+
+    async def main():
+        task = asyncio.create_task(p.run())
+        await asyncio.wait_for(done.wait(), 5)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    with caplog.at_level(logging.INFO):
+        asyncio.run(main())
+    assert (sessions.logins, sessions.logouts) == ([[T1]], logouts)
+    assert ("not found by the poll: kept" in caplog.text) == scn_watch
+
+
+def test_a_node_the_poll_kept_is_logged_out_by_an_scns_round():
+    """What a poll of an iSNS record's -1 interval did not find stays tracked: the next
+    round an SCN starts (log_out) that does not find it either logs it out."""
+    node = {"node.name": T1, "node.conn[0].address": "10.0.0.1", "node.conn[0].port": "3260",
+            "iface.iscsi_ifacename": "default"}
+    answers = [[node], [], []]
+    sessions = Sessions()
+
+    async def discover(src):
+        return answers.pop(0)
+    p = dd.Poller(dd.Source("isns", "127.0.0.1", 9, {}, 30, scn_watch=True), discover,
+                  sessions.has, sessions.login, sessions.logout)
+
+    async def rounds():
+        await p.round(wait=True)
+        await p.round(wait=True, log_out=False)  # the poll: kept
+        assert sessions.logouts == [] and dd.node_key(node) in p.tracked
+        await p.round(wait=True)  # an SCN's round
+    asyncio.run(rounds())
+    assert sessions.logouts == [[T1]]
 
 
 def test_the_registration_is_kept_between_rounds_longer_than_half_its_period(db):
