@@ -44,7 +44,7 @@ def _did(args):  # type: ignore[no-untyped-def]
     if t == "slp":  # iscsiadm's words and code
         raise E.CliError("SLP discovery is not fully implemented yet.", E.INVAL)
     if not args.portal:
-        raise E.CliError("discovery needs -p ip[:port]", E.INVAL)
+        raise E.CliError("Please specify portal as <ipaddr>[:<ipport>]", E.INVAL)  # iscsiadm's
     p = parse_portal_arg(args.portal,  # a tag (copied from a listing) is ignored, as iscsiadm
                          default_port=ISNS_DEFAULT_PORT if t == "isns" else None)
     # keyed by the address as given, a host name too (iscsiadm's drec.address): it is

@@ -558,3 +558,13 @@ def test_o_new_over_a_record_says_its_settings_are_not_kept(cli, tmp_path):
     r = ours(*old[:6], "-p", "10.0.0.2:3260,1")  # converted: its settings gone too
     assert "10.0.0.2,3260,-1 " not in r.err and f"10.0.0.2,3260,1 {T} existed" in r.err
     assert ours(*new[:4], "-T", "iqn.2001-04.com.example:fresh", "-p", "10.0.0.1,1").err == ""
+
+
+def test_a_discovery_without_a_portal_is_refused_in_iscsiadms_words(cli):
+    """7, and iscsiadm's line (its `-m discovery -t isns` one has "<ipaddr>:[<ipport>]", a
+    slip not copied).  Before: "discovery needs -p ip[:port]"."""
+    for args in (["-m", "discovery", "-t", "st"], ["-m", "discoverydb", "-t", "st", "-D"],
+                 ["-m", "discoverydb", "-t", "isns", "-D"]):
+        a, b = adm(cli, *args), cli(*args)
+        assert (b.rc, b.err.replace("iscsictl:", "iscsiadm:")) == (a.returncode, a.stderr)
+    assert cli("-m", "discovery", "-t", "isns").rc == 7
