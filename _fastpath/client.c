@@ -27,7 +27,8 @@
  *   replies  struct reply: REPLY_STARTED (value = the child's pid), then one of
  *            REPLY_EXITED (value = exit code) or REPLY_KILLED (value = signal).
  * The server closes the connection without REPLY_STARTED when it refuses a
- * request; nothing of the command has run then, so the fallback is safe.
+ * request; nothing of the command has run then, so the fallback is safe.  So is
+ * giving up on a REPLY_STARTED that does not come within START_TIMEOUT.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -42,11 +43,13 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PROTOCOL_VERSION 1
 #define DEFAULT_DAEMON_SOCKET "/run/iscsictld.sock"
 #define PYTHON_FRONT_END "iscsictl-py"
+#define START_TIMEOUT 5.0 /* s for a worker to take the command (a few ms when one is idle) */
 
 enum { REPLY_STARTED = 1, REPLY_EXITED = 2, REPLY_KILLED = 3 };
 
@@ -280,10 +283,23 @@ static int read_reply(int fd, struct reply *r)
  * the request after that sees the hang-up and does not run it) and the caller dies of
  * it.  1: a reply read, 0: end of file, -1: an error.
  */
+static double now(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+/* REPLY_STARTED within START_TIMEOUT s, else -1 (the caller runs the Python front end: a
+ * worker that takes the connection later finds it closed and runs nothing).  A server
+ * killed while a worker runs a long command leaves that worker's copy of the listening
+ * socket open: a connection made then waited, unanswered, for that command's end. */
 static int await_started(int fd, struct reply *r, const sigset_t *old_mask)
 {
 	static const int ending[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT };
 	struct pollfd p = { .fd = fd, .events = POLLIN };
+	double deadline = now() + START_TIMEOUT;
 
 	for (;;) {
 		sigset_t pending;
@@ -292,6 +308,8 @@ static int await_started(int fd, struct reply *r, const sigset_t *old_mask)
 		if (n > 0)
 			return read_reply(fd, r);
 		if (n < 0 && errno != EINTR)
+			return -1;
+		if (now() >= deadline)
 			return -1;
 		if (sigpending(&pending) < 0)
 			continue;

@@ -4,7 +4,8 @@ iscsictld runs it (``python -m iscsictl.cli.server --socket PATH --watch-stdin``
 imports the CLI once and forks workers ahead of need; each connection of the ``iscsictl``
 client (``_fastpath/client.c``, which documents the wire format) is taken by one worker,
 which takes over the client's stdin/stdout/stderr, arguments, environment, working directory
-and umask, and runs :func:`iscsictl.cli.main.run` exactly as the Python front end
+and umask (and its nice value, group ids and audit login uid), and runs
+:func:`iscsictl.cli.main.run` exactly as the Python front end
 ``iscsictl-py`` would.  The client learns the worker's pid and, when it ends, its exit code
 or signal.
 
@@ -373,8 +374,9 @@ def _worker(listener: socket.socket, ctl: socket.socket) -> None:
             if conn is None:
                 os._exit(0)
             socket.send_fds(ctl, [b"a"], [conn.fileno()])
-            code, reusable = _serve(conn, own, privileges)
-            if not (reusable and served + 1 < MAX_COMMANDS and _client_gone(conn)):
+            code, reusable = _serve(conn, own, privileges, (ctl, listener))
+            if not (reusable and served + 1 < MAX_COMMANDS and _client_gone(conn)) or \
+                    listener.fileno() == -1:  # (let go of: the server stops or died)
                 os._exit(code & 0xFF)
             conn.close()
             if not _as_found(before):
@@ -393,9 +395,11 @@ def _worker(listener: socket.socket, ctl: socket.socket) -> None:
 
 #: what a client must share with the server for its command to run here: its network
 #: namespace (the connections a discovery makes), its mount namespace and its root (the
-#: files it reads and writes): a client in another (``ip netns exec``, a chroot) runs
-#: iscsictl-py in its own, as iscsiadm runs in the caller's
-_CONTEXT = ("ns/net", "ns/mnt", "root")
+#: files it reads and writes), its user namespace (root in one of its own, a service's
+#: ``PrivateUsers=``, is root on the host by uid but has no capability here): a client in
+#: another (``ip netns exec``, a chroot, ``unshare -U``) runs iscsictl-py in its own, as
+#: iscsiadm runs in the caller's
+_CONTEXT = ("ns/net", "ns/mnt", "root", "ns/user")
 
 
 def _context(pid: int | str) -> tuple[tuple[int, int], ...] | None:
@@ -426,18 +430,29 @@ def _unconfined(label: bytes) -> bool:
     return (fields[2] if len(fields) >= 3 else label.split(b" ")[0]) in _UNCONFINED
 
 
-def _privileges(pid: int | str) -> tuple[tuple[int, ...], tuple[int, ...], bytes] | None:
-    """``pid``'s capability sets (:data:`_CAPS`), its :data:`_LIMITS` and its LSM label
-    (``/proc/PID/attr/current``: b"" when none); None when not readable."""
+def _status(pid: int | str) -> dict[str, bytes]:
+    """``/proc/PID/status``'s fields, by name ({} when not readable)."""
     fields = {}
     try:
         with open(f"/proc/{pid}/status", "rb") as f:
             for line in f:
                 name, _, value = line.partition(b":")
                 fields[name.decode("ascii", "replace")] = value.strip()
+    except OSError:
+        return {}
+    return fields
+
+
+def _privileges(pid: int | str, fields: dict[str, bytes] | None = None
+                ) -> tuple[tuple[int, ...], tuple[int, ...], bytes] | None:
+    """``pid``'s capability sets (:data:`_CAPS`), its :data:`_LIMITS` and its LSM label
+    (``/proc/PID/attr/current``: b"" when none); None when not readable.  ``fields``: its
+    :func:`_status`, when read already."""
+    fields = _status(pid) if fields is None else fields
+    try:
         caps = tuple(int(fields[k], 16) for k in _CAPS)
         limits = tuple(int(fields.get(k, b"0")) for k in _LIMITS)
-    except (OSError, KeyError, ValueError):
+    except (KeyError, ValueError):
         return None
     try:
         with open(f"/proc/{pid}/attr/current", "rb") as f:
@@ -464,17 +479,85 @@ def _as_privileged(client: tuple | None, own: tuple | None) -> bool:
             and seccomp == 0 and (label == own_label or _unconfined(label)))
 
 
+#: ``/proc/PID/loginuid`` of a process no login has marked (the kernel's AUDIT_UID_UNSET)
+_LOGINUID_UNSET = b"4294967295"
+
+
+def _loginuid(pid: int | str) -> bytes | None:
+    """``pid``'s audit login uid (None: the kernel keeps none, or not readable)."""
+    try:
+        with open(f"/proc/{pid}/loginuid", "rb") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _caller(pid: int, fields: dict[str, bytes]) -> tuple | None:
+    """What a command takes on of its caller (``pid``, its :func:`_status` ``fields``), to
+    run as the process it would have been: its nice value, its group ids and groups (the
+    files it makes are theirs) and its audit login uid (an administrator's, which the audit
+    log then names).  None when they cannot be read."""
+    try:
+        gids = tuple(int(g) for g in fields["Gid"].split()[:3])
+        groups = tuple(int(g) for g in fields.get("Groups", b"").split())
+        return os.getpriority(os.PRIO_PROCESS, pid), gids, groups, _loginuid(pid)
+    except (KeyError, ValueError, OSError):
+        return None
+
+
+def _take_on(caller: tuple) -> Callable[[], bool] | None:
+    """Become :func:`_caller`'s ``caller``; returns what undoes it, which says whether this
+    worker is as it was (not once it took a login uid: the kernel sets one only once).
+    None, nothing changed, when its login uid cannot be taken (this process has another,
+    or no CAP_AUDIT_CONTROL): the client then runs iscsictl-py as itself."""
+    nice, gids, groups, loginuid = caller
+    own_loginuid = _loginuid("self")
+    if loginuid != own_loginuid:
+        if own_loginuid != _LOGINUID_UNSET or loginuid is None:
+            return None
+        try:
+            with open("/proc/self/loginuid", "wb") as f:
+                f.write(loginuid)
+        except OSError:
+            return None
+    own_nice, own_gids, own_groups = (os.getpriority(os.PRIO_PROCESS, 0), os.getresgid(),
+                                      tuple(os.getgroups()))
+    if nice != own_nice:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    if (gids, groups) != (own_gids, own_groups):
+        os.setgroups(groups)
+        os.setresgid(*gids)
+
+    def undo() -> bool:
+        if (gids, groups) != (own_gids, own_groups):
+            os.setresgid(*own_gids)
+            os.setgroups(own_groups)
+        if nice != own_nice:
+            os.setpriority(os.PRIO_PROCESS, 0, own_nice)
+        return loginuid == own_loginuid
+    return undo
+
+
 def _serve(conn: socket.socket, own: tuple | None = None,
-           privileges: tuple | None = None) -> tuple[int, bool]:
+           privileges: tuple | None = None,
+           server: tuple[socket.socket, socket.socket] | None = None) -> tuple[int, bool]:
     """Run the client's command in this process as its own: its descriptors 0-2, working
     directory, umask, environment and arguments.  (exit code, whether the worker may serve
     again); exits at once (1: the client runs iscsictl-py) for a request it does not take:
     another user's, one from another :data:`_CONTEXT` than ``own`` (this process's), or
-    one whose process is not :func:`_as_privileged` as ``privileges`` (this process's)."""
+    one whose process is not :func:`_as_privileged` as ``privileges`` (this process's).
+    The command runs as its caller's process would: its nice value, groups and audit login
+    uid (:func:`_take_on`).  ``server``: this worker's (ctl, listener), the listener let go
+    of while the command runs should the server stop or die (:func:`_watching_client`)."""
     pid, uid, _ = peer_credentials(conn)
-    if uid != 0 or own is None or _context(pid) != own or \
-            not _as_privileged(_privileges(pid), privileges):
+    fields = _status(pid)
+    caller = _caller(pid, fields)
+    if uid != 0 or own is None or _context(pid) != own or caller is None or \
+            not _as_privileged(_privileges(pid, fields), privileges):
         os._exit(1)  # the client runs iscsictl-py, as that user, where it is
+    undo = _take_on(caller)
+    if undo is None:
+        os._exit(1)  # (as above)
     try:
         umask, cwd, args, env, fds = _read_request(conn)
         os.chdir(cwd)
@@ -500,32 +583,43 @@ def _serve(conn: socket.socket, own: tuple | None = None,
     forget_lookups()  # a name is looked up anew by each command
 
     try:
-        with _watching_client(conn), terminating():  # a forwarded SIGTERM or SIGHUP
+        with _watching_client(conn, server), terminating():  # a forwarded SIGTERM or SIGHUP
             code, reusable = run(args), True  # unwinds the command, then ends this worker
     except KeyboardInterrupt:
         code, reusable = 130, False
     except ClientGone:
         code, reusable = 128 + signal.SIGKILL, False
-    return code, _finish(code, conn) and reusable
+    return code, _finish(code, conn) and undo() and reusable
 
 
 @contextlib.contextmanager
-def _watching_client(conn: socket.socket):
+def _watching_client(conn: socket.socket,
+                     server: tuple[socket.socket, socket.socket] | None = None):
     """While the command runs, its client's end is watched (O_ASYNC: SIGIO when the
     connection changes): should the client end before its command (killed: it only
-    reads), ClientGone is raised in the command."""
+    reads), ClientGone is raised in the command.  With ``server`` (the worker's ctl and
+    its copy of the listener), the server's end too: when it stops (it shuts ``ctl``
+    down) or dies, the listener is let go of, so that no client waits in its backlog for
+    this command's end (a connection no one accepts holds the client's stdio too)."""
+    watched = [conn] if server is None else [conn, server[0]]
+
     def gone(signum, frame) -> None:
+        if server is not None and server[1].fileno() != -1 and _hung_up(server[0]):
+            server[1].close()
         if _hung_up(conn):
             raise ClientGone()
-    flags = fcntl.fcntl(conn, fcntl.F_GETFL)
-    fcntl.fcntl(conn, fcntl.F_SETOWN, os.getpid())
+    flags = [fcntl.fcntl(s, fcntl.F_GETFL) for s in watched]
+    for s in watched:
+        fcntl.fcntl(s, fcntl.F_SETOWN, os.getpid())
     signal.signal(signal.SIGIO, gone)
-    fcntl.fcntl(conn, fcntl.F_SETFL, flags | os.O_ASYNC)
+    for s, f in zip(watched, flags):
+        fcntl.fcntl(s, fcntl.F_SETFL, f | os.O_ASYNC)
     try:
         gone(signal.SIGIO, None)  # gone already, before SIGIO was asked for
         yield
     finally:
-        fcntl.fcntl(conn, fcntl.F_SETFL, flags)
+        for s, f in zip(watched, flags):
+            fcntl.fcntl(s, fcntl.F_SETFL, f)
         signal.signal(signal.SIGIO, signal.SIG_IGN)
 
 
@@ -706,7 +800,9 @@ class CommandServer:
 
     def _close_listener(self) -> None:
         """No new clients (they run iscsictl-py); idle workers are told to exit (busy ones
-        when they come back)."""
+        when they come back), and busy ones to let go of their copies of the listener
+        (their ``ctl`` shut down for writing: :func:`_watching_client`), so that clients
+        queued there are refused at once, not kept until those commands end."""
         self._watch_listener(False)
         self.listener.close()
         self.listener = None
@@ -719,6 +815,11 @@ class CommandServer:
         for w in self.workers.values():
             if w.idle:
                 self._retire(w)
+            elif w.ctl is not None:
+                try:
+                    w.ctl.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
 
     def _idle_count(self) -> int:
         return sum(w.idle for w in self.workers.values())

@@ -1194,3 +1194,113 @@ def test_a_huge_environment_is_run_as_a_process_of_its_own(server):
     assert max(times) < 5, times
     assert f"{len(big)} environment variables (more than {MAX_ENV}): its client runs " \
         "iscsictl-py" in server.log.read_text()
+
+
+def test_root_in_a_user_namespace_of_its_own_runs_the_python_front_end(server):
+    """Root mapped to root in a user namespace of its own (``unshare -U``, a service's
+    ``PrivateUsers=``) connects as uid 0 but holds no capability outside it: it runs
+    iscsictl-py as itself (here echo).  Before, the worker ran its command as the host's
+    root (a DB it could not write was written)."""
+    r = subprocess.run(["unshare", "-U", "--map-user=0", "--map-group=0", str(CLIENT), "-m",
+                        "node", "x"], capture_output=True, text=True, timeout=60,
+                       env=env_for(server, ISCSICTL_PY="/bin/echo"))
+    assert (r.returncode, r.stdout) == (0, "-m node x\n"), r
+    r = run_client(["--version"], env_for(server))
+    assert r.returncode == 0 and r.stdout.startswith("iscsictl version"), r
+
+
+def test_a_served_command_runs_with_its_callers_nice_value_groups_and_login_uid(
+        server, tmp_path):
+    """The worker takes on the caller's nice value, group ids and groups (the records it
+    writes are the caller's group's) and audit login uid (the audit log names the
+    administrator), as the process the command would otherwise be.  Before: nice 0, the
+    server's group, no login uid.  The next command is its own again."""
+    root = tmp_path / "db"
+    Cli(str(root))
+
+    def caller():
+        os.setpriority(os.PRIO_PROCESS, 0, 15)
+        os.setgroups([4242])
+        os.setresgid(4242, 4242, 4242)
+        with open("/proc/self/loginuid", "w") as f:
+            f.write("1000")
+    with SilentPortal() as silent:
+        p = subprocess.Popen([str(CLIENT), "-m", "discovery", "-t", "st", "-p",
+                              silent.portal], env=env_for(server, root), preexec_fn=caller,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)  # in the login wait
+        seen = []
+        for w in server.workers():
+            with open(f"/proc/{w}/loginuid") as f:
+                loginuid = f.read()
+            status = dict(line.split(":", 1) for line in
+                          Path(f"/proc/{w}/status").read_text().splitlines())
+            seen.append((os.getpriority(os.PRIO_PROCESS, w), status["Gid"].split()[:3],
+                         status["Groups"].split(), loginuid))
+        p.kill()
+        p.communicate(timeout=30)
+    assert (15, ["4242"] * 3, ["4242"], "1000") in seen, seen
+    r = run_client(["-m", "node", "-o", "new", "-T", "iqn.2001-04.com.example:g", "-p",
+                    "192.0.2.1"], env_for(server, root),
+                   preexec_fn=lambda: (os.setgroups([4343]), os.setresgid(4343, 4343, 4343)))
+    assert r.returncode == 0, r
+    made = root / "nodes" / "iqn.2001-04.com.example:g" / "192.0.2.1,3260"
+    assert made.stat().st_gid == 4343
+    r = run_client(["--version"], env_for(server))  # served as the server's own again
+    assert r.returncode == 0 and r.stdout.startswith("iscsictl version"), r
+
+
+def test_a_server_killed_while_a_command_runs_refuses_new_clients_at_once(tmp_path):
+    """The server killed while a worker runs a long command: that worker lets go of its
+    copy of the listening socket (its ctl hung up: SIGIO), so a new client is refused and
+    runs iscsictl-py (here echo) at once.  Before, its connection was queued where no one
+    took it, until the busy command's end (its stdio held as long)."""
+    server = Server(tmp_path)
+    root = tmp_path / "etc"
+    Cli(str(root))
+    conf = root / "iscsid.conf"
+    conf.write_text(conf.read_text().replace("timeout = 3\n", "timeout = 30\n"))
+    with SilentPortal() as silent:
+        busy = subprocess.Popen([str(CLIENT), "-m", "discovery", "-t", "st", "-p",
+                                 silent.portal], env=env_for(server, root),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            time.sleep(1.0)  # in its login wait
+            server.proc.kill()
+            server.proc.wait(30)
+            time.sleep(0.5)
+            start = time.monotonic()
+            r = run_client(["-m", "node", "x"], env_for(server, ISCSICTL_PY="/bin/echo"))
+            waited = time.monotonic() - start
+            assert (r.returncode, r.stdout) == (0, "-m node x\n"), r
+            assert waited < 3, waited
+            assert busy.poll() is None  # still in its login
+        finally:
+            busy.kill()
+            busy.communicate(timeout=30)
+
+
+def test_a_client_whose_command_no_worker_starts_runs_the_python_front_end(tmp_path):
+    """No worker takes the connection (here the server and its workers stopped by
+    SIGSTOP): the client waits for its start 5 s at most (client.c START_TIMEOUT), then
+    runs iscsictl-py (here echo).  The worker that takes the connection later finds it
+    given up and runs nothing."""
+    server = Server(tmp_path)
+    out = tmp_path / "out"
+    stopped = [server.proc.pid, *server.workers()]
+    try:
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        start = time.monotonic()
+        with open(out, "w") as f:  # a file: the descriptors sent wait in the backlog
+            r = subprocess.run([str(CLIENT), "-m", "node", "x"], stdout=f, timeout=60,
+                               env=env_for(server, ISCSICTL_PY="/bin/echo"))
+        waited = time.monotonic() - start
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+    assert (r.returncode, out.read_text()) == (0, "-m node x\n")
+    assert 4.5 < waited < 20, waited
+    r = run_client(["--version"], env_for(server))
+    assert r.returncode == 0 and r.stdout.startswith("iscsictl version"), r
+    assert server.stop() == 0
