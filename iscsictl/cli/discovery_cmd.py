@@ -294,19 +294,22 @@ def discover(args, o, ops, from_db: bool, missing_code: int = E.IDBM) -> int:
     ``from_db``: with the stored discovery record; a missing one is created from the
     defaults for ``-m discoverydb -D`` (as iscsiadm does), "not found!" (``missing_code``
     7) for ``-m discovery -p`` without ``-t``; a damaged one (empty, cut short) is made
-    again from the defaults, with a warning.  ``-m discovery -t isns`` stores no record (as
+    again from the defaults, with a warning; one over 1 MiB, which iscsiadm reads, fails
+    the discovery (6).  ``-m discovery -t isns`` stores no record (as
     iscsiadm: its node records are then linked from ``isns/`` itself).  One exchange per
     iface: SendTargets through that iface's network device and with its initiator name;
     iSNS once per initiator name.  Any failure stops the discovery before a record is
     written (iscsiadm's all-or-nothing)."""
-    from ..db.errors import CorruptRecord, RecordNotFound
+    from ..db.errors import CorruptRecord, RecordNotFound, RecordTooLarge
     did, p = _did(args)
     db = open_db(args, o)
     persistent = "nonpersistent" not in ops
 
     def discovery_record(defer: bool = False):  # -> (record, _Deferred write or None)
-        try:
+        try:  # (one iscsiadm was rewriting in place is read again, whole: read_discovery)
             return db.read_discovery(did), None
+        except RecordTooLarge:  # iscsiadm reads it: kept, its settings (CHAP) not lost
+            raise
         except CorruptRecord as e:
             # empty or cut short (iscsiadm writes it in place, unsynced): made again from
             # the defaults, as a damaged node record is, not a failure of each discovery

@@ -720,6 +720,9 @@ class NodeDB:
         self._warn_cb = warn
         self._config: IscsidConfig | None = None
         self._tmp_checked = False  # _tmp_dir made (and swept of a crash's files) once
+        #: ifaces :meth:`discovery_ifaces` left out, unreadable: a rediscovery's reconcile
+        #: keeps their records even if they are whole again by then
+        self.left_out_ifaces: set[str] = set()
 
     # ---- helpers ------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -1050,19 +1053,39 @@ class NodeDB:
     # ---- node read -------------------------------------------------------------------------
     def read_node(self, nid: NodeID) -> Record:
         """Read and parse one node record.  Raises RecordNotFound, CorruptRecord.  Reads take
-        no lock; one found damaged is read again under iscsiadm's lock, where iscsiadm
-        could have been rewriting it in place (an empty or cut file meanwhile)."""
+        no lock; one found damaged is read again (:meth:`_read_settled`)."""
         path = self.node_path(nid)
+        return self._read_settled(path, lambda data: parse_record(schema.NODE, data, path,
+                                                                  self.warn))
+
+    def _read_settled(self, path: str, parse: Callable[[bytes], Record]) -> Record:
+        """``parse`` of the file ``path``, read without a lock; one found damaged (not one
+        too large) is read again under iscsiadm's lock, where iscsiadm could have been
+        rewriting it in place (an empty or cut file meanwhile), and one still empty again
+        every 20 ms within :data:`REREAD_WAIT` s: iscsiadm's iface writer empties its file
+        before it takes the lock, and fills it after (usr/iface.c iface_conf_write).
+        iscsiadm's rewrite takes milliseconds: a reader (the daemon's loop among them)
+        waits that long at most.  Raises as ``parse`` and :meth:`_read_bytes`."""
+        data = self._read_bytes(path)
         try:
-            return parse_record(schema.NODE, self._read_bytes(path), path, self.warn)
+            return parse(data)
+        except RecordTooLarge:
+            raise
         except CorruptRecord as damaged:
             if not isinstance(self.iscsiadm_lock, IscsiadmLock):
                 raise
-            try:  # iscsiadm's rewrite takes milliseconds: a reader (the daemon's loop among
-                with self.iscsiadm_lock.within(REREAD_WAIT):  # them) waits that long at most
-                    return parse_record(schema.NODE, self._read_bytes(path), path, self.warn)
-            except LockTimeout:
-                raise damaged from None
+            deadline = time.monotonic() + REREAD_WAIT
+            while True:
+                try:
+                    with self.iscsiadm_lock.within(max(0.0, deadline - time.monotonic())):
+                        data = self._read_bytes(path)
+                    return parse(data)
+                except LockTimeout:
+                    raise damaged from None
+                except CorruptRecord as again:
+                    if data or time.monotonic() >= deadline:
+                        raise again from None
+                time.sleep(0.02)
 
     def read_nodes(self, nids: Iterable[NodeID] | None = None, **filters) -> list[Record]:
         """Parsed records ``nids`` names, or (None) those matching the filters of
@@ -1658,12 +1681,12 @@ class NodeDB:
     def read_discovery(self, did: DiscoveryID) -> Record:
         """Parse one discovery record.  Raises RecordNotFound, CorruptRecord."""
         path = self.discovery_path(did)
-        try:
-            data = self._read_bytes(path)
+        try:  # (one found damaged read again, as a node record)
+            return self._read_settled(path, lambda data: parse_record(did.kind, data, path,
+                                                                      self.warn))
         except RecordNotFound:
             raise RecordNotFound(
                 f"Discovery record [{did.address},{did.port}] not found.") from None
-        return parse_record(did.kind, data, path, self.warn)
 
     @_changes_db
     def update_discovery(self, did: DiscoveryID, name: str, value) -> Record:
@@ -1841,8 +1864,9 @@ class NodeDB:
                                     if not self.node_exists(nid)}
 
         gone = sorted(old - set(found) - unmoved)
-        if gone:  # an iface whose record cannot be read now is not a deleted one
-            unreadable = self.unreadable_ifaces()
+        if gone:  # an iface whose record cannot be read now, or could not when the
+            # discovery chose its ifaces (iscsiadm rewriting it), is not a deleted one
+            unreadable = self.unreadable_ifaces() | self.left_out_ifaces
             gone = [nid for nid in gone if nid.iface not in unreadable]
 
         def stale(nid: NodeID) -> None:
@@ -2224,6 +2248,7 @@ class NodeDB:
             except DBError as e:
                 self.warn(f"{e}: iface {name} left out of the discovery, its node records "
                           "kept")
+                self.left_out_ifaces.add(name)  # (whatever it is when they are reconciled)
                 continue
             if (rec.values.get("iface.transport_name") or "tcp") == "tcp":
                 out.append((name, rec))
@@ -2240,14 +2265,16 @@ class NodeDB:
             raise RecordNotFound(f"Could not read iface {name}: open-iscsi's example file, "
                                  "skipped as open-iscsi skips it")
         path = self.iface_path(name)
-        try:
-            data = self._read_bytes(path)
+
+        def parse(data: bytes) -> Record:
+            if _TRANSPORT_LINE.search(data) is None:  # parse_record would give it tcp's
+                raise CorruptRecord(path, "has no iface.transport_name: not a valid iSCSI "
+                                          "interface configuration file (open-iscsi skips it)")
+            return parse_record(schema.IFACE, data, path, self.warn)
+        try:  # (one found damaged read again, as a node record: iscsiadm empties it first)
+            rec = self._read_settled(path, parse)
         except RecordNotFound:
             raise RecordNotFound(f"Could not read iface {name}: not found") from None
-        if _TRANSPORT_LINE.search(data) is None:  # parse_record would give it tcp's
-            raise CorruptRecord(path, "has no iface.transport_name: not a valid iSCSI "
-                                      "interface configuration file (open-iscsi skips it)")
-        rec = parse_record(schema.IFACE, data, path, self.warn)
         rec.values["iface.iscsi_ifacename"] = name
         return rec
 

@@ -162,6 +162,22 @@ def test_a_damaged_discovery_record_is_made_again(cli, tgt, damage):
     assert open(st).read() == damage  # nonpersistent: not written
 
 
+def test_a_discovery_record_over_a_mib_fails_the_discovery_and_is_kept(cli, tgt):
+    """An st_config over 1 MiB (iscsictl reads no larger record; iscsiadm reads it) fails
+    the discovery (6) and is kept as it is, its settings (discovery CHAP) with it, as such
+    a node record is.  Before, it was "recreated from defaults"."""
+    from iscsictl.db.store import MAX_RECORD_BYTES
+    assert cli("-m", "discovery", "-t", "st", "-p", tgt.portal).rc == 0
+    st = os.path.join(cli.root, "send_targets", f"127.0.0.1,{tgt.port}", "st_config")
+    with open(st, "a") as f:
+        f.write("discovery.sendtargets.auth.username = keepme\n")
+        f.write("# padding\n" * (MAX_RECORD_BYTES // 10 + 1))
+    before = open(st, "rb").read()
+    r = cli("-m", "discovery", "-t", "st", "-p", tgt.portal)
+    assert r.rc == 6 and f"larger than {MAX_RECORD_BYTES} bytes" in r.err, r
+    assert open(st, "rb").read() == before
+
+
 def test_nonpersistent_writes_nothing(cli, tgt):
     r = cli("-m", "discovery", "-t", "st", "-p", tgt.portal, "-o", "nonpersistent")
     assert r.rc == 0, r.err

@@ -1454,3 +1454,79 @@ def test_a_rediscovery_refreshes_a_record_where_it_is_not_where_it_says(db, tmp_
     assert (rb["node.name"], rb["node.conn[0].port"], rb["node.tpgt"]) == (T2, 3261, 1)
     assert rb["node.session.timeo.replacement_timeout"] == 7
     assert sorted(db.list_nodes()) == [a, b]
+
+
+def _rewritten_in_place(path, lock_dir, before_lock: bool):  # -> threading.Thread
+    """iscsiadm rewriting ``path`` in place: emptied (``fopen(path, "w")``), filled 0.2 s
+    later, under its lock (``lock.write``) from the start (idbm_discovery_write, as its
+    node writer) or, ``before_lock``, emptied before it takes the lock and filled after it
+    gave it back (usr/iface.c iface_conf_write).  The thread, started."""
+    import threading
+    content = open(path, "rb").read()
+
+    def rewrite() -> None:
+        if before_lock:
+            open(path, "wb").close()
+        os.link(lock_dir / "lock", lock_dir / "lock.write")
+        if not before_lock:
+            open(path, "wb").close()
+        time.sleep(0.2)
+        if not before_lock:
+            open(path, "wb").write(content)
+        os.unlink(lock_dir / "lock.write")
+        if before_lock:
+            time.sleep(0.05)
+            open(path, "wb").write(content)
+    t = threading.Thread(target=rewrite)
+    t.start()
+    return t
+
+
+def test_a_discovery_record_or_iface_iscsiadm_rewrites_in_place_is_read_whole(tmp_path):
+    """A discovery record and an iface read while iscsiadm rewrites them in place (the
+    file empty meanwhile): read again, whole, as a node record is.  Before, the empty
+    discovery record was "recreated from defaults" by a discovery (its CHAP lost), and the
+    iface left out of a rediscovery, whose records were then deleted as stale."""
+    (tmp_path / "etc").mkdir()
+    lock_dir = tmp_path / "run-lock"
+    db = NodeDB(str(tmp_path / "db"), str(tmp_path / "etc"), iscsiadm_lock_dir=str(lock_dir))
+    did = DiscoveryID("sendtargets", "10.0.0.9", 3260)
+    db.create_discovery(did)
+    db.update_discovery(did, "discovery.sendtargets.auth.username", "discuser")
+    db.create_iface("if1", {"iface.transport_name": "tcp",
+                            "iface.initiatorname": "iqn.2001-04.com.example:if1"})
+    db.reconcile_discovery(did, [])  # (the lock file made)
+    for path, before_lock, read in (
+            (db.discovery_path(did), False,
+             lambda: db.read_discovery(did)["discovery.sendtargets.auth.username"]),
+            (db.iface_path("if1"), True,
+             lambda: db.read_iface("if1")["iface.initiatorname"])):
+        t = _rewritten_in_place(path, lock_dir, before_lock)
+        time.sleep(0.05)
+        try:
+            assert read() in ("discuser", "iqn.2001-04.com.example:if1")
+        finally:
+            t.join()
+
+
+def test_a_rediscovery_keeps_the_records_of_an_iface_it_left_out_whole_again_later(tmp_path):
+    """An iface that could not be read when the discovery chose its ifaces (empty longer
+    than a re-read waits) but is whole when the records are reconciled: its records are
+    kept, as the discovery said.  Before, they were deleted as stale."""
+    (tmp_path / "etc").mkdir()
+    db = NodeDB(str(tmp_path / "db"), str(tmp_path / "etc"))
+    did = DiscoveryID("sendtargets", "10.0.0.9", 3260)
+    db.create_discovery(did)
+    db.create_iface("if1", {"iface.transport_name": "tcp"})
+    db.create_iface("if2", {"iface.transport_name": "tcp"})
+    kept = NodeID(T1, "10.0.0.1", 3260, 1, "if1")
+    db.reconcile_discovery(did, [kept, NodeID(T1, "10.0.0.1", 3260, 1, "if2")])
+    whole = open(db.iface_path("if1"), "rb").read()
+    open(db.iface_path("if1"), "wb").close()
+    warned = []
+    db.warn = warned.append
+    chosen = [name for name, _ in db.discovery_ifaces()]
+    open(db.iface_path("if1"), "wb").write(whole)
+    db.reconcile_discovery(did, [NodeID(T1, "10.0.0.1", 3260, 1, name) for name in chosen])
+    assert chosen == ["if2"] and any("if1 left out" in w for w in warned), warned
+    assert db.node_exists(kept)
