@@ -146,8 +146,9 @@ def convert(key: Key, value) -> object:
     """Text or typed value -> the typed value of ``key``.  Raises InvalidValue.
 
     int: base-10 integer (ASCII digits, an optional sign) within the C field's range;
-    enum/bool: exactly one of ``key.values``; str: no newline or NUL, and a file line (key
-    included) idbm reads back (at most :data:`~.schema.MAX_LINE` - 2 bytes before its '\n');
+    enum/bool: exactly one of ``key.values``; str: no newline or NUL, and no more bytes than
+    open-iscsi holds (:data:`~.schema.MAX_VALUE`, or the key's :data:`~.schema.VALUE_SIZES`:
+    iscsiadm would read another value, a CHAP secret cut short, another MAC);
     list: comma/space separated option names, duplicates and unknown names rejected."""
     t = key.type
     if t == "str":
@@ -155,12 +156,12 @@ def convert(key: Key, value) -> object:
             raise InvalidValue(key.name, repr(value), "expected text")
         if "\n" in value or "\0" in value:
             raise InvalidValue(key.name, value, "newline or NUL in value")
-        # idbm's fgets(buffer, MAX_LINE) holds a line of MAX_LINE - 2 bytes and its '\n'
-        if len(value) * 4 >= schema.MAX_LINE - len(key.name) - 5 and \
-                len(_file_line(key, value).encode("utf-8", "surrogateescape")) > \
-                schema.MAX_LINE - 1:
-            raise InvalidValue(key.name, value[:40] + "...", "longer than a record's line may "
-                               f"be ({schema.MAX_LINE - 2} bytes with its key)")
+        limit = schema.VALUE_SIZES.get(key.name, schema.MAX_VALUE)
+        if len(value) > limit // 4 and \
+                (size := len(value.encode("utf-8", "surrogateescape"))) > limit:
+            shown = "********" if key.secret else value[:40] + ("..." if len(value) > 40 else "")
+            raise InvalidValue(key.name, shown, f"{size} bytes: open-iscsi holds {limit} at "
+                                                "most")
         return value
     if t == "int":
         if isinstance(value, bool):

@@ -29,6 +29,12 @@ BEGIN_RECORD = "# BEGIN RECORD"
 END_RECORD = "# END RECORD"
 #: fgets buffer of ``idbm_recinfo_config``: longer lines are not records' lines.
 MAX_LINE = 2048
+#: ``VALUE_MAXVAL`` (256) of idbm's key table, less its NUL: bytes of a text value
+#: iscsiadm holds (it cuts a longer one there, with "value too long")
+MAX_VALUE = 255
+#: text keys whose open-iscsi field is smaller, less its NUL: iface_rec's
+#: ``hwaddress[ISCSI_HWADDRESS_BUF_SIZE]`` and ``netdev[IFNAMSIZ]``
+VALUE_SIZES = {"iface.hwaddress": 17, "iface.net_ifacename": 15}
 #: ``ISCSI_MAX_IFACE_LEN`` (65) minus the NUL.
 MAX_IFACE_NAME = 64
 #: ``PORTAL_GROUP_TAG_UNKNOWN``

@@ -199,18 +199,22 @@ def test_integers_with_a_sign_or_blanks_as_strtol_reads_them():
     assert r["node.session.nr_sessions"] == 7
 
 
-def test_a_value_too_long_for_a_record_line_is_refused():
-    """A line idbm's fgets(buffer, MAX_LINE) would drop (MAX_LINE - 1 bytes before its
-    newline: the buffer holds no newline then) is refused when set, not lost on re-read."""
-    key = "node.session.auth.username"
-    room = schema.MAX_LINE - 1 - len(f"{key} = \n")
-    r = Record(schema.NODE, {"node.name": "iqn.2003-01.org.example:t1",
-                             "node.conn[0].address": "10.0.0.1"})
+@pytest.mark.parametrize("kind, key, room", [
+    (schema.NODE, "node.session.auth.username", 255),
+    (schema.NODE, "node.session.auth.password", 255),
+    (schema.IFACE, "iface.hwaddress", 17), (schema.IFACE, "iface.net_ifacename", 15)])
+def test_a_value_longer_than_open_iscsi_holds_is_refused(kind, key, room):
+    """A text value over what iscsiadm holds (VALUE_MAXVAL, less its NUL; a smaller C
+    field's size) is refused when set: iscsiadm would read another value (a CHAP secret
+    cut to 255 bytes, "aa:bb:cc:dd:ee:ff:00:11" as the MAC aa:bb:cc:dd:ee:ff).  Before,
+    anything up to a 2 KiB line was written.  A secret is not said."""
+    r = Record(kind, {"node.name": "iqn.2003-01.org.example:t1",
+                      "node.conn[0].address": "10.0.0.1"} if kind is schema.NODE else {})
     r.set(key, "u" * room)
-    text = format_record(r, for_file=True)
-    assert parse_record(schema.NODE, text)[key] == "u" * room
-    with pytest.raises(InvalidValue, match="longer than a record's line"):
+    assert parse_record(kind, format_record(r, for_file=True))[key] == "u" * room
+    with pytest.raises(InvalidValue, match=f"{room + 1} bytes: open-iscsi holds {room}") as e:
         r.set(key, "u" * (room + 1))
+    assert ("u" * 10 in str(e.value)) != ("password" in key)
     with pytest.raises(InvalidValue):
         r.set(key, "\u00e9" * (room // 2 + 1))  # two bytes each
 
