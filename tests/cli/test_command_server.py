@@ -1304,34 +1304,3 @@ def test_a_client_whose_command_no_worker_starts_runs_the_python_front_end(tmp_p
     r = run_client(["--version"], env_for(server))
     assert r.returncode == 0 and r.stdout.startswith("iscsictl version"), r
     assert server.stop() == 0
-
-
-def _state_of(pid: int) -> str:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-
-
-def test_ctrl_z_stops_the_served_command_with_its_client(server, tmp_path):
-    """SIGTSTP (Ctrl-Z) stops the client and its command, SIGCONT (fg, bg) continues both,
-    as iscsictl-py stops and goes on.  Before, the command ran on, writing to the terminal
-    the shell had taken back."""
-    root = tmp_path / "db"
-    Cli(str(root))
-    with SilentPortal() as silent:
-        p = _start_blocked(env_for(server, root), root, silent.portal)
-        try:
-            def stopped() -> set[int]:
-                return {w for w in server.workers() if _state_of(w) == "T"}
-            p.send_signal(signal.SIGTSTP)
-            deadline = time.monotonic() + 10
-            while _state_of(p.pid) != "T" or not stopped():
-                assert time.monotonic() < deadline, _state_of(p.pid)
-                time.sleep(0.02)
-            time.sleep(0.2)
-            assert len(stopped()) == 1 and _state_of(p.pid) == "T"  # not the idle worker
-            p.send_signal(signal.SIGCONT)
-            while _state_of(p.pid) == "T" or stopped():
-                assert time.monotonic() < deadline
-                time.sleep(0.02)
-        finally:
-            p.kill()
-            p.communicate(timeout=30)
