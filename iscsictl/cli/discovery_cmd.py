@@ -673,8 +673,11 @@ def _write_iface(db, name: str, values: dict) -> None:  # type: ignore[no-untype
         if key not in values and k.block in (None, block):
             values[key] = "" if k.default is None else str(k.default)
     # what changed only: the same hwaddress again on an iface that an iBFT NIC's port
-    # also names by net_ifacename is no change of its binding (which an update refuses)
-    changed = {k: v for k, v in values.items() if have.get(k) != v}
+    # also names by net_ifacename is no change of its binding (which an update refuses);
+    # its net_ifacename is the one it was made with (one added to an iface bound by its
+    # hwaddress, or another device name, is such a change)
+    changed = {k: v for k, v in values.items()
+               if have.get(k) != v and k != "iface.net_ifacename"}
     if changed:
         db.update_iface_many(name, changed)
 

@@ -643,6 +643,15 @@ def test_an_ibft_nic_that_is_an_iscsi_hosts_port_is_an_offload_boot(env):
         f"bnx2i.{ibft.NIC['mac']}.ipv4.0", "ibft0")
     rc, _, err = cli("-m", "discovery", "-t", "fw")  # found again: the same iface
     assert (rc, err) == (0, ""), err
+    # one made before ifaces named the device (hwaddress only), or the device renamed (the
+    # initramfs's name): found again, its net_ifacename kept, no binding change refused
+    path = env[1] / "ifaces" / f"bnx2i.{ibft.NIC['mac']}.ipv4.0"
+    path.write_text("".join(line for line in path.read_text().splitlines(keepends=True)
+                            if not line.startswith("iface.net_ifacename")))
+    (sys_root / "class/net/ibft0").rename(sys_root / "class/net/eth9")
+    rc, _, err = cli("-m", "discovery", "-t", "fw")
+    assert (rc, err) == (0, ""), err
+    assert "iface.net_ifacename" not in path.read_text()
 
 
 def test_a_software_sessions_host_with_the_nics_mac_is_not_an_offload_boot(env):
