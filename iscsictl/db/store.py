@@ -682,6 +682,14 @@ def _changes_db(method):
 # --------------------------------------------------------------------------------------------
 # the DB
 # --------------------------------------------------------------------------------------------
+def _changed_within(path: str, seconds: float) -> bool:
+    """Whether the file ``path`` was written in the last ``seconds`` s (False: not there)."""
+    try:
+        return time.time() - os.stat(path).st_mtime < seconds
+    except OSError:
+        return False
+
+
 class NodeDB:
     """open-iscsi's node database under ``db_root`` with iscsid.conf from ``config_root``.
 
@@ -1058,14 +1066,17 @@ class NodeDB:
         return self._read_settled(path, lambda data: parse_record(schema.NODE, data, path,
                                                                   self.warn))
 
-    def _read_settled(self, path: str, parse: Callable[[bytes], Record]) -> Record:
+    def _read_settled(self, path: str, parse: Callable[[bytes], Record],
+                      emptied_first: bool = False) -> Record:
         """``parse`` of the file ``path``, read without a lock; one found damaged (not one
         too large) is read again under iscsiadm's lock, where iscsiadm could have been
-        rewriting it in place (an empty or cut file meanwhile), and one still empty again
-        every 20 ms within :data:`REREAD_WAIT` s: iscsiadm's iface writer empties its file
-        before it takes the lock, and fills it after (usr/iface.c iface_conf_write).
-        iscsiadm's rewrite takes milliseconds: a reader (the daemon's loop among them)
-        waits that long at most.  Raises as ``parse`` and :meth:`_read_bytes`."""
+        rewriting it in place (an empty or cut file meanwhile).  ``emptied_first`` (an
+        iface: iscsiadm's iface writer empties its file before it takes the lock, and
+        fills it after, usr/iface.c iface_conf_write): one still empty and emptied within
+        the last 2 s is read again every 20 ms within :data:`REREAD_WAIT` s; one empty for
+        longer (a crash's) is damaged at once.  iscsiadm's rewrite takes milliseconds: a
+        reader (the daemon's loop among them) waits that long at most.  Raises as
+        ``parse`` and :meth:`_read_bytes`."""
         data = self._read_bytes(path)
         try:
             return parse(data)
@@ -1083,7 +1094,8 @@ class NodeDB:
                 except LockTimeout:
                     raise damaged from None
                 except CorruptRecord as again:
-                    if data or time.monotonic() >= deadline:
+                    if data or not emptied_first or time.monotonic() >= deadline or \
+                            not _changed_within(path, 2.0):
                         raise again from None
                 time.sleep(0.02)
 
@@ -2272,7 +2284,7 @@ class NodeDB:
                                           "interface configuration file (open-iscsi skips it)")
             return parse_record(schema.IFACE, data, path, self.warn)
         try:  # (one found damaged read again, as a node record: iscsiadm empties it first)
-            rec = self._read_settled(path, parse)
+            rec = self._read_settled(path, parse, emptied_first=True)
         except RecordNotFound:
             raise RecordNotFound(f"Could not read iface {name}: not found") from None
         rec.values["iface.iscsi_ifacename"] = name

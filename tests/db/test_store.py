@@ -1530,3 +1530,24 @@ def test_a_rediscovery_keeps_the_records_of_an_iface_it_left_out_whole_again_lat
     db.reconcile_discovery(did, [NodeID(T1, "10.0.0.1", 3260, 1, name) for name in chosen])
     assert chosen == ["if2"] and any("if1 left out" in w for w in warned), warned
     assert db.node_exists(kept)
+
+
+def test_a_record_a_crash_left_empty_is_damaged_at_once(tmp_path):
+    """An empty node record or iface, emptied long ago (a crash of a writer): damaged at
+    once, not read again for REREAD_WAIT s at each read (the daemon's loop reads records)."""
+    (tmp_path / "etc").mkdir()
+    db = NodeDB(str(tmp_path / "db"), str(tmp_path / "etc"),
+                iscsiadm_lock_dir=str(tmp_path / "run-lock"))
+    did = DiscoveryID("sendtargets", "10.0.0.9", 3260)
+    db.create_discovery(did)
+    nid = NodeID(T1, "10.0.0.1", 3260, 1)
+    db.reconcile_discovery(did, [nid])
+    db.create_iface("if1", {"iface.transport_name": "tcp"})
+    for path, read in ((db.node_path(nid), lambda: db.read_node(nid)),
+                       (db.iface_path("if1"), lambda: db.read_iface("if1"))):
+        open(path, "wb").close()
+        os.utime(path, (time.time() - 60, time.time() - 60))
+        start = time.monotonic()
+        with pytest.raises(CorruptRecord, match="corrupt record"):
+            read()
+        assert time.monotonic() - start < store.REREAD_WAIT / 2
