@@ -505,20 +505,26 @@ def _caller(pid: int, fields: dict[str, bytes]) -> tuple | None:
         return None
 
 
+def _set_loginuid(value: bytes) -> bool:
+    try:
+        with open("/proc/self/loginuid", "wb") as f:
+            f.write(value)
+        return True
+    except OSError:
+        return False
+
+
 def _take_on(caller: tuple) -> Callable[[], bool] | None:
     """Become :func:`_caller`'s ``caller``; returns what undoes it, which says whether this
-    worker is as it was (not once it took a login uid: the kernel sets one only once).
-    None, nothing changed, when its login uid cannot be taken (this process has another,
-    or no CAP_AUDIT_CONTROL): the client then runs iscsictl-py as itself."""
+    worker is as it was (its login uid given back, which the kernel refuses where login
+    uids are immutable: then it serves no other).  None, nothing changed, when its login
+    uid cannot be taken (this process has another, or no CAP_AUDIT_CONTROL): the client
+    then runs iscsictl-py as itself."""
     nice, gids, groups, loginuid = caller
     own_loginuid = _loginuid("self")
     if loginuid != own_loginuid:
-        if own_loginuid != _LOGINUID_UNSET or loginuid is None:
-            return None
-        try:
-            with open("/proc/self/loginuid", "wb") as f:
-                f.write(loginuid)
-        except OSError:
+        if own_loginuid != _LOGINUID_UNSET or loginuid is None or \
+                not _set_loginuid(loginuid):
             return None
     own_nice, own_gids, own_groups = (os.getpriority(os.PRIO_PROCESS, 0), os.getresgid(),
                                       tuple(os.getgroups()))
@@ -529,12 +535,16 @@ def _take_on(caller: tuple) -> Callable[[], bool] | None:
         os.setresgid(*gids)
 
     def undo() -> bool:
-        if (gids, groups) != (own_gids, own_groups):
-            os.setresgid(*own_gids)
-            os.setgroups(own_groups)
-        if nice != own_nice:
-            os.setpriority(os.PRIO_PROCESS, 0, own_nice)
-        return loginuid == own_loginuid
+        try:
+            if (gids, groups) != (own_gids, own_groups):
+                os.setresgid(*own_gids)
+                os.setgroups(own_groups)
+            if nice != own_nice:
+                os.setpriority(os.PRIO_PROCESS, 0, own_nice)
+        except OSError:  # (no CAP_SYS_NICE to go back up): this worker serves no other
+            return False
+        return loginuid == own_loginuid or (own_loginuid is not None and
+                                            _set_loginuid(own_loginuid))
     return undo
 
 
