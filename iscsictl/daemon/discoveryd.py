@@ -118,9 +118,9 @@ class Source:
     """One discovery record the daemon polls: ``type`` ``sendtargets`` | ``isns``, its
     address and port, its values (open-iscsi text) and the poll interval in seconds (0: one
     round).  ``scn_watch``: the interval is :data:`ISNS_SCN_POLL`'s, an iSNS record's -1
-    (iscsid waits for SCNs only): the rounds its timer starts log in what they find and
-    log out nothing (a server restarted empty sends no SCN, and its answer was every
-    session's logout); an SCN's round does both."""
+    (iscsid waits for SCNs only): while registered for SCNs, the rounds its timer starts
+    log in what they find and log out nothing (a server restarted empty sends no SCN, and
+    its answer was every session's logout); an SCN's round does both."""
 
     type: str
     address: str
@@ -514,12 +514,13 @@ class Poller:
                 if not self.src.poll:  # one round: its logins are its whole work
                     await self.settle()
                     return
-                if self.scns is None:
+                if self.scns is None:  # no SCN port: the polls are all there is
                     await self._sleep(self.src.poll)
-                    log_out = not self.src.scn_watch
-                else:  # an SCN's round logs out what is gone
+                    log_out = True
+                else:  # an SCN's round logs out what is gone; a poll's only when no SCN
+                    # can come (the registration failed)
                     log_out = await self._until_next_round(self.scns) or \
-                        not self.src.scn_watch
+                        not self.src.scn_watch or not self.registered
         finally:
             for task in list(self._pending):  # the daemon stops: its own stop ends them
                 task.cancel()

@@ -699,12 +699,16 @@ def test_a_failed_registration_is_retried_after_a_round_longer_than_the_retry(
     assert len(calls) == 2 and p.registered
 
 
-@pytest.mark.parametrize("scn_watch, logouts", [(True, []), (False, [[T1]])])
-def test_an_isns_records_own_poll_logs_in_but_out_only_when_asked(scn_watch, logouts, caplog):
+@pytest.mark.parametrize("scn_watch, registered, logouts", [
+    (True, True, []), (False, True, [[T1]]), (True, False, [[T1]])])
+def test_an_isns_records_own_poll_logs_in_but_out_only_when_asked(scn_watch, registered,
+                                                                  logouts, caplog):
     """An iSNS record's default interval (-1): iscsid waits for SCNs only, iscsictld also
-    polls (a server may drop an SCN), but such a poll logs nothing out: an iSNS server
-    restarted empty sends no SCN, and its empty answer logged every session out.  Before,
-    it did.  An interval the user set logs out what is gone, as iscsid's poll does."""
+    polls (a server may drop an SCN), but while registered for SCNs such a poll logs
+    nothing out: an iSNS server restarted empty sends no SCN, and its empty answer logged
+    every session out.  Before, it did.  An interval the user set logs out what is gone,
+    as iscsid's poll does, and so does the poll when no SCN can come (its registration
+    failed)."""
     node = {"node.name": T1, "node.conn[0].address": "10.0.0.1", "node.conn[0].port": "3260",
             "iface.iscsi_ifacename": "default"}
     answers = [[node], [], []]
@@ -717,20 +721,21 @@ def test_an_isns_records_own_poll_logs_in_but_out_only_when_asked(scn_watch, log
         done.set()
         await asyncio.Event().wait()
 
-    async def no_wait(_):
-        await asyncio.sleep(0)
-    p = dd.Poller(dd.Source("isns", "127.0.0.1", 9, {}, 30, scn_watch=scn_watch), discover,
-                  sessions.has, sessions.login, sessions.logout, sleep=no_wait)
+    async def register(src, port):
+        if not registered:
+            raise dd.DiscoveryFailed("no answer")
+    p = dd.Poller(dd.Source("isns", "127.0.0.1", 9, {}, 1, scn_watch=scn_watch), discover,
+                  sessions.has, sessions.login, sessions.logout, register)
 
     async def main():
         task = asyncio.create_task(p.run())
-        await asyncio.wait_for(done.wait(), 5)
+        await asyncio.wait_for(done.wait(), 15)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     with caplog.at_level(logging.INFO):
         asyncio.run(main())
     assert (sessions.logins, sessions.logouts) == ([[T1]], logouts)
-    assert ("not found by the poll: kept" in caplog.text) == scn_watch
+    assert ("not found by the poll: kept" in caplog.text) == (not logouts)
 
 
 def test_a_node_the_poll_kept_is_logged_out_by_an_scns_round():
