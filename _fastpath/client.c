@@ -309,8 +309,8 @@ static int await_started(int fd, struct reply *r, const sigset_t *old_mask)
 			return read_reply(fd, r);
 		if (n < 0 && errno != EINTR)
 			return -1;
-		if (now() >= deadline)
-			return -1;
+		if (now() >= deadline) /* a reply come meanwhile is taken (a command started) */
+			return poll(&p, 1, 0) > 0 ? read_reply(fd, r) : -1;
 		if (sigpending(&pending) < 0)
 			continue;
 		for (size_t i = 0; i < sizeof(ending) / sizeof(ending[0]); i++) {
