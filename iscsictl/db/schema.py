@@ -33,8 +33,9 @@ MAX_LINE = 2048
 #: iscsiadm holds (it cuts a longer one there, with "value too long")
 MAX_VALUE = 255
 #: text keys whose open-iscsi field is smaller, less its NUL: iface_rec's
-#: ``hwaddress[ISCSI_HWADDRESS_BUF_SIZE]`` and ``netdev[IFNAMSIZ]``
-VALUE_SIZES = {"iface.hwaddress": 17, "iface.net_ifacename": 15}
+#: ``hwaddress[ISCSI_HWADDRESS_BUF_SIZE]``, ``netdev[IFNAMSIZ]`` and
+#: ``transport_name[ISCSI_TRANSPORT_NAME_MAXLEN]``
+VALUE_SIZES = {"iface.hwaddress": 17, "iface.net_ifacename": 15, "iface.transport_name": 15}
 #: ``ISCSI_MAX_IFACE_LEN`` (65) minus the NUL.
 MAX_IFACE_NAME = 64
 #: ``PORTAL_GROUP_TAG_UNKNOWN``
