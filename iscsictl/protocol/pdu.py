@@ -744,9 +744,9 @@ class LoginResponse(PDU):
             return code
 
     def _validate(self) -> None:
-        # in a failed login's response T, C, CSG and NSG are reserved (§11.13.1, §6.3.1:
-        # "T bit ... MUST be 0 ... when Status-Class is non-zero"): its status is read
-        # whatever they hold, as open-iscsi's iscsi_login_rsp reads it
+        # a failed login's response (Status-Class not 0) ends the login: its T, C, CSG and
+        # NSG carry nothing (§6.3.1), and its status is read whatever they hold, as
+        # open-iscsi's iscsi_login_rsp reads it
         if self.status_class == 0:
             _check_login_stages(self)
 
