@@ -206,5 +206,5 @@ def login(args, o, db, contexts) -> int:  # type: ignore[no-untyped-def]
     except DBError as e:
         o.error(str(e))
         raise E.CliError("Could not merge user params", E.INVAL) from None
-    return login_records(records, lambda: initiator_name(args, o.warn), o, wait=not args.no_wait,
-                         present_ok=True)
+    return login_records(records, lambda: initiator_name(args, o.warn), o,
+                         wait=not args.no_wait, present_ok=True)

@@ -33,8 +33,9 @@ Deliberate differences from iscsid: stopping iscsictld logs out nothing (iscsid'
 discoveryd children log out their targets on SIGTERM); a restarted daemon adopts the
 sessions and its first round finds them present.  An iSNS record's default interval (-1)
 makes iscsid wait for SCNs only; iscsictl also polls every :data:`ISNS_SCN_POLL` seconds,
-for a server that drops an SCN, but such a poll only logs in (an SCN's round logs out).  An SCN starts a whole round, where iscsid queries the
-target it names.  A record's settings are read once, when the daemon starts, as iscsid
+for a server that drops an SCN, but while registered for SCNs such a poll only logs in (an
+SCN's round logs out).  An SCN starts a whole round, where iscsid queries the target it
+names.  A record's settings are read once, when the daemon starts, as iscsid
 reads them.
 """
 
@@ -532,8 +533,7 @@ class Poller:
 
     async def _until_next_round(self, scns: ScnReceiver) -> bool:
         """Wait for the next round: the interval's end, or at once when an SCN comes (True
-        then); the
-        registration made again meanwhile when it comes due (iscsid's discoveryd keeps a
+        then); the registration made again meanwhile when it comes due (iscsid's discoveryd keeps a
         timer of min(period / 2, poll interval): RFC 4171 §6.2.6, a registration the
         server does not see refreshed within its period is removed, and with it the SCNs).
         One that failed is made again :data:`REGISTER_RETRY` s later, at once when the
