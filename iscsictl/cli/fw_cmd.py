@@ -119,7 +119,7 @@ def entry_lines(ctx, transport: str, show_secrets: bool, version: str) -> list[s
         ("iface.initiatorname", ctx.initiator_name), ("iface.isid", ctx.isid),
         ("iface.transport_name", transport), ("iface.hwaddress", ctx.mac),
         ("iface.bootproto", ctx.bootproto), ("iface.ipaddress", ctx.ipaddr),
-        ("iface.prefix_len", str(ctx.prefix) if ctx.prefix else ""),  # -1 too (none shown)
+        ("iface.prefix_len", str(ctx.prefix) if ctx.prefix else ""),  # -1 too: none in the table
         ("iface.subnet_mask", ctx.mask), ("iface.gateway", ctx.gateway),
         ("iface.primary_dns", ctx.primary_dns), ("iface.secondary_dns", ctx.secondary_dns),
         ("iface.vlan_id", ctx.vlan), ("iface.net_ifacename", ctx.netdev),
