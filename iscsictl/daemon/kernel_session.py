@@ -272,6 +272,10 @@ class KernelSession:
     #: the offload HBA's host its endpoints go through (TRANSPORT_EP_CONNECT_THROUGH_HOST:
     #: the transport's bind_ep_required and an iface bound to a host); None: any
     bind_host: int | None = field(default=None, repr=False)
+    #: where a permanent redirect (Login status 0102, RFC 7143 §11.13.5) moved the target:
+    #: relogins start there (iscsid's failback_saddr); None: at the node's portal.  Kept in
+    #: memory only, as iscsid does: a daemon restart forgets it
+    failback: Portal | None = field(default=None, repr=False)
     #: the transport's CAP_* (``class/iscsi_transport/<name>/caps``; -1: every one): the
     #: parameters it has no capability for are not sent (params.NEEDS_CAP)
     caps: int = field(default=-1, repr=False)
@@ -543,9 +547,11 @@ async def userspace_login(
     isid: ISID,
     issued_challenges: MutableSet[bytes] | None = None,
     connected: Callable[[], None] | None = None,
+    moved: Callable[[Portal], None] | None = None,
 ) -> tuple[socket.socket, LoginSuccess, Portal]:
     """Log in on our own socket, following redirects; ``connected()`` is called each time a
-    TCP connection is up, before its first Login PDU.
+    TCP connection is up, before its first Login PDU, and ``moved(portal)`` at each
+    permanent redirect (status 0102), with the portal it names.
 
     Returns: the socket (positioned right after the final Login Response),
     the login result and the portal actually used.
@@ -578,6 +584,8 @@ async def userspace_login(
             if isinstance(outcome, LoginRedirect):
                 log.info("login redirected to %s (%s)", outcome.portal,
                          "permanent" if outcome.permanent else "temporary")
+                if outcome.permanent and moved is not None:
+                    moved(outcome.portal)
                 by, portal = portal, outcome.portal
                 continue
             if isinstance(outcome, LoginRejected):
@@ -999,6 +1007,7 @@ async def establish(
     rec = node.record
     cmds_max, queue_depth = _queue_sizes(rec)
     early: asyncio.Future[Any] | None = None
+    failback: list[Portal] = []  # where the last permanent redirect sent the login
 
     def connected() -> None:  # the kernel builds the session while the login is on the wire
         nonlocal early
@@ -1007,7 +1016,8 @@ async def establish(
                                     cmds_max, queue_depth)
     try:
         sock, result, portal = await userspace_login(node, initiator_name, isid,
-                                                     issued_challenges, connected)
+                                                     issued_challenges, connected,
+                                                     failback.append)
     except BaseException:
         if early is not None:
             await _discard(nl, handle, early, destroying)
@@ -1070,6 +1080,7 @@ async def establish(
         params=result.params, current=portal, negotiated=result.negotiated,
         initiator_name=initiator_name, kernel_params=held, caps=caps, peer_address=peer,
         scanning=None if started_scan is None else asyncio.wrap_future(started_scan),
+        failback=failback[-1] if failback else None,
     )
 
 
@@ -1256,6 +1267,7 @@ async def _login_through_kernel(nl, handle: int, node: NodeTarget, isid: ISID,  
         await host_net_setup(nl, handle, bind_host, node.record,
                              max(1, int(cfg.login_timeout)))
     by: Portal | None = None  # the portal that redirected the login here
+    failback: Portal | None = None  # where the last permanent redirect sent it
     for _ in range(MAX_REDIRECTS + 1):
         since = asyncio.get_running_loop().time()  # one timer, the connect's and the login's
         try:
@@ -1281,11 +1293,13 @@ async def _login_through_kernel(nl, handle: int, node: NodeTarget, isid: ISID,  
                 log.info("login redirected to %s (%s)", outcome.portal,
                          "permanent" if outcome.permanent else "temporary")
                 by, portal = portal, outcome.portal
+                failback = outcome.portal if outcome.permanent else failback
                 raise _Redirected
             if isinstance(outcome, LoginRejected):
                 raise SessionError(rejected_code(outcome), outcome.message,
                                    retryable=outcome.retryable)
             assert isinstance(outcome, LoginSuccess)
+            session.failback = failback
             result = await then(session, outcome)
             if not keep:
                 await _undo(nl, handle, ep, session)
@@ -1597,8 +1611,9 @@ async def relogin(
     issued_challenges: MutableSet[bytes] | None = None,
 ) -> None:
     """Connection recovery at ERL 0 (RFC 7143 §7.1.4.1, session reinstatement):
-    a new TCP connection to the persistent portal (failback: a redirect from an
-    earlier login is not remembered), bound to the *same* kernel sid/cid, then a
+    a new TCP connection to the persistent portal, or where a permanent redirect moved the
+    target (``session.failback``, iscsid's failback_saddr: a temporary redirect is not
+    remembered), bound to the *same* kernel sid/cid, then a
     login with the same ISID and TSIH 0 relayed through SEND_PDU/RECV_PDU so the
     kernel stamps its own CmdSN (a userspace CmdSN made LIO ignore commands in
     the experiment, run6), then the SET_PARAMs the kernel does not hold from the login
@@ -1635,7 +1650,7 @@ async def relogin(
             log.debug("session %d: relogin: %s at +%.1f ms", sid, what,
                       (loop.time() - t0) * 1000)
 
-    portal = Portal(node.address, node.port, node.tpgt)
+    portal = session.failback or Portal(node.address, node.port, node.tpgt)
     if (node.address, node.port) not in session.resolved:
         _seed_resolved(session)
     by_kernel = node.transport in KERNEL_CONNECTED
@@ -1663,8 +1678,11 @@ async def relogin(
                              _relayed_login(nl, handle, session, cfg, issued_challenges, step,
                                             since=since))
             if isinstance(outcome, LoginRedirect):
-                log.info("session %d: relogin redirected to %s", sid, outcome.portal)
+                log.info("session %d: relogin redirected to %s (%s)", sid, outcome.portal,
+                         "permanent" if outcome.permanent else "temporary")
                 portal = outcome.portal
+                if outcome.permanent:
+                    session.failback = portal
             elif isinstance(outcome, LoginRejected):
                 raise SessionError(rejected_code(outcome), outcome.message, retryable=True)
             else:

@@ -504,3 +504,34 @@ def test_max_r2t_is_a_power_of_two_where_the_driver_takes_no_other(transport, ne
                        persistent_address="10.0.0.1", persistent_port=3260, tpgt=1,
                        iface="default", exp_statsn=5, transport=transport)
     assert dict(negotiated_params(ctx))[P.MAX_R2T] == sent
+
+
+@pytest.mark.parametrize("status, moved", [(0x0102, True), (0x0101, False)])
+def test_a_first_login_reports_where_a_permanent_redirect_moved_the_target(status, moved):
+    """userspace_login calls ``moved`` with the portal a permanent redirect (0102) names,
+    where the session's relogins will go (iscsid's failback_saddr); a temporary one (0101)
+    is not reported: its relogins go back to the node's portal."""
+    from iscsictl.daemon.kernel_session import NodeTarget, userspace_login
+    from iscsictl.db.record import with_defaults
+    from iscsictl.db.schema import NODE
+    from iscsictl.protocol.names import ISID
+    from iscsictl.protocol.portal import Portal
+    from protocol.fake_target import TargetConfig
+
+    name = "iqn.2001-04.com.example:moved"
+    there, close_there = _fake_target_portal(TargetConfig(name=name))
+    here, close_here = _fake_target_portal(TargetConfig(
+        name=name, status=status, redirect_to=f"127.0.0.1:{there},1"))
+    node = NodeTarget.from_record(with_defaults(NODE, {
+        "node.name": name, "node.conn[0].address": "127.0.0.1", "node.conn[0].port": str(here),
+        "node.tpgt": "1"}))
+    reported = []
+    try:
+        sock, _, portal = asyncio.run(userspace_login(
+            node, "iqn.2001-04.com.example:i", ISID.random(0x123456, 1), moved=reported.append))
+        sock.close()
+    finally:
+        close_here()
+        close_there()
+    assert portal == Portal("127.0.0.1", there, 1)
+    assert reported == ([portal] if moved else [])

@@ -228,11 +228,13 @@ def establish(kernel, monkeypatch, outcome="ok", cmdsn=ks.INITIAL_CMDSN, scan=No
     ours, theirs = socket.socketpair()
     theirs.close()
 
-    async def login(node, initiator_name, isid, issued, connected=None):
+    async def login(node, initiator_name, isid, issued, connected=None, moved=None):
         connected()
         await asyncio.sleep(0.05)  # the Login exchange: CREATE_SESSION meanwhile
         assert [r["type"] for r in kernel.requests] == [E.CREATE_SESSION]
-        if outcome != "ok":
+        if outcome == "moved":  # permanently, then on again: the first is where it lives
+            moved(Portal("192.0.2.7", 3260, 1))
+        if outcome not in ("ok", "moved"):
             raise SessionError(24, "authentication failed")
         return ours, LoginSuccess(NegotiatedParameters(), b"\0" * 6, 7, 0, cmdsn, 3, 4, cmdsn,
                                   cmdsn + 31, {}), Portal("127.0.0.1", 3260, 1)
@@ -261,6 +263,16 @@ def test_session_created_during_the_login_is_used(monkeypatch):
     assert types[0] == E.CREATE_SESSION and types.count(E.CREATE_SESSION) == 1
     assert kernel.requests[0]["initial_cmdsn"] == ks.INITIAL_CMDSN
     assert types[1:3] == [E.CREATE_CONN, E.BIND_CONN] and types[-1] == E.START_CONN
+
+
+def test_a_permanent_redirect_during_the_login_is_where_the_session_relogs_in(monkeypatch):
+    """The portal a permanent redirect named (userspace_login's ``moved``) is the session's
+    failback, where its relogins go (iscsid's failback_saddr); without one, None."""
+    from iscsictl.protocol.portal import Portal
+
+    assert establish(Kernel(), monkeypatch, outcome="moved").failback == Portal(
+        "192.0.2.7", 3260, 1)
+    assert establish(Kernel(), monkeypatch).failback is None
 
 
 def test_session_created_for_a_failed_login_is_destroyed_before_the_failure(monkeypatch):
@@ -934,7 +946,7 @@ def test_the_destroy_event_of_a_failed_logins_own_session_is_known(monkeypatch, 
     theirs.close()
     cmdsn = ks.INITIAL_CMDSN + (how == "cmdsn")
 
-    async def login(node, initiator_name, isid, issued, connected=None):
+    async def login(node, initiator_name, isid, issued, connected=None, moved=None):
         connected()
         await asyncio.sleep(0.05)
         if how == "login":

@@ -101,8 +101,9 @@ def test_a_login_cancelled_while_ep_connect_is_in_the_kernel_disconnects_its_end
 
 def login(kernel, monkeypatch, outcomes=("ok",), login_timeout="2", address="10.77.0.1"):
     """ks.establish_ep for an iser node at 10.77.0.1:3260, its relayed login a stand-in
-    answering each attempt with the next of ``outcomes`` (``ok``, ``rejected``, or a
-    Portal to redirect to); the session, and the sessions under login each attempt saw."""
+    answering each attempt with the next of ``outcomes`` (``ok``, ``rejected``, a Portal
+    to redirect to, or ``("moved", Portal)`` to redirect to permanently); the session, and
+    the sessions under login each attempt saw."""
     node = ks.NodeTarget.from_record(with_defaults(schema.NODE, {
         "node.name": "iqn.2003-01.org.example:t", "node.conn[0].address": address,
         "node.conn[0].port": "3260", "node.tpgt": "1", "iface.transport_name": "iser",
@@ -114,6 +115,8 @@ def login(kernel, monkeypatch, outcomes=("ok",), login_timeout="2", address="10.
         outcome = next(answers)
         if isinstance(outcome, Portal):
             return LoginRedirect(outcome, permanent=False, status=0x0101)
+        if isinstance(outcome, tuple):
+            return LoginRedirect(outcome[1], permanent=True, status=0x0102)
         if outcome == "rejected":
             return LoginRejected(LoginStatus(0x0201), retryable=False)
         return LoginSuccess(NegotiatedParameters(rdma_extensions=True), b"\0" * 6, 7, 0, 1,
@@ -232,6 +235,17 @@ def test_a_redirect_starts_over_at_the_new_portal(monkeypatch):
                         bytes([2, 0, 0x0c, 0xbd, 10, 77, 0, 9])]
     assert kernel.steps().count((E.DESTROY_SESSION, 5)) == 1  # the redirected one's
     assert session.current == Portal("10.77.0.9", 3261, 2) and len(seen) == 2
+
+
+def test_the_last_permanent_redirect_is_where_the_session_relogs_in(monkeypatch):
+    """A permanent redirect (0102) then a temporary one: the session's failback, where its
+    relogins go, is the portal the permanent one named (iscsid's failback_saddr); the
+    temporary one's is only where this login went."""
+    moved, visited = Portal("10.77.0.8", 3260, 1), Portal("10.77.0.9", 3261, 2)
+    session, seen = login(IserKernel(), monkeypatch, outcomes=(("moved", moved), visited, "ok"))
+    assert (session.failback, session.current, len(seen)) == (moved, visited, 3)
+    session, _ = login(IserKernel(), monkeypatch, outcomes=(visited, "ok"))
+    assert session.failback is None
 
 
 def test_a_redirect_to_a_name_that_does_not_resolve_is_retryable_and_named(monkeypatch):

@@ -233,8 +233,8 @@ class RedirectingKernel(RelayKernel):
     iscsi_conn_failure) right after the Login Response; the next one is to a target that
     logs in."""
 
-    def __init__(self, to):
-        super().__init__(FakeTarget(TargetConfig(status=0x0101, redirect_to=to)))
+    def __init__(self, to, status=0x0101):
+        super().__init__(FakeTarget(TargetConfig(status=status, redirect_to=to)))
         self.binds = 0
 
     def answer(self, msg, raw):
@@ -263,6 +263,41 @@ def test_a_redirected_relogin_keeps_its_new_connection(tmp_path, portal):
     types = kernel.types()
     assert types.count(E.STOP_CONN) == 1 and types[-1] == E.START_CONN
     assert session.failed_again is None
+
+
+@pytest.mark.parametrize("status, permanent", [(0x0101, False), (0x0102, True)])
+def test_a_permanent_redirect_is_where_the_next_relogin_goes(tmp_path, portal, status,
+                                                              permanent):
+    """A relogin redirected permanently (0102) makes the new portal the session's failback,
+    and the next relogin connects there first (iscsid's failback_saddr): the node's
+    portal, closed by then, is not tried.  A temporary redirect (0101) is not kept."""
+    with socket.socket() as moved:
+        moved.bind(("127.0.0.1", 0))
+        moved.listen(4)
+        port = moved.getsockname()[1]
+        session = relogin(tmp_path, portal, RedirectingKernel(f"127.0.0.1:{port},1", status))
+        assert session.current == Portal("127.0.0.1", port, 1)
+        assert session.failback == (session.current if permanent else None)
+        if not permanent:
+            return
+        session.node.record["node.conn[0].port"] = "1"  # the old portal: nothing listens
+        session.node = ks.NodeTarget.from_record(session.node.record)
+        kernel = RelayKernel(FakeTarget())
+        daemon = Daemon(str(tmp_path / "s2"), sysfs_root=str(tmp_path),
+                        state_dir=str(tmp_path / "st2"), db_root=str(tmp_path),
+                        config_root=str(tmp_path), autostart=False)
+        daemon.sessions[SID] = session
+
+        async def again():
+            nl = AsyncIscsiNetlink(kernel.transport, timeout=0.3,
+                                   event_callback=daemon._on_event)
+            try:
+                await ks.relogin(nl, 3, session)
+            finally:
+                nl.close()
+        asyncio.run(again())
+    assert kernel.types()[0] == E.BIND_CONN and kernel.types()[-1] == E.START_CONN
+    assert session.current == session.failback
 
 
 def test_a_login_timeout_of_0_is_iscsids_30_s(tmp_path, portal):
