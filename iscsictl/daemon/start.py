@@ -232,14 +232,21 @@ def _apply_params(records: list, params: list[str]) -> None:
 
     given = {}
     for text in params:
-        name, sep, value = text.partition("=")
-        if not sep or not value:
-            print(f"{PROG}: Invalid --param {text}. Missing value.", file=sys.stderr)
-            raise SystemExit(INVAL)
+        name, value = _param(text)
         given.setdefault(name, value)  # iscsistart's list_add puts each in front: the
         # last given is applied first, so the first given is the one that stays
     for rec in records:
         apply_user_params(rec, given, rebind=True)
+
+
+def _param(text: str) -> tuple[str, str]:
+    """A ``-P NAME=VALUE`` as (NAME, VALUE); SystemExit(7) without a value (iscsistart's
+    parse_param)."""
+    name, sep, value = text.partition("=")
+    if not sep or not value:
+        print(f"{PROG}: Invalid --param {text}. Missing value.", file=sys.stderr)
+        raise SystemExit(INVAL)
+    return name, value
 
 
 async def _login_here(records: list[dict[str, str]], initiator_name: str) -> list[dict[str, Any]]:
@@ -481,6 +488,11 @@ def _run(argv: list[str] | None) -> int:
     first = next((o for o in options if o in _ACTS_AND_EXITS), None)
     if first:  # iscsistart acts on the first of -v, -h, -N and -f and exits: not a later one
         options = [o for o in options if o == first or o not in _ACTS_AND_EXITS]
+    for option in options:  # iscsistart's getopt loop refuses a -P without a value when
+        if option in _ACTS_AND_EXITS or option == "--fwparam_connect":  # it reaches it:
+            break  # before it acts on a later -f, -N, -v, -h or -b
+        if option.startswith("--param="):
+            _param(option[len("--param="):])
     args = parser.parse_args(options)
     for word in words:  # iscsistart ignores them without a word
         print(f"{PROG}: '{word}' is not an option's: ignored", file=sys.stderr)

@@ -89,6 +89,17 @@ def test_arguments_as_iscsistart(env, capsys):
     assert start(capsys, "--bogus")[0] == 7
 
 
+def test_a_param_without_a_value_is_refused_before_a_later_option_acts(env, capsys):
+    """iscsistart's getopt loop refuses a -P without a value when it reaches it: before a
+    later -f, -v or -b acts (the firmware was printed, exit 0), not before an earlier one."""
+    bad = "iscsictl-start: Invalid --param node.session.scan. Missing value.\n"
+    for later in ("-f", "-v", "-b"):
+        assert start(capsys, "-P", "node.session.scan", later) == (7, "", bad), later
+    assert start(capsys, "-v", "-P", "node.session.scan") == (0, VERSION, "")
+    rc, out, err = start(capsys, "-f", "-P", "node.session.scan")
+    assert (rc, err) == (0, "") and BOOT in out
+
+
 @pytest.mark.parametrize("module", ["iscsictl.daemon.start", "iscsictl.daemon.__main__"])
 def test_help_explains_every_option_in_whole_sentences(module):
     """``iscsictl-start --help`` and ``iscsictld --help``: a description that ends as a
