@@ -366,6 +366,7 @@ def _worker(listener: socket.socket, ctl: socket.socket) -> None:
     try:
         for sig, disposition in WORKER_SIGNALS.items():
             signal.signal(sig, disposition)
+        log = os.dup(2)  # the server's stderr (its log), for after each command
         before = _state()
         own, privileges = _context("self"), _privileges("self")
         for served in range(MAX_COMMANDS):
@@ -375,6 +376,7 @@ def _worker(listener: socket.socket, ctl: socket.socket) -> None:
                 os._exit(0)
             socket.send_fds(ctl, [b"a"], [conn.fileno()])
             code, reusable = _serve(conn, own, privileges, (ctl, listener))
+            os.dup2(log, 2)  # the client's let go of: what it says next goes to the log
             if not (reusable and served + 1 < MAX_COMMANDS and _client_gone(conn)) or \
                     listener.fileno() == -1:  # (let go of: the server stops or died)
                 os._exit(code & 0xFF)

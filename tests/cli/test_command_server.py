@@ -348,6 +348,30 @@ def test_request_of_another_protocol_is_refused_before_running(server, bad):
     assert r.returncode == 0 and r.stdout.startswith("iscsictl version")
 
 
+def test_a_used_workers_refusal_is_logged_where_the_servers_log_goes(server):
+    """A worker that has served a command, then refuses a request, says why in the server's
+    log: once a command let go of its client's stdio, the worker's stderr was /dev/null,
+    and every refusal after a worker's first command went unsaid."""
+    served: set[int] = set()
+    for _ in range(100):  # until each idle worker has served one (either takes a client)
+        s = _raw_request(server.path, ["--version"])
+        (started, pid), (exited, code) = (REPLY.unpack(s.recv(REPLY.size, socket.MSG_WAITALL))
+                                          for _ in range(2))
+        s.close()
+        assert (started, exited, code) == (REPLY_STARTED, REPLY_EXITED, 0)
+        served.add(pid)
+        time.sleep(0.05)  # back to waiting for a client
+        if set(server.workers()) <= served:
+            break
+    assert set(server.workers()) <= served, (served, server.workers())
+    replies = _replies(_raw_request(server.path, ["--version"], magic=b"XXXX"))
+    assert all(kind != REPLY_STARTED for kind, _ in replies), replies
+    deadline = time.monotonic() + 10
+    while "request refused: " not in server.log.read_text():
+        assert time.monotonic() < deadline, server.log.read_text()
+        time.sleep(0.05)
+
+
 def test_parse_request_rejects_malformed_bodies():
     body = b"/\0-m\0node\0A=1\0"
     hdr = REQUEST.pack(MAGIC, PROTOCOL_VERSION, 0o22, 2, 1, len(body))
