@@ -32,10 +32,21 @@ MAX_LINE = 2048
 #: ``VALUE_MAXVAL`` (256) of idbm's key table, less its NUL: bytes of a text value
 #: iscsiadm holds (it cuts a longer one there, with "value too long")
 MAX_VALUE = 255
+#: iface_rec's text fields of ``ISCSI_MAX_STR_LEN`` (80) bytes (usr/config.h), by key
+_ISCSI_MAX_STR_KEYS = (
+    "state", "vlan_state", "bootproto", "dhcp_alt_client_id_state", "dhcp_alt_client_id",
+    "dhcp_dns", "dhcp_learn_iqn", "dhcp_req_vendor_id_state", "dhcp_vendor_id_state",
+    "dhcp_vendor_id", "dhcp_slp_da", "fragmentation", "gratuitous_arp",
+    "incoming_forwarding", "tos_state", "gratuitous_neighbor_adv", "mld", "delayed_ack",
+    "tcp_nagle", "tcp_wsf_state", "tcp_timestamp", "redirect", "header_digest",
+    "data_digest", "immediate_data", "initial_r2t", "data_seq_inorder", "data_pdu_inorder",
+    "chap_auth", "bidi_chap", "strict_login_compliance", "discovery_auth",
+    "discovery_logout")
 #: text keys whose open-iscsi field is smaller, less its NUL: iface_rec's
-#: ``hwaddress[ISCSI_HWADDRESS_BUF_SIZE]``, ``netdev[IFNAMSIZ]`` and
-#: ``transport_name[ISCSI_TRANSPORT_NAME_MAXLEN]``
-VALUE_SIZES = {"iface.hwaddress": 17, "iface.net_ifacename": 15, "iface.transport_name": 15}
+#: ``hwaddress[ISCSI_HWADDRESS_BUF_SIZE]``, ``netdev[IFNAMSIZ]``,
+#: ``transport_name[ISCSI_TRANSPORT_NAME_MAXLEN]`` and the ``ISCSI_MAX_STR_LEN`` ones
+VALUE_SIZES = {"iface.hwaddress": 17, "iface.net_ifacename": 15, "iface.transport_name": 15,
+               **{f"iface.{key}": 79 for key in _ISCSI_MAX_STR_KEYS}}
 #: ``ISCSI_MAX_IFACE_LEN`` (65) minus the NUL.
 MAX_IFACE_NAME = 64
 #: ``PORTAL_GROUP_TAG_UNKNOWN``

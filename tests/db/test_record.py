@@ -202,11 +202,13 @@ def test_integers_with_a_sign_or_blanks_as_strtol_reads_them():
 @pytest.mark.parametrize("kind, key, room", [
     (schema.NODE, "node.session.auth.username", 255),
     (schema.NODE, "node.session.auth.password", 255),
-    (schema.IFACE, "iface.hwaddress", 17), (schema.IFACE, "iface.net_ifacename", 15)])
+    (schema.IFACE, "iface.hwaddress", 17), (schema.IFACE, "iface.net_ifacename", 15),
+    (schema.IFACE, "iface.dhcp_vendor_id", 79), (schema.IFACE, "iface.bootproto", 79)])
 def test_a_value_longer_than_open_iscsi_holds_is_refused(kind, key, room):
     """A text value over what iscsiadm holds (VALUE_MAXVAL, less its NUL; a smaller C
     field's size) is refused when set: iscsiadm would read another value (a CHAP secret
-    cut to 255 bytes, "aa:bb:cc:dd:ee:ff:00:11" as the MAC aa:bb:cc:dd:ee:ff).  Before,
+    cut to 255 bytes, "aa:bb:cc:dd:ee:ff:00:11" as the MAC aa:bb:cc:dd:ee:ff, an iface's
+    ISCSI_MAX_STR_LEN fields cut to 79).  Before,
     anything up to a 2 KiB line was written.  A secret is not said."""
     r = Record(kind, {"node.name": "iqn.2003-01.org.example:t1",
                       "node.conn[0].address": "10.0.0.1"} if kind is schema.NODE else {})
