@@ -410,14 +410,17 @@ def _num(rec: Mapping[str, str], key: str, default: int) -> int:
 CONN_STATE_SHOWN = {"FAILED": "CLEANUP WAIT"}
 
 
-def boot_retry_window(rec: Mapping[str, str]) -> float:
+def boot_retry_window(rec: Mapping[str, str], at_boot: bool = False) -> float:
     """Seconds a boot disk's first login keeps being tried, however soon each attempt
-    fails: iscsistart's (iscsi_retry_initial_login: initial_login_retry_max login timeouts
-    since the first try), so that a target still starting after a power cut, whose port
-    refuses at once, does not fail the boot within a minute.  A boot disk's record: the
-    firmware's (discovery type fw: iscsictl-start -b, -m fw -l) or one marked onboot
-    (iscsictl-start -i ...'s, a boot record); 0 for others (their attempts are counted)."""
-    if rec.get("node.discovery_type") != "fw" and rec.get("node.startup") != "onboot":
+    fails: iscsistart's and iscsid's (iscsi_retry_initial_login: initial_login_retry_max
+    login timeouts since the first try), so that a target still starting after a power
+    cut, whose port refuses at once, does not fail the boot within a minute.  A boot disk's
+    record: the firmware's (discovery type fw: iscsictl-start -b, -m fw -l) or one marked
+    onboot (iscsictl-start -i ...'s, a boot record), and any record ``at_boot`` (the
+    automatic logins at the boot's first daemon start, which no one waits for); 0 for
+    others (their attempts are counted)."""
+    if not at_boot and rec.get("node.discovery_type") != "fw" and \
+            rec.get("node.startup") != "onboot":
         return 0.0
     return float(max(1, _num(rec, "node.session.initial_login_retry_max", 4)) *
                  max(1, _num(rec, "node.conn[0].timeo.login_timeout", 15)))
@@ -1685,18 +1688,19 @@ class Daemon:
         return list(found.values())
 
     async def login(self, records: list[Mapping[str, str]], initiator_name: str,
-                    progress: Progress | None = None,
-                    multiple: bool = False) -> list[dict[str, Any]]:
+                    progress: Progress | None = None, multiple: bool = False,
+                    at_boot: bool = False) -> list[dict[str, Any]]:
         """Log in to each node record (key -> text; a key left out has its compiled default,
         :func:`~iscsictl.db.record.with_defaults`), in parallel, bounded; one result each.
         Each record gets the sessions node.session.nr_sessions asks for that it lacks (none:
         code 15); ``multiple``: one more session each, whatever it has (iscsiadm's
-        ``-m session -r SID -o new``, node_rec.session.multiple)."""
-        return await _each([self._login_one(r, initiator_name, multiple) for r in records],
-                           progress)
+        ``-m session -r SID -o new``, node_rec.session.multiple); ``at_boot``: each is
+        tried for :func:`boot_retry_window` (the automatic logins at the boot's start)."""
+        return await _each([self._login_one(r, initiator_name, multiple, at_boot)
+                            for r in records], progress)
 
     async def _login_one(self, rec: Mapping[str, str], initiator_name: str,
-                         multiple: bool = False) -> dict[str, Any]:
+                         multiple: bool = False, at_boot: bool = False) -> dict[str, Any]:
         rec = with_defaults(NODE, rec)  # here, not in login(): the first node connects at once
         try:
             node = ks.NodeTarget.from_record(rec, self.initiator_alias)
@@ -1725,7 +1729,7 @@ class Daemon:
             sids: list[int] = []
             try:
                 for _ in range(wanted - have):
-                    sids.append(await self._establish(node, initiator_name))
+                    sids.append(await self._establish(node, initiator_name, at_boot))
             except SessionError as exc:
                 if not self.side_by_side:  # (iscsictl-start prints it)
                     # the daemon's log keeps why, as iscsid's: a login not waited for
@@ -1844,9 +1848,11 @@ class Daemon:
             await asyncio.sleep(HOST_RETRY)
         return None  # not reached
 
-    async def _establish(self, node: ks.NodeTarget, initiator_name: str) -> int:
+    async def _establish(self, node: ks.NodeTarget, initiator_name: str,
+                         at_boot: bool = False) -> int:
         """Initial login: node.session.initial_login_retry_max attempts for
-        retryable failures (fatal ones - authentication, not found - at once)."""
+        retryable failures (fatal ones - authentication, not found - at once), and for a
+        boot disk's or one ``at_boot`` as many as :func:`boot_retry_window` allows."""
         why = unsupported(node.transport)
         if why:
             raise SessionError(27, why)
@@ -1859,7 +1865,7 @@ class Daemon:
         assert self.nl is not None
         rec = node.record
         attempts = max(1, _num(rec, "node.session.initial_login_retry_max", 4))
-        window = boot_retry_window(rec)
+        window = boot_retry_window(rec, at_boot)
         loop = asyncio.get_running_loop()
         first_try = loop.time()
         scan = rec.get("node.session.scan", "auto") != "manual"
@@ -1956,8 +1962,10 @@ class Daemon:
 
     async def _autostart(self) -> None:
         """node.startup (or node.conn[0].startup) = automatic: log in at the boot's first
-        daemon start, bounded in parallel; then noted (:data:`AUTOSTART_MARK`), unless the
-        records or the initiator name could not be read (the next start tries again)."""
+        daemon start, bounded in parallel, each tried as iscsid tries a first login (for
+        :func:`boot_retry_window`: a target still starting after a power cut); then noted
+        (:data:`AUTOSTART_MARK`), unless the records or the initiator name could not be read
+        (the next start tries again)."""
         def read() -> list[dict[str, str]]:
             return [r.as_strings() for r in self._db().read_nodes()]
 
@@ -1976,7 +1984,7 @@ class Daemon:
             return
         leading = [r for r in auto if r.get("node.leading_login") == "Yes"]
         others = [r for r in auto if r.get("node.leading_login") != "Yes"]
-        results = await self.login(others, name) if others else []
+        results = await self.login(others, name, at_boot=True) if others else []
         if leading:
             results += await self._leading_logins(leading, name)
         self._mark_autostarted()
@@ -2000,7 +2008,7 @@ class Daemon:
 
         results: list[dict[str, Any]] = []
         for todo in leading_login_rounds(recs, present):
-            results += await self.login(todo, name)
+            results += await self.login(todo, name, at_boot=True)
         have = present()
         for r in recs:
             if portal_key(r) not in have:

@@ -482,7 +482,7 @@ def test_iscsictl_starts_for_one_node_take_turns(tmp_path, half_set):
         for attr in ("address", "persistent_address"):
             _w(sys_root, conn.format(s=sid) + "/" + attr, address)
 
-    async def establish(d, sid, node, initiator_name):  # a login: 0.3 s, then the kernel's
+    async def establish(d, sid, node, initiator_name, at_boot=False):  # a login: 0.3 s, then the kernel's
         made.append(sid)
         await asyncio.sleep(0.3)
         isid = d.isids.allocate()

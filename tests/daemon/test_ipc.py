@@ -479,7 +479,7 @@ def _records_reaching_login(d) -> list[dict]:
     the node records its sessions would be built from."""
     seen = []
 
-    async def fake_establish(node, initiator_name):
+    async def fake_establish(node, initiator_name, at_boot=False):
         seen.append(node.record)
         return len(seen)
 
@@ -879,7 +879,7 @@ def test_requests_under_way_when_the_daemon_stops_are_cut_short_and_answered(tmp
         d.nl = nl = Netlink()
         entered = asyncio.Event()
 
-        async def stuck_establish(node, initiator_name):
+        async def stuck_establish(node, initiator_name, at_boot=False):
             entered.set()
             try:
                 await asyncio.Event().wait()
@@ -1045,7 +1045,7 @@ def test_an_item_that_raises_is_its_own_result_and_the_others_are_answered(tmp_p
                state_dir=str(tmp_path / "state"), db_root=str(tmp_path),
                config_root=str(tmp_path), autostart=False)
 
-    async def login_one(rec, initiator_name, multiple=False):
+    async def login_one(rec, initiator_name, multiple=False, at_boot=False):
         if rec["node.name"].endswith("bad"):
             raise TypeError("a bytes-like object is required, not 'int'")
         await asyncio.sleep(0.01)
@@ -1208,7 +1208,7 @@ def test_a_bulk_login_over_one_requests_limit_is_sent_in_several(served, tmp_pat
     monkeypatch.setenv("ISCSICTL_SYSFS_ROOT", str(tmp_path / "no-sys"))
     reached = []
 
-    async def login_one(rec, initiator_name, multiple=False):
+    async def login_one(rec, initiator_name, multiple=False, at_boot=False):
         reached.append(rec["node.name"])
         return {"ok": True, "sids": [len(reached)], "node": rec["node.name"]}
     d._login_one = login_one

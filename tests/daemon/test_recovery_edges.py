@@ -557,17 +557,20 @@ def test_a_stop_with_logout_all_logs_out_a_login_that_ends_meanwhile(tmp_path, m
     assert d.sessions == {} and 3 in logged_out
 
 
-@pytest.mark.parametrize("discovery_type,startup,boot", [("fw", "manual", True),
-                                                          ("static", "onboot", True),
-                                                          ("static", "manual", False)])
+@pytest.mark.parametrize("discovery_type,startup,at_boot,boot", [
+    ("fw", "manual", False, True), ("static", "onboot", False, True),
+    ("static", "automatic", True, True), ("static", "manual", False, False)])
 def test_a_boot_disks_login_keeps_trying_as_long_as_iscsistarts(tmp_path, monkeypatch,
-                                                                discovery_type, startup, boot):
-    """The firmware's target (a boot disk: iscsictl-start -b, -m fw -l) or an onboot record
-    (iscsictl-start -i ...'s) is tried for initial_login_retry_max login timeouts
-    (iscsistart's iscsi_retry_initial_login), however soon each try fails; any other record
-    that many times.  Before: 30 tries of a port that refused at once were over within a
-    minute, where iscsistart waits 7.5, and the boot failed while the array was still
-    starting (iscsictl-start -i's until this session)."""
+                                                                discovery_type, startup,
+                                                                at_boot, boot):
+    """The firmware's target (a boot disk: iscsictl-start -b, -m fw -l), an onboot record
+    (iscsictl-start -i ...'s) or an automatic one logged in at the boot's daemon start is
+    tried for initial_login_retry_max login timeouts (iscsistart's and iscsid's
+    iscsi_retry_initial_login), however soon each try fails; any other record that many
+    times.  Before: 30 tries of a port that refused at once were over within a minute,
+    where iscsistart waits 7.5, and the boot failed while the array was still starting
+    (iscsictl-start -i's once; the automatic logins', 8 tries in ~11 s where iscsid's
+    take 2 minutes with Debian's iscsid.conf, until session 62)."""
     from iscsictl.daemon import service
 
     d = _daemon(tmp_path)
@@ -585,7 +588,7 @@ def test_a_boot_disks_login_keeps_trying_as_long_as_iscsistarts(tmp_path, monkey
         "node.startup": startup,
         "node.session.initial_login_retry_max": "2", "node.conn[0].timeo.login_timeout": "1"})
     with pytest.raises(SessionError):
-        asyncio.run(d._establish(node, "iqn.2005-03.org.open-iscsi:i"))
+        asyncio.run(d._establish(node, "iqn.2005-03.org.open-iscsi:i", at_boot))
     if boot:
         assert len(tries) > 2 and tries[-1] - tries[0] >= 1.5
     else:
@@ -644,7 +647,8 @@ def test_automatic_logins_are_made_at_a_boots_first_start_only(tmp_path, monkeyp
     def daemon():
         d = _daemon(tmp_path)
 
-        async def login(records, name, progress=None, multiple=False):
+        async def login(records, name, progress=None, multiple=False, at_boot=False):
+            assert at_boot  # tried as iscsid tries a first login: a target still starting
             logins.append(sorted(r["node.name"] for r in records))
             return [{"ok": True} for _ in records]
         d.login = login
@@ -678,7 +682,8 @@ def test_automatic_leading_logins_make_one_session_a_portal(tmp_path, monkeypatc
     d = _daemon(tmp_path)
     batches = []
 
-    async def login(records, name, progress=None, multiple=False):
+    async def login(records, name, progress=None, multiple=False, at_boot=False):
+        assert at_boot
         batches.append([r["iface.iscsi_ifacename"] for r in records])
         if len(batches) == 1:  # through eth-a: refused
             return [{"ok": False, "code": 8} for _ in records]
@@ -701,7 +706,7 @@ def test_a_record_asking_for_no_session_gets_none_from_the_daemon(tmp_path):
 
     d = _daemon(tmp_path)
 
-    async def establish(node, initiator_name):
+    async def establish(node, initiator_name, at_boot=False):
         raise AssertionError("a login was made")
     d._establish = establish
     rec = with_defaults(NODE, {"node.name": "iqn.2003-01.org.example:t",
@@ -884,7 +889,7 @@ def test_a_host_name_and_its_address_are_one_node_for_the_duplicate_check(
     d = _daemon(tmp_path)
     sids = iter(range(1, 100))
 
-    async def establish(node, initiator_name):
+    async def establish(node, initiator_name, at_boot=False):
         await asyncio.sleep(0.05)  # the login's exchange: the two overlap
         sid = next(sids)
         d.sessions[sid] = ks.KernelSession(
