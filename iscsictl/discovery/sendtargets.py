@@ -52,15 +52,16 @@ class DiscoveryPolicy:
 
     @classmethod
     def from_record(cls, values: Mapping[str, object], **overrides) -> "DiscoveryPolicy":
-        """From an st_config record's values (missing or bad values keep the defaults)."""
-        def num(key: str, default):
+        """From an st_config record's values (missing or bad values keep the defaults, but
+        a negative reopen_max is no retry: iscsiadm's discovery makes no attempt at all)."""
+        def num(key: str, default, negative=None):
             try:
                 v = int(values.get(key, default))  # type: ignore[arg-type]
             except (TypeError, ValueError):
                 return default
-            return v if v >= 0 else default
+            return v if v >= 0 else default if negative is None else negative
         kw = dict(
-            reopen_max=num("discovery.sendtargets.reopen_max", 5),
+            reopen_max=num("discovery.sendtargets.reopen_max", 5, negative=0),
             login_timeout=float(num("discovery.sendtargets.timeo.login_timeout", 15) or 15),
             auth_timeout=float(num("discovery.sendtargets.timeo.auth_timeout", 45) or 45),
             active_timeout=float(num("discovery.sendtargets.timeo.active_timeout", 30) or 30),
