@@ -7,7 +7,8 @@
  * child per command.  This client hands the child its stdin, stdout and stderr
  * (SCM_RIGHTS), its arguments, environment, working directory and umask, passes
  * on the signals it receives (INT, TERM, HUP, QUIT, USR1, USR2) and ends as the
- * child ended: the same exit code, or killed by the same signal.
+ * child ended: the same exit code, or killed by the same signal.  Stopped by
+ * Ctrl-Z (SIGTSTP), it stops the child too, and continues it when it is continued.
  *
  * When no command server takes the command (no daemon, not root, $ISCSICTL_DIRECT
  * set and not 0, a server of another protocol version), this process becomes the Python
@@ -77,6 +78,30 @@ static void forward(int sig)
 {
 	if (child_pid > 0)
 		kill((pid_t)child_pid, sig);
+}
+
+/* Ctrl-Z (SIGTSTP): the command stops with its client, and goes on when the client is
+ * continued (fg, bg), as iscsictl-py would: the worker, in another session, gets no
+ * signal from the terminal.  The client stops of the same signal, so the shell says so. */
+static void suspend(int sig)
+{
+	int saved = errno;
+	struct sigaction dfl, was;
+	sigset_t unblock;
+
+	if (child_pid > 0)
+		kill((pid_t)child_pid, SIGSTOP);
+	memset(&dfl, 0, sizeof(dfl));
+	dfl.sa_handler = SIG_DFL;
+	sigaction(sig, &dfl, &was);
+	sigemptyset(&unblock);
+	sigaddset(&unblock, sig);
+	sigprocmask(SIG_UNBLOCK, &unblock, NULL);
+	raise(sig); /* stops here until SIGCONT */
+	sigaction(sig, &was, NULL);
+	if (child_pid > 0)
+		kill((pid_t)child_pid, SIGCONT);
+	errno = saved;
 }
 
 static void forwarded_set(sigset_t *set)
@@ -365,6 +390,13 @@ int main(int argc, char **argv)
 		if (sigaction(forwarded[i], NULL, &was) == 0 && was.sa_handler == SIG_IGN)
 			continue;
 		sigaction(forwarded[i], &sa, NULL);
+	}
+	{
+		struct sigaction was;
+
+		sa.sa_handler = suspend;
+		if (sigaction(SIGTSTP, NULL, &was) == 0 && was.sa_handler != SIG_IGN)
+			sigaction(SIGTSTP, &sa, NULL);
 	}
 	sigprocmask(SIG_SETMASK, &old_mask, NULL); /* signals held so far are passed on now */
 	for (;;) {

@@ -681,13 +681,14 @@ def _finish(code: int, conn: socket.socket) -> bool:
 
 
 class _Worker:
-    __slots__ = ("pid", "ctl", "conn", "served", "retired")
+    __slots__ = ("pid", "ctl", "conn", "client", "served", "retired")
 
     def __init__(self, pid: int, ctl: socket.socket) -> None:
         self.pid = pid
         ctl.setblocking(False)  # the server reads what is there (socket.recv_fds ignores flags)
         self.ctl: socket.socket | None = ctl  # None once closed (retired, or it ended)
         self.conn: socket.socket | None = None  # the client's connection while it runs one
+        self.client: int | None = None  # a pidfd of that client, while it runs one
         self.served = 0  # commands it finished and came back from
         self.retired = False  # the server told it to exit (its ctl closed)
 
@@ -800,6 +801,8 @@ class CommandServer:
                     self._shed_at = time.monotonic() + SHED_AFTER
                 elif what[0] == "ctl":
                     self._messages(what[1])
+                elif what[0] == "client":
+                    self._client_ended(what[1])
                 else:
                     self._reap(what[1])
             if self._retry_at is not None and time.monotonic() >= self._retry_at:
@@ -913,6 +916,8 @@ class CommandServer:
                     for s in (w.ctl, w.conn):
                         if s is not None:
                             s.close()
+                    if w.client is not None:
+                        os.close(w.client)
                 if self.watch_fd is not None:  # stdin: keep 0-2 taken, or a received
                     null = os.open(os.devnull, os.O_RDONLY)  # descriptor would land there
                     os.dup2(null, self.watch_fd)
@@ -961,7 +966,9 @@ class CommandServer:
             if msg == b"a" and len(fds) == 1 and w.conn is None:
                 w.conn = socket.socket(fileno=fds[0])
                 self._early_deaths = 0
+                self._watch_client(w)
             elif msg == b"i" and not fds and w.conn is not None:
+                self._unwatch_client(w)
                 w.conn.close()
                 w.conn = None
                 w.served += 1
@@ -969,6 +976,35 @@ class CommandServer:
                 for fd in fds:
                     os.close(fd)
                 self._close_ctl(w)
+
+    def _watch_client(self, w: _Worker) -> None:
+        """Watch the process of ``w``'s client (a pidfd): should it end while its command
+        is stopped (Ctrl-Z stops both), :meth:`_client_ended` continues the command, which
+        then sees its client gone and ends.  Not watched when that cannot be done (the
+        client gone already: the worker sees that itself, running)."""
+        assert w.conn is not None
+        try:
+            w.client = os.pidfd_open(peer_credentials(w.conn)[0])
+        except OSError:
+            return
+        self.sel.register(w.client, selectors.EVENT_READ, ("client", w))
+
+    def _unwatch_client(self, w: _Worker) -> None:
+        if w.client is not None:
+            self.sel.unregister(w.client)
+            os.close(w.client)
+            w.client = None
+
+    def _client_ended(self, w: _Worker) -> None:
+        """The client of ``w``'s command ended: the command is continued (SIGCONT), in case
+        its client stopped it (Ctrl-Z) and was then killed: else nothing would ever
+        continue it, and its locks and its client's stdio would be held for ever."""
+        self._unwatch_client(w)
+        if w.conn is not None:
+            try:
+                os.kill(w.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
 
     def _close_ctl(self, w: _Worker) -> None:
         self.sel.unregister(w.ctl)
@@ -990,6 +1026,7 @@ class CommandServer:
             self._drain(w)  # what it said before it ended
             if w.ctl is not None:
                 self._close_ctl(w)
+        self._unwatch_client(w)
         if w.conn is None:  # ended idle
             if not (self.stopping or w.retired):
                 self._early_deaths += 1

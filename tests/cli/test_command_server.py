@@ -1328,3 +1328,52 @@ def test_a_client_whose_command_no_worker_starts_runs_the_python_front_end(tmp_p
     r = run_client(["--version"], env_for(server))
     assert r.returncode == 0 and r.stdout.startswith("iscsictl version"), r
     assert server.stop() == 0
+
+
+def _state_of(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+@pytest.mark.parametrize("then", ["continued", "killed"])
+def test_ctrl_z_stops_the_served_command_with_its_client(server, tmp_path, then):
+    """SIGTSTP (Ctrl-Z) stops the client and its command, SIGCONT (fg, bg) continues both,
+    as iscsictl-py stops and goes on.  Before, the command ran on, writing to the terminal
+    the shell had taken back.  A client killed while stopped: the server continues its
+    command, which then ends as its client is gone (else nothing would ever continue it)."""
+    root = tmp_path / "db"
+    Cli(str(root))
+    with SilentPortal() as silent:
+        # its own process group, in this session: one a shell's job control stops (in an
+        # orphaned group, as this test's may be under CI, SIGTSTP is discarded)
+        p = subprocess.Popen([str(CLIENT), "-m", "discovery", "-t", "st", "-p", silent.portal],
+                             env=env_for(server, root), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, process_group=0)
+        try:
+            time.sleep(1.0)  # in the login wait (the fixture's login timeout is 3 s)
+            (busy,) = [w for w in server.workers()
+                       if os.readlink(f"/proc/{w}/fd/1").startswith("pipe:")]
+
+            def stopped() -> set[int]:
+                return {w for w in server.workers() if _state_of(w) == "T"}
+            p.send_signal(signal.SIGTSTP)
+            deadline = time.monotonic() + 10
+            while _state_of(p.pid) != "T" or not stopped():
+                assert time.monotonic() < deadline, _state_of(p.pid)
+                time.sleep(0.02)
+            time.sleep(0.2)
+            assert stopped() == {busy} and _state_of(p.pid) == "T"  # not the idle worker
+            if then == "continued":
+                p.send_signal(signal.SIGCONT)
+                while _state_of(p.pid) == "T" or stopped():
+                    assert time.monotonic() < deadline
+                    time.sleep(0.02)
+                assert p.wait(30) == 19  # no Login Response (iscsiadm's 19), as unstopped
+            else:
+                p.kill()
+                p.wait(30)
+                while busy in server.workers():  # continued, its client gone: it ends
+                    assert time.monotonic() < deadline, _state_of(busy)
+                    time.sleep(0.02)
+        finally:
+            p.kill()
+            p.communicate(timeout=30)
