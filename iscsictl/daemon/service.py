@@ -460,6 +460,35 @@ RESOLVE_TIMEOUT = 5.0
 HOST_RETRY = 1.0
 
 
+class KeyedHolds:
+    """asyncio locks or semaphores by key (``make()`` makes one), each made when first
+    wanted and dropped once no one holds or waits for it: one for each node or portal ever
+    logged in to was kept for the daemon's life (a cloud host logs in to each volume's own
+    target).  ``len()``: the keys held or waited for now."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+        self._by_key: dict[Any, list[Any]] = {}  # key -> [its lock, its holders and waiters]
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: Any):  # type: ignore[no-untyped-def]
+        """Hold ``key``'s lock (or semaphore) while the block runs."""
+        entry = self._by_key.get(key)
+        if entry is None:
+            entry = self._by_key[key] = [self._make(), 0]
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if not entry[1]:
+                del self._by_key[key]
+
+
 class SessionTable(dict[int, ks.KernelSession]):
     """The daemon's sessions by sid, and by node (:attr:`~.kernel_session.NodeTarget.key`:
     target, portal, iface): how many sessions a node has is asked for every record of a
@@ -585,11 +614,11 @@ class Daemon:
         #: sets them; :meth:`_login_one`)
         self.node_locks: NodeLocks | None = None
         self.issued_challenges = ISSUED_CHALLENGES  # its discoveries' too
-        self._node_locks: dict[tuple[str, str, int, str], asyncio.Lock] = {}
+        self._node_locks = KeyedHolds(asyncio.Lock)  # by node key (_login_one)
         # host name -> (until, its addresses), and the lookups under way (_addresses_of)
         self._resolved: dict[str, tuple[float, frozenset[str]]] = {}
         self._resolving: dict[str, asyncio.Future[frozenset[str]]] = {}
-        self._login_slots: dict[tuple[str, int], asyncio.Semaphore] = {}  # by portal
+        self._login_slots = KeyedHolds(lambda: asyncio.Semaphore(MAX_PARALLEL_LOGINS))
         self.nl: AsyncIscsiNetlink | None = None
         self._server: IpcListener | None = None
         #: the listening socket systemd made (socket activation: iscsictld.socket), which
@@ -1625,14 +1654,10 @@ class Daemon:
             return
 
     # ------------------------------------------------------------------ operations
-    def _login_slot(self, address: str, port: int) -> asyncio.Semaphore:
+    def _login_slot(self, address: str, port: int) -> contextlib.AbstractAsyncContextManager:
         """The bound of logins under way at once to the portal ``address:port``
-        (:data:`MAX_PARALLEL_LOGINS`)."""
-        key = (host_key(address), port)
-        slot = self._login_slots.get(key)
-        if slot is None:
-            slot = self._login_slots[key] = asyncio.Semaphore(MAX_PARALLEL_LOGINS)
-        return slot
+        (:data:`MAX_PARALLEL_LOGINS`): held while the block runs."""
+        return self._login_slots.hold((host_key(address), port))
 
     def _node_sessions(self, node: ks.NodeTarget) -> list[ks.KernelSession]:
         return self.sessions.of_node(node.key)
@@ -1715,7 +1740,7 @@ class Daemon:
         keys = await self._address_keys(node)
         async with contextlib.AsyncExitStack() as held:  # one login per node at a time:
             for key in keys:  # no duplicates (#108); sorted: no two logins wait on each other
-                await held.enter_async_context(self._node_locks.setdefault(key, asyncio.Lock()))
+                await held.enter_async_context(self._node_locks.hold(key))
             if self.node_locks is not None:  # and none with the processes beside this one:
                 await held.enter_async_context(self._others_turn(node, keys))
                 self._adopt_others(node.target)  # theirs made meanwhile, counted below
@@ -2171,8 +2196,8 @@ class Daemon:
             await ks.logout(self.nl, handle, session, timeout, self.sysfs_root)
         except SessionError as exc:
             return {**desc, "ok": False, "code": exc.code, "message": str(exc)}
-        if self.sessions.pop(sid, None) is not None:
-            self._destroy_due(sid)
+        if self.sessions.pop(sid, None) is not None and not session.destroyed.is_set():
+            self._destroy_due(sid)  # (its destroy event, not come yet, is not another's)
             if session.isid is not None:  # (not when forgotten meanwhile: released there)
                 self.isids.release(session.isid)
         self._save_state()

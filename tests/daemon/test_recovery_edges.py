@@ -916,6 +916,76 @@ def test_a_host_name_and_its_address_are_one_node_for_the_duplicate_check(
     asyncio.run(main())
 
 
+def test_the_node_locks_of_logins_done_are_not_kept(tmp_path):
+    """The per-node lock of a login is dropped once no login holds or waits for it: one
+    was kept for each node ever logged in to, for the daemon's life (a cloud host logs in
+    to each volume's own target)."""
+    d = _daemon(tmp_path)
+    seen = []
+
+    async def establish(node, initiator_name, at_boot=False):
+        seen.append(len(d._node_locks))
+        await asyncio.sleep(0.01)
+        raise SessionError(8, "connection refused", retryable=True)
+    d._establish = establish
+
+    async def main():
+        for n in range(3):
+            await d.login([{"node.name": f"iqn.2003-01.org.example:t{n}.{m}",
+                            "node.conn[0].address": "192.0.2.1", "node.conn[0].port": "3260",
+                            "node.tpgt": "1"} for m in range(4)], "iqn.2026-11.x:i")
+    asyncio.run(main())
+    assert seen[:4] == [1, 2, 3, 4] and max(seen) == 4  # held while they log in
+    assert len(d._node_locks) == 0
+
+
+@pytest.mark.parametrize("event_came", [True, False])
+def test_a_logout_whose_destroy_event_came_leaves_no_sid_waiting_for_it(
+        tmp_path, monkeypatch, event_came):
+    """A logout notes its sid as one whose destroy event is still due only when that event
+    has not come (ks.logout's teardown without it); every user's logout was noted, the
+    set trimmed only at 1,024."""
+    d = _daemon(tmp_path)
+    d.sessions[3] = _session(3)
+    d.nl = _StopOnly()
+
+    async def logout(nl, handle, session, timeout, root):
+        if event_came:
+            session.destroyed.set()  # the daemon's event routing, during the logout
+    monkeypatch.setattr(ks, "logout", logout)
+    (result,) = asyncio.run(d.logout([3]))
+    assert result["ok"] and 3 not in d.sessions
+    assert (3 in d._logged_out) is not event_came
+
+
+def test_keyed_holds_serialise_a_key_and_drop_it_when_unused():
+    """KeyedHolds: one holder of a key at a time (a lock), others' keys free meanwhile;
+    a key no one holds or waits for (a waiter cancelled too) is not kept."""
+    from iscsictl.daemon.service import KeyedHolds
+
+    holds, order = KeyedHolds(asyncio.Lock), []
+
+    async def hold(key, what, wait=0.02):
+        async with holds.hold(key):
+            order.append(f"{what}+")
+            await asyncio.sleep(wait)
+            order.append(f"{what}-")
+
+    async def main():
+        await asyncio.gather(hold("a", "a1"), hold("a", "a2"), hold("b", "b1", 0.01))
+        assert len(holds) == 0
+        first = asyncio.ensure_future(hold("c", "c1", 10))
+        waiter = asyncio.ensure_future(hold("c", "c2"))
+        await asyncio.sleep(0.01)
+        assert len(holds) == 1
+        waiter.cancel()
+        first.cancel()
+        await asyncio.gather(first, waiter, return_exceptions=True)
+        assert len(holds) == 0
+    asyncio.run(main())
+    assert order[:2] == ["a1+", "b1+"] and order.index("a1-") < order.index("a2+")
+
+
 def test_a_host_names_addresses_are_looked_up_once_and_a_slow_lookup_is_said(
         tmp_path, monkeypatch, caplog):
     """The duplicate check's lookups: one for every login of a request at one host name
