@@ -1074,8 +1074,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-workers", type=int, default=MAX_WORKERS, metavar="N",
                    help="commands run at once (default %(default)s; more wait up to "
                         f"{SHED_AFTER:g} s, then run as iscsictl-py)")
+    p.add_argument("--nice", type=int, default=None, metavar="N",
+                   help="run at nice N, without the I/O-flusher mark (iscsictld starting "
+                        "it again, after it raised its own priority)")
     args = p.parse_args(argv)
     _own_oom_score()
+    if args.nice is not None:
+        from iscsictl.daemon.protect import unprotect
+        unprotect(args.nice)
     path = args.socket or cli_socket_path()
     server = CommandServer(path, watch_fd=0 if args.watch_stdin else None,
                            max_workers=args.max_workers)

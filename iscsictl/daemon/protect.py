@@ -117,6 +117,19 @@ def raise_open_files(limit: int = MAX_FILES) -> str | None:
         # ValueError: a hard limit raised without CAP_SYS_RESOURCE
 
 
+def unprotect(nice: int) -> None:
+    """Undo what a process the daemon starts after :func:`protect_daemon` (a command server
+    started again) inherits of it: its nice value back to ``nice`` (the daemon's before),
+    its I/O-flusher mark off.  Never raises: a refusal leaves that one."""
+    try:
+        if os.getpriority(os.PRIO_PROCESS, 0) != nice:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+    except OSError:
+        pass
+    if io_flusher():
+        _libc_call("prctl", *map(ctypes.c_ulong, (PR_SET_IO_FLUSHER, 0, 0, 0, 0)))
+
+
 def io_flusher() -> bool:
     """Whether the calling thread is marked an I/O flusher (``PR_GET_IO_FLUSHER``)."""
     prctl = function("prctl")

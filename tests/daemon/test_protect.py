@@ -81,3 +81,29 @@ def test_unprivileged_refusals_are_named_and_change_nothing():
     assert [line.split(" (")[0] for line in r["refused"]] == [
         "open file limit not raised to 16384", "priority not raised by 10",
         "memory not locked", "not marked an I/O flusher"], r
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="raising a priority needs root")
+def test_unprotect_gives_a_child_back_its_priority_and_takes_the_flusher_mark_off():
+    """What a command server started again after protect_daemon inherits of the daemon
+    (its raised priority, the I/O-flusher mark) is undone by unprotect(nice)."""
+    code = r"""
+import json, os
+from iscsictl.daemon.protect import io_flusher, protect_daemon, unprotect
+before = os.getpriority(os.PRIO_PROCESS, 0)
+refused = protect_daemon()
+r, w = os.pipe()
+if os.fork() == 0:
+    flagged = io_flusher()
+    unprotect(before)
+    os.write(w, json.dumps([flagged, io_flusher(), os.getpriority(os.PRIO_PROCESS, 0)]).encode())
+    os._exit(0)
+os.close(w)
+print(json.dumps(dict(before=before, refused=refused, child=json.loads(os.read(r, 4096)))))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    r = json.loads(out)
+    flagged, flusher, nice = r["child"]
+    assert nice == r["before"] and not flusher
+    assert flagged == (not any("IO_FLUSHER" in why for why in r["refused"]))  # inherited
