@@ -305,6 +305,36 @@ def test_relogin_sends_the_digests_and_what_changed_only():
     assert P.ISID not in {p for p, _ in changed}
 
 
+def test_each_record_value_reaches_its_own_kernel_parameter():
+    """Each timeout of the record goes to its own parameter, as iscsid's
+    iscsi_session_set_params (distinct values: a swap shows; both NOP-Out keys default to
+    5): noop_out_timeout is PING_TMO, noop_out_interval RECV_TMO.  Without ``ping_tmo`` in
+    sysfs (an HBA sending its own NOP-Outs: nop False) neither goes; a parameter the
+    transport answered ENOSYS to is not sent again at a relogin."""
+    from iscsictl.netlink import IscsiParam as P
+
+    rec = {"node.session.timeo.replacement_timeout": "121",
+           "node.session.err_timeo.abort_timeout": "16",
+           "node.session.err_timeo.lu_reset_timeout": "31",
+           "node.session.err_timeo.tgt_reset_timeout": "32",
+           "node.conn[0].timeo.noop_out_timeout": "7",
+           "node.conn[0].timeo.noop_out_interval": "11"}
+    ctx = ParamContext(record=rec, params=NegotiatedParameters(), initiator_name="iqn.x:i",
+                       target_name="iqn.x:t", persistent_address="10.0.0.1", persistent_port=3260,
+                       tpgt=1, iface="default", exp_statsn=5)
+    sent = dict(session_params(ctx))
+    assert {p: sent[p] for p in (P.SESS_RECOVERY_TMO, P.ABORT_TMO, P.LU_RESET_TMO,
+                                 P.TGT_RESET_TMO, P.PING_TMO, P.RECV_TMO)} == {
+        P.SESS_RECOVERY_TMO: "121", P.ABORT_TMO: "16", P.LU_RESET_TMO: "31",
+        P.TGT_RESET_TMO: "32", P.PING_TMO: "7", P.RECV_TMO: "11"}
+    no_nop = ParamContext(**{**ctx.__dict__, "nop": False})
+    assert not {P.PING_TMO, P.RECV_TMO} & {p for p, _ in session_params(no_nop)}
+    wanted = session_params(ctx, relogin=True)
+    assert P.PING_TMO in dict(wanted)
+    assert P.PING_TMO not in dict(relogin_changes(wanted, {P.PING_TMO: None}))
+    assert P.PING_TMO in dict(relogin_changes(wanted, {P.PING_TMO: "5"}))
+
+
 def test_iface_initiatorname_overrides_the_host_name():
     from iscsictl.transport.iface import iface_initiator_name
 

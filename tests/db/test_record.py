@@ -335,3 +335,60 @@ def test_list_values_split_where_idbm_splits_them():
     r = parse_record(schema.NODE, text.encode(), "p", warnings.append)
     assert r["node.session.auth.chap_algs"] == ("SHA1",)
     assert any("Ignoring unknown value 'SHA256\tMD5'" in w for w in warnings)
+
+
+def test_a_last_line_without_its_newline_is_no_setting_on_the_one_pass_reader_too():
+    """A text of only well-formed lines whose last has no newline (the one-pass reader's
+    case: nothing else sends it line by line) leaves that last setting out, as fgets in
+    idbm_recinfo_config drops it."""
+    from iscsictl.db.record import parse_lines
+
+    values, _ = parse_lines(schema.NODE, "node.session.cmds_max = 64\n"
+                                         "node.session.queue_depth = 16")
+    assert values == {"node.session.cmds_max": 64}
+    values, _ = parse_lines(schema.NODE, "node.session.queue_depth = 16\n")
+    assert values == {"node.session.queue_depth": 16}
+
+
+@pytest.mark.parametrize("value", [" pw-secret-1", "pw-secret-1 ", "\tbob"])
+def test_a_text_value_with_a_blank_at_either_end_is_refused(value):
+    """-o update and a record to be written (a firmware's) refuse a text value with a blank
+    at either end, leading as well as trailing: the file's reader strips both, and a CHAP
+    secret read back without its blank would not be the one set."""
+    from iscsictl.db.record import check_kept
+
+    r = node()
+    with pytest.raises(InvalidValue):
+        r.update_key("node.session.auth.password", value)
+    kept = node()
+    kept.values["node.session.auth.username"] = value  # as made from elsewhere
+    with pytest.raises(InvalidValue):
+        check_kept(kept)
+
+
+def test_a_list_value_named_twice_or_a_hidden_key_is_refused():
+    """chap_algs "MD5,MD5" is refused (idbm would list MD5 twice), and so is -o update of a
+    hidden key (a secret's *_length, which setting the secret sets)."""
+    r = node()
+    before = dict(r.values)
+    with pytest.raises(InvalidValue, match="repeated value"):
+        r.update_key("node.session.auth.chap_algs", "MD5,MD5")
+    with pytest.raises(InvalidKey):
+        r.update_key("node.session.auth.password_length", "3")
+    assert r.values == before
+
+
+def test_a_discovery_tree_prints_each_targets_portal_once():
+    """-P 1 of a discovery (portal_once): a Portal line at each change of target or portal;
+    a second target at the first one's portal gets its own (idbm_print_node_tree)."""
+    from iscsictl.db.record import format_node_tree
+    from iscsictl.db.store import NodeID
+
+    nids = [NodeID("iqn.2003-01.org.example:a", "10.0.0.1", 3260, 1, "default"),
+            NodeID("iqn.2003-01.org.example:a", "10.0.0.1", 3260, 1, "eth1"),
+            NodeID("iqn.2003-01.org.example:b", "10.0.0.1", 3260, 1, "default")]
+    assert format_node_tree(nids, portal_once=True) == [
+        "Target: iqn.2003-01.org.example:a", "\tPortal: 10.0.0.1:3260,1",
+        "\t\tIface Name: default", "\t\tIface Name: eth1",
+        "Target: iqn.2003-01.org.example:b", "\tPortal: 10.0.0.1:3260,1",
+        "\t\tIface Name: default"]

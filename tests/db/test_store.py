@@ -92,6 +92,10 @@ def test_filters_and_sorting(db):
     assert len(db.list_nodes(address="10.0.0.1")) == 3
     assert len(db.list_nodes(iface="eth1")) == 1
     assert db.list_nodes(target="iqn.none") == []
+    db.create_node(T1, "10.0.0.1", 3260, 2)  # another portal group at one portal
+    assert [n.tpgt for n in db.list_nodes(target=T1, address="10.0.0.1", tpgt=2)] == [2]
+    assert {n.tpgt for n in db.list_nodes(target=T1, address="10.0.0.1", tpgt=1)} == {1}
+    db.delete_node(NodeID(T1, "10.0.0.1", 3260, 2, "default"))
     assert db.tree_listing(target=T1) == [
         f"Target: {T1}", "\tPortal: 10.0.0.1:3260,1", "\t\tIface Name: default",
         "\tPortal: 10.0.0.1:3260,1", "\t\tIface Name: eth1",
@@ -829,6 +833,19 @@ def test_read_regular_reads_only_a_regular_file_and_never_blocks(tmp_path, kind)
         assert isinstance(e.value, IsADirectoryError)
     else:
         assert e.value.errno == errno.EINVAL and e.value.strerror == "not a regular file"
+
+
+def test_read_regular_reads_a_procfs_file_whose_size_says_0():
+    """procfs shows st_size 0: the file is still read to its end (the daemon's boot id,
+    which tells a restart from a boot's first start: empty, the automatic logins would run
+    at every restart)."""
+    from iscsictl.db.files import read_regular
+
+    path = "/proc/sys/kernel/random/boot_id"
+    assert os.stat(path).st_size == 0
+    with open(path, "rb") as f:
+        assert read_regular(path) == f.read()
+    assert len(read_regular(path)) == 37  # a UUID and its newline
 
 
 def test_a_fifo_or_device_in_place_of_a_database_file_is_an_error_not_a_hang(tmp_path):

@@ -482,6 +482,31 @@ def test_next_event_without_request(kernel_factory):
         assert isinstance(ev, UnbindSession) and (ev.sid, ev.host_no) == (4, 1)
 
 
+def test_a_destroy_events_host_and_session_are_read_each_from_its_own_field(kernel_factory):
+    """KEVENT_DESTROY_SESSION's r.d_session: host_no, then sid (iscsi_if.h); a swap made
+    the daemon wait for a destroy event that never came for its session."""
+    from iscsictl.netlink import DestroySession
+
+    k = kernel_factory(lambda req: [])
+    with IscsiNetlink(k.user, timeout=2) as nl:
+        k.send(m.encode_message(E.KEVENT_DESTROY_SESSION, nlmsg_type=0, r_host_no=1, r_sid=4))
+        ev = nl.next_event(timeout=2)
+        assert isinstance(ev, DestroySession) and (ev.host_no, ev.sid) == (1, 4)
+
+
+def test_an_if_error_of_another_request_is_not_this_ones_reply(kernel_factory):
+    """ISCSI_KEVENT_IF_ERROR carries the failed request's type in its header
+    (iscsi_if_send_reply(portid, nlh->nlmsg_type, ...)): a late one of a SET_PARAM is not the
+    answer of the START_CONN waiting now, whose own reply follows."""
+    def answer(req):
+        stale = bytearray(req)
+        struct.pack_into("=H", stale, 4, E.SET_PARAM)
+        return [if_error(bytes(stale), errno.EINVAL), echo(req, r_retcode=0)]
+    k = kernel_factory(answer)
+    with IscsiNetlink(k.user, timeout=2) as nl:
+        assert nl.start_conn(1, 7, 0) is None
+
+
 def test_process_events_calls_callback(kernel_factory):
     seen = []
     k = kernel_factory(lambda req: [])
