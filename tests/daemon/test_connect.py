@@ -565,3 +565,15 @@ def test_a_first_login_reports_where_a_permanent_redirect_moved_the_target(statu
         close_there()
     assert portal == Portal("127.0.0.1", there, 1)
     assert reported == ([portal] if moved else [])
+
+
+@pytest.mark.parametrize("status, retryable, code", [
+    (0x0201, False, 24), (0x0202, False, 24), (0x0203, False, 19), (0x0300, True, 5)])
+def test_a_rejected_logins_exit_code_is_iscsiadms(status, retryable, code):
+    """Authentication failure (0201) and authorization failure (0202, "initiator failed
+    authorization with target": an ACL denial) are 24, as iscsid's CONN_LOGIN_AUTH_FAILED;
+    other initiator errors 19, target errors 5 (retried)."""
+    from iscsictl.daemon.kernel_session import rejected_code
+    from iscsictl.protocol.login import LoginRejected
+
+    assert rejected_code(LoginRejected(status, retryable=retryable)) == code

@@ -128,6 +128,21 @@ def test_required_param_refused_is_a_failure_with_the_sid():
                                                         errno.EINVAL)
 
 
+def test_an_optional_parameter_refused_enosys_or_einval_is_held_as_none():
+    """A transport without an OPTIONAL parameter answers ENOSYS, or EINVAL (iscsi_tcp on
+    6.1 for ISID, IFMARKER_EN): held as None (not sent again), and the login goes on; a
+    required one refused so fails it, named."""
+    from iscsictl.netlink import IscsiKernelError, IscsiParam as P
+
+    def refused(err):
+        return IscsiKernelError(err, "SET_PARAM", "iferror")
+    held = ks._held([(P.ISID, "400001370000"), (P.IFMARKER_EN, "0"), (P.TARGET_NAME, "iqn.x:t")],
+                    [refused(errno.EINVAL), refused(errno.ENOSYS), None])
+    assert held == {P.ISID: None, P.IFMARKER_EN: None, P.TARGET_NAME: "iqn.x:t"}
+    with pytest.raises(IscsiKernelError, match="SET_PARAM MAX_R2T=3"):
+        ks._held([(P.MAX_R2T, "3")], [refused(errno.EINVAL)])
+
+
 def test_a_refused_secret_is_named_without_its_value():
     kernel = Kernel(refuse={IscsiParam.PASSWORD: errno.EINVAL})
     knl = IscsiNetlink(kernel.transport, timeout=1)

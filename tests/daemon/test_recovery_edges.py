@@ -186,6 +186,30 @@ def test_an_error_while_a_recovery_finishes_starts_another(tmp_path, monkeypatch
     assert "the connection failed again" in caplog.text
 
 
+def test_a_targets_one_time_time2wait_is_waited_once(tmp_path, monkeypatch):
+    """The Time2Wait an Async Message or a Logout Response asked for (time2wait_once) is
+    the next recovery's only (RFC 7143 §11.9.1, §11.15.4): used, it is gone, and a later
+    recovery waits the negotiated DefaultTime2Wait again."""
+    d = _daemon(tmp_path)
+    s = _session(3)
+    s.time2wait_once = 0
+    d.sessions[3] = s
+    session_in_sysfs(tmp_path, 3, "FAILED")
+    d.nl = _StopOnly()
+    seen = []
+
+    async def relogin(nl, handle, session, challenges):
+        seen.append(session.time2wait_once)
+    monkeypatch.setattr(ks, "relogin", relogin)
+
+    async def main():
+        d._start_recovery(s, "the connection failed")
+        await asyncio.wait_for(asyncio.shield(s.recovery), 5)
+        await d.close()
+    asyncio.run(main())
+    assert seen == [None] and s.time2wait_once is None
+
+
 def _async_message(event, **fields):
     from iscsictl.protocol.pdu import AsyncMessage
 

@@ -300,6 +300,36 @@ def test_a_permanent_redirect_is_where_the_next_relogin_goes(tmp_path, portal, s
     assert session.current == session.failback
 
 
+class CleaningUpKernel(RelayKernel):
+    """The first BIND_CONN is answered -ENOTCONN in its retcode, as the kernel does while
+    the connection's cleanup work is pending (open-iscsi #387); the rest as RelayKernel."""
+
+    def __init__(self, target):
+        super().__init__(target)
+        self.binds = 0
+
+    def answer(self, msg, raw):
+        if msg["type"] == E.BIND_CONN:
+            self.binds += 1
+            if self.binds == 1:
+                return [echo(raw, r_retcode=-errno.ENOTCONN)]
+        return super().answer(msg, raw)
+
+
+def test_a_bind_refused_while_the_kernel_cleans_up_is_flushed_and_made_again(tmp_path,
+                                                                             portal):
+    """BIND_CONN -ENOTCONN (the kernel's cleanup of the old connection pending): a
+    STOP_CONN(RECOVER) flushes that work and the bind is made again, in the same attempt;
+    not the attempt's failure, which cost a back-off and another connection."""
+    target = FakeTarget()
+    kernel = CleaningUpKernel(target)
+    relogin(tmp_path, portal, kernel)
+    types = kernel.types()
+    assert types[:3] == [E.BIND_CONN, E.STOP_CONN, E.BIND_CONN]
+    assert kernel.requests[1]["flag"] == StopConnFlag.RECOVER
+    assert types[-1] == E.START_CONN and target.phase == "ffp"
+
+
 def test_a_login_timeout_of_0_is_iscsids_30_s(tmp_path, portal):
     """node.conn[0].timeo.login_timeout = 0 is not "no time at all" (every attempt ended
     at its first wait): iscsid's __session_conn_create takes its default, 30 s; the
