@@ -1568,3 +1568,36 @@ def test_a_record_a_crash_left_empty_is_damaged_at_once(tmp_path):
         with pytest.raises(CorruptRecord, match="corrupt record"):
             read()
         assert time.monotonic() - start < store.REREAD_WAIT / 2
+
+
+def test_a_waiter_for_a_lock_file_its_holder_removed_takes_the_new_one(tmp_path,
+                                                                        monkeypatch):
+    """A record's deleter removes its lock's file as it lets go (remove_when_released); a
+    waiter then holding the removed file's lock, while a newcomer holds the new file at the
+    path, lets the old one go and waits for the new one: else both would hold "the" lock
+    (two writers of one record)."""
+    import threading
+
+    from iscsictl.db import store
+    from iscsictl.db.store import FileLock
+
+    monkeypatch.setattr(store, "_LOCK_POLL", 1.0)  # the newcomer comes between two polls
+    path = str(tmp_path / "record.lock")
+    deleter = FileLock(path)
+    deleter.acquire()
+    deleter.remove_when_released()
+    waiter, got = FileLock(path, timeout=10), threading.Event()
+    t = threading.Thread(target=lambda: (waiter.acquire(), got.set()))
+    t.start()
+    newcomer = FileLock(path, timeout=0.2)
+    try:
+        time.sleep(0.2)  # the waiter polls the deleter's file
+        deleter.release()
+        newcomer.acquire()  # a new file at the path
+        assert not got.wait(1.5)  # its poll came: the old file's lock, let go
+        newcomer.release()
+        assert got.wait(5)
+    finally:
+        newcomer.release()
+        t.join(10)
+        waiter.release()
