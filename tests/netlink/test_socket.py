@@ -1257,3 +1257,20 @@ def test_a_32_bit_x86_kernel_is_refused_not_misread(monkeypatch):
     assert machine("i686", 32, True) is False  # a 32-bit process on x86_64
     assert machine("i686", 64, False) is False  # linux32 on a 64-bit process
     assert machine("armv7l", 32, False) is False  # 32-bit ARM aligns uint64_t to 8
+
+
+def test_a_short_chap_or_stats_payload_is_a_decode_error_not_a_crash():
+    """GET_CHAP announcing more entries than its payload holds, and stats announcing more
+    custom counters than come: PayloadDecodeError (the caller's clear error), not the
+    struct reader's ValueError (a traceback)."""
+    from iscsictl.netlink.errors import PayloadDecodeError
+    from iscsictl.netlink.socket import _customs, _parse_chap
+
+    entry = m.iscsi_chap_rec_payload.size()
+    with pytest.raises(PayloadDecodeError, match="2 entries announced"):
+        _parse_chap({"payload": b"\0" * (entry + entry // 2), "num_entries": 2})
+    assert len(_parse_chap({"payload": b"\0" * entry, "num_entries": 1})) == 1
+    one = m.iscsi_stats_custom_payload.size()
+    with pytest.raises(PayloadDecodeError, match="2 announced, only 1 present"):
+        _customs(m.iscsi_stats_custom_payload, b"\0" * (8 + one + one // 2), 8, 2)
+    assert len(_customs(m.iscsi_stats_custom_payload, b"\0" * (8 + 2 * one), 8, 2)) == 2
