@@ -160,8 +160,8 @@ class IscsidConfig:
                 if not kind.by_name[name].read_only and name != "discovery.startup":
                     vals[name] = v
         for k in kind.keys:
-            if k.length_of:
-                vals[k.name] = len(vals[k.length_of])
+            if k.length_of:  # bytes, as Record.set counts them
+                vals[k.name] = len(vals[k.length_of].encode("utf-8", "surrogateescape"))
         return vals
 
     def new_record(self, kind: schema.RecordKind, warn: Warn = _nowarn) -> Record:

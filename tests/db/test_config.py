@@ -127,3 +127,19 @@ def test_a_key_no_record_has_is_said_once():
         conf.new_record(kind, said.append)
     assert said == ["/etc/iscsi/iscsid.conf: unknown key 'node.sesion.cmds_max': ignored"]
     assert conf.new_record(schema.NODE)["node.session.cmds_max"] == 64
+
+
+def test_a_records_lookup_keys_never_come_from_the_conf_and_secret_lengths_are_bytes():
+    """iscsid.conf's node.discovery_type or node.name (read-only, a record's identity) are
+    not a new record's (idbm copies only the settings): "fw" would have marked every record
+    made by -o new a firmware's.  A secret's hidden length is counted in bytes, as setting
+    it counts (it was characters)."""
+    from iscsictl.db import schema
+
+    conf = IscsidConfig.parse("node.discovery_type = fw\n"
+                              "node.name = iqn.2003-01.org.example:conf\n"
+                              "node.session.auth.password = s\u00e9cret-pass-1\n")
+    node = conf.defaults_for(schema.NODE)
+    assert node["node.discovery_type"] == schema.NODE.by_name["node.discovery_type"].default
+    assert node["node.name"] == schema.NODE.by_name["node.name"].default
+    assert node["node.session.auth.password_length"] == len("s\u00e9cret-pass-1".encode())
