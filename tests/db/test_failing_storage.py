@@ -257,3 +257,23 @@ def test_an_oversized_found_record_keeps_the_targets_stale_portals_for_good(db):
     res = db.reconcile_discovery(did, [p1])
     assert [type(e).__name__ for _, e in res.failed] == ["RecordTooLarge"]
     assert res.deleted == [p2] and db.node_exists(p1)
+
+
+@pytest.mark.parametrize("failing", ["write", "fsync"])
+def test_a_record_that_cannot_be_written_leaves_no_staged_copy(db, monkeypatch, failing):
+    """A record write that fails (ENOSPC at the write, or at the fsync a journal commit
+    makes) removes its staged copy at once: .tmp/ holds nothing, where a copy of a record
+    with a CHAP secret would wait for the hour's sweep."""
+    db.create_node(T1, "10.0.0.8", 3260, 1)
+    nid = db.list_nodes()[0]
+    rec = db.read_node(nid)
+    rec.set("node.session.auth.password", "secret-pass-1")
+    before = open(db.node_path(nid), "rb").read()
+    with monkeypatch.context() as m:
+        m.setattr(os, failing, _full if failing == "write" else
+                  lambda fd: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+        with pytest.raises(DBError):
+            db.write_node(rec)
+    assert open(db.node_path(nid), "rb").read() == before
+    tmp = os.path.join(db.db_root, ".tmp")
+    assert not os.path.isdir(tmp) or os.listdir(tmp) == []
