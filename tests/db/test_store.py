@@ -1601,3 +1601,17 @@ def test_a_waiter_for_a_lock_file_its_holder_removed_takes_the_new_one(tmp_path,
         newcomer.release()
         t.join(10)
         waiter.release()
+
+
+def test_names_iscsiadm_cannot_read_back_are_refused(db):
+    """An iface name holds 64 bytes (ISCSI_MAX_IFACE_LEN, bytes not characters), and no
+    name holds a newline (a record's path component: iscsiadm's listing splits on it)."""
+    from iscsictl.db.errors import InvalidRecordName
+
+    db.create_iface("i" * 64)
+    for name in ("i" * 65, "\u00e9" * 33):
+        with pytest.raises(InvalidRecordName):
+            db.create_iface(name)
+    with pytest.raises(InvalidRecordName):
+        db.create_node("iqn.2003-01.org.example:a\nb", "10.0.0.1", 3260, 1)
+    assert [n for n in db.list_ifaces() if n.startswith("ii")] == ["i" * 64]
