@@ -371,6 +371,32 @@ def test_get_stats_multicast_reply(kernel_factory):
         assert foreign.type == E.GET_STATS
 
 
+def test_multicast_answers_of_other_requests_that_come_first_are_not_taken(kernel_factory):
+    """GET_STATS and GET_CHAP answers reach every socket: one for another connection of the
+    same session (cid 1), or another first index of the same host's CHAP table, coming
+    just before ours, stays an event; ours is the reply."""
+    def rec(idx, name):
+        return struct.pack("=HxxI256s256sB3x", idx, 0, name, b"secret", 6)
+
+    def handler(req):
+        (msg,) = m.decode_messages(req)
+        if msg["type"] == E.GET_STATS:
+            return [m.encode_message(E.GET_STATS, nlmsg_type=0, sid=7, cid=1,
+                                     payload=_stats_payload(5)),
+                    m.encode_message(E.GET_STATS, nlmsg_type=0, sid=7, cid=0,
+                                     payload=_stats_payload(77))]
+        return [m.encode_message(E.GET_CHAP, nlmsg_type=0, host_no=3, chap_tbl_idx=128,
+                                 num_entries=1, payload=rec(128, b"entry128")),
+                m.encode_message(E.GET_CHAP, nlmsg_type=0, host_no=3, chap_tbl_idx=0,
+                                 num_entries=1, payload=rec(0, b"entry0"))]
+    k = kernel_factory(handler)
+    with IscsiNetlink(k.user, timeout=2) as nl:
+        assert nl.get_stats(1, 7, 0).scsicmd_pdus == 77
+        got = nl.get_chap(1, host_no=3, chap_tbl_idx=0, num_entries=7)
+        assert [(c.chap_tbl_idx, c.username) for c in got] == [(0, "entry0")]
+        assert [e.type for e in nl.pending_events()] == [E.GET_STATS, E.GET_CHAP]
+
+
 def test_get_stats_truncated_payload_is_an_error(kernel_factory):
     from iscsictl.netlink import PayloadDecodeError
     k = kernel_factory(lambda req: [m.encode_message(E.GET_STATS, nlmsg_type=0, sid=7, cid=0,
