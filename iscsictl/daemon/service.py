@@ -2196,8 +2196,9 @@ class Daemon:
             await ks.logout(self.nl, handle, session, timeout, self.sysfs_root)
         except SessionError as exc:
             return {**desc, "ok": False, "code": exc.code, "message": str(exc)}
-        if self.sessions.pop(sid, None) is not None and not session.destroyed.is_set():
-            self._destroy_due(sid)  # (its destroy event, not come yet, is not another's)
+        if self.sessions.pop(sid, None) is not None:
+            if not session.destroyed.is_set():  # its destroy event, not come yet, is not
+                self._destroy_due(sid)  # another netlink user's
             if session.isid is not None:  # (not when forgotten meanwhile: released there)
                 self.isids.release(session.isid)
         self._save_state()

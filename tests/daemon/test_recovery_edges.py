@@ -968,9 +968,13 @@ def test_a_logout_whose_destroy_event_came_leaves_no_sid_waiting_for_it(
         tmp_path, monkeypatch, event_came):
     """A logout notes its sid as one whose destroy event is still due only when that event
     has not come (ks.logout's teardown without it); every user's logout was noted, the
-    set trimmed only at 1,024."""
+    set trimmed only at 1,024.  Either way its ISID is free again."""
     d = _daemon(tmp_path)
-    d.sessions[3] = _session(3)
+    d.sessions[3] = s = _session(3)
+    s.isid = d.isids.allocate()
+    released = []
+    release = d.isids.release
+    d.isids.release = lambda isid: (released.append(isid), release(isid))
     d.nl = _StopOnly()
 
     async def logout(nl, handle, session, timeout, root):
@@ -980,6 +984,7 @@ def test_a_logout_whose_destroy_event_came_leaves_no_sid_waiting_for_it(
     (result,) = asyncio.run(d.logout([3]))
     assert result["ok"] and 3 not in d.sessions
     assert (3 in d._logged_out) is not event_came
+    assert released == [s.isid]
 
 
 def test_keyed_holds_serialise_a_key_and_drop_it_when_unused():
