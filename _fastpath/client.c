@@ -366,6 +366,10 @@ int main(int argc, char **argv)
 	int fd;
 
 	forwarded_set(&block);
+	/* Ctrl-Z too, until the command has started: held, it then stops the command with
+	 * this client (taken by default, the command a worker started meanwhile ran on while
+	 * the shell said "Stopped"); iscsictl-py gets it as it would have */
+	sigaddset(&block, SIGTSTP);
 	sigprocmask(SIG_BLOCK, &block, &old_mask);
 	if ((direct && *direct && strcmp(direct, "0") != 0) || geteuid() != 0)
 		return run_python(argv, &old_mask);

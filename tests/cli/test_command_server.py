@@ -1377,3 +1377,39 @@ def test_ctrl_z_stops_the_served_command_with_its_client(server, tmp_path, then)
         finally:
             p.kill()
             p.communicate(timeout=30)
+
+
+def test_ctrl_z_before_the_command_started_stops_it_once_it_starts(tmp_path):
+    """Ctrl-Z while the client waits for a worker (every one busy) is held until its
+    command starts, then stops both.  Before, it stopped the client alone, and the command
+    a worker took meanwhile ran while the shell said "Stopped"."""
+    server = Server(tmp_path, args=("--max-workers", "2"))
+    root = tmp_path / "etc"
+    Cli(str(root))
+    try:
+        with SilentPortal() as silent:
+            blocked = [subprocess.Popen(
+                [str(CLIENT), "-m", "discovery", "-t", "st", "-p", silent.portal],
+                env=env_for(server, root), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                for _ in range(2)]
+            time.sleep(1.0)  # both workers in their discoveries' login wait
+            p = subprocess.Popen([str(CLIENT), "-m", "iface", "-I", "made", "-o", "new"],
+                                 env=env_for(server, root), stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, process_group=0)
+            time.sleep(0.2)  # waiting for a worker
+            p.send_signal(signal.SIGTSTP)
+            time.sleep(0.2)
+            assert _state_of(p.pid) != "T"  # held: nothing runs yet that it would stop
+            blocked[0].kill()  # its worker ends: a new one takes the waiting client
+            blocked[0].communicate(timeout=30)
+            deadline = time.monotonic() + 10
+            while _state_of(p.pid) != "T":  # started, then stopped with its command
+                assert time.monotonic() < deadline and p.poll() is None, p.poll()
+                time.sleep(0.02)
+            p.send_signal(signal.SIGCONT)
+            out, err = p.communicate(timeout=30)
+            assert p.returncode == 0 and "New interface made added" in out, (out, err)
+            blocked[1].kill()
+            blocked[1].communicate(timeout=30)
+    finally:
+        assert server.stop() == 0, server.log.read_text()
