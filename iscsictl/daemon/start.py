@@ -73,15 +73,13 @@ _MAX_LEN = {"targetname": 255, "address": 1025, "username": 256, "password": 256
 _SECRETS = ("password", "password_in")
 
 
-def _check_lengths(args: argparse.Namespace) -> None:
+def _check_length(name: str, value: str | None) -> None:
     """iscsistart's refusal of an over-long value (7); a secret is not repeated."""
-    for name, most in _MAX_LEN.items():
-        value = getattr(args, name)
-        if value is not None and len(os.fsencode(value)) > most:
-            shown = "" if name in _SECRETS else f" {value}"
-            print(f"{PROG}: invalid {name}{shown}. Max {name} length is {most}.",
-                  file=sys.stderr)
-            raise SystemExit(INVAL)
+    most = _MAX_LEN[name]
+    if value is not None and len(os.fsencode(value)) > most:
+        shown = "" if name in _SECRETS else f" {value}"
+        print(f"{PROG}: invalid {name}{shown}. Max {name} length is {most}.", file=sys.stderr)
+        raise SystemExit(INVAL)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -488,15 +486,20 @@ def _run(argv: list[str] | None) -> int:
     first = next((o for o in options if o in _ACTS_AND_EXITS), None)
     if first:  # iscsistart acts on the first of -v, -h, -N and -f and exits: not a later one
         options = [o for o in options if o == first or o not in _ACTS_AND_EXITS]
-    for option in options:  # iscsistart's getopt loop refuses a -P without a value when
-        if option in _ACTS_AND_EXITS or option == "--fwparam_connect":  # it reaches it:
-            break  # before it acts on a later -f, -N, -v, -h or -b
-        if option.startswith("--param="):
-            _param(option[len("--param="):])
+    for option in options:  # iscsistart's getopt loop refuses an over-long value or a -P
+        if option in _ACTS_AND_EXITS or option == "--fwparam_connect":  # without one when
+            break  # it reaches it: before it acts on a later -f, -N, -v, -h or -b
+        name, _, value = option[2:].partition("=")
+        if name == "param":
+            _param(value)
+        elif name in _MAX_LEN:
+            _check_length(name, value)
     args = parser.parse_args(options)
     for word in words:  # iscsistart ignores them without a word
         print(f"{PROG}: '{word}' is not an option's: ignored", file=sys.stderr)
-    _check_lengths(args)
+    if first is None:  # (and those after a -b: the rest were checked above)
+        for name in _MAX_LEN:
+            _check_length(name, getattr(args, name))
     if args.version:
         print(f"{PROG} version {__version__}")  # as iscsictl -V (not the DB format's)
         return 0

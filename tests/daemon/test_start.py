@@ -90,14 +90,21 @@ def test_arguments_as_iscsistart(env, capsys):
 
 
 def test_a_param_without_a_value_is_refused_before_a_later_option_acts(env, capsys):
-    """iscsistart's getopt loop refuses a -P without a value when it reaches it: before a
-    later -f, -v or -b acts (the firmware was printed, exit 0), not before an earlier one."""
+    """iscsistart's getopt loop refuses a -P without a value, or an over-long value, when it
+    reaches it: before a later -f, -v or -b acts (the firmware was printed, exit 0), not
+    before an earlier one, and in the order given."""
     bad = "iscsictl-start: Invalid --param node.session.scan. Missing value.\n"
     for later in ("-f", "-v", "-b"):
         assert start(capsys, "-P", "node.session.scan", later) == (7, "", bad), later
     assert start(capsys, "-v", "-P", "node.session.scan") == (0, VERSION, "")
     rc, out, err = start(capsys, "-f", "-P", "node.session.scan")
     assert (rc, err) == (0, "") and BOOT in out
+    # an over-long value likewise, each in its turn
+    long_name = "iqn.2003-01.org.example:" + "t" * 300
+    assert start(capsys, "-v", "-t", long_name) == (0, VERSION, "")
+    rc, _, err = start(capsys, "-t", long_name, "-P", "node.session.scan")
+    assert rc == 7 and err.startswith("iscsictl-start: invalid targetname iqn.")
+    assert start(capsys, "-P", "node.session.scan", "-t", long_name) == (7, "", bad)
 
 
 @pytest.mark.parametrize("module", ["iscsictl.daemon.start", "iscsictl.daemon.__main__"])
