@@ -802,7 +802,7 @@ class CommandServer:
                 elif what[0] == "ctl":
                     self._messages(what[1])
                 elif what[0] == "client":
-                    self._client_ended(what[1])
+                    self._client_ended(what[1], what[2])
                 else:
                     self._reap(what[1])
             if self._retry_at is not None and time.monotonic() >= self._retry_at:
@@ -980,14 +980,17 @@ class CommandServer:
     def _watch_client(self, w: _Worker) -> None:
         """Watch the process of ``w``'s client (a pidfd): should it end while its command
         is stopped (Ctrl-Z stops both), :meth:`_client_ended` continues the command, which
-        then sees its client gone and ends.  Not watched when that cannot be done (the
-        client gone already: the worker sees that itself, running)."""
+        then sees its client gone and ends.  A client gone already: the command is
+        continued at once; one that cannot be watched (no descriptor left) is not."""
         assert w.conn is not None
         try:
             w.client = os.pidfd_open(peer_credentials(w.conn)[0])
+        except ProcessLookupError:
+            self._continue(w)
+            return
         except OSError:
             return
-        self.sel.register(w.client, selectors.EVENT_READ, ("client", w))
+        self.sel.register(w.client, selectors.EVENT_READ, ("client", w, w.client))
 
     def _unwatch_client(self, w: _Worker) -> None:
         if w.client is not None:
@@ -995,12 +998,20 @@ class CommandServer:
             os.close(w.client)
             w.client = None
 
-    def _client_ended(self, w: _Worker) -> None:
-        """The client of ``w``'s command ended: the command is continued (SIGCONT), in case
-        its client stopped it (Ctrl-Z) and was then killed: else nothing would ever
-        continue it, and its locks and its client's stdio would be held for ever."""
+    def _client_ended(self, w: _Worker, pidfd: int) -> None:
+        """The client whose process ``pidfd`` watches ended: if it is still ``w``'s (not an
+        event left from a client ``w`` is done with), its command is continued, in case its
+        client stopped it (Ctrl-Z) and was then killed: else nothing would ever continue
+        it, and its locks and its client's stdio would be held for ever."""
+        if w.client != pidfd or not select.select([pidfd], [], [], 0)[0]:
+            return  # (its number another client's pidfd since: that one has not ended)
         self._unwatch_client(w)
-        if w.conn is not None:
+        self._continue(w)
+
+    def _continue(self, w: _Worker) -> None:
+        """SIGCONT to ``w`` while it runs a command (not once reaped: its pid may be
+        another process's by then)."""
+        if w.conn is not None and any(v is w for v in self.workers.values()):
             try:
                 os.kill(w.pid, signal.SIGCONT)
             except ProcessLookupError:

@@ -1413,3 +1413,60 @@ def test_ctrl_z_before_the_command_started_stops_it_once_it_starts(tmp_path):
             blocked[1].communicate(timeout=30)
     finally:
         assert server.stop() == 0, server.log.read_text()
+
+
+def test_the_server_continues_a_command_only_for_its_own_clients_end(tmp_path):
+    """The server's watch of a client's process (a pidfd): the end of a client a worker is
+    done with, still in the selector's round, is not its next client's (that one's watch
+    kept, its stopped command left stopped); the end of the worker's own client continues
+    its command; a client gone before it could be watched continues it at once."""
+    from iscsictl.cli.server import CommandServer, _Worker
+
+    server = CommandServer(str(tmp_path / "s.sock"))
+    worker = subprocess.Popen(["sleep", "60"])  # stands for a worker, stopped with its client
+    clients = [subprocess.Popen(["sleep", "60"]) for _ in range(2)]
+    ours, theirs = socket.socketpair()
+    w = _Worker(worker.pid, ours)
+    server.workers[-1] = w
+    w.conn = theirs
+    try:
+        os.kill(worker.pid, signal.SIGSTOP)
+        import selectors
+
+        def watch(pid):  # as _watch_client does for a connection's peer
+            w.client = os.pidfd_open(pid)
+            server.sel.register(w.client, selectors.EVENT_READ, ("client", w, w.client))
+        watch(clients[0].pid)
+        first = w.client
+        clients[0].kill()
+        clients[0].wait()
+        server._unwatch_client(w)  # its "i", then the next client's "a"
+        watch(clients[1].pid)
+        server._client_ended(w, first)  # the first's event, left in the round
+        assert w.client is not None and _state_of(worker.pid) == "T"
+        clients[1].kill()
+        clients[1].wait()
+        server._client_ended(w, w.client)
+        assert w.client is None
+        deadline = time.monotonic() + 5
+        while _state_of(worker.pid) == "T":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        os.kill(worker.pid, signal.SIGSTOP)  # a client gone before it could be watched
+        with socket.socket(socket.AF_UNIX) as listener:
+            listener.bind(str(tmp_path / "l.sock"))
+            listener.listen(1)
+            subprocess.run([sys.executable, "-c", "import socket, sys; s = socket.socket("
+                            "socket.AF_UNIX); s.connect(sys.argv[1])", str(tmp_path / "l.sock")],
+                           check=True, timeout=30)
+            w.conn, _ = listener.accept()
+        server._watch_client(w)  # ProcessLookupError: continued at once
+        assert w.client is None
+        while _state_of(worker.pid) == "T":
+            assert time.monotonic() < deadline + 5
+            time.sleep(0.02)
+    finally:
+        for p in (worker, *clients):
+            p.kill()
+            p.wait()
+        server.sel.close()
