@@ -18,8 +18,8 @@ from ..cli.server import STOP_GRACE, cli_socket_path
 
 log = logging.getLogger("iscsictld")
 
-#: s before a command server that ended is started again: doubled at each end, up to the
-#: last; back to the first once one has run RESTART_STEADY s
+#: s before a command server that ended (or could not be started) is started again: the
+#: next at each end, up to the last; back to the first once one has run RESTART_STEADY s
 RESTART_DELAYS = (1.0, 2.0, 5.0, 15.0, 60.0, 300.0)
 RESTART_STEADY = 600.0
 
@@ -40,9 +40,10 @@ class CommandServerProcess:
         self._nice = os.getpriority(os.PRIO_PROCESS, 0)
 
     async def start(self) -> None:
-        """Spawn the server (it imports the CLI, then listens: ready in the background)."""
-        if await self._spawn():
-            self._watch = asyncio.ensure_future(self._watch_exit())
+        """Spawn the server (it imports the CLI, then listens: ready in the background), and
+        watch it."""
+        running = await self._spawn()
+        self._watch = asyncio.ensure_future(self._watch_exit(running))
 
     async def _spawn(self) -> bool:
         try:
@@ -60,29 +61,31 @@ class CommandServerProcess:
         log.debug("command server pid %d on %s", self.proc.pid, self.path)
         return True
 
-    async def _watch_exit(self) -> None:
+    async def _watch_exit(self, running: bool) -> None:
+        """Start the server again (``running``: it runs now) each time it ends or could not
+        be started, after the next of RESTART_DELAYS; until stop()."""
         loop = asyncio.get_running_loop()
         ends = 0
         while True:
-            assert self.proc is not None
-            since = loop.time()
-            code = await self.proc.wait()
-            if self._stopping:
-                return
-            if loop.time() - since >= RESTART_STEADY:
-                ends = 0
-            delay = RESTART_DELAYS[min(ends, len(RESTART_DELAYS) - 1)]
-            ends += 1
-            log.warning("command server exited with %s: commands start Python each until "
-                        "it is started again in %g s", code, delay)
-            while True:
-                await asyncio.sleep(delay)
+            why = "could not be started"
+            if running:
+                assert self.proc is not None
+                since = loop.time()
+                why = f"exited with {await self.proc.wait()}"
                 if self._stopping:
                     return
-                if await self._spawn():
-                    break
-                delay = RESTART_DELAYS[-1]
-            log.info("command server started again (pid %d)", self.proc.pid)
+                if loop.time() - since >= RESTART_STEADY:
+                    ends = 0
+            delay = RESTART_DELAYS[min(ends, len(RESTART_DELAYS) - 1)]
+            ends += 1
+            log.warning("command server %s: commands start Python each until it is started "
+                        "again in %g s", why, delay)
+            await asyncio.sleep(delay)
+            if self._stopping:
+                return
+            running = await self._spawn()
+            if running:
+                log.info("command server started again (pid %d)", self.proc.pid)
 
     def _close_stdin(self) -> None:
         if self.proc is not None and self.proc.stdin is not None:
@@ -91,12 +94,12 @@ class CommandServerProcess:
     async def stop(self) -> None:
         """End of file on its stdin; it waits for the commands under way (at most
         STOP_GRACE s), then it is killed.  One waiting to be started again is not."""
-        if self.proc is None:
-            return
         self._stopping = True
-        if self._watch is not None and self.proc.returncode is not None:
+        if self._watch is not None and (self.proc is None or self.proc.returncode is not None):
             self._watch.cancel()  # it ended: not started again (nor waited for below)
             await asyncio.gather(self._watch, return_exceptions=True)
+        if self.proc is None:
+            return
         self._close_stdin()
         if self.proc.returncode is None:
             try:

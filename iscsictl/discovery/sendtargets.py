@@ -53,7 +53,8 @@ class DiscoveryPolicy:
     @classmethod
     def from_record(cls, values: Mapping[str, object], **overrides) -> "DiscoveryPolicy":
         """From an st_config record's values (missing or bad values keep the defaults, but
-        a negative reopen_max is no retry: iscsiadm's discovery makes no attempt at all)."""
+        a negative reopen_max is one attempt and no retry, where iscsiadm's discovery makes
+        none at all: "connection login retries (reopen_max) -1 exceeded")."""
         def num(key: str, default, negative=None):
             try:
                 v = int(values.get(key, default))  # type: ignore[arg-type]

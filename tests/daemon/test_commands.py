@@ -73,3 +73,37 @@ def test_stop_ends_a_running_command_server(tmp_path):
         assert proc.returncode == 0 and server.proc is proc and server._watch.done()
         assert not cli_socket.exists()
     asyncio.run(main())
+
+
+def test_a_command_server_that_could_not_be_started_is_tried_again(tmp_path, monkeypatch):
+    """The first start fails (no process could be made): tried again after RESTART_DELAYS,
+    as a server that ended is; stop() while it waits ends that."""
+    monkeypatch.setattr(commands, "RESTART_DELAYS", (0.2,))
+    daemon_socket = str(tmp_path / "d.sock")
+    cli_socket = Path(commands.cli_socket_path(daemon_socket))
+    real = asyncio.create_subprocess_exec
+    tries = []
+
+    async def failing_once(*args, **kw):
+        tries.append(args)
+        if len(tries) == 1:
+            raise OSError(11, "Resource temporarily unavailable")
+        return await real(*args, **kw)
+    monkeypatch.setattr(commands.asyncio, "create_subprocess_exec", failing_once)
+
+    async def main():
+        server = commands.CommandServerProcess(daemon_socket)
+        await server.start()
+        assert server.proc is None and len(tries) == 1
+        await _until(lambda: server.proc is not None, "not tried again")
+        await _until(cli_socket.exists, "the server did not listen")
+        await server.stop()
+        assert server.proc.returncode == 0 and server._watch.done()
+
+        never = commands.CommandServerProcess(str(tmp_path / "e.sock"))
+        tries.clear()
+        await never.start()  # fails: stop() while it waits to try again
+        await never.stop()
+        await asyncio.sleep(0.4)
+        assert never.proc is None and never._watch.done() and len(tries) == 1
+    asyncio.run(main())

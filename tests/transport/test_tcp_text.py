@@ -491,9 +491,9 @@ def test_a_challenge_another_discovery_issued_is_not_answered():
 @pytest.mark.parametrize("value, reopen_max", [("-1", 0), ("-7", 0), ("3", 3), ("abc", 5),
                                                (None, 5)])
 def test_a_negative_reopen_max_is_no_retry(value, reopen_max):
-    """discovery.sendtargets.reopen_max below 0 is no retry (iscsiadm's discovery makes no
-    attempt at all: "connection login retries (reopen_max) -1 exceeded"); it was the
-    default's 5.  An unreadable or missing value is the default."""
+    """discovery.sendtargets.reopen_max below 0 is one attempt and no retry (iscsiadm's
+    discovery makes none at all: "connection login retries (reopen_max) -1 exceeded"); it
+    was the default's 5.  An unreadable or missing value is the default."""
     from iscsictl.discovery.sendtargets import DiscoveryPolicy
 
     values = {} if value is None else {"discovery.sendtargets.reopen_max": value}
