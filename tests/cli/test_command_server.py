@@ -1103,6 +1103,16 @@ def test_a_stopping_server_leaves_its_successors_socket(server, tmp_path):
         assert successor.stop() == 0
 
 
+def _busy_workers(server, root: Path, portal: str, n: int = 2) -> list[subprocess.Popen]:
+    """``n`` clients whose discoveries wait on the silent ``portal``, each holding a
+    worker, once in their login wait."""
+    blocked = [subprocess.Popen([str(CLIENT), "-m", "discovery", "-t", "st", "-p", portal],
+                                env=env_for(server, root), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE) for _ in range(n)]
+    time.sleep(1.0)
+    return blocked
+
+
 def test_a_client_waiting_on_busy_workers_runs_the_python_front_end(tmp_path):
     """Every worker busy (hung discoveries) and no more allowed: a client waits
     SHED_AFTER s, then its connection is closed unread and it runs iscsictl-py (before:
@@ -1118,11 +1128,7 @@ def test_a_client_waiting_on_busy_workers_runs_the_python_front_end(tmp_path):
                                              "sendtargets.timeo.login_timeout = 10"))
     try:
         with SilentPortal() as silent:
-            blocked = [subprocess.Popen(
-                [str(CLIENT), "-m", "discovery", "-t", "st", "-p", silent.portal],
-                env=env_for(server, root), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-                for _ in range(2)]
-            time.sleep(1.0)  # both in their login wait
+            blocked = _busy_workers(server, root, silent.portal)
             start = time.monotonic()
             r = run_client(["--version"], env_for(server, served=False) | {
                 "ISCSICTL_DIRECT": ""})  # the client tries the server first
@@ -1388,11 +1394,7 @@ def test_ctrl_z_before_the_command_started_stops_it_once_it_starts(tmp_path):
     Cli(str(root))
     try:
         with SilentPortal() as silent:
-            blocked = [subprocess.Popen(
-                [str(CLIENT), "-m", "discovery", "-t", "st", "-p", silent.portal],
-                env=env_for(server, root), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-                for _ in range(2)]
-            time.sleep(1.0)  # both workers in their discoveries' login wait
+            blocked = _busy_workers(server, root, silent.portal)
             p = subprocess.Popen([str(CLIENT), "-m", "iface", "-I", "made", "-o", "new"],
                                  env=env_for(server, root), stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True, process_group=0)
